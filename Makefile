@@ -1,0 +1,48 @@
+# Every target runs inside the project environment through ./dev, which builds it on
+# first use (a native venv, or a Debian 13 root filesystem under bubblewrap).
+SHELL := /bin/bash
+DEV := ./dev
+PYTEST_ARGS ?=
+CONFIG ?= pipeline/configs/demo.yaml
+OUTPUTS ?= pipeline_outputs
+PORT ?= 8500
+REST_PORT ?= 8501
+
+.PHONY: help env test test-all lint demo tensorboard serve bench lock clean clean-env
+
+help:  ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+env:  ## Build (or reuse) the environment and say which one it is.
+	@python3 tools/runtime.py ensure
+
+test:  ## Run the test suite (the default set, end-to-end pipeline included).
+	$(DEV) python -m pytest -q -m "not slow" $(PYTEST_ARGS) tests
+
+test-all:  ## Run every test, slow ones too.
+	$(DEV) python -m pytest -q $(PYTEST_ARGS) tests
+
+lint:  ## Check the code with ruff.
+	$(DEV) ruff check .
+
+demo:  ## Run the pipeline end to end (CONFIG=path/to/config.yaml for your own).
+	$(DEV) python -m pipeline.local_runner --config $(CONFIG)
+
+tensorboard:  ## Serve TensorBoard over the pipeline outputs.
+	$(DEV) tensorboard --logdir $(OUTPUTS) --bind_all=false --port 6006
+
+serve:  ## Serve the models the demo pushed (gRPC :8500, REST :8501).
+	$(DEV) python -m serving --model_config_file= --model_base_path_root=$(OUTPUTS) --port $(PORT) --rest_api_port $(REST_PORT)
+
+bench:  ## Run the benchmarks and print their ratios.
+	$(DEV) python bench/run_all.py
+
+lock:  ## Re-resolve the stack from setup.py and rewrite requirements.lock.
+	$(DEV) bash tools/relock.sh
+
+clean:  ## Remove pipeline outputs and caches in this clone.
+	rm -rf $(OUTPUTS) .pytest_cache .ruff_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +
+
+clean-env:  ## Remove every cached environment (they rebuild on next use).
+	rm -rf "$${TFXLM_CACHE:-$$( [ "$$(id -u)" = 0 ] && echo /var/cache/tfx-lm || echo $${XDG_CACHE_HOME:-$$HOME/.cache}/tfx-lm )}"

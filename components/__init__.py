@@ -1,0 +1,1 @@
+"""Custom TFX components: text ExampleGen, the Beam-learned Vocabulary, the data gate."""

@@ -1,0 +1,1 @@
+"""Pipeline wiring: the `create_pipeline` factory, its configuration and the runners."""

@@ -1,0 +1,1 @@
+"""A model server that speaks the TensorFlow Serving gRPC and REST APIs."""

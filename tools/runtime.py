@@ -1,0 +1,372 @@
+"""Chooses, builds and enters the project's runtime environment.
+
+TFX 1.21's ML Metadata and TFDV wheels need glibc >= 2.39 and GCC 13's libstdc++
+(CXXABI_1.3.15). On a host that has them we use a plain venv; elsewhere a Debian 13
+root filesystem built with mmdebstrap and entered with bubblewrap. Both are cached
+outside the clone, keyed on the hash of the lock file and the install scripts, so a
+new clone reuses them.
+
+This file runs with the host's `python3` (any 3.8+) and uses the standard library only.
+
+Usage:
+    python3 tools/runtime.py exec -- CMD [ARGS...]   # build if needed, then run CMD inside
+    python3 tools/runtime.py ensure                  # build if needed, print where
+    python3 tools/runtime.py describe                # print the facts and the choice
+"""
+
+import argparse
+import dataclasses
+import fcntl
+import glob
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from typing import Optional, Tuple
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# What the wheels of the stack need (see shared RUNTIME.md).
+MIN_GLIBC = (2, 39)
+MIN_CXXABI = (1, 3, 15)
+PYTHON_RANGE = ((3, 10), (3, 13))
+
+# Files whose content decides the environment; their hash names the cache entry.
+KEY_FILES = ('requirements.lock', 'tools/install_stack.sh', 'tools/debian-packages.txt')
+
+DEBIAN_SUITE = 'trixie'
+ROOTFS_VENV = '/opt/venv'
+READY_MARKER = '.tfxlm-ready'
+CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt'
+# Host pip settings that are copied into the root filesystem so pip behaves the same there.
+PIP_CONFIG_PATHS = ('/etc/pip.conf', '/etc/xdg/pip')
+PASS_ENV_PREFIXES = ('PIP_', 'HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY', 'http_proxy',
+                     'https_proxy', 'no_proxy', 'ALL_PROXY', 'all_proxy')
+
+VENV = 'venv'
+ROOTFS = 'rootfs'
+
+
+@dataclasses.dataclass(frozen=True)
+class HostFacts:
+  """What the host offers, as detected by `detect()`.
+
+  Attributes:
+    glibc: glibc version, or None when the C library is not glibc.
+    cxxabi: highest CXXABI version exported by the system libstdc++, or None.
+    python: version of the host `python3` running this file.
+    is_root: whether we run as uid 0.
+    userns: whether unprivileged user namespaces are enabled.
+    has_bwrap: whether `bwrap` is on PATH.
+    has_mmdebstrap: whether `mmdebstrap` is on PATH.
+    has_apt: whether `apt-get` is on PATH (to install the two above).
+    forced: value of TFXLM_RUNTIME (`venv` or `rootfs`), or None.
+  """
+  glibc: Optional[Tuple[int, ...]]
+  cxxabi: Optional[Tuple[int, ...]]
+  python: Tuple[int, int]
+  is_root: bool
+  userns: bool
+  has_bwrap: bool
+  has_mmdebstrap: bool
+  has_apt: bool
+  forced: Optional[str] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+  """The environment to use.
+
+  Attributes:
+    kind: `venv`, `rootfs`, or None when neither can work.
+    reason: one sentence on why.
+    install_tools: host packages to apt-get install first (rootfs only).
+    unprivileged: whether mmdebstrap must run in `unshare` mode (not root).
+  """
+  kind: Optional[str]
+  reason: str
+  install_tools: Tuple[str, ...] = ()
+  unprivileged: bool = False
+
+
+def _fmt(version):
+  return '.'.join(str(v) for v in version) if version else 'none'
+
+
+def native_ok(facts: HostFacts) -> Tuple[bool, str]:
+  """Whether the host can load the stack's wheels in a plain venv, and why not."""
+  problems = []
+  if facts.glibc is None or facts.glibc < MIN_GLIBC:
+    problems.append(f'glibc {_fmt(facts.glibc)} < {_fmt(MIN_GLIBC)}')
+  if facts.cxxabi is None or facts.cxxabi < MIN_CXXABI:
+    problems.append(f'libstdc++ CXXABI {_fmt(facts.cxxabi)} < {_fmt(MIN_CXXABI)}')
+  low, high = PYTHON_RANGE
+  if not low <= facts.python <= high:
+    problems.append(f'Python {_fmt(facts.python)} outside {_fmt(low)}-{_fmt(high)}')
+  return not problems, '; '.join(problems)
+
+
+def choose_runtime(facts: HostFacts) -> Choice:
+  """Picks the environment from what the host offers. Pure: no I/O."""
+  ok, problems = native_ok(facts)
+  if facts.forced not in (None, VENV, ROOTFS):
+    return Choice(None, f'TFXLM_RUNTIME={facts.forced!r} is not one of venv, rootfs.')
+  if facts.forced == VENV or (ok and facts.forced is None):
+    if not ok:
+      return Choice(None, f'TFXLM_RUNTIME=venv, but this host cannot load the wheels: {problems}.')
+    return Choice(VENV, 'the host can load every wheel of the stack natively.')
+
+  why = f'this host cannot load the wheels natively ({problems})' if not ok else 'TFXLM_RUNTIME=rootfs'
+  missing = tuple(name for name, present in (('mmdebstrap', facts.has_mmdebstrap),
+                                             ('bubblewrap', facts.has_bwrap)) if not present)
+  if facts.is_root:
+    if missing and not facts.has_apt:
+      return Choice(None, f'{why}, and {" and ".join(missing)} are missing with no apt-get to '
+                    'install them. Install them, or use the Docker image (see README).')
+    return Choice(ROOTFS, f'{why}: using a Debian 13 root filesystem under bubblewrap.',
+                  install_tools=missing)
+  if missing:
+    return Choice(None, f'{why}; a Debian 13 root filesystem needs {" and ".join(missing)}, '
+                  'which only root can install here. Run as root, ask an administrator to '
+                  f'`apt-get install {" ".join(missing)}`, or use the Docker image (see README).')
+  if not facts.userns:
+    return Choice(None, f'{why}; bubblewrap needs unprivileged user namespaces, which are '
+                  'disabled (sysctl kernel.unprivileged_userns_clone=1). Run as root, enable '
+                  'them, or use the Docker image (see README).')
+  return Choice(ROOTFS, f'{why}: using a Debian 13 root filesystem under bubblewrap '
+                '(unprivileged).', unprivileged=True)
+
+
+# --- Detection ---------------------------------------------------------------------------
+
+
+def _glibc_version():
+  try:
+    name = os.confstr('CS_GNU_LIBC_VERSION') or ''
+  except (ValueError, OSError):
+    return None
+  match = re.match(r'glibc (\d+)\.(\d+)', name)
+  return tuple(int(g) for g in match.groups()) if match else None
+
+
+def _libstdcxx_paths():
+  try:
+    out = subprocess.run(['ldconfig', '-p'], capture_output=True, text=True, check=False).stdout
+  except OSError:
+    out = ''
+  paths = re.findall(r'libstdc\+\+\.so\.6 \(([^)]*)\) => (\S+)', out)
+  arch_paths = [path for arch, path in paths if 'x86-64' in arch or 'x86_64' not in arch]
+  return arch_paths or glob.glob('/usr/lib*/**/libstdc++.so.6', recursive=True)
+
+
+def _cxxabi_version():
+  best = None
+  for path in _libstdcxx_paths():
+    try:
+      with open(path, 'rb') as f:
+        data = f.read()
+    except OSError:
+      continue
+    for match in re.finditer(rb'CXXABI_(\d+)\.(\d+)(?:\.(\d+))?\x00', data):
+      version = tuple(int(g) for g in match.groups() if g is not None)
+      best = max(best, version) if best else version
+  return best
+
+
+def _userns_enabled():
+  try:
+    with open('/proc/sys/kernel/unprivileged_userns_clone') as f:
+      if f.read().strip() == '0':
+        return False
+  except OSError:
+    pass
+  try:
+    with open('/proc/sys/user/max_user_namespaces') as f:
+      return int(f.read().strip() or 0) > 0
+  except (OSError, ValueError):
+    return True
+
+
+def detect() -> HostFacts:
+  return HostFacts(
+      glibc=_glibc_version(),
+      cxxabi=_cxxabi_version(),
+      python=sys.version_info[:2],
+      is_root=os.geteuid() == 0,
+      userns=_userns_enabled(),
+      has_bwrap=shutil.which('bwrap') is not None,
+      has_mmdebstrap=shutil.which('mmdebstrap') is not None,
+      has_apt=shutil.which('apt-get') is not None,
+      forced=os.environ.get('TFXLM_RUNTIME') or None,
+  )
+
+
+# --- Building ----------------------------------------------------------------------------
+
+
+def env_key(repo: str = REPO) -> str:
+  digest = hashlib.sha256()
+  for name in KEY_FILES:
+    with open(os.path.join(repo, name), 'rb') as f:
+      digest.update(name.encode() + b'\0' + f.read())
+  return digest.hexdigest()[:16]
+
+
+def cache_root() -> str:
+  if os.environ.get('TFXLM_CACHE'):
+    return os.environ['TFXLM_CACHE']
+  if os.geteuid() == 0:
+    return '/var/cache/tfx-lm'
+  base = os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache')
+  return os.path.join(base, 'tfx-lm')
+
+
+def _log(msg):
+  print(f'[runtime] {msg}', file=sys.stderr, flush=True)
+
+
+def _run(cmd, **kwargs):
+  _log('$ ' + ' '.join(cmd))
+  subprocess.run(cmd, check=True, **kwargs)
+
+
+def _debian_packages():
+  with open(os.path.join(REPO, 'tools/debian-packages.txt')) as f:
+    return [line.split('#')[0].strip() for line in f if line.split('#')[0].strip()]
+
+
+def _passthrough_env():
+  return {k: v for k, v in os.environ.items() if k.startswith(PASS_ENV_PREFIXES)}
+
+
+def _bwrap_base(rootfs):
+  cmd = ['bwrap', '--bind', rootfs, '/', '--dev', '/dev', '--proc', '/proc',
+         '--bind', '/tmp', '/tmp', '--die-with-parent']
+  for path in ('/etc/resolv.conf', '/etc/hosts'):
+    if os.path.exists(path):
+      cmd += ['--ro-bind', path, path]
+  return cmd
+
+
+def _build_venv(target):
+  # Built in place (a venv hard-codes its path); READY_MARKER tells a finished one.
+  _run([sys.executable, '-m', 'venv', target])
+  _run(['bash', os.path.join(REPO, 'tools/install_stack.sh'), target,
+        os.path.join(REPO, 'requirements.lock')])
+
+
+def _build_rootfs(target, choice):
+  if choice.install_tools:
+    _run(['apt-get', 'update', '-q'])
+    _run(['apt-get', 'install', '-y', '-q', *choice.install_tools],
+         env={**os.environ, 'DEBIAN_FRONTEND': 'noninteractive'})
+  tmp = target + f'.tmp-{os.getpid()}'
+  shutil.rmtree(tmp, ignore_errors=True)
+  mode = ['--mode=unshare'] if choice.unprivileged else []
+  _run(['mmdebstrap', '--variant=apt', *mode, '--include=' + ','.join(_debian_packages()),
+        DEBIAN_SUITE, tmp])
+  if os.path.exists(CA_BUNDLE):
+    shutil.copyfile(CA_BUNDLE, tmp + CA_BUNDLE)
+  for path in PIP_CONFIG_PATHS:
+    if os.path.isdir(path):
+      shutil.copytree(path, tmp + path, dirs_exist_ok=True)
+    elif os.path.isfile(path):
+      shutil.copyfile(path, tmp + path)
+  src = '/run/tfxlm-src'
+  cmd = _bwrap_base(tmp) + ['--ro-bind', REPO, src, '--chdir', '/']
+  for key, value in _passthrough_env().items():
+    cmd += ['--setenv', key, value]
+  cmd += ['--setenv', 'PATH', '/usr/sbin:/usr/bin:/sbin:/bin',
+          'bash', f'{src}/tools/install_stack.sh', ROOTFS_VENV, f'{src}/requirements.lock']
+  _run(cmd)
+  shutil.rmtree(target, ignore_errors=True)
+  os.rename(tmp, target)
+
+
+def ensure(choice: Choice) -> str:
+  """Builds the chosen environment unless cached; returns its directory."""
+  root = cache_root()
+  os.makedirs(root, exist_ok=True)
+  target = os.path.join(root, f'{choice.kind}-{env_key()}')
+  marker = os.path.join(target, READY_MARKER)
+  if os.path.exists(marker):
+    return target
+  with open(os.path.join(root, '.lock'), 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if os.path.exists(marker):
+      return target
+    _log(f'building the {choice.kind} environment in {target}: {choice.reason}')
+    shutil.rmtree(target, ignore_errors=True)  # a half-built one from an interrupted run
+    try:
+      if choice.kind == VENV:
+        _build_venv(target)
+      else:
+        _build_rootfs(target, choice)
+      with open(marker, 'w') as f:
+        f.write(env_key() + '\n')
+    except subprocess.CalledProcessError as e:
+      raise SystemExit(f'[runtime] building the {choice.kind} environment failed: '
+                       f'{" ".join(e.cmd)} exited with {e.returncode}. Nothing was cached; '
+                       'fix the cause and run the command again.') from None
+  return target
+
+
+def command_in(choice: Choice, target: str, argv, cwd: str):
+  """The argv and environment that run `argv` inside the environment."""
+  env = dict(os.environ)
+  env['PYTHONPATH'] = REPO + (os.pathsep + env['PYTHONPATH'] if env.get('PYTHONPATH') else '')
+  env['TFXLM_RUNTIME_KIND'] = choice.kind
+  if choice.kind == VENV:
+    env['VIRTUAL_ENV'] = target
+    env['PATH'] = os.path.join(target, 'bin') + os.pathsep + env.get('PATH', '')
+    return list(argv), env
+  cmd = _bwrap_base(target) + ['--bind', REPO, REPO]
+  if not (cwd + '/').startswith(REPO + '/') and not cwd.startswith('/tmp'):
+    cmd += ['--bind', cwd, cwd]
+  cmd += ['--chdir', cwd]
+  env['PATH'] = f'{ROOTFS_VENV}/bin:/usr/local/bin:/usr/bin:/bin'
+  env['VIRTUAL_ENV'] = ROOTFS_VENV
+  # The host's find-links folder does not exist inside; pip would warn on every call.
+  if env.get('PIP_FIND_LINKS') and not os.path.exists(target + env['PIP_FIND_LINKS']):
+    del env['PIP_FIND_LINKS']
+  return cmd + ['--', *argv], env
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  sub = parser.add_subparsers(dest='verb', required=True)
+  sub.add_parser('describe')
+  sub.add_parser('ensure')
+  run = sub.add_parser('exec')
+  run.add_argument('cmd', nargs=argparse.REMAINDER)
+  args = parser.parse_args(argv)
+
+  facts = detect()
+  choice = choose_runtime(facts)
+  if args.verb == 'describe':
+    print(facts)
+    print(choice)
+    return 0 if choice.kind else 1
+  if choice.kind is None:
+    print(f'[runtime] no usable environment: {choice.reason}', file=sys.stderr)
+    return 1
+  target = ensure(choice)
+  if args.verb == 'ensure':
+    print(f'{choice.kind} {target}')
+    return 0
+  cmd = args.cmd[1:] if args.cmd[:1] == ['--'] else args.cmd
+  if not cmd:
+    parser.error('exec needs a command')
+  argv2, env = command_in(choice, target, cmd, os.getcwd())
+  sys.stdout.flush()
+  try:
+    os.execvpe(argv2[0], argv2, env)
+  except FileNotFoundError:
+    print(f'[runtime] command not found: {argv2[0]}', file=sys.stderr)
+    return 127
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,1 @@
+"""User code that TFX loads by name: features, preprocessing, models, training, export."""
