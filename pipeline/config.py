@@ -1,0 +1,436 @@
+"""The pipeline's one typed configuration: YAML file + command-line overrides, validated once.
+
+A config file is a YAML mapping whose sections match `PipelineConfig`'s fields:
+
+    pipeline_name: imdb
+    data: {format: csv, input_base: data/imdb, label_column: sentiment}
+    train: {task: classify, model_size: tiny, train_steps: 500}
+
+Overrides use dotted keys with YAML values: `--set train.learning_rate=3e-4`.
+Every error names the key, what was wrong and where it came from, e.g.
+`demo.yaml: train.learning_rate: expected a number, got 'fast'`.
+"""
+
+import dataclasses
+import json
+import os
+import re
+import types
+import typing
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import yaml
+
+from trainer import config as trainer_config
+from trainer import features
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+INPUT_FORMATS = ('csv', 'tfrecord', 'text', 'jsonl')
+TEXT_MODES = ('line', 'file')
+VOCAB_KINDS = ('wordpiece', 'sentencepiece')
+
+
+
+def bundled_imdb_dir() -> str:
+  """The demo's data when `data.input_base` is empty: the labeled IMDB sample (CSV
+  `label,text`, 100 reviews) that ships inside the installed tfx package."""
+  import tfx  # pylint: disable=g-import-not-at-top
+  return os.path.join(os.path.dirname(tfx.__file__), 'examples', 'imdb', 'data')
+
+
+class ConfigError(ValueError):
+  """A configuration value is missing, unknown or of the wrong type."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """Where the text comes from and how to read it.
+
+  Attributes:
+    format: `csv`, `tfrecord` (tf.Example), `text` (UTF-8 .txt files) or `jsonl`.
+    input_base: folder holding the input files (or one sub-folder per split when `input_splits`
+      is set). Relative paths are taken from the config file's folder. Empty means the IMDB
+      sample bundled with tfx (the demo).
+    text_column: CSV column (or tf.Example feature) holding the text.
+    label_column: CSV column holding the label; None for an unlabeled corpus.
+    text_mode: for `text` input, `line` (a document per line) or `file` (a document per file).
+    jsonl_text_field: for `jsonl` input, the field holding the text.
+    input_splits: names of pre-split sub-folders of `input_base` (e.g. [train, eval]); empty
+      means one folder split by hash buckets with `train_eval_ratio`.
+    train_eval_ratio: hash-bucket ratio of the train and eval splits.
+    schema_dir: folder with the curated schema.pbtxt that validates the examples; empty means
+      the project's `schemas/labeled` for classification and `schemas/corpus` otherwise.
+  """
+  format: str = 'csv'
+  input_base: str = ''
+  text_column: str = features.TEXT_KEY
+  label_column: Optional[str] = features.LABEL_KEY
+  text_mode: str = 'line'
+  jsonl_text_field: str = features.TEXT_KEY
+  input_splits: Tuple[str, ...] = ()
+  train_eval_ratio: Tuple[int, int] = (9, 1)
+  schema_dir: str = ''
+
+
+@dataclasses.dataclass(frozen=True)
+class VocabularyConfig:
+  """The vocabulary learned from the training split.
+
+  Attributes:
+    kind: `wordpiece` or `sentencepiece`.
+    size: target vocabulary size, reserved tokens included.
+    lowercase: lower-case text before learning and tokenizing.
+    strip_accents: remove combining accents after NFD decomposition.
+    nfkc: apply Unicode NFKC normalization.
+  """
+  kind: str = 'wordpiece'
+  size: int = 8000
+  lowercase: bool = True
+  strip_accents: bool = True
+  nfkc: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationConfig:
+  """Thresholds that decide whether a model is blessed (and pushed).
+
+  Attributes:
+    min_accuracy: classify: lowest acceptable eval accuracy.
+    max_perplexity: mlm / clm: highest acceptable eval perplexity.
+    max_accuracy_drop: classify: how much accuracy may fall below the last blessed model's.
+    max_perplexity_rise: mlm / clm: how much perplexity may exceed the last blessed model's.
+  """
+  min_accuracy: float = 0.5
+  max_perplexity: float = 1e6
+  max_accuracy_drop: float = 0.01
+  max_perplexity_rise: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingConfig:
+  """Where blessed models are pushed.
+
+  Attributes:
+    model_name: the served model's name (`/v1/models/<model_name>`).
+    serving_root: folder of the TF Serving layout `<serving_root>/<model_name>/<version>/`;
+      empty means `<outputs>/serving`.
+  """
+  model_name: str = 'lm'
+  serving_root: str = ''
+
+
+@dataclasses.dataclass(frozen=True)
+class BeamConfig:
+  """How the Beam-based components run.
+
+  Attributes:
+    direct_num_workers: DirectRunner worker processes; 0 means one per CPU core.
+    args: extra Beam pipeline arguments, e.g. [--runner=DataflowRunner, --region=...];
+      when they name a runner, the DirectRunner settings are not added.
+  """
+  direct_num_workers: int = 0
+  args: Tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class KubeflowConfig:
+  """Kubeflow Pipelines v2 settings (see pipeline/kubeflow_runner.py).
+
+  Attributes:
+    image: container image every component runs in.
+    pipeline_root: artifact root on the cluster (gs://, s3:// or a mounted path).
+    output_file: where the compiled pipeline spec (JSON) is written.
+    trainer_replicas: Trainer worker replicas (MultiWorkerMirrored when > 1).
+    trainer_gpus: GPUs per Trainer replica.
+    trainer_tpu: TPU type for the Trainer (e.g. v5litepod-8), empty for none.
+    beam_args: Beam arguments used on the cluster instead of `beam.args`.
+  """
+  image: str = 'ghcr.io/tfx-lm/tfx-lm:0.1.0'
+  pipeline_root: str = ''
+  output_file: str = 'pipeline_outputs/kubeflow/pipeline.json'
+  trainer_replicas: int = 1
+  trainer_gpus: int = 0
+  trainer_tpu: str = ''
+  beam_args: Tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+  """The whole pipeline.
+
+  Attributes:
+    pipeline_name: names the pipeline in ML Metadata and its output folder.
+    outputs_dir: folder of this pipeline's outputs; empty means `pipeline_outputs/<name>`
+      under the working folder. Holds `root/`, `metadata.sqlite` and `serving/`.
+    data: where the text comes from.
+    vocabulary: the vocabulary to learn.
+    pretrain: an optional `mlm` (or `clm`) pretraining stage whose model warm-starts `train`.
+    train: the final training stage, whose model is evaluated and pushed.
+    base_model: path of an earlier pipeline's model (a SavedModel folder) to warm-start `train`
+      from when there is no `pretrain` stage in this pipeline.
+    evaluation: blessing thresholds.
+    serving: push destination.
+    beam: Beam settings.
+    kubeflow: Kubeflow settings.
+    enable_cache: reuse component outputs whose inputs did not change.
+    config_dir: folder of the config file (relative paths are resolved against it); set by
+      `load_config`.
+  """
+  pipeline_name: str = 'tfx-lm'
+  outputs_dir: str = ''
+  data: DataConfig = DataConfig()
+  vocabulary: VocabularyConfig = VocabularyConfig()
+  pretrain: Optional[trainer_config.TrainerConfig] = None
+  train: trainer_config.TrainerConfig = trainer_config.TrainerConfig(task=features.CLASSIFY)
+  base_model: str = ''
+  evaluation: EvaluationConfig = EvaluationConfig()
+  serving: ServingConfig = ServingConfig()
+  beam: BeamConfig = BeamConfig()
+  kubeflow: KubeflowConfig = KubeflowConfig()
+  enable_cache: bool = True
+  config_dir: str = ''
+
+  # Derived paths. Each runner may still override them.
+  @property
+  def resolved_outputs_dir(self) -> str:
+    return os.path.abspath(self.outputs_dir or os.path.join('pipeline_outputs',
+                                                            self.pipeline_name))
+
+  @property
+  def pipeline_root(self) -> str:
+    return os.path.join(self.resolved_outputs_dir, 'root')
+
+  @property
+  def metadata_path(self) -> str:
+    return os.path.join(self.resolved_outputs_dir, 'metadata.sqlite')
+
+  @property
+  def schema_file(self) -> str:
+    if self.data.schema_dir:
+      return os.path.join(self.resolve_path(self.data.schema_dir), 'schema.pbtxt')
+    kind = 'labeled' if self.train.task == features.CLASSIFY else 'corpus'
+    return os.path.join(REPO, 'schemas', kind, 'schema.pbtxt')
+
+  @property
+  def serving_root(self) -> str:
+    return self.resolve_path(self.serving.serving_root) if self.serving.serving_root else (
+        os.path.join(self.resolved_outputs_dir, 'serving'))
+
+  def resolve_path(self, path: str) -> str:
+    """Resolves a path from the config: URIs untouched, relative ones from the config's folder."""
+    if not path or '://' in path or os.path.isabs(path):
+      return path
+    return os.path.abspath(os.path.join(self.config_dir or '.', path))
+
+  def to_dict(self) -> Dict[str, Any]:
+    return _to_plain(self)
+
+  def to_json(self) -> str:
+    return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+# --- Loading and validation ---------------------------------------------------------------
+
+
+def _to_plain(value):
+  if dataclasses.is_dataclass(value):
+    return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+  if isinstance(value, tuple):
+    return [_to_plain(v) for v in value]
+  return value
+
+
+def _type_name(tp) -> str:
+  return {str: 'a string', int: 'an integer', float: 'a number', bool: 'true or false'}.get(
+      tp, getattr(tp, '__name__', str(tp)))
+
+
+def _convert(value, tp, where: str):
+  """Checks `value` against the annotation `tp` and returns it in that type."""
+  origin = typing.get_origin(tp)
+  if origin in (typing.Union, types.UnionType):
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if value is None:
+      return None
+    return _convert(value, args[0], where)
+  if dataclasses.is_dataclass(tp):
+    if not isinstance(value, dict):
+      raise ConfigError(f'{where}: expected a mapping of {tp.__name__} fields, got {value!r}')
+    return _build(tp, value, where)
+  if origin is tuple:
+    args = typing.get_args(tp)
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+      raise ConfigError(f'{where}: expected a list, got {value!r}')
+    if len(args) == 2 and args[1] is Ellipsis:
+      return tuple(_convert(v, args[0], f'{where}[{i}]') for i, v in enumerate(value))
+    if len(value) != len(args):
+      raise ConfigError(f'{where}: expected a list of {len(args)} items, got {value!r}')
+    return tuple(_convert(v, a, f'{where}[{i}]') for i, (v, a) in enumerate(zip(value, args, strict=True)))
+  if tp is bool:
+    if not isinstance(value, bool):
+      raise ConfigError(f'{where}: expected true or false, got {value!r}')
+    return value
+  if tp is int:
+    if isinstance(value, bool) or not isinstance(value, int):
+      raise ConfigError(f'{where}: expected an integer, got {value!r}')
+    return value
+  if tp is float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      raise ConfigError(f'{where}: expected a number, got {value!r}')
+    return float(value)
+  if tp is str:
+    if not isinstance(value, str):
+      raise ConfigError(f'{where}: expected a string, got {value!r}')
+    return value
+  return value
+
+
+def _build(cls, data: Dict[str, Any], where: str):
+  if hasattr(cls, 'from_dict'):
+    try:
+      return cls.from_dict(data)
+    except (ValueError, TypeError) as e:
+      raise ConfigError(f'{where}: {e}') from None
+  hints = typing.get_type_hints(cls)
+  known = {f.name for f in dataclasses.fields(cls)}
+  unknown = sorted(set(data) - known)
+  if unknown:
+    raise ConfigError(f'{where + ": " if where else ""}unknown key {unknown[0]!r} '
+                      f'(known keys: {", ".join(sorted(known))})')
+  values = {k: _convert(v, hints[k], f'{where + "." if where else ""}{k}')
+            for k, v in data.items()}
+  return cls(**values)
+
+
+def _set_dotted(tree: Dict[str, Any], dotted: str, value):
+  keys = dotted.split('.')
+  node = tree
+  for key in keys[:-1]:
+    child = node.get(key)
+    if child is None:
+      child = node[key] = {}
+    if not isinstance(child, dict):
+      raise ConfigError(f'--set {dotted}: {key!r} is not a section')
+    node = child
+  node[keys[-1]] = value
+
+
+def parse_overrides(overrides: Sequence[str]) -> Dict[str, Any]:
+  """Turns ['train.learning_rate=3e-4', ...] into a nested dict (YAML-typed values)."""
+  tree: Dict[str, Any] = {}
+  for item in overrides:
+    key, sep, raw = item.partition('=')
+    if not sep or not key:
+      raise ConfigError(f'--set {item!r}: expected KEY=VALUE, e.g. train.train_steps=100')
+    try:
+      value = yaml.safe_load(raw) if raw else ''
+    except yaml.YAMLError as e:
+      raise ConfigError(f'--set {item!r}: value is not valid YAML ({e})') from None
+    _set_dotted(tree, key.strip(), value)
+  return tree
+
+
+_EXPONENT_FLOAT = re.compile(r'^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$')
+
+
+def _yaml_floats(value):
+  """YAML 1.1 reads `3e-4` (no dot) as a string; every user means the number."""
+  if isinstance(value, dict):
+    return {k: _yaml_floats(v) for k, v in value.items()}
+  if isinstance(value, list):
+    return [_yaml_floats(v) for v in value]
+  if isinstance(value, str) and _EXPONENT_FLOAT.match(value):
+    return float(value)
+  return value
+
+
+def _merge(base: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
+  merged = dict(base)
+  for key, value in extra.items():
+    if isinstance(value, dict) and isinstance(merged.get(key), dict):
+      merged[key] = _merge(merged[key], value)
+    else:
+      merged[key] = value
+  return merged
+
+
+def from_dict(data: Dict[str, Any], config_dir: str = '') -> PipelineConfig:
+  """Builds and validates a config from a plain mapping."""
+  if not isinstance(data, dict):
+    raise ConfigError(f'the config must be a mapping of sections, got {type(data).__name__}')
+  data = dict(data)
+  data.setdefault('config_dir', config_dir)
+  config = _build(PipelineConfig, data, '')
+  validate(config)
+  return config
+
+
+def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> PipelineConfig:
+  """Loads a YAML config file (or the defaults) and applies `KEY=VALUE` overrides."""
+  data: Dict[str, Any] = {}
+  config_dir = os.getcwd()
+  if path:
+    if not os.path.isfile(path):
+      raise ConfigError(f'config file {path!r} does not exist')
+    with open(path, encoding='utf-8') as f:
+      try:
+        data = yaml.safe_load(f) or {}
+      except yaml.YAMLError as e:
+        raise ConfigError(f'{path}: not valid YAML: {e}') from None
+    if not isinstance(data, dict):
+      raise ConfigError(f'{path}: the config must be a mapping of sections, got '
+                        f'{type(data).__name__}')
+    config_dir = os.path.dirname(os.path.abspath(path))
+  data = _yaml_floats(_merge(data, parse_overrides(overrides)))
+  try:
+    return from_dict(data, config_dir)
+  except ConfigError as e:
+    raise ConfigError(f'{path}: {e}' if path else str(e)) from None
+
+
+def _check_choice(value, choices, where):
+  if value not in choices:
+    raise ConfigError(f'{where}: {value!r} is not one of {", ".join(choices)}')
+
+
+def validate(config: PipelineConfig) -> None:
+  """Cross-field checks, and that every local input path exists."""
+  data = config.data
+  _check_choice(data.format, INPUT_FORMATS, 'data.format')
+  _check_choice(data.text_mode, TEXT_MODES, 'data.text_mode')
+  _check_choice(config.vocabulary.kind, VOCAB_KINDS, 'vocabulary.kind')
+  if config.vocabulary.size <= len(features.RESERVED_TOKENS):
+    raise ConfigError(f'vocabulary.size: {config.vocabulary.size} leaves no room beyond the '
+                      f'{len(features.RESERVED_TOKENS)} reserved tokens')
+  if any(r <= 0 for r in data.train_eval_ratio):
+    raise ConfigError(f'data.train_eval_ratio: both parts must be positive, got '
+                      f'{list(data.train_eval_ratio)}')
+  if data.input_base and '://' not in data.input_base:
+    base = config.resolve_path(data.input_base)
+    if not os.path.isdir(base):
+      raise ConfigError(f'data.input_base: folder {base!r} does not exist')
+  if not os.path.isfile(config.schema_file):
+    raise ConfigError(f'data.schema_dir: {os.path.dirname(config.schema_file)!r} has no '
+                      'schema.pbtxt')
+  if config.train.task == features.CLASSIFY and not data.label_column:
+    raise ConfigError('train.task is classify but data.label_column is empty')
+  if config.pretrain is not None:
+    if config.pretrain.task == features.CLASSIFY:
+      raise ConfigError('pretrain.task: must be mlm or clm, got classify')
+    if config.base_model:
+      raise ConfigError('base_model and pretrain are both set: choose one source of weights')
+  if config.base_model and '://' not in config.base_model:
+    path = config.resolve_path(config.base_model)
+    if not os.path.isdir(path):
+      raise ConfigError(f'base_model: folder {path!r} does not exist')
+  if config.beam.direct_num_workers < 0:
+    raise ConfigError('beam.direct_num_workers: must be 0 (one per core) or more')
+
+
+def beam_pipeline_args(config: PipelineConfig, num_cpus: Optional[int] = None) -> list:
+  """Beam arguments for local runs: DirectRunner multi-processing, one worker per core."""
+  args = list(config.beam.args)
+  if any(a.startswith('--runner') for a in args):
+    return args
+  workers = config.beam.direct_num_workers or num_cpus or os.cpu_count() or 1
+  return args + ['--direct_running_mode=multi_processing', f'--direct_num_workers={workers}']

@@ -1,0 +1,98 @@
+"""TFMA evaluation configs per task: the metrics, the slices and the blessing thresholds."""
+
+from typing import Optional
+
+import tensorflow_model_analysis as tfma
+from google.protobuf import text_format
+from tensorflow_metadata.proto.v0 import schema_pb2
+
+from pipeline import config as config_lib
+from pipeline import metrics
+from trainer import features
+
+# Signature names shared with trainer/export.py.
+SERVING_SIGNATURE = 'serving_default'
+TRANSFORM_SIGNATURE = 'transform_features'
+SCORE_SIGNATURE = 'score_examples'
+PROBABILITIES = 'probabilities'
+
+ACCURACY = 'sparse_categorical_accuracy'
+PERPLEXITY = metrics.PERPLEXITY
+
+
+def label_classes(schema_path: str) -> Optional[int]:
+  """Number of label classes the curated schema's `label` domain allows, if it says."""
+  schema = schema_pb2.Schema()
+  with open(schema_path, encoding='utf-8') as f:
+    text_format.Parse(f.read(), schema)
+  for feature in schema.feature:
+    if feature.name != features.LABEL_KEY:
+      continue
+    if feature.HasField('int_domain') and feature.int_domain.HasField('max'):
+      return feature.int_domain.max - feature.int_domain.min + 1
+    if feature.HasField('string_domain'):
+      return len(feature.string_domain.value)
+    if feature.HasField('domain'):
+      for domain in schema.string_domain:
+        if domain.name == feature.domain:
+          return len(domain.value)
+  return None
+
+
+def _classify(evaluation: config_lib.EvaluationConfig, num_classes: Optional[int]):
+  accuracy = tfma.MetricConfig(
+      class_name='SparseCategoricalAccuracy',
+      threshold=tfma.MetricThreshold(
+          value_threshold=tfma.GenericValueThreshold(
+              lower_bound={'value': evaluation.min_accuracy}),
+          change_threshold=tfma.GenericChangeThreshold(
+              direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+              absolute={'value': -evaluation.max_accuracy_drop})))
+  specs = [tfma.MetricsSpec(metrics=[
+      tfma.MetricConfig(class_name='ExampleCount'),
+      accuracy,
+      tfma.MetricConfig(class_name='SparseCategoricalCrossentropy'),
+      tfma.MetricConfig(class_name='MultiClassConfusionMatrixPlot'),
+  ])]
+  if num_classes:
+    per_class = [tfma.MetricConfig(class_name=name)
+                 for name in ('Precision', 'Recall', 'Calibration', 'CalibrationPlot')]
+    if num_classes == 2:
+      per_class.append(tfma.MetricConfig(class_name='AUC'))
+    specs.append(tfma.MetricsSpec(
+        metrics=per_class,
+        binarize=tfma.BinarizationOptions(class_ids={'values': list(range(num_classes))})))
+  return tfma.EvalConfig(
+      model_specs=[tfma.ModelSpec(
+          signature_name=SERVING_SIGNATURE,
+          preprocessing_function_names=[TRANSFORM_SIGNATURE],
+          label_key=features.TRANSFORMED_LABEL_KEY,
+          prediction_key=PROBABILITIES)],
+      slicing_specs=[tfma.SlicingSpec(),
+                     tfma.SlicingSpec(feature_keys=[features.LABEL_KEY])],
+      metrics_specs=specs)
+
+
+def _language_model(evaluation: config_lib.EvaluationConfig):
+  perplexity = tfma.MetricConfig(
+      class_name='Perplexity',
+      module=metrics.__name__,
+      threshold=tfma.MetricThreshold(
+          value_threshold=tfma.GenericValueThreshold(
+              upper_bound={'value': evaluation.max_perplexity}),
+          change_threshold=tfma.GenericChangeThreshold(
+              direction=tfma.MetricDirection.LOWER_IS_BETTER,
+              absolute={'value': evaluation.max_perplexity_rise})))
+  return tfma.EvalConfig(
+      model_specs=[tfma.ModelSpec(signature_name=SCORE_SIGNATURE)],
+      slicing_specs=[tfma.SlicingSpec()],
+      metrics_specs=[tfma.MetricsSpec(metrics=[tfma.MetricConfig(class_name='ExampleCount'),
+                                               perplexity])])
+
+
+def eval_config(task: str, evaluation: config_lib.EvaluationConfig,
+                schema_path: Optional[str] = None) -> tfma.EvalConfig:
+  """The TFMA config for a task; the thresholds decide the blessing."""
+  if task == features.CLASSIFY:
+    return _classify(evaluation, label_classes(schema_path) if schema_path else None)
+  return _language_model(evaluation)

@@ -1,0 +1,112 @@
+"""Runs the pipeline on this machine: LocalDagRunner, SQLite ML Metadata, Beam DirectRunner.
+
+    python -m pipeline.local_runner [--config pipeline/configs/demo.yaml] [--set KEY=VALUE ...]
+
+The TFX CLI runs this file too; it cannot pass arguments, so the config then comes from the
+TFXLM_CONFIG variable (default: the demo):
+
+    tfx pipeline create --engine local --pipeline_path pipeline/local_runner.py
+    tfx run create --engine local --pipeline_name <pipeline_name>
+"""
+
+import os
+import sys
+
+if __package__ in (None, ''):
+  # Run as a file, Python puts this folder first on sys.path, where pipeline.py would shadow
+  # the `pipeline` package: put the repository there instead.
+  sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import time  # noqa: E402
+
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'demo.yaml')
+CONFIG_ENV = 'TFXLM_CONFIG'
+
+
+def build(config):
+  """The pipeline for `config` with the local paths and Beam arguments."""
+  from tfx import v1 as tfx
+
+  from pipeline import config as config_lib
+  from pipeline import pipeline as pipeline_lib
+
+  os.makedirs(config.resolved_outputs_dir, exist_ok=True)
+  return pipeline_lib.create_pipeline(
+      config,
+      pipeline_root=config.pipeline_root,
+      metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+          config.metadata_path),
+      beam_pipeline_args=config_lib.beam_pipeline_args(config),
+  )
+
+
+class _ProgressFilter(logging.Filter):
+  """Lets through TFX's component start/finish lines, so a run shows where it is."""
+
+  _KEEP = ('is running', 'is finished', 'is skipped', 'Cached', 'cached')
+
+  def filter(self, record):
+    if record.levelno >= logging.WARNING:
+      return True
+    message = record.getMessage()
+    return message.startswith('Component') and any(k in message for k in self._KEEP)
+
+
+def _quiet_logging():
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  from absl import logging as absl_logging
+  absl_logging.set_verbosity(absl_logging.INFO)
+  handler = absl_logging.get_absl_handler()
+  handler.addFilter(_ProgressFilter())
+  for name in ('apache_beam', 'tensorflow', 'root'):
+    logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--config', default=None,
+                      help=f'YAML config (default: ${CONFIG_ENV}, else the demo)')
+  parser.add_argument('--set', dest='overrides', action='append', default=[],
+                      metavar='KEY=VALUE', help='override a config value, e.g. '
+                      'train.train_steps=100 (repeatable)')
+  parser.add_argument('--no-summary', action='store_true',
+                      help='do not print the run summary or write the report')
+  args = parser.parse_args(argv)
+
+  from pipeline import config as config_lib
+  path = args.config or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG
+  try:
+    config = config_lib.load_config(path, args.overrides)
+  except config_lib.ConfigError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+
+  _quiet_logging()
+  from tfx import v1 as tfx
+
+  from pipeline import summary
+  pipeline = build(config)
+  runner = tfx.orchestration.LocalDagRunner()
+  if hasattr(type(runner).run, '__wrapped__'):
+    # `tfx pipeline create` patches run() to read the pipeline's definition: nothing runs.
+    runner.run(pipeline)
+    return 0
+  print(f'Running pipeline {config.pipeline_name!r} from {path}\n'
+        f'  outputs: {config.resolved_outputs_dir}', flush=True)
+  started = time.time()
+  try:
+    runner.run(pipeline)
+  except Exception as e:  # noqa: BLE001 - reported with where to look instead of a traceback
+    print(summary.failure_text(config, e), file=sys.stderr)
+    return 1
+  if not args.no_summary:
+    run = summary.collect(config, started)
+    summary.write_report(config, run)
+    print(summary.text(config, run), flush=True)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

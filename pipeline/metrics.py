@@ -1,0 +1,68 @@
+"""A TFMA metric for language models: corpus perplexity from per-example sums.
+
+The exported `mlm` / `clm` models have a `score_examples` signature that returns, per example,
+`nll_sum` (the summed negative log-likelihood of the scored tokens, nats) and `token_count`.
+Perplexity over the eval split is exp(sum nll / sum count): a token-weighted mean, which a
+mean of per-example perplexities would not be.
+"""
+
+import math
+from typing import Dict, Optional
+
+import apache_beam as beam
+import numpy as np
+import tensorflow_model_analysis as tfma
+from tensorflow_model_analysis.metrics import metric_types, metric_util
+
+PERPLEXITY = 'perplexity'
+NLL_SUM = 'nll_sum'
+TOKEN_COUNT = 'token_count'
+
+
+class Perplexity(metric_types.Metric):
+  """exp(total negative log-likelihood / total scored tokens) over the evaluated examples."""
+
+  def __init__(self, name: str = PERPLEXITY):
+    super().__init__(metric_util.merge_per_key_computations(_perplexity_computations), name=name)
+
+
+def _perplexity_computations(name: str = PERPLEXITY,
+                             eval_config: Optional[tfma.EvalConfig] = None,
+                             model_name: str = '',
+                             output_name: str = '',
+                             sub_key=None,
+                             example_weighted: bool = False):
+  del eval_config
+  key = metric_types.MetricKey(name=name, model_name=model_name, output_name=output_name,
+                               sub_key=sub_key, example_weighted=example_weighted)
+  return [metric_types.MetricComputation(keys=[key], preprocessors=None,
+                                         combiner=_PerplexityCombiner(key))]
+
+
+class _PerplexityCombiner(beam.CombineFn):
+
+  def __init__(self, key: metric_types.MetricKey):
+    self._key = key
+
+  def create_accumulator(self):
+    return np.zeros(2, dtype=np.float64)  # (nll_sum, token_count)
+
+  def add_input(self, accumulator, element: metric_types.StandardMetricInputs):
+    predictions = element.get_by_key('predictions', self._key.model_name, None)
+    if not isinstance(predictions, dict) or NLL_SUM not in predictions:
+      raise ValueError(
+          f'Perplexity needs the model outputs {NLL_SUM!r} and {TOKEN_COUNT!r} (the '
+          f'`score_examples` signature); got {sorted(predictions) if isinstance(predictions, dict) else type(predictions).__name__}')
+    accumulator[0] += float(np.sum(predictions[NLL_SUM]))
+    accumulator[1] += float(np.sum(predictions[TOKEN_COUNT]))
+    return accumulator
+
+  def merge_accumulators(self, accumulators):
+    return np.sum(list(accumulators), axis=0)
+
+  def extract_output(self, accumulator) -> Dict[metric_types.MetricKey, float]:
+    nll, count = accumulator
+    return {self._key: math.exp(nll / count) if count else float('nan')}
+
+
+metric_types.register_metric(Perplexity)

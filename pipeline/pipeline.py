@@ -1,0 +1,153 @@
+"""The pipeline factory: wires the components and owns nothing else.
+
+ExampleGen → StatisticsGen → ExampleValidator (against ImportSchemaGen's curated schema)
+→ Vocabulary (gate: stops on anomalies) → Transform → [pretraining Trainer →] Trainer
+→ Resolver (latest blessed) → Evaluator → Pusher.
+
+`create_pipeline` is pure: it reads no environment; runners work out the paths and Beam
+arguments and pass them in.
+"""
+
+from typing import List, Optional
+
+from tfx import v1 as tfx
+
+from components import example_gen as example_gen_lib
+from components import transform as transform_lib
+from components import vocabulary as vocabulary_lib
+from pipeline import config as config_lib
+from pipeline import evaluation
+from trainer import features
+
+RUN_FN = 'trainer.task.run_fn'
+
+
+def _trainer(trainer_cfg, transform, base_model, component_id):
+  trainer = tfx.components.Trainer(
+      run_fn=RUN_FN,
+      examples=transform.outputs['transformed_examples'],
+      transform_graph=transform.outputs['transform_graph'],
+      base_model=base_model,
+      train_args=tfx.proto.TrainArgs(num_steps=trainer_cfg.train_steps),
+      eval_args=tfx.proto.EvalArgs(num_steps=trainer_cfg.eval_steps),
+      custom_config={'trainer': trainer_cfg.to_dict()},
+  )
+  return trainer.with_id(component_id)
+
+
+def _transform(cfg, examples, schema, vocabulary, trainer_cfg, component_id):
+  transform = transform_lib.create_transform(
+      examples=examples,
+      schema=schema,
+      vocabulary=vocabulary,
+      task=trainer_cfg.task,
+      seq_len=trainer_cfg.seq_len,
+  )
+  return transform.with_id(component_id)
+
+
+def create_pipeline(
+    config: config_lib.PipelineConfig,
+    *,
+    pipeline_root: str,
+    metadata_connection_config=None,
+    beam_pipeline_args: Optional[List[str]] = None,
+    serving_root: Optional[str] = None,
+) -> tfx.dsl.Pipeline:
+  """Builds the pipeline described by `config`.
+
+  Args:
+    config: the validated pipeline configuration.
+    pipeline_root: where artifacts are written (local folder, gs://, s3://).
+    metadata_connection_config: ML Metadata connection (None on Kubeflow, which brings its own).
+    beam_pipeline_args: arguments for every Beam-based component.
+    serving_root: the Pusher's destination root; defaults to `config.serving_root`.
+
+  Returns:
+    The TFX pipeline.
+  """
+  data = config.data
+  example_gen = example_gen_lib.create_example_gen(
+      data.format,
+      config.resolve_path(data.input_base) or config_lib.bundled_imdb_dir(),
+      text_column=data.text_column,
+      label_column=data.label_column if config.train.task == features.CLASSIFY else None,
+      text_mode=data.text_mode,
+      jsonl_text_field=data.jsonl_text_field,
+      input_splits=list(data.input_splits) or None,
+      train_eval_ratio=tuple(data.train_eval_ratio),
+  )
+  examples = example_gen.outputs['examples']
+
+  statistics_gen = tfx.components.StatisticsGen(examples=examples)
+  schema_file = config.schema_file
+  schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_file)
+  example_validator = tfx.components.ExampleValidator(
+      statistics=statistics_gen.outputs['statistics'],
+      schema=schema_gen.outputs['schema'])
+
+  vocab_cfg = config.vocabulary
+  vocabulary = vocabulary_lib.Vocabulary(
+      examples=examples,
+      anomalies=example_validator.outputs['anomalies'],
+      vocab_size=vocab_cfg.size,
+      kind=vocab_cfg.kind,
+      lowercase=vocab_cfg.lowercase,
+      strip_accents=vocab_cfg.strip_accents,
+      nfkc=vocab_cfg.nfkc,
+  )
+  schema = schema_gen.outputs['schema']
+  vocab = vocabulary.outputs['vocabulary']
+
+  components = [example_gen, statistics_gen, schema_gen, example_validator, vocabulary]
+
+  base_model = None
+  if config.pretrain is not None:
+    pretrain_transform = _transform(config, examples, schema, vocab, config.pretrain,
+                                    'PretrainTransform')
+    pretrainer = _trainer(config.pretrain, pretrain_transform, None, 'PretrainTrainer')
+    components += [pretrain_transform, pretrainer]
+    base_model = pretrainer.outputs['model']
+  elif config.base_model:
+    importer = tfx.dsl.Importer(
+        source_uri=config.resolve_path(config.base_model),
+        artifact_type=tfx.types.standard_artifacts.Model,
+        reimport=False,
+    ).with_id('BaseModelImporter')
+    components.append(importer)
+    base_model = importer.outputs['result']
+
+  transform = _transform(config, examples, schema, vocab, config.train, 'Transform')
+  trainer = _trainer(config.train, transform, base_model, 'Trainer')
+
+  model_resolver = tfx.dsl.Resolver(
+      strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+      model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+      model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+  ).with_id('LatestBlessedModelResolver')
+
+  evaluator = tfx.components.Evaluator(
+      examples=examples,
+      model=trainer.outputs['model'],
+      baseline_model=model_resolver.outputs['model'],
+      eval_config=evaluation.eval_config(config.train.task, config.evaluation, schema_file),
+  )
+
+  pusher = tfx.components.Pusher(
+      model=trainer.outputs['model'],
+      model_blessing=evaluator.outputs['blessing'],
+      push_destination=tfx.proto.PushDestination(
+          filesystem=tfx.proto.PushDestination.Filesystem(
+              base_directory=f'{serving_root or config.serving_root}/'
+                             f'{config.serving.model_name}')),
+  )
+
+  components += [transform, trainer, model_resolver, evaluator, pusher]
+  return tfx.dsl.Pipeline(
+      pipeline_name=config.pipeline_name,
+      pipeline_root=pipeline_root,
+      components=components,
+      enable_cache=config.enable_cache,
+      metadata_connection_config=metadata_connection_config,
+      beam_pipeline_args=beam_pipeline_args or [],
+  )

@@ -1,0 +1,110 @@
+"""The pipeline config: loads the shipped files, and each kind of mistake gets a clear message."""
+
+import json
+import os
+
+import pytest
+
+from pipeline import config as config_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIGS = os.path.join(REPO, 'pipeline', 'configs')
+
+
+def _write(tmp_path, text):
+  path = tmp_path / 'c.yaml'
+  path.write_text(text)
+  return str(path)
+
+
+def test_demo_config_loads_with_a_pretraining_stage():
+  config = config_lib.load_config(os.path.join(CONFIGS, 'demo.yaml'))
+  assert config.pretrain.task == 'mlm' and config.train.task == 'classify'
+  assert config.schema_file == os.path.join(REPO, 'schemas', 'labeled', 'schema.pbtxt')
+  assert config.pipeline_root.endswith(os.path.join('pipeline_outputs', 'demo', 'root'))
+
+
+@pytest.mark.parametrize('name', ['csv_classification.yaml', 'text_pretraining.yaml'])
+def test_user_templates_are_valid_apart_from_their_placeholder_paths(name):
+  with pytest.raises(config_lib.ConfigError, match='/path/to/'):
+    config_lib.load_config(os.path.join(CONFIGS, name))
+
+
+def test_overrides_are_typed_and_nested():
+  config = config_lib.load_config(os.path.join(CONFIGS, 'demo.yaml'),
+                                  ['train.learning_rate=3e-4', 'beam.args=[--foo=1]',
+                                   'enable_cache=false'])
+  assert config.train.learning_rate == 3e-4
+  assert config.beam.args == ('--foo=1',)
+  assert config.enable_cache is False
+
+
+def test_relative_paths_are_taken_from_the_config_folder(tmp_path):
+  (tmp_path / 'data').mkdir()
+  config = config_lib.load_config(_write(tmp_path, 'data: {input_base: data}\n'))
+  assert config.resolve_path(config.data.input_base) == str(tmp_path / 'data')
+
+
+def test_unknown_key_names_the_key_and_the_known_ones(tmp_path):
+  with pytest.raises(config_lib.ConfigError, match=r"unknown key 'vocab'.*vocabulary"):
+    config_lib.load_config(_write(tmp_path, 'vocab: {size: 10}\n'))
+
+
+def test_unknown_nested_key_names_its_section(tmp_path):
+  with pytest.raises(config_lib.ConfigError, match=r"data: unknown key 'colum'"):
+    config_lib.load_config(_write(tmp_path, 'data: {colum: x}\n'))
+
+
+def test_wrong_type_names_the_dotted_key_and_the_value(tmp_path):
+  with pytest.raises(config_lib.ConfigError, match=r"vocabulary.size: expected an integer, got 'big'"):
+    config_lib.load_config(_write(tmp_path, 'vocabulary: {size: big}\n'))
+
+
+def test_wrong_type_inside_the_trainer_section(tmp_path):
+  with pytest.raises(config_lib.ConfigError, match=r'train:.*learning_rate'):
+    config_lib.load_config(_write(tmp_path, 'train: {task: classify, learning_rate: fast}\n'))
+
+
+def test_missing_input_folder_is_named(tmp_path):
+  with pytest.raises(config_lib.ConfigError, match=r"data.input_base: folder '.*nowhere' does not exist"):
+    config_lib.load_config(_write(tmp_path, 'data: {input_base: nowhere}\n'))
+
+
+def test_missing_config_file_is_named(tmp_path):
+  with pytest.raises(config_lib.ConfigError, match='does not exist'):
+    config_lib.load_config(str(tmp_path / 'missing.yaml'))
+
+
+def test_invalid_choice_lists_the_choices(tmp_path):
+  with pytest.raises(config_lib.ConfigError, match='data.format.*csv, tfrecord, text, jsonl'):
+    config_lib.load_config(_write(tmp_path, 'data: {format: parquet}\n'))
+
+
+def test_invalid_yaml_is_reported_with_the_file(tmp_path):
+  path = _write(tmp_path, 'data: {format: csv\n')
+  with pytest.raises(config_lib.ConfigError, match='not valid YAML'):
+    config_lib.load_config(path)
+
+
+def test_override_without_equals_is_refused():
+  with pytest.raises(config_lib.ConfigError, match='expected KEY=VALUE'):
+    config_lib.load_config(None, ['train.learning_rate'])
+
+
+def test_classification_without_a_label_column_is_refused(tmp_path):
+  with pytest.raises(config_lib.ConfigError, match='label_column is empty'):
+    config_lib.load_config(_write(tmp_path, 'data: {label_column: null}\n'))
+
+
+def test_config_round_trips_through_json():
+  config = config_lib.load_config(os.path.join(CONFIGS, 'demo.yaml'))
+  again = config_lib.from_dict(json.loads(config.to_json()))
+  assert again == config
+
+
+def test_local_beam_args_use_one_worker_per_core_unless_a_runner_is_named():
+  config = config_lib.from_dict({})
+  assert config_lib.beam_pipeline_args(config, num_cpus=2) == [
+      '--direct_running_mode=multi_processing', '--direct_num_workers=2']
+  flink = config_lib.from_dict({'beam': {'args': ['--runner=FlinkRunner']}})
+  assert config_lib.beam_pipeline_args(flink, num_cpus=2) == ['--runner=FlinkRunner']
