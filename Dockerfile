@@ -1,0 +1,31 @@
+# The project's container image: the same Debian 13 system and the same locked Python stack
+# as the local root filesystem (both install through tools/install_stack.sh), plus the
+# project's code. It is the image of every component on Kubeflow Pipelines v2: TFX's
+# container launcher runs `python -m tfx.orchestration.kubeflow.v2.container...` in it, and
+# the user code (trainer.*, components.*) imports by its dotted name.
+FROM debian:trixie-slim
+
+ENV DEBIAN_FRONTEND=noninteractive \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    TF_CPP_MIN_LOG_LEVEL=1
+
+COPY tools/debian-packages.txt /tmp/build/tools/
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends $(sed 's/#.*//' /tmp/build/tools/debian-packages.txt) \
+ && rm -rf /var/lib/apt/lists/*
+
+COPY requirements.lock /tmp/build/
+COPY tools/install_stack.sh /tmp/build/tools/
+RUN bash /tmp/build/tools/install_stack.sh /opt/venv /tmp/build/requirements.lock \
+ && rm -rf /tmp/build /root/.cache/pip
+
+WORKDIR /pipeline
+COPY . /pipeline
+# --no-deps: the stack is already installed from the lock; only the project's packages are added.
+RUN pip install --no-deps --no-build-isolation --no-cache-dir -e /pipeline \
+ && python -c "import tfx.v1, tensorflow_text, keras_hub, trainer.task, components.vocabulary"
+
+ENV PYTHONPATH=/pipeline
