@@ -1,0 +1,127 @@
+"""Transform with the Vocabulary as a real input channel.
+
+The stock Transform takes `custom_config` as a JSON string fixed when the pipeline is built, so the
+vocabulary's URI cannot go there as a placeholder (it does not compile for Kubeflow V2; see
+RUNTIME.md). This Transform's spec has one more input, `vocabulary`, and its executor writes that
+artifact's URI into `custom_config['vocab_uri']` before running the stock executor.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tfx import types
+from tfx.components.transform import executor as transform_executor
+from tfx.dsl.components.base import base_beam_component, executor_spec
+from tfx.proto import transform_pb2
+from tfx.types import artifact_utils, component_spec, standard_artifacts, standard_component_specs
+from tfx.utils import json_utils
+
+from components.vocabulary import VocabularyArtifact
+from trainer import features
+
+VOCABULARY_KEY = 'vocabulary'
+
+
+class TransformSpec(component_spec.ComponentSpec):
+  """The stock TransformSpec plus the `vocabulary` input."""
+
+  PARAMETERS = standard_component_specs.TransformSpec.PARAMETERS
+  INPUTS = {
+    **standard_component_specs.TransformSpec.INPUTS,
+    VOCABULARY_KEY: component_spec.ChannelParameter(type=VocabularyArtifact),
+  }
+  OUTPUTS = standard_component_specs.TransformSpec.OUTPUTS
+
+
+class Executor(transform_executor.Executor):
+  """Puts the vocabulary URI into custom_config, then runs the stock Transform executor."""
+
+  def Do(self, input_dict: dict[str, list[types.Artifact]],  # noqa: N802 (TFX API)
+         output_dict: dict[str, list[types.Artifact]], exec_properties: dict[str, Any]) -> None:
+    input_dict = dict(input_dict)
+    vocabulary = artifact_utils.get_single_instance(input_dict.pop(VOCABULARY_KEY))
+    key = standard_component_specs.CUSTOM_CONFIG_KEY
+    # Arrives as the JSON text 'null' when unset.
+    config = json_utils.loads(exec_properties.get(key) or 'null') or {}
+    config['vocab_uri'] = vocabulary.uri
+    exec_properties = {**exec_properties, key: json_utils.dumps(config)}
+    super().Do(input_dict, output_dict, exec_properties)
+
+
+class Transform(base_beam_component.BaseBeamComponent):
+  """TFX Transform whose preprocessing_fn receives the Vocabulary artifact's URI."""
+
+  SPEC_CLASS = TransformSpec
+  EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
+
+  def __init__(self, *, examples: types.BaseChannel, schema: types.BaseChannel,
+               vocabulary: types.BaseChannel, preprocessing_fn: str,
+               custom_config: dict[str, Any],
+               splits_config: transform_pb2.SplitsConfig | None = None,
+               disable_statistics: bool = True):
+    spec = TransformSpec(
+      examples=examples,
+      schema=schema,
+      vocabulary=vocabulary,
+      preprocessing_fn=preprocessing_fn,
+      force_tf_compat_v1=0,
+      splits_config=splits_config,
+      custom_config=json_utils.dumps(custom_config),
+      disable_statistics=int(disable_statistics),
+      transform_graph=types.Channel(type=standard_artifacts.TransformGraph),
+      transformed_examples=_examples_channel(),
+      # The only analyzer is the label vocabulary: a cache would not pay for itself.
+      updated_analyzer_cache=None,
+      **({} if disable_statistics else _statistics_channels()),
+    )
+    super().__init__(spec=spec)
+
+
+def _examples_channel() -> types.Channel:
+  channel = types.Channel(type=standard_artifacts.Examples)
+  channel.matching_channel_name = 'examples'
+  return channel
+
+
+def _statistics_channels() -> dict[str, types.Channel]:
+  return {
+    'pre_transform_schema': types.Channel(type=standard_artifacts.Schema),
+    'pre_transform_stats': types.Channel(type=standard_artifacts.ExampleStatistics),
+    'post_transform_schema': types.Channel(type=standard_artifacts.Schema),
+    'post_transform_stats': types.Channel(type=standard_artifacts.ExampleStatistics),
+    'post_transform_anomalies': types.Channel(type=standard_artifacts.ExampleAnomalies),
+  }
+
+
+def create_transform(examples: types.BaseChannel, schema: types.BaseChannel,
+                     vocabulary: types.BaseChannel, *, task: str, seq_len: int,
+                     preprocessing_fn: str = 'trainer.preprocessing.preprocessing_fn',
+                     splits_config: transform_pb2.SplitsConfig | None = None,
+                     disable_statistics: bool = True) -> Transform:
+  """Creates the Transform that tokenizes with the learned vocabulary.
+
+  Args:
+    examples: ExampleGen's examples.
+    schema: The raw data schema (ImportSchemaGen's).
+    vocabulary: The Vocabulary component's 'vocabulary' output.
+    task: 'mlm', 'clm' or 'classify' (selects the transformed features; see
+      trainer/preprocessing.py).
+    seq_len: Fixed token length of classification examples.
+    preprocessing_fn: Dotted path of the preprocessing function.
+    splits_config: Which splits to analyze and transform; None: analyze 'train',
+      transform every split.
+    disable_statistics: Skip TFDV statistics of the pre/post-transform data (StatisticsGen
+      already describes the raw data; token-id statistics cost a full pass and say little).
+
+  Returns:
+    The component; outputs 'transform_graph' and 'transformed_examples'.
+  """
+  if task not in features.TASKS:
+    raise ValueError(f'task {task!r} is not one of {features.TASKS}')
+  if task == features.CLASSIFY and seq_len < 3:
+    raise ValueError(f'seq_len {seq_len} leaves no room for tokens beside [CLS] and [SEP]')
+  return Transform(examples=examples, schema=schema, vocabulary=vocabulary,
+                   preprocessing_fn=preprocessing_fn,
+                   custom_config={'task': task, 'seq_len': int(seq_len)},
+                   splits_config=splits_config, disable_statistics=disable_statistics)

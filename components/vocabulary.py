@@ -1,0 +1,350 @@
+"""The Vocabulary component: a Beam job that learns a WordPiece (or SentencePiece) vocabulary.
+
+Over the training split it normalizes the text (lower-casing, accent stripping, NFKC: each
+configurable, and `trainer/preprocessing.py` applies the same before tokenizing), splits it into
+words the way BERT's pre-tokenizer does (whitespace, then each punctuation character alone), counts
+words with a lifted combiner (partial counts per worker, merged per word), prunes rare words,
+keeps the most frequent, and learns the vocabulary with tensorflow-text's WordPiece learner.
+
+Output artifact (`VocabularyArtifact`, type `tfxlm.Vocabulary`) layout:
+  <uri>/vocab.txt   one token per line, id = line number, `[PAD] [UNK] [CLS] [SEP] [MASK]` first;
+  <uri>/vocab.json  {"kind", "size", "lowercase", "strip_accents", "nfkc", "documents", "words",
+                     "unique_words", "kept_words", "min_count", "suffix_indicator",
+                     "sentencepiece_model_type", "sample_documents"};
+  <uri>/spm.model   for kind 'sentencepiece' only (vocab.txt then lists its pieces).
+
+The executor first checks the ExampleValidator anomalies (when given) and raises the data-validation
+error: Transform consumes this artifact, so nothing downstream runs on bad data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import unicodedata
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import apache_beam as beam
+import tensorflow as tf
+from absl import logging
+from tensorflow_text.tools.wordpiece_vocab import wordpiece_tokenizer_learner_lib as learner
+from tfx import types
+from tfx.dsl.components.base import base_beam_component, base_beam_executor, executor_spec
+from tfx.dsl.io import fileio
+from tfx.types import artifact_utils, component_spec, standard_artifacts
+from tfx.types.system_artifacts import Dataset
+
+from components import validation
+from trainer import features
+
+KINDS = ('wordpiece', 'sentencepiece')
+SENTENCEPIECE_MODEL_TYPES = ('unigram', 'bpe')
+SUFFIX_INDICATOR = '##'
+VOCAB_FILE = 'vocab.txt'
+VOCAB_JSON = 'vocab.json'
+SPM_MODEL_FILE = 'spm.model'
+
+# Words longer than this (in characters) are not split into pieces by the learner: they are
+# almost always noise (URLs, base64), and the tokenizer maps them to [UNK] anyway.
+_MAX_TOKEN_LENGTH = 50
+_MAX_UNIQUE_CHARS = 1000
+
+
+class VocabularyArtifact(types.Artifact):
+  """A learned tokenizer vocabulary: vocab.txt (+ spm.model) and vocab.json."""
+
+  TYPE_NAME = 'tfxlm.Vocabulary'
+  TYPE_ANNOTATION = Dataset
+
+
+# BERT's pre-tokenizer: runs of letters/digits/marks, or one punctuation/symbol character.
+# (`_` counts as punctuation, as in BERT.)
+_WORD_RE = re.compile(r'[^\W_]+|[^\w\s]|_')
+_ACCENT_CATEGORY = 'Mn'
+
+
+def normalize_text(text: str, *, lowercase: bool = True, strip_accents: bool = True,
+                   nfkc: bool = True) -> str:
+  """Applies the configured normalization, in the order preprocessing_fn applies it."""
+  if nfkc:
+    text = unicodedata.normalize('NFKC', text)
+  if lowercase:
+    text = text.casefold()
+  if strip_accents:
+    text = ''.join(c for c in unicodedata.normalize('NFD', text)
+                   if unicodedata.category(c) != _ACCENT_CATEGORY)
+  return text
+
+
+def split_words(text: str) -> list[str]:
+  """Splits normalized text into words: on whitespace, with each punctuation mark its own word."""
+  return _WORD_RE.findall(text)
+
+
+def learn_wordpiece_vocab(word_counts: Iterable[tuple[str, int]], size: int,
+                          reserved: Sequence[str] = features.RESERVED_TOKENS) -> list[str]:
+  """Learns a WordPiece vocabulary of about `size` tokens from word counts.
+
+  Args:
+    word_counts: (word, count) pairs.
+    size: Target vocabulary size, reserved tokens included. The learner searches a count
+      threshold that lands within 5% of it; a larger result is cut to `size` (dropping the rarest
+      pieces, never a single character), a smaller one is kept.
+    reserved: Tokens that take ids 0.. in this order.
+
+  Returns:
+    The tokens, reserved first, then every character (and its `##` suffix form), then pieces.
+  """
+  word_counts = [(w, int(c)) for w, c in word_counts if w]
+  if size <= len(reserved):
+    raise ValueError(f'vocab size {size} leaves no room beside {len(reserved)} reserved tokens')
+  if not word_counts:
+    raise ValueError('no words to learn a vocabulary from (empty training split?)')
+  vocab = learner.learn(
+    word_counts, vocab_size=size, reserved_tokens=list(reserved),
+    upper_thresh=max(c for _, c in word_counts) + 1, lower_thresh=1,
+    max_token_length=_MAX_TOKEN_LENGTH, max_unique_chars=_MAX_UNIQUE_CHARS,
+    include_joiner_token=True, joiner=SUFFIX_INDICATOR)
+  if len(vocab) > size:
+    alphabet = {t for t in vocab if len(t) == 1 or (t.startswith(SUFFIX_INDICATOR) and
+                                                    len(t) == len(SUFFIX_INDICATOR) + 1)}
+    head = [t for t in vocab if t in alphabet or t in reserved]
+    rest = [t for t in vocab if t not in alphabet and t not in reserved]
+    keep = set(head) | set(rest[:max(0, size - len(head))])
+    vocab = [t for t in vocab if t in keep]
+  return vocab
+
+
+def train_sentencepiece(texts: Iterable[str], size: int, model_type: str, model_path: str,
+                        reserved: Sequence[str] = features.RESERVED_TOKENS) -> list[str]:
+  """Trains a SentencePiece model on already normalized texts; returns its pieces in id order.
+
+  Reserved tokens keep ids 0..4: `[PAD]` is the pad piece, `[UNK]` the unknown piece, the others
+  control symbols. SentencePiece's own normalization is off (`identity`): text arrives normalized.
+  """
+  import sentencepiece as spm  # Optional dependency: only this kind needs it.
+
+  if model_type not in SENTENCEPIECE_MODEL_TYPES:
+    raise ValueError(f'model type {model_type!r} is not one of {SENTENCEPIECE_MODEL_TYPES}')
+  pad, unk, *control = reserved
+  with tempfile.TemporaryDirectory() as tmp:
+    sample = os.path.join(tmp, 'sample.txt')
+    with open(sample, 'w', encoding='utf-8') as f:
+      for text in texts:
+        f.write(' '.join(text.split()) + '\n')
+    spm.SentencePieceTrainer.train(
+      input=sample, model_prefix=os.path.join(tmp, 'spm'), vocab_size=size,
+      model_type=model_type, normalization_rule_name='identity', pad_id=0, pad_piece=pad,
+      unk_id=1, unk_piece=unk, bos_id=-1, eos_id=-1, control_symbols=list(control),
+      hard_vocab_limit=False, minloglevel=2)
+    with open(os.path.join(tmp, 'spm.model'), 'rb') as f:
+      model = f.read()
+  with fileio.open(model_path, 'wb') as f:
+    f.write(model)
+  processor = spm.SentencePieceProcessor(model_proto=model)
+  return [processor.id_to_piece(i) for i in range(processor.get_piece_size())]
+
+
+def _texts(serialized: bytes) -> Iterator[str]:
+  example = tf.train.Example.FromString(serialized)
+  for value in example.features.feature[features.TEXT_KEY].bytes_list.value:
+    yield value.decode('utf-8')
+
+
+class _CountWords(beam.DoFn):
+  """Normalizes and splits documents, emitting (word, count) per document."""
+
+  def __init__(self, normalization: dict[str, bool]):
+    self._normalization = normalization
+
+  def process(self, text: str) -> Iterator[tuple[str, int]]:
+    counts: dict[str, int] = {}
+    for word in split_words(normalize_text(text, **self._normalization)):
+      counts[word] = counts.get(word, 0) + 1
+    yield from counts.items()
+
+
+def _learn_and_write(counts: list[tuple[str, int]], stats: dict[str, int], *, output_uri: str,
+                     config: dict[str, Any]) -> None:
+  vocab = learn_wordpiece_vocab(counts, config['vocab_size'])
+  _write(output_uri, vocab, stats, config)
+
+
+def _train_spm_and_write(sample: list[str], stats: dict[str, int], *, output_uri: str,
+                         config: dict[str, Any]) -> None:
+  vocab = train_sentencepiece(sample, config['vocab_size'], config['sentencepiece_model_type'],
+                              os.path.join(output_uri, SPM_MODEL_FILE))
+  _write(output_uri, vocab, stats, config)
+
+
+def _write(output_uri: str, vocab: list[str], stats: dict[str, int],
+           config: dict[str, Any]) -> None:
+  with fileio.open(os.path.join(output_uri, VOCAB_FILE), 'w') as f:
+    f.write(''.join(token + '\n' for token in vocab))
+  meta = {
+    'kind': config['kind'], 'size': len(vocab), 'target_size': config['vocab_size'],
+    'lowercase': config['lowercase'], 'strip_accents': config['strip_accents'],
+    'nfkc': config['nfkc'], 'suffix_indicator': SUFFIX_INDICATOR,
+    'reserved_tokens': list(features.RESERVED_TOKENS), 'min_count': config['min_count'],
+    'sentencepiece_model_type': config['sentencepiece_model_type'],
+    'sample_documents': config['sample_documents'], **stats,
+  }
+  with fileio.open(os.path.join(output_uri, VOCAB_JSON), 'w') as f:
+    f.write(json.dumps(meta, indent=2, sort_keys=True) + '\n')
+  logging.info('Vocabulary: %d tokens (%s) written to %s', len(vocab), config['kind'], output_uri)
+
+
+def build_vocabulary_pipeline(pipeline: beam.Pipeline, examples_pattern: str, output_uri: str,
+                              config: dict[str, Any]) -> None:
+  """Adds the vocabulary job to a Beam pipeline: read, normalize, count, prune, learn, write.
+
+  Args:
+    pipeline: The Beam pipeline.
+    examples_pattern: Glob of the gzipped TFRecord files of serialized tf.Examples.
+    output_uri: Folder to write vocab.txt / vocab.json (/ spm.model) into.
+    config: The component's exec properties (kind, vocab_size, normalization, pruning).
+  """
+  normalization = {k: bool(config[k]) for k in ('lowercase', 'strip_accents', 'nfkc')}
+  texts = (
+    pipeline
+    | 'Read' >> beam.io.ReadFromTFRecord(examples_pattern)
+    | 'Texts' >> beam.FlatMap(_texts)
+  )
+  word_counts = (
+    texts
+    | 'CountPerDocument' >> beam.ParDo(_CountWords(normalization))
+    | 'CountWords' >> beam.CombinePerKey(sum)
+  )
+  ones = beam.combiners.Count.Globally
+  stats = {
+    'documents': texts | 'CountDocuments' >> ones(),
+    'words': (word_counts | 'Counts' >> beam.Values() | 'SumWords' >> beam.CombineGlobally(sum)),
+    'unique_words': word_counts | 'CountUnique' >> ones(),
+  }
+  if config['kind'] == 'wordpiece':
+    kept = (
+      word_counts
+      | 'Prune' >> beam.Filter(lambda wc, m: wc[1] >= m, config['min_count'])
+      | 'Top' >> beam.combiners.Top.Of(config['max_words'], key=lambda wc: (wc[1], wc[0]))
+    )
+    stats['kept_words'] = kept | 'CountKept' >> beam.Map(len)
+    stats_dict = stats | 'Stats' >> _DictOfSingletons()
+    _ = (
+      kept
+      | 'Learn' >> beam.Map(_learn_and_write, beam.pvalue.AsSingleton(stats_dict),
+                            output_uri=output_uri, config=config)
+    )
+  else:
+    sample = (
+      texts
+      | 'Normalize' >> beam.Map(lambda t, n: normalize_text(t, **n), normalization)
+      | 'Sample' >> beam.combiners.Sample.FixedSizeGlobally(config['sample_documents'])
+    )
+    stats['kept_words'] = stats['unique_words']
+    stats_dict = stats | 'Stats' >> _DictOfSingletons()
+    _ = sample | 'Train' >> beam.Map(_train_spm_and_write, beam.pvalue.AsSingleton(stats_dict),
+                                     output_uri=output_uri, config=config)
+
+
+class _DictOfSingletons(beam.PTransform):
+  """{name: PCollection of one value} -> PCollection of one {name: value} dict."""
+
+  def expand(self, pcolls: dict[str, beam.PCollection]) -> beam.PCollection:
+    keyed = [pcoll | f'Key{name}' >> beam.Map(lambda v, n: (n, v), name)
+             for name, pcoll in pcolls.items()]
+    return (tuple(keyed) | 'Flatten' >> beam.Flatten()
+            | 'ToDict' >> beam.combiners.ToDict())
+
+
+
+
+class VocabularySpec(component_spec.ComponentSpec):
+  """Inputs: examples (+ ExampleValidator anomalies); output: the vocabulary artifact."""
+
+  PARAMETERS = {
+    'vocab_size': component_spec.ExecutionParameter(type=int),
+    'kind': component_spec.ExecutionParameter(type=str),
+    'lowercase': component_spec.ExecutionParameter(type=int),
+    'strip_accents': component_spec.ExecutionParameter(type=int),
+    'nfkc': component_spec.ExecutionParameter(type=int),
+    'min_count': component_spec.ExecutionParameter(type=int),
+    'max_words': component_spec.ExecutionParameter(type=int),
+    'sentencepiece_model_type': component_spec.ExecutionParameter(type=str),
+    'sample_documents': component_spec.ExecutionParameter(type=int),
+    'train_split': component_spec.ExecutionParameter(type=str),
+  }
+  INPUTS = {
+    'examples': component_spec.ChannelParameter(type=standard_artifacts.Examples),
+    'anomalies': component_spec.ChannelParameter(type=standard_artifacts.ExampleAnomalies,
+                                                 optional=True),
+  }
+  OUTPUTS = {'vocabulary': component_spec.ChannelParameter(type=VocabularyArtifact)}
+
+
+class Executor(base_beam_executor.BaseBeamExecutor):
+  """Checks the data gate, then runs the vocabulary Beam job over the training split."""
+
+  def Do(self, input_dict: dict[str, list[types.Artifact]],  # noqa: N802 (TFX API)
+         output_dict: dict[str, list[types.Artifact]], exec_properties: dict[str, Any]) -> None:
+    for anomalies in input_dict.get('anomalies', []):
+      validation.raise_on_anomalies(anomalies.uri)
+    examples = artifact_utils.get_single_instance(input_dict['examples'])
+    split = exec_properties['train_split']
+    split_uri = artifact_utils.get_split_uri([examples], split)
+    output_uri = artifact_utils.get_single_uri(output_dict['vocabulary'])
+    config = dict(exec_properties)
+    for flag in ('lowercase', 'strip_accents', 'nfkc'):
+      config[flag] = bool(config[flag])
+    with self._make_beam_pipeline() as pipeline:
+      build_vocabulary_pipeline(pipeline, os.path.join(split_uri, '*'), output_uri, config)
+    if not fileio.exists(os.path.join(output_uri, VOCAB_FILE)):
+      raise validation.DataError(f'split {split!r} of {examples.uri} has no examples: no '
+                                 'vocabulary learned')
+
+
+class Vocabulary(base_beam_component.BaseBeamComponent):
+  """Learns the tokenizer vocabulary from the training split (see the module docstring)."""
+
+  SPEC_CLASS = VocabularySpec
+  EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
+
+  def __init__(self, examples: types.BaseChannel, anomalies: types.BaseChannel | None = None, *,
+               vocab_size: int = 8000, lowercase: bool = True, strip_accents: bool = True,
+               nfkc: bool = True, kind: str = 'wordpiece', min_count: int = 2,
+               max_words: int = 1_000_000, sentencepiece_model_type: str = 'unigram',
+               sample_documents: int = 100_000, train_split: str = 'train'):
+    """Builds the component.
+
+    Args:
+      examples: ExampleGen's examples (features `text`).
+      anomalies: ExampleValidator's anomalies; any anomaly stops the run here.
+      vocab_size: Target vocabulary size, reserved tokens included.
+      lowercase: Lower-case (Unicode case folding) before learning and tokenizing.
+      strip_accents: Drop combining marks after NFD decomposition.
+      nfkc: Apply NFKC normalization first.
+      kind: 'wordpiece' (tensorflow-text learner) or 'sentencepiece'.
+      min_count: WordPiece: words seen fewer times are pruned before learning.
+      max_words: WordPiece: at most this many most frequent words feed the learner.
+      sentencepiece_model_type: 'unigram' or 'bpe'.
+      sample_documents: SentencePiece trains on a uniform sample of this many documents.
+      train_split: The split to learn from.
+    """
+    if kind not in KINDS:
+      raise ValueError(f'kind {kind!r} is not one of {KINDS}')
+    if sentencepiece_model_type not in SENTENCEPIECE_MODEL_TYPES:
+      raise ValueError(f'sentencepiece_model_type {sentencepiece_model_type!r} is not one of '
+                       f'{SENTENCEPIECE_MODEL_TYPES}')
+    if vocab_size <= len(features.RESERVED_TOKENS):
+      raise ValueError(f'vocab_size {vocab_size} must exceed the {len(features.RESERVED_TOKENS)} '
+                       'reserved tokens')
+    spec = VocabularySpec(
+      examples=examples, anomalies=anomalies, vocab_size=vocab_size, kind=kind,
+      lowercase=int(lowercase), strip_accents=int(strip_accents), nfkc=int(nfkc),
+      min_count=min_count, max_words=max_words,
+      sentencepiece_model_type=sentencepiece_model_type, sample_documents=sample_documents,
+      train_split=train_split,
+      vocabulary=types.Channel(type=VocabularyArtifact))
+    super().__init__(spec=spec)

@@ -1,0 +1,184 @@
+"""TF Transform preprocessing: tensorflow-text tokenization with the learned vocabulary.
+
+`preprocessing_fn(inputs, custom_config)` reads `custom_config`:
+  vocab_uri: the Vocabulary artifact's URI (vocab.txt, vocab.json, and spm.model for SentencePiece);
+  task: 'mlm' | 'clm' | 'classify';
+  seq_len: int, the fixed length of classification inputs.
+
+Raw input: `text` (string, shape [1] per example) and, for 'classify', `label` (string).
+
+Transformed feature spec:
+  classify: token_ids  FixedLenFeature([seq_len], tf.int64)   [CLS] pieces… [SEP] [PAD]…; long
+                                                              texts are truncated before [SEP];
+            label      FixedLenFeature([], tf.int64)          id in the `label_vocab` asset (a
+                                                              plain one-label-per-line file sorted
+                                                              by label string; unknown -> -1).
+  mlm, clm: token_ids  VarLenFeature(tf.int64)                the pieces only, no [CLS]/[SEP]/pad:
+                                                              the trainer packs and masks.
+
+The text is normalized as vocab.json says (NFKC, case folding, accent stripping, in the order the
+Vocabulary component used) and tokenized by `FastBertTokenizer` (`SentencepieceTokenizer` for a
+SentencePiece vocabulary), whose model is a constant in the graph. vocab.txt is also a graph asset,
+`tft_output.vocabulary_file_by_name('token_vocab')`, to map ids back to strings; so the transform
+graph, and any SavedModel built from it, is self-contained.
+"""
+
+import json
+import os
+
+import apache_beam as beam
+import tensorflow as tf
+import tensorflow_text as tf_text  # Registers the ops in every Beam worker process that loads this.
+import tensorflow_transform as tft
+import tensorflow_transform.beam as tft_beam
+
+from trainer import features
+
+VOCAB_FILE = 'vocab.txt'
+VOCAB_JSON = 'vocab.json'
+SPM_MODEL_FILE = 'spm.model'
+SUFFIX_INDICATOR = '##'
+# Words longer than this many bytes become [UNK] (FastBertTokenizer's own default).
+MAX_BYTES_PER_WORD = 100
+
+
+def read_vocabulary(vocab_uri: str) -> tuple[list[str], dict]:
+  """Returns (tokens in id order, vocab.json) of a Vocabulary artifact."""
+  with tf.io.gfile.GFile(os.path.join(vocab_uri, VOCAB_FILE)) as f:
+    tokens = f.read().splitlines()
+  with tf.io.gfile.GFile(os.path.join(vocab_uri, VOCAB_JSON)) as f:
+    meta = json.load(f)
+  if tuple(tokens[:len(features.RESERVED_TOKENS)]) != features.RESERVED_TOKENS:
+    raise ValueError(f'{vocab_uri}/{VOCAB_FILE} must start with {features.RESERVED_TOKENS}, '
+                     f'starts with {tokens[:len(features.RESERVED_TOKENS)]}')
+  return tokens, meta
+
+
+def normalize(text: tf.Tensor, meta: dict) -> tf.Tensor:
+  """Normalizes a string tensor as the Vocabulary component did (vocab.json flags)."""
+  if meta['nfkc']:
+    text = tf_text.normalize_utf8(text, 'NFKC')
+  if meta['lowercase']:
+    text = tf_text.case_fold_utf8(text)
+  if meta['strip_accents']:
+    text = tf.strings.regex_replace(tf_text.normalize_utf8(text, 'NFD'), r'\p{Mn}', '')
+  return text
+
+
+def make_tokenizer(tokens: list[str], meta: dict, vocab_uri: str):
+  """The tensorflow-text tokenizer for a vocabulary: `tokenize(strings) -> ragged int64 ids`."""
+  if meta['kind'] == 'sentencepiece':
+    with tf.io.gfile.GFile(os.path.join(vocab_uri, SPM_MODEL_FILE), 'rb') as f:
+      return tf_text.SentencepieceTokenizer(model=f.read(), out_type=tf.int64)
+  return tf_text.FastBertTokenizer(
+    vocab=tokens, suffix_indicator=meta.get('suffix_indicator', SUFFIX_INDICATOR),
+    max_bytes_per_word=MAX_BYTES_PER_WORD, token_out_type=tf.int64,
+    unknown_token=features.UNK)
+
+
+def tokenize(text: tf.Tensor, tokenizer, meta: dict) -> tf.RaggedTensor:
+  """(batch,) strings -> (batch, None) int64 token ids."""
+  ids = tokenizer.tokenize(normalize(text, meta))
+  if ids.ragged_rank == 2:  # FastBertTokenizer: (batch, words, pieces).
+    ids = ids.merge_dims(1, 2)
+  return ids
+
+
+def frame(ids: tf.RaggedTensor, seq_len: int) -> tf.Tensor:
+  """(batch, None) ids -> (batch, seq_len): [CLS] ids… [SEP], truncated, padded with [PAD]."""
+  batch = ids.nrows()
+  ids = ids[:, :seq_len - 2]
+  cls = tf.fill([batch, 1], tf.constant(features.CLS_ID, tf.int64))
+  sep = tf.fill([batch, 1], tf.constant(features.SEP_ID, tf.int64))
+  framed = tf.concat([cls, ids, sep], axis=1)
+  return framed.to_tensor(default_value=features.PAD_ID, shape=[None, seq_len])
+
+
+def preprocessing_fn(inputs: dict, custom_config: dict) -> dict:
+  """TF Transform entry point (see the module docstring for inputs, config and outputs)."""
+  vocab_uri = custom_config['vocab_uri']
+  task = custom_config['task']
+  if task not in features.TASKS:
+    raise ValueError(f'custom_config task {task!r} is not one of {features.TASKS}')
+  tokens, meta = read_vocabulary(vocab_uri)
+  text = tf.reshape(_dense(inputs[features.TEXT_KEY]), [-1])  # (batch,)
+  ids = tokenize(text, make_tokenizer(tokens, meta, vocab_uri), meta)  # (batch, None)
+  ids = _with_vocab_asset(ids, os.path.join(vocab_uri, VOCAB_FILE), len(tokens))
+  if task != features.CLASSIFY:
+    return {features.TOKEN_IDS_KEY: ids.to_sparse()}
+
+  seq_len = int(custom_config['seq_len'])
+  label = tf.reshape(_dense(inputs[features.LABEL_KEY]), [-1])
+  label_vocab = sorted_vocabulary(label, features.LABEL_VOCAB_NAME)
+  return {
+    features.TOKEN_IDS_KEY: frame(ids, seq_len),
+    features.TRANSFORMED_LABEL_KEY: tft.apply_vocabulary(label, label_vocab),
+  }
+
+
+class _WriteSortedDistinct(tft_beam.experimental.PTransformAnalyzer):
+  """Beam analyzer: the distinct values of a string tensor, sorted, one per line in a file."""
+
+  def __init__(self, filename: str):
+    super().__init__()
+    self._filename = filename
+
+  def expand(self, batches):
+    path = os.path.join(self.base_temp_dir, self._filename)
+
+    def write(values):
+      for value in values:
+        if b'\n' in value or b'\r' in value:
+          raise ValueError(f'{self._filename}: value {value!r} has a line break')
+      tf.io.gfile.makedirs(os.path.dirname(path))
+      with tf.io.gfile.GFile(path, 'wb') as f:
+        f.write(b''.join(value + b'\n' for value in sorted(values)))
+      return path.encode()
+
+    return (
+      batches
+      | 'Values' >> beam.FlatMap(lambda batch: batch[0].ravel().tolist())
+      | 'Distinct' >> beam.Distinct()
+      | 'List' >> beam.combiners.ToList()
+      | 'Write' >> beam.Map(write)
+    )
+
+
+def sorted_vocabulary(x: tf.Tensor, name: str) -> tf.Tensor:
+  """Like `tft.vocabulary`, but sorted by value, so the ids of labels do not depend on counts.
+
+  Returns:
+    The path of the vocabulary file, an asset of the graph named `name` (for
+    `tft_output.vocabulary_file_by_name(name)`): a plain file, one value per line.
+  """
+  (path,) = tft.experimental.ptransform_analyzer(
+    inputs=[x], ptransform=_WriteSortedDistinct(name), output_dtypes=[tf.string],
+    output_shapes=[[]], output_asset_default_values=[b'__unset__'], name=name)
+  tft.annotate_asset(name, name)
+  return path
+
+
+def _dense(x):
+  if isinstance(x, tf.SparseTensor):
+    return tf.sparse.to_dense(x, default_value='')
+  if isinstance(x, tf.RaggedTensor):
+    return x.to_tensor(default_value='')
+  return x
+
+
+def _with_vocab_asset(ids: tf.RaggedTensor, vocab_path: str, size: int) -> tf.RaggedTensor:
+  """Makes vocab.txt an asset of the transform graph, named `token_vocab`.
+
+  A table initialized from the file is what makes TF Transform copy it into the graph's assets;
+  the table checks that the shipped file has as many tokens as the tokenizer's model, and the
+  ids depend on that check so the table stays in the graph.
+  """
+  table = tf.lookup.StaticHashTable(
+    tf.lookup.TextFileInitializer(vocab_path, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE,
+                                  tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER),
+    default_value=-1)
+  tft.annotate_asset(features.TOKEN_VOCAB_NAME, os.path.basename(vocab_path))
+  check = tf.debugging.assert_equal(table.size(), tf.constant(size, tf.int64),
+                                    message=f'{vocab_path} does not match the tokenizer')
+  with tf.control_dependencies([check]):
+    return ids.with_flat_values(tf.identity(ids.flat_values))
