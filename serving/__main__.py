@@ -1,0 +1,100 @@
+"""Runs the model server: `python -m serving` (or the `tfx-lm-serve` console script).
+
+The flags mirror tensorflow_model_server's, so its command lines work here, e.g.
+
+  python -m serving --model_name=imdb --model_base_path=/models/imdb
+  python -m serving --model_config_file=models.config --enable_batching
+"""
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+
+from serving import config as config_lib
+from serving import server as server_lib
+from serving.batching import BatchingOptions
+
+log = logging.getLogger('serving')
+
+
+def _flags(argv):
+  parser = argparse.ArgumentParser(prog='python -m serving', description=__doc__.split('\n')[0])
+  add = parser.add_argument
+  add('--port', type=int, default=8500, help='gRPC port (0 picks a free one).')
+  add('--rest_api_port', type=int, default=8501,
+      help='REST port; 0 disables REST, as in tensorflow_model_server.')
+  add('--host', default='127.0.0.1',
+      help='Interface to bind (default local only; 0.0.0.0 to expose the server).')
+  add('--model_name', default='default', help='Name of the model served from --model_base_path.')
+  add('--model_base_path', default='', help='Directory of numbered version subdirectories.')
+  add('--model_config_file', default='',
+      help='ModelServerConfig text proto listing the models (instead of --model_base_path).')
+  add('--model_base_path_root', default='',
+      help='Serve every model found under this directory (e.g. pipeline_outputs): a model is a'
+           ' directory of numbered versions, named after that directory.')
+  add('--file_system_poll_wait_seconds', type=float, default=1.0,
+      help='Seconds between polls for new versions; 0 loads only at start.')
+  add('--enable_batching', action='store_true', help='Merge concurrent requests into batches.')
+  add('--batching_parameters_file', default='',
+      help='BatchingParameters text proto (max_batch_size, batch_timeout_micros, ...).')
+  add('--max_request_bytes', type=int, default=64 << 20,
+      help='Largest gRPC message or REST body accepted.')
+  add('--grpc_threads', type=int, default=32, help='Requests handled at once over gRPC.')
+  add('--ssl_certfile', default='', help='PEM certificate: serve gRPC over TLS and HTTPS.')
+  add('--ssl_keyfile', default='', help='PEM private key for --ssl_certfile.')
+  add('--drain_seconds', type=float, default=30.0,
+      help='On SIGTERM, how long to wait for in-flight requests.')
+  add('--log_level', default='INFO', help='Python logging level.')
+  return parser, parser.parse_args(argv)
+
+
+def main(argv=None):
+  """Parses flags, serves until SIGTERM or SIGINT, drains, exits 0."""
+  parser, flags = _flags(sys.argv[1:] if argv is None else argv)
+  logging.basicConfig(level=flags.log_level.upper(),
+                      format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+  sources = [bool(flags.model_base_path), bool(flags.model_config_file),
+             bool(flags.model_base_path_root)]
+  if sum(sources) != 1:
+    parser.error('give exactly one of --model_base_path, --model_config_file and'
+                 ' --model_base_path_root')
+  try:
+    if flags.model_config_file:
+      models = config_lib.parse_model_config_file(flags.model_config_file)
+    elif flags.model_base_path:
+      models = [config_lib.ModelConfig(flags.model_name, os.path.abspath(flags.model_base_path))]
+    else:
+      models = []
+    batching = None
+    if flags.enable_batching:
+      batching = (config_lib.parse_batching_parameters_file(flags.batching_parameters_file)
+                  if flags.batching_parameters_file else BatchingOptions())
+    options = server_lib.ServerOptions(
+        host=flags.host, grpc_port=flags.port, rest_port=flags.rest_api_port or None,
+        grpc_threads=flags.grpc_threads, max_request_bytes=flags.max_request_bytes,
+        ssl_certfile=flags.ssl_certfile or None, ssl_keyfile=flags.ssl_keyfile or None,
+        drain_seconds=flags.drain_seconds)
+  except (OSError, ValueError) as e:
+    parser.error(str(e))
+  server = server_lib.build(models, flags.model_base_path_root or None, batching,
+                            flags.file_system_poll_wait_seconds, options)
+  stop = threading.Event()
+  for signum in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(signum, lambda *_: stop.set())
+  server.start()
+  # A single parseable line, so scripts and tests can find the ports.
+  print(f'SERVING grpc={flags.host}:{server.grpc_port} rest={flags.host}:{server.rest_port}',
+        flush=True)
+  while not stop.wait(1.0):
+    pass
+  log.info('shutting down: draining in-flight requests (up to %ss)', flags.drain_seconds)
+  server.stop()
+  log.info('stopped')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

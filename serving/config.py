@@ -1,0 +1,167 @@
+"""Which models to serve: TF Serving's ModelServerConfig and BatchingParameters text protos."""
+
+import dataclasses
+import os
+
+from google.protobuf import (
+  descriptor_pb2,
+  descriptor_pool,
+  message_factory,
+  text_format,
+  wrappers_pb2,
+)
+from tensorflow_serving.config import model_server_config_pb2
+
+from serving.batching import BatchingOptions
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """One model to serve.
+
+  Attributes:
+    name: the model name clients ask for.
+    base_path: the directory holding one numbered subdirectory per version.
+    latest: serve the `latest` highest versions (used when `versions` is empty).
+    versions: serve exactly these versions.
+    labels: version label -> version (e.g. {'stable': 3, 'canary': 4}).
+  """
+  name: str
+  base_path: str
+  latest: int = 1
+  versions: tuple = ()
+  labels: dict = dataclasses.field(default_factory=dict)
+
+  def wanted(self, available):
+    """The versions to serve among the `available` ones on disk (a set of ints)."""
+    if self.versions:
+      return set(self.versions) & available
+    return set(sorted(available)[-self.latest:]) if self.latest else set(available)
+
+
+def parse_model_config_file(path):
+  """Reads a ModelServerConfig text proto (the --model_config_file of tensorflow_model_server).
+
+  Relative base paths are taken from the current directory, as TF Serving does.
+
+  Raises:
+    ValueError: naming the file and what is wrong in it.
+  """
+  with open(path, encoding='utf-8') as f:
+    text = f.read()
+  proto = model_server_config_pb2.ModelServerConfig()
+  try:
+    text_format.Parse(text, proto)
+  except text_format.ParseError as e:
+    raise ValueError(f'{path}: not a ModelServerConfig text proto: {e}') from None
+  return models_from_proto(proto, where=path)
+
+
+def models_from_proto(proto, where='model config'):
+  """Turns a ModelServerConfig proto into ModelConfigs.
+
+  Raises:
+    ValueError: for a custom_model_config, a model without name or base_path, a repeated
+      name, or a version policy that selects nothing.
+  """
+  if proto.WhichOneof('config') != 'model_config_list':
+    raise ValueError(f'{where}: only model_config_list is supported')
+  models, names = [], set()
+  for i, model in enumerate(proto.model_config_list.config):
+    if not model.name or not model.base_path:
+      raise ValueError(f'{where}: config {i} needs both name and base_path')
+    if model.name in names:
+      raise ValueError(f'{where}: model name "{model.name}" appears twice')
+    if model.model_platform not in ('', 'tensorflow'):
+      raise ValueError(f'{where}: model "{model.name}": platform "{model.model_platform}" is not'
+                       ' supported (only tensorflow)')
+    names.add(model.name)
+    policy = model.model_version_policy
+    kind = policy.WhichOneof('policy_choice')
+    latest, versions = 1, ()
+    if kind == 'latest':
+      latest = policy.latest.num_versions or 1
+    elif kind == 'all':
+      latest = 0
+    elif kind == 'specific':
+      versions = tuple(sorted(policy.specific.versions))
+      if not versions:
+        raise ValueError(f'{where}: model "{model.name}": specific policy lists no versions')
+    labels = dict(model.version_labels)
+    models.append(ModelConfig(model.name, os.path.abspath(model.base_path), latest, versions,
+                              labels))
+  return models
+
+
+def _batching_parameters_class():
+  """Builds TF Serving's BatchingParameters message (not shipped in tensorflow-serving-api)."""
+  file = descriptor_pb2.FileDescriptorProto(
+      name='serving/batching_parameters.proto', package='tensorflow.serving', syntax='proto3',
+      dependency=['google/protobuf/wrappers.proto'])
+  message = file.message_type.add(name='BatchingParameters')
+  wrapped = [('max_batch_size', 'Int64Value'), ('batch_timeout_micros', 'Int64Value'),
+             ('max_enqueued_batches', 'Int64Value'), ('num_batch_threads', 'Int64Value'),
+             ('thread_pool_name', 'StringValue'), ('max_execution_batch_size', 'Int64Value')]
+  number = 0
+  for number, (name, kind) in enumerate(wrapped, 1):
+    message.field.add(name=name, number=number, label=1, type=11,
+                      type_name=f'.google.protobuf.{kind}')
+  message.field.add(name='allowed_batch_sizes', number=number + 1, label=3, type=3)
+  message.field.add(name='pad_variable_length_inputs', number=number + 2, label=1, type=8)
+  message.field.add(name='enable_large_batch_splitting', number=number + 3, label=1, type=8)
+  pool = descriptor_pool.DescriptorPool()
+  pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
+  pool.Add(file)
+  return message_factory.GetMessageClass(
+      pool.FindMessageTypeByName('tensorflow.serving.BatchingParameters'))
+
+
+def parse_batching_parameters_file(path):
+  """Reads a BatchingParameters text proto (the --batching_parameters_file of TF Serving).
+
+  Fields this server does not use (allowed_batch_sizes, padding, large batch splitting, ...)
+  are accepted, so TF Serving's files work unchanged.
+
+  Raises:
+    ValueError: naming the file and the problem.
+  """
+  with open(path, encoding='utf-8') as f:
+    text = f.read()
+  proto = _batching_parameters_class()()
+  try:
+    text_format.Parse(text, proto)
+  except text_format.ParseError as e:
+    raise ValueError(f'{path}: not a BatchingParameters text proto: {e}') from None
+  values = {}
+  for field in ('max_batch_size', 'batch_timeout_micros', 'num_batch_threads',
+                'max_enqueued_batches'):
+    if proto.HasField(field):
+      values[field] = getattr(proto, field).value
+  try:
+    return BatchingOptions(**values)
+  except ValueError as e:
+    raise ValueError(f'{path}: {e}') from None
+
+
+def discover_models(root, max_depth=4):
+  """Finds every model directory under `root`: one whose subdirectories are numbered versions.
+
+  Used by --model_base_path_root to serve whatever a pipeline pushed, e.g.
+  pipeline_outputs/<pipeline>/serving/<model>/<version>/.
+
+  Raises:
+    ValueError: when two model directories under `root` have the same name.
+  """
+  found = {}
+  root = os.path.abspath(root)
+  for directory, subdirs, _ in os.walk(root):
+    depth = directory[len(root):].count(os.sep)
+    if depth >= max_depth:
+      subdirs[:] = []
+    if directory != root and any(d.isdigit() for d in subdirs):
+      name = os.path.basename(directory)
+      if name in found and found[name] != directory:
+        raise ValueError(f'two models named "{name}" under {root}: {found[name]} and {directory}')
+      found[name] = directory
+      subdirs[:] = []
+  return [ModelConfig(name, path) for name, path in sorted(found.items())]

@@ -1,0 +1,74 @@
+"""Errors that carry a gRPC status code, and their HTTP equivalents for the REST API."""
+
+import re
+
+import grpc
+
+# The HTTP status TF Serving's REST API answers for each canonical code.
+_HTTP_STATUS = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DATA_LOSS: 500,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+}
+_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+
+
+class ServingError(Exception):
+  """A request failed with a canonical status code and a message for the caller.
+
+  Attributes:
+    code: the grpc.StatusCode.
+    message: what went wrong, naming the model, signature or input concerned.
+  """
+
+  def __init__(self, code, message):
+    super().__init__(message)
+    self.code = code
+    self.message = message
+
+  @property
+  def http_status(self):
+    return _HTTP_STATUS[self.code]
+
+
+def invalid_argument(message):
+  return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def not_found(message):
+  return ServingError(grpc.StatusCode.NOT_FOUND, message)
+
+
+def code_from_number(number):
+  """The grpc.StatusCode whose canonical number is `number` (TF errors use the same numbers)."""
+  return _BY_NUMBER.get(number, grpc.StatusCode.UNKNOWN)
+
+
+def from_tf_error(error, where):
+  """Turns a tf.errors.OpError raised by a signature call into a ServingError.
+
+  TensorFlow's messages carry graph-execution boilerplate; keep the line that says what failed.
+  """
+  lines = []
+  for line in str(error.message).splitlines():
+    line = re.sub(r'\s*\[\[.*?\]\]', '', line)
+    line = re.sub(r'\s*\[Op:[^\]]*\]', '', line).strip()
+    if line and not line.startswith(('Graph execution error', 'Detected at node',
+                                     '<stack traces')):
+      lines.append(line)
+  return ServingError(code_from_number(error.error_code),
+                      f'{where}: {"; ".join(lines) or error.message}')

@@ -1,0 +1,321 @@
+"""Loads, warms up, hot-swaps and unloads model versions found on disk."""
+
+import logging
+import os
+import threading
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import prediction_log_pb2
+
+from serving import codec, core, errors
+from serving.batching import BatchQueue
+from serving.config import discover_models
+from serving.servable import SAVED_MODEL_FILE, Servable
+
+log = logging.getLogger(__name__)
+
+WARMUP_FILE = os.path.join('assets.extra', 'tf_serving_warmup_requests')
+_WARMUP_TEXT = b'warm up'
+
+
+class _Version:
+  """What the manager knows of one version directory."""
+
+  def __init__(self, version):
+    self.version = version
+    self.state = 'START'
+    self.code = grpc.StatusCode.OK
+    self.message = ''
+    self.fingerprint = None
+
+
+class _Model:
+
+  def __init__(self, config):
+    self.config = config
+    self.versions = {}  # version -> _Version
+    self.serving = {}  # version -> Servable; replaced whole, never mutated, so reads need no lock
+
+
+class ModelManager:
+  """Keeps the right versions of each model loaded, following its version policy.
+
+  A new version is loaded and warmed up beside the serving ones; only then does it become
+  visible to requests, by replacing the model's dict of serving versions in one assignment.
+  Requests that already hold the old version finish on it. A version that fails to load is
+  recorded with its error and skipped by the policy until its files change, so the serving
+  version stays.
+
+  Args:
+    models: config.ModelConfig list.
+    discover_root: a directory searched for more models on every poll (or None).
+    batching: batching.BatchingOptions, or None to call signatures directly.
+    poll_wait_seconds: seconds between file system polls; 0 polls only at start.
+    metrics: metrics.Metrics or None.
+  """
+
+  def __init__(self, models=(), discover_root=None, batching=None, poll_wait_seconds=1.0,
+               metrics=None):
+    self._models = {m.name: _Model(m) for m in models}
+    self._discover_root = discover_root
+    self._batching = batching
+    self._poll_wait_seconds = poll_wait_seconds
+    self._metrics = metrics
+    self._lock = threading.Lock()  # guards _models and version states
+    self._poll_lock = threading.Lock()  # one poll at a time
+    self._stop = threading.Event()
+    self._thread = None
+    if metrics is not None:
+      metrics.track_versions(self.version_states)
+
+  def start(self):
+    """Loads what is on disk now, then keeps polling in a background thread."""
+    self.poll()
+    if self._poll_wait_seconds > 0:
+      self._thread = threading.Thread(target=self._poll_loop, daemon=True, name='model-poller')
+      self._thread.start()
+
+  def stop(self):
+    """Stops polling and unloads every version (their batch queues drain first)."""
+    self._stop.set()
+    if self._thread is not None:
+      self._thread.join()
+    with self._poll_lock:
+      for model in list(self._models.values()):
+        self._unload(model, set(model.serving))
+
+  def _poll_loop(self):
+    while not self._stop.wait(self._poll_wait_seconds):
+      try:
+        self.poll()
+      except Exception:  # noqa: BLE001 - the poller must outlive a bad directory.
+        log.exception('model poll failed')
+
+  def poll(self):
+    """Scans the base paths once: loads wanted versions, then unloads the unwanted."""
+    with self._poll_lock:
+      if self._discover_root is not None:
+        for config in discover_models(self._discover_root):
+          with self._lock:
+            if config.name not in self._models:
+              self._models[config.name] = _Model(config)
+      for model in list(self._models.values()):
+        if self._stop.is_set():
+          return
+        self._poll_model(model)
+
+  def _poll_model(self, model):
+    on_disk = _versions_on_disk(model.config.base_path)
+    while True:
+      failed = {v for v, info in model.versions.items()
+                if v in on_disk and info.code != grpc.StatusCode.OK
+                and info.fingerprint == _fingerprint(on_disk[v])}
+      wanted = model.config.wanted(set(on_disk) - failed)
+      to_load = wanted - set(model.serving)
+      if not to_load:
+        break
+      version = max(to_load)
+      self._load(model, version, on_disk[version])
+    self._unload(model, set(model.serving) - wanted)
+
+  def _load(self, model, version, path):
+    name = model.config.name
+    with self._lock:
+      info = model.versions.setdefault(version, _Version(version))
+      info.state, info.code, info.message = 'LOADING', grpc.StatusCode.OK, ''
+      info.fingerprint = _fingerprint(path)
+    log.info('loading model %s version %d from %s', name, version, path)
+    try:
+      servable = Servable(name, version, path)
+      warm_up(servable)
+    except Exception as e:  # noqa: BLE001 - any load failure must leave the old version serving.
+      message = f'failed to load version {version} of model "{name}" from {path}: {e}'
+      log.error(message)
+      with self._lock:
+        info.state, info.code, info.message = 'END', grpc.StatusCode.UNKNOWN, message
+      return
+    if self._batching is not None:
+      for signature in servable.signatures.values():
+        if signature.batchable:
+          servable.batch_queues[signature.name] = BatchQueue(
+              signature, self._batching, self._batch_observer(name, signature.name))
+    with self._lock:
+      model.serving = {**model.serving, version: servable}
+      info.state = 'AVAILABLE'
+    log.info('serving model %s version %d', name, version)
+
+  def _batch_observer(self, name, signature_name):
+    if self._metrics is None:
+      return None
+    return lambda rows: self._metrics.observe_batch(name, signature_name, rows)
+
+  def _unload(self, model, versions):
+    if not versions:
+      return
+    with self._lock:
+      gone = [model.serving[v] for v in versions]
+      model.serving = {v: s for v, s in model.serving.items() if v not in versions}
+      for v in versions:
+        model.versions[v].state = 'UNLOADING'
+    for servable in gone:
+      for queue in servable.batch_queues.values():
+        queue.close()
+      with self._lock:
+        model.versions[servable.version].state = 'END'
+      log.info('unloaded model %s version %d', model.config.name, servable.version)
+
+  def _model(self, name):
+    model = self._models.get(name)
+    if model is None:
+      raise errors.not_found(f'Servable not found for request: Latest({name}): no model named'
+                             f' "{name}" is configured')
+    return model
+
+  def _version_for_label(self, model, label):
+    labels = model.config.labels
+    if label not in labels:
+      raise errors.invalid_argument(
+          f'Unrecognized servable version label: {label} (model "{model.config.name}" has'
+          f' labels {sorted(labels)})')
+    return labels[label]
+
+  def resolve(self, name, version=None, label=None):
+    """The Servable a request for model `name` goes to, as TF Serving resolves a ModelSpec.
+
+    Args:
+      name: the model name.
+      version: a specific version, or None.
+      label: a version label (used when version is None), or None.
+
+    Raises:
+      ServingError: NOT_FOUND for an unknown model or version, INVALID_ARGUMENT for an unknown
+        label, UNAVAILABLE when the model has no version loaded yet.
+    """
+    model = self._model(name)
+    if version is None and label:
+      version = self._version_for_label(model, label)
+    serving = model.serving
+    if version is None:
+      if not serving:
+        raise errors.ServingError(grpc.StatusCode.UNAVAILABLE,
+                                  f'model "{name}" has no version available yet'
+                                  f'{self._why_none(model)}')
+      return serving[max(serving)]
+    if version in serving:
+      return serving[version]
+    info = model.versions.get(version)
+    if info is not None and info.state in ('START', 'LOADING'):
+      raise errors.ServingError(grpc.StatusCode.UNAVAILABLE,
+                                f'version {version} of model "{name}" is still loading')
+    detail = f': {info.message}' if info is not None and info.message else ''
+    raise errors.not_found(f'Servable not found for request: Specific({name}, {version}):'
+                           f' serving versions are {sorted(serving)}{detail}')
+
+  def _why_none(self, model):
+    failures = [info.message for info in model.versions.values() if info.message]
+    if failures:
+      return f' ({failures[-1]})'
+    return f' (no version directory with {SAVED_MODEL_FILE} under {model.config.base_path})'
+
+  def status(self, name, version=None, label=None):
+    """Version statuses of a model, as GetModelStatus reports them.
+
+    Returns:
+      A list of (version, state name, grpc.StatusCode, message), highest version first.
+
+    Raises:
+      ServingError: NOT_FOUND for an unknown model or a version never seen, INVALID_ARGUMENT
+        for an unknown label.
+    """
+    model = self._model(name)
+    if version is None and label:
+      version = self._version_for_label(model, label)
+    with self._lock:
+      rows = [(v, i.state, i.code, i.message) for v, i in sorted(model.versions.items(),
+                                                                  reverse=True)]
+    if version is not None:
+      rows = [r for r in rows if r[0] == version]
+      if not rows:
+        raise errors.not_found(f'Could not find version {version} of model "{name}"')
+    if not rows:
+      raise errors.not_found(f'Could not find any versions of model "{name}" under'
+                             f' {model.config.base_path}')
+    return rows
+
+  def model_names(self):
+    return sorted(self._models)
+
+  def ready(self):
+    """True when every model has at least one version serving."""
+    models = list(self._models.values())
+    return bool(models) and all(m.serving for m in models)
+
+  def version_states(self):
+    with self._lock:
+      return [(m.config.name, v, i.state) for m in self._models.values()
+              for v, i in sorted(m.versions.items())]
+
+
+def _versions_on_disk(base_path):
+  """version -> directory for every numbered subdirectory that holds a saved_model.pb."""
+  try:
+    names = os.listdir(base_path)
+  except OSError:
+    return {}
+  return {int(n): os.path.join(base_path, n) for n in names
+          if n.isdigit() and os.path.isfile(os.path.join(base_path, n, SAVED_MODEL_FILE))}
+
+
+def _fingerprint(path):
+  """Changes when a version's files are rewritten, so a failed version is retried then."""
+  stamp = []
+  for name in (SAVED_MODEL_FILE, os.path.join('variables', 'variables.index')):
+    try:
+      st = os.stat(os.path.join(path, name))
+      stamp.append((st.st_mtime_ns, st.st_size))
+    except OSError:
+      stamp.append(None)
+  return tuple(stamp)
+
+
+def warm_up(servable):
+  """Calls every signature before the version serves, so no request pays for the first call.
+
+  Replays assets.extra/tf_serving_warmup_requests (TFRecord of PredictionLog) when the model
+  ships it, as TF Serving does; a failing replayed request fails the load. Otherwise each
+  signature gets one synthetic row (a tf.Example with `text` for `examples` inputs); a model
+  may reject synthetic values, so those failures are only logged.
+
+  Raises:
+    ServingError or ValueError: when a replayed warm-up request fails.
+  """
+  path = os.path.join(servable.path, WARMUP_FILE)
+  if os.path.exists(path):
+    for record in tf.data.TFRecordDataset(path):
+      entry = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+      kind = entry.WhichOneof('log_type')
+      if kind == 'predict_log':
+        core.predict(servable, entry.predict_log.request)
+      elif kind == 'classify_log':
+        core.classify(servable, entry.classify_log.request)
+      else:
+        raise ValueError(f'{path}: warm-up record of type {kind} is not supported')
+    return
+  for signature in servable.signatures.values():
+    inputs = {key: _synthetic(key, spec) for key, spec in signature.inputs.items()}
+    try:
+      signature(inputs)
+    except errors.ServingError as e:
+      log.warning('synthetic warm-up of %s v%d signature %s failed (harmless): %s',
+                  servable.name, servable.version, signature.name, e.message)
+
+
+def _synthetic(key, spec):
+  shape = [1 if d is None else d for d in spec.shape.as_list()] if spec.shape.rank else []
+  if spec.dtype == tf.string:
+    value = codec.text_feature(_WARMUP_TEXT).SerializeToString() if key == 'examples' \
+        else _WARMUP_TEXT
+    return np.full(shape, value, dtype=object)
+  return np.zeros(shape, dtype=spec.dtype.as_numpy_dtype)

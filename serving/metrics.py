@@ -1,0 +1,110 @@
+"""Prometheus metrics in the text exposition format (prometheus_client is not a dependency)."""
+
+import bisect
+import threading
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                   5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8'
+
+
+def _labels(names, values):
+  def escape(v):
+    return str(v).replace('\\', r'\\').replace('"', r'\"').replace('\n', r'\n')
+  return ','.join(f'{n}="{escape(v)}"' for n, v in zip(names, values))
+
+
+class _Histogram:
+
+  def __init__(self, buckets):
+    self.buckets = buckets
+    self.counts = [0] * (len(buckets) + 1)
+    self.total = 0.0
+
+  def observe(self, value):
+    self.counts[bisect.bisect_left(self.buckets, value)] += 1
+    self.total += value
+
+  def lines(self, name, labels):
+    out, cumulative = [], 0
+    prefix = f'{labels},' if labels else ''
+    for bound, count in zip(self.buckets + (float('inf'),), self.counts):
+      cumulative += count
+      le = '+Inf' if bound == float('inf') else repr(bound)
+      out.append(f'{name}_bucket{{{prefix}le="{le}"}} {cumulative}')
+    out.append(f'{name}_sum{{{labels}}} {self.total!r}')
+    out.append(f'{name}_count{{{labels}}} {cumulative}')
+    return out
+
+
+class Metrics:
+  """Request counts, error counts, latency and batch size histograms, and loaded versions."""
+
+  _REQUEST_LABELS = ('model', 'signature', 'method', 'protocol', 'code')
+  _LATENCY_LABELS = ('model', 'signature', 'method', 'protocol')
+
+  def __init__(self):
+    self._lock = threading.Lock()
+    self._requests = {}
+    self._errors = {}
+    self._latency = {}
+    self._batch_sizes = {}
+    self._versions = lambda: []
+
+  def observe_request(self, model, signature, method, protocol, code, seconds):
+    """Counts one finished request.
+
+    Args:
+      model: the model name asked for ('' if none).
+      signature: the signature key used ('' for status and metadata calls).
+      method: 'predict', 'classify', 'metadata' or 'status'.
+      protocol: 'grpc' or 'rest'.
+      code: the grpc.StatusCode name it ended with ('OK' on success).
+      seconds: wall time spent serving it.
+    """
+    key = (model, signature, method, protocol)
+    with self._lock:
+      self._requests[key + (code,)] = self._requests.get(key + (code,), 0) + 1
+      if code != 'OK':
+        self._errors[key + (code,)] = self._errors.get(key + (code,), 0) + 1
+      if key not in self._latency:
+        self._latency[key] = _Histogram(LATENCY_BUCKETS)
+      self._latency[key].observe(seconds)
+
+  def observe_batch(self, model, signature, rows):
+    with self._lock:
+      key = (model, signature)
+      if key not in self._batch_sizes:
+        self._batch_sizes[key] = _Histogram(BATCH_BUCKETS)
+      self._batch_sizes[key].observe(rows)
+
+  def track_versions(self, versions):
+    """Sets the callable that lists (model, version, state) for the model-version gauge."""
+    self._versions = versions
+
+  def render(self):
+    """The metrics in Prometheus text exposition format 0.0.4."""
+    with self._lock:
+      out = ['# HELP serving_requests_total Requests served, by final status code.',
+             '# TYPE serving_requests_total counter']
+      out += [f'serving_requests_total{{{_labels(self._REQUEST_LABELS, k)}}} {v}'
+              for k, v in sorted(self._requests.items())]
+      out += ['# HELP serving_request_errors_total Requests that ended with an error.',
+              '# TYPE serving_request_errors_total counter']
+      out += [f'serving_request_errors_total{{{_labels(self._REQUEST_LABELS, k)}}} {v}'
+              for k, v in sorted(self._errors.items())]
+      out += ['# HELP serving_request_latency_seconds Time to serve a request.',
+              '# TYPE serving_request_latency_seconds histogram']
+      for key, histogram in sorted(self._latency.items()):
+        out += histogram.lines('serving_request_latency_seconds',
+                               _labels(self._LATENCY_LABELS, key))
+      out += ['# HELP serving_batch_size Rows per batched signature call.',
+              '# TYPE serving_batch_size histogram']
+      for key, histogram in sorted(self._batch_sizes.items()):
+        out += histogram.lines('serving_batch_size', _labels(('model', 'signature'), key))
+    out += ['# HELP serving_model_version_available 1 for each version being served.',
+            '# TYPE serving_model_version_available gauge']
+    out += [f'serving_model_version_available{{{_labels(("model", "version"), (m, v))}}}'
+            f' {1 if state == "AVAILABLE" else 0}' for m, v, state in self._versions()]
+    return '\n'.join(out) + '\n'
