@@ -7,8 +7,12 @@ CONFIG ?= pipeline/configs/demo.yaml
 OUTPUTS ?= pipeline_outputs
 PORT ?= 8500
 REST_PORT ?= 8501
+PIPELINE ?= demo
+MODEL_NAME ?= imdb
+KFP_HOST ?=
+KFP_EXPERIMENT ?= tfx-lm
 
-.PHONY: help env test test-all lint demo tensorboard serve bench lock clean clean-env
+.PHONY: help env test test-all lint demo tensorboard serve bench lock clean clean-env kubeflow-compile kubeflow-submit
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -29,10 +33,17 @@ demo:  ## Run the pipeline end to end (CONFIG=path/to/config.yaml for your own).
 	$(DEV) python -m pipeline.local_runner --config $(CONFIG)
 
 tensorboard:  ## Serve TensorBoard over the pipeline outputs.
-	$(DEV) tensorboard --logdir $(OUTPUTS) --bind_all=false --port 6006
+	$(DEV) tensorboard --logdir $(OUTPUTS) --host 127.0.0.1 --port 6006
 
-serve:  ## Serve the models the demo pushed (gRPC :8500, REST :8501).
-	$(DEV) python -m serving --model_config_file= --model_base_path_root=$(OUTPUTS) --port $(PORT) --rest_api_port $(REST_PORT)
+serve:  ## Serve the model the demo pushed (gRPC :8500, REST :8501; MODEL_NAME, PIPELINE).
+	$(DEV) python -m serving --model_name=$(MODEL_NAME) --model_base_path=$(CURDIR)/$(OUTPUTS)/$(PIPELINE)/serving/$(MODEL_NAME) --port=$(PORT) --rest_api_port=$(REST_PORT)
+
+kubeflow-compile:  ## Compile the pipeline (CONFIG) to a KFP v2 spec.
+	$(DEV) python -m pipeline.kubeflow_runner compile --config $(CONFIG)
+
+kubeflow-submit:  ## Compile and submit to a KFP 2 endpoint: make kubeflow-submit KFP_HOST=http://...
+	@test -n "$(KFP_HOST)" || { echo "error: set KFP_HOST, e.g. make kubeflow-submit KFP_HOST=http://localhost:8080"; exit 2; }
+	$(DEV) python -m pipeline.kubeflow_runner submit --config $(CONFIG) --host $(KFP_HOST) --experiment $(KFP_EXPERIMENT)
 
 bench:  ## Run the benchmarks and print their ratios.
 	$(DEV) python bench/run_all.py

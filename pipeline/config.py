@@ -134,23 +134,36 @@ class BeamConfig:
 
 @dataclasses.dataclass(frozen=True)
 class KubeflowConfig:
-  """Kubeflow Pipelines v2 settings (see pipeline/kubeflow_runner.py).
+  """Kubeflow Pipelines v2 settings (see pipeline/kubeflow_runner.py and pipeline/KUBEFLOW.md).
 
   Attributes:
-    image: container image every component runs in.
-    pipeline_root: artifact root on the cluster (gs://, s3:// or a mounted path).
+    image: container image every component runs in (built from this repository's Dockerfile).
+    image_repo_dir: where the repository sits inside the image.
+    pipeline_root: artifact root every pod can reach: gs://, s3:// or a volume mounted at the
+      same path in every pod.
+    serving_root: push destination on the cluster; empty means `<pipeline_root>/serving`.
     output_file: where the compiled pipeline spec (JSON) is written.
-    trainer_replicas: Trainer worker replicas (MultiWorkerMirrored when > 1).
-    trainer_gpus: GPUs per Trainer replica.
-    trainer_tpu: TPU type for the Trainer (e.g. v5litepod-8), empty for none.
-    beam_args: Beam arguments used on the cluster instead of `beam.args`.
+    trainer_gpus: GPUs per Trainer replica (MirroredStrategy across them).
+    trainer_replicas: Trainer worker replicas; more than one runs training on Vertex AI
+      Training (MultiWorkerMirroredStrategy).
+    trainer_tpu: TPU type for the Trainer on Vertex AI Training (e.g. v2-8); empty for none.
+    trainer_machine_type: Vertex AI Training machine type of each replica.
+    vertex_project: Google Cloud project for Vertex AI Training.
+    vertex_region: Google Cloud region for Vertex AI Training.
+    beam_args: Beam arguments on the cluster (e.g. DataflowRunner, FlinkRunner, SparkRunner);
+      empty means DirectRunner multi-processing on all cores of the component's pod.
   """
   image: str = 'ghcr.io/tfx-lm/tfx-lm:0.1.0'
-  pipeline_root: str = ''
+  image_repo_dir: str = '/pipeline'
+  pipeline_root: str = '/mnt/tfx-lm'
+  serving_root: str = ''
   output_file: str = 'pipeline_outputs/kubeflow/pipeline.json'
-  trainer_replicas: int = 1
   trainer_gpus: int = 0
+  trainer_replicas: int = 1
   trainer_tpu: str = ''
+  trainer_machine_type: str = 'n1-standard-8'
+  vertex_project: str = ''
+  vertex_region: str = 'us-central1'
   beam_args: Tuple[str, ...] = ()
 
 
@@ -423,6 +436,12 @@ def validate(config: PipelineConfig) -> None:
     path = config.resolve_path(config.base_model)
     if not os.path.isdir(path):
       raise ConfigError(f'base_model: folder {path!r} does not exist')
+  kubeflow = config.kubeflow
+  if kubeflow.trainer_replicas < 1 or kubeflow.trainer_gpus < 0:
+    raise ConfigError('kubeflow.trainer_replicas must be >= 1 and kubeflow.trainer_gpus >= 0')
+  if (kubeflow.trainer_replicas > 1 or kubeflow.trainer_tpu) and not kubeflow.vertex_project:
+    raise ConfigError('kubeflow.trainer_replicas > 1 or kubeflow.trainer_tpu runs training on '
+                      'Vertex AI Training: set kubeflow.vertex_project')
   if config.beam.direct_num_workers < 0:
     raise ConfigError('beam.direct_num_workers: must be 0 (one per core) or more')
 

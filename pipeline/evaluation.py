@@ -2,9 +2,9 @@
 
 from typing import Optional
 
-import tensorflow_model_analysis as tfma
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
+from tensorflow_model_analysis.proto import config_pb2 as tfma
 
 from pipeline import config as config_lib
 from pipeline import metrics

@@ -11,8 +11,8 @@ from typing import Dict, Optional
 
 import apache_beam as beam
 import numpy as np
-import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.metrics import metric_types, metric_util
+from tensorflow_model_analysis.proto import config_pb2
 
 PERPLEXITY = 'perplexity'
 NLL_SUM = 'nll_sum'
@@ -27,7 +27,7 @@ class Perplexity(metric_types.Metric):
 
 
 def _perplexity_computations(name: str = PERPLEXITY,
-                             eval_config: Optional[tfma.EvalConfig] = None,
+                             eval_config: Optional[config_pb2.EvalConfig] = None,
                              model_name: str = '',
                              output_name: str = '',
                              sub_key=None,

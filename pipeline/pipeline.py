@@ -53,6 +53,7 @@ def create_pipeline(
     metadata_connection_config=None,
     beam_pipeline_args: Optional[List[str]] = None,
     serving_root: Optional[str] = None,
+    schema_uri: Optional[str] = None,
 ) -> tfx.dsl.Pipeline:
   """Builds the pipeline described by `config`.
 
@@ -62,6 +63,8 @@ def create_pipeline(
     metadata_connection_config: ML Metadata connection (None on Kubeflow, which brings its own).
     beam_pipeline_args: arguments for every Beam-based component.
     serving_root: the Pusher's destination root; defaults to `config.serving_root`.
+    schema_uri: where ImportSchemaGen reads the curated schema when the pipeline runs, if not
+      at `config.schema_file` (e.g. inside a container image).
 
   Returns:
     The TFX pipeline.
@@ -80,8 +83,7 @@ def create_pipeline(
   examples = example_gen.outputs['examples']
 
   statistics_gen = tfx.components.StatisticsGen(examples=examples)
-  schema_file = config.schema_file
-  schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_file)
+  schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_uri or config.schema_file)
   example_validator = tfx.components.ExampleValidator(
       statistics=statistics_gen.outputs['statistics'],
       schema=schema_gen.outputs['schema'])
@@ -130,7 +132,8 @@ def create_pipeline(
       examples=examples,
       model=trainer.outputs['model'],
       baseline_model=model_resolver.outputs['model'],
-      eval_config=evaluation.eval_config(config.train.task, config.evaluation, schema_file),
+      eval_config=evaluation.eval_config(config.train.task, config.evaluation,
+                                        config.schema_file),
   )
 
   pusher = tfx.components.Pusher(

@@ -1,0 +1,40 @@
+"""Runs every benchmark in this folder, one after another, and says which ones failed.
+
+    python bench/run_all.py [--quick]
+
+--quick passes each benchmark its small-input flag (a smoke run, not figures to quote).
+"""
+
+import argparse
+import glob
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+QUICK_ARGS = {'transform_bench.py': ['--size-mb', '5', '--small-mb', '1'],
+              'trainer_bench.py': ['--quick'], 'serving_bench.py': ['--quick']}
+
+
+def main() -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--quick', action='store_true')
+  args = parser.parse_args()
+  failed = []
+  for script in sorted(glob.glob(os.path.join(HERE, '*_bench.py'))):
+    name = os.path.basename(script)
+    extra = QUICK_ARGS.get(name, []) if args.quick else []
+    print(f'\n===== {name} {" ".join(extra)} =====', flush=True)
+    started = time.time()
+    code = subprocess.call([sys.executable, script, *extra])
+    print(f'===== {name}: exit {code} after {time.time() - started:.0f} s =====', flush=True)
+    if code:
+      failed.append(name)
+  if failed:
+    print(f'\nfailed: {", ".join(failed)}', file=sys.stderr)
+  return 1 if failed else 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,174 @@
+"""Compiles the pipeline for Kubeflow Pipelines v2 (and Vertex AI Pipelines), and submits it.
+
+    python -m pipeline.kubeflow_runner compile [--config ...] [--set KEY=VALUE ...]
+    python -m pipeline.kubeflow_runner submit --host http://KFP_HOST [--experiment NAME]
+
+The same `create_pipeline(config)` as the local runner; only the paths, the Beam arguments and
+the Trainer's resources differ. Every component runs in the `kubeflow.image` container (this
+repository's Dockerfile), where the project sits at `kubeflow.image_repo_dir`: local paths inside
+the repository (the curated schemas) are rewritten to that folder.
+
+The TFX CLI (engine `vertex`, TFX 1.21's KFP v2 engine) runs this file too, with the config from
+TFXLM_CONFIG:
+
+    tfx pipeline create --engine vertex --pipeline_path pipeline/kubeflow_runner.py
+    tfx pipeline compile --engine vertex --pipeline_path pipeline/kubeflow_runner.py
+    tfx run create --engine vertex --pipeline_name NAME --project P --region R   # Vertex AI
+"""
+
+import os
+import sys
+
+if __package__ in (None, ''):
+  # Run as a file, this folder comes first on sys.path, where pipeline.py would shadow the
+  # `pipeline` package.
+  sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+
+from pipeline import config as config_lib  # noqa: E402
+
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'demo.yaml')
+CONFIG_ENV = 'TFXLM_CONFIG'
+TRAINER_IDS = ('Trainer', 'PretrainTrainer')
+GPU_RESOURCE = 'NVIDIA_TESLA_T4'
+
+
+def _in_image(config: config_lib.PipelineConfig, path: str) -> str:
+  """Maps a local path inside this repository to the same file inside the image."""
+  repo = config_lib.REPO + os.sep
+  if path.startswith(repo):
+    return os.path.join(config.kubeflow.image_repo_dir, path[len(repo):])
+  return path
+
+
+def beam_args(config: config_lib.PipelineConfig) -> list:
+  """Beam arguments on the cluster: `kubeflow.beam_args`, else DirectRunner on all cores."""
+  if config.kubeflow.beam_args:
+    return list(config.kubeflow.beam_args)
+  return ['--direct_running_mode=multi_processing', '--direct_num_workers=0']
+
+
+def _trainer_resources(pipeline, kubeflow: config_lib.KubeflowConfig) -> None:
+  """Gives the Trainers their accelerators, or hands training to Vertex AI Training."""
+  from tfx import v1 as tfx
+  from tfx.proto.orchestration import pipeline_pb2
+
+  trainers = [c for c in pipeline.components if c.id in TRAINER_IDS]
+  if kubeflow.trainer_replicas > 1 or kubeflow.trainer_tpu:
+    # One Kubeflow pod cannot host several workers: Vertex AI Training runs the replicas with
+    # TF_CONFIG set (MultiWorkerMirrored) or the TPU (TPUStrategy), in our image.
+    from tfx.dsl.components.base import executor_spec
+    from tfx.extensions.google_cloud_ai_platform.trainer import executor as vertex_executor
+    machine = {'machine_type': kubeflow.trainer_machine_type}
+    if kubeflow.trainer_tpu:
+      machine = {'machine_type': 'cloud-tpu', 'accelerator_type': 'TPU_V2',
+                 'accelerator_count': 8} if kubeflow.trainer_tpu == 'v2-8' else {
+                     'machine_type': kubeflow.trainer_tpu}
+    elif kubeflow.trainer_gpus:
+      machine.update(accelerator_type=GPU_RESOURCE, accelerator_count=kubeflow.trainer_gpus)
+    pool = {'machine_spec': machine, 'container_spec': {'image_uri': kubeflow.image}}
+    training_args = {'project': kubeflow.vertex_project, 'worker_pool_specs': [
+        dict(pool, replica_count=1),
+        dict(pool, replica_count=kubeflow.trainer_replicas - 1),
+    ] if kubeflow.trainer_replicas > 1 else [dict(pool, replica_count=1)]}
+    for trainer in trainers:
+      custom = json.loads(trainer.exec_properties.get('custom_config') or 'null') or {}
+      custom.update({
+          tfx.extensions.google_cloud_ai_platform.ENABLE_VERTEX_KEY: True,
+          tfx.extensions.google_cloud_ai_platform.VERTEX_REGION_KEY: kubeflow.vertex_region,
+          tfx.extensions.google_cloud_ai_platform.TRAINING_ARGS_KEY: training_args,
+      })
+      trainer.exec_properties['custom_config'] = json.dumps(custom, sort_keys=True)
+      trainer.executor_spec = executor_spec.ExecutorClassSpec(vertex_executor.GenericExecutor)
+    return
+  if kubeflow.trainer_gpus:
+    spec = pipeline_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec(
+        accelerator=pipeline_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
+        .AcceleratorConfig(type='nvidia.com/gpu', count=kubeflow.trainer_gpus))
+    for trainer in trainers:
+      trainer.with_platform_config(spec)
+
+
+def build(config: config_lib.PipelineConfig):
+  """The pipeline as it runs on the cluster."""
+  from pipeline import pipeline as pipeline_lib
+  kubeflow = config.kubeflow
+  if not kubeflow.pipeline_root:
+    raise config_lib.ConfigError('kubeflow.pipeline_root: set the artifact root the cluster '
+                                 'writes to (gs://..., s3://..., or a mounted path)')
+  pipeline = pipeline_lib.create_pipeline(
+      config,
+      pipeline_root=kubeflow.pipeline_root,
+      metadata_connection_config=None,  # the cluster brings its ML Metadata
+      beam_pipeline_args=beam_args(config),
+      serving_root=kubeflow.serving_root or f'{kubeflow.pipeline_root}/serving',
+      schema_uri=_in_image(config, config.schema_file),
+  )
+  _trainer_resources(pipeline, kubeflow)
+  return pipeline
+
+
+def compile_pipeline(config: config_lib.PipelineConfig, output_file: str = '') -> str:
+  """Writes the KFP v2 pipeline spec (JSON) and returns its path."""
+  from tfx import v1 as tfx
+  output_file = os.path.abspath(output_file or config.kubeflow.output_file)
+  os.makedirs(os.path.dirname(output_file), exist_ok=True)
+  runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+      config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
+          default_image=config.kubeflow.image),
+      output_dir=os.path.dirname(output_file),
+      output_filename=os.path.basename(output_file))
+  runner.run(build(config), write_out=True)
+  return output_file
+
+
+def submit(spec_path: str, host: str, experiment: str, run_name: str = '') -> str:
+  """Submits a compiled spec to an open-source KFP 2 endpoint; returns the run id."""
+  import kfp
+  client = kfp.Client(host=host)
+  run = client.create_run_from_pipeline_package(
+      spec_path, arguments={}, run_name=run_name or None, experiment_name=experiment,
+      enable_caching=True)
+  return run.run_id
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('verb', nargs='?', default='compile', choices=('compile', 'submit'))
+  parser.add_argument('--config', default=None,
+                      help=f'YAML config (default: ${CONFIG_ENV}, else the demo)')
+  parser.add_argument('--set', dest='overrides', action='append', default=[],
+                      metavar='KEY=VALUE')
+  parser.add_argument('--output', default='', help='spec path (default: kubeflow.output_file)')
+  parser.add_argument('--host', default='', help='KFP endpoint, e.g. http://localhost:8080')
+  parser.add_argument('--experiment', default='tfx-lm')
+  args = parser.parse_args(argv)
+
+  path = args.config or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG
+  try:
+    config = config_lib.load_config(path, args.overrides)
+    from tfx import v1 as tfx
+    if hasattr(tfx.orchestration.experimental.KubeflowV2DagRunner.run, '__wrapped__'):
+      # The TFX CLI patched the runner: it chooses the output path itself.
+      tfx.orchestration.experimental.KubeflowV2DagRunner(
+          config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
+              default_image=config.kubeflow.image)).run(build(config))
+      return 0
+    spec = compile_pipeline(config, args.output)
+  except config_lib.ConfigError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  print(f'Compiled {config.pipeline_name!r} for Kubeflow Pipelines v2: {spec}')
+  if args.verb == 'submit':
+    if not args.host:
+      print('error: submit needs --host (the KFP endpoint)', file=sys.stderr)
+      return 2
+    run_id = submit(spec, args.host, args.experiment)
+    print(f'Submitted: run {run_id} on {args.host}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
