@@ -69,7 +69,7 @@ def make_tokenizer(tokens: list[str], meta: dict, vocab_uri: str):
   """The tensorflow-text tokenizer for a vocabulary: `tokenize(strings) -> ragged int64 ids`."""
   if meta['kind'] == 'sentencepiece':
     with tf.io.gfile.GFile(os.path.join(vocab_uri, SPM_MODEL_FILE), 'rb') as f:
-      return tf_text.SentencepieceTokenizer(model=f.read(), out_type=tf.int64)
+      return tf_text.SentencepieceTokenizer(model=f.read(), out_type=tf.int32)
   return tf_text.FastBertTokenizer(
     vocab=tokens, suffix_indicator=meta.get('suffix_indicator', SUFFIX_INDICATOR),
     max_bytes_per_word=MAX_BYTES_PER_WORD, token_out_type=tf.int64,
@@ -81,7 +81,7 @@ def tokenize(text: tf.Tensor, tokenizer, meta: dict) -> tf.RaggedTensor:
   ids = tokenizer.tokenize(normalize(text, meta))
   if ids.ragged_rank == 2:  # FastBertTokenizer: (batch, words, pieces).
     ids = ids.merge_dims(1, 2)
-  return ids
+  return tf.cast(ids, tf.int64)  # SentencepieceTokenizer only gives int32.
 
 
 def frame(ids: tf.RaggedTensor, seq_len: int) -> tf.Tensor:

@@ -1,0 +1,210 @@
+"""Every ingestion format, the Vocabulary gate and Transform inside real LocalDagRunner pipelines."""
+
+import glob
+import json
+import os
+
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+import text_data
+from tfx import v1 as tfx
+
+from components import example_gen, transform, vocabulary
+from components.validation import DataError
+from trainer import features
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+LABELED_SCHEMA = os.path.join(REPO, 'schemas', 'labeled', 'schema.pbtxt')
+SEQ_LEN = 16
+MULTI_PROCESSING = ['--direct_running_mode=multi_processing', '--direct_num_workers=2']
+
+
+def _run(root, name, components):
+  pipeline = tfx.dsl.Pipeline(
+    pipeline_name=name, pipeline_root=os.path.join(root, 'root'), components=components,
+    metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+      os.path.join(root, 'metadata.sqlite')),
+    beam_pipeline_args=['--direct_running_mode=in_memory'])
+  tfx.orchestration.LocalDagRunner().run(pipeline)
+
+
+def _uri(root, component_id, key):
+  found = glob.glob(os.path.join(root, 'root', component_id, key, '*'))
+  assert len(found) == 1, (component_id, key, found)
+  return found[0]
+
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+  """One pipeline: csv -> stats -> schema -> validator -> vocabulary -> transform (classify),
+  jsonl -> SentencePiece vocabulary -> transform (clm), and the text and tfrecord ExampleGens."""
+  root = str(tmp_path_factory.mktemp('pipeline'))
+  data = os.path.join(root, 'data')
+  rows = text_data.labeled_rows(120)
+  text_data.write_csv(os.path.join(data, 'csv', 'reviews.csv'), rows, ['sentiment', 'review'])
+  text_data.write_jsonl(os.path.join(data, 'jsonl', 'docs.jsonl'),
+                        [{'body': t, 'id': i} for i, t in enumerate(text_data.sentences(150, 1))])
+  for split, seed in (('train', 2), ('eval', 3)):
+    lines = text_data.sentences(40, seed)
+    text_data.write_text(os.path.join(data, 'text', split, 'a.txt'), lines[:20] + ['', '   '])
+    text_data.write_text(os.path.join(data, 'text', split, 'b.txt'), lines[20:])
+  text_data.write_tfrecord(os.path.join(data, 'tfrecord', 'part-0.tfrecord'),
+                           [{'content': t, 'y': 'pos'} for t in text_data.sentences(30, 4)])
+
+  csv_gen = example_gen.create_example_gen(
+    'csv', os.path.join(data, 'csv'), text_column='review',
+    label_column='sentiment').with_id('CsvExampleGen')
+  stats = tfx.components.StatisticsGen(examples=csv_gen.outputs['examples'])
+  schema = tfx.components.ImportSchemaGen(schema_file=LABELED_SCHEMA)
+  validator = tfx.components.ExampleValidator(statistics=stats.outputs['statistics'],
+                                              schema=schema.outputs['schema'])
+  vocab = vocabulary.Vocabulary(examples=csv_gen.outputs['examples'],
+                                anomalies=validator.outputs['anomalies'], vocab_size=120,
+                                min_count=1)
+  classify = transform.create_transform(
+    csv_gen.outputs['examples'], schema.outputs['schema'], vocab.outputs['vocabulary'],
+    task='classify', seq_len=SEQ_LEN).with_beam_pipeline_args(MULTI_PROCESSING)
+
+  jsonl_gen = example_gen.create_example_gen(
+    'jsonl', os.path.join(data, 'jsonl'), jsonl_text_field='body').with_id('JsonlExampleGen')
+  corpus_schema = tfx.components.ImportSchemaGen(
+    schema_file=os.path.join(REPO, 'schemas', 'corpus', 'schema.pbtxt')).with_id('CorpusSchema')
+  spm_vocab = vocabulary.Vocabulary(examples=jsonl_gen.outputs['examples'], vocab_size=60,
+                                    kind='sentencepiece').with_id('SpmVocabulary')
+  clm = transform.create_transform(
+    jsonl_gen.outputs['examples'], corpus_schema.outputs['schema'],
+    spm_vocab.outputs['vocabulary'], task='clm', seq_len=SEQ_LEN).with_id('ClmTransform')
+
+  text_gen = example_gen.create_example_gen(
+    'text', os.path.join(data, 'text'),
+    input_splits={'train': 'train/*.txt', 'eval': 'eval/*.txt'}).with_id('TextExampleGen')
+  tfrecord_gen = example_gen.create_example_gen(
+    'tfrecord', os.path.join(data, 'tfrecord'), text_column='content',
+    label_column='y').with_id('TFRecordExampleGen')
+
+  _run(root, 'data-all-formats', [csv_gen, stats, schema, validator, vocab, classify, jsonl_gen,
+                                  corpus_schema, spm_vocab, clm, text_gen, tfrecord_gen])
+  return {'root': root, 'rows': rows}
+
+
+def test_csv_renames_columns_and_hash_splits(run):
+  uri = _uri(run['root'], 'CsvExampleGen', 'examples')
+  train = text_data.read_examples(uri, 'train')
+  eval_ = text_data.read_examples(uri, 'eval')
+  assert len(train) + len(eval_) == len(run['rows'])
+  assert 0 < len(eval_) < len(train)
+  assert set(train[0]) == {features.TEXT_KEY, features.LABEL_KEY}
+  expected = {(text.encode(), label.encode()) for label, text in run['rows']}
+  got = {(r['text'][0], r['label'][0]) for r in train + eval_}
+  assert got == expected
+
+
+def test_text_pre_split_folders_skip_blank_lines(run):
+  uri = _uri(run['root'], 'TextExampleGen', 'examples')
+  for split, seed in (('train', 2), ('eval', 3)):
+    texts = sorted(r['text'][0].decode() for r in text_data.read_examples(uri, split))
+    assert texts == sorted(text_data.sentences(40, seed))
+
+
+def test_jsonl_and_tfrecord_fields(run):
+  jsonl = _uri(run['root'], 'JsonlExampleGen', 'examples')
+  rows = text_data.read_examples(jsonl, 'train') + text_data.read_examples(jsonl, 'eval')
+  assert sorted(r['text'][0].decode() for r in rows) == sorted(text_data.sentences(150, 1))
+  assert all(set(r) == {features.TEXT_KEY} for r in rows)
+  tfrecord = _uri(run['root'], 'TFRecordExampleGen', 'examples')
+  rows = text_data.read_examples(tfrecord, 'train') + text_data.read_examples(tfrecord, 'eval')
+  assert sorted(r['text'][0].decode() for r in rows) == sorted(text_data.sentences(30, 4))
+  assert {r['label'][0] for r in rows} == {b'pos'}
+
+
+def test_vocabulary_artifact_layout(run):
+  uri = _uri(run['root'], 'Vocabulary', 'vocabulary')
+  with open(os.path.join(uri, vocabulary.VOCAB_FILE)) as f:
+    tokens = f.read().splitlines()
+  with open(os.path.join(uri, vocabulary.VOCAB_JSON)) as f:
+    meta = json.load(f)
+  assert tuple(tokens[:5]) == features.RESERVED_TOKENS
+  assert meta['kind'] == 'wordpiece' and meta['size'] == len(tokens) <= 120
+  assert meta['lowercase'] and meta['strip_accents'] and meta['nfkc']
+  train = text_data.read_examples(_uri(run['root'], 'CsvExampleGen', 'examples'), 'train')
+  assert meta['documents'] == len(train)
+  assert 'cafe' in tokens or 'ca' in tokens  # accents stripped before learning
+  assert 'café' not in tokens and 'The' not in tokens
+
+
+def _transformed(root, component_id, split='train'):
+  uri = _uri(root, component_id, 'transformed_examples')
+  tft_output = tft.TFTransformOutput(_uri(root, component_id, 'transform_graph'))
+  spec = tft_output.transformed_feature_spec()
+  files = tf.io.gfile.glob(os.path.join(uri, f'Split-{split}', '*'))
+  dataset = tf.data.TFRecordDataset(files, compression_type='GZIP')
+  return tft_output, [tf.io.parse_single_example(r, spec) for r in dataset]
+
+
+def test_classify_transform_outputs(run):
+  tft_output, rows = _transformed(run['root'], 'Transform')
+  assert rows
+  for row in rows:
+    ids = row[features.TOKEN_IDS_KEY].numpy()
+    assert ids.shape == (SEQ_LEN,) and ids[0] == features.CLS_ID
+    assert features.SEP_ID in ids
+  with open(tft_output.vocabulary_file_by_name(features.LABEL_VOCAB_NAME)) as f:
+    assert f.read().splitlines() == ['0', '1']
+  assert {int(r[features.TRANSFORMED_LABEL_KEY]) for r in rows} == {0, 1}
+  token_vocab = tft_output.vocabulary_file_by_name(features.TOKEN_VOCAB_NAME)
+  with open(token_vocab) as f:
+    assert tuple(f.read().splitlines()[:5]) == features.RESERVED_TOKENS
+
+
+def test_sentencepiece_clm_transform_outputs(run):
+  tft_output, rows = _transformed(run['root'], 'ClmTransform')
+  uri = _uri(run['root'], 'SpmVocabulary', 'vocabulary')
+  assert os.path.exists(os.path.join(uri, vocabulary.SPM_MODEL_FILE))
+  with open(os.path.join(uri, vocabulary.VOCAB_FILE)) as f:
+    pieces = f.read().splitlines()
+  assert tuple(pieces[:5]) == features.RESERVED_TOKENS
+  ids = [r[features.TOKEN_IDS_KEY].values.numpy() for r in rows]
+  assert all(len(i) > 0 for i in ids)
+  assert all(i.min() > features.MASK_ID - 1 or i.min() == features.UNK_ID for i in ids)
+  assert max(i.max() for i in ids) < len(pieces)
+
+
+def test_anomalies_stop_the_run_before_transform(tmp_path):
+  root = str(tmp_path)
+  rows = text_data.labeled_rows(40) + [['maybe', 'A label outside the domain.'], ['', 'No label.']]
+  text_data.write_csv(os.path.join(root, 'data', 'bad.csv'), rows, ['label', 'text'])
+  gen = example_gen.create_example_gen('csv', os.path.join(root, 'data'), label_column='label',
+                                       train_eval_ratio=(1, 1))
+  stats = tfx.components.StatisticsGen(examples=gen.outputs['examples'])
+  schema = tfx.components.ImportSchemaGen(schema_file=LABELED_SCHEMA)
+  validator = tfx.components.ExampleValidator(statistics=stats.outputs['statistics'],
+                                              schema=schema.outputs['schema'])
+  vocab = vocabulary.Vocabulary(examples=gen.outputs['examples'],
+                                anomalies=validator.outputs['anomalies'], vocab_size=60)
+  classify = transform.create_transform(gen.outputs['examples'], schema.outputs['schema'],
+                                        vocab.outputs['vocabulary'], task='classify',
+                                        seq_len=SEQ_LEN)
+  with pytest.raises(DataError) as error:
+    _run(root, 'data-gate', [gen, stats, schema, validator, vocab, classify])
+  message = str(error.value)
+  anomalies_uri = _uri(root, 'ExampleValidator', 'anomalies')
+  assert anomalies_uri in message
+  assert "feature 'label'" in message
+  assert 'Unexpected string values' in message or 'maybe' in message
+  assert not glob.glob(os.path.join(root, 'root', 'Transform', 'transform_graph', '*', '*'))
+
+
+def test_no_train_serve_skew(run):
+  """Token ids Transform wrote == what the transform graph gives for the same raw examples."""
+  tft_output, rows = _transformed(run['root'], 'Transform', 'eval')
+  raw_uri = _uri(run['root'], 'CsvExampleGen', 'examples')
+  files = tf.io.gfile.glob(os.path.join(raw_uri, 'Split-eval', '*'))
+  serialized = tf.stack(list(tf.data.TFRecordDataset(files, compression_type='GZIP')))
+  raw_spec = tft_output.raw_feature_spec()
+  serving_spec = {k: v for k, v in raw_spec.items() if k != features.LABEL_KEY}
+  raw = tf.io.parse_example(serialized, serving_spec)
+  served = tft_output.transform_features_layer()(raw)[features.TOKEN_IDS_KEY].numpy()
+  written = sorted(tuple(r[features.TOKEN_IDS_KEY].numpy()) for r in rows)
+  assert written == sorted(tuple(ids) for ids in served)
+  assert len(written) == len(files and served)
