@@ -13,7 +13,6 @@ from trainer import features
 # Signature names shared with trainer/export.py.
 SERVING_SIGNATURE = 'serving_default'
 TRANSFORM_SIGNATURE = 'transform_features'
-SCORE_SIGNATURE = 'score_examples'
 PROBABILITIES = 'probabilities'
 
 ACCURACY = 'sparse_categorical_accuracy'
@@ -84,7 +83,7 @@ def _language_model(evaluation: config_lib.EvaluationConfig):
               direction=tfma.MetricDirection.LOWER_IS_BETTER,
               absolute={'value': evaluation.max_perplexity_rise})))
   return tfma.EvalConfig(
-      model_specs=[tfma.ModelSpec(signature_name=SCORE_SIGNATURE)],
+      model_specs=[tfma.ModelSpec(signature_name=SERVING_SIGNATURE)],
       slicing_specs=[tfma.SlicingSpec()],
       metrics_specs=[tfma.MetricsSpec(metrics=[tfma.MetricConfig(class_name='ExampleCount'),
                                                perplexity])])

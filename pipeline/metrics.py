@@ -1,9 +1,9 @@
 """A TFMA metric for language models: corpus perplexity from per-example sums.
 
-The exported `mlm` / `clm` models have a `score_examples` signature that returns, per example,
-`nll_sum` (the summed negative log-likelihood of the scored tokens, nats) and `token_count`.
-Perplexity over the eval split is exp(sum nll / sum count): a token-weighted mean, which a
-mean of per-example perplexities would not be.
+The exported language models return, per example, `token_logprob_sum` (the summed
+log-likelihood of the scored tokens, nats) and `token_count` (trainer/export.py). Perplexity over
+the eval split is exp(-sum logprob / sum count): a token-weighted mean, which a mean of
+per-example perplexities would not be.
 """
 
 import math
@@ -15,7 +15,7 @@ from tensorflow_model_analysis.metrics import metric_types, metric_util
 from tensorflow_model_analysis.proto import config_pb2
 
 PERPLEXITY = 'perplexity'
-NLL_SUM = 'nll_sum'
+LOGPROB_SUM = 'token_logprob_sum'
 TOKEN_COUNT = 'token_count'
 
 
@@ -45,15 +45,15 @@ class _PerplexityCombiner(beam.CombineFn):
     self._key = key
 
   def create_accumulator(self):
-    return np.zeros(2, dtype=np.float64)  # (nll_sum, token_count)
+    return np.zeros(2, dtype=np.float64)  # (negative log-likelihood, token count)
 
   def add_input(self, accumulator, element: metric_types.StandardMetricInputs):
     predictions = element.get_by_key('predictions', self._key.model_name, None)
-    if not isinstance(predictions, dict) or NLL_SUM not in predictions:
-      raise ValueError(
-          f'Perplexity needs the model outputs {NLL_SUM!r} and {TOKEN_COUNT!r} (the '
-          f'`score_examples` signature); got {sorted(predictions) if isinstance(predictions, dict) else type(predictions).__name__}')
-    accumulator[0] += float(np.sum(predictions[NLL_SUM]))
+    if not isinstance(predictions, dict) or LOGPROB_SUM not in predictions:
+      got = sorted(predictions) if isinstance(predictions, dict) else type(predictions).__name__
+      raise ValueError(f'Perplexity needs the model outputs {LOGPROB_SUM!r} and {TOKEN_COUNT!r}; '
+                       f'got {got}')
+    accumulator[0] -= float(np.sum(predictions[LOGPROB_SUM]))
     accumulator[1] += float(np.sum(predictions[TOKEN_COUNT]))
     return accumulator
 

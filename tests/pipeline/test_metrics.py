@@ -1,0 +1,56 @@
+"""The perplexity metric and the evaluation configs."""
+
+import math
+
+import numpy as np
+import pytest
+from tensorflow_model_analysis.metrics import metric_types
+
+from pipeline import config as config_lib
+from pipeline import evaluation, metrics
+
+
+def _inputs(logprob_sum, count):
+  return metric_types.StandardMetricInputs(predictions={
+      metrics.LOGPROB_SUM: np.array([logprob_sum], np.float32),
+      metrics.TOKEN_COUNT: np.array([count], np.float32)})
+
+
+def test_perplexity_is_token_weighted_over_examples():
+  (computation,) = metrics.Perplexity().computations()
+  combiner = computation.combiner
+  first = combiner.add_input(combiner.create_accumulator(), _inputs(-10.0, 5))
+  second = combiner.add_input(combiner.create_accumulator(), _inputs(-2.0, 1))
+  (value,) = combiner.extract_output(combiner.merge_accumulators([first, second])).values()
+  assert value == pytest.approx(math.exp(12.0 / 6))  # not the mean of exp(2) and exp(2)
+
+
+def test_perplexity_names_the_outputs_it_needs():
+  (computation,) = metrics.Perplexity().computations()
+  combiner = computation.combiner
+  bad = metric_types.StandardMetricInputs(predictions={'probabilities': np.zeros(2)})
+  with pytest.raises(ValueError, match='token_logprob_sum'):
+    combiner.add_input(combiner.create_accumulator(), bad)
+
+
+def test_label_classes_read_from_the_curated_schema():
+  config = config_lib.from_dict({})
+  assert evaluation.label_classes(config.schema_file) == 2
+
+
+def test_classify_thresholds_carry_the_configured_bounds():
+  config = evaluation.eval_config('classify', config_lib.EvaluationConfig(
+      min_accuracy=0.7, max_accuracy_drop=0.05), None)
+  (accuracy,) = [m for spec in config.metrics_specs for m in spec.metrics
+                 if m.class_name == 'SparseCategoricalAccuracy']
+  assert accuracy.threshold.value_threshold.lower_bound.value == 0.7
+  assert accuracy.threshold.change_threshold.absolute.value == -0.05
+  assert config.model_specs[0].preprocessing_function_names == ['transform_features']
+
+
+def test_language_model_threshold_is_an_upper_bound_on_perplexity():
+  config = evaluation.eval_config('clm', config_lib.EvaluationConfig(max_perplexity=50), None)
+  (perplexity,) = [m for spec in config.metrics_specs for m in spec.metrics
+                   if m.class_name == 'Perplexity']
+  assert perplexity.module == 'pipeline.metrics'
+  assert perplexity.threshold.value_threshold.upper_bound.value == 50
