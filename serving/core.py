@@ -120,8 +120,8 @@ def examples_from_input(input_proto):
   if kind == 'example_list_with_context':
     with_context = input_proto.example_list_with_context
     return [codec.merge_context(with_context.context, e) for e in with_context.examples]
-  raise errors.invalid_argument('Classify input has neither example_list nor'
-                                ' example_list_with_context')
+  raise errors.invalid_argument('empty batch: the Classify input has no examples (neither'
+                                ' example_list nor example_list_with_context is set)')
 
 
 def classify(servable, request, deadline=None):

@@ -35,14 +35,16 @@ class ServingError(Exception):
     message: what went wrong, naming the model, signature or input concerned.
   """
 
-  def __init__(self, code, message):
+  def __init__(self, code, message, http_status=None):
     super().__init__(message)
     self.code = code
     self.message = message
+    self._http_status = http_status
 
   @property
   def http_status(self):
-    return _HTTP_STATUS[self.code]
+    """The REST status: TF Serving's mapping of the code, unless the error set its own."""
+    return self._http_status or _HTTP_STATUS[self.code]
 
 
 def invalid_argument(message):
@@ -59,16 +61,29 @@ def code_from_number(number):
 
 
 def from_tf_error(error, where):
-  """Turns a tf.errors.OpError raised by a signature call into a ServingError.
+  """Turns a tf.errors.OpError raised by a signature call into a ServingError."""
+  return ServingError(code_from_number(error.error_code), f'{where}: {_clean(error.message)}')
 
-  TensorFlow's messages carry graph-execution boilerplate; keep the line that says what failed.
+
+def from_undecodable_tf_error(error, where):
+  """A ServingError for a TF error whose message held non-UTF-8 bytes (echoed from the input).
+
+  TensorFlow fails to decode such a message and raises UnicodeDecodeError instead of its
+  OpError; the code is lost, but the bytes came from the request, so the input is at fault.
   """
+  message = error.object.decode('utf-8', 'backslashreplace') \
+      if isinstance(error.object, bytes) else str(error)
+  return ServingError(grpc.StatusCode.INVALID_ARGUMENT, f'{where}: {_clean(message)}')
+
+
+def _clean(message):
+  """Keeps the lines of a TensorFlow message that say what failed, not graph boilerplate."""
   lines = []
-  for line in str(error.message).splitlines():
+  for line in str(message).splitlines():
     line = re.sub(r'\s*\[\[.*?\]\]', '', line)
-    line = re.sub(r'\s*\[Op:[^\]]*\]', '', line).strip()
+    line = re.sub(r'\s*\[Op:[^\]]*\]', '', line)
+    line = re.sub(r'\{\{function_node [^}]*\}\}\s*', '', line).strip()
     if line and not line.startswith(('Graph execution error', 'Detected at node',
                                      '<stack traces')):
       lines.append(line)
-  return ServingError(code_from_number(error.error_code),
-                      f'{where}: {"; ".join(lines) or error.message}')
+  return '; '.join(lines) or str(message)

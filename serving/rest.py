@@ -149,7 +149,7 @@ class _Handler(BaseHTTPRequestHandler):
       self.close_connection = True  # the body is left unread
       raise errors.ServingError(errors.grpc.StatusCode.RESOURCE_EXHAUSTED,
                                 f'request body of {length} bytes exceeds the limit of'
-                                f' {self.server.max_request_bytes} bytes')
+                                f' {self.server.max_request_bytes} bytes', http_status=413)
     raw = self.rfile.read(length)
     try:
       body = json.loads(raw.decode('utf-8'))

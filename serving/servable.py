@@ -87,6 +87,8 @@ class Signature:
       outputs = self._function(**tensors)
     except tf.errors.OpError as e:
       raise errors.from_tf_error(e, f'signature "{self.name}"') from None
+    except UnicodeDecodeError as e:
+      raise errors.from_undecodable_tf_error(e, f'signature "{self.name}"') from None
     return {k: v.numpy() for k, v in outputs.items()}
 
 

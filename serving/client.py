@@ -1,0 +1,220 @@
+"""Queries a TF Serving-compatible server (this one or tensorflow/serving) with text.
+
+  python -m serving.client --grpc localhost:8500 --model_name imdb --text "a great film"
+  python -m serving.client --rest http://localhost:8501 --model_name imdb --text "dull" \\
+      --signature predict_text
+  python -m serving.client --grpc localhost:8500 --model_name imdb --text "fine" --classify
+
+The signature's metadata decides the encoding: a signature whose one input is `examples` (or
+`inputs`) gets serialized tf.Examples with a `text` feature, any other gets the raw strings.
+Prints one JSON object: {"model_spec": ..., "outputs": {...}} or, with --classify,
+{"model_spec": ..., "results": [[[label, score], ...], ...]}.
+"""
+
+import argparse
+import base64
+import json
+import ssl
+import sys
+import urllib.error
+import urllib.request
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from google.protobuf import json_format
+from tensorflow.core.example import example_pb2, feature_pb2
+from tensorflow_serving.apis import (
+  classification_pb2,
+  get_model_metadata_pb2,
+  predict_pb2,
+  prediction_service_pb2_grpc,
+)
+
+EXAMPLE_INPUT_KEYS = ('examples', 'inputs')
+TEXT_FEATURE = 'text'
+
+
+def text_example(text):
+  """A tf.Example with the `text` feature the models' serving_default parses."""
+  return example_pb2.Example(features=feature_pb2.Features(feature={
+      TEXT_FEATURE: feature_pb2.Feature(bytes_list=feature_pb2.BytesList(
+          value=[text.encode('utf-8')]))}))
+
+
+def _spec(model_spec, name, signature='', version=None, label=None):
+  model_spec.name = name
+  model_spec.signature_name = signature
+  if version is not None:
+    model_spec.version.value = version
+  elif label:
+    model_spec.version_label = label
+
+
+class GrpcClient:
+  """A client of TF Serving's gRPC API.
+
+  Args:
+    target: host:port.
+    root_cert: PEM file of the CA that signed the server's certificate, for TLS; None for
+      plaintext.
+    timeout: seconds before a call fails with DEADLINE_EXCEEDED.
+  """
+
+  def __init__(self, target, root_cert=None, timeout=30.0):
+    if root_cert:
+      with open(root_cert, 'rb') as f:
+        self.channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(f.read()))
+    else:
+      self.channel = grpc.insecure_channel(target)
+    self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+    self.timeout = timeout
+
+  def input_key(self, model, signature='', version=None, label=None):
+    """The one input key of a signature, read from the model's metadata."""
+    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=['signature_def'])
+    _spec(request.model_spec, model, version=version, label=label)
+    response = self.stub.GetModelMetadata(request, timeout=self.timeout)
+    signature_defs = get_model_metadata_pb2.SignatureDefMap()
+    response.metadata['signature_def'].Unpack(signature_defs)
+    return _one_input(signature_defs.signature_def, signature)
+
+  def predict(self, model, texts, signature='', version=None, label=None, input_key=None):
+    """Predicts on texts; returns (model_spec dict, output key -> np.ndarray)."""
+    key = input_key or self.input_key(model, signature, version, label)
+    request = predict_pb2.PredictRequest()
+    _spec(request.model_spec, model, signature, version, label)
+    values = [text_example(t).SerializeToString() for t in texts] \
+        if key in EXAMPLE_INPUT_KEYS else [t.encode('utf-8') for t in texts]
+    request.inputs[key].CopyFrom(tf.make_tensor_proto(values, dtype=tf.string))
+    response = self.stub.Predict(request, timeout=self.timeout)
+    return (json_format.MessageToDict(response.model_spec, preserving_proto_field_name=True),
+            {k: tf.make_ndarray(v) for k, v in response.outputs.items()})
+
+  def classify(self, model, texts, signature='', version=None, label=None):
+    """Classifies texts as tf.Examples; returns (model_spec dict, [[(label, score), ...]])."""
+    request = classification_pb2.ClassificationRequest()
+    _spec(request.model_spec, model, signature, version, label)
+    for text in texts:
+      request.input.example_list.examples.add().CopyFrom(text_example(text))
+    response = self.stub.Classify(request, timeout=self.timeout)
+    return (json_format.MessageToDict(response.model_spec, preserving_proto_field_name=True),
+            [[(c.label, c.score) for c in row.classes]
+             for row in response.result.classifications])
+
+
+class RestClient:
+  """A client of TF Serving's REST API.
+
+  Args:
+    url: the server's base URL, e.g. http://localhost:8501.
+    cafile: PEM file of the CA for an https:// URL with a private certificate.
+    timeout: seconds before giving up.
+  """
+
+  def __init__(self, url, cafile=None, timeout=30.0):
+    self.url = url.rstrip('/')
+    self.context = ssl.create_default_context(cafile=cafile) if cafile else None
+    self.timeout = timeout
+
+  def _path(self, model, version=None, label=None):
+    path = f'{self.url}/v1/models/{model}'
+    if version is not None:
+      return f'{path}/versions/{version}'
+    return f'{path}/labels/{label}' if label else path
+
+  def request(self, url, body=None):
+    """GETs (or POSTs the JSON `body` to) `url`; returns the decoded JSON answer.
+
+    Raises:
+      RuntimeError: with the HTTP status and TF Serving's {"error": ...} message.
+    """
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data,
+                                     headers={'Content-Type': 'application/json'})
+    try:
+      with urllib.request.urlopen(request, timeout=self.timeout, context=self.context) as r:
+        return json.loads(r.read())
+    except urllib.error.HTTPError as e:
+      raise RuntimeError(f'HTTP {e.code}: {e.read().decode("utf-8", "replace")}') from None
+
+  def input_key(self, model, signature='', version=None, label=None):
+    metadata = self.request(self._path(model, version, label) + '/metadata')
+    return _one_input(metadata['metadata']['signature_def']['signature_def'], signature)
+
+  def predict(self, model, texts, signature='', version=None, label=None, input_key=None):
+    """Predicts on texts; returns the outputs (output key -> list), columnar."""
+    key = input_key or self.input_key(model, signature, version, label)
+    values = [{'b64': base64.b64encode(text_example(t).SerializeToString()).decode()}
+              for t in texts] if key in EXAMPLE_INPUT_KEYS else list(texts)
+    body = {'signature_name': signature, 'inputs': {key: values}}
+    return self.request(self._path(model, version, label) + ':predict', body)['outputs']
+
+  def classify(self, model, texts, signature='', version=None, label=None):
+    body = {'signature_name': signature, 'examples': [{TEXT_FEATURE: t} for t in texts]}
+    return self.request(self._path(model, version, label) + ':classify', body)['results']
+
+
+def _one_input(signature_defs, signature):
+  name = signature or 'serving_default'
+  if name not in signature_defs:
+    raise ValueError(f'the model has no signature "{name}"; it has {sorted(signature_defs)}')
+  inputs = signature_defs[name].inputs if hasattr(signature_defs[name], 'inputs') else \
+      signature_defs[name]['inputs']
+  if len(inputs) != 1:
+    raise ValueError(f'signature "{name}" has inputs {sorted(inputs)}; this client sends one'
+                     ' text input')
+  return next(iter(inputs))
+
+
+def _jsonable(value):
+  if isinstance(value, np.ndarray):
+    return _jsonable(value.tolist())
+  if isinstance(value, list):
+    return [_jsonable(v) for v in value]
+  if isinstance(value, bytes):
+    return value.decode('utf-8', 'replace')
+  return value
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(prog='python -m serving.client',
+                                   description=__doc__.split('\n')[0])
+  where = parser.add_mutually_exclusive_group(required=True)
+  where.add_argument('--grpc', help='host:port of the gRPC API')
+  where.add_argument('--rest', help='base URL of the REST API, e.g. http://localhost:8501')
+  parser.add_argument('--model_name', required=True)
+  parser.add_argument('--text', action='append', required=True,
+                      help='a text to send (repeat for a batch)')
+  parser.add_argument('--signature', default='', help='signature name (default serving_default)')
+  version = parser.add_mutually_exclusive_group()
+  version.add_argument('--version', type=int, help='a specific model version')
+  version.add_argument('--label', help='a version label')
+  parser.add_argument('--classify', action='store_true', help='use the Classify API')
+  parser.add_argument('--timeout', type=float, default=30.0, help='seconds (the gRPC deadline)')
+  parser.add_argument('--root_cert', help='CA certificate (PEM) for TLS / HTTPS')
+  flags = parser.parse_args(argv)
+  args = (flags.model_name, flags.text, flags.signature, flags.version, flags.label)
+  try:
+    if flags.grpc:
+      client = GrpcClient(flags.grpc, flags.root_cert, flags.timeout)
+      spec, answer = client.classify(*args) if flags.classify else client.predict(*args)
+    else:
+      client = RestClient(flags.rest, flags.root_cert, flags.timeout)
+      spec = {'name': flags.model_name}
+      answer = client.classify(*args) if flags.classify else client.predict(*args)
+  except grpc.RpcError as e:
+    print(f'error: {e.code().name}: {e.details()}', file=sys.stderr)
+    return 1
+  except (RuntimeError, ValueError, OSError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 1
+  key = 'results' if flags.classify else 'outputs'
+  if isinstance(answer, dict):
+    answer = {k: _jsonable(v) for k, v in answer.items()}
+  print(json.dumps({'model_spec': spec, key: _jsonable(answer)}))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
