@@ -1,0 +1,138 @@
+"""Generated data for the trainer tests: learnable text tasks, a vocabulary, real Transform outputs.
+
+`transform_data` runs TF Transform (`tft_beam.AnalyzeAndTransformDataset` with the project's
+`preprocessing_fn`) and writes what TFX's Transform writes: a transform graph and gzipped
+TFRecords of transformed examples per split.
+"""
+
+import json
+import os
+import random
+
+import apache_beam as beam
+import tensorflow as tf
+import tensorflow_transform as tft
+import tensorflow_transform.beam as tft_beam
+from tensorflow_transform.tf_metadata import metadata_io
+from tfx.components.trainer import fn_args_utils
+
+from trainer import features, preprocessing
+
+POSITIVE = ('good', 'great', 'fine', 'nice', 'happy')
+NEGATIVE = ('bad', 'awful', 'poor', 'sad', 'angry')
+FILLER = tuple(('the a film movie story actor plot scene music ending watch again never always '
+                'really quite very director camera light dark night day world people time life '
+                'house tree river stone cloud bird').split())
+WORDS = FILLER + POSITIVE + NEGATIVE
+
+
+def write_vocab(directory):
+  """A Vocabulary artifact folder (vocab.txt + vocab.json) holding every generated word."""
+  os.makedirs(directory, exist_ok=True)
+  tokens = list(features.RESERVED_TOKENS) + sorted(WORDS) + ['##s', '##ly']
+  with open(os.path.join(directory, 'vocab.txt'), 'w') as f:
+    f.write(''.join(t + '\n' for t in tokens))
+  meta = {'kind': 'wordpiece', 'size': len(tokens), 'lowercase': True, 'strip_accents': True,
+          'nfkc': True, 'suffix_indicator': '##'}
+  with open(os.path.join(directory, 'vocab.json'), 'w') as f:
+    json.dump(meta, f)
+  return directory, tokens
+
+
+def labeled_texts(n, seed):
+  """(text, label) pairs: the label is 'pos' or 'neg' after which word set the text uses."""
+  rng = random.Random(seed)
+  rows = []
+  for _ in range(n):
+    label = rng.choice(('pos', 'neg'))
+    words = [rng.choice(FILLER) for _ in range(rng.randint(3, 8))]
+    for _ in range(rng.randint(1, 2)):
+      words.insert(rng.randint(0, len(words)), rng.choice(POSITIVE if label == 'pos'
+                                                          else NEGATIVE))
+    rows.append((' '.join(words), label))
+  return rows
+
+
+def corpus_texts(n, seed, chain_seed=7):
+  """Texts from a fixed Markov chain where each word has two successors: predictable text."""
+  chain_rng = random.Random(chain_seed)
+  successors = {w: chain_rng.sample(FILLER, 2) for w in FILLER}
+  rng = random.Random(seed)
+  texts = []
+  for _ in range(n):
+    word = rng.choice(FILLER)
+    words = [word]
+    for _ in range(rng.randint(6, 20)):
+      word = rng.choice(successors[word])
+      words.append(word)
+    texts.append(' '.join(words))
+  return texts
+
+
+def transform_data(root, task, train_rows, eval_rows, seq_len):
+  """Runs TF Transform over raw rows and writes a TFX-like layout under `root`.
+
+  Args:
+    root: Output folder.
+    task: 'mlm', 'clm' or 'classify'.
+    train_rows, eval_rows: lists of text, or (text, label) for classify.
+    seq_len: Transform's classification length.
+
+  Returns:
+    dict with 'transform_graph', 'train_files', 'eval_files', 'vocab' (tokens).
+  """
+  vocab_dir, tokens = write_vocab(os.path.join(root, 'vocabulary'))
+  spec = {features.TEXT_KEY: tf.io.FixedLenFeature([1], tf.string)}
+  if task == features.CLASSIFY:
+    spec[features.LABEL_KEY] = tf.io.FixedLenFeature([1], tf.string)
+  metadata = tft.DatasetMetadata.from_feature_spec(spec)
+
+  def instances(rows):
+    if task == features.CLASSIFY:
+      return [{features.TEXT_KEY: [t.encode()], features.LABEL_KEY: [y.encode()]}
+              for t, y in rows]
+    return [{features.TEXT_KEY: [t.encode()]} for t in rows]
+
+  custom_config = {'vocab_uri': vocab_dir, 'task': task, 'seq_len': seq_len}
+  graph_dir = os.path.join(root, 'transform_graph')
+  out = {'transform_graph': graph_dir, 'vocab': tokens}
+  with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=os.path.join(root, 'tmp')):
+    train = pipeline | 'Train' >> beam.Create(instances(train_rows))
+    evaluation = pipeline | 'Eval' >> beam.Create(instances(eval_rows))
+    (train_out, train_meta), transform_fn = (train, metadata) | tft_beam.AnalyzeAndTransformDataset(
+      lambda inputs: preprocessing.preprocessing_fn(inputs, custom_config))
+    eval_out, _ = ((evaluation, metadata), transform_fn) | tft_beam.TransformDataset()
+    _ = transform_fn | tft_beam.WriteTransformFn(graph_dir)
+    for split, data in (('train', train_out), ('eval', eval_out)):
+      prefix = os.path.join(root, 'transformed', f'Split-{split}', 'data')
+      coder = tft.coders.ExampleProtoCoder(train_meta.schema)
+      _ = (data | f'Encode{split}' >> beam.Map(coder.encode)
+           | f'Write{split}' >> beam.io.WriteToTFRecord(prefix, file_name_suffix='.gz'))
+      out[f'{split}_files'] = [os.path.join(root, 'transformed', f'Split-{split}', '*')]
+  # TFX's Transform also keeps the raw schema beside the graph (TFTransformOutput.raw_metadata).
+  metadata_io.write_metadata(metadata, os.path.join(graph_dir, tft.TFTransformOutput.RAW_METADATA_DIR))
+  return out
+
+
+def fn_args(data, tmp_dir, trainer_config, *, base_model=None, train_steps=None,
+            eval_steps=None):
+  """The FnArgs TFX's generic Trainer would pass run_fn for `data` (from `transform_data`)."""
+  return fn_args_utils.FnArgs(
+    working_dir=os.path.join(tmp_dir, 'working'),
+    train_files=data['train_files'], eval_files=data['eval_files'],
+    transform_graph_path=data['transform_graph'], transform_output=data['transform_graph'],
+    serving_model_dir=os.path.join(tmp_dir, 'serving'),
+    model_run_dir=os.path.join(tmp_dir, 'model_run'),
+    base_model=base_model, custom_config={'trainer': dict(trainer_config)},
+    train_steps=train_steps, eval_steps=eval_steps)
+
+
+def tiny_config(task, **overrides):
+  """A TrainerConfig dict for a model small enough for a test on a shared CPU."""
+  config = {'task': task, 'num_layers': 2, 'hidden_dim': 32, 'num_heads': 2,
+            'intermediate_dim': 64, 'dropout': 0.0, 'seq_len': 16, 'per_replica_batch_size': 16,
+            'train_steps': 20, 'eval_steps': 2, 'eval_every_steps': 10, 'log_every_steps': 5,
+            'checkpoint_every_steps': 10, 'learning_rate': 3e-3, 'warmup_steps': 2,
+            'strategy': 'default', 'shuffle_buffer': 256}
+  config.update(overrides)
+  return config

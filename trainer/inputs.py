@@ -1,0 +1,204 @@
+"""tf.data input: Transform's TFRecords to model batches (packing for clm, masking for mlm).
+
+Each dataset yields `(x, y)`: `x` the model's named inputs, `y = {'labels', 'weights'}` shaped
+like the logits without their last axis, so one loss function serves every task.
+"""
+
+import math
+
+import tensorflow as tf
+
+from trainer import features
+from trainer.models import MASK_POSITIONS, PADDING_MASK, TOKEN_IDS
+
+LABELS, WEIGHTS = 'labels', 'weights'
+NUM_RESERVED = len(features.RESERVED_TOKENS)
+# Records parsed per tf.io.parse_example call: vectorised parsing is much faster than one by one.
+_PARSE_BATCH = 256
+
+
+def max_predictions(seq_len, mask_rate):
+  """Masked positions per mlm sequence: enough for `mask_rate` of a full window."""
+  return max(1, math.ceil(seq_len * mask_rate))
+
+
+def mask_tokens(token_ids, seed, *, vocab_size, mask_rate, mask_token_rate, random_token_rate,
+                num_predictions):
+  """BERT masking of a batch, stateless in `seed`.
+
+  Of the maskable tokens (not reserved, so never [PAD], [CLS], [SEP], ...) of each row,
+  `round(mask_rate * count)` (at least 1, at most `num_predictions`) are chosen uniformly; each
+  becomes [MASK] with probability `mask_token_rate`, a random non-reserved token with
+  `random_token_rate`, else stays.
+
+  Args:
+    token_ids: int32 (batch, seq_len).
+    seed: int32 [2], a stateless seed.
+
+  Returns:
+    (masked token_ids, positions (batch, num_predictions), original ids at the positions,
+    float32 weights: 1 where a position was chosen).
+  """
+  seeds = tf.random.experimental.stateless_split(seed, 4)
+  maskable = token_ids >= NUM_RESERVED
+  num_maskable = tf.reduce_sum(tf.cast(maskable, tf.float32), axis=1)
+  num_masked = tf.minimum(tf.maximum(tf.round(num_maskable * mask_rate), 1.0),
+                          float(num_predictions))
+  num_masked = tf.where(num_maskable > 0, num_masked, 0.0)
+  scores = tf.random.stateless_uniform(tf.shape(token_ids), seeds[0])
+  scores = tf.where(maskable, scores, -1.0)
+  top_scores, positions = tf.math.top_k(scores, k=num_predictions)  # (batch, predictions)
+  ranks = tf.range(num_predictions, dtype=tf.float32)[tf.newaxis, :]
+  chosen = (ranks < num_masked[:, tf.newaxis]) & (top_scores >= 0.0)
+  originals = tf.gather(token_ids, positions, batch_dims=1)
+  decide = tf.random.stateless_uniform(tf.shape(positions), seeds[1])
+  random_ids = tf.random.stateless_uniform(tf.shape(positions), seeds[2], minval=NUM_RESERVED,
+                                           maxval=vocab_size, dtype=tf.int32)
+  replacement = tf.where(decide < mask_token_rate, features.MASK_ID,
+                         tf.where(decide < mask_token_rate + random_token_rate, random_ids,
+                                  originals))
+  replacement = tf.where(chosen, replacement, originals)
+  batch_index = tf.broadcast_to(tf.range(tf.shape(positions)[0])[:, tf.newaxis],
+                                tf.shape(positions))
+  indices = tf.stack([batch_index, positions], axis=-1)
+  masked = tf.tensor_scatter_nd_update(token_ids, indices, replacement)
+  return masked, positions, originals, tf.cast(chosen, tf.float32)
+
+
+def chunk_documents(docs, seq_len):
+  """Splits ragged documents into [CLS] chunk [SEP] rows padded to `seq_len` (mlm input).
+
+  Args:
+    docs: int32 RaggedTensor (documents, None) of token ids without special tokens.
+
+  Returns:
+    int32 (chunks, seq_len); documents longer than `seq_len - 2` span several rows.
+  """
+  body = seq_len - 2
+  lengths = docs.row_lengths()
+  num_chunks = (lengths + body - 1) // body
+  starts = tf.ragged.range(num_chunks) * body
+  chunk_lengths = tf.minimum(tf.cast(body, lengths.dtype),
+                             tf.expand_dims(lengths, 1) - starts).flat_values
+  chunks = tf.RaggedTensor.from_row_lengths(docs.flat_values, chunk_lengths)
+  rows = tf.shape(chunk_lengths, out_type=tf.int64)[0]
+  cls = tf.fill([rows, 1], features.CLS_ID)
+  sep = tf.fill([rows, 1], features.SEP_ID)
+  wrapped = tf.concat([cls, chunks, sep], axis=1)
+  return wrapped.to_tensor(default_value=features.PAD_ID, shape=[None, seq_len])
+
+
+def pack_documents(dataset_of_docs, seq_len):
+  """Packs a dataset of ragged document batches into (seq_len + 1) windows, [SEP] after each."""
+  def flatten(docs):
+    sep = tf.fill([docs.nrows(), 1], features.SEP_ID)
+    return tf.concat([docs, sep], axis=1).flat_values
+  return dataset_of_docs.map(flatten).unbatch().batch(seq_len + 1, drop_remainder=True)
+
+
+def _parse_fn(feature_spec):
+  spec = {features.TOKEN_IDS_KEY: feature_spec[features.TOKEN_IDS_KEY]}
+  if features.TRANSFORMED_LABEL_KEY in feature_spec:
+    spec[features.TRANSFORMED_LABEL_KEY] = feature_spec[features.TRANSFORMED_LABEL_KEY]
+
+  def parse(records):
+    parsed = tf.io.parse_example(records, spec)
+    ids = parsed[features.TOKEN_IDS_KEY]
+    if isinstance(ids, tf.SparseTensor):
+      ids = tf.RaggedTensor.from_sparse(ids)
+    parsed[features.TOKEN_IDS_KEY] = tf.cast(ids, tf.int32)
+    return parsed
+  return parse
+
+
+def records_dataset(file_patterns, *, shuffle, seed, shuffle_buffer, num_shards=1, shard=0):
+  """Serialized records from gzipped TFRecord files, sharded, optionally shuffled, repeated."""
+  files = sorted(f for pattern in file_patterns for f in tf.io.gfile.glob(pattern))
+  if not files:
+    raise ValueError(f'no TFRecord files match {list(file_patterns)}')
+  dataset = tf.data.TFRecordDataset(files, compression_type='GZIP',
+                                    num_parallel_reads=tf.data.AUTOTUNE)
+  if num_shards > 1:
+    dataset = dataset.shard(num_shards, shard)
+  if shuffle:
+    dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+  return dataset.repeat()
+
+
+def make_dataset(file_patterns, feature_spec, config, *, vocab_size, batch_size, training,
+                 seed, num_shards=1, shard=0):
+  """The batches of one input pipeline.
+
+  Args:
+    file_patterns: Transform's gzipped TFRecord file patterns.
+    feature_spec: `tft_output.transformed_feature_spec()`.
+    config: The `TrainerConfig`.
+    vocab_size: Size of the token vocabulary (random replacement ids for mlm).
+    batch_size: Examples per batch of this pipeline (per replica, micro-batches included).
+    training: Shuffle the data; masks differ on every pass. Evaluation data is identical on
+      every iteration.
+    seed: Seed of shuffling and masking.
+    num_shards: Input pipelines to split the records between.
+    shard: This pipeline's index.
+
+  Returns:
+    An infinite `tf.data.Dataset` of `(x, y)` with static batch size.
+  """
+  if features.TOKEN_IDS_KEY not in feature_spec:
+    raise ValueError(f'transformed feature spec lacks {features.TOKEN_IDS_KEY!r}: '
+                     f'{sorted(feature_spec)}')
+  task, seq_len = config.task, config.seq_len
+  records = records_dataset(file_patterns, shuffle=training, seed=seed,
+                            shuffle_buffer=config.shuffle_buffer, num_shards=num_shards,
+                            shard=shard)
+  parsed = records.batch(_PARSE_BATCH).map(_parse_fn(feature_spec),
+                                           num_parallel_calls=tf.data.AUTOTUNE)
+  ids_key = features.TOKEN_IDS_KEY
+  if task == features.CLASSIFY:
+    if features.TRANSFORMED_LABEL_KEY not in feature_spec:
+      raise ValueError('classify needs a transformed '
+                       f'{features.TRANSFORMED_LABEL_KEY!r} feature; got {sorted(feature_spec)}')
+
+    def to_example(batch):
+      ids = batch[ids_key]
+      if isinstance(ids, tf.RaggedTensor):
+        ids = ids.to_tensor(default_value=features.PAD_ID, shape=[None, seq_len])
+      label = tf.reshape(tf.cast(batch[features.TRANSFORMED_LABEL_KEY], tf.int32), [-1])
+      x = {TOKEN_IDS: ids, PADDING_MASK: tf.cast(ids != features.PAD_ID, tf.int32)}
+      return x, {LABELS: label, WEIGHTS: tf.ones_like(label, tf.float32)}
+    return (parsed.map(to_example, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+            .batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+
+  docs = parsed.map(lambda batch: _as_ragged(batch[ids_key]))
+  if task == features.CLM:
+    def to_window(window):
+      x = {TOKEN_IDS: window[:, :-1], PADDING_MASK: tf.ones_like(window[:, :-1])}
+      return x, {LABELS: window[:, 1:], WEIGHTS: tf.ones_like(window[:, 1:], tf.float32)}
+    windows = pack_documents(docs, seq_len)
+    return (windows.batch(batch_size, drop_remainder=True)
+            .map(to_window, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
+
+  num_predictions = max_predictions(seq_len, config.mask_rate)
+  rows = docs.map(lambda d: chunk_documents(d, seq_len), num_parallel_calls=tf.data.AUTOTUNE)
+  rows = rows.unbatch()
+  if training:
+    rows = rows.shuffle(min(config.shuffle_buffer, 4096), seed=seed + 1)
+  batches = rows.batch(batch_size, drop_remainder=True).enumerate()
+
+  def to_masked(index, ids):
+    # The batch index makes the seed: every pass over the data draws new masks, and the
+    # evaluation stream (same index sequence each time) draws the same ones.
+    masked, positions, originals, weights = mask_tokens(
+      ids, tf.stack([tf.constant(seed, tf.int64), index]), vocab_size=vocab_size,
+      mask_rate=config.mask_rate, mask_token_rate=config.mask_token_rate,
+      random_token_rate=config.random_token_rate, num_predictions=num_predictions)
+    x = {TOKEN_IDS: masked, PADDING_MASK: tf.cast(ids != features.PAD_ID, tf.int32),
+         MASK_POSITIONS: positions}
+    return x, {LABELS: originals, WEIGHTS: weights}
+  return batches.map(to_masked, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def _as_ragged(ids):
+  if isinstance(ids, tf.RaggedTensor):
+    return ids
+  return tf.RaggedTensor.from_tensor(ids, padding=features.PAD_ID)

@@ -1,0 +1,140 @@
+"""Backbones and task heads (keras-hub), built from the config; no downloads.
+
+Every task model takes named inputs and returns float32 logits:
+  mlm:      {token_ids, padding_mask, mask_positions} -> (batch, predictions, vocab)
+  clm:      {token_ids, padding_mask}                 -> (batch, seq_len, vocab)
+  classify: {token_ids, padding_mask}                 -> (batch, classes)
+"""
+
+import io
+
+import keras
+import keras_hub
+import numpy as np
+import tensorflow as tf
+
+from trainer import features
+
+TOKEN_IDS = features.TOKEN_IDS_KEY
+PADDING_MASK = 'padding_mask'
+MASK_POSITIONS = 'mask_positions'
+
+
+def build_backbone(config, vocab_size):
+  """A BertBackbone (mlm, classify) or GPT2Backbone (clm) sized by `config`.
+
+  Args:
+    config: A `TrainerConfig`.
+    vocab_size: Rows of the token embedding (the token vocabulary's size).
+
+  Raises:
+    ValueError: if a preset's vocabulary size or family does not fit the task.
+  """
+  family = keras_hub.models.GPT2Backbone if config.task == features.CLM \
+    else keras_hub.models.BertBackbone
+  if config.preset_dir:
+    backbone = keras_hub.models.Backbone.from_preset(config.preset_dir)
+    if not isinstance(backbone, family):
+      raise ValueError(f'preset {config.preset_dir} holds a {type(backbone).__name__}; task '
+                       f'{config.task!r} needs a {family.__name__}')
+    if backbone.vocabulary_size != vocab_size:
+      raise ValueError(f'preset {config.preset_dir} has vocabulary size '
+                       f'{backbone.vocabulary_size}, the token vocabulary has {vocab_size}')
+    if backbone.max_sequence_length < config.seq_len:
+      raise ValueError(f'preset {config.preset_dir} handles {backbone.max_sequence_length} '
+                       f'positions, seq_len is {config.seq_len}')
+    return backbone
+  num_layers, hidden_dim, num_heads, intermediate_dim = config.model_dims()
+  if hidden_dim % num_heads:
+    raise ValueError(f'hidden_dim {hidden_dim} is not divisible by num_heads {num_heads}')
+  return family(
+    vocabulary_size=vocab_size, num_layers=num_layers, num_heads=num_heads,
+    hidden_dim=hidden_dim, intermediate_dim=intermediate_dim, dropout=config.dropout,
+    max_sequence_length=config.seq_len)
+
+
+def _backbone_outputs(backbone, token_ids, padding_mask):
+  inputs = {TOKEN_IDS: token_ids, PADDING_MASK: padding_mask}
+  if 'segment_ids' in backbone.input:
+    inputs['segment_ids'] = keras.ops.zeros_like(token_ids)
+  return backbone(inputs)
+
+
+def build_model(task, backbone, num_classes=None, max_predictions=None, dropout=0.1):
+  """Wraps `backbone` with the head of `task`; logits come out in float32.
+
+  Args:
+    task: 'mlm', 'clm' or 'classify'.
+    backbone: From `build_backbone`.
+    num_classes: Classes (classify only).
+    max_predictions: Masked positions per sequence (mlm only).
+    dropout: Dropout before the classification head.
+  """
+  token_ids = keras.Input(shape=(None,), dtype='int32', name=TOKEN_IDS)
+  padding_mask = keras.Input(shape=(None,), dtype='int32', name=PADDING_MASK)
+  inputs = {TOKEN_IDS: token_ids, PADDING_MASK: padding_mask}
+  # Logits and losses stay in float32 whatever the compute dtype of the backbone.
+  to_float32 = keras.layers.Activation('linear', dtype='float32', name='logits')
+  if task == features.MLM:
+    mask_positions = keras.Input(shape=(max_predictions,), dtype='int32', name=MASK_POSITIONS)
+    inputs[MASK_POSITIONS] = mask_positions
+    sequence = _backbone_outputs(backbone, token_ids, padding_mask)['sequence_output']
+    head = keras_hub.layers.MaskedLMHead(
+      vocabulary_size=backbone.vocabulary_size, token_embedding=backbone.token_embedding,
+      intermediate_activation='gelu', name='mlm_head')
+    logits = to_float32(head(sequence, mask_positions=mask_positions))  # (batch, preds, vocab)
+  elif task == features.CLM:
+    sequence = _backbone_outputs(backbone, token_ids, padding_mask)  # (batch, seq_len, hidden)
+    logits = to_float32(backbone.token_embedding(sequence, reverse=True))
+  elif task == features.CLASSIFY:
+    if not num_classes or num_classes < 2:
+      raise ValueError(f'classify needs at least 2 classes, the label vocabulary has '
+                       f'{num_classes}')
+    pooled = _backbone_outputs(backbone, token_ids, padding_mask)['pooled_output']
+    pooled = keras.layers.Dropout(dropout, name='classifier_dropout')(pooled)
+    logits = to_float32(keras.layers.Dense(num_classes, name='classifier')(pooled))
+  else:
+    raise ValueError(f'unknown task {task!r}')
+  model = keras.Model(inputs, logits, name=f'{task}_model')
+  model.backbone = backbone
+  return model
+
+
+def backbone_weights(backbone):
+  """{variable path: value} of a backbone, the format warm starts match by name."""
+  return {v.path: np.asarray(keras.ops.convert_to_numpy(v)) for v in backbone.weights}
+
+
+def save_backbone_weights(backbone, path):
+  """Writes `backbone_weights` as .npz to `path` (any tf.io.gfile filesystem)."""
+  buffer = io.BytesIO()
+  np.savez(buffer, **backbone_weights(backbone))
+  with tf.io.gfile.GFile(path, 'wb') as f:
+    f.write(buffer.getvalue())
+
+
+def load_backbone_weights(backbone, path):
+  """Sets every backbone weight from the .npz at `path`, matched by variable path.
+
+  Raises:
+    ValueError: if a weight is missing from the file or its shape differs, so a warm start
+      never silently trains from random weights.
+  """
+  if not tf.io.gfile.exists(path):
+    raise ValueError(f'warm start: no backbone weights at {path}')
+  with tf.io.gfile.GFile(path, 'rb') as f:
+    saved = dict(np.load(io.BytesIO(f.read())))
+  missing, mismatched = [], []
+  for variable in backbone.weights:
+    value = saved.get(variable.path)
+    if value is None:
+      missing.append(variable.path)
+    elif tuple(value.shape) != tuple(variable.shape):
+      mismatched.append(f'{variable.path}: {value.shape} in file, {variable.shape} in model')
+  if missing or mismatched:
+    raise ValueError(f'warm start from {path} failed: missing weights {missing}, shape '
+                     f'mismatches {mismatched} (was the base model trained with the same '
+                     'vocabulary and size?)')
+  for variable in backbone.weights:
+    variable.assign(saved[variable.path])
+  return len(backbone.weights)

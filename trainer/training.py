@@ -1,0 +1,212 @@
+"""One custom training loop for every strategy (Keras 3 `fit` fails under MultiWorkerMirrored).
+
+The loop runs `strategy.run` inside a `tf.function`, sums metrics across replicas with
+`strategy.reduce`, accumulates gradients over micro-batches, checkpoints with a
+`tf.train.CheckpointManager` (so a killed run resumes) and writes TensorBoard scalars.
+"""
+
+import json
+import math
+import os
+import shutil
+import time
+
+import tensorflow as tf
+
+from trainer import features, inputs, optimization
+
+CHECKPOINT_DIR = 'checkpoints'
+TRAIN_LOGS, EVAL_LOGS = 'train', 'eval'
+# Written by the chief into the run directory: every evaluation, for people and tests.
+EVAL_HISTORY_FILE = 'eval_history.json'
+
+
+def token_losses(logits, labels, weights):
+  """Sums of (cross-entropy, weight, correct predictions) over the weighted positions."""
+  losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+  correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=labels.dtype), labels),
+                    tf.float32)
+  return (tf.reduce_sum(losses * weights), tf.reduce_sum(weights),
+          tf.reduce_sum(correct * weights))
+
+
+class Loop:
+  """Trains and evaluates one model under one strategy.
+
+  Args:
+    strategy: The `tf.distribute.Strategy` the model and optimizer were built under.
+    model: Task model from `trainer.models.build_model`.
+    optimizer: From `trainer.optimization.create_optimizer`.
+    config: The `TrainerConfig`.
+    run_dir: Where checkpoints and TensorBoard logs go (the Trainer's model_run dir).
+    chief: Whether this worker writes summaries and the real checkpoints.
+    worker_name: Distinguishes the scratch checkpoint dirs of non-chief workers.
+  """
+
+  def __init__(self, strategy, model, optimizer, config, run_dir, *, chief=True,
+               worker_name='chief'):
+    self.strategy = strategy
+    self.model = model
+    self.optimizer = optimizer
+    self.config = config
+    self.run_dir = run_dir
+    self.chief = chief
+    self.accum = config.grad_accum_steps
+    with strategy.scope():
+      self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='global_step')
+    self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=self.step)
+    checkpoint_dir = os.path.join(run_dir, CHECKPOINT_DIR)
+    self._scratch_dir = None
+    if not chief:
+      # Every worker must take part in saving; only the chief's copy is kept.
+      self._scratch_dir = os.path.join(run_dir, f'{CHECKPOINT_DIR}_scratch_{worker_name}')
+    self.manager = tf.train.CheckpointManager(self.checkpoint, checkpoint_dir, max_to_keep=3)
+    self._save_manager = self.manager if chief else tf.train.CheckpointManager(
+      self.checkpoint, self._scratch_dir, max_to_keep=1)
+    if chief:
+      self.train_writer = tf.summary.create_file_writer(os.path.join(run_dir, TRAIN_LOGS))
+      self.eval_writer = tf.summary.create_file_writer(os.path.join(run_dir, EVAL_LOGS))
+    else:
+      self.train_writer = self.eval_writer = tf.summary.create_noop_writer()
+    self._train_step = tf.function(self._train_step_fn, jit_compile=None)
+    self._eval_step = tf.function(self._eval_step_fn)
+    self.history = self._read_history() if chief else []
+
+  def restore(self):
+    """Restores the latest checkpoint if there is one; returns the step to continue from."""
+    latest = self.manager.latest_checkpoint
+    if latest:
+      self.checkpoint.restore(latest).assert_existing_objects_matched()
+    return int(self.step.numpy())
+
+  def _read_history(self):
+    # A resumed run keeps the evaluations of the run it continues.
+    path = os.path.join(self.run_dir, EVAL_HISTORY_FILE)
+    if not tf.io.gfile.exists(path):
+      return []
+    with tf.io.gfile.GFile(path) as f:
+      return json.load(f)
+
+  # -- steps -----------------------------------------------------------------------------------
+
+  def _replica_train(self, x, y):
+    replicas = self.strategy.num_replicas_in_sync
+    variables = self.model.trainable_variables
+
+    def micro_step(mx, my):
+      with tf.GradientTape() as tape:
+        logits = self.model(mx, training=True)
+        loss_sum, count, correct = token_losses(logits, my[inputs.LABELS], my[inputs.WEIGHTS])
+        # Mean over this replica's positions; the optimizer sums the replicas' gradients.
+        loss = loss_sum / tf.maximum(count, 1.0) / (replicas * self.accum)
+        scaled = self.optimizer.scale_loss(loss)
+      grads = tape.gradient(scaled, variables)
+      tokens = tf.reduce_sum(tf.cast(mx[inputs.PADDING_MASK], tf.float32))
+      return grads, tf.stack([loss_sum, count, correct, tokens])
+
+    if self.accum == 1:
+      grads, sums = self._compiled(micro_step)(x, y)
+    else:
+      split = lambda t: tf.reshape(t, tf.concat([[self.accum, -1], tf.shape(t)[1:]], 0))
+      mx_all, my_all = tf.nest.map_structure(split, (x, y))
+      grads = [tf.zeros_like(v) for v in variables]
+      sums = tf.zeros([4])
+      for i in tf.range(self.accum):
+        mx, my = tf.nest.map_structure(lambda t, i=i: t[i], (mx_all, my_all))
+        micro_grads, micro_sums = self._compiled(micro_step)(mx, my)
+        grads = [g + tf.convert_to_tensor(m) for g, m in zip(grads, micro_grads)]
+        sums += micro_sums
+    self.optimizer.apply_gradients(zip(grads, variables))
+    return sums
+
+  def _compiled(self, fn):
+    return tf.function(fn, jit_compile=True) if self.config.jit_compile else fn
+
+  def _train_step_fn(self, iterator):
+    x, y = next(iterator)
+    sums = self.strategy.run(self._replica_train, args=(x, y))
+    self.step.assign_add(1)
+    return self.strategy.reduce(tf.distribute.ReduceOp.SUM, sums, axis=None)
+
+  def _replica_eval(self, x, y):
+    logits = self.model(x, training=False)
+    loss_sum, count, correct = token_losses(logits, y[inputs.LABELS], y[inputs.WEIGHTS])
+    return tf.stack([loss_sum, count, correct])
+
+  def _eval_step_fn(self, iterator):
+    x, y = next(iterator)
+    sums = self.strategy.run(self._replica_eval, args=(x, y))
+    return self.strategy.reduce(tf.distribute.ReduceOp.SUM, sums, axis=None)
+
+  # -- metrics ---------------------------------------------------------------------------------
+
+  def _metrics(self, loss_sum, count, correct):
+    loss = loss_sum / max(count, 1.0)
+    metrics = {'loss': loss}
+    if self.config.task in (features.MLM, features.CLASSIFY):
+      metrics['accuracy'] = correct / max(count, 1.0)
+    if self.config.task in (features.MLM, features.CLM):
+      metrics['perplexity'] = math.exp(min(loss, 50.0))
+    return metrics
+
+  def evaluate(self, eval_dataset, steps):
+    """Runs `steps` eval batches (the same ones every call) and returns the metrics."""
+    iterator = iter(eval_dataset)
+    total = tf.zeros([3])
+    for _ in range(steps):
+      total += self._eval_step(iterator)
+    loss_sum, count, correct = (float(v) for v in total.numpy())
+    return self._metrics(loss_sum, count, correct)
+
+  # -- the loop --------------------------------------------------------------------------------
+
+  def run(self, train_dataset, eval_dataset, *, train_steps, eval_steps):
+    """Trains from the current step (see `restore`) up to `train_steps`.
+
+    Evaluates every `eval_every_steps` and at the end, checkpoints every
+    `checkpoint_every_steps` and at the end.
+
+    Returns:
+      The list of evaluations, each a dict with 'step' and the metrics.
+    """
+    config = self.config
+    start = int(self.step.numpy())
+    iterator = iter(train_dataset)
+    window = {'sums': tf.zeros([4]), 'steps': 0, 'time': time.perf_counter()}
+    step = start
+    while step < train_steps:
+      window['sums'] += self._train_step(iterator)
+      window['steps'] += 1
+      step += 1
+      if step % config.log_every_steps == 0 or step == train_steps:
+        self._log_train(step, window)
+        window = {'sums': tf.zeros([4]), 'steps': 0, 'time': time.perf_counter()}
+      if step % config.eval_every_steps == 0 or step == train_steps:
+        self._log_eval(step, self.evaluate(eval_dataset, eval_steps))
+      if step % config.checkpoint_every_steps == 0 or step == train_steps:
+        self._save_manager.save(checkpoint_number=step)
+    if self._scratch_dir:
+      shutil.rmtree(self._scratch_dir, ignore_errors=True)
+    return self.history
+
+  def _log_train(self, step, window):
+    loss_sum, count, correct, tokens = (float(v) for v in window['sums'].numpy())
+    seconds = time.perf_counter() - window['time']
+    metrics = self._metrics(loss_sum, count, correct)
+    metrics['tokens_per_second'] = tokens / max(seconds, 1e-9)
+    lr = optimization.current_learning_rate(self.optimizer)
+    metrics['learning_rate'] = float(lr.numpy() if hasattr(lr, 'numpy') else lr)
+    with self.train_writer.as_default(step=step):
+      for name, value in metrics.items():
+        tf.summary.scalar(name, value)
+    self.train_writer.flush()
+
+  def _log_eval(self, step, metrics):
+    self.history.append({'step': step, **metrics})
+    with self.eval_writer.as_default(step=step):
+      for name, value in metrics.items():
+        tf.summary.scalar(name, value)
+    self.eval_writer.flush()
+    if self.chief:
+      with tf.io.gfile.GFile(os.path.join(self.run_dir, EVAL_HISTORY_FILE), 'w') as f:
+        json.dump(self.history, f, indent=1)
