@@ -311,14 +311,15 @@ class TextExampleGen(base_beam_component.BaseBeamComponent):
     super().__init__(spec=spec)
 
 
-_DEFAULT_PATTERNS = {'csv': '*.csv', 'tfrecord': '*', 'text': '*.txt', 'jsonl': '*.jsonl'}
+DEFAULT_PATTERNS = {'csv': '*.csv', 'tfrecord': '*', 'text': '*.txt', 'jsonl': '*.jsonl'}
 
 
 def create_example_gen(input_format: str, input_base: str, *, text_column: str = 'text',
                        label_column: str | None = None, text_mode: str = 'line',
                        jsonl_text_field: str = 'text',
                        input_splits: Mapping[str, str] | None = None,
-                       train_eval_ratio: Sequence[int] = (9, 1)) -> TextExampleGen:
+                       train_eval_ratio: Sequence[int] = (9, 1),
+                       file_pattern: str | None = None) -> TextExampleGen:
   """Creates the ExampleGen for one input format.
 
   Args:
@@ -334,6 +335,8 @@ def create_example_gen(input_format: str, input_base: str, *, text_column: str =
       {'train': 'train/*.csv', 'eval': 'eval/*.csv'}. None: every file matching the format's
       default glob (`*.csv`, `*`, `*.txt`, `*.jsonl`), hash-split by `train_eval_ratio`.
     train_eval_ratio: Hash buckets for (train, eval) when input_splits is None.
+    file_pattern: Glob of the input files under input_base when input_splits is None;
+      None means the format's default glob.
 
   Returns:
     A TFX component whose output 'examples' has `text` (and `label`) features.
@@ -354,7 +357,8 @@ def create_example_gen(input_format: str, input_base: str, *, text_column: str =
   else:
     if len(train_eval_ratio) != 2 or min(train_eval_ratio) < 1:
       raise ValueError(f'train_eval_ratio must be two positive ints, got {train_eval_ratio}')
-    input_config = example_gen_utils.make_default_input_config(_DEFAULT_PATTERNS[input_format])
+    input_config = example_gen_utils.make_default_input_config(
+      file_pattern or DEFAULT_PATTERNS[input_format])
     output_config = example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
       example_gen_pb2.SplitConfig.Split(name='train', hash_buckets=int(train_eval_ratio[0])),
       example_gen_pb2.SplitConfig.Split(name='eval', hash_buckets=int(train_eval_ratio[1])),

@@ -92,7 +92,8 @@ def learn_wordpiece_vocab(word_counts: Iterable[tuple[str, int]], size: int,
     word_counts: (word, count) pairs.
     size: Target vocabulary size, reserved tokens included. The learner searches a count
       threshold that lands within 5% of it; a larger result is cut to `size` (dropping the rarest
-      pieces, never a single character), a smaller one is kept.
+      pieces, never a single character: reserved tokens plus every character alone and as a
+      suffix is the floor), a smaller one is kept.
     reserved: Tokens that take ids 0.. in this order.
 
   Returns:

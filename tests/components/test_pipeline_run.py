@@ -207,4 +207,4 @@ def test_no_train_serve_skew(run):
   served = tft_output.transform_features_layer()(raw)[features.TOKEN_IDS_KEY].numpy()
   written = sorted(tuple(r[features.TOKEN_IDS_KEY].numpy()) for r in rows)
   assert written == sorted(tuple(ids) for ids in served)
-  assert len(written) == len(files and served)
+  assert len(written) == len(served) > 0

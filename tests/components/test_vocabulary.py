@@ -1,0 +1,113 @@
+"""The vocabulary algorithm (plain functions) and its Beam job."""
+
+import collections
+import json
+import os
+
+import apache_beam as beam
+import pytest
+import tensorflow as tf
+
+from components import vocabulary
+from trainer import features
+
+FIVE_SENTENCES = [
+  'The quick brown fox jumps over the lazy dog.',
+  'A quick brown dog outpaces a quick fox!',
+  'Foxes and dogs are friends, said the fox.',
+  'Café au lait, s’il vous plaît.',
+  'The dog barked; the fox ran.',
+]
+
+
+def _counts(texts, **normalization):
+  return collections.Counter(
+    w for t in texts for w in vocabulary.split_words(vocabulary.normalize_text(t, **normalization)))
+
+
+def test_normalize_and_split_like_bert():
+  assert vocabulary.normalize_text('Café ＡＢＣ Ǆ') == 'cafe abc dz'
+  assert vocabulary.normalize_text('Café', lowercase=False, strip_accents=False) == 'Café'
+  assert vocabulary.normalize_text('Ａ', nfkc=False, lowercase=False) == 'Ａ'
+  assert vocabulary.split_words("don't stop_now, ok?") == ['don', "'", 't', 'stop', '_', 'now',
+                                                            ',', 'ok', '?']
+
+
+def test_learn_wordpiece_vocab_on_five_sentences():
+  vocab = vocabulary.learn_wordpiece_vocab(_counts(FIVE_SENTENCES).items(), 80)
+  assert tuple(vocab[:5]) == features.RESERVED_TOKENS
+  assert len(vocab) == len(set(vocab)) and len(vocab) <= 80
+  for frequent in ('the', 'fox', 'quick', 'dog'):
+    assert frequent in vocab
+  # Every character appears, alone and as a suffix, so no normalized word becomes [UNK].
+  for char in set(''.join(_counts(FIVE_SENTENCES))):
+    assert char in vocab and '##' + char in vocab
+  assert 'cafe' in vocab and 'café' not in vocab
+
+
+def test_learn_wordpiece_vocab_cut_to_size_keeps_alphabet():
+  counts = _counts(FIVE_SENTENCES)
+  alphabet = set(''.join(counts))
+  small = vocabulary.learn_wordpiece_vocab(counts.items(), 72)
+  assert len(small) <= 72
+  assert all(c in small and '##' + c in small for c in alphabet)
+  # Below reserved + alphabet, the alphabet still wins: no word may become [UNK].
+  tiny = vocabulary.learn_wordpiece_vocab(counts.items(), 20)
+  assert len(tiny) == 5 + 2 * len(alphabet)
+
+
+def test_learn_wordpiece_vocab_bad_arguments():
+  with pytest.raises(ValueError, match='no room'):
+    vocabulary.learn_wordpiece_vocab([('a', 1)], 5)
+  with pytest.raises(ValueError, match='no words'):
+    vocabulary.learn_wordpiece_vocab([], 50)
+
+
+def test_train_sentencepiece_keeps_reserved_ids(tmp_path):
+  texts = [vocabulary.normalize_text(t) for t in FIVE_SENTENCES] * 20
+  pieces = vocabulary.train_sentencepiece(texts, 60, 'bpe', str(tmp_path / 'spm.model'))
+  assert tuple(pieces[:5]) == features.RESERVED_TOKENS
+  assert os.path.getsize(tmp_path / 'spm.model') > 0
+
+
+def _write_examples(path, texts):
+  with tf.io.TFRecordWriter(path, options='GZIP') as writer:
+    for text in texts:
+      writer.write(tf.train.Example(features=tf.train.Features(feature={
+        'text': tf.train.Feature(bytes_list=tf.train.BytesList(value=[text.encode()]))
+      })).SerializeToString())
+
+
+def _config(**overrides):
+  config = dict(kind='wordpiece', vocab_size=80, lowercase=True, strip_accents=True, nfkc=True,
+                min_count=2, max_words=1000, sentencepiece_model_type='unigram',
+                sample_documents=1000)
+  config.update(overrides)
+  return config
+
+
+def test_beam_job_counts_prunes_and_writes(tmp_path):
+  _write_examples(str(tmp_path / 'data.gz'), FIVE_SENTENCES)
+  out = tmp_path / 'vocab'
+  os.makedirs(out)
+  with beam.Pipeline() as pipeline:
+    vocabulary.build_vocabulary_pipeline(pipeline, str(tmp_path / 'data.gz'), str(out), _config())
+  meta = json.loads((out / 'vocab.json').read_text())
+  counts = _counts(FIVE_SENTENCES)
+  assert meta['documents'] == 5
+  assert meta['words'] == sum(counts.values())
+  assert meta['unique_words'] == len(counts)
+  assert meta['kept_words'] == sum(1 for c in counts.values() if c >= 2)
+  assert meta['size'] == len((out / 'vocab.txt').read_text().splitlines())
+  assert (meta['kind'], meta['lowercase'], meta['nfkc']) == ('wordpiece', True, True)
+
+
+def test_component_rejects_bad_options():
+  from tfx import types
+  from tfx.types import standard_artifacts
+  examples = types.Channel(type=standard_artifacts.Examples)
+  with pytest.raises(ValueError, match='kind'):
+    vocabulary.Vocabulary(examples=examples, kind='bpe')
+  with pytest.raises(ValueError, match='vocab_size'):
+    vocabulary.Vocabulary(examples=examples, vocab_size=5)
+  assert vocabulary.VocabularyArtifact.TYPE_NAME == 'tfxlm.Vocabulary'

@@ -1,0 +1,119 @@
+"""preprocessing_fn: normalization parity with the Vocabulary, framing, tokenization in TFT."""
+
+import collections
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+import tensorflow_transform.beam as tft_beam
+from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
+
+from components import vocabulary
+from trainer import features, preprocessing
+
+TEXTS = ['The quick brown fox jumps over the lazy dog.', 'A quick brown dog outpaces a quick fox!',
+         'Foxes and dogs are friends, said the fox.', 'Café au lait, s’il vous plaît.',
+         'The dog barked; the fox ran.']
+
+
+def _vocab_dir(path, **normalization):
+  normalization = {'lowercase': True, 'strip_accents': True, 'nfkc': True, **normalization}
+  counts = collections.Counter(
+    w for t in TEXTS
+    for w in vocabulary.split_words(vocabulary.normalize_text(t, **normalization)))
+  tokens = vocabulary.learn_wordpiece_vocab(counts.items(), 80)
+  os.makedirs(path, exist_ok=True)
+  with open(os.path.join(path, 'vocab.txt'), 'w') as f:
+    f.write(''.join(t + '\n' for t in tokens))
+  with open(os.path.join(path, 'vocab.json'), 'w') as f:
+    json.dump({'kind': 'wordpiece', 'suffix_indicator': '##', **normalization}, f)
+  return str(path), tokens
+
+
+@pytest.mark.parametrize('flags', [(True, True, True), (False, False, False), (True, False, True),
+                                   (False, True, False)])
+def test_tf_normalization_matches_the_vocabulary_component(flags):
+  meta = dict(zip(('lowercase', 'strip_accents', 'nfkc'), flags))
+  samples = ['Straße Café', 'ＡＢＣ ﬁne', 'Ǆemal naïve RÉSUMÉ', 'plain text', '']
+  got = preprocessing.normalize(tf.constant(samples), meta).numpy()
+  assert [g.decode() for g in got] == [vocabulary.normalize_text(s, **meta) for s in samples]
+
+
+def test_frame_adds_cls_sep_pads_and_truncates():
+  ids = tf.ragged.constant([[7, 8, 9, 10, 11], [], [7]], dtype=tf.int64)
+  framed = preprocessing.frame(ids, 5).numpy()
+  cls, sep, pad = features.CLS_ID, features.SEP_ID, features.PAD_ID
+  np.testing.assert_array_equal(framed, [[cls, 7, 8, 9, sep], [cls, sep, pad, pad, pad],
+                                         [cls, 7, sep, pad, pad]])
+
+
+def test_tokenize_matches_python_pipeline(tmp_path):
+  uri, tokens = _vocab_dir(tmp_path / 'v')
+  _, meta = preprocessing.read_vocabulary(uri)
+  tokenizer = preprocessing.make_tokenizer(tokens, meta, uri)
+  ids = preprocessing.tokenize(tf.constant(['The fox, Café!']), tokenizer, meta)
+  assert [tokens[i] for i in ids[0].numpy()] == ['the', 'fox', ',', 'cafe', '!']
+
+
+def test_read_vocabulary_requires_reserved_tokens_first(tmp_path):
+  uri, tokens = _vocab_dir(tmp_path / 'v')
+  with open(os.path.join(uri, 'vocab.txt'), 'w') as f:
+    f.write('\n'.join(reversed(tokens)) + '\n')
+  with pytest.raises(ValueError, match=r'must start with \(\'\[PAD\]\''):
+    preprocessing.read_vocabulary(uri)
+
+
+def _analyze_and_transform(tmp_path, rows, config):
+  spec = {'text': tf.io.FixedLenFeature([1], tf.string)}
+  if 'label' in rows[0]:
+    spec['label'] = tf.io.FixedLenFeature([1], tf.string)
+  metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(spec))
+  data = [{k: [v.encode()] for k, v in row.items()} for row in rows]
+  with tft_beam.Context(temp_dir=str(tmp_path / 'tft-tmp'), force_tf_compat_v1=False):
+    (out, _), transform_fn = (data, metadata) | tft_beam.AnalyzeAndTransformDataset(
+      lambda inputs: preprocessing.preprocessing_fn(inputs, config))
+    _ = transform_fn | tft_beam.WriteTransformFn(str(tmp_path / 'transform'))
+  return out, tft.TFTransformOutput(str(tmp_path / 'transform'))
+
+
+def test_classify_outputs_and_sorted_label_vocab(tmp_path):
+  uri, tokens = _vocab_dir(tmp_path / 'v')
+  big = 'the quick fox. ' * (5 * 1024 * 1024 // 15)  # A 5 MB single-line document.
+  rows = [{'text': t, 'label': lab} for t, lab in zip(TEXTS + [big, '  '],
+                                                     ['pos', 'neg', 'pos', 'mixed', 'neg', 'pos',
+                                                      'neg'])]
+  out, tft_output = _analyze_and_transform(
+    tmp_path, rows, {'vocab_uri': uri, 'task': 'classify', 'seq_len': 8})
+  with open(tft_output.vocabulary_file_by_name(features.LABEL_VOCAB_NAME)) as f:
+    labels = f.read().splitlines()
+  assert labels == ['mixed', 'neg', 'pos']
+  assert [labels[o['label']] for o in out] == [r['label'] for r in rows]
+  ids = [list(o['token_ids']) for o in out]
+  assert all(len(i) == 8 for i in ids)
+  assert [tokens[i] for i in ids[5]] == ['[CLS]', 'the', 'quick', 'fox', '.', 'the', 'quick',
+                                       '[SEP]']
+  assert ids[6] == [features.CLS_ID, features.SEP_ID] + [features.PAD_ID] * 6
+
+
+def test_corpus_outputs_variable_length_ids(tmp_path):
+  uri, tokens = _vocab_dir(tmp_path / 'v')
+  out, tft_output = _analyze_and_transform(
+    tmp_path, [{'text': t} for t in TEXTS], {'vocab_uri': uri, 'task': 'mlm', 'seq_len': 8})
+  assert tft_output.transformed_feature_spec() == {
+    features.TOKEN_IDS_KEY: tf.io.VarLenFeature(tf.int64)}
+  for text, row in zip(TEXTS, out):
+    pieces = [tokens[i] for i in row['token_ids']]
+    rebuilt = ''.join(p[2:] if p.startswith('##') else ' ' + p for p in pieces).strip()
+    assert rebuilt == ' '.join(vocabulary.split_words(vocabulary.normalize_text(text)))
+  with open(tft_output.vocabulary_file_by_name(features.TOKEN_VOCAB_NAME)) as f:
+    assert f.read().splitlines() == tokens
+
+
+def test_unknown_task(tmp_path):
+  uri, _ = _vocab_dir(tmp_path / 'v')
+  with pytest.raises(ValueError, match="task 'seq2seq'"):
+    preprocessing.preprocessing_fn({'text': tf.constant([['x']])},
+                                   {'vocab_uri': uri, 'task': 'seq2seq', 'seq_len': 8})
