@@ -13,10 +13,6 @@ import signal
 import sys
 import threading
 
-from serving import config as config_lib
-from serving import server as server_lib
-from serving.batching import BatchingOptions
-
 log = logging.getLogger('serving')
 
 
@@ -61,6 +57,10 @@ def main(argv=None):
   if sum(sources) != 1:
     parser.error('give exactly one of --model_base_path, --model_config_file and'
                  ' --model_base_path_root')
+  # Imported once the flags are known good: these pull in TensorFlow, which takes seconds.
+  from serving import config as config_lib
+  from serving import server as server_lib
+  from serving.batching import BatchingOptions
   try:
     if flags.model_config_file:
       models = config_lib.parse_model_config_file(flags.model_config_file)

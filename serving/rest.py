@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 
 METRICS_PATH = '/monitoring/prometheus/metrics'
 HEALTH_PATH = '/healthz'
+TLS_HANDSHAKE_SECONDS = 10
+IDLE_CONNECTION_SECONDS = 300
 _MODEL_PATH = re.compile(
     r'^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?'
     r'(?:(?P<metadata>/metadata)|:(?P<verb>[a-z]+))?$')
@@ -45,9 +47,25 @@ class RestServer(ThreadingHTTPServer):
     self.draining = False
     self.handlers = set()
     self.handlers_lock = threading.Lock()
+    self._ssl_context = ssl_context
     super().__init__(address, _Handler)
-    if ssl_context is not None:
-      self.socket = ssl_context.wrap_socket(self.socket, server_side=True)
+
+  def finish_request(self, request, client_address):
+    """Runs in the connection's own thread, so a slow TLS handshake blocks no one else."""
+    if self._ssl_context is None:
+      super().finish_request(request, client_address)
+      return
+    request.settimeout(TLS_HANDSHAKE_SECONDS)
+    try:
+      request = self._ssl_context.wrap_socket(request, server_side=True)
+    except OSError as e:  # ssl.SSLError included: plain HTTP, bad client certificate, ...
+      log.debug('TLS handshake with %s failed: %s', client_address, e)
+      return
+    try:
+      request.settimeout(None)
+      super().finish_request(request, client_address)
+    finally:
+      request.close()
 
   @property
   def port(self):
@@ -73,6 +91,7 @@ class RestServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
   protocol_version = 'HTTP/1.1'
   server_version = 'tfx-lm-serving'
+  timeout = IDLE_CONNECTION_SECONDS  # closes idle keep-alive connections and stalled reads
   busy = False
 
   def setup(self):

@@ -1,0 +1,126 @@
+"""The batch queue: merging, limits, deadlines, and isolation of a bad request in a batch."""
+
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+
+from serving import errors
+from serving.batching import BatchingOptions, BatchQueue
+
+
+class FakeSignature:
+  """Doubles its input; fails on the row 'bad'; records the size of every call."""
+
+  name = 'double'
+  inputs = {'x': None}
+
+  def __init__(self, delay=0.0):
+    self.calls = []
+    self.delay = delay
+
+  def __call__(self, inputs):
+    x = inputs['x']
+    self.calls.append(len(x))
+    time.sleep(self.delay)
+    if (x == 'bad').any():
+      raise errors.invalid_argument('row "bad" rejected')
+    return {'y': np.char.add(x.astype(str), x.astype(str)).astype(object)}
+
+
+def _run_concurrently(queue, rows, deadline=None):
+  results = [None] * len(rows)
+
+  def call(i):
+    try:
+      results[i] = queue.run({'x': np.array(rows[i], dtype=object)}, len(rows[i]), deadline)
+    except errors.ServingError as e:
+      results[i] = e
+
+  threads = [threading.Thread(target=call, args=(i,)) for i in range(len(rows))]
+  for thread in threads:
+    thread.start()
+  for thread in threads:
+    thread.join()
+  return results
+
+
+def test_concurrent_requests_merge_and_get_their_own_rows_back():
+  signature = FakeSignature(delay=0.01)
+  queue = BatchQueue(signature, BatchingOptions(max_batch_size=8, batch_timeout_micros=20000,
+                                                num_batch_threads=1))
+  rows = [[f'a{i}', f'b{i}'] for i in range(8)]
+  results = _run_concurrently(queue, rows)
+  queue.close()
+  for i, result in enumerate(results):
+    assert list(result['y']) == [f'a{i}a{i}', f'b{i}b{i}']
+  assert sum(signature.calls) == 16
+  assert max(signature.calls) > 2  # merged
+  assert max(signature.calls) <= 8  # never above max_batch_size
+
+
+def test_a_bad_request_fails_alone():
+  signature = FakeSignature(delay=0.01)
+  queue = BatchQueue(signature, BatchingOptions(max_batch_size=16, batch_timeout_micros=20000,
+                                                num_batch_threads=1))
+  results = _run_concurrently(queue, [['ok1'], ['bad'], ['ok2'], ['ok3']])
+  queue.close()
+  assert isinstance(results[1], errors.ServingError)
+  assert 'row "bad" rejected' in results[1].message
+  assert [list(r['y']) for i, r in enumerate(results) if i != 1] == [['ok1ok1'], ['ok2ok2'],
+                                                                     ['ok3ok3']]
+
+
+def test_limits():
+  queue = BatchQueue(FakeSignature(delay=0.2), BatchingOptions(
+      max_batch_size=2, batch_timeout_micros=0, num_batch_threads=1, max_enqueued_batches=1))
+  with pytest.raises(errors.ServingError, match='larger than the maximum batch size 2'):
+    queue.run({'x': np.array(['a', 'b', 'c'], dtype=object)}, 3)
+  results = _run_concurrently(queue, [['a', 'b']] * 4)
+  queue.close()
+  full = [r for r in results if isinstance(r, errors.ServingError)]
+  assert full and all(r.code == grpc.StatusCode.UNAVAILABLE for r in full)
+  assert 'queue is full' in full[0].message
+  assert any(not isinstance(r, errors.ServingError) for r in results)
+
+
+def test_deadline_passes_while_waiting():
+  signature = FakeSignature(delay=0.3)
+  queue = BatchQueue(signature, BatchingOptions(max_batch_size=1, batch_timeout_micros=0,
+                                                num_batch_threads=1))
+  slow = threading.Thread(target=queue.run, args=({'x': np.array(['a'], dtype=object)}, 1))
+  slow.start()
+  time.sleep(0.05)
+  with pytest.raises(errors.ServingError) as raised:
+    queue.run({'x': np.array(['b'], dtype=object)}, 1, deadline=time.monotonic() + 0.05)
+  assert raised.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+  slow.join()
+  queue.close()
+  assert signature.calls == [1]  # the expired request never ran
+
+
+def test_close_drains_queued_requests():
+  signature = FakeSignature(delay=0.2)
+  queue = BatchQueue(signature, BatchingOptions(max_batch_size=1, batch_timeout_micros=0,
+                                                num_batch_threads=1))
+  results = []
+  threads = [threading.Thread(target=lambda: results.append(
+      queue.run({'x': np.array(['a'], dtype=object)}, 1))) for _ in range(3)]
+  for thread in threads:
+    thread.start()
+  while not signature.calls:  # the first runs, the other two wait in the queue
+    time.sleep(0.01)
+  time.sleep(0.05)
+  queue.close()
+  for thread in threads:
+    thread.join()
+  assert len(results) == 3 and sum(signature.calls) == 3
+  with pytest.raises(errors.ServingError, match='unloading'):
+    queue.run({'x': np.array(['a'], dtype=object)}, 1)
+
+
+def test_options_are_validated():
+  with pytest.raises(ValueError, match='max_batch_size must be positive'):
+    BatchingOptions(max_batch_size=0)

@@ -1,0 +1,118 @@
+"""`python -m serving` as a process: TF Serving's flags, the query client, SIGTERM draining."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+from serving import client
+from tests.serving.conftest import MODEL, push
+
+BATCH_WAIT_SECONDS = 1.0
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+@pytest.fixture(scope='module')
+def process(tmp_path_factory):
+  """The server process, with a model config file, batching and a slow batch timeout."""
+  base = tmp_path_factory.mktemp('cli')
+  push(str(base), MODEL, 4, seed=4)
+  (base / 'models.config').write_text(
+      f'model_config_list {{ config {{ name: "{MODEL}" base_path: "{base / MODEL}" '
+      f'version_labels {{ key: "stable" value: 4 }} }} }}')
+  # A long batch timeout keeps requests in flight long enough to send SIGTERM meanwhile.
+  (base / 'batching.config').write_text(
+      f'max_batch_size {{ value: 64 }} batch_timeout_micros {{ value: '
+      f'{int(BATCH_WAIT_SECONDS * 1e6)} }} num_batch_threads {{ value: 1 }}')
+  grpc_port, rest_port = _free_port(), _free_port()
+  proc = subprocess.Popen(
+      [sys.executable, '-m', 'serving', f'--port={grpc_port}', f'--rest_api_port={rest_port}',
+       f'--model_config_file={base / "models.config"}', '--enable_batching',
+       f'--batching_parameters_file={base / "batching.config"}',
+       '--file_system_poll_wait_seconds=0', '--drain_seconds=20'],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=os.getcwd())
+  line = proc.stdout.readline()
+  if not line.startswith('SERVING'):
+    proc.kill()
+    pytest.fail(f'server did not start: {line}{proc.stderr.read()}')
+  yield proc, f'127.0.0.1:{grpc_port}', f'http://127.0.0.1:{rest_port}'
+  if proc.poll() is None:
+    proc.kill()
+  proc.wait()
+
+
+def test_query_client_over_grpc_and_rest(process, capsys):
+  _, grpc_target, rest_url = process
+  answers = []
+  for where in (['--grpc', grpc_target], ['--rest', rest_url]):
+    for extra in ([], ['--signature', 'predict_text', '--label', 'stable'], ['--classify']):
+      code = client.main(where + ['--model_name', MODEL, '--text', 'great film', '--text',
+                                  'bad film'] + extra)
+      out = capsys.readouterr().out
+      assert code == 0, out
+      answers.append(json.loads(out))
+  grpc_default, grpc_text, grpc_classify, rest_default, rest_text, rest_classify = answers
+  assert grpc_default['model_spec']['version'] == '4'
+  assert grpc_default['outputs']['labels'] == rest_default['outputs']['labels']
+  assert grpc_text['outputs']['labels'] == rest_text['outputs']['labels']
+  assert len(grpc_default['outputs']['probabilities']) == 2
+  for a, b in zip(grpc_default['outputs']['probabilities'],
+                  rest_default['outputs']['probabilities']):
+    assert a == pytest.approx(b, rel=1e-6)
+  assert [[c[0] for c in row] for row in grpc_classify['results']] == [['0', '1', '2']] * 2
+  np.testing.assert_allclose([[c[1] for c in row] for row in grpc_classify['results']],
+                             [[c[1] for c in row] for row in rest_classify['results']], rtol=1e-6)
+
+
+def test_query_client_reports_errors(process, capsys):
+  _, grpc_target, _ = process
+  assert client.main(['--grpc', grpc_target, '--model_name', 'nope', '--text', 'x']) == 1
+  assert 'NOT_FOUND' in capsys.readouterr().err
+
+
+def test_sigterm_drains_in_flight_requests(process):
+  proc, grpc_target, rest_url = process
+  results = {}
+
+  def grpc_call():
+    results['grpc'] = client.GrpcClient(grpc_target).predict(
+        MODEL, ['in flight'], 'predict_text', input_key='text')[1]['labels']
+
+  def rest_call():
+    results['rest'] = client.RestClient(rest_url).predict(
+        MODEL, ['in flight'], 'predict_text', input_key='text')['labels']
+
+  threads = [threading.Thread(target=grpc_call), threading.Thread(target=rest_call)]
+  started = time.monotonic()
+  for thread in threads:
+    thread.start()
+  time.sleep(BATCH_WAIT_SECONDS / 3)  # both requests are now waiting in the batch queue
+  proc.send_signal(signal.SIGTERM)
+  for thread in threads:
+    thread.join(timeout=30)
+  assert proc.wait(timeout=30) == 0
+  # Both finished after SIGTERM (they had to wait out the batch timeout), and succeeded.
+  assert time.monotonic() - started >= BATCH_WAIT_SECONDS
+  assert len(results['grpc']) == len(results['rest']) == 1
+  with pytest.raises(OSError):
+    urllib.request.urlopen(rest_url + '/healthz', timeout=5)
+
+
+def test_bad_flags_are_refused():
+  result = subprocess.run([sys.executable, '-m', 'serving', '--model_base_path=/x',
+                           '--model_config_file=/y'], capture_output=True, text=True)
+  assert result.returncode == 2
+  assert 'exactly one of --model_base_path' in result.stderr
