@@ -299,6 +299,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     config = dict(exec_properties)
     for flag in ('lowercase', 'strip_accents', 'nfkc'):
       config[flag] = bool(config[flag])
+    # Not every orchestrator creates the output folder (KFP v2's launcher does not).
+    fileio.makedirs(output_uri)
     with self._make_beam_pipeline() as pipeline:
       build_vocabulary_pipeline(pipeline, os.path.join(split_uri, '*'), output_uri, config)
     if not fileio.exists(os.path.join(output_uri, VOCAB_FILE)):
