@@ -55,6 +55,8 @@ class DataConfig:
     label_column: CSV column holding the label; None for an unlabeled corpus.
     text_mode: for `text` input, `line` (a document per line) or `file` (a document per file).
     jsonl_text_field: for `jsonl` input, the field holding the text.
+    file_pattern: glob of the input files (in `input_base`, or in each split's sub-folder);
+      empty means the format's default (`*.csv`, `*.txt`, `*.jsonl`, `*` for tfrecord).
     input_splits: names of pre-split sub-folders of `input_base` (e.g. [train, eval]); empty
       means one folder split by hash buckets with `train_eval_ratio`.
     train_eval_ratio: hash-bucket ratio of the train and eval splits.
@@ -67,6 +69,7 @@ class DataConfig:
   label_column: Optional[str] = features.LABEL_KEY
   text_mode: str = 'line'
   jsonl_text_field: str = features.TEXT_KEY
+  file_pattern: str = ''
   input_splits: Tuple[str, ...] = ()
   train_eval_ratio: Tuple[int, int] = (9, 1)
   schema_dir: str = ''

@@ -48,20 +48,33 @@ class _ProgressFilter(logging.Filter):
   _KEEP = ('is running', 'is finished', 'is skipped', 'Cached', 'cached')
 
   def filter(self, record):
-    if record.levelno >= logging.WARNING:
+    if record.levelno >= logging.ERROR:
       return True
+    if f'{os.sep}trainer{os.sep}' in record.pathname:
+      return True  # training progress
     message = record.getMessage()
     return message.startswith('Component') and any(k in message for k in self._KEEP)
 
 
-def _quiet_logging():
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+def _quiet_logging(log_path: str):
+  """TFX logs every step at INFO: the console gets the component start/finish lines and
+  errors, `log_path` gets everything."""
+  # TensorFlow's C++ logs (e.g. cuInit failing on a machine without GPU) in every Beam worker.
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.INFO)
-  handler = absl_logging.get_absl_handler()
-  handler.addFilter(_ProgressFilter())
-  for name in ('apache_beam', 'tensorflow', 'root'):
-    logging.getLogger(name).setLevel(logging.WARNING)
+  root = logging.getLogger()
+  root.setLevel(logging.INFO)
+  for handler in list(root.handlers):
+    root.removeHandler(handler)
+  console = logging.StreamHandler(sys.stdout)
+  console.setFormatter(logging.Formatter('%(message)s'))
+  console.addFilter(_ProgressFilter())
+  root.addHandler(console)
+  log_file = logging.FileHandler(log_path, mode='w', encoding='utf-8')
+  log_file.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
+  root.addHandler(log_file)
+  absl_logging.get_absl_handler().addFilter(_ProgressFilter())
 
 
 def main(argv=None) -> int:
@@ -83,7 +96,9 @@ def main(argv=None) -> int:
     print(f'error: {e}', file=sys.stderr)
     return 2
 
-  _quiet_logging()
+  os.makedirs(config.resolved_outputs_dir, exist_ok=True)
+  log_path = os.path.join(config.resolved_outputs_dir, 'run.log')
+  _quiet_logging(log_path)
   from tfx import v1 as tfx
 
   from pipeline import summary
@@ -94,7 +109,7 @@ def main(argv=None) -> int:
     runner.run(pipeline)
     return 0
   print(f'Running pipeline {config.pipeline_name!r} from {path}\n'
-        f'  outputs: {config.resolved_outputs_dir}', flush=True)
+        f'  outputs: {config.resolved_outputs_dir}\n  full log: {log_path}', flush=True)
   started = time.time()
   try:
     runner.run(pipeline)

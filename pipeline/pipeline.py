@@ -70,6 +70,7 @@ def create_pipeline(
     The TFX pipeline.
   """
   data = config.data
+  split_pattern = data.file_pattern or example_gen_lib.DEFAULT_PATTERNS[data.format]
   example_gen = example_gen_lib.create_example_gen(
       data.format,
       config.resolve_path(data.input_base) or config_lib.bundled_imdb_dir(),
@@ -77,8 +78,9 @@ def create_pipeline(
       label_column=data.label_column if config.train.task == features.CLASSIFY else None,
       text_mode=data.text_mode,
       jsonl_text_field=data.jsonl_text_field,
-      input_splits=list(data.input_splits) or None,
+      input_splits={name: f'{name}/{split_pattern}' for name in data.input_splits} or None,
       train_eval_ratio=tuple(data.train_eval_ratio),
+      file_pattern=data.file_pattern or None,
   )
   examples = example_gen.outputs['examples']
 

@@ -103,7 +103,7 @@ def _metrics(evaluation_uri, summary: RunSummary):
           if 'doubleValue' not in value:
             continue
           label = name if not sub_key else f'{name} ({sub_key})'
-          values[label] = value['doubleValue']
+          values[label] = float(value['doubleValue'])  # 'NaN' arrives as a string
     if not slice_key:
       summary.metrics = values
     else:
@@ -132,8 +132,17 @@ def _validation(evaluation_uri, summary: RunSummary):
   reasons = []
   for per_slice in result.metric_validations_per_slice:
     for failure in per_slice.failures:
-      reasons.append(f'{failure.metric_key.name} = {failure.metric_value.double_value.value:.4g} '
-                     f'fails {failure.message or "its threshold"}')
+      threshold = failure.metric_threshold
+      bound = ''
+      if threshold.value_threshold.HasField('lower_bound'):
+        bound = f'lower bound {threshold.value_threshold.lower_bound.value:.4g}'
+      elif threshold.value_threshold.HasField('upper_bound'):
+        bound = f'upper bound {threshold.value_threshold.upper_bound.value:.4g}'
+      elif threshold.HasField('change_threshold'):
+        bound = (f'allowed change {threshold.change_threshold.absolute.value:+.4g} against the '
+                 'last blessed model')
+      reasons.append(f'{failure.metric_key.name} = {failure.metric_value.double_value.value:.4g}'
+                     f' misses its {bound or "threshold"}')
   if not result.validation_ok and not reasons:
     reasons = [f'validation failed (see {evaluation_uri})']
   summary.why = reasons

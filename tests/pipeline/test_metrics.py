@@ -43,8 +43,10 @@ def test_classify_thresholds_carry_the_configured_bounds():
       min_accuracy=0.7, max_accuracy_drop=0.05), None)
   (accuracy,) = [m for spec in config.metrics_specs for m in spec.metrics
                  if m.class_name == 'SparseCategoricalAccuracy']
-  assert accuracy.threshold.value_threshold.lower_bound.value == 0.7
-  assert accuracy.threshold.change_threshold.absolute.value == -0.05
+  (gate,) = accuracy.per_slice_thresholds
+  assert list(gate.slicing_specs) == [evaluation.tfma.SlicingSpec()]  # the overall slice only
+  assert gate.threshold.value_threshold.lower_bound.value == 0.7
+  assert gate.threshold.change_threshold.absolute.value == -0.05
   assert config.model_specs[0].preprocessing_function_names == ['transform_features']
 
 
@@ -53,4 +55,4 @@ def test_language_model_threshold_is_an_upper_bound_on_perplexity():
   (perplexity,) = [m for spec in config.metrics_specs for m in spec.metrics
                    if m.class_name == 'Perplexity']
   assert perplexity.module == 'pipeline.metrics'
-  assert perplexity.threshold.value_threshold.upper_bound.value == 50
+  assert perplexity.per_slice_thresholds[0].threshold.value_threshold.upper_bound.value == 50
