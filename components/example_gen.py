@@ -332,8 +332,8 @@ def create_example_gen(input_format: str, input_base: str, *, text_column: str =
       'file' (one document per file).
     jsonl_text_field: JSON field with the text (for 'jsonl').
     input_splits: Pre-split input: split name -> glob relative to input_base, e.g.
-      {'train': 'train/*.csv', 'eval': 'eval/*.csv'}. None: every file matching the format's
-      default glob (`*.csv`, `*`, `*.txt`, `*.jsonl`), hash-split by `train_eval_ratio`.
+      {'train': 'train/*.csv', 'eval': 'eval/*.csv'}. None: every file matching `file_pattern`,
+      hash-split by `train_eval_ratio`.
     train_eval_ratio: Hash buckets for (train, eval) when input_splits is None.
     file_pattern: Glob of the input files under input_base when input_splits is None;
       None means the format's default glob.
