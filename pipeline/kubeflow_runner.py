@@ -32,7 +32,8 @@ from pipeline import config as config_lib  # noqa: E402
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'demo.yaml')
 CONFIG_ENV = 'TFXLM_CONFIG'
 TRAINER_IDS = ('Trainer', 'PretrainTrainer')
-GPU_RESOURCE = 'NVIDIA_TESLA_T4'
+GPU_RESOURCE = 'NVIDIA_TESLA_T4'  # Vertex AI Training's accelerator type
+KFP_GPU_RESOURCE = 'nvidia.com/gpu'  # the Kubernetes resource KFP requests for a pod
 
 
 def _in_image(config: config_lib.PipelineConfig, path: str) -> str:
@@ -52,8 +53,8 @@ def beam_args(config: config_lib.PipelineConfig) -> list:
 
 def _trainer_resources(pipeline, kubeflow: config_lib.KubeflowConfig) -> None:
   """Gives the Trainers their accelerators, or hands training to Vertex AI Training."""
+  from kfp.pipeline_spec import pipeline_spec_pb2
   from tfx import v1 as tfx
-  from tfx.proto.orchestration import pipeline_pb2
 
   trainers = [c for c in pipeline.components if c.id in TRAINER_IDS]
   if kubeflow.trainer_replicas > 1 or kubeflow.trainer_tpu:
@@ -84,9 +85,12 @@ def _trainer_resources(pipeline, kubeflow: config_lib.KubeflowConfig) -> None:
       trainer.executor_spec = executor_spec.ExecutorClassSpec(vertex_executor.GenericExecutor)
     return
   if kubeflow.trainer_gpus:
-    spec = pipeline_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec(
-        accelerator=pipeline_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
-        .AcceleratorConfig(type='nvidia.com/gpu', count=kubeflow.trainer_gpus))
+    # KubeflowV2DagRunner takes a Trainer's pod resources as kfp's ResourceSpec. Like the kfp
+    # SDK, set both the `resource_*` fields of KFP >= 2.5 and the older ones.
+    resources = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
+    spec = resources(accelerator=resources.AcceleratorConfig(
+        type=KFP_GPU_RESOURCE, count=kubeflow.trainer_gpus,
+        resource_type=KFP_GPU_RESOURCE, resource_count=str(kubeflow.trainer_gpus)))
     for trainer in trainers:
       trainer.with_platform_config(spec)
 
@@ -94,6 +98,7 @@ def _trainer_resources(pipeline, kubeflow: config_lib.KubeflowConfig) -> None:
 def build(config: config_lib.PipelineConfig):
   """The pipeline as it runs on the cluster."""
   from pipeline import pipeline as pipeline_lib
+  from tfx import v1 as tfx
   kubeflow = config.kubeflow
   if not kubeflow.pipeline_root:
     raise config_lib.ConfigError('kubeflow.pipeline_root: set the artifact root the cluster '
@@ -105,9 +110,25 @@ def build(config: config_lib.PipelineConfig):
       beam_pipeline_args=beam_args(config),
       serving_root=kubeflow.serving_root or f'{kubeflow.pipeline_root}/serving',
       schema_uri=_in_image(config, config.schema_file),
+      baseline_strategy=tfx.dsl.experimental.LatestBlessedModelStrategy,
   )
   _trainer_resources(pipeline, kubeflow)
   return pipeline
+
+
+def runner_config(config: config_lib.PipelineConfig):
+  """The KubeflowV2DagRunner's config: our image, and pipeline spec schema 2.1.
+
+  Schema 2.1 is the one the open-source KFP 2 backend runs: its driver resolves a task's
+  constant parameters only in the 2.1 form (`runtimeValue.constant`; 2.0's `constantValue`
+  fails with "param runtime value spec ... not implemented") and hands them to the container
+  as `parameterValues`, which TFX's entrypoint reads only when the spec passes it the
+  component's input definitions (`--json_serialized_inputs_spec_args`, 2.1 only). Vertex AI
+  Pipelines runs 2.1 too.
+  """
+  from tfx import v1 as tfx
+  return tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
+      default_image=config.kubeflow.image, use_pipeline_spec_2_1=True)
 
 
 def compile_pipeline(config: config_lib.PipelineConfig, output_file: str = '') -> str:
@@ -116,8 +137,7 @@ def compile_pipeline(config: config_lib.PipelineConfig, output_file: str = '') -
   output_file = os.path.abspath(output_file or config.kubeflow.output_file)
   os.makedirs(os.path.dirname(output_file), exist_ok=True)
   runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
-      config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
-          default_image=config.kubeflow.image),
+      config=runner_config(config),
       output_dir=os.path.dirname(output_file),
       output_filename=os.path.basename(output_file))
   runner.run(build(config), write_out=True)
@@ -153,8 +173,7 @@ def main(argv=None) -> int:
     if hasattr(tfx.orchestration.experimental.KubeflowV2DagRunner.run, '__wrapped__'):
       # The TFX CLI patched the runner: it chooses the output path itself.
       tfx.orchestration.experimental.KubeflowV2DagRunner(
-          config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
-              default_image=config.kubeflow.image)).run(build(config))
+          config=runner_config(config)).run(build(config))
       return 0
     spec = compile_pipeline(config, args.output)
   except config_lib.ConfigError as e:

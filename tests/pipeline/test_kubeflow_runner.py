@@ -1,0 +1,453 @@
+"""The Kubeflow Pipelines v2 spec of the demo pipeline, the TFX CLI flow, and the container entrypoint.
+
+No cluster is reachable here, so the spec is checked the way a cluster would read it: parsed
+with kfp's pipeline-spec protos, every image, dependency, parameter and module path, and one
+component's container command run as KFP's launcher would run it, on local paths.
+"""
+
+import copy
+import importlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+from google.protobuf import json_format
+from kfp.pipeline_spec import pipeline_spec_pb2
+from tfx.orchestration.kubeflow.v2 import compiler_utils
+from tfx.utils import import_utils
+
+from components import example_gen, vocabulary
+from pipeline import config as config_lib
+from pipeline import kubeflow_runner
+
+DEMO = os.path.join(config_lib.REPO, 'pipeline', 'configs', 'demo.yaml')
+IMAGE = 'registry.example.com/ml/tfx-lm:test-7'
+ROOT = 'gs://tfx-lm-test-bucket/root'
+ENTRYPOINT = ['python', '-m', 'tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor']
+VERTEX_TRAINER = 'tfx.extensions.google_cloud_ai_platform.trainer.executor.GenericExecutor'
+FLINK_ARGS = ['--runner=FlinkRunner', '--flink_master=flink-jobmanager:8081',
+              '--environment_type=DOCKER', f'--environment_config={IMAGE}']
+# In-process DirectRunner keeps the entrypoint run fast on a shared 2-core machine.
+IN_MEMORY_ARGS = ['--direct_running_mode=in_memory']
+BASE = ('--config', DEMO, '--set', f'kubeflow.image={IMAGE}', '--set',
+        f'kubeflow.pipeline_root={ROOT}')
+
+# The demo's data path, task by task: who must finish before whom.
+DEPENDENCIES = {
+    'StatisticsGen': {'TextExampleGen'},
+    'ImportSchemaGen': set(),
+    'ExampleValidator': {'StatisticsGen', 'ImportSchemaGen'},
+    'Vocabulary': {'TextExampleGen', 'ExampleValidator'},
+    'PretrainTransform': {'TextExampleGen', 'ImportSchemaGen', 'Vocabulary'},
+    'PretrainTrainer': {'PretrainTransform'},
+    'Transform': {'TextExampleGen', 'ImportSchemaGen', 'Vocabulary'},
+    'Trainer': {'PretrainTrainer', 'Transform'},
+    'Evaluator': {'TextExampleGen', 'Trainer', 'LatestBlessedModelResolver-model-resolver'},
+    'Pusher': {'Evaluator', 'Trainer'},
+}
+
+
+class Compiled:
+  """A compiled spec: the JSON file's text, the job dict and the parsed PipelineSpec proto."""
+
+  def __init__(self, path):
+    with open(path, encoding='utf-8') as f:
+      self.text = f.read()
+    self.job = json.loads(self.text)
+    self.spec = json_format.ParseDict(self.job['pipelineSpec'], pipeline_spec_pb2.PipelineSpec())
+
+  @property
+  def tasks(self):
+    return self.spec.root.dag.tasks
+
+  def container(self, task):
+    label = self.spec.components[self.tasks[task].component_ref.name].executor_label
+    return self.spec.deployment_spec.fields['executors'].struct_value.fields[label]
+
+  def container_dict(self, task):
+    return json_format.MessageToDict(self.container(task))['container']
+
+  def executor_class(self, task):
+    args = self.container_dict(task)['args']
+    return args[args.index('--executor_class_path') + 1]
+
+  def param(self, task, name):
+    value = self.tasks[task].inputs.parameters[name].runtime_value.constant
+    return json_format.MessageToDict(value)
+
+  def container_tasks(self):
+    return [t for t in self.tasks if 'container' in json_format.MessageToDict(self.container(t))]
+
+
+def _compile(directory, name, *overrides):
+  path = os.path.join(directory, f'{name}.json')
+  args = ['compile', *BASE, '--output', path]
+  for item in overrides:
+    args += ['--set', item]
+  assert kubeflow_runner.main(args) == 0
+  return Compiled(path)
+
+
+@pytest.fixture(scope='module')
+def compiled(tmp_path_factory):
+  """Compiles each variant once per module (in-process: about 10 s for the first, then < 1 s)."""
+  directory = str(tmp_path_factory.mktemp('kubeflow'))
+  cache = {}
+
+  def get(name, *overrides):
+    if name not in cache:
+      cache[name] = _compile(directory, name, *overrides)
+    return cache[name]
+  return get
+
+
+@pytest.fixture(scope='module')
+def demo(compiled):
+  return compiled('demo')
+
+
+def test_every_container_runs_our_image_through_tfx_entrypoint(demo):
+  containers = demo.container_tasks()
+  assert set(DEPENDENCIES) - {'ImportSchemaGen'} <= set(containers)
+  for task in containers:
+    container = demo.container_dict(task)
+    assert container['image'] == IMAGE, task
+    assert container['command'] == ENTRYPOINT, task
+    args = container['args']
+    assert args[args.index('--json_serialized_invocation_args') + 1] == '{{$}}', task
+
+
+def test_tasks_depend_on_their_upstream_components(demo):
+  for task, upstream in DEPENDENCIES.items():
+    assert set(demo.tasks[task].dependent_tasks) == upstream, task
+  transform_inputs = demo.tasks['Transform'].inputs.artifacts
+  assert transform_inputs['vocabulary'].task_output_artifact.producer_task == 'Vocabulary'
+  trainer_inputs = demo.tasks['Trainer'].inputs.artifacts
+  assert trainer_inputs['base_model'].task_output_artifact.producer_task == 'PretrainTrainer'
+  assert trainer_inputs['examples'].task_output_artifact.output_artifact_key == (
+      'transformed_examples')
+  pusher_inputs = demo.tasks['Pusher'].inputs.artifacts
+  assert pusher_inputs['model_blessing'].task_output_artifact.producer_task == 'Evaluator'
+
+
+def test_runtime_config_paths_and_parameters(demo):
+  assert demo.job['runtimeConfig']['gcsOutputDirectory'] == ROOT
+  assert demo.job['displayName'] == 'demo'
+  push = json.loads(demo.param('Pusher', 'push_destination'))
+  assert push['filesystem']['base_directory'] == f'{ROOT}/serving/imdb'
+  # The curated schema is read inside the image, where the repository sits at image_repo_dir.
+  schema = demo.param('ImportSchemaGen', 'schema_file')
+  assert schema == '/pipeline/schemas/labeled/schema.pbtxt'
+  assert os.path.isfile(os.path.join(config_lib.REPO, os.path.relpath(schema, '/pipeline')))
+  assert demo.param('Vocabulary', 'vocab_size') == 2000
+  trainer = json.loads(demo.param('Trainer', 'custom_config'))['trainer']
+  assert (trainer['task'], trainer['train_steps']) == ('classify', 150)
+  assert json.loads(demo.param('PretrainTrainer', 'custom_config'))['trainer']['task'] == 'mlm'
+
+
+def test_spec_is_in_the_form_the_kfp2_backend_runs(demo):
+  # KFP 2's driver resolves constants only as `runtimeValue.constant` (schema 2.1) and hands
+  # them over as `parameterValues`, which TFX's entrypoint reads with the inputs spec argument.
+  assert demo.spec.schema_version == '2.1.0'
+  assert '"constantValue"' not in demo.text
+  for task in demo.container_tasks():
+    args = demo.container_dict(task)['args']
+    assert '--json_serialized_inputs_spec_args' in args, task
+
+
+def _artifact_titles(spec):
+  titles = set()
+  for component in spec.components.values():
+    for definitions in (component.input_definitions, component.output_definitions):
+      for artifact in definitions.artifacts.values():
+        titles.add(yaml.safe_load(artifact.artifact_type.instance_schema)['title'])
+  return titles
+
+
+def test_module_paths_in_the_spec_import(demo):
+  executors = {demo.executor_class(t) for t in demo.container_tasks()}
+  assert {'components.vocabulary.Executor', 'components.transform.Executor',
+          'components.example_gen.Executor'} <= executors
+  for path in executors:
+    assert isinstance(import_utils.import_class_by_path(path), type), path
+  assert demo.param('Trainer', 'run_fn') == 'trainer.task.run_fn'
+  assert demo.param('Transform', 'preprocessing_fn') == 'trainer.preprocessing.preprocessing_fn'
+  for task, key in (('Trainer', 'run_fn'), ('PretrainTrainer', 'run_fn'),
+                    ('Transform', 'preprocessing_fn'), ('PretrainTransform', 'preprocessing_fn')):
+    module, name = demo.param(task, key).rsplit('.', 1)
+    assert callable(getattr(importlib.import_module(module), name)), (task, key)
+  # The entrypoint rebuilds each artifact from its schema title: custom titles are import paths.
+  titles = _artifact_titles(demo.spec)
+  assert vocabulary.VocabularyArtifact.TYPE_NAME in titles
+  for title in titles:
+    path = compiler_utils.TITLE_TO_CLASS_PATH.get(title, title)
+    assert import_utils.import_class_by_path(path).TYPE_NAME.split('.')[-1] == (
+        title.split('.')[-1]), title
+
+
+def test_compiling_twice_gives_the_same_spec(demo, compiled):
+  again = compiled('again')
+  # Nothing in TFX 1.21's spec depends on the time: the labels and sdkVersion name the
+  # installed TFX and Python, so the two files are identical byte for byte.
+  assert again.text == demo.text
+  assert demo.job['labels']['tfx_version'] and demo.spec.sdk_version.startswith('tfx-')
+
+
+def test_the_image_override_reaches_every_task(compiled):
+  other = compiled('other_image', 'kubeflow.image=example.org/other:1')
+  for task in other.container_tasks():
+    assert other.container_dict(task)['image'] == 'example.org/other:1', task
+
+
+def test_trainer_gpus_go_to_the_trainer_pods_only(compiled):
+  gpu = compiled('gpu', 'kubeflow.trainer_gpus=1')
+  for task in gpu.container_tasks():
+    resources = gpu.container_dict(task).get('resources')
+    if task in kubeflow_runner.TRAINER_IDS:
+      accelerator = resources['accelerator']
+      assert (accelerator['resourceType'], accelerator['resourceCount']) == (
+          'nvidia.com/gpu', '1'), task
+      assert (accelerator['type'], int(accelerator['count'])) == ('nvidia.com/gpu', 1), task
+    else:
+      assert resources is None, task
+
+
+def _vertex_custom_config(compiled_spec, task):
+  return json.loads(compiled_spec.param(task, 'custom_config'))
+
+
+def test_trainer_replicas_run_on_vertex_ai_training(compiled, demo):
+  replicas = compiled('replicas', 'kubeflow.trainer_replicas=2', 'kubeflow.vertex_project=proj-1',
+                      'kubeflow.vertex_region=europe-west4')
+  for task in kubeflow_runner.TRAINER_IDS:
+    assert replicas.executor_class(task) == VERTEX_TRAINER
+    custom = _vertex_custom_config(replicas, task)
+    assert custom['ai_platform_enable_vertex'] is True
+    assert custom['ai_platform_vertex_region'] == 'europe-west4'
+    args = custom['ai_platform_training_args']
+    assert args['project'] == 'proj-1'
+    pools = args['worker_pool_specs']
+    assert sum(pool['replica_count'] for pool in pools) == 2
+    assert pools[0]['replica_count'] == 1  # the chief
+    assert all(pool['container_spec']['image_uri'] == IMAGE for pool in pools)
+    # The trainer's own settings travel unchanged beside Vertex's keys.
+    assert custom['trainer'] == _vertex_custom_config(demo, task)['trainer']
+  assert replicas.executor_class('Transform') == 'components.transform.Executor'
+  assert isinstance(import_utils.import_class_by_path(VERTEX_TRAINER), type)
+
+
+def test_tpu_trainer_asks_vertex_for_a_tpu(compiled):
+  tpu = compiled('tpu', 'kubeflow.trainer_tpu=v2-8', 'kubeflow.vertex_project=proj-1')
+  pools = _vertex_custom_config(tpu, 'Trainer')['ai_platform_training_args']['worker_pool_specs']
+  assert len(pools) == 1
+  assert pools[0]['machine_spec']['accelerator_type'] == 'TPU_V2'
+  assert pools[0]['machine_spec']['accelerator_count'] == 8
+
+
+def test_replicas_without_a_vertex_project_are_refused(tmp_path, capsys):
+  code = kubeflow_runner.main(['compile', *BASE, '--output', str(tmp_path / 'x.json'), '--set',
+                               'kubeflow.trainer_replicas=2'])
+  assert code == 2
+  assert 'kubeflow.vertex_project' in capsys.readouterr().err
+  assert not (tmp_path / 'x.json').exists()
+
+
+# --- Beam scale-out ---------------------------------------------------------------------------
+
+
+def _beam_tasks(compiled_spec):
+  from tfx.dsl.components.base import base_beam_executor
+  return [t for t in compiled_spec.container_tasks() if issubclass(
+      import_utils.import_class_by_path(compiled_spec.executor_class(t)),
+      base_beam_executor.BaseBeamExecutor)]
+
+
+def test_beam_args_reach_every_beam_component(compiled, demo):
+  flink = compiled('flink', f'kubeflow.beam_args={json.dumps(FLINK_ARGS)}')
+  beam_tasks = _beam_tasks(flink)
+  assert {'TextExampleGen', 'StatisticsGen', 'Vocabulary', 'Transform', 'PretrainTransform',
+          'Evaluator'} <= set(beam_tasks)
+  for task in beam_tasks:
+    args = flink.container_dict(task)['args']
+    assert args[-len(FLINK_ARGS):] == FLINK_ARGS, task
+    assert not any(a.startswith('--direct_') for a in args), task
+  # Without kubeflow.beam_args: DirectRunner on every core of the component's pod.
+  for task in _beam_tasks(demo):
+    assert demo.container_dict(task)['args'][-2:] == [
+        '--direct_running_mode=multi_processing', '--direct_num_workers=0'], task
+
+
+def test_local_runner_beam_args_reach_every_beam_component(tmp_path):
+  from tfx.dsl.compiler import compiler
+  from tfx.proto.orchestration import executable_spec_pb2, pipeline_pb2
+
+  from pipeline import pipeline as pipeline_lib
+  config = config_lib.load_config(DEMO, ['beam.direct_num_workers=3'])
+  local_args = config_lib.beam_pipeline_args(config)
+  assert local_args == ['--direct_running_mode=multi_processing', '--direct_num_workers=3']
+  ir = compiler.Compiler().compile(pipeline_lib.create_pipeline(
+      config, pipeline_root=str(tmp_path / 'root'), beam_pipeline_args=local_args))
+  deployment = pipeline_pb2.IntermediateDeploymentConfig()
+  ir.deployment_config.Unpack(deployment)
+  beam_nodes = set()
+  for node, spec in deployment.executor_specs.items():
+    if spec.Is(executable_spec_pb2.BeamExecutableSpec.DESCRIPTOR):
+      beam = executable_spec_pb2.BeamExecutableSpec()
+      spec.Unpack(beam)
+      assert list(beam.beam_pipeline_args) == local_args, node
+      beam_nodes.add(node)
+  assert {'TextExampleGen', 'StatisticsGen', 'Vocabulary', 'Transform', 'Evaluator'} <= beam_nodes
+
+
+# --- The TFX CLI --------------------------------------------------------------------------------
+
+
+def _tfx_cli(args, home, cwd):
+  env = dict(os.environ, HOME=str(home), TFXLM_CONFIG=DEMO,
+             PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get('PATH', ''))
+  return subprocess.run(['tfx', *args], cwd=cwd, env=env, capture_output=True, text=True,
+                        timeout=300)
+
+
+def test_tfx_cli_compiles_and_creates_for_kfp_v2(tmp_path):
+  runner_file = os.path.join(config_lib.REPO, 'pipeline', 'kubeflow_runner.py')
+  args = ['--engine', 'vertex', '--pipeline_path', runner_file]
+  result = _tfx_cli(['pipeline', 'compile', *args], tmp_path, tmp_path)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'compiled successfully' in result.stdout
+  result = _tfx_cli(['pipeline', 'create', *args], tmp_path, tmp_path)
+  assert result.returncode == 0, result.stderr[-3000:]
+  spec_path = tmp_path / 'tfx' / 'vertex' / 'demo' / 'pipeline.json'
+  created = Compiled(str(spec_path))
+  config = config_lib.load_config(DEMO)
+  assert created.job['displayName'] == 'demo'
+  assert created.spec.schema_version == '2.1.0'
+  for task in created.container_tasks():
+    assert created.container_dict(task)['image'] == config.kubeflow.image, task
+  assert set(created.tasks) >= set(DEPENDENCIES)
+
+
+# --- The container entrypoint --------------------------------------------------------------------
+
+
+def _write_examples(uri, rows):
+  """An Examples artifact as ExampleGen writes it: Split-<name>/data_*.gz of tf.Examples."""
+  import tensorflow as tf
+  for split, texts in rows.items():
+    os.makedirs(os.path.join(uri, f'Split-{split}'))
+    path = os.path.join(uri, f'Split-{split}', 'data_tfrecord-00000-of-00001.gz')
+    with tf.io.TFRecordWriter(path, options='GZIP') as writer:
+      for i, text in enumerate(texts):
+        writer.write(example_gen.make_example(text, str(i % 2)))
+
+
+def _write_clean_anomalies(uri, splits):
+  from tensorflow_metadata.proto.v0 import anomalies_pb2
+  for split in splits:
+    os.makedirs(os.path.join(uri, f'Split-{split}'))
+    with open(os.path.join(uri, f'Split-{split}', 'SchemaDiff.pb'), 'wb') as f:
+      f.write(anomalies_pb2.Anomalies().SerializeToString())
+
+
+def _runtime_artifact(compiled_spec, task, key, uri, side, metadata=None):
+  """A RuntimeArtifact (JSON) the way KFP's launcher fills it in from the spec and MLMD."""
+  component = compiled_spec.spec.components[compiled_spec.tasks[task].component_ref.name]
+  definitions = component.input_definitions if side == 'input' else (
+      component.output_definitions)
+  return {'artifacts': [{
+      'name': f'projects/p/locations/l/metadataStores/default/artifacts/{task}-{key}',
+      'type': json_format.MessageToDict(definitions.artifacts[key].artifact_type),
+      'uri': uri, 'metadata': metadata or {}}]}
+
+
+def _run_entrypoint(compiled_spec, task, inputs, outputs, task_root, overrides=None):
+  """Runs the task's container command with an ExecutorInput built from the spec."""
+  parameters = {name: json_format.MessageToDict(spec.runtime_value.constant)
+                for name, spec in compiled_spec.tasks[task].inputs.parameters.items()}
+  parameters.update(overrides or {})
+  executor_input = {
+      'inputs': {'parameterValues': parameters, 'artifacts': inputs},
+      'outputs': {'artifacts': outputs,
+                  'outputFile': os.path.join(task_root, 'executor_output.json')},
+  }
+  container = compiled_spec.container_dict(task)
+  args = [json.dumps(executor_input) if a == '{{$}}' else a for a in container['args']]
+  assert container['command'][0] == 'python'
+  command = [sys.executable, *container['command'][1:], *args]
+  return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+
+def test_vocabulary_container_runs_from_the_spec(compiled, tmp_path):
+  spec = compiled('in_memory', f'kubeflow.beam_args={json.dumps(IN_MEMORY_ARGS)}')
+  args = spec.container_dict('Vocabulary')['args']
+  assert args[-len(IN_MEMORY_ARGS):] == IN_MEMORY_ARGS
+  words = ['good', 'bad', 'film', 'story', 'actor', 'scene', 'plot', 'music']
+  texts = [' '.join(words[(i + j) % len(words)] for j in range(6)) for i in range(40)]
+  examples_uri = str(tmp_path / 'TextExampleGen' / 'examples')
+  _write_examples(examples_uri, {'train': texts, 'eval': texts[:4]})
+  anomalies_uri = str(tmp_path / 'ExampleValidator' / 'anomalies')
+  _write_clean_anomalies(anomalies_uri, ('train', 'eval'))
+  splits = {'split_names': '["train", "eval"]'}
+  vocab_uri = str(tmp_path / 'Vocabulary' / 'vocabulary')
+  result = _run_entrypoint(
+      spec, 'Vocabulary',
+      inputs={'examples': _runtime_artifact(spec, 'Vocabulary', 'examples', examples_uri,
+                                            'input', splits),
+              'anomalies': _runtime_artifact(spec, 'Vocabulary', 'anomalies', anomalies_uri,
+                                             'input', splits)},
+      outputs={'vocabulary': _runtime_artifact(spec, 'Vocabulary', 'vocabulary', vocab_uri,
+                                               'output')},
+      task_root=str(tmp_path / 'Vocabulary'),
+      overrides={'vocab_size': 100})
+  assert result.returncode == 0, result.stderr[-4000:]
+  with open(os.path.join(vocab_uri, vocabulary.VOCAB_FILE), encoding='utf-8') as f:
+    tokens = f.read().split('\n')[:-1]
+  assert tokens[:5] == ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']
+  assert {'good', 'story'} <= set(tokens)
+  with open(os.path.join(vocab_uri, vocabulary.VOCAB_JSON), encoding='utf-8') as f:
+    assert json.load(f)['documents'] == len(texts)
+  # The output metadata file the launcher reads back into ML Metadata.
+  with open(tmp_path / 'Vocabulary' / 'executor_output.json', encoding='utf-8') as f:
+    output = json_format.Parse(f.read(), pipeline_spec_pb2.ExecutorOutput())
+  artifact = output.artifacts['vocabulary'].artifacts[0]
+  assert artifact.uri == vocab_uri
+  assert artifact.name.endswith('Vocabulary-vocabulary')
+
+
+@pytest.mark.slow
+def test_example_gen_container_feeds_the_vocabulary_container(compiled, tmp_path):
+  """ExampleGen and Vocabulary chained through the entrypoint, as two pods would run them."""
+  spec = compiled('in_memory', f'kubeflow.beam_args={json.dumps(IN_MEMORY_ARGS)}')
+  data = tmp_path / 'data'
+  data.mkdir()
+  with open(data / 'reviews.txt', 'w', encoding='utf-8') as f:
+    f.write('label,text\n')
+    for i in range(50):
+      f.write(f'{i % 2},the film {i} was {"good" if i % 2 else "bad"} and the plot was fine\n')
+  examples_uri = str(tmp_path / 'TextExampleGen' / 'examples')
+  result = _run_entrypoint(
+      spec, 'TextExampleGen', inputs={},
+      outputs={'examples': _runtime_artifact(spec, 'TextExampleGen', 'examples', examples_uri,
+                                             'output')},
+      task_root=str(tmp_path / 'TextExampleGen'), overrides={'input_base': str(data)})
+  assert result.returncode == 0, result.stderr[-4000:]
+  with open(tmp_path / 'TextExampleGen' / 'executor_output.json', encoding='utf-8') as f:
+    produced = json.load(f)['artifacts']['examples']['artifacts'][0]
+  assert json.loads(produced['metadata']['split_names']) == ['train', 'eval']
+  # The launcher hands the produced artifact (with its metadata) to the consumer.
+  examples = copy.deepcopy(produced)
+  examples['type'] = _runtime_artifact(spec, 'Vocabulary', 'examples', '', 'input')[
+      'artifacts'][0]['type']
+  vocab_uri = str(tmp_path / 'Vocabulary' / 'vocabulary')
+  result = _run_entrypoint(
+      spec, 'Vocabulary', inputs={'examples': {'artifacts': [examples]}},
+      outputs={'vocabulary': _runtime_artifact(spec, 'Vocabulary', 'vocabulary', vocab_uri,
+                                               'output')},
+      task_root=str(tmp_path / 'Vocabulary'), overrides={'vocab_size': 100})
+  assert result.returncode == 0, result.stderr[-4000:]
+  with open(os.path.join(vocab_uri, vocabulary.VOCAB_FILE), encoding='utf-8') as f:
+    assert 'film' in f.read().split('\n')
+  assert (tmp_path / 'Vocabulary' / 'executor_output.json').is_file()
