@@ -37,7 +37,7 @@ setuptools.setup(
     license='Apache-2.0',
     python_requires='>=3.10,<3.14',
     packages=setuptools.find_packages(include=['pipeline*', 'components*', 'trainer*',
-                                               'serving*']),
+                                               'serving*', 'tfxlm*']),
     package_data={'pipeline': ['configs/*.yaml']},
     install_requires=STACK,
     extras_require={'dev': DEV},
