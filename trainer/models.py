@@ -79,9 +79,10 @@ def build_model(task, backbone, num_classes=None, max_predictions=None, dropout=
     mask_positions = keras.Input(shape=(max_predictions,), dtype='int32', name=MASK_POSITIONS)
     inputs[MASK_POSITIONS] = mask_positions
     sequence = _backbone_outputs(backbone, token_ids, padding_mask)['sequence_output']
+    # The head computes in float32: its vocabulary bias does not follow a lower compute dtype.
     head = keras_hub.layers.MaskedLMHead(
       vocabulary_size=backbone.vocabulary_size, token_embedding=backbone.token_embedding,
-      intermediate_activation='gelu', name='mlm_head')
+      intermediate_activation='gelu', dtype='float32', name='mlm_head')
     logits = to_float32(head(sequence, mask_positions=mask_positions))  # (batch, preds, vocab)
   elif task == features.CLM:
     sequence = _backbone_outputs(backbone, token_ids, padding_mask)  # (batch, seq_len, hidden)

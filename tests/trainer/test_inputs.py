@@ -1,0 +1,95 @@
+"""Masking, chunking and packing on in-memory tensors."""
+
+import numpy as np
+import tensorflow as tf
+
+from trainer import features, inputs
+
+VOCAB = 200
+RESERVED = len(features.RESERVED_TOKENS)
+
+
+def _batch(rows=256, seq_len=64, seed=0):
+  rng = np.random.default_rng(seed)
+  ids = rng.integers(RESERVED, VOCAB, size=(rows, seq_len))
+  lengths = rng.integers(10, seq_len - 1, size=rows)
+  for row, length in enumerate(lengths):
+    ids[row, 0] = features.CLS_ID
+    ids[row, length] = features.SEP_ID
+    ids[row, length + 1:] = features.PAD_ID
+  ids[:, 5] = features.UNK_ID
+  return tf.constant(ids, tf.int32)
+
+
+def _mask(ids, seed, rate=0.15):
+  return inputs.mask_tokens(ids, tf.constant(seed, tf.int64), vocab_size=VOCAB, mask_rate=rate,
+                            mask_token_rate=0.8, random_token_rate=0.1,
+                            num_predictions=inputs.max_predictions(ids.shape[1], rate))
+
+
+def test_masking_chooses_15_percent_of_maskable_tokens_never_special():
+  ids = _batch()
+  masked, positions, originals, weights = _mask(ids, [1, 2])
+  ids, masked = ids.numpy(), masked.numpy()
+  positions, originals, weights = positions.numpy(), originals.numpy(), weights.numpy()
+  chosen = weights > 0
+  rows = np.repeat(np.arange(ids.shape[0])[:, None], positions.shape[1], axis=1)
+  chosen_ids = ids[rows[chosen], positions[chosen]]
+  assert (chosen_ids >= RESERVED).all()  # never [PAD] [UNK] [CLS] [SEP] [MASK]
+  np.testing.assert_array_equal(originals[chosen], chosen_ids)
+  maskable = (ids >= RESERVED).sum()
+  assert abs(chosen.sum() / maskable - 0.15) < 0.01
+  # Unchosen positions keep their token.
+  changed = masked != ids
+  chosen_grid = np.zeros_like(ids, bool)
+  chosen_grid[rows[chosen], positions[chosen]] = True
+  assert not (changed & ~chosen_grid).any()
+
+
+def test_masking_80_10_10():
+  ids = _batch(rows=2048)
+  masked, positions, originals, weights = _mask(ids, [3, 4])
+  chosen = weights.numpy() > 0
+  new = tf.gather(masked, positions, batch_dims=1).numpy()[chosen]
+  old = originals.numpy()[chosen]
+  as_mask = (new == features.MASK_ID).mean()
+  kept = (new == old).mean()
+  random = ((new != features.MASK_ID) & (new != old)).mean()
+  assert abs(as_mask - 0.8) < 0.02
+  assert abs(kept - 0.1) < 0.02 + 1 / VOCAB
+  assert abs(random - 0.1) < 0.02
+  assert (new[new != features.MASK_ID] >= RESERVED).all()
+
+
+def test_masks_differ_by_seed_and_repeat_for_the_same_seed():
+  ids = _batch(rows=8)
+  first = _mask(ids, [5, 0])[1].numpy()
+  np.testing.assert_array_equal(first, _mask(ids, [5, 0])[1].numpy())
+  assert not np.array_equal(first, _mask(ids, [5, 1])[1].numpy())
+
+
+def test_rows_without_maskable_tokens_get_no_weight():
+  ids = tf.constant([[features.CLS_ID, features.SEP_ID, 0, 0, 0, 0, 0, 0]], tf.int32)
+  masked, _, _, weights = _mask(ids, [0, 0])
+  assert float(tf.reduce_sum(weights)) == 0.0
+  np.testing.assert_array_equal(masked.numpy(), ids.numpy())
+
+
+def test_chunk_documents_wraps_and_splits_long_documents():
+  docs = tf.ragged.constant([[10, 11, 12, 13, 14, 15, 16], [20], []], tf.int32)
+  rows = inputs.chunk_documents(docs, seq_len=6).numpy()
+  c, s = features.CLS_ID, features.SEP_ID
+  np.testing.assert_array_equal(rows, [
+    [c, 10, 11, 12, 13, s], [c, 14, 15, 16, s, 0], [c, 20, s, 0, 0, 0]])
+
+
+def test_packing_keeps_every_token_in_order_with_sep_between_documents():
+  docs = [[10, 11, 12], [20, 21], [30, 31, 32, 33], [40], [50, 51, 52]]
+  dataset = tf.data.Dataset.from_tensors(tf.ragged.constant(docs[:2], tf.int32)).concatenate(
+    tf.data.Dataset.from_tensors(tf.ragged.constant(docs[2:], tf.int32)))
+  windows = [w.numpy().tolist() for w in inputs.pack_documents(dataset, seq_len=4)]
+  stream = [t for d in docs for t in d + [features.SEP_ID]]
+  assert all(len(w) == 5 for w in windows)  # seq_len inputs + 1 shifted label
+  assert [t for w in windows for t in w] == stream[:len(windows) * 5]
+  assert len(stream) - len(windows) * 5 < 5  # only the incomplete tail is dropped
+  assert features.PAD_ID not in [t for w in windows for t in w]

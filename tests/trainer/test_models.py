@@ -1,0 +1,87 @@
+"""Backbones and heads from the config; presets from a local folder; named warm starts."""
+
+import keras
+import numpy as np
+import pytest
+
+from trainer import models
+from trainer.config import TrainerConfig
+
+VOCAB = 50
+
+
+def _config(task, **overrides):
+  values = dict(task=task, num_layers=1, hidden_dim=16, num_heads=2, intermediate_dim=32,
+                seq_len=16)
+  values.update(overrides)
+  return TrainerConfig(**values)
+
+
+def _inputs(batch=3, seq_len=16):
+  ids = np.random.default_rng(0).integers(5, VOCAB, size=(batch, seq_len)).astype('int32')
+  return {models.TOKEN_IDS: ids, models.PADDING_MASK: np.ones_like(ids)}
+
+
+@pytest.mark.parametrize('task, family, shape', [
+  ('mlm', 'BertBackbone', (3, 3, VOCAB)),
+  ('clm', 'GPT2Backbone', (3, 16, VOCAB)),
+  ('classify', 'BertBackbone', (3, 4)),
+])
+def test_task_models_output_float32_logits_even_under_mixed_precision(task, family, shape):
+  previous = keras.mixed_precision.global_policy()
+  keras.mixed_precision.set_global_policy('mixed_bfloat16')
+  try:
+    backbone = models.build_backbone(_config(task), VOCAB)
+    model = models.build_model(task, backbone, num_classes=4, max_predictions=3)
+  finally:
+    keras.mixed_precision.set_global_policy(previous)
+  assert type(backbone).__name__ == family
+  assert backbone.vocabulary_size == VOCAB
+  assert backbone.compute_dtype == 'bfloat16'
+  x = _inputs()
+  if task == 'mlm':
+    x[models.MASK_POSITIONS] = np.array([[1, 2, 3]] * 3, 'int32')
+  logits = model(x)
+  assert tuple(logits.shape) == shape
+  assert logits.dtype == 'float32'
+
+
+def test_sizes_come_from_the_config():
+  backbone = models.build_backbone(_config('mlm', num_layers=2, hidden_dim=24, num_heads=3), VOCAB)
+  assert (backbone.num_layers, backbone.hidden_dim, backbone.num_heads) == (2, 24, 3)
+  with pytest.raises(ValueError, match='not divisible'):
+    models.build_backbone(_config('mlm', hidden_dim=10, num_heads=3), VOCAB)
+
+
+def test_classify_needs_two_classes():
+  with pytest.raises(ValueError, match='at least 2 classes'):
+    models.build_model('classify', models.build_backbone(_config('classify'), VOCAB),
+                       num_classes=1)
+
+
+def test_backbone_from_a_local_preset(tmp_path):
+  original = models.build_backbone(_config('clm'), VOCAB)
+  original.save_to_preset(str(tmp_path / 'preset'))
+  loaded = models.build_backbone(_config('clm', preset_dir=str(tmp_path / 'preset')), VOCAB)
+  for a, b in zip(original.weights, loaded.weights):
+    np.testing.assert_array_equal(np.array(a), np.array(b))
+  with pytest.raises(ValueError, match='vocabulary size 50, the token vocabulary has 60'):
+    models.build_backbone(_config('clm', preset_dir=str(tmp_path / 'preset')), 60)
+  with pytest.raises(ValueError, match='needs a BertBackbone'):
+    models.build_backbone(_config('mlm', preset_dir=str(tmp_path / 'preset')), VOCAB)
+
+
+def test_warm_start_matches_by_name_and_fails_loudly(tmp_path):
+  source = models.build_backbone(_config('mlm'), VOCAB)
+  path = str(tmp_path / 'backbone.npz')
+  models.save_backbone_weights(source, path)
+  target = models.build_backbone(_config('mlm'), VOCAB)
+  assert models.load_backbone_weights(target, path) == len(target.weights)
+  for a, b in zip(source.weights, target.weights):
+    np.testing.assert_array_equal(np.array(a), np.array(b))
+  with pytest.raises(ValueError, match='shape mismatches'):
+    models.load_backbone_weights(models.build_backbone(_config('mlm'), VOCAB + 1), path)
+  with pytest.raises(ValueError, match='missing weights'):
+    models.load_backbone_weights(models.build_backbone(_config('mlm', num_layers=2), VOCAB), path)
+  with pytest.raises(ValueError, match='no backbone weights'):
+    models.load_backbone_weights(target, str(tmp_path / 'absent.npz'))

@@ -1,0 +1,84 @@
+"""Warmup/decay schedule, AdamW without decay on LayerNorm and biases."""
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+
+from trainer import optimization
+
+
+def _lr(schedule, step):
+  return float(schedule(step))
+
+
+def test_linear_warmup_then_linear_decay():
+  schedule = optimization.WarmupDecay(1.0, total_steps=110, warmup_steps=10, decay='linear')
+  assert _lr(schedule, 0) == pytest.approx(0.1)
+  assert _lr(schedule, 4) == pytest.approx(0.5)
+  assert _lr(schedule, 9) == pytest.approx(1.0)
+  assert _lr(schedule, 10) == pytest.approx(1.0)
+  assert _lr(schedule, 60) == pytest.approx(0.5)
+  assert _lr(schedule, 110) == pytest.approx(0.0)
+  assert _lr(schedule, 500) == pytest.approx(0.0)
+
+
+def test_cosine_decay_with_floor():
+  schedule = optimization.WarmupDecay(2.0, total_steps=100, warmup_steps=0, decay='cosine',
+                                      end_ratio=0.1)
+  assert _lr(schedule, 0) == pytest.approx(2.0)
+  assert _lr(schedule, 50) == pytest.approx(0.2 + 1.8 * 0.5)
+  assert _lr(schedule, 100) == pytest.approx(0.2)
+  # Cosine stays above linear in the first half.
+  linear = optimization.WarmupDecay(2.0, 100, 0, 'linear', 0.1)
+  assert _lr(schedule, 25) > _lr(linear, 25)
+
+
+def test_schedule_rejects_bad_arguments():
+  with pytest.raises(ValueError, match='decay must be'):
+    optimization.WarmupDecay(1.0, 10, 1, decay='step')
+  with pytest.raises(ValueError, match='must not exceed total_steps'):
+    optimization.WarmupDecay(1.0, 10, 11)
+
+
+def test_warmup_steps_for():
+  assert optimization.warmup_steps_for(1000, None, 0.06) == 60
+  assert optimization.warmup_steps_for(1000, 5, 0.5) == 5
+  assert optimization.warmup_steps_for(10, 50) == 10
+
+
+def _backbone():
+  return keras_hub.models.BertBackbone(vocabulary_size=30, num_layers=1, num_heads=2,
+                                       hidden_dim=8, intermediate_dim=16, max_sequence_length=8)
+
+
+def test_no_decay_on_layer_norm_and_bias_only():
+  model = _backbone()
+  excluded = {v.path for v in optimization.no_decay_variables(model)}
+  assert 'embeddings_layer_norm/gamma' in excluded
+  assert 'embeddings_layer_norm/beta' in excluded
+  assert any(p.endswith('query/bias') for p in excluded)
+  assert not any(p.endswith('kernel') or p.endswith('embeddings') for p in excluded)
+
+
+def test_adamw_decays_kernels_but_not_excluded_weights():
+  model = _backbone()
+  optimizer = optimization.create_optimizer(model, learning_rate=0.1, total_steps=10,
+                                            warmup_steps=0, weight_decay=0.5, clip_norm=1.0)
+  variables = model.trainable_variables
+  before = {v.path: np.array(v) for v in variables}
+  optimizer.apply_gradients([(keras.ops.zeros_like(v), v) for v in variables])
+  for v in variables:
+    changed = not np.allclose(np.array(v), before[v.path])
+    nonzero = np.abs(before[v.path]).sum() > 0
+    if v.path.endswith('/gamma') or v.path.endswith('/bias') or v.path.endswith('/beta'):
+      assert not changed, v.path
+    elif nonzero:
+      assert changed, v.path
+
+
+def test_loss_scaling_wraps_the_optimizer():
+  optimizer = optimization.create_optimizer(_backbone(), learning_rate=0.1, total_steps=10,
+                                            warmup_steps=1, loss_scaling=True)
+  assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+  assert float(optimization.current_learning_rate(optimizer)) == pytest.approx(0.1)

@@ -1,0 +1,249 @@
+"""run_fn on real Transform outputs: learning, warm start, strategies, precision, resume, export."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+import trainer_data
+
+from trainer import export, task, training
+from trainer.config import TrainerConfig
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# mlm and classify share the backbone size, so classify can warm-start from the mlm model.
+BACKBONE = {'hidden_dim': 64, 'intermediate_dim': 128}
+
+
+def _history(run_dir):
+  with open(os.path.join(run_dir, training.EVAL_HISTORY_FILE)) as f:
+    return json.load(f)
+
+
+def _run(data, tmp, config, **kwargs):
+  args = trainer_data.fn_args(data, str(tmp), config, **kwargs)
+  task.run_fn(args)
+  return args
+
+
+@pytest.fixture(scope='module')
+def mlm_run(mlm_data, tmp_path_factory):
+  config = trainer_data.tiny_config(
+    'mlm', **BACKBONE, train_steps=200, eval_every_steps=50, eval_steps=4, learning_rate=3e-3,
+    warmup_steps=10, per_replica_batch_size=32, mask_rate=0.25)
+  return _run(mlm_data, tmp_path_factory.mktemp('mlm_run'), config)
+
+
+@pytest.fixture(scope='module')
+def clm_run(clm_data, tmp_path_factory):
+  # Also covers MirroredStrategy on one CPU device and bfloat16 mixed precision.
+  config = trainer_data.tiny_config('clm', train_steps=60, eval_every_steps=20,
+                                    strategy='mirrored', precision='mixed_bfloat16')
+  return _run(clm_data, tmp_path_factory.mktemp('clm_run'), config)
+
+
+@pytest.fixture(scope='module')
+def classify_run(classify_data, mlm_run, tmp_path_factory):
+  # Steps come from the Trainer's TrainArgs/EvalArgs; gradients accumulate over 2 micro-batches.
+  config = trainer_data.tiny_config('classify', **BACKBONE, train_steps=None, eval_steps=None,
+                                    eval_every_steps=20, grad_accum_steps=2,
+                                    per_replica_batch_size=16, learning_rate=3e-3, warmup_steps=5)
+  return _run(classify_data, tmp_path_factory.mktemp('classify_run'), config,
+              base_model=mlm_run.serving_model_dir, train_steps=60, eval_steps=4)
+
+
+def _perplexity_fall(history):
+  first, last = history[0]['perplexity'], history[-1]['perplexity']
+  return 1.0 - last / first
+
+
+def test_mlm_perplexity_falls(mlm_run):
+  history = _history(mlm_run.model_run_dir)
+  assert [h['step'] for h in history] == [50, 100, 150, 200]
+  assert _perplexity_fall(history) >= 0.3, history
+  assert history[-1]['accuracy'] > history[0]['accuracy']
+
+
+def test_clm_perplexity_falls_in_bfloat16_under_mirrored(clm_run):
+  history = _history(clm_run.model_run_dir)
+  assert _perplexity_fall(history) >= 0.3, history
+  with open(os.path.join(clm_run.serving_model_dir, export.EXTRA_DIR, export.CONFIG_FILE)) as f:
+    used = json.load(f)
+  assert (used['strategy'], used['precision']) == ('mirrored', 'mixed_bfloat16')
+
+
+def test_classify_learns_the_word_rule(classify_run):
+  history = _history(classify_run.model_run_dir)
+  assert history[-1]['step'] == 60  # TrainArgs(num_steps=60)
+  assert history[-1]['accuracy'] >= 0.9, history
+
+
+def test_warm_start_loads_the_pretrained_backbone(mlm_run, classify_data):
+  config = TrainerConfig.from_dict(trainer_data.tiny_config('classify', **BACKBONE))
+  vocabularies = task.Vocabularies.from_tft_output(
+    tft.TFTransformOutput(classify_data['transform_graph']), 'classify')
+  model = task.build_task_model(config, vocabularies, base_model=mlm_run.serving_model_dir)
+  pretrained = np.load(os.path.join(mlm_run.serving_model_dir, export.EXTRA_DIR,
+                                    export.BACKBONE_WEIGHTS_FILE))
+  for name in ('token_embedding/embeddings',
+               'transformer_layer_1/self_attention_layer/query/kernel'):
+    weight = next(w for w in model.backbone.weights if w.path == name)
+    np.testing.assert_array_equal(np.array(weight), pretrained[name])
+  fresh = task.build_task_model(config, vocabularies)
+  assert not np.array_equal(np.array(fresh.backbone.weights[0]),
+                            pretrained[fresh.backbone.weights[0].path])
+
+
+def test_warm_start_from_a_different_size_fails_loudly(mlm_run, classify_data, tmp_path):
+  config = trainer_data.tiny_config('classify', hidden_dim=32, intermediate_dim=64)
+  with pytest.raises(ValueError, match='warm start .* failed'):
+    _run(classify_data, tmp_path, config, base_model=mlm_run.serving_model_dir)
+
+
+def test_tensorboard_scalars(clm_run):
+  tags = {}
+  for split in (training.TRAIN_LOGS, training.EVAL_LOGS):
+    pattern = os.path.join(clm_run.model_run_dir, split, 'events.out.tfevents.*')
+    tags[split] = {value.tag for path in tf.io.gfile.glob(pattern)
+                   for event in tf.compat.v1.train.summary_iterator(path)
+                   for value in event.summary.value}
+  assert {'loss', 'perplexity', 'learning_rate', 'tokens_per_second'} <= tags['train']
+  assert {'loss', 'perplexity'} <= tags['eval']
+
+
+_FRESH_PROCESS = r'''
+import json, sys
+import numpy as np
+import tensorflow as tf
+import tensorflow_text  # noqa: F401  (the only import a consumer needs)
+requests = json.load(open(sys.argv[1]))
+out = {}
+for name, path in requests['models'].items():
+  model = tf.saved_model.load(path)
+  for signature, inputs in requests['calls'][name].items():
+    fn = model.signatures[signature]
+    args = {k: tf.constant(v['value'], getattr(tf, v['dtype'])) for k, v in inputs.items()}
+    out[f'{name}/{signature}'] = {k: v.numpy().tolist() for k, v in fn(**args).items()}
+json.dump(out, open(sys.argv[2], 'w'), default=lambda b: b.decode())
+'''
+
+
+def _example(text, label=None):
+  feature = {'text': tf.train.Feature(bytes_list=tf.train.BytesList(value=[text.encode()]))}
+  if label is not None:
+    feature['label'] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[label.encode()]))
+  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def _decode(value):
+  if isinstance(value, bytes):
+    return value.decode()
+  if isinstance(value, list):
+    return [_decode(v) for v in value]
+  return value
+
+
+def test_every_signature_answers_the_same_in_a_fresh_process(mlm_run, clm_run, classify_run,
+                                                             tmp_path):
+  texts = ['good great film nice happy fine', 'a bad [MASK] movie night', 'river']
+  examples = [_example(t, 'pos') for t in texts]
+  strings = lambda values: {'value': values, 'dtype': 'string'}
+  common = {'serving_default': {'examples': strings([e.hex() for e in examples])},
+            'predict_text': {'text': strings(texts)},
+            'transform_features': {'examples': strings([e.hex() for e in examples])}}
+  calls = {'mlm': common, 'classify': common, 'clm': {**common, 'generate': {
+    'prompt': strings(texts), 'max_new_tokens': {'value': 6, 'dtype': 'int32'},
+    'temperature': {'value': 0.0, 'dtype': 'float32'}, 'top_k': {'value': 0, 'dtype': 'int32'}}}}
+  runs = {'mlm': mlm_run, 'clm': clm_run, 'classify': classify_run}
+  copies = {}
+  for name, run in runs.items():
+    copies[name] = str(tmp_path / 'copies' / name)
+    shutil.copytree(run.serving_model_dir, copies[name])
+
+  def to_args(inputs):
+    args = {}
+    for key, spec in inputs.items():
+      value = spec['value']
+      if key == 'examples':
+        value = [bytes.fromhex(v) for v in value]
+      args[key] = tf.constant(value, getattr(tf, spec['dtype']))
+    return args
+
+  expected = {}
+  for name, run in runs.items():
+    model = tf.saved_model.load(run.serving_model_dir)
+    for signature, inputs in calls[name].items():
+      outputs = model.signatures[signature](**to_args(inputs))
+      expected[f'{name}/{signature}'] = {k: _decode(v.numpy().tolist())
+                                         for k, v in outputs.items()}
+  # The fresh process gets serialized examples as latin-1-safe hex; decode them there.
+  script = _FRESH_PROCESS.replace(
+    "args = {k: tf.constant(v['value'], getattr(tf, v['dtype'])) for k, v in inputs.items()}",
+    "args = {k: tf.constant([bytes.fromhex(x) for x in v['value']] if k == 'examples' "
+    "else v['value'], getattr(tf, v['dtype'])) for k, v in inputs.items()}")
+  request = tmp_path / 'request.json'
+  request.write_text(json.dumps({'models': copies, 'calls': calls}))
+  result = tmp_path / 'result.json'
+  env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+  subprocess.run([sys.executable, '-c', script, str(request), str(result)], check=True,
+                 cwd=str(tmp_path), env=env, timeout=300)
+  got = json.loads(result.read_text())
+  assert set(got) == set(expected)
+  for key, outputs in expected.items():
+    assert set(got[key]) == set(outputs), key
+    for output, value in outputs.items():
+      if isinstance(value, list) and value and isinstance(np.ravel(value)[0], float):
+        np.testing.assert_allclose(got[key][output], value, rtol=1e-4, atol=1e-5,
+                                   err_msg=f'{key}:{output}')
+      else:
+        assert got[key][output] == value, f'{key}:{output}'
+  # What the outputs mean.
+  classify = expected['classify/predict_text']
+  assert classify['labels'][0] == 'pos' and np.allclose(np.sum(classify['probabilities'], 1), 1)
+  mlm = expected['mlm/predict_text']
+  assert mlm['mask_predictions'][0] == [''] * len(mlm['mask_predictions'][0])
+  assert all(mlm['mask_predictions'][1]) and mlm['mask_scores'][1][0] > 0
+  clm = expected['clm/serving_default']
+  assert clm['token_count'] == [6.0, 7.0, 1.0] and all(v < 0 for v in clm['token_logprob_sum'])
+  assert all(isinstance(t, str) for t in expected['clm/generate']['text'])
+  assert expected['classify/transform_features']['label'] == [1, 1, 1]
+
+
+def test_kill_and_resume(clm_data, tmp_path):
+  config = trainer_data.tiny_config('clm', train_steps=400, checkpoint_every_steps=20,
+                                    eval_every_steps=200, log_every_steps=20)
+  args = trainer_data.fn_args(clm_data, str(tmp_path), config)
+  args_file = tmp_path / 'args.json'
+  args_file.write_text(json.dumps({k: getattr(args, k) for k in (
+    'train_files', 'eval_files', 'transform_graph_path', 'serving_model_dir', 'model_run_dir',
+    'custom_config')}))
+  command = [sys.executable, os.path.join(HERE, 'run_fn_main.py'), str(args_file)]
+  checkpoints = os.path.join(args.model_run_dir, training.CHECKPOINT_DIR)
+  process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 240
+  try:
+    while time.time() < deadline and process.poll() is None:
+      latest = tf.train.latest_checkpoint(checkpoints)
+      if latest and int(latest.rsplit('-', 1)[1]) >= 60:
+        break
+      time.sleep(0.2)
+    assert process.poll() is None, 'the run ended before it could be killed'
+    process.send_signal(signal.SIGKILL)
+  finally:
+    process.kill()
+    process.wait()
+  killed_at = int(tf.train.latest_checkpoint(checkpoints).rsplit('-', 1)[1])
+  assert 60 <= killed_at < 400
+  assert not os.path.exists(os.path.join(args.serving_model_dir, 'saved_model.pb'))
+  rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert f'resuming from checkpoint at step {killed_at}' in rerun.stderr
+  assert tf.train.latest_checkpoint(checkpoints).endswith('-400')
+  assert os.path.exists(os.path.join(args.serving_model_dir, 'saved_model.pb'))
