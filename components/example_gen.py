@@ -136,7 +136,9 @@ def _read_csv(path: str, text_column: str, label_column: str | None):
       header = next(reader)
     except StopIteration:
       raise DataError(f'{path}: empty CSV file (no header row)') from None
+    # A byte-order mark (spreadsheet exports) is not part of the first column's name.
     header = [name.strip() for name in header]
+    header[0] = header[0].lstrip('\ufeff')
     wanted = [text_column] + ([label_column] if label_column else [])
     for column in wanted:
       if column not in header:

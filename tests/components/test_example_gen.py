@@ -50,6 +50,12 @@ def test_csv_quoted_multiline_and_unicode(tmp_path):
   assert counters['documents'] == 2
 
 
+def test_csv_with_byte_order_mark(tmp_path):
+  (tmp_path / 'bom.csv').write_bytes('\ufefftext,label\nhello,1\n'.encode())
+  pairs, _ = _read('csv', tmp_path, '*.csv', label_column='label')
+  assert pairs == [('hello', '1')]
+
+
 def test_empty_and_whitespace_documents_are_skipped_and_counted(tmp_path):
   text_data.write_text(str(tmp_path / 'a.txt'), ['one doc', '', '   \t', 'two docs'])
   text_data.write_csv(str(tmp_path / 'b.csv'), [['x', '  '], ['y', 'ok']], ['label', 'text'])
