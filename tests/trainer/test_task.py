@@ -217,8 +217,8 @@ def test_every_signature_answers_the_same_in_a_fresh_process(mlm_run, clm_run, c
 
 
 def test_kill_and_resume(clm_data, tmp_path):
-  config = trainer_data.tiny_config('clm', train_steps=400, checkpoint_every_steps=20,
-                                    eval_every_steps=200, log_every_steps=20)
+  config = trainer_data.tiny_config('clm', train_steps=200, checkpoint_every_steps=20,
+                                    eval_every_steps=100, log_every_steps=20)
   args = trainer_data.fn_args(clm_data, str(tmp_path), config)
   args_file = tmp_path / 'args.json'
   args_file.write_text(json.dumps({k: getattr(args, k) for k in (
@@ -231,7 +231,7 @@ def test_kill_and_resume(clm_data, tmp_path):
   try:
     while time.time() < deadline and process.poll() is None:
       latest = tf.train.latest_checkpoint(checkpoints)
-      if latest and int(latest.rsplit('-', 1)[1]) >= 60:
+      if latest and int(latest.rsplit('-', 1)[1]) >= 40:
         break
       time.sleep(0.2)
     assert process.poll() is None, 'the run ended before it could be killed'
@@ -240,10 +240,10 @@ def test_kill_and_resume(clm_data, tmp_path):
     process.kill()
     process.wait()
   killed_at = int(tf.train.latest_checkpoint(checkpoints).rsplit('-', 1)[1])
-  assert 60 <= killed_at < 400
+  assert 40 <= killed_at < 200
   assert not os.path.exists(os.path.join(args.serving_model_dir, 'saved_model.pb'))
   rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert f'resuming from checkpoint at step {killed_at}' in rerun.stderr
-  assert tf.train.latest_checkpoint(checkpoints).endswith('-400')
+  assert tf.train.latest_checkpoint(checkpoints).endswith('-200')
   assert os.path.exists(os.path.join(args.serving_model_dir, 'saved_model.pb'))

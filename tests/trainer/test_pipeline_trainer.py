@@ -1,0 +1,103 @@
+"""run_fn inside real TFX Trainer components: mlm pretraining, then classify warm-started from it
+through the Trainer's `base_model` channel, in one LocalDagRunner pipeline."""
+
+import csv
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import trainer_data
+from tfx import v1 as tfx
+
+from components import example_gen, transform, vocabulary
+from trainer import export, training
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SEQ_LEN = 16
+BACKBONE = {'num_layers': 2, 'hidden_dim': 32, 'num_heads': 2, 'intermediate_dim': 64}
+
+
+def _uri(root, component_id, key):
+  found = glob.glob(os.path.join(root, component_id, key, '*'))
+  assert len(found) == 1, (component_id, key, found)
+  return found[0]
+
+
+def _trainer(component_id, transformed, config, steps, base_model=None):
+  return tfx.components.Trainer(
+    run_fn='trainer.task.run_fn',
+    examples=transformed.outputs['transformed_examples'],
+    transform_graph=transformed.outputs['transform_graph'],
+    base_model=base_model,
+    train_args=tfx.proto.TrainArgs(num_steps=steps),
+    eval_args=tfx.proto.EvalArgs(num_steps=2),
+    custom_config={'trainer': config}).with_id(component_id)
+
+
+@pytest.fixture(scope='module')
+def pipeline_root(tmp_path_factory):
+  tmp = str(tmp_path_factory.mktemp('trainer_pipeline'))
+  data = os.path.join(tmp, 'data')
+  os.makedirs(data)
+  with open(os.path.join(data, 'reviews.csv'), 'w', newline='') as f:
+    writer = csv.writer(f)
+    writer.writerow(['label', 'text'])
+    writer.writerows((label, text) for text, label in trainer_data.labeled_texts(300, 5))
+
+  examples = example_gen.create_example_gen('csv', data, text_column='text', label_column='label')
+  schema = tfx.components.ImportSchemaGen(
+    schema_file=os.path.join(REPO, 'schemas', 'labeled', 'schema.pbtxt'))
+  vocab = vocabulary.Vocabulary(examples=examples.outputs['examples'], vocab_size=80, min_count=1)
+  mlm_transform = transform.create_transform(
+    examples.outputs['examples'], schema.outputs['schema'], vocab.outputs['vocabulary'],
+    task='mlm', seq_len=SEQ_LEN).with_id('MlmTransform')
+  classify_transform = transform.create_transform(
+    examples.outputs['examples'], schema.outputs['schema'], vocab.outputs['vocabulary'],
+    task='classify', seq_len=SEQ_LEN).with_id('ClassifyTransform')
+  common = {**BACKBONE, 'seq_len': SEQ_LEN, 'per_replica_batch_size': 8, 'eval_every_steps': 10,
+            'log_every_steps': 5, 'strategy': 'auto', 'shuffle_buffer': 64, 'warmup_steps': 1}
+  pretrainer = _trainer('PretrainTrainer', mlm_transform,
+                        {**common, 'task': 'mlm', 'learning_rate': 3e-3}, steps=10)
+  # A learning rate this small leaves the backbone where the warm start put it.
+  finetuner = _trainer('Trainer', classify_transform,
+                       {**common, 'task': 'classify', 'learning_rate': 1e-9, 'weight_decay': 0.0},
+                       steps=10, base_model=pretrainer.outputs['model'])
+  root = os.path.join(tmp, 'root')
+  pipeline = tfx.dsl.Pipeline(
+    pipeline_name='trainer-e2e', pipeline_root=root,
+    components=[examples, schema, vocab, mlm_transform, classify_transform, pretrainer,
+                finetuner],
+    metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+      os.path.join(tmp, 'metadata.sqlite')),
+    beam_pipeline_args=['--direct_running_mode=in_memory'])
+  tfx.orchestration.LocalDagRunner().run(pipeline)
+  return root
+
+
+def test_trainer_components_export_serving_models(pipeline_root):
+  for component_id, task in (('PretrainTrainer', 'mlm'), ('Trainer', 'classify')):
+    serving = os.path.join(_uri(pipeline_root, component_id, 'model'), 'Format-Serving')
+    model = tf.saved_model.load(serving)
+    assert {export.SERVING_DEFAULT, export.PREDICT_TEXT, export.TRANSFORM_FEATURES} <= set(
+      model.signatures)
+    with open(os.path.join(serving, export.EXTRA_DIR, export.CONFIG_FILE)) as f:
+      used = json.load(f)
+    assert (used['task'], used['train_steps'], used['eval_steps']) == (task, 10, 2)
+    run_dir = _uri(pipeline_root, component_id, 'model_run')
+    with open(os.path.join(run_dir, training.EVAL_HISTORY_FILE)) as f:
+      assert [h['step'] for h in json.load(f)] == [10]
+  outputs = model.signatures[export.PREDICT_TEXT](text=tf.constant(['good film', 'bad film']))
+  assert set(outputs['labels'].numpy()) <= {b'neg', b'pos'}
+
+
+def test_classify_backbone_starts_from_the_base_model(pipeline_root):
+  def weights(component_id):
+    serving = os.path.join(_uri(pipeline_root, component_id, 'model'), 'Format-Serving')
+    return np.load(os.path.join(serving, export.EXTRA_DIR, export.BACKBONE_WEIGHTS_FILE))
+  pretrained, finetuned = weights('PretrainTrainer'), weights('Trainer')
+  assert set(pretrained.files) == set(finetuned.files)
+  for name in pretrained.files:
+    np.testing.assert_allclose(finetuned[name], pretrained[name], atol=1e-6, err_msg=name)
