@@ -97,8 +97,9 @@ def _trainer_resources(pipeline, kubeflow: config_lib.KubeflowConfig) -> None:
 
 def build(config: config_lib.PipelineConfig):
   """The pipeline as it runs on the cluster."""
-  from pipeline import pipeline as pipeline_lib
   from tfx import v1 as tfx
+
+  from pipeline import pipeline as pipeline_lib
   kubeflow = config.kubeflow
   if not kubeflow.pipeline_root:
     raise config_lib.ConfigError('kubeflow.pipeline_root: set the artifact root the cluster '

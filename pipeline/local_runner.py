@@ -57,24 +57,32 @@ class _ProgressFilter(logging.Filter):
 
 
 def _quiet_logging(log_path: str):
-  """TFX logs every step at INFO: the console gets the component start/finish lines and
-  errors, `log_path` gets everything."""
+  """TFX logs every step at INFO: the console gets the component start/finish lines, training
+  progress and errors; `log_path` gets everything."""
   # TensorFlow's C++ logs (e.g. cuInit failing on a machine without GPU) in every Beam worker.
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.INFO)
   root = logging.getLogger()
   root.setLevel(logging.INFO)
+  progress = _ProgressFilter()
   for handler in list(root.handlers):
-    root.removeHandler(handler)
-  console = logging.StreamHandler(sys.stdout)
-  console.setFormatter(logging.Formatter('%(message)s'))
-  console.addFilter(_ProgressFilter())
-  root.addHandler(console)
+    if getattr(handler, '_tfxlm', False):
+      root.removeHandler(handler)  # ours, from an earlier run in this process
+      handler.close()
+    elif type(handler) is logging.StreamHandler:  # noqa: E721 - not subclasses (e.g. pytest's)
+      handler.addFilter(progress)
+  if not any(type(h) is logging.StreamHandler for h in root.handlers):  # noqa: E721
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(logging.Formatter('%(message)s'))
+    console.addFilter(progress)
+    console._tfxlm = True
+    root.addHandler(console)
   log_file = logging.FileHandler(log_path, mode='w', encoding='utf-8')
   log_file.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
+  log_file._tfxlm = True
   root.addHandler(log_file)
-  absl_logging.get_absl_handler().addFilter(_ProgressFilter())
+  absl_logging.get_absl_handler().addFilter(progress)
 
 
 def main(argv=None) -> int:

@@ -17,6 +17,7 @@ from components import transform as transform_lib
 from components import vocabulary as vocabulary_lib
 from pipeline import config as config_lib
 from pipeline import evaluation
+from pipeline import resolver as resolver_lib
 from trainer import features
 
 RUN_FN = 'trainer.task.run_fn'
@@ -54,6 +55,7 @@ def create_pipeline(
     beam_pipeline_args: Optional[List[str]] = None,
     serving_root: Optional[str] = None,
     schema_uri: Optional[str] = None,
+    baseline_strategy=resolver_lib.LatestBlessedBaselineStrategy,
 ) -> tfx.dsl.Pipeline:
   """Builds the pipeline described by `config`.
 
@@ -65,6 +67,8 @@ def create_pipeline(
     serving_root: the Pusher's destination root; defaults to `config.serving_root`.
     schema_uri: where ImportSchemaGen reads the curated schema when the pipeline runs, if not
       at `config.schema_file` (e.g. inside a container image).
+    baseline_strategy: the resolver strategy choosing the Evaluator's baseline model (Kubeflow's
+      compiler only accepts TFX's stock LatestBlessedModelStrategy).
 
   Returns:
     The TFX pipeline.
@@ -125,10 +129,12 @@ def create_pipeline(
   trainer = _trainer(config.train, transform, base_model, 'Trainer')
 
   model_resolver = tfx.dsl.Resolver(
-      strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+      strategy_class=baseline_strategy,
       model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
       model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
   ).with_id('LatestBlessedModelResolver')
+  # After the Trainer, so that the candidate is the newest model when the baseline is chosen.
+  model_resolver.add_upstream_node(trainer)
 
   evaluator = tfx.components.Evaluator(
       examples=examples,
