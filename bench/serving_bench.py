@@ -3,9 +3,11 @@
     ./dev python bench/serving_bench.py [--quick] [--requests 500] [--seconds 10]
 
 1. Exports a transformer-ish classifier in the Pusher layout (tests/serving/toy_model.py at
-   bench size: hashed tokens into a 2,000 x 128 embedding, 4 single-head self-attention +
-   feed-forward blocks of width 128, 32 tokens, mean pool, softmax over 3 classes; raw text in,
-   so tokenization runs inside the graph as it does for the trainer's models).
+   bench size: hashed tokens into a 2,000 x 64 embedding, 12 single-head self-attention +
+   feed-forward blocks of width 64, 32 tokens, mean pool, softmax over 3 classes; raw text in,
+   so tokenization runs inside the graph as it does for the trainer's models). Deep and narrow
+   on purpose: a call's cost is mostly per-op dispatch, fixed whatever the batch size, which is
+   the case batching is for (a wide model's cost grows with the rows and batching gains less).
 2. Latency at batch 1, sequential requests, p50 / p99: the in-process `predict_text` call
    (loaded SavedModel, this process), then the same call through `python -m serving` running
    as a separate process, over gRPC (official TF Serving stubs) and over REST (JSON, keep-alive).
@@ -16,7 +18,14 @@
 Everything, clients included, shares this machine's cores, so client overhead is part of every
 server-side figure; the in-process figure has none. Prints the figures and the two ratios the
 serving issue sets targets for (gRPC p50 / in-process p50 <= 1.5; batching on / off >= 3), and
-writes them to bench/results/serving.json.
+writes them to bench/results/serving.json. Latency paths are interleaved request by request, and
+the two throughput settings alternate in short windows, so that load from other processes on
+the machine falls on both sides of each ratio alike.
+
+TensorFlow's default intra-op thread pool (one thread per core) makes a small call pay for
+waking its threads, a fixed cost batching amortizes; `--intra_op_threads 1` removes most of it,
+which speeds up batch-1 calls in and out of the server and shrinks both ratios' headroom. Run
+both to see which regime a model is in.
 """
 
 import argparse
@@ -31,10 +40,13 @@ import tempfile
 import threading
 import time
 
-import grpc
-import numpy as np
-import tensorflow as tf
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+# Before TensorFlow loads: keep its C++ start-up lines out of the figures.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import grpc  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -42,7 +54,7 @@ sys.path.insert(0, REPO)
 from tests.serving import toy_model  # noqa: E402 - needs the repository on the path.
 
 MODEL = 'bench'
-SIZES = dict(vocab_size=2000, hidden=128, num_layers=4, seq_len=32)
+SIZES = dict(vocab_size=2000, hidden=64, num_layers=12, seq_len=32)
 TEXT = ('the plot was thin and the pacing slow, but the lead actor carried every scene with a'
         ' warmth that made the ending land')
 CLIENTS = 16
@@ -151,11 +163,18 @@ def main():
                       help='throughput run time per setting, in alternating windows')
   parser.add_argument('--window', type=float, default=3.0, help='seconds per window')
   parser.add_argument('--max_batch_size', type=int, default=16)
-  parser.add_argument('--batch_timeout_micros', type=int, default=1000)
+  parser.add_argument('--batch_timeout_micros', type=int, default=3000)
   parser.add_argument('--num_batch_threads', type=int, default=2)
+  parser.add_argument('--intra_op_threads', type=int, default=0,
+                      help='TensorFlow intra-op threads, in process and in the servers'
+                           ' (0: TensorFlow chooses)')
   for key, value in SIZES.items():
     parser.add_argument(f'--{key}', type=int, default=value)
   args = parser.parse_args()
+  threads = []
+  if args.intra_op_threads:
+    tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
+    threads = [f'--tensorflow_intra_op_parallelism={args.intra_op_threads}']
   if args.quick:
     args.requests, args.seconds, args.window = 60, 4.0, 1.0
   sizes = {key: getattr(args, key) for key in SIZES}
@@ -170,11 +189,12 @@ def main():
       f.write(f'max_batch_size {{ value: {args.max_batch_size} }}\n'
               f'batch_timeout_micros {{ value: {args.batch_timeout_micros} }}\n'
               f'num_batch_threads {{ value: {args.num_batch_threads} }}\n')
-    servers.append(ServerProcess(base))
-    servers.append(ServerProcess(base, ['--enable_batching',
-                                        f'--batching_parameters_file={parameters}']))
+    servers.append(ServerProcess(base, threads))
+    servers.append(ServerProcess(base, threads + ['--enable_batching',
+                                                  f'--batching_parameters_file={parameters}']))
     off, on = servers
     results = {'model': sizes, 'cpus': os.cpu_count(), 'clients': CLIENTS,
+               'intra_op_threads': args.intra_op_threads or 'default',
                'batching': {k: getattr(args, k) for k in ('max_batch_size',
                                                            'batch_timeout_micros',
                                                            'num_batch_threads')}}
@@ -225,7 +245,8 @@ def main():
       results['throughput_batching_on']['requests_per_s'] / \
       results['throughput_batching_off']['requests_per_s']
 
-  print(f'model: {results["model"]}, {os.cpu_count()} CPUs shared by servers and clients')
+  print(f'model: {results["model"]}, TensorFlow intra-op threads:'
+        f' {results["intra_op_threads"]}, {os.cpu_count()} CPUs shared by servers and clients')
   print(f'{"latency, batch 1":<32}{"p50 ms":>10}{"p99 ms":>10}')
   for key, label in [('in_process', 'in-process signature call'), ('grpc', 'gRPC (server)'),
                      ('rest', 'REST (server)'),

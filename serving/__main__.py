@@ -38,11 +38,18 @@ def _flags(argv):
       help='BatchingParameters text proto (max_batch_size, batch_timeout_micros, ...).')
   add('--max_request_bytes', type=int, default=64 << 20,
       help='Largest gRPC message or REST body accepted.')
+  add('--max_request_batch_size', type=int, default=0,
+      help='Most rows one request may carry (0: no limit; with batching, max_batch_size also'
+           ' applies).')
   add('--grpc_threads', type=int, default=32, help='Requests handled at once over gRPC.')
   add('--ssl_certfile', default='', help='PEM certificate: serve gRPC over TLS and HTTPS.')
   add('--ssl_keyfile', default='', help='PEM private key for --ssl_certfile.')
   add('--drain_seconds', type=float, default=30.0,
       help='On SIGTERM, how long to wait for in-flight requests.')
+  add('--tensorflow_intra_op_parallelism', type=int, default=0,
+      help='Threads one TensorFlow op may use (0: TensorFlow chooses, one per core).')
+  add('--tensorflow_inter_op_parallelism', type=int, default=0,
+      help='TensorFlow ops run at once (0: TensorFlow chooses).')
   add('--log_level', default='INFO', help='Python logging level.')
   return parser, parser.parse_args(argv)
 
@@ -79,8 +86,15 @@ def main(argv=None):
         drain_seconds=flags.drain_seconds)
   except (OSError, ValueError) as e:
     parser.error(str(e))
+  # Before any model loads: TensorFlow fixes its thread pools at the first op.
+  import tensorflow as tf
+  if flags.tensorflow_intra_op_parallelism:
+    tf.config.threading.set_intra_op_parallelism_threads(flags.tensorflow_intra_op_parallelism)
+  if flags.tensorflow_inter_op_parallelism:
+    tf.config.threading.set_inter_op_parallelism_threads(flags.tensorflow_inter_op_parallelism)
   server = server_lib.build(models, flags.model_base_path_root or None, batching,
-                            flags.file_system_poll_wait_seconds, options)
+                            flags.file_system_poll_wait_seconds, options,
+                            flags.max_request_batch_size or None)
   stop = threading.Event()
   for signum in (signal.SIGTERM, signal.SIGINT):
     signal.signal(signum, lambda *_: stop.set())

@@ -54,15 +54,18 @@ class ModelManager:
     batching: batching.BatchingOptions, or None to call signatures directly.
     poll_wait_seconds: seconds between file system polls; 0 polls only at start.
     metrics: metrics.Metrics or None.
+    max_request_rows: most rows one request may carry (None: no limit beyond batching's
+      max_batch_size).
   """
 
   def __init__(self, models=(), discover_root=None, batching=None, poll_wait_seconds=1.0,
-               metrics=None):
+               metrics=None, max_request_rows=None):
     self._models = {m.name: _Model(m) for m in models}
     self._discover_root = discover_root
     self._batching = batching
     self._poll_wait_seconds = poll_wait_seconds
     self._metrics = metrics
+    self._max_request_rows = max_request_rows
     self._lock = threading.Lock()  # guards _models and version states
     self._poll_lock = threading.Lock()  # one poll at a time
     self._stop = threading.Event()
@@ -136,6 +139,7 @@ class ModelManager:
       with self._lock:
         info.state, info.code, info.message = 'END', grpc.StatusCode.UNKNOWN, message
       return
+    servable.max_rows = self._max_request_rows
     if self._batching is not None:
       for signature in servable.signatures.values():
         if signature.batchable:
@@ -308,7 +312,7 @@ def warm_up(servable):
     try:
       signature(inputs)
     except errors.ServingError as e:
-      log.warning('synthetic warm-up of %s v%d signature %s failed (harmless): %s',
+      log.info('synthetic warm-up of %s v%d signature %s failed (harmless): %s',
                   servable.name, servable.version, signature.name, e.message)
 
 
@@ -318,4 +322,5 @@ def _synthetic(key, spec):
     value = codec.text_feature(_WARMUP_TEXT).SerializeToString() if key == 'examples' \
         else _WARMUP_TEXT
     return np.full(shape, value, dtype=object)
-  return np.zeros(shape, dtype=spec.dtype.as_numpy_dtype)
+  # Ones, not zeros: a scalar like max_new_tokens=0 or top_k=0 is often invalid.
+  return np.ones(shape, dtype=spec.dtype.as_numpy_dtype)

@@ -108,6 +108,11 @@ class _Handler(BaseHTTPRequestHandler):
       self.server.handlers.discard(self)
     super().finish()
 
+  def parse_request(self):
+    # The request line is in: from here on, drain() must let this request finish.
+    self.busy = True
+    return super().parse_request()
+
   def close_idle(self):
     try:
       self.connection.shutdown(socket.SHUT_RDWR)

@@ -132,6 +132,8 @@ class Servable:
     self.signature_defs = dict(saved_model.meta_graphs[0].signature_def)
     # Set by the model manager when batching is on: signature key -> BatchQueue.
     self.batch_queues = {}
+    # Set by the model manager: most rows a request may carry (None: no limit).
+    self.max_rows = None
 
   def signature(self, name):
     """The Signature called `name` ('' means serving_default), as TF Serving resolves it.
@@ -159,6 +161,9 @@ class Servable:
       output key -> np.ndarray.
     """
     batch = signature.check(inputs)
+    if batch is not None and self.max_rows is not None and batch > self.max_rows:
+      raise errors.invalid_argument(
+          f'batch of {batch} rows exceeds the limit of {self.max_rows} rows per request')
     queue = self.batch_queues.get(signature.name)
     if queue is not None and batch is not None:
       return queue.run(inputs, batch, deadline)

@@ -121,8 +121,9 @@ class Server:
 
 
 def build(models=(), discover_root=None, batching=None, poll_wait_seconds=1.0,
-          options=ServerOptions()):
+          options=ServerOptions(), max_request_rows=None):
   """A Server with a fresh ModelManager and Metrics (not yet started)."""
   metrics = Metrics()
-  manager = ModelManager(models, discover_root, batching, poll_wait_seconds, metrics)
+  manager = ModelManager(models, discover_root, batching, poll_wait_seconds, metrics,
+                         max_request_rows)
   return Server(manager, options, metrics)

@@ -18,16 +18,17 @@ from tests.serving.conftest import MODEL, start_server
 
 MAX_BYTES = 64 << 10
 MAX_BATCH = 8
+MAX_ROWS = 6
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
 
 @pytest.fixture(scope='module')
 def strict(toy_base):
-  """A server with a 64 KiB request limit and batching with at most 8 rows per request."""
+  """A server with a 64 KiB request limit, 6 rows per request, and batching (8 rows)."""
   running = start_server(
       toy_base, [ModelConfig(MODEL, os.path.join(toy_base, MODEL), labels={'stable': 2})],
       poll_wait_seconds=0, batching=BatchingOptions(max_batch_size=MAX_BATCH),
-      options={'max_request_bytes': MAX_BYTES})
+      options={'max_request_bytes': MAX_BYTES}, max_request_rows=MAX_ROWS)
   yield running
   running.close()
 
@@ -92,8 +93,8 @@ GRPC_CASES = {
                                 'expects shape [-1] but got []'),
     'empty batch': ('Predict', _predict_request(values=np.array([], dtype=object)), INVALID,
                     'empty batch'),
-    'batch over the limit': ('Predict', _predict_request(values=['x'] * (MAX_BATCH + 1)),
-                             INVALID, 'larger than the maximum batch size 8'),
+    'batch over the limit': ('Predict', _predict_request(values=['x'] * (MAX_ROWS + 1)),
+                             INVALID, 'batch of 7 rows exceeds the limit of 6 rows'),
     'oversize message': ('Predict', _predict_request(values=['x' * MAX_BYTES]),
                          grpc.StatusCode.RESOURCE_EXHAUSTED, 'larger than max'),
     'non-UTF-8 text': ('Predict', _predict_request(values=[b'\xff\xfe bad']), INVALID,
