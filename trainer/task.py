@@ -20,11 +20,16 @@ from absl import logging
 from trainer import distribute, export, features, inputs, models, optimization, training
 from trainer.config import CUSTOM_CONFIG_KEY, TrainerConfig
 
+_TFX_CLOUD_KEY_PREFIX = 'ai_platform_'
+
 
 def config_from_fn_args(fn_args):
   """The TrainerConfig of this run: custom_config's, with steps from Train/EvalArgs if unset."""
   custom = fn_args.custom_config or {}
-  unknown = sorted(set(custom) - {CUSTOM_CONFIG_KEY})
+  # TFX's Vertex AI Training executor (kubeflow.trainer_replicas / trainer_tpu) reads its
+  # `ai_platform_*` keys here and passes the whole dict on to run_fn on every replica.
+  unknown = sorted(k for k in set(custom) - {CUSTOM_CONFIG_KEY}
+                   if not k.startswith(_TFX_CLOUD_KEY_PREFIX))
   if unknown:
     raise ValueError(f'Trainer custom_config: unknown key(s) {unknown}; expected only '
                      f'{CUSTOM_CONFIG_KEY!r}')

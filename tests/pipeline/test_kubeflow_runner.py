@@ -239,6 +239,21 @@ def test_trainer_replicas_run_on_vertex_ai_training(compiled, demo):
   assert isinstance(import_utils.import_class_by_path(VERTEX_TRAINER), type)
 
 
+def test_vertex_trainer_exec_properties_reach_run_fn(compiled):
+  # On Vertex AI Training the worker runs TFX's stock GenericExecutor with the Trainer's exec
+  # properties unchanged, so run_fn sees Vertex's keys beside ours and must accept them.
+  from tfx.components.trainer import fn_args_utils
+
+  from trainer import task
+  replicas = compiled('replicas', 'kubeflow.trainer_replicas=2', 'kubeflow.vertex_project=proj-1',
+                      'kubeflow.vertex_region=europe-west4')
+  custom = _vertex_custom_config(replicas, 'Trainer')
+  config = task.config_from_fn_args(fn_args_utils.FnArgs(custom_config=custom))
+  assert (config.task, config.train_steps) == ('classify', 150)
+  with pytest.raises(ValueError, match='unknown key'):
+    task.config_from_fn_args(fn_args_utils.FnArgs(custom_config=dict(custom, trainr={})))
+
+
 def test_tpu_trainer_asks_vertex_for_a_tpu(compiled):
   tpu = compiled('tpu', 'kubeflow.trainer_tpu=v2-8', 'kubeflow.vertex_project=proj-1')
   pools = _vertex_custom_config(tpu, 'Trainer')['ai_platform_training_args']['worker_pool_specs']
