@@ -76,7 +76,7 @@ class BatchQueue:
 
     Raises:
       ServingError: INVALID_ARGUMENT for more rows than max_batch_size, UNAVAILABLE when the
-        queue is full or closing, DEADLINE_EXCEEDED when the deadline passes first, or the
+        queue is full, DEADLINE_EXCEEDED when the deadline passes first, or the
         error of the signature call.
     """
     options = self._options
@@ -85,14 +85,19 @@ class BatchQueue:
           f'batch of {rows} rows is larger than the maximum batch size {options.max_batch_size}')
     task = _Task(inputs, rows, deadline)
     with self._cond:
-      if self._closed:
-        raise errors.ServingError(grpc.StatusCode.UNAVAILABLE, 'the model version is unloading')
-      if self._queued_rows + rows > options.max_enqueued_batches * options.max_batch_size:
+      closed = self._closed
+      capacity = options.max_enqueued_batches * options.max_batch_size
+      if not closed and self._queued_rows + rows > capacity:
         raise errors.ServingError(grpc.StatusCode.UNAVAILABLE,
                                   'the batch scheduling queue is full; retry later')
-      self._tasks.append(task)
-      self._queued_rows += rows
-      self._cond.notify_all()
+      if not closed:
+        self._tasks.append(task)
+        self._queued_rows += rows
+        self._cond.notify_all()
+    if closed:
+      # The version was swapped out after this request picked it: serve it anyway, alone,
+      # rather than fail a request that arrived while the version was still current.
+      return self._signature(inputs)
     timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
     if not task.done.wait(timeout):
       with self._cond:
@@ -106,7 +111,7 @@ class BatchQueue:
     return task.outputs
 
   def close(self):
-    """Stops taking requests; the queued ones still run, then the threads exit."""
+    """Stops batching: queued requests still run, then the threads exit; later ones run alone."""
     with self._cond:
       self._closed = True
       self._cond.notify_all()

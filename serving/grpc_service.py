@@ -4,9 +4,13 @@ import logging
 import time
 
 import grpc
-from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+from tensorflow_serving.apis import (
+  model_management_pb2,
+  model_service_pb2_grpc,
+  prediction_service_pb2_grpc,
+)
 
-from serving import core, errors
+from serving import config, core, errors
 from serving.servable import DEFAULT_SIGNATURE
 
 log = logging.getLogger(__name__)
@@ -75,7 +79,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
-  """GetModelStatus (HandleReloadConfigRequest stays UNIMPLEMENTED)."""
+  """GetModelStatus and HandleReloadConfigRequest."""
 
   def __init__(self, manager, metrics=None):
     self._manager = manager
@@ -94,6 +98,22 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     finally:
       if self._metrics is not None:
         self._metrics.observe_request(spec.name, '', 'status', 'grpc', code,
+                                      time.perf_counter() - start)
+
+
+  def HandleReloadConfigRequest(self, request, context):
+    start = time.perf_counter()
+    code = 'OK'
+    try:
+      models = config.models_from_proto(request.config, where='ReloadConfigRequest')
+      self._manager.reload(models)
+      return model_management_pb2.ReloadConfigResponse()
+    except ValueError as e:
+      code = 'INVALID_ARGUMENT'
+      context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+    finally:
+      if self._metrics is not None:
+        self._metrics.observe_request('', '', 'reload_config', 'grpc', code,
                                       time.perf_counter() - start)
 
 

@@ -109,6 +109,26 @@ class ModelManager:
           return
         self._poll_model(model)
 
+  def reload(self, models):
+    """Serves exactly `models` (config.ModelConfig list) from now on, like TF Serving's
+    HandleReloadConfigRequest: new models are loaded, dropped ones unloaded, kept ones take
+    their new version policy and labels. Returns once the new configuration is loaded.
+    """
+    with self._poll_lock:
+      wanted = {m.name: m for m in models}
+      current = dict(self._models)
+      for name in set(current) - set(wanted):
+        self._unload(current[name], set(current[name].serving))
+      kept = {}
+      for name, config in wanted.items():
+        model = current.get(name) or _Model(config)
+        model.config = config
+        kept[name] = model
+      with self._lock:
+        self._models = kept
+      for model in kept.values():
+        self._poll_model(model)
+
   def _poll_model(self, model):
     on_disk = _versions_on_disk(model.config.base_path)
     while True:

@@ -1,5 +1,7 @@
 """The official TF Serving stubs against the server: every RPC, same numbers as in-process."""
 
+import os
+
 import grpc
 import numpy as np
 import pytest
@@ -9,11 +11,14 @@ from tensorflow_serving.apis import (
   classification_pb2,
   get_model_metadata_pb2,
   get_model_status_pb2,
+  model_management_pb2,
   predict_pb2,
 )
+from tensorflow_serving.config import model_server_config_pb2
 
+from serving.config import ModelConfig
 from tests.serving import toy_model
-from tests.serving.conftest import MODEL
+from tests.serving.conftest import MODEL, push, start_server
 
 TEXTS = ['a truly great film', 'dull and far too long', 'okay I guess']
 
@@ -178,8 +183,6 @@ def test_status_of_an_unknown_version_is_not_found(served):
 
 
 def test_unavailable_while_nothing_is_loaded(tmp_path):
-  from serving.config import ModelConfig
-  from tests.serving.conftest import start_server
   running = start_server(str(tmp_path), [ModelConfig(MODEL, str(tmp_path / MODEL))],
                          poll_wait_seconds=0)
   try:
@@ -187,5 +190,36 @@ def test_unavailable_while_nothing_is_loaded(tmp_path):
       _predict(running, 'predict_text', 'text', TEXTS)
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
     assert 'no version available' in raised.value.details()
+  finally:
+    running.close()
+
+
+def test_reload_config_adds_and_drops_models(toy_base, tmp_path):
+  push(str(tmp_path), 'other', 3, seed=3)
+  running = start_server(toy_base, [ModelConfig(MODEL, os.path.join(toy_base, MODEL))],
+                         poll_wait_seconds=0)
+  try:
+    new_config = model_server_config_pb2.ModelServerConfig()
+    entry = new_config.model_config_list.config.add(name='other',
+                                                    base_path=str(tmp_path / 'other'))
+    entry.version_labels['stable'] = 3
+    running.models.HandleReloadConfigRequest(
+        model_management_pb2.ReloadConfigRequest(config=new_config), timeout=60)
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = 'other'
+    request.model_spec.version_label = 'stable'
+    request.model_spec.signature_name = 'predict_text'
+    request.inputs['text'].CopyFrom(tf.make_tensor_proto(TEXTS))
+    assert running.predictions.Predict(request, timeout=30).model_spec.version.value == 3
+    with pytest.raises(grpc.RpcError) as raised:
+      _predict(running, 'predict_text', 'text', TEXTS)
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    bad = model_server_config_pb2.ModelServerConfig()
+    bad.model_config_list.config.add(name='nameless-path')
+    with pytest.raises(grpc.RpcError) as raised:
+      running.models.HandleReloadConfigRequest(
+          model_management_pb2.ReloadConfigRequest(config=bad), timeout=60)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert 'needs both name and base_path' in raised.value.details()
   finally:
     running.close()
