@@ -158,6 +158,16 @@ def test_spec_is_in_the_form_the_kfp2_backend_runs(demo):
     assert '--json_serialized_inputs_spec_args' in args, task
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    'LatestBlessedModelResolver compiles to a `resolver` executor (Vertex ML Metadata queries); '
+    "the open-source KFP 2 backend refuses it: 'resolver executors not implemented'. Needs a "
+    'pipeline without the baseline resolver when targeting open-source KFP (see KUBEFLOW.md).'))
+def test_spec_has_only_executors_the_open_source_kfp2_backend_implements(demo):
+  executors = json_format.MessageToDict(demo.spec.deployment_spec)['executors']
+  kinds = {label: next(iter(executor)) for label, executor in executors.items()}
+  assert set(kinds.values()) <= {'container', 'importer'}, kinds
+
+
 def _artifact_titles(spec):
   titles = set()
   for component in spec.components.values():
@@ -323,6 +333,7 @@ def test_local_runner_beam_args_reach_every_beam_component(tmp_path):
 def _tfx_cli(args, home, cwd):
   env = dict(os.environ, HOME=str(home), TFXLM_CONFIG=DEMO,
              PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get('PATH', ''))
+  env.pop('VERTEX_HOME', None)  # would move the CLI's home out of tmp_path
   return subprocess.run(['tfx', *args], cwd=cwd, env=env, capture_output=True, text=True,
                         timeout=300)
 
