@@ -148,10 +148,18 @@ def compile_pipeline(config: config_lib.PipelineConfig, output_file: str = '') -
 def submit(spec_path: str, host: str, experiment: str, run_name: str = '') -> str:
   """Submits a compiled spec to an open-source KFP 2 endpoint; returns the run id."""
   import kfp
+  import yaml
+  with open(spec_path, encoding='utf-8') as f:
+    job = json.load(f)
+  # KubeflowV2DagRunner writes a PipelineJob (JSON); kfp's client takes the PipelineSpec inside
+  # it as a .yaml package, and the pipeline root from the job's runtime config separately.
+  package = os.path.splitext(spec_path)[0] + '.yaml'
+  with open(package, 'w', encoding='utf-8') as f:
+    yaml.safe_dump(job['pipelineSpec'], f, sort_keys=False)
   client = kfp.Client(host=host)
   run = client.create_run_from_pipeline_package(
-      spec_path, arguments={}, run_name=run_name or None, experiment_name=experiment,
-      enable_caching=True)
+      package, arguments={}, run_name=run_name or None, experiment_name=experiment,
+      pipeline_root=job['runtimeConfig']['gcsOutputDirectory'], enable_caching=True)
   return run.run_id
 
 

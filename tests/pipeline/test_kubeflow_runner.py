@@ -280,6 +280,45 @@ def test_replicas_without_a_vertex_project_are_refused(tmp_path, capsys):
   assert not (tmp_path / 'x.json').exists()
 
 
+class _RecordingKfpClient:
+  """Stands in for kfp.Client: reads the package the way kfp 2.17's client does, records the call."""
+
+  calls = []
+
+  def __init__(self, host):
+    self.host = host
+
+  def create_run_from_pipeline_package(self, pipeline_file, **kwargs):
+    # kfp accepts .yaml/.yml/.zip/.tar.gz packages holding a PipelineSpec document.
+    assert pipeline_file.endswith(('.yaml', '.yml')), pipeline_file
+    with open(pipeline_file, encoding='utf-8') as f:
+      spec = json_format.ParseDict(yaml.safe_load(f), pipeline_spec_pb2.PipelineSpec())
+    self.calls.append({'host': self.host, 'spec': spec, **kwargs})
+    return type('Run', (), {'run_id': 'run-42'})()
+
+
+def test_submit_sends_the_pipeline_spec_and_root_to_kfp(tmp_path, monkeypatch, capsys):
+  import kfp
+  monkeypatch.setattr(kfp, 'Client', _RecordingKfpClient)
+  _RecordingKfpClient.calls = []
+  output = tmp_path / 'spec.json'
+  code = kubeflow_runner.main(['submit', *BASE, '--output', str(output), '--host',
+                               'http://kfp.example:8080', '--experiment', 'nightly'])
+  assert code == 0
+  assert 'run run-42' in capsys.readouterr().out
+  [call] = _RecordingKfpClient.calls
+  assert call['host'] == 'http://kfp.example:8080'
+  assert call['experiment_name'] == 'nightly'
+  assert call['pipeline_root'] == ROOT
+  assert call['spec'] == Compiled(str(output)).spec
+
+
+def test_submit_needs_a_host(tmp_path, capsys):
+  code = kubeflow_runner.main(['submit', *BASE, '--output', str(tmp_path / 'spec.json')])
+  assert code == 2
+  assert '--host' in capsys.readouterr().err
+
+
 # --- Beam scale-out ---------------------------------------------------------------------------
 
 
