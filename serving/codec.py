@@ -2,21 +2,41 @@
 
 import base64
 import binascii
+import math
 
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.example import example_pb2, feature_pb2
+from tensorflow.core.framework import tensor_pb2
 
 from serving import errors
+
+_DT_STRING = tf.string.as_datatype_enum
+# The fixed-width dtypes whose bytes travel in tensor_content as numpy lays them out.
+_NUMERIC = {tf.as_dtype(t).as_datatype_enum: np.dtype(t) for t in (
+    np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8,
+    np.uint16, np.uint32, np.uint64, np.bool_)}
+_NUMERIC_ENUM = {v: k for k, v in _NUMERIC.items()}
 
 
 def from_tensor_proto(key, proto):
   """Decodes one TensorProto of a PredictRequest.
 
+  Strings and numbers packed in tensor_content (what tf.make_tensor_proto writes) take a fast
+  path; everything else goes through tf.make_ndarray.
+
   Raises:
     ServingError: INVALID_ARGUMENT when the proto is malformed (e.g. its content does not match
       its shape).
   """
+  shape = [d.size for d in proto.tensor_shape.dim]
+  size = math.prod(shape) if not proto.tensor_shape.unknown_rank else -1
+  if proto.dtype == _DT_STRING and len(proto.string_val) == size and size > 0:
+    return np.array(list(proto.string_val), dtype=object).reshape(shape)
+  numpy_dtype = _NUMERIC.get(proto.dtype)
+  if numpy_dtype is not None and proto.tensor_content and \
+     len(proto.tensor_content) == size * numpy_dtype.itemsize:
+    return np.frombuffer(proto.tensor_content, dtype=numpy_dtype).reshape(shape)
   try:
     return tf.make_ndarray(proto)
   except (ValueError, TypeError, KeyError) as e:
@@ -24,7 +44,20 @@ def from_tensor_proto(key, proto):
 
 
 def to_tensor_proto(array):
-  return tf.make_tensor_proto(array)
+  """Encodes an output array (a fast path for strings and common numeric types)."""
+  proto = tensor_pb2.TensorProto()
+  if array.dtype == object:
+    proto.dtype = _DT_STRING
+    proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode()
+                            for v in array.ravel().tolist())
+  elif array.dtype in _NUMERIC_ENUM:
+    proto.dtype = _NUMERIC_ENUM[array.dtype]
+    proto.tensor_content = np.ascontiguousarray(array).tobytes()
+  else:
+    return tf.make_tensor_proto(array)
+  for size in array.shape:
+    proto.tensor_shape.dim.add(size=size)
+  return proto
 
 
 def from_json(key, value, dtype):
