@@ -236,7 +236,8 @@ def text(config: config_lib.PipelineConfig, summary: RunSummary) -> str:
         '  (or the stock image: docker run -p 8500:8500 -p 8501:8501 '
         f'-v {shlex.quote(base)}:/models/{name} -e MODEL_NAME={name} tensorflow/serving)',
         'Query it:',
-        f'  ./dev python -m serving.client --model_name={name} --text "a wonderful, moving film"',
+        f'  ./dev python -m serving.client --grpc localhost:8500 --model_name={name} '
+        '--text "a wonderful, moving film"',
         f'  curl -s -d \'{{"inputs": {{"text": ["a wonderful, moving film"]}}, '
         f'"signature_name": "predict_text"}}\' localhost:8501/v1/models/{name}:predict',
     ]
