@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Tuple
 
 from pipeline import config as config_lib
 from pipeline import evaluation
+from trainer import features
 
 REPORT_NAME = 'report.html'
 
@@ -166,6 +167,25 @@ def _curves(model_run_dir) -> Dict[str, List[Tuple[int, float]]]:
   return curves
 
 
+def _statistics(statistics_uri) -> Dict[str, Dict[str, float]]:
+  """Per split: example count, mean text length and label shares, from StatisticsGen."""
+  import tensorflow_data_validation as tfdv
+  result = {}
+  for path in sorted(glob.glob(os.path.join(statistics_uri, 'Split-*', 'FeatureStats.pb'))):
+    split = os.path.basename(os.path.dirname(path))[len('Split-'):]
+    dataset = tfdv.load_stats_binary(path).datasets[0]
+    row = {'examples': float(dataset.num_examples)}
+    for feature in dataset.features:
+      name = '.'.join(feature.path.step)
+      if name == features.TEXT_KEY:
+        row['mean text length (chars)'] = round(feature.string_stats.avg_length, 1)
+      elif name == features.LABEL_KEY and dataset.num_examples:
+        for value in feature.string_stats.top_values:
+          row[f'share of label {value.value}'] = round(value.frequency / dataset.num_examples, 3)
+    result[split] = row
+  return result
+
+
 def collect(config: config_lib.PipelineConfig, started: float) -> RunSummary:
   """Reads what the run that started at `started` (epoch seconds) produced."""
   since_ms = int(started * 1000) - 1000
@@ -173,6 +193,9 @@ def collect(config: config_lib.PipelineConfig, started: float) -> RunSummary:
   summary = RunSummary(components=_component_runs(store, config, since_ms))
 
   # Outputs of this run, or of the cached executions it reused.
+  statistics = _latest(store, 'ExampleStatistics', 0)
+  if statistics is not None:
+    summary.statistics = _statistics(statistics.uri)
   evaluation_artifact = _latest(store, 'ModelEvaluation', 0)
   if evaluation_artifact is not None:
     _metrics(evaluation_artifact.uri, summary)
@@ -322,9 +345,11 @@ def render_report(config: config_lib.PipelineConfig, summary: RunSummary) -> str
     parts.append('<h2>Training curves</h2>' + ''.join(
         _svg_chart(tag, points) for tag, points in sorted(summary.curves.items())))
   if summary.statistics:
-    parts.append('<h2>Data</h2>' + _table(
-        [(split, *(f'{v:g}' for v in stats.values())) for split, stats in
-         summary.statistics.items()], ['split'] + list(next(iter(summary.statistics.values())))))
+    columns = sorted({k for row in summary.statistics.values() for k in row},
+                     key=lambda k: (k != 'examples', k))
+    parts.append('<h2>Data (StatisticsGen)</h2>' + _table(
+        [[split] + [f'{row[c]:g}' if c in row else '' for c in columns]
+         for split, row in summary.statistics.items()], ['split'] + columns))
   parts.append('<h2>Configuration</h2><pre>' + html.escape(config.to_json()) + '</pre>')
   style = ('body{font-family:sans-serif;max-width:960px;margin:2em auto}table{border-collapse:'
            'collapse}td,th{border:1px solid #ccc;padding:2px 8px}figure{display:inline-block}')

@@ -112,7 +112,10 @@ def test_tfma_metrics_were_written_and_the_model_was_blessed_and_pushed(first_ru
   assert os.path.basename(pushed).isdigit()  # the TF Serving version folder
   assert os.path.isfile(os.path.join(pushed, 'assets.extra', 'report.html'))
   report = open(os.path.join(config.resolved_outputs_dir, 'report.html')).read()
-  assert 'Confusion matrix' in report and 'sparse_categorical_accuracy' in report
+  for section in ('Confusion matrix', 'sparse_categorical_accuracy', 'Training curves',
+                  'Data (StatisticsGen)', '<polyline'):
+    assert section in report, f'the report has no {section!r}'
+  assert run['statistics']['train']['examples'] > run['statistics']['eval']['examples'] > 0
 
 
 def test_pushed_model_answers_raw_text_in_a_fresh_process(first_run):
