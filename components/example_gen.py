@@ -6,7 +6,8 @@ label column is configured, a `label` feature (the label as a string, so one sch
 so nothing downstream knows them.
 
 Files are read as streams, one record at a time, by a DoFn per file (file names and line numbers
-stay known for error messages); a reshuffle then spreads the records over the Beam workers.
+stay known for error messages): files are the unit of parallelism, so split a large corpus into
+several files (TFRecord input is split by Beam itself).
 
 Handling of bad records (each is either an error naming file, line and problem, or counted):
   * empty or whitespace-only text: skipped and counted (Beam counter `empty_documents_skipped`,
@@ -257,13 +258,14 @@ def ReadTextExamples(pipeline: beam.Pipeline, exec_properties: Mapping[str, Any]
       | 'Rename' >> beam.FlatMap(_rename_example, pattern, text_column, label_column)
     )
   else:
+    # Files are the unit of parallelism (Create spreads them over the workers); there is no
+    # reshuffle of the records here, as ExampleGen's writer already shuffles once.
     records = (
       pipeline
       | 'Files' >> beam.Create(files)
       | 'Read' >> beam.ParDo(_FileToExamples(input_format, text_column, label_column, text_mode))
     )
-  # One file is read by one worker; spread its records over all of them for what follows.
-  return records | 'Spread' >> beam.Reshuffle()
+  return records
 
 
 class Executor(BaseExampleGenExecutor):

@@ -103,7 +103,7 @@ def preprocessing_fn(inputs: dict, custom_config: dict) -> dict:
   tokens, meta = read_vocabulary(vocab_uri)
   text = tf.reshape(_dense(inputs[features.TEXT_KEY]), [-1])  # (batch,)
   ids = tokenize(text, make_tokenizer(tokens, meta, vocab_uri), meta)  # (batch, None)
-  ids = _with_vocab_asset(ids, os.path.join(vocab_uri, VOCAB_FILE), len(tokens))
+  ids = _with_vocab_asset(ids, os.path.join(vocab_uri, VOCAB_FILE))
   if task != features.CLASSIFY:
     return {features.TOKEN_IDS_KEY: ids.to_sparse()}
 
@@ -166,19 +166,19 @@ def _dense(x):
   return x
 
 
-def _with_vocab_asset(ids: tf.RaggedTensor, vocab_path: str, size: int) -> tf.RaggedTensor:
+def _with_vocab_asset(ids: tf.RaggedTensor, vocab_path: str) -> tf.RaggedTensor:
   """Makes vocab.txt an asset of the transform graph, named `token_vocab`.
 
-  A table initialized from the file is what makes TF Transform copy it into the graph's assets;
-  the table checks that the shipped file has as many tokens as the tokenizer's model, and the
-  ids depend on that check so the table stays in the graph.
+  A vocabulary lookup table is what makes TF Transform copy the file into the graph's assets
+  (`tft.apply_vocabulary` also initializes it once, not per batch). The table checks that the
+  shipped file has the reserved tokens at ids 0..4, and the ids depend on that check, so the
+  table stays in the graph.
   """
-  table = tf.lookup.StaticHashTable(
-    tf.lookup.TextFileInitializer(vocab_path, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE,
-                                  tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER),
-    default_value=-1)
+  reserved = tf.constant(features.RESERVED_TOKENS)
+  reserved_ids = tft.apply_vocabulary(reserved, deferred_vocab_filename_tensor=vocab_path)
   tft.annotate_asset(features.TOKEN_VOCAB_NAME, os.path.basename(vocab_path))
-  check = tf.debugging.assert_equal(table.size(), tf.constant(size, tf.int64),
-                                    message=f'{vocab_path} does not match the tokenizer')
+  check = tf.debugging.assert_equal(
+    reserved_ids, tf.range(len(features.RESERVED_TOKENS), dtype=tf.int64),
+    message=f'{vocab_path} must start with {features.RESERVED_TOKENS}')
   with tf.control_dependencies([check]):
     return ids.with_flat_values(tf.identity(ids.flat_values))

@@ -3,6 +3,7 @@
 import collections
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -110,6 +111,23 @@ def test_corpus_outputs_variable_length_ids(tmp_path):
     assert rebuilt == ' '.join(vocabulary.split_words(vocabulary.normalize_text(text)))
   with open(tft_output.vocabulary_file_by_name(features.TOKEN_VOCAB_NAME)) as f:
     assert f.read().splitlines() == tokens
+
+
+def test_transform_graph_is_self_contained(tmp_path):
+  """Moved elsewhere, with the vocabulary artifact gone, the graph still tokenizes the same."""
+  uri, _ = _vocab_dir(tmp_path / 'v')
+  rows = [{'text': t, 'label': 'pos'} for t in TEXTS]
+  out, _ = _analyze_and_transform(tmp_path, rows, {'vocab_uri': uri, 'task': 'classify',
+                                                   'seq_len': 12})
+  shutil.copytree(tmp_path / 'transform', tmp_path / 'moved')
+  shutil.rmtree(tmp_path / 'transform')
+  shutil.rmtree(uri)
+  moved = tft.TFTransformOutput(str(tmp_path / 'moved'))
+  served = moved.transform_features_layer()({'text': tf.constant([[t] for t in TEXTS])})
+  np.testing.assert_array_equal(served[features.TOKEN_IDS_KEY].numpy(),
+                                [o['token_ids'] for o in out])
+  with open(moved.vocabulary_file_by_name(features.TOKEN_VOCAB_NAME)) as f:
+    assert f.readline().strip() == features.PAD
 
 
 def test_unknown_task(tmp_path):
