@@ -145,9 +145,15 @@ def compile_pipeline(config: config_lib.PipelineConfig, output_file: str = '') -
   return output_file
 
 
+class SubmitError(RuntimeError):
+  """The KFP endpoint could not be reached or refused the run."""
+
+
 def submit(spec_path: str, host: str, experiment: str, run_name: str = '') -> str:
   """Submits a compiled spec to an open-source KFP 2 endpoint; returns the run id."""
   import kfp
+  import kfp_server_api
+  import urllib3
   import yaml
   with open(spec_path, encoding='utf-8') as f:
     job = json.load(f)
@@ -156,10 +162,13 @@ def submit(spec_path: str, host: str, experiment: str, run_name: str = '') -> st
   package = os.path.splitext(spec_path)[0] + '.yaml'
   with open(package, 'w', encoding='utf-8') as f:
     yaml.safe_dump(job['pipelineSpec'], f, sort_keys=False)
-  client = kfp.Client(host=host)
-  run = client.create_run_from_pipeline_package(
-      package, arguments={}, run_name=run_name or None, experiment_name=experiment,
-      pipeline_root=job['runtimeConfig']['gcsOutputDirectory'], enable_caching=True)
+  try:
+    client = kfp.Client(host=host)
+    run = client.create_run_from_pipeline_package(
+        package, arguments={}, run_name=run_name or None, experiment_name=experiment,
+        pipeline_root=job['runtimeConfig']['gcsOutputDirectory'], enable_caching=True)
+  except (urllib3.exceptions.HTTPError, kfp_server_api.ApiException) as e:
+    raise SubmitError(f'KFP endpoint {host}: {e}') from None
   return run.run_id
 
 
@@ -193,7 +202,11 @@ def main(argv=None) -> int:
     if not args.host:
       print('error: submit needs --host (the KFP endpoint)', file=sys.stderr)
       return 2
-    run_id = submit(spec, args.host, args.experiment)
+    try:
+      run_id = submit(spec, args.host, args.experiment)
+    except SubmitError as e:
+      print(f'error: {e}', file=sys.stderr)
+      return 1
     print(f'Submitted: run {run_id} on {args.host}')
   return 0
 

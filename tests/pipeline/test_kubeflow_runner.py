@@ -9,6 +9,7 @@ import copy
 import importlib
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -317,6 +318,16 @@ def test_submit_needs_a_host(tmp_path, capsys):
   code = kubeflow_runner.main(['submit', *BASE, '--output', str(tmp_path / 'spec.json')])
   assert code == 2
   assert '--host' in capsys.readouterr().err
+
+
+def test_submit_to_an_unreachable_endpoint_says_which(tmp_path, capsys):
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    host = f'http://127.0.0.1:{s.getsockname()[1]}'
+  code = kubeflow_runner.main(['submit', *BASE, '--output', str(tmp_path / 'spec.json'),
+                               '--host', host])
+  assert code == 1
+  assert f'error: KFP endpoint {host}:' in capsys.readouterr().err
 
 
 # --- Beam scale-out ---------------------------------------------------------------------------
