@@ -34,6 +34,8 @@ CONFIG_ENV = 'TFXLM_CONFIG'
 TRAINER_IDS = ('Trainer', 'PretrainTrainer')
 GPU_RESOURCE = 'NVIDIA_TESLA_T4'  # Vertex AI Training's accelerator type
 KFP_GPU_RESOURCE = 'nvidia.com/gpu'  # the Kubernetes resource KFP requests for a pod
+# The one pipeline-root scheme both KFP 2's launcher and TensorFlow 2.21's file system take.
+PORTABLE_ROOT_SCHEME = 'gs://'
 
 
 def _in_image(config: config_lib.PipelineConfig, path: str) -> str:
@@ -198,6 +200,11 @@ def main(argv=None) -> int:
     print(f'error: {e}', file=sys.stderr)
     return 2
   print(f'Compiled {config.pipeline_name!r} for Kubeflow Pipelines v2: {spec}')
+  if not config.kubeflow.pipeline_root.startswith(PORTABLE_ROOT_SCHEME):
+    print(f'warning: kubeflow.pipeline_root {config.kubeflow.pipeline_root!r} is not a '
+          f'{PORTABLE_ROOT_SCHEME} URI: KFP 2 accepts only object-store artifact URIs, and of '
+          'those the stack reads and writes only gs:// (see pipeline/KUBEFLOW.md)',
+          file=sys.stderr)
   if args.verb == 'submit':
     if not args.host:
       print('error: submit needs --host (the KFP endpoint)', file=sys.stderr)

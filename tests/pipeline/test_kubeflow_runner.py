@@ -273,6 +273,16 @@ def test_tpu_trainer_asks_vertex_for_a_tpu(compiled):
   assert pools[0]['machine_spec']['accelerator_count'] == 8
 
 
+def test_a_plain_path_pipeline_root_gets_a_warning(tmp_path, capsys):
+  output = str(tmp_path / 'spec.json')
+  assert kubeflow_runner.main(['compile', *BASE, '--output', output]) == 0
+  assert 'warning' not in capsys.readouterr().err
+  assert kubeflow_runner.main(['compile', *BASE, '--output', output, '--set',
+                               'kubeflow.pipeline_root=/mnt/tfx-lm']) == 0
+  assert "warning: kubeflow.pipeline_root '/mnt/tfx-lm' is not a gs:// URI" in (
+      capsys.readouterr().err)
+
+
 def test_replicas_without_a_vertex_project_are_refused(tmp_path, capsys):
   code = kubeflow_runner.main(['compile', *BASE, '--output', str(tmp_path / 'x.json'), '--set',
                                'kubeflow.trainer_replicas=2'])
