@@ -48,6 +48,8 @@ class RestServer(ThreadingHTTPServer):
     self.handlers = set()
     self.handlers_lock = threading.Lock()
     self._ssl_context = ssl_context
+    if ':' in address[0]:
+      self.address_family = socket.AF_INET6
     super().__init__(address, _Handler)
 
   def finish_request(self, request, client_address):
@@ -145,11 +147,13 @@ class _Handler(BaseHTTPRequestHandler):
       labels.append('OK')
     if self.server.draining:
       self.close_connection = True
-    self._reply(status, body, content_type)
+    try:
+      self._reply(status, body, content_type)
+    finally:
+      self.busy = False
     if self.server.metrics is not None and labels[2] != 'other':
       self.server.metrics.observe_request(labels[0], labels[1], labels[2], 'rest', labels[3],
                                           time.perf_counter() - start)
-    self.busy = False
 
   def _reply(self, status, body, content_type=None):
     if isinstance(body, (dict, list)):
