@@ -1,4 +1,4 @@
-"""tf.data input: Transform's TFRecords to model batches (packing for clm, masking for mlm).
+"""tf.data input: Transform's TFRecords to model batches (packing for mlm and clm, masking).
 
 Each dataset yields `(x, y)`: `x` the model's named inputs, `y = {'labels', 'weights'}` shaped
 like the logits without their last axis, so one loss function serves every task.
@@ -65,35 +65,15 @@ def mask_tokens(token_ids, seed, *, vocab_size, mask_rate, mask_token_rate, rand
   return masked, positions, originals, tf.cast(chosen, tf.float32)
 
 
-def chunk_documents(docs, seq_len):
-  """Splits ragged documents into [CLS] chunk [SEP] rows padded to `seq_len` (mlm input).
+def pack_documents(dataset_of_docs, window):
+  """Packs a dataset of ragged document batches into `window`-token rows, [SEP] after each.
 
-  Args:
-    docs: int32 RaggedTensor (documents, None) of token ids without special tokens.
-
-  Returns:
-    int32 (chunks, seq_len); documents longer than `seq_len - 2` span several rows.
+  Documents follow each other with no padding; a long one continues in the next row.
   """
-  body = seq_len - 2
-  lengths = docs.row_lengths()
-  num_chunks = (lengths + body - 1) // body
-  starts = tf.ragged.range(num_chunks) * body
-  chunk_lengths = tf.minimum(tf.cast(body, lengths.dtype),
-                             tf.expand_dims(lengths, 1) - starts).flat_values
-  chunks = tf.RaggedTensor.from_row_lengths(docs.flat_values, chunk_lengths)
-  rows = tf.shape(chunk_lengths, out_type=tf.int64)[0]
-  cls = tf.fill([rows, 1], features.CLS_ID)
-  sep = tf.fill([rows, 1], features.SEP_ID)
-  wrapped = tf.concat([cls, chunks, sep], axis=1)
-  return wrapped.to_tensor(default_value=features.PAD_ID, shape=[None, seq_len])
-
-
-def pack_documents(dataset_of_docs, seq_len):
-  """Packs a dataset of ragged document batches into (seq_len + 1) windows, [SEP] after each."""
   def flatten(docs):
     sep = tf.fill([docs.nrows(), 1], features.SEP_ID)
     return tf.concat([docs, sep], axis=1).flat_values
-  return dataset_of_docs.map(flatten).unbatch().batch(seq_len + 1, drop_remainder=True)
+  return dataset_of_docs.map(flatten).unbatch().batch(window, drop_remainder=True)
 
 
 def _parse_fn(feature_spec):
@@ -174,16 +154,18 @@ def make_dataset(file_patterns, feature_spec, config, *, vocab_size, batch_size,
     def to_window(window):
       x = {TOKEN_IDS: window[:, :-1], PADDING_MASK: tf.ones_like(window[:, :-1])}
       return x, {LABELS: window[:, 1:], WEIGHTS: tf.ones_like(window[:, 1:], tf.float32)}
-    windows = pack_documents(docs, seq_len)
+    windows = pack_documents(docs, seq_len + 1)  # inputs and their next tokens
     return (windows.batch(batch_size, drop_remainder=True)
             .map(to_window, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
 
   num_predictions = max_predictions(seq_len, config.mask_rate)
-  rows = docs.map(lambda d: chunk_documents(d, seq_len), num_parallel_calls=tf.data.AUTOTUNE)
-  rows = rows.unbatch()
+  # Packed like clm, after one [CLS]: [CLS] doc [SEP] doc [SEP] doc...; no padding.
+  rows = pack_documents(docs, seq_len - 1)
   if training:
     rows = rows.shuffle(min(config.shuffle_buffer, 4096), seed=seed + 1)
-  batches = rows.batch(batch_size, drop_remainder=True).enumerate()
+  cls = tf.fill([batch_size, 1], features.CLS_ID)
+  batches = rows.batch(batch_size, drop_remainder=True).map(
+    lambda body: tf.concat([cls, body], axis=1)).enumerate()
 
   def to_masked(index, ids):
     # The batch index makes the seed: every pass over the data draws new masks, and the

@@ -1,4 +1,4 @@
-"""Masking, chunking and packing on in-memory tensors."""
+"""Masking and packing on in-memory tensors."""
 
 import numpy as np
 import tensorflow as tf
@@ -75,21 +75,13 @@ def test_rows_without_maskable_tokens_get_no_weight():
   np.testing.assert_array_equal(masked.numpy(), ids.numpy())
 
 
-def test_chunk_documents_wraps_and_splits_long_documents():
-  docs = tf.ragged.constant([[10, 11, 12, 13, 14, 15, 16], [20], []], tf.int32)
-  rows = inputs.chunk_documents(docs, seq_len=6).numpy()
-  c, s = features.CLS_ID, features.SEP_ID
-  np.testing.assert_array_equal(rows, [
-    [c, 10, 11, 12, 13, s], [c, 14, 15, 16, s, 0], [c, 20, s, 0, 0, 0]])
-
-
 def test_packing_keeps_every_token_in_order_with_sep_between_documents():
   docs = [[10, 11, 12], [20, 21], [30, 31, 32, 33], [40], [50, 51, 52]]
   dataset = tf.data.Dataset.from_tensors(tf.ragged.constant(docs[:2], tf.int32)).concatenate(
     tf.data.Dataset.from_tensors(tf.ragged.constant(docs[2:], tf.int32)))
-  windows = [w.numpy().tolist() for w in inputs.pack_documents(dataset, seq_len=4)]
+  windows = [w.numpy().tolist() for w in inputs.pack_documents(dataset, window=5)]
   stream = [t for d in docs for t in d + [features.SEP_ID]]
-  assert all(len(w) == 5 for w in windows)  # seq_len inputs + 1 shifted label
+  assert all(len(w) == 5 for w in windows)
   assert [t for w in windows for t in w] == stream[:len(windows) * 5]
   assert len(stream) - len(windows) * 5 < 5  # only the incomplete tail is dropped
   assert features.PAD_ID not in [t for w in windows for t in w]
