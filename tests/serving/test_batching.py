@@ -1,14 +1,20 @@
 """The batch queue: merging, limits, deadlines, and isolation of a bad request in a batch."""
 
+import os
 import threading
 import time
+import urllib.request
 
 import grpc
 import numpy as np
 import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2
 
 from serving import errors
 from serving.batching import BatchingOptions, BatchQueue
+from serving.config import ModelConfig
+from tests.serving.conftest import MODEL, start_server
 
 
 class FakeSignature:
@@ -124,3 +130,28 @@ def test_close_drains_queued_requests():
 def test_options_are_validated():
   with pytest.raises(ValueError, match='max_batch_size must be positive'):
     BatchingOptions(max_batch_size=0)
+
+
+def test_server_drops_a_request_whose_grpc_deadline_passes_in_the_queue(toy_base):
+  running = start_server(toy_base, [ModelConfig(MODEL, os.path.join(toy_base, MODEL))],
+                         poll_wait_seconds=0, batching=BatchingOptions(
+                             max_batch_size=8, batch_timeout_micros=1_000_000,
+                             num_batch_threads=1))
+  try:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = MODEL
+    request.model_spec.signature_name = 'predict_text'
+    request.inputs['text'].CopyFrom(tf.make_tensor_proto(['too slow']))
+    with pytest.raises(grpc.RpcError) as raised:
+      running.predictions.Predict(request, timeout=0.3)
+    assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    time.sleep(1.0)  # past the batch timeout: the dropped request must not have run
+    with urllib.request.urlopen(running.rest_url + '/monitoring/prometheus/metrics') as r:
+      metrics = r.read().decode()
+    # The server itself gave up on it (the client is not the only one to know) ...
+    assert ('serving_requests_total{model="toy",signature="predict_text",method="predict",'
+            'protocol="grpc",code="DEADLINE_EXCEEDED"} 1') in metrics
+    # ... and never ran it.
+    assert 'serving_batch_size_count{model="toy",signature="predict_text"}' not in metrics
+  finally:
+    running.close()
