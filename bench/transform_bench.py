@@ -190,7 +190,7 @@ def _role_tokenizers(corpus: str, vocab_dir: str, batch: int) -> dict:
   return results
 
 
-def _role_pipeline(corpus: str, vocab_dir: str, root: str, workers: int) -> dict:
+def _role_pipeline(corpus: str, vocab_dir: str, root: str, workers: int, mode: str) -> dict:
   """ExampleGen + Transform under LocalDagRunner; component durations from ML Metadata."""
   import ml_metadata as mlmd
   from tfx import v1 as tfx
@@ -210,8 +210,7 @@ def _role_pipeline(corpus: str, vocab_dir: str, root: str, workers: int) -> dict
     components=[gen, schema, vocab, tokenize],
     metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
       metadata),
-    beam_pipeline_args=['--direct_running_mode=multi_processing',
-                        f'--direct_num_workers={workers}'])
+    beam_pipeline_args=[f'--direct_running_mode={mode}', f'--direct_num_workers={workers}'])
   started = time.perf_counter()
   tfx.orchestration.LocalDagRunner().run(pipeline)
   total = time.perf_counter() - started
@@ -286,6 +285,9 @@ def main() -> int:
   parser.add_argument('--small-mb', type=float, default=10, help='small corpus size (MB)')
   parser.add_argument('--vocab-size', type=int, default=8000)
   parser.add_argument('--workers', type=int, default=2, help='Beam DirectRunner workers')
+  parser.add_argument('--running-mode', default='multi_processing',
+                      choices=['multi_processing', 'multi_threading', 'in_memory'],
+                      help="Beam DirectRunner's direct_running_mode for the pipeline")
   parser.add_argument('--batch', type=int, default=1000, help='texts per tokenizer call')
   parser.add_argument('--work-dir', help='keep data and pipeline outputs here (default: temp)')
   parser.add_argument('--role', choices=['tokenizers', 'pipeline'], help=argparse.SUPPRESS)
@@ -299,7 +301,8 @@ def main() -> int:
     print(json.dumps(_role_tokenizers(args.corpus, args.vocab, args.batch)))
     return 0
   if args.role == 'pipeline':
-    print(json.dumps(_role_pipeline(args.corpus, args.vocab, args.root, args.workers)))
+    print(json.dumps(_role_pipeline(args.corpus, args.vocab, args.root, args.workers,
+                                    args.running_mode)))
     return 0
 
   work = args.work_dir or tempfile.mkdtemp(prefix='transform-bench-')
@@ -319,7 +322,7 @@ def main() -> int:
   for name in ('small', 'large'):
     runs[name] = _run_child(['--role', 'pipeline', '--corpus', os.path.join(work, name),
                              '--vocab', vocab_dir, '--root', os.path.join(work, f'run-{name}'),
-                             '--workers', str(args.workers)])
+                             '--workers', str(args.workers), '--running-mode', args.running_mode])
 
   size = single['bytes']
   rates = {k: _rate(size, single[k]['seconds']) for k in
@@ -349,7 +352,7 @@ def main() -> int:
   print(f'{"  of which normalization ops alone":<52} {rates["normalization_only"]:8.1f}')
   print(f'{"HF tokenizers BertWordPieceTokenizer, 1 thread":<52} '
         f'{rates["hf_bert_wordpiece"]:8.1f}')
-  print(f'\nLocalDagRunner, DirectRunner multi_processing x{args.workers}, '
+  print(f'\nLocalDagRunner, DirectRunner {args.running_mode} x{args.workers}, '
         f'{sizes["large"] / MB:.0f} MB:')
   print(f'  {"component":<28} {sizes["small"] / MB:6.0f} MB {sizes["large"] / MB:6.0f} MB')
   for component, s in sorted(seconds.items()):
