@@ -104,19 +104,25 @@ class Loop:
       tokens = tf.reduce_sum(tf.cast(mx[inputs.PADDING_MASK], tf.float32))
       return grads, tf.stack([loss_sum, count, correct, tokens])
 
+    micro = self._compiled(micro_step)
     if self.accum == 1:
-      grads, sums = self._compiled(micro_step)(x, y)
+      grads, sums = micro(x, y)
+      # Weights the loss does not reach (the unused pooler of an mlm backbone) have no
+      # gradient; they are left alone, not decayed.
+      pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
     else:
       split = lambda t: tf.reshape(t, tf.concat([[self.accum, -1], tf.shape(t)[1:]], 0))
       mx_all, my_all = tf.nest.map_structure(split, (x, y))
-      grads = [tf.zeros_like(v) for v in variables]
-      sums = tf.zeros([4])
-      for i in tf.range(self.accum):
-        mx, my = tf.nest.map_structure(lambda t, i=i: t[i], (mx_all, my_all))
-        micro_grads, micro_sums = self._compiled(micro_step)(mx, my)
-        grads = [g + tf.convert_to_tensor(m) for g, m in zip(grads, micro_grads)]
+      grads, sums = micro(*tf.nest.map_structure(lambda t: t[0], (mx_all, my_all)))
+      reached = [i for i, g in enumerate(grads) if g is not None]
+      total = [tf.convert_to_tensor(grads[i]) for i in reached]
+      for step in tf.range(1, self.accum):
+        micro_grads, micro_sums = micro(*tf.nest.map_structure(lambda t, s=step: t[s],
+                                                               (mx_all, my_all)))
+        total = [t + tf.convert_to_tensor(micro_grads[i]) for t, i in zip(total, reached)]
         sums += micro_sums
-    self.optimizer.apply_gradients(zip(grads, variables))
+      pairs = [(t, variables[i]) for t, i in zip(total, reached)]
+    self.optimizer.apply_gradients(pairs)
     return sums
 
   def _compiled(self, fn):
