@@ -25,6 +25,7 @@ if __package__ in (None, ''):
   sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import argparse  # noqa: E402
+import copy  # noqa: E402
 import json  # noqa: E402
 
 from pipeline import config as config_lib  # noqa: E402
@@ -147,6 +148,48 @@ def compile_pipeline(config: config_lib.PipelineConfig, output_file: str = '') -
   return output_file
 
 
+def open_source_kfp_spec(pipeline_spec: dict) -> dict:
+  """The pipeline spec without what the open-source KFP 2 backend cannot run.
+
+  Its compiler has no `resolver` executor ("resolver executors not implemented"), which TFX
+  uses for the LatestBlessedModelResolver (a Vertex ML Metadata query). Without those tasks the
+  Evaluator gets no baseline model: TFX then ignores the change thresholds and blesses on the
+  absolute ones (`evaluation.min_accuracy` / `max_perplexity`).
+
+  Args:
+    pipeline_spec: the `pipelineSpec` of a compiled spec (JSON dict); left unchanged.
+
+  Returns:
+    A copy without resolver tasks, their components and executors, and the inputs fed by them.
+  """
+  spec = copy.deepcopy(pipeline_spec)
+  executors = spec['deploymentSpec']['executors']
+  resolver_labels = {label for label, executor in executors.items() if 'resolver' in executor}
+  resolver_components = {name for name, component in spec['components'].items()
+                         if component.get('executorLabel') in resolver_labels}
+  tasks = spec['root']['dag']['tasks']
+  resolver_tasks = {name for name, task in tasks.items()
+                    if task['componentRef']['name'] in resolver_components}
+  for name in resolver_tasks:
+    del tasks[name]
+  for name in resolver_components:
+    del spec['components'][name]
+  for label in resolver_labels:
+    del executors[label]
+  for task in tasks.values():
+    artifacts = task.get('inputs', {}).get('artifacts', {})
+    for key in [k for k, v in artifacts.items()
+                if v.get('taskOutputArtifact', {}).get('producerTask') in resolver_tasks]:
+      del artifacts[key]
+      definitions = spec['components'][task['componentRef']['name']]['inputDefinitions']
+      definitions['artifacts'].pop(key, None)
+    if 'dependentTasks' in task:
+      task['dependentTasks'] = [t for t in task['dependentTasks'] if t not in resolver_tasks]
+      if not task['dependentTasks']:
+        del task['dependentTasks']
+  return spec
+
+
 class SubmitError(RuntimeError):
   """The KFP endpoint could not be reached or refused the run."""
 
@@ -163,7 +206,7 @@ def submit(spec_path: str, host: str, experiment: str, run_name: str = '') -> st
   # it as a .yaml package, and the pipeline root from the job's runtime config separately.
   package = os.path.splitext(spec_path)[0] + '.yaml'
   with open(package, 'w', encoding='utf-8') as f:
-    yaml.safe_dump(job['pipelineSpec'], f, sort_keys=False)
+    yaml.safe_dump(open_source_kfp_spec(job['pipelineSpec']), f, sort_keys=False)
   try:
     client = kfp.Client(host=host)
     run = client.create_run_from_pipeline_package(

@@ -1,4 +1,4 @@
-"""The Kubeflow Pipelines v2 spec of the demo pipeline, the TFX CLI flow, and the container entrypoint.
+"""The demo pipeline compiled for Kubeflow Pipelines v2, the TFX CLI flow, the container entrypoint.
 
 No cluster is reachable here, so the spec is checked the way a cluster would read it: parsed
 with kfp's pipeline-spec protos, every image, dependency, parameter and module path, and one
@@ -159,14 +159,40 @@ def test_spec_is_in_the_form_the_kfp2_backend_runs(demo):
     assert '--json_serialized_inputs_spec_args' in args, task
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'LatestBlessedModelResolver compiles to a `resolver` executor (Vertex ML Metadata queries); '
-    "the open-source KFP 2 backend refuses it: 'resolver executors not implemented'. Needs a "
-    'pipeline without the baseline resolver when targeting open-source KFP (see KUBEFLOW.md).'))
-def test_spec_has_only_executors_the_open_source_kfp2_backend_implements(demo):
-  executors = json_format.MessageToDict(demo.spec.deployment_spec)['executors']
-  kinds = {label: next(iter(executor)) for label, executor in executors.items()}
-  assert set(kinds.values()) <= {'container', 'importer'}, kinds
+def _executor_kinds(pipeline_spec):
+  return {label: next(iter(executor))
+          for label, executor in pipeline_spec['deploymentSpec']['executors'].items()}
+
+
+def test_vertex_spec_keeps_the_baseline_resolver(demo):
+  kinds = _executor_kinds(demo.job['pipelineSpec'])
+  assert sorted(k for k in kinds.values() if k == 'resolver') == ['resolver', 'resolver']
+  baseline = demo.tasks['Evaluator'].inputs.artifacts['baseline_model']
+  assert baseline.task_output_artifact.producer_task == 'LatestBlessedModelResolver-model-resolver'
+
+
+def test_open_source_kfp_spec_has_only_executors_that_backend_implements(demo):
+  original = copy.deepcopy(demo.job['pipelineSpec'])
+  spec = kubeflow_runner.open_source_kfp_spec(demo.job['pipelineSpec'])
+  assert demo.job['pipelineSpec'] == original  # the compiled spec is left alone
+  # The KFP 2 backend's compiler runs container and importer executors; not `resolver`.
+  assert set(_executor_kinds(spec).values()) <= {'container', 'importer'}
+  tasks = spec['root']['dag']['tasks']
+  assert set(tasks) == {t for t in original['root']['dag']['tasks'] if 'Resolver' not in t}
+  evaluator = tasks['Evaluator']
+  assert set(evaluator['inputs']['artifacts']) == {'examples', 'model'}
+  assert set(evaluator['dependentTasks']) == {'TextExampleGen', 'Trainer'}
+  assert 'baseline_model' not in spec['components']['Evaluator']['inputDefinitions']['artifacts']
+  # Every reference still resolves, and the rest of the DAG is untouched.
+  for name, task in tasks.items():
+    assert set(task.get('dependentTasks', [])) <= set(tasks), name
+    for artifact in task.get('inputs', {}).get('artifacts', {}).values():
+      assert artifact['taskOutputArtifact']['producerTask'] in tasks, name
+    assert task['componentRef']['name'] in spec['components'], name
+    if name != 'Evaluator':
+      assert task == original['root']['dag']['tasks'][name], name
+  parsed = json_format.ParseDict(spec, pipeline_spec_pb2.PipelineSpec())
+  assert len(parsed.root.dag.tasks) == len(tasks)
 
 
 def _artifact_titles(spec):
@@ -292,7 +318,7 @@ def test_replicas_without_a_vertex_project_are_refused(tmp_path, capsys):
 
 
 class _RecordingKfpClient:
-  """Stands in for kfp.Client: reads the package the way kfp 2.17's client does, records the call."""
+  """Stands in for kfp.Client: reads the package as kfp 2.17's client does, records the call."""
 
   calls = []
 
@@ -321,7 +347,11 @@ def test_submit_sends_the_pipeline_spec_and_root_to_kfp(tmp_path, monkeypatch, c
   assert call['host'] == 'http://kfp.example:8080'
   assert call['experiment_name'] == 'nightly'
   assert call['pipeline_root'] == ROOT
-  assert call['spec'] == Compiled(str(output)).spec
+  compiled_job = Compiled(str(output)).job
+  assert call['spec'] == json_format.ParseDict(
+      kubeflow_runner.open_source_kfp_spec(compiled_job['pipelineSpec']),
+      pipeline_spec_pb2.PipelineSpec())
+  assert 'Evaluator' in call['spec'].root.dag.tasks
 
 
 def test_submit_needs_a_host(tmp_path, capsys):
