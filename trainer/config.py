@@ -54,7 +54,8 @@ class TrainerConfig:
     warmup_ratio: Warmup length as a fraction of `train_steps` (used when `warmup_steps` is None).
     warmup_steps: Warmup length in steps; overrides `warmup_ratio`.
     decay: Shape of the decay after warmup: 'linear' or 'cosine'.
-    clip_norm: Global-norm gradient clipping threshold; 0 disables clipping.
+    clip_norm: Global-norm gradient clipping threshold; 0 disables clipping. With several
+      replicas each clips its share at clip_norm / replicas, which bounds the summed gradient.
     grad_accum_steps: Micro-batches whose gradients are summed into one optimizer step.
     strategy: 'auto', 'default', 'mirrored', 'multi_worker' or 'tpu' (see trainer/distribute.py).
     precision: 'float32', 'mixed_bfloat16' or 'mixed_float16' (with dynamic loss scaling).

@@ -53,11 +53,26 @@ def read_lines(path):
     return [line.rstrip('\n') for line in f]
 
 
-def decode_tokens(tokens, keep):
-  """Joins WordPiece strings of each row (string [b, n]) where `keep`, gluing '##' pieces."""
-  tokens = tf.where(keep, tokens, '')
-  joined = tf.strings.reduce_join(tf.where(keep, tokens + ' ', ''), axis=1)
-  joined = tf.strings.regex_replace(joined, r' ##', '')
+SENTENCEPIECE_SPACE = '\u2581'
+
+
+def is_sentencepiece(tokens):
+  """Whether a vocabulary holds SentencePiece pieces (word starts marked with U+2581)."""
+  return any(t.startswith(SENTENCEPIECE_SPACE) for t in tokens)
+
+
+def decode_tokens(tokens, keep, sentencepiece=False):
+  """Joins the token strings of each row (string [b, n]) where `keep` into text.
+
+  WordPiece: tokens are separated by spaces and '##' pieces glued to the previous one.
+  SentencePiece: pieces are concatenated and U+2581 becomes a space.
+  """
+  if sentencepiece:
+    joined = tf.strings.reduce_join(tf.where(keep, tokens, ''), axis=1)
+    joined = tf.strings.regex_replace(joined, SENTENCEPIECE_SPACE, ' ')
+  else:
+    joined = tf.strings.reduce_join(tf.where(keep, tokens + ' ', ''), axis=1)
+    joined = tf.strings.regex_replace(joined, r' ##', '')
   return tf.strings.strip(joined)
 
 
@@ -94,6 +109,7 @@ class ExportModule(tf.Module):
     self.seq_len = config.seq_len
     self.top_k = config.mask_top_k
     self.vocab_size = len(token_vocab)
+    self.sentencepiece = is_sentencepiece(token_vocab)
     self.token_strings = tf.constant(token_vocab)
     self.label_strings = tf.constant(label_vocab or [''])
     self.raw_spec = tft_output.raw_feature_spec()
@@ -251,7 +267,7 @@ class ExportModule(tf.Module):
     keep = tf.transpose(active.stack())
     tokens = tf.reshape(tokens, [batch, -1])
     keep = tf.reshape(keep, [batch, -1])
-    return {TEXT: decode_tokens(tf.gather(self.token_strings, tokens), keep)}
+    return {TEXT: decode_tokens(tf.gather(self.token_strings, tokens), keep, self.sentencepiece)}
 
   def signatures(self):
     """The concrete functions to save, by signature name."""

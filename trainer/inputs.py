@@ -139,13 +139,20 @@ def make_dataset(file_patterns, feature_spec, config, *, vocab_size, batch_size,
       raise ValueError('classify needs a transformed '
                        f'{features.TRANSFORMED_LABEL_KEY!r} feature; got {sorted(feature_spec)}')
 
+    ids_spec = feature_spec[ids_key]
+    if getattr(ids_spec, 'shape', None) not in (None, [seq_len], (seq_len,)):
+      raise ValueError(f'transformed {ids_key!r} has shape {list(ids_spec.shape)}, but the '
+                       f'trainer\'s seq_len is {seq_len}: give Transform the same seq_len')
+
     def to_example(batch):
       ids = batch[ids_key]
       if isinstance(ids, tf.RaggedTensor):
         ids = ids.to_tensor(default_value=features.PAD_ID, shape=[None, seq_len])
       label = tf.reshape(tf.cast(batch[features.TRANSFORMED_LABEL_KEY], tf.int32), [-1])
+      # Transform maps a label missing from the training split's vocabulary to -1: no loss there.
+      weights = tf.cast(label >= 0, tf.float32)
       x = {TOKEN_IDS: ids, PADDING_MASK: tf.cast(ids != features.PAD_ID, tf.int32)}
-      return x, {LABELS: label, WEIGHTS: tf.ones_like(label, tf.float32)}
+      return x, {LABELS: tf.maximum(label, 0), WEIGHTS: weights}
     return (parsed.map(to_example, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
             .batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
 

@@ -68,7 +68,7 @@ class Loop:
       self.eval_writer = tf.summary.create_file_writer(os.path.join(run_dir, EVAL_LOGS))
     else:
       self.train_writer = self.eval_writer = tf.summary.create_noop_writer()
-    self._train_step = tf.function(self._train_step_fn, jit_compile=None)
+    self._train_step = tf.function(self._train_step_fn)
     self._eval_step = tf.function(self._eval_step_fn)
     self.history = self._read_history() if chief else []
 

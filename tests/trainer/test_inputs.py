@@ -1,6 +1,7 @@
 """Masking and packing on in-memory tensors."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from trainer import features, inputs
@@ -85,3 +86,37 @@ def test_packing_keeps_every_token_in_order_with_sep_between_documents():
   assert [t for w in windows for t in w] == stream[:len(windows) * 5]
   assert len(stream) - len(windows) * 5 < 5  # only the incomplete tail is dropped
   assert features.PAD_ID not in [t for w in windows for t in w]
+
+
+def _write_classify_records(path, rows):
+  with tf.io.TFRecordWriter(path, options='GZIP') as writer:
+    for ids, label in rows:
+      feature = {
+        features.TOKEN_IDS_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=ids)),
+        features.TRANSFORMED_LABEL_KEY: tf.train.Feature(
+          int64_list=tf.train.Int64List(value=[label]))}
+      writer.write(tf.train.Example(
+        features=tf.train.Features(feature=feature)).SerializeToString())
+
+
+def test_classify_batches_ignore_labels_unknown_to_the_vocabulary(tmp_path):
+  from trainer.config import TrainerConfig
+  seq_len = 6
+  rows = [([2, 10, 3, 0, 0, 0], 0), ([2, 11, 12, 3, 0, 0], -1), ([2, 13, 3, 0, 0, 0], 1)]
+  _write_classify_records(str(tmp_path / 'part.gz'), rows)
+  spec = {features.TOKEN_IDS_KEY: tf.io.FixedLenFeature([seq_len], tf.int64),
+          features.TRANSFORMED_LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
+  config = TrainerConfig(task='classify', seq_len=seq_len)
+  dataset = inputs.make_dataset([str(tmp_path / '*.gz')], spec, config, vocab_size=20,
+                                batch_size=3, training=False, seed=0)
+  x, y = next(iter(dataset))
+  np.testing.assert_array_equal(x[inputs.TOKEN_IDS].numpy(), [r[0] for r in rows])
+  np.testing.assert_array_equal(x[inputs.PADDING_MASK].numpy()[1], [1, 1, 1, 1, 0, 0])
+  np.testing.assert_array_equal(y[inputs.LABELS].numpy(), [0, 0, 1])
+  np.testing.assert_array_equal(y[inputs.WEIGHTS].numpy(), [1, 0, 1])
+  with pytest.raises(ValueError, match=r'shape \[6\], but the trainer.s seq_len is 8'):
+    inputs.make_dataset([str(tmp_path / '*.gz')], spec, TrainerConfig(task='classify', seq_len=8),
+                        vocab_size=20, batch_size=3, training=False, seed=0)
+  with pytest.raises(ValueError, match='no TFRecord files match'):
+    inputs.make_dataset([str(tmp_path / 'absent-*')], spec, config, vocab_size=20, batch_size=3,
+                        training=False, seed=0)
