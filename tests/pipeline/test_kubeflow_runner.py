@@ -446,6 +446,22 @@ def test_tfx_cli_compiles_and_creates_for_kfp_v2(tmp_path):
   assert set(created.tasks) >= set(DEPENDENCIES)
 
 
+@pytest.mark.slow
+def test_tfx_cli_updates_a_created_pipeline(tmp_path):
+  runner_file = os.path.join(config_lib.REPO, 'pipeline', 'kubeflow_runner.py')
+  args = ['--engine', 'vertex', '--pipeline_path', runner_file]
+  result = _tfx_cli(['pipeline', 'update', *args], tmp_path, tmp_path)
+  assert result.returncode != 0  # nothing to update yet
+  assert _tfx_cli(['pipeline', 'create', *args], tmp_path, tmp_path).returncode == 0
+  spec_path = tmp_path / 'tfx' / 'vertex' / 'demo' / 'pipeline.json'
+  created = spec_path.read_text()
+  spec_path.unlink()
+  result = _tfx_cli(['pipeline', 'update', *args], tmp_path, tmp_path)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'updated successfully' in result.stdout
+  assert spec_path.read_text() == created
+
+
 # --- The container entrypoint --------------------------------------------------------------------
 
 
