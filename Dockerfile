@@ -29,3 +29,9 @@ RUN pip install --no-deps --no-build-isolation --no-cache-dir -e /pipeline \
  && python -c "import tfx.v1, tensorflow_text, keras_hub, trainer.task, components.vocabulary"
 
 ENV PYTHONPATH=/pipeline
+
+# Beam's worker boot program (same Beam and Python versions as the lock), so this image is also the
+# SDK container of portable runners: Dataflow custom containers, Flink's and Spark's SDK harness.
+# KFP gives every component an explicit command, so the entrypoint does not get in its way.
+COPY --from=apache/beam_python3.13_sdk:2.77.0 /opt/apache/beam /opt/apache/beam
+ENTRYPOINT ["/opt/apache/beam/boot"]

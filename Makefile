@@ -10,6 +10,8 @@ REST_PORT ?= 8501
 PIPELINE ?= demo
 MODEL_NAME ?= imdb
 KFP_HOST ?=
+KFP_PIPELINE_ROOT ?=
+KFP_ARGS = $(if $(KFP_PIPELINE_ROOT),--set kubeflow.pipeline_root=$(KFP_PIPELINE_ROOT))
 KFP_EXPERIMENT ?= tfx-lm
 
 .PHONY: help env test test-all lint demo tensorboard serve bench lock clean clean-env kubeflow-compile kubeflow-submit
@@ -38,12 +40,12 @@ tensorboard:  ## Serve TensorBoard over the pipeline outputs.
 serve:  ## Serve the model the demo pushed (gRPC :8500, REST :8501; MODEL_NAME, PIPELINE).
 	$(DEV) python -m serving --model_name=$(MODEL_NAME) --model_base_path=$(CURDIR)/$(OUTPUTS)/$(PIPELINE)/serving/$(MODEL_NAME) --port=$(PORT) --rest_api_port=$(REST_PORT)
 
-kubeflow-compile:  ## Compile the pipeline (CONFIG) to a KFP v2 spec.
-	$(DEV) python -m pipeline.kubeflow_runner compile --config $(CONFIG)
+kubeflow-compile:  ## Compile the pipeline (CONFIG) to a KFP v2 spec: KFP_PIPELINE_ROOT=gs://...
+	$(DEV) python -m pipeline.kubeflow_runner compile --config $(CONFIG) $(KFP_ARGS)
 
 kubeflow-submit:  ## Compile and submit to a KFP 2 endpoint: make kubeflow-submit KFP_HOST=http://...
 	@test -n "$(KFP_HOST)" || { echo "error: set KFP_HOST, e.g. make kubeflow-submit KFP_HOST=http://localhost:8080"; exit 2; }
-	$(DEV) python -m pipeline.kubeflow_runner submit --config $(CONFIG) --host $(KFP_HOST) --experiment $(KFP_EXPERIMENT)
+	$(DEV) python -m pipeline.kubeflow_runner submit --config $(CONFIG) $(KFP_ARGS) --host $(KFP_HOST) --experiment $(KFP_EXPERIMENT)
 
 bench:  ## Run the benchmarks and print their ratios.
 	$(DEV) python bench/run_all.py

@@ -142,8 +142,9 @@ class KubeflowConfig:
   Attributes:
     image: container image every component runs in (built from this repository's Dockerfile).
     image_repo_dir: where the repository sits inside the image.
-    pipeline_root: artifact root every pod can reach: gs://, s3:// or a volume mounted at the
-      same path in every pod.
+    pipeline_root: artifact root every pod can reach; on open-source KFP 2 and Vertex AI a
+      gs:// URI (see pipeline/KUBEFLOW.md for why other schemes do not work with this stack).
+      Required to compile.
     serving_root: push destination on the cluster; empty means `<pipeline_root>/serving`.
     output_file: where the compiled pipeline spec (JSON) is written.
     trainer_gpus: GPUs per Trainer replica (MirroredStrategy across them).
@@ -158,7 +159,7 @@ class KubeflowConfig:
   """
   image: str = 'ghcr.io/tfx-lm/tfx-lm:0.1.0'
   image_repo_dir: str = '/pipeline'
-  pipeline_root: str = '/mnt/tfx-lm'
+  pipeline_root: str = ''
   serving_root: str = ''
   output_file: str = 'pipeline_outputs/kubeflow/pipeline.json'
   trainer_gpus: int = 0

@@ -105,8 +105,9 @@ def build(config: config_lib.PipelineConfig):
   from pipeline import pipeline as pipeline_lib
   kubeflow = config.kubeflow
   if not kubeflow.pipeline_root:
-    raise config_lib.ConfigError('kubeflow.pipeline_root: set the artifact root the cluster '
-                                 'writes to (gs://..., s3://..., or a mounted path)')
+    raise config_lib.ConfigError(
+        'kubeflow.pipeline_root is empty: set the artifact root the cluster writes to, e.g. '
+        '--set kubeflow.pipeline_root=gs://BUCKET/tfx-lm (make: KFP_PIPELINE_ROOT=gs://...)')
   pipeline = pipeline_lib.create_pipeline(
       config,
       pipeline_root=kubeflow.pipeline_root,

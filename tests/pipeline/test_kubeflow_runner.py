@@ -421,7 +421,15 @@ def test_local_runner_beam_args_reach_every_beam_component(tmp_path):
 
 
 def _tfx_cli(args, home, cwd):
-  env = dict(os.environ, HOME=str(home), TFXLM_CONFIG=DEMO,
+  # The CLI passes no arguments to the pipeline file: the config, with the cluster's pipeline
+  # root, comes from TFXLM_CONFIG.
+  with open(DEMO) as f:
+    demo = yaml.safe_load(f)
+  demo['kubeflow'] = {'pipeline_root': ROOT}
+  config_path = os.path.join(str(home), 'demo-on-kfp.yaml')
+  with open(config_path, 'w') as f:
+    yaml.safe_dump(demo, f)
+  env = dict(os.environ, HOME=str(home), TFXLM_CONFIG=config_path,
              PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get('PATH', ''))
   env.pop('VERTEX_HOME', None)  # would move the CLI's home out of tmp_path
   return subprocess.run(['tfx', *args], cwd=cwd, env=env, capture_output=True, text=True,
