@@ -14,10 +14,13 @@ Per task:
 - classify: `probabilities` float32 [b, classes], `label_ids` int64 [b], `labels` string [b].
 - mlm: `mask_predictions` string [b, k], `mask_scores` float32 [b, k] (probabilities) for the
   first [MASK] of each text; rows without a [MASK] get '' and 0. The literal text "[MASK]" is cut
-  out before tokenizing, so the tokenizer need not know it.
+  out before tokenizing, so the tokenizer need not know it. Also `token_logprob_sum` and
+  `token_count` (below) over a deterministic sample of the text's tokens, each replaced by
+  [MASK] and predicted from the rest: up to ceil(seq_len * mask_rate) tokens spread evenly.
 - clm: `token_logprob_sum` float32 [b] (log-probability of the text's tokens, each predicted
-  from the ones before it, the first from [SEP]) and `token_count` float32 [b]; perplexity over
-  examples is exp(-sum(token_logprob_sum) / sum(token_count)). Texts are cut to seq_len tokens.
+  from the ones before it, the first from [SEP]) and `token_count` float32 [b].
+- mlm and clm: perplexity over examples is exp(-sum(token_logprob_sum) / sum(token_count)), in
+  nats. Texts are cut to seq_len tokens (seq_len - 2 for mlm).
 
 `transform_features` returns Transform's outputs as dense tensors (variable-length `token_ids`
 padded with 0 to the longest in the batch). Temperature <= 0 means greedy decoding, top_k <= 0
@@ -26,7 +29,7 @@ samples from the whole vocabulary.
 
 import tensorflow as tf
 
-from trainer import features
+from trainer import features, inputs
 from trainer.models import MASK_POSITIONS, PADDING_MASK, TOKEN_IDS
 
 SERVING_DEFAULT = 'serving_default'
@@ -108,6 +111,7 @@ class ExportModule(tf.Module):
     self.task = config.task
     self.seq_len = config.seq_len
     self.top_k = config.mask_top_k
+    self.num_predictions = inputs.max_predictions(config.seq_len, config.mask_rate)
     self.vocab_size = len(token_vocab)
     self.sentencepiece = is_sentencepiece(token_vocab)
     self.token_strings = tf.constant(token_vocab)
@@ -188,16 +192,44 @@ class ExportModule(tf.Module):
     predictions = tf.gather(self.token_strings, top_ids)
     has_mask = has_mask[:, tf.newaxis]
     return {MASK_PREDICTIONS: tf.where(has_mask, predictions, ''),
-            MASK_SCORES: tf.where(has_mask, scores, 0.0)}
+            MASK_SCORES: tf.where(has_mask, scores, 0.0),
+            **self._mlm_score(dense, tf.cast(ids.row_lengths(), tf.int32))}
+
+  def _mlm_score(self, dense, lengths):
+    """Masked-LM log-likelihood of up to `num_predictions` evenly spread tokens per text.
+
+    Masking is deterministic (positions 1 + floor(j * length / k)), so a text always gets the
+    same score; reserved tokens (an existing [MASK]) are never scored.
+    """
+    k = self.num_predictions
+    j = tf.range(k, dtype=tf.int32)[tf.newaxis, :]
+    positions = 1 + (j * lengths[:, tf.newaxis]) // k  # (batch, k)
+    distinct = tf.concat([tf.ones_like(positions[:, :1], tf.bool),
+                          positions[:, 1:] > positions[:, :-1]], axis=1)
+    targets = tf.gather(dense, positions, batch_dims=1)
+    weights = distinct & (lengths[:, tf.newaxis] > 0) & (targets >= _NUM_RESERVED)
+    batch_index = tf.broadcast_to(tf.range(tf.shape(dense)[0])[:, tf.newaxis], tf.shape(positions))
+    masked = tf.tensor_scatter_nd_update(
+      dense, tf.stack([batch_index, positions], axis=-1),
+      tf.where(weights, features.MASK_ID, targets))
+    logits = self.model({TOKEN_IDS: masked,
+                         PADDING_MASK: tf.cast(masked != features.PAD_ID, tf.int32),
+                         MASK_POSITIONS: positions}, training=False)
+    logprobs = -tf.nn.sparse_softmax_cross_entropy_with_logits(
+      labels=targets, logits=tf.cast(logits, tf.float32))
+    weights = tf.cast(weights, tf.float32)
+    return {TOKEN_LOGPROB_SUM: tf.reduce_sum(logprobs * weights, axis=1),
+            TOKEN_COUNT: tf.reduce_sum(weights, axis=1)}
 
   def _clm_score(self, ids):
     ids = tf.cast(ids[:, :self.seq_len], tf.int32)
     rows = ids.nrows()
     with_start = tf.concat([tf.fill([rows, 1], features.SEP_ID), ids], axis=1)
     dense = with_start.to_tensor(default_value=features.PAD_ID)
-    inputs, targets = dense[:, :-1], dense[:, 1:]
+    context, targets = dense[:, :-1], dense[:, 1:]
     target_mask = tf.cast(targets != features.PAD_ID, tf.float32)
-    logits = self.model({TOKEN_IDS: inputs, PADDING_MASK: tf.ones_like(inputs)}, training=False)
+    logits = self.model({TOKEN_IDS: context, PADDING_MASK: tf.ones_like(context)},
+                        training=False)
     logprobs = -tf.nn.sparse_softmax_cross_entropy_with_logits(
       labels=targets, logits=tf.cast(logits, tf.float32))
     return {TOKEN_LOGPROB_SUM: tf.reduce_sum(logprobs * target_mask, axis=1),

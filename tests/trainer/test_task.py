@@ -210,6 +210,8 @@ def test_every_signature_answers_the_same_in_a_fresh_process(mlm_run, clm_run, c
   mlm = expected['mlm/predict_text']
   assert mlm['mask_predictions'][0] == [''] * len(mlm['mask_predictions'][0])
   assert all(mlm['mask_predictions'][1]) and mlm['mask_scores'][1][0] > 0
+  # Scored: up to ceil(16 * 0.25) = 4 evenly spread tokens, never the [MASK] already there.
+  assert mlm['token_count'] == [4.0, 3.0, 1.0] and all(v < 0 for v in mlm['token_logprob_sum'])
   clm = expected['clm/serving_default']
   assert clm['token_count'] == [6.0, 7.0, 1.0] and all(v < 0 for v in clm['token_logprob_sum'])
   assert all(isinstance(t, str) for t in expected['clm/generate']['text'])
