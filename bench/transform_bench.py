@@ -190,7 +190,8 @@ def _role_tokenizers(corpus: str, vocab_dir: str, batch: int) -> dict:
   return results
 
 
-def _role_pipeline(corpus: str, vocab_dir: str, root: str, workers: int, mode: str) -> dict:
+def _role_pipeline(corpus: str, vocab_dir: str, root: str, workers: int, mode: str,
+                   shuffle: bool) -> dict:
   """ExampleGen + Transform under LocalDagRunner; component durations from ML Metadata."""
   import ml_metadata as mlmd
   from tfx import v1 as tfx
@@ -198,7 +199,7 @@ def _role_pipeline(corpus: str, vocab_dir: str, root: str, workers: int, mode: s
   from components import example_gen, transform, vocabulary
 
   metadata = os.path.join(root, 'metadata.sqlite')
-  gen = example_gen.create_example_gen('text', corpus)
+  gen = example_gen.create_example_gen('text', corpus, shuffle=shuffle)
   schema = tfx.components.ImportSchemaGen(
     schema_file=os.path.join(REPO, 'schemas', 'corpus', 'schema.pbtxt'))
   vocab = tfx.dsl.Importer(source_uri=vocab_dir, artifact_type=vocabulary.VocabularyArtifact,
@@ -288,6 +289,8 @@ def main() -> int:
   parser.add_argument('--running-mode', default='multi_processing',
                       choices=['multi_processing', 'multi_threading', 'in_memory'],
                       help="Beam DirectRunner's direct_running_mode for the pipeline")
+  parser.add_argument('--shuffle', action=argparse.BooleanOptionalAction, default=False,
+                      help="ExampleGen's shuffle before writing (default off: streaming)")
   parser.add_argument('--batch', type=int, default=1000, help='texts per tokenizer call')
   parser.add_argument('--work-dir', help='keep data and pipeline outputs here (default: temp)')
   parser.add_argument('--role', choices=['tokenizers', 'pipeline'], help=argparse.SUPPRESS)
@@ -302,7 +305,7 @@ def main() -> int:
     return 0
   if args.role == 'pipeline':
     print(json.dumps(_role_pipeline(args.corpus, args.vocab, args.root, args.workers,
-                                    args.running_mode)))
+                                    args.running_mode, args.shuffle)))
     return 0
 
   work = args.work_dir or tempfile.mkdtemp(prefix='transform-bench-')
@@ -322,7 +325,8 @@ def main() -> int:
   for name in ('small', 'large'):
     runs[name] = _run_child(['--role', 'pipeline', '--corpus', os.path.join(work, name),
                              '--vocab', vocab_dir, '--root', os.path.join(work, f'run-{name}'),
-                             '--workers', str(args.workers), '--running-mode', args.running_mode])
+                             '--workers', str(args.workers), '--running-mode', args.running_mode,
+                             '--shuffle' if args.shuffle else '--no-shuffle'])
 
   size = single['bytes']
   rates = {k: _rate(size, single[k]['seconds']) for k in
@@ -352,8 +356,8 @@ def main() -> int:
   print(f'{"  of which normalization ops alone":<52} {rates["normalization_only"]:8.1f}')
   print(f'{"HF tokenizers BertWordPieceTokenizer, 1 thread":<52} '
         f'{rates["hf_bert_wordpiece"]:8.1f}')
-  print(f'\nLocalDagRunner, DirectRunner {args.running_mode} x{args.workers}, '
-        f'{sizes["large"] / MB:.0f} MB:')
+  print(f'\nLocalDagRunner, DirectRunner {args.running_mode} x{args.workers}, ExampleGen '
+        f'shuffle {"on" if args.shuffle else "off"}:')
   print(f'  {"component":<28} {sizes["small"] / MB:6.0f} MB {sizes["large"] / MB:6.0f} MB')
   for component, s in sorted(seconds.items()):
     print(f'  {component:<28} {small_seconds.get(component, 0):7.1f} s {s:7.1f} s')

@@ -30,13 +30,23 @@ from typing import Any
 import apache_beam as beam
 import tensorflow as tf
 from absl import logging
+from tfx import types
 from tfx.components.example_gen import driver as example_gen_driver
 from tfx.components.example_gen import utils as example_gen_utils
+from tfx.components.example_gen import write_split
 from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
+from tfx.components.util import examples_utils
 from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.dsl.io import fileio
 from tfx.proto import example_gen_pb2
-from tfx.types import channel, component_spec, standard_artifacts, standard_component_specs
+from tfx.types import (
+  artifact_utils,
+  channel,
+  component_spec,
+  standard_artifacts,
+  standard_component_specs,
+)
+from tfx.utils import proto_utils
 
 from components.validation import DataError
 from trainer import features
@@ -49,6 +59,7 @@ INPUT_FORMAT_KEY = 'input_format'
 TEXT_COLUMN_KEY = 'text_column'
 LABEL_COLUMN_KEY = 'label_column'
 TEXT_MODE_KEY = 'text_mode'
+SHUFFLE_KEY = 'shuffle'
 
 _METRICS_NAMESPACE = 'tfxlm.example_gen'
 # How many line numbers of skipped empty documents a warning lists per file.
@@ -274,6 +285,34 @@ class Executor(BaseExampleGenExecutor):
   def GetInputSourceToExamplePTransform(self) -> beam.PTransform:  # noqa: N802 (TFX API)
     return ReadTextExamples
 
+  def Do(self, input_dict: dict[str, list[types.Artifact]],  # noqa: N802 (TFX API)
+         output_dict: dict[str, list[types.Artifact]], exec_properties: dict[str, Any]) -> None:
+    """The stock ExampleGen run; without the shuffle before writing when `shuffle` is off.
+
+    The stock writer reshuffles every record, which on the DirectRunner passes the whole corpus
+    through the runner process's memory. Unshuffled, records stream from reader to writer.
+    """
+    if exec_properties.get(SHUFFLE_KEY, 1):
+      super().Do(input_dict, output_dict, exec_properties)
+      return
+    self._log_startup(input_dict, output_dict, exec_properties)
+    input_config = proto_utils.json_to_proto(
+      exec_properties[standard_component_specs.INPUT_CONFIG_KEY], example_gen_pb2.Input())
+    output_config = proto_utils.json_to_proto(
+      exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY], example_gen_pb2.Output())
+    outputs = output_dict[standard_component_specs.EXAMPLES_KEY]
+    artifact_utils.get_single_instance(outputs).split_names = artifact_utils.encode_split_names(
+      example_gen_utils.generate_output_split_names(input_config, output_config))
+    with self._make_beam_pipeline() as pipeline:
+      for split, records in self.GenerateExamplesByBeam(pipeline, exec_properties).items():
+        path = os.path.join(artifact_utils.get_split_uri(outputs, split),
+                            write_split.DEFAULT_FILE_NAME)
+        _ = records | f'Write[{split}]' >> beam.io.WriteToTFRecord(path, file_name_suffix='.gz')
+    for artifact in outputs:
+      examples_utils.set_payload_format(artifact, example_gen_pb2.FORMAT_TF_EXAMPLE)
+      examples_utils.set_file_format(
+        artifact, write_split.to_file_format_str(example_gen_pb2.FORMAT_TFRECORDS_GZIP))
+
 
 class TextExampleGenSpec(component_spec.ComponentSpec):
   """FileBasedExampleGen's spec plus the text options."""
@@ -284,6 +323,7 @@ class TextExampleGenSpec(component_spec.ComponentSpec):
     TEXT_COLUMN_KEY: component_spec.ExecutionParameter(type=str),
     LABEL_COLUMN_KEY: component_spec.ExecutionParameter(type=str, optional=True),
     TEXT_MODE_KEY: component_spec.ExecutionParameter(type=str),
+    SHUFFLE_KEY: component_spec.ExecutionParameter(type=int),
   }
   INPUTS = {}
   OUTPUTS = standard_component_specs.FileBasedExampleGenSpec.OUTPUTS
@@ -298,7 +338,7 @@ class TextExampleGen(base_beam_component.BaseBeamComponent):
 
   def __init__(self, *, input_base: str, input_format: str, input_config: example_gen_pb2.Input,
                output_config: example_gen_pb2.Output, text_column: str = features.TEXT_KEY,
-               label_column: str | None = None, text_mode: str = 'line'):
+               label_column: str | None = None, text_mode: str = 'line', shuffle: bool = True):
     """Builds the component; see `create_example_gen` for the arguments."""
     spec = TextExampleGenSpec(
       input_base=input_base,
@@ -310,6 +350,7 @@ class TextExampleGen(base_beam_component.BaseBeamComponent):
       text_column=text_column,
       label_column=label_column,
       text_mode=text_mode,
+      shuffle=int(shuffle),
       examples=channel.Channel(type=standard_artifacts.Examples),
     )
     super().__init__(spec=spec)
@@ -323,7 +364,7 @@ def create_example_gen(input_format: str, input_base: str, *, text_column: str =
                        jsonl_text_field: str = 'text',
                        input_splits: Mapping[str, str] | None = None,
                        train_eval_ratio: Sequence[int] = (9, 1),
-                       file_pattern: str | None = None) -> TextExampleGen:
+                       file_pattern: str | None = None, shuffle: bool = True) -> TextExampleGen:
   """Creates the ExampleGen for one input format.
 
   Args:
@@ -341,6 +382,9 @@ def create_example_gen(input_format: str, input_base: str, *, text_column: str =
     train_eval_ratio: Hash buckets for (train, eval) when input_splits is None.
     file_pattern: Glob of the input files under input_base when input_splits is None;
       None means the format's default glob.
+    shuffle: Shuffle the records before writing, as the stock ExampleGen does. Off, the
+      records stream from reader to writer in file order (memory stays flat on the
+      DirectRunner, ~2x faster); the trainer's own shuffle buffer then does the mixing.
 
   Returns:
     A TFX component whose output 'examples' has `text` (and `label`) features.
@@ -370,4 +414,5 @@ def create_example_gen(input_format: str, input_base: str, *, text_column: str =
   source_text = jsonl_text_field if input_format == 'jsonl' else text_column
   return TextExampleGen(input_base=input_base, input_format=input_format,
                         input_config=input_config, output_config=output_config,
-                        text_column=source_text, label_column=label_column, text_mode=text_mode)
+                        text_column=source_text, label_column=label_column, text_mode=text_mode,
+                        shuffle=shuffle)

@@ -78,7 +78,8 @@ def run(tmp_path_factory):
 
   text_gen = example_gen.create_example_gen(
     'text', os.path.join(data, 'text'),
-    input_splits={'train': 'train/*.txt', 'eval': 'eval/*.txt'}).with_id('TextExampleGen')
+    input_splits={'train': 'train/*.txt', 'eval': 'eval/*.txt'},
+    shuffle=False).with_id('TextExampleGen')
   tfrecord_gen = example_gen.create_example_gen(
     'tfrecord', os.path.join(data, 'tfrecord'), text_column='content',
     label_column='y').with_id('TFRecordExampleGen')
@@ -100,11 +101,14 @@ def test_csv_renames_columns_and_hash_splits(run):
   assert got == expected
 
 
-def test_text_pre_split_folders_skip_blank_lines(run):
+def test_text_pre_split_folders_skip_blank_lines_unshuffled(run):
   uri = _uri(run['root'], 'TextExampleGen', 'examples')
   for split, seed in (('train', 2), ('eval', 3)):
-    texts = sorted(r['text'][0].decode() for r in text_data.read_examples(uri, split))
-    assert texts == sorted(text_data.sentences(40, seed))
+    texts = [r['text'][0].decode() for r in text_data.read_examples(uri, split)]
+    lines = text_data.sentences(40, seed)
+    assert sorted(texts) == sorted(lines)
+    # Unshuffled: each file's documents keep their order.
+    assert [t for t in texts if t in lines[:20]] == lines[:20]
 
 
 def test_jsonl_and_tfrecord_fields(run):
