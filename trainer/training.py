@@ -8,7 +8,6 @@ The loop runs `strategy.run` inside a `tf.function`, sums metrics across replica
 import json
 import math
 import os
-import shutil
 import time
 
 import tensorflow as tf
@@ -39,7 +38,9 @@ class Loop:
     optimizer: From `trainer.optimization.create_optimizer`.
     config: The `TrainerConfig`.
     run_dir: Where checkpoints and TensorBoard logs go (the Trainer's model_run dir).
-    chief: Whether this worker writes summaries and the real checkpoints.
+    chief: Whether this worker writes summaries and the real checkpoints. Every worker restores
+      from the chief's checkpoints, so `run_dir` must be shared storage (as GCS is) when the
+      workers run on different machines.
     worker_name: Distinguishes the scratch checkpoint dirs of non-chief workers.
   """
 
@@ -177,29 +178,32 @@ class Loop:
     """
     config = self.config
     start = int(self.step.numpy())
+    # Evaluations a killed run made after its last checkpoint are made again.
+    self.history = [h for h in self.history if h['step'] <= start]
     iterator = iter(train_dataset)
-    window = {'sums': tf.zeros([4]), 'steps': 0, 'time': time.perf_counter()}
+    # Train steps only: evaluation and checkpoints stay out of tokens/second.
+    window = {'sums': tf.zeros([4]), 'seconds': 0.0}
     step = start
     while step < train_steps:
+      started = time.perf_counter()
       window['sums'] += self._train_step(iterator)
-      window['steps'] += 1
+      window['seconds'] += time.perf_counter() - started
       step += 1
       if step % config.log_every_steps == 0 or step == train_steps:
         self._log_train(step, window)
-        window = {'sums': tf.zeros([4]), 'steps': 0, 'time': time.perf_counter()}
+        window = {'sums': tf.zeros([4]), 'seconds': 0.0}
       if step % config.eval_every_steps == 0 or step == train_steps:
         self._log_eval(step, self.evaluate(eval_dataset, eval_steps))
       if step % config.checkpoint_every_steps == 0 or step == train_steps:
         self._save_manager.save(checkpoint_number=step)
-    if self._scratch_dir:
-      shutil.rmtree(self._scratch_dir, ignore_errors=True)
+    if self._scratch_dir and tf.io.gfile.exists(self._scratch_dir):
+      tf.io.gfile.rmtree(self._scratch_dir)
     return self.history
 
   def _log_train(self, step, window):
     loss_sum, count, correct, tokens = (float(v) for v in window['sums'].numpy())
-    seconds = time.perf_counter() - window['time']
     metrics = self._metrics(loss_sum, count, correct)
-    metrics['tokens_per_second'] = tokens / max(seconds, 1e-9)
+    metrics['tokens_per_second'] = tokens / max(window['seconds'], 1e-9)
     lr = optimization.current_learning_rate(self.optimizer)
     metrics['learning_rate'] = float(lr.numpy() if hasattr(lr, 'numpy') else lr)
     with self.train_writer.as_default(step=step):
