@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 import trainer_data
+from tfx.components.trainer import fn_args_utils
 
 from trainer import export, task, training
 from trainer.config import TrainerConfig
@@ -249,3 +250,19 @@ def test_kill_and_resume(clm_data, tmp_path):
   assert f'resuming from checkpoint at step {killed_at}' in rerun.stderr
   assert tf.train.latest_checkpoint(checkpoints).endswith('-200')
   assert os.path.exists(os.path.join(args.serving_model_dir, 'saved_model.pb'))
+
+
+def test_config_from_fn_args_fills_steps_and_rejects_bad_input():
+  def args(custom_config, train_steps=None, eval_steps=None):
+    return fn_args_utils.FnArgs(custom_config=custom_config, train_steps=train_steps,
+                                eval_steps=eval_steps)
+  config = task.config_from_fn_args(args({'trainer': {'task': 'clm'}}, 7, 3))
+  assert (config.task, config.train_steps, config.eval_steps) == ('clm', 7, 3)
+  config = task.config_from_fn_args(args({'trainer': {'train_steps': 5, 'eval_steps': 1}}, 7, 3))
+  assert (config.train_steps, config.eval_steps) == (5, 1)
+  with pytest.raises(ValueError, match=r"unknown key\(s\) \['trainr'\]"):
+    task.config_from_fn_args(args({'trainr': {}}, 7, 3))
+  with pytest.raises(ValueError, match='no train steps'):
+    task.config_from_fn_args(args({'trainer': {}}, None, 3))
+  with pytest.raises(ValueError, match='learning_rate must be > 0'):
+    task.config_from_fn_args(args({'trainer': {'learning_rate': -1.0}}, 7, 3))
