@@ -1,13 +1,17 @@
 """`run_fn`: what TFX's generic Trainer calls (`Trainer(run_fn='trainer.task.run_fn', ...)`).
 
 The hyperparameters come as `custom_config={'trainer': TrainerConfig(...).to_dict()}`; train and
-eval steps default to the Trainer's `TrainArgs` / `EvalArgs`. The run writes checkpoints,
-TensorBoard logs and `eval_history.json` to `fn_args.model_run_dir` and one SavedModel (see
+eval steps default to the Trainer's `TrainArgs` / `EvalArgs`. The run writes TensorBoard logs and
+`eval_history.json` to `fn_args.model_run_dir`, checkpoints beside it keyed on the run's inputs
+(`checkpoint_dir`: a rerun of a killed Trainer, which TFX gives a new model_run_dir, resumes
+from them), and one SavedModel (see
 `trainer/export.py`) to `fn_args.serving_model_dir`, with `assets.extra/trainer_config.json`
 (the config used) and `assets.extra/backbone_weights.npz` (what a later run warm-starts from).
 """
 
 import dataclasses
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -21,6 +25,25 @@ from trainer import distribute, export, features, inputs, models, optimization, 
 from trainer.config import CUSTOM_CONFIG_KEY, TrainerConfig
 
 _TFX_CLOUD_KEY_PREFIX = 'ai_platform_'
+CHECKPOINTS_PREFIX = 'checkpoints-'
+
+
+def checkpoint_dir(fn_args, config):
+  """Where a run keeps its checkpoints: beside the Trainer's run folders, named after a hash of
+  everything that decides the trained weights (config, data, transform graph, base model).
+
+  TFX gives each execution a new `model_run_dir`, so checkpoints there would be lost to a rerun
+  after a crash; here the rerun, with the same (cached) inputs, finds them.
+  """
+  identity = json.dumps({
+      'config': config.to_dict(),
+      'train_files': sorted(fn_args.train_files or []),
+      'transform_graph': fn_args.transform_graph_path or fn_args.transform_output,
+      'base_model': fn_args.base_model,
+  }, sort_keys=True, default=str)
+  digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+  runs = os.path.dirname(os.path.normpath(fn_args.model_run_dir))
+  return os.path.join(runs, f'{CHECKPOINTS_PREFIX}{digest}')
 
 
 def config_from_fn_args(fn_args):
@@ -134,7 +157,8 @@ def train_and_export(config, fn_args):
         loss_scaling=config.precision == 'mixed_float16')
       optimizer.build(model.trainable_variables)
     loop = training.Loop(strategy, model, optimizer, config, fn_args.model_run_dir, chief=chief,
-                         worker_name=distribute.worker_id(strategy))
+                         worker_name=distribute.worker_id(strategy),
+                         checkpoint_dir=checkpoint_dir(fn_args, config))
     start = loop.restore()
     if start:
       logging.info('resuming from checkpoint at step %d', start)

@@ -11,6 +11,7 @@ import os
 import time
 
 import tensorflow as tf
+from absl import logging
 
 from trainer import features, inputs, optimization
 
@@ -42,10 +43,11 @@ class Loop:
       from the chief's checkpoints, so `run_dir` must be shared storage (as GCS is) when the
       workers run on different machines.
     worker_name: Distinguishes the scratch checkpoint dirs of non-chief workers.
+    checkpoint_dir: Where checkpoints go; None means `<run_dir>/checkpoints`.
   """
 
   def __init__(self, strategy, model, optimizer, config, run_dir, *, chief=True,
-               worker_name='chief'):
+               worker_name='chief', checkpoint_dir=None):
     self.strategy = strategy
     self.model = model
     self.optimizer = optimizer
@@ -56,11 +58,12 @@ class Loop:
     with strategy.scope():
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='global_step')
     self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=self.step)
-    checkpoint_dir = os.path.join(run_dir, CHECKPOINT_DIR)
+    checkpoint_dir = checkpoint_dir or os.path.join(run_dir, CHECKPOINT_DIR)
     self._scratch_dir = None
     if not chief:
       # Every worker must take part in saving; only the chief's copy is kept.
-      self._scratch_dir = os.path.join(run_dir, f'{CHECKPOINT_DIR}_scratch_{worker_name}')
+      self._scratch_dir = f'{checkpoint_dir.rstrip("/")}_scratch_{worker_name}'
+
     self.manager = tf.train.CheckpointManager(self.checkpoint, checkpoint_dir, max_to_keep=3)
     self._save_manager = self.manager if chief else tf.train.CheckpointManager(
       self.checkpoint, self._scratch_dir, max_to_keep=1)
@@ -206,12 +209,18 @@ class Loop:
     metrics['tokens_per_second'] = tokens / max(window['seconds'], 1e-9)
     lr = optimization.current_learning_rate(self.optimizer)
     metrics['learning_rate'] = float(lr.numpy() if hasattr(lr, 'numpy') else lr)
+    if self.chief:
+      logging.info('%s step %d/%d: %s', self.config.task, step, self.config.train_steps,
+                   _format_metrics(metrics))
     with self.train_writer.as_default(step=step):
       for name, value in metrics.items():
         tf.summary.scalar(name, value)
     self.train_writer.flush()
 
   def _log_eval(self, step, metrics):
+    if self.chief:
+      logging.info('%s step %d/%d: eval %s', self.config.task, step, self.config.train_steps,
+                   _format_metrics(metrics))
     self.history.append({'step': step, **metrics})
     with self.eval_writer.as_default(step=step):
       for name, value in metrics.items():
@@ -220,3 +229,7 @@ class Loop:
     if self.chief:
       with tf.io.gfile.GFile(os.path.join(self.run_dir, EVAL_HISTORY_FILE), 'w') as f:
         json.dump(self.history, f, indent=1)
+
+
+def _format_metrics(metrics):
+  return '  '.join(f'{name} {value:.4g}' for name, value in metrics.items())

@@ -222,13 +222,13 @@ def test_every_signature_answers_the_same_in_a_fresh_process(mlm_run, clm_run, c
 def test_kill_and_resume(clm_data, tmp_path):
   config = trainer_data.tiny_config('clm', train_steps=200, checkpoint_every_steps=20,
                                     eval_every_steps=100, log_every_steps=20)
-  args = trainer_data.fn_args(clm_data, str(tmp_path), config)
+  args = trainer_data.fn_args(clm_data, str(tmp_path / 'runs'), config)
+  keys = ('train_files', 'eval_files', 'transform_graph_path', 'serving_model_dir',
+          'model_run_dir', 'custom_config')
   args_file = tmp_path / 'args.json'
-  args_file.write_text(json.dumps({k: getattr(args, k) for k in (
-    'train_files', 'eval_files', 'transform_graph_path', 'serving_model_dir', 'model_run_dir',
-    'custom_config')}))
+  args_file.write_text(json.dumps({k: getattr(args, k) for k in keys}))
   command = [sys.executable, os.path.join(HERE, 'run_fn_main.py'), str(args_file)]
-  checkpoints = os.path.join(args.model_run_dir, training.CHECKPOINT_DIR)
+  checkpoints = task.checkpoint_dir(args, task.config_from_fn_args(args))
   process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.time() + 240
   try:
@@ -245,11 +245,18 @@ def test_kill_and_resume(clm_data, tmp_path):
   killed_at = int(tf.train.latest_checkpoint(checkpoints).rsplit('-', 1)[1])
   assert 40 <= killed_at < 200
   assert not os.path.exists(os.path.join(args.serving_model_dir, 'saved_model.pb'))
+  # TFX reruns a failed Trainer as a new execution, with new output folders: the same inputs
+  # must still find the checkpoints.
+  rerun_args = {k: getattr(args, k) for k in keys}
+  rerun_args['model_run_dir'] = args.model_run_dir + '-rerun'
+  rerun_args['serving_model_dir'] = args.serving_model_dir + '-rerun'
+  args_file.write_text(json.dumps(rerun_args))
   rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert f'resuming from checkpoint at step {killed_at}' in rerun.stderr
+  assert f'clm step {killed_at + 20}/200' in rerun.stderr  # progress is logged from there on
   assert tf.train.latest_checkpoint(checkpoints).endswith('-200')
-  assert os.path.exists(os.path.join(args.serving_model_dir, 'saved_model.pb'))
+  assert os.path.exists(os.path.join(rerun_args['serving_model_dir'], 'saved_model.pb'))
 
 
 def test_config_from_fn_args_fills_steps_and_rejects_bad_input():

@@ -9,7 +9,7 @@ import sys
 import tensorflow as tf
 import trainer_data
 
-from trainer import training
+from trainer import task, training
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -51,11 +51,11 @@ def test_two_workers_train_in_step_and_only_the_chief_writes(clm_data, tmp_path)
     assert '2 replica(s)' in log  # one CPU replica per worker
   assert 'chief=True' in logs[0] and 'chief=False' in logs[1]
   assert os.path.exists(os.path.join(args.serving_model_dir, 'saved_model.pb'))
-  checkpoints = os.path.join(args.model_run_dir, training.CHECKPOINT_DIR)
+  checkpoints = task.checkpoint_dir(args, task.config_from_fn_args(args))
   assert tf.train.latest_checkpoint(checkpoints).endswith('-30')
   # The non-chief's scratch checkpoints are gone; nothing else was written beside the chief's.
   assert sorted(os.listdir(args.model_run_dir)) == sorted(
-    [training.CHECKPOINT_DIR, training.TRAIN_LOGS, training.EVAL_LOGS,
-     training.EVAL_HISTORY_FILE])
+    [training.TRAIN_LOGS, training.EVAL_LOGS, training.EVAL_HISTORY_FILE])
+  assert not [d for d in os.listdir(os.path.dirname(checkpoints)) if '_scratch_' in d]
   with open(os.path.join(args.model_run_dir, training.EVAL_HISTORY_FILE)) as f:
     assert [h['step'] for h in json.load(f)] == [15, 30]
