@@ -60,6 +60,9 @@ class DataConfig:
     input_splits: names of pre-split sub-folders of `input_base` (e.g. [train, eval]); empty
       means one folder split by hash buckets with `train_eval_ratio`.
     train_eval_ratio: hash-bucket ratio of the train and eval splits.
+    shuffle: shuffle the examples as ExampleGen writes them (TFX's default). This sends the
+      whole corpus through the Beam runner's memory: turn it off for large corpora (the trainer
+      shuffles its input anyway).
     schema_dir: folder with the curated schema.pbtxt that validates the examples; empty means
       the project's `schemas/labeled` for classification and `schemas/corpus` otherwise.
   """
@@ -72,6 +75,7 @@ class DataConfig:
   file_pattern: str = ''
   input_splits: Tuple[str, ...] = ()
   train_eval_ratio: Tuple[int, int] = (9, 1)
+  shuffle: bool = True
   schema_dir: str = ''
 
 

@@ -85,6 +85,7 @@ def create_pipeline(
       input_splits={name: f'{name}/{split_pattern}' for name in data.input_splits} or None,
       train_eval_ratio=tuple(data.train_eval_ratio),
       file_pattern=data.file_pattern or None,
+      shuffle=data.shuffle,
   )
   examples = example_gen.outputs['examples']
 

@@ -112,7 +112,7 @@ def _metrics(evaluation_uri, summary: RunSummary):
   for slice_key, plots in result.plots or []:
     if slice_key:
       continue
-    for output in plots.values():
+    for output in (plots or {}).values():  # None when no plot was asked for
       for named in output.values():
         matrix = named.get('multiClassConfusionMatrixAtThresholds')
         if matrix:
