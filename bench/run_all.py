@@ -27,7 +27,9 @@ def main() -> int:
     extra = QUICK_ARGS.get(name, []) if args.quick else []
     print(f'\n===== {name} {" ".join(extra)} =====', flush=True)
     started = time.time()
-    code = subprocess.call([sys.executable, script, *extra])
+    # TensorFlow's C++ start-up lines from every Beam worker would bury the figures.
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get('TF_CPP_MIN_LOG_LEVEL', '3'))
+    code = subprocess.call([sys.executable, script, *extra], env=env)
     print(f'===== {name}: exit {code} after {time.time() - started:.0f} s =====', flush=True)
     if code:
       failed.append(name)
