@@ -241,6 +241,28 @@ def _passthrough_env():
   return {k: v for k, v in os.environ.items() if k.startswith(PASS_ENV_PREFIXES)}
 
 
+def _pip_local_paths():
+  """Host folders that the host's pip settings point at (find-links, file:// indexes), so that
+  pip inside the root filesystem sees the same sources."""
+  texts = [v for k, v in os.environ.items() if k.startswith('PIP_')]
+  for path in ('/etc/pip.conf', '/etc/xdg/pip/pip.conf', os.path.expanduser('~/.config/pip/pip.conf'),
+               os.path.expanduser('~/.pip/pip.conf')):
+    try:
+      with open(path) as f:
+        texts.append(f.read())
+    except OSError:
+      pass
+  found = set()
+  for text in texts:
+    for match in re.finditer(r'(?:file://)?(/[^\s,;]+)', text):
+      candidate = match.group(1).rstrip('/')
+      if os.path.basename(candidate) == 'simple':
+        candidate = os.path.dirname(candidate)  # a PEP 503 index links to files beside it
+      if os.path.isdir(candidate) and candidate not in ('/', '/etc', '/tmp'):
+        found.add(candidate)
+  return sorted(found)
+
+
 def _bwrap_base(rootfs):
   cmd = ['bwrap', '--bind', rootfs, '/', '--dev', '/dev', '--proc', '/proc',
          '--bind', '/tmp', '/tmp', '--die-with-parent']
@@ -276,6 +298,8 @@ def _build_rootfs(target, choice):
       shutil.copyfile(path, tmp + path)
   src = '/run/tfxlm-src'
   cmd = _bwrap_base(tmp) + ['--ro-bind', REPO, src, '--chdir', '/']
+  for path in _pip_local_paths():
+    cmd += ['--ro-bind', path, path]
   for key, value in _passthrough_env().items():
     cmd += ['--setenv', key, value]
   cmd += ['--setenv', 'PATH', '/usr/sbin:/usr/bin:/sbin:/bin',

@@ -94,3 +94,16 @@ def test_detection_reads_this_host():
   detected = runtime.detect()
   assert detected.glibc is None or len(detected.glibc) == 2
   assert runtime.choose_runtime(detected).reason
+
+
+def test_pip_local_sources_of_the_host_are_found_for_the_root_filesystem(tmp_path, monkeypatch):
+  wheels = tmp_path / 'wheels'
+  index = tmp_path / 'mirror' / 'simple'
+  wheels.mkdir()
+  index.mkdir(parents=True)
+  monkeypatch.setenv('PIP_FIND_LINKS', str(wheels))
+  monkeypatch.setenv('PIP_EXTRA_INDEX_URL', f'file://{index} file:///nonexistent/simple')
+  found = runtime._pip_local_paths()
+  # The index's parent: a PEP 503 page links to ../../files beside `simple`.
+  assert str(wheels) in found and str(tmp_path / 'mirror') in found
+  assert not [p for p in found if p.startswith('/nonexistent')]
