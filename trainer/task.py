@@ -2,9 +2,9 @@
 
 The hyperparameters come as `custom_config={'trainer': TrainerConfig(...).to_dict()}`; train and
 eval steps default to the Trainer's `TrainArgs` / `EvalArgs`. The run writes TensorBoard logs and
-`eval_history.json` to `fn_args.model_run_dir`, checkpoints beside it keyed on the run's inputs
-(`checkpoint_dir`: a rerun of a killed Trainer, which TFX gives a new model_run_dir, resumes
-from them), and one SavedModel (see
+`eval_history.json` to `fn_args.model_run_dir`, checkpoints keyed on the run's inputs in the
+component's `.system` folder (`checkpoint_dir`: a rerun of a killed Trainer, which TFX gives a
+new model_run_dir, resumes from them), and one SavedModel (see
 `trainer/export.py`) to `fn_args.serving_model_dir`, with `assets.extra/trainer_config.json`
 (the config used) and `assets.extra/backbone_weights.npz` (what a later run warm-starts from).
 """
@@ -25,15 +25,17 @@ from trainer import distribute, export, features, inputs, models, optimization, 
 from trainer.config import CUSTOM_CONFIG_KEY, TrainerConfig
 
 _TFX_CLOUD_KEY_PREFIX = 'ai_platform_'
-CHECKPOINTS_PREFIX = 'checkpoints-'
+CHECKPOINTS_FOLDER = os.path.join('.system', 'checkpoints')
 
 
 def checkpoint_dir(fn_args, config):
-  """Where a run keeps its checkpoints: beside the Trainer's run folders, named after a hash of
-  everything that decides the trained weights (config, data, transform graph, base model).
+  """Where a run keeps its checkpoints: in the Trainer component's `.system` folder (TFX's own
+  housekeeping folder, beside its output folders), named after a hash of everything that decides
+  the trained weights (config, data, transform graph, base model).
 
-  TFX gives each execution a new `model_run_dir`, so checkpoints there would be lost to a rerun
-  after a crash; here the rerun, with the same (cached) inputs, finds them.
+  TFX gives each execution a new `model_run_dir` (`<component>/model_run/<execution>`), so
+  checkpoints there would be lost to a rerun after a crash; here the rerun, with the same
+  (cached) inputs, finds them.
   """
   identity = json.dumps({
       'config': config.to_dict(),
@@ -42,8 +44,8 @@ def checkpoint_dir(fn_args, config):
       'base_model': fn_args.base_model,
   }, sort_keys=True, default=str)
   digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
-  runs = os.path.dirname(os.path.normpath(fn_args.model_run_dir))
-  return os.path.join(runs, f'{CHECKPOINTS_PREFIX}{digest}')
+  component = os.path.dirname(os.path.dirname(os.path.normpath(fn_args.model_run_dir)))
+  return os.path.join(component, CHECKPOINTS_FOLDER, digest)
 
 
 def config_from_fn_args(fn_args):
