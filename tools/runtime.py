@@ -38,7 +38,7 @@ KEY_FILES = ('requirements.lock', 'tools/install_stack.sh', 'tools/debian-packag
 
 DEBIAN_SUITE = 'trixie'
 ROOTFS_VENV = '/opt/venv'
-READY_MARKER = '.tfxlm-ready'
+READY_SUFFIX = '.ready'  # beside the environment's folder: written last, when it is complete
 CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt'
 # Host pip settings that are copied into the root filesystem so pip behaves the same there.
 PIP_CONFIG_PATHS = ('/etc/pip.conf', '/etc/xdg/pip')
@@ -273,7 +273,7 @@ def _bwrap_base(rootfs):
 
 
 def _build_venv(target):
-  # Built in place (a venv hard-codes its path); READY_MARKER tells a finished one.
+  # Built in place (a venv hard-codes its path); the `.ready` file tells a finished one.
   _run([sys.executable, '-m', 'venv', target])
   _run(['bash', os.path.join(REPO, 'tools/install_stack.sh'), target,
         os.path.join(REPO, 'requirements.lock')])
@@ -284,20 +284,20 @@ def _build_rootfs(target, choice):
     _run(['apt-get', 'update', '-q'])
     _run(['apt-get', 'install', '-y', '-q', *choice.install_tools],
          env={**os.environ, 'DEBIAN_FRONTEND': 'noninteractive'})
+  # Unprivileged, mmdebstrap leaves the files owned by the user's subordinate ids: every later
+  # step that writes into the tree runs in a user namespace mapping them back to root.
+  owner = _rootfs_owner(choice)
   tmp = target + f'.tmp-{os.getpid()}'
-  shutil.rmtree(tmp, ignore_errors=True)
+  _remove(tmp, owner)
   mode = ['--mode=unshare'] if choice.unprivileged else []
   _run(['mmdebstrap', '--variant=apt', *mode, '--include=' + ','.join(_debian_packages()),
         DEBIAN_SUITE, tmp])
-  if os.path.exists(CA_BUNDLE):
-    shutil.copyfile(CA_BUNDLE, tmp + CA_BUNDLE)
-  for path in PIP_CONFIG_PATHS:
-    if os.path.isdir(path):
-      shutil.copytree(path, tmp + path, dirs_exist_ok=True)
-    elif os.path.isfile(path):
-      shutil.copyfile(path, tmp + path)
+  for path in (CA_BUNDLE, *PIP_CONFIG_PATHS):
+    if os.path.exists(path):
+      _run(owner + ['mkdir', '-p', tmp + os.path.dirname(path)])
+      _run(owner + ['cp', '-rT', path, tmp + path])
   src = '/run/tfxlm-src'
-  cmd = _bwrap_base(tmp) + ['--ro-bind', REPO, src, '--chdir', '/']
+  cmd = owner + _bwrap_base(tmp) + ['--ro-bind', REPO, src, '--chdir', '/']
   for path in _pip_local_paths():
     cmd += ['--ro-bind', path, path]
   for key, value in _passthrough_env().items():
@@ -305,8 +305,18 @@ def _build_rootfs(target, choice):
   cmd += ['--setenv', 'PATH', '/usr/sbin:/usr/bin:/sbin:/bin',
           'bash', f'{src}/tools/install_stack.sh', ROOTFS_VENV, f'{src}/requirements.lock']
   _run(cmd)
-  shutil.rmtree(target, ignore_errors=True)
+  _remove(target, owner)
   os.rename(tmp, target)
+
+
+def _rootfs_owner(choice):
+  """The command prefix that acts as the owner of the root filesystem's files."""
+  return ['unshare', '--map-auto', '--map-root-user', '--'] if choice.unprivileged else []
+
+
+def _remove(path, owner):
+  if os.path.lexists(path):
+    _run(owner + ['rm', '-rf', path])
 
 
 def ensure(choice: Choice) -> str:
@@ -314,7 +324,7 @@ def ensure(choice: Choice) -> str:
   root = cache_root()
   os.makedirs(root, exist_ok=True)
   target = os.path.join(root, f'{choice.kind}-{env_key()}')
-  marker = os.path.join(target, READY_MARKER)
+  marker = target + READY_SUFFIX
   if os.path.exists(marker):
     return target
   with open(os.path.join(root, '.lock'), 'w') as lock:
@@ -322,7 +332,7 @@ def ensure(choice: Choice) -> str:
     if os.path.exists(marker):
       return target
     _log(f'building the {choice.kind} environment in {target}: {choice.reason}')
-    shutil.rmtree(target, ignore_errors=True)  # a half-built one from an interrupted run
+    _remove(target, _rootfs_owner(choice))  # a half-built one from an interrupted run
     try:
       if choice.kind == VENV:
         _build_venv(target)
