@@ -181,8 +181,9 @@ class PipelineConfig:
 
   Attributes:
     pipeline_name: names the pipeline in ML Metadata and its output folder.
-    outputs_dir: folder of this pipeline's outputs; empty means `pipeline_outputs/<name>`
-      under the working folder. Holds `root/`, `metadata.sqlite` and `serving/`.
+    outputs_dir: folder of this pipeline's outputs (relative: from the config file's folder);
+      empty means `pipeline_outputs/<name>` under the working folder. Holds `root/`,
+      `metadata.sqlite` and `serving/`.
     data: where the text comes from.
     vocabulary: the vocabulary to learn.
     pretrain: an optional `mlm` (or `clm`) pretraining stage whose model warm-starts `train`.
@@ -214,8 +215,9 @@ class PipelineConfig:
   # Derived paths. Each runner may still override them.
   @property
   def resolved_outputs_dir(self) -> str:
-    return os.path.abspath(self.outputs_dir or os.path.join('pipeline_outputs',
-                                                            self.pipeline_name))
+    if self.outputs_dir:
+      return os.path.abspath(self.resolve_path(self.outputs_dir))
+    return os.path.abspath(os.path.join('pipeline_outputs', self.pipeline_name))
 
   @property
   def pipeline_root(self) -> str:
@@ -409,6 +411,16 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Pi
     raise ConfigError(f'{path}: {e}' if path else str(e)) from None
 
 
+def _check_schema(path: str) -> None:
+  from google.protobuf import text_format
+  from tensorflow_metadata.proto.v0 import schema_pb2
+  try:
+    with open(path, encoding='utf-8') as f:
+      text_format.Parse(f.read(), schema_pb2.Schema())
+  except (text_format.ParseError, UnicodeDecodeError) as e:
+    raise ConfigError(f'data.schema_dir: {path} is not a valid schema: {e}') from None
+
+
 def _check_choice(value, choices, where):
   if value not in choices:
     raise ConfigError(f'{where}: {value!r} is not one of {", ".join(choices)}')
@@ -433,6 +445,17 @@ def validate(config: PipelineConfig) -> None:
   if not os.path.isfile(config.schema_file):
     raise ConfigError(f'data.schema_dir: {os.path.dirname(config.schema_file)!r} has no '
                       'schema.pbtxt')
+  _check_schema(config.schema_file)
+  if data.input_splits:
+    missing = sorted({'train', 'eval'} - set(data.input_splits))
+    if missing:
+      raise ConfigError(f'data.input_splits: {list(data.input_splits)} lacks {missing}: the '
+                        'vocabulary and training read `train`, evaluation reads `eval`')
+    if data.input_base and '://' not in data.input_base:
+      for split in data.input_splits:
+        folder = os.path.join(config.resolve_path(data.input_base), split)
+        if not os.path.isdir(folder):
+          raise ConfigError(f'data.input_splits: split folder {folder!r} does not exist')
   if config.train.task == features.CLASSIFY and not data.label_column:
     raise ConfigError('train.task is classify but data.label_column is empty')
   if config.pretrain is not None:

@@ -26,6 +26,7 @@ if __package__ in (None, ''):
 
 import argparse  # noqa: E402
 import copy  # noqa: E402
+import dataclasses  # noqa: E402
 import json  # noqa: E402
 
 from pipeline import config as config_lib  # noqa: E402
@@ -33,6 +34,9 @@ from pipeline import config as config_lib  # noqa: E402
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'demo.yaml')
 CONFIG_ENV = 'TFXLM_CONFIG'
 TRAINER_IDS = ('Trainer', 'PretrainTrainer')
+# The image's Python (Debian 13, see the Dockerfile) and where the demo's data sits in it.
+IMAGE_SITE_PACKAGES = '/opt/venv/lib/python3.13/site-packages'
+IMAGE_BUNDLED_IMDB = f'{IMAGE_SITE_PACKAGES}/tfx/examples/imdb/data'
 GPU_RESOURCE = 'NVIDIA_TESLA_T4'  # Vertex AI Training's accelerator type
 KFP_GPU_RESOURCE = 'nvidia.com/gpu'  # the Kubernetes resource KFP requests for a pod
 # The one pipeline-root scheme both KFP 2's launcher and TensorFlow 2.21's file system take.
@@ -45,6 +49,21 @@ def _in_image(config: config_lib.PipelineConfig, path: str) -> str:
   if path.startswith(repo):
     return os.path.join(config.kubeflow.image_repo_dir, path[len(repo):])
   return path
+
+
+def _cluster_input_base(config: config_lib.PipelineConfig) -> str:
+  """`data.input_base` as the pods see it."""
+  base = config.data.input_base
+  if not base:
+    return IMAGE_BUNDLED_IMDB  # the demo's data, inside the image's tfx package
+  if '://' in base:
+    return base
+  path = config.resolve_path(base)
+  if path.startswith(config_lib.REPO + os.sep):
+    return _in_image(config, path)
+  raise config_lib.ConfigError(
+      f'data.input_base: {path!r} is a folder of this machine, which the cluster cannot see: '
+      'copy the data to gs://... and point data.input_base there')
 
 
 def beam_args(config: config_lib.PipelineConfig) -> list:
@@ -108,6 +127,8 @@ def build(config: config_lib.PipelineConfig):
     raise config_lib.ConfigError(
         'kubeflow.pipeline_root is empty: set the artifact root the cluster writes to, e.g. '
         '--set kubeflow.pipeline_root=gs://BUCKET/tfx-lm (make: KFP_PIPELINE_ROOT=gs://...)')
+  config = dataclasses.replace(
+      config, data=dataclasses.replace(config.data, input_base=_cluster_input_base(config)))
   pipeline = pipeline_lib.create_pipeline(
       config,
       pipeline_root=kubeflow.pipeline_root,

@@ -110,7 +110,11 @@ def main(argv=None) -> int:
   from tfx import v1 as tfx
 
   from pipeline import summary
-  pipeline = build(config)
+  try:
+    pipeline = build(config)
+  except (config_lib.ConfigError, ValueError, OSError) as e:
+    print(f'error: building the pipeline from {path}: {e}', file=sys.stderr)
+    return 2
   runner = tfx.orchestration.LocalDagRunner()
   if hasattr(type(runner).run, '__wrapped__'):
     # `tfx pipeline create` patches run() to read the pipeline's definition: nothing runs.
@@ -125,8 +129,13 @@ def main(argv=None) -> int:
     print(summary.failure_text(config, e), file=sys.stderr)
     return 1
   if not args.no_summary:
-    run = summary.collect(config, started)
-    summary.write_report(config, run)
+    try:
+      run = summary.collect(config, started)
+      summary.write_report(config, run)
+    except Exception as e:  # noqa: BLE001 - the run succeeded; only its report failed
+      print(f'warning: the run finished, but its summary could not be written: '
+            f'{type(e).__name__}: {e}', file=sys.stderr)
+      return 0
     print(summary.text(config, run), flush=True)
   return 0
 

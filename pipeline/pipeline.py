@@ -13,6 +13,7 @@ from typing import List, Optional
 from tfx import v1 as tfx
 
 from components import example_gen as example_gen_lib
+from components import schema as schema_lib
 from components import transform as transform_lib
 from components import vocabulary as vocabulary_lib
 from pipeline import config as config_lib
@@ -90,7 +91,10 @@ def create_pipeline(
   examples = example_gen.outputs['examples']
 
   statistics_gen = tfx.components.StatisticsGen(examples=examples)
-  schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_uri or config.schema_file)
+  # The fingerprint of the local file re-runs the import when the schema is edited in place.
+  schema_gen = schema_lib.CuratedSchemaGen(
+      schema_file=schema_uri or config.schema_file,
+      fingerprint=schema_lib.fingerprint(config.schema_file)).with_id('ImportSchemaGen')
   example_validator = tfx.components.ExampleValidator(
       statistics=statistics_gen.outputs['statistics'],
       schema=schema_gen.outputs['schema'])

@@ -47,6 +47,10 @@ PASS_ENV_PREFIXES = ('PIP_', 'HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY', 'http_prox
 
 VENV = 'venv'
 ROOTFS = 'rootfs'
+# Top-level folders of the system: the root filesystem's own, never the host's.
+SYSTEM_DIRS = frozenset(('bin', 'boot', 'dev', 'etc', 'lib', 'lib32', 'lib64', 'libx32', 'opt',
+                         'proc', 'root', 'run', 'sbin', 'sys', 'tmp', 'usr', 'var',
+                         'lost+found'))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +66,8 @@ class HostFacts:
     has_bwrap: whether `bwrap` is on PATH.
     has_mmdebstrap: whether `mmdebstrap` is on PATH.
     has_apt: whether `apt-get` is on PATH (to install the two above).
+    missing_build_tools: what a venv build needs but the host lacks (the venv module, a C/C++
+      compiler, Python's headers: one locked package, pyfarmhash, builds from source).
     forced: value of TFXLM_RUNTIME (`venv` or `rootfs`), or None.
   """
   glibc: Optional[Tuple[int, ...]]
@@ -73,6 +79,7 @@ class HostFacts:
   has_mmdebstrap: bool
   has_apt: bool
   forced: Optional[str] = None
+  missing_build_tools: Tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +112,9 @@ def native_ok(facts: HostFacts) -> Tuple[bool, str]:
   low, high = PYTHON_RANGE
   if not low <= facts.python <= high:
     problems.append(f'Python {_fmt(facts.python)} outside {_fmt(low)}-{_fmt(high)}')
+  if facts.missing_build_tools:
+    problems.append(f'no {", ".join(facts.missing_build_tools)} for building a venv '
+                    '(Debian: apt-get install python3-venv python3-dev build-essential)')
   return not problems, '; '.join(problems)
 
 
@@ -200,7 +210,21 @@ def detect() -> HostFacts:
       has_mmdebstrap=shutil.which('mmdebstrap') is not None,
       has_apt=shutil.which('apt-get') is not None,
       forced=os.environ.get('TFXLM_RUNTIME') or None,
+      missing_build_tools=_missing_build_tools(),
   )
+
+
+def _missing_build_tools():
+  import importlib.util
+  import sysconfig
+  missing = []
+  if importlib.util.find_spec('ensurepip') is None:
+    missing.append('venv module (ensurepip)')
+  if not (shutil.which('cc') and shutil.which('c++')):
+    missing.append('C/C++ compiler')
+  if not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')):
+    missing.append('Python headers')
+  return tuple(missing)
 
 
 # --- Building ----------------------------------------------------------------------------
@@ -356,8 +380,17 @@ def command_in(choice: Choice, target: str, argv, cwd: str):
     env['VIRTUAL_ENV'] = target
     env['PATH'] = os.path.join(target, 'bin') + os.pathsep + env.get('PATH', '')
     return list(argv), env
-  cmd = _bwrap_base(target) + ['--bind', REPO, REPO]
-  if not (cwd + '/').startswith(REPO + '/') and not cwd.startswith('/tmp'):
+  cmd = _bwrap_base(target)
+  # The host's own data (e.g. /home, /mnt, /srv, /data, /work): every top-level folder that is
+  # not part of the system, so that input folders and configs outside the repository work.
+  for name in sorted(os.listdir('/')):
+    path = '/' + name
+    if name not in SYSTEM_DIRS and os.path.isdir(path) and not os.path.islink(path):
+      cmd += ['--bind', path, path]
+  cmd += ['--bind', REPO, REPO]
+  if not os.path.exists(target + cwd):
+    # Not visible yet (e.g. under /root); a folder the environment has itself (/, /usr, ...)
+    # is never covered by the host's.
     cmd += ['--bind', cwd, cwd]
   cmd += ['--chdir', cwd]
   env['PATH'] = f'{ROOTFS_VENV}/bin:/usr/local/bin:/usr/bin:/bin'

@@ -108,3 +108,26 @@ def test_local_beam_args_use_one_worker_per_core_unless_a_runner_is_named():
       '--direct_running_mode=multi_processing', '--direct_num_workers=2']
   flink = config_lib.from_dict({'beam': {'args': ['--runner=FlinkRunner']}})
   assert config_lib.beam_pipeline_args(flink, num_cpus=2) == ['--runner=FlinkRunner']
+
+
+def test_unparsable_schema_is_named_with_the_parse_error(tmp_path):
+  (tmp_path / 'schema').mkdir()
+  (tmp_path / 'schema' / 'schema.pbtxt').write_text('feature { name: "text"\n')
+  with pytest.raises(config_lib.ConfigError, match=r'schema.pbtxt is not a valid schema'):
+    config_lib.load_config(_write(tmp_path, 'data: {schema_dir: schema}\n'))
+
+
+def test_pre_split_input_needs_train_and_eval_folders(tmp_path):
+  (tmp_path / 'data' / 'train').mkdir(parents=True)
+  (tmp_path / 'data' / 'validation').mkdir()
+  with pytest.raises(config_lib.ConfigError, match=r"lacks \['eval'\]"):
+    config_lib.load_config(_write(
+        tmp_path, 'data: {input_base: data, input_splits: [train, validation]}\n'))
+  with pytest.raises(config_lib.ConfigError, match=r"split folder '.*eval' does not exist"):
+    config_lib.load_config(_write(
+        tmp_path, 'data: {input_base: data, input_splits: [train, eval]}\n'))
+
+
+def test_relative_outputs_dir_is_taken_from_the_config_folder(tmp_path):
+  config = config_lib.load_config(_write(tmp_path, 'outputs_dir: out\n'))
+  assert config.resolved_outputs_dir == str(tmp_path / 'out')

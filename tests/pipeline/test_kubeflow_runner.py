@@ -591,3 +591,12 @@ def test_example_gen_container_feeds_the_vocabulary_container(compiled, tmp_path
   with open(os.path.join(vocab_uri, vocabulary.VOCAB_FILE), encoding='utf-8') as f:
     assert 'film' in f.read().split('\n')
   assert (tmp_path / 'Vocabulary' / 'executor_output.json').is_file()
+
+
+def test_input_paths_are_the_ones_pods_can_see(tmp_path):
+  config = config_lib.load_config(DEMO, [f'kubeflow.pipeline_root={ROOT}'])
+  assert kubeflow_runner._cluster_input_base(config) == kubeflow_runner.IMAGE_BUNDLED_IMDB
+  local = config_lib.load_config(DEMO, [f'kubeflow.pipeline_root={ROOT}',
+                                        f'data.input_base={tmp_path}'])
+  with pytest.raises(config_lib.ConfigError, match='the cluster cannot see'):
+    kubeflow_runner.build(local)

@@ -31,6 +31,12 @@ def test_anything_too_old_or_new_falls_back_to_the_root_filesystem(old):
   assert choice.kind == runtime.ROOTFS
 
 
+def test_new_host_without_venv_build_tools_falls_back_and_says_what_to_install():
+  choice = runtime.choose_runtime(facts(**DEBIAN13, missing_build_tools=('Python headers',)))
+  assert choice.kind == runtime.ROOTFS
+  assert 'Python headers' in choice.reason and 'python3-dev' in choice.reason
+
+
 def test_debian12_as_root_uses_the_root_filesystem_and_names_why():
   choice = runtime.choose_runtime(facts())
   assert choice.kind == runtime.ROOTFS
