@@ -58,4 +58,4 @@ clean:  ## Remove pipeline outputs and caches in this clone.
 	find . -name __pycache__ -prune -exec rm -rf {} +
 
 clean-env:  ## Remove every cached environment (they rebuild on next use).
-	rm -rf "$${TFXLM_CACHE:-$$( [ "$$(id -u)" = 0 ] && echo /var/cache/tfx-lm || echo $${XDG_CACHE_HOME:-$$HOME/.cache}/tfx-lm )}"
+	python3 tools/runtime.py clean

@@ -72,7 +72,9 @@ def normalize_text(text: str, *, lowercase: bool = True, strip_accents: bool = T
   if nfkc:
     text = unicodedata.normalize('NFKC', text)
   if lowercase:
-    text = text.casefold()
+    # tensorflow-text's case_fold_utf8, which the transform graph applies, is NFKC case folding:
+    # it applies NFKC whether or not `nfkc` is set, so the learner must see the same text.
+    text = unicodedata.normalize('NFKC', unicodedata.normalize('NFKC', text).casefold())
   if strip_accents:
     text = ''.join(c for c in unicodedata.normalize('NFD', text)
                    if unicodedata.category(c) != _ACCENT_CATEGORY)

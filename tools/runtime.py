@@ -12,6 +12,7 @@ Usage:
     python3 tools/runtime.py exec -- CMD [ARGS...]   # build if needed, then run CMD inside
     python3 tools/runtime.py ensure                  # build if needed, print where
     python3 tools/runtime.py describe                # print the facts and the choice
+    python3 tools/runtime.py clean                   # remove every cached environment
 """
 
 import argparse
@@ -406,12 +407,20 @@ def main(argv=None):
   sub = parser.add_subparsers(dest='verb', required=True)
   sub.add_parser('describe')
   sub.add_parser('ensure')
+  sub.add_parser('clean', help='remove every cached environment')
   run = sub.add_parser('exec')
   run.add_argument('cmd', nargs=argparse.REMAINDER)
   args = parser.parse_args(argv)
 
   facts = detect()
   choice = choose_runtime(facts)
+  if args.verb == 'clean':
+    root = cache_root()
+    # An unprivileged root filesystem belongs to the user's subordinate ids.
+    owner = _rootfs_owner(choice) if choice.kind == ROOTFS else []
+    for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+      _remove(os.path.join(root, name), owner)
+    return 0
   if args.verb == 'describe':
     print(facts)
     print(choice)

@@ -59,6 +59,7 @@ class Loop:
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='global_step')
     self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=self.step)
     checkpoint_dir = checkpoint_dir or os.path.join(run_dir, CHECKPOINT_DIR)
+    self.checkpoint_dir = checkpoint_dir
     self._scratch_dir = None
     if not chief:
       # Every worker must take part in saving; only the chief's copy is kept.
@@ -85,11 +86,13 @@ class Loop:
 
   def _read_history(self):
     # A resumed run keeps the evaluations of the run it continues.
-    path = os.path.join(self.run_dir, EVAL_HISTORY_FILE)
-    if not tf.io.gfile.exists(path):
-      return []
-    with tf.io.gfile.GFile(path) as f:
-      return json.load(f)
+    # Kept beside the checkpoints too: a rerun gets a new run_dir but the same checkpoints.
+    for folder in (self.run_dir, self.checkpoint_dir):
+      path = os.path.join(folder, EVAL_HISTORY_FILE)
+      if tf.io.gfile.exists(path):
+        with tf.io.gfile.GFile(path) as f:
+          return json.load(f)
+    return []
 
   # -- steps -----------------------------------------------------------------------------------
 
@@ -181,6 +184,9 @@ class Loop:
     """
     config = self.config
     start = int(self.step.numpy())
+    if start >= train_steps and self.chief:
+      logging.info('%s: already trained to step %d (checkpoint in %s): exporting it', config.task,
+                   start, self.checkpoint_dir)
     # Evaluations a killed run made after its last checkpoint are made again.
     self.history = [h for h in self.history if h['step'] <= start]
     iterator = iter(train_dataset)
@@ -227,8 +233,10 @@ class Loop:
         tf.summary.scalar(name, value)
     self.eval_writer.flush()
     if self.chief:
-      with tf.io.gfile.GFile(os.path.join(self.run_dir, EVAL_HISTORY_FILE), 'w') as f:
-        json.dump(self.history, f, indent=1)
+      for folder in (self.run_dir, self.checkpoint_dir):
+        tf.io.gfile.makedirs(folder)
+        with tf.io.gfile.GFile(os.path.join(folder, EVAL_HISTORY_FILE), 'w') as f:
+          json.dump(self.history, f, indent=1)
 
 
 def _format_metrics(metrics):

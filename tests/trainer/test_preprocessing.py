@@ -35,10 +35,10 @@ def _vocab_dir(path, **normalization):
 
 
 @pytest.mark.parametrize('flags', [(True, True, True), (False, False, False), (True, False, True),
-                                   (False, True, False)])
+                                   (False, True, False), (True, True, False), (True, False, False)])
 def test_tf_normalization_matches_the_vocabulary_component(flags):
   meta = dict(zip(('lowercase', 'strip_accents', 'nfkc'), flags))
-  samples = ['Straße Café', 'ＡＢＣ ﬁne', 'Ǆemal naïve RÉSUMÉ', 'plain text', '']
+  samples = ['Straße Café', 'ＡＢＣ ﬁne', 'Ǆemal naïve RÉSUMÉ', 'plain text', '', 'Ⅻ ㎏ ①']
   got = preprocessing.normalize(tf.constant(samples), meta).numpy()
   assert [g.decode() for g in got] == [vocabulary.normalize_text(s, **meta) for s in samples]
 
