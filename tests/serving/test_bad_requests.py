@@ -1,6 +1,5 @@
 """Bad requests of many kinds: each gets the right status and message; the server keeps serving."""
 
-import json
 import os
 import urllib.error
 import urllib.request
@@ -13,7 +12,7 @@ from tensorflow_serving.apis import classification_pb2, get_model_metadata_pb2, 
 
 from serving.batching import BatchingOptions
 from serving.config import ModelConfig
-from tests.serving import toy_model
+from tests.serving import rest_util, toy_model
 from tests.serving.conftest import MODEL, start_server
 
 MAX_BYTES = 64 << 10
@@ -208,13 +207,7 @@ REST_PATH_CASES = {
 
 
 def _http(running, method, path, body):
-  data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
-  request = urllib.request.Request(running.rest_url + path, data=data, method=method)
-  try:
-    with urllib.request.urlopen(request, timeout=30) as response:
-      return response.status, json.loads(response.read())
-  except urllib.error.HTTPError as e:
-    return e.code, json.loads(e.read())
+  return rest_util.rest_json(running.rest_url, path, body, method)
 
 
 def _good_rest(running):

@@ -1,7 +1,6 @@
 """The REST API, TF Serving's JSON conventions: rows, columns, b64, classify, status, metadata."""
 
 import base64
-import json
 import urllib.error
 import urllib.request
 
@@ -9,20 +8,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.serving import toy_model
+from tests.serving import rest_util, toy_model
 from tests.serving.conftest import MODEL
 
 TEXTS = ['a truly great film', 'dull and far too long']
 
 
 def _call(served, path, body=None):
-  data = None if body is None else json.dumps(body).encode()
-  request = urllib.request.Request(served.rest_url + path, data=data)
-  try:
-    with urllib.request.urlopen(request, timeout=30) as response:
-      return response.status, json.loads(response.read())
-  except urllib.error.HTTPError as e:
-    return e.code, json.loads(e.read())
+  return rest_util.rest_json(served.rest_url, path, body)
 
 
 def _b64(values):
