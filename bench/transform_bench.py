@@ -152,11 +152,11 @@ def _role_tokenizers(corpus: str, vocab_dir: str, batch: int) -> dict:
   import tensorflow_text as tf_text
   from tokenizers import BertWordPieceTokenizer
 
-  from trainer import preprocessing
+  from trainer import tokenizers
 
   lines = _read_lines(corpus)
   size = sum(len(line.encode()) for line in lines) + len(lines)
-  tokens, meta = preprocessing.read_vocabulary(vocab_dir)
+  tokens, meta = tokenizers.read_vocabulary(vocab_dir)
   batches = [lines[i:i + batch] for i in range(0, len(lines), batch)]
   results = {'bytes': size}
 
@@ -174,11 +174,11 @@ def _role_tokenizers(corpus: str, vocab_dir: str, batch: int) -> dict:
   bare = tf_text.FastBertTokenizer(vocab=tokens, token_out_type=tf.int64,
                                    lower_case_nfd_strip_accents=True)
   run_tf('fast_bert_tokenizer', lambda x: tf.size(bare.tokenize(x).flat_values))
-  graph_tokenizer = preprocessing.make_tokenizer(tokens, meta, vocab_dir)
+  graph_tokenizer = tokenizers.make_tokenizer(tokens, meta, vocab_dir)
   run_tf('preprocessing_graph',
-         lambda x: tf.size(preprocessing.tokenize(x, graph_tokenizer, meta).flat_values))
+         lambda x: tf.size(tokenizers.tokenize(x, graph_tokenizer, meta).flat_values))
   run_tf('normalization_only',
-         lambda x: tf.reduce_sum(tf.strings.length(preprocessing.normalize(x, meta))))
+         lambda x: tf.reduce_sum(tf.strings.length(tokenizers.normalize(x, meta))))
 
   hf = BertWordPieceTokenizer(os.path.join(vocab_dir, 'vocab.txt'), clean_text=True,
                               handle_chinese_chars=True, strip_accents=True, lowercase=True)

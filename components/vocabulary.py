@@ -1,4 +1,5 @@
-"""The Vocabulary component: a Beam job that learns a WordPiece (or SentencePiece) vocabulary.
+"""The Vocabulary component: a Beam job that learns a WordPiece (or SentencePiece) vocabulary,
+or the import of a keras-hub preset's tokenizer (`preset=`; trainer/tokenizers.py says how).
 
 Over the training split it normalizes the text (lower-casing, accent stripping, NFKC: each
 configurable, and `trainer/preprocessing.py` applies the same before tokenizing), splits it into
@@ -11,7 +12,9 @@ Output artifact (`VocabularyArtifact`, type `tfxlm.Vocabulary`) layout:
   <uri>/vocab.json  {"kind", "size", "lowercase", "strip_accents", "nfkc", "documents", "words",
                      "unique_words", "kept_words", "min_count", "suffix_indicator",
                      "sentencepiece_model_type", "sample_documents"};
-  <uri>/spm.model   for kind 'sentencepiece' only (vocab.txt then lists its pieces).
+  <uri>/spm.model   for kind 'sentencepiece' only (vocab.txt then lists its pieces);
+  a preset's vocabulary: vocab.txt (its tokens in id order), vocab.json (kind `preset_*`, its
+  special token ids) and keras-hub's tokenizer config and assets.
 
 The executor first checks the ExampleValidator anomalies (when given) and raises the data-validation
 error: Transform consumes this artifact, so nothing downstream runs on bad data.
@@ -19,18 +22,13 @@ error: Transform consumes this artifact, so nothing downstream runs on bad data.
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import tempfile
-import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
 import tensorflow as tf
 from absl import logging
-from tensorflow_text.tools.wordpiece_vocab import wordpiece_tokenizer_learner_lib as learner
 from tfx import types
 from tfx.dsl.components.base import base_beam_component, base_beam_executor, executor_spec
 from tfx.dsl.io import fileio
@@ -38,19 +36,21 @@ from tfx.types import artifact_utils, component_spec, standard_artifacts
 from tfx.types.system_artifacts import Dataset
 
 from components import validation
-from trainer import features
+from tfxlm import contract
+from trainer import features, tokenizers
+from trainer.tokenizers import (
+  SENTENCEPIECE_MODEL_TYPES,
+  SUFFIX_INDICATOR,
+  learn_wordpiece_vocab,
+  normalize_text,
+  split_words,
+  train_sentencepiece,
+)
 
-KINDS = ('wordpiece', 'sentencepiece')
-SENTENCEPIECE_MODEL_TYPES = ('unigram', 'bpe')
-SUFFIX_INDICATOR = '##'
-VOCAB_FILE = 'vocab.txt'
-VOCAB_JSON = 'vocab.json'
-SPM_MODEL_FILE = 'spm.model'
-
-# Words longer than this (in characters) are not split into pieces by the learner: they are
-# almost always noise (URLs, base64), and the tokenizer maps them to [UNK] anyway.
-_MAX_TOKEN_LENGTH = 50
-_MAX_UNIQUE_CHARS = 1000
+KINDS = contract.LEARNED_KINDS
+VOCAB_FILE = contract.VOCAB_FILE
+VOCAB_JSON = contract.VOCAB_JSON
+SPM_MODEL_FILE = contract.SPM_MODEL_FILE
 
 
 class VocabularyArtifact(types.Artifact):
@@ -58,97 +58,6 @@ class VocabularyArtifact(types.Artifact):
 
   TYPE_NAME = 'tfxlm.Vocabulary'
   TYPE_ANNOTATION = Dataset
-
-
-# BERT's pre-tokenizer: runs of letters/digits/marks, or one punctuation/symbol character.
-# (`_` counts as punctuation, as in BERT.)
-_WORD_RE = re.compile(r'[^\W_]+|[^\w\s]|_')
-_ACCENT_CATEGORY = 'Mn'
-
-
-def normalize_text(text: str, *, lowercase: bool = True, strip_accents: bool = True,
-                   nfkc: bool = True) -> str:
-  """Applies the configured normalization, in the order preprocessing_fn applies it."""
-  if nfkc:
-    text = unicodedata.normalize('NFKC', text)
-  if lowercase:
-    # tensorflow-text's case_fold_utf8, which the transform graph applies, is NFKC case folding:
-    # it applies NFKC whether or not `nfkc` is set, so the learner must see the same text.
-    text = unicodedata.normalize('NFKC', unicodedata.normalize('NFKC', text).casefold())
-  if strip_accents:
-    text = ''.join(c for c in unicodedata.normalize('NFD', text)
-                   if unicodedata.category(c) != _ACCENT_CATEGORY)
-  return text
-
-
-def split_words(text: str) -> list[str]:
-  """Splits normalized text into words: on whitespace, with each punctuation mark its own word."""
-  return _WORD_RE.findall(text)
-
-
-def learn_wordpiece_vocab(word_counts: Iterable[tuple[str, int]], size: int,
-                          reserved: Sequence[str] = features.RESERVED_TOKENS) -> list[str]:
-  """Learns a WordPiece vocabulary of about `size` tokens from word counts.
-
-  Args:
-    word_counts: (word, count) pairs.
-    size: Target vocabulary size, reserved tokens included. The learner searches a count
-      threshold that lands within 5% of it; a larger result is cut to `size` (dropping the rarest
-      pieces, never a single character: reserved tokens plus every character alone and as a
-      suffix is the floor), a smaller one is kept.
-    reserved: Tokens that take ids 0.. in this order.
-
-  Returns:
-    The tokens, reserved first, then every character (and its `##` suffix form), then pieces.
-  """
-  word_counts = [(w, int(c)) for w, c in word_counts if w]
-  if size <= len(reserved):
-    raise ValueError(f'vocab size {size} leaves no room beside {len(reserved)} reserved tokens')
-  if not word_counts:
-    raise ValueError('no words to learn a vocabulary from (empty training split?)')
-  vocab = learner.learn(
-    word_counts, vocab_size=size, reserved_tokens=list(reserved),
-    upper_thresh=max(c for _, c in word_counts) + 1, lower_thresh=1,
-    max_token_length=_MAX_TOKEN_LENGTH, max_unique_chars=_MAX_UNIQUE_CHARS,
-    include_joiner_token=True, joiner=SUFFIX_INDICATOR)
-  if len(vocab) > size:
-    alphabet = {t for t in vocab if len(t) == 1 or (t.startswith(SUFFIX_INDICATOR) and
-                                                    len(t) == len(SUFFIX_INDICATOR) + 1)}
-    head = [t for t in vocab if t in alphabet or t in reserved]
-    rest = [t for t in vocab if t not in alphabet and t not in reserved]
-    keep = set(head) | set(rest[:max(0, size - len(head))])
-    vocab = [t for t in vocab if t in keep]
-  return vocab
-
-
-def train_sentencepiece(texts: Iterable[str], size: int, model_type: str, model_path: str,
-                        reserved: Sequence[str] = features.RESERVED_TOKENS) -> list[str]:
-  """Trains a SentencePiece model on already normalized texts; returns its pieces in id order.
-
-  Reserved tokens keep ids 0..4: `[PAD]` is the pad piece, `[UNK]` the unknown piece, the others
-  control symbols. SentencePiece's own normalization is off (`identity`): text arrives normalized.
-  """
-  import sentencepiece as spm  # Optional dependency: only this kind needs it.
-
-  if model_type not in SENTENCEPIECE_MODEL_TYPES:
-    raise ValueError(f'model type {model_type!r} is not one of {SENTENCEPIECE_MODEL_TYPES}')
-  pad, unk, *control = reserved
-  with tempfile.TemporaryDirectory() as tmp:
-    sample = os.path.join(tmp, 'sample.txt')
-    with open(sample, 'w', encoding='utf-8') as f:
-      for text in texts:
-        f.write(' '.join(text.split()) + '\n')
-    spm.SentencePieceTrainer.train(
-      input=sample, model_prefix=os.path.join(tmp, 'spm'), vocab_size=size,
-      model_type=model_type, normalization_rule_name='identity', pad_id=0, pad_piece=pad,
-      unk_id=1, unk_piece=unk, bos_id=-1, eos_id=-1, control_symbols=list(control),
-      hard_vocab_limit=False, minloglevel=2)
-    with open(os.path.join(tmp, 'spm.model'), 'rb') as f:
-      model = f.read()
-  with fileio.open(model_path, 'wb') as f:
-    f.write(model)
-  processor = spm.SentencePieceProcessor(model_proto=model)
-  return [processor.id_to_piece(i) for i in range(processor.get_piece_size())]
 
 
 def _texts(serialized: bytes) -> Iterator[str]:
@@ -195,8 +104,7 @@ def _write(output_uri: str, vocab: list[str], stats: dict[str, int],
     'sentencepiece_model_type': config['sentencepiece_model_type'],
     'sample_documents': config['sample_documents'], **stats,
   }
-  with fileio.open(os.path.join(output_uri, VOCAB_JSON), 'w') as f:
-    f.write(json.dumps(meta, indent=2, sort_keys=True) + '\n')
+  tokenizers.write_meta(output_uri, meta)
   logging.info('Vocabulary: %d tokens (%s) written to %s', len(vocab), config['kind'], output_uri)
 
 
@@ -278,6 +186,7 @@ class VocabularySpec(component_spec.ComponentSpec):
     'sentencepiece_model_type': component_spec.ExecutionParameter(type=str),
     'sample_documents': component_spec.ExecutionParameter(type=int),
     'train_split': component_spec.ExecutionParameter(type=str),
+    'preset': component_spec.ExecutionParameter(type=str, optional=True),
   }
   INPUTS = {
     'examples': component_spec.ChannelParameter(type=standard_artifacts.Examples),
@@ -294,10 +203,15 @@ class Executor(base_beam_executor.BaseBeamExecutor):
          output_dict: dict[str, list[types.Artifact]], exec_properties: dict[str, Any]) -> None:
     for anomalies in input_dict.get('anomalies', []):
       validation.raise_on_anomalies(anomalies.uri)
+    output_uri = artifact_utils.get_single_uri(output_dict['vocabulary'])
+    if exec_properties.get('preset'):
+      meta = tokenizers.import_preset(exec_properties['preset'], output_uri)
+      logging.info('Vocabulary: %d tokens (%s) imported from preset %s', meta['size'],
+                   meta['kind'], exec_properties['preset'])
+      return
     examples = artifact_utils.get_single_instance(input_dict['examples'])
     split = exec_properties['train_split']
     split_uri = artifact_utils.get_split_uri([examples], split)
-    output_uri = artifact_utils.get_single_uri(output_dict['vocabulary'])
     config = dict(exec_properties)
     for flag in ('lowercase', 'strip_accents', 'nfkc'):
       config[flag] = bool(config[flag])
@@ -320,7 +234,8 @@ class Vocabulary(base_beam_component.BaseBeamComponent):
                vocab_size: int = 8000, lowercase: bool = True, strip_accents: bool = True,
                nfkc: bool = True, kind: str = 'wordpiece', min_count: int = 2,
                max_words: int = 1_000_000, sentencepiece_model_type: str = 'unigram',
-               sample_documents: int = 100_000, train_split: str = 'train'):
+               sample_documents: int = 100_000, train_split: str = 'train',
+               preset: str = ''):
     """Builds the component.
 
     Args:
@@ -336,6 +251,9 @@ class Vocabulary(base_beam_component.BaseBeamComponent):
       sentencepiece_model_type: 'unigram' or 'bpe'.
       sample_documents: SentencePiece trains on a uniform sample of this many documents.
       train_split: The split to learn from.
+      preset: A keras-hub preset handle (local folder, `kaggle://`, `hf://`): import its
+        tokenizer (kind `preset_*`, see trainer/tokenizers.py) instead of learning one; the
+        learning arguments are then unused.
     """
     if kind not in KINDS:
       raise ValueError(f'kind {kind!r} is not one of {KINDS}')
@@ -350,6 +268,6 @@ class Vocabulary(base_beam_component.BaseBeamComponent):
       lowercase=int(lowercase), strip_accents=int(strip_accents), nfkc=int(nfkc),
       min_count=min_count, max_words=max_words,
       sentencepiece_model_type=sentencepiece_model_type, sample_documents=sample_documents,
-      train_split=train_split,
+      train_split=train_split, preset=preset or None,
       vocabulary=types.Channel(type=VocabularyArtifact))
     super().__init__(spec=spec)

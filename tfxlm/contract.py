@@ -20,10 +20,27 @@ PAD, UNK, CLS, SEP, MASK = '[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'
 RESERVED_TOKENS = (PAD, UNK, CLS, SEP, MASK)
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(RESERVED_TOKENS))
 
+# Tokenizer kinds recorded in a Vocabulary artifact's vocab.json (trainer/tokenizers.py owns them):
+# learned by the pipeline, or imported from a keras-hub preset.
+WORDPIECE, SENTENCEPIECE = 'wordpiece', 'sentencepiece'
+PRESET_WORDPIECE, PRESET_BPE, PRESET_SENTENCEPIECE = (
+  'preset_wordpiece', 'preset_bpe', 'preset_sentencepiece')
+LEARNED_KINDS = (WORDPIECE, SENTENCEPIECE)
+PRESET_KINDS = (PRESET_WORDPIECE, PRESET_BPE, PRESET_SENTENCEPIECE)
+TOKENIZER_KINDS = LEARNED_KINDS + PRESET_KINDS
+
+# Files of a Vocabulary artifact.
+VOCAB_FILE = 'vocab.txt'            # one token per line, line number = id
+VOCAB_JSON = 'vocab.json'           # kind, special token ids, normalization, statistics
+SPM_MODEL_FILE = 'spm.model'        # learned SentencePiece only
+PRESET_TOKENIZER_FILE = 'keras_hub_tokenizer.json'  # preset kinds: keras-hub's tokenizer config
+PRESET_ASSETS_DIR = 'keras_hub_assets'              # preset kinds: its vocabulary / merges / model
+
 # Names under which the transform graph carries its vocabularies as assets
 # (`tft_output.vocabulary_file_by_name(...)`).
 TOKEN_VOCAB_NAME = 'token_vocab'
 LABEL_VOCAB_NAME = 'label_vocab'
+TOKENIZER_SPEC_NAME = 'tokenizer_spec'  # vocab.json: which ids are special
 
 # Tasks.
 MLM, CLM, CLASSIFY = 'mlm', 'clm', 'classify'
@@ -76,6 +93,7 @@ SEQ_LEN_KEY = 'seq_len'
 EXTRA_DIR = 'assets.extra'  # TF Serving ignores it
 TRAINER_CONFIG_FILE = 'trainer_config.json'
 BACKBONE_WEIGHTS_FILE = 'backbone_weights.npz'
+PRESET_DIR = 'keras_hub_preset'  # inside EXTRA_DIR: backbone + tokenizer, for `from_preset`
 WARMUP_FILE = 'tf_serving_warmup_requests'
 REPORT_FILE = 'report.html'
 

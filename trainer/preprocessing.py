@@ -1,7 +1,7 @@
-"""TF Transform preprocessing: tensorflow-text tokenization with the learned vocabulary.
+"""TF Transform preprocessing: in-graph tokenization with the Vocabulary artifact's tokenizer.
 
 `preprocessing_fn(inputs, custom_config)` reads `custom_config`:
-  vocab_uri: the Vocabulary artifact's URI (vocab.txt, vocab.json, and spm.model for SentencePiece);
+  vocab_uri: the Vocabulary artifact's URI (see trainer/tokenizers.py for its files);
   task: 'mlm' | 'clm' | 'classify';
   seq_len: int, the fixed length of classification inputs.
 
@@ -16,100 +16,36 @@ Transformed feature spec:
   mlm, clm: token_ids  VarLenFeature(tf.int64)                the pieces only, no [CLS]/[SEP]/pad:
                                                               the trainer packs and masks.
 
-The text is normalized as vocab.json says (NFKC, case folding, accent stripping, in the order the
-Vocabulary component used) and tokenized by `FastBertTokenizer` (`SentencepieceTokenizer` for a
-SentencePiece vocabulary), whose model is a constant in the graph. vocab.txt is also a graph asset,
-`tft_output.vocabulary_file_by_name('token_vocab')`, to map ids back to strings; so the transform
-graph, and any SavedModel built from it, is self-contained.
+The vocabulary's kind (vocab.json) chooses the tokenizer and its special tokens
+(trainer/tokenizers.py): a learned vocabulary normalizes as vocab.json says and tokenizes with
+tensorflow-text; a preset's vocabulary runs keras-hub's own tokenizer of that preset. The
+tokenizer model is part of the graph. vocab.txt and vocab.json are graph assets too
+(`tft_output.vocabulary_file_by_name('token_vocab' | 'tokenizer_spec')`), to map ids back to
+strings and to know the special ids; so the transform graph, and any SavedModel built from it,
+is self-contained.
 """
 
-import functools
-import json
 import os
 
 import apache_beam as beam
-import numpy as np
 import tensorflow as tf
-import tensorflow_text as tf_text  # Registers the ops in every Beam worker process that loads this.
+import tensorflow_text as tf_text  # noqa: F401 (registers the ops in every Beam worker process)
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
-from tensorflow_text.core.pybinds import (
-  pywrap_fast_wordpiece_tokenizer_model_builder as fast_wordpiece_builder,
-)
 
-from trainer import features
-
-VOCAB_FILE = 'vocab.txt'
-VOCAB_JSON = 'vocab.json'
-SPM_MODEL_FILE = 'spm.model'
-SUFFIX_INDICATOR = '##'
-# Words longer than this many bytes become [UNK] (FastBertTokenizer's own default).
-MAX_BYTES_PER_WORD = 100
+from tfxlm import contract
+from trainer import features, tokenizers
 
 
-def read_vocabulary(vocab_uri: str) -> tuple[list[str], dict]:
-  """Returns (tokens in id order, vocab.json) of a Vocabulary artifact."""
-  with tf.io.gfile.GFile(os.path.join(vocab_uri, VOCAB_FILE)) as f:
-    tokens = f.read().splitlines()
-  with tf.io.gfile.GFile(os.path.join(vocab_uri, VOCAB_JSON)) as f:
-    meta = json.load(f)
-  if tuple(tokens[:len(features.RESERVED_TOKENS)]) != features.RESERVED_TOKENS:
-    raise ValueError(f'{vocab_uri}/{VOCAB_FILE} must start with {features.RESERVED_TOKENS}, '
-                     f'starts with {tokens[:len(features.RESERVED_TOKENS)]}')
-  return tokens, meta
-
-
-def normalize(text: tf.Tensor, meta: dict) -> tf.Tensor:
-  """Normalizes a string tensor as the Vocabulary component did (vocab.json flags)."""
-  if meta['nfkc']:
-    text = tf_text.normalize_utf8(text, 'NFKC')
-  if meta['lowercase']:
-    text = tf_text.case_fold_utf8(text)
-  if meta['strip_accents']:
-    text = tf.strings.regex_replace(tf_text.normalize_utf8(text, 'NFD'), r'\p{Mn}', '')
-  return text
-
-
-@functools.lru_cache(maxsize=4)
-def _wordpiece_model(tokens: tuple[str, ...], suffix_indicator: str) -> np.ndarray:
-  """The FastWordpiece flatbuffer for a vocabulary, built once per process.
-
-  TF Transform traces preprocessing_fn several times; building the model and handing it to
-  `FastBertTokenizer` as bytes (which it turns into a constant through a Python list of ints)
-  cost about 3 s per trace for an 8k vocabulary. A uint8 array becomes a constant directly.
-  """
-  buffer = fast_wordpiece_builder.build_fast_wordpiece_model(
-    list(tokens), MAX_BYTES_PER_WORD, suffix_indicator, features.UNK,
-    False, False)  # no_pretokenization, support_detokenization
-  return np.frombuffer(buffer, dtype=np.uint8)
-
-
-def make_tokenizer(tokens: list[str], meta: dict, vocab_uri: str):
-  """The tensorflow-text tokenizer for a vocabulary: `tokenize(strings) -> ragged int64 ids`."""
-  if meta['kind'] == 'sentencepiece':
-    with tf.io.gfile.GFile(os.path.join(vocab_uri, SPM_MODEL_FILE), 'rb') as f:
-      return tf_text.SentencepieceTokenizer(model=f.read(), out_type=tf.int32)
-  model = _wordpiece_model(tuple(tokens), meta.get('suffix_indicator', SUFFIX_INDICATOR))
-  return tf_text.FastBertTokenizer(
-    fast_wordpiece_model_buffer=tf.constant(model), token_out_type=tf.int64)
-
-
-def tokenize(text: tf.Tensor, tokenizer, meta: dict) -> tf.RaggedTensor:
-  """(batch,) strings -> (batch, None) int64 token ids."""
-  ids = tokenizer.tokenize(normalize(text, meta))
-  if ids.ragged_rank == 2:  # FastBertTokenizer: (batch, words, pieces).
-    ids = ids.merge_dims(1, 2)
-  return tf.cast(ids, tf.int64)  # SentencepieceTokenizer only gives int32.
-
-
-def frame(ids: tf.RaggedTensor, seq_len: int) -> tf.Tensor:
+def frame(ids: tf.RaggedTensor, seq_len: int,
+          special: tokenizers.SpecialTokens = tokenizers.LEARNED_SPECIAL_TOKENS) -> tf.Tensor:
   """(batch, None) ids -> (batch, seq_len): [CLS] ids… [SEP], truncated, padded with [PAD]."""
   batch = ids.nrows()
   ids = ids[:, :seq_len - 2]
-  cls = tf.fill([batch, 1], tf.constant(features.CLS_ID, tf.int64))
-  sep = tf.fill([batch, 1], tf.constant(features.SEP_ID, tf.int64))
+  cls = tf.fill([batch, 1], tf.constant(special.start, tf.int64))
+  sep = tf.fill([batch, 1], tf.constant(special.end, tf.int64))
   framed = tf.concat([cls, ids, sep], axis=1)
-  return framed.to_tensor(default_value=features.PAD_ID, shape=[None, seq_len])
+  return framed.to_tensor(default_value=special.pad, shape=[None, seq_len])
 
 
 def preprocessing_fn(inputs: dict, custom_config: dict) -> dict:
@@ -118,10 +54,12 @@ def preprocessing_fn(inputs: dict, custom_config: dict) -> dict:
   task = custom_config['task']
   if task not in features.TASKS:
     raise ValueError(f'custom_config task {task!r} is not one of {features.TASKS}')
-  tokens, meta = read_vocabulary(vocab_uri)
+  tokens, meta = tokenizers.read_vocabulary(vocab_uri)
+  special = tokenizers.special_tokens(meta)
   text = tf.reshape(_dense(inputs[features.TEXT_KEY]), [-1])  # (batch,)
-  ids = tokenize(text, make_tokenizer(tokens, meta, vocab_uri), meta)  # (batch, None)
-  ids = _with_vocab_asset(ids, os.path.join(vocab_uri, VOCAB_FILE))
+  tokenizer = tokenizers.make_tokenizer(tokens, meta, vocab_uri)
+  ids = tokenizers.tokenize(text, tokenizer, meta)  # (batch, None)
+  ids = _with_vocab_assets(ids, vocab_uri, tokens, special)
   if task != features.CLASSIFY:
     return {features.TOKEN_IDS_KEY: ids.to_sparse()}
 
@@ -129,7 +67,7 @@ def preprocessing_fn(inputs: dict, custom_config: dict) -> dict:
   label = tf.reshape(_dense(inputs[features.LABEL_KEY]), [-1])
   label_vocab = sorted_vocabulary(label, features.LABEL_VOCAB_NAME)
   return {
-    features.TOKEN_IDS_KEY: frame(ids, seq_len),
+    features.TOKEN_IDS_KEY: frame(ids, seq_len, special),
     features.TRANSFORMED_LABEL_KEY: tft.apply_vocabulary(label, label_vocab),
   }
 
@@ -184,19 +122,27 @@ def _dense(x):
   return x
 
 
-def _with_vocab_asset(ids: tf.RaggedTensor, vocab_path: str) -> tf.RaggedTensor:
-  """Makes vocab.txt an asset of the transform graph, named `token_vocab`.
+def _with_vocab_assets(ids: tf.RaggedTensor, vocab_uri: str, tokens: list[str],
+                       special: tokenizers.SpecialTokens) -> tf.RaggedTensor:
+  """Makes vocab.txt and vocab.json assets of the transform graph (`token_vocab`,
+  `tokenizer_spec`), so the trainer and the export read the tokens and the special ids there.
 
-  A vocabulary lookup table is what makes TF Transform copy the file into the graph's assets
-  (`tft.apply_vocabulary` also initializes it once, not per batch). The table checks that the
-  shipped file has the reserved tokens at ids 0..4, and the ids depend on that check, so the
-  table stays in the graph.
+  A lookup table is what makes TF Transform copy a file into the graph's assets
+  (`tft.apply_vocabulary` also initializes it once, not per batch). The vocab.txt table checks
+  that the shipped file has the special tokens at their ids, and the ids depend on that check
+  (and on the vocab.json table), so both tables stay in the graph.
   """
-  reserved = tf.constant(features.RESERVED_TOKENS)
-  reserved_ids = tft.apply_vocabulary(reserved, deferred_vocab_filename_tensor=vocab_path)
-  tft.annotate_asset(features.TOKEN_VOCAB_NAME, os.path.basename(vocab_path))
+  vocab_path = os.path.join(vocab_uri, contract.VOCAB_FILE)
+  special_ids = list(special.reserved)
+  expected = tf.constant([tokens[i] for i in special_ids])
+  found = tft.apply_vocabulary(expected, deferred_vocab_filename_tensor=vocab_path)
+  tft.annotate_asset(features.TOKEN_VOCAB_NAME, contract.VOCAB_FILE)
+  # vocab.json (one line, see tokenizers.write_meta) read as a one-entry vocabulary.
+  spec_path = os.path.join(vocab_uri, contract.VOCAB_JSON)
+  spec_lines = tft.apply_vocabulary(tf.constant(['{']), deferred_vocab_filename_tensor=spec_path)
+  tft.annotate_asset(contract.TOKENIZER_SPEC_NAME, contract.VOCAB_JSON)
   check = tf.debugging.assert_equal(
-    reserved_ids, tf.range(len(features.RESERVED_TOKENS), dtype=tf.int64),
-    message=f'{vocab_path} must start with {features.RESERVED_TOKENS}')
-  with tf.control_dependencies([check]):
+    found, tf.constant(special_ids, tf.int64),
+    message=f'{vocab_path} must hold the special tokens at ids {special_ids}')
+  with tf.control_dependencies([check, spec_lines]):
     return ids.with_flat_values(tf.identity(ids.flat_values))

@@ -13,7 +13,7 @@ import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
 from components import vocabulary
-from trainer import features, preprocessing
+from trainer import features, preprocessing, tokenizers
 
 TEXTS = ['The quick brown fox jumps over the lazy dog.', 'A quick brown dog outpaces a quick fox!',
          'Foxes and dogs are friends, said the fox.', 'Café au lait, s’il vous plaît.',
@@ -39,7 +39,7 @@ def _vocab_dir(path, **normalization):
 def test_tf_normalization_matches_the_vocabulary_component(flags):
   meta = dict(zip(('lowercase', 'strip_accents', 'nfkc'), flags))
   samples = ['Straße Café', 'ＡＢＣ ﬁne', 'Ǆemal naïve RÉSUMÉ', 'plain text', '', 'Ⅻ ㎏ ①']
-  got = preprocessing.normalize(tf.constant(samples), meta).numpy()
+  got = tokenizers.normalize(tf.constant(samples), meta).numpy()
   assert [g.decode() for g in got] == [vocabulary.normalize_text(s, **meta) for s in samples]
 
 
@@ -53,9 +53,9 @@ def test_frame_adds_cls_sep_pads_and_truncates():
 
 def test_tokenize_matches_python_pipeline(tmp_path):
   uri, tokens = _vocab_dir(tmp_path / 'v')
-  _, meta = preprocessing.read_vocabulary(uri)
-  tokenizer = preprocessing.make_tokenizer(tokens, meta, uri)
-  ids = preprocessing.tokenize(tf.constant(['The fox, Café!']), tokenizer, meta)
+  _, meta = tokenizers.read_vocabulary(uri)
+  tokenizer = tokenizers.make_tokenizer(tokens, meta, uri)
+  ids = tokenizers.tokenize(tf.constant(['The fox, Café!']), tokenizer, meta)
   assert [tokens[i] for i in ids[0].numpy()] == ['the', 'fox', ',', 'cafe', '!']
 
 
@@ -64,7 +64,7 @@ def test_read_vocabulary_requires_reserved_tokens_first(tmp_path):
   with open(os.path.join(uri, 'vocab.txt'), 'w') as f:
     f.write('\n'.join(reversed(tokens)) + '\n')
   with pytest.raises(ValueError, match=r'must start with \(\'\[PAD\]\''):
-    preprocessing.read_vocabulary(uri)
+    tokenizers.read_vocabulary(uri)
 
 
 def _analyze_and_transform(tmp_path, rows, config):
