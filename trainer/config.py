@@ -37,8 +37,10 @@ class TrainerConfig:
     num_heads: Overrides the number of attention heads of `model_size`.
     intermediate_dim: Overrides the feed-forward size of `model_size`.
     dropout: Dropout rate inside the backbone.
-    preset_dir: Local keras-hub preset directory to start the backbone from (no download);
-      it overrides the size fields.
+    preset: A keras-hub preset handle to start the backbone from: a local preset folder, or
+      `kaggle://owner/model/keras/variant`, `hf://owner/repo` or a built-in preset name where
+      the network allows. It overrides the size fields; the pipeline then imports the preset's
+      tokenizer as the Vocabulary (trainer/tokenizers.py).
     seq_len: Tokens per training example (window length for mlm/clm, Transform's length for
       classify).
     per_replica_batch_size: Examples per replica per micro-batch; the global batch is this times
@@ -76,7 +78,7 @@ class TrainerConfig:
   num_heads: int | None = None
   intermediate_dim: int | None = None
   dropout: float = 0.1
-  preset_dir: str | None = None
+  preset: str | None = None
   seq_len: int = 128
   per_replica_batch_size: int = 32
   train_steps: int | None = None

@@ -29,7 +29,8 @@ samples from the whole vocabulary.
 
 import tensorflow as tf
 
-from trainer import features, inputs
+from tfxlm import contract
+from trainer import features, inputs, tokenizers
 from trainer.models import MASK_POSITIONS, PADDING_MASK, TOKEN_IDS
 
 SERVING_DEFAULT = 'serving_default'
@@ -47,36 +48,11 @@ EXTRA_DIR = 'assets.extra'
 CONFIG_FILE = 'trainer_config.json'
 BACKBONE_WEIGHTS_FILE = 'backbone_weights.npz'
 
-_NUM_RESERVED = len(features.RESERVED_TOKENS)
-
 
 def read_lines(path):
   """Lines of a vocabulary file, line number = id."""
   with tf.io.gfile.GFile(path) as f:
     return [line.rstrip('\n') for line in f]
-
-
-SENTENCEPIECE_SPACE = '\u2581'
-
-
-def is_sentencepiece(tokens):
-  """Whether a vocabulary holds SentencePiece pieces (word starts marked with U+2581)."""
-  return any(t.startswith(SENTENCEPIECE_SPACE) for t in tokens)
-
-
-def decode_tokens(tokens, keep, sentencepiece=False):
-  """Joins the token strings of each row (string [b, n]) where `keep` into text.
-
-  WordPiece: tokens are separated by spaces and '##' pieces glued to the previous one.
-  SentencePiece: pieces are concatenated and U+2581 becomes a space.
-  """
-  if sentencepiece:
-    joined = tf.strings.reduce_join(tf.where(keep, tokens, ''), axis=1)
-    joined = tf.strings.regex_replace(joined, SENTENCEPIECE_SPACE, ' ')
-  else:
-    joined = tf.strings.reduce_join(tf.where(keep, tokens + ' ', ''), axis=1)
-    joined = tf.strings.regex_replace(joined, r' ##', '')
-  return tf.strings.strip(joined)
 
 
 def _dense(ids):
@@ -104,8 +80,11 @@ def _ragged(ids):
 class ExportModule(tf.Module):
   """Holds the model, the Transform layer and the vocabularies the signatures need."""
 
-  def __init__(self, model, tft_output, config, token_vocab, label_vocab=None):
+  def __init__(self, model, tft_output, config, token_vocab, label_vocab=None, *,
+               kind=contract.WORDPIECE, special=tokenizers.LEARNED_SPECIAL_TOKENS):
     super().__init__()
+    self.kind = kind
+    self.special = special
     self.model = model
     self.tft_layer = tft_output.transform_features_layer()
     self.task = config.task
@@ -113,7 +92,8 @@ class ExportModule(tf.Module):
     self.top_k = config.mask_top_k
     self.num_predictions = inputs.max_predictions(config.seq_len, config.mask_rate)
     self.vocab_size = len(token_vocab)
-    self.sentencepiece = is_sentencepiece(token_vocab)
+    # (vocab,) True for the special tokens: never an answer, a scored target or a sample.
+    self.reserved = tf.constant([i in set(special.reserved) for i in range(len(token_vocab))])
     self.token_strings = tf.constant(token_vocab)
     self.label_strings = tf.constant(label_vocab or [''])
     self.raw_spec = tft_output.raw_feature_spec()
@@ -142,7 +122,7 @@ class ExportModule(tf.Module):
     piece_index = tf.range(tf.size(pieces.flat_values, out_type=tf.int64))
     is_last = tf.equal(piece_index + 1, tf.gather(pieces.row_splits[1:], pieces.value_rowids()))
     mask = tf.RaggedTensor.from_row_lengths(
-      tf.fill([tf.reduce_sum(tf.cast(~is_last, tf.int64))], tf.cast(features.MASK_ID, ids.dtype)),
+      tf.fill([tf.reduce_sum(tf.cast(~is_last, tf.int64))], tf.cast(self.special.mask, ids.dtype)),
       tf.cast(~is_last, tf.int64))
     joined = tf.concat([ids, mask], axis=1)
     per_text = tf.RaggedTensor.from_row_splits(joined, pieces.row_splits).merge_dims(1, 2)
@@ -166,8 +146,8 @@ class ExportModule(tf.Module):
 
   def _classify(self, ids):
     ids = tf.cast(ids, tf.int32)
-    logits = self.model({TOKEN_IDS: ids, PADDING_MASK: tf.cast(ids != features.PAD_ID, tf.int32)},
-                        training=False)
+    logits = self.model({TOKEN_IDS: ids,
+                         PADDING_MASK: tf.cast(ids != self.special.pad, tf.int32)}, training=False)
     probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
     label_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
     return {PROBABILITIES: probabilities, LABEL_IDS: label_ids,
@@ -176,18 +156,17 @@ class ExportModule(tf.Module):
   def _mlm(self, ids):
     ids = tf.cast(ids[:, :self.seq_len - 2], tf.int32)
     rows = ids.nrows()
-    wrapped = tf.concat([tf.fill([rows, 1], features.CLS_ID), ids,
-                         tf.fill([rows, 1], features.SEP_ID)], axis=1)
-    dense = wrapped.to_tensor(default_value=features.PAD_ID)
-    is_mask = tf.equal(dense, features.MASK_ID)
+    wrapped = tf.concat([tf.fill([rows, 1], self.special.start), ids,
+                         tf.fill([rows, 1], self.special.end)], axis=1)
+    dense = wrapped.to_tensor(default_value=self.special.pad)
+    is_mask = tf.equal(dense, self.special.mask)
     has_mask = tf.reduce_any(is_mask, axis=1)
     position = tf.argmax(tf.cast(is_mask, tf.int32), axis=1, output_type=tf.int32)
     logits = self.model({TOKEN_IDS: dense,
-                         PADDING_MASK: tf.cast(dense != features.PAD_ID, tf.int32),
+                         PADDING_MASK: tf.cast(dense != self.special.pad, tf.int32),
                          MASK_POSITIONS: position[:, tf.newaxis]}, training=False)[:, 0, :]
     # Reserved tokens are never an answer.
-    reserved = tf.range(self.vocab_size) < _NUM_RESERVED
-    logits = tf.where(reserved[tf.newaxis, :], -1e9, tf.cast(logits, tf.float32))
+    logits = tf.where(self.reserved[tf.newaxis, :], -1e9, tf.cast(logits, tf.float32))
     scores, top_ids = tf.math.top_k(tf.nn.softmax(logits, axis=-1), k=self.top_k)
     predictions = tf.gather(self.token_strings, top_ids)
     has_mask = has_mask[:, tf.newaxis]
@@ -207,13 +186,13 @@ class ExportModule(tf.Module):
     distinct = tf.concat([tf.ones_like(positions[:, :1], tf.bool),
                           positions[:, 1:] > positions[:, :-1]], axis=1)
     targets = tf.gather(dense, positions, batch_dims=1)
-    weights = distinct & (lengths[:, tf.newaxis] > 0) & (targets >= _NUM_RESERVED)
+    weights = distinct & (lengths[:, tf.newaxis] > 0) & ~tf.gather(self.reserved, targets)
     batch_index = tf.broadcast_to(tf.range(tf.shape(dense)[0])[:, tf.newaxis], tf.shape(positions))
     masked = tf.tensor_scatter_nd_update(
       dense, tf.stack([batch_index, positions], axis=-1),
-      tf.where(weights, features.MASK_ID, targets))
+      tf.where(weights, self.special.mask, targets))
     logits = self.model({TOKEN_IDS: masked,
-                         PADDING_MASK: tf.cast(masked != features.PAD_ID, tf.int32),
+                         PADDING_MASK: tf.cast(masked != self.special.pad, tf.int32),
                          MASK_POSITIONS: positions}, training=False)
     logprobs = -tf.nn.sparse_softmax_cross_entropy_with_logits(
       labels=targets, logits=tf.cast(logits, tf.float32))
@@ -224,10 +203,11 @@ class ExportModule(tf.Module):
   def _clm_score(self, ids):
     ids = tf.cast(ids[:, :self.seq_len], tf.int32)
     rows = ids.nrows()
-    with_start = tf.concat([tf.fill([rows, 1], features.SEP_ID), ids], axis=1)
-    dense = with_start.to_tensor(default_value=features.PAD_ID)
-    context, targets = dense[:, :-1], dense[:, 1:]
-    target_mask = tf.cast(targets != features.PAD_ID, tf.float32)
+    with_start = tf.concat([tf.fill([rows, 1], self.special.end), ids], axis=1)
+    context = with_start.to_tensor(default_value=self.special.pad)[:, :-1]
+    targets = ids.to_tensor(default_value=self.special.pad, shape=tf.shape(context))
+    # Padding is cut by length, not by id: GPT-2 pads with its <|endoftext|>, a real target.
+    target_mask = tf.sequence_mask(ids.row_lengths(), tf.shape(context)[1], tf.float32)
     logits = self.model({TOKEN_IDS: context, PADDING_MASK: tf.ones_like(context)},
                         training=False)
     logprobs = -tf.nn.sparse_softmax_cross_entropy_with_logits(
@@ -256,14 +236,13 @@ class ExportModule(tf.Module):
     transformed = self._transform(self._raw_from_text(prompt))
     ids = tf.cast(_ragged(transformed[features.TOKEN_IDS_KEY]), tf.int32)
     # [SEP] separates documents in training, so it starts a fresh one here; keep the last tokens.
-    ids = tf.concat([tf.fill([ids.nrows(), 1], features.SEP_ID), ids], axis=1)
+    ids = tf.concat([tf.fill([ids.nrows(), 1], self.special.end), ids], axis=1)
     ids = ids[:, -self.seq_len:]
     lengths = tf.cast(ids.row_lengths(), tf.int32)
-    window = ids.to_tensor(default_value=features.PAD_ID, shape=[None, self.seq_len])
+    window = ids.to_tensor(default_value=self.special.pad, shape=[None, self.seq_len])
     batch = tf.shape(window)[0]
     # Never sample reserved tokens other than [SEP], which ends the text.
-    banned = (tf.range(self.vocab_size) < _NUM_RESERVED) & \
-      (tf.range(self.vocab_size) != features.SEP_ID)
+    banned = self.reserved & (tf.range(self.vocab_size) != self.special.end)
     seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
 
     def body(i, window, lengths, done, generated, active):
@@ -278,9 +257,9 @@ class ExportModule(tf.Module):
         last / tf.maximum(temperature, 1e-6), 1, seed=seed + i, dtype=tf.int32)[:, 0]
       greedy = tf.argmax(last, axis=-1, output_type=tf.int32)
       token = tf.where(temperature > 0.0, sampled, greedy)
-      active = active.write(i, ~done & (token != features.SEP_ID))
+      active = active.write(i, ~done & (token != self.special.end))
       generated = generated.write(i, token)
-      done = done | (token == features.SEP_ID)
+      done = done | (token == self.special.end)
       # A full window slides left by one to make room.
       full = lengths >= self.seq_len
       window = tf.where(full[:, tf.newaxis], tf.roll(window, -1, axis=1), window)
@@ -299,7 +278,7 @@ class ExportModule(tf.Module):
     keep = tf.transpose(active.stack())
     tokens = tf.reshape(tokens, [batch, -1])
     keep = tf.reshape(keep, [batch, -1])
-    return {TEXT: decode_tokens(tf.gather(self.token_strings, tokens), keep, self.sentencepiece)}
+    return {TEXT: tokenizers.decode_tokens(tf.gather(self.token_strings, tokens), keep, self.kind)}
 
   def signatures(self):
     """The concrete functions to save, by signature name."""
@@ -313,8 +292,14 @@ class ExportModule(tf.Module):
     return signatures
 
 
-def export_saved_model(model, tft_output, config, token_vocab, label_vocab, export_dir):
-  """Saves model + Transform graph with the signatures above to `export_dir`."""
-  module = ExportModule(model, tft_output, config, token_vocab, label_vocab)
+def export_saved_model(model, tft_output, config, token_vocab, label_vocab, export_dir, *,
+                       kind=contract.WORDPIECE, special=tokenizers.LEARNED_SPECIAL_TOKENS):
+  """Saves model + Transform graph with the signatures above to `export_dir`.
+
+  `kind` and `special` are the tokenizer's (vocab.json): they decide decoding and which ids
+  start, end, pad, mask and are never predicted.
+  """
+  module = ExportModule(model, tft_output, config, token_vocab, label_vocab, kind=kind,
+                        special=special)
   tf.saved_model.save(module, export_dir, signatures=module.signatures())
   return export_dir

@@ -8,11 +8,10 @@ import math
 
 import tensorflow as tf
 
-from trainer import features
+from trainer import features, tokenizers
 from trainer.models import MASK_POSITIONS, PADDING_MASK, TOKEN_IDS
 
 LABELS, WEIGHTS = 'labels', 'weights'
-NUM_RESERVED = len(features.RESERVED_TOKENS)
 # Records parsed per tf.io.parse_example call: vectorised parsing is much faster than one by one.
 _PARSE_BATCH = 256
 
@@ -23,12 +22,12 @@ def max_predictions(seq_len, mask_rate):
 
 
 def mask_tokens(token_ids, seed, *, vocab_size, mask_rate, mask_token_rate, random_token_rate,
-                num_predictions):
+                num_predictions, special=tokenizers.LEARNED_SPECIAL_TOKENS):
   """BERT masking of a batch, stateless in `seed`.
 
-  Of the maskable tokens (not reserved, so never [PAD], [CLS], [SEP], ...) of each row,
-  `round(mask_rate * count)` (at least 1, at most `num_predictions`) are chosen uniformly; each
-  becomes [MASK] with probability `mask_token_rate`, a random non-reserved token with
+  Of the maskable tokens (not `special.reserved`, so never [PAD], [CLS], [SEP], ...) of each
+  row, `round(mask_rate * count)` (at least 1, at most `num_predictions`) are chosen uniformly;
+  each becomes [MASK] with probability `mask_token_rate`, a random non-reserved token with
   `random_token_rate`, else stays.
 
   Args:
@@ -40,7 +39,7 @@ def mask_tokens(token_ids, seed, *, vocab_size, mask_rate, mask_token_rate, rand
     float32 weights: 1 where a position was chosen).
   """
   seeds = tf.random.experimental.stateless_split(seed, 4)
-  maskable = token_ids >= NUM_RESERVED
+  maskable = ~is_reserved(token_ids, special)
   num_maskable = tf.reduce_sum(tf.cast(maskable, tf.float32), axis=1)
   num_masked = tf.minimum(tf.maximum(tf.round(num_maskable * mask_rate), 1.0),
                           float(num_predictions))
@@ -52,9 +51,11 @@ def mask_tokens(token_ids, seed, *, vocab_size, mask_rate, mask_token_rate, rand
   chosen = (ranks < num_masked[:, tf.newaxis]) & (top_scores >= 0.0)
   originals = tf.gather(token_ids, positions, batch_dims=1)
   decide = tf.random.stateless_uniform(tf.shape(positions), seeds[1])
-  random_ids = tf.random.stateless_uniform(tf.shape(positions), seeds[2], minval=NUM_RESERVED,
-                                           maxval=vocab_size, dtype=tf.int32)
-  replacement = tf.where(decide < mask_token_rate, features.MASK_ID,
+  reserved = set(special.reserved)
+  candidates = tf.constant([i for i in range(vocab_size) if i not in reserved], tf.int32)
+  random_ids = tf.gather(candidates, tf.random.stateless_uniform(
+    tf.shape(positions), seeds[2], maxval=len(candidates), dtype=tf.int32))
+  replacement = tf.where(decide < mask_token_rate, special.mask,
                          tf.where(decide < mask_token_rate + random_token_rate, random_ids,
                                   originals))
   replacement = tf.where(chosen, replacement, originals)
@@ -65,13 +66,19 @@ def mask_tokens(token_ids, seed, *, vocab_size, mask_rate, mask_token_rate, rand
   return masked, positions, originals, tf.cast(chosen, tf.float32)
 
 
-def pack_documents(dataset_of_docs, window):
+def is_reserved(token_ids, special):
+  """Whether each id is one of `special.reserved` (same shape as `token_ids`)."""
+  reserved = tf.constant(special.reserved, token_ids.dtype)
+  return tf.reduce_any(token_ids[..., tf.newaxis] == reserved, axis=-1)
+
+
+def pack_documents(dataset_of_docs, window, end_id=features.SEP_ID):
   """Packs a dataset of ragged document batches into `window`-token rows, [SEP] after each.
 
   Documents follow each other with no padding; a long one continues in the next row.
   """
   def flatten(docs):
-    sep = tf.fill([docs.nrows(), 1], features.SEP_ID)
+    sep = tf.fill([docs.nrows(), 1], tf.constant(end_id, docs.dtype))
     return tf.concat([docs, sep], axis=1).flat_values
   return dataset_of_docs.map(flatten).unbatch().batch(window, drop_remainder=True)
 
@@ -106,7 +113,7 @@ def records_dataset(file_patterns, *, shuffle, seed, shuffle_buffer, num_shards=
 
 
 def make_dataset(file_patterns, feature_spec, config, *, vocab_size, batch_size, training,
-                 seed, num_shards=1, shard=0):
+                 seed, num_shards=1, shard=0, special=tokenizers.LEARNED_SPECIAL_TOKENS):
   """The batches of one input pipeline.
 
   Args:
@@ -120,6 +127,7 @@ def make_dataset(file_patterns, feature_spec, config, *, vocab_size, batch_size,
     seed: Seed of shuffling and masking.
     num_shards: Input pipelines to split the records between.
     shard: This pipeline's index.
+    special: The vocabulary's special tokens (`tokenizers.special_tokens`).
 
   Returns:
     An infinite `tf.data.Dataset` of `(x, y)` with static batch size.
@@ -147,11 +155,11 @@ def make_dataset(file_patterns, feature_spec, config, *, vocab_size, batch_size,
     def to_example(batch):
       ids = batch[ids_key]
       if isinstance(ids, tf.RaggedTensor):
-        ids = ids.to_tensor(default_value=features.PAD_ID, shape=[None, seq_len])
+        ids = ids.to_tensor(default_value=special.pad, shape=[None, seq_len])
       label = tf.reshape(tf.cast(batch[features.TRANSFORMED_LABEL_KEY], tf.int32), [-1])
       # Transform maps a label missing from the training split's vocabulary to -1: no loss there.
       weights = tf.cast(label >= 0, tf.float32)
-      x = {TOKEN_IDS: ids, PADDING_MASK: tf.cast(ids != features.PAD_ID, tf.int32)}
+      x = {TOKEN_IDS: ids, PADDING_MASK: tf.cast(ids != special.pad, tf.int32)}
       return x, {LABELS: tf.maximum(label, 0), WEIGHTS: weights}
     return (parsed.map(to_example, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
             .batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
@@ -161,16 +169,16 @@ def make_dataset(file_patterns, feature_spec, config, *, vocab_size, batch_size,
     def to_window(window):
       x = {TOKEN_IDS: window[:, :-1], PADDING_MASK: tf.ones_like(window[:, :-1])}
       return x, {LABELS: window[:, 1:], WEIGHTS: tf.ones_like(window[:, 1:], tf.float32)}
-    windows = pack_documents(docs, seq_len + 1)  # inputs and their next tokens
+    windows = pack_documents(docs, seq_len + 1, special.end)  # inputs and their next tokens
     return (windows.batch(batch_size, drop_remainder=True)
             .map(to_window, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
 
   num_predictions = max_predictions(seq_len, config.mask_rate)
   # Packed like clm, after one [CLS]: [CLS] doc [SEP] doc [SEP] doc...; no padding.
-  rows = pack_documents(docs, seq_len - 1)
+  rows = pack_documents(docs, seq_len - 1, special.end)
   if training:
     rows = rows.shuffle(min(config.shuffle_buffer, 4096), seed=seed + 1)
-  cls = tf.fill([batch_size, 1], features.CLS_ID)
+  cls = tf.fill([batch_size, 1], special.start)
   batches = rows.batch(batch_size, drop_remainder=True).map(
     lambda body: tf.concat([cls, body], axis=1)).enumerate()
 
@@ -180,8 +188,9 @@ def make_dataset(file_patterns, feature_spec, config, *, vocab_size, batch_size,
     masked, positions, originals, weights = mask_tokens(
       ids, tf.stack([tf.constant(seed, tf.int64), index]), vocab_size=vocab_size,
       mask_rate=config.mask_rate, mask_token_rate=config.mask_token_rate,
-      random_token_rate=config.random_token_rate, num_predictions=num_predictions)
-    x = {TOKEN_IDS: masked, PADDING_MASK: tf.cast(ids != features.PAD_ID, tf.int32),
+      random_token_rate=config.random_token_rate, num_predictions=num_predictions,
+      special=special)
+    x = {TOKEN_IDS: masked, PADDING_MASK: tf.cast(ids != special.pad, tf.int32),
          MASK_POSITIONS: positions}
     return x, {LABELS: originals, WEIGHTS: weights}
   return batches.map(to_masked, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

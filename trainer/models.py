@@ -32,16 +32,16 @@ def build_backbone(config, vocab_size):
   """
   family = keras_hub.models.GPT2Backbone if config.task == features.CLM \
     else keras_hub.models.BertBackbone
-  if config.preset_dir:
-    backbone = keras_hub.models.Backbone.from_preset(config.preset_dir)
+  if config.preset:
+    backbone = keras_hub.models.Backbone.from_preset(config.preset)
     if not isinstance(backbone, family):
-      raise ValueError(f'preset {config.preset_dir} holds a {type(backbone).__name__}; task '
+      raise ValueError(f'preset {config.preset} holds a {type(backbone).__name__}; task '
                        f'{config.task!r} needs a {family.__name__}')
     if backbone.vocabulary_size != vocab_size:
-      raise ValueError(f'preset {config.preset_dir} has vocabulary size '
+      raise ValueError(f'preset {config.preset} has vocabulary size '
                        f'{backbone.vocabulary_size}, the token vocabulary has {vocab_size}')
     if backbone.max_sequence_length < config.seq_len:
-      raise ValueError(f'preset {config.preset_dir} handles {backbone.max_sequence_length} '
+      raise ValueError(f'preset {config.preset} handles {backbone.max_sequence_length} '
                        f'positions, seq_len is {config.seq_len}')
     return backbone
   num_layers, hidden_dim, num_heads, intermediate_dim = config.model_dims()

@@ -6,7 +6,9 @@ eval steps default to the Trainer's `TrainArgs` / `EvalArgs`. The run writes Ten
 component's `.system` folder (`checkpoint_dir`: a rerun of a killed Trainer, which TFX gives a
 new model_run_dir, resumes from them), and one SavedModel (see
 `trainer/export.py`) to `fn_args.serving_model_dir`, with `assets.extra/trainer_config.json`
-(the config used) and `assets.extra/backbone_weights.npz` (what a later run warm-starts from).
+(the config used), `assets.extra/backbone_weights.npz` (what a later run warm-starts from) and
+`assets.extra/keras_hub_preset/` (the trained backbone, and the preset's tokenizer when the run
+started from one, for keras-hub's `from_preset`).
 """
 
 import dataclasses
@@ -21,7 +23,17 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from absl import logging
 
-from trainer import distribute, export, features, inputs, models, optimization, training
+from tfxlm import contract
+from trainer import (
+  distribute,
+  export,
+  features,
+  inputs,
+  models,
+  optimization,
+  tokenizers,
+  training,
+)
 from trainer.config import CUSTOM_CONFIG_KEY, TrainerConfig
 
 _TFX_CLOUD_KEY_PREFIX = 'ai_platform_'
@@ -72,23 +84,25 @@ def config_from_fn_args(fn_args):
 
 @dataclasses.dataclass(frozen=True)
 class Vocabularies:
-  """The token and label vocabularies carried by the transform graph (line number = id)."""
+  """The token and label vocabularies carried by the transform graph (line number = id), the
+  tokenizer's kind and its special tokens (the graph's `tokenizer_spec` asset, vocab.json)."""
 
   tokens: list
   labels: list | None
+  kind: str = contract.WORDPIECE
+  special: tokenizers.SpecialTokens = tokenizers.LEARNED_SPECIAL_TOKENS
 
   @classmethod
   def from_tft_output(cls, tft_output, task):
     tokens = export.read_lines(tft_output.vocabulary_file_by_name(features.TOKEN_VOCAB_NAME))
+    with tf.io.gfile.GFile(tft_output.vocabulary_file_by_name(contract.TOKENIZER_SPEC_NAME)) as f:
+      meta = json.load(f)
     labels = None
     if task == features.CLASSIFY:
       labels = export.read_lines(tft_output.vocabulary_file_by_name(features.LABEL_VOCAB_NAME))
-    if len(tokens) <= len(features.RESERVED_TOKENS):
-      raise ValueError(f'token vocabulary has only {len(tokens)} entries')
-    if list(tokens[:len(features.RESERVED_TOKENS)]) != list(features.RESERVED_TOKENS):
-      raise ValueError(f'token vocabulary must start with {features.RESERVED_TOKENS}, starts '
-                       f'with {tokens[:len(features.RESERVED_TOKENS)]}')
-    return cls(tokens, labels)
+    kind, special = meta['kind'], tokenizers.special_tokens(meta)
+    tokenizers.check_tokens(tokens, special, kind, where='the transform graph\'s token vocabulary')
+    return cls(tokens, labels, kind, special)
 
 
 def build_task_model(config, vocabularies, base_model=None):
@@ -113,14 +127,15 @@ def build_task_model(config, vocabularies, base_model=None):
     dropout=config.dropout)
 
 
-def _datasets(strategy, fn_args, tft_output, config, vocab_size, start_step):
+def _datasets(strategy, fn_args, tft_output, config, vocabularies, start_step):
   per_replica = config.per_replica_batch_size
   feature_spec = tft_output.transformed_feature_spec()
 
   def dataset_fn(files, training, batch_size):
     def fn(context):
       return inputs.make_dataset(
-        files, feature_spec, config, vocab_size=vocab_size, batch_size=batch_size,
+        files, feature_spec, config, vocab_size=len(vocabularies.tokens),
+        special=vocabularies.special, batch_size=batch_size,
         training=training,
         # A resumed run draws new shuffles and masks instead of replaying the first steps'.
         seed=config.seed + start_step if training else config.seed,
@@ -164,8 +179,7 @@ def train_and_export(config, fn_args):
     start = loop.restore()
     if start:
       logging.info('resuming from checkpoint at step %d', start)
-    train_data, eval_data = _datasets(strategy, fn_args, tft_output, config,
-                                      len(vocabularies.tokens), start)
+    train_data, eval_data = _datasets(strategy, fn_args, tft_output, config, vocabularies, start)
     history = loop.run(train_data, eval_data, train_steps=config.train_steps,
                        eval_steps=config.eval_steps)
   finally:
@@ -192,13 +206,37 @@ def _export(trained, tft_output, config, vocabularies, export_dir):
   finally:
     keras.mixed_precision.set_global_policy(previous_policy)
   export.export_saved_model(copy, tft_output, config, vocabularies.tokens, vocabularies.labels,
-                            export_dir)
+                            export_dir, kind=vocabularies.kind, special=vocabularies.special)
   extra = os.path.join(export_dir, export.EXTRA_DIR)
   tf.io.gfile.makedirs(extra)
   with tf.io.gfile.GFile(os.path.join(extra, export.CONFIG_FILE), 'w') as f:
     f.write(config.to_json())
   models.save_backbone_weights(copy.backbone, os.path.join(extra, export.BACKBONE_WEIGHTS_FILE))
+  save_preset(copy.backbone, config, os.path.join(extra, contract.PRESET_DIR))
   logging.info('exported %s model to %s', config.task, export_dir)
+
+
+def save_preset(backbone, config, preset_dir):
+  """Writes the trained backbone as a keras-hub preset (`keras_hub.models.Backbone.from_preset`
+  loads it), with the tokenizer of `config.preset` when the run started from one.
+
+  A learned vocabulary's tokenizer is not written: its normalization (NFKC, case folding,
+  accent stripping) lives in the transform graph, which no keras-hub tokenizer reproduces.
+  """
+  import keras_hub
+
+  local = preset_dir if '://' not in preset_dir else tempfile.mkdtemp(prefix='preset_')
+  backbone.save_to_preset(local)
+  if config.preset:
+    keras_hub.tokenizers.Tokenizer.from_preset(config.preset).save_to_preset(local)
+  if local != preset_dir:
+    for root, _, files in os.walk(local):
+      for name in files:
+        source = os.path.join(root, name)
+        target = os.path.join(preset_dir, os.path.relpath(source, local))
+        tf.io.gfile.makedirs(os.path.dirname(target))
+        tf.io.gfile.copy(source, target, overwrite=True)
+    shutil.rmtree(local, ignore_errors=True)
 
 
 def run_fn(fn_args):

@@ -62,13 +62,13 @@ def test_classify_needs_two_classes():
 def test_backbone_from_a_local_preset(tmp_path):
   original = models.build_backbone(_config('clm'), VOCAB)
   original.save_to_preset(str(tmp_path / 'preset'))
-  loaded = models.build_backbone(_config('clm', preset_dir=str(tmp_path / 'preset')), VOCAB)
+  loaded = models.build_backbone(_config('clm', preset=str(tmp_path / 'preset')), VOCAB)
   for a, b in zip(original.weights, loaded.weights):
     np.testing.assert_array_equal(np.array(a), np.array(b))
   with pytest.raises(ValueError, match='vocabulary size 50, the token vocabulary has 60'):
-    models.build_backbone(_config('clm', preset_dir=str(tmp_path / 'preset')), 60)
+    models.build_backbone(_config('clm', preset=str(tmp_path / 'preset')), 60)
   with pytest.raises(ValueError, match='needs a BertBackbone'):
-    models.build_backbone(_config('mlm', preset_dir=str(tmp_path / 'preset')), VOCAB)
+    models.build_backbone(_config('mlm', preset=str(tmp_path / 'preset')), VOCAB)
 
 
 def test_warm_start_matches_by_name_and_fails_loudly(tmp_path):

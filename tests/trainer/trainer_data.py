@@ -5,7 +5,6 @@
 TFRecords of transformed examples per split.
 """
 
-import json
 import os
 import random
 
@@ -16,7 +15,7 @@ import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import metadata_io
 from tfx.components.trainer import fn_args_utils
 
-from trainer import features, preprocessing
+from trainer import features, preprocessing, tokenizers
 
 POSITIVE = ('good', 'great', 'fine', 'nice', 'happy')
 NEGATIVE = ('bad', 'awful', 'poor', 'sad', 'angry')
@@ -34,8 +33,7 @@ def write_vocab(directory):
     f.write(''.join(t + '\n' for t in tokens))
   meta = {'kind': 'wordpiece', 'size': len(tokens), 'lowercase': True, 'strip_accents': True,
           'nfkc': True, 'suffix_indicator': '##'}
-  with open(os.path.join(directory, 'vocab.json'), 'w') as f:
-    json.dump(meta, f)
+  tokenizers.write_meta(directory, meta)
   return directory, tokens
 
 
@@ -70,7 +68,7 @@ def corpus_texts(n, seed, chain_seed=7):
   return texts
 
 
-def transform_data(root, task, train_rows, eval_rows, seq_len):
+def transform_data(root, task, train_rows, eval_rows, seq_len, vocab_dir=None):
   """Runs TF Transform over raw rows and writes a TFX-like layout under `root`.
 
   Args:
@@ -78,11 +76,17 @@ def transform_data(root, task, train_rows, eval_rows, seq_len):
     task: 'mlm', 'clm' or 'classify'.
     train_rows, eval_rows: lists of text, or (text, label) for classify.
     seq_len: Transform's classification length.
+    vocab_dir: A Vocabulary artifact folder to tokenize with (e.g. a preset's, imported);
+      None writes one holding every generated word.
 
   Returns:
     dict with 'transform_graph', 'train_files', 'eval_files', 'vocab' (tokens).
   """
-  vocab_dir, tokens = write_vocab(os.path.join(root, 'vocabulary'))
+  if vocab_dir is None:
+    vocab_dir, tokens = write_vocab(os.path.join(root, 'vocabulary'))
+  else:
+    with open(os.path.join(vocab_dir, 'vocab.txt'), encoding='utf-8') as f:
+      tokens = f.read().splitlines()
   spec = {features.TEXT_KEY: tf.io.FixedLenFeature([1], tf.string)}
   if task == features.CLASSIFY:
     spec[features.LABEL_KEY] = tf.io.FixedLenFeature([1], tf.string)

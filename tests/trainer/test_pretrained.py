@@ -1,0 +1,113 @@
+"""Fine-tuning from keras-hub presets made here: warm start, training, the signatures, and the
+keras-hub preset written beside the SavedModel (round trip: same logits)."""
+
+import os
+
+import keras
+import keras_hub
+import numpy as np
+import presets
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+import trainer_data
+
+from tfxlm import contract
+from trainer import features, task, tokenizers
+from trainer.config import TrainerConfig
+
+SEQ_LEN = 16
+
+
+def _config(task_name, preset, **overrides):
+  config = trainer_data.tiny_config(task_name, preset=preset, train_steps=12, eval_every_steps=6,
+                                    checkpoint_every_steps=6, per_replica_batch_size=8)
+  for size_key in ('num_layers', 'hidden_dim', 'num_heads', 'intermediate_dim'):
+    config.pop(size_key)
+  config.update(overrides)
+  return config
+
+
+def _data(tmp, task_name, preset):
+  vocab_dir = os.path.join(tmp, 'vocabulary')
+  tokenizers.import_preset(preset, vocab_dir)
+  if task_name == features.CLASSIFY:
+    rows = (trainer_data.labeled_texts(160, 1), trainer_data.labeled_texts(48, 2))
+  else:
+    rows = (trainer_data.corpus_texts(120, 1), trainer_data.corpus_texts(40, 2))
+  return trainer_data.transform_data(os.path.join(tmp, 'data'), task_name, *rows, SEQ_LEN,
+                                     vocab_dir=vocab_dir)
+
+
+@pytest.fixture(scope='module')
+def bert(tmp_path_factory):
+  return presets.bert_preset(str(tmp_path_factory.mktemp('bert') / 'preset'), seq_len=SEQ_LEN)
+
+
+@pytest.fixture(scope='module')
+def gpt2(tmp_path_factory):
+  return presets.gpt2_preset(str(tmp_path_factory.mktemp('gpt2') / 'preset'), seq_len=SEQ_LEN)
+
+
+def _weights(backbone):
+  return {w.path: np.array(w) for w in backbone.weights}
+
+
+def test_classify_warm_starts_from_a_bert_preset_and_serves(bert, tmp_path):
+  data = _data(str(tmp_path), features.CLASSIFY, bert)
+  config = TrainerConfig.from_dict(_config(features.CLASSIFY, bert))
+  vocabularies = task.Vocabularies.from_tft_output(
+    tft.TFTransformOutput(data['transform_graph']), features.CLASSIFY)
+  assert vocabularies.kind == contract.PRESET_WORDPIECE
+  assert vocabularies.special.start == vocabularies.tokens.index('[CLS]') != contract.CLS_ID
+  model = task.build_task_model(config, vocabularies)
+  preset_weights = _weights(keras_hub.models.Backbone.from_preset(bert))
+  for path, value in _weights(model.backbone).items():
+    np.testing.assert_array_equal(value, preset_weights[path])
+
+  args = trainer_data.fn_args(data, str(tmp_path / 'run'), _config(features.CLASSIFY, bert))
+  task.run_fn(args)
+  served = tf.saved_model.load(args.serving_model_dir)
+  out = served.signatures[contract.PREDICT_TEXT](text=tf.constant(['a good film', 'bad dog']))
+  np.testing.assert_allclose(out[contract.PROBABILITIES].numpy().sum(axis=1), 1.0, rtol=1e-5)
+  assert set(out[contract.LABELS].numpy().tolist()) <= {b'neg', b'pos'}
+
+
+def test_mlm_continues_pretraining_a_bert_preset(bert, tmp_path):
+  data = _data(str(tmp_path), features.MLM, bert)
+  args = trainer_data.fn_args(data, str(tmp_path / 'run'), _config(features.MLM, bert))
+  task.run_fn(args)
+  served = tf.saved_model.load(args.serving_model_dir)
+  out = served.signatures[contract.PREDICT_TEXT](text=tf.constant(['the [MASK] fox']))
+  predictions = [p.decode() for p in out[contract.MASK_PREDICTIONS].numpy()[0]]
+  assert predictions and not any(p.startswith('[') and p.endswith(']') for p in predictions)
+  assert out[contract.TOKEN_COUNT].numpy()[0] > 0
+
+
+def test_clm_fine_tunes_a_gpt2_preset_generates_and_writes_a_preset_back(gpt2, tmp_path):
+  data = _data(str(tmp_path), features.CLM, gpt2)
+  args = trainer_data.fn_args(data, str(tmp_path / 'run'), _config(features.CLM, gpt2))
+  task.run_fn(args)
+  served = tf.saved_model.load(args.serving_model_dir)
+  generated = served.signatures[contract.GENERATE](
+    prompt=tf.constant(['the film', '']), max_new_tokens=tf.constant(6),
+    temperature=tf.constant(0.0), top_k=tf.constant(0))[contract.GENERATED_TEXT].numpy()
+  assert len(generated) == 2 and all(isinstance(g.decode(), str) for g in generated)
+
+  # The preset written beside the SavedModel: keras-hub loads it and scores a text exactly as
+  # the SavedModel does.
+  preset_dir = os.path.join(args.serving_model_dir, contract.EXTRA_DIR, contract.PRESET_DIR)
+  tokenizer = keras_hub.tokenizers.Tokenizer.from_preset(preset_dir)
+  backbone = keras_hub.models.Backbone.from_preset(preset_dir)
+  text = 'the film was a good story'
+  ids = [tokenizer.end_token_id] + [int(i) for i in tokenizer(text)]
+  context, targets = np.array([ids[:-1]]), np.array(ids[1:])
+  hidden = backbone({'token_ids': context, 'padding_mask': np.ones_like(context)})
+  logits = keras.ops.convert_to_numpy(backbone.token_embedding(hidden, reverse=True))[0]
+  logprobs = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1,
+                                                                               keepdims=True))
+  logprobs -= logits.max(-1, keepdims=True)
+  want = logprobs[np.arange(len(targets)), targets].sum()
+  got = served.signatures[contract.PREDICT_TEXT](text=tf.constant([text]))
+  np.testing.assert_allclose(got[contract.TOKEN_LOGPROB_SUM].numpy()[0], want, rtol=1e-4)
+  assert got[contract.TOKEN_COUNT].numpy()[0] == len(targets)
