@@ -185,11 +185,14 @@ class PipelineConfig:
       empty means `pipeline_outputs/<name>` under the working folder. Holds `root/`,
       `metadata.sqlite` and `serving/`.
     data: where the text comes from.
-    vocabulary: the vocabulary to learn.
+    vocabulary: the vocabulary to learn (with `train.preset` set, the preset's tokenizer is
+      imported instead and these settings are unused).
     pretrain: an optional `mlm` (or `clm`) pretraining stage whose model warm-starts `train`.
     train: the final training stage, whose model is evaluated and pushed.
-    base_model: path of an earlier pipeline's model (a SavedModel folder) to warm-start `train`
-      from when there is no `pretrain` stage in this pipeline.
+    base_model: an earlier model of this pipeline to warm-start `train` from when there is no
+      `pretrain` stage: a pushed version folder (`<serving_root>/<model_name>/<version>`), or a
+      Trainer's model artifact folder (the one holding `Format-Serving/`). The vocabulary must
+      be the same as the one it was trained with.
     evaluation: blessing thresholds.
     serving: push destination.
     beam: Beam settings.
@@ -463,6 +466,15 @@ def validate(config: PipelineConfig) -> None:
       raise ConfigError('pretrain.task: must be mlm or clm, got classify')
     if config.base_model:
       raise ConfigError('base_model and pretrain are both set: choose one source of weights')
+    if config.train.preset or config.pretrain.preset:
+      raise ConfigError('pretrain with a preset: set train.preset alone (the preset is the '
+                        'pretrained model)')
+  preset = config.train.preset
+  if preset and '://' not in preset and os.sep in preset and not os.path.isdir(preset):
+    raise ConfigError(f'train.preset: folder {preset!r} does not exist (a local preset is a '
+                      'folder keras-hub wrote with save_to_preset; give an absolute path)')
+  if config.train.preset and config.base_model:
+    raise ConfigError('train.preset and base_model are both set: choose one source of weights')
   if config.base_model and '://' not in config.base_model:
     path = config.resolve_path(config.base_model)
     if not os.path.isdir(path):

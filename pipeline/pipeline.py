@@ -108,6 +108,7 @@ def create_pipeline(
       lowercase=vocab_cfg.lowercase,
       strip_accents=vocab_cfg.strip_accents,
       nfkc=vocab_cfg.nfkc,
+      preset=config.train.preset or '',
   )
   schema = schema_gen.outputs['schema']
   vocab = vocabulary.outputs['vocabulary']

@@ -105,20 +105,47 @@ class Vocabularies:
     return cls(tokens, labels, kind, special)
 
 
+SERVING_FORMAT_DIR = 'Format-Serving'
+
+
+def base_model_dir(base_model):
+  """The SavedModel folder of the Trainer's `base_model`.
+
+  TFX hands run_fn `<model artifact uri>/Format-Serving`. That is the SavedModel when the base
+  model is a Trainer's output; when the pipeline imported a SavedModel folder itself (a pushed
+  `<serving_root>/<name>/<version>`, `base_model:` in the config), `Format-Serving` does not
+  exist and the folder above it is the model.
+
+  Raises:
+    ValueError: if neither holds this trainer's backbone weights.
+  """
+  candidates = [base_model]
+  if os.path.basename(os.path.normpath(base_model)) == SERVING_FORMAT_DIR:
+    candidates.append(os.path.dirname(os.path.normpath(base_model)))
+  for folder in candidates:
+    if tf.io.gfile.exists(os.path.join(folder, export.EXTRA_DIR, export.BACKBONE_WEIGHTS_FILE)):
+      return folder
+  raise ValueError(f'base model {base_model}: no {export.EXTRA_DIR}/'
+                   f'{export.BACKBONE_WEIGHTS_FILE} in {" or ".join(candidates)}; base_model '
+                   'must be a model this pipeline exported (a Trainer output or a pushed version)')
+
+
 def build_task_model(config, vocabularies, base_model=None):
   """Backbone + head of `config.task`, warm-started from `base_model`'s backbone if given.
 
   Args:
     config: The TrainerConfig.
     vocabularies: `Vocabularies` (vocabulary size, number of classes).
-    base_model: Serving dir of an earlier model of this trainer (the Trainer's `base_model`).
+    base_model: An earlier model of this trainer (the Trainer's `base_model`; see
+      `base_model_dir`).
 
   Raises:
     ValueError: if the base model's backbone weights do not all load.
   """
   backbone = models.build_backbone(config, len(vocabularies.tokens))
   if base_model:
-    path = os.path.join(base_model, export.EXTRA_DIR, export.BACKBONE_WEIGHTS_FILE)
+    path = os.path.join(base_model_dir(base_model), export.EXTRA_DIR,
+                        export.BACKBONE_WEIGHTS_FILE)
     loaded = models.load_backbone_weights(backbone, path)
     logging.info('warm start: loaded %d backbone weights from %s', loaded, path)
   return models.build_model(

@@ -13,7 +13,7 @@ import tensorflow_transform as tft
 import trainer_data
 
 from tfxlm import contract
-from trainer import features, task, tokenizers
+from trainer import features, models, task, tokenizers
 from trainer.config import TrainerConfig
 
 SEQ_LEN = 16
@@ -111,3 +111,24 @@ def test_clm_fine_tunes_a_gpt2_preset_generates_and_writes_a_preset_back(gpt2, t
   got = served.signatures[contract.PREDICT_TEXT](text=tf.constant([text]))
   np.testing.assert_allclose(got[contract.TOKEN_LOGPROB_SUM].numpy()[0], want, rtol=1e-4)
   assert got[contract.TOKEN_COUNT].numpy()[0] == len(targets)
+
+
+def test_base_model_is_a_trainer_output_or_a_pushed_folder(tmp_path):
+  config = TrainerConfig.from_dict(trainer_data.tiny_config(features.CLASSIFY))
+  tokens = list(contract.RESERVED_TOKENS) + [f'w{i}' for i in range(40)]
+  vocabularies = task.Vocabularies(tokens, ['neg', 'pos'])
+  earlier = task.build_task_model(config, vocabularies)
+  # A Trainer's model artifact: TFX hands run_fn <uri>/Format-Serving, the SavedModel.
+  artifact = tmp_path / 'Trainer' / 'model' / '7'
+  # A pushed version: the pipeline imported the folder itself, Format-Serving is not there.
+  pushed = tmp_path / 'serving' / 'imdb' / '1700000000'
+  for model_dir in (artifact / task.SERVING_FORMAT_DIR, pushed):
+    os.makedirs(model_dir / contract.EXTRA_DIR)
+    models.save_backbone_weights(
+      earlier.backbone, str(model_dir / contract.EXTRA_DIR / contract.BACKBONE_WEIGHTS_FILE))
+  for base_model in (artifact / task.SERVING_FORMAT_DIR, pushed / task.SERVING_FORMAT_DIR):
+    model = task.build_task_model(config, vocabularies, base_model=str(base_model))
+    for path, value in _weights(model.backbone).items():
+      np.testing.assert_array_equal(value, _weights(earlier.backbone)[path])
+  with pytest.raises(ValueError, match='base_model must be a model this pipeline exported'):
+    task.build_task_model(config, vocabularies, base_model=str(tmp_path / 'nothing'))
