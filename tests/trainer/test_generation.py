@@ -39,16 +39,28 @@ def exported(lm, clm_data, tmp_path_factory):
   return path, tf.saved_model.load(path).signatures[contract.GENERATE]
 
 
+_ROW = lambda dtype: tf.TensorSpec([None], dtype)
+_TRACED = {}
+
+
 def _generator(model, end_id=SEP, seq_len=32):
-  return generation.CachedGenerator(model.backbone, seq_len, end_id, generation_util.BANNED_IDS,
-                                    max_new_tokens_limit=seq_len)
+  """The generator's `generate`, traced once per (model, end token)."""
+  key = (id(model), end_id)
+  if key not in _TRACED:
+    generator = generation.CachedGenerator(model.backbone, seq_len, end_id,
+                                           generation_util.BANNED_IDS,
+                                           max_new_tokens_limit=seq_len)
+    _TRACED[key] = tf.function(generator.generate, input_signature=[
+      tf.RaggedTensorSpec([None, None], tf.int32, ragged_rank=1), _ROW(tf.int32),
+      _ROW(tf.float32), _ROW(tf.int32), _ROW(tf.float32), _ROW(tf.int32)])
+  return _TRACED[key]
 
 
-def _run(generator, prompts, max_new, temperature=0.0, top_k=0, top_p=1.0, seed=0):
-  """Each row's new token ids, through a traced call of the generator."""
+def _run(generate, prompts, max_new, temperature=0.0, top_k=0, top_p=1.0, seed=0):
+  """Each row's new token ids."""
   b = len(prompts)
   row = lambda v, dtype: tf.constant(np.broadcast_to(v, [b]), dtype)
-  ids, new = tf.function(generator.generate)(
+  ids, new = generate(
     tf.ragged.constant(prompts, dtype=tf.int32), row(max_new, tf.int32),
     row(temperature, tf.float32), row(top_k, tf.int32), row(top_p, tf.float32),
     row(seed, tf.int32))
@@ -57,8 +69,9 @@ def _run(generator, prompts, max_new, temperature=0.0, top_k=0, top_p=1.0, seed=
 
 def _uncached_greedy(model, prompt, max_new, end_id, seq_len=32):
   """Greedy decoding with a full forward pass over the whole text for every new token."""
-  forward = tf.function(lambda ids: model({models.TOKEN_IDS: ids,
-                                           models.PADDING_MASK: tf.ones_like(ids)})[0, -1])
+  forward = tf.function(
+    lambda ids: model({models.TOKEN_IDS: ids, models.PADDING_MASK: tf.ones_like(ids)})[0, -1],
+    input_signature=[tf.TensorSpec([1, None], tf.int32)])
   ids, new = list(prompt)[-max(seq_len - max_new, 1):], []
   while len(new) < max_new and len(ids) < seq_len:
     probabilities = tf.nn.softmax(forward(tf.constant([ids], tf.int32))).numpy()
@@ -122,11 +135,11 @@ def test_each_row_stops_at_its_first_end_token(lm):
 def test_a_prompt_longer_than_the_window_keeps_its_last_tokens(lm):
   _, model = lm
   prompt = _prompts(model.backbone.vocabulary_size, [45], seed=2)[0]
-  generator = _generator(model, NEVER)
+  generate = _generator(model, NEVER)
   for max_new in (5, 31):
     kept = prompt[-(32 - max_new):]
-    assert _run(generator, [prompt], max_new) == _run(generator, [kept], max_new)
-    assert len(_run(generator, [prompt], max_new)[0]) == max_new
+    assert _run(generate, [prompt], max_new) == _run(generate, [kept], max_new)
+    assert len(_run(generate, [prompt], max_new)[0]) == max_new
 
 
 def test_sampling_draws_from_the_temperature_top_k_top_p_distribution():
