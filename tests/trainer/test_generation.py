@@ -6,16 +6,23 @@ the same as keras-hub's GPT2CausalLM.generate and as a full forward pass per tok
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
+import time
 
 import generation_util
+import grpc
 import keras_hub
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+from serving import client
+from serving import server as server_lib
+from serving.config import ModelConfig
 from tfxlm import contract
 from trainer import export, features, generation, models
 
@@ -264,3 +271,86 @@ def test_max_new_tokens_is_bounded_at_export(exported):
     signature(prompt=tf.constant(PROMPTS[:2]), max_new_tokens=tf.constant([3]),
               temperature=tf.zeros([2]), top_k=tf.zeros([2], tf.int32), top_p=tf.ones([2]),
               seed=tf.zeros([2], tf.int32))
+
+
+# -- through the server ------------------------------------------------------------------------
+
+def _pushed(path, base, name):
+  """Copies an exported model to <base>/<name>/1, the layout the Pusher writes."""
+  shutil.copytree(path, os.path.join(base, name, '1'))
+  return ModelConfig(name, os.path.join(base, name))
+
+
+@pytest.fixture(scope='module')
+def served(exported, tmp_path_factory):
+  base = str(tmp_path_factory.mktemp('serving'))
+  server = server_lib.build([_pushed(exported[0], base, 'lm')], poll_wait_seconds=0,
+                            options=server_lib.ServerOptions(grpc_port=0, rest_port=0)).start()
+  yield server
+  server.stop(grace_seconds=5)
+
+
+def test_generate_through_the_server_in_both_rest_formats_and_grpc(exported, served):
+  _, signature = exported
+  rows = client.generation_rows(PROMPTS, 8, temperature=0.9, top_k=5, top_p=0.95, seed=11)
+  rows[0][contract.TEMPERATURE_INPUT] = 0.0
+  rows[1][contract.MAX_NEW_TOKENS_INPUT] = 3
+  expected = _call(signature, *[[r[k] for r in rows] for k in (
+    contract.PROMPT_INPUT, contract.MAX_NEW_TOKENS_INPUT, contract.TEMPERATURE_INPUT,
+    contract.TOP_K_INPUT, contract.TOP_P_INPUT, contract.SEED_INPUT)])
+  rest = client.RestClient(f'http://127.0.0.1:{served.rest_port}')
+  assert rest.generate('lm', rows)[contract.GENERATED_TEXT] == expected  # "instances" rows
+  columns = {k: [r[k] for r in rows] for k in rows[0]}
+  answer = rest.request(f'{rest.url}/v1/models/lm:predict',
+                        {'signature_name': contract.GENERATE, 'inputs': columns})
+  assert answer['outputs'] == expected
+  _, outputs = client.GrpcClient(f'127.0.0.1:{served.grpc_port}').generate('lm', rows)
+  assert [t.decode() for t in outputs[contract.GENERATED_TEXT]] == expected
+
+  too_many = client.generation_rows(PROMPTS[:1], 13)
+  with pytest.raises(RuntimeError, match='HTTP 400.*max_new_tokens'):
+    rest.generate('lm', too_many)
+  with pytest.raises(grpc.RpcError) as error:
+    client.GrpcClient(f'127.0.0.1:{served.grpc_port}').generate('lm', too_many)
+  assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+class _Spin(tf.Module):
+  """A signature that runs n[0] loop steps: slow on demand."""
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name='n')])
+  def spin(self, n):
+    total = tf.while_loop(lambda i, x: i < n[0], lambda i, x: (i + 1, x + tf.sin(x) + 1.0),
+                          (0, 0.0))[1]
+    return {'y': tf.fill(tf.shape(n), total)}
+
+
+def test_a_call_past_its_deadline_is_answered_and_frees_the_request_thread(tmp_path):
+  module = _Spin()
+  path = str(tmp_path / 'export')
+  tf.saved_model.save(module, path, signatures={'serving_default': module.spin})
+  options = server_lib.ServerOptions(grpc_port=0, rest_port=0, rest_timeout_seconds=0.5)
+  server = server_lib.build([_pushed(path, str(tmp_path / 'models'), 'spin')],
+                            poll_wait_seconds=0, options=options).start()
+  try:
+    rest = client.RestClient(f'http://127.0.0.1:{server.rest_port}')
+    url = f'{rest.url}/v1/models/spin:predict'
+    assert rest.request(url, {'instances': [10]})['predictions'] == [pytest.approx(
+      module.spin(tf.constant([10]))['y'].numpy()[0])]
+    slow = 100_000  # seconds of loop steps on any machine
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match='HTTP 504.*deadline exceeded'):
+      rest.request(url, {'instances': [slow]})
+    assert time.monotonic() - started < 3.0
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = 'spin'
+    request.inputs['n'].CopyFrom(tf.make_tensor_proto([slow], dtype=tf.int32))
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(
+      grpc.insecure_channel(f'127.0.0.1:{server.grpc_port}'))
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as error:
+      stub.Predict(request, timeout=0.5)
+    assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert time.monotonic() - started < 3.0
+  finally:
+    server.stop(grace_seconds=5)
