@@ -122,7 +122,10 @@ def main() -> int:
                                     dropout=0.0)
   keras.utils.set_random_seed(1)
   model = models.build_model(config.task, models.build_backbone(config, len(vocab)))
-  generation_util.never_predict(model.backbone, generation_util.BANNED_IDS + [features.SEP_ID])
+  # No [SEP], and no suffix pieces either, so every row's text has one word per new token.
+  suffixes = [i for i, token in enumerate(vocab) if token.startswith('##')]
+  generation_util.never_predict(model.backbone,
+                                generation_util.BANNED_IDS + [features.SEP_ID] + suffixes)
   base = os.path.join(work, 'serving', 'gen')
   export_dir = generation_util.export_clm(model, config, data['transform_graph'],
                                           os.path.join(base, '1'))
