@@ -30,6 +30,8 @@ import tempfile
 import threading
 import time
 
+from tfxlm import contract
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 MB = 1_000_000
@@ -132,12 +134,12 @@ def learn_vocab(corpus: str, out: str, size: int) -> None:
     counts.update(vocabulary.split_words(vocabulary.normalize_text(line)))
   tokens = vocabulary.learn_wordpiece_vocab(counts.items(), size)
   os.makedirs(out, exist_ok=True)
-  with open(os.path.join(out, vocabulary.VOCAB_FILE), 'w', encoding='utf-8') as f:
+  with open(os.path.join(out, contract.VOCAB_FILE), 'w', encoding='utf-8') as f:
     f.write(''.join(t + '\n' for t in tokens))
-  meta = {'kind': 'wordpiece', 'size': len(tokens), 'lowercase': True, 'strip_accents': True,
-          'nfkc': True, 'suffix_indicator': vocabulary.SUFFIX_INDICATOR,
+  meta = {'kind': contract.WORDPIECE, 'size': len(tokens), 'lowercase': True, 'strip_accents': True,
+          'nfkc': True, 'suffix_indicator': contract.SUFFIX_INDICATOR,
           'words': sum(counts.values()), 'unique_words': len(counts)}
-  with open(os.path.join(out, vocabulary.VOCAB_JSON), 'w') as f:
+  with open(os.path.join(out, contract.VOCAB_JSON), 'w') as f:
     json.dump(meta, f)
 
 
@@ -197,6 +199,7 @@ def _role_pipeline(corpus: str, vocab_dir: str, root: str, workers: int, mode: s
   from tfx import v1 as tfx
 
   from components import example_gen, transform, vocabulary
+  from trainer.config import TrainerConfig
 
   metadata = os.path.join(root, 'metadata.sqlite')
   gen = example_gen.create_example_gen('text', corpus, shuffle=shuffle)
@@ -205,7 +208,8 @@ def _role_pipeline(corpus: str, vocab_dir: str, root: str, workers: int, mode: s
   vocab = tfx.dsl.Importer(source_uri=vocab_dir, artifact_type=vocabulary.VocabularyArtifact,
                            reimport=False).with_id('VocabularyImporter')
   tokenize = transform.create_transform(gen.outputs['examples'], schema.outputs['schema'],
-                                        vocab.outputs['result'], task='mlm', seq_len=128)
+                                        vocab.outputs['result'],
+                                        trainer_config=TrainerConfig(task='mlm', seq_len=128))
   pipeline = tfx.dsl.Pipeline(
     pipeline_name='transform-bench', pipeline_root=os.path.join(root, 'root'),
     components=[gen, schema, vocab, tokenize],
@@ -298,7 +302,6 @@ def main() -> int:
   parser.add_argument('--vocab', help=argparse.SUPPRESS)
   parser.add_argument('--root', help=argparse.SUPPRESS)
   args = parser.parse_args()
-  sys.path.insert(0, REPO)
 
   if args.role == 'tokenizers':
     print(json.dumps(_role_tokenizers(args.corpus, args.vocab, args.batch)))

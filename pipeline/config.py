@@ -21,13 +21,10 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import yaml
 
+from tfxlm import contract
 from trainer import config as trainer_config
-from trainer import features
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-INPUT_FORMATS = ('csv', 'tfrecord', 'text', 'jsonl')
-TEXT_MODES = ('line', 'file')
-VOCAB_KINDS = ('wordpiece', 'sentencepiece')
 
 
 
@@ -66,12 +63,12 @@ class DataConfig:
     schema_dir: folder with the curated schema.pbtxt that validates the examples; empty means
       the project's `schemas/labeled` for classification and `schemas/corpus` otherwise.
   """
-  format: str = 'csv'
+  format: str = contract.CSV
   input_base: str = ''
-  text_column: str = features.TEXT_KEY
-  label_column: Optional[str] = features.LABEL_KEY
-  text_mode: str = 'line'
-  jsonl_text_field: str = features.TEXT_KEY
+  text_column: str = contract.TEXT_KEY
+  label_column: Optional[str] = contract.LABEL_KEY
+  text_mode: str = contract.LINE
+  jsonl_text_field: str = contract.TEXT_KEY
   file_pattern: str = ''
   input_splits: Tuple[str, ...] = ()
   train_eval_ratio: Tuple[int, int] = (9, 1)
@@ -90,7 +87,7 @@ class VocabularyConfig:
     strip_accents: remove combining accents after NFD decomposition.
     nfkc: apply Unicode NFKC normalization.
   """
-  kind: str = 'wordpiece'
+  kind: str = contract.WORDPIECE
   size: int = 8000
   lowercase: bool = True
   strip_accents: bool = True
@@ -203,7 +200,7 @@ class PipelineConfig:
   data: DataConfig = DataConfig()
   vocabulary: VocabularyConfig = VocabularyConfig()
   pretrain: Optional[trainer_config.TrainerConfig] = None
-  train: trainer_config.TrainerConfig = trainer_config.TrainerConfig(task=features.CLASSIFY)
+  train: trainer_config.TrainerConfig = trainer_config.TrainerConfig(task=contract.CLASSIFY)
   base_model: str = ''
   evaluation: EvaluationConfig = EvaluationConfig()
   serving: ServingConfig = ServingConfig()
@@ -231,7 +228,7 @@ class PipelineConfig:
   def schema_file(self) -> str:
     if self.data.schema_dir:
       return os.path.join(self.resolve_path(self.data.schema_dir), 'schema.pbtxt')
-    kind = 'labeled' if self.train.task == features.CLASSIFY else 'corpus'
+    kind = 'labeled' if self.train.task == contract.CLASSIFY else 'corpus'
     return os.path.join(REPO, 'schemas', kind, 'schema.pbtxt')
 
   @property
@@ -429,12 +426,12 @@ def _check_choice(value, choices, where):
 def validate(config: PipelineConfig) -> None:
   """Cross-field checks, and that every local input path exists."""
   data = config.data
-  _check_choice(data.format, INPUT_FORMATS, 'data.format')
-  _check_choice(data.text_mode, TEXT_MODES, 'data.text_mode')
-  _check_choice(config.vocabulary.kind, VOCAB_KINDS, 'vocabulary.kind')
-  if config.vocabulary.size <= len(features.RESERVED_TOKENS):
+  _check_choice(data.format, contract.INPUT_FORMATS, 'data.format')
+  _check_choice(data.text_mode, contract.TEXT_MODES, 'data.text_mode')
+  _check_choice(config.vocabulary.kind, contract.VOCAB_KINDS, 'vocabulary.kind')
+  if config.vocabulary.size <= len(contract.RESERVED_TOKENS):
     raise ConfigError(f'vocabulary.size: {config.vocabulary.size} leaves no room beyond the '
-                      f'{len(features.RESERVED_TOKENS)} reserved tokens')
+                      f'{len(contract.RESERVED_TOKENS)} reserved tokens')
   if any(r <= 0 for r in data.train_eval_ratio):
     raise ConfigError(f'data.train_eval_ratio: both parts must be positive, got '
                       f'{list(data.train_eval_ratio)}')
@@ -456,10 +453,10 @@ def validate(config: PipelineConfig) -> None:
         folder = os.path.join(config.resolve_path(data.input_base), split)
         if not os.path.isdir(folder):
           raise ConfigError(f'data.input_splits: split folder {folder!r} does not exist')
-  if config.train.task == features.CLASSIFY and not data.label_column:
+  if config.train.task == contract.CLASSIFY and not data.label_column:
     raise ConfigError('train.task is classify but data.label_column is empty')
   if config.pretrain is not None:
-    if config.pretrain.task == features.CLASSIFY:
+    if config.pretrain.task == contract.CLASSIFY:
       raise ConfigError('pretrain.task: must be mlm or clm, got classify')
     if config.base_model:
       raise ConfigError('base_model and pretrain are both set: choose one source of weights')

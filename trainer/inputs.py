@@ -8,11 +8,11 @@ import math
 
 import tensorflow as tf
 
-from trainer import features
+from tfxlm import contract
 from trainer.models import MASK_POSITIONS, PADDING_MASK, TOKEN_IDS
 
 LABELS, WEIGHTS = 'labels', 'weights'
-NUM_RESERVED = len(features.RESERVED_TOKENS)
+NUM_RESERVED = len(contract.RESERVED_TOKENS)
 # Records parsed per tf.io.parse_example call: vectorised parsing is much faster than one by one.
 _PARSE_BATCH = 256
 
@@ -54,7 +54,7 @@ def mask_tokens(token_ids, seed, *, vocab_size, mask_rate, mask_token_rate, rand
   decide = tf.random.stateless_uniform(tf.shape(positions), seeds[1])
   random_ids = tf.random.stateless_uniform(tf.shape(positions), seeds[2], minval=NUM_RESERVED,
                                            maxval=vocab_size, dtype=tf.int32)
-  replacement = tf.where(decide < mask_token_rate, features.MASK_ID,
+  replacement = tf.where(decide < mask_token_rate, contract.MASK_ID,
                          tf.where(decide < mask_token_rate + random_token_rate, random_ids,
                                   originals))
   replacement = tf.where(chosen, replacement, originals)
@@ -71,22 +71,22 @@ def pack_documents(dataset_of_docs, window):
   Documents follow each other with no padding; a long one continues in the next row.
   """
   def flatten(docs):
-    sep = tf.fill([docs.nrows(), 1], features.SEP_ID)
+    sep = tf.fill([docs.nrows(), 1], contract.SEP_ID)
     return tf.concat([docs, sep], axis=1).flat_values
   return dataset_of_docs.map(flatten).unbatch().batch(window, drop_remainder=True)
 
 
 def _parse_fn(feature_spec):
-  spec = {features.TOKEN_IDS_KEY: feature_spec[features.TOKEN_IDS_KEY]}
-  if features.TRANSFORMED_LABEL_KEY in feature_spec:
-    spec[features.TRANSFORMED_LABEL_KEY] = feature_spec[features.TRANSFORMED_LABEL_KEY]
+  spec = {contract.TOKEN_IDS_KEY: feature_spec[contract.TOKEN_IDS_KEY]}
+  if contract.TRANSFORMED_LABEL_KEY in feature_spec:
+    spec[contract.TRANSFORMED_LABEL_KEY] = feature_spec[contract.TRANSFORMED_LABEL_KEY]
 
   def parse(records):
     parsed = tf.io.parse_example(records, spec)
-    ids = parsed[features.TOKEN_IDS_KEY]
+    ids = parsed[contract.TOKEN_IDS_KEY]
     if isinstance(ids, tf.SparseTensor):
       ids = tf.RaggedTensor.from_sparse(ids)
-    parsed[features.TOKEN_IDS_KEY] = tf.cast(ids, tf.int32)
+    parsed[contract.TOKEN_IDS_KEY] = tf.cast(ids, tf.int32)
     return parsed
   return parse
 
@@ -124,8 +124,8 @@ def make_dataset(file_patterns, feature_spec, config, *, vocab_size, batch_size,
   Returns:
     An infinite `tf.data.Dataset` of `(x, y)` with static batch size.
   """
-  if features.TOKEN_IDS_KEY not in feature_spec:
-    raise ValueError(f'transformed feature spec lacks {features.TOKEN_IDS_KEY!r}: '
+  if contract.TOKEN_IDS_KEY not in feature_spec:
+    raise ValueError(f'transformed feature spec lacks {contract.TOKEN_IDS_KEY!r}: '
                      f'{sorted(feature_spec)}')
   task, seq_len = config.task, config.seq_len
   records = records_dataset(file_patterns, shuffle=training, seed=seed,
@@ -133,11 +133,11 @@ def make_dataset(file_patterns, feature_spec, config, *, vocab_size, batch_size,
                             shard=shard)
   parsed = records.batch(_PARSE_BATCH).map(_parse_fn(feature_spec),
                                            num_parallel_calls=tf.data.AUTOTUNE)
-  ids_key = features.TOKEN_IDS_KEY
-  if task == features.CLASSIFY:
-    if features.TRANSFORMED_LABEL_KEY not in feature_spec:
+  ids_key = contract.TOKEN_IDS_KEY
+  if task == contract.CLASSIFY:
+    if contract.TRANSFORMED_LABEL_KEY not in feature_spec:
       raise ValueError('classify needs a transformed '
-                       f'{features.TRANSFORMED_LABEL_KEY!r} feature; got {sorted(feature_spec)}')
+                       f'{contract.TRANSFORMED_LABEL_KEY!r} feature; got {sorted(feature_spec)}')
 
     ids_spec = feature_spec[ids_key]
     if getattr(ids_spec, 'shape', None) not in (None, [seq_len], (seq_len,)):
@@ -147,17 +147,17 @@ def make_dataset(file_patterns, feature_spec, config, *, vocab_size, batch_size,
     def to_example(batch):
       ids = batch[ids_key]
       if isinstance(ids, tf.RaggedTensor):
-        ids = ids.to_tensor(default_value=features.PAD_ID, shape=[None, seq_len])
-      label = tf.reshape(tf.cast(batch[features.TRANSFORMED_LABEL_KEY], tf.int32), [-1])
+        ids = ids.to_tensor(default_value=contract.PAD_ID, shape=[None, seq_len])
+      label = tf.reshape(tf.cast(batch[contract.TRANSFORMED_LABEL_KEY], tf.int32), [-1])
       # Transform maps a label missing from the training split's vocabulary to -1: no loss there.
       weights = tf.cast(label >= 0, tf.float32)
-      x = {TOKEN_IDS: ids, PADDING_MASK: tf.cast(ids != features.PAD_ID, tf.int32)}
+      x = {TOKEN_IDS: ids, PADDING_MASK: tf.cast(ids != contract.PAD_ID, tf.int32)}
       return x, {LABELS: tf.maximum(label, 0), WEIGHTS: weights}
     return (parsed.map(to_example, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
             .batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
 
   docs = parsed.map(lambda batch: _as_ragged(batch[ids_key]))
-  if task == features.CLM:
+  if task == contract.CLM:
     def to_window(window):
       x = {TOKEN_IDS: window[:, :-1], PADDING_MASK: tf.ones_like(window[:, :-1])}
       return x, {LABELS: window[:, 1:], WEIGHTS: tf.ones_like(window[:, 1:], tf.float32)}
@@ -170,7 +170,7 @@ def make_dataset(file_patterns, feature_spec, config, *, vocab_size, batch_size,
   rows = pack_documents(docs, seq_len - 1)
   if training:
     rows = rows.shuffle(min(config.shuffle_buffer, 4096), seed=seed + 1)
-  cls = tf.fill([batch_size, 1], features.CLS_ID)
+  cls = tf.fill([batch_size, 1], contract.CLS_ID)
   batches = rows.batch(batch_size, drop_remainder=True).map(
     lambda body: tf.concat([cls, body], axis=1)).enumerate()
 
@@ -181,7 +181,7 @@ def make_dataset(file_patterns, feature_spec, config, *, vocab_size, batch_size,
       ids, tf.stack([tf.constant(seed, tf.int64), index]), vocab_size=vocab_size,
       mask_rate=config.mask_rate, mask_token_rate=config.mask_token_rate,
       random_token_rate=config.random_token_rate, num_predictions=num_predictions)
-    x = {TOKEN_IDS: masked, PADDING_MASK: tf.cast(ids != features.PAD_ID, tf.int32),
+    x = {TOKEN_IDS: masked, PADDING_MASK: tf.cast(ids != contract.PAD_ID, tf.int32),
          MASK_POSITIONS: positions}
     return x, {LABELS: originals, WEIGHTS: weights}
   return batches.map(to_masked, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
@@ -190,4 +190,4 @@ def make_dataset(file_patterns, feature_spec, config, *, vocab_size, batch_size,
 def _as_ragged(ids):
   if isinstance(ids, tf.RaggedTensor):
     return ids
-  return tf.RaggedTensor.from_tensor(ids, padding=features.PAD_ID)
+  return tf.RaggedTensor.from_tensor(ids, padding=contract.PAD_ID)

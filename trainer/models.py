@@ -13,9 +13,9 @@ import keras_hub
 import numpy as np
 import tensorflow as tf
 
-from trainer import features
+from tfxlm import contract
 
-TOKEN_IDS = features.TOKEN_IDS_KEY
+TOKEN_IDS = contract.TOKEN_IDS_KEY
 PADDING_MASK = 'padding_mask'
 MASK_POSITIONS = 'mask_positions'
 
@@ -30,7 +30,7 @@ def build_backbone(config, vocab_size):
   Raises:
     ValueError: if a preset's vocabulary size or family does not fit the task.
   """
-  family = keras_hub.models.GPT2Backbone if config.task == features.CLM \
+  family = keras_hub.models.GPT2Backbone if config.task == contract.CLM \
     else keras_hub.models.BertBackbone
   if config.preset_dir:
     backbone = keras_hub.models.Backbone.from_preset(config.preset_dir)
@@ -44,12 +44,10 @@ def build_backbone(config, vocab_size):
       raise ValueError(f'preset {config.preset_dir} handles {backbone.max_sequence_length} '
                        f'positions, seq_len is {config.seq_len}')
     return backbone
-  num_layers, hidden_dim, num_heads, intermediate_dim = config.model_dims()
-  if hidden_dim % num_heads:
-    raise ValueError(f'hidden_dim {hidden_dim} is not divisible by num_heads {num_heads}')
+  size = config.model_dims()
   return family(
-    vocabulary_size=vocab_size, num_layers=num_layers, num_heads=num_heads,
-    hidden_dim=hidden_dim, intermediate_dim=intermediate_dim, dropout=config.dropout,
+    vocabulary_size=vocab_size, num_layers=size.num_layers, num_heads=size.num_heads,
+    hidden_dim=size.hidden_dim, intermediate_dim=size.intermediate_dim, dropout=config.dropout,
     max_sequence_length=config.seq_len)
 
 
@@ -75,7 +73,7 @@ def build_model(task, backbone, num_classes=None, max_predictions=None, dropout=
   inputs = {TOKEN_IDS: token_ids, PADDING_MASK: padding_mask}
   # Logits and losses stay in float32 whatever the compute dtype of the backbone.
   to_float32 = keras.layers.Activation('linear', dtype='float32', name='logits')
-  if task == features.MLM:
+  if task == contract.MLM:
     mask_positions = keras.Input(shape=(max_predictions,), dtype='int32', name=MASK_POSITIONS)
     inputs[MASK_POSITIONS] = mask_positions
     sequence = _backbone_outputs(backbone, token_ids, padding_mask)['sequence_output']
@@ -84,10 +82,10 @@ def build_model(task, backbone, num_classes=None, max_predictions=None, dropout=
       vocabulary_size=backbone.vocabulary_size, token_embedding=backbone.token_embedding,
       intermediate_activation='gelu', dtype='float32', name='mlm_head')
     logits = to_float32(head(sequence, mask_positions=mask_positions))  # (batch, preds, vocab)
-  elif task == features.CLM:
+  elif task == contract.CLM:
     sequence = _backbone_outputs(backbone, token_ids, padding_mask)  # (batch, seq_len, hidden)
     logits = to_float32(backbone.token_embedding(sequence, reverse=True))
-  elif task == features.CLASSIFY:
+  elif task == contract.CLASSIFY:
     if not num_classes or num_classes < 2:
       raise ValueError(f'classify needs at least 2 classes, the label vocabulary has '
                        f'{num_classes}')

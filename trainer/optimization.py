@@ -5,6 +5,8 @@ import math
 import keras
 import tensorflow as tf
 
+from tfxlm import contract
+
 
 @keras.saving.register_keras_serializable(package='trainer')
 class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
@@ -13,9 +15,9 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
   The decay ends at `total_steps` and stays flat afterwards.
   """
 
-  def __init__(self, peak, total_steps, warmup_steps, decay='linear', end_ratio=0.0):
-    if decay not in ('linear', 'cosine'):
-      raise ValueError(f'decay must be "linear" or "cosine", got {decay!r}')
+  def __init__(self, peak, total_steps, warmup_steps, decay=contract.LINEAR, end_ratio=0.0):
+    if decay not in contract.DECAYS:
+      raise ValueError(f'decay must be one of {contract.DECAYS}, got {decay!r}')
     if warmup_steps > total_steps:
       raise ValueError(f'warmup_steps ({warmup_steps}) must not exceed total_steps '
                        f'({total_steps})')
@@ -33,7 +35,7 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
     warm = peak * (step + 1.0) / max(warmup, 1.0)
     decay_len = max(float(self.total_steps - self.warmup_steps), 1.0)
     progress = tf.clip_by_value((step - warmup) / decay_len, 0.0, 1.0)
-    if self.decay == 'linear':
+    if self.decay == contract.LINEAR:
       shape = 1.0 - progress
     else:
       shape = 0.5 * (1.0 + tf.cos(math.pi * progress))
@@ -68,7 +70,7 @@ def no_decay_variables(model):
   return excluded
 
 
-def create_optimizer(model, *, learning_rate, total_steps, warmup_steps, decay='linear',
+def create_optimizer(model, *, learning_rate, total_steps, warmup_steps, decay=contract.LINEAR,
                      end_ratio=0.0, weight_decay=0.01, clip_norm=0.0, loss_scaling=False):
   """AdamW over `model` with the warmup/decay schedule and global-norm clipping.
 

@@ -13,7 +13,8 @@ import time
 import tensorflow as tf
 from absl import logging
 
-from trainer import features, inputs, optimization
+from tfxlm import contract
+from trainer import inputs, optimization
 
 CHECKPOINT_DIR = 'checkpoints'
 TRAIN_LOGS, EVAL_LOGS = 'train', 'eval'
@@ -156,9 +157,9 @@ class Loop:
   def _metrics(self, loss_sum, count, correct):
     loss = loss_sum / max(count, 1.0)
     metrics = {'loss': loss}
-    if self.config.task in (features.MLM, features.CLASSIFY):
+    if self.config.task in (contract.MLM, contract.CLASSIFY):
       metrics['accuracy'] = correct / max(count, 1.0)
-    if self.config.task in (features.MLM, features.CLM):
+    if self.config.task in (contract.MLM, contract.CLM):
       metrics['perplexity'] = math.exp(min(loss, 50.0))
     return metrics
 

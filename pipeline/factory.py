@@ -19,20 +19,18 @@ from components import vocabulary as vocabulary_lib
 from pipeline import config as config_lib
 from pipeline import evaluation
 from pipeline import resolver as resolver_lib
-from trainer import features
-
-RUN_FN = 'trainer.task.run_fn'
+from tfxlm import contract
 
 
 def _trainer(trainer_cfg, transform, base_model, component_id):
   trainer = tfx.components.Trainer(
-      run_fn=RUN_FN,
+      run_fn=contract.RUN_FN,
       examples=transform.outputs['transformed_examples'],
       transform_graph=transform.outputs['transform_graph'],
       base_model=base_model,
       train_args=tfx.proto.TrainArgs(num_steps=trainer_cfg.train_steps),
       eval_args=tfx.proto.EvalArgs(num_steps=trainer_cfg.eval_steps),
-      custom_config={'trainer': trainer_cfg.to_dict()},
+      custom_config={contract.TRAINER_CONFIG_KEY: trainer_cfg.to_dict()},
   )
   return trainer.with_id(component_id)
 
@@ -42,8 +40,7 @@ def _transform(cfg, examples, schema, vocabulary, trainer_cfg, component_id):
       examples=examples,
       schema=schema,
       vocabulary=vocabulary,
-      task=trainer_cfg.task,
-      seq_len=trainer_cfg.seq_len,
+      trainer_config=trainer_cfg,
   )
   return transform.with_id(component_id)
 
@@ -80,7 +77,7 @@ def create_pipeline(
       data.format,
       config.resolve_path(data.input_base) or config_lib.bundled_imdb_dir(),
       text_column=data.text_column,
-      label_column=data.label_column if config.train.task == features.CLASSIFY else None,
+      label_column=data.label_column if config.train.task == contract.CLASSIFY else None,
       text_mode=data.text_mode,
       jsonl_text_field=data.jsonl_text_field,
       input_splits={name: f'{name}/{split_pattern}' for name in data.input_splits} or None,
@@ -94,7 +91,7 @@ def create_pipeline(
   # The fingerprint of the local file re-runs the import when the schema is edited in place.
   schema_gen = schema_lib.CuratedSchemaGen(
       schema_file=schema_uri or config.schema_file,
-      fingerprint=schema_lib.fingerprint(config.schema_file)).with_id('ImportSchemaGen')
+      fingerprint=schema_lib.fingerprint(config.schema_file)).with_id(contract.SCHEMA_GEN_ID)
   example_validator = tfx.components.ExampleValidator(
       statistics=statistics_gen.outputs['statistics'],
       schema=schema_gen.outputs['schema'])
@@ -117,8 +114,8 @@ def create_pipeline(
   base_model = None
   if config.pretrain is not None:
     pretrain_transform = _transform(config, examples, schema, vocab, config.pretrain,
-                                    'PretrainTransform')
-    pretrainer = _trainer(config.pretrain, pretrain_transform, None, 'PretrainTrainer')
+                                    contract.PRETRAIN_TRANSFORM_ID)
+    pretrainer = _trainer(config.pretrain, pretrain_transform, None, contract.PRETRAIN_TRAINER_ID)
     components += [pretrain_transform, pretrainer]
     base_model = pretrainer.outputs['model']
   elif config.base_model:
@@ -126,18 +123,18 @@ def create_pipeline(
         source_uri=config.resolve_path(config.base_model),
         artifact_type=tfx.types.standard_artifacts.Model,
         reimport=False,
-    ).with_id('BaseModelImporter')
+    ).with_id(contract.BASE_MODEL_IMPORTER_ID)
     components.append(importer)
     base_model = importer.outputs['result']
 
-  transform = _transform(config, examples, schema, vocab, config.train, 'Transform')
-  trainer = _trainer(config.train, transform, base_model, 'Trainer')
+  transform = _transform(config, examples, schema, vocab, config.train, contract.TRANSFORM_ID)
+  trainer = _trainer(config.train, transform, base_model, contract.TRAINER_ID)
 
   model_resolver = tfx.dsl.Resolver(
       strategy_class=baseline_strategy,
       model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
       model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-  ).with_id('LatestBlessedModelResolver')
+  ).with_id(contract.BASELINE_RESOLVER_ID)
   # After the Trainer, so that the candidate is the newest model when the baseline is chosen.
   model_resolver.add_upstream_node(trainer)
 
