@@ -48,9 +48,13 @@ class Range:
   high_inclusive: bool = True
 
   def contains(self, value: float) -> bool:
-    if self.low is not None and (value < self.low or (value == self.low and not self.low_inclusive)):
+    if self.low is not None and (
+      value < self.low or (value == self.low and not self.low_inclusive)
+    ):
       return False
-    if self.high is not None and (value > self.high or (value == self.high and not self.high_inclusive)):
+    if self.high is not None and (
+      value > self.high or (value == self.high and not self.high_inclusive)
+    ):
       return False
     return True
 
@@ -69,8 +73,13 @@ FRACTION = Range(low=0, high=1)
 OPEN_FRACTION = Range(low=0, high=1, low_inclusive=False, high_inclusive=False)
 
 
-def check_fields(instance: Any, *, ranges: Mapping[str, Range] = (),
-                 choices: Mapping[str, Sequence[str]] = (), names: Sequence[str] = ()) -> None:
+def check_fields(
+  instance: Any,
+  *,
+  ranges: Mapping[str, Range] = (),
+  choices: Mapping[str, Sequence[str]] = (),
+  names: Sequence[str] = (),
+) -> None:
   """Checks a dataclass's fields: every float finite, numbers in range, choices, safe names.
 
   Call it from `__post_init__`; `None` (an unset optional field) passes every check.
@@ -112,14 +121,16 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = '') -> 
   if data is None:
     data = {}
   if not isinstance(data, Mapping):
-    raise ConfigError(f'{where or cls.__name__}: expected a mapping of {cls.__name__} fields, '
-                      f'got {data!r}')
+    raise ConfigError(
+      f'{where or cls.__name__}: expected a mapping of {cls.__name__} fields, got {data!r}'
+    )
   hints = typing.get_type_hints(cls)
   known = sorted(f.name for f in dataclasses.fields(cls) if f.init)
   unknown = sorted(set(data) - set(known))
   if unknown:
-    raise ConfigError(f'{where + ": " if where else ""}unknown key {unknown[0]!r} '
-                      f'(known keys: {", ".join(known)})')
+    raise ConfigError(
+      f'{where + ": " if where else ""}unknown key {unknown[0]!r} (known keys: {", ".join(known)})'
+    )
   values = {key: _convert(value, hints[key], _join(where, key)) for key, value in data.items()}
   try:
     return cls(**values)
@@ -176,8 +187,9 @@ def _convert_tuple(value: Any, args: tuple, where: str) -> tuple:
     return tuple(_convert(v, args[0], f'{where}[{i}]') for i, v in enumerate(value))
   if len(value) != len(args):
     _wrong(where, f'a list of {len(args)} items', value)
-  return tuple(_convert(v, a, f'{where}[{i}]')
-               for i, (v, a) in enumerate(zip(value, args, strict=True)))
+  return tuple(
+    _convert(v, a, f'{where}[{i}]') for i, (v, a) in enumerate(zip(value, args, strict=True))
+  )
 
 
 def _wrong(where: str, expected: str, value: Any) -> typing.NoReturn:

@@ -5,10 +5,13 @@ like the logits without their last axis, so one loss function serves every task.
 """
 
 import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import tensorflow as tf
 
 from tfxlm import contract
+from trainer.config import TrainerConfig
 from trainer.models import MASK_POSITIONS, PADDING_MASK, TOKEN_IDS
 
 LABELS, WEIGHTS = 'labels', 'weights'
@@ -105,14 +108,16 @@ def records_dataset(file_patterns, *, shuffle, seed, shuffle_buffer, num_shards=
   return dataset.repeat()
 
 
-def make_dataset(file_patterns, feature_spec, config, *, vocab_size, batch_size, training,
-                 seed, num_shards=1, shard=0):
+def make_dataset(file_patterns: Sequence[str], feature_spec: Mapping[str, Any],
+                 config: TrainerConfig, *, vocab_size: int, batch_size: int, training: bool,
+                 seed: int, num_shards: int = 1, shard: int = 0) -> tf.data.Dataset:
   """The batches of one input pipeline.
 
   Args:
     file_patterns: Transform's gzipped TFRecord file patterns.
     feature_spec: `tft_output.transformed_feature_spec()`.
-    config: The `TrainerConfig`.
+    config: The `TrainerConfig`; its Transform was built from the same config, so the
+      transformed features match its task and seq_len.
     vocab_size: Size of the token vocabulary (random replacement ids for mlm).
     batch_size: Examples per batch of this pipeline (per replica, micro-batches included).
     training: Shuffle the data; masks differ on every pass. Evaluation data is identical on
@@ -124,50 +129,61 @@ def make_dataset(file_patterns, feature_spec, config, *, vocab_size, batch_size,
   Returns:
     An infinite `tf.data.Dataset` of `(x, y)` with static batch size.
   """
-  if contract.TOKEN_IDS_KEY not in feature_spec:
-    raise ValueError(f'transformed feature spec lacks {contract.TOKEN_IDS_KEY!r}: '
-                     f'{sorted(feature_spec)}')
-  task, seq_len = config.task, config.seq_len
+  _check_feature_spec(feature_spec, config.task)
   records = records_dataset(file_patterns, shuffle=training, seed=seed,
                             shuffle_buffer=config.shuffle_buffer, num_shards=num_shards,
                             shard=shard)
   parsed = records.batch(_PARSE_BATCH).map(_parse_fn(feature_spec),
                                            num_parallel_calls=tf.data.AUTOTUNE)
-  ids_key = contract.TOKEN_IDS_KEY
-  if task == contract.CLASSIFY:
-    if contract.TRANSFORMED_LABEL_KEY not in feature_spec:
-      raise ValueError('classify needs a transformed '
-                       f'{contract.TRANSFORMED_LABEL_KEY!r} feature; got {sorted(feature_spec)}')
+  if config.task == contract.CLASSIFY:
+    return _classify_batches(parsed, config.seq_len, batch_size)
+  docs = parsed.map(lambda batch: _as_ragged(batch[contract.TOKEN_IDS_KEY]))
+  if config.task == contract.CLM:
+    return _clm_batches(docs, config.seq_len, batch_size)
+  return _mlm_batches(docs, config, vocab_size=vocab_size, batch_size=batch_size,
+                      training=training, seed=seed)
 
-    ids_spec = feature_spec[ids_key]
-    if getattr(ids_spec, 'shape', None) not in (None, [seq_len], (seq_len,)):
-      raise ValueError(f'transformed {ids_key!r} has shape {list(ids_spec.shape)}, but the '
-                       f'trainer\'s seq_len is {seq_len}: give Transform the same seq_len')
 
-    def to_example(batch):
-      ids = batch[ids_key]
-      if isinstance(ids, tf.RaggedTensor):
-        ids = ids.to_tensor(default_value=contract.PAD_ID, shape=[None, seq_len])
-      label = tf.reshape(tf.cast(batch[contract.TRANSFORMED_LABEL_KEY], tf.int32), [-1])
-      # Transform maps a label missing from the training split's vocabulary to -1: no loss there.
-      weights = tf.cast(label >= 0, tf.float32)
-      x = {TOKEN_IDS: ids, PADDING_MASK: tf.cast(ids != contract.PAD_ID, tf.int32)}
-      return x, {LABELS: tf.maximum(label, 0), WEIGHTS: weights}
-    return (parsed.map(to_example, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
-            .batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+def _check_feature_spec(feature_spec: Mapping[str, Any], task: str) -> None:
+  if contract.TOKEN_IDS_KEY not in feature_spec:
+    raise ValueError(f'transformed feature spec lacks {contract.TOKEN_IDS_KEY!r}: '
+                     f'{sorted(feature_spec)}')
+  if task == contract.CLASSIFY and contract.TRANSFORMED_LABEL_KEY not in feature_spec:
+    raise ValueError('classify needs a transformed '
+                     f'{contract.TRANSFORMED_LABEL_KEY!r} feature; got {sorted(feature_spec)}')
 
-  docs = parsed.map(lambda batch: _as_ragged(batch[ids_key]))
-  if task == contract.CLM:
-    def to_window(window):
-      x = {TOKEN_IDS: window[:, :-1], PADDING_MASK: tf.ones_like(window[:, :-1])}
-      return x, {LABELS: window[:, 1:], WEIGHTS: tf.ones_like(window[:, 1:], tf.float32)}
-    windows = pack_documents(docs, seq_len + 1)  # inputs and their next tokens
-    return (windows.batch(batch_size, drop_remainder=True)
-            .map(to_window, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
 
-  num_predictions = max_predictions(seq_len, config.mask_rate)
+def _classify_batches(parsed: tf.data.Dataset, seq_len: int, batch_size: int) -> tf.data.Dataset:
+  """Framed, padded sequences and their label ids, one example per row."""
+  def to_example(batch):
+    ids = batch[contract.TOKEN_IDS_KEY]
+    if isinstance(ids, tf.RaggedTensor):
+      ids = ids.to_tensor(default_value=contract.PAD_ID, shape=[None, seq_len])
+    label = tf.reshape(tf.cast(batch[contract.TRANSFORMED_LABEL_KEY], tf.int32), [-1])
+    # Transform maps a label missing from the training split's vocabulary to -1: no loss there.
+    weights = tf.cast(label >= 0, tf.float32)
+    x = {TOKEN_IDS: ids, PADDING_MASK: tf.cast(ids != contract.PAD_ID, tf.int32)}
+    return x, {LABELS: tf.maximum(label, 0), WEIGHTS: weights}
+  return (parsed.map(to_example, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+          .batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+
+
+def _clm_batches(docs: tf.data.Dataset, seq_len: int, batch_size: int) -> tf.data.Dataset:
+  """Packed windows; each position's label is the next token."""
+  def to_window(window):
+    x = {TOKEN_IDS: window[:, :-1], PADDING_MASK: tf.ones_like(window[:, :-1])}
+    return x, {LABELS: window[:, 1:], WEIGHTS: tf.ones_like(window[:, 1:], tf.float32)}
+  windows = pack_documents(docs, seq_len + 1)  # inputs and their next tokens
+  return (windows.batch(batch_size, drop_remainder=True)
+          .map(to_window, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
+
+
+def _mlm_batches(docs: tf.data.Dataset, config: TrainerConfig, *, vocab_size: int,
+                 batch_size: int, training: bool, seed: int) -> tf.data.Dataset:
+  """Packed rows after one [CLS], masked BERT-style; labels are the masked tokens."""
+  num_predictions = max_predictions(config.seq_len, config.mask_rate)
   # Packed like clm, after one [CLS]: [CLS] doc [SEP] doc [SEP] doc...; no padding.
-  rows = pack_documents(docs, seq_len - 1)
+  rows = pack_documents(docs, config.seq_len - 1)
   if training:
     rows = rows.shuffle(min(config.shuffle_buffer, 4096), seed=seed + 1)
   cls = tf.fill([batch_size, 1], contract.CLS_ID)

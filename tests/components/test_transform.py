@@ -14,8 +14,11 @@ from trainer.config import TrainerConfig
 
 def _transform(config):
   return transform.create_transform(
-    types.Channel(type=standard_artifacts.Examples), types.Channel(type=standard_artifacts.Schema),
-    types.Channel(type=VocabularyArtifact), trainer_config=config)
+    types.Channel(type=standard_artifacts.Examples),
+    types.Channel(type=standard_artifacts.Schema),
+    types.Channel(type=VocabularyArtifact),
+    trainer_config=config,
+  )
 
 
 @pytest.mark.parametrize('task', contract.TASKS)
@@ -23,12 +26,16 @@ def test_task_and_seq_len_are_the_trainer_configs(task):
   config = TrainerConfig(task=task, seq_len=24, learning_rate=1e-3)
   component = _transform(config)
   assert json.loads(component.exec_properties['custom_config']) == {
-    contract.TASK_KEY: task, contract.SEQ_LEN_KEY: 24}
+    contract.TASK_KEY: task,
+    contract.SEQ_LEN_KEY: 24,
+  }
   assert component.exec_properties['preprocessing_fn'] == contract.PREPROCESSING_FN
 
 
 def test_training_hyperparameters_do_not_change_the_transform():
   base = TrainerConfig(task='classify', seq_len=32)
   tuned = TrainerConfig(task='classify', seq_len=32, learning_rate=1e-5, train_steps=7)
-  assert (_transform(base).exec_properties['custom_config']
-          == _transform(tuned).exec_properties['custom_config'])
+  assert (
+    _transform(base).exec_properties['custom_config']
+    == _transform(tuned).exec_properties['custom_config']
+  )
