@@ -20,13 +20,14 @@ NUM_RESERVED = len(contract.RESERVED_TOKENS)
 _PARSE_BATCH = 256
 
 
-def max_predictions(seq_len, mask_rate):
+def max_predictions(seq_len: int, mask_rate: float) -> int:
   """Masked positions per mlm sequence: enough for `mask_rate` of a full window."""
   return max(1, math.ceil(seq_len * mask_rate))
 
 
-def mask_tokens(token_ids, seed, *, vocab_size, mask_rate, mask_token_rate, random_token_rate,
-                num_predictions):
+def mask_tokens(token_ids: tf.Tensor, seed: tf.Tensor, *, vocab_size: int, mask_rate: float,
+                mask_token_rate: float, random_token_rate: float,
+                num_predictions: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
   """BERT masking of a batch, stateless in `seed`.
 
   Of the maskable tokens (not reserved, so never [PAD], [CLS], [SEP], ...) of each row,
@@ -68,7 +69,7 @@ def mask_tokens(token_ids, seed, *, vocab_size, mask_rate, mask_token_rate, rand
   return masked, positions, originals, tf.cast(chosen, tf.float32)
 
 
-def pack_documents(dataset_of_docs, window):
+def pack_documents(dataset_of_docs: tf.data.Dataset, window: int) -> tf.data.Dataset:
   """Packs a dataset of ragged document batches into `window`-token rows, [SEP] after each.
 
   Documents follow each other with no padding; a long one continues in the next row.
@@ -94,7 +95,8 @@ def _parse_fn(feature_spec):
   return parse
 
 
-def records_dataset(file_patterns, *, shuffle, seed, shuffle_buffer, num_shards=1, shard=0):
+def records_dataset(file_patterns: Sequence[str], *, shuffle: bool, seed: int,
+                    shuffle_buffer: int, num_shards: int = 1, shard: int = 0) -> tf.data.Dataset:
   """Serialized records from gzipped TFRecord files, sharded, optionally shuffled, repeated."""
   files = sorted(f for pattern in file_patterns for f in tf.io.gfile.glob(pattern))
   if not files:

@@ -14,13 +14,14 @@ import numpy as np
 import tensorflow as tf
 
 from tfxlm import contract
+from trainer.config import TrainerConfig
 
 TOKEN_IDS = contract.TOKEN_IDS_KEY
 PADDING_MASK = 'padding_mask'
 MASK_POSITIONS = 'mask_positions'
 
 
-def build_backbone(config, vocab_size):
+def build_backbone(config: TrainerConfig, vocab_size: int) -> keras_hub.models.Backbone:
   """A BertBackbone (mlm, classify) or GPT2Backbone (clm) sized by `config`.
 
   Args:
@@ -58,7 +59,8 @@ def _backbone_outputs(backbone, token_ids, padding_mask):
   return backbone(inputs)
 
 
-def build_model(task, backbone, num_classes=None, max_predictions=None, dropout=0.1):
+def build_model(task: str, backbone: keras_hub.models.Backbone, num_classes: int | None = None,
+                max_predictions: int | None = None, dropout: float = 0.1) -> keras.Model:
   """Wraps `backbone` with the head of `task`; logits come out in float32.
 
   Args:
@@ -99,12 +101,12 @@ def build_model(task, backbone, num_classes=None, max_predictions=None, dropout=
   return model
 
 
-def backbone_weights(backbone):
+def backbone_weights(backbone: keras_hub.models.Backbone) -> dict[str, np.ndarray]:
   """{variable path: value} of a backbone, the format warm starts match by name."""
   return {v.path: np.asarray(keras.ops.convert_to_numpy(v)) for v in backbone.weights}
 
 
-def save_backbone_weights(backbone, path):
+def save_backbone_weights(backbone: keras_hub.models.Backbone, path: str) -> None:
   """Writes `backbone_weights` as .npz to `path` (any tf.io.gfile filesystem)."""
   buffer = io.BytesIO()
   np.savez(buffer, **backbone_weights(backbone))
@@ -112,7 +114,7 @@ def save_backbone_weights(backbone, path):
     f.write(buffer.getvalue())
 
 
-def load_backbone_weights(backbone, path):
+def load_backbone_weights(backbone: keras_hub.models.Backbone, path: str) -> int:
   """Sets every backbone weight from the .npz at `path`, matched by variable path.
 
   Raises:

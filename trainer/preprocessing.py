@@ -80,7 +80,7 @@ def _wordpiece_model(tokens: tuple[str, ...], suffix_indicator: str) -> np.ndarr
   return np.frombuffer(buffer, dtype=np.uint8)
 
 
-def make_tokenizer(tokens: list[str], meta: dict, vocab_uri: str):
+def make_tokenizer(tokens: list[str], meta: dict, vocab_uri: str) -> tf_text.Tokenizer:
   """The tensorflow-text tokenizer for a vocabulary: `tokenize(strings) -> ragged int64 ids`."""
   if meta['kind'] == contract.SENTENCEPIECE:
     with tf.io.gfile.GFile(os.path.join(vocab_uri, contract.SPM_MODEL_FILE), 'rb') as f:
@@ -90,7 +90,7 @@ def make_tokenizer(tokens: list[str], meta: dict, vocab_uri: str):
     fast_wordpiece_model_buffer=tf.constant(model), token_out_type=tf.int64)
 
 
-def tokenize(text: tf.Tensor, tokenizer, meta: dict) -> tf.RaggedTensor:
+def tokenize(text: tf.Tensor, tokenizer: tf_text.Tokenizer, meta: dict) -> tf.RaggedTensor:
   """(batch,) strings -> (batch, None) int64 token ids."""
   ids = tokenizer.tokenize(normalize(text, meta))
   if ids.ragged_rank == 2:  # FastBertTokenizer: (batch, words, pieces).
@@ -137,7 +137,7 @@ class _WriteSortedDistinct(tft_beam.experimental.PTransformAnalyzer):
     super().__init__()
     self._filename = filename
 
-  def expand(self, batches):
+  def expand(self, batches: beam.PCollection) -> beam.PCollection:
     path = os.path.join(self.base_temp_dir, self._filename)
 
     def write(values):
