@@ -84,7 +84,7 @@ def measure(config, data, vocabularies, rounds, steps, work_dir):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--quick', action='store_true', help='tiny model and data: a smoke run')
-  parser.add_argument('--task', default='mlm', choices=('mlm', 'clm'))
+  parser.add_argument('--task', default=contract.MLM, choices=(contract.MLM, contract.CLM))
   parser.add_argument('--rounds', type=int, default=6)
   parser.add_argument('--steps', type=int, default=10)
   parser.add_argument('--documents', type=int, default=6000)

@@ -182,7 +182,7 @@ def _role_tokenizers(corpus: str, vocab_dir: str, batch: int) -> dict:
   run_tf('normalization_only',
          lambda x: tf.reduce_sum(tf.strings.length(preprocessing.normalize(x, meta))))
 
-  hf = BertWordPieceTokenizer(os.path.join(vocab_dir, 'vocab.txt'), clean_text=True,
+  hf = BertWordPieceTokenizer(os.path.join(vocab_dir, contract.VOCAB_FILE), clean_text=True,
                               handle_chinese_chars=True, strip_accents=True, lowercase=True)
   started = time.perf_counter()
   count = 0
@@ -202,14 +202,14 @@ def _role_pipeline(corpus: str, vocab_dir: str, root: str, workers: int, mode: s
   from trainer.config import TrainerConfig
 
   metadata = os.path.join(root, 'metadata.sqlite')
-  gen = example_gen.create_example_gen('text', corpus, shuffle=shuffle)
+  gen = example_gen.create_example_gen(contract.TEXT, corpus, shuffle=shuffle)
   schema = tfx.components.ImportSchemaGen(
     schema_file=os.path.join(REPO, 'schemas', 'corpus', 'schema.pbtxt'))
   vocab = tfx.dsl.Importer(source_uri=vocab_dir, artifact_type=vocabulary.VocabularyArtifact,
                            reimport=False).with_id('VocabularyImporter')
   tokenize = transform.create_transform(gen.outputs['examples'], schema.outputs['schema'],
                                         vocab.outputs['result'],
-                                        trainer_config=TrainerConfig(task='mlm', seq_len=128))
+                                        trainer_config=TrainerConfig(task=contract.MLM, seq_len=128))
   pipeline = tfx.dsl.Pipeline(
     pipeline_name='transform-bench', pipeline_root=os.path.join(root, 'root'),
     components=[gen, schema, vocab, tokenize],
@@ -338,12 +338,12 @@ def main() -> int:
   result, rss_large, proc_large = runs['large']
   _, rss_small, proc_small = runs['small']
   seconds = result['components']
-  gen_s, transform_s = seconds.get('TextExampleGen', 0.0), seconds.get('Transform', 0.0)
+  gen_s, transform_s = seconds.get('TextExampleGen', 0.0), seconds.get(contract.TRANSFORM_ID, 0.0)
   e2e = _rate(sizes['large'], gen_s + transform_s)
   transform_only = _rate(sizes['large'], transform_s)
   small_seconds = runs['small'][0]['components']
   small_gen_s = small_seconds.get('TextExampleGen', 0.0)
-  small_transform_s = small_seconds.get('Transform', 0.0)
+  small_transform_s = small_seconds.get(contract.TRANSFORM_ID, 0.0)
   # Fixed costs (worker start-up, graph tracing, MLMD) cancel out in the difference.
   extra_bytes = sizes['large'] - sizes['small']
   extra_seconds = gen_s + transform_s - small_gen_s - small_transform_s
