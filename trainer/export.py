@@ -27,7 +27,9 @@ padded with 0 to the longest in the batch). Temperature <= 0 means greedy decodi
 samples from the whole vocabulary.
 """
 
+import keras
 import tensorflow as tf
+import tensorflow_transform as tft
 
 from tfxlm import contract
 from tfxlm.contract import EXAMPLES_INPUT as EXAMPLES
@@ -50,12 +52,13 @@ from tfxlm.contract import TEMPERATURE_INPUT as TEMPERATURE
 from tfxlm.contract import TEXT_INPUT as TEXT
 from tfxlm.contract import TOP_K_INPUT as TOP_K
 from trainer import inputs
+from trainer.config import TrainerConfig
 from trainer.models import MASK_POSITIONS, PADDING_MASK, TOKEN_IDS
 
 _NUM_RESERVED = len(contract.RESERVED_TOKENS)
 
 
-def read_lines(path):
+def read_lines(path: str) -> list[str]:
   """Lines of a vocabulary file, line number = id."""
   with tf.io.gfile.GFile(path) as f:
     return [line.rstrip('\n') for line in f]
@@ -64,7 +67,7 @@ def read_lines(path):
 SENTENCEPIECE_SPACE = '\u2581'
 
 
-def is_sentencepiece(tokens):
+def is_sentencepiece(tokens: list[str]) -> bool:
   """Whether a vocabulary holds SentencePiece pieces (word starts marked with U+2581)."""
   return any(t.startswith(SENTENCEPIECE_SPACE) for t in tokens)
 
@@ -318,7 +321,9 @@ class ExportModule(tf.Module):
     return signatures
 
 
-def export_saved_model(model, tft_output, config, token_vocab, label_vocab, export_dir):
+def export_saved_model(model: keras.Model, tft_output: tft.TFTransformOutput,
+                       config: TrainerConfig, token_vocab: list[str],
+                       label_vocab: list[str] | None, export_dir: str) -> str:
   """Saves model + Transform graph with the signatures above to `export_dir`."""
   module = ExportModule(model, tft_output, config, token_vocab, label_vocab)
   tf.saved_model.save(module, export_dir, signatures=module.signatures())

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+from typing import TYPE_CHECKING, Any
 
 import keras
 import tensorflow as tf
@@ -25,11 +26,14 @@ from tfxlm import contract
 from trainer import distribute, export, inputs, models, optimization, training
 from trainer.config import TrainerConfig
 
+if TYPE_CHECKING:  # TFX is there when TFX calls run_fn; tests pass look-alikes.
+  from tfx.components.trainer.fn_args_utils import FnArgs
+
 _TFX_CLOUD_KEY_PREFIX = 'ai_platform_'
 CHECKPOINTS_FOLDER = os.path.join('.system', 'checkpoints')
 
 
-def checkpoint_dir(fn_args, config):
+def checkpoint_dir(fn_args: 'FnArgs', config: TrainerConfig) -> str:
   """Where a run keeps its checkpoints: in the Trainer component's `.system` folder (TFX's own
   housekeeping folder, beside its output folders), named after a hash of everything that decides
   the trained weights (config, data, transform graph, base model).
@@ -49,7 +53,7 @@ def checkpoint_dir(fn_args, config):
   return os.path.join(component, CHECKPOINTS_FOLDER, digest)
 
 
-def config_from_fn_args(fn_args):
+def config_from_fn_args(fn_args: 'FnArgs') -> TrainerConfig:
   """The TrainerConfig of this run: custom_config's, with steps from Train/EvalArgs if unset."""
   custom = fn_args.custom_config or {}
   # TFX's Vertex AI Training executor (kubeflow.trainer_replicas / trainer_tpu) reads its
@@ -79,7 +83,7 @@ class Vocabularies:
   labels: list | None
 
   @classmethod
-  def from_tft_output(cls, tft_output, task):
+  def from_tft_output(cls, tft_output: tft.TFTransformOutput, task: str) -> 'Vocabularies':
     tokens = export.read_lines(tft_output.vocabulary_file_by_name(contract.TOKEN_VOCAB_NAME))
     labels = None
     if task == contract.CLASSIFY:
@@ -92,7 +96,8 @@ class Vocabularies:
     return cls(tokens, labels)
 
 
-def build_task_model(config, vocabularies, base_model=None):
+def build_task_model(config: TrainerConfig, vocabularies: Vocabularies,
+                     base_model: str | None = None) -> keras.Model:
   """Backbone + head of `config.task`, warm-started from `base_model`'s backbone if given.
 
   Args:
@@ -136,7 +141,7 @@ def _datasets(strategy, fn_args, tft_output, config, vocab_size, start_step):
   return train, evaluation
 
 
-def train_and_export(config, fn_args):
+def train_and_export(config: TrainerConfig, fn_args: 'FnArgs') -> list[dict[str, Any]]:
   """Trains under the configured strategy and precision, then exports. Returns eval history."""
   tft_output = tft.TFTransformOutput(fn_args.transform_output or fn_args.transform_graph_path)
   vocabularies = Vocabularies.from_tft_output(tft_output, config.task)
@@ -202,7 +207,7 @@ def _export(trained, tft_output, config, vocabularies, export_dir):
   logging.info('exported %s model to %s', config.task, export_dir)
 
 
-def run_fn(fn_args):
+def run_fn(fn_args: 'FnArgs') -> None:
   """Trains the model `fn_args.custom_config['trainer']` describes and exports it.
 
   Args:
