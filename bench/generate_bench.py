@@ -40,7 +40,7 @@ import trainer_data  # noqa: E402
 from serving import client  # noqa: E402
 from tfxlm import contract  # noqa: E402
 from trainer import config as config_lib  # noqa: E402
-from trainer import features, models  # noqa: E402
+from trainer import models  # noqa: E402
 
 PROMPT_TOKENS = 32
 SEQ_LEN = 512
@@ -115,17 +115,17 @@ def main() -> int:
   repeats = 1 if args.quick else args.repeats
 
   work = tempfile.mkdtemp(prefix='generate_bench_')
-  data = trainer_data.transform_data(work, features.CLM, trainer_data.corpus_texts(100, 1),
+  data = trainer_data.transform_data(work, contract.CLM, trainer_data.corpus_texts(100, 1),
                                      trainer_data.corpus_texts(10, 2), SEQ_LEN)
   vocab = data['vocab']
-  config = config_lib.TrainerConfig(task=features.CLM, model_size='small', seq_len=SEQ_LEN,
+  config = config_lib.TrainerConfig(task=contract.CLM, model_size='small', seq_len=SEQ_LEN,
                                     dropout=0.0)
   keras.utils.set_random_seed(1)
   model = models.build_model(config.task, models.build_backbone(config, len(vocab)))
   # No [SEP], and no suffix pieces either, so every row's text has one word per new token.
   suffixes = [i for i, token in enumerate(vocab) if token.startswith('##')]
   generation_util.never_predict(model.backbone,
-                                generation_util.BANNED_IDS + [features.SEP_ID] + suffixes)
+                                generation_util.BANNED_IDS + [contract.SEP_ID] + suffixes)
   base = os.path.join(work, 'serving', 'gen')
   export_dir = generation_util.export_clm(model, config, data['transform_graph'],
                                           os.path.join(base, '1'))
@@ -142,7 +142,7 @@ def main() -> int:
   try:
     for batch in (1, 8):
       prompts = [' '.join(rng.choice(words, PROMPT_TOKENS - 1)) for _ in range(batch)]
-      ids = np.array([[features.SEP_ID] + [vocab.index(w) for w in p.split()] for p in prompts],
+      ids = np.array([[contract.SEP_ID] + [vocab.index(w) for w in p.split()] for p in prompts],
                      np.int32)
       rows = client.generation_rows(prompts, new_tokens)
       columns = {k: tf.constant([r[k] for r in rows]) for k in rows[0]}

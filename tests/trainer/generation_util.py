@@ -4,16 +4,17 @@ import keras
 import numpy as np
 import tensorflow_transform as tft
 
+from tfxlm import contract
 from trainer import config as config_lib
-from trainer import export, features, models
+from trainer import export, models
 
 # Reserved tokens `generate` never produces; [SEP] (the end token) is not among them.
-BANNED_IDS = [i for i in range(len(features.RESERVED_TOKENS)) if i != features.SEP_ID]
+BANNED_IDS = [i for i in range(len(contract.RESERVED_TOKENS)) if i != contract.SEP_ID]
 
 
 def random_clm(vocab_size: int, seed: int = 1, **overrides):
   """(TrainerConfig, clm keras model) with random weights; `overrides` set config fields."""
-  fields = {'task': features.CLM, 'num_layers': 2, 'hidden_dim': 32, 'num_heads': 2,
+  fields = {'task': contract.CLM, 'num_layers': 2, 'hidden_dim': 32, 'num_heads': 2,
             'intermediate_dim': 64, 'dropout': 0.0, 'seq_len': 32}
   fields.update(overrides)
   config = config_lib.TrainerConfig.from_dict(fields)
@@ -41,5 +42,5 @@ def never_predict(backbone, token_ids, strength: float = 50.0) -> None:
 def export_clm(model, config, transform_graph: str, export_dir: str) -> str:
   """Exports `model` as run_fn does, with the token vocabulary of `transform_graph`."""
   tft_output = tft.TFTransformOutput(transform_graph)
-  tokens = export.read_lines(tft_output.vocabulary_file_by_name(features.TOKEN_VOCAB_NAME))
+  tokens = export.read_lines(tft_output.vocabulary_file_by_name(contract.TOKEN_VOCAB_NAME))
   return export.export_saved_model(model, tft_output, config, tokens, None, export_dir)

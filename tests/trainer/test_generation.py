@@ -24,9 +24,9 @@ from serving import client
 from serving import server as server_lib
 from serving.config import ModelConfig
 from tfxlm import contract
-from trainer import export, features, generation, models
+from trainer import export, generation, models
 
-SEP = features.SEP_ID
+SEP = contract.SEP_ID
 NEVER = -1  # an end token no row produces
 
 
@@ -111,7 +111,7 @@ def _keras_hub_greedy(model, prompts, length, end_id):
 
 def _prompts(vocab_size, lengths, seed=0):
   rng = np.random.default_rng(seed)
-  return [[SEP] + rng.integers(len(features.RESERVED_TOKENS), vocab_size, n - 1).tolist()
+  return [[SEP] + rng.integers(len(contract.RESERVED_TOKENS), vocab_size, n - 1).tolist()
           for n in lengths]
 
 
@@ -197,12 +197,12 @@ def test_exported_greedy_text_is_keras_hubs_and_loads_with_only_tensorflow_text(
   path, signature = exported
   # The prompts' ids as the export tokenizes them ([SEP] first).
   examples = [tf.train.Example(features=tf.train.Features(feature={
-    features.TEXT_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[p.encode()]))}))
+    contract.TEXT_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[p.encode()]))}))
     .SerializeToString() for p in PROMPTS]
   loaded = tf.saved_model.load(path)
   ids = loaded.signatures[contract.TRANSFORM_FEATURES](examples=tf.constant(examples))
-  prompts = [[SEP] + [int(t) for t in row if t != features.PAD_ID]
-             for row in ids[features.TOKEN_IDS_KEY].numpy()]
+  prompts = [[SEP] + [int(t) for t in row if t != contract.PAD_ID]
+             for row in ids[contract.TOKEN_IDS_KEY].numpy()]
   length = 24
   max_new = [min(12, length - len(p)) for p in prompts]
   expected_ids = _keras_hub_greedy(model, prompts, max(len(p) + n for p, n in
