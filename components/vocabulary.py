@@ -37,20 +37,14 @@ from tfx.types.system_artifacts import Dataset
 
 from components import validation
 from tfxlm import contract
-from trainer import features, tokenizers
+from trainer import tokenizers
 from trainer.tokenizers import (
   SENTENCEPIECE_MODEL_TYPES,
-  SUFFIX_INDICATOR,
   learn_wordpiece_vocab,
   normalize_text,
   split_words,
   train_sentencepiece,
 )
-
-KINDS = contract.LEARNED_KINDS
-VOCAB_FILE = contract.VOCAB_FILE
-VOCAB_JSON = contract.VOCAB_JSON
-SPM_MODEL_FILE = contract.SPM_MODEL_FILE
 
 
 class VocabularyArtifact(types.Artifact):
@@ -62,7 +56,7 @@ class VocabularyArtifact(types.Artifact):
 
 def _texts(serialized: bytes) -> Iterator[str]:
   example = tf.train.Example.FromString(serialized)
-  for value in example.features.feature[features.TEXT_KEY].bytes_list.value:
+  for value in example.features.feature[contract.TEXT_KEY].bytes_list.value:
     yield value.decode('utf-8')
 
 
@@ -88,19 +82,19 @@ def _learn_and_write(counts: list[tuple[str, int]], stats: dict[str, int], *, ou
 def _train_spm_and_write(sample: list[str], stats: dict[str, int], *, output_uri: str,
                          config: dict[str, Any]) -> None:
   vocab = train_sentencepiece(sample, config['vocab_size'], config['sentencepiece_model_type'],
-                              os.path.join(output_uri, SPM_MODEL_FILE))
+                              os.path.join(output_uri, contract.SPM_MODEL_FILE))
   _write(output_uri, vocab, stats, config)
 
 
 def _write(output_uri: str, vocab: list[str], stats: dict[str, int],
            config: dict[str, Any]) -> None:
-  with fileio.open(os.path.join(output_uri, VOCAB_FILE), 'w') as f:
+  with fileio.open(os.path.join(output_uri, contract.VOCAB_FILE), 'w') as f:
     f.write(''.join(token + '\n' for token in vocab))
   meta = {
     'kind': config['kind'], 'size': len(vocab), 'target_size': config['vocab_size'],
     'lowercase': config['lowercase'], 'strip_accents': config['strip_accents'],
-    'nfkc': config['nfkc'], 'suffix_indicator': SUFFIX_INDICATOR,
-    'reserved_tokens': list(features.RESERVED_TOKENS), 'min_count': config['min_count'],
+    'nfkc': config['nfkc'], 'suffix_indicator': contract.SUFFIX_INDICATOR,
+    'reserved_tokens': list(contract.RESERVED_TOKENS), 'min_count': config['min_count'],
     'sentencepiece_model_type': config['sentencepiece_model_type'],
     'sample_documents': config['sample_documents'], **stats,
   }
@@ -135,7 +129,7 @@ def build_vocabulary_pipeline(pipeline: beam.Pipeline, examples_pattern: str, ou
     'words': (word_counts | 'Counts' >> beam.Values() | 'SumWords' >> beam.CombineGlobally(sum)),
     'unique_words': word_counts | 'CountUnique' >> ones(),
   }
-  if config['kind'] == 'wordpiece':
+  if config['kind'] == contract.WORDPIECE:
     kept = (
       word_counts
       | 'Prune' >> beam.Filter(lambda wc, m: wc[1] >= m, config['min_count'])
@@ -187,6 +181,7 @@ class VocabularySpec(component_spec.ComponentSpec):
     'sample_documents': component_spec.ExecutionParameter(type=int),
     'train_split': component_spec.ExecutionParameter(type=str),
     'preset': component_spec.ExecutionParameter(type=str, optional=True),
+    'task': component_spec.ExecutionParameter(type=str, optional=True),
   }
   INPUTS = {
     'examples': component_spec.ChannelParameter(type=standard_artifacts.Examples),
@@ -205,9 +200,12 @@ class Executor(base_beam_executor.BaseBeamExecutor):
       validation.raise_on_anomalies(anomalies.uri)
     output_uri = artifact_utils.get_single_uri(output_dict['vocabulary'])
     if exec_properties.get('preset'):
-      meta = tokenizers.import_preset(exec_properties['preset'], output_uri)
+      preset, task = exec_properties['preset'], exec_properties.get('task') or None
+      if task:
+        tokenizers.check_preset_for_task(preset, task)
+      meta = tokenizers.import_preset(preset, output_uri, task=task)
       logging.info('Vocabulary: %d tokens (%s) imported from preset %s', meta['size'],
-                   meta['kind'], exec_properties['preset'])
+                   meta['kind'], preset)
       return
     examples = artifact_utils.get_single_instance(input_dict['examples'])
     split = exec_properties['train_split']
@@ -219,7 +217,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     fileio.makedirs(output_uri)
     with self._make_beam_pipeline() as pipeline:
       build_vocabulary_pipeline(pipeline, os.path.join(split_uri, '*'), output_uri, config)
-    if not fileio.exists(os.path.join(output_uri, VOCAB_FILE)):
+    if not fileio.exists(os.path.join(output_uri, contract.VOCAB_FILE)):
       raise validation.DataError(f'split {split!r} of {examples.uri} has no examples: no '
                                  'vocabulary learned')
 
@@ -232,10 +230,10 @@ class Vocabulary(base_beam_component.BaseBeamComponent):
 
   def __init__(self, examples: types.BaseChannel, anomalies: types.BaseChannel | None = None, *,
                vocab_size: int = 8000, lowercase: bool = True, strip_accents: bool = True,
-               nfkc: bool = True, kind: str = 'wordpiece', min_count: int = 2,
+               nfkc: bool = True, kind: str = contract.WORDPIECE, min_count: int = 2,
                max_words: int = 1_000_000, sentencepiece_model_type: str = 'unigram',
                sample_documents: int = 100_000, train_split: str = 'train',
-               preset: str = ''):
+               preset: str = '', task: str = ''):
     """Builds the component.
 
     Args:
@@ -254,20 +252,25 @@ class Vocabulary(base_beam_component.BaseBeamComponent):
       preset: A keras-hub preset handle (local folder, `kaggle://`, `hf://`): import its
         tokenizer (kind `preset_*`, see trainer/tokenizers.py) instead of learning one; the
         learning arguments are then unused.
+      task: With `preset`, the task the vocabulary is for: a preset whose backbone the Trainer
+        cannot fine-tune for it, or mlm with a tokenizer without a mask token, fails here,
+        before any training.
     """
-    if kind not in KINDS:
-      raise ValueError(f'kind {kind!r} is not one of {KINDS}')
+    if task and task not in contract.TASKS:
+      raise ValueError(f'task {task!r} is not one of {contract.TASKS}')
+    if kind not in contract.VOCAB_KINDS:
+      raise ValueError(f'kind {kind!r} is not one of {contract.VOCAB_KINDS}')
     if sentencepiece_model_type not in SENTENCEPIECE_MODEL_TYPES:
       raise ValueError(f'sentencepiece_model_type {sentencepiece_model_type!r} is not one of '
                        f'{SENTENCEPIECE_MODEL_TYPES}')
-    if vocab_size <= len(features.RESERVED_TOKENS):
-      raise ValueError(f'vocab_size {vocab_size} must exceed the {len(features.RESERVED_TOKENS)} '
+    if vocab_size <= len(contract.RESERVED_TOKENS):
+      raise ValueError(f'vocab_size {vocab_size} must exceed the {len(contract.RESERVED_TOKENS)} '
                        'reserved tokens')
     spec = VocabularySpec(
       examples=examples, anomalies=anomalies, vocab_size=vocab_size, kind=kind,
       lowercase=int(lowercase), strip_accents=int(strip_accents), nfkc=int(nfkc),
       min_count=min_count, max_words=max_words,
       sentencepiece_model_type=sentencepiece_model_type, sample_documents=sample_documents,
-      train_split=train_split, preset=preset or None,
+      train_split=train_split, preset=preset or None, task=task or None,
       vocabulary=types.Channel(type=VocabularyArtifact))
     super().__init__(spec=spec)

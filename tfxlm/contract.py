@@ -2,7 +2,7 @@
 benchmarks and tests read them from.
 
 No TensorFlow import here (nor anything heavy): the server, the client and the config loader
-import this module too. DESIGN.md in docs/ describes what these names mean; this module is where
+import this module too. docs/design.md describes what these names mean; this module is where
 the code reads them.
 """
 
@@ -20,22 +20,6 @@ PAD, UNK, CLS, SEP, MASK = '[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'
 RESERVED_TOKENS = (PAD, UNK, CLS, SEP, MASK)
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(RESERVED_TOKENS))
 
-# Tokenizer kinds recorded in a Vocabulary artifact's vocab.json (trainer/tokenizers.py owns them):
-# learned by the pipeline, or imported from a keras-hub preset.
-WORDPIECE, SENTENCEPIECE = 'wordpiece', 'sentencepiece'
-PRESET_WORDPIECE, PRESET_BPE, PRESET_SENTENCEPIECE = (
-  'preset_wordpiece', 'preset_bpe', 'preset_sentencepiece')
-LEARNED_KINDS = (WORDPIECE, SENTENCEPIECE)
-PRESET_KINDS = (PRESET_WORDPIECE, PRESET_BPE, PRESET_SENTENCEPIECE)
-TOKENIZER_KINDS = LEARNED_KINDS + PRESET_KINDS
-
-# Files of a Vocabulary artifact.
-VOCAB_FILE = 'vocab.txt'            # one token per line, line number = id
-VOCAB_JSON = 'vocab.json'           # kind, special token ids, normalization, statistics
-SPM_MODEL_FILE = 'spm.model'        # learned SentencePiece only
-PRESET_TOKENIZER_FILE = 'keras_hub_tokenizer.json'  # preset kinds: keras-hub's tokenizer config
-PRESET_ASSETS_DIR = 'keras_hub_assets'              # preset kinds: its vocabulary / merges / model
-
 # Names under which the transform graph carries its vocabularies as assets
 # (`tft_output.vocabulary_file_by_name(...)`).
 TOKEN_VOCAB_NAME = 'token_vocab'
@@ -46,15 +30,57 @@ TOKENIZER_SPEC_NAME = 'tokenizer_spec'  # vocab.json: which ids are special
 MLM, CLM, CLASSIFY = 'mlm', 'clm', 'classify'
 TASKS = (MLM, CLM, CLASSIFY)
 
-# Input formats ExampleGen reads.
+# The keras-hub backbone class of each task (built from a size, or fine-tuned from a preset
+# `train.preset`), and the file of a keras-hub preset that names its backbone class.
+TASK_BACKBONES = {MLM: 'BertBackbone', CLASSIFY: 'BertBackbone', CLM: 'GPT2Backbone'}
+PRESET_CONFIG_FILE = 'config.json'
+
+# Input formats ExampleGen reads, and how `text` input splits into documents.
 CSV, TFRECORD, TEXT, JSONL = 'csv', 'tfrecord', 'text', 'jsonl'
 INPUT_FORMATS = (CSV, TFRECORD, TEXT, JSONL)
+LINE, FILE = 'line', 'file'
+TEXT_MODES = (LINE, FILE)
 
-# Distribution strategies (trainer/distribute.py) and learning-rate decays.
+# Vocabulary artifact: its tokenizer kinds and files (written by the Vocabulary component, read
+# by Transform's preprocessing_fn and the export; trainer/tokenizers.py owns every kind). Learned
+# by the pipeline (VOCAB_KINDS, the `vocabulary.kind` choices), or imported from a keras-hub
+# preset.
+WORDPIECE, SENTENCEPIECE = 'wordpiece', 'sentencepiece'
+VOCAB_KINDS = (WORDPIECE, SENTENCEPIECE)
+PRESET_WORDPIECE, PRESET_BPE, PRESET_SENTENCEPIECE = (
+  'preset_wordpiece', 'preset_bpe', 'preset_sentencepiece')
+PRESET_KINDS = (PRESET_WORDPIECE, PRESET_BPE, PRESET_SENTENCEPIECE)
+TOKENIZER_KINDS = VOCAB_KINDS + PRESET_KINDS
+VOCAB_FILE = 'vocab.txt'        # one token per line, id = line number
+VOCAB_JSON = 'vocab.json'       # kind, special token ids, normalization flags, counts
+SPM_MODEL_FILE = 'spm.model'    # learned sentencepiece only
+SUFFIX_INDICATOR = '##'         # wordpiece continuation prefix
+PRESET_TOKENIZER_FILE = 'keras_hub_tokenizer.json'  # preset kinds: keras-hub's tokenizer config
+PRESET_ASSETS_DIR = 'keras_hub_assets'              # preset kinds: its vocabulary / merges / model
+
+# Distribution strategies (trainer/distribute.py), learning-rate decays, precisions.
 AUTO, DEFAULT, MIRRORED, MULTI_WORKER, TPU = 'auto', 'default', 'mirrored', 'multi_worker', 'tpu'
 STRATEGIES = (AUTO, DEFAULT, MIRRORED, MULTI_WORKER, TPU)
 LINEAR, COSINE = 'linear', 'cosine'
 DECAYS = (LINEAR, COSINE)
+FLOAT32, MIXED_BFLOAT16, MIXED_FLOAT16 = 'float32', 'mixed_bfloat16', 'mixed_float16'
+PRECISIONS = (FLOAT32, MIXED_BFLOAT16, MIXED_FLOAT16)
+
+# Pipeline component ids (folders under the pipeline root, node names in ML Metadata and KFP).
+# ExampleGen keeps its class name (CsvExampleGen, TextExampleGen, ...).
+STATISTICS_GEN_ID = 'StatisticsGen'
+SCHEMA_GEN_ID = 'ImportSchemaGen'
+EXAMPLE_VALIDATOR_ID = 'ExampleValidator'
+VOCABULARY_ID = 'Vocabulary'
+PRETRAIN_TRANSFORM_ID = 'PretrainTransform'
+PRETRAIN_TRAINER_ID = 'PretrainTrainer'
+BASE_MODEL_IMPORTER_ID = 'BaseModelImporter'
+TRANSFORM_ID = 'Transform'
+TRAINER_ID = 'Trainer'
+TRAINER_IDS = (PRETRAIN_TRAINER_ID, TRAINER_ID)
+BASELINE_RESOLVER_ID = 'LatestBlessedModelResolver'
+EVALUATOR_ID = 'Evaluator'
+PUSHER_ID = 'Pusher'
 
 # SavedModel signatures of every exported model.
 SERVING_DEFAULT = 'serving_default'
@@ -97,8 +123,9 @@ PRESET_DIR = 'keras_hub_preset'  # inside EXTRA_DIR: backbone + tokenizer, for `
 WARMUP_FILE = 'tf_serving_warmup_requests'
 REPORT_FILE = 'report.html'
 
-# The Trainer's user code, by dotted path so the Kubeflow image can import it.
+# User code TFX loads, by dotted path so the Kubeflow image can import it.
 RUN_FN = 'trainer.task.run_fn'
+PREPROCESSING_FN = 'trainer.preprocessing.preprocessing_fn'
 
 # Default ports, those of tensorflow_model_server.
 GRPC_PORT = 8500

@@ -1,14 +1,15 @@
 """The serving SavedModel: Keras model + Transform graph in one `tf.Module`, named signatures.
 
-Signatures (names and keys in the constants below, shared with serving and clients):
+Signatures (names and keys from tfxlm/contract.py, shared with serving and clients):
 
 | signature            | inputs                                            | outputs                      |
 | -------------------- | ------------------------------------------------- | ---------------------------- |
 | `serving_default`    | `examples` string [b] (serialized tf.Example)     | per task, below              |
 | `predict_text`       | `text` string [b]                                 | same as `serving_default`    |
 | `transform_features` | `examples` string [b]                             | transformed features         |
-| `generate` (clm)     | `prompt` string [b], `max_new_tokens` int32,      | `text` string [b]: the       |
-|                      | `temperature` float32, `top_k` int32 (scalars)    | continuation, prompt omitted |
+| `generate` (clm)     | `prompt` string [b], `max_new_tokens` int32 [b],  | `text` string [b]: the       |
+|                      | `temperature` float32 [b], `top_k` int32 [b],     | continuation, prompt omitted |
+|                      | `top_p` float32 [b], `seed` int32 [b]             |                              |
 
 Per task:
 - classify: `probabilities` float32 [b, classes], `label_ids` int64 [b], `labels` string [b].
@@ -18,38 +19,58 @@ Per task:
   `token_count` (below) over a deterministic sample of the text's tokens, each replaced by
   [MASK] and predicted from the rest: up to ceil(seq_len * mask_rate) tokens spread evenly.
 - clm: `token_logprob_sum` float32 [b] (log-probability of the text's tokens, each predicted
-  from the ones before it, the first from [SEP]) and `token_count` float32 [b].
+  from the ones before it, the first from the end token) and `token_count` float32 [b].
 - mlm and clm: perplexity over examples is exp(-sum(token_logprob_sum) / sum(token_count)), in
   nats. Texts are cut to seq_len tokens (seq_len - 2 for mlm).
 
 `transform_features` returns Transform's outputs as dense tensors (variable-length `token_ids`
-padded with 0 to the longest in the batch). Temperature <= 0 means greedy decoding, top_k <= 0
-samples from the whole vocabulary.
+padded with 0 to the longest in the batch).
+
+`generate` (trainer/generation.py) prefills a key/value cache with the prompt, then runs one
+position per step against it inside one `tf.while_loop`; only TensorFlow (and tensorflow-text
+for the tokenizer) is needed to run it. Every input has one value per row, so rows of a batch
+differ in prompt and controls: temperature <= 0 is greedy (token for token what keras-hub's
+`GPT2CausalLM.generate` gives with the greedy sampler), top_k <= 0 samples from the whole
+vocabulary, top_p outside (0, 1) turns the nucleus cut off, and the same seed gives the same
+text. A row ends at the vocabulary's end token or after its max_new_tokens; the vocabulary's
+other special tokens are never generated. max_new_tokens above the limit fixed at export
+(`TrainerConfig.max_new_tokens_limit`, at most seq_len - 1) fails with INVALID_ARGUMENT, and a
+prompt keeps its last seq_len - max_new_tokens tokens (with the end token in front) so the new
+ones fit the window.
+
+Special tokens are the vocabulary's (vocab.json, trainer/tokenizers.py): [CLS] [SEP] [PAD]
+[MASK] at ids 0-4 for a learned vocabulary, a preset's own ids otherwise (GPT-2's
+<|endoftext|> starts, ends and pads). The continuation is decoded by the tokenizer's kind:
+WordPiece, SentencePiece, or GPT-2's byte-level BPE.
 """
 
+import keras
 import tensorflow as tf
+import tensorflow_transform as tft
 
 from tfxlm import contract
-from trainer import features, inputs, tokenizers
+from tfxlm.contract import EXAMPLES_INPUT as EXAMPLES
+from tfxlm.contract import (
+  GENERATE,
+  LABEL_IDS,
+  LABELS,
+  MASK_PREDICTIONS,
+  MASK_SCORES,
+  PREDICT_TEXT,
+  PROBABILITIES,
+  SERVING_DEFAULT,
+  TOKEN_COUNT,
+  TOKEN_LOGPROB_SUM,
+  TRANSFORM_FEATURES,
+)
+from tfxlm.contract import TEXT_INPUT as TEXT
+from trainer import generation, inputs, tokenizers
+from trainer.config import TrainerConfig
 from trainer.models import MASK_POSITIONS, PADDING_MASK, TOKEN_IDS
-
-SERVING_DEFAULT = 'serving_default'
-PREDICT_TEXT = 'predict_text'
-TRANSFORM_FEATURES = 'transform_features'
-GENERATE = 'generate'
-EXAMPLES = 'examples'
-TEXT = 'text'
-PROMPT, MAX_NEW_TOKENS, TEMPERATURE, TOP_K = 'prompt', 'max_new_tokens', 'temperature', 'top_k'
-PROBABILITIES, LABEL_IDS, LABELS = 'probabilities', 'label_ids', 'labels'
-MASK_PREDICTIONS, MASK_SCORES = 'mask_predictions', 'mask_scores'
-TOKEN_LOGPROB_SUM, TOKEN_COUNT = 'token_logprob_sum', 'token_count'
-# Where run_fn puts files beside the SavedModel (TF Serving ignores this folder).
-EXTRA_DIR = 'assets.extra'
-CONFIG_FILE = 'trainer_config.json'
-BACKBONE_WEIGHTS_FILE = 'backbone_weights.npz'
+from trainer.tokenizers import SpecialTokens
 
 
-def read_lines(path):
+def read_lines(path: str) -> list[str]:
   """Lines of a vocabulary file, line number = id."""
   with tf.io.gfile.GFile(path) as f:
     return [line.rstrip('\n') for line in f]
@@ -59,7 +80,7 @@ def _dense(ids):
   if isinstance(ids, tf.SparseTensor):
     ids = tf.RaggedTensor.from_sparse(ids)
   if isinstance(ids, tf.RaggedTensor):
-    return ids.to_tensor(default_value=features.PAD_ID)
+    return ids.to_tensor(default_value=contract.PAD_ID)
   return ids
 
 
@@ -74,14 +95,16 @@ def _ragged(ids):
     return tf.RaggedTensor.from_sparse(ids)
   if isinstance(ids, tf.RaggedTensor):
     return ids
-  return tf.RaggedTensor.from_tensor(ids, padding=features.PAD_ID)
+  return tf.RaggedTensor.from_tensor(ids, padding=contract.PAD_ID)
 
 
 class ExportModule(tf.Module):
   """Holds the model, the Transform layer and the vocabularies the signatures need."""
 
-  def __init__(self, model, tft_output, config, token_vocab, label_vocab=None, *,
-               kind=contract.WORDPIECE, special=tokenizers.LEARNED_SPECIAL_TOKENS):
+  def __init__(self, model: keras.Model, tft_output: tft.TFTransformOutput,
+               config: TrainerConfig, token_vocab: list[str], label_vocab: list[str] | None = None,
+               *, kind: str = contract.WORDPIECE,
+               special: SpecialTokens = tokenizers.LEARNED_SPECIAL_TOKENS):
     super().__init__()
     self.kind = kind
     self.special = special
@@ -97,28 +120,36 @@ class ExportModule(tf.Module):
     self.token_strings = tf.constant(token_vocab)
     self.label_strings = tf.constant(label_vocab or [''])
     self.raw_spec = tft_output.raw_feature_spec()
-    self.serving_spec = {k: v for k, v in self.raw_spec.items() if k != features.LABEL_KEY}
-    if features.TEXT_KEY not in self.serving_spec:
-      raise ValueError(f'raw feature spec lacks {features.TEXT_KEY!r}: {sorted(self.raw_spec)}')
-    if self.task == features.CLM:
+    self.serving_spec = {k: v for k, v in self.raw_spec.items() if k != contract.LABEL_KEY}
+    if contract.TEXT_KEY not in self.serving_spec:
+      raise ValueError(f'raw feature spec lacks {contract.TEXT_KEY!r}: {sorted(self.raw_spec)}')
+    if self.task == contract.CLM:
       # Only clm models have this signature; saving traces every tf.function attribute.
+      # Never generate the vocabulary's special tokens other than its end token, which ends the
+      # text ([SEP] for a learned vocabulary, <|endoftext|> for GPT-2).
+      self.generator = generation.CachedGenerator(
+        model.backbone, config.seq_len, special.end,
+        banned_ids=[i for i in special.reserved if i != special.end],
+        max_new_tokens_limit=config.max_new_tokens_limit)
       self.generate = tf.function(self._generate, input_signature=[
-        tf.TensorSpec([None], tf.string, name=PROMPT),
-        tf.TensorSpec([], tf.int32, name=MAX_NEW_TOKENS),
-        tf.TensorSpec([], tf.float32, name=TEMPERATURE),
-        tf.TensorSpec([], tf.int32, name=TOP_K)])
+        tf.TensorSpec([None], tf.string, name=contract.PROMPT_INPUT),
+        tf.TensorSpec([None], tf.int32, name=contract.MAX_NEW_TOKENS_INPUT),
+        tf.TensorSpec([None], tf.float32, name=contract.TEMPERATURE_INPUT),
+        tf.TensorSpec([None], tf.int32, name=contract.TOP_K_INPUT),
+        tf.TensorSpec([None], tf.float32, name=contract.TOP_P_INPUT),
+        tf.TensorSpec([None], tf.int32, name=contract.SEED_INPUT)])
 
   # -- Transform -------------------------------------------------------------------------------
 
   def _transform(self, raw):
-    if self.task != features.MLM:
+    if self.task != contract.MLM:
       return self.tft_layer(raw)
     # The tokenizer would split a literal "[MASK]" into pieces: cut the texts there, transform
-    # the pieces and put MASK_ID between them.
-    text = tf.reshape(_dense_text(raw[features.TEXT_KEY]), [-1])
-    pieces = tf.strings.split(text, sep=features.MASK)  # (batch, pieces)
+    # the pieces and put the vocabulary's mask token between them.
+    text = tf.reshape(_dense_text(raw[contract.TEXT_KEY]), [-1])
+    pieces = tf.strings.split(text, sep=contract.MASK)  # (batch, pieces)
     ids = _ragged(self.tft_layer(self._raw_from_text(pieces.flat_values))[
-      features.TOKEN_IDS_KEY])  # (all pieces, None)
+      contract.TOKEN_IDS_KEY])  # (all pieces, None)
     piece_index = tf.range(tf.size(pieces.flat_values, out_type=tf.int64))
     is_last = tf.equal(piece_index + 1, tf.gather(pieces.row_splits[1:], pieces.value_rowids()))
     mask = tf.RaggedTensor.from_row_lengths(
@@ -126,21 +157,21 @@ class ExportModule(tf.Module):
       tf.cast(~is_last, tf.int64))
     joined = tf.concat([ids, mask], axis=1)
     per_text = tf.RaggedTensor.from_row_splits(joined, pieces.row_splits).merge_dims(1, 2)
-    return {features.TOKEN_IDS_KEY: per_text}
+    return {contract.TOKEN_IDS_KEY: per_text}
 
   def _raw_from_text(self, text):
-    spec = self.serving_spec[features.TEXT_KEY]
+    spec = self.serving_spec[contract.TEXT_KEY]
     if isinstance(spec, tf.io.FixedLenFeature):
-      return {features.TEXT_KEY: tf.reshape(text, [-1] + list(spec.shape))}
-    return {features.TEXT_KEY: tf.RaggedTensor.from_tensor(text[:, tf.newaxis]).to_sparse()}
+      return {contract.TEXT_KEY: tf.reshape(text, [-1] + list(spec.shape))}
+    return {contract.TEXT_KEY: tf.RaggedTensor.from_tensor(text[:, tf.newaxis]).to_sparse()}
 
   # -- per-task outputs ------------------------------------------------------------------------
 
   def _outputs(self, transformed):
-    ids = transformed[features.TOKEN_IDS_KEY]
-    if self.task == features.CLASSIFY:
+    ids = transformed[contract.TOKEN_IDS_KEY]
+    if self.task == contract.CLASSIFY:
       return self._classify(_dense(ids))
-    if self.task == features.MLM:
+    if self.task == contract.MLM:
       return self._mlm(_ragged(ids))
     return self._clm_score(_ragged(ids))
 
@@ -232,53 +263,14 @@ class ExportModule(tf.Module):
     transformed = self.tft_layer(raw)
     return {name: _dense(value) for name, value in transformed.items()}
 
-  def _generate(self, prompt, max_new_tokens, temperature, top_k):
+  def _generate(self, prompt, max_new_tokens, temperature, top_k, top_p, seed):
     transformed = self._transform(self._raw_from_text(prompt))
-    ids = tf.cast(_ragged(transformed[features.TOKEN_IDS_KEY]), tf.int32)
-    # [SEP] separates documents in training, so it starts a fresh one here; keep the last tokens.
+    ids = tf.cast(_ragged(transformed[contract.TOKEN_IDS_KEY]), tf.int32)
+    # The end token separates documents in training, so it starts a fresh one here.
     ids = tf.concat([tf.fill([ids.nrows(), 1], self.special.end), ids], axis=1)
-    ids = ids[:, -self.seq_len:]
-    lengths = tf.cast(ids.row_lengths(), tf.int32)
-    window = ids.to_tensor(default_value=self.special.pad, shape=[None, self.seq_len])
-    batch = tf.shape(window)[0]
-    # Never sample reserved tokens other than [SEP], which ends the text.
-    banned = self.reserved & (tf.range(self.vocab_size) != self.special.end)
-    seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
-
-    def body(i, window, lengths, done, generated, active):
-      logits = self.model({TOKEN_IDS: window, PADDING_MASK: tf.ones_like(window)},
-                          training=False)
-      last = tf.gather(tf.cast(logits, tf.float32), lengths - 1, batch_dims=1)  # (b, vocab)
-      last = tf.where(banned[tf.newaxis, :], -1e9, last)
-      k = tf.where(top_k > 0, tf.minimum(top_k, self.vocab_size), self.vocab_size)
-      kth = tf.math.top_k(last, k=k).values[:, -1:]
-      last = tf.where(last < kth, -1e9, last)
-      sampled = tf.random.stateless_categorical(
-        last / tf.maximum(temperature, 1e-6), 1, seed=seed + i, dtype=tf.int32)[:, 0]
-      greedy = tf.argmax(last, axis=-1, output_type=tf.int32)
-      token = tf.where(temperature > 0.0, sampled, greedy)
-      active = active.write(i, ~done & (token != self.special.end))
-      generated = generated.write(i, token)
-      done = done | (token == self.special.end)
-      # A full window slides left by one to make room.
-      full = lengths >= self.seq_len
-      window = tf.where(full[:, tf.newaxis], tf.roll(window, -1, axis=1), window)
-      lengths = tf.minimum(lengths, self.seq_len - 1)
-      index = tf.stack([tf.range(batch), lengths], axis=1)
-      window = tf.tensor_scatter_nd_update(window, index, token)
-      return i + 1, window, lengths + 1, done, generated, active
-
-    _, _, _, _, generated, active = tf.while_loop(
-      lambda i, window, lengths, done, *_: (i < max_new_tokens) & ~tf.reduce_all(done),
-      body,
-      (tf.constant(0), window, lengths, tf.zeros([batch], tf.bool),
-       tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[None]),
-       tf.TensorArray(tf.bool, size=0, dynamic_size=True, element_shape=[None])))
-    tokens = tf.transpose(generated.stack())  # (batch, steps)
-    keep = tf.transpose(active.stack())
-    tokens = tf.reshape(tokens, [batch, -1])
-    keep = tf.reshape(keep, [batch, -1])
-    return {TEXT: tokenizers.decode_tokens(tf.gather(self.token_strings, tokens), keep, self.kind)}
+    ids, new = self.generator.generate(ids, max_new_tokens, temperature, top_k, top_p, seed)
+    return {contract.GENERATED_TEXT: tokenizers.decode_tokens(
+      tf.gather(self.token_strings, ids), new, self.kind)}
 
   def signatures(self):
     """The concrete functions to save, by signature name."""
@@ -287,17 +279,20 @@ class ExportModule(tf.Module):
       PREDICT_TEXT: self.predict_text.get_concrete_function(),
       TRANSFORM_FEATURES: self.transform_features.get_concrete_function(),
     }
-    if self.task == features.CLM:
+    if self.task == contract.CLM:
       signatures[GENERATE] = self.generate.get_concrete_function()
     return signatures
 
 
-def export_saved_model(model, tft_output, config, token_vocab, label_vocab, export_dir, *,
-                       kind=contract.WORDPIECE, special=tokenizers.LEARNED_SPECIAL_TOKENS):
+def export_saved_model(model: keras.Model, tft_output: tft.TFTransformOutput,
+                       config: TrainerConfig, token_vocab: list[str],
+                       label_vocab: list[str] | None, export_dir: str, *,
+                       kind: str = contract.WORDPIECE,
+                       special: SpecialTokens = tokenizers.LEARNED_SPECIAL_TOKENS) -> str:
   """Saves model + Transform graph with the signatures above to `export_dir`.
 
   `kind` and `special` are the tokenizer's (vocab.json): they decide decoding and which ids
-  start, end, pad, mask and are never predicted.
+  start, end, pad, mask and are never predicted or generated.
   """
   module = ExportModule(model, tft_output, config, token_vocab, label_vocab, kind=kind,
                         special=special)

@@ -34,7 +34,7 @@ import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 
 from tfxlm import contract
-from trainer import features, tokenizers
+from trainer import tokenizers
 
 
 def frame(ids: tf.RaggedTensor, seq_len: int,
@@ -50,25 +50,25 @@ def frame(ids: tf.RaggedTensor, seq_len: int,
 
 def preprocessing_fn(inputs: dict, custom_config: dict) -> dict:
   """TF Transform entry point (see the module docstring for inputs, config and outputs)."""
-  vocab_uri = custom_config['vocab_uri']
-  task = custom_config['task']
-  if task not in features.TASKS:
-    raise ValueError(f'custom_config task {task!r} is not one of {features.TASKS}')
+  # The task and seq_len come from the validated TrainerConfig the Trainer gets too
+  # (`TrainerConfig.transform_custom_config`); the Transform executor adds the vocabulary's URI.
+  vocab_uri = custom_config[contract.VOCAB_URI_KEY]
+  task = custom_config[contract.TASK_KEY]
   tokens, meta = tokenizers.read_vocabulary(vocab_uri)
   special = tokenizers.special_tokens(meta)
-  text = tf.reshape(_dense(inputs[features.TEXT_KEY]), [-1])  # (batch,)
+  text = tf.reshape(_dense(inputs[contract.TEXT_KEY]), [-1])  # (batch,)
   tokenizer = tokenizers.make_tokenizer(tokens, meta, vocab_uri)
   ids = tokenizers.tokenize(text, tokenizer, meta)  # (batch, None)
   ids = _with_vocab_assets(ids, vocab_uri, tokens, special)
-  if task != features.CLASSIFY:
-    return {features.TOKEN_IDS_KEY: ids.to_sparse()}
+  if task != contract.CLASSIFY:
+    return {contract.TOKEN_IDS_KEY: ids.to_sparse()}
 
-  seq_len = int(custom_config['seq_len'])
-  label = tf.reshape(_dense(inputs[features.LABEL_KEY]), [-1])
-  label_vocab = sorted_vocabulary(label, features.LABEL_VOCAB_NAME)
+  seq_len = int(custom_config[contract.SEQ_LEN_KEY])
+  label = tf.reshape(_dense(inputs[contract.LABEL_KEY]), [-1])
+  label_vocab = sorted_vocabulary(label, contract.LABEL_VOCAB_NAME)
   return {
-    features.TOKEN_IDS_KEY: frame(ids, seq_len, special),
-    features.TRANSFORMED_LABEL_KEY: tft.apply_vocabulary(label, label_vocab),
+    contract.TOKEN_IDS_KEY: frame(ids, seq_len, special),
+    contract.TRANSFORMED_LABEL_KEY: tft.apply_vocabulary(label, label_vocab),
   }
 
 
@@ -79,7 +79,7 @@ class _WriteSortedDistinct(tft_beam.experimental.PTransformAnalyzer):
     super().__init__()
     self._filename = filename
 
-  def expand(self, batches):
+  def expand(self, batches: beam.PCollection) -> beam.PCollection:
     path = os.path.join(self.base_temp_dir, self._filename)
 
     def write(values):
@@ -136,7 +136,7 @@ def _with_vocab_assets(ids: tf.RaggedTensor, vocab_uri: str, tokens: list[str],
   special_ids = list(special.reserved)
   expected = tf.constant([tokens[i] for i in special_ids])
   found = tft.apply_vocabulary(expected, deferred_vocab_filename_tensor=vocab_path)
-  tft.annotate_asset(features.TOKEN_VOCAB_NAME, contract.VOCAB_FILE)
+  tft.annotate_asset(contract.TOKEN_VOCAB_NAME, contract.VOCAB_FILE)
   # vocab.json (one line, see tokenizers.write_meta) read as a one-entry vocabulary.
   spec_path = os.path.join(vocab_uri, contract.VOCAB_JSON)
   spec_lines = tft.apply_vocabulary(tf.constant(['{']), deferred_vocab_filename_tensor=spec_path)

@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import tempfile
+from typing import TYPE_CHECKING, Any
 
 import keras
 import tensorflow as tf
@@ -24,23 +25,17 @@ import tensorflow_transform as tft
 from absl import logging
 
 from tfxlm import contract
-from trainer import (
-  distribute,
-  export,
-  features,
-  inputs,
-  models,
-  optimization,
-  tokenizers,
-  training,
-)
-from trainer.config import CUSTOM_CONFIG_KEY, TrainerConfig
+from trainer import distribute, export, inputs, models, optimization, tokenizers, training
+from trainer.config import TrainerConfig
+
+if TYPE_CHECKING:  # TFX is there when TFX calls run_fn; tests pass look-alikes.
+  from tfx.components.trainer.fn_args_utils import FnArgs
 
 _TFX_CLOUD_KEY_PREFIX = 'ai_platform_'
 CHECKPOINTS_FOLDER = os.path.join('.system', 'checkpoints')
 
 
-def checkpoint_dir(fn_args, config):
+def checkpoint_dir(fn_args: 'FnArgs', config: TrainerConfig) -> str:
   """Where a run keeps its checkpoints: in the Trainer component's `.system` folder (TFX's own
   housekeeping folder, beside its output folders), named after a hash of everything that decides
   the trained weights (config, data, transform graph, base model).
@@ -60,17 +55,17 @@ def checkpoint_dir(fn_args, config):
   return os.path.join(component, CHECKPOINTS_FOLDER, digest)
 
 
-def config_from_fn_args(fn_args):
+def config_from_fn_args(fn_args: 'FnArgs') -> TrainerConfig:
   """The TrainerConfig of this run: custom_config's, with steps from Train/EvalArgs if unset."""
   custom = fn_args.custom_config or {}
   # TFX's Vertex AI Training executor (kubeflow.trainer_replicas / trainer_tpu) reads its
   # `ai_platform_*` keys here and passes the whole dict on to run_fn on every replica.
-  unknown = sorted(k for k in set(custom) - {CUSTOM_CONFIG_KEY}
+  unknown = sorted(k for k in set(custom) - {contract.TRAINER_CONFIG_KEY}
                    if not k.startswith(_TFX_CLOUD_KEY_PREFIX))
   if unknown:
     raise ValueError(f'Trainer custom_config: unknown key(s) {unknown}; expected only '
-                     f'{CUSTOM_CONFIG_KEY!r}')
-  config = TrainerConfig.from_dict(custom.get(CUSTOM_CONFIG_KEY))
+                     f'{contract.TRAINER_CONFIG_KEY!r}')
+  config = TrainerConfig.from_dict(custom.get(contract.TRAINER_CONFIG_KEY))
   if config.train_steps is None:
     if not fn_args.train_steps:
       raise ValueError('no train steps: set TrainerConfig.train_steps or TrainArgs(num_steps=)')
@@ -93,13 +88,13 @@ class Vocabularies:
   special: tokenizers.SpecialTokens = tokenizers.LEARNED_SPECIAL_TOKENS
 
   @classmethod
-  def from_tft_output(cls, tft_output, task):
-    tokens = export.read_lines(tft_output.vocabulary_file_by_name(features.TOKEN_VOCAB_NAME))
+  def from_tft_output(cls, tft_output: tft.TFTransformOutput, task: str) -> 'Vocabularies':
+    tokens = export.read_lines(tft_output.vocabulary_file_by_name(contract.TOKEN_VOCAB_NAME))
     with tf.io.gfile.GFile(tft_output.vocabulary_file_by_name(contract.TOKENIZER_SPEC_NAME)) as f:
       meta = json.load(f)
     labels = None
-    if task == features.CLASSIFY:
-      labels = export.read_lines(tft_output.vocabulary_file_by_name(features.LABEL_VOCAB_NAME))
+    if task == contract.CLASSIFY:
+      labels = export.read_lines(tft_output.vocabulary_file_by_name(contract.LABEL_VOCAB_NAME))
     kind, special = meta['kind'], tokenizers.special_tokens(meta)
     tokenizers.check_tokens(tokens, special, kind, where='the transform graph\'s token vocabulary')
     return cls(tokens, labels, kind, special)
@@ -108,7 +103,7 @@ class Vocabularies:
 SERVING_FORMAT_DIR = 'Format-Serving'
 
 
-def base_model_dir(base_model):
+def base_model_dir(base_model: str) -> str:
   """The SavedModel folder of the Trainer's `base_model`.
 
   TFX hands run_fn `<model artifact uri>/Format-Serving`. That is the SavedModel when the base
@@ -123,14 +118,16 @@ def base_model_dir(base_model):
   if os.path.basename(os.path.normpath(base_model)) == SERVING_FORMAT_DIR:
     candidates.append(os.path.dirname(os.path.normpath(base_model)))
   for folder in candidates:
-    if tf.io.gfile.exists(os.path.join(folder, export.EXTRA_DIR, export.BACKBONE_WEIGHTS_FILE)):
+    if tf.io.gfile.exists(os.path.join(folder, contract.EXTRA_DIR,
+                                       contract.BACKBONE_WEIGHTS_FILE)):
       return folder
-  raise ValueError(f'base model {base_model}: no {export.EXTRA_DIR}/'
-                   f'{export.BACKBONE_WEIGHTS_FILE} in {" or ".join(candidates)}; base_model '
+  raise ValueError(f'base model {base_model}: no {contract.EXTRA_DIR}/'
+                   f'{contract.BACKBONE_WEIGHTS_FILE} in {" or ".join(candidates)}; base_model '
                    'must be a model this pipeline exported (a Trainer output or a pushed version)')
 
 
-def build_task_model(config, vocabularies, base_model=None):
+def build_task_model(config: TrainerConfig, vocabularies: Vocabularies,
+                     base_model: str | None = None) -> keras.Model:
   """Backbone + head of `config.task`, warm-started from `base_model`'s backbone if given.
 
   Args:
@@ -144,8 +141,8 @@ def build_task_model(config, vocabularies, base_model=None):
   """
   backbone = models.build_backbone(config, len(vocabularies.tokens))
   if base_model:
-    path = os.path.join(base_model_dir(base_model), export.EXTRA_DIR,
-                        export.BACKBONE_WEIGHTS_FILE)
+    path = os.path.join(base_model_dir(base_model), contract.EXTRA_DIR,
+                        contract.BACKBONE_WEIGHTS_FILE)
     loaded = models.load_backbone_weights(backbone, path)
     logging.info('warm start: loaded %d backbone weights from %s', loaded, path)
   return models.build_model(
@@ -177,7 +174,7 @@ def _datasets(strategy, fn_args, tft_output, config, vocabularies, start_step):
   return train, evaluation
 
 
-def train_and_export(config, fn_args):
+def train_and_export(config: TrainerConfig, fn_args: 'FnArgs') -> list[dict[str, Any]]:
   """Trains under the configured strategy and precision, then exports. Returns eval history."""
   tft_output = tft.TFTransformOutput(fn_args.transform_output or fn_args.transform_graph_path)
   vocabularies = Vocabularies.from_tft_output(tft_output, config.task)
@@ -198,7 +195,7 @@ def train_and_export(config, fn_args):
                                                    config.warmup_ratio),
         decay=config.decay, end_ratio=config.end_learning_rate_ratio,
         weight_decay=config.weight_decay, clip_norm=config.clip_norm / replicas,
-        loss_scaling=config.precision == 'mixed_float16')
+        loss_scaling=config.precision == contract.MIXED_FLOAT16)
       optimizer.build(model.trainable_variables)
     loop = training.Loop(strategy, model, optimizer, config, fn_args.model_run_dir, chief=chief,
                          worker_name=distribute.worker_id(strategy),
@@ -226,7 +223,7 @@ def train_and_export(config, fn_args):
 def _export(trained, tft_output, config, vocabularies, export_dir):
   """Exports a float32, strategy-free copy of `trained`, plus the config and backbone weights."""
   previous_policy = keras.mixed_precision.global_policy()
-  keras.mixed_precision.set_global_policy('float32')
+  keras.mixed_precision.set_global_policy(contract.FLOAT32)
   try:
     copy = build_task_model(config, vocabularies)
     copy.set_weights(trained.get_weights())
@@ -234,16 +231,16 @@ def _export(trained, tft_output, config, vocabularies, export_dir):
     keras.mixed_precision.set_global_policy(previous_policy)
   export.export_saved_model(copy, tft_output, config, vocabularies.tokens, vocabularies.labels,
                             export_dir, kind=vocabularies.kind, special=vocabularies.special)
-  extra = os.path.join(export_dir, export.EXTRA_DIR)
+  extra = os.path.join(export_dir, contract.EXTRA_DIR)
   tf.io.gfile.makedirs(extra)
-  with tf.io.gfile.GFile(os.path.join(extra, export.CONFIG_FILE), 'w') as f:
+  with tf.io.gfile.GFile(os.path.join(extra, contract.TRAINER_CONFIG_FILE), 'w') as f:
     f.write(config.to_json())
-  models.save_backbone_weights(copy.backbone, os.path.join(extra, export.BACKBONE_WEIGHTS_FILE))
+  models.save_backbone_weights(copy.backbone, os.path.join(extra, contract.BACKBONE_WEIGHTS_FILE))
   save_preset(copy.backbone, config, os.path.join(extra, contract.PRESET_DIR))
   logging.info('exported %s model to %s', config.task, export_dir)
 
 
-def save_preset(backbone, config, preset_dir):
+def save_preset(backbone: keras.Model, config: TrainerConfig, preset_dir: str) -> None:
   """Writes the trained backbone as a keras-hub preset (`keras_hub.models.Backbone.from_preset`
   loads it), with the tokenizer of `config.preset` when the run started from one.
 
@@ -266,7 +263,7 @@ def save_preset(backbone, config, preset_dir):
     shutil.rmtree(local, ignore_errors=True)
 
 
-def run_fn(fn_args):
+def run_fn(fn_args: 'FnArgs') -> None:
   """Trains the model `fn_args.custom_config['trainer']` describes and exports it.
 
   Args:

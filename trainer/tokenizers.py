@@ -42,7 +42,6 @@ from tensorflow_text.core.pybinds import (
 
 from tfxlm import contract
 
-SUFFIX_INDICATOR = '##'
 SENTENCEPIECE_SPACE = '\u2581'
 SENTENCEPIECE_MODEL_TYPES = ('unigram', 'bpe')
 # Words longer than this many bytes become [UNK] (FastBertTokenizer's own default).
@@ -151,10 +150,10 @@ def learn_wordpiece_vocab(word_counts: Iterable[tuple[str, int]], size: int,
     word_counts, vocab_size=size, reserved_tokens=list(reserved),
     upper_thresh=max(c for _, c in word_counts) + 1, lower_thresh=1,
     max_token_length=_MAX_TOKEN_LENGTH, max_unique_chars=_MAX_UNIQUE_CHARS,
-    include_joiner_token=True, joiner=SUFFIX_INDICATOR)
+    include_joiner_token=True, joiner=contract.SUFFIX_INDICATOR)
   if len(vocab) > size:
-    alphabet = {t for t in vocab if len(t) == 1 or (t.startswith(SUFFIX_INDICATOR) and
-                                                    len(t) == len(SUFFIX_INDICATOR) + 1)}
+    alphabet = {t for t in vocab if len(t) == 1 or (t.startswith(contract.SUFFIX_INDICATOR) and
+                                                    len(t) == len(contract.SUFFIX_INDICATOR) + 1)}
     head = [t for t in vocab if t in alphabet or t in reserved]
     rest = [t for t in vocab if t not in alphabet and t not in reserved]
     keep = set(head) | set(rest[:max(0, size - len(head))])
@@ -242,13 +241,30 @@ def _preset_special_tokens(tokenizer, kind: str, tokens: list[str]) -> SpecialTo
                        reserved=tuple(sorted(reserved)))
 
 
-def import_preset(preset: str, output_uri: str) -> dict[str, Any]:
+def check_preset_for_task(preset: str, task: str) -> None:
+  """Raises ValueError, naming what is supported, unless the Trainer fine-tunes `preset`'s
+  backbone for `task` (`contract.TASK_BACKBONES`). Reads the preset's config only."""
+  from keras_hub.src.utils import preset_utils  # keras-hub's own preset reader (any handle)
+
+  from trainer.config import preset_backbone_problem
+
+  backbone_class = preset_utils.get_preset_loader(preset).check_backbone_class().__name__
+  problem = preset_backbone_problem(task, backbone_class)
+  if problem:
+    raise ValueError(f'preset {preset}: task {task}: {problem}')
+
+
+def import_preset(preset: str, output_uri: str, task: str | None = None) -> dict[str, Any]:
   """Writes a keras-hub preset's tokenizer as a Vocabulary artifact; returns its vocab.json.
 
   Args:
     preset: A keras-hub preset handle: a local folder, `kaggle://...`, `hf://...` or a
       built-in preset name (the last three need the network).
     output_uri: The artifact folder.
+    task: The task the vocabulary is for, if known: mlm needs a mask token.
+
+  Raises:
+    ValueError: for a tokenizer kind this module does not handle, or mlm without a mask token.
   """
   import keras
   import keras_hub
@@ -257,6 +273,10 @@ def import_preset(preset: str, output_uri: str) -> dict[str, Any]:
   kind = _keras_hub_kind(tokenizer)
   tokens = _preset_tokens(tokenizer, kind)
   special = _preset_special_tokens(tokenizer, kind, tokens)
+  if task == contract.MLM and special.mask is None:
+    raise ValueError(f'preset {preset}: its {type(tokenizer).__name__} has no mask token, which '
+                     'mlm needs (it masks tokens): use task clm with this preset, or a preset '
+                     'with a mask token ([MASK], as BERT presets have) for mlm')
   tf.io.gfile.makedirs(output_uri)
   with tempfile.TemporaryDirectory() as tmp:
     tokenizer.save_assets(tmp)
@@ -329,7 +349,7 @@ def read_vocabulary(vocab_uri: str) -> tuple[list[str], dict[str, Any]]:
 def check_tokens(tokens: Sequence[str], special: SpecialTokens, kind: str, where: str) -> None:
   """Raises ValueError unless `tokens` hold `special` (reserved tokens first if learned)."""
   n = len(contract.RESERVED_TOKENS)
-  if kind in contract.LEARNED_KINDS and tuple(tokens[:n]) != contract.RESERVED_TOKENS:
+  if kind in contract.VOCAB_KINDS and tuple(tokens[:n]) != contract.RESERVED_TOKENS:
     raise ValueError(f'{where} must start with {contract.RESERVED_TOKENS}, starts with '
                      f'{list(tokens[:n])}')
   bad = [i for i in special.reserved if not 0 <= i < len(tokens)]
@@ -391,14 +411,14 @@ def make_tokenizer(tokens: list[str], meta: dict[str, Any], vocab_uri: str):
   if kind == contract.SENTENCEPIECE:
     with tf.io.gfile.GFile(os.path.join(vocab_uri, contract.SPM_MODEL_FILE), 'rb') as f:
       return tf_text.SentencepieceTokenizer(model=f.read(), out_type=tf.int32)
-  model = _wordpiece_model(tuple(tokens), meta.get('suffix_indicator', SUFFIX_INDICATOR))
+  model = _wordpiece_model(tuple(tokens), meta.get('suffix_indicator', contract.SUFFIX_INDICATOR))
   return tf_text.FastBertTokenizer(
     fast_wordpiece_model_buffer=tf.constant(model), token_out_type=tf.int64)
 
 
 def tokenize(text: tf.Tensor, tokenizer, meta: dict[str, Any]) -> tf.RaggedTensor:
   """(batch,) strings -> (batch, None) int64 token ids."""
-  if meta.get('kind', contract.WORDPIECE) in contract.LEARNED_KINDS:
+  if meta.get('kind', contract.WORDPIECE) in contract.VOCAB_KINDS:
     text = normalize(text, meta)
   ids = tokenizer.tokenize(text)
   if ids.ragged_rank == 2:  # FastBertTokenizer: (batch, words, pieces).

@@ -49,8 +49,6 @@ def test_task_models_output_float32_logits_even_under_mixed_precision(task, fami
 def test_sizes_come_from_the_config():
   backbone = models.build_backbone(_config('mlm', num_layers=2, hidden_dim=24, num_heads=3), VOCAB)
   assert (backbone.num_layers, backbone.hidden_dim, backbone.num_heads) == (2, 24, 3)
-  with pytest.raises(ValueError, match='not divisible'):
-    models.build_backbone(_config('mlm', hidden_dim=10, num_heads=3), VOCAB)
 
 
 def test_classify_needs_two_classes():
@@ -67,7 +65,7 @@ def test_backbone_from_a_local_preset(tmp_path):
     np.testing.assert_array_equal(np.array(a), np.array(b))
   with pytest.raises(ValueError, match='vocabulary size 50, the token vocabulary has 60'):
     models.build_backbone(_config('clm', preset=str(tmp_path / 'preset')), 60)
-  with pytest.raises(ValueError, match='needs a BertBackbone'):
+  with pytest.raises(ValueError, match='GPT2Backbone preset has no mask token'):
     models.build_backbone(_config('mlm', preset=str(tmp_path / 'preset')), VOCAB)
 
 

@@ -1,5 +1,9 @@
 """Fine-tuning from keras-hub presets made here: warm start, training, the signatures, and the
-keras-hub preset written beside the SavedModel (round trip: same logits)."""
+keras-hub preset written beside the SavedModel (round trip: same logits).
+
+The classify warm start and the base_model test run by default; the mlm and clm training runs
+(about 4x longer together) are `slow`.
+"""
 
 import os
 
@@ -13,7 +17,7 @@ import tensorflow_transform as tft
 import trainer_data
 
 from tfxlm import contract
-from trainer import features, models, task, tokenizers
+from trainer import export, models, task, tokenizers
 from trainer.config import TrainerConfig
 
 SEQ_LEN = 16
@@ -31,7 +35,7 @@ def _config(task_name, preset, **overrides):
 def _data(tmp, task_name, preset):
   vocab_dir = os.path.join(tmp, 'vocabulary')
   tokenizers.import_preset(preset, vocab_dir)
-  if task_name == features.CLASSIFY:
+  if task_name == contract.CLASSIFY:
     rows = (trainer_data.labeled_texts(160, 1), trainer_data.labeled_texts(48, 2))
   else:
     rows = (trainer_data.corpus_texts(120, 1), trainer_data.corpus_texts(40, 2))
@@ -54,10 +58,10 @@ def _weights(backbone):
 
 
 def test_classify_warm_starts_from_a_bert_preset_and_serves(bert, tmp_path):
-  data = _data(str(tmp_path), features.CLASSIFY, bert)
-  config = TrainerConfig.from_dict(_config(features.CLASSIFY, bert))
+  data = _data(str(tmp_path), contract.CLASSIFY, bert)
+  config = TrainerConfig.from_dict(_config(contract.CLASSIFY, bert))
   vocabularies = task.Vocabularies.from_tft_output(
-    tft.TFTransformOutput(data['transform_graph']), features.CLASSIFY)
+    tft.TFTransformOutput(data['transform_graph']), contract.CLASSIFY)
   assert vocabularies.kind == contract.PRESET_WORDPIECE
   assert vocabularies.special.start == vocabularies.tokens.index('[CLS]') != contract.CLS_ID
   model = task.build_task_model(config, vocabularies)
@@ -65,7 +69,7 @@ def test_classify_warm_starts_from_a_bert_preset_and_serves(bert, tmp_path):
   for path, value in _weights(model.backbone).items():
     np.testing.assert_array_equal(value, preset_weights[path])
 
-  args = trainer_data.fn_args(data, str(tmp_path / 'run'), _config(features.CLASSIFY, bert))
+  args = trainer_data.fn_args(data, str(tmp_path / 'run'), _config(contract.CLASSIFY, bert))
   task.run_fn(args)
   served = tf.saved_model.load(args.serving_model_dir)
   out = served.signatures[contract.PREDICT_TEXT](text=tf.constant(['a good film', 'bad dog']))
@@ -73,9 +77,10 @@ def test_classify_warm_starts_from_a_bert_preset_and_serves(bert, tmp_path):
   assert set(out[contract.LABELS].numpy().tolist()) <= {b'neg', b'pos'}
 
 
+@pytest.mark.slow
 def test_mlm_continues_pretraining_a_bert_preset(bert, tmp_path):
-  data = _data(str(tmp_path), features.MLM, bert)
-  args = trainer_data.fn_args(data, str(tmp_path / 'run'), _config(features.MLM, bert))
+  data = _data(str(tmp_path), contract.MLM, bert)
+  args = trainer_data.fn_args(data, str(tmp_path / 'run'), _config(contract.MLM, bert))
   task.run_fn(args)
   served = tf.saved_model.load(args.serving_model_dir)
   out = served.signatures[contract.PREDICT_TEXT](text=tf.constant(['the [MASK] fox']))
@@ -84,14 +89,28 @@ def test_mlm_continues_pretraining_a_bert_preset(bert, tmp_path):
   assert out[contract.TOKEN_COUNT].numpy()[0] > 0
 
 
+@pytest.mark.slow
 def test_clm_fine_tunes_a_gpt2_preset_generates_and_writes_a_preset_back(gpt2, tmp_path):
-  data = _data(str(tmp_path), features.CLM, gpt2)
-  args = trainer_data.fn_args(data, str(tmp_path / 'run'), _config(features.CLM, gpt2))
+  data = _data(str(tmp_path), contract.CLM, gpt2)
+  # generate ends at the preset's end token and never produces its other special tokens.
+  tft_output = tft.TFTransformOutput(data['transform_graph'])
+  vocabularies = task.Vocabularies.from_tft_output(tft_output, contract.CLM)
+  config = TrainerConfig.from_dict(_config(contract.CLM, gpt2))
+  module = export.ExportModule(task.build_task_model(config, vocabularies), tft_output, config,
+                               vocabularies.tokens, kind=vocabularies.kind,
+                               special=vocabularies.special)
+  special = vocabularies.special
+  assert module.generator.end_id == special.end == vocabularies.tokens.index('<|endoftext|>')
+  assert set(np.flatnonzero(module.generator.banned.numpy())) == set(special.reserved) - {
+    special.end}
+
+  args = trainer_data.fn_args(data, str(tmp_path / 'run'), _config(contract.CLM, gpt2))
   task.run_fn(args)
   served = tf.saved_model.load(args.serving_model_dir)
   generated = served.signatures[contract.GENERATE](
-    prompt=tf.constant(['the film', '']), max_new_tokens=tf.constant(6),
-    temperature=tf.constant(0.0), top_k=tf.constant(0))[contract.GENERATED_TEXT].numpy()
+    prompt=tf.constant(['the film', '']), max_new_tokens=tf.constant([6, 6]),
+    temperature=tf.zeros([2]), top_k=tf.zeros([2], tf.int32), top_p=tf.ones([2]),
+    seed=tf.zeros([2], tf.int32))[contract.GENERATED_TEXT].numpy()
   assert len(generated) == 2 and all(isinstance(g.decode(), str) for g in generated)
 
   # The preset written beside the SavedModel: keras-hub loads it and scores a text exactly as
@@ -114,7 +133,7 @@ def test_clm_fine_tunes_a_gpt2_preset_generates_and_writes_a_preset_back(gpt2, t
 
 
 def test_base_model_is_a_trainer_output_or_a_pushed_folder(tmp_path):
-  config = TrainerConfig.from_dict(trainer_data.tiny_config(features.CLASSIFY))
+  config = TrainerConfig.from_dict(trainer_data.tiny_config(contract.CLASSIFY))
   tokens = list(contract.RESERVED_TOKENS) + [f'w{i}' for i in range(40)]
   vocabularies = task.Vocabularies(tokens, ['neg', 'pos'])
   earlier = task.build_task_model(config, vocabularies)
@@ -132,3 +151,28 @@ def test_base_model_is_a_trainer_output_or_a_pushed_folder(tmp_path):
       np.testing.assert_array_equal(value, _weights(earlier.backbone)[path])
   with pytest.raises(ValueError, match='base_model must be a model this pipeline exported'):
     task.build_task_model(config, vocabularies, base_model=str(tmp_path / 'nothing'))
+
+
+@pytest.mark.parametrize('task_name', [contract.MLM, contract.CLASSIFY, contract.CLM])
+def test_the_vocabulary_step_refuses_a_preset_the_trainer_cannot_fine_tune(
+    task_name, bert, gpt2, tmp_path):
+  albert = presets.albert_preset(str(tmp_path / 'albert'))
+  supported = {contract.MLM: bert, contract.CLASSIFY: bert, contract.CLM: gpt2}[task_name]
+  tokenizers.check_preset_for_task(supported, task_name)
+  for preset in {bert, gpt2, albert} - {supported}:
+    with pytest.raises(ValueError, match=rf'task {task_name}: ') as error:
+      tokenizers.check_preset_for_task(preset, task_name)
+    if task_name == contract.MLM and preset == gpt2:
+      assert 'GPT2Backbone preset has no mask token, which mlm needs' in str(error.value)
+    else:
+      assert ('Trainer fine-tunes presets of these backbones only: BertBackbone for classify, '
+              'GPT2Backbone for clm, BertBackbone for mlm') in str(error.value)
+
+
+def test_importing_a_tokenizer_without_a_mask_token_for_mlm_fails_with_what_to_do(gpt2, tmp_path):
+  with pytest.raises(ValueError, match='GPT2Tokenizer has no mask token, which mlm needs.*use '
+                                       'task clm'):
+    tokenizers.import_preset(gpt2, str(tmp_path / 'v'), task=contract.MLM)
+  assert tokenizers.import_preset(gpt2, str(tmp_path / 'v'), task=contract.CLM)['kind'] == (
+    contract.PRESET_BPE)
+

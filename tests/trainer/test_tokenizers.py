@@ -18,7 +18,7 @@ import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 
 from tfxlm import contract
-from trainer import features, preprocessing, tokenizers
+from trainer import preprocessing, tokenizers
 
 NUM_TEXTS = 1000
 FAMILIES = {
@@ -32,18 +32,18 @@ FAMILIES = {
 
 def _transform(vocab_uri, texts, root):
   """Runs preprocessing_fn (task clm: bare ids) in TF Transform; returns (ids, graph dir)."""
-  spec = {features.TEXT_KEY: tf.io.FixedLenFeature([1], tf.string)}
+  spec = {contract.TEXT_KEY: tf.io.FixedLenFeature([1], tf.string)}
   metadata = tft.DatasetMetadata.from_feature_spec(spec)
-  config = {contract.VOCAB_URI_KEY: vocab_uri, contract.TASK_KEY: features.CLM,
+  config = {contract.VOCAB_URI_KEY: vocab_uri, contract.TASK_KEY: contract.CLM,
             contract.SEQ_LEN_KEY: 16}
   graph_dir = os.path.join(root, 'graph')
   with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=os.path.join(root, 'tmp')):
-    raw = pipeline | beam.Create([{features.TEXT_KEY: [t.encode()]} for t in texts])
+    raw = pipeline | beam.Create([{contract.TEXT_KEY: [t.encode()]} for t in texts])
     (data, _), transform_fn = (raw, metadata) | tft_beam.AnalyzeAndTransformDataset(
       lambda inputs: preprocessing.preprocessing_fn(inputs, config))
     _ = transform_fn | tft_beam.WriteTransformFn(graph_dir)
     out_path = os.path.join(root, 'ids.npy')
-    _ = (data | beam.Map(lambda row: tuple(int(i) for i in row[features.TOKEN_IDS_KEY]))
+    _ = (data | beam.Map(lambda row: tuple(int(i) for i in row[contract.TOKEN_IDS_KEY]))
          | beam.combiners.ToList()
          | beam.Map(lambda rows: np.save(out_path, np.array(rows, dtype=object))))
   return [tuple(r) for r in np.load(out_path, allow_pickle=True)], graph_dir
@@ -66,7 +66,7 @@ def test_transform_ids_equal_keras_hub_ids_in_training_and_serving(family, tmp_p
   assert sorted(trained) == sorted(want)  # Beam does not keep the order.
 
   layer = tft.TFTransformOutput(graph_dir).transform_features_layer()
-  served = layer({features.TEXT_KEY: tf.constant([[t] for t in texts])})[features.TOKEN_IDS_KEY]
+  served = layer({contract.TEXT_KEY: tf.constant([[t] for t in texts])})[contract.TOKEN_IDS_KEY]
   served = tf.RaggedTensor.from_sparse(served).to_list()
   mismatches = [(t, s, w) for t, s, w in zip(texts, served, want) if tuple(s) != w]
   assert not mismatches, mismatches[:3]
