@@ -204,3 +204,60 @@ def test_safe_names_are_accepted(tmp_path, key, name):
   config = config_lib.load_config(_write(tmp_path, '{}\n'), [f'{key}={name}'])
   section, _, field = key.rpartition('.')
   assert getattr(getattr(config, section) if section else config, field) == name
+
+
+def _preset_folder(path, backbone_class):
+  """A preset folder as keras-hub's save_to_preset lays it out, as far as validation reads it."""
+  path.mkdir()
+  (path / 'config.json').write_text(json.dumps({
+    'module': 'keras_hub.src.models', 'class_name': backbone_class, 'config': {},
+    'registered_name': f'keras_hub>{backbone_class}'}))
+  return str(path)
+
+
+@pytest.mark.parametrize('task, backbone', [
+  ('mlm', 'BertBackbone'), ('classify', 'BertBackbone'), ('clm', 'GPT2Backbone')])
+def test_a_local_preset_of_the_tasks_backbone_is_accepted(tmp_path, task, backbone):
+  preset = _preset_folder(tmp_path / 'preset', backbone)
+  config = config_lib.load_config(_write(tmp_path, f'train: {{task: {task}, preset: {preset}}}\n'))
+  assert config.train.preset == preset
+
+
+@pytest.mark.parametrize('task, backbone, message', [
+  ('mlm', 'GPT2Backbone', 'a GPT2Backbone preset has no mask token, which mlm needs.*use task clm'),
+  ('classify', 'GPT2Backbone', 'its backbone class is GPT2Backbone; the Trainer fine-tunes presets of these '
+   'backbones only: BertBackbone for classify, GPT2Backbone for clm, BertBackbone for mlm'),
+  ('clm', 'BertBackbone', 'its backbone class is BertBackbone; .* GPT2Backbone for clm'),
+  ('classify', 'AlbertBackbone', 'its backbone class is AlbertBackbone; .*BertBackbone for classify'),
+  ('mlm', 'GemmaBackbone', 'its backbone class is GemmaBackbone; .*BertBackbone for mlm'),
+])
+def test_a_local_preset_the_trainer_cannot_fine_tune_for_the_task_is_refused(
+    tmp_path, task, backbone, message):
+  preset = _preset_folder(tmp_path / 'preset', backbone)
+  with pytest.raises(config_lib.ConfigError, match=rf'c\.yaml: train\.preset: .*preset: task '
+                                                  rf'{task}: {message}'):
+    config_lib.load_config(_write(tmp_path, f'train: {{task: {task}, preset: {preset}}}\n'))
+
+
+@pytest.mark.parametrize('preset, message', [
+  ('presets/bert', "'presets/bert' is relative; give the preset folder as an absolute path"),
+  ('/nowhere/bert', "folder '/nowhere/bert' does not exist"),
+  ('""', "'' is not a preset handle"),
+  ('" bert_tiny_en_uncased"', "' bert_tiny_en_uncased' is not a preset handle"),
+])
+def test_a_bad_preset_handle_is_named(tmp_path, preset, message):
+  with pytest.raises(config_lib.ConfigError, match=rf'c\.yaml: train\.preset: {re.escape(message)}'):
+    config_lib.load_config(_write(tmp_path, '{}\n'), [f'train.preset={preset}'])
+
+
+def test_a_folder_that_is_not_a_keras_hub_preset_is_refused(tmp_path):
+  (tmp_path / 'weights').mkdir()
+  with pytest.raises(config_lib.ConfigError, match='does not name a keras-hub backbone class'):
+    config_lib.load_config(_write(tmp_path, '{}\n'), [f'train.preset={tmp_path / "weights"}'])
+
+
+@pytest.mark.parametrize('preset', ['kaggle://keras/bert/keras/bert_tiny_en_uncased/2',
+                                    'hf://someone/gpt2-tiny', 'bert_tiny_en_uncased'])
+def test_remote_preset_handles_are_left_to_the_vocabulary_step(tmp_path, preset):
+  config = config_lib.load_config(_write(tmp_path, '{}\n'), [f'train.preset={preset}'])
+  assert config.train.preset == preset
