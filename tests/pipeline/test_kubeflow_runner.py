@@ -150,6 +150,18 @@ def test_runtime_config_paths_and_parameters(demo):
   assert json.loads(demo.param('PretrainTrainer', 'custom_config'))[contract.TRAINER_CONFIG_KEY]['task'] == 'mlm'
 
 
+def test_a_preset_compiles_into_the_vocabulary_and_trainer_parameters(compiled):
+  # A hub handle: nothing is fetched to compile (the Vocabulary step fetches it on the cluster).
+  preset = 'kaggle://keras/bert/keras/bert_tiny_en_uncased/2'
+  spec = compiled('preset', 'pretrain=null', f'train.preset={preset}')
+  assert 'PretrainTrainer' not in spec.tasks and 'PretrainTransform' not in spec.tasks
+  assert spec.param('Vocabulary', 'preset') == preset
+  assert spec.param('Vocabulary', 'task') == 'classify'
+  trainer = json.loads(spec.param('Trainer', 'custom_config'))[contract.TRAINER_CONFIG_KEY]
+  assert trainer['preset'] == preset
+  assert set(spec.tasks['Trainer'].dependent_tasks) == {'Transform'}
+
+
 def test_spec_is_in_the_form_the_kfp2_backend_runs(demo):
   # KFP 2's driver resolves constants only as `runtimeValue.constant` (schema 2.1) and hands
   # them over as `parameterValues`, which TFX's entrypoint reads with the inputs spec argument.
