@@ -148,17 +148,18 @@ def from_tensor_proto(key: str, proto: tensor_pb2.TensorProto,
         if proto.dtype in types_pb2.DataType.values() else str(proto.dtype)
     raise errors.invalid_argument(f'input "{key}": dtype {name} is not supported; use a string,'
                                   ' integer, floating point or bool tensor')
-  budget.charge(key, size)
   if proto.tensor_content:
     if len(proto.tensor_content) != size * numpy_dtype.itemsize:
       raise errors.invalid_argument(
           f'input "{key}": cannot decode its TensorProto: shape {shape} of'
           f' {numpy_dtype.name} needs {size * numpy_dtype.itemsize} bytes of tensor_content,'
           f' it has {len(proto.tensor_content)}')
+    budget.charge(key, size)
     return np.frombuffer(proto.tensor_content, dtype=numpy_dtype).reshape(shape)
   field, wire_dtype = _VALUE_FIELD[proto.dtype]
   values = getattr(proto, field)
   _check_count(key, len(values), shape, size)
+  budget.charge(key, size)
   wire = np.array(values, dtype=wire_dtype) if len(values) == size else \
       np.full(size, values[0], dtype=wire_dtype)
   array = wire.view(numpy_dtype) if field == 'half_val' else wire.astype(numpy_dtype)

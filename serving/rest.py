@@ -367,10 +367,12 @@ class _Handler(BaseHTTPRequestHandler):
       else:
         labels = (route.name, '', route.kind)
         if route.has_body:
+          # Resolved first: a body for a model that is not served is not worth reading.
+          servable = self.server.manager.resolve(route.name, route.version, route.label)
           body = self._read_json()
           signature_name = _signature_name(body)
           labels = (route.name, signature_name or DEFAULT_SIGNATURE, route.kind)
-          reply = self._post(route, signature_name, body)
+          reply = self._post(route.kind, servable, signature_name, body)
         else:
           reply = self._get(route)
     except errors.ServingError as e:
@@ -425,9 +427,8 @@ class _Handler(BaseHTTPRequestHandler):
     return _Reply(200, {'model_spec': _message_dict(response.model_spec),
                         'metadata': {core.SIGNATURE_DEF_FIELD: _message_dict(signature_defs)}})
 
-  def _post(self, route, signature_name, body):
-    servable = self.server.manager.resolve(route.name, route.version, route.label)
-    if route.kind == 'predict':
+  def _post(self, verb, servable, signature_name, body):
+    if verb == 'predict':
       return _Reply(200, _predict(servable, signature_name, body,
                                   self.server.options.limits.budget()))
     return _Reply(200, _classify(servable, signature_name, body))
