@@ -25,8 +25,8 @@ from tests.serving.conftest import MODEL, start_server
 from tests.serving.hostile_util import rss_bytes
 
 SEED = 20261129
-GRPC_CASES = 3000
-REST_CASES = 3000
+GRPC_CASES = 1500
+REST_CASES = 1500
 TIME_LIMIT_SECONDS = 60
 RSS_GROWTH_LIMIT = 200 << 20
 BAD_GRPC = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}

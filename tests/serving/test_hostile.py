@@ -9,7 +9,6 @@ import time
 import grpc
 import pytest
 import tensorflow as tf
-from tensorflow.core.framework import tensor_pb2
 from tensorflow_serving.apis import predict_pb2
 
 from serving import client
