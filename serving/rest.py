@@ -202,7 +202,7 @@ class RestServer(socketserver.TCPServer):
   def port(self) -> int:
     return self.server_address[1]
 
-  def process_request(self, request, client_address):
+  def process_request(self, request: socket.socket, client_address: tuple) -> None:
     """Hands the connection to a worker, or answers 503 when every worker is taken."""
     with self.handlers_lock:
       full = self._connections >= self.options.max_connections
@@ -234,7 +234,7 @@ class RestServer(socketserver.TCPServer):
       with self.handlers_lock:
         self._connections -= 1
 
-  def finish_request(self, request, client_address):
+  def finish_request(self, request: socket.socket, client_address: tuple) -> None:
     """Runs in the connection's worker, so a slow TLS handshake blocks no one else."""
     if self._ssl_context is None:
       super().finish_request(request, client_address)
