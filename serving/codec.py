@@ -25,21 +25,41 @@ MAX_RANK = 32
 
 _DT_STRING = tf.string.as_datatype_enum
 # The fixed-width dtypes whose bytes travel in tensor_content as numpy lays them out.
-_NUMERIC = {tf.as_dtype(t).as_datatype_enum: np.dtype(t) for t in (
-    np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8,
-    np.uint16, np.uint32, np.uint64, np.bool_)}
+_NUMERIC = {
+  tf.as_dtype(t).as_datatype_enum: np.dtype(t)
+  for t in (
+    np.float16,
+    np.float32,
+    np.float64,
+    np.int8,
+    np.int16,
+    np.int32,
+    np.int64,
+    np.uint8,
+    np.uint16,
+    np.uint32,
+    np.uint64,
+    np.bool_,
+  )
+}
 _NUMERIC[tf.bfloat16.as_datatype_enum] = np.dtype(tf.bfloat16.as_numpy_dtype)
 _NUMERIC_ENUM = {v: k for k, v in _NUMERIC.items()}
 # Where each dtype's values travel when tensor_content is empty, and the numpy type they have
 # there (half floats travel as their 16 bits in an int32 field).
 _VALUE_FIELD = {
-    tf.float32: ('float_val', np.float32), tf.float64: ('double_val', np.float64),
-    tf.int8: ('int_val', np.int32), tf.int16: ('int_val', np.int32),
-    tf.int32: ('int_val', np.int32), tf.uint8: ('int_val', np.int32),
-    tf.uint16: ('int_val', np.int32), tf.int64: ('int64_val', np.int64),
-    tf.uint32: ('uint32_val', np.uint32), tf.uint64: ('uint64_val', np.uint64),
-    tf.bool: ('bool_val', np.bool_), tf.float16: ('half_val', np.uint16),
-    tf.bfloat16: ('half_val', np.uint16),
+  tf.float32: ('float_val', np.float32),
+  tf.float64: ('double_val', np.float64),
+  tf.int8: ('int_val', np.int32),
+  tf.int16: ('int_val', np.int32),
+  tf.int32: ('int_val', np.int32),
+  tf.uint8: ('int_val', np.int32),
+  tf.uint16: ('int_val', np.int32),
+  tf.int64: ('int64_val', np.int64),
+  tf.uint32: ('uint32_val', np.uint32),
+  tf.uint64: ('uint64_val', np.uint64),
+  tf.bool: ('bool_val', np.bool_),
+  tf.float16: ('half_val', np.uint16),
+  tf.bfloat16: ('half_val', np.uint16),
 }
 _VALUE_FIELD = {dtype.as_datatype_enum: field for dtype, field in _VALUE_FIELD.items()}
 
@@ -52,6 +72,7 @@ class Limits:
     max_elements: tensor elements (a [4, 16] tensor is 64).
     max_string_bytes: bytes of all string elements (a broadcast string counts once per element).
   """
+
   max_elements: int = 1 << 24
   max_string_bytes: int = 64 << 20
 
@@ -83,12 +104,14 @@ class Budget:
     self.string_bytes += string_bytes
     if self.elements > self._limits.max_elements:
       raise errors.invalid_argument(
-          f'input "{key}": the request carries {self.elements} tensor elements, more than the'
-          f' limit of {self._limits.max_elements} (--max_request_elements); send fewer rows')
+        f'input "{key}": the request carries {self.elements} tensor elements, more than the'
+        f' limit of {self._limits.max_elements} (--max_request_elements); send fewer rows'
+      )
     if self.string_bytes > self._limits.max_string_bytes:
       raise errors.invalid_argument(
-          f'input "{key}": the request carries {self.string_bytes} bytes of strings, more than'
-          f' the limit of {self._limits.max_string_bytes} (--max_request_string_bytes)')
+        f'input "{key}": the request carries {self.string_bytes} bytes of strings, more than'
+        f' the limit of {self._limits.max_string_bytes} (--max_request_string_bytes)'
+      )
 
 
 DEFAULT_LIMITS = Limits()
@@ -96,8 +119,9 @@ DEFAULT_LIMITS = Limits()
 
 def _declared_shape(key, proto):
   if proto.tensor_shape.unknown_rank:
-    raise errors.invalid_argument(f'input "{key}": its TensorProto has an unknown rank; give'
-                                  ' the shape')
+    raise errors.invalid_argument(
+      f'input "{key}": its TensorProto has an unknown rank; give the shape'
+    )
   shape = [d.size for d in proto.tensor_shape.dim]
   if len(shape) > MAX_RANK:
     raise errors.invalid_argument(f'input "{key}": rank {len(shape)} is more than {MAX_RANK}')
@@ -111,12 +135,14 @@ def _check_count(key, carried, shape, size):
   if carried == size or (carried == 1 and size <= MAX_BROADCAST_ELEMENTS):
     return
   raise errors.invalid_argument(
-      f'input "{key}": cannot decode its TensorProto: shape {shape} needs {size} values but it'
-      f' carries {carried} (one value broadcasts to at most {MAX_BROADCAST_ELEMENTS})')
+    f'input "{key}": cannot decode its TensorProto: shape {shape} needs {size} values but it'
+    f' carries {carried} (one value broadcasts to at most {MAX_BROADCAST_ELEMENTS})'
+  )
 
 
-def from_tensor_proto(key: str, proto: tensor_pb2.TensorProto,
-                      budget: Budget | None = None) -> np.ndarray:
+def from_tensor_proto(
+  key: str, proto: tensor_pb2.TensorProto, budget: Budget | None = None
+) -> np.ndarray:
   """Decodes one TensorProto of a PredictRequest, never allocating more than it carries.
 
   Args:
@@ -144,24 +170,33 @@ def from_tensor_proto(key: str, proto: tensor_pb2.TensorProto,
     return array.reshape(shape)
   numpy_dtype = _NUMERIC.get(proto.dtype)
   if numpy_dtype is None:
-    name = types_pb2.DataType.Name(proto.dtype) \
-        if proto.dtype in types_pb2.DataType.values() else str(proto.dtype)
-    raise errors.invalid_argument(f'input "{key}": dtype {name} is not supported; use a string,'
-                                  ' integer, floating point or bool tensor')
+    name = (
+      types_pb2.DataType.Name(proto.dtype)
+      if proto.dtype in types_pb2.DataType.values()
+      else str(proto.dtype)
+    )
+    raise errors.invalid_argument(
+      f'input "{key}": dtype {name} is not supported; use a string,'
+      ' integer, floating point or bool tensor'
+    )
   if proto.tensor_content:
     if len(proto.tensor_content) != size * numpy_dtype.itemsize:
       raise errors.invalid_argument(
-          f'input "{key}": cannot decode its TensorProto: shape {shape} of'
-          f' {numpy_dtype.name} needs {size * numpy_dtype.itemsize} bytes of tensor_content,'
-          f' it has {len(proto.tensor_content)}')
+        f'input "{key}": cannot decode its TensorProto: shape {shape} of'
+        f' {numpy_dtype.name} needs {size * numpy_dtype.itemsize} bytes of tensor_content,'
+        f' it has {len(proto.tensor_content)}'
+      )
     budget.charge(key, size)
     return np.frombuffer(proto.tensor_content, dtype=numpy_dtype).reshape(shape)
   field, wire_dtype = _VALUE_FIELD[proto.dtype]
   values = getattr(proto, field)
   _check_count(key, len(values), shape, size)
   budget.charge(key, size)
-  wire = np.array(values, dtype=wire_dtype) if len(values) == size else \
-      np.full(size, values[0], dtype=wire_dtype)
+  wire = (
+    np.array(values, dtype=wire_dtype)
+    if len(values) == size
+    else np.full(size, values[0], dtype=wire_dtype)
+  )
   array = wire.view(numpy_dtype) if field == 'half_val' else wire.astype(numpy_dtype)
   return array.reshape(shape)
 
@@ -171,8 +206,9 @@ def to_tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
   proto = tensor_pb2.TensorProto()
   if array.dtype == object:
     proto.dtype = _DT_STRING
-    proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode()
-                            for v in array.ravel().tolist())
+    proto.string_val.extend(
+      v if isinstance(v, bytes) else str(v).encode() for v in array.ravel().tolist()
+    )
   elif array.dtype in _NUMERIC_ENUM:
     proto.dtype = _NUMERIC_ENUM[array.dtype]
     proto.tensor_content = np.ascontiguousarray(array).tobytes()
@@ -183,8 +219,7 @@ def to_tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
   return proto
 
 
-def from_json(key: str, value: object, dtype: tf.DType,
-              budget: Budget | None = None) -> np.ndarray:
+def from_json(key: str, value: object, dtype: tf.DType, budget: Budget | None = None) -> np.ndarray:
   """Converts a JSON value (nested lists) to an array of `dtype`, TF Serving's way.
 
   Strings become UTF-8 bytes; {"b64": "..."} objects become the bytes they encode.
@@ -215,8 +250,9 @@ def from_json(key: str, value: object, dtype: tf.DType,
     raise errors.invalid_argument(f'input "{key}": dtype {dtype.name} cannot be sent as JSON')
   if array.size and array.dtype.kind not in allowed:
     raise errors.invalid_argument(
-        f'input "{key}" expects {dtype.name} values but got'
-        f' {_json_kind(array)} (e.g. {json_safe(array.flat[0])!r:.80})')
+      f'input "{key}" expects {dtype.name} values but got'
+      f' {_json_kind(array)} (e.g. {json_safe(array.flat[0])!r:.80})'
+    )
   if array.dtype.kind in 'iu' and kind in 'iu':
     info = np.iinfo(numpy_dtype)
     if array.size and (array.min() < info.min or array.max() > info.max):
@@ -225,8 +261,13 @@ def from_json(key: str, value: object, dtype: tf.DType,
 
 
 def _json_kind(array):
-  return {'U': 'strings', 'O': 'objects or mixed values', 'f': 'floats', 'b': 'booleans',
-          'i': 'integers'}.get(array.dtype.kind, array.dtype.name)
+  return {
+    'U': 'strings',
+    'O': 'objects or mixed values',
+    'f': 'floats',
+    'b': 'booleans',
+    'i': 'integers',
+  }.get(array.dtype.kind, array.dtype.name)
 
 
 def json_safe(value: object) -> object:
@@ -248,7 +289,8 @@ def _strings(key, value):
     except (binascii.Error, ValueError) as e:
       raise errors.invalid_argument(f'input "{key}": invalid base64 in "b64": {e}') from None
   raise errors.invalid_argument(
-      f'input "{key}" expects strings (or {{"b64": ...}} objects) but got {value!r:.80}')
+    f'input "{key}" expects strings (or {{"b64": ...}} objects) but got {value!r:.80}'
+  )
 
 
 def to_json(key: str, array: np.ndarray) -> object:
@@ -284,7 +326,8 @@ def example_from_json(index: int | str, obj: object) -> example_pb2.Example:
   """
   if not isinstance(obj, dict):
     raise errors.invalid_argument(
-        f'examples[{index}] must be an object of features, got {obj!r:.80}')
+      f'examples[{index}] must be an object of features, got {obj!r:.80}'
+    )
   example = example_pb2.Example()
   for name, value in obj.items():
     values = value if isinstance(value, list) else [value]
@@ -295,19 +338,19 @@ def example_from_json(index: int | str, obj: object) -> example_pb2.Example:
     if all(isinstance(v, (str, dict)) for v in values):
       feature.bytes_list.value.extend(_strings(where, values))
     elif all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-      if any(not -2**63 <= v < 2**63 for v in values):
+      if any(not -(2**63) <= v < 2**63 for v in values):
         raise errors.invalid_argument(f'{where}: integer out of range for int64')
       feature.int64_list.value.extend(values)
     elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
       feature.float_list.value.extend(values)
     else:
-      raise errors.invalid_argument(
-          f'{where} mixes or has unsupported value types: {value!r:.80}')
+      raise errors.invalid_argument(f'{where} mixes or has unsupported value types: {value!r:.80}')
   return example
 
 
-def merge_context(context: example_pb2.Example | None,
-                  example: example_pb2.Example) -> example_pb2.Example:
+def merge_context(
+  context: example_pb2.Example | None, example: example_pb2.Example
+) -> example_pb2.Example:
   """The example with the context's features added (the example's own win), as TF Serving does."""
   if context is None:
     return example
@@ -324,5 +367,10 @@ def text_example(text: str | bytes) -> example_pb2.Example:
   The one builder the server (warm-up, tests) and the client share; str is sent as UTF-8.
   """
   value = text.encode('utf-8') if isinstance(text, str) else text
-  return example_pb2.Example(features=feature_pb2.Features(feature={
-      contract.TEXT_KEY: feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[value]))}))
+  return example_pb2.Example(
+    features=feature_pb2.Features(
+      feature={
+        contract.TEXT_KEY: feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[value]))
+      }
+    )
+  )

@@ -44,8 +44,9 @@ DISCARD_LIMIT_BYTES = 1 << 20
 MAX_CHUNK_LINE_BYTES = 1024
 MAX_TRAILER_LINES = 32
 _MODEL_PATH = re.compile(
-    r'^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?'
-    r'(?:(?P<metadata>/metadata)|:(?P<verb>[a-z]+))?$')
+  r'^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?'
+  r'(?:(?P<metadata>/metadata)|:(?P<verb>[a-z]+))?$'
+)
 _CONTENT_LENGTH = re.compile(r'[0-9]{1,18}')
 _CHUNK_SIZE = re.compile(rb'([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?\r?\n')
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
@@ -66,6 +67,7 @@ class RestOptions:
     limits: codec.Limits of one request's tensors.
     auth_token: every call but health needs `Authorization: Bearer <token>` (None: open).
   """
+
   max_request_bytes: int = 64 << 20
   max_connections: int = 64
   header_timeout: float = 30.0
@@ -75,8 +77,13 @@ class RestOptions:
   auth_token: str | None = None
 
   def __post_init__(self):
-    for name in ('max_request_bytes', 'max_connections', 'header_timeout', 'body_timeout',
-                 'max_json_depth'):
+    for name in (
+      'max_request_bytes',
+      'max_connections',
+      'header_timeout',
+      'body_timeout',
+      'max_json_depth',
+    ):
       if getattr(self, name) <= 0:
         raise ValueError(f'REST option {name} must be positive, got {getattr(self, name)}')
 
@@ -95,8 +102,10 @@ def parse_json(raw: bytes, max_depth: int) -> object:
     steps = np.frombuffer(brackets, dtype=np.uint8)
     depth = np.cumsum(np.where((steps == ord('[')) | (steps == ord('{')), 1, -1)).max()
     if depth > max_depth:
-      raise errors.invalid_argument(f'JSON Parse error: the body nests arrays and objects'
-                                    f' {depth} deep, more than the limit of {max_depth}')
+      raise errors.invalid_argument(
+        f'JSON Parse error: the body nests arrays and objects'
+        f' {depth} deep, more than the limit of {max_depth}'
+      )
   try:
     return json.loads(raw.decode('utf-8'))
   except UnicodeDecodeError as e:
@@ -117,6 +126,7 @@ class Route:
     version: the version in the path, or None.
     label: the version label in the path, or None.
   """
+
   kind: str
   name: str | None = None
   version: int | None = None
@@ -146,8 +156,7 @@ def parse_route(http_method: str, path: str) -> Route:
   version = match['version']
   if version is not None:
     if not re.fullmatch(r'[0-9]{1,18}', version):
-      raise errors.invalid_argument(f'Malformed request: version "{version:.40}" is not a'
-                                    ' number')
+      raise errors.invalid_argument(f'Malformed request: version "{version:.40}" is not a number')
     version = int(version)
   verb = match['verb']
   if verb is None:
@@ -158,8 +167,9 @@ def parse_route(http_method: str, path: str) -> Route:
     if http_method != 'POST':
       raise errors.invalid_argument(f'Malformed request: {http_method} {path:.200} (use POST)')
     if verb not in ('predict', 'classify'):
-      raise errors.ServingError(grpc.StatusCode.UNIMPLEMENTED,
-                                f'"{verb:.40}" is not supported; use predict or classify')
+      raise errors.ServingError(
+        grpc.StatusCode.UNIMPLEMENTED, f'"{verb:.40}" is not supported; use predict or classify'
+      )
     kind = verb
   return Route(kind, match['name'], version, match['label'])
 
@@ -178,9 +188,14 @@ class RestServer(socketserver.TCPServer):
   allow_reuse_address = True
   request_queue_size = socket.SOMAXCONN  # the listen backlog (socketserver's default is 5)
 
-  def __init__(self, address: tuple[str, int], manager: ModelManager,
-               metrics: Metrics | None = None, options: RestOptions = RestOptions(),
-               ssl_context: ssl.SSLContext | None = None):
+  def __init__(
+    self,
+    address: tuple[str, int],
+    manager: ModelManager,
+    metrics: Metrics | None = None,
+    options: RestOptions = RestOptions(),
+    ssl_context: ssl.SSLContext | None = None,
+  ):
     self.manager = manager
     self.metrics = metrics
     self.options = options
@@ -189,8 +204,9 @@ class RestServer(socketserver.TCPServer):
     self.handlers_lock = threading.Lock()
     self._ssl_context = ssl_context
     self._connections = 0
-    self._pool = futures.ThreadPoolExecutor(max_workers=options.max_connections,
-                                            thread_name_prefix='rest')
+    self._pool = futures.ThreadPoolExecutor(
+      max_workers=options.max_connections, thread_name_prefix='rest'
+    )
     self._stop_reaper = threading.Event()
     if ':' in address[0]:
       self.address_family = socket.AF_INET6
@@ -218,8 +234,10 @@ class RestServer(socketserver.TCPServer):
     try:
       if self._ssl_context is None:  # over TLS, a handshake would be needed first: just close
         request.settimeout(0.5)
-        request.sendall(b'HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n'
-                        b'Connection: close\r\nContent-Length: %d\r\n\r\n%s' % (len(body), body))
+        request.sendall(
+          b'HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n'
+          b'Connection: close\r\nContent-Length: %d\r\n\r\n%s' % (len(body), body)
+        )
     except OSError:
       pass
     self.shutdown_request(request)
@@ -399,14 +417,17 @@ class _Handler(BaseHTTPRequestHandler):
       return
     given = (self.headers.get('Authorization') or '').encode('utf-8', 'replace')
     if not hmac.compare_digest(given, f'Bearer {token}'.encode()):
-      raise errors.unauthenticated('missing or wrong bearer token: send the header'
-                                   ' "Authorization: Bearer <token>"')
+      raise errors.unauthenticated(
+        'missing or wrong bearer token: send the header "Authorization: Bearer <token>"'
+      )
 
   def _health(self):
     server = self.server
     ready = server.manager.ready() and not server.draining
-    return _Reply(200 if ready else 503, {'status': 'ok' if ready else 'unavailable',
-                                          'models': server.manager.model_names()})
+    return _Reply(
+      200 if ready else 503,
+      {'status': 'ok' if ready else 'unavailable', 'models': server.manager.model_names()},
+    )
 
   def _metrics(self):
     metrics = self.server.metrics
@@ -415,22 +436,31 @@ class _Handler(BaseHTTPRequestHandler):
   def _get(self, route):
     manager = self.server.manager
     if route.kind == 'status':
-      return _Reply(200, _message_dict(core.status_response(
-          manager.status(route.name, route.version, route.label))))
+      return _Reply(
+        200,
+        _message_dict(core.status_response(manager.status(route.name, route.version, route.label))),
+      )
     servable = manager.resolve(route.name, route.version, route.label)
     request = core.get_model_metadata_pb2.GetModelMetadataRequest(
-        metadata_field=[core.SIGNATURE_DEF_FIELD])
+      metadata_field=[core.SIGNATURE_DEF_FIELD]
+    )
     response = core.metadata(servable, request)
     signature_defs = core.get_model_metadata_pb2.SignatureDefMap()
     response.metadata[core.SIGNATURE_DEF_FIELD].Unpack(signature_defs)
     # TF Serving's REST API shows the unpacked map, without the Any's "@type".
-    return _Reply(200, {'model_spec': _message_dict(response.model_spec),
-                        'metadata': {core.SIGNATURE_DEF_FIELD: _message_dict(signature_defs)}})
+    return _Reply(
+      200,
+      {
+        'model_spec': _message_dict(response.model_spec),
+        'metadata': {core.SIGNATURE_DEF_FIELD: _message_dict(signature_defs)},
+      },
+    )
 
   def _post(self, verb, servable, signature_name, body):
     if verb == 'predict':
-      return _Reply(200, _predict(servable, signature_name, body,
-                                  self.server.options.limits.budget()))
+      return _Reply(
+        200, _predict(servable, signature_name, body, self.server.options.limits.budget())
+      )
     return _Reply(200, _classify(servable, signature_name, body))
 
   def _send(self, reply):
@@ -471,28 +501,39 @@ class _Handler(BaseHTTPRequestHandler):
     lengths = headers.get_all('Content-Length')
     if encodings:
       if lengths:
-        raise self._fail(400, invalid, 'both Transfer-Encoding and Content-Length are set;'
-                         ' send one')
+        raise self._fail(
+          400, invalid, 'both Transfer-Encoding and Content-Length are set; send one'
+        )
       codings = [c.strip().lower() for value in encodings for c in value.split(',')]
       if codings != ['chunked']:
-        raise self._fail(501, grpc.StatusCode.UNIMPLEMENTED,
-                         f'Transfer-Encoding {", ".join(codings):.80} is not supported; send'
-                         ' the body chunked or with a Content-Length')
+        raise self._fail(
+          501,
+          grpc.StatusCode.UNIMPLEMENTED,
+          f'Transfer-Encoding {", ".join(codings):.80} is not supported; send'
+          ' the body chunked or with a Content-Length',
+        )
       if self.request_version != 'HTTP/1.1':
-        raise self._fail(400, invalid, f'chunked bodies need HTTP/1.1, not'
-                         f' {self.request_version:.20}')
+        raise self._fail(
+          400, invalid, f'chunked bodies need HTTP/1.1, not {self.request_version:.20}'
+        )
       return self._read_chunked()
     if not lengths:
-      raise self._fail(411, invalid, 'POST needs a body with a Content-Length header (or'
-                       ' Transfer-Encoding: chunked)')
+      raise self._fail(
+        411,
+        invalid,
+        'POST needs a body with a Content-Length header (or Transfer-Encoding: chunked)',
+      )
     values = {v.strip() for v in lengths}
     if len(values) != 1 or not _CONTENT_LENGTH.fullmatch(next(iter(values))):
       raise self._fail(400, invalid, f'invalid Content-Length {sorted(values)!r:.80}')
     length = int(values.pop())
     limit = self.server.options.max_request_bytes
     if length > limit:
-      raise self._fail(413, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                       f'request body of {length} bytes exceeds the limit of {limit} bytes')
+      raise self._fail(
+        413,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        f'request body of {length} bytes exceeds the limit of {limit} bytes',
+      )
     data = self._read_exactly(length)
     self._body_state = 'read'
     return data
@@ -506,9 +547,12 @@ class _Handler(BaseHTTPRequestHandler):
     finally:
       self.deadline = None
     if len(data) != length:
-      raise self._fail(400, grpc.StatusCode.INVALID_ARGUMENT,
-                       f'the body ended after {len(data)} of {length} bytes (or took longer'
-                       f' than {self.server.options.body_timeout:g} s)')
+      raise self._fail(
+        400,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f'the body ended after {len(data)} of {length} bytes (or took longer'
+        f' than {self.server.options.body_timeout:g} s)',
+      )
     return data
 
   def _read_line(self, what):
@@ -529,25 +573,35 @@ class _Handler(BaseHTTPRequestHandler):
     while True:
       match = _CHUNK_SIZE.fullmatch(self._read_line('bad chunk size line'))
       if match is None:
-        raise self._fail(400, grpc.StatusCode.INVALID_ARGUMENT,
-                         'malformed chunked body: bad chunk size line')
+        raise self._fail(
+          400, grpc.StatusCode.INVALID_ARGUMENT, 'malformed chunked body: bad chunk size line'
+        )
       size = int(match[1], 16)
       if size == 0:
         break
       total += size
       if total > limit:
-        raise self._fail(413, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                         f'chunked request body exceeds the limit of {limit} bytes')
+        raise self._fail(
+          413,
+          grpc.StatusCode.RESOURCE_EXHAUSTED,
+          f'chunked request body exceeds the limit of {limit} bytes',
+        )
       parts.append(self._read_exactly(size))
       if self._read_line('chunk not followed by CRLF') not in (b'\r\n', b'\n'):
-        raise self._fail(400, grpc.StatusCode.INVALID_ARGUMENT,
-                         'malformed chunked body: chunk longer than its size')
+        raise self._fail(
+          400,
+          grpc.StatusCode.INVALID_ARGUMENT,
+          'malformed chunked body: chunk longer than its size',
+        )
     for _ in range(MAX_TRAILER_LINES):
       if self._read_line('bad trailer') in (b'\r\n', b'\n'):
         self._body_state = 'read'
         return b''.join(parts)
-    raise self._fail(400, grpc.StatusCode.INVALID_ARGUMENT,
-                     f'malformed chunked body: more than {MAX_TRAILER_LINES} trailer lines')
+    raise self._fail(
+      400,
+      grpc.StatusCode.INVALID_ARGUMENT,
+      f'malformed chunked body: more than {MAX_TRAILER_LINES} trailer lines',
+    )
 
   def _finish_body(self):
     """After an early error: drops a small unread body, or closes the connection."""
@@ -555,8 +609,11 @@ class _Handler(BaseHTTPRequestHandler):
       return
     self._body_state = 'broken'
     length = (self.headers.get('Content-Length') or '').strip()
-    if 'Transfer-Encoding' in self.headers or not _CONTENT_LENGTH.fullmatch(length) or \
-       int(length) > DISCARD_LIMIT_BYTES:
+    if (
+      'Transfer-Encoding' in self.headers
+      or not _CONTENT_LENGTH.fullmatch(length)
+      or int(length) > DISCARD_LIMIT_BYTES
+    ):
       self.close_connection = True
       return
     try:
@@ -580,8 +637,9 @@ def _signature_name(body):
 
 
 def _message_dict(message: Message) -> dict:
-  return json_format.MessageToDict(message, preserving_proto_field_name=True,
-                                   always_print_fields_with_no_presence=True)
+  return json_format.MessageToDict(
+    message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+  )
 
 
 def _columns(signature, body):
@@ -589,16 +647,18 @@ def _columns(signature, body):
   specs = signature.inputs
   has_rows, has_columns = 'instances' in body, 'inputs' in body
   if has_rows == has_columns:
-    raise errors.invalid_argument('the request needs exactly one of "instances" (row format) or'
-                                  ' "inputs" (columnar format)')
+    raise errors.invalid_argument(
+      'the request needs exactly one of "instances" (row format) or "inputs" (columnar format)'
+    )
   if has_columns:
     columns = body['inputs']
     if _named(columns, specs):
       return columns
     if len(specs) != 1:
       raise errors.invalid_argument(
-          f'signature "{signature.name}" has inputs {sorted(specs)}: "inputs" must be an'
-          ' object naming them')
+        f'signature "{signature.name}" has inputs {sorted(specs)}: "inputs" must be an'
+        ' object naming them'
+      )
     return {next(iter(specs)): columns}
   instances = body['instances']
   if not isinstance(instances, list):
@@ -609,24 +669,26 @@ def _columns(signature, body):
     for i, instance in enumerate(instances):
       if not _named(instance, specs) or set(instance) != set(instances[0]):
         raise errors.invalid_argument(
-            f'instances[{i}] must name the same inputs as instances[0]:'
-            f' {sorted(instances[0])}')
+          f'instances[{i}] must name the same inputs as instances[0]: {sorted(instances[0])}'
+        )
     return {k: [instance[k] for instance in instances] for k in instances[0]}
   if len(specs) == 1:
     return {next(iter(specs)): instances}
   raise errors.invalid_argument(
-      f'signature "{signature.name}" has inputs {sorted(specs)}: each instance must be an'
-      ' object naming them')
+    f'signature "{signature.name}" has inputs {sorted(specs)}: each instance must be an'
+    ' object naming them'
+  )
 
 
-def _predict(servable: Servable, signature_name: str, body: dict,
-             budget: codec.Budget) -> dict:
+def _predict(servable: Servable, signature_name: str, body: dict, budget: codec.Budget) -> dict:
   signature = servable.signature(signature_name)
   inputs = {}
   for key, value in _columns(signature, body).items():
     if key not in signature.inputs:
-      raise errors.invalid_argument(f'input "{key:.80}" is not an input of signature'
-                                    f' "{signature.name}": {sorted(signature.inputs)}')
+      raise errors.invalid_argument(
+        f'input "{key:.80}" is not an input of signature'
+        f' "{signature.name}": {sorted(signature.inputs)}'
+      )
     inputs[key] = codec.from_json(key, value, signature.inputs[key].dtype, budget)
   _, outputs = core.predict_arrays(servable, signature.name, inputs)
   converted = {k: codec.to_json(k, v) for k, v in outputs.items()}
@@ -635,8 +697,10 @@ def _predict(servable: Servable, signature_name: str, body: dict,
   batch = len(body['instances'])
   short = [k for k, v in outputs.items() if v.ndim == 0 or v.shape[0] != batch]
   if short:
-    raise errors.invalid_argument(f'outputs {short} do not have the batch size {batch} as their'
-                                  ' first dimension; use the columnar "inputs" format')
+    raise errors.invalid_argument(
+      f'outputs {short} do not have the batch size {batch} as their'
+      ' first dimension; use the columnar "inputs" format'
+    )
   if len(converted) == 1:
     return {'predictions': next(iter(converted.values()))}
   return {'predictions': [{k: converted[k][i] for k in converted} for i in range(batch)]}
@@ -655,8 +719,12 @@ def _classify(servable: Servable, signature_name: str, body: dict) -> dict:
     raise errors.invalid_argument('empty batch: "examples" is an empty list')
   context = body.get('context')
   context = codec.example_from_json('context', context) if context is not None else None
-  protos = [codec.merge_context(context, codec.example_from_json(i, e))
-            for i, e in enumerate(examples)]
+  protos = [
+    codec.merge_context(context, codec.example_from_json(i, e)) for i, e in enumerate(examples)
+  ]
   _, results = core.classify_examples(servable, signature_name, protos)
-  return {'results': [[[label.decode('utf-8', 'replace'), score] for label, score in row]
-                      for row in results]}
+  return {
+    'results': [
+      [[label.decode('utf-8', 'replace'), score] for label, score in row] for row in results
+    ]
+  }

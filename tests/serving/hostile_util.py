@@ -55,5 +55,7 @@ class RawHttp:
 
 def post(path: str, body: bytes, headers: str = '') -> bytes:
   """A POST request with a Content-Length (`headers`: extra CRLF-terminated lines)."""
-  return (f'POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n{headers}\r\n'
-          .encode() + body)
+  return (
+    f'POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n{headers}\r\n'.encode()
+    + body
+  )

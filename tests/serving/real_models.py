@@ -15,10 +15,20 @@ from trainer import task
 
 VERSION = 1
 # Two steps of a one-layer model on 32 rows: the export is what matters, not the training.
-_SIZES = {'num_layers': 1, 'hidden_dim': 16, 'num_heads': 2, 'intermediate_dim': 32,
-          'seq_len': 16, 'per_replica_batch_size': 8, 'train_steps': 2, 'eval_steps': 1,
-          'eval_every_steps': 2, 'log_every_steps': 1, 'checkpoint_every_steps': 2,
-          'warmup_steps': 1}
+_SIZES = {
+  'num_layers': 1,
+  'hidden_dim': 16,
+  'num_heads': 2,
+  'intermediate_dim': 32,
+  'seq_len': 16,
+  'per_replica_batch_size': 8,
+  'train_steps': 2,
+  'eval_steps': 1,
+  'eval_every_steps': 2,
+  'log_every_steps': 1,
+  'checkpoint_every_steps': 2,
+  'warmup_steps': 1,
+}
 
 
 def _rows(task_name):

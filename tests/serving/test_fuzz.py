@@ -40,26 +40,30 @@ def _grpc_seeds():
   predict.inputs['text'].CopyFrom(tf.make_tensor_proto(['a fine film', 'dull']))
   examples = predict_pb2.PredictRequest()
   examples.model_spec.name = MODEL
-  examples.inputs['examples'].CopyFrom(tf.make_tensor_proto(
-      toy_model.serialized_examples(['good', 'bad'])))
+  examples.inputs['examples'].CopyFrom(
+    tf.make_tensor_proto(toy_model.serialized_examples(['good', 'bad']))
+  )
   numeric = predict_pb2.PredictRequest()
   numeric.model_spec.name = MODEL
   numeric.inputs['text'].CopyFrom(tf.make_tensor_proto([[1.0, 2.0]], dtype=tf.float32))
   classify = classification_pb2.ClassificationRequest()
   classify.model_spec.name = MODEL
   classify.input.example_list.examples.add().ParseFromString(
-      toy_model.serialized_examples(['fine'])[0])
+    toy_model.serialized_examples(['fine'])[0]
+  )
   metadata = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=['signature_def'])
   metadata.model_spec.name = MODEL
   status = get_model_status_pb2.GetModelStatusRequest()
   status.model_spec.name = MODEL
   service = '/tensorflow.serving.PredictionService/'
-  return [(service + 'Predict', predict.SerializeToString()),
-          (service + 'Predict', examples.SerializeToString()),
-          (service + 'Predict', numeric.SerializeToString()),
-          (service + 'Classify', classify.SerializeToString()),
-          (service + 'GetModelMetadata', metadata.SerializeToString()),
-          ('/tensorflow.serving.ModelService/GetModelStatus', status.SerializeToString())]
+  return [
+    (service + 'Predict', predict.SerializeToString()),
+    (service + 'Predict', examples.SerializeToString()),
+    (service + 'Predict', numeric.SerializeToString()),
+    (service + 'Classify', classify.SerializeToString()),
+    (service + 'GetModelMetadata', metadata.SerializeToString()),
+    ('/tensorflow.serving.ModelService/GetModelStatus', status.SerializeToString()),
+  ]
 
 
 def _mutate_bytes(rng, data):
@@ -70,7 +74,7 @@ def _mutate_bytes(rng, data):
     if kind == 0 and data:  # flip a bit
       data[at % len(data)] ^= 1 << rng.randrange(8)
     elif kind == 1 and data:  # an extreme byte (varint continuation, 0)
-      data[at % len(data)] = rng.choice((0x00, 0x7f, 0x80, 0xff))
+      data[at % len(data)] = rng.choice((0x00, 0x7F, 0x80, 0xFF))
     elif kind == 2:  # truncate
       del data[at:]
     elif kind == 3:  # insert random bytes
@@ -87,18 +91,38 @@ def _rest_seeds():
   example = base64.b64encode(toy_model.serialized_examples(['fine film'])[0]).decode()
   path = f'/v1/models/{MODEL}'
   return [
-      (path + ':predict', {'signature_name': 'predict_text', 'instances': ['a fine film', 'dull']}),
-      (path + ':predict', {'signature_name': 'predict_text', 'inputs': {'text': ['x', 'y']}}),
-      (path + ':predict', {'instances': [{'b64': example}]}),
-      (path + '/versions/2:predict', {'inputs': [{'b64': example}]}),
-      (path + ':classify', {'examples': [{'text': 'fine'}, {'text': 'bad'}],
-                            'context': {'text': 'x'}}),
-      (path + '/labels/stable:classify', {'examples': [{'text': 'a b', 'n': [1, 2]}]}),
+    (path + ':predict', {'signature_name': 'predict_text', 'instances': ['a fine film', 'dull']}),
+    (path + ':predict', {'signature_name': 'predict_text', 'inputs': {'text': ['x', 'y']}}),
+    (path + ':predict', {'instances': [{'b64': example}]}),
+    (path + '/versions/2:predict', {'inputs': [{'b64': example}]}),
+    (
+      path + ':classify',
+      {'examples': [{'text': 'fine'}, {'text': 'bad'}], 'context': {'text': 'x'}},
+    ),
+    (path + '/labels/stable:classify', {'examples': [{'text': 'a b', 'n': [1, 2]}]}),
   ]
 
 
-_ODD_VALUES = (None, True, -1, 2 ** 70, 1e308, -0.0, '', '\udcff', 'é' * 10, [], {}, [[[]]],
-               {'b64': '!!'}, {'b64': 'AAAA'}, [1, 'a'], [[1], 2], {'text': None}, [None] * 3)
+_ODD_VALUES = (
+  None,
+  True,
+  -1,
+  2**70,
+  1e308,
+  -0.0,
+  '',
+  '\udcff',
+  'é' * 10,
+  [],
+  {},
+  [[[]]],
+  {'b64': '!!'},
+  {'b64': 'AAAA'},
+  [1, 'a'],
+  [[1], 2],
+  {'text': None},
+  [None] * 3,
+)
 
 
 def _mutate_tree(rng, value):
@@ -132,8 +156,11 @@ def _mutate_tree(rng, value):
 
 @pytest.fixture(scope='module')
 def fuzzed(toy_base):
-  running = start_server(toy_base, [ModelConfig(MODEL, os.path.join(toy_base, MODEL),
-                                                labels={'stable': 2})], poll_wait_seconds=0)
+  running = start_server(
+    toy_base,
+    [ModelConfig(MODEL, os.path.join(toy_base, MODEL), labels={'stable': 2})],
+    poll_wait_seconds=0,
+  )
   yield running
   running.close()
 
@@ -164,8 +191,10 @@ def test_fuzzed_requests_never_fail_internally(fuzzed):
   connection = http.client.HTTPConnection('127.0.0.1', fuzzed.server.rest_port, timeout=30)
   # Warm up both paths, so lazily built state is not counted as growth.
   for method, data in grpc_seeds:  # all valid but `numeric`, which has the wrong dtype
-    assert _call_grpc(fuzzed, method, data) in (grpc.StatusCode.OK,
-                                                 grpc.StatusCode.INVALID_ARGUMENT)
+    assert _call_grpc(fuzzed, method, data) in (
+      grpc.StatusCode.OK,
+      grpc.StatusCode.INVALID_ARGUMENT,
+    )
   for path, body in rest_seeds:
     assert _call_rest(connection, path, json.dumps(body)) == 200
   before = rss_bytes()
@@ -191,8 +220,10 @@ def test_fuzzed_requests_never_fail_internally(fuzzed):
   elapsed = time.monotonic() - started
   growth = rss_bytes() - before
   connection.close()
-  print(f'fuzz: {GRPC_CASES} gRPC + {REST_CASES} REST cases in {elapsed:.1f} s, RSS growth'
-        f' {growth / 2 ** 20:.1f} MiB, answers {codes}')
+  print(
+    f'fuzz: {GRPC_CASES} gRPC + {REST_CASES} REST cases in {elapsed:.1f} s, RSS growth'
+    f' {growth / 2**20:.1f} MiB, answers {codes}'
+  )
   assert not bad, bad[:5]
   assert elapsed < TIME_LIMIT_SECONDS
   assert growth <= RSS_GROWTH_LIMIT

@@ -40,21 +40,24 @@ def _bomb(dtype, dims, **values):
 
 
 BOMBS = {
-    'string declared 2**31': (_bomb(tf.string, [2 ** 31], string_val=[b'x']),
-                              'needs 2147483648 values but it carries 1'),
-    'string declared 2**62 (2-D)': (_bomb(tf.string, [2 ** 31, 2 ** 31], string_val=[b'x']),
-                                    'carries 1'),
-    'string declared with no values': (_bomb(tf.string, [2 ** 31]), 'carries 0'),
-    'float32 declared 2**31, 4 bytes of content': (
-        _bomb(tf.float32, [2 ** 31], tensor_content=b'\0' * 4), 'needs 8589934592 bytes'),
-    'int64 declared 2**40 by one int64_val': (_bomb(tf.int64, [2 ** 40], int64_val=[1]),
-                                             'carries 1'),
-    'half declared 2**31 by one half_val': (_bomb(tf.float16, [2 ** 31], half_val=[1]),
-                                            'carries 1'),
-    'string of 1 MB broadcast 1024 times': (_bomb(tf.string, [1024], string_val=[b'x' * 2 ** 20]),
-                                            'bytes of strings, more than the limit'),
-    'negative dimension': (_bomb(tf.string, [-5], string_val=[b'x']), 'negative dimension'),
-    'resource dtype': (_bomb(tf.resource, [1]), 'DT_RESOURCE is not supported'),
+  'string declared 2**31': (
+    _bomb(tf.string, [2**31], string_val=[b'x']),
+    'needs 2147483648 values but it carries 1',
+  ),
+  'string declared 2**62 (2-D)': (_bomb(tf.string, [2**31, 2**31], string_val=[b'x']), 'carries 1'),
+  'string declared with no values': (_bomb(tf.string, [2**31]), 'carries 0'),
+  'float32 declared 2**31, 4 bytes of content': (
+    _bomb(tf.float32, [2**31], tensor_content=b'\0' * 4),
+    'needs 8589934592 bytes',
+  ),
+  'int64 declared 2**40 by one int64_val': (_bomb(tf.int64, [2**40], int64_val=[1]), 'carries 1'),
+  'half declared 2**31 by one half_val': (_bomb(tf.float16, [2**31], half_val=[1]), 'carries 1'),
+  'string of 1 MB broadcast 1024 times': (
+    _bomb(tf.string, [1024], string_val=[b'x' * 2**20]),
+    'bytes of strings, more than the limit',
+  ),
+  'negative dimension': (_bomb(tf.string, [-5], string_val=[b'x']), 'negative dimension'),
+  'resource dtype': (_bomb(tf.resource, [1]), 'DT_RESOURCE is not supported'),
 }
 
 
@@ -97,8 +100,9 @@ def test_deeply_nested_json_is_400(served):
     status, answer = rest_util.rest_json(served.rest_url, PREDICT_PATH, body)
     assert status == 400 and 'nests arrays and objects' in answer['error']
   # Brackets inside strings do not count.
-  status, _ = rest_util.rest_json(served.rest_url, PREDICT_PATH, {
-      'signature_name': 'predict_text', 'instances': ['[' * 500]})
+  status, _ = rest_util.rest_json(
+    served.rest_url, PREDICT_PATH, {'signature_name': 'predict_text', 'instances': ['[' * 500]}
+  )
   assert status == 200
 
 
@@ -111,14 +115,20 @@ def _healthy_next(connection):
 SMUGGLED = b'GET /v1/models/toy/versions/7 HTTP/1.1\r\nHost: x\r\n\r\n'
 
 
-@pytest.mark.parametrize('request_bytes,status', [
+@pytest.mark.parametrize(
+  'request_bytes,status',
+  [
     (post('/v1/models/nope:predict', SMUGGLED), 404),
     (post('/v1/models/toy:regress', SMUGGLED), 501),
     (post('/v1/models/toy', SMUGGLED), 400),
     (post('/nowhere', SMUGGLED), 404),
-    (b'GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n' % len(SMUGGLED)
-     + SMUGGLED, 200),
-], ids=['unknown model', 'unknown verb', 'POST on status', 'unknown path', 'GET with a body'])
+    (
+      b'GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n' % len(SMUGGLED) + SMUGGLED,
+      200,
+    ),
+  ],
+  ids=['unknown model', 'unknown verb', 'POST on status', 'unknown path', 'GET with a body'],
+)
 def test_an_unread_body_is_never_taken_for_a_request(served, request_bytes, status):
   connection = RawHttp(served.server.rest_port)
   try:
@@ -129,22 +139,44 @@ def test_an_unread_body_is_never_taken_for_a_request(served, request_bytes, stat
     connection.close()
 
 
-@pytest.mark.parametrize('request_bytes,status', [
-    (b'PUT /v1/models/toy HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n' % len(SMUGGLED)
-     + SMUGGLED, 501),
+@pytest.mark.parametrize(
+  'request_bytes,status',
+  [
+    (
+      b'PUT /v1/models/toy HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n' % len(SMUGGLED)
+      + SMUGGLED,
+      501,
+    ),
     (post(PREDICT_PATH, SMUGGLED, 'Transfer-Encoding: chunked\r\n'), 400),
-    (b'POST %s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n'
-     % PREDICT_PATH.encode(), 501),
+    (
+      b'POST %s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n'
+      % PREDICT_PATH.encode(),
+      501,
+    ),
     (b'POST %s HTTP/1.1\r\nHost: x\r\n\r\n' % PREDICT_PATH.encode() + SMUGGLED, 411),
     (post(PREDICT_PATH, b'{}').replace(b'Content-Length: 2', b'Content-Length: 2, 3'), 400),
     (post(PREDICT_PATH, b'x' * 8, 'Content-Length: 9\r\n'), 400),
-    (b'POST %s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n'
-     % PREDICT_PATH.encode(), 400),
-    (b'POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n'
-     % PREDICT_PATH.encode(), 413),
-], ids=['unknown method', 'Transfer-Encoding and Content-Length', 'gzip transfer coding',
-        'no length', 'two Content-Lengths', 'conflicting Content-Length headers',
-        'bad chunk size', 'oversize Content-Length'])
+    (
+      b'POST %s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n'
+      % PREDICT_PATH.encode(),
+      400,
+    ),
+    (
+      b'POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n' % PREDICT_PATH.encode(),
+      413,
+    ),
+  ],
+  ids=[
+    'unknown method',
+    'Transfer-Encoding and Content-Length',
+    'gzip transfer coding',
+    'no length',
+    'two Content-Lengths',
+    'conflicting Content-Length headers',
+    'bad chunk size',
+    'oversize Content-Length',
+  ],
+)
 def test_framing_errors_close_the_connection(served, request_bytes, status):
   connection = RawHttp(served.server.rest_port)
   try:
@@ -162,27 +194,42 @@ def test_chunked_bodies_and_any_content_type_are_served(served):
   try:
     half = len(GOOD_BODY) // 2
     chunks = b'%x;ext=1\r\n%s\r\n%x\r\n%s\r\n0\r\nX-Trailer: 1\r\n\r\n' % (
-        half, GOOD_BODY[:half], len(GOOD_BODY) - half, GOOD_BODY[half:])
+      half,
+      GOOD_BODY[:half],
+      len(GOOD_BODY) - half,
+      GOOD_BODY[half:],
+    )
     for extra in (b'Transfer-Encoding: chunked\r\n', b'Transfer-Encoding: Chunked\r\n'):
-      connection.send(b'POST %s HTTP/1.1\r\nHost: x\r\n%s\r\n' % (PREDICT_PATH.encode(), extra)
-                      + chunks)
+      connection.send(
+        b'POST %s HTTP/1.1\r\nHost: x\r\n%s\r\n' % (PREDICT_PATH.encode(), extra) + chunks
+      )
       status, _, body = connection.response()
       assert status == 200 and len(json.loads(body)['predictions']) == 1
     # TF Serving reads the body as JSON whatever the Content-Type says (curl -d sends a form).
-    connection.send(post(PREDICT_PATH, GOOD_BODY,
-                         'Content-Type: application/x-www-form-urlencoded\r\n'))
+    connection.send(
+      post(PREDICT_PATH, GOOD_BODY, 'Content-Type: application/x-www-form-urlencoded\r\n')
+    )
     assert connection.response()[0] == 200
   finally:
     connection.close()
 
 
 def test_oversize_chunked_body_is_413(toy_base):
-  running = start_server(toy_base, [ModelConfig(MODEL, os.path.join(toy_base, MODEL))],
-                         poll_wait_seconds=0, options={'max_request_bytes': 1000})
+  running = start_server(
+    toy_base,
+    [ModelConfig(MODEL, os.path.join(toy_base, MODEL))],
+    poll_wait_seconds=0,
+    options={'max_request_bytes': 1000},
+  )
   connection = RawHttp(running.server.rest_port)
   try:
-    connection.send(b'POST %s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n'
-                    % PREDICT_PATH.encode() + b'300\r\n' + b'x' * 0x300 + b'\r\n' + b'300\r\n')
+    connection.send(
+      b'POST %s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n' % PREDICT_PATH.encode()
+      + b'300\r\n'
+      + b'x' * 0x300
+      + b'\r\n'
+      + b'300\r\n'
+    )
     status, headers, _ = connection.response()
     assert status == 413 and headers['connection'] == 'close'
   finally:
@@ -191,28 +238,35 @@ def test_oversize_chunked_body_is_413(toy_base):
 
 
 def test_made_up_names_do_not_become_metric_series(toy_base):
-  served = start_server(toy_base, [ModelConfig(MODEL, os.path.join(toy_base, MODEL))],
-                        poll_wait_seconds=0)
+  served = start_server(
+    toy_base, [ModelConfig(MODEL, os.path.join(toy_base, MODEL))], poll_wait_seconds=0
+  )
   try:
     for i in range(150):
-      rest_util.rest_json(served.rest_url, f'/v1/models/made-up-{i}:predict',
-                          {'instances': ['a']})
+      rest_util.rest_json(served.rest_url, f'/v1/models/made-up-{i}:predict', {'instances': ['a']})
       request = predict_pb2.PredictRequest()
       request.model_spec.name = f'grpc-made-up-{i}'
       with pytest.raises(grpc.RpcError):
         served.predictions.Predict(request, timeout=30)
-    rest_util.rest_json(served.rest_url, PREDICT_PATH, {'signature_name': 'made-up-signature',
-                                                        'instances': ['a']})
+    rest_util.rest_json(
+      served.rest_url, PREDICT_PATH, {'signature_name': 'made-up-signature', 'instances': ['a']}
+    )
     text = rest_util.rest_text(served.rest_url, '/monitoring/prometheus/metrics')
   finally:
     served.close()
   assert 'made-up' not in text
-  assert ('serving_request_errors_total{model="unknown",signature="",method="predict",'
-          'protocol="rest",code="NOT_FOUND"} 150') in text
-  assert ('serving_request_errors_total{model="unknown",signature="unknown",method="predict",'
-          'protocol="grpc",code="NOT_FOUND"} 150') in text
-  assert ('serving_request_errors_total{model="toy",signature="unknown",method="predict",'
-          'protocol="rest",code="FAILED_PRECONDITION"} 1') in text
+  assert (
+    'serving_request_errors_total{model="unknown",signature="",method="predict",'
+    'protocol="rest",code="NOT_FOUND"} 150'
+  ) in text
+  assert (
+    'serving_request_errors_total{model="unknown",signature="unknown",method="predict",'
+    'protocol="grpc",code="NOT_FOUND"} 150'
+  ) in text
+  assert (
+    'serving_request_errors_total{model="toy",signature="unknown",method="predict",'
+    'protocol="rest",code="FAILED_PRECONDITION"} 1'
+  ) in text
   assert len(text.splitlines()) < 150
 
 
@@ -220,8 +274,12 @@ def test_made_up_names_do_not_become_metric_series(toy_base):
 def authed(toy_base, tmp_path):
   token_file = tmp_path / 'token'
   token_file.write_text('s3cret-token\n')
-  running = start_server(toy_base, [ModelConfig(MODEL, os.path.join(toy_base, MODEL))],
-                         poll_wait_seconds=0, options={'auth_token_file': str(token_file)})
+  running = start_server(
+    toy_base,
+    [ModelConfig(MODEL, os.path.join(toy_base, MODEL))],
+    poll_wait_seconds=0,
+    options={'auth_token_file': str(token_file)},
+  )
   yield running, str(token_file)
   running.close()
 
@@ -232,12 +290,17 @@ def test_bearer_token_guards_every_call_but_health(authed, capsys):
   request.model_spec.name = MODEL
   request.model_spec.signature_name = 'predict_text'
   request.inputs['text'].CopyFrom(tf.make_tensor_proto(['x']))
-  for metadata in (None, (('authorization', 'Bearer wrong'),), (('authorization', 's3cret-token'),)):
+  for metadata in (
+    None,
+    (('authorization', 'Bearer wrong'),),
+    (('authorization', 's3cret-token'),),
+  ):
     with pytest.raises(grpc.RpcError) as raised:
       running.predictions.Predict(request, timeout=30, metadata=metadata)
     assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
-  ok = running.predictions.Predict(request, timeout=30,
-                                   metadata=(('authorization', 'Bearer s3cret-token'),))
+  ok = running.predictions.Predict(
+    request, timeout=30, metadata=(('authorization', 'Bearer s3cret-token'),)
+  )
   assert ok.model_spec.version.value == 2
   connection = RawHttp(running.server.rest_port)
   try:
@@ -253,18 +316,24 @@ def test_bearer_token_guards_every_call_but_health(authed, capsys):
   finally:
     connection.close()
   for where in (['--grpc', running.grpc_target], ['--rest', running.rest_url]):
-    assert client.main(where + ['--model_name', MODEL, '--text', 'x',
-                                '--auth_token_file', token_file]) == 0
+    assert (
+      client.main(where + ['--model_name', MODEL, '--text', 'x', '--auth_token_file', token_file])
+      == 0
+    )
     assert json.loads(capsys.readouterr().out)['outputs']
 
 
 def test_grpc_beyond_max_concurrent_rpcs_is_resource_exhausted(toy_base):
   # A 2 s batch window keeps the first two requests in flight.
   running = start_server(
-      toy_base, [ModelConfig(MODEL, os.path.join(toy_base, MODEL))], poll_wait_seconds=0,
-      batching=BatchingOptions(max_batch_size=64, batch_timeout_micros=2_000_000,
-                               num_batch_threads=1),
-      options={'grpc_max_concurrent_rpcs': 2})
+    toy_base,
+    [ModelConfig(MODEL, os.path.join(toy_base, MODEL))],
+    poll_wait_seconds=0,
+    batching=BatchingOptions(
+      max_batch_size=64, batch_timeout_micros=2_000_000, num_batch_threads=1
+    ),
+    options={'grpc_max_concurrent_rpcs': 2},
+  )
   request = predict_pb2.PredictRequest()
   request.model_spec.name = MODEL
   request.model_spec.signature_name = 'predict_text'
@@ -284,9 +353,11 @@ def test_grpc_beyond_max_concurrent_rpcs_is_resource_exhausted(toy_base):
 @pytest.fixture
 def tight_rest(toy_base):
   running = start_server(
-      toy_base, [ModelConfig(MODEL, os.path.join(toy_base, MODEL))], poll_wait_seconds=0,
-      options={'rest_options': RestOptions(max_connections=3, header_timeout=1.0,
-                                           body_timeout=1.0)})
+    toy_base,
+    [ModelConfig(MODEL, os.path.join(toy_base, MODEL))],
+    poll_wait_seconds=0,
+    options={'rest_options': RestOptions(max_connections=3, header_timeout=1.0, body_timeout=1.0)},
+  )
   yield running
   running.close()
 
@@ -308,11 +379,15 @@ def test_rest_connections_beyond_the_cap_get_503(tight_rest):
   assert status == 200
 
 
-@pytest.mark.parametrize('trickle', [
+@pytest.mark.parametrize(
+  'trickle',
+  [
     [b'GET /healthz HTTP/1.1\r\n', b'Host: x\r\n'] + [b'X-Slow: 1\r\n'] * 10,
     [post(PREDICT_PATH, GOOD_BODY)[:-10]] + [b' '] * 10,
     [],
-], ids=['slow headers', 'slow body', 'idle'])
+  ],
+  ids=['slow headers', 'slow body', 'idle'],
+)
 def test_slow_clients_are_cut_off(tight_rest, trickle):
   connection = RawHttp(tight_rest.server.rest_port, timeout=10)
   started = time.monotonic()
@@ -336,8 +411,9 @@ def test_slow_clients_are_cut_off(tight_rest, trickle):
 
 def test_rest_listen_backlog_is_not_5(served):
   # Connections opened at once all get answers (socketserver's default backlog is 5).
-  sockets = [socket.create_connection(('127.0.0.1', served.server.rest_port), timeout=10)
-             for _ in range(40)]
+  sockets = [
+    socket.create_connection(('127.0.0.1', served.server.rest_port), timeout=10) for _ in range(40)
+  ]
   try:
     threads = []
     statuses = []

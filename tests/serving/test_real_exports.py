@@ -29,17 +29,26 @@ def real_base(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def real(real_base):
-  running = start_server(real_base, [ModelConfig(t, os.path.join(real_base, t))
-                                     for t in (contract.CLASSIFY, contract.CLM)],
-                         poll_wait_seconds=0)
+  running = start_server(
+    real_base,
+    [ModelConfig(t, os.path.join(real_base, t)) for t in (contract.CLASSIFY, contract.CLM)],
+    poll_wait_seconds=0,
+  )
   yield running
   running.close()
 
 
 def _examples(texts):
-  return [tf.train.Example(features=tf.train.Features(feature={
-      contract.TEXT_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[t.encode()]))}))
-          .SerializeToString() for t in texts]
+  return [
+    tf.train.Example(
+      features=tf.train.Features(
+        feature={
+          contract.TEXT_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[t.encode()]))
+        }
+      )
+    ).SerializeToString()
+    for t in texts
+  ]
 
 
 def _in_process(base, name, signature, **inputs):
@@ -58,8 +67,13 @@ def _assert_same(got, expected):
 
 
 @pytest.mark.parametrize('name', [contract.CLASSIFY, contract.CLM])
-@pytest.mark.parametrize('signature,key', [(contract.SERVING_DEFAULT, contract.EXAMPLES_INPUT),
-                                           (contract.PREDICT_TEXT, contract.TEXT_INPUT)])
+@pytest.mark.parametrize(
+  'signature,key',
+  [
+    (contract.SERVING_DEFAULT, contract.EXAMPLES_INPUT),
+    (contract.PREDICT_TEXT, contract.TEXT_INPUT),
+  ],
+)
 def test_grpc_predict_matches_in_process(real, real_base, name, signature, key):
   values = _examples(TEXTS) if key == contract.EXAMPLES_INPUT else TEXTS
   request = predict_pb2.PredictRequest()
@@ -76,18 +90,27 @@ def test_grpc_predict_matches_in_process(real, real_base, name, signature, key):
 
 
 def test_rest_predict_and_classify_on_the_classifier(real, real_base):
-  status, body = rest_util.rest_json(real.rest_url, f'/v1/models/{contract.CLASSIFY}:predict', {
-      'signature_name': contract.PREDICT_TEXT, 'inputs': {contract.TEXT_INPUT: TEXTS}})
+  status, body = rest_util.rest_json(
+    real.rest_url,
+    f'/v1/models/{contract.CLASSIFY}:predict',
+    {'signature_name': contract.PREDICT_TEXT, 'inputs': {contract.TEXT_INPUT: TEXTS}},
+  )
   assert status == 200, body
-  expected = _in_process(real_base, contract.CLASSIFY, contract.PREDICT_TEXT,
-                         **{contract.TEXT_INPUT: TEXTS})
-  np.testing.assert_allclose(body['outputs'][contract.PROBABILITIES],
-                             expected[contract.PROBABILITIES], rtol=1e-5)
-  status, body = rest_util.rest_json(real.rest_url, f'/v1/models/{contract.CLASSIFY}:classify',
-                                     {'examples': [{contract.TEXT_KEY: t} for t in TEXTS]})
+  expected = _in_process(
+    real_base, contract.CLASSIFY, contract.PREDICT_TEXT, **{contract.TEXT_INPUT: TEXTS}
+  )
+  np.testing.assert_allclose(
+    body['outputs'][contract.PROBABILITIES], expected[contract.PROBABILITIES], rtol=1e-5
+  )
+  status, body = rest_util.rest_json(
+    real.rest_url,
+    f'/v1/models/{contract.CLASSIFY}:classify',
+    {'examples': [{contract.TEXT_KEY: t} for t in TEXTS]},
+  )
   assert status == 200, body
-  np.testing.assert_allclose([[s for _, s in row] for row in body['results']],
-                             expected[contract.PROBABILITIES], rtol=1e-5)
+  np.testing.assert_allclose(
+    [[s for _, s in row] for row in body['results']], expected[contract.PROBABILITIES], rtol=1e-5
+  )
   request = classification_pb2.ClassificationRequest()
   request.model_spec.name = contract.CLASSIFY
   for example in _examples(TEXTS):
@@ -102,11 +125,17 @@ def _generate_request(real):
   metadata.model_spec.name = contract.CLM
   signature_defs = get_model_metadata_pb2.SignatureDefMap()
   real.predictions.GetModelMetadata(metadata, timeout=60).metadata['signature_def'].Unpack(
-      signature_defs)
+    signature_defs
+  )
   inputs = signature_defs.signature_def[contract.GENERATE].inputs
-  defaults = {contract.PROMPT_INPUT: TEXTS, contract.MAX_NEW_TOKENS_INPUT: 3,
-              contract.TEMPERATURE_INPUT: 0.0, contract.TOP_K_INPUT: 0,
-              contract.TOP_P_INPUT: 1.0, contract.SEED_INPUT: 0}
+  defaults = {
+    contract.PROMPT_INPUT: TEXTS,
+    contract.MAX_NEW_TOKENS_INPUT: 3,
+    contract.TEMPERATURE_INPUT: 0.0,
+    contract.TOP_K_INPUT: 0,
+    contract.TOP_P_INPUT: 1.0,
+    contract.SEED_INPUT: 0,
+  }
   request = predict_pb2.PredictRequest()
   request.model_spec.name = contract.CLM
   request.model_spec.signature_name = contract.GENERATE
@@ -134,8 +163,10 @@ def test_bad_inputs_to_real_models(real, name):
     request.inputs[key].CopyFrom(tf.make_tensor_proto(values))
     return real.predictions.Predict(request, timeout=60)
 
-  for values, message in (([b'\x0a\xff!'], 'serving_default'),
-                          ([tf.train.Example().SerializeToString()], 'Feature: text')):
+  for values, message in (
+    ([b'\x0a\xff!'], 'serving_default'),
+    ([tf.train.Example().SerializeToString()], 'Feature: text'),
+  ):
     with pytest.raises(grpc.RpcError) as raised:
       predict(contract.SERVING_DEFAULT, contract.EXAMPLES_INPUT, values)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
