@@ -69,6 +69,9 @@ def _flags(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace
       help='Serve HandleReloadConfigRequest (off by default: any client could unload models).')
   add('--drain_seconds', type=float, default=30.0,
       help='On SIGTERM, how long to wait for in-flight requests.')
+  add('--rest_timeout_seconds', type=float, default=120.0,
+      help='A REST predict or classify call running longer is answered 504 (gRPC calls use'
+           ' their deadline); 0 means no limit.')
   add('--tensorflow_intra_op_parallelism', type=int, default=0,
       help='Threads one TensorFlow op may use (0: TensorFlow chooses, one per core).')
   add('--tensorflow_inter_op_parallelism', type=int, default=0,
@@ -109,14 +112,15 @@ def main(argv: list[str] | None = None) -> int:
         max_request_bytes=flags.max_request_bytes,
         limits=codec.Limits(flags.max_request_elements, flags.max_request_string_bytes),
         rest_options=rest.RestOptions(max_connections=flags.rest_max_connections,
-                              header_timeout=flags.rest_header_timeout_seconds,
-                              body_timeout=flags.rest_body_timeout_seconds,
-                              max_json_depth=flags.max_json_depth),
+                                      header_timeout=flags.rest_header_timeout_seconds,
+                                      body_timeout=flags.rest_body_timeout_seconds,
+                                      max_json_depth=flags.max_json_depth),
         ssl_certfile=flags.ssl_certfile or None, ssl_keyfile=flags.ssl_keyfile or None,
         ssl_client_ca_file=flags.ssl_client_ca_file or None,
         auth_token_file=flags.auth_token_file or None,
         enable_model_management=flags.enable_model_management,
-        drain_seconds=flags.drain_seconds)
+        drain_seconds=flags.drain_seconds,
+        rest_timeout_seconds=flags.rest_timeout_seconds or None)
     if options.auth_token_file:
       server_lib.read_token(options.auth_token_file)  # a bad file is a usage error
   except (OSError, ValueError) as e:

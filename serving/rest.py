@@ -66,6 +66,8 @@ class RestOptions:
     max_json_depth: deepest nesting of arrays and objects in a body.
     limits: codec.Limits of one request's tensors.
     auth_token: every call but health needs `Authorization: Bearer <token>` (None: open).
+    timeout_seconds: how long a predict or classify call may run before it is answered 504;
+      None: no limit.
   """
 
   max_request_bytes: int = 64 << 20
@@ -75,6 +77,7 @@ class RestOptions:
   max_json_depth: int = 64
   limits: codec.Limits = codec.DEFAULT_LIMITS
   auth_token: str | None = None
+  timeout_seconds: float | None = None
 
   def __post_init__(self):
     for name in (
@@ -457,11 +460,14 @@ class _Handler(BaseHTTPRequestHandler):
     )
 
   def _post(self, verb, servable, signature_name, body):
+    options = self.server.options
+    deadline = (
+      None if options.timeout_seconds is None else (time.monotonic() + options.timeout_seconds)
+    )
     if verb == 'predict':
-      return _Reply(
-        200, _predict(servable, signature_name, body, self.server.options.limits.budget())
-      )
-    return _Reply(200, _classify(servable, signature_name, body))
+      budget = options.limits.budget()
+      return _Reply(200, _predict(servable, signature_name, body, budget, deadline))
+    return _Reply(200, _classify(servable, signature_name, body, deadline))
 
   def _send(self, reply):
     if isinstance(reply.body, (dict, list)):
@@ -680,7 +686,13 @@ def _columns(signature, body):
   )
 
 
-def _predict(servable: Servable, signature_name: str, body: dict, budget: codec.Budget) -> dict:
+def _predict(
+  servable: Servable,
+  signature_name: str,
+  body: dict,
+  budget: codec.Budget,
+  deadline: float | None = None,
+) -> dict:
   signature = servable.signature(signature_name)
   inputs = {}
   for key, value in _columns(signature, body).items():
@@ -690,7 +702,7 @@ def _predict(servable: Servable, signature_name: str, body: dict, budget: codec.
         f' "{signature.name}": {sorted(signature.inputs)}'
       )
     inputs[key] = codec.from_json(key, value, signature.inputs[key].dtype, budget)
-  _, outputs = core.predict_arrays(servable, signature.name, inputs)
+  _, outputs = core.predict_arrays(servable, signature.name, inputs, deadline=deadline)
   converted = {k: codec.to_json(k, v) for k, v in outputs.items()}
   if 'inputs' in body:
     return {'outputs': next(iter(converted.values())) if len(converted) == 1 else converted}
@@ -711,7 +723,9 @@ def _named(value, specs):
   return isinstance(value, dict) and not (set(value) == {'b64'} and 'b64' not in specs)
 
 
-def _classify(servable: Servable, signature_name: str, body: dict) -> dict:
+def _classify(
+  servable: Servable, signature_name: str, body: dict, deadline: float | None = None
+) -> dict:
   examples = body.get('examples')
   if not isinstance(examples, list):
     raise errors.invalid_argument('classify needs "examples": a list of objects of features')
@@ -722,7 +736,7 @@ def _classify(servable: Servable, signature_name: str, body: dict) -> dict:
   protos = [
     codec.merge_context(context, codec.example_from_json(i, e)) for i, e in enumerate(examples)
   ]
-  _, results = core.classify_examples(servable, signature_name, protos)
+  _, results = core.classify_examples(servable, signature_name, protos, deadline)
   return {
     'results': [
       [[label.decode('utf-8', 'replace'), score] for label, score in row] for row in results

@@ -41,6 +41,8 @@ class ServerOptions:
     auth_token_file: a file holding a bearer token every call but REST health must carry.
     enable_model_management: serve HandleReloadConfigRequest (off: PERMISSION_DENIED).
     drain_seconds: how long shutdown waits for in-flight requests.
+    rest_timeout_seconds: a REST predict or classify call still running after this long is
+      answered 504 (DEADLINE_EXCEEDED), as a gRPC call past its deadline is; None: no limit.
   """
   host: str = '127.0.0.1'
   grpc_port: int = contract.GRPC_PORT
@@ -56,8 +58,12 @@ class ServerOptions:
   auth_token_file: str | None = None
   enable_model_management: bool = False
   drain_seconds: float = 30.0
+  rest_timeout_seconds: float | None = 120.0
 
   def __post_init__(self):
+    if self.rest_timeout_seconds is not None and self.rest_timeout_seconds <= 0:
+      raise ValueError(f'rest_timeout_seconds must be > 0 (or None), got '
+                       f'{self.rest_timeout_seconds}')
     if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
       raise ValueError('TLS needs both a certificate file and a key file')
     if self.ssl_client_ca_file and not self.ssl_certfile:
@@ -121,8 +127,9 @@ class Server:
         if options.ssl_client_ca_file:
           context.load_verify_locations(options.ssl_client_ca_file)
           context.verify_mode = ssl.CERT_REQUIRED
-      rest_options = dataclasses.replace(options.rest_options, max_request_bytes=options.max_request_bytes,
-                                         limits=options.limits, auth_token=token)
+      rest_options = dataclasses.replace(
+          options.rest_options, max_request_bytes=options.max_request_bytes,
+          limits=options.limits, auth_token=token, timeout_seconds=options.rest_timeout_seconds)
       self._rest = rest.RestServer((options.host, options.rest_port), self.manager, self.metrics,
                                    rest_options, context)
       self.rest_port = self._rest.port
