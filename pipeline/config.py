@@ -22,12 +22,11 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import yaml
 
 from pipeline import demo_data
+from tfxlm import contract
 from trainer import config as trainer_config
 from trainer import features
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-INPUT_FORMATS = ('csv', 'tfrecord', 'text', 'jsonl')
-TEXT_MODES = ('line', 'file')
 VOCAB_KINDS = ('wordpiece', 'sentencepiece')
 
 
@@ -66,7 +65,8 @@ class DataConfig:
     text_mode: for `text` input, `line` (a document per line) or `file` (a document per file).
     jsonl_text_field: for `jsonl` input, the field holding the text.
     file_pattern: glob of the input files (in `input_base`, or in each split's sub-folder);
-      empty means the format's default (`*.csv`, `*.txt`, `*.jsonl`, `*` for tfrecord).
+      empty means the format's default (`*.csv*`, `*.txt*`, `*.jsonl*`, `*` for tfrecord).
+      Files named `*.gz` or `*.bz2` are decompressed as they are read (tfrecord: `*.gz`).
     input_splits: names of pre-split sub-folders of `input_base` (e.g. [train, eval]); empty
       means one folder split by hash buckets with `train_eval_ratio`.
     train_eval_ratio: hash-bucket ratio of the train and eval splits.
@@ -439,8 +439,9 @@ def _check_choice(value, choices, where):
 def validate(config: PipelineConfig) -> None:
   """Cross-field checks, and that every local input path exists."""
   data = config.data
-  _check_choice(data.format, INPUT_FORMATS, 'data.format')
-  _check_choice(data.text_mode, TEXT_MODES, 'data.text_mode')
+  # The formats of components/example_gen.py's registry (a test keeps the two in step).
+  _check_choice(data.format, contract.INPUT_FORMATS, 'data.format')
+  _check_choice(data.text_mode, contract.TEXT_MODES, 'data.text_mode')
   _check_choice(config.vocabulary.kind, VOCAB_KINDS, 'vocabulary.kind')
   if config.vocabulary.size <= len(features.RESERVED_TOKENS):
     raise ConfigError(f'vocabulary.size: {config.vocabulary.size} leaves no room beyond the '

@@ -75,7 +75,7 @@ def create_pipeline(
     The TFX pipeline.
   """
   data = config.data
-  split_pattern = data.file_pattern or example_gen_lib.DEFAULT_PATTERNS[data.format]
+  split_pattern = data.file_pattern or example_gen_lib.FORMATS[data.format].default_pattern
   example_gen = example_gen_lib.create_example_gen(
       data.format,
       config_lib.input_base_dir(config),

@@ -32,6 +32,9 @@ TASKS = (MLM, CLM, CLASSIFY)
 # Input formats ExampleGen reads.
 CSV, TFRECORD, TEXT, JSONL = 'csv', 'tfrecord', 'text', 'jsonl'
 INPUT_FORMATS = (CSV, TFRECORD, TEXT, JSONL)
+# How `text` input is cut into documents: one per line, or one per file.
+LINE_MODE, FILE_MODE = 'line', 'file'
+TEXT_MODES = (LINE_MODE, FILE_MODE)
 
 # Distribution strategies (trainer/distribute.py) and learning-rate decays.
 AUTO, DEFAULT, MIRRORED, MULTI_WORKER, TPU = 'auto', 'default', 'mirrored', 'multi_worker', 'tpu'

@@ -1,5 +1,7 @@
 """Reading each input format, and what happens to bad input (errors name file, line, problem)."""
 
+import bz2
+import gzip
 import json
 import os
 
@@ -11,6 +13,7 @@ from tfx.types import standard_component_specs
 
 from components import example_gen
 from components.validation import DataError
+from tfxlm import contract
 from trainer import features
 
 
@@ -127,6 +130,80 @@ def test_tfrecord_missing_text_feature(tmp_path):
   text_data.write_tfrecord(str(tmp_path / 'x.tfrecord'), [{'body': 'hello'}])
   with pytest.raises(Exception, match=r"has no feature 'text' \(features: \['body'\]\)"):
     _read('tfrecord', tmp_path, '*')
+
+
+def test_registry_holds_exactly_the_contract_formats_each_with_a_reader_and_pattern():
+  assert tuple(example_gen.FORMATS) == contract.INPUT_FORMATS
+  for name, entry in example_gen.FORMATS.items():
+    assert callable(entry.reader) and entry.default_pattern, name
+    assert set(entry.options) <= {example_gen.TEXT_COLUMN_KEY, example_gen.LABEL_COLUMN_KEY,
+                                  example_gen.TEXT_MODE_KEY}, name
+
+
+_COMPRESS = {'': lambda data: data, '.gz': gzip.compress, '.bz2': bz2.compress}
+
+
+def _write_format(folder, input_format, suffix, docs):
+  """Writes labeled `docs` (text, label) in `input_format`, compressed by `suffix`."""
+  if input_format == 'tfrecord':
+    plain = text_data.write_tfrecord(str(folder / 'plain.tfrecord'),
+                                     [{'text': t, 'label': lab} for t, lab in docs])
+    with open(plain, 'rb') as f:
+      data = f.read()
+    os.remove(plain)
+    name = 'data.tfrecord'
+  elif input_format == 'csv':
+    data = ('text,label\n' + ''.join(f'"{t}",{lab}\n' for t, lab in docs)).encode()
+    name = 'data.csv'
+  elif input_format == 'jsonl':
+    data = ''.join(json.dumps({'text': t, 'label': lab}) + '\n' for t, lab in docs).encode()
+    name = 'data.jsonl'
+  else:
+    data = ''.join(t + '\n' for t, _ in docs).encode()
+    name = 'data.txt'
+  (folder / (name + suffix)).write_bytes(_COMPRESS[suffix](data))
+  return name + suffix
+
+
+@pytest.mark.parametrize('input_format,suffix', [
+  (fmt, suffix) for fmt in ('csv', 'text', 'jsonl') for suffix in ('.gz', '.bz2')
+] + [('tfrecord', '.gz'), ('tfrecord', '')])
+def test_compressed_input_is_read_by_extension_with_the_default_pattern(tmp_path, input_format,
+                                                                       suffix):
+  docs = [(sentence, str(i % 2)) for i, sentence in enumerate(text_data.sentences(50))]
+  _write_format(tmp_path, input_format, suffix, docs)
+  pattern = example_gen.FORMATS[input_format].default_pattern
+  labeled = input_format != 'text'
+  pairs, counters = _read(input_format, tmp_path, pattern,
+                          label_column='label' if labeled else None)
+  assert pairs == sorted([(t, lab if labeled else None) for t, lab in docs], key=str)
+  assert counters['documents'] == len(docs)
+
+
+@pytest.mark.parametrize('input_format,suffix', [
+  (fmt, suffix) for fmt in ('csv', 'text', 'jsonl') for suffix in ('.gz', '.bz2')
+] + [('tfrecord', '.gz')])
+@pytest.mark.parametrize('damage', ['truncated', 'corrupt'])
+def test_damaged_compressed_file_is_named(tmp_path, input_format, suffix, damage):
+  docs = [(sentence, '1') for sentence in text_data.sentences(400)]
+  name = _write_format(tmp_path, input_format, suffix, docs)
+  data = (tmp_path / name).read_bytes()
+  if damage == 'truncated':
+    data = data[:len(data) // 2]
+  else:  # bytes flipped in the middle of the compressed stream
+    middle = len(data) // 2
+    data = data[:middle] + bytes(b ^ 0xFF for b in data[middle:middle + 64]) + data[middle + 64:]
+  (tmp_path / name).write_bytes(data)
+  with pytest.raises(Exception, match=rf'{name}.*(corrupt|truncated)') as error:
+    _read(input_format, tmp_path, '*' + suffix, label_column='label')
+  assert len(str(error.value).splitlines()[-1]) < 400
+
+
+def test_tfrecord_read_error_names_the_file_not_the_glob(tmp_path):
+  text_data.write_tfrecord(str(tmp_path / 'good.tfrecord'), [{'text': 'fine'}])
+  (tmp_path / 'bad.tfrecord').write_bytes(b'\x07' * 40)
+  with pytest.raises(Exception, match=r'bad\.tfrecord: record 1 is unreadable'):
+    _read('tfrecord', tmp_path, '*.tfrecord')
 
 
 def test_create_example_gen_rejects_bad_options():
