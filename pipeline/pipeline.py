@@ -87,6 +87,7 @@ def create_pipeline(
       train_eval_ratio=tuple(data.train_eval_ratio),
       file_pattern=data.file_pattern or None,
       shuffle=data.shuffle,
+      label_values=data.label_values if config.train.task == features.CLASSIFY else (),
   )
   examples = example_gen.outputs['examples']
 
@@ -99,9 +100,20 @@ def create_pipeline(
       statistics=statistics_gen.outputs['statistics'],
       schema=schema_gen.outputs['schema'])
 
+  # Label filtering keeps rows out of classification only: pretraining and the vocabulary read
+  # every row's text, from a second ExampleGen without labels (same files, same splits).
+  corpus, corpus_schema, corpus_components = examples, schema_gen.outputs['schema'], []
+  if config.pretrain is not None and example_gen.filters_labels:
+    corpus_gen = example_gen.without_labels().with_id('CorpusExampleGen')
+    corpus_schema_gen = schema_lib.CuratedSchemaGen(
+        schema_file=config_lib.CORPUS_SCHEMA,
+        fingerprint=schema_lib.fingerprint(config_lib.CORPUS_SCHEMA)).with_id('CorpusSchemaGen')
+    corpus, corpus_schema = corpus_gen.outputs['examples'], corpus_schema_gen.outputs['schema']
+    corpus_components = [corpus_gen, corpus_schema_gen]
+
   vocab_cfg = config.vocabulary
   vocabulary = vocabulary_lib.Vocabulary(
-      examples=examples,
+      examples=corpus,
       anomalies=example_validator.outputs['anomalies'],
       vocab_size=vocab_cfg.size,
       kind=vocab_cfg.kind,
@@ -112,11 +124,12 @@ def create_pipeline(
   schema = schema_gen.outputs['schema']
   vocab = vocabulary.outputs['vocabulary']
 
-  components = [example_gen, statistics_gen, schema_gen, example_validator, vocabulary]
+  components = [example_gen, *corpus_components, statistics_gen, schema_gen, example_validator,
+                vocabulary]
 
   base_model = None
   if config.pretrain is not None:
-    pretrain_transform = _transform(config, examples, schema, vocab, config.pretrain,
+    pretrain_transform = _transform(config, corpus, corpus_schema, vocab, config.pretrain,
                                     'PretrainTransform')
     pretrainer = _trainer(config.pretrain, pretrain_transform, None, 'PretrainTrainer')
     components += [pretrain_transform, pretrainer]

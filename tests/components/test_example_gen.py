@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 import text_data
 from tfx.types import standard_component_specs
+from tfx.utils import proto_utils
 
 from components import example_gen
 from components.validation import DataError
@@ -25,6 +26,8 @@ def _read(input_format, folder, pattern, **options):
     example_gen.TEXT_COLUMN_KEY: options.get('text_column', 'text'),
     example_gen.LABEL_COLUMN_KEY: options.get('label_column'),
     example_gen.TEXT_MODE_KEY: options.get('text_mode', 'line'),
+    example_gen.LABEL_VALUES_KEY: json.dumps(options['label_values'])
+    if 'label_values' in options else None,
   }
   sink = os.path.join(str(folder), '..', f'{os.path.basename(str(folder))}-out.txt')
   pipeline = beam.Pipeline()
@@ -204,6 +207,68 @@ def test_tfrecord_read_error_names_the_file_not_the_glob(tmp_path):
   (tmp_path / 'bad.tfrecord').write_bytes(b'\x07' * 40)
   with pytest.raises(Exception, match=r'bad\.tfrecord: record 1 is unreadable'):
     _read('tfrecord', tmp_path, '*.tfrecord')
+
+
+def test_rows_with_unlisted_labels_are_dropped_and_counted(tmp_path, caplog):
+  rows = [['fresh', 'good'], ['plot', 'a story'], ['rotten', 'bad'], ['plot', 'another story'],
+          ['', 'unlabeled']]
+  text_data.write_csv(str(tmp_path / 'rt.csv'), rows, ['category', 'text'])
+  with caplog.at_level('INFO'):
+    pairs, counters = _read('csv', tmp_path, '*.csv', label_column='category',
+                            label_values=['fresh', 'rotten'])
+  # The missing label is kept, for validation to report against the schema.
+  assert pairs == sorted([('good', 'fresh'), ('bad', 'rotten'), ('unlabeled', None)], key=str)
+  assert counters['rows_dropped_by_label'] == 2 and counters['documents'] == 3
+  assert any('rt.csv: dropped 2 rows' in r.getMessage() and 'plot: 2' in r.getMessage()
+             for r in caplog.records)
+  pairs, counters = _read('csv', tmp_path, '*.csv', label_column='category')
+  assert len(pairs) == len(rows) and counters.get('rows_dropped_by_label', 0) == 0
+
+
+def _split(input_format, folder, *, input_splits=None, ratio=(9, 1), **options):
+  """Runs the executor's reading and splitting; returns {split: sorted (text, label) pairs}."""
+  component = example_gen.create_example_gen(input_format, str(folder), input_splits=input_splits,
+                                             train_eval_ratio=ratio, **options)
+  exec_properties = {}
+  for key, value in component.exec_properties.items():
+    exec_properties[key] = (proto_utils.proto_to_json(value) if hasattr(value, 'DESCRIPTOR')
+                            else value)
+  pipeline = beam.Pipeline()
+  splits = example_gen.Executor().GenerateExamplesByBeam(pipeline, exec_properties)
+  sinks = {}
+  for name, records in splits.items():
+    sinks[name] = str(folder) + f'-{name}.txt'
+    _ = (records | f'Hex[{name}]' >> beam.Map(bytes.hex)
+         | f'Write[{name}]' >> beam.io.WriteToText(sinks[name], shard_name_template=''))
+  pipeline.run().wait_until_finish()
+  out = {}
+  for name, sink in sinks.items():
+    with open(sink) as f:
+      examples = [tf.train.Example.FromString(bytes.fromhex(h)).features.feature
+                  for h in f.read().split()]
+    out[name] = sorted((e['text'].bytes_list.value[0].decode(),
+                        e['label'].bytes_list.value[0].decode() if 'label' in e else None)
+                       for e in examples)
+  return out
+
+
+def test_hash_split_follows_the_text_so_labeled_and_corpus_examples_agree(tmp_path):
+  rows = [[('fresh', 'rotten', 'plot')[i % 3], text]
+          for i, text in enumerate(text_data.sentences(300))]
+  rows += [['rotten', rows[0][1]]]  # a duplicate text with another label: same split
+  text_data.write_csv(str(tmp_path / 'rt.csv'), rows, ['category', 'text'])
+  labeled = _split('csv', tmp_path, label_column='category', label_values=['fresh', 'rotten'])
+  corpus = _split('csv', tmp_path)
+  for name in ('train', 'eval'):
+    assert {t for t, _ in labeled[name]} <= {t for t, _ in corpus[name]}
+  assert {lab for _, lab in labeled['train'] + labeled['eval']} == {'fresh', 'rotten'}
+  assert sum(t == rows[0][1] for t, _ in labeled['eval']) in (0, 2)
+  assert 10 < len(corpus['eval']) < 60  # about a tenth of 300 distinct texts
+
+
+def test_label_values_need_a_label_column():
+  with pytest.raises(ValueError, match='need a label_column'):
+    example_gen.create_example_gen('csv', '/tmp', label_values=['a'])
 
 
 def test_create_example_gen_rejects_bad_options():

@@ -153,3 +153,34 @@ def test_offline_imdb_sample_config_reads_the_bundled_sample():
   config = config_lib.load_config(os.path.join(CONFIGS, 'imdb_sample.yaml'))
   assert config.data.input_base == ''
   assert config_lib.input_base_dir(config) == config_lib.bundled_imdb_dir()
+
+
+def _labeled_config(tmp_path, extra):
+  (tmp_path / 'data').mkdir(exist_ok=True)
+  return _write(tmp_path, 'data: {input_base: data, %s}\n' % extra)
+
+
+def test_label_values_must_be_the_schema_label_domain(tmp_path):
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"label_values: \['fresh', 'rotten'\] are not the label domain "
+                           r"\['0', '1'\] of .*labeled/schema.pbtxt"):
+    config_lib.load_config(_labeled_config(tmp_path, 'label_values: [fresh, rotten]'))
+  schema_dir = os.path.join(REPO, 'schemas', 'rotten_tomatoes')
+  config = config_lib.load_config(_labeled_config(
+      tmp_path, f'label_values: [rotten, fresh], schema_dir: {schema_dir}'))
+  assert config.data.label_values == ('rotten', 'fresh')
+
+
+@pytest.mark.parametrize('extra,message', [
+    ('label_values: [a, a]', 'empty or repeated'),
+    ('label_values: ["0", " "]', 'empty or repeated'),
+])
+def test_label_values_without_repeats_or_blanks(tmp_path, extra, message):
+  with pytest.raises(config_lib.ConfigError, match=message):
+    config_lib.load_config(_labeled_config(tmp_path, extra))
+
+
+def test_label_values_only_for_classification(tmp_path):
+  path = _labeled_config(tmp_path, 'label_values: ["0", "1"]')
+  with pytest.raises(config_lib.ConfigError, match='label_values: only for train.task classify'):
+    config_lib.load_config(path, ['train.task=clm'])
