@@ -23,6 +23,11 @@ Handling of bad records (each is either an error naming file, line and problem, 
     against the schema (and `label` outside the schema's domain likewise) and the Vocabulary
     gate stops the run;
   * an input pattern that matches no file: `DataError` naming the pattern;
+  * a split without examples (empty files, a CSV header without rows, a pre-split folder with
+    nothing in it, a hash split of too few examples): `DataError` naming the split and its files;
+    a file without documents beside others is counted (`files_without_documents`) and warned;
+  * a byte-order mark starting a file: stripped; a repeated CSV column name: `DataError`; CSV
+    fields up to 64 Mi characters are read;
   * with `label_values`, a row whose label is not listed: dropped and counted (Beam counter
     `rows_dropped_by_label`, and a log line per file with the count per label).
 
@@ -85,6 +90,8 @@ LABEL_VALUES_KEY = 'label_values'  # JSON list of the labels to keep; empty keep
 _METRICS_NAMESPACE = 'tfxlm.example_gen'
 # How many line numbers of skipped empty documents a warning lists per file.
 _MAX_REPORTED_LINES = 10
+# How many file names an empty-split error lists.
+_MAX_REPORTED_FILES = 3
 
 # (line number, or record number for TFRecord; text; label or None)
 Record = tuple[int, str, str | None]
@@ -98,6 +105,10 @@ _DECOMPRESSORS: dict[str, Callable[[IO[bytes]], IO[bytes]]] = {
 _STREAM_ERRORS = (OSError, EOFError, zlib.error)
 
 _CHECK_CHUNK_BYTES = 1 << 20
+_BOM = '\ufeff'
+# Longest CSV field read (Python's csv default is 131,072 characters); bounded so that a file
+# with an unbalanced quote fails instead of reading everything into one field.
+_CSV_FIELD_LIMIT = 64 * 1024 * 1024
 
 # TFRecord framing: uint64 length, masked crc32c of the length, payload, masked crc32c of it.
 _TFRECORD_HEADER = struct.Struct('<QI')
@@ -164,7 +175,9 @@ def _lines(path: str) -> Iterator[tuple[int, str]]:
   with _open(path) as f:
     try:
       for number, raw in enumerate(f, start=1):
-        yield number, _decode(raw, path, number)
+        line = _decode(raw, path, number)
+        # A byte-order mark (Windows editors, spreadsheet exports) is not part of the data.
+        yield number, line.removeprefix(_BOM) if number == 1 else line
     except _STREAM_ERRORS as e:
       raise _damaged(path, f'after line {number}', e) from None
 
@@ -177,7 +190,7 @@ def _read_text(path: str, text_mode: str = contract.LINE_MODE) -> Iterator[Recor
         data = f.read()
       except _STREAM_ERRORS as e:
         raise _damaged(path, 'in the file', e) from None
-    yield 1, _decode(data, path, 1), None
+    yield 1, _decode(data, path, 1).removeprefix(_BOM), None
     return
   for number, line in _lines(path):
     yield number, line.rstrip('\r\n'), None
@@ -219,14 +232,19 @@ def _read_csv(path: str, text_column: str = contract.TEXT_KEY,
       physical['line'] = number
       yield line
 
+  csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
   reader = csv.reader(lines())
   try:
     header = next(reader)
   except StopIteration:
     raise DataError(f'{path}: empty CSV file (no header row)') from None
-  # A byte-order mark (spreadsheet exports) is not part of the first column's name.
+  except csv.Error as e:
+    raise DataError(f'{path}, line {physical["line"]}: malformed CSV header ({e})') from None
   header = [name.strip() for name in header]
-  header[0] = header[0].lstrip('\ufeff')
+  repeated = sorted({name for name in header if name and header.count(name) > 1})
+  if repeated:
+    raise DataError(f'{path}: column {repeated[0]!r} appears {header.count(repeated[0])} times in '
+                    f'the header ({header}); give each column its own name')
   wanted = [text_column] + ([label_column] if label_column else [])
   for column in wanted:
     if column not in header:
@@ -245,7 +263,9 @@ def _read_csv(path: str, text_column: str = contract.TEXT_KEY,
       label = _label_str(row[label_index]) if label_index is not None else None
       yield physical['line'], row[text_index], label
   except csv.Error as e:
-    raise DataError(f'{path}, line {physical["line"]}: malformed CSV ({e})') from None
+    hint = (f': a field is longer than {_CSV_FIELD_LIMIT:,} characters (an unclosed quote?)'
+            if 'field limit' in str(e) else '')
+    raise DataError(f'{path}, line {physical["line"]}: malformed CSV ({e}){hint}') from None
 
 
 def _example_fields(serialized: bytes, where: str, text_column: str,
@@ -396,10 +416,12 @@ class _FileToExamples(beam.DoFn):
     self._documents = beam.metrics.Metrics.counter(_METRICS_NAMESPACE, 'documents')
     self._empty = beam.metrics.Metrics.counter(_METRICS_NAMESPACE, 'empty_documents_skipped')
     self._dropped = beam.metrics.Metrics.counter(_METRICS_NAMESPACE, 'rows_dropped_by_label')
+    self._empty_files = beam.metrics.Metrics.counter(_METRICS_NAMESPACE, 'files_without_documents')
 
   def process(self, path: str) -> Iterator[bytes]:
     empty_lines = []
     dropped = collections.Counter()
+    documents = 0
     for number, text, label in read_records(path, self._format, **self._options):
       if not text.strip():
         empty_lines.append(number)
@@ -411,7 +433,12 @@ class _FileToExamples(beam.DoFn):
         self._dropped.inc()
         continue
       self._documents.inc()
+      documents += 1
       yield make_example(text, label)
+    if not documents:
+      self._empty_files.inc()
+      logging.warning('%s: no documents (an empty file, a CSV header without rows, or only blank '
+                      'or dropped rows)', path)
     if empty_lines:
       shown = ', '.join(map(str, empty_lines[:_MAX_REPORTED_LINES]))
       logging.warning('%s: skipped %d empty or whitespace-only documents (lines %s%s)', path,
@@ -465,6 +492,48 @@ def label_values(exec_properties: Mapping[str, Any]) -> list[str]:
   return json.loads(exec_properties.get(LABEL_VALUES_KEY) or '[]')
 
 
+def _describe_files(pattern: str) -> str:
+  files = sorted(p for p in fileio.glob(pattern) if not fileio.isdir(p))
+  shown = ', '.join(os.path.basename(f) for f in files[:_MAX_REPORTED_FILES])
+  more = ', ...' if len(files) > _MAX_REPORTED_FILES else ''
+  return f'{pattern} ({len(files)} file(s): {shown}{more})'
+
+
+def _check_not_empty(splits: Mapping[str, beam.PCollection], sources: Mapping[str, str],
+                     hash_ratio: str | None) -> None:
+  """Fails the pipeline, naming the split and its files, if a split has no examples."""
+  counts = [
+    records
+    | f'Count[{name}]' >> beam.combiners.Count.Globally()
+    | f'Name[{name}]' >> beam.Map(lambda count, name=name: (name, count))
+    for name, records in splits.items()
+  ]
+  _ = (
+    counts
+    | 'Counts' >> beam.Flatten()
+    | 'AllCounts' >> beam.combiners.ToList()
+    | 'CheckNotEmpty' >> beam.Map(_raise_on_empty_split, dict(sources), hash_ratio)
+  )
+
+
+def _raise_on_empty_split(counts: list[tuple[str, int]], sources: Mapping[str, str],
+                          hash_ratio: str | None) -> None:
+  counts = dict(sorted(counts))
+  empty = [name for name, count in counts.items() if not count]
+  if not empty:
+    return
+  if hash_ratio and len(empty) < len(counts):
+    shown = ', '.join(f'{name} {count}' for name, count in counts.items())
+    raise DataError(
+      f'split {empty[0]!r} is empty after the hash split ({hash_ratio}) of '
+      f'{sources[empty[0]]}: examples per split: {shown}; add examples, change '
+      'train_eval_ratio, or pre-split the input into folders (input_splits)')
+  where = f'split {empty[0]!r}: ' if not hash_ratio else ''
+  raise DataError(
+    f'{where}no examples in {sources[empty[0]]}: every file is empty, a CSV header without rows, '
+    'or blank or dropped rows only; add examples or point the input at other files')
+
+
 class Executor(BaseExampleGenExecutor):
   """ExampleGen executor for the formats of `FORMATS` (see the module docstring)."""
 
@@ -484,19 +553,29 @@ class Executor(BaseExampleGenExecutor):
       exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY], example_gen_pb2.Output())
     names = example_gen_utils.generate_output_split_names(input_config, output_config)
     read = self.GetInputSourceToExamplePTransform()
+    base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
     hash_splits = output_config.split_config.splits
     if not hash_splits:
-      return {
+      splits = {
         split.name: pipeline | f'InputToRecord[{split.name}]' >> read(exec_properties, split.pattern)
         for split in input_config.splits
       }
+      sources = {split.name: _describe_files(os.path.join(base, split.pattern))
+                 for split in input_config.splits}
+      _check_not_empty(splits, sources, hash_ratio=None)
+      return splits
     bounds = [sum(s.hash_buckets for s in hash_splits[:i + 1]) for i in range(len(hash_splits))]
+    pattern = input_config.splits[0].pattern
     parts = (
       pipeline
-      | 'InputToRecord' >> read(exec_properties, input_config.splits[0].pattern)
+      | 'InputToRecord' >> read(exec_properties, pattern)
       | 'SplitData' >> beam.Partition(_split_index, len(bounds), bounds)
     )
-    return dict(zip(names, parts, strict=True))
+    splits = dict(zip(names, parts, strict=True))
+    source = _describe_files(os.path.join(base, pattern))
+    _check_not_empty(splits, dict.fromkeys(names, source),
+                     hash_ratio=':'.join(str(s.hash_buckets) for s in hash_splits))
+    return splits
 
   def Do(self, input_dict: dict[str, list[types.Artifact]],  # noqa: N802 (TFX API)
          output_dict: dict[str, list[types.Artifact]], exec_properties: dict[str, Any]) -> None:

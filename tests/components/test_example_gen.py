@@ -278,3 +278,90 @@ def test_create_example_gen_rejects_bad_options():
     example_gen.create_example_gen('text', '/tmp', text_mode='paragraph')
   with pytest.raises(ValueError, match='train_eval_ratio'):
     example_gen.create_example_gen('text', '/tmp', train_eval_ratio=(9, 0))
+
+
+# --- Empty and tiny inputs, and other edge cases: each an error naming the file or split, or read.
+
+
+def test_csv_with_a_header_and_no_rows_names_the_file(tmp_path):
+  (tmp_path / 'only_header.csv').write_text('text,label\n')
+  with pytest.raises(Exception, match=r'no examples in .*\*\.csv\* \(1 file\(s\): '
+                                      r'only_header\.csv\): .*CSV header without rows'):
+    _split('csv', tmp_path, label_column='label')
+
+
+@pytest.mark.parametrize('input_format,name', [('text', 'empty.txt'), ('jsonl', 'empty.jsonl')])
+def test_empty_text_or_jsonl_file_alone_is_an_error_naming_it(tmp_path, input_format, name):
+  (tmp_path / name).write_bytes(b'')
+  with pytest.raises(Exception, match=rf'no examples in .*\(1 file\(s\): {name}\)'):
+    _split(input_format, tmp_path)
+
+
+def test_empty_file_beside_others_is_counted_and_warned(tmp_path, caplog):
+  (tmp_path / 'empty.txt').write_bytes(b'')
+  text_data.write_text(str(tmp_path / 'full.txt'), ['one doc', 'two docs'])
+  with caplog.at_level('WARNING'):
+    pairs, counters = _read('text', tmp_path, '*.txt')
+  assert [t for t, _ in pairs] == ['one doc', 'two docs']
+  assert counters['files_without_documents'] == 1
+  assert any('empty.txt: no documents' in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize('empty_split', ['eval', 'train'])
+def test_pre_split_input_with_an_empty_split_names_the_split(tmp_path, empty_split):
+  for split in ('train', 'eval'):
+    rows = [] if split == empty_split else text_data.labeled_rows(5)
+    text_data.write_csv(str(tmp_path / split / 'part.csv'), rows, ['label', 'text'])
+  with pytest.raises(Exception, match=rf"split '{empty_split}': no examples in "
+                                      rf".*{empty_split}/\*\.csv \(1 file\(s\): part\.csv\)"):
+    _split('csv', tmp_path, label_column='label',
+           input_splits={'train': 'train/*.csv', 'eval': 'eval/*.csv'})
+
+
+def test_hash_split_that_leaves_a_split_empty_says_so_with_the_counts(tmp_path):
+  text_data.write_text(str(tmp_path / 'tiny.txt'), ['only one document'])
+  with pytest.raises(Exception, match=r"split '(eval|train)' is empty after the hash split "
+                                      r"\(9:1\) of .*tiny\.txt.*examples per split: eval \d, "
+                                      r"train \d; add examples, change train_eval_ratio"):
+    _split('text', tmp_path)
+
+
+def test_pre_split_input_with_examples_in_every_split_is_read(tmp_path):
+  for split in ('train', 'eval'):
+    text_data.write_csv(str(tmp_path / split / 'part.csv'), text_data.labeled_rows(3),
+                        ['label', 'text'])
+  splits = _split('csv', tmp_path, label_column='label',
+                  input_splits={'train': 'train/*.csv', 'eval': 'eval/*.csv'})
+  assert len(splits['train']) == len(splits['eval']) == 3
+
+
+@pytest.mark.parametrize('input_format', ['text', 'jsonl', 'csv'])
+def test_byte_order_mark_is_stripped(tmp_path, input_format):
+  content = {'text': 'first line\nsecond\n',
+             'jsonl': '{"text": "first line"}\n{"text": "second"}\n',
+             'csv': 'text\nfirst line\nsecond\n'}[input_format]
+  name = {'text': 'a.txt', 'jsonl': 'a.jsonl', 'csv': 'a.csv'}[input_format]
+  (tmp_path / name).write_bytes(('\ufeff' + content).encode())
+  pairs, _ = _read(input_format, tmp_path, '*')
+  assert pairs == [('first line', None), ('second', None)]
+
+
+def test_byte_order_mark_is_stripped_from_a_whole_file_document(tmp_path):
+  (tmp_path / 'a.txt').write_bytes('\ufeffone document'.encode())
+  pairs, _ = _read('text', tmp_path, '*.txt', text_mode='file')
+  assert pairs == [('one document', None)]
+
+
+def test_duplicate_csv_header_is_an_error_naming_the_column(tmp_path):
+  (tmp_path / 'dup.csv').write_text('text,label,text\na,1,b\n')
+  with pytest.raises(Exception, match=r"dup\.csv: column 'text' appears 2 times in the header"):
+    _read('csv', tmp_path, '*.csv', label_column='label')
+
+
+def test_csv_field_longer_than_the_csv_module_default_is_read(tmp_path):
+  long_text = ' '.join(text_data.sentences(5000))[:300_000]
+  assert len(long_text) > 131_072
+  text_data.write_csv(str(tmp_path / 'long.csv'), [['1', long_text], ['0', 'short']],
+                      ['label', 'text'])
+  pairs, _ = _read('csv', tmp_path, '*.csv', label_column='label')
+  assert sorted(len(t) for t, _ in pairs) == [5, len(long_text)]
