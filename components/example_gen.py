@@ -165,8 +165,10 @@ def _open(path: str) -> Iterator[IO[bytes]]:
 
 def _damaged(path: str, where: str, error: BaseException) -> DataError:
   kind = f'{_compression(path)} data' if _compression(path) else 'data'
-  return DataError(f'{path}: unreadable {kind} {where} ({error or type(error).__name__}); the '
-                   'file is corrupt or truncated: re-create or re-download it')
+  return DataError(
+    f'{path}: unreadable {kind} {where} ({error or type(error).__name__}); the '
+    'file is corrupt or truncated: re-create or re-download it'
+  )
 
 
 def _lines(path: str) -> Iterator[tuple[int, str]]:
@@ -182,8 +184,8 @@ def _lines(path: str) -> Iterator[tuple[int, str]]:
       raise _damaged(path, f'after line {number}', e) from None
 
 
-def _read_text(path: str, text_mode: str = contract.LINE_MODE) -> Iterator[Record]:
-  if text_mode == contract.FILE_MODE:
+def _read_text(path: str, text_mode: str = contract.LINE) -> Iterator[Record]:
+  if text_mode == contract.FILE:
     # One document per file: the document is the unit, so it is read whole.
     with _open(path) as f:
       try:
@@ -196,8 +198,9 @@ def _read_text(path: str, text_mode: str = contract.LINE_MODE) -> Iterator[Recor
     yield number, line.rstrip('\r\n'), None
 
 
-def _read_jsonl(path: str, text_column: str = contract.TEXT_KEY,
-                label_column: str | None = None) -> Iterator[Record]:
+def _read_jsonl(
+  path: str, text_column: str = contract.TEXT_KEY, label_column: str | None = None
+) -> Iterator[Record]:
   for number, line in _lines(path):
     line = line.strip()
     if not line:
@@ -206,7 +209,9 @@ def _read_jsonl(path: str, text_column: str = contract.TEXT_KEY,
     try:
       record = json.loads(line)
     except json.JSONDecodeError as e:
-      raise DataError(f'{path}, line {number}: not valid JSON ({e.msg} at column {e.colno})') from None
+      raise DataError(
+        f'{path}, line {number}: not valid JSON ({e.msg} at column {e.colno})'
+      ) from None
     if not isinstance(record, dict):
       raise DataError(f'{path}, line {number}: expected a JSON object, got {type(record).__name__}')
     if text_column not in record:
@@ -221,8 +226,9 @@ def _read_jsonl(path: str, text_column: str = contract.TEXT_KEY,
     yield number, text, _label_str(record.get(label_column)) if label_column else None
 
 
-def _read_csv(path: str, text_column: str = contract.TEXT_KEY,
-              label_column: str | None = None) -> Iterator[Record]:
+def _read_csv(
+  path: str, text_column: str = contract.TEXT_KEY, label_column: str | None = None
+) -> Iterator[Record]:
   # csv needs text; the lines are decoded one by one to report invalid UTF-8 precisely, and the
   # physical line number is the last one the csv reader consumed (a quoted field spans lines).
   physical = {'line': 0}
@@ -243,8 +249,10 @@ def _read_csv(path: str, text_column: str = contract.TEXT_KEY,
   header = [name.strip() for name in header]
   repeated = sorted({name for name in header if name and header.count(name) > 1})
   if repeated:
-    raise DataError(f'{path}: column {repeated[0]!r} appears {header.count(repeated[0])} times in '
-                    f'the header ({header}); give each column its own name')
+    raise DataError(
+      f'{path}: column {repeated[0]!r} appears {header.count(repeated[0])} times in '
+      f'the header ({header}); give each column its own name'
+    )
   wanted = [text_column] + ([label_column] if label_column else [])
   for column in wanted:
     if column not in header:
@@ -263,13 +271,17 @@ def _read_csv(path: str, text_column: str = contract.TEXT_KEY,
       label = _label_str(row[label_index]) if label_index is not None else None
       yield physical['line'], row[text_index], label
   except csv.Error as e:
-    hint = (f': a field is longer than {_CSV_FIELD_LIMIT:,} characters (an unclosed quote?)'
-            if 'field limit' in str(e) else '')
+    hint = (
+      f': a field is longer than {_CSV_FIELD_LIMIT:,} characters (an unclosed quote?)'
+      if 'field limit' in str(e)
+      else ''
+    )
     raise DataError(f'{path}, line {physical["line"]}: malformed CSV ({e}){hint}') from None
 
 
-def _example_fields(serialized: bytes, where: str, text_column: str,
-                    label_column: str | None) -> tuple[str, str | None]:
+def _example_fields(
+  serialized: bytes, where: str, text_column: str, label_column: str | None
+) -> tuple[str, str | None]:
   """(text, label) of one serialized tf.Example from `where` (file and record)."""
   try:
     example = tf.train.Example.FromString(serialized)
@@ -308,8 +320,10 @@ def _tfrecords(path: str) -> Iterator[tuple[int, bytes]]:
   number = 0
 
   def bad(problem: str) -> DataError:
-    return DataError(f'{path}: record {number} is unreadable ({problem}); the file is corrupt, '
-                     'truncated or not a TFRecord file (gzip-compressed ones must be named *.gz)')
+    return DataError(
+      f'{path}: record {number} is unreadable ({problem}); the file is corrupt, '
+      'truncated or not a TFRecord file (gzip-compressed ones must be named *.gz)'
+    )
 
   with _open(path) as f:
     try:
@@ -331,11 +345,11 @@ def _tfrecords(path: str) -> Iterator[tuple[int, bytes]]:
       raise _damaged(path, f'in record {number}', e) from None
 
 
-def _read_tfrecord(path: str, text_column: str = contract.TEXT_KEY,
-                   label_column: str | None = None) -> Iterator[Record]:
+def _read_tfrecord(
+  path: str, text_column: str = contract.TEXT_KEY, label_column: str | None = None
+) -> Iterator[Record]:
   for number, serialized in _tfrecords(path):
-    text, label = _example_fields(serialized, f'{path}, record {number}', text_column,
-                                  label_column)
+    text, label = _example_fields(serialized, f'{path}, record {number}', text_column, label_column)
     yield number, text, label
 
 
@@ -349,6 +363,7 @@ class InputFormat:
       (compressed files included).
     options: the reader's keyword options, named as TextExampleGen's exec properties.
   """
+
   reader: Callable[..., Iterator[Record]]
   default_pattern: str
   options: tuple[str, ...]
@@ -408,8 +423,9 @@ def _blame_damaged_stream(path: str, records: Iterator[Record]) -> Iterator[Reco
 class _FileToExamples(beam.DoFn):
   """Turns one file into serialized tf.Examples, counting what it skips or drops."""
 
-  def __init__(self, input_format_name: str, options: Mapping[str, Any],
-               label_values: Sequence[str] = ()):
+  def __init__(
+    self, input_format_name: str, options: Mapping[str, Any], label_values: Sequence[str] = ()
+  ):
     self._format = input_format_name
     self._options = dict(options)
     self._label_values = frozenset(label_values)
@@ -437,17 +453,28 @@ class _FileToExamples(beam.DoFn):
       yield make_example(text, label)
     if not documents:
       self._empty_files.inc()
-      logging.warning('%s: no documents (an empty file, a CSV header without rows, or only blank '
-                      'or dropped rows)', path)
+      logging.warning(
+        '%s: no documents (an empty file, a CSV header without rows, or only blank '
+        'or dropped rows)',
+        path,
+      )
     if empty_lines:
       shown = ', '.join(map(str, empty_lines[:_MAX_REPORTED_LINES]))
-      logging.warning('%s: skipped %d empty or whitespace-only documents (lines %s%s)', path,
-                      len(empty_lines), shown, ', ...' if len(empty_lines) > _MAX_REPORTED_LINES
-                      else '')
+      logging.warning(
+        '%s: skipped %d empty or whitespace-only documents (lines %s%s)',
+        path,
+        len(empty_lines),
+        shown,
+        ', ...' if len(empty_lines) > _MAX_REPORTED_LINES else '',
+      )
     if dropped:
-      logging.info('%s: dropped %d rows whose label is not in label_values %s (%s)', path,
-                   sum(dropped.values()), sorted(self._label_values),
-                   ', '.join(f'{label}: {count}' for label, count in dropped.most_common()))
+      logging.info(
+        '%s: dropped %d rows whose label is not in label_values %s (%s)',
+        path,
+        sum(dropped.values()),
+        sorted(self._label_values),
+        ', '.join(f'{label}: {count}' for label, count in dropped.most_common()),
+      )
 
 
 def _text_bucket(serialized: bytes, total_buckets: int) -> int:
@@ -462,8 +489,11 @@ def _split_index(serialized: bytes, num_partitions: int, bounds: Sequence[int]) 
 
 
 @beam.ptransform_fn
-def ReadTextExamples(pipeline: beam.Pipeline, exec_properties: Mapping[str, Any],  # noqa: N802
-                     split_pattern: str) -> beam.PCollection:
+def ReadTextExamples(  # noqa: N802 (Beam transform naming)
+  pipeline: beam.Pipeline,
+  exec_properties: Mapping[str, Any],
+  split_pattern: str,
+) -> beam.PCollection:
   """Reads one input split (a glob under input_base) into serialized tf.Examples."""
   pattern = os.path.join(exec_properties[standard_component_specs.INPUT_BASE_KEY], split_pattern)
   name = exec_properties[INPUT_FORMAT_KEY]
@@ -471,7 +501,7 @@ def ReadTextExamples(pipeline: beam.Pipeline, exec_properties: Mapping[str, Any]
   given = {
     TEXT_COLUMN_KEY: exec_properties.get(TEXT_COLUMN_KEY) or contract.TEXT_KEY,
     LABEL_COLUMN_KEY: exec_properties.get(LABEL_COLUMN_KEY) or None,
-    TEXT_MODE_KEY: exec_properties.get(TEXT_MODE_KEY) or contract.LINE_MODE,
+    TEXT_MODE_KEY: exec_properties.get(TEXT_MODE_KEY) or contract.LINE,
   }
   files = sorted(p for p in fileio.glob(pattern) if not fileio.isdir(p))
   if not files:
@@ -482,8 +512,10 @@ def ReadTextExamples(pipeline: beam.Pipeline, exec_properties: Mapping[str, Any]
   return (
     pipeline
     | 'Files' >> beam.Create(files)
-    | 'Read' >> beam.ParDo(_FileToExamples(name, {k: given[k] for k in entry.options},
-                                           label_values(exec_properties)))
+    | 'Read'
+    >> beam.ParDo(
+      _FileToExamples(name, {k: given[k] for k in entry.options}, label_values(exec_properties))
+    )
   )
 
 
@@ -499,8 +531,9 @@ def _describe_files(pattern: str) -> str:
   return f'{pattern} ({len(files)} file(s): {shown}{more})'
 
 
-def _check_not_empty(splits: Mapping[str, beam.PCollection], sources: Mapping[str, str],
-                     hash_ratio: str | None) -> None:
+def _check_not_empty(
+  splits: Mapping[str, beam.PCollection], sources: Mapping[str, str], hash_ratio: str | None
+) -> None:
   """Fails the pipeline, naming the split and its files, if a split has no examples."""
   counts = [
     records
@@ -516,8 +549,9 @@ def _check_not_empty(splits: Mapping[str, beam.PCollection], sources: Mapping[st
   )
 
 
-def _raise_on_empty_split(counts: list[tuple[str, int]], sources: Mapping[str, str],
-                          hash_ratio: str | None) -> None:
+def _raise_on_empty_split(
+  counts: list[tuple[str, int]], sources: Mapping[str, str], hash_ratio: str | None
+) -> None:
   counts = dict(sorted(counts))
   empty = [name for name, count in counts.items() if not count]
   if not empty:
@@ -527,11 +561,13 @@ def _raise_on_empty_split(counts: list[tuple[str, int]], sources: Mapping[str, s
     raise DataError(
       f'split {empty[0]!r} is empty after the hash split ({hash_ratio}) of '
       f'{sources[empty[0]]}: examples per split: {shown}; add examples, change '
-      'train_eval_ratio, or pre-split the input into folders (input_splits)')
+      'train_eval_ratio, or pre-split the input into folders (input_splits)'
+    )
   where = f'split {empty[0]!r}: ' if not hash_ratio else ''
   raise DataError(
     f'{where}no examples in {sources[empty[0]]}: every file is empty, a CSV header without rows, '
-    'or blank or dropped rows only; add examples or point the input at other files')
+    'or blank or dropped rows only; add examples or point the input at other files'
+  )
 
 
 class Executor(BaseExampleGenExecutor):
@@ -540,31 +576,39 @@ class Executor(BaseExampleGenExecutor):
   def GetInputSourceToExamplePTransform(self) -> beam.PTransform:  # noqa: N802 (TFX API)
     return ReadTextExamples
 
-  def GenerateExamplesByBeam(self, pipeline: beam.Pipeline,  # noqa: N802 (TFX API)
-                             exec_properties: dict[str, Any]) -> dict[str, beam.PCollection]:
+  def GenerateExamplesByBeam(  # noqa: N802 (TFX API)
+    self,
+    pipeline: beam.Pipeline,
+    exec_properties: dict[str, Any],
+  ) -> dict[str, beam.PCollection]:
     """The stock split logic, hashing each example's text rather than the whole example.
 
     So a text and its duplicates stay in one split, and ExampleGens reading the same files
     with different options (e.g. the corpus and the labeled examples) agree on the splits.
     """
     input_config = proto_utils.json_to_proto(
-      exec_properties[standard_component_specs.INPUT_CONFIG_KEY], example_gen_pb2.Input())
+      exec_properties[standard_component_specs.INPUT_CONFIG_KEY], example_gen_pb2.Input()
+    )
     output_config = proto_utils.json_to_proto(
-      exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY], example_gen_pb2.Output())
+      exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY], example_gen_pb2.Output()
+    )
     names = example_gen_utils.generate_output_split_names(input_config, output_config)
     read = self.GetInputSourceToExamplePTransform()
     base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
     hash_splits = output_config.split_config.splits
     if not hash_splits:
       splits = {
-        split.name: pipeline | f'InputToRecord[{split.name}]' >> read(exec_properties, split.pattern)
+        split.name: pipeline
+        | f'InputToRecord[{split.name}]' >> read(exec_properties, split.pattern)
         for split in input_config.splits
       }
-      sources = {split.name: _describe_files(os.path.join(base, split.pattern))
-                 for split in input_config.splits}
+      sources = {
+        split.name: _describe_files(os.path.join(base, split.pattern))
+        for split in input_config.splits
+      }
       _check_not_empty(splits, sources, hash_ratio=None)
       return splits
-    bounds = [sum(s.hash_buckets for s in hash_splits[:i + 1]) for i in range(len(hash_splits))]
+    bounds = [sum(s.hash_buckets for s in hash_splits[: i + 1]) for i in range(len(hash_splits))]
     pattern = input_config.splits[0].pattern
     parts = (
       pipeline
@@ -573,12 +617,19 @@ class Executor(BaseExampleGenExecutor):
     )
     splits = dict(zip(names, parts, strict=True))
     source = _describe_files(os.path.join(base, pattern))
-    _check_not_empty(splits, dict.fromkeys(names, source),
-                     hash_ratio=':'.join(str(s.hash_buckets) for s in hash_splits))
+    _check_not_empty(
+      splits,
+      dict.fromkeys(names, source),
+      hash_ratio=':'.join(str(s.hash_buckets) for s in hash_splits),
+    )
     return splits
 
-  def Do(self, input_dict: dict[str, list[types.Artifact]],  # noqa: N802 (TFX API)
-         output_dict: dict[str, list[types.Artifact]], exec_properties: dict[str, Any]) -> None:
+  def Do(  # noqa: N802 (TFX API)
+    self,
+    input_dict: dict[str, list[types.Artifact]],
+    output_dict: dict[str, list[types.Artifact]],
+    exec_properties: dict[str, Any],
+  ) -> None:
     """The stock ExampleGen run; without the shuffle before writing when `shuffle` is off.
 
     The stock writer reshuffles every record, which on the DirectRunner passes the whole corpus
@@ -589,21 +640,26 @@ class Executor(BaseExampleGenExecutor):
       return
     self._log_startup(input_dict, output_dict, exec_properties)
     input_config = proto_utils.json_to_proto(
-      exec_properties[standard_component_specs.INPUT_CONFIG_KEY], example_gen_pb2.Input())
+      exec_properties[standard_component_specs.INPUT_CONFIG_KEY], example_gen_pb2.Input()
+    )
     output_config = proto_utils.json_to_proto(
-      exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY], example_gen_pb2.Output())
+      exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY], example_gen_pb2.Output()
+    )
     outputs = output_dict[standard_component_specs.EXAMPLES_KEY]
     artifact_utils.get_single_instance(outputs).split_names = artifact_utils.encode_split_names(
-      example_gen_utils.generate_output_split_names(input_config, output_config))
+      example_gen_utils.generate_output_split_names(input_config, output_config)
+    )
     with self._make_beam_pipeline() as pipeline:
       for split, records in self.GenerateExamplesByBeam(pipeline, exec_properties).items():
-        path = os.path.join(artifact_utils.get_split_uri(outputs, split),
-                            write_split.DEFAULT_FILE_NAME)
+        path = os.path.join(
+          artifact_utils.get_split_uri(outputs, split), write_split.DEFAULT_FILE_NAME
+        )
         _ = records | f'Write[{split}]' >> beam.io.WriteToTFRecord(path, file_name_suffix='.gz')
     for artifact in outputs:
       examples_utils.set_payload_format(artifact, example_gen_pb2.FORMAT_TF_EXAMPLE)
       examples_utils.set_file_format(
-        artifact, write_split.to_file_format_str(example_gen_pb2.FORMAT_TFRECORDS_GZIP))
+        artifact, write_split.to_file_format_str(example_gen_pb2.FORMAT_TFRECORDS_GZIP)
+      )
 
 
 class TextExampleGenSpec(component_spec.ComponentSpec):
@@ -629,15 +685,31 @@ class TextExampleGen(base_beam_component.BaseBeamComponent):
   EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
   DRIVER_CLASS = example_gen_driver.FileBasedDriver
 
-  def __init__(self, *, input_base: str, input_format: str, input_config: example_gen_pb2.Input,
-               output_config: example_gen_pb2.Output, text_column: str = contract.TEXT_KEY,
-               label_column: str | None = None, text_mode: str = contract.LINE_MODE,
-               shuffle: bool = True, label_values: Sequence[str] = ()):
+  def __init__(
+    self,
+    *,
+    input_base: str,
+    input_format: str,
+    input_config: example_gen_pb2.Input,
+    output_config: example_gen_pb2.Output,
+    text_column: str = contract.TEXT_KEY,
+    label_column: str | None = None,
+    text_mode: str = contract.LINE,
+    shuffle: bool = True,
+    label_values: Sequence[str] = (),
+  ):
     """Builds the component; see `create_example_gen` for the arguments."""
     self._arguments = dict(
-      input_base=input_base, input_format=input_format, input_config=input_config,
-      output_config=output_config, text_column=text_column, label_column=label_column,
-      text_mode=text_mode, shuffle=shuffle, label_values=tuple(label_values))
+      input_base=input_base,
+      input_format=input_format,
+      input_config=input_config,
+      output_config=output_config,
+      text_column=text_column,
+      label_column=label_column,
+      text_mode=text_mode,
+      shuffle=shuffle,
+      label_values=tuple(label_values),
+    )
     spec = TextExampleGenSpec(
       input_base=input_base,
       input_config=input_config,
@@ -665,14 +737,20 @@ class TextExampleGen(base_beam_component.BaseBeamComponent):
     return TextExampleGen(**{**self._arguments, 'label_column': None, 'label_values': ()})
 
 
-def create_example_gen(input_format: str, input_base: str, *,
-                       text_column: str = contract.TEXT_KEY, label_column: str | None = None,
-                       text_mode: str = contract.LINE_MODE,
-                       jsonl_text_field: str = contract.TEXT_KEY,
-                       input_splits: Mapping[str, str] | None = None,
-                       train_eval_ratio: Sequence[int] = (9, 1),
-                       file_pattern: str | None = None, shuffle: bool = True,
-                       label_values: Sequence[str] = ()) -> TextExampleGen:
+def create_example_gen(
+  input_format: str,
+  input_base: str,
+  *,
+  text_column: str = contract.TEXT_KEY,
+  label_column: str | None = None,
+  text_mode: str = contract.LINE,
+  jsonl_text_field: str = contract.TEXT_KEY,
+  input_splits: Mapping[str, str] | None = None,
+  train_eval_ratio: Sequence[int] = (9, 1),
+  file_pattern: str | None = None,
+  shuffle: bool = True,
+  label_values: Sequence[str] = (),
+) -> TextExampleGen:
   """Creates the ExampleGen for one input format.
 
   Args:
@@ -710,22 +788,36 @@ def create_example_gen(input_format: str, input_base: str, *,
   if text_mode not in contract.TEXT_MODES:
     raise ValueError(f'text_mode {text_mode!r} is not one of {contract.TEXT_MODES}')
   if input_splits:
-    input_config = example_gen_pb2.Input(splits=[
-      example_gen_pb2.Input.Split(name=name, pattern=pattern)
-      for name, pattern in input_splits.items()
-    ])
+    input_config = example_gen_pb2.Input(
+      splits=[
+        example_gen_pb2.Input.Split(name=name, pattern=pattern)
+        for name, pattern in input_splits.items()
+      ]
+    )
     output_config = example_gen_pb2.Output()
   else:
     if len(train_eval_ratio) != 2 or min(train_eval_ratio) < 1:
       raise ValueError(f'train_eval_ratio must be two positive ints, got {train_eval_ratio}')
     input_config = example_gen_utils.make_default_input_config(
-      file_pattern or entry.default_pattern)
-    output_config = example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
-      example_gen_pb2.SplitConfig.Split(name='train', hash_buckets=int(train_eval_ratio[0])),
-      example_gen_pb2.SplitConfig.Split(name='eval', hash_buckets=int(train_eval_ratio[1])),
-    ]))
+      file_pattern or entry.default_pattern
+    )
+    output_config = example_gen_pb2.Output(
+      split_config=example_gen_pb2.SplitConfig(
+        splits=[
+          example_gen_pb2.SplitConfig.Split(name='train', hash_buckets=int(train_eval_ratio[0])),
+          example_gen_pb2.SplitConfig.Split(name='eval', hash_buckets=int(train_eval_ratio[1])),
+        ]
+      )
+    )
   source_text = jsonl_text_field if input_format == contract.JSONL else text_column
-  return TextExampleGen(input_base=input_base, input_format=input_format,
-                        input_config=input_config, output_config=output_config,
-                        text_column=source_text, label_column=label_column, text_mode=text_mode,
-                        shuffle=shuffle, label_values=label_values)
+  return TextExampleGen(
+    input_base=input_base,
+    input_format=input_format,
+    input_config=input_config,
+    output_config=output_config,
+    text_column=source_text,
+    label_column=label_column,
+    text_mode=text_mode,
+    shuffle=shuffle,
+    label_values=label_values,
+  )

