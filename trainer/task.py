@@ -63,7 +63,8 @@ def config_from_fn_args(fn_args: 'FnArgs') -> TrainerConfig:
   if unknown:
     raise ValueError(f'Trainer custom_config: unknown key(s) {unknown}; expected only '
                      f'{contract.TRAINER_CONFIG_KEY!r}')
-  config = TrainerConfig.from_dict(custom.get(contract.TRAINER_CONFIG_KEY))
+  config = TrainerConfig.from_dict(custom.get(contract.TRAINER_CONFIG_KEY),
+                                  where=contract.TRAINER_CONFIG_KEY)
   if config.train_steps is None:
     if not fn_args.train_steps:
       raise ValueError('no train steps: set TrainerConfig.train_steps or TrainArgs(num_steps=)')

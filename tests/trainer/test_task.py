@@ -275,5 +275,5 @@ def test_config_from_fn_args_fills_steps_and_rejects_bad_input():
     task.config_from_fn_args(args({'trainr': {}}, 7, 3))
   with pytest.raises(ValueError, match='no train steps'):
     task.config_from_fn_args(args({contract.TRAINER_CONFIG_KEY: {}}, None, 3))
-  with pytest.raises(ValueError, match='learning_rate must be > 0'):
+  with pytest.raises(ValueError, match=r'^trainer\.learning_rate: must be > 0, got -1.0'):
     task.config_from_fn_args(args({contract.TRAINER_CONFIG_KEY: {'learning_rate': -1.0}}, 7, 3))
