@@ -2,6 +2,7 @@
 
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -74,13 +75,33 @@ def test_a_config_error_is_one_short_message(tmp_path):
   assert 'learning_rat' in console and 'Traceback' not in console
 
 
-@pytest.mark.parametrize('argv', [['-m', 'serving.client', '--help'],
-                                  ['-m', 'serving', '--help']])
-def test_entry_points_print_no_native_start_up_lines(argv, tmp_path):
-  result = _run(argv, tmp_path)
+def test_the_client_help_prints_no_native_start_up_lines(tmp_path):
+  result = _run(['-m', 'serving.client', '--help'], tmp_path)
   assert result.returncode == 0, result.stderr
   assert 'usage:' in result.stdout
   assert not NATIVE_LINE.search(result.stdout + result.stderr), result.stderr
+
+
+def test_the_server_prints_no_native_start_up_lines(tmp_path):
+  (tmp_path / 'models').mkdir()
+  env = {k: v for k, v in os.environ.items() if k != 'TF_CPP_MIN_LOG_LEVEL'}
+  env['TMPDIR'] = str(tmp_path)
+  server = subprocess.Popen(
+    [sys.executable, '-m', 'serving', '--port=0', '--rest_api_port=0', '--model_name=m',
+     f'--model_base_path={tmp_path / "models"}', '--file_system_poll_wait_seconds=0'],
+    cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  try:
+    first = server.stdout.readline()  # after TensorFlow's import and the servers' start
+    server.send_signal(signal.SIGTERM)
+    out, err = server.communicate(timeout=60)
+  finally:
+    server.kill()
+    server.wait()
+  console = first + out + err
+  assert first.startswith('SERVING'), console
+  assert not NATIVE_LINE.search(console), console
+  native_log = tmp_path / f'tfxlm-serve-{os.getuid()}.log'
+  assert str(native_log) in console and NATIVE_LINE.search(native_log.read_text())
 
 
 def test_the_client_keeps_the_native_lines_in_its_log(tmp_path):
