@@ -107,10 +107,9 @@ def _evaluations(config):
   connection = metadata_store_pb2.ConnectionConfig()
   connection.sqlite.filename_uri = config.metadata_path
   store = metadata_store.MetadataStore(connection)
+  evaluator = store.get_execution_type('tfx.components.evaluator.component.Evaluator')
   runs = []
-  for execution in sorted(store.get_executions(), key=lambda e: e.id):
-    if not execution.properties['component_id'].string_value == 'Evaluator':
-      continue
+  for execution in sorted(store.get_executions_by_type(evaluator.name), key=lambda e: e.id):
     if execution.last_known_state != metadata_store_pb2.Execution.COMPLETE:
       continue
     inputs = {}

@@ -7,8 +7,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import trainer_data
 
+from tests.trainer import trainer_data
 from trainer import inputs, models, optimization, task, training
 from trainer.config import TrainerConfig
 

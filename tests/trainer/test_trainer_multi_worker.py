@@ -6,8 +6,7 @@ import socket
 import subprocess
 import sys
 
-import trainer_data
-
+from tests.trainer import trainer_data
 from trainer import task, training
 
 HERE = os.path.dirname(os.path.abspath(__file__))
