@@ -1,9 +1,5 @@
 """Fine-tuning from keras-hub presets made here: warm start, training, the signatures, and the
-keras-hub preset written beside the SavedModel (round trip: same logits).
-
-The classify warm start and the base_model test run by default; the mlm and clm training runs
-(about 4x longer together) are `slow`.
-"""
+keras-hub preset written beside the SavedModel (round trip: same logits)."""
 
 import os
 
@@ -77,7 +73,6 @@ def test_classify_warm_starts_from_a_bert_preset_and_serves(bert, tmp_path):
   assert set(out[contract.LABELS].numpy().tolist()) <= {b'neg', b'pos'}
 
 
-@pytest.mark.slow
 def test_mlm_continues_pretraining_a_bert_preset(bert, tmp_path):
   data = _data(str(tmp_path), contract.MLM, bert)
   args = trainer_data.fn_args(data, str(tmp_path / 'run'), _config(contract.MLM, bert))
@@ -89,7 +84,6 @@ def test_mlm_continues_pretraining_a_bert_preset(bert, tmp_path):
   assert out[contract.TOKEN_COUNT].numpy()[0] > 0
 
 
-@pytest.mark.slow
 def test_clm_fine_tunes_a_gpt2_preset_generates_and_writes_a_preset_back(gpt2, tmp_path):
   data = _data(str(tmp_path), contract.CLM, gpt2)
   # generate ends at the preset's end token and never produces its other special tokens.
