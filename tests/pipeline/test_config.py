@@ -314,3 +314,11 @@ def test_label_values_only_for_classification(tmp_path):
   path = _labeled_config(tmp_path, 'label_values: ["0", "1"]')
   with pytest.raises(config_lib.ConfigError, match='label_values: only for train.task classify'):
     config_lib.load_config(path, ['train.task=clm'])
+
+
+@pytest.mark.parametrize('name, task', [('finetune_bert_preset.yaml', 'classify'),
+                                        ('finetune_gpt2_preset.yaml', 'clm')])
+def test_shipped_preset_configs_load_with_a_hub_handle(name, task):
+  config = config_lib.load_config(os.path.join(CONFIGS, name))
+  assert config.train.task == task and config.train.preset.startswith('kaggle://')
+  assert config.pretrain is None and not config.base_model
