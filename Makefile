@@ -50,7 +50,7 @@ kubeflow-submit:  ## Compile and submit to a KFP 2 endpoint: make kubeflow-submi
 bench:  ## Run the benchmarks and print their ratios.
 	$(DEV) python bench/run_all.py
 
-lock:  ## Re-resolve the stack from setup.py and rewrite requirements.lock.
+lock:  ## Re-resolve the stack from setup.py; rewrite requirements.lock and requirements-gpu.lock.
 	$(DEV) bash tools/relock.sh
 
 clean:  ## Remove pipeline outputs and caches in this clone.
