@@ -117,10 +117,12 @@ def _trainer_resources(pipeline, kubeflow: config_lib.KubeflowConfig) -> None:
     image = kubeflow.gpu_image if kubeflow.trainer_gpus and not kubeflow.trainer_tpu else (
         kubeflow.image)
     pool = {'machine_spec': machine, 'container_spec': {'image_uri': image}}
-    training_args = {'project': kubeflow.vertex_project, 'worker_pool_specs': [
-        dict(pool, replica_count=1),
-        dict(pool, replica_count=kubeflow.trainer_replicas - 1),
-    ] if kubeflow.trainer_replicas > 1 else [dict(pool, replica_count=1)]}
+    pools = [dict(pool, replica_count=1)]  # the chief
+    if kubeflow.trainer_replicas > 1:
+      pools.append(dict(pool, replica_count=kubeflow.trainer_replicas - 1))
+    # A CustomJob as TFX's Vertex client takes it: `job_spec` holds the CustomJobSpec (a bare
+    # CustomJobSpec is deprecated there).
+    training_args = {'project': kubeflow.vertex_project, 'job_spec': {'worker_pool_specs': pools}}
     for trainer in trainers:
       custom = json.loads(trainer.exec_properties.get('custom_config') or 'null') or {}
       custom.update({

@@ -272,7 +272,7 @@ def test_gpu_replicas_on_vertex_run_the_gpu_image(compiled):
     assert replicas.container_dict(task)['image'] == IMAGE
     assert 'resources' not in replicas.container_dict(task)
     args = _vertex_custom_config(replicas, task)['ai_platform_training_args']
-    for pool in args['worker_pool_specs']:
+    for pool in args['job_spec']['worker_pool_specs']:
       assert pool['container_spec']['image_uri'] == GPU_IMAGE
       assert pool['machine_spec']['accelerator_count'] == 1
 
@@ -291,7 +291,7 @@ def test_trainer_replicas_run_on_vertex_ai_training(compiled, demo):
     assert custom['ai_platform_vertex_region'] == 'europe-west4'
     args = custom['ai_platform_training_args']
     assert args['project'] == 'proj-1'
-    pools = args['worker_pool_specs']
+    pools = args['job_spec']['worker_pool_specs']
     assert sum(pool['replica_count'] for pool in pools) == 2
     assert pools[0]['replica_count'] == 1  # the chief
     assert all(pool['container_spec']['image_uri'] == IMAGE for pool in pools)
@@ -318,7 +318,8 @@ def test_vertex_trainer_exec_properties_reach_run_fn(compiled):
 
 def test_tpu_trainer_asks_vertex_for_a_tpu(compiled):
   tpu = compiled('tpu', 'kubeflow.trainer_tpu=v2-8', 'kubeflow.vertex_project=proj-1')
-  pools = _vertex_custom_config(tpu, 'Trainer')['ai_platform_training_args']['worker_pool_specs']
+  args = _vertex_custom_config(tpu, 'Trainer')['ai_platform_training_args']
+  pools = args['job_spec']['worker_pool_specs']
   assert len(pools) == 1
   assert pools[0]['machine_spec']['accelerator_type'] == 'TPU_V2'
   assert pools[0]['machine_spec']['accelerator_count'] == 8
