@@ -28,8 +28,9 @@ test:  ## Run the test suite (the default set, end-to-end pipeline included).
 test-all:  ## Run every test, slow ones too.
 	$(DEV) python -m pytest -q $(PYTEST_ARGS) tests
 
-lint:  ## Check the code with ruff.
+lint:  ## Check the code with ruff: lint rules and formatting (ruff format to fix the latter).
 	$(DEV) ruff check .
+	$(DEV) ruff format --check .
 
 demo:  ## Run the pipeline end to end (CONFIG=path/to/config.yaml for your own).
 	$(DEV) python -m pipeline.local_runner --config $(CONFIG)

@@ -14,7 +14,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 QUICK_ARGS = {'transform_bench.py': ['--size-mb', '5', '--small-mb', '1'],
-              'trainer_bench.py': ['--quick'], 'serving_bench.py': ['--quick']}
+              'trainer_bench.py': ['--quick'], 'serving_bench.py': ['--quick'],
+              'generate_bench.py': ['--quick']}
 
 
 def main() -> int:

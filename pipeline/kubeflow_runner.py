@@ -17,25 +17,20 @@ TFXLM_CONFIG:
     tfx run create --engine vertex --pipeline_name NAME --project P --region R   # Vertex AI
 """
 
+import argparse
+import copy
+import dataclasses
+import json
 import os
 import sys
+from typing import Dict, Tuple, Union
 
-if __package__ in (None, ''):
-  # Run as a file, this folder comes first on sys.path, where pipeline.py would shadow the
-  # `pipeline` package.
-  sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-import argparse  # noqa: E402
-import copy  # noqa: E402
-import dataclasses  # noqa: E402
-import json  # noqa: E402
-from typing import Dict, Tuple, Union  # noqa: E402
-
-from pipeline import config as config_lib  # noqa: E402
+from pipeline import config as config_lib
+from pipeline import demo_data
+from tfxlm import contract
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'demo.yaml')
 CONFIG_ENV = 'TFXLM_CONFIG'
-TRAINER_IDS = ('Trainer', 'PretrainTrainer')
 # The image's Python (Debian 13, see the Dockerfile) and where the demo's data sits in it.
 IMAGE_SITE_PACKAGES = '/opt/venv/lib/python3.13/site-packages'
 IMAGE_BUNDLED_IMDB = f'{IMAGE_SITE_PACKAGES}/tfx/examples/imdb/data'
@@ -60,6 +55,10 @@ def _cluster_input_base(config: config_lib.PipelineConfig) -> str:
     return IMAGE_BUNDLED_IMDB  # the demo's data, inside the image's tfx package
   if '://' in base:
     return base
+  if demo_data.is_dataset(base):
+    raise config_lib.ConfigError(
+        f'data.input_base: {base} is downloaded into this machine\'s cache, which the cluster '
+        'cannot see: copy that folder to gs://... and point data.input_base there')
   path = config.resolve_path(base)
   if path.startswith(config_lib.REPO + os.sep):
     return _in_image(config, path)
@@ -82,7 +81,7 @@ def gpu_tasks(kubeflow: config_lib.KubeflowConfig) -> Tuple[str, ...]:
   replicas, not the pods, get the accelerators), so they run the CPU image.
   """
   if kubeflow.trainer_gpus and kubeflow.trainer_replicas == 1 and not kubeflow.trainer_tpu:
-    return TRAINER_IDS
+    return contract.TRAINER_IDS
   return ()
 
 
@@ -101,7 +100,7 @@ def _trainer_resources(pipeline, kubeflow: config_lib.KubeflowConfig) -> None:
   from kfp.pipeline_spec import pipeline_spec_pb2
   from tfx import v1 as tfx
 
-  trainers = [c for c in pipeline.components if c.id in TRAINER_IDS]
+  trainers = [c for c in pipeline.components if c.id in contract.TRAINER_IDS]
   if kubeflow.trainer_replicas > 1 or kubeflow.trainer_tpu:
     # One Kubeflow pod cannot host several workers: Vertex AI Training runs the replicas with
     # TF_CONFIG set (MultiWorkerMirrored) or the TPU (TPUStrategy), in our image.
@@ -148,7 +147,7 @@ def build(config: config_lib.PipelineConfig):
   """The pipeline as it runs on the cluster."""
   from tfx import v1 as tfx
 
-  from pipeline import pipeline as pipeline_lib
+  from pipeline import factory
   kubeflow = config.kubeflow
   if not kubeflow.pipeline_root:
     raise config_lib.ConfigError(
@@ -162,7 +161,7 @@ def build(config: config_lib.PipelineConfig):
         'pipeline/KUBEFLOW.md) and set --set kubeflow.gpu_image=REGISTRY/tfx-lm-gpu:TAG')
   config = dataclasses.replace(
       config, data=dataclasses.replace(config.data, input_base=_cluster_input_base(config)))
-  pipeline = pipeline_lib.create_pipeline(
+  pipeline = factory.create_pipeline(
       config,
       pipeline_root=kubeflow.pipeline_root,
       metadata_connection_config=None,  # the cluster brings its ML Metadata

@@ -15,9 +15,7 @@ from typing import Dict, List, Optional, Tuple
 
 from pipeline import config as config_lib
 from pipeline import evaluation
-from trainer import features
-
-REPORT_NAME = 'report.html'
+from tfxlm import contract
 
 
 @dataclasses.dataclass
@@ -177,9 +175,9 @@ def _statistics(statistics_uri) -> Dict[str, Dict[str, float]]:
     row = {'examples': float(dataset.num_examples)}
     for feature in dataset.features:
       name = '.'.join(feature.path.step)
-      if name == features.TEXT_KEY:
+      if name == contract.TEXT_KEY:
         row['mean text length (chars)'] = round(feature.string_stats.avg_length, 1)
-      elif name == features.LABEL_KEY and dataset.num_examples:
+      elif name == contract.LABEL_KEY and dataset.num_examples:
         for value in feature.string_stats.top_values:
           row[f'share of label {value.value}'] = round(value.frequency / dataset.num_examples, 3)
     result[split] = row
@@ -246,23 +244,24 @@ def text(config: config_lib.PipelineConfig, summary: RunSummary) -> str:
     verdict = 'BLESSED' if summary.blessed else 'NOT blessed'
     lines.append(f'Model: {verdict}: ' + '; '.join(summary.why))
   outputs = config.resolved_outputs_dir
-  report = os.path.join(outputs, REPORT_NAME)
+  report = os.path.join(outputs, contract.REPORT_FILE)
   if summary.pushed_path:
     base = os.path.dirname(summary.pushed_path.rstrip('/'))
     name = config.serving.model_name
+    grpc, rest = contract.GRPC_PORT, contract.REST_PORT
     lines += [
         f'Pushed to: {summary.pushed_path}',
         f'Report:    {report}',
         '',
-        'Serve it (gRPC :8500, REST :8501):',
+        f'Serve it (gRPC :{grpc}, REST :{rest}):',
         f'  ./dev python -m serving --model_name={name} --model_base_path={shlex.quote(base)}',
-        '  (or the stock image: docker run -p 8500:8500 -p 8501:8501 '
+        f'  (or the stock image: docker run -p {grpc}:{grpc} -p {rest}:{rest} '
         f'-v {shlex.quote(base)}:/models/{name} -e MODEL_NAME={name} tensorflow/serving)',
         'Query it:',
-        f'  ./dev python -m serving.client --grpc localhost:8500 --model_name={name} '
+        f'  ./dev python -m serving.client --grpc localhost:{grpc} --model_name={name} '
         '--text "a wonderful, moving film"',
-        f'  curl -s -d \'{{"inputs": {{"text": ["a wonderful, moving film"]}}, '
-        f'"signature_name": "predict_text"}}\' localhost:8501/v1/models/{name}:predict',
+        f'  curl -s -d \'{{"inputs": {{"{contract.TEXT_INPUT}": ["a wonderful, moving film"]}}, '
+        f'"signature_name": "{contract.PREDICT_TEXT}"}}\' localhost:{rest}/v1/models/{name}:predict',
     ]
   else:
     lines += ['Nothing was pushed (the model was not blessed).', f'Report:    {report}']
@@ -360,9 +359,9 @@ def render_report(config: config_lib.PipelineConfig, summary: RunSummary) -> str
 def write_report(config: config_lib.PipelineConfig, summary: RunSummary) -> List[str]:
   """Writes report.html into the outputs folder and beside the pushed model."""
   page = render_report(config, summary)
-  targets = [os.path.join(config.resolved_outputs_dir, REPORT_NAME)]
+  targets = [os.path.join(config.resolved_outputs_dir, contract.REPORT_FILE)]
   if summary.pushed_path and os.path.isdir(summary.pushed_path):
-    targets.append(os.path.join(summary.pushed_path, 'assets.extra', REPORT_NAME))
+    targets.append(os.path.join(summary.pushed_path, contract.EXTRA_DIR, contract.REPORT_FILE))
   for target in targets:
     os.makedirs(os.path.dirname(target), exist_ok=True)
     with open(target, 'w', encoding='utf-8') as f:

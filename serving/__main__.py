@@ -46,6 +46,9 @@ def _flags(argv):
   add('--ssl_keyfile', default='', help='PEM private key for --ssl_certfile.')
   add('--drain_seconds', type=float, default=30.0,
       help='On SIGTERM, how long to wait for in-flight requests.')
+  add('--rest_timeout_seconds', type=float, default=120.0,
+      help='A REST predict or classify call running longer is answered 504 (gRPC calls use'
+           ' their deadline); 0 means no limit.')
   add('--tensorflow_intra_op_parallelism', type=int, default=0,
       help='Threads one TensorFlow op may use (0: TensorFlow chooses, one per core).')
   add('--tensorflow_inter_op_parallelism', type=int, default=0,
@@ -83,7 +86,8 @@ def main(argv=None):
         host=flags.host, grpc_port=flags.port, rest_port=flags.rest_api_port or None,
         grpc_threads=flags.grpc_threads, max_request_bytes=flags.max_request_bytes,
         ssl_certfile=flags.ssl_certfile or None, ssl_keyfile=flags.ssl_keyfile or None,
-        drain_seconds=flags.drain_seconds)
+        drain_seconds=flags.drain_seconds,
+        rest_timeout_seconds=flags.rest_timeout_seconds or None)
   except (OSError, ValueError) as e:
     parser.error(str(e))
   # Before any model loads: TensorFlow fixes its thread pools at the first op.

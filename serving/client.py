@@ -4,11 +4,15 @@
   python -m serving.client --rest http://localhost:8501 --model_name imdb --text "dull" \\
       --signature predict_text
   python -m serving.client --grpc localhost:8500 --model_name imdb --text "fine" --classify
+  python -m serving.client --rest http://localhost:8501 --model_name lm --generate \
+      --prompt "the film" --max_new_tokens 20 --temperature 0.8 --top_p 0.9 --seed 7
 
 The signature's metadata decides the encoding: a signature whose one input is `examples` (or
 `inputs`) gets serialized tf.Examples with a `text` feature, any other gets the raw strings.
 Prints one JSON object: {"model_spec": ..., "outputs": {...}} or, with --classify,
-{"model_spec": ..., "results": [[[label, score], ...], ...]}.
+{"model_spec": ..., "results": [[[label, score], ...], ...]}. --generate calls a causal LM's
+`generate` signature with every --prompt (the same controls on each row) and prints
+{"model_spec": ..., "outputs": {"text": [continuation, ...]}}.
 """
 
 import argparse
@@ -31,8 +35,22 @@ from tensorflow_serving.apis import (
   prediction_service_pb2_grpc,
 )
 
+from tfxlm import contract
+
 EXAMPLE_INPUT_KEYS = ('examples', 'inputs')
 TEXT_FEATURE = 'text'
+
+
+def generation_rows(prompts, max_new_tokens=32, temperature=0.0, top_k=0, top_p=1.0, seed=0):
+  """The `generate` signature's inputs, one dict per prompt with the same controls."""
+  return [{contract.PROMPT_INPUT: p, contract.MAX_NEW_TOKENS_INPUT: max_new_tokens,
+           contract.TEMPERATURE_INPUT: temperature, contract.TOP_K_INPUT: top_k,
+           contract.TOP_P_INPUT: top_p, contract.SEED_INPUT: seed} for p in prompts]
+
+
+_GENERATION_DTYPES = {contract.PROMPT_INPUT: tf.string, contract.MAX_NEW_TOKENS_INPUT: tf.int32,
+                      contract.TEMPERATURE_INPUT: tf.float32, contract.TOP_K_INPUT: tf.int32,
+                      contract.TOP_P_INPUT: tf.float32, contract.SEED_INPUT: tf.int32}
 
 
 def text_example(text):
@@ -87,6 +105,17 @@ class GrpcClient:
     values = [text_example(t).SerializeToString() for t in texts] \
         if key in EXAMPLE_INPUT_KEYS else [t.encode('utf-8') for t in texts]
     request.inputs[key].CopyFrom(tf.make_tensor_proto(values, dtype=tf.string))
+    response = self.stub.Predict(request, timeout=self.timeout)
+    return (json_format.MessageToDict(response.model_spec, preserving_proto_field_name=True),
+            {k: tf.make_ndarray(v) for k, v in response.outputs.items()})
+
+  def generate(self, model, rows, version=None, label=None):
+    """Calls `generate` on `generation_rows`; returns (model_spec dict, {'text': np.ndarray})."""
+    request = predict_pb2.PredictRequest()
+    _spec(request.model_spec, model, contract.GENERATE, version, label)
+    for key, dtype in _GENERATION_DTYPES.items():
+      values = [r[key].encode('utf-8') if dtype == tf.string else r[key] for r in rows]
+      request.inputs[key].CopyFrom(tf.make_tensor_proto(values, dtype=dtype))
     response = self.stub.Predict(request, timeout=self.timeout)
     return (json_format.MessageToDict(response.model_spec, preserving_proto_field_name=True),
             {k: tf.make_ndarray(v) for k, v in response.outputs.items()})
@@ -150,6 +179,12 @@ class RestClient:
     body = {'signature_name': signature, 'inputs': {key: values}}
     return self.request(self._path(model, version, label) + ':predict', body)['outputs']
 
+  def generate(self, model, rows, version=None, label=None):
+    """Calls `generate` on `generation_rows` in the row format; returns {'text': [...]}."""
+    body = {'signature_name': contract.GENERATE, 'instances': rows}
+    answer = self.request(self._path(model, version, label) + ':predict', body)
+    return {contract.GENERATED_TEXT: answer['predictions']}
+
   def classify(self, model, texts, signature='', version=None, label=None):
     body = {'signature_name': signature, 'examples': [{TEXT_FEATURE: t} for t in texts]}
     return self.request(self._path(model, version, label) + ':classify', body)['results']
@@ -184,19 +219,38 @@ def main(argv=None):
   where.add_argument('--grpc', help='host:port of the gRPC API')
   where.add_argument('--rest', help='base URL of the REST API, e.g. http://localhost:8501')
   parser.add_argument('--model_name', required=True)
-  parser.add_argument('--text', action='append', required=True,
-                      help='a text to send (repeat for a batch)')
+  parser.add_argument('--text', action='append', help='a text to send (repeat for a batch)')
   parser.add_argument('--signature', default='', help='signature name (default serving_default)')
   version = parser.add_mutually_exclusive_group()
   version.add_argument('--version', type=int, help='a specific model version')
   version.add_argument('--label', help='a version label')
   parser.add_argument('--classify', action='store_true', help='use the Classify API')
+  parser.add_argument('--generate', action='store_true',
+                      help="call a causal LM's generate signature on --prompt")
+  parser.add_argument('--prompt', action='append', help='a prompt (repeat for a batch)')
+  parser.add_argument('--max_new_tokens', type=int, default=32)
+  parser.add_argument('--temperature', type=float, default=0.0, help='0: greedy')
+  parser.add_argument('--top_k', type=int, default=0, help='0: the whole vocabulary')
+  parser.add_argument('--top_p', type=float, default=1.0, help='1: no nucleus cut')
+  parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--timeout', type=float, default=30.0, help='seconds (the gRPC deadline)')
   parser.add_argument('--root_cert', help='CA certificate (PEM) for TLS / HTTPS')
   flags = parser.parse_args(argv)
+  if flags.generate != bool(flags.prompt) or flags.generate == bool(flags.text):
+    parser.error('give --text (to predict or --classify) or --generate with --prompt')
   args = (flags.model_name, flags.text, flags.signature, flags.version, flags.label)
   try:
-    if flags.grpc:
+    if flags.generate:
+      rows = generation_rows(flags.prompt, flags.max_new_tokens, flags.temperature,
+                             flags.top_k, flags.top_p, flags.seed)
+      if flags.grpc:
+        client = GrpcClient(flags.grpc, flags.root_cert, flags.timeout)
+        spec, answer = client.generate(flags.model_name, rows, flags.version, flags.label)
+      else:
+        client = RestClient(flags.rest, flags.root_cert, flags.timeout)
+        spec = {'name': flags.model_name}
+        answer = client.generate(flags.model_name, rows, flags.version, flags.label)
+    elif flags.grpc:
       client = GrpcClient(flags.grpc, flags.root_cert, flags.timeout)
       spec, answer = client.classify(*args) if flags.classify else client.predict(*args)
     else:

@@ -34,14 +34,17 @@ class RestServer(ThreadingHTTPServer):
     metrics: metrics.Metrics or None.
     max_request_bytes: larger bodies are refused with 413.
     ssl_context: an ssl.SSLContext for HTTPS, or None.
+    timeout_seconds: how long a predict or classify call may run before it is answered 504;
+      None: no limit.
   """
 
   daemon_threads = True  # idle keep-alive connections must not hold up exit; drain() waits.
   allow_reuse_address = True
 
   def __init__(self, address, manager, metrics=None, max_request_bytes=64 << 20,
-               ssl_context=None):
+               ssl_context=None, timeout_seconds=None):
     self.manager = manager
+    self.timeout_seconds = timeout_seconds
     self.metrics = metrics
     self.max_request_bytes = max_request_bytes
     self.draining = False
@@ -245,9 +248,11 @@ class _Handler(BaseHTTPRequestHandler):
       raise errors.invalid_argument('"signature_name" must be a string')
     labels[1] = signature_name or DEFAULT_SIGNATURE
     servable = server.manager.resolve(name, version, label)
+    deadline = (None if server.timeout_seconds is None
+                else time.monotonic() + server.timeout_seconds)
     if verb == 'predict':
-      return 200, _predict(servable, signature_name, body), None
-    return 200, _classify(servable, signature_name, body), None
+      return 200, _predict(servable, signature_name, body, deadline), None
+    return 200, _classify(servable, signature_name, body, deadline), None
 
 
 def _message_dict(message):
@@ -255,7 +260,7 @@ def _message_dict(message):
                                    always_print_fields_with_no_presence=True)
 
 
-def _predict(servable, signature_name, body):
+def _predict(servable, signature_name, body, deadline=None):
   has_rows, has_columns = 'instances' in body, 'inputs' in body
   if has_rows == has_columns:
     raise errors.invalid_argument('the request needs exactly one of "instances" (row format) or'
@@ -295,7 +300,7 @@ def _predict(servable, signature_name, body):
       raise errors.invalid_argument(f'input "{key}" is not an input of signature'
                                     f' "{signature.name}": {sorted(specs)}')
     inputs[key] = codec.from_json(key, value, specs[key].dtype)
-  _, outputs = core.predict_arrays(servable, signature.name, inputs)
+  _, outputs = core.predict_arrays(servable, signature.name, inputs, deadline=deadline)
   converted = {k: codec.to_json(k, v) for k, v in outputs.items()}
   if has_columns:
     return {'outputs': next(iter(converted.values())) if len(converted) == 1 else converted}
@@ -314,7 +319,7 @@ def _named(value, specs):
   return isinstance(value, dict) and not (set(value) == {'b64'} and 'b64' not in specs)
 
 
-def _classify(servable, signature_name, body):
+def _classify(servable, signature_name, body, deadline=None):
   examples = body.get('examples')
   if not isinstance(examples, list):
     raise errors.invalid_argument('classify needs "examples": a list of objects of features')
@@ -324,6 +329,6 @@ def _classify(servable, signature_name, body):
   context = codec.example_from_json('context', context) if context is not None else None
   protos = [codec.merge_context(context, codec.example_from_json(i, e))
             for i, e in enumerate(examples)]
-  _, results = core.classify_examples(servable, signature_name, protos)
+  _, results = core.classify_examples(servable, signature_name, protos, deadline)
   return {'results': [[[label.decode('utf-8', 'replace'), score] for label, score in row]
                       for row in results]}

@@ -1,6 +1,8 @@
 """One loaded SavedModel version: its signatures, their input checks, and the calls into them."""
 
 import os
+import time
+from concurrent import futures
 
 import tensorflow as tf
 
@@ -12,6 +14,11 @@ from serving import errors
 
 DEFAULT_SIGNATURE = 'serving_default'
 SAVED_MODEL_FILE = 'saved_model.pb'
+# Calls with a deadline that do not go through a batch queue run on these threads, so the
+# request's thread can give up at its deadline; a call that already started runs to its end
+# (a model's own bounds, such as generate's max_new_tokens limit, bound it).
+DEADLINE_WORKERS = 32
+_deadline_pool = futures.ThreadPoolExecutor(DEADLINE_WORKERS, thread_name_prefix='signature')
 
 
 class Signature:
@@ -167,4 +174,14 @@ class Servable:
     queue = self.batch_queues.get(signature.name)
     if queue is not None and batch is not None:
       return queue.run(inputs, batch, deadline)
-    return signature(inputs)
+    if deadline is None:
+      return signature(inputs)
+    call = _deadline_pool.submit(signature, inputs)
+    try:
+      return call.result(timeout=max(0.0, deadline - time.monotonic()))
+    except futures.TimeoutError:
+      call.cancel()  # one still waiting for a thread never starts
+      raise errors.ServingError(
+          errors.grpc.StatusCode.DEADLINE_EXCEEDED,
+          f'deadline exceeded while signature "{signature.name}" of model "{self.name}" ran'
+          ) from None

@@ -29,6 +29,8 @@ class ServerOptions:
       HTTPS.
     ssl_keyfile: PEM private key.
     drain_seconds: how long shutdown waits for in-flight requests.
+    rest_timeout_seconds: a REST predict or classify call still running after this long is
+      answered 504 (DEADLINE_EXCEEDED), as a gRPC call past its deadline is; None: no limit.
   """
   host: str = '127.0.0.1'
   grpc_port: int = 8500
@@ -38,8 +40,12 @@ class ServerOptions:
   ssl_certfile: str | None = None
   ssl_keyfile: str | None = None
   drain_seconds: float = 30.0
+  rest_timeout_seconds: float | None = 120.0
 
   def __post_init__(self):
+    if self.rest_timeout_seconds is not None and self.rest_timeout_seconds <= 0:
+      raise ValueError(f'rest_timeout_seconds must be > 0 (or None), got '
+                       f'{self.rest_timeout_seconds}')
     if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
       raise ValueError('TLS needs both a certificate file and a key file')
 
@@ -93,7 +99,8 @@ class Server:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(options.ssl_certfile, options.ssl_keyfile)
       self._rest = rest.RestServer((options.host, options.rest_port), self.manager, self.metrics,
-                                   options.max_request_bytes, context)
+                                   options.max_request_bytes, context,
+                                   timeout_seconds=options.rest_timeout_seconds)
       self.rest_port = self._rest.port
       self._rest_thread = threading.Thread(target=self._rest.serve_forever, daemon=True,
                                            name='rest')

@@ -1,14 +1,15 @@
 """The serving SavedModel: Keras model + Transform graph in one `tf.Module`, named signatures.
 
-Signatures (names and keys in the constants below, shared with serving and clients):
+Signatures (names and keys from tfxlm/contract.py, shared with serving and clients):
 
 | signature            | inputs                                            | outputs                      |
 | -------------------- | ------------------------------------------------- | ---------------------------- |
 | `serving_default`    | `examples` string [b] (serialized tf.Example)     | per task, below              |
 | `predict_text`       | `text` string [b]                                 | same as `serving_default`    |
 | `transform_features` | `examples` string [b]                             | transformed features         |
-| `generate` (clm)     | `prompt` string [b], `max_new_tokens` int32,      | `text` string [b]: the       |
-|                      | `temperature` float32, `top_k` int32 (scalars)    | continuation, prompt omitted |
+| `generate` (clm)     | `prompt` string [b], `max_new_tokens` int32 [b],  | `text` string [b]: the       |
+|                      | `temperature` float32 [b], `top_k` int32 [b],     | continuation, prompt omitted |
+|                      | `top_p` float32 [b], `seed` int32 [b]             |                              |
 
 Per task:
 - classify: `probabilities` float32 [b, classes], `label_ids` int64 [b], `labels` string [b].
@@ -23,34 +24,48 @@ Per task:
   nats. Texts are cut to seq_len tokens (seq_len - 2 for mlm).
 
 `transform_features` returns Transform's outputs as dense tensors (variable-length `token_ids`
-padded with 0 to the longest in the batch). Temperature <= 0 means greedy decoding, top_k <= 0
-samples from the whole vocabulary.
+padded with 0 to the longest in the batch).
+
+`generate` (trainer/generation.py) prefills a key/value cache with the prompt, then runs one
+position per step against it inside one `tf.while_loop`; only TensorFlow (and tensorflow-text
+for the tokenizer) is needed to run it. Every input has one value per row, so rows of a batch
+differ in prompt and controls: temperature <= 0 is greedy (token for token what keras-hub's
+`GPT2CausalLM.generate` gives with the greedy sampler), top_k <= 0 samples from the whole
+vocabulary, top_p outside (0, 1) turns the nucleus cut off, and the same seed gives the same
+text. A row ends at [SEP] or after its max_new_tokens; reserved tokens other than [SEP] are never
+generated. max_new_tokens above the limit fixed at export (`TrainerConfig.max_new_tokens_limit`,
+at most seq_len - 1) fails with INVALID_ARGUMENT, and a prompt keeps its last
+seq_len - max_new_tokens tokens (with [SEP] in front) so the new ones fit the window.
 """
 
+import keras
 import tensorflow as tf
+import tensorflow_transform as tft
 
-from trainer import features, inputs
+from tfxlm import contract
+from tfxlm.contract import EXAMPLES_INPUT as EXAMPLES
+from tfxlm.contract import (
+  GENERATE,
+  LABEL_IDS,
+  LABELS,
+  MASK_PREDICTIONS,
+  MASK_SCORES,
+  PREDICT_TEXT,
+  PROBABILITIES,
+  SERVING_DEFAULT,
+  TOKEN_COUNT,
+  TOKEN_LOGPROB_SUM,
+  TRANSFORM_FEATURES,
+)
+from tfxlm.contract import TEXT_INPUT as TEXT
+from trainer import generation, inputs
+from trainer.config import TrainerConfig
 from trainer.models import MASK_POSITIONS, PADDING_MASK, TOKEN_IDS
 
-SERVING_DEFAULT = 'serving_default'
-PREDICT_TEXT = 'predict_text'
-TRANSFORM_FEATURES = 'transform_features'
-GENERATE = 'generate'
-EXAMPLES = 'examples'
-TEXT = 'text'
-PROMPT, MAX_NEW_TOKENS, TEMPERATURE, TOP_K = 'prompt', 'max_new_tokens', 'temperature', 'top_k'
-PROBABILITIES, LABEL_IDS, LABELS = 'probabilities', 'label_ids', 'labels'
-MASK_PREDICTIONS, MASK_SCORES = 'mask_predictions', 'mask_scores'
-TOKEN_LOGPROB_SUM, TOKEN_COUNT = 'token_logprob_sum', 'token_count'
-# Where run_fn puts files beside the SavedModel (TF Serving ignores this folder).
-EXTRA_DIR = 'assets.extra'
-CONFIG_FILE = 'trainer_config.json'
-BACKBONE_WEIGHTS_FILE = 'backbone_weights.npz'
-
-_NUM_RESERVED = len(features.RESERVED_TOKENS)
+_NUM_RESERVED = len(contract.RESERVED_TOKENS)
 
 
-def read_lines(path):
+def read_lines(path: str) -> list[str]:
   """Lines of a vocabulary file, line number = id."""
   with tf.io.gfile.GFile(path) as f:
     return [line.rstrip('\n') for line in f]
@@ -59,7 +74,7 @@ def read_lines(path):
 SENTENCEPIECE_SPACE = '\u2581'
 
 
-def is_sentencepiece(tokens):
+def is_sentencepiece(tokens: list[str]) -> bool:
   """Whether a vocabulary holds SentencePiece pieces (word starts marked with U+2581)."""
   return any(t.startswith(SENTENCEPIECE_SPACE) for t in tokens)
 
@@ -83,7 +98,7 @@ def _dense(ids):
   if isinstance(ids, tf.SparseTensor):
     ids = tf.RaggedTensor.from_sparse(ids)
   if isinstance(ids, tf.RaggedTensor):
-    return ids.to_tensor(default_value=features.PAD_ID)
+    return ids.to_tensor(default_value=contract.PAD_ID)
   return ids
 
 
@@ -98,7 +113,7 @@ def _ragged(ids):
     return tf.RaggedTensor.from_sparse(ids)
   if isinstance(ids, tf.RaggedTensor):
     return ids
-  return tf.RaggedTensor.from_tensor(ids, padding=features.PAD_ID)
+  return tf.RaggedTensor.from_tensor(ids, padding=contract.PAD_ID)
 
 
 class ExportModule(tf.Module):
@@ -117,56 +132,63 @@ class ExportModule(tf.Module):
     self.token_strings = tf.constant(token_vocab)
     self.label_strings = tf.constant(label_vocab or [''])
     self.raw_spec = tft_output.raw_feature_spec()
-    self.serving_spec = {k: v for k, v in self.raw_spec.items() if k != features.LABEL_KEY}
-    if features.TEXT_KEY not in self.serving_spec:
-      raise ValueError(f'raw feature spec lacks {features.TEXT_KEY!r}: {sorted(self.raw_spec)}')
-    if self.task == features.CLM:
+    self.serving_spec = {k: v for k, v in self.raw_spec.items() if k != contract.LABEL_KEY}
+    if contract.TEXT_KEY not in self.serving_spec:
+      raise ValueError(f'raw feature spec lacks {contract.TEXT_KEY!r}: {sorted(self.raw_spec)}')
+    if self.task == contract.CLM:
       # Only clm models have this signature; saving traces every tf.function attribute.
+      # Never generate reserved tokens other than [SEP], which ends the text.
+      self.generator = generation.CachedGenerator(
+        model.backbone, config.seq_len, contract.SEP_ID,
+        banned_ids=[i for i in range(_NUM_RESERVED) if i != contract.SEP_ID],
+        max_new_tokens_limit=config.max_new_tokens_limit)
       self.generate = tf.function(self._generate, input_signature=[
-        tf.TensorSpec([None], tf.string, name=PROMPT),
-        tf.TensorSpec([], tf.int32, name=MAX_NEW_TOKENS),
-        tf.TensorSpec([], tf.float32, name=TEMPERATURE),
-        tf.TensorSpec([], tf.int32, name=TOP_K)])
+        tf.TensorSpec([None], tf.string, name=contract.PROMPT_INPUT),
+        tf.TensorSpec([None], tf.int32, name=contract.MAX_NEW_TOKENS_INPUT),
+        tf.TensorSpec([None], tf.float32, name=contract.TEMPERATURE_INPUT),
+        tf.TensorSpec([None], tf.int32, name=contract.TOP_K_INPUT),
+        tf.TensorSpec([None], tf.float32, name=contract.TOP_P_INPUT),
+        tf.TensorSpec([None], tf.int32, name=contract.SEED_INPUT)])
 
   # -- Transform -------------------------------------------------------------------------------
 
   def _transform(self, raw):
-    if self.task != features.MLM:
+    if self.task != contract.MLM:
       return self.tft_layer(raw)
     # The tokenizer would split a literal "[MASK]" into pieces: cut the texts there, transform
     # the pieces and put MASK_ID between them.
-    text = tf.reshape(_dense_text(raw[features.TEXT_KEY]), [-1])
-    pieces = tf.strings.split(text, sep=features.MASK)  # (batch, pieces)
+    text = tf.reshape(_dense_text(raw[contract.TEXT_KEY]), [-1])
+    pieces = tf.strings.split(text, sep=contract.MASK)  # (batch, pieces)
     ids = _ragged(self.tft_layer(self._raw_from_text(pieces.flat_values))[
-      features.TOKEN_IDS_KEY])  # (all pieces, None)
+      contract.TOKEN_IDS_KEY])  # (all pieces, None)
     piece_index = tf.range(tf.size(pieces.flat_values, out_type=tf.int64))
     is_last = tf.equal(piece_index + 1, tf.gather(pieces.row_splits[1:], pieces.value_rowids()))
     mask = tf.RaggedTensor.from_row_lengths(
-      tf.fill([tf.reduce_sum(tf.cast(~is_last, tf.int64))], tf.cast(features.MASK_ID, ids.dtype)),
+      tf.fill([tf.reduce_sum(tf.cast(~is_last, tf.int64))], tf.cast(contract.MASK_ID, ids.dtype)),
       tf.cast(~is_last, tf.int64))
     joined = tf.concat([ids, mask], axis=1)
     per_text = tf.RaggedTensor.from_row_splits(joined, pieces.row_splits).merge_dims(1, 2)
-    return {features.TOKEN_IDS_KEY: per_text}
+    return {contract.TOKEN_IDS_KEY: per_text}
 
   def _raw_from_text(self, text):
-    spec = self.serving_spec[features.TEXT_KEY]
+    spec = self.serving_spec[contract.TEXT_KEY]
     if isinstance(spec, tf.io.FixedLenFeature):
-      return {features.TEXT_KEY: tf.reshape(text, [-1] + list(spec.shape))}
-    return {features.TEXT_KEY: tf.RaggedTensor.from_tensor(text[:, tf.newaxis]).to_sparse()}
+      return {contract.TEXT_KEY: tf.reshape(text, [-1] + list(spec.shape))}
+    return {contract.TEXT_KEY: tf.RaggedTensor.from_tensor(text[:, tf.newaxis]).to_sparse()}
 
   # -- per-task outputs ------------------------------------------------------------------------
 
   def _outputs(self, transformed):
-    ids = transformed[features.TOKEN_IDS_KEY]
-    if self.task == features.CLASSIFY:
+    ids = transformed[contract.TOKEN_IDS_KEY]
+    if self.task == contract.CLASSIFY:
       return self._classify(_dense(ids))
-    if self.task == features.MLM:
+    if self.task == contract.MLM:
       return self._mlm(_ragged(ids))
     return self._clm_score(_ragged(ids))
 
   def _classify(self, ids):
     ids = tf.cast(ids, tf.int32)
-    logits = self.model({TOKEN_IDS: ids, PADDING_MASK: tf.cast(ids != features.PAD_ID, tf.int32)},
+    logits = self.model({TOKEN_IDS: ids, PADDING_MASK: tf.cast(ids != contract.PAD_ID, tf.int32)},
                         training=False)
     probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
     label_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
@@ -176,14 +198,14 @@ class ExportModule(tf.Module):
   def _mlm(self, ids):
     ids = tf.cast(ids[:, :self.seq_len - 2], tf.int32)
     rows = ids.nrows()
-    wrapped = tf.concat([tf.fill([rows, 1], features.CLS_ID), ids,
-                         tf.fill([rows, 1], features.SEP_ID)], axis=1)
-    dense = wrapped.to_tensor(default_value=features.PAD_ID)
-    is_mask = tf.equal(dense, features.MASK_ID)
+    wrapped = tf.concat([tf.fill([rows, 1], contract.CLS_ID), ids,
+                         tf.fill([rows, 1], contract.SEP_ID)], axis=1)
+    dense = wrapped.to_tensor(default_value=contract.PAD_ID)
+    is_mask = tf.equal(dense, contract.MASK_ID)
     has_mask = tf.reduce_any(is_mask, axis=1)
     position = tf.argmax(tf.cast(is_mask, tf.int32), axis=1, output_type=tf.int32)
     logits = self.model({TOKEN_IDS: dense,
-                         PADDING_MASK: tf.cast(dense != features.PAD_ID, tf.int32),
+                         PADDING_MASK: tf.cast(dense != contract.PAD_ID, tf.int32),
                          MASK_POSITIONS: position[:, tf.newaxis]}, training=False)[:, 0, :]
     # Reserved tokens are never an answer.
     reserved = tf.range(self.vocab_size) < _NUM_RESERVED
@@ -211,9 +233,9 @@ class ExportModule(tf.Module):
     batch_index = tf.broadcast_to(tf.range(tf.shape(dense)[0])[:, tf.newaxis], tf.shape(positions))
     masked = tf.tensor_scatter_nd_update(
       dense, tf.stack([batch_index, positions], axis=-1),
-      tf.where(weights, features.MASK_ID, targets))
+      tf.where(weights, contract.MASK_ID, targets))
     logits = self.model({TOKEN_IDS: masked,
-                         PADDING_MASK: tf.cast(masked != features.PAD_ID, tf.int32),
+                         PADDING_MASK: tf.cast(masked != contract.PAD_ID, tf.int32),
                          MASK_POSITIONS: positions}, training=False)
     logprobs = -tf.nn.sparse_softmax_cross_entropy_with_logits(
       labels=targets, logits=tf.cast(logits, tf.float32))
@@ -224,10 +246,10 @@ class ExportModule(tf.Module):
   def _clm_score(self, ids):
     ids = tf.cast(ids[:, :self.seq_len], tf.int32)
     rows = ids.nrows()
-    with_start = tf.concat([tf.fill([rows, 1], features.SEP_ID), ids], axis=1)
-    dense = with_start.to_tensor(default_value=features.PAD_ID)
+    with_start = tf.concat([tf.fill([rows, 1], contract.SEP_ID), ids], axis=1)
+    dense = with_start.to_tensor(default_value=contract.PAD_ID)
     context, targets = dense[:, :-1], dense[:, 1:]
-    target_mask = tf.cast(targets != features.PAD_ID, tf.float32)
+    target_mask = tf.cast(targets != contract.PAD_ID, tf.float32)
     logits = self.model({TOKEN_IDS: context, PADDING_MASK: tf.ones_like(context)},
                         training=False)
     logprobs = -tf.nn.sparse_softmax_cross_entropy_with_logits(
@@ -252,54 +274,14 @@ class ExportModule(tf.Module):
     transformed = self.tft_layer(raw)
     return {name: _dense(value) for name, value in transformed.items()}
 
-  def _generate(self, prompt, max_new_tokens, temperature, top_k):
+  def _generate(self, prompt, max_new_tokens, temperature, top_k, top_p, seed):
     transformed = self._transform(self._raw_from_text(prompt))
-    ids = tf.cast(_ragged(transformed[features.TOKEN_IDS_KEY]), tf.int32)
-    # [SEP] separates documents in training, so it starts a fresh one here; keep the last tokens.
-    ids = tf.concat([tf.fill([ids.nrows(), 1], features.SEP_ID), ids], axis=1)
-    ids = ids[:, -self.seq_len:]
-    lengths = tf.cast(ids.row_lengths(), tf.int32)
-    window = ids.to_tensor(default_value=features.PAD_ID, shape=[None, self.seq_len])
-    batch = tf.shape(window)[0]
-    # Never sample reserved tokens other than [SEP], which ends the text.
-    banned = (tf.range(self.vocab_size) < _NUM_RESERVED) & \
-      (tf.range(self.vocab_size) != features.SEP_ID)
-    seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
-
-    def body(i, window, lengths, done, generated, active):
-      logits = self.model({TOKEN_IDS: window, PADDING_MASK: tf.ones_like(window)},
-                          training=False)
-      last = tf.gather(tf.cast(logits, tf.float32), lengths - 1, batch_dims=1)  # (b, vocab)
-      last = tf.where(banned[tf.newaxis, :], -1e9, last)
-      k = tf.where(top_k > 0, tf.minimum(top_k, self.vocab_size), self.vocab_size)
-      kth = tf.math.top_k(last, k=k).values[:, -1:]
-      last = tf.where(last < kth, -1e9, last)
-      sampled = tf.random.stateless_categorical(
-        last / tf.maximum(temperature, 1e-6), 1, seed=seed + i, dtype=tf.int32)[:, 0]
-      greedy = tf.argmax(last, axis=-1, output_type=tf.int32)
-      token = tf.where(temperature > 0.0, sampled, greedy)
-      active = active.write(i, ~done & (token != features.SEP_ID))
-      generated = generated.write(i, token)
-      done = done | (token == features.SEP_ID)
-      # A full window slides left by one to make room.
-      full = lengths >= self.seq_len
-      window = tf.where(full[:, tf.newaxis], tf.roll(window, -1, axis=1), window)
-      lengths = tf.minimum(lengths, self.seq_len - 1)
-      index = tf.stack([tf.range(batch), lengths], axis=1)
-      window = tf.tensor_scatter_nd_update(window, index, token)
-      return i + 1, window, lengths + 1, done, generated, active
-
-    _, _, _, _, generated, active = tf.while_loop(
-      lambda i, window, lengths, done, *_: (i < max_new_tokens) & ~tf.reduce_all(done),
-      body,
-      (tf.constant(0), window, lengths, tf.zeros([batch], tf.bool),
-       tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[None]),
-       tf.TensorArray(tf.bool, size=0, dynamic_size=True, element_shape=[None])))
-    tokens = tf.transpose(generated.stack())  # (batch, steps)
-    keep = tf.transpose(active.stack())
-    tokens = tf.reshape(tokens, [batch, -1])
-    keep = tf.reshape(keep, [batch, -1])
-    return {TEXT: decode_tokens(tf.gather(self.token_strings, tokens), keep, self.sentencepiece)}
+    ids = tf.cast(_ragged(transformed[contract.TOKEN_IDS_KEY]), tf.int32)
+    # [SEP] separates documents in training, so it starts a fresh one here.
+    ids = tf.concat([tf.fill([ids.nrows(), 1], contract.SEP_ID), ids], axis=1)
+    ids, new = self.generator.generate(ids, max_new_tokens, temperature, top_k, top_p, seed)
+    return {contract.GENERATED_TEXT: decode_tokens(tf.gather(self.token_strings, ids), new,
+                                                   self.sentencepiece)}
 
   def signatures(self):
     """The concrete functions to save, by signature name."""
@@ -308,12 +290,14 @@ class ExportModule(tf.Module):
       PREDICT_TEXT: self.predict_text.get_concrete_function(),
       TRANSFORM_FEATURES: self.transform_features.get_concrete_function(),
     }
-    if self.task == features.CLM:
+    if self.task == contract.CLM:
       signatures[GENERATE] = self.generate.get_concrete_function()
     return signatures
 
 
-def export_saved_model(model, tft_output, config, token_vocab, label_vocab, export_dir):
+def export_saved_model(model: keras.Model, tft_output: tft.TFTransformOutput,
+                       config: TrainerConfig, token_vocab: list[str],
+                       label_vocab: list[str] | None, export_dir: str) -> str:
   """Saves model + Transform graph with the signatures above to `export_dir`."""
   module = ExportModule(model, tft_output, config, token_vocab, label_vocab)
   tf.saved_model.save(module, export_dir, signatures=module.signatures())

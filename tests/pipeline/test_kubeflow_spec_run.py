@@ -94,8 +94,8 @@ def test_every_task_of_the_compiled_demo_runs_and_the_pushed_model_serves(tmp_pa
         assert os.path.exists(artifact['uri']), (name, key)
   assert json.loads(runs['TextExampleGen'].outputs['examples'][0]['metadata']['split_names']) == [
       'train', 'eval']
-  assert runs['Evaluator'].outputs['blessing'][0]['metadata']['blessed'] == 1
-  pushed = runs['Pusher'].outputs['pushed_model'][0]['metadata']
+  assert runs[contract.EVALUATOR_ID].outputs['blessing'][0]['metadata']['blessed'] == 1
+  pushed = runs[contract.PUSHER_ID].outputs['pushed_model'][0]['metadata']
   assert pushed['pushed'] == 1
   destination = pushed['pushed_destination']
   assert destination.startswith(os.path.join(root, 'serving', 'imdb') + os.sep)

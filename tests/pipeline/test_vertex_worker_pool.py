@@ -78,7 +78,7 @@ def _vertex_job(tmp_path, monkeypatch, root, data, trainer_config):
   ]) == 0
   with open(spec_path, encoding='utf-8') as f:
     pipeline_spec = json.load(f)['pipelineSpec']
-  task = pipeline_spec['root']['dag']['tasks']['Trainer']
+  task = pipeline_spec['root']['dag']['tasks'][contract.TRAINER_ID]
   executor_label = pipeline_spec['components'][task['componentRef']['name']]['executorLabel']
   args = pipeline_spec['deploymentSpec']['executors'][executor_label]['container']['args']
   executor_class = import_utils.import_class_by_path(
@@ -102,9 +102,9 @@ def _vertex_job(tmp_path, monkeypatch, root, data, trainer_config):
                                      ['train', 'eval'])),
             'transform_graph': artifact(standard_artifacts.TransformGraph,
                                         data['transform_graph'])}
-  outputs = {'model': artifact(standard_artifacts.Model, str(shared / 'Trainer' / 'model' / '7')),
+  outputs = {'model': artifact(standard_artifacts.Model, str(shared / contract.TRAINER_ID / 'model' / '7')),
              'model_run': artifact(standard_artifacts.ModelRun,
-                                   str(shared / 'Trainer' / 'model_run' / '7'))}
+                                   str(shared / contract.TRAINER_ID / 'model_run' / '7'))}
   submitted = {}
   monkeypatch.setattr(training_clients.VertexJobClient, 'create_client', lambda self: None)
   monkeypatch.setattr(runner, '_launch_cloud_training',
