@@ -26,7 +26,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import yaml
 
@@ -191,7 +191,7 @@ class SpecRunner:
           given['metadata'] = dict(given['metadata'], **back.get('metadata', {}))
     return TaskRun(name, 'container', outputs, seconds, result.stdout)
 
-  def run(self, log=print) -> Dict[str, TaskRun]:
+  def run(self, log: Callable[[str], None] = print) -> Dict[str, TaskRun]:
     """Runs every task in dependency order; returns the runs by task name.
 
     Raises:
@@ -213,8 +213,8 @@ class SpecRunner:
     return runs
 
 
-def run_spec(spec_path: str, run_id: str = 'local-run',
-             env: Optional[Dict[str, str]] = None, log=print) -> Dict[str, TaskRun]:
+def run_spec(spec_path: str, run_id: str = 'local-run', env: Optional[Dict[str, str]] = None,
+             log: Callable[[str], None] = print) -> Dict[str, TaskRun]:
   """Runs the compiled spec at `spec_path`; see SpecRunner.
 
   `env` is the tasks' environment: by default this process's, with the repository on PYTHONPATH
