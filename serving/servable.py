@@ -2,8 +2,10 @@
 
 import os
 import time
+from collections.abc import Mapping
 from concurrent import futures
 
+import numpy as np
 import tensorflow as tf
 
 # Registers the tensorflow-text ops that the trainer's exported models use.
@@ -11,8 +13,9 @@ import tensorflow_text  # noqa: F401
 from tensorflow.core.protobuf import saved_model_pb2
 
 from serving import errors
+from tfxlm import contract
 
-DEFAULT_SIGNATURE = 'serving_default'
+DEFAULT_SIGNATURE = contract.SERVING_DEFAULT
 SAVED_MODEL_FILE = 'saved_model.pb'
 # Calls with a deadline that do not go through a batch queue run on these threads, so the
 # request's thread can give up at its deadline; a call that already started runs to its end
@@ -32,7 +35,7 @@ class Signature:
       several requests can be concatenated into one call.
   """
 
-  def __init__(self, name, function):
+  def __init__(self, name: str, function: tf.types.experimental.ConcreteFunction):
     self.name = name
     self._function = function
     self.inputs = dict(function.structured_input_signature[1])
@@ -41,7 +44,7 @@ class Signature:
         spec.shape.rank is not None and spec.shape.rank >= 1 and spec.shape[0] is None
         for spec in self.inputs.values())
 
-  def check(self, inputs):
+  def check(self, inputs: Mapping[str, np.ndarray]) -> int | None:
     """Checks that `inputs` (key -> np.ndarray) match the signature.
 
     Returns:
@@ -79,7 +82,7 @@ class Signature:
       raise errors.invalid_argument(f'empty batch: the inputs of signature "{self.name}" have 0 rows')
     return batch
 
-  def __call__(self, inputs):
+  def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Runs the signature on checked inputs.
 
     Returns:
@@ -127,7 +130,7 @@ class Servable:
       GetModelMetadata).
   """
 
-  def __init__(self, name, version, path):
+  def __init__(self, name: str, version: int, path: str):
     self.name = name
     self.version = version
     self.path = path
@@ -142,7 +145,7 @@ class Servable:
     # Set by the model manager: most rows a request may carry (None: no limit).
     self.max_rows = None
 
-  def signature(self, name):
+  def signature(self, name: str) -> Signature:
     """The Signature called `name` ('' means serving_default), as TF Serving resolves it.
 
     Raises:
@@ -156,7 +159,8 @@ class Servable:
           f' {self.version}; it has {sorted(self.signatures)}')
     return self.signatures[key]
 
-  def run(self, signature, inputs, deadline=None):
+  def run(self, signature: Signature, inputs: Mapping[str, np.ndarray],
+          deadline: float | None = None) -> dict[str, np.ndarray]:
     """Checks `inputs`, then runs them, through the batch queue when batching is on.
 
     Args:
