@@ -16,7 +16,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
@@ -26,8 +25,6 @@ from pipeline import config as config_lib
 from pipeline import kubeflow_runner
 from tfxlm import contract
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-TRAINER_TESTS = os.path.join(os.path.dirname(HERE), 'trainer')
 DEMO = os.path.join(config_lib.REPO, 'pipeline', 'configs', 'demo.yaml')
 TRAIN_STEPS = 300
 CHECKPOINT_EVERY = 20
@@ -48,11 +45,7 @@ def _free_ports(n):
 @pytest.fixture(scope='module')
 def transformed(tmp_path_factory):
   """A tiny real Transform output (the trainer tests' generator, reused by import)."""
-  sys.path.insert(0, TRAINER_TESTS)
-  try:
-    import trainer_data
-  finally:
-    sys.path.remove(TRAINER_TESTS)
+  from tests.trainer import trainer_data
   root = str(tmp_path_factory.mktemp('classify'))
   data = trainer_data.transform_data(root, 'classify', trainer_data.labeled_texts(160, 1),
                                      trainer_data.labeled_texts(32, 2), 16)
