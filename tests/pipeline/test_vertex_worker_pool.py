@@ -7,7 +7,8 @@ outputs and exec properties). Here that executor runs with the Vertex API call r
 recorder; the recorded command then runs as two local replicas, with TF_CONFIG as Vertex sets it
 (`cluster` of `chief` and `worker`, `task`, `environment: cloud`, `job`), sharing one folder for
 outputs and checkpoints as they would share gs://. The worker is killed mid-run, the job fails,
-and the same job started again resumes from the shared checkpoints to the configured step count.
+and the same job started again resumes from the shared checkpoints to the configured step count
+and exports.
 """
 
 import copy
@@ -19,7 +20,6 @@ import subprocess
 import time
 
 import pytest
-import tensorflow as tf
 
 from pipeline import config as config_lib
 from pipeline import kubeflow_runner
@@ -204,11 +204,11 @@ def test_killed_worker_and_restarted_job_finish_the_run(transformed, tmp_path, m
   for name, log in logs.items():
     assert 'strategy CollectiveAllReduceStrategy, 2 replica(s)' in log, name  # MultiWorker
     assert f'resuming from checkpoint at step {killed_at}' in log, name
-  assert checkpoint_steps()[-1] == TRAIN_STEPS
-  # The scratch folders are gone; the chief's checkpoints are the run's.
-  [folder] = os.listdir(checkpoint_root)
-  assert tf.train.latest_checkpoint(os.path.join(checkpoint_root, folder)).endswith(
-      f'-{TRAIN_STEPS}')
+  # Exported at the step count; then the chief removed the checkpoints (keep_checkpoints off)
+  # and the worker its scratch ones.
+  assert f'step {TRAIN_STEPS}/{TRAIN_STEPS}' in logs['chief-0']
+  assert checkpoint_steps() == []
+  assert not [f for f in os.listdir(checkpoint_root) if '_scratch_' in f]
   with open(os.path.join(model_run, 'eval_history.json'), encoding='utf-8') as f:
     assert json.load(f)[-1]['step'] == TRAIN_STEPS
   serving = os.path.join(outputs['model'][0].uri, 'Format-Serving')
