@@ -18,18 +18,68 @@ if __package__ in (None, ''):
   sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import argparse  # noqa: E402
+import glob  # noqa: E402
 import logging  # noqa: E402
 import time  # noqa: E402
+from typing import List, Optional  # noqa: E402
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'demo.yaml')
 CONFIG_ENV = 'TFXLM_CONFIG'
+# Up to this much input text, Beam's DirectRunner runs inside this process: starting worker
+# processes, each importing TensorFlow, costs 5-10 s per Beam component, more than the work
+# itself. Above it, one worker process per core.
+IN_PROCESS_MAX_BYTES = 32 << 20
+# Compressed input counts as this many times its size (text compresses 3-5x with gzip/bz2).
+_COMPRESSED_FACTOR = 5
+_COMPRESSED = ('.gz', '.bz2')
+
+
+def input_bytes(config) -> Optional[int]:
+  """Bytes of text the run reads (compressed files scaled up), None if unknown (remote)."""
+  from components import example_gen as example_gen_lib
+  from pipeline import config as config_lib
+
+  data = config.data
+  base = config.resolve_path(data.input_base) or config_lib.bundled_imdb_dir()
+  if '://' in base:
+    return None
+  pattern = data.file_pattern or example_gen_lib.DEFAULT_PATTERNS[data.format]
+  folders = [os.path.join(base, split) for split in data.input_splits] or [base]
+  total = 0
+  for folder in folders:
+    for path in glob.glob(os.path.join(folder, pattern)):
+      if os.path.isfile(path):
+        size = os.path.getsize(path)
+        total += size * _COMPRESSED_FACTOR if path.endswith(_COMPRESSED) else size
+  return total
+
+
+def beam_args(config, num_cpus: Optional[int] = None) -> List[str]:
+  """Beam arguments of a local run, chosen by input size unless the config decides.
+
+  A runner or `--direct_running_mode` in `beam.args`, or `beam.direct_num_workers` set, win:
+  one worker runs in this process, more run as processes. Otherwise inputs up to
+  `IN_PROCESS_MAX_BYTES` run in this process and larger (or remote) ones on one worker process
+  per core.
+  """
+  from pipeline import config as config_lib
+
+  args = list(config.beam.args)
+  if any(a.startswith(('--runner', '--direct_running_mode')) for a in args):
+    return args
+  workers = config.beam.direct_num_workers
+  if not workers:
+    size = input_bytes(config)
+    workers = 1 if size is not None and size <= IN_PROCESS_MAX_BYTES else 0
+  if workers == 1:
+    return args + ['--direct_running_mode=in_memory', '--direct_num_workers=1']
+  return config_lib.beam_pipeline_args(config, num_cpus)
 
 
 def build(config):
   """The pipeline for `config` with the local paths and Beam arguments."""
   from tfx import v1 as tfx
 
-  from pipeline import config as config_lib
   from pipeline import pipeline as pipeline_lib
 
   os.makedirs(config.resolved_outputs_dir, exist_ok=True)
@@ -38,7 +88,7 @@ def build(config):
       pipeline_root=config.pipeline_root,
       metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
           config.metadata_path),
-      beam_pipeline_args=config_lib.beam_pipeline_args(config),
+      beam_pipeline_args=beam_args(config),
   )
 
 
