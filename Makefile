@@ -9,7 +9,7 @@ OUTPUTS ?= pipeline_outputs
 PORT ?= 8500
 REST_PORT ?= 8501
 PIPELINE ?= demo
-MODEL_NAME ?= imdb
+MODEL_NAME ?= sentiment
 KFP_HOST ?=
 KFP_PIPELINE_ROOT ?=
 KFP_ARGS = $(if $(KFP_PIPELINE_ROOT),--set kubeflow.pipeline_root=$(KFP_PIPELINE_ROOT))

@@ -29,6 +29,10 @@ CONFIG_ENV = 'TFXLM_CONFIG'
 # processes, each importing TensorFlow, costs 5-10 s per Beam component, more than the work
 # itself. Above it, one worker process per core.
 IN_PROCESS_MAX_BYTES = 32 << 20
+# Beam's portable in-process runner, named instead of `DirectRunner`: Beam 2.77's DirectRunner
+# first tries the Prism runner, which it downloads from GitHub on first use (or fails to, offline),
+# then falls back to this one. It reads --direct_running_mode and --direct_num_workers.
+FN_API_RUNNER = 'apache_beam.runners.portability.fn_api_runner.fn_runner.FnApiRunner'
 # Compressed input counts as this many times its size (text compresses 3-5x with gzip/bz2).
 _COMPRESSED_FACTOR = 5
 _COMPRESSED = ('.gz', '.bz2')
@@ -60,7 +64,7 @@ def beam_args(config, num_cpus: Optional[int] = None) -> List[str]:
   A runner or `--direct_running_mode` in `beam.args`, or `beam.direct_num_workers` set, win:
   one worker runs in this process, more run as processes. Otherwise inputs up to
   `IN_PROCESS_MAX_BYTES` run in this process and larger (or remote) ones on one worker process
-  per core.
+  per core. Both on Beam's FnApiRunner (see `FN_API_RUNNER`).
   """
   from pipeline import config as config_lib
 
@@ -72,8 +76,9 @@ def beam_args(config, num_cpus: Optional[int] = None) -> List[str]:
     size = input_bytes(config)
     workers = 1 if size is not None and size <= IN_PROCESS_MAX_BYTES else 0
   if workers == 1:
-    return args + ['--direct_running_mode=in_memory', '--direct_num_workers=1']
-  return config_lib.beam_pipeline_args(config, num_cpus)
+    return args + [f'--runner={FN_API_RUNNER}', '--direct_running_mode=in_memory',
+                   '--direct_num_workers=1']
+  return [f'--runner={FN_API_RUNNER}'] + config_lib.beam_pipeline_args(config, num_cpus)
 
 
 def build(config):
