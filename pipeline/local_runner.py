@@ -33,6 +33,10 @@ IN_PROCESS_MAX_BYTES = 32 << 20
 # first tries the Prism runner, which it downloads from GitHub on first use (or fails to, offline),
 # then falls back to this one. It reads --direct_running_mode and --direct_num_workers.
 FN_API_RUNNER = 'apache_beam.runners.portability.fn_api_runner.fn_runner.FnApiRunner'
+# Local Beam workers import the code from this environment; naming the project's setup.py as the
+# workers' dependencies stops TFX from building an sdist of itself for every Beam component
+# (`dependency_utils.make_beam_dependency_flags`, 3-10 s each), which only remote runners use.
+SETUP_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'setup.py')
 # Compressed input counts as this many times its size (text compresses 3-5x with gzip/bz2).
 _COMPRESSED_FACTOR = 5
 _COMPRESSED = ('.gz', '.bz2')
@@ -64,7 +68,7 @@ def beam_args(config, num_cpus: Optional[int] = None) -> List[str]:
   A runner or `--direct_running_mode` in `beam.args`, or `beam.direct_num_workers` set, win:
   one worker runs in this process, more run as processes. Otherwise inputs up to
   `IN_PROCESS_MAX_BYTES` run in this process and larger (or remote) ones on one worker process
-  per core. Both on Beam's FnApiRunner (see `FN_API_RUNNER`).
+  per core. Both on Beam's FnApiRunner (see `FN_API_RUNNER` and `SETUP_FILE`).
   """
   from pipeline import config as config_lib
 
@@ -75,10 +79,10 @@ def beam_args(config, num_cpus: Optional[int] = None) -> List[str]:
   if not workers:
     size = input_bytes(config)
     workers = 1 if size is not None and size <= IN_PROCESS_MAX_BYTES else 0
+  local = [f'--runner={FN_API_RUNNER}', f'--setup_file={SETUP_FILE}']
   if workers == 1:
-    return args + [f'--runner={FN_API_RUNNER}', '--direct_running_mode=in_memory',
-                   '--direct_num_workers=1']
-  return [f'--runner={FN_API_RUNNER}'] + config_lib.beam_pipeline_args(config, num_cpus)
+    return args + local + ['--direct_running_mode=in_memory', '--direct_num_workers=1']
+  return local + config_lib.beam_pipeline_args(config, num_cpus)
 
 
 def build(config):
