@@ -9,6 +9,7 @@ import dataclasses
 import glob
 import html
 import json
+import math
 import os
 import shlex
 from typing import Dict, List, Optional, Tuple
@@ -434,8 +435,24 @@ _COLORS = {'train': '#1f6feb', 'eval': '#d9480f'}
 _DIAGNOSTICS = ('learning_rate', 'tokens_per_second')
 
 
-def _ticks(low: float, high: float, count: int = 4) -> List[float]:
-  return [low + (high - low) * i / count for i in range(count + 1)]
+def nice_ticks(low: float, high: float, count: int = 5) -> List[float]:
+  """About `count` round tick values (1, 2 or 5 times a power of ten apart) within [low, high]."""
+  raw = (high - low) / max(count, 1)
+  magnitude = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1.0
+  step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
+  first = math.ceil(low / step - 1e-9) * step
+  ticks = []
+  while first + len(ticks) * step <= high + step * 1e-9:
+    ticks.append(first + len(ticks) * step)
+  return ticks
+
+
+def _tick_label(value: float) -> str:
+  if value != 0 and (abs(value) < 1e-4 or abs(value) >= 1e6):
+    return f'{value:.0e}'
+  if abs(value) >= 100:
+    return f'{value:,.0f}'
+  return f'{value:.4g}'
 
 
 def svg_chart(title: str, series: Dict[str, List[Tuple[int, float]]], y_label: str,
@@ -462,14 +479,14 @@ def svg_chart(title: str, series: Dict[str, List[Tuple[int, float]]], y_label: s
 
   parts = [f'<rect x="{left}" y="{top}" width="{width - left - right}" '
            f'height="{height - top - bottom}" fill="#fff" stroke="#bbb"/>']
-  for tick in _ticks(y0, y1):
+  for tick in nice_ticks(y0, y1):
     parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" '
                  'stroke="#eee"/>'
                  f'<text x="{left - 4}" y="{y(tick) + 3:.1f}" font-size="10" '
-                 f'text-anchor="end">{tick:.3g}</text>')
-  for tick in _ticks(x0, x1):
+                 f'text-anchor="end">{_tick_label(tick)}</text>')
+  for tick in nice_ticks(x0, x1):
     parts.append(f'<text x="{x(tick):.1f}" y="{height - bottom + 13}" font-size="10" '
-                 f'text-anchor="middle">{tick:.0f}</text>')
+                 f'text-anchor="middle">{tick:,.0f}</text>')
   parts.append(f'<text x="{(left + width - right) / 2:.0f}" y="{height - 8}" font-size="11" '
                f'text-anchor="middle">{html.escape(x_label)}</text>'
                f'<text x="12" y="{(top + height - bottom) / 2:.0f}" font-size="11" '

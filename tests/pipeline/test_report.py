@@ -1,5 +1,6 @@
 """The run summary's text and report.html, from summaries built here (no pipeline run)."""
 
+import math
 import re
 
 import pytest
@@ -83,3 +84,14 @@ def test_generate_calls_scalar_and_per_row_signatures(per_row, tmp_path):
   texts = summary.generate(_signature(per_row, tmp_path), ['a', 'b'], max_new_tokens=3,
                            top_k=4)
   assert texts == ['a:7', 'b:7']
+
+
+@pytest.mark.parametrize('low,high', [(0.0, 1.0), (50, 300), (373.0, 1407.0), (0.0, 0.002),
+                                      (0.61, 0.79), (5.92, 7.25)])
+def test_chart_ticks_are_round_and_inside_the_range(low, high):
+  ticks = summary.nice_ticks(low, high)
+  assert 3 <= len(ticks) <= 11
+  assert all(low - 1e-9 <= t <= high + 1e-9 for t in ticks)
+  step = ticks[1] - ticks[0]
+  mantissa = step / 10 ** math.floor(math.log10(step))
+  assert any(math.isclose(mantissa, m) for m in (1, 2, 5, 10))
