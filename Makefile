@@ -29,8 +29,9 @@ test:  ## Run the test suite (the default set, end-to-end pipeline included).
 test-all:  ## Run every test, slow ones too.
 	$(DEV) python -m pytest -q $(PYTEST_ARGS) tests
 
-lint:  ## Check the code with ruff.
+lint:  ## Check the code with ruff: lint rules and formatting (ruff format to fix the latter).
 	$(DEV) ruff check .
+	$(DEV) ruff format --check .
 
 demo:  ## Sentiment classifier on Rotten Tomatoes vs a TF-IDF baseline (CONFIG=your.yaml).
 	$(DEV) python -m pipeline.local_runner --config $(CONFIG)

@@ -48,10 +48,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+from tests.serving import toy_model  # noqa: E402
+from tfxlm import contract  # noqa: E402
 
-from tests.serving import toy_model  # noqa: E402 - needs the repository on the path.
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 MODEL = 'bench'
 SIZES = dict(vocab_size=2000, hidden=64, num_layers=12, seq_len=32)
@@ -111,7 +111,7 @@ def _grpc_caller(port):
   request = predict_pb2.PredictRequest()
   request.model_spec.name = MODEL
   request.model_spec.signature_name = 'predict_text'
-  request.inputs['text'].CopyFrom(tf.make_tensor_proto([TEXT]))
+  request.inputs[contract.TEXT_INPUT].CopyFrom(tf.make_tensor_proto([TEXT]))
   return lambda: stub.Predict(request, timeout=60)
 
 

@@ -20,22 +20,19 @@
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 
+import keras
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from tests.trainer import trainer_data  # the test helpers that run a real Transform
+from tfxlm import contract
+from trainer import inputs, optimization, task, training
+from trainer.config import TrainerConfig
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.join(REPO, 'tests', 'trainer'))
-
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tensorflow_transform as tft  # noqa: E402
-import trainer_data  # noqa: E402 - the test helpers that run a real Transform
-
-from trainer import inputs, optimization, task, training  # noqa: E402
-from trainer.config import TrainerConfig  # noqa: E402
 
 
 def _loop(config, vocabularies, run_dir):
@@ -47,7 +44,7 @@ def _loop(config, vocabularies, run_dir):
       model, learning_rate=config.learning_rate, total_steps=10_000, warmup_steps=100)
     optimizer.build(model.trainable_variables)
   finally:
-    keras.mixed_precision.set_global_policy('float32')
+    keras.mixed_precision.set_global_policy(contract.FLOAT32)
   return training.Loop(strategy, model, optimizer, config, run_dir)
 
 
@@ -87,7 +84,7 @@ def measure(config, data, vocabularies, rounds, steps, work_dir):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--quick', action='store_true', help='tiny model and data: a smoke run')
-  parser.add_argument('--task', default='mlm', choices=('mlm', 'clm'))
+  parser.add_argument('--task', default=contract.MLM, choices=(contract.MLM, contract.CLM))
   parser.add_argument('--rounds', type=int, default=6)
   parser.add_argument('--steps', type=int, default=10)
   parser.add_argument('--documents', type=int, default=6000)

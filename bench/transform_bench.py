@@ -30,6 +30,8 @@ import tempfile
 import threading
 import time
 
+from tfxlm import contract
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 MB = 1_000_000
@@ -132,12 +134,12 @@ def learn_vocab(corpus: str, out: str, size: int) -> None:
     counts.update(vocabulary.split_words(vocabulary.normalize_text(line)))
   tokens = vocabulary.learn_wordpiece_vocab(counts.items(), size)
   os.makedirs(out, exist_ok=True)
-  with open(os.path.join(out, vocabulary.VOCAB_FILE), 'w', encoding='utf-8') as f:
+  with open(os.path.join(out, contract.VOCAB_FILE), 'w', encoding='utf-8') as f:
     f.write(''.join(t + '\n' for t in tokens))
-  meta = {'kind': 'wordpiece', 'size': len(tokens), 'lowercase': True, 'strip_accents': True,
-          'nfkc': True, 'suffix_indicator': vocabulary.SUFFIX_INDICATOR,
+  meta = {'kind': contract.WORDPIECE, 'size': len(tokens), 'lowercase': True, 'strip_accents': True,
+          'nfkc': True, 'suffix_indicator': contract.SUFFIX_INDICATOR,
           'words': sum(counts.values()), 'unique_words': len(counts)}
-  with open(os.path.join(out, vocabulary.VOCAB_JSON), 'w') as f:
+  with open(os.path.join(out, contract.VOCAB_JSON), 'w') as f:
     json.dump(meta, f)
 
 
@@ -180,7 +182,7 @@ def _role_tokenizers(corpus: str, vocab_dir: str, batch: int) -> dict:
   run_tf('normalization_only',
          lambda x: tf.reduce_sum(tf.strings.length(preprocessing.normalize(x, meta))))
 
-  hf = BertWordPieceTokenizer(os.path.join(vocab_dir, 'vocab.txt'), clean_text=True,
+  hf = BertWordPieceTokenizer(os.path.join(vocab_dir, contract.VOCAB_FILE), clean_text=True,
                               handle_chinese_chars=True, strip_accents=True, lowercase=True)
   started = time.perf_counter()
   count = 0
@@ -197,15 +199,17 @@ def _role_pipeline(corpus: str, vocab_dir: str, root: str, workers: int, mode: s
   from tfx import v1 as tfx
 
   from components import example_gen, transform, vocabulary
+  from trainer.config import TrainerConfig
 
   metadata = os.path.join(root, 'metadata.sqlite')
-  gen = example_gen.create_example_gen('text', corpus, shuffle=shuffle)
+  gen = example_gen.create_example_gen(contract.TEXT, corpus, shuffle=shuffle)
   schema = tfx.components.ImportSchemaGen(
     schema_file=os.path.join(REPO, 'schemas', 'corpus', 'schema.pbtxt'))
   vocab = tfx.dsl.Importer(source_uri=vocab_dir, artifact_type=vocabulary.VocabularyArtifact,
                            reimport=False).with_id('VocabularyImporter')
   tokenize = transform.create_transform(gen.outputs['examples'], schema.outputs['schema'],
-                                        vocab.outputs['result'], task='mlm', seq_len=128)
+                                        vocab.outputs['result'],
+                                        trainer_config=TrainerConfig(task=contract.MLM, seq_len=128))
   pipeline = tfx.dsl.Pipeline(
     pipeline_name='transform-bench', pipeline_root=os.path.join(root, 'root'),
     components=[gen, schema, vocab, tokenize],
@@ -298,7 +302,6 @@ def main() -> int:
   parser.add_argument('--vocab', help=argparse.SUPPRESS)
   parser.add_argument('--root', help=argparse.SUPPRESS)
   args = parser.parse_args()
-  sys.path.insert(0, REPO)
 
   if args.role == 'tokenizers':
     print(json.dumps(_role_tokenizers(args.corpus, args.vocab, args.batch)))
@@ -335,12 +338,12 @@ def main() -> int:
   result, rss_large, proc_large = runs['large']
   _, rss_small, proc_small = runs['small']
   seconds = result['components']
-  gen_s, transform_s = seconds.get('TextExampleGen', 0.0), seconds.get('Transform', 0.0)
+  gen_s, transform_s = seconds.get('TextExampleGen', 0.0), seconds.get(contract.TRANSFORM_ID, 0.0)
   e2e = _rate(sizes['large'], gen_s + transform_s)
   transform_only = _rate(sizes['large'], transform_s)
   small_seconds = runs['small'][0]['components']
   small_gen_s = small_seconds.get('TextExampleGen', 0.0)
-  small_transform_s = small_seconds.get('Transform', 0.0)
+  small_transform_s = small_seconds.get(contract.TRANSFORM_ID, 0.0)
   # Fixed costs (worker start-up, graph tracing, MLMD) cancel out in the difference.
   extra_bytes = sizes['large'] - sizes['small']
   extra_seconds = gen_s + transform_s - small_gen_s - small_transform_s

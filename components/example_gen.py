@@ -49,7 +49,7 @@ from tfx.types import (
 from tfx.utils import proto_utils
 
 from components.validation import DataError
-from trainer import features
+from tfxlm import contract as features  # the ingest branch adopts the contract here
 
 INPUT_FORMATS = ('csv', 'tfrecord', 'text', 'jsonl')
 TEXT_MODES = ('line', 'file')

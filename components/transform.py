@@ -2,7 +2,7 @@
 
 The stock Transform takes `custom_config` as a JSON string fixed when the pipeline is built, so the
 vocabulary's URI cannot go there as a placeholder (it does not compile for Kubeflow V2; see
-RUNTIME.md). This Transform's spec has one more input, `vocabulary`, and its executor writes that
+docs/runtime.md). This Transform's spec has one more input, `vocabulary`, and its executor writes that
 artifact's URI into `custom_config['vocab_uri']` before running the stock executor.
 """
 
@@ -18,7 +18,8 @@ from tfx.types import artifact_utils, component_spec, standard_artifacts, standa
 from tfx.utils import json_utils
 
 from components.vocabulary import VocabularyArtifact
-from trainer import features
+from tfxlm import contract
+from trainer.config import TrainerConfig
 
 VOCABULARY_KEY = 'vocabulary'
 
@@ -44,7 +45,7 @@ class Executor(transform_executor.Executor):
     key = standard_component_specs.CUSTOM_CONFIG_KEY
     # Arrives as the JSON text 'null' when unset.
     config = json_utils.loads(exec_properties.get(key) or 'null') or {}
-    config['vocab_uri'] = vocabulary.uri
+    config[contract.VOCAB_URI_KEY] = vocabulary.uri
     exec_properties = {**exec_properties, key: json_utils.dumps(config)}
     super().Do(input_dict, output_dict, exec_properties)
 
@@ -95,8 +96,8 @@ def _statistics_channels() -> dict[str, types.Channel]:
 
 
 def create_transform(examples: types.BaseChannel, schema: types.BaseChannel,
-                     vocabulary: types.BaseChannel, *, task: str, seq_len: int,
-                     preprocessing_fn: str = 'trainer.preprocessing.preprocessing_fn',
+                     vocabulary: types.BaseChannel, *, trainer_config: TrainerConfig,
+                     preprocessing_fn: str = contract.PREPROCESSING_FN,
                      splits_config: transform_pb2.SplitsConfig | None = None,
                      disable_statistics: bool = True) -> Transform:
   """Creates the Transform that tokenizes with the learned vocabulary.
@@ -105,9 +106,9 @@ def create_transform(examples: types.BaseChannel, schema: types.BaseChannel,
     examples: ExampleGen's examples.
     schema: The raw data schema (ImportSchemaGen's).
     vocabulary: The Vocabulary component's 'vocabulary' output.
-    task: 'mlm', 'clm' or 'classify' (selects the transformed features; see
-      trainer/preprocessing.py).
-    seq_len: Fixed token length of classification examples.
+    trainer_config: The config of the Trainer that consumes this Transform's output: its task
+      selects the transformed features and its seq_len the classification length (see
+      trainer/preprocessing.py), so the two stages cannot disagree.
     preprocessing_fn: Dotted path of the preprocessing function.
     splits_config: Which splits to analyze and transform; None: analyze 'train',
       transform every split.
@@ -117,11 +118,7 @@ def create_transform(examples: types.BaseChannel, schema: types.BaseChannel,
   Returns:
     The component; outputs 'transform_graph' and 'transformed_examples'.
   """
-  if task not in features.TASKS:
-    raise ValueError(f'task {task!r} is not one of {features.TASKS}')
-  if task == features.CLASSIFY and seq_len < 3:
-    raise ValueError(f'seq_len {seq_len} leaves no room for tokens beside [CLS] and [SEP]')
   return Transform(examples=examples, schema=schema, vocabulary=vocabulary,
                    preprocessing_fn=preprocessing_fn,
-                   custom_config={'task': task, 'seq_len': int(seq_len)},
+                   custom_config=trainer_config.transform_custom_config(),
                    splits_config=splits_config, disable_statistics=disable_statistics)

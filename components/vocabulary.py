@@ -38,14 +38,9 @@ from tfx.types import artifact_utils, component_spec, standard_artifacts
 from tfx.types.system_artifacts import Dataset
 
 from components import validation
-from trainer import features
+from tfxlm import contract
 
-KINDS = ('wordpiece', 'sentencepiece')
 SENTENCEPIECE_MODEL_TYPES = ('unigram', 'bpe')
-SUFFIX_INDICATOR = '##'
-VOCAB_FILE = 'vocab.txt'
-VOCAB_JSON = 'vocab.json'
-SPM_MODEL_FILE = 'spm.model'
 
 # Words longer than this (in characters) are not split into pieces by the learner: they are
 # almost always noise (URLs, base64), and the tokenizer maps them to [UNK] anyway.
@@ -87,7 +82,7 @@ def split_words(text: str) -> list[str]:
 
 
 def learn_wordpiece_vocab(word_counts: Iterable[tuple[str, int]], size: int,
-                          reserved: Sequence[str] = features.RESERVED_TOKENS) -> list[str]:
+                          reserved: Sequence[str] = contract.RESERVED_TOKENS) -> list[str]:
   """Learns a WordPiece vocabulary of about `size` tokens from word counts.
 
   Args:
@@ -110,10 +105,10 @@ def learn_wordpiece_vocab(word_counts: Iterable[tuple[str, int]], size: int,
     word_counts, vocab_size=size, reserved_tokens=list(reserved),
     upper_thresh=max(c for _, c in word_counts) + 1, lower_thresh=1,
     max_token_length=_MAX_TOKEN_LENGTH, max_unique_chars=_MAX_UNIQUE_CHARS,
-    include_joiner_token=True, joiner=SUFFIX_INDICATOR)
+    include_joiner_token=True, joiner=contract.SUFFIX_INDICATOR)
   if len(vocab) > size:
-    alphabet = {t for t in vocab if len(t) == 1 or (t.startswith(SUFFIX_INDICATOR) and
-                                                    len(t) == len(SUFFIX_INDICATOR) + 1)}
+    alphabet = {t for t in vocab if len(t) == 1 or (t.startswith(contract.SUFFIX_INDICATOR) and
+                                                    len(t) == len(contract.SUFFIX_INDICATOR) + 1)}
     head = [t for t in vocab if t in alphabet or t in reserved]
     rest = [t for t in vocab if t not in alphabet and t not in reserved]
     keep = set(head) | set(rest[:max(0, size - len(head))])
@@ -122,7 +117,7 @@ def learn_wordpiece_vocab(word_counts: Iterable[tuple[str, int]], size: int,
 
 
 def train_sentencepiece(texts: Iterable[str], size: int, model_type: str, model_path: str,
-                        reserved: Sequence[str] = features.RESERVED_TOKENS) -> list[str]:
+                        reserved: Sequence[str] = contract.RESERVED_TOKENS) -> list[str]:
   """Trains a SentencePiece model on already normalized texts; returns its pieces in id order.
 
   Reserved tokens keep ids 0..4: `[PAD]` is the pad piece, `[UNK]` the unknown piece, the others
@@ -153,7 +148,7 @@ def train_sentencepiece(texts: Iterable[str], size: int, model_type: str, model_
 
 def _texts(serialized: bytes) -> Iterator[str]:
   example = tf.train.Example.FromString(serialized)
-  for value in example.features.feature[features.TEXT_KEY].bytes_list.value:
+  for value in example.features.feature[contract.TEXT_KEY].bytes_list.value:
     yield value.decode('utf-8')
 
 
@@ -179,23 +174,23 @@ def _learn_and_write(counts: list[tuple[str, int]], stats: dict[str, int], *, ou
 def _train_spm_and_write(sample: list[str], stats: dict[str, int], *, output_uri: str,
                          config: dict[str, Any]) -> None:
   vocab = train_sentencepiece(sample, config['vocab_size'], config['sentencepiece_model_type'],
-                              os.path.join(output_uri, SPM_MODEL_FILE))
+                              os.path.join(output_uri, contract.SPM_MODEL_FILE))
   _write(output_uri, vocab, stats, config)
 
 
 def _write(output_uri: str, vocab: list[str], stats: dict[str, int],
            config: dict[str, Any]) -> None:
-  with fileio.open(os.path.join(output_uri, VOCAB_FILE), 'w') as f:
+  with fileio.open(os.path.join(output_uri, contract.VOCAB_FILE), 'w') as f:
     f.write(''.join(token + '\n' for token in vocab))
   meta = {
     'kind': config['kind'], 'size': len(vocab), 'target_size': config['vocab_size'],
     'lowercase': config['lowercase'], 'strip_accents': config['strip_accents'],
-    'nfkc': config['nfkc'], 'suffix_indicator': SUFFIX_INDICATOR,
-    'reserved_tokens': list(features.RESERVED_TOKENS), 'min_count': config['min_count'],
+    'nfkc': config['nfkc'], 'suffix_indicator': contract.SUFFIX_INDICATOR,
+    'reserved_tokens': list(contract.RESERVED_TOKENS), 'min_count': config['min_count'],
     'sentencepiece_model_type': config['sentencepiece_model_type'],
     'sample_documents': config['sample_documents'], **stats,
   }
-  with fileio.open(os.path.join(output_uri, VOCAB_JSON), 'w') as f:
+  with fileio.open(os.path.join(output_uri, contract.VOCAB_JSON), 'w') as f:
     f.write(json.dumps(meta, indent=2, sort_keys=True) + '\n')
   logging.info('Vocabulary: %d tokens (%s) written to %s', len(vocab), config['kind'], output_uri)
 
@@ -227,7 +222,7 @@ def build_vocabulary_pipeline(pipeline: beam.Pipeline, examples_pattern: str, ou
     'words': (word_counts | 'Counts' >> beam.Values() | 'SumWords' >> beam.CombineGlobally(sum)),
     'unique_words': word_counts | 'CountUnique' >> ones(),
   }
-  if config['kind'] == 'wordpiece':
+  if config['kind'] == contract.WORDPIECE:
     kept = (
       word_counts
       | 'Prune' >> beam.Filter(lambda wc, m: wc[1] >= m, config['min_count'])
@@ -305,7 +300,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     fileio.makedirs(output_uri)
     with self._make_beam_pipeline() as pipeline:
       build_vocabulary_pipeline(pipeline, os.path.join(split_uri, '*'), output_uri, config)
-    if not fileio.exists(os.path.join(output_uri, VOCAB_FILE)):
+    if not fileio.exists(os.path.join(output_uri, contract.VOCAB_FILE)):
       raise validation.DataError(f'split {split!r} of {examples.uri} has no examples: no '
                                  'vocabulary learned')
 
@@ -318,7 +313,7 @@ class Vocabulary(base_beam_component.BaseBeamComponent):
 
   def __init__(self, examples: types.BaseChannel, anomalies: types.BaseChannel | None = None, *,
                vocab_size: int = 8000, lowercase: bool = True, strip_accents: bool = True,
-               nfkc: bool = True, kind: str = 'wordpiece', min_count: int = 2,
+               nfkc: bool = True, kind: str = contract.WORDPIECE, min_count: int = 2,
                max_words: int = 1_000_000, sentencepiece_model_type: str = 'unigram',
                sample_documents: int = 100_000, train_split: str = 'train'):
     """Builds the component.
@@ -337,13 +332,13 @@ class Vocabulary(base_beam_component.BaseBeamComponent):
       sample_documents: SentencePiece trains on a uniform sample of this many documents.
       train_split: The split to learn from.
     """
-    if kind not in KINDS:
-      raise ValueError(f'kind {kind!r} is not one of {KINDS}')
+    if kind not in contract.VOCAB_KINDS:
+      raise ValueError(f'kind {kind!r} is not one of {contract.VOCAB_KINDS}')
     if sentencepiece_model_type not in SENTENCEPIECE_MODEL_TYPES:
       raise ValueError(f'sentencepiece_model_type {sentencepiece_model_type!r} is not one of '
                        f'{SENTENCEPIECE_MODEL_TYPES}')
-    if vocab_size <= len(features.RESERVED_TOKENS):
-      raise ValueError(f'vocab_size {vocab_size} must exceed the {len(features.RESERVED_TOKENS)} '
+    if vocab_size <= len(contract.RESERVED_TOKENS):
+      raise ValueError(f'vocab_size {vocab_size} must exceed the {len(contract.RESERVED_TOKENS)} '
                        'reserved tokens')
     spec = VocabularySpec(
       examples=examples, anomalies=anomalies, vocab_size=vocab_size, kind=kind,

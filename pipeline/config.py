@@ -8,26 +8,23 @@ A config file is a YAML mapping whose sections match `PipelineConfig`'s fields:
 
 Overrides use dotted keys with YAML values: `--set train.learning_rate=3e-4`.
 Every error names the key, what was wrong and where it came from, e.g.
-`demo.yaml: train.learning_rate: expected a number, got 'fast'`.
+`demo.yaml: train.learning_rate: expected a number, got 'fast'`. Coercion and field checks are
+tfxlm/typed_config.py's, the same the Trainer applies to its own config.
 """
 
 import dataclasses
 import json
 import os
 import re
-import types
-import typing
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import yaml
 
+from tfxlm import contract, typed_config
+from tfxlm.typed_config import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, ConfigError, Range
 from trainer import config as trainer_config
-from trainer import features
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-INPUT_FORMATS = ('csv', 'tfrecord', 'text', 'jsonl')
-TEXT_MODES = ('line', 'file')
-VOCAB_KINDS = ('wordpiece', 'sentencepiece')
 
 
 
@@ -36,10 +33,6 @@ def bundled_imdb_dir() -> str:
   `label,text`, 100 reviews) that ships inside the installed tfx package."""
   import tfx  # pylint: disable=g-import-not-at-top
   return os.path.join(os.path.dirname(tfx.__file__), 'examples', 'imdb', 'data')
-
-
-class ConfigError(ValueError):
-  """A configuration value is missing, unknown or of the wrong type."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,17 +59,24 @@ class DataConfig:
     schema_dir: folder with the curated schema.pbtxt that validates the examples; empty means
       the project's `schemas/labeled` for classification and `schemas/corpus` otherwise.
   """
-  format: str = 'csv'
+  format: str = contract.CSV
   input_base: str = ''
-  text_column: str = features.TEXT_KEY
-  label_column: Optional[str] = features.LABEL_KEY
-  text_mode: str = 'line'
-  jsonl_text_field: str = features.TEXT_KEY
+  text_column: str = contract.TEXT_KEY
+  label_column: Optional[str] = contract.LABEL_KEY
+  text_mode: str = contract.LINE
+  jsonl_text_field: str = contract.TEXT_KEY
   file_pattern: str = ''
   input_splits: Tuple[str, ...] = ()
   train_eval_ratio: Tuple[int, int] = (9, 1)
   shuffle: bool = True
   schema_dir: str = ''
+
+  def __post_init__(self):
+    typed_config.check_fields(self, choices={'format': contract.INPUT_FORMATS,
+                                             'text_mode': contract.TEXT_MODES})
+    if any(part < 1 for part in self.train_eval_ratio):
+      raise typed_config.FieldError('train_eval_ratio', f'both parts must be positive, got '
+                                    f'{list(self.train_eval_ratio)}')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,11 +90,15 @@ class VocabularyConfig:
     strip_accents: remove combining accents after NFD decomposition.
     nfkc: apply Unicode NFKC normalization.
   """
-  kind: str = 'wordpiece'
+  kind: str = contract.WORDPIECE
   size: int = 8000
   lowercase: bool = True
   strip_accents: bool = True
   nfkc: bool = True
+
+  def __post_init__(self):
+    typed_config.check_fields(self, choices={'kind': contract.VOCAB_KINDS}, ranges={
+      'size': Range(low=len(contract.RESERVED_TOKENS), low_inclusive=False)})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,18 +116,28 @@ class EvaluationConfig:
   max_accuracy_drop: float = 0.01
   max_perplexity_rise: float = 0.0
 
+  def __post_init__(self):
+    # A perplexity is at least 1: a lower ceiling would never bless a model.
+    typed_config.check_fields(self, ranges={
+      'min_accuracy': FRACTION, 'max_perplexity': AT_LEAST_ONE, 'max_accuracy_drop': FRACTION,
+      'max_perplexity_rise': NON_NEGATIVE})
+
 
 @dataclasses.dataclass(frozen=True)
 class ServingConfig:
   """Where blessed models are pushed.
 
   Attributes:
-    model_name: the served model's name (`/v1/models/<model_name>`).
+    model_name: the served model's name (`/v1/models/<model_name>`, and a folder name): letters,
+      digits, '.', '_' and '-', starting with a letter or digit.
     serving_root: folder of the TF Serving layout `<serving_root>/<model_name>/<version>/`;
       empty means `<outputs>/serving`.
   """
   model_name: str = 'lm'
   serving_root: str = ''
+
+  def __post_init__(self):
+    typed_config.check_fields(self, names=('model_name',))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +151,9 @@ class BeamConfig:
   """
   direct_num_workers: int = 0
   args: Tuple[str, ...] = ()
+
+  def __post_init__(self):
+    typed_config.check_fields(self, ranges={'direct_num_workers': NON_NEGATIVE})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,13 +191,18 @@ class KubeflowConfig:
   vertex_region: str = 'us-central1'
   beam_args: Tuple[str, ...] = ()
 
+  def __post_init__(self):
+    typed_config.check_fields(self, ranges={'trainer_gpus': NON_NEGATIVE,
+                                            'trainer_replicas': AT_LEAST_ONE})
+
 
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
   """The whole pipeline.
 
   Attributes:
-    pipeline_name: names the pipeline in ML Metadata and its output folder.
+    pipeline_name: names the pipeline in ML Metadata and its output folder: letters, digits,
+      '.', '_' and '-', starting with a letter or digit.
     outputs_dir: folder of this pipeline's outputs (relative: from the config file's folder);
       empty means `pipeline_outputs/<name>` under the working folder. Holds `root/`,
       `metadata.sqlite` and `serving/`.
@@ -203,7 +225,7 @@ class PipelineConfig:
   data: DataConfig = DataConfig()
   vocabulary: VocabularyConfig = VocabularyConfig()
   pretrain: Optional[trainer_config.TrainerConfig] = None
-  train: trainer_config.TrainerConfig = trainer_config.TrainerConfig(task=features.CLASSIFY)
+  train: trainer_config.TrainerConfig = trainer_config.TrainerConfig(task=contract.CLASSIFY)
   base_model: str = ''
   evaluation: EvaluationConfig = EvaluationConfig()
   serving: ServingConfig = ServingConfig()
@@ -211,6 +233,9 @@ class PipelineConfig:
   kubeflow: KubeflowConfig = KubeflowConfig()
   enable_cache: bool = True
   config_dir: str = ''
+
+  def __post_init__(self):
+    typed_config.check_fields(self, names=('pipeline_name',))
 
   # Derived paths. Each runner may still override them.
   @property
@@ -231,7 +256,7 @@ class PipelineConfig:
   def schema_file(self) -> str:
     if self.data.schema_dir:
       return os.path.join(self.resolve_path(self.data.schema_dir), 'schema.pbtxt')
-    kind = 'labeled' if self.train.task == features.CLASSIFY else 'corpus'
+    kind = 'labeled' if self.train.task == contract.CLASSIFY else 'corpus'
     return os.path.join(REPO, 'schemas', kind, 'schema.pbtxt')
 
   @property
@@ -246,83 +271,13 @@ class PipelineConfig:
     return os.path.abspath(os.path.join(self.config_dir or '.', path))
 
   def to_dict(self) -> Dict[str, Any]:
-    return _to_plain(self)
+    return typed_config.to_dict(self)
 
   def to_json(self) -> str:
     return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
 # --- Loading and validation ---------------------------------------------------------------
-
-
-def _to_plain(value):
-  if dataclasses.is_dataclass(value):
-    return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-  if isinstance(value, tuple):
-    return [_to_plain(v) for v in value]
-  return value
-
-
-def _type_name(tp) -> str:
-  return {str: 'a string', int: 'an integer', float: 'a number', bool: 'true or false'}.get(
-      tp, getattr(tp, '__name__', str(tp)))
-
-
-def _convert(value, tp, where: str):
-  """Checks `value` against the annotation `tp` and returns it in that type."""
-  origin = typing.get_origin(tp)
-  if origin in (typing.Union, types.UnionType):
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    if value is None:
-      return None
-    return _convert(value, args[0], where)
-  if dataclasses.is_dataclass(tp):
-    if not isinstance(value, dict):
-      raise ConfigError(f'{where}: expected a mapping of {tp.__name__} fields, got {value!r}')
-    return _build(tp, value, where)
-  if origin is tuple:
-    args = typing.get_args(tp)
-    if isinstance(value, str) or not isinstance(value, (list, tuple)):
-      raise ConfigError(f'{where}: expected a list, got {value!r}')
-    if len(args) == 2 and args[1] is Ellipsis:
-      return tuple(_convert(v, args[0], f'{where}[{i}]') for i, v in enumerate(value))
-    if len(value) != len(args):
-      raise ConfigError(f'{where}: expected a list of {len(args)} items, got {value!r}')
-    return tuple(_convert(v, a, f'{where}[{i}]') for i, (v, a) in enumerate(zip(value, args, strict=True)))
-  if tp is bool:
-    if not isinstance(value, bool):
-      raise ConfigError(f'{where}: expected true or false, got {value!r}')
-    return value
-  if tp is int:
-    if isinstance(value, bool) or not isinstance(value, int):
-      raise ConfigError(f'{where}: expected an integer, got {value!r}')
-    return value
-  if tp is float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-      raise ConfigError(f'{where}: expected a number, got {value!r}')
-    return float(value)
-  if tp is str:
-    if not isinstance(value, str):
-      raise ConfigError(f'{where}: expected a string, got {value!r}')
-    return value
-  return value
-
-
-def _build(cls, data: Dict[str, Any], where: str):
-  if hasattr(cls, 'from_dict'):
-    try:
-      return cls.from_dict(data)
-    except (ValueError, TypeError) as e:
-      raise ConfigError(f'{where}: {e}') from None
-  hints = typing.get_type_hints(cls)
-  known = {f.name for f in dataclasses.fields(cls)}
-  unknown = sorted(set(data) - known)
-  if unknown:
-    raise ConfigError(f'{where + ": " if where else ""}unknown key {unknown[0]!r} '
-                      f'(known keys: {", ".join(sorted(known))})')
-  values = {k: _convert(v, hints[k], f'{where + "." if where else ""}{k}')
-            for k, v in data.items()}
-  return cls(**values)
 
 
 def _set_dotted(tree: Dict[str, Any], dotted: str, value):
@@ -383,7 +338,7 @@ def from_dict(data: Dict[str, Any], config_dir: str = '') -> PipelineConfig:
     raise ConfigError(f'the config must be a mapping of sections, got {type(data).__name__}')
   data = dict(data)
   data.setdefault('config_dir', config_dir)
-  config = _build(PipelineConfig, data, '')
+  config = typed_config.from_dict(PipelineConfig, data)
   validate(config)
   return config
 
@@ -421,23 +376,9 @@ def _check_schema(path: str) -> None:
     raise ConfigError(f'data.schema_dir: {path} is not a valid schema: {e}') from None
 
 
-def _check_choice(value, choices, where):
-  if value not in choices:
-    raise ConfigError(f'{where}: {value!r} is not one of {", ".join(choices)}')
-
-
 def validate(config: PipelineConfig) -> None:
-  """Cross-field checks, and that every local input path exists."""
+  """Cross-field checks, and that every local input path exists (fields check themselves)."""
   data = config.data
-  _check_choice(data.format, INPUT_FORMATS, 'data.format')
-  _check_choice(data.text_mode, TEXT_MODES, 'data.text_mode')
-  _check_choice(config.vocabulary.kind, VOCAB_KINDS, 'vocabulary.kind')
-  if config.vocabulary.size <= len(features.RESERVED_TOKENS):
-    raise ConfigError(f'vocabulary.size: {config.vocabulary.size} leaves no room beyond the '
-                      f'{len(features.RESERVED_TOKENS)} reserved tokens')
-  if any(r <= 0 for r in data.train_eval_ratio):
-    raise ConfigError(f'data.train_eval_ratio: both parts must be positive, got '
-                      f'{list(data.train_eval_ratio)}')
   if data.input_base and '://' not in data.input_base:
     base = config.resolve_path(data.input_base)
     if not os.path.isdir(base):
@@ -456,10 +397,10 @@ def validate(config: PipelineConfig) -> None:
         folder = os.path.join(config.resolve_path(data.input_base), split)
         if not os.path.isdir(folder):
           raise ConfigError(f'data.input_splits: split folder {folder!r} does not exist')
-  if config.train.task == features.CLASSIFY and not data.label_column:
+  if config.train.task == contract.CLASSIFY and not data.label_column:
     raise ConfigError('train.task is classify but data.label_column is empty')
   if config.pretrain is not None:
-    if config.pretrain.task == features.CLASSIFY:
+    if config.pretrain.task == contract.CLASSIFY:
       raise ConfigError('pretrain.task: must be mlm or clm, got classify')
     if config.base_model:
       raise ConfigError('base_model and pretrain are both set: choose one source of weights')
@@ -468,13 +409,9 @@ def validate(config: PipelineConfig) -> None:
     if not os.path.isdir(path):
       raise ConfigError(f'base_model: folder {path!r} does not exist')
   kubeflow = config.kubeflow
-  if kubeflow.trainer_replicas < 1 or kubeflow.trainer_gpus < 0:
-    raise ConfigError('kubeflow.trainer_replicas must be >= 1 and kubeflow.trainer_gpus >= 0')
   if (kubeflow.trainer_replicas > 1 or kubeflow.trainer_tpu) and not kubeflow.vertex_project:
     raise ConfigError('kubeflow.trainer_replicas > 1 or kubeflow.trainer_tpu runs training on '
                       'Vertex AI Training: set kubeflow.vertex_project')
-  if config.beam.direct_num_workers < 0:
-    raise ConfigError('beam.direct_num_workers: must be 0 (one per core) or more')
 
 
 def beam_pipeline_args(config: PipelineConfig, num_cpus: Optional[int] = None) -> list:

@@ -8,12 +8,7 @@ from tensorflow_model_analysis.proto import config_pb2 as tfma
 
 from pipeline import config as config_lib
 from pipeline import metrics
-from trainer import features
-
-# Signature names shared with trainer/export.py.
-SERVING_SIGNATURE = 'serving_default'
-TRANSFORM_SIGNATURE = 'transform_features'
-PROBABILITIES = 'probabilities'
+from tfxlm import contract
 
 ACCURACY = 'sparse_categorical_accuracy'
 PERPLEXITY = metrics.PERPLEXITY
@@ -25,7 +20,7 @@ def label_classes(schema_path: str) -> Optional[int]:
   with open(schema_path, encoding='utf-8') as f:
     text_format.Parse(f.read(), schema)
   for feature in schema.feature:
-    if feature.name != features.LABEL_KEY:
+    if feature.name != contract.LABEL_KEY:
       continue
     if feature.HasField('int_domain') and feature.int_domain.HasField('max'):
       return feature.int_domain.max - feature.int_domain.min + 1
@@ -69,12 +64,12 @@ def _classify(evaluation: config_lib.EvaluationConfig, num_classes: Optional[int
         binarize=tfma.BinarizationOptions(class_ids={'values': list(range(num_classes))})))
   return tfma.EvalConfig(
       model_specs=[tfma.ModelSpec(
-          signature_name=SERVING_SIGNATURE,
-          preprocessing_function_names=[TRANSFORM_SIGNATURE],
-          label_key=features.TRANSFORMED_LABEL_KEY,
-          prediction_key=PROBABILITIES)],
+          signature_name=contract.SERVING_DEFAULT,
+          preprocessing_function_names=[contract.TRANSFORM_FEATURES],
+          label_key=contract.TRANSFORMED_LABEL_KEY,
+          prediction_key=contract.PROBABILITIES)],
       slicing_specs=[tfma.SlicingSpec(),
-                     tfma.SlicingSpec(feature_keys=[features.LABEL_KEY])],
+                     tfma.SlicingSpec(feature_keys=[contract.LABEL_KEY])],
       metrics_specs=specs)
 
 
@@ -89,7 +84,7 @@ def _language_model(evaluation: config_lib.EvaluationConfig):
               direction=tfma.MetricDirection.LOWER_IS_BETTER,
               absolute={'value': evaluation.max_perplexity_rise}))))
   return tfma.EvalConfig(
-      model_specs=[tfma.ModelSpec(signature_name=SERVING_SIGNATURE)],
+      model_specs=[tfma.ModelSpec(signature_name=contract.SERVING_DEFAULT)],
       slicing_specs=[tfma.SlicingSpec()],
       metrics_specs=[tfma.MetricsSpec(metrics=[tfma.MetricConfig(class_name='ExampleCount'),
                                                perplexity])])
@@ -98,6 +93,6 @@ def _language_model(evaluation: config_lib.EvaluationConfig):
 def eval_config(task: str, evaluation: config_lib.EvaluationConfig,
                 schema_path: Optional[str] = None) -> tfma.EvalConfig:
   """The TFMA config for a task; the thresholds decide the blessing."""
-  if task == features.CLASSIFY:
+  if task == contract.CLASSIFY:
     return _classify(evaluation, label_classes(schema_path) if schema_path else None)
   return _language_model(evaluation)

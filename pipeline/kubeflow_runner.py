@@ -16,24 +16,18 @@ TFXLM_CONFIG:
     tfx run create --engine vertex --pipeline_name NAME --project P --region R   # Vertex AI
 """
 
+import argparse
+import copy
+import dataclasses
+import json
 import os
 import sys
 
-if __package__ in (None, ''):
-  # Run as a file, this folder comes first on sys.path, where pipeline.py would shadow the
-  # `pipeline` package.
-  sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-import argparse  # noqa: E402
-import copy  # noqa: E402
-import dataclasses  # noqa: E402
-import json  # noqa: E402
-
-from pipeline import config as config_lib  # noqa: E402
+from pipeline import config as config_lib
+from tfxlm import contract
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'demo.yaml')
 CONFIG_ENV = 'TFXLM_CONFIG'
-TRAINER_IDS = ('Trainer', 'PretrainTrainer')
 # The image's Python (Debian 13, see the Dockerfile) and where the demo's data sits in it.
 IMAGE_SITE_PACKAGES = '/opt/venv/lib/python3.13/site-packages'
 IMAGE_BUNDLED_IMDB = f'{IMAGE_SITE_PACKAGES}/tfx/examples/imdb/data'
@@ -78,7 +72,7 @@ def _trainer_resources(pipeline, kubeflow: config_lib.KubeflowConfig) -> None:
   from kfp.pipeline_spec import pipeline_spec_pb2
   from tfx import v1 as tfx
 
-  trainers = [c for c in pipeline.components if c.id in TRAINER_IDS]
+  trainers = [c for c in pipeline.components if c.id in contract.TRAINER_IDS]
   if kubeflow.trainer_replicas > 1 or kubeflow.trainer_tpu:
     # One Kubeflow pod cannot host several workers: Vertex AI Training runs the replicas with
     # TF_CONFIG set (MultiWorkerMirrored) or the TPU (TPUStrategy), in our image.
@@ -121,7 +115,7 @@ def build(config: config_lib.PipelineConfig):
   """The pipeline as it runs on the cluster."""
   from tfx import v1 as tfx
 
-  from pipeline import pipeline as pipeline_lib
+  from pipeline import factory
   kubeflow = config.kubeflow
   if not kubeflow.pipeline_root:
     raise config_lib.ConfigError(
@@ -129,7 +123,7 @@ def build(config: config_lib.PipelineConfig):
         '--set kubeflow.pipeline_root=gs://BUCKET/tfx-lm (make: KFP_PIPELINE_ROOT=gs://...)')
   config = dataclasses.replace(
       config, data=dataclasses.replace(config.data, input_base=_cluster_input_base(config)))
-  pipeline = pipeline_lib.create_pipeline(
+  pipeline = factory.create_pipeline(
       config,
       pipeline_root=kubeflow.pipeline_root,
       metadata_connection_config=None,  # the cluster brings its ML Metadata

@@ -9,19 +9,13 @@ TFXLM_CONFIG variable (default: the demo):
     tfx run create --engine local --pipeline_name <pipeline_name>
 """
 
+import argparse
+import glob
+import logging
 import os
 import sys
-
-if __package__ in (None, ''):
-  # Run as a file, Python puts this folder first on sys.path, where pipeline.py would shadow
-  # the `pipeline` package: put the repository there instead.
-  sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-import argparse  # noqa: E402
-import glob  # noqa: E402
-import logging  # noqa: E402
-import time  # noqa: E402
-from typing import List, Optional  # noqa: E402
+import time
+from typing import List, Optional
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'demo.yaml')
 CONFIG_ENV = 'TFXLM_CONFIG'
@@ -89,10 +83,10 @@ def build(config):
   """The pipeline for `config` with the local paths and Beam arguments."""
   from tfx import v1 as tfx
 
-  from pipeline import pipeline as pipeline_lib
+  from pipeline import factory
 
   os.makedirs(config.resolved_outputs_dir, exist_ok=True)
-  return pipeline_lib.create_pipeline(
+  return factory.create_pipeline(
       config,
       pipeline_root=config.pipeline_root,
       metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(

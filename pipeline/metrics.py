@@ -14,9 +14,9 @@ import numpy as np
 from tensorflow_model_analysis.metrics import metric_types, metric_util
 from tensorflow_model_analysis.proto import config_pb2
 
+from tfxlm.contract import TOKEN_COUNT, TOKEN_LOGPROB_SUM
+
 PERPLEXITY = 'perplexity'
-LOGPROB_SUM = 'token_logprob_sum'
-TOKEN_COUNT = 'token_count'
 
 
 class Perplexity(metric_types.Metric):
@@ -49,11 +49,11 @@ class _PerplexityCombiner(beam.CombineFn):
 
   def add_input(self, accumulator, element: metric_types.StandardMetricInputs):
     predictions = element.get_by_key('predictions', self._key.model_name, None)
-    if not isinstance(predictions, dict) or LOGPROB_SUM not in predictions:
+    if not isinstance(predictions, dict) or TOKEN_LOGPROB_SUM not in predictions:
       got = sorted(predictions) if isinstance(predictions, dict) else type(predictions).__name__
-      raise ValueError(f'Perplexity needs the model outputs {LOGPROB_SUM!r} and {TOKEN_COUNT!r}; '
+      raise ValueError(f'Perplexity needs the model outputs {TOKEN_LOGPROB_SUM!r} and {TOKEN_COUNT!r}; '
                        f'got {got}')
-    accumulator[0] -= float(np.sum(predictions[LOGPROB_SUM]))
+    accumulator[0] -= float(np.sum(predictions[TOKEN_LOGPROB_SUM]))
     accumulator[1] += float(np.sum(predictions[TOKEN_COUNT]))
     return accumulator
 

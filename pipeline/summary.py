@@ -17,9 +17,6 @@ from typing import Dict, List, Optional, Tuple
 from pipeline import config as config_lib
 from pipeline import evaluation
 from tfxlm import contract
-from trainer import features
-
-REPORT_NAME = 'report.html'
 
 
 @dataclasses.dataclass
@@ -189,19 +186,19 @@ def _statistics(statistics_uri) -> Dict[str, Dict[str, float]]:
     row = {'examples': float(dataset.num_examples)}
     for feature in dataset.features:
       name = '.'.join(feature.path.step)
-      if name == features.TEXT_KEY:
+      if name == contract.TEXT_KEY:
         row['mean text length (chars)'] = round(feature.string_stats.avg_length, 1)
-      elif name == features.LABEL_KEY and dataset.num_examples:
+      elif name == contract.LABEL_KEY and dataset.num_examples:
         for value in feature.string_stats.top_values:
           row[f'share of label {value.value}'] = round(value.frequency / dataset.num_examples, 3)
     result[split] = row
   return result
 
 
-# Component ids the pipeline factory gives (pipeline/pipeline.py).
-EXAMPLE_GEN_IDS = ('TextExampleGen', 'ExampleGen')
-TRANSFORM_IDS = ('Transform',)
-TRAINER_IDS = ('Trainer',)
+# ExampleGen keeps its class name as its id (TextExampleGen, CsvExampleGen, ...).
+EXAMPLE_GEN_IDS = ('TextExampleGen', 'CsvExampleGen', 'ImportExampleGen')
+TRANSFORM_IDS = (contract.TRANSFORM_ID,)
+TRAINER_IDS = (contract.TRAINER_ID,)
 
 
 def _latest_output(store, type_name, component_ids, output_key):
@@ -220,7 +217,7 @@ def _label_names(transform_graph_uri: str) -> Optional[List[str]]:
   import tensorflow_transform as tft
   try:
     path = tft.TFTransformOutput(transform_graph_uri).vocabulary_file_by_name(
-        features.LABEL_VOCAB_NAME)
+        contract.LABEL_VOCAB_NAME)
   except (ValueError, OSError):
     return None
   with open(path, encoding='utf-8') as f:
@@ -232,7 +229,7 @@ def _references(config, store, summary: RunSummary) -> None:
   from pipeline import baseline
   task = config.train.task
   try:
-    if task == features.CLASSIFY:
+    if task == contract.CLASSIFY:
       examples = _latest_output(store, 'Examples', EXAMPLE_GEN_IDS, 'examples')
       if examples is not None:
         summary.baseline = dataclasses.asdict(baseline.classifier_baseline(examples.uri))
@@ -242,7 +239,7 @@ def _references(config, store, summary: RunSummary) -> None:
       if transformed is not None and graph is not None:
         import tensorflow_transform as tft
         vocab = tft.TFTransformOutput(graph.uri).vocabulary_file_by_name(
-            features.TOKEN_VOCAB_NAME)
+            contract.TOKEN_VOCAB_NAME)
         with open(vocab, encoding='utf-8') as f:
           vocab_size = sum(1 for _ in f)
         summary.unigram = dataclasses.asdict(baseline.unigram_perplexity(
@@ -292,7 +289,7 @@ def collect(config: config_lib.PipelineConfig, started: float) -> RunSummary:
     for tag, points in _curves(model_run_dir).items():
       summary.curves[f'{producer}: {tag}'] = points
   _references(config, store, summary)
-  if config.train.task == features.CLM:
+  if config.train.task == contract.CLM:
     model = _latest_output(store, 'Model', TRAINER_IDS, 'model')
     if model is not None:
       summary.generations = _generations(os.path.join(model.uri, 'Format-Serving'))
@@ -393,23 +390,24 @@ def text(config: config_lib.PipelineConfig, summary: RunSummary) -> str:
     verdict = 'BLESSED' if summary.blessed else 'NOT blessed'
     lines.append(f'Model: {verdict}: ' + '; '.join(summary.why))
   outputs = config.resolved_outputs_dir
-  report = os.path.join(outputs, REPORT_NAME)
+  report = os.path.join(outputs, contract.REPORT_FILE)
   if summary.pushed_path:
     base = os.path.dirname(summary.pushed_path.rstrip('/'))
     name = config.serving.model_name
+    grpc, rest = contract.GRPC_PORT, contract.REST_PORT
     lines += [
         f'Pushed to: {summary.pushed_path}',
         f'Report:    {report}',
         '',
-        'Serve it (gRPC :8500, REST :8501):',
+        f'Serve it (gRPC :{grpc}, REST :{rest}):',
         f'  ./dev python -m serving --model_name={name} --model_base_path={shlex.quote(base)}',
-        '  (or the stock image: docker run -p 8500:8500 -p 8501:8501 '
+        f'  (or the stock image: docker run -p {grpc}:{grpc} -p {rest}:{rest} '
         f'-v {shlex.quote(base)}:/models/{name} -e MODEL_NAME={name} tensorflow/serving)',
         'Query it:',
-        f'  ./dev python -m serving.client --grpc localhost:8500 --model_name={name} '
+        f'  ./dev python -m serving.client --grpc localhost:{grpc} --model_name={name} '
         '--text "a wonderful, moving film"',
-        f'  curl -s -d \'{{"inputs": {{"text": ["a wonderful, moving film"]}}, '
-        f'"signature_name": "predict_text"}}\' localhost:8501/v1/models/{name}:predict',
+        f'  curl -s -d \'{{"inputs": {{"{contract.TEXT_INPUT}": ["a wonderful, moving film"]}}, '
+        f'"signature_name": "{contract.PREDICT_TEXT}"}}\' localhost:{rest}/v1/models/{name}:predict',
     ]
   else:
     lines += ['Nothing was pushed (the model was not blessed).', f'Report:    {report}']
@@ -603,9 +601,9 @@ def render_report(config: config_lib.PipelineConfig, summary: RunSummary) -> str
 def write_report(config: config_lib.PipelineConfig, summary: RunSummary) -> List[str]:
   """Writes report.html into the outputs folder and beside the pushed model."""
   page = render_report(config, summary)
-  targets = [os.path.join(config.resolved_outputs_dir, REPORT_NAME)]
+  targets = [os.path.join(config.resolved_outputs_dir, contract.REPORT_FILE)]
   if summary.pushed_path and os.path.isdir(summary.pushed_path):
-    targets.append(os.path.join(summary.pushed_path, 'assets.extra', REPORT_NAME))
+    targets.append(os.path.join(summary.pushed_path, contract.EXTRA_DIR, contract.REPORT_FILE))
   for target in targets:
     os.makedirs(os.path.dirname(target), exist_ok=True)
     with open(target, 'w', encoding='utf-8') as f:

@@ -2,7 +2,7 @@
 benchmarks and tests read them from.
 
 No TensorFlow import here (nor anything heavy): the server, the client and the config loader
-import this module too. DESIGN.md in docs/ describes what these names mean; this module is where
+import this module too. docs/design.md describes what these names mean; this module is where
 the code reads them.
 """
 
@@ -29,15 +29,44 @@ LABEL_VOCAB_NAME = 'label_vocab'
 MLM, CLM, CLASSIFY = 'mlm', 'clm', 'classify'
 TASKS = (MLM, CLM, CLASSIFY)
 
-# Input formats ExampleGen reads.
+# Input formats ExampleGen reads, and how `text` input splits into documents.
 CSV, TFRECORD, TEXT, JSONL = 'csv', 'tfrecord', 'text', 'jsonl'
 INPUT_FORMATS = (CSV, TFRECORD, TEXT, JSONL)
+LINE, FILE = 'line', 'file'
+TEXT_MODES = (LINE, FILE)
 
-# Distribution strategies (trainer/distribute.py) and learning-rate decays.
+# Vocabulary artifact: its kinds and files (written by the Vocabulary component, read by
+# Transform's preprocessing_fn).
+WORDPIECE, SENTENCEPIECE = 'wordpiece', 'sentencepiece'
+VOCAB_KINDS = (WORDPIECE, SENTENCEPIECE)
+VOCAB_FILE = 'vocab.txt'        # one token per line, id = line number
+VOCAB_JSON = 'vocab.json'       # kind, normalization flags, counts
+SPM_MODEL_FILE = 'spm.model'    # sentencepiece only
+SUFFIX_INDICATOR = '##'         # wordpiece continuation prefix
+
+# Distribution strategies (trainer/distribute.py), learning-rate decays, precisions.
 AUTO, DEFAULT, MIRRORED, MULTI_WORKER, TPU = 'auto', 'default', 'mirrored', 'multi_worker', 'tpu'
 STRATEGIES = (AUTO, DEFAULT, MIRRORED, MULTI_WORKER, TPU)
 LINEAR, COSINE = 'linear', 'cosine'
 DECAYS = (LINEAR, COSINE)
+FLOAT32, MIXED_BFLOAT16, MIXED_FLOAT16 = 'float32', 'mixed_bfloat16', 'mixed_float16'
+PRECISIONS = (FLOAT32, MIXED_BFLOAT16, MIXED_FLOAT16)
+
+# Pipeline component ids (folders under the pipeline root, node names in ML Metadata and KFP).
+# ExampleGen keeps its class name (CsvExampleGen, TextExampleGen, ...).
+STATISTICS_GEN_ID = 'StatisticsGen'
+SCHEMA_GEN_ID = 'ImportSchemaGen'
+EXAMPLE_VALIDATOR_ID = 'ExampleValidator'
+VOCABULARY_ID = 'Vocabulary'
+PRETRAIN_TRANSFORM_ID = 'PretrainTransform'
+PRETRAIN_TRAINER_ID = 'PretrainTrainer'
+BASE_MODEL_IMPORTER_ID = 'BaseModelImporter'
+TRANSFORM_ID = 'Transform'
+TRAINER_ID = 'Trainer'
+TRAINER_IDS = (PRETRAIN_TRAINER_ID, TRAINER_ID)
+BASELINE_RESOLVER_ID = 'LatestBlessedModelResolver'
+EVALUATOR_ID = 'Evaluator'
+PUSHER_ID = 'Pusher'
 
 # SavedModel signatures of every exported model.
 SERVING_DEFAULT = 'serving_default'
@@ -79,8 +108,9 @@ BACKBONE_WEIGHTS_FILE = 'backbone_weights.npz'
 WARMUP_FILE = 'tf_serving_warmup_requests'
 REPORT_FILE = 'report.html'
 
-# The Trainer's user code, by dotted path so the Kubeflow image can import it.
+# User code TFX loads, by dotted path so the Kubeflow image can import it.
 RUN_FN = 'trainer.task.run_fn'
+PREPROCESSING_FN = 'trainer.preprocessing.preprocessing_fn'
 
 # Default ports, those of tensorflow_model_server.
 GRPC_PORT = 8500

@@ -29,7 +29,7 @@ from typing import Optional, Tuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# What the wheels of the stack need (see shared RUNTIME.md).
+# What the wheels of the stack need (see docs/runtime.md).
 MIN_GLIBC = (2, 39)
 MIN_CXXABI = (1, 3, 15)
 PYTHON_RANGE = ((3, 10), (3, 13))

@@ -1,27 +1,54 @@
 """The trainer's typed configuration (importable without TensorFlow).
 
-The pipeline hands it to the Trainer as `custom_config={'trainer': TrainerConfig(...).to_dict()}`;
-`run_fn` reads it back with `TrainerConfig.from_dict` and writes the one it used next to the model.
+The pipeline hands it to the Trainer as `custom_config={'trainer': TrainerConfig(...).to_dict()}`
+and to the same stage's Transform as `transform_custom_config()`; `run_fn` reads it back with
+`TrainerConfig.from_dict` and writes the one it used next to the model. Loading and checking go
+through tfxlm/typed_config.py, the loader the pipeline config uses too.
 """
 
 import dataclasses
 import json
-import typing
 from typing import Any
 
-MODEL_SIZES = {
-  # name: (num_layers, hidden_dim, num_heads, intermediate_dim)
-  'tiny': (2, 128, 2, 512),
-  'small': (4, 256, 4, 1024),
-  'base': (12, 768, 12, 3072),
-}
-STRATEGIES = ('auto', 'default', 'mirrored', 'multi_worker', 'tpu')
-PRECISIONS = ('float32', 'mixed_bfloat16', 'mixed_float16')
-DECAYS = ('linear', 'cosine')
-TASKS = ('mlm', 'clm', 'classify')
+from tfxlm import contract, typed_config
+from tfxlm.typed_config import FRACTION, NON_NEGATIVE, OPEN_FRACTION, POSITIVE
 
-# Key under which the pipeline puts the trainer's config in the Trainer's `custom_config`.
-CUSTOM_CONFIG_KEY = 'trainer'
+
+@dataclasses.dataclass(frozen=True)
+class ModelSize:
+  """A backbone size preset.
+
+  Attributes:
+    num_layers: Transformer layers.
+    hidden_dim: Hidden (embedding) size.
+    num_heads: Attention heads; `hidden_dim` must be divisible by it.
+    intermediate_dim: Feed-forward size.
+  """
+
+  num_layers: int
+  hidden_dim: int
+  num_heads: int
+  intermediate_dim: int
+
+
+MODEL_SIZES = {
+  'tiny': ModelSize(num_layers=2, hidden_dim=128, num_heads=2, intermediate_dim=512),
+  'small': ModelSize(num_layers=4, hidden_dim=256, num_heads=4, intermediate_dim=1024),
+  'base': ModelSize(num_layers=12, hidden_dim=768, num_heads=12, intermediate_dim=3072),
+}
+
+# Fields that must be > 0 (when set), in [0, 1], or >= 0.
+_POSITIVE = ('seq_len', 'per_replica_batch_size', 'eval_every_steps', 'log_every_steps',
+             'checkpoint_every_steps', 'grad_accum_steps', 'mask_top_k', 'shuffle_buffer',
+             'num_layers', 'hidden_dim', 'num_heads', 'intermediate_dim', 'train_steps',
+             'eval_steps', 'learning_rate')
+_FRACTIONS = ('dropout', 'end_learning_rate_ratio', 'warmup_ratio', 'mask_token_rate',
+              'random_token_rate')
+_NON_NEGATIVE = ('weight_decay', 'clip_norm', 'warmup_steps')
+_RANGES = {**{name: POSITIVE for name in _POSITIVE}, **{name: FRACTION for name in _FRACTIONS},
+           **{name: NON_NEGATIVE for name in _NON_NEGATIVE}, 'mask_rate': OPEN_FRACTION}
+# [CLS] and [SEP] around at least one token: mlm windows and classify inputs.
+_MIN_FRAMED_SEQ_LEN = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +96,7 @@ class TrainerConfig:
     seed: Seed of initialisation, shuffling and masking.
   """
 
-  task: str = 'mlm'
+  task: str = contract.MLM
   model_size: str = 'tiny'
   num_layers: int | None = None
   hidden_dim: int | None = None
@@ -89,11 +116,11 @@ class TrainerConfig:
   weight_decay: float = 0.01
   warmup_ratio: float = 0.06
   warmup_steps: int | None = None
-  decay: str = 'linear'
+  decay: str = contract.LINEAR
   clip_norm: float = 1.0
   grad_accum_steps: int = 1
-  strategy: str = 'auto'
-  precision: str = 'float32'
+  strategy: str = contract.AUTO
+  precision: str = contract.FLOAT32
   jit_compile: bool = False
   mask_rate: float = 0.15
   mask_token_rate: float = 0.8
@@ -103,90 +130,62 @@ class TrainerConfig:
   seed: int = 42
 
   def __post_init__(self):
-    _check_choice('task', self.task, TASKS)
-    _check_choice('model_size', self.model_size, tuple(MODEL_SIZES))
-    _check_choice('strategy', self.strategy, STRATEGIES)
-    _check_choice('precision', self.precision, PRECISIONS)
-    _check_choice('decay', self.decay, DECAYS)
-    positive = ('seq_len', 'per_replica_batch_size', 'eval_every_steps', 'log_every_steps',
-                'checkpoint_every_steps', 'grad_accum_steps', 'mask_top_k', 'shuffle_buffer',
-                'num_layers', 'hidden_dim', 'num_heads', 'intermediate_dim', 'train_steps',
-                'eval_steps')
-    for name in positive:
-      value = getattr(self, name)
-      if value is not None and value <= 0:
-        raise ValueError(f'TrainerConfig.{name} must be > 0, got {value}')
-    fractions = ('dropout', 'end_learning_rate_ratio', 'warmup_ratio', 'mask_token_rate',
-                 'random_token_rate')
-    for name in fractions:
-      value = getattr(self, name)
-      if not 0.0 <= value <= 1.0:
-        raise ValueError(f'TrainerConfig.{name} must be in [0, 1], got {value}')
-    if not 0.0 < self.mask_rate < 1.0:
-      raise ValueError(f'TrainerConfig.mask_rate must be in (0, 1), got {self.mask_rate}')
+    typed_config.check_fields(self, ranges=_RANGES, choices={
+      'task': contract.TASKS, 'model_size': tuple(MODEL_SIZES), 'strategy': contract.STRATEGIES,
+      'precision': contract.PRECISIONS, 'decay': contract.DECAYS})
     if self.mask_token_rate + self.random_token_rate > 1.0:
-      raise ValueError('TrainerConfig.mask_token_rate + random_token_rate must be <= 1, got '
-                       f'{self.mask_token_rate} + {self.random_token_rate}')
-    if self.learning_rate <= 0:
-      raise ValueError(f'TrainerConfig.learning_rate must be > 0, got {self.learning_rate}')
-    for name in ('weight_decay', 'clip_norm'):
-      if getattr(self, name) < 0:
-        raise ValueError(f'TrainerConfig.{name} must be >= 0, got {getattr(self, name)}')
-    if self.warmup_steps is not None and self.warmup_steps < 0:
-      raise ValueError(f'TrainerConfig.warmup_steps must be >= 0, got {self.warmup_steps}')
-    if self.task == 'mlm' and self.seq_len < 3:
-      raise ValueError(f'TrainerConfig.seq_len must be >= 3 for mlm ([CLS] x [SEP]), got '
-                       f'{self.seq_len}')
+      raise typed_config.FieldError(
+        'random_token_rate', f'mask_token_rate + random_token_rate must be <= 1, got '
+        f'{self.mask_token_rate} + {self.random_token_rate}')
+    if self.task in (contract.MLM, contract.CLASSIFY) and self.seq_len < _MIN_FRAMED_SEQ_LEN:
+      raise typed_config.FieldError(
+        'seq_len', f'must be >= {_MIN_FRAMED_SEQ_LEN} for {self.task} ([CLS] tokens [SEP]), got '
+        f'{self.seq_len}')
+    size = self.model_dims()
+    if self.preset_dir is None and size.hidden_dim % size.num_heads:
+      raise typed_config.FieldError(
+        'num_heads', f'hidden_dim {size.hidden_dim} is not divisible by num_heads {size.num_heads}')
 
   @classmethod
-  def from_dict(cls, d: dict[str, Any] | None) -> 'TrainerConfig':
-    """Builds a config from a plain dict, rejecting unknown keys and wrong types.
+  def from_dict(cls, d: dict[str, Any] | None, where: str = '') -> 'TrainerConfig':
+    """Builds a config from a plain dict, rejecting unknown keys, wrong types and bad values.
+
+    Args:
+      d: The fields to set (None: the defaults).
+      where: The dotted key of `d` inside a larger config, for messages.
 
     Raises:
-      ValueError: naming the offending key and what was expected.
+      typed_config.ConfigError: a ValueError naming the offending key and what was expected.
     """
-    d = dict(d or {})
-    hints = typing.get_type_hints(cls)
-    unknown = sorted(set(d) - set(hints))
-    if unknown:
-      raise ValueError(f'TrainerConfig: unknown key(s) {unknown}; known keys: {sorted(hints)}')
-    for key, value in d.items():
-      d[key] = _coerce(key, value, hints[key])
-    return cls(**d)
+    return typed_config.from_dict(cls, d, where)
 
   def to_dict(self) -> dict[str, Any]:
     """Returns the config as a JSON-serialisable dict that `from_dict` accepts."""
     return dataclasses.asdict(self)
 
   def to_json(self) -> str:
+    """The config as indented JSON, the form written next to the model."""
     return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
-  def model_dims(self) -> tuple[int, int, int, int]:
-    """(num_layers, hidden_dim, num_heads, intermediate_dim): the size with its overrides."""
-    layers, hidden, heads, intermediate = MODEL_SIZES[self.model_size]
-    hidden = self.hidden_dim or hidden
-    return (self.num_layers or layers, hidden, self.num_heads or heads,
-            self.intermediate_dim or (intermediate if self.hidden_dim is None else 4 * hidden))
+  def trainer_custom_config(self) -> dict[str, Any]:
+    """The Trainer's `custom_config`: this whole config under its key."""
+    return {contract.TRAINER_CONFIG_KEY: self.to_dict()}
 
+  def transform_custom_config(self) -> dict[str, Any]:
+    """The same stage's Transform `custom_config`: the facts preprocessing_fn needs.
 
-def _check_choice(name, value, choices):
-  if value not in choices:
-    raise ValueError(f'TrainerConfig.{name} must be one of {list(choices)}, got {value!r}')
+    Only these, so that changing a training hyperparameter does not re-run Transform.
+    """
+    return {contract.TASK_KEY: self.task, contract.SEQ_LEN_KEY: self.seq_len}
 
+  def model_dims(self) -> ModelSize:
+    """The backbone size: `model_size`'s preset with the explicit overrides applied.
 
-def _coerce(key, value, hint):
-  """Checks `value` against the field's type hint; ints are accepted where floats are."""
-  optional = type(None) in typing.get_args(hint)
-  base = next((t for t in typing.get_args(hint) if t is not type(None)), hint)
-  if value is None:
-    if optional:
-      return None
-    raise ValueError(f'TrainerConfig.{key} must not be null')
-  if base is float and isinstance(value, int) and not isinstance(value, bool):
-    return float(value)
-  if base is int and isinstance(value, bool):
-    raise ValueError(f'TrainerConfig.{key} must be int, got bool {value!r}')
-  if not isinstance(value, base):
-    raise ValueError(f'TrainerConfig.{key} must be {base.__name__}'
-                     f'{" or null" if optional else ""}, got {type(value).__name__} {value!r}')
-  return value
+    Without `intermediate_dim`, an overridden `hidden_dim` gets the usual 4x feed-forward size.
+    """
+    preset = MODEL_SIZES[self.model_size]
+    hidden = self.hidden_dim or preset.hidden_dim
+    default_intermediate = preset.intermediate_dim if self.hidden_dim is None else 4 * hidden
+    return ModelSize(num_layers=self.num_layers or preset.num_layers, hidden_dim=hidden,
+                     num_heads=self.num_heads or preset.num_heads,
+                     intermediate_dim=self.intermediate_dim or default_intermediate)

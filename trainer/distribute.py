@@ -10,7 +10,7 @@ import os
 
 import tensorflow as tf
 
-AUTO, DEFAULT, MIRRORED, MULTI_WORKER, TPU = 'auto', 'default', 'mirrored', 'multi_worker', 'tpu'
+from tfxlm.contract import AUTO, DEFAULT, MIRRORED, MULTI_WORKER, TPU
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The serving SavedModel: Keras model + Transform graph in one `tf.Module`, named signatures.
 
-Signatures (names and keys in the constants below, shared with serving and clients):
+Signatures (names and keys from tfxlm/contract.py, shared with serving and clients):
 
 | signature            | inputs                                            | outputs                      |
 | -------------------- | ------------------------------------------------- | ---------------------------- |
@@ -27,30 +27,38 @@ padded with 0 to the longest in the batch). Temperature <= 0 means greedy decodi
 samples from the whole vocabulary.
 """
 
+import keras
 import tensorflow as tf
+import tensorflow_transform as tft
 
-from trainer import features, inputs
+from tfxlm import contract
+from tfxlm.contract import EXAMPLES_INPUT as EXAMPLES
+from tfxlm.contract import (
+  GENERATE,
+  LABEL_IDS,
+  LABELS,
+  MASK_PREDICTIONS,
+  MASK_SCORES,
+  PREDICT_TEXT,
+  PROBABILITIES,
+  SERVING_DEFAULT,
+  TOKEN_COUNT,
+  TOKEN_LOGPROB_SUM,
+  TRANSFORM_FEATURES,
+)
+from tfxlm.contract import MAX_NEW_TOKENS_INPUT as MAX_NEW_TOKENS
+from tfxlm.contract import PROMPT_INPUT as PROMPT
+from tfxlm.contract import TEMPERATURE_INPUT as TEMPERATURE
+from tfxlm.contract import TEXT_INPUT as TEXT
+from tfxlm.contract import TOP_K_INPUT as TOP_K
+from trainer import inputs
+from trainer.config import TrainerConfig
 from trainer.models import MASK_POSITIONS, PADDING_MASK, TOKEN_IDS
 
-SERVING_DEFAULT = 'serving_default'
-PREDICT_TEXT = 'predict_text'
-TRANSFORM_FEATURES = 'transform_features'
-GENERATE = 'generate'
-EXAMPLES = 'examples'
-TEXT = 'text'
-PROMPT, MAX_NEW_TOKENS, TEMPERATURE, TOP_K = 'prompt', 'max_new_tokens', 'temperature', 'top_k'
-PROBABILITIES, LABEL_IDS, LABELS = 'probabilities', 'label_ids', 'labels'
-MASK_PREDICTIONS, MASK_SCORES = 'mask_predictions', 'mask_scores'
-TOKEN_LOGPROB_SUM, TOKEN_COUNT = 'token_logprob_sum', 'token_count'
-# Where run_fn puts files beside the SavedModel (TF Serving ignores this folder).
-EXTRA_DIR = 'assets.extra'
-CONFIG_FILE = 'trainer_config.json'
-BACKBONE_WEIGHTS_FILE = 'backbone_weights.npz'
-
-_NUM_RESERVED = len(features.RESERVED_TOKENS)
+_NUM_RESERVED = len(contract.RESERVED_TOKENS)
 
 
-def read_lines(path):
+def read_lines(path: str) -> list[str]:
   """Lines of a vocabulary file, line number = id."""
   with tf.io.gfile.GFile(path) as f:
     return [line.rstrip('\n') for line in f]
@@ -59,7 +67,7 @@ def read_lines(path):
 SENTENCEPIECE_SPACE = '\u2581'
 
 
-def is_sentencepiece(tokens):
+def is_sentencepiece(tokens: list[str]) -> bool:
   """Whether a vocabulary holds SentencePiece pieces (word starts marked with U+2581)."""
   return any(t.startswith(SENTENCEPIECE_SPACE) for t in tokens)
 
@@ -83,7 +91,7 @@ def _dense(ids):
   if isinstance(ids, tf.SparseTensor):
     ids = tf.RaggedTensor.from_sparse(ids)
   if isinstance(ids, tf.RaggedTensor):
-    return ids.to_tensor(default_value=features.PAD_ID)
+    return ids.to_tensor(default_value=contract.PAD_ID)
   return ids
 
 
@@ -98,7 +106,7 @@ def _ragged(ids):
     return tf.RaggedTensor.from_sparse(ids)
   if isinstance(ids, tf.RaggedTensor):
     return ids
-  return tf.RaggedTensor.from_tensor(ids, padding=features.PAD_ID)
+  return tf.RaggedTensor.from_tensor(ids, padding=contract.PAD_ID)
 
 
 class ExportModule(tf.Module):
@@ -117,10 +125,10 @@ class ExportModule(tf.Module):
     self.token_strings = tf.constant(token_vocab)
     self.label_strings = tf.constant(label_vocab or [''])
     self.raw_spec = tft_output.raw_feature_spec()
-    self.serving_spec = {k: v for k, v in self.raw_spec.items() if k != features.LABEL_KEY}
-    if features.TEXT_KEY not in self.serving_spec:
-      raise ValueError(f'raw feature spec lacks {features.TEXT_KEY!r}: {sorted(self.raw_spec)}')
-    if self.task == features.CLM:
+    self.serving_spec = {k: v for k, v in self.raw_spec.items() if k != contract.LABEL_KEY}
+    if contract.TEXT_KEY not in self.serving_spec:
+      raise ValueError(f'raw feature spec lacks {contract.TEXT_KEY!r}: {sorted(self.raw_spec)}')
+    if self.task == contract.CLM:
       # Only clm models have this signature; saving traces every tf.function attribute.
       self.generate = tf.function(self._generate, input_signature=[
         tf.TensorSpec([None], tf.string, name=PROMPT),
@@ -131,42 +139,42 @@ class ExportModule(tf.Module):
   # -- Transform -------------------------------------------------------------------------------
 
   def _transform(self, raw):
-    if self.task != features.MLM:
+    if self.task != contract.MLM:
       return self.tft_layer(raw)
     # The tokenizer would split a literal "[MASK]" into pieces: cut the texts there, transform
     # the pieces and put MASK_ID between them.
-    text = tf.reshape(_dense_text(raw[features.TEXT_KEY]), [-1])
-    pieces = tf.strings.split(text, sep=features.MASK)  # (batch, pieces)
+    text = tf.reshape(_dense_text(raw[contract.TEXT_KEY]), [-1])
+    pieces = tf.strings.split(text, sep=contract.MASK)  # (batch, pieces)
     ids = _ragged(self.tft_layer(self._raw_from_text(pieces.flat_values))[
-      features.TOKEN_IDS_KEY])  # (all pieces, None)
+      contract.TOKEN_IDS_KEY])  # (all pieces, None)
     piece_index = tf.range(tf.size(pieces.flat_values, out_type=tf.int64))
     is_last = tf.equal(piece_index + 1, tf.gather(pieces.row_splits[1:], pieces.value_rowids()))
     mask = tf.RaggedTensor.from_row_lengths(
-      tf.fill([tf.reduce_sum(tf.cast(~is_last, tf.int64))], tf.cast(features.MASK_ID, ids.dtype)),
+      tf.fill([tf.reduce_sum(tf.cast(~is_last, tf.int64))], tf.cast(contract.MASK_ID, ids.dtype)),
       tf.cast(~is_last, tf.int64))
     joined = tf.concat([ids, mask], axis=1)
     per_text = tf.RaggedTensor.from_row_splits(joined, pieces.row_splits).merge_dims(1, 2)
-    return {features.TOKEN_IDS_KEY: per_text}
+    return {contract.TOKEN_IDS_KEY: per_text}
 
   def _raw_from_text(self, text):
-    spec = self.serving_spec[features.TEXT_KEY]
+    spec = self.serving_spec[contract.TEXT_KEY]
     if isinstance(spec, tf.io.FixedLenFeature):
-      return {features.TEXT_KEY: tf.reshape(text, [-1] + list(spec.shape))}
-    return {features.TEXT_KEY: tf.RaggedTensor.from_tensor(text[:, tf.newaxis]).to_sparse()}
+      return {contract.TEXT_KEY: tf.reshape(text, [-1] + list(spec.shape))}
+    return {contract.TEXT_KEY: tf.RaggedTensor.from_tensor(text[:, tf.newaxis]).to_sparse()}
 
   # -- per-task outputs ------------------------------------------------------------------------
 
   def _outputs(self, transformed):
-    ids = transformed[features.TOKEN_IDS_KEY]
-    if self.task == features.CLASSIFY:
+    ids = transformed[contract.TOKEN_IDS_KEY]
+    if self.task == contract.CLASSIFY:
       return self._classify(_dense(ids))
-    if self.task == features.MLM:
+    if self.task == contract.MLM:
       return self._mlm(_ragged(ids))
     return self._clm_score(_ragged(ids))
 
   def _classify(self, ids):
     ids = tf.cast(ids, tf.int32)
-    logits = self.model({TOKEN_IDS: ids, PADDING_MASK: tf.cast(ids != features.PAD_ID, tf.int32)},
+    logits = self.model({TOKEN_IDS: ids, PADDING_MASK: tf.cast(ids != contract.PAD_ID, tf.int32)},
                         training=False)
     probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
     label_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
@@ -176,14 +184,14 @@ class ExportModule(tf.Module):
   def _mlm(self, ids):
     ids = tf.cast(ids[:, :self.seq_len - 2], tf.int32)
     rows = ids.nrows()
-    wrapped = tf.concat([tf.fill([rows, 1], features.CLS_ID), ids,
-                         tf.fill([rows, 1], features.SEP_ID)], axis=1)
-    dense = wrapped.to_tensor(default_value=features.PAD_ID)
-    is_mask = tf.equal(dense, features.MASK_ID)
+    wrapped = tf.concat([tf.fill([rows, 1], contract.CLS_ID), ids,
+                         tf.fill([rows, 1], contract.SEP_ID)], axis=1)
+    dense = wrapped.to_tensor(default_value=contract.PAD_ID)
+    is_mask = tf.equal(dense, contract.MASK_ID)
     has_mask = tf.reduce_any(is_mask, axis=1)
     position = tf.argmax(tf.cast(is_mask, tf.int32), axis=1, output_type=tf.int32)
     logits = self.model({TOKEN_IDS: dense,
-                         PADDING_MASK: tf.cast(dense != features.PAD_ID, tf.int32),
+                         PADDING_MASK: tf.cast(dense != contract.PAD_ID, tf.int32),
                          MASK_POSITIONS: position[:, tf.newaxis]}, training=False)[:, 0, :]
     # Reserved tokens are never an answer.
     reserved = tf.range(self.vocab_size) < _NUM_RESERVED
@@ -211,9 +219,9 @@ class ExportModule(tf.Module):
     batch_index = tf.broadcast_to(tf.range(tf.shape(dense)[0])[:, tf.newaxis], tf.shape(positions))
     masked = tf.tensor_scatter_nd_update(
       dense, tf.stack([batch_index, positions], axis=-1),
-      tf.where(weights, features.MASK_ID, targets))
+      tf.where(weights, contract.MASK_ID, targets))
     logits = self.model({TOKEN_IDS: masked,
-                         PADDING_MASK: tf.cast(masked != features.PAD_ID, tf.int32),
+                         PADDING_MASK: tf.cast(masked != contract.PAD_ID, tf.int32),
                          MASK_POSITIONS: positions}, training=False)
     logprobs = -tf.nn.sparse_softmax_cross_entropy_with_logits(
       labels=targets, logits=tf.cast(logits, tf.float32))
@@ -224,10 +232,10 @@ class ExportModule(tf.Module):
   def _clm_score(self, ids):
     ids = tf.cast(ids[:, :self.seq_len], tf.int32)
     rows = ids.nrows()
-    with_start = tf.concat([tf.fill([rows, 1], features.SEP_ID), ids], axis=1)
-    dense = with_start.to_tensor(default_value=features.PAD_ID)
+    with_start = tf.concat([tf.fill([rows, 1], contract.SEP_ID), ids], axis=1)
+    dense = with_start.to_tensor(default_value=contract.PAD_ID)
     context, targets = dense[:, :-1], dense[:, 1:]
-    target_mask = tf.cast(targets != features.PAD_ID, tf.float32)
+    target_mask = tf.cast(targets != contract.PAD_ID, tf.float32)
     logits = self.model({TOKEN_IDS: context, PADDING_MASK: tf.ones_like(context)},
                         training=False)
     logprobs = -tf.nn.sparse_softmax_cross_entropy_with_logits(
@@ -254,16 +262,16 @@ class ExportModule(tf.Module):
 
   def _generate(self, prompt, max_new_tokens, temperature, top_k):
     transformed = self._transform(self._raw_from_text(prompt))
-    ids = tf.cast(_ragged(transformed[features.TOKEN_IDS_KEY]), tf.int32)
+    ids = tf.cast(_ragged(transformed[contract.TOKEN_IDS_KEY]), tf.int32)
     # [SEP] separates documents in training, so it starts a fresh one here; keep the last tokens.
-    ids = tf.concat([tf.fill([ids.nrows(), 1], features.SEP_ID), ids], axis=1)
+    ids = tf.concat([tf.fill([ids.nrows(), 1], contract.SEP_ID), ids], axis=1)
     ids = ids[:, -self.seq_len:]
     lengths = tf.cast(ids.row_lengths(), tf.int32)
-    window = ids.to_tensor(default_value=features.PAD_ID, shape=[None, self.seq_len])
+    window = ids.to_tensor(default_value=contract.PAD_ID, shape=[None, self.seq_len])
     batch = tf.shape(window)[0]
     # Never sample reserved tokens other than [SEP], which ends the text.
     banned = (tf.range(self.vocab_size) < _NUM_RESERVED) & \
-      (tf.range(self.vocab_size) != features.SEP_ID)
+      (tf.range(self.vocab_size) != contract.SEP_ID)
     seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
 
     def body(i, window, lengths, done, generated, active):
@@ -278,9 +286,9 @@ class ExportModule(tf.Module):
         last / tf.maximum(temperature, 1e-6), 1, seed=seed + i, dtype=tf.int32)[:, 0]
       greedy = tf.argmax(last, axis=-1, output_type=tf.int32)
       token = tf.where(temperature > 0.0, sampled, greedy)
-      active = active.write(i, ~done & (token != features.SEP_ID))
+      active = active.write(i, ~done & (token != contract.SEP_ID))
       generated = generated.write(i, token)
-      done = done | (token == features.SEP_ID)
+      done = done | (token == contract.SEP_ID)
       # A full window slides left by one to make room.
       full = lengths >= self.seq_len
       window = tf.where(full[:, tf.newaxis], tf.roll(window, -1, axis=1), window)
@@ -308,12 +316,14 @@ class ExportModule(tf.Module):
       PREDICT_TEXT: self.predict_text.get_concrete_function(),
       TRANSFORM_FEATURES: self.transform_features.get_concrete_function(),
     }
-    if self.task == features.CLM:
+    if self.task == contract.CLM:
       signatures[GENERATE] = self.generate.get_concrete_function()
     return signatures
 
 
-def export_saved_model(model, tft_output, config, token_vocab, label_vocab, export_dir):
+def export_saved_model(model: keras.Model, tft_output: tft.TFTransformOutput,
+                       config: TrainerConfig, token_vocab: list[str],
+                       label_vocab: list[str] | None, export_dir: str) -> str:
   """Saves model + Transform graph with the signatures above to `export_dir`."""
   module = ExportModule(model, tft_output, config, token_vocab, label_vocab)
   tf.saved_model.save(module, export_dir, signatures=module.signatures())

@@ -5,25 +5,29 @@ like the logits without their last axis, so one loss function serves every task.
 """
 
 import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import tensorflow as tf
 
-from trainer import features
+from tfxlm import contract
+from trainer.config import TrainerConfig
 from trainer.models import MASK_POSITIONS, PADDING_MASK, TOKEN_IDS
 
 LABELS, WEIGHTS = 'labels', 'weights'
-NUM_RESERVED = len(features.RESERVED_TOKENS)
+NUM_RESERVED = len(contract.RESERVED_TOKENS)
 # Records parsed per tf.io.parse_example call: vectorised parsing is much faster than one by one.
 _PARSE_BATCH = 256
 
 
-def max_predictions(seq_len, mask_rate):
+def max_predictions(seq_len: int, mask_rate: float) -> int:
   """Masked positions per mlm sequence: enough for `mask_rate` of a full window."""
   return max(1, math.ceil(seq_len * mask_rate))
 
 
-def mask_tokens(token_ids, seed, *, vocab_size, mask_rate, mask_token_rate, random_token_rate,
-                num_predictions):
+def mask_tokens(token_ids: tf.Tensor, seed: tf.Tensor, *, vocab_size: int, mask_rate: float,
+                mask_token_rate: float, random_token_rate: float,
+                num_predictions: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
   """BERT masking of a batch, stateless in `seed`.
 
   Of the maskable tokens (not reserved, so never [PAD], [CLS], [SEP], ...) of each row,
@@ -54,7 +58,7 @@ def mask_tokens(token_ids, seed, *, vocab_size, mask_rate, mask_token_rate, rand
   decide = tf.random.stateless_uniform(tf.shape(positions), seeds[1])
   random_ids = tf.random.stateless_uniform(tf.shape(positions), seeds[2], minval=NUM_RESERVED,
                                            maxval=vocab_size, dtype=tf.int32)
-  replacement = tf.where(decide < mask_token_rate, features.MASK_ID,
+  replacement = tf.where(decide < mask_token_rate, contract.MASK_ID,
                          tf.where(decide < mask_token_rate + random_token_rate, random_ids,
                                   originals))
   replacement = tf.where(chosen, replacement, originals)
@@ -65,33 +69,34 @@ def mask_tokens(token_ids, seed, *, vocab_size, mask_rate, mask_token_rate, rand
   return masked, positions, originals, tf.cast(chosen, tf.float32)
 
 
-def pack_documents(dataset_of_docs, window):
+def pack_documents(dataset_of_docs: tf.data.Dataset, window: int) -> tf.data.Dataset:
   """Packs a dataset of ragged document batches into `window`-token rows, [SEP] after each.
 
   Documents follow each other with no padding; a long one continues in the next row.
   """
   def flatten(docs):
-    sep = tf.fill([docs.nrows(), 1], features.SEP_ID)
+    sep = tf.fill([docs.nrows(), 1], contract.SEP_ID)
     return tf.concat([docs, sep], axis=1).flat_values
   return dataset_of_docs.map(flatten).unbatch().batch(window, drop_remainder=True)
 
 
 def _parse_fn(feature_spec):
-  spec = {features.TOKEN_IDS_KEY: feature_spec[features.TOKEN_IDS_KEY]}
-  if features.TRANSFORMED_LABEL_KEY in feature_spec:
-    spec[features.TRANSFORMED_LABEL_KEY] = feature_spec[features.TRANSFORMED_LABEL_KEY]
+  spec = {contract.TOKEN_IDS_KEY: feature_spec[contract.TOKEN_IDS_KEY]}
+  if contract.TRANSFORMED_LABEL_KEY in feature_spec:
+    spec[contract.TRANSFORMED_LABEL_KEY] = feature_spec[contract.TRANSFORMED_LABEL_KEY]
 
   def parse(records):
     parsed = tf.io.parse_example(records, spec)
-    ids = parsed[features.TOKEN_IDS_KEY]
+    ids = parsed[contract.TOKEN_IDS_KEY]
     if isinstance(ids, tf.SparseTensor):
       ids = tf.RaggedTensor.from_sparse(ids)
-    parsed[features.TOKEN_IDS_KEY] = tf.cast(ids, tf.int32)
+    parsed[contract.TOKEN_IDS_KEY] = tf.cast(ids, tf.int32)
     return parsed
   return parse
 
 
-def records_dataset(file_patterns, *, shuffle, seed, shuffle_buffer, num_shards=1, shard=0):
+def records_dataset(file_patterns: Sequence[str], *, shuffle: bool, seed: int,
+                    shuffle_buffer: int, num_shards: int = 1, shard: int = 0) -> tf.data.Dataset:
   """Serialized records from gzipped TFRecord files, sharded, optionally shuffled, repeated."""
   files = sorted(f for pattern in file_patterns for f in tf.io.gfile.glob(pattern))
   if not files:
@@ -105,14 +110,16 @@ def records_dataset(file_patterns, *, shuffle, seed, shuffle_buffer, num_shards=
   return dataset.repeat()
 
 
-def make_dataset(file_patterns, feature_spec, config, *, vocab_size, batch_size, training,
-                 seed, num_shards=1, shard=0):
+def make_dataset(file_patterns: Sequence[str], feature_spec: Mapping[str, Any],
+                 config: TrainerConfig, *, vocab_size: int, batch_size: int, training: bool,
+                 seed: int, num_shards: int = 1, shard: int = 0) -> tf.data.Dataset:
   """The batches of one input pipeline.
 
   Args:
     file_patterns: Transform's gzipped TFRecord file patterns.
     feature_spec: `tft_output.transformed_feature_spec()`.
-    config: The `TrainerConfig`.
+    config: The `TrainerConfig`; its Transform was built from the same config, so the
+      transformed features match its task and seq_len.
     vocab_size: Size of the token vocabulary (random replacement ids for mlm).
     batch_size: Examples per batch of this pipeline (per replica, micro-batches included).
     training: Shuffle the data; masks differ on every pass. Evaluation data is identical on
@@ -124,53 +131,64 @@ def make_dataset(file_patterns, feature_spec, config, *, vocab_size, batch_size,
   Returns:
     An infinite `tf.data.Dataset` of `(x, y)` with static batch size.
   """
-  if features.TOKEN_IDS_KEY not in feature_spec:
-    raise ValueError(f'transformed feature spec lacks {features.TOKEN_IDS_KEY!r}: '
-                     f'{sorted(feature_spec)}')
-  task, seq_len = config.task, config.seq_len
+  _check_feature_spec(feature_spec, config.task)
   records = records_dataset(file_patterns, shuffle=training, seed=seed,
                             shuffle_buffer=config.shuffle_buffer, num_shards=num_shards,
                             shard=shard)
   parsed = records.batch(_PARSE_BATCH).map(_parse_fn(feature_spec),
                                            num_parallel_calls=tf.data.AUTOTUNE)
-  ids_key = features.TOKEN_IDS_KEY
-  if task == features.CLASSIFY:
-    if features.TRANSFORMED_LABEL_KEY not in feature_spec:
-      raise ValueError('classify needs a transformed '
-                       f'{features.TRANSFORMED_LABEL_KEY!r} feature; got {sorted(feature_spec)}')
+  if config.task == contract.CLASSIFY:
+    return _classify_batches(parsed, config.seq_len, batch_size)
+  docs = parsed.map(lambda batch: _as_ragged(batch[contract.TOKEN_IDS_KEY]))
+  if config.task == contract.CLM:
+    return _clm_batches(docs, config.seq_len, batch_size)
+  return _mlm_batches(docs, config, vocab_size=vocab_size, batch_size=batch_size,
+                      training=training, seed=seed)
 
-    ids_spec = feature_spec[ids_key]
-    if getattr(ids_spec, 'shape', None) not in (None, [seq_len], (seq_len,)):
-      raise ValueError(f'transformed {ids_key!r} has shape {list(ids_spec.shape)}, but the '
-                       f'trainer\'s seq_len is {seq_len}: give Transform the same seq_len')
 
-    def to_example(batch):
-      ids = batch[ids_key]
-      if isinstance(ids, tf.RaggedTensor):
-        ids = ids.to_tensor(default_value=features.PAD_ID, shape=[None, seq_len])
-      label = tf.reshape(tf.cast(batch[features.TRANSFORMED_LABEL_KEY], tf.int32), [-1])
-      # Transform maps a label missing from the training split's vocabulary to -1: no loss there.
-      weights = tf.cast(label >= 0, tf.float32)
-      x = {TOKEN_IDS: ids, PADDING_MASK: tf.cast(ids != features.PAD_ID, tf.int32)}
-      return x, {LABELS: tf.maximum(label, 0), WEIGHTS: weights}
-    return (parsed.map(to_example, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
-            .batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+def _check_feature_spec(feature_spec: Mapping[str, Any], task: str) -> None:
+  if contract.TOKEN_IDS_KEY not in feature_spec:
+    raise ValueError(f'transformed feature spec lacks {contract.TOKEN_IDS_KEY!r}: '
+                     f'{sorted(feature_spec)}')
+  if task == contract.CLASSIFY and contract.TRANSFORMED_LABEL_KEY not in feature_spec:
+    raise ValueError('classify needs a transformed '
+                     f'{contract.TRANSFORMED_LABEL_KEY!r} feature; got {sorted(feature_spec)}')
 
-  docs = parsed.map(lambda batch: _as_ragged(batch[ids_key]))
-  if task == features.CLM:
-    def to_window(window):
-      x = {TOKEN_IDS: window[:, :-1], PADDING_MASK: tf.ones_like(window[:, :-1])}
-      return x, {LABELS: window[:, 1:], WEIGHTS: tf.ones_like(window[:, 1:], tf.float32)}
-    windows = pack_documents(docs, seq_len + 1)  # inputs and their next tokens
-    return (windows.batch(batch_size, drop_remainder=True)
-            .map(to_window, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
 
-  num_predictions = max_predictions(seq_len, config.mask_rate)
+def _classify_batches(parsed: tf.data.Dataset, seq_len: int, batch_size: int) -> tf.data.Dataset:
+  """Framed, padded sequences and their label ids, one example per row."""
+  def to_example(batch):
+    ids = batch[contract.TOKEN_IDS_KEY]
+    if isinstance(ids, tf.RaggedTensor):
+      ids = ids.to_tensor(default_value=contract.PAD_ID, shape=[None, seq_len])
+    label = tf.reshape(tf.cast(batch[contract.TRANSFORMED_LABEL_KEY], tf.int32), [-1])
+    # Transform maps a label missing from the training split's vocabulary to -1: no loss there.
+    weights = tf.cast(label >= 0, tf.float32)
+    x = {TOKEN_IDS: ids, PADDING_MASK: tf.cast(ids != contract.PAD_ID, tf.int32)}
+    return x, {LABELS: tf.maximum(label, 0), WEIGHTS: weights}
+  return (parsed.map(to_example, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+          .batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+
+
+def _clm_batches(docs: tf.data.Dataset, seq_len: int, batch_size: int) -> tf.data.Dataset:
+  """Packed windows; each position's label is the next token."""
+  def to_window(window):
+    x = {TOKEN_IDS: window[:, :-1], PADDING_MASK: tf.ones_like(window[:, :-1])}
+    return x, {LABELS: window[:, 1:], WEIGHTS: tf.ones_like(window[:, 1:], tf.float32)}
+  windows = pack_documents(docs, seq_len + 1)  # inputs and their next tokens
+  return (windows.batch(batch_size, drop_remainder=True)
+          .map(to_window, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
+
+
+def _mlm_batches(docs: tf.data.Dataset, config: TrainerConfig, *, vocab_size: int,
+                 batch_size: int, training: bool, seed: int) -> tf.data.Dataset:
+  """Packed rows after one [CLS], masked BERT-style; labels are the masked tokens."""
+  num_predictions = max_predictions(config.seq_len, config.mask_rate)
   # Packed like clm, after one [CLS]: [CLS] doc [SEP] doc [SEP] doc...; no padding.
-  rows = pack_documents(docs, seq_len - 1)
+  rows = pack_documents(docs, config.seq_len - 1)
   if training:
     rows = rows.shuffle(min(config.shuffle_buffer, 4096), seed=seed + 1)
-  cls = tf.fill([batch_size, 1], features.CLS_ID)
+  cls = tf.fill([batch_size, 1], contract.CLS_ID)
   batches = rows.batch(batch_size, drop_remainder=True).map(
     lambda body: tf.concat([cls, body], axis=1)).enumerate()
 
@@ -181,7 +199,7 @@ def make_dataset(file_patterns, feature_spec, config, *, vocab_size, batch_size,
       ids, tf.stack([tf.constant(seed, tf.int64), index]), vocab_size=vocab_size,
       mask_rate=config.mask_rate, mask_token_rate=config.mask_token_rate,
       random_token_rate=config.random_token_rate, num_predictions=num_predictions)
-    x = {TOKEN_IDS: masked, PADDING_MASK: tf.cast(ids != features.PAD_ID, tf.int32),
+    x = {TOKEN_IDS: masked, PADDING_MASK: tf.cast(ids != contract.PAD_ID, tf.int32),
          MASK_POSITIONS: positions}
     return x, {LABELS: originals, WEIGHTS: weights}
   return batches.map(to_masked, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
@@ -190,4 +208,4 @@ def make_dataset(file_patterns, feature_spec, config, *, vocab_size, batch_size,
 def _as_ragged(ids):
   if isinstance(ids, tf.RaggedTensor):
     return ids
-  return tf.RaggedTensor.from_tensor(ids, padding=features.PAD_ID)
+  return tf.RaggedTensor.from_tensor(ids, padding=contract.PAD_ID)

@@ -13,14 +13,15 @@ import keras_hub
 import numpy as np
 import tensorflow as tf
 
-from trainer import features
+from tfxlm import contract
+from trainer.config import TrainerConfig
 
-TOKEN_IDS = features.TOKEN_IDS_KEY
+TOKEN_IDS = contract.TOKEN_IDS_KEY
 PADDING_MASK = 'padding_mask'
 MASK_POSITIONS = 'mask_positions'
 
 
-def build_backbone(config, vocab_size):
+def build_backbone(config: TrainerConfig, vocab_size: int) -> keras_hub.models.Backbone:
   """A BertBackbone (mlm, classify) or GPT2Backbone (clm) sized by `config`.
 
   Args:
@@ -30,7 +31,7 @@ def build_backbone(config, vocab_size):
   Raises:
     ValueError: if a preset's vocabulary size or family does not fit the task.
   """
-  family = keras_hub.models.GPT2Backbone if config.task == features.CLM \
+  family = keras_hub.models.GPT2Backbone if config.task == contract.CLM \
     else keras_hub.models.BertBackbone
   if config.preset_dir:
     backbone = keras_hub.models.Backbone.from_preset(config.preset_dir)
@@ -44,12 +45,10 @@ def build_backbone(config, vocab_size):
       raise ValueError(f'preset {config.preset_dir} handles {backbone.max_sequence_length} '
                        f'positions, seq_len is {config.seq_len}')
     return backbone
-  num_layers, hidden_dim, num_heads, intermediate_dim = config.model_dims()
-  if hidden_dim % num_heads:
-    raise ValueError(f'hidden_dim {hidden_dim} is not divisible by num_heads {num_heads}')
+  size = config.model_dims()
   return family(
-    vocabulary_size=vocab_size, num_layers=num_layers, num_heads=num_heads,
-    hidden_dim=hidden_dim, intermediate_dim=intermediate_dim, dropout=config.dropout,
+    vocabulary_size=vocab_size, num_layers=size.num_layers, num_heads=size.num_heads,
+    hidden_dim=size.hidden_dim, intermediate_dim=size.intermediate_dim, dropout=config.dropout,
     max_sequence_length=config.seq_len)
 
 
@@ -60,7 +59,8 @@ def _backbone_outputs(backbone, token_ids, padding_mask):
   return backbone(inputs)
 
 
-def build_model(task, backbone, num_classes=None, max_predictions=None, dropout=0.1):
+def build_model(task: str, backbone: keras_hub.models.Backbone, num_classes: int | None = None,
+                max_predictions: int | None = None, dropout: float = 0.1) -> keras.Model:
   """Wraps `backbone` with the head of `task`; logits come out in float32.
 
   Args:
@@ -75,7 +75,7 @@ def build_model(task, backbone, num_classes=None, max_predictions=None, dropout=
   inputs = {TOKEN_IDS: token_ids, PADDING_MASK: padding_mask}
   # Logits and losses stay in float32 whatever the compute dtype of the backbone.
   to_float32 = keras.layers.Activation('linear', dtype='float32', name='logits')
-  if task == features.MLM:
+  if task == contract.MLM:
     mask_positions = keras.Input(shape=(max_predictions,), dtype='int32', name=MASK_POSITIONS)
     inputs[MASK_POSITIONS] = mask_positions
     sequence = _backbone_outputs(backbone, token_ids, padding_mask)['sequence_output']
@@ -84,10 +84,10 @@ def build_model(task, backbone, num_classes=None, max_predictions=None, dropout=
       vocabulary_size=backbone.vocabulary_size, token_embedding=backbone.token_embedding,
       intermediate_activation='gelu', dtype='float32', name='mlm_head')
     logits = to_float32(head(sequence, mask_positions=mask_positions))  # (batch, preds, vocab)
-  elif task == features.CLM:
+  elif task == contract.CLM:
     sequence = _backbone_outputs(backbone, token_ids, padding_mask)  # (batch, seq_len, hidden)
     logits = to_float32(backbone.token_embedding(sequence, reverse=True))
-  elif task == features.CLASSIFY:
+  elif task == contract.CLASSIFY:
     if not num_classes or num_classes < 2:
       raise ValueError(f'classify needs at least 2 classes, the label vocabulary has '
                        f'{num_classes}')
@@ -101,12 +101,12 @@ def build_model(task, backbone, num_classes=None, max_predictions=None, dropout=
   return model
 
 
-def backbone_weights(backbone):
+def backbone_weights(backbone: keras_hub.models.Backbone) -> dict[str, np.ndarray]:
   """{variable path: value} of a backbone, the format warm starts match by name."""
   return {v.path: np.asarray(keras.ops.convert_to_numpy(v)) for v in backbone.weights}
 
 
-def save_backbone_weights(backbone, path):
+def save_backbone_weights(backbone: keras_hub.models.Backbone, path: str) -> None:
   """Writes `backbone_weights` as .npz to `path` (any tf.io.gfile filesystem)."""
   buffer = io.BytesIO()
   np.savez(buffer, **backbone_weights(backbone))
@@ -114,7 +114,7 @@ def save_backbone_weights(backbone, path):
     f.write(buffer.getvalue())
 
 
-def load_backbone_weights(backbone, path):
+def load_backbone_weights(backbone: keras_hub.models.Backbone, path: str) -> int:
   """Sets every backbone weight from the .npz at `path`, matched by variable path.
 
   Raises:

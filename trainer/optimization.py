@@ -1,9 +1,12 @@
 """AdamW with a warmup-then-decay schedule, no decay on LayerNorm and bias weights."""
 
 import math
+from typing import Any
 
 import keras
 import tensorflow as tf
+
+from tfxlm import contract
 
 
 @keras.saving.register_keras_serializable(package='trainer')
@@ -13,9 +16,9 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
   The decay ends at `total_steps` and stays flat afterwards.
   """
 
-  def __init__(self, peak, total_steps, warmup_steps, decay='linear', end_ratio=0.0):
-    if decay not in ('linear', 'cosine'):
-      raise ValueError(f'decay must be "linear" or "cosine", got {decay!r}')
+  def __init__(self, peak, total_steps, warmup_steps, decay=contract.LINEAR, end_ratio=0.0):
+    if decay not in contract.DECAYS:
+      raise ValueError(f'decay must be one of {contract.DECAYS}, got {decay!r}')
     if warmup_steps > total_steps:
       raise ValueError(f'warmup_steps ({warmup_steps}) must not exceed total_steps '
                        f'({total_steps})')
@@ -33,26 +36,27 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
     warm = peak * (step + 1.0) / max(warmup, 1.0)
     decay_len = max(float(self.total_steps - self.warmup_steps), 1.0)
     progress = tf.clip_by_value((step - warmup) / decay_len, 0.0, 1.0)
-    if self.decay == 'linear':
+    if self.decay == contract.LINEAR:
       shape = 1.0 - progress
     else:
       shape = 0.5 * (1.0 + tf.cos(math.pi * progress))
     decayed = peak * (self.end_ratio + (1.0 - self.end_ratio) * shape)
     return tf.where(step < warmup, warm, decayed)
 
-  def get_config(self):
+  def get_config(self) -> dict:
     return {'peak': self.peak, 'total_steps': self.total_steps,
             'warmup_steps': self.warmup_steps, 'decay': self.decay, 'end_ratio': self.end_ratio}
 
 
-def warmup_steps_for(total_steps, warmup_steps=None, warmup_ratio=0.0):
+def warmup_steps_for(total_steps: int, warmup_steps: int | None = None,
+                     warmup_ratio: float = 0.0) -> int:
   """Warmup length in steps: explicit, else a fraction of the total."""
   if warmup_steps is not None:
     return min(warmup_steps, total_steps)
   return int(round(total_steps * warmup_ratio))
 
 
-def no_decay_variables(model):
+def no_decay_variables(model: keras.Model) -> list[keras.Variable]:
   """The model's LayerNorm weights and biases: AdamW must not decay them."""
   excluded = []
   seen = set()
@@ -68,8 +72,10 @@ def no_decay_variables(model):
   return excluded
 
 
-def create_optimizer(model, *, learning_rate, total_steps, warmup_steps, decay='linear',
-                     end_ratio=0.0, weight_decay=0.01, clip_norm=0.0, loss_scaling=False):
+def create_optimizer(model: keras.Model, *, learning_rate: float, total_steps: int,
+                     warmup_steps: int, decay: str = contract.LINEAR, end_ratio: float = 0.0,
+                     weight_decay: float = 0.01, clip_norm: float = 0.0,
+                     loss_scaling: bool = False) -> keras.optimizers.Optimizer:
   """AdamW over `model` with the warmup/decay schedule and global-norm clipping.
 
   Args:
@@ -98,7 +104,7 @@ def create_optimizer(model, *, learning_rate, total_steps, warmup_steps, decay='
   return optimizer
 
 
-def current_learning_rate(optimizer):
+def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> Any:
   """The learning rate the next update will use."""
   inner = getattr(optimizer, 'inner_optimizer', optimizer)
   return inner.learning_rate

@@ -37,25 +37,21 @@ from tensorflow_text.core.pybinds import (
   pywrap_fast_wordpiece_tokenizer_model_builder as fast_wordpiece_builder,
 )
 
-from trainer import features
+from tfxlm import contract
 
-VOCAB_FILE = 'vocab.txt'
-VOCAB_JSON = 'vocab.json'
-SPM_MODEL_FILE = 'spm.model'
-SUFFIX_INDICATOR = '##'
 # Words longer than this many bytes become [UNK] (FastBertTokenizer's own default).
 MAX_BYTES_PER_WORD = 100
 
 
 def read_vocabulary(vocab_uri: str) -> tuple[list[str], dict]:
   """Returns (tokens in id order, vocab.json) of a Vocabulary artifact."""
-  with tf.io.gfile.GFile(os.path.join(vocab_uri, VOCAB_FILE)) as f:
+  with tf.io.gfile.GFile(os.path.join(vocab_uri, contract.VOCAB_FILE)) as f:
     tokens = f.read().splitlines()
-  with tf.io.gfile.GFile(os.path.join(vocab_uri, VOCAB_JSON)) as f:
+  with tf.io.gfile.GFile(os.path.join(vocab_uri, contract.VOCAB_JSON)) as f:
     meta = json.load(f)
-  if tuple(tokens[:len(features.RESERVED_TOKENS)]) != features.RESERVED_TOKENS:
-    raise ValueError(f'{vocab_uri}/{VOCAB_FILE} must start with {features.RESERVED_TOKENS}, '
-                     f'starts with {tokens[:len(features.RESERVED_TOKENS)]}')
+  if tuple(tokens[:len(contract.RESERVED_TOKENS)]) != contract.RESERVED_TOKENS:
+    raise ValueError(f'{vocab_uri}/{contract.VOCAB_FILE} must start with {contract.RESERVED_TOKENS}, '
+                     f'starts with {tokens[:len(contract.RESERVED_TOKENS)]}')
   return tokens, meta
 
 
@@ -79,22 +75,22 @@ def _wordpiece_model(tokens: tuple[str, ...], suffix_indicator: str) -> np.ndarr
   cost about 3 s per trace for an 8k vocabulary. A uint8 array becomes a constant directly.
   """
   buffer = fast_wordpiece_builder.build_fast_wordpiece_model(
-    list(tokens), MAX_BYTES_PER_WORD, suffix_indicator, features.UNK,
+    list(tokens), MAX_BYTES_PER_WORD, suffix_indicator, contract.UNK,
     False, False)  # no_pretokenization, support_detokenization
   return np.frombuffer(buffer, dtype=np.uint8)
 
 
-def make_tokenizer(tokens: list[str], meta: dict, vocab_uri: str):
+def make_tokenizer(tokens: list[str], meta: dict, vocab_uri: str) -> tf_text.Tokenizer:
   """The tensorflow-text tokenizer for a vocabulary: `tokenize(strings) -> ragged int64 ids`."""
-  if meta['kind'] == 'sentencepiece':
-    with tf.io.gfile.GFile(os.path.join(vocab_uri, SPM_MODEL_FILE), 'rb') as f:
+  if meta['kind'] == contract.SENTENCEPIECE:
+    with tf.io.gfile.GFile(os.path.join(vocab_uri, contract.SPM_MODEL_FILE), 'rb') as f:
       return tf_text.SentencepieceTokenizer(model=f.read(), out_type=tf.int32)
-  model = _wordpiece_model(tuple(tokens), meta.get('suffix_indicator', SUFFIX_INDICATOR))
+  model = _wordpiece_model(tuple(tokens), meta.get('suffix_indicator', contract.SUFFIX_INDICATOR))
   return tf_text.FastBertTokenizer(
     fast_wordpiece_model_buffer=tf.constant(model), token_out_type=tf.int64)
 
 
-def tokenize(text: tf.Tensor, tokenizer, meta: dict) -> tf.RaggedTensor:
+def tokenize(text: tf.Tensor, tokenizer: tf_text.Tokenizer, meta: dict) -> tf.RaggedTensor:
   """(batch,) strings -> (batch, None) int64 token ids."""
   ids = tokenizer.tokenize(normalize(text, meta))
   if ids.ragged_rank == 2:  # FastBertTokenizer: (batch, words, pieces).
@@ -106,31 +102,31 @@ def frame(ids: tf.RaggedTensor, seq_len: int) -> tf.Tensor:
   """(batch, None) ids -> (batch, seq_len): [CLS] ids… [SEP], truncated, padded with [PAD]."""
   batch = ids.nrows()
   ids = ids[:, :seq_len - 2]
-  cls = tf.fill([batch, 1], tf.constant(features.CLS_ID, tf.int64))
-  sep = tf.fill([batch, 1], tf.constant(features.SEP_ID, tf.int64))
+  cls = tf.fill([batch, 1], tf.constant(contract.CLS_ID, tf.int64))
+  sep = tf.fill([batch, 1], tf.constant(contract.SEP_ID, tf.int64))
   framed = tf.concat([cls, ids, sep], axis=1)
-  return framed.to_tensor(default_value=features.PAD_ID, shape=[None, seq_len])
+  return framed.to_tensor(default_value=contract.PAD_ID, shape=[None, seq_len])
 
 
 def preprocessing_fn(inputs: dict, custom_config: dict) -> dict:
   """TF Transform entry point (see the module docstring for inputs, config and outputs)."""
-  vocab_uri = custom_config['vocab_uri']
-  task = custom_config['task']
-  if task not in features.TASKS:
-    raise ValueError(f'custom_config task {task!r} is not one of {features.TASKS}')
+  # The task and seq_len come from the validated TrainerConfig the Trainer gets too
+  # (`TrainerConfig.transform_custom_config`); the Transform executor adds the vocabulary's URI.
+  vocab_uri = custom_config[contract.VOCAB_URI_KEY]
+  task = custom_config[contract.TASK_KEY]
   tokens, meta = read_vocabulary(vocab_uri)
-  text = tf.reshape(_dense(inputs[features.TEXT_KEY]), [-1])  # (batch,)
+  text = tf.reshape(_dense(inputs[contract.TEXT_KEY]), [-1])  # (batch,)
   ids = tokenize(text, make_tokenizer(tokens, meta, vocab_uri), meta)  # (batch, None)
-  ids = _with_vocab_asset(ids, os.path.join(vocab_uri, VOCAB_FILE))
-  if task != features.CLASSIFY:
-    return {features.TOKEN_IDS_KEY: ids.to_sparse()}
+  ids = _with_vocab_asset(ids, os.path.join(vocab_uri, contract.VOCAB_FILE))
+  if task != contract.CLASSIFY:
+    return {contract.TOKEN_IDS_KEY: ids.to_sparse()}
 
-  seq_len = int(custom_config['seq_len'])
-  label = tf.reshape(_dense(inputs[features.LABEL_KEY]), [-1])
-  label_vocab = sorted_vocabulary(label, features.LABEL_VOCAB_NAME)
+  seq_len = int(custom_config[contract.SEQ_LEN_KEY])
+  label = tf.reshape(_dense(inputs[contract.LABEL_KEY]), [-1])
+  label_vocab = sorted_vocabulary(label, contract.LABEL_VOCAB_NAME)
   return {
-    features.TOKEN_IDS_KEY: frame(ids, seq_len),
-    features.TRANSFORMED_LABEL_KEY: tft.apply_vocabulary(label, label_vocab),
+    contract.TOKEN_IDS_KEY: frame(ids, seq_len),
+    contract.TRANSFORMED_LABEL_KEY: tft.apply_vocabulary(label, label_vocab),
   }
 
 
@@ -141,7 +137,7 @@ class _WriteSortedDistinct(tft_beam.experimental.PTransformAnalyzer):
     super().__init__()
     self._filename = filename
 
-  def expand(self, batches):
+  def expand(self, batches: beam.PCollection) -> beam.PCollection:
     path = os.path.join(self.base_temp_dir, self._filename)
 
     def write(values):
@@ -192,11 +188,11 @@ def _with_vocab_asset(ids: tf.RaggedTensor, vocab_path: str) -> tf.RaggedTensor:
   shipped file has the reserved tokens at ids 0..4, and the ids depend on that check, so the
   table stays in the graph.
   """
-  reserved = tf.constant(features.RESERVED_TOKENS)
+  reserved = tf.constant(contract.RESERVED_TOKENS)
   reserved_ids = tft.apply_vocabulary(reserved, deferred_vocab_filename_tensor=vocab_path)
-  tft.annotate_asset(features.TOKEN_VOCAB_NAME, os.path.basename(vocab_path))
+  tft.annotate_asset(contract.TOKEN_VOCAB_NAME, os.path.basename(vocab_path))
   check = tf.debugging.assert_equal(
-    reserved_ids, tf.range(len(features.RESERVED_TOKENS), dtype=tf.int64),
-    message=f'{vocab_path} must start with {features.RESERVED_TOKENS}')
+    reserved_ids, tf.range(len(contract.RESERVED_TOKENS), dtype=tf.int64),
+    message=f'{vocab_path} must start with {contract.RESERVED_TOKENS}')
   with tf.control_dependencies([check]):
     return ids.with_flat_values(tf.identity(ids.flat_values))

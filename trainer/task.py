@@ -15,20 +15,25 @@ import json
 import os
 import shutil
 import tempfile
+from typing import TYPE_CHECKING, Any
 
 import keras
 import tensorflow as tf
 import tensorflow_transform as tft
 from absl import logging
 
-from trainer import distribute, export, features, inputs, models, optimization, training
-from trainer.config import CUSTOM_CONFIG_KEY, TrainerConfig
+from tfxlm import contract
+from trainer import distribute, export, inputs, models, optimization, training
+from trainer.config import TrainerConfig
+
+if TYPE_CHECKING:  # TFX is there when TFX calls run_fn; tests pass look-alikes.
+  from tfx.components.trainer.fn_args_utils import FnArgs
 
 _TFX_CLOUD_KEY_PREFIX = 'ai_platform_'
 CHECKPOINTS_FOLDER = os.path.join('.system', 'checkpoints')
 
 
-def checkpoint_dir(fn_args, config):
+def checkpoint_dir(fn_args: 'FnArgs', config: TrainerConfig) -> str:
   """Where a run keeps its checkpoints: in the Trainer component's `.system` folder (TFX's own
   housekeeping folder, beside its output folders), named after a hash of everything that decides
   the trained weights (config, data, transform graph, base model).
@@ -48,17 +53,17 @@ def checkpoint_dir(fn_args, config):
   return os.path.join(component, CHECKPOINTS_FOLDER, digest)
 
 
-def config_from_fn_args(fn_args):
+def config_from_fn_args(fn_args: 'FnArgs') -> TrainerConfig:
   """The TrainerConfig of this run: custom_config's, with steps from Train/EvalArgs if unset."""
   custom = fn_args.custom_config or {}
   # TFX's Vertex AI Training executor (kubeflow.trainer_replicas / trainer_tpu) reads its
   # `ai_platform_*` keys here and passes the whole dict on to run_fn on every replica.
-  unknown = sorted(k for k in set(custom) - {CUSTOM_CONFIG_KEY}
+  unknown = sorted(k for k in set(custom) - {contract.TRAINER_CONFIG_KEY}
                    if not k.startswith(_TFX_CLOUD_KEY_PREFIX))
   if unknown:
     raise ValueError(f'Trainer custom_config: unknown key(s) {unknown}; expected only '
-                     f'{CUSTOM_CONFIG_KEY!r}')
-  config = TrainerConfig.from_dict(custom.get(CUSTOM_CONFIG_KEY))
+                     f'{contract.TRAINER_CONFIG_KEY!r}')
+  config = TrainerConfig.from_dict(custom.get(contract.TRAINER_CONFIG_KEY))
   if config.train_steps is None:
     if not fn_args.train_steps:
       raise ValueError('no train steps: set TrainerConfig.train_steps or TrainArgs(num_steps=)')
@@ -78,20 +83,21 @@ class Vocabularies:
   labels: list | None
 
   @classmethod
-  def from_tft_output(cls, tft_output, task):
-    tokens = export.read_lines(tft_output.vocabulary_file_by_name(features.TOKEN_VOCAB_NAME))
+  def from_tft_output(cls, tft_output: tft.TFTransformOutput, task: str) -> 'Vocabularies':
+    tokens = export.read_lines(tft_output.vocabulary_file_by_name(contract.TOKEN_VOCAB_NAME))
     labels = None
-    if task == features.CLASSIFY:
-      labels = export.read_lines(tft_output.vocabulary_file_by_name(features.LABEL_VOCAB_NAME))
-    if len(tokens) <= len(features.RESERVED_TOKENS):
+    if task == contract.CLASSIFY:
+      labels = export.read_lines(tft_output.vocabulary_file_by_name(contract.LABEL_VOCAB_NAME))
+    if len(tokens) <= len(contract.RESERVED_TOKENS):
       raise ValueError(f'token vocabulary has only {len(tokens)} entries')
-    if list(tokens[:len(features.RESERVED_TOKENS)]) != list(features.RESERVED_TOKENS):
-      raise ValueError(f'token vocabulary must start with {features.RESERVED_TOKENS}, starts '
-                       f'with {tokens[:len(features.RESERVED_TOKENS)]}')
+    if list(tokens[:len(contract.RESERVED_TOKENS)]) != list(contract.RESERVED_TOKENS):
+      raise ValueError(f'token vocabulary must start with {contract.RESERVED_TOKENS}, starts '
+                       f'with {tokens[:len(contract.RESERVED_TOKENS)]}')
     return cls(tokens, labels)
 
 
-def build_task_model(config, vocabularies, base_model=None):
+def build_task_model(config: TrainerConfig, vocabularies: Vocabularies,
+                     base_model: str | None = None) -> keras.Model:
   """Backbone + head of `config.task`, warm-started from `base_model`'s backbone if given.
 
   Args:
@@ -104,7 +110,7 @@ def build_task_model(config, vocabularies, base_model=None):
   """
   backbone = models.build_backbone(config, len(vocabularies.tokens))
   if base_model:
-    path = os.path.join(base_model, export.EXTRA_DIR, export.BACKBONE_WEIGHTS_FILE)
+    path = os.path.join(base_model, contract.EXTRA_DIR, contract.BACKBONE_WEIGHTS_FILE)
     loaded = models.load_backbone_weights(backbone, path)
     logging.info('warm start: loaded %d backbone weights from %s', loaded, path)
   return models.build_model(
@@ -135,7 +141,7 @@ def _datasets(strategy, fn_args, tft_output, config, vocab_size, start_step):
   return train, evaluation
 
 
-def train_and_export(config, fn_args):
+def train_and_export(config: TrainerConfig, fn_args: 'FnArgs') -> list[dict[str, Any]]:
   """Trains under the configured strategy and precision, then exports. Returns eval history."""
   tft_output = tft.TFTransformOutput(fn_args.transform_output or fn_args.transform_graph_path)
   vocabularies = Vocabularies.from_tft_output(tft_output, config.task)
@@ -156,7 +162,7 @@ def train_and_export(config, fn_args):
                                                    config.warmup_ratio),
         decay=config.decay, end_ratio=config.end_learning_rate_ratio,
         weight_decay=config.weight_decay, clip_norm=config.clip_norm / replicas,
-        loss_scaling=config.precision == 'mixed_float16')
+        loss_scaling=config.precision == contract.MIXED_FLOAT16)
       optimizer.build(model.trainable_variables)
     loop = training.Loop(strategy, model, optimizer, config, fn_args.model_run_dir, chief=chief,
                          worker_name=distribute.worker_id(strategy),
@@ -185,7 +191,7 @@ def train_and_export(config, fn_args):
 def _export(trained, tft_output, config, vocabularies, export_dir):
   """Exports a float32, strategy-free copy of `trained`, plus the config and backbone weights."""
   previous_policy = keras.mixed_precision.global_policy()
-  keras.mixed_precision.set_global_policy('float32')
+  keras.mixed_precision.set_global_policy(contract.FLOAT32)
   try:
     copy = build_task_model(config, vocabularies)
     copy.set_weights(trained.get_weights())
@@ -193,15 +199,15 @@ def _export(trained, tft_output, config, vocabularies, export_dir):
     keras.mixed_precision.set_global_policy(previous_policy)
   export.export_saved_model(copy, tft_output, config, vocabularies.tokens, vocabularies.labels,
                             export_dir)
-  extra = os.path.join(export_dir, export.EXTRA_DIR)
+  extra = os.path.join(export_dir, contract.EXTRA_DIR)
   tf.io.gfile.makedirs(extra)
-  with tf.io.gfile.GFile(os.path.join(extra, export.CONFIG_FILE), 'w') as f:
+  with tf.io.gfile.GFile(os.path.join(extra, contract.TRAINER_CONFIG_FILE), 'w') as f:
     f.write(config.to_json())
-  models.save_backbone_weights(copy.backbone, os.path.join(extra, export.BACKBONE_WEIGHTS_FILE))
+  models.save_backbone_weights(copy.backbone, os.path.join(extra, contract.BACKBONE_WEIGHTS_FILE))
   logging.info('exported %s model to %s', config.task, export_dir)
 
 
-def run_fn(fn_args):
+def run_fn(fn_args: 'FnArgs') -> None:
   """Trains the model `fn_args.custom_config['trainer']` describes and exports it.
 
   Args:

@@ -9,11 +9,15 @@ import json
 import math
 import os
 import time
+from typing import Any
 
+import keras
 import tensorflow as tf
 from absl import logging
 
-from trainer import features, inputs, optimization
+from tfxlm import contract
+from trainer import inputs, optimization
+from trainer.config import TrainerConfig
 
 CHECKPOINT_DIR = 'checkpoints'
 TRAIN_LOGS, EVAL_LOGS = 'train', 'eval'
@@ -21,7 +25,8 @@ TRAIN_LOGS, EVAL_LOGS = 'train', 'eval'
 EVAL_HISTORY_FILE = 'eval_history.json'
 
 
-def token_losses(logits, labels, weights):
+def token_losses(logits: tf.Tensor, labels: tf.Tensor,
+                 weights: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
   """Sums of (cross-entropy, weight, correct predictions) over the weighted positions."""
   losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
   correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=labels.dtype), labels),
@@ -46,8 +51,9 @@ class Loop:
     checkpoint_dir: Where checkpoints go; None means `<run_dir>/checkpoints`.
   """
 
-  def __init__(self, strategy, model, optimizer, config, run_dir, *, chief=True,
-               worker_name='chief', checkpoint_dir=None):
+  def __init__(self, strategy: tf.distribute.Strategy, model: keras.Model,
+               optimizer: keras.optimizers.Optimizer, config: TrainerConfig, run_dir: str, *,
+               chief: bool = True, worker_name: str = 'chief', checkpoint_dir: str | None = None):
     self.strategy = strategy
     self.model = model
     self.optimizer = optimizer
@@ -77,7 +83,7 @@ class Loop:
     self._eval_step = tf.function(self._eval_step_fn)
     self.history = self._read_history() if chief else []
 
-  def restore(self):
+  def restore(self) -> int:
     """Restores the latest checkpoint if there is one; returns the step to continue from."""
     latest = self.manager.latest_checkpoint
     if latest:
@@ -156,13 +162,13 @@ class Loop:
   def _metrics(self, loss_sum, count, correct):
     loss = loss_sum / max(count, 1.0)
     metrics = {'loss': loss}
-    if self.config.task in (features.MLM, features.CLASSIFY):
+    if self.config.task in (contract.MLM, contract.CLASSIFY):
       metrics['accuracy'] = correct / max(count, 1.0)
-    if self.config.task in (features.MLM, features.CLM):
+    if self.config.task in (contract.MLM, contract.CLM):
       metrics['perplexity'] = math.exp(min(loss, 50.0))
     return metrics
 
-  def evaluate(self, eval_dataset, steps):
+  def evaluate(self, eval_dataset: tf.data.Dataset, steps: int) -> dict[str, float]:
     """Runs `steps` eval batches (the same ones every call) and returns the metrics."""
     iterator = iter(eval_dataset)
     total = tf.zeros([3])
@@ -173,7 +179,8 @@ class Loop:
 
   # -- the loop --------------------------------------------------------------------------------
 
-  def run(self, train_dataset, eval_dataset, *, train_steps, eval_steps):
+  def run(self, train_dataset: tf.data.Dataset, eval_dataset: tf.data.Dataset, *,
+          train_steps: int, eval_steps: int) -> list[dict[str, Any]]:
     """Trains from the current step (see `restore`) up to `train_steps`.
 
     Evaluates every `eval_every_steps` and at the end, checkpoints every

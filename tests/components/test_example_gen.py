@@ -11,7 +11,7 @@ from tfx.types import standard_component_specs
 
 from components import example_gen
 from components.validation import DataError
-from trainer import features
+from tfxlm import contract
 
 
 def _read(input_format, folder, pattern, **options):
@@ -36,7 +36,7 @@ def _read(input_format, folder, pattern, **options):
   pairs = []
   for record in out:
     feature = tf.train.Example.FromString(record).features.feature
-    label = feature[features.LABEL_KEY].bytes_list.value if features.LABEL_KEY in feature else []
+    label = feature[contract.LABEL_KEY].bytes_list.value if contract.LABEL_KEY in feature else []
     pairs.append((feature['text'].bytes_list.value[0].decode(),
                   label[0].decode() if label else None))
   return sorted(pairs, key=str), counters

@@ -12,7 +12,8 @@ from tfx import v1 as tfx
 
 from components import example_gen, transform, vocabulary
 from components.validation import DataError
-from trainer import features
+from tfxlm import contract
+from trainer.config import TrainerConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LABELED_SCHEMA = os.path.join(REPO, 'schemas', 'labeled', 'schema.pbtxt')
@@ -64,7 +65,7 @@ def run(tmp_path_factory):
                                 min_count=1)
   classify = transform.create_transform(
     csv_gen.outputs['examples'], schema.outputs['schema'], vocab.outputs['vocabulary'],
-    task='classify', seq_len=SEQ_LEN).with_beam_pipeline_args(MULTI_PROCESSING)
+    trainer_config=TrainerConfig(task='classify', seq_len=SEQ_LEN)).with_beam_pipeline_args(MULTI_PROCESSING)
 
   jsonl_gen = example_gen.create_example_gen(
     'jsonl', os.path.join(data, 'jsonl'), jsonl_text_field='body').with_id('JsonlExampleGen')
@@ -74,7 +75,8 @@ def run(tmp_path_factory):
                                     kind='sentencepiece').with_id('SpmVocabulary')
   clm = transform.create_transform(
     jsonl_gen.outputs['examples'], corpus_schema.outputs['schema'],
-    spm_vocab.outputs['vocabulary'], task='clm', seq_len=SEQ_LEN).with_id('ClmTransform')
+    spm_vocab.outputs['vocabulary'],
+    trainer_config=TrainerConfig(task='clm', seq_len=SEQ_LEN)).with_id('ClmTransform')
 
   text_gen = example_gen.create_example_gen(
     'text', os.path.join(data, 'text'),
@@ -95,7 +97,7 @@ def test_csv_renames_columns_and_hash_splits(run):
   eval_ = text_data.read_examples(uri, 'eval')
   assert len(train) + len(eval_) == len(run['rows'])
   assert 0 < len(eval_) < len(train)
-  assert set(train[0]) == {features.TEXT_KEY, features.LABEL_KEY}
+  assert set(train[0]) == {contract.TEXT_KEY, contract.LABEL_KEY}
   expected = {(text.encode(), label.encode()) for label, text in run['rows']}
   got = {(r['text'][0], r['label'][0]) for r in train + eval_}
   assert got == expected
@@ -115,7 +117,7 @@ def test_jsonl_and_tfrecord_fields(run):
   jsonl = _uri(run['root'], 'JsonlExampleGen', 'examples')
   rows = text_data.read_examples(jsonl, 'train') + text_data.read_examples(jsonl, 'eval')
   assert sorted(r['text'][0].decode() for r in rows) == sorted(text_data.sentences(150, 1))
-  assert all(set(r) == {features.TEXT_KEY} for r in rows)
+  assert all(set(r) == {contract.TEXT_KEY} for r in rows)
   tfrecord = _uri(run['root'], 'TFRecordExampleGen', 'examples')
   rows = text_data.read_examples(tfrecord, 'train') + text_data.read_examples(tfrecord, 'eval')
   assert sorted(r['text'][0].decode() for r in rows) == sorted(text_data.sentences(30, 4))
@@ -124,11 +126,11 @@ def test_jsonl_and_tfrecord_fields(run):
 
 def test_vocabulary_artifact_layout(run):
   uri = _uri(run['root'], 'Vocabulary', 'vocabulary')
-  with open(os.path.join(uri, vocabulary.VOCAB_FILE)) as f:
+  with open(os.path.join(uri, contract.VOCAB_FILE)) as f:
     tokens = f.read().splitlines()
-  with open(os.path.join(uri, vocabulary.VOCAB_JSON)) as f:
+  with open(os.path.join(uri, contract.VOCAB_JSON)) as f:
     meta = json.load(f)
-  assert tuple(tokens[:5]) == features.RESERVED_TOKENS
+  assert tuple(tokens[:5]) == contract.RESERVED_TOKENS
   assert meta['kind'] == 'wordpiece' and meta['size'] == len(tokens) <= 120
   assert meta['lowercase'] and meta['strip_accents'] and meta['nfkc']
   train = text_data.read_examples(_uri(run['root'], 'CsvExampleGen', 'examples'), 'train')
@@ -150,27 +152,27 @@ def test_classify_transform_outputs(run):
   tft_output, rows = _transformed(run['root'], 'Transform')
   assert rows
   for row in rows:
-    ids = row[features.TOKEN_IDS_KEY].numpy()
-    assert ids.shape == (SEQ_LEN,) and ids[0] == features.CLS_ID
-    assert features.SEP_ID in ids
-  with open(tft_output.vocabulary_file_by_name(features.LABEL_VOCAB_NAME)) as f:
+    ids = row[contract.TOKEN_IDS_KEY].numpy()
+    assert ids.shape == (SEQ_LEN,) and ids[0] == contract.CLS_ID
+    assert contract.SEP_ID in ids
+  with open(tft_output.vocabulary_file_by_name(contract.LABEL_VOCAB_NAME)) as f:
     assert f.read().splitlines() == ['0', '1']
-  assert {int(r[features.TRANSFORMED_LABEL_KEY]) for r in rows} == {0, 1}
-  token_vocab = tft_output.vocabulary_file_by_name(features.TOKEN_VOCAB_NAME)
+  assert {int(r[contract.TRANSFORMED_LABEL_KEY]) for r in rows} == {0, 1}
+  token_vocab = tft_output.vocabulary_file_by_name(contract.TOKEN_VOCAB_NAME)
   with open(token_vocab) as f:
-    assert tuple(f.read().splitlines()[:5]) == features.RESERVED_TOKENS
+    assert tuple(f.read().splitlines()[:5]) == contract.RESERVED_TOKENS
 
 
 def test_sentencepiece_clm_transform_outputs(run):
   tft_output, rows = _transformed(run['root'], 'ClmTransform')
   uri = _uri(run['root'], 'SpmVocabulary', 'vocabulary')
-  assert os.path.exists(os.path.join(uri, vocabulary.SPM_MODEL_FILE))
-  with open(os.path.join(uri, vocabulary.VOCAB_FILE)) as f:
+  assert os.path.exists(os.path.join(uri, contract.SPM_MODEL_FILE))
+  with open(os.path.join(uri, contract.VOCAB_FILE)) as f:
     pieces = f.read().splitlines()
-  assert tuple(pieces[:5]) == features.RESERVED_TOKENS
-  ids = [r[features.TOKEN_IDS_KEY].values.numpy() for r in rows]
+  assert tuple(pieces[:5]) == contract.RESERVED_TOKENS
+  ids = [r[contract.TOKEN_IDS_KEY].values.numpy() for r in rows]
   assert all(len(i) > 0 for i in ids)
-  assert all(i.min() > features.MASK_ID - 1 or i.min() == features.UNK_ID for i in ids)
+  assert all(i.min() > contract.MASK_ID - 1 or i.min() == contract.UNK_ID for i in ids)
   assert max(i.max() for i in ids) < len(pieces)
 
 
@@ -187,8 +189,9 @@ def test_anomalies_stop_the_run_before_transform(tmp_path):
   vocab = vocabulary.Vocabulary(examples=gen.outputs['examples'],
                                 anomalies=validator.outputs['anomalies'], vocab_size=60)
   classify = transform.create_transform(gen.outputs['examples'], schema.outputs['schema'],
-                                        vocab.outputs['vocabulary'], task='classify',
-                                        seq_len=SEQ_LEN)
+                                        vocab.outputs['vocabulary'],
+                                        trainer_config=TrainerConfig(task='classify',
+                                                                     seq_len=SEQ_LEN))
   with pytest.raises(DataError) as error:
     _run(root, 'data-gate', [gen, stats, schema, validator, vocab, classify])
   message = str(error.value)
@@ -206,9 +209,9 @@ def test_no_train_serve_skew(run):
   files = tf.io.gfile.glob(os.path.join(raw_uri, 'Split-eval', '*'))
   serialized = tf.stack(list(tf.data.TFRecordDataset(files, compression_type='GZIP')))
   raw_spec = tft_output.raw_feature_spec()
-  serving_spec = {k: v for k, v in raw_spec.items() if k != features.LABEL_KEY}
+  serving_spec = {k: v for k, v in raw_spec.items() if k != contract.LABEL_KEY}
   raw = tf.io.parse_example(serialized, serving_spec)
-  served = tft_output.transform_features_layer()(raw)[features.TOKEN_IDS_KEY].numpy()
-  written = sorted(tuple(r[features.TOKEN_IDS_KEY].numpy()) for r in rows)
+  served = tft_output.transform_features_layer()(raw)[contract.TOKEN_IDS_KEY].numpy()
+  written = sorted(tuple(r[contract.TOKEN_IDS_KEY].numpy()) for r in rows)
   assert written == sorted(tuple(ids) for ids in served)
   assert len(written) == len(served) > 0

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from components import vocabulary
-from trainer import features
+from tfxlm import contract
 
 FIVE_SENTENCES = [
   'The quick brown fox jumps over the lazy dog.',
@@ -35,7 +35,7 @@ def test_normalize_and_split_like_bert():
 
 def test_learn_wordpiece_vocab_on_five_sentences():
   vocab = vocabulary.learn_wordpiece_vocab(_counts(FIVE_SENTENCES).items(), 80)
-  assert tuple(vocab[:5]) == features.RESERVED_TOKENS
+  assert tuple(vocab[:5]) == contract.RESERVED_TOKENS
   assert len(vocab) == len(set(vocab)) and len(vocab) <= 80
   for frequent in ('the', 'fox', 'quick', 'dog'):
     assert frequent in vocab
@@ -66,7 +66,7 @@ def test_learn_wordpiece_vocab_bad_arguments():
 def test_train_sentencepiece_keeps_reserved_ids(tmp_path):
   texts = [vocabulary.normalize_text(t) for t in FIVE_SENTENCES] * 20
   pieces = vocabulary.train_sentencepiece(texts, 60, 'bpe', str(tmp_path / 'spm.model'))
-  assert tuple(pieces[:5]) == features.RESERVED_TOKENS
+  assert tuple(pieces[:5]) == contract.RESERVED_TOKENS
   assert os.path.getsize(tmp_path / 'spm.model') > 0
 
 

@@ -1,7 +1,9 @@
 """The pipeline config: loads the shipped files, and each kind of mistake gets a clear message."""
 
+import dataclasses
 import json
 import os
+import re
 
 import pytest
 
@@ -61,7 +63,8 @@ def test_wrong_type_names_the_dotted_key_and_the_value(tmp_path):
 
 
 def test_wrong_type_inside_the_trainer_section(tmp_path):
-  with pytest.raises(config_lib.ConfigError, match=r'train:.*learning_rate'):
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"c.yaml: train.learning_rate: expected a number, got 'fast'"):
     config_lib.load_config(_write(tmp_path, 'train: {task: classify, learning_rate: fast}\n'))
 
 
@@ -131,3 +134,73 @@ def test_pre_split_input_needs_train_and_eval_folders(tmp_path):
 def test_relative_outputs_dir_is_taken_from_the_config_folder(tmp_path):
   config = config_lib.load_config(_write(tmp_path, 'outputs_dir: out\n'))
   assert config.resolved_outputs_dir == str(tmp_path / 'out')
+
+
+# Every float the config holds, with values outside its range: key -> YAML values.
+OUT_OF_RANGE = {
+  'train.learning_rate': ['0', '-1e-4'],
+  'train.warmup_ratio': ['1.5'],
+  'train.dropout': ['-0.1'],
+  'pretrain.mask_rate': ['1.0'],
+  'evaluation.min_accuracy': ['1.2', '-0.1'],
+  'evaluation.max_perplexity': ['0.5'],
+  'evaluation.max_accuracy_drop': ['-0.01'],
+  'evaluation.max_perplexity_rise': ['-1'],
+}
+
+
+@pytest.mark.parametrize('key', sorted(OUT_OF_RANGE))
+@pytest.mark.parametrize('value', ['.nan', '.inf', '-.inf', '1e999'])
+def test_non_finite_numbers_are_refused_with_the_key_and_the_file(tmp_path, key, value):
+  path = _write(tmp_path, 'pretrain: {task: mlm}\n')
+  with pytest.raises(config_lib.ConfigError,
+                     match=rf'c\.yaml: {re.escape(key)}: expected a finite number, got -?(nan|inf)'):
+    config_lib.load_config(path, [f'{key}={value}'])
+
+
+@pytest.mark.parametrize('key, value', [(k, v) for k, vs in OUT_OF_RANGE.items() for v in vs])
+def test_out_of_range_numbers_are_refused_with_the_key_and_the_file(tmp_path, key, value):
+  path = _write(tmp_path, 'pretrain: {task: mlm}\n')
+  with pytest.raises(config_lib.ConfigError, match=rf'c\.yaml: {re.escape(key)}: must be'):
+    config_lib.load_config(path, [f'{key}={value}'])
+
+
+def test_every_float_field_of_the_pipeline_sections_is_range_tested():
+  sections = {'evaluation': config_lib.EvaluationConfig, 'data': config_lib.DataConfig,
+              'vocabulary': config_lib.VocabularyConfig, 'serving': config_lib.ServingConfig,
+              'beam': config_lib.BeamConfig, 'kubeflow': config_lib.KubeflowConfig}
+  floats = {f'{name}.{f.name}' for name, cls in sections.items() for f in dataclasses.fields(cls)
+            if f.type is float}
+  assert floats == {k for k in OUT_OF_RANGE if k.split('.')[0] in sections}
+
+
+@pytest.mark.parametrize('key, value, message', [
+  ('kubeflow.trainer_replicas', '0', 'must be >= 1'),
+  ('kubeflow.trainer_gpus', '-1', 'must be >= 0'),
+  ('beam.direct_num_workers', '-2', 'must be >= 0'),
+  ('vocabulary.size', '5', 'must be > 5'),
+  ('data.train_eval_ratio', '[3, 0]', 'both parts must be positive'),
+])
+def test_out_of_range_integers_are_refused(tmp_path, key, value, message):
+  with pytest.raises(config_lib.ConfigError, match=rf'c\.yaml: {re.escape(key)}: {message}'):
+    config_lib.load_config(_write(tmp_path, '{}\n'), [f'{key}={value}'])
+
+
+UNSAFE_NAMES = ['a/b', '../up', '..', '.', 'two words', 'tab\tname', 'x\\y', '', '-dash', 'é']
+
+
+@pytest.mark.parametrize('key', ['pipeline_name', 'serving.model_name'])
+@pytest.mark.parametrize('name', UNSAFE_NAMES)
+def test_unsafe_names_are_refused_naming_the_allowed_characters(tmp_path, key, name):
+  path = _write(tmp_path, '{}\n')
+  with pytest.raises(config_lib.ConfigError,
+                     match=rf"c\.yaml: {re.escape(key)}: .* is not a safe name: use letters, digits"):
+    config_lib.load_config(path, [f'{key}={json.dumps(name)}'])
+
+
+@pytest.mark.parametrize('key', ['pipeline_name', 'serving.model_name'])
+@pytest.mark.parametrize('name', ['imdb', 'imdb-v2', 'lm_1.0', '7b'])
+def test_safe_names_are_accepted(tmp_path, key, name):
+  config = config_lib.load_config(_write(tmp_path, '{}\n'), [f'{key}={name}'])
+  section, _, field = key.rpartition('.')
+  assert getattr(getattr(config, section) if section else config, field) == name

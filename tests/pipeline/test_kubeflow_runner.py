@@ -23,6 +23,7 @@ from tfx.utils import import_utils
 from components import example_gen, vocabulary
 from pipeline import config as config_lib
 from pipeline import kubeflow_runner
+from tfxlm import contract
 
 DEMO = os.path.join(config_lib.REPO, 'pipeline', 'configs', 'demo.yaml')
 IMAGE = 'registry.example.com/ml/tfx-lm:test-7'
@@ -144,9 +145,9 @@ def test_runtime_config_paths_and_parameters(demo):
   assert schema == '/pipeline/schemas/labeled/schema.pbtxt'
   assert os.path.isfile(os.path.join(config_lib.REPO, os.path.relpath(schema, '/pipeline')))
   assert demo.param('Vocabulary', 'vocab_size') == 2000
-  trainer = json.loads(demo.param('Trainer', 'custom_config'))['trainer']
+  trainer = json.loads(demo.param('Trainer', 'custom_config'))[contract.TRAINER_CONFIG_KEY]
   assert (trainer['task'], trainer['train_steps']) == ('classify', 150)
-  assert json.loads(demo.param('PretrainTrainer', 'custom_config'))['trainer']['task'] == 'mlm'
+  assert json.loads(demo.param('PretrainTrainer', 'custom_config'))[contract.TRAINER_CONFIG_KEY]['task'] == 'mlm'
 
 
 def test_spec_is_in_the_form_the_kfp2_backend_runs(demo):
@@ -243,7 +244,7 @@ def test_trainer_gpus_go_to_the_trainer_pods_only(compiled):
   gpu = compiled('gpu', 'kubeflow.trainer_gpus=1')
   for task in gpu.container_tasks():
     resources = gpu.container_dict(task).get('resources')
-    if task in kubeflow_runner.TRAINER_IDS:
+    if task in contract.TRAINER_IDS:
       accelerator = resources['accelerator']
       assert (accelerator['resourceType'], accelerator['resourceCount']) == (
           'nvidia.com/gpu', '1'), task
@@ -259,7 +260,7 @@ def _vertex_custom_config(compiled_spec, task):
 def test_trainer_replicas_run_on_vertex_ai_training(compiled, demo):
   replicas = compiled('replicas', 'kubeflow.trainer_replicas=2', 'kubeflow.vertex_project=proj-1',
                       'kubeflow.vertex_region=europe-west4')
-  for task in kubeflow_runner.TRAINER_IDS:
+  for task in contract.TRAINER_IDS:
     assert replicas.executor_class(task) == VERTEX_TRAINER
     custom = _vertex_custom_config(replicas, task)
     assert custom['ai_platform_enable_vertex'] is True
@@ -271,7 +272,7 @@ def test_trainer_replicas_run_on_vertex_ai_training(compiled, demo):
     assert pools[0]['replica_count'] == 1  # the chief
     assert all(pool['container_spec']['image_uri'] == IMAGE for pool in pools)
     # The trainer's own settings travel unchanged beside Vertex's keys.
-    assert custom['trainer'] == _vertex_custom_config(demo, task)['trainer']
+    assert custom[contract.TRAINER_CONFIG_KEY] == _vertex_custom_config(demo, task)[contract.TRAINER_CONFIG_KEY]
   assert replicas.executor_class('Transform') == 'components.transform.Executor'
   assert isinstance(import_utils.import_class_by_path(VERTEX_TRAINER), type)
 
@@ -399,11 +400,11 @@ def test_local_runner_beam_args_reach_every_beam_component(tmp_path):
   from tfx.dsl.compiler import compiler
   from tfx.proto.orchestration import executable_spec_pb2, pipeline_pb2
 
-  from pipeline import pipeline as pipeline_lib
+  from pipeline import factory
   config = config_lib.load_config(DEMO, ['beam.direct_num_workers=3'])
   local_args = config_lib.beam_pipeline_args(config)
   assert local_args == ['--direct_running_mode=multi_processing', '--direct_num_workers=3']
-  ir = compiler.Compiler().compile(pipeline_lib.create_pipeline(
+  ir = compiler.Compiler().compile(factory.create_pipeline(
       config, pipeline_root=str(tmp_path / 'root'), beam_pipeline_args=local_args))
   deployment = pipeline_pb2.IntermediateDeploymentConfig()
   ir.deployment_config.Unpack(deployment)
@@ -543,11 +544,11 @@ def test_vocabulary_container_runs_from_the_spec(compiled, tmp_path):
       task_root=str(tmp_path / 'Vocabulary'),
       overrides={'vocab_size': 100})
   assert result.returncode == 0, result.stderr[-4000:]
-  with open(os.path.join(vocab_uri, vocabulary.VOCAB_FILE), encoding='utf-8') as f:
+  with open(os.path.join(vocab_uri, contract.VOCAB_FILE), encoding='utf-8') as f:
     tokens = f.read().split('\n')[:-1]
   assert tokens[:5] == ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']
   assert {'good', 'story'} <= set(tokens)
-  with open(os.path.join(vocab_uri, vocabulary.VOCAB_JSON), encoding='utf-8') as f:
+  with open(os.path.join(vocab_uri, contract.VOCAB_JSON), encoding='utf-8') as f:
     assert json.load(f)['documents'] == len(texts)
   # The output metadata file the launcher reads back into ML Metadata.
   with open(tmp_path / 'Vocabulary' / 'executor_output.json', encoding='utf-8') as f:
@@ -588,7 +589,7 @@ def test_example_gen_container_feeds_the_vocabulary_container(compiled, tmp_path
                                                'output')},
       task_root=str(tmp_path / 'Vocabulary'), overrides={'vocab_size': 100})
   assert result.returncode == 0, result.stderr[-4000:]
-  with open(os.path.join(vocab_uri, vocabulary.VOCAB_FILE), encoding='utf-8') as f:
+  with open(os.path.join(vocab_uri, contract.VOCAB_FILE), encoding='utf-8') as f:
     assert 'film' in f.read().split('\n')
   assert (tmp_path / 'Vocabulary' / 'executor_output.json').is_file()
 

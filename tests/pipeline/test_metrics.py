@@ -8,12 +8,13 @@ from tensorflow_model_analysis.metrics import metric_types
 
 from pipeline import config as config_lib
 from pipeline import evaluation, metrics
+from tfxlm import contract
 
 
 def _inputs(logprob_sum, count):
   return metric_types.StandardMetricInputs(predictions={
-      metrics.LOGPROB_SUM: np.array([logprob_sum], np.float32),
-      metrics.TOKEN_COUNT: np.array([count], np.float32)})
+      contract.TOKEN_LOGPROB_SUM: np.array([logprob_sum], np.float32),
+      contract.TOKEN_COUNT: np.array([count], np.float32)})
 
 
 def test_perplexity_is_token_weighted_over_examples():

@@ -20,8 +20,10 @@ import time
 import numpy as np
 import pytest
 
+from tfxlm import contract
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-TRAINER_TESTS = os.path.join(os.path.dirname(HERE), 'trainer')
+
 ROLES = ('chief', 'worker')
 TRAIN_STEPS = 12
 STATE_FILE = 'final_state.npz'
@@ -47,11 +49,7 @@ def _tf_config(ports, role):
 @pytest.fixture(scope='module')
 def transformed(tmp_path_factory):
   """A tiny real Transform output (the trainer tests' generator, reused by import)."""
-  sys.path.insert(0, TRAINER_TESTS)
-  try:
-    import trainer_data
-  finally:
-    sys.path.remove(TRAINER_TESTS)
+  from tests.trainer import trainer_data
   root = str(tmp_path_factory.mktemp('classify'))
   data = trainer_data.transform_data(root, 'classify', trainer_data.labeled_texts(160, 1),
                                      trainer_data.labeled_texts(32, 2), 16)
@@ -74,7 +72,7 @@ def test_two_workers_train_in_lockstep_and_only_the_chief_exports(transformed, t
         'transform_graph_path': data['transform_graph'],
         'transform_output': data['transform_graph'],
         'serving_model_dir': str(work / 'serving'), 'model_run_dir': str(work / 'model_run'),
-        'custom_config': {'trainer': config},
+        'custom_config': {contract.TRAINER_CONFIG_KEY: config},
     }
     (work / 'fn_args.json').write_text(json.dumps(fn_args))
     env = dict(os.environ, TF_CONFIG=_tf_config(ports, role), CUDA_VISIBLE_DEVICES='')

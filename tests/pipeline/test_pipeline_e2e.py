@@ -17,6 +17,7 @@ import yaml
 
 from pipeline import config as config_lib
 from pipeline import local_runner, summary
+from tfxlm import contract
 
 POSITIVE = ('good', 'great', 'fine', 'nice', 'happy', 'superb')
 NEGATIVE = ('bad', 'awful', 'poor', 'sad', 'angry', 'dull')
@@ -90,8 +91,9 @@ def first_run(workspace):
 def test_every_component_ran_and_is_recorded_in_ml_metadata(first_run):
   _, config, run = first_run
   names = {c['name'] for c in run['components']}
-  assert {'TextExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'ExampleValidator',
-          'Vocabulary', 'Transform', 'Trainer', 'Evaluator', 'Pusher'} <= names
+  assert {'TextExampleGen', contract.STATISTICS_GEN_ID, contract.SCHEMA_GEN_ID,
+          contract.EXAMPLE_VALIDATOR_ID, contract.VOCABULARY_ID, contract.TRANSFORM_ID,
+          contract.TRAINER_ID, contract.EVALUATOR_ID, contract.PUSHER_ID} <= names
   assert all(c['state'] in ('COMPLETE', 'CACHED') for c in run['components'])
   store = summary._store(config)
   for type_name in ('Examples', 'ExampleStatistics', 'Schema', 'ExampleAnomalies',
@@ -110,7 +112,7 @@ def test_tfma_metrics_were_written_and_the_model_was_blessed_and_pushed(first_ru
   assert pushed.startswith(os.path.join(config.serving_root, MODEL_NAME) + os.sep)
   assert os.path.isfile(os.path.join(pushed, 'saved_model.pb'))
   assert os.path.basename(pushed).isdigit()  # the TF Serving version folder
-  assert os.path.isfile(os.path.join(pushed, 'assets.extra', 'report.html'))
+  assert os.path.isfile(os.path.join(pushed, contract.EXTRA_DIR, contract.REPORT_FILE))
   report = open(os.path.join(config.resolved_outputs_dir, 'report.html')).read()
   for section in ('Confusion matrix', 'sparse_categorical_accuracy', 'Training curves',
                   'Data (StatisticsGen)', '<polyline'):
@@ -136,7 +138,7 @@ def test_second_run_hits_the_cache_for_every_component(first_run, capsys):
   config_path, _, _ = first_run
   _, run, out = _run(config_path, capsys)
   states = {c['name']: c['state'] for c in run['components']
-            if c['name'] != 'LatestBlessedModelResolver'}  # a resolver is not an execution
+            if c['name'] != contract.BASELINE_RESOLVER_ID}  # a resolver is not an execution
   assert states and set(states.values()) == {'CACHED'}, states
   assert 'run summary' in out and 'Pushed to:' in out
 
@@ -168,4 +170,4 @@ def test_tfx_cli_creates_and_runs_the_same_pipeline(first_run, workspace, tmp_pa
   assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
   with open(os.path.join(config.resolved_outputs_dir, 'summary.json')) as f:
     states = {c['name']: c['state'] for c in json.load(f)['components']}
-  assert states.get('Trainer') == 'CACHED'  # the same pipeline, so the same cache
+  assert states.get(contract.TRAINER_ID) == 'CACHED'  # the same pipeline, so the same cache

@@ -1,4 +1,4 @@
-"""Small transformer-ish classifiers that follow the DESIGN.md signature contract.
+"""Small transformer-ish classifiers that follow the signature contract (docs/design.md).
 
 Used by the serving tests (tiny sizes) and by bench/serving_bench.py (a larger size, so the
 per-call cost has a realistic fixed part). Text is hashed into an embedding table, run through

@@ -1,7 +1,8 @@
 """Session fixtures: real Transform outputs (one per task) that the trainer tests share."""
 
 import pytest
-import trainer_data
+
+from tests.trainer import trainer_data
 
 SEQ_LEN = 16
 

@@ -9,11 +9,13 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-import trainer_data
 from tfx import v1 as tfx
 
 from components import example_gen, transform, vocabulary
-from trainer import export, training
+from tests.trainer import trainer_data
+from tfxlm import contract
+from trainer import training
+from trainer.config import TrainerConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SEQ_LEN = 16
@@ -34,7 +36,7 @@ def _trainer(component_id, transformed, config, steps, base_model=None):
     base_model=base_model,
     train_args=tfx.proto.TrainArgs(num_steps=steps),
     eval_args=tfx.proto.EvalArgs(num_steps=2),
-    custom_config={'trainer': config}).with_id(component_id)
+    custom_config={contract.TRAINER_CONFIG_KEY: config}).with_id(component_id)
 
 
 @pytest.fixture(scope='module')
@@ -53,10 +55,11 @@ def pipeline_root(tmp_path_factory):
   vocab = vocabulary.Vocabulary(examples=examples.outputs['examples'], vocab_size=80, min_count=1)
   mlm_transform = transform.create_transform(
     examples.outputs['examples'], schema.outputs['schema'], vocab.outputs['vocabulary'],
-    task='mlm', seq_len=SEQ_LEN).with_id('MlmTransform')
+    trainer_config=TrainerConfig(task='mlm', seq_len=SEQ_LEN)).with_id('MlmTransform')
   classify_transform = transform.create_transform(
     examples.outputs['examples'], schema.outputs['schema'], vocab.outputs['vocabulary'],
-    task='classify', seq_len=SEQ_LEN).with_id('ClassifyTransform')
+    trainer_config=TrainerConfig(task='classify', seq_len=SEQ_LEN)).with_id(
+    'ClassifyTransform')
   common = {**BACKBONE, 'seq_len': SEQ_LEN, 'per_replica_batch_size': 8, 'eval_every_steps': 10,
             'log_every_steps': 5, 'strategy': 'auto', 'shuffle_buffer': 64, 'warmup_steps': 1}
   pretrainer = _trainer('PretrainTrainer', mlm_transform,
@@ -81,22 +84,22 @@ def test_trainer_components_export_serving_models(pipeline_root):
   for component_id, task in (('PretrainTrainer', 'mlm'), ('Trainer', 'classify')):
     serving = os.path.join(_uri(pipeline_root, component_id, 'model'), 'Format-Serving')
     model = tf.saved_model.load(serving)
-    assert {export.SERVING_DEFAULT, export.PREDICT_TEXT, export.TRANSFORM_FEATURES} <= set(
+    assert {contract.SERVING_DEFAULT, contract.PREDICT_TEXT, contract.TRANSFORM_FEATURES} <= set(
       model.signatures)
-    with open(os.path.join(serving, export.EXTRA_DIR, export.CONFIG_FILE)) as f:
+    with open(os.path.join(serving, contract.EXTRA_DIR, contract.TRAINER_CONFIG_FILE)) as f:
       used = json.load(f)
     assert (used['task'], used['train_steps'], used['eval_steps']) == (task, 10, 2)
     run_dir = _uri(pipeline_root, component_id, 'model_run')
     with open(os.path.join(run_dir, training.EVAL_HISTORY_FILE)) as f:
       assert [h['step'] for h in json.load(f)] == [10]
-  outputs = model.signatures[export.PREDICT_TEXT](text=tf.constant(['good film', 'bad film']))
+  outputs = model.signatures[contract.PREDICT_TEXT](text=tf.constant(['good film', 'bad film']))
   assert set(outputs['labels'].numpy()) <= {b'neg', b'pos'}
 
 
 def test_classify_backbone_starts_from_the_base_model(pipeline_root):
   def weights(component_id):
     serving = os.path.join(_uri(pipeline_root, component_id, 'model'), 'Format-Serving')
-    return np.load(os.path.join(serving, export.EXTRA_DIR, export.BACKBONE_WEIGHTS_FILE))
+    return np.load(os.path.join(serving, contract.EXTRA_DIR, contract.BACKBONE_WEIGHTS_FILE))
   pretrained, finetuned = weights('PretrainTrainer'), weights('Trainer')
   assert set(pretrained.files) == set(finetuned.files)
   for name in pretrained.files:

@@ -13,12 +13,20 @@ import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
 from components import vocabulary
-from trainer import features, preprocessing
+from tfxlm import contract
+from trainer import preprocessing
+from trainer.config import TrainerConfig
 
 TEXTS = ['The quick brown fox jumps over the lazy dog.', 'A quick brown dog outpaces a quick fox!',
          'Foxes and dogs are friends, said the fox.', 'Café au lait, s’il vous plaît.',
          'The dog barked; the fox ran.']
 
+
+
+def _custom_config(vocab_uri, task, seq_len):
+  """What the Transform executor hands preprocessing_fn for a stage with this task."""
+  return {contract.VOCAB_URI_KEY: vocab_uri,
+          **TrainerConfig(task=task, seq_len=seq_len).transform_custom_config()}
 
 def _vocab_dir(path, **normalization):
   normalization = {'lowercase': True, 'strip_accents': True, 'nfkc': True, **normalization}
@@ -46,7 +54,7 @@ def test_tf_normalization_matches_the_vocabulary_component(flags):
 def test_frame_adds_cls_sep_pads_and_truncates():
   ids = tf.ragged.constant([[7, 8, 9, 10, 11], [], [7]], dtype=tf.int64)
   framed = preprocessing.frame(ids, 5).numpy()
-  cls, sep, pad = features.CLS_ID, features.SEP_ID, features.PAD_ID
+  cls, sep, pad = contract.CLS_ID, contract.SEP_ID, contract.PAD_ID
   np.testing.assert_array_equal(framed, [[cls, 7, 8, 9, sep], [cls, sep, pad, pad, pad],
                                          [cls, 7, sep, pad, pad]])
 
@@ -87,8 +95,8 @@ def test_classify_outputs_and_sorted_label_vocab(tmp_path):
                                                      ['pos', 'neg', 'pos', 'mixed', 'neg', 'pos',
                                                       'neg'])]
   out, tft_output = _analyze_and_transform(
-    tmp_path, rows, {'vocab_uri': uri, 'task': 'classify', 'seq_len': 8})
-  with open(tft_output.vocabulary_file_by_name(features.LABEL_VOCAB_NAME)) as f:
+    tmp_path, rows, _custom_config(uri, 'classify', 8))
+  with open(tft_output.vocabulary_file_by_name(contract.LABEL_VOCAB_NAME)) as f:
     labels = f.read().splitlines()
   assert labels == ['mixed', 'neg', 'pos']
   assert [labels[o['label']] for o in out] == [r['label'] for r in rows]
@@ -96,20 +104,20 @@ def test_classify_outputs_and_sorted_label_vocab(tmp_path):
   assert all(len(i) == 8 for i in ids)
   assert [tokens[i] for i in ids[5]] == ['[CLS]', 'the', 'quick', 'fox', '.', 'the', 'quick',
                                        '[SEP]']
-  assert ids[6] == [features.CLS_ID, features.SEP_ID] + [features.PAD_ID] * 6
+  assert ids[6] == [contract.CLS_ID, contract.SEP_ID] + [contract.PAD_ID] * 6
 
 
 def test_corpus_outputs_variable_length_ids(tmp_path):
   uri, tokens = _vocab_dir(tmp_path / 'v')
   out, tft_output = _analyze_and_transform(
-    tmp_path, [{'text': t} for t in TEXTS], {'vocab_uri': uri, 'task': 'mlm', 'seq_len': 8})
+    tmp_path, [{'text': t} for t in TEXTS], _custom_config(uri, 'mlm', 8))
   assert tft_output.transformed_feature_spec() == {
-    features.TOKEN_IDS_KEY: tf.io.VarLenFeature(tf.int64)}
+    contract.TOKEN_IDS_KEY: tf.io.VarLenFeature(tf.int64)}
   for text, row in zip(TEXTS, out):
     pieces = [tokens[i] for i in row['token_ids']]
     rebuilt = ''.join(p[2:] if p.startswith('##') else ' ' + p for p in pieces).strip()
     assert rebuilt == ' '.join(vocabulary.split_words(vocabulary.normalize_text(text)))
-  with open(tft_output.vocabulary_file_by_name(features.TOKEN_VOCAB_NAME)) as f:
+  with open(tft_output.vocabulary_file_by_name(contract.TOKEN_VOCAB_NAME)) as f:
     assert f.read().splitlines() == tokens
 
 
@@ -117,21 +125,13 @@ def test_transform_graph_is_self_contained(tmp_path):
   """Moved elsewhere, with the vocabulary artifact gone, the graph still tokenizes the same."""
   uri, _ = _vocab_dir(tmp_path / 'v')
   rows = [{'text': t, 'label': 'pos'} for t in TEXTS]
-  out, _ = _analyze_and_transform(tmp_path, rows, {'vocab_uri': uri, 'task': 'classify',
-                                                   'seq_len': 12})
+  out, _ = _analyze_and_transform(tmp_path, rows, _custom_config(uri, 'classify', 12))
   shutil.copytree(tmp_path / 'transform', tmp_path / 'moved')
   shutil.rmtree(tmp_path / 'transform')
   shutil.rmtree(uri)
   moved = tft.TFTransformOutput(str(tmp_path / 'moved'))
   served = moved.transform_features_layer()({'text': tf.constant([[t] for t in TEXTS])})
-  np.testing.assert_array_equal(served[features.TOKEN_IDS_KEY].numpy(),
+  np.testing.assert_array_equal(served[contract.TOKEN_IDS_KEY].numpy(),
                                 [o['token_ids'] for o in out])
-  with open(moved.vocabulary_file_by_name(features.TOKEN_VOCAB_NAME)) as f:
-    assert f.readline().strip() == features.PAD
-
-
-def test_unknown_task(tmp_path):
-  uri, _ = _vocab_dir(tmp_path / 'v')
-  with pytest.raises(ValueError, match="task 'seq2seq'"):
-    preprocessing.preprocessing_fn({'text': tf.constant([['x']])},
-                                   {'vocab_uri': uri, 'task': 'seq2seq', 'seq_len': 8})
+  with open(moved.vocabulary_file_by_name(contract.TOKEN_VOCAB_NAME)) as f:
+    assert f.readline().strip() == contract.PAD

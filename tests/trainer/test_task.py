@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
-import trainer_data
 from tfx.components.trainer import fn_args_utils
 
-from trainer import export, task, training
+from tests.trainer import trainer_data
+from tfxlm import contract
+from trainer import task, training
 from trainer.config import TrainerConfig
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -75,7 +76,7 @@ def test_mlm_perplexity_falls(mlm_run):
 def test_clm_perplexity_falls_in_bfloat16_under_mirrored(clm_run):
   history = _history(clm_run.model_run_dir)
   assert _perplexity_fall(history) >= 0.3, history
-  with open(os.path.join(clm_run.serving_model_dir, export.EXTRA_DIR, export.CONFIG_FILE)) as f:
+  with open(os.path.join(clm_run.serving_model_dir, contract.EXTRA_DIR, contract.TRAINER_CONFIG_FILE)) as f:
     used = json.load(f)
   assert (used['strategy'], used['precision']) == ('mirrored', 'mixed_bfloat16')
 
@@ -91,8 +92,8 @@ def test_warm_start_loads_the_pretrained_backbone(mlm_run, classify_data):
   vocabularies = task.Vocabularies.from_tft_output(
     tft.TFTransformOutput(classify_data['transform_graph']), 'classify')
   model = task.build_task_model(config, vocabularies, base_model=mlm_run.serving_model_dir)
-  pretrained = np.load(os.path.join(mlm_run.serving_model_dir, export.EXTRA_DIR,
-                                    export.BACKBONE_WEIGHTS_FILE))
+  pretrained = np.load(os.path.join(mlm_run.serving_model_dir, contract.EXTRA_DIR,
+                                    contract.BACKBONE_WEIGHTS_FILE))
   for name in ('token_embedding/embeddings',
                'transformer_layer_1/self_attention_layer/query/kernel'):
     weight = next(w for w in model.backbone.weights if w.path == name)
@@ -263,13 +264,13 @@ def test_config_from_fn_args_fills_steps_and_rejects_bad_input():
   def args(custom_config, train_steps=None, eval_steps=None):
     return fn_args_utils.FnArgs(custom_config=custom_config, train_steps=train_steps,
                                 eval_steps=eval_steps)
-  config = task.config_from_fn_args(args({'trainer': {'task': 'clm'}}, 7, 3))
+  config = task.config_from_fn_args(args({contract.TRAINER_CONFIG_KEY: {'task': 'clm'}}, 7, 3))
   assert (config.task, config.train_steps, config.eval_steps) == ('clm', 7, 3)
-  config = task.config_from_fn_args(args({'trainer': {'train_steps': 5, 'eval_steps': 1}}, 7, 3))
+  config = task.config_from_fn_args(args({contract.TRAINER_CONFIG_KEY: {'train_steps': 5, 'eval_steps': 1}}, 7, 3))
   assert (config.train_steps, config.eval_steps) == (5, 1)
   with pytest.raises(ValueError, match=r"unknown key\(s\) \['trainr'\]"):
     task.config_from_fn_args(args({'trainr': {}}, 7, 3))
   with pytest.raises(ValueError, match='no train steps'):
-    task.config_from_fn_args(args({'trainer': {}}, None, 3))
+    task.config_from_fn_args(args({contract.TRAINER_CONFIG_KEY: {}}, None, 3))
   with pytest.raises(ValueError, match='learning_rate must be > 0'):
-    task.config_from_fn_args(args({'trainer': {'learning_rate': -1.0}}, 7, 3))
+    task.config_from_fn_args(args({contract.TRAINER_CONFIG_KEY: {'learning_rate': -1.0}}, 7, 3))

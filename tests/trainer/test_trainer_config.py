@@ -1,12 +1,14 @@
 """TrainerConfig: typed, validated, round-trips through a dict, no TensorFlow needed."""
 
+import dataclasses
 import re
 import subprocess
 import sys
 
 import pytest
 
-from trainer.config import TrainerConfig
+from tfxlm import contract
+from trainer.config import MODEL_SIZES, ModelSize, TrainerConfig
 
 
 def test_round_trip_and_defaults():
@@ -15,12 +17,16 @@ def test_round_trip_and_defaults():
   assert TrainerConfig.from_dict(None) == TrainerConfig()
 
 
-def test_sizes_and_overrides():
-  assert TrainerConfig(model_size='tiny').model_dims()[:2] == (2, 128)
-  assert TrainerConfig(model_size='small').model_dims()[:2] == (4, 256)
-  assert TrainerConfig(model_size='base').model_dims() == (12, 768, 12, 3072)
+def test_sizes_are_named_presets_with_overrides():
+  assert TrainerConfig(model_size='tiny').model_dims() == MODEL_SIZES['tiny']
+  assert TrainerConfig(model_size='small').model_dims().hidden_dim == 256
+  assert TrainerConfig(model_size='base').model_dims() == ModelSize(
+    num_layers=12, hidden_dim=768, num_heads=12, intermediate_dim=3072)
   small = TrainerConfig(model_size='base', num_layers=1, hidden_dim=16, num_heads=2)
-  assert small.model_dims() == (1, 16, 2, 64)
+  assert small.model_dims() == ModelSize(num_layers=1, hidden_dim=16, num_heads=2,
+                                         intermediate_dim=64)
+  for name, size in MODEL_SIZES.items():
+    assert size.hidden_dim % size.num_heads == 0, name
 
 
 def test_ints_are_accepted_for_floats():
@@ -28,23 +34,64 @@ def test_ints_are_accepted_for_floats():
 
 
 @pytest.mark.parametrize('bad, message', [
-  ({'lerning_rate': 0.1}, "unknown key(s) ['lerning_rate']"),
-  ({'seq_len': '128'}, 'seq_len must be int, got str'),
-  ({'train_steps': 1.5}, 'train_steps must be int or null, got float'),
-  ({'jit_compile': 1}, 'jit_compile must be bool'),
-  ({'seq_len': True}, 'seq_len must be int, got bool'),
-  ({'task': 'translate'}, "task must be one of ['mlm', 'clm', 'classify']"),
-  ({'strategy': 'horovod'}, 'strategy must be one of'),
-  ({'precision': 'float16'}, 'precision must be one of'),
-  ({'mask_rate': 0.0}, 'mask_rate must be in (0, 1)'),
-  ({'per_replica_batch_size': 0}, 'per_replica_batch_size must be > 0'),
+  ({'lerning_rate': 0.1}, "unknown key 'lerning_rate'"),
+  ({'seq_len': '128'}, "seq_len: expected an integer, got '128'"),
+  ({'train_steps': 1.5}, 'train_steps: expected an integer, got 1.5'),
+  ({'jit_compile': 1}, 'jit_compile: expected true or false, got 1'),
+  ({'seq_len': True}, 'seq_len: expected an integer, got True'),
+  ({'task': 'translate'}, "task: 'translate' is not one of mlm, clm, classify"),
+  ({'strategy': 'horovod'}, "strategy: 'horovod' is not one of"),
+  ({'precision': 'float16'}, "precision: 'float16' is not one of"),
+  ({'mask_rate': 0.0}, 'mask_rate: must be in (0, 1), got 0.0'),
+  ({'per_replica_batch_size': 0}, 'per_replica_batch_size: must be > 0, got 0'),
   ({'mask_token_rate': 0.95, 'random_token_rate': 0.1}, 'must be <= 1'),
-  ({'learning_rate': None}, 'learning_rate must not be null'),
+  ({'learning_rate': None}, 'learning_rate: expected a number, got None'),
+  ({'hidden_dim': 10, 'num_heads': 3}, 'num_heads: hidden_dim 10 is not divisible by num_heads 3'),
+  ({'task': 'classify', 'seq_len': 2}, 'seq_len: must be >= 3 for classify'),
 ])
 def test_rejects_bad_input_with_a_clear_message(bad, message):
   with pytest.raises(ValueError) as error:
     TrainerConfig.from_dict(bad)
   assert message in str(error.value)
+
+
+# Every float field, with a value outside its range (None: any non-finite value is refused).
+OUT_OF_RANGE = {
+  'learning_rate': [0.0, -1e-4], 'dropout': [-0.1, 1.5], 'end_learning_rate_ratio': [1.01],
+  'weight_decay': [-0.01], 'warmup_ratio': [-0.5, 2.0], 'clip_norm': [-1.0],
+  'mask_rate': [1.0, -0.2], 'mask_token_rate': [1.1], 'random_token_rate': [-0.1],
+}
+
+
+@pytest.mark.parametrize('field', sorted(OUT_OF_RANGE))
+@pytest.mark.parametrize('value', [float('nan'), float('inf'), float('-inf')])
+def test_every_float_field_refuses_non_finite_values(field, value):
+  for build in (lambda: TrainerConfig.from_dict({field: value}, where='train'),
+                lambda: TrainerConfig(**{field: value})):
+    with pytest.raises(ValueError, match=rf'{field}: expected a finite number, got -?(nan|inf)'):
+      build()
+
+
+def test_every_float_field_is_covered_by_the_range_tests():
+  floats = {f.name for f in dataclasses.fields(TrainerConfig) if f.type in (float, 'float')}
+  assert floats == set(OUT_OF_RANGE)
+
+
+@pytest.mark.parametrize('field, value', [(f, v) for f, vs in OUT_OF_RANGE.items() for v in vs])
+def test_out_of_range_values_are_refused_with_the_dotted_key(field, value):
+  with pytest.raises(ValueError, match=rf'^train\.{field}: must be'):
+    TrainerConfig.from_dict({field: value}, where='train')
+
+
+def test_transform_and_trainer_custom_configs_come_from_one_config():
+  config = TrainerConfig(task='classify', seq_len=64)
+  assert config.transform_custom_config() == {contract.TASK_KEY: 'classify',
+                                              contract.SEQ_LEN_KEY: 64}
+  trainer = config.trainer_custom_config()[contract.TRAINER_CONFIG_KEY]
+  assert TrainerConfig.from_dict(trainer) == config
+  # A hyperparameter the Transform does not use leaves its config (and its cache) alone.
+  tuned = dataclasses.replace(config, learning_rate=1e-5)
+  assert tuned.transform_custom_config() == config.transform_custom_config()
 
 
 def test_importable_without_tensorflow():

@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import tensorflow as tf
-import trainer_data
 
+from tests.trainer import trainer_data
 from trainer import task, training
 
 HERE = os.path.dirname(os.path.abspath(__file__))

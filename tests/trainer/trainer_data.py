@@ -16,7 +16,9 @@ import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import metadata_io
 from tfx.components.trainer import fn_args_utils
 
-from trainer import features, preprocessing
+from tfxlm import contract
+from trainer import preprocessing
+from trainer.config import TrainerConfig
 
 POSITIVE = ('good', 'great', 'fine', 'nice', 'happy')
 NEGATIVE = ('bad', 'awful', 'poor', 'sad', 'angry')
@@ -29,7 +31,7 @@ WORDS = FILLER + POSITIVE + NEGATIVE
 def write_vocab(directory):
   """A Vocabulary artifact folder (vocab.txt + vocab.json) holding every generated word."""
   os.makedirs(directory, exist_ok=True)
-  tokens = list(features.RESERVED_TOKENS) + sorted(WORDS) + ['##s', '##ly']
+  tokens = list(contract.RESERVED_TOKENS) + sorted(WORDS) + ['##s', '##ly']
   with open(os.path.join(directory, 'vocab.txt'), 'w') as f:
     f.write(''.join(t + '\n' for t in tokens))
   meta = {'kind': 'wordpiece', 'size': len(tokens), 'lowercase': True, 'strip_accents': True,
@@ -83,18 +85,19 @@ def transform_data(root, task, train_rows, eval_rows, seq_len):
     dict with 'transform_graph', 'train_files', 'eval_files', 'vocab' (tokens).
   """
   vocab_dir, tokens = write_vocab(os.path.join(root, 'vocabulary'))
-  spec = {features.TEXT_KEY: tf.io.FixedLenFeature([1], tf.string)}
-  if task == features.CLASSIFY:
-    spec[features.LABEL_KEY] = tf.io.FixedLenFeature([1], tf.string)
+  spec = {contract.TEXT_KEY: tf.io.FixedLenFeature([1], tf.string)}
+  if task == contract.CLASSIFY:
+    spec[contract.LABEL_KEY] = tf.io.FixedLenFeature([1], tf.string)
   metadata = tft.DatasetMetadata.from_feature_spec(spec)
 
   def instances(rows):
-    if task == features.CLASSIFY:
-      return [{features.TEXT_KEY: [t.encode()], features.LABEL_KEY: [y.encode()]}
+    if task == contract.CLASSIFY:
+      return [{contract.TEXT_KEY: [t.encode()], contract.LABEL_KEY: [y.encode()]}
               for t, y in rows]
-    return [{features.TEXT_KEY: [t.encode()]} for t in rows]
+    return [{contract.TEXT_KEY: [t.encode()]} for t in rows]
 
-  custom_config = {'vocab_uri': vocab_dir, 'task': task, 'seq_len': seq_len}
+  custom_config = {contract.VOCAB_URI_KEY: vocab_dir,
+                   **TrainerConfig(task=task, seq_len=seq_len).transform_custom_config()}
   graph_dir = os.path.join(root, 'transform_graph')
   out = {'transform_graph': graph_dir, 'vocab': tokens}
   with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=os.path.join(root, 'tmp')):
@@ -124,7 +127,7 @@ def fn_args(data, tmp_dir, trainer_config, *, base_model=None, train_steps=None,
     transform_graph_path=data['transform_graph'], transform_output=data['transform_graph'],
     serving_model_dir=os.path.join(tmp_dir, 'serving'),
     model_run_dir=os.path.join(tmp_dir, 'model_run'),
-    base_model=base_model, custom_config={'trainer': dict(trainer_config)},
+    base_model=base_model, custom_config={contract.TRAINER_CONFIG_KEY: dict(trainer_config)},
     train_steps=train_steps, eval_steps=eval_steps)
 
 

@@ -1,0 +1,200 @@
+"""The pipeline factory: wires the components and owns nothing else.
+
+ExampleGen → StatisticsGen → ExampleValidator (against ImportSchemaGen's curated schema)
+→ Vocabulary (gate: stops on anomalies) → Transform → [pretraining Trainer →] Trainer
+→ Resolver (latest blessed) → Evaluator → Pusher.
+
+`create_pipeline` is pure: it reads no environment; runners work out the paths and Beam
+arguments and pass them in.
+"""
+
+from typing import List, Optional
+
+from tfx import v1 as tfx
+
+from components import example_gen as example_gen_lib
+from components import schema as schema_lib
+from components import transform as transform_lib
+from components import vocabulary as vocabulary_lib
+from pipeline import config as config_lib
+from pipeline import evaluation
+from pipeline import resolver as resolver_lib
+from tfxlm import contract
+
+
+def _example_gen(config: config_lib.PipelineConfig):
+  data = config.data
+  split_pattern = data.file_pattern or example_gen_lib.DEFAULT_PATTERNS[data.format]
+  return example_gen_lib.create_example_gen(
+    data.format,
+    config.resolve_path(data.input_base) or config_lib.bundled_imdb_dir(),
+    text_column=data.text_column,
+    label_column=data.label_column if config.train.task == contract.CLASSIFY else None,
+    text_mode=data.text_mode,
+    jsonl_text_field=data.jsonl_text_field,
+    input_splits={name: f'{name}/{split_pattern}' for name in data.input_splits} or None,
+    train_eval_ratio=tuple(data.train_eval_ratio),
+    file_pattern=data.file_pattern or None,
+    shuffle=data.shuffle,
+  )
+
+
+def _data_validation(config: config_lib.PipelineConfig, examples, schema_uri: Optional[str]):
+  """StatisticsGen, the curated schema's import, and ExampleValidator against it."""
+  statistics_gen = tfx.components.StatisticsGen(examples=examples).with_id(
+    contract.STATISTICS_GEN_ID
+  )
+  # The fingerprint of the local file re-runs the import when the schema is edited in place.
+  schema_gen = schema_lib.CuratedSchemaGen(
+    schema_file=schema_uri or config.schema_file,
+    fingerprint=schema_lib.fingerprint(config.schema_file),
+  ).with_id(contract.SCHEMA_GEN_ID)
+  example_validator = tfx.components.ExampleValidator(
+    statistics=statistics_gen.outputs['statistics'], schema=schema_gen.outputs['schema']
+  ).with_id(contract.EXAMPLE_VALIDATOR_ID)
+  return statistics_gen, schema_gen, example_validator
+
+
+def _vocabulary(config: config_lib.PipelineConfig, examples, anomalies):
+  vocab_cfg = config.vocabulary
+  return vocabulary_lib.Vocabulary(
+    examples=examples,
+    anomalies=anomalies,
+    vocab_size=vocab_cfg.size,
+    kind=vocab_cfg.kind,
+    lowercase=vocab_cfg.lowercase,
+    strip_accents=vocab_cfg.strip_accents,
+    nfkc=vocab_cfg.nfkc,
+  ).with_id(contract.VOCABULARY_ID)
+
+
+def _warm_start(config: config_lib.PipelineConfig, examples, schema, vocab):
+  """The components that produce the final Trainer's base model, and that model's channel.
+
+  A `pretrain` stage (its own Transform and Trainer), else an imported `base_model`, else none.
+  """
+  if config.pretrain is not None:
+    transform = _transform(examples, schema, vocab, config.pretrain, contract.PRETRAIN_TRANSFORM_ID)
+    pretrainer = _trainer(config.pretrain, transform, None, contract.PRETRAIN_TRAINER_ID)
+    return [transform, pretrainer], pretrainer.outputs['model']
+  if config.base_model:
+    importer = tfx.dsl.Importer(
+      source_uri=config.resolve_path(config.base_model),
+      artifact_type=tfx.types.standard_artifacts.Model,
+      reimport=False,
+    ).with_id(contract.BASE_MODEL_IMPORTER_ID)
+    return [importer], importer.outputs['result']
+  return [], None
+
+
+def _evaluation(config: config_lib.PipelineConfig, examples, trainer, baseline_strategy):
+  """The baseline resolver and the Evaluator that blesses (or not) the Trainer's model."""
+  model_resolver = tfx.dsl.Resolver(
+    strategy_class=baseline_strategy,
+    model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+    model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+  ).with_id(contract.BASELINE_RESOLVER_ID)
+  # After the Trainer, so that the candidate is the newest model when the baseline is chosen.
+  model_resolver.add_upstream_node(trainer)
+  evaluator = tfx.components.Evaluator(
+    examples=examples,
+    model=trainer.outputs['model'],
+    baseline_model=model_resolver.outputs['model'],
+    eval_config=evaluation.eval_config(config.train.task, config.evaluation, config.schema_file),
+  ).with_id(contract.EVALUATOR_ID)
+  return model_resolver, evaluator
+
+
+def _pusher(config: config_lib.PipelineConfig, trainer, evaluator, serving_root: str):
+  return tfx.components.Pusher(
+    model=trainer.outputs['model'],
+    model_blessing=evaluator.outputs['blessing'],
+    push_destination=tfx.proto.PushDestination(
+      filesystem=tfx.proto.PushDestination.Filesystem(
+        base_directory=f'{serving_root}/{config.serving.model_name}'
+      )
+    ),
+  ).with_id(contract.PUSHER_ID)
+
+
+def _trainer(trainer_cfg, transform, base_model, component_id):
+  trainer = tfx.components.Trainer(
+    run_fn=contract.RUN_FN,
+    examples=transform.outputs['transformed_examples'],
+    transform_graph=transform.outputs['transform_graph'],
+    base_model=base_model,
+    train_args=tfx.proto.TrainArgs(num_steps=trainer_cfg.train_steps),
+    eval_args=tfx.proto.EvalArgs(num_steps=trainer_cfg.eval_steps),
+    custom_config=trainer_cfg.trainer_custom_config(),
+  )
+  return trainer.with_id(component_id)
+
+
+def _transform(examples, schema, vocabulary, trainer_cfg, component_id):
+  """The stage's Transform, configured from the same TrainerConfig as its Trainer."""
+  transform = transform_lib.create_transform(
+    examples=examples,
+    schema=schema,
+    vocabulary=vocabulary,
+    trainer_config=trainer_cfg,
+  )
+  return transform.with_id(component_id)
+
+
+def create_pipeline(
+  config: config_lib.PipelineConfig,
+  *,
+  pipeline_root: str,
+  metadata_connection_config=None,
+  beam_pipeline_args: Optional[List[str]] = None,
+  serving_root: Optional[str] = None,
+  schema_uri: Optional[str] = None,
+  baseline_strategy=resolver_lib.LatestBlessedBaselineStrategy,
+) -> tfx.dsl.Pipeline:
+  """Builds the pipeline described by `config`.
+
+  Args:
+    config: the validated pipeline configuration.
+    pipeline_root: where artifacts are written (local folder, gs://, s3://).
+    metadata_connection_config: ML Metadata connection (None on Kubeflow, which brings its own).
+    beam_pipeline_args: arguments for every Beam-based component.
+    serving_root: the Pusher's destination root; defaults to `config.serving_root`.
+    schema_uri: where ImportSchemaGen reads the curated schema when the pipeline runs, if not
+      at `config.schema_file` (e.g. inside a container image).
+    baseline_strategy: the resolver strategy choosing the Evaluator's baseline model (Kubeflow's
+      compiler only accepts TFX's stock LatestBlessedModelStrategy).
+
+  Returns:
+    The TFX pipeline.
+  """
+  example_gen = _example_gen(config)
+  examples = example_gen.outputs['examples']
+  statistics_gen, schema_gen, example_validator = _data_validation(config, examples, schema_uri)
+  schema = schema_gen.outputs['schema']
+  vocabulary = _vocabulary(config, examples, example_validator.outputs['anomalies'])
+  vocab = vocabulary.outputs['vocabulary']
+  warm_start, base_model = _warm_start(config, examples, schema, vocab)
+  transform = _transform(examples, schema, vocab, config.train, contract.TRANSFORM_ID)
+  trainer = _trainer(config.train, transform, base_model, contract.TRAINER_ID)
+  model_resolver, evaluator = _evaluation(config, examples, trainer, baseline_strategy)
+  pusher = _pusher(config, trainer, evaluator, serving_root or config.serving_root)
+  return tfx.dsl.Pipeline(
+    pipeline_name=config.pipeline_name,
+    pipeline_root=pipeline_root,
+    components=[
+      example_gen,
+      statistics_gen,
+      schema_gen,
+      example_validator,
+      vocabulary,
+      *warm_start,
+      transform,
+      trainer,
+      model_resolver,
+      evaluator,
+      pusher,
+    ],
+    enable_cache=config.enable_cache,
+    metadata_connection_config=metadata_connection_config,
+    beam_pipeline_args=beam_pipeline_args or [],
+  )

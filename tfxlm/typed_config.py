@@ -1,0 +1,196 @@
+"""The one loader of the project's typed configs: plain mappings to frozen dataclasses.
+
+The pipeline config (pipeline/config.py, from YAML) and the trainer config (trainer/config.py,
+from the pipeline config or the Trainer's custom_config) are both built here: one coercion path
+(`from_dict`) and one set of field checks (`check_fields`), so a value is accepted or refused
+the same way whichever door it came in by. Every error names the dotted key:
+`train.learning_rate: expected a finite number, got nan`.
+
+No TensorFlow and no YAML here: the Trainer reads its custom_config with this module.
+"""
+
+import dataclasses
+import math
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar('T')
+
+# A name that becomes a folder, an ML Metadata context or a URL segment: it starts with a letter
+# or digit, then letters, digits, '.', '_' or '-' (no '/', no spaces, never '.' or '..').
+SAFE_NAME_CHARACTERS = "letters, digits, '.', '_' and '-', starting with a letter or digit"
+_SAFE_NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]*')
+
+
+class ConfigError(ValueError):
+  """A configuration value is missing, unknown, of the wrong type or out of range."""
+
+
+class FieldError(ConfigError):
+  """A field's value is refused by its dataclass's own checks; `from_dict` adds the key path."""
+
+  def __init__(self, field: str, message: str):
+    super().__init__(f'{field}: {message}')
+    self.field = field
+    self.message = message
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+  """An interval a number must lie in; `None` leaves that side open to infinity."""
+
+  low: float | None = None
+  high: float | None = None
+  low_inclusive: bool = True
+  high_inclusive: bool = True
+
+  def contains(self, value: float) -> bool:
+    if self.low is not None and (
+      value < self.low or (value == self.low and not self.low_inclusive)
+    ):
+      return False
+    if self.high is not None and (
+      value > self.high or (value == self.high and not self.high_inclusive)
+    ):
+      return False
+    return True
+
+  def __str__(self) -> str:
+    if self.high is None:
+      return f'{">=" if self.low_inclusive else ">"} {self.low:g}'
+    left = '[' if self.low_inclusive else '('
+    right = ']' if self.high_inclusive else ')'
+    return f'in {left}{self.low:g}, {self.high:g}{right}'
+
+
+POSITIVE = Range(low=0, low_inclusive=False)
+NON_NEGATIVE = Range(low=0)
+AT_LEAST_ONE = Range(low=1)
+FRACTION = Range(low=0, high=1)
+OPEN_FRACTION = Range(low=0, high=1, low_inclusive=False, high_inclusive=False)
+
+
+def check_fields(
+  instance: Any,
+  *,
+  ranges: Mapping[str, Range] = (),
+  choices: Mapping[str, Sequence[str]] = (),
+  names: Sequence[str] = (),
+) -> None:
+  """Checks a dataclass's fields: every float finite, numbers in range, choices, safe names.
+
+  Call it from `__post_init__`; `None` (an unset optional field) passes every check.
+
+  Raises:
+    FieldError: naming the first refused field.
+  """
+  for field in dataclasses.fields(instance):
+    value = getattr(instance, field.name)
+    if isinstance(value, float) and not math.isfinite(value):
+      raise FieldError(field.name, f'expected a finite number, got {value}')
+  for name, interval in dict(ranges).items():
+    value = getattr(instance, name)
+    if value is not None and not interval.contains(value):
+      raise FieldError(name, f'must be {interval}, got {value}')
+  for name, options in dict(choices).items():
+    value = getattr(instance, name)
+    if value not in options:
+      raise FieldError(name, f'{value!r} is not one of {", ".join(options)}')
+  for name in names:
+    value = getattr(instance, name)
+    if not _SAFE_NAME.fullmatch(value):
+      raise FieldError(name, f'{value!r} is not a safe name: use {SAFE_NAME_CHARACTERS}')
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = '') -> T:
+  """Builds the dataclass `cls` from a plain mapping, converting and checking every value.
+
+  Args:
+    cls: A (frozen) dataclass whose fields carry type hints; nested dataclasses, `X | None`,
+      `tuple[X, ...]` and fixed-length tuples are followed.
+    data: The mapping (None: all defaults). Keys missing from it keep their defaults.
+    where: The dotted key of `data` inside a larger config, for messages ('' at the top).
+
+  Raises:
+    ConfigError: for an unknown key, a value of the wrong type, or one the dataclass's own
+      checks refuse, naming the dotted key.
+  """
+  if data is None:
+    data = {}
+  if not isinstance(data, Mapping):
+    raise ConfigError(
+      f'{where or cls.__name__}: expected a mapping of {cls.__name__} fields, got {data!r}'
+    )
+  hints = typing.get_type_hints(cls)
+  known = sorted(f.name for f in dataclasses.fields(cls) if f.init)
+  unknown = sorted(set(data) - set(known))
+  if unknown:
+    raise ConfigError(
+      f'{where + ": " if where else ""}unknown key {unknown[0]!r} (known keys: {", ".join(known)})'
+    )
+  values = {key: _convert(value, hints[key], _join(where, key)) for key, value in data.items()}
+  try:
+    return cls(**values)
+  except FieldError as e:
+    raise ConfigError(f'{_join(where, e.field)}: {e.message}') from None
+
+
+def to_dict(value: Any) -> Any:
+  """A dataclass (nested ones too) as plain dicts and lists, which `from_dict` accepts back."""
+  if dataclasses.is_dataclass(value):
+    return {f.name: to_dict(getattr(value, f.name)) for f in dataclasses.fields(value)}
+  if isinstance(value, (tuple, list)):
+    return [to_dict(v) for v in value]
+  return value
+
+
+def _join(where: str, key: str) -> str:
+  return f'{where}.{key}' if where else key
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+  """Checks `value` against the type hint `tp` and returns it in that type."""
+  origin = typing.get_origin(tp)
+  if origin in (typing.Union, types.UnionType):
+    if value is None and type(None) in typing.get_args(tp):
+      return None
+    (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
+    return _convert(value, inner, where)
+  if dataclasses.is_dataclass(tp):
+    return from_dict(tp, value, where) if value is not None else _wrong(where, 'a mapping', value)
+  if origin is tuple:
+    return _convert_tuple(value, typing.get_args(tp), where)
+  if tp is bool:
+    return value if isinstance(value, bool) else _wrong(where, 'true or false', value)
+  if tp is int:
+    if isinstance(value, bool) or not isinstance(value, int):
+      _wrong(where, 'an integer', value)
+    return value
+  if tp is float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      _wrong(where, 'a number', value)
+    if not math.isfinite(value):
+      _wrong(where, 'a finite number', value)
+    return float(value)
+  if tp is str:
+    return value if isinstance(value, str) else _wrong(where, 'a string', value)
+  raise TypeError(f'{where}: unsupported config field type {tp!r}')
+
+
+def _convert_tuple(value: Any, args: tuple, where: str) -> tuple:
+  if isinstance(value, str) or not isinstance(value, (list, tuple)):
+    _wrong(where, 'a list', value)
+  if len(args) == 2 and args[1] is Ellipsis:
+    return tuple(_convert(v, args[0], f'{where}[{i}]') for i, v in enumerate(value))
+  if len(value) != len(args):
+    _wrong(where, f'a list of {len(args)} items', value)
+  return tuple(
+    _convert(v, a, f'{where}[{i}]') for i, (v, a) in enumerate(zip(value, args, strict=True))
+  )
+
+
+def _wrong(where: str, expected: str, value: Any) -> typing.NoReturn:
+  raise ConfigError(f'{where}: expected {expected}, got {value!r}')
