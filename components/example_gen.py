@@ -5,29 +5,56 @@ label column is configured, a `label` feature (the label as a string, so one sch
 `0`/`1` as well as `positive`/`negative`). Source column or field names are renamed here, once,
 so nothing downstream knows them.
 
+Formats live in one registry, `FORMATS`: each entry names its reader (a generator of
+(line or record number, text, label) from one file), its default file pattern and the options the
+reader takes. A new format is one entry and one reader (and its name in `tfxlm.contract`).
+
 Files are read as streams, one record at a time, by a DoFn per file (file names and line numbers
 stay known for error messages): files are the unit of parallelism, so split a large corpus into
-several files (TFRecord input is split by Beam itself).
+several files. Files named `*.gz` or `*.bz2` are decompressed as they are read (csv, text, jsonl;
+tfrecord: gzip).
 
 Handling of bad records (each is either an error naming file, line and problem, or counted):
   * empty or whitespace-only text: skipped and counted (Beam counter `empty_documents_skipped`,
     and a warning per file with the count and the first line numbers);
-  * invalid UTF-8, ragged CSV rows, a missing text column/field, malformed JSON: `DataError`;
+  * invalid UTF-8, ragged CSV rows, a missing text column/field, malformed JSON, a corrupt or
+    truncated compressed file or TFRecord: `DataError`;
   * a missing or empty label: kept without a `label` value, so ExampleValidator reports it
     against the schema (and `label` outside the schema's domain likewise) and the Vocabulary
     gate stops the run;
-  * an input pattern that matches no file: `DataError` naming the pattern.
+  * an input pattern that matches no file: `DataError` naming the pattern;
+  * a split without examples (empty files, a CSV header without rows, a pre-split folder with
+    nothing in it, a hash split of too few examples): `DataError` naming the split and its files;
+    a file without documents beside others is counted (`files_without_documents`) and warned;
+  * a byte-order mark starting a file: stripped; a repeated CSV column name: `DataError`; CSV
+    fields up to 64 Mi characters are read;
+  * with `label_values`, a row whose label is not listed: dropped and counted (Beam counter
+    `rows_dropped_by_label`, and a log line per file with the count per label).
+
+Hash splits hash each example's text (not the whole example), so duplicates stay in one split
+and `TextExampleGen.without_labels()` (the pretraining corpus of the same files) agrees with the
+labeled examples on which text is in which split.
 """
 
 from __future__ import annotations
 
+import bisect
+import bz2
+import collections
+import contextlib
 import csv
+import dataclasses
+import gzip
+import hashlib
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+import struct
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import IO, Any
 
 import apache_beam as beam
+import google_crc32c
 import tensorflow as tf
 from absl import logging
 from tfx import types
@@ -49,21 +76,44 @@ from tfx.types import (
 from tfx.utils import proto_utils
 
 from components.validation import DataError
-from tfxlm import contract as features  # the ingest branch adopts the contract here
+from tfxlm import contract
 
-INPUT_FORMATS = ('csv', 'tfrecord', 'text', 'jsonl')
-TEXT_MODES = ('line', 'file')
-
-# Exec property keys of TextExampleGen, on top of FileBasedExampleGen's.
+# Exec property keys of TextExampleGen, on top of FileBasedExampleGen's. The reader options among
+# them (text_column, label_column, text_mode) are also the readers' keyword arguments.
 INPUT_FORMAT_KEY = 'input_format'
 TEXT_COLUMN_KEY = 'text_column'
 LABEL_COLUMN_KEY = 'label_column'
 TEXT_MODE_KEY = 'text_mode'
 SHUFFLE_KEY = 'shuffle'
+LABEL_VALUES_KEY = 'label_values'  # JSON list of the labels to keep; empty keeps every row
 
 _METRICS_NAMESPACE = 'tfxlm.example_gen'
 # How many line numbers of skipped empty documents a warning lists per file.
 _MAX_REPORTED_LINES = 10
+# How many file names an empty-split error lists.
+_MAX_REPORTED_FILES = 3
+
+# (line number, or record number for TFRecord; text; label or None)
+Record = tuple[int, str, str | None]
+
+# Decompression by file name extension. The streams decompress as they are read.
+_DECOMPRESSORS: dict[str, Callable[[IO[bytes]], IO[bytes]]] = {
+  '.gz': lambda raw: gzip.GzipFile(fileobj=raw, mode='rb'),
+  '.bz2': lambda raw: bz2.BZ2File(raw, mode='rb'),
+}
+# What a damaged compressed stream raises while it is read (BadGzipFile is an OSError).
+_STREAM_ERRORS = (OSError, EOFError, zlib.error)
+
+_CHECK_CHUNK_BYTES = 1 << 20
+_BOM = '\ufeff'
+# Longest CSV field read (Python's csv default is 131,072 characters); bounded so that a file
+# with an unbalanced quote fails instead of reading everything into one field.
+_CSV_FIELD_LIMIT = 64 * 1024 * 1024
+
+# TFRecord framing: uint64 length, masked crc32c of the length, payload, masked crc32c of it.
+_TFRECORD_HEADER = struct.Struct('<QI')
+_TFRECORD_CRC = struct.Struct('<I')
+_TFRECORD_CRC_MASK_DELTA = 0xA282EAD8
 
 
 def _decode(raw: bytes, path: str, line: int) -> str:
@@ -79,10 +129,10 @@ def _decode(raw: bytes, path: str, line: int) -> str:
 def make_example(text: str, label: str | None) -> bytes:
   """Serializes one tf.Example with `text` and, if not None or empty, `label`."""
   feature = {
-    features.TEXT_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[text.encode()]))
+    contract.TEXT_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[text.encode()]))
   }
   if label:
-    feature[features.LABEL_KEY] = tf.train.Feature(
+    feature[contract.LABEL_KEY] = tf.train.Feature(
       bytes_list=tf.train.BytesList(value=[label.encode()])
     )
   return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
@@ -96,143 +146,156 @@ def _label_str(value: Any) -> str | None:
   return str(value).strip() or None
 
 
-def _read_text_lines(path: str) -> Iterator[tuple[int, str, None]]:
-  with fileio.open(path, 'rb') as f:
-    for number, raw in enumerate(f, start=1):
-      yield number, _decode(raw.rstrip(b'\r\n'), path, number), None
+def _compression(path: str) -> str | None:
+  extension = os.path.splitext(path)[1]
+  return extension[1:] if extension in _DECOMPRESSORS else None
 
 
-def _read_text_file(path: str) -> Iterator[tuple[int, str, None]]:
-  # One document per file: the document is the unit, so it is read whole.
-  with fileio.open(path, 'rb') as f:
-    yield 1, _decode(f.read(), path, 1), None
+@contextlib.contextmanager
+def _open(path: str) -> Iterator[IO[bytes]]:
+  """The file's bytes, decompressed when its name ends in .gz or .bz2."""
+  with fileio.open(path, 'rb') as raw:
+    decompressor = _DECOMPRESSORS.get(os.path.splitext(path)[1])
+    if decompressor is None:
+      yield raw
+    else:
+      with decompressor(raw) as stream:
+        yield stream
 
 
-def _read_jsonl(path: str, text_field: str, label_field: str | None):
-  with fileio.open(path, 'rb') as f:
-    for number, raw in enumerate(f, start=1):
-      line = _decode(raw, path, number).strip()
-      if not line:
-        yield number, '', None
-        continue
+def _damaged(path: str, where: str, error: BaseException) -> DataError:
+  kind = f'{_compression(path)} data' if _compression(path) else 'data'
+  return DataError(
+    f'{path}: unreadable {kind} {where} ({error or type(error).__name__}); the '
+    'file is corrupt or truncated: re-create or re-download it'
+  )
+
+
+def _lines(path: str) -> Iterator[tuple[int, str]]:
+  """Streams the decoded lines of a file (line endings kept), numbered from 1."""
+  number = 0
+  with _open(path) as f:
+    try:
+      for number, raw in enumerate(f, start=1):
+        line = _decode(raw, path, number)
+        # A byte-order mark (Windows editors, spreadsheet exports) is not part of the data.
+        yield number, line.removeprefix(_BOM) if number == 1 else line
+    except _STREAM_ERRORS as e:
+      raise _damaged(path, f'after line {number}', e) from None
+
+
+def _read_text(path: str, text_mode: str = contract.LINE) -> Iterator[Record]:
+  if text_mode == contract.FILE:
+    # One document per file: the document is the unit, so it is read whole.
+    with _open(path) as f:
       try:
-        record = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise DataError(f'{path}, line {number}: not valid JSON ({e.msg} at column {e.colno})') from None
-      if not isinstance(record, dict):
-        raise DataError(f'{path}, line {number}: expected a JSON object, got {type(record).__name__}')
-      if text_field not in record:
-        raise DataError(
-          f'{path}, line {number}: no text field {text_field!r} (fields: {sorted(record)})'
-        )
-      text = record[text_field]
-      if not isinstance(text, str):
-        raise DataError(
-          f'{path}, line {number}: text field {text_field!r} is {type(text).__name__}, not a string'
-        )
-      yield number, text, _label_str(record.get(label_field)) if label_field else None
+        data = f.read()
+      except _STREAM_ERRORS as e:
+        raise _damaged(path, 'in the file', e) from None
+    yield 1, _decode(data, path, 1).removeprefix(_BOM), None
+    return
+  for number, line in _lines(path):
+    yield number, line.rstrip('\r\n'), None
 
 
-def _read_csv(path: str, text_column: str, label_column: str | None):
-  with fileio.open(path, 'rb') as f:
-    # csv needs text; decode each physical line ourselves to report invalid UTF-8 precisely.
-    physical = {'line': 0}
-
-    def lines():
-      for raw in f:
-        physical['line'] += 1
-        yield _decode(raw, path, physical['line'])
-
-    reader = csv.reader(lines())
+def _read_jsonl(
+  path: str, text_column: str = contract.TEXT_KEY, label_column: str | None = None
+) -> Iterator[Record]:
+  for number, line in _lines(path):
+    line = line.strip()
+    if not line:
+      yield number, '', None
+      continue
     try:
-      header = next(reader)
-    except StopIteration:
-      raise DataError(f'{path}: empty CSV file (no header row)') from None
-    # A byte-order mark (spreadsheet exports) is not part of the first column's name.
-    header = [name.strip() for name in header]
-    header[0] = header[0].lstrip('\ufeff')
-    wanted = [text_column] + ([label_column] if label_column else [])
-    for column in wanted:
-      if column not in header:
-        raise DataError(f'{path}: no column {column!r} in the header (columns: {header})')
-    text_index = header.index(text_column)
-    label_index = header.index(label_column) if label_column else None
-    try:
-      for row in reader:
-        if not row:  # A blank line is not a record.
-          continue
-        if len(row) != len(header):
-          raise DataError(
-            f'{path}, line {physical["line"]}: ragged row with {len(row)} fields, the header '
-            f'has {len(header)} ({header})'
-          )
-        label = _label_str(row[label_index]) if label_index is not None else None
-        yield physical['line'], row[text_index], label
-    except csv.Error as e:
-      raise DataError(f'{path}, line {physical["line"]}: malformed CSV ({e})') from None
+      record = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise DataError(
+        f'{path}, line {number}: not valid JSON ({e.msg} at column {e.colno})'
+      ) from None
+    if not isinstance(record, dict):
+      raise DataError(f'{path}, line {number}: expected a JSON object, got {type(record).__name__}')
+    if text_column not in record:
+      raise DataError(
+        f'{path}, line {number}: no text field {text_column!r} (fields: {sorted(record)})'
+      )
+    text = record[text_column]
+    if not isinstance(text, str):
+      raise DataError(
+        f'{path}, line {number}: text field {text_column!r} is {type(text).__name__}, not a string'
+      )
+    yield number, text, _label_str(record.get(label_column)) if label_column else None
 
 
-def read_records(path: str, input_format: str, *, text_column: str = 'text',
-                 label_column: str | None = None,
-                 text_mode: str = 'line') -> Iterator[tuple[int, str, str | None]]:
-  """Streams (line number, text, label) from one file of a non-TFRecord format.
+def _read_csv(
+  path: str, text_column: str = contract.TEXT_KEY, label_column: str | None = None
+) -> Iterator[Record]:
+  # csv needs text; the lines are decoded one by one to report invalid UTF-8 precisely, and the
+  # physical line number is the last one the csv reader consumed (a quoted field spans lines).
+  physical = {'line': 0}
 
-  Args:
-    path: The file.
-    input_format: 'csv', 'text' or 'jsonl'.
-    text_column: CSV column or JSON field with the text.
-    label_column: CSV column or JSON field with the label, or None for a corpus.
-    text_mode: For 'text': 'line' (one document per line) or 'file' (one per file).
+  def lines():
+    for number, line in _lines(path):
+      physical['line'] = number
+      yield line
 
-  Raises:
-    DataError: naming the file, line and problem.
-  """
-  if input_format == 'csv':
-    return _read_csv(path, text_column, label_column)
-  if input_format == 'jsonl':
-    return _read_jsonl(path, text_column, label_column)
-  if input_format == 'text':
-    return _read_text_lines(path) if text_mode == 'line' else _read_text_file(path)
-  raise ValueError(f'input_format {input_format!r} is not one of {INPUT_FORMATS}')
-
-
-class _FileToExamples(beam.DoFn):
-  """Turns one file into serialized tf.Examples, counting what it skips."""
-
-  def __init__(self, input_format, text_column, label_column, text_mode):
-    self._args = dict(input_format=input_format, text_column=text_column,
-                      label_column=label_column, text_mode=text_mode)
-    self._documents = beam.metrics.Metrics.counter(_METRICS_NAMESPACE, 'documents')
-    self._empty = beam.metrics.Metrics.counter(_METRICS_NAMESPACE, 'empty_documents_skipped')
-
-  def process(self, path: str) -> Iterator[bytes]:
-    empty_lines = []
-    for number, text, label in read_records(path, **self._args):
-      if not text.strip():
-        empty_lines.append(number)
-        self._empty.inc()
+  csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
+  reader = csv.reader(lines())
+  try:
+    header = next(reader)
+  except StopIteration:
+    raise DataError(f'{path}: empty CSV file (no header row)') from None
+  except csv.Error as e:
+    raise DataError(f'{path}, line {physical["line"]}: malformed CSV header ({e})') from None
+  header = [name.strip() for name in header]
+  repeated = sorted({name for name in header if name and header.count(name) > 1})
+  if repeated:
+    raise DataError(
+      f'{path}: column {repeated[0]!r} appears {header.count(repeated[0])} times in '
+      f'the header ({header}); give each column its own name'
+    )
+  wanted = [text_column] + ([label_column] if label_column else [])
+  for column in wanted:
+    if column not in header:
+      raise DataError(f'{path}: no column {column!r} in the header (columns: {header})')
+  text_index = header.index(text_column)
+  label_index = header.index(label_column) if label_column else None
+  try:
+    for row in reader:
+      if not row:  # A blank line is not a record.
         continue
-      self._documents.inc()
-      yield make_example(text, label)
-    if empty_lines:
-      shown = ', '.join(map(str, empty_lines[:_MAX_REPORTED_LINES]))
-      logging.warning('%s: skipped %d empty or whitespace-only documents (lines %s%s)', path,
-                      len(empty_lines), shown, ', ...' if len(empty_lines) > _MAX_REPORTED_LINES
-                      else '')
+      if len(row) != len(header):
+        raise DataError(
+          f'{path}, line {physical["line"]}: ragged row with {len(row)} fields, the header '
+          f'has {len(header)} ({header})'
+        )
+      label = _label_str(row[label_index]) if label_index is not None else None
+      yield physical['line'], row[text_index], label
+  except csv.Error as e:
+    hint = (
+      f': a field is longer than {_CSV_FIELD_LIMIT:,} characters (an unclosed quote?)'
+      if 'field limit' in str(e)
+      else ''
+    )
+    raise DataError(f'{path}, line {physical["line"]}: malformed CSV ({e}){hint}') from None
 
 
-def _rename_example(serialized: bytes, pattern: str, text_column: str,
-                    label_column: str | None) -> Iterator[bytes]:
-  example = tf.train.Example.FromString(serialized)
+def _example_fields(
+  serialized: bytes, where: str, text_column: str, label_column: str | None
+) -> tuple[str, str | None]:
+  """(text, label) of one serialized tf.Example from `where` (file and record)."""
+  try:
+    example = tf.train.Example.FromString(serialized)
+  except Exception as e:  # noqa: BLE001 - protobuf's DecodeError has no stable import path
+    raise DataError(f'{where}: not a serialized tf.Example ({e})') from None
   feature = example.features.feature
   if text_column not in feature:
     raise DataError(
-      f'{pattern}: a tf.Example has no feature {text_column!r} (features: {sorted(feature)})'
+      f'{where}: the tf.Example has no feature {text_column!r} (features: {sorted(feature)})'
     )
   values = feature[text_column].bytes_list.value
   if len(values) != 1:
     raise DataError(
-      f'{pattern}: feature {text_column!r} must hold exactly one string, got {len(values)} '
+      f'{where}: feature {text_column!r} must hold exactly one string, got {len(values)} '
       f'bytes values'
     )
   label = None
@@ -241,52 +304,332 @@ def _rename_example(serialized: bytes, pattern: str, text_column: str,
     kind = label_feature.WhichOneof('kind')
     label_values = list(getattr(label_feature, kind).value) if kind else []
     label = _label_str(label_values[0]) if label_values else None
-  text = _decode(values[0], pattern, 0)
-  if not text.strip():
-    beam.metrics.Metrics.counter(_METRICS_NAMESPACE, 'empty_documents_skipped').inc()
-    return
-  beam.metrics.Metrics.counter(_METRICS_NAMESPACE, 'documents').inc()
-  yield make_example(text, label)
+  return _decode(values[0], where, 0), label
+
+
+def _masked_crc32c(data: bytes) -> int:
+  crc = google_crc32c.value(data)
+  return (((crc >> 15) | (crc << 17)) + _TFRECORD_CRC_MASK_DELTA) & 0xFFFFFFFF
+
+
+def _tfrecords(path: str) -> Iterator[tuple[int, bytes]]:
+  """Streams (record number, payload) from a TFRecord file, checking each record's CRCs.
+
+  Read here rather than with tf.data, which ends a truncated gzip file silently.
+  """
+  number = 0
+
+  def bad(problem: str) -> DataError:
+    return DataError(
+      f'{path}: record {number} is unreadable ({problem}); the file is corrupt, '
+      'truncated or not a TFRecord file (gzip-compressed ones must be named *.gz)'
+    )
+
+  with _open(path) as f:
+    try:
+      while header := f.read(_TFRECORD_HEADER.size):
+        number += 1
+        if len(header) < _TFRECORD_HEADER.size:
+          raise bad('the file ends inside its header')
+        length, length_crc = _TFRECORD_HEADER.unpack(header)
+        if _masked_crc32c(header[:8]) != length_crc:
+          raise bad('its length does not match its checksum')
+        body = f.read(length + _TFRECORD_CRC.size)
+        if len(body) < length + _TFRECORD_CRC.size:
+          raise bad('the file ends inside it')
+        payload = body[:length]
+        if _masked_crc32c(payload) != _TFRECORD_CRC.unpack(body[length:])[0]:
+          raise bad('its data does not match its checksum')
+        yield number, payload
+    except _STREAM_ERRORS as e:
+      raise _damaged(path, f'in record {number}', e) from None
+
+
+def _read_tfrecord(
+  path: str, text_column: str = contract.TEXT_KEY, label_column: str | None = None
+) -> Iterator[Record]:
+  for number, serialized in _tfrecords(path):
+    text, label = _example_fields(serialized, f'{path}, record {number}', text_column, label_column)
+    yield number, text, label
+
+
+@dataclasses.dataclass(frozen=True)
+class InputFormat:
+  """How ExampleGen reads one input format.
+
+  Attributes:
+    reader: streams `Record`s from one file: `reader(path, **options)`.
+    default_pattern: glob of the format's files under input_base when the config gives none
+      (compressed files included).
+    options: the reader's keyword options, named as TextExampleGen's exec properties.
+  """
+
+  reader: Callable[..., Iterator[Record]]
+  default_pattern: str
+  options: tuple[str, ...]
+
+
+FORMATS: dict[str, InputFormat] = {
+  contract.CSV: InputFormat(_read_csv, '*.csv*', (TEXT_COLUMN_KEY, LABEL_COLUMN_KEY)),
+  contract.TFRECORD: InputFormat(_read_tfrecord, '*', (TEXT_COLUMN_KEY, LABEL_COLUMN_KEY)),
+  contract.TEXT: InputFormat(_read_text, '*.txt*', (TEXT_MODE_KEY,)),
+  contract.JSONL: InputFormat(_read_jsonl, '*.jsonl*', (TEXT_COLUMN_KEY, LABEL_COLUMN_KEY)),
+}
+
+
+def get_format(name: str) -> InputFormat:
+  """The registry entry of format `name`; ValueError naming the known formats otherwise."""
+  if name not in FORMATS:
+    raise ValueError(f'input_format {name!r} is not one of {", ".join(FORMATS)}')
+  return FORMATS[name]
+
+
+def read_records(path: str, input_format_name: str, **options: Any) -> Iterator[Record]:
+  """Streams (line or record number, text, label) from one file.
+
+  Args:
+    path: The file; `*.gz` and `*.bz2` are decompressed as they are read.
+    input_format_name: A key of `FORMATS`.
+    **options: The format's options (`text_column`, `label_column`, `text_mode`); those the
+      format does not take are ignored, those missing take the reader's defaults.
+
+  Raises:
+    DataError: naming the file, line (or record) and problem.
+  """
+  entry = get_format(input_format_name)
+  records = entry.reader(path, **{k: v for k, v in options.items() if k in entry.options})
+  return _blame_damaged_stream(path, records) if _compression(path) else records
+
+
+def _blame_damaged_stream(path: str, records: Iterator[Record]) -> Iterator[Record]:
+  """Reports a damaged compressed file as such, not by the first bad line it produced.
+
+  A bz2 block's checksum is checked at its end, after its (garbled) lines were read: a corrupt
+  file would first show as invalid UTF-8 or malformed CSV. On such an error the rest of the
+  stream is read: if it is damaged, that is the error reported.
+  """
+  try:
+    yield from records
+  except DataError:
+    with _open(path) as f:
+      try:
+        while f.read(_CHECK_CHUNK_BYTES):
+          pass
+      except _STREAM_ERRORS as e:
+        raise _damaged(path, 'in the file', e) from None
+    raise
+
+
+class _FileToExamples(beam.DoFn):
+  """Turns one file into serialized tf.Examples, counting what it skips or drops."""
+
+  def __init__(
+    self, input_format_name: str, options: Mapping[str, Any], label_values: Sequence[str] = ()
+  ):
+    self._format = input_format_name
+    self._options = dict(options)
+    self._label_values = frozenset(label_values)
+    self._documents = beam.metrics.Metrics.counter(_METRICS_NAMESPACE, 'documents')
+    self._empty = beam.metrics.Metrics.counter(_METRICS_NAMESPACE, 'empty_documents_skipped')
+    self._dropped = beam.metrics.Metrics.counter(_METRICS_NAMESPACE, 'rows_dropped_by_label')
+    self._empty_files = beam.metrics.Metrics.counter(_METRICS_NAMESPACE, 'files_without_documents')
+
+  def process(self, path: str) -> Iterator[bytes]:
+    empty_lines = []
+    dropped = collections.Counter()
+    documents = 0
+    for number, text, label in read_records(path, self._format, **self._options):
+      if not text.strip():
+        empty_lines.append(number)
+        self._empty.inc()
+        continue
+      # A missing label is kept: validation reports it against the schema.
+      if self._label_values and label is not None and label not in self._label_values:
+        dropped[label] += 1
+        self._dropped.inc()
+        continue
+      self._documents.inc()
+      documents += 1
+      yield make_example(text, label)
+    if not documents:
+      self._empty_files.inc()
+      logging.warning(
+        '%s: no documents (an empty file, a CSV header without rows, or only blank '
+        'or dropped rows)',
+        path,
+      )
+    if empty_lines:
+      shown = ', '.join(map(str, empty_lines[:_MAX_REPORTED_LINES]))
+      logging.warning(
+        '%s: skipped %d empty or whitespace-only documents (lines %s%s)',
+        path,
+        len(empty_lines),
+        shown,
+        ', ...' if len(empty_lines) > _MAX_REPORTED_LINES else '',
+      )
+    if dropped:
+      logging.info(
+        '%s: dropped %d rows whose label is not in label_values %s (%s)',
+        path,
+        sum(dropped.values()),
+        sorted(self._label_values),
+        ', '.join(f'{label}: {count}' for label, count in dropped.most_common()),
+      )
+
+
+def _text_bucket(serialized: bytes, total_buckets: int) -> int:
+  """The hash bucket of an example's text: equal texts land in the same split whatever their
+  label, in every ExampleGen of the pipeline."""
+  text = tf.train.Example.FromString(serialized).features.feature[contract.TEXT_KEY]
+  return int(hashlib.sha256(text.bytes_list.value[0]).hexdigest(), 16) % total_buckets
+
+
+def _split_index(serialized: bytes, num_partitions: int, bounds: Sequence[int]) -> int:
+  return bisect.bisect(bounds, _text_bucket(serialized, bounds[-1]))
 
 
 @beam.ptransform_fn
-def ReadTextExamples(pipeline: beam.Pipeline, exec_properties: Mapping[str, Any],  # noqa: N802
-                     split_pattern: str) -> beam.PCollection:
+def ReadTextExamples(  # noqa: N802 (Beam transform naming)
+  pipeline: beam.Pipeline,
+  exec_properties: Mapping[str, Any],
+  split_pattern: str,
+) -> beam.PCollection:
   """Reads one input split (a glob under input_base) into serialized tf.Examples."""
   pattern = os.path.join(exec_properties[standard_component_specs.INPUT_BASE_KEY], split_pattern)
-  input_format = exec_properties[INPUT_FORMAT_KEY]
-  text_column = exec_properties.get(TEXT_COLUMN_KEY) or features.TEXT_KEY
-  label_column = exec_properties.get(LABEL_COLUMN_KEY) or None
-  text_mode = exec_properties.get(TEXT_MODE_KEY) or 'line'
+  name = exec_properties[INPUT_FORMAT_KEY]
+  entry = get_format(name)
+  given = {
+    TEXT_COLUMN_KEY: exec_properties.get(TEXT_COLUMN_KEY) or contract.TEXT_KEY,
+    LABEL_COLUMN_KEY: exec_properties.get(LABEL_COLUMN_KEY) or None,
+    TEXT_MODE_KEY: exec_properties.get(TEXT_MODE_KEY) or contract.LINE,
+  }
   files = sorted(p for p in fileio.glob(pattern) if not fileio.isdir(p))
   if not files:
-    raise DataError(f'no input files match {pattern!r} (input_format={input_format!r})')
-  logging.info('Reading %d %s file(s) matching %s', len(files), input_format, pattern)
-  if input_format == 'tfrecord':
-    records = (
-      pipeline
-      | 'ReadTFRecord' >> beam.io.ReadFromTFRecord(pattern)
-      | 'Rename' >> beam.FlatMap(_rename_example, pattern, text_column, label_column)
+    raise DataError(f'no input files match {pattern!r} (input_format={name!r})')
+  logging.info('Reading %d %s file(s) matching %s', len(files), name, pattern)
+  # Files are the unit of parallelism (Create spreads them over the workers); there is no
+  # reshuffle of the records here, as ExampleGen's writer already shuffles once.
+  return (
+    pipeline
+    | 'Files' >> beam.Create(files)
+    | 'Read'
+    >> beam.ParDo(
+      _FileToExamples(name, {k: given[k] for k in entry.options}, label_values(exec_properties))
     )
-  else:
-    # Files are the unit of parallelism (Create spreads them over the workers); there is no
-    # reshuffle of the records here, as ExampleGen's writer already shuffles once.
-    records = (
-      pipeline
-      | 'Files' >> beam.Create(files)
-      | 'Read' >> beam.ParDo(_FileToExamples(input_format, text_column, label_column, text_mode))
+  )
+
+
+def label_values(exec_properties: Mapping[str, Any]) -> list[str]:
+  """The labels to keep, from the exec properties; empty keeps every row."""
+  return json.loads(exec_properties.get(LABEL_VALUES_KEY) or '[]')
+
+
+def _describe_files(pattern: str) -> str:
+  files = sorted(p for p in fileio.glob(pattern) if not fileio.isdir(p))
+  shown = ', '.join(os.path.basename(f) for f in files[:_MAX_REPORTED_FILES])
+  more = ', ...' if len(files) > _MAX_REPORTED_FILES else ''
+  return f'{pattern} ({len(files)} file(s): {shown}{more})'
+
+
+def _check_not_empty(
+  splits: Mapping[str, beam.PCollection], sources: Mapping[str, str], hash_ratio: str | None
+) -> None:
+  """Fails the pipeline, naming the split and its files, if a split has no examples."""
+  counts = [
+    records
+    | f'Count[{name}]' >> beam.combiners.Count.Globally()
+    | f'Name[{name}]' >> beam.Map(lambda count, name=name: (name, count))
+    for name, records in splits.items()
+  ]
+  _ = (
+    counts
+    | 'Counts' >> beam.Flatten()
+    | 'AllCounts' >> beam.combiners.ToList()
+    | 'CheckNotEmpty' >> beam.Map(_raise_on_empty_split, dict(sources), hash_ratio)
+  )
+
+
+def _raise_on_empty_split(
+  counts: list[tuple[str, int]], sources: Mapping[str, str], hash_ratio: str | None
+) -> None:
+  counts = dict(sorted(counts))
+  empty = [name for name, count in counts.items() if not count]
+  if not empty:
+    return
+  if hash_ratio and len(empty) < len(counts):
+    shown = ', '.join(f'{name} {count}' for name, count in counts.items())
+    raise DataError(
+      f'split {empty[0]!r} is empty after the hash split ({hash_ratio}) of '
+      f'{sources[empty[0]]}: examples per split: {shown}; add examples, change '
+      'train_eval_ratio, or pre-split the input into folders (input_splits)'
     )
-  return records
+  where = f'split {empty[0]!r}: ' if not hash_ratio else ''
+  raise DataError(
+    f'{where}no examples in {sources[empty[0]]}: every file is empty, a CSV header without rows, '
+    'or blank or dropped rows only; add examples or point the input at other files'
+  )
 
 
 class Executor(BaseExampleGenExecutor):
-  """ExampleGen executor for csv, tfrecord, text and jsonl input (see the module docstring)."""
+  """ExampleGen executor for the formats of `FORMATS` (see the module docstring)."""
 
   def GetInputSourceToExamplePTransform(self) -> beam.PTransform:  # noqa: N802 (TFX API)
     return ReadTextExamples
 
-  def Do(self, input_dict: dict[str, list[types.Artifact]],  # noqa: N802 (TFX API)
-         output_dict: dict[str, list[types.Artifact]], exec_properties: dict[str, Any]) -> None:
+  def GenerateExamplesByBeam(  # noqa: N802 (TFX API)
+    self,
+    pipeline: beam.Pipeline,
+    exec_properties: dict[str, Any],
+  ) -> dict[str, beam.PCollection]:
+    """The stock split logic, hashing each example's text rather than the whole example.
+
+    So a text and its duplicates stay in one split, and ExampleGens reading the same files
+    with different options (e.g. the corpus and the labeled examples) agree on the splits.
+    """
+    input_config = proto_utils.json_to_proto(
+      exec_properties[standard_component_specs.INPUT_CONFIG_KEY], example_gen_pb2.Input()
+    )
+    output_config = proto_utils.json_to_proto(
+      exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY], example_gen_pb2.Output()
+    )
+    names = example_gen_utils.generate_output_split_names(input_config, output_config)
+    read = self.GetInputSourceToExamplePTransform()
+    base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
+    hash_splits = output_config.split_config.splits
+    if not hash_splits:
+      splits = {
+        split.name: pipeline
+        | f'InputToRecord[{split.name}]' >> read(exec_properties, split.pattern)
+        for split in input_config.splits
+      }
+      sources = {
+        split.name: _describe_files(os.path.join(base, split.pattern))
+        for split in input_config.splits
+      }
+      _check_not_empty(splits, sources, hash_ratio=None)
+      return splits
+    bounds = [sum(s.hash_buckets for s in hash_splits[: i + 1]) for i in range(len(hash_splits))]
+    pattern = input_config.splits[0].pattern
+    parts = (
+      pipeline
+      | 'InputToRecord' >> read(exec_properties, pattern)
+      | 'SplitData' >> beam.Partition(_split_index, len(bounds), bounds)
+    )
+    splits = dict(zip(names, parts, strict=True))
+    source = _describe_files(os.path.join(base, pattern))
+    _check_not_empty(
+      splits,
+      dict.fromkeys(names, source),
+      hash_ratio=':'.join(str(s.hash_buckets) for s in hash_splits),
+    )
+    return splits
+
+  def Do(  # noqa: N802 (TFX API)
+    self,
+    input_dict: dict[str, list[types.Artifact]],
+    output_dict: dict[str, list[types.Artifact]],
+    exec_properties: dict[str, Any],
+  ) -> None:
     """The stock ExampleGen run; without the shuffle before writing when `shuffle` is off.
 
     The stock writer reshuffles every record, which on the DirectRunner passes the whole corpus
@@ -297,21 +640,26 @@ class Executor(BaseExampleGenExecutor):
       return
     self._log_startup(input_dict, output_dict, exec_properties)
     input_config = proto_utils.json_to_proto(
-      exec_properties[standard_component_specs.INPUT_CONFIG_KEY], example_gen_pb2.Input())
+      exec_properties[standard_component_specs.INPUT_CONFIG_KEY], example_gen_pb2.Input()
+    )
     output_config = proto_utils.json_to_proto(
-      exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY], example_gen_pb2.Output())
+      exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY], example_gen_pb2.Output()
+    )
     outputs = output_dict[standard_component_specs.EXAMPLES_KEY]
     artifact_utils.get_single_instance(outputs).split_names = artifact_utils.encode_split_names(
-      example_gen_utils.generate_output_split_names(input_config, output_config))
+      example_gen_utils.generate_output_split_names(input_config, output_config)
+    )
     with self._make_beam_pipeline() as pipeline:
       for split, records in self.GenerateExamplesByBeam(pipeline, exec_properties).items():
-        path = os.path.join(artifact_utils.get_split_uri(outputs, split),
-                            write_split.DEFAULT_FILE_NAME)
+        path = os.path.join(
+          artifact_utils.get_split_uri(outputs, split), write_split.DEFAULT_FILE_NAME
+        )
         _ = records | f'Write[{split}]' >> beam.io.WriteToTFRecord(path, file_name_suffix='.gz')
     for artifact in outputs:
       examples_utils.set_payload_format(artifact, example_gen_pb2.FORMAT_TF_EXAMPLE)
       examples_utils.set_file_format(
-        artifact, write_split.to_file_format_str(example_gen_pb2.FORMAT_TFRECORDS_GZIP))
+        artifact, write_split.to_file_format_str(example_gen_pb2.FORMAT_TFRECORDS_GZIP)
+      )
 
 
 class TextExampleGenSpec(component_spec.ComponentSpec):
@@ -324,6 +672,7 @@ class TextExampleGenSpec(component_spec.ComponentSpec):
     LABEL_COLUMN_KEY: component_spec.ExecutionParameter(type=str, optional=True),
     TEXT_MODE_KEY: component_spec.ExecutionParameter(type=str),
     SHUFFLE_KEY: component_spec.ExecutionParameter(type=int),
+    LABEL_VALUES_KEY: component_spec.ExecutionParameter(type=str, optional=True),
   }
   INPUTS = {}
   OUTPUTS = standard_component_specs.FileBasedExampleGenSpec.OUTPUTS
@@ -336,10 +685,31 @@ class TextExampleGen(base_beam_component.BaseBeamComponent):
   EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
   DRIVER_CLASS = example_gen_driver.FileBasedDriver
 
-  def __init__(self, *, input_base: str, input_format: str, input_config: example_gen_pb2.Input,
-               output_config: example_gen_pb2.Output, text_column: str = features.TEXT_KEY,
-               label_column: str | None = None, text_mode: str = 'line', shuffle: bool = True):
+  def __init__(
+    self,
+    *,
+    input_base: str,
+    input_format: str,
+    input_config: example_gen_pb2.Input,
+    output_config: example_gen_pb2.Output,
+    text_column: str = contract.TEXT_KEY,
+    label_column: str | None = None,
+    text_mode: str = contract.LINE,
+    shuffle: bool = True,
+    label_values: Sequence[str] = (),
+  ):
     """Builds the component; see `create_example_gen` for the arguments."""
+    self._arguments = dict(
+      input_base=input_base,
+      input_format=input_format,
+      input_config=input_config,
+      output_config=output_config,
+      text_column=text_column,
+      label_column=label_column,
+      text_mode=text_mode,
+      shuffle=shuffle,
+      label_values=tuple(label_values),
+    )
     spec = TextExampleGenSpec(
       input_base=input_base,
       input_config=input_config,
@@ -351,25 +721,42 @@ class TextExampleGen(base_beam_component.BaseBeamComponent):
       label_column=label_column,
       text_mode=text_mode,
       shuffle=int(shuffle),
+      label_values=json.dumps(list(label_values)) if label_values else None,
       examples=channel.Channel(type=standard_artifacts.Examples),
     )
     super().__init__(spec=spec)
 
+  @property
+  def filters_labels(self) -> bool:
+    """Whether rows are dropped by label (`label_values`)."""
+    return bool(self._arguments['label_values'])
 
-DEFAULT_PATTERNS = {'csv': '*.csv', 'tfrecord': '*', 'text': '*.txt', 'jsonl': '*.jsonl'}
+  def without_labels(self) -> TextExampleGen:
+    """An ExampleGen of the same files and splits that keeps every row's text and no label
+    (the text-keyed hash split puts each text in the same split as here)."""
+    return TextExampleGen(**{**self._arguments, 'label_column': None, 'label_values': ()})
 
 
-def create_example_gen(input_format: str, input_base: str, *, text_column: str = 'text',
-                       label_column: str | None = None, text_mode: str = 'line',
-                       jsonl_text_field: str = 'text',
-                       input_splits: Mapping[str, str] | None = None,
-                       train_eval_ratio: Sequence[int] = (9, 1),
-                       file_pattern: str | None = None, shuffle: bool = True) -> TextExampleGen:
+def create_example_gen(
+  input_format: str,
+  input_base: str,
+  *,
+  text_column: str = contract.TEXT_KEY,
+  label_column: str | None = None,
+  text_mode: str = contract.LINE,
+  jsonl_text_field: str = contract.TEXT_KEY,
+  input_splits: Mapping[str, str] | None = None,
+  train_eval_ratio: Sequence[int] = (9, 1),
+  file_pattern: str | None = None,
+  shuffle: bool = True,
+  label_values: Sequence[str] = (),
+) -> TextExampleGen:
   """Creates the ExampleGen for one input format.
 
   Args:
-    input_format: 'csv' (with a header row), 'tfrecord' (tf.Example, gzip if named *.gz),
-      'text' (UTF-8 files) or 'jsonl' (one JSON object per line).
+    input_format: A key of `FORMATS`: 'csv' (with a header row), 'tfrecord' (tf.Example),
+      'text' (UTF-8 files) or 'jsonl' (one JSON object per line); files named *.gz (and for
+      all but tfrecord *.bz2) are decompressed.
     input_base: Folder holding the input files.
     text_column: CSV column or tf.Example feature with the text.
     label_column: CSV column, JSON field or tf.Example feature with the label; None for a corpus.
@@ -385,34 +772,52 @@ def create_example_gen(input_format: str, input_base: str, *, text_column: str =
     shuffle: Shuffle the records before writing, as the stock ExampleGen does. Off, the
       records stream from reader to writer in file order (memory stays flat on the
       DirectRunner, ~2x faster); the trainer's own shuffle buffer then does the mixing.
+    label_values: Labels to keep: rows with another (non-empty) label are dropped, counted
+      (Beam counter `rows_dropped_by_label`) and logged per file. Empty keeps every row.
 
   Returns:
     A TFX component whose output 'examples' has `text` (and `label`) features.
 
   Raises:
-    ValueError: for an unknown format or text mode, or a bad ratio.
+    ValueError: for an unknown format or text mode, a bad ratio, or label_values without a
+      label_column.
   """
-  if input_format not in INPUT_FORMATS:
-    raise ValueError(f'input_format {input_format!r} is not one of {INPUT_FORMATS}')
-  if text_mode not in TEXT_MODES:
-    raise ValueError(f'text_mode {text_mode!r} is not one of {TEXT_MODES}')
+  entry = get_format(input_format)
+  if label_values and not label_column:
+    raise ValueError(f'label_values {list(label_values)} need a label_column to read labels from')
+  if text_mode not in contract.TEXT_MODES:
+    raise ValueError(f'text_mode {text_mode!r} is not one of {contract.TEXT_MODES}')
   if input_splits:
-    input_config = example_gen_pb2.Input(splits=[
-      example_gen_pb2.Input.Split(name=name, pattern=pattern)
-      for name, pattern in input_splits.items()
-    ])
+    input_config = example_gen_pb2.Input(
+      splits=[
+        example_gen_pb2.Input.Split(name=name, pattern=pattern)
+        for name, pattern in input_splits.items()
+      ]
+    )
     output_config = example_gen_pb2.Output()
   else:
     if len(train_eval_ratio) != 2 or min(train_eval_ratio) < 1:
       raise ValueError(f'train_eval_ratio must be two positive ints, got {train_eval_ratio}')
     input_config = example_gen_utils.make_default_input_config(
-      file_pattern or DEFAULT_PATTERNS[input_format])
-    output_config = example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
-      example_gen_pb2.SplitConfig.Split(name='train', hash_buckets=int(train_eval_ratio[0])),
-      example_gen_pb2.SplitConfig.Split(name='eval', hash_buckets=int(train_eval_ratio[1])),
-    ]))
-  source_text = jsonl_text_field if input_format == 'jsonl' else text_column
-  return TextExampleGen(input_base=input_base, input_format=input_format,
-                        input_config=input_config, output_config=output_config,
-                        text_column=source_text, label_column=label_column, text_mode=text_mode,
-                        shuffle=shuffle)
+      file_pattern or entry.default_pattern
+    )
+    output_config = example_gen_pb2.Output(
+      split_config=example_gen_pb2.SplitConfig(
+        splits=[
+          example_gen_pb2.SplitConfig.Split(name='train', hash_buckets=int(train_eval_ratio[0])),
+          example_gen_pb2.SplitConfig.Split(name='eval', hash_buckets=int(train_eval_ratio[1])),
+        ]
+      )
+    )
+  source_text = jsonl_text_field if input_format == contract.JSONL else text_column
+  return TextExampleGen(
+    input_base=input_base,
+    input_format=input_format,
+    input_config=input_config,
+    output_config=output_config,
+    text_column=source_text,
+    label_column=label_column,
+    text_mode=text_mode,
+    shuffle=shuffle,
+    label_values=label_values,
+  )

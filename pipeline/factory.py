@@ -24,10 +24,10 @@ from tfxlm import contract
 
 def _example_gen(config: config_lib.PipelineConfig):
   data = config.data
-  split_pattern = data.file_pattern or example_gen_lib.DEFAULT_PATTERNS[data.format]
+  split_pattern = data.file_pattern or example_gen_lib.FORMATS[data.format].default_pattern
   return example_gen_lib.create_example_gen(
     data.format,
-    config.resolve_path(data.input_base) or config_lib.bundled_imdb_dir(),
+    config_lib.input_base_dir(config),
     text_column=data.text_column,
     label_column=data.label_column if config.train.task == contract.CLASSIFY else None,
     text_mode=data.text_mode,
@@ -36,7 +36,25 @@ def _example_gen(config: config_lib.PipelineConfig):
     train_eval_ratio=tuple(data.train_eval_ratio),
     file_pattern=data.file_pattern or None,
     shuffle=data.shuffle,
+    label_values=data.label_values if config.train.task == contract.CLASSIFY else (),
   )
+
+
+def _corpus(config: config_lib.PipelineConfig, example_gen, schema):
+  """The examples and schema that pretraining and the vocabulary read, and their components.
+
+  Label filtering keeps rows out of classification only: with a pretrain stage, a second
+  ExampleGen of the same files (and the same text-keyed splits) keeps every row's text.
+  """
+  if config.pretrain is None or not example_gen.filters_labels:
+    return [], example_gen.outputs['examples'], schema
+  corpus_gen = example_gen.without_labels().with_id(contract.CORPUS_EXAMPLE_GEN_ID)
+  corpus_schema_gen = schema_lib.CuratedSchemaGen(
+    schema_file=config_lib.CORPUS_SCHEMA,
+    fingerprint=schema_lib.fingerprint(config_lib.CORPUS_SCHEMA),
+  ).with_id(contract.CORPUS_SCHEMA_GEN_ID)
+  return ([corpus_gen, corpus_schema_gen], corpus_gen.outputs['examples'],
+          corpus_schema_gen.outputs['schema'])
 
 
 def _data_validation(config: config_lib.PipelineConfig, examples, schema_uri: Optional[str]):
@@ -171,9 +189,10 @@ def create_pipeline(
   examples = example_gen.outputs['examples']
   statistics_gen, schema_gen, example_validator = _data_validation(config, examples, schema_uri)
   schema = schema_gen.outputs['schema']
-  vocabulary = _vocabulary(config, examples, example_validator.outputs['anomalies'])
+  corpus_components, corpus, corpus_schema = _corpus(config, example_gen, schema)
+  vocabulary = _vocabulary(config, corpus, example_validator.outputs['anomalies'])
   vocab = vocabulary.outputs['vocabulary']
-  warm_start, base_model = _warm_start(config, examples, schema, vocab)
+  warm_start, base_model = _warm_start(config, corpus, corpus_schema, vocab)
   transform = _transform(examples, schema, vocab, config.train, contract.TRANSFORM_ID)
   trainer = _trainer(config.train, transform, base_model, contract.TRAINER_ID)
   model_resolver, evaluator = _evaluation(config, examples, trainer, baseline_strategy)
@@ -183,6 +202,7 @@ def create_pipeline(
     pipeline_root=pipeline_root,
     components=[
       example_gen,
+      *corpus_components,
       statistics_gen,
       schema_gen,
       example_validator,

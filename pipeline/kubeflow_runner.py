@@ -24,6 +24,7 @@ import os
 import sys
 
 from pipeline import config as config_lib
+from pipeline import demo_data
 from tfxlm import contract
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'demo.yaml')
@@ -52,6 +53,10 @@ def _cluster_input_base(config: config_lib.PipelineConfig) -> str:
     return IMAGE_BUNDLED_IMDB  # the demo's data, inside the image's tfx package
   if '://' in base:
     return base
+  if demo_data.is_dataset(base):
+    raise config_lib.ConfigError(
+        f'data.input_base: {base} is downloaded into this machine\'s cache, which the cluster '
+        'cannot see: copy that folder to gs://... and point data.input_base there')
   path = config.resolve_path(base)
   if path.startswith(config_lib.REPO + os.sep):
     return _in_image(config, path)

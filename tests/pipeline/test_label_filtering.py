@@ -1,0 +1,55 @@
+"""Label filtering: classification reads the listed labels; pretraining still reads every row."""
+
+import os
+
+import pytest
+
+from pipeline import config as config_lib
+from pipeline import factory as pipeline_lib
+from tfxlm import contract
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _pipeline(tmp_path, label_values, pretrain=True):
+  (tmp_path / 'data').mkdir(exist_ok=True)
+  (tmp_path / 'data' / 'rt.csv').write_text('category,text\nfresh,good\nplot,a story\n')
+  data = {
+    'input_base': str(tmp_path / 'data'),
+    'label_column': 'category',
+    'label_values': label_values,
+    'schema_dir': os.path.join(REPO, 'schemas', 'rotten_tomatoes'),
+  }
+  config = config_lib.from_dict(
+    {'data': data, 'pretrain': {'task': 'mlm'} if pretrain else None, 'train': {'task': 'classify'}}
+  )
+  pipeline = pipeline_lib.create_pipeline(config, pipeline_root=str(tmp_path / 'root'))
+  return {c.id: c for c in pipeline.components}
+
+
+def _source(component, key='examples'):
+  return component.inputs[key].producer_component_id
+
+
+def test_pretraining_and_vocabulary_read_all_rows_classification_the_listed_labels(tmp_path):
+  components = _pipeline(tmp_path, ['fresh', 'rotten'])
+  assert _source(components[contract.VOCABULARY_ID]) == contract.CORPUS_EXAMPLE_GEN_ID
+  assert _source(components[contract.PRETRAIN_TRANSFORM_ID]) == contract.CORPUS_EXAMPLE_GEN_ID
+  assert (
+    _source(components[contract.PRETRAIN_TRANSFORM_ID], 'schema') == contract.CORPUS_SCHEMA_GEN_ID
+  )
+  for name in (contract.STATISTICS_GEN_ID, contract.TRANSFORM_ID, contract.EVALUATOR_ID):
+    assert _source(components[name]) == 'TextExampleGen'
+  labeled, corpus = components['TextExampleGen'], components[contract.CORPUS_EXAMPLE_GEN_ID]
+  assert labeled.exec_properties['label_column'] == 'category'
+  assert corpus.exec_properties['label_column'] is None
+  assert corpus.exec_properties['label_values'] is None
+  assert corpus.exec_properties['input_config'] == labeled.exec_properties['input_config']
+
+
+@pytest.mark.parametrize('label_values,pretrain', [([], True), (['fresh', 'rotten'], False)])
+def test_one_example_gen_when_nothing_needs_a_second(tmp_path, label_values, pretrain):
+  components = _pipeline(tmp_path, label_values, pretrain)
+  assert contract.CORPUS_EXAMPLE_GEN_ID not in components
+  assert _source(components[contract.VOCABULARY_ID]) == 'TextExampleGen'
+  assert components['TextExampleGen'].exec_properties['label_column'] == 'category'
