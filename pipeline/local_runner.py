@@ -42,10 +42,10 @@ def input_bytes(config) -> Optional[int]:
   from pipeline import config as config_lib
 
   data = config.data
-  base = config.resolve_path(data.input_base) or config_lib.bundled_imdb_dir()
-  if '://' in base:
+  if '://' in data.input_base:
     return None
-  pattern = data.file_pattern or example_gen_lib.DEFAULT_PATTERNS[data.format]
+  base = config_lib.input_base_dir(config)  # a named data set is fetched here, once
+  pattern = data.file_pattern or example_gen_lib.get_format(data.format).default_pattern
   folders = [os.path.join(base, split) for split in data.input_splits] or [base]
   total = 0
   for folder in folders:
