@@ -433,16 +433,21 @@ _COLORS = {'train': '#1f6feb', 'eval': '#d9480f'}
 _DIAGNOSTICS = ('learning_rate', 'tokens_per_second')
 
 
-def nice_ticks(low: float, high: float, count: int = 5) -> List[float]:
-  """About `count` round tick values (1, 2 or 5 times a power of ten apart) within [low, high]."""
-  raw = (high - low) / max(count, 1)
-  magnitude = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1.0
-  step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
-  first = math.ceil(low / step - 1e-9) * step
-  ticks = []
-  while first + len(ticks) * step <= high + step * 1e-9:
-    ticks.append(first + len(ticks) * step)
-  return ticks
+def nice_ticks(low: float, high: float, minimum: int = 3) -> List[float]:
+  """Round tick values (1, 2 or 5 times a power of ten apart) within [low, high]: the widest
+  spacing that still gives at least `minimum` ticks."""
+  span = high - low
+  if span <= 0:
+    return [low]
+  exponent = math.floor(math.log10(span))
+  steps = sorted((m * 10.0 ** e for e in (exponent - 2, exponent - 1, exponent)
+                  for m in (1, 2, 5)), reverse=True)
+  for step in steps:
+    first = math.ceil(low / step - 1e-9)
+    last = math.floor(high / step + 1e-9)
+    if last - first + 1 >= minimum:
+      return [i * step for i in range(first, last + 1)]
+  return [low, high]
 
 
 def _tick_label(value: float) -> str:

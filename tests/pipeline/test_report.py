@@ -90,7 +90,7 @@ def test_generate_calls_scalar_and_per_row_signatures(per_row, tmp_path):
                                       (0.61, 0.79), (5.92, 7.25)])
 def test_chart_ticks_are_round_and_inside_the_range(low, high):
   ticks = summary.nice_ticks(low, high)
-  assert 3 <= len(ticks) <= 11
+  assert 3 <= len(ticks) <= 8
   assert all(low - 1e-9 <= t <= high + 1e-9 for t in ticks)
   step = ticks[1] - ticks[0]
   mantissa = step / 10 ** math.floor(math.log10(step))
