@@ -271,6 +271,10 @@ def collect(config: config_lib.PipelineConfig, started: float) -> RunSummary:
     ids, grid = summary.confusion
     if names and all(int(i) < len(names) for i in ids):
       summary.confusion = ([names[int(i)] for i in ids], grid)
+      # TFMA names per-class metrics `auc (classId:0)`: say which label that is.
+      for i, name in enumerate(names):
+        summary.metrics = {k.replace(f'(classId:{i})', f'(label {name})'): v
+                           for k, v in summary.metrics.items()}
   blessing = _latest(store, 'ModelBlessing', 0)
   if blessing is not None:
     summary.blessed = bool(_custom(blessing, 'blessed'))
@@ -497,15 +501,17 @@ def svg_chart(title: str, series: Dict[str, List[Tuple[int, float]]], y_label: s
                f'{html.escape(y_label)}</text>'
                f'<text x="{left}" y="16" font-size="12" font-weight="bold">'
                f'{html.escape(title)}</text>')
-  legend_x = width - right - 8
-  for i, (name, points) in enumerate(sorted(series.items(), key=lambda kv: kv[0] != 'train')):
+  legend_x = width - right
+  for name, points in sorted(series.items(), key=lambda kv: kv[0] == 'train'):
+    # Legend entries right to left above the plot, so they never cover a curve.
     color = _COLORS.get(name, '#555')
     path = ' '.join(f'{x(s):.1f},{y(v):.1f}' for s, v in sorted(points))
     marker = ''.join(f'<circle cx="{x(s):.1f}" cy="{y(v):.1f}" r="2.5" fill="{color}"/>'
                      for s, v in points) if len(points) <= 30 else ''
     parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{path}"/>'
-                 f'{marker}<text x="{legend_x}" y="{16 + 13 * i}" font-size="11" fill="{color}" '
+                 f'{marker}<text x="{legend_x}" y="16" font-size="11" fill="{color}" '
                  f'text-anchor="end">— {html.escape(name)}</text>')
+    legend_x -= 12 + 7 * len(name)
   return (f'<figure><svg width="{width}" height="{height}" role="img" '
           f'aria-label="{html.escape(title)}">{"".join(parts)}</svg></figure>')
 
@@ -598,6 +604,7 @@ def render_report(config: config_lib.PipelineConfig, summary: RunSummary) -> str
   style = ('body{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222}'
            'table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;'
            'padding:2px 8px;text-align:left}figure{display:inline-block;margin:4px}'
+           'pre{overflow-x:auto}'
            '.headline{background:#f4f8ff;border:1px solid #c8d8f0;padding:8px;font-size:14px}')
   return (f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(config.pipeline_name)}'
           f'</title><style>{style}</style></head><body>{"".join(parts)}</body></html>')
