@@ -29,7 +29,6 @@ def _run(config, outputs, overrides, capsys):
 
 def test_demo_classifier_learns_sentiment_and_reports_the_baseline(tmp_path, capsys):
   run, out = _run('demo.yaml', tmp_path, [
-      'pretrain.train_steps=20', 'pretrain.eval_steps=2', 'pretrain.eval_every_steps=20',
       'train.train_steps=160', 'train.eval_steps=8', 'train.eval_every_steps=80',
       'train.learning_rate=1e-3', 'train.warmup_steps=10',
       # The reduced run is judged below against the majority class, not the demo's bar.
