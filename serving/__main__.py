@@ -13,14 +13,16 @@ import signal
 import sys
 import threading
 
+from tfxlm import contract
+
 log = logging.getLogger('serving')
 
 
-def _flags(argv):
+def _flags(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
   parser = argparse.ArgumentParser(prog='python -m serving', description=__doc__.split('\n')[0])
   add = parser.add_argument
-  add('--port', type=int, default=8500, help='gRPC port (0 picks a free one).')
-  add('--rest_api_port', type=int, default=8501,
+  add('--port', type=int, default=contract.GRPC_PORT, help='gRPC port (0 picks a free one).')
+  add('--rest_api_port', type=int, default=contract.REST_PORT,
       help='REST port; 0 disables REST, as in tensorflow_model_server.')
   add('--host', default='127.0.0.1',
       help='Interface to bind (default local only; 0.0.0.0 to expose the server).')
@@ -41,11 +43,35 @@ def _flags(argv):
   add('--max_request_batch_size', type=int, default=0,
       help='Most rows one request may carry (0: no limit; with batching, max_batch_size also'
            ' applies).')
+  add('--max_request_elements', type=int, default=1 << 24,
+      help='Most tensor elements one request may carry, over all its inputs.')
+  add('--max_request_string_bytes', type=int, default=64 << 20,
+      help='Most bytes of string elements one request may carry.')
   add('--grpc_threads', type=int, default=32, help='Requests handled at once over gRPC.')
+  add('--grpc_max_concurrent_rpcs', type=int, default=128,
+      help='RPCs running or waiting for a thread; beyond, RESOURCE_EXHAUSTED.')
+  add('--rest_max_connections', type=int, default=64,
+      help='Open REST connections (one worker thread each); beyond, 503.')
+  add('--rest_header_timeout_seconds', type=float, default=30.0,
+      help='Time an idle REST connection has to send a request line and headers.')
+  add('--rest_body_timeout_seconds', type=float, default=60.0,
+      help='Time a REST request body has to arrive.')
+  add('--max_json_depth', type=int, default=64,
+      help='Deepest nesting of arrays and objects in a REST body.')
   add('--ssl_certfile', default='', help='PEM certificate: serve gRPC over TLS and HTTPS.')
   add('--ssl_keyfile', default='', help='PEM private key for --ssl_certfile.')
+  add('--ssl_client_ca_file', default='',
+      help='PEM CA certificates: require client certificates signed by them (mutual TLS).')
+  add('--auth_token_file', default='',
+      help='File holding a bearer token every call must carry (gRPC metadata and HTTP header'
+           ' "authorization: Bearer <token>"); REST /healthz stays open.')
+  add('--enable_model_management', action='store_true',
+      help='Serve HandleReloadConfigRequest (off by default: any client could unload models).')
   add('--drain_seconds', type=float, default=30.0,
       help='On SIGTERM, how long to wait for in-flight requests.')
+  add('--rest_timeout_seconds', type=float, default=120.0,
+      help='A REST predict or classify call running longer is answered 504 (gRPC calls use'
+           ' their deadline); 0 means no limit.')
   add('--tensorflow_intra_op_parallelism', type=int, default=0,
       help='Threads one TensorFlow op may use (0: TensorFlow chooses, one per core).')
   add('--tensorflow_inter_op_parallelism', type=int, default=0,
@@ -54,7 +80,7 @@ def _flags(argv):
   return parser, parser.parse_args(argv)
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
   """Parses flags, serves until SIGTERM or SIGINT, drains, exits 0."""
   parser, flags = _flags(sys.argv[1:] if argv is None else argv)
   logging.basicConfig(level=flags.log_level.upper(),
@@ -65,6 +91,7 @@ def main(argv=None):
     parser.error('give exactly one of --model_base_path, --model_config_file and'
                  ' --model_base_path_root')
   # Imported once the flags are known good: these pull in TensorFlow, which takes seconds.
+  from serving import codec, rest
   from serving import config as config_lib
   from serving import server as server_lib
   from serving.batching import BatchingOptions
@@ -81,9 +108,21 @@ def main(argv=None):
                   if flags.batching_parameters_file else BatchingOptions())
     options = server_lib.ServerOptions(
         host=flags.host, grpc_port=flags.port, rest_port=flags.rest_api_port or None,
-        grpc_threads=flags.grpc_threads, max_request_bytes=flags.max_request_bytes,
+        grpc_threads=flags.grpc_threads, grpc_max_concurrent_rpcs=flags.grpc_max_concurrent_rpcs,
+        max_request_bytes=flags.max_request_bytes,
+        limits=codec.Limits(flags.max_request_elements, flags.max_request_string_bytes),
+        rest_options=rest.RestOptions(max_connections=flags.rest_max_connections,
+                                      header_timeout=flags.rest_header_timeout_seconds,
+                                      body_timeout=flags.rest_body_timeout_seconds,
+                                      max_json_depth=flags.max_json_depth),
         ssl_certfile=flags.ssl_certfile or None, ssl_keyfile=flags.ssl_keyfile or None,
-        drain_seconds=flags.drain_seconds)
+        ssl_client_ca_file=flags.ssl_client_ca_file or None,
+        auth_token_file=flags.auth_token_file or None,
+        enable_model_management=flags.enable_model_management,
+        drain_seconds=flags.drain_seconds,
+        rest_timeout_seconds=flags.rest_timeout_seconds or None)
+    if options.auth_token_file:
+      server_lib.read_token(options.auth_token_file)  # a bad file is a usage error
   except (OSError, ValueError) as e:
     parser.error(str(e))
   # Before any model loads: TensorFlow fixes its thread pools at the first op.

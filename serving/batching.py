@@ -5,11 +5,16 @@ import dataclasses
 import os
 import threading
 import time
+import typing
+from collections.abc import Callable, Mapping
 
 import grpc
 import numpy as np
 
 from serving import errors
+
+if typing.TYPE_CHECKING:
+  from serving.servable import Signature
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +61,8 @@ class BatchQueue:
     on_batch: called with the number of rows of every executed batch (for metrics), or None.
   """
 
-  def __init__(self, signature, options, on_batch=None):
+  def __init__(self, signature: 'Signature', options: BatchingOptions,
+               on_batch: Callable[[int], None] | None = None):
     self._signature = signature
     self._options = options
     self._on_batch = on_batch
@@ -71,7 +77,8 @@ class BatchQueue:
     for thread in self._threads:
       thread.start()
 
-  def run(self, inputs, rows, deadline=None):
+  def run(self, inputs: Mapping[str, np.ndarray], rows: int, deadline: float | None = None
+          ) -> dict[str, np.ndarray]:
     """Runs `rows` rows of checked inputs as part of a batch; blocks until they are done.
 
     Raises:
@@ -110,7 +117,7 @@ class BatchQueue:
       raise task.error
     return task.outputs
 
-  def close(self):
+  def close(self) -> None:
     """Stops batching: queued requests still run, then the threads exit; later ones run alone."""
     with self._cond:
       self._closed = True

@@ -4,11 +4,15 @@
   python -m serving.client --rest http://localhost:8501 --model_name imdb --text "dull" \\
       --signature predict_text
   python -m serving.client --grpc localhost:8500 --model_name imdb --text "fine" --classify
+  python -m serving.client --rest http://localhost:8501 --model_name lm --generate \
+      --prompt "the film" --max_new_tokens 20 --temperature 0.8 --top_p 0.9 --seed 7
 
 The signature's metadata decides the encoding: a signature whose one input is `examples` (or
 `inputs`) gets serialized tf.Examples with a `text` feature, any other gets the raw strings.
 Prints one JSON object: {"model_spec": ..., "outputs": {...}} or, with --classify,
-{"model_spec": ..., "results": [[[label, score], ...], ...]}.
+{"model_spec": ..., "results": [[[label, score], ...], ...]}. --generate calls a causal LM's
+`generate` signature with every --prompt (the same controls on each row) and prints
+{"model_spec": ..., "outputs": {"text": [continuation, ...]}}.
 """
 
 import argparse
@@ -18,12 +22,12 @@ import ssl
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 
 import grpc
 import numpy as np
 import tensorflow as tf
 from google.protobuf import json_format
-from tensorflow.core.example import example_pb2, feature_pb2
 from tensorflow_serving.apis import (
   classification_pb2,
   get_model_metadata_pb2,
@@ -31,15 +35,23 @@ from tensorflow_serving.apis import (
   prediction_service_pb2_grpc,
 )
 
-EXAMPLE_INPUT_KEYS = ('examples', 'inputs')
-TEXT_FEATURE = 'text'
+from serving.codec import text_example
+from tfxlm import contract
+
+EXAMPLE_INPUT_KEYS = (contract.EXAMPLES_INPUT, 'inputs')
+SIGNATURE_DEF_FIELD = 'signature_def'
 
 
-def text_example(text):
-  """A tf.Example with the `text` feature the models' serving_default parses."""
-  return example_pb2.Example(features=feature_pb2.Features(feature={
-      TEXT_FEATURE: feature_pb2.Feature(bytes_list=feature_pb2.BytesList(
-          value=[text.encode('utf-8')]))}))
+def generation_rows(prompts, max_new_tokens=32, temperature=0.0, top_k=0, top_p=1.0, seed=0):
+  """The `generate` signature's inputs, one dict per prompt with the same controls."""
+  return [{contract.PROMPT_INPUT: p, contract.MAX_NEW_TOKENS_INPUT: max_new_tokens,
+           contract.TEMPERATURE_INPUT: temperature, contract.TOP_K_INPUT: top_k,
+           contract.TOP_P_INPUT: top_p, contract.SEED_INPUT: seed} for p in prompts]
+
+
+_GENERATION_DTYPES = {contract.PROMPT_INPUT: tf.string, contract.MAX_NEW_TOKENS_INPUT: tf.int32,
+                      contract.TEMPERATURE_INPUT: tf.float32, contract.TOP_K_INPUT: tf.int32,
+                      contract.TOP_P_INPUT: tf.float32, contract.SEED_INPUT: tf.int32}
 
 
 def _spec(model_spec, name, signature='', version=None, label=None):
@@ -59,9 +71,11 @@ class GrpcClient:
     root_cert: PEM file of the CA that signed the server's certificate, for TLS; None for
       plaintext.
     timeout: seconds before a call fails with DEADLINE_EXCEEDED.
+    token: a bearer token sent as `authorization` metadata, for a server that wants one.
   """
 
-  def __init__(self, target, root_cert=None, timeout=30.0):
+  def __init__(self, target: str, root_cert: str | None = None, timeout: float = 30.0,
+               token: str | None = None):
     if root_cert:
       with open(root_cert, 'rb') as f:
         self.channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(f.read()))
@@ -69,17 +83,22 @@ class GrpcClient:
       self.channel = grpc.insecure_channel(target)
     self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
     self.timeout = timeout
+    self.metadata = (('authorization', f'Bearer {token}'),) if token else None
 
-  def input_key(self, model, signature='', version=None, label=None):
+  def input_key(self, model: str, signature: str = '', version: int | None = None,
+                label: str | None = None) -> str:
     """The one input key of a signature, read from the model's metadata."""
-    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=['signature_def'])
+    request = get_model_metadata_pb2.GetModelMetadataRequest(
+        metadata_field=[SIGNATURE_DEF_FIELD])
     _spec(request.model_spec, model, version=version, label=label)
-    response = self.stub.GetModelMetadata(request, timeout=self.timeout)
+    response = self.stub.GetModelMetadata(request, timeout=self.timeout, metadata=self.metadata)
     signature_defs = get_model_metadata_pb2.SignatureDefMap()
-    response.metadata['signature_def'].Unpack(signature_defs)
+    response.metadata[SIGNATURE_DEF_FIELD].Unpack(signature_defs)
     return _one_input(signature_defs.signature_def, signature)
 
-  def predict(self, model, texts, signature='', version=None, label=None, input_key=None):
+  def predict(self, model: str, texts: Sequence[str], signature: str = '',
+              version: int | None = None, label: str | None = None,
+              input_key: str | None = None) -> tuple[dict, dict[str, np.ndarray]]:
     """Predicts on texts; returns (model_spec dict, output key -> np.ndarray)."""
     key = input_key or self.input_key(model, signature, version, label)
     request = predict_pb2.PredictRequest()
@@ -87,17 +106,30 @@ class GrpcClient:
     values = [text_example(t).SerializeToString() for t in texts] \
         if key in EXAMPLE_INPUT_KEYS else [t.encode('utf-8') for t in texts]
     request.inputs[key].CopyFrom(tf.make_tensor_proto(values, dtype=tf.string))
-    response = self.stub.Predict(request, timeout=self.timeout)
+    response = self.stub.Predict(request, timeout=self.timeout, metadata=self.metadata)
     return (json_format.MessageToDict(response.model_spec, preserving_proto_field_name=True),
             {k: tf.make_ndarray(v) for k, v in response.outputs.items()})
 
-  def classify(self, model, texts, signature='', version=None, label=None):
+  def generate(self, model, rows, version=None, label=None):
+    """Calls `generate` on `generation_rows`; returns (model_spec dict, {'text': np.ndarray})."""
+    request = predict_pb2.PredictRequest()
+    _spec(request.model_spec, model, contract.GENERATE, version, label)
+    for key, dtype in _GENERATION_DTYPES.items():
+      values = [r[key].encode('utf-8') if dtype == tf.string else r[key] for r in rows]
+      request.inputs[key].CopyFrom(tf.make_tensor_proto(values, dtype=dtype))
+    response = self.stub.Predict(request, timeout=self.timeout, metadata=self.metadata)
+    return (json_format.MessageToDict(response.model_spec, preserving_proto_field_name=True),
+            {k: tf.make_ndarray(v) for k, v in response.outputs.items()})
+
+  def classify(self, model: str, texts: Sequence[str], signature: str = '',
+               version: int | None = None, label: str | None = None
+               ) -> tuple[dict, list[list[tuple[str, float]]]]:
     """Classifies texts as tf.Examples; returns (model_spec dict, [[(label, score), ...]])."""
     request = classification_pb2.ClassificationRequest()
     _spec(request.model_spec, model, signature, version, label)
     for text in texts:
       request.input.example_list.examples.add().CopyFrom(text_example(text))
-    response = self.stub.Classify(request, timeout=self.timeout)
+    response = self.stub.Classify(request, timeout=self.timeout, metadata=self.metadata)
     return (json_format.MessageToDict(response.model_spec, preserving_proto_field_name=True),
             [[(c.label, c.score) for c in row.classes]
              for row in response.result.classifications])
@@ -110,12 +142,17 @@ class RestClient:
     url: the server's base URL, e.g. http://localhost:8501.
     cafile: PEM file of the CA for an https:// URL with a private certificate.
     timeout: seconds before giving up.
+    token: a bearer token sent in the `Authorization` header, for a server that wants one.
   """
 
-  def __init__(self, url, cafile=None, timeout=30.0):
+  def __init__(self, url: str, cafile: str | None = None, timeout: float = 30.0,
+               token: str | None = None):
     self.url = url.rstrip('/')
     self.context = ssl.create_default_context(cafile=cafile) if cafile else None
     self.timeout = timeout
+    self.headers = {'Content-Type': 'application/json'}
+    if token:
+      self.headers['Authorization'] = f'Bearer {token}'
 
   def _path(self, model, version=None, label=None):
     path = f'{self.url}/v1/models/{model}'
@@ -123,26 +160,30 @@ class RestClient:
       return f'{path}/versions/{version}'
     return f'{path}/labels/{label}' if label else path
 
-  def request(self, url, body=None):
+  def request(self, url: str, body: dict | None = None) -> dict:
     """GETs (or POSTs the JSON `body` to) `url`; returns the decoded JSON answer.
 
     Raises:
       RuntimeError: with the HTTP status and TF Serving's {"error": ...} message.
     """
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data,
-                                     headers={'Content-Type': 'application/json'})
+    request = urllib.request.Request(url, data=data, headers=self.headers)
     try:
       with urllib.request.urlopen(request, timeout=self.timeout, context=self.context) as r:
         return json.loads(r.read())
     except urllib.error.HTTPError as e:
       raise RuntimeError(f'HTTP {e.code}: {e.read().decode("utf-8", "replace")}') from None
 
-  def input_key(self, model, signature='', version=None, label=None):
+  def input_key(self, model: str, signature: str = '', version: int | None = None,
+                label: str | None = None) -> str:
+    """The one input key of a signature, read from the model's metadata."""
     metadata = self.request(self._path(model, version, label) + '/metadata')
-    return _one_input(metadata['metadata']['signature_def']['signature_def'], signature)
+    signature_defs = metadata['metadata'][SIGNATURE_DEF_FIELD][SIGNATURE_DEF_FIELD]
+    return _one_input(signature_defs, signature)
 
-  def predict(self, model, texts, signature='', version=None, label=None, input_key=None):
+  def predict(self, model: str, texts: Sequence[str], signature: str = '',
+              version: int | None = None, label: str | None = None,
+              input_key: str | None = None) -> dict:
     """Predicts on texts; returns the outputs (output key -> list), columnar."""
     key = input_key or self.input_key(model, signature, version, label)
     values = [{'b64': base64.b64encode(text_example(t).SerializeToString()).decode()}
@@ -150,13 +191,22 @@ class RestClient:
     body = {'signature_name': signature, 'inputs': {key: values}}
     return self.request(self._path(model, version, label) + ':predict', body)['outputs']
 
-  def classify(self, model, texts, signature='', version=None, label=None):
-    body = {'signature_name': signature, 'examples': [{TEXT_FEATURE: t} for t in texts]}
+  def generate(self, model, rows, version=None, label=None):
+    """Calls `generate` on `generation_rows` in the row format; returns {'text': [...]}."""
+    body = {'signature_name': contract.GENERATE, 'instances': rows}
+    answer = self.request(self._path(model, version, label) + ':predict', body)
+    return {contract.GENERATED_TEXT: answer['predictions']}
+
+  def classify(self, model: str, texts: Sequence[str], signature: str = '',
+               version: int | None = None, label: str | None = None) -> list:
+    """Classifies texts; returns [[[label, score], ...], ...], one list per text."""
+    body = {'signature_name': signature,
+            'examples': [{contract.TEXT_KEY: t} for t in texts]}
     return self.request(self._path(model, version, label) + ':classify', body)['results']
 
 
 def _one_input(signature_defs, signature):
-  name = signature or 'serving_default'
+  name = signature or contract.SERVING_DEFAULT
   if name not in signature_defs:
     raise ValueError(f'the model has no signature "{name}"; it has {sorted(signature_defs)}')
   inputs = signature_defs[name].inputs if hasattr(signature_defs[name], 'inputs') else \
@@ -177,30 +227,54 @@ def _jsonable(value):
   return value
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog='python -m serving.client',
                                    description=__doc__.split('\n')[0])
   where = parser.add_mutually_exclusive_group(required=True)
   where.add_argument('--grpc', help='host:port of the gRPC API')
   where.add_argument('--rest', help='base URL of the REST API, e.g. http://localhost:8501')
   parser.add_argument('--model_name', required=True)
-  parser.add_argument('--text', action='append', required=True,
-                      help='a text to send (repeat for a batch)')
+  parser.add_argument('--text', action='append', help='a text to send (repeat for a batch)')
   parser.add_argument('--signature', default='', help='signature name (default serving_default)')
   version = parser.add_mutually_exclusive_group()
   version.add_argument('--version', type=int, help='a specific model version')
   version.add_argument('--label', help='a version label')
   parser.add_argument('--classify', action='store_true', help='use the Classify API')
+  parser.add_argument('--generate', action='store_true',
+                      help="call a causal LM's generate signature on --prompt")
+  parser.add_argument('--prompt', action='append', help='a prompt (repeat for a batch)')
+  parser.add_argument('--max_new_tokens', type=int, default=32)
+  parser.add_argument('--temperature', type=float, default=0.0, help='0: greedy')
+  parser.add_argument('--top_k', type=int, default=0, help='0: the whole vocabulary')
+  parser.add_argument('--top_p', type=float, default=1.0, help='1: no nucleus cut')
+  parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--timeout', type=float, default=30.0, help='seconds (the gRPC deadline)')
   parser.add_argument('--root_cert', help='CA certificate (PEM) for TLS / HTTPS')
+  parser.add_argument('--auth_token_file', help='file holding the bearer token to send')
   flags = parser.parse_args(argv)
+  if flags.generate != bool(flags.prompt) or flags.generate == bool(flags.text):
+    parser.error('give --text (to predict or --classify) or --generate with --prompt')
   args = (flags.model_name, flags.text, flags.signature, flags.version, flags.label)
   try:
-    if flags.grpc:
-      client = GrpcClient(flags.grpc, flags.root_cert, flags.timeout)
+    token = None
+    if flags.auth_token_file:
+      with open(flags.auth_token_file, encoding='utf-8') as f:
+        token = f.read().strip()
+    if flags.generate:
+      rows = generation_rows(flags.prompt, flags.max_new_tokens, flags.temperature,
+                             flags.top_k, flags.top_p, flags.seed)
+      if flags.grpc:
+        client = GrpcClient(flags.grpc, flags.root_cert, flags.timeout, token)
+        spec, answer = client.generate(flags.model_name, rows, flags.version, flags.label)
+      else:
+        client = RestClient(flags.rest, flags.root_cert, flags.timeout, token)
+        spec = {'name': flags.model_name}
+        answer = client.generate(flags.model_name, rows, flags.version, flags.label)
+    elif flags.grpc:
+      client = GrpcClient(flags.grpc, flags.root_cert, flags.timeout, token)
       spec, answer = client.classify(*args) if flags.classify else client.predict(*args)
     else:
-      client = RestClient(flags.rest, flags.root_cert, flags.timeout)
+      client = RestClient(flags.rest, flags.root_cert, flags.timeout, token)
       spec = {'name': flags.model_name}
       answer = client.classify(*args) if flags.classify else client.predict(*args)
   except grpc.RpcError as e:

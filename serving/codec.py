@@ -1,55 +1,214 @@
-"""Conversions between wire formats (TensorProto, TF Serving's REST JSON) and numpy arrays."""
+"""Conversions between wire formats (TensorProto, TF Serving's REST JSON) and numpy arrays.
+
+Decoding is bounded: a TensorProto's declared shape is checked against the values it carries,
+and every request draws on a `Budget` of elements and string bytes, before anything the size of
+the declared shape is allocated. A 20-byte message declaring 2**31 strings is refused at once.
+"""
 
 import base64
 import binascii
+import dataclasses
 import math
 
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.example import example_pb2, feature_pb2
-from tensorflow.core.framework import tensor_pb2
+from tensorflow.core.framework import tensor_pb2, types_pb2
 
 from serving import errors
+from tfxlm import contract
+
+# A TensorProto carrying one value for a larger shape broadcasts it (TensorFlow's rule), but only
+# up to this many elements: beyond, the sender must send the values it means.
+MAX_BROADCAST_ELEMENTS = 1024
+MAX_RANK = 32
 
 _DT_STRING = tf.string.as_datatype_enum
 # The fixed-width dtypes whose bytes travel in tensor_content as numpy lays them out.
-_NUMERIC = {tf.as_dtype(t).as_datatype_enum: np.dtype(t) for t in (
-    np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8,
-    np.uint16, np.uint32, np.uint64, np.bool_)}
+_NUMERIC = {
+  tf.as_dtype(t).as_datatype_enum: np.dtype(t)
+  for t in (
+    np.float16,
+    np.float32,
+    np.float64,
+    np.int8,
+    np.int16,
+    np.int32,
+    np.int64,
+    np.uint8,
+    np.uint16,
+    np.uint32,
+    np.uint64,
+    np.bool_,
+  )
+}
+_NUMERIC[tf.bfloat16.as_datatype_enum] = np.dtype(tf.bfloat16.as_numpy_dtype)
 _NUMERIC_ENUM = {v: k for k, v in _NUMERIC.items()}
+# Where each dtype's values travel when tensor_content is empty, and the numpy type they have
+# there (half floats travel as their 16 bits in an int32 field).
+_VALUE_FIELD = {
+  tf.float32: ('float_val', np.float32),
+  tf.float64: ('double_val', np.float64),
+  tf.int8: ('int_val', np.int32),
+  tf.int16: ('int_val', np.int32),
+  tf.int32: ('int_val', np.int32),
+  tf.uint8: ('int_val', np.int32),
+  tf.uint16: ('int_val', np.int32),
+  tf.int64: ('int64_val', np.int64),
+  tf.uint32: ('uint32_val', np.uint32),
+  tf.uint64: ('uint64_val', np.uint64),
+  tf.bool: ('bool_val', np.bool_),
+  tf.float16: ('half_val', np.uint16),
+  tf.bfloat16: ('half_val', np.uint16),
+}
+_VALUE_FIELD = {dtype.as_datatype_enum: field for dtype, field in _VALUE_FIELD.items()}
 
 
-def from_tensor_proto(key, proto):
-  """Decodes one TensorProto of a PredictRequest.
+@dataclasses.dataclass(frozen=True)
+class Limits:
+  """What one request may carry, summed over its input tensors.
 
-  Strings and numbers packed in tensor_content (what tf.make_tensor_proto writes) take a fast
-  path; everything else goes through tf.make_ndarray.
+  Attributes:
+    max_elements: tensor elements (a [4, 16] tensor is 64).
+    max_string_bytes: bytes of all string elements (a broadcast string counts once per element).
+  """
+
+  max_elements: int = 1 << 24
+  max_string_bytes: int = 64 << 20
+
+  def __post_init__(self):
+    for field in dataclasses.fields(self):
+      if getattr(self, field.name) < 1:
+        raise ValueError(f'{field.name} must be positive, got {getattr(self, field.name)}')
+
+  def budget(self) -> 'Budget':
+    """A fresh budget for one request."""
+    return Budget(self)
+
+
+class Budget:
+  """Counts the elements and string bytes one request has decoded so far against its Limits."""
+
+  def __init__(self, limits: Limits):
+    self._limits = limits
+    self.elements = 0
+    self.string_bytes = 0
+
+  def charge(self, key: str, elements: int, string_bytes: int = 0) -> None:
+    """Adds one input's elements and string bytes.
+
+    Raises:
+      ServingError: INVALID_ARGUMENT naming the input when the request goes over a limit.
+    """
+    self.elements += elements
+    self.string_bytes += string_bytes
+    if self.elements > self._limits.max_elements:
+      raise errors.invalid_argument(
+        f'input "{key}": the request carries {self.elements} tensor elements, more than the'
+        f' limit of {self._limits.max_elements} (--max_request_elements); send fewer rows'
+      )
+    if self.string_bytes > self._limits.max_string_bytes:
+      raise errors.invalid_argument(
+        f'input "{key}": the request carries {self.string_bytes} bytes of strings, more than'
+        f' the limit of {self._limits.max_string_bytes} (--max_request_string_bytes)'
+      )
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def _declared_shape(key, proto):
+  if proto.tensor_shape.unknown_rank:
+    raise errors.invalid_argument(
+      f'input "{key}": its TensorProto has an unknown rank; give the shape'
+    )
+  shape = [d.size for d in proto.tensor_shape.dim]
+  if len(shape) > MAX_RANK:
+    raise errors.invalid_argument(f'input "{key}": rank {len(shape)} is more than {MAX_RANK}')
+  if any(size < 0 for size in shape):
+    raise errors.invalid_argument(f'input "{key}": shape {shape} has a negative dimension')
+  return shape
+
+
+def _check_count(key, carried, shape, size):
+  """The values a proto carries must fill its shape, or be one value broadcast a little."""
+  if carried == size or (carried == 1 and size <= MAX_BROADCAST_ELEMENTS):
+    return
+  raise errors.invalid_argument(
+    f'input "{key}": cannot decode its TensorProto: shape {shape} needs {size} values but it'
+    f' carries {carried} (one value broadcasts to at most {MAX_BROADCAST_ELEMENTS})'
+  )
+
+
+def from_tensor_proto(
+  key: str, proto: tensor_pb2.TensorProto, budget: Budget | None = None
+) -> np.ndarray:
+  """Decodes one TensorProto of a PredictRequest, never allocating more than it carries.
+
+  Args:
+    key: the input's name, for messages.
+    proto: the TensorProto.
+    budget: the request's Budget (a fresh default one if None).
 
   Raises:
-    ServingError: INVALID_ARGUMENT when the proto is malformed (e.g. its content does not match
-      its shape).
+    ServingError: INVALID_ARGUMENT when the proto is malformed (its values do not fill its
+      shape, its dtype is not one a signature can take) or the request goes over a limit.
   """
-  shape = [d.size for d in proto.tensor_shape.dim]
-  size = math.prod(shape) if not proto.tensor_shape.unknown_rank else -1
-  if proto.dtype == _DT_STRING and len(proto.string_val) == size and size > 0:
-    return np.array(list(proto.string_val), dtype=object).reshape(shape)
+  budget = budget or DEFAULT_LIMITS.budget()
+  shape = _declared_shape(key, proto)
+  size = math.prod(shape)
+  if proto.dtype == _DT_STRING:
+    values = proto.string_val
+    _check_count(key, len(values), shape, size)
+    if len(values) == size:
+      budget.charge(key, size, sum(len(v) for v in values))
+      array = np.empty(size, dtype=object)
+      array[:] = list(values)
+    else:
+      budget.charge(key, size, len(values[0]) * size)
+      array = np.full(size, values[0], dtype=object)
+    return array.reshape(shape)
   numpy_dtype = _NUMERIC.get(proto.dtype)
-  if numpy_dtype is not None and proto.tensor_content and \
-     len(proto.tensor_content) == size * numpy_dtype.itemsize:
+  if numpy_dtype is None:
+    name = (
+      types_pb2.DataType.Name(proto.dtype)
+      if proto.dtype in types_pb2.DataType.values()
+      else str(proto.dtype)
+    )
+    raise errors.invalid_argument(
+      f'input "{key}": dtype {name} is not supported; use a string,'
+      ' integer, floating point or bool tensor'
+    )
+  if proto.tensor_content:
+    if len(proto.tensor_content) != size * numpy_dtype.itemsize:
+      raise errors.invalid_argument(
+        f'input "{key}": cannot decode its TensorProto: shape {shape} of'
+        f' {numpy_dtype.name} needs {size * numpy_dtype.itemsize} bytes of tensor_content,'
+        f' it has {len(proto.tensor_content)}'
+      )
+    budget.charge(key, size)
     return np.frombuffer(proto.tensor_content, dtype=numpy_dtype).reshape(shape)
-  try:
-    return tf.make_ndarray(proto)
-  except (ValueError, TypeError, KeyError) as e:
-    raise errors.invalid_argument(f'input "{key}": cannot decode its TensorProto: {e}') from None
+  field, wire_dtype = _VALUE_FIELD[proto.dtype]
+  values = getattr(proto, field)
+  _check_count(key, len(values), shape, size)
+  budget.charge(key, size)
+  wire = (
+    np.array(values, dtype=wire_dtype)
+    if len(values) == size
+    else np.full(size, values[0], dtype=wire_dtype)
+  )
+  array = wire.view(numpy_dtype) if field == 'half_val' else wire.astype(numpy_dtype)
+  return array.reshape(shape)
 
 
-def to_tensor_proto(array):
+def to_tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
   """Encodes an output array (a fast path for strings and common numeric types)."""
   proto = tensor_pb2.TensorProto()
   if array.dtype == object:
     proto.dtype = _DT_STRING
-    proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode()
-                            for v in array.ravel().tolist())
+    proto.string_val.extend(
+      v if isinstance(v, bytes) else str(v).encode() for v in array.ravel().tolist()
+    )
   elif array.dtype in _NUMERIC_ENUM:
     proto.dtype = _NUMERIC_ENUM[array.dtype]
     proto.tensor_content = np.ascontiguousarray(array).tobytes()
@@ -60,31 +219,41 @@ def to_tensor_proto(array):
   return proto
 
 
-def from_json(key, value, dtype):
+def from_json(key: str, value: object, dtype: tf.DType, budget: Budget | None = None) -> np.ndarray:
   """Converts a JSON value (nested lists) to an array of `dtype`, TF Serving's way.
 
   Strings become UTF-8 bytes; {"b64": "..."} objects become the bytes they encode.
 
   Raises:
     ServingError: INVALID_ARGUMENT naming the input when the value is ragged, not of the
-      expected kind, or not valid base64 / UTF-8.
+      expected kind, not valid base64 / UTF-8, or over the request's limits.
   """
+  budget = budget or DEFAULT_LIMITS.budget()
   if dtype == tf.string:
-    array = np.asarray(_strings(key, value), dtype=object)
-    if array.dtype != object or (array.size and not isinstance(array.flat[0], bytes)):
+    try:
+      array = np.asarray(_strings(key, value), dtype=object)
+    except ValueError as e:
+      raise errors.invalid_argument(f'input "{key}": ragged list ({e})') from None
+    if array.size and any(not isinstance(v, bytes) for v in array.flat):
       raise errors.invalid_argument(f'input "{key}": ragged or mixed-type list')
+    budget.charge(key, array.size, sum(len(v) for v in array.flat))
     return array
   try:
     array = np.asarray(value)
   except ValueError as e:
     raise errors.invalid_argument(f'input "{key}": ragged list ({e})') from None
+  budget.charge(key, array.size)
   numpy_dtype = dtype.as_numpy_dtype
-  allowed = {'b': 'b', 'i': 'iu', 'u': 'iu', 'f': 'iuf', 'c': 'iufc'}[np.dtype(numpy_dtype).kind]
+  kind = np.dtype(numpy_dtype).kind
+  allowed = {'b': 'b', 'i': 'iu', 'u': 'iu', 'f': 'iuf', 'c': 'iufc'}.get(kind)
+  if allowed is None:
+    raise errors.invalid_argument(f'input "{key}": dtype {dtype.name} cannot be sent as JSON')
   if array.size and array.dtype.kind not in allowed:
     raise errors.invalid_argument(
-        f'input "{key}" expects {dtype.name} values but got'
-        f' {_json_kind(array)} (e.g. {json_safe(array.flat[0])!r})')
-  if array.dtype.kind in 'iu' and np.dtype(numpy_dtype).kind in 'iu':
+      f'input "{key}" expects {dtype.name} values but got'
+      f' {_json_kind(array)} (e.g. {json_safe(array.flat[0])!r:.80})'
+    )
+  if array.dtype.kind in 'iu' and kind in 'iu':
     info = np.iinfo(numpy_dtype)
     if array.size and (array.min() < info.min or array.max() > info.max):
       raise errors.invalid_argument(f'input "{key}": value out of range for {dtype.name}')
@@ -92,11 +261,17 @@ def from_json(key, value, dtype):
 
 
 def _json_kind(array):
-  return {'U': 'strings', 'O': 'objects or mixed values', 'f': 'floats', 'b': 'booleans',
-          'i': 'integers'}.get(array.dtype.kind, array.dtype.name)
+  return {
+    'U': 'strings',
+    'O': 'objects or mixed values',
+    'f': 'floats',
+    'b': 'booleans',
+    'i': 'integers',
+  }.get(array.dtype.kind, array.dtype.name)
 
 
-def json_safe(value):
+def json_safe(value: object) -> object:
+  """A numpy scalar as the Python value JSON can hold; anything else unchanged."""
   return value.item() if hasattr(value, 'item') else value
 
 
@@ -114,10 +289,11 @@ def _strings(key, value):
     except (binascii.Error, ValueError) as e:
       raise errors.invalid_argument(f'input "{key}": invalid base64 in "b64": {e}') from None
   raise errors.invalid_argument(
-      f'input "{key}" expects strings (or {{"b64": ...}} objects) but got {value!r:.80}')
+    f'input "{key}" expects strings (or {{"b64": ...}} objects) but got {value!r:.80}'
+  )
 
 
-def to_json(key, array):
+def to_json(key: str, array: np.ndarray) -> object:
   """Converts an output array to JSON values, TF Serving's way.
 
   String outputs whose key ends in `_bytes`, and strings that are not UTF-8, become
@@ -140,7 +316,7 @@ def to_json(key, array):
   return array.tolist()
 
 
-def example_from_json(index, obj):
+def example_from_json(index: int | str, obj: object) -> example_pb2.Example:
   """Builds a tf.Example from a REST classify example: feature name -> value or list of values.
 
   Strings become bytes_list, integers int64_list, floats float_list, {"b64": ...} bytes.
@@ -149,7 +325,9 @@ def example_from_json(index, obj):
     ServingError: INVALID_ARGUMENT naming the example and feature that cannot be converted.
   """
   if not isinstance(obj, dict):
-    raise errors.invalid_argument(f'examples[{index}] must be an object of features, got {obj!r:.80}')
+    raise errors.invalid_argument(
+      f'examples[{index}] must be an object of features, got {obj!r:.80}'
+    )
   example = example_pb2.Example()
   for name, value in obj.items():
     values = value if isinstance(value, list) else [value]
@@ -160,6 +338,8 @@ def example_from_json(index, obj):
     if all(isinstance(v, (str, dict)) for v in values):
       feature.bytes_list.value.extend(_strings(where, values))
     elif all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+      if any(not -(2**63) <= v < 2**63 for v in values):
+        raise errors.invalid_argument(f'{where}: integer out of range for int64')
       feature.int64_list.value.extend(values)
     elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
       feature.float_list.value.extend(values)
@@ -168,7 +348,9 @@ def example_from_json(index, obj):
   return example
 
 
-def merge_context(context, example):
+def merge_context(
+  context: example_pb2.Example | None, example: example_pb2.Example
+) -> example_pb2.Example:
   """The example with the context's features added (the example's own win), as TF Serving does."""
   if context is None:
     return example
@@ -179,7 +361,16 @@ def merge_context(context, example):
   return merged
 
 
-def text_feature(text):
-  """A tf.Example with one `text` bytes feature."""
-  return example_pb2.Example(features=feature_pb2.Features(feature={
-      'text': feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[text]))}))
+def text_example(text: str | bytes) -> example_pb2.Example:
+  """A tf.Example with the one `text` feature the models' `serving_default` parses.
+
+  The one builder the server (warm-up, tests) and the client share; str is sent as UTF-8.
+  """
+  value = text.encode('utf-8') if isinstance(text, str) else text
+  return example_pb2.Example(
+    features=feature_pb2.Features(
+      feature={
+        contract.TEXT_KEY: feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[value]))
+      }
+    )
+  )

@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import re
 
 from google.protobuf import (
   descriptor_pb2,
@@ -13,6 +14,15 @@ from google.protobuf import (
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving.batching import BatchingOptions
+
+# A version folder's name: ASCII digits only (str.isdigit() also accepts '²' or '٣'), and a
+# number that fits the int64 of ModelSpec.version.
+_VERSION_NAME = re.compile(r'[0-9]{1,18}')
+
+
+def is_version_name(name: str) -> bool:
+  """True for a folder name that is a model version: ASCII decimal digits, below 10**18."""
+  return _VERSION_NAME.fullmatch(name) is not None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,14 +42,14 @@ class ModelConfig:
   versions: tuple = ()
   labels: dict = dataclasses.field(default_factory=dict)
 
-  def wanted(self, available):
+  def wanted(self, available: set[int]) -> set[int]:
     """The versions to serve among the `available` ones on disk (a set of ints)."""
     if self.versions:
       return set(self.versions) & available
     return set(sorted(available)[-self.latest:]) if self.latest else set(available)
 
 
-def parse_model_config_file(path):
+def parse_model_config_file(path: str) -> list[ModelConfig]:
   """Reads a ModelServerConfig text proto (the --model_config_file of tensorflow_model_server).
 
   Relative base paths are taken from the current directory, as TF Serving does.
@@ -57,7 +67,8 @@ def parse_model_config_file(path):
   return models_from_proto(proto, where=path)
 
 
-def models_from_proto(proto, where='model config'):
+def models_from_proto(proto: model_server_config_pb2.ModelServerConfig,
+                      where: str = 'model config') -> list[ModelConfig]:
   """Turns a ModelServerConfig proto into ModelConfigs.
 
   Raises:
@@ -116,7 +127,7 @@ def _batching_parameters_class():
       pool.FindMessageTypeByName('tensorflow.serving.BatchingParameters'))
 
 
-def parse_batching_parameters_file(path):
+def parse_batching_parameters_file(path: str) -> BatchingOptions:
   """Reads a BatchingParameters text proto (the --batching_parameters_file of TF Serving).
 
   Fields this server does not use (allowed_batch_sizes, padding, large batch splitting, ...)
@@ -143,7 +154,7 @@ def parse_batching_parameters_file(path):
     raise ValueError(f'{path}: {e}') from None
 
 
-def discover_models(root, max_depth=4):
+def discover_models(root: str, max_depth: int = 4) -> list[ModelConfig]:
   """Finds every model directory under `root`: one whose subdirectories are numbered versions.
 
   Used by --model_base_path_root to serve whatever a pipeline pushed, e.g.
@@ -158,7 +169,7 @@ def discover_models(root, max_depth=4):
     depth = directory[len(root):].count(os.sep)
     if depth >= max_depth:
       subdirs[:] = []
-    if directory != root and any(d.isdigit() for d in subdirs):
+    if directory != root and any(is_version_name(d) for d in subdirs):
       name = os.path.basename(directory)
       if name in found and found[name] != directory:
         raise ValueError(f'two models named "{name}" under {root}: {found[name]} and {directory}')

@@ -1,21 +1,33 @@
 """The request logic shared by the gRPC and REST front ends (and by warm-up replay)."""
 
+from collections.abc import Iterable, Mapping, Sequence
+
+import grpc
 import numpy as np
+from tensorflow.core.example import example_pb2
 from tensorflow_serving.apis import (
   classification_pb2,
   get_model_metadata_pb2,
   get_model_status_pb2,
+  input_pb2,
+  model_pb2,
   predict_pb2,
 )
 
 from serving import codec, errors
+from serving.servable import Servable, Signature
+from tfxlm import contract
 
-# ModelSpec fields / REST paths name versions the same way.
+# The one metadata field TF Serving knows.
 SIGNATURE_DEF_FIELD = 'signature_def'
-CLASSIFY_INPUT_KEYS = ('examples', 'inputs')
+# Classify's input: this project's `examples`, or `inputs` as TF Serving's classification
+# signatures name it.
+CLASSIFY_INPUT_KEYS = (contract.EXAMPLES_INPUT, 'inputs')
 
 
-def predict_arrays(servable, signature_name, inputs, output_filter=(), deadline=None):
+def predict_arrays(servable: Servable, signature_name: str, inputs: Mapping[str, np.ndarray],
+                   output_filter: Sequence[str] = (), deadline: float | None = None
+                   ) -> tuple[Signature, dict[str, np.ndarray]]:
   """Runs a signature on numpy inputs.
 
   Args:
@@ -43,7 +55,7 @@ def predict_arrays(servable, signature_name, inputs, output_filter=(), deadline=
   return signature, outputs
 
 
-def spec_proto(servable, signature_name):
+def spec_proto(servable: Servable, signature_name: str) -> model_pb2.ModelSpec:
   """The ModelSpec TF Serving returns: name, resolved version and signature name."""
   spec = predict_pb2.PredictRequest().model_spec
   spec.name = servable.name
@@ -52,9 +64,17 @@ def spec_proto(servable, signature_name):
   return spec
 
 
-def predict(servable, request, deadline=None):
-  """Serves a PredictRequest on a resolved servable; returns a PredictResponse."""
-  inputs = {key: codec.from_tensor_proto(key, proto) for key, proto in request.inputs.items()}
+def predict(servable: Servable, request: predict_pb2.PredictRequest,
+            deadline: float | None = None,
+            limits: codec.Limits = codec.DEFAULT_LIMITS) -> predict_pb2.PredictResponse:
+  """Serves a PredictRequest on a resolved servable; returns a PredictResponse.
+
+  Raises:
+    ServingError: for inputs that do not decode within `limits`, or as predict_arrays.
+  """
+  budget = limits.budget()
+  inputs = {key: codec.from_tensor_proto(key, proto, budget)
+            for key, proto in request.inputs.items()}
   signature, outputs = predict_arrays(servable, request.model_spec.signature_name, inputs,
                                       list(request.output_filter), deadline)
   response = predict_pb2.PredictResponse()
@@ -64,7 +84,7 @@ def predict(servable, request, deadline=None):
   return response
 
 
-def classification_signature(servable, signature_name):
+def classification_signature(servable: Servable, signature_name: str) -> tuple[Signature, str]:
   """The signature Classify uses, and its input key.
 
   Classify feeds serialized tf.Examples to a signature with one string input named `examples`
@@ -82,14 +102,16 @@ def classification_signature(servable, signature_name):
     raise errors.invalid_argument(
         f'signature "{signature.name}" cannot serve Classify: it needs one string input named'
         f' "examples" or "inputs" (serialized tf.Example), it has {keys}')
-  if 'scores' not in signature.outputs and 'probabilities' not in signature.outputs:
+  if 'scores' not in signature.outputs and contract.PROBABILITIES not in signature.outputs:
     raise errors.invalid_argument(
         f'signature "{signature.name}" cannot serve Classify: it needs a "scores" or'
         f' "probabilities" output, it has {sorted(signature.outputs)}')
   return signature, keys[0]
 
 
-def classify_examples(servable, signature_name, examples, deadline=None):
+def classify_examples(servable: Servable, signature_name: str,
+                      examples: Iterable[example_pb2.Example], deadline: float | None = None
+                      ) -> tuple[Signature, list[list[tuple[bytes, float]]]]:
   """Classifies tf.Example protos.
 
   Returns:
@@ -98,9 +120,9 @@ def classify_examples(servable, signature_name, examples, deadline=None):
   signature, key = classification_signature(servable, signature_name)
   serialized = np.array([e.SerializeToString() for e in examples], dtype=object)
   outputs = servable.run(signature, {key: serialized}, deadline)
-  scores = outputs.get('scores', outputs.get('probabilities'))
+  scores = outputs.get('scores', outputs.get(contract.PROBABILITIES))
   if scores.ndim != 2:
-    raise errors.ServingError(errors.grpc.StatusCode.INTERNAL,
+    raise errors.ServingError(grpc.StatusCode.INTERNAL,
                               f'signature "{signature.name}": scores must be [batch, classes],'
                               f' got shape {list(scores.shape)}')
   classes = outputs.get('classes')
@@ -112,7 +134,7 @@ def classify_examples(servable, signature_name, examples, deadline=None):
   return signature, results
 
 
-def examples_from_input(input_proto):
+def examples_from_input(input_proto: input_pb2.Input) -> list[example_pb2.Example]:
   """The tf.Examples of an Input proto, with the shared context merged into each."""
   kind = input_proto.WhichOneof('kind')
   if kind == 'example_list':
@@ -124,7 +146,8 @@ def examples_from_input(input_proto):
                                 ' example_list nor example_list_with_context is set)')
 
 
-def classify(servable, request, deadline=None):
+def classify(servable: Servable, request: classification_pb2.ClassificationRequest,
+             deadline: float | None = None) -> classification_pb2.ClassificationResponse:
   """Serves a ClassificationRequest on a resolved servable; returns a ClassificationResponse."""
   examples = examples_from_input(request.input)
   if not examples:
@@ -140,7 +163,8 @@ def classify(servable, request, deadline=None):
   return response
 
 
-def metadata(servable, request):
+def metadata(servable: Servable, request: get_model_metadata_pb2.GetModelMetadataRequest
+             ) -> get_model_metadata_pb2.GetModelMetadataResponse:
   """Serves a GetModelMetadataRequest; only the `signature_def` field exists, as in TF Serving."""
   fields = list(request.metadata_field)
   if not fields:
@@ -159,7 +183,8 @@ def metadata(servable, request):
   return response
 
 
-def status_response(statuses):
+def status_response(statuses: Iterable[tuple[int, str, grpc.StatusCode, str]]
+                    ) -> get_model_status_pb2.GetModelStatusResponse:
   """A GetModelStatusResponse from manager.ModelManager.status() tuples."""
   response = get_model_status_pb2.GetModelStatusResponse()
   for version, state, code, message in statuses:

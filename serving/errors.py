@@ -35,37 +35,44 @@ class ServingError(Exception):
     message: what went wrong, naming the model, signature or input concerned.
   """
 
-  def __init__(self, code, message, http_status=None):
+  def __init__(self, code: grpc.StatusCode, message: str, http_status: int | None = None):
     super().__init__(message)
     self.code = code
     self.message = message
     self._http_status = http_status
 
   @property
-  def http_status(self):
+  def http_status(self) -> int:
     """The REST status: TF Serving's mapping of the code, unless the error set its own."""
     return self._http_status or _HTTP_STATUS[self.code]
 
 
-def invalid_argument(message):
-  return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)
+def invalid_argument(message: str, http_status: int | None = None) -> ServingError:
+  """An INVALID_ARGUMENT error (HTTP 400 unless `http_status` says otherwise)."""
+  return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message, http_status)
 
 
-def not_found(message):
+def not_found(message: str) -> ServingError:
+  """A NOT_FOUND error (HTTP 404)."""
   return ServingError(grpc.StatusCode.NOT_FOUND, message)
 
 
-def code_from_number(number):
+def unauthenticated(message: str) -> ServingError:
+  """An UNAUTHENTICATED error (HTTP 401)."""
+  return ServingError(grpc.StatusCode.UNAUTHENTICATED, message)
+
+
+def code_from_number(number: int) -> grpc.StatusCode:
   """The grpc.StatusCode whose canonical number is `number` (TF errors use the same numbers)."""
   return _BY_NUMBER.get(number, grpc.StatusCode.UNKNOWN)
 
 
-def from_tf_error(error, where):
+def from_tf_error(error: Exception, where: str) -> ServingError:
   """Turns a tf.errors.OpError raised by a signature call into a ServingError."""
   return ServingError(code_from_number(error.error_code), f'{where}: {_clean(error.message)}')
 
 
-def from_undecodable_tf_error(error, where):
+def from_undecodable_tf_error(error: UnicodeDecodeError, where: str) -> ServingError:
   """A ServingError for a TF error whose message held non-UTF-8 bytes (echoed from the input).
 
   TensorFlow fails to decode such a message and raises UnicodeDecodeError instead of its

@@ -3,6 +3,7 @@
 import logging
 import os
 import threading
+from collections.abc import Sequence
 
 import grpc
 import numpy as np
@@ -10,14 +11,18 @@ import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
 from serving import codec, core, errors
-from serving.batching import BatchQueue
-from serving.config import discover_models
+from serving.batching import BatchingOptions, BatchQueue
+from serving.config import ModelConfig, discover_models, is_version_name
+from serving.metrics import Metrics
 from serving.servable import SAVED_MODEL_FILE, Servable
+from tfxlm import contract
 
 log = logging.getLogger(__name__)
 
-WARMUP_FILE = os.path.join('assets.extra', 'tf_serving_warmup_requests')
+WARMUP_FILE = os.path.join(contract.EXTRA_DIR, contract.WARMUP_FILE)
 _WARMUP_TEXT = b'warm up'
+# The files whose change makes a failed version worth another try.
+_FINGERPRINTED_DIRS = ('variables', contract.EXTRA_DIR)
 
 
 class _Version:
@@ -58,8 +63,9 @@ class ModelManager:
       max_batch_size).
   """
 
-  def __init__(self, models=(), discover_root=None, batching=None, poll_wait_seconds=1.0,
-               metrics=None, max_request_rows=None):
+  def __init__(self, models: Sequence[ModelConfig] = (), discover_root: str | None = None,
+               batching: BatchingOptions | None = None, poll_wait_seconds: float = 1.0,
+               metrics: Metrics | None = None, max_request_rows: int | None = None):
     self._models = {m.name: _Model(m) for m in models}
     self._discover_root = discover_root
     self._batching = batching
@@ -72,15 +78,16 @@ class ModelManager:
     self._thread = None
     if metrics is not None:
       metrics.track_versions(self.version_states)
+      metrics.track_served(self.serves)
 
-  def start(self):
+  def start(self) -> None:
     """Loads what is on disk now, then keeps polling in a background thread."""
     self.poll()
     if self._poll_wait_seconds > 0:
       self._thread = threading.Thread(target=self._poll_loop, daemon=True, name='model-poller')
       self._thread.start()
 
-  def stop(self):
+  def stop(self) -> None:
     """Stops polling and unloads every version (their batch queues drain first)."""
     self._stop.set()
     if self._thread is not None:
@@ -96,7 +103,7 @@ class ModelManager:
       except Exception:  # noqa: BLE001 - the poller must outlive a bad directory.
         log.exception('model poll failed')
 
-  def poll(self):
+  def poll(self) -> None:
     """Scans the base paths once: loads wanted versions, then unloads the unwanted."""
     with self._poll_lock:
       if self._discover_root is not None:
@@ -109,28 +116,38 @@ class ModelManager:
           return
         self._poll_model(model)
 
-  def reload(self, models):
-    """Serves exactly `models` (config.ModelConfig list) from now on, like TF Serving's
-    HandleReloadConfigRequest: new models are loaded, dropped ones unloaded, kept ones take
-    their new version policy and labels. Returns once the new configuration is loaded.
+  def reload(self, models: Sequence[ModelConfig]) -> None:
+    """Serves exactly `models` from now on, like TF Serving's HandleReloadConfigRequest.
+
+    New models are loaded, dropped ones unloaded, kept ones take their new version policy and
+    labels. A kept model whose base path changed is loaded afresh from the new path beside the
+    old versions, which serve until the switch. Returns once the new configuration is loaded.
     """
     with self._poll_lock:
       wanted = {m.name: m for m in models}
       current = dict(self._models)
-      for name in set(current) - set(wanted):
-        self._unload(current[name], set(current[name].serving))
-      kept = {}
+      kept, moved = {}, []
       for name, config in wanted.items():
-        model = current.get(name) or _Model(config)
+        model = current.get(name)
+        if model is None or model.config.base_path != config.base_path:
+          if model is not None:
+            moved.append(model)
+          model = _Model(config)
+          self._poll_model(model)  # loads before the switch: the old versions serve meanwhile
         model.config = config
         kept[name] = model
       with self._lock:
         self._models = kept
-      for model in kept.values():
-        self._poll_model(model)
+      for model in moved + [current[n] for n in set(current) - set(wanted)]:
+        self._unload(model, set(model.serving))
+      for name, model in kept.items():
+        if name in current and model is current[name]:
+          self._poll_model(model)
 
   def _poll_model(self, model):
     on_disk = _versions_on_disk(model.config.base_path)
+    if on_disk is None:
+      return  # listing failed (a flaky mount, permissions): keep serving what is loaded
     while True:
       failed = {v for v, info in model.versions.items()
                 if v in on_disk and info.code != grpc.StatusCode.OK
@@ -205,7 +222,8 @@ class ModelManager:
           f' labels {sorted(labels)})')
     return labels[label]
 
-  def resolve(self, name, version=None, label=None):
+  def resolve(self, name: str, version: int | None = None, label: str | None = None
+              ) -> Servable:
     """The Servable a request for model `name` goes to, as TF Serving resolves a ModelSpec.
 
     Args:
@@ -243,7 +261,8 @@ class ModelManager:
       return f' ({failures[-1]})'
     return f' (no version directory with {SAVED_MODEL_FILE} under {model.config.base_path})'
 
-  def status(self, name, version=None, label=None):
+  def status(self, name: str, version: int | None = None, label: str | None = None
+             ) -> list[tuple[int, str, grpc.StatusCode, str]]:
     """Version statuses of a model, as GetModelStatus reports them.
 
     Returns:
@@ -268,43 +287,65 @@ class ModelManager:
                              f' {model.config.base_path}')
     return rows
 
-  def model_names(self):
+  def model_names(self) -> list[str]:
+    """The configured model names, sorted."""
     return sorted(self._models)
 
-  def ready(self):
+  def serves(self, name: str, signature: str = '') -> bool:
+    """True when model `name` is configured and, if `signature` is given, a serving version of
+    it has that signature."""
+    model = self._models.get(name)
+    if model is None:
+      return False
+    return not signature or any(signature in s.signatures for s in model.serving.values())
+
+  def ready(self) -> bool:
     """True when every model has at least one version serving."""
     models = list(self._models.values())
     return bool(models) and all(m.serving for m in models)
 
-  def version_states(self):
+  def version_states(self) -> list[tuple[str, int, str]]:
+    """(model, version, state name) of every version seen, for the metrics."""
     with self._lock:
       return [(m.config.name, v, i.state) for m in self._models.values()
               for v, i in sorted(m.versions.items())]
 
 
 def _versions_on_disk(base_path):
-  """version -> directory for every numbered subdirectory that holds a saved_model.pb."""
+  """version -> directory for every numbered subdirectory that holds a saved_model.pb.
+
+  Returns None when the base path cannot be listed: a transient error must not read as "every
+  version is gone". Only ASCII decimal names are versions (others are ignored).
+  """
   try:
     names = os.listdir(base_path)
-  except OSError:
-    return {}
+  except OSError as e:
+    log.warning('cannot list %s (%s); keeping the versions loaded from it', base_path, e)
+    return None
   return {int(n): os.path.join(base_path, n) for n in names
-          if n.isdigit() and os.path.isfile(os.path.join(base_path, n, SAVED_MODEL_FILE))}
+          if is_version_name(n) and os.path.isfile(os.path.join(base_path, n, SAVED_MODEL_FILE))}
 
 
 def _fingerprint(path):
-  """Changes when a version's files are rewritten, so a failed version is retried then."""
+  """Changes when any of a version's files is rewritten, so a failed version is retried then:
+  saved_model.pb, every variables file (index and data shards) and assets.extra."""
   stamp = []
-  for name in (SAVED_MODEL_FILE, os.path.join('variables', 'variables.index')):
+  names = [SAVED_MODEL_FILE]
+  for folder in _FINGERPRINTED_DIRS:
+    try:
+      names += sorted(os.path.join(folder, n) for n in os.listdir(os.path.join(path, folder)))
+    except OSError:
+      names.append(folder)
+  for name in names:
     try:
       st = os.stat(os.path.join(path, name))
-      stamp.append((st.st_mtime_ns, st.st_size))
+      stamp.append((name, st.st_mtime_ns, st.st_size))
     except OSError:
-      stamp.append(None)
+      stamp.append((name, None))
   return tuple(stamp)
 
 
-def warm_up(servable):
+def warm_up(servable: Servable) -> None:
   """Calls every signature before the version serves, so no request pays for the first call.
 
   Replays assets.extra/tf_serving_warmup_requests (TFRecord of PredictionLog) when the model
@@ -339,8 +380,8 @@ def warm_up(servable):
 def _synthetic(key, spec):
   shape = [1 if d is None else d for d in spec.shape.as_list()] if spec.shape.rank else []
   if spec.dtype == tf.string:
-    value = codec.text_feature(_WARMUP_TEXT).SerializeToString() if key == 'examples' \
-        else _WARMUP_TEXT
+    value = codec.text_example(_WARMUP_TEXT).SerializeToString() \
+        if key == contract.EXAMPLES_INPUT else _WARMUP_TEXT
     return np.full(shape, value, dtype=object)
   # Ones, not zeros: a scalar like max_new_tokens=0 or top_k=0 is often invalid.
   return np.ones(shape, dtype=spec.dtype.as_numpy_dtype)

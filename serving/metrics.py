@@ -2,6 +2,11 @@
 
 import bisect
 import threading
+from collections.abc import Callable
+
+# The label a request gets for a model or signature the server does not serve, so made-up
+# names cannot grow the number of series.
+UNKNOWN = 'unknown'
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                    5.0, 10.0)
@@ -39,7 +44,11 @@ class _Histogram:
 
 
 class Metrics:
-  """Request counts, error counts, latency and batch size histograms, and loaded versions."""
+  """Request counts, error counts, latency and batch size histograms, and loaded versions.
+
+  Requests are labelled with their model and signature only when the server serves them
+  (`track_served`); any other name is counted under `unknown`.
+  """
 
   _REQUEST_LABELS = ('model', 'signature', 'method', 'protocol', 'code')
   _LATENCY_LABELS = ('model', 'signature', 'method', 'protocol')
@@ -51,8 +60,10 @@ class Metrics:
     self._latency = {}
     self._batch_sizes = {}
     self._versions = lambda: []
+    self._served = lambda model, signature: False
 
-  def observe_request(self, model, signature, method, protocol, code, seconds):
+  def observe_request(self, model: str, signature: str, method: str, protocol: str, code: str,
+                      seconds: float) -> None:
     """Counts one finished request.
 
     Args:
@@ -63,6 +74,10 @@ class Metrics:
       code: the grpc.StatusCode name it ended with ('OK' on success).
       seconds: wall time spent serving it.
     """
+    if model and not self._served(model, ''):
+      model, signature = UNKNOWN, (UNKNOWN if signature else '')
+    elif signature and not self._served(model, signature):
+      signature = UNKNOWN
     key = (model, signature, method, protocol)
     with self._lock:
       self._requests[key + (code,)] = self._requests.get(key + (code,), 0) + 1
@@ -72,18 +87,24 @@ class Metrics:
         self._latency[key] = _Histogram(LATENCY_BUCKETS)
       self._latency[key].observe(seconds)
 
-  def observe_batch(self, model, signature, rows):
+  def observe_batch(self, model: str, signature: str, rows: int) -> None:
+    """Counts one executed batch of `rows` rows (only served signatures are batched)."""
     with self._lock:
       key = (model, signature)
       if key not in self._batch_sizes:
         self._batch_sizes[key] = _Histogram(BATCH_BUCKETS)
       self._batch_sizes[key].observe(rows)
 
-  def track_versions(self, versions):
+  def track_versions(self, versions: Callable[[], list[tuple[str, int, str]]]) -> None:
     """Sets the callable that lists (model, version, state) for the model-version gauge."""
     self._versions = versions
 
-  def render(self):
+  def track_served(self, served: Callable[[str, str], bool]) -> None:
+    """Sets the callable that says whether a model (signature '') or a signature of it is
+    served, and so may be a label value."""
+    self._served = served
+
+  def render(self) -> str:
     """The metrics in Prometheus text exposition format 0.0.4."""
     with self._lock:
       out = ['# HELP serving_requests_total Requests served, by final status code.',

@@ -1,7 +1,11 @@
 """One loaded SavedModel version: its signatures, their input checks, and the calls into them."""
 
 import os
+import time
+from collections.abc import Mapping
+from concurrent import futures
 
+import numpy as np
 import tensorflow as tf
 
 # Registers the tensorflow-text ops that the trainer's exported models use.
@@ -9,9 +13,15 @@ import tensorflow_text  # noqa: F401
 from tensorflow.core.protobuf import saved_model_pb2
 
 from serving import errors
+from tfxlm import contract
 
-DEFAULT_SIGNATURE = 'serving_default'
+DEFAULT_SIGNATURE = contract.SERVING_DEFAULT
 SAVED_MODEL_FILE = 'saved_model.pb'
+# Calls with a deadline that do not go through a batch queue run on these threads, so the
+# request's thread can give up at its deadline; a call that already started runs to its end
+# (a model's own bounds, such as generate's max_new_tokens limit, bound it).
+DEADLINE_WORKERS = 32
+_deadline_pool = futures.ThreadPoolExecutor(DEADLINE_WORKERS, thread_name_prefix='signature')
 
 
 class Signature:
@@ -25,7 +35,7 @@ class Signature:
       several requests can be concatenated into one call.
   """
 
-  def __init__(self, name, function):
+  def __init__(self, name: str, function: tf.types.experimental.ConcreteFunction):
     self.name = name
     self._function = function
     self.inputs = dict(function.structured_input_signature[1])
@@ -34,7 +44,7 @@ class Signature:
         spec.shape.rank is not None and spec.shape.rank >= 1 and spec.shape[0] is None
         for spec in self.inputs.values())
 
-  def check(self, inputs):
+  def check(self, inputs: Mapping[str, np.ndarray]) -> int | None:
     """Checks that `inputs` (key -> np.ndarray) match the signature.
 
     Returns:
@@ -72,7 +82,7 @@ class Signature:
       raise errors.invalid_argument(f'empty batch: the inputs of signature "{self.name}" have 0 rows')
     return batch
 
-  def __call__(self, inputs):
+  def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Runs the signature on checked inputs.
 
     Returns:
@@ -120,7 +130,7 @@ class Servable:
       GetModelMetadata).
   """
 
-  def __init__(self, name, version, path):
+  def __init__(self, name: str, version: int, path: str):
     self.name = name
     self.version = version
     self.path = path
@@ -135,7 +145,7 @@ class Servable:
     # Set by the model manager: most rows a request may carry (None: no limit).
     self.max_rows = None
 
-  def signature(self, name):
+  def signature(self, name: str) -> Signature:
     """The Signature called `name` ('' means serving_default), as TF Serving resolves it.
 
     Raises:
@@ -149,7 +159,8 @@ class Servable:
           f' {self.version}; it has {sorted(self.signatures)}')
     return self.signatures[key]
 
-  def run(self, signature, inputs, deadline=None):
+  def run(self, signature: Signature, inputs: Mapping[str, np.ndarray],
+          deadline: float | None = None) -> dict[str, np.ndarray]:
     """Checks `inputs`, then runs them, through the batch queue when batching is on.
 
     Args:
@@ -167,4 +178,14 @@ class Servable:
     queue = self.batch_queues.get(signature.name)
     if queue is not None and batch is not None:
       return queue.run(inputs, batch, deadline)
-    return signature(inputs)
+    if deadline is None:
+      return signature(inputs)
+    call = _deadline_pool.submit(signature, inputs)
+    try:
+      return call.result(timeout=max(0.0, deadline - time.monotonic()))
+    except futures.TimeoutError:
+      call.cancel()  # one still waiting for a thread never starts
+      raise errors.ServingError(
+          errors.grpc.StatusCode.DEADLINE_EXCEEDED,
+          f'deadline exceeded while signature "{signature.name}" of model "{self.name}" ran'
+          ) from None

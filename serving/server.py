@@ -4,44 +4,88 @@ import dataclasses
 import logging
 import ssl
 import threading
+from collections.abc import Sequence
 from concurrent import futures
 
 import grpc
 
-from serving import grpc_service, rest
+from serving import codec, grpc_service, rest
+from serving.batching import BatchingOptions
+from serving.config import ModelConfig
 from serving.manager import ModelManager
 from serving.metrics import Metrics
+from tfxlm import contract
 
 log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
 class ServerOptions:
-  """How the server listens and what it accepts.
+  """How the server listens, whom it lets in and what it accepts.
 
   Attributes:
     host: interface to bind; 127.0.0.1 keeps the server local, 0.0.0.0 exposes it.
     grpc_port: gRPC port (0 picks a free one).
     rest_port: REST port (0 picks a free one), or None for no REST server.
     grpc_threads: worker threads of the gRPC server (requests handled at once).
+    grpc_max_concurrent_rpcs: RPCs running or queued at once; beyond, RESOURCE_EXHAUSTED.
     max_request_bytes: largest gRPC message or REST body accepted.
+    limits: codec.Limits: tensor elements and string bytes one request may carry.
+    rest_options: rest.RestOptions but for max_request_bytes, limits and auth_token, which are
+      taken from here.
     ssl_certfile: PEM certificate chain; with ssl_keyfile, serves gRPC over TLS and REST over
       HTTPS.
     ssl_keyfile: PEM private key.
+    ssl_client_ca_file: PEM CA certificates; when set, clients must present a certificate it
+      signed (mutual TLS) on both ports.
+    auth_token_file: a file holding a bearer token every call but REST health must carry.
+    enable_model_management: serve HandleReloadConfigRequest (off: PERMISSION_DENIED).
     drain_seconds: how long shutdown waits for in-flight requests.
+    rest_timeout_seconds: a REST predict or classify call still running after this long is
+      answered 504 (DEADLINE_EXCEEDED), as a gRPC call past its deadline is; None: no limit.
   """
   host: str = '127.0.0.1'
-  grpc_port: int = 8500
-  rest_port: int | None = 8501
+  grpc_port: int = contract.GRPC_PORT
+  rest_port: int | None = contract.REST_PORT
   grpc_threads: int = 32
+  grpc_max_concurrent_rpcs: int = 128
   max_request_bytes: int = 64 << 20
+  limits: codec.Limits = codec.DEFAULT_LIMITS
+  rest_options: rest.RestOptions = rest.RestOptions()
   ssl_certfile: str | None = None
   ssl_keyfile: str | None = None
+  ssl_client_ca_file: str | None = None
+  auth_token_file: str | None = None
+  enable_model_management: bool = False
   drain_seconds: float = 30.0
+  rest_timeout_seconds: float | None = 120.0
 
   def __post_init__(self):
+    if self.rest_timeout_seconds is not None and self.rest_timeout_seconds <= 0:
+      raise ValueError(f'rest_timeout_seconds must be > 0 (or None), got '
+                       f'{self.rest_timeout_seconds}')
     if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
       raise ValueError('TLS needs both a certificate file and a key file')
+    if self.ssl_client_ca_file and not self.ssl_certfile:
+      raise ValueError('client certificates (--ssl_client_ca_file) need TLS: give'
+                       ' --ssl_certfile and --ssl_keyfile too')
+    if self.grpc_threads < 1 or self.grpc_max_concurrent_rpcs < 1:
+      raise ValueError('grpc_threads and grpc_max_concurrent_rpcs must be positive')
+
+
+def read_token(path: str) -> str:
+  """The bearer token in `path` (surrounding whitespace dropped).
+
+  Raises:
+    ValueError: when the file is empty or the token has characters a header cannot carry.
+  """
+  with open(path, encoding='utf-8') as f:
+    token = f.read().strip()
+  if not token:
+    raise ValueError(f'{path}: the token file is empty')
+  if not all(33 <= ord(c) < 127 for c in token):
+    raise ValueError(f'{path}: the token must be printable ASCII without spaces')
+  return token
 
 
 class Server:
@@ -53,7 +97,8 @@ class Server:
     metrics: the metrics.Metrics the manager also reports to (a new one if None).
   """
 
-  def __init__(self, manager, options=ServerOptions(), metrics=None):
+  def __init__(self, manager: ModelManager, options: ServerOptions = ServerOptions(),
+               metrics: Metrics | None = None):
     self.manager = manager
     self.options = options
     self.metrics = metrics or Metrics()
@@ -63,37 +108,30 @@ class Server:
     self._rest = None
     self._rest_thread = None
 
-  def start(self):
+  def start(self) -> 'Server':
     """Loads the models, then listens; returns once both front ends accept connections.
 
     Raises:
       RuntimeError: when a port cannot be bound.
+      OSError, ValueError: when a certificate, key or token file cannot be read.
     """
     options = self.options
+    token = read_token(options.auth_token_file) if options.auth_token_file else None
     self.manager.start()
-    limit = options.max_request_bytes
-    self._grpc = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=options.grpc_threads, thread_name_prefix='grpc'),
-        options=[('grpc.max_receive_message_length', limit),
-                 ('grpc.max_send_message_length', limit), ('grpc.so_reuseport', 0)])
-    grpc_service.add_services(self._grpc, self.manager, self.metrics)
-    address = f'{options.host}:{options.grpc_port}'
-    if options.ssl_certfile:
-      with open(options.ssl_keyfile, 'rb') as k, open(options.ssl_certfile, 'rb') as c:
-        credentials = grpc.ssl_server_credentials([(k.read(), c.read())])
-      self.grpc_port = self._grpc.add_secure_port(address, credentials)
-    else:
-      self.grpc_port = self._grpc.add_insecure_port(address)
-    if not self.grpc_port:
-      raise RuntimeError(f'cannot bind gRPC to {address}')
-    self._grpc.start()
+    self.grpc_port = self._start_grpc(token)
     if options.rest_port is not None:
       context = None
       if options.ssl_certfile:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(options.ssl_certfile, options.ssl_keyfile)
+        if options.ssl_client_ca_file:
+          context.load_verify_locations(options.ssl_client_ca_file)
+          context.verify_mode = ssl.CERT_REQUIRED
+      rest_options = dataclasses.replace(
+          options.rest_options, max_request_bytes=options.max_request_bytes,
+          limits=options.limits, auth_token=token, timeout_seconds=options.rest_timeout_seconds)
       self._rest = rest.RestServer((options.host, options.rest_port), self.manager, self.metrics,
-                                   options.max_request_bytes, context)
+                                   rest_options, context)
       self.rest_port = self._rest.port
       self._rest_thread = threading.Thread(target=self._rest.serve_forever, daemon=True,
                                            name='rest')
@@ -102,7 +140,38 @@ class Server:
              f'{options.host}:{self.rest_port}' if self.rest_port else 'nothing')
     return self
 
-  def stop(self, grace_seconds=None):
+  def _start_grpc(self, token):
+    options = self.options
+    limit = options.max_request_bytes
+    interceptors = [grpc_service.TokenAuthInterceptor(token)] if token else []
+    self._grpc = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=options.grpc_threads, thread_name_prefix='grpc'),
+        interceptors=interceptors,
+        options=[('grpc.max_receive_message_length', limit),
+                 ('grpc.max_send_message_length', limit), ('grpc.so_reuseport', 0)],
+        maximum_concurrent_rpcs=options.grpc_max_concurrent_rpcs)
+    services = grpc_service.Services(self.manager, self.metrics, options.limits,
+                                     options.enable_model_management)
+    self._grpc.add_generic_rpc_handlers(services.handlers())
+    address = f'{options.host}:{options.grpc_port}'
+    if options.ssl_certfile:
+      with open(options.ssl_keyfile, 'rb') as k, open(options.ssl_certfile, 'rb') as c:
+        key_pair = (k.read(), c.read())
+      client_ca = None
+      if options.ssl_client_ca_file:
+        with open(options.ssl_client_ca_file, 'rb') as f:
+          client_ca = f.read()
+      credentials = grpc.ssl_server_credentials([key_pair], root_certificates=client_ca,
+                                                require_client_auth=client_ca is not None)
+      port = self._grpc.add_secure_port(address, credentials)
+    else:
+      port = self._grpc.add_insecure_port(address)
+    if not port:
+      raise RuntimeError(f'cannot bind gRPC to {address}')
+    self._grpc.start()
+    return port
+
+  def stop(self, grace_seconds: float | None = None) -> None:
     """Stops accepting requests, lets in-flight ones finish, then unloads the models."""
     grace = self.options.drain_seconds if grace_seconds is None else grace_seconds
     stopped = self._grpc.stop(grace) if self._grpc is not None else None
@@ -113,15 +182,17 @@ class Server:
       stopped.wait()
     self.manager.stop()
 
-  def __enter__(self):
+  def __enter__(self) -> 'Server':
     return self.start()
 
   def __exit__(self, *exc):
     self.stop()
 
 
-def build(models=(), discover_root=None, batching=None, poll_wait_seconds=1.0,
-          options=ServerOptions(), max_request_rows=None):
+def build(models: Sequence[ModelConfig] = (), discover_root: str | None = None,
+          batching: BatchingOptions | None = None, poll_wait_seconds: float = 1.0,
+          options: ServerOptions = ServerOptions(), max_request_rows: int | None = None
+          ) -> Server:
   """A Server with a fresh ModelManager and Metrics (not yet started)."""
   metrics = Metrics()
   manager = ModelManager(models, discover_root, batching, poll_wait_seconds, metrics,

@@ -41,7 +41,7 @@ MODEL_SIZES = {
 _POSITIVE = ('seq_len', 'per_replica_batch_size', 'eval_every_steps', 'log_every_steps',
              'checkpoint_every_steps', 'grad_accum_steps', 'mask_top_k', 'shuffle_buffer',
              'num_layers', 'hidden_dim', 'num_heads', 'intermediate_dim', 'train_steps',
-             'eval_steps', 'learning_rate')
+             'eval_steps', 'learning_rate', 'max_new_tokens_limit')
 _FRACTIONS = ('dropout', 'end_learning_rate_ratio', 'warmup_ratio', 'mask_token_rate',
               'random_token_rate')
 _NON_NEGATIVE = ('weight_decay', 'clip_norm', 'warmup_steps')
@@ -92,6 +92,8 @@ class TrainerConfig:
     random_token_rate: Of the chosen tokens, the fraction replaced by a random token (the rest
       are left unchanged).
     mask_top_k: Number of candidates the mlm export returns for the first [MASK] of a text.
+    max_new_tokens_limit: Most tokens one row of the clm export's `generate` may ask for (larger
+      requests fail with INVALID_ARGUMENT); capped at seq_len - 1.
     shuffle_buffer: Shuffle buffer (examples) of the training input.
     seed: Seed of initialisation, shuffling and masking.
   """
@@ -126,6 +128,7 @@ class TrainerConfig:
   mask_token_rate: float = 0.8
   random_token_rate: float = 0.1
   mask_top_k: int = 5
+  max_new_tokens_limit: int = 256
   shuffle_buffer: int = 10_000
   seed: int = 42
 

@@ -7,8 +7,9 @@ Signatures (names and keys from tfxlm/contract.py, shared with serving and clien
 | `serving_default`    | `examples` string [b] (serialized tf.Example)     | per task, below              |
 | `predict_text`       | `text` string [b]                                 | same as `serving_default`    |
 | `transform_features` | `examples` string [b]                             | transformed features         |
-| `generate` (clm)     | `prompt` string [b], `max_new_tokens` int32,      | `text` string [b]: the       |
-|                      | `temperature` float32, `top_k` int32 (scalars)    | continuation, prompt omitted |
+| `generate` (clm)     | `prompt` string [b], `max_new_tokens` int32 [b],  | `text` string [b]: the       |
+|                      | `temperature` float32 [b], `top_k` int32 [b],     | continuation, prompt omitted |
+|                      | `top_p` float32 [b], `seed` int32 [b]             |                              |
 
 Per task:
 - classify: `probabilities` float32 [b, classes], `label_ids` int64 [b], `labels` string [b].
@@ -23,8 +24,18 @@ Per task:
   nats. Texts are cut to seq_len tokens (seq_len - 2 for mlm).
 
 `transform_features` returns Transform's outputs as dense tensors (variable-length `token_ids`
-padded with 0 to the longest in the batch). Temperature <= 0 means greedy decoding, top_k <= 0
-samples from the whole vocabulary.
+padded with 0 to the longest in the batch).
+
+`generate` (trainer/generation.py) prefills a key/value cache with the prompt, then runs one
+position per step against it inside one `tf.while_loop`; only TensorFlow (and tensorflow-text
+for the tokenizer) is needed to run it. Every input has one value per row, so rows of a batch
+differ in prompt and controls: temperature <= 0 is greedy (token for token what keras-hub's
+`GPT2CausalLM.generate` gives with the greedy sampler), top_k <= 0 samples from the whole
+vocabulary, top_p outside (0, 1) turns the nucleus cut off, and the same seed gives the same
+text. A row ends at [SEP] or after its max_new_tokens; reserved tokens other than [SEP] are never
+generated. max_new_tokens above the limit fixed at export (`TrainerConfig.max_new_tokens_limit`,
+at most seq_len - 1) fails with INVALID_ARGUMENT, and a prompt keeps its last
+seq_len - max_new_tokens tokens (with [SEP] in front) so the new ones fit the window.
 """
 
 import keras
@@ -46,12 +57,8 @@ from tfxlm.contract import (
   TOKEN_LOGPROB_SUM,
   TRANSFORM_FEATURES,
 )
-from tfxlm.contract import MAX_NEW_TOKENS_INPUT as MAX_NEW_TOKENS
-from tfxlm.contract import PROMPT_INPUT as PROMPT
-from tfxlm.contract import TEMPERATURE_INPUT as TEMPERATURE
 from tfxlm.contract import TEXT_INPUT as TEXT
-from tfxlm.contract import TOP_K_INPUT as TOP_K
-from trainer import inputs
+from trainer import generation, inputs
 from trainer.config import TrainerConfig
 from trainer.models import MASK_POSITIONS, PADDING_MASK, TOKEN_IDS
 
@@ -130,11 +137,18 @@ class ExportModule(tf.Module):
       raise ValueError(f'raw feature spec lacks {contract.TEXT_KEY!r}: {sorted(self.raw_spec)}')
     if self.task == contract.CLM:
       # Only clm models have this signature; saving traces every tf.function attribute.
+      # Never generate reserved tokens other than [SEP], which ends the text.
+      self.generator = generation.CachedGenerator(
+        model.backbone, config.seq_len, contract.SEP_ID,
+        banned_ids=[i for i in range(_NUM_RESERVED) if i != contract.SEP_ID],
+        max_new_tokens_limit=config.max_new_tokens_limit)
       self.generate = tf.function(self._generate, input_signature=[
-        tf.TensorSpec([None], tf.string, name=PROMPT),
-        tf.TensorSpec([], tf.int32, name=MAX_NEW_TOKENS),
-        tf.TensorSpec([], tf.float32, name=TEMPERATURE),
-        tf.TensorSpec([], tf.int32, name=TOP_K)])
+        tf.TensorSpec([None], tf.string, name=contract.PROMPT_INPUT),
+        tf.TensorSpec([None], tf.int32, name=contract.MAX_NEW_TOKENS_INPUT),
+        tf.TensorSpec([None], tf.float32, name=contract.TEMPERATURE_INPUT),
+        tf.TensorSpec([None], tf.int32, name=contract.TOP_K_INPUT),
+        tf.TensorSpec([None], tf.float32, name=contract.TOP_P_INPUT),
+        tf.TensorSpec([None], tf.int32, name=contract.SEED_INPUT)])
 
   # -- Transform -------------------------------------------------------------------------------
 
@@ -260,54 +274,14 @@ class ExportModule(tf.Module):
     transformed = self.tft_layer(raw)
     return {name: _dense(value) for name, value in transformed.items()}
 
-  def _generate(self, prompt, max_new_tokens, temperature, top_k):
+  def _generate(self, prompt, max_new_tokens, temperature, top_k, top_p, seed):
     transformed = self._transform(self._raw_from_text(prompt))
     ids = tf.cast(_ragged(transformed[contract.TOKEN_IDS_KEY]), tf.int32)
-    # [SEP] separates documents in training, so it starts a fresh one here; keep the last tokens.
+    # [SEP] separates documents in training, so it starts a fresh one here.
     ids = tf.concat([tf.fill([ids.nrows(), 1], contract.SEP_ID), ids], axis=1)
-    ids = ids[:, -self.seq_len:]
-    lengths = tf.cast(ids.row_lengths(), tf.int32)
-    window = ids.to_tensor(default_value=contract.PAD_ID, shape=[None, self.seq_len])
-    batch = tf.shape(window)[0]
-    # Never sample reserved tokens other than [SEP], which ends the text.
-    banned = (tf.range(self.vocab_size) < _NUM_RESERVED) & \
-      (tf.range(self.vocab_size) != contract.SEP_ID)
-    seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
-
-    def body(i, window, lengths, done, generated, active):
-      logits = self.model({TOKEN_IDS: window, PADDING_MASK: tf.ones_like(window)},
-                          training=False)
-      last = tf.gather(tf.cast(logits, tf.float32), lengths - 1, batch_dims=1)  # (b, vocab)
-      last = tf.where(banned[tf.newaxis, :], -1e9, last)
-      k = tf.where(top_k > 0, tf.minimum(top_k, self.vocab_size), self.vocab_size)
-      kth = tf.math.top_k(last, k=k).values[:, -1:]
-      last = tf.where(last < kth, -1e9, last)
-      sampled = tf.random.stateless_categorical(
-        last / tf.maximum(temperature, 1e-6), 1, seed=seed + i, dtype=tf.int32)[:, 0]
-      greedy = tf.argmax(last, axis=-1, output_type=tf.int32)
-      token = tf.where(temperature > 0.0, sampled, greedy)
-      active = active.write(i, ~done & (token != contract.SEP_ID))
-      generated = generated.write(i, token)
-      done = done | (token == contract.SEP_ID)
-      # A full window slides left by one to make room.
-      full = lengths >= self.seq_len
-      window = tf.where(full[:, tf.newaxis], tf.roll(window, -1, axis=1), window)
-      lengths = tf.minimum(lengths, self.seq_len - 1)
-      index = tf.stack([tf.range(batch), lengths], axis=1)
-      window = tf.tensor_scatter_nd_update(window, index, token)
-      return i + 1, window, lengths + 1, done, generated, active
-
-    _, _, _, _, generated, active = tf.while_loop(
-      lambda i, window, lengths, done, *_: (i < max_new_tokens) & ~tf.reduce_all(done),
-      body,
-      (tf.constant(0), window, lengths, tf.zeros([batch], tf.bool),
-       tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[None]),
-       tf.TensorArray(tf.bool, size=0, dynamic_size=True, element_shape=[None])))
-    tokens = tf.transpose(generated.stack())  # (batch, steps)
-    keep = tf.transpose(active.stack())
-    tokens = tf.reshape(tokens, [batch, -1])
-    keep = tf.reshape(keep, [batch, -1])
-    return {TEXT: decode_tokens(tf.gather(self.token_strings, tokens), keep, self.sentencepiece)}
+    ids, new = self.generator.generate(ids, max_new_tokens, temperature, top_k, top_p, seed)
+    return {contract.GENERATED_TEXT: decode_tokens(tf.gather(self.token_strings, ids), new,
+                                                   self.sentencepiece)}
 
   def signatures(self):
     """The concrete functions to save, by signature name."""

@@ -61,8 +61,9 @@ def test_clm_pipeline_reports_perplexity_gates_on_it_and_pushes_a_generator(tmp_
       import json, tensorflow as tf, tensorflow_text  # noqa
       model = tf.saved_model.load({run['pushed_path']!r})
       out = model.signatures['generate'](
-          prompt=tf.constant(['the cat']), max_new_tokens=tf.constant(5),
-          temperature=tf.constant(0.0), top_k=tf.constant(0))
+          prompt=tf.constant(['the cat']), max_new_tokens=tf.constant([5]),
+          temperature=tf.constant([0.0]), top_k=tf.constant([0]), top_p=tf.constant([1.0]),
+          seed=tf.constant([0]))
       print(json.dumps(out['text'].numpy()[0].decode()))
   ''')
   result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,

@@ -14,3 +14,9 @@ def rest_json(base_url, path, body=None, method=None):
       return response.status, json.loads(response.read())
   except urllib.error.HTTPError as e:
     return e.code, json.loads(e.read())
+
+
+def rest_text(base_url, path):
+  """GETs base_url + path; returns the body as text (e.g. the Prometheus metrics)."""
+  with urllib.request.urlopen(base_url + path, timeout=30) as response:
+    return response.read().decode()

@@ -239,5 +239,5 @@ def test_errors_are_counted_in_the_metrics(strict):
                                                          'instances': ['a']})
   with urllib.request.urlopen(strict.rest_url + '/monitoring/prometheus/metrics') as response:
     text = response.read().decode()
-  assert ('serving_request_errors_total{model="toy",signature="nope",method="predict",'
+  assert ('serving_request_errors_total{model="toy",signature="unknown",method="predict",'
           'protocol="rest",code="FAILED_PRECONDITION"}') in text

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2
 
 from serving import codec, errors
 
@@ -43,3 +44,61 @@ def test_json_outputs():
   assert codec.to_json('labels', strings) == ['ok', {'b64': '/w=='}]
   assert codec.to_json('image_bytes', strings[:1]) == [{'b64': 'b2s='}]
   assert codec.to_json('p', np.array([[0.5]], np.float32)) == [[0.5]]
+
+
+def _typed(dtype, values, shape):
+  """A TensorProto carrying its values in the typed field (not tensor_content)."""
+  proto = tensor_pb2.TensorProto(dtype=dtype.as_datatype_enum)
+  for size in shape:
+    proto.tensor_shape.dim.add(size=size)
+  field = {tf.float32: 'float_val', tf.float64: 'double_val', tf.int32: 'int_val',
+           tf.int8: 'int_val', tf.uint8: 'int_val', tf.int64: 'int64_val', tf.bool: 'bool_val',
+           tf.uint32: 'uint32_val', tf.uint64: 'uint64_val', tf.float16: 'half_val',
+           tf.bfloat16: 'half_val'}[dtype]
+  if field == 'half_val':
+    values = np.array(values, dtype.as_numpy_dtype).view(np.uint16).tolist()
+  getattr(proto, field).extend(values)
+  return proto
+
+
+@pytest.mark.parametrize('dtype', [tf.float32, tf.float64, tf.int32, tf.int8, tf.uint8, tf.int64,
+                                   tf.bool, tf.uint32, tf.uint64, tf.float16, tf.bfloat16],
+                         ids=lambda d: d.name)
+@pytest.mark.parametrize('values,shape', [([1, 0, 1, 1, 0, 1], [2, 3]), ([1], [4]), ([1], [])],
+                         ids=['full', 'broadcast', 'scalar'])
+def test_typed_value_fields_decode_as_tensorflow_does(dtype, values, shape):
+  proto = _typed(dtype, values, shape)
+  np.testing.assert_array_equal(codec.from_tensor_proto('x', proto), tf.make_ndarray(proto))
+
+
+@pytest.mark.parametrize('proto,message', [
+    (_typed(tf.float32, [1.0], [codec.MAX_BROADCAST_ELEMENTS + 1]), 'carries 1'),
+    (_typed(tf.int64, [1, 2], [3]), 'needs 3 values but it carries 2'),
+    (tf.make_tensor_proto(['a', 'b']), None),
+], ids=['broadcast beyond the bound', 'too few values', 'string, fine'])
+def test_values_must_fill_the_declared_shape(proto, message):
+  if message is None:
+    assert codec.from_tensor_proto('x', proto).shape == (2,)
+    return
+  with pytest.raises(errors.ServingError, match=message):
+    codec.from_tensor_proto('x', proto)
+
+
+def test_a_request_budget_covers_all_its_inputs():
+  budget = codec.Limits(max_elements=10, max_string_bytes=8).budget()
+  codec.from_tensor_proto('a', tf.make_tensor_proto(np.zeros(6, np.float32)), budget)
+  with pytest.raises(errors.ServingError, match='carries 12 tensor elements, more than the limit'
+                                                ' of 10'):
+    codec.from_tensor_proto('b', tf.make_tensor_proto(np.zeros(6, np.float32)), budget)
+  budget = codec.Limits(max_elements=10, max_string_bytes=8).budget()
+  codec.from_json('s', ['abcd'], tf.string, budget)
+  with pytest.raises(errors.ServingError, match='9 bytes of strings, more than the limit of 8'):
+    codec.from_json('t', ['abcde'], tf.string, budget)
+  with pytest.raises(errors.ServingError, match='tensor elements'):
+    codec.from_json('n', [[1] * 11], tf.int32, codec.Limits(max_elements=10).budget())
+
+
+def test_text_example_is_what_serving_default_parses():
+  example = codec.text_example('é')
+  assert example.features.feature['text'].bytes_list.value == ['é'.encode()]
+  assert codec.text_example(b'\xff').features.feature['text'].bytes_list.value == [b'\xff']

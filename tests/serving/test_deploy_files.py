@@ -2,6 +2,7 @@
 
 import os
 
+import tensorflow as tf
 import yaml
 
 from serving import config
@@ -51,3 +52,20 @@ def test_shipped_tf_serving_configs_are_read_by_this_server():
   options = config.parse_batching_parameters_file(os.path.join(DEPLOY,
                                                                'batching_parameters.txt'))
   assert (options.max_batch_size, options.num_batch_threads) == (32, 4)
+
+
+def _tf_serving_versions():
+  (compose,) = _documents('docker-compose.yaml')
+  kubernetes = {d['kind']: d for d in _documents('kubernetes.yaml')}
+  (kserve,) = _documents('kserve.yaml')
+  images = [compose['services']['tensorflow-serving']['image'],
+            kubernetes['Deployment']['spec']['template']['spec']['containers'][0]['image']]
+  return [image.split(':', 1)[1] for image in images] + [
+      kserve['spec']['predictor']['model']['runtimeVersion']]
+
+
+def test_stock_images_are_at_least_as_new_as_the_exporting_tensorflow():
+  # An older TF Serving cannot load ops added in a newer TensorFlow ("Op type not registered").
+  exporter = tuple(int(p) for p in tf.__version__.split('.')[:2])
+  for version in _tf_serving_versions():
+    assert tuple(int(p) for p in version.split('.')[:2]) >= exporter, version

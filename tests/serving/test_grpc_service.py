@@ -194,17 +194,31 @@ def test_unavailable_while_nothing_is_loaded(tmp_path):
     running.close()
 
 
+def _reload(running, config_proto):
+  running.models.HandleReloadConfigRequest(
+      model_management_pb2.ReloadConfigRequest(config=config_proto), timeout=60)
+
+
+def test_reload_config_is_refused_unless_management_is_enabled(served):
+  empty = model_server_config_pb2.ModelServerConfig()
+  empty.model_config_list.SetInParent()
+  with pytest.raises(grpc.RpcError) as raised:
+    _reload(served, empty)
+  assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+  assert '--enable_model_management' in raised.value.details()
+  assert _predict(served, 'predict_text', 'text', TEXTS).model_spec.version.value == 2
+
+
 def test_reload_config_adds_and_drops_models(toy_base, tmp_path):
   push(str(tmp_path), 'other', 3, seed=3)
   running = start_server(toy_base, [ModelConfig(MODEL, os.path.join(toy_base, MODEL))],
-                         poll_wait_seconds=0)
+                         poll_wait_seconds=0, options={'enable_model_management': True})
   try:
     new_config = model_server_config_pb2.ModelServerConfig()
     entry = new_config.model_config_list.config.add(name='other',
                                                     base_path=str(tmp_path / 'other'))
     entry.version_labels['stable'] = 3
-    running.models.HandleReloadConfigRequest(
-        model_management_pb2.ReloadConfigRequest(config=new_config), timeout=60)
+    _reload(running, new_config)
     request = predict_pb2.PredictRequest()
     request.model_spec.name = 'other'
     request.model_spec.version_label = 'stable'
@@ -221,5 +235,13 @@ def test_reload_config_adds_and_drops_models(toy_base, tmp_path):
           model_management_pb2.ReloadConfigRequest(config=bad), timeout=60)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert 'needs both name and base_path' in raised.value.details()
+    # An empty config would unload everything: refused, and 'other' keeps serving.
+    empty = model_server_config_pb2.ModelServerConfig()
+    empty.model_config_list.SetInParent()
+    with pytest.raises(grpc.RpcError) as raised:
+      _reload(running, empty)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert 'lists no model' in raised.value.details()
+    assert running.predictions.Predict(request, timeout=30).model_spec.version.value == 3
   finally:
     running.close()

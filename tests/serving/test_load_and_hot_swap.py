@@ -82,6 +82,7 @@ class Load:
         self.seen[index].append(version)
       except Exception as e:  # noqa: BLE001 - collected and asserted on by the test.
         self.errors.append(repr(e))
+        return  # one error ends this client: the test fails, without a flood of them
 
   def _grpc_sender(self):
     stub = prediction_service_pb2_grpc.PredictionServiceStub(

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import urllib.error
 import urllib.request
 
@@ -10,7 +11,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
-from serving import errors
+from serving import config, errors
 from serving.config import ModelConfig
 from serving.manager import WARMUP_FILE, ModelManager
 from tests.serving.conftest import MODEL, push, start_server
@@ -82,3 +83,84 @@ def test_health_is_503_until_a_version_is_loaded(tmp_path):
       assert response.status == 200
   finally:
     running.close()
+
+
+def _manager(base, **kwargs):
+  manager = ModelManager([ModelConfig(MODEL, os.path.join(base, MODEL), **kwargs)],
+                         poll_wait_seconds=0)
+  manager.start()
+  return manager
+
+
+def test_a_listing_error_unloads_nothing(tmp_path, monkeypatch):
+  base = str(tmp_path)
+  push(base, MODEL, 1, seed=1)
+  manager = _manager(base)
+  try:
+    os.rename(os.path.join(base, MODEL), os.path.join(base, 'away'))  # e.g. a remount
+    manager.poll()
+    assert manager.resolve(MODEL).version == 1
+    os.rename(os.path.join(base, 'away'), os.path.join(base, MODEL))
+    real_listdir = os.listdir
+
+    def flaky(path):
+      if path == os.path.join(base, MODEL):
+        raise PermissionError(13, 'Permission denied', path)
+      return real_listdir(path)
+
+    monkeypatch.setattr(os, 'listdir', flaky)
+    manager.poll()
+    assert manager.resolve(MODEL).version == 1
+  finally:
+    manager.stop()
+
+
+def test_a_failed_version_is_retried_when_only_its_variables_change(tmp_path):
+  base = str(tmp_path)
+  push(base, MODEL, 1, seed=1)
+  good = push(str(tmp_path / 'staging'), MODEL, 2, seed=2)
+  data = [n for n in os.listdir(os.path.join(good, 'variables')) if n.startswith('variables.data')]
+  broken = os.path.join(base, MODEL, '2')
+  shutil.copytree(good, broken)
+  with open(os.path.join(broken, 'variables', data[0]), 'wb') as f:
+    f.write(b'truncated')
+  manager = _manager(base)
+  try:
+    assert manager.status(MODEL, 2)[0][1] == 'END'
+    assert manager.resolve(MODEL).version == 1
+    manager.poll()  # unchanged files: not retried
+    assert manager.status(MODEL, 2)[0][1] == 'END'
+    shutil.copy(os.path.join(good, 'variables', data[0]),
+                os.path.join(broken, 'variables', data[0]))
+    manager.poll()
+    assert manager.status(MODEL, 2)[0][1] == 'AVAILABLE'
+    assert manager.resolve(MODEL).version == 2
+  finally:
+    manager.stop()
+
+
+def test_a_new_base_path_reloads_the_model(tmp_path):
+  first, second = str(tmp_path / 'a'), str(tmp_path / 'b')
+  push(first, MODEL, 1, seed=1)
+  push(second, MODEL, 1, seed=2)
+  manager = _manager(first)
+  try:
+    assert manager.resolve(MODEL).path.startswith(first)
+    manager.reload([ModelConfig(MODEL, os.path.join(second, MODEL))])
+    assert manager.resolve(MODEL).path.startswith(second)
+    assert [row[:2] for row in manager.status(MODEL)] == [(1, 'AVAILABLE')]
+  finally:
+    manager.stop()
+
+
+def test_only_ascii_numbers_are_versions(tmp_path):
+  base = str(tmp_path)
+  one = push(base, MODEL, 1, seed=1)
+  for name in ('\u00b2', '\u0663', '7a', '-3', ' 4', '9' * 30):
+    shutil.copytree(one, os.path.join(base, MODEL, name))
+  manager = _manager(base, latest=0)
+  try:
+    assert [row[0] for row in manager.status(MODEL)] == [1]
+    assert config.discover_models(base)[0].name == MODEL
+  finally:
+    manager.stop()

@@ -116,3 +116,13 @@ def test_bad_flags_are_refused():
                            '--model_config_file=/y'], capture_output=True, text=True)
   assert result.returncode == 2
   assert 'exactly one of --model_base_path' in result.stderr
+
+
+def test_a_bad_token_file_is_a_usage_error(tmp_path):
+  empty = tmp_path / 'token'
+  empty.write_text('  \n')
+  for token_file, message in ((tmp_path / 'missing', 'No such file'), (empty, 'token file is empty')):
+    result = subprocess.run([sys.executable, '-m', 'serving', f'--model_base_path={tmp_path}',
+                             f'--auth_token_file={token_file}'], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert message in result.stderr

@@ -13,6 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 
 from serving import client
 from serving.config import ModelConfig
@@ -72,3 +73,43 @@ def test_rest_over_https(tls_server):
     assert json.loads(response.read())['status'] == 'ok'
   with pytest.raises(OSError):  # plain HTTP to the HTTPS port
     urllib.request.urlopen(f'http://localhost:{running.server.rest_port}/healthz', timeout=5)
+
+
+@pytest.fixture(scope='module')
+def mtls_server(toy_base, tmp_path_factory):
+  cert, key = _self_signed(str(tmp_path_factory.mktemp('mtls')))
+  # The self-signed certificate is its own CA: clients present it as their certificate.
+  running = start_server(toy_base, [ModelConfig(MODEL, os.path.join(toy_base, MODEL))],
+                         poll_wait_seconds=0,
+                         options={'ssl_certfile': cert, 'ssl_keyfile': key,
+                                  'ssl_client_ca_file': cert})
+  yield running, cert, key
+  running.close()
+
+
+def test_mutual_tls_needs_a_client_certificate(mtls_server):
+  running, cert, key = mtls_server
+  with open(cert, 'rb') as c, open(key, 'rb') as k:
+    cert_pem, key_pem = c.read(), k.read()
+  target = f'localhost:{running.server.grpc_port}'
+  request = get_model_status_pb2.GetModelStatusRequest()
+  request.model_spec.name = MODEL
+  with_cert = grpc.secure_channel(target, grpc.ssl_channel_credentials(cert_pem, key_pem,
+                                                                      cert_pem))
+  without = grpc.secure_channel(target, grpc.ssl_channel_credentials(cert_pem))
+  try:
+    stub = model_service_pb2_grpc.ModelServiceStub(with_cert)
+    assert stub.GetModelStatus(request, timeout=30).model_version_status
+    with pytest.raises(grpc.RpcError) as raised:
+      model_service_pb2_grpc.ModelServiceStub(without).GetModelStatus(request, timeout=10)
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+  finally:
+    with_cert.close()
+    without.close()
+  url = f'https://localhost:{running.server.rest_port}/v1/models/{MODEL}'
+  context = ssl.create_default_context(cafile=cert)
+  with pytest.raises(OSError):
+    urllib.request.urlopen(url, context=context, timeout=10)
+  context.load_cert_chain(cert, key)
+  with urllib.request.urlopen(url, context=context, timeout=10) as response:
+    assert json.loads(response.read())['model_version_status']

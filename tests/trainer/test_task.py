@@ -161,8 +161,11 @@ def test_every_signature_answers_the_same_in_a_fresh_process(mlm_run, clm_run, c
             'predict_text': {'text': strings(texts)},
             'transform_features': {'examples': strings([e.hex() for e in examples])}}
   calls = {'mlm': common, 'classify': common, 'clm': {**common, 'generate': {
-    'prompt': strings(texts), 'max_new_tokens': {'value': 6, 'dtype': 'int32'},
-    'temperature': {'value': 0.0, 'dtype': 'float32'}, 'top_k': {'value': 0, 'dtype': 'int32'}}}}
+    'prompt': strings(texts), 'max_new_tokens': {'value': [6] * 3, 'dtype': 'int32'},
+    'temperature': {'value': [0.0] * 3, 'dtype': 'float32'},
+    'top_k': {'value': [0] * 3, 'dtype': 'int32'},
+    'top_p': {'value': [1.0] * 3, 'dtype': 'float32'},
+    'seed': {'value': [0] * 3, 'dtype': 'int32'}}}}
   runs = {'mlm': mlm_run, 'clm': clm_run, 'classify': classify_run}
   copies = {}
   for name, run in runs.items():

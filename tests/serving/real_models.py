@@ -1,0 +1,53 @@
+"""Tiny models exported by the pipeline's own trainer code (TF Transform graph, keras-hub
+backbone, tensorflow-text tokenizer), pushed in the Pusher layout for the server to load.
+
+Built with the trainer tests' helpers (`tests/trainer/trainer_data.py`): a real Transform run
+over a few generated rows, then `trainer.task.run_fn` for two steps. Untrained weights are
+enough here: the tests compare the server with the in-process call, not model quality.
+"""
+
+import os
+import shutil
+
+from tests.trainer import trainer_data
+from tfxlm import contract
+from trainer import task
+
+VERSION = 1
+# Two steps of a one-layer model on 32 rows: the export is what matters, not the training.
+_SIZES = {
+  'num_layers': 1,
+  'hidden_dim': 16,
+  'num_heads': 2,
+  'intermediate_dim': 32,
+  'seq_len': 16,
+  'per_replica_batch_size': 8,
+  'train_steps': 2,
+  'eval_steps': 1,
+  'eval_every_steps': 2,
+  'log_every_steps': 1,
+  'checkpoint_every_steps': 2,
+  'warmup_steps': 1,
+}
+
+
+def _rows(task_name):
+  if task_name == contract.CLASSIFY:
+    return trainer_data.labeled_texts(32, 1), trainer_data.labeled_texts(8, 2)
+  return trainer_data.corpus_texts(32, 1), trainer_data.corpus_texts(8, 2)
+
+
+def export(root: str, task_name: str, base: str) -> str:
+  """Runs Transform and the Trainer for `task_name`; pushes the model to <base>/<task>/1.
+
+  Returns:
+    The version directory.
+  """
+  work = os.path.join(root, task_name)
+  train_rows, eval_rows = _rows(task_name)
+  data = trainer_data.transform_data(work, task_name, train_rows, eval_rows, _SIZES['seq_len'])
+  args = trainer_data.fn_args(data, work, trainer_data.tiny_config(task_name, **_SIZES))
+  task.run_fn(args)
+  version_dir = os.path.join(base, task_name, str(VERSION))
+  shutil.copytree(args.serving_model_dir, version_dir)
+  return version_dir

@@ -1,0 +1,434 @@
+"""A hostile client: declared-shape bombs, bad bytes, smuggling, slow and greedy clients, auth."""
+
+import json
+import os
+import socket
+import threading
+import time
+
+import grpc
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2
+
+from serving import client
+from serving.batching import BatchingOptions
+from serving.config import ModelConfig
+from serving.rest import RestOptions, RestServer
+from tests.serving import rest_util
+from tests.serving.conftest import MODEL, start_server
+from tests.serving.hostile_util import RawHttp, post, rss_bytes
+
+PREDICT_PATH = f'/v1/models/{MODEL}:predict'
+GOOD_BODY = json.dumps({'signature_name': 'predict_text', 'instances': ['fine film']}).encode()
+
+
+def _bomb(dtype, dims, **values):
+  request = predict_pb2.PredictRequest()
+  request.model_spec.name = MODEL
+  request.model_spec.signature_name = 'predict_text'
+  proto = request.inputs['text']
+  proto.dtype = dtype.as_datatype_enum
+  for size in dims:
+    proto.tensor_shape.dim.add(size=size)
+  for field, value in values.items():
+    if field == 'tensor_content':
+      proto.tensor_content = value
+    else:
+      getattr(proto, field).extend(value)
+  return request
+
+
+BOMBS = {
+  'string declared 2**31': (
+    _bomb(tf.string, [2**31], string_val=[b'x']),
+    'needs 2147483648 values but it carries 1',
+  ),
+  'string declared 2**62 (2-D)': (_bomb(tf.string, [2**31, 2**31], string_val=[b'x']), 'carries 1'),
+  'string declared with no values': (_bomb(tf.string, [2**31]), 'carries 0'),
+  'float32 declared 2**31, 4 bytes of content': (
+    _bomb(tf.float32, [2**31], tensor_content=b'\0' * 4),
+    'needs 8589934592 bytes',
+  ),
+  'int64 declared 2**40 by one int64_val': (_bomb(tf.int64, [2**40], int64_val=[1]), 'carries 1'),
+  'half declared 2**31 by one half_val': (_bomb(tf.float16, [2**31], half_val=[1]), 'carries 1'),
+  'string of 1 MB broadcast 1024 times': (
+    _bomb(tf.string, [1024], string_val=[b'x' * 2**20]),
+    'bytes of strings, more than the limit',
+  ),
+  'negative dimension': (_bomb(tf.string, [-5], string_val=[b'x']), 'negative dimension'),
+  'resource dtype': (_bomb(tf.resource, [1]), 'DT_RESOURCE is not supported'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(BOMBS))
+def test_declared_shapes_are_refused_fast_and_without_memory(served, case):
+  request, message = BOMBS[case]
+  before = rss_bytes()
+  started = time.monotonic()
+  with pytest.raises(grpc.RpcError) as raised:
+    served.predictions.Predict(request, timeout=30)
+  assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raised.value.details()
+  assert message in raised.value.details()
+  assert time.monotonic() - started < 5
+  assert rss_bytes() - before < 64 << 20
+
+
+def test_the_20_byte_request_of_the_issue(served):
+  request = BOMBS['string declared 2**31'][0]
+  assert len(request.inputs['text'].SerializeToString()) <= 20
+  before = rss_bytes()
+  for _ in range(20):
+    with pytest.raises(grpc.RpcError) as raised:
+      served.predictions.Predict(request, timeout=30)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+  assert rss_bytes() - before < 32 << 20
+
+
+def test_random_bytes_as_a_message_are_invalid_argument(served):
+  raw = served.channel.unary_unary('/tensorflow.serving.PredictionService/Predict')
+  for garbage in (b'\xff' * 7, b'\x0a\x05\x0a\x03toy\x12', b'\x08' + b'\xff' * 11):
+    with pytest.raises(grpc.RpcError) as raised:
+      raw(garbage, timeout=30)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raised.value.details()
+    assert 'not a valid PredictRequest' in raised.value.details()
+
+
+def test_deeply_nested_json_is_400(served):
+  for depth in (65, 100_000):
+    body = b'{"instances": ' + b'[' * depth + b']' * depth + b'}'
+    status, answer = rest_util.rest_json(served.rest_url, PREDICT_PATH, body)
+    assert status == 400 and 'nests arrays and objects' in answer['error']
+  # Brackets inside strings do not count.
+  status, _ = rest_util.rest_json(
+    served.rest_url, PREDICT_PATH, {'signature_name': 'predict_text', 'instances': ['[' * 500]}
+  )
+  assert status == 200
+
+
+def _healthy_next(connection):
+  connection.send(b'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n')
+  status, _, body = connection.response()
+  assert status == 200 and json.loads(body)['status'] == 'ok'
+
+
+SMUGGLED = b'GET /v1/models/toy/versions/7 HTTP/1.1\r\nHost: x\r\n\r\n'
+
+
+@pytest.mark.parametrize(
+  'request_bytes,status',
+  [
+    (post('/v1/models/nope:predict', SMUGGLED), 404),
+    (post('/v1/models/toy:regress', SMUGGLED), 501),
+    (post('/v1/models/toy', SMUGGLED), 400),
+    (post('/nowhere', SMUGGLED), 404),
+    (
+      b'GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n' % len(SMUGGLED) + SMUGGLED,
+      200,
+    ),
+  ],
+  ids=['unknown model', 'unknown verb', 'POST on status', 'unknown path', 'GET with a body'],
+)
+def test_an_unread_body_is_never_taken_for_a_request(served, request_bytes, status):
+  connection = RawHttp(served.server.rest_port)
+  try:
+    connection.send(request_bytes)
+    assert connection.response()[0] == status
+    _healthy_next(connection)  # the next answer is ours, not the smuggled request's
+  finally:
+    connection.close()
+
+
+@pytest.mark.parametrize(
+  'request_bytes,status',
+  [
+    (
+      b'PUT /v1/models/toy HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n' % len(SMUGGLED)
+      + SMUGGLED,
+      501,
+    ),
+    (post(PREDICT_PATH, SMUGGLED, 'Transfer-Encoding: chunked\r\n'), 400),
+    (
+      b'POST %s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n'
+      % PREDICT_PATH.encode(),
+      501,
+    ),
+    (b'POST %s HTTP/1.1\r\nHost: x\r\n\r\n' % PREDICT_PATH.encode() + SMUGGLED, 411),
+    (post(PREDICT_PATH, b'{}').replace(b'Content-Length: 2', b'Content-Length: 2, 3'), 400),
+    (post(PREDICT_PATH, b'x' * 8, 'Content-Length: 9\r\n'), 400),
+    (
+      b'POST %s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n'
+      % PREDICT_PATH.encode(),
+      400,
+    ),
+    (
+      b'POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n' % PREDICT_PATH.encode(),
+      413,
+    ),
+  ],
+  ids=[
+    'unknown method',
+    'Transfer-Encoding and Content-Length',
+    'gzip transfer coding',
+    'no length',
+    'two Content-Lengths',
+    'conflicting Content-Length headers',
+    'bad chunk size',
+    'oversize Content-Length',
+  ],
+)
+def test_framing_errors_close_the_connection(served, request_bytes, status):
+  connection = RawHttp(served.server.rest_port)
+  try:
+    connection.send(request_bytes)
+    got, headers, _ = connection.response()
+    assert got == status
+    assert headers.get('connection') == 'close'
+    assert connection.closed()
+  finally:
+    connection.close()
+
+
+def test_chunked_bodies_and_any_content_type_are_served(served):
+  connection = RawHttp(served.server.rest_port)
+  try:
+    half = len(GOOD_BODY) // 2
+    chunks = b'%x;ext=1\r\n%s\r\n%x\r\n%s\r\n0\r\nX-Trailer: 1\r\n\r\n' % (
+      half,
+      GOOD_BODY[:half],
+      len(GOOD_BODY) - half,
+      GOOD_BODY[half:],
+    )
+    for extra in (b'Transfer-Encoding: chunked\r\n', b'Transfer-Encoding: Chunked\r\n'):
+      connection.send(
+        b'POST %s HTTP/1.1\r\nHost: x\r\n%s\r\n' % (PREDICT_PATH.encode(), extra) + chunks
+      )
+      status, _, body = connection.response()
+      assert status == 200 and len(json.loads(body)['predictions']) == 1
+    # TF Serving reads the body as JSON whatever the Content-Type says (curl -d sends a form).
+    connection.send(
+      post(PREDICT_PATH, GOOD_BODY, 'Content-Type: application/x-www-form-urlencoded\r\n')
+    )
+    assert connection.response()[0] == 200
+  finally:
+    connection.close()
+
+
+def test_oversize_chunked_body_is_413(toy_base):
+  running = start_server(
+    toy_base,
+    [ModelConfig(MODEL, os.path.join(toy_base, MODEL))],
+    poll_wait_seconds=0,
+    options={'max_request_bytes': 1000},
+  )
+  connection = RawHttp(running.server.rest_port)
+  try:
+    connection.send(
+      b'POST %s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n' % PREDICT_PATH.encode()
+      + b'300\r\n'
+      + b'x' * 0x300
+      + b'\r\n'
+      + b'300\r\n'
+    )
+    status, headers, _ = connection.response()
+    assert status == 413 and headers['connection'] == 'close'
+  finally:
+    connection.close()
+    running.close()
+
+
+def test_made_up_names_do_not_become_metric_series(toy_base):
+  served = start_server(
+    toy_base, [ModelConfig(MODEL, os.path.join(toy_base, MODEL))], poll_wait_seconds=0
+  )
+  try:
+    for i in range(150):
+      rest_util.rest_json(served.rest_url, f'/v1/models/made-up-{i}:predict', {'instances': ['a']})
+      request = predict_pb2.PredictRequest()
+      request.model_spec.name = f'grpc-made-up-{i}'
+      with pytest.raises(grpc.RpcError):
+        served.predictions.Predict(request, timeout=30)
+    rest_util.rest_json(
+      served.rest_url, PREDICT_PATH, {'signature_name': 'made-up-signature', 'instances': ['a']}
+    )
+    text = rest_util.rest_text(served.rest_url, '/monitoring/prometheus/metrics')
+  finally:
+    served.close()
+  assert 'made-up' not in text
+  assert (
+    'serving_request_errors_total{model="unknown",signature="",method="predict",'
+    'protocol="rest",code="NOT_FOUND"} 150'
+  ) in text
+  assert (
+    'serving_request_errors_total{model="unknown",signature="unknown",method="predict",'
+    'protocol="grpc",code="NOT_FOUND"} 150'
+  ) in text
+  assert (
+    'serving_request_errors_total{model="toy",signature="unknown",method="predict",'
+    'protocol="rest",code="FAILED_PRECONDITION"} 1'
+  ) in text
+  assert len(text.splitlines()) < 150
+
+
+@pytest.fixture
+def authed(toy_base, tmp_path):
+  token_file = tmp_path / 'token'
+  token_file.write_text('s3cret-token\n')
+  running = start_server(
+    toy_base,
+    [ModelConfig(MODEL, os.path.join(toy_base, MODEL))],
+    poll_wait_seconds=0,
+    options={'auth_token_file': str(token_file)},
+  )
+  yield running, str(token_file)
+  running.close()
+
+
+def test_bearer_token_guards_every_call_but_health(authed, capsys):
+  running, token_file = authed
+  request = predict_pb2.PredictRequest()
+  request.model_spec.name = MODEL
+  request.model_spec.signature_name = 'predict_text'
+  request.inputs['text'].CopyFrom(tf.make_tensor_proto(['x']))
+  for metadata in (
+    None,
+    (('authorization', 'Bearer wrong'),),
+    (('authorization', 's3cret-token'),),
+  ):
+    with pytest.raises(grpc.RpcError) as raised:
+      running.predictions.Predict(request, timeout=30, metadata=metadata)
+    assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+  ok = running.predictions.Predict(
+    request, timeout=30, metadata=(('authorization', 'Bearer s3cret-token'),)
+  )
+  assert ok.model_spec.version.value == 2
+  connection = RawHttp(running.server.rest_port)
+  try:
+    for path in (f'/v1/models/{MODEL}', '/monitoring/prometheus/metrics'):
+      connection.send(f'GET {path} HTTP/1.1\r\nHost: x\r\n\r\n'.encode())
+      status, headers, _ = connection.response()
+      assert status == 401 and headers['www-authenticate'] == 'Bearer'
+    connection.send(post(PREDICT_PATH, GOOD_BODY, 'Authorization: Bearer nope\r\n'))
+    assert connection.response()[0] == 401
+    _healthy_next(connection)  # open, and the refused body was not taken for a request
+    connection.send(post(PREDICT_PATH, GOOD_BODY, 'Authorization: Bearer s3cret-token\r\n'))
+    assert connection.response()[0] == 200
+  finally:
+    connection.close()
+  for where in (['--grpc', running.grpc_target], ['--rest', running.rest_url]):
+    assert (
+      client.main(where + ['--model_name', MODEL, '--text', 'x', '--auth_token_file', token_file])
+      == 0
+    )
+    assert json.loads(capsys.readouterr().out)['outputs']
+
+
+def test_grpc_beyond_max_concurrent_rpcs_is_resource_exhausted(toy_base):
+  # A 2 s batch window keeps the first two requests in flight.
+  running = start_server(
+    toy_base,
+    [ModelConfig(MODEL, os.path.join(toy_base, MODEL))],
+    poll_wait_seconds=0,
+    batching=BatchingOptions(
+      max_batch_size=64, batch_timeout_micros=2_000_000, num_batch_threads=1
+    ),
+    options={'grpc_max_concurrent_rpcs': 2},
+  )
+  request = predict_pb2.PredictRequest()
+  request.model_spec.name = MODEL
+  request.model_spec.signature_name = 'predict_text'
+  request.inputs['text'].CopyFrom(tf.make_tensor_proto(['x']))
+  try:
+    in_flight = [running.predictions.Predict.future(request, timeout=30) for _ in range(2)]
+    time.sleep(0.5)
+    with pytest.raises(grpc.RpcError) as raised:
+      running.predictions.Predict(request, timeout=30)
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert all(f.result().model_spec.version.value == 2 for f in in_flight)
+    assert running.predictions.Predict(request, timeout=30).model_spec.version.value == 2
+  finally:
+    running.close()
+
+
+@pytest.fixture
+def tight_rest(toy_base):
+  running = start_server(
+    toy_base,
+    [ModelConfig(MODEL, os.path.join(toy_base, MODEL))],
+    poll_wait_seconds=0,
+    options={'rest_options': RestOptions(max_connections=3, header_timeout=1.0, body_timeout=1.0)},
+  )
+  yield running
+  running.close()
+
+
+def test_rest_connections_beyond_the_cap_get_503(tight_rest):
+  held = [RawHttp(tight_rest.server.rest_port) for _ in range(3)]
+  try:
+    time.sleep(0.2)
+    extra = RawHttp(tight_rest.server.rest_port)
+    extra.send(b'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n')
+    assert extra.response()[0] == 503
+    extra.close()
+    _healthy_next(held[0])  # the held ones are served
+  finally:
+    for connection in held:
+      connection.close()
+  time.sleep(0.3)
+  status, _ = rest_util.rest_json(tight_rest.rest_url, '/healthz')
+  assert status == 200
+
+
+@pytest.mark.parametrize(
+  'trickle',
+  [
+    [b'GET /healthz HTTP/1.1\r\n', b'Host: x\r\n'] + [b'X-Slow: 1\r\n'] * 10,
+    [post(PREDICT_PATH, GOOD_BODY)[:-10]] + [b' '] * 10,
+    [],
+  ],
+  ids=['slow headers', 'slow body', 'idle'],
+)
+def test_slow_clients_are_cut_off(tight_rest, trickle):
+  connection = RawHttp(tight_rest.server.rest_port, timeout=10)
+  started = time.monotonic()
+  try:
+    closed = False
+    for piece in trickle:
+      try:
+        connection.send(piece)
+      except OSError:
+        closed = True
+        break
+      time.sleep(0.4)
+    while not closed:  # reads whatever answer comes, until the server closes
+      closed = connection.sock.recv(65536) in (b'',)
+    assert time.monotonic() - started < 4.0  # the limit is 1 s; the trickle would take 4.8
+  except ConnectionResetError:
+    pass
+  finally:
+    connection.close()
+
+
+def test_rest_listen_backlog_is_not_5(served):
+  # Connections opened at once all get answers (socketserver's default backlog is 5).
+  sockets = [
+    socket.create_connection(('127.0.0.1', served.server.rest_port), timeout=10) for _ in range(40)
+  ]
+  try:
+    threads = []
+    statuses = []
+
+    def ask(sock):
+      sock.sendall(b'GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+      statuses.append(sock.recv(64).split()[1])
+
+    for sock in sockets:
+      threads.append(threading.Thread(target=ask, args=(sock,)))
+      threads[-1].start()
+    for thread in threads:
+      thread.join(30)
+    assert statuses.count(b'200') + statuses.count(b'503') == 40
+    assert RestServer.request_queue_size >= 128
+  finally:
+    for sock in sockets:
+      sock.close()

@@ -1,0 +1,211 @@
+"""Key/value-cached text generation for GPT-2 backbones, built to be traced into a SavedModel.
+
+The prompt is prefilled once into a cache of keys and values per layer, then each step of one
+`tf.while_loop` runs a single position against that cache. It is keras-hub's
+`GPT2CausalLM.generate` algorithm (`call_with_cache` + `Sampler.__call__`), rewritten on the
+backbone's layers so that the traced graph needs only TensorFlow at serving time, with per-row
+controls on top:
+
+- Prompts are padded on the right and every row keeps its natural positions: the loop walks one
+  position index shared by all rows from the shortest prompt's end; a row still inside its
+  prompt copies its next prompt token, the others sample. Greedy output therefore matches
+  keras-hub's token for token.
+- Each row has its own `max_new_tokens`, `temperature` (<= 0: greedy), `top_k` (<= 0: whole
+  vocabulary), `top_p` (outside (0, 1): no nucleus cut) and `seed`. A row stops at the end token
+  or after its `max_new_tokens`; the loop stops when every row has.
+- Sampling is Gumbel-max with noise hashed from (row seed, position, token id): no random state,
+  and a row's draws do not depend on the other rows of its batch.
+- A prompt keeps its last `seq_len - max_new_tokens` tokens (at least one), so the requested
+  tokens fit in the model's window of `seq_len` positions.
+"""
+
+import tensorflow as tf
+
+# Gumbel noise needs u in (0, 1): 24 random bits, centred in their bucket.
+_UNIFORM_BITS = 24
+_NEG_INF = float('-inf')
+
+
+def _mix32(x: tf.Tensor) -> tf.Tensor:
+  """A bijective 32-bit integer hash with full avalanche (Wellons' "lowbias32")."""
+  x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(16, tf.uint32)))
+  x = x * tf.constant(0x7FEB352D, tf.uint32)
+  x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(15, tf.uint32)))
+  x = x * tf.constant(0x846CA68B, tf.uint32)
+  return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(16, tf.uint32)))
+
+
+def gumbel_noise(seed: tf.Tensor, position: tf.Tensor, vocab_size: int) -> tf.Tensor:
+  """Standard Gumbel noise [b, vocab] that depends only on each row's seed and the position.
+
+  Args:
+    seed: int32 [b], one seed per row.
+    position: int32 scalar, the position being sampled.
+    vocab_size: Columns of the noise.
+  """
+  key = _mix32(tf.bitwise.bitwise_xor(tf.cast(seed, tf.uint32), tf.constant(0x9E3779B9,
+                                                                            tf.uint32)))
+  key = _mix32(key + tf.cast(position, tf.uint32) * tf.constant(0x85EBCA6B, tf.uint32))
+  columns = tf.cast(tf.range(vocab_size), tf.uint32) * tf.constant(0xC2B2AE35, tf.uint32)
+  bits = _mix32(key[:, tf.newaxis] + columns[tf.newaxis, :])
+  bits = tf.bitwise.right_shift(bits, tf.constant(32 - _UNIFORM_BITS, tf.uint32))
+  uniform = (tf.cast(bits, tf.float32) + 0.5) / float(1 << _UNIFORM_BITS)
+  return -tf.math.log(-tf.math.log(uniform))
+
+
+def next_tokens(logits: tf.Tensor, banned: tf.Tensor, temperature: tf.Tensor, top_k: tf.Tensor,
+                top_p: tf.Tensor, seed: tf.Tensor, position: tf.Tensor) -> tf.Tensor:
+  """Picks one token per row from float32 logits [b, vocab]; never a `banned` [vocab] token.
+
+  Greedy rows (temperature <= 0) take the argmax of the softmax, as keras-hub's greedy sampler
+  does. Sampling rows scale by 1 / temperature, keep the `top_k` most likely tokens and then the
+  smallest set whose probability reaches `top_p`, and draw with Gumbel-max.
+  """
+  vocab_size = logits.shape[-1]
+  banned = banned[tf.newaxis, :]
+  probabilities = tf.nn.softmax(logits, axis=-1)
+  greedy = tf.argmax(tf.where(banned, -1.0, probabilities), axis=-1, output_type=tf.int32)
+  sampling = temperature > 0.0
+
+  def sample():
+    scaled = logits / tf.where(sampling, temperature, 1.0)[:, tf.newaxis]
+    scaled = tf.where(banned, _NEG_INF, scaled)
+    ranked = tf.sort(scaled, axis=-1, direction='DESCENDING')
+    k = tf.where((top_k > 0) & (top_k < vocab_size), top_k, vocab_size)
+    # The smallest set whose probability reaches top_p, within the top k: the first token
+    # always, then each one while the probability before it is below top_p.
+    in_top_k = tf.range(vocab_size)[tf.newaxis, :] < k[:, tf.newaxis]
+    ranked_probabilities = tf.nn.softmax(tf.where(in_top_k, ranked, _NEG_INF), axis=-1)
+    before = tf.math.cumsum(ranked_probabilities, axis=-1, exclusive=True)
+    nucleus = (top_p > 0.0) & (top_p < 1.0)
+    kept = in_top_k & ((before < top_p[:, tf.newaxis]) | ~nucleus[:, tf.newaxis])
+    count = tf.maximum(tf.reduce_sum(tf.cast(kept, tf.int32), axis=-1), 1)
+    threshold = tf.gather(ranked, count - 1, batch_dims=1)
+    scaled = tf.where(scaled < threshold[:, tf.newaxis], _NEG_INF, scaled)
+    noisy = scaled + gumbel_noise(seed, position, vocab_size)
+    return tf.where(sampling, tf.argmax(noisy, axis=-1, output_type=tf.int32), greedy)
+
+  return tf.cond(tf.reduce_any(sampling), sample, lambda: greedy)
+
+
+class CachedGenerator:
+  """Generates token ids from a keras-hub `GPT2Backbone` with a key/value cache.
+
+  Args:
+    backbone: The `GPT2Backbone` whose layers run (its weights are read, never changed).
+    seq_len: The model's window: positions of a prompt plus its continuation.
+    end_id: The token that ends a row's text.
+    banned_ids: Tokens never generated.
+    max_new_tokens_limit: Requests above it fail with INVALID_ARGUMENT; the effective limit is
+      at most seq_len - 1, so the window always holds one prompt token.
+  """
+
+  def __init__(self, backbone, seq_len: int, end_id: int, banned_ids=(),
+               max_new_tokens_limit: int = 256):
+    if max_new_tokens_limit < 1:
+      raise ValueError(f'max_new_tokens_limit must be >= 1, got {max_new_tokens_limit}')
+    if seq_len < 2:
+      raise ValueError(f'generation needs seq_len >= 2 (a prompt token and a new one), got '
+                       f'{seq_len}')
+    self.backbone = backbone
+    self.seq_len = seq_len
+    self.end_id = end_id
+    self.vocab_size = backbone.vocabulary_size
+    self.banned = tf.constant([i in set(banned_ids) for i in range(self.vocab_size)])
+    self.limit = min(max_new_tokens_limit, seq_len - 1)
+    self.num_layers = backbone.num_layers
+    self.num_heads = backbone.num_heads
+    self.head_dim = backbone.hidden_dim // backbone.num_heads
+
+  def forward(self, token_ids: tf.Tensor, cache: tf.Tensor, index: tf.Tensor):
+    """Runs `token_ids` [b, n] at positions index..index+n-1 against `cache`.
+
+    The same computation as keras-hub's `GPT2CausalLM.call_with_cache`.
+
+    Returns:
+      (float32 logits [b, n, vocab], the cache with those positions written).
+    """
+    backbone = self.backbone
+    tokens = backbone.token_embedding(token_ids)
+    positions = backbone.position_embedding(tokens, start_index=index)
+    x = backbone.embeddings_add((tokens, positions))
+    x = backbone.embeddings_dropout(x, training=False)
+    caches = []
+    for i, layer in enumerate(backbone.transformer_layers):
+      x, layer_cache = layer(x, self_attention_cache=cache[:, i, ...],
+                             self_attention_cache_update_index=index, training=False)
+      caches.append(layer_cache)
+    x = backbone.layer_norm(x)
+    logits = backbone.token_embedding(x, reverse=True)
+    return tf.cast(logits, tf.float32), tf.stack(caches, axis=1)
+
+  def generate(self, prompt_ids: tf.RaggedTensor, max_new_tokens: tf.Tensor,
+               temperature: tf.Tensor, top_k: tf.Tensor, top_p: tf.Tensor, seed: tf.Tensor):
+    """Continues each prompt (int32 ragged [b, None]); every control is a [b] tensor.
+
+    Returns:
+      (ids int32 [b, n], new bool [b, n]): each row's prompt then its continuation, and where
+      the continuation's tokens are (the end token excluded).
+
+    Raises:
+      tf.errors.InvalidArgumentError: for a `max_new_tokens` outside [0, limit] or controls
+        whose batch size differs from the prompts'.
+    """
+    batch = prompt_ids.nrows(out_type=tf.int32)
+    checks = [tf.debugging.assert_equal(
+      tf.shape(value)[0], batch,
+      message=f'generate: "{name}" must have one value per prompt (the same batch size)')
+      for name, value in (('max_new_tokens', max_new_tokens), ('temperature', temperature),
+                          ('top_k', top_k), ('top_p', top_p), ('seed', seed))]
+    checks.append(tf.debugging.assert_positive(
+      prompt_ids.row_lengths(), message='generate: every prompt needs at least one token'))
+    checks.append(tf.debugging.assert_non_negative(
+      max_new_tokens, message='generate: "max_new_tokens" must be >= 0'))
+    checks.append(tf.debugging.assert_less_equal(
+      max_new_tokens, self.limit,
+      message=f'generate: "max_new_tokens" must be <= {self.limit}, the limit this model was '
+              f'exported with (window of {self.seq_len} tokens); ask for fewer tokens'))
+    with tf.control_dependencies(checks):
+      max_new_tokens = tf.identity(max_new_tokens)
+
+    # Keep each prompt's last tokens, leaving room for its new ones.
+    lengths = tf.cast(prompt_ids.row_lengths(), tf.int32)
+    kept = tf.minimum(lengths, tf.maximum(self.seq_len - max_new_tokens, 1))
+    starts = tf.cast(prompt_ids.row_starts(), tf.int32) + lengths - kept
+    prompt_ids = tf.RaggedTensor.from_row_lengths(
+      tf.gather(prompt_ids.flat_values, tf.ragged.range(starts, starts + kept).flat_values),
+      kept)
+    lengths = kept
+    total = tf.minimum(tf.reduce_max(lengths + max_new_tokens), self.seq_len)
+    total = tf.maximum(total, tf.maximum(tf.reduce_max(lengths), 1))
+    prompt = prompt_ids.to_tensor(default_value=0)  # [b, longest prompt], right-padded
+    ids = tf.pad(prompt, [[0, 0], [0, total - tf.shape(prompt)[1]]])
+
+    cache = tf.zeros([batch, self.num_layers, 2, total, self.num_heads, self.head_dim],
+                     self.backbone.compute_dtype)
+    _, cache = self.forward(prompt, cache, 0)
+    columns = tf.range(total)[tf.newaxis, :]
+
+    def body(index, ids, new, done, cache):
+      logits, cache = self.forward(ids[:, index - 1:index], cache, index - 1)
+      sampled = next_tokens(logits[:, 0, :], self.banned, temperature, top_k, top_p, seed, index)
+      in_prompt = index < lengths
+      token = tf.where(in_prompt, ids[:, index], sampled)
+      generating = ~in_prompt & ~done
+      at_index = columns == index
+      ids = tf.where(at_index, token[:, tf.newaxis], ids)
+      new = new | (at_index & (generating & (token != self.end_id))[:, tf.newaxis])
+      done = done | (generating & ((token == self.end_id)
+                                   | (index + 1 - lengths >= max_new_tokens)))
+      return index + 1, ids, new, done, cache
+
+    # The loop starts at the shortest prompt's end (rows inside their prompt copy it).
+    start = tf.reduce_min(tf.concat([lengths, [total]], axis=0))
+    cache_shape = tf.TensorShape([None, self.num_layers, 2, None, self.num_heads, self.head_dim])
+    _, ids, new, _, _ = tf.while_loop(
+      lambda index, ids, new, done, cache: (index < total) & ~tf.reduce_all(done),
+      body,
+      (start, ids, tf.zeros_like(ids, tf.bool), max_new_tokens <= 0, cache),
+      shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, None]),
+                        tf.TensorShape([None, None]), tf.TensorShape([None]), cache_shape))
+    return ids, new
