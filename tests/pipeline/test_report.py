@@ -67,11 +67,14 @@ def _signature(per_row, folder):
            tf.TensorSpec(shape, tf.float32, name=contract.TEMPERATURE_INPUT),
            tf.TensorSpec(shape, tf.int32, name=contract.TOP_K_INPUT)]
 
-  def generate(prompt, max_new_tokens, temperature, top_k):
+  def generate(prompt, max_new_tokens, temperature, top_k, *_):
     # Echo what arrived, so the test sees the shapes the helper chose.
     del temperature
     suffix = tf.strings.as_string(tf.broadcast_to(max_new_tokens + top_k, tf.shape(prompt)))
     return {contract.GENERATED_TEXT: tf.strings.join([prompt, suffix], separator=':')}
+  if per_row:  # trainer/export.py's per-row form also takes top_p and a seed
+    specs += [tf.TensorSpec(shape, tf.float32, name=contract.TOP_P_INPUT),
+              tf.TensorSpec(shape, tf.int32, name=contract.SEED_INPUT)]
   module = tf.Module()
   module.generate = tf.function(generate, input_signature=specs)
   # As the summary meets it: a signature of a SavedModel loaded back (keyword inputs).
