@@ -275,6 +275,9 @@ def collect(config: config_lib.PipelineConfig, started: float) -> RunSummary:
       for i, name in enumerate(names):
         summary.metrics = {k.replace(f'(classId:{i})', f'(label {name})'): v
                            for k, v in summary.metrics.items()}
+        # Slices on the label are keyed by its id.
+        summary.per_label = {(f'label={name}' if key == f'label={i}' else key): value
+                             for key, value in summary.per_label.items()}
   blessing = _latest(store, 'ModelBlessing', 0)
   if blessing is not None:
     summary.blessed = bool(_custom(blessing, 'blessed'))
@@ -587,6 +590,9 @@ def render_report(config: config_lib.PipelineConfig, summary: RunSummary) -> str
         [(k, f'{v:.4f}') for k, v in sorted(summary.metrics.items())], ('metric', 'value')))
   if summary.per_label:
     names = sorted({k for m in summary.per_label.values() for k in m})
+    # Within one label's slice, per-class metrics of the other classes are 0 or NaN: show the
+    # counts and accuracy when there are, which read the same for every slice.
+    names = [n for n in ('example_count', evaluation.ACCURACY) if n in names] or names
     parts.append('<h2>By slice</h2>' + _table(
         [[s] + [f'{m.get(n, float("nan")):.4f}' for n in names]
          for s, m in sorted(summary.per_label.items())], ['slice'] + names))
