@@ -555,6 +555,10 @@ def _confusion_table(labels: List[str], grid: List[List[float]]) -> str:
   return _table(rows, ['actual \\ predicted'] + labels + ['examples'])
 
 
+def _metric_text(name: str, value: float) -> str:
+  return f'{value:,.0f}' if name == 'example_count' else f'{value:.4f}'
+
+
 def _headline(summary: RunSummary) -> str:
   lines = comparison_lines(summary)
   if not lines:
@@ -587,14 +591,15 @@ def render_report(config: config_lib.PipelineConfig, summary: RunSummary) -> str
                  _confusion_table(labels, grid))
   if summary.metrics:
     parts.append('<h2>Eval metrics</h2>' + _table(
-        [(k, f'{v:.4f}') for k, v in sorted(summary.metrics.items())], ('metric', 'value')))
+        [(k, _metric_text(k, v)) for k, v in sorted(summary.metrics.items())],
+        ('metric', 'value')))
   if summary.per_label:
     names = sorted({k for m in summary.per_label.values() for k in m})
     # Within one label's slice, per-class metrics of the other classes are 0 or NaN: show the
     # counts and accuracy when there are, which read the same for every slice.
     names = [n for n in ('example_count', evaluation.ACCURACY) if n in names] or names
     parts.append('<h2>By slice</h2>' + _table(
-        [[s] + [f'{m.get(n, float("nan")):.4f}' for n in names]
+        [[s] + [_metric_text(n, m.get(n, float('nan'))) for n in names]
          for s, m in sorted(summary.per_label.items())], ['slice'] + names))
   if summary.statistics:
     columns = sorted({k for row in summary.statistics.values() for k in row},
