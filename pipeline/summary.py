@@ -423,15 +423,6 @@ def text(config: config_lib.PipelineConfig, summary: RunSummary) -> str:
   return '\n'.join(lines)
 
 
-def failure_text(config: config_lib.PipelineConfig, error: BaseException) -> str:
-  message = str(error).strip() or type(error).__name__
-  return (f'\nPipeline {config.pipeline_name!r} stopped: {type(error).__name__}: {message}\n'
-          f'  artifacts so far: {config.pipeline_root}\n'
-          f'  ML Metadata:      {config.metadata_path}\n'
-          'Nothing downstream of the failed component ran; completed outputs are kept and '
-          'reused (cache) by the next run.')
-
-
 # --- Report -------------------------------------------------------------------------------
 
 

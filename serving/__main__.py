@@ -83,8 +83,16 @@ def _flags(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace
 def main(argv: list[str] | None = None) -> int:
   """Parses flags, serves until SIGTERM or SIGINT, drains, exits 0."""
   parser, flags = _flags(sys.argv[1:] if argv is None else argv)
+  native_log = None
+  if argv is None:  # the program itself, not a call from another one
+    # Before TensorFlow is imported: its C++ start-up lines go to a log, not the console.
+    from tfxlm import console
+    native_log = console.default_log_path('serve')
+    console.route_native_stderr(native_log)
   logging.basicConfig(level=flags.log_level.upper(),
                       format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+  if native_log:
+    log.info("TensorFlow's native log: %s", native_log)
   sources = [bool(flags.model_base_path), bool(flags.model_config_file),
              bool(flags.model_base_path_root)]
   if sum(sources) != 1:

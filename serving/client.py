@@ -24,19 +24,24 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 
-import grpc
-import numpy as np
-import tensorflow as tf
-from google.protobuf import json_format
-from tensorflow_serving.apis import (
+if __name__ == '__main__':
+  # Before TensorFlow is imported: its C++ start-up lines go to a log, not the console.
+  from tfxlm import console
+  console.route_native_stderr(console.default_log_path('client'))
+
+import grpc  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from google.protobuf import json_format  # noqa: E402
+from tensorflow_serving.apis import (  # noqa: E402
   classification_pb2,
   get_model_metadata_pb2,
   predict_pb2,
   prediction_service_pb2_grpc,
 )
 
-from serving.codec import text_example
-from tfxlm import contract
+from serving.codec import text_example  # noqa: E402
+from tfxlm import contract  # noqa: E402
 
 EXAMPLE_INPUT_KEYS = (contract.EXAMPLES_INPUT, 'inputs')
 SIGNATURE_DEF_FIELD = 'signature_def'

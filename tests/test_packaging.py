@@ -9,7 +9,7 @@ import zipfile
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_wheel_contains_the_four_packages_and_the_configs(tmp_path):
+def test_wheel_contains_the_packages_and_the_configs(tmp_path):
   # Build from a copy: setuptools writes build/ and *.egg-info next to the sources.
   src = tmp_path / 'src'
   shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(
@@ -19,8 +19,10 @@ def test_wheel_contains_the_four_packages_and_the_configs(tmp_path):
                  check=True, cwd=tmp_path)
   (wheel,) = tmp_path.glob('tfx_lm-*.whl')
   names = zipfile.ZipFile(wheel).namelist()
-  for package in ('pipeline', 'components', 'trainer', 'serving'):
+  for package in ('pipeline', 'components', 'trainer', 'serving', 'tfxlm'):
     assert f'{package}/__init__.py' in names
+  # What every stage imports: the contract and the config loader.
+  assert {'tfxlm/contract.py', 'tfxlm/typed_config.py', 'pipeline/factory.py'} <= set(names)
   assert 'pipeline/configs/demo.yaml' in names
   metadata = next(n for n in names if n.endswith('METADATA'))
   text = zipfile.ZipFile(wheel).read(metadata).decode()

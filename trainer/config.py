@@ -39,9 +39,9 @@ MODEL_SIZES = {
 
 # Fields that must be > 0 (when set), in [0, 1], or >= 0.
 _POSITIVE = ('seq_len', 'per_replica_batch_size', 'eval_every_steps', 'log_every_steps',
-             'checkpoint_every_steps', 'grad_accum_steps', 'mask_top_k', 'shuffle_buffer',
-             'num_layers', 'hidden_dim', 'num_heads', 'intermediate_dim', 'train_steps',
-             'eval_steps', 'learning_rate', 'max_new_tokens_limit')
+             'checkpoint_every_steps', 'max_nonfinite_steps', 'grad_accum_steps', 'mask_top_k',
+             'shuffle_buffer', 'num_layers', 'hidden_dim', 'num_heads', 'intermediate_dim',
+             'train_steps', 'eval_steps', 'learning_rate', 'max_new_tokens_limit')
 _FRACTIONS = ('dropout', 'end_learning_rate_ratio', 'warmup_ratio', 'mask_token_rate',
               'random_token_rate')
 _NON_NEGATIVE = ('weight_decay', 'clip_norm', 'warmup_steps')
@@ -75,6 +75,11 @@ class TrainerConfig:
     eval_every_steps: Evaluate (and log eval scalars) every this many steps and at the end.
     log_every_steps: Write train scalars to TensorBoard every this many steps.
     checkpoint_every_steps: Save a checkpoint every this many steps (and at the end).
+    max_nonfinite_steps: Stop with an error after this many consecutive steps whose loss is not
+      finite (NaN or infinite); such a step's gradients are dropped, and no checkpoint is saved
+      while the weights or the last loss are not finite.
+    keep_checkpoints: Keep the run's checkpoints after a successful export (by default they are
+      removed then, so the disk does not grow with every run).
     learning_rate: Peak learning rate, reached at the end of warmup.
     end_learning_rate_ratio: Final learning rate as a fraction of the peak.
     weight_decay: AdamW decoupled weight decay (not applied to LayerNorm and bias weights).
@@ -113,6 +118,8 @@ class TrainerConfig:
   eval_every_steps: int = 500
   log_every_steps: int = 50
   checkpoint_every_steps: int = 500
+  max_nonfinite_steps: int = 3
+  keep_checkpoints: bool = False
   learning_rate: float = 5e-4
   end_learning_rate_ratio: float = 0.0
   weight_decay: float = 0.01

@@ -63,7 +63,8 @@ def config_from_fn_args(fn_args: 'FnArgs') -> TrainerConfig:
   if unknown:
     raise ValueError(f'Trainer custom_config: unknown key(s) {unknown}; expected only '
                      f'{contract.TRAINER_CONFIG_KEY!r}')
-  config = TrainerConfig.from_dict(custom.get(contract.TRAINER_CONFIG_KEY))
+  config = TrainerConfig.from_dict(custom.get(contract.TRAINER_CONFIG_KEY),
+                                  where=contract.TRAINER_CONFIG_KEY)
   if config.train_steps is None:
     if not fn_args.train_steps:
       raise ValueError('no train steps: set TrainerConfig.train_steps or TrainArgs(num_steps=)')
@@ -178,6 +179,10 @@ def train_and_export(config: TrainerConfig, fn_args: 'FnArgs') -> list[dict[str,
     keras.mixed_precision.set_global_policy(previous_policy)
   if chief:
     _export(model, tft_output, config, vocabularies, fn_args.serving_model_dir)
+    if not config.keep_checkpoints:
+      # Exported: the checkpoints have done their job (resuming a killed run).
+      tf.io.gfile.rmtree(loop.checkpoint_dir)
+      logging.info('removed the checkpoints in %s (keep_checkpoints: false)', loop.checkpoint_dir)
   else:
     # Non-chief workers export too (the same work, so they finish together), then drop it.
     scratch = tempfile.mkdtemp(prefix=f'export_{distribute.worker_id(strategy)}_')

@@ -3,15 +3,22 @@
 The loop runs `strategy.run` inside a `tf.function`, sums metrics across replicas with
 `strategy.reduce`, accumulates gradients over micro-batches, checkpoints with a
 `tf.train.CheckpointManager` (so a killed run resumes) and writes TensorBoard scalars.
+
+Faults: a step whose gradients are not finite has them dropped (zeroed) before the update;
+`max_nonfinite_steps` consecutive steps with a non-finite loss stop the run with
+`NonFiniteLossError`; a checkpoint is saved only while the weights and the loss are finite;
+restoring falls back to the newest checkpoint that reads back whole and finite.
 """
 
 import json
 import math
 import os
+import re
 import time
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -23,6 +30,23 @@ CHECKPOINT_DIR = 'checkpoints'
 TRAIN_LOGS, EVAL_LOGS = 'train', 'eval'
 # Written by the chief into the run directory: every evaluation, for people and tests.
 EVAL_HISTORY_FILE = 'eval_history.json'
+_CHECKPOINT_INDEX = re.compile(r'^ckpt-(\d+)\.index$')
+
+
+class NonFiniteLossError(ValueError):
+  """Training produced a non-finite loss for `max_nonfinite_steps` consecutive steps."""
+
+
+def _all_finite(variables) -> bool:
+  return all(np.isfinite(np.asarray(v)).all() for v in variables
+             if np.asarray(v).dtype.kind == 'f')
+
+
+def _finite_or_zero(grads):
+  """`grads` if every one is finite, else zeros: a bad batch must not poison the weights."""
+  present = [tf.convert_to_tensor(g) for g in grads if g is not None]
+  finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in present])
+  return [None if g is None else tf.where(finite, g, tf.zeros_like(g)) for g in grads]
 
 
 def token_losses(logits: tf.Tensor, labels: tf.Tensor,
@@ -83,21 +107,58 @@ class Loop:
     self._eval_step = tf.function(self._eval_step_fn)
     self.history = self._read_history() if chief else []
 
+  def _checkpoints_newest_first(self) -> list[str]:
+    """Checkpoint prefixes: the manager's record and the files themselves (the record may be
+    missing or stale after a crash), newest first."""
+    found = set(self.manager.checkpoints)
+    if tf.io.gfile.isdir(self.checkpoint_dir):
+      for name in tf.io.gfile.listdir(self.checkpoint_dir):
+        if _CHECKPOINT_INDEX.match(name):
+          found.add(os.path.join(self.checkpoint_dir, name[:-len('.index')]))
+    number = lambda prefix: int(prefix.rsplit('-', 1)[1])
+    return sorted(found, key=number, reverse=True)
+
   def restore(self) -> int:
-    """Restores the latest checkpoint if there is one; returns the step to continue from."""
-    latest = self.manager.latest_checkpoint
-    if latest:
-      self.checkpoint.restore(latest).assert_existing_objects_matched()
+    """Restores the newest checkpoint that reads back whole and finite; returns its step.
+
+    A checkpoint that fails to read (a crash while writing, a corrupt file) or holds
+    non-finite weights is skipped with a warning, and the next older one is tried.
+    """
+    initial = [(v, np.array(v)) for v in self.checkpoint_variables()]
+    for prefix in self._checkpoints_newest_first():
+      try:
+        self.checkpoint.restore(prefix).assert_existing_objects_matched()
+      except Exception as e:  # noqa: BLE001 - a damaged file fails in many ways (IndexError, ...)
+        logging.warning('checkpoint %s is unreadable, trying an older one: %s', prefix,
+                        str(e).splitlines()[0] if str(e) else type(e).__name__)
+        continue
+      if _all_finite(self.model.weights):
+        return int(self.step.numpy())
+      logging.warning('checkpoint %s holds non-finite weights, trying an older one', prefix)
+    for variable, value in initial:
+      variable.assign(value)  # nothing usable: start afresh, not from a half-restored state
     return int(self.step.numpy())
+
+  def checkpoint_variables(self) -> list:
+    """Every variable a checkpoint restores (model, optimizer, step)."""
+    return [*self.model.weights, *self.optimizer.variables, self.step]
 
   def _read_history(self):
     # A resumed run keeps the evaluations of the run it continues.
     # Kept beside the checkpoints too: a rerun gets a new run_dir but the same checkpoints.
     for folder in (self.run_dir, self.checkpoint_dir):
       path = os.path.join(folder, EVAL_HISTORY_FILE)
-      if tf.io.gfile.exists(path):
+      if not tf.io.gfile.exists(path):
+        continue
+      try:
         with tf.io.gfile.GFile(path) as f:
-          return json.load(f)
+          history = json.load(f)
+        if isinstance(history, list) and all(
+            isinstance(h, dict) and isinstance(h.get('step'), int) for h in history):
+          return history
+        logging.warning('%s is not a list of evaluations; ignoring it', path)
+      except (ValueError, UnicodeDecodeError, tf.errors.OpError) as e:
+        logging.warning('%s is unreadable (%s); ignoring it', path, e)
     return []
 
   # -- steps -----------------------------------------------------------------------------------
@@ -122,7 +183,7 @@ class Loop:
       grads, sums = micro(x, y)
       # Weights the loss does not reach (the unused pooler of an mlm backbone) have no
       # gradient; they are left alone, not decayed.
-      pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+      pairs = [(g, v) for g, v in zip(_finite_or_zero(grads), variables) if g is not None]
     else:
       split = lambda t: tf.reshape(t, tf.concat([[self.accum, -1], tf.shape(t)[1:]], 0))
       mx_all, my_all = tf.nest.map_structure(split, (x, y))
@@ -134,7 +195,7 @@ class Loop:
                                                                (mx_all, my_all)))
         total = [t + tf.convert_to_tensor(micro_grads[i]) for t, i in zip(total, reached)]
         sums += micro_sums
-      pairs = [(t, variables[i]) for t, i in zip(total, reached)]
+      pairs = [(t, variables[i]) for t, i in zip(_finite_or_zero(total), reached)]
     self.optimizer.apply_gradients(pairs)
     return sums
 
@@ -200,21 +261,51 @@ class Loop:
     # Train steps only: evaluation and checkpoints stay out of tokens/second.
     window = {'sums': tf.zeros([4]), 'seconds': 0.0}
     step = start
+    nonfinite = []  # the current run of consecutive steps with a non-finite loss
     while step < train_steps:
       started = time.perf_counter()
-      window['sums'] += self._train_step(iterator)
+      sums = self._train_step(iterator)
+      loss_sum = float(sums[0].numpy())
       window['seconds'] += time.perf_counter() - started
       step += 1
+      if math.isfinite(loss_sum):
+        window['sums'] += sums
+        nonfinite = []
+      else:
+        nonfinite.append(step)
+        logging.warning('%s step %d: the loss is %s; its gradients were dropped (%d/%d before '
+                        'stopping)', config.task, step, loss_sum, len(nonfinite),
+                        config.max_nonfinite_steps)
+        if len(nonfinite) >= config.max_nonfinite_steps:
+          raise self._nonfinite_error(nonfinite, loss_sum)
       if step % config.log_every_steps == 0 or step == train_steps:
         self._log_train(step, window)
         window = {'sums': tf.zeros([4]), 'seconds': 0.0}
       if step % config.eval_every_steps == 0 or step == train_steps:
         self._log_eval(step, self.evaluate(eval_dataset, eval_steps))
       if step % config.checkpoint_every_steps == 0 or step == train_steps:
-        self._save_manager.save(checkpoint_number=step)
+        self._save(step, finite_loss=not nonfinite)
     if self._scratch_dir and tf.io.gfile.exists(self._scratch_dir):
       tf.io.gfile.rmtree(self._scratch_dir)
     return self.history
+
+  def _save(self, step, *, finite_loss):
+    if finite_loss and _all_finite(self.model.weights):
+      self._save_manager.save(checkpoint_number=step)
+    else:
+      logging.warning('%s step %d: not saving a checkpoint, the loss or the weights are not '
+                      'finite', self.config.task, step)
+
+  def _nonfinite_error(self, steps, loss_sum):
+    last = self._checkpoints_newest_first()
+    kept = (f'the last checkpoint, step {last[0].rsplit("-", 1)[1]}, is in {self.checkpoint_dir}'
+            if last else 'no checkpoint was saved')
+    return NonFiniteLossError(
+      f'{self.config.task}: the loss was not finite ({loss_sum}) for {len(steps)} consecutive '
+      f'steps ({steps[0]}-{steps[-1]}); {kept}.\n'
+      f'What to do: lower learning_rate (now {self.config.learning_rate}), set clip_norm, or '
+      'check the input for extreme examples; max_nonfinite_steps sets how many such steps are '
+      'tolerated.')
 
   def _log_train(self, step, window):
     loss_sum, count, correct, tokens = (float(v) for v in window['sums'].numpy())
@@ -241,9 +332,17 @@ class Loop:
     self.eval_writer.flush()
     if self.chief:
       for folder in (self.run_dir, self.checkpoint_dir):
-        tf.io.gfile.makedirs(folder)
-        with tf.io.gfile.GFile(os.path.join(folder, EVAL_HISTORY_FILE), 'w') as f:
-          json.dump(self.history, f, indent=1)
+        write_json_atomically(os.path.join(folder, EVAL_HISTORY_FILE), self.history)
+
+
+def write_json_atomically(path: str, value) -> None:
+  """Writes `value` as JSON to `path` so that a reader sees the old file or the new one whole
+  (a crash mid-write leaves a stray temporary file, never a truncated `path`)."""
+  tf.io.gfile.makedirs(os.path.dirname(path))
+  temporary = f'{path}.tmp-{os.getpid()}'
+  with tf.io.gfile.GFile(temporary, 'w') as f:
+    json.dump(value, f, indent=1)
+  tf.io.gfile.rename(temporary, path, overwrite=True)
 
 
 def _format_metrics(metrics):

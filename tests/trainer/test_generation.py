@@ -12,7 +12,6 @@ import sys
 import textwrap
 import time
 
-import generation_util
 import grpc
 import keras_hub
 import numpy as np
@@ -23,6 +22,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 from serving import client
 from serving import server as server_lib
 from serving.config import ModelConfig
+from tests.trainer import generation_util
 from tfxlm import contract
 from trainer import export, generation, models
 

@@ -1,0 +1,147 @@
+"""What a user sees: short errors with the log's path, no TensorFlow C++ start-up lines."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from pipeline import local_runner
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MAX_CONSOLE_LINES = 15
+# TensorFlow's native start-up lines (absl format: `I0000 00:00:1795.. 123 port.cc:153] ...`).
+NATIVE_LINE = re.compile(r'absl::InitializeLog|oneDNN|cudart_stub|cuInit|cpu_feature_guard|'
+                         r'^[IWEF]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\]', re.MULTILINE)
+
+
+def _run(argv, tmp_path, **kwargs):
+  # No TF_CPP_MIN_LOG_LEVEL from the test session: the programs must be quiet on their own.
+  env = {k: v for k, v in os.environ.items() if k not in ('TF_CPP_MIN_LOG_LEVEL',)}
+  env['TMPDIR'] = str(tmp_path)
+  return subprocess.run([sys.executable, *argv], cwd=REPO, env=env, capture_output=True,
+                        text=True, **kwargs)
+
+
+def _pipeline_config(tmp_path, data_dir):
+  config = {
+      'pipeline_name': 'badinput',
+      'outputs_dir': str(tmp_path / 'outputs'),
+      'data': {'format': 'csv', 'input_base': str(data_dir), 'text_column': 'review',
+               'label_column': 'sentiment', 'train_eval_ratio': [3, 1]},
+      'vocabulary': {'size': 60},
+      'train': {'task': 'classify', 'num_layers': 1, 'hidden_dim': 16, 'num_heads': 2,
+                'intermediate_dim': 32, 'seq_len': 16, 'per_replica_batch_size': 4,
+                'train_steps': 2, 'eval_steps': 1},
+      'serving': {'model_name': 'badinput'},
+      'beam': {'direct_num_workers': 1},
+  }
+  path = tmp_path / 'config.yaml'
+  path.write_text(yaml.safe_dump(config))
+  return path
+
+
+def test_a_data_error_in_a_beam_worker_is_short_names_the_file_and_the_log(tmp_path):
+  data = tmp_path / 'data'
+  data.mkdir()
+  bad = data / 'reviews.csv'
+  bad.write_text('review,sentiment\n"a good film",1\n"a dull film",0\n"unterminated,1\n')
+  config = _pipeline_config(tmp_path, data)
+  result = _run(['-m', 'pipeline.local_runner', '--config', str(config)], tmp_path)
+  console = result.stdout + result.stderr
+  log_path = tmp_path / 'outputs' / 'run.log'
+  assert result.returncode == 1, console
+  assert len(console.strip().splitlines()) <= MAX_CONSOLE_LINES, console
+  assert str(bad) in console and 'line 4' in console
+  assert 'TextExampleGen' in console  # where: the component that failed
+  assert str(log_path) in console
+  assert 'Traceback' not in console
+  assert not NATIVE_LINE.search(console), console
+  log = log_path.read_text()
+  assert 'Traceback (most recent call last)' in log and str(bad) in log
+  assert NATIVE_LINE.search(log), 'the native start-up lines should be kept in the log'
+
+
+def test_a_config_error_is_one_short_message(tmp_path):
+  path = tmp_path / 'config.yaml'
+  path.write_text(yaml.safe_dump({'pipeline_name': 'x', 'train': {'learning_rat': 0.1}}))
+  result = _run(['-m', 'pipeline.local_runner', '--config', str(path)], tmp_path)
+  console = result.stdout + result.stderr
+  assert result.returncode == 2
+  assert 0 < len(console.strip().splitlines()) <= MAX_CONSOLE_LINES, console
+  assert 'learning_rat' in console and 'Traceback' not in console
+
+
+def test_the_client_help_prints_no_native_start_up_lines(tmp_path):
+  result = _run(['-m', 'serving.client', '--help'], tmp_path)
+  assert result.returncode == 0, result.stderr
+  assert 'usage:' in result.stdout
+  assert not NATIVE_LINE.search(result.stdout + result.stderr), result.stderr
+
+
+def test_the_server_prints_no_native_start_up_lines(tmp_path):
+  (tmp_path / 'models').mkdir()
+  env = {k: v for k, v in os.environ.items() if k != 'TF_CPP_MIN_LOG_LEVEL'}
+  env['TMPDIR'] = str(tmp_path)
+  server = subprocess.Popen(
+    [sys.executable, '-m', 'serving', '--port=0', '--rest_api_port=0', '--model_name=m',
+     f'--model_base_path={tmp_path / "models"}', '--file_system_poll_wait_seconds=0'],
+    cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  try:
+    first = server.stdout.readline()  # after TensorFlow's import and the servers' start
+    server.send_signal(signal.SIGTERM)
+    out, err = server.communicate(timeout=60)
+  finally:
+    server.kill()
+    server.wait()
+  console = first + out + err
+  assert first.startswith('SERVING'), console
+  assert not NATIVE_LINE.search(console), console
+  native_log = tmp_path / f'tfxlm-serve-{os.getuid()}.log'
+  assert str(native_log) in console and NATIVE_LINE.search(native_log.read_text())
+
+
+def test_the_client_keeps_the_native_lines_in_its_log(tmp_path):
+  result = _run(['-m', 'serving.client', '--grpc', '127.0.0.1:1', '--model_name', 'm',
+                 '--text', 'x', '--timeout', '0.5'], tmp_path)
+  assert result.returncode != 0
+  assert not NATIVE_LINE.search(result.stdout + result.stderr), result.stderr
+  assert len((result.stdout + result.stderr).strip().splitlines()) <= MAX_CONSOLE_LINES
+  logs = [p for p in tmp_path.iterdir() if p.name.startswith('tfxlm-client-')]
+  assert logs and NATIVE_LINE.search(logs[0].read_text())
+
+
+BEAM_TEXT = '''Traceback (most recent call last):
+  File "apache_beam/runners/common.py", line 1512, in process
+  File "/repo/components/example_gen.py", line 165, in _read_csv
+    raise DataError(
+components.validation.DataError: /data/x.csv, line 4: ragged row
+
+During handling of the above exception, another exception occurred:
+
+Traceback (most recent call last):
+  File "sdk_worker.py", line 310, in _execute
+components.validation.DataError: /data/x.csv, line 4: ragged row [while running 'Read']
+'''
+
+
+@pytest.mark.parametrize('error, expected', [
+    (RuntimeError(BEAM_TEXT), 'DataError: /data/x.csv, line 4: ragged row'),
+    (ValueError('split eval: no examples'), 'ValueError: split eval: no examples'),
+    (KeyError('text'), "KeyError: 'text'"),
+    (RuntimeError(''), 'RuntimeError: (no message)'),
+])
+def test_short_error_keeps_only_the_cause(error, expected):
+  assert local_runner.short_error(error) == expected
+
+
+def test_short_error_caps_long_messages():
+  message = '\n'.join(f'line {i} ' + 'x' * 1000 for i in range(50))
+  text = local_runner.short_error(ValueError(message))
+  lines = text.splitlines()
+  assert len(lines) == local_runner.MAX_MESSAGE_LINES
+  assert all(len(line) <= len('ValueError: ') + local_runner.MAX_LINE_CHARS for line in lines)
+  assert lines[-1].strip().startswith('... (43 more lines')

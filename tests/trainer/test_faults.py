@@ -1,0 +1,197 @@
+"""Training faults: non-finite losses, corrupt checkpoints, history files, checkpoint retention."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.trainer import trainer_data
+from trainer import inputs, models, optimization, task, training
+from trainer.config import TrainerConfig
+
+VOCAB, SEQ_LEN, CLASSES, ROWS = 40, 8, 3, 8
+
+
+def _batch(seed=0, weight=1.0):
+  rng = np.random.default_rng(seed)
+  ids = rng.integers(5, VOCAB, size=(ROWS, SEQ_LEN)).astype('int32')
+  x = {models.TOKEN_IDS: ids, models.PADDING_MASK: np.ones_like(ids)}
+  labels = rng.integers(0, CLASSES, size=ROWS).astype('int32')
+  return x, {inputs.LABELS: labels, inputs.WEIGHTS: np.full(labels.shape, weight, 'float32')}
+
+
+def _dataset(*batches):
+  """The batches in order, then the first one forever."""
+  data = tf.data.Dataset.from_tensors(batches[0])
+  for batch in batches[1:]:
+    data = data.concatenate(tf.data.Dataset.from_tensors(batch))
+  return data.concatenate(tf.data.Dataset.from_tensors(batches[0]).repeat())
+
+
+def _loop(run_dir, learning_rate=1e-2, **overrides):
+  settings = dict(task='classify', num_layers=1, hidden_dim=16, num_heads=2,
+                  intermediate_dim=32, dropout=0.0, seq_len=SEQ_LEN, per_replica_batch_size=ROWS,
+                  checkpoint_every_steps=1, eval_every_steps=1000, log_every_steps=1000)
+  config = TrainerConfig(**{**settings, **overrides})
+  keras.utils.set_random_seed(0)
+  model = models.build_model('classify', models.build_backbone(config, VOCAB),
+                             num_classes=CLASSES, max_predictions=2, dropout=0.0)
+  optimizer = optimization.create_optimizer(model, learning_rate=learning_rate, total_steps=100,
+                                            warmup_steps=0, weight_decay=0.01, clip_norm=0.0)
+  optimizer.build(model.trainable_variables)
+  return training.Loop(tf.distribute.get_strategy(), model, optimizer, config, str(run_dir))
+
+
+def _train(loop, steps, *batches):
+  return loop.run(_dataset(*(batches or [_batch()])), _dataset(_batch(1)), train_steps=steps,
+                  eval_steps=1)
+
+
+def _saved_steps(loop):
+  return sorted(int(p.rsplit('-', 1)[1]) for p in loop._checkpoints_newest_first())
+
+
+def _checkpoint_is_finite(prefix):
+  reader = tf.train.load_checkpoint(prefix)
+  names = [n for n, dtype in reader.get_variable_to_dtype_map().items() if dtype.is_floating]
+  return all(np.isfinite(reader.get_tensor(n)).all() for n in names)
+
+
+def _poison_weights(loop):
+  weight = loop.model.trainable_variables[0]
+  weight.assign(tf.fill(weight.shape, float('nan')))
+
+
+def test_nonfinite_weights_stop_the_run_and_no_nonfinite_checkpoint_is_saved(tmp_path):
+  loop = _loop(tmp_path, max_nonfinite_steps=3)
+  _train(loop, 2)
+  assert _saved_steps(loop) == [1, 2]
+  _poison_weights(loop)
+  with pytest.raises(training.NonFiniteLossError) as raised:
+    _train(loop, 40)
+  message = str(raised.value)
+  assert '3 consecutive steps (3-5)' in message and 'learning_rate' in message
+  assert f'step 2, is in {loop.checkpoint_dir}' in message
+  assert _saved_steps(loop) == [1, 2]
+  assert all(_checkpoint_is_finite(p) for p in loop._checkpoints_newest_first())
+
+
+@pytest.mark.parametrize('max_steps', [1, 4])
+def test_a_huge_learning_rate_stops_the_run_and_saves_no_nonfinite_checkpoint(tmp_path,
+                                                                              max_steps):
+  loop = _loop(tmp_path, learning_rate=1e36, max_nonfinite_steps=max_steps)
+  with pytest.raises(training.NonFiniteLossError, match=f'for {max_steps} consecutive'):
+    _train(loop, 40)
+  assert int(loop.step.numpy()) < 40  # it stopped early
+  assert all(_checkpoint_is_finite(p) for p in loop._checkpoints_newest_first())
+
+
+def test_a_few_nonfinite_steps_are_skipped_and_the_run_goes_on(tmp_path):
+  loop = _loop(tmp_path, max_nonfinite_steps=3)
+  # Steps 2 and 3 see a NaN loss (NaN example weights); two are tolerated.
+  _train(loop, 6, _batch(0), _batch(2, weight=float('nan')), _batch(3, weight=float('nan')))
+  assert int(loop.step.numpy()) == 6
+  assert _saved_steps(loop) == [4, 5, 6]  # max_to_keep 3; the NaN steps saved nothing
+  assert all(_checkpoint_is_finite(p) for p in loop._checkpoints_newest_first())
+  assert all(np.isfinite(np.asarray(w)).all() for w in loop.model.weights)
+
+
+def test_dropped_gradients_leave_the_weights_alone():
+  grads = [tf.constant([1.0, float('nan')]), None, tf.constant([[2.0]])]
+  dropped = training._finite_or_zero(grads)
+  assert dropped[1] is None
+  assert all(not np.asarray(g).any() for g in (dropped[0], dropped[2]))
+  kept = training._finite_or_zero([tf.constant([1.0, 2.0])])
+  np.testing.assert_array_equal(kept[0], [1.0, 2.0])
+
+
+def _corrupt_data(prefix):
+  path = tf.io.gfile.glob(prefix + '.data-*')[0]
+  with open(path, 'r+b') as f:
+    f.truncate(max(os.path.getsize(path) // 2, 1))
+
+
+def _corrupt_index(prefix):
+  with open(prefix + '.index', 'wb') as f:
+    f.write(b'not a checkpoint index')
+
+
+def _remove_state_file(prefix):
+  os.remove(os.path.join(os.path.dirname(prefix), 'checkpoint'))
+
+
+@pytest.mark.parametrize('corrupt', [_corrupt_data, _corrupt_index])
+def test_restore_falls_back_to_the_newest_readable_checkpoint(tmp_path, corrupt):
+  loop = _loop(tmp_path)
+  _train(loop, 3)
+  newest, older = loop._checkpoints_newest_first()[:2]
+  reference = _loop(tmp_path / 'reference')
+  reference.checkpoint.restore(older).assert_existing_objects_matched()
+  corrupt(newest)
+  resumed = _loop(tmp_path)
+  assert resumed.restore() == 2
+  for a, b in zip(resumed.model.weights, reference.model.weights):
+    np.testing.assert_array_equal(np.array(a), np.array(b))
+
+
+def test_restore_finds_checkpoints_without_the_state_file_and_skips_nonfinite_ones(tmp_path):
+  loop = _loop(tmp_path)
+  _train(loop, 2)
+  _poison_weights(loop)
+  loop.step.assign(3)
+  loop.manager.save(checkpoint_number=3)  # as an older version of this code would have
+  _remove_state_file(loop._checkpoints_newest_first()[0])
+  assert _loop(tmp_path).restore() == 2
+
+
+def test_restore_with_nothing_readable_starts_afresh(tmp_path):
+  loop = _loop(tmp_path)
+  _train(loop, 1)
+  _corrupt_index(loop._checkpoints_newest_first()[0])
+  fresh = _loop(tmp_path / 'fresh')
+  resumed = _loop(tmp_path)
+  assert resumed.restore() == 0
+  for a, b in zip(resumed.model.weights, fresh.model.weights):
+    np.testing.assert_array_equal(np.array(a), np.array(b))
+
+
+def test_history_is_written_atomically_and_a_corrupt_one_is_ignored(tmp_path):
+  loop = _loop(tmp_path, eval_every_steps=1)
+  _train(loop, 2)
+  path = os.path.join(loop.checkpoint_dir, training.EVAL_HISTORY_FILE)
+  with open(path) as f:
+    assert [h['step'] for h in json.load(f)] == [1, 2]
+  assert sorted(os.listdir(tmp_path)) == ['checkpoints', 'eval', training.EVAL_HISTORY_FILE,
+                                          'train']  # no temporary file left behind
+  for bad in ('[{"step": 1, "loss": 0.5}, {"st', '{"step": 1}', '[{"loss": 1}]', '\x00\xff'):
+    for folder in (loop.run_dir, loop.checkpoint_dir):
+      with open(os.path.join(folder, training.EVAL_HISTORY_FILE), 'w') as f:
+        f.write(bad)
+    assert _loop(tmp_path).history == [], bad
+
+
+def test_write_json_atomically_replaces_the_whole_file(tmp_path):
+  path = str(tmp_path / 'sub' / 'h.json')
+  training.write_json_atomically(path, [{'step': 1}] * 100)
+  training.write_json_atomically(path, [{'step': 2}])
+  with open(path) as f:
+    assert json.load(f) == [{'step': 2}]
+  assert os.listdir(tmp_path / 'sub') == ['h.json']
+
+
+@pytest.mark.parametrize('keep', [False, True])
+def test_checkpoints_are_removed_after_a_successful_export_unless_kept(clm_data, tmp_path,
+                                                                       keep):
+  config = trainer_data.tiny_config('clm', num_layers=1, train_steps=4, eval_every_steps=4,
+                                    checkpoint_every_steps=2, keep_checkpoints=keep)
+  args = trainer_data.fn_args(clm_data, str(tmp_path), config)
+  task.run_fn(args)
+  assert os.path.exists(os.path.join(args.serving_model_dir, 'saved_model.pb'))
+  checkpoints = task.checkpoint_dir(args, task.config_from_fn_args(args))
+  assert os.path.isdir(checkpoints) == keep
+  if keep:
+    assert tf.train.latest_checkpoint(checkpoints).endswith('-4')
+  assert os.path.exists(os.path.join(args.model_run_dir, training.EVAL_HISTORY_FILE))

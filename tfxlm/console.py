@@ -1,0 +1,53 @@
+"""Keeps TensorFlow's native start-up lines off the console (TensorFlow-free).
+
+TensorFlow 2.21 logs its C++ start-up lines (`WARNING: All log messages before
+absl::InitializeLog()`, the oneDNN notice, `cudart_stub`, the CPU feature guard, a `cuInit`
+failure) through absl straight to file descriptor 2, before and regardless of
+TF_CPP_MIN_LOG_LEVEL: no environment variable hides them. So an entry point, before it imports
+TensorFlow, points descriptor 2 at a log file and keeps Python's `sys.stderr` on the console.
+Child processes (Beam's SDK workers) inherit descriptor 2, so their output lands in the log too.
+"""
+
+import io
+import os
+import sys
+import tempfile
+from typing import TextIO
+
+_routed: dict = {}
+
+
+def default_log_path(program: str) -> str:
+  """Where `program`'s native log goes when it has no log folder of its own."""
+  return os.path.join(tempfile.gettempdir(), f'tfxlm-{program}-{os.getuid()}.log')
+
+
+def route_native_stderr(log_path: str, *, python_stderr: str = 'console') -> TextIO:
+  """Points file descriptor 2 at `log_path`; returns a stream on the console.
+
+  Args:
+    log_path: the log file, started afresh (every later writer should append to it).
+    python_stderr: 'console' keeps `sys.stderr` (Python's warnings, tracebacks, logging to
+      stderr) on the console; 'log' sends it to the log file as well.
+
+  Returns:
+    A line-buffered text stream on the original standard error. Calling this again (e.g. a
+    second run in one process) re-targets descriptor 2 and returns the same stream.
+  """
+  if python_stderr not in ('console', 'log'):
+    raise ValueError(f"python_stderr must be 'console' or 'log', got {python_stderr!r}")
+  sys.stdout.flush()
+  sys.stderr.flush()
+  if 'console' not in _routed:
+    console_fd = os.dup(2)
+    _routed['console'] = io.TextIOWrapper(os.fdopen(console_fd, 'wb', buffering=0),
+                                          encoding='utf-8', errors='replace',
+                                          line_buffering=True, write_through=True)
+    _routed['stderr'] = sys.stderr
+  log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC, 0o644)
+  try:
+    os.dup2(log_fd, 2)
+  finally:
+    os.close(log_fd)
+  sys.stderr = _routed['console'] if python_stderr == 'console' else _routed['stderr']
+  return _routed['console']
