@@ -3,7 +3,15 @@
 # project's code. It is the image of every component on Kubeflow Pipelines v2: TFX's
 # container launcher runs `python -m tfx.orchestration.kubeflow.v2.container...` in it, and
 # the user code (trainer.*, components.*) imports by its dotted name.
+#
+# Two images from this file (pipeline/KUBEFLOW.md):
+#   CPU (every task):      docker build -t REGISTRY/tfx-lm:0.1.0 .
+#   GPU (GPU Trainers):    docker build --build-arg STACK_LOCK=requirements-gpu.lock \
+#                            -t REGISTRY/tfx-lm-gpu:0.1.0 .
+# The GPU lock is the CPU lock plus TensorFlow's CUDA libraries (tensorflow[and-cuda]), which
+# TensorFlow finds inside the venv; the node's NVIDIA driver (libcuda) comes from the device plugin.
 FROM debian:trixie-slim
+ARG STACK_LOCK=requirements.lock
 
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
@@ -17,9 +25,9 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends $(sed 's/#.*//' /tmp/build/tools/debian-packages.txt) \
  && rm -rf /var/lib/apt/lists/*
 
-COPY requirements.lock /tmp/build/
+COPY requirements.lock requirements-gpu.lock /tmp/build/
 COPY tools/install_stack.sh /tmp/build/tools/
-RUN bash /tmp/build/tools/install_stack.sh /opt/venv /tmp/build/requirements.lock \
+RUN bash /tmp/build/tools/install_stack.sh /opt/venv "/tmp/build/${STACK_LOCK}" \
  && rm -rf /tmp/build /root/.cache/pip
 
 WORKDIR /pipeline

@@ -4,17 +4,18 @@ SHELL := /bin/bash
 DEV := ./dev
 PYTEST_ARGS ?=
 CONFIG ?= pipeline/configs/demo.yaml
+LM_CONFIG ?= pipeline/configs/demo_lm.yaml
 OUTPUTS ?= pipeline_outputs
 PORT ?= 8500
 REST_PORT ?= 8501
 PIPELINE ?= demo
-MODEL_NAME ?= imdb
+MODEL_NAME ?= sentiment
 KFP_HOST ?=
 KFP_PIPELINE_ROOT ?=
 KFP_ARGS = $(if $(KFP_PIPELINE_ROOT),--set kubeflow.pipeline_root=$(KFP_PIPELINE_ROOT))
 KFP_EXPERIMENT ?= tfx-lm
 
-.PHONY: help env test test-all lint demo tensorboard serve bench lock clean clean-env kubeflow-compile kubeflow-submit
+.PHONY: help env test test-all lint demo demo-lm tensorboard serve bench lock clean clean-env kubeflow-compile kubeflow-submit
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -32,8 +33,11 @@ lint:  ## Check the code with ruff: lint rules and formatting (ruff format to fi
 	$(DEV) ruff check .
 	$(DEV) ruff format --check .
 
-demo:  ## Run the pipeline end to end (CONFIG=path/to/config.yaml for your own).
+demo:  ## Sentiment classifier on Rotten Tomatoes vs a TF-IDF baseline (CONFIG=your.yaml).
 	$(DEV) python -m pipeline.local_runner --config $(CONFIG)
+
+demo-lm:  ## A small GPT on the same text: perplexity vs unigram, sample generations.
+	$(DEV) python -m pipeline.local_runner --config $(LM_CONFIG)
 
 tensorboard:  ## Serve TensorBoard over the pipeline outputs.
 	$(DEV) tensorboard --logdir $(OUTPUTS) --host 127.0.0.1 --port 6006
@@ -51,7 +55,7 @@ kubeflow-submit:  ## Compile and submit to a KFP 2 endpoint: make kubeflow-submi
 bench:  ## Run the benchmarks and print their ratios.
 	$(DEV) python bench/run_all.py
 
-lock:  ## Re-resolve the stack from setup.py and rewrite requirements.lock.
+lock:  ## Re-resolve the stack from setup.py; rewrite requirements.lock and requirements-gpu.lock.
 	$(DEV) bash tools/relock.sh
 
 clean:  ## Remove pipeline outputs and caches in this clone.

@@ -25,6 +25,7 @@ STACK = [
 DEV = [
     'pytest==9.2.0',
     'ruff==0.17.6',
+    'scikit-learn==1.5.2',  # the demo's baseline (pipeline/baseline.py)
     'tokenizers==0.23.3',
 ]
 

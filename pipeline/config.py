@@ -184,6 +184,9 @@ class KubeflowConfig:
 
   Attributes:
     image: container image every component runs in (built from this repository's Dockerfile).
+    gpu_image: image of the tasks that use GPUs (the Trainers with `trainer_gpus`): the same
+      Dockerfile built with the CUDA libraries (STACK_LOCK=requirements-gpu.lock). Required
+      when `trainer_gpus` > 0.
     image_repo_dir: where the repository sits inside the image.
     pipeline_root: artifact root every pod can reach; on open-source KFP 2 and Vertex AI a
       gs:// URI (see pipeline/KUBEFLOW.md for why other schemes do not work with this stack).
@@ -201,6 +204,7 @@ class KubeflowConfig:
       empty means DirectRunner multi-processing on all cores of the component's pod.
   """
   image: str = 'ghcr.io/tfx-lm/tfx-lm:0.1.0'
+  gpu_image: str = ''
   image_repo_dir: str = '/pipeline'
   pipeline_root: str = ''
   serving_root: str = ''

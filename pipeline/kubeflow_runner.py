@@ -6,7 +6,8 @@
 The same `create_pipeline(config)` as the local runner; only the paths, the Beam arguments and
 the Trainer's resources differ. Every component runs in the `kubeflow.image` container (this
 repository's Dockerfile), where the project sits at `kubeflow.image_repo_dir`: local paths inside
-the repository (the curated schemas) are rewritten to that folder.
+the repository (the curated schemas) are rewritten to that folder. Tasks that use GPUs run
+`kubeflow.gpu_image` instead: the same Dockerfile with TensorFlow's CUDA libraries.
 
 The TFX CLI (engine `vertex`, TFX 1.21's KFP v2 engine) runs this file too, with the config from
 TFXLM_CONFIG:
@@ -22,6 +23,7 @@ import dataclasses
 import json
 import os
 import sys
+from typing import Dict, Tuple, Union
 
 from pipeline import config as config_lib
 from pipeline import demo_data
@@ -72,6 +74,27 @@ def beam_args(config: config_lib.PipelineConfig) -> list:
   return ['--direct_running_mode=multi_processing', '--direct_num_workers=0']
 
 
+def gpu_tasks(kubeflow: config_lib.KubeflowConfig) -> Tuple[str, ...]:
+  """Tasks whose own pods use GPUs: the Trainers with `trainer_gpus` on one replica.
+
+  With several replicas or a TPU, the Trainer pods only start a Vertex AI Training job (the
+  replicas, not the pods, get the accelerators), so they run the CPU image.
+  """
+  if kubeflow.trainer_gpus and kubeflow.trainer_replicas == 1 and not kubeflow.trainer_tpu:
+    return contract.TRAINER_IDS
+  return ()
+
+
+def task_images(kubeflow: config_lib.KubeflowConfig) -> Union[str, Dict[str, str]]:
+  """KubeflowV2DagRunner's `default_image`: the GPU image for `gpu_tasks`, the CPU one else."""
+  gpu = gpu_tasks(kubeflow)
+  if not gpu:
+    return kubeflow.image
+  from tfx.orchestration.kubeflow.v2 import pipeline_builder
+  return {pipeline_builder.DEFAULT_IMAGE_PATH_KEY: kubeflow.image,
+          **{task: kubeflow.gpu_image for task in gpu}}
+
+
 def _trainer_resources(pipeline, kubeflow: config_lib.KubeflowConfig) -> None:
   """Gives the Trainers their accelerators, or hands training to Vertex AI Training."""
   from kfp.pipeline_spec import pipeline_spec_pb2
@@ -90,11 +113,15 @@ def _trainer_resources(pipeline, kubeflow: config_lib.KubeflowConfig) -> None:
                      'machine_type': kubeflow.trainer_tpu}
     elif kubeflow.trainer_gpus:
       machine.update(accelerator_type=GPU_RESOURCE, accelerator_count=kubeflow.trainer_gpus)
-    pool = {'machine_spec': machine, 'container_spec': {'image_uri': kubeflow.image}}
-    training_args = {'project': kubeflow.vertex_project, 'worker_pool_specs': [
-        dict(pool, replica_count=1),
-        dict(pool, replica_count=kubeflow.trainer_replicas - 1),
-    ] if kubeflow.trainer_replicas > 1 else [dict(pool, replica_count=1)]}
+    image = kubeflow.gpu_image if kubeflow.trainer_gpus and not kubeflow.trainer_tpu else (
+        kubeflow.image)
+    pool = {'machine_spec': machine, 'container_spec': {'image_uri': image}}
+    pools = [dict(pool, replica_count=1)]  # the chief
+    if kubeflow.trainer_replicas > 1:
+      pools.append(dict(pool, replica_count=kubeflow.trainer_replicas - 1))
+    # A CustomJob as TFX's Vertex client takes it: `job_spec` holds the CustomJobSpec (a bare
+    # CustomJobSpec is deprecated there).
+    training_args = {'project': kubeflow.vertex_project, 'job_spec': {'worker_pool_specs': pools}}
     for trainer in trainers:
       custom = json.loads(trainer.exec_properties.get('custom_config') or 'null') or {}
       custom.update({
@@ -126,6 +153,12 @@ def build(config: config_lib.PipelineConfig):
     raise config_lib.ConfigError(
         'kubeflow.pipeline_root is empty: set the artifact root the cluster writes to, e.g. '
         '--set kubeflow.pipeline_root=gs://BUCKET/tfx-lm (make: KFP_PIPELINE_ROOT=gs://...)')
+  if kubeflow.trainer_gpus and not kubeflow.gpu_image:
+    raise config_lib.ConfigError(
+        f'kubeflow.trainer_gpus is {kubeflow.trainer_gpus} but kubeflow.gpu_image is empty: the '
+        'CPU image has no CUDA libraries, so the Trainers would train on the CPU. Build the GPU '
+        'image (docker build --build-arg STACK_LOCK=requirements-gpu.lock, see '
+        'pipeline/KUBEFLOW.md) and set --set kubeflow.gpu_image=REGISTRY/tfx-lm-gpu:TAG')
   config = dataclasses.replace(
       config, data=dataclasses.replace(config.data, input_base=_cluster_input_base(config)))
   pipeline = factory.create_pipeline(
@@ -142,7 +175,7 @@ def build(config: config_lib.PipelineConfig):
 
 
 def runner_config(config: config_lib.PipelineConfig):
-  """The KubeflowV2DagRunner's config: our image, and pipeline spec schema 2.1.
+  """The KubeflowV2DagRunner's config: our images (`task_images`), and pipeline spec schema 2.1.
 
   Schema 2.1 is the one the open-source KFP 2 backend runs: its driver resolves a task's
   constant parameters only in the 2.1 form (`runtimeValue.constant`; 2.0's `constantValue`
@@ -153,7 +186,7 @@ def runner_config(config: config_lib.PipelineConfig):
   """
   from tfx import v1 as tfx
   return tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
-      default_image=config.kubeflow.image, use_pipeline_spec_2_1=True)
+      default_image=task_images(config.kubeflow), use_pipeline_spec_2_1=True)
 
 
 def compile_pipeline(config: config_lib.PipelineConfig, output_file: str = '') -> str:

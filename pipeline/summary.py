@@ -9,6 +9,7 @@ import dataclasses
 import glob
 import html
 import json
+import math
 import os
 import shlex
 from typing import Dict, List, Optional, Tuple
@@ -40,6 +41,12 @@ class RunSummary:
     model_run_dirs: TensorBoard log folders of the Trainers.
     statistics: per split, example count and mean text length in tokens, if known.
     curves: TensorBoard scalar series per tag.
+    baseline: classification: TF-IDF + logistic regression trained and scored on the same
+      train/eval examples (`pipeline.baseline.ClassifierBaseline` fields).
+    unigram: language models: unigram perplexity of the same eval tokens
+      (`pipeline.baseline.UnigramBaseline` fields).
+    reference_error: why the baseline or unigram reference could not be computed.
+    generations: causal LMs: (prompt, continuation) for `PROMPTS`.
   """
   components: List[ComponentRun] = dataclasses.field(default_factory=list)
   metrics: Dict[str, float] = dataclasses.field(default_factory=dict)
@@ -51,6 +58,10 @@ class RunSummary:
   model_run_dirs: List[str] = dataclasses.field(default_factory=list)
   statistics: Dict[str, Dict[str, float]] = dataclasses.field(default_factory=dict)
   curves: Dict[str, List[Tuple[int, float]]] = dataclasses.field(default_factory=dict)
+  baseline: Optional[Dict[str, float]] = None
+  unigram: Optional[Dict[str, float]] = None
+  reference_error: Optional[str] = None
+  generations: List[Tuple[str, str]] = dataclasses.field(default_factory=list)
 
 
 def _store(config):
@@ -184,6 +195,62 @@ def _statistics(statistics_uri) -> Dict[str, Dict[str, float]]:
   return result
 
 
+# ExampleGen keeps its class name as its id (TextExampleGen, CsvExampleGen, ...).
+EXAMPLE_GEN_IDS = ('TextExampleGen', 'CsvExampleGen', 'ImportExampleGen')
+TRANSFORM_IDS = (contract.TRANSFORM_ID,)
+TRAINER_IDS = (contract.TRAINER_ID,)
+
+
+def _latest_output(store, type_name, component_ids, output_key):
+  """The newest artifact of `type_name` that one of `component_ids` wrote as output
+  `output_key`; artifact URIs are `<root>/<component>/<output_key>/<execution>`."""
+  found = []
+  for artifact in store.get_artifacts_by_type(type_name):
+    parts = os.path.normpath(artifact.uri).split(os.sep)
+    if len(parts) >= 3 and parts[-3] in component_ids and parts[-2] == output_key:
+      found.append(artifact)
+  return max(found, key=lambda a: a.id) if found else None
+
+
+def _label_names(transform_graph_uri: str) -> Optional[List[str]]:
+  """The label vocabulary of a classification transform graph (line number = class id)."""
+  import tensorflow_transform as tft
+  try:
+    path = tft.TFTransformOutput(transform_graph_uri).vocabulary_file_by_name(
+        contract.LABEL_VOCAB_NAME)
+  except (ValueError, OSError):
+    return None
+  with open(path, encoding='utf-8') as f:
+    return f.read().splitlines()
+
+
+def _references(config, store, summary: RunSummary) -> None:
+  """The baseline (classify) or unigram perplexity (mlm, clm) on the run's own examples."""
+  from pipeline import baseline
+  task = config.train.task
+  try:
+    if task == contract.CLASSIFY:
+      examples = _latest_output(store, 'Examples', EXAMPLE_GEN_IDS, 'examples')
+      if examples is not None:
+        summary.baseline = dataclasses.asdict(baseline.classifier_baseline(examples.uri))
+    else:
+      transformed = _latest_output(store, 'Examples', TRANSFORM_IDS, 'transformed_examples')
+      graph = _latest_output(store, 'TransformGraph', TRANSFORM_IDS, 'transform_graph')
+      if transformed is not None and graph is not None:
+        import tensorflow_transform as tft
+        vocab = tft.TFTransformOutput(graph.uri).vocabulary_file_by_name(
+            contract.TOKEN_VOCAB_NAME)
+        with open(vocab, encoding='utf-8') as f:
+          vocab_size = sum(1 for _ in f)
+        summary.unigram = dataclasses.asdict(baseline.unigram_perplexity(
+            transformed.uri, vocab_size, seq_len=config.train.seq_len))
+  except ImportError as e:
+    summary.reference_error = (f'{e.name or e} is not installed (pip install -e .[dev]): no '
+                               'baseline')
+  except (ValueError, OSError) as e:
+    summary.reference_error = f'{type(e).__name__}: {e}'
+
+
 def collect(config: config_lib.PipelineConfig, started: float) -> RunSummary:
   """Reads what the run that started at `started` (epoch seconds) produced."""
   since_ms = int(started * 1000) - 1000
@@ -198,6 +265,19 @@ def collect(config: config_lib.PipelineConfig, started: float) -> RunSummary:
   if evaluation_artifact is not None:
     _metrics(evaluation_artifact.uri, summary)
     _validation(evaluation_artifact.uri, summary)
+  if summary.confusion:
+    graph = _latest_output(store, 'TransformGraph', TRANSFORM_IDS, 'transform_graph')
+    names = _label_names(graph.uri) if graph is not None else None
+    ids, grid = summary.confusion
+    if names and all(int(i) < len(names) for i in ids):
+      summary.confusion = ([names[int(i)] for i in ids], grid)
+      # TFMA names per-class metrics `auc (classId:0)`: say which label that is.
+      for i, name in enumerate(names):
+        summary.metrics = {k.replace(f'(classId:{i})', f'(label {name})'): v
+                           for k, v in summary.metrics.items()}
+        # Slices on the label are keyed by its id.
+        summary.per_label = {(f'label={name}' if key == f'label={i}' else key): value
+                             for key, value in summary.per_label.items()}
   blessing = _latest(store, 'ModelBlessing', 0)
   if blessing is not None:
     summary.blessed = bool(_custom(blessing, 'blessed'))
@@ -206,8 +286,6 @@ def collect(config: config_lib.PipelineConfig, started: float) -> RunSummary:
   pushed = _latest(store, 'PushedModel', 0)
   if pushed is not None and _custom(pushed, 'pushed'):
     summary.pushed_path = _custom(pushed, 'pushed_destination')
-  for run in store.get_artifacts_by_type('ModelRun'):
-    summary.model_run_dirs.append(run.uri)
   latest_runs = {}
   for run in store.get_artifacts_by_type('ModelRun'):
     producer = os.path.basename(os.path.dirname(os.path.dirname(run.uri)))
@@ -217,7 +295,51 @@ def collect(config: config_lib.PipelineConfig, started: float) -> RunSummary:
     producer = os.path.basename(os.path.dirname(os.path.dirname(model_run_dir)))
     for tag, points in _curves(model_run_dir).items():
       summary.curves[f'{producer}: {tag}'] = points
+  _references(config, store, summary)
+  if config.train.task == contract.CLM:
+    model = _latest_output(store, 'Model', TRAINER_IDS, 'model')
+    if model is not None:
+      summary.generations = _generations(os.path.join(model.uri, 'Format-Serving'))
   return summary
+
+
+# Fixed prompts for causal LMs: the report shows what the model writes after each.
+PROMPTS = ('the movie is', 'this film', 'the acting', 'a story about', 'the director')
+GENERATE_TOKENS = 24
+
+
+def generate(signature, prompts: List[str], max_new_tokens: int, temperature: float = 0.7,
+             top_k: int = 20, seed: int = 1) -> List[str]:
+  """Calls a `generate` signature with per-row controls when it takes them, else scalars."""
+  import tensorflow as tf
+  specs = signature.structured_input_signature[1]
+  rows = len(prompts)
+
+  def value(name, number, dtype):
+    per_row = specs[name].shape.rank == 1
+    return tf.constant([number] * rows if per_row else number, dtype)
+
+  kwargs = {contract.PROMPT_INPUT: tf.constant(prompts),
+            contract.MAX_NEW_TOKENS_INPUT: value(contract.MAX_NEW_TOKENS_INPUT, max_new_tokens,
+                                                 tf.int32),
+            contract.TEMPERATURE_INPUT: value(contract.TEMPERATURE_INPUT, temperature,
+                                              tf.float32),
+            contract.TOP_K_INPUT: value(contract.TOP_K_INPUT, top_k, tf.int32)}
+  if contract.SEED_INPUT in specs:
+    kwargs[contract.SEED_INPUT] = value(contract.SEED_INPUT, seed, specs[contract.SEED_INPUT].dtype)
+  for name, spec in specs.items():
+    if name not in kwargs and name == contract.TOP_P_INPUT:
+      kwargs[name] = value(name, 1.0, spec.dtype)
+  texts = signature(**kwargs)[contract.GENERATED_TEXT].numpy()
+  return [t.decode('utf-8', errors='replace') for t in texts]
+
+
+def _generations(model_dir: str) -> List[Tuple[str, str]]:
+  import tensorflow as tf
+  import tensorflow_text  # noqa: F401 - registers the tokenizer ops the model uses
+  loaded = tf.saved_model.load(model_dir)
+  signature = loaded.signatures[contract.GENERATE]
+  return list(zip(PROMPTS, generate(signature, list(PROMPTS), GENERATE_TOKENS), strict=True))
 
 
 # --- Text ---------------------------------------------------------------------------------
@@ -227,6 +349,32 @@ def _key_metrics(summary: RunSummary) -> List[Tuple[str, float]]:
   wanted = (evaluation.ACCURACY, 'auc', evaluation.PERPLEXITY, 'example_count',
             'sparse_categorical_crossentropy')
   return [(name, summary.metrics[name]) for name in wanted if name in summary.metrics]
+
+
+def comparison_lines(summary: RunSummary) -> List[str]:
+  """The model against its reference on the same eval examples, as plain lines."""
+  lines = []
+  accuracy = summary.metrics.get(evaluation.ACCURACY)
+  if summary.baseline and accuracy is not None:
+    b = summary.baseline
+    lines += [
+        f'Against a baseline on the same {b["eval_examples"]:,.0f} eval examples '
+        f'(both trained on the same {b["train_examples"]:,.0f}):',
+        f'  {"this model":<40} accuracy {accuracy:.4f}',
+        f'  {"TF-IDF + logistic regression":<40} accuracy {b["accuracy"]:.4f}',
+        f'  {"difference (model - baseline)":<40} {accuracy - b["accuracy"]:+.4f}',
+        f'  {"majority class":<40} accuracy {b["majority_accuracy"]:.4f}']
+  perplexity = summary.metrics.get(evaluation.PERPLEXITY)
+  if summary.unigram and perplexity is not None:
+    u = summary.unigram
+    lines += [
+        f'Against a unigram model on the same {u["eval_tokens"]:,.0f} eval tokens:',
+        f'  {"this model":<40} perplexity {perplexity:.2f}',
+        f'  {"unigram (train token frequencies)":<40} perplexity {u["perplexity"]:.2f}',
+        f'  {"ratio (model / unigram)":<40} {perplexity / u["perplexity"]:.3f}']
+  if summary.reference_error:
+    lines.append(f'No reference figure: {summary.reference_error}')
+  return lines
 
 
 def text(config: config_lib.PipelineConfig, summary: RunSummary) -> str:
@@ -240,6 +388,11 @@ def text(config: config_lib.PipelineConfig, summary: RunSummary) -> str:
   if summary.metrics:
     lines.append('Eval metrics (overall):')
     lines += [f'  {name:<32} {value:.4f}' for name, value in _key_metrics(summary)]
+  lines += comparison_lines(summary)
+  if summary.generations:
+    lines.append(f'Generations (sampled, temperature 0.7, top-k 20, up to {GENERATE_TOKENS} '
+                 'tokens):')
+    lines += [f'  {prompt!r} -> {continuation!r}' for prompt, continuation in summary.generations]
   if summary.blessed is not None:
     verdict = 'BLESSED' if summary.blessed else 'NOT blessed'
     lines.append(f'Model: {verdict}: ' + '; '.join(summary.why))
@@ -273,32 +426,104 @@ def text(config: config_lib.PipelineConfig, summary: RunSummary) -> str:
 # --- Report -------------------------------------------------------------------------------
 
 
-def _svg_chart(title: str, points: List[Tuple[int, float]], width=420, height=180) -> str:
-  if not points:
+_COLORS = {'train': '#1f6feb', 'eval': '#d9480f'}
+# Train-only diagnostics, drawn after the metrics that have a train and an eval curve.
+_DIAGNOSTICS = ('learning_rate', 'tokens_per_second')
+
+
+def nice_ticks(low: float, high: float, minimum: int = 3) -> List[float]:
+  """Round tick values (1, 2 or 5 times a power of ten apart) within [low, high]: the widest
+  spacing that still gives at least `minimum` ticks."""
+  span = high - low
+  if span <= 0:
+    return [low]
+  exponent = math.floor(math.log10(span))
+  steps = sorted((m * 10.0 ** e for e in (exponent - 2, exponent - 1, exponent)
+                  for m in (1, 2, 5)), reverse=True)
+  for step in steps:
+    first = math.ceil(low / step - 1e-9)
+    last = math.floor(high / step + 1e-9)
+    if last - first + 1 >= minimum:
+      return [i * step for i in range(first, last + 1)]
+  return [low, high]
+
+
+def _tick_label(value: float) -> str:
+  if value != 0 and (abs(value) < 1e-4 or abs(value) >= 1e6):
+    return f'{value:.0e}'
+  if abs(value) >= 100:
+    return f'{value:,.0f}'
+  return f'{value:.4g}'
+
+
+def svg_chart(title: str, series: Dict[str, List[Tuple[int, float]]], y_label: str,
+              x_label: str = 'training step', width: int = 440, height: int = 240) -> str:
+  """A line chart of one metric: one polyline per series, labelled axes, a legend."""
+  series = {name: points for name, points in series.items() if points}
+  if not series:
     return ''
-  steps = [p[0] for p in points]
-  values = [p[1] for p in points]
-  x0, x1 = min(steps), max(steps) or 1
+  steps = [s for points in series.values() for s, _ in points]
+  values = [v for points in series.values() for _, v in points]
+  x0, x1 = min(steps), max(steps)
   y0, y1 = min(values), max(values)
+  if x1 == x0:
+    x1 = x0 + 1
   if y1 == y0:
-    y1 = y0 + 1
-  pad = 30
+    y0, y1 = y0 - 0.5, y1 + 0.5
+  left, right, top, bottom = 62, 12, 28, 44
 
-  def xy(step, value):
-    x = pad + (step - x0) / max(1, x1 - x0) * (width - 2 * pad)
-    y = height - pad - (value - y0) / (y1 - y0) * (height - 2 * pad)
-    return f'{x:.1f},{y:.1f}'
+  def x(step):
+    return left + (step - x0) / (x1 - x0) * (width - left - right)
 
-  path = ' '.join(xy(s, v) for s, v in points)
+  def y(value):
+    return height - bottom - (value - y0) / (y1 - y0) * (height - top - bottom)
+
+  parts = [f'<rect x="{left}" y="{top}" width="{width - left - right}" '
+           f'height="{height - top - bottom}" fill="#fff" stroke="#bbb"/>']
+  for tick in nice_ticks(y0, y1):
+    parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" '
+                 'stroke="#eee"/>'
+                 f'<text x="{left - 4}" y="{y(tick) + 3:.1f}" font-size="10" '
+                 f'text-anchor="end">{_tick_label(tick)}</text>')
+  for tick in nice_ticks(x0, x1):
+    parts.append(f'<text x="{x(tick):.1f}" y="{height - bottom + 13}" font-size="10" '
+                 f'text-anchor="middle">{tick:,.0f}</text>')
+  parts.append(f'<text x="{(left + width - right) / 2:.0f}" y="{height - 8}" font-size="11" '
+               f'text-anchor="middle">{html.escape(x_label)}</text>'
+               f'<text x="12" y="{(top + height - bottom) / 2:.0f}" font-size="11" '
+               f'text-anchor="middle" transform="rotate(-90 12 {(top + height - bottom) / 2:.0f})">'
+               f'{html.escape(y_label)}</text>'
+               f'<text x="{left}" y="16" font-size="12" font-weight="bold">'
+               f'{html.escape(title)}</text>')
+  legend_x = width - right
+  for name, points in sorted(series.items(), key=lambda kv: kv[0] == 'train'):
+    # Legend entries right to left above the plot, so they never cover a curve.
+    color = _COLORS.get(name, '#555')
+    path = ' '.join(f'{x(s):.1f},{y(v):.1f}' for s, v in sorted(points))
+    marker = ''.join(f'<circle cx="{x(s):.1f}" cy="{y(v):.1f}" r="2.5" fill="{color}"/>'
+                     for s, v in points) if len(points) <= 30 else ''
+    parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{path}"/>'
+                 f'{marker}<text x="{legend_x}" y="16" font-size="11" fill="{color}" '
+                 f'text-anchor="end">— {html.escape(name)}</text>')
+    legend_x -= 12 + 7 * len(name)
   return (f'<figure><svg width="{width}" height="{height}" role="img" '
-          f'aria-label="{html.escape(title)}">'
-          f'<rect width="{width}" height="{height}" fill="#fafafa" stroke="#ccc"/>'
-          f'<polyline fill="none" stroke="#1f6feb" stroke-width="2" points="{path}"/>'
-          f'<text x="{pad}" y="16" font-size="12">{html.escape(title)}</text>'
-          f'<text x="2" y="{pad}" font-size="10">{y1:.3g}</text>'
-          f'<text x="2" y="{height - pad}" font-size="10">{y0:.3g}</text>'
-          f'<text x="{width - pad}" y="{height - 8}" font-size="10">{x1}</text>'
-          '</svg></figure>')
+          f'aria-label="{html.escape(title)}">{"".join(parts)}</svg></figure>')
+
+
+def _charts(curves: Dict[str, List[Tuple[int, float]]]) -> str:
+  """One chart per (trainer, metric), its train and eval curves together."""
+  grouped: Dict[Tuple[str, str], Dict[str, List[Tuple[int, float]]]] = {}
+  for key, points in curves.items():
+    producer, _, tag = key.partition(': ')
+    split, _, metric = tag.partition('/')
+    if not metric:
+      split, metric = 'train', tag
+    grouped.setdefault((producer, metric), {})[split] = points
+  order = sorted(grouped, key=lambda k: (k[0] != 'Trainer', k[0], k[1] in _DIAGNOSTICS,
+                                         k[1] != 'loss', k[1]))
+  return ''.join(svg_chart(f'{producer}: {metric}', grouped[(producer, metric)],
+                           y_label=metric.replace('_', ' '))
+                 for producer, metric in order)
 
 
 def _table(rows, header) -> str:
@@ -308,41 +533,81 @@ def _table(rows, header) -> str:
   return f'<table><tr>{head}</tr>{body}</table>'
 
 
+def _confusion_table(labels: List[str], grid: List[List[float]]) -> str:
+  """Counts and, per actual label, the share predicted as each label (recall on the diagonal)."""
+  rows = []
+  for label, row in zip(labels, grid, strict=True):
+    total = sum(row)
+    cells = [f'{count:,.0f} ({count / total:.1%})' if total else f'{count:,.0f}'
+             for count in row]
+    rows.append([label] + cells + [f'{total:,.0f}'])
+  totals = [sum(row[j] for row in grid) for j in range(len(labels))]
+  rows.append(['all'] + [f'{t:,.0f}' for t in totals] + [f'{sum(totals):,.0f}'])
+  return _table(rows, ['actual \\ predicted'] + labels + ['examples'])
+
+
+def _metric_text(name: str, value: float) -> str:
+  return f'{value:,.0f}' if name == 'example_count' else f'{value:.4f}'
+
+
+def _headline(summary: RunSummary) -> str:
+  lines = comparison_lines(summary)
+  if not lines:
+    return ''
+  return '<pre class="headline">' + html.escape('\n'.join(lines)) + '</pre>'
+
+
 def render_report(config: config_lib.PipelineConfig, summary: RunSummary) -> str:
   """The run report as one self-contained HTML page."""
   parts = [f'<h1>{html.escape(config.pipeline_name)}: run report</h1>']
   verdict = ('blessed' if summary.blessed else 'not blessed') if summary.blessed is not None \
       else 'not evaluated'
-  parts.append(f'<p>Model {verdict}: {html.escape("; ".join(summary.why))}. '
-               f'Pushed to: {html.escape(summary.pushed_path or "nothing pushed")}.</p>')
-  parts.append('<h2>Components</h2>' + _table(
-      [(r.name, r.state.lower(), f'{r.seconds:.1f} s') for r in summary.components],
-      ('component', 'state', 'time')))
-  if summary.metrics:
-    parts.append('<h2>Eval metrics</h2>' + _table(
-        [(k, f'{v:.4f}') for k, v in sorted(summary.metrics.items())], ('metric', 'value')))
-  if summary.per_label:
-    names = sorted({k for m in summary.per_label.values() for k in m})
-    parts.append('<h2>By slice</h2>' + _table(
-        [[s] + [f'{m.get(n, float("nan")):.4f}' for n in names]
-         for s, m in sorted(summary.per_label.items())], ['slice'] + names))
+  parts.append(f'<p>Task <b>{html.escape(config.train.task)}</b>. Model {verdict}: '
+               f'{html.escape("; ".join(summary.why))}. '
+               f'Pushed to: <code>{html.escape(summary.pushed_path or "nothing pushed")}</code>'
+               '</p>')
+  parts.append(_headline(summary))
+  if summary.generations:
+    parts.append(f'<h2>Generations</h2><p>Sampled with temperature 0.7, top-k 20, up to '
+                 f'{GENERATE_TOKENS} new tokens.</p>' + _table(
+                     [(p, c) for p, c in summary.generations], ('prompt', 'continuation')))
+  if summary.curves:
+    parts.append('<h2>Training curves</h2><p>Train points average the steps since the previous '
+                 'point; eval points score the eval split at that step.</p>' +
+                 _charts(summary.curves))
   if summary.confusion:
     labels, grid = summary.confusion
-    parts.append('<h2>Confusion matrix (rows: actual, columns: predicted label id)</h2>' +
-                 _table([[labels[i]] + [f'{c:g}' for c in row] for i, row in enumerate(grid)],
-                        ['actual \\ predicted'] + labels))
-  if summary.curves:
-    parts.append('<h2>Training curves</h2>' + ''.join(
-        _svg_chart(tag, points) for tag, points in sorted(summary.curves.items())))
+    parts.append('<h2>Confusion matrix</h2><p>Eval examples; rows: actual label, columns: '
+                 'predicted label; in brackets, the share of the row.</p>' +
+                 _confusion_table(labels, grid))
+  if summary.metrics:
+    parts.append('<h2>Eval metrics</h2>' + _table(
+        [(k, _metric_text(k, v)) for k, v in sorted(summary.metrics.items())],
+        ('metric', 'value')))
+  if summary.per_label:
+    names = sorted({k for m in summary.per_label.values() for k in m})
+    # Within one label's slice, per-class metrics of the other classes are 0 or NaN: show the
+    # counts and accuracy when there are, which read the same for every slice.
+    names = [n for n in ('example_count', evaluation.ACCURACY) if n in names] or names
+    parts.append('<h2>By slice</h2>' + _table(
+        [[s] + [_metric_text(n, m.get(n, float('nan'))) for n in names]
+         for s, m in sorted(summary.per_label.items())], ['slice'] + names))
   if summary.statistics:
     columns = sorted({k for row in summary.statistics.values() for k in row},
                      key=lambda k: (k != 'examples', k))
     parts.append('<h2>Data (StatisticsGen)</h2>' + _table(
         [[split] + [f'{row[c]:g}' if c in row else '' for c in columns]
          for split, row in summary.statistics.items()], ['split'] + columns))
+  total = sum(r.seconds for r in summary.components)
+  parts.append('<h2>Components</h2>' + _table(
+      [(r.name, r.state.lower(), f'{r.seconds:.1f} s') for r in summary.components] +
+      [('total', '', f'{total:.1f} s')], ('component', 'state', 'time')))
   parts.append('<h2>Configuration</h2><pre>' + html.escape(config.to_json()) + '</pre>')
-  style = ('body{font-family:sans-serif;max-width:960px;margin:2em auto}table{border-collapse:'
-           'collapse}td,th{border:1px solid #ccc;padding:2px 8px}figure{display:inline-block}')
+  style = ('body{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222}'
+           'table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;'
+           'padding:2px 8px;text-align:left}figure{display:inline-block;margin:4px}'
+           'pre{overflow-x:auto}'
+           '.headline{background:#f4f8ff;border:1px solid #c8d8f0;padding:8px;font-size:14px}')
   return (f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(config.pipeline_name)}'
           f'</title><style>{style}</style></head><body>{"".join(parts)}</body></html>')
 

@@ -37,3 +37,7 @@ def test_dockerfile_installs_through_the_shared_script_and_package_list():
   assert 'tools/install_stack.sh /opt/venv' in dockerfile
   assert 'tools/debian-packages.txt' in dockerfile
   assert 'requirements.lock' in dockerfile
+  # One Dockerfile, two images: STACK_LOCK picks the CPU (default) or the GPU lock.
+  assert 'ARG STACK_LOCK=requirements.lock' in dockerfile
+  assert 'COPY requirements.lock requirements-gpu.lock /tmp/build/' in dockerfile
+  assert 'install_stack.sh /opt/venv "/tmp/build/${STACK_LOCK}"' in dockerfile

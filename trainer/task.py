@@ -222,6 +222,9 @@ def train_and_export(config: TrainerConfig, fn_args: 'FnArgs') -> list[dict[str,
       _export(model, tft_output, config, vocabularies, scratch)
     finally:
       shutil.rmtree(scratch, ignore_errors=True)
+    # TFX's Trainer executor fails a replica whose serving_model_dir is missing after run_fn (on
+    # Vertex AI Training that fails the job), and the chief may still be writing it.
+    tf.io.gfile.makedirs(fn_args.serving_model_dir)
   return history
 
 

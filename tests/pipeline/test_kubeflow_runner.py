@@ -27,6 +27,7 @@ from tfxlm import contract
 
 DEMO = os.path.join(config_lib.REPO, 'pipeline', 'configs', 'demo.yaml')
 IMAGE = 'registry.example.com/ml/tfx-lm:test-7'
+GPU_IMAGE = 'registry.example.com/ml/tfx-lm-gpu:test-7'
 ROOT = 'gs://tfx-lm-test-bucket/root'
 ENTRYPOINT = ['python', '-m', 'tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor']
 VERTEX_TRAINER = 'tfx.extensions.google_cloud_ai_platform.trainer.executor.GenericExecutor'
@@ -252,17 +253,41 @@ def test_the_image_override_reaches_every_task(compiled):
     assert other.container_dict(task)['image'] == 'example.org/other:1', task
 
 
-def test_trainer_gpus_go_to_the_trainer_pods_only(compiled):
-  gpu = compiled('gpu', 'kubeflow.trainer_gpus=1')
+def test_trainer_gpus_and_the_gpu_image_go_to_the_trainer_pods_only(compiled):
+  gpu = compiled('gpu', 'kubeflow.trainer_gpus=1', f'kubeflow.gpu_image={GPU_IMAGE}')
   for task in gpu.container_tasks():
-    resources = gpu.container_dict(task).get('resources')
+    container = gpu.container_dict(task)
+    resources = container.get('resources')
     if task in contract.TRAINER_IDS:
       accelerator = resources['accelerator']
       assert (accelerator['resourceType'], accelerator['resourceCount']) == (
           'nvidia.com/gpu', '1'), task
       assert (accelerator['type'], int(accelerator['count'])) == ('nvidia.com/gpu', 1), task
+      assert container['image'] == GPU_IMAGE, task
     else:
       assert resources is None, task
+      assert container['image'] == IMAGE, task
+
+
+def test_gpus_without_a_gpu_image_are_refused(tmp_path, capsys):
+  code = kubeflow_runner.main(['compile', *BASE, '--output', str(tmp_path / 'x.json'), '--set',
+                               'kubeflow.trainer_gpus=2'])
+  assert code == 2
+  assert 'kubeflow.gpu_image is empty' in capsys.readouterr().err
+  assert not (tmp_path / 'x.json').exists()
+
+
+def test_gpu_replicas_on_vertex_run_the_gpu_image(compiled):
+  replicas = compiled('gpu_replicas', 'kubeflow.trainer_replicas=2', 'kubeflow.trainer_gpus=1',
+                      'kubeflow.vertex_project=proj-1', f'kubeflow.gpu_image={GPU_IMAGE}')
+  for task in contract.TRAINER_IDS:
+    # The Trainer pod only starts the Vertex AI job: the replicas get the GPUs and the GPU image.
+    assert replicas.container_dict(task)['image'] == IMAGE
+    assert 'resources' not in replicas.container_dict(task)
+    args = _vertex_custom_config(replicas, task)['ai_platform_training_args']
+    for pool in args['job_spec']['worker_pool_specs']:
+      assert pool['container_spec']['image_uri'] == GPU_IMAGE
+      assert pool['machine_spec']['accelerator_count'] == 1
 
 
 def _vertex_custom_config(compiled_spec, task):
@@ -279,7 +304,7 @@ def test_trainer_replicas_run_on_vertex_ai_training(compiled, demo):
     assert custom['ai_platform_vertex_region'] == 'europe-west4'
     args = custom['ai_platform_training_args']
     assert args['project'] == 'proj-1'
-    pools = args['worker_pool_specs']
+    pools = args['job_spec']['worker_pool_specs']
     assert sum(pool['replica_count'] for pool in pools) == 2
     assert pools[0]['replica_count'] == 1  # the chief
     assert all(pool['container_spec']['image_uri'] == IMAGE for pool in pools)
@@ -306,7 +331,8 @@ def test_vertex_trainer_exec_properties_reach_run_fn(compiled):
 
 def test_tpu_trainer_asks_vertex_for_a_tpu(compiled):
   tpu = compiled('tpu', 'kubeflow.trainer_tpu=v2-8', 'kubeflow.vertex_project=proj-1')
-  pools = _vertex_custom_config(tpu, 'Trainer')['ai_platform_training_args']['worker_pool_specs']
+  args = _vertex_custom_config(tpu, 'Trainer')['ai_platform_training_args']
+  pools = args['job_spec']['worker_pool_specs']
   assert len(pools) == 1
   assert pools[0]['machine_spec']['accelerator_type'] == 'TPU_V2'
   assert pools[0]['machine_spec']['accelerator_count'] == 8

@@ -1,0 +1,100 @@
+"""The run summary's text and report.html, from summaries built here (no pipeline run)."""
+
+import math
+import re
+
+import pytest
+import tensorflow as tf
+
+from pipeline import config as config_lib
+from pipeline import summary
+from tfxlm import contract
+
+
+def _classify_summary():
+  return summary.RunSummary(
+      metrics={'sparse_categorical_accuracy': 0.80, 'example_count': 1000.0},
+      confusion=(['fresh', 'rotten'], [[500.0, 100.0], [100.0, 300.0]]),
+      curves={'Trainer: train/accuracy': [(100, 0.6), (200, 0.7)],
+              'Trainer: eval/accuracy': [(100, 0.65), (200, 0.75)],
+              'Trainer: train/learning_rate': [(100, 1e-3), (200, 5e-4)]},
+      baseline={'accuracy': 0.78, 'majority_accuracy': 0.58, 'train_examples': 9000,
+                'eval_examples': 1000})
+
+
+def test_text_prints_model_baseline_difference_and_eval_count():
+  config = config_lib.from_dict({'pipeline_name': 'demo', 'train': {'task': 'classify'}})
+  out = summary.text(config, _classify_summary())
+  assert re.search(r'same 1,000 eval examples', out)
+  assert re.search(r'this model\s+accuracy 0\.8000', out)
+  assert re.search(r'TF-IDF \+ logistic regression\s+accuracy 0\.7800', out)
+  assert re.search(r'difference \(model - baseline\)\s+\+0\.0200', out)
+  assert re.search(r'majority class\s+accuracy 0\.5800', out)
+
+
+def test_report_charts_train_and_eval_together_with_labelled_axes():
+  config = config_lib.from_dict({'pipeline_name': 'demo', 'train': {'task': 'classify'}})
+  page = summary.render_report(config, _classify_summary())
+  charts = re.findall(r'<svg.*?</svg>', page, flags=re.S)
+  accuracy = [c for c in charts if 'aria-label="Trainer: accuracy"' in c]
+  assert len(accuracy) == 1, 'train and eval accuracy belong on one chart'
+  assert accuracy[0].count('<polyline') == 2
+  assert '— train' in accuracy[0] and '— eval' in accuracy[0]
+  assert 'training step' in accuracy[0] and '>accuracy</text>' in accuracy[0]
+  # Counts with the share of each actual label, and the baseline comparison, on the page.
+  assert '500 (83.3%)' in page and '100 (25.0%)' in page
+  assert 'TF-IDF + logistic regression' in page and '+0.0200' in page
+
+
+def test_lm_summary_shows_perplexity_next_to_unigram_and_generations():
+  config = config_lib.from_dict({'pipeline_name': 'lm', 'data': {'label_column': None},
+                                 'train': {'task': 'clm'}})
+  run = summary.RunSummary(metrics={'perplexity': 80.0},
+                           unigram={'perplexity': 400.0, 'eval_tokens': 5000},
+                           generations=[('the movie is', 'a delight')])
+  out = summary.text(config, run)
+  assert re.search(r'this model\s+perplexity 80\.00', out)
+  assert re.search(r'unigram \(train token frequencies\)\s+perplexity 400\.00', out)
+  assert "'the movie is' -> 'a delight'" in out
+  page = summary.render_report(config, run)
+  assert '<td>the movie is</td><td>a delight</td>' in page
+
+
+def _signature(per_row, folder):
+  shape = [None] if per_row else []
+  specs = [tf.TensorSpec([None], tf.string, name=contract.PROMPT_INPUT),
+           tf.TensorSpec(shape, tf.int32, name=contract.MAX_NEW_TOKENS_INPUT),
+           tf.TensorSpec(shape, tf.float32, name=contract.TEMPERATURE_INPUT),
+           tf.TensorSpec(shape, tf.int32, name=contract.TOP_K_INPUT)]
+
+  def generate(prompt, max_new_tokens, temperature, top_k, *_):
+    # Echo what arrived, so the test sees the shapes the helper chose.
+    del temperature
+    suffix = tf.strings.as_string(tf.broadcast_to(max_new_tokens + top_k, tf.shape(prompt)))
+    return {contract.GENERATED_TEXT: tf.strings.join([prompt, suffix], separator=':')}
+  if per_row:  # trainer/export.py's per-row form also takes top_p and a seed
+    specs += [tf.TensorSpec(shape, tf.float32, name=contract.TOP_P_INPUT),
+              tf.TensorSpec(shape, tf.int32, name=contract.SEED_INPUT)]
+  module = tf.Module()
+  module.generate = tf.function(generate, input_signature=specs)
+  # As the summary meets it: a signature of a SavedModel loaded back (keyword inputs).
+  tf.saved_model.save(module, str(folder), signatures={contract.GENERATE: module.generate})
+  return tf.saved_model.load(str(folder)).signatures[contract.GENERATE]
+
+
+@pytest.mark.parametrize('per_row', [False, True])
+def test_generate_calls_scalar_and_per_row_signatures(per_row, tmp_path):
+  texts = summary.generate(_signature(per_row, tmp_path), ['a', 'b'], max_new_tokens=3,
+                           top_k=4)
+  assert texts == ['a:7', 'b:7']
+
+
+@pytest.mark.parametrize('low,high', [(0.0, 1.0), (50, 300), (373.0, 1407.0), (0.0, 0.002),
+                                      (0.61, 0.79), (5.92, 7.25)])
+def test_chart_ticks_are_round_and_inside_the_range(low, high):
+  ticks = summary.nice_ticks(low, high)
+  assert 3 <= len(ticks) <= 8
+  assert all(low - 1e-9 <= t <= high + 1e-9 for t in ticks)
+  step = ticks[1] - ticks[0]
+  mantissa = step / 10 ** math.floor(math.log10(step))
+  assert any(math.isclose(mantissa, m) for m in (1, 2, 5, 10))
