@@ -154,7 +154,8 @@ def test_runtime_config_paths_and_parameters(demo):
 def test_a_preset_compiles_into_the_vocabulary_and_trainer_parameters(compiled):
   # A hub handle: nothing is fetched to compile (the Vocabulary step fetches it on the cluster).
   preset = 'kaggle://keras/bert/keras/bert_tiny_en_uncased/2'
-  spec = compiled('preset', 'pretrain=null', f'train.preset={preset}')
+  spec = compiled('preset', 'pretrain=null', f'train.preset={preset}',
+                  'data.input_base=gs://tfx-lm-test-bucket/data')
   assert 'PretrainTrainer' not in spec.tasks and 'PretrainTransform' not in spec.tasks
   assert spec.param('Vocabulary', 'preset') == preset
   assert spec.param('Vocabulary', 'task') == 'classify'
