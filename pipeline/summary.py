@@ -339,7 +339,12 @@ def _generations(model_dir: str) -> List[Tuple[str, str]]:
   import tensorflow_text  # noqa: F401 - registers the tokenizer ops the model uses
   loaded = tf.saved_model.load(model_dir)
   signature = loaded.signatures[contract.GENERATE]
-  return list(zip(PROMPTS, generate(signature, list(PROMPTS), GENERATE_TOKENS), strict=True))
+  # The signature refuses more tokens than the limit it was exported with (seq_len - 1 at most).
+  with tf.io.gfile.GFile(os.path.join(model_dir, contract.EXTRA_DIR,
+                                      contract.TRAINER_CONFIG_FILE)) as f:
+    trainer = json.load(f)
+  tokens = min(GENERATE_TOKENS, trainer['max_new_tokens_limit'], trainer['seq_len'] - 1)
+  return list(zip(PROMPTS, generate(signature, list(PROMPTS), tokens), strict=True))
 
 
 # --- Text ---------------------------------------------------------------------------------
