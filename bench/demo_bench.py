@@ -32,8 +32,13 @@ sys.path.insert(0, REPO)
 
 from pipeline import summary as summary_lib  # noqa: E402
 
-TARGETS = {'cold_seconds': 300.0, 'warm_seconds': 60.0, 'peak_rss_gb': 4.0,
-           'min_accuracy': 0.75, 'min_eval_examples': 1000}
+TARGETS = {
+  'cold_seconds': 300.0,
+  'warm_seconds': 60.0,
+  'peak_rss_gb': 4.0,
+  'min_accuracy': 0.75,
+  'min_eval_examples': 1000,
+}
 _PAGE = os.sysconf('SC_PAGE_SIZE')
 
 
@@ -79,8 +84,12 @@ def run_measured(command: list, log_path: str) -> dict:
     sampler.join()
   after = resource.getrusage(resource.RUSAGE_CHILDREN)
   cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-  return {'exit_code': code, 'seconds': time.time() - started, 'cpu_seconds': cpu,
-          'peak_rss_gb': peak[0] / 2**30}
+  return {
+    'exit_code': code,
+    'seconds': time.time() - started,
+    'cpu_seconds': cpu,
+    'peak_rss_gb': peak[0] / 2**30,
+  }
 
 
 def main() -> int:
@@ -92,8 +101,15 @@ def main() -> int:
 
   outputs = args.outputs or tempfile.mkdtemp(prefix='demo_bench_')
   shutil.rmtree(outputs, ignore_errors=True)
-  command = [sys.executable, '-m', 'pipeline.local_runner', '--config', args.config,
-             '--set', f'outputs_dir={outputs}']
+  command = [
+    sys.executable,
+    '-m',
+    'pipeline.local_runner',
+    '--config',
+    args.config,
+    '--set',
+    f'outputs_dir={outputs}',
+  ]
   for override in args.overrides:
     command += ['--set', override]
   load_before = os.getloadavg()[0]
@@ -103,8 +119,10 @@ def main() -> int:
     print(f'{name} run (log: {log_path}) ...', flush=True)
     results[name] = run_measured(command, log_path)
     if results[name]['exit_code']:
-      print(f'error: the {name} run failed with exit code {results[name]["exit_code"]}; see '
-            f'{log_path}', file=sys.stderr)
+      print(
+        f'error: the {name} run failed with exit code {results[name]["exit_code"]}; see {log_path}',
+        file=sys.stderr,
+      )
       return 1
     if name == 'cold':
       with open(os.path.join(outputs, 'summary.json')) as f:
@@ -115,33 +133,49 @@ def main() -> int:
   accuracy = metrics.get('sparse_categorical_accuracy')
   perplexity = metrics.get('perplexity')
   report = {
-      'config': args.config, 'overrides': args.overrides,
-      'cold_seconds': round(results['cold']['seconds'], 1),
-      'warm_seconds': round(results['warm']['seconds'], 1),
-      'cold_cpu_seconds': round(results['cold']['cpu_seconds'], 1),
-      'warm_cpu_seconds': round(results['warm']['cpu_seconds'], 1),
-      'peak_rss_gb': round(max(r['peak_rss_gb'] for r in results.values()), 2),
-      'load_average_1min': [round(load_before, 1), round(load_after, 1)],
-      'cpus': os.cpu_count(),
-      'components_cold': {c['name']: c['seconds'] for c in run.get('components', [])},
-      'accuracy': accuracy, 'baseline': run.get('baseline'),
-      'perplexity': perplexity, 'unigram': run.get('unigram'),
-      'reference_error': run.get('reference_error'),
+    'config': args.config,
+    'overrides': args.overrides,
+    'cold_seconds': round(results['cold']['seconds'], 1),
+    'warm_seconds': round(results['warm']['seconds'], 1),
+    'cold_cpu_seconds': round(results['cold']['cpu_seconds'], 1),
+    'warm_cpu_seconds': round(results['warm']['cpu_seconds'], 1),
+    'peak_rss_gb': round(max(r['peak_rss_gb'] for r in results.values()), 2),
+    'load_average_1min': [round(load_before, 1), round(load_after, 1)],
+    'cpus': os.cpu_count(),
+    'components_cold': {c['name']: c['seconds'] for c in run.get('components', [])},
+    'accuracy': accuracy,
+    'baseline': run.get('baseline'),
+    'perplexity': perplexity,
+    'unigram': run.get('unigram'),
+    'reference_error': run.get('reference_error'),
   }
-  print(f'\n== {os.path.basename(args.config)} on {os.cpu_count()} cores, load average '
-        f'{load_before:.1f} before / {load_after:.1f} after (timings on a shared machine are '
-        'inflated) ==')
+  print(
+    f'\n== {os.path.basename(args.config)} on {os.cpu_count()} cores, load average '
+    f'{load_before:.1f} before / {load_after:.1f} after (timings on a shared machine are '
+    'inflated) =='
+  )
   for name, seconds in report['components_cold'].items():
     print(f'  {name:<30} {seconds:7.1f} s')
-  print(f'cold run   {report["cold_seconds"]:7.1f} s   (target <= {TARGETS["cold_seconds"]:.0f}); '
-        f'CPU {report["cold_cpu_seconds"]:.1f} s')
-  print(f'warm run   {report["warm_seconds"]:7.1f} s   (target <= {TARGETS["warm_seconds"]:.0f}); '
-        f'CPU {report["warm_cpu_seconds"]:.1f} s')
-  print(f'peak RSS   {report["peak_rss_gb"]:7.2f} GB  (process tree; target <= '
-        f'{TARGETS["peak_rss_gb"]:.0f})')
-  for line in summary_lib.comparison_lines(summary_lib.RunSummary(
-      metrics=metrics, baseline=run.get('baseline'), unigram=run.get('unigram'),
-      reference_error=run.get('reference_error'))):
+  print(
+    f'cold run   {report["cold_seconds"]:7.1f} s   (target <= {TARGETS["cold_seconds"]:.0f}); '
+    f'CPU {report["cold_cpu_seconds"]:.1f} s'
+  )
+  print(
+    f'warm run   {report["warm_seconds"]:7.1f} s   (target <= {TARGETS["warm_seconds"]:.0f}); '
+    f'CPU {report["warm_cpu_seconds"]:.1f} s'
+  )
+  print(
+    f'peak RSS   {report["peak_rss_gb"]:7.2f} GB  (process tree; target <= '
+    f'{TARGETS["peak_rss_gb"]:.0f})'
+  )
+  for line in summary_lib.comparison_lines(
+    summary_lib.RunSummary(
+      metrics=metrics,
+      baseline=run.get('baseline'),
+      unigram=run.get('unigram'),
+      reference_error=run.get('reference_error'),
+    )
+  ):
     print(line)
   os.makedirs(os.path.join(HERE, 'results'), exist_ok=True)
   with open(os.path.join(HERE, 'results', 'demo.json'), 'w') as f:

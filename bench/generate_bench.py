@@ -46,27 +46,31 @@ UNCACHED_TOKENS = 16
 def uncached_generate(model, seq_len):
   """The former `generate` on token ids: the whole window through the model for every token."""
 
-  @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32),
-                                tf.TensorSpec([], tf.int32)])
+  @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([], tf.int32)])
   def run(prompt, max_new_tokens):
     batch = tf.shape(prompt)[0]
     lengths = tf.fill([batch], tf.shape(prompt)[1])
     window = tf.pad(prompt, [[0, 0], [0, seq_len - tf.shape(prompt)[1]]])
-    banned = tf.constant([i in generation_util.BANNED_IDS for i in range(
-      model.backbone.vocabulary_size)])
+    banned = tf.constant(
+      [i in generation_util.BANNED_IDS for i in range(model.backbone.vocabulary_size)]
+    )
 
     def body(i, window, lengths, generated):
-      logits = model({models.TOKEN_IDS: window, models.PADDING_MASK: tf.ones_like(window)},
-                     training=False)
+      logits = model(
+        {models.TOKEN_IDS: window, models.PADDING_MASK: tf.ones_like(window)}, training=False
+      )
       last = tf.gather(logits, lengths - 1, batch_dims=1)
       token = tf.argmax(tf.where(banned[tf.newaxis], -1e9, last), axis=-1, output_type=tf.int32)
       window = tf.tensor_scatter_nd_update(
-        window, tf.stack([tf.range(batch), lengths], axis=1), token)
+        window, tf.stack([tf.range(batch), lengths], axis=1), token
+      )
       return i + 1, window, lengths + 1, generated.write(i, token)
 
     _, _, _, generated = tf.while_loop(
-      lambda i, *_: i < max_new_tokens, body,
-      (0, window, lengths, tf.TensorArray(tf.int32, size=max_new_tokens)))
+      lambda i, *_: i < max_new_tokens,
+      body,
+      (0, window, lengths, tf.TensorArray(tf.int32, size=max_new_tokens)),
+    )
     return tf.transpose(generated.stack())
 
   return run
@@ -83,19 +87,37 @@ def _paths(signature, columns, uncached, ids, causal_lm, grpc_client, rows, new_
   mask = np.pad(np.ones_like(ids, bool), [[0, 0], [0, new_tokens]])
   return {
     'cached export': (lambda: signature(**columns), new_tokens),
-    'uncached': (lambda: uncached(tf.constant(ids), tf.constant(UNCACHED_TOKENS)),
-                 UNCACHED_TOKENS),
-    'keras-hub generate': (lambda: causal_lm.generate(
-      {'token_ids': padded, 'padding_mask': mask}, stop_token_ids=None), new_tokens),
+    'uncached': (lambda: uncached(tf.constant(ids), tf.constant(UNCACHED_TOKENS)), UNCACHED_TOKENS),
+    'keras-hub generate': (
+      lambda: causal_lm.generate({'token_ids': padded, 'padding_mask': mask}, stop_token_ids=None),
+      new_tokens,
+    ),
     'cached over gRPC': (lambda: grpc_client.generate('gen', rows), new_tokens),
   }
 
 
 def start_server(base):
   process = subprocess.Popen(
-    [sys.executable, '-m', 'serving', '--model_name', 'gen', '--model_base_path', base,
-     '--port', '0', '--rest_api_port', '0', '--file_system_poll_wait_seconds', '0'],
-    cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    [
+      sys.executable,
+      '-m',
+      'serving',
+      '--model_name',
+      'gen',
+      '--model_base_path',
+      base,
+      '--port',
+      '0',
+      '--rest_api_port',
+      '0',
+      '--file_system_poll_wait_seconds',
+      '0',
+    ],
+    cwd=REPO,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.DEVNULL,
+    text=True,
+  )
   for line in process.stdout:
     if line.startswith('SERVING '):
       return process, line.split()[1].split('=', 1)[1]
@@ -111,20 +133,24 @@ def main() -> int:
   repeats = 1 if args.quick else args.repeats
 
   work = tempfile.mkdtemp(prefix='generate_bench_')
-  data = trainer_data.transform_data(work, contract.CLM, trainer_data.corpus_texts(100, 1),
-                                     trainer_data.corpus_texts(10, 2), SEQ_LEN)
+  data = trainer_data.transform_data(
+    work, contract.CLM, trainer_data.corpus_texts(100, 1), trainer_data.corpus_texts(10, 2), SEQ_LEN
+  )
   vocab = data['vocab']
-  config = config_lib.TrainerConfig(task=contract.CLM, model_size='small', seq_len=SEQ_LEN,
-                                    dropout=0.0)
+  config = config_lib.TrainerConfig(
+    task=contract.CLM, model_size='small', seq_len=SEQ_LEN, dropout=0.0
+  )
   keras.utils.set_random_seed(1)
   model = models.build_model(config.task, models.build_backbone(config, len(vocab)))
   # No [SEP], and no suffix pieces either, so every row's text has one word per new token.
   suffixes = [i for i, token in enumerate(vocab) if token.startswith('##')]
-  generation_util.never_predict(model.backbone,
-                                generation_util.BANNED_IDS + [contract.SEP_ID] + suffixes)
+  generation_util.never_predict(
+    model.backbone, generation_util.BANNED_IDS + [contract.SEP_ID] + suffixes
+  )
   base = os.path.join(work, 'serving', 'gen')
-  export_dir = generation_util.export_clm(model, config, data['transform_graph'],
-                                          os.path.join(base, '1'))
+  export_dir = generation_util.export_clm(
+    model, config, data['transform_graph'], os.path.join(base, '1')
+  )
   signature = tf.saved_model.load(export_dir).signatures[contract.GENERATE]
   uncached = uncached_generate(model, SEQ_LEN)
   causal_lm = keras_hub.models.GPT2CausalLM(backbone=model.backbone, preprocessor=None)
@@ -138,8 +164,9 @@ def main() -> int:
   try:
     for batch in (1, 8):
       prompts = [' '.join(rng.choice(words, PROMPT_TOKENS - 1)) for _ in range(batch)]
-      ids = np.array([[contract.SEP_ID] + [vocab.index(w) for w in p.split()] for p in prompts],
-                     np.int32)
+      ids = np.array(
+        [[contract.SEP_ID] + [vocab.index(w) for w in p.split()] for p in prompts], np.int32
+      )
       rows = client.generation_rows(prompts, new_tokens)
       columns = {k: tf.constant([r[k] for r in rows]) for k in rows[0]}
       paths = _paths(signature, columns, uncached, ids, causal_lm, grpc_client, rows, new_tokens)
@@ -156,23 +183,30 @@ def main() -> int:
       for name, values in times.items():
         seconds = float(np.median(values))
         results[(batch, name)] = batch * paths[name][1] / seconds
-        print(f'batch {batch}: {name:>20}: {results[(batch, name)]:8.1f} tokens/s '
-              f'({seconds:.3f} s per call of {paths[name][1]} tokens)', flush=True)
+        print(
+          f'batch {batch}: {name:>20}: {results[(batch, name)]:8.1f} tokens/s '
+          f'({seconds:.3f} s per call of {paths[name][1]} tokens)',
+          flush=True,
+        )
   finally:
     server.terminate()
     server.wait(timeout=30)
     grpc_client.channel.close()
 
-  print(f'\n{new_tokens} new tokens after {PROMPT_TOKENS}, model small, seq_len {SEQ_LEN}, '
-        f'vocabulary {len(vocab)}; median of {repeats}:')
+  print(
+    f'\n{new_tokens} new tokens after {PROMPT_TOKENS}, model small, seq_len {SEQ_LEN}, '
+    f'vocabulary {len(vocab)}; median of {repeats}:'
+  )
   ok = True
   for batch in (1, 8):
     cached = results[(batch, 'cached export')]
     a = cached / results[(batch, 'uncached')]
     b = cached / results[(batch, 'keras-hub generate')]
     c = cached / results[(batch, 'cached over gRPC')]
-    print(f'batch {batch}: (a) cached / uncached {a:.1f}x   (b) cached / keras-hub {b:.2f}x   '
-          f'(c) gRPC / in-process time {c:.2f}x  (tokens/s ratios)')
+    print(
+      f'batch {batch}: (a) cached / uncached {a:.1f}x   (b) cached / keras-hub {b:.2f}x   '
+      f'(c) gRPC / in-process time {c:.2f}x  (tokens/s ratios)'
+    )
     if batch == 1 and not args.quick:
       ok = ok and a >= 5.0
   return 0 if ok else 1

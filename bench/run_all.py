@@ -13,10 +13,13 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-QUICK_ARGS = {'transform_bench.py': ['--size-mb', '5', '--small-mb', '1'],
-              'trainer_bench.py': ['--quick'], 'serving_bench.py': ['--quick'],
-              'demo_bench.py': ['--set', 'train.train_steps=40', '--set', 'train.eval_steps=4'],
-              'generate_bench.py': ['--quick']}
+QUICK_ARGS = {
+  'transform_bench.py': ['--size-mb', '5', '--small-mb', '1'],
+  'trainer_bench.py': ['--quick'],
+  'serving_bench.py': ['--quick'],
+  'demo_bench.py': ['--set', 'train.train_steps=40', '--set', 'train.eval_steps=4'],
+  'generate_bench.py': ['--quick'],
+}
 
 
 def main() -> int:

@@ -55,15 +55,20 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 MODEL = 'bench'
 SIZES = dict(vocab_size=2000, hidden=64, num_layers=12, seq_len=32)
-TEXT = ('the plot was thin and the pacing slow, but the lead actor carried every scene with a'
-        ' warmth that made the ending land')
+TEXT = (
+  'the plot was thin and the pacing slow, but the lead actor carried every scene with a'
+  ' warmth that made the ending land'
+)
 CLIENTS = 16
 
 
 def _percentiles(seconds):
   ms = np.array(seconds) * 1e3
-  return {'p50_ms': float(np.percentile(ms, 50)), 'p99_ms': float(np.percentile(ms, 99)),
-          'n': len(ms)}
+  return {
+    'p50_ms': float(np.percentile(ms, 50)),
+    'p99_ms': float(np.percentile(ms, 99)),
+    'n': len(ms),
+  }
 
 
 def _time(call, n, warmup=10):
@@ -90,11 +95,24 @@ class ServerProcess:
     self.grpc_port, self.rest_port = _free_port(), _free_port()
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=REPO)
     self.proc = subprocess.Popen(
-        [sys.executable, '-m', 'serving', f'--port={self.grpc_port}',
-         f'--rest_api_port={self.rest_port}', f'--model_name={MODEL}',
-         f'--model_base_path={os.path.join(base, MODEL)}', '--file_system_poll_wait_seconds=0',
-         '--log_level=WARNING', *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO, env=env)
+      [
+        sys.executable,
+        '-m',
+        'serving',
+        f'--port={self.grpc_port}',
+        f'--rest_api_port={self.rest_port}',
+        f'--model_name={MODEL}',
+        f'--model_base_path={os.path.join(base, MODEL)}',
+        '--file_system_poll_wait_seconds=0',
+        '--log_level=WARNING',
+        *extra,
+      ],
+      stdout=subprocess.PIPE,
+      stderr=subprocess.DEVNULL,
+      text=True,
+      cwd=REPO,
+      env=env,
+    )
     line = self.proc.stdout.readline()
     if not line.startswith('SERVING'):
       self.proc.kill()
@@ -107,7 +125,8 @@ class ServerProcess:
 
 def _grpc_caller(port):
   stub = prediction_service_pb2_grpc.PredictionServiceStub(
-      grpc.insecure_channel(f'127.0.0.1:{port}'))
+    grpc.insecure_channel(f'127.0.0.1:{port}')
+  )
   request = predict_pb2.PredictRequest()
   request.model_spec.name = MODEL
   request.model_spec.signature_name = 'predict_text'
@@ -120,12 +139,14 @@ def _rest_caller(port):
   body = json.dumps({'signature_name': 'predict_text', 'instances': [TEXT]})
 
   def call():
-    connection.request('POST', f'/v1/models/{MODEL}:predict', body,
-                       {'Content-Type': 'application/json'})
+    connection.request(
+      'POST', f'/v1/models/{MODEL}:predict', body, {'Content-Type': 'application/json'}
+    )
     response = connection.getresponse()
     response.read()
     if response.status != 200:
       raise RuntimeError(f'HTTP {response.status}')
+
   return call
 
 
@@ -159,15 +180,22 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--quick', action='store_true', help='a smoke run: few requests')
   parser.add_argument('--requests', type=int, default=600, help='latency samples per path')
-  parser.add_argument('--seconds', type=float, default=24.0,
-                      help='throughput run time per setting, in alternating windows')
+  parser.add_argument(
+    '--seconds',
+    type=float,
+    default=24.0,
+    help='throughput run time per setting, in alternating windows',
+  )
   parser.add_argument('--window', type=float, default=3.0, help='seconds per window')
   parser.add_argument('--max_batch_size', type=int, default=16)
   parser.add_argument('--batch_timeout_micros', type=int, default=3000)
   parser.add_argument('--num_batch_threads', type=int, default=2)
-  parser.add_argument('--intra_op_threads', type=int, default=0,
-                      help='TensorFlow intra-op threads, in process and in the servers'
-                           ' (0: TensorFlow chooses)')
+  parser.add_argument(
+    '--intra_op_threads',
+    type=int,
+    default=0,
+    help='TensorFlow intra-op threads, in process and in the servers (0: TensorFlow chooses)',
+  )
   for key, value in SIZES.items():
     parser.add_argument(f'--{key}', type=int, default=value)
   args = parser.parse_args()
@@ -186,26 +214,38 @@ def main():
     signature = tf.saved_model.load(path).signatures['predict_text']
     parameters = os.path.join(base, 'batching.config')
     with open(parameters, 'w') as f:
-      f.write(f'max_batch_size {{ value: {args.max_batch_size} }}\n'
-              f'batch_timeout_micros {{ value: {args.batch_timeout_micros} }}\n'
-              f'num_batch_threads {{ value: {args.num_batch_threads} }}\n')
+      f.write(
+        f'max_batch_size {{ value: {args.max_batch_size} }}\n'
+        f'batch_timeout_micros {{ value: {args.batch_timeout_micros} }}\n'
+        f'num_batch_threads {{ value: {args.num_batch_threads} }}\n'
+      )
     servers.append(ServerProcess(base, threads))
-    servers.append(ServerProcess(base, threads + ['--enable_batching',
-                                                  f'--batching_parameters_file={parameters}']))
+    servers.append(
+      ServerProcess(
+        base, threads + ['--enable_batching', f'--batching_parameters_file={parameters}']
+      )
+    )
     off, on = servers
-    results = {'model': sizes, 'cpus': os.cpu_count(), 'clients': CLIENTS,
-               'intra_op_threads': args.intra_op_threads or 'default',
-               'batching': {k: getattr(args, k) for k in ('max_batch_size',
-                                                           'batch_timeout_micros',
-                                                           'num_batch_threads')}}
+    results = {
+      'model': sizes,
+      'cpus': os.cpu_count(),
+      'clients': CLIENTS,
+      'intra_op_threads': args.intra_op_threads or 'default',
+      'batching': {
+        k: getattr(args, k) for k in ('max_batch_size', 'batch_timeout_micros', 'num_batch_threads')
+      },
+    }
 
     # Latency: the three paths interleaved, so load from other processes hits them alike.
     text = tf.constant([TEXT])
-    paths = {'in_process': lambda: signature(text=text), 'grpc': _grpc_caller(off.grpc_port),
-             'rest': _rest_caller(off.rest_port)}
+    paths = {
+      'in_process': lambda: signature(text=text),
+      'grpc': _grpc_caller(off.grpc_port),
+      'rest': _rest_caller(off.rest_port),
+    }
     samples = {key: [] for key in paths}
     for i in range(args.requests + 30):
-      for key in (list(paths) if i % 2 else list(paths)[::-1]):
+      for key in list(paths) if i % 2 else list(paths)[::-1]:
         start = time.perf_counter()
         paths[key]()
         if i >= 30:
@@ -216,8 +256,10 @@ def main():
     results['in_process_batch16'] = _time(lambda: signature(text=batch16), args.requests // 4)
 
     # Throughput: batching off and on in alternating windows, for the same reason.
-    callers = {name: [_grpc_caller(server.grpc_port) for _ in range(CLIENTS)]
-               for name, server in (('off', off), ('on', on))}
+    callers = {
+      name: [_grpc_caller(server.grpc_port) for _ in range(CLIENTS)]
+      for name, server in (('off', off), ('on', on))
+    }
     for batch in callers.values():
       for call in batch:
         call()
@@ -229,38 +271,55 @@ def main():
         totals[name][1] += errors
         totals[name][2] += elapsed
     for name, (done, errors, elapsed) in totals.items():
-      results[f'throughput_batching_{name}'] = {'requests_per_s': done / elapsed,
-                                                 'requests': done, 'errors': errors,
-                                                 'seconds': elapsed}
+      results[f'throughput_batching_{name}'] = {
+        'requests_per_s': done / elapsed,
+        'requests': done,
+        'errors': errors,
+        'seconds': elapsed,
+      }
   finally:
     for server in servers:
       server.stop()
     shutil.rmtree(base, ignore_errors=True)
 
-  results['ratio_grpc_p50_vs_in_process'] = results['grpc']['p50_ms'] / \
-      results['in_process']['p50_ms']
-  results['ratio_rest_p50_vs_in_process'] = results['rest']['p50_ms'] / \
-      results['in_process']['p50_ms']
-  results['ratio_throughput_batching_on_vs_off'] = \
-      results['throughput_batching_on']['requests_per_s'] / \
-      results['throughput_batching_off']['requests_per_s']
+  results['ratio_grpc_p50_vs_in_process'] = (
+    results['grpc']['p50_ms'] / results['in_process']['p50_ms']
+  )
+  results['ratio_rest_p50_vs_in_process'] = (
+    results['rest']['p50_ms'] / results['in_process']['p50_ms']
+  )
+  results['ratio_throughput_batching_on_vs_off'] = (
+    results['throughput_batching_on']['requests_per_s']
+    / results['throughput_batching_off']['requests_per_s']
+  )
 
-  print(f'model: {results["model"]}, TensorFlow intra-op threads:'
-        f' {results["intra_op_threads"]}, {os.cpu_count()} CPUs shared by servers and clients')
+  print(
+    f'model: {results["model"]}, TensorFlow intra-op threads:'
+    f' {results["intra_op_threads"]}, {os.cpu_count()} CPUs shared by servers and clients'
+  )
   print(f'{"latency, batch 1":<32}{"p50 ms":>10}{"p99 ms":>10}')
-  for key, label in [('in_process', 'in-process signature call'), ('grpc', 'gRPC (server)'),
-                     ('rest', 'REST (server)'),
-                     ('in_process_batch16', 'in-process, batch of 16')]:
+  for key, label in [
+    ('in_process', 'in-process signature call'),
+    ('grpc', 'gRPC (server)'),
+    ('rest', 'REST (server)'),
+    ('in_process_batch16', 'in-process, batch of 16'),
+  ]:
     print(f'{label:<32}{results[key]["p50_ms"]:>10.2f}{results[key]["p99_ms"]:>10.2f}')
   for key in ('throughput_batching_off', 'throughput_batching_on'):
     r = results[key]
-    print(f'{key.replace("_", " ")} ({CLIENTS} clients): {r["requests_per_s"]:.0f} req/s'
-          f' ({r["requests"]} requests, {r["errors"]} errors)')
-  print(f'ratio gRPC p50 / in-process p50:   {results["ratio_grpc_p50_vs_in_process"]:.2f}'
-        ' (target <= 1.5)')
+    print(
+      f'{key.replace("_", " ")} ({CLIENTS} clients): {r["requests_per_s"]:.0f} req/s'
+      f' ({r["requests"]} requests, {r["errors"]} errors)'
+    )
+  print(
+    f'ratio gRPC p50 / in-process p50:   {results["ratio_grpc_p50_vs_in_process"]:.2f}'
+    ' (target <= 1.5)'
+  )
   print(f'ratio REST p50 / in-process p50:   {results["ratio_rest_p50_vs_in_process"]:.2f}')
-  print(f'ratio throughput batching on/off:  {results["ratio_throughput_batching_on_vs_off"]:.2f}'
-        ' (target >= 3)')
+  print(
+    f'ratio throughput batching on/off:  {results["ratio_throughput_batching_on_vs_off"]:.2f}'
+    ' (target >= 3)'
+  )
   out_dir = os.path.join(REPO, 'bench', 'results')
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, 'serving.json'), 'w') as f:

@@ -41,7 +41,8 @@ def _loop(config, vocabularies, run_dir):
   try:
     model = task.build_task_model(config, vocabularies)
     optimizer = optimization.create_optimizer(
-      model, learning_rate=config.learning_rate, total_steps=10_000, warmup_steps=100)
+      model, learning_rate=config.learning_rate, total_steps=10_000, warmup_steps=100
+    )
     optimizer.build(model.trainable_variables)
   finally:
     keras.mixed_precision.set_global_policy(contract.FLOAT32)
@@ -61,10 +62,15 @@ def _time_steps(loop, iterator, steps):
 def measure(config, data, vocabularies, rounds, steps, work_dir):
   """Tokens/second of the real input path and of replayed in-memory batches."""
   tft_output = tft.TFTransformOutput(data['transform_graph'])
-  real = inputs.make_dataset(data['train_files'], tft_output.transformed_feature_spec(), config,
-                             vocab_size=len(vocabularies.tokens),
-                             batch_size=config.per_replica_batch_size, training=True,
-                             seed=config.seed)
+  real = inputs.make_dataset(
+    data['train_files'],
+    tft_output.transformed_feature_spec(),
+    config,
+    vocab_size=len(vocabularies.tokens),
+    batch_size=config.per_replica_batch_size,
+    training=True,
+    seed=config.seed,
+  )
   cached = list(real.take(steps))
   stacked = tf.nest.map_structure(lambda *t: tf.stack(t), *cached)
   memory = tf.data.Dataset.from_tensor_slices(stacked).repeat()
@@ -90,8 +96,14 @@ def main():
   parser.add_argument('--documents', type=int, default=6000)
   args = parser.parse_args()
   if args.quick:
-    size = {'num_layers': 2, 'hidden_dim': 32, 'num_heads': 2, 'intermediate_dim': 64,
-            'seq_len': 32, 'per_replica_batch_size': 16}
+    size = {
+      'num_layers': 2,
+      'hidden_dim': 32,
+      'num_heads': 2,
+      'intermediate_dim': 64,
+      'seq_len': 32,
+      'per_replica_batch_size': 16,
+    }
     args.rounds, args.steps, args.documents = 2, 5, 600
   else:
     size = {'model_size': 'small', 'seq_len': 128, 'per_replica_batch_size': 32}
@@ -99,20 +111,27 @@ def main():
   work_dir = tempfile.mkdtemp(prefix='trainer_bench_')
   started = time.perf_counter()
   data = trainer_data.transform_data(
-    os.path.join(work_dir, 'data'), args.task, trainer_data.corpus_texts(args.documents, 1),
-    trainer_data.corpus_texts(50, 2), size['seq_len'])
+    os.path.join(work_dir, 'data'),
+    args.task,
+    trainer_data.corpus_texts(args.documents, 1),
+    trainer_data.corpus_texts(50, 2),
+    size['seq_len'],
+  )
   print(f'Transform of {args.documents} documents: {time.perf_counter() - started:.1f} s')
   vocabularies = task.Vocabularies.from_tft_output(
-    tft.TFTransformOutput(data['transform_graph']), args.task)
+    tft.TFTransformOutput(data['transform_graph']), args.task
+  )
 
   results = {'task': args.task, 'size': size, 'rounds': args.rounds, 'steps': args.steps}
   for precision in ('float32', 'mixed_bfloat16'):
     config = TrainerConfig(task=args.task, precision=precision, dropout=0.0, **size)
     speeds = measure(config, data, vocabularies, args.rounds, args.steps, work_dir)
     results[precision] = speeds
-    print(f'{precision:>15}: real input {speeds["real"]:9,.0f} tokens/s   in-memory '
-          f'{speeds["memory"]:9,.0f} tokens/s   real / memory {speeds["real"] / speeds["memory"]:.3f}'
-          ' (target >= 0.9)')
+    print(
+      f'{precision:>15}: real input {speeds["real"]:9,.0f} tokens/s   in-memory '
+      f'{speeds["memory"]:9,.0f} tokens/s   real / memory {speeds["real"] / speeds["memory"]:.3f}'
+      ' (target >= 0.9)'
+    )
   ratio = results['mixed_bfloat16']['real'] / results['float32']['real']
   results['bfloat16_over_float32'] = ratio
   print(f'mixed_bfloat16 / float32 on the real input path: {ratio:.2f}x')

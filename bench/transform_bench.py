@@ -81,7 +81,7 @@ def generate_corpus(folder: str, size_mb: float, *, files: int = 8, seed: int = 
   rng = np.random.default_rng(seed)
   lexicon = np.array(_make_lexicon(30_000, rng), dtype=object)
   ranks = np.arange(1, len(lexicon) + 1)
-  probabilities = 1.0 / ranks ** 1.07
+  probabilities = 1.0 / ranks**1.07
   probabilities /= probabilities.sum()
   os.makedirs(folder, exist_ok=True)
   target = int(size_mb * MB)
@@ -98,8 +98,10 @@ def generate_corpus(folder: str, size_mb: float, *, files: int = 8, seed: int = 
         ends = rng.choice(['.', '.', '.', '!', '?'], size=len(lengths))
         sentences, start = [], 0
         for length, end in zip(lengths, ends):
-          chunk = [w + ',' if c else w for w, c in zip(words[start:start + length],
-                                                        commas[start:start + length])]
+          chunk = [
+            w + ',' if c else w
+            for w, c in zip(words[start : start + length], commas[start : start + length])
+          ]
           chunk[-1] = chunk[-1].rstrip(',')
           sentences.append(' '.join(chunk).capitalize() + end)
           start += length
@@ -108,7 +110,7 @@ def generate_corpus(folder: str, size_mb: float, *, files: int = 8, seed: int = 
         for n in document_sizes:
           if i >= len(sentences):
             break
-          lines.append(' '.join(sentences[i:i + n]))
+          lines.append(' '.join(sentences[i : i + n]))
           i += n
         block = '\n'.join(lines) + '\n'
         f.write(block)
@@ -136,14 +138,22 @@ def learn_vocab(corpus: str, out: str, size: int) -> None:
   os.makedirs(out, exist_ok=True)
   with open(os.path.join(out, contract.VOCAB_FILE), 'w', encoding='utf-8') as f:
     f.write(''.join(t + '\n' for t in tokens))
-  meta = {'kind': contract.WORDPIECE, 'size': len(tokens), 'lowercase': True, 'strip_accents': True,
-          'nfkc': True, 'suffix_indicator': contract.SUFFIX_INDICATOR,
-          'words': sum(counts.values()), 'unique_words': len(counts)}
+  meta = {
+    'kind': contract.WORDPIECE,
+    'size': len(tokens),
+    'lowercase': True,
+    'strip_accents': True,
+    'nfkc': True,
+    'suffix_indicator': contract.SUFFIX_INDICATOR,
+    'words': sum(counts.values()),
+    'unique_words': len(counts),
+  }
   with open(os.path.join(out, contract.VOCAB_JSON), 'w') as f:
     json.dump(meta, f)
 
 
 # ---- Child process roles (each prints one JSON line last) ----
+
 
 def _role_tokenizers(corpus: str, vocab_dir: str, batch: int) -> dict:
   """One core: bare FastBertTokenizer, the preprocessing graph, HF BertWordPieceTokenizer."""
@@ -159,7 +169,7 @@ def _role_tokenizers(corpus: str, vocab_dir: str, batch: int) -> dict:
   lines = _read_lines(corpus)
   size = sum(len(line.encode()) for line in lines) + len(lines)
   tokens, meta = tokenizers.read_vocabulary(vocab_dir)
-  batches = [lines[i:i + batch] for i in range(0, len(lines), batch)]
+  batches = [lines[i : i + batch] for i in range(0, len(lines), batch)]
   results = {'bytes': size}
 
   def run_tf(name, fn):
@@ -173,17 +183,26 @@ def _role_tokenizers(corpus: str, vocab_dir: str, batch: int) -> dict:
     elapsed = time.perf_counter() - started
     results[name] = {'seconds': elapsed, 'tokens': count}
 
-  bare = tf_text.FastBertTokenizer(vocab=tokens, token_out_type=tf.int64,
-                                   lower_case_nfd_strip_accents=True)
+  bare = tf_text.FastBertTokenizer(
+    vocab=tokens, token_out_type=tf.int64, lower_case_nfd_strip_accents=True
+  )
   run_tf('fast_bert_tokenizer', lambda x: tf.size(bare.tokenize(x).flat_values))
   graph_tokenizer = tokenizers.make_tokenizer(tokens, meta, vocab_dir)
-  run_tf('preprocessing_graph',
-         lambda x: tf.size(tokenizers.tokenize(x, graph_tokenizer, meta).flat_values))
-  run_tf('normalization_only',
-         lambda x: tf.reduce_sum(tf.strings.length(tokenizers.normalize(x, meta))))
+  run_tf(
+    'preprocessing_graph',
+    lambda x: tf.size(tokenizers.tokenize(x, graph_tokenizer, meta).flat_values),
+  )
+  run_tf(
+    'normalization_only', lambda x: tf.reduce_sum(tf.strings.length(tokenizers.normalize(x, meta)))
+  )
 
-  hf = BertWordPieceTokenizer(os.path.join(vocab_dir, contract.VOCAB_FILE), clean_text=True,
-                              handle_chinese_chars=True, strip_accents=True, lowercase=True)
+  hf = BertWordPieceTokenizer(
+    os.path.join(vocab_dir, contract.VOCAB_FILE),
+    clean_text=True,
+    handle_chinese_chars=True,
+    strip_accents=True,
+    lowercase=True,
+  )
   started = time.perf_counter()
   count = 0
   for b in batches:
@@ -192,8 +211,9 @@ def _role_tokenizers(corpus: str, vocab_dir: str, batch: int) -> dict:
   return results
 
 
-def _role_pipeline(corpus: str, vocab_dir: str, root: str, workers: int, mode: str,
-                   shuffle: bool) -> dict:
+def _role_pipeline(
+  corpus: str, vocab_dir: str, root: str, workers: int, mode: str, shuffle: bool
+) -> dict:
   """ExampleGen + Transform under LocalDagRunner; component durations from ML Metadata."""
   import ml_metadata as mlmd
   from tfx import v1 as tfx
@@ -204,23 +224,30 @@ def _role_pipeline(corpus: str, vocab_dir: str, root: str, workers: int, mode: s
   metadata = os.path.join(root, 'metadata.sqlite')
   gen = example_gen.create_example_gen(contract.TEXT, corpus, shuffle=shuffle)
   schema = tfx.components.ImportSchemaGen(
-    schema_file=os.path.join(REPO, 'schemas', 'corpus', 'schema.pbtxt'))
-  vocab = tfx.dsl.Importer(source_uri=vocab_dir, artifact_type=vocabulary.VocabularyArtifact,
-                           reimport=False).with_id('VocabularyImporter')
-  tokenize = transform.create_transform(gen.outputs['examples'], schema.outputs['schema'],
-                                        vocab.outputs['result'],
-                                        trainer_config=TrainerConfig(task=contract.MLM, seq_len=128))
+    schema_file=os.path.join(REPO, 'schemas', 'corpus', 'schema.pbtxt')
+  )
+  vocab = tfx.dsl.Importer(
+    source_uri=vocab_dir, artifact_type=vocabulary.VocabularyArtifact, reimport=False
+  ).with_id('VocabularyImporter')
+  tokenize = transform.create_transform(
+    gen.outputs['examples'],
+    schema.outputs['schema'],
+    vocab.outputs['result'],
+    trainer_config=TrainerConfig(task=contract.MLM, seq_len=128),
+  )
   pipeline = tfx.dsl.Pipeline(
-    pipeline_name='transform-bench', pipeline_root=os.path.join(root, 'root'),
+    pipeline_name='transform-bench',
+    pipeline_root=os.path.join(root, 'root'),
     components=[gen, schema, vocab, tokenize],
     metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-      metadata),
-    beam_pipeline_args=[f'--direct_running_mode={mode}', f'--direct_num_workers={workers}'])
+      metadata
+    ),
+    beam_pipeline_args=[f'--direct_running_mode={mode}', f'--direct_num_workers={workers}'],
+  )
   started = time.perf_counter()
   tfx.orchestration.LocalDagRunner().run(pipeline)
   total = time.perf_counter() - started
-  store = mlmd.MetadataStore(tfx.orchestration.metadata.sqlite_metadata_connection_config(
-    metadata))
+  store = mlmd.MetadataStore(tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata))
   durations = {}
   for execution in store.get_executions():
     type_name = store.get_execution_types_by_id([execution.type_id])[0].name
@@ -230,6 +257,7 @@ def _role_pipeline(corpus: str, vocab_dir: str, root: str, workers: int, mode: s
 
 
 # ---- Orchestration ----
+
 
 def _tree_rss(root_pid: int) -> tuple[int, int]:
   """(sum, max) resident bytes over a process and all its descendants."""
@@ -260,9 +288,12 @@ def _tree_rss(root_pid: int) -> tuple[int, int]:
 
 def _run_child(args: list[str], env: dict | None = None) -> tuple[dict, int, int]:
   """Runs this script in a role; returns (its JSON result, peak tree RSS, peak process RSS)."""
-  process = subprocess.Popen([sys.executable, os.path.abspath(__file__), *args],
-                             stdout=subprocess.PIPE, env={**os.environ, **(env or {})},
-                             text=True)
+  process = subprocess.Popen(
+    [sys.executable, os.path.abspath(__file__), *args],
+    stdout=subprocess.PIPE,
+    env={**os.environ, **(env or {})},
+    text=True,
+  )
   peaks = [0, 0]
 
   def sample():
@@ -290,11 +321,18 @@ def main() -> int:
   parser.add_argument('--small-mb', type=float, default=10, help='small corpus size (MB)')
   parser.add_argument('--vocab-size', type=int, default=8000)
   parser.add_argument('--workers', type=int, default=2, help='Beam DirectRunner workers')
-  parser.add_argument('--running-mode', default='multi_processing',
-                      choices=['multi_processing', 'multi_threading', 'in_memory'],
-                      help="Beam DirectRunner's direct_running_mode for the pipeline")
-  parser.add_argument('--shuffle', action=argparse.BooleanOptionalAction, default=False,
-                      help="ExampleGen's shuffle before writing (default off: streaming)")
+  parser.add_argument(
+    '--running-mode',
+    default='multi_processing',
+    choices=['multi_processing', 'multi_threading', 'in_memory'],
+    help="Beam DirectRunner's direct_running_mode for the pipeline",
+  )
+  parser.add_argument(
+    '--shuffle',
+    action=argparse.BooleanOptionalAction,
+    default=False,
+    help="ExampleGen's shuffle before writing (default off: streaming)",
+  )
   parser.add_argument('--batch', type=int, default=1000, help='texts per tokenizer call')
   parser.add_argument('--work-dir', help='keep data and pipeline outputs here (default: temp)')
   parser.add_argument('--role', choices=['tokenizers', 'pipeline'], help=argparse.SUPPRESS)
@@ -307,8 +345,13 @@ def main() -> int:
     print(json.dumps(_role_tokenizers(args.corpus, args.vocab, args.batch)))
     return 0
   if args.role == 'pipeline':
-    print(json.dumps(_role_pipeline(args.corpus, args.vocab, args.root, args.workers,
-                                    args.running_mode, args.shuffle)))
+    print(
+      json.dumps(
+        _role_pipeline(
+          args.corpus, args.vocab, args.root, args.workers, args.running_mode, args.shuffle
+        )
+      )
+    )
     return 0
 
   work = args.work_dir or tempfile.mkdtemp(prefix='transform-bench-')
@@ -316,25 +359,57 @@ def main() -> int:
   started = time.perf_counter()
   for name, size_mb in (('small', args.small_mb), ('large', args.size_mb)):
     sizes[name] = generate_corpus(os.path.join(work, name), size_mb, seed=len(name))
-  print(f'corpora: small {sizes["small"] / MB:.1f} MB, large {sizes["large"] / MB:.1f} MB '
-        f'(generated in {time.perf_counter() - started:.0f} s) under {work}', flush=True)
+  print(
+    f'corpora: small {sizes["small"] / MB:.1f} MB, large {sizes["large"] / MB:.1f} MB '
+    f'(generated in {time.perf_counter() - started:.0f} s) under {work}',
+    flush=True,
+  )
   vocab_dir = os.path.join(work, 'vocab')
   learn_vocab(os.path.join(work, 'small'), vocab_dir, args.vocab_size)
 
-  single, _, _ = _run_child(['--role', 'tokenizers', '--corpus', os.path.join(work, 'large'),
-                             '--vocab', vocab_dir, '--batch', str(args.batch)],
-                            env={'RAYON_NUM_THREADS': '1', 'TOKENIZERS_PARALLELISM': 'true'})
+  single, _, _ = _run_child(
+    [
+      '--role',
+      'tokenizers',
+      '--corpus',
+      os.path.join(work, 'large'),
+      '--vocab',
+      vocab_dir,
+      '--batch',
+      str(args.batch),
+    ],
+    env={'RAYON_NUM_THREADS': '1', 'TOKENIZERS_PARALLELISM': 'true'},
+  )
   runs = {}
   for name in ('small', 'large'):
-    runs[name] = _run_child(['--role', 'pipeline', '--corpus', os.path.join(work, name),
-                             '--vocab', vocab_dir, '--root', os.path.join(work, f'run-{name}'),
-                             '--workers', str(args.workers), '--running-mode', args.running_mode,
-                             '--shuffle' if args.shuffle else '--no-shuffle'])
+    runs[name] = _run_child(
+      [
+        '--role',
+        'pipeline',
+        '--corpus',
+        os.path.join(work, name),
+        '--vocab',
+        vocab_dir,
+        '--root',
+        os.path.join(work, f'run-{name}'),
+        '--workers',
+        str(args.workers),
+        '--running-mode',
+        args.running_mode,
+        '--shuffle' if args.shuffle else '--no-shuffle',
+      ]
+    )
 
   size = single['bytes']
-  rates = {k: _rate(size, single[k]['seconds']) for k in
-           ('fast_bert_tokenizer', 'preprocessing_graph', 'normalization_only',
-            'hf_bert_wordpiece')}
+  rates = {
+    k: _rate(size, single[k]['seconds'])
+    for k in (
+      'fast_bert_tokenizer',
+      'preprocessing_graph',
+      'normalization_only',
+      'hf_bert_wordpiece',
+    )
+  }
   result, rss_large, proc_large = runs['large']
   _, rss_small, proc_small = runs['small']
   seconds = result['components']
@@ -348,19 +423,26 @@ def main() -> int:
   extra_bytes = sizes['large'] - sizes['small']
   extra_seconds = gen_s + transform_s - small_gen_s - small_transform_s
   marginal = _rate(extra_bytes, extra_seconds) if extra_seconds > 0 else float('inf')
-  print(f'\nvocabulary: {args.vocab_size} target; tokens per run: '
-        f'{single["fast_bert_tokenizer"]["tokens"]:,} (FastBert) '
-        f'{single["hf_bert_wordpiece"]["tokens"]:,} (HF)')
+  print(
+    f'\nvocabulary: {args.vocab_size} target; tokens per run: '
+    f'{single["fast_bert_tokenizer"]["tokens"]:,} (FastBert) '
+    f'{single["hf_bert_wordpiece"]["tokens"]:,} (HF)'
+  )
   print(f'\n{"one core, same text and vocabulary":<52} {"MB/s":>8}')
-  print(f'{"tensorflow-text FastBertTokenizer (fused lower/strip)":<52} '
-        f'{rates["fast_bert_tokenizer"]:8.1f}')
-  print(f'{"preprocessing graph (NFKC+casefold+strip+FastBert)":<52} '
-        f'{rates["preprocessing_graph"]:8.1f}')
+  print(
+    f'{"tensorflow-text FastBertTokenizer (fused lower/strip)":<52} '
+    f'{rates["fast_bert_tokenizer"]:8.1f}'
+  )
+  print(
+    f'{"preprocessing graph (NFKC+casefold+strip+FastBert)":<52} '
+    f'{rates["preprocessing_graph"]:8.1f}'
+  )
   print(f'{"  of which normalization ops alone":<52} {rates["normalization_only"]:8.1f}')
-  print(f'{"HF tokenizers BertWordPieceTokenizer, 1 thread":<52} '
-        f'{rates["hf_bert_wordpiece"]:8.1f}')
-  print(f'\nLocalDagRunner, DirectRunner {args.running_mode} x{args.workers}, ExampleGen '
-        f'shuffle {"on" if args.shuffle else "off"}:')
+  print(f'{"HF tokenizers BertWordPieceTokenizer, 1 thread":<52} {rates["hf_bert_wordpiece"]:8.1f}')
+  print(
+    f'\nLocalDagRunner, DirectRunner {args.running_mode} x{args.workers}, ExampleGen '
+    f'shuffle {"on" if args.shuffle else "off"}:'
+  )
   print(f'  {"component":<28} {sizes["small"] / MB:6.0f} MB {sizes["large"] / MB:6.0f} MB')
   for component, s in sorted(seconds.items()):
     print(f'  {component:<28} {small_seconds.get(component, 0):7.1f} s {s:7.1f} s')
@@ -370,20 +452,30 @@ def main() -> int:
   print('\nratios:')
   hf_ratio = e2e / rates['hf_bert_wordpiece']
   per_worker = e2e / args.workers / rates['fast_bert_tokenizer']
-  print(f'  e2e / HF single thread            {hf_ratio:6.2f}  (target >= 2)  '
-        f'{"OK" if hf_ratio >= 2 else "MISSED"}')
-  print(f'  e2e per worker / bare FastBert    {per_worker:6.2f}  (target >= 0.30)  '
-        f'{"OK" if per_worker >= 0.3 else "MISSED"}')
+  print(
+    f'  e2e / HF single thread            {hf_ratio:6.2f}  (target >= 2)  '
+    f'{"OK" if hf_ratio >= 2 else "MISSED"}'
+  )
+  print(
+    f'  e2e per worker / bare FastBert    {per_worker:6.2f}  (target >= 0.30)  '
+    f'{"OK" if per_worker >= 0.3 else "MISSED"}'
+  )
   marginal_worker = marginal / args.workers / rates['fast_bert_tokenizer']
   print(f'  marginal / HF single thread       {marginal / rates["hf_bert_wordpiece"]:6.2f}')
   print(f'  marginal per worker / bare FastBert {marginal_worker:4.2f}')
   print('\npeak resident memory (whole process tree / largest process):')
-  print(f'  {sizes["small"] / MB:6.0f} MB corpus  {rss_small / 2**20:8.0f} MiB  '
-        f'{proc_small / 2**20:8.0f} MiB')
-  print(f'  {sizes["large"] / MB:6.0f} MB corpus  {rss_large / 2**20:8.0f} MiB  '
-        f'{proc_large / 2**20:8.0f} MiB')
-  print(f'  ratio large/small: tree {rss_large / rss_small:.2f}, largest process '
-        f'{proc_large / proc_small:.2f} (corpus ratio {sizes["large"] / sizes["small"]:.1f})')
+  print(
+    f'  {sizes["small"] / MB:6.0f} MB corpus  {rss_small / 2**20:8.0f} MiB  '
+    f'{proc_small / 2**20:8.0f} MiB'
+  )
+  print(
+    f'  {sizes["large"] / MB:6.0f} MB corpus  {rss_large / 2**20:8.0f} MiB  '
+    f'{proc_large / 2**20:8.0f} MiB'
+  )
+  print(
+    f'  ratio large/small: tree {rss_large / rss_small:.2f}, largest process '
+    f'{proc_large / proc_small:.2f} (corpus ratio {sizes["large"] / sizes["small"]:.1f})'
+  )
   return 0
 
 

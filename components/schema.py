@@ -36,7 +36,8 @@ class CuratedSchemaGen(import_schema_gen.ImportSchemaGen):
     spec = CuratedSchemaGenSpec(
       schema_file=schema_file,
       schema_fingerprint=fingerprint,
-      schema=types.Channel(type=standard_artifacts.Schema))
+      schema=types.Channel(type=standard_artifacts.Schema),
+    )
     super(import_schema_gen.ImportSchemaGen, self).__init__(spec=spec)
 
 

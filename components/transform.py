@@ -38,8 +38,12 @@ class TransformSpec(component_spec.ComponentSpec):
 class Executor(transform_executor.Executor):
   """Puts the vocabulary URI into custom_config, then runs the stock Transform executor."""
 
-  def Do(self, input_dict: dict[str, list[types.Artifact]],  # noqa: N802 (TFX API)
-         output_dict: dict[str, list[types.Artifact]], exec_properties: dict[str, Any]) -> None:
+  def Do(
+    self,
+    input_dict: dict[str, list[types.Artifact]],  # noqa: N802 (TFX API)
+    output_dict: dict[str, list[types.Artifact]],
+    exec_properties: dict[str, Any],
+  ) -> None:
     input_dict = dict(input_dict)
     vocabulary = artifact_utils.get_single_instance(input_dict.pop(VOCABULARY_KEY))
     key = standard_component_specs.CUSTOM_CONFIG_KEY
@@ -56,11 +60,17 @@ class Transform(base_beam_component.BaseBeamComponent):
   SPEC_CLASS = TransformSpec
   EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
 
-  def __init__(self, *, examples: types.BaseChannel, schema: types.BaseChannel,
-               vocabulary: types.BaseChannel, preprocessing_fn: str,
-               custom_config: dict[str, Any],
-               splits_config: transform_pb2.SplitsConfig | None = None,
-               disable_statistics: bool = True):
+  def __init__(
+    self,
+    *,
+    examples: types.BaseChannel,
+    schema: types.BaseChannel,
+    vocabulary: types.BaseChannel,
+    preprocessing_fn: str,
+    custom_config: dict[str, Any],
+    splits_config: transform_pb2.SplitsConfig | None = None,
+    disable_statistics: bool = True,
+  ):
     spec = TransformSpec(
       examples=examples,
       schema=schema,
@@ -95,11 +105,16 @@ def _statistics_channels() -> dict[str, types.Channel]:
   }
 
 
-def create_transform(examples: types.BaseChannel, schema: types.BaseChannel,
-                     vocabulary: types.BaseChannel, *, trainer_config: TrainerConfig,
-                     preprocessing_fn: str = contract.PREPROCESSING_FN,
-                     splits_config: transform_pb2.SplitsConfig | None = None,
-                     disable_statistics: bool = True) -> Transform:
+def create_transform(
+  examples: types.BaseChannel,
+  schema: types.BaseChannel,
+  vocabulary: types.BaseChannel,
+  *,
+  trainer_config: TrainerConfig,
+  preprocessing_fn: str = contract.PREPROCESSING_FN,
+  splits_config: transform_pb2.SplitsConfig | None = None,
+  disable_statistics: bool = True,
+) -> Transform:
   """Creates the Transform that tokenizes with the learned vocabulary.
 
   Args:
@@ -118,7 +133,12 @@ def create_transform(examples: types.BaseChannel, schema: types.BaseChannel,
   Returns:
     The component; outputs 'transform_graph' and 'transformed_examples'.
   """
-  return Transform(examples=examples, schema=schema, vocabulary=vocabulary,
-                   preprocessing_fn=preprocessing_fn,
-                   custom_config=trainer_config.transform_custom_config(),
-                   splits_config=splits_config, disable_statistics=disable_statistics)
+  return Transform(
+    examples=examples,
+    schema=schema,
+    vocabulary=vocabulary,
+    preprocessing_fn=preprocessing_fn,
+    custom_config=trainer_config.transform_custom_config(),
+    splits_config=splits_config,
+    disable_statistics=disable_statistics,
+  )

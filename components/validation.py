@@ -26,7 +26,7 @@ def read_anomalies(anomalies_uri: str) -> dict[str, anomalies_pb2.Anomalies]:
     path = os.path.join(anomalies_uri, entry.rstrip('/'), ANOMALIES_FILE)
     if entry.startswith('Split-') and fileio.exists(path):
       with fileio.open(path, 'rb') as f:
-        found[entry.rstrip('/')[len('Split-'):]] = anomalies_pb2.Anomalies.FromString(f.read())
+        found[entry.rstrip('/')[len('Split-') :]] = anomalies_pb2.Anomalies.FromString(f.read())
   return found
 
 
@@ -36,8 +36,9 @@ def describe_anomalies(anomalies_by_split: dict[str, anomalies_pb2.Anomalies]) -
   for split, anomalies in sorted(anomalies_by_split.items()):
     for feature, info in sorted(anomalies.anomaly_info.items()):
       for reason in info.reason or [info]:
-        lines.append(f"split {split!r}: feature {feature!r}: {reason.short_description}: "
-                     f'{reason.description}')
+        lines.append(
+          f'split {split!r}: feature {feature!r}: {reason.short_description}: {reason.description}'
+        )
     if anomalies.HasField('dataset_anomaly_info'):
       for reason in anomalies.dataset_anomaly_info.reason:
         lines.append(f'split {split!r}: dataset: {reason.short_description}: {reason.description}')
@@ -55,9 +56,13 @@ def raise_on_anomalies(anomalies_uri: str) -> None:
   """
   anomalies = read_anomalies(anomalies_uri)
   if not anomalies:
-    raise DataError(f'no anomalies files (Split-*/{ANOMALIES_FILE}) under {anomalies_uri}; '
-                    'is this an ExampleValidator output?')
+    raise DataError(
+      f'no anomalies files (Split-*/{ANOMALIES_FILE}) under {anomalies_uri}; '
+      'is this an ExampleValidator output?'
+    )
   lines = describe_anomalies(anomalies)
   if lines:
-    raise DataError('ExampleValidator found anomalies; the run stops before Vocabulary and '
-                    f'Transform. Anomalies artifact: {anomalies_uri}\n  ' + '\n  '.join(lines))
+    raise DataError(
+      'ExampleValidator found anomalies; the run stops before Vocabulary and '
+      f'Transform. Anomalies artifact: {anomalies_uri}\n  ' + '\n  '.join(lines)
+    )

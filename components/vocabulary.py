@@ -73,37 +73,51 @@ class _CountWords(beam.DoFn):
     yield from counts.items()
 
 
-def _learn_and_write(counts: list[tuple[str, int]], stats: dict[str, int], *, output_uri: str,
-                     config: dict[str, Any]) -> None:
+def _learn_and_write(
+  counts: list[tuple[str, int]], stats: dict[str, int], *, output_uri: str, config: dict[str, Any]
+) -> None:
   vocab = learn_wordpiece_vocab(counts, config['vocab_size'])
   _write(output_uri, vocab, stats, config)
 
 
-def _train_spm_and_write(sample: list[str], stats: dict[str, int], *, output_uri: str,
-                         config: dict[str, Any]) -> None:
-  vocab = train_sentencepiece(sample, config['vocab_size'], config['sentencepiece_model_type'],
-                              os.path.join(output_uri, contract.SPM_MODEL_FILE))
+def _train_spm_and_write(
+  sample: list[str], stats: dict[str, int], *, output_uri: str, config: dict[str, Any]
+) -> None:
+  vocab = train_sentencepiece(
+    sample,
+    config['vocab_size'],
+    config['sentencepiece_model_type'],
+    os.path.join(output_uri, contract.SPM_MODEL_FILE),
+  )
   _write(output_uri, vocab, stats, config)
 
 
-def _write(output_uri: str, vocab: list[str], stats: dict[str, int],
-           config: dict[str, Any]) -> None:
+def _write(
+  output_uri: str, vocab: list[str], stats: dict[str, int], config: dict[str, Any]
+) -> None:
   with fileio.open(os.path.join(output_uri, contract.VOCAB_FILE), 'w') as f:
     f.write(''.join(token + '\n' for token in vocab))
   meta = {
-    'kind': config['kind'], 'size': len(vocab), 'target_size': config['vocab_size'],
-    'lowercase': config['lowercase'], 'strip_accents': config['strip_accents'],
-    'nfkc': config['nfkc'], 'suffix_indicator': contract.SUFFIX_INDICATOR,
-    'reserved_tokens': list(contract.RESERVED_TOKENS), 'min_count': config['min_count'],
+    'kind': config['kind'],
+    'size': len(vocab),
+    'target_size': config['vocab_size'],
+    'lowercase': config['lowercase'],
+    'strip_accents': config['strip_accents'],
+    'nfkc': config['nfkc'],
+    'suffix_indicator': contract.SUFFIX_INDICATOR,
+    'reserved_tokens': list(contract.RESERVED_TOKENS),
+    'min_count': config['min_count'],
     'sentencepiece_model_type': config['sentencepiece_model_type'],
-    'sample_documents': config['sample_documents'], **stats,
+    'sample_documents': config['sample_documents'],
+    **stats,
   }
   tokenizers.write_meta(output_uri, meta)
   logging.info('Vocabulary: %d tokens (%s) written to %s', len(vocab), config['kind'], output_uri)
 
 
-def build_vocabulary_pipeline(pipeline: beam.Pipeline, examples_pattern: str, output_uri: str,
-                              config: dict[str, Any]) -> None:
+def build_vocabulary_pipeline(
+  pipeline: beam.Pipeline, examples_pattern: str, output_uri: str, config: dict[str, Any]
+) -> None:
   """Adds the vocabulary job to a Beam pipeline: read, normalize, count, prune, learn, write.
 
   Args:
@@ -137,10 +151,8 @@ def build_vocabulary_pipeline(pipeline: beam.Pipeline, examples_pattern: str, ou
     )
     stats['kept_words'] = kept | 'CountKept' >> beam.Map(len)
     stats_dict = stats | 'Stats' >> _DictOfSingletons()
-    _ = (
-      kept
-      | 'Learn' >> beam.Map(_learn_and_write, beam.pvalue.AsSingleton(stats_dict),
-                            output_uri=output_uri, config=config)
+    _ = kept | 'Learn' >> beam.Map(
+      _learn_and_write, beam.pvalue.AsSingleton(stats_dict), output_uri=output_uri, config=config
     )
   else:
     sample = (
@@ -150,20 +162,22 @@ def build_vocabulary_pipeline(pipeline: beam.Pipeline, examples_pattern: str, ou
     )
     stats['kept_words'] = stats['unique_words']
     stats_dict = stats | 'Stats' >> _DictOfSingletons()
-    _ = sample | 'Train' >> beam.Map(_train_spm_and_write, beam.pvalue.AsSingleton(stats_dict),
-                                     output_uri=output_uri, config=config)
+    _ = sample | 'Train' >> beam.Map(
+      _train_spm_and_write,
+      beam.pvalue.AsSingleton(stats_dict),
+      output_uri=output_uri,
+      config=config,
+    )
 
 
 class _DictOfSingletons(beam.PTransform):
   """{name: PCollection of one value} -> PCollection of one {name: value} dict."""
 
   def expand(self, pcolls: dict[str, beam.PCollection]) -> beam.PCollection:
-    keyed = [pcoll | f'Key{name}' >> beam.Map(lambda v, n: (n, v), name)
-             for name, pcoll in pcolls.items()]
-    return (tuple(keyed) | 'Flatten' >> beam.Flatten()
-            | 'ToDict' >> beam.combiners.ToDict())
-
-
+    keyed = [
+      pcoll | f'Key{name}' >> beam.Map(lambda v, n: (n, v), name) for name, pcoll in pcolls.items()
+    ]
+    return tuple(keyed) | 'Flatten' >> beam.Flatten() | 'ToDict' >> beam.combiners.ToDict()
 
 
 class VocabularySpec(component_spec.ComponentSpec):
@@ -185,8 +199,9 @@ class VocabularySpec(component_spec.ComponentSpec):
   }
   INPUTS = {
     'examples': component_spec.ChannelParameter(type=standard_artifacts.Examples),
-    'anomalies': component_spec.ChannelParameter(type=standard_artifacts.ExampleAnomalies,
-                                                 optional=True),
+    'anomalies': component_spec.ChannelParameter(
+      type=standard_artifacts.ExampleAnomalies, optional=True
+    ),
   }
   OUTPUTS = {'vocabulary': component_spec.ChannelParameter(type=VocabularyArtifact)}
 
@@ -194,8 +209,12 @@ class VocabularySpec(component_spec.ComponentSpec):
 class Executor(base_beam_executor.BaseBeamExecutor):
   """Checks the data gate, then runs the vocabulary Beam job over the training split."""
 
-  def Do(self, input_dict: dict[str, list[types.Artifact]],  # noqa: N802 (TFX API)
-         output_dict: dict[str, list[types.Artifact]], exec_properties: dict[str, Any]) -> None:
+  def Do(
+    self,
+    input_dict: dict[str, list[types.Artifact]],  # noqa: N802 (TFX API)
+    output_dict: dict[str, list[types.Artifact]],
+    exec_properties: dict[str, Any],
+  ) -> None:
     for anomalies in input_dict.get('anomalies', []):
       validation.raise_on_anomalies(anomalies.uri)
     output_uri = artifact_utils.get_single_uri(output_dict['vocabulary'])
@@ -204,8 +223,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
       if task:
         tokenizers.check_preset_for_task(preset, task)
       meta = tokenizers.import_preset(preset, output_uri, task=task)
-      logging.info('Vocabulary: %d tokens (%s) imported from preset %s', meta['size'],
-                   meta['kind'], preset)
+      logging.info(
+        'Vocabulary: %d tokens (%s) imported from preset %s', meta['size'], meta['kind'], preset
+      )
       return
     examples = artifact_utils.get_single_instance(input_dict['examples'])
     split = exec_properties['train_split']
@@ -218,8 +238,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     with self._make_beam_pipeline() as pipeline:
       build_vocabulary_pipeline(pipeline, os.path.join(split_uri, '*'), output_uri, config)
     if not fileio.exists(os.path.join(output_uri, contract.VOCAB_FILE)):
-      raise validation.DataError(f'split {split!r} of {examples.uri} has no examples: no '
-                                 'vocabulary learned')
+      raise validation.DataError(
+        f'split {split!r} of {examples.uri} has no examples: no vocabulary learned'
+      )
 
 
 class Vocabulary(base_beam_component.BaseBeamComponent):
@@ -228,12 +249,24 @@ class Vocabulary(base_beam_component.BaseBeamComponent):
   SPEC_CLASS = VocabularySpec
   EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
 
-  def __init__(self, examples: types.BaseChannel, anomalies: types.BaseChannel | None = None, *,
-               vocab_size: int = 8000, lowercase: bool = True, strip_accents: bool = True,
-               nfkc: bool = True, kind: str = contract.WORDPIECE, min_count: int = 2,
-               max_words: int = 1_000_000, sentencepiece_model_type: str = 'unigram',
-               sample_documents: int = 100_000, train_split: str = 'train',
-               preset: str = '', task: str = ''):
+  def __init__(
+    self,
+    examples: types.BaseChannel,
+    anomalies: types.BaseChannel | None = None,
+    *,
+    vocab_size: int = 8000,
+    lowercase: bool = True,
+    strip_accents: bool = True,
+    nfkc: bool = True,
+    kind: str = contract.WORDPIECE,
+    min_count: int = 2,
+    max_words: int = 1_000_000,
+    sentencepiece_model_type: str = 'unigram',
+    sample_documents: int = 100_000,
+    train_split: str = 'train',
+    preset: str = '',
+    task: str = '',
+  ):
     """Builds the component.
 
     Args:
@@ -261,16 +294,29 @@ class Vocabulary(base_beam_component.BaseBeamComponent):
     if kind not in contract.VOCAB_KINDS:
       raise ValueError(f'kind {kind!r} is not one of {contract.VOCAB_KINDS}')
     if sentencepiece_model_type not in SENTENCEPIECE_MODEL_TYPES:
-      raise ValueError(f'sentencepiece_model_type {sentencepiece_model_type!r} is not one of '
-                       f'{SENTENCEPIECE_MODEL_TYPES}')
+      raise ValueError(
+        f'sentencepiece_model_type {sentencepiece_model_type!r} is not one of '
+        f'{SENTENCEPIECE_MODEL_TYPES}'
+      )
     if vocab_size <= len(contract.RESERVED_TOKENS):
-      raise ValueError(f'vocab_size {vocab_size} must exceed the {len(contract.RESERVED_TOKENS)} '
-                       'reserved tokens')
+      raise ValueError(
+        f'vocab_size {vocab_size} must exceed the {len(contract.RESERVED_TOKENS)} reserved tokens'
+      )
     spec = VocabularySpec(
-      examples=examples, anomalies=anomalies, vocab_size=vocab_size, kind=kind,
-      lowercase=int(lowercase), strip_accents=int(strip_accents), nfkc=int(nfkc),
-      min_count=min_count, max_words=max_words,
-      sentencepiece_model_type=sentencepiece_model_type, sample_documents=sample_documents,
-      train_split=train_split, preset=preset or None, task=task or None,
-      vocabulary=types.Channel(type=VocabularyArtifact))
+      examples=examples,
+      anomalies=anomalies,
+      vocab_size=vocab_size,
+      kind=kind,
+      lowercase=int(lowercase),
+      strip_accents=int(strip_accents),
+      nfkc=int(nfkc),
+      min_count=min_count,
+      max_words=max_words,
+      sentencepiece_model_type=sentencepiece_model_type,
+      sample_documents=sample_documents,
+      train_split=train_split,
+      preset=preset or None,
+      task=task or None,
+      vocabulary=types.Channel(type=VocabularyArtifact),
+    )
     super().__init__(spec=spec)

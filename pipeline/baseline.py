@@ -36,6 +36,7 @@ class ClassifierBaseline:
     train_examples: labeled train examples it learned from.
     eval_examples: labeled eval examples it was scored on.
   """
+
   accuracy: float
   majority_accuracy: float
   train_examples: int
@@ -50,6 +51,7 @@ class UnigramBaseline:
     perplexity: exp of the mean negative log-probability per eval token.
     eval_tokens: eval tokens scored.
   """
+
   perplexity: float
   eval_tokens: int
 
@@ -68,6 +70,7 @@ def split_files(artifact_uri: str, split: str) -> List[str]:
 
 def _examples(files: Sequence[str]) -> Iterator[Dict[str, list]]:
   import tensorflow as tf
+
   compression = 'GZIP' if files[0].endswith('.gz') else ''
   for record in tf.data.TFRecordDataset(list(files), compression_type=compression):
     example = tf.train.Example.FromString(record.numpy())
@@ -104,8 +107,10 @@ def classifier_baseline(examples_uri: str, c: float = LOGISTIC_C) -> ClassifierB
   if not eval_texts:
     raise ValueError(f'no labeled eval examples in {examples_uri}')
   if len(set(train_labels)) < 2:
-    raise ValueError(f'the train split of {examples_uri} has {len(set(train_labels))} label(s); '
-                     'a classifier needs two or more')
+    raise ValueError(
+      f'the train split of {examples_uri} has {len(set(train_labels))} label(s); '
+      'a classifier needs two or more'
+    )
   vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
   model = LogisticRegression(C=c, max_iter=2000)
   with warnings.catch_warnings():
@@ -116,9 +121,11 @@ def classifier_baseline(examples_uri: str, c: float = LOGISTIC_C) -> ClassifierB
   correct = sum(p == y for p, y in zip(predicted, eval_labels, strict=True))
   majority = collections.Counter(train_labels).most_common(1)[0][0]
   return ClassifierBaseline(
-      accuracy=correct / len(eval_labels),
-      majority_accuracy=sum(y == majority for y in eval_labels) / len(eval_labels),
-      train_examples=len(train_labels), eval_examples=len(eval_labels))
+    accuracy=correct / len(eval_labels),
+    majority_accuracy=sum(y == majority for y in eval_labels) / len(eval_labels),
+    train_examples=len(train_labels),
+    eval_examples=len(eval_labels),
+  )
 
 
 def _token_rows(transformed_uri: str, split: str) -> Iterator[List[int]]:
@@ -126,8 +133,9 @@ def _token_rows(transformed_uri: str, split: str) -> Iterator[List[int]]:
     yield [int(i) for i in row.get(contract.TOKEN_IDS_KEY, [])]
 
 
-def unigram_perplexity(transformed_uri: str, vocab_size: int,
-                       seq_len: Optional[int] = None) -> UnigramBaseline:
+def unigram_perplexity(
+  transformed_uri: str, vocab_size: int, seq_len: Optional[int] = None
+) -> UnigramBaseline:
   """Unigram perplexity of the eval split of Transform's output, counts from its train split.
 
   Args:

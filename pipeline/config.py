@@ -30,11 +30,11 @@ CORPUS_SCHEMA = os.path.join(REPO, 'schemas', 'corpus', 'schema.pbtxt')
 LABELED_SCHEMA = os.path.join(REPO, 'schemas', 'labeled', 'schema.pbtxt')
 
 
-
 def bundled_imdb_dir() -> str:
   """The demo's data when `data.input_base` is empty: the labeled IMDB sample (CSV
   `label,text`, 100 reviews) that ships inside the installed tfx package."""
   import tfx  # pylint: disable=g-import-not-at-top
+
   return os.path.join(os.path.dirname(tfx.__file__), 'examples', 'imdb', 'data')
 
 
@@ -76,6 +76,7 @@ class DataConfig:
     schema_dir: folder with the curated schema.pbtxt that validates the examples; empty means
       the project's `schemas/labeled` for classification and `schemas/corpus` otherwise.
   """
+
   format: str = contract.CSV
   input_base: str = ''
   text_column: str = contract.TEXT_KEY
@@ -90,15 +91,19 @@ class DataConfig:
   schema_dir: str = ''
 
   def __post_init__(self):
-    typed_config.check_fields(self, choices={'format': contract.INPUT_FORMATS,
-                                             'text_mode': contract.TEXT_MODES})
+    typed_config.check_fields(
+      self, choices={'format': contract.INPUT_FORMATS, 'text_mode': contract.TEXT_MODES}
+    )
     if len(set(self.label_values)) != len(self.label_values) or not all(
-        value.strip() for value in self.label_values):
-      raise typed_config.FieldError('label_values', f'{list(self.label_values)} has an empty or '
-                                    'repeated value')
+      value.strip() for value in self.label_values
+    ):
+      raise typed_config.FieldError(
+        'label_values', f'{list(self.label_values)} has an empty or repeated value'
+      )
     if any(part < 1 for part in self.train_eval_ratio):
-      raise typed_config.FieldError('train_eval_ratio', f'both parts must be positive, got '
-                                    f'{list(self.train_eval_ratio)}')
+      raise typed_config.FieldError(
+        'train_eval_ratio', f'both parts must be positive, got {list(self.train_eval_ratio)}'
+      )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +117,7 @@ class VocabularyConfig:
     strip_accents: remove combining accents after NFD decomposition.
     nfkc: apply Unicode NFKC normalization.
   """
+
   kind: str = contract.WORDPIECE
   size: int = 8000
   lowercase: bool = True
@@ -119,8 +125,11 @@ class VocabularyConfig:
   nfkc: bool = True
 
   def __post_init__(self):
-    typed_config.check_fields(self, choices={'kind': contract.VOCAB_KINDS}, ranges={
-      'size': Range(low=len(contract.RESERVED_TOKENS), low_inclusive=False)})
+    typed_config.check_fields(
+      self,
+      choices={'kind': contract.VOCAB_KINDS},
+      ranges={'size': Range(low=len(contract.RESERVED_TOKENS), low_inclusive=False)},
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,6 +142,7 @@ class EvaluationConfig:
     max_accuracy_drop: classify: how much accuracy may fall below the last blessed model's.
     max_perplexity_rise: mlm / clm: how much perplexity may exceed the last blessed model's.
   """
+
   min_accuracy: float = 0.5
   max_perplexity: float = 1e6
   max_accuracy_drop: float = 0.01
@@ -140,9 +150,15 @@ class EvaluationConfig:
 
   def __post_init__(self):
     # A perplexity is at least 1: a lower ceiling would never bless a model.
-    typed_config.check_fields(self, ranges={
-      'min_accuracy': FRACTION, 'max_perplexity': AT_LEAST_ONE, 'max_accuracy_drop': FRACTION,
-      'max_perplexity_rise': NON_NEGATIVE})
+    typed_config.check_fields(
+      self,
+      ranges={
+        'min_accuracy': FRACTION,
+        'max_perplexity': AT_LEAST_ONE,
+        'max_accuracy_drop': FRACTION,
+        'max_perplexity_rise': NON_NEGATIVE,
+      },
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,6 +171,7 @@ class ServingConfig:
     serving_root: folder of the TF Serving layout `<serving_root>/<model_name>/<version>/`;
       empty means `<outputs>/serving`.
   """
+
   model_name: str = 'lm'
   serving_root: str = ''
 
@@ -171,6 +188,7 @@ class BeamConfig:
     args: extra Beam pipeline arguments, e.g. [--runner=DataflowRunner, --region=...];
       when they name a runner, the DirectRunner settings are not added.
   """
+
   direct_num_workers: int = 0
   args: Tuple[str, ...] = ()
 
@@ -203,6 +221,7 @@ class KubeflowConfig:
     beam_args: Beam arguments on the cluster (e.g. DataflowRunner, FlinkRunner, SparkRunner);
       empty means DirectRunner multi-processing on all cores of the component's pod.
   """
+
   image: str = 'ghcr.io/tfx-lm/tfx-lm:0.1.0'
   gpu_image: str = ''
   image_repo_dir: str = '/pipeline'
@@ -218,8 +237,9 @@ class KubeflowConfig:
   beam_args: Tuple[str, ...] = ()
 
   def __post_init__(self):
-    typed_config.check_fields(self, ranges={'trainer_gpus': NON_NEGATIVE,
-                                            'trainer_replicas': AT_LEAST_ONE})
+    typed_config.check_fields(
+      self, ranges={'trainer_gpus': NON_NEGATIVE, 'trainer_replicas': AT_LEAST_ONE}
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,6 +269,7 @@ class PipelineConfig:
     config_dir: folder of the config file (relative paths are resolved against it); set by
       `load_config`.
   """
+
   pipeline_name: str = 'tfx-lm'
   outputs_dir: str = ''
   data: DataConfig = DataConfig()
@@ -289,8 +310,11 @@ class PipelineConfig:
 
   @property
   def serving_root(self) -> str:
-    return self.resolve_path(self.serving.serving_root) if self.serving.serving_root else (
-        os.path.join(self.resolved_outputs_dir, 'serving'))
+    return (
+      self.resolve_path(self.serving.serving_root)
+      if self.serving.serving_root
+      else (os.path.join(self.resolved_outputs_dir, 'serving'))
+    )
 
   def resolve_path(self, path: str) -> str:
     """Resolves a path from the config: URIs untouched, relative ones from the config's folder."""
@@ -384,8 +408,9 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Pi
       except yaml.YAMLError as e:
         raise ConfigError(f'{path}: not valid YAML: {e}') from None
     if not isinstance(data, dict):
-      raise ConfigError(f'{path}: the config must be a mapping of sections, got '
-                        f'{type(data).__name__}')
+      raise ConfigError(
+        f'{path}: the config must be a mapping of sections, got {type(data).__name__}'
+      )
     config_dir = os.path.dirname(os.path.abspath(path))
   data = _yaml_floats(_merge(data, parse_overrides(overrides)))
   try:
@@ -397,6 +422,7 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Pi
 def _check_schema(path: str) -> None:
   from google.protobuf import text_format
   from tensorflow_metadata.proto.v0 import schema_pb2
+
   try:
     with open(path, encoding='utf-8') as f:
       text_format.Parse(f.read(), schema_pb2.Schema())
@@ -414,11 +440,15 @@ def _check_preset(train: trainer_config.TrainerConfig) -> None:
   if '://' in preset or (os.sep not in preset and not os.path.isdir(preset)):
     return
   if not os.path.isabs(preset):
-    raise ConfigError(f'train.preset: {preset!r} is relative; give the preset folder as an '
-                      'absolute path (every pipeline step reads it from its own working folder)')
+    raise ConfigError(
+      f'train.preset: {preset!r} is relative; give the preset folder as an '
+      'absolute path (every pipeline step reads it from its own working folder)'
+    )
   if not os.path.isdir(preset):
-    raise ConfigError(f'train.preset: folder {preset!r} does not exist (a local preset is a '
-                      'folder keras-hub wrote with save_to_preset)')
+    raise ConfigError(
+      f'train.preset: folder {preset!r} does not exist (a local preset is a '
+      'folder keras-hub wrote with save_to_preset)'
+    )
   config_file = os.path.join(preset, contract.PRESET_CONFIG_FILE)
   try:
     with open(config_file, encoding='utf-8') as f:
@@ -426,8 +456,10 @@ def _check_preset(train: trainer_config.TrainerConfig) -> None:
   except (OSError, ValueError, AttributeError):
     backbone_class = None
   if not isinstance(backbone_class, str):
-    raise ConfigError(f'train.preset: {config_file} does not name a keras-hub backbone class '
-                      '(is the folder a keras-hub preset, written by save_to_preset?)')
+    raise ConfigError(
+      f'train.preset: {config_file} does not name a keras-hub backbone class '
+      '(is the folder a keras-hub preset, written by save_to_preset?)'
+    )
   problem = trainer_config.preset_backbone_problem(train.task, backbone_class)
   if problem:
     raise ConfigError(f'train.preset: {preset}: task {train.task}: {problem}')
@@ -437,6 +469,7 @@ def _label_domain(path: str) -> Optional[Tuple[str, ...]]:
   """The string domain of the schema's `label` feature, if it has one."""
   from google.protobuf import text_format
   from tensorflow_metadata.proto.v0 import schema_pb2
+
   schema = schema_pb2.Schema()
   with open(path, encoding='utf-8') as f:
     text_format.Parse(f.read(), schema)
@@ -456,14 +489,16 @@ def _check_label_values(config: 'PipelineConfig') -> None:
   if not values:
     return
   if config.train.task != contract.CLASSIFY:
-    raise ConfigError(f'data.label_values: only for train.task classify, not '
-                      f'{config.train.task!r}; leave it empty')
+    raise ConfigError(
+      f'data.label_values: only for train.task classify, not {config.train.task!r}; leave it empty'
+    )
   domain = _label_domain(config.schema_file)
   if domain is not None and set(domain) != set(values):
     raise ConfigError(
       f'data.label_values: {list(values)} are not the label domain {list(domain)} of '
       f'{config.schema_file}: list the same labels in both (copy schemas/labeled and set '
-      'data.schema_dir; schemas/rotten_tomatoes has fresh and rotten)')
+      'data.schema_dir; schemas/rotten_tomatoes has fresh and rotten)'
+    )
 
 
 def validate(config: PipelineConfig) -> None:
@@ -471,24 +506,31 @@ def validate(config: PipelineConfig) -> None:
   data = config.data
   if demo_data.is_dataset(data.input_base):
     if data.input_base not in demo_data.DATASETS:
-      raise ConfigError(f'data.input_base: unknown data set {data.input_base!r} (known: '
-                        f'{", ".join(sorted(demo_data.DATASETS))})')
+      raise ConfigError(
+        f'data.input_base: unknown data set {data.input_base!r} (known: '
+        f'{", ".join(sorted(demo_data.DATASETS))})'
+      )
   elif data.input_base and '://' not in data.input_base:
     base = config.resolve_path(data.input_base)
     if not os.path.isdir(base):
       raise ConfigError(f'data.input_base: folder {base!r} does not exist')
   if not os.path.isfile(config.schema_file):
-    raise ConfigError(f'data.schema_dir: {os.path.dirname(config.schema_file)!r} has no '
-                      'schema.pbtxt')
+    raise ConfigError(
+      f'data.schema_dir: {os.path.dirname(config.schema_file)!r} has no schema.pbtxt'
+    )
   _check_schema(config.schema_file)
   if data.input_splits:
     missing = sorted({'train', 'eval'} - set(data.input_splits))
     if missing:
-      raise ConfigError(f'data.input_splits: {list(data.input_splits)} lacks {missing}: the '
-                        'vocabulary and training read `train`, evaluation reads `eval`')
+      raise ConfigError(
+        f'data.input_splits: {list(data.input_splits)} lacks {missing}: the '
+        'vocabulary and training read `train`, evaluation reads `eval`'
+      )
     if demo_data.is_dataset(data.input_base):
-      raise ConfigError(f'data.input_splits: {data.input_base} is one file, not split into '
-                        'folders: leave data.input_splits empty')
+      raise ConfigError(
+        f'data.input_splits: {data.input_base} is one file, not split into '
+        'folders: leave data.input_splits empty'
+      )
     if data.input_base and '://' not in data.input_base:
       for split in data.input_splits:
         folder = os.path.join(config.resolve_path(data.input_base), split)
@@ -503,8 +545,9 @@ def validate(config: PipelineConfig) -> None:
     if config.base_model:
       raise ConfigError('base_model and pretrain are both set: choose one source of weights')
     if config.train.preset or config.pretrain.preset:
-      raise ConfigError('pretrain with a preset: set train.preset alone (the preset is the '
-                        'pretrained model)')
+      raise ConfigError(
+        'pretrain with a preset: set train.preset alone (the preset is the pretrained model)'
+      )
   if config.train.preset:
     _check_preset(config.train)
   if config.train.preset and config.base_model:
@@ -515,8 +558,10 @@ def validate(config: PipelineConfig) -> None:
       raise ConfigError(f'base_model: folder {path!r} does not exist')
   kubeflow = config.kubeflow
   if (kubeflow.trainer_replicas > 1 or kubeflow.trainer_tpu) and not kubeflow.vertex_project:
-    raise ConfigError('kubeflow.trainer_replicas > 1 or kubeflow.trainer_tpu runs training on '
-                      'Vertex AI Training: set kubeflow.vertex_project')
+    raise ConfigError(
+      'kubeflow.trainer_replicas > 1 or kubeflow.trainer_tpu runs training on '
+      'Vertex AI Training: set kubeflow.vertex_project'
+    )
 
 
 def beam_pipeline_args(config: PipelineConfig, num_cpus: Optional[int] = None) -> list:

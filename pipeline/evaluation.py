@@ -41,57 +41,82 @@ def _overall(threshold):
 
 def _classify(evaluation: config_lib.EvaluationConfig, num_classes: Optional[int]):
   accuracy = tfma.MetricConfig(
-      class_name='SparseCategoricalAccuracy',
-      per_slice_thresholds=_overall(tfma.MetricThreshold(
-          value_threshold=tfma.GenericValueThreshold(
-              lower_bound={'value': evaluation.min_accuracy}),
-          change_threshold=tfma.GenericChangeThreshold(
-              direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-              absolute={'value': -evaluation.max_accuracy_drop}))))
-  specs = [tfma.MetricsSpec(metrics=[
-      tfma.MetricConfig(class_name='ExampleCount'),
-      accuracy,
-      tfma.MetricConfig(class_name='SparseCategoricalCrossentropy'),
-      tfma.MetricConfig(class_name='MultiClassConfusionMatrixPlot'),
-  ])]
+    class_name='SparseCategoricalAccuracy',
+    per_slice_thresholds=_overall(
+      tfma.MetricThreshold(
+        value_threshold=tfma.GenericValueThreshold(lower_bound={'value': evaluation.min_accuracy}),
+        change_threshold=tfma.GenericChangeThreshold(
+          direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+          absolute={'value': -evaluation.max_accuracy_drop},
+        ),
+      )
+    ),
+  )
+  specs = [
+    tfma.MetricsSpec(
+      metrics=[
+        tfma.MetricConfig(class_name='ExampleCount'),
+        accuracy,
+        tfma.MetricConfig(class_name='SparseCategoricalCrossentropy'),
+        tfma.MetricConfig(class_name='MultiClassConfusionMatrixPlot'),
+      ]
+    )
+  ]
   if num_classes:
-    per_class = [tfma.MetricConfig(class_name=name)
-                 for name in ('Precision', 'Recall', 'Calibration', 'CalibrationPlot')]
+    per_class = [
+      tfma.MetricConfig(class_name=name)
+      for name in ('Precision', 'Recall', 'Calibration', 'CalibrationPlot')
+    ]
     if num_classes == 2:
       per_class.append(tfma.MetricConfig(class_name='AUC'))
-    specs.append(tfma.MetricsSpec(
+    specs.append(
+      tfma.MetricsSpec(
         metrics=per_class,
-        binarize=tfma.BinarizationOptions(class_ids={'values': list(range(num_classes))})))
+        binarize=tfma.BinarizationOptions(class_ids={'values': list(range(num_classes))}),
+      )
+    )
   return tfma.EvalConfig(
-      model_specs=[tfma.ModelSpec(
-          signature_name=contract.SERVING_DEFAULT,
-          preprocessing_function_names=[contract.TRANSFORM_FEATURES],
-          label_key=contract.TRANSFORMED_LABEL_KEY,
-          prediction_key=contract.PROBABILITIES)],
-      slicing_specs=[tfma.SlicingSpec(),
-                     tfma.SlicingSpec(feature_keys=[contract.LABEL_KEY])],
-      metrics_specs=specs)
+    model_specs=[
+      tfma.ModelSpec(
+        signature_name=contract.SERVING_DEFAULT,
+        preprocessing_function_names=[contract.TRANSFORM_FEATURES],
+        label_key=contract.TRANSFORMED_LABEL_KEY,
+        prediction_key=contract.PROBABILITIES,
+      )
+    ],
+    slicing_specs=[tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=[contract.LABEL_KEY])],
+    metrics_specs=specs,
+  )
 
 
 def _language_model(evaluation: config_lib.EvaluationConfig):
   perplexity = tfma.MetricConfig(
-      class_name='Perplexity',
-      module=metrics.__name__,
-      per_slice_thresholds=_overall(tfma.MetricThreshold(
-          value_threshold=tfma.GenericValueThreshold(
-              upper_bound={'value': evaluation.max_perplexity}),
-          change_threshold=tfma.GenericChangeThreshold(
-              direction=tfma.MetricDirection.LOWER_IS_BETTER,
-              absolute={'value': evaluation.max_perplexity_rise}))))
+    class_name='Perplexity',
+    module=metrics.__name__,
+    per_slice_thresholds=_overall(
+      tfma.MetricThreshold(
+        value_threshold=tfma.GenericValueThreshold(
+          upper_bound={'value': evaluation.max_perplexity}
+        ),
+        change_threshold=tfma.GenericChangeThreshold(
+          direction=tfma.MetricDirection.LOWER_IS_BETTER,
+          absolute={'value': evaluation.max_perplexity_rise},
+        ),
+      )
+    ),
+  )
   return tfma.EvalConfig(
-      model_specs=[tfma.ModelSpec(signature_name=contract.SERVING_DEFAULT)],
-      slicing_specs=[tfma.SlicingSpec()],
-      metrics_specs=[tfma.MetricsSpec(metrics=[tfma.MetricConfig(class_name='ExampleCount'),
-                                               perplexity])])
+    model_specs=[tfma.ModelSpec(signature_name=contract.SERVING_DEFAULT)],
+    slicing_specs=[tfma.SlicingSpec()],
+    metrics_specs=[
+      tfma.MetricsSpec(metrics=[tfma.MetricConfig(class_name='ExampleCount'), perplexity])
+    ],
+  )
 
 
-def eval_config(task: str, evaluation: config_lib.EvaluationConfig,
-                schema_path: Optional[str] = None) -> tfma.EvalConfig:
+def eval_config(
+  task: str, evaluation: config_lib.EvaluationConfig, schema_path: Optional[str] = None
+) -> tfma.EvalConfig:
   """The TFMA config for a task; the thresholds decide the blessing."""
   if task == contract.CLASSIFY:
     return _classify(evaluation, label_classes(schema_path) if schema_path else None)

@@ -53,8 +53,11 @@ def _corpus(config: config_lib.PipelineConfig, example_gen, schema):
     schema_file=config_lib.CORPUS_SCHEMA,
     fingerprint=schema_lib.fingerprint(config_lib.CORPUS_SCHEMA),
   ).with_id(contract.CORPUS_SCHEMA_GEN_ID)
-  return ([corpus_gen, corpus_schema_gen], corpus_gen.outputs['examples'],
-          corpus_schema_gen.outputs['schema'])
+  return (
+    [corpus_gen, corpus_schema_gen],
+    corpus_gen.outputs['examples'],
+    corpus_schema_gen.outputs['schema'],
+  )
 
 
 def _data_validation(config: config_lib.PipelineConfig, examples, schema_uri: Optional[str]):
@@ -117,7 +120,8 @@ def _evaluation(config: config_lib.PipelineConfig, examples, trainer, baseline_s
     # The candidate, so that it is never its own baseline (Kubeflow's stock strategy takes none).
     resolver_inputs[resolver_lib.CANDIDATE_KEY] = trainer.outputs['model']
   model_resolver = tfx.dsl.Resolver(strategy_class=baseline_strategy, **resolver_inputs).with_id(
-    contract.BASELINE_RESOLVER_ID)
+    contract.BASELINE_RESOLVER_ID
+  )
   # After the Trainer, so that the candidate's run has trained when the baseline is chosen.
   model_resolver.add_upstream_node(trainer)
   evaluator = tfx.components.Evaluator(

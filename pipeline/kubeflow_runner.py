@@ -44,7 +44,7 @@ def _in_image(config: config_lib.PipelineConfig, path: str) -> str:
   """Maps a local path inside this repository to the same file inside the image."""
   repo = config_lib.REPO + os.sep
   if path.startswith(repo):
-    return os.path.join(config.kubeflow.image_repo_dir, path[len(repo):])
+    return os.path.join(config.kubeflow.image_repo_dir, path[len(repo) :])
   return path
 
 
@@ -57,14 +57,16 @@ def _cluster_input_base(config: config_lib.PipelineConfig) -> str:
     return base
   if demo_data.is_dataset(base):
     raise config_lib.ConfigError(
-        f'data.input_base: {base} is downloaded into this machine\'s cache, which the cluster '
-        'cannot see: copy that folder to gs://... and point data.input_base there')
+      f"data.input_base: {base} is downloaded into this machine's cache, which the cluster "
+      'cannot see: copy that folder to gs://... and point data.input_base there'
+    )
   path = config.resolve_path(base)
   if path.startswith(config_lib.REPO + os.sep):
     return _in_image(config, path)
   raise config_lib.ConfigError(
-      f'data.input_base: {path!r} is a folder of this machine, which the cluster cannot see: '
-      'copy the data to gs://... and point data.input_base there')
+    f'data.input_base: {path!r} is a folder of this machine, which the cluster cannot see: '
+    'copy the data to gs://... and point data.input_base there'
+  )
 
 
 def beam_args(config: config_lib.PipelineConfig) -> list:
@@ -91,8 +93,11 @@ def task_images(kubeflow: config_lib.KubeflowConfig) -> Union[str, Dict[str, str
   if not gpu:
     return kubeflow.image
   from tfx.orchestration.kubeflow.v2 import pipeline_builder
-  return {pipeline_builder.DEFAULT_IMAGE_PATH_KEY: kubeflow.image,
-          **{task: kubeflow.gpu_image for task in gpu}}
+
+  return {
+    pipeline_builder.DEFAULT_IMAGE_PATH_KEY: kubeflow.image,
+    **{task: kubeflow.gpu_image for task in gpu},
+  }
 
 
 def _trainer_resources(pipeline, kubeflow: config_lib.KubeflowConfig) -> None:
@@ -106,15 +111,19 @@ def _trainer_resources(pipeline, kubeflow: config_lib.KubeflowConfig) -> None:
     # TF_CONFIG set (MultiWorkerMirrored) or the TPU (TPUStrategy), in our image.
     from tfx.dsl.components.base import executor_spec
     from tfx.extensions.google_cloud_ai_platform.trainer import executor as vertex_executor
+
     machine = {'machine_type': kubeflow.trainer_machine_type}
     if kubeflow.trainer_tpu:
-      machine = {'machine_type': 'cloud-tpu', 'accelerator_type': 'TPU_V2',
-                 'accelerator_count': 8} if kubeflow.trainer_tpu == 'v2-8' else {
-                     'machine_type': kubeflow.trainer_tpu}
+      machine = (
+        {'machine_type': 'cloud-tpu', 'accelerator_type': 'TPU_V2', 'accelerator_count': 8}
+        if kubeflow.trainer_tpu == 'v2-8'
+        else {'machine_type': kubeflow.trainer_tpu}
+      )
     elif kubeflow.trainer_gpus:
       machine.update(accelerator_type=GPU_RESOURCE, accelerator_count=kubeflow.trainer_gpus)
-    image = kubeflow.gpu_image if kubeflow.trainer_gpus and not kubeflow.trainer_tpu else (
-        kubeflow.image)
+    image = (
+      kubeflow.gpu_image if kubeflow.trainer_gpus and not kubeflow.trainer_tpu else (kubeflow.image)
+    )
     pool = {'machine_spec': machine, 'container_spec': {'image_uri': image}}
     pools = [dict(pool, replica_count=1)]  # the chief
     if kubeflow.trainer_replicas > 1:
@@ -124,11 +133,13 @@ def _trainer_resources(pipeline, kubeflow: config_lib.KubeflowConfig) -> None:
     training_args = {'project': kubeflow.vertex_project, 'job_spec': {'worker_pool_specs': pools}}
     for trainer in trainers:
       custom = json.loads(trainer.exec_properties.get('custom_config') or 'null') or {}
-      custom.update({
+      custom.update(
+        {
           tfx.extensions.google_cloud_ai_platform.ENABLE_VERTEX_KEY: True,
           tfx.extensions.google_cloud_ai_platform.VERTEX_REGION_KEY: kubeflow.vertex_region,
           tfx.extensions.google_cloud_ai_platform.TRAINING_ARGS_KEY: training_args,
-      })
+        }
+      )
       trainer.exec_properties['custom_config'] = json.dumps(custom, sort_keys=True)
       trainer.executor_spec = executor_spec.ExecutorClassSpec(vertex_executor.GenericExecutor)
     return
@@ -136,9 +147,14 @@ def _trainer_resources(pipeline, kubeflow: config_lib.KubeflowConfig) -> None:
     # KubeflowV2DagRunner takes a Trainer's pod resources as kfp's ResourceSpec. Like the kfp
     # SDK, set both the `resource_*` fields of KFP >= 2.5 and the older ones.
     resources = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
-    spec = resources(accelerator=resources.AcceleratorConfig(
-        type=KFP_GPU_RESOURCE, count=kubeflow.trainer_gpus,
-        resource_type=KFP_GPU_RESOURCE, resource_count=str(kubeflow.trainer_gpus)))
+    spec = resources(
+      accelerator=resources.AcceleratorConfig(
+        type=KFP_GPU_RESOURCE,
+        count=kubeflow.trainer_gpus,
+        resource_type=KFP_GPU_RESOURCE,
+        resource_count=str(kubeflow.trainer_gpus),
+      )
+    )
     for trainer in trainers:
       trainer.with_platform_config(spec)
 
@@ -148,27 +164,31 @@ def build(config: config_lib.PipelineConfig):
   from tfx import v1 as tfx
 
   from pipeline import factory
+
   kubeflow = config.kubeflow
   if not kubeflow.pipeline_root:
     raise config_lib.ConfigError(
-        'kubeflow.pipeline_root is empty: set the artifact root the cluster writes to, e.g. '
-        '--set kubeflow.pipeline_root=gs://BUCKET/tfx-lm (make: KFP_PIPELINE_ROOT=gs://...)')
+      'kubeflow.pipeline_root is empty: set the artifact root the cluster writes to, e.g. '
+      '--set kubeflow.pipeline_root=gs://BUCKET/tfx-lm (make: KFP_PIPELINE_ROOT=gs://...)'
+    )
   if kubeflow.trainer_gpus and not kubeflow.gpu_image:
     raise config_lib.ConfigError(
-        f'kubeflow.trainer_gpus is {kubeflow.trainer_gpus} but kubeflow.gpu_image is empty: the '
-        'CPU image has no CUDA libraries, so the Trainers would train on the CPU. Build the GPU '
-        'image (docker build --build-arg STACK_LOCK=requirements-gpu.lock, see '
-        'pipeline/KUBEFLOW.md) and set --set kubeflow.gpu_image=REGISTRY/tfx-lm-gpu:TAG')
+      f'kubeflow.trainer_gpus is {kubeflow.trainer_gpus} but kubeflow.gpu_image is empty: the '
+      'CPU image has no CUDA libraries, so the Trainers would train on the CPU. Build the GPU '
+      'image (docker build --build-arg STACK_LOCK=requirements-gpu.lock, see '
+      'pipeline/KUBEFLOW.md) and set --set kubeflow.gpu_image=REGISTRY/tfx-lm-gpu:TAG'
+    )
   config = dataclasses.replace(
-      config, data=dataclasses.replace(config.data, input_base=_cluster_input_base(config)))
+    config, data=dataclasses.replace(config.data, input_base=_cluster_input_base(config))
+  )
   pipeline = factory.create_pipeline(
-      config,
-      pipeline_root=kubeflow.pipeline_root,
-      metadata_connection_config=None,  # the cluster brings its ML Metadata
-      beam_pipeline_args=beam_args(config),
-      serving_root=kubeflow.serving_root or f'{kubeflow.pipeline_root}/serving',
-      schema_uri=_in_image(config, config.schema_file),
-      baseline_strategy=tfx.dsl.experimental.LatestBlessedModelStrategy,
+    config,
+    pipeline_root=kubeflow.pipeline_root,
+    metadata_connection_config=None,  # the cluster brings its ML Metadata
+    beam_pipeline_args=beam_args(config),
+    serving_root=kubeflow.serving_root or f'{kubeflow.pipeline_root}/serving',
+    schema_uri=_in_image(config, config.schema_file),
+    baseline_strategy=tfx.dsl.experimental.LatestBlessedModelStrategy,
   )
   _trainer_resources(pipeline, kubeflow)
   return pipeline
@@ -185,19 +205,23 @@ def runner_config(config: config_lib.PipelineConfig):
   Pipelines runs 2.1 too.
   """
   from tfx import v1 as tfx
+
   return tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
-      default_image=task_images(config.kubeflow), use_pipeline_spec_2_1=True)
+    default_image=task_images(config.kubeflow), use_pipeline_spec_2_1=True
+  )
 
 
 def compile_pipeline(config: config_lib.PipelineConfig, output_file: str = '') -> str:
   """Writes the KFP v2 pipeline spec (JSON) and returns its path."""
   from tfx import v1 as tfx
+
   output_file = os.path.abspath(output_file or config.kubeflow.output_file)
   os.makedirs(os.path.dirname(output_file), exist_ok=True)
   runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
-      config=runner_config(config),
-      output_dir=os.path.dirname(output_file),
-      output_filename=os.path.basename(output_file))
+    config=runner_config(config),
+    output_dir=os.path.dirname(output_file),
+    output_filename=os.path.basename(output_file),
+  )
   runner.run(build(config), write_out=True)
   return output_file
 
@@ -219,11 +243,15 @@ def open_source_kfp_spec(pipeline_spec: dict) -> dict:
   spec = copy.deepcopy(pipeline_spec)
   executors = spec['deploymentSpec']['executors']
   resolver_labels = {label for label, executor in executors.items() if 'resolver' in executor}
-  resolver_components = {name for name, component in spec['components'].items()
-                         if component.get('executorLabel') in resolver_labels}
+  resolver_components = {
+    name
+    for name, component in spec['components'].items()
+    if component.get('executorLabel') in resolver_labels
+  }
   tasks = spec['root']['dag']['tasks']
-  resolver_tasks = {name for name, task in tasks.items()
-                    if task['componentRef']['name'] in resolver_components}
+  resolver_tasks = {
+    name for name, task in tasks.items() if task['componentRef']['name'] in resolver_components
+  }
   for name in resolver_tasks:
     del tasks[name]
   for name in resolver_components:
@@ -232,8 +260,11 @@ def open_source_kfp_spec(pipeline_spec: dict) -> dict:
     del executors[label]
   for task in tasks.values():
     artifacts = task.get('inputs', {}).get('artifacts', {})
-    for key in [k for k, v in artifacts.items()
-                if v.get('taskOutputArtifact', {}).get('producerTask') in resolver_tasks]:
+    for key in [
+      k
+      for k, v in artifacts.items()
+      if v.get('taskOutputArtifact', {}).get('producerTask') in resolver_tasks
+    ]:
       del artifacts[key]
       definitions = spec['components'][task['componentRef']['name']]['inputDefinitions']
       definitions['artifacts'].pop(key, None)
@@ -254,6 +285,7 @@ def submit(spec_path: str, host: str, experiment: str, run_name: str = '') -> st
   import kfp_server_api
   import urllib3
   import yaml
+
   with open(spec_path, encoding='utf-8') as f:
     job = json.load(f)
   # KubeflowV2DagRunner writes a PipelineJob (JSON); kfp's client takes the PipelineSpec inside
@@ -264,8 +296,13 @@ def submit(spec_path: str, host: str, experiment: str, run_name: str = '') -> st
   try:
     client = kfp.Client(host=host)
     run = client.create_run_from_pipeline_package(
-        package, arguments={}, run_name=run_name or None, experiment_name=experiment,
-        pipeline_root=job['runtimeConfig']['gcsOutputDirectory'], enable_caching=True)
+      package,
+      arguments={},
+      run_name=run_name or None,
+      experiment_name=experiment,
+      pipeline_root=job['runtimeConfig']['gcsOutputDirectory'],
+      enable_caching=True,
+    )
   except (urllib3.exceptions.HTTPError, kfp_server_api.ApiException) as e:
     raise SubmitError(f'KFP endpoint {host}: {e}') from None
   return run.run_id
@@ -274,10 +311,10 @@ def submit(spec_path: str, host: str, experiment: str, run_name: str = '') -> st
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('verb', nargs='?', default='compile', choices=('compile', 'submit'))
-  parser.add_argument('--config', default=None,
-                      help=f'YAML config (default: ${CONFIG_ENV}, else the demo)')
-  parser.add_argument('--set', dest='overrides', action='append', default=[],
-                      metavar='KEY=VALUE')
+  parser.add_argument(
+    '--config', default=None, help=f'YAML config (default: ${CONFIG_ENV}, else the demo)'
+  )
+  parser.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE')
   parser.add_argument('--output', default='', help='spec path (default: kubeflow.output_file)')
   parser.add_argument('--host', default='', help='KFP endpoint, e.g. http://localhost:8080')
   parser.add_argument('--experiment', default='tfx-lm')
@@ -287,10 +324,12 @@ def main(argv=None) -> int:
   try:
     config = config_lib.load_config(path, args.overrides)
     from tfx import v1 as tfx
+
     if hasattr(tfx.orchestration.experimental.KubeflowV2DagRunner.run, '__wrapped__'):
       # The TFX CLI patched the runner: it chooses the output path itself.
-      tfx.orchestration.experimental.KubeflowV2DagRunner(
-          config=runner_config(config)).run(build(config))
+      tfx.orchestration.experimental.KubeflowV2DagRunner(config=runner_config(config)).run(
+        build(config)
+      )
       return 0
     spec = compile_pipeline(config, args.output)
   except config_lib.ConfigError as e:
@@ -298,10 +337,12 @@ def main(argv=None) -> int:
     return 2
   print(f'Compiled {config.pipeline_name!r} for Kubeflow Pipelines v2: {spec}')
   if not config.kubeflow.pipeline_root.startswith(PORTABLE_ROOT_SCHEME):
-    print(f'warning: kubeflow.pipeline_root {config.kubeflow.pipeline_root!r} is not a '
-          f'{PORTABLE_ROOT_SCHEME} URI: KFP 2 accepts only object-store artifact URIs, and of '
-          'those the stack reads and writes only gs:// (see pipeline/KUBEFLOW.md)',
-          file=sys.stderr)
+    print(
+      f'warning: kubeflow.pipeline_root {config.kubeflow.pipeline_root!r} is not a '
+      f'{PORTABLE_ROOT_SCHEME} URI: KFP 2 accepts only object-store artifact URIs, and of '
+      'those the stack reads and writes only gs:// (see pipeline/KUBEFLOW.md)',
+      file=sys.stderr,
+    )
   if args.verb == 'submit':
     if not args.host:
       print('error: submit needs --host (the KFP endpoint)', file=sys.stderr)

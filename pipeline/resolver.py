@@ -20,7 +20,7 @@ class LatestBlessedBaselineStrategy(latest_blessed_model_strategy.LatestBlessedM
   """
 
   def resolve_artifacts(
-      self, store, input_dict: Dict[str, List[types.Artifact]]
+    self, store, input_dict: Dict[str, List[types.Artifact]]
   ) -> Optional[Dict[str, List[types.Artifact]]]:
     """Returns the newest blessed Model that is not the candidate, with its blessing.
 
@@ -29,8 +29,9 @@ class LatestBlessedBaselineStrategy(latest_blessed_model_strategy.LatestBlessedM
       input_dict: The `model` and `model_blessing` channels and the `candidate` channel.
     """
     if CANDIDATE_KEY not in input_dict:
-      raise ValueError(f'{type(self).__name__} needs the candidate model as the '
-                       f'{CANDIDATE_KEY!r} channel')
+      raise ValueError(
+        f'{type(self).__name__} needs the candidate model as the {CANDIDATE_KEY!r} channel'
+      )
     candidates = list(input_dict[CANDIDATE_KEY])
     excluded = {a.id for a in candidates}
     others = {}

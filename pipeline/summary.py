@@ -48,6 +48,7 @@ class RunSummary:
     reference_error: why the baseline or unigram reference could not be computed.
     generations: causal LMs: (prompt, continuation) for `PROMPTS`.
   """
+
   components: List[ComponentRun] = dataclasses.field(default_factory=list)
   metrics: Dict[str, float] = dataclasses.field(default_factory=dict)
   per_label: Dict[str, Dict[str, float]] = dataclasses.field(default_factory=dict)
@@ -67,13 +68,16 @@ class RunSummary:
 def _store(config):
   from ml_metadata.metadata_store import metadata_store
   from tfx import v1 as tfx
+
   return metadata_store.MetadataStore(
-      tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path))
+    tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
+  )
 
 
 def _latest(store, type_name, since_ms):
-  artifacts = [a for a in store.get_artifacts_by_type(type_name)
-               if a.create_time_since_epoch >= since_ms]
+  artifacts = [
+    a for a in store.get_artifacts_by_type(type_name) if a.create_time_since_epoch >= since_ms
+  ]
   return max(artifacts, key=lambda a: a.id) if artifacts else None
 
 
@@ -86,24 +90,34 @@ def _custom(artifact, key):
 
 def _component_runs(store, config, since_ms) -> List[ComponentRun]:
   from ml_metadata.proto import metadata_store_pb2
+
   state_names = {v: k for k, v in metadata_store_pb2.Execution.State.items()}
   runs = []
   prefix = config.pipeline_name + '.'
   for context in store.get_contexts_by_type('node'):
     if not context.name.startswith(prefix):
       continue
-    executions = [e for e in store.get_executions_by_context(context.id)
-                  if e.create_time_since_epoch >= since_ms]
+    executions = [
+      e
+      for e in store.get_executions_by_context(context.id)
+      if e.create_time_since_epoch >= since_ms
+    ]
     for e in executions:
       seconds = max(0, e.last_update_time_since_epoch - e.create_time_since_epoch) / 1000
-      runs.append((e.create_time_since_epoch,
-                   ComponentRun(context.name[len(prefix):], state_names.get(e.last_known_state,
-                                                                             '?'), seconds)))
+      runs.append(
+        (
+          e.create_time_since_epoch,
+          ComponentRun(
+            context.name[len(prefix) :], state_names.get(e.last_known_state, '?'), seconds
+          ),
+        )
+      )
   return [r for _, r in sorted(runs, key=lambda x: x[0])]
 
 
 def _metrics(evaluation_uri, summary: RunSummary):
   import tensorflow_model_analysis as tfma
+
   result = tfma.load_eval_result(evaluation_uri)
   for slice_key, metrics in result.slicing_metrics:
     values = {}
@@ -126,18 +140,22 @@ def _metrics(evaluation_uri, summary: RunSummary):
         matrix = named.get('multiClassConfusionMatrixAtThresholds')
         if matrix:
           entries = matrix['matrices'][0].get('entries', [])
-          classes = sorted({int(e.get('actualClassId', 0)) for e in entries} |
-                           {int(e.get('predictedClassId', 0)) for e in entries})
+          classes = sorted(
+            {int(e.get('actualClassId', 0)) for e in entries}
+            | {int(e.get('predictedClassId', 0)) for e in entries}
+          )
           index = {c: i for i, c in enumerate(classes)}
           grid = [[0.0] * len(classes) for _ in classes]
           for e in entries:
             grid[index[int(e.get('actualClassId', 0))]][
-                index[int(e.get('predictedClassId', 0))]] = e.get('numWeightedExamples', 0.0)
+              index[int(e.get('predictedClassId', 0))]
+            ] = e.get('numWeightedExamples', 0.0)
           summary.confusion = ([str(c) for c in classes], grid)
 
 
 def _validation(evaluation_uri, summary: RunSummary):
   import tensorflow_model_analysis as tfma
+
   result = tfma.load_validation_result(evaluation_uri)
   reasons = []
   for per_slice in result.metric_validations_per_slice:
@@ -149,10 +167,14 @@ def _validation(evaluation_uri, summary: RunSummary):
       elif threshold.value_threshold.HasField('upper_bound'):
         bound = f'upper bound {threshold.value_threshold.upper_bound.value:.4g}'
       elif threshold.HasField('change_threshold'):
-        bound = (f'allowed change {threshold.change_threshold.absolute.value:+.4g} against the '
-                 'last blessed model')
-      reasons.append(f'{failure.metric_key.name} = {failure.metric_value.double_value.value:.4g}'
-                     f' misses its {bound or "threshold"}')
+        bound = (
+          f'allowed change {threshold.change_threshold.absolute.value:+.4g} against the '
+          'last blessed model'
+        )
+      reasons.append(
+        f'{failure.metric_key.name} = {failure.metric_value.double_value.value:.4g}'
+        f' misses its {bound or "threshold"}'
+      )
   if not result.validation_ok and not reasons:
     reasons = [f'validation failed (see {evaluation_uri})']
   summary.why = reasons
@@ -160,15 +182,22 @@ def _validation(evaluation_uri, summary: RunSummary):
 
 def _curves(model_run_dir) -> Dict[str, List[Tuple[int, float]]]:
   import tensorflow as tf
+
   curves: Dict[str, List[Tuple[int, float]]] = {}
-  for path in sorted(glob.glob(os.path.join(model_run_dir, '**', 'events.out.tfevents.*'),
-                               recursive=True)):
+  for path in sorted(
+    glob.glob(os.path.join(model_run_dir, '**', 'events.out.tfevents.*'), recursive=True)
+  ):
     split = os.path.basename(os.path.dirname(path))
     try:
       for event in tf.compat.v1.train.summary_iterator(path):
         for value in event.summary.value:
-          number = (value.simple_value if value.HasField('simple_value') else
-                    float(tf.make_ndarray(value.tensor)) if value.HasField('tensor') else None)
+          number = (
+            value.simple_value
+            if value.HasField('simple_value')
+            else float(tf.make_ndarray(value.tensor))
+            if value.HasField('tensor')
+            else None
+          )
           if number is not None:
             curves.setdefault(f'{split}/{value.tag}', []).append((event.step, number))
     except tf.errors.DataLossError:
@@ -179,9 +208,10 @@ def _curves(model_run_dir) -> Dict[str, List[Tuple[int, float]]]:
 def _statistics(statistics_uri) -> Dict[str, Dict[str, float]]:
   """Per split: example count, mean text length and label shares, from StatisticsGen."""
   import tensorflow_data_validation as tfdv
+
   result = {}
   for path in sorted(glob.glob(os.path.join(statistics_uri, 'Split-*', 'FeatureStats.pb'))):
-    split = os.path.basename(os.path.dirname(path))[len('Split-'):]
+    split = os.path.basename(os.path.dirname(path))[len('Split-') :]
     dataset = tfdv.load_stats_binary(path).datasets[0]
     row = {'examples': float(dataset.num_examples)}
     for feature in dataset.features:
@@ -215,9 +245,11 @@ def _latest_output(store, type_name, component_ids, output_key):
 def _label_names(transform_graph_uri: str) -> Optional[List[str]]:
   """The label vocabulary of a classification transform graph (line number = class id)."""
   import tensorflow_transform as tft
+
   try:
     path = tft.TFTransformOutput(transform_graph_uri).vocabulary_file_by_name(
-        contract.LABEL_VOCAB_NAME)
+      contract.LABEL_VOCAB_NAME
+    )
   except (ValueError, OSError):
     return None
   with open(path, encoding='utf-8') as f:
@@ -227,6 +259,7 @@ def _label_names(transform_graph_uri: str) -> Optional[List[str]]:
 def _references(config, store, summary: RunSummary) -> None:
   """The baseline (classify) or unigram perplexity (mlm, clm) on the run's own examples."""
   from pipeline import baseline
+
   task = config.train.task
   try:
     if task == contract.CLASSIFY:
@@ -238,15 +271,15 @@ def _references(config, store, summary: RunSummary) -> None:
       graph = _latest_output(store, 'TransformGraph', TRANSFORM_IDS, 'transform_graph')
       if transformed is not None and graph is not None:
         import tensorflow_transform as tft
-        vocab = tft.TFTransformOutput(graph.uri).vocabulary_file_by_name(
-            contract.TOKEN_VOCAB_NAME)
+
+        vocab = tft.TFTransformOutput(graph.uri).vocabulary_file_by_name(contract.TOKEN_VOCAB_NAME)
         with open(vocab, encoding='utf-8') as f:
           vocab_size = sum(1 for _ in f)
-        summary.unigram = dataclasses.asdict(baseline.unigram_perplexity(
-            transformed.uri, vocab_size, seq_len=config.train.seq_len))
+        summary.unigram = dataclasses.asdict(
+          baseline.unigram_perplexity(transformed.uri, vocab_size, seq_len=config.train.seq_len)
+        )
   except ImportError as e:
-    summary.reference_error = (f'{e.name or e} is not installed (pip install -e .[dev]): no '
-                               'baseline')
+    summary.reference_error = f'{e.name or e} is not installed (pip install -e .[dev]): no baseline'
   except (ValueError, OSError) as e:
     summary.reference_error = f'{type(e).__name__}: {e}'
 
@@ -273,11 +306,14 @@ def collect(config: config_lib.PipelineConfig, started: float) -> RunSummary:
       summary.confusion = ([names[int(i)] for i in ids], grid)
       # TFMA names per-class metrics `auc (classId:0)`: say which label that is.
       for i, name in enumerate(names):
-        summary.metrics = {k.replace(f'(classId:{i})', f'(label {name})'): v
-                           for k, v in summary.metrics.items()}
+        summary.metrics = {
+          k.replace(f'(classId:{i})', f'(label {name})'): v for k, v in summary.metrics.items()
+        }
         # Slices on the label are keyed by its id.
-        summary.per_label = {(f'label={name}' if key == f'label={i}' else key): value
-                             for key, value in summary.per_label.items()}
+        summary.per_label = {
+          (f'label={name}' if key == f'label={i}' else key): value
+          for key, value in summary.per_label.items()
+        }
   blessing = _latest(store, 'ModelBlessing', 0)
   if blessing is not None:
     summary.blessed = bool(_custom(blessing, 'blessed'))
@@ -308,10 +344,17 @@ PROMPTS = ('the movie is', 'this film', 'the acting', 'a story about', 'the dire
 GENERATE_TOKENS = 24
 
 
-def generate(signature, prompts: List[str], max_new_tokens: int, temperature: float = 0.7,
-             top_k: int = 20, seed: int = 1) -> List[str]:
+def generate(
+  signature,
+  prompts: List[str],
+  max_new_tokens: int,
+  temperature: float = 0.7,
+  top_k: int = 20,
+  seed: int = 1,
+) -> List[str]:
   """Calls a `generate` signature with per-row controls when it takes them, else scalars."""
   import tensorflow as tf
+
   specs = signature.structured_input_signature[1]
   rows = len(prompts)
 
@@ -319,12 +362,12 @@ def generate(signature, prompts: List[str], max_new_tokens: int, temperature: fl
     per_row = specs[name].shape.rank == 1
     return tf.constant([number] * rows if per_row else number, dtype)
 
-  kwargs = {contract.PROMPT_INPUT: tf.constant(prompts),
-            contract.MAX_NEW_TOKENS_INPUT: value(contract.MAX_NEW_TOKENS_INPUT, max_new_tokens,
-                                                 tf.int32),
-            contract.TEMPERATURE_INPUT: value(contract.TEMPERATURE_INPUT, temperature,
-                                              tf.float32),
-            contract.TOP_K_INPUT: value(contract.TOP_K_INPUT, top_k, tf.int32)}
+  kwargs = {
+    contract.PROMPT_INPUT: tf.constant(prompts),
+    contract.MAX_NEW_TOKENS_INPUT: value(contract.MAX_NEW_TOKENS_INPUT, max_new_tokens, tf.int32),
+    contract.TEMPERATURE_INPUT: value(contract.TEMPERATURE_INPUT, temperature, tf.float32),
+    contract.TOP_K_INPUT: value(contract.TOP_K_INPUT, top_k, tf.int32),
+  }
   if contract.SEED_INPUT in specs:
     kwargs[contract.SEED_INPUT] = value(contract.SEED_INPUT, seed, specs[contract.SEED_INPUT].dtype)
   for name, spec in specs.items():
@@ -337,11 +380,13 @@ def generate(signature, prompts: List[str], max_new_tokens: int, temperature: fl
 def _generations(model_dir: str) -> List[Tuple[str, str]]:
   import tensorflow as tf
   import tensorflow_text  # noqa: F401 - registers the tokenizer ops the model uses
+
   loaded = tf.saved_model.load(model_dir)
   signature = loaded.signatures[contract.GENERATE]
   # The signature refuses more tokens than the limit it was exported with (seq_len - 1 at most).
-  with tf.io.gfile.GFile(os.path.join(model_dir, contract.EXTRA_DIR,
-                                      contract.TRAINER_CONFIG_FILE)) as f:
+  with tf.io.gfile.GFile(
+    os.path.join(model_dir, contract.EXTRA_DIR, contract.TRAINER_CONFIG_FILE)
+  ) as f:
     trainer = json.load(f)
   tokens = min(GENERATE_TOKENS, trainer['max_new_tokens_limit'], trainer['seq_len'] - 1)
   return list(zip(PROMPTS, generate(signature, list(PROMPTS), tokens), strict=True))
@@ -351,8 +396,13 @@ def _generations(model_dir: str) -> List[Tuple[str, str]]:
 
 
 def _key_metrics(summary: RunSummary) -> List[Tuple[str, float]]:
-  wanted = (evaluation.ACCURACY, 'auc', evaluation.PERPLEXITY, 'example_count',
-            'sparse_categorical_crossentropy')
+  wanted = (
+    evaluation.ACCURACY,
+    'auc',
+    evaluation.PERPLEXITY,
+    'example_count',
+    'sparse_categorical_crossentropy',
+  )
   return [(name, summary.metrics[name]) for name in wanted if name in summary.metrics]
 
 
@@ -363,20 +413,22 @@ def comparison_lines(summary: RunSummary) -> List[str]:
   if summary.baseline and accuracy is not None:
     b = summary.baseline
     lines += [
-        f'Against a baseline on the same {b["eval_examples"]:,.0f} eval examples '
-        f'(both trained on the same {b["train_examples"]:,.0f}):',
-        f'  {"this model":<40} accuracy {accuracy:.4f}',
-        f'  {"TF-IDF + logistic regression":<40} accuracy {b["accuracy"]:.4f}',
-        f'  {"difference (model - baseline)":<40} {accuracy - b["accuracy"]:+.4f}',
-        f'  {"majority class":<40} accuracy {b["majority_accuracy"]:.4f}']
+      f'Against a baseline on the same {b["eval_examples"]:,.0f} eval examples '
+      f'(both trained on the same {b["train_examples"]:,.0f}):',
+      f'  {"this model":<40} accuracy {accuracy:.4f}',
+      f'  {"TF-IDF + logistic regression":<40} accuracy {b["accuracy"]:.4f}',
+      f'  {"difference (model - baseline)":<40} {accuracy - b["accuracy"]:+.4f}',
+      f'  {"majority class":<40} accuracy {b["majority_accuracy"]:.4f}',
+    ]
   perplexity = summary.metrics.get(evaluation.PERPLEXITY)
   if summary.unigram and perplexity is not None:
     u = summary.unigram
     lines += [
-        f'Against a unigram model on the same {u["eval_tokens"]:,.0f} eval tokens:',
-        f'  {"this model":<40} perplexity {perplexity:.2f}',
-        f'  {"unigram (train token frequencies)":<40} perplexity {u["perplexity"]:.2f}',
-        f'  {"ratio (model / unigram)":<40} {perplexity / u["perplexity"]:.3f}']
+      f'Against a unigram model on the same {u["eval_tokens"]:,.0f} eval tokens:',
+      f'  {"this model":<40} perplexity {perplexity:.2f}',
+      f'  {"unigram (train token frequencies)":<40} perplexity {u["perplexity"]:.2f}',
+      f'  {"ratio (model / unigram)":<40} {perplexity / u["perplexity"]:.3f}',
+    ]
   if summary.reference_error:
     lines.append(f'No reference figure: {summary.reference_error}')
   return lines
@@ -395,8 +447,9 @@ def text(config: config_lib.PipelineConfig, summary: RunSummary) -> str:
     lines += [f'  {name:<32} {value:.4f}' for name, value in _key_metrics(summary)]
   lines += comparison_lines(summary)
   if summary.generations:
-    lines.append(f'Generations (sampled, temperature 0.7, top-k 20, up to {GENERATE_TOKENS} '
-                 'tokens):')
+    lines.append(
+      f'Generations (sampled, temperature 0.7, top-k 20, up to {GENERATE_TOKENS} tokens):'
+    )
     lines += [f'  {prompt!r} -> {continuation!r}' for prompt, continuation in summary.generations]
   if summary.blessed is not None:
     verdict = 'BLESSED' if summary.blessed else 'NOT blessed'
@@ -408,23 +461,26 @@ def text(config: config_lib.PipelineConfig, summary: RunSummary) -> str:
     name = config.serving.model_name
     grpc, rest = contract.GRPC_PORT, contract.REST_PORT
     lines += [
-        f'Pushed to: {summary.pushed_path}',
-        f'Report:    {report}',
-        '',
-        f'Serve it (gRPC :{grpc}, REST :{rest}):',
-        f'  ./dev python -m serving --model_name={name} --model_base_path={shlex.quote(base)}',
-        f'  (or the stock image: docker run -p {grpc}:{grpc} -p {rest}:{rest} '
-        f'-v {shlex.quote(base)}:/models/{name} -e MODEL_NAME={name} tensorflow/serving)',
-        'Query it:',
-        f'  ./dev python -m serving.client --grpc localhost:{grpc} --model_name={name} '
-        '--text "a wonderful, moving film"',
-        f'  curl -s -d \'{{"inputs": {{"{contract.TEXT_INPUT}": ["a wonderful, moving film"]}}, '
-        f'"signature_name": "{contract.PREDICT_TEXT}"}}\' localhost:{rest}/v1/models/{name}:predict',
+      f'Pushed to: {summary.pushed_path}',
+      f'Report:    {report}',
+      '',
+      f'Serve it (gRPC :{grpc}, REST :{rest}):',
+      f'  ./dev python -m serving --model_name={name} --model_base_path={shlex.quote(base)}',
+      f'  (or the stock image: docker run -p {grpc}:{grpc} -p {rest}:{rest} '
+      f'-v {shlex.quote(base)}:/models/{name} -e MODEL_NAME={name} tensorflow/serving)',
+      'Query it:',
+      f'  ./dev python -m serving.client --grpc localhost:{grpc} --model_name={name} '
+      '--text "a wonderful, moving film"',
+      f'  curl -s -d \'{{"inputs": {{"{contract.TEXT_INPUT}": ["a wonderful, moving film"]}}, '
+      f'"signature_name": "{contract.PREDICT_TEXT}"}}\' localhost:{rest}/v1/models/{name}:predict',
     ]
   else:
     lines += ['Nothing was pushed (the model was not blessed).', f'Report:    {report}']
-  lines += ['TensorBoard:', f'  ./dev tensorboard --logdir {shlex.quote(outputs)}  '
-            '(or: make tensorboard)', '']
+  lines += [
+    'TensorBoard:',
+    f'  ./dev tensorboard --logdir {shlex.quote(outputs)}  (or: make tensorboard)',
+    '',
+  ]
   return '\n'.join(lines)
 
 
@@ -443,8 +499,9 @@ def nice_ticks(low: float, high: float, minimum: int = 3) -> List[float]:
   if span <= 0:
     return [low]
   exponent = math.floor(math.log10(span))
-  steps = sorted((m * 10.0 ** e for e in (exponent - 2, exponent - 1, exponent)
-                  for m in (1, 2, 5)), reverse=True)
+  steps = sorted(
+    (m * 10.0**e for e in (exponent - 2, exponent - 1, exponent) for m in (1, 2, 5)), reverse=True
+  )
   for step in steps:
     first = math.ceil(low / step - 1e-9)
     last = math.floor(high / step + 1e-9)
@@ -461,8 +518,14 @@ def _tick_label(value: float) -> str:
   return f'{value:.4g}'
 
 
-def svg_chart(title: str, series: Dict[str, List[Tuple[int, float]]], y_label: str,
-              x_label: str = 'training step', width: int = 440, height: int = 240) -> str:
+def svg_chart(
+  title: str,
+  series: Dict[str, List[Tuple[int, float]]],
+  y_label: str,
+  x_label: str = 'training step',
+  width: int = 440,
+  height: int = 240,
+) -> str:
   """A line chart of one metric: one polyline per series, labelled axes, a legend."""
   series = {name: points for name, points in series.items() if points}
   if not series:
@@ -483,36 +546,53 @@ def svg_chart(title: str, series: Dict[str, List[Tuple[int, float]]], y_label: s
   def y(value):
     return height - bottom - (value - y0) / (y1 - y0) * (height - top - bottom)
 
-  parts = [f'<rect x="{left}" y="{top}" width="{width - left - right}" '
-           f'height="{height - top - bottom}" fill="#fff" stroke="#bbb"/>']
+  parts = [
+    f'<rect x="{left}" y="{top}" width="{width - left - right}" '
+    f'height="{height - top - bottom}" fill="#fff" stroke="#bbb"/>'
+  ]
   for tick in nice_ticks(y0, y1):
-    parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" '
-                 'stroke="#eee"/>'
-                 f'<text x="{left - 4}" y="{y(tick) + 3:.1f}" font-size="10" '
-                 f'text-anchor="end">{_tick_label(tick)}</text>')
+    parts.append(
+      f'<line x1="{left}" x2="{width - right}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" '
+      'stroke="#eee"/>'
+      f'<text x="{left - 4}" y="{y(tick) + 3:.1f}" font-size="10" '
+      f'text-anchor="end">{_tick_label(tick)}</text>'
+    )
   for tick in nice_ticks(x0, x1):
-    parts.append(f'<text x="{x(tick):.1f}" y="{height - bottom + 13}" font-size="10" '
-                 f'text-anchor="middle">{tick:,.0f}</text>')
-  parts.append(f'<text x="{(left + width - right) / 2:.0f}" y="{height - 8}" font-size="11" '
-               f'text-anchor="middle">{html.escape(x_label)}</text>'
-               f'<text x="12" y="{(top + height - bottom) / 2:.0f}" font-size="11" '
-               f'text-anchor="middle" transform="rotate(-90 12 {(top + height - bottom) / 2:.0f})">'
-               f'{html.escape(y_label)}</text>'
-               f'<text x="{left}" y="16" font-size="12" font-weight="bold">'
-               f'{html.escape(title)}</text>')
+    parts.append(
+      f'<text x="{x(tick):.1f}" y="{height - bottom + 13}" font-size="10" '
+      f'text-anchor="middle">{tick:,.0f}</text>'
+    )
+  parts.append(
+    f'<text x="{(left + width - right) / 2:.0f}" y="{height - 8}" font-size="11" '
+    f'text-anchor="middle">{html.escape(x_label)}</text>'
+    f'<text x="12" y="{(top + height - bottom) / 2:.0f}" font-size="11" '
+    f'text-anchor="middle" transform="rotate(-90 12 {(top + height - bottom) / 2:.0f})">'
+    f'{html.escape(y_label)}</text>'
+    f'<text x="{left}" y="16" font-size="12" font-weight="bold">'
+    f'{html.escape(title)}</text>'
+  )
   legend_x = width - right
   for name, points in sorted(series.items(), key=lambda kv: kv[0] == 'train'):
     # Legend entries right to left above the plot, so they never cover a curve.
     color = _COLORS.get(name, '#555')
     path = ' '.join(f'{x(s):.1f},{y(v):.1f}' for s, v in sorted(points))
-    marker = ''.join(f'<circle cx="{x(s):.1f}" cy="{y(v):.1f}" r="2.5" fill="{color}"/>'
-                     for s, v in points) if len(points) <= 30 else ''
-    parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{path}"/>'
-                 f'{marker}<text x="{legend_x}" y="16" font-size="11" fill="{color}" '
-                 f'text-anchor="end">— {html.escape(name)}</text>')
+    marker = (
+      ''.join(
+        f'<circle cx="{x(s):.1f}" cy="{y(v):.1f}" r="2.5" fill="{color}"/>' for s, v in points
+      )
+      if len(points) <= 30
+      else ''
+    )
+    parts.append(
+      f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{path}"/>'
+      f'{marker}<text x="{legend_x}" y="16" font-size="11" fill="{color}" '
+      f'text-anchor="end">— {html.escape(name)}</text>'
+    )
     legend_x -= 12 + 7 * len(name)
-  return (f'<figure><svg width="{width}" height="{height}" role="img" '
-          f'aria-label="{html.escape(title)}">{"".join(parts)}</svg></figure>')
+  return (
+    f'<figure><svg width="{width}" height="{height}" role="img" '
+    f'aria-label="{html.escape(title)}">{"".join(parts)}</svg></figure>'
+  )
 
 
 def _charts(curves: Dict[str, List[Tuple[int, float]]]) -> str:
@@ -524,17 +604,22 @@ def _charts(curves: Dict[str, List[Tuple[int, float]]]) -> str:
     if not metric:
       split, metric = 'train', tag
     grouped.setdefault((producer, metric), {})[split] = points
-  order = sorted(grouped, key=lambda k: (k[0] != 'Trainer', k[0], k[1] in _DIAGNOSTICS,
-                                         k[1] != 'loss', k[1]))
-  return ''.join(svg_chart(f'{producer}: {metric}', grouped[(producer, metric)],
-                           y_label=metric.replace('_', ' '))
-                 for producer, metric in order)
+  order = sorted(
+    grouped, key=lambda k: (k[0] != 'Trainer', k[0], k[1] in _DIAGNOSTICS, k[1] != 'loss', k[1])
+  )
+  return ''.join(
+    svg_chart(
+      f'{producer}: {metric}', grouped[(producer, metric)], y_label=metric.replace('_', ' ')
+    )
+    for producer, metric in order
+  )
 
 
 def _table(rows, header) -> str:
   head = ''.join(f'<th>{html.escape(str(h))}</th>' for h in header)
-  body = ''.join('<tr>' + ''.join(f'<td>{html.escape(str(c))}</td>' for c in row) + '</tr>'
-                 for row in rows)
+  body = ''.join(
+    '<tr>' + ''.join(f'<td>{html.escape(str(c))}</td>' for c in row) + '</tr>' for row in rows
+  )
   return f'<table><tr>{head}</tr>{body}</table>'
 
 
@@ -543,8 +628,7 @@ def _confusion_table(labels: List[str], grid: List[List[float]]) -> str:
   rows = []
   for label, row in zip(labels, grid, strict=True):
     total = sum(row)
-    cells = [f'{count:,.0f} ({count / total:.1%})' if total else f'{count:,.0f}'
-             for count in row]
+    cells = [f'{count:,.0f} ({count / total:.1%})' if total else f'{count:,.0f}' for count in row]
     rows.append([label] + cells + [f'{total:,.0f}'])
   totals = [sum(row[j] for row in grid) for j in range(len(labels))]
   rows.append(['all'] + [f'{t:,.0f}' for t in totals] + [f'{sum(totals):,.0f}'])
@@ -565,56 +649,92 @@ def _headline(summary: RunSummary) -> str:
 def render_report(config: config_lib.PipelineConfig, summary: RunSummary) -> str:
   """The run report as one self-contained HTML page."""
   parts = [f'<h1>{html.escape(config.pipeline_name)}: run report</h1>']
-  verdict = ('blessed' if summary.blessed else 'not blessed') if summary.blessed is not None \
-      else 'not evaluated'
-  parts.append(f'<p>Task <b>{html.escape(config.train.task)}</b>. Model {verdict}: '
-               f'{html.escape("; ".join(summary.why))}. '
-               f'Pushed to: <code>{html.escape(summary.pushed_path or "nothing pushed")}</code>'
-               '</p>')
+  verdict = (
+    ('blessed' if summary.blessed else 'not blessed')
+    if summary.blessed is not None
+    else 'not evaluated'
+  )
+  parts.append(
+    f'<p>Task <b>{html.escape(config.train.task)}</b>. Model {verdict}: '
+    f'{html.escape("; ".join(summary.why))}. '
+    f'Pushed to: <code>{html.escape(summary.pushed_path or "nothing pushed")}</code>'
+    '</p>'
+  )
   parts.append(_headline(summary))
   if summary.generations:
-    parts.append(f'<h2>Generations</h2><p>Sampled with temperature 0.7, top-k 20, up to '
-                 f'{GENERATE_TOKENS} new tokens.</p>' + _table(
-                     [(p, c) for p, c in summary.generations], ('prompt', 'continuation')))
+    parts.append(
+      f'<h2>Generations</h2><p>Sampled with temperature 0.7, top-k 20, up to '
+      f'{GENERATE_TOKENS} new tokens.</p>'
+      + _table([(p, c) for p, c in summary.generations], ('prompt', 'continuation'))
+    )
   if summary.curves:
-    parts.append('<h2>Training curves</h2><p>Train points average the steps since the previous '
-                 'point; eval points score the eval split at that step.</p>' +
-                 _charts(summary.curves))
+    parts.append(
+      '<h2>Training curves</h2><p>Train points average the steps since the previous '
+      'point; eval points score the eval split at that step.</p>' + _charts(summary.curves)
+    )
   if summary.confusion:
     labels, grid = summary.confusion
-    parts.append('<h2>Confusion matrix</h2><p>Eval examples; rows: actual label, columns: '
-                 'predicted label; in brackets, the share of the row.</p>' +
-                 _confusion_table(labels, grid))
+    parts.append(
+      '<h2>Confusion matrix</h2><p>Eval examples; rows: actual label, columns: '
+      'predicted label; in brackets, the share of the row.</p>' + _confusion_table(labels, grid)
+    )
   if summary.metrics:
-    parts.append('<h2>Eval metrics</h2>' + _table(
-        [(k, _metric_text(k, v)) for k, v in sorted(summary.metrics.items())],
-        ('metric', 'value')))
+    parts.append(
+      '<h2>Eval metrics</h2>'
+      + _table(
+        [(k, _metric_text(k, v)) for k, v in sorted(summary.metrics.items())], ('metric', 'value')
+      )
+    )
   if summary.per_label:
     names = sorted({k for m in summary.per_label.values() for k in m})
     # Within one label's slice, per-class metrics of the other classes are 0 or NaN: show the
     # counts and accuracy when there are, which read the same for every slice.
     names = [n for n in ('example_count', evaluation.ACCURACY) if n in names] or names
-    parts.append('<h2>By slice</h2>' + _table(
-        [[s] + [_metric_text(n, m.get(n, float('nan'))) for n in names]
-         for s, m in sorted(summary.per_label.items())], ['slice'] + names))
+    parts.append(
+      '<h2>By slice</h2>'
+      + _table(
+        [
+          [s] + [_metric_text(n, m.get(n, float('nan'))) for n in names]
+          for s, m in sorted(summary.per_label.items())
+        ],
+        ['slice'] + names,
+      )
+    )
   if summary.statistics:
-    columns = sorted({k for row in summary.statistics.values() for k in row},
-                     key=lambda k: (k != 'examples', k))
-    parts.append('<h2>Data (StatisticsGen)</h2>' + _table(
-        [[split] + [f'{row[c]:g}' if c in row else '' for c in columns]
-         for split, row in summary.statistics.items()], ['split'] + columns))
+    columns = sorted(
+      {k for row in summary.statistics.values() for k in row}, key=lambda k: (k != 'examples', k)
+    )
+    parts.append(
+      '<h2>Data (StatisticsGen)</h2>'
+      + _table(
+        [
+          [split] + [f'{row[c]:g}' if c in row else '' for c in columns]
+          for split, row in summary.statistics.items()
+        ],
+        ['split'] + columns,
+      )
+    )
   total = sum(r.seconds for r in summary.components)
-  parts.append('<h2>Components</h2>' + _table(
-      [(r.name, r.state.lower(), f'{r.seconds:.1f} s') for r in summary.components] +
-      [('total', '', f'{total:.1f} s')], ('component', 'state', 'time')))
+  parts.append(
+    '<h2>Components</h2>'
+    + _table(
+      [(r.name, r.state.lower(), f'{r.seconds:.1f} s') for r in summary.components]
+      + [('total', '', f'{total:.1f} s')],
+      ('component', 'state', 'time'),
+    )
+  )
   parts.append('<h2>Configuration</h2><pre>' + html.escape(config.to_json()) + '</pre>')
-  style = ('body{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222}'
-           'table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;'
-           'padding:2px 8px;text-align:left}figure{display:inline-block;margin:4px}'
-           'pre{overflow-x:auto}'
-           '.headline{background:#f4f8ff;border:1px solid #c8d8f0;padding:8px;font-size:14px}')
-  return (f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(config.pipeline_name)}'
-          f'</title><style>{style}</style></head><body>{"".join(parts)}</body></html>')
+  style = (
+    'body{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222}'
+    'table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;'
+    'padding:2px 8px;text-align:left}figure{display:inline-block;margin:4px}'
+    'pre{overflow-x:auto}'
+    '.headline{background:#f4f8ff;border:1px solid #c8d8f0;padding:8px;font-size:14px}'
+  )
+  return (
+    f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(config.pipeline_name)}'
+    f'</title><style>{style}</style></head><body>{"".join(parts)}</body></html>'
+  )
 
 
 def write_report(config: config_lib.PipelineConfig, summary: RunSummary) -> List[str]:

@@ -22,60 +22,141 @@ def _flags(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace
   parser = argparse.ArgumentParser(prog='python -m serving', description=__doc__.split('\n')[0])
   add = parser.add_argument
   add('--port', type=int, default=contract.GRPC_PORT, help='gRPC port (0 picks a free one).')
-  add('--rest_api_port', type=int, default=contract.REST_PORT,
-      help='REST port; 0 disables REST, as in tensorflow_model_server.')
-  add('--host', default='127.0.0.1',
-      help='Interface to bind (default local only; 0.0.0.0 to expose the server).')
+  add(
+    '--rest_api_port',
+    type=int,
+    default=contract.REST_PORT,
+    help='REST port; 0 disables REST, as in tensorflow_model_server.',
+  )
+  add(
+    '--host',
+    default='127.0.0.1',
+    help='Interface to bind (default local only; 0.0.0.0 to expose the server).',
+  )
   add('--model_name', default='default', help='Name of the model served from --model_base_path.')
   add('--model_base_path', default='', help='Directory of numbered version subdirectories.')
-  add('--model_config_file', default='',
-      help='ModelServerConfig text proto listing the models (instead of --model_base_path).')
-  add('--model_base_path_root', default='',
-      help='Serve every model found under this directory (e.g. pipeline_outputs): a model is a'
-           ' directory of numbered versions, named after that directory.')
-  add('--file_system_poll_wait_seconds', type=float, default=1.0,
-      help='Seconds between polls for new versions; 0 loads only at start.')
+  add(
+    '--model_config_file',
+    default='',
+    help='ModelServerConfig text proto listing the models (instead of --model_base_path).',
+  )
+  add(
+    '--model_base_path_root',
+    default='',
+    help='Serve every model found under this directory (e.g. pipeline_outputs): a model is a'
+    ' directory of numbered versions, named after that directory.',
+  )
+  add(
+    '--file_system_poll_wait_seconds',
+    type=float,
+    default=1.0,
+    help='Seconds between polls for new versions; 0 loads only at start.',
+  )
   add('--enable_batching', action='store_true', help='Merge concurrent requests into batches.')
-  add('--batching_parameters_file', default='',
-      help='BatchingParameters text proto (max_batch_size, batch_timeout_micros, ...).')
-  add('--max_request_bytes', type=int, default=64 << 20,
-      help='Largest gRPC message or REST body accepted.')
-  add('--max_request_batch_size', type=int, default=0,
-      help='Most rows one request may carry (0: no limit; with batching, max_batch_size also'
-           ' applies).')
-  add('--max_request_elements', type=int, default=1 << 24,
-      help='Most tensor elements one request may carry, over all its inputs.')
-  add('--max_request_string_bytes', type=int, default=64 << 20,
-      help='Most bytes of string elements one request may carry.')
+  add(
+    '--batching_parameters_file',
+    default='',
+    help='BatchingParameters text proto (max_batch_size, batch_timeout_micros, ...).',
+  )
+  add(
+    '--max_request_bytes',
+    type=int,
+    default=64 << 20,
+    help='Largest gRPC message or REST body accepted.',
+  )
+  add(
+    '--max_request_batch_size',
+    type=int,
+    default=0,
+    help='Most rows one request may carry (0: no limit; with batching, max_batch_size also'
+    ' applies).',
+  )
+  add(
+    '--max_request_elements',
+    type=int,
+    default=1 << 24,
+    help='Most tensor elements one request may carry, over all its inputs.',
+  )
+  add(
+    '--max_request_string_bytes',
+    type=int,
+    default=64 << 20,
+    help='Most bytes of string elements one request may carry.',
+  )
   add('--grpc_threads', type=int, default=32, help='Requests handled at once over gRPC.')
-  add('--grpc_max_concurrent_rpcs', type=int, default=128,
-      help='RPCs running or waiting for a thread; beyond, RESOURCE_EXHAUSTED.')
-  add('--rest_max_connections', type=int, default=64,
-      help='Open REST connections (one worker thread each); beyond, 503.')
-  add('--rest_header_timeout_seconds', type=float, default=30.0,
-      help='Time an idle REST connection has to send a request line and headers.')
-  add('--rest_body_timeout_seconds', type=float, default=60.0,
-      help='Time a REST request body has to arrive.')
-  add('--max_json_depth', type=int, default=64,
-      help='Deepest nesting of arrays and objects in a REST body.')
+  add(
+    '--grpc_max_concurrent_rpcs',
+    type=int,
+    default=128,
+    help='RPCs running or waiting for a thread; beyond, RESOURCE_EXHAUSTED.',
+  )
+  add(
+    '--rest_max_connections',
+    type=int,
+    default=64,
+    help='Open REST connections (one worker thread each); beyond, 503.',
+  )
+  add(
+    '--rest_header_timeout_seconds',
+    type=float,
+    default=30.0,
+    help='Time an idle REST connection has to send a request line and headers.',
+  )
+  add(
+    '--rest_body_timeout_seconds',
+    type=float,
+    default=60.0,
+    help='Time a REST request body has to arrive.',
+  )
+  add(
+    '--max_json_depth',
+    type=int,
+    default=64,
+    help='Deepest nesting of arrays and objects in a REST body.',
+  )
   add('--ssl_certfile', default='', help='PEM certificate: serve gRPC over TLS and HTTPS.')
   add('--ssl_keyfile', default='', help='PEM private key for --ssl_certfile.')
-  add('--ssl_client_ca_file', default='',
-      help='PEM CA certificates: require client certificates signed by them (mutual TLS).')
-  add('--auth_token_file', default='',
-      help='File holding a bearer token every call must carry (gRPC metadata and HTTP header'
-           ' "authorization: Bearer <token>"); REST /healthz stays open.')
-  add('--enable_model_management', action='store_true',
-      help='Serve HandleReloadConfigRequest (off by default: any client could unload models).')
-  add('--drain_seconds', type=float, default=30.0,
-      help='On SIGTERM, how long to wait for in-flight requests.')
-  add('--rest_timeout_seconds', type=float, default=120.0,
-      help='A REST predict or classify call running longer is answered 504 (gRPC calls use'
-           ' their deadline); 0 means no limit.')
-  add('--tensorflow_intra_op_parallelism', type=int, default=0,
-      help='Threads one TensorFlow op may use (0: TensorFlow chooses, one per core).')
-  add('--tensorflow_inter_op_parallelism', type=int, default=0,
-      help='TensorFlow ops run at once (0: TensorFlow chooses).')
+  add(
+    '--ssl_client_ca_file',
+    default='',
+    help='PEM CA certificates: require client certificates signed by them (mutual TLS).',
+  )
+  add(
+    '--auth_token_file',
+    default='',
+    help='File holding a bearer token every call must carry (gRPC metadata and HTTP header'
+    ' "authorization: Bearer <token>"); REST /healthz stays open.',
+  )
+  add(
+    '--enable_model_management',
+    action='store_true',
+    help='Serve HandleReloadConfigRequest (off by default: any client could unload models).',
+  )
+  add(
+    '--drain_seconds',
+    type=float,
+    default=30.0,
+    help='On SIGTERM, how long to wait for in-flight requests.',
+  )
+  add(
+    '--rest_timeout_seconds',
+    type=float,
+    default=120.0,
+    help='A REST predict or classify call running longer is answered 504 (gRPC calls use'
+    ' their deadline); 0 means no limit.',
+  )
+  add(
+    '--tensorflow_intra_op_parallelism',
+    type=int,
+    default=0,
+    help='Threads one TensorFlow op may use (0: TensorFlow chooses, one per core).',
+  )
+  add(
+    '--tensorflow_inter_op_parallelism',
+    type=int,
+    default=0,
+    help='TensorFlow ops run at once (0: TensorFlow chooses).',
+  )
   add('--log_level', default='INFO', help='Python logging level.')
   return parser, parser.parse_args(argv)
 
@@ -87,22 +168,29 @@ def main(argv: list[str] | None = None) -> int:
   if argv is None:  # the program itself, not a call from another one
     # Before TensorFlow is imported: its C++ start-up lines go to a log, not the console.
     from tfxlm import console
+
     native_log = console.default_log_path('serve')
     console.route_native_stderr(native_log)
-  logging.basicConfig(level=flags.log_level.upper(),
-                      format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+  logging.basicConfig(
+    level=flags.log_level.upper(), format='%(asctime)s %(levelname)s %(name)s: %(message)s'
+  )
   if native_log:
     log.info("TensorFlow's native log: %s", native_log)
-  sources = [bool(flags.model_base_path), bool(flags.model_config_file),
-             bool(flags.model_base_path_root)]
+  sources = [
+    bool(flags.model_base_path),
+    bool(flags.model_config_file),
+    bool(flags.model_base_path_root),
+  ]
   if sum(sources) != 1:
-    parser.error('give exactly one of --model_base_path, --model_config_file and'
-                 ' --model_base_path_root')
+    parser.error(
+      'give exactly one of --model_base_path, --model_config_file and --model_base_path_root'
+    )
   # Imported once the flags are known good: these pull in TensorFlow, which takes seconds.
   from serving import codec, rest
   from serving import config as config_lib
   from serving import server as server_lib
   from serving.batching import BatchingOptions
+
   try:
     if flags.model_config_file:
       models = config_lib.parse_model_config_file(flags.model_config_file)
@@ -112,43 +200,60 @@ def main(argv: list[str] | None = None) -> int:
       models = []
     batching = None
     if flags.enable_batching:
-      batching = (config_lib.parse_batching_parameters_file(flags.batching_parameters_file)
-                  if flags.batching_parameters_file else BatchingOptions())
+      batching = (
+        config_lib.parse_batching_parameters_file(flags.batching_parameters_file)
+        if flags.batching_parameters_file
+        else BatchingOptions()
+      )
     options = server_lib.ServerOptions(
-        host=flags.host, grpc_port=flags.port, rest_port=flags.rest_api_port or None,
-        grpc_threads=flags.grpc_threads, grpc_max_concurrent_rpcs=flags.grpc_max_concurrent_rpcs,
-        max_request_bytes=flags.max_request_bytes,
-        limits=codec.Limits(flags.max_request_elements, flags.max_request_string_bytes),
-        rest_options=rest.RestOptions(max_connections=flags.rest_max_connections,
-                                      header_timeout=flags.rest_header_timeout_seconds,
-                                      body_timeout=flags.rest_body_timeout_seconds,
-                                      max_json_depth=flags.max_json_depth),
-        ssl_certfile=flags.ssl_certfile or None, ssl_keyfile=flags.ssl_keyfile or None,
-        ssl_client_ca_file=flags.ssl_client_ca_file or None,
-        auth_token_file=flags.auth_token_file or None,
-        enable_model_management=flags.enable_model_management,
-        drain_seconds=flags.drain_seconds,
-        rest_timeout_seconds=flags.rest_timeout_seconds or None)
+      host=flags.host,
+      grpc_port=flags.port,
+      rest_port=flags.rest_api_port or None,
+      grpc_threads=flags.grpc_threads,
+      grpc_max_concurrent_rpcs=flags.grpc_max_concurrent_rpcs,
+      max_request_bytes=flags.max_request_bytes,
+      limits=codec.Limits(flags.max_request_elements, flags.max_request_string_bytes),
+      rest_options=rest.RestOptions(
+        max_connections=flags.rest_max_connections,
+        header_timeout=flags.rest_header_timeout_seconds,
+        body_timeout=flags.rest_body_timeout_seconds,
+        max_json_depth=flags.max_json_depth,
+      ),
+      ssl_certfile=flags.ssl_certfile or None,
+      ssl_keyfile=flags.ssl_keyfile or None,
+      ssl_client_ca_file=flags.ssl_client_ca_file or None,
+      auth_token_file=flags.auth_token_file or None,
+      enable_model_management=flags.enable_model_management,
+      drain_seconds=flags.drain_seconds,
+      rest_timeout_seconds=flags.rest_timeout_seconds or None,
+    )
     if options.auth_token_file:
       server_lib.read_token(options.auth_token_file)  # a bad file is a usage error
   except (OSError, ValueError) as e:
     parser.error(str(e))
   # Before any model loads: TensorFlow fixes its thread pools at the first op.
   import tensorflow as tf
+
   if flags.tensorflow_intra_op_parallelism:
     tf.config.threading.set_intra_op_parallelism_threads(flags.tensorflow_intra_op_parallelism)
   if flags.tensorflow_inter_op_parallelism:
     tf.config.threading.set_inter_op_parallelism_threads(flags.tensorflow_inter_op_parallelism)
-  server = server_lib.build(models, flags.model_base_path_root or None, batching,
-                            flags.file_system_poll_wait_seconds, options,
-                            flags.max_request_batch_size or None)
+  server = server_lib.build(
+    models,
+    flags.model_base_path_root or None,
+    batching,
+    flags.file_system_poll_wait_seconds,
+    options,
+    flags.max_request_batch_size or None,
+  )
   stop = threading.Event()
   for signum in (signal.SIGTERM, signal.SIGINT):
     signal.signal(signum, lambda *_: stop.set())
   server.start()
   # A single parseable line, so scripts and tests can find the ports.
-  print(f'SERVING grpc={flags.host}:{server.grpc_port} rest={flags.host}:{server.rest_port}',
-        flush=True)
+  print(
+    f'SERVING grpc={flags.host}:{server.grpc_port} rest={flags.host}:{server.rest_port}', flush=True
+  )
   while not stop.wait(1.0):
     pass
   log.info('shutting down: draining in-flight requests (up to %ss)', flags.drain_seconds)

@@ -28,6 +28,7 @@ class BatchingOptions:
     max_enqueued_batches: queue capacity, in batches of max_batch_size rows; a request that
       does not fit is refused with UNAVAILABLE.
   """
+
   max_batch_size: int = 32
   batch_timeout_micros: int = 1000
   num_batch_threads: int = os.cpu_count() or 1
@@ -36,8 +37,9 @@ class BatchingOptions:
   def __post_init__(self):
     for field in dataclasses.fields(self):
       if getattr(self, field.name) < (0 if field.name == 'batch_timeout_micros' else 1):
-        raise ValueError(f'batching parameter {field.name} must be positive, got'
-                         f' {getattr(self, field.name)}')
+        raise ValueError(
+          f'batching parameter {field.name} must be positive, got {getattr(self, field.name)}'
+        )
 
 
 class _Task:
@@ -61,8 +63,12 @@ class BatchQueue:
     on_batch: called with the number of rows of every executed batch (for metrics), or None.
   """
 
-  def __init__(self, signature: 'Signature', options: BatchingOptions,
-               on_batch: Callable[[int], None] | None = None):
+  def __init__(
+    self,
+    signature: 'Signature',
+    options: BatchingOptions,
+    on_batch: Callable[[int], None] | None = None,
+  ):
     self._signature = signature
     self._options = options
     self._on_batch = on_batch
@@ -71,14 +77,16 @@ class BatchQueue:
     self._tasks = collections.deque()
     self._queued_rows = 0
     self._closed = False
-    self._threads = [threading.Thread(target=self._work, daemon=True,
-                                      name=f'batch-{signature.name}-{i}')
-                     for i in range(options.num_batch_threads)]
+    self._threads = [
+      threading.Thread(target=self._work, daemon=True, name=f'batch-{signature.name}-{i}')
+      for i in range(options.num_batch_threads)
+    ]
     for thread in self._threads:
       thread.start()
 
-  def run(self, inputs: Mapping[str, np.ndarray], rows: int, deadline: float | None = None
-          ) -> dict[str, np.ndarray]:
+  def run(
+    self, inputs: Mapping[str, np.ndarray], rows: int, deadline: float | None = None
+  ) -> dict[str, np.ndarray]:
     """Runs `rows` rows of checked inputs as part of a batch; blocks until they are done.
 
     Raises:
@@ -89,14 +97,16 @@ class BatchQueue:
     options = self._options
     if rows > options.max_batch_size:
       raise errors.invalid_argument(
-          f'batch of {rows} rows is larger than the maximum batch size {options.max_batch_size}')
+        f'batch of {rows} rows is larger than the maximum batch size {options.max_batch_size}'
+      )
     task = _Task(inputs, rows, deadline)
     with self._cond:
       closed = self._closed
       capacity = options.max_enqueued_batches * options.max_batch_size
       if not closed and self._queued_rows + rows > capacity:
-        raise errors.ServingError(grpc.StatusCode.UNAVAILABLE,
-                                  'the batch scheduling queue is full; retry later')
+        raise errors.ServingError(
+          grpc.StatusCode.UNAVAILABLE, 'the batch scheduling queue is full; retry later'
+        )
       if not closed:
         self._tasks.append(task)
         self._queued_rows += rows
@@ -111,8 +121,10 @@ class BatchQueue:
         if task in self._tasks:
           self._tasks.remove(task)
           self._queued_rows -= rows
-      raise errors.ServingError(grpc.StatusCode.DEADLINE_EXCEEDED,
-                                'deadline exceeded while the request waited for its batch')
+      raise errors.ServingError(
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        'deadline exceeded while the request waited for its batch',
+      )
     if task.error is not None:
       raise task.error
     return task.outputs
@@ -156,8 +168,9 @@ class BatchQueue:
       live = []
       for task in batch:
         if task.deadline is not None and task.deadline <= now:
-          task.error = errors.ServingError(grpc.StatusCode.DEADLINE_EXCEEDED,
-                                           'deadline exceeded before the batch ran')
+          task.error = errors.ServingError(
+            grpc.StatusCode.DEADLINE_EXCEEDED, 'deadline exceeded before the batch ran'
+          )
           task.done.set()
         else:
           live.append(task)
@@ -177,8 +190,7 @@ class BatchQueue:
     if len(tasks) == 1:
       self._run_alone(tasks[0])
       return
-    inputs = {key: np.concatenate([t.inputs[key] for t in tasks])
-              for key in self._signature.inputs}
+    inputs = {key: np.concatenate([t.inputs[key] for t in tasks]) for key in self._signature.inputs}
     try:
       outputs = self._signature(inputs)
     except errors.ServingError:
@@ -191,16 +203,17 @@ class BatchQueue:
     bad = [k for k, v in outputs.items() if v.ndim == 0 or v.shape[0] != total]
     if bad:
       error = errors.ServingError(
-          grpc.StatusCode.INTERNAL,
-          f'signature "{self._signature.name}" outputs {bad} do not have the batch dimension;'
-          ' serve it without batching')
+        grpc.StatusCode.INTERNAL,
+        f'signature "{self._signature.name}" outputs {bad} do not have the batch dimension;'
+        ' serve it without batching',
+      )
       for task in tasks:
         task.error = error
         task.done.set()
       return
     start = 0
     for task in tasks:
-      task.outputs = {k: v[start:start + task.rows] for k, v in outputs.items()}
+      task.outputs = {k: v[start : start + task.rows] for k, v in outputs.items()}
       start += task.rows
       task.done.set()
 

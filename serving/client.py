@@ -27,6 +27,7 @@ from collections.abc import Sequence
 if __name__ == '__main__':
   # Before TensorFlow is imported: its C++ start-up lines go to a log, not the console.
   from tfxlm import console
+
   console.route_native_stderr(console.default_log_path('client'))
 
 import grpc  # noqa: E402
@@ -49,14 +50,27 @@ SIGNATURE_DEF_FIELD = 'signature_def'
 
 def generation_rows(prompts, max_new_tokens=32, temperature=0.0, top_k=0, top_p=1.0, seed=0):
   """The `generate` signature's inputs, one dict per prompt with the same controls."""
-  return [{contract.PROMPT_INPUT: p, contract.MAX_NEW_TOKENS_INPUT: max_new_tokens,
-           contract.TEMPERATURE_INPUT: temperature, contract.TOP_K_INPUT: top_k,
-           contract.TOP_P_INPUT: top_p, contract.SEED_INPUT: seed} for p in prompts]
+  return [
+    {
+      contract.PROMPT_INPUT: p,
+      contract.MAX_NEW_TOKENS_INPUT: max_new_tokens,
+      contract.TEMPERATURE_INPUT: temperature,
+      contract.TOP_K_INPUT: top_k,
+      contract.TOP_P_INPUT: top_p,
+      contract.SEED_INPUT: seed,
+    }
+    for p in prompts
+  ]
 
 
-_GENERATION_DTYPES = {contract.PROMPT_INPUT: tf.string, contract.MAX_NEW_TOKENS_INPUT: tf.int32,
-                      contract.TEMPERATURE_INPUT: tf.float32, contract.TOP_K_INPUT: tf.int32,
-                      contract.TOP_P_INPUT: tf.float32, contract.SEED_INPUT: tf.int32}
+_GENERATION_DTYPES = {
+  contract.PROMPT_INPUT: tf.string,
+  contract.MAX_NEW_TOKENS_INPUT: tf.int32,
+  contract.TEMPERATURE_INPUT: tf.float32,
+  contract.TOP_K_INPUT: tf.int32,
+  contract.TOP_P_INPUT: tf.float32,
+  contract.SEED_INPUT: tf.int32,
+}
 
 
 def _spec(model_spec, name, signature='', version=None, label=None):
@@ -79,8 +93,9 @@ class GrpcClient:
     token: a bearer token sent as `authorization` metadata, for a server that wants one.
   """
 
-  def __init__(self, target: str, root_cert: str | None = None, timeout: float = 30.0,
-               token: str | None = None):
+  def __init__(
+    self, target: str, root_cert: str | None = None, timeout: float = 30.0, token: str | None = None
+  ):
     if root_cert:
       with open(root_cert, 'rb') as f:
         self.channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(f.read()))
@@ -90,30 +105,41 @@ class GrpcClient:
     self.timeout = timeout
     self.metadata = (('authorization', f'Bearer {token}'),) if token else None
 
-  def input_key(self, model: str, signature: str = '', version: int | None = None,
-                label: str | None = None) -> str:
+  def input_key(
+    self, model: str, signature: str = '', version: int | None = None, label: str | None = None
+  ) -> str:
     """The one input key of a signature, read from the model's metadata."""
-    request = get_model_metadata_pb2.GetModelMetadataRequest(
-        metadata_field=[SIGNATURE_DEF_FIELD])
+    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=[SIGNATURE_DEF_FIELD])
     _spec(request.model_spec, model, version=version, label=label)
     response = self.stub.GetModelMetadata(request, timeout=self.timeout, metadata=self.metadata)
     signature_defs = get_model_metadata_pb2.SignatureDefMap()
     response.metadata[SIGNATURE_DEF_FIELD].Unpack(signature_defs)
     return _one_input(signature_defs.signature_def, signature)
 
-  def predict(self, model: str, texts: Sequence[str], signature: str = '',
-              version: int | None = None, label: str | None = None,
-              input_key: str | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+  def predict(
+    self,
+    model: str,
+    texts: Sequence[str],
+    signature: str = '',
+    version: int | None = None,
+    label: str | None = None,
+    input_key: str | None = None,
+  ) -> tuple[dict, dict[str, np.ndarray]]:
     """Predicts on texts; returns (model_spec dict, output key -> np.ndarray)."""
     key = input_key or self.input_key(model, signature, version, label)
     request = predict_pb2.PredictRequest()
     _spec(request.model_spec, model, signature, version, label)
-    values = [text_example(t).SerializeToString() for t in texts] \
-        if key in EXAMPLE_INPUT_KEYS else [t.encode('utf-8') for t in texts]
+    values = (
+      [text_example(t).SerializeToString() for t in texts]
+      if key in EXAMPLE_INPUT_KEYS
+      else [t.encode('utf-8') for t in texts]
+    )
     request.inputs[key].CopyFrom(tf.make_tensor_proto(values, dtype=tf.string))
     response = self.stub.Predict(request, timeout=self.timeout, metadata=self.metadata)
-    return (json_format.MessageToDict(response.model_spec, preserving_proto_field_name=True),
-            {k: tf.make_ndarray(v) for k, v in response.outputs.items()})
+    return (
+      json_format.MessageToDict(response.model_spec, preserving_proto_field_name=True),
+      {k: tf.make_ndarray(v) for k, v in response.outputs.items()},
+    )
 
   def generate(self, model, rows, version=None, label=None):
     """Calls `generate` on `generation_rows`; returns (model_spec dict, {'text': np.ndarray})."""
@@ -123,21 +149,29 @@ class GrpcClient:
       values = [r[key].encode('utf-8') if dtype == tf.string else r[key] for r in rows]
       request.inputs[key].CopyFrom(tf.make_tensor_proto(values, dtype=dtype))
     response = self.stub.Predict(request, timeout=self.timeout, metadata=self.metadata)
-    return (json_format.MessageToDict(response.model_spec, preserving_proto_field_name=True),
-            {k: tf.make_ndarray(v) for k, v in response.outputs.items()})
+    return (
+      json_format.MessageToDict(response.model_spec, preserving_proto_field_name=True),
+      {k: tf.make_ndarray(v) for k, v in response.outputs.items()},
+    )
 
-  def classify(self, model: str, texts: Sequence[str], signature: str = '',
-               version: int | None = None, label: str | None = None
-               ) -> tuple[dict, list[list[tuple[str, float]]]]:
+  def classify(
+    self,
+    model: str,
+    texts: Sequence[str],
+    signature: str = '',
+    version: int | None = None,
+    label: str | None = None,
+  ) -> tuple[dict, list[list[tuple[str, float]]]]:
     """Classifies texts as tf.Examples; returns (model_spec dict, [[(label, score), ...]])."""
     request = classification_pb2.ClassificationRequest()
     _spec(request.model_spec, model, signature, version, label)
     for text in texts:
       request.input.example_list.examples.add().CopyFrom(text_example(text))
     response = self.stub.Classify(request, timeout=self.timeout, metadata=self.metadata)
-    return (json_format.MessageToDict(response.model_spec, preserving_proto_field_name=True),
-            [[(c.label, c.score) for c in row.classes]
-             for row in response.result.classifications])
+    return (
+      json_format.MessageToDict(response.model_spec, preserving_proto_field_name=True),
+      [[(c.label, c.score) for c in row.classes] for row in response.result.classifications],
+    )
 
 
 class RestClient:
@@ -150,8 +184,9 @@ class RestClient:
     token: a bearer token sent in the `Authorization` header, for a server that wants one.
   """
 
-  def __init__(self, url: str, cafile: str | None = None, timeout: float = 30.0,
-               token: str | None = None):
+  def __init__(
+    self, url: str, cafile: str | None = None, timeout: float = 30.0, token: str | None = None
+  ):
     self.url = url.rstrip('/')
     self.context = ssl.create_default_context(cafile=cafile) if cafile else None
     self.timeout = timeout
@@ -179,20 +214,30 @@ class RestClient:
     except urllib.error.HTTPError as e:
       raise RuntimeError(f'HTTP {e.code}: {e.read().decode("utf-8", "replace")}') from None
 
-  def input_key(self, model: str, signature: str = '', version: int | None = None,
-                label: str | None = None) -> str:
+  def input_key(
+    self, model: str, signature: str = '', version: int | None = None, label: str | None = None
+  ) -> str:
     """The one input key of a signature, read from the model's metadata."""
     metadata = self.request(self._path(model, version, label) + '/metadata')
     signature_defs = metadata['metadata'][SIGNATURE_DEF_FIELD][SIGNATURE_DEF_FIELD]
     return _one_input(signature_defs, signature)
 
-  def predict(self, model: str, texts: Sequence[str], signature: str = '',
-              version: int | None = None, label: str | None = None,
-              input_key: str | None = None) -> dict:
+  def predict(
+    self,
+    model: str,
+    texts: Sequence[str],
+    signature: str = '',
+    version: int | None = None,
+    label: str | None = None,
+    input_key: str | None = None,
+  ) -> dict:
     """Predicts on texts; returns the outputs (output key -> list), columnar."""
     key = input_key or self.input_key(model, signature, version, label)
-    values = [{'b64': base64.b64encode(text_example(t).SerializeToString()).decode()}
-              for t in texts] if key in EXAMPLE_INPUT_KEYS else list(texts)
+    values = (
+      [{'b64': base64.b64encode(text_example(t).SerializeToString()).decode()} for t in texts]
+      if key in EXAMPLE_INPUT_KEYS
+      else list(texts)
+    )
     body = {'signature_name': signature, 'inputs': {key: values}}
     return self.request(self._path(model, version, label) + ':predict', body)['outputs']
 
@@ -202,11 +247,16 @@ class RestClient:
     answer = self.request(self._path(model, version, label) + ':predict', body)
     return {contract.GENERATED_TEXT: answer['predictions']}
 
-  def classify(self, model: str, texts: Sequence[str], signature: str = '',
-               version: int | None = None, label: str | None = None) -> list:
+  def classify(
+    self,
+    model: str,
+    texts: Sequence[str],
+    signature: str = '',
+    version: int | None = None,
+    label: str | None = None,
+  ) -> list:
     """Classifies texts; returns [[[label, score], ...], ...], one list per text."""
-    body = {'signature_name': signature,
-            'examples': [{contract.TEXT_KEY: t} for t in texts]}
+    body = {'signature_name': signature, 'examples': [{contract.TEXT_KEY: t} for t in texts]}
     return self.request(self._path(model, version, label) + ':classify', body)['results']
 
 
@@ -214,11 +264,15 @@ def _one_input(signature_defs, signature):
   name = signature or contract.SERVING_DEFAULT
   if name not in signature_defs:
     raise ValueError(f'the model has no signature "{name}"; it has {sorted(signature_defs)}')
-  inputs = signature_defs[name].inputs if hasattr(signature_defs[name], 'inputs') else \
-      signature_defs[name]['inputs']
+  inputs = (
+    signature_defs[name].inputs
+    if hasattr(signature_defs[name], 'inputs')
+    else signature_defs[name]['inputs']
+  )
   if len(inputs) != 1:
-    raise ValueError(f'signature "{name}" has inputs {sorted(inputs)}; this client sends one'
-                     ' text input')
+    raise ValueError(
+      f'signature "{name}" has inputs {sorted(inputs)}; this client sends one text input'
+    )
   return next(iter(inputs))
 
 
@@ -233,8 +287,9 @@ def _jsonable(value):
 
 
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog='python -m serving.client',
-                                   description=__doc__.split('\n')[0])
+  parser = argparse.ArgumentParser(
+    prog='python -m serving.client', description=__doc__.split('\n')[0]
+  )
   where = parser.add_mutually_exclusive_group(required=True)
   where.add_argument('--grpc', help='host:port of the gRPC API')
   where.add_argument('--rest', help='base URL of the REST API, e.g. http://localhost:8501')
@@ -245,8 +300,9 @@ def main(argv: list[str] | None = None) -> int:
   version.add_argument('--version', type=int, help='a specific model version')
   version.add_argument('--label', help='a version label')
   parser.add_argument('--classify', action='store_true', help='use the Classify API')
-  parser.add_argument('--generate', action='store_true',
-                      help="call a causal LM's generate signature on --prompt")
+  parser.add_argument(
+    '--generate', action='store_true', help="call a causal LM's generate signature on --prompt"
+  )
   parser.add_argument('--prompt', action='append', help='a prompt (repeat for a batch)')
   parser.add_argument('--max_new_tokens', type=int, default=32)
   parser.add_argument('--temperature', type=float, default=0.0, help='0: greedy')
@@ -266,8 +322,9 @@ def main(argv: list[str] | None = None) -> int:
       with open(flags.auth_token_file, encoding='utf-8') as f:
         token = f.read().strip()
     if flags.generate:
-      rows = generation_rows(flags.prompt, flags.max_new_tokens, flags.temperature,
-                             flags.top_k, flags.top_p, flags.seed)
+      rows = generation_rows(
+        flags.prompt, flags.max_new_tokens, flags.temperature, flags.top_k, flags.top_p, flags.seed
+      )
       if flags.grpc:
         client = GrpcClient(flags.grpc, flags.root_cert, flags.timeout, token)
         spec, answer = client.generate(flags.model_name, rows, flags.version, flags.label)

@@ -36,6 +36,7 @@ class ModelConfig:
     versions: serve exactly these versions.
     labels: version label -> version (e.g. {'stable': 3, 'canary': 4}).
   """
+
   name: str
   base_path: str
   latest: int = 1
@@ -46,7 +47,7 @@ class ModelConfig:
     """The versions to serve among the `available` ones on disk (a set of ints)."""
     if self.versions:
       return set(self.versions) & available
-    return set(sorted(available)[-self.latest:]) if self.latest else set(available)
+    return set(sorted(available)[-self.latest :]) if self.latest else set(available)
 
 
 def parse_model_config_file(path: str) -> list[ModelConfig]:
@@ -67,8 +68,9 @@ def parse_model_config_file(path: str) -> list[ModelConfig]:
   return models_from_proto(proto, where=path)
 
 
-def models_from_proto(proto: model_server_config_pb2.ModelServerConfig,
-                      where: str = 'model config') -> list[ModelConfig]:
+def models_from_proto(
+  proto: model_server_config_pb2.ModelServerConfig, where: str = 'model config'
+) -> list[ModelConfig]:
   """Turns a ModelServerConfig proto into ModelConfigs.
 
   Raises:
@@ -84,8 +86,10 @@ def models_from_proto(proto: model_server_config_pb2.ModelServerConfig,
     if model.name in names:
       raise ValueError(f'{where}: model name "{model.name}" appears twice')
     if model.model_platform not in ('', 'tensorflow'):
-      raise ValueError(f'{where}: model "{model.name}": platform "{model.model_platform}" is not'
-                       ' supported (only tensorflow)')
+      raise ValueError(
+        f'{where}: model "{model.name}": platform "{model.model_platform}" is not'
+        ' supported (only tensorflow)'
+      )
     names.add(model.name)
     policy = model.model_version_policy
     kind = policy.WhichOneof('policy_choice')
@@ -99,24 +103,34 @@ def models_from_proto(proto: model_server_config_pb2.ModelServerConfig,
       if not versions:
         raise ValueError(f'{where}: model "{model.name}": specific policy lists no versions')
     labels = dict(model.version_labels)
-    models.append(ModelConfig(model.name, os.path.abspath(model.base_path), latest, versions,
-                              labels))
+    models.append(
+      ModelConfig(model.name, os.path.abspath(model.base_path), latest, versions, labels)
+    )
   return models
 
 
 def _batching_parameters_class():
   """Builds TF Serving's BatchingParameters message (not shipped in tensorflow-serving-api)."""
   file = descriptor_pb2.FileDescriptorProto(
-      name='serving/batching_parameters.proto', package='tensorflow.serving', syntax='proto3',
-      dependency=['google/protobuf/wrappers.proto'])
+    name='serving/batching_parameters.proto',
+    package='tensorflow.serving',
+    syntax='proto3',
+    dependency=['google/protobuf/wrappers.proto'],
+  )
   message = file.message_type.add(name='BatchingParameters')
-  wrapped = [('max_batch_size', 'Int64Value'), ('batch_timeout_micros', 'Int64Value'),
-             ('max_enqueued_batches', 'Int64Value'), ('num_batch_threads', 'Int64Value'),
-             ('thread_pool_name', 'StringValue'), ('max_execution_batch_size', 'Int64Value')]
+  wrapped = [
+    ('max_batch_size', 'Int64Value'),
+    ('batch_timeout_micros', 'Int64Value'),
+    ('max_enqueued_batches', 'Int64Value'),
+    ('num_batch_threads', 'Int64Value'),
+    ('thread_pool_name', 'StringValue'),
+    ('max_execution_batch_size', 'Int64Value'),
+  ]
   number = 0
   for number, (name, kind) in enumerate(wrapped, 1):
-    message.field.add(name=name, number=number, label=1, type=11,
-                      type_name=f'.google.protobuf.{kind}')
+    message.field.add(
+      name=name, number=number, label=1, type=11, type_name=f'.google.protobuf.{kind}'
+    )
   message.field.add(name='allowed_batch_sizes', number=number + 1, label=3, type=3)
   message.field.add(name='pad_variable_length_inputs', number=number + 2, label=1, type=8)
   message.field.add(name='enable_large_batch_splitting', number=number + 3, label=1, type=8)
@@ -124,7 +138,8 @@ def _batching_parameters_class():
   pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
   pool.Add(file)
   return message_factory.GetMessageClass(
-      pool.FindMessageTypeByName('tensorflow.serving.BatchingParameters'))
+    pool.FindMessageTypeByName('tensorflow.serving.BatchingParameters')
+  )
 
 
 def parse_batching_parameters_file(path: str) -> BatchingOptions:
@@ -144,8 +159,12 @@ def parse_batching_parameters_file(path: str) -> BatchingOptions:
   except text_format.ParseError as e:
     raise ValueError(f'{path}: not a BatchingParameters text proto: {e}') from None
   values = {}
-  for field in ('max_batch_size', 'batch_timeout_micros', 'num_batch_threads',
-                'max_enqueued_batches'):
+  for field in (
+    'max_batch_size',
+    'batch_timeout_micros',
+    'num_batch_threads',
+    'max_enqueued_batches',
+  ):
     if proto.HasField(field):
       values[field] = getattr(proto, field).value
   try:
@@ -166,7 +185,7 @@ def discover_models(root: str, max_depth: int = 4) -> list[ModelConfig]:
   found = {}
   root = os.path.abspath(root)
   for directory, subdirs, _ in os.walk(root):
-    depth = directory[len(root):].count(os.sep)
+    depth = directory[len(root) :].count(os.sep)
     if depth >= max_depth:
       subdirs[:] = []
     if directory != root and any(is_version_name(d) for d in subdirs):

@@ -25,9 +25,13 @@ SIGNATURE_DEF_FIELD = 'signature_def'
 CLASSIFY_INPUT_KEYS = (contract.EXAMPLES_INPUT, 'inputs')
 
 
-def predict_arrays(servable: Servable, signature_name: str, inputs: Mapping[str, np.ndarray],
-                   output_filter: Sequence[str] = (), deadline: float | None = None
-                   ) -> tuple[Signature, dict[str, np.ndarray]]:
+def predict_arrays(
+  servable: Servable,
+  signature_name: str,
+  inputs: Mapping[str, np.ndarray],
+  output_filter: Sequence[str] = (),
+  deadline: float | None = None,
+) -> tuple[Signature, dict[str, np.ndarray]]:
   """Runs a signature on numpy inputs.
 
   Args:
@@ -47,8 +51,9 @@ def predict_arrays(servable: Servable, signature_name: str, inputs: Mapping[str,
   unknown = [k for k in output_filter if k not in signature.outputs]
   if unknown:
     raise errors.invalid_argument(
-        f'output_filter {unknown} not in the outputs of signature "{signature.name}":'
-        f' {sorted(signature.outputs)}')
+      f'output_filter {unknown} not in the outputs of signature "{signature.name}":'
+      f' {sorted(signature.outputs)}'
+    )
   outputs = servable.run(signature, inputs, deadline)
   if output_filter:
     outputs = {k: outputs[k] for k in output_filter}
@@ -64,19 +69,24 @@ def spec_proto(servable: Servable, signature_name: str) -> model_pb2.ModelSpec:
   return spec
 
 
-def predict(servable: Servable, request: predict_pb2.PredictRequest,
-            deadline: float | None = None,
-            limits: codec.Limits = codec.DEFAULT_LIMITS) -> predict_pb2.PredictResponse:
+def predict(
+  servable: Servable,
+  request: predict_pb2.PredictRequest,
+  deadline: float | None = None,
+  limits: codec.Limits = codec.DEFAULT_LIMITS,
+) -> predict_pb2.PredictResponse:
   """Serves a PredictRequest on a resolved servable; returns a PredictResponse.
 
   Raises:
     ServingError: for inputs that do not decode within `limits`, or as predict_arrays.
   """
   budget = limits.budget()
-  inputs = {key: codec.from_tensor_proto(key, proto, budget)
-            for key, proto in request.inputs.items()}
-  signature, outputs = predict_arrays(servable, request.model_spec.signature_name, inputs,
-                                      list(request.output_filter), deadline)
+  inputs = {
+    key: codec.from_tensor_proto(key, proto, budget) for key, proto in request.inputs.items()
+  }
+  signature, outputs = predict_arrays(
+    servable, request.model_spec.signature_name, inputs, list(request.output_filter), deadline
+  )
   response = predict_pb2.PredictResponse()
   response.model_spec.CopyFrom(spec_proto(servable, signature.name))
   for key, array in outputs.items():
@@ -97,21 +107,29 @@ def classification_signature(servable: Servable, signature_name: str) -> tuple[S
   """
   signature = servable.signature(signature_name)
   keys = list(signature.inputs)
-  if len(keys) != 1 or keys[0] not in CLASSIFY_INPUT_KEYS or \
-     signature.inputs[keys[0]].dtype.name != 'string':
+  if (
+    len(keys) != 1
+    or keys[0] not in CLASSIFY_INPUT_KEYS
+    or signature.inputs[keys[0]].dtype.name != 'string'
+  ):
     raise errors.invalid_argument(
-        f'signature "{signature.name}" cannot serve Classify: it needs one string input named'
-        f' "examples" or "inputs" (serialized tf.Example), it has {keys}')
+      f'signature "{signature.name}" cannot serve Classify: it needs one string input named'
+      f' "examples" or "inputs" (serialized tf.Example), it has {keys}'
+    )
   if 'scores' not in signature.outputs and contract.PROBABILITIES not in signature.outputs:
     raise errors.invalid_argument(
-        f'signature "{signature.name}" cannot serve Classify: it needs a "scores" or'
-        f' "probabilities" output, it has {sorted(signature.outputs)}')
+      f'signature "{signature.name}" cannot serve Classify: it needs a "scores" or'
+      f' "probabilities" output, it has {sorted(signature.outputs)}'
+    )
   return signature, keys[0]
 
 
-def classify_examples(servable: Servable, signature_name: str,
-                      examples: Iterable[example_pb2.Example], deadline: float | None = None
-                      ) -> tuple[Signature, list[list[tuple[bytes, float]]]]:
+def classify_examples(
+  servable: Servable,
+  signature_name: str,
+  examples: Iterable[example_pb2.Example],
+  deadline: float | None = None,
+) -> tuple[Signature, list[list[tuple[bytes, float]]]]:
   """Classifies tf.Example protos.
 
   Returns:
@@ -122,15 +140,20 @@ def classify_examples(servable: Servable, signature_name: str,
   outputs = servable.run(signature, {key: serialized}, deadline)
   scores = outputs.get('scores', outputs.get(contract.PROBABILITIES))
   if scores.ndim != 2:
-    raise errors.ServingError(grpc.StatusCode.INTERNAL,
-                              f'signature "{signature.name}": scores must be [batch, classes],'
-                              f' got shape {list(scores.shape)}')
+    raise errors.ServingError(
+      grpc.StatusCode.INTERNAL,
+      f'signature "{signature.name}": scores must be [batch, classes],'
+      f' got shape {list(scores.shape)}',
+    )
   classes = outputs.get('classes')
   if classes is None:
-    classes = np.broadcast_to(np.array([str(i).encode() for i in range(scores.shape[1])],
-                                       dtype=object), scores.shape)
-  results = [[(bytes(label), float(score)) for label, score in zip(row_labels, row_scores)]
-             for row_labels, row_scores in zip(classes, scores)]
+    classes = np.broadcast_to(
+      np.array([str(i).encode() for i in range(scores.shape[1])], dtype=object), scores.shape
+    )
+  results = [
+    [(bytes(label), float(score)) for label, score in zip(row_labels, row_scores)]
+    for row_labels, row_scores in zip(classes, scores)
+  ]
   return signature, results
 
 
@@ -142,18 +165,24 @@ def examples_from_input(input_proto: input_pb2.Input) -> list[example_pb2.Exampl
   if kind == 'example_list_with_context':
     with_context = input_proto.example_list_with_context
     return [codec.merge_context(with_context.context, e) for e in with_context.examples]
-  raise errors.invalid_argument('empty batch: the Classify input has no examples (neither'
-                                ' example_list nor example_list_with_context is set)')
+  raise errors.invalid_argument(
+    'empty batch: the Classify input has no examples (neither'
+    ' example_list nor example_list_with_context is set)'
+  )
 
 
-def classify(servable: Servable, request: classification_pb2.ClassificationRequest,
-             deadline: float | None = None) -> classification_pb2.ClassificationResponse:
+def classify(
+  servable: Servable,
+  request: classification_pb2.ClassificationRequest,
+  deadline: float | None = None,
+) -> classification_pb2.ClassificationResponse:
   """Serves a ClassificationRequest on a resolved servable; returns a ClassificationResponse."""
   examples = examples_from_input(request.input)
   if not examples:
     raise errors.invalid_argument('empty batch: the Classify input has no examples')
-  signature, results = classify_examples(servable, request.model_spec.signature_name, examples,
-                                         deadline)
+  signature, results = classify_examples(
+    servable, request.model_spec.signature_name, examples, deadline
+  )
   response = classification_pb2.ClassificationResponse()
   response.model_spec.CopyFrom(spec_proto(servable, signature.name))
   for row in results:
@@ -163,17 +192,20 @@ def classify(servable: Servable, request: classification_pb2.ClassificationReque
   return response
 
 
-def metadata(servable: Servable, request: get_model_metadata_pb2.GetModelMetadataRequest
-             ) -> get_model_metadata_pb2.GetModelMetadataResponse:
+def metadata(
+  servable: Servable, request: get_model_metadata_pb2.GetModelMetadataRequest
+) -> get_model_metadata_pb2.GetModelMetadataResponse:
   """Serves a GetModelMetadataRequest; only the `signature_def` field exists, as in TF Serving."""
   fields = list(request.metadata_field)
   if not fields:
-    raise errors.invalid_argument('GetModelMetadataRequest must specify at least one'
-                                  ' metadata_field')
+    raise errors.invalid_argument(
+      'GetModelMetadataRequest must specify at least one metadata_field'
+    )
   unknown = [f for f in fields if f != SIGNATURE_DEF_FIELD]
   if unknown:
-    raise errors.invalid_argument(f'Metadata field(s) {unknown} not supported; the only one is'
-                                  f' "{SIGNATURE_DEF_FIELD}"')
+    raise errors.invalid_argument(
+      f'Metadata field(s) {unknown} not supported; the only one is "{SIGNATURE_DEF_FIELD}"'
+    )
   response = get_model_metadata_pb2.GetModelMetadataResponse()
   response.model_spec.CopyFrom(spec_proto(servable, ''))
   signature_defs = get_model_metadata_pb2.SignatureDefMap()
@@ -183,8 +215,9 @@ def metadata(servable: Servable, request: get_model_metadata_pb2.GetModelMetadat
   return response
 
 
-def status_response(statuses: Iterable[tuple[int, str, grpc.StatusCode, str]]
-                    ) -> get_model_status_pb2.GetModelStatusResponse:
+def status_response(
+  statuses: Iterable[tuple[int, str, grpc.StatusCode, str]],
+) -> get_model_status_pb2.GetModelStatusResponse:
   """A GetModelStatusResponse from manager.ModelManager.status() tuples."""
   response = get_model_status_pb2.GetModelStatusResponse()
   for version, state, code, message in statuses:

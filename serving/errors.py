@@ -6,23 +6,23 @@ import grpc
 
 # The HTTP status TF Serving's REST API answers for each canonical code.
 _HTTP_STATUS = {
-    grpc.StatusCode.OK: 200,
-    grpc.StatusCode.CANCELLED: 499,
-    grpc.StatusCode.UNKNOWN: 500,
-    grpc.StatusCode.INVALID_ARGUMENT: 400,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
-    grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.ALREADY_EXISTS: 409,
-    grpc.StatusCode.PERMISSION_DENIED: 403,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
-    grpc.StatusCode.FAILED_PRECONDITION: 400,
-    grpc.StatusCode.ABORTED: 409,
-    grpc.StatusCode.OUT_OF_RANGE: 400,
-    grpc.StatusCode.UNIMPLEMENTED: 501,
-    grpc.StatusCode.INTERNAL: 500,
-    grpc.StatusCode.UNAVAILABLE: 503,
-    grpc.StatusCode.DATA_LOSS: 500,
-    grpc.StatusCode.UNAUTHENTICATED: 401,
+  grpc.StatusCode.OK: 200,
+  grpc.StatusCode.CANCELLED: 499,
+  grpc.StatusCode.UNKNOWN: 500,
+  grpc.StatusCode.INVALID_ARGUMENT: 400,
+  grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+  grpc.StatusCode.NOT_FOUND: 404,
+  grpc.StatusCode.ALREADY_EXISTS: 409,
+  grpc.StatusCode.PERMISSION_DENIED: 403,
+  grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+  grpc.StatusCode.FAILED_PRECONDITION: 400,
+  grpc.StatusCode.ABORTED: 409,
+  grpc.StatusCode.OUT_OF_RANGE: 400,
+  grpc.StatusCode.UNIMPLEMENTED: 501,
+  grpc.StatusCode.INTERNAL: 500,
+  grpc.StatusCode.UNAVAILABLE: 503,
+  grpc.StatusCode.DATA_LOSS: 500,
+  grpc.StatusCode.UNAUTHENTICATED: 401,
 }
 _BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 
@@ -78,8 +78,11 @@ def from_undecodable_tf_error(error: UnicodeDecodeError, where: str) -> ServingE
   TensorFlow fails to decode such a message and raises UnicodeDecodeError instead of its
   OpError; the code is lost, but the bytes came from the request, so the input is at fault.
   """
-  message = error.object.decode('utf-8', 'backslashreplace') \
-      if isinstance(error.object, bytes) else str(error)
+  message = (
+    error.object.decode('utf-8', 'backslashreplace')
+    if isinstance(error.object, bytes)
+    else str(error)
+  )
   return ServingError(grpc.StatusCode.INVALID_ARGUMENT, f'{where}: {_clean(message)}')
 
 
@@ -90,7 +93,6 @@ def _clean(message):
     line = re.sub(r'\s*\[\[.*?\]\]', '', line)
     line = re.sub(r'\s*\[Op:[^\]]*\]', '', line)
     line = re.sub(r'\{\{function_node [^}]*\}\}\s*', '', line).strip()
-    if line and not line.startswith(('Graph execution error', 'Detected at node',
-                                     '<stack traces')):
+    if line and not line.startswith(('Graph execution error', 'Detected at node', '<stack traces')):
       lines.append(line)
   return '; '.join(lines) or str(message)

@@ -37,7 +37,6 @@ class _Version:
 
 
 class _Model:
-
   def __init__(self, config):
     self.config = config
     self.versions = {}  # version -> _Version
@@ -63,9 +62,15 @@ class ModelManager:
       max_batch_size).
   """
 
-  def __init__(self, models: Sequence[ModelConfig] = (), discover_root: str | None = None,
-               batching: BatchingOptions | None = None, poll_wait_seconds: float = 1.0,
-               metrics: Metrics | None = None, max_request_rows: int | None = None):
+  def __init__(
+    self,
+    models: Sequence[ModelConfig] = (),
+    discover_root: str | None = None,
+    batching: BatchingOptions | None = None,
+    poll_wait_seconds: float = 1.0,
+    metrics: Metrics | None = None,
+    max_request_rows: int | None = None,
+  ):
     self._models = {m.name: _Model(m) for m in models}
     self._discover_root = discover_root
     self._batching = batching
@@ -149,9 +154,13 @@ class ModelManager:
     if on_disk is None:
       return  # listing failed (a flaky mount, permissions): keep serving what is loaded
     while True:
-      failed = {v for v, info in model.versions.items()
-                if v in on_disk and info.code != grpc.StatusCode.OK
-                and info.fingerprint == _fingerprint(on_disk[v])}
+      failed = {
+        v
+        for v, info in model.versions.items()
+        if v in on_disk
+        and info.code != grpc.StatusCode.OK
+        and info.fingerprint == _fingerprint(on_disk[v])
+      }
       wanted = model.config.wanted(set(on_disk) - failed)
       to_load = wanted - set(model.serving)
       if not to_load:
@@ -181,7 +190,8 @@ class ModelManager:
       for signature in servable.signatures.values():
         if signature.batchable:
           servable.batch_queues[signature.name] = BatchQueue(
-              signature, self._batching, self._batch_observer(name, signature.name))
+            signature, self._batching, self._batch_observer(name, signature.name)
+          )
     with self._lock:
       model.serving = {**model.serving, version: servable}
       info.state = 'AVAILABLE'
@@ -210,20 +220,21 @@ class ModelManager:
   def _model(self, name):
     model = self._models.get(name)
     if model is None:
-      raise errors.not_found(f'Servable not found for request: Latest({name}): no model named'
-                             f' "{name}" is configured')
+      raise errors.not_found(
+        f'Servable not found for request: Latest({name}): no model named "{name}" is configured'
+      )
     return model
 
   def _version_for_label(self, model, label):
     labels = model.config.labels
     if label not in labels:
       raise errors.invalid_argument(
-          f'Unrecognized servable version label: {label} (model "{model.config.name}" has'
-          f' labels {sorted(labels)})')
+        f'Unrecognized servable version label: {label} (model "{model.config.name}" has'
+        f' labels {sorted(labels)})'
+      )
     return labels[label]
 
-  def resolve(self, name: str, version: int | None = None, label: str | None = None
-              ) -> Servable:
+  def resolve(self, name: str, version: int | None = None, label: str | None = None) -> Servable:
     """The Servable a request for model `name` goes to, as TF Serving resolves a ModelSpec.
 
     Args:
@@ -241,19 +252,23 @@ class ModelManager:
     serving = model.serving
     if version is None:
       if not serving:
-        raise errors.ServingError(grpc.StatusCode.UNAVAILABLE,
-                                  f'model "{name}" has no version available yet'
-                                  f'{self._why_none(model)}')
+        raise errors.ServingError(
+          grpc.StatusCode.UNAVAILABLE,
+          f'model "{name}" has no version available yet{self._why_none(model)}',
+        )
       return serving[max(serving)]
     if version in serving:
       return serving[version]
     info = model.versions.get(version)
     if info is not None and info.state in ('START', 'LOADING'):
-      raise errors.ServingError(grpc.StatusCode.UNAVAILABLE,
-                                f'version {version} of model "{name}" is still loading')
+      raise errors.ServingError(
+        grpc.StatusCode.UNAVAILABLE, f'version {version} of model "{name}" is still loading'
+      )
     detail = f': {info.message}' if info is not None and info.message else ''
-    raise errors.not_found(f'Servable not found for request: Specific({name}, {version}):'
-                           f' serving versions are {sorted(serving)}{detail}')
+    raise errors.not_found(
+      f'Servable not found for request: Specific({name}, {version}):'
+      f' serving versions are {sorted(serving)}{detail}'
+    )
 
   def _why_none(self, model):
     failures = [info.message for info in model.versions.values() if info.message]
@@ -261,8 +276,9 @@ class ModelManager:
       return f' ({failures[-1]})'
     return f' (no version directory with {SAVED_MODEL_FILE} under {model.config.base_path})'
 
-  def status(self, name: str, version: int | None = None, label: str | None = None
-             ) -> list[tuple[int, str, grpc.StatusCode, str]]:
+  def status(
+    self, name: str, version: int | None = None, label: str | None = None
+  ) -> list[tuple[int, str, grpc.StatusCode, str]]:
     """Version statuses of a model, as GetModelStatus reports them.
 
     Returns:
@@ -276,15 +292,17 @@ class ModelManager:
     if version is None and label:
       version = self._version_for_label(model, label)
     with self._lock:
-      rows = [(v, i.state, i.code, i.message) for v, i in sorted(model.versions.items(),
-                                                                  reverse=True)]
+      rows = [
+        (v, i.state, i.code, i.message) for v, i in sorted(model.versions.items(), reverse=True)
+      ]
     if version is not None:
       rows = [r for r in rows if r[0] == version]
       if not rows:
         raise errors.not_found(f'Could not find version {version} of model "{name}"')
     if not rows:
-      raise errors.not_found(f'Could not find any versions of model "{name}" under'
-                             f' {model.config.base_path}')
+      raise errors.not_found(
+        f'Could not find any versions of model "{name}" under {model.config.base_path}'
+      )
     return rows
 
   def model_names(self) -> list[str]:
@@ -307,8 +325,11 @@ class ModelManager:
   def version_states(self) -> list[tuple[str, int, str]]:
     """(model, version, state name) of every version seen, for the metrics."""
     with self._lock:
-      return [(m.config.name, v, i.state) for m in self._models.values()
-              for v, i in sorted(m.versions.items())]
+      return [
+        (m.config.name, v, i.state)
+        for m in self._models.values()
+        for v, i in sorted(m.versions.items())
+      ]
 
 
 def _versions_on_disk(base_path):
@@ -322,8 +343,11 @@ def _versions_on_disk(base_path):
   except OSError as e:
     log.warning('cannot list %s (%s); keeping the versions loaded from it', base_path, e)
     return None
-  return {int(n): os.path.join(base_path, n) for n in names
-          if is_version_name(n) and os.path.isfile(os.path.join(base_path, n, SAVED_MODEL_FILE))}
+  return {
+    int(n): os.path.join(base_path, n)
+    for n in names
+    if is_version_name(n) and os.path.isfile(os.path.join(base_path, n, SAVED_MODEL_FILE))
+  }
 
 
 def _fingerprint(path):
@@ -373,15 +397,23 @@ def warm_up(servable: Servable) -> None:
     try:
       signature(inputs)
     except errors.ServingError as e:
-      log.info('synthetic warm-up of %s v%d signature %s failed (harmless): %s',
-                  servable.name, servable.version, signature.name, e.message)
+      log.info(
+        'synthetic warm-up of %s v%d signature %s failed (harmless): %s',
+        servable.name,
+        servable.version,
+        signature.name,
+        e.message,
+      )
 
 
 def _synthetic(key, spec):
   shape = [1 if d is None else d for d in spec.shape.as_list()] if spec.shape.rank else []
   if spec.dtype == tf.string:
-    value = codec.text_example(_WARMUP_TEXT).SerializeToString() \
-        if key == contract.EXAMPLES_INPUT else _WARMUP_TEXT
+    value = (
+      codec.text_example(_WARMUP_TEXT).SerializeToString()
+      if key == contract.EXAMPLES_INPUT
+      else _WARMUP_TEXT
+    )
     return np.full(shape, value, dtype=object)
   # Ones, not zeros: a scalar like max_new_tokens=0 or top_k=0 is often invalid.
   return np.ones(shape, dtype=spec.dtype.as_numpy_dtype)

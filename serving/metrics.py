@@ -8,8 +8,22 @@ from collections.abc import Callable
 # names cannot grow the number of series.
 UNKNOWN = 'unknown'
 
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                   5.0, 10.0)
+LATENCY_BUCKETS = (
+  0.0005,
+  0.001,
+  0.0025,
+  0.005,
+  0.01,
+  0.025,
+  0.05,
+  0.1,
+  0.25,
+  0.5,
+  1.0,
+  2.5,
+  5.0,
+  10.0,
+)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8'
 
@@ -17,11 +31,11 @@ CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8'
 def _labels(names, values):
   def escape(v):
     return str(v).replace('\\', r'\\').replace('"', r'\"').replace('\n', r'\n')
+
   return ','.join(f'{n}="{escape(v)}"' for n, v in zip(names, values))
 
 
 class _Histogram:
-
   def __init__(self, buckets):
     self.buckets = buckets
     self.counts = [0] * (len(buckets) + 1)
@@ -62,8 +76,9 @@ class Metrics:
     self._versions = lambda: []
     self._served = lambda model, signature: False
 
-  def observe_request(self, model: str, signature: str, method: str, protocol: str, code: str,
-                      seconds: float) -> None:
+  def observe_request(
+    self, model: str, signature: str, method: str, protocol: str, code: str, seconds: float
+  ) -> None:
     """Counts one finished request.
 
     Args:
@@ -107,25 +122,43 @@ class Metrics:
   def render(self) -> str:
     """The metrics in Prometheus text exposition format 0.0.4."""
     with self._lock:
-      out = ['# HELP serving_requests_total Requests served, by final status code.',
-             '# TYPE serving_requests_total counter']
-      out += [f'serving_requests_total{{{_labels(self._REQUEST_LABELS, k)}}} {v}'
-              for k, v in sorted(self._requests.items())]
-      out += ['# HELP serving_request_errors_total Requests that ended with an error.',
-              '# TYPE serving_request_errors_total counter']
-      out += [f'serving_request_errors_total{{{_labels(self._REQUEST_LABELS, k)}}} {v}'
-              for k, v in sorted(self._errors.items())]
-      out += ['# HELP serving_request_latency_seconds Time to serve a request.',
-              '# TYPE serving_request_latency_seconds histogram']
+      out = [
+        '# HELP serving_requests_total Requests served, by final status code.',
+        '# TYPE serving_requests_total counter',
+      ]
+      out += [
+        f'serving_requests_total{{{_labels(self._REQUEST_LABELS, k)}}} {v}'
+        for k, v in sorted(self._requests.items())
+      ]
+      out += [
+        '# HELP serving_request_errors_total Requests that ended with an error.',
+        '# TYPE serving_request_errors_total counter',
+      ]
+      out += [
+        f'serving_request_errors_total{{{_labels(self._REQUEST_LABELS, k)}}} {v}'
+        for k, v in sorted(self._errors.items())
+      ]
+      out += [
+        '# HELP serving_request_latency_seconds Time to serve a request.',
+        '# TYPE serving_request_latency_seconds histogram',
+      ]
       for key, histogram in sorted(self._latency.items()):
-        out += histogram.lines('serving_request_latency_seconds',
-                               _labels(self._LATENCY_LABELS, key))
-      out += ['# HELP serving_batch_size Rows per batched signature call.',
-              '# TYPE serving_batch_size histogram']
+        out += histogram.lines(
+          'serving_request_latency_seconds', _labels(self._LATENCY_LABELS, key)
+        )
+      out += [
+        '# HELP serving_batch_size Rows per batched signature call.',
+        '# TYPE serving_batch_size histogram',
+      ]
       for key, histogram in sorted(self._batch_sizes.items()):
         out += histogram.lines('serving_batch_size', _labels(('model', 'signature'), key))
-    out += ['# HELP serving_model_version_available 1 for each version being served.',
-            '# TYPE serving_model_version_available gauge']
-    out += [f'serving_model_version_available{{{_labels(("model", "version"), (m, v))}}}'
-            f' {1 if state == "AVAILABLE" else 0}' for m, v, state in self._versions()]
+    out += [
+      '# HELP serving_model_version_available 1 for each version being served.',
+      '# TYPE serving_model_version_available gauge',
+    ]
+    out += [
+      f'serving_model_version_available{{{_labels(("model", "version"), (m, v))}}}'
+      f' {1 if state == "AVAILABLE" else 0}'
+      for m, v, state in self._versions()
+    ]
     return '\n'.join(out) + '\n'

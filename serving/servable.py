@@ -41,8 +41,9 @@ class Signature:
     self.inputs = dict(function.structured_input_signature[1])
     self.outputs = dict(function.structured_outputs)
     self.batchable = bool(self.inputs) and all(
-        spec.shape.rank is not None and spec.shape.rank >= 1 and spec.shape[0] is None
-        for spec in self.inputs.values())
+      spec.shape.rank is not None and spec.shape.rank >= 1 and spec.shape[0] is None
+      for spec in self.inputs.values()
+    )
 
   def check(self, inputs: Mapping[str, np.ndarray]) -> int | None:
     """Checks that `inputs` (key -> np.ndarray) match the signature.
@@ -56,30 +57,36 @@ class Signature:
     sent, expected = set(inputs), set(self.inputs)
     if sent != expected:
       raise errors.invalid_argument(
-          f'signature "{self.name}" expects inputs {sorted(expected)} but got {sorted(sent)}'
-          f' (extra: {sorted(sent - expected)}, missing: {sorted(expected - sent)})')
+        f'signature "{self.name}" expects inputs {sorted(expected)} but got {sorted(sent)}'
+        f' (extra: {sorted(sent - expected)}, missing: {sorted(expected - sent)})'
+      )
     rows = set()
     for key, array in inputs.items():
       spec = self.inputs[key]
       if not _dtype_matches(array, spec.dtype):
         raise errors.invalid_argument(
-            f'input "{key}" of signature "{self.name}" expects dtype {spec.dtype.name} but got'
-            f' {_dtype_name(array)}')
+          f'input "{key}" of signature "{self.name}" expects dtype {spec.dtype.name} but got'
+          f' {_dtype_name(array)}'
+        )
       if not spec.shape.is_compatible_with(array.shape):
         raise errors.invalid_argument(
-            f'input "{key}" of signature "{self.name}" expects shape {_shape(spec.shape)} but got'
-            f' {list(array.shape)}')
+          f'input "{key}" of signature "{self.name}" expects shape {_shape(spec.shape)} but got'
+          f' {list(array.shape)}'
+        )
       if self.batchable:
         rows.add(array.shape[0])
     if not self.batchable:
       return None
     if len(rows) > 1:
       raise errors.invalid_argument(
-          f'inputs of signature "{self.name}" disagree on the batch size: '
-          + ', '.join(f'"{k}" has {v.shape[0]}' for k, v in sorted(inputs.items())))
+        f'inputs of signature "{self.name}" disagree on the batch size: '
+        + ', '.join(f'"{k}" has {v.shape[0]}' for k, v in sorted(inputs.items()))
+      )
     batch = rows.pop()
     if batch == 0:
-      raise errors.invalid_argument(f'empty batch: the inputs of signature "{self.name}" have 0 rows')
+      raise errors.invalid_argument(
+        f'empty batch: the inputs of signature "{self.name}" have 0 rows'
+      )
     return batch
 
   def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -154,13 +161,15 @@ class Servable:
     key = name or DEFAULT_SIGNATURE
     if key not in self.signatures:
       raise errors.ServingError(
-          errors.grpc.StatusCode.FAILED_PRECONDITION,
-          f'Serving signature key "{key}" not found in model "{self.name}" version'
-          f' {self.version}; it has {sorted(self.signatures)}')
+        errors.grpc.StatusCode.FAILED_PRECONDITION,
+        f'Serving signature key "{key}" not found in model "{self.name}" version'
+        f' {self.version}; it has {sorted(self.signatures)}',
+      )
     return self.signatures[key]
 
-  def run(self, signature: Signature, inputs: Mapping[str, np.ndarray],
-          deadline: float | None = None) -> dict[str, np.ndarray]:
+  def run(
+    self, signature: Signature, inputs: Mapping[str, np.ndarray], deadline: float | None = None
+  ) -> dict[str, np.ndarray]:
     """Checks `inputs`, then runs them, through the batch queue when batching is on.
 
     Args:
@@ -174,7 +183,8 @@ class Servable:
     batch = signature.check(inputs)
     if batch is not None and self.max_rows is not None and batch > self.max_rows:
       raise errors.invalid_argument(
-          f'batch of {batch} rows exceeds the limit of {self.max_rows} rows per request')
+        f'batch of {batch} rows exceeds the limit of {self.max_rows} rows per request'
+      )
     queue = self.batch_queues.get(signature.name)
     if queue is not None and batch is not None:
       return queue.run(inputs, batch, deadline)
@@ -186,6 +196,6 @@ class Servable:
     except futures.TimeoutError:
       call.cancel()  # one still waiting for a thread never starts
       raise errors.ServingError(
-          errors.grpc.StatusCode.DEADLINE_EXCEEDED,
-          f'deadline exceeded while signature "{signature.name}" of model "{self.name}" ran'
-          ) from None
+        errors.grpc.StatusCode.DEADLINE_EXCEEDED,
+        f'deadline exceeded while signature "{signature.name}" of model "{self.name}" ran',
+      ) from None

@@ -44,6 +44,7 @@ class ServerOptions:
     rest_timeout_seconds: a REST predict or classify call still running after this long is
       answered 504 (DEADLINE_EXCEEDED), as a gRPC call past its deadline is; None: no limit.
   """
+
   host: str = '127.0.0.1'
   grpc_port: int = contract.GRPC_PORT
   rest_port: int | None = contract.REST_PORT
@@ -62,13 +63,16 @@ class ServerOptions:
 
   def __post_init__(self):
     if self.rest_timeout_seconds is not None and self.rest_timeout_seconds <= 0:
-      raise ValueError(f'rest_timeout_seconds must be > 0 (or None), got '
-                       f'{self.rest_timeout_seconds}')
+      raise ValueError(
+        f'rest_timeout_seconds must be > 0 (or None), got {self.rest_timeout_seconds}'
+      )
     if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
       raise ValueError('TLS needs both a certificate file and a key file')
     if self.ssl_client_ca_file and not self.ssl_certfile:
-      raise ValueError('client certificates (--ssl_client_ca_file) need TLS: give'
-                       ' --ssl_certfile and --ssl_keyfile too')
+      raise ValueError(
+        'client certificates (--ssl_client_ca_file) need TLS: give'
+        ' --ssl_certfile and --ssl_keyfile too'
+      )
     if self.grpc_threads < 1 or self.grpc_max_concurrent_rpcs < 1:
       raise ValueError('grpc_threads and grpc_max_concurrent_rpcs must be positive')
 
@@ -97,8 +101,12 @@ class Server:
     metrics: the metrics.Metrics the manager also reports to (a new one if None).
   """
 
-  def __init__(self, manager: ModelManager, options: ServerOptions = ServerOptions(),
-               metrics: Metrics | None = None):
+  def __init__(
+    self,
+    manager: ModelManager,
+    options: ServerOptions = ServerOptions(),
+    metrics: Metrics | None = None,
+  ):
     self.manager = manager
     self.options = options
     self.metrics = metrics or Metrics()
@@ -128,16 +136,26 @@ class Server:
           context.load_verify_locations(options.ssl_client_ca_file)
           context.verify_mode = ssl.CERT_REQUIRED
       rest_options = dataclasses.replace(
-          options.rest_options, max_request_bytes=options.max_request_bytes,
-          limits=options.limits, auth_token=token, timeout_seconds=options.rest_timeout_seconds)
-      self._rest = rest.RestServer((options.host, options.rest_port), self.manager, self.metrics,
-                                   rest_options, context)
+        options.rest_options,
+        max_request_bytes=options.max_request_bytes,
+        limits=options.limits,
+        auth_token=token,
+        timeout_seconds=options.rest_timeout_seconds,
+      )
+      self._rest = rest.RestServer(
+        (options.host, options.rest_port), self.manager, self.metrics, rest_options, context
+      )
       self.rest_port = self._rest.port
-      self._rest_thread = threading.Thread(target=self._rest.serve_forever, daemon=True,
-                                           name='rest')
+      self._rest_thread = threading.Thread(
+        target=self._rest.serve_forever, daemon=True, name='rest'
+      )
       self._rest_thread.start()
-    log.info('serving gRPC on %s:%s and REST on %s', options.host, self.grpc_port,
-             f'{options.host}:{self.rest_port}' if self.rest_port else 'nothing')
+    log.info(
+      'serving gRPC on %s:%s and REST on %s',
+      options.host,
+      self.grpc_port,
+      f'{options.host}:{self.rest_port}' if self.rest_port else 'nothing',
+    )
     return self
 
   def _start_grpc(self, token):
@@ -145,13 +163,18 @@ class Server:
     limit = options.max_request_bytes
     interceptors = [grpc_service.TokenAuthInterceptor(token)] if token else []
     self._grpc = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=options.grpc_threads, thread_name_prefix='grpc'),
-        interceptors=interceptors,
-        options=[('grpc.max_receive_message_length', limit),
-                 ('grpc.max_send_message_length', limit), ('grpc.so_reuseport', 0)],
-        maximum_concurrent_rpcs=options.grpc_max_concurrent_rpcs)
-    services = grpc_service.Services(self.manager, self.metrics, options.limits,
-                                     options.enable_model_management)
+      futures.ThreadPoolExecutor(max_workers=options.grpc_threads, thread_name_prefix='grpc'),
+      interceptors=interceptors,
+      options=[
+        ('grpc.max_receive_message_length', limit),
+        ('grpc.max_send_message_length', limit),
+        ('grpc.so_reuseport', 0),
+      ],
+      maximum_concurrent_rpcs=options.grpc_max_concurrent_rpcs,
+    )
+    services = grpc_service.Services(
+      self.manager, self.metrics, options.limits, options.enable_model_management
+    )
     self._grpc.add_generic_rpc_handlers(services.handlers())
     address = f'{options.host}:{options.grpc_port}'
     if options.ssl_certfile:
@@ -161,8 +184,9 @@ class Server:
       if options.ssl_client_ca_file:
         with open(options.ssl_client_ca_file, 'rb') as f:
           client_ca = f.read()
-      credentials = grpc.ssl_server_credentials([key_pair], root_certificates=client_ca,
-                                                require_client_auth=client_ca is not None)
+      credentials = grpc.ssl_server_credentials(
+        [key_pair], root_certificates=client_ca, require_client_auth=client_ca is not None
+      )
       port = self._grpc.add_secure_port(address, credentials)
     else:
       port = self._grpc.add_insecure_port(address)
@@ -189,12 +213,17 @@ class Server:
     self.stop()
 
 
-def build(models: Sequence[ModelConfig] = (), discover_root: str | None = None,
-          batching: BatchingOptions | None = None, poll_wait_seconds: float = 1.0,
-          options: ServerOptions = ServerOptions(), max_request_rows: int | None = None
-          ) -> Server:
+def build(
+  models: Sequence[ModelConfig] = (),
+  discover_root: str | None = None,
+  batching: BatchingOptions | None = None,
+  poll_wait_seconds: float = 1.0,
+  options: ServerOptions = ServerOptions(),
+  max_request_rows: int | None = None,
+) -> Server:
   """A Server with a fresh ModelManager and Metrics (not yet started)."""
   metrics = Metrics()
-  manager = ModelManager(models, discover_root, batching, poll_wait_seconds, metrics,
-                         max_request_rows)
+  manager = ModelManager(
+    models, discover_root, batching, poll_wait_seconds, metrics, max_request_rows
+  )
   return Server(manager, options, metrics)

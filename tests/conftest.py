@@ -9,4 +9,6 @@ os.environ.setdefault('ABSL_MIN_LOG_LEVEL', '2')
 
 
 def pytest_configure(config):
-  config.addinivalue_line('markers', 'slow: long runs left out of `make test` (run `make test-all`)')
+  config.addinivalue_line(
+    'markers', 'slow: long runs left out of `make test` (run `make test-all`)'
+  )

@@ -24,9 +24,14 @@ GPU_LOCK = os.path.join(REPO, 'requirements-gpu.lock')
 # TensorFlow's CUDA dependencies (its `and-cuda` extra), and the library of each that TensorFlow
 # loads at start on a GPU machine (with the soname's major version).
 CUDA_LIBRARIES = {
-    'cublas': 'libcublas.so.12', 'cuda_cupti': 'libcupti.so.12',
-    'cuda_runtime': 'libcudart.so.12', 'cudnn': 'libcudnn.so.9', 'cufft': 'libcufft.so.11',
-    'cusolver': 'libcusolver.so.11', 'cusparse': 'libcusparse.so.12', 'nccl': 'libnccl.so.2',
+  'cublas': 'libcublas.so.12',
+  'cuda_cupti': 'libcupti.so.12',
+  'cuda_runtime': 'libcudart.so.12',
+  'cudnn': 'libcudnn.so.9',
+  'cufft': 'libcufft.so.11',
+  'cusolver': 'libcusolver.so.11',
+  'cusparse': 'libcusparse.so.12',
+  'nccl': 'libnccl.so.2',
 }
 
 
@@ -52,8 +57,13 @@ def test_gpu_lock_is_the_cpu_lock_plus_the_cuda_libraries_tensorflow_asks_for():
   assert extra and all(name.startswith('nvidia-') for name in extra), sorted(extra)
   # Every requirement of tensorflow's `and-cuda` extra is pinned, within its range.
   requirements = [Requirement(r) for r in importlib.metadata.requires('tensorflow')]
-  cuda = [r for r in requirements if r.marker and r.marker.evaluate({'extra': 'and-cuda'})
-          and not r.marker.evaluate({'extra': ''})]
+  cuda = [
+    r
+    for r in requirements
+    if r.marker
+    and r.marker.evaluate({'extra': 'and-cuda'})
+    and not r.marker.evaluate({'extra': ''})
+  ]
   assert len(cuda) >= len(CUDA_LIBRARIES)
   for requirement in cuda:
     name = _canonical(requirement.name)
@@ -62,7 +72,7 @@ def test_gpu_lock_is_the_cpu_lock_plus_the_cuda_libraries_tensorflow_asks_for():
   assert {_canonical(r.name) for r in cuda} == extra
 
 
-CHECK = textwrap.dedent('''
+CHECK = textwrap.dedent("""
     import ctypes, json, os, re, subprocess, sys
     import tensorflow as tf
     tf_dir = os.path.dirname(tf.__file__)
@@ -87,7 +97,7 @@ CHECK = textwrap.dedent('''
         'cuda_version': info.get('cuda_version'), 'cudnn_version': info.get('cudnn_version'),
         'gpus': len(tf.config.list_physical_devices('GPU')), 'found': found,
     }))
-''')
+""")
 
 
 @pytest.fixture
@@ -103,19 +113,33 @@ def test_the_gpu_lock_installs_and_tensorflow_finds_its_cuda_libraries(venv):
   # No pip cache: the CUDA wheels are several GB and leave with the venv.
   env = dict(os.environ, PIP_NO_CACHE_DIR='1')
   start = time.monotonic()
-  result = subprocess.run(['bash', os.path.join(REPO, 'tools', 'install_stack.sh'), str(venv),
-                           GPU_LOCK], env=env, capture_output=True, text=True, timeout=3600)
+  result = subprocess.run(
+    ['bash', os.path.join(REPO, 'tools', 'install_stack.sh'), str(venv), GPU_LOCK],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=3600,
+  )
   install_s = time.monotonic() - start
   assert result.returncode == 0, result.stderr[-4000:]
   python = str(venv / 'bin' / 'python')
   # The Dockerfile's own check, with the repository on PYTHONPATH as in the image.
   result = subprocess.run(
-      [python, '-c', 'import tfx.v1, tensorflow_text, keras_hub, trainer.task, '
-       'components.vocabulary'], env=dict(os.environ, PYTHONPATH=REPO), cwd=REPO,
-      capture_output=True, text=True, timeout=600)
+    [
+      python,
+      '-c',
+      'import tfx.v1, tensorflow_text, keras_hub, trainer.task, components.vocabulary',
+    ],
+    env=dict(os.environ, PYTHONPATH=REPO),
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert result.returncode == 0, result.stderr[-4000:]
-  result = subprocess.run([python, '-c', CHECK, json.dumps(CUDA_LIBRARIES)],
-                          capture_output=True, text=True, timeout=600)
+  result = subprocess.run(
+    [python, '-c', CHECK, json.dumps(CUDA_LIBRARIES)], capture_output=True, text=True, timeout=600
+  )
   assert result.returncode == 0, result.stderr[-4000:]
   report = json.loads(result.stdout.strip().splitlines()[-1])
   print(f'GPU lock installed in {install_s:.0f} s: {report}')

@@ -12,11 +12,27 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_wheel_contains_the_packages_and_the_configs(tmp_path):
   # Build from a copy: setuptools writes build/ and *.egg-info next to the sources.
   src = tmp_path / 'src'
-  shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(
-      '.git', 'pipeline_outputs', '__pycache__', 'build', '*.egg-info'))
-  subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--quiet', '--no-deps',
-                  '--no-build-isolation', '--wheel-dir', str(tmp_path), str(src)],
-                 check=True, cwd=tmp_path)
+  shutil.copytree(
+    REPO,
+    src,
+    ignore=shutil.ignore_patterns('.git', 'pipeline_outputs', '__pycache__', 'build', '*.egg-info'),
+  )
+  subprocess.run(
+    [
+      sys.executable,
+      '-m',
+      'pip',
+      'wheel',
+      '--quiet',
+      '--no-deps',
+      '--no-build-isolation',
+      '--wheel-dir',
+      str(tmp_path),
+      str(src),
+    ],
+    check=True,
+    cwd=tmp_path,
+  )
   (wheel,) = tmp_path.glob('tfx_lm-*.whl')
   names = zipfile.ZipFile(wheel).namelist()
   for package in ('pipeline', 'components', 'trainer', 'serving', 'tfxlm'):

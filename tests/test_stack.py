@@ -55,12 +55,27 @@ def test_setup_pins_agree_with_the_lock():
   assert not disagree, f'setup.py vs requirements.lock: {disagree}'
 
 
-@pytest.mark.parametrize('module', [
-    'tfx.v1', 'tensorflow', 'tensorflow_text', 'tensorflow_transform',
-    'tensorflow_model_analysis', 'tensorflow_data_validation', 'ml_metadata', 'apache_beam',
-    'keras', 'keras_hub', 'tensorboard', 'tensorflow_serving.apis.prediction_service_pb2_grpc',
-    'grpc', 'kfp', 'tokenizers', 'yaml',
-])
+@pytest.mark.parametrize(
+  'module',
+  [
+    'tfx.v1',
+    'tensorflow',
+    'tensorflow_text',
+    'tensorflow_transform',
+    'tensorflow_model_analysis',
+    'tensorflow_data_validation',
+    'ml_metadata',
+    'apache_beam',
+    'keras',
+    'keras_hub',
+    'tensorboard',
+    'tensorflow_serving.apis.prediction_service_pb2_grpc',
+    'grpc',
+    'kfp',
+    'tokenizers',
+    'yaml',
+  ],
+)
 def test_stack_module_imports(module):
   importlib.import_module(module)
 
@@ -68,13 +83,17 @@ def test_stack_module_imports(module):
 def test_tensorflow_text_ops_are_registered():
   import tensorflow as tf
   import tensorflow_text as tf_text
-  tokenizer = tf_text.FastWordpieceTokenizer(vocab=['[UNK]', 'hello', '##s'], token_out_type=tf.int64)
+
+  tokenizer = tf_text.FastWordpieceTokenizer(
+    vocab=['[UNK]', 'hello', '##s'], token_out_type=tf.int64
+  )
   assert tokenizer.tokenize(tf.constant(['hellos'])).to_list() == [[1, 2]]
 
 
 def test_ml_metadata_opens_a_sqlite_store(tmp_path):
   from ml_metadata.metadata_store import metadata_store
   from ml_metadata.proto import metadata_store_pb2
+
   config = metadata_store_pb2.ConnectionConfig()
   config.sqlite.filename_uri = str(tmp_path / 'm.sqlite')
   config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE

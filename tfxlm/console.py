@@ -40,9 +40,13 @@ def route_native_stderr(log_path: str, *, python_stderr: str = 'console') -> Tex
   sys.stderr.flush()
   if 'console' not in _routed:
     console_fd = os.dup(2)
-    _routed['console'] = io.TextIOWrapper(os.fdopen(console_fd, 'wb', buffering=0),
-                                          encoding='utf-8', errors='replace',
-                                          line_buffering=True, write_through=True)
+    _routed['console'] = io.TextIOWrapper(
+      os.fdopen(console_fd, 'wb', buffering=0),
+      encoding='utf-8',
+      errors='replace',
+      line_buffering=True,
+      write_through=True,
+    )
     _routed['stderr'] = sys.stderr
   log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC, 0o644)
   try:

@@ -48,15 +48,18 @@ TEXT_MODES = (LINE, FILE)
 WORDPIECE, SENTENCEPIECE = 'wordpiece', 'sentencepiece'
 VOCAB_KINDS = (WORDPIECE, SENTENCEPIECE)
 PRESET_WORDPIECE, PRESET_BPE, PRESET_SENTENCEPIECE = (
-  'preset_wordpiece', 'preset_bpe', 'preset_sentencepiece')
+  'preset_wordpiece',
+  'preset_bpe',
+  'preset_sentencepiece',
+)
 PRESET_KINDS = (PRESET_WORDPIECE, PRESET_BPE, PRESET_SENTENCEPIECE)
 TOKENIZER_KINDS = VOCAB_KINDS + PRESET_KINDS
-VOCAB_FILE = 'vocab.txt'        # one token per line, id = line number
-VOCAB_JSON = 'vocab.json'       # kind, special token ids, normalization flags, counts
-SPM_MODEL_FILE = 'spm.model'    # learned sentencepiece only
-SUFFIX_INDICATOR = '##'         # wordpiece continuation prefix
+VOCAB_FILE = 'vocab.txt'  # one token per line, id = line number
+VOCAB_JSON = 'vocab.json'  # kind, special token ids, normalization flags, counts
+SPM_MODEL_FILE = 'spm.model'  # learned sentencepiece only
+SUFFIX_INDICATOR = '##'  # wordpiece continuation prefix
 PRESET_TOKENIZER_FILE = 'keras_hub_tokenizer.json'  # preset kinds: keras-hub's tokenizer config
-PRESET_ASSETS_DIR = 'keras_hub_assets'              # preset kinds: its vocabulary / merges / model
+PRESET_ASSETS_DIR = 'keras_hub_assets'  # preset kinds: its vocabulary / merges / model
 
 # Distribution strategies (trainer/distribute.py), learning-rate decays, precisions.
 AUTO, DEFAULT, MIRRORED, MULTI_WORKER, TPU = 'auto', 'default', 'mirrored', 'multi_worker', 'tpu'
@@ -92,9 +95,9 @@ TRANSFORM_FEATURES = 'transform_features'
 GENERATE = 'generate'  # causal LMs only
 
 # Signature inputs.
-EXAMPLES_INPUT = 'examples'      # serving_default, transform_features: serialized tf.Example [b]
-TEXT_INPUT = 'text'              # predict_text: string [b]
-PROMPT_INPUT = 'prompt'          # generate, each [b]:
+EXAMPLES_INPUT = 'examples'  # serving_default, transform_features: serialized tf.Example [b]
+TEXT_INPUT = 'text'  # predict_text: string [b]
+PROMPT_INPUT = 'prompt'  # generate, each [b]:
 MAX_NEW_TOKENS_INPUT = 'max_new_tokens'
 TEMPERATURE_INPUT = 'temperature'
 TOP_K_INPUT = 'top_k'
@@ -102,14 +105,14 @@ TOP_P_INPUT = 'top_p'
 SEED_INPUT = 'seed'
 
 # Signature outputs.
-PROBABILITIES = 'probabilities'          # classify: float32 [b, classes]
-LABEL_IDS = 'label_ids'                  # classify: int64 [b]
-LABELS = 'labels'                        # classify: string [b]
-MASK_PREDICTIONS = 'mask_predictions'    # mlm: string [b, k]
-MASK_SCORES = 'mask_scores'              # mlm: float32 [b, k]
+PROBABILITIES = 'probabilities'  # classify: float32 [b, classes]
+LABEL_IDS = 'label_ids'  # classify: int64 [b]
+LABELS = 'labels'  # classify: string [b]
+MASK_PREDICTIONS = 'mask_predictions'  # mlm: string [b, k]
+MASK_SCORES = 'mask_scores'  # mlm: float32 [b, k]
 TOKEN_LOGPROB_SUM = 'token_logprob_sum'  # mlm, clm: float32 [b]
-TOKEN_COUNT = 'token_count'              # mlm, clm: float32 [b]
-GENERATED_TEXT = 'text'                  # generate: string [b]
+TOKEN_COUNT = 'token_count'  # mlm, clm: float32 [b]
+GENERATED_TEXT = 'text'  # generate: string [b]
 
 # custom_config keys: the Trainer's (`{TRAINER_CONFIG_KEY: TrainerConfig.to_dict()}`) and the
 # Transform's, which is built from the same TrainerConfig.

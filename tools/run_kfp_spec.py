@@ -52,6 +52,7 @@ class TaskRun:
     seconds: wall time of the task.
     log: the container's combined stdout and stderr (empty for a resolver).
   """
+
   name: str
   kind: str
   outputs: Dict[str, List[dict]]
@@ -99,22 +100,27 @@ def _parameter_values(name: str, task: dict, runtime_parameters: dict) -> dict:
     elif 'componentInputParameter' in source:
       values[key] = runtime_parameters[source['componentInputParameter']]
     else:
-      raise SpecError(f'task {name!r}: parameter {key!r} has a source this harness does not '
-                      f'resolve: {sorted(source)}')
+      raise SpecError(
+        f'task {name!r}: parameter {key!r} has a source this harness does not '
+        f'resolve: {sorted(source)}'
+      )
   return values
 
 
 class SpecRunner:
   """Runs the tasks of one compiled PipelineJob (the JSON KubeflowV2DagRunner writes)."""
 
-  def __init__(self, job: dict, run_id: str, env: Optional[Dict[str, str]] = None,
-               task_timeout_s: float = 1800):
+  def __init__(
+    self, job: dict, run_id: str, env: Optional[Dict[str, str]] = None, task_timeout_s: float = 1800
+  ):
     self.job = job
     self.spec = job['pipelineSpec']
     self.pipeline_root = job['runtimeConfig']['gcsOutputDirectory']
     if '://' in self.pipeline_root:
-      raise SpecError(f'pipeline root {self.pipeline_root!r} is not a local folder: compile with '
-                      '--set kubeflow.pipeline_root=/some/local/folder to run the spec here')
+      raise SpecError(
+        f'pipeline root {self.pipeline_root!r} is not a local folder: compile with '
+        '--set kubeflow.pipeline_root=/some/local/folder to run the spec here'
+      )
     self.run_root = os.path.join(self.pipeline_root, self.spec['pipelineInfo']['name'], run_id)
     self.runtime_parameters = job['runtimeConfig'].get('parameterValues', {})
     self.env = env if env is not None else dict(os.environ)
@@ -129,14 +135,17 @@ class SpecRunner:
     artifacts = {}
     for key, source in task.get('inputs', {}).get('artifacts', {}).items():
       if 'taskOutputArtifact' not in source:
-        raise SpecError(f'task {name!r}: input artifact {key!r} has a source this harness does '
-                        f'not resolve: {sorted(source)}')
+        raise SpecError(
+          f'task {name!r}: input artifact {key!r} has a source this harness does '
+          f'not resolve: {sorted(source)}'
+        )
       producer = source['taskOutputArtifact']
       produced = runs[producer['producerTask']].outputs[producer['outputArtifactKey']]
       # The driver reads input artifacts back from ML Metadata, where the type is the schema
       # title of the artifact's type.
-      artifacts[key] = {'artifacts': [
-          dict(a, type={'schemaTitle': _title(a['type'])}) for a in produced]}
+      artifacts[key] = {
+        'artifacts': [dict(a, type={'schemaTitle': _title(a['type'])}) for a in produced]
+      }
     return artifacts
 
   def executor_input(self, name: str, runs: Dict[str, TaskRun]) -> dict:
@@ -146,18 +155,29 @@ class SpecRunner:
     task_root = os.path.join(self.run_root, name)
     outputs = component.get('outputDefinitions', {})
     return {
-        'inputs': {'parameterValues': _parameter_values(name, task, self.runtime_parameters),
-                   'artifacts': self._input_artifacts(name, task, runs)},
-        'outputs': {
-            'artifacts': {key: {'artifacts': [{
+      'inputs': {
+        'parameterValues': _parameter_values(name, task, self.runtime_parameters),
+        'artifacts': self._input_artifacts(name, task, runs),
+      },
+      'outputs': {
+        'artifacts': {
+          key: {
+            'artifacts': [
+              {
                 'name': f'{ARTIFACT_NAME_PREFIX}{next(self._ids)}',
                 'type': definition['artifactType'],
-                'uri': os.path.join(task_root, key), 'metadata': {}}]}
-                for key, definition in outputs.get('artifacts', {}).items()},
-            'parameters': {key: {'outputFile': os.path.join(task_root, key)}
-                           for key in outputs.get('parameters', {})},
-            'outputFile': os.path.join(task_root, OUTPUT_METADATA_FILE),
+                'uri': os.path.join(task_root, key),
+                'metadata': {},
+              }
+            ]
+          }
+          for key, definition in outputs.get('artifacts', {}).items()
         },
+        'parameters': {
+          key: {'outputFile': os.path.join(task_root, key)} for key in outputs.get('parameters', {})
+        },
+        'outputFile': os.path.join(task_root, OUTPUT_METADATA_FILE),
+      },
     }
 
   def _run_container(self, name: str, container: dict, runs: Dict[str, TaskRun]) -> TaskRun:
@@ -172,9 +192,15 @@ class SpecRunner:
     task_root = os.path.dirname(executor_input['outputs']['outputFile'])
     os.makedirs(task_root, exist_ok=True)
     start = time.monotonic()
-    result = subprocess.run([*container['command'], *args], cwd=REPO, env=self.env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            timeout=self.timeout_s)
+    result = subprocess.run(
+      [*container['command'], *args],
+      cwd=REPO,
+      env=self.env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+      timeout=self.timeout_s,
+    )
     seconds = time.monotonic() - start
     if result.returncode != 0:
       raise SpecError(f'task {name!r} exited with {result.returncode}:\n{result.stdout[-6000:]}')
@@ -204,17 +230,26 @@ class SpecRunner:
       if 'container' in executor:
         runs[name] = self._run_container(name, executor['container'], runs)
       elif 'resolver' in executor:
-        runs[name] = TaskRun(name, 'resolver', {
-            key: [] for key in component.get('outputDefinitions', {}).get('artifacts', {})})
+        runs[name] = TaskRun(
+          name,
+          'resolver',
+          {key: [] for key in component.get('outputDefinitions', {}).get('artifacts', {})},
+        )
       else:
-        raise SpecError(f'task {name!r}: executor kind {sorted(executor)} is not one this '
-                        'harness runs (container, resolver)')
+        raise SpecError(
+          f'task {name!r}: executor kind {sorted(executor)} is not one this '
+          'harness runs (container, resolver)'
+        )
       log(f'{name}: {runs[name].kind} done in {runs[name].seconds:.1f} s')
     return runs
 
 
-def run_spec(spec_path: str, run_id: str = 'local-run', env: Optional[Dict[str, str]] = None,
-             log: Callable[[str], None] = print) -> Dict[str, TaskRun]:
+def run_spec(
+  spec_path: str,
+  run_id: str = 'local-run',
+  env: Optional[Dict[str, str]] = None,
+  log: Callable[[str], None] = print,
+) -> Dict[str, TaskRun]:
   """Runs the compiled spec at `spec_path`; see SpecRunner.
 
   `env` is the tasks' environment: by default this process's, with the repository on PYTHONPATH

@@ -43,15 +43,43 @@ READY_SUFFIX = '.ready'  # beside the environment's folder: written last, when i
 CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt'
 # Host pip settings that are copied into the root filesystem so pip behaves the same there.
 PIP_CONFIG_PATHS = ('/etc/pip.conf', '/etc/xdg/pip')
-PASS_ENV_PREFIXES = ('PIP_', 'HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY', 'http_proxy',
-                     'https_proxy', 'no_proxy', 'ALL_PROXY', 'all_proxy')
+PASS_ENV_PREFIXES = (
+  'PIP_',
+  'HTTP_PROXY',
+  'HTTPS_PROXY',
+  'NO_PROXY',
+  'http_proxy',
+  'https_proxy',
+  'no_proxy',
+  'ALL_PROXY',
+  'all_proxy',
+)
 
 VENV = 'venv'
 ROOTFS = 'rootfs'
 # Top-level folders of the system: the root filesystem's own, never the host's.
-SYSTEM_DIRS = frozenset(('bin', 'boot', 'dev', 'etc', 'lib', 'lib32', 'lib64', 'libx32', 'opt',
-                         'proc', 'root', 'run', 'sbin', 'sys', 'tmp', 'usr', 'var',
-                         'lost+found'))
+SYSTEM_DIRS = frozenset(
+  (
+    'bin',
+    'boot',
+    'dev',
+    'etc',
+    'lib',
+    'lib32',
+    'lib64',
+    'libx32',
+    'opt',
+    'proc',
+    'root',
+    'run',
+    'sbin',
+    'sys',
+    'tmp',
+    'usr',
+    'var',
+    'lost+found',
+  )
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +99,7 @@ class HostFacts:
       compiler, Python's headers: one locked package, pyfarmhash, builds from source).
     forced: value of TFXLM_RUNTIME (`venv` or `rootfs`), or None.
   """
+
   glibc: Optional[Tuple[int, ...]]
   cxxabi: Optional[Tuple[int, ...]]
   python: Tuple[int, int]
@@ -93,6 +122,7 @@ class Choice:
     install_tools: host packages to apt-get install first (rootfs only).
     unprivileged: whether mmdebstrap must run in `unshare` mode (not root).
   """
+
   kind: Optional[str]
   reason: str
   install_tools: Tuple[str, ...] = ()
@@ -114,8 +144,10 @@ def native_ok(facts: HostFacts) -> Tuple[bool, str]:
   if not low <= facts.python <= high:
     problems.append(f'Python {_fmt(facts.python)} outside {_fmt(low)}-{_fmt(high)}')
   if facts.missing_build_tools:
-    problems.append(f'no {", ".join(facts.missing_build_tools)} for building a venv '
-                    '(Debian: apt-get install python3-venv python3-dev build-essential)')
+    problems.append(
+      f'no {", ".join(facts.missing_build_tools)} for building a venv '
+      '(Debian: apt-get install python3-venv python3-dev build-essential)'
+    )
   return not problems, '; '.join(problems)
 
 
@@ -129,25 +161,43 @@ def choose_runtime(facts: HostFacts) -> Choice:
       return Choice(None, f'TFXLM_RUNTIME=venv, but this host cannot load the wheels: {problems}.')
     return Choice(VENV, 'the host can load every wheel of the stack natively.')
 
-  why = f'this host cannot load the wheels natively ({problems})' if not ok else 'TFXLM_RUNTIME=rootfs'
-  missing = tuple(name for name, present in (('mmdebstrap', facts.has_mmdebstrap),
-                                             ('bubblewrap', facts.has_bwrap)) if not present)
+  why = (
+    f'this host cannot load the wheels natively ({problems})' if not ok else 'TFXLM_RUNTIME=rootfs'
+  )
+  missing = tuple(
+    name
+    for name, present in (('mmdebstrap', facts.has_mmdebstrap), ('bubblewrap', facts.has_bwrap))
+    if not present
+  )
   if facts.is_root:
     if missing and not facts.has_apt:
-      return Choice(None, f'{why}, and {" and ".join(missing)} are missing with no apt-get to '
-                    'install them. Install them, or use the Docker image (see README).')
-    return Choice(ROOTFS, f'{why}: using a Debian 13 root filesystem under bubblewrap.',
-                  install_tools=missing)
+      return Choice(
+        None,
+        f'{why}, and {" and ".join(missing)} are missing with no apt-get to '
+        'install them. Install them, or use the Docker image (see README).',
+      )
+    return Choice(
+      ROOTFS, f'{why}: using a Debian 13 root filesystem under bubblewrap.', install_tools=missing
+    )
   if missing:
-    return Choice(None, f'{why}; a Debian 13 root filesystem needs {" and ".join(missing)}, '
-                  'which only root can install here. Run as root, ask an administrator to '
-                  f'`apt-get install {" ".join(missing)}`, or use the Docker image (see README).')
+    return Choice(
+      None,
+      f'{why}; a Debian 13 root filesystem needs {" and ".join(missing)}, '
+      'which only root can install here. Run as root, ask an administrator to '
+      f'`apt-get install {" ".join(missing)}`, or use the Docker image (see README).',
+    )
   if not facts.userns:
-    return Choice(None, f'{why}; bubblewrap needs unprivileged user namespaces, which are '
-                  'disabled (sysctl kernel.unprivileged_userns_clone=1). Run as root, enable '
-                  'them, or use the Docker image (see README).')
-  return Choice(ROOTFS, f'{why}: using a Debian 13 root filesystem under bubblewrap '
-                '(unprivileged).', unprivileged=True)
+    return Choice(
+      None,
+      f'{why}; bubblewrap needs unprivileged user namespaces, which are '
+      'disabled (sysctl kernel.unprivileged_userns_clone=1). Run as root, enable '
+      'them, or use the Docker image (see README).',
+    )
+  return Choice(
+    ROOTFS,
+    f'{why}: using a Debian 13 root filesystem under bubblewrap (unprivileged).',
+    unprivileged=True,
+  )
 
 
 # --- Detection ---------------------------------------------------------------------------
@@ -202,22 +252,23 @@ def _userns_enabled():
 
 def detect() -> HostFacts:
   return HostFacts(
-      glibc=_glibc_version(),
-      cxxabi=_cxxabi_version(),
-      python=sys.version_info[:2],
-      is_root=os.geteuid() == 0,
-      userns=_userns_enabled(),
-      has_bwrap=shutil.which('bwrap') is not None,
-      has_mmdebstrap=shutil.which('mmdebstrap') is not None,
-      has_apt=shutil.which('apt-get') is not None,
-      forced=os.environ.get('TFXLM_RUNTIME') or None,
-      missing_build_tools=_missing_build_tools(),
+    glibc=_glibc_version(),
+    cxxabi=_cxxabi_version(),
+    python=sys.version_info[:2],
+    is_root=os.geteuid() == 0,
+    userns=_userns_enabled(),
+    has_bwrap=shutil.which('bwrap') is not None,
+    has_mmdebstrap=shutil.which('mmdebstrap') is not None,
+    has_apt=shutil.which('apt-get') is not None,
+    forced=os.environ.get('TFXLM_RUNTIME') or None,
+    missing_build_tools=_missing_build_tools(),
   )
 
 
 def _missing_build_tools():
   import importlib.util
   import sysconfig
+
   missing = []
   if importlib.util.find_spec('ensurepip') is None:
     missing.append('venv module (ensurepip)')
@@ -270,8 +321,12 @@ def _pip_local_paths():
   """Host folders that the host's pip settings point at (find-links, file:// indexes), so that
   pip inside the root filesystem sees the same sources."""
   texts = [v for k, v in os.environ.items() if k.startswith('PIP_')]
-  for path in ('/etc/pip.conf', '/etc/xdg/pip/pip.conf', os.path.expanduser('~/.config/pip/pip.conf'),
-               os.path.expanduser('~/.pip/pip.conf')):
+  for path in (
+    '/etc/pip.conf',
+    '/etc/xdg/pip/pip.conf',
+    os.path.expanduser('~/.config/pip/pip.conf'),
+    os.path.expanduser('~/.pip/pip.conf'),
+  ):
     try:
       with open(path) as f:
         texts.append(f.read())
@@ -289,8 +344,20 @@ def _pip_local_paths():
 
 
 def _bwrap_base(rootfs):
-  cmd = ['bwrap', '--bind', rootfs, '/', '--dev', '/dev', '--proc', '/proc',
-         '--bind', '/tmp', '/tmp', '--die-with-parent']
+  cmd = [
+    'bwrap',
+    '--bind',
+    rootfs,
+    '/',
+    '--dev',
+    '/dev',
+    '--proc',
+    '/proc',
+    '--bind',
+    '/tmp',
+    '/tmp',
+    '--die-with-parent',
+  ]
   for path in ('/etc/resolv.conf', '/etc/hosts'):
     if os.path.exists(path):
       cmd += ['--ro-bind', path, path]
@@ -300,23 +367,39 @@ def _bwrap_base(rootfs):
 def _build_venv(target):
   # Built in place (a venv hard-codes its path); the `.ready` file tells a finished one.
   _run([sys.executable, '-m', 'venv', target])
-  _run(['bash', os.path.join(REPO, 'tools/install_stack.sh'), target,
-        os.path.join(REPO, 'requirements.lock')])
+  _run(
+    [
+      'bash',
+      os.path.join(REPO, 'tools/install_stack.sh'),
+      target,
+      os.path.join(REPO, 'requirements.lock'),
+    ]
+  )
 
 
 def _build_rootfs(target, choice):
   if choice.install_tools:
     _run(['apt-get', 'update', '-q'])
-    _run(['apt-get', 'install', '-y', '-q', *choice.install_tools],
-         env={**os.environ, 'DEBIAN_FRONTEND': 'noninteractive'})
+    _run(
+      ['apt-get', 'install', '-y', '-q', *choice.install_tools],
+      env={**os.environ, 'DEBIAN_FRONTEND': 'noninteractive'},
+    )
   # Unprivileged, mmdebstrap leaves the files owned by the user's subordinate ids: every later
   # step that writes into the tree runs in a user namespace mapping them back to root.
   owner = _rootfs_owner(choice)
   tmp = target + f'.tmp-{os.getpid()}'
   _remove(tmp, owner)
   mode = ['--mode=unshare'] if choice.unprivileged else []
-  _run(['mmdebstrap', '--variant=apt', *mode, '--include=' + ','.join(_debian_packages()),
-        DEBIAN_SUITE, tmp])
+  _run(
+    [
+      'mmdebstrap',
+      '--variant=apt',
+      *mode,
+      '--include=' + ','.join(_debian_packages()),
+      DEBIAN_SUITE,
+      tmp,
+    ]
+  )
   for path in (CA_BUNDLE, *PIP_CONFIG_PATHS):
     if os.path.exists(path):
       _run(owner + ['mkdir', '-p', tmp + os.path.dirname(path)])
@@ -327,8 +410,15 @@ def _build_rootfs(target, choice):
     cmd += ['--ro-bind', path, path]
   for key, value in _passthrough_env().items():
     cmd += ['--setenv', key, value]
-  cmd += ['--setenv', 'PATH', '/usr/sbin:/usr/bin:/sbin:/bin',
-          'bash', f'{src}/tools/install_stack.sh', ROOTFS_VENV, f'{src}/requirements.lock']
+  cmd += [
+    '--setenv',
+    'PATH',
+    '/usr/sbin:/usr/bin:/sbin:/bin',
+    'bash',
+    f'{src}/tools/install_stack.sh',
+    ROOTFS_VENV,
+    f'{src}/requirements.lock',
+  ]
   _run(cmd)
   _remove(target, owner)
   os.rename(tmp, target)
@@ -366,9 +456,11 @@ def ensure(choice: Choice) -> str:
       with open(marker, 'w') as f:
         f.write(env_key() + '\n')
     except subprocess.CalledProcessError as e:
-      raise SystemExit(f'[runtime] building the {choice.kind} environment failed: '
-                       f'{" ".join(e.cmd)} exited with {e.returncode}. Nothing was cached; '
-                       'fix the cause and run the command again.') from None
+      raise SystemExit(
+        f'[runtime] building the {choice.kind} environment failed: '
+        f'{" ".join(e.cmd)} exited with {e.returncode}. Nothing was cached; '
+        'fix the cause and run the command again.'
+      ) from None
   return target
 
 

@@ -38,15 +38,39 @@ MODEL_SIZES = {
 }
 
 # Fields that must be > 0 (when set), in [0, 1], or >= 0.
-_POSITIVE = ('seq_len', 'per_replica_batch_size', 'eval_every_steps', 'log_every_steps',
-             'checkpoint_every_steps', 'max_nonfinite_steps', 'grad_accum_steps', 'mask_top_k',
-             'shuffle_buffer', 'num_layers', 'hidden_dim', 'num_heads', 'intermediate_dim',
-             'train_steps', 'eval_steps', 'learning_rate', 'max_new_tokens_limit')
-_FRACTIONS = ('dropout', 'end_learning_rate_ratio', 'warmup_ratio', 'mask_token_rate',
-              'random_token_rate')
+_POSITIVE = (
+  'seq_len',
+  'per_replica_batch_size',
+  'eval_every_steps',
+  'log_every_steps',
+  'checkpoint_every_steps',
+  'max_nonfinite_steps',
+  'grad_accum_steps',
+  'mask_top_k',
+  'shuffle_buffer',
+  'num_layers',
+  'hidden_dim',
+  'num_heads',
+  'intermediate_dim',
+  'train_steps',
+  'eval_steps',
+  'learning_rate',
+  'max_new_tokens_limit',
+)
+_FRACTIONS = (
+  'dropout',
+  'end_learning_rate_ratio',
+  'warmup_ratio',
+  'mask_token_rate',
+  'random_token_rate',
+)
 _NON_NEGATIVE = ('weight_decay', 'clip_norm', 'warmup_steps')
-_RANGES = {**{name: POSITIVE for name in _POSITIVE}, **{name: FRACTION for name in _FRACTIONS},
-           **{name: NON_NEGATIVE for name in _NON_NEGATIVE}, 'mask_rate': OPEN_FRACTION}
+_RANGES = {
+  **{name: POSITIVE for name in _POSITIVE},
+  **{name: FRACTION for name in _FRACTIONS},
+  **{name: NON_NEGATIVE for name in _NON_NEGATIVE},
+  'mask_rate': OPEN_FRACTION,
+}
 # [CLS] and [SEP] around at least one token: mlm windows and classify inputs.
 _MIN_FRAMED_SEQ_LEN = 3
 
@@ -142,25 +166,40 @@ class TrainerConfig:
   seed: int = 42
 
   def __post_init__(self):
-    typed_config.check_fields(self, ranges=_RANGES, choices={
-      'task': contract.TASKS, 'model_size': tuple(MODEL_SIZES), 'strategy': contract.STRATEGIES,
-      'precision': contract.PRECISIONS, 'decay': contract.DECAYS})
+    typed_config.check_fields(
+      self,
+      ranges=_RANGES,
+      choices={
+        'task': contract.TASKS,
+        'model_size': tuple(MODEL_SIZES),
+        'strategy': contract.STRATEGIES,
+        'precision': contract.PRECISIONS,
+        'decay': contract.DECAYS,
+      },
+    )
     if self.mask_token_rate + self.random_token_rate > 1.0:
       raise typed_config.FieldError(
-        'random_token_rate', f'mask_token_rate + random_token_rate must be <= 1, got '
-        f'{self.mask_token_rate} + {self.random_token_rate}')
+        'random_token_rate',
+        f'mask_token_rate + random_token_rate must be <= 1, got '
+        f'{self.mask_token_rate} + {self.random_token_rate}',
+      )
     if self.task in (contract.MLM, contract.CLASSIFY) and self.seq_len < _MIN_FRAMED_SEQ_LEN:
       raise typed_config.FieldError(
-        'seq_len', f'must be >= {_MIN_FRAMED_SEQ_LEN} for {self.task} ([CLS] tokens [SEP]), got '
-        f'{self.seq_len}')
+        'seq_len',
+        f'must be >= {_MIN_FRAMED_SEQ_LEN} for {self.task} ([CLS] tokens [SEP]), got '
+        f'{self.seq_len}',
+      )
     if self.preset is not None and (not self.preset.strip() or self.preset != self.preset.strip()):
       raise typed_config.FieldError(
-        'preset', f'{self.preset!r} is not a preset handle: give a local preset folder, '
-        'kaggle://..., hf://... or a keras-hub preset name (or leave it unset)')
+        'preset',
+        f'{self.preset!r} is not a preset handle: give a local preset folder, '
+        'kaggle://..., hf://... or a keras-hub preset name (or leave it unset)',
+      )
     size = self.model_dims()
     if self.preset is None and size.hidden_dim % size.num_heads:
       raise typed_config.FieldError(
-        'num_heads', f'hidden_dim {size.hidden_dim} is not divisible by num_heads {size.num_heads}')
+        'num_heads', f'hidden_dim {size.hidden_dim} is not divisible by num_heads {size.num_heads}'
+      )
 
   @classmethod
   def from_dict(cls, d: dict[str, Any] | None, where: str = '') -> 'TrainerConfig':
@@ -202,9 +241,12 @@ class TrainerConfig:
     preset = MODEL_SIZES[self.model_size]
     hidden = self.hidden_dim or preset.hidden_dim
     default_intermediate = preset.intermediate_dim if self.hidden_dim is None else 4 * hidden
-    return ModelSize(num_layers=self.num_layers or preset.num_layers, hidden_dim=hidden,
-                     num_heads=self.num_heads or preset.num_heads,
-                     intermediate_dim=self.intermediate_dim or default_intermediate)
+    return ModelSize(
+      num_layers=self.num_layers or preset.num_layers,
+      hidden_dim=hidden,
+      num_heads=self.num_heads or preset.num_heads,
+      intermediate_dim=self.intermediate_dim or default_intermediate,
+    )
 
 
 def preset_backbone_problem(task: str, backbone_class: str) -> str | None:
@@ -218,9 +260,14 @@ def preset_backbone_problem(task: str, backbone_class: str) -> str | None:
   if backbone_class == needed:
     return None
   if task == contract.MLM and backbone_class == contract.TASK_BACKBONES[contract.CLM]:
-    return (f'a {backbone_class} preset has no mask token, which mlm needs (it masks tokens); '
-            'use task clm with this preset, or a BertBackbone preset for mlm')
-  supported = ', '.join(f'{cls} for {task_name}' for task_name, cls in
-                        sorted(contract.TASK_BACKBONES.items()))
-  return (f'its backbone class is {backbone_class}; the Trainer fine-tunes presets of these '
-          f'backbones only: {supported}')
+    return (
+      f'a {backbone_class} preset has no mask token, which mlm needs (it masks tokens); '
+      'use task clm with this preset, or a BertBackbone preset for mlm'
+    )
+  supported = ', '.join(
+    f'{cls} for {task_name}' for task_name, cls in sorted(contract.TASK_BACKBONES.items())
+  )
+  return (
+    f'its backbone class is {backbone_class}; the Trainer fine-tunes presets of these '
+    f'backbones only: {supported}'
+  )

@@ -74,7 +74,8 @@ def detect_environment() -> tuple[Environment, object]:
   env = Environment(
     tpu_found=resolver is not None,
     num_workers=num_workers_in_tf_config(os.environ.get('TF_CONFIG')),
-    num_gpus=len(tf.config.list_physical_devices('GPU')))
+    num_gpus=len(tf.config.list_physical_devices('GPU')),
+  )
   return env, resolver
 
 

@@ -101,10 +101,17 @@ def _ragged(ids):
 class ExportModule(tf.Module):
   """Holds the model, the Transform layer and the vocabularies the signatures need."""
 
-  def __init__(self, model: keras.Model, tft_output: tft.TFTransformOutput,
-               config: TrainerConfig, token_vocab: list[str], label_vocab: list[str] | None = None,
-               *, kind: str = contract.WORDPIECE,
-               special: SpecialTokens = tokenizers.LEARNED_SPECIAL_TOKENS):
+  def __init__(
+    self,
+    model: keras.Model,
+    tft_output: tft.TFTransformOutput,
+    config: TrainerConfig,
+    token_vocab: list[str],
+    label_vocab: list[str] | None = None,
+    *,
+    kind: str = contract.WORDPIECE,
+    special: SpecialTokens = tokenizers.LEARNED_SPECIAL_TOKENS,
+  ):
     super().__init__()
     self.kind = kind
     self.special = special
@@ -128,16 +135,23 @@ class ExportModule(tf.Module):
       # Never generate the vocabulary's special tokens other than its end token, which ends the
       # text ([SEP] for a learned vocabulary, <|endoftext|> for GPT-2).
       self.generator = generation.CachedGenerator(
-        model.backbone, config.seq_len, special.end,
+        model.backbone,
+        config.seq_len,
+        special.end,
         banned_ids=[i for i in special.reserved if i != special.end],
-        max_new_tokens_limit=config.max_new_tokens_limit)
-      self.generate = tf.function(self._generate, input_signature=[
-        tf.TensorSpec([None], tf.string, name=contract.PROMPT_INPUT),
-        tf.TensorSpec([None], tf.int32, name=contract.MAX_NEW_TOKENS_INPUT),
-        tf.TensorSpec([None], tf.float32, name=contract.TEMPERATURE_INPUT),
-        tf.TensorSpec([None], tf.int32, name=contract.TOP_K_INPUT),
-        tf.TensorSpec([None], tf.float32, name=contract.TOP_P_INPUT),
-        tf.TensorSpec([None], tf.int32, name=contract.SEED_INPUT)])
+        max_new_tokens_limit=config.max_new_tokens_limit,
+      )
+      self.generate = tf.function(
+        self._generate,
+        input_signature=[
+          tf.TensorSpec([None], tf.string, name=contract.PROMPT_INPUT),
+          tf.TensorSpec([None], tf.int32, name=contract.MAX_NEW_TOKENS_INPUT),
+          tf.TensorSpec([None], tf.float32, name=contract.TEMPERATURE_INPUT),
+          tf.TensorSpec([None], tf.int32, name=contract.TOP_K_INPUT),
+          tf.TensorSpec([None], tf.float32, name=contract.TOP_P_INPUT),
+          tf.TensorSpec([None], tf.int32, name=contract.SEED_INPUT),
+        ],
+      )
 
   # -- Transform -------------------------------------------------------------------------------
 
@@ -148,13 +162,15 @@ class ExportModule(tf.Module):
     # the pieces and put the vocabulary's mask token between them.
     text = tf.reshape(_dense_text(raw[contract.TEXT_KEY]), [-1])
     pieces = tf.strings.split(text, sep=contract.MASK)  # (batch, pieces)
-    ids = _ragged(self.tft_layer(self._raw_from_text(pieces.flat_values))[
-      contract.TOKEN_IDS_KEY])  # (all pieces, None)
+    ids = _ragged(
+      self.tft_layer(self._raw_from_text(pieces.flat_values))[contract.TOKEN_IDS_KEY]
+    )  # (all pieces, None)
     piece_index = tf.range(tf.size(pieces.flat_values, out_type=tf.int64))
     is_last = tf.equal(piece_index + 1, tf.gather(pieces.row_splits[1:], pieces.value_rowids()))
     mask = tf.RaggedTensor.from_row_lengths(
       tf.fill([tf.reduce_sum(tf.cast(~is_last, tf.int64))], tf.cast(self.special.mask, ids.dtype)),
-      tf.cast(~is_last, tf.int64))
+      tf.cast(~is_last, tf.int64),
+    )
     joined = tf.concat([ids, mask], axis=1)
     per_text = tf.RaggedTensor.from_row_splits(joined, pieces.row_splits).merge_dims(1, 2)
     return {contract.TOKEN_IDS_KEY: per_text}
@@ -177,33 +193,45 @@ class ExportModule(tf.Module):
 
   def _classify(self, ids):
     ids = tf.cast(ids, tf.int32)
-    logits = self.model({TOKEN_IDS: ids,
-                         PADDING_MASK: tf.cast(ids != self.special.pad, tf.int32)}, training=False)
+    logits = self.model(
+      {TOKEN_IDS: ids, PADDING_MASK: tf.cast(ids != self.special.pad, tf.int32)}, training=False
+    )
     probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
     label_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
-    return {PROBABILITIES: probabilities, LABEL_IDS: label_ids,
-            LABELS: tf.gather(self.label_strings, label_ids)}
+    return {
+      PROBABILITIES: probabilities,
+      LABEL_IDS: label_ids,
+      LABELS: tf.gather(self.label_strings, label_ids),
+    }
 
   def _mlm(self, ids):
-    ids = tf.cast(ids[:, :self.seq_len - 2], tf.int32)
+    ids = tf.cast(ids[:, : self.seq_len - 2], tf.int32)
     rows = ids.nrows()
-    wrapped = tf.concat([tf.fill([rows, 1], self.special.start), ids,
-                         tf.fill([rows, 1], self.special.end)], axis=1)
+    wrapped = tf.concat(
+      [tf.fill([rows, 1], self.special.start), ids, tf.fill([rows, 1], self.special.end)], axis=1
+    )
     dense = wrapped.to_tensor(default_value=self.special.pad)
     is_mask = tf.equal(dense, self.special.mask)
     has_mask = tf.reduce_any(is_mask, axis=1)
     position = tf.argmax(tf.cast(is_mask, tf.int32), axis=1, output_type=tf.int32)
-    logits = self.model({TOKEN_IDS: dense,
-                         PADDING_MASK: tf.cast(dense != self.special.pad, tf.int32),
-                         MASK_POSITIONS: position[:, tf.newaxis]}, training=False)[:, 0, :]
+    logits = self.model(
+      {
+        TOKEN_IDS: dense,
+        PADDING_MASK: tf.cast(dense != self.special.pad, tf.int32),
+        MASK_POSITIONS: position[:, tf.newaxis],
+      },
+      training=False,
+    )[:, 0, :]
     # Reserved tokens are never an answer.
     logits = tf.where(self.reserved[tf.newaxis, :], -1e9, tf.cast(logits, tf.float32))
     scores, top_ids = tf.math.top_k(tf.nn.softmax(logits, axis=-1), k=self.top_k)
     predictions = tf.gather(self.token_strings, top_ids)
     has_mask = has_mask[:, tf.newaxis]
-    return {MASK_PREDICTIONS: tf.where(has_mask, predictions, ''),
-            MASK_SCORES: tf.where(has_mask, scores, 0.0),
-            **self._mlm_score(dense, tf.cast(ids.row_lengths(), tf.int32))}
+    return {
+      MASK_PREDICTIONS: tf.where(has_mask, predictions, ''),
+      MASK_SCORES: tf.where(has_mask, scores, 0.0),
+      **self._mlm_score(dense, tf.cast(ids.row_lengths(), tf.int32)),
+    }
 
   def _mlm_score(self, dense, lengths):
     """Masked-LM log-likelihood of up to `num_predictions` evenly spread tokens per text.
@@ -214,37 +242,50 @@ class ExportModule(tf.Module):
     k = self.num_predictions
     j = tf.range(k, dtype=tf.int32)[tf.newaxis, :]
     positions = 1 + (j * lengths[:, tf.newaxis]) // k  # (batch, k)
-    distinct = tf.concat([tf.ones_like(positions[:, :1], tf.bool),
-                          positions[:, 1:] > positions[:, :-1]], axis=1)
+    distinct = tf.concat(
+      [tf.ones_like(positions[:, :1], tf.bool), positions[:, 1:] > positions[:, :-1]], axis=1
+    )
     targets = tf.gather(dense, positions, batch_dims=1)
     weights = distinct & (lengths[:, tf.newaxis] > 0) & ~tf.gather(self.reserved, targets)
     batch_index = tf.broadcast_to(tf.range(tf.shape(dense)[0])[:, tf.newaxis], tf.shape(positions))
     masked = tf.tensor_scatter_nd_update(
-      dense, tf.stack([batch_index, positions], axis=-1),
-      tf.where(weights, self.special.mask, targets))
-    logits = self.model({TOKEN_IDS: masked,
-                         PADDING_MASK: tf.cast(masked != self.special.pad, tf.int32),
-                         MASK_POSITIONS: positions}, training=False)
+      dense,
+      tf.stack([batch_index, positions], axis=-1),
+      tf.where(weights, self.special.mask, targets),
+    )
+    logits = self.model(
+      {
+        TOKEN_IDS: masked,
+        PADDING_MASK: tf.cast(masked != self.special.pad, tf.int32),
+        MASK_POSITIONS: positions,
+      },
+      training=False,
+    )
     logprobs = -tf.nn.sparse_softmax_cross_entropy_with_logits(
-      labels=targets, logits=tf.cast(logits, tf.float32))
+      labels=targets, logits=tf.cast(logits, tf.float32)
+    )
     weights = tf.cast(weights, tf.float32)
-    return {TOKEN_LOGPROB_SUM: tf.reduce_sum(logprobs * weights, axis=1),
-            TOKEN_COUNT: tf.reduce_sum(weights, axis=1)}
+    return {
+      TOKEN_LOGPROB_SUM: tf.reduce_sum(logprobs * weights, axis=1),
+      TOKEN_COUNT: tf.reduce_sum(weights, axis=1),
+    }
 
   def _clm_score(self, ids):
-    ids = tf.cast(ids[:, :self.seq_len], tf.int32)
+    ids = tf.cast(ids[:, : self.seq_len], tf.int32)
     rows = ids.nrows()
     with_start = tf.concat([tf.fill([rows, 1], self.special.end), ids], axis=1)
     context = with_start.to_tensor(default_value=self.special.pad)[:, :-1]
     targets = ids.to_tensor(default_value=self.special.pad, shape=tf.shape(context))
     # Padding is cut by length, not by id: GPT-2 pads with its <|endoftext|>, a real target.
     target_mask = tf.sequence_mask(ids.row_lengths(), tf.shape(context)[1], tf.float32)
-    logits = self.model({TOKEN_IDS: context, PADDING_MASK: tf.ones_like(context)},
-                        training=False)
+    logits = self.model({TOKEN_IDS: context, PADDING_MASK: tf.ones_like(context)}, training=False)
     logprobs = -tf.nn.sparse_softmax_cross_entropy_with_logits(
-      labels=targets, logits=tf.cast(logits, tf.float32))
-    return {TOKEN_LOGPROB_SUM: tf.reduce_sum(logprobs * target_mask, axis=1),
-            TOKEN_COUNT: tf.reduce_sum(target_mask, axis=1)}
+      labels=targets, logits=tf.cast(logits, tf.float32)
+    )
+    return {
+      TOKEN_LOGPROB_SUM: tf.reduce_sum(logprobs * target_mask, axis=1),
+      TOKEN_COUNT: tf.reduce_sum(target_mask, axis=1),
+    }
 
   # -- signatures ------------------------------------------------------------------------------
 
@@ -269,8 +310,11 @@ class ExportModule(tf.Module):
     # The end token separates documents in training, so it starts a fresh one here.
     ids = tf.concat([tf.fill([ids.nrows(), 1], self.special.end), ids], axis=1)
     ids, new = self.generator.generate(ids, max_new_tokens, temperature, top_k, top_p, seed)
-    return {contract.GENERATED_TEXT: tokenizers.decode_tokens(
-      tf.gather(self.token_strings, ids), new, self.kind)}
+    return {
+      contract.GENERATED_TEXT: tokenizers.decode_tokens(
+        tf.gather(self.token_strings, ids), new, self.kind
+      )
+    }
 
   def signatures(self):
     """The concrete functions to save, by signature name."""
@@ -284,17 +328,24 @@ class ExportModule(tf.Module):
     return signatures
 
 
-def export_saved_model(model: keras.Model, tft_output: tft.TFTransformOutput,
-                       config: TrainerConfig, token_vocab: list[str],
-                       label_vocab: list[str] | None, export_dir: str, *,
-                       kind: str = contract.WORDPIECE,
-                       special: SpecialTokens = tokenizers.LEARNED_SPECIAL_TOKENS) -> str:
+def export_saved_model(
+  model: keras.Model,
+  tft_output: tft.TFTransformOutput,
+  config: TrainerConfig,
+  token_vocab: list[str],
+  label_vocab: list[str] | None,
+  export_dir: str,
+  *,
+  kind: str = contract.WORDPIECE,
+  special: SpecialTokens = tokenizers.LEARNED_SPECIAL_TOKENS,
+) -> str:
   """Saves model + Transform graph with the signatures above to `export_dir`.
 
   `kind` and `special` are the tokenizer's (vocab.json): they decide decoding and which ids
   start, end, pad, mask and are never predicted or generated.
   """
-  module = ExportModule(model, tft_output, config, token_vocab, label_vocab, kind=kind,
-                        special=special)
+  module = ExportModule(
+    model, tft_output, config, token_vocab, label_vocab, kind=kind, special=special
+  )
   tf.saved_model.save(module, export_dir, signatures=module.signatures())
   return export_dir

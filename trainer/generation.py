@@ -43,8 +43,7 @@ def gumbel_noise(seed: tf.Tensor, position: tf.Tensor, vocab_size: int) -> tf.Te
     position: int32 scalar, the position being sampled.
     vocab_size: Columns of the noise.
   """
-  key = _mix32(tf.bitwise.bitwise_xor(tf.cast(seed, tf.uint32), tf.constant(0x9E3779B9,
-                                                                            tf.uint32)))
+  key = _mix32(tf.bitwise.bitwise_xor(tf.cast(seed, tf.uint32), tf.constant(0x9E3779B9, tf.uint32)))
   key = _mix32(key + tf.cast(position, tf.uint32) * tf.constant(0x85EBCA6B, tf.uint32))
   columns = tf.cast(tf.range(vocab_size), tf.uint32) * tf.constant(0xC2B2AE35, tf.uint32)
   bits = _mix32(key[:, tf.newaxis] + columns[tf.newaxis, :])
@@ -53,8 +52,15 @@ def gumbel_noise(seed: tf.Tensor, position: tf.Tensor, vocab_size: int) -> tf.Te
   return -tf.math.log(-tf.math.log(uniform))
 
 
-def next_tokens(logits: tf.Tensor, banned: tf.Tensor, temperature: tf.Tensor, top_k: tf.Tensor,
-                top_p: tf.Tensor, seed: tf.Tensor, position: tf.Tensor) -> tf.Tensor:
+def next_tokens(
+  logits: tf.Tensor,
+  banned: tf.Tensor,
+  temperature: tf.Tensor,
+  top_k: tf.Tensor,
+  top_p: tf.Tensor,
+  seed: tf.Tensor,
+  position: tf.Tensor,
+) -> tf.Tensor:
   """Picks one token per row from float32 logits [b, vocab]; never a `banned` [vocab] token.
 
   Greedy rows (temperature <= 0) take the argmax of the softmax, as keras-hub's greedy sampler
@@ -100,13 +106,15 @@ class CachedGenerator:
       at most seq_len - 1, so the window always holds one prompt token.
   """
 
-  def __init__(self, backbone, seq_len: int, end_id: int, banned_ids=(),
-               max_new_tokens_limit: int = 256):
+  def __init__(
+    self, backbone, seq_len: int, end_id: int, banned_ids=(), max_new_tokens_limit: int = 256
+  ):
     if max_new_tokens_limit < 1:
       raise ValueError(f'max_new_tokens_limit must be >= 1, got {max_new_tokens_limit}')
     if seq_len < 2:
-      raise ValueError(f'generation needs seq_len >= 2 (a prompt token and a new one), got '
-                       f'{seq_len}')
+      raise ValueError(
+        f'generation needs seq_len >= 2 (a prompt token and a new one), got {seq_len}'
+      )
     self.backbone = backbone
     self.seq_len = seq_len
     self.end_id = end_id
@@ -132,15 +140,26 @@ class CachedGenerator:
     x = backbone.embeddings_dropout(x, training=False)
     caches = []
     for i, layer in enumerate(backbone.transformer_layers):
-      x, layer_cache = layer(x, self_attention_cache=cache[:, i, ...],
-                             self_attention_cache_update_index=index, training=False)
+      x, layer_cache = layer(
+        x,
+        self_attention_cache=cache[:, i, ...],
+        self_attention_cache_update_index=index,
+        training=False,
+      )
       caches.append(layer_cache)
     x = backbone.layer_norm(x)
     logits = backbone.token_embedding(x, reverse=True)
     return tf.cast(logits, tf.float32), tf.stack(caches, axis=1)
 
-  def generate(self, prompt_ids: tf.RaggedTensor, max_new_tokens: tf.Tensor,
-               temperature: tf.Tensor, top_k: tf.Tensor, top_p: tf.Tensor, seed: tf.Tensor):
+  def generate(
+    self,
+    prompt_ids: tf.RaggedTensor,
+    max_new_tokens: tf.Tensor,
+    temperature: tf.Tensor,
+    top_k: tf.Tensor,
+    top_p: tf.Tensor,
+    seed: tf.Tensor,
+  ):
     """Continues each prompt (int32 ragged [b, None]); every control is a [b] tensor.
 
     Returns:
@@ -152,19 +171,38 @@ class CachedGenerator:
         whose batch size differs from the prompts'.
     """
     batch = prompt_ids.nrows(out_type=tf.int32)
-    checks = [tf.debugging.assert_equal(
-      tf.shape(value)[0], batch,
-      message=f'generate: "{name}" must have one value per prompt (the same batch size)')
-      for name, value in (('max_new_tokens', max_new_tokens), ('temperature', temperature),
-                          ('top_k', top_k), ('top_p', top_p), ('seed', seed))]
-    checks.append(tf.debugging.assert_positive(
-      prompt_ids.row_lengths(), message='generate: every prompt needs at least one token'))
-    checks.append(tf.debugging.assert_non_negative(
-      max_new_tokens, message='generate: "max_new_tokens" must be >= 0'))
-    checks.append(tf.debugging.assert_less_equal(
-      max_new_tokens, self.limit,
-      message=f'generate: "max_new_tokens" must be <= {self.limit}, the limit this model was '
-              f'exported with (window of {self.seq_len} tokens); ask for fewer tokens'))
+    checks = [
+      tf.debugging.assert_equal(
+        tf.shape(value)[0],
+        batch,
+        message=f'generate: "{name}" must have one value per prompt (the same batch size)',
+      )
+      for name, value in (
+        ('max_new_tokens', max_new_tokens),
+        ('temperature', temperature),
+        ('top_k', top_k),
+        ('top_p', top_p),
+        ('seed', seed),
+      )
+    ]
+    checks.append(
+      tf.debugging.assert_positive(
+        prompt_ids.row_lengths(), message='generate: every prompt needs at least one token'
+      )
+    )
+    checks.append(
+      tf.debugging.assert_non_negative(
+        max_new_tokens, message='generate: "max_new_tokens" must be >= 0'
+      )
+    )
+    checks.append(
+      tf.debugging.assert_less_equal(
+        max_new_tokens,
+        self.limit,
+        message=f'generate: "max_new_tokens" must be <= {self.limit}, the limit this model was '
+        f'exported with (window of {self.seq_len} tokens); ask for fewer tokens',
+      )
+    )
     with tf.control_dependencies(checks):
       max_new_tokens = tf.identity(max_new_tokens)
 
@@ -173,21 +211,22 @@ class CachedGenerator:
     kept = tf.minimum(lengths, tf.maximum(self.seq_len - max_new_tokens, 1))
     starts = tf.cast(prompt_ids.row_starts(), tf.int32) + lengths - kept
     prompt_ids = tf.RaggedTensor.from_row_lengths(
-      tf.gather(prompt_ids.flat_values, tf.ragged.range(starts, starts + kept).flat_values),
-      kept)
+      tf.gather(prompt_ids.flat_values, tf.ragged.range(starts, starts + kept).flat_values), kept
+    )
     lengths = kept
     total = tf.minimum(tf.reduce_max(lengths + max_new_tokens), self.seq_len)
     total = tf.maximum(total, tf.maximum(tf.reduce_max(lengths), 1))
     prompt = prompt_ids.to_tensor(default_value=0)  # [b, longest prompt], right-padded
     ids = tf.pad(prompt, [[0, 0], [0, total - tf.shape(prompt)[1]]])
 
-    cache = tf.zeros([batch, self.num_layers, 2, total, self.num_heads, self.head_dim],
-                     self.backbone.compute_dtype)
+    cache = tf.zeros(
+      [batch, self.num_layers, 2, total, self.num_heads, self.head_dim], self.backbone.compute_dtype
+    )
     _, cache = self.forward(prompt, cache, 0)
     columns = tf.range(total)[tf.newaxis, :]
 
     def body(index, ids, new, done, cache):
-      logits, cache = self.forward(ids[:, index - 1:index], cache, index - 1)
+      logits, cache = self.forward(ids[:, index - 1 : index], cache, index - 1)
       sampled = next_tokens(logits[:, 0, :], self.banned, temperature, top_k, top_p, seed, index)
       in_prompt = index < lengths
       token = tf.where(in_prompt, ids[:, index], sampled)
@@ -195,8 +234,9 @@ class CachedGenerator:
       at_index = columns == index
       ids = tf.where(at_index, token[:, tf.newaxis], ids)
       new = new | (at_index & (generating & (token != self.end_id))[:, tf.newaxis])
-      done = done | (generating & ((token == self.end_id)
-                                   | (index + 1 - lengths >= max_new_tokens)))
+      done = done | (
+        generating & ((token == self.end_id) | (index + 1 - lengths >= max_new_tokens))
+      )
       return index + 1, ids, new, done, cache
 
     # The loop starts at the shortest prompt's end (rows inside their prompt copy it).
@@ -206,6 +246,12 @@ class CachedGenerator:
       lambda index, ids, new, done, cache: (index < total) & ~tf.reduce_all(done),
       body,
       (start, ids, tf.zeros_like(ids, tf.bool), max_new_tokens <= 0, cache),
-      shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, None]),
-                        tf.TensorShape([None, None]), tf.TensorShape([None]), cache_shape))
+      shape_invariants=(
+        tf.TensorShape([]),
+        tf.TensorShape([None, None]),
+        tf.TensorShape([None, None]),
+        tf.TensorShape([None]),
+        cache_shape,
+      ),
+    )
     return ids, new

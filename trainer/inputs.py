@@ -26,10 +26,17 @@ def max_predictions(seq_len: int, mask_rate: float) -> int:
   return max(1, math.ceil(seq_len * mask_rate))
 
 
-def mask_tokens(token_ids: tf.Tensor, seed: tf.Tensor, *, vocab_size: int, mask_rate: float,
-                mask_token_rate: float, random_token_rate: float, num_predictions: int,
-                special: SpecialTokens = tokenizers.LEARNED_SPECIAL_TOKENS,
-                ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+def mask_tokens(
+  token_ids: tf.Tensor,
+  seed: tf.Tensor,
+  *,
+  vocab_size: int,
+  mask_rate: float,
+  mask_token_rate: float,
+  random_token_rate: float,
+  num_predictions: int,
+  special: SpecialTokens = tokenizers.LEARNED_SPECIAL_TOKENS,
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
   """BERT masking of a batch, stateless in `seed`.
 
   Of the maskable tokens (not `special.reserved`, so never [PAD], [CLS], [SEP], ...) of each
@@ -48,8 +55,9 @@ def mask_tokens(token_ids: tf.Tensor, seed: tf.Tensor, *, vocab_size: int, mask_
   seeds = tf.random.experimental.stateless_split(seed, 4)
   maskable = ~is_reserved(token_ids, special)
   num_maskable = tf.reduce_sum(tf.cast(maskable, tf.float32), axis=1)
-  num_masked = tf.minimum(tf.maximum(tf.round(num_maskable * mask_rate), 1.0),
-                          float(num_predictions))
+  num_masked = tf.minimum(
+    tf.maximum(tf.round(num_maskable * mask_rate), 1.0), float(num_predictions)
+  )
   num_masked = tf.where(num_maskable > 0, num_masked, 0.0)
   scores = tf.random.stateless_uniform(tf.shape(token_ids), seeds[0])
   scores = tf.where(maskable, scores, -1.0)
@@ -60,14 +68,21 @@ def mask_tokens(token_ids: tf.Tensor, seed: tf.Tensor, *, vocab_size: int, mask_
   decide = tf.random.stateless_uniform(tf.shape(positions), seeds[1])
   reserved = set(special.reserved)
   candidates = tf.constant([i for i in range(vocab_size) if i not in reserved], tf.int32)
-  random_ids = tf.gather(candidates, tf.random.stateless_uniform(
-    tf.shape(positions), seeds[2], maxval=len(candidates), dtype=tf.int32))
-  replacement = tf.where(decide < mask_token_rate, special.mask,
-                         tf.where(decide < mask_token_rate + random_token_rate, random_ids,
-                                  originals))
+  random_ids = tf.gather(
+    candidates,
+    tf.random.stateless_uniform(
+      tf.shape(positions), seeds[2], maxval=len(candidates), dtype=tf.int32
+    ),
+  )
+  replacement = tf.where(
+    decide < mask_token_rate,
+    special.mask,
+    tf.where(decide < mask_token_rate + random_token_rate, random_ids, originals),
+  )
   replacement = tf.where(chosen, replacement, originals)
-  batch_index = tf.broadcast_to(tf.range(tf.shape(positions)[0])[:, tf.newaxis],
-                                tf.shape(positions))
+  batch_index = tf.broadcast_to(
+    tf.range(tf.shape(positions)[0])[:, tf.newaxis], tf.shape(positions)
+  )
   indices = tf.stack([batch_index, positions], axis=-1)
   masked = tf.tensor_scatter_nd_update(token_ids, indices, replacement)
   return masked, positions, originals, tf.cast(chosen, tf.float32)
@@ -79,15 +94,18 @@ def is_reserved(token_ids: tf.Tensor, special: SpecialTokens) -> tf.Tensor:
   return tf.reduce_any(token_ids[..., tf.newaxis] == reserved, axis=-1)
 
 
-def pack_documents(dataset_of_docs: tf.data.Dataset, window: int,
-                   end_id: int = contract.SEP_ID) -> tf.data.Dataset:
+def pack_documents(
+  dataset_of_docs: tf.data.Dataset, window: int, end_id: int = contract.SEP_ID
+) -> tf.data.Dataset:
   """Packs a dataset of ragged document batches into `window`-token rows, [SEP] after each.
 
   Documents follow each other with no padding; a long one continues in the next row.
   """
+
   def flatten(docs):
     sep = tf.fill([docs.nrows(), 1], tf.constant(end_id, docs.dtype))
     return tf.concat([docs, sep], axis=1).flat_values
+
   return dataset_of_docs.map(flatten).unbatch().batch(window, drop_remainder=True)
 
 
@@ -103,17 +121,26 @@ def _parse_fn(feature_spec):
       ids = tf.RaggedTensor.from_sparse(ids)
     parsed[contract.TOKEN_IDS_KEY] = tf.cast(ids, tf.int32)
     return parsed
+
   return parse
 
 
-def records_dataset(file_patterns: Sequence[str], *, shuffle: bool, seed: int,
-                    shuffle_buffer: int, num_shards: int = 1, shard: int = 0) -> tf.data.Dataset:
+def records_dataset(
+  file_patterns: Sequence[str],
+  *,
+  shuffle: bool,
+  seed: int,
+  shuffle_buffer: int,
+  num_shards: int = 1,
+  shard: int = 0,
+) -> tf.data.Dataset:
   """Serialized records from gzipped TFRecord files, sharded, optionally shuffled, repeated."""
   files = sorted(f for pattern in file_patterns for f in tf.io.gfile.glob(pattern))
   if not files:
     raise ValueError(f'no TFRecord files match {list(file_patterns)}')
-  dataset = tf.data.TFRecordDataset(files, compression_type='GZIP',
-                                    num_parallel_reads=tf.data.AUTOTUNE)
+  dataset = tf.data.TFRecordDataset(
+    files, compression_type='GZIP', num_parallel_reads=tf.data.AUTOTUNE
+  )
   if num_shards > 1:
     dataset = dataset.shard(num_shards, shard)
   if shuffle:
@@ -121,10 +148,19 @@ def records_dataset(file_patterns: Sequence[str], *, shuffle: bool, seed: int,
   return dataset.repeat()
 
 
-def make_dataset(file_patterns: Sequence[str], feature_spec: Mapping[str, Any],
-                 config: TrainerConfig, *, vocab_size: int, batch_size: int, training: bool,
-                 seed: int, num_shards: int = 1, shard: int = 0,
-                 special: SpecialTokens = tokenizers.LEARNED_SPECIAL_TOKENS) -> tf.data.Dataset:
+def make_dataset(
+  file_patterns: Sequence[str],
+  feature_spec: Mapping[str, Any],
+  config: TrainerConfig,
+  *,
+  vocab_size: int,
+  batch_size: int,
+  training: bool,
+  seed: int,
+  num_shards: int = 1,
+  shard: int = 0,
+  special: SpecialTokens = tokenizers.LEARNED_SPECIAL_TOKENS,
+) -> tf.data.Dataset:
   """The batches of one input pipeline.
 
   Args:
@@ -145,32 +181,50 @@ def make_dataset(file_patterns: Sequence[str], feature_spec: Mapping[str, Any],
     An infinite `tf.data.Dataset` of `(x, y)` with static batch size.
   """
   _check_feature_spec(feature_spec, config.task)
-  records = records_dataset(file_patterns, shuffle=training, seed=seed,
-                            shuffle_buffer=config.shuffle_buffer, num_shards=num_shards,
-                            shard=shard)
-  parsed = records.batch(_PARSE_BATCH).map(_parse_fn(feature_spec),
-                                           num_parallel_calls=tf.data.AUTOTUNE)
+  records = records_dataset(
+    file_patterns,
+    shuffle=training,
+    seed=seed,
+    shuffle_buffer=config.shuffle_buffer,
+    num_shards=num_shards,
+    shard=shard,
+  )
+  parsed = records.batch(_PARSE_BATCH).map(
+    _parse_fn(feature_spec), num_parallel_calls=tf.data.AUTOTUNE
+  )
   if config.task == contract.CLASSIFY:
     return _classify_batches(parsed, config.seq_len, batch_size, special)
   docs = parsed.map(lambda batch: _as_ragged(batch[contract.TOKEN_IDS_KEY], special.pad))
   if config.task == contract.CLM:
     return _clm_batches(docs, config.seq_len, batch_size, special)
-  return _mlm_batches(docs, config, vocab_size=vocab_size, batch_size=batch_size,
-                      training=training, seed=seed, special=special)
+  return _mlm_batches(
+    docs,
+    config,
+    vocab_size=vocab_size,
+    batch_size=batch_size,
+    training=training,
+    seed=seed,
+    special=special,
+  )
 
 
 def _check_feature_spec(feature_spec: Mapping[str, Any], task: str) -> None:
   if contract.TOKEN_IDS_KEY not in feature_spec:
-    raise ValueError(f'transformed feature spec lacks {contract.TOKEN_IDS_KEY!r}: '
-                     f'{sorted(feature_spec)}')
+    raise ValueError(
+      f'transformed feature spec lacks {contract.TOKEN_IDS_KEY!r}: {sorted(feature_spec)}'
+    )
   if task == contract.CLASSIFY and contract.TRANSFORMED_LABEL_KEY not in feature_spec:
-    raise ValueError('classify needs a transformed '
-                     f'{contract.TRANSFORMED_LABEL_KEY!r} feature; got {sorted(feature_spec)}')
+    raise ValueError(
+      'classify needs a transformed '
+      f'{contract.TRANSFORMED_LABEL_KEY!r} feature; got {sorted(feature_spec)}'
+    )
 
 
-def _classify_batches(parsed: tf.data.Dataset, seq_len: int, batch_size: int,
-                      special: SpecialTokens) -> tf.data.Dataset:
+def _classify_batches(
+  parsed: tf.data.Dataset, seq_len: int, batch_size: int, special: SpecialTokens
+) -> tf.data.Dataset:
   """Framed, padded sequences and their label ids, one example per row."""
+
   def to_example(batch):
     ids = batch[contract.TOKEN_IDS_KEY]
     if isinstance(ids, tf.RaggedTensor):
@@ -180,24 +234,42 @@ def _classify_batches(parsed: tf.data.Dataset, seq_len: int, batch_size: int,
     weights = tf.cast(label >= 0, tf.float32)
     x = {TOKEN_IDS: ids, PADDING_MASK: tf.cast(ids != special.pad, tf.int32)}
     return x, {LABELS: tf.maximum(label, 0), WEIGHTS: weights}
-  return (parsed.map(to_example, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
-          .batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+
+  return (
+    parsed.map(to_example, num_parallel_calls=tf.data.AUTOTUNE)
+    .unbatch()
+    .batch(batch_size, drop_remainder=True)
+    .prefetch(tf.data.AUTOTUNE)
+  )
 
 
-def _clm_batches(docs: tf.data.Dataset, seq_len: int, batch_size: int,
-                 special: SpecialTokens) -> tf.data.Dataset:
+def _clm_batches(
+  docs: tf.data.Dataset, seq_len: int, batch_size: int, special: SpecialTokens
+) -> tf.data.Dataset:
   """Packed windows; each position's label is the next token."""
+
   def to_window(window):
     x = {TOKEN_IDS: window[:, :-1], PADDING_MASK: tf.ones_like(window[:, :-1])}
     return x, {LABELS: window[:, 1:], WEIGHTS: tf.ones_like(window[:, 1:], tf.float32)}
+
   windows = pack_documents(docs, seq_len + 1, special.end)  # inputs and their next tokens
-  return (windows.batch(batch_size, drop_remainder=True)
-          .map(to_window, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
+  return (
+    windows.batch(batch_size, drop_remainder=True)
+    .map(to_window, num_parallel_calls=tf.data.AUTOTUNE)
+    .prefetch(tf.data.AUTOTUNE)
+  )
 
 
-def _mlm_batches(docs: tf.data.Dataset, config: TrainerConfig, *, vocab_size: int,
-                 batch_size: int, training: bool, seed: int,
-                 special: SpecialTokens) -> tf.data.Dataset:
+def _mlm_batches(
+  docs: tf.data.Dataset,
+  config: TrainerConfig,
+  *,
+  vocab_size: int,
+  batch_size: int,
+  training: bool,
+  seed: int,
+  special: SpecialTokens,
+) -> tf.data.Dataset:
   """Packed rows after one [CLS], masked BERT-style; labels are the masked tokens."""
   num_predictions = max_predictions(config.seq_len, config.mask_rate)
   # Packed like clm, after one [CLS]: [CLS] doc [SEP] doc [SEP] doc...; no padding.
@@ -205,20 +277,32 @@ def _mlm_batches(docs: tf.data.Dataset, config: TrainerConfig, *, vocab_size: in
   if training:
     rows = rows.shuffle(min(config.shuffle_buffer, 4096), seed=seed + 1)
   cls = tf.fill([batch_size, 1], special.start)
-  batches = rows.batch(batch_size, drop_remainder=True).map(
-    lambda body: tf.concat([cls, body], axis=1)).enumerate()
+  batches = (
+    rows.batch(batch_size, drop_remainder=True)
+    .map(lambda body: tf.concat([cls, body], axis=1))
+    .enumerate()
+  )
 
   def to_masked(index, ids):
     # The batch index makes the seed: every pass over the data draws new masks, and the
     # evaluation stream (same index sequence each time) draws the same ones.
     masked, positions, originals, weights = mask_tokens(
-      ids, tf.stack([tf.constant(seed, tf.int64), index]), vocab_size=vocab_size,
-      mask_rate=config.mask_rate, mask_token_rate=config.mask_token_rate,
-      random_token_rate=config.random_token_rate, num_predictions=num_predictions,
-      special=special)
-    x = {TOKEN_IDS: masked, PADDING_MASK: tf.cast(ids != special.pad, tf.int32),
-         MASK_POSITIONS: positions}
+      ids,
+      tf.stack([tf.constant(seed, tf.int64), index]),
+      vocab_size=vocab_size,
+      mask_rate=config.mask_rate,
+      mask_token_rate=config.mask_token_rate,
+      random_token_rate=config.random_token_rate,
+      num_predictions=num_predictions,
+      special=special,
+    )
+    x = {
+      TOKEN_IDS: masked,
+      PADDING_MASK: tf.cast(ids != special.pad, tf.int32),
+      MASK_POSITIONS: positions,
+    }
     return x, {LABELS: originals, WEIGHTS: weights}
+
   return batches.map(to_masked, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 

@@ -38,17 +38,26 @@ def build_backbone(config: TrainerConfig, vocab_size: int) -> keras_hub.models.B
     if problem:
       raise ValueError(f'preset {config.preset}: task {config.task}: {problem}')
     if backbone.vocabulary_size != vocab_size:
-      raise ValueError(f'preset {config.preset} has vocabulary size '
-                       f'{backbone.vocabulary_size}, the token vocabulary has {vocab_size}')
+      raise ValueError(
+        f'preset {config.preset} has vocabulary size '
+        f'{backbone.vocabulary_size}, the token vocabulary has {vocab_size}'
+      )
     if backbone.max_sequence_length < config.seq_len:
-      raise ValueError(f'preset {config.preset} handles {backbone.max_sequence_length} '
-                       f'positions, seq_len is {config.seq_len}')
+      raise ValueError(
+        f'preset {config.preset} handles {backbone.max_sequence_length} '
+        f'positions, seq_len is {config.seq_len}'
+      )
     return backbone
   size = config.model_dims()
   return family(
-    vocabulary_size=vocab_size, num_layers=size.num_layers, num_heads=size.num_heads,
-    hidden_dim=size.hidden_dim, intermediate_dim=size.intermediate_dim, dropout=config.dropout,
-    max_sequence_length=config.seq_len)
+    vocabulary_size=vocab_size,
+    num_layers=size.num_layers,
+    num_heads=size.num_heads,
+    hidden_dim=size.hidden_dim,
+    intermediate_dim=size.intermediate_dim,
+    dropout=config.dropout,
+    max_sequence_length=config.seq_len,
+  )
 
 
 def _backbone_outputs(backbone, token_ids, padding_mask):
@@ -58,8 +67,13 @@ def _backbone_outputs(backbone, token_ids, padding_mask):
   return backbone(inputs)
 
 
-def build_model(task: str, backbone: keras_hub.models.Backbone, num_classes: int | None = None,
-                max_predictions: int | None = None, dropout: float = 0.1) -> keras.Model:
+def build_model(
+  task: str,
+  backbone: keras_hub.models.Backbone,
+  num_classes: int | None = None,
+  max_predictions: int | None = None,
+  dropout: float = 0.1,
+) -> keras.Model:
   """Wraps `backbone` with the head of `task`; logits come out in float32.
 
   Args:
@@ -80,16 +94,19 @@ def build_model(task: str, backbone: keras_hub.models.Backbone, num_classes: int
     sequence = _backbone_outputs(backbone, token_ids, padding_mask)['sequence_output']
     # The head computes in float32: its vocabulary bias does not follow a lower compute dtype.
     head = keras_hub.layers.MaskedLMHead(
-      vocabulary_size=backbone.vocabulary_size, token_embedding=backbone.token_embedding,
-      intermediate_activation='gelu', dtype='float32', name='mlm_head')
+      vocabulary_size=backbone.vocabulary_size,
+      token_embedding=backbone.token_embedding,
+      intermediate_activation='gelu',
+      dtype='float32',
+      name='mlm_head',
+    )
     logits = to_float32(head(sequence, mask_positions=mask_positions))  # (batch, preds, vocab)
   elif task == contract.CLM:
     sequence = _backbone_outputs(backbone, token_ids, padding_mask)  # (batch, seq_len, hidden)
     logits = to_float32(backbone.token_embedding(sequence, reverse=True))
   elif task == contract.CLASSIFY:
     if not num_classes or num_classes < 2:
-      raise ValueError(f'classify needs at least 2 classes, the label vocabulary has '
-                       f'{num_classes}')
+      raise ValueError(f'classify needs at least 2 classes, the label vocabulary has {num_classes}')
     pooled = _backbone_outputs(backbone, token_ids, padding_mask)['pooled_output']
     pooled = keras.layers.Dropout(dropout, name='classifier_dropout')(pooled)
     logits = to_float32(keras.layers.Dense(num_classes, name='classifier')(pooled))
@@ -132,9 +149,11 @@ def load_backbone_weights(backbone: keras_hub.models.Backbone, path: str) -> int
     elif tuple(value.shape) != tuple(variable.shape):
       mismatched.append(f'{variable.path}: {value.shape} in file, {variable.shape} in model')
   if missing or mismatched:
-    raise ValueError(f'warm start from {path} failed: missing weights {missing}, shape '
-                     f'mismatches {mismatched} (was the base model trained with the same '
-                     'vocabulary and size?)')
+    raise ValueError(
+      f'warm start from {path} failed: missing weights {missing}, shape '
+      f'mismatches {mismatched} (was the base model trained with the same '
+      'vocabulary and size?)'
+    )
   for variable in backbone.weights:
     variable.assign(saved[variable.path])
   return len(backbone.weights)

@@ -20,8 +20,7 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
     if decay not in contract.DECAYS:
       raise ValueError(f'decay must be one of {contract.DECAYS}, got {decay!r}')
     if warmup_steps > total_steps:
-      raise ValueError(f'warmup_steps ({warmup_steps}) must not exceed total_steps '
-                       f'({total_steps})')
+      raise ValueError(f'warmup_steps ({warmup_steps}) must not exceed total_steps ({total_steps})')
     self.peak = peak
     self.total_steps = total_steps
     self.warmup_steps = warmup_steps
@@ -44,12 +43,18 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
     return tf.where(step < warmup, warm, decayed)
 
   def get_config(self) -> dict:
-    return {'peak': self.peak, 'total_steps': self.total_steps,
-            'warmup_steps': self.warmup_steps, 'decay': self.decay, 'end_ratio': self.end_ratio}
+    return {
+      'peak': self.peak,
+      'total_steps': self.total_steps,
+      'warmup_steps': self.warmup_steps,
+      'decay': self.decay,
+      'end_ratio': self.end_ratio,
+    }
 
 
-def warmup_steps_for(total_steps: int, warmup_steps: int | None = None,
-                     warmup_ratio: float = 0.0) -> int:
+def warmup_steps_for(
+  total_steps: int, warmup_steps: int | None = None, warmup_ratio: float = 0.0
+) -> int:
   """Warmup length in steps: explicit, else a fraction of the total."""
   if warmup_steps is not None:
     return min(warmup_steps, total_steps)
@@ -72,10 +77,18 @@ def no_decay_variables(model: keras.Model) -> list[keras.Variable]:
   return excluded
 
 
-def create_optimizer(model: keras.Model, *, learning_rate: float, total_steps: int,
-                     warmup_steps: int, decay: str = contract.LINEAR, end_ratio: float = 0.0,
-                     weight_decay: float = 0.01, clip_norm: float = 0.0,
-                     loss_scaling: bool = False) -> keras.optimizers.Optimizer:
+def create_optimizer(
+  model: keras.Model,
+  *,
+  learning_rate: float,
+  total_steps: int,
+  warmup_steps: int,
+  decay: str = contract.LINEAR,
+  end_ratio: float = 0.0,
+  weight_decay: float = 0.01,
+  clip_norm: float = 0.0,
+  loss_scaling: bool = False,
+) -> keras.optimizers.Optimizer:
   """AdamW over `model` with the warmup/decay schedule and global-norm clipping.
 
   Args:
@@ -96,8 +109,13 @@ def create_optimizer(model: keras.Model, *, learning_rate: float, total_steps: i
   """
   schedule = WarmupDecay(learning_rate, total_steps, warmup_steps, decay, end_ratio)
   optimizer = keras.optimizers.AdamW(
-    learning_rate=schedule, weight_decay=weight_decay, beta_1=0.9, beta_2=0.999, epsilon=1e-6,
-    global_clipnorm=clip_norm or None)
+    learning_rate=schedule,
+    weight_decay=weight_decay,
+    beta_1=0.9,
+    beta_2=0.999,
+    epsilon=1e-6,
+    global_clipnorm=clip_norm or None,
+  )
   optimizer.exclude_from_weight_decay(var_list=no_decay_variables(model))
   if loss_scaling:
     optimizer = keras.optimizers.LossScaleOptimizer(optimizer)

@@ -37,11 +37,14 @@ from tfxlm import contract
 from trainer import tokenizers
 
 
-def frame(ids: tf.RaggedTensor, seq_len: int,
-          special: tokenizers.SpecialTokens = tokenizers.LEARNED_SPECIAL_TOKENS) -> tf.Tensor:
+def frame(
+  ids: tf.RaggedTensor,
+  seq_len: int,
+  special: tokenizers.SpecialTokens = tokenizers.LEARNED_SPECIAL_TOKENS,
+) -> tf.Tensor:
   """(batch, None) ids -> (batch, seq_len): [CLS] ids… [SEP], truncated, padded with [PAD]."""
   batch = ids.nrows()
-  ids = ids[:, :seq_len - 2]
+  ids = ids[:, : seq_len - 2]
   cls = tf.fill([batch, 1], tf.constant(special.start, tf.int64))
   sep = tf.fill([batch, 1], tf.constant(special.end, tf.int64))
   framed = tf.concat([cls, ids, sep], axis=1)
@@ -108,8 +111,13 @@ def sorted_vocabulary(x: tf.Tensor, name: str) -> tf.Tensor:
     `tft_output.vocabulary_file_by_name(name)`): a plain file, one value per line.
   """
   (path,) = tft.experimental.ptransform_analyzer(
-    inputs=[x], ptransform=_WriteSortedDistinct(name), output_dtypes=[tf.string],
-    output_shapes=[[]], output_asset_default_values=[b'__unset__'], name=name)
+    inputs=[x],
+    ptransform=_WriteSortedDistinct(name),
+    output_dtypes=[tf.string],
+    output_shapes=[[]],
+    output_asset_default_values=[b'__unset__'],
+    name=name,
+  )
   tft.annotate_asset(name, name)
   return path
 
@@ -122,8 +130,9 @@ def _dense(x):
   return x
 
 
-def _with_vocab_assets(ids: tf.RaggedTensor, vocab_uri: str, tokens: list[str],
-                       special: tokenizers.SpecialTokens) -> tf.RaggedTensor:
+def _with_vocab_assets(
+  ids: tf.RaggedTensor, vocab_uri: str, tokens: list[str], special: tokenizers.SpecialTokens
+) -> tf.RaggedTensor:
   """Makes vocab.txt and vocab.json assets of the transform graph (`token_vocab`,
   `tokenizer_spec`), so the trainer and the export read the tokens and the special ids there.
 
@@ -142,7 +151,9 @@ def _with_vocab_assets(ids: tf.RaggedTensor, vocab_uri: str, tokens: list[str],
   spec_lines = tft.apply_vocabulary(tf.constant(['{']), deferred_vocab_filename_tensor=spec_path)
   tft.annotate_asset(contract.TOKENIZER_SPEC_NAME, contract.VOCAB_JSON)
   check = tf.debugging.assert_equal(
-    found, tf.constant(special_ids, tf.int64),
-    message=f'{vocab_path} must hold the special tokens at ids {special_ids}')
+    found,
+    tf.constant(special_ids, tf.int64),
+    message=f'{vocab_path} must hold the special tokens at ids {special_ids}',
+  )
   with tf.control_dependencies([check, spec_lines]):
     return ids.with_flat_values(tf.identity(ids.flat_values))

@@ -44,12 +44,16 @@ def checkpoint_dir(fn_args: 'FnArgs', config: TrainerConfig) -> str:
   checkpoints there would be lost to a rerun after a crash; here the rerun, with the same
   (cached) inputs, finds them.
   """
-  identity = json.dumps({
+  identity = json.dumps(
+    {
       'config': config.to_dict(),
       'train_files': sorted(fn_args.train_files or []),
       'transform_graph': fn_args.transform_graph_path or fn_args.transform_output,
       'base_model': fn_args.base_model,
-  }, sort_keys=True, default=str)
+    },
+    sort_keys=True,
+    default=str,
+  )
   digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
   component = os.path.dirname(os.path.dirname(os.path.normpath(fn_args.model_run_dir)))
   return os.path.join(component, CHECKPOINTS_FOLDER, digest)
@@ -60,13 +64,19 @@ def config_from_fn_args(fn_args: 'FnArgs') -> TrainerConfig:
   custom = fn_args.custom_config or {}
   # TFX's Vertex AI Training executor (kubeflow.trainer_replicas / trainer_tpu) reads its
   # `ai_platform_*` keys here and passes the whole dict on to run_fn on every replica.
-  unknown = sorted(k for k in set(custom) - {contract.TRAINER_CONFIG_KEY}
-                   if not k.startswith(_TFX_CLOUD_KEY_PREFIX))
+  unknown = sorted(
+    k
+    for k in set(custom) - {contract.TRAINER_CONFIG_KEY}
+    if not k.startswith(_TFX_CLOUD_KEY_PREFIX)
+  )
   if unknown:
-    raise ValueError(f'Trainer custom_config: unknown key(s) {unknown}; expected only '
-                     f'{contract.TRAINER_CONFIG_KEY!r}')
-  config = TrainerConfig.from_dict(custom.get(contract.TRAINER_CONFIG_KEY),
-                                  where=contract.TRAINER_CONFIG_KEY)
+    raise ValueError(
+      f'Trainer custom_config: unknown key(s) {unknown}; expected only '
+      f'{contract.TRAINER_CONFIG_KEY!r}'
+    )
+  config = TrainerConfig.from_dict(
+    custom.get(contract.TRAINER_CONFIG_KEY), where=contract.TRAINER_CONFIG_KEY
+  )
   if config.train_steps is None:
     if not fn_args.train_steps:
       raise ValueError('no train steps: set TrainerConfig.train_steps or TrainArgs(num_steps=)')
@@ -97,7 +107,7 @@ class Vocabularies:
     if task == contract.CLASSIFY:
       labels = export.read_lines(tft_output.vocabulary_file_by_name(contract.LABEL_VOCAB_NAME))
     kind, special = meta['kind'], tokenizers.special_tokens(meta)
-    tokenizers.check_tokens(tokens, special, kind, where='the transform graph\'s token vocabulary')
+    tokenizers.check_tokens(tokens, special, kind, where="the transform graph's token vocabulary")
     return cls(tokens, labels, kind, special)
 
 
@@ -119,16 +129,18 @@ def base_model_dir(base_model: str) -> str:
   if os.path.basename(os.path.normpath(base_model)) == SERVING_FORMAT_DIR:
     candidates.append(os.path.dirname(os.path.normpath(base_model)))
   for folder in candidates:
-    if tf.io.gfile.exists(os.path.join(folder, contract.EXTRA_DIR,
-                                       contract.BACKBONE_WEIGHTS_FILE)):
+    if tf.io.gfile.exists(os.path.join(folder, contract.EXTRA_DIR, contract.BACKBONE_WEIGHTS_FILE)):
       return folder
-  raise ValueError(f'base model {base_model}: no {contract.EXTRA_DIR}/'
-                   f'{contract.BACKBONE_WEIGHTS_FILE} in {" or ".join(candidates)}; base_model '
-                   'must be a model this pipeline exported (a Trainer output or a pushed version)')
+  raise ValueError(
+    f'base model {base_model}: no {contract.EXTRA_DIR}/'
+    f'{contract.BACKBONE_WEIGHTS_FILE} in {" or ".join(candidates)}; base_model '
+    'must be a model this pipeline exported (a Trainer output or a pushed version)'
+  )
 
 
-def build_task_model(config: TrainerConfig, vocabularies: Vocabularies,
-                     base_model: str | None = None) -> keras.Model:
+def build_task_model(
+  config: TrainerConfig, vocabularies: Vocabularies, base_model: str | None = None
+) -> keras.Model:
   """Backbone + head of `config.task`, warm-started from `base_model`'s backbone if given.
 
   Args:
@@ -142,14 +154,18 @@ def build_task_model(config: TrainerConfig, vocabularies: Vocabularies,
   """
   backbone = models.build_backbone(config, len(vocabularies.tokens))
   if base_model:
-    path = os.path.join(base_model_dir(base_model), contract.EXTRA_DIR,
-                        contract.BACKBONE_WEIGHTS_FILE)
+    path = os.path.join(
+      base_model_dir(base_model), contract.EXTRA_DIR, contract.BACKBONE_WEIGHTS_FILE
+    )
     loaded = models.load_backbone_weights(backbone, path)
     logging.info('warm start: loaded %d backbone weights from %s', loaded, path)
   return models.build_model(
-    config.task, backbone, num_classes=len(vocabularies.labels or []) or None,
+    config.task,
+    backbone,
+    num_classes=len(vocabularies.labels or []) or None,
     max_predictions=inputs.max_predictions(config.seq_len, config.mask_rate),
-    dropout=config.dropout)
+    dropout=config.dropout,
+  )
 
 
 def _datasets(strategy, fn_args, tft_output, config, vocabularies, start_step):
@@ -159,19 +175,28 @@ def _datasets(strategy, fn_args, tft_output, config, vocabularies, start_step):
   def dataset_fn(files, training, batch_size):
     def fn(context):
       return inputs.make_dataset(
-        files, feature_spec, config, vocab_size=len(vocabularies.tokens),
-        special=vocabularies.special, batch_size=batch_size,
+        files,
+        feature_spec,
+        config,
+        vocab_size=len(vocabularies.tokens),
+        special=vocabularies.special,
+        batch_size=batch_size,
         training=training,
         # A resumed run draws new shuffles and masks instead of replaying the first steps'.
         seed=config.seed + start_step if training else config.seed,
-        num_shards=context.num_input_pipelines, shard=context.input_pipeline_id)
+        num_shards=context.num_input_pipelines,
+        shard=context.input_pipeline_id,
+      )
+
     return fn
 
   options = tf.distribute.InputOptions(experimental_fetch_to_device=True)
   train = strategy.distribute_datasets_from_function(
-    dataset_fn(fn_args.train_files, True, per_replica * config.grad_accum_steps), options)
+    dataset_fn(fn_args.train_files, True, per_replica * config.grad_accum_steps), options
+  )
   evaluation = strategy.distribute_datasets_from_function(
-    dataset_fn(fn_args.eval_files, False, per_replica), options)
+    dataset_fn(fn_args.eval_files, False, per_replica), options
+  )
   return train, evaluation
 
 
@@ -183,30 +208,49 @@ def train_and_export(config: TrainerConfig, fn_args: 'FnArgs') -> list[dict[str,
   strategy = distribute.create_strategy(config.strategy)
   chief = distribute.is_chief(strategy)
   replicas = strategy.num_replicas_in_sync
-  logging.info('strategy %s, %d replica(s), chief=%s, precision %s', type(strategy).__name__,
-               replicas, chief, config.precision)
+  logging.info(
+    'strategy %s, %d replica(s), chief=%s, precision %s',
+    type(strategy).__name__,
+    replicas,
+    chief,
+    config.precision,
+  )
   previous_policy = keras.mixed_precision.global_policy()
   keras.mixed_precision.set_global_policy(config.precision)
   try:
     with strategy.scope():
       model = build_task_model(config, vocabularies, fn_args.base_model)
       optimizer = optimization.create_optimizer(
-        model, learning_rate=config.learning_rate, total_steps=config.train_steps,
-        warmup_steps=optimization.warmup_steps_for(config.train_steps, config.warmup_steps,
-                                                   config.warmup_ratio),
-        decay=config.decay, end_ratio=config.end_learning_rate_ratio,
-        weight_decay=config.weight_decay, clip_norm=config.clip_norm / replicas,
-        loss_scaling=config.precision == contract.MIXED_FLOAT16)
+        model,
+        learning_rate=config.learning_rate,
+        total_steps=config.train_steps,
+        warmup_steps=optimization.warmup_steps_for(
+          config.train_steps, config.warmup_steps, config.warmup_ratio
+        ),
+        decay=config.decay,
+        end_ratio=config.end_learning_rate_ratio,
+        weight_decay=config.weight_decay,
+        clip_norm=config.clip_norm / replicas,
+        loss_scaling=config.precision == contract.MIXED_FLOAT16,
+      )
       optimizer.build(model.trainable_variables)
-    loop = training.Loop(strategy, model, optimizer, config, fn_args.model_run_dir, chief=chief,
-                         worker_name=distribute.worker_id(strategy),
-                         checkpoint_dir=checkpoint_dir(fn_args, config))
+    loop = training.Loop(
+      strategy,
+      model,
+      optimizer,
+      config,
+      fn_args.model_run_dir,
+      chief=chief,
+      worker_name=distribute.worker_id(strategy),
+      checkpoint_dir=checkpoint_dir(fn_args, config),
+    )
     start = loop.restore()
     if start:
       logging.info('resuming from checkpoint at step %d', start)
     train_data, eval_data = _datasets(strategy, fn_args, tft_output, config, vocabularies, start)
-    history = loop.run(train_data, eval_data, train_steps=config.train_steps,
-                       eval_steps=config.eval_steps)
+    history = loop.run(
+      train_data, eval_data, train_steps=config.train_steps, eval_steps=config.eval_steps
+    )
   finally:
     keras.mixed_precision.set_global_policy(previous_policy)
   if chief:
@@ -237,8 +281,16 @@ def _export(trained, tft_output, config, vocabularies, export_dir):
     copy.set_weights(trained.get_weights())
   finally:
     keras.mixed_precision.set_global_policy(previous_policy)
-  export.export_saved_model(copy, tft_output, config, vocabularies.tokens, vocabularies.labels,
-                            export_dir, kind=vocabularies.kind, special=vocabularies.special)
+  export.export_saved_model(
+    copy,
+    tft_output,
+    config,
+    vocabularies.tokens,
+    vocabularies.labels,
+    export_dir,
+    kind=vocabularies.kind,
+    special=vocabularies.special,
+  )
   extra = os.path.join(export_dir, contract.EXTRA_DIR)
   tf.io.gfile.makedirs(extra)
   with tf.io.gfile.GFile(os.path.join(extra, contract.TRAINER_CONFIG_FILE), 'w') as f:

@@ -83,8 +83,13 @@ class SpecialTokens:
 
 
 LEARNED_SPECIAL_TOKENS = SpecialTokens(
-  pad=contract.PAD_ID, unk=contract.UNK_ID, start=contract.CLS_ID, end=contract.SEP_ID,
-  mask=contract.MASK_ID, reserved=tuple(range(len(contract.RESERVED_TOKENS))))
+  pad=contract.PAD_ID,
+  unk=contract.UNK_ID,
+  start=contract.CLS_ID,
+  end=contract.SEP_ID,
+  mask=contract.MASK_ID,
+  reserved=tuple(range(len(contract.RESERVED_TOKENS))),
+)
 
 
 def special_tokens(meta: dict[str, Any]) -> SpecialTokens:
@@ -104,8 +109,9 @@ _WORD_RE = re.compile(r'[^\W_]+|[^\w\s]|_')
 _ACCENT_CATEGORY = 'Mn'
 
 
-def normalize_text(text: str, *, lowercase: bool = True, strip_accents: bool = True,
-                   nfkc: bool = True) -> str:
+def normalize_text(
+  text: str, *, lowercase: bool = True, strip_accents: bool = True, nfkc: bool = True
+) -> str:
   """Applies the configured normalization, in the order the transform graph applies it."""
   if nfkc:
     text = unicodedata.normalize('NFKC', text)
@@ -114,8 +120,9 @@ def normalize_text(text: str, *, lowercase: bool = True, strip_accents: bool = T
     # it applies NFKC whether or not `nfkc` is set, so the learner must see the same text.
     text = unicodedata.normalize('NFKC', unicodedata.normalize('NFKC', text).casefold())
   if strip_accents:
-    text = ''.join(c for c in unicodedata.normalize('NFD', text)
-                   if unicodedata.category(c) != _ACCENT_CATEGORY)
+    text = ''.join(
+      c for c in unicodedata.normalize('NFD', text) if unicodedata.category(c) != _ACCENT_CATEGORY
+    )
   return text
 
 
@@ -124,8 +131,11 @@ def split_words(text: str) -> list[str]:
   return _WORD_RE.findall(text)
 
 
-def learn_wordpiece_vocab(word_counts: Iterable[tuple[str, int]], size: int,
-                          reserved: Sequence[str] = contract.RESERVED_TOKENS) -> list[str]:
+def learn_wordpiece_vocab(
+  word_counts: Iterable[tuple[str, int]],
+  size: int,
+  reserved: Sequence[str] = contract.RESERVED_TOKENS,
+) -> list[str]:
   """Learns a WordPiece vocabulary of about `size` tokens from word counts.
 
   Args:
@@ -147,22 +157,37 @@ def learn_wordpiece_vocab(word_counts: Iterable[tuple[str, int]], size: int,
   if not word_counts:
     raise ValueError('no words to learn a vocabulary from (empty training split?)')
   vocab = learner.learn(
-    word_counts, vocab_size=size, reserved_tokens=list(reserved),
-    upper_thresh=max(c for _, c in word_counts) + 1, lower_thresh=1,
-    max_token_length=_MAX_TOKEN_LENGTH, max_unique_chars=_MAX_UNIQUE_CHARS,
-    include_joiner_token=True, joiner=contract.SUFFIX_INDICATOR)
+    word_counts,
+    vocab_size=size,
+    reserved_tokens=list(reserved),
+    upper_thresh=max(c for _, c in word_counts) + 1,
+    lower_thresh=1,
+    max_token_length=_MAX_TOKEN_LENGTH,
+    max_unique_chars=_MAX_UNIQUE_CHARS,
+    include_joiner_token=True,
+    joiner=contract.SUFFIX_INDICATOR,
+  )
   if len(vocab) > size:
-    alphabet = {t for t in vocab if len(t) == 1 or (t.startswith(contract.SUFFIX_INDICATOR) and
-                                                    len(t) == len(contract.SUFFIX_INDICATOR) + 1)}
+    alphabet = {
+      t
+      for t in vocab
+      if len(t) == 1
+      or (t.startswith(contract.SUFFIX_INDICATOR) and len(t) == len(contract.SUFFIX_INDICATOR) + 1)
+    }
     head = [t for t in vocab if t in alphabet or t in reserved]
     rest = [t for t in vocab if t not in alphabet and t not in reserved]
-    keep = set(head) | set(rest[:max(0, size - len(head))])
+    keep = set(head) | set(rest[: max(0, size - len(head))])
     vocab = [t for t in vocab if t in keep]
   return vocab
 
 
-def train_sentencepiece(texts: Iterable[str], size: int, model_type: str, model_path: str,
-                        reserved: Sequence[str] = contract.RESERVED_TOKENS) -> list[str]:
+def train_sentencepiece(
+  texts: Iterable[str],
+  size: int,
+  model_type: str,
+  model_path: str,
+  reserved: Sequence[str] = contract.RESERVED_TOKENS,
+) -> list[str]:
   """Trains a SentencePiece model on already normalized texts; returns its pieces in id order.
 
   Reserved tokens keep ids 0..4: `[PAD]` is the pad piece, `[UNK]` the unknown piece, the others
@@ -179,10 +204,21 @@ def train_sentencepiece(texts: Iterable[str], size: int, model_type: str, model_
       for text in texts:
         f.write(' '.join(text.split()) + '\n')
     spm.SentencePieceTrainer.train(
-      input=sample, model_prefix=os.path.join(tmp, 'spm'), vocab_size=size,
-      model_type=model_type, normalization_rule_name='identity', pad_id=0, pad_piece=pad,
-      unk_id=1, unk_piece=unk, bos_id=-1, eos_id=-1, control_symbols=list(control),
-      hard_vocab_limit=False, minloglevel=2)
+      input=sample,
+      model_prefix=os.path.join(tmp, 'spm'),
+      vocab_size=size,
+      model_type=model_type,
+      normalization_rule_name='identity',
+      pad_id=0,
+      pad_piece=pad,
+      unk_id=1,
+      unk_piece=unk,
+      bos_id=-1,
+      eos_id=-1,
+      control_symbols=list(control),
+      hard_vocab_limit=False,
+      minloglevel=2,
+    )
     with open(os.path.join(tmp, 'spm.model'), 'rb') as f:
       model = f.read()
   with tf.io.gfile.GFile(model_path, 'wb') as f:
@@ -193,17 +229,22 @@ def train_sentencepiece(texts: Iterable[str], size: int, model_type: str, model_
 
 # -- importing a keras-hub preset's tokenizer ---------------------------------------------------
 
+
 def _keras_hub_kind(tokenizer) -> str:
   import keras_hub
 
-  kinds = ((keras_hub.tokenizers.WordPieceTokenizer, contract.PRESET_WORDPIECE),
-           (keras_hub.tokenizers.BytePairTokenizer, contract.PRESET_BPE),
-           (keras_hub.tokenizers.SentencePieceTokenizer, contract.PRESET_SENTENCEPIECE))
+  kinds = (
+    (keras_hub.tokenizers.WordPieceTokenizer, contract.PRESET_WORDPIECE),
+    (keras_hub.tokenizers.BytePairTokenizer, contract.PRESET_BPE),
+    (keras_hub.tokenizers.SentencePieceTokenizer, contract.PRESET_SENTENCEPIECE),
+  )
   for cls, kind in kinds:
     if isinstance(tokenizer, cls):
       return kind
-  raise ValueError(f'the preset\'s tokenizer is a {type(tokenizer).__name__}; supported: '
-                   'WordPiece (BERT family), byte-pair (GPT-2 family), SentencePiece')
+  raise ValueError(
+    f"the preset's tokenizer is a {type(tokenizer).__name__}; supported: "
+    'WordPiece (BERT family), byte-pair (GPT-2 family), SentencePiece'
+  )
 
 
 def _preset_tokens(tokenizer, kind: str) -> list[str]:
@@ -211,7 +252,7 @@ def _preset_tokens(tokenizer, kind: str) -> list[str]:
   if kind == contract.PRESET_BPE:
     by_id = {i: t for t, i in tokenizer.vocabulary.items()}
     if sorted(by_id) != list(range(len(by_id))):
-      raise ValueError('the preset\'s byte-pair vocabulary has gaps in its ids')
+      raise ValueError("the preset's byte-pair vocabulary has gaps in its ids")
     return [by_id[i] for i in range(len(by_id))]
   return [str(t) for t in tokenizer.get_vocabulary()]
 
@@ -231,14 +272,19 @@ def _preset_special_tokens(tokenizer, kind: str, tokens: list[str]) -> SpecialTo
       unk = tokens.index(tokenizer.oov_token)
     else:
       import sentencepiece as spm
+
       unk = spm.SentencePieceProcessor(model_proto=tokenizer.proto).unk_id()
   reserved = {i for i in (pad, unk, start, end, mask) if i is not None}
   reserved |= {int(i) for i in tokenizer.special_token_ids}
   # Bracketed control tokens ([unused0], <s>, <|...|>) are never predictions either.
-  reserved |= {i for i, t in enumerate(tokens)
-               if re.fullmatch(r'\[[^\[\]]+\]|<[^<>\s]+>', t) and t not in ('<', '>')}
-  return SpecialTokens(pad=pad, unk=unk, start=start, end=end, mask=mask,
-                       reserved=tuple(sorted(reserved)))
+  reserved |= {
+    i
+    for i, t in enumerate(tokens)
+    if re.fullmatch(r'\[[^\[\]]+\]|<[^<>\s]+>', t) and t not in ('<', '>')
+  }
+  return SpecialTokens(
+    pad=pad, unk=unk, start=start, end=end, mask=mask, reserved=tuple(sorted(reserved))
+  )
 
 
 def check_preset_for_task(preset: str, task: str) -> None:
@@ -274,9 +320,11 @@ def import_preset(preset: str, output_uri: str, task: str | None = None) -> dict
   tokens = _preset_tokens(tokenizer, kind)
   special = _preset_special_tokens(tokenizer, kind, tokens)
   if task == contract.MLM and special.mask is None:
-    raise ValueError(f'preset {preset}: its {type(tokenizer).__name__} has no mask token, which '
-                     'mlm needs (it masks tokens): use task clm with this preset, or a preset '
-                     'with a mask token ([MASK], as BERT presets have) for mlm')
+    raise ValueError(
+      f'preset {preset}: its {type(tokenizer).__name__} has no mask token, which '
+      'mlm needs (it masks tokens): use task clm with this preset, or a preset '
+      'with a mask token ([MASK], as BERT presets have) for mlm'
+    )
   tf.io.gfile.makedirs(output_uri)
   with tempfile.TemporaryDirectory() as tmp:
     tokenizer.save_assets(tmp)
@@ -293,11 +341,15 @@ def import_preset(preset: str, output_uri: str, task: str | None = None) -> dict
       f.write(token + '\n')
   config = tokenizer.get_config()
   meta = {
-    'kind': kind, 'size': len(tokens), 'preset': preset,
-    'tokenizer_class': type(tokenizer).__name__, 'special_tokens': special.to_dict(),
+    'kind': kind,
+    'size': len(tokens),
+    'preset': preset,
+    'tokenizer_class': type(tokenizer).__name__,
+    'special_tokens': special.to_dict(),
     # Normalization is keras-hub's own (inside its tokenizer), recorded for people.
     'lowercase': bool(config.get('lowercase', False)),
-    'strip_accents': bool(config.get('strip_accents', False)), 'nfkc': False,
+    'strip_accents': bool(config.get('strip_accents', False)),
+    'nfkc': False,
   }
   write_meta(output_uri, meta)
   return meta
@@ -340,8 +392,9 @@ def read_vocabulary(vocab_uri: str) -> tuple[list[str], dict[str, Any]]:
     meta = json.load(f)
   kind = meta.get('kind', contract.WORDPIECE)
   if kind not in contract.TOKENIZER_KINDS:
-    raise ValueError(f'{vocab_uri}/{contract.VOCAB_JSON}: kind {kind!r} is not one of '
-                     f'{contract.TOKENIZER_KINDS}')
+    raise ValueError(
+      f'{vocab_uri}/{contract.VOCAB_JSON}: kind {kind!r} is not one of {contract.TOKENIZER_KINDS}'
+    )
   check_tokens(tokens, special_tokens(meta), kind, where=f'{vocab_uri}/{contract.VOCAB_FILE}')
   return tokens, meta
 
@@ -350,14 +403,16 @@ def check_tokens(tokens: Sequence[str], special: SpecialTokens, kind: str, where
   """Raises ValueError unless `tokens` hold `special` (reserved tokens first if learned)."""
   n = len(contract.RESERVED_TOKENS)
   if kind in contract.VOCAB_KINDS and tuple(tokens[:n]) != contract.RESERVED_TOKENS:
-    raise ValueError(f'{where} must start with {contract.RESERVED_TOKENS}, starts with '
-                     f'{list(tokens[:n])}')
+    raise ValueError(
+      f'{where} must start with {contract.RESERVED_TOKENS}, starts with {list(tokens[:n])}'
+    )
   bad = [i for i in special.reserved if not 0 <= i < len(tokens)]
   if bad or len(tokens) <= len(special.reserved):
     raise ValueError(f'{where}: {len(tokens)} tokens, special token ids {list(special.reserved)}')
 
 
 # -- in-graph tokenizing ------------------------------------------------------------------------
+
 
 def normalize(text: tf.Tensor, meta: dict[str, Any]) -> tf.Tensor:
   """Normalizes a string tensor as a learned vocabulary's vocab.json says (graph ops)."""
@@ -379,8 +434,8 @@ def _wordpiece_model(tokens: tuple[str, ...], suffix_indicator: str) -> np.ndarr
   cost about 3 s per trace for an 8k vocabulary. A uint8 array becomes a constant directly.
   """
   buffer = fast_wordpiece_builder.build_fast_wordpiece_model(
-    list(tokens), MAX_BYTES_PER_WORD, suffix_indicator, contract.UNK,
-    False, False)  # no_pretokenization, support_detokenization
+    list(tokens), MAX_BYTES_PER_WORD, suffix_indicator, contract.UNK, False, False
+  )  # no_pretokenization, support_detokenization
   return np.frombuffer(buffer, dtype=np.uint8)
 
 
@@ -395,7 +450,8 @@ class _KerasHubTokenizer:
       # graph saves them (built in the function they would be untracked, built outside it
       # they would belong to no graph).
       self._tokenizer = tft.make_and_track_object(
-        lambda: load_preset_tokenizer(vocab_uri), name='keras_hub_tokenizer')
+        lambda: load_preset_tokenizer(vocab_uri), name='keras_hub_tokenizer'
+      )
     else:
       self._tokenizer = load_preset_tokenizer(vocab_uri)
 
@@ -413,7 +469,8 @@ def make_tokenizer(tokens: list[str], meta: dict[str, Any], vocab_uri: str):
       return tf_text.SentencepieceTokenizer(model=f.read(), out_type=tf.int32)
   model = _wordpiece_model(tuple(tokens), meta.get('suffix_indicator', contract.SUFFIX_INDICATOR))
   return tf_text.FastBertTokenizer(
-    fast_wordpiece_model_buffer=tf.constant(model), token_out_type=tf.int64)
+    fast_wordpiece_model_buffer=tf.constant(model), token_out_type=tf.int64
+  )
 
 
 def tokenize(text: tf.Tensor, tokenizer, meta: dict[str, Any]) -> tf.RaggedTensor:
@@ -428,10 +485,14 @@ def tokenize(text: tf.Tensor, tokenizer, meta: dict[str, Any]) -> tf.RaggedTenso
 
 # -- decoding -----------------------------------------------------------------------------------
 
+
 def _byte_decoder() -> tuple[np.ndarray, list[bytes]]:
   """GPT-2's byte-level alphabet reversed: code point -> byte (-1 if none), and the 256 bytes."""
-  printable = (list(range(ord('!'), ord('~') + 1)) + list(range(ord('¡'), ord('¬') + 1))
-               + list(range(ord('®'), ord('ÿ') + 1)))
+  printable = (
+    list(range(ord('!'), ord('~') + 1))
+    + list(range(ord('¡'), ord('¬') + 1))
+    + list(range(ord('®'), ord('ÿ') + 1))
+  )
   code_points = dict(zip(printable, printable))
   extra = 0
   for b in range(256):

@@ -38,8 +38,7 @@ class NonFiniteLossError(ValueError):
 
 
 def _all_finite(variables) -> bool:
-  return all(np.isfinite(np.asarray(v)).all() for v in variables
-             if np.asarray(v).dtype.kind == 'f')
+  return all(np.isfinite(np.asarray(v)).all() for v in variables if np.asarray(v).dtype.kind == 'f')
 
 
 def _finite_or_zero(grads):
@@ -49,14 +48,15 @@ def _finite_or_zero(grads):
   return [None if g is None else tf.where(finite, g, tf.zeros_like(g)) for g in grads]
 
 
-def token_losses(logits: tf.Tensor, labels: tf.Tensor,
-                 weights: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+def token_losses(
+  logits: tf.Tensor, labels: tf.Tensor, weights: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
   """Sums of (cross-entropy, weight, correct predictions) over the weighted positions."""
   losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-  correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=labels.dtype), labels),
-                    tf.float32)
-  return (tf.reduce_sum(losses * weights), tf.reduce_sum(weights),
-          tf.reduce_sum(correct * weights))
+  correct = tf.cast(
+    tf.equal(tf.argmax(logits, axis=-1, output_type=labels.dtype), labels), tf.float32
+  )
+  return (tf.reduce_sum(losses * weights), tf.reduce_sum(weights), tf.reduce_sum(correct * weights))
 
 
 class Loop:
@@ -75,9 +75,18 @@ class Loop:
     checkpoint_dir: Where checkpoints go; None means `<run_dir>/checkpoints`.
   """
 
-  def __init__(self, strategy: tf.distribute.Strategy, model: keras.Model,
-               optimizer: keras.optimizers.Optimizer, config: TrainerConfig, run_dir: str, *,
-               chief: bool = True, worker_name: str = 'chief', checkpoint_dir: str | None = None):
+  def __init__(
+    self,
+    strategy: tf.distribute.Strategy,
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    config: TrainerConfig,
+    run_dir: str,
+    *,
+    chief: bool = True,
+    worker_name: str = 'chief',
+    checkpoint_dir: str | None = None,
+  ):
     self.strategy = strategy
     self.model = model
     self.optimizer = optimizer
@@ -96,8 +105,11 @@ class Loop:
       self._scratch_dir = f'{checkpoint_dir.rstrip("/")}_scratch_{worker_name}'
 
     self.manager = tf.train.CheckpointManager(self.checkpoint, checkpoint_dir, max_to_keep=3)
-    self._save_manager = self.manager if chief else tf.train.CheckpointManager(
-      self.checkpoint, self._scratch_dir, max_to_keep=1)
+    self._save_manager = (
+      self.manager
+      if chief
+      else tf.train.CheckpointManager(self.checkpoint, self._scratch_dir, max_to_keep=1)
+    )
     if chief:
       self.train_writer = tf.summary.create_file_writer(os.path.join(run_dir, TRAIN_LOGS))
       self.eval_writer = tf.summary.create_file_writer(os.path.join(run_dir, EVAL_LOGS))
@@ -114,7 +126,7 @@ class Loop:
     if tf.io.gfile.isdir(self.checkpoint_dir):
       for name in tf.io.gfile.listdir(self.checkpoint_dir):
         if _CHECKPOINT_INDEX.match(name):
-          found.add(os.path.join(self.checkpoint_dir, name[:-len('.index')]))
+          found.add(os.path.join(self.checkpoint_dir, name[: -len('.index')]))
     number = lambda prefix: int(prefix.rsplit('-', 1)[1])
     return sorted(found, key=number, reverse=True)
 
@@ -129,8 +141,11 @@ class Loop:
       try:
         self.checkpoint.restore(prefix).assert_existing_objects_matched()
       except Exception as e:  # noqa: BLE001 - a damaged file fails in many ways (IndexError, ...)
-        logging.warning('checkpoint %s is unreadable, trying an older one: %s', prefix,
-                        str(e).splitlines()[0] if str(e) else type(e).__name__)
+        logging.warning(
+          'checkpoint %s is unreadable, trying an older one: %s',
+          prefix,
+          str(e).splitlines()[0] if str(e) else type(e).__name__,
+        )
         continue
       if _all_finite(self.model.weights):
         return int(self.step.numpy())
@@ -154,7 +169,8 @@ class Loop:
         with tf.io.gfile.GFile(path) as f:
           history = json.load(f)
         if isinstance(history, list) and all(
-            isinstance(h, dict) and isinstance(h.get('step'), int) for h in history):
+          isinstance(h, dict) and isinstance(h.get('step'), int) for h in history
+        ):
           return history
         logging.warning('%s is not a list of evaluations; ignoring it', path)
       except (ValueError, UnicodeDecodeError, tf.errors.OpError) as e:
@@ -191,8 +207,9 @@ class Loop:
       reached = [i for i, g in enumerate(grads) if g is not None]
       total = [tf.convert_to_tensor(grads[i]) for i in reached]
       for step in tf.range(1, self.accum):
-        micro_grads, micro_sums = micro(*tf.nest.map_structure(lambda t, s=step: t[s],
-                                                               (mx_all, my_all)))
+        micro_grads, micro_sums = micro(
+          *tf.nest.map_structure(lambda t, s=step: t[s], (mx_all, my_all))
+        )
         total = [t + tf.convert_to_tensor(micro_grads[i]) for t, i in zip(total, reached)]
         sums += micro_sums
       pairs = [(t, variables[i]) for t, i in zip(_finite_or_zero(total), reached)]
@@ -240,8 +257,14 @@ class Loop:
 
   # -- the loop --------------------------------------------------------------------------------
 
-  def run(self, train_dataset: tf.data.Dataset, eval_dataset: tf.data.Dataset, *,
-          train_steps: int, eval_steps: int) -> list[dict[str, Any]]:
+  def run(
+    self,
+    train_dataset: tf.data.Dataset,
+    eval_dataset: tf.data.Dataset,
+    *,
+    train_steps: int,
+    eval_steps: int,
+  ) -> list[dict[str, Any]]:
     """Trains from the current step (see `restore`) up to `train_steps`.
 
     Evaluates every `eval_every_steps` and at the end, checkpoints every
@@ -253,8 +276,12 @@ class Loop:
     config = self.config
     start = int(self.step.numpy())
     if start >= train_steps and self.chief:
-      logging.info('%s: already trained to step %d (checkpoint in %s): exporting it', config.task,
-                   start, self.checkpoint_dir)
+      logging.info(
+        '%s: already trained to step %d (checkpoint in %s): exporting it',
+        config.task,
+        start,
+        self.checkpoint_dir,
+      )
     # Evaluations a killed run made after its last checkpoint are made again.
     self.history = [h for h in self.history if h['step'] <= start]
     iterator = iter(train_dataset)
@@ -273,9 +300,14 @@ class Loop:
         nonfinite = []
       else:
         nonfinite.append(step)
-        logging.warning('%s step %d: the loss is %s; its gradients were dropped (%d/%d before '
-                        'stopping)', config.task, step, loss_sum, len(nonfinite),
-                        config.max_nonfinite_steps)
+        logging.warning(
+          '%s step %d: the loss is %s; its gradients were dropped (%d/%d before stopping)',
+          config.task,
+          step,
+          loss_sum,
+          len(nonfinite),
+          config.max_nonfinite_steps,
+        )
         if len(nonfinite) >= config.max_nonfinite_steps:
           raise self._nonfinite_error(nonfinite, loss_sum)
       if step % config.log_every_steps == 0 or step == train_steps:
@@ -293,19 +325,26 @@ class Loop:
     if finite_loss and _all_finite(self.model.weights):
       self._save_manager.save(checkpoint_number=step)
     else:
-      logging.warning('%s step %d: not saving a checkpoint, the loss or the weights are not '
-                      'finite', self.config.task, step)
+      logging.warning(
+        '%s step %d: not saving a checkpoint, the loss or the weights are not finite',
+        self.config.task,
+        step,
+      )
 
   def _nonfinite_error(self, steps, loss_sum):
     last = self._checkpoints_newest_first()
-    kept = (f'the last checkpoint, step {last[0].rsplit("-", 1)[1]}, is in {self.checkpoint_dir}'
-            if last else 'no checkpoint was saved')
+    kept = (
+      f'the last checkpoint, step {last[0].rsplit("-", 1)[1]}, is in {self.checkpoint_dir}'
+      if last
+      else 'no checkpoint was saved'
+    )
     return NonFiniteLossError(
       f'{self.config.task}: the loss was not finite ({loss_sum}) for {len(steps)} consecutive '
       f'steps ({steps[0]}-{steps[-1]}); {kept}.\n'
       f'What to do: lower learning_rate (now {self.config.learning_rate}), set clip_norm, or '
       'check the input for extreme examples; max_nonfinite_steps sets how many such steps are '
-      'tolerated.')
+      'tolerated.'
+    )
 
   def _log_train(self, step, window):
     loss_sum, count, correct, tokens = (float(v) for v in window['sums'].numpy())
@@ -314,8 +353,13 @@ class Loop:
     lr = optimization.current_learning_rate(self.optimizer)
     metrics['learning_rate'] = float(lr.numpy() if hasattr(lr, 'numpy') else lr)
     if self.chief:
-      logging.info('%s step %d/%d: %s', self.config.task, step, self.config.train_steps,
-                   _format_metrics(metrics))
+      logging.info(
+        '%s step %d/%d: %s',
+        self.config.task,
+        step,
+        self.config.train_steps,
+        _format_metrics(metrics),
+      )
     with self.train_writer.as_default(step=step):
       for name, value in metrics.items():
         tf.summary.scalar(name, value)
@@ -323,8 +367,13 @@ class Loop:
 
   def _log_eval(self, step, metrics):
     if self.chief:
-      logging.info('%s step %d/%d: eval %s', self.config.task, step, self.config.train_steps,
-                   _format_metrics(metrics))
+      logging.info(
+        '%s step %d/%d: eval %s',
+        self.config.task,
+        step,
+        self.config.train_steps,
+        _format_metrics(metrics),
+      )
     self.history.append({'step': step, **metrics})
     with self.eval_writer.as_default(step=step):
       for name, value in metrics.items():

@@ -26,24 +26,29 @@ def _read(input_format, folder, pattern, **options):
     example_gen.LABEL_COLUMN_KEY: options.get('label_column'),
     example_gen.TEXT_MODE_KEY: options.get('text_mode', 'line'),
     example_gen.LABEL_VALUES_KEY: json.dumps(options['label_values'])
-    if 'label_values' in options else None,
+    if 'label_values' in options
+    else None,
   }
   sink = os.path.join(str(folder), '..', f'{os.path.basename(str(folder))}-out.txt')
   pipeline = beam.Pipeline()
-  _ = (pipeline | example_gen.ReadTextExamples(exec_properties, pattern)
-       | beam.Map(bytes.hex) | beam.io.WriteToText(sink, shard_name_template=''))
+  _ = (
+    pipeline
+    | example_gen.ReadTextExamples(exec_properties, pattern)
+    | beam.Map(bytes.hex)
+    | beam.io.WriteToText(sink, shard_name_template='')
+  )
   result = pipeline.run()
   result.wait_until_finish()
   with open(sink) as f:
     out = [bytes.fromhex(line) for line in f.read().split()]
-  counters = {c.key.metric.name: c.committed
-              for c in result.metrics().query()['counters']}
+  counters = {c.key.metric.name: c.committed for c in result.metrics().query()['counters']}
   pairs = []
   for record in out:
     feature = tf.train.Example.FromString(record).features.feature
     label = feature[contract.LABEL_KEY].bytes_list.value if contract.LABEL_KEY in feature else []
-    pairs.append((feature['text'].bytes_list.value[0].decode(),
-                  label[0].decode() if label else None))
+    pairs.append(
+      (feature['text'].bytes_list.value[0].decode(), label[0].decode() if label else None)
+    )
   return sorted(pairs, key=str), counters
 
 
@@ -79,7 +84,7 @@ def test_text_one_document_per_file(tmp_path):
 
 def test_invalid_utf8_names_file_and_line(tmp_path):
   (tmp_path / 'bad.txt').write_bytes(b'fine\nbro\xffken\n')
-  with pytest.raises(Exception, match=r"bad\.txt, line 2: invalid UTF-8 \(byte 3 .*0xff"):
+  with pytest.raises(Exception, match=r'bad\.txt, line 2: invalid UTF-8 \(byte 3 .*0xff'):
     _read('text', tmp_path, '*.txt')
   (tmp_path / 'bad.csv').write_bytes(b'label,text\n1,ok\n0,caf\xe9\n')
   with pytest.raises(Exception, match=r'bad\.csv, line 3: invalid UTF-8'):
@@ -87,7 +92,7 @@ def test_invalid_utf8_names_file_and_line(tmp_path):
 
 
 def test_five_megabyte_single_line_document(tmp_path):
-  doc = ' '.join(text_data.sentences(60_000))[:5 * 1024 * 1024]
+  doc = ' '.join(text_data.sentences(60_000))[: 5 * 1024 * 1024]
   text_data.write_text(str(tmp_path / 'big.txt'), [doc, 'small'])
   pairs, counters = _read('text', tmp_path, '*.txt')
   assert counters['documents'] == 2
@@ -95,8 +100,9 @@ def test_five_megabyte_single_line_document(tmp_path):
 
 
 def test_missing_label_is_kept_without_value_for_validation(tmp_path):
-  text_data.write_csv(str(tmp_path / 'a.csv'), [['', 'no label'], ['1', 'labeled']],
-                      ['label', 'text'])
+  text_data.write_csv(
+    str(tmp_path / 'a.csv'), [['', 'no label'], ['1', 'labeled']], ['label', 'text']
+  )
   pairs, _ = _read('csv', tmp_path, '*.csv', label_column='label')
   assert pairs == sorted([('no label', None), ('labeled', '1')], key=str)
 
@@ -106,13 +112,17 @@ def test_missing_text_column_names_file_and_columns(tmp_path):
   with pytest.raises(Exception, match=r"a\.csv: no column 'text' in the header .*'review'"):
     _read('csv', tmp_path, '*.csv')
   text_data.write_jsonl(str(tmp_path / 'a.jsonl'), [{'text': 'ok'}, {'body': 'x'}])
-  with pytest.raises(Exception, match=r"a\.jsonl, line 2: no text field 'text' \(fields: \['body'\]"):
+  with pytest.raises(
+    Exception, match=r"a\.jsonl, line 2: no text field 'text' \(fields: \['body'\]"
+  ):
     _read('jsonl', tmp_path, '*.jsonl')
 
 
 def test_ragged_csv_row_names_file_and_line(tmp_path):
   (tmp_path / 'r.csv').write_text('label,text\n1,fine\n0,too,many\n')
-  with pytest.raises(Exception, match=r'r\.csv, line 3: ragged row with 3 fields, the header has 2'):
+  with pytest.raises(
+    Exception, match=r'r\.csv, line 3: ragged row with 3 fields, the header has 2'
+  ):
     _read('csv', tmp_path, '*.csv', label_column='label')
 
 
@@ -138,8 +148,11 @@ def test_registry_holds_exactly_the_contract_formats_each_with_a_reader_and_patt
   assert tuple(example_gen.FORMATS) == contract.INPUT_FORMATS
   for name, entry in example_gen.FORMATS.items():
     assert callable(entry.reader) and entry.default_pattern, name
-    assert set(entry.options) <= {example_gen.TEXT_COLUMN_KEY, example_gen.LABEL_COLUMN_KEY,
-                                  example_gen.TEXT_MODE_KEY}, name
+    assert set(entry.options) <= {
+      example_gen.TEXT_COLUMN_KEY,
+      example_gen.LABEL_COLUMN_KEY,
+      example_gen.TEXT_MODE_KEY,
+    }, name
 
 
 _COMPRESS = {'': lambda data: data, '.gz': gzip.compress, '.bz2': bz2.compress}
@@ -148,8 +161,9 @@ _COMPRESS = {'': lambda data: data, '.gz': gzip.compress, '.bz2': bz2.compress}
 def _write_format(folder, input_format, suffix, docs):
   """Writes labeled `docs` (text, label) in `input_format`, compressed by `suffix`."""
   if input_format == 'tfrecord':
-    plain = text_data.write_tfrecord(str(folder / 'plain.tfrecord'),
-                                     [{'text': t, 'label': lab} for t, lab in docs])
+    plain = text_data.write_tfrecord(
+      str(folder / 'plain.tfrecord'), [{'text': t, 'label': lab} for t, lab in docs]
+    )
     with open(plain, 'rb') as f:
       data = f.read()
     os.remove(plain)
@@ -167,34 +181,40 @@ def _write_format(folder, input_format, suffix, docs):
   return name + suffix
 
 
-@pytest.mark.parametrize('input_format,suffix', [
-  (fmt, suffix) for fmt in ('csv', 'text', 'jsonl') for suffix in ('.gz', '.bz2')
-] + [('tfrecord', '.gz'), ('tfrecord', '')])
-def test_compressed_input_is_read_by_extension_with_the_default_pattern(tmp_path, input_format,
-                                                                       suffix):
+@pytest.mark.parametrize(
+  'input_format,suffix',
+  [(fmt, suffix) for fmt in ('csv', 'text', 'jsonl') for suffix in ('.gz', '.bz2')]
+  + [('tfrecord', '.gz'), ('tfrecord', '')],
+)
+def test_compressed_input_is_read_by_extension_with_the_default_pattern(
+  tmp_path, input_format, suffix
+):
   docs = [(sentence, str(i % 2)) for i, sentence in enumerate(text_data.sentences(50))]
   _write_format(tmp_path, input_format, suffix, docs)
   pattern = example_gen.FORMATS[input_format].default_pattern
   labeled = input_format != 'text'
-  pairs, counters = _read(input_format, tmp_path, pattern,
-                          label_column='label' if labeled else None)
+  pairs, counters = _read(
+    input_format, tmp_path, pattern, label_column='label' if labeled else None
+  )
   assert pairs == sorted([(t, lab if labeled else None) for t, lab in docs], key=str)
   assert counters['documents'] == len(docs)
 
 
-@pytest.mark.parametrize('input_format,suffix', [
-  (fmt, suffix) for fmt in ('csv', 'text', 'jsonl') for suffix in ('.gz', '.bz2')
-] + [('tfrecord', '.gz')])
+@pytest.mark.parametrize(
+  'input_format,suffix',
+  [(fmt, suffix) for fmt in ('csv', 'text', 'jsonl') for suffix in ('.gz', '.bz2')]
+  + [('tfrecord', '.gz')],
+)
 @pytest.mark.parametrize('damage', ['truncated', 'corrupt'])
 def test_damaged_compressed_file_is_named(tmp_path, input_format, suffix, damage):
   docs = [(sentence, '1') for sentence in text_data.sentences(400)]
   name = _write_format(tmp_path, input_format, suffix, docs)
   data = (tmp_path / name).read_bytes()
   if damage == 'truncated':
-    data = data[:len(data) // 2]
+    data = data[: len(data) // 2]
   else:  # bytes flipped in the middle of the compressed stream
     middle = len(data) // 2
-    data = data[:middle] + bytes(b ^ 0xFF for b in data[middle:middle + 64]) + data[middle + 64:]
+    data = data[:middle] + bytes(b ^ 0xFF for b in data[middle : middle + 64]) + data[middle + 64 :]
   (tmp_path / name).write_bytes(data)
   with pytest.raises(Exception, match=rf'{name}.*(corrupt|truncated)') as error:
     _read(input_format, tmp_path, '*' + suffix, label_column='label')
@@ -209,51 +229,70 @@ def test_tfrecord_read_error_names_the_file_not_the_glob(tmp_path):
 
 
 def test_rows_with_unlisted_labels_are_dropped_and_counted(tmp_path, caplog):
-  rows = [['fresh', 'good'], ['plot', 'a story'], ['rotten', 'bad'], ['plot', 'another story'],
-          ['', 'unlabeled']]
+  rows = [
+    ['fresh', 'good'],
+    ['plot', 'a story'],
+    ['rotten', 'bad'],
+    ['plot', 'another story'],
+    ['', 'unlabeled'],
+  ]
   text_data.write_csv(str(tmp_path / 'rt.csv'), rows, ['category', 'text'])
   with caplog.at_level('INFO'):
-    pairs, counters = _read('csv', tmp_path, '*.csv', label_column='category',
-                            label_values=['fresh', 'rotten'])
+    pairs, counters = _read(
+      'csv', tmp_path, '*.csv', label_column='category', label_values=['fresh', 'rotten']
+    )
   # The missing label is kept, for validation to report against the schema.
   assert pairs == sorted([('good', 'fresh'), ('bad', 'rotten'), ('unlabeled', None)], key=str)
   assert counters['rows_dropped_by_label'] == 2 and counters['documents'] == 3
-  assert any('rt.csv: dropped 2 rows' in r.getMessage() and 'plot: 2' in r.getMessage()
-             for r in caplog.records)
+  assert any(
+    'rt.csv: dropped 2 rows' in r.getMessage() and 'plot: 2' in r.getMessage()
+    for r in caplog.records
+  )
   pairs, counters = _read('csv', tmp_path, '*.csv', label_column='category')
   assert len(pairs) == len(rows) and counters.get('rows_dropped_by_label', 0) == 0
 
 
 def _split(input_format, folder, *, input_splits=None, ratio=(9, 1), **options):
   """Runs the executor's reading and splitting; returns {split: sorted (text, label) pairs}."""
-  component = example_gen.create_example_gen(input_format, str(folder), input_splits=input_splits,
-                                             train_eval_ratio=ratio, **options)
+  component = example_gen.create_example_gen(
+    input_format, str(folder), input_splits=input_splits, train_eval_ratio=ratio, **options
+  )
   exec_properties = {}
   for key, value in component.exec_properties.items():
-    exec_properties[key] = (proto_utils.proto_to_json(value) if hasattr(value, 'DESCRIPTOR')
-                            else value)
+    exec_properties[key] = (
+      proto_utils.proto_to_json(value) if hasattr(value, 'DESCRIPTOR') else value
+    )
   pipeline = beam.Pipeline()
   splits = example_gen.Executor().GenerateExamplesByBeam(pipeline, exec_properties)
   sinks = {}
   for name, records in splits.items():
     sinks[name] = str(folder) + f'-{name}.txt'
-    _ = (records | f'Hex[{name}]' >> beam.Map(bytes.hex)
-         | f'Write[{name}]' >> beam.io.WriteToText(sinks[name], shard_name_template=''))
+    _ = (
+      records
+      | f'Hex[{name}]' >> beam.Map(bytes.hex)
+      | f'Write[{name}]' >> beam.io.WriteToText(sinks[name], shard_name_template='')
+    )
   pipeline.run().wait_until_finish()
   out = {}
   for name, sink in sinks.items():
     with open(sink) as f:
-      examples = [tf.train.Example.FromString(bytes.fromhex(h)).features.feature
-                  for h in f.read().split()]
-    out[name] = sorted((e['text'].bytes_list.value[0].decode(),
-                        e['label'].bytes_list.value[0].decode() if 'label' in e else None)
-                       for e in examples)
+      examples = [
+        tf.train.Example.FromString(bytes.fromhex(h)).features.feature for h in f.read().split()
+      ]
+    out[name] = sorted(
+      (
+        e['text'].bytes_list.value[0].decode(),
+        e['label'].bytes_list.value[0].decode() if 'label' in e else None,
+      )
+      for e in examples
+    )
   return out
 
 
 def test_hash_split_follows_the_text_so_labeled_and_corpus_examples_agree(tmp_path):
-  rows = [[('fresh', 'rotten', 'plot')[i % 3], text]
-          for i, text in enumerate(text_data.sentences(300))]
+  rows = [
+    [('fresh', 'rotten', 'plot')[i % 3], text] for i, text in enumerate(text_data.sentences(300))
+  ]
   rows += [['rotten', rows[0][1]]]  # a duplicate text with another label: same split
   text_data.write_csv(str(tmp_path / 'rt.csv'), rows, ['category', 'text'])
   labeled = _split('csv', tmp_path, label_column='category', label_values=['fresh', 'rotten'])
@@ -284,8 +323,11 @@ def test_create_example_gen_rejects_bad_options():
 
 def test_csv_with_a_header_and_no_rows_names_the_file(tmp_path):
   (tmp_path / 'only_header.csv').write_text('text,label\n')
-  with pytest.raises(Exception, match=r'no examples in .*\*\.csv\* \(1 file\(s\): '
-                                      r'only_header\.csv\): .*CSV header without rows'):
+  with pytest.raises(
+    Exception,
+    match=r'no examples in .*\*\.csv\* \(1 file\(s\): '
+    r'only_header\.csv\): .*CSV header without rows',
+  ):
     _split('csv', tmp_path, label_column='label')
 
 
@@ -311,34 +353,51 @@ def test_pre_split_input_with_an_empty_split_names_the_split(tmp_path, empty_spl
   for split in ('train', 'eval'):
     rows = [] if split == empty_split else text_data.labeled_rows(5)
     text_data.write_csv(str(tmp_path / split / 'part.csv'), rows, ['label', 'text'])
-  with pytest.raises(Exception, match=rf"split '{empty_split}': no examples in "
-                                      rf".*{empty_split}/\*\.csv \(1 file\(s\): part\.csv\)"):
-    _split('csv', tmp_path, label_column='label',
-           input_splits={'train': 'train/*.csv', 'eval': 'eval/*.csv'})
+  with pytest.raises(
+    Exception,
+    match=rf"split '{empty_split}': no examples in "
+    rf'.*{empty_split}/\*\.csv \(1 file\(s\): part\.csv\)',
+  ):
+    _split(
+      'csv',
+      tmp_path,
+      label_column='label',
+      input_splits={'train': 'train/*.csv', 'eval': 'eval/*.csv'},
+    )
 
 
 def test_hash_split_that_leaves_a_split_empty_says_so_with_the_counts(tmp_path):
   text_data.write_text(str(tmp_path / 'tiny.txt'), ['only one document'])
-  with pytest.raises(Exception, match=r"split '(eval|train)' is empty after the hash split "
-                                      r"\(9:1\) of .*tiny\.txt.*examples per split: eval \d, "
-                                      r"train \d; add examples, change train_eval_ratio"):
+  with pytest.raises(
+    Exception,
+    match=r"split '(eval|train)' is empty after the hash split "
+    r'\(9:1\) of .*tiny\.txt.*examples per split: eval \d, '
+    r'train \d; add examples, change train_eval_ratio',
+  ):
     _split('text', tmp_path)
 
 
 def test_pre_split_input_with_examples_in_every_split_is_read(tmp_path):
   for split in ('train', 'eval'):
-    text_data.write_csv(str(tmp_path / split / 'part.csv'), text_data.labeled_rows(3),
-                        ['label', 'text'])
-  splits = _split('csv', tmp_path, label_column='label',
-                  input_splits={'train': 'train/*.csv', 'eval': 'eval/*.csv'})
+    text_data.write_csv(
+      str(tmp_path / split / 'part.csv'), text_data.labeled_rows(3), ['label', 'text']
+    )
+  splits = _split(
+    'csv',
+    tmp_path,
+    label_column='label',
+    input_splits={'train': 'train/*.csv', 'eval': 'eval/*.csv'},
+  )
   assert len(splits['train']) == len(splits['eval']) == 3
 
 
 @pytest.mark.parametrize('input_format', ['text', 'jsonl', 'csv'])
 def test_byte_order_mark_is_stripped(tmp_path, input_format):
-  content = {'text': 'first line\nsecond\n',
-             'jsonl': '{"text": "first line"}\n{"text": "second"}\n',
-             'csv': 'text\nfirst line\nsecond\n'}[input_format]
+  content = {
+    'text': 'first line\nsecond\n',
+    'jsonl': '{"text": "first line"}\n{"text": "second"}\n',
+    'csv': 'text\nfirst line\nsecond\n',
+  }[input_format]
   name = {'text': 'a.txt', 'jsonl': 'a.jsonl', 'csv': 'a.csv'}[input_format]
   (tmp_path / name).write_bytes(('\ufeff' + content).encode())
   pairs, _ = _read(input_format, tmp_path, '*')
@@ -360,7 +419,8 @@ def test_duplicate_csv_header_is_an_error_naming_the_column(tmp_path):
 def test_csv_field_longer_than_the_csv_module_default_is_read(tmp_path):
   long_text = ' '.join(text_data.sentences(5000))[:300_000]
   assert len(long_text) > 131_072
-  text_data.write_csv(str(tmp_path / 'long.csv'), [['1', long_text], ['0', 'short']],
-                      ['label', 'text'])
+  text_data.write_csv(
+    str(tmp_path / 'long.csv'), [['1', long_text], ['0', 'short']], ['label', 'text']
+  )
   pairs, _ = _read('csv', tmp_path, '*.csv', label_column='label')
   assert sorted(len(t) for t, _ in pairs) == [5, len(long_text)]

@@ -23,10 +23,14 @@ MULTI_PROCESSING = ['--direct_running_mode=multi_processing', '--direct_num_work
 
 def _run(root, name, components):
   pipeline = tfx.dsl.Pipeline(
-    pipeline_name=name, pipeline_root=os.path.join(root, 'root'), components=components,
+    pipeline_name=name,
+    pipeline_root=os.path.join(root, 'root'),
+    components=components,
     metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-      os.path.join(root, 'metadata.sqlite')),
-    beam_pipeline_args=['--direct_running_mode=in_memory'])
+      os.path.join(root, 'metadata.sqlite')
+    ),
+    beam_pipeline_args=['--direct_running_mode=in_memory'],
+  )
   tfx.orchestration.LocalDagRunner().run(pipeline)
 
 
@@ -44,50 +48,84 @@ def run(tmp_path_factory):
   data = os.path.join(root, 'data')
   rows = text_data.labeled_rows(120)
   text_data.write_csv(os.path.join(data, 'csv', 'reviews.csv'), rows, ['sentiment', 'review'])
-  text_data.write_jsonl(os.path.join(data, 'jsonl', 'docs.jsonl'),
-                        [{'body': t, 'id': i} for i, t in enumerate(text_data.sentences(150, 1))])
+  text_data.write_jsonl(
+    os.path.join(data, 'jsonl', 'docs.jsonl'),
+    [{'body': t, 'id': i} for i, t in enumerate(text_data.sentences(150, 1))],
+  )
   for split, seed in (('train', 2), ('eval', 3)):
     lines = text_data.sentences(40, seed)
     text_data.write_text(os.path.join(data, 'text', split, 'a.txt'), lines[:20] + ['', '   '])
     text_data.write_text(os.path.join(data, 'text', split, 'b.txt'), lines[20:])
-  text_data.write_tfrecord(os.path.join(data, 'tfrecord', 'part-0.tfrecord'),
-                           [{'content': t, 'y': 'pos'} for t in text_data.sentences(30, 4)])
+  text_data.write_tfrecord(
+    os.path.join(data, 'tfrecord', 'part-0.tfrecord'),
+    [{'content': t, 'y': 'pos'} for t in text_data.sentences(30, 4)],
+  )
 
   csv_gen = example_gen.create_example_gen(
-    'csv', os.path.join(data, 'csv'), text_column='review',
-    label_column='sentiment').with_id('CsvExampleGen')
+    'csv', os.path.join(data, 'csv'), text_column='review', label_column='sentiment'
+  ).with_id('CsvExampleGen')
   stats = tfx.components.StatisticsGen(examples=csv_gen.outputs['examples'])
   schema = tfx.components.ImportSchemaGen(schema_file=LABELED_SCHEMA)
-  validator = tfx.components.ExampleValidator(statistics=stats.outputs['statistics'],
-                                              schema=schema.outputs['schema'])
-  vocab = vocabulary.Vocabulary(examples=csv_gen.outputs['examples'],
-                                anomalies=validator.outputs['anomalies'], vocab_size=120,
-                                min_count=1)
+  validator = tfx.components.ExampleValidator(
+    statistics=stats.outputs['statistics'], schema=schema.outputs['schema']
+  )
+  vocab = vocabulary.Vocabulary(
+    examples=csv_gen.outputs['examples'],
+    anomalies=validator.outputs['anomalies'],
+    vocab_size=120,
+    min_count=1,
+  )
   classify = transform.create_transform(
-    csv_gen.outputs['examples'], schema.outputs['schema'], vocab.outputs['vocabulary'],
-    trainer_config=TrainerConfig(task='classify', seq_len=SEQ_LEN)).with_beam_pipeline_args(MULTI_PROCESSING)
+    csv_gen.outputs['examples'],
+    schema.outputs['schema'],
+    vocab.outputs['vocabulary'],
+    trainer_config=TrainerConfig(task='classify', seq_len=SEQ_LEN),
+  ).with_beam_pipeline_args(MULTI_PROCESSING)
 
   jsonl_gen = example_gen.create_example_gen(
-    'jsonl', os.path.join(data, 'jsonl'), jsonl_text_field='body').with_id('JsonlExampleGen')
+    'jsonl', os.path.join(data, 'jsonl'), jsonl_text_field='body'
+  ).with_id('JsonlExampleGen')
   corpus_schema = tfx.components.ImportSchemaGen(
-    schema_file=os.path.join(REPO, 'schemas', 'corpus', 'schema.pbtxt')).with_id('CorpusSchema')
-  spm_vocab = vocabulary.Vocabulary(examples=jsonl_gen.outputs['examples'], vocab_size=60,
-                                    kind='sentencepiece').with_id('SpmVocabulary')
+    schema_file=os.path.join(REPO, 'schemas', 'corpus', 'schema.pbtxt')
+  ).with_id('CorpusSchema')
+  spm_vocab = vocabulary.Vocabulary(
+    examples=jsonl_gen.outputs['examples'], vocab_size=60, kind='sentencepiece'
+  ).with_id('SpmVocabulary')
   clm = transform.create_transform(
-    jsonl_gen.outputs['examples'], corpus_schema.outputs['schema'],
+    jsonl_gen.outputs['examples'],
+    corpus_schema.outputs['schema'],
     spm_vocab.outputs['vocabulary'],
-    trainer_config=TrainerConfig(task='clm', seq_len=SEQ_LEN)).with_id('ClmTransform')
+    trainer_config=TrainerConfig(task='clm', seq_len=SEQ_LEN),
+  ).with_id('ClmTransform')
 
   text_gen = example_gen.create_example_gen(
-    'text', os.path.join(data, 'text'),
+    'text',
+    os.path.join(data, 'text'),
     input_splits={'train': 'train/*.txt', 'eval': 'eval/*.txt'},
-    shuffle=False).with_id('TextExampleGen')
+    shuffle=False,
+  ).with_id('TextExampleGen')
   tfrecord_gen = example_gen.create_example_gen(
-    'tfrecord', os.path.join(data, 'tfrecord'), text_column='content',
-    label_column='y').with_id('TFRecordExampleGen')
+    'tfrecord', os.path.join(data, 'tfrecord'), text_column='content', label_column='y'
+  ).with_id('TFRecordExampleGen')
 
-  _run(root, 'data-all-formats', [csv_gen, stats, schema, validator, vocab, classify, jsonl_gen,
-                                  corpus_schema, spm_vocab, clm, text_gen, tfrecord_gen])
+  _run(
+    root,
+    'data-all-formats',
+    [
+      csv_gen,
+      stats,
+      schema,
+      validator,
+      vocab,
+      classify,
+      jsonl_gen,
+      corpus_schema,
+      spm_vocab,
+      clm,
+      text_gen,
+      tfrecord_gen,
+    ],
+  )
   return {'root': root, 'rows': rows}
 
 
@@ -180,18 +218,23 @@ def test_anomalies_stop_the_run_before_transform(tmp_path):
   root = str(tmp_path)
   rows = text_data.labeled_rows(40) + [['maybe', 'A label outside the domain.'], ['', 'No label.']]
   text_data.write_csv(os.path.join(root, 'data', 'bad.csv'), rows, ['label', 'text'])
-  gen = example_gen.create_example_gen('csv', os.path.join(root, 'data'), label_column='label',
-                                       train_eval_ratio=(1, 1))
+  gen = example_gen.create_example_gen(
+    'csv', os.path.join(root, 'data'), label_column='label', train_eval_ratio=(1, 1)
+  )
   stats = tfx.components.StatisticsGen(examples=gen.outputs['examples'])
   schema = tfx.components.ImportSchemaGen(schema_file=LABELED_SCHEMA)
-  validator = tfx.components.ExampleValidator(statistics=stats.outputs['statistics'],
-                                              schema=schema.outputs['schema'])
-  vocab = vocabulary.Vocabulary(examples=gen.outputs['examples'],
-                                anomalies=validator.outputs['anomalies'], vocab_size=60)
-  classify = transform.create_transform(gen.outputs['examples'], schema.outputs['schema'],
-                                        vocab.outputs['vocabulary'],
-                                        trainer_config=TrainerConfig(task='classify',
-                                                                     seq_len=SEQ_LEN))
+  validator = tfx.components.ExampleValidator(
+    statistics=stats.outputs['statistics'], schema=schema.outputs['schema']
+  )
+  vocab = vocabulary.Vocabulary(
+    examples=gen.outputs['examples'], anomalies=validator.outputs['anomalies'], vocab_size=60
+  )
+  classify = transform.create_transform(
+    gen.outputs['examples'],
+    schema.outputs['schema'],
+    vocab.outputs['vocabulary'],
+    trainer_config=TrainerConfig(task='classify', seq_len=SEQ_LEN),
+  )
   with pytest.raises(DataError) as error:
     _run(root, 'data-gate', [gen, stats, schema, validator, vocab, classify])
   message = str(error.value)

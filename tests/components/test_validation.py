@@ -19,8 +19,10 @@ def _write(uri, split, anomalies):
 
 def _validate(texts_labels):
   import pandas as pd
-  frame = pd.DataFrame({'text': [t for t, _ in texts_labels],
-                        'label': [lab for _, lab in texts_labels]})
+
+  frame = pd.DataFrame(
+    {'text': [t for t, _ in texts_labels], 'label': [lab for _, lab in texts_labels]}
+  )
   stats = tfdv.generate_statistics_from_dataframe(frame)
   schema = tfdv.load_schema_text(os.path.join(REPO, 'schemas', 'labeled', 'schema.pbtxt'))
   return tfdv.validate_statistics(stats, schema)
@@ -50,7 +52,9 @@ def test_not_an_anomalies_artifact(tmp_path):
 
 def test_describe_dataset_level_anomaly():
   anomalies = anomalies_pb2.Anomalies()
-  anomalies.dataset_anomaly_info.reason.add(short_description='Low num examples',
-                                            description='Too few.')
+  anomalies.dataset_anomaly_info.reason.add(
+    short_description='Low num examples', description='Too few.'
+  )
   assert validation.describe_anomalies({'train': anomalies}) == [
-    "split 'train': dataset: Low num examples: Too few."]
+    "split 'train': dataset: Low num examples: Too few."
+  ]

@@ -22,15 +22,25 @@ FIVE_SENTENCES = [
 
 def _counts(texts, **normalization):
   return collections.Counter(
-    w for t in texts for w in vocabulary.split_words(vocabulary.normalize_text(t, **normalization)))
+    w for t in texts for w in vocabulary.split_words(vocabulary.normalize_text(t, **normalization))
+  )
 
 
 def test_normalize_and_split_like_bert():
   assert vocabulary.normalize_text('Café ＡＢＣ Ǆ') == 'cafe abc dz'
   assert vocabulary.normalize_text('Café', lowercase=False, strip_accents=False) == 'Café'
   assert vocabulary.normalize_text('Ａ', nfkc=False, lowercase=False) == 'Ａ'
-  assert vocabulary.split_words("don't stop_now, ok?") == ['don', "'", 't', 'stop', '_', 'now',
-                                                            ',', 'ok', '?']
+  assert vocabulary.split_words("don't stop_now, ok?") == [
+    'don',
+    "'",
+    't',
+    'stop',
+    '_',
+    'now',
+    ',',
+    'ok',
+    '?',
+  ]
 
 
 def test_learn_wordpiece_vocab_on_five_sentences():
@@ -73,15 +83,27 @@ def test_train_sentencepiece_keeps_reserved_ids(tmp_path):
 def _write_examples(path, texts):
   with tf.io.TFRecordWriter(path, options='GZIP') as writer:
     for text in texts:
-      writer.write(tf.train.Example(features=tf.train.Features(feature={
-        'text': tf.train.Feature(bytes_list=tf.train.BytesList(value=[text.encode()]))
-      })).SerializeToString())
+      writer.write(
+        tf.train.Example(
+          features=tf.train.Features(
+            feature={'text': tf.train.Feature(bytes_list=tf.train.BytesList(value=[text.encode()]))}
+          )
+        ).SerializeToString()
+      )
 
 
 def _config(**overrides):
-  config = dict(kind='wordpiece', vocab_size=80, lowercase=True, strip_accents=True, nfkc=True,
-                min_count=2, max_words=1000, sentencepiece_model_type='unigram',
-                sample_documents=1000)
+  config = dict(
+    kind='wordpiece',
+    vocab_size=80,
+    lowercase=True,
+    strip_accents=True,
+    nfkc=True,
+    min_count=2,
+    max_words=1000,
+    sentencepiece_model_type='unigram',
+    sample_documents=1000,
+  )
   config.update(overrides)
   return config
 
@@ -105,6 +127,7 @@ def test_beam_job_counts_prunes_and_writes(tmp_path):
 def test_component_rejects_bad_options():
   from tfx import types
   from tfx.types import standard_artifacts
+
   examples = types.Channel(type=standard_artifacts.Examples)
   with pytest.raises(ValueError, match='kind'):
     vocabulary.Vocabulary(examples=examples, kind='bpe')

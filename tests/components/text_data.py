@@ -7,9 +7,11 @@ import random
 
 import tensorflow as tf
 
-_WORDS = ('the a film movie story actor plot scene music ending good bad great boring funny slow '
-          'wonderful terrible love hate watch again never always really quite very café naïve '
-          'director camera light dark night day world people time life').split()
+_WORDS = (
+  'the a film movie story actor plot scene music ending good bad great boring funny slow '
+  'wonderful terrible love hate watch again never always really quite very café naïve '
+  'director camera light dark night day world people time life'
+).split()
 
 
 def sentences(n: int, seed: int = 0) -> list[str]:
@@ -55,10 +57,13 @@ def write_tfrecord(path: str, records: list[dict[str, str]]) -> str:
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with tf.io.TFRecordWriter(path) as writer:
     for record in records:
-      feature = {k: tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode()]))
-                 for k, v in record.items()}
-      writer.write(tf.train.Example(
-        features=tf.train.Features(feature=feature)).SerializeToString())
+      feature = {
+        k: tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode()]))
+        for k, v in record.items()
+      }
+      writer.write(
+        tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+      )
   return path
 
 

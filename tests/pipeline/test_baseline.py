@@ -22,20 +22,21 @@ def _write_split(uri, split, rows):
           feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()]))
         else:
           feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=value))
-      writer.write(tf.train.Example(features=tf.train.Features(feature=feature))
-                   .SerializeToString())
+      writer.write(
+        tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+      )
 
 
 def _reviews(count, seed):
   import random
+
   rng = random.Random(seed)
   good, bad = ('great', 'moving', 'superb', 'funny'), ('dull', 'awful', 'boring', 'tired')
   filler = 'the a film movie plot story cast we it was is and but'.split()
   rows = []
   for _ in range(count):
     label = rng.choice(('fresh', 'rotten'))
-    words = [rng.choice(filler) for _ in range(6)] + [rng.choice(good if label == 'fresh'
-                                                                 else bad)]
+    words = [rng.choice(filler) for _ in range(6)] + [rng.choice(good if label == 'fresh' else bad)]
     rng.shuffle(words)
     rows.append({contract.TEXT_KEY: ' '.join(words), contract.LABEL_KEY: label})
   return rows

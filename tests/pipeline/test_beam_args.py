@@ -1,6 +1,5 @@
 """Beam's execution for local runs: in this process for small inputs, worker processes above."""
 
-
 from pipeline import config as config_lib
 from pipeline import local_runner
 
@@ -10,8 +9,12 @@ MULTI = LOCAL + ['--direct_running_mode=multi_processing']
 
 
 def _config(data_dir, file_pattern='', **beam):
-  return config_lib.from_dict({'data': {'format': 'csv', 'input_base': str(data_dir),
-                                        'file_pattern': file_pattern}, 'beam': beam})
+  return config_lib.from_dict(
+    {
+      'data': {'format': 'csv', 'input_base': str(data_dir), 'file_pattern': file_pattern},
+      'beam': beam,
+    }
+  )
 
 
 def _file(path, size):
@@ -27,8 +30,7 @@ def test_small_input_runs_in_process(tmp_path):
 def test_large_input_runs_one_worker_process_per_core(tmp_path):
   _file(tmp_path / 'a.csv', local_runner.IN_PROCESS_MAX_BYTES // 2)
   _file(tmp_path / 'b.csv', local_runner.IN_PROCESS_MAX_BYTES // 2 + 1)
-  assert local_runner.beam_args(_config(tmp_path), num_cpus=3) == MULTI + [
-      '--direct_num_workers=3']
+  assert local_runner.beam_args(_config(tmp_path), num_cpus=3) == MULTI + ['--direct_num_workers=3']
 
 
 def test_compressed_input_counts_as_its_text(tmp_path):
@@ -45,7 +47,8 @@ def test_compressed_input_counts_as_its_text(tmp_path):
 def test_explicit_settings_win_over_the_size(tmp_path):
   _file(tmp_path / 'a.csv', 10)
   assert local_runner.beam_args(_config(tmp_path, direct_num_workers=2)) == MULTI + [
-      '--direct_num_workers=2']
+    '--direct_num_workers=2'
+  ]
   explicit = ['--direct_running_mode=multi_threading', '--direct_num_workers=4']
   assert local_runner.beam_args(_config(tmp_path, args=explicit)) == explicit
   dataflow = ['--runner=DataflowRunner', '--region=europe-west1']

@@ -33,9 +33,10 @@ def test_user_templates_are_valid_apart_from_their_placeholder_paths(name):
 
 
 def test_overrides_are_typed_and_nested():
-  config = config_lib.load_config(os.path.join(CONFIGS, 'demo.yaml'),
-                                  ['train.learning_rate=3e-4', 'beam.args=[--foo=1]',
-                                   'enable_cache=false'])
+  config = config_lib.load_config(
+    os.path.join(CONFIGS, 'demo.yaml'),
+    ['train.learning_rate=3e-4', 'beam.args=[--foo=1]', 'enable_cache=false'],
+  )
   assert config.train.learning_rate == 3e-4
   assert config.beam.args == ('--foo=1',)
   assert config.enable_cache is False
@@ -58,18 +59,23 @@ def test_unknown_nested_key_names_its_section(tmp_path):
 
 
 def test_wrong_type_names_the_dotted_key_and_the_value(tmp_path):
-  with pytest.raises(config_lib.ConfigError, match=r"vocabulary.size: expected an integer, got 'big'"):
+  with pytest.raises(
+    config_lib.ConfigError, match=r"vocabulary.size: expected an integer, got 'big'"
+  ):
     config_lib.load_config(_write(tmp_path, 'vocabulary: {size: big}\n'))
 
 
 def test_wrong_type_inside_the_trainer_section(tmp_path):
-  with pytest.raises(config_lib.ConfigError,
-                     match=r"c.yaml: train.learning_rate: expected a number, got 'fast'"):
+  with pytest.raises(
+    config_lib.ConfigError, match=r"c.yaml: train.learning_rate: expected a number, got 'fast'"
+  ):
     config_lib.load_config(_write(tmp_path, 'train: {task: classify, learning_rate: fast}\n'))
 
 
 def test_missing_input_folder_is_named(tmp_path):
-  with pytest.raises(config_lib.ConfigError, match=r"data.input_base: folder '.*nowhere' does not exist"):
+  with pytest.raises(
+    config_lib.ConfigError, match=r"data.input_base: folder '.*nowhere' does not exist"
+  ):
     config_lib.load_config(_write(tmp_path, 'data: {input_base: nowhere}\n'))
 
 
@@ -108,7 +114,9 @@ def test_config_round_trips_through_json():
 def test_local_beam_args_use_one_worker_per_core_unless_a_runner_is_named():
   config = config_lib.from_dict({})
   assert config_lib.beam_pipeline_args(config, num_cpus=2) == [
-      '--direct_running_mode=multi_processing', '--direct_num_workers=2']
+    '--direct_running_mode=multi_processing',
+    '--direct_num_workers=2',
+  ]
   flink = config_lib.from_dict({'beam': {'args': ['--runner=FlinkRunner']}})
   assert config_lib.beam_pipeline_args(flink, num_cpus=2) == ['--runner=FlinkRunner']
 
@@ -124,11 +132,13 @@ def test_pre_split_input_needs_train_and_eval_folders(tmp_path):
   (tmp_path / 'data' / 'train').mkdir(parents=True)
   (tmp_path / 'data' / 'validation').mkdir()
   with pytest.raises(config_lib.ConfigError, match=r"lacks \['eval'\]"):
-    config_lib.load_config(_write(
-        tmp_path, 'data: {input_base: data, input_splits: [train, validation]}\n'))
+    config_lib.load_config(
+      _write(tmp_path, 'data: {input_base: data, input_splits: [train, validation]}\n')
+    )
   with pytest.raises(config_lib.ConfigError, match=r"split folder '.*eval' does not exist"):
-    config_lib.load_config(_write(
-        tmp_path, 'data: {input_base: data, input_splits: [train, eval]}\n'))
+    config_lib.load_config(
+      _write(tmp_path, 'data: {input_base: data, input_splits: [train, eval]}\n')
+    )
 
 
 def test_relative_outputs_dir_is_taken_from_the_config_folder(tmp_path):
@@ -153,8 +163,10 @@ OUT_OF_RANGE = {
 @pytest.mark.parametrize('value', ['.nan', '.inf', '-.inf', '1e999'])
 def test_non_finite_numbers_are_refused_with_the_key_and_the_file(tmp_path, key, value):
   path = _write(tmp_path, 'pretrain: {task: mlm}\n')
-  with pytest.raises(config_lib.ConfigError,
-                     match=rf'c\.yaml: {re.escape(key)}: expected a finite number, got -?(nan|inf)'):
+  with pytest.raises(
+    config_lib.ConfigError,
+    match=rf'c\.yaml: {re.escape(key)}: expected a finite number, got -?(nan|inf)',
+  ):
     config_lib.load_config(path, [f'{key}={value}'])
 
 
@@ -166,21 +178,33 @@ def test_out_of_range_numbers_are_refused_with_the_key_and_the_file(tmp_path, ke
 
 
 def test_every_float_field_of_the_pipeline_sections_is_range_tested():
-  sections = {'evaluation': config_lib.EvaluationConfig, 'data': config_lib.DataConfig,
-              'vocabulary': config_lib.VocabularyConfig, 'serving': config_lib.ServingConfig,
-              'beam': config_lib.BeamConfig, 'kubeflow': config_lib.KubeflowConfig}
-  floats = {f'{name}.{f.name}' for name, cls in sections.items() for f in dataclasses.fields(cls)
-            if f.type is float}
+  sections = {
+    'evaluation': config_lib.EvaluationConfig,
+    'data': config_lib.DataConfig,
+    'vocabulary': config_lib.VocabularyConfig,
+    'serving': config_lib.ServingConfig,
+    'beam': config_lib.BeamConfig,
+    'kubeflow': config_lib.KubeflowConfig,
+  }
+  floats = {
+    f'{name}.{f.name}'
+    for name, cls in sections.items()
+    for f in dataclasses.fields(cls)
+    if f.type is float
+  }
   assert floats == {k for k in OUT_OF_RANGE if k.split('.')[0] in sections}
 
 
-@pytest.mark.parametrize('key, value, message', [
-  ('kubeflow.trainer_replicas', '0', 'must be >= 1'),
-  ('kubeflow.trainer_gpus', '-1', 'must be >= 0'),
-  ('beam.direct_num_workers', '-2', 'must be >= 0'),
-  ('vocabulary.size', '5', 'must be > 5'),
-  ('data.train_eval_ratio', '[3, 0]', 'both parts must be positive'),
-])
+@pytest.mark.parametrize(
+  'key, value, message',
+  [
+    ('kubeflow.trainer_replicas', '0', 'must be >= 1'),
+    ('kubeflow.trainer_gpus', '-1', 'must be >= 0'),
+    ('beam.direct_num_workers', '-2', 'must be >= 0'),
+    ('vocabulary.size', '5', 'must be > 5'),
+    ('data.train_eval_ratio', '[3, 0]', 'both parts must be positive'),
+  ],
+)
 def test_out_of_range_integers_are_refused(tmp_path, key, value, message):
   with pytest.raises(config_lib.ConfigError, match=rf'c\.yaml: {re.escape(key)}: {message}'):
     config_lib.load_config(_write(tmp_path, '{}\n'), [f'{key}={value}'])
@@ -193,8 +217,10 @@ UNSAFE_NAMES = ['a/b', '../up', '..', '.', 'two words', 'tab\tname', 'x\\y', '',
 @pytest.mark.parametrize('name', UNSAFE_NAMES)
 def test_unsafe_names_are_refused_naming_the_allowed_characters(tmp_path, key, name):
   path = _write(tmp_path, '{}\n')
-  with pytest.raises(config_lib.ConfigError,
-                     match=rf"c\.yaml: {re.escape(key)}: .* is not a safe name: use letters, digits"):
+  with pytest.raises(
+    config_lib.ConfigError,
+    match=rf'c\.yaml: {re.escape(key)}: .* is not a safe name: use letters, digits',
+  ):
     config_lib.load_config(path, [f'{key}={json.dumps(name)}'])
 
 
@@ -209,44 +235,76 @@ def test_safe_names_are_accepted(tmp_path, key, name):
 def _preset_folder(path, backbone_class):
   """A preset folder as keras-hub's save_to_preset lays it out, as far as validation reads it."""
   path.mkdir()
-  (path / 'config.json').write_text(json.dumps({
-    'module': 'keras_hub.src.models', 'class_name': backbone_class, 'config': {},
-    'registered_name': f'keras_hub>{backbone_class}'}))
+  (path / 'config.json').write_text(
+    json.dumps(
+      {
+        'module': 'keras_hub.src.models',
+        'class_name': backbone_class,
+        'config': {},
+        'registered_name': f'keras_hub>{backbone_class}',
+      }
+    )
+  )
   return str(path)
 
 
-@pytest.mark.parametrize('task, backbone', [
-  ('mlm', 'BertBackbone'), ('classify', 'BertBackbone'), ('clm', 'GPT2Backbone')])
+@pytest.mark.parametrize(
+  'task, backbone', [('mlm', 'BertBackbone'), ('classify', 'BertBackbone'), ('clm', 'GPT2Backbone')]
+)
 def test_a_local_preset_of_the_tasks_backbone_is_accepted(tmp_path, task, backbone):
   preset = _preset_folder(tmp_path / 'preset', backbone)
   config = config_lib.load_config(_write(tmp_path, f'train: {{task: {task}, preset: {preset}}}\n'))
   assert config.train.preset == preset
 
 
-@pytest.mark.parametrize('task, backbone, message', [
-  ('mlm', 'GPT2Backbone', 'a GPT2Backbone preset has no mask token, which mlm needs.*use task clm'),
-  ('classify', 'GPT2Backbone', 'its backbone class is GPT2Backbone; the Trainer fine-tunes presets of these '
-   'backbones only: BertBackbone for classify, GPT2Backbone for clm, BertBackbone for mlm'),
-  ('clm', 'BertBackbone', 'its backbone class is BertBackbone; .* GPT2Backbone for clm'),
-  ('classify', 'AlbertBackbone', 'its backbone class is AlbertBackbone; .*BertBackbone for classify'),
-  ('mlm', 'GemmaBackbone', 'its backbone class is GemmaBackbone; .*BertBackbone for mlm'),
-])
+@pytest.mark.parametrize(
+  'task, backbone, message',
+  [
+    (
+      'mlm',
+      'GPT2Backbone',
+      'a GPT2Backbone preset has no mask token, which mlm needs.*use task clm',
+    ),
+    (
+      'classify',
+      'GPT2Backbone',
+      'its backbone class is GPT2Backbone; the Trainer fine-tunes presets of these '
+      'backbones only: BertBackbone for classify, GPT2Backbone for clm, BertBackbone for mlm',
+    ),
+    ('clm', 'BertBackbone', 'its backbone class is BertBackbone; .* GPT2Backbone for clm'),
+    (
+      'classify',
+      'AlbertBackbone',
+      'its backbone class is AlbertBackbone; .*BertBackbone for classify',
+    ),
+    ('mlm', 'GemmaBackbone', 'its backbone class is GemmaBackbone; .*BertBackbone for mlm'),
+  ],
+)
 def test_a_local_preset_the_trainer_cannot_fine_tune_for_the_task_is_refused(
-    tmp_path, task, backbone, message):
+  tmp_path, task, backbone, message
+):
   preset = _preset_folder(tmp_path / 'preset', backbone)
-  with pytest.raises(config_lib.ConfigError, match=rf'c\.yaml: train\.preset: .*preset: task '
-                                                  rf'{task}: {message}'):
+  with pytest.raises(
+    config_lib.ConfigError,
+    match=rf'c\.yaml: train\.preset: .*preset: task '
+    rf'{task}: {message}',
+  ):
     config_lib.load_config(_write(tmp_path, f'train: {{task: {task}, preset: {preset}}}\n'))
 
 
-@pytest.mark.parametrize('preset, message', [
-  ('presets/bert', "'presets/bert' is relative; give the preset folder as an absolute path"),
-  ('/nowhere/bert', "folder '/nowhere/bert' does not exist"),
-  ('""', "'' is not a preset handle"),
-  ('" bert_tiny_en_uncased"', "' bert_tiny_en_uncased' is not a preset handle"),
-])
+@pytest.mark.parametrize(
+  'preset, message',
+  [
+    ('presets/bert', "'presets/bert' is relative; give the preset folder as an absolute path"),
+    ('/nowhere/bert', "folder '/nowhere/bert' does not exist"),
+    ('""', "'' is not a preset handle"),
+    ('" bert_tiny_en_uncased"', "' bert_tiny_en_uncased' is not a preset handle"),
+  ],
+)
 def test_a_bad_preset_handle_is_named(tmp_path, preset, message):
-  with pytest.raises(config_lib.ConfigError, match=rf'c\.yaml: train\.preset: {re.escape(message)}'):
+  with pytest.raises(
+    config_lib.ConfigError, match=rf'c\.yaml: train\.preset: {re.escape(message)}'
+  ):
     config_lib.load_config(_write(tmp_path, '{}\n'), [f'train.preset={preset}'])
 
 
@@ -256,8 +314,14 @@ def test_a_folder_that_is_not_a_keras_hub_preset_is_refused(tmp_path):
     config_lib.load_config(_write(tmp_path, '{}\n'), [f'train.preset={tmp_path / "weights"}'])
 
 
-@pytest.mark.parametrize('preset', ['kaggle://keras/bert/keras/bert_tiny_en_uncased/2',
-                                    'hf://someone/gpt2-tiny', 'bert_tiny_en_uncased'])
+@pytest.mark.parametrize(
+  'preset',
+  [
+    'kaggle://keras/bert/keras/bert_tiny_en_uncased/2',
+    'hf://someone/gpt2-tiny',
+    'bert_tiny_en_uncased',
+  ],
+)
 def test_remote_preset_handles_are_left_to_the_vocabulary_step(tmp_path, preset):
   config = config_lib.load_config(_write(tmp_path, '{}\n'), [f'train.preset={preset}'])
   assert config.train.preset == preset
@@ -265,10 +329,12 @@ def test_remote_preset_handles_are_left_to_the_vocabulary_step(tmp_path, preset)
 
 def test_named_data_set_is_fetched_only_when_the_input_folder_is_asked_for(tmp_path, monkeypatch):
   from pipeline import demo_data
+
   fetched = []
   monkeypatch.setattr(demo_data, 'fetch', lambda name: fetched.append(name) or str(tmp_path))
-  config = config_lib.load_config(_write(
-      tmp_path, f'data: {{input_base: "{demo_data.ROTTEN_TOMATOES}"}}\n'))
+  config = config_lib.load_config(
+    _write(tmp_path, f'data: {{input_base: "{demo_data.ROTTEN_TOMATOES}"}}\n')
+  )
   assert not fetched  # validation does not download
   assert config_lib.input_base_dir(config) == str(tmp_path)
   assert fetched == [demo_data.ROTTEN_TOMATOES]
@@ -291,20 +357,26 @@ def _labeled_config(tmp_path, extra):
 
 
 def test_label_values_must_be_the_schema_label_domain(tmp_path):
-  with pytest.raises(config_lib.ConfigError,
-                     match=r"label_values: \['fresh', 'rotten'\] are not the label domain "
-                           r"\['0', '1'\] of .*labeled/schema.pbtxt"):
+  with pytest.raises(
+    config_lib.ConfigError,
+    match=r"label_values: \['fresh', 'rotten'\] are not the label domain "
+    r"\['0', '1'\] of .*labeled/schema.pbtxt",
+  ):
     config_lib.load_config(_labeled_config(tmp_path, 'label_values: [fresh, rotten]'))
   schema_dir = os.path.join(REPO, 'schemas', 'rotten_tomatoes')
-  config = config_lib.load_config(_labeled_config(
-      tmp_path, f'label_values: [rotten, fresh], schema_dir: {schema_dir}'))
+  config = config_lib.load_config(
+    _labeled_config(tmp_path, f'label_values: [rotten, fresh], schema_dir: {schema_dir}')
+  )
   assert config.data.label_values == ('rotten', 'fresh')
 
 
-@pytest.mark.parametrize('extra,message', [
+@pytest.mark.parametrize(
+  'extra,message',
+  [
     ('label_values: [a, a]', 'empty or repeated'),
     ('label_values: ["0", " "]', 'empty or repeated'),
-])
+  ],
+)
 def test_label_values_without_repeats_or_blanks(tmp_path, extra, message):
   with pytest.raises(config_lib.ConfigError, match=message):
     config_lib.load_config(_labeled_config(tmp_path, extra))
@@ -316,8 +388,9 @@ def test_label_values_only_for_classification(tmp_path):
     config_lib.load_config(path, ['train.task=clm'])
 
 
-@pytest.mark.parametrize('name, task', [('finetune_bert_preset.yaml', 'classify'),
-                                        ('finetune_gpt2_preset.yaml', 'clm')])
+@pytest.mark.parametrize(
+  'name, task', [('finetune_bert_preset.yaml', 'classify'), ('finetune_gpt2_preset.yaml', 'clm')]
+)
 def test_shipped_preset_configs_load_with_a_hub_handle(name, task):
   config = config_lib.load_config(os.path.join(CONFIGS, name))
   assert config.train.task == task and config.train.preset.startswith('kaggle://')

@@ -14,30 +14,47 @@ from pipeline import local_runner
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MAX_CONSOLE_LINES = 15
 # TensorFlow's native start-up lines (absl format: `I0000 00:00:1795.. 123 port.cc:153] ...`).
-NATIVE_LINE = re.compile(r'absl::InitializeLog|oneDNN|cudart_stub|cuInit|cpu_feature_guard|'
-                         r'^[IWEF]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\]', re.MULTILINE)
+NATIVE_LINE = re.compile(
+  r'absl::InitializeLog|oneDNN|cudart_stub|cuInit|cpu_feature_guard|'
+  r'^[IWEF]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\]',
+  re.MULTILINE,
+)
 
 
 def _run(argv, tmp_path, **kwargs):
   # No TF_CPP_MIN_LOG_LEVEL from the test session: the programs must be quiet on their own.
   env = {k: v for k, v in os.environ.items() if k not in ('TF_CPP_MIN_LOG_LEVEL',)}
   env['TMPDIR'] = str(tmp_path)
-  return subprocess.run([sys.executable, *argv], cwd=REPO, env=env, capture_output=True,
-                        text=True, **kwargs)
+  return subprocess.run(
+    [sys.executable, *argv], cwd=REPO, env=env, capture_output=True, text=True, **kwargs
+  )
 
 
 def _pipeline_config(tmp_path, data_dir):
   config = {
-      'pipeline_name': 'badinput',
-      'outputs_dir': str(tmp_path / 'outputs'),
-      'data': {'format': 'csv', 'input_base': str(data_dir), 'text_column': 'review',
-               'label_column': 'sentiment', 'train_eval_ratio': [3, 1]},
-      'vocabulary': {'size': 60},
-      'train': {'task': 'classify', 'num_layers': 1, 'hidden_dim': 16, 'num_heads': 2,
-                'intermediate_dim': 32, 'seq_len': 16, 'per_replica_batch_size': 4,
-                'train_steps': 2, 'eval_steps': 1},
-      'serving': {'model_name': 'badinput'},
-      'beam': {'direct_num_workers': 1},
+    'pipeline_name': 'badinput',
+    'outputs_dir': str(tmp_path / 'outputs'),
+    'data': {
+      'format': 'csv',
+      'input_base': str(data_dir),
+      'text_column': 'review',
+      'label_column': 'sentiment',
+      'train_eval_ratio': [3, 1],
+    },
+    'vocabulary': {'size': 60},
+    'train': {
+      'task': 'classify',
+      'num_layers': 1,
+      'hidden_dim': 16,
+      'num_heads': 2,
+      'intermediate_dim': 32,
+      'seq_len': 16,
+      'per_replica_batch_size': 4,
+      'train_steps': 2,
+      'eval_steps': 1,
+    },
+    'serving': {'model_name': 'badinput'},
+    'beam': {'direct_num_workers': 1},
   }
   path = tmp_path / 'config.yaml'
   path.write_text(yaml.safe_dump(config))
@@ -87,9 +104,22 @@ def test_the_server_prints_no_native_start_up_lines(tmp_path):
   env = {k: v for k, v in os.environ.items() if k != 'TF_CPP_MIN_LOG_LEVEL'}
   env['TMPDIR'] = str(tmp_path)
   server = subprocess.Popen(
-    [sys.executable, '-m', 'serving', '--port=0', '--rest_api_port=0', '--model_name=m',
-     f'--model_base_path={tmp_path / "models"}', '--file_system_poll_wait_seconds=0'],
-    cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    [
+      sys.executable,
+      '-m',
+      'serving',
+      '--port=0',
+      '--rest_api_port=0',
+      '--model_name=m',
+      f'--model_base_path={tmp_path / "models"}',
+      '--file_system_poll_wait_seconds=0',
+    ],
+    cwd=REPO,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
   try:
     first = server.stdout.readline()  # after TensorFlow's import and the servers' start
     server.send_signal(signal.SIGTERM)
@@ -105,8 +135,21 @@ def test_the_server_prints_no_native_start_up_lines(tmp_path):
 
 
 def test_the_client_keeps_the_native_lines_in_its_log(tmp_path):
-  result = _run(['-m', 'serving.client', '--grpc', '127.0.0.1:1', '--model_name', 'm',
-                 '--text', 'x', '--timeout', '0.5'], tmp_path)
+  result = _run(
+    [
+      '-m',
+      'serving.client',
+      '--grpc',
+      '127.0.0.1:1',
+      '--model_name',
+      'm',
+      '--text',
+      'x',
+      '--timeout',
+      '0.5',
+    ],
+    tmp_path,
+  )
   assert result.returncode != 0
   assert not NATIVE_LINE.search(result.stdout + result.stderr), result.stderr
   assert len((result.stdout + result.stderr).strip().splitlines()) <= MAX_CONSOLE_LINES
@@ -114,7 +157,7 @@ def test_the_client_keeps_the_native_lines_in_its_log(tmp_path):
   assert logs and NATIVE_LINE.search(logs[0].read_text())
 
 
-BEAM_TEXT = '''Traceback (most recent call last):
+BEAM_TEXT = """Traceback (most recent call last):
   File "apache_beam/runners/common.py", line 1512, in process
   File "/repo/components/example_gen.py", line 165, in _read_csv
     raise DataError(
@@ -125,15 +168,18 @@ During handling of the above exception, another exception occurred:
 Traceback (most recent call last):
   File "sdk_worker.py", line 310, in _execute
 components.validation.DataError: /data/x.csv, line 4: ragged row [while running 'Read']
-'''
+"""
 
 
-@pytest.mark.parametrize('error, expected', [
+@pytest.mark.parametrize(
+  'error, expected',
+  [
     (RuntimeError(BEAM_TEXT), 'DataError: /data/x.csv, line 4: ragged row'),
     (ValueError('split eval: no examples'), 'ValueError: split eval: no examples'),
     (KeyError('text'), "KeyError: 'text'"),
     (RuntimeError(''), 'RuntimeError: (no message)'),
-])
+  ],
+)
 def test_short_error_keeps_only_the_cause(error, expected):
   assert local_runner.short_error(error) == expected
 

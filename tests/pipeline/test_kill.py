@@ -19,8 +19,13 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BEFORE_TRANSFORM = ('TextExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'ExampleValidator',
-                    'Vocabulary')
+BEFORE_TRANSFORM = (
+  'TextExampleGen',
+  'StatisticsGen',
+  'ImportSchemaGen',
+  'ExampleValidator',
+  'Vocabulary',
+)
 TIMEOUT = 600
 
 
@@ -34,18 +39,33 @@ def _config(tmp_path):
     for _ in range(300):
       f.write(f'"{" ".join(rng.choice(words) for _ in range(8))}",{rng.choice("01")}\n')
   config = {
-      'pipeline_name': 'killed',
-      'outputs_dir': str(tmp_path / 'outputs'),
-      'data': {'format': 'csv', 'input_base': str(data), 'text_column': 'review',
-               'label_column': 'sentiment', 'train_eval_ratio': [3, 1]},
-      'vocabulary': {'size': 60},
-      'train': {'task': 'classify', 'num_layers': 1, 'hidden_dim': 16, 'num_heads': 2,
-                'intermediate_dim': 32, 'seq_len': 16, 'per_replica_batch_size': 8,
-                'train_steps': 600, 'eval_steps': 1, 'eval_every_steps': 300,
-                'log_every_steps': 100, 'checkpoint_every_steps': 20},
-      'evaluation': {'min_accuracy': 0.0, 'max_accuracy_drop': 1.0},
-      'serving': {'model_name': 'killed'},
-      'beam': {'direct_num_workers': 1},
+    'pipeline_name': 'killed',
+    'outputs_dir': str(tmp_path / 'outputs'),
+    'data': {
+      'format': 'csv',
+      'input_base': str(data),
+      'text_column': 'review',
+      'label_column': 'sentiment',
+      'train_eval_ratio': [3, 1],
+    },
+    'vocabulary': {'size': 60},
+    'train': {
+      'task': 'classify',
+      'num_layers': 1,
+      'hidden_dim': 16,
+      'num_heads': 2,
+      'intermediate_dim': 32,
+      'seq_len': 16,
+      'per_replica_batch_size': 8,
+      'train_steps': 600,
+      'eval_steps': 1,
+      'eval_every_steps': 300,
+      'log_every_steps': 100,
+      'checkpoint_every_steps': 20,
+    },
+    'evaluation': {'min_accuracy': 0.0, 'max_accuracy_drop': 1.0},
+    'serving': {'model_name': 'killed'},
+    'beam': {'direct_num_workers': 1},
   }
   path = tmp_path / 'config.yaml'
   path.write_text(yaml.safe_dump(config))
@@ -54,9 +74,13 @@ def _config(tmp_path):
 
 def _start(config_path):
   # A session of its own: the kill reaches the runner and every Beam worker it started.
-  return subprocess.Popen([sys.executable, '-m', 'pipeline.local_runner', '--config',
-                           str(config_path)], cwd=REPO, start_new_session=True,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  return subprocess.Popen(
+    [sys.executable, '-m', 'pipeline.local_runner', '--config', str(config_path)],
+    cwd=REPO,
+    start_new_session=True,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+  )
 
 
 def _kill_when(process, ready):
@@ -76,9 +100,13 @@ def _kill_when(process, ready):
 
 
 def _rerun(config_path, outputs):
-  result = subprocess.run([sys.executable, '-m', 'pipeline.local_runner', '--config',
-                           str(config_path)], cwd=REPO, capture_output=True, text=True,
-                          timeout=TIMEOUT)
+  result = subprocess.run(
+    [sys.executable, '-m', 'pipeline.local_runner', '--config', str(config_path)],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=TIMEOUT,
+  )
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   with open(outputs / 'summary.json') as f:
     states = {c['name']: c['state'] for c in json.load(f)['components']}
@@ -95,11 +123,16 @@ def _assert_only_finished_outputs_are_consumed(outputs):
   store = _store(outputs)
   executions = {e.id: e for e in store.get_executions()}
   events = store.get_events_by_execution_ids(list(executions))
-  producer = {e.artifact_id: e.execution_id for e in events
-              if e.type == metadata_store_pb2.Event.OUTPUT}
+  producer = {
+    e.artifact_id: e.execution_id for e in events if e.type == metadata_store_pb2.Event.OUTPUT
+  }
   finished = (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)
-  consumed = {e.artifact_id for e in events if e.type == metadata_store_pb2.Event.INPUT
-              and executions[e.execution_id].last_known_state in finished}
+  consumed = {
+    e.artifact_id
+    for e in events
+    if e.type == metadata_store_pb2.Event.INPUT
+    and executions[e.execution_id].last_known_state in finished
+  }
   assert consumed
   artifacts = {a.id: a for a in store.get_artifacts_by_id(list(consumed))}
   for artifact_id in consumed:
@@ -146,8 +179,11 @@ def test_a_run_killed_during_training_resumes_from_its_last_checkpoint(tmp_path)
   assert saved < 600, 'training finished before the kill'
   states, log = _rerun(config_path, outputs)
   assert states['Transform'] == 'CACHED' and states['Trainer'] == 'COMPLETE', states
-  resumed = [int(line.rsplit(' ', 1)[1]) for line in log.splitlines()
-             if 'resuming from checkpoint at step' in line]
+  resumed = [
+    int(line.rsplit(' ', 1)[1])
+    for line in log.splitlines()
+    if 'resuming from checkpoint at step' in line
+  ]
   assert resumed and 40 <= resumed[0] <= saved, (resumed, saved)
   assert states['Pusher'] == 'COMPLETE'
   _assert_only_finished_outputs_are_consumed(outputs)

@@ -31,25 +31,35 @@ GPU_IMAGE = 'registry.example.com/ml/tfx-lm-gpu:test-7'
 ROOT = 'gs://tfx-lm-test-bucket/root'
 ENTRYPOINT = ['python', '-m', 'tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor']
 VERTEX_TRAINER = 'tfx.extensions.google_cloud_ai_platform.trainer.executor.GenericExecutor'
-FLINK_ARGS = ['--runner=FlinkRunner', '--flink_master=flink-jobmanager:8081',
-              '--environment_type=DOCKER', f'--environment_config={IMAGE}']
+FLINK_ARGS = [
+  '--runner=FlinkRunner',
+  '--flink_master=flink-jobmanager:8081',
+  '--environment_type=DOCKER',
+  f'--environment_config={IMAGE}',
+]
 # In-process DirectRunner keeps the entrypoint run fast on a shared 2-core machine.
 IN_MEMORY_ARGS = ['--direct_running_mode=in_memory']
-BASE = ('--config', DEMO, '--set', f'kubeflow.image={IMAGE}', '--set',
-        f'kubeflow.pipeline_root={ROOT}')
+BASE = (
+  '--config',
+  DEMO,
+  '--set',
+  f'kubeflow.image={IMAGE}',
+  '--set',
+  f'kubeflow.pipeline_root={ROOT}',
+)
 
 # The demo's data path, task by task: who must finish before whom.
 DEPENDENCIES = {
-    'StatisticsGen': {'TextExampleGen'},
-    'ImportSchemaGen': set(),
-    'ExampleValidator': {'StatisticsGen', 'ImportSchemaGen'},
-    'Vocabulary': {'TextExampleGen', 'ExampleValidator'},
-    'PretrainTransform': {'TextExampleGen', 'ImportSchemaGen', 'Vocabulary'},
-    'PretrainTrainer': {'PretrainTransform'},
-    'Transform': {'TextExampleGen', 'ImportSchemaGen', 'Vocabulary'},
-    'Trainer': {'PretrainTrainer', 'Transform'},
-    'Evaluator': {'TextExampleGen', 'Trainer', 'LatestBlessedModelResolver-model-resolver'},
-    'Pusher': {'Evaluator', 'Trainer'},
+  'StatisticsGen': {'TextExampleGen'},
+  'ImportSchemaGen': set(),
+  'ExampleValidator': {'StatisticsGen', 'ImportSchemaGen'},
+  'Vocabulary': {'TextExampleGen', 'ExampleValidator'},
+  'PretrainTransform': {'TextExampleGen', 'ImportSchemaGen', 'Vocabulary'},
+  'PretrainTrainer': {'PretrainTransform'},
+  'Transform': {'TextExampleGen', 'ImportSchemaGen', 'Vocabulary'},
+  'Trainer': {'PretrainTrainer', 'Transform'},
+  'Evaluator': {'TextExampleGen', 'Trainer', 'LatestBlessedModelResolver-model-resolver'},
+  'Pusher': {'Evaluator', 'Trainer'},
 }
 
 
@@ -104,6 +114,7 @@ def compiled(tmp_path_factory):
     if name not in cache:
       cache[name] = _compile(directory, name, *overrides)
     return cache[name]
+
   return get
 
 
@@ -131,7 +142,8 @@ def test_tasks_depend_on_their_upstream_components(demo):
   trainer_inputs = demo.tasks['Trainer'].inputs.artifacts
   assert trainer_inputs['base_model'].task_output_artifact.producer_task == 'PretrainTrainer'
   assert trainer_inputs['examples'].task_output_artifact.output_artifact_key == (
-      'transformed_examples')
+    'transformed_examples'
+  )
   pusher_inputs = demo.tasks['Pusher'].inputs.artifacts
   assert pusher_inputs['model_blessing'].task_output_artifact.producer_task == 'Evaluator'
 
@@ -148,14 +160,21 @@ def test_runtime_config_paths_and_parameters(demo):
   assert demo.param('Vocabulary', 'vocab_size') == 2000
   trainer = json.loads(demo.param('Trainer', 'custom_config'))[contract.TRAINER_CONFIG_KEY]
   assert (trainer['task'], trainer['train_steps']) == ('classify', 150)
-  assert json.loads(demo.param('PretrainTrainer', 'custom_config'))[contract.TRAINER_CONFIG_KEY]['task'] == 'mlm'
+  assert (
+    json.loads(demo.param('PretrainTrainer', 'custom_config'))[contract.TRAINER_CONFIG_KEY]['task']
+    == 'mlm'
+  )
 
 
 def test_a_preset_compiles_into_the_vocabulary_and_trainer_parameters(compiled):
   # A hub handle: nothing is fetched to compile (the Vocabulary step fetches it on the cluster).
   preset = 'kaggle://keras/bert/keras/bert_tiny_en_uncased/2'
-  spec = compiled('preset', 'pretrain=null', f'train.preset={preset}',
-                  'data.input_base=gs://tfx-lm-test-bucket/data')
+  spec = compiled(
+    'preset',
+    'pretrain=null',
+    f'train.preset={preset}',
+    'data.input_base=gs://tfx-lm-test-bucket/data',
+  )
   assert 'PretrainTrainer' not in spec.tasks and 'PretrainTransform' not in spec.tasks
   assert spec.param('Vocabulary', 'preset') == preset
   assert spec.param('Vocabulary', 'task') == 'classify'
@@ -175,8 +194,10 @@ def test_spec_is_in_the_form_the_kfp2_backend_runs(demo):
 
 
 def _executor_kinds(pipeline_spec):
-  return {label: next(iter(executor))
-          for label, executor in pipeline_spec['deploymentSpec']['executors'].items()}
+  return {
+    label: next(iter(executor))
+    for label, executor in pipeline_spec['deploymentSpec']['executors'].items()
+  }
 
 
 def test_vertex_spec_keeps_the_baseline_resolver(demo):
@@ -221,14 +242,21 @@ def _artifact_titles(spec):
 
 def test_module_paths_in_the_spec_import(demo):
   executors = {demo.executor_class(t) for t in demo.container_tasks()}
-  assert {'components.vocabulary.Executor', 'components.transform.Executor',
-          'components.example_gen.Executor'} <= executors
+  assert {
+    'components.vocabulary.Executor',
+    'components.transform.Executor',
+    'components.example_gen.Executor',
+  } <= executors
   for path in executors:
     assert isinstance(import_utils.import_class_by_path(path), type), path
   assert demo.param('Trainer', 'run_fn') == 'trainer.task.run_fn'
   assert demo.param('Transform', 'preprocessing_fn') == 'trainer.preprocessing.preprocessing_fn'
-  for task, key in (('Trainer', 'run_fn'), ('PretrainTrainer', 'run_fn'),
-                    ('Transform', 'preprocessing_fn'), ('PretrainTransform', 'preprocessing_fn')):
+  for task, key in (
+    ('Trainer', 'run_fn'),
+    ('PretrainTrainer', 'run_fn'),
+    ('Transform', 'preprocessing_fn'),
+    ('PretrainTransform', 'preprocessing_fn'),
+  ):
     module, name = demo.param(task, key).rsplit('.', 1)
     assert callable(getattr(importlib.import_module(module), name)), (task, key)
   # The entrypoint rebuilds each artifact from its schema title: custom titles are import paths.
@@ -236,8 +264,9 @@ def test_module_paths_in_the_spec_import(demo):
   assert vocabulary.VocabularyArtifact.TYPE_NAME in titles
   for title in titles:
     path = compiler_utils.TITLE_TO_CLASS_PATH.get(title, title)
-    assert import_utils.import_class_by_path(path).TYPE_NAME.split('.')[-1] == (
-        title.split('.')[-1]), title
+    assert (
+      import_utils.import_class_by_path(path).TYPE_NAME.split('.')[-1] == (title.split('.')[-1])
+    ), title
 
 
 def test_compiling_twice_gives_the_same_spec(demo, compiled):
@@ -262,7 +291,9 @@ def test_trainer_gpus_and_the_gpu_image_go_to_the_trainer_pods_only(compiled):
     if task in contract.TRAINER_IDS:
       accelerator = resources['accelerator']
       assert (accelerator['resourceType'], accelerator['resourceCount']) == (
-          'nvidia.com/gpu', '1'), task
+        'nvidia.com/gpu',
+        '1',
+      ), task
       assert (accelerator['type'], int(accelerator['count'])) == ('nvidia.com/gpu', 1), task
       assert container['image'] == GPU_IMAGE, task
     else:
@@ -271,16 +302,22 @@ def test_trainer_gpus_and_the_gpu_image_go_to_the_trainer_pods_only(compiled):
 
 
 def test_gpus_without_a_gpu_image_are_refused(tmp_path, capsys):
-  code = kubeflow_runner.main(['compile', *BASE, '--output', str(tmp_path / 'x.json'), '--set',
-                               'kubeflow.trainer_gpus=2'])
+  code = kubeflow_runner.main(
+    ['compile', *BASE, '--output', str(tmp_path / 'x.json'), '--set', 'kubeflow.trainer_gpus=2']
+  )
   assert code == 2
   assert 'kubeflow.gpu_image is empty' in capsys.readouterr().err
   assert not (tmp_path / 'x.json').exists()
 
 
 def test_gpu_replicas_on_vertex_run_the_gpu_image(compiled):
-  replicas = compiled('gpu_replicas', 'kubeflow.trainer_replicas=2', 'kubeflow.trainer_gpus=1',
-                      'kubeflow.vertex_project=proj-1', f'kubeflow.gpu_image={GPU_IMAGE}')
+  replicas = compiled(
+    'gpu_replicas',
+    'kubeflow.trainer_replicas=2',
+    'kubeflow.trainer_gpus=1',
+    'kubeflow.vertex_project=proj-1',
+    f'kubeflow.gpu_image={GPU_IMAGE}',
+  )
   for task in contract.TRAINER_IDS:
     # The Trainer pod only starts the Vertex AI job: the replicas get the GPUs and the GPU image.
     assert replicas.container_dict(task)['image'] == IMAGE
@@ -296,8 +333,12 @@ def _vertex_custom_config(compiled_spec, task):
 
 
 def test_trainer_replicas_run_on_vertex_ai_training(compiled, demo):
-  replicas = compiled('replicas', 'kubeflow.trainer_replicas=2', 'kubeflow.vertex_project=proj-1',
-                      'kubeflow.vertex_region=europe-west4')
+  replicas = compiled(
+    'replicas',
+    'kubeflow.trainer_replicas=2',
+    'kubeflow.vertex_project=proj-1',
+    'kubeflow.vertex_region=europe-west4',
+  )
   for task in contract.TRAINER_IDS:
     assert replicas.executor_class(task) == VERTEX_TRAINER
     custom = _vertex_custom_config(replicas, task)
@@ -310,7 +351,10 @@ def test_trainer_replicas_run_on_vertex_ai_training(compiled, demo):
     assert pools[0]['replica_count'] == 1  # the chief
     assert all(pool['container_spec']['image_uri'] == IMAGE for pool in pools)
     # The trainer's own settings travel unchanged beside Vertex's keys.
-    assert custom[contract.TRAINER_CONFIG_KEY] == _vertex_custom_config(demo, task)[contract.TRAINER_CONFIG_KEY]
+    assert (
+      custom[contract.TRAINER_CONFIG_KEY]
+      == _vertex_custom_config(demo, task)[contract.TRAINER_CONFIG_KEY]
+    )
   assert replicas.executor_class('Transform') == 'components.transform.Executor'
   assert isinstance(import_utils.import_class_by_path(VERTEX_TRAINER), type)
 
@@ -321,8 +365,13 @@ def test_vertex_trainer_exec_properties_reach_run_fn(compiled):
   from tfx.components.trainer import fn_args_utils
 
   from trainer import task
-  replicas = compiled('replicas', 'kubeflow.trainer_replicas=2', 'kubeflow.vertex_project=proj-1',
-                      'kubeflow.vertex_region=europe-west4')
+
+  replicas = compiled(
+    'replicas',
+    'kubeflow.trainer_replicas=2',
+    'kubeflow.vertex_project=proj-1',
+    'kubeflow.vertex_region=europe-west4',
+  )
   custom = _vertex_custom_config(replicas, 'Trainer')
   config = task.config_from_fn_args(fn_args_utils.FnArgs(custom_config=custom))
   assert (config.task, config.train_steps) == ('classify', 150)
@@ -343,15 +392,21 @@ def test_a_plain_path_pipeline_root_gets_a_warning(tmp_path, capsys):
   output = str(tmp_path / 'spec.json')
   assert kubeflow_runner.main(['compile', *BASE, '--output', output]) == 0
   assert 'warning' not in capsys.readouterr().err
-  assert kubeflow_runner.main(['compile', *BASE, '--output', output, '--set',
-                               'kubeflow.pipeline_root=/mnt/tfx-lm']) == 0
+  assert (
+    kubeflow_runner.main(
+      ['compile', *BASE, '--output', output, '--set', 'kubeflow.pipeline_root=/mnt/tfx-lm']
+    )
+    == 0
+  )
   assert "warning: kubeflow.pipeline_root '/mnt/tfx-lm' is not a gs:// URI" in (
-      capsys.readouterr().err)
+    capsys.readouterr().err
+  )
 
 
 def test_replicas_without_a_vertex_project_are_refused(tmp_path, capsys):
-  code = kubeflow_runner.main(['compile', *BASE, '--output', str(tmp_path / 'x.json'), '--set',
-                               'kubeflow.trainer_replicas=2'])
+  code = kubeflow_runner.main(
+    ['compile', *BASE, '--output', str(tmp_path / 'x.json'), '--set', 'kubeflow.trainer_replicas=2']
+  )
   assert code == 2
   assert 'kubeflow.vertex_project' in capsys.readouterr().err
   assert not (tmp_path / 'x.json').exists()
@@ -376,11 +431,22 @@ class _RecordingKfpClient:
 
 def test_submit_sends_the_pipeline_spec_and_root_to_kfp(tmp_path, monkeypatch, capsys):
   import kfp
+
   monkeypatch.setattr(kfp, 'Client', _RecordingKfpClient)
   _RecordingKfpClient.calls = []
   output = tmp_path / 'spec.json'
-  code = kubeflow_runner.main(['submit', *BASE, '--output', str(output), '--host',
-                               'http://kfp.example:8080', '--experiment', 'nightly'])
+  code = kubeflow_runner.main(
+    [
+      'submit',
+      *BASE,
+      '--output',
+      str(output),
+      '--host',
+      'http://kfp.example:8080',
+      '--experiment',
+      'nightly',
+    ]
+  )
   assert code == 0
   assert 'run run-42' in capsys.readouterr().out
   [call] = _RecordingKfpClient.calls
@@ -389,8 +455,9 @@ def test_submit_sends_the_pipeline_spec_and_root_to_kfp(tmp_path, monkeypatch, c
   assert call['pipeline_root'] == ROOT
   compiled_job = Compiled(str(output)).job
   assert call['spec'] == json_format.ParseDict(
-      kubeflow_runner.open_source_kfp_spec(compiled_job['pipelineSpec']),
-      pipeline_spec_pb2.PipelineSpec())
+    kubeflow_runner.open_source_kfp_spec(compiled_job['pipelineSpec']),
+    pipeline_spec_pb2.PipelineSpec(),
+  )
   assert 'Evaluator' in call['spec'].root.dag.tasks
 
 
@@ -404,8 +471,9 @@ def test_submit_to_an_unreachable_endpoint_says_which(tmp_path, capsys):
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
     host = f'http://127.0.0.1:{s.getsockname()[1]}'
-  code = kubeflow_runner.main(['submit', *BASE, '--output', str(tmp_path / 'spec.json'),
-                               '--host', host])
+  code = kubeflow_runner.main(
+    ['submit', *BASE, '--output', str(tmp_path / 'spec.json'), '--host', host]
+  )
   assert code == 1
   assert f'error: KFP endpoint {host}:' in capsys.readouterr().err
 
@@ -415,24 +483,38 @@ def test_submit_to_an_unreachable_endpoint_says_which(tmp_path, capsys):
 
 def _beam_tasks(compiled_spec):
   from tfx.dsl.components.base import base_beam_executor
-  return [t for t in compiled_spec.container_tasks() if issubclass(
+
+  return [
+    t
+    for t in compiled_spec.container_tasks()
+    if issubclass(
       import_utils.import_class_by_path(compiled_spec.executor_class(t)),
-      base_beam_executor.BaseBeamExecutor)]
+      base_beam_executor.BaseBeamExecutor,
+    )
+  ]
 
 
 def test_beam_args_reach_every_beam_component(compiled, demo):
   flink = compiled('flink', f'kubeflow.beam_args={json.dumps(FLINK_ARGS)}')
   beam_tasks = _beam_tasks(flink)
-  assert {'TextExampleGen', 'StatisticsGen', 'Vocabulary', 'Transform', 'PretrainTransform',
-          'Evaluator'} <= set(beam_tasks)
+  assert {
+    'TextExampleGen',
+    'StatisticsGen',
+    'Vocabulary',
+    'Transform',
+    'PretrainTransform',
+    'Evaluator',
+  } <= set(beam_tasks)
   for task in beam_tasks:
     args = flink.container_dict(task)['args']
-    assert args[-len(FLINK_ARGS):] == FLINK_ARGS, task
+    assert args[-len(FLINK_ARGS) :] == FLINK_ARGS, task
     assert not any(a.startswith('--direct_') for a in args), task
   # Without kubeflow.beam_args: DirectRunner on every core of the component's pod.
   for task in _beam_tasks(demo):
     assert demo.container_dict(task)['args'][-2:] == [
-        '--direct_running_mode=multi_processing', '--direct_num_workers=0'], task
+      '--direct_running_mode=multi_processing',
+      '--direct_num_workers=0',
+    ], task
 
 
 def test_local_runner_beam_args_reach_every_beam_component(tmp_path):
@@ -440,11 +522,15 @@ def test_local_runner_beam_args_reach_every_beam_component(tmp_path):
   from tfx.proto.orchestration import executable_spec_pb2, pipeline_pb2
 
   from pipeline import factory
+
   config = config_lib.load_config(DEMO, ['beam.direct_num_workers=3'])
   local_args = config_lib.beam_pipeline_args(config)
   assert local_args == ['--direct_running_mode=multi_processing', '--direct_num_workers=3']
-  ir = compiler.Compiler().compile(factory.create_pipeline(
-      config, pipeline_root=str(tmp_path / 'root'), beam_pipeline_args=local_args))
+  ir = compiler.Compiler().compile(
+    factory.create_pipeline(
+      config, pipeline_root=str(tmp_path / 'root'), beam_pipeline_args=local_args
+    )
+  )
   deployment = pipeline_pb2.IntermediateDeploymentConfig()
   ir.deployment_config.Unpack(deployment)
   beam_nodes = set()
@@ -469,11 +555,16 @@ def _tfx_cli(args, home, cwd):
   config_path = os.path.join(str(home), 'demo-on-kfp.yaml')
   with open(config_path, 'w') as f:
     yaml.safe_dump(demo, f)
-  env = dict(os.environ, HOME=str(home), TFXLM_CONFIG=config_path,
-             PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get('PATH', ''))
+  env = dict(
+    os.environ,
+    HOME=str(home),
+    TFXLM_CONFIG=config_path,
+    PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get('PATH', ''),
+  )
   env.pop('VERTEX_HOME', None)  # would move the CLI's home out of tmp_path
-  return subprocess.run(['tfx', *args], cwd=cwd, env=env, capture_output=True, text=True,
-                        timeout=300)
+  return subprocess.run(
+    ['tfx', *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+  )
 
 
 def test_tfx_cli_compiles_and_creates_for_kfp_v2(tmp_path):
@@ -516,6 +607,7 @@ def test_tfx_cli_updates_a_created_pipeline(tmp_path):
 def _write_examples(uri, rows):
   """An Examples artifact as ExampleGen writes it: Split-<name>/data_*.gz of tf.Examples."""
   import tensorflow as tf
+
   for split, texts in rows.items():
     os.makedirs(os.path.join(uri, f'Split-{split}'))
     path = os.path.join(uri, f'Split-{split}', 'data_tfrecord-00000-of-00001.gz')
@@ -526,6 +618,7 @@ def _write_examples(uri, rows):
 
 def _write_clean_anomalies(uri, splits):
   from tensorflow_metadata.proto.v0 import anomalies_pb2
+
   for split in splits:
     os.makedirs(os.path.join(uri, f'Split-{split}'))
     with open(os.path.join(uri, f'Split-{split}', 'SchemaDiff.pb'), 'wb') as f:
@@ -535,23 +628,32 @@ def _write_clean_anomalies(uri, splits):
 def _runtime_artifact(compiled_spec, task, key, uri, side, metadata=None):
   """A RuntimeArtifact (JSON) the way KFP's launcher fills it in from the spec and MLMD."""
   component = compiled_spec.spec.components[compiled_spec.tasks[task].component_ref.name]
-  definitions = component.input_definitions if side == 'input' else (
-      component.output_definitions)
-  return {'artifacts': [{
-      'name': f'projects/p/locations/l/metadataStores/default/artifacts/{task}-{key}',
-      'type': json_format.MessageToDict(definitions.artifacts[key].artifact_type),
-      'uri': uri, 'metadata': metadata or {}}]}
+  definitions = component.input_definitions if side == 'input' else (component.output_definitions)
+  return {
+    'artifacts': [
+      {
+        'name': f'projects/p/locations/l/metadataStores/default/artifacts/{task}-{key}',
+        'type': json_format.MessageToDict(definitions.artifacts[key].artifact_type),
+        'uri': uri,
+        'metadata': metadata or {},
+      }
+    ]
+  }
 
 
 def _run_entrypoint(compiled_spec, task, inputs, outputs, task_root, overrides=None):
   """Runs the task's container command with an ExecutorInput built from the spec."""
-  parameters = {name: json_format.MessageToDict(spec.runtime_value.constant)
-                for name, spec in compiled_spec.tasks[task].inputs.parameters.items()}
+  parameters = {
+    name: json_format.MessageToDict(spec.runtime_value.constant)
+    for name, spec in compiled_spec.tasks[task].inputs.parameters.items()
+  }
   parameters.update(overrides or {})
   executor_input = {
-      'inputs': {'parameterValues': parameters, 'artifacts': inputs},
-      'outputs': {'artifacts': outputs,
-                  'outputFile': os.path.join(task_root, 'executor_output.json')},
+    'inputs': {'parameterValues': parameters, 'artifacts': inputs},
+    'outputs': {
+      'artifacts': outputs,
+      'outputFile': os.path.join(task_root, 'executor_output.json'),
+    },
   }
   container = compiled_spec.container_dict(task)
   args = [json.dumps(executor_input) if a == '{{$}}' else a for a in container['args']]
@@ -563,7 +665,7 @@ def _run_entrypoint(compiled_spec, task, inputs, outputs, task_root, overrides=N
 def test_vocabulary_container_runs_from_the_spec(compiled, tmp_path):
   spec = compiled('in_memory', f'kubeflow.beam_args={json.dumps(IN_MEMORY_ARGS)}')
   args = spec.container_dict('Vocabulary')['args']
-  assert args[-len(IN_MEMORY_ARGS):] == IN_MEMORY_ARGS
+  assert args[-len(IN_MEMORY_ARGS) :] == IN_MEMORY_ARGS
   words = ['good', 'bad', 'film', 'story', 'actor', 'scene', 'plot', 'music']
   texts = [' '.join(words[(i + j) % len(words)] for j in range(6)) for i in range(40)]
   examples_uri = str(tmp_path / 'TextExampleGen' / 'examples')
@@ -573,15 +675,20 @@ def test_vocabulary_container_runs_from_the_spec(compiled, tmp_path):
   splits = {'split_names': '["train", "eval"]'}
   vocab_uri = str(tmp_path / 'Vocabulary' / 'vocabulary')
   result = _run_entrypoint(
-      spec, 'Vocabulary',
-      inputs={'examples': _runtime_artifact(spec, 'Vocabulary', 'examples', examples_uri,
-                                            'input', splits),
-              'anomalies': _runtime_artifact(spec, 'Vocabulary', 'anomalies', anomalies_uri,
-                                             'input', splits)},
-      outputs={'vocabulary': _runtime_artifact(spec, 'Vocabulary', 'vocabulary', vocab_uri,
-                                               'output')},
-      task_root=str(tmp_path / 'Vocabulary'),
-      overrides={'vocab_size': 100})
+    spec,
+    'Vocabulary',
+    inputs={
+      'examples': _runtime_artifact(spec, 'Vocabulary', 'examples', examples_uri, 'input', splits),
+      'anomalies': _runtime_artifact(
+        spec, 'Vocabulary', 'anomalies', anomalies_uri, 'input', splits
+      ),
+    },
+    outputs={
+      'vocabulary': _runtime_artifact(spec, 'Vocabulary', 'vocabulary', vocab_uri, 'output')
+    },
+    task_root=str(tmp_path / 'Vocabulary'),
+    overrides={'vocab_size': 100},
+  )
   assert result.returncode == 0, result.stderr[-4000:]
   with open(os.path.join(vocab_uri, contract.VOCAB_FILE), encoding='utf-8') as f:
     tokens = f.read().split('\n')[:-1]
@@ -609,24 +716,35 @@ def test_example_gen_container_feeds_the_vocabulary_container(compiled, tmp_path
       f.write(f'{i % 2},the film {i} was {"good" if i % 2 else "bad"} and the plot was fine\n')
   examples_uri = str(tmp_path / 'TextExampleGen' / 'examples')
   result = _run_entrypoint(
-      spec, 'TextExampleGen', inputs={},
-      outputs={'examples': _runtime_artifact(spec, 'TextExampleGen', 'examples', examples_uri,
-                                             'output')},
-      task_root=str(tmp_path / 'TextExampleGen'), overrides={'input_base': str(data)})
+    spec,
+    'TextExampleGen',
+    inputs={},
+    outputs={
+      'examples': _runtime_artifact(spec, 'TextExampleGen', 'examples', examples_uri, 'output')
+    },
+    task_root=str(tmp_path / 'TextExampleGen'),
+    overrides={'input_base': str(data)},
+  )
   assert result.returncode == 0, result.stderr[-4000:]
   with open(tmp_path / 'TextExampleGen' / 'executor_output.json', encoding='utf-8') as f:
     produced = json.load(f)['artifacts']['examples']['artifacts'][0]
   assert json.loads(produced['metadata']['split_names']) == ['train', 'eval']
   # The launcher hands the produced artifact (with its metadata) to the consumer.
   examples = copy.deepcopy(produced)
-  examples['type'] = _runtime_artifact(spec, 'Vocabulary', 'examples', '', 'input')[
-      'artifacts'][0]['type']
+  examples['type'] = _runtime_artifact(spec, 'Vocabulary', 'examples', '', 'input')['artifacts'][0][
+    'type'
+  ]
   vocab_uri = str(tmp_path / 'Vocabulary' / 'vocabulary')
   result = _run_entrypoint(
-      spec, 'Vocabulary', inputs={'examples': {'artifacts': [examples]}},
-      outputs={'vocabulary': _runtime_artifact(spec, 'Vocabulary', 'vocabulary', vocab_uri,
-                                               'output')},
-      task_root=str(tmp_path / 'Vocabulary'), overrides={'vocab_size': 100})
+    spec,
+    'Vocabulary',
+    inputs={'examples': {'artifacts': [examples]}},
+    outputs={
+      'vocabulary': _runtime_artifact(spec, 'Vocabulary', 'vocabulary', vocab_uri, 'output')
+    },
+    task_root=str(tmp_path / 'Vocabulary'),
+    overrides={'vocab_size': 100},
+  )
   assert result.returncode == 0, result.stderr[-4000:]
   with open(os.path.join(vocab_uri, contract.VOCAB_FILE), encoding='utf-8') as f:
     assert 'film' in f.read().split('\n')
@@ -636,7 +754,8 @@ def test_example_gen_container_feeds_the_vocabulary_container(compiled, tmp_path
 def test_input_paths_are_the_ones_pods_can_see(tmp_path):
   config = config_lib.load_config(DEMO, [f'kubeflow.pipeline_root={ROOT}'])
   assert kubeflow_runner._cluster_input_base(config) == kubeflow_runner.IMAGE_BUNDLED_IMDB
-  local = config_lib.load_config(DEMO, [f'kubeflow.pipeline_root={ROOT}',
-                                        f'data.input_base={tmp_path}'])
+  local = config_lib.load_config(
+    DEMO, [f'kubeflow.pipeline_root={ROOT}', f'data.input_base={tmp_path}']
+  )
   with pytest.raises(config_lib.ConfigError, match='the cluster cannot see'):
     kubeflow_runner.build(local)

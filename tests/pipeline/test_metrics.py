@@ -12,9 +12,12 @@ from tfxlm import contract
 
 
 def _inputs(logprob_sum, count):
-  return metric_types.StandardMetricInputs(predictions={
+  return metric_types.StandardMetricInputs(
+    predictions={
       contract.TOKEN_LOGPROB_SUM: np.array([logprob_sum], np.float32),
-      contract.TOKEN_COUNT: np.array([count], np.float32)})
+      contract.TOKEN_COUNT: np.array([count], np.float32),
+    }
+  )
 
 
 def test_perplexity_is_token_weighted_over_examples():
@@ -40,10 +43,15 @@ def test_label_classes_read_from_the_curated_schema():
 
 
 def test_classify_thresholds_carry_the_configured_bounds():
-  config = evaluation.eval_config('classify', config_lib.EvaluationConfig(
-      min_accuracy=0.7, max_accuracy_drop=0.05), None)
-  (accuracy,) = [m for spec in config.metrics_specs for m in spec.metrics
-                 if m.class_name == 'SparseCategoricalAccuracy']
+  config = evaluation.eval_config(
+    'classify', config_lib.EvaluationConfig(min_accuracy=0.7, max_accuracy_drop=0.05), None
+  )
+  (accuracy,) = [
+    m
+    for spec in config.metrics_specs
+    for m in spec.metrics
+    if m.class_name == 'SparseCategoricalAccuracy'
+  ]
   (gate,) = accuracy.per_slice_thresholds
   assert list(gate.slicing_specs) == [evaluation.tfma.SlicingSpec()]  # the overall slice only
   assert gate.threshold.value_threshold.lower_bound.value == 0.7
@@ -53,7 +61,8 @@ def test_classify_thresholds_carry_the_configured_bounds():
 
 def test_language_model_threshold_is_an_upper_bound_on_perplexity():
   config = evaluation.eval_config('clm', config_lib.EvaluationConfig(max_perplexity=50), None)
-  (perplexity,) = [m for spec in config.metrics_specs for m in spec.metrics
-                   if m.class_name == 'Perplexity']
+  (perplexity,) = [
+    m for spec in config.metrics_specs for m in spec.metrics if m.class_name == 'Perplexity'
+  ]
   assert perplexity.module == 'pipeline.metrics'
   assert perplexity.per_slice_thresholds[0].threshold.value_threshold.upper_bound.value == 50

@@ -50,13 +50,22 @@ def _tf_config(ports, role):
 def transformed(tmp_path_factory):
   """A tiny real Transform output (the trainer tests' generator, reused by import)."""
   from tests.trainer import trainer_data
+
   root = str(tmp_path_factory.mktemp('classify'))
-  data = trainer_data.transform_data(root, 'classify', trainer_data.labeled_texts(160, 1),
-                                     trainer_data.labeled_texts(32, 2), 16)
+  data = trainer_data.transform_data(
+    root, 'classify', trainer_data.labeled_texts(160, 1), trainer_data.labeled_texts(32, 2), 16
+  )
   config = trainer_data.tiny_config(
-      'classify', strategy='auto', per_replica_batch_size=8, train_steps=TRAIN_STEPS,
-      eval_steps=1, eval_every_steps=TRAIN_STEPS, log_every_steps=4,
-      checkpoint_every_steps=TRAIN_STEPS, shuffle_buffer=64)
+    'classify',
+    strategy='auto',
+    per_replica_batch_size=8,
+    train_steps=TRAIN_STEPS,
+    eval_steps=1,
+    eval_every_steps=TRAIN_STEPS,
+    log_every_steps=4,
+    checkpoint_every_steps=TRAIN_STEPS,
+    shuffle_buffer=64,
+  )
   return data, config
 
 
@@ -68,18 +77,23 @@ def test_two_workers_train_in_lockstep_and_only_the_chief_exports(transformed, t
     work = tmp_path / role
     work.mkdir()
     fn_args = {
-        'train_files': data['train_files'], 'eval_files': data['eval_files'],
-        'transform_graph_path': data['transform_graph'],
-        'transform_output': data['transform_graph'],
-        'serving_model_dir': str(work / 'serving'), 'model_run_dir': str(work / 'model_run'),
-        'custom_config': {contract.TRAINER_CONFIG_KEY: config},
+      'train_files': data['train_files'],
+      'eval_files': data['eval_files'],
+      'transform_graph_path': data['transform_graph'],
+      'transform_output': data['transform_graph'],
+      'serving_model_dir': str(work / 'serving'),
+      'model_run_dir': str(work / 'model_run'),
+      'custom_config': {contract.TRAINER_CONFIG_KEY: config},
     }
     (work / 'fn_args.json').write_text(json.dumps(fn_args))
     env = dict(os.environ, TF_CONFIG=_tf_config(ports, role), CUDA_VISIBLE_DEVICES='')
     with open(work / 'log.txt', 'w') as log:
       processes[role] = subprocess.Popen(
-          [sys.executable, os.path.abspath(__file__), str(work), role], env=env,
-          stdout=log, stderr=subprocess.STDOUT)
+        [sys.executable, os.path.abspath(__file__), str(work), role],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+      )
   deadline = time.time() + TIMEOUT_S
   try:
     for process in processes.values():
@@ -114,8 +128,12 @@ def test_two_workers_train_in_lockstep_and_only_the_chief_exports(transformed, t
   assert history[-1]['step'] == TRAIN_STEPS
   assert not (worker_dir / 'model_run' / 'eval_history.json').exists()
   # The worker's checkpoints were scratch copies, removed when training ended.
-  leftovers = [f for _, _, files in os.walk(worker_dir / 'model_run') for f in files
-               if '.ckpt' in f or f.startswith('ckpt')]
+  leftovers = [
+    f
+    for _, _, files in os.walk(worker_dir / 'model_run')
+    for f in files
+    if '.ckpt' in f or f.startswith('ckpt')
+  ]
   assert not leftovers
 
 
@@ -125,6 +143,7 @@ def _worker_main(work_dir, role):
   from tfx.components.trainer import fn_args_utils
 
   from trainer import task, training
+
   logging.set_verbosity(logging.INFO)
 
   original_init, original_run = training.Loop.__init__, training.Loop.run
@@ -137,9 +156,13 @@ def _worker_main(work_dir, role):
     history = original_run(self, *args, **kwargs)
     arrays = {f'w{i:04d}': w.numpy() for i, w in enumerate(self.model.weights)}
     arrays.update({f'i{i:04d}': w for i, w in enumerate(self.initial_weights)})
-    np.savez(os.path.join(work_dir, STATE_FILE), step=int(self.step.numpy()),
-             replicas=self.strategy.num_replicas_in_sync,
-             strategy=type(self.strategy).__name__, **arrays)
+    np.savez(
+      os.path.join(work_dir, STATE_FILE),
+      step=int(self.step.numpy()),
+      replicas=self.strategy.num_replicas_in_sync,
+      strategy=type(self.strategy).__name__,
+      **arrays,
+    )
     return history
 
   training.Loop.__init__, training.Loop.run = init_and_keep_initial, run_and_record

@@ -21,8 +21,10 @@ from tfxlm import contract
 
 POSITIVE = ('good', 'great', 'fine', 'nice', 'happy', 'superb')
 NEGATIVE = ('bad', 'awful', 'poor', 'sad', 'angry', 'dull')
-FILLER = tuple('the a film movie story actor plot scene music ending watch again never always '
-               'really quite very director camera light dark night day world people'.split())
+FILLER = tuple(
+  'the a film movie story actor plot scene music ending watch again never always '
+  'really quite very director camera light dark night day world people'.split()
+)
 MODEL_NAME = 'sentiment'
 
 
@@ -34,27 +36,44 @@ def _write_csv(path, rows, seed=0):
       label = rng.choice('01')
       words = [rng.choice(FILLER) for _ in range(rng.randint(4, 9))]
       for _ in range(rng.randint(1, 2)):
-        words.insert(rng.randint(0, len(words)), rng.choice(POSITIVE if label == '1'
-                                                            else NEGATIVE))
+        words.insert(rng.randint(0, len(words)), rng.choice(POSITIVE if label == '1' else NEGATIVE))
       f.write(f'"{" ".join(words)}",{label}\n')
 
 
 def _config_file(tmp, outputs, train=None, **evaluation):
   config = {
-      'pipeline_name': 'e2e',
-      'outputs_dir': str(outputs),
-      'data': {'format': 'csv', 'input_base': str(tmp / 'data'), 'text_column': 'review',
-               'label_column': 'sentiment', 'train_eval_ratio': [3, 1]},
-      'vocabulary': {'size': 120},
-      'train': {'task': 'classify', 'model_size': 'tiny', 'num_layers': 1, 'hidden_dim': 32,
-                'num_heads': 2, 'intermediate_dim': 64, 'seq_len': 16,
-                'per_replica_batch_size': 16, 'train_steps': 80, 'eval_steps': 2,
-                'eval_every_steps': 40, 'log_every_steps': 20, 'checkpoint_every_steps': 40,
-                'learning_rate': 3e-3, 'warmup_steps': 5, **(train or {})},
-      'evaluation': {'min_accuracy': 0.8, 'max_accuracy_drop': 0.05, **evaluation},
-      'serving': {'model_name': MODEL_NAME},
-      # One Beam worker keeps this small run fast; the data tests cover multi_processing.
-      'beam': {'direct_num_workers': 1},
+    'pipeline_name': 'e2e',
+    'outputs_dir': str(outputs),
+    'data': {
+      'format': 'csv',
+      'input_base': str(tmp / 'data'),
+      'text_column': 'review',
+      'label_column': 'sentiment',
+      'train_eval_ratio': [3, 1],
+    },
+    'vocabulary': {'size': 120},
+    'train': {
+      'task': 'classify',
+      'model_size': 'tiny',
+      'num_layers': 1,
+      'hidden_dim': 32,
+      'num_heads': 2,
+      'intermediate_dim': 64,
+      'seq_len': 16,
+      'per_replica_batch_size': 16,
+      'train_steps': 80,
+      'eval_steps': 2,
+      'eval_every_steps': 40,
+      'log_every_steps': 20,
+      'checkpoint_every_steps': 40,
+      'learning_rate': 3e-3,
+      'warmup_steps': 5,
+      **(train or {}),
+    },
+    'evaluation': {'min_accuracy': 0.8, 'max_accuracy_drop': 0.05, **evaluation},
+    'serving': {'model_name': MODEL_NAME},
+    # One Beam worker keeps this small run fast; the data tests cover multi_processing.
+    'beam': {'direct_num_workers': 1},
   }
   path = tmp / f'config-{len(evaluation) + len(train or {})}.yaml'
   path.write_text(yaml.safe_dump(config))
@@ -91,14 +110,32 @@ def first_run(workspace):
 def test_every_component_ran_and_is_recorded_in_ml_metadata(first_run):
   _, config, run = first_run
   names = {c['name'] for c in run['components']}
-  assert {'TextExampleGen', contract.STATISTICS_GEN_ID, contract.SCHEMA_GEN_ID,
-          contract.EXAMPLE_VALIDATOR_ID, contract.VOCABULARY_ID, contract.TRANSFORM_ID,
-          contract.TRAINER_ID, contract.EVALUATOR_ID, contract.PUSHER_ID} <= names
+  assert {
+    'TextExampleGen',
+    contract.STATISTICS_GEN_ID,
+    contract.SCHEMA_GEN_ID,
+    contract.EXAMPLE_VALIDATOR_ID,
+    contract.VOCABULARY_ID,
+    contract.TRANSFORM_ID,
+    contract.TRAINER_ID,
+    contract.EVALUATOR_ID,
+    contract.PUSHER_ID,
+  } <= names
   assert all(c['state'] in ('COMPLETE', 'CACHED') for c in run['components'])
   store = summary._store(config)
-  for type_name in ('Examples', 'ExampleStatistics', 'Schema', 'ExampleAnomalies',
-                    'tfxlm.Vocabulary', 'TransformGraph', 'Model', 'ModelRun',
-                    'ModelEvaluation', 'ModelBlessing', 'PushedModel'):
+  for type_name in (
+    'Examples',
+    'ExampleStatistics',
+    'Schema',
+    'ExampleAnomalies',
+    'tfxlm.Vocabulary',
+    'TransformGraph',
+    'Model',
+    'ModelRun',
+    'ModelEvaluation',
+    'ModelBlessing',
+    'PushedModel',
+  ):
     assert store.get_artifacts_by_type(type_name), f'no {type_name} artifact in MLMD'
 
 
@@ -114,31 +151,38 @@ def test_tfma_metrics_were_written_and_the_model_was_blessed_and_pushed(first_ru
   assert os.path.basename(pushed).isdigit()  # the TF Serving version folder
   assert os.path.isfile(os.path.join(pushed, contract.EXTRA_DIR, contract.REPORT_FILE))
   report = open(os.path.join(config.resolved_outputs_dir, 'report.html')).read()
-  for section in ('Confusion matrix', 'sparse_categorical_accuracy', 'Training curves',
-                  'Data (StatisticsGen)', '<polyline'):
+  for section in (
+    'Confusion matrix',
+    'sparse_categorical_accuracy',
+    'Training curves',
+    'Data (StatisticsGen)',
+    '<polyline',
+  ):
     assert section in report, f'the report has no {section!r}'
   assert run['statistics']['train']['examples'] > run['statistics']['eval']['examples'] > 0
 
 
 def test_pushed_model_answers_raw_text_in_a_fresh_process(first_run):
   pushed = first_run[2]['pushed_path']
-  script = textwrap.dedent(f'''
+  script = textwrap.dedent(f"""
       import json, tensorflow as tf, tensorflow_text  # noqa
       model = tf.saved_model.load({pushed!r})
       out = model.signatures['predict_text'](text=tf.constant(
           ['a great and happy film', 'an awful and sad movie']))
       print(json.dumps([l.decode() for l in out['labels'].numpy()]))
-  ''')
-  result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
-                          check=True)
+  """)
+  result = subprocess.run(
+    [sys.executable, '-c', script], capture_output=True, text=True, check=True
+  )
   assert json.loads(result.stdout.strip().splitlines()[-1]) == ['1', '0']
 
 
 def test_second_run_hits_the_cache_for_every_component(first_run, capsys):
   config_path, _, _ = first_run
   _, run, out = _run(config_path, capsys)
-  states = {c['name']: c['state'] for c in run['components']
-            if c['name'] != contract.BASELINE_RESOLVER_ID}  # a resolver is not an execution
+  states = {
+    c['name']: c['state'] for c in run['components'] if c['name'] != contract.BASELINE_RESOLVER_ID
+  }  # a resolver is not an execution
   assert states and set(states.values()) == {'CACHED'}, states
   assert 'run summary' in out and 'Pushed to:' in out
 
@@ -147,12 +191,14 @@ def test_unmet_threshold_is_not_blessed_and_nothing_is_pushed(first_run, workspa
   _, config, first = first_run
   versions = sorted(os.listdir(os.path.join(config.serving_root, MODEL_NAME)))
   # Perfect accuracy (the highest threshold the config accepts) from an untrained model.
-  strict = _config_file(workspace, workspace / 'outputs', train={'learning_rate': 1e-9},
-                        min_accuracy=1.0)
+  strict = _config_file(
+    workspace, workspace / 'outputs', train={'learning_rate': 1e-9}, min_accuracy=1.0
+  )
   _, run, out = _run(strict, capsys)
   assert run['blessed'] is False
-  assert any('sparse_categorical_accuracy' in why and 'lower bound 1' in why
-             for why in run['why']), run['why']
+  assert any(
+    'sparse_categorical_accuracy' in why and 'lower bound 1' in why for why in run['why']
+  ), run['why']
   assert run['pushed_path'] in (None, first['pushed_path'])
   assert sorted(os.listdir(os.path.join(config.serving_root, MODEL_NAME))) == versions
   assert 'NOT blessed' in out
@@ -162,12 +208,20 @@ def test_tfx_cli_creates_and_runs_the_same_pipeline(first_run, workspace, tmp_pa
   config_path, config, _ = first_run
   env = dict(os.environ, TFXLM_CONFIG=config_path, HOME=str(tmp_path))
   runner = os.path.join(config_lib.REPO, 'pipeline', 'local_runner.py')
-  create = subprocess.run(['tfx', 'pipeline', 'create', '--engine', 'local',
-                           '--pipeline_path', runner], env=env, capture_output=True, text=True)
+  create = subprocess.run(
+    ['tfx', 'pipeline', 'create', '--engine', 'local', '--pipeline_path', runner],
+    env=env,
+    capture_output=True,
+    text=True,
+  )
   assert create.returncode == 0, create.stdout + create.stderr
   assert 'Pipeline "e2e" created successfully' in create.stdout
-  run = subprocess.run(['tfx', 'run', 'create', '--engine', 'local', '--pipeline_name', 'e2e'],
-                       env=env, capture_output=True, text=True)
+  run = subprocess.run(
+    ['tfx', 'run', 'create', '--engine', 'local', '--pipeline_name', 'e2e'],
+    env=env,
+    capture_output=True,
+    text=True,
+  )
   assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
   with open(os.path.join(config.resolved_outputs_dir, 'summary.json')) as f:
     states = {c['name']: c['state'] for c in json.load(f)['components']}

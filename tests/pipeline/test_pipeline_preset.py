@@ -26,10 +26,18 @@ SEQ_LEN = 16
 POSITIVE = ('great', 'nice', 'good', 'fine')
 NEGATIVE = ('bad', 'lazy')
 FILLER = ('the', 'film', 'movie', 'story', 'music', 'dog', 'fox', 'quick', 'brown', 'ending')
-TRAINING = {'per_replica_batch_size': 16, 'seq_len': SEQ_LEN, 'train_steps': 30,
-            'eval_steps': 2, 'eval_every_steps': 30, 'log_every_steps': 10,
-            'checkpoint_every_steps': 30, 'learning_rate': 3e-3, 'warmup_steps': 3,
-            'dropout': 0.0}
+TRAINING = {
+  'per_replica_batch_size': 16,
+  'seq_len': SEQ_LEN,
+  'train_steps': 30,
+  'eval_steps': 2,
+  'eval_every_steps': 30,
+  'log_every_steps': 10,
+  'checkpoint_every_steps': 30,
+  'learning_rate': 3e-3,
+  'warmup_steps': 3,
+  'dropout': 0.0,
+}
 
 
 def _labeled_csv(path, rows, seed=0):
@@ -53,19 +61,31 @@ def _corpus(folder, documents, seed=0):
 
 def _examples(texts, **features):
   """Serialized tf.Examples of `texts` (and the same extra string features on each)."""
+
   def feature(value):
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()]))
-  return tf.constant([tf.train.Example(features=tf.train.Features(feature={
-    contract.TEXT_KEY: feature(text), **{k: feature(v) for k, v in features.items()}}))
-    .SerializeToString() for text in texts])
+
+  return tf.constant(
+    [
+      tf.train.Example(
+        features=tf.train.Features(
+          feature={contract.TEXT_KEY: feature(text), **{k: feature(v) for k, v in features.items()}}
+        )
+      ).SerializeToString()
+      for text in texts
+    ]
+  )
 
 
 def _run(tmp, name, data, train, evaluation):
   """Runs the pipeline from a minimal config file plus `--set` overrides; returns its summary."""
   path = tmp / f'{name}.yaml'
   path.write_text(yaml.safe_dump({'pipeline_name': name, 'data': data}))
-  overrides = [f'outputs_dir={tmp / "outputs"}', 'serving.model_name=' + name,
-               'beam.direct_num_workers=1']
+  overrides = [
+    f'outputs_dir={tmp / "outputs"}',
+    'serving.model_name=' + name,
+    'beam.direct_num_workers=1',
+  ]
   overrides += [f'train.{k}={json.dumps(v)}' for k, v in train.items()]
   overrides += [f'evaluation.{k}={v}' for k, v in evaluation.items()]
   args = ['--config', str(path)]
@@ -88,10 +108,20 @@ def test_classify_fine_tunes_a_local_bert_preset_and_the_pushed_model_serves(tmp
   preset = presets.bert_preset(str(tmp_path / 'bert'), seq_len=SEQ_LEN)
   (tmp_path / 'data').mkdir()
   _labeled_csv(tmp_path / 'data' / 'reviews.csv', rows=240)
-  data = {'format': 'csv', 'input_base': str(tmp_path / 'data'), 'text_column': 'review',
-          'label_column': 'sentiment', 'train_eval_ratio': [3, 1]}
-  run = _run(tmp_path, 'bert-preset', data, {'task': 'classify', 'preset': preset, **TRAINING},
-             {'min_accuracy': 0.0})
+  data = {
+    'format': 'csv',
+    'input_base': str(tmp_path / 'data'),
+    'text_column': 'review',
+    'label_column': 'sentiment',
+    'train_eval_ratio': [3, 1],
+  }
+  run = _run(
+    tmp_path,
+    'bert-preset',
+    data,
+    {'task': 'classify', 'preset': preset, **TRAINING},
+    {'min_accuracy': 0.0},
+  )
   pushed = _pushed(run)
   assert run['metrics']['example_count'] > 0
 
@@ -101,28 +131,40 @@ def test_classify_fine_tunes_a_local_bert_preset_and_the_pushed_model_serves(tmp
   np.testing.assert_allclose(out[contract.PROBABILITIES].numpy().sum(axis=1), 1.0, rtol=1e-5)
   assert set(out[contract.LABELS].numpy().tolist()) <= {b'0', b'1'}
   by_example = model.signatures[contract.SERVING_DEFAULT](examples=_examples(texts))
-  np.testing.assert_allclose(by_example[contract.PROBABILITIES], out[contract.PROBABILITIES],
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    by_example[contract.PROBABILITIES], out[contract.PROBABILITIES], rtol=1e-5
+  )
   # The preset's own ids, as its keras-hub tokenizer gives them ([CLS] is not id 2 there).
   tokenizer = keras_hub.tokenizers.Tokenizer.from_preset(preset)
   ids = model.signatures[contract.TRANSFORM_FEATURES](
-    examples=_examples(texts, **{contract.LABEL_KEY: '1'}))[contract.TOKEN_IDS_KEY]
+    examples=_examples(texts, **{contract.LABEL_KEY: '1'})
+  )[contract.TOKEN_IDS_KEY]
   for text, row in zip(texts, ids.numpy().tolist()):
     want = [tokenizer.cls_token_id, *map(int, tokenizer(text)), tokenizer.sep_token_id]
     assert row == want + [tokenizer.pad_token_id] * (SEQ_LEN - len(want))
   assert tokenizer.cls_token_id != contract.CLS_ID
-  with open(os.path.join(pushed, contract.EXTRA_DIR, contract.PRESET_DIR,
-                         contract.PRESET_CONFIG_FILE)) as f:
+  with open(
+    os.path.join(pushed, contract.EXTRA_DIR, contract.PRESET_DIR, contract.PRESET_CONFIG_FILE)
+  ) as f:
     assert json.load(f)['class_name'] == 'BertBackbone'
 
 
 def test_clm_fine_tunes_a_local_gpt2_preset_and_the_pushed_model_generates(tmp_path):
   preset = presets.gpt2_preset(str(tmp_path / 'gpt2'), seq_len=SEQ_LEN)
   _corpus(str(tmp_path / 'corpus'), documents=200)
-  data = {'format': 'text', 'input_base': str(tmp_path / 'corpus'), 'label_column': None,
-          'shuffle': False}
-  run = _run(tmp_path, 'gpt2-preset', data, {'task': 'clm', 'preset': preset, **TRAINING},
-             {'max_perplexity': 1e6})
+  data = {
+    'format': 'text',
+    'input_base': str(tmp_path / 'corpus'),
+    'label_column': None,
+    'shuffle': False,
+  }
+  run = _run(
+    tmp_path,
+    'gpt2-preset',
+    data,
+    {'task': 'clm', 'preset': preset, **TRAINING},
+    {'max_perplexity': 1e6},
+  )
   pushed = _pushed(run)
   assert 1.0 < run['metrics']['perplexity'] < 1e6
 
@@ -132,15 +174,20 @@ def test_clm_fine_tunes_a_local_gpt2_preset_and_the_pushed_model_generates(tmp_p
   assert np.isfinite(scored[contract.TOKEN_LOGPROB_SUM].numpy()[0])
   rows = 3
   generated = model.signatures[contract.GENERATE](
-    prompt=tf.constant(['the film', 'Café', '']), max_new_tokens=tf.constant([8, 4, 0]),
-    temperature=tf.constant([0.0, 0.8, 0.0]), top_k=tf.zeros([rows], tf.int32),
-    top_p=tf.ones([rows]), seed=tf.constant([0, 1, 2]))[contract.GENERATED_TEXT].numpy()
+    prompt=tf.constant(['the film', 'Café', '']),
+    max_new_tokens=tf.constant([8, 4, 0]),
+    temperature=tf.constant([0.0, 0.8, 0.0]),
+    top_k=tf.zeros([rows], tf.int32),
+    top_p=tf.ones([rows]),
+    seed=tf.constant([0, 1, 2]),
+  )[contract.GENERATED_TEXT].numpy()
   texts = [g.decode('utf-8') for g in generated]
   assert texts[2] == ''
   # Byte-level BPE decoded back to text: no byte-alphabet characters, no special token.
   for text in texts:
     assert not set(text) & {'Ġ', 'Ċ'} and '<|endoftext|>' not in text, texts
   assert any(texts[:2]), texts
-  with open(os.path.join(pushed, contract.EXTRA_DIR, contract.PRESET_DIR,
-                         contract.PRESET_CONFIG_FILE)) as f:
+  with open(
+    os.path.join(pushed, contract.EXTRA_DIR, contract.PRESET_DIR, contract.PRESET_CONFIG_FILE)
+  ) as f:
     assert json.load(f)['class_name'] == 'GPT2Backbone'

@@ -13,13 +13,20 @@ from tfxlm import contract
 
 def _classify_summary():
   return summary.RunSummary(
-      metrics={'sparse_categorical_accuracy': 0.80, 'example_count': 1000.0},
-      confusion=(['fresh', 'rotten'], [[500.0, 100.0], [100.0, 300.0]]),
-      curves={'Trainer: train/accuracy': [(100, 0.6), (200, 0.7)],
-              'Trainer: eval/accuracy': [(100, 0.65), (200, 0.75)],
-              'Trainer: train/learning_rate': [(100, 1e-3), (200, 5e-4)]},
-      baseline={'accuracy': 0.78, 'majority_accuracy': 0.58, 'train_examples': 9000,
-                'eval_examples': 1000})
+    metrics={'sparse_categorical_accuracy': 0.80, 'example_count': 1000.0},
+    confusion=(['fresh', 'rotten'], [[500.0, 100.0], [100.0, 300.0]]),
+    curves={
+      'Trainer: train/accuracy': [(100, 0.6), (200, 0.7)],
+      'Trainer: eval/accuracy': [(100, 0.65), (200, 0.75)],
+      'Trainer: train/learning_rate': [(100, 1e-3), (200, 5e-4)],
+    },
+    baseline={
+      'accuracy': 0.78,
+      'majority_accuracy': 0.58,
+      'train_examples': 9000,
+      'eval_examples': 1000,
+    },
+  )
 
 
 def test_text_prints_model_baseline_difference_and_eval_count():
@@ -47,11 +54,14 @@ def test_report_charts_train_and_eval_together_with_labelled_axes():
 
 
 def test_lm_summary_shows_perplexity_next_to_unigram_and_generations():
-  config = config_lib.from_dict({'pipeline_name': 'lm', 'data': {'label_column': None},
-                                 'train': {'task': 'clm'}})
-  run = summary.RunSummary(metrics={'perplexity': 80.0},
-                           unigram={'perplexity': 400.0, 'eval_tokens': 5000},
-                           generations=[('the movie is', 'a delight')])
+  config = config_lib.from_dict(
+    {'pipeline_name': 'lm', 'data': {'label_column': None}, 'train': {'task': 'clm'}}
+  )
+  run = summary.RunSummary(
+    metrics={'perplexity': 80.0},
+    unigram={'perplexity': 400.0, 'eval_tokens': 5000},
+    generations=[('the movie is', 'a delight')],
+  )
   out = summary.text(config, run)
   assert re.search(r'this model\s+perplexity 80\.00', out)
   assert re.search(r'unigram \(train token frequencies\)\s+perplexity 400\.00', out)
@@ -62,19 +72,24 @@ def test_lm_summary_shows_perplexity_next_to_unigram_and_generations():
 
 def _signature(per_row, folder):
   shape = [None] if per_row else []
-  specs = [tf.TensorSpec([None], tf.string, name=contract.PROMPT_INPUT),
-           tf.TensorSpec(shape, tf.int32, name=contract.MAX_NEW_TOKENS_INPUT),
-           tf.TensorSpec(shape, tf.float32, name=contract.TEMPERATURE_INPUT),
-           tf.TensorSpec(shape, tf.int32, name=contract.TOP_K_INPUT)]
+  specs = [
+    tf.TensorSpec([None], tf.string, name=contract.PROMPT_INPUT),
+    tf.TensorSpec(shape, tf.int32, name=contract.MAX_NEW_TOKENS_INPUT),
+    tf.TensorSpec(shape, tf.float32, name=contract.TEMPERATURE_INPUT),
+    tf.TensorSpec(shape, tf.int32, name=contract.TOP_K_INPUT),
+  ]
 
   def generate(prompt, max_new_tokens, temperature, top_k, *_):
     # Echo what arrived, so the test sees the shapes the helper chose.
     del temperature
     suffix = tf.strings.as_string(tf.broadcast_to(max_new_tokens + top_k, tf.shape(prompt)))
     return {contract.GENERATED_TEXT: tf.strings.join([prompt, suffix], separator=':')}
+
   if per_row:  # trainer/export.py's per-row form also takes top_p and a seed
-    specs += [tf.TensorSpec(shape, tf.float32, name=contract.TOP_P_INPUT),
-              tf.TensorSpec(shape, tf.int32, name=contract.SEED_INPUT)]
+    specs += [
+      tf.TensorSpec(shape, tf.float32, name=contract.TOP_P_INPUT),
+      tf.TensorSpec(shape, tf.int32, name=contract.SEED_INPUT),
+    ]
   module = tf.Module()
   module.generate = tf.function(generate, input_signature=specs)
   # As the summary meets it: a signature of a SavedModel loaded back (keyword inputs).
@@ -84,13 +99,13 @@ def _signature(per_row, folder):
 
 @pytest.mark.parametrize('per_row', [False, True])
 def test_generate_calls_scalar_and_per_row_signatures(per_row, tmp_path):
-  texts = summary.generate(_signature(per_row, tmp_path), ['a', 'b'], max_new_tokens=3,
-                           top_k=4)
+  texts = summary.generate(_signature(per_row, tmp_path), ['a', 'b'], max_new_tokens=3, top_k=4)
   assert texts == ['a:7', 'b:7']
 
 
-@pytest.mark.parametrize('low,high', [(0.0, 1.0), (50, 300), (373.0, 1407.0), (0.0, 0.002),
-                                      (0.61, 0.79), (5.92, 7.25)])
+@pytest.mark.parametrize(
+  'low,high', [(0.0, 1.0), (50, 300), (373.0, 1407.0), (0.0, 0.002), (0.61, 0.79), (5.92, 7.25)]
+)
 def test_chart_ticks_are_round_and_inside_the_range(low, high):
   ticks = summary.nice_ticks(low, high)
   assert 3 <= len(ticks) <= 8

@@ -30,14 +30,21 @@ def _blessing(blessing_id, model_id, blessed=True):
 
 def _resolve(models, blessings, candidate):
   strategy = resolver_lib.LatestBlessedBaselineStrategy()
-  result = strategy.resolve_artifacts(None, {
-      'model': [_model(i) for i in models], 'model_blessing': blessings,
-      resolver_lib.CANDIDATE_KEY: [_model(candidate)]})
+  result = strategy.resolve_artifacts(
+    None,
+    {
+      'model': [_model(i) for i in models],
+      'model_blessing': blessings,
+      resolver_lib.CANDIDATE_KEY: [_model(candidate)],
+    },
+  )
   assert [a.id for a in result[resolver_lib.CANDIDATE_KEY]] == [candidate]
   return [a.id for a in result['model']], [a.id for a in result['model_blessing']]
 
 
-@pytest.mark.parametrize('models, blessings, candidate, baseline', [
+@pytest.mark.parametrize(
+  'models, blessings, candidate, baseline',
+  [
     # The candidate is new and the newest: the newest blessed other model.
     ([1, 2, 3], [(11, 1), (12, 2)], 3, [2]),
     # A rerun with nothing changed: the candidate is cached and blessed; the one before it.
@@ -49,11 +56,14 @@ def _resolve(models, blessings, candidate):
     ([1, 2], [], 2, []),
     # Not blessed models are never a baseline.
     ([1, 2, 3], [(11, 1), (12, 2, False)], 3, [1]),
-])
+  ],
+)
 def test_the_baseline_is_the_latest_blessed_model_other_than_the_candidate(
-    models, blessings, candidate, baseline):
+  models, blessings, candidate, baseline
+):
   resolved_models, resolved_blessings = _resolve(
-    models, [_blessing(b[0], b[1], *b[2:]) for b in blessings], candidate)
+    models, [_blessing(b[0], b[1], *b[2:]) for b in blessings], candidate
+  )
   assert resolved_models == baseline
   assert candidate not in resolved_models
   assert len(resolved_blessings) == len(baseline)
@@ -62,7 +72,8 @@ def test_the_baseline_is_the_latest_blessed_model_other_than_the_candidate(
 def test_the_strategy_refuses_to_run_without_the_candidate():
   with pytest.raises(ValueError, match='candidate'):
     resolver_lib.LatestBlessedBaselineStrategy().resolve_artifacts(
-      None, {'model': [_model(1)], 'model_blessing': [_blessing(11, 1)]})
+      None, {'model': [_model(1)], 'model_blessing': [_blessing(11, 1)]}
+    )
 
 
 # --- Real runs ---------------------------------------------------------------------------------
@@ -83,19 +94,34 @@ def _config(tmp_path, learning_rate):
         words = [rng.choice(FILLER) for _ in range(5)] + [rng.choice(WORDS[label])]
         f.write(f'"{" ".join(rng.sample(words, len(words)))}",{label}\n')
   config = {
-      'pipeline_name': 'baseline',
-      'outputs_dir': str(tmp_path / 'outputs'),
-      'data': {'format': 'csv', 'input_base': str(data), 'text_column': 'review',
-               'label_column': 'sentiment', 'train_eval_ratio': [3, 1]},
-      'vocabulary': {'size': 60},
-      'train': {'task': 'classify', 'num_layers': 1, 'hidden_dim': 16, 'num_heads': 2,
-                'intermediate_dim': 32, 'seq_len': 16, 'per_replica_batch_size': 16,
-                'train_steps': 6, 'eval_steps': 1, 'eval_every_steps': 6,
-                'checkpoint_every_steps': 6, 'learning_rate': learning_rate},
-      # Everything is blessed: the test is about which model is the baseline.
-      'evaluation': {'min_accuracy': 0.0, 'max_accuracy_drop': 1.0},
-      'serving': {'model_name': 'baseline'},
-      'beam': {'direct_num_workers': 1},
+    'pipeline_name': 'baseline',
+    'outputs_dir': str(tmp_path / 'outputs'),
+    'data': {
+      'format': 'csv',
+      'input_base': str(data),
+      'text_column': 'review',
+      'label_column': 'sentiment',
+      'train_eval_ratio': [3, 1],
+    },
+    'vocabulary': {'size': 60},
+    'train': {
+      'task': 'classify',
+      'num_layers': 1,
+      'hidden_dim': 16,
+      'num_heads': 2,
+      'intermediate_dim': 32,
+      'seq_len': 16,
+      'per_replica_batch_size': 16,
+      'train_steps': 6,
+      'eval_steps': 1,
+      'eval_every_steps': 6,
+      'checkpoint_every_steps': 6,
+      'learning_rate': learning_rate,
+    },
+    # Everything is blessed: the test is about which model is the baseline.
+    'evaluation': {'min_accuracy': 0.0, 'max_accuracy_drop': 1.0},
+    'serving': {'model_name': 'baseline'},
+    'beam': {'direct_num_workers': 1},
   }
   path = tmp_path / f'config-{learning_rate}.yaml'
   path.write_text(yaml.safe_dump(config))

@@ -46,13 +46,22 @@ def _free_ports(n):
 def transformed(tmp_path_factory):
   """A tiny real Transform output (the trainer tests' generator, reused by import)."""
   from tests.trainer import trainer_data
+
   root = str(tmp_path_factory.mktemp('classify'))
-  data = trainer_data.transform_data(root, 'classify', trainer_data.labeled_texts(160, 1),
-                                     trainer_data.labeled_texts(32, 2), 16)
+  data = trainer_data.transform_data(
+    root, 'classify', trainer_data.labeled_texts(160, 1), trainer_data.labeled_texts(32, 2), 16
+  )
   config = trainer_data.tiny_config(
-      'classify', strategy='auto', per_replica_batch_size=8, train_steps=TRAIN_STEPS,
-      eval_steps=1, eval_every_steps=TRAIN_STEPS // 2, log_every_steps=20,
-      checkpoint_every_steps=CHECKPOINT_EVERY, shuffle_buffer=64)
+    'classify',
+    strategy='auto',
+    per_replica_batch_size=8,
+    train_steps=TRAIN_STEPS,
+    eval_steps=1,
+    eval_every_steps=TRAIN_STEPS // 2,
+    log_every_steps=20,
+    checkpoint_every_steps=CHECKPOINT_EVERY,
+    shuffle_buffer=64,
+  )
   return root, data, config
 
 
@@ -64,20 +73,36 @@ def _vertex_job(tmp_path, monkeypatch, root, data, trainer_config):
   from tfx.utils import import_utils
 
   spec_path = str(tmp_path / 'pipeline.json')
-  assert kubeflow_runner.main([
-      'compile', '--config', DEMO, '--output', spec_path, '--set',
-      'kubeflow.pipeline_root=gs://bucket/root', '--set', 'kubeflow.trainer_replicas=2', '--set',
-      'kubeflow.vertex_project=proj-1', '--set', 'kubeflow.image=registry.example.com/tfx-lm:1',
-  ]) == 0
+  assert (
+    kubeflow_runner.main(
+      [
+        'compile',
+        '--config',
+        DEMO,
+        '--output',
+        spec_path,
+        '--set',
+        'kubeflow.pipeline_root=gs://bucket/root',
+        '--set',
+        'kubeflow.trainer_replicas=2',
+        '--set',
+        'kubeflow.vertex_project=proj-1',
+        '--set',
+        'kubeflow.image=registry.example.com/tfx-lm:1',
+      ]
+    )
+    == 0
+  )
   with open(spec_path, encoding='utf-8') as f:
     pipeline_spec = json.load(f)['pipelineSpec']
   task = pipeline_spec['root']['dag']['tasks'][contract.TRAINER_ID]
   executor_label = pipeline_spec['components'][task['componentRef']['name']]['executorLabel']
   args = pipeline_spec['deploymentSpec']['executors'][executor_label]['container']['args']
-  executor_class = import_utils.import_class_by_path(
-      args[args.index('--executor_class_path') + 1])
-  exec_properties = {name: source['runtimeValue']['constant']
-                     for name, source in task['inputs']['parameters'].items()}
+  executor_class = import_utils.import_class_by_path(args[args.index('--executor_class_path') + 1])
+  exec_properties = {
+    name: source['runtimeValue']['constant']
+    for name, source in task['inputs']['parameters'].items()
+  }
   custom = json.loads(exec_properties['custom_config'])
   custom[contract.TRAINER_CONFIG_KEY] = trainer_config  # the tiny model of this test
   exec_properties['custom_config'] = json.dumps(custom)
@@ -90,18 +115,23 @@ def _vertex_job(tmp_path, monkeypatch, root, data, trainer_config):
     return [a]
 
   shared = tmp_path / 'shared'  # what gs://bucket/root is to the replicas
-  inputs = {'examples': artifact(standard_artifacts.Examples, os.path.join(root, 'transformed'),
-                                 split_names=types.artifact_utils.encode_split_names(
-                                     ['train', 'eval'])),
-            'transform_graph': artifact(standard_artifacts.TransformGraph,
-                                        data['transform_graph'])}
-  outputs = {'model': artifact(standard_artifacts.Model, str(shared / contract.TRAINER_ID / 'model' / '7')),
-             'model_run': artifact(standard_artifacts.ModelRun,
-                                   str(shared / contract.TRAINER_ID / 'model_run' / '7'))}
+  inputs = {
+    'examples': artifact(
+      standard_artifacts.Examples,
+      os.path.join(root, 'transformed'),
+      split_names=types.artifact_utils.encode_split_names(['train', 'eval']),
+    ),
+    'transform_graph': artifact(standard_artifacts.TransformGraph, data['transform_graph']),
+  }
+  outputs = {
+    'model': artifact(standard_artifacts.Model, str(shared / contract.TRAINER_ID / 'model' / '7')),
+    'model_run': artifact(
+      standard_artifacts.ModelRun, str(shared / contract.TRAINER_ID / 'model_run' / '7')
+    ),
+  }
   submitted = {}
   monkeypatch.setattr(training_clients.VertexJobClient, 'create_client', lambda self: None)
-  monkeypatch.setattr(runner, '_launch_cloud_training',
-                      lambda **kwargs: submitted.update(kwargs))
+  monkeypatch.setattr(runner, '_launch_cloud_training', lambda **kwargs: submitted.update(kwargs))
   executor_class().Do(inputs, outputs, exec_properties)
   assert submitted['project'] == 'proj-1' and submitted['enable_vertex'] is True
   # The compiled worker pools, each with TFX's container command added.
@@ -115,21 +145,34 @@ def _vertex_job(tmp_path, monkeypatch, root, data, trainer_config):
 def _start_replicas(job, work):
   """Starts every replica of the CustomJob's worker pools as Vertex AI Training does."""
   pools = job['job_spec']['worker_pool_specs']
-  roles = [('chief' if i == 0 else 'worker', j, pool['container_spec']['command'])
-           for i, pool in enumerate(pools) for j in range(pool['replica_count'])]
+  roles = [
+    ('chief' if i == 0 else 'worker', j, pool['container_spec']['command'])
+    for i, pool in enumerate(pools)
+    for j in range(pool['replica_count'])
+  ]
   hosts = [f'localhost:{port}' for port in _free_ports(len(roles))]
   cluster = {}
   for (role, _, _), host in zip(roles, hosts):
     cluster.setdefault(role, []).append(host)
   replicas = {}
   for role, index, command in roles:
-    tf_config = {'cluster': cluster, 'task': {'type': role, 'index': index},
-                 'environment': 'cloud', 'job': json.dumps(job['job_spec'])}
-    env = dict(os.environ, TF_CONFIG=json.dumps(tf_config), CUDA_VISIBLE_DEVICES='',
-               PYTHONPATH=config_lib.REPO)
+    tf_config = {
+      'cluster': cluster,
+      'task': {'type': role, 'index': index},
+      'environment': 'cloud',
+      'job': json.dumps(job['job_spec']),
+    }
+    env = dict(
+      os.environ,
+      TF_CONFIG=json.dumps(tf_config),
+      CUDA_VISIBLE_DEVICES='',
+      PYTHONPATH=config_lib.REPO,
+    )
     log = open(work / f'{role}-{index}.log', 'w')
-    replicas[f'{role}-{index}'] = (subprocess.Popen(
-        command, cwd=config_lib.REPO, env=env, stdout=log, stderr=subprocess.STDOUT), log)
+    replicas[f'{role}-{index}'] = (
+      subprocess.Popen(command, cwd=config_lib.REPO, env=env, stdout=log, stderr=subprocess.STDOUT),
+      log,
+    )
   return replicas
 
 
@@ -150,8 +193,11 @@ def _wait(replicas, timeout_s):
 def _checkpoint_steps(folder):
   if not os.path.isdir(folder):
     return []
-  return sorted(int(f.split('-')[1].split('.')[0]) for f in os.listdir(folder)
-                if f.startswith('ckpt-') and f.endswith('.index'))
+  return sorted(
+    int(f.split('-')[1].split('.')[0])
+    for f in os.listdir(folder)
+    if f.startswith('ckpt-') and f.endswith('.index')
+  )
 
 
 @pytest.mark.slow
@@ -165,15 +211,20 @@ def test_killed_worker_and_restarted_job_finish_the_run(transformed, tmp_path, m
   assert all(pool['container_spec']['command'] == command for pool in pools)
 
   from trainer import task
+
   # The run's checkpoints: one folder under the Trainer's folder on the shared storage.
   model_run = outputs['model_run'][0].uri
-  checkpoint_root = os.path.join(os.path.dirname(os.path.dirname(model_run)),
-                                 task.CHECKPOINTS_FOLDER)
+  checkpoint_root = os.path.join(
+    os.path.dirname(os.path.dirname(model_run)), task.CHECKPOINTS_FOLDER
+  )
 
   def checkpoint_steps():
     # The chief's folder; a non-chief keeps scratch checkpoints beside it while it runs.
-    folders = [f for f in os.listdir(checkpoint_root) if '_scratch_' not in f] if (
-        os.path.isdir(checkpoint_root)) else []
+    folders = (
+      [f for f in os.listdir(checkpoint_root) if '_scratch_' not in f]
+      if (os.path.isdir(checkpoint_root))
+      else []
+    )
     assert len(folders) <= 1, folders
     return _checkpoint_steps(os.path.join(checkpoint_root, folders[0])) if folders else []
 

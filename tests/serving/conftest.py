@@ -59,8 +59,7 @@ class Running:
 
 
 def start_server(base, models, **kwargs):
-  options = server_lib.ServerOptions(grpc_port=0, rest_port=0,
-                                     **kwargs.pop('options', {}))
+  options = server_lib.ServerOptions(grpc_port=0, rest_port=0, **kwargs.pop('options', {}))
   server = server_lib.build(models, options=options, **kwargs).start()
   return Running(server, base)
 
@@ -77,9 +76,13 @@ def toy_base(tmp_path_factory):
 @pytest.fixture(scope='module')
 def served(toy_base):
   """A server for MODEL with versions 1 and 2 loaded and labels stable=1, canary=2."""
-  running = start_server(toy_base, [ModelConfig(MODEL, os.path.join(toy_base, MODEL), latest=2,
-                                                labels={'stable': 1, 'canary': 2})],
-                         poll_wait_seconds=0)
+  running = start_server(
+    toy_base,
+    [
+      ModelConfig(MODEL, os.path.join(toy_base, MODEL), latest=2, labels={'stable': 1, 'canary': 2})
+    ],
+    poll_wait_seconds=0,
+  )
   yield running
   running.close()
 
@@ -87,5 +90,4 @@ def served(toy_base):
 @pytest.fixture(scope='module')
 def in_process(toy_base):
   """version -> the loaded SavedModel's signatures, to compare the server against."""
-  return {v: tf.saved_model.load(os.path.join(toy_base, MODEL, str(v))).signatures
-          for v in (1, 2)}
+  return {v: tf.saved_model.load(os.path.join(toy_base, MODEL, str(v))).signatures for v in (1, 2)}

@@ -25,15 +25,20 @@ INVALID = grpc.StatusCode.INVALID_ARGUMENT
 def strict(toy_base):
   """A server with a 64 KiB request limit, 6 rows per request, and batching (8 rows)."""
   running = start_server(
-      toy_base, [ModelConfig(MODEL, os.path.join(toy_base, MODEL), labels={'stable': 2})],
-      poll_wait_seconds=0, batching=BatchingOptions(max_batch_size=MAX_BATCH),
-      options={'max_request_bytes': MAX_BYTES}, max_request_rows=MAX_ROWS)
+    toy_base,
+    [ModelConfig(MODEL, os.path.join(toy_base, MODEL), labels={'stable': 2})],
+    poll_wait_seconds=0,
+    batching=BatchingOptions(max_batch_size=MAX_BATCH),
+    options={'max_request_bytes': MAX_BYTES},
+    max_request_rows=MAX_ROWS,
+  )
   yield running
   running.close()
 
 
-def _predict_request(signature='predict_text', key='text', values=('fine film',), dtype=None,
-                     **spec):
+def _predict_request(
+  signature='predict_text', key='text', values=('fine film',), dtype=None, **spec
+):
   request = predict_pb2.PredictRequest()
   request.model_spec.name = spec.get('name', MODEL)
   request.model_spec.signature_name = signature
@@ -64,7 +69,8 @@ def _classify(signature='', examples=1):
   request.model_spec.signature_name = signature
   for _ in range(examples):
     request.input.example_list.examples.add().ParseFromString(
-        toy_model.serialized_examples(['fine'])[0])
+      toy_model.serialized_examples(['fine'])[0]
+    )
   return request
 
 
@@ -80,51 +86,124 @@ def _filter(request):
 
 
 GRPC_CASES = {
-    'wrong input name': ('Predict', _predict_request(key='txt'), INVALID,
-                         "expects inputs ['text'] but got ['txt']"),
-    'missing input': ('Predict', _predict_request(key=None), INVALID, "missing: ['text']"),
-    'extra input': ('Predict', _two_inputs(), INVALID, "extra: ['extra']"),
-    'wrong dtype': ('Predict', _predict_request(values=[1.5], dtype=tf.float32), INVALID,
-                    'expects dtype string but got float'),
-    'wrong shape': ('Predict', _predict_request(values=[['a', 'b'], ['c', 'd']]), INVALID,
-                    'expects shape [-1] but got [2, 2]'),
-    'scalar instead of batch': ('Predict', _predict_request(values='lonely'), INVALID,
-                                'expects shape [-1] but got []'),
-    'empty batch': ('Predict', _predict_request(values=np.array([], dtype=object)), INVALID,
-                    'empty batch'),
-    'batch over the limit': ('Predict', _predict_request(values=['x'] * (MAX_ROWS + 1)),
-                             INVALID, 'batch of 7 rows exceeds the limit of 6 rows'),
-    'oversize message': ('Predict', _predict_request(values=['x' * MAX_BYTES]),
-                         grpc.StatusCode.RESOURCE_EXHAUSTED, 'larger than max'),
-    'non-UTF-8 text': ('Predict', _predict_request(values=[b'\xff\xfe bad']), INVALID,
-                       'Invalid formatting on input string'),
-    'garbage tf.Example': ('Predict', _predict_request('serving_default', 'examples',
-                                                       [b'\x0a\xff garbage']), INVALID,
-                           'parse'),
-    'tf.Example without text': ('Predict', _predict_request(
-        'serving_default', 'examples', [tf.train.Example().SerializeToString()]), INVALID,
-        'text'),
-    'malformed TensorProto': ('Predict', _bad_tensor_content(), INVALID, 'TensorProto'),
-    'unknown signature': ('Predict', _predict_request(signature='predict_txt'),
-                          grpc.StatusCode.FAILED_PRECONDITION,
-                          'Serving signature key "predict_txt" not found'),
-    'unknown output': ('Predict', _filter(_predict_request()), INVALID,
-                       "output_filter ['logits'] not in the outputs"),
-    'unknown model': ('Predict', _predict_request(name='nope'), grpc.StatusCode.NOT_FOUND,
-                      'Servable not found for request: Latest(nope)'),
-    'missing model name': ('Predict', _predict_request(name=''), INVALID,
-                           'model_spec.name is missing'),
-    'wrong version': ('Predict', _predict_request(version=1), grpc.StatusCode.NOT_FOUND,
-                      'Specific(toy, 1)'),
-    'unknown label': ('Predict', _predict_request(label='canary'), INVALID,
-                      'Unrecognized servable version label: canary'),
-    'classify on a raw-text signature': ('Classify', _classify('predict_text'), INVALID,
-                                         'cannot serve Classify'),
-    'classify without examples': ('Classify', _classify(examples=0), INVALID, 'empty batch'),
-    'metadata without fields': ('GetModelMetadata', _metadata([]), INVALID,
-                                'at least one metadata_field'),
-    'metadata of an unknown field': ('GetModelMetadata', _metadata(['weights']), INVALID,
-                                     "['weights'] not supported"),
+  'wrong input name': (
+    'Predict',
+    _predict_request(key='txt'),
+    INVALID,
+    "expects inputs ['text'] but got ['txt']",
+  ),
+  'missing input': ('Predict', _predict_request(key=None), INVALID, "missing: ['text']"),
+  'extra input': ('Predict', _two_inputs(), INVALID, "extra: ['extra']"),
+  'wrong dtype': (
+    'Predict',
+    _predict_request(values=[1.5], dtype=tf.float32),
+    INVALID,
+    'expects dtype string but got float',
+  ),
+  'wrong shape': (
+    'Predict',
+    _predict_request(values=[['a', 'b'], ['c', 'd']]),
+    INVALID,
+    'expects shape [-1] but got [2, 2]',
+  ),
+  'scalar instead of batch': (
+    'Predict',
+    _predict_request(values='lonely'),
+    INVALID,
+    'expects shape [-1] but got []',
+  ),
+  'empty batch': (
+    'Predict',
+    _predict_request(values=np.array([], dtype=object)),
+    INVALID,
+    'empty batch',
+  ),
+  'batch over the limit': (
+    'Predict',
+    _predict_request(values=['x'] * (MAX_ROWS + 1)),
+    INVALID,
+    'batch of 7 rows exceeds the limit of 6 rows',
+  ),
+  'oversize message': (
+    'Predict',
+    _predict_request(values=['x' * MAX_BYTES]),
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    'larger than max',
+  ),
+  'non-UTF-8 text': (
+    'Predict',
+    _predict_request(values=[b'\xff\xfe bad']),
+    INVALID,
+    'Invalid formatting on input string',
+  ),
+  'garbage tf.Example': (
+    'Predict',
+    _predict_request('serving_default', 'examples', [b'\x0a\xff garbage']),
+    INVALID,
+    'parse',
+  ),
+  'tf.Example without text': (
+    'Predict',
+    _predict_request('serving_default', 'examples', [tf.train.Example().SerializeToString()]),
+    INVALID,
+    'text',
+  ),
+  'malformed TensorProto': ('Predict', _bad_tensor_content(), INVALID, 'TensorProto'),
+  'unknown signature': (
+    'Predict',
+    _predict_request(signature='predict_txt'),
+    grpc.StatusCode.FAILED_PRECONDITION,
+    'Serving signature key "predict_txt" not found',
+  ),
+  'unknown output': (
+    'Predict',
+    _filter(_predict_request()),
+    INVALID,
+    "output_filter ['logits'] not in the outputs",
+  ),
+  'unknown model': (
+    'Predict',
+    _predict_request(name='nope'),
+    grpc.StatusCode.NOT_FOUND,
+    'Servable not found for request: Latest(nope)',
+  ),
+  'missing model name': (
+    'Predict',
+    _predict_request(name=''),
+    INVALID,
+    'model_spec.name is missing',
+  ),
+  'wrong version': (
+    'Predict',
+    _predict_request(version=1),
+    grpc.StatusCode.NOT_FOUND,
+    'Specific(toy, 1)',
+  ),
+  'unknown label': (
+    'Predict',
+    _predict_request(label='canary'),
+    INVALID,
+    'Unrecognized servable version label: canary',
+  ),
+  'classify on a raw-text signature': (
+    'Classify',
+    _classify('predict_text'),
+    INVALID,
+    'cannot serve Classify',
+  ),
+  'classify without examples': ('Classify', _classify(examples=0), INVALID, 'empty batch'),
+  'metadata without fields': (
+    'GetModelMetadata',
+    _metadata([]),
+    INVALID,
+    'at least one metadata_field',
+  ),
+  'metadata of an unknown field': (
+    'GetModelMetadata',
+    _metadata(['weights']),
+    INVALID,
+    "['weights'] not supported",
+  ),
 }
 
 
@@ -152,57 +231,125 @@ def test_grpc_deadline_is_honoured(strict):
 
 
 REST_CASES = {
-    'malformed JSON': ('POST', ':predict', b'{"instances": [', 400, 'JSON Parse error'),
-    'body not UTF-8': ('POST', ':predict', b'{"instances": ["\xff"]}', 400, 'not valid UTF-8'),
-    'lone surrogate': ('POST', ':predict',
-                       b'{"signature_name": "predict_text", "instances": ["\\udcff"]}', 400,
-                       'not valid UTF-8'),
-    'body not an object': ('POST', ':predict', b'["x"]', 400, 'must be a JSON object'),
-    'instances and inputs': ('POST', ':predict', {'instances': ['a'], 'inputs': ['a']}, 400,
-                             'exactly one of "instances"'),
-    'neither instances nor inputs': ('POST', ':predict', {'signature_name': 'predict_text'},
-                                     400, 'exactly one of "instances"'),
-    'empty instances': ('POST', ':predict', {'instances': []}, 400, 'empty batch'),
-    'numbers for a string input': ('POST', ':predict', {'instances': [1, 2]}, 400,
-                                   'expects strings'),
-    'ragged instances': ('POST', ':predict',
-                         {'signature_name': 'predict_text', 'instances': [['a'], 'b']}, 400,
-                         'ragged'),
-    'invalid base64': ('POST', ':predict', {'instances': [{'b64': '***'}]}, 400,
-                       'invalid base64'),
-    'wrong input name (row)': ('POST', ':predict',
-                               {'signature_name': 'predict_text', 'instances': [{'txt': 'a'}]},
-                               400, 'is not an input of signature "predict_text"'),
-    'wrong input name (columnar)': ('POST', ':predict',
-                                    {'signature_name': 'predict_text', 'inputs': {'txt': ['a']}},
-                                    400, 'is not an input of signature "predict_text"'),
-    'unknown signature': ('POST', ':predict', {'signature_name': 'nope', 'instances': ['a']},
-                          400, 'Serving signature key "nope" not found'),
-    'signature name not a string': ('POST', ':predict', {'signature_name': 3, 'instances': []},
-                                    400, '"signature_name" must be a string'),
-    'oversize body': ('POST', ':predict', {'instances': ['x' * MAX_BYTES]}, 413,
-                      'exceeds the limit'),
-    'unknown verb': ('POST', ':regress', {'examples': []}, 501, 'not supported'),
-    'GET on predict': ('GET', ':predict', None, 400, 'use POST'),
-    'classify example not an object': ('POST', ':classify', {'examples': ['text']}, 400,
-                                       'examples[0] must be an object'),
-    'classify empty feature list': ('POST', ':classify', {'examples': [{'text': []}]}, 400,
-                                    'empty list'),
-    'classify without examples': ('POST', ':classify', {'context': {}}, 400,
-                                  'classify needs "examples"'),
+  'malformed JSON': ('POST', ':predict', b'{"instances": [', 400, 'JSON Parse error'),
+  'body not UTF-8': ('POST', ':predict', b'{"instances": ["\xff"]}', 400, 'not valid UTF-8'),
+  'lone surrogate': (
+    'POST',
+    ':predict',
+    b'{"signature_name": "predict_text", "instances": ["\\udcff"]}',
+    400,
+    'not valid UTF-8',
+  ),
+  'body not an object': ('POST', ':predict', b'["x"]', 400, 'must be a JSON object'),
+  'instances and inputs': (
+    'POST',
+    ':predict',
+    {'instances': ['a'], 'inputs': ['a']},
+    400,
+    'exactly one of "instances"',
+  ),
+  'neither instances nor inputs': (
+    'POST',
+    ':predict',
+    {'signature_name': 'predict_text'},
+    400,
+    'exactly one of "instances"',
+  ),
+  'empty instances': ('POST', ':predict', {'instances': []}, 400, 'empty batch'),
+  'numbers for a string input': ('POST', ':predict', {'instances': [1, 2]}, 400, 'expects strings'),
+  'ragged instances': (
+    'POST',
+    ':predict',
+    {'signature_name': 'predict_text', 'instances': [['a'], 'b']},
+    400,
+    'ragged',
+  ),
+  'invalid base64': ('POST', ':predict', {'instances': [{'b64': '***'}]}, 400, 'invalid base64'),
+  'wrong input name (row)': (
+    'POST',
+    ':predict',
+    {'signature_name': 'predict_text', 'instances': [{'txt': 'a'}]},
+    400,
+    'is not an input of signature "predict_text"',
+  ),
+  'wrong input name (columnar)': (
+    'POST',
+    ':predict',
+    {'signature_name': 'predict_text', 'inputs': {'txt': ['a']}},
+    400,
+    'is not an input of signature "predict_text"',
+  ),
+  'unknown signature': (
+    'POST',
+    ':predict',
+    {'signature_name': 'nope', 'instances': ['a']},
+    400,
+    'Serving signature key "nope" not found',
+  ),
+  'signature name not a string': (
+    'POST',
+    ':predict',
+    {'signature_name': 3, 'instances': []},
+    400,
+    '"signature_name" must be a string',
+  ),
+  'oversize body': ('POST', ':predict', {'instances': ['x' * MAX_BYTES]}, 413, 'exceeds the limit'),
+  'unknown verb': ('POST', ':regress', {'examples': []}, 501, 'not supported'),
+  'GET on predict': ('GET', ':predict', None, 400, 'use POST'),
+  'classify example not an object': (
+    'POST',
+    ':classify',
+    {'examples': ['text']},
+    400,
+    'examples[0] must be an object',
+  ),
+  'classify empty feature list': (
+    'POST',
+    ':classify',
+    {'examples': [{'text': []}]},
+    400,
+    'empty list',
+  ),
+  'classify without examples': (
+    'POST',
+    ':classify',
+    {'context': {}},
+    400,
+    'classify needs "examples"',
+  ),
 }
 
 REST_PATH_CASES = {
-    'unknown model': ('POST', '/v1/models/nope:predict', {'instances': ['a']}, 404,
-                      'Servable not found'),
-    'wrong version': ('POST', f'/v1/models/{MODEL}/versions/1:predict', {'instances': ['a']},
-                      404, 'Specific(toy, 1)'),
-    'version not a number': ('POST', f'/v1/models/{MODEL}/versions/two:predict',
-                             {'instances': ['a']}, 400, 'is not a number'),
-    'unknown label': ('GET', f'/v1/models/{MODEL}/labels/canary', None, 400,
-                      'Unrecognized servable version label'),
-    'malformed path': ('GET', '/v1/modelz/toy', None, 400, 'Malformed request'),
-    'unknown path': ('GET', '/favicon.ico', None, 404, 'no such path'),
+  'unknown model': (
+    'POST',
+    '/v1/models/nope:predict',
+    {'instances': ['a']},
+    404,
+    'Servable not found',
+  ),
+  'wrong version': (
+    'POST',
+    f'/v1/models/{MODEL}/versions/1:predict',
+    {'instances': ['a']},
+    404,
+    'Specific(toy, 1)',
+  ),
+  'version not a number': (
+    'POST',
+    f'/v1/models/{MODEL}/versions/two:predict',
+    {'instances': ['a']},
+    400,
+    'is not a number',
+  ),
+  'unknown label': (
+    'GET',
+    f'/v1/models/{MODEL}/labels/canary',
+    None,
+    400,
+    'Unrecognized servable version label',
+  ),
+  'malformed path': ('GET', '/v1/modelz/toy', None, 400, 'Malformed request'),
+  'unknown path': ('GET', '/favicon.ico', None, 404, 'no such path'),
 }
 
 
@@ -211,8 +358,12 @@ def _http(running, method, path, body):
 
 
 def _good_rest(running):
-  status, body = _http(running, 'POST', f'/v1/models/{MODEL}:predict',
-                       {'signature_name': 'predict_text', 'instances': ['still fine']})
+  status, body = _http(
+    running,
+    'POST',
+    f'/v1/models/{MODEL}:predict',
+    {'signature_name': 'predict_text', 'instances': ['still fine']},
+  )
   assert status == 200 and len(body['predictions']) == 1
 
 
@@ -235,9 +386,12 @@ def test_rest_bad_path(strict, case):
 
 
 def test_errors_are_counted_in_the_metrics(strict):
-  _http(strict, 'POST', f'/v1/models/{MODEL}:predict', {'signature_name': 'nope',
-                                                         'instances': ['a']})
+  _http(
+    strict, 'POST', f'/v1/models/{MODEL}:predict', {'signature_name': 'nope', 'instances': ['a']}
+  )
   with urllib.request.urlopen(strict.rest_url + '/monitoring/prometheus/metrics') as response:
     text = response.read().decode()
-  assert ('serving_request_errors_total{model="toy",signature="unknown",method="predict",'
-          'protocol="rest",code="FAILED_PRECONDITION"}') in text
+  assert (
+    'serving_request_errors_total{model="toy",signature="unknown",method="predict",'
+    'protocol="rest",code="FAILED_PRECONDITION"}'
+  ) in text

@@ -55,8 +55,9 @@ def _run_concurrently(queue, rows, deadline=None):
 
 def test_concurrent_requests_merge_and_get_their_own_rows_back():
   signature = FakeSignature(delay=0.01)
-  queue = BatchQueue(signature, BatchingOptions(max_batch_size=8, batch_timeout_micros=20000,
-                                                num_batch_threads=1))
+  queue = BatchQueue(
+    signature, BatchingOptions(max_batch_size=8, batch_timeout_micros=20000, num_batch_threads=1)
+  )
   rows = [[f'a{i}', f'b{i}'] for i in range(8)]
   results = _run_concurrently(queue, rows)
   queue.close()
@@ -69,19 +70,27 @@ def test_concurrent_requests_merge_and_get_their_own_rows_back():
 
 def test_a_bad_request_fails_alone():
   signature = FakeSignature(delay=0.01)
-  queue = BatchQueue(signature, BatchingOptions(max_batch_size=16, batch_timeout_micros=20000,
-                                                num_batch_threads=1))
+  queue = BatchQueue(
+    signature, BatchingOptions(max_batch_size=16, batch_timeout_micros=20000, num_batch_threads=1)
+  )
   results = _run_concurrently(queue, [['ok1'], ['bad'], ['ok2'], ['ok3']])
   queue.close()
   assert isinstance(results[1], errors.ServingError)
   assert 'row "bad" rejected' in results[1].message
-  assert [list(r['y']) for i, r in enumerate(results) if i != 1] == [['ok1ok1'], ['ok2ok2'],
-                                                                     ['ok3ok3']]
+  assert [list(r['y']) for i, r in enumerate(results) if i != 1] == [
+    ['ok1ok1'],
+    ['ok2ok2'],
+    ['ok3ok3'],
+  ]
 
 
 def test_limits():
-  queue = BatchQueue(FakeSignature(delay=0.2), BatchingOptions(
-      max_batch_size=2, batch_timeout_micros=0, num_batch_threads=1, max_enqueued_batches=1))
+  queue = BatchQueue(
+    FakeSignature(delay=0.2),
+    BatchingOptions(
+      max_batch_size=2, batch_timeout_micros=0, num_batch_threads=1, max_enqueued_batches=1
+    ),
+  )
   with pytest.raises(errors.ServingError, match='larger than the maximum batch size 2'):
     queue.run({'x': np.array(['a', 'b', 'c'], dtype=object)}, 3)
   results = _run_concurrently(queue, [['a', 'b']] * 4)
@@ -94,8 +103,9 @@ def test_limits():
 
 def test_deadline_passes_while_waiting():
   signature = FakeSignature(delay=0.3)
-  queue = BatchQueue(signature, BatchingOptions(max_batch_size=1, batch_timeout_micros=0,
-                                                num_batch_threads=1))
+  queue = BatchQueue(
+    signature, BatchingOptions(max_batch_size=1, batch_timeout_micros=0, num_batch_threads=1)
+  )
   slow = threading.Thread(target=queue.run, args=({'x': np.array(['a'], dtype=object)}, 1))
   slow.start()
   time.sleep(0.05)
@@ -109,11 +119,16 @@ def test_deadline_passes_while_waiting():
 
 def test_close_drains_queued_requests():
   signature = FakeSignature(delay=0.2)
-  queue = BatchQueue(signature, BatchingOptions(max_batch_size=1, batch_timeout_micros=0,
-                                                num_batch_threads=1))
+  queue = BatchQueue(
+    signature, BatchingOptions(max_batch_size=1, batch_timeout_micros=0, num_batch_threads=1)
+  )
   results = []
-  threads = [threading.Thread(target=lambda: results.append(
-      queue.run({'x': np.array(['a'], dtype=object)}, 1))) for _ in range(3)]
+  threads = [
+    threading.Thread(
+      target=lambda: results.append(queue.run({'x': np.array(['a'], dtype=object)}, 1))
+    )
+    for _ in range(3)
+  ]
   for thread in threads:
     thread.start()
   while not signature.calls:  # the first runs, the other two wait in the queue
@@ -133,10 +148,12 @@ def test_options_are_validated():
 
 
 def test_server_drops_a_request_whose_grpc_deadline_passes_in_the_queue(toy_base):
-  running = start_server(toy_base, [ModelConfig(MODEL, os.path.join(toy_base, MODEL))],
-                         poll_wait_seconds=0, batching=BatchingOptions(
-                             max_batch_size=8, batch_timeout_micros=1_000_000,
-                             num_batch_threads=1))
+  running = start_server(
+    toy_base,
+    [ModelConfig(MODEL, os.path.join(toy_base, MODEL))],
+    poll_wait_seconds=0,
+    batching=BatchingOptions(max_batch_size=8, batch_timeout_micros=1_000_000, num_batch_threads=1),
+  )
   try:
     request = predict_pb2.PredictRequest()
     request.model_spec.name = MODEL
@@ -149,8 +166,10 @@ def test_server_drops_a_request_whose_grpc_deadline_passes_in_the_queue(toy_base
     with urllib.request.urlopen(running.rest_url + '/monitoring/prometheus/metrics') as r:
       metrics = r.read().decode()
     # The server itself gave up on it (the client is not the only one to know) ...
-    assert ('serving_requests_total{model="toy",signature="predict_text",method="predict",'
-            'protocol="grpc",code="DEADLINE_EXCEEDED"} 1') in metrics
+    assert (
+      'serving_requests_total{model="toy",signature="predict_text",method="predict",'
+      'protocol="grpc",code="DEADLINE_EXCEEDED"} 1'
+    ) in metrics
     # ... and never ran it.
     assert 'serving_batch_size_count{model="toy",signature="predict_text"}' not in metrics
   finally:

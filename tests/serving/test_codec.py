@@ -7,10 +7,15 @@ from tensorflow.core.framework import tensor_pb2
 
 from serving import codec, errors
 
-ARRAYS = [np.array([[1.5, -2.0], [3.25, 0.0]], dtype=np.float32), np.array([1, 2, 3], np.int64),
-          np.array([True, False]), np.array(7, dtype=np.int32),
-          np.array([[b'a', b'\xff'], [b'', b'xyz']], dtype=object),
-          np.array([1.0, 2.0], dtype=np.float64), np.array([], dtype=np.float32)]
+ARRAYS = [
+  np.array([[1.5, -2.0], [3.25, 0.0]], dtype=np.float32),
+  np.array([1, 2, 3], np.int64),
+  np.array([True, False]),
+  np.array(7, dtype=np.int32),
+  np.array([[b'a', b'\xff'], [b'', b'xyz']], dtype=object),
+  np.array([1.0, 2.0], dtype=np.float64),
+  np.array([], dtype=np.float32),
+]
 
 
 @pytest.mark.parametrize('array', ARRAYS, ids=lambda a: f'{a.dtype}{list(a.shape)}')
@@ -28,13 +33,15 @@ def test_a_single_string_value_broadcasts_as_in_tensorflow():
 
 
 def test_json_strings_b64_and_numbers():
-  assert list(codec.from_json('t', ['é', {'b64': 'AP8='}], tf.string)) == ['é'.encode(),
-                                                                          b'\x00\xff']
+  assert list(codec.from_json('t', ['é', {'b64': 'AP8='}], tf.string)) == [
+    'é'.encode(),
+    b'\x00\xff',
+  ]
   assert codec.from_json('n', [[1, 2]], tf.float32).dtype == np.float32
   with pytest.raises(errors.ServingError, match='expects int64 values but got floats'):
     codec.from_json('n', [1.5], tf.int64)
   with pytest.raises(errors.ServingError, match='out of range for int32'):
-    codec.from_json('n', [2 ** 40], tf.int32)
+    codec.from_json('n', [2**40], tf.int32)
   with pytest.raises(errors.ServingError, match='expects float32 values but got strings'):
     codec.from_json('n', ['1.0'], tf.float32)
 
@@ -51,31 +58,61 @@ def _typed(dtype, values, shape):
   proto = tensor_pb2.TensorProto(dtype=dtype.as_datatype_enum)
   for size in shape:
     proto.tensor_shape.dim.add(size=size)
-  field = {tf.float32: 'float_val', tf.float64: 'double_val', tf.int32: 'int_val',
-           tf.int8: 'int_val', tf.uint8: 'int_val', tf.int64: 'int64_val', tf.bool: 'bool_val',
-           tf.uint32: 'uint32_val', tf.uint64: 'uint64_val', tf.float16: 'half_val',
-           tf.bfloat16: 'half_val'}[dtype]
+  field = {
+    tf.float32: 'float_val',
+    tf.float64: 'double_val',
+    tf.int32: 'int_val',
+    tf.int8: 'int_val',
+    tf.uint8: 'int_val',
+    tf.int64: 'int64_val',
+    tf.bool: 'bool_val',
+    tf.uint32: 'uint32_val',
+    tf.uint64: 'uint64_val',
+    tf.float16: 'half_val',
+    tf.bfloat16: 'half_val',
+  }[dtype]
   if field == 'half_val':
     values = np.array(values, dtype.as_numpy_dtype).view(np.uint16).tolist()
   getattr(proto, field).extend(values)
   return proto
 
 
-@pytest.mark.parametrize('dtype', [tf.float32, tf.float64, tf.int32, tf.int8, tf.uint8, tf.int64,
-                                   tf.bool, tf.uint32, tf.uint64, tf.float16, tf.bfloat16],
-                         ids=lambda d: d.name)
-@pytest.mark.parametrize('values,shape', [([1, 0, 1, 1, 0, 1], [2, 3]), ([1], [4]), ([1], [])],
-                         ids=['full', 'broadcast', 'scalar'])
+@pytest.mark.parametrize(
+  'dtype',
+  [
+    tf.float32,
+    tf.float64,
+    tf.int32,
+    tf.int8,
+    tf.uint8,
+    tf.int64,
+    tf.bool,
+    tf.uint32,
+    tf.uint64,
+    tf.float16,
+    tf.bfloat16,
+  ],
+  ids=lambda d: d.name,
+)
+@pytest.mark.parametrize(
+  'values,shape',
+  [([1, 0, 1, 1, 0, 1], [2, 3]), ([1], [4]), ([1], [])],
+  ids=['full', 'broadcast', 'scalar'],
+)
 def test_typed_value_fields_decode_as_tensorflow_does(dtype, values, shape):
   proto = _typed(dtype, values, shape)
   np.testing.assert_array_equal(codec.from_tensor_proto('x', proto), tf.make_ndarray(proto))
 
 
-@pytest.mark.parametrize('proto,message', [
+@pytest.mark.parametrize(
+  'proto,message',
+  [
     (_typed(tf.float32, [1.0], [codec.MAX_BROADCAST_ELEMENTS + 1]), 'carries 1'),
     (_typed(tf.int64, [1, 2], [3]), 'needs 3 values but it carries 2'),
     (tf.make_tensor_proto(['a', 'b']), None),
-], ids=['broadcast beyond the bound', 'too few values', 'string, fine'])
+  ],
+  ids=['broadcast beyond the bound', 'too few values', 'string, fine'],
+)
 def test_values_must_fill_the_declared_shape(proto, message):
   if message is None:
     assert codec.from_tensor_proto('x', proto).shape == (2,)
@@ -87,8 +124,9 @@ def test_values_must_fill_the_declared_shape(proto, message):
 def test_a_request_budget_covers_all_its_inputs():
   budget = codec.Limits(max_elements=10, max_string_bytes=8).budget()
   codec.from_tensor_proto('a', tf.make_tensor_proto(np.zeros(6, np.float32)), budget)
-  with pytest.raises(errors.ServingError, match='carries 12 tensor elements, more than the limit'
-                                                ' of 10'):
+  with pytest.raises(
+    errors.ServingError, match='carries 12 tensor elements, more than the limit of 10'
+  ):
     codec.from_tensor_proto('b', tf.make_tensor_proto(np.zeros(6, np.float32)), budget)
   budget = codec.Limits(max_elements=10, max_string_bytes=8).budget()
   codec.from_json('s', ['abcd'], tf.string, budget)

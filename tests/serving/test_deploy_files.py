@@ -7,8 +7,9 @@ import yaml
 
 from serving import config
 
-DEPLOY = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), 'serving', 'deploy')
+DEPLOY = os.path.join(
+  os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'serving', 'deploy'
+)
 
 
 def _documents(name):
@@ -23,15 +24,19 @@ def test_kubernetes_manifest_serves_with_tensorflow_serving(tmp_path):
   assert container['image'].startswith('tensorflow/serving:')
   assert {p['containerPort'] for p in container['ports']} == {8500, 8501}
   assert {p['port'] for p in documents['Service']['spec']['ports']} == {8500, 8501}
-  assert documents['Service']['spec']['selector'] == \
-      documents['Deployment']['spec']['selector']['matchLabels']
+  assert (
+    documents['Service']['spec']['selector']
+    == documents['Deployment']['spec']['selector']['matchLabels']
+  )
   # The ConfigMap's files are TF Serving's formats, which this server reads too.
   files = documents['ConfigMap']['data']
   for name in ('models.config', 'batching_parameters.txt'):
     (tmp_path / name).write_text(files[name])
   assert config.parse_model_config_file(str(tmp_path / 'models.config'))[0].name == 'imdb'
-  assert config.parse_batching_parameters_file(
-      str(tmp_path / 'batching_parameters.txt')).max_batch_size == 32
+  assert (
+    config.parse_batching_parameters_file(str(tmp_path / 'batching_parameters.txt')).max_batch_size
+    == 32
+  )
   args = container['args']
   assert '--model_config_file=/config/models.config' in args
 
@@ -49,8 +54,7 @@ def test_kserve_and_compose_files():
 def test_shipped_tf_serving_configs_are_read_by_this_server():
   models = config.parse_model_config_file(os.path.join(DEPLOY, 'models.config'))
   assert [(m.name, m.latest) for m in models] == [('imdb', 2), ('lm', 1)]
-  options = config.parse_batching_parameters_file(os.path.join(DEPLOY,
-                                                               'batching_parameters.txt'))
+  options = config.parse_batching_parameters_file(os.path.join(DEPLOY, 'batching_parameters.txt'))
   assert (options.max_batch_size, options.num_batch_threads) == (32, 4)
 
 
@@ -58,10 +62,13 @@ def _tf_serving_versions():
   (compose,) = _documents('docker-compose.yaml')
   kubernetes = {d['kind']: d for d in _documents('kubernetes.yaml')}
   (kserve,) = _documents('kserve.yaml')
-  images = [compose['services']['tensorflow-serving']['image'],
-            kubernetes['Deployment']['spec']['template']['spec']['containers'][0]['image']]
+  images = [
+    compose['services']['tensorflow-serving']['image'],
+    kubernetes['Deployment']['spec']['template']['spec']['containers'][0]['image'],
+  ]
   return [image.split(':', 1)[1] for image in images] + [
-      kserve['spec']['predictor']['model']['runtimeVersion']]
+    kserve['spec']['predictor']['model']['runtimeVersion']
+  ]
 
 
 def test_stock_images_are_at_least_as_new_as_the_exporting_tensorflow():

@@ -35,8 +35,9 @@ def _predict(served, signature, key, values, **spec):
   return served.predictions.Predict(request, timeout=30)
 
 
-@pytest.mark.parametrize('signature,key', [('serving_default', 'examples'),
-                                           ('predict_text', 'text')])
+@pytest.mark.parametrize(
+  'signature,key', [('serving_default', 'examples'), ('predict_text', 'text')]
+)
 @pytest.mark.parametrize('version', [1, 2])
 def test_predict_matches_the_in_process_call(served, in_process, signature, key, version):
   values = toy_model.serialized_examples(TEXTS) if key == 'examples' else TEXTS
@@ -61,9 +62,11 @@ def test_default_signature_and_latest_version(served, in_process):
   assert response.model_spec.version.value == 2
   assert response.model_spec.signature_name == 'serving_default'
   expected = in_process[2]['serving_default'](
-      examples=tf.constant(toy_model.serialized_examples(TEXTS)))
-  np.testing.assert_array_equal(tf.make_ndarray(response.outputs['probabilities']),
-                                expected['probabilities'].numpy())
+    examples=tf.constant(toy_model.serialized_examples(TEXTS))
+  )
+  np.testing.assert_array_equal(
+    tf.make_ndarray(response.outputs['probabilities']), expected['probabilities'].numpy()
+  )
 
 
 @pytest.mark.parametrize('label,version', [('stable', 1), ('canary', 2)])
@@ -87,10 +90,12 @@ def test_classify_matches_the_in_process_probabilities(served, in_process):
   request.model_spec.version.value = 1
   for text in TEXTS:
     request.input.example_list.examples.add().ParseFromString(
-        toy_model.serialized_examples([text])[0])
+      toy_model.serialized_examples([text])[0]
+    )
   response = served.predictions.Classify(request, timeout=30)
   expected = in_process[1]['serving_default'](
-      examples=tf.constant(toy_model.serialized_examples(TEXTS)))['probabilities'].numpy()
+    examples=tf.constant(toy_model.serialized_examples(TEXTS))
+  )['probabilities'].numpy()
   assert response.model_spec.version.value == 1
   assert response.model_spec.signature_name == 'serving_default'
   assert len(response.result.classifications) == len(TEXTS)
@@ -108,7 +113,8 @@ def test_classify_merges_the_context_into_each_example(served, in_process):
   with_context.examples.add().ParseFromString(toy_model.serialized_examples([TEXTS[1]])[0])
   response = served.predictions.Classify(request, timeout=30)
   expected = in_process[2]['serving_default'](
-      examples=tf.constant(toy_model.serialized_examples(TEXTS[:2])))['probabilities'].numpy()
+    examples=tf.constant(toy_model.serialized_examples(TEXTS[:2]))
+  )['probabilities'].numpy()
   scores = [[c.score for c in row.classes] for row in response.result.classifications]
   np.testing.assert_allclose(scores, expected, rtol=1e-6)
 
@@ -133,20 +139,28 @@ def test_get_model_status_lists_the_loaded_versions(served):
   request.model_spec.name = MODEL
   response = served.models.GetModelStatus(request, timeout=30)
   states = {s.version: s.state for s in response.model_version_status}
-  assert states == {1: get_model_status_pb2.ModelVersionStatus.AVAILABLE,
-                    2: get_model_status_pb2.ModelVersionStatus.AVAILABLE}
+  assert states == {
+    1: get_model_status_pb2.ModelVersionStatus.AVAILABLE,
+    2: get_model_status_pb2.ModelVersionStatus.AVAILABLE,
+  }
   assert all(s.status.error_code == 0 for s in response.model_version_status)
   request.model_spec.version_label = 'stable'
   response = served.models.GetModelStatus(request, timeout=30)
   assert [s.version for s in response.model_version_status] == [1]
 
 
-@pytest.mark.parametrize('spec,code,message', [
+@pytest.mark.parametrize(
+  'spec,code,message',
+  [
     ({'name': 'nope'}, grpc.StatusCode.NOT_FOUND, 'Servable not found'),
     ({'name': MODEL, 'version': 7}, grpc.StatusCode.NOT_FOUND, 'Specific(toy, 7)'),
-    ({'name': MODEL, 'label': 'beta'}, grpc.StatusCode.INVALID_ARGUMENT,
-     'Unrecognized servable version label: beta'),
-])
+    (
+      {'name': MODEL, 'label': 'beta'},
+      grpc.StatusCode.INVALID_ARGUMENT,
+      'Unrecognized servable version label: beta',
+    ),
+  ],
+)
 def test_every_rpc_resolves_models_like_tf_serving(served, spec, code, message):
   def fill(model_spec):
     model_spec.name = spec['name']
@@ -160,8 +174,11 @@ def test_every_rpc_resolves_models_like_tf_serving(served, spec, code, message):
   classify = classification_pb2.ClassificationRequest()
   classify.input.example_list.examples.add().CopyFrom(example_pb2.Example())
   metadata = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=['signature_def'])
-  calls = [(served.predictions.Predict, predict), (served.predictions.Classify, classify),
-           (served.predictions.GetModelMetadata, metadata)]
+  calls = [
+    (served.predictions.Predict, predict),
+    (served.predictions.Classify, classify),
+    (served.predictions.GetModelMetadata, metadata),
+  ]
   if spec.get('version') is None:  # GetModelStatus of an unknown version is tested below
     calls.append((served.models.GetModelStatus, get_model_status_pb2.GetModelStatusRequest()))
   for call, request in calls:
@@ -183,8 +200,9 @@ def test_status_of_an_unknown_version_is_not_found(served):
 
 
 def test_unavailable_while_nothing_is_loaded(tmp_path):
-  running = start_server(str(tmp_path), [ModelConfig(MODEL, str(tmp_path / MODEL))],
-                         poll_wait_seconds=0)
+  running = start_server(
+    str(tmp_path), [ModelConfig(MODEL, str(tmp_path / MODEL))], poll_wait_seconds=0
+  )
   try:
     with pytest.raises(grpc.RpcError) as raised:
       _predict(running, 'predict_text', 'text', TEXTS)
@@ -196,7 +214,8 @@ def test_unavailable_while_nothing_is_loaded(tmp_path):
 
 def _reload(running, config_proto):
   running.models.HandleReloadConfigRequest(
-      model_management_pb2.ReloadConfigRequest(config=config_proto), timeout=60)
+    model_management_pb2.ReloadConfigRequest(config=config_proto), timeout=60
+  )
 
 
 def test_reload_config_is_refused_unless_management_is_enabled(served):
@@ -211,12 +230,15 @@ def test_reload_config_is_refused_unless_management_is_enabled(served):
 
 def test_reload_config_adds_and_drops_models(toy_base, tmp_path):
   push(str(tmp_path), 'other', 3, seed=3)
-  running = start_server(toy_base, [ModelConfig(MODEL, os.path.join(toy_base, MODEL))],
-                         poll_wait_seconds=0, options={'enable_model_management': True})
+  running = start_server(
+    toy_base,
+    [ModelConfig(MODEL, os.path.join(toy_base, MODEL))],
+    poll_wait_seconds=0,
+    options={'enable_model_management': True},
+  )
   try:
     new_config = model_server_config_pb2.ModelServerConfig()
-    entry = new_config.model_config_list.config.add(name='other',
-                                                    base_path=str(tmp_path / 'other'))
+    entry = new_config.model_config_list.config.add(name='other', base_path=str(tmp_path / 'other'))
     entry.version_labels['stable'] = 3
     _reload(running, new_config)
     request = predict_pb2.PredictRequest()
@@ -232,7 +254,8 @@ def test_reload_config_adds_and_drops_models(toy_base, tmp_path):
     bad.model_config_list.config.add(name='nameless-path')
     with pytest.raises(grpc.RpcError) as raised:
       running.models.HandleReloadConfigRequest(
-          model_management_pb2.ReloadConfigRequest(config=bad), timeout=60)
+        model_management_pb2.ReloadConfigRequest(config=bad), timeout=60
+      )
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert 'needs both name and base_path' in raised.value.details()
     # An empty config would unload everything: refused, and 'other' keeps serving.

@@ -86,7 +86,8 @@ class Load:
 
   def _grpc_sender(self):
     stub = prediction_service_pb2_grpc.PredictionServiceStub(
-        grpc.insecure_channel(self.running.grpc_target))
+      grpc.insecure_channel(self.running.grpc_target)
+    )
     request = predict_pb2.PredictRequest()
     request.model_spec.name = MODEL
     request.model_spec.signature_name = 'predict_text'
@@ -94,30 +95,38 @@ class Load:
 
     def send():
       response = stub.Predict(request, timeout=30)
-      return (response.model_spec.version.value,
-              tf.make_ndarray(response.outputs['probabilities'])[0])
+      return (
+        response.model_spec.version.value,
+        tf.make_ndarray(response.outputs['probabilities'])[0],
+      )
+
     return send
 
   def _rest_sender(self):
-    connection = http.client.HTTPConnection('127.0.0.1', self.running.server.rest_port,
-                                            timeout=30)
+    connection = http.client.HTTPConnection('127.0.0.1', self.running.server.rest_port, timeout=30)
     body = json.dumps({'signature_name': 'predict_text', 'instances': [TEXT]})
 
     def send():
-      connection.request('POST', f'/v1/models/{MODEL}:predict', body,
-                         {'Content-Type': 'application/json'})
+      connection.request(
+        'POST', f'/v1/models/{MODEL}:predict', body, {'Content-Type': 'application/json'}
+      )
       response = connection.getresponse()
       answer = json.loads(response.read())
       assert response.status == 200, answer
       return None, np.array(answer['predictions'][0]['probabilities'], dtype=np.float32)
+
     return send
 
 
 def test_16_clients_5000_requests_zero_errors(tmp_path):
   base = str(tmp_path)
   path = push(base, MODEL, 1, seed=1)
-  running = start_server(base, [ModelConfig(MODEL, os.path.join(base, MODEL))],
-                         poll_wait_seconds=0, batching=BatchingOptions(max_batch_size=16))
+  running = start_server(
+    base,
+    [ModelConfig(MODEL, os.path.join(base, MODEL))],
+    poll_wait_seconds=0,
+    batching=BatchingOptions(max_batch_size=16),
+  )
   try:
     load = Load(running, {1: _expected(path)}).start()
     load.wait_for(lambda: load.count() >= 5000)
@@ -127,10 +136,10 @@ def test_16_clients_5000_requests_zero_errors(tmp_path):
     assert all(len(s) > 50 for s in load.seen), [len(s) for s in load.seen]
     metrics = _metrics(running)
     # Batching merged concurrent requests: some signature calls had more than one row.
-    ones = _metric_value(metrics, 'serving_batch_size_bucket{model="toy",'
-                                  'signature="predict_text",le="1"}')
-    total = _metric_value(metrics, 'serving_batch_size_count{model="toy",'
-                                   'signature="predict_text"}')
+    ones = _metric_value(
+      metrics, 'serving_batch_size_bucket{model="toy",signature="predict_text",le="1"}'
+    )
+    total = _metric_value(metrics, 'serving_batch_size_count{model="toy",signature="predict_text"}')
     assert ones < total
   finally:
     running.close()
@@ -156,13 +165,15 @@ def _status(running):
   return {s.version: s for s in stub.GetModelStatus(request, timeout=30).model_version_status}
 
 
-@pytest.mark.parametrize('batching', [None, BatchingOptions(max_batch_size=16)],
-                         ids=['direct', 'batching'])
+@pytest.mark.parametrize(
+  'batching', [None, BatchingOptions(max_batch_size=16)], ids=['direct', 'batching']
+)
 def test_hot_swap_then_corrupt_push_under_load(tmp_path, batching):
   base = str(tmp_path)
   expected = {1: _expected(push(base, MODEL, 1, seed=1))}
-  running = start_server(base, [ModelConfig(MODEL, os.path.join(base, MODEL))],
-                         poll_wait_seconds=0.1, batching=batching)
+  running = start_server(
+    base, [ModelConfig(MODEL, os.path.join(base, MODEL))], poll_wait_seconds=0.1, batching=batching
+  )
   available = get_model_status_pb2.ModelVersionStatus.AVAILABLE
   end = get_model_status_pb2.ModelVersionStatus.END
   try:

@@ -22,8 +22,7 @@ def _write_warmup(version_dir, input_key):
   request.model_spec.name = MODEL
   request.model_spec.signature_name = 'predict_text'
   request.inputs[input_key].CopyFrom(tf.make_tensor_proto(['warm me up']))
-  log = prediction_log_pb2.PredictionLog(
-      predict_log=prediction_log_pb2.PredictLog(request=request))
+  log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
   os.makedirs(os.path.join(version_dir, 'assets.extra'), exist_ok=True)
   with tf.io.TFRecordWriter(os.path.join(version_dir, WARMUP_FILE)) as writer:
     writer.write(log.SerializeToString())
@@ -33,8 +32,9 @@ def test_warmup_requests_are_replayed_and_a_failing_one_fails_the_load(tmp_path)
   base = str(tmp_path)
   _write_warmup(push(base, MODEL, 1, seed=1), 'text')
   _write_warmup(push(base, MODEL, 2, seed=2), 'txt')  # names an input the model lacks
-  manager = ModelManager([ModelConfig(MODEL, os.path.join(base, MODEL), latest=2)],
-                         poll_wait_seconds=0)
+  manager = ModelManager(
+    [ModelConfig(MODEL, os.path.join(base, MODEL), latest=2)], poll_wait_seconds=0
+  )
   manager.start()
   try:
     status = {v: (state, code, message) for v, state, code, message in manager.status(MODEL)}
@@ -63,8 +63,7 @@ def test_models_pushed_under_a_root_are_found_on_later_polls(tmp_path):
 
 def test_health_is_503_until_a_version_is_loaded(tmp_path):
   base = str(tmp_path)
-  running = start_server(base, [ModelConfig(MODEL, os.path.join(base, MODEL))],
-                         poll_wait_seconds=0)
+  running = start_server(base, [ModelConfig(MODEL, os.path.join(base, MODEL))], poll_wait_seconds=0)
   try:
     with pytest.raises(urllib.error.HTTPError) as raised:
       urllib.request.urlopen(running.rest_url + '/healthz', timeout=10)
@@ -72,9 +71,13 @@ def test_health_is_503_until_a_version_is_loaded(tmp_path):
     body = json.loads(raised.value.read())
     assert body['status'] == 'unavailable'
     with pytest.raises(urllib.error.HTTPError) as raised:
-      urllib.request.urlopen(urllib.request.Request(
+      urllib.request.urlopen(
+        urllib.request.Request(
           running.rest_url + f'/v1/models/{MODEL}:predict',
-          data=json.dumps({'instances': ['x']}).encode()), timeout=10)
+          data=json.dumps({'instances': ['x']}).encode(),
+        ),
+        timeout=10,
+      )
     assert raised.value.code == 503
     assert 'no version available' in json.loads(raised.value.read())['error']
     push(base, MODEL, 1, seed=1)
@@ -86,8 +89,9 @@ def test_health_is_503_until_a_version_is_loaded(tmp_path):
 
 
 def _manager(base, **kwargs):
-  manager = ModelManager([ModelConfig(MODEL, os.path.join(base, MODEL), **kwargs)],
-                         poll_wait_seconds=0)
+  manager = ModelManager(
+    [ModelConfig(MODEL, os.path.join(base, MODEL), **kwargs)], poll_wait_seconds=0
+  )
   manager.start()
   return manager
 
@@ -130,8 +134,9 @@ def test_a_failed_version_is_retried_when_only_its_variables_change(tmp_path):
     assert manager.resolve(MODEL).version == 1
     manager.poll()  # unchanged files: not retried
     assert manager.status(MODEL, 2)[0][1] == 'END'
-    shutil.copy(os.path.join(good, 'variables', data[0]),
-                os.path.join(broken, 'variables', data[0]))
+    shutil.copy(
+      os.path.join(good, 'variables', data[0]), os.path.join(broken, 'variables', data[0])
+    )
     manager.poll()
     assert manager.status(MODEL, 2)[0][1] == 'AVAILABLE'
     assert manager.resolve(MODEL).version == 2

@@ -42,15 +42,23 @@ def test_model_config_file(tmp_path):
   assert every.wanted({1, 2, 3, 4}) == {1, 2, 3, 4}
 
 
-@pytest.mark.parametrize('text,message', [
+@pytest.mark.parametrize(
+  'text,message',
+  [
     ('model_config_list { config { name: "x" } }', 'needs both name and base_path'),
-    ('model_config_list { config { name: "x" base_path: "/a" } config { name: "x" '
-     'base_path: "/b" } }', 'appears twice'),
+    (
+      'model_config_list { config { name: "x" base_path: "/a" } config { name: "x" '
+      'base_path: "/b" } }',
+      'appears twice',
+    ),
     ('model_config_list { config { nme: "x" } }', 'not a ModelServerConfig'),
-    ('model_config_list { config { name: "x" base_path: "/a" model_platform: "pytorch" } }',
-     'platform "pytorch"'),
+    (
+      'model_config_list { config { name: "x" base_path: "/a" model_platform: "pytorch" } }',
+      'platform "pytorch"',
+    ),
     ('custom_model_config { }', 'only model_config_list'),
-])
+  ],
+)
 def test_bad_model_config_file_names_the_problem(tmp_path, text, message):
   path = tmp_path / 'models.config'
   path.write_text(text)
@@ -61,15 +69,22 @@ def test_bad_model_config_file_names_the_problem(tmp_path, text, message):
 
 def test_batching_parameters_file_of_tf_serving(tmp_path):
   path = tmp_path / 'batching.config'
-  path.write_text('max_batch_size { value: 64 }\nbatch_timeout_micros { value: 500 }\n'
-                  'num_batch_threads { value: 3 }\nmax_enqueued_batches { value: 7 }\n'
-                  'allowed_batch_sizes: 8\nallowed_batch_sizes: 64\n'
-                  'pad_variable_length_inputs: true\n')
+  path.write_text(
+    'max_batch_size { value: 64 }\nbatch_timeout_micros { value: 500 }\n'
+    'num_batch_threads { value: 3 }\nmax_enqueued_batches { value: 7 }\n'
+    'allowed_batch_sizes: 8\nallowed_batch_sizes: 64\n'
+    'pad_variable_length_inputs: true\n'
+  )
   assert config.parse_batching_parameters_file(str(path)) == BatchingOptions(64, 500, 3, 7)
 
 
-@pytest.mark.parametrize('text,message', [('max_batch_size: 8', 'not a BatchingParameters'),
-                                          ('max_batch_size { value: 0 }', 'must be positive')])
+@pytest.mark.parametrize(
+  'text,message',
+  [
+    ('max_batch_size: 8', 'not a BatchingParameters'),
+    ('max_batch_size { value: 0 }', 'must be positive'),
+  ],
+)
 def test_bad_batching_parameters_file(tmp_path, text, message):
   path = tmp_path / 'batching.config'
   path.write_text(text)
@@ -83,8 +98,9 @@ def test_discover_models_finds_pushed_models(tmp_path):
   os.makedirs(tmp_path / 'pipe_b' / 'root' / 'Trainer')
   found = config.discover_models(str(tmp_path))
   assert [(m.name, m.base_path) for m in found] == [
-      ('imdb', str(tmp_path / 'pipe_a' / 'serving' / 'imdb')),
-      ('lm', str(tmp_path / 'pipe_b' / 'serving' / 'lm'))]
+    ('imdb', str(tmp_path / 'pipe_a' / 'serving' / 'imdb')),
+    ('lm', str(tmp_path / 'pipe_b' / 'serving' / 'lm')),
+  ]
 
 
 def test_discover_models_refuses_two_models_with_one_name(tmp_path):
@@ -98,14 +114,16 @@ def test_specific_and_latest_policies_load_the_right_versions(tmp_path):
   base = str(tmp_path)
   for version in (1, 2, 3):
     push(base, 'm', version, seed=version)
-  manager = ModelManager([config.ModelConfig('m', os.path.join(base, 'm'), latest=2)],
-                         poll_wait_seconds=0)
+  manager = ModelManager(
+    [config.ModelConfig('m', os.path.join(base, 'm'), latest=2)], poll_wait_seconds=0
+  )
   manager.start()
   assert [row[:2] for row in manager.status('m')] == [(3, 'AVAILABLE'), (2, 'AVAILABLE')]
   assert manager.resolve('m').version == 3
   manager.stop()
-  manager = ModelManager([config.ModelConfig('m', os.path.join(base, 'm'), versions=(1, 3))],
-                         poll_wait_seconds=0)
+  manager = ModelManager(
+    [config.ModelConfig('m', os.path.join(base, 'm'), versions=(1, 3))], poll_wait_seconds=0
+  )
   manager.start()
   assert [row[:2] for row in manager.status('m')] == [(3, 'AVAILABLE'), (1, 'AVAILABLE')]
   assert manager.resolve('m', version=1).version == 1

@@ -31,19 +31,33 @@ def process(tmp_path_factory):
   base = tmp_path_factory.mktemp('cli')
   push(str(base), MODEL, 4, seed=4)
   (base / 'models.config').write_text(
-      f'model_config_list {{ config {{ name: "{MODEL}" base_path: "{base / MODEL}" '
-      f'version_labels {{ key: "stable" value: 4 }} }} }}')
+    f'model_config_list {{ config {{ name: "{MODEL}" base_path: "{base / MODEL}" '
+    f'version_labels {{ key: "stable" value: 4 }} }} }}'
+  )
   # A long batch timeout keeps requests in flight long enough to send SIGTERM meanwhile.
   (base / 'batching.config').write_text(
-      f'max_batch_size {{ value: 64 }} batch_timeout_micros {{ value: '
-      f'{int(BATCH_WAIT_SECONDS * 1e6)} }} num_batch_threads {{ value: 1 }}')
+    f'max_batch_size {{ value: 64 }} batch_timeout_micros {{ value: '
+    f'{int(BATCH_WAIT_SECONDS * 1e6)} }} num_batch_threads {{ value: 1 }}'
+  )
   grpc_port, rest_port = _free_port(), _free_port()
   proc = subprocess.Popen(
-      [sys.executable, '-m', 'serving', f'--port={grpc_port}', f'--rest_api_port={rest_port}',
-       f'--model_config_file={base / "models.config"}', '--enable_batching',
-       f'--batching_parameters_file={base / "batching.config"}',
-       '--file_system_poll_wait_seconds=0', '--drain_seconds=20'],
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=os.getcwd())
+    [
+      sys.executable,
+      '-m',
+      'serving',
+      f'--port={grpc_port}',
+      f'--rest_api_port={rest_port}',
+      f'--model_config_file={base / "models.config"}',
+      '--enable_batching',
+      f'--batching_parameters_file={base / "batching.config"}',
+      '--file_system_poll_wait_seconds=0',
+      '--drain_seconds=20',
+    ],
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+    cwd=os.getcwd(),
+  )
   line = proc.stdout.readline()
   if not line.startswith('SERVING'):
     proc.kill()
@@ -59,8 +73,9 @@ def test_query_client_over_grpc_and_rest(process, capsys):
   answers = []
   for where in (['--grpc', grpc_target], ['--rest', rest_url]):
     for extra in ([], ['--signature', 'predict_text', '--label', 'stable'], ['--classify']):
-      code = client.main(where + ['--model_name', MODEL, '--text', 'great film', '--text',
-                                  'bad film'] + extra)
+      code = client.main(
+        where + ['--model_name', MODEL, '--text', 'great film', '--text', 'bad film'] + extra
+      )
       out = capsys.readouterr().out
       assert code == 0, out
       answers.append(json.loads(out))
@@ -69,12 +84,16 @@ def test_query_client_over_grpc_and_rest(process, capsys):
   assert grpc_default['outputs']['labels'] == rest_default['outputs']['labels']
   assert grpc_text['outputs']['labels'] == rest_text['outputs']['labels']
   assert len(grpc_default['outputs']['probabilities']) == 2
-  for a, b in zip(grpc_default['outputs']['probabilities'],
-                  rest_default['outputs']['probabilities']):
+  for a, b in zip(
+    grpc_default['outputs']['probabilities'], rest_default['outputs']['probabilities']
+  ):
     assert a == pytest.approx(b, rel=1e-6)
   assert [[c[0] for c in row] for row in grpc_classify['results']] == [['0', '1', '2']] * 2
-  np.testing.assert_allclose([[c[1] for c in row] for row in grpc_classify['results']],
-                             [[c[1] for c in row] for row in rest_classify['results']], rtol=1e-6)
+  np.testing.assert_allclose(
+    [[c[1] for c in row] for row in grpc_classify['results']],
+    [[c[1] for c in row] for row in rest_classify['results']],
+    rtol=1e-6,
+  )
 
 
 def test_query_client_reports_errors(process, capsys):
@@ -89,11 +108,13 @@ def test_sigterm_drains_in_flight_requests(process):
 
   def grpc_call():
     results['grpc'] = client.GrpcClient(grpc_target).predict(
-        MODEL, ['in flight'], 'predict_text', input_key='text')[1]['labels']
+      MODEL, ['in flight'], 'predict_text', input_key='text'
+    )[1]['labels']
 
   def rest_call():
     results['rest'] = client.RestClient(rest_url).predict(
-        MODEL, ['in flight'], 'predict_text', input_key='text')['labels']
+      MODEL, ['in flight'], 'predict_text', input_key='text'
+    )['labels']
 
   threads = [threading.Thread(target=grpc_call), threading.Thread(target=rest_call)]
   started = time.monotonic()
@@ -112,8 +133,11 @@ def test_sigterm_drains_in_flight_requests(process):
 
 
 def test_bad_flags_are_refused():
-  result = subprocess.run([sys.executable, '-m', 'serving', '--model_base_path=/x',
-                           '--model_config_file=/y'], capture_output=True, text=True)
+  result = subprocess.run(
+    [sys.executable, '-m', 'serving', '--model_base_path=/x', '--model_config_file=/y'],
+    capture_output=True,
+    text=True,
+  )
   assert result.returncode == 2
   assert 'exactly one of --model_base_path' in result.stderr
 
@@ -121,8 +145,20 @@ def test_bad_flags_are_refused():
 def test_a_bad_token_file_is_a_usage_error(tmp_path):
   empty = tmp_path / 'token'
   empty.write_text('  \n')
-  for token_file, message in ((tmp_path / 'missing', 'No such file'), (empty, 'token file is empty')):
-    result = subprocess.run([sys.executable, '-m', 'serving', f'--model_base_path={tmp_path}',
-                             f'--auth_token_file={token_file}'], capture_output=True, text=True)
+  for token_file, message in (
+    (tmp_path / 'missing', 'No such file'),
+    (empty, 'token file is empty'),
+  ):
+    result = subprocess.run(
+      [
+        sys.executable,
+        '-m',
+        'serving',
+        f'--model_base_path={tmp_path}',
+        f'--auth_token_file={token_file}',
+      ],
+      capture_output=True,
+      text=True,
+    )
     assert result.returncode == 2
     assert message in result.stderr

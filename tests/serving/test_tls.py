@@ -24,30 +24,44 @@ def _self_signed(directory):
   key = ec.generate_private_key(ec.SECP256R1())
   name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, 'localhost')])
   now = datetime.datetime.now(datetime.timezone.utc)
-  cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-          .public_key(key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - datetime.timedelta(minutes=1))
-          .not_valid_after(now + datetime.timedelta(days=1))
-          .add_extension(x509.SubjectAlternativeName(
-              [x509.DNSName('localhost'), x509.IPAddress(ipaddress.ip_address('127.0.0.1'))]),
-              critical=False)
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(key, hashes.SHA256()))
+  cert = (
+    x509.CertificateBuilder()
+    .subject_name(name)
+    .issuer_name(name)
+    .public_key(key.public_key())
+    .serial_number(x509.random_serial_number())
+    .not_valid_before(now - datetime.timedelta(minutes=1))
+    .not_valid_after(now + datetime.timedelta(days=1))
+    .add_extension(
+      x509.SubjectAlternativeName(
+        [x509.DNSName('localhost'), x509.IPAddress(ipaddress.ip_address('127.0.0.1'))]
+      ),
+      critical=False,
+    )
+    .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+    .sign(key, hashes.SHA256())
+  )
   cert_path, key_path = os.path.join(directory, 'cert.pem'), os.path.join(directory, 'key.pem')
   with open(cert_path, 'wb') as f:
     f.write(cert.public_bytes(serialization.Encoding.PEM))
   with open(key_path, 'wb') as f:
-    f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption()))
+    f.write(
+      key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+      )
+    )
   return cert_path, key_path
 
 
 @pytest.fixture(scope='module')
 def tls_server(toy_base, tmp_path_factory):
   cert, key = _self_signed(str(tmp_path_factory.mktemp('tls')))
-  running = start_server(toy_base, [ModelConfig(MODEL, os.path.join(toy_base, MODEL))],
-                         poll_wait_seconds=0,
-                         options={'ssl_certfile': cert, 'ssl_keyfile': key})
+  running = start_server(
+    toy_base,
+    [ModelConfig(MODEL, os.path.join(toy_base, MODEL))],
+    poll_wait_seconds=0,
+    options={'ssl_certfile': cert, 'ssl_keyfile': key},
+  )
   yield running, cert
   running.close()
 
@@ -79,10 +93,12 @@ def test_rest_over_https(tls_server):
 def mtls_server(toy_base, tmp_path_factory):
   cert, key = _self_signed(str(tmp_path_factory.mktemp('mtls')))
   # The self-signed certificate is its own CA: clients present it as their certificate.
-  running = start_server(toy_base, [ModelConfig(MODEL, os.path.join(toy_base, MODEL))],
-                         poll_wait_seconds=0,
-                         options={'ssl_certfile': cert, 'ssl_keyfile': key,
-                                  'ssl_client_ca_file': cert})
+  running = start_server(
+    toy_base,
+    [ModelConfig(MODEL, os.path.join(toy_base, MODEL))],
+    poll_wait_seconds=0,
+    options={'ssl_certfile': cert, 'ssl_keyfile': key, 'ssl_client_ca_file': cert},
+  )
   yield running, cert, key
   running.close()
 
@@ -94,8 +110,7 @@ def test_mutual_tls_needs_a_client_certificate(mtls_server):
   target = f'localhost:{running.server.grpc_port}'
   request = get_model_status_pb2.GetModelStatusRequest()
   request.model_spec.name = MODEL
-  with_cert = grpc.secure_channel(target, grpc.ssl_channel_credentials(cert_pem, key_pem,
-                                                                      cert_pem))
+  with_cert = grpc.secure_channel(target, grpc.ssl_channel_credentials(cert_pem, key_pem, cert_pem))
   without = grpc.secure_channel(target, grpc.ssl_channel_credentials(cert_pem))
   try:
     stub = model_service_pb2_grpc.ModelServiceStub(with_cert)

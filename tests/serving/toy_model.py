@@ -35,9 +35,17 @@ class ToyClassifier(tf.Module):
       return tf.Variable(rng.normal(0, 1 / np.sqrt(shape[0]), shape).astype(np.float32))
 
     self.embedding = weight(vocab_size, hidden)
-    self.blocks = [dict(q=weight(hidden, hidden), k=weight(hidden, hidden), v=weight(hidden, hidden),
-                        o=weight(hidden, hidden), up=weight(hidden, 4 * hidden),
-                        down=weight(4 * hidden, hidden)) for _ in range(num_layers)]
+    self.blocks = [
+      dict(
+        q=weight(hidden, hidden),
+        k=weight(hidden, hidden),
+        v=weight(hidden, hidden),
+        o=weight(hidden, hidden),
+        up=weight(hidden, 4 * hidden),
+        down=weight(4 * hidden, hidden),
+      )
+      for _ in range(num_layers)
+    ]
     self.head = weight(hidden, len(CLASS_NAMES))
     self.class_names = tf.constant(CLASS_NAMES)
     self.vocab_size = vocab_size
@@ -54,15 +62,20 @@ class ToyClassifier(tf.Module):
       q, k, v = (tf.einsum('bsh,hd->bsd', x, block[n]) for n in 'qkv')
       scores = tf.einsum('bqd,bkd->bqk', q, k) / np.sqrt(self.hidden)
       scores += (1.0 - mask[:, None, :]) * -1e9
-      x = x + tf.einsum('bsh,hd->bsd', tf.einsum('bqk,bkd->bqd', tf.nn.softmax(scores), v),
-                        block['o'])
-      x = x + tf.einsum('bsf,fh->bsh', tf.nn.relu(tf.einsum('bsh,hf->bsf', x, block['up'])),
-                        block['down'])
+      x = x + tf.einsum(
+        'bsh,hd->bsd', tf.einsum('bqk,bkd->bqd', tf.nn.softmax(scores), v), block['o']
+      )
+      x = x + tf.einsum(
+        'bsf,fh->bsh', tf.nn.relu(tf.einsum('bsh,hf->bsf', x, block['up'])), block['down']
+      )
     pooled = tf.reduce_sum(x * mask[:, :, None], 1) / tf.maximum(tf.reduce_sum(mask, 1, True), 1.0)
     probabilities = tf.nn.softmax(tf.matmul(pooled, self.head))
     label_ids = tf.argmax(probabilities, axis=-1)
-    return {'probabilities': probabilities, 'label_ids': label_ids,
-            'labels': tf.gather(self.class_names, label_ids)}
+    return {
+      'probabilities': probabilities,
+      'label_ids': label_ids,
+      'labels': tf.gather(self.class_names, label_ids),
+    }
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
   def serving_default(self, examples):
@@ -82,13 +95,21 @@ def export(base_path, model_name, version, seed, **sizes):
   """
   path = os.path.join(base_path, model_name, str(version))
   module = ToyClassifier(seed, **sizes)
-  tf.saved_model.save(module, path, signatures={'serving_default': module.serving_default,
-                                                'predict_text': module.predict_text})
+  tf.saved_model.save(
+    module,
+    path,
+    signatures={'serving_default': module.serving_default, 'predict_text': module.predict_text},
+  )
   return path
 
 
 def serialized_examples(texts):
   """Serializes tf.Examples with one `text` bytes feature per text."""
-  return [tf.train.Example(features=tf.train.Features(feature={
-      'text': tf.train.Feature(bytes_list=tf.train.BytesList(value=[t.encode()]))}))
-          .SerializeToString() for t in texts]
+  return [
+    tf.train.Example(
+      features=tf.train.Features(
+        feature={'text': tf.train.Feature(bytes_list=tf.train.BytesList(value=[t.encode()]))}
+      )
+    ).SerializeToString()
+    for t in texts
+  ]

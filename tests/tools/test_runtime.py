@@ -10,8 +10,16 @@ _spec = importlib.util.spec_from_file_location('runtime', _PATH)
 runtime = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(runtime)
 
-DEBIAN12 = dict(glibc=(2, 36), cxxabi=(1, 3, 13), python=(3, 11), is_root=True, userns=True,
-                has_bwrap=True, has_mmdebstrap=True, has_apt=True)
+DEBIAN12 = dict(
+  glibc=(2, 36),
+  cxxabi=(1, 3, 13),
+  python=(3, 11),
+  is_root=True,
+  userns=True,
+  has_bwrap=True,
+  has_mmdebstrap=True,
+  has_apt=True,
+)
 DEBIAN13 = dict(DEBIAN12, glibc=(2, 41), cxxabi=(1, 3, 15), python=(3, 13))
 
 
@@ -24,8 +32,16 @@ def test_new_enough_host_gets_a_native_venv():
   assert choice.kind == runtime.VENV
 
 
-@pytest.mark.parametrize('old', [dict(glibc=(2, 38)), dict(cxxabi=(1, 3, 14)), dict(glibc=None),
-                                 dict(python=(3, 14)), dict(python=(3, 9))])
+@pytest.mark.parametrize(
+  'old',
+  [
+    dict(glibc=(2, 38)),
+    dict(cxxabi=(1, 3, 14)),
+    dict(glibc=None),
+    dict(python=(3, 14)),
+    dict(python=(3, 9)),
+  ],
+)
 def test_anything_too_old_or_new_falls_back_to_the_root_filesystem(old):
   choice = runtime.choose_runtime(facts(**{**DEBIAN13, **old}))
   assert choice.kind == runtime.ROOTFS

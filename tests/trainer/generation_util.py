@@ -14,8 +14,15 @@ BANNED_IDS = [i for i in range(len(contract.RESERVED_TOKENS)) if i != contract.S
 
 def random_clm(vocab_size: int, seed: int = 1, **overrides):
   """(TrainerConfig, clm keras model) with random weights; `overrides` set config fields."""
-  fields = {'task': contract.CLM, 'num_layers': 2, 'hidden_dim': 32, 'num_heads': 2,
-            'intermediate_dim': 64, 'dropout': 0.0, 'seq_len': 32}
+  fields = {
+    'task': contract.CLM,
+    'num_layers': 2,
+    'hidden_dim': 32,
+    'num_heads': 2,
+    'intermediate_dim': 64,
+    'dropout': 0.0,
+    'seq_len': 32,
+  }
   fields.update(overrides)
   config = config_lib.TrainerConfig.from_dict(fields)
   keras.utils.set_random_seed(seed)

@@ -20,14 +20,58 @@ CORPUS = (
   'It was a good movie; the story was bad but the ending was nice! Really? Yes: 42 times.'
 ).split('. ')
 
-_WORDS = ('the', 'fox', 'dog', 'film', 'movie', 'quick', 'brown', 'lazy', 'great', 'nice',
-          'ending', 'Story', 'ACTOR', 'music', 'said', 'really')
-_ACCENTED = ('Café', 'naïve', 'résumé', 'Ångström', 'ÉCOLE', 'façade', 'Straße', 'Ǆemal', 'ﬁne',
-             'ＡＢＣ', 'São', 'Zürich')
+_WORDS = (
+  'the',
+  'fox',
+  'dog',
+  'film',
+  'movie',
+  'quick',
+  'brown',
+  'lazy',
+  'great',
+  'nice',
+  'ending',
+  'Story',
+  'ACTOR',
+  'music',
+  'said',
+  'really',
+)
+_ACCENTED = (
+  'Café',
+  'naïve',
+  'résumé',
+  'Ångström',
+  'ÉCOLE',
+  'façade',
+  'Straße',
+  'Ǆemal',
+  'ﬁne',
+  'ＡＢＣ',
+  'São',
+  'Zürich',
+)
 _CJK = ('日本語', '中文字符', '한국어', 'カタカナ', '漢字かな', '㎏', '①')
 _EMOJI = ('😀', '👍🏽', '👨‍👩‍👧', '🇫🇷', '❤️', '🤖🤖')
-_PUNCT = ('!!!', '...', '?!', '—', '«»', "'s", "don't", '(a)', '[MASK]', '<|endoftext|>', '#',
-          '$5.00', '---', '@user', 'a.b.c', '[CLS]')
+_PUNCT = (
+  '!!!',
+  '...',
+  '?!',
+  '—',
+  '«»',
+  "'s",
+  "don't",
+  '(a)',
+  '[MASK]',
+  '<|endoftext|>',
+  '#',
+  '$5.00',
+  '---',
+  '@user',
+  'a.b.c',
+  '[CLS]',
+)
 _SPACES = ('  ', '\t', '\n\n', '\u00a0', '\u3000', ' \u2009 ', '   \n ')
 _NUMBERS = ('12345', '3.14', '2026', '0', '1,000,000')
 
@@ -60,33 +104,55 @@ def varied_texts(n: int, seed: int = 0) -> list[str]:
   return texts
 
 
-def bert_preset(directory: str, *, lowercase: bool = True, strip_accents: bool = False,
-                hidden: int = 16, seq_len: int = 32) -> str:
+def bert_preset(
+  directory: str,
+  *,
+  lowercase: bool = True,
+  strip_accents: bool = False,
+  hidden: int = 16,
+  seq_len: int = 32,
+) -> str:
   """A BERT preset whose special tokens sit at ids other than 0-4 (as in real BERT vocabularies)."""
   words = sorted({w for t in CORPUS for w in t.replace(',', ' ').replace('!', ' ').split()})
   pieces = sorted({c for w in words for c in w.lower() + w})
-  tokens = (['[PAD]'] + [f'[unused{i}]' for i in range(3)] + ['[UNK]', '[CLS]', '[SEP]', '[MASK]']
-            + pieces + ['##' + c for c in pieces] + [w.lower() for w in words]
-            + ['.', ',', '!', '?', ';', ':', "'", '##s', '##ing'])
+  tokens = (
+    ['[PAD]']
+    + [f'[unused{i}]' for i in range(3)]
+    + ['[UNK]', '[CLS]', '[SEP]', '[MASK]']
+    + pieces
+    + ['##' + c for c in pieces]
+    + [w.lower() for w in words]
+    + ['.', ',', '!', '?', ';', ':', "'", '##s', '##ing']
+  )
   tokens = list(dict.fromkeys(tokens))
-  tokenizer = keras_hub.models.BertTokenizer(vocabulary=tokens, lowercase=lowercase,
-                                             strip_accents=strip_accents)
+  tokenizer = keras_hub.models.BertTokenizer(
+    vocabulary=tokens, lowercase=lowercase, strip_accents=strip_accents
+  )
   backbone = keras_hub.models.BertBackbone(
-    vocabulary_size=len(tokens), num_layers=2, num_heads=2, hidden_dim=hidden,
-    intermediate_dim=2 * hidden, max_sequence_length=seq_len)
+    vocabulary_size=len(tokens),
+    num_layers=2,
+    num_heads=2,
+    hidden_dim=hidden,
+    intermediate_dim=2 * hidden,
+    max_sequence_length=seq_len,
+  )
   backbone.save_to_preset(directory)
   tokenizer.save_to_preset(directory)
   return directory
 
 
-def gpt2_preset(directory: str, *, vocab_size: int = 400, hidden: int = 16,
-                seq_len: int = 32) -> str:
+def gpt2_preset(
+  directory: str, *, vocab_size: int = 400, hidden: int = 16, seq_len: int = 32
+) -> str:
   """A GPT-2 preset with a byte-level BPE learned on `CORPUS` (256 bytes + merges)."""
   learner = tokenizers.Tokenizer(tokenizers.models.BPE())
   learner.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
   trainer = tokenizers.trainers.BpeTrainer(
-    vocab_size=vocab_size, special_tokens=['<|endoftext|>'], show_progress=False,
-    initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
+    vocab_size=vocab_size,
+    special_tokens=['<|endoftext|>'],
+    show_progress=False,
+    initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
+  )
   learner.train_from_iterator(CORPUS * 3, trainer)
   model = learner.model
   with tempfile.TemporaryDirectory() as tmp:
@@ -101,32 +167,55 @@ def gpt2_preset(directory: str, *, vocab_size: int = 400, hidden: int = 16,
   vocabulary['<|endoftext|>'] = len(vocabulary)
   tokenizer = keras_hub.models.GPT2Tokenizer(vocabulary=vocabulary, merges=merges)
   backbone = keras_hub.models.GPT2Backbone(
-    vocabulary_size=len(vocabulary), num_layers=2, num_heads=2, hidden_dim=hidden,
-    intermediate_dim=2 * hidden, max_sequence_length=seq_len)
+    vocabulary_size=len(vocabulary),
+    num_layers=2,
+    num_heads=2,
+    hidden_dim=hidden,
+    intermediate_dim=2 * hidden,
+    max_sequence_length=seq_len,
+  )
   backbone.save_to_preset(directory)
   tokenizer.save_to_preset(directory)
   return directory
 
 
-def albert_preset(directory: str, *, vocab_size: int = 120, hidden: int = 16,
-                  seq_len: int = 32) -> str:
+def albert_preset(
+  directory: str, *, vocab_size: int = 120, hidden: int = 16, seq_len: int = 32
+) -> str:
   """An ALBERT preset: a SentencePiece unigram model trained here, ALBERT's special pieces."""
   with tempfile.TemporaryDirectory() as tmp:
     sample = os.path.join(tmp, 'sample.txt')
     with open(sample, 'w', encoding='utf-8') as f:
       f.write('\n'.join(CORPUS * 3) + '\n')
     spm.SentencePieceTrainer.train(
-      input=sample, model_prefix=os.path.join(tmp, 'spm'), vocab_size=vocab_size,
-      model_type='unigram', pad_id=0, pad_piece='<pad>', unk_id=1, unk_piece='<unk>',
-      bos_id=-1, eos_id=-1, user_defined_symbols=['[CLS]', '[SEP]', '[MASK]'],
-      hard_vocab_limit=False, minloglevel=2)
+      input=sample,
+      model_prefix=os.path.join(tmp, 'spm'),
+      vocab_size=vocab_size,
+      model_type='unigram',
+      pad_id=0,
+      pad_piece='<pad>',
+      unk_id=1,
+      unk_piece='<unk>',
+      bos_id=-1,
+      eos_id=-1,
+      user_defined_symbols=['[CLS]', '[SEP]', '[MASK]'],
+      hard_vocab_limit=False,
+      minloglevel=2,
+    )
     with open(os.path.join(tmp, 'spm.model'), 'rb') as f:
       proto = f.read()
   tokenizer = keras_hub.models.AlbertTokenizer(proto=proto)
   backbone = keras_hub.models.AlbertBackbone(
-    vocabulary_size=tokenizer.vocabulary_size(), num_layers=2, num_heads=2, embedding_dim=8,
-    hidden_dim=hidden, intermediate_dim=2 * hidden, num_groups=1, num_inner_repetition=1,
-    max_sequence_length=seq_len)
+    vocabulary_size=tokenizer.vocabulary_size(),
+    num_layers=2,
+    num_heads=2,
+    embedding_dim=8,
+    hidden_dim=hidden,
+    intermediate_dim=2 * hidden,
+    num_groups=1,
+    num_inner_repetition=1,
+    max_sequence_length=seq_len,
+  )
   backbone.save_to_preset(directory)
   tokenizer.save_to_preset(directory)
   return directory

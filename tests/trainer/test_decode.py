@@ -12,7 +12,9 @@ def test_decode_wordpiece_glues_suffix_pieces():
   keep = tf.constant([[True, True, True, True, False], [True, True, False, False, False]])
   for kind in (contract.WORDPIECE, contract.PRESET_WORDPIECE):
     assert tokenizers.decode_tokens(tokens, keep, kind).numpy().tolist() == [
-      b'the playing dog', b'ab']
+      b'the playing dog',
+      b'ab',
+    ]
 
 
 def test_decode_sentencepiece_turns_word_marks_into_spaces():
@@ -27,4 +29,6 @@ def test_decode_byte_level_bpe_maps_characters_back_to_bytes_and_drops_cut_chara
   tokens = tf.constant([['Caf', 'Ã©', 'Ġdog', 'Ċ'], ['a', 'Ã', 'x', 'x']])
   keep = tf.constant([[True, True, True, True], [True, True, False, False]])
   assert tokenizers.decode_tokens(tokens, keep, contract.PRESET_BPE).numpy().tolist() == [
-    'Café dog\n'.encode(), b'a']
+    'Café dog\n'.encode(),
+    b'a',
+  ]

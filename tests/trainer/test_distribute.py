@@ -16,16 +16,23 @@ def _tf_config(workers, chief=0):
   return json.dumps({'cluster': cluster, 'task': {'type': 'worker', 'index': 0}})
 
 
-@pytest.mark.parametrize('env, expected', [
-  (Environment(), 'default'),
-  (Environment(num_gpus=1), 'default'),
-  (Environment(num_gpus=4), 'mirrored'),
-  (Environment(num_workers=distribute.num_workers_in_tf_config(_tf_config(2))), 'multi_worker'),
-  (Environment(num_workers=distribute.num_workers_in_tf_config(_tf_config(1, chief=1)),
-               num_gpus=2), 'multi_worker'),
-  (Environment(num_workers=distribute.num_workers_in_tf_config(_tf_config(1))), 'default'),
-  (Environment(tpu_found=True, num_workers=3, num_gpus=8), 'tpu'),
-])
+@pytest.mark.parametrize(
+  'env, expected',
+  [
+    (Environment(), 'default'),
+    (Environment(num_gpus=1), 'default'),
+    (Environment(num_gpus=4), 'mirrored'),
+    (Environment(num_workers=distribute.num_workers_in_tf_config(_tf_config(2))), 'multi_worker'),
+    (
+      Environment(
+        num_workers=distribute.num_workers_in_tf_config(_tf_config(1, chief=1)), num_gpus=2
+      ),
+      'multi_worker',
+    ),
+    (Environment(num_workers=distribute.num_workers_in_tf_config(_tf_config(1))), 'default'),
+    (Environment(tpu_found=True, num_workers=3, num_gpus=8), 'tpu'),
+  ],
+)
 def test_auto_picks_from_facts(env, expected):
   assert choose_strategy('auto', env) == expected
 
@@ -51,8 +58,10 @@ def test_detect_reads_tf_config(monkeypatch):
   assert choose_strategy('auto', env) == 'multi_worker'
 
 
-@pytest.mark.parametrize('name, kind', [('default', type(tf.distribute.get_strategy())),
-                                        ('mirrored', tf.distribute.MirroredStrategy)])
+@pytest.mark.parametrize(
+  'name, kind',
+  [('default', type(tf.distribute.get_strategy())), ('mirrored', tf.distribute.MirroredStrategy)],
+)
 def test_cpu_strategies_build_and_are_chief(name, kind):
   strategy = distribute.create_strategy(name)
   assert isinstance(strategy, kind)
@@ -79,9 +88,15 @@ class _FakeStrategy:
     self.cluster_resolver = resolver
 
 
-@pytest.mark.parametrize('task_type, task_id, has_chief, expected', [
-  ('worker', 0, False, True), ('worker', 1, False, False), ('worker', 0, True, False),
-  ('chief', 0, True, True)])
+@pytest.mark.parametrize(
+  'task_type, task_id, has_chief, expected',
+  [
+    ('worker', 0, False, True),
+    ('worker', 1, False, False),
+    ('worker', 0, True, False),
+    ('chief', 0, True, True),
+  ],
+)
 def test_only_one_chief(task_type, task_id, has_chief, expected):
   cluster = {'worker': ['a:1', 'b:1']}
   if has_chief:

@@ -32,22 +32,44 @@ def _dataset(*batches):
 
 
 def _loop(run_dir, learning_rate=1e-2, **overrides):
-  settings = dict(task='classify', num_layers=1, hidden_dim=16, num_heads=2,
-                  intermediate_dim=32, dropout=0.0, seq_len=SEQ_LEN, per_replica_batch_size=ROWS,
-                  checkpoint_every_steps=1, eval_every_steps=1000, log_every_steps=1000)
+  settings = dict(
+    task='classify',
+    num_layers=1,
+    hidden_dim=16,
+    num_heads=2,
+    intermediate_dim=32,
+    dropout=0.0,
+    seq_len=SEQ_LEN,
+    per_replica_batch_size=ROWS,
+    checkpoint_every_steps=1,
+    eval_every_steps=1000,
+    log_every_steps=1000,
+  )
   config = TrainerConfig(**{**settings, **overrides})
   keras.utils.set_random_seed(0)
-  model = models.build_model('classify', models.build_backbone(config, VOCAB),
-                             num_classes=CLASSES, max_predictions=2, dropout=0.0)
-  optimizer = optimization.create_optimizer(model, learning_rate=learning_rate, total_steps=100,
-                                            warmup_steps=0, weight_decay=0.01, clip_norm=0.0)
+  model = models.build_model(
+    'classify',
+    models.build_backbone(config, VOCAB),
+    num_classes=CLASSES,
+    max_predictions=2,
+    dropout=0.0,
+  )
+  optimizer = optimization.create_optimizer(
+    model,
+    learning_rate=learning_rate,
+    total_steps=100,
+    warmup_steps=0,
+    weight_decay=0.01,
+    clip_norm=0.0,
+  )
   optimizer.build(model.trainable_variables)
   return training.Loop(tf.distribute.get_strategy(), model, optimizer, config, str(run_dir))
 
 
 def _train(loop, steps, *batches):
-  return loop.run(_dataset(*(batches or [_batch()])), _dataset(_batch(1)), train_steps=steps,
-                  eval_steps=1)
+  return loop.run(
+    _dataset(*(batches or [_batch()])), _dataset(_batch(1)), train_steps=steps, eval_steps=1
+  )
 
 
 def _saved_steps(loop):
@@ -80,8 +102,7 @@ def test_nonfinite_weights_stop_the_run_and_no_nonfinite_checkpoint_is_saved(tmp
 
 
 @pytest.mark.parametrize('max_steps', [1, 4])
-def test_a_huge_learning_rate_stops_the_run_and_saves_no_nonfinite_checkpoint(tmp_path,
-                                                                              max_steps):
+def test_a_huge_learning_rate_stops_the_run_and_saves_no_nonfinite_checkpoint(tmp_path, max_steps):
   loop = _loop(tmp_path, learning_rate=1e36, max_nonfinite_steps=max_steps)
   with pytest.raises(training.NonFiniteLossError, match=f'for {max_steps} consecutive'):
     _train(loop, 40)
@@ -164,8 +185,12 @@ def test_history_is_written_atomically_and_a_corrupt_one_is_ignored(tmp_path):
   path = os.path.join(loop.checkpoint_dir, training.EVAL_HISTORY_FILE)
   with open(path) as f:
     assert [h['step'] for h in json.load(f)] == [1, 2]
-  assert sorted(os.listdir(tmp_path)) == ['checkpoints', 'eval', training.EVAL_HISTORY_FILE,
-                                          'train']  # no temporary file left behind
+  assert sorted(os.listdir(tmp_path)) == [
+    'checkpoints',
+    'eval',
+    training.EVAL_HISTORY_FILE,
+    'train',
+  ]  # no temporary file left behind
   for bad in ('[{"step": 1, "loss": 0.5}, {"st', '{"step": 1}', '[{"loss": 1}]', '\x00\xff'):
     for folder in (loop.run_dir, loop.checkpoint_dir):
       with open(os.path.join(folder, training.EVAL_HISTORY_FILE), 'w') as f:
@@ -183,10 +208,15 @@ def test_write_json_atomically_replaces_the_whole_file(tmp_path):
 
 
 @pytest.mark.parametrize('keep', [False, True])
-def test_checkpoints_are_removed_after_a_successful_export_unless_kept(clm_data, tmp_path,
-                                                                       keep):
-  config = trainer_data.tiny_config('clm', num_layers=1, train_steps=4, eval_every_steps=4,
-                                    checkpoint_every_steps=2, keep_checkpoints=keep)
+def test_checkpoints_are_removed_after_a_successful_export_unless_kept(clm_data, tmp_path, keep):
+  config = trainer_data.tiny_config(
+    'clm',
+    num_layers=1,
+    train_steps=4,
+    eval_every_steps=4,
+    checkpoint_every_steps=2,
+    keep_checkpoints=keep,
+  )
   args = trainer_data.fn_args(clm_data, str(tmp_path), config)
   task.run_fn(args)
   assert os.path.exists(os.path.join(args.serving_model_dir, 'saved_model.pb'))

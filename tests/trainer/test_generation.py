@@ -54,12 +54,20 @@ def _generator(model, end_id=SEP, seq_len=32):
   """The generator's `generate`, traced once per (model, end token)."""
   key = (id(model), end_id)
   if key not in _TRACED:
-    generator = generation.CachedGenerator(model.backbone, seq_len, end_id,
-                                           generation_util.BANNED_IDS,
-                                           max_new_tokens_limit=seq_len)
-    _TRACED[key] = tf.function(generator.generate, input_signature=[
-      tf.RaggedTensorSpec([None, None], tf.int32, ragged_rank=1), _ROW(tf.int32),
-      _ROW(tf.float32), _ROW(tf.int32), _ROW(tf.float32), _ROW(tf.int32)])
+    generator = generation.CachedGenerator(
+      model.backbone, seq_len, end_id, generation_util.BANNED_IDS, max_new_tokens_limit=seq_len
+    )
+    _TRACED[key] = tf.function(
+      generator.generate,
+      input_signature=[
+        tf.RaggedTensorSpec([None, None], tf.int32, ragged_rank=1),
+        _ROW(tf.int32),
+        _ROW(tf.float32),
+        _ROW(tf.int32),
+        _ROW(tf.float32),
+        _ROW(tf.int32),
+      ],
+    )
   return _TRACED[key]
 
 
@@ -68,9 +76,13 @@ def _run(generate, prompts, max_new, temperature=0.0, top_k=0, top_p=1.0, seed=0
   b = len(prompts)
   row = lambda v, dtype: tf.constant(np.broadcast_to(v, [b]), dtype)
   ids, new = generate(
-    tf.ragged.constant(prompts, dtype=tf.int32), row(max_new, tf.int32),
-    row(temperature, tf.float32), row(top_k, tf.int32), row(top_p, tf.float32),
-    row(seed, tf.int32))
+    tf.ragged.constant(prompts, dtype=tf.int32),
+    row(max_new, tf.int32),
+    row(temperature, tf.float32),
+    row(top_k, tf.int32),
+    row(top_p, tf.float32),
+    row(seed, tf.int32),
+  )
   return [list(r[m]) for r, m in zip(ids.numpy(), new.numpy())]
 
 
@@ -78,8 +90,9 @@ def _uncached_greedy(model, prompt, max_new, end_id, seq_len=32):
   """Greedy decoding with a full forward pass over the whole text for every new token."""
   forward = tf.function(
     lambda ids: model({models.TOKEN_IDS: ids, models.PADDING_MASK: tf.ones_like(ids)})[0, -1],
-    input_signature=[tf.TensorSpec([1, None], tf.int32)])
-  ids, new = list(prompt)[-max(seq_len - max_new, 1):], []
+    input_signature=[tf.TensorSpec([1, None], tf.int32)],
+  )
+  ids, new = list(prompt)[-max(seq_len - max_new, 1) :], []
   while len(new) < max_new and len(ids) < seq_len:
     probabilities = tf.nn.softmax(forward(tf.constant([ids], tf.int32))).numpy()
     probabilities[generation_util.BANNED_IDS] = -1.0
@@ -98,21 +111,24 @@ def _keras_hub_greedy(model, prompts, length, end_id):
   token_ids = np.zeros([len(prompts), length], np.int32)
   padding_mask = np.zeros([len(prompts), length], bool)
   for i, prompt in enumerate(prompts):
-    token_ids[i, :len(prompt)] = prompt
-    padding_mask[i, :len(prompt)] = True
-  out = causal_lm.generate({'token_ids': token_ids, 'padding_mask': padding_mask},
-                           stop_token_ids=None if end_id == NEVER else [end_id])
+    token_ids[i, : len(prompt)] = prompt
+    padding_mask[i, : len(prompt)] = True
+  out = causal_lm.generate(
+    {'token_ids': token_ids, 'padding_mask': padding_mask},
+    stop_token_ids=None if end_id == NEVER else [end_id],
+  )
   rows = []
   for prompt, ids, mask in zip(prompts, out['token_ids'], out['padding_mask']):
-    new = [int(t) for t in ids[len(prompt):][mask[len(prompt):]]]
-    rows.append(new[:new.index(end_id)] if end_id in new else new)
+    new = [int(t) for t in ids[len(prompt) :][mask[len(prompt) :]]]
+    rows.append(new[: new.index(end_id)] if end_id in new else new)
   return rows
 
 
 def _prompts(vocab_size, lengths, seed=0):
   rng = np.random.default_rng(seed)
-  return [[SEP] + rng.integers(len(contract.RESERVED_TOKENS), vocab_size, n - 1).tolist()
-          for n in lengths]
+  return [
+    [SEP] + rng.integers(len(contract.RESERVED_TOKENS), vocab_size, n - 1).tolist() for n in lengths
+  ]
 
 
 @pytest.mark.parametrize('end_id', [NEVER, SEP])
@@ -135,7 +151,7 @@ def test_each_row_stops_at_its_first_end_token(lm):
   full = _run(_generator(model, NEVER), prompts, 15)
   end_id = full[0][4]
   stopped = _run(_generator(model, end_id), prompts, 15)
-  assert stopped == [r[:r.index(end_id)] if end_id in r else r for r in full]
+  assert stopped == [r[: r.index(end_id)] if end_id in r else r for r in full]
   assert len(stopped[0]) <= 4
 
 
@@ -144,7 +160,7 @@ def test_a_prompt_longer_than_the_window_keeps_its_last_tokens(lm):
   prompt = _prompts(model.backbone.vocabulary_size, [45], seed=2)[0]
   generate = _generator(model, NEVER)
   for max_new in (5, 31):
-    kept = prompt[-(32 - max_new):]
+    kept = prompt[-(32 - max_new) :]
     assert _run(generate, [prompt], max_new) == _run(generate, [kept], max_new)
     assert len(_run(generate, [prompt], max_new)[0]) == max_new
 
@@ -158,8 +174,14 @@ def test_sampling_draws_from_the_temperature_top_k_top_p_distribution():
   def frequencies(temperature, top_k=0, top_p=1.0, position=7):
     row = lambda v, dtype: tf.fill([rows], tf.cast(v, dtype))
     picks = generation.next_tokens(
-      tf.tile(logits[np.newaxis], [rows, 1]), banned, row(temperature, tf.float32),
-      row(top_k, tf.int32), row(top_p, tf.float32), seeds, tf.constant(position))
+      tf.tile(logits[np.newaxis], [rows, 1]),
+      banned,
+      row(temperature, tf.float32),
+      row(top_k, tf.int32),
+      row(top_p, tf.float32),
+      seeds,
+      tf.constant(position),
+    )
     return np.bincount(picks.numpy(), minlength=len(logits)) / rows
 
   def expected(temperature, support):
@@ -168,8 +190,7 @@ def test_sampling_draws_from_the_temperature_top_k_top_p_distribution():
 
   allowed = [0, 1, 2, 3, 4, 5, 7]
   for temperature in (1.0, 0.5):
-    np.testing.assert_allclose(frequencies(temperature), expected(temperature, allowed),
-                               atol=0.025)
+    np.testing.assert_allclose(frequencies(temperature), expected(temperature, allowed), atol=0.025)
   np.testing.assert_allclose(frequencies(1.0, top_k=3), expected(1.0, [0, 1, 2]), atol=0.025)
   # Probabilities over the allowed tokens: 0.38, 0.23, 0.14, ... top_p 0.5 keeps the first two.
   np.testing.assert_allclose(frequencies(1.0, top_p=0.5), expected(1.0, [0, 1]), atol=0.025)
@@ -182,9 +203,14 @@ def test_sampling_draws_from_the_temperature_top_k_top_p_distribution():
 def _call(signature, prompts, max_new, temperature=0.0, top_k=0, top_p=1.0, seed=0):
   b = len(prompts)
   row = lambda v, dtype: tf.constant(np.broadcast_to(v, [b]), dtype)
-  out = signature(prompt=tf.constant(prompts), max_new_tokens=row(max_new, tf.int32),
-                  temperature=row(temperature, tf.float32), top_k=row(top_k, tf.int32),
-                  top_p=row(top_p, tf.float32), seed=row(seed, tf.int32))
+  out = signature(
+    prompt=tf.constant(prompts),
+    max_new_tokens=row(max_new, tf.int32),
+    temperature=row(temperature, tf.float32),
+    top_k=row(top_k, tf.int32),
+    top_p=row(top_p, tf.float32),
+    seed=row(seed, tf.int32),
+  )
   return [t.decode() for t in out[contract.GENERATED_TEXT].numpy()]
 
 
@@ -192,32 +218,49 @@ PROMPTS = ['the film was', 'a', 'night river stone cloud bird house tree world p
 
 
 def test_exported_greedy_text_is_keras_hubs_and_loads_with_only_tensorflow_text(
-    lm, exported, clm_data, tmp_path):
+  lm, exported, clm_data, tmp_path
+):
   _, model = lm
   path, signature = exported
   # The prompts' ids as the export tokenizes them ([SEP] first).
-  examples = [tf.train.Example(features=tf.train.Features(feature={
-    contract.TEXT_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[p.encode()]))}))
-    .SerializeToString() for p in PROMPTS]
+  examples = [
+    tf.train.Example(
+      features=tf.train.Features(
+        feature={
+          contract.TEXT_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[p.encode()]))
+        }
+      )
+    ).SerializeToString()
+    for p in PROMPTS
+  ]
   loaded = tf.saved_model.load(path)
   ids = loaded.signatures[contract.TRANSFORM_FEATURES](examples=tf.constant(examples))
-  prompts = [[SEP] + [int(t) for t in row if t != contract.PAD_ID]
-             for row in ids[contract.TOKEN_IDS_KEY].numpy()]
+  prompts = [
+    [SEP] + [int(t) for t in row if t != contract.PAD_ID]
+    for row in ids[contract.TOKEN_IDS_KEY].numpy()
+  ]
   length = 24
   max_new = [min(12, length - len(p)) for p in prompts]
-  expected_ids = _keras_hub_greedy(model, prompts, max(len(p) + n for p, n in
-                                                       zip(prompts, max_new)), SEP)
+  expected_ids = _keras_hub_greedy(
+    model, prompts, max(len(p) + n for p, n in zip(prompts, max_new)), SEP
+  )
   expected_ids = [r[:n] for r, n in zip(expected_ids, max_new)]
   vocab = clm_data['vocab']
-  expected = [tokenizers.decode_tokens(tf.constant([[vocab[t] for t in r] or ['']]),
-                                       tf.constant([[True] * len(r) or [False]]),
-                                       contract.WORDPIECE).numpy()[0].decode()
-              for r in expected_ids]
+  expected = [
+    tokenizers.decode_tokens(
+      tf.constant([[vocab[t] for t in r] or ['']]),
+      tf.constant([[True] * len(r) or [False]]),
+      contract.WORDPIECE,
+    )
+    .numpy()[0]
+    .decode()
+    for r in expected_ids
+  ]
   got = _call(signature, PROMPTS, max_new)
   assert got == expected
   assert any(len(r) >= 3 for r in expected_ids)
 
-  script = textwrap.dedent(f'''
+  script = textwrap.dedent(f"""
     import json, sys
     import tensorflow as tf, tensorflow_text  # noqa: F401
     signature = tf.saved_model.load({path!r}).signatures['generate']
@@ -227,10 +270,16 @@ def test_exported_greedy_text_is_keras_hubs_and_loads_with_only_tensorflow_text(
                     top_p=tf.ones([b]), seed=tf.zeros([b], tf.int32))
     assert 'keras_hub' not in sys.modules and 'keras' not in sys.modules, 'keras was imported'
     print(json.dumps([t.decode() for t in out['text'].numpy()]))
-  ''')
+  """)
   env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
-  result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
-                          cwd=str(tmp_path), env=env, timeout=300)
+  result = subprocess.run(
+    [sys.executable, '-c', script],
+    capture_output=True,
+    text=True,
+    cwd=str(tmp_path),
+    env=env,
+    timeout=300,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   assert json.loads(result.stdout.strip().splitlines()[-1]) == got
 
@@ -240,8 +289,8 @@ def test_rows_of_one_batch_take_their_own_controls(exported):
   prompt, other = PROMPTS[0], PROMPTS[2]
   rows = [  # (prompt, max_new_tokens, temperature, top_k, top_p, seed)
     (prompt, 10, 0.0, 0, 1.0, 0),
-    (prompt, 10, 0.7, 1, 1.0, 3),    # top_k 1 is greedy whatever the temperature
-    (prompt, 10, 1.0, 0, 1e-6, 4),   # so is a vanishing top_p
+    (prompt, 10, 0.7, 1, 1.0, 3),  # top_k 1 is greedy whatever the temperature
+    (prompt, 10, 1.0, 0, 1e-6, 4),  # so is a vanishing top_p
     (other, 6, 1.5, 0, 1.0, 5),
     (other, 0, 1.0, 5, 0.9, 6),
     (other, 3, 0.0, 0, 1.0, 7),
@@ -269,12 +318,18 @@ def test_max_new_tokens_is_bounded_at_export(exported):
     with pytest.raises(tf.errors.InvalidArgumentError, match='max_new_tokens'):
       _call(signature, [PROMPTS[0]], bad)
   with pytest.raises(tf.errors.InvalidArgumentError, match='one value per prompt'):
-    signature(prompt=tf.constant(PROMPTS[:2]), max_new_tokens=tf.constant([3]),
-              temperature=tf.zeros([2]), top_k=tf.zeros([2], tf.int32), top_p=tf.ones([2]),
-              seed=tf.zeros([2], tf.int32))
+    signature(
+      prompt=tf.constant(PROMPTS[:2]),
+      max_new_tokens=tf.constant([3]),
+      temperature=tf.zeros([2]),
+      top_k=tf.zeros([2], tf.int32),
+      top_p=tf.ones([2]),
+      seed=tf.zeros([2], tf.int32),
+    )
 
 
 # -- through the server ------------------------------------------------------------------------
+
 
 def _pushed(path, base, name):
   """Copies an exported model to <base>/<name>/1, the layout the Pusher writes."""
@@ -285,8 +340,11 @@ def _pushed(path, base, name):
 @pytest.fixture(scope='module')
 def served(exported, tmp_path_factory):
   base = str(tmp_path_factory.mktemp('serving'))
-  server = server_lib.build([_pushed(exported[0], base, 'lm')], poll_wait_seconds=0,
-                            options=server_lib.ServerOptions(grpc_port=0, rest_port=0)).start()
+  server = server_lib.build(
+    [_pushed(exported[0], base, 'lm')],
+    poll_wait_seconds=0,
+    options=server_lib.ServerOptions(grpc_port=0, rest_port=0),
+  ).start()
   yield server
   server.stop(grace_seconds=5)
 
@@ -296,14 +354,26 @@ def test_generate_through_the_server_in_both_rest_formats_and_grpc(exported, ser
   rows = client.generation_rows(PROMPTS, 8, temperature=0.9, top_k=5, top_p=0.95, seed=11)
   rows[0][contract.TEMPERATURE_INPUT] = 0.0
   rows[1][contract.MAX_NEW_TOKENS_INPUT] = 3
-  expected = _call(signature, *[[r[k] for r in rows] for k in (
-    contract.PROMPT_INPUT, contract.MAX_NEW_TOKENS_INPUT, contract.TEMPERATURE_INPUT,
-    contract.TOP_K_INPUT, contract.TOP_P_INPUT, contract.SEED_INPUT)])
+  expected = _call(
+    signature,
+    *[
+      [r[k] for r in rows]
+      for k in (
+        contract.PROMPT_INPUT,
+        contract.MAX_NEW_TOKENS_INPUT,
+        contract.TEMPERATURE_INPUT,
+        contract.TOP_K_INPUT,
+        contract.TOP_P_INPUT,
+        contract.SEED_INPUT,
+      )
+    ],
+  )
   rest = client.RestClient(f'http://127.0.0.1:{served.rest_port}')
   assert rest.generate('lm', rows)[contract.GENERATED_TEXT] == expected  # "instances" rows
   columns = {k: [r[k] for r in rows] for k in rows[0]}
-  answer = rest.request(f'{rest.url}/v1/models/lm:predict',
-                        {'signature_name': contract.GENERATE, 'inputs': columns})
+  answer = rest.request(
+    f'{rest.url}/v1/models/lm:predict', {'signature_name': contract.GENERATE, 'inputs': columns}
+  )
   assert answer['outputs'] == expected
   _, outputs = client.GrpcClient(f'127.0.0.1:{served.grpc_port}').generate('lm', rows)
   assert [t.decode() for t in outputs[contract.GENERATED_TEXT]] == expected
@@ -321,8 +391,9 @@ class _Spin(tf.Module):
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name='n')])
   def spin(self, n):
-    total = tf.while_loop(lambda i, x: i < n[0], lambda i, x: (i + 1, x + tf.sin(x) + 1.0),
-                          (0, 0.0))[1]
+    total = tf.while_loop(
+      lambda i, x: i < n[0], lambda i, x: (i + 1, x + tf.sin(x) + 1.0), (0, 0.0)
+    )[1]
     return {'y': tf.fill(tf.shape(n), total)}
 
 
@@ -331,13 +402,15 @@ def test_a_call_past_its_deadline_is_answered_and_frees_the_request_thread(tmp_p
   path = str(tmp_path / 'export')
   tf.saved_model.save(module, path, signatures={'serving_default': module.spin})
   options = server_lib.ServerOptions(grpc_port=0, rest_port=0, rest_timeout_seconds=0.5)
-  server = server_lib.build([_pushed(path, str(tmp_path / 'models'), 'spin')],
-                            poll_wait_seconds=0, options=options).start()
+  server = server_lib.build(
+    [_pushed(path, str(tmp_path / 'models'), 'spin')], poll_wait_seconds=0, options=options
+  ).start()
   try:
     rest = client.RestClient(f'http://127.0.0.1:{server.rest_port}')
     url = f'{rest.url}/v1/models/spin:predict'
-    assert rest.request(url, {'instances': [10]})['predictions'] == [pytest.approx(
-      module.spin(tf.constant([10]))['y'].numpy()[0])]
+    assert rest.request(url, {'instances': [10]})['predictions'] == [
+      pytest.approx(module.spin(tf.constant([10]))['y'].numpy()[0])
+    ]
     slow = 100_000  # seconds of loop steps on any machine
     started = time.monotonic()
     with pytest.raises(RuntimeError, match='HTTP 504.*deadline exceeded'):
@@ -347,7 +420,8 @@ def test_a_call_past_its_deadline_is_answered_and_frees_the_request_thread(tmp_p
     request.model_spec.name = 'spin'
     request.inputs['n'].CopyFrom(tf.make_tensor_proto([slow], dtype=tf.int32))
     stub = prediction_service_pb2_grpc.PredictionServiceStub(
-      grpc.insecure_channel(f'127.0.0.1:{server.grpc_port}'))
+      grpc.insecure_channel(f'127.0.0.1:{server.grpc_port}')
+    )
     started = time.monotonic()
     with pytest.raises(grpc.RpcError) as error:
       stub.Predict(request, timeout=0.5)

@@ -18,15 +18,21 @@ def _batch(rows=256, seq_len=64, seed=0):
   for row, length in enumerate(lengths):
     ids[row, 0] = contract.CLS_ID
     ids[row, length] = contract.SEP_ID
-    ids[row, length + 1:] = contract.PAD_ID
+    ids[row, length + 1 :] = contract.PAD_ID
   ids[:, 5] = contract.UNK_ID
   return tf.constant(ids, tf.int32)
 
 
 def _mask(ids, seed, rate=0.15):
-  return inputs.mask_tokens(ids, tf.constant(seed, tf.int64), vocab_size=VOCAB, mask_rate=rate,
-                            mask_token_rate=0.8, random_token_rate=0.1,
-                            num_predictions=inputs.max_predictions(ids.shape[1], rate))
+  return inputs.mask_tokens(
+    ids,
+    tf.constant(seed, tf.int64),
+    vocab_size=VOCAB,
+    mask_rate=rate,
+    mask_token_rate=0.8,
+    random_token_rate=0.1,
+    num_predictions=inputs.max_predictions(ids.shape[1], rate),
+  )
 
 
 def test_masking_chooses_15_percent_of_maskable_tokens_never_special():
@@ -80,11 +86,12 @@ def test_rows_without_maskable_tokens_get_no_weight():
 def test_packing_keeps_every_token_in_order_with_sep_between_documents():
   docs = [[10, 11, 12], [20, 21], [30, 31, 32, 33], [40], [50, 51, 52]]
   dataset = tf.data.Dataset.from_tensors(tf.ragged.constant(docs[:2], tf.int32)).concatenate(
-    tf.data.Dataset.from_tensors(tf.ragged.constant(docs[2:], tf.int32)))
+    tf.data.Dataset.from_tensors(tf.ragged.constant(docs[2:], tf.int32))
+  )
   windows = [w.numpy().tolist() for w in inputs.pack_documents(dataset, window=5)]
   stream = [t for d in docs for t in d + [contract.SEP_ID]]
   assert all(len(w) == 5 for w in windows)
-  assert [t for w in windows for t in w] == stream[:len(windows) * 5]
+  assert [t for w in windows for t in w] == stream[: len(windows) * 5]
   assert len(stream) - len(windows) * 5 < 5  # only the incomplete tail is dropped
   assert contract.PAD_ID not in [t for w in windows for t in w]
 
@@ -95,26 +102,40 @@ def _write_classify_records(path, rows):
       feature = {
         contract.TOKEN_IDS_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=ids)),
         contract.TRANSFORMED_LABEL_KEY: tf.train.Feature(
-          int64_list=tf.train.Int64List(value=[label]))}
-      writer.write(tf.train.Example(
-        features=tf.train.Features(feature=feature)).SerializeToString())
+          int64_list=tf.train.Int64List(value=[label])
+        ),
+      }
+      writer.write(
+        tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+      )
 
 
 def test_classify_batches_ignore_labels_unknown_to_the_vocabulary(tmp_path):
   from trainer.config import TrainerConfig
+
   seq_len = 6
   rows = [([2, 10, 3, 0, 0, 0], 0), ([2, 11, 12, 3, 0, 0], -1), ([2, 13, 3, 0, 0, 0], 1)]
   _write_classify_records(str(tmp_path / 'part.gz'), rows)
-  spec = {contract.TOKEN_IDS_KEY: tf.io.FixedLenFeature([seq_len], tf.int64),
-          contract.TRANSFORMED_LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
+  spec = {
+    contract.TOKEN_IDS_KEY: tf.io.FixedLenFeature([seq_len], tf.int64),
+    contract.TRANSFORMED_LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
+  }
   config = TrainerConfig(task='classify', seq_len=seq_len)
-  dataset = inputs.make_dataset([str(tmp_path / '*.gz')], spec, config, vocab_size=20,
-                                batch_size=3, training=False, seed=0)
+  dataset = inputs.make_dataset(
+    [str(tmp_path / '*.gz')], spec, config, vocab_size=20, batch_size=3, training=False, seed=0
+  )
   x, y = next(iter(dataset))
   np.testing.assert_array_equal(x[inputs.TOKEN_IDS].numpy(), [r[0] for r in rows])
   np.testing.assert_array_equal(x[inputs.PADDING_MASK].numpy()[1], [1, 1, 1, 1, 0, 0])
   np.testing.assert_array_equal(y[inputs.LABELS].numpy(), [0, 0, 1])
   np.testing.assert_array_equal(y[inputs.WEIGHTS].numpy(), [1, 0, 1])
   with pytest.raises(ValueError, match='no TFRecord files match'):
-    inputs.make_dataset([str(tmp_path / 'absent-*')], spec, config, vocab_size=20, batch_size=3,
-                        training=False, seed=0)
+    inputs.make_dataset(
+      [str(tmp_path / 'absent-*')],
+      spec,
+      config,
+      vocab_size=20,
+      batch_size=3,
+      training=False,
+      seed=0,
+    )

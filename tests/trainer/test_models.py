@@ -11,8 +11,9 @@ VOCAB = 50
 
 
 def _config(task, **overrides):
-  values = dict(task=task, num_layers=1, hidden_dim=16, num_heads=2, intermediate_dim=32,
-                seq_len=16)
+  values = dict(
+    task=task, num_layers=1, hidden_dim=16, num_heads=2, intermediate_dim=32, seq_len=16
+  )
   values.update(overrides)
   return TrainerConfig(**values)
 
@@ -22,11 +23,14 @@ def _inputs(batch=3, seq_len=16):
   return {models.TOKEN_IDS: ids, models.PADDING_MASK: np.ones_like(ids)}
 
 
-@pytest.mark.parametrize('task, family, shape', [
-  ('mlm', 'BertBackbone', (3, 3, VOCAB)),
-  ('clm', 'GPT2Backbone', (3, 16, VOCAB)),
-  ('classify', 'BertBackbone', (3, 4)),
-])
+@pytest.mark.parametrize(
+  'task, family, shape',
+  [
+    ('mlm', 'BertBackbone', (3, 3, VOCAB)),
+    ('clm', 'GPT2Backbone', (3, 16, VOCAB)),
+    ('classify', 'BertBackbone', (3, 4)),
+  ],
+)
 def test_task_models_output_float32_logits_even_under_mixed_precision(task, family, shape):
   previous = keras.mixed_precision.global_policy()
   keras.mixed_precision.set_global_policy('mixed_bfloat16')
@@ -53,8 +57,7 @@ def test_sizes_come_from_the_config():
 
 def test_classify_needs_two_classes():
   with pytest.raises(ValueError, match='at least 2 classes'):
-    models.build_model('classify', models.build_backbone(_config('classify'), VOCAB),
-                       num_classes=1)
+    models.build_model('classify', models.build_backbone(_config('classify'), VOCAB), num_classes=1)
 
 
 def test_backbone_from_a_local_preset(tmp_path):

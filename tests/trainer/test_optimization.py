@@ -24,8 +24,9 @@ def test_linear_warmup_then_linear_decay():
 
 
 def test_cosine_decay_with_floor():
-  schedule = optimization.WarmupDecay(2.0, total_steps=100, warmup_steps=0, decay='cosine',
-                                      end_ratio=0.1)
+  schedule = optimization.WarmupDecay(
+    2.0, total_steps=100, warmup_steps=0, decay='cosine', end_ratio=0.1
+  )
   assert _lr(schedule, 0) == pytest.approx(2.0)
   assert _lr(schedule, 50) == pytest.approx(0.2 + 1.8 * 0.5)
   assert _lr(schedule, 100) == pytest.approx(0.2)
@@ -48,8 +49,14 @@ def test_warmup_steps_for():
 
 
 def _backbone():
-  return keras_hub.models.BertBackbone(vocabulary_size=30, num_layers=1, num_heads=2,
-                                       hidden_dim=8, intermediate_dim=16, max_sequence_length=8)
+  return keras_hub.models.BertBackbone(
+    vocabulary_size=30,
+    num_layers=1,
+    num_heads=2,
+    hidden_dim=8,
+    intermediate_dim=16,
+    max_sequence_length=8,
+  )
 
 
 def test_no_decay_on_layer_norm_and_bias_only():
@@ -63,8 +70,9 @@ def test_no_decay_on_layer_norm_and_bias_only():
 
 def test_adamw_decays_kernels_but_not_excluded_weights():
   model = _backbone()
-  optimizer = optimization.create_optimizer(model, learning_rate=0.1, total_steps=10,
-                                            warmup_steps=0, weight_decay=0.5, clip_norm=1.0)
+  optimizer = optimization.create_optimizer(
+    model, learning_rate=0.1, total_steps=10, warmup_steps=0, weight_decay=0.5, clip_norm=1.0
+  )
   variables = model.trainable_variables
   before = {v.path: np.array(v) for v in variables}
   optimizer.apply_gradients([(keras.ops.zeros_like(v), v) for v in variables])
@@ -78,7 +86,8 @@ def test_adamw_decays_kernels_but_not_excluded_weights():
 
 
 def test_loss_scaling_wraps_the_optimizer():
-  optimizer = optimization.create_optimizer(_backbone(), learning_rate=0.1, total_steps=10,
-                                            warmup_steps=1, loss_scaling=True)
+  optimizer = optimization.create_optimizer(
+    _backbone(), learning_rate=0.1, total_steps=10, warmup_steps=1, loss_scaling=True
+  )
   assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
   assert float(optimization.current_learning_rate(optimizer)) == pytest.approx(0.1)

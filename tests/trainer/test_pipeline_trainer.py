@@ -36,7 +36,8 @@ def _trainer(component_id, transformed, config, steps, base_model=None):
     base_model=base_model,
     train_args=tfx.proto.TrainArgs(num_steps=steps),
     eval_args=tfx.proto.EvalArgs(num_steps=2),
-    custom_config={contract.TRAINER_CONFIG_KEY: config}).with_id(component_id)
+    custom_config={contract.TRAINER_CONFIG_KEY: config},
+  ).with_id(component_id)
 
 
 @pytest.fixture(scope='module')
@@ -51,31 +52,52 @@ def pipeline_root(tmp_path_factory):
 
   examples = example_gen.create_example_gen('csv', data, text_column='text', label_column='label')
   schema = tfx.components.ImportSchemaGen(
-    schema_file=os.path.join(REPO, 'schemas', 'labeled', 'schema.pbtxt'))
+    schema_file=os.path.join(REPO, 'schemas', 'labeled', 'schema.pbtxt')
+  )
   vocab = vocabulary.Vocabulary(examples=examples.outputs['examples'], vocab_size=80, min_count=1)
   mlm_transform = transform.create_transform(
-    examples.outputs['examples'], schema.outputs['schema'], vocab.outputs['vocabulary'],
-    trainer_config=TrainerConfig(task='mlm', seq_len=SEQ_LEN)).with_id('MlmTransform')
+    examples.outputs['examples'],
+    schema.outputs['schema'],
+    vocab.outputs['vocabulary'],
+    trainer_config=TrainerConfig(task='mlm', seq_len=SEQ_LEN),
+  ).with_id('MlmTransform')
   classify_transform = transform.create_transform(
-    examples.outputs['examples'], schema.outputs['schema'], vocab.outputs['vocabulary'],
-    trainer_config=TrainerConfig(task='classify', seq_len=SEQ_LEN)).with_id(
-    'ClassifyTransform')
-  common = {**BACKBONE, 'seq_len': SEQ_LEN, 'per_replica_batch_size': 8, 'eval_every_steps': 10,
-            'log_every_steps': 5, 'strategy': 'auto', 'shuffle_buffer': 64, 'warmup_steps': 1}
-  pretrainer = _trainer('PretrainTrainer', mlm_transform,
-                        {**common, 'task': 'mlm', 'learning_rate': 3e-3}, steps=10)
+    examples.outputs['examples'],
+    schema.outputs['schema'],
+    vocab.outputs['vocabulary'],
+    trainer_config=TrainerConfig(task='classify', seq_len=SEQ_LEN),
+  ).with_id('ClassifyTransform')
+  common = {
+    **BACKBONE,
+    'seq_len': SEQ_LEN,
+    'per_replica_batch_size': 8,
+    'eval_every_steps': 10,
+    'log_every_steps': 5,
+    'strategy': 'auto',
+    'shuffle_buffer': 64,
+    'warmup_steps': 1,
+  }
+  pretrainer = _trainer(
+    'PretrainTrainer', mlm_transform, {**common, 'task': 'mlm', 'learning_rate': 3e-3}, steps=10
+  )
   # A learning rate this small leaves the backbone where the warm start put it.
-  finetuner = _trainer('Trainer', classify_transform,
-                       {**common, 'task': 'classify', 'learning_rate': 1e-9, 'weight_decay': 0.0},
-                       steps=10, base_model=pretrainer.outputs['model'])
+  finetuner = _trainer(
+    'Trainer',
+    classify_transform,
+    {**common, 'task': 'classify', 'learning_rate': 1e-9, 'weight_decay': 0.0},
+    steps=10,
+    base_model=pretrainer.outputs['model'],
+  )
   root = os.path.join(tmp, 'root')
   pipeline = tfx.dsl.Pipeline(
-    pipeline_name='trainer-e2e', pipeline_root=root,
-    components=[examples, schema, vocab, mlm_transform, classify_transform, pretrainer,
-                finetuner],
+    pipeline_name='trainer-e2e',
+    pipeline_root=root,
+    components=[examples, schema, vocab, mlm_transform, classify_transform, pretrainer, finetuner],
     metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-      os.path.join(tmp, 'metadata.sqlite')),
-    beam_pipeline_args=['--direct_running_mode=in_memory'])
+      os.path.join(tmp, 'metadata.sqlite')
+    ),
+    beam_pipeline_args=['--direct_running_mode=in_memory'],
+  )
   tfx.orchestration.LocalDagRunner().run(pipeline)
   return root
 
@@ -85,7 +107,8 @@ def test_trainer_components_export_serving_models(pipeline_root):
     serving = os.path.join(_uri(pipeline_root, component_id, 'model'), 'Format-Serving')
     model = tf.saved_model.load(serving)
     assert {contract.SERVING_DEFAULT, contract.PREDICT_TEXT, contract.TRANSFORM_FEATURES} <= set(
-      model.signatures)
+      model.signatures
+    )
     with open(os.path.join(serving, contract.EXTRA_DIR, contract.TRAINER_CONFIG_FILE)) as f:
       used = json.load(f)
     assert (used['task'], used['train_steps'], used['eval_steps']) == (task, 10, 2)
@@ -100,6 +123,7 @@ def test_classify_backbone_starts_from_the_base_model(pipeline_root):
   def weights(component_id):
     serving = os.path.join(_uri(pipeline_root, component_id, 'model'), 'Format-Serving')
     return np.load(os.path.join(serving, contract.EXTRA_DIR, contract.BACKBONE_WEIGHTS_FILE))
+
   pretrained, finetuned = weights('PretrainTrainer'), weights('Trainer')
   assert set(pretrained.files) == set(finetuned.files)
   for name in pretrained.files:

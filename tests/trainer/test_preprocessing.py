@@ -17,22 +17,28 @@ from tfxlm import contract
 from trainer import preprocessing, tokenizers
 from trainer.config import TrainerConfig
 
-TEXTS = ['The quick brown fox jumps over the lazy dog.', 'A quick brown dog outpaces a quick fox!',
-         'Foxes and dogs are friends, said the fox.', 'Café au lait, s’il vous plaît.',
-         'The dog barked; the fox ran.']
-
+TEXTS = [
+  'The quick brown fox jumps over the lazy dog.',
+  'A quick brown dog outpaces a quick fox!',
+  'Foxes and dogs are friends, said the fox.',
+  'Café au lait, s’il vous plaît.',
+  'The dog barked; the fox ran.',
+]
 
 
 def _custom_config(vocab_uri, task, seq_len):
   """What the Transform executor hands preprocessing_fn for a stage with this task."""
-  return {contract.VOCAB_URI_KEY: vocab_uri,
-          **TrainerConfig(task=task, seq_len=seq_len).transform_custom_config()}
+  return {
+    contract.VOCAB_URI_KEY: vocab_uri,
+    **TrainerConfig(task=task, seq_len=seq_len).transform_custom_config(),
+  }
+
 
 def _vocab_dir(path, **normalization):
   normalization = {'lowercase': True, 'strip_accents': True, 'nfkc': True, **normalization}
   counts = collections.Counter(
-    w for t in TEXTS
-    for w in vocabulary.split_words(vocabulary.normalize_text(t, **normalization)))
+    w for t in TEXTS for w in vocabulary.split_words(vocabulary.normalize_text(t, **normalization))
+  )
   tokens = vocabulary.learn_wordpiece_vocab(counts.items(), 80)
   os.makedirs(path, exist_ok=True)
   with open(os.path.join(path, 'vocab.txt'), 'w') as f:
@@ -42,8 +48,17 @@ def _vocab_dir(path, **normalization):
   return str(path), tokens
 
 
-@pytest.mark.parametrize('flags', [(True, True, True), (False, False, False), (True, False, True),
-                                   (False, True, False), (True, True, False), (True, False, False)])
+@pytest.mark.parametrize(
+  'flags',
+  [
+    (True, True, True),
+    (False, False, False),
+    (True, False, True),
+    (False, True, False),
+    (True, True, False),
+    (True, False, False),
+  ],
+)
 def test_tf_normalization_matches_the_vocabulary_component(flags):
   meta = dict(zip(('lowercase', 'strip_accents', 'nfkc'), flags))
   samples = ['Straße Café', 'ＡＢＣ ﬁne', 'Ǆemal naïve RÉSUMÉ', 'plain text', '', 'Ⅻ ㎏ ①']
@@ -55,8 +70,9 @@ def test_frame_adds_cls_sep_pads_and_truncates():
   ids = tf.ragged.constant([[7, 8, 9, 10, 11], [], [7]], dtype=tf.int64)
   framed = preprocessing.frame(ids, 5).numpy()
   cls, sep, pad = contract.CLS_ID, contract.SEP_ID, contract.PAD_ID
-  np.testing.assert_array_equal(framed, [[cls, 7, 8, 9, sep], [cls, sep, pad, pad, pad],
-                                         [cls, 7, sep, pad, pad]])
+  np.testing.assert_array_equal(
+    framed, [[cls, 7, 8, 9, sep], [cls, sep, pad, pad, pad], [cls, 7, sep, pad, pad]]
+  )
 
 
 def test_tokenize_matches_python_pipeline(tmp_path):
@@ -83,7 +99,8 @@ def _analyze_and_transform(tmp_path, rows, config):
   data = [{k: [v.encode()] for k, v in row.items()} for row in rows]
   with tft_beam.Context(temp_dir=str(tmp_path / 'tft-tmp'), force_tf_compat_v1=False):
     (out, _), transform_fn = (data, metadata) | tft_beam.AnalyzeAndTransformDataset(
-      lambda inputs: preprocessing.preprocessing_fn(inputs, config))
+      lambda inputs: preprocessing.preprocessing_fn(inputs, config)
+    )
     _ = transform_fn | tft_beam.WriteTransformFn(str(tmp_path / 'transform'))
   return out, tft.TFTransformOutput(str(tmp_path / 'transform'))
 
@@ -91,28 +108,38 @@ def _analyze_and_transform(tmp_path, rows, config):
 def test_classify_outputs_and_sorted_label_vocab(tmp_path):
   uri, tokens = _vocab_dir(tmp_path / 'v')
   big = 'the quick fox. ' * (5 * 1024 * 1024 // 15)  # A 5 MB single-line document.
-  rows = [{'text': t, 'label': lab} for t, lab in zip(TEXTS + [big, '  '],
-                                                     ['pos', 'neg', 'pos', 'mixed', 'neg', 'pos',
-                                                      'neg'])]
-  out, tft_output = _analyze_and_transform(
-    tmp_path, rows, _custom_config(uri, 'classify', 8))
+  rows = [
+    {'text': t, 'label': lab}
+    for t, lab in zip(TEXTS + [big, '  '], ['pos', 'neg', 'pos', 'mixed', 'neg', 'pos', 'neg'])
+  ]
+  out, tft_output = _analyze_and_transform(tmp_path, rows, _custom_config(uri, 'classify', 8))
   with open(tft_output.vocabulary_file_by_name(contract.LABEL_VOCAB_NAME)) as f:
     labels = f.read().splitlines()
   assert labels == ['mixed', 'neg', 'pos']
   assert [labels[o['label']] for o in out] == [r['label'] for r in rows]
   ids = [list(o['token_ids']) for o in out]
   assert all(len(i) == 8 for i in ids)
-  assert [tokens[i] for i in ids[5]] == ['[CLS]', 'the', 'quick', 'fox', '.', 'the', 'quick',
-                                       '[SEP]']
+  assert [tokens[i] for i in ids[5]] == [
+    '[CLS]',
+    'the',
+    'quick',
+    'fox',
+    '.',
+    'the',
+    'quick',
+    '[SEP]',
+  ]
   assert ids[6] == [contract.CLS_ID, contract.SEP_ID] + [contract.PAD_ID] * 6
 
 
 def test_corpus_outputs_variable_length_ids(tmp_path):
   uri, tokens = _vocab_dir(tmp_path / 'v')
   out, tft_output = _analyze_and_transform(
-    tmp_path, [{'text': t} for t in TEXTS], _custom_config(uri, 'mlm', 8))
+    tmp_path, [{'text': t} for t in TEXTS], _custom_config(uri, 'mlm', 8)
+  )
   assert tft_output.transformed_feature_spec() == {
-    contract.TOKEN_IDS_KEY: tf.io.VarLenFeature(tf.int64)}
+    contract.TOKEN_IDS_KEY: tf.io.VarLenFeature(tf.int64)
+  }
   for text, row in zip(TEXTS, out):
     pieces = [tokens[i] for i in row['token_ids']]
     rebuilt = ''.join(p[2:] if p.startswith('##') else ' ' + p for p in pieces).strip()
@@ -131,7 +158,8 @@ def test_transform_graph_is_self_contained(tmp_path):
   shutil.rmtree(uri)
   moved = tft.TFTransformOutput(str(tmp_path / 'moved'))
   served = moved.transform_features_layer()({'text': tf.constant([[t] for t in TEXTS])})
-  np.testing.assert_array_equal(served[contract.TOKEN_IDS_KEY].numpy(),
-                                [o['token_ids'] for o in out])
+  np.testing.assert_array_equal(
+    served[contract.TOKEN_IDS_KEY].numpy(), [o['token_ids'] for o in out]
+  )
   with open(moved.vocabulary_file_by_name(contract.TOKEN_VOCAB_NAME)) as f:
     assert f.readline().strip() == contract.PAD

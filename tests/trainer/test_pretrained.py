@@ -20,8 +20,14 @@ SEQ_LEN = 16
 
 
 def _config(task_name, preset, **overrides):
-  config = trainer_data.tiny_config(task_name, preset=preset, train_steps=12, eval_every_steps=6,
-                                    checkpoint_every_steps=6, per_replica_batch_size=8)
+  config = trainer_data.tiny_config(
+    task_name,
+    preset=preset,
+    train_steps=12,
+    eval_every_steps=6,
+    checkpoint_every_steps=6,
+    per_replica_batch_size=8,
+  )
   for size_key in ('num_layers', 'hidden_dim', 'num_heads', 'intermediate_dim'):
     config.pop(size_key)
   config.update(overrides)
@@ -35,8 +41,9 @@ def _data(tmp, task_name, preset):
     rows = (trainer_data.labeled_texts(160, 1), trainer_data.labeled_texts(48, 2))
   else:
     rows = (trainer_data.corpus_texts(120, 1), trainer_data.corpus_texts(40, 2))
-  return trainer_data.transform_data(os.path.join(tmp, 'data'), task_name, *rows, SEQ_LEN,
-                                     vocab_dir=vocab_dir)
+  return trainer_data.transform_data(
+    os.path.join(tmp, 'data'), task_name, *rows, SEQ_LEN, vocab_dir=vocab_dir
+  )
 
 
 @pytest.fixture(scope='module')
@@ -57,7 +64,8 @@ def test_classify_warm_starts_from_a_bert_preset_and_serves(bert, tmp_path):
   data = _data(str(tmp_path), contract.CLASSIFY, bert)
   config = TrainerConfig.from_dict(_config(contract.CLASSIFY, bert))
   vocabularies = task.Vocabularies.from_tft_output(
-    tft.TFTransformOutput(data['transform_graph']), contract.CLASSIFY)
+    tft.TFTransformOutput(data['transform_graph']), contract.CLASSIFY
+  )
   assert vocabularies.kind == contract.PRESET_WORDPIECE
   assert vocabularies.special.start == vocabularies.tokens.index('[CLS]') != contract.CLS_ID
   model = task.build_task_model(config, vocabularies)
@@ -90,21 +98,31 @@ def test_clm_fine_tunes_a_gpt2_preset_generates_and_writes_a_preset_back(gpt2, t
   tft_output = tft.TFTransformOutput(data['transform_graph'])
   vocabularies = task.Vocabularies.from_tft_output(tft_output, contract.CLM)
   config = TrainerConfig.from_dict(_config(contract.CLM, gpt2))
-  module = export.ExportModule(task.build_task_model(config, vocabularies), tft_output, config,
-                               vocabularies.tokens, kind=vocabularies.kind,
-                               special=vocabularies.special)
+  module = export.ExportModule(
+    task.build_task_model(config, vocabularies),
+    tft_output,
+    config,
+    vocabularies.tokens,
+    kind=vocabularies.kind,
+    special=vocabularies.special,
+  )
   special = vocabularies.special
   assert module.generator.end_id == special.end == vocabularies.tokens.index('<|endoftext|>')
   assert set(np.flatnonzero(module.generator.banned.numpy())) == set(special.reserved) - {
-    special.end}
+    special.end
+  }
 
   args = trainer_data.fn_args(data, str(tmp_path / 'run'), _config(contract.CLM, gpt2))
   task.run_fn(args)
   served = tf.saved_model.load(args.serving_model_dir)
   generated = served.signatures[contract.GENERATE](
-    prompt=tf.constant(['the film', '']), max_new_tokens=tf.constant([6, 6]),
-    temperature=tf.zeros([2]), top_k=tf.zeros([2], tf.int32), top_p=tf.ones([2]),
-    seed=tf.zeros([2], tf.int32))[contract.GENERATED_TEXT].numpy()
+    prompt=tf.constant(['the film', '']),
+    max_new_tokens=tf.constant([6, 6]),
+    temperature=tf.zeros([2]),
+    top_k=tf.zeros([2], tf.int32),
+    top_p=tf.ones([2]),
+    seed=tf.zeros([2], tf.int32),
+  )[contract.GENERATED_TEXT].numpy()
   assert len(generated) == 2 and all(isinstance(g.decode(), str) for g in generated)
 
   # The preset written beside the SavedModel: keras-hub loads it and scores a text exactly as
@@ -117,8 +135,7 @@ def test_clm_fine_tunes_a_gpt2_preset_generates_and_writes_a_preset_back(gpt2, t
   context, targets = np.array([ids[:-1]]), np.array(ids[1:])
   hidden = backbone({'token_ids': context, 'padding_mask': np.ones_like(context)})
   logits = keras.ops.convert_to_numpy(backbone.token_embedding(hidden, reverse=True))[0]
-  logprobs = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1,
-                                                                               keepdims=True))
+  logprobs = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True))
   logprobs -= logits.max(-1, keepdims=True)
   want = logprobs[np.arange(len(targets)), targets].sum()
   got = served.signatures[contract.PREDICT_TEXT](text=tf.constant([text]))
@@ -138,7 +155,8 @@ def test_base_model_is_a_trainer_output_or_a_pushed_folder(tmp_path):
   for model_dir in (artifact / task.SERVING_FORMAT_DIR, pushed):
     os.makedirs(model_dir / contract.EXTRA_DIR)
     models.save_backbone_weights(
-      earlier.backbone, str(model_dir / contract.EXTRA_DIR / contract.BACKBONE_WEIGHTS_FILE))
+      earlier.backbone, str(model_dir / contract.EXTRA_DIR / contract.BACKBONE_WEIGHTS_FILE)
+    )
   for base_model in (artifact / task.SERVING_FORMAT_DIR, pushed / task.SERVING_FORMAT_DIR):
     model = task.build_task_model(config, vocabularies, base_model=str(base_model))
     for path, value in _weights(model.backbone).items():
@@ -149,7 +167,8 @@ def test_base_model_is_a_trainer_output_or_a_pushed_folder(tmp_path):
 
 @pytest.mark.parametrize('task_name', [contract.MLM, contract.CLASSIFY, contract.CLM])
 def test_the_vocabulary_step_refuses_a_preset_the_trainer_cannot_fine_tune(
-    task_name, bert, gpt2, tmp_path):
+  task_name, bert, gpt2, tmp_path
+):
   albert = presets.albert_preset(str(tmp_path / 'albert'))
   supported = {contract.MLM: bert, contract.CLASSIFY: bert, contract.CLM: gpt2}[task_name]
   tokenizers.check_preset_for_task(supported, task_name)
@@ -159,14 +178,17 @@ def test_the_vocabulary_step_refuses_a_preset_the_trainer_cannot_fine_tune(
     if task_name == contract.MLM and preset == gpt2:
       assert 'GPT2Backbone preset has no mask token, which mlm needs' in str(error.value)
     else:
-      assert ('Trainer fine-tunes presets of these backbones only: BertBackbone for classify, '
-              'GPT2Backbone for clm, BertBackbone for mlm') in str(error.value)
+      assert (
+        'Trainer fine-tunes presets of these backbones only: BertBackbone for classify, '
+        'GPT2Backbone for clm, BertBackbone for mlm'
+      ) in str(error.value)
 
 
 def test_importing_a_tokenizer_without_a_mask_token_for_mlm_fails_with_what_to_do(gpt2, tmp_path):
-  with pytest.raises(ValueError, match='GPT2Tokenizer has no mask token, which mlm needs.*use '
-                                       'task clm'):
+  with pytest.raises(
+    ValueError, match='GPT2Tokenizer has no mask token, which mlm needs.*use task clm'
+  ):
     tokenizers.import_preset(gpt2, str(tmp_path / 'v'), task=contract.MLM)
   assert tokenizers.import_preset(gpt2, str(tmp_path / 'v'), task=contract.CLM)['kind'] == (
-    contract.PRESET_BPE)
-
+    contract.PRESET_BPE
+  )

@@ -38,27 +38,50 @@ def _run(data, tmp, config, **kwargs):
 @pytest.fixture(scope='module')
 def mlm_run(mlm_data, tmp_path_factory):
   config = trainer_data.tiny_config(
-    'mlm', **BACKBONE, train_steps=200, eval_every_steps=50, eval_steps=4, learning_rate=3e-3,
-    warmup_steps=10, per_replica_batch_size=32, mask_rate=0.25)
+    'mlm',
+    **BACKBONE,
+    train_steps=200,
+    eval_every_steps=50,
+    eval_steps=4,
+    learning_rate=3e-3,
+    warmup_steps=10,
+    per_replica_batch_size=32,
+    mask_rate=0.25,
+  )
   return _run(mlm_data, tmp_path_factory.mktemp('mlm_run'), config)
 
 
 @pytest.fixture(scope='module')
 def clm_run(clm_data, tmp_path_factory):
   # Also covers MirroredStrategy on one CPU device and bfloat16 mixed precision.
-  config = trainer_data.tiny_config('clm', train_steps=60, eval_every_steps=20,
-                                    strategy='mirrored', precision='mixed_bfloat16')
+  config = trainer_data.tiny_config(
+    'clm', train_steps=60, eval_every_steps=20, strategy='mirrored', precision='mixed_bfloat16'
+  )
   return _run(clm_data, tmp_path_factory.mktemp('clm_run'), config)
 
 
 @pytest.fixture(scope='module')
 def classify_run(classify_data, mlm_run, tmp_path_factory):
   # Steps come from the Trainer's TrainArgs/EvalArgs; gradients accumulate over 2 micro-batches.
-  config = trainer_data.tiny_config('classify', **BACKBONE, train_steps=None, eval_steps=None,
-                                    eval_every_steps=20, grad_accum_steps=2,
-                                    per_replica_batch_size=16, learning_rate=3e-3, warmup_steps=5)
-  return _run(classify_data, tmp_path_factory.mktemp('classify_run'), config,
-              base_model=mlm_run.serving_model_dir, train_steps=60, eval_steps=4)
+  config = trainer_data.tiny_config(
+    'classify',
+    **BACKBONE,
+    train_steps=None,
+    eval_steps=None,
+    eval_every_steps=20,
+    grad_accum_steps=2,
+    per_replica_batch_size=16,
+    learning_rate=3e-3,
+    warmup_steps=5,
+  )
+  return _run(
+    classify_data,
+    tmp_path_factory.mktemp('classify_run'),
+    config,
+    base_model=mlm_run.serving_model_dir,
+    train_steps=60,
+    eval_steps=4,
+  )
 
 
 def _perplexity_fall(history):
@@ -76,7 +99,9 @@ def test_mlm_perplexity_falls(mlm_run):
 def test_clm_perplexity_falls_in_bfloat16_under_mirrored(clm_run):
   history = _history(clm_run.model_run_dir)
   assert _perplexity_fall(history) >= 0.3, history
-  with open(os.path.join(clm_run.serving_model_dir, contract.EXTRA_DIR, contract.TRAINER_CONFIG_FILE)) as f:
+  with open(
+    os.path.join(clm_run.serving_model_dir, contract.EXTRA_DIR, contract.TRAINER_CONFIG_FILE)
+  ) as f:
     used = json.load(f)
   assert (used['strategy'], used['precision']) == ('mirrored', 'mixed_bfloat16')
 
@@ -90,17 +115,22 @@ def test_classify_learns_the_word_rule(classify_run):
 def test_warm_start_loads_the_pretrained_backbone(mlm_run, classify_data):
   config = TrainerConfig.from_dict(trainer_data.tiny_config('classify', **BACKBONE))
   vocabularies = task.Vocabularies.from_tft_output(
-    tft.TFTransformOutput(classify_data['transform_graph']), 'classify')
+    tft.TFTransformOutput(classify_data['transform_graph']), 'classify'
+  )
   model = task.build_task_model(config, vocabularies, base_model=mlm_run.serving_model_dir)
-  pretrained = np.load(os.path.join(mlm_run.serving_model_dir, contract.EXTRA_DIR,
-                                    contract.BACKBONE_WEIGHTS_FILE))
-  for name in ('token_embedding/embeddings',
-               'transformer_layer_1/self_attention_layer/query/kernel'):
+  pretrained = np.load(
+    os.path.join(mlm_run.serving_model_dir, contract.EXTRA_DIR, contract.BACKBONE_WEIGHTS_FILE)
+  )
+  for name in (
+    'token_embedding/embeddings',
+    'transformer_layer_1/self_attention_layer/query/kernel',
+  ):
     weight = next(w for w in model.backbone.weights if w.path == name)
     np.testing.assert_array_equal(np.array(weight), pretrained[name])
   fresh = task.build_task_model(config, vocabularies)
-  assert not np.array_equal(np.array(fresh.backbone.weights[0]),
-                            pretrained[fresh.backbone.weights[0].path])
+  assert not np.array_equal(
+    np.array(fresh.backbone.weights[0]), pretrained[fresh.backbone.weights[0].path]
+  )
 
 
 def test_warm_start_from_a_different_size_fails_loudly(mlm_run, classify_data, tmp_path):
@@ -113,14 +143,17 @@ def test_tensorboard_scalars(clm_run):
   tags = {}
   for split in (training.TRAIN_LOGS, training.EVAL_LOGS):
     pattern = os.path.join(clm_run.model_run_dir, split, 'events.out.tfevents.*')
-    tags[split] = {value.tag for path in tf.io.gfile.glob(pattern)
-                   for event in tf.compat.v1.train.summary_iterator(path)
-                   for value in event.summary.value}
+    tags[split] = {
+      value.tag
+      for path in tf.io.gfile.glob(pattern)
+      for event in tf.compat.v1.train.summary_iterator(path)
+      for value in event.summary.value
+    }
   assert {'loss', 'perplexity', 'learning_rate', 'tokens_per_second'} <= tags['train']
   assert {'loss', 'perplexity'} <= tags['eval']
 
 
-_FRESH_PROCESS = r'''
+_FRESH_PROCESS = r"""
 import json, sys
 import numpy as np
 import tensorflow as tf
@@ -134,7 +167,7 @@ for name, path in requests['models'].items():
     args = {k: tf.constant(v['value'], getattr(tf, v['dtype'])) for k, v in inputs.items()}
     out[f'{name}/{signature}'] = {k: v.numpy().tolist() for k, v in fn(**args).items()}
 json.dump(out, open(sys.argv[2], 'w'), default=lambda b: b.decode())
-'''
+"""
 
 
 def _example(text, label=None):
@@ -152,20 +185,32 @@ def _decode(value):
   return value
 
 
-def test_every_signature_answers_the_same_in_a_fresh_process(mlm_run, clm_run, classify_run,
-                                                             tmp_path):
+def test_every_signature_answers_the_same_in_a_fresh_process(
+  mlm_run, clm_run, classify_run, tmp_path
+):
   texts = ['good great film nice happy fine', 'a bad [MASK] movie night', 'river']
   examples = [_example(t, 'pos') for t in texts]
   strings = lambda values: {'value': values, 'dtype': 'string'}
-  common = {'serving_default': {'examples': strings([e.hex() for e in examples])},
-            'predict_text': {'text': strings(texts)},
-            'transform_features': {'examples': strings([e.hex() for e in examples])}}
-  calls = {'mlm': common, 'classify': common, 'clm': {**common, 'generate': {
-    'prompt': strings(texts), 'max_new_tokens': {'value': [6] * 3, 'dtype': 'int32'},
-    'temperature': {'value': [0.0] * 3, 'dtype': 'float32'},
-    'top_k': {'value': [0] * 3, 'dtype': 'int32'},
-    'top_p': {'value': [1.0] * 3, 'dtype': 'float32'},
-    'seed': {'value': [0] * 3, 'dtype': 'int32'}}}}
+  common = {
+    'serving_default': {'examples': strings([e.hex() for e in examples])},
+    'predict_text': {'text': strings(texts)},
+    'transform_features': {'examples': strings([e.hex() for e in examples])},
+  }
+  calls = {
+    'mlm': common,
+    'classify': common,
+    'clm': {
+      **common,
+      'generate': {
+        'prompt': strings(texts),
+        'max_new_tokens': {'value': [6] * 3, 'dtype': 'int32'},
+        'temperature': {'value': [0.0] * 3, 'dtype': 'float32'},
+        'top_k': {'value': [0] * 3, 'dtype': 'int32'},
+        'top_p': {'value': [1.0] * 3, 'dtype': 'float32'},
+        'seed': {'value': [0] * 3, 'dtype': 'int32'},
+      },
+    },
+  }
   runs = {'mlm': mlm_run, 'clm': clm_run, 'classify': classify_run}
   copies = {}
   for name, run in runs.items():
@@ -186,27 +231,33 @@ def test_every_signature_answers_the_same_in_a_fresh_process(mlm_run, clm_run, c
     model = tf.saved_model.load(run.serving_model_dir)
     for signature, inputs in calls[name].items():
       outputs = model.signatures[signature](**to_args(inputs))
-      expected[f'{name}/{signature}'] = {k: _decode(v.numpy().tolist())
-                                         for k, v in outputs.items()}
+      expected[f'{name}/{signature}'] = {k: _decode(v.numpy().tolist()) for k, v in outputs.items()}
   # The fresh process gets serialized examples as latin-1-safe hex; decode them there.
   script = _FRESH_PROCESS.replace(
     "args = {k: tf.constant(v['value'], getattr(tf, v['dtype'])) for k, v in inputs.items()}",
     "args = {k: tf.constant([bytes.fromhex(x) for x in v['value']] if k == 'examples' "
-    "else v['value'], getattr(tf, v['dtype'])) for k, v in inputs.items()}")
+    "else v['value'], getattr(tf, v['dtype'])) for k, v in inputs.items()}",
+  )
   request = tmp_path / 'request.json'
   request.write_text(json.dumps({'models': copies, 'calls': calls}))
   result = tmp_path / 'result.json'
   env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
-  subprocess.run([sys.executable, '-c', script, str(request), str(result)], check=True,
-                 cwd=str(tmp_path), env=env, timeout=300)
+  subprocess.run(
+    [sys.executable, '-c', script, str(request), str(result)],
+    check=True,
+    cwd=str(tmp_path),
+    env=env,
+    timeout=300,
+  )
   got = json.loads(result.read_text())
   assert set(got) == set(expected)
   for key, outputs in expected.items():
     assert set(got[key]) == set(outputs), key
     for output, value in outputs.items():
       if isinstance(value, list) and value and isinstance(np.ravel(value)[0], float):
-        np.testing.assert_allclose(got[key][output], value, rtol=1e-4, atol=1e-5,
-                                   err_msg=f'{key}:{output}')
+        np.testing.assert_allclose(
+          got[key][output], value, rtol=1e-4, atol=1e-5, err_msg=f'{key}:{output}'
+        )
       else:
         assert got[key][output] == value, f'{key}:{output}'
   # What the outputs mean.
@@ -224,11 +275,18 @@ def test_every_signature_answers_the_same_in_a_fresh_process(mlm_run, clm_run, c
 
 
 def test_kill_and_resume(clm_data, tmp_path):
-  config = trainer_data.tiny_config('clm', train_steps=200, checkpoint_every_steps=20,
-                                    eval_every_steps=100, log_every_steps=20)
+  config = trainer_data.tiny_config(
+    'clm', train_steps=200, checkpoint_every_steps=20, eval_every_steps=100, log_every_steps=20
+  )
   args = trainer_data.fn_args(clm_data, str(tmp_path / 'runs'), config)
-  keys = ('train_files', 'eval_files', 'transform_graph_path', 'serving_model_dir',
-          'model_run_dir', 'custom_config')
+  keys = (
+    'train_files',
+    'eval_files',
+    'transform_graph_path',
+    'serving_model_dir',
+    'model_run_dir',
+    'custom_config',
+  )
   args_file = tmp_path / 'args.json'
   args_file.write_text(json.dumps({k: getattr(args, k) for k in keys}))
   command = [sys.executable, os.path.join(HERE, 'run_fn_main.py'), str(args_file)]
@@ -265,11 +323,15 @@ def test_kill_and_resume(clm_data, tmp_path):
 
 def test_config_from_fn_args_fills_steps_and_rejects_bad_input():
   def args(custom_config, train_steps=None, eval_steps=None):
-    return fn_args_utils.FnArgs(custom_config=custom_config, train_steps=train_steps,
-                                eval_steps=eval_steps)
+    return fn_args_utils.FnArgs(
+      custom_config=custom_config, train_steps=train_steps, eval_steps=eval_steps
+    )
+
   config = task.config_from_fn_args(args({contract.TRAINER_CONFIG_KEY: {'task': 'clm'}}, 7, 3))
   assert (config.task, config.train_steps, config.eval_steps) == ('clm', 7, 3)
-  config = task.config_from_fn_args(args({contract.TRAINER_CONFIG_KEY: {'train_steps': 5, 'eval_steps': 1}}, 7, 3))
+  config = task.config_from_fn_args(
+    args({contract.TRAINER_CONFIG_KEY: {'train_steps': 5, 'eval_steps': 1}}, 7, 3)
+  )
   assert (config.train_steps, config.eval_steps) == (5, 1)
   with pytest.raises(ValueError, match=r"unknown key\(s\) \['trainr'\]"):
     task.config_from_fn_args(args({'trainr': {}}, 7, 3))

@@ -22,8 +22,10 @@ from trainer import preprocessing, tokenizers
 
 NUM_TEXTS = 1000
 FAMILIES = {
-  'bert_uncased': (lambda d: presets.bert_preset(d, lowercase=True, strip_accents=True),
-                   contract.PRESET_WORDPIECE),
+  'bert_uncased': (
+    lambda d: presets.bert_preset(d, lowercase=True, strip_accents=True),
+    contract.PRESET_WORDPIECE,
+  ),
   'bert_cased': (lambda d: presets.bert_preset(d, lowercase=False), contract.PRESET_WORDPIECE),
   'gpt2': (presets.gpt2_preset, contract.PRESET_BPE),
   'albert': (presets.albert_preset, contract.PRESET_SENTENCEPIECE),
@@ -34,18 +36,25 @@ def _transform(vocab_uri, texts, root):
   """Runs preprocessing_fn (task clm: bare ids) in TF Transform; returns (ids, graph dir)."""
   spec = {contract.TEXT_KEY: tf.io.FixedLenFeature([1], tf.string)}
   metadata = tft.DatasetMetadata.from_feature_spec(spec)
-  config = {contract.VOCAB_URI_KEY: vocab_uri, contract.TASK_KEY: contract.CLM,
-            contract.SEQ_LEN_KEY: 16}
+  config = {
+    contract.VOCAB_URI_KEY: vocab_uri,
+    contract.TASK_KEY: contract.CLM,
+    contract.SEQ_LEN_KEY: 16,
+  }
   graph_dir = os.path.join(root, 'graph')
   with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=os.path.join(root, 'tmp')):
     raw = pipeline | beam.Create([{contract.TEXT_KEY: [t.encode()]} for t in texts])
     (data, _), transform_fn = (raw, metadata) | tft_beam.AnalyzeAndTransformDataset(
-      lambda inputs: preprocessing.preprocessing_fn(inputs, config))
+      lambda inputs: preprocessing.preprocessing_fn(inputs, config)
+    )
     _ = transform_fn | tft_beam.WriteTransformFn(graph_dir)
     out_path = os.path.join(root, 'ids.npy')
-    _ = (data | beam.Map(lambda row: tuple(int(i) for i in row[contract.TOKEN_IDS_KEY]))
-         | beam.combiners.ToList()
-         | beam.Map(lambda rows: np.save(out_path, np.array(rows, dtype=object))))
+    _ = (
+      data
+      | beam.Map(lambda row: tuple(int(i) for i in row[contract.TOKEN_IDS_KEY]))
+      | beam.combiners.ToList()
+      | beam.Map(lambda rows: np.save(out_path, np.array(rows, dtype=object)))
+    )
   return [tuple(r) for r in np.load(out_path, allow_pickle=True)], graph_dir
 
 
@@ -75,32 +84,47 @@ def test_transform_ids_equal_keras_hub_ids_in_training_and_serving(family, tmp_p
 @pytest.mark.parametrize('family', sorted(FAMILIES))
 def test_special_tokens_come_from_the_preset(family, tmp_path):
   preset = FAMILIES[family][0](str(tmp_path / 'preset'))
-  tokens, meta = tokenizers.read_vocabulary(tokenizers.import_preset(preset, str(tmp_path / 'v'))
-                                            and str(tmp_path / 'v'))
+  tokens, meta = tokenizers.read_vocabulary(
+    tokenizers.import_preset(preset, str(tmp_path / 'v')) and str(tmp_path / 'v')
+  )
   special = tokenizers.special_tokens(meta)
   reference = keras_hub.tokenizers.Tokenizer.from_preset(preset)
   assert len(tokens) == reference.vocabulary_size()
   assert special.end == reference.end_token_id
-  names = {role: tokens[getattr(special, role)] for role in tokenizers.ROLES
-           if getattr(special, role) is not None}
+  names = {
+    role: tokens[getattr(special, role)]
+    for role in tokenizers.ROLES
+    if getattr(special, role) is not None
+  }
   if family.startswith('bert'):
-    assert names == {'pad': '[PAD]', 'unk': '[UNK]', 'start': '[CLS]', 'end': '[SEP]',
-                     'mask': '[MASK]'}
+    assert names == {
+      'pad': '[PAD]',
+      'unk': '[UNK]',
+      'start': '[CLS]',
+      'end': '[SEP]',
+      'mask': '[MASK]',
+    }
     assert special.start != contract.CLS_ID  # The preset's ids, not the learned 0-4.
     assert {1, 2, 3} <= set(special.reserved)  # [unused*] are never predicted.
   elif family == 'gpt2':
     assert names == {'pad': '<|endoftext|>', 'start': '<|endoftext|>', 'end': '<|endoftext|>'}
     assert special.end == len(tokens) - 1
   else:
-    assert names == {'pad': '<pad>', 'unk': '<unk>', 'start': '[CLS]', 'end': '[SEP]',
-                     'mask': '[MASK]'}
+    assert names == {
+      'pad': '<pad>',
+      'unk': '<unk>',
+      'start': '[CLS]',
+      'end': '[SEP]',
+      'mask': '[MASK]',
+    }
 
 
 @pytest.mark.parametrize('family', ['bert_uncased', 'gpt2', 'albert'])
 def test_decode_tokens_inverts_keras_hub_tokenization(family, tmp_path):
   preset = FAMILIES[family][0](str(tmp_path / 'preset'))
-  tokens, meta = tokenizers.read_vocabulary(tokenizers.import_preset(preset, str(tmp_path / 'v'))
-                                            and str(tmp_path / 'v'))
+  tokens, meta = tokenizers.read_vocabulary(
+    tokenizers.import_preset(preset, str(tmp_path / 'v')) and str(tmp_path / 'v')
+  )
   reference = keras_hub.tokenizers.Tokenizer.from_preset(preset)
   texts = ['the quick brown fox', 'a film, said the dog!']
   if family == 'gpt2':  # Byte-level: every text round-trips; the others have unknown tokens.
@@ -109,8 +133,10 @@ def test_decode_tokens_inverts_keras_hub_tokenization(family, tmp_path):
   strings = tf.gather(tf.constant(tokens), ids.to_tensor())
   keep = tf.sequence_mask(ids.row_lengths())
   got = [t.decode() for t in tokenizers.decode_tokens(strings, keep, meta['kind']).numpy()]
-  want = [t if isinstance(t, str) else t.decode() for t in
-          (reference.detokenize(x) for x in reference(texts))]
+  want = [
+    t if isinstance(t, str) else t.decode()
+    for t in (reference.detokenize(x) for x in reference(texts))
+  ]
   assert got == [w.strip() for w in want]
 
 

@@ -21,10 +21,12 @@ def test_sizes_are_named_presets_with_overrides():
   assert TrainerConfig(model_size='tiny').model_dims() == MODEL_SIZES['tiny']
   assert TrainerConfig(model_size='small').model_dims().hidden_dim == 256
   assert TrainerConfig(model_size='base').model_dims() == ModelSize(
-    num_layers=12, hidden_dim=768, num_heads=12, intermediate_dim=3072)
+    num_layers=12, hidden_dim=768, num_heads=12, intermediate_dim=3072
+  )
   small = TrainerConfig(model_size='base', num_layers=1, hidden_dim=16, num_heads=2)
-  assert small.model_dims() == ModelSize(num_layers=1, hidden_dim=16, num_heads=2,
-                                         intermediate_dim=64)
+  assert small.model_dims() == ModelSize(
+    num_layers=1, hidden_dim=16, num_heads=2, intermediate_dim=64
+  )
   for name, size in MODEL_SIZES.items():
     assert size.hidden_dim % size.num_heads == 0, name
 
@@ -33,22 +35,28 @@ def test_ints_are_accepted_for_floats():
   assert TrainerConfig.from_dict({'learning_rate': 1}).learning_rate == 1.0
 
 
-@pytest.mark.parametrize('bad, message', [
-  ({'lerning_rate': 0.1}, "unknown key 'lerning_rate'"),
-  ({'seq_len': '128'}, "seq_len: expected an integer, got '128'"),
-  ({'train_steps': 1.5}, 'train_steps: expected an integer, got 1.5'),
-  ({'jit_compile': 1}, 'jit_compile: expected true or false, got 1'),
-  ({'seq_len': True}, 'seq_len: expected an integer, got True'),
-  ({'task': 'translate'}, "task: 'translate' is not one of mlm, clm, classify"),
-  ({'strategy': 'horovod'}, "strategy: 'horovod' is not one of"),
-  ({'precision': 'float16'}, "precision: 'float16' is not one of"),
-  ({'mask_rate': 0.0}, 'mask_rate: must be in (0, 1), got 0.0'),
-  ({'per_replica_batch_size': 0}, 'per_replica_batch_size: must be > 0, got 0'),
-  ({'mask_token_rate': 0.95, 'random_token_rate': 0.1}, 'must be <= 1'),
-  ({'learning_rate': None}, 'learning_rate: expected a number, got None'),
-  ({'hidden_dim': 10, 'num_heads': 3}, 'num_heads: hidden_dim 10 is not divisible by num_heads 3'),
-  ({'task': 'classify', 'seq_len': 2}, 'seq_len: must be >= 3 for classify'),
-])
+@pytest.mark.parametrize(
+  'bad, message',
+  [
+    ({'lerning_rate': 0.1}, "unknown key 'lerning_rate'"),
+    ({'seq_len': '128'}, "seq_len: expected an integer, got '128'"),
+    ({'train_steps': 1.5}, 'train_steps: expected an integer, got 1.5'),
+    ({'jit_compile': 1}, 'jit_compile: expected true or false, got 1'),
+    ({'seq_len': True}, 'seq_len: expected an integer, got True'),
+    ({'task': 'translate'}, "task: 'translate' is not one of mlm, clm, classify"),
+    ({'strategy': 'horovod'}, "strategy: 'horovod' is not one of"),
+    ({'precision': 'float16'}, "precision: 'float16' is not one of"),
+    ({'mask_rate': 0.0}, 'mask_rate: must be in (0, 1), got 0.0'),
+    ({'per_replica_batch_size': 0}, 'per_replica_batch_size: must be > 0, got 0'),
+    ({'mask_token_rate': 0.95, 'random_token_rate': 0.1}, 'must be <= 1'),
+    ({'learning_rate': None}, 'learning_rate: expected a number, got None'),
+    (
+      {'hidden_dim': 10, 'num_heads': 3},
+      'num_heads: hidden_dim 10 is not divisible by num_heads 3',
+    ),
+    ({'task': 'classify', 'seq_len': 2}, 'seq_len: must be >= 3 for classify'),
+  ],
+)
 def test_rejects_bad_input_with_a_clear_message(bad, message):
   with pytest.raises(ValueError) as error:
     TrainerConfig.from_dict(bad)
@@ -57,17 +65,25 @@ def test_rejects_bad_input_with_a_clear_message(bad, message):
 
 # Every float field, with a value outside its range (None: any non-finite value is refused).
 OUT_OF_RANGE = {
-  'learning_rate': [0.0, -1e-4], 'dropout': [-0.1, 1.5], 'end_learning_rate_ratio': [1.01],
-  'weight_decay': [-0.01], 'warmup_ratio': [-0.5, 2.0], 'clip_norm': [-1.0],
-  'mask_rate': [1.0, -0.2], 'mask_token_rate': [1.1], 'random_token_rate': [-0.1],
+  'learning_rate': [0.0, -1e-4],
+  'dropout': [-0.1, 1.5],
+  'end_learning_rate_ratio': [1.01],
+  'weight_decay': [-0.01],
+  'warmup_ratio': [-0.5, 2.0],
+  'clip_norm': [-1.0],
+  'mask_rate': [1.0, -0.2],
+  'mask_token_rate': [1.1],
+  'random_token_rate': [-0.1],
 }
 
 
 @pytest.mark.parametrize('field', sorted(OUT_OF_RANGE))
 @pytest.mark.parametrize('value', [float('nan'), float('inf'), float('-inf')])
 def test_every_float_field_refuses_non_finite_values(field, value):
-  for build in (lambda: TrainerConfig.from_dict({field: value}, where='train'),
-                lambda: TrainerConfig(**{field: value})):
+  for build in (
+    lambda: TrainerConfig.from_dict({field: value}, where='train'),
+    lambda: TrainerConfig(**{field: value}),
+  ):
     with pytest.raises(ValueError, match=rf'{field}: expected a finite number, got -?(nan|inf)'):
       build()
 
@@ -85,8 +101,10 @@ def test_out_of_range_values_are_refused_with_the_dotted_key(field, value):
 
 def test_transform_and_trainer_custom_configs_come_from_one_config():
   config = TrainerConfig(task='classify', seq_len=64)
-  assert config.transform_custom_config() == {contract.TASK_KEY: 'classify',
-                                              contract.SEQ_LEN_KEY: 64}
+  assert config.transform_custom_config() == {
+    contract.TASK_KEY: 'classify',
+    contract.SEQ_LEN_KEY: 64,
+  }
   trainer = config.trainer_custom_config()[contract.TRAINER_CONFIG_KEY]
   assert TrainerConfig.from_dict(trainer) == config
   # A hyperparameter the Transform does not use leaves its config (and its cache) alone.
@@ -95,13 +113,18 @@ def test_transform_and_trainer_custom_configs_come_from_one_config():
 
 
 def test_importable_without_tensorflow():
-  code = ('import sys; import trainer.config; '
-          'assert "tensorflow" not in sys.modules, "trainer.config imported tensorflow"')
+  code = (
+    'import sys; import trainer.config; '
+    'assert "tensorflow" not in sys.modules, "trainer.config imported tensorflow"'
+  )
   subprocess.run([sys.executable, '-c', code], check=True)
 
 
 def test_every_field_is_documented():
   doc = TrainerConfig.__doc__
-  missing = [name for name in TrainerConfig.__dataclass_fields__
-             if not re.search(rf'^\s+{name}: \S', doc, re.MULTILINE)]
+  missing = [
+    name
+    for name in TrainerConfig.__dataclass_fields__
+    if not re.search(rf'^\s+{name}: \S', doc, re.MULTILINE)
+  ]
   assert not missing

@@ -23,21 +23,42 @@ def _free_ports(n):
 
 
 def test_two_workers_train_in_step_and_only_the_chief_writes(clm_data, tmp_path):
-  config = trainer_data.tiny_config('clm', strategy='auto', train_steps=30, eval_every_steps=15,
-                                    checkpoint_every_steps=15)
+  config = trainer_data.tiny_config(
+    'clm', strategy='auto', train_steps=30, eval_every_steps=15, checkpoint_every_steps=15
+  )
   args = trainer_data.fn_args(clm_data, str(tmp_path), config)
   args_file = tmp_path / 'args.json'
-  args_file.write_text(json.dumps({k: getattr(args, k) for k in (
-    'train_files', 'eval_files', 'transform_graph_path', 'serving_model_dir', 'model_run_dir',
-    'custom_config')}))
+  args_file.write_text(
+    json.dumps(
+      {
+        k: getattr(args, k)
+        for k in (
+          'train_files',
+          'eval_files',
+          'transform_graph_path',
+          'serving_model_dir',
+          'model_run_dir',
+          'custom_config',
+        )
+      }
+    )
+  )
   cluster = {'worker': [f'localhost:{port}' for port in _free_ports(2)]}
   workers = []
   for index in range(2):
-    env = dict(os.environ, TF_CONFIG=json.dumps(
-      {'cluster': cluster, 'task': {'type': 'worker', 'index': index}}))
-    workers.append(subprocess.Popen(
-      [sys.executable, os.path.join(HERE, 'run_fn_main.py'), str(args_file)], env=env,
-      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+    env = dict(
+      os.environ,
+      TF_CONFIG=json.dumps({'cluster': cluster, 'task': {'type': 'worker', 'index': index}}),
+    )
+    workers.append(
+      subprocess.Popen(
+        [sys.executable, os.path.join(HERE, 'run_fn_main.py'), str(args_file)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+      )
+    )
   logs = []
   for worker in workers:
     try:
@@ -53,7 +74,8 @@ def test_two_workers_train_in_step_and_only_the_chief_writes(clm_data, tmp_path)
   assert not os.path.exists(checkpoints)  # the chief removed them after the export
   # The non-chief's scratch checkpoints are gone; nothing else was written beside the chief's.
   assert sorted(os.listdir(args.model_run_dir)) == sorted(
-    [training.TRAIN_LOGS, training.EVAL_LOGS, training.EVAL_HISTORY_FILE])
+    [training.TRAIN_LOGS, training.EVAL_LOGS, training.EVAL_HISTORY_FILE]
+  )
   assert not [d for d in os.listdir(os.path.dirname(checkpoints)) if '_scratch_' in d]
   with open(os.path.join(args.model_run_dir, training.EVAL_HISTORY_FILE)) as f:
     assert [h['step'] for h in json.load(f)] == [15, 30]

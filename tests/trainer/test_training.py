@@ -24,25 +24,43 @@ def _batch(task, rows, seed=0):
 
 
 def _loop(task, tmp_path, precision='float32', sgd=False, **overrides):
-  config = TrainerConfig(task=task, num_layers=1, hidden_dim=16, num_heads=2,
-                         intermediate_dim=32, dropout=0.0, seq_len=SEQ_LEN, precision=precision,
-                         **overrides)
+  config = TrainerConfig(
+    task=task,
+    num_layers=1,
+    hidden_dim=16,
+    num_heads=2,
+    intermediate_dim=32,
+    dropout=0.0,
+    seq_len=SEQ_LEN,
+    precision=precision,
+    **overrides,
+  )
   keras.utils.set_random_seed(0)
   keras.mixed_precision.set_global_policy(precision)
   try:
     backbone = models.build_backbone(config, VOCAB)
-    model = models.build_model(task, backbone, num_classes=CLASSES, max_predictions=2,
-                               dropout=0.0)
+    model = models.build_model(task, backbone, num_classes=CLASSES, max_predictions=2, dropout=0.0)
     optimizer = optimization.create_optimizer(
-      model, learning_rate=1e-2, total_steps=10, warmup_steps=0, weight_decay=0.01,
-      clip_norm=0.0, loss_scaling=precision == 'mixed_float16')
+      model,
+      learning_rate=1e-2,
+      total_steps=10,
+      warmup_steps=0,
+      weight_decay=0.01,
+      clip_norm=0.0,
+      loss_scaling=precision == 'mixed_float16',
+    )
     if sgd:
       # Adam's first step is about lr * sign(gradient): it would magnify float noise.
       optimizer = keras.optimizers.SGD(1.0)
   finally:
     keras.mixed_precision.set_global_policy('float32')
-  return training.Loop(tf.distribute.get_strategy(), model, optimizer, config,
-                       str(tmp_path / f'{task}_{precision}_{overrides}'))
+  return training.Loop(
+    tf.distribute.get_strategy(),
+    model,
+    optimizer,
+    config,
+    str(tmp_path / f'{task}_{precision}_{overrides}'),
+  )
 
 
 def _step(loop, batch):
@@ -60,8 +78,9 @@ def test_accumulating_two_half_batches_equals_one_full_batch(tmp_path):
   sums_accumulated = _step(accumulated, batch)
   np.testing.assert_allclose(sums_whole, sums_accumulated, rtol=1e-5)
   moved = 0
-  for a, b, before in zip(whole.model.weights, accumulated.model.weights,
-                          _loop('classify', tmp_path).model.weights):
+  for a, b, before in zip(
+    whole.model.weights, accumulated.model.weights, _loop('classify', tmp_path).model.weights
+  ):
     np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-4, atol=1e-6)
     moved += not np.allclose(np.array(a), np.array(before))
   assert moved > 10

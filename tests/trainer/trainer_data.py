@@ -21,9 +21,13 @@ from trainer.config import TrainerConfig
 
 POSITIVE = ('good', 'great', 'fine', 'nice', 'happy')
 NEGATIVE = ('bad', 'awful', 'poor', 'sad', 'angry')
-FILLER = tuple(('the a film movie story actor plot scene music ending watch again never always '
-                'really quite very director camera light dark night day world people time life '
-                'house tree river stone cloud bird').split())
+FILLER = tuple(
+  (
+    'the a film movie story actor plot scene music ending watch again never always '
+    'really quite very director camera light dark night day world people time life '
+    'house tree river stone cloud bird'
+  ).split()
+)
 WORDS = FILLER + POSITIVE + NEGATIVE
 
 
@@ -33,8 +37,14 @@ def write_vocab(directory):
   tokens = list(contract.RESERVED_TOKENS) + sorted(WORDS) + ['##s', '##ly']
   with open(os.path.join(directory, 'vocab.txt'), 'w') as f:
     f.write(''.join(t + '\n' for t in tokens))
-  meta = {'kind': 'wordpiece', 'size': len(tokens), 'lowercase': True, 'strip_accents': True,
-          'nfkc': True, 'suffix_indicator': '##'}
+  meta = {
+    'kind': 'wordpiece',
+    'size': len(tokens),
+    'lowercase': True,
+    'strip_accents': True,
+    'nfkc': True,
+    'suffix_indicator': '##',
+  }
   tokenizers.write_meta(directory, meta)
   return directory, tokens
 
@@ -47,8 +57,7 @@ def labeled_texts(n, seed):
     label = rng.choice(('pos', 'neg'))
     words = [rng.choice(FILLER) for _ in range(rng.randint(3, 8))]
     for _ in range(rng.randint(1, 2)):
-      words.insert(rng.randint(0, len(words)), rng.choice(POSITIVE if label == 'pos'
-                                                          else NEGATIVE))
+      words.insert(rng.randint(0, len(words)), rng.choice(POSITIVE if label == 'pos' else NEGATIVE))
     rows.append((' '.join(words), label))
   return rows
 
@@ -96,51 +105,76 @@ def transform_data(root, task, train_rows, eval_rows, seq_len, vocab_dir=None):
 
   def instances(rows):
     if task == contract.CLASSIFY:
-      return [{contract.TEXT_KEY: [t.encode()], contract.LABEL_KEY: [y.encode()]}
-              for t, y in rows]
+      return [{contract.TEXT_KEY: [t.encode()], contract.LABEL_KEY: [y.encode()]} for t, y in rows]
     return [{contract.TEXT_KEY: [t.encode()]} for t in rows]
 
-  custom_config = {contract.VOCAB_URI_KEY: vocab_dir,
-                   **TrainerConfig(task=task, seq_len=seq_len).transform_custom_config()}
+  custom_config = {
+    contract.VOCAB_URI_KEY: vocab_dir,
+    **TrainerConfig(task=task, seq_len=seq_len).transform_custom_config(),
+  }
   graph_dir = os.path.join(root, 'transform_graph')
   out = {'transform_graph': graph_dir, 'vocab': tokens}
   with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=os.path.join(root, 'tmp')):
     train = pipeline | 'Train' >> beam.Create(instances(train_rows))
     evaluation = pipeline | 'Eval' >> beam.Create(instances(eval_rows))
     (train_out, train_meta), transform_fn = (train, metadata) | tft_beam.AnalyzeAndTransformDataset(
-      lambda inputs: preprocessing.preprocessing_fn(inputs, custom_config))
+      lambda inputs: preprocessing.preprocessing_fn(inputs, custom_config)
+    )
     eval_out, _ = ((evaluation, metadata), transform_fn) | tft_beam.TransformDataset()
     _ = transform_fn | tft_beam.WriteTransformFn(graph_dir)
     for split, data in (('train', train_out), ('eval', eval_out)):
       prefix = os.path.join(root, 'transformed', f'Split-{split}', 'data')
       coder = tft.coders.ExampleProtoCoder(train_meta.schema)
-      _ = (data | f'Encode{split}' >> beam.Map(coder.encode)
-           | f'Write{split}' >> beam.io.WriteToTFRecord(prefix, file_name_suffix='.gz'))
+      _ = (
+        data
+        | f'Encode{split}' >> beam.Map(coder.encode)
+        | f'Write{split}' >> beam.io.WriteToTFRecord(prefix, file_name_suffix='.gz')
+      )
       out[f'{split}_files'] = [os.path.join(root, 'transformed', f'Split-{split}', '*')]
   # TFX's Transform also keeps the raw schema beside the graph (TFTransformOutput.raw_metadata).
-  metadata_io.write_metadata(metadata, os.path.join(graph_dir, tft.TFTransformOutput.RAW_METADATA_DIR))
+  metadata_io.write_metadata(
+    metadata, os.path.join(graph_dir, tft.TFTransformOutput.RAW_METADATA_DIR)
+  )
   return out
 
 
-def fn_args(data, tmp_dir, trainer_config, *, base_model=None, train_steps=None,
-            eval_steps=None):
+def fn_args(data, tmp_dir, trainer_config, *, base_model=None, train_steps=None, eval_steps=None):
   """The FnArgs TFX's generic Trainer would pass run_fn for `data` (from `transform_data`)."""
   return fn_args_utils.FnArgs(
     working_dir=os.path.join(tmp_dir, 'working'),
-    train_files=data['train_files'], eval_files=data['eval_files'],
-    transform_graph_path=data['transform_graph'], transform_output=data['transform_graph'],
+    train_files=data['train_files'],
+    eval_files=data['eval_files'],
+    transform_graph_path=data['transform_graph'],
+    transform_output=data['transform_graph'],
     serving_model_dir=os.path.join(tmp_dir, 'serving'),
     model_run_dir=os.path.join(tmp_dir, 'model_run'),
-    base_model=base_model, custom_config={contract.TRAINER_CONFIG_KEY: dict(trainer_config)},
-    train_steps=train_steps, eval_steps=eval_steps)
+    base_model=base_model,
+    custom_config={contract.TRAINER_CONFIG_KEY: dict(trainer_config)},
+    train_steps=train_steps,
+    eval_steps=eval_steps,
+  )
 
 
 def tiny_config(task, **overrides):
   """A TrainerConfig dict for a model small enough for a test on a shared CPU."""
-  config = {'task': task, 'num_layers': 2, 'hidden_dim': 32, 'num_heads': 2,
-            'intermediate_dim': 64, 'dropout': 0.0, 'seq_len': 16, 'per_replica_batch_size': 16,
-            'train_steps': 20, 'eval_steps': 2, 'eval_every_steps': 10, 'log_every_steps': 5,
-            'checkpoint_every_steps': 10, 'learning_rate': 3e-3, 'warmup_steps': 2,
-            'strategy': 'default', 'shuffle_buffer': 256}
+  config = {
+    'task': task,
+    'num_layers': 2,
+    'hidden_dim': 32,
+    'num_heads': 2,
+    'intermediate_dim': 64,
+    'dropout': 0.0,
+    'seq_len': 16,
+    'per_replica_batch_size': 16,
+    'train_steps': 20,
+    'eval_steps': 2,
+    'eval_every_steps': 10,
+    'log_every_steps': 5,
+    'checkpoint_every_steps': 10,
+    'learning_rate': 3e-3,
+    'warmup_steps': 2,
+    'strategy': 'default',
+    'shuffle_buffer': 256,
+  }
   config.update(overrides)
   return config
