@@ -111,7 +111,10 @@ class _ProgressFilter(logging.Filter):
     self.component = None  # the last component that started: where an error comes from
 
   def filter(self, record):
-    message = record.getMessage()
+    try:
+      message = record.getMessage()
+    except (TypeError, ValueError):
+      return False  # a malformed record: the log file's handler reports it, not the console
     started = self._RUNNING.match(message)
     if started:
       self.component = started.group(1)

@@ -354,7 +354,7 @@ class Loop:
     metrics['learning_rate'] = float(lr.numpy() if hasattr(lr, 'numpy') else lr)
     if self.chief:
       logging.info(
-        '%s step %d/%d: %s',
+        '%s step %d/%s: %s',
         self.config.task,
         step,
         self.config.train_steps,
@@ -368,7 +368,7 @@ class Loop:
   def _log_eval(self, step, metrics):
     if self.chief:
       logging.info(
-        '%s step %d/%d: eval %s',
+        '%s step %d/%s: eval %s',
         self.config.task,
         step,
         self.config.train_steps,

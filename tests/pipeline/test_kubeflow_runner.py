@@ -25,7 +25,9 @@ from pipeline import config as config_lib
 from pipeline import demo_data, kubeflow_runner
 from tfxlm import contract
 
-DEMO = os.path.join(config_lib.REPO, 'pipeline', 'configs', 'demo.yaml')
+# The offline sample: it has every stage (masked-LM pretraining, then classification).
+DEMO = os.path.join(config_lib.REPO, 'pipeline', 'configs', 'imdb_sample.yaml')
+ROTTEN_DEMO = os.path.join(config_lib.REPO, 'pipeline', 'configs', 'demo.yaml')
 IMAGE = 'registry.example.com/ml/tfx-lm:test-7'
 GPU_IMAGE = 'registry.example.com/ml/tfx-lm-gpu:test-7'
 ROOT = 'gs://tfx-lm-test-bucket/root'
@@ -150,7 +152,7 @@ def test_tasks_depend_on_their_upstream_components(demo):
 
 def test_runtime_config_paths_and_parameters(demo):
   assert demo.job['runtimeConfig']['gcsOutputDirectory'] == ROOT
-  assert demo.job['displayName'] == 'demo'
+  assert demo.job['displayName'] == 'imdb-sample'
   push = json.loads(demo.param('Pusher', 'push_destination'))
   assert push['filesystem']['base_directory'] == f'{ROOT}/serving/imdb'
   # The curated schema is read inside the image, where the repository sits at image_repo_dir.
@@ -575,10 +577,10 @@ def test_tfx_cli_compiles_and_creates_for_kfp_v2(tmp_path):
   assert 'compiled successfully' in result.stdout
   result = _tfx_cli(['pipeline', 'create', *args], tmp_path, tmp_path)
   assert result.returncode == 0, result.stderr[-3000:]
-  spec_path = tmp_path / 'tfx' / 'vertex' / 'demo' / 'pipeline.json'
+  spec_path = tmp_path / 'tfx' / 'vertex' / 'imdb-sample' / 'pipeline.json'
   created = Compiled(str(spec_path))
   config = config_lib.load_config(DEMO)
-  assert created.job['displayName'] == 'demo'
+  assert created.job['displayName'] == config.pipeline_name
   assert created.spec.schema_version == '2.1.0'
   for task in created.container_tasks():
     assert created.container_dict(task)['image'] == config.kubeflow.image, task
@@ -592,7 +594,7 @@ def test_tfx_cli_updates_a_created_pipeline(tmp_path):
   result = _tfx_cli(['pipeline', 'update', *args], tmp_path, tmp_path)
   assert result.returncode != 0  # nothing to update yet
   assert _tfx_cli(['pipeline', 'create', *args], tmp_path, tmp_path).returncode == 0
-  spec_path = tmp_path / 'tfx' / 'vertex' / 'demo' / 'pipeline.json'
+  spec_path = tmp_path / 'tfx' / 'vertex' / 'imdb-sample' / 'pipeline.json'
   created = spec_path.read_text()
   spec_path.unlink()
   result = _tfx_cli(['pipeline', 'update', *args], tmp_path, tmp_path)
@@ -752,7 +754,8 @@ def test_example_gen_container_feeds_the_vocabulary_container(compiled, tmp_path
 
 
 def test_input_paths_are_the_ones_pods_can_see(tmp_path):
-  config = config_lib.load_config(DEMO, [f'kubeflow.pipeline_root={ROOT}'])
+  config = config_lib.load_config(ROTTEN_DEMO, [f'kubeflow.pipeline_root={ROOT}'])
+  kubeflow_runner.build(config)  # the demo compiles
   # The demo's named data set: the copy the Dockerfile fetched into the image.
   in_image = kubeflow_runner._cluster_input_base(config)
   assert in_image == demo_data.dataset_dir(config.data.input_base, kubeflow_runner.IMAGE_DATA_CACHE)

@@ -20,7 +20,8 @@ from pipeline import config as config_lib
 from pipeline import kubeflow_runner
 from tfxlm import contract
 
-DEMO = os.path.join(config_lib.REPO, 'pipeline', 'configs', 'demo.yaml')
+# The offline sample (the IMDB reviews inside the tfx package, at the same path in the image).
+DEMO = os.path.join(config_lib.REPO, 'pipeline', 'configs', 'imdb_sample.yaml')
 _spec = importlib.util.spec_from_file_location(
   'run_kfp_spec', os.path.join(config_lib.REPO, 'tools', 'run_kfp_spec.py')
 )

@@ -204,6 +204,7 @@ def test_unmet_threshold_is_not_blessed_and_nothing_is_pushed(first_run, workspa
   assert 'NOT blessed' in out
 
 
+@pytest.mark.slow
 def test_tfx_cli_creates_and_runs_the_same_pipeline(first_run, workspace, tmp_path):
   config_path, config, _ = first_run
   env = dict(os.environ, TFXLM_CONFIG=config_path, HOME=str(tmp_path))

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import yaml
 
 from pipeline import config as config_lib
@@ -33,6 +34,7 @@ def _write_corpus(folder, documents, seed=0):
         f.write(' '.join(words) + '\n')
 
 
+@pytest.mark.slow
 def test_clm_pipeline_reports_perplexity_gates_on_it_and_pushes_a_generator(tmp_path):
   _write_corpus(str(tmp_path / 'corpus'), documents=300)
   config = {

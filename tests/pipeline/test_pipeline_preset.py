@@ -12,6 +12,7 @@ import random
 
 import keras_hub
 import numpy as np
+import pytest
 import tensorflow as tf
 import tensorflow_text  # noqa: F401 (registers the ops the pushed models use)
 import yaml
@@ -149,6 +150,7 @@ def test_classify_fine_tunes_a_local_bert_preset_and_the_pushed_model_serves(tmp
     assert json.load(f)['class_name'] == 'BertBackbone'
 
 
+@pytest.mark.slow
 def test_clm_fine_tunes_a_local_gpt2_preset_and_the_pushed_model_generates(tmp_path):
   preset = presets.gpt2_preset(str(tmp_path / 'gpt2'), seq_len=SEQ_LEN)
   _corpus(str(tmp_path / 'corpus'), documents=200)

@@ -81,6 +81,7 @@ def test_classify_warm_starts_from_a_bert_preset_and_serves(bert, tmp_path):
   assert set(out[contract.LABELS].numpy().tolist()) <= {b'neg', b'pos'}
 
 
+@pytest.mark.slow
 def test_mlm_continues_pretraining_a_bert_preset(bert, tmp_path):
   data = _data(str(tmp_path), contract.MLM, bert)
   args = trainer_data.fn_args(data, str(tmp_path / 'run'), _config(contract.MLM, bert))
@@ -92,6 +93,7 @@ def test_mlm_continues_pretraining_a_bert_preset(bert, tmp_path):
   assert out[contract.TOKEN_COUNT].numpy()[0] > 0
 
 
+@pytest.mark.slow
 def test_clm_fine_tunes_a_gpt2_preset_generates_and_writes_a_preset_back(gpt2, tmp_path):
   data = _data(str(tmp_path), contract.CLM, gpt2)
   # generate ends at the preset's end token and never produces its other special tokens.

@@ -185,6 +185,7 @@ def _decode(value):
   return value
 
 
+@pytest.mark.slow
 def test_every_signature_answers_the_same_in_a_fresh_process(
   mlm_run, clm_run, classify_run, tmp_path
 ):
@@ -274,6 +275,7 @@ def test_every_signature_answers_the_same_in_a_fresh_process(
   assert expected['classify/transform_features']['label'] == [1, 1, 1]
 
 
+@pytest.mark.slow
 def test_kill_and_resume(clm_data, tmp_path):
   config = trainer_data.tiny_config(
     'clm', train_steps=200, checkpoint_every_steps=20, eval_every_steps=100, log_every_steps=20

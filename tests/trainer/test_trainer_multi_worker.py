@@ -6,6 +6,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from tests.trainer import trainer_data
 from trainer import task, training
 
@@ -22,6 +24,7 @@ def _free_ports(n):
   return ports
 
 
+@pytest.mark.slow
 def test_two_workers_train_in_step_and_only_the_chief_writes(clm_data, tmp_path):
   config = trainer_data.tiny_config(
     'clm', strategy='auto', train_steps=30, eval_every_steps=15, checkpoint_every_steps=15
