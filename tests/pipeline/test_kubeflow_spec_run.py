@@ -107,7 +107,7 @@ def test_every_task_of_the_compiled_demo_runs_and_the_pushed_model_serves(tmp_pa
       assert order.index(upstream) < order.index(name), (upstream, name)
 
   # Every container wrote its outputs where the ExecutorInput told it to: under the run's root.
-  run_root = os.path.join(root, 'demo', 'run-1')
+  run_root = os.path.join(root, config_lib.load_config(DEMO).pipeline_name, 'run-1')
   for name, run in runs.items():
     if run.kind == 'container':
       for key, artifacts in run.outputs.items():
