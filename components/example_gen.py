@@ -62,7 +62,6 @@ from tfx.components.example_gen import driver as example_gen_driver
 from tfx.components.example_gen import utils as example_gen_utils
 from tfx.components.example_gen import write_split
 from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
-from tfx.components.util import examples_utils
 from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.dsl.io import fileio
 from tfx.proto import example_gen_pb2
@@ -75,6 +74,7 @@ from tfx.types import (
 )
 from tfx.utils import proto_utils
 
+from components import tfrecords
 from components.validation import DataError
 from tfxlm import contract
 
@@ -86,6 +86,7 @@ LABEL_COLUMN_KEY = 'label_column'
 TEXT_MODE_KEY = 'text_mode'
 SHUFFLE_KEY = 'shuffle'
 LABEL_VALUES_KEY = 'label_values'  # JSON list of the labels to keep; empty keeps every row
+COMPRESSION_KEY = 'compression'  # of the output TFRecord files: a contract.TFRECORD_COMPRESSIONS
 
 _METRICS_NAMESPACE = 'tfxlm.example_gen'
 # How many line numbers of skipped empty documents a warning lists per file.
@@ -630,14 +631,14 @@ class Executor(BaseExampleGenExecutor):
     output_dict: dict[str, list[types.Artifact]],
     exec_properties: dict[str, Any],
   ) -> None:
-    """The stock ExampleGen run; without the shuffle before writing when `shuffle` is off.
+    """The stock ExampleGen run, writing TFRecord files compressed as `compression` says, and
+    without the shuffle before writing when `shuffle` is off.
 
-    The stock writer reshuffles every record, which on the DirectRunner passes the whole corpus
-    through the runner process's memory. Unshuffled, records stream from reader to writer.
+    The stock writer always gzips, and reshuffles every record, which on the DirectRunner passes
+    the whole corpus through the runner process's memory. Unshuffled, records stream from
+    reader to writer.
     """
-    if exec_properties.get(SHUFFLE_KEY, 1):
-      super().Do(input_dict, output_dict, exec_properties)
-      return
+    compression = tfrecords.check(exec_properties[COMPRESSION_KEY])
     self._log_startup(input_dict, output_dict, exec_properties)
     input_config = proto_utils.json_to_proto(
       exec_properties[standard_component_specs.INPUT_CONFIG_KEY], example_gen_pb2.Input()
@@ -654,12 +655,11 @@ class Executor(BaseExampleGenExecutor):
         path = os.path.join(
           artifact_utils.get_split_uri(outputs, split), write_split.DEFAULT_FILE_NAME
         )
-        _ = records | f'Write[{split}]' >> beam.io.WriteToTFRecord(path, file_name_suffix='.gz')
+        if exec_properties.get(SHUFFLE_KEY, 1):
+          records = records | f'Shuffle[{split}]' >> beam.Reshuffle()
+        _ = records | f'Write[{split}]' >> tfrecords.write(path, compression)
     for artifact in outputs:
-      examples_utils.set_payload_format(artifact, example_gen_pb2.FORMAT_TF_EXAMPLE)
-      examples_utils.set_file_format(
-        artifact, write_split.to_file_format_str(example_gen_pb2.FORMAT_TFRECORDS_GZIP)
-      )
+      tfrecords.mark(artifact, compression)
 
 
 class TextExampleGenSpec(component_spec.ComponentSpec):
@@ -673,6 +673,7 @@ class TextExampleGenSpec(component_spec.ComponentSpec):
     TEXT_MODE_KEY: component_spec.ExecutionParameter(type=str),
     SHUFFLE_KEY: component_spec.ExecutionParameter(type=int),
     LABEL_VALUES_KEY: component_spec.ExecutionParameter(type=str, optional=True),
+    COMPRESSION_KEY: component_spec.ExecutionParameter(type=str),
   }
   INPUTS = {}
   OUTPUTS = standard_component_specs.FileBasedExampleGenSpec.OUTPUTS
@@ -697,6 +698,7 @@ class TextExampleGen(base_beam_component.BaseBeamComponent):
     text_mode: str = contract.LINE,
     shuffle: bool = True,
     label_values: Sequence[str] = (),
+    compression: str = contract.NO_COMPRESSION,
   ):
     """Builds the component; see `create_example_gen` for the arguments."""
     self._arguments = dict(
@@ -709,6 +711,7 @@ class TextExampleGen(base_beam_component.BaseBeamComponent):
       text_mode=text_mode,
       shuffle=shuffle,
       label_values=tuple(label_values),
+      compression=compression,
     )
     spec = TextExampleGenSpec(
       input_base=input_base,
@@ -722,6 +725,7 @@ class TextExampleGen(base_beam_component.BaseBeamComponent):
       text_mode=text_mode,
       shuffle=int(shuffle),
       label_values=json.dumps(list(label_values)) if label_values else None,
+      compression=tfrecords.check(compression),
       examples=channel.Channel(type=standard_artifacts.Examples),
     )
     super().__init__(spec=spec)
@@ -750,6 +754,7 @@ def create_example_gen(
   file_pattern: str | None = None,
   shuffle: bool = True,
   label_values: Sequence[str] = (),
+  compression: str = contract.NO_COMPRESSION,
 ) -> TextExampleGen:
   """Creates the ExampleGen for one input format.
 
@@ -774,13 +779,14 @@ def create_example_gen(
       DirectRunner, ~2x faster); the trainer's own shuffle buffer then does the mixing.
     label_values: Labels to keep: rows with another (non-empty) label are dropped, counted
       (Beam counter `rows_dropped_by_label`) and logged per file. Empty keeps every row.
+    compression: Of the output TFRecord files: 'none' or 'gzip' (files named *.gz).
 
   Returns:
     A TFX component whose output 'examples' has `text` (and `label`) features.
 
   Raises:
-    ValueError: for an unknown format or text mode, a bad ratio, or label_values without a
-      label_column.
+    ValueError: for an unknown format, text mode or compression, a bad ratio, or label_values
+      without a label_column.
   """
   entry = get_format(input_format)
   if label_values and not label_column:
@@ -820,4 +826,5 @@ def create_example_gen(
     text_mode=text_mode,
     shuffle=shuffle,
     label_values=label_values,
+    compression=compression,
   )

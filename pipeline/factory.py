@@ -37,6 +37,7 @@ def _example_gen(config: config_lib.PipelineConfig):
     file_pattern=data.file_pattern or None,
     shuffle=data.shuffle,
     label_values=data.label_values if config.train.task == contract.CLASSIFY else (),
+    compression=config_lib.intermediate_compression(config),
   )
 
 
@@ -97,7 +98,9 @@ def _warm_start(config: config_lib.PipelineConfig, examples, schema, vocab):
   A `pretrain` stage (its own Transform and Trainer), else an imported `base_model`, else none.
   """
   if config.pretrain is not None:
-    transform = _transform(examples, schema, vocab, config.pretrain, contract.PRETRAIN_TRANSFORM_ID)
+    transform = _transform(
+      config, examples, schema, vocab, config.pretrain, contract.PRETRAIN_TRANSFORM_ID
+    )
     pretrainer = _trainer(config.pretrain, transform, None, contract.PRETRAIN_TRAINER_ID)
     return [transform, pretrainer], pretrainer.outputs['model']
   if config.base_model:
@@ -158,13 +161,14 @@ def _trainer(trainer_cfg, transform, base_model, component_id):
   return trainer.with_id(component_id)
 
 
-def _transform(examples, schema, vocabulary, trainer_cfg, component_id):
+def _transform(config, examples, schema, vocabulary, trainer_cfg, component_id):
   """The stage's Transform, configured from the same TrainerConfig as its Trainer."""
   transform = transform_lib.create_transform(
     examples=examples,
     schema=schema,
     vocabulary=vocabulary,
     trainer_config=trainer_cfg,
+    compression=config_lib.intermediate_compression(config),
   )
   return transform.with_id(component_id)
 
@@ -203,7 +207,7 @@ def create_pipeline(
   vocabulary = _vocabulary(config, corpus, example_validator.outputs['anomalies'])
   vocab = vocabulary.outputs['vocabulary']
   warm_start, base_model = _warm_start(config, corpus, corpus_schema, vocab)
-  transform = _transform(examples, schema, vocab, config.train, contract.TRANSFORM_ID)
+  transform = _transform(config, examples, schema, vocab, config.train, contract.TRANSFORM_ID)
   trainer = _trainer(config.train, transform, base_model, contract.TRAINER_ID)
   model_resolver, evaluator = _evaluation(config, examples, trainer, baseline_strategy)
   pusher = _pusher(config, trainer, evaluator, serving_root or config.serving_root)

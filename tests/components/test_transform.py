@@ -39,3 +39,26 @@ def test_training_hyperparameters_do_not_change_the_transform():
     _transform(base).exec_properties['custom_config']
     == _transform(tuned).exec_properties['custom_config']
   )
+
+
+@pytest.mark.parametrize('compression', contract.TFRECORD_COMPRESSIONS)
+def test_output_compression_is_an_exec_property(compression):
+  component = transform.create_transform(
+    types.Channel(type=standard_artifacts.Examples),
+    types.Channel(type=standard_artifacts.Schema),
+    types.Channel(type=VocabularyArtifact),
+    trainer_config=TrainerConfig(task='mlm'),
+    compression=compression,
+  )
+  assert component.exec_properties[transform.COMPRESSION_KEY] == compression
+
+
+def test_unknown_compression_is_refused_naming_the_choices():
+  with pytest.raises(ValueError, match="'zstd' is not one of none, gzip"):
+    transform.create_transform(
+      types.Channel(type=standard_artifacts.Examples),
+      types.Channel(type=standard_artifacts.Schema),
+      types.Channel(type=VocabularyArtifact),
+      trainer_config=TrainerConfig(task='mlm'),
+      compression='zstd',
+    )
