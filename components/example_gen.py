@@ -127,16 +127,44 @@ def _decode(raw: bytes, path: str, line: int) -> str:
     ) from None
 
 
+def _varint(value: int) -> bytes:
+  out = bytearray()
+  while value > 0x7F:
+    out.append(value & 0x7F | 0x80)
+    value >>= 7
+  out.append(value)
+  return bytes(out)
+
+
+def _field(tag: bytes, payload: bytes) -> bytes:
+  """One length-delimited protobuf field: tag, payload length (varint), payload."""
+  return tag + _varint(len(payload)) + payload
+
+
+# Protobuf tags of the length-delimited fields a tf.Example of bytes features is made of: field 1
+# (Example.features, Features.feature map entries, their key, Feature.bytes_list, BytesList.value)
+# and field 2 (a map entry's value).
+_FIELD_1, _FIELD_2 = b'\x0a', b'\x12'
+_TEXT_KEY_FIELD = _field(_FIELD_1, contract.TEXT_KEY.encode())
+_LABEL_KEY_FIELD = _field(_FIELD_1, contract.LABEL_KEY.encode())
+
+
+def _bytes_feature_entry(key_field: bytes, value: bytes) -> bytes:
+  """A `Features.feature` map entry: key -> Feature(bytes_list=BytesList(value=[value]))."""
+  feature = _field(_FIELD_1, _field(_FIELD_1, value))
+  return _field(_FIELD_1, key_field + _field(_FIELD_2, feature))
+
+
 def make_example(text: str, label: str | None) -> bytes:
-  """Serializes one tf.Example with `text` and, if not None or empty, `label`."""
-  feature = {
-    contract.TEXT_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[text.encode()]))
-  }
+  """Serializes one tf.Example with `text` and, if not None or empty, `label`.
+
+  Encoded here, field by field, rather than through the tf.train.Example classes: this runs
+  once per document and is ~10x faster; the bytes parse as the same tf.Example.
+  """
+  features = _bytes_feature_entry(_TEXT_KEY_FIELD, text.encode())
   if label:
-    feature[contract.LABEL_KEY] = tf.train.Feature(
-      bytes_list=tf.train.BytesList(value=[label.encode()])
-    )
-  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    features += _bytes_feature_entry(_LABEL_KEY_FIELD, label.encode())
+  return _field(_FIELD_1, features)
 
 
 def _label_str(value: Any) -> str | None:
@@ -152,10 +180,16 @@ def _compression(path: str) -> str | None:
   return extension[1:] if extension in _DECOMPRESSORS else None
 
 
+def _open_raw(path: str) -> IO[bytes]:
+  # Local files through Python's own buffered reader: TFX's fileio (TensorFlow's GFile) costs
+  # ~20 us a line more. URIs (gs://, s3://, ...) need fileio.
+  return fileio.open(path, 'rb') if '://' in path else open(path, 'rb')  # noqa: SIM115
+
+
 @contextlib.contextmanager
 def _open(path: str) -> Iterator[IO[bytes]]:
   """The file's bytes, decompressed when its name ends in .gz or .bz2."""
-  with fileio.open(path, 'rb') as raw:
+  with _open_raw(path) as raw:
     decompressor = _DECOMPRESSORS.get(os.path.splitext(path)[1])
     if decompressor is None:
       yield raw
@@ -422,14 +456,26 @@ def _blame_damaged_stream(path: str, records: Iterator[Record]) -> Iterator[Reco
 
 
 class _FileToExamples(beam.DoFn):
-  """Turns one file into serialized tf.Examples, counting what it skips or drops."""
+  """Turns one file into serialized tf.Examples, counting what it skips or drops.
+
+  With `hash_splits`, each example goes to the tagged output of its split (see `_text_bucket`),
+  decided here from its text rather than by parsing it again downstream.
+  """
 
   def __init__(
-    self, input_format_name: str, options: Mapping[str, Any], label_values: Sequence[str] = ()
+    self,
+    input_format_name: str,
+    options: Mapping[str, Any],
+    label_values: Sequence[str] = (),
+    hash_splits: Sequence[tuple[str, int]] = (),
   ):
+    """Args as `ReadTextExamples`'s; `hash_splits`: (split name, hash buckets) pairs."""
     self._format = input_format_name
     self._options = dict(options)
     self._label_values = frozenset(label_values)
+    self._split_names = [name for name, _ in hash_splits]
+    buckets = [count for _, count in hash_splits]
+    self._bounds = [sum(buckets[: i + 1]) for i in range(len(buckets))]
     self._documents = beam.metrics.Metrics.counter(_METRICS_NAMESPACE, 'documents')
     self._empty = beam.metrics.Metrics.counter(_METRICS_NAMESPACE, 'empty_documents_skipped')
     self._dropped = beam.metrics.Metrics.counter(_METRICS_NAMESPACE, 'rows_dropped_by_label')
@@ -449,9 +495,14 @@ class _FileToExamples(beam.DoFn):
         dropped[label] += 1
         self._dropped.inc()
         continue
-      self._documents.inc()
       documents += 1
-      yield make_example(text, label)
+      example = make_example(text, label)
+      if self._bounds:
+        split = bisect.bisect(self._bounds, _text_bucket(text, self._bounds[-1]))
+        yield beam.pvalue.TaggedOutput(self._split_names[split], example)
+      else:
+        yield example
+    self._documents.inc(documents)
     if not documents:
       self._empty_files.inc()
       logging.warning(
@@ -478,15 +529,10 @@ class _FileToExamples(beam.DoFn):
       )
 
 
-def _text_bucket(serialized: bytes, total_buckets: int) -> int:
+def _text_bucket(text: str, total_buckets: int) -> int:
   """The hash bucket of an example's text: equal texts land in the same split whatever their
   label, in every ExampleGen of the pipeline."""
-  text = tf.train.Example.FromString(serialized).features.feature[contract.TEXT_KEY]
-  return int(hashlib.sha256(text.bytes_list.value[0]).hexdigest(), 16) % total_buckets
-
-
-def _split_index(serialized: bytes, num_partitions: int, bounds: Sequence[int]) -> int:
-  return bisect.bisect(bounds, _text_bucket(serialized, bounds[-1]))
+  return int(hashlib.sha256(text.encode()).hexdigest(), 16) % total_buckets
 
 
 @beam.ptransform_fn
@@ -494,8 +540,20 @@ def ReadTextExamples(  # noqa: N802 (Beam transform naming)
   pipeline: beam.Pipeline,
   exec_properties: Mapping[str, Any],
   split_pattern: str,
-) -> beam.PCollection:
-  """Reads one input split (a glob under input_base) into serialized tf.Examples."""
+  hash_splits: Sequence[tuple[str, int]] = (),
+) -> beam.PCollection | beam.pvalue.DoOutputsTuple:
+  """Reads one input split (a glob under input_base) into serialized tf.Examples.
+
+  Args:
+    pipeline: The Beam pipeline.
+    exec_properties: TextExampleGen's exec properties.
+    split_pattern: Glob of the files under input_base.
+    hash_splits: (split name, hash buckets) pairs to split the examples into by their text's
+      hash; empty: no split.
+
+  Returns:
+    The serialized tf.Examples; with `hash_splits`, one output of them per split name.
+  """
   pattern = os.path.join(exec_properties[standard_component_specs.INPUT_BASE_KEY], split_pattern)
   name = exec_properties[INPUT_FORMAT_KEY]
   entry = get_format(name)
@@ -510,14 +568,14 @@ def ReadTextExamples(  # noqa: N802 (Beam transform naming)
   logging.info('Reading %d %s file(s) matching %s', len(files), name, pattern)
   # Files are the unit of parallelism (Create spreads them over the workers); there is no
   # reshuffle of the records here, as ExampleGen's writer already shuffles once.
-  return (
-    pipeline
-    | 'Files' >> beam.Create(files)
-    | 'Read'
-    >> beam.ParDo(
-      _FileToExamples(name, {k: given[k] for k in entry.options}, label_values(exec_properties))
+  read = beam.ParDo(
+    _FileToExamples(
+      name, {k: given[k] for k in entry.options}, label_values(exec_properties), hash_splits
     )
   )
+  if hash_splits:
+    read = read.with_outputs(*(split for split, _ in hash_splits))
+  return pipeline | 'Files' >> beam.Create(files) | 'Read' >> read
 
 
 def label_values(exec_properties: Mapping[str, Any]) -> list[str]:
@@ -609,14 +667,11 @@ class Executor(BaseExampleGenExecutor):
       }
       _check_not_empty(splits, sources, hash_ratio=None)
       return splits
-    bounds = [sum(s.hash_buckets for s in hash_splits[: i + 1]) for i in range(len(hash_splits))]
     pattern = input_config.splits[0].pattern
-    parts = (
-      pipeline
-      | 'InputToRecord' >> read(exec_properties, pattern)
-      | 'SplitData' >> beam.Partition(_split_index, len(bounds), bounds)
-    )
-    splits = dict(zip(names, parts, strict=True))
+    buckets = [(name, split.hash_buckets) for name, split in zip(names, hash_splits, strict=True)]
+    # The reader splits as it reads: a separate split step would parse every example again.
+    parts = pipeline | 'InputToRecord' >> read(exec_properties, pattern, buckets)
+    splits = {name: parts[name] for name in names}
     source = _describe_files(os.path.join(base, pattern))
     _check_not_empty(
       splits,

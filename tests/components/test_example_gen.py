@@ -2,6 +2,7 @@
 
 import bz2
 import gzip
+import hashlib
 import json
 import os
 
@@ -424,3 +425,35 @@ def test_csv_field_longer_than_the_csv_module_default_is_read(tmp_path):
   )
   pairs, _ = _read('csv', tmp_path, '*.csv', label_column='label')
   assert sorted(len(t) for t, _ in pairs) == [5, len(long_text)]
+
+
+@pytest.mark.parametrize(
+  'text, label',
+  [
+    ('a', None),
+    ('a short review', ''),
+    ('café naïve 😀 文字', 'positive'),
+    ('x' * 127, '0'),  # lengths at the edges of one- and two-byte varints
+    ('x' * 128, '1'),
+    ('y' * 16_384, 'fresh'),
+    ('z' * 2_000_000, 'rotten'),
+  ],
+)
+def test_make_example_is_the_tf_example_of_its_text_and_label(text, label):
+  feature = {'text': tf.train.Feature(bytes_list=tf.train.BytesList(value=[text.encode()]))}
+  if label:
+    feature['label'] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[label.encode()]))
+  expected = tf.train.Example(features=tf.train.Features(feature=feature))
+  assert tf.train.Example.FromString(example_gen.make_example(text, label)) == expected
+
+
+def test_hash_split_puts_a_text_where_the_sha256_of_its_text_says(tmp_path):
+  """The documented rule, unchanged across versions: bucket = sha256(text) mod 10, 9 train : 1."""
+  texts = text_data.sentences(200, 5)
+  text_data.write_text(str(tmp_path / 'docs.txt'), texts)
+  splits = _split('text', tmp_path)
+  for name, examples in splits.items():
+    for text, _ in examples:
+      bucket = int(hashlib.sha256(text.encode()).hexdigest(), 16) % 10
+      assert name == ('train' if bucket < 9 else 'eval'), text
+  assert sorted(t for examples in splits.values() for t, _ in examples) == sorted(texts)
