@@ -93,6 +93,8 @@ def main() -> int:
   parser.add_argument('--before-repo', default='')
   parser.add_argument('--workers', type=int, default=2, help='Beam worker processes; 1: in process')
   parser.add_argument('--variants', default=','.join(VARIANTS))
+  parser.add_argument('--corpus', default='', help='a folder of .txt files to read instead')
+  parser.add_argument('--vocab', default='', help='a vocabulary folder to use instead of learning')
   parser.add_argument('--child', nargs=6, help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.child:
@@ -107,10 +109,14 @@ def main() -> int:
   from pipeline import local_runner
 
   work = tempfile.mkdtemp(prefix='io-bench-')
-  corpus = os.path.join(work, 'corpus')
-  size = transform_bench.generate_corpus(corpus, args.size_mb, files=max(2, args.workers * 2))
-  vocab_dir = os.path.join(work, 'vocab')
-  transform_bench.learn_vocab(corpus, vocab_dir, 8000)
+  corpus = args.corpus or os.path.join(work, 'corpus')
+  if args.corpus:
+    size = sum(os.path.getsize(os.path.join(corpus, f)) for f in os.listdir(corpus))
+  else:
+    size = transform_bench.generate_corpus(corpus, args.size_mb, files=max(2, args.workers * 2))
+  vocab_dir = args.vocab or os.path.join(work, 'vocab')
+  if not args.vocab:
+    transform_bench.learn_vocab(corpus, vocab_dir, 8000)
   mode = 'in_memory' if args.workers == 1 else 'multi_processing'
   rows = []
   for variant in args.variants.split(','):
