@@ -159,7 +159,7 @@ def make_example(text: str, label: str | None) -> bytes:
   """Serializes one tf.Example with `text` and, if not None or empty, `label`.
 
   Encoded here, field by field, rather than through the tf.train.Example classes: this runs
-  once per document and is ~10x faster; the bytes parse as the same tf.Example.
+  once per document and takes less than half the CPU; the bytes parse as the same tf.Example.
   """
   features = _bytes_feature_entry(_TEXT_KEY_FIELD, text.encode())
   if label:
