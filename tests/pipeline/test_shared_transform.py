@@ -1,0 +1,102 @@
+"""One Transform for both training stages when they read the same examples with the same
+vocabulary; two when pretraining reads a corpus of its own (label filtering)."""
+
+import json
+import os
+
+import pytest
+
+from pipeline import config as config_lib
+from pipeline import factory
+from tfxlm import contract
+
+IMDB_SAMPLE = os.path.join(config_lib.REPO, 'pipeline', 'configs', 'imdb_sample.yaml')
+RT_SCHEMA = os.path.join(config_lib.REPO, 'schemas', 'rotten_tomatoes')
+
+
+def _components(config, tmp_path):
+  pipeline = factory.create_pipeline(config, pipeline_root=str(tmp_path / 'root'))
+  return {c.id: c for c in pipeline.components}
+
+
+def _transform_of(trainer):
+  """The component whose outputs a Trainer reads as examples and as its transform graph."""
+  sources = {trainer.inputs[key].producer_component_id for key in ('examples', 'transform_graph')}
+  assert len(sources) == 1, sources
+  return sources.pop()
+
+
+def _custom_config(component):
+  return json.loads(component.exec_properties['custom_config'])
+
+
+def _rt_config(tmp_path, label_values, pretrain_task, train_task):
+  (tmp_path / 'data').mkdir(exist_ok=True)
+  (tmp_path / 'data' / 'rt.csv').write_text('category,text\nfresh,good\nplot,a story\n')
+  data = {
+    'input_base': str(tmp_path / 'data'),
+    'label_column': 'category',
+    'label_values': label_values,
+    'schema_dir': RT_SCHEMA,
+  }
+  return config_lib.from_dict(
+    {'data': data, 'pretrain': {'task': pretrain_task}, 'train': {'task': train_task}}
+  )
+
+
+def test_the_offline_sample_tokenizes_once_for_pretraining_and_classification(tmp_path):
+  config = config_lib.load_config(IMDB_SAMPLE)
+  assert (config.pretrain.task, config.train.task) == (contract.MLM, contract.CLASSIFY)
+  components = _components(config, tmp_path)
+  transforms = [c for c in components.values() if 'transform_graph' in c.outputs]
+  assert [c.id for c in transforms] == [contract.TRANSFORM_ID]
+  for trainer in (contract.PRETRAIN_TRAINER_ID, contract.TRAINER_ID):
+    assert _transform_of(components[trainer]) == contract.TRANSFORM_ID
+  assert _custom_config(components[contract.TRANSFORM_ID]) == {
+    contract.TASK_KEY: contract.CLASSIFY,
+    contract.SEQ_LEN_KEY: config.train.seq_len,
+    contract.LM_FEATURES_KEY: True,
+  }
+  # Each Trainer still gets its own stage's config, so it picks its features by its task.
+  tasks = {
+    trainer: _custom_config(components[trainer])[contract.TRAINER_CONFIG_KEY]['task']
+    for trainer in contract.TRAINER_IDS
+  }
+  assert tasks == {
+    contract.PRETRAIN_TRAINER_ID: contract.MLM,
+    contract.TRAINER_ID: contract.CLASSIFY,
+  }
+  assert components[contract.TRAINER_ID].inputs['base_model'].producer_component_id == (
+    contract.PRETRAIN_TRAINER_ID
+  )
+
+
+@pytest.mark.parametrize('pretrain_task', [contract.MLM, contract.CLM])
+@pytest.mark.parametrize('train_task', [contract.MLM, contract.CLM, contract.CLASSIFY])
+def test_stages_reading_the_same_examples_share_one_transform(tmp_path, pretrain_task, train_task):
+  components = _components(_rt_config(tmp_path, [], pretrain_task, train_task), tmp_path)
+  assert contract.PRETRAIN_TRANSFORM_ID not in components
+  for trainer in contract.TRAINER_IDS:
+    assert _transform_of(components[trainer]) == contract.TRANSFORM_ID
+  # An mlm/clm Transform's ids are the pieces both LM stages read; classify adds them.
+  custom = _custom_config(components[contract.TRANSFORM_ID])
+  assert custom.get(contract.LM_FEATURES_KEY, False) == (train_task == contract.CLASSIFY)
+  assert custom[contract.TASK_KEY] == train_task
+
+
+def test_pretraining_on_the_unfiltered_corpus_keeps_its_own_transform(tmp_path):
+  config = _rt_config(tmp_path, ['fresh', 'rotten'], contract.MLM, contract.CLASSIFY)
+  components = _components(config, tmp_path)
+  assert _transform_of(components[contract.PRETRAIN_TRAINER_ID]) == contract.PRETRAIN_TRANSFORM_ID
+  assert _transform_of(components[contract.TRAINER_ID]) == contract.TRANSFORM_ID
+  pretrain = components[contract.PRETRAIN_TRANSFORM_ID]
+  assert pretrain.inputs['examples'].producer_component_id == contract.CORPUS_EXAMPLE_GEN_ID
+  assert _custom_config(pretrain)[contract.TASK_KEY] == contract.MLM
+  assert contract.LM_FEATURES_KEY not in _custom_config(components[contract.TRANSFORM_ID])
+
+
+def test_without_pretraining_the_transform_outputs_only_its_stage_features(tmp_path):
+  config = config_lib.load_config(IMDB_SAMPLE, ['pretrain=null'])
+  components = _components(config, tmp_path)
+  assert contract.PRETRAIN_TRAINER_ID not in components
+  assert contract.LM_FEATURES_KEY not in _custom_config(components[contract.TRANSFORM_ID])
