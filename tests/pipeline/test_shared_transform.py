@@ -1,13 +1,18 @@
 """One Transform for both training stages when they read the same examples with the same
 vocabulary; two when pretraining reads a corpus of its own (label filtering)."""
 
+import csv
+import glob
 import json
 import os
 
 import pytest
+import tensorflow as tf
+import yaml
 
 from pipeline import config as config_lib
-from pipeline import factory
+from pipeline import factory, local_runner
+from tests.trainer import trainer_data
 from tfxlm import contract
 
 IMDB_SAMPLE = os.path.join(config_lib.REPO, 'pipeline', 'configs', 'imdb_sample.yaml')
@@ -100,3 +105,71 @@ def test_without_pretraining_the_transform_outputs_only_its_stage_features(tmp_p
   components = _components(config, tmp_path)
   assert contract.PRETRAIN_TRAINER_ID not in components
   assert contract.LM_FEATURES_KEY not in _custom_config(components[contract.TRANSFORM_ID])
+
+
+def _stage(task, steps, learning_rate):
+  return {
+    'task': task,
+    'model_size': 'tiny',
+    'num_layers': 1,
+    'hidden_dim': 32,
+    'num_heads': 2,
+    'intermediate_dim': 64,
+    'seq_len': 16,
+    'per_replica_batch_size': 16,
+    'train_steps': steps,
+    'eval_steps': 2,
+    'eval_every_steps': steps,
+    'log_every_steps': steps,
+    'checkpoint_every_steps': steps,
+    'learning_rate': learning_rate,
+    'warmup_steps': 5,
+  }
+
+
+@pytest.mark.slow
+def test_pretraining_and_classification_run_on_one_transform_and_both_models_serve(tmp_path):
+  (tmp_path / 'data').mkdir()
+  with open(tmp_path / 'data' / 'reviews.csv', 'w', newline='') as f:
+    writer = csv.writer(f)
+    writer.writerow(['label', 'text'])
+    writer.writerows((label, text) for text, label in trainer_data.labeled_texts(400, 3))
+  config = {
+    'pipeline_name': 'shared-transform',
+    'outputs_dir': str(tmp_path / 'outputs'),
+    'data': {'format': 'csv', 'input_base': str(tmp_path / 'data'), 'train_eval_ratio': [3, 1]},
+    'vocabulary': {'size': 120},
+    'pretrain': _stage(contract.MLM, 20, 3e-3),
+    'train': _stage(contract.CLASSIFY, 80, 3e-3),
+    'evaluation': {'min_accuracy': 0.8},
+    'serving': {'model_name': 'shared'},
+    'beam': {'direct_num_workers': 1},
+  }
+  path = tmp_path / 'config.yaml'
+  path.write_text(yaml.safe_dump(config))
+  assert local_runner.main(['--config', str(path)]) == 0
+  loaded = config_lib.load_config(str(path))
+  with open(os.path.join(loaded.resolved_outputs_dir, 'summary.json')) as f:
+    run = json.load(f)
+  ran = {c['name'] for c in run['components']}
+  assert {contract.TRANSFORM_ID, contract.PRETRAIN_TRAINER_ID, contract.TRAINER_ID} <= ran
+  assert contract.PRETRAIN_TRANSFORM_ID not in ran
+  assert run['blessed'] is True
+
+  # The pushed classifier answers raw text with the right labels.
+  classifier = tf.saved_model.load(run['pushed_path'])
+  out = classifier.signatures[contract.PREDICT_TEXT](
+    text=tf.constant(['a great and happy film', 'an awful and sad movie'])
+  )
+  assert [label.decode() for label in out[contract.LABELS].numpy()] == ['pos', 'neg']
+
+  # The pretrained mlm model reads the pieces: it predicts the [MASK] of a raw text.
+  [pretrained] = glob.glob(
+    os.path.join(loaded.pipeline_root, contract.PRETRAIN_TRAINER_ID, 'model', '*', 'Format-Serving')
+  )
+  mlm = tf.saved_model.load(pretrained)
+  out = mlm.signatures[contract.PREDICT_TEXT](text=tf.constant(['the good [MASK] film', 'film']))
+  predictions = out[contract.MASK_PREDICTIONS].numpy()
+  assert all(p for p in predictions[0]) and not any(p for p in predictions[1])
+  # Scored: up to ceil(seq_len * mask_rate) = 3 evenly spread pieces, never the [MASK] itself.
+  assert out[contract.TOKEN_COUNT].numpy().tolist() == [2.0, 1.0]
