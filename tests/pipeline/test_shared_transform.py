@@ -133,7 +133,10 @@ def test_pretraining_and_classification_run_on_one_transform_and_both_models_ser
   with open(tmp_path / 'data' / 'reviews.csv', 'w', newline='') as f:
     writer = csv.writer(f)
     writer.writerow(['label', 'text'])
-    writer.writerows((label, text) for text, label in trainer_data.labeled_texts(400, 3))
+    # The labeled schema's label domain: '1' positive, '0' negative.
+    writer.writerows(
+      ('1' if label == 'pos' else '0', text) for text, label in trainer_data.labeled_texts(400, 3)
+    )
   config = {
     'pipeline_name': 'shared-transform',
     'outputs_dir': str(tmp_path / 'outputs'),
@@ -161,7 +164,7 @@ def test_pretraining_and_classification_run_on_one_transform_and_both_models_ser
   out = classifier.signatures[contract.PREDICT_TEXT](
     text=tf.constant(['a great and happy film', 'an awful and sad movie'])
   )
-  assert [label.decode() for label in out[contract.LABELS].numpy()] == ['pos', 'neg']
+  assert [label.decode() for label in out[contract.LABELS].numpy()] == ['1', '0']
 
   # The pretrained mlm model reads the pieces: it predicts the [MASK] of a raw text.
   [pretrained] = glob.glob(
