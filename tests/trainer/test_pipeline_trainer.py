@@ -85,11 +85,16 @@ def pipeline_root(tmp_path_factory):
     steps=10,
     base_model=pretrainer.outputs['model'],
   )
+  # A causal-LM stage reads the same pieces (the shared Transform's ids do not depend on the
+  # LM task).
+  clm_trainer = _trainer(
+    'ClmTrainer', shared, {**common, 'task': 'clm', 'learning_rate': 3e-3}, steps=4
+  )
   root = os.path.join(tmp, 'root')
   pipeline = tfx.dsl.Pipeline(
     pipeline_name='trainer-e2e',
     pipeline_root=root,
-    components=[examples, schema, vocab, shared, pretrainer, finetuner],
+    components=[examples, schema, vocab, shared, pretrainer, finetuner, clm_trainer],
     metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
       os.path.join(tmp, 'metadata.sqlite')
     ),
@@ -152,3 +157,15 @@ def test_the_pretrained_model_reads_the_lm_pieces_of_the_shared_transform(pipeli
   np.testing.assert_allclose(
     served[contract.TOKEN_LOGPROB_SUM].numpy(), out[contract.TOKEN_LOGPROB_SUM].numpy(), rtol=1e-5
   )
+
+
+def test_a_causal_lm_on_the_shared_transform_scores_the_pieces(pipeline_root):
+  graph = tft.TFTransformOutput(_uri(pipeline_root, 'Transform', 'transform_graph'))
+  serving = os.path.join(_uri(pipeline_root, 'ClmTrainer', 'model'), 'Format-Serving')
+  model = tf.saved_model.load(serving)
+  texts = ['good film', 'the movie story really quite awful']
+  pieces = graph.transform_features_layer()({contract.TEXT_KEY: tf.constant([[t] for t in texts])})
+  lengths = tf.RaggedTensor.from_sparse(pieces[contract.LM_TOKEN_IDS_KEY]).row_lengths().numpy()
+  # Every piece is scored (framed ids would score seq_len tokens for each text).
+  out = model.signatures[contract.PREDICT_TEXT](text=tf.constant(texts))
+  np.testing.assert_array_equal(out[contract.TOKEN_COUNT].numpy(), lengths)
