@@ -235,6 +235,11 @@ def main(argv=None) -> int:
       f'{mean([r["components"].get(node, 0.0) for r in results[v]]):>18.1f}' for v in VARIANTS
     )
     print(f'{node:<24}{row}')
+  for v in VARIANTS:
+    runs = ', '.join(
+      f'{_transform_seconds(r):.1f} s / {r["wall_seconds"]:.1f} s' for r in results[v]
+    )
+    print(f'{v}: Transform / wall time of each run: {runs}')
   transform = {v: mean([_transform_seconds(r) for r in results[v]]) for v in VARIANTS}
   wall = {v: mean([r['wall_seconds'] for r in results[v]]) for v in VARIANTS}
   written = {v: results[v][0]['transformed_bytes'] for v in VARIANTS}
