@@ -138,8 +138,9 @@ def test_a_run_that_is_killed_leaves_no_pool_process(sig):
 
 
 def _records(folder):
-  """The serialized records of the TFRecord files under `folder`, sorted (Beam's file sharding
-  and order vary between runs; the content must not)."""
+  """The tf.Examples in the TFRecord files under `folder`, serialized with their features in
+  key order and sorted (map order within a record, file sharding and record order vary between
+  runs; the content must not)."""
   import tensorflow as tf
 
   files = sorted(
@@ -147,7 +148,7 @@ def _records(folder):
   )
   assert files, folder
   return sorted(
-    r.numpy()
+    tf.train.Example.FromString(r.numpy()).SerializeToString(deterministic=True)
     for path in files
     for r in tf.data.TFRecordDataset(path, compression_type='GZIP' if path.endswith('.gz') else '')
   )
