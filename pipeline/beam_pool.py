@@ -20,6 +20,7 @@ one dies (its stdin, a pipe from here, reaches end of file), so no worker outliv
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import os
 import signal
@@ -129,25 +130,19 @@ class _Process:
 
   def stop(self) -> None:
     """Kills the process's group (SIGTERM, then SIGKILL after STOP_TIMEOUT) and reaps it."""
-    try:
+    with contextlib.suppress(OSError):
       self.popen.stdin.close()
-    except OSError:
-      pass
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-      try:
-        os.killpg(self.popen.pid, sig)
-      except ProcessLookupError:
-        pass
-      try:
-        self.popen.wait(STOP_TIMEOUT)
-        if sig == signal.SIGTERM:
-          os.killpg(self.popen.pid, signal.SIGKILL)  # anything it left in its group
-        break
-      except subprocess.TimeoutExpired:
-        continue
-      except ProcessLookupError:
-        break
+    _kill_group(self.popen.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+      self.popen.wait(STOP_TIMEOUT)
+    _kill_group(self.popen.pid, signal.SIGKILL)  # if it hangs, and whatever it left in its group
+    self.popen.wait()
     self.popen.stdout.close()
+
+
+def _kill_group(pgid: int, sig: int) -> None:
+  with contextlib.suppress(ProcessLookupError):
+    os.killpg(pgid, sig)
 
 
 def _read_line(popen: subprocess.Popen, timeout: float) -> str:
@@ -182,10 +177,7 @@ class _Dispatcher(beam_fn_api_pb2_grpc.BeamFnExternalWorkerPoolServicer):
     return response
 
   def StopWorker(self, request, context):  # noqa: N802 - gRPC method name
-    index = self.started.pop(request.worker_id, None)
-    if index is None or self._processes[index].stub is None:
-      return beam_fn_api_pb2.StopWorkerResponse()
-    return self._processes[index].stub.StopWorker(request)
+    return beam_fn_api_pb2.StopWorkerResponse()  # a harness ends with its control stream
 
 
 def _flag(args: Sequence[str], name: str) -> Optional[str]:
