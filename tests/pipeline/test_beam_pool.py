@@ -2,6 +2,7 @@
 reports worker errors as the runner does, and leaves no process behind however the run ends."""
 
 import glob
+import importlib.util
 import os
 import random
 import signal
@@ -210,3 +211,10 @@ def test_the_pool_gives_the_same_outputs_as_fresh_worker_processes(tmp_path):
     assert len(pool.dispatcher.started) >= 8  # two workers for each of four Beam components
   assert pooled == fresh
   assert len(fresh['examples']) == 300 and len(fresh['transformed']) > 0
+
+
+def test_every_module_the_pool_preloads_exists():
+  # A renamed module would make every pool process fail to start (a run on worker processes
+  # would stop at its first Beam component).
+  missing = [name for name in beam_pool.WORKER_IMPORTS if importlib.util.find_spec(name) is None]
+  assert not missing
