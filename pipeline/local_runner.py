@@ -91,7 +91,6 @@ def build(config, pool=None):
   from pipeline import factory
 
   args = beam_args(config)
-
   os.makedirs(config.resolved_outputs_dir, exist_ok=True)
   return factory.create_pipeline(
     config,
@@ -219,6 +218,7 @@ def main(argv=None, *, route_stderr: bool = False) -> int:
 
 
 def _run(argv, route_stderr: bool, run_scope: contextlib.ExitStack) -> int:
+  """`main`, with `run_scope` holding what must end with the run."""
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument(
     '--config', default=None, help=f'YAML config (default: ${CONFIG_ENV}, else the demo)'
@@ -258,7 +258,8 @@ def _run(argv, route_stderr: bool, run_scope: contextlib.ExitStack) -> int:
   from pipeline import beam_pool, demo_data, summary
 
   try:
-    pipeline = build(config, run_scope.enter_context(beam_pool.WorkerPool()))  # fetches a named data set (pypi:...) on first use
+    pool = run_scope.enter_context(beam_pool.WorkerPool())  # starts only if Beam wants workers
+    pipeline = build(config, pool)  # fetches a named data set (pypi:...) on first use
   except (config_lib.ConfigError, demo_data.DemoDataError, ValueError, OSError) as e:
     print(f'error: building the pipeline from {path}: {e}', file=errors)
     return 2
