@@ -8,7 +8,9 @@ For each size (MB of UTF-8 text, smallest first):
    written block by block so that no corpus sits in memory.
 2. Times, on one core, on the first `--sample-mb` MB of that corpus: tensorflow-text
    FastBertTokenizer alone (the bare op), the preprocessing graph (normalization as vocab.json
-   says + FastBertTokenizer), and Hugging Face `tokenizers` BertWordPieceTokenizer with one thread.
+   says + FastBertTokenizer), and Hugging Face `tokenizers` BertWordPieceTokenizer with one thread;
+   each rate over wall time (what the ratios use) and over the process's CPU time (which other
+   load on the machine inflates less).
 3. Runs a LocalDagRunner pipeline (text ExampleGen, the corpus schema, the vocabulary imported,
    Transform with task 'mlm') with the Beam arguments `pipeline/local_runner.py` chooses for that
    input, times ExampleGen and Transform from ML Metadata, and samples the resident memory of
@@ -218,11 +220,15 @@ def _role_tokenizers(corpus: str, vocab_dir: str, batch: int, sample_bytes: int)
     fn = tf.function(fn)
     tensors = [tf.constant(b) for b in batches]
     fn(tensors[0])
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     count = 0
     for t in tensors:
       count += int(fn(t))  # int() waits for the result.
-    results[name] = {'seconds': time.perf_counter() - started, 'tokens': count}
+    results[name] = {
+      'seconds': time.perf_counter() - started,
+      'cpu_seconds': time.process_time() - cpu,
+      'tokens': count,
+    }
 
   bare = tf_text.FastBertTokenizer(
     vocab=tokens, token_out_type=tf.int64, lower_case_nfd_strip_accents=True
@@ -239,11 +245,15 @@ def _role_tokenizers(corpus: str, vocab_dir: str, batch: int, sample_bytes: int)
     strip_accents=True,
     lowercase=True,
   )
-  started = time.perf_counter()
+  started, cpu = time.perf_counter(), time.process_time()
   count = 0
   for b in batches:
     count += sum(len(e.ids) for e in hf.encode_batch(b, add_special_tokens=False))
-  results[HF] = {'seconds': time.perf_counter() - started, 'tokens': count}
+  results[HF] = {
+    'seconds': time.perf_counter() - started,
+    'cpu_seconds': time.process_time() - cpu,
+    'tokens': count,
+  }
   return results
 
 
@@ -472,7 +482,11 @@ def measure_size(
     stage['mb_per_s'] = size / MB / stage['seconds']
   sampled = single['bytes']
   tokenizers = {
-    k: {**single[k], 'mb_per_s': sampled / MB / single[k]['seconds']}
+    k: {
+      **single[k],
+      'mb_per_s': sampled / MB / single[k]['seconds'],
+      'cpu_mb_per_s': sampled / MB / single[k]['cpu_seconds'],
+    }
     for k in (BARE, GRAPH, NORMALIZATION, HF)
   }
   e2e_rate, workers = stages[END_TO_END]['mb_per_s'], run['workers']
@@ -544,10 +558,12 @@ def size_report(result: dict, targets: list[dict], base_mb: float, top_mb: float
     f'== {result["size_mb"]:g} MB ({result["bytes"] / MB:.1f} MB of text); load average '
     f'{" ".join(f"{v:.2f}" for v in result["loadavg_before"])} before the pipeline, '
     f'{" ".join(f"{v:.2f}" for v in result["loadavg_after"])} after',
-    f'  one core, first {result["sample_bytes"] / MB:.1f} MB of this corpus'.ljust(56) + 'MB/s',
+    f'  one core, first {result["sample_bytes"] / MB:.1f} MB of this corpus'.ljust(56)
+    + 'MB/s  MB/s of CPU time',
   ]
   for key, label in TOKENIZER_LABELS.items():
-    lines.append(f'    {label:<52}{result["tokenizers"][key]["mb_per_s"]:6.2f}')
+    rates = result['tokenizers'][key]
+    lines.append(f'    {label:<52}{rates["mb_per_s"]:6.2f}{rates["cpu_mb_per_s"]:8.2f}')
   lines.append(
     f'  pipeline: {result["workers"]} worker(s), Beam args {" ".join(result["beam_args"])}; '
     f'process wall {result["pipeline_wall_seconds"]:.1f} s'
