@@ -623,10 +623,10 @@ def parse_sizes(text: str) -> tuple[float, ...]:
     sizes = tuple(sorted({float(part) for part in text.split(',') if part.strip()}))
   except ValueError:
     raise argparse.ArgumentTypeError(
-      f'--sizes: expected MB numbers like 10,100,1000, got {text!r}'
+      f'expected MB numbers like 10,100,1000, got {text!r}'
     ) from None
   if not sizes or sizes[0] <= 0:
-    raise argparse.ArgumentTypeError(f'--sizes: expected positive MB numbers, got {text!r}')
+    raise argparse.ArgumentTypeError(f'expected positive MB numbers, got {text!r}')
   return sizes
 
 

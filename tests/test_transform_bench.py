@@ -1,5 +1,6 @@
 """bench/transform_bench.py: the corpus generator, the verdicts, and a whole run at a tiny size."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -80,7 +81,7 @@ def test_targets_without_their_size_are_not_run():
 
 @pytest.mark.parametrize('text', ['', 'ten', '10,-1', '0'])
 def test_bad_sizes_are_refused_by_name(text):
-  with pytest.raises(Exception, match='--sizes'):
+  with pytest.raises(argparse.ArgumentTypeError, match=f'expected .*MB numbers.*{text!r}'):
     bench.parse_sizes(text)
 
 
