@@ -13,8 +13,8 @@ For each size (MB of UTF-8 text, smallest first):
    load on the machine inflates less).
 3. Runs a LocalDagRunner pipeline (text ExampleGen, the corpus schema, the vocabulary imported,
    Transform with task 'mlm') with the Beam arguments `pipeline/local_runner.py` chooses for that
-   input, times ExampleGen and Transform from ML Metadata, and samples the resident memory of
-   the whole process tree (Beam workers included) every 0.25 s.
+   input, times ExampleGen and Transform from ML Metadata, and samples the resident memory and
+   the CPU time of the whole process tree (Beam workers included) every 0.25 s.
 The vocabulary is learned once, from the first 10 MB of the smallest corpus, with the Vocabulary
 component's plain functions.
 
@@ -27,6 +27,9 @@ the ratios, and the targets of issue #16 with PASS/FAIL:
   >= 0.30 at `--top-mb` (1000);
 - memory growth: peak tree RSS at `--top-mb` over that at `--base-mb`, <= 1.2;
 - time growth: end-to-end seconds at `--top-mb` over those at `--base-mb`, <= 10.5.
+The first two also over CPU time (MB per CPU-second of the pipeline's process tree over the
+tokenizers' MB per CPU-second; no target): what a byte costs, which a loaded machine inflates
+far less than the wall-time ratios.
 """
 
 from __future__ import annotations
@@ -351,19 +354,22 @@ def _role_pipeline(corpus: str, vocab_dir: str, root: str, workers: int, shuffle
 # ---- Orchestration ----
 
 
-def tree_rss(root_pid: int) -> tuple[int, int]:
-  """(sum, largest) resident bytes over a process and all its descendants."""
-  children = collections.defaultdict(list)
+def tree_usage(root_pid: int) -> tuple[int, int, float]:
+  """(sum, largest) resident bytes over a process and all its descendants, and their CPU
+  seconds so far (user + system, with those of the children they have reaped)."""
+  children, ticks = collections.defaultdict(list), {}
   for entry in os.listdir('/proc'):
     if entry.isdigit():
       try:
         with open(f'/proc/{entry}/stat') as f:
           fields = f.read().rsplit(')', 1)[1].split()
         children[int(fields[1])].append(int(entry))
-      except (OSError, IndexError):
+        # Fields 14-17 of stat: utime, stime, cutime, cstime (this list starts at field 3).
+        ticks[int(entry)] = sum(int(v) for v in fields[11:15])
+      except (OSError, IndexError, ValueError):
         continue  # the process ended while we looked
   page = os.sysconf('SC_PAGE_SIZE')
-  total = largest = 0
+  total = largest = cpu = 0
   stack = [root_pid]
   while stack:
     pid = stack.pop()
@@ -375,14 +381,16 @@ def tree_rss(root_pid: int) -> tuple[int, int]:
       continue
     total += rss
     largest = max(largest, rss)
-  return total, largest
+    cpu += ticks.get(pid, 0)
+  return total, largest, cpu / os.sysconf('SC_CLK_TCK')
 
 
 def run_child(args: list[str], log_path: str, env: dict | None = None) -> tuple[dict, list]:
   """Runs this script in a role, its stderr to `log_path`.
 
   Returns:
-    Its JSON result and the memory samples of its process tree: (epoch s, sum, largest).
+    Its JSON result and the samples of its process tree: (epoch s, resident bytes summed,
+    largest process's resident bytes, CPU seconds so far).
 
   Raises:
     SystemExit: the role failed (with the end of its log).
@@ -399,7 +407,7 @@ def run_child(args: list[str], log_path: str, env: dict | None = None) -> tuple[
 
     def sample():
       while process.poll() is None:
-        samples.append((time.time(), *tree_rss(process.pid)))
+        samples.append((time.time(), *tree_usage(process.pid)))
         time.sleep(RSS_INTERVAL_S)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -413,11 +421,14 @@ def run_child(args: list[str], log_path: str, env: dict | None = None) -> tuple[
   return json.loads(out.strip().splitlines()[-1]), samples
 
 
-def _peaks(samples: list, start: float, end: float) -> dict:
+def _usage(samples: list, start: float, end: float) -> dict:
+  """Peak memory and CPU seconds of the process tree between two epoch times."""
   inside = [s for s in samples if start <= s[0] <= end] or samples
+  before = [s[3] for s in samples if s[0] <= start] or [0.0]
   return {
     'peak_rss_tree_bytes': max((s[1] for s in inside), default=0),
     'peak_rss_process_bytes': max((s[2] for s in inside), default=0),
+    'cpu_seconds': max(s[3] for s in inside) - before[-1],
   }
 
 
@@ -475,11 +486,14 @@ def measure_size(
     if window is None:
       raise SystemExit(f'{size_mb:g} MB: ML Metadata has no {name} execution (see {folder})')
     seconds = window['end'] - window['start']
-    stages[name] = {'seconds': seconds, **_peaks(samples, window['start'], window['end'])}
-  e2e_s = stages[EXAMPLE_GEN]['seconds'] + stages[TRANSFORM]['seconds']
-  stages[END_TO_END] = {'seconds': e2e_s, **_peaks(samples, 0, float('inf'))}
+    stages[name] = {'seconds': seconds, **_usage(samples, window['start'], window['end'])}
+  stages[END_TO_END] = {
+    **_usage(samples, 0, float('inf')),
+    **{k: stages[EXAMPLE_GEN][k] + stages[TRANSFORM][k] for k in ('seconds', 'cpu_seconds')},
+  }
   for stage in stages.values():
     stage['mb_per_s'] = size / MB / stage['seconds']
+    stage['cpu_mb_per_s'] = size / MB / stage['cpu_seconds'] if stage['cpu_seconds'] else None
   sampled = single['bytes']
   tokenizers = {
     k: {
@@ -503,6 +517,12 @@ def measure_size(
     'ratios': {
       HF_RATIO: e2e_rate / tokenizers[HF]['mb_per_s'],
       WORKER_RATIO: e2e_rate / workers / tokenizers[BARE]['mb_per_s'],
+    },
+    # MB per CPU-second of the pipeline's process tree over the same for the tokenizers alone:
+    # what a byte costs, which other load on the machine inflates far less than wall time.
+    'cpu_ratios': {
+      HF_RATIO: (stages[END_TO_END]['cpu_mb_per_s'] or 0) / tokenizers[HF]['cpu_mb_per_s'],
+      WORKER_RATIO: (stages[END_TO_END]['cpu_mb_per_s'] or 0) / tokenizers[BARE]['cpu_mb_per_s'],
     },
     'loadavg_before': load_before,
     'loadavg_after': load_after,
@@ -569,12 +589,13 @@ def size_report(result: dict, targets: list[dict], base_mb: float, top_mb: float
     f'process wall {result["pipeline_wall_seconds"]:.1f} s'
   )
   lines.append(
-    f'    {"stage":<24}{"seconds":>9}{"MB/s":>8}{"peak RSS tree":>16}{"largest process":>18}'
+    f'    {"stage":<24}{"seconds":>9}{"MB/s":>8}{"CPU s":>9}{"peak RSS tree":>16}'
+    f'{"largest process":>18}'
   )
   for name, stage in result['stages'].items():
     label = 'end to end (EG + T)' if name == END_TO_END else name
     lines.append(
-      f'    {label:<24}{stage["seconds"]:9.1f}{stage["mb_per_s"]:8.2f}'
+      f'    {label:<24}{stage["seconds"]:9.1f}{stage["mb_per_s"]:8.2f}{stage["cpu_seconds"]:9.1f}'
       f'{_mib(stage["peak_rss_tree_bytes"]):>16}{_mib(stage["peak_rss_process_bytes"]):>18}'
     )
   by_key = {t['key']: t for t in targets}
@@ -588,6 +609,10 @@ def size_report(result: dict, targets: list[dict], base_mb: float, top_mb: float
       f'    {label:<44}{result["ratios"][key]:6.2f}  target {target["op"]} '
       f'{target["target"]:.2f}  {verdict}'
     )
+  lines.append(
+    '    the same over CPU time (MB per CPU-second, no target): vs HF '
+    f'{result["cpu_ratios"][HF_RATIO]:.2f}, vs the bare op {result["cpu_ratios"][WORKER_RATIO]:.2f}'
+  )
   return '\n'.join(lines)
 
 

@@ -115,8 +115,11 @@ def test_a_tiny_run_reports_every_stage_ratio_and_target(tmp_path):
     stage = measured['stages'][name]
     assert stage['seconds'] > 0 and stage['mb_per_s'] > 0
     assert stage['peak_rss_tree_bytes'] >= stage['peak_rss_process_bytes'] > 0
+    assert stage['cpu_seconds'] > 0 and stage['cpu_mb_per_s'] > 0
   assert measured['workers'] >= 1 and measured['beam_args']
-  assert set(measured['ratios']) == {bench.HF_RATIO, bench.WORKER_RATIO}
+  for ratios in (measured['ratios'], measured['cpu_ratios']):
+    assert set(ratios) == {bench.HF_RATIO, bench.WORKER_RATIO}
+    assert all(value > 0 for value in ratios.values())
   targets = results['targets']
   assert [t['key'] for t in targets] == [
     bench.HF_RATIO,
