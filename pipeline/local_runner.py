@@ -200,6 +200,13 @@ def failure_text(config, error: BaseException, component, log_path: str) -> str:
   )
 
 
+def _compiling_for_cli() -> bool:
+  """True inside `tfx pipeline create` (or update, compile): the CLI runs this file in its own
+  process with LocalDagRunner.run patched to read the pipeline's definition; nothing runs."""
+  runner = sys.modules.get('tfx.orchestration.local.local_dag_runner')
+  return runner is not None and hasattr(runner.LocalDagRunner.run, '__wrapped__')
+
+
 def main(argv=None, *, route_stderr: bool = False) -> int:
   """Runs the pipeline; returns the exit code.
 
@@ -238,9 +245,13 @@ def main(argv=None, *, route_stderr: bool = False) -> int:
   log_path = os.path.join(config.resolved_outputs_dir, 'run.log')
   errors = sys.stderr
   open(log_path, 'w').close()  # a new log per run; every writer appends
+  compiling = _compiling_for_cli()
   if route_stderr:
-    # Before TensorFlow is imported: its C++ start-up lines go straight to descriptor 2.
-    errors = console.route_native_stderr(log_path, python_stderr='log')
+    # Before TensorFlow is imported: its C++ start-up lines go straight to descriptor 2. In the
+    # CLI's process Python's stderr stays on the console: the CLI reports its own errors there.
+    errors = console.route_native_stderr(
+      log_path, python_stderr='console' if compiling else 'log'
+    )
   progress = _quiet_logging(log_path)
   from tfx import v1 as tfx
 
@@ -252,8 +263,7 @@ def main(argv=None, *, route_stderr: bool = False) -> int:
     print(f'error: building the pipeline from {path}: {e}', file=errors)
     return 2
   runner = tfx.orchestration.LocalDagRunner()
-  if hasattr(type(runner).run, '__wrapped__'):
-    # `tfx pipeline create` patches run() to read the pipeline's definition: nothing runs.
+  if compiling:
     runner.run(pipeline)
     return 0
   print(
