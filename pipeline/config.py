@@ -404,9 +404,16 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Pi
       raise ConfigError(f'config file {path!r} does not exist')
     with open(path, encoding='utf-8') as f:
       try:
-        data = yaml.safe_load(f) or {}
+        data = yaml.safe_load(f)
       except yaml.YAMLError as e:
         raise ConfigError(f'{path}: not valid YAML: {e}') from None
+    if data is None:
+      # Not the defaults: they run the demo, which an empty file (a failed copy, a wrong path
+      # in TFXLM_CONFIG) does not ask for.
+      raise ConfigError(
+        f'{path}: the file is empty (or only comments); a config is a YAML mapping of sections: '
+        'start from one in pipeline/configs/'
+      )
     if not isinstance(data, dict):
       raise ConfigError(
         f'{path}: the config must be a mapping of sections, got {type(data).__name__}'
@@ -512,6 +519,11 @@ def validate(config: PipelineConfig) -> None:
       )
   elif data.input_base and '://' not in data.input_base:
     base = config.resolve_path(data.input_base)
+    if os.path.isfile(base):
+      raise ConfigError(
+        f'data.input_base: {base!r} is a file; give the folder that holds the input files '
+        '(data.file_pattern picks files in it)'
+      )
     if not os.path.isdir(base):
       raise ConfigError(f'data.input_base: folder {base!r} does not exist')
   if not os.path.isfile(config.schema_file):

@@ -241,10 +241,19 @@ def main(argv=None, *, route_stderr: bool = False) -> int:
     print(f'error: {e}', file=sys.stderr)
     return 2
 
-  os.makedirs(config.resolved_outputs_dir, exist_ok=True)
   log_path = os.path.join(config.resolved_outputs_dir, 'run.log')
   errors = sys.stderr
-  open(log_path, 'w').close()  # a new log per run; every writer appends
+  try:
+    os.makedirs(config.resolved_outputs_dir, exist_ok=True)
+    open(log_path, 'w').close()  # a new log per run; every writer appends
+  except OSError as e:
+    why = 'it is a file, not a folder' if isinstance(e, FileExistsError) else e.strerror or e
+    print(
+      f'error: {path}: outputs_dir: cannot write {e.filename or log_path}: {why}; '
+      'set outputs_dir to a folder you can write',
+      file=sys.stderr,
+    )
+    return 2
   compiling = _compiling_for_cli()
   if route_stderr:
     # Before TensorFlow is imported: its C++ start-up lines go straight to descriptor 2. In the
