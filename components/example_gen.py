@@ -48,6 +48,7 @@ import gzip
 import hashlib
 import json
 import os
+import stat
 import struct
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -256,7 +257,11 @@ def _read_csv(
   wanted = [text_column] + ([label_column] if label_column else [])
   for column in wanted:
     if column not in header:
-      raise DataError(f'{path}: no column {column!r} in the header (columns: {header})')
+      hint = ''
+      other = [sep for sep in ';\t|' if len(header) == 1 and sep in header[0]]
+      if other:  # one column holding the whole header: another separator than the comma
+        hint = f' (fields separated by {other[0]!r}? CSV input is comma-separated)'
+      raise DataError(f'{path}: no column {column!r} in the header (columns: {header}){hint}')
   text_index = header.index(text_column)
   label_index = header.index(label_column) if label_column else None
   try:
@@ -503,7 +508,7 @@ def ReadTextExamples(  # noqa: N802 (Beam transform naming)
     LABEL_COLUMN_KEY: exec_properties.get(LABEL_COLUMN_KEY) or None,
     TEXT_MODE_KEY: exec_properties.get(TEXT_MODE_KEY) or contract.LINE,
   }
-  files = sorted(p for p in fileio.glob(pattern) if not fileio.isdir(p))
+  files = _input_files(pattern)
   if not files:
     raise DataError(f'no input files match {pattern!r} (input_format={name!r})')
   logging.info('Reading %d %s file(s) matching %s', len(files), name, pattern)
@@ -517,6 +522,35 @@ def ReadTextExamples(  # noqa: N802 (Beam transform naming)
       _FileToExamples(name, {k: given[k] for k in entry.options}, label_values(exec_properties))
     )
   )
+
+
+def _input_files(pattern: str) -> list[str]:
+  """The files `pattern` matches, folders left out; a local match that cannot be read as a
+  file is an error here, naming it, not later in a Beam worker (a named pipe would block it)."""
+  files = []
+  for path in sorted(fileio.glob(pattern)):
+    if '://' in path:
+      if not fileio.isdir(path):
+        files.append(path)
+      continue
+    try:
+      mode = os.stat(path).st_mode
+    except OSError as e:
+      raise DataError(
+        f'{path}: cannot read this input file ({e.strerror}; a broken or looping symbolic '
+        'link?): fix it, or move it out of the input folder'
+      ) from None
+    if stat.S_ISDIR(mode):
+      continue
+    if not stat.S_ISREG(mode):
+      raise DataError(
+        f'{path}: not a regular file (a named pipe, socket or device): move it out of the '
+        'input folder or narrow data.file_pattern'
+      )
+    if not os.access(path, os.R_OK):
+      raise DataError(f'{path}: no permission to read this input file: chmod it or copy it')
+    files.append(path)
+  return files
 
 
 def label_values(exec_properties: Mapping[str, Any]) -> list[str]:
@@ -780,7 +814,7 @@ def create_example_gen(
 
   Raises:
     ValueError: for an unknown format or text mode, a bad ratio, or label_values without a
-      label_column.
+      label_column; DataError (a ValueError) for a local match that is not a readable file.
   """
   entry = get_format(input_format)
   if label_values and not label_column:
@@ -809,6 +843,11 @@ def create_example_gen(
         ]
       )
     )
+  if '://' not in input_base:
+    # A match that cannot be read (a broken symlink, a named pipe) would first fail TFX's
+    # fingerprint of the inputs with a message-less NotFoundError, or block a worker.
+    for split in input_config.splits:
+      _input_files(os.path.join(input_base, split.pattern))
   source_text = jsonl_text_field if input_format == contract.JSONL else text_column
   return TextExampleGen(
     input_base=input_base,

@@ -165,8 +165,11 @@ def short_error(error: BaseException) -> str:
   """`Type: message` of `error`, without tracebacks, in at most MAX_MESSAGE_LINES lines.
 
   An error raised in a Beam worker reaches the runner as a RuntimeError whose message is the
-  worker's whole traceback (three times over); its last exception line is the real error.
+  worker's whole traceback (three times over); its last exception line is the real error. An
+  error without a message is told by the first error in its chain that has one.
   """
+  while not str(error).strip() and (error.__cause__ or error.__context__) is not None:
+    error = error.__cause__ or error.__context__  # e.g. TFX's message-less NotFoundError
   name, text = type(error).__name__, str(error).strip()
   if 'Traceback (most recent call last)' in text:
     lines = text.splitlines()

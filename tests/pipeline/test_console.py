@@ -237,6 +237,17 @@ def test_short_error_keeps_only_the_cause(error, expected):
   assert local_runner.short_error(error) == expected
 
 
+def test_short_error_of_an_error_without_a_message_tells_its_cause():
+  try:
+    try:
+      raise OSError('/data/gone.csv; No such file or directory')
+    except OSError as e:
+      raise KeyError() from e
+  except KeyError as e:
+    error = e
+  assert local_runner.short_error(error) == 'OSError: /data/gone.csv; No such file or directory'
+
+
 def test_short_error_caps_long_messages():
   message = '\n'.join(f'line {i} ' + 'x' * 1000 for i in range(50))
   text = local_runner.short_error(ValueError(message))

@@ -1,0 +1,102 @@
+"""ExampleGen's input listing: a match that cannot be read as a file is named when the read is
+built, before any Beam worker opens it (a named pipe would block one forever)."""
+
+import os
+import re
+
+import apache_beam as beam
+import pytest
+from tfx.types import standard_component_specs
+
+from components import example_gen
+from components.validation import DataError
+
+GOOD_CSV = 'text,label\n"a good film",1\n'
+
+
+def _build_read(folder, pattern='*.csv'):
+  """Builds (does not run) the read of the `pattern` files in `folder`."""
+  exec_properties = {
+    standard_component_specs.INPUT_BASE_KEY: str(folder),
+    example_gen.INPUT_FORMAT_KEY: 'csv',
+    example_gen.TEXT_COLUMN_KEY: 'text',
+    example_gen.LABEL_COLUMN_KEY: 'label',
+  }
+  pipeline = beam.Pipeline()
+  _ = pipeline | example_gen.ReadTextExamples(exec_properties, pattern)
+
+
+def _create_component(folder, pattern='*.csv'):
+  """Creates the ExampleGen of `folder`, as the pipeline is built."""
+  example_gen.create_example_gen('csv', str(folder), label_column='label', file_pattern=pattern)
+
+
+def _fifo(folder):
+  os.mkfifo(folder / 'pipe.csv')
+  return folder / 'pipe.csv'
+
+
+def _dangling(folder):
+  os.symlink(folder / 'gone' / 'x.csv', folder / 'gone.csv')
+  return folder / 'gone.csv'
+
+
+def _loop(folder):
+  os.symlink(folder / 'b.csv', folder / 'a.csv')
+  os.symlink(folder / 'a.csv', folder / 'b.csv')
+  return folder / 'a.csv'
+
+
+@pytest.mark.parametrize('step', [_create_component, _build_read])
+@pytest.mark.parametrize(
+  'make, message',
+  [
+    (_fifo, 'not a regular file'),
+    (_dangling, 'cannot read this input file'),
+    (_loop, 'cannot read this input file'),
+  ],
+)
+def test_a_match_that_is_not_a_readable_file_is_named_with_what_to_do(
+  tmp_path, step, make, message
+):
+  (tmp_path / 'good.csv').write_text(GOOD_CSV)
+  bad = make(tmp_path)
+  with pytest.raises(DataError, match=message) as error:
+    step(tmp_path)
+  assert str(error.value).startswith(f'{bad}: ')
+  assert 'move it out of the input folder' in str(error.value)
+
+
+def test_an_unreadable_file_is_named(tmp_path, monkeypatch):
+  (tmp_path / 'good.csv').write_text(GOOD_CSV)
+  (tmp_path / 'secret.csv').write_text(GOOD_CSV)
+  real_access = os.access
+  # The tests may run as root, whom file modes do not stop: deny the read instead.
+  monkeypatch.setattr(
+    os,
+    'access',
+    lambda path, mode: not str(path).endswith('secret.csv') and real_access(path, mode),
+  )
+  for step in (_create_component, _build_read):
+    with pytest.raises(DataError, match='no permission to read') as error:
+      step(tmp_path)
+    assert str(tmp_path / 'secret.csv') in str(error.value)
+
+
+def test_a_folder_matching_the_pattern_is_left_out(tmp_path):
+  (tmp_path / 'good.csv').write_text(GOOD_CSV)
+  (tmp_path / 'archive.csv').mkdir()
+  (tmp_path / 'archive.csv' / 'old.csv').write_text(GOOD_CSV)
+  _create_component(tmp_path)  # the folder is no input file
+  _build_read(tmp_path)
+  (tmp_path / 'good.csv').unlink()
+  with pytest.raises(DataError, match='no input files match'):
+    _build_read(tmp_path)
+
+
+@pytest.mark.parametrize('separator', [';', '\t', '|'])
+def test_a_header_with_another_separator_says_csv_is_comma_separated(tmp_path, separator):
+  path = tmp_path / 'a.csv'
+  path.write_text(f'text{separator}label\nhello{separator}1\n')
+  with pytest.raises(DataError, match=re.escape(f'separated by {separator!r}? CSV input is comma')):
+    list(example_gen.read_records(str(path), 'csv', text_column='text', label_column='label'))
