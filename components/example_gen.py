@@ -222,9 +222,23 @@ def _read_jsonl(
     text = record[text_column]
     if not isinstance(text, str):
       raise DataError(
-        f'{path}, line {number}: text field {text_column!r} is {type(text).__name__}, not a string'
+        f'{path}, line {number}: text field {text_column!r} is {_json_type(text)}, not a string'
       )
-    yield number, text, _label_str(record.get(label_column)) if label_column else None
+    label = record.get(label_column) if label_column else None
+    if isinstance(label, (dict, list)):  # str() would make a label no schema lists
+      raise DataError(
+        f'{path}, line {number}: label field {label_column!r} is {_json_type(label)}, not a '
+        'string or number'
+      )
+    yield number, text, _label_str(label)
+
+
+def _json_type(value: Any) -> str:
+  """JSON's name of the type of a decoded `value`."""
+  for kind, name in ((bool, 'a boolean'), ((int, float), 'a number'), (list, 'an array')):
+    if isinstance(value, kind):
+      return name
+  return 'null' if value is None else 'an object'
 
 
 def _read_csv(
@@ -510,7 +524,13 @@ def ReadTextExamples(  # noqa: N802 (Beam transform naming)
   }
   files = _input_files(pattern)
   if not files:
-    raise DataError(f'no input files match {pattern!r} (input_format={name!r})')
+    folder = os.path.dirname(pattern)
+    held = sorted(fileio.listdir(folder)) if fileio.isdir(folder) else []
+    shown = ', '.join(held[:_MAX_REPORTED_FILES]) + (', ...' if held[_MAX_REPORTED_FILES:] else '')
+    raise DataError(
+      f'no input files match {pattern!r} (input_format={name!r}); the folder holds '
+      f'{shown or "nothing"}: set data.format or data.file_pattern to match them'
+    )
   logging.info('Reading %d %s file(s) matching %s', len(files), name, pattern)
   # Files are the unit of parallelism (Create spreads them over the workers); there is no
   # reshuffle of the records here, as ExampleGen's writer already shuffles once.

@@ -100,6 +100,12 @@ class DataConfig:
       raise typed_config.FieldError(
         'label_values', f'{list(self.label_values)} has an empty or repeated value'
       )
+    if os.path.isabs(self.file_pattern) or '..' in self.file_pattern.split('/'):
+      raise typed_config.FieldError(
+        'file_pattern',
+        f'{self.file_pattern!r} leaves data.input_base: it is a glob of file names inside '
+        'that folder (e.g. *.csv or reviews-*.csv.gz); set data.input_base to the folder',
+      )
     if any(part < 1 for part in self.train_eval_ratio):
       raise typed_config.FieldError(
         'train_eval_ratio', f'both parts must be positive, got {list(self.train_eval_ratio)}'

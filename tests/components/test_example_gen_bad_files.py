@@ -1,6 +1,7 @@
 """ExampleGen's input listing: a match that cannot be read as a file is named when the read is
 built, before any Beam worker opens it (a named pipe would block one forever)."""
 
+import json
 import os
 import re
 
@@ -100,3 +101,38 @@ def test_a_header_with_another_separator_says_csv_is_comma_separated(tmp_path, s
   path.write_text(f'text{separator}label\nhello{separator}1\n')
   with pytest.raises(DataError, match=re.escape(f'separated by {separator!r}? CSV input is comma')):
     list(example_gen.read_records(str(path), 'csv', text_column='text', label_column='label'))
+
+
+def test_no_match_lists_what_the_folder_holds(tmp_path):
+  for name in ('reviews.csv', 'notes.md'):
+    (tmp_path / name).write_text(GOOD_CSV)
+  with pytest.raises(DataError, match=r'no input files match .*\*\.txt') as error:
+    _build_read(tmp_path, '*.txt')
+  assert 'the folder holds notes.md, reviews.csv' in str(error.value)
+  assert 'data.format or data.file_pattern' in str(error.value)
+
+
+@pytest.mark.parametrize(
+  'record, problem',
+  [
+    ({'text': None, 'label': '1'}, "text field 'text' is null, not a string"),
+    ({'text': 7, 'label': '1'}, "text field 'text' is a number, not a string"),
+    ({'text': ['a', 'b'], 'label': '1'}, "text field 'text' is an array, not a string"),
+    ({'text': {'en': 'a'}, 'label': '1'}, "text field 'text' is an object, not a string"),
+    ({'text': 'a film', 'label': ['1']}, "label field 'label' is an array, not a string or number"),
+    ({'text': 'a film', 'label': {'id': 1}}, "label field 'label' is an object, not a string"),
+  ],
+)
+def test_a_jsonl_field_of_the_wrong_json_type_names_file_line_and_type(tmp_path, record, problem):
+  path = tmp_path / 'a.jsonl'
+  path.write_text(json.dumps({'text': 'fine', 'label': '0'}) + '\n' + json.dumps(record) + '\n')
+  with pytest.raises(DataError, match=re.escape(f'{path}, line 2: {problem}')):
+    list(example_gen.read_records(str(path), 'jsonl', text_column='text', label_column='label'))
+
+
+@pytest.mark.parametrize('label, read', [(1, '1'), (0.5, '0.5'), (' 1 ', '1'), (None, None)])
+def test_a_jsonl_label_that_is_a_number_or_padded_is_read_as_text(tmp_path, label, read):
+  path = tmp_path / 'a.jsonl'
+  path.write_text(json.dumps({'text': 'a film', 'label': label}) + '\n')
+  records = example_gen.read_records(str(path), 'jsonl', text_column='text', label_column='label')
+  assert list(records) == [(1, 'a film', read)]

@@ -57,3 +57,16 @@ def test_an_outputs_dir_that_cannot_be_written_is_one_line_before_tensorflow_loa
   assert len(err.splitlines()) == 1, err
   assert err.startswith(f'error: {path}: outputs_dir: cannot write {tmp_path / outputs}')
   assert why in err and 'set outputs_dir to a folder you can write' in err
+
+
+@pytest.mark.parametrize('pattern', ['/data/reviews/*.csv', '../other/*.csv', 'a/../../*.csv'])
+def test_a_file_pattern_outside_the_input_folder_is_refused(tmp_path, pattern):
+  path = _config_file(tmp_path)
+  with pytest.raises(config_lib.ConfigError, match='data.file_pattern: .* leaves data.input_base'):
+    config_lib.load_config(str(path), [f'data.file_pattern={pattern}'])
+
+
+def test_a_file_pattern_inside_the_input_folder_is_accepted(tmp_path):
+  path = _config_file(tmp_path)
+  config = config_lib.load_config(str(path), ['data.file_pattern=sub/reviews-*.csv'])
+  assert config.data.file_pattern == 'sub/reviews-*.csv'
