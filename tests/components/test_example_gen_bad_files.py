@@ -136,3 +136,10 @@ def test_a_jsonl_label_that_is_a_number_or_padded_is_read_as_text(tmp_path, labe
   path.write_text(json.dumps({'text': 'a film', 'label': label}) + '\n')
   records = example_gen.read_records(str(path), 'jsonl', text_column='text', label_column='label')
   assert list(records) == [(1, 'a film', read)]
+
+
+def test_csv_labels_with_surrounding_spaces_are_read_without_them(tmp_path):
+  path = tmp_path / 'a.csv'
+  path.write_text('text,label\nfirst, 1\nsecond,1 \nthird," 0 "\n')
+  records = example_gen.read_records(str(path), 'csv', text_column='text', label_column='label')
+  assert [label for _, _, label in records] == ['1', '1', '0']
