@@ -380,6 +380,31 @@ def _yaml_floats(value):
   return value
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+  """YAML's safe loader, refusing a key given twice in one mapping: PyYAML would keep the last
+  silently, dropping e.g. a whole first `train:` section."""
+
+  def construct_mapping(self, node, deep=False):
+    first_line = {}
+    for key_node, _ in node.value:
+      if key_node.tag == 'tag:yaml.org,2002:merge':
+        continue  # `<<: *defaults` keys may be overridden: that is what they are for
+      key = self.construct_object(key_node, deep=deep)
+      try:
+        repeated = key in first_line
+      except TypeError:
+        continue  # an unhashable key: the base class reports it
+      if repeated:
+        raise yaml.constructor.ConstructorError(
+          None,
+          None,
+          f'{key!r} appears twice in one mapping (first on line {first_line[key]}): keep one',
+          key_node.start_mark,
+        )
+      first_line[key] = key_node.start_mark.line + 1
+    return super().construct_mapping(node, deep=deep)
+
+
 def _merge(base: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
   merged = dict(base)
   for key, value in extra.items():
@@ -406,13 +431,21 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Pi
   data: Dict[str, Any] = {}
   config_dir = os.getcwd()
   if path:
+    if os.path.isdir(path):
+      raise ConfigError(f'config {path!r} is a folder: give a YAML file in it')
     if not os.path.isfile(path):
       raise ConfigError(f'config file {path!r} does not exist')
-    with open(path, encoding='utf-8') as f:
-      try:
-        data = yaml.safe_load(f)
-      except yaml.YAMLError as e:
-        raise ConfigError(f'{path}: not valid YAML: {e}') from None
+    try:
+      with open(path, encoding='utf-8') as f:
+        data = yaml.load(f, Loader=_UniqueKeyLoader)  # a SafeLoader
+    except yaml.YAMLError as e:
+      raise ConfigError(f'{path}: not valid YAML: {e}') from None
+    except UnicodeDecodeError as e:
+      raise ConfigError(
+        f'{path}: not UTF-8 text (byte {e.start} is 0x{e.object[e.start]:02x}): save it as UTF-8'
+      ) from None
+    except OSError as e:
+      raise ConfigError(f'{path}: cannot read the config file: {e.strerror or e}') from None
     if data is None:
       # Not the defaults: they run the demo, which an empty file (a failed copy, a wrong path
       # in TFXLM_CONFIG) does not ask for.

@@ -1,6 +1,8 @@
 """A new user's mistakes that the README's "What bad input gets" table lists: each kind gets one
 short error from the earliest step that can know, naming what, where and what to do."""
 
+import re
+
 import pytest
 import yaml
 
@@ -70,3 +72,38 @@ def test_a_file_pattern_inside_the_input_folder_is_accepted(tmp_path):
   path = _config_file(tmp_path)
   config = config_lib.load_config(str(path), ['data.file_pattern=sub/reviews-*.csv'])
   assert config.data.file_pattern == 'sub/reviews-*.csv'
+
+
+@pytest.mark.parametrize(
+  'text, first, again',
+  [
+    ('train:\n  train_steps: 5\ntrain:\n  seq_len: 16\n', 1, 3),  # a section given twice
+    ('train:\n  seq_len: 16\n  seq_len: 32\n', 2, 3),  # a key given twice in a section
+  ],
+)
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path, text, first, again):
+  path = tmp_path / 'config.yaml'
+  path.write_text(text)
+  with pytest.raises(config_lib.ConfigError, match=f'appears twice .*first on line {first}\\)'):
+    config_lib.load_config(str(path))
+  with pytest.raises(config_lib.ConfigError, match=re.escape(f'{path}", line {again},')):
+    config_lib.load_config(str(path))
+
+
+def test_yaml_merge_keys_may_still_be_overridden(tmp_path):
+  path = tmp_path / 'config.yaml'
+  path.write_text(
+    'x-small: &small {num_layers: 1, hidden_dim: 16, num_heads: 2}\n'
+    'train:\n  <<: *small\n  hidden_dim: 32\n'
+  )
+  with pytest.raises(config_lib.ConfigError, match="unknown key 'x-small'"):
+    config_lib.load_config(str(path))  # parsed: the merge is no repeat; the anchor key is unknown
+
+
+def test_a_config_that_is_not_utf8_or_is_a_folder_is_named(tmp_path):
+  path = tmp_path / 'config.yaml'
+  path.write_bytes('pipeline_name: café\n'.encode('latin-1'))
+  with pytest.raises(config_lib.ConfigError, match='not UTF-8 text .*0xe9.*save it as UTF-8'):
+    config_lib.load_config(str(path))
+  with pytest.raises(config_lib.ConfigError, match='is a folder: give a YAML file'):
+    config_lib.load_config(str(tmp_path))
