@@ -261,9 +261,7 @@ def main(argv=None, *, route_stderr: bool = False) -> int:
   if route_stderr:
     # Before TensorFlow is imported: its C++ start-up lines go straight to descriptor 2. In the
     # CLI's process Python's stderr stays on the console: the CLI reports its own errors there.
-    errors = console.route_native_stderr(
-      log_path, python_stderr='console' if compiling else 'log'
-    )
+    errors = console.route_native_stderr(log_path, python_stderr='console' if compiling else 'log')
   progress = _quiet_logging(log_path)
   from tfx import v1 as tfx
 
