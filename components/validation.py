@@ -55,7 +55,8 @@ _MISSING_LABEL = (
 # What to do about the label anomalies a new user meets first (the schema's domain is 0 and 1).
 _LABEL_HINTS = {
   _T.ENUM_TYPE_UNEXPECTED_STRING_VALUES: (
-    "the labels must be those of the schema's `label` domain (schemas/labeled: 0 and 1): "
+    "the labels must be those of the schema's `label` domain (the default schema, "
+    'schemas/labeled, has 0 and 1): '
     'relabel the rows, or copy the schema, list your labels in it and set data.schema_dir '
     '(data.label_values then drops rows with other labels)'
   ),
