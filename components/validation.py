@@ -52,7 +52,7 @@ _MISSING_LABEL = (
   'rows need a label: check that data.label_column names the column holding the labels and '
   'that no row leaves it empty'
 )
-# What to do about the label anomalies a new user meets first (the schema's domain is 0 and 1).
+# What to do about the label anomalies a new user meets first.
 _LABEL_HINTS = {
   _T.ENUM_TYPE_UNEXPECTED_STRING_VALUES: (
     "the labels must be those of the schema's `label` domain (the default schema, "
