@@ -589,6 +589,11 @@ def validate(config: PipelineConfig) -> None:
           raise ConfigError(f'data.input_splits: split folder {folder!r} does not exist')
   if config.train.task == contract.CLASSIFY and not data.label_column:
     raise ConfigError('train.task is classify but data.label_column is empty')
+  if config.train.task == contract.CLASSIFY and data.format == contract.TEXT:
+    raise ConfigError(
+      'train.task is classify but data.format is text, which holds no labels: give labeled '
+      'csv, jsonl or tfrecord input (data.label_column), or train mlm or clm'
+    )
   _check_label_values(config)
   if config.pretrain is not None:
     if config.pretrain.task == contract.CLASSIFY:

@@ -107,3 +107,11 @@ def test_a_config_that_is_not_utf8_or_is_a_folder_is_named(tmp_path):
     config_lib.load_config(str(path))
   with pytest.raises(config_lib.ConfigError, match='is a folder: give a YAML file'):
     config_lib.load_config(str(tmp_path))
+
+
+def test_classifying_text_input_which_holds_no_labels_is_refused(tmp_path):
+  path = _config_file(tmp_path)
+  with pytest.raises(config_lib.ConfigError, match='data.format is text, which holds no labels'):
+    config_lib.load_config(str(path), ['data.format=text', 'train.task=classify'])
+  config = config_lib.load_config(str(path), ['data.format=text', 'train.task=mlm'])
+  assert config.data.format == 'text'
