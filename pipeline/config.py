@@ -612,6 +612,12 @@ def validate(config: PipelineConfig) -> None:
     path = config.resolve_path(config.base_model)
     if not os.path.isdir(path):
       raise ConfigError(f'base_model: folder {path!r} does not exist')
+  for key, folder in (
+    ('outputs_dir', config.resolved_outputs_dir),
+    ('serving.serving_root', config.serving_root),
+  ):
+    if '://' not in folder and os.path.isfile(folder):
+      raise ConfigError(f'{key}: {folder!r} is a file; give a folder (it is created if missing)')
   kubeflow = config.kubeflow
   if (kubeflow.trainer_replicas > 1 or kubeflow.trainer_tpu) and not kubeflow.vertex_project:
     raise ConfigError(

@@ -250,9 +250,8 @@ def main(argv=None, *, route_stderr: bool = False) -> int:
     os.makedirs(config.resolved_outputs_dir, exist_ok=True)
     open(log_path, 'w').close()  # a new log per run; every writer appends
   except OSError as e:
-    why = 'it is a file, not a folder' if isinstance(e, FileExistsError) else e.strerror or e
     print(
-      f'error: {path}: outputs_dir: cannot write {e.filename or log_path}: {why}; '
+      f'error: {path}: outputs_dir: cannot write {e.filename or log_path}: {e.strerror or e}; '
       'set outputs_dir to a folder you can write',
       file=sys.stderr,
     )

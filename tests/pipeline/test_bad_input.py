@@ -42,23 +42,23 @@ def test_an_input_base_that_is_a_file_names_it_and_says_to_give_its_folder(tmp_p
   assert str(csv) in str(error.value) and 'data.file_pattern' in str(error.value)
 
 
-@pytest.mark.parametrize(
-  'outputs, why',
-  [
-    ('a_file', 'it is a file, not a folder'),  # outputs_dir names an existing file
-    ('a_file/outputs', 'Not a directory'),  # a file where a parent folder should be
-  ],
-)
-def test_an_outputs_dir_that_cannot_be_written_is_one_line_before_tensorflow_loads(
-  tmp_path, capsys, outputs, why
-):
+@pytest.mark.parametrize('key', ['outputs_dir', 'serving.serving_root'])
+def test_an_output_folder_that_is_a_file_is_refused_when_the_config_loads(tmp_path, key):
   (tmp_path / 'a_file').write_text('not a folder')
-  path = _config_file(tmp_path, outputs_dir=str(tmp_path / outputs))
+  path = _config_file(tmp_path)
+  with pytest.raises(config_lib.ConfigError, match=f'{key}: .* is a file; give a folder'):
+    config_lib.load_config(str(path), [f'{key}={tmp_path / "a_file"}'])
+
+
+def test_an_outputs_dir_that_cannot_be_written_is_one_line(tmp_path, capsys):
+  (tmp_path / 'a_file').write_text('not a folder')
+  outputs = tmp_path / 'a_file' / 'outputs'  # a file where a parent folder should be
+  path = _config_file(tmp_path, outputs_dir=str(outputs))
   assert local_runner.main(['--config', str(path)]) == 2
   err = capsys.readouterr().err.strip()
   assert len(err.splitlines()) == 1, err
-  assert err.startswith(f'error: {path}: outputs_dir: cannot write {tmp_path / outputs}')
-  assert why in err and 'set outputs_dir to a folder you can write' in err
+  assert err.startswith(f'error: {path}: outputs_dir: cannot write {outputs}: Not a directory')
+  assert 'set outputs_dir to a folder you can write' in err
 
 
 @pytest.mark.parametrize('pattern', ['/data/reviews/*.csv', '../other/*.csv', 'a/../../*.csv'])
