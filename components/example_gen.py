@@ -214,7 +214,7 @@ def _read_jsonl(
         f'{path}, line {number}: not valid JSON ({e.msg} at column {e.colno})'
       ) from None
     if not isinstance(record, dict):
-      raise DataError(f'{path}, line {number}: expected a JSON object, got {type(record).__name__}')
+      raise DataError(f'{path}, line {number}: expected a JSON object, got {_json_type(record)}')
     if text_column not in record:
       raise DataError(
         f'{path}, line {number}: no text field {text_column!r} (fields: {sorted(record)})'
@@ -235,7 +235,8 @@ def _read_jsonl(
 
 def _json_type(value: Any) -> str:
   """JSON's name of the type of a decoded `value`."""
-  for kind, name in ((bool, 'a boolean'), ((int, float), 'a number'), (list, 'an array')):
+  kinds = ((str, 'a string'), (bool, 'a boolean'), ((int, float), 'a number'), (list, 'an array'))
+  for kind, name in kinds:
     if isinstance(value, kind):
       return name
   return 'null' if value is None else 'an object'

@@ -130,6 +130,17 @@ def test_a_jsonl_field_of_the_wrong_json_type_names_file_line_and_type(tmp_path,
     list(example_gen.read_records(str(path), 'jsonl', text_column='text', label_column='label'))
 
 
+@pytest.mark.parametrize(
+  'line, kind',
+  [('["a", "b"]', 'an array'), ('42', 'a number'), ('"a film"', 'a string'), ('true', 'a boolean')],
+)
+def test_a_jsonl_line_that_is_not_an_object_names_its_json_type(tmp_path, line, kind):
+  path = tmp_path / 'a.jsonl'
+  path.write_text('{"text": "fine"}\n' + line + '\n')
+  with pytest.raises(DataError, match=re.escape(f'line 2: expected a JSON object, got {kind}')):
+    list(example_gen.read_records(str(path), 'jsonl', text_column='text'))
+
+
 @pytest.mark.parametrize('label, read', [(1, '1'), (0.5, '0.5'), (' 1 ', '1'), (None, None)])
 def test_a_jsonl_label_that_is_a_number_or_padded_is_read_as_text(tmp_path, label, read):
   path = tmp_path / 'a.jsonl'
