@@ -13,7 +13,7 @@ import io
 import os
 import sys
 import tempfile
-from typing import TextIO
+from typing import Sequence, TextIO
 
 _routed: dict = {}
 
@@ -58,7 +58,7 @@ def route_native_stderr(log_path: str, *, python_stderr: str = 'console') -> Tex
   return _routed['console']
 
 
-def import_quietly(modules, log_path: str) -> None:
+def import_quietly(modules: Sequence[str], log_path: str) -> None:
   """Imports `modules` with descriptor 2 on `log_path`, then points it back at the console.
 
   For a program whose own code imports TensorFlow before ours can run (the `tfx` CLI): the
