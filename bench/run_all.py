@@ -19,6 +19,7 @@ QUICK_ARGS = {
   'serving_bench.py': ['--quick'],
   'demo_bench.py': ['--set', 'train.train_steps=40', '--set', 'train.eval_steps=4'],
   'generate_bench.py': ['--quick'],
+  'shared_transform_bench.py': ['--rows', '500', '--train-steps', '0'],
 }
 
 
