@@ -589,6 +589,13 @@ def validate(config: PipelineConfig) -> None:
           raise ConfigError(f'data.input_splits: split folder {folder!r} does not exist')
   if config.train.task == contract.CLASSIFY and not data.label_column:
     raise ConfigError('train.task is classify but data.label_column is empty')
+  if config.train.task == contract.CLASSIFY and data.label_column == (
+    data.jsonl_text_field if data.format == contract.JSONL else data.text_column
+  ):
+    raise ConfigError(
+      f'data.label_column: {data.label_column!r} is also the text column: name the column '
+      'that holds the labels'
+    )
   if config.train.task == contract.CLASSIFY and data.format == contract.TEXT:
     raise ConfigError(
       'train.task is classify but data.format is text, which holds no labels: give labeled '

@@ -115,3 +115,31 @@ def test_classifying_text_input_which_holds_no_labels_is_refused(tmp_path):
     config_lib.load_config(str(path), ['data.format=text', 'train.task=classify'])
   config = config_lib.load_config(str(path), ['data.format=text', 'train.task=mlm'])
   assert config.data.format == 'text'
+
+
+@pytest.mark.parametrize(
+  'overrides',
+  [
+    ['data.text_column=review', 'data.label_column=review'],
+    ['data.format=jsonl', 'data.jsonl_text_field=body', 'data.label_column=body'],
+  ],
+)
+def test_a_label_column_that_is_the_text_column_is_refused(tmp_path, overrides):
+  path = _config_file(tmp_path)
+  with pytest.raises(config_lib.ConfigError, match='data.label_column: .* is also the text column'):
+    config_lib.load_config(str(path), overrides)
+
+
+@pytest.mark.parametrize(
+  'value, hint',
+  [
+    ('[0, 1]', "YAML reads 0 as a number: quote it, e.g. '0'"),
+    ('[yes, no]', 'YAML reads yes, no, true, false, on and off as booleans: quote it'),
+    ('[fresh, 1.5]', "YAML reads 1.5 as a number: quote it, e.g. '1.5'"),
+  ],
+)
+def test_an_unquoted_number_or_boolean_where_a_string_goes_says_to_quote_it(tmp_path, value, hint):
+  path = _config_file(tmp_path)
+  with pytest.raises(config_lib.ConfigError, match=re.escape(hint)) as error:
+    config_lib.load_config(str(path), [f'data.label_values={value}'])
+  assert 'data.label_values[' in str(error.value)
