@@ -48,6 +48,7 @@ import gzip
 import hashlib
 import json
 import os
+import stat
 import struct
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -229,8 +230,11 @@ def _read_text(path: str, text_mode: str = contract.LINE) -> Iterator[Record]:
         raise _damaged(path, 'in the file', e) from None
     yield 1, _decode(data, path, 1).removeprefix(_BOM), None
     return
+  extra = 0  # lines ended by a bare CR (old Mac files) that the \n-split did not count
   for number, line in _lines(path):
-    yield number, line.rstrip('\r\n'), None
+    for i, part in enumerate(line.rstrip('\r\n').split('\r')):
+      extra += i > 0
+      yield number + extra, part, None
 
 
 def _read_jsonl(
@@ -248,7 +252,7 @@ def _read_jsonl(
         f'{path}, line {number}: not valid JSON ({e.msg} at column {e.colno})'
       ) from None
     if not isinstance(record, dict):
-      raise DataError(f'{path}, line {number}: expected a JSON object, got {type(record).__name__}')
+      raise DataError(f'{path}, line {number}: expected a JSON object, got {_json_type(record)}')
     if text_column not in record:
       raise DataError(
         f'{path}, line {number}: no text field {text_column!r} (fields: {sorted(record)})'
@@ -256,9 +260,24 @@ def _read_jsonl(
     text = record[text_column]
     if not isinstance(text, str):
       raise DataError(
-        f'{path}, line {number}: text field {text_column!r} is {type(text).__name__}, not a string'
+        f'{path}, line {number}: text field {text_column!r} is {_json_type(text)}, not a string'
       )
-    yield number, text, _label_str(record.get(label_column)) if label_column else None
+    label = record.get(label_column) if label_column else None
+    if isinstance(label, (dict, list)):  # str() would make a label no schema lists
+      raise DataError(
+        f'{path}, line {number}: label field {label_column!r} is {_json_type(label)}, not a '
+        'string or number'
+      )
+    yield number, text, _label_str(label)
+
+
+def _json_type(value: Any) -> str:
+  """JSON's name of the type of a decoded `value`."""
+  kinds = ((str, 'a string'), (bool, 'a boolean'), ((int, float), 'a number'), (list, 'an array'))
+  for kind, name in kinds:
+    if isinstance(value, kind):
+      return name
+  return 'null' if value is None else 'an object'
 
 
 def _read_csv(
@@ -291,7 +310,11 @@ def _read_csv(
   wanted = [text_column] + ([label_column] if label_column else [])
   for column in wanted:
     if column not in header:
-      raise DataError(f'{path}: no column {column!r} in the header (columns: {header})')
+      hint = ''
+      other = [sep for sep in ';\t|' if len(header) == 1 and sep in header[0]]
+      if other:  # one column holding the whole header: another separator than the comma
+        hint = f' (fields separated by {other[0]!r}? CSV input is comma-separated)'
+      raise DataError(f'{path}: no column {column!r} in the header (columns: {header}){hint}')
   text_index = header.index(text_column)
   label_index = header.index(label_column) if label_column else None
   try:
@@ -562,9 +585,15 @@ def ReadTextExamples(  # noqa: N802 (Beam transform naming)
     LABEL_COLUMN_KEY: exec_properties.get(LABEL_COLUMN_KEY) or None,
     TEXT_MODE_KEY: exec_properties.get(TEXT_MODE_KEY) or contract.LINE,
   }
-  files = sorted(p for p in fileio.glob(pattern) if not fileio.isdir(p))
+  files = _input_files(pattern)
   if not files:
-    raise DataError(f'no input files match {pattern!r} (input_format={name!r})')
+    folder = os.path.dirname(pattern)
+    held = sorted(fileio.listdir(folder)) if fileio.isdir(folder) else []
+    shown = ', '.join(held[:_MAX_REPORTED_FILES]) + (', ...' if held[_MAX_REPORTED_FILES:] else '')
+    raise DataError(
+      f'no input files match {pattern!r} (input_format={name!r}); the folder holds '
+      f'{shown or "nothing"}: set data.format or data.file_pattern to match them'
+    )
   logging.info('Reading %d %s file(s) matching %s', len(files), name, pattern)
   # Files are the unit of parallelism (Create spreads them over the workers); there is no
   # reshuffle of the records here, as ExampleGen's writer already shuffles once.
@@ -576,6 +605,35 @@ def ReadTextExamples(  # noqa: N802 (Beam transform naming)
   if hash_splits:
     read = read.with_outputs(*(split for split, _ in hash_splits))
   return pipeline | 'Files' >> beam.Create(files) | 'Read' >> read
+
+
+def _input_files(pattern: str) -> list[str]:
+  """The files `pattern` matches, folders left out; a local match that cannot be read as a
+  file is an error here, naming it, not later in a Beam worker (a named pipe would block it)."""
+  files = []
+  for path in sorted(fileio.glob(pattern)):
+    if '://' in path:
+      if not fileio.isdir(path):
+        files.append(path)
+      continue
+    try:
+      mode = os.stat(path).st_mode
+    except OSError as e:
+      raise DataError(
+        f'{path}: cannot read this input file ({e.strerror}; a broken or looping symbolic '
+        'link?): fix it, or move it out of the input folder'
+      ) from None
+    if stat.S_ISDIR(mode):
+      continue
+    if not stat.S_ISREG(mode):
+      raise DataError(
+        f'{path}: not a regular file (a named pipe, socket or device): move it out of the '
+        'input folder or narrow data.file_pattern'
+      )
+    if not os.access(path, os.R_OK):
+      raise DataError(f'{path}: no permission to read this input file: chmod it or copy it')
+    files.append(path)
+  return files
 
 
 def label_values(exec_properties: Mapping[str, Any]) -> list[str]:
@@ -841,7 +899,8 @@ def create_example_gen(
 
   Raises:
     ValueError: for an unknown format, text mode or compression, a bad ratio, or label_values
-      without a label_column.
+      without a label_column; DataError (a ValueError) for a local match that is not a readable
+      file.
   """
   entry = get_format(input_format)
   if label_values and not label_column:
@@ -870,6 +929,11 @@ def create_example_gen(
         ]
       )
     )
+  if '://' not in input_base:
+    # A match that cannot be read (a broken symlink, a named pipe) would first fail TFX's
+    # fingerprint of the inputs with a message-less NotFoundError, or block a worker.
+    for split in input_config.splits:
+      _input_files(os.path.join(input_base, split.pattern))
   source_text = jsonl_text_field if input_format == contract.JSONL else text_column
   return TextExampleGen(
     input_base=input_base,

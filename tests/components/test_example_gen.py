@@ -83,6 +83,16 @@ def test_text_one_document_per_file(tmp_path):
   assert pairs == [('line one\nline two\n', None)]
 
 
+@pytest.mark.parametrize('ending', ['\n', '\r\n', '\r'], ids=['LF', 'CRLF', 'CR'])
+def test_text_lines_end_at_any_line_ending_and_keep_their_numbers(tmp_path, ending):
+  (tmp_path / 'a.txt').write_bytes(ending.join(['one doc', 'two doc', 'three']).encode() + b'\n')
+  pairs, counters = _read('text', tmp_path, '*.txt')
+  assert counters['documents'] == 3
+  assert pairs == sorted([('one doc', None), ('two doc', None), ('three', None)])
+  records = list(example_gen.read_records(str(tmp_path / 'a.txt'), 'text'))
+  assert [number for number, _, _ in records] == [1, 2, 3]
+
+
 def test_invalid_utf8_names_file_and_line(tmp_path):
   (tmp_path / 'bad.txt').write_bytes(b'fine\nbro\xffken\n')
   with pytest.raises(Exception, match=r'bad\.txt, line 2: invalid UTF-8 \(byte 3 .*0xff'):
