@@ -432,12 +432,13 @@ def run_child(args: list[str], log_path: str, env: dict | None = None) -> tuple[
 
 def _usage(samples: list, start: float, end: float) -> dict:
   """Peak memory and CPU seconds of the process tree between two epoch times."""
-  inside = [s for s in samples if start <= s[0] <= end] or samples
+  # A window shorter than the sampling period holds no sample: the first one after it bounds it.
+  inside = [s for s in samples if start <= s[0] <= end] or [s for s in samples if s[0] > end][:1]
   before = [s[3] for s in samples if s[0] <= start] or [0.0]
   return {
     'peak_rss_tree_bytes': max((s[1] for s in inside), default=0),
     'peak_rss_process_bytes': max((s[2] for s in inside), default=0),
-    'cpu_seconds': max(s[3] for s in inside) - before[-1],
+    'cpu_seconds': max((s[3] for s in inside), default=before[-1]) - before[-1],
   }
 
 
@@ -497,9 +498,11 @@ def measure_size(
       raise SystemExit(f'{size_mb:g} MB: ML Metadata has no {name} execution (see {folder})')
     seconds = window['end'] - window['start']
     stages[name] = {'seconds': seconds, **_usage(samples, window['start'], window['end'])}
+  first = min(run['stages'][name]['start'] for name in stages)
+  last = max(run['stages'][name]['end'] for name in stages)
   stages[END_TO_END] = {
-    **_usage(samples, 0, float('inf')),
-    **{k: sum(stage[k] for stage in stages.values()) for k in ('seconds', 'cpu_seconds')},
+    **_usage(samples, first, last),
+    'seconds': sum(stage['seconds'] for stage in stages.values()),
   }
   for stage in stages.values():
     stage['mb_per_s'] = size / MB / stage['seconds']
