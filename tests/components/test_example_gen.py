@@ -1,6 +1,7 @@
 """Reading each input format, and what happens to bad input (errors name file, line, problem)."""
 
 import bz2
+import glob
 import gzip
 import hashlib
 import json
@@ -10,10 +11,11 @@ import apache_beam as beam
 import pytest
 import tensorflow as tf
 import text_data
+from apache_beam.options.pipeline_options import PipelineOptions
 from tfx.types import standard_component_specs
 from tfx.utils import proto_utils
 
-from components import example_gen
+from components import example_gen, tfrecords
 from components.validation import DataError
 from tfxlm import contract
 
@@ -467,3 +469,46 @@ def test_hash_split_puts_a_text_where_the_sha256_of_its_text_says(tmp_path):
       bucket = int(hashlib.sha256(text.encode()).hexdigest(), 16) % 10
       assert name == ('train' if bucket < 9 else 'eval'), text
   assert sorted(t for examples in splits.values() for t, _ in examples) == sorted(texts)
+
+
+def test_input_files_spread_over_the_workers_each_writing_its_own_shard(tmp_path):
+  # Text files are the unit of parallelism and TFRecord files are read whole: every worker must
+  # get input files and write its own shard, or ExampleGen and the Transform after it run on one.
+  folder = tmp_path / 'input'
+  folder.mkdir()
+  texts = set()
+  for index in range(4):
+    lines = [f'document {index} {line}' for line in range(50)]
+    texts.update(lines)
+    (folder / f'part-{index}.txt').write_text('\n'.join(lines) + '\n')
+  exec_properties = {
+    standard_component_specs.INPUT_BASE_KEY: str(folder),
+    example_gen.INPUT_FORMAT_KEY: contract.TEXT,
+    example_gen.TEXT_COLUMN_KEY: contract.TEXT_KEY,
+    example_gen.TEXT_MODE_KEY: contract.LINE,
+  }
+  workers = 2
+  options = PipelineOptions(
+    ['--direct_running_mode=multi_threading', f'--direct_num_workers={workers}']
+  )
+  prefix = str(tmp_path / 'out' / 'data')
+  with beam.Pipeline(options=options) as pipeline:
+    _ = (
+      pipeline
+      | example_gen.ReadTextExamples(exec_properties, '*.txt')
+      | tfrecords.write(prefix, contract.NO_COMPRESSION)
+    )
+  shards = sorted(glob.glob(prefix + '-*'))
+  per_shard = [
+    [
+      tf.train.Example.FromString(r.numpy())
+      .features.feature[contract.TEXT_KEY]
+      .bytes_list.value[0]
+      .decode()
+      for r in tf.data.TFRecordDataset(shard)
+    ]
+    for shard in shards
+  ]
+  assert len(shards) == workers
+  assert all(per_shard), [len(shard) for shard in per_shard]
+  assert sorted(t for shard in per_shard for t in shard) == sorted(texts)
