@@ -13,7 +13,12 @@ compression by file name) and records the compression itself in the custom prope
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Sequence
+
 import apache_beam as beam
+import google_crc32c
+from apache_beam.io import filebasedsink
 from apache_beam.io.filesystem import CompressionTypes
 from tfx import types
 from tfx.components.example_gen import write_split
@@ -54,6 +59,41 @@ def write(path_prefix: str, compression: str) -> beam.PTransform:
     file_name_suffix=suffix(compression),
     compression_type=_BEAM_COMPRESSION[compression],
   )
+
+
+def _masked_crc(data: bytes) -> bytes:
+  """The TFRecord format's masked CRC32C of `data`, little-endian."""
+  crc = google_crc32c.value(data)
+  return struct.pack('<I', (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
+
+
+def _framed(record: bytes) -> bytes:
+  """`record` as one TFRecord: length, its CRC, the data, its CRC."""
+  length = struct.pack('<Q', len(record))
+  return b''.join((length, _masked_crc(length), record, _masked_crc(record)))
+
+
+class _BatchSink(filebasedsink.FileBasedSink):
+  """A TFRecord sink whose elements are lists of serialized records (see `write_batches`)."""
+
+  def __init__(self, path_prefix: str, compression: str):
+    super().__init__(
+      path_prefix,
+      coder=None,
+      file_name_suffix=suffix(compression),
+      mime_type='application/octet-stream',
+      compression_type=_BEAM_COMPRESSION[compression],
+    )
+
+  def write_record(self, file_handle, value: Sequence[bytes]) -> None:
+    file_handle.write(b''.join(map(_framed, value)))
+
+
+def write_batches(path_prefix: str, compression: str) -> beam.PTransform:
+  """`write` for a PCollection of lists of serialized records: the same files, written a list
+  at a time, so Beam's per-element steps of a write (windowing, the writer's call) run once per
+  list rather than once per record."""
+  return beam.io.Write(_BatchSink(path_prefix, compression))
 
 
 def mark(artifact: types.Artifact, compression: str) -> None:

@@ -11,7 +11,7 @@ from tfx import types
 from tfx.types import standard_artifacts
 from tfx_bsl.tfxio import tf_example_record
 
-from components import example_gen, transform
+from components import example_gen, tfrecords, transform
 from components.vocabulary import VocabularyArtifact
 from tfxlm import contract
 from trainer.config import TrainerConfig
@@ -113,3 +113,30 @@ def test_a_classify_pretraining_stage_is_refused():
   config = TrainerConfig(task=contract.CLASSIFY, seq_len=24)
   with pytest.raises(ValueError, match='pretrain_config: task must be mlm or clm'):
     _transform(config, TrainerConfig(task=contract.CLASSIFY, seq_len=24))
+
+
+@pytest.mark.parametrize('compression', contract.TFRECORD_COMPRESSIONS)
+def test_records_written_a_list_at_a_time_are_the_files_a_per_record_write_makes(
+  tmp_path, compression
+):
+  # Transform writes its examples a list (one RecordBatch) at a time; readers must see the same
+  # files, names and records (checksums included) as Beam's per-record TFRecord writer makes.
+  batches = [[b'', b'a', b'\x00' * 300], [], [bytes(range(256)) * 40, 'é'.encode()]]
+  with beam.Pipeline() as pipeline:
+    lists = pipeline | beam.Create([batches], reshuffle=False) | beam.FlatMap(lambda b: b)
+    _ = lists | 'Lists' >> tfrecords.write_batches(str(tmp_path / 'lists'), compression)
+    _ = (
+      lists
+      | beam.FlatMap(lambda records: records)
+      | 'Records' >> tfrecords.write(str(tmp_path / 'records'), compression)
+    )
+  written = {}
+  for name in ('lists', 'records'):
+    [path] = tmp_path.glob(f'{name}-*')
+    assert path.name == f'{name}-00000-of-00001{tfrecords.suffix(compression)}'
+    dataset = tf.data.TFRecordDataset(
+      str(path), compression_type='GZIP' if compression == contract.GZIP else ''
+    )
+    written[name] = [record.numpy() for record in dataset]
+  assert written['lists'] == [record for batch in batches for record in batch]
+  assert written['records'] == written['lists']
