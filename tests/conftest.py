@@ -1,6 +1,6 @@
 """Test-wide settings: quiet TensorFlow's start-up noise, register markers, and when the suite
-runs on several workers (`make test`: pytest-xdist with pytest.ini's `--dist loadfile`), start
-the longest test files first."""
+runs on several workers (`make test`: pytest-xdist with pytest.ini's `--dist loadfile`), keep
+the files that share session data on one worker and start the longest files first."""
 
 import os
 
@@ -32,6 +32,15 @@ LONGEST_FIRST = (
   'tests/serving/test_server_cli.py',
 )
 
+# Files that share the session-scoped Transform outputs of tests/trainer/conftest.py: on one
+# worker they are built once, split over two they are built twice.
+SHARED_SESSION_DATA = (
+  'tests/trainer/test_task.py',
+  'tests/trainer/test_faults.py',
+  'tests/trainer/test_generation.py',
+  'tests/trainer/test_trainer_multi_worker.py',
+)
+
 
 def pytest_configure(config):
   config.addinivalue_line(
@@ -47,3 +56,17 @@ def _rank(item):
 def pytest_collection_modifyitems(config, items):
   if hasattr(config, 'workerinput'):  # a pytest-xdist worker: its order is the schedule's
     items.sort(key=_rank)  # stable: each file keeps its own order
+
+
+def pytest_xdist_make_scheduler(config, log):
+  """--dist loadfile, with the SHARED_SESSION_DATA files as one unit of work."""
+  if config.getvalue('dist') != 'loadfile':
+    return None
+  from xdist.scheduler import LoadFileScheduling
+
+  class Scheduling(LoadFileScheduling):
+    def _split_scope(self, nodeid):
+      path = super()._split_scope(nodeid)
+      return SHARED_SESSION_DATA[0] if path in SHARED_SESSION_DATA else path
+
+  return Scheduling(config, log)
