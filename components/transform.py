@@ -111,6 +111,7 @@ def create_transform(
   vocabulary: types.BaseChannel,
   *,
   trainer_config: TrainerConfig,
+  pretrain_config: TrainerConfig | None = None,
   preprocessing_fn: str = contract.PREPROCESSING_FN,
   splits_config: transform_pb2.SplitsConfig | None = None,
   disable_statistics: bool = True,
@@ -124,6 +125,10 @@ def create_transform(
     trainer_config: The config of the Trainer that consumes this Transform's output: its task
       selects the transformed features and its seq_len the classification length (see
       trainer/preprocessing.py), so the two stages cannot disagree.
+    pretrain_config: The pretraining stage's config when this Transform serves its Trainer too
+      (it reads the same examples with the same vocabulary): a classify Transform then also
+      outputs the mlm/clm pieces (`lm_token_ids`), so the examples are read, tokenized and
+      written once for both stages. An mlm/clm Transform already outputs them.
     preprocessing_fn: Dotted path of the preprocessing function.
     splits_config: Which splits to analyze and transform; None: analyze 'train',
       transform every split.
@@ -132,13 +137,24 @@ def create_transform(
 
   Returns:
     The component; outputs 'transform_graph' and 'transformed_examples'.
+
+  Raises:
+    ValueError: if `pretrain_config` is not an mlm or clm stage.
   """
+  custom_config = trainer_config.transform_custom_config()
+  if pretrain_config is not None:
+    if pretrain_config.task == contract.CLASSIFY:
+      raise ValueError(
+        f'pretrain_config: task must be {contract.MLM} or {contract.CLM}, got {contract.CLASSIFY}'
+      )
+    if trainer_config.task == contract.CLASSIFY:
+      custom_config[contract.LM_FEATURES_KEY] = True
   return Transform(
     examples=examples,
     schema=schema,
     vocabulary=vocabulary,
     preprocessing_fn=preprocessing_fn,
-    custom_config=trainer_config.transform_custom_config(),
+    custom_config=custom_config,
     splits_config=splits_config,
     disable_statistics=disable_statistics,
   )

@@ -4,6 +4,10 @@ ExampleGen → StatisticsGen → ExampleValidator (against ImportSchemaGen's cur
 → Vocabulary (gate: stops on anomalies) → Transform → [pretraining Trainer →] Trainer
 → Resolver (latest blessed) → Evaluator → Pusher.
 
+One Transform serves both training stages when they read the same examples (no label
+filtering): it tokenizes once and outputs both stages' features. A pretraining stage that reads
+the unfiltered corpus gets its own Transform of it.
+
 `create_pipeline` is pure: it reads no environment; runners work out the paths and Beam
 arguments and pass them in.
 """
@@ -91,15 +95,22 @@ def _vocabulary(config: config_lib.PipelineConfig, examples, anomalies):
   ).with_id(contract.VOCABULARY_ID)
 
 
-def _warm_start(config: config_lib.PipelineConfig, examples, schema, vocab):
+def _warm_start(config: config_lib.PipelineConfig, examples, schema, vocab, shared_transform):
   """The components that produce the final Trainer's base model, and that model's channel.
 
-  A `pretrain` stage (its own Transform and Trainer), else an imported `base_model`, else none.
+  A `pretrain` stage (its Trainer, reading `shared_transform` if given, else its own Transform
+  of `examples`), else an imported `base_model`, else none.
   """
   if config.pretrain is not None:
-    transform = _transform(examples, schema, vocab, config.pretrain, contract.PRETRAIN_TRANSFORM_ID)
+    components = []
+    transform = shared_transform
+    if transform is None:
+      transform = _transform(
+        examples, schema, vocab, config.pretrain, contract.PRETRAIN_TRANSFORM_ID
+      )
+      components.append(transform)
     pretrainer = _trainer(config.pretrain, transform, None, contract.PRETRAIN_TRAINER_ID)
-    return [transform, pretrainer], pretrainer.outputs['model']
+    return [*components, pretrainer], pretrainer.outputs['model']
   if config.base_model:
     importer = tfx.dsl.Importer(
       source_uri=config.resolve_path(config.base_model),
@@ -158,13 +169,15 @@ def _trainer(trainer_cfg, transform, base_model, component_id):
   return trainer.with_id(component_id)
 
 
-def _transform(examples, schema, vocabulary, trainer_cfg, component_id):
-  """The stage's Transform, configured from the same TrainerConfig as its Trainer."""
+def _transform(examples, schema, vocabulary, trainer_cfg, component_id, pretrain_cfg=None):
+  """The stage's Transform, configured from the same TrainerConfig as its Trainer (and from the
+  pretraining stage's, when it serves that stage too)."""
   transform = transform_lib.create_transform(
     examples=examples,
     schema=schema,
     vocabulary=vocabulary,
     trainer_config=trainer_cfg,
+    pretrain_config=pretrain_cfg,
   )
   return transform.with_id(component_id)
 
@@ -202,8 +215,20 @@ def create_pipeline(
   corpus_components, corpus, corpus_schema = _corpus(config, example_gen, schema)
   vocabulary = _vocabulary(config, corpus, example_validator.outputs['anomalies'])
   vocab = vocabulary.outputs['vocabulary']
-  warm_start, base_model = _warm_start(config, corpus, corpus_schema, vocab)
-  transform = _transform(examples, schema, vocab, config.train, contract.TRANSFORM_ID)
+  # Without a corpus of its own, pretraining reads the training examples with the same
+  # vocabulary: one Transform reads, tokenizes and writes them once for both stages.
+  shares = config.pretrain is not None and not corpus_components
+  transform = _transform(
+    examples,
+    schema,
+    vocab,
+    config.train,
+    contract.TRANSFORM_ID,
+    config.pretrain if shares else None,
+  )
+  warm_start, base_model = _warm_start(
+    config, corpus, corpus_schema, vocab, transform if shares else None
+  )
   trainer = _trainer(config.train, transform, base_model, contract.TRAINER_ID)
   model_resolver, evaluator = _evaluation(config, examples, trainer, baseline_strategy)
   pusher = _pusher(config, trainer, evaluator, serving_root or config.serving_root)
@@ -217,8 +242,8 @@ def create_pipeline(
       schema_gen,
       example_validator,
       vocabulary,
-      *warm_start,
       transform,
+      *warm_start,
       trainer,
       model_resolver,
       evaluator,

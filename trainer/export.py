@@ -24,7 +24,9 @@ Per task:
   nats. Texts are cut to seq_len tokens (seq_len - 2 for mlm).
 
 `transform_features` returns Transform's outputs as dense tensors (variable-length `token_ids`
-padded with 0 to the longest in the batch).
+padded with 0 to the longest in the batch). A pretraining model whose Transform the classify
+stage shares (trainer/preprocessing.py) reads its pieces from `lm_token_ids`, and this signature
+returns the classify features too.
 
 `generate` (trainer/generation.py) prefills a key/value cache with the prompt, then runs one
 position per step against it inside one `tf.while_loop`; only TensorFlow (and tensorflow-text
@@ -118,6 +120,8 @@ class ExportModule(tf.Module):
     self.model = model
     self.tft_layer = tft_output.transform_features_layer()
     self.task = config.task
+    # A pretraining model whose Transform the classify stage shares reads the LM pieces.
+    self.ids_key = inputs.token_ids_key(self.task, tft_output.transformed_feature_spec())
     self.seq_len = config.seq_len
     self.top_k = config.mask_top_k
     self.num_predictions = inputs.max_predictions(config.seq_len, config.mask_rate)
@@ -163,7 +167,7 @@ class ExportModule(tf.Module):
     text = tf.reshape(_dense_text(raw[contract.TEXT_KEY]), [-1])
     pieces = tf.strings.split(text, sep=contract.MASK)  # (batch, pieces)
     ids = _ragged(
-      self.tft_layer(self._raw_from_text(pieces.flat_values))[contract.TOKEN_IDS_KEY]
+      self.tft_layer(self._raw_from_text(pieces.flat_values))[self.ids_key]
     )  # (all pieces, None)
     piece_index = tf.range(tf.size(pieces.flat_values, out_type=tf.int64))
     is_last = tf.equal(piece_index + 1, tf.gather(pieces.row_splits[1:], pieces.value_rowids()))
@@ -173,7 +177,7 @@ class ExportModule(tf.Module):
     )
     joined = tf.concat([ids, mask], axis=1)
     per_text = tf.RaggedTensor.from_row_splits(joined, pieces.row_splits).merge_dims(1, 2)
-    return {contract.TOKEN_IDS_KEY: per_text}
+    return {self.ids_key: per_text}
 
   def _raw_from_text(self, text):
     spec = self.serving_spec[contract.TEXT_KEY]
@@ -184,7 +188,7 @@ class ExportModule(tf.Module):
   # -- per-task outputs ------------------------------------------------------------------------
 
   def _outputs(self, transformed):
-    ids = transformed[contract.TOKEN_IDS_KEY]
+    ids = transformed[self.ids_key]
     if self.task == contract.CLASSIFY:
       return self._classify(_dense(ids))
     if self.task == contract.MLM:
@@ -306,7 +310,7 @@ class ExportModule(tf.Module):
 
   def _generate(self, prompt, max_new_tokens, temperature, top_k, top_p, seed):
     transformed = self._transform(self._raw_from_text(prompt))
-    ids = tf.cast(_ragged(transformed[contract.TOKEN_IDS_KEY]), tf.int32)
+    ids = tf.cast(_ragged(transformed[self.ids_key]), tf.int32)
     # The end token separates documents in training, so it starts a fresh one here.
     ids = tf.concat([tf.fill([ids.nrows(), 1], self.special.end), ids], axis=1)
     ids, new = self.generator.generate(ids, max_new_tokens, temperature, top_k, top_p, seed)

@@ -5,7 +5,7 @@ like the logits without their last axis, so one loss function serves every task.
 """
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import tensorflow as tf
@@ -109,14 +109,28 @@ def pack_documents(
   return dataset_of_docs.map(flatten).unbatch().batch(window, drop_remainder=True)
 
 
-def _parse_fn(feature_spec):
-  spec = {contract.TOKEN_IDS_KEY: feature_spec[contract.TOKEN_IDS_KEY]}
-  if contract.TRANSFORMED_LABEL_KEY in feature_spec:
+def token_ids_key(task: str, feature_keys: Collection[str]) -> str:
+  """The transformed feature `task` reads its token ids from.
+
+  classify reads the framed `token_ids`. mlm and clm read the pieces: `lm_token_ids` in the graph
+  of a classify Transform that serves the pretraining stage too (its `token_ids` are framed),
+  else `token_ids`, the only ids of an mlm/clm Transform.
+  """
+  if task != contract.CLASSIFY and contract.LM_TOKEN_IDS_KEY in feature_keys:
+    return contract.LM_TOKEN_IDS_KEY
+  return contract.TOKEN_IDS_KEY
+
+
+def _parse_fn(feature_spec, task):
+  """Parses the task's features only, its token ids under `token_ids`."""
+  ids_key = token_ids_key(task, feature_spec)
+  spec = {ids_key: feature_spec[ids_key]}
+  if task == contract.CLASSIFY:
     spec[contract.TRANSFORMED_LABEL_KEY] = feature_spec[contract.TRANSFORMED_LABEL_KEY]
 
   def parse(records):
     parsed = tf.io.parse_example(records, spec)
-    ids = parsed[contract.TOKEN_IDS_KEY]
+    ids = parsed.pop(ids_key)
     if isinstance(ids, tf.SparseTensor):
       ids = tf.RaggedTensor.from_sparse(ids)
     parsed[contract.TOKEN_IDS_KEY] = tf.cast(ids, tf.int32)
@@ -166,8 +180,9 @@ def make_dataset(
   Args:
     file_patterns: Transform's gzipped TFRecord file patterns.
     feature_spec: `tft_output.transformed_feature_spec()`.
-    config: The `TrainerConfig`; its Transform was built from the same config, so the
-      transformed features match its task and seq_len.
+    config: The `TrainerConfig`; its Transform was built from the same config (or, for a
+      pretraining stage, shared with the classify stage's), so the transformed features match
+      its task and seq_len; `token_ids_key` says which ids it reads.
     vocab_size: Size of the token vocabulary (random replacement ids for mlm).
     batch_size: Examples per batch of this pipeline (per replica, micro-batches included).
     training: Shuffle the data; masks differ on every pass. Evaluation data is identical on
@@ -190,7 +205,7 @@ def make_dataset(
     shard=shard,
   )
   parsed = records.batch(_PARSE_BATCH).map(
-    _parse_fn(feature_spec), num_parallel_calls=tf.data.AUTOTUNE
+    _parse_fn(feature_spec, config.task), num_parallel_calls=tf.data.AUTOTUNE
   )
   if config.task == contract.CLASSIFY:
     return _classify_batches(parsed, config.seq_len, batch_size, special)

@@ -3,7 +3,9 @@
 `preprocessing_fn(inputs, custom_config)` reads `custom_config`:
   vocab_uri: the Vocabulary artifact's URI (see trainer/tokenizers.py for its files);
   task: 'mlm' | 'clm' | 'classify';
-  seq_len: int, the fixed length of classification inputs.
+  seq_len: int, the fixed length of classification inputs;
+  lm_features: bool (classify only, default false), also output the mlm/clm pieces, so that one
+    Transform serves a pretraining stage reading the same examples with the same vocabulary.
 
 Raw input: `text` (string, shape [1] per example) and, for 'classify', `label` (string).
 
@@ -15,6 +17,9 @@ Transformed feature spec:
                                                               by label string; unknown -> -1).
   mlm, clm: token_ids  VarLenFeature(tf.int64)                the pieces only, no [CLS]/[SEP]/pad:
                                                               the trainer packs and masks.
+  classify with lm_features: the classify features, plus
+            lm_token_ids  VarLenFeature(tf.int64)             the mlm/clm pieces above (one
+                                                              tokenization feeds both).
 
 The vocabulary's kind (vocab.json) chooses the tokenizer and its special tokens
 (trainer/tokenizers.py): a learned vocabulary normalizes as vocab.json says and tokenizes with
@@ -69,10 +74,13 @@ def preprocessing_fn(inputs: dict, custom_config: dict) -> dict:
   seq_len = int(custom_config[contract.SEQ_LEN_KEY])
   label = tf.reshape(_dense(inputs[contract.LABEL_KEY]), [-1])
   label_vocab = sorted_vocabulary(label, contract.LABEL_VOCAB_NAME)
-  return {
+  outputs = {
     contract.TOKEN_IDS_KEY: frame(ids, seq_len, special),
     contract.TRANSFORMED_LABEL_KEY: tft.apply_vocabulary(label, label_vocab),
   }
+  if custom_config.get(contract.LM_FEATURES_KEY):
+    outputs[contract.LM_TOKEN_IDS_KEY] = ids.to_sparse()
+  return outputs
 
 
 class _WriteSortedDistinct(tft_beam.experimental.PTransformAnalyzer):

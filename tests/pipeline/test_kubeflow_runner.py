@@ -56,9 +56,9 @@ DEPENDENCIES = {
   'ImportSchemaGen': set(),
   'ExampleValidator': {'StatisticsGen', 'ImportSchemaGen'},
   'Vocabulary': {'TextExampleGen', 'ExampleValidator'},
-  'PretrainTransform': {'TextExampleGen', 'ImportSchemaGen', 'Vocabulary'},
-  'PretrainTrainer': {'PretrainTransform'},
+  # One Transform serves both stages: pretraining reads the same examples.
   'Transform': {'TextExampleGen', 'ImportSchemaGen', 'Vocabulary'},
+  'PretrainTrainer': {'Transform'},
   'Trainer': {'PretrainTrainer', 'Transform'},
   'Evaluator': {'TextExampleGen', 'Trainer', 'LatestBlessedModelResolver-model-resolver'},
   'Pusher': {'Evaluator', 'Trainer'},
@@ -257,7 +257,6 @@ def test_module_paths_in_the_spec_import(demo):
     ('Trainer', 'run_fn'),
     ('PretrainTrainer', 'run_fn'),
     ('Transform', 'preprocessing_fn'),
-    ('PretrainTransform', 'preprocessing_fn'),
   ):
     module, name = demo.param(task, key).rsplit('.', 1)
     assert callable(getattr(importlib.import_module(module), name)), (task, key)
@@ -504,7 +503,6 @@ def test_beam_args_reach_every_beam_component(compiled, demo):
     'StatisticsGen',
     'Vocabulary',
     'Transform',
-    'PretrainTransform',
     'Evaluator',
   } <= set(beam_tasks)
   for task in beam_tasks:

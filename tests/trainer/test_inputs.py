@@ -139,3 +139,45 @@ def test_classify_batches_ignore_labels_unknown_to_the_vocabulary(tmp_path):
       training=False,
       seed=0,
     )
+
+
+@pytest.mark.parametrize('task', [contract.MLM, contract.CLM, contract.CLASSIFY])
+def test_each_task_reads_its_own_ids_from_a_transform_shared_by_both_stages(task):
+  shared = {contract.TOKEN_IDS_KEY, contract.TRANSFORMED_LABEL_KEY, contract.LM_TOKEN_IDS_KEY}
+  lm_key = contract.TOKEN_IDS_KEY if task == contract.CLASSIFY else contract.LM_TOKEN_IDS_KEY
+  assert inputs.token_ids_key(task, shared) == lm_key
+  # A Transform of one stage has only `token_ids`: framed for classify, pieces for mlm/clm.
+  assert inputs.token_ids_key(task, {contract.TOKEN_IDS_KEY}) == contract.TOKEN_IDS_KEY
+
+
+def test_lm_batches_from_a_shared_transform_pack_the_pieces_not_the_framed_ids(tmp_path):
+  from trainer.config import TrainerConfig
+
+  seq_len = 6
+  pieces = [[10, 11], [12, 13, 14], [15], [16, 17, 18, 19]]
+  with tf.io.TFRecordWriter(str(tmp_path / 'part.gz'), options='GZIP') as writer:
+    for ids in pieces:
+      framed = [contract.CLS_ID, *ids[: seq_len - 2], contract.SEP_ID]
+      framed += [contract.PAD_ID] * (seq_len - len(framed))
+      feature = {
+        contract.TOKEN_IDS_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=framed)),
+        contract.TRANSFORMED_LABEL_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[1])),
+        contract.LM_TOKEN_IDS_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=ids)),
+      }
+      writer.write(
+        tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+      )
+  spec = {
+    contract.TOKEN_IDS_KEY: tf.io.FixedLenFeature([seq_len], tf.int64),
+    contract.TRANSFORMED_LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
+    contract.LM_TOKEN_IDS_KEY: tf.io.VarLenFeature(tf.int64),
+  }
+  config = TrainerConfig(task='clm', seq_len=seq_len)
+  dataset = inputs.make_dataset(
+    [str(tmp_path / '*.gz')], spec, config, vocab_size=20, batch_size=2, training=False, seed=0
+  )
+  x, y = next(iter(dataset))
+  stream = [t for ids in pieces for t in ids + [contract.SEP_ID]]
+  windows = [stream[: seq_len + 1], stream[seq_len + 1 : 2 * (seq_len + 1)]]
+  np.testing.assert_array_equal(x[inputs.TOKEN_IDS].numpy(), [w[:-1] for w in windows])
+  np.testing.assert_array_equal(y[inputs.LABELS].numpy(), [w[1:] for w in windows])

@@ -1,5 +1,6 @@
 """run_fn inside real TFX Trainer components: mlm pretraining, then classify warm-started from it
-through the Trainer's `base_model` channel, in one LocalDagRunner pipeline."""
+through the Trainer's `base_model` channel, both reading one Transform (the classify stage's,
+which serves the pretraining stage too), in one LocalDagRunner pipeline."""
 
 import csv
 import glob
@@ -9,6 +10,7 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_transform as tft
 from tfx import v1 as tfx
 
 from components import example_gen, transform, vocabulary
@@ -55,18 +57,13 @@ def pipeline_root(tmp_path_factory):
     schema_file=os.path.join(REPO, 'schemas', 'labeled', 'schema.pbtxt')
   )
   vocab = vocabulary.Vocabulary(examples=examples.outputs['examples'], vocab_size=80, min_count=1)
-  mlm_transform = transform.create_transform(
-    examples.outputs['examples'],
-    schema.outputs['schema'],
-    vocab.outputs['vocabulary'],
-    trainer_config=TrainerConfig(task='mlm', seq_len=SEQ_LEN),
-  ).with_id('MlmTransform')
-  classify_transform = transform.create_transform(
+  shared = transform.create_transform(
     examples.outputs['examples'],
     schema.outputs['schema'],
     vocab.outputs['vocabulary'],
     trainer_config=TrainerConfig(task='classify', seq_len=SEQ_LEN),
-  ).with_id('ClassifyTransform')
+    pretrain_config=TrainerConfig(task='mlm', seq_len=SEQ_LEN),
+  ).with_id('Transform')
   common = {
     **BACKBONE,
     'seq_len': SEQ_LEN,
@@ -78,21 +75,26 @@ def pipeline_root(tmp_path_factory):
     'warmup_steps': 1,
   }
   pretrainer = _trainer(
-    'PretrainTrainer', mlm_transform, {**common, 'task': 'mlm', 'learning_rate': 3e-3}, steps=10
+    'PretrainTrainer', shared, {**common, 'task': 'mlm', 'learning_rate': 3e-3}, steps=10
   )
   # A learning rate this small leaves the backbone where the warm start put it.
   finetuner = _trainer(
     'Trainer',
-    classify_transform,
+    shared,
     {**common, 'task': 'classify', 'learning_rate': 1e-9, 'weight_decay': 0.0},
     steps=10,
     base_model=pretrainer.outputs['model'],
+  )
+  # A causal-LM stage reads the same pieces (the shared Transform's ids do not depend on the
+  # LM task).
+  clm_trainer = _trainer(
+    'ClmTrainer', shared, {**common, 'task': 'clm', 'learning_rate': 3e-3}, steps=4
   )
   root = os.path.join(tmp, 'root')
   pipeline = tfx.dsl.Pipeline(
     pipeline_name='trainer-e2e',
     pipeline_root=root,
-    components=[examples, schema, vocab, mlm_transform, classify_transform, pretrainer, finetuner],
+    components=[examples, schema, vocab, shared, pretrainer, finetuner, clm_trainer],
     metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
       os.path.join(tmp, 'metadata.sqlite')
     ),
@@ -128,3 +130,42 @@ def test_classify_backbone_starts_from_the_base_model(pipeline_root):
   assert set(pretrained.files) == set(finetuned.files)
   for name in pretrained.files:
     np.testing.assert_allclose(finetuned[name], pretrained[name], atol=1e-6, err_msg=name)
+
+
+def test_the_pretrained_model_reads_the_lm_pieces_of_the_shared_transform(pipeline_root):
+  graph = tft.TFTransformOutput(_uri(pipeline_root, 'Transform', 'transform_graph'))
+  serving = os.path.join(_uri(pipeline_root, 'PretrainTrainer', 'model'), 'Format-Serving')
+  model = tf.saved_model.load(serving)
+  texts = ['good film', 'the movie story really quite awful', 'a good [MASK] film']
+  out = model.signatures[contract.PREDICT_TEXT](text=tf.constant(texts))
+  # Framed ids ([CLS] ... [SEP] [PAD]...) would push the [MASK] out of the window and score
+  # reserved and padding positions; the pieces give a prediction for the [MASK] and score up to
+  # ceil(seq_len * mask_rate) = 3 pieces of each text.
+  pieces = graph.transform_features_layer()(
+    {contract.TEXT_KEY: tf.constant([[t] for t in texts[:2]])}
+  )
+  lengths = tf.RaggedTensor.from_sparse(pieces[contract.LM_TOKEN_IDS_KEY]).row_lengths().numpy()
+  np.testing.assert_array_equal(out[contract.TOKEN_COUNT].numpy()[:2], np.minimum(lengths, 3))
+  with open(os.path.join(_uri(pipeline_root, 'Vocabulary', 'vocabulary'), 'vocab.txt')) as f:
+    words = set(f.read().splitlines()) - set(contract.RESERVED_TOKENS)
+  predictions = out[contract.MASK_PREDICTIONS].numpy()
+  assert set(predictions[:2].ravel()) == {b''}
+  assert {p.decode() for p in predictions[2]} <= words
+  # serving_default (serialized tf.Examples) gives the same scores.
+  examples = [example_gen.make_example(t, 'pos') for t in texts]
+  served = model.signatures[contract.SERVING_DEFAULT](examples=tf.constant(examples))
+  np.testing.assert_allclose(
+    served[contract.TOKEN_LOGPROB_SUM].numpy(), out[contract.TOKEN_LOGPROB_SUM].numpy(), rtol=1e-5
+  )
+
+
+def test_a_causal_lm_on_the_shared_transform_scores_the_pieces(pipeline_root):
+  graph = tft.TFTransformOutput(_uri(pipeline_root, 'Transform', 'transform_graph'))
+  serving = os.path.join(_uri(pipeline_root, 'ClmTrainer', 'model'), 'Format-Serving')
+  model = tf.saved_model.load(serving)
+  texts = ['good film', 'the movie story really quite awful']
+  pieces = graph.transform_features_layer()({contract.TEXT_KEY: tf.constant([[t] for t in texts])})
+  lengths = tf.RaggedTensor.from_sparse(pieces[contract.LM_TOKEN_IDS_KEY]).row_lengths().numpy()
+  # Every piece is scored (framed ids would score seq_len tokens for each text).
+  out = model.signatures[contract.PREDICT_TEXT](text=tf.constant(texts))
+  np.testing.assert_array_equal(out[contract.TOKEN_COUNT].numpy(), lengths)

@@ -163,3 +163,32 @@ def test_transform_graph_is_self_contained(tmp_path):
   )
   with open(moved.vocabulary_file_by_name(contract.TOKEN_VOCAB_NAME)) as f:
     assert f.readline().strip() == contract.PAD
+
+
+def test_a_classify_transform_serving_pretraining_adds_the_lm_pieces_unchanged(tmp_path):
+  """lm_features: the classify features as without it, plus the mlm/clm Transform's pieces."""
+  uri, _ = _vocab_dir(tmp_path / 'v')
+  rows = [{'text': t, 'label': lab} for t, lab in zip(TEXTS, ['pos', 'neg', 'pos', 'neg', 'pos'])]
+  shared_config = {**_custom_config(uri, 'classify', 8), contract.LM_FEATURES_KEY: True}
+  shared, shared_output = _analyze_and_transform(tmp_path / 'shared', rows, shared_config)
+  classify, _ = _analyze_and_transform(
+    tmp_path / 'classify', rows, _custom_config(uri, 'classify', 8)
+  )
+  lm, _ = _analyze_and_transform(
+    tmp_path / 'lm', [{'text': r['text']} for r in rows], _custom_config(uri, 'mlm', 8)
+  )
+  assert shared_output.transformed_feature_spec() == {
+    contract.TOKEN_IDS_KEY: tf.io.FixedLenFeature([8], tf.int64),
+    contract.TRANSFORMED_LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
+    contract.LM_TOKEN_IDS_KEY: tf.io.VarLenFeature(tf.int64),
+  }
+  for got, alone, pieces in zip(shared, classify, lm):
+    assert list(got[contract.TOKEN_IDS_KEY]) == list(alone[contract.TOKEN_IDS_KEY])
+    assert got[contract.TRANSFORMED_LABEL_KEY] == alone[contract.TRANSFORMED_LABEL_KEY]
+    assert list(got[contract.LM_TOKEN_IDS_KEY]) == list(pieces[contract.TOKEN_IDS_KEY])
+  # Served from text alone (no label), as the exported models call it.
+  served = shared_output.transform_features_layer()({'text': tf.constant([[t] for t in TEXTS])})
+  assert contract.TRANSFORMED_LABEL_KEY not in served
+  assert tf.RaggedTensor.from_sparse(served[contract.LM_TOKEN_IDS_KEY]).to_list() == [
+    list(p[contract.TOKEN_IDS_KEY]) for p in lm
+  ]
