@@ -1,33 +1,51 @@
-"""Transform with the Vocabulary as a real input channel.
+"""Transform with the Vocabulary as a real input channel, its output compression chosen, and no
+data read for an analysis that needs none.
 
 The stock Transform takes `custom_config` as a JSON string fixed when the pipeline is built, so the
 vocabulary's URI cannot go there as a placeholder (it does not compile for Kubeflow V2; see
 docs/runtime.md). This Transform's spec has one more input, `vocabulary`, and its executor writes that
 artifact's URI into `custom_config['vocab_uri']` before running the stock executor.
+
+Two changes to the stock executor's Beam job, made in a subclass of its `TransformProcessor`:
+  * the transformed examples are written with the `compression` exec property ('none' or 'gzip';
+    TFX 1.21 always gzips), and the artifact records it (components/tfrecords.py);
+  * when the preprocessing_fn's analyzers read no input column (mlm and clm: tokenizing needs no
+    analysis), the analysis reads no records: the stock job reads the analyzed splits once for
+    the analysis, with every column projected away, and again to transform them.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
+import apache_beam as beam
+import pyarrow as pa
 from tfx import types
 from tfx.components.transform import executor as transform_executor
 from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.proto import transform_pb2
 from tfx.types import artifact_utils, component_spec, standard_artifacts, standard_component_specs
 from tfx.utils import json_utils
+from tfx_bsl.tfxio import tfxio
 
+from components import tfrecords
 from components.vocabulary import VocabularyArtifact
 from tfxlm import contract
 from trainer.config import TrainerConfig
 
 VOCABULARY_KEY = 'vocabulary'
+COMPRESSION_KEY = 'compression'  # of the transformed examples: a contract.TFRECORD_COMPRESSIONS
 
 
 class TransformSpec(component_spec.ComponentSpec):
   """The stock TransformSpec plus the `vocabulary` input."""
 
-  PARAMETERS = standard_component_specs.TransformSpec.PARAMETERS
+  PARAMETERS = {
+    **standard_component_specs.TransformSpec.PARAMETERS,
+    COMPRESSION_KEY: component_spec.ExecutionParameter(type=str),
+  }
   INPUTS = {
     **standard_component_specs.TransformSpec.INPUTS,
     VOCABULARY_KEY: component_spec.ChannelParameter(type=VocabularyArtifact),
@@ -35,8 +53,114 @@ class TransformSpec(component_spec.ComponentSpec):
   OUTPUTS = standard_component_specs.TransformSpec.OUTPUTS
 
 
+class _NoRecordBatches(beam.PTransform):
+  """An empty PCollection of RecordBatches, in place of a read."""
+
+  def expand(self, pipeline: beam.pvalue.PBegin) -> beam.PCollection:
+    return pipeline | 'NoRecords' >> beam.Create([]).with_output_types(pa.RecordBatch)
+
+
+class _AnalysisTFXIO(tfxio.TFXIO):
+  """The TFXIO of a dataset to analyze: reads nothing once projected to no column.
+
+  The stock job projects the analyzed datasets to the columns the analyzers read (the same
+  test decides TFX's in-place Transform), then reads them whatever the projection.
+  """
+
+  def __init__(self, source: tfxio.TFXIO, reads: bool = True):
+    self._source = source
+    self._reads = reads
+
+  def BeamSource(self, batch_size: int | None = None) -> beam.PTransform:  # noqa: N802 (TFXIO API)
+    return self._source.BeamSource(batch_size) if self._reads else _NoRecordBatches()
+
+  def RecordBatches(self, options: Any) -> Iterator[pa.RecordBatch]:  # noqa: N802 (TFXIO API)
+    return self._source.RecordBatches(options) if self._reads else iter(())
+
+  def ArrowSchema(self) -> pa.Schema:  # noqa: N802 (TFXIO API)
+    return self._source.ArrowSchema()
+
+  def TensorRepresentations(self) -> dict[str, Any]:  # noqa: N802 (TFXIO API)
+    return self._source.TensorRepresentations()
+
+  def TensorFlowDataset(self, options: Any) -> Any:  # noqa: N802 (TFXIO API)
+    return self._source.TensorFlowDataset(options)
+
+  def _ProjectImpl(self, tensor_names: list[str]) -> tfxio.TFXIO:  # noqa: N802 (TFXIO API)
+    return _AnalysisTFXIO(self._source.Project(tensor_names), reads=bool(tensor_names))
+
+
+def _processor(compression: str) -> type[transform_executor.TransformProcessor]:
+  """The stock TransformProcessor, writing `compression` and skipping needless analysis reads."""
+
+  class Processor(transform_executor.TransformProcessor):
+    @staticmethod
+    @beam.ptransform_fn
+    def _EncodeAndWrite(  # noqa: N802 (TFX API)
+      pcoll: beam.PCollection, schema: Any, file_format: str, output_path: str
+    ) -> beam.pvalue.PDone:
+      # file_format is the input's ('tfrecords_gzip' for TFRecord files of any compression).
+      del file_format
+      return (
+        pcoll
+        | 'EncodeAndSerialize'
+        >> beam.ParDo(transform_executor.TransformProcessor._RecordBatchToExamplesFn(schema))
+        | 'ExtractExamples' >> beam.Values()
+        | 'WriteToTFRecord' >> tfrecords.write(output_path, compression)
+      )
+
+    def __init__(self):
+      super().__init__()
+      self._analyzed: list[Any] = []
+
+    def _MakeDatasetList(  # noqa: N802 (TFX API)
+      self,
+      file_patterns: Any,
+      file_formats: Any,
+      data_format: int,
+      data_view_uri: str | None,
+      can_process_jointly: bool,
+      stats_output_paths: Any = None,
+      materialize_output_paths: Any = None,
+    ) -> list[Any]:
+      datasets = super()._MakeDatasetList(
+        file_patterns,
+        file_formats,
+        data_format,
+        data_view_uri,
+        can_process_jointly,
+        stats_output_paths,
+        materialize_output_paths,
+      )
+      # The datasets to transform are materialized (this component always writes its
+      # transformed examples); the others are the datasets to analyze.
+      if not materialize_output_paths:
+        self._analyzed.extend(datasets)
+      return datasets
+
+    def _CreateTFXIO(self, dataset: Any, schema: Any) -> tfxio.TFXIO:  # noqa: N802 (TFX API)
+      source = super()._CreateTFXIO(dataset, schema)
+      analyzed = any(dataset is d for d in self._analyzed)
+      return _AnalysisTFXIO(source) if analyzed else source
+
+  return Processor
+
+
+@contextlib.contextmanager
+def _stock_executor_using(processor: type) -> Iterator[None]:
+  """Makes the stock executor run `processor`: its Do instantiates `TransformProcessor` by its
+  module-level name, so a subclass can only take its place there (for the call only)."""
+  stock = transform_executor.TransformProcessor
+  transform_executor.TransformProcessor = processor
+  try:
+    yield
+  finally:
+    transform_executor.TransformProcessor = stock
+
+
 class Executor(transform_executor.Executor):
-  """Puts the vocabulary URI into custom_config, then runs the stock Transform executor."""
+  """Puts the vocabulary URI into custom_config, then runs the stock Transform executor with
+  the output compression and the analysis reads described in the module docstring."""
 
   def Do(
     self,
@@ -51,7 +175,11 @@ class Executor(transform_executor.Executor):
     config = json_utils.loads(exec_properties.get(key) or 'null') or {}
     config[contract.VOCAB_URI_KEY] = vocabulary.uri
     exec_properties = {**exec_properties, key: json_utils.dumps(config)}
-    super().Do(input_dict, output_dict, exec_properties)
+    compression = tfrecords.check(exec_properties.pop(COMPRESSION_KEY))
+    with _stock_executor_using(_processor(compression)):
+      super().Do(input_dict, output_dict, exec_properties)
+    for artifact in output_dict[standard_component_specs.TRANSFORMED_EXAMPLES_KEY]:
+      tfrecords.mark(artifact, compression)
 
 
 class Transform(base_beam_component.BaseBeamComponent):
@@ -70,6 +198,7 @@ class Transform(base_beam_component.BaseBeamComponent):
     custom_config: dict[str, Any],
     splits_config: transform_pb2.SplitsConfig | None = None,
     disable_statistics: bool = True,
+    compression: str = contract.NO_COMPRESSION,
   ):
     spec = TransformSpec(
       examples=examples,
@@ -80,6 +209,7 @@ class Transform(base_beam_component.BaseBeamComponent):
       splits_config=splits_config,
       custom_config=json_utils.dumps(custom_config),
       disable_statistics=int(disable_statistics),
+      compression=tfrecords.check(compression),
       transform_graph=types.Channel(type=standard_artifacts.TransformGraph),
       transformed_examples=_examples_channel(),
       # The only analyzer is the label vocabulary: a cache would not pay for itself.
@@ -115,6 +245,7 @@ def create_transform(
   preprocessing_fn: str = contract.PREPROCESSING_FN,
   splits_config: transform_pb2.SplitsConfig | None = None,
   disable_statistics: bool = True,
+  compression: str = contract.NO_COMPRESSION,
 ) -> Transform:
   """Creates the Transform that tokenizes with the learned vocabulary.
 
@@ -134,6 +265,7 @@ def create_transform(
       transform every split.
     disable_statistics: Skip TFDV statistics of the pre/post-transform data (StatisticsGen
       already describes the raw data; token-id statistics cost a full pass and say little).
+    compression: Of the transformed examples' TFRecord files: 'none' or 'gzip' (files *.gz).
 
   Returns:
     The component; outputs 'transform_graph' and 'transformed_examples'.
@@ -157,4 +289,5 @@ def create_transform(
     custom_config=custom_config,
     splits_config=splits_config,
     disable_statistics=disable_statistics,
+    compression=compression,
   )

@@ -7,6 +7,8 @@ import os
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx.dsl.io import fileio
 
+from tfxlm import contract
+
 # The file ExampleValidator writes per split (tfx.components.example_validator.executor).
 ANOMALIES_FILE = 'SchemaDiff.pb'
 
@@ -45,6 +47,38 @@ def describe_anomalies(anomalies_by_split: dict[str, anomalies_pb2.Anomalies]) -
   return lines
 
 
+_T = anomalies_pb2.AnomalyInfo.Type
+_MISSING_LABEL = (
+  'rows need a label: check that data.label_column names the column holding the labels and '
+  'that no row leaves it empty'
+)
+# What to do about the label anomalies a new user meets first.
+_LABEL_HINTS = {
+  _T.ENUM_TYPE_UNEXPECTED_STRING_VALUES: (
+    "the labels must be those of the schema's `label` domain (the default schema, "
+    'schemas/labeled, has 0 and 1): '
+    'relabel the rows, or copy the schema, list your labels in it and set data.schema_dir '
+    '(data.label_values then drops rows with other labels)'
+  ),
+  _T.SCHEMA_MISSING_COLUMN: _MISSING_LABEL,
+  _T.FEATURE_TYPE_NOT_PRESENT: _MISSING_LABEL,
+  _T.FEATURE_TYPE_LOW_FRACTION_PRESENT: _MISSING_LABEL,
+  _T.FEATURE_TYPE_LOW_NUMBER_PRESENT: _MISSING_LABEL,
+}
+
+
+def _hints(anomalies_by_split: dict[str, anomalies_pb2.Anomalies]) -> list[str]:
+  """`What to do: ...` for each kind of label anomaly found, once."""
+  hints = []
+  for anomalies in anomalies_by_split.values():
+    info = anomalies.anomaly_info.get(contract.LABEL_KEY)
+    for reason in info.reason if info else ():
+      hint = _LABEL_HINTS.get(reason.type)
+      if hint and f'What to do: {hint}' not in hints:
+        hints.append(f'What to do: {hint}')
+  return hints
+
+
 def raise_on_anomalies(anomalies_uri: str) -> None:
   """Raises DataError listing every anomaly ExampleValidator found; returns if there are none.
 
@@ -64,5 +98,5 @@ def raise_on_anomalies(anomalies_uri: str) -> None:
   if lines:
     raise DataError(
       'ExampleValidator found anomalies; the run stops before Vocabulary and '
-      f'Transform. Anomalies artifact: {anomalies_uri}\n  ' + '\n  '.join(lines)
+      f'Transform. Anomalies artifact: {anomalies_uri}\n  ' + '\n  '.join(lines + _hints(anomalies))
     )

@@ -122,7 +122,8 @@ def build_vocabulary_pipeline(
 
   Args:
     pipeline: The Beam pipeline.
-    examples_pattern: Glob of the gzipped TFRecord files of serialized tf.Examples.
+    examples_pattern: Glob of the TFRecord files of serialized tf.Examples (gzipped ones named
+      *.gz: Beam reads each as its name says).
     output_uri: Folder to write vocab.txt / vocab.json (/ spm.model) into.
     config: The component's exec properties (kind, vocab_size, normalization, pruning).
   """

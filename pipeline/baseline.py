@@ -57,7 +57,7 @@ class UnigramBaseline:
 
 
 def split_files(artifact_uri: str, split: str) -> List[str]:
-  """The (gzipped) TFRecord files of one split of an Examples artifact.
+  """The TFRecord files (gzipped if named *.gz) of one split of an Examples artifact.
 
   Raises:
     ValueError: if the split has no files.
@@ -71,8 +71,11 @@ def split_files(artifact_uri: str, split: str) -> List[str]:
 def _examples(files: Sequence[str]) -> Iterator[Dict[str, list]]:
   import tensorflow as tf
 
-  compression = 'GZIP' if files[0].endswith('.gz') else ''
-  for record in tf.data.TFRecordDataset(list(files), compression_type=compression):
+  from trainer import inputs
+
+  for record in tf.data.TFRecordDataset(
+    list(files), compression_type=inputs.compression_type(files)
+  ):
     example = tf.train.Example.FromString(record.numpy())
     row = {}
     for key, feature in example.features.feature.items():

@@ -100,6 +100,12 @@ class DataConfig:
       raise typed_config.FieldError(
         'label_values', f'{list(self.label_values)} has an empty or repeated value'
       )
+    if os.path.isabs(self.file_pattern) or '..' in self.file_pattern.split('/'):
+      raise typed_config.FieldError(
+        'file_pattern',
+        f'{self.file_pattern!r} leaves data.input_base: it is a glob of file names inside '
+        'that folder (e.g. *.csv or reviews-*.csv.gz); set data.input_base to the folder',
+      )
     if any(part < 1 for part in self.train_eval_ratio):
       raise typed_config.FieldError(
         'train_eval_ratio', f'both parts must be positive, got {list(self.train_eval_ratio)}'
@@ -187,13 +193,21 @@ class BeamConfig:
     direct_num_workers: DirectRunner worker processes; 0 means one per CPU core.
     args: extra Beam pipeline arguments, e.g. [--runner=DataflowRunner, --region=...];
       when they name a runner, the DirectRunner settings are not added.
+    intermediate_compression: compression of the TFRecord files ExampleGen and Transform write
+      for the next stages: `none`, `gzip`, or `auto`: none for local runs (gzip costs more CPU
+      than the disk it saves), gzip on Kubeflow (where storage and network dominate).
   """
 
   direct_num_workers: int = 0
   args: Tuple[str, ...] = ()
+  intermediate_compression: str = contract.AUTO
 
   def __post_init__(self):
-    typed_config.check_fields(self, ranges={'direct_num_workers': NON_NEGATIVE})
+    typed_config.check_fields(
+      self,
+      ranges={'direct_num_workers': NON_NEGATIVE},
+      choices={'intermediate_compression': (contract.AUTO, *contract.TFRECORD_COMPRESSIONS)},
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -374,6 +388,31 @@ def _yaml_floats(value):
   return value
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+  """YAML's safe loader, refusing a key given twice in one mapping: PyYAML would keep the last
+  silently, dropping e.g. a whole first `train:` section."""
+
+  def construct_mapping(self, node, deep=False):
+    first_line = {}
+    for key_node, _ in node.value:
+      if key_node.tag == 'tag:yaml.org,2002:merge':
+        continue  # `<<: *defaults` keys may be overridden: that is what they are for
+      key = self.construct_object(key_node, deep=deep)
+      try:
+        repeated = key in first_line
+      except TypeError:
+        continue  # an unhashable key: the base class reports it
+      if repeated:
+        raise yaml.constructor.ConstructorError(
+          None,
+          None,
+          f'{key!r} appears twice in one mapping (first on line {first_line[key]}): keep one',
+          key_node.start_mark,
+        )
+      first_line[key] = key_node.start_mark.line + 1
+    return super().construct_mapping(node, deep=deep)
+
+
 def _merge(base: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
   merged = dict(base)
   for key, value in extra.items():
@@ -400,13 +439,28 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Pi
   data: Dict[str, Any] = {}
   config_dir = os.getcwd()
   if path:
+    if os.path.isdir(path):
+      raise ConfigError(f'config {path!r} is a folder: give a YAML file in it')
     if not os.path.isfile(path):
       raise ConfigError(f'config file {path!r} does not exist')
-    with open(path, encoding='utf-8') as f:
-      try:
-        data = yaml.safe_load(f) or {}
-      except yaml.YAMLError as e:
-        raise ConfigError(f'{path}: not valid YAML: {e}') from None
+    try:
+      with open(path, encoding='utf-8') as f:
+        data = yaml.load(f, Loader=_UniqueKeyLoader)  # a SafeLoader
+    except yaml.YAMLError as e:
+      raise ConfigError(f'{path}: not valid YAML: {e}') from None
+    except UnicodeDecodeError as e:
+      raise ConfigError(
+        f'{path}: not UTF-8 text (byte {e.start} is 0x{e.object[e.start]:02x}): save it as UTF-8'
+      ) from None
+    except OSError as e:
+      raise ConfigError(f'{path}: cannot read the config file: {e.strerror or e}') from None
+    if data is None:
+      # Not the defaults: they run the demo, which an empty file (a failed copy, a wrong path
+      # in TFXLM_CONFIG) does not ask for.
+      raise ConfigError(
+        f'{path}: the file is empty (or only comments); a config is a YAML mapping of sections: '
+        'start from one in pipeline/configs/'
+      )
     if not isinstance(data, dict):
       raise ConfigError(
         f'{path}: the config must be a mapping of sections, got {type(data).__name__}'
@@ -512,6 +566,11 @@ def validate(config: PipelineConfig) -> None:
       )
   elif data.input_base and '://' not in data.input_base:
     base = config.resolve_path(data.input_base)
+    if os.path.isfile(base):
+      raise ConfigError(
+        f'data.input_base: {base!r} is a file; give the folder that holds the input files '
+        '(data.file_pattern picks files in it)'
+      )
     if not os.path.isdir(base):
       raise ConfigError(f'data.input_base: folder {base!r} does not exist')
   if not os.path.isfile(config.schema_file):
@@ -538,6 +597,18 @@ def validate(config: PipelineConfig) -> None:
           raise ConfigError(f'data.input_splits: split folder {folder!r} does not exist')
   if config.train.task == contract.CLASSIFY and not data.label_column:
     raise ConfigError('train.task is classify but data.label_column is empty')
+  if config.train.task == contract.CLASSIFY and data.label_column == (
+    data.jsonl_text_field if data.format == contract.JSONL else data.text_column
+  ):
+    raise ConfigError(
+      f'data.label_column: {data.label_column!r} is also the text column: name the column '
+      'that holds the labels'
+    )
+  if config.train.task == contract.CLASSIFY and data.format == contract.TEXT:
+    raise ConfigError(
+      'train.task is classify but data.format is text, which holds no labels: give labeled '
+      'csv, jsonl or tfrecord input (data.label_column), or train mlm or clm'
+    )
   _check_label_values(config)
   if config.pretrain is not None:
     if config.pretrain.task == contract.CLASSIFY:
@@ -556,12 +627,33 @@ def validate(config: PipelineConfig) -> None:
     path = config.resolve_path(config.base_model)
     if not os.path.isdir(path):
       raise ConfigError(f'base_model: folder {path!r} does not exist')
+  for key, folder in (
+    ('outputs_dir', config.resolved_outputs_dir),
+    ('serving.serving_root', config.serving_root),
+  ):
+    if '://' not in folder and os.path.isfile(folder):
+      raise ConfigError(f'{key}: {folder!r} is a file; give a folder (it is created if missing)')
   kubeflow = config.kubeflow
   if (kubeflow.trainer_replicas > 1 or kubeflow.trainer_tpu) and not kubeflow.vertex_project:
     raise ConfigError(
       'kubeflow.trainer_replicas > 1 or kubeflow.trainer_tpu runs training on '
       'Vertex AI Training: set kubeflow.vertex_project'
     )
+
+
+def intermediate_compression(config: PipelineConfig) -> str:
+  """The compression ExampleGen and Transform write with: `beam.intermediate_compression`,
+  `auto` meaning none (the Kubeflow runner resolves `auto` to gzip first, `remote_defaults`)."""
+  chosen = config.beam.intermediate_compression
+  return contract.NO_COMPRESSION if chosen == contract.AUTO else chosen
+
+
+def remote_defaults(config: PipelineConfig) -> PipelineConfig:
+  """The config with the defaults of a remote run: `auto` intermediate compression is gzip."""
+  if config.beam.intermediate_compression != contract.AUTO:
+    return config
+  beam = dataclasses.replace(config.beam, intermediate_compression=contract.GZIP)
+  return dataclasses.replace(config, beam=beam)
 
 
 def beam_pipeline_args(config: PipelineConfig, num_cpus: Optional[int] = None) -> list:

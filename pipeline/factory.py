@@ -41,6 +41,7 @@ def _example_gen(config: config_lib.PipelineConfig):
     file_pattern=data.file_pattern or None,
     shuffle=data.shuffle,
     label_values=data.label_values if config.train.task == contract.CLASSIFY else (),
+    compression=config_lib.intermediate_compression(config),
   )
 
 
@@ -106,7 +107,7 @@ def _warm_start(config: config_lib.PipelineConfig, examples, schema, vocab, shar
     transform = shared_transform
     if transform is None:
       transform = _transform(
-        examples, schema, vocab, config.pretrain, contract.PRETRAIN_TRANSFORM_ID
+        config, examples, schema, vocab, config.pretrain, contract.PRETRAIN_TRANSFORM_ID
       )
       components.append(transform)
     pretrainer = _trainer(config.pretrain, transform, None, contract.PRETRAIN_TRAINER_ID)
@@ -169,7 +170,7 @@ def _trainer(trainer_cfg, transform, base_model, component_id):
   return trainer.with_id(component_id)
 
 
-def _transform(examples, schema, vocabulary, trainer_cfg, component_id, pretrain_cfg=None):
+def _transform(config, examples, schema, vocabulary, trainer_cfg, component_id, pretrain_cfg=None):
   """The stage's Transform, configured from the same TrainerConfig as its Trainer (and from the
   pretraining stage's, when it serves that stage too)."""
   transform = transform_lib.create_transform(
@@ -178,6 +179,7 @@ def _transform(examples, schema, vocabulary, trainer_cfg, component_id, pretrain
     vocabulary=vocabulary,
     trainer_config=trainer_cfg,
     pretrain_config=pretrain_cfg,
+    compression=config_lib.intermediate_compression(config),
   )
   return transform.with_id(component_id)
 
@@ -219,6 +221,7 @@ def create_pipeline(
   # vocabulary: one Transform reads, tokenizes and writes them once for both stages.
   shares = config.pretrain is not None and not corpus_components
   transform = _transform(
+    config,
     examples,
     schema,
     vocab,

@@ -180,6 +180,7 @@ def build(config: config_lib.PipelineConfig):
   config = dataclasses.replace(
     config, data=dataclasses.replace(config.data, input_base=_cluster_input_base(config))
   )
+  config = config_lib.remote_defaults(config)
   pipeline = factory.create_pipeline(
     config,
     pipeline_root=kubeflow.pipeline_root,

@@ -168,8 +168,11 @@ def short_error(error: BaseException) -> str:
   """`Type: message` of `error`, without tracebacks, in at most MAX_MESSAGE_LINES lines.
 
   An error raised in a Beam worker reaches the runner as a RuntimeError whose message is the
-  worker's whole traceback (three times over); its last exception line is the real error.
+  worker's whole traceback (three times over); its last exception line is the real error. An
+  error without a message is told by the first error in its chain that has one.
   """
+  while not str(error).strip() and (error.__cause__ or error.__context__) is not None:
+    error = error.__cause__ or error.__context__  # e.g. TFX's message-less NotFoundError
   name, text = type(error).__name__, str(error).strip()
   if 'Traceback (most recent call last)' in text:
     lines = text.splitlines()
@@ -201,6 +204,13 @@ def failure_text(config, error: BaseException, component, log_path: str) -> str:
     f'  full log and traceback: {log_path}\n'
     f'  artifacts so far: {config.pipeline_root}'
   )
+
+
+def _compiling_for_cli() -> bool:
+  """True inside `tfx pipeline create` (or update, compile): the CLI runs this file in its own
+  process with LocalDagRunner.run patched to read the pipeline's definition; nothing runs."""
+  runner = sys.modules.get('tfx.orchestration.local.local_dag_runner')
+  return runner is not None and hasattr(runner.LocalDagRunner.run, '__wrapped__')
 
 
 def main(argv=None, *, route_stderr: bool = False) -> int:
@@ -245,13 +255,23 @@ def _run(argv, route_stderr: bool, run_scope: contextlib.ExitStack) -> int:
     print(f'error: {e}', file=sys.stderr)
     return 2
 
-  os.makedirs(config.resolved_outputs_dir, exist_ok=True)
   log_path = os.path.join(config.resolved_outputs_dir, 'run.log')
   errors = sys.stderr
-  open(log_path, 'w').close()  # a new log per run; every writer appends
+  try:
+    os.makedirs(config.resolved_outputs_dir, exist_ok=True)
+    open(log_path, 'w').close()  # a new log per run; every writer appends
+  except OSError as e:
+    print(
+      f'error: {path}: outputs_dir: cannot write {e.filename or log_path}: {e.strerror or e}; '
+      'set outputs_dir to a folder you can write',
+      file=sys.stderr,
+    )
+    return 2
+  compiling = _compiling_for_cli()
   if route_stderr:
-    # Before TensorFlow is imported: its C++ start-up lines go straight to descriptor 2.
-    errors = console.route_native_stderr(log_path, python_stderr='log')
+    # Before TensorFlow is imported: its C++ start-up lines go straight to descriptor 2. In the
+    # CLI's process Python's stderr stays on the console: the CLI reports its own errors there.
+    errors = console.route_native_stderr(log_path, python_stderr='console' if compiling else 'log')
   progress = _quiet_logging(log_path)
   from tfx import v1 as tfx
 
@@ -264,8 +284,7 @@ def _run(argv, route_stderr: bool, run_scope: contextlib.ExitStack) -> int:
     print(f'error: building the pipeline from {path}: {e}', file=errors)
     return 2
   runner = tfx.orchestration.LocalDagRunner()
-  if hasattr(type(runner).run, '__wrapped__'):
-    # `tfx pipeline create` patches run() to read the pipeline's definition: nothing runs.
+  if compiling:
     runner.run(pipeline)
     return 0
   print(

@@ -8,11 +8,12 @@ TensorFlow, points descriptor 2 at a log file and keeps Python's `sys.stderr` on
 Child processes (Beam's SDK workers) inherit descriptor 2, so their output lands in the log too.
 """
 
+import importlib
 import io
 import os
 import sys
 import tempfile
-from typing import TextIO
+from typing import Sequence, TextIO
 
 _routed: dict = {}
 
@@ -55,3 +56,33 @@ def route_native_stderr(log_path: str, *, python_stderr: str = 'console') -> Tex
     os.close(log_fd)
   sys.stderr = _routed['console'] if python_stderr == 'console' else _routed['stderr']
   return _routed['console']
+
+
+def import_quietly(modules: Sequence[str], log_path: str) -> None:
+  """Imports `modules` with descriptor 2 on `log_path`, then points it back at the console.
+
+  For a program whose own code imports TensorFlow before ours can run (the `tfx` CLI): the
+  start-up lines come out while TensorFlow loads, so importing it first, with descriptor 2 on a
+  log, leaves nothing for the program's import to print. Child processes, started later, get the
+  console back as their descriptor 2.
+
+  Args:
+    modules: names of the modules to import, in order.
+    log_path: the log file, started afresh.
+
+  Raises:
+    Whatever importing a module raises, after descriptor 2 is back on the console.
+  """
+  sys.stdout.flush()
+  sys.stderr.flush()
+  console_fd = os.dup(2)
+  log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC, 0o644)
+  try:
+    os.dup2(log_fd, 2)
+    for module in modules:
+      importlib.import_module(module)
+  finally:
+    sys.stderr.flush()
+    os.dup2(console_fd, 2)
+    os.close(console_fd)
+    os.close(log_fd)

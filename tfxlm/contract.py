@@ -44,6 +44,15 @@ INPUT_FORMATS = (CSV, TFRECORD, TEXT, JSONL)
 LINE, FILE = 'line', 'file'
 TEXT_MODES = (LINE, FILE)
 
+# Compression of the intermediate TFRecord files ExampleGen and Transform write
+# (`beam.intermediate_compression`; AUTO: none for local runs, gzip on Kubeflow). Each Examples
+# artifact records it in a custom property; readers decide by file name: gzip files, and only
+# those, end in GZIP_SUFFIX (as Beam's and tfx_bsl's readers assume).
+NO_COMPRESSION, GZIP = 'none', 'gzip'
+TFRECORD_COMPRESSIONS = (NO_COMPRESSION, GZIP)
+TFRECORD_COMPRESSION_PROPERTY = 'tfrecord_compression'
+GZIP_SUFFIX = '.gz'
+
 # Vocabulary artifact: its tokenizer kinds and files (written by the Vocabulary component, read
 # by Transform's preprocessing_fn and the export; trainer/tokenizers.py owns every kind). Learned
 # by the pipeline (VOCAB_KINDS, the `vocabulary.kind` choices), or imported from a keras-hub

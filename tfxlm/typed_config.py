@@ -176,6 +176,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
       _wrong(where, 'a finite number', value)
     return float(value)
   if tp is str:
+    if isinstance(value, (bool, int, float)):
+      _wrong(where, f'a string ({_unquoted_hint(value)})', value)
     return value if isinstance(value, str) else _wrong(where, 'a string', value)
   raise TypeError(f'{where}: unsupported config field type {tp!r}')
 
@@ -190,6 +192,13 @@ def _convert_tuple(value: Any, args: tuple, where: str) -> tuple:
   return tuple(
     _convert(v, a, f'{where}[{i}]') for i, (v, a) in enumerate(zip(value, args, strict=True))
   )
+
+
+def _unquoted_hint(value: Any) -> str:
+  """Why a string field got a boolean or a number: YAML reads such words unquoted as those."""
+  if isinstance(value, bool):
+    return "YAML reads yes, no, true, false, on and off as booleans: quote it, e.g. 'yes'"
+  return f"YAML reads {value} as a number: quote it, e.g. '{value}'"
 
 
 def _wrong(where: str, expected: str, value: Any) -> typing.NoReturn:

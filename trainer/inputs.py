@@ -139,6 +139,21 @@ def _parse_fn(feature_spec, task):
   return parse
 
 
+def compression_type(files: Sequence[str]) -> str:
+  """tf.data's compression_type of TFRecord files, from their names: 'GZIP' for `*.gz`, else ''.
+
+  Raises:
+    ValueError: if some files are gzipped and others not.
+  """
+  gzipped = {f.endswith(contract.GZIP_SUFFIX) for f in files}
+  if len(gzipped) > 1:
+    raise ValueError(
+      f'{len(files)} TFRecord files mix gzip (*{contract.GZIP_SUFFIX}) and uncompressed ones, '
+      f'e.g. {sorted(files)[0]}: one input must be one or the other'
+    )
+  return 'GZIP' if gzipped == {True} else ''
+
+
 def records_dataset(
   file_patterns: Sequence[str],
   *,
@@ -148,12 +163,13 @@ def records_dataset(
   num_shards: int = 1,
   shard: int = 0,
 ) -> tf.data.Dataset:
-  """Serialized records from gzipped TFRecord files, sharded, optionally shuffled, repeated."""
+  """Serialized records from TFRecord files (gzipped if named *.gz), sharded, optionally
+  shuffled, repeated."""
   files = sorted(f for pattern in file_patterns for f in tf.io.gfile.glob(pattern))
   if not files:
     raise ValueError(f'no TFRecord files match {list(file_patterns)}')
   dataset = tf.data.TFRecordDataset(
-    files, compression_type='GZIP', num_parallel_reads=tf.data.AUTOTUNE
+    files, compression_type=compression_type(files), num_parallel_reads=tf.data.AUTOTUNE
   )
   if num_shards > 1:
     dataset = dataset.shard(num_shards, shard)
@@ -178,7 +194,7 @@ def make_dataset(
   """The batches of one input pipeline.
 
   Args:
-    file_patterns: Transform's gzipped TFRecord file patterns.
+    file_patterns: Transform's TFRecord file patterns (gzipped files named *.gz).
     feature_spec: `tft_output.transformed_feature_spec()`.
     config: The `TrainerConfig`; its Transform was built from the same config (or, for a
       pretraining stage, shared with the classify stage's), so the transformed features match

@@ -106,7 +106,11 @@ def build_model(
     logits = to_float32(backbone.token_embedding(sequence, reverse=True))
   elif task == contract.CLASSIFY:
     if not num_classes or num_classes < 2:
-      raise ValueError(f'classify needs at least 2 classes, the label vocabulary has {num_classes}')
+      raise ValueError(
+        f'classify needs at least 2 classes, the label vocabulary has {num_classes or 0}: the '
+        "examples of the 'train' split have fewer than 2 distinct labels; add examples of other "
+        'labels (or train mlm / clm, which need no labels)'
+      )
     pooled = _backbone_outputs(backbone, token_ids, padding_mask)['pooled_output']
     pooled = keras.layers.Dropout(dropout, name='classifier_dropout')(pooled)
     logits = to_float32(keras.layers.Dense(num_classes, name='classifier')(pooled))

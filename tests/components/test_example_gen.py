@@ -2,6 +2,7 @@
 
 import bz2
 import gzip
+import hashlib
 import json
 import os
 
@@ -80,6 +81,16 @@ def test_text_one_document_per_file(tmp_path):
   text_data.write_text(str(tmp_path / 'a.txt'), ['line one', 'line two'])
   pairs, _ = _read('text', tmp_path, '*.txt', text_mode='file')
   assert pairs == [('line one\nline two\n', None)]
+
+
+@pytest.mark.parametrize('ending', ['\n', '\r\n', '\r'], ids=['LF', 'CRLF', 'CR'])
+def test_text_lines_end_at_any_line_ending_and_keep_their_numbers(tmp_path, ending):
+  (tmp_path / 'a.txt').write_bytes(ending.join(['one doc', 'two doc', 'three']).encode() + b'\n')
+  pairs, counters = _read('text', tmp_path, '*.txt')
+  assert counters['documents'] == 3
+  assert pairs == sorted([('one doc', None), ('two doc', None), ('three', None)])
+  records = list(example_gen.read_records(str(tmp_path / 'a.txt'), 'text'))
+  assert [number for number, _, _ in records] == [1, 2, 3]
 
 
 def test_invalid_utf8_names_file_and_line(tmp_path):
@@ -424,3 +435,35 @@ def test_csv_field_longer_than_the_csv_module_default_is_read(tmp_path):
   )
   pairs, _ = _read('csv', tmp_path, '*.csv', label_column='label')
   assert sorted(len(t) for t, _ in pairs) == [5, len(long_text)]
+
+
+@pytest.mark.parametrize(
+  'text, label',
+  [
+    ('a', None),
+    ('a short review', ''),
+    ('café naïve 😀 文字', 'positive'),
+    ('x' * 127, '0'),  # lengths at the edges of one- and two-byte varints
+    ('x' * 128, '1'),
+    ('y' * 16_384, 'fresh'),
+    ('z' * 2_000_000, 'rotten'),
+  ],
+)
+def test_make_example_is_the_tf_example_of_its_text_and_label(text, label):
+  feature = {'text': tf.train.Feature(bytes_list=tf.train.BytesList(value=[text.encode()]))}
+  if label:
+    feature['label'] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[label.encode()]))
+  expected = tf.train.Example(features=tf.train.Features(feature=feature))
+  assert tf.train.Example.FromString(example_gen.make_example(text, label)) == expected
+
+
+def test_hash_split_puts_a_text_where_the_sha256_of_its_text_says(tmp_path):
+  """The documented rule, unchanged across versions: bucket = sha256(text) mod 10, 9 train : 1."""
+  texts = text_data.sentences(200, 5)
+  text_data.write_text(str(tmp_path / 'docs.txt'), texts)
+  splits = _split('text', tmp_path)
+  for name, examples in splits.items():
+    for text, _ in examples:
+      bucket = int(hashlib.sha256(text.encode()).hexdigest(), 16) % 10
+      assert name == ('train' if bucket < 9 else 'eval'), text
+  assert sorted(t for examples in splits.values() for t, _ in examples) == sorted(texts)

@@ -1,4 +1,9 @@
-"""Every ingestion format, the Vocabulary gate and Transform inside real LocalDagRunner pipelines."""
+"""Every ingestion format, the Vocabulary gate and Transform inside real LocalDagRunner pipelines.
+
+The module's pipeline holds both forms of intermediate TFRecord files (`COMPRESSIONS`): gzipped
+CSV examples feed StatisticsGen, a Vocabulary and an uncompressed-writing Transform; uncompressed
+JSONL examples a Vocabulary and a gzip-writing Transform.
+"""
 
 import glob
 import json
@@ -8,17 +13,29 @@ import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 import text_data
+from ml_metadata.metadata_store import metadata_store
+from tensorflow_metadata.proto.v0 import statistics_pb2
 from tfx import v1 as tfx
 
 from components import example_gen, transform, vocabulary
 from components.validation import DataError
+from pipeline import baseline
 from tfxlm import contract
+from trainer import inputs
 from trainer.config import TrainerConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LABELED_SCHEMA = os.path.join(REPO, 'schemas', 'labeled', 'schema.pbtxt')
 SEQ_LEN = 16
 MULTI_PROCESSING = ['--direct_running_mode=multi_processing', '--direct_num_workers=2']
+# (component id, output key) -> the compression it is built with.
+COMPRESSIONS = {
+  ('CsvExampleGen', 'examples'): contract.GZIP,
+  ('Transform', 'transformed_examples'): contract.NO_COMPRESSION,
+  ('JsonlExampleGen', 'examples'): contract.NO_COMPRESSION,
+  ('ClmTransform', 'transformed_examples'): contract.GZIP,
+}
+GZIP_MAGIC = b'\x1f\x8b'
 
 
 def _run(root, name, components):
@@ -62,7 +79,11 @@ def run(tmp_path_factory):
   )
 
   csv_gen = example_gen.create_example_gen(
-    'csv', os.path.join(data, 'csv'), text_column='review', label_column='sentiment'
+    'csv',
+    os.path.join(data, 'csv'),
+    text_column='review',
+    label_column='sentiment',
+    compression=COMPRESSIONS['CsvExampleGen', 'examples'],
   ).with_id('CsvExampleGen')
   stats = tfx.components.StatisticsGen(examples=csv_gen.outputs['examples'])
   schema = tfx.components.ImportSchemaGen(schema_file=LABELED_SCHEMA)
@@ -80,10 +101,14 @@ def run(tmp_path_factory):
     schema.outputs['schema'],
     vocab.outputs['vocabulary'],
     trainer_config=TrainerConfig(task='classify', seq_len=SEQ_LEN),
+    compression=COMPRESSIONS['Transform', 'transformed_examples'],
   ).with_beam_pipeline_args(MULTI_PROCESSING)
 
   jsonl_gen = example_gen.create_example_gen(
-    'jsonl', os.path.join(data, 'jsonl'), jsonl_text_field='body'
+    'jsonl',
+    os.path.join(data, 'jsonl'),
+    jsonl_text_field='body',
+    compression=COMPRESSIONS['JsonlExampleGen', 'examples'],
   ).with_id('JsonlExampleGen')
   corpus_schema = tfx.components.ImportSchemaGen(
     schema_file=os.path.join(REPO, 'schemas', 'corpus', 'schema.pbtxt')
@@ -96,6 +121,7 @@ def run(tmp_path_factory):
     corpus_schema.outputs['schema'],
     spm_vocab.outputs['vocabulary'],
     trainer_config=TrainerConfig(task='clm', seq_len=SEQ_LEN),
+    compression=COMPRESSIONS['ClmTransform', 'transformed_examples'],
   ).with_id('ClmTransform')
 
   text_gen = example_gen.create_example_gen(
@@ -126,7 +152,66 @@ def run(tmp_path_factory):
       tfrecord_gen,
     ],
   )
-  return {'root': root, 'rows': rows}
+  store = metadata_store.MetadataStore(
+    tfx.orchestration.metadata.sqlite_metadata_connection_config(
+      os.path.join(root, 'metadata.sqlite')
+    )
+  )
+  recorded = {
+    artifact.uri: artifact.custom_properties[contract.TFRECORD_COMPRESSION_PROPERTY].string_value
+    for artifact in store.get_artifacts_by_type('Examples')
+  }
+  return {'root': root, 'rows': rows, 'recorded_compression': recorded}
+
+
+def _records(files):
+  return list(tf.data.TFRecordDataset(files, compression_type=inputs.compression_type(files)))
+
+
+@pytest.mark.parametrize('component_id, key', sorted(COMPRESSIONS))
+def test_intermediates_are_written_and_recorded_as_configured(run, component_id, key):
+  compression = COMPRESSIONS[component_id, key]
+  uri = _uri(run['root'], component_id, key)
+  assert run['recorded_compression'][uri] == compression
+  files = glob.glob(os.path.join(uri, 'Split-*', '*'))
+  assert len(files) >= 2  # train and eval
+  for path in files:
+    with open(path, 'rb') as f:
+      gzipped = f.read(2) == GZIP_MAGIC
+    assert gzipped == (compression == contract.GZIP) == path.endswith(contract.GZIP_SUFFIX), path
+  assert _records(files)
+
+
+@pytest.mark.parametrize('transform_id', ['Transform', 'ClmTransform'])
+def test_transform_and_trainer_input_read_either_form(run, transform_id):
+  """Each Transform read every example of its (gzipped or not) input, and the Trainer's reader
+  reads its (uncompressed or gzipped) output."""
+  transformed = _uri(run['root'], transform_id, 'transformed_examples')
+  gen_id = 'CsvExampleGen' if transform_id == 'Transform' else 'JsonlExampleGen'
+  raw = _uri(run['root'], gen_id, 'examples')
+  for split in ('train', 'eval'):
+    written = _records(glob.glob(os.path.join(transformed, f'Split-{split}', '*')))
+    assert len(written) == len(_records(glob.glob(os.path.join(raw, f'Split-{split}', '*'))))
+  pattern = os.path.join(transformed, 'Split-train', '*')
+  dataset = inputs.records_dataset([pattern], shuffle=False, seed=0, shuffle_buffer=1)
+  train = _records(glob.glob(pattern))
+  assert [r.numpy() for r in dataset.take(len(train))] == [r.numpy() for r in train]
+
+
+@pytest.mark.parametrize('gen_id', ['CsvExampleGen', 'TFRecordExampleGen'])
+def test_baseline_reads_either_form(run, gen_id):
+  uri = _uri(run['root'], gen_id, 'examples')
+  texts, labels = baseline.read_labeled(uri, 'train')
+  assert len(texts) == len(labels) == len(text_data.read_examples(uri, 'train')) > 0
+
+
+def test_statistics_of_gzipped_examples(run):
+  stats = statistics_pb2.DatasetFeatureStatisticsList()
+  uri = _uri(run['root'], 'StatisticsGen', 'statistics')
+  with open(os.path.join(uri, 'Split-train', 'FeatureStats.pb'), 'rb') as f:
+    stats.ParseFromString(f.read())
+  examples = _uri(run['root'], 'CsvExampleGen', 'examples')
+  assert stats.datasets[0].num_examples == len(text_data.read_examples(examples, 'train'))
 
 
 def test_csv_renames_columns_and_hash_splits(run):
@@ -182,7 +267,7 @@ def _transformed(root, component_id, split='train'):
   tft_output = tft.TFTransformOutput(_uri(root, component_id, 'transform_graph'))
   spec = tft_output.transformed_feature_spec()
   files = tf.io.gfile.glob(os.path.join(uri, f'Split-{split}', '*'))
-  dataset = tf.data.TFRecordDataset(files, compression_type='GZIP')
+  dataset = tf.data.TFRecordDataset(files, compression_type=inputs.compression_type(files))
   return tft_output, [tf.io.parse_single_example(r, spec) for r in dataset]
 
 
@@ -250,7 +335,8 @@ def test_no_train_serve_skew(run):
   tft_output, rows = _transformed(run['root'], 'Transform', 'eval')
   raw_uri = _uri(run['root'], 'CsvExampleGen', 'examples')
   files = tf.io.gfile.glob(os.path.join(raw_uri, 'Split-eval', '*'))
-  serialized = tf.stack(list(tf.data.TFRecordDataset(files, compression_type='GZIP')))
+  records = tf.data.TFRecordDataset(files, compression_type=inputs.compression_type(files))
+  serialized = tf.stack(list(records))
   raw_spec = tft_output.raw_feature_spec()
   serving_spec = {k: v for k, v in raw_spec.items() if k != contract.LABEL_KEY}
   raw = tf.io.parse_example(serialized, serving_spec)

@@ -2,11 +2,16 @@
 
 import json
 
+import apache_beam as beam
 import pytest
+import tensorflow as tf
+from apache_beam.testing import util as beam_testing
+from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx import types
 from tfx.types import standard_artifacts
+from tfx_bsl.tfxio import tf_example_record
 
-from components import transform
+from components import example_gen, transform
 from components.vocabulary import VocabularyArtifact
 from tfxlm import contract
 from trainer.config import TrainerConfig
@@ -40,6 +45,52 @@ def test_training_hyperparameters_do_not_change_the_transform():
     _transform(base).exec_properties['custom_config']
     == _transform(tuned).exec_properties['custom_config']
   )
+
+
+@pytest.mark.parametrize('compression', contract.TFRECORD_COMPRESSIONS)
+def test_output_compression_is_an_exec_property(compression):
+  component = transform.create_transform(
+    types.Channel(type=standard_artifacts.Examples),
+    types.Channel(type=standard_artifacts.Schema),
+    types.Channel(type=VocabularyArtifact),
+    trainer_config=TrainerConfig(task='mlm'),
+    compression=compression,
+  )
+  assert component.exec_properties[transform.COMPRESSION_KEY] == compression
+
+
+def test_unknown_compression_is_refused_naming_the_choices():
+  with pytest.raises(ValueError, match="'zstd' is not one of none, gzip"):
+    transform.create_transform(
+      types.Channel(type=standard_artifacts.Examples),
+      types.Channel(type=standard_artifacts.Schema),
+      types.Channel(type=VocabularyArtifact),
+      trainer_config=TrainerConfig(task='mlm'),
+      compression='zstd',
+    )
+
+
+def test_analysis_reads_records_only_for_the_columns_its_analyzers_need(tmp_path):
+  """A dataset to analyze, projected to no column (mlm, clm), is not read; else it is."""
+  path = str(tmp_path / 'data')
+  with tf.io.TFRecordWriter(path) as writer:
+    for i in range(5):
+      writer.write(example_gen.make_example(f'text {i}', str(i % 2)))
+  schema = schema_pb2.Schema()
+  for name in (contract.TEXT_KEY, contract.LABEL_KEY):
+    schema.feature.add(name=name, type=schema_pb2.BYTES)
+  source = transform._AnalysisTFXIO(
+    tf_example_record.TFExampleRecord(path, schema=schema, telemetry_descriptors=['test'])
+  )
+  for columns, rows in (([], 0), ([contract.LABEL_KEY], 5), ([contract.TEXT_KEY], 5)):
+    with beam.Pipeline() as pipeline:
+      counted = (
+        pipeline
+        | source.Project(columns).BeamSource()
+        | beam.Map(lambda batch: batch.num_rows)
+        | beam.CombineGlobally(sum)
+      )
+      beam_testing.assert_that(counted, beam_testing.equal_to([rows]))
 
 
 @pytest.mark.parametrize('pretrain_task', [contract.MLM, contract.CLM])

@@ -58,3 +58,23 @@ def test_describe_dataset_level_anomaly():
   assert validation.describe_anomalies({'train': anomalies}) == [
     "split 'train': dataset: Low num examples: Too few."
   ]
+
+
+@pytest.mark.parametrize(
+  'rows, hint',
+  [
+    (
+      [('good', '1'), ('bad', 'negative')],
+      "the labels must be those of the schema's `label` domain",
+    ),
+    ([('good', '1'), ('bad', '0.0')], "the labels must be those of the schema's `label` domain"),
+    ([('good', None), ('bad', None)], 'rows need a label: check that data.label_column'),
+    ([('good', '1'), ('bad', None)], 'rows need a label: check that data.label_column'),
+  ],
+)
+def test_a_label_anomaly_says_what_to_do_once(tmp_path, rows, hint):
+  for split in ('train', 'eval'):
+    _write(str(tmp_path), split, _validate(rows))
+  with pytest.raises(validation.DataError) as error:
+    validation.raise_on_anomalies(str(tmp_path))
+  assert str(error.value).count(f'What to do: {hint}') == 1, str(error.value)

@@ -7,6 +7,8 @@ import random
 
 import tensorflow as tf
 
+from trainer import inputs
+
 _WORDS = (
   'the a film movie story actor plot scene music ending good bad great boring funny slow '
   'wonderful terrible love hate watch again never always really quite very café naïve '
@@ -69,9 +71,9 @@ def write_tfrecord(path: str, records: list[dict[str, str]]) -> str:
 
 def read_examples(examples_uri: str, split: str) -> list[dict[str, list]]:
   """The tf.Examples of one split of an Examples artifact, as {feature: values} dicts."""
-  pattern = os.path.join(examples_uri, f'Split-{split}', '*')
+  files = tf.io.gfile.glob(os.path.join(examples_uri, f'Split-{split}', '*'))
   out = []
-  for record in tf.data.TFRecordDataset(tf.io.gfile.glob(pattern), compression_type='GZIP'):
+  for record in tf.data.TFRecordDataset(files, compression_type=inputs.compression_type(files)):
     example = tf.train.Example.FromString(record.numpy())
     row = {}
     for key, feature in example.features.feature.items():

@@ -400,3 +400,22 @@ def test_shipped_preset_configs_load_with_a_hub_handle(name, task):
   config = config_lib.load_config(os.path.join(CONFIGS, name))
   assert config.train.task == task and config.train.preset.startswith('kaggle://')
   assert config.pretrain is None and not config.base_model
+
+
+def test_intermediate_compression_is_none_locally_and_gzip_remotely_unless_set():
+  auto = config_lib.from_dict({})
+  assert auto.beam.intermediate_compression == 'auto'
+  assert config_lib.intermediate_compression(auto) == 'none'
+  assert config_lib.intermediate_compression(config_lib.remote_defaults(auto)) == 'gzip'
+  for chosen in ('none', 'gzip'):
+    config = config_lib.from_dict({'beam': {'intermediate_compression': chosen}})
+    assert config_lib.intermediate_compression(config) == chosen
+    assert config_lib.intermediate_compression(config_lib.remote_defaults(config)) == chosen
+
+
+def test_unknown_intermediate_compression_lists_the_choices(tmp_path):
+  with pytest.raises(
+    config_lib.ConfigError,
+    match="beam.intermediate_compression: 'zip' is not one of auto, none, gzip",
+  ):
+    config_lib.load_config(_write(tmp_path, 'beam: {intermediate_compression: zip}\n'))

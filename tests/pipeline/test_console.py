@@ -74,6 +74,67 @@ def test_a_config_error_is_one_short_message(tmp_path):
   assert 'learning_rat' in console and 'Traceback' not in console
 
 
+def _tfx(args, tmp_path, config):
+  """Runs the `tfx` CLI as the README says, with its home folder and TMPDIR in `tmp_path`."""
+  env = {k: v for k, v in os.environ.items() if k != 'TF_CPP_MIN_LOG_LEVEL'}
+  env.update(TMPDIR=str(tmp_path), HOME=str(tmp_path / 'home'), TFXLM_CONFIG=str(config))
+  tfx = os.path.join(os.path.dirname(sys.executable), 'tfx')
+  return subprocess.run(
+    [tfx, *args, '--engine', 'local'], cwd=REPO, env=env, capture_output=True, text=True
+  )
+
+
+def _bad_csv_config(tmp_path):
+  data = tmp_path / 'data'
+  data.mkdir()
+  bad = data / 'reviews.csv'
+  bad.write_text('review,sentiment\n"a good film",1\n"a dull film",0\n"unterminated,1\n')
+  return bad, _pipeline_config(tmp_path, data)
+
+
+CREATE = ['pipeline', 'create', '--pipeline_path', 'pipeline/local_runner.py']
+
+
+def _create(tmp_path, config):
+  """`tfx pipeline create` as the README says: no native lines on the console, all in a log."""
+  create = _tfx(CREATE, tmp_path, config)
+  console = create.stdout + create.stderr
+  assert create.returncode == 0, console
+  assert 'Pipeline "badinput" created successfully' in create.stdout
+  assert not NATIVE_LINE.search(console), console
+  cli_log = tmp_path / f'tfxlm-tfx-{os.getuid()}.log'
+  assert NATIVE_LINE.search(cli_log.read_text()), 'the CLI should keep the native lines in a log'
+  return cli_log
+
+
+def test_tfx_pipeline_create_keeps_the_native_lines_in_a_log(tmp_path):
+  _, config = _bad_csv_config(tmp_path)
+  _create(tmp_path, config)
+
+
+@pytest.mark.slow
+def test_tfx_cli_errors_and_a_failing_runs_short_error_reach_the_console_without_native_lines(
+  tmp_path,
+):
+  bad, config = _bad_csv_config(tmp_path)
+  cli_log = _create(tmp_path, config)
+  again = _tfx(CREATE, tmp_path, config)  # the CLI refuses, after running the pipeline file
+  assert again.returncode != 0
+  assert 'Pipeline "badinput" already exists' in again.stderr, again.stdout + again.stderr
+  assert not NATIVE_LINE.search(again.stdout + again.stderr), again.stderr
+
+  run = _tfx(['run', 'create', '--pipeline_name', 'badinput'], tmp_path, config)
+  console = run.stdout + run.stderr
+  run_log = tmp_path / 'outputs' / 'run.log'
+  assert run.returncode != 0, console
+  assert not NATIVE_LINE.search(console), console
+  assert len(console.strip().splitlines()) <= MAX_CONSOLE_LINES + 3, console  # + the CLI's own
+  assert str(bad) in console and 'line 4' in console and str(run_log) in console
+  assert 'Traceback' not in console
+  assert NATIVE_LINE.search(run_log.read_text())
+  assert NATIVE_LINE.search(cli_log.read_text())
+
+
 def test_the_client_help_prints_no_native_start_up_lines(tmp_path):
   result = _run(['-m', 'serving.client', '--help'], tmp_path)
   assert result.returncode == 0, result.stderr
@@ -164,6 +225,17 @@ components.validation.DataError: /data/x.csv, line 4: ragged row [while running 
 )
 def test_short_error_keeps_only_the_cause(error, expected):
   assert local_runner.short_error(error) == expected
+
+
+def test_short_error_of_an_error_without_a_message_tells_its_cause():
+  try:
+    try:
+      raise OSError('/data/gone.csv; No such file or directory')
+    except OSError as e:
+      raise KeyError() from e
+  except KeyError as e:
+    error = e
+  assert local_runner.short_error(error) == 'OSError: /data/gone.csv; No such file or directory'
 
 
 def test_short_error_caps_long_messages():

@@ -769,3 +769,17 @@ def test_input_paths_are_the_ones_pods_can_see(tmp_path):
   )
   with pytest.raises(config_lib.ConfigError, match='the cluster cannot see'):
     kubeflow_runner.build(local)
+
+
+def test_intermediates_are_gzipped_on_the_cluster_and_not_locally():
+  from pipeline import factory
+
+  config = config_lib.load_config(DEMO, [f'kubeflow.pipeline_root={ROOT}'])
+  local = factory.create_pipeline(config, pipeline_root=ROOT)
+  for pipeline, compression in ((local, 'none'), (kubeflow_runner.build(config), 'gzip')):
+    writers = {
+      c.id: c.exec_properties['compression']
+      for c in pipeline.components
+      if c.id.endswith(('ExampleGen', 'Transform'))
+    }
+    assert writers and set(writers.values()) == {compression}, writers

@@ -141,6 +141,19 @@ def test_classify_batches_ignore_labels_unknown_to_the_vocabulary(tmp_path):
     )
 
 
+def test_compression_is_read_from_the_file_names(tmp_path):
+  rows = [('one two', 'a'), ('three', 'b')]
+  for name, options in (('plain', None), ('packed.gz', 'GZIP')):
+    with tf.io.TFRecordWriter(str(tmp_path / name), options=options) as writer:
+      for text, _ in rows:
+        writer.write(text.encode())
+    files = [str(tmp_path / name)]
+    dataset = inputs.records_dataset(files, shuffle=False, seed=0, shuffle_buffer=1)
+    assert [r.numpy() for r in dataset.take(2)] == [b'one two', b'three']
+  with pytest.raises(ValueError, match=r'mix gzip \(\*\.gz\) and uncompressed'):
+    inputs.compression_type([str(tmp_path / 'plain'), str(tmp_path / 'packed.gz')])
+
+
 @pytest.mark.parametrize('task', [contract.MLM, contract.CLM, contract.CLASSIFY])
 def test_each_task_reads_its_own_ids_from_a_transform_shared_by_both_stages(task):
   shared = {contract.TOKEN_IDS_KEY, contract.TRANSFORMED_LABEL_KEY, contract.LM_TOKEN_IDS_KEY}

@@ -55,9 +55,12 @@ def test_sizes_come_from_the_config():
   assert (backbone.num_layers, backbone.hidden_dim, backbone.num_heads) == (2, 24, 3)
 
 
-def test_classify_needs_two_classes():
-  with pytest.raises(ValueError, match='at least 2 classes'):
-    models.build_model('classify', models.build_backbone(_config('classify'), VOCAB), num_classes=1)
+@pytest.mark.parametrize('num_classes', [None, 0, 1])
+def test_classify_needs_two_classes_and_says_what_to_do(num_classes):
+  with pytest.raises(ValueError, match="at least 2 classes.*'train' split.*add examples of other"):
+    models.build_model(
+      'classify', models.build_backbone(_config('classify'), VOCAB), num_classes=num_classes
+    )
 
 
 def test_backbone_from_a_local_preset(tmp_path):

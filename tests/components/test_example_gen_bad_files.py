@@ -1,0 +1,156 @@
+"""ExampleGen's input listing: a match that cannot be read as a file is named when the read is
+built, before any Beam worker opens it (a named pipe would block one forever)."""
+
+import json
+import os
+import re
+
+import apache_beam as beam
+import pytest
+from tfx.types import standard_component_specs
+
+from components import example_gen
+from components.validation import DataError
+
+GOOD_CSV = 'text,label\n"a good film",1\n'
+
+
+def _build_read(folder, pattern='*.csv'):
+  """Builds (does not run) the read of the `pattern` files in `folder`."""
+  exec_properties = {
+    standard_component_specs.INPUT_BASE_KEY: str(folder),
+    example_gen.INPUT_FORMAT_KEY: 'csv',
+    example_gen.TEXT_COLUMN_KEY: 'text',
+    example_gen.LABEL_COLUMN_KEY: 'label',
+  }
+  pipeline = beam.Pipeline()
+  _ = pipeline | example_gen.ReadTextExamples(exec_properties, pattern)
+
+
+def _create_component(folder, pattern='*.csv'):
+  """Creates the ExampleGen of `folder`, as the pipeline is built."""
+  example_gen.create_example_gen('csv', str(folder), label_column='label', file_pattern=pattern)
+
+
+def _fifo(folder):
+  os.mkfifo(folder / 'pipe.csv')
+  return folder / 'pipe.csv'
+
+
+def _dangling(folder):
+  os.symlink(folder / 'gone' / 'x.csv', folder / 'gone.csv')
+  return folder / 'gone.csv'
+
+
+def _loop(folder):
+  os.symlink(folder / 'b.csv', folder / 'a.csv')
+  os.symlink(folder / 'a.csv', folder / 'b.csv')
+  return folder / 'a.csv'
+
+
+@pytest.mark.parametrize('step', [_create_component, _build_read])
+@pytest.mark.parametrize(
+  'make, message',
+  [
+    (_fifo, 'not a regular file'),
+    (_dangling, 'cannot read this input file'),
+    (_loop, 'cannot read this input file'),
+  ],
+)
+def test_a_match_that_is_not_a_readable_file_is_named_with_what_to_do(
+  tmp_path, step, make, message
+):
+  (tmp_path / 'good.csv').write_text(GOOD_CSV)
+  bad = make(tmp_path)
+  with pytest.raises(DataError, match=message) as error:
+    step(tmp_path)
+  assert str(error.value).startswith(f'{bad}: ')
+  assert 'move it out of the input folder' in str(error.value)
+
+
+def test_an_unreadable_file_is_named(tmp_path, monkeypatch):
+  (tmp_path / 'good.csv').write_text(GOOD_CSV)
+  (tmp_path / 'secret.csv').write_text(GOOD_CSV)
+  real_access = os.access
+  # The tests may run as root, whom file modes do not stop: deny the read instead.
+  monkeypatch.setattr(
+    os,
+    'access',
+    lambda path, mode: not str(path).endswith('secret.csv') and real_access(path, mode),
+  )
+  for step in (_create_component, _build_read):
+    with pytest.raises(DataError, match='no permission to read') as error:
+      step(tmp_path)
+    assert str(tmp_path / 'secret.csv') in str(error.value)
+
+
+def test_a_folder_matching_the_pattern_is_left_out(tmp_path):
+  (tmp_path / 'good.csv').write_text(GOOD_CSV)
+  (tmp_path / 'archive.csv').mkdir()
+  (tmp_path / 'archive.csv' / 'old.csv').write_text(GOOD_CSV)
+  _create_component(tmp_path)  # the folder is no input file
+  _build_read(tmp_path)
+  (tmp_path / 'good.csv').unlink()
+  with pytest.raises(DataError, match='no input files match'):
+    _build_read(tmp_path)
+
+
+@pytest.mark.parametrize('separator', [';', '\t', '|'])
+def test_a_header_with_another_separator_says_csv_is_comma_separated(tmp_path, separator):
+  path = tmp_path / 'a.csv'
+  path.write_text(f'text{separator}label\nhello{separator}1\n')
+  with pytest.raises(DataError, match=re.escape(f'separated by {separator!r}? CSV input is comma')):
+    list(example_gen.read_records(str(path), 'csv', text_column='text', label_column='label'))
+
+
+def test_no_match_lists_what_the_folder_holds(tmp_path):
+  for name in ('reviews.csv', 'notes.md'):
+    (tmp_path / name).write_text(GOOD_CSV)
+  with pytest.raises(DataError, match=r'no input files match .*\*\.txt') as error:
+    _build_read(tmp_path, '*.txt')
+  assert 'the folder holds notes.md, reviews.csv' in str(error.value)
+  assert 'data.format or data.file_pattern' in str(error.value)
+
+
+@pytest.mark.parametrize(
+  'record, problem',
+  [
+    ({'text': None, 'label': '1'}, "text field 'text' is null, not a string"),
+    ({'text': 7, 'label': '1'}, "text field 'text' is a number, not a string"),
+    ({'text': ['a', 'b'], 'label': '1'}, "text field 'text' is an array, not a string"),
+    ({'text': {'en': 'a'}, 'label': '1'}, "text field 'text' is an object, not a string"),
+    ({'text': 'a film', 'label': ['1']}, "label field 'label' is an array, not a string or number"),
+    ({'text': 'a film', 'label': {'id': 1}}, "label field 'label' is an object, not a string"),
+  ],
+)
+def test_a_jsonl_field_of_the_wrong_json_type_names_file_line_and_type(tmp_path, record, problem):
+  path = tmp_path / 'a.jsonl'
+  path.write_text(json.dumps({'text': 'fine', 'label': '0'}) + '\n' + json.dumps(record) + '\n')
+  with pytest.raises(DataError, match=re.escape(f'{path}, line 2: {problem}')):
+    list(example_gen.read_records(str(path), 'jsonl', text_column='text', label_column='label'))
+
+
+@pytest.mark.parametrize(
+  'line, kind',
+  [('["a", "b"]', 'an array'), ('42', 'a number'), ('"a film"', 'a string'), ('true', 'a boolean')],
+)
+def test_a_jsonl_line_that_is_not_an_object_names_its_json_type(tmp_path, line, kind):
+  path = tmp_path / 'a.jsonl'
+  path.write_text('{"text": "fine"}\n' + line + '\n')
+  with pytest.raises(DataError, match=re.escape(f'line 2: expected a JSON object, got {kind}')):
+    list(example_gen.read_records(str(path), 'jsonl', text_column='text'))
+
+
+@pytest.mark.parametrize('label, read', [(1, '1'), (0.5, '0.5'), (' 1 ', '1'), (None, None)])
+def test_a_jsonl_label_that_is_a_number_or_padded_is_read_as_text(tmp_path, label, read):
+  path = tmp_path / 'a.jsonl'
+  path.write_text(json.dumps({'text': 'a film', 'label': label}) + '\n')
+  records = example_gen.read_records(str(path), 'jsonl', text_column='text', label_column='label')
+  assert list(records) == [(1, 'a film', read)]
+
+
+def test_csv_labels_with_surrounding_spaces_are_read_without_them(tmp_path):
+  path = tmp_path / 'a.csv'
+  path.write_text('text,label\nfirst, 1\nsecond,1 \nthird," 0 "\n')
+  records = example_gen.read_records(str(path), 'csv', text_column='text', label_column='label')
+  assert [label for _, _, label in records] == ['1', '1', '0']
