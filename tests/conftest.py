@@ -42,6 +42,11 @@ SHARED_SESSION_DATA = (
 )
 
 
+# Files whose tests share no module or session fixture and each take minutes: their tests are
+# separate units of work, so they can run on both workers at once.
+SPLIT_BY_TEST = ('tests/pipeline/test_demo.py',)
+
+
 def pytest_configure(config):
   config.addinivalue_line(
     'markers', 'slow: long runs left out of `make test` (run `make test-all`)'
@@ -59,7 +64,8 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_xdist_make_scheduler(config, log):
-  """--dist loadfile, with the SHARED_SESSION_DATA files as one unit of work."""
+  """--dist loadfile, with the SHARED_SESSION_DATA files as one unit of work and each test of the
+  SPLIT_BY_TEST files a unit of its own."""
   if config.getvalue('dist') != 'loadfile':
     return None
   from xdist.scheduler import LoadFileScheduling
@@ -67,6 +73,8 @@ def pytest_xdist_make_scheduler(config, log):
   class Scheduling(LoadFileScheduling):
     def _split_scope(self, nodeid):
       path = super()._split_scope(nodeid)
+      if path in SPLIT_BY_TEST:
+        return nodeid
       return SHARED_SESSION_DATA[0] if path in SHARED_SESSION_DATA else path
 
   return Scheduling(config, log)
