@@ -3,6 +3,9 @@
 SHELL := /bin/bash
 DEV := ./dev
 PYTEST_ARGS ?=
+# pytest-xdist workers for `make test` and `make test-all` (0: one process). Each test file runs
+# whole on one worker, the longest first (pytest.ini, tests/conftest.py).
+TEST_WORKERS ?= 2
 CONFIG ?= pipeline/configs/demo.yaml
 LM_CONFIG ?= pipeline/configs/demo_lm.yaml
 OUTPUTS ?= pipeline_outputs
@@ -24,10 +27,10 @@ env:  ## Build (or reuse) the environment and say which one it is.
 	@python3 tools/runtime.py ensure
 
 test:  ## Run the test suite (the default set, end-to-end pipeline included).
-	$(DEV) python -m pytest -q -m "not slow" $(PYTEST_ARGS) tests
+	$(DEV) python -m pytest -q -m "not slow" -n $(TEST_WORKERS) $(PYTEST_ARGS) tests
 
 test-all:  ## Run every test, slow ones too.
-	$(DEV) python -m pytest -q $(PYTEST_ARGS) tests
+	$(DEV) python -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS) tests
 
 lint:  ## Check the code with ruff: lint rules and formatting (ruff format to fix the latter).
 	$(DEV) ruff check .

@@ -24,6 +24,7 @@ STACK = [
 
 DEV = [
   'pytest==9.2.0',
+  'pytest-xdist==3.8.0',  # `make test` on every core (Makefile)
   'ruff==0.17.6',
   'scikit-learn==1.5.2',  # the demo's baseline (pipeline/baseline.py)
   'tokenizers==0.23.3',

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from pipeline import local_runner
+from tests.pipeline import tiny_pipeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MAX_CONSOLE_LINES = 15
@@ -31,34 +32,15 @@ def _run(argv, tmp_path, **kwargs):
 
 
 def _pipeline_config(tmp_path, data_dir):
-  config = {
-    'pipeline_name': 'badinput',
-    'outputs_dir': str(tmp_path / 'outputs'),
-    'data': {
-      'format': 'csv',
-      'input_base': str(data_dir),
-      'text_column': 'review',
-      'label_column': 'sentiment',
-      'train_eval_ratio': [3, 1],
-    },
-    'vocabulary': {'size': 60},
-    'train': {
-      'task': 'classify',
-      'num_layers': 1,
-      'hidden_dim': 16,
-      'num_heads': 2,
-      'intermediate_dim': 32,
-      'seq_len': 16,
-      'per_replica_batch_size': 4,
-      'train_steps': 2,
-      'eval_steps': 1,
-    },
-    'serving': {'model_name': 'badinput'},
-    'beam': {'direct_num_workers': 1},
-  }
-  path = tmp_path / 'config.yaml'
-  path.write_text(yaml.safe_dump(config))
-  return path
+  config = tiny_pipeline.classify_config(
+    'badinput',
+    tmp_path / 'outputs',
+    data_dir,
+    per_replica_batch_size=4,
+    train_steps=2,
+    eval_steps=1,
+  )
+  return tiny_pipeline.write(tmp_path / 'config.yaml', config)
 
 
 def test_a_data_error_in_a_beam_worker_is_short_names_the_file_and_the_log(tmp_path):

@@ -14,9 +14,10 @@ import sys
 import time
 
 import pytest
-import yaml
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
+
+from tests.pipeline import tiny_pipeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BEFORE_TRANSFORM = (
@@ -38,37 +39,19 @@ def _config(tmp_path):
     f.write('review,sentiment\n')
     for _ in range(300):
       f.write(f'"{" ".join(rng.choice(words) for _ in range(8))}",{rng.choice("01")}\n')
-  config = {
-    'pipeline_name': 'killed',
-    'outputs_dir': str(tmp_path / 'outputs'),
-    'data': {
-      'format': 'csv',
-      'input_base': str(data),
-      'text_column': 'review',
-      'label_column': 'sentiment',
-      'train_eval_ratio': [3, 1],
-    },
-    'vocabulary': {'size': 60},
-    'train': {
-      'task': 'classify',
-      'num_layers': 1,
-      'hidden_dim': 16,
-      'num_heads': 2,
-      'intermediate_dim': 32,
-      'seq_len': 16,
-      'per_replica_batch_size': 8,
-      'train_steps': 600,
-      'eval_steps': 1,
-      'eval_every_steps': 300,
-      'log_every_steps': 100,
-      'checkpoint_every_steps': 20,
-    },
-    'evaluation': {'min_accuracy': 0.0, 'max_accuracy_drop': 1.0},
-    'serving': {'model_name': 'killed'},
-    'beam': {'direct_num_workers': 1},
-  }
-  path = tmp_path / 'config.yaml'
-  path.write_text(yaml.safe_dump(config))
+  config = tiny_pipeline.classify_config(
+    'killed',
+    tmp_path / 'outputs',
+    data,
+    per_replica_batch_size=8,
+    train_steps=600,
+    eval_steps=1,
+    eval_every_steps=300,
+    log_every_steps=100,
+    checkpoint_every_steps=20,
+  )
+  config['evaluation'] = tiny_pipeline.BLESS_EVERY_MODEL
+  path = tiny_pipeline.write(tmp_path / 'config.yaml', config)
   return path, tmp_path / 'outputs'
 
 

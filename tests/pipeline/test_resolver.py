@@ -4,7 +4,6 @@ import os
 import random
 
 import pytest
-import yaml
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx.types import standard_artifacts
@@ -12,6 +11,7 @@ from tfx.types import standard_artifacts
 from pipeline import config as config_lib
 from pipeline import local_runner
 from pipeline import resolver as resolver_lib
+from tests.pipeline import tiny_pipeline
 
 
 def _model(model_id):
@@ -93,38 +93,20 @@ def _config(tmp_path, learning_rate):
         label = rng.choice('01')
         words = [rng.choice(FILLER) for _ in range(5)] + [rng.choice(WORDS[label])]
         f.write(f'"{" ".join(rng.sample(words, len(words)))}",{label}\n')
-  config = {
-    'pipeline_name': 'baseline',
-    'outputs_dir': str(tmp_path / 'outputs'),
-    'data': {
-      'format': 'csv',
-      'input_base': str(data),
-      'text_column': 'review',
-      'label_column': 'sentiment',
-      'train_eval_ratio': [3, 1],
-    },
-    'vocabulary': {'size': 60},
-    'train': {
-      'task': 'classify',
-      'num_layers': 1,
-      'hidden_dim': 16,
-      'num_heads': 2,
-      'intermediate_dim': 32,
-      'seq_len': 16,
-      'per_replica_batch_size': 16,
-      'train_steps': 6,
-      'eval_steps': 1,
-      'eval_every_steps': 6,
-      'checkpoint_every_steps': 6,
-      'learning_rate': learning_rate,
-    },
-    # Everything is blessed: the test is about which model is the baseline.
-    'evaluation': {'min_accuracy': 0.0, 'max_accuracy_drop': 1.0},
-    'serving': {'model_name': 'baseline'},
-    'beam': {'direct_num_workers': 1},
-  }
-  path = tmp_path / f'config-{learning_rate}.yaml'
-  path.write_text(yaml.safe_dump(config))
+  config = tiny_pipeline.classify_config(
+    'baseline',
+    tmp_path / 'outputs',
+    data,
+    per_replica_batch_size=16,
+    train_steps=6,
+    eval_steps=1,
+    eval_every_steps=6,
+    checkpoint_every_steps=6,
+    learning_rate=learning_rate,
+  )
+  # Everything is blessed: the test is about which model is the baseline.
+  config['evaluation'] = tiny_pipeline.BLESS_EVERY_MODEL
+  path = tiny_pipeline.write(tmp_path / f'config-{learning_rate}.yaml', config)
   return str(path)
 
 
