@@ -20,7 +20,11 @@ QUICK_ARGS = {
   'demo_bench.py': ['--set', 'train.train_steps=40', '--set', 'train.eval_steps=4'],
   'generate_bench.py': ['--quick'],
   'shared_transform_bench.py': ['--rows', '500', '--train-steps', '0'],
+  'beam_overhead_bench.py': ['pool', '--size-mb', '1'],
+  'io_bench.py': ['--size-mb', '2'],
 }
+# Benchmarks that need arguments on a full run too (a subcommand).
+FULL_ARGS = {'beam_overhead_bench.py': ['demo']}
 
 
 def main() -> int:
@@ -30,7 +34,7 @@ def main() -> int:
   failed = []
   for script in sorted(glob.glob(os.path.join(HERE, '*_bench.py'))):
     name = os.path.basename(script)
-    extra = QUICK_ARGS.get(name, []) if args.quick else []
+    extra = QUICK_ARGS.get(name, []) if args.quick else FULL_ARGS.get(name, [])
     print(f'\n===== {name} {" ".join(extra)} =====', flush=True)
     started = time.time()
     # TensorFlow's C++ start-up lines from every Beam worker would bury the figures.
