@@ -48,6 +48,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import stat
 import struct
 import zlib
@@ -280,6 +281,11 @@ def _json_type(value: Any) -> str:
   return 'null' if value is None else 'an object'
 
 
+# After a CR that is not part of a CRLF: where a line ended by a bare CR stops (the CR kept, so
+# that csv still sees a line end, and a quoted field spanning it keeps it).
+_BARE_CR = re.compile(r'(?<=\r)(?!\n)(?=.)', re.DOTALL)
+
+
 def _read_csv(
   path: str, text_column: str = contract.TEXT_KEY, label_column: str | None = None
 ) -> Iterator[Record]:
@@ -288,9 +294,12 @@ def _read_csv(
   physical = {'line': 0}
 
   def lines():
+    extra = 0  # lines ended by a bare CR (old Mac exports), which the \n-split did not count
     for number, line in _lines(path):
-      physical['line'] = number
-      yield line
+      for i, part in enumerate(_BARE_CR.split(line)):
+        extra += i > 0
+        physical['line'] = number + extra
+        yield part
 
   csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
   reader = csv.reader(lines())

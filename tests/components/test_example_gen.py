@@ -95,6 +95,17 @@ def test_text_lines_end_at_any_line_ending_and_keep_their_numbers(tmp_path, endi
   assert [number for number, _, _ in records] == [1, 2, 3]
 
 
+@pytest.mark.parametrize('ending', ['\n', '\r\n', '\r'], ids=['LF', 'CRLF', 'CR'])
+def test_csv_rows_end_at_any_line_ending_and_errors_keep_their_line(tmp_path, ending):
+  rows = ['review,sentiment', '"a good film",1', f'"two{ending}lines",0', '"dull",1']
+  (tmp_path / 'a.csv').write_bytes(ending.join(rows).encode() + ending.encode())
+  pairs, _ = _read('csv', tmp_path, '*.csv', text_column='review', label_column='sentiment')
+  assert pairs == sorted([('a good film', '1'), (f'two{ending}lines', '0'), ('dull', '1')])
+  (tmp_path / 'a.csv').write_bytes(ending.join([*rows, '"unterminated,1']).encode())
+  with pytest.raises(Exception, match=r'a\.csv, line 6'):
+    _read('csv', tmp_path, '*.csv', text_column='review', label_column='sentiment')
+
+
 def test_invalid_utf8_names_file_and_line(tmp_path):
   (tmp_path / 'bad.txt').write_bytes(b'fine\nbro\xffken\n')
   with pytest.raises(Exception, match=r'bad\.txt, line 2: invalid UTF-8 \(byte 3 .*0xff'):
