@@ -1,6 +1,6 @@
 """Test-wide settings: quiet TensorFlow's start-up noise, register markers, and when the suite
-runs on several workers (`make test`: pytest-xdist with pytest.ini's `--dist loadfile`), keep
-the files that share session data on one worker and start the longest files first."""
+runs on several workers (`make test`: pytest-xdist with pytest.ini's `--dist loadfile`), start
+the longest files first."""
 
 import os
 
@@ -32,16 +32,6 @@ LONGEST_FIRST = (
   'tests/serving/test_server_cli.py',
 )
 
-# Files that share the session-scoped Transform outputs of tests/trainer/conftest.py: on one
-# worker they are built once, split over two they are built twice.
-SHARED_SESSION_DATA = (
-  'tests/trainer/test_task.py',
-  'tests/trainer/test_faults.py',
-  'tests/trainer/test_generation.py',
-  'tests/trainer/test_trainer_multi_worker.py',
-)
-
-
 # Files whose tests share no module or session fixture and each take minutes: their tests are
 # separate units of work, so they can run on both workers at once.
 SPLIT_BY_TEST = ('tests/pipeline/test_demo.py',)
@@ -64,8 +54,9 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_xdist_make_scheduler(config, log):
-  """--dist loadfile, with the SHARED_SESSION_DATA files as one unit of work and each test of the
-  SPLIT_BY_TEST files a unit of its own."""
+  """--dist loadfile, with each test of the SPLIT_BY_TEST files a unit of its own. (Files that
+  share session data need not share a worker: `trainer_data.shared_transform_data` builds it
+  once for all workers.)"""
   if config.getvalue('dist') != 'loadfile':
     return None
   from xdist.scheduler import LoadFileScheduling
@@ -73,8 +64,6 @@ def pytest_xdist_make_scheduler(config, log):
   class Scheduling(LoadFileScheduling):
     def _split_scope(self, nodeid):
       path = super()._split_scope(nodeid)
-      if path in SPLIT_BY_TEST:
-        return nodeid
-      return SHARED_SESSION_DATA[0] if path in SHARED_SESSION_DATA else path
+      return nodeid if path in SPLIT_BY_TEST else path
 
   return Scheduling(config, log)

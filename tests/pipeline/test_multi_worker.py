@@ -48,13 +48,10 @@ def _tf_config(ports, role):
 
 @pytest.fixture(scope='module')
 def transformed(tmp_path_factory):
-  """A tiny real Transform output (the trainer tests' generator, reused by import)."""
+  """The trainer tests' real classify Transform output (built once per session)."""
   from tests.trainer import trainer_data
 
-  root = str(tmp_path_factory.mktemp('classify'))
-  data = trainer_data.transform_data(
-    root, 'classify', trainer_data.labeled_texts(160, 1), trainer_data.labeled_texts(32, 2), 16
-  )
+  data = trainer_data.classify_data(tmp_path_factory)
   config = trainer_data.tiny_config(
     'classify',
     strategy='auto',

@@ -1,9 +1,10 @@
 """Tiny models exported by the pipeline's own trainer code (TF Transform graph, keras-hub
 backbone, tensorflow-text tokenizer), pushed in the Pusher layout for the server to load.
 
-Built with the trainer tests' helpers (`tests/trainer/trainer_data.py`): a real Transform run
-over a few generated rows, then `trainer.task.run_fn` for two steps. Untrained weights are
-enough here: the tests compare the server with the in-process call, not model quality.
+Built with the trainer tests' helpers (`tests/trainer/trainer_data.py`): their real Transform
+outputs (built once per session, shared with the trainer tests), then `trainer.task.run_fn` for
+two steps. Untrained weights are enough here: the tests compare the server with the in-process
+call, not model quality.
 """
 
 import os
@@ -20,7 +21,7 @@ _SIZES = {
   'hidden_dim': 16,
   'num_heads': 2,
   'intermediate_dim': 32,
-  'seq_len': 16,
+  'seq_len': trainer_data.SEQ_LEN,
   'per_replica_batch_size': 8,
   'train_steps': 2,
   'eval_steps': 1,
@@ -31,21 +32,23 @@ _SIZES = {
 }
 
 
-def _rows(task_name):
-  if task_name == contract.CLASSIFY:
-    return trainer_data.labeled_texts(32, 1), trainer_data.labeled_texts(8, 2)
-  return trainer_data.corpus_texts(32, 1), trainer_data.corpus_texts(8, 2)
+_DATA = {contract.CLASSIFY: trainer_data.classify_data, contract.CLM: trainer_data.clm_data}
 
 
-def export(root: str, task_name: str, base: str) -> str:
-  """Runs Transform and the Trainer for `task_name`; pushes the model to <base>/<task>/1.
+def export(tmp_path_factory, root: str, task_name: str, base: str) -> str:
+  """Trains `task_name` on the shared Transform output; pushes the model to <base>/<task>/1.
+
+  Args:
+    tmp_path_factory: pytest's, for the session-wide Transform outputs.
+    root: Where the Trainer writes.
+    task_name: classify or clm.
+    base: The model base path the server reads.
 
   Returns:
     The version directory.
   """
   work = os.path.join(root, task_name)
-  train_rows, eval_rows = _rows(task_name)
-  data = trainer_data.transform_data(work, task_name, train_rows, eval_rows, _SIZES['seq_len'])
+  data = _DATA[task_name](tmp_path_factory)
   args = trainer_data.fn_args(data, work, trainer_data.tiny_config(task_name, **_SIZES))
   task.run_fn(args)
   version_dir = os.path.join(base, task_name, str(VERSION))

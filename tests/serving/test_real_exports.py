@@ -23,7 +23,7 @@ def real_base(tmp_path_factory):
   base = str(tmp_path_factory.mktemp('real_models'))
   work = str(tmp_path_factory.mktemp('real_models_work'))
   for task_name in (contract.CLASSIFY, contract.CLM):
-    real_models.export(work, task_name, base)
+    real_models.export(tmp_path_factory, work, task_name, base)
   return base
 
 

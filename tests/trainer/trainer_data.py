@@ -2,11 +2,17 @@
 
 `transform_data` runs TF Transform (`tft_beam.AnalyzeAndTransformDataset` with the project's
 `preprocessing_fn`) and writes what TFX's Transform writes: a transform graph and gzipped
-TFRecords of transformed examples per split.
+TFRecords of transformed examples per split. `shared_transform_data` runs it once per test
+session for the same arguments, whichever files and pytest-xdist workers ask.
 """
 
+import contextlib
+import fcntl
+import hashlib
+import json
 import os
 import random
+import shutil
 
 import apache_beam as beam
 import tensorflow as tf
@@ -29,6 +35,8 @@ FILLER = tuple(
   ).split()
 )
 WORDS = FILLER + POSITIVE + NEGATIVE
+# Transform's sequence length for the shared data sets (`classify_data`, `mlm_data`, `clm_data`).
+SEQ_LEN = 16
 
 
 def write_vocab(directory):
@@ -136,6 +144,70 @@ def transform_data(root, task, train_rows, eval_rows, seq_len, vocab_dir=None):
     metadata, os.path.join(graph_dir, tft.TFTransformOutput.RAW_METADATA_DIR)
   )
   return out
+
+
+def _session_dir(tmp_path_factory):
+  """A folder every pytest-xdist worker of this session sees (the workers' base temp folders are
+  popen-gw0, popen-gw1, ... under one pytest-N folder); the base temp folder without xdist."""
+  base = tmp_path_factory.getbasetemp()
+  return base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base
+
+
+@contextlib.contextmanager
+def _locked(path):
+  with open(path, 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def shared_transform_data(tmp_path_factory, task, train_rows, eval_rows, seq_len):
+  """`transform_data` built once per test session for these arguments, then read back.
+
+  The outputs live under the session's shared temp folder, keyed on the arguments; a file lock
+  makes a second worker wait for the first one's build instead of repeating it. Callers must
+  not write into the returned folders.
+
+  Returns:
+    What `transform_data` returns.
+  """
+  key = json.dumps([task, train_rows, eval_rows, seq_len], sort_keys=True)
+  digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+  root = os.path.join(str(_session_dir(tmp_path_factory)), 'shared-transform', f'{task}-{digest}')
+  os.makedirs(os.path.dirname(root), exist_ok=True)
+  done = root + '.json'
+  with _locked(root + '.lock'):
+    if not os.path.exists(done):
+      shutil.rmtree(root, ignore_errors=True)  # a build that an earlier worker left half done
+      data = transform_data(root, task, train_rows, eval_rows, seq_len)
+      with open(done + '.tmp', 'w') as f:
+        json.dump(data, f)
+      os.replace(done + '.tmp', done)
+  with open(done) as f:
+    return json.load(f)
+
+
+def classify_data(tmp_path_factory):
+  """The labeled data the trainer tests learn the word rule from (`labeled_texts`)."""
+  return shared_transform_data(
+    tmp_path_factory, contract.CLASSIFY, labeled_texts(600, 1), labeled_texts(128, 2), SEQ_LEN
+  )
+
+
+def mlm_data(tmp_path_factory):
+  """The Markov-chain corpus (`corpus_texts`), transformed for masked-LM training."""
+  return shared_transform_data(
+    tmp_path_factory, contract.MLM, corpus_texts(400, 1), corpus_texts(80, 2), SEQ_LEN
+  )
+
+
+def clm_data(tmp_path_factory):
+  """The Markov-chain corpus (`corpus_texts`), transformed for causal-LM training."""
+  return shared_transform_data(
+    tmp_path_factory, contract.CLM, corpus_texts(400, 1), corpus_texts(80, 2), SEQ_LEN
+  )
 
 
 def fn_args(data, tmp_dir, trainer_config, *, base_model=None, train_steps=None, eval_steps=None):
