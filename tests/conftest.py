@@ -9,27 +9,44 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('GRPC_VERBOSITY', 'ERROR')
 os.environ.setdefault('ABSL_MIN_LOG_LEVEL', '2')
 
-# The longest test files of the default suite, longest first (pytest --durations on main). Each
-# file runs whole on one worker (its module fixtures are built once), and the run ends when the
-# last long file does: starting these first lets the many short files fill in behind them.
-# Order only; a file missing here runs all the same.
+# The test files of the default suite that take more than a few seconds, longest first (the sums
+# of their tests' --durations in one `make test`). Each file runs whole on one worker (its module
+# fixtures are built once) and a worker takes the next file from the front of this list when it
+# is nearly out of work: longest first leaves only short files for the end, so both workers
+# finish at about the same time. Order only; a file missing here runs all the same, after these.
 LONGEST_FIRST = (
   'tests/pipeline/test_demo.py',
   'tests/trainer/test_task.py',
   'tests/trainer/test_pipeline_trainer.py',
-  'tests/trainer/test_faults.py',
-  'tests/pipeline/test_pipeline_e2e.py',
-  'tests/pipeline/test_multi_worker.py',
-  'tests/pipeline/test_pipeline_preset.py',
   'tests/pipeline/test_kubeflow_runner.py',
-  'tests/serving/test_real_exports.py',
-  'tests/trainer/test_tokenizers.py',
-  'tests/trainer/test_generation.py',
-  'tests/trainer/test_training.py',
-  'tests/trainer/test_pretrained.py',
+  'tests/pipeline/test_pipeline_e2e.py',
   'tests/components/test_pipeline_run.py',
+  'tests/pipeline/test_multi_worker.py',
+  'tests/trainer/test_faults.py',
+  'tests/trainer/test_generation.py',
+  'tests/pipeline/test_console.py',
+  'tests/components/test_example_gen.py',
+  'tests/test_transform_bench.py',
   'tests/trainer/test_preprocessing.py',
+  'tests/serving/test_real_exports.py',
+  'tests/pipeline/test_pipeline_preset.py',
+  'tests/trainer/test_training.py',
+  'tests/trainer/test_tokenizers.py',
+  'tests/pipeline/test_beam_pool.py',
   'tests/serving/test_server_cli.py',
+  'tests/serving/test_load_and_hot_swap.py',
+  'tests/serving/test_hostile.py',
+  'tests/trainer/test_pretrained.py',
+  'tests/serving/test_manager.py',
+  'tests/pipeline/test_demo_data.py',
+  'tests/serving/test_grpc_service.py',
+  'tests/trainer/test_models.py',
+  'tests/serving/test_batching.py',
+  'tests/serving/test_tls.py',
+  'tests/serving/test_rest_api.py',
+  'tests/serving/test_bad_requests.py',
+  'tests/components/test_transform.py',
+  'tests/serving/test_model_config.py',
 )
 
 # Files whose tests share no module or session fixture and each take minutes: their tests are
