@@ -77,7 +77,6 @@ class _Substrings:
     segment_sizes = np.diff(np.append(self.segment_first, len(entry_token)))
     self.entry_segment = np.repeat(np.arange(len(segment_first)), segment_sizes)
     self.segment_word = np.repeat(np.arange(len(words)), self.word_length)
-    self.segment_start = np.arange(len(segment_first)) - self.word_first_segment[self.segment_word]
     # Tokens by decreasing length, grouped: the order the prefix discount runs in.
     by_length = np.argsort(-self.token_length, kind='stable')
     bounds = np.flatnonzero(np.diff(self.token_length[by_length])) + 1
