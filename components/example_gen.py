@@ -155,10 +155,41 @@ _TEXT_KEY_FIELD = _field(_FIELD_1, contract.TEXT_KEY.encode())
 _LABEL_KEY_FIELD = _field(_FIELD_1, contract.LABEL_KEY.encode())
 
 
+# The varints of lengths below 2**14 (two bytes or less), looked up rather than encoded: the
+# four lengths of each feature make up most of the cost of an example.
+_SHORT_VARINTS = tuple(_varint(length) for length in range(1 << 14))
+
+
+def _length(value: int) -> bytes:
+  """`value` as a varint (a length)."""
+  return _SHORT_VARINTS[value] if value < 1 << 14 else _varint(value)
+
+
 def _bytes_feature_entry(key_field: bytes, value: bytes) -> bytes:
-  """A `Features.feature` map entry: key -> Feature(bytes_list=BytesList(value=[value]))."""
-  feature = _field(_FIELD_1, _field(_FIELD_1, value))
-  return _field(_FIELD_1, key_field + _field(_FIELD_2, feature))
+  """A `Features.feature` map entry: key -> Feature(bytes_list=BytesList(value=[value])).
+
+  Nested fields, innermost first: BytesList.value, Feature.bytes_list, the entry's value.
+  """
+  value_length = _length(len(value))
+  bytes_list_size = 1 + len(value_length) + len(value)
+  bytes_list_length = _length(bytes_list_size)
+  feature_size = 1 + len(bytes_list_length) + bytes_list_size
+  feature_length = _length(feature_size)
+  entry_size = len(key_field) + 1 + len(feature_length) + feature_size
+  return b''.join(
+    (
+      _FIELD_1,
+      _length(entry_size),
+      key_field,
+      _FIELD_2,
+      feature_length,
+      _FIELD_1,
+      bytes_list_length,
+      _FIELD_1,
+      value_length,
+      value,
+    )
+  )
 
 
 def make_example(text: str, label: str | None) -> bytes:
@@ -170,7 +201,7 @@ def make_example(text: str, label: str | None) -> bytes:
   features = _bytes_feature_entry(_TEXT_KEY_FIELD, text.encode())
   if label:
     features += _bytes_feature_entry(_LABEL_KEY_FIELD, label.encode())
-  return _field(_FIELD_1, features)
+  return _FIELD_1 + _length(len(features)) + features
 
 
 def _label_str(value: Any) -> str | None:
@@ -587,7 +618,8 @@ class _FileToExamples(beam.DoFn):
 def _text_bucket(text: str, total_buckets: int) -> int:
   """The hash bucket of an example's text: equal texts land in the same split whatever their
   label, in every ExampleGen of the pipeline."""
-  return int(hashlib.sha256(text.encode()).hexdigest(), 16) % total_buckets
+  # The digest as a big-endian number, as int(hexdigest, 16) reads it, without the hex text.
+  return int.from_bytes(hashlib.sha256(text.encode()).digest()) % total_buckets
 
 
 @beam.ptransform_fn
