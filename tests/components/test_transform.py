@@ -121,7 +121,9 @@ def test_records_written_a_list_at_a_time_are_the_files_a_per_record_write_makes
 ):
   # Transform writes its examples a list (one RecordBatch) at a time; readers must see the same
   # files, names and records (checksums included) as Beam's per-record TFRecord writer makes.
-  batches = [[b'', b'a', b'\x00' * 300], [], [bytes(range(256)) * 40, 'é'.encode()]]
+  # Lengths from 0 to past the cached headers' (tfrecords._CACHED_HEADER_LENGTHS), repeated.
+  batches = [[b'', b'a', b'\x00' * 300], [], [bytes(range(256)) * 40, 'é'.encode(), b'b']]
+  batches.append([b'\x01' * (1 << 16), b'\x02' * ((1 << 16) - 1), b'\x03' * 300])
   with beam.Pipeline() as pipeline:
     lists = pipeline | beam.Create([batches], reshuffle=False) | beam.FlatMap(lambda b: b)
     _ = lists | 'Lists' >> tfrecords.write_batches(str(tmp_path / 'lists'), compression)
