@@ -551,10 +551,13 @@ def _run_executor(component, out):
   return records, names
 
 
-@pytest.mark.parametrize('shuffle', [False, True])
-@pytest.mark.parametrize('compression', contract.TFRECORD_COMPRESSIONS)
+@pytest.mark.parametrize(
+  ('compression', 'shuffle', 'presplit'),
+  [(c, s, False) for c in contract.TFRECORD_COMPRESSIONS for s in (False, True)]
+  + [(contract.NO_COMPRESSION, False, True)],
+)
 def test_the_executor_writes_the_records_and_splits_of_the_per_record_path(
-  tmp_path, monkeypatch, compression, shuffle
+  tmp_path, monkeypatch, compression, shuffle, presplit
 ):
   """Do writes lists of examples (several per file here): the files hold the same records, in
   the same splits, as the per-example output of GenerateExamplesByBeam."""
@@ -565,7 +568,11 @@ def test_the_executor_writes_the_records_and_splits_of_the_per_record_path(
   (folder / 'a.txt').write_text('\n'.join(texts[:70]) + '\n\n')
   (folder / 'b.txt').write_text('\n'.join(texts[70:]) + '\n')
   component = example_gen.create_example_gen(
-    contract.TEXT, str(folder), shuffle=shuffle, compression=compression
+    contract.TEXT,
+    str(folder),
+    shuffle=shuffle,
+    compression=compression,
+    input_splits={'train': 'a.txt', 'eval': 'b.txt'} if presplit else None,
   )
   written, names = _run_executor(component, tmp_path / 'out')
   assert names == {f'data_tfrecord-00000-of-00001{tfrecords.suffix(compression)}'}
