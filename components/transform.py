@@ -6,7 +6,7 @@ vocabulary's URI cannot go there as a placeholder (it does not compile for Kubef
 docs/runtime.md). This Transform's spec has one more input, `vocabulary`, and its executor writes that
 artifact's URI into `custom_config['vocab_uri']` before running the stock executor.
 
-Two changes to the stock executor's Beam job, made in a subclass of its `TransformProcessor`:
+Three changes to the stock executor's Beam job, made in a subclass of its `TransformProcessor`:
   * the transformed examples are written with the `compression` exec property ('none' or 'gzip';
     TFX 1.21 always gzips), and the artifact records it (components/tfrecords.py);
   * when the preprocessing_fn's analyzers read no input column (mlm and clm: tokenizing needs no
@@ -121,8 +121,17 @@ class _ReadRecordBatches(beam.DoFn):
   def process(self, path: str) -> Iterator[pa.RecordBatch]:
     compression = 'GZIP' if path.endswith(contract.GZIP_SUFFIX) else ''
     dataset = tf.data.TFRecordDataset(path, compression_type=compression)
-    for batch in dataset.batch(self._batch_size).as_numpy_iterator():
-      records = batch.tolist()
+    batches = dataset.batch(self._batch_size).as_numpy_iterator()
+    while True:
+      try:
+        records = next(batches).tolist()
+      except StopIteration:
+        return
+      except tf.errors.OpError as e:
+        raise ValueError(
+          f'{path}: unreadable TFRecord data ({e.message}); the file is corrupt or truncated '
+          '(gzip-compressed files must be named *.gz): re-run the component that wrote it'
+        ) from None
       decoded = self._decoder.DecodeBatch(records)
       if self._raw_record_column_name is not None:
         decoded = record_based_tfxio.AppendRawRecordColumn(

@@ -1,5 +1,6 @@
 """The Transform component: its custom_config comes from the Trainer's own config."""
 
+import gzip
 import json
 
 import apache_beam as beam
@@ -204,3 +205,22 @@ def test_a_file_at_a_time_read_of_no_files_names_the_pattern(tmp_path):
   )
   with pytest.raises(ValueError, match=r'no TFRecord files match .*Split-train/\*'):
     source.BeamSource()
+
+
+@pytest.mark.parametrize('damage', ['truncated', 'misnamed gzip'])
+def test_a_file_at_a_time_read_of_a_damaged_file_names_it(tmp_path, damage):
+  records = tfrecords.frame([example_gen.make_example(f'text {i}', None) for i in range(50)])
+  path = tmp_path / 'data-00000-of-00001'
+  if damage == 'truncated':
+    path.write_bytes(records[:-7])
+  else:
+    path.write_bytes(gzip.compress(records))
+  schema = schema_pb2.Schema()
+  schema.feature.add(name=contract.TEXT_KEY, type=schema_pb2.BYTES)
+  pattern = str(tmp_path / '*')
+  source = transform.batched_read(
+    tf_example_record.TFExampleRecord(pattern, schema=schema, telemetry_descriptors=['t']), pattern
+  )
+  with pytest.raises(Exception, match=rf'{path}: unreadable TFRecord data .*corrupt or truncated'):
+    with beam.Pipeline() as pipeline:
+      _ = pipeline | source.BeamSource()
