@@ -607,5 +607,5 @@ def test_the_executor_names_a_split_left_empty_by_the_hash_split(tmp_path):
   folder.mkdir()
   (folder / 'a.txt').write_text('one short document\n')
   component = example_gen.create_example_gen(contract.TEXT, str(folder), shuffle=False)
-  with pytest.raises(Exception, match=r"is empty after the hash split \(9:1\) .*per split: "):
+  with pytest.raises(Exception, match=r'is empty after the hash split \(9:1\) .*per split: '):
     _run_executor(component, tmp_path / 'out')

@@ -153,7 +153,9 @@ def test_a_file_at_a_time_read_yields_the_rows_of_the_stock_read(tmp_path, compr
   files = [texts[:4], texts[4:]]
   for index, part in enumerate(files):
     # The label is missing from every third example, as validation lets it be.
-    records = [example_gen.make_example(t, str(i % 2) if i % 3 else None) for i, t in enumerate(part)]
+    records = [
+      example_gen.make_example(t, str(i % 2) if i % 3 else None) for i, t in enumerate(part)
+    ]
     with beam.Pipeline() as pipeline:
       _ = (
         pipeline
