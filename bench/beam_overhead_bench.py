@@ -1,7 +1,7 @@
 """Fixed cost of the Beam components of a local run, per component, side by side.
 
     ./dev python bench/beam_overhead_bench.py pool [--size-mb 40]
-    ./dev python bench/beam_overhead_bench.py demo [--rows 50]
+    ./dev python bench/beam_overhead_bench.py demo [--rows 50] [--before CHECKOUT]
 
 `pool`: a generated text corpus (bench/transform_bench.py's generator) through a tiny causal-LM
 pipeline on Beam worker processes (one per core), once with a fresh set of worker processes per
@@ -9,7 +9,9 @@ component (Beam's multi-processing) and once with the run's warm worker pool
 (pipeline/beam_pool.py); prints each Beam component's seconds and the ratio.
 `demo`: the demo's config (in-process Beam) on its full input and on its first `--rows` rows;
 prints each Beam component's seconds on both. The tiny run's time is the component's fixed
-part (the target: <= 5 s each).
+part (the target: <= 5 s each). `--before` names another checkout of this repository (say, an
+earlier commit's `git archive`): its demo runs too, interleaved with this one's, and the tables
+set each component's seconds before and after side by side, from the same machine at the same time.
 
 Both run each pipeline in a fresh process, training only a few steps (the Trainer is not
 measured). On a shared machine the seconds are inflated; compare the columns, not the figures.
@@ -76,15 +78,19 @@ def _one_run(config_path: str, overrides: list, pool: bool) -> dict:
   return {r.name: [r.seconds, cpu.get(r.name, 0.0)] for r in runs if r.name in beam_ids}
 
 
-def _child(config_path: str, overrides: list, pool: bool) -> dict:
-  """`_one_run` in a fresh process (cold imports, as a user's run)."""
-  command = [sys.executable, __file__, '_run', '--config', config_path]
+def _child(config_path: str, overrides: list, pool: bool, repo: str = REPO) -> dict:
+  """`_one_run` in a fresh process (cold imports, as a user's run), with the code of `repo`."""
+  command = [sys.executable, os.path.join(repo, 'bench', os.path.basename(__file__)), '_run']
+  command += ['--config', config_path]
   for override in overrides:
     command += ['--set', override]
   if pool:
     command.append('--pool')
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get('TF_CPP_MIN_LOG_LEVEL', '3'))
-  done = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
+  # Any process the run starts imports the project from `repo` too.
+  paths = env.get('PYTHONPATH', '').split(os.pathsep)
+  env['PYTHONPATH'] = os.pathsep.join(repo if p == REPO else p for p in paths if p) or repo
+  done = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env, cwd=repo)
   lines = [line for line in done.stdout.splitlines() if line.startswith(_RESULT)]
   if done.returncode or not lines:
     raise SystemExit(f'the run failed (exit {done.returncode}): {" ".join(command)}')
@@ -96,7 +102,8 @@ def _table(title: str, columns: list, results: list, cpu: bool = False) -> None:
   print(f'\n{title}')
   names = list(results[0])
   heads = [f'{c} wall' for c in columns] + ([f'{c} CPU' for c in columns] if cpu else [])
-  print(f'  {"component":<22}' + ''.join(f'{h:>18}' for h in heads) + f'{"wall ratio":>12}')
+  ratios = f'{"wall ratio":>12}' + (f'{"CPU ratio":>12}' if cpu else '')
+  print(f'  {"component":<22}' + ''.join(f'{h:>18}' for h in heads) + ratios)
   totals = [[0.0, 0.0] for _ in results]
   for name in names:
     values = [r.get(name, [float('nan')] * 2) for r in results]
@@ -109,8 +116,13 @@ def _table(title: str, columns: list, results: list, cpu: bool = False) -> None:
 
 def _row(name: str, values: list, cpu: bool) -> None:
   cells = [v[0] for v in values] + ([v[1] for v in values] if cpu else [])
-  ratio = values[1][0] / values[0][0] if values[0][0] else float('nan')
-  print(f'  {name:<22}' + ''.join(f'{c:>16.1f} s' for c in cells) + f'{ratio:>12.2f}')
+  ratios = [values[1][i] / values[0][i] if values[0][i] else float('nan') for i in (0, 1)]
+  shown = ratios if cpu else ratios[:1]
+  print(
+    f'  {name:<22}'
+    + ''.join(f'{c:>16.1f} s' for c in cells)
+    + ''.join(f'{r:>12.2f}' for r in shown)
+  )
 
 
 def bench_pool(size_mb: float, workers: int) -> None:
@@ -144,11 +156,15 @@ def bench_pool(size_mb: float, workers: int) -> None:
   )
 
 
-def bench_demo(rows: int) -> None:
+def bench_demo(rows: int, before: str = '') -> None:
   from pipeline import config as config_lib
 
   config = config_lib.load_config(DEMO_CONFIG)
   source = config_lib.input_base_dir(config)
+  repos = [('before', os.path.abspath(before)), ('after', REPO)] if before else [('', REPO)]
+  for _, repo in repos:
+    if not os.path.isfile(os.path.join(repo, 'pipeline', 'configs', 'demo.yaml')):
+      raise SystemExit(f'--before {repo}: not a checkout of this repository (no demo config)')
   with tempfile.TemporaryDirectory() as tmp:
     tiny = os.path.join(tmp, 'tiny')
     os.makedirs(tiny)
@@ -164,18 +180,32 @@ def bench_demo(rows: int) -> None:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(kept[:rows])
-    results = []
+    results = {}
+    # Interleaved (full before, full after, tiny before, tiny after): a change in the machine's
+    # load falls on both checkouts alike.
     for label, base in (('full', source), ('tiny', tiny)):
-      outputs = os.path.join(tmp, f'outputs-{label}')
-      overrides = [f'outputs_dir={outputs}', f'data.input_base={base}', *SHORT_TRAINING]
-      results.append(_child(DEMO_CONFIG, overrides, pool=True))
-  _table(
-    f'Demo Beam component seconds (ratio: {rows} rows / full input)',
-    ['full', f'{rows} rows'],
-    results,
-    cpu=True,
-  )
-  over = {k: v[0] for k, v in results[1].items() if v[0] > FIXED_TARGET_SECONDS}
+      for name, repo in repos:
+        outputs = os.path.join(tmp, f'outputs-{label}-{name}')
+        overrides = [f'outputs_dir={outputs}', f'data.input_base={base}', *SHORT_TRAINING]
+        config_path = os.path.join(repo, 'pipeline', 'configs', 'demo.yaml')
+        results[label, name] = _child(config_path, overrides, pool=True, repo=repo)
+  if before:
+    for label, title in (('tiny', f'{rows} rows (the fixed part)'), ('full', 'full input')):
+      _table(
+        f'Demo Beam component seconds, {title} (ratio: after / before)',
+        ['before', 'after'],
+        [results[label, 'before'], results[label, 'after']],
+        cpu=True,
+      )
+  else:
+    _table(
+      f'Demo Beam component seconds (ratio: {rows} rows / full input)',
+      ['full', f'{rows} rows'],
+      [results['full', ''], results['tiny', '']],
+      cpu=True,
+    )
+  last = results['tiny', repos[-1][0]]
+  over = {k: v[0] for k, v in last.items() if v[0] > FIXED_TARGET_SECONDS}
   print(f'  fixed part over {FIXED_TARGET_SECONDS:.0f} s: {over or "none"}')
 
 
@@ -187,6 +217,7 @@ def main() -> int:
   pool.add_argument('--workers', type=int, default=os.cpu_count() or 1)
   demo = sub.add_parser('demo', help='the demo on its full input vs a few rows')
   demo.add_argument('--rows', type=int, default=50)
+  demo.add_argument('--before', default='', help='another checkout to time side by side')
   run = sub.add_parser('_run', help=argparse.SUPPRESS)
   run.add_argument('--config', required=True)
   run.add_argument('--set', dest='overrides', action='append', default=[])
@@ -195,7 +226,7 @@ def main() -> int:
   if args.what == 'pool':
     bench_pool(args.size_mb, args.workers)
   elif args.what == 'demo':
-    bench_demo(args.rows)
+    bench_demo(args.rows, args.before)
   else:
     result = _one_run(args.config, args.overrides, args.pool)
     print(_RESULT + json.dumps(result), flush=True)

@@ -6,6 +6,7 @@ Generates a text corpus (bench/transform_bench.py's generator) and, in a fresh c
 variant, runs ExampleGen (text, unshuffled) and an mlm Transform under LocalDagRunner with the
 local runner's Beam settings, reading each component's duration from ML Metadata. Variants:
   before      another checkout of this repository (`--before-repo`, e.g. main), as it is;
+  before-none that checkout with uncompressed intermediates (its local default);
   gzip        this checkout, intermediate TFRecords gzipped;
   gzip-2read  this checkout, gzipped, Transform's analysis reading its input as the stock one does;
   none        this checkout, uncompressed intermediates (the local default).
@@ -29,7 +30,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 MB = 1_000_000
-VARIANTS = ('before', 'gzip', 'gzip-2read', 'none')
+VARIANTS = ('before', 'before-none', 'gzip', 'gzip-2read', 'none')
 
 
 def _child(repo: str, corpus: str, vocab_dir: str, root: str, compression: str, args: list) -> dict:
@@ -149,7 +150,7 @@ def main() -> int:
   best: dict[str, dict[str, float]] = {}
   for _ in range(args.rounds):
     for variant in args.variants.split(','):
-      repo = args.before_repo if variant == 'before' else REPO
+      repo = args.before_repo if variant.startswith('before') else REPO
       if not repo:
         continue
       beam = [
@@ -159,7 +160,7 @@ def main() -> int:
         f'--direct_num_workers={args.workers}',
       ]
       root = os.path.join(work, variant)
-      compression = 'gzip' if variant == 'before' else variant
+      compression = 'gzip' if variant == 'before' else variant.removeprefix('before-')
       child = [repo, corpus, vocab_dir, root, compression, json.dumps(beam)]
       command = [sys.executable, os.path.abspath(__file__), '--child', *child]
       env = {**os.environ, 'PYTHONPATH': repo}

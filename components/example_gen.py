@@ -108,6 +108,10 @@ _DECOMPRESSORS: dict[str, Callable[[IO[bytes]], IO[bytes]]] = {
 _STREAM_ERRORS = (OSError, EOFError, zlib.error)
 
 _CHECK_CHUNK_BYTES = 1 << 20
+# Serialized bytes of the lists of examples the executor writes a list at a time (see
+# `_FileToExamples`): large enough that Beam's per-element costs vanish, small enough to hold one
+# per split and worker.
+_BATCH_BYTES = 1 << 20
 _BOM = '\ufeff'
 # Longest CSV field read (Python's csv default is 131,072 characters); bounded so that a file
 # with an unbalanced quote fails instead of reading everything into one field.
@@ -151,10 +155,41 @@ _TEXT_KEY_FIELD = _field(_FIELD_1, contract.TEXT_KEY.encode())
 _LABEL_KEY_FIELD = _field(_FIELD_1, contract.LABEL_KEY.encode())
 
 
+# The varints of lengths below 2**14 (two bytes or less), looked up rather than encoded: the
+# four lengths of each feature make up most of the cost of an example.
+_SHORT_VARINTS = tuple(_varint(length) for length in range(1 << 14))
+
+
+def _length(value: int) -> bytes:
+  """`value` as a varint (a length)."""
+  return _SHORT_VARINTS[value] if value < 1 << 14 else _varint(value)
+
+
 def _bytes_feature_entry(key_field: bytes, value: bytes) -> bytes:
-  """A `Features.feature` map entry: key -> Feature(bytes_list=BytesList(value=[value]))."""
-  feature = _field(_FIELD_1, _field(_FIELD_1, value))
-  return _field(_FIELD_1, key_field + _field(_FIELD_2, feature))
+  """A `Features.feature` map entry: key -> Feature(bytes_list=BytesList(value=[value])).
+
+  Nested fields, innermost first: BytesList.value, Feature.bytes_list, the entry's value.
+  """
+  value_length = _length(len(value))
+  bytes_list_size = 1 + len(value_length) + len(value)
+  bytes_list_length = _length(bytes_list_size)
+  feature_size = 1 + len(bytes_list_length) + bytes_list_size
+  feature_length = _length(feature_size)
+  entry_size = len(key_field) + 1 + len(feature_length) + feature_size
+  return b''.join(
+    (
+      _FIELD_1,
+      _length(entry_size),
+      key_field,
+      _FIELD_2,
+      feature_length,
+      _FIELD_1,
+      bytes_list_length,
+      _FIELD_1,
+      value_length,
+      value,
+    )
+  )
 
 
 def make_example(text: str, label: str | None) -> bytes:
@@ -166,7 +201,7 @@ def make_example(text: str, label: str | None) -> bytes:
   features = _bytes_feature_entry(_TEXT_KEY_FIELD, text.encode())
   if label:
     features += _bytes_feature_entry(_LABEL_KEY_FIELD, label.encode())
-  return _field(_FIELD_1, features)
+  return _FIELD_1 + _length(len(features)) + features
 
 
 def _label_str(value: Any) -> str | None:
@@ -491,7 +526,9 @@ class _FileToExamples(beam.DoFn):
   """Turns one file into serialized tf.Examples, counting what it skips or drops.
 
   With `hash_splits`, each example goes to the tagged output of its split (see `_text_bucket`),
-  decided here from its text rather than by parsing it again downstream.
+  decided here from its text rather than by parsing it again downstream. With `batched`, the
+  examples come out as lists (per split, in file order, of about `_BATCH_BYTES` each) rather than
+  one element each: Beam's per-element steps (the output's tag, the writer's) then run per list.
   """
 
   def __init__(
@@ -500,6 +537,7 @@ class _FileToExamples(beam.DoFn):
     options: Mapping[str, Any],
     label_values: Sequence[str] = (),
     hash_splits: Sequence[tuple[str, int]] = (),
+    batched: bool = False,
   ):
     """Args as `ReadTextExamples`'s; `hash_splits`: (split name, hash buckets) pairs."""
     self._format = input_format_name
@@ -508,15 +546,23 @@ class _FileToExamples(beam.DoFn):
     self._split_names = [name for name, _ in hash_splits]
     buckets = [count for _, count in hash_splits]
     self._bounds = [sum(buckets[: i + 1]) for i in range(len(buckets))]
+    self._batched = batched
     self._documents = beam.metrics.Metrics.counter(_METRICS_NAMESPACE, 'documents')
     self._empty = beam.metrics.Metrics.counter(_METRICS_NAMESPACE, 'empty_documents_skipped')
     self._dropped = beam.metrics.Metrics.counter(_METRICS_NAMESPACE, 'rows_dropped_by_label')
     self._empty_files = beam.metrics.Metrics.counter(_METRICS_NAMESPACE, 'files_without_documents')
 
-  def process(self, path: str) -> Iterator[bytes]:
+  def _output(self, split: int | None, value: bytes | list[bytes]) -> Any:
+    """`value` as an element of split number `split`'s output (None: the only output)."""
+    return value if split is None else beam.pvalue.TaggedOutput(self._split_names[split], value)
+
+  def process(self, path: str) -> Iterator[Any]:
     empty_lines = []
     dropped = collections.Counter()
     documents = 0
+    # Per output (a split number, or None without hash splits): its pending list and bytes.
+    pending: dict[int | None, list[bytes]] = collections.defaultdict(list)
+    pending_bytes: collections.Counter = collections.Counter()
     for number, text, label in read_records(path, self._format, **self._options):
       if not text.strip():
         empty_lines.append(number)
@@ -529,11 +575,19 @@ class _FileToExamples(beam.DoFn):
         continue
       documents += 1
       example = make_example(text, label)
-      if self._bounds:
-        split = bisect.bisect(self._bounds, _text_bucket(text, self._bounds[-1]))
-        yield beam.pvalue.TaggedOutput(self._split_names[split], example)
-      else:
-        yield example
+      split = (
+        bisect.bisect(self._bounds, _text_bucket(text, self._bounds[-1])) if self._bounds else None
+      )
+      if not self._batched:
+        yield self._output(split, example)
+        continue
+      pending[split].append(example)
+      pending_bytes[split] += len(example)
+      if pending_bytes[split] >= _BATCH_BYTES:
+        yield self._output(split, pending.pop(split))
+        del pending_bytes[split]
+    for split, examples in pending.items():
+      yield self._output(split, examples)
     self._documents.inc(documents)
     if not documents:
       self._empty_files.inc()
@@ -564,7 +618,8 @@ class _FileToExamples(beam.DoFn):
 def _text_bucket(text: str, total_buckets: int) -> int:
   """The hash bucket of an example's text: equal texts land in the same split whatever their
   label, in every ExampleGen of the pipeline."""
-  return int(hashlib.sha256(text.encode()).hexdigest(), 16) % total_buckets
+  # The digest as a big-endian number, as int(hexdigest, 16) reads it, without the hex text.
+  return int.from_bytes(hashlib.sha256(text.encode()).digest()) % total_buckets
 
 
 @beam.ptransform_fn
@@ -573,6 +628,7 @@ def ReadTextExamples(  # noqa: N802 (Beam transform naming)
   exec_properties: Mapping[str, Any],
   split_pattern: str,
   hash_splits: Sequence[tuple[str, int]] = (),
+  batched: bool = False,
 ) -> beam.PCollection | beam.pvalue.DoOutputsTuple:
   """Reads one input split (a glob under input_base) into serialized tf.Examples.
 
@@ -582,9 +638,12 @@ def ReadTextExamples(  # noqa: N802 (Beam transform naming)
     split_pattern: Glob of the files under input_base.
     hash_splits: (split name, hash buckets) pairs to split the examples into by their text's
       hash; empty: no split.
+    batched: Output lists of serialized tf.Examples (of about 1 MiB, in file order) rather than
+      one element per example.
 
   Returns:
-    The serialized tf.Examples; with `hash_splits`, one output of them per split name.
+    The serialized tf.Examples (or lists of them); with `hash_splits`, one output of them per
+    split name.
   """
   pattern = os.path.join(exec_properties[standard_component_specs.INPUT_BASE_KEY], split_pattern)
   name = exec_properties[INPUT_FORMAT_KEY]
@@ -608,7 +667,11 @@ def ReadTextExamples(  # noqa: N802 (Beam transform naming)
   # reshuffle of the records here, as ExampleGen's writer already shuffles once.
   read = beam.ParDo(
     _FileToExamples(
-      name, {k: given[k] for k in entry.options}, label_values(exec_properties), hash_splits
+      name,
+      {k: given[k] for k in entry.options},
+      label_values(exec_properties),
+      hash_splits,
+      batched,
     )
   )
   if hash_splits:
@@ -658,12 +721,17 @@ def _describe_files(pattern: str) -> str:
 
 
 def _check_not_empty(
-  splits: Mapping[str, beam.PCollection], sources: Mapping[str, str], hash_ratio: str | None
+  splits: Mapping[str, beam.PCollection],
+  sources: Mapping[str, str],
+  hash_ratio: str | None,
+  batched: bool = False,
 ) -> None:
-  """Fails the pipeline, naming the split and its files, if a split has no examples."""
+  """Fails the pipeline, naming the split and its files, if a split has no examples (`batched`:
+  the splits hold lists of examples)."""
+  count = (lambda: beam.CombineGlobally(sum)) if batched else beam.combiners.Count.Globally
   counts = [
-    records
-    | f'Count[{name}]' >> beam.combiners.Count.Globally()
+    (records | f'Sizes[{name}]' >> beam.Map(len) if batched else records)
+    | f'Count[{name}]' >> count()
     | f'Name[{name}]' >> beam.Map(lambda count, name=name: (name, count))
     for name, records in splits.items()
   ]
@@ -712,6 +780,12 @@ class Executor(BaseExampleGenExecutor):
     So a text and its duplicates stay in one split, and ExampleGens reading the same files
     with different options (e.g. the corpus and the labeled examples) agree on the splits.
     """
+    return self._generate(pipeline, exec_properties, batched=False)
+
+  def _generate(
+    self, pipeline: beam.Pipeline, exec_properties: Mapping[str, Any], batched: bool
+  ) -> dict[str, beam.PCollection]:
+    """`GenerateExamplesByBeam`, whose splits hold lists of examples if `batched`."""
     input_config = proto_utils.json_to_proto(
       exec_properties[standard_component_specs.INPUT_CONFIG_KEY], example_gen_pb2.Input()
     )
@@ -725,25 +799,26 @@ class Executor(BaseExampleGenExecutor):
     if not hash_splits:
       splits = {
         split.name: pipeline
-        | f'InputToRecord[{split.name}]' >> read(exec_properties, split.pattern)
+        | f'InputToRecord[{split.name}]' >> read(exec_properties, split.pattern, batched=batched)
         for split in input_config.splits
       }
       sources = {
         split.name: _describe_files(os.path.join(base, split.pattern))
         for split in input_config.splits
       }
-      _check_not_empty(splits, sources, hash_ratio=None)
+      _check_not_empty(splits, sources, hash_ratio=None, batched=batched)
       return splits
     pattern = input_config.splits[0].pattern
     buckets = [(name, split.hash_buckets) for name, split in zip(names, hash_splits, strict=True)]
     # The reader splits as it reads: a separate split step would parse every example again.
-    parts = pipeline | 'InputToRecord' >> read(exec_properties, pattern, buckets)
+    parts = pipeline | 'InputToRecord' >> read(exec_properties, pattern, buckets, batched)
     splits = {name: parts[name] for name in names}
     source = _describe_files(os.path.join(base, pattern))
     _check_not_empty(
       splits,
       dict.fromkeys(names, source),
       hash_ratio=':'.join(str(s.hash_buckets) for s in hash_splits),
+      batched=batched,
     )
     return splits
 
@@ -758,7 +833,8 @@ class Executor(BaseExampleGenExecutor):
 
     The stock writer always gzips, and reshuffles every record, which on the DirectRunner passes
     the whole corpus through the runner process's memory. Unshuffled, records stream from
-    reader to writer.
+    reader to writer a list at a time (see `_FileToExamples`): the same files, with Beam's
+    per-element costs paid per list.
     """
     compression = tfrecords.check(exec_properties[COMPRESSION_KEY])
     self._log_startup(input_dict, output_dict, exec_properties)
@@ -773,13 +849,18 @@ class Executor(BaseExampleGenExecutor):
       example_gen_utils.generate_output_split_names(input_config, output_config)
     )
     with self._make_beam_pipeline() as pipeline:
-      for split, records in self.GenerateExamplesByBeam(pipeline, exec_properties).items():
+      for split, lists in self._generate(pipeline, exec_properties, batched=True).items():
         path = os.path.join(
           artifact_utils.get_split_uri(outputs, split), write_split.DEFAULT_FILE_NAME
         )
         if exec_properties.get(SHUFFLE_KEY, 1):
+          # Record by record, as the stock writer: reshuffling the lists would only reorder
+          # runs of consecutive lines.
+          records = lists | f'Flatten[{split}]' >> beam.FlatMap(iter)
           records = records | f'Shuffle[{split}]' >> beam.Reshuffle()
-        _ = records | f'Write[{split}]' >> tfrecords.write(path, compression)
+          _ = records | f'Write[{split}]' >> tfrecords.write(path, compression)
+        else:
+          _ = lists | f'Write[{split}]' >> tfrecords.write_batches(path, compression)
     for artifact in outputs:
       tfrecords.mark(artifact, compression)
 

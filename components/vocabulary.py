@@ -4,8 +4,9 @@ or the import of a keras-hub preset's tokenizer (`preset=`; trainer/tokenizers.p
 Over the training split it normalizes the text (lower-casing, accent stripping, NFKC: each
 configurable, and `trainer/preprocessing.py` applies the same before tokenizing), splits it into
 words the way BERT's pre-tokenizer does (whitespace, then each punctuation character alone), counts
-words with a lifted combiner (partial counts per worker, merged per word), prunes rare words,
-keeps the most frequent, and learns the vocabulary with tensorflow-text's WordPiece learner.
+words per bundle in a dict and sums the partial counts per word, prunes rare words,
+keeps the most frequent, and learns the vocabulary with tensorflow-text's WordPiece algorithm
+(trainer/wordpiece_learner.py: the same vocabulary as its learner, computed with arrays).
 
 Output artifact (`VocabularyArtifact`, type `tfxlm.Vocabulary`) layout:
   <uri>/vocab.txt   one token per line, id = line number, `[PAD] [UNK] [CLS] [SEP] [MASK]` first;
@@ -29,6 +30,8 @@ from typing import Any
 import apache_beam as beam
 import tensorflow as tf
 from absl import logging
+from apache_beam.transforms.window import GlobalWindows
+from apache_beam.utils.windowed_value import WindowedValue
 from tfx import types
 from tfx.dsl.components.base import base_beam_component, base_beam_executor, executor_spec
 from tfx.dsl.io import fileio
@@ -61,16 +64,26 @@ def _texts(serialized: bytes) -> Iterator[str]:
 
 
 class _CountWords(beam.DoFn):
-  """Normalizes and splits documents, emitting (word, count) per document."""
+  """Normalizes and splits documents, counting words over the whole bundle: it emits one
+  (word, count) per distinct word of the bundle, not one per word of each document (on 12k
+  short reviews, 26k elements instead of 350k for the combiner to sum)."""
 
   def __init__(self, normalization: dict[str, bool]):
     self._normalization = normalization
+    self._counts: dict[str, int] = {}
 
-  def process(self, text: str) -> Iterator[tuple[str, int]]:
-    counts: dict[str, int] = {}
+  def start_bundle(self) -> None:
+    self._counts = {}
+
+  def process(self, text: str) -> None:
+    counts = self._counts
     for word in split_words(normalize_text(text, **self._normalization)):
       counts[word] = counts.get(word, 0) + 1
-    yield from counts.items()
+
+  def finish_bundle(self) -> Iterator[WindowedValue]:
+    for word_count in self._counts.items():
+      yield GlobalWindows.windowed_value(word_count)
+    self._counts = {}
 
 
 def _learn_and_write(

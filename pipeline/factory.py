@@ -22,6 +22,7 @@ from components import transform as transform_lib
 from components import vocabulary as vocabulary_lib
 from pipeline import config as config_lib
 from pipeline import evaluation
+from pipeline import evaluator as evaluator_lib
 from pipeline import resolver as resolver_lib
 from tfxlm import contract
 
@@ -142,7 +143,7 @@ def _evaluation(config: config_lib.PipelineConfig, examples, trainer, baseline_s
     baseline_model=model_resolver.outputs['model'],
     eval_config=evaluation.eval_config(config.train.task, config.evaluation, config.schema_file),
   ).with_id(contract.EVALUATOR_ID)
-  return model_resolver, evaluator
+  return model_resolver, evaluator_lib.use_executor(evaluator)
 
 
 def _pusher(config: config_lib.PipelineConfig, trainer, evaluator, serving_root: str):

@@ -149,14 +149,14 @@ def learn_wordpiece_vocab(
   Returns:
     The tokens, reserved first, then every character (and its `##` suffix form), then pieces.
   """
-  from tensorflow_text.tools.wordpiece_vocab import wordpiece_tokenizer_learner_lib as learner
+  from trainer import wordpiece_learner
 
   word_counts = [(w, int(c)) for w, c in word_counts if w]
   if size <= len(reserved):
     raise ValueError(f'vocab size {size} leaves no room beside {len(reserved)} reserved tokens')
   if not word_counts:
     raise ValueError('no words to learn a vocabulary from (empty training split?)')
-  vocab = learner.learn(
+  vocab = wordpiece_learner.learn(
     word_counts,
     vocab_size=size,
     reserved_tokens=list(reserved),

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 import text_data
 from apache_beam.options.pipeline_options import PipelineOptions
-from tfx.types import standard_component_specs
+from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
 from tfx.utils import proto_utils
 
 from components import example_gen, tfrecords
@@ -523,3 +523,89 @@ def test_input_files_spread_over_the_workers_each_writing_its_own_shard(tmp_path
   assert len(shards) == workers
   assert all(per_shard), [len(shard) for shard in per_shard]
   assert sorted(t for shard in per_shard for t in shard) == sorted(texts)
+
+
+def _exec_properties(component):
+  return {
+    key: proto_utils.proto_to_json(value) if hasattr(value, 'DESCRIPTOR') else value
+    for key, value in component.exec_properties.items()
+  }
+
+
+def _run_executor(component, out):
+  """Runs the executor's Do; returns {split: its records, file by file} and the file names."""
+  examples = standard_artifacts.Examples()
+  examples.uri = str(out)
+  example_gen.Executor().Do(
+    {}, {standard_component_specs.EXAMPLES_KEY: [examples]}, _exec_properties(component)
+  )
+  records, names = {}, set()
+  for split in artifact_utils.decode_split_names(examples.split_names):
+    files = sorted(glob.glob(os.path.join(artifact_utils.get_split_uri([examples], split), '*')))
+    names.update(os.path.basename(f) for f in files)
+    records[split] = [
+      r.numpy()
+      for f in files
+      for r in tf.data.TFRecordDataset(f, compression_type='GZIP' if f.endswith('.gz') else '')
+    ]
+  return records, names
+
+
+@pytest.mark.parametrize(
+  ('compression', 'shuffle', 'presplit'),
+  [(c, s, False) for c in contract.TFRECORD_COMPRESSIONS for s in (False, True)]
+  + [(contract.NO_COMPRESSION, False, True)],
+)
+def test_the_executor_writes_the_records_and_splits_of_the_per_record_path(
+  tmp_path, monkeypatch, compression, shuffle, presplit
+):
+  """Do writes lists of examples (several per file here): the files hold the same records, in
+  the same splits, as the per-example output of GenerateExamplesByBeam."""
+  monkeypatch.setattr(example_gen, '_BATCH_BYTES', 200)
+  folder = tmp_path / 'in'
+  folder.mkdir()
+  texts = text_data.sentences(120)
+  (folder / 'a.txt').write_text('\n'.join(texts[:70]) + '\n\n')
+  (folder / 'b.txt').write_text('\n'.join(texts[70:]) + '\n')
+  component = example_gen.create_example_gen(
+    contract.TEXT,
+    str(folder),
+    shuffle=shuffle,
+    compression=compression,
+    input_splits={'train': 'a.txt', 'eval': 'b.txt'} if presplit else None,
+  )
+  written, names = _run_executor(component, tmp_path / 'out')
+  assert names == {f'data_tfrecord-00000-of-00001{tfrecords.suffix(compression)}'}
+  pipeline = beam.Pipeline()
+  splits = example_gen.Executor().GenerateExamplesByBeam(pipeline, _exec_properties(component))
+  for name, records in splits.items():
+    _ = records | f'Write[{name}]' >> tfrecords.write(str(tmp_path / name), contract.NO_COMPRESSION)
+  pipeline.run().wait_until_finish()
+  expected = {
+    name: [r.numpy() for r in tf.data.TFRecordDataset(glob.glob(str(tmp_path / f'{name}-*')))]
+    for name in splits
+  }
+  assert sorted(written) == sorted(expected) == ['eval', 'train']
+  # Where each example comes from: (file, line index).
+  origin = {example_gen.make_example(t, None): (i >= 70, i) for i, t in enumerate(texts)}
+  for name in expected:
+    assert sorted(written[name]) == sorted(expected[name]) and expected[name]
+    if not shuffle:  # each file's records in the order of its lines
+      for part in (False, True):
+        lines = [origin[r][1] for r in written[name] if origin[r][0] == part]
+        assert lines == sorted(lines)
+  texts_written = [
+    tf.train.Example.FromString(r).features.feature[contract.TEXT_KEY].bytes_list.value[0]
+    for records in written.values()
+    for r in records
+  ]
+  assert sorted(texts_written) == sorted(t.encode() for t in texts)
+
+
+def test_the_executor_names_a_split_left_empty_by_the_hash_split(tmp_path):
+  folder = tmp_path / 'in'
+  folder.mkdir()
+  (folder / 'a.txt').write_text('one short document\n')
+  component = example_gen.create_example_gen(contract.TEXT, str(folder), shuffle=False)
+  with pytest.raises(Exception, match=r'is empty after the hash split \(9:1\) .*per split: '):
+    _run_executor(component, tmp_path / 'out')

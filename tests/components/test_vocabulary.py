@@ -3,13 +3,16 @@
 import collections
 import json
 import os
+import random
 
 import apache_beam as beam
 import pytest
 import tensorflow as tf
 
 from components import vocabulary
+from tests.components import text_data
 from tfxlm import contract
+from trainer import wordpiece_learner
 
 FIVE_SENTENCES = [
   'The quick brown fox jumps over the lazy dog.',
@@ -71,6 +74,74 @@ def test_learn_wordpiece_vocab_bad_arguments():
     vocabulary.learn_wordpiece_vocab([('a', 1)], 5)
   with pytest.raises(ValueError, match='no words'):
     vocabulary.learn_wordpiece_vocab([], 50)
+
+
+def _zipf_word_counts(n: int, seed: int) -> list[tuple[str, int]]:
+  """n distinct made-up words (shared syllables, so pieces recur across words; some accented,
+  some one character) with Zipf-like counts: many thresholds and segmentations to get right."""
+  rng = random.Random(seed)
+  syllables = ['ka', 'ro', 'mi', 'ten', 'sh', 'u', 'lé', 'ght', 'ing', 'a', 'éd', 'x', 'q', 'zz']
+  words = set(rng.sample('abcdefghij', 6))
+  while len(words) < n:
+    words.add(''.join(rng.choice(syllables) for _ in range(rng.randint(1, 7))))
+  return [(w, max(1, int(5000 / (rank + 1) ** 1.1))) for rank, w in enumerate(sorted(words))]
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+@pytest.mark.parametrize('size', [40, 120, 300])
+def test_array_learner_gives_the_reference_learners_vocabulary(seed, size):
+  from tensorflow_text.tools.wordpiece_vocab import wordpiece_tokenizer_learner_lib as reference
+
+  counts = _zipf_word_counts(400, seed)
+  kwargs = dict(
+    vocab_size=size,
+    reserved_tokens=list(contract.RESERVED_TOKENS),
+    upper_thresh=max(c for _, c in counts) + 1,
+    lower_thresh=1,
+    max_token_length=12,  # some words are longer: dropped by both
+    max_unique_chars=14,  # fewer than the words' alphabet: words with rare characters dropped
+  )
+  assert wordpiece_learner.learn(counts, **kwargs) == reference.learn(counts, **kwargs)
+  # Defaults (thresholds from 10 up, no joiner checks) too.
+  assert wordpiece_learner.learn(counts, size, ['[UNK]']) == reference.learn(
+    counts, size, ['[UNK]']
+  )
+
+
+def test_array_learner_hands_words_holding_the_joiner_to_the_reference():
+  counts = [('ab', 9), ('a##b', 5), ('abab', 4), ('b', 3)]
+  from tensorflow_text.tools.wordpiece_vocab import wordpiece_tokenizer_learner_lib as reference
+
+  for size in (8, 12):
+    assert wordpiece_learner.learn(counts, size, ['[UNK]'], lower_thresh=1) == reference.learn(
+      counts, size, ['[UNK]'], lower_thresh=1
+    )
+
+
+def test_beam_job_matches_plain_counting_and_the_reference_learner(tmp_path, monkeypatch):
+  """The job's vocab.txt and vocab.json counts are those of counting every word of every
+  document one by one and learning with tensorflow-text's own learner."""
+  from tensorflow_text.tools.wordpiece_vocab import wordpiece_tokenizer_learner_lib as reference
+
+  texts = text_data.sentences(300, seed=3) + FIVE_SENTENCES * 3
+  # Two files: two reads, so more than one bundle's partial counts to merge.
+  _write_examples(str(tmp_path / 'a.gz'), texts[:150])
+  _write_examples(str(tmp_path / 'b.gz'), texts[150:])
+  out = tmp_path / 'vocab'
+  os.makedirs(out)
+  config = _config(vocab_size=70, max_words=40)
+  with beam.Pipeline() as pipeline:
+    vocabulary.build_vocabulary_pipeline(pipeline, str(tmp_path / '*.gz'), str(out), config)
+  meta = json.loads((out / 'vocab.json').read_text())
+
+  counts = _counts(texts)
+  kept = sorted(((w, c) for w, c in counts.items() if c >= 2), key=lambda wc: (wc[1], wc[0]))
+  kept = kept[::-1][: config['max_words']]
+  assert (meta['documents'], meta['words']) == (len(texts), sum(counts.values()))
+  assert (meta['unique_words'], meta['kept_words']) == (len(counts), len(kept))
+  monkeypatch.setattr(wordpiece_learner, 'learn', reference.learn)
+  expected = vocabulary.learn_wordpiece_vocab(kept, 70)
+  assert (out / 'vocab.txt').read_text().splitlines() == expected
 
 
 def test_train_sentencepiece_keeps_reserved_ids(tmp_path):
