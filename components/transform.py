@@ -6,15 +6,12 @@ vocabulary's URI cannot go there as a placeholder (it does not compile for Kubef
 docs/runtime.md). This Transform's spec has one more input, `vocabulary`, and its executor writes that
 artifact's URI into `custom_config['vocab_uri']` before running the stock executor.
 
-Three changes to the stock executor's Beam job, made in a subclass of its `TransformProcessor`:
+Two changes to the stock executor's Beam job, made in a subclass of its `TransformProcessor`:
   * the transformed examples are written with the `compression` exec property ('none' or 'gzip';
     TFX 1.21 always gzips), and the artifact records it (components/tfrecords.py);
   * when the preprocessing_fn's analyzers read no input column (mlm and clm: tokenizing needs no
     analysis), the analysis reads no records: the stock job reads the analyzed splits once for
-    the analysis, with every column projected away, and again to transform them;
-  * tf.Example TFRecord files are read a file at a time (`_FileBatchTFXIO`): records come out in
-    RecordBatches of up to 1,000 straight from a C++ reader, where the stock read makes each
-    record a Beam element, then batches and decodes them.
+    the analysis, with every column projected away, and again to transform them.
 """
 
 from __future__ import annotations
@@ -25,16 +22,14 @@ from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
-import tensorflow as tf
 from tfx import types
 from tfx.components.transform import executor as transform_executor
 from tfx.dsl.components.base import base_beam_component, executor_spec
-from tfx.dsl.io import fileio
 from tfx.proto import transform_pb2
 from tfx.types import artifact_utils, component_spec, standard_artifacts, standard_component_specs
 from tfx.utils import json_utils
 from tfx_bsl.coders import example_coder
-from tfx_bsl.tfxio import record_based_tfxio, tf_example_record, tfxio
+from tfx_bsl.tfxio import tfxio
 
 from components import tfrecords
 from components.vocabulary import VocabularyArtifact
@@ -45,8 +40,6 @@ VOCABULARY_KEY = 'vocabulary'
 # The column in which TFX's Transform carries each example's key; never written.
 _INTERNAL_KEY = transform_executor._TRANSFORM_INTERNAL_FEATURE_FOR_KEY
 COMPRESSION_KEY = 'compression'  # of the transformed examples: a contract.TFRECORD_COMPRESSIONS
-# Records per RecordBatch of a read without a batch size: the cap of tfx_bsl's adaptive batching.
-_READ_BATCH_RECORDS = 1000
 
 
 class TransformSpec(component_spec.ComponentSpec):
@@ -98,102 +91,6 @@ class _AnalysisTFXIO(tfxio.TFXIO):
 
   def _ProjectImpl(self, tensor_names: list[str]) -> tfxio.TFXIO:  # noqa: N802 (TFXIO API)
     return _AnalysisTFXIO(self._source.Project(tensor_names), reads=bool(tensor_names))
-
-
-class _ReadRecordBatches(beam.DoFn):
-  """A tf.Example TFRecord file (gzip if named `*.gz`, as every reader decides) to RecordBatches
-  of `batch_size` records, decoded as `schema` says (None: every feature as found)."""
-
-  def __init__(self, schema: Any, raw_record_column_name: str | None, batch_size: int):
-    # Serialized: TFMD protos do not pickle across tfx_bsl versions (as tfx_bsl's own DoFn).
-    self._schema = schema.SerializeToString() if schema is not None else None
-    self._raw_record_column_name = raw_record_column_name
-    self._batch_size = batch_size
-    self._decoder = None
-
-  def setup(self) -> None:
-    self._decoder = (
-      example_coder.ExamplesToRecordBatchDecoder(self._schema)
-      if self._schema is not None
-      else example_coder.ExamplesToRecordBatchDecoder()
-    )
-
-  def process(self, path: str) -> Iterator[pa.RecordBatch]:
-    compression = 'GZIP' if path.endswith(contract.GZIP_SUFFIX) else ''
-    dataset = tf.data.TFRecordDataset(path, compression_type=compression)
-    batches = dataset.batch(self._batch_size).as_numpy_iterator()
-    while True:
-      try:
-        records = next(batches).tolist()
-      except StopIteration:
-        return
-      except tf.errors.OpError as e:
-        raise ValueError(
-          f'{path}: unreadable TFRecord data ({e.message}); the file is corrupt or truncated '
-          '(gzip-compressed files must be named *.gz): re-run the component that wrote it'
-        ) from None
-      decoded = self._decoder.DecodeBatch(records)
-      if self._raw_record_column_name is not None:
-        decoded = record_based_tfxio.AppendRawRecordColumn(
-          decoded, self._raw_record_column_name, records
-        )
-      yield decoded
-
-
-@beam.ptransform_fn
-def _ReadFiles(  # noqa: N802 (Beam transform naming)
-  pipeline: beam.pvalue.PBegin, files: list[str], read: beam.DoFn
-) -> beam.PCollection:
-  # Files are the unit of parallelism: Create spreads them over the workers.
-  return pipeline | 'Files' >> beam.Create(files) | 'ReadRecordBatches' >> beam.ParDo(read)
-
-
-class _FileBatchTFXIO(tfxio.TFXIO):
-  """A tf.Example TFRecord TFXIO (tfx_bsl's `TFExampleRecord`) whose Beam read takes a file at a
-  time and yields the RecordBatches the stock read does, without a Beam element per record."""
-
-  def __init__(self, source: tf_example_record.TFExampleRecord, file_pattern: str):
-    self._source = source
-    self._file_pattern = file_pattern
-
-  def BeamSource(self, batch_size: int | None = None) -> beam.PTransform:  # noqa: N802 (TFXIO API)
-    files = sorted(path for path in fileio.glob(self._file_pattern) if not fileio.isdir(path))
-    if not files:
-      raise ValueError(
-        f'no TFRecord files match {self._file_pattern!r}: the Examples artifact is empty or was '
-        'moved; re-run the component that wrote it'
-      )
-    read = _ReadRecordBatches(
-      self._source._GetSchemaForDecoding(),
-      self._source.raw_record_column_name,
-      batch_size or _READ_BATCH_RECORDS,
-    )
-    return _ReadFiles(files, read)
-
-  def RecordBatches(self, options: Any) -> Iterator[pa.RecordBatch]:  # noqa: N802 (TFXIO API)
-    return self._source.RecordBatches(options)
-
-  def ArrowSchema(self) -> pa.Schema:  # noqa: N802 (TFXIO API)
-    return self._source.ArrowSchema()
-
-  def TensorRepresentations(self) -> dict[str, Any]:  # noqa: N802 (TFXIO API)
-    return self._source.TensorRepresentations()
-
-  def TensorFlowDataset(self, options: Any) -> Any:  # noqa: N802 (TFXIO API)
-    return self._source.TensorFlowDataset(options)
-
-  def _ProjectImpl(self, tensor_names: list[str]) -> tfxio.TFXIO:  # noqa: N802 (TFXIO API)
-    # The source's own projection (a TFExampleRecord), not its `Project` wrapper: this class
-    # reads, so it needs the projected schema.
-    return _FileBatchTFXIO(self._source._ProjectImpl(tensor_names), self._file_pattern)
-
-
-def batched_read(source: tfxio.TFXIO, file_pattern: str) -> tfxio.TFXIO:
-  """`source` reading a file at a time (`_FileBatchTFXIO`) if it is tfx_bsl's TFRecord TFXIO of
-  tf.Examples of files `file_pattern`; else `source` itself."""
-  if isinstance(source, tf_example_record.TFExampleRecord):
-    return _FileBatchTFXIO(source, file_pattern)
-  return source
 
 
 class _EncodeExamples(beam.DoFn):
@@ -263,7 +160,7 @@ def _processor(compression: str) -> type[transform_executor.TransformProcessor]:
       return datasets
 
     def _CreateTFXIO(self, dataset: Any, schema: Any) -> tfxio.TFXIO:  # noqa: N802 (TFX API)
-      source = batched_read(super()._CreateTFXIO(dataset, schema), dataset.file_pattern)
+      source = super()._CreateTFXIO(dataset, schema)
       analyzed = any(dataset is d for d in self._analyzed)
       return _AnalysisTFXIO(source) if analyzed else source
 

@@ -1,6 +1,5 @@
 """The Transform component: its custom_config comes from the Trainer's own config."""
 
-import gzip
 import json
 
 import apache_beam as beam
@@ -143,86 +142,3 @@ def test_records_written_a_list_at_a_time_are_the_files_a_per_record_write_makes
     written[name] = [record.numpy() for record in dataset]
   assert written['lists'] == [record for batch in batches for record in batch]
   assert written['records'] == written['lists']
-
-
-@pytest.mark.parametrize('compression', contract.TFRECORD_COMPRESSIONS)
-def test_a_file_at_a_time_read_yields_the_rows_of_the_stock_read(tmp_path, compression):
-  """Transform reads tf.Example files a file at a time: the same rows and Arrow schema as
-  tfx_bsl's per-record read, gzip or not, over several files and batches, projected or not."""
-  texts = [f'text {i} é' for i in range(7)]
-  files = [texts[:4], texts[4:]]
-  for index, part in enumerate(files):
-    # The label is missing from every third example, as validation lets it be.
-    records = [
-      example_gen.make_example(t, str(i % 2) if i % 3 else None) for i, t in enumerate(part)
-    ]
-    with beam.Pipeline() as pipeline:
-      _ = (
-        pipeline
-        | beam.Create([records])
-        | tfrecords.write_batches(str(tmp_path / f'part{index}'), compression)
-      )
-  pattern = str(tmp_path / '*')
-  schema = schema_pb2.Schema()
-  for name in (contract.TEXT_KEY, contract.LABEL_KEY):
-    schema.feature.add(name=name, type=schema_pb2.BYTES)
-  stock = tf_example_record.TFExampleRecord(pattern, schema=schema, telemetry_descriptors=['t'])
-  batched = transform.batched_read(stock, pattern)
-  assert isinstance(batched, transform._FileBatchTFXIO)
-  expected = [
-    {
-      contract.TEXT_KEY: [t.encode()],
-      contract.LABEL_KEY: [str(i % 2).encode()] if i % 3 else None,
-    }
-    for part in files
-    for i, t in enumerate(part)
-  ]
-  for columns in ([contract.TEXT_KEY, contract.LABEL_KEY], [contract.LABEL_KEY]):
-    rows = [{c: row[c] for c in columns} for row in expected]
-    for name, source in (('stock', stock), ('batched', batched)):
-      projected = source.Project(columns)
-      schema_of = projected.ArrowSchema()
-      with beam.Pipeline() as pipeline:
-        batches = pipeline | projected.BeamSource(batch_size=3)
-        beam_testing.assert_that(
-          batches | beam.FlatMap(lambda b: b.to_pylist()), beam_testing.equal_to(rows), 'Rows'
-        )
-        beam_testing.assert_that(
-          batches | beam.Map(lambda b, s=schema_of: (b.num_rows <= 3, b.schema.equals(s))),
-          lambda flags, name=name: _all_true(flags, name),
-          'Schema',
-        )
-
-
-def _all_true(flags, name):
-  assert flags and all(all(pair) for pair in flags), (name, flags)
-
-
-def test_a_file_at_a_time_read_of_no_files_names_the_pattern(tmp_path):
-  pattern = str(tmp_path / 'Split-train' / '*')
-  schema = schema_pb2.Schema()
-  schema.feature.add(name=contract.TEXT_KEY, type=schema_pb2.BYTES)
-  source = transform.batched_read(
-    tf_example_record.TFExampleRecord(pattern, schema=schema, telemetry_descriptors=['t']), pattern
-  )
-  with pytest.raises(ValueError, match=r'no TFRecord files match .*Split-train/\*'):
-    source.BeamSource()
-
-
-@pytest.mark.parametrize('damage', ['truncated', 'misnamed gzip'])
-def test_a_file_at_a_time_read_of_a_damaged_file_names_it(tmp_path, damage):
-  records = tfrecords.frame([example_gen.make_example(f'text {i}', None) for i in range(50)])
-  path = tmp_path / 'data-00000-of-00001'
-  if damage == 'truncated':
-    path.write_bytes(records[:-7])
-  else:
-    path.write_bytes(gzip.compress(records))
-  schema = schema_pb2.Schema()
-  schema.feature.add(name=contract.TEXT_KEY, type=schema_pb2.BYTES)
-  pattern = str(tmp_path / '*')
-  source = transform.batched_read(
-    tf_example_record.TFExampleRecord(pattern, schema=schema, telemetry_descriptors=['t']), pattern
-  )
-  with pytest.raises(Exception, match=rf'{path}: unreadable TFRecord data .*corrupt or truncated'):
-    with beam.Pipeline() as pipeline:
-      _ = pipeline | source.BeamSource()
