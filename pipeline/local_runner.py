@@ -77,10 +77,17 @@ def beam_args(config, num_cpus: Optional[int] = None) -> List[str]:
   if not workers:
     size = input_bytes(config)
     workers = 1 if size is not None and size <= IN_PROCESS_MAX_BYTES else 0
-  local = [f'--runner={FN_API_RUNNER}', f'--setup_file={SETUP_FILE}']
   if workers == 1:
-    return args + local + ['--direct_running_mode=in_memory', '--direct_num_workers=1']
-  return local + config_lib.beam_pipeline_args(config, num_cpus)
+    return args + in_process_beam_args()
+  return _LOCAL_BEAM_ARGS + config_lib.beam_pipeline_args(config, num_cpus)
+
+
+_LOCAL_BEAM_ARGS = [f'--runner={FN_API_RUNNER}', f'--setup_file={SETUP_FILE}']
+
+
+def in_process_beam_args() -> List[str]:
+  """Beam arguments that run every Beam component of a local pipeline inside its process."""
+  return _LOCAL_BEAM_ARGS + ['--direct_running_mode=in_memory', '--direct_num_workers=1']
 
 
 def build(config, pool=None):

@@ -117,7 +117,13 @@ class ExportModule(tf.Module):
     super().__init__()
     self.kind = kind
     self.special = special
+    # The Keras model stays out of the SavedModel's object graph and only its variables are
+    # tracked: saving walks every object of that graph and traces each Keras Model's default
+    # save function, work no signature uses.
+    self._setattr_tracking = False
     self.model = model
+    self._setattr_tracking = True
+    self.model_variables = list(model.weights)
     self.tft_layer = tft_output.transform_features_layer()
     self.task = config.task
     # A pretraining model whose Transform the classify stage shares reads the LM pieces.
@@ -135,7 +141,6 @@ class ExportModule(tf.Module):
     if contract.TEXT_KEY not in self.serving_spec:
       raise ValueError(f'raw feature spec lacks {contract.TEXT_KEY!r}: {sorted(self.raw_spec)}')
     if self.task == contract.CLM:
-      # Only clm models have this signature; saving traces every tf.function attribute.
       # Never generate the vocabulary's special tokens other than its end token, which ends the
       # text ([SEP] for a learned vocabulary, <|endoftext|> for GPT-2).
       self.generator = generation.CachedGenerator(
@@ -144,17 +149,6 @@ class ExportModule(tf.Module):
         special.end,
         banned_ids=[i for i in special.reserved if i != special.end],
         max_new_tokens_limit=config.max_new_tokens_limit,
-      )
-      self.generate = tf.function(
-        self._generate,
-        input_signature=[
-          tf.TensorSpec([None], tf.string, name=contract.PROMPT_INPUT),
-          tf.TensorSpec([None], tf.int32, name=contract.MAX_NEW_TOKENS_INPUT),
-          tf.TensorSpec([None], tf.float32, name=contract.TEMPERATURE_INPUT),
-          tf.TensorSpec([None], tf.int32, name=contract.TOP_K_INPUT),
-          tf.TensorSpec([None], tf.float32, name=contract.TOP_P_INPUT),
-          tf.TensorSpec([None], tf.int32, name=contract.SEED_INPUT),
-        ],
       )
 
   # -- Transform -------------------------------------------------------------------------------
@@ -293,22 +287,19 @@ class ExportModule(tf.Module):
 
   # -- signatures ------------------------------------------------------------------------------
 
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES)])
   def serve_examples(self, examples):
     raw = tf.io.parse_example(examples, self.serving_spec)
     return self._outputs(self._transform(raw))
 
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=TEXT)])
   def predict_text(self, text):
     return self._outputs(self._transform(self._raw_from_text(text)))
 
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES)])
   def transform_features(self, examples):
     raw = tf.io.parse_example(examples, self.raw_spec)
     transformed = self.tft_layer(raw)
     return {name: _dense(value) for name, value in transformed.items()}
 
-  def _generate(self, prompt, max_new_tokens, temperature, top_k, top_p, seed):
+  def generate(self, prompt, max_new_tokens, temperature, top_k, top_p, seed):
     transformed = self._transform(self._raw_from_text(prompt))
     ids = tf.cast(_ragged(transformed[self.ids_key]), tf.int32)
     # The end token separates documents in training, so it starts a fresh one here.
@@ -321,14 +312,31 @@ class ExportModule(tf.Module):
     }
 
   def signatures(self):
-    """The concrete functions to save, by signature name."""
+    """The concrete functions to save, by signature name.
+
+    They are traced here from plain methods: a `tf.function` attribute of the module would be
+    traced a second time by `tf.saved_model.save`, which lists every function it can reach.
+    """
+    examples = tf.TensorSpec([None], tf.string, name=EXAMPLES)
+    text = tf.TensorSpec([None], tf.string, name=TEXT)
+    traced = lambda method, *specs: tf.function(
+      method, input_signature=specs
+    ).get_concrete_function()
     signatures = {
-      SERVING_DEFAULT: self.serve_examples.get_concrete_function(),
-      PREDICT_TEXT: self.predict_text.get_concrete_function(),
-      TRANSFORM_FEATURES: self.transform_features.get_concrete_function(),
+      SERVING_DEFAULT: traced(self.serve_examples, examples),
+      PREDICT_TEXT: traced(self.predict_text, text),
+      TRANSFORM_FEATURES: traced(self.transform_features, examples),
     }
     if self.task == contract.CLM:
-      signatures[GENERATE] = self.generate.get_concrete_function()
+      signatures[GENERATE] = traced(
+        self.generate,
+        tf.TensorSpec([None], tf.string, name=contract.PROMPT_INPUT),
+        tf.TensorSpec([None], tf.int32, name=contract.MAX_NEW_TOKENS_INPUT),
+        tf.TensorSpec([None], tf.float32, name=contract.TEMPERATURE_INPUT),
+        tf.TensorSpec([None], tf.int32, name=contract.TOP_K_INPUT),
+        tf.TensorSpec([None], tf.float32, name=contract.TOP_P_INPUT),
+        tf.TensorSpec([None], tf.int32, name=contract.SEED_INPUT),
+      )
     return signatures
 
 

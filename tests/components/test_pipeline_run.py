@@ -19,7 +19,7 @@ from tfx import v1 as tfx
 
 from components import example_gen, transform, vocabulary
 from components.validation import DataError
-from pipeline import baseline
+from pipeline import baseline, local_runner
 from tfxlm import contract
 from trainer import inputs
 from trainer.config import TrainerConfig
@@ -46,7 +46,7 @@ def _run(root, name, components):
     metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
       os.path.join(root, 'metadata.sqlite')
     ),
-    beam_pipeline_args=['--direct_running_mode=in_memory'],
+    beam_pipeline_args=local_runner.in_process_beam_args(),
   )
   tfx.orchestration.LocalDagRunner().run(pipeline)
 

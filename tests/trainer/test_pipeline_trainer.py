@@ -14,6 +14,7 @@ import tensorflow_transform as tft
 from tfx import v1 as tfx
 
 from components import example_gen, transform, vocabulary
+from pipeline import local_runner
 from tests.trainer import trainer_data
 from tfxlm import contract
 from trainer import training
@@ -98,7 +99,7 @@ def pipeline_root(tmp_path_factory):
     metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
       os.path.join(tmp, 'metadata.sqlite')
     ),
-    beam_pipeline_args=['--direct_running_mode=in_memory'],
+    beam_pipeline_args=local_runner.in_process_beam_args(),
   )
   tfx.orchestration.LocalDagRunner().run(pipeline)
   return root
