@@ -185,6 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.error(
       'give exactly one of --model_base_path, --model_config_file and --model_base_path_root'
     )
+  if flags.auth_token_file:
+    from serving import auth
+
+    try:
+      auth.read_token(flags.auth_token_file)  # a bad file is a usage error
+    except (OSError, ValueError) as e:
+      parser.error(str(e))
   # Imported once the flags are known good: these pull in TensorFlow, which takes seconds.
   from serving import codec, rest
   from serving import config as config_lib
@@ -227,8 +234,6 @@ def main(argv: list[str] | None = None) -> int:
       drain_seconds=flags.drain_seconds,
       rest_timeout_seconds=flags.rest_timeout_seconds or None,
     )
-    if options.auth_token_file:
-      server_lib.read_token(options.auth_token_file)  # a bad file is a usage error
   except (OSError, ValueError) as e:
     parser.error(str(e))
   # Before any model loads: TensorFlow fixes its thread pools at the first op.

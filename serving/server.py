@@ -10,6 +10,7 @@ from concurrent import futures
 import grpc
 
 from serving import codec, grpc_service, rest
+from serving.auth import read_token
 from serving.batching import BatchingOptions
 from serving.config import ModelConfig
 from serving.manager import ModelManager
@@ -75,21 +76,6 @@ class ServerOptions:
       )
     if self.grpc_threads < 1 or self.grpc_max_concurrent_rpcs < 1:
       raise ValueError('grpc_threads and grpc_max_concurrent_rpcs must be positive')
-
-
-def read_token(path: str) -> str:
-  """The bearer token in `path` (surrounding whitespace dropped).
-
-  Raises:
-    ValueError: when the file is empty or the token has characters a header cannot carry.
-  """
-  with open(path, encoding='utf-8') as f:
-    token = f.read().strip()
-  if not token:
-    raise ValueError(f'{path}: the token file is empty')
-  if not all(33 <= ord(c) < 127 for c in token):
-    raise ValueError(f'{path}: the token must be printable ASCII without spaces')
-  return token
 
 
 class Server:
