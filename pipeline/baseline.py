@@ -73,15 +73,15 @@ def _examples(files: Sequence[str]) -> Iterator[Dict[str, list]]:
 
   from trainer import inputs
 
-  for record in tf.data.TFRecordDataset(
-    list(files), compression_type=inputs.compression_type(files)
-  ):
-    example = tf.train.Example.FromString(record.numpy())
-    row = {}
-    for key, feature in example.features.feature.items():
-      kind = feature.WhichOneof('kind')
-      row[key] = list(getattr(feature, kind).value) if kind else []
-    yield row
+  records = tf.data.TFRecordDataset(list(files), compression_type=inputs.compression_type(files))
+  for batch in records.batch(1024):  # one eager call per batch, not per record
+    for record in batch.numpy():
+      example = tf.train.Example.FromString(record)
+      row = {}
+      for key, feature in example.features.feature.items():
+        kind = feature.WhichOneof('kind')
+        row[key] = list(getattr(feature, kind).value) if kind else []
+      yield row
 
 
 def read_labeled(examples_uri: str, split: str) -> Tuple[List[str], List[str]]:

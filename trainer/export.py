@@ -117,11 +117,14 @@ class ExportModule(tf.Module):
     super().__init__()
     self.kind = kind
     self.special = special
-    # The Keras model stays out of the SavedModel's object graph and only its variables are
-    # tracked: saving walks every object of that graph and traces each Keras Model's default
-    # save function, work no signature uses.
+    # Out of the SavedModel's object graph: the Keras model (saving walks every object of that
+    # graph and traces each Keras Model's default save function, work no signature uses; its
+    # variables are tracked below) and the function behind `serving_default` and `predict_text`
+    # (one trace of Transform and the model serves both when their raw features have the same
+    # structure, text alone).
     self._setattr_tracking = False
     self.model = model
+    self._predict_raw = tf.function(self.predict_raw)
     self._setattr_tracking = True
     self.model_variables = list(model.weights)
     self.tft_layer = tft_output.transform_features_layer()
@@ -287,12 +290,15 @@ class ExportModule(tf.Module):
 
   # -- signatures ------------------------------------------------------------------------------
 
-  def serve_examples(self, examples):
-    raw = tf.io.parse_example(examples, self.serving_spec)
+  def predict_raw(self, raw):
+    """The task's outputs for parsed raw features."""
     return self._outputs(self._transform(raw))
 
+  def serve_examples(self, examples):
+    return self._predict_raw(tf.io.parse_example(examples, self.serving_spec))
+
   def predict_text(self, text):
-    return self._outputs(self._transform(self._raw_from_text(text)))
+    return self._predict_raw(self._raw_from_text(text))
 
   def transform_features(self, examples):
     raw = tf.io.parse_example(examples, self.raw_spec)
