@@ -407,12 +407,14 @@ class _Handler(BaseHTTPRequestHandler):
     self._finish_body()
     if self.server.draining:
       self.close_connection = True
+    if self.server.metrics is not None and labels is not None:
+      # Before the reply goes out, as gRPC's are: a client that reads the metrics after its
+      # answer finds its request counted.
+      self.server.metrics.observe_request(*labels, 'rest', code, time.perf_counter() - start)
     try:
       self._send(reply)
     finally:
       self.busy = False
-    if self.server.metrics is not None and labels is not None:
-      self.server.metrics.observe_request(*labels, 'rest', code, time.perf_counter() - start)
 
   def _authenticate(self):
     token = self.server.options.auth_token

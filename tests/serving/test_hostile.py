@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 
-from serving import client
+from serving import client, rest
 from serving.batching import BatchingOptions
 from serving.config import ModelConfig
 from serving.rest import RestOptions, RestServer
@@ -268,6 +268,29 @@ def test_made_up_names_do_not_become_metric_series(toy_base):
     'protocol="rest",code="FAILED_PRECONDITION"} 1'
   ) in text
   assert len(text.splitlines()) < 150
+
+
+def test_a_rest_request_is_counted_before_its_answer_is_sent(toy_base, monkeypatch):
+  """A client that reads the metrics right after its answer finds its request there."""
+  seen = []
+  send = rest._Handler._send
+
+  def recording_send(handler, reply):
+    seen.append(handler.server.metrics.render())
+    send(handler, reply)
+
+  monkeypatch.setattr(rest._Handler, '_send', recording_send)
+  served = start_server(
+    toy_base, [ModelConfig(MODEL, os.path.join(toy_base, MODEL))], poll_wait_seconds=0
+  )
+  try:
+    rest_util.rest_json(served.rest_url, '/v1/models/nothing-here:predict', {'instances': ['a']})
+  finally:
+    served.close()
+  assert (
+    'serving_request_errors_total{model="unknown",signature="",method="predict",'
+    'protocol="rest",code="NOT_FOUND"} 1'
+  ) in seen[-1]
 
 
 @pytest.fixture
