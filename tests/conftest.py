@@ -36,6 +36,7 @@ LONGEST_FIRST = (
   'tests/trainer/test_pretrained.py',
   'tests/serving/test_server_cli.py',
   'tests/serving/test_real_exports.py',
+  'tests/trainer/test_export.py',
   'tests/pipeline/test_beam_pool.py',
   'tests/components/test_vocabulary.py',
   'tests/serving/test_batching.py',

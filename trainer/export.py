@@ -117,14 +117,14 @@ class ExportModule(tf.Module):
     super().__init__()
     self.kind = kind
     self.special = special
-    # Out of the SavedModel's object graph: the Keras model (saving walks every object of that
-    # graph and traces each Keras Model's default save function, work no signature uses; its
-    # variables are tracked below) and the function behind `serving_default` and `predict_text`
-    # (one trace of Transform and the model serves both when their raw features have the same
-    # structure, text alone).
+    # Saving walks the SavedModel's object graph and traces again every tf.function it finds
+    # there or among an object's attributes (each Keras Model has one, its default signature).
+    # Kept out of it: the Keras model (its variables are tracked below) and, in a dict, the
+    # function behind `serving_default` and `predict_text` (one trace of Transform and the
+    # model serves both when their raw features have the same structure, text alone).
     self._setattr_tracking = False
     self.model = model
-    self._predict_raw = tf.function(self.predict_raw)
+    self._traced = {'predict_raw': tf.function(self.predict_raw)}
     self._setattr_tracking = True
     self.model_variables = list(model.weights)
     self.tft_layer = tft_output.transform_features_layer()
@@ -295,10 +295,10 @@ class ExportModule(tf.Module):
     return self._outputs(self._transform(raw))
 
   def serve_examples(self, examples):
-    return self._predict_raw(tf.io.parse_example(examples, self.serving_spec))
+    return self._traced['predict_raw'](tf.io.parse_example(examples, self.serving_spec))
 
   def predict_text(self, text):
-    return self._predict_raw(self._raw_from_text(text))
+    return self._traced['predict_raw'](self._raw_from_text(text))
 
   def transform_features(self, examples):
     raw = tf.io.parse_example(examples, self.raw_spec)
