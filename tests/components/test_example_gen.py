@@ -17,6 +17,7 @@ from tfx.utils import proto_utils
 
 from components import example_gen, tfrecords
 from components.validation import DataError
+from pipeline import local_runner
 from tfxlm import contract
 
 
@@ -33,7 +34,7 @@ def _read(input_format, folder, pattern, **options):
     else None,
   }
   sink = os.path.join(str(folder), '..', f'{os.path.basename(str(folder))}-out.txt')
-  pipeline = beam.Pipeline()
+  pipeline = beam.Pipeline(runner=local_runner.FN_API_RUNNER)
   _ = (
     pipeline
     | example_gen.ReadTextExamples(exec_properties, pattern)
@@ -286,7 +287,7 @@ def _split(input_format, folder, *, input_splits=None, ratio=(9, 1), **options):
     exec_properties[key] = (
       proto_utils.proto_to_json(value) if hasattr(value, 'DESCRIPTOR') else value
     )
-  pipeline = beam.Pipeline()
+  pipeline = beam.Pipeline(runner=local_runner.FN_API_RUNNER)
   splits = example_gen.Executor().GenerateExamplesByBeam(pipeline, exec_properties)
   sinks = {}
   for name, records in splits.items():
@@ -536,7 +537,8 @@ def _run_executor(component, out):
   """Runs the executor's Do; returns {split: its records, file by file} and the file names."""
   examples = standard_artifacts.Examples()
   examples.uri = str(out)
-  example_gen.Executor().Do(
+  context = example_gen.Executor.Context(beam_pipeline_args=local_runner.in_process_beam_args())
+  example_gen.Executor(context).Do(
     {}, {standard_component_specs.EXAMPLES_KEY: [examples]}, _exec_properties(component)
   )
   records, names = {}, set()
@@ -576,7 +578,7 @@ def test_the_executor_writes_the_records_and_splits_of_the_per_record_path(
   )
   written, names = _run_executor(component, tmp_path / 'out')
   assert names == {f'data_tfrecord-00000-of-00001{tfrecords.suffix(compression)}'}
-  pipeline = beam.Pipeline()
+  pipeline = beam.Pipeline(runner=local_runner.FN_API_RUNNER)
   splits = example_gen.Executor().GenerateExamplesByBeam(pipeline, _exec_properties(component))
   for name, records in splits.items():
     _ = records | f'Write[{name}]' >> tfrecords.write(str(tmp_path / name), contract.NO_COMPRESSION)

@@ -11,6 +11,7 @@ from tfx.types import standard_component_specs
 
 from components import example_gen
 from components.validation import DataError
+from pipeline import local_runner
 
 GOOD_CSV = 'text,label\n"a good film",1\n'
 
@@ -23,7 +24,7 @@ def _build_read(folder, pattern='*.csv'):
     example_gen.TEXT_COLUMN_KEY: 'text',
     example_gen.LABEL_COLUMN_KEY: 'label',
   }
-  pipeline = beam.Pipeline()
+  pipeline = beam.Pipeline(runner=local_runner.FN_API_RUNNER)
   _ = pipeline | example_gen.ReadTextExamples(exec_properties, pattern)
 
 

@@ -13,6 +13,7 @@ from tfx_bsl.tfxio import tf_example_record
 
 from components import example_gen, tfrecords, transform
 from components.vocabulary import VocabularyArtifact
+from pipeline import local_runner
 from tfxlm import contract
 from trainer.config import TrainerConfig
 
@@ -83,7 +84,7 @@ def test_analysis_reads_records_only_for_the_columns_its_analyzers_need(tmp_path
     tf_example_record.TFExampleRecord(path, schema=schema, telemetry_descriptors=['test'])
   )
   for columns, rows in (([], 0), ([contract.LABEL_KEY], 5), ([contract.TEXT_KEY], 5)):
-    with beam.Pipeline() as pipeline:
+    with beam.Pipeline(runner=local_runner.FN_API_RUNNER) as pipeline:
       counted = (
         pipeline
         | source.Project(columns).BeamSource()
@@ -124,7 +125,7 @@ def test_records_written_a_list_at_a_time_are_the_files_a_per_record_write_makes
   # Lengths from 0 to past the cached headers' (tfrecords._CACHED_HEADER_LENGTHS), repeated.
   batches = [[b'', b'a', b'\x00' * 300], [], [bytes(range(256)) * 40, 'é'.encode(), b'b']]
   batches.append([b'\x01' * (1 << 16), b'\x02' * ((1 << 16) - 1), b'\x03' * 300])
-  with beam.Pipeline() as pipeline:
+  with beam.Pipeline(runner=local_runner.FN_API_RUNNER) as pipeline:
     lists = pipeline | beam.Create([batches], reshuffle=False) | beam.FlatMap(lambda b: b)
     _ = lists | 'Lists' >> tfrecords.write_batches(str(tmp_path / 'lists'), compression)
     _ = (

@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from components import vocabulary
+from pipeline import local_runner
 from tests.components import text_data
 from tfxlm import contract
 from trainer import wordpiece_learner
@@ -130,7 +131,7 @@ def test_beam_job_matches_plain_counting_and_the_reference_learner(tmp_path, mon
   out = tmp_path / 'vocab'
   os.makedirs(out)
   config = _config(vocab_size=70, max_words=40)
-  with beam.Pipeline() as pipeline:
+  with beam.Pipeline(runner=local_runner.FN_API_RUNNER) as pipeline:
     vocabulary.build_vocabulary_pipeline(pipeline, str(tmp_path / '*.gz'), str(out), config)
   meta = json.loads((out / 'vocab.json').read_text())
 
@@ -183,7 +184,7 @@ def test_beam_job_counts_prunes_and_writes(tmp_path):
   _write_examples(str(tmp_path / 'data.gz'), FIVE_SENTENCES)
   out = tmp_path / 'vocab'
   os.makedirs(out)
-  with beam.Pipeline() as pipeline:
+  with beam.Pipeline(runner=local_runner.FN_API_RUNNER) as pipeline:
     vocabulary.build_vocabulary_pipeline(pipeline, str(tmp_path / 'data.gz'), str(out), _config())
   meta = json.loads((out / 'vocab.json').read_text())
   counts = _counts(FIVE_SENTENCES)

@@ -17,6 +17,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 
+from pipeline import local_runner
 from tfxlm import contract
 from trainer import preprocessing, tokenizers
 
@@ -42,7 +43,10 @@ def _transform(vocab_uri, texts, root):
     contract.SEQ_LEN_KEY: 16,
   }
   graph_dir = os.path.join(root, 'graph')
-  with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=os.path.join(root, 'tmp')):
+  with (
+    beam.Pipeline(runner=local_runner.FN_API_RUNNER) as pipeline,
+    tft_beam.Context(temp_dir=os.path.join(root, 'tmp')),
+  ):
     raw = pipeline | beam.Create([{contract.TEXT_KEY: [t.encode()]} for t in texts])
     (data, _), transform_fn = (raw, metadata) | tft_beam.AnalyzeAndTransformDataset(
       lambda inputs: preprocessing.preprocessing_fn(inputs, config)

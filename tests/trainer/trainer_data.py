@@ -21,6 +21,7 @@ import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import metadata_io
 from tfx.components.trainer import fn_args_utils
 
+from pipeline import local_runner
 from tfxlm import contract
 from trainer import preprocessing, tokenizers
 from trainer.config import TrainerConfig
@@ -122,7 +123,10 @@ def transform_data(root, task, train_rows, eval_rows, seq_len, vocab_dir=None):
   }
   graph_dir = os.path.join(root, 'transform_graph')
   out = {'transform_graph': graph_dir, 'vocab': tokens}
-  with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=os.path.join(root, 'tmp')):
+  with (
+    beam.Pipeline(runner=local_runner.FN_API_RUNNER) as pipeline,
+    tft_beam.Context(temp_dir=os.path.join(root, 'tmp')),
+  ):
     train = pipeline | 'Train' >> beam.Create(instances(train_rows))
     evaluation = pipeline | 'Eval' >> beam.Create(instances(eval_rows))
     (train_out, train_meta), transform_fn = (train, metadata) | tft_beam.AnalyzeAndTransformDataset(
