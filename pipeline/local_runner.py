@@ -35,6 +35,7 @@ FN_API_RUNNER = 'apache_beam.runners.portability.fn_api_runner.fn_runner.FnApiRu
 # workers' dependencies stops TFX from building an sdist of itself for every Beam component
 # (`dependency_utils.make_beam_dependency_flags`, 3-10 s each), which only remote runners use.
 SETUP_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'setup.py')
+_LOCAL_BEAM_ARGS = [f'--runner={FN_API_RUNNER}', f'--setup_file={SETUP_FILE}']
 # Compressed input counts as this many times its size (text compresses 3-5x with gzip/bz2).
 _COMPRESSED_FACTOR = 5
 _COMPRESSED = ('.gz', '.bz2')
@@ -80,9 +81,6 @@ def beam_args(config, num_cpus: Optional[int] = None) -> List[str]:
   if workers == 1:
     return args + in_process_beam_args()
   return _LOCAL_BEAM_ARGS + config_lib.beam_pipeline_args(config, num_cpus)
-
-
-_LOCAL_BEAM_ARGS = [f'--runner={FN_API_RUNNER}', f'--setup_file={SETUP_FILE}']
 
 
 def in_process_beam_args() -> List[str]:
