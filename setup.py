@@ -17,6 +17,7 @@ STACK = [
   'tensorboard==2.21.0',
   'tensorflow-serving-api==2.19.1',
   'grpcio==1.85.3',
+  'aiohttp==3.14.5',  # the REST front end (serving/rest.py)
   'kfp==2.17.3',
   'kfp-pipeline-spec==2.17.3',
   'PyYAML==6.0.4',

@@ -83,18 +83,53 @@ def _flags(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace
     default=64 << 20,
     help='Most bytes of string elements one request may carry.',
   )
-  add('--grpc_threads', type=int, default=32, help='Requests handled at once over gRPC.')
+  add(
+    '--request_threads',
+    '--grpc_threads',
+    type=int,
+    default=32,
+    help='Threads that run the model work of Predict and Classify requests (gRPC and REST'
+    ' together); further requests wait in the queue. --grpc_threads is an old name.',
+  )
+  add(
+    '--max_queued_requests',
+    type=int,
+    default=1024,
+    help='Requests that may wait for a thread; beyond, RESOURCE_EXHAUSTED (REST 503).',
+  )
   add(
     '--grpc_max_concurrent_rpcs',
     type=int,
-    default=128,
-    help='RPCs running or waiting for a thread; beyond, RESOURCE_EXHAUSTED.',
+    default=0,
+    help='A cap on RPCs in the gRPC server, running or queued (beyond, RESOURCE_EXHAUSTED);'
+    ' 0: only the queue bounds them.',
   )
   add(
     '--rest_max_connections',
     type=int,
-    default=64,
-    help='Open REST connections (one worker thread each); beyond, 503.',
+    default=4096,
+    help='Open REST connections (no thread each: they cost a socket); beyond, 503.',
+  )
+  add(
+    '--request_memory_budget_mb',
+    type=int,
+    default=1024,
+    help='Memory one request may take above the idle server; the rows of one signature call'
+    ' are derived from it, measured when a version loads.',
+  )
+  add(
+    '--max_execution_batch_size',
+    type=int,
+    default=0,
+    help='Rows of one signature call (0: derived from --request_memory_budget_mb); with'
+    ' batching, max_batch_size also applies.',
+  )
+  add(
+    '--large_batch_policy',
+    choices=('split', 'refuse'),
+    default='split',
+    help='A request of more rows than one call takes: run in chunks whose outputs are'
+    " concatenated (split, as TF Serving's large batch splitting), or INVALID_ARGUMENT.",
   )
   add(
     '--rest_header_timeout_seconds',
@@ -193,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as e:
       parser.error(str(e))
   # Imported once the flags are known good: these pull in TensorFlow, which takes seconds.
-  from serving import codec, rest
+  from serving import codec, memory, rest
   from serving import config as config_lib
   from serving import server as server_lib
   from serving.batching import BatchingOptions
@@ -216,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
       host=flags.host,
       grpc_port=flags.port,
       rest_port=flags.rest_api_port or None,
-      grpc_threads=flags.grpc_threads,
+      request_threads=flags.request_threads,
+      max_queued_requests=flags.max_queued_requests,
       grpc_max_concurrent_rpcs=flags.grpc_max_concurrent_rpcs,
       max_request_bytes=flags.max_request_bytes,
       limits=codec.Limits(flags.max_request_elements, flags.max_request_string_bytes),
@@ -234,6 +270,11 @@ def main(argv: list[str] | None = None) -> int:
       drain_seconds=flags.drain_seconds,
       rest_timeout_seconds=flags.rest_timeout_seconds or None,
     )
+    execution = memory.ExecutionOptions(
+      memory_budget_bytes=flags.request_memory_budget_mb << 20,
+      max_execution_batch_size=flags.max_execution_batch_size,
+      split_large_batches=flags.large_batch_policy == 'split',
+    )
   except (OSError, ValueError) as e:
     parser.error(str(e))
   # Before any model loads: TensorFlow fixes its thread pools at the first op.
@@ -250,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     flags.file_system_poll_wait_seconds,
     options,
     flags.max_request_batch_size or None,
+    execution,
   )
   stop = threading.Event()
   for signum in (signal.SIGTERM, signal.SIGINT):

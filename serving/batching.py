@@ -84,6 +84,11 @@ class BatchQueue:
     for thread in self._threads:
       thread.start()
 
+  @property
+  def max_batch_size(self) -> int:
+    """Most rows of one merged call."""
+    return self._options.max_batch_size
+
   def run(
     self, inputs: Mapping[str, np.ndarray], rows: int, deadline: float | None = None
   ) -> dict[str, np.ndarray]:

@@ -1,5 +1,6 @@
 """The request logic shared by the gRPC and REST front ends (and by warm-up replay)."""
 
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 
 import grpc
@@ -31,6 +32,7 @@ def predict_arrays(
   inputs: Mapping[str, np.ndarray],
   output_filter: Sequence[str] = (),
   deadline: float | None = None,
+  stop: threading.Event | None = None,
 ) -> tuple[Signature, dict[str, np.ndarray]]:
   """Runs a signature on numpy inputs.
 
@@ -40,6 +42,7 @@ def predict_arrays(
     inputs: input key -> np.ndarray.
     output_filter: output keys to return (all when empty).
     deadline: time.monotonic() deadline or None.
+    stop: set when the client has gone (a large request then stops between chunks).
 
   Returns:
     (signature, outputs): the Signature used and output key -> np.ndarray.
@@ -54,7 +57,7 @@ def predict_arrays(
       f'output_filter {unknown} not in the outputs of signature "{signature.name}":'
       f' {sorted(signature.outputs)}'
     )
-  outputs = servable.run(signature, inputs, deadline)
+  outputs = servable.run(signature, inputs, deadline, stop)
   if output_filter:
     outputs = {k: outputs[k] for k in output_filter}
   return signature, outputs
@@ -74,6 +77,7 @@ def predict(
   request: predict_pb2.PredictRequest,
   deadline: float | None = None,
   limits: codec.Limits = codec.DEFAULT_LIMITS,
+  stop: threading.Event | None = None,
 ) -> predict_pb2.PredictResponse:
   """Serves a PredictRequest on a resolved servable; returns a PredictResponse.
 
@@ -85,7 +89,12 @@ def predict(
     key: codec.from_tensor_proto(key, proto, budget) for key, proto in request.inputs.items()
   }
   signature, outputs = predict_arrays(
-    servable, request.model_spec.signature_name, inputs, list(request.output_filter), deadline
+    servable,
+    request.model_spec.signature_name,
+    inputs,
+    list(request.output_filter),
+    deadline,
+    stop,
   )
   response = predict_pb2.PredictResponse()
   response.model_spec.CopyFrom(spec_proto(servable, signature.name))
@@ -129,6 +138,7 @@ def classify_examples(
   signature_name: str,
   examples: Iterable[example_pb2.Example],
   deadline: float | None = None,
+  stop: threading.Event | None = None,
 ) -> tuple[Signature, list[list[tuple[bytes, float]]]]:
   """Classifies tf.Example protos.
 
@@ -137,7 +147,7 @@ def classify_examples(
   """
   signature, key = classification_signature(servable, signature_name)
   serialized = np.array([e.SerializeToString() for e in examples], dtype=object)
-  outputs = servable.run(signature, {key: serialized}, deadline)
+  outputs = servable.run(signature, {key: serialized}, deadline, stop)
   scores = outputs.get('scores', outputs.get(contract.PROBABILITIES))
   if scores.ndim != 2:
     raise errors.ServingError(
@@ -175,13 +185,14 @@ def classify(
   servable: Servable,
   request: classification_pb2.ClassificationRequest,
   deadline: float | None = None,
+  stop: threading.Event | None = None,
 ) -> classification_pb2.ClassificationResponse:
   """Serves a ClassificationRequest on a resolved servable; returns a ClassificationResponse."""
   examples = examples_from_input(request.input)
   if not examples:
     raise errors.invalid_argument('empty batch: the Classify input has no examples')
   signature, results = classify_examples(
-    servable, request.model_spec.signature_name, examples, deadline
+    servable, request.model_spec.signature_name, examples, deadline, stop
   )
   response = classification_pb2.ClassificationResponse()
   response.model_spec.CopyFrom(spec_proto(servable, signature.name))

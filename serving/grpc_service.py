@@ -1,10 +1,13 @@
-"""The gRPC front end: TF Serving's PredictionService and ModelService.
+"""The gRPC front end: TF Serving's PredictionService and ModelService, on grpc.aio.
 
 The methods are registered by hand rather than with the generated `add_*_to_server`, so that a
 message that does not parse is answered INVALID_ARGUMENT (grpc's own deserializer failure
-answers INTERNAL), and so that administration can be switched off.
+answers INTERNAL), and so that administration can be switched off. Handlers are coroutines on
+the server's event loop; Predict and Classify run their model work through the Admission queue
+(a bounded pool of threads), the cheap calls (metadata, status) on the loop itself.
 """
 
+import asyncio
 import hmac
 import logging
 import time
@@ -22,6 +25,7 @@ from tensorflow_serving.apis import (
 )
 
 from serving import codec, config, core, errors
+from serving.admission import Admission
 from serving.manager import ModelManager
 from serving.metrics import Metrics
 from serving.servable import DEFAULT_SIGNATURE
@@ -74,27 +78,38 @@ def _deadline(context):
 
 class _Observed:
   """Runs one RPC: answers its ServingError with its code, any other failure INTERNAL, and
-  counts it in the metrics under the labels `labels(request)` gives."""
+  counts it in the metrics under the labels `labels(request)` gives.
 
-  def __init__(self, metrics, method, labels, fn):
+  `fn(request, deadline, stop)` is the blocking work; with an `admission` it runs on one of
+  its threads (queued when all are busy), without one on the event loop (cheap calls only).
+  """
+
+  def __init__(self, metrics, method, labels, fn, admission=None):
     self._metrics = metrics
     self._method = method
     self._labels = labels
     self._fn = fn
+    self._admission = admission
 
-  def __call__(self, request, context):
+  async def __call__(self, request, context):
     start = time.perf_counter()
     code = 'OK'
     try:
       _check_decoded(request)
-      return self._fn(request, context)
+      if self._admission is None:
+        return self._fn(request, None, None)
+      deadline = _deadline(context)
+      return await self._admission.run(lambda stop: self._fn(request, deadline, stop), deadline)
     except errors.ServingError as e:
       code = e.code.name
-      context.abort(e.code, e.message)
+      await context.abort(e.code, e.message)
+    except asyncio.CancelledError:  # the client cancelled or went away
+      code = 'CANCELLED'
+      raise
     except Exception as e:  # noqa: BLE001 - report, never drop the connection on a bug.
       code = 'INTERNAL'
       log.exception('%s failed', self._method)
-      context.abort(grpc.StatusCode.INTERNAL, f'{self._method} failed: {e!r}')
+      await context.abort(grpc.StatusCode.INTERNAL, f'{self._method} failed: {e!r}')
     finally:
       if self._metrics is not None:
         model, signature = ('', '') if isinstance(request, _Undecodable) else self._labels(request)
@@ -142,32 +157,32 @@ class Services:
     return self._manager.resolve(spec.name, version, label)
 
   def predict(
-    self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext
+    self, request: predict_pb2.PredictRequest, deadline=None, stop=None
   ) -> predict_pb2.PredictResponse:
-    """PredictionService/Predict."""
-    return core.predict(self._resolve(request), request, _deadline(context), self._limits)
+    """PredictionService/Predict (blocking: runs on an admission thread)."""
+    return core.predict(self._resolve(request), request, deadline, self._limits, stop)
 
   def classify(
-    self, request: classification_pb2.ClassificationRequest, context: grpc.ServicerContext
+    self, request: classification_pb2.ClassificationRequest, deadline=None, stop=None
   ) -> classification_pb2.ClassificationResponse:
-    """PredictionService/Classify."""
-    return core.classify(self._resolve(request), request, _deadline(context))
+    """PredictionService/Classify (blocking: runs on an admission thread)."""
+    return core.classify(self._resolve(request), request, deadline, stop)
 
   def metadata(
-    self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.ServicerContext
+    self, request: get_model_metadata_pb2.GetModelMetadataRequest, deadline=None, stop=None
   ) -> get_model_metadata_pb2.GetModelMetadataResponse:
     """PredictionService/GetModelMetadata."""
     return core.metadata(self._resolve(request), request)
 
   def status(
-    self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.ServicerContext
+    self, request: get_model_status_pb2.GetModelStatusRequest, deadline=None, stop=None
   ) -> get_model_status_pb2.GetModelStatusResponse:
     """ModelService/GetModelStatus."""
     version, label = _version_choice(request.model_spec)
     return core.status_response(self._manager.status(request.model_spec.name, version, label))
 
   def reload_config(
-    self, request: model_management_pb2.ReloadConfigRequest, context: grpc.ServicerContext
+    self, request: model_management_pb2.ReloadConfigRequest, deadline=None, stop=None
   ) -> model_management_pb2.ReloadConfigResponse:
     """ModelService/HandleReloadConfigRequest, when model management is enabled.
 
@@ -193,19 +208,28 @@ class Services:
     self._manager.reload(models)
     return model_management_pb2.ReloadConfigResponse()
 
-  def handlers(self) -> list[grpc.GenericRpcHandler]:
-    """The generic handlers of both services, to pass to grpc.Server.add_generic_rpc_handlers."""
+  def handlers(self, admission: Admission) -> list[grpc.GenericRpcHandler]:
+    """The generic handlers of both services, for grpc.aio.Server.add_generic_rpc_handlers.
+
+    Predict, Classify and HandleReloadConfigRequest (which loads models) run on `admission`'s
+    threads; the other calls on the event loop.
+    """
+    heavy = ('predict', 'classify', 'reload_config')
 
     def unimplemented(name):
-      def fn(request, context):
+      def fn(request, deadline, stop):
         raise errors.ServingError(grpc.StatusCode.UNIMPLEMENTED, f'{name} is not supported')
 
       return fn
 
     def method(name, fn, request_class, response_class, labels):
-      observed = _Observed(self._metrics, name, labels, fn)
+      observed = _Observed(self._metrics, name, labels, fn, admission if name in heavy else None)
+
+      async def behaviour(request, context):  # a coroutine function, as grpc.aio needs
+        return await observed(request, context)
+
       return grpc.unary_unary_rpc_method_handler(
-        observed,
+        behaviour,
         request_deserializer=_deserializer(request_class),
         response_serializer=response_class.SerializeToString,
       )
@@ -270,13 +294,13 @@ class Services:
 
 
 def _refuse(code, message):
-  def fn(request, context):
-    context.abort(code, message)
+  async def fn(request, context):
+    await context.abort(code, message)
 
   return grpc.unary_unary_rpc_method_handler(fn)
 
 
-class TokenAuthInterceptor(grpc.ServerInterceptor):
+class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
   """Lets an RPC through only with metadata `authorization: Bearer <token>`.
 
   Args:
@@ -290,7 +314,7 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
       'missing or wrong bearer token: send metadata "authorization: Bearer <token>"',
     )
 
-  def intercept_service(
+  async def intercept_service(
     self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails
   ) -> grpc.RpcMethodHandler:
     """Passes the call on when its metadata carries the token, else refuses it."""
@@ -298,5 +322,5 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
       if key == AUTHORIZATION_KEY:
         given = value.encode() if isinstance(value, str) else value
         if hmac.compare_digest(given, self._expected):
-          return continuation(handler_call_details)
+          return await continuation(handler_call_details)
     return self._refusal

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
-from serving import codec, core, errors
+from serving import codec, core, errors, memory
 from serving.batching import BatchingOptions, BatchQueue
 from serving.config import ModelConfig, discover_models, is_version_name
 from serving.metrics import Metrics
@@ -60,6 +60,7 @@ class ModelManager:
     metrics: metrics.Metrics or None.
     max_request_rows: most rows one request may carry (None: no limit beyond batching's
       max_batch_size).
+    execution: memory.ExecutionOptions: rows per call, the memory budget of a request.
   """
 
   def __init__(
@@ -70,7 +71,9 @@ class ModelManager:
     poll_wait_seconds: float = 1.0,
     metrics: Metrics | None = None,
     max_request_rows: int | None = None,
+    execution: memory.ExecutionOptions = memory.DEFAULT_EXECUTION,
   ):
+    self._execution = execution
     self._models = {m.name: _Model(m) for m in models}
     self._discover_root = discover_root
     self._batching = batching
@@ -186,6 +189,7 @@ class ModelManager:
         info.state, info.code, info.message = 'END', grpc.StatusCode.UNKNOWN, message
       return
     servable.max_rows = self._max_request_rows
+    self._size_calls(servable)
     if self._batching is not None:
       for signature in servable.signatures.values():
         if signature.batchable:
@@ -196,6 +200,39 @@ class ModelManager:
       model.serving = {**model.serving, version: servable}
       info.state = 'AVAILABLE'
     log.info('serving model %s version %d', name, version)
+
+  def _size_calls(self, servable):
+    """Sets how many rows one call of each batchable signature takes, and the answer budget."""
+    execution = self._execution
+    servable.split_large = execution.split_large_batches
+    servable.output_budget_bytes = execution.memory_budget_bytes // 4
+    for signature in servable.signatures.values():
+      if not signature.batchable:
+        continue
+      rows = execution.max_execution_batch_size
+      if not rows:
+        inputs = {key: _synthetic(key, spec) for key, spec in signature.inputs.items()}
+
+        def make_call(n, signature=signature, inputs=inputs):
+          tiled = {k: np.repeat(v, n, axis=0) for k, v in inputs.items()}
+          return lambda: signature(tiled)
+
+        try:
+          rows, per_row = memory.call_rows(execution.memory_budget_bytes, make_call)
+        except errors.ServingError as e:  # synthetic rows the model rejects: no measurement
+          rows, per_row = 0, None
+          log.info('cannot size calls of %s signature %s: %s', servable.name, signature.name, e)
+        if per_row is not None:
+          log.info(
+            'model %s v%d signature %s: about %.1f MiB per row, %d rows per call',
+            servable.name,
+            servable.version,
+            signature.name,
+            per_row / (1 << 20),
+            rows,
+          )
+      if rows:
+        servable.call_rows[signature.name] = rows
 
   def _batch_observer(self, name, signature_name):
     if self._metrics is None:

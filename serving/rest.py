@@ -1,32 +1,36 @@
-"""The REST front end: TF Serving's HTTP/JSON API, health and Prometheus metrics.
+"""The REST front end: TF Serving's HTTP/JSON API, health and Prometheus metrics, on aiohttp.
 
-Connections are served by a bounded pool of worker threads, one per open connection, up to
-`max_connections`; a connection beyond the cap is answered 503 and closed. A reaper thread
-closes connections that do not deliver a request's head within `header_timeout` seconds of
-going idle, or its body within `body_timeout` seconds. Bodies come with a Content-Length or
-chunked (HTTP/1.1); a body left unread by an early error is read and dropped when small, else
-the connection is closed, so it is never taken for the next request.
+aiohttp's low-level server does HTTP/1.1 (parsing with llhttp, keep-alive, pipelining, chunked
+bodies, TLS through asyncio) on the server's event loop, so an open connection, idle or slow,
+costs no thread. This module keeps TF Serving's REST mapping (routes, the JSON codec, error
+bodies) and the limits: a cap on open connections (503 beyond), a deadline for a request's
+head once the connection is idle (aiohttp's keep-alive timer, which also runs from the
+connection's start) and for its body, the body size (413), strict framing (a body with both
+Transfer-Encoding and Content-Length, or a coding other than chunked, or no length, is refused
+and the connection closed), and a body an early error left unread is read and dropped when
+small, else the connection is closed, so it is never taken for the next request. Predict and
+classify run on the Admission queue's threads (JSON decoding included), so the loop stays free.
 """
 
+import asyncio
 import dataclasses
 import hmac
 import json
 import logging
 import re
 import socket
-import socketserver
 import ssl
-import threading
 import time
-from concurrent import futures
-from http.server import BaseHTTPRequestHandler
 
 import grpc
 import numpy as np
+from aiohttp import http_exceptions, web, web_protocol, web_server
+from aiohttp.http import HttpVersion11
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from serving import codec, core, errors
+from serving.admission import Admission
 from serving.manager import ModelManager
 from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from serving.metrics import Metrics
@@ -37,18 +41,18 @@ log = logging.getLogger(__name__)
 METRICS_PATH = '/monitoring/prometheus/metrics'
 HEALTH_PATH = '/healthz'
 TLS_HANDSHAKE_SECONDS = 10
-REAPER_PERIOD_SECONDS = 0.25
+SERVER_NAME = 'tfx-lm-serving'
 # A body an early error left unread is read and dropped up to this size; beyond, the
 # connection is closed instead.
 DISCARD_LIMIT_BYTES = 1 << 20
-MAX_CHUNK_LINE_BYTES = 1024
-MAX_TRAILER_LINES = 32
+# Request line and header limits (those of Python's http.server, which served REST before).
+MAX_LINE_BYTES = 65536
+MAX_HEADERS = 100
 _MODEL_PATH = re.compile(
   r'^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?'
   r'(?:(?P<metadata>/metadata)|:(?P<verb>[a-z]+))?$'
 )
 _CONTENT_LENGTH = re.compile(r'[0-9]{1,18}')
-_CHUNK_SIZE = re.compile(rb'([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?\r?\n')
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKET = re.compile(rb'[^\[\]{}]+')
 
@@ -59,19 +63,20 @@ class RestOptions:
 
   Attributes:
     max_request_bytes: larger bodies are refused with 413.
-    max_connections: open connections (each has a worker thread); more get 503.
+    max_connections: open connections (each costs a socket and a few KiB, no thread); more
+      get 503 and are closed.
     header_timeout: seconds a connection may take, once idle, to send a request's line and
       headers (also the keep-alive idle limit).
     body_timeout: seconds a request's body may take to arrive.
     max_json_depth: deepest nesting of arrays and objects in a body.
     limits: codec.Limits of one request's tensors.
     auth_token: every call but health needs `Authorization: Bearer <token>` (None: open).
-    timeout_seconds: how long a predict or classify call may run before it is answered 504;
-      None: no limit.
+    timeout_seconds: how long a predict or classify call may take, queue included, before it
+      is answered 504; None: no limit.
   """
 
   max_request_bytes: int = 64 << 20
-  max_connections: int = 64
+  max_connections: int = 4096
   header_timeout: float = 30.0
   body_timeout: float = 60.0
   max_json_depth: int = 64
@@ -177,127 +182,125 @@ def parse_route(http_method: str, path: str) -> Route:
   return Route(kind, match['name'], version, match['label'])
 
 
-class RestServer(socketserver.TCPServer):
-  """An HTTP(S) server with a bounded worker pool that drains in-flight requests on shutdown.
+class _Protocol(web_protocol.RequestHandler):
+  """aiohttp's connection handler, with errors of the HTTP parser answered as JSON."""
+
+  def handle_error(self, request, status=500, exc=None, message=None):
+    if isinstance(exc, http_exceptions.LineTooLong):
+      line = exc.args[0] if exc.args else b''
+      status = 414 if str(line[:1]) in ("b'/'", '/') else 431
+    elif isinstance(exc, http_exceptions.BadHttpMessage) and 'headers' in str(exc).lower():
+      status = 431 if 'too many' in str(exc).lower() else status
+    if status == 500:
+      log.error('REST request from %s failed', request.remote, exc_info=exc)
+    else:
+      log.debug('bad HTTP from %s: %s', request.remote, exc)
+    text = message or (exc.message if isinstance(exc, http_exceptions.HttpProcessingError) else '')
+    response = _json_response(status, {'error': text or 'bad request'}, (('Connection', 'close'),))
+    response.force_close()
+    return response
+
+
+class _WebServer(web_server.Server):
+  def __call__(self):
+    return _Protocol(self, loop=self._loop, **self._kwargs)
+
+
+class _Refuse(asyncio.Protocol):
+  """A connection beyond the cap: answered 503 and closed."""
+
+  BODY = b'{"error":"too many connections; retry later"}'
+
+  def connection_made(self, transport):
+    transport.write(
+      b'HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n'
+      b'Connection: close\r\nContent-Length: %d\r\n\r\n%s' % (len(self.BODY), self.BODY)
+    )
+    transport.close()
+
+
+class RestServer:
+  """An HTTP(S) server on the running asyncio loop that drains in-flight requests on stop.
+
+  Create and use it on the loop: `await start()`, then `await drain(grace)`.
 
   Args:
     address: (host, port); port 0 picks a free port.
     manager: manager.ModelManager.
+    admission: the Admission queue predict and classify run on.
     metrics: metrics.Metrics or None.
     options: RestOptions.
     ssl_context: an ssl.SSLContext for HTTPS, or None.
   """
 
-  allow_reuse_address = True
-  request_queue_size = socket.SOMAXCONN  # the listen backlog (socketserver's default is 5)
+  request_queue_size = socket.SOMAXCONN  # the listen backlog
 
   def __init__(
     self,
     address: tuple[str, int],
     manager: ModelManager,
+    admission: Admission,
     metrics: Metrics | None = None,
     options: RestOptions = RestOptions(),
     ssl_context: ssl.SSLContext | None = None,
   ):
+    self.address = address
     self.manager = manager
+    self.admission = admission
     self.metrics = metrics
     self.options = options
     self.draining = False
-    self.handlers = set()
-    self.handlers_lock = threading.Lock()
+    self.port = None
     self._ssl_context = ssl_context
-    self._connections = 0
-    self._pool = futures.ThreadPoolExecutor(
-      max_workers=options.max_connections, thread_name_prefix='rest'
+    self._web = None
+    self._listener = None
+
+  async def start(self) -> None:
+    """Binds and listens."""
+    self._web = _WebServer(
+      self._handle,
+      handler_cancellation=True,  # a client that goes away cancels its request's work
+      keepalive_timeout=self.options.header_timeout,
+      lingering_time=0,  # unread bodies are handled by _Handler._finish_body
+      max_line_size=MAX_LINE_BYTES,
+      max_field_size=MAX_LINE_BYTES,
+      max_headers=MAX_HEADERS,
+      access_log=None,
     )
-    self._stop_reaper = threading.Event()
-    if ':' in address[0]:
-      self.address_family = socket.AF_INET6
-    super().__init__(address, _Handler)
-    self._reaper = threading.Thread(target=self._reap, daemon=True, name='rest-reaper')
-    self._reaper.start()
+    loop = asyncio.get_running_loop()
+    self._listener = await loop.create_server(
+      self._connection,
+      self.address[0],
+      self.address[1],
+      backlog=self.request_queue_size,
+      ssl=self._ssl_context,
+      ssl_handshake_timeout=TLS_HANDSHAKE_SECONDS if self._ssl_context else None,
+      reuse_address=True,
+    )
+    self.port = self._listener.sockets[0].getsockname()[1]
 
-  @property
-  def port(self) -> int:
-    return self.server_address[1]
+  def _connection(self):
+    if len(self._web.connections) >= self.options.max_connections or self.draining:
+      return _Refuse()
+    protocol = self._web()
+    # Responses leave at once rather than waiting on the client's delayed ACK.
+    protocol.tcp_nodelay = True
+    return protocol
 
-  def process_request(self, request: socket.socket, client_address: tuple) -> None:
-    """Hands the connection to a worker, or answers 503 when every worker is taken."""
-    with self.handlers_lock:
-      full = self._connections >= self.options.max_connections
-      if not full:
-        self._connections += 1
-    if full:
-      self._refuse(request)
-      return
-    self._pool.submit(self._serve_connection, request, client_address)
+  async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    handler = _Handler(self, request)
+    await handler.serve()
+    return handler.response
 
-  def _refuse(self, request):
-    body = b'{"error":"too many connections; retry later"}'
-    try:
-      if self._ssl_context is None:  # over TLS, a handshake would be needed first: just close
-        request.settimeout(0.5)
-        request.sendall(
-          b'HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n'
-          b'Connection: close\r\nContent-Length: %d\r\n\r\n%s' % (len(body), body)
-        )
-    except OSError:
-      pass
-    self.shutdown_request(request)
-
-  def _serve_connection(self, request, client_address):
-    try:
-      self.finish_request(request, client_address)
-    except Exception:  # noqa: BLE001 - one connection's failure must not end the worker.
-      log.debug('REST connection from %s failed', client_address, exc_info=True)
-    finally:
-      self.shutdown_request(request)
-      with self.handlers_lock:
-        self._connections -= 1
-
-  def finish_request(self, request: socket.socket, client_address: tuple) -> None:
-    """Runs in the connection's worker, so a slow TLS handshake blocks no one else."""
-    if self._ssl_context is None:
-      super().finish_request(request, client_address)
-      return
-    request.settimeout(TLS_HANDSHAKE_SECONDS)
-    try:
-      request = self._ssl_context.wrap_socket(request, server_side=True)
-    except OSError as e:  # ssl.SSLError included: plain HTTP, bad client certificate, ...
-      log.debug('TLS handshake with %s failed: %s', client_address, e)
-      return
-    try:
-      super().finish_request(request, client_address)
-    finally:
-      request.close()
-
-  def _reap(self):
-    """Closes connections that overran their header or body deadline."""
-    while not self._stop_reaper.wait(REAPER_PERIOD_SECONDS):
-      now = time.monotonic()
-      with self.handlers_lock:
-        late = [h for h in self.handlers if h.deadline is not None and h.deadline < now]
-      for handler in late:
-        log.debug('closing a connection from %s that was too slow', handler.client_address)
-        handler.close_socket()
-
-  def drain(self, grace_seconds: float) -> None:
+  async def drain(self, grace_seconds: float) -> None:
     """Stops accepting, closes idle connections, waits up to `grace_seconds` for busy ones."""
     self.draining = True
-    self.shutdown()
-    deadline = time.monotonic() + grace_seconds
-    while True:
-      with self.handlers_lock:
-        idle = [h for h in self.handlers if not h.busy]
-        busy = [h for h in self.handlers if h.busy]
-      for handler in idle:
-        handler.close_socket()
-      if not busy or time.monotonic() > deadline:
-        break
-      time.sleep(0.02)
-    self._stop_reaper.set()
-    self.server_close()
-    self._pool.shutdown(wait=False, cancel_futures=True)
+    if self._listener is not None:
+      self._listener.close()
+    if self._web is not None:
+      await self._web.shutdown(grace_seconds)
+    if self._listener is not None:
+      await self._listener.wait_closed()
 
 
 @dataclasses.dataclass
@@ -308,119 +311,83 @@ class _Reply:
   headers: tuple = ()
 
 
-class _Handler(BaseHTTPRequestHandler):
-  protocol_version = 'HTTP/1.1'
-  server_version = 'tfx-lm-serving'
-  # Buffered, flushed once per response: headers and body leave in one segment rather than
-  # two small writes, which would wait on the client's delayed ACK (~40 ms).
-  wbufsize = 64 << 10
-  busy = False
-  deadline = None  # time.monotonic() by which the current read must finish, or None
+def _json_response(status, body, headers=()):
+  data = json.dumps(body, separators=(',', ':')).encode()
+  return web.Response(
+    status=status,
+    body=data,
+    headers={'Content-Type': 'application/json', 'Server': SERVER_NAME, **dict(headers)},
+  )
 
-  def setup(self):
-    self.timeout = self.server.options.header_timeout  # also bounds each blocking read
-    super().setup()
-    self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    with self.server.handlers_lock:
-      self.server.handlers.add(self)
 
-  def finish(self):
-    with self.server.handlers_lock:
-      self.server.handlers.discard(self)
-    try:
-      super().finish()
-    except OSError:
-      pass  # the reaper or drain closed the socket under us
+class _Handler:
+  """Serves one request: route, auth, body, model work on the admission queue, answer."""
 
-  def handle_one_request(self):
-    self.deadline = time.monotonic() + self.server.options.header_timeout
+  def __init__(self, server: RestServer, request: web.BaseRequest):
+    self.server = server
+    self.request = request
+    self.close_connection = False
+    self.response = None
+    self.labels = None  # (model, signature, method) for the metrics
     self._body_state = 'none'
-    try:
-      super().handle_one_request()
-    except OSError:
-      self.close_connection = True
-    finally:
-      self.deadline = None
 
-  def parse_request(self):
-    # The request line is in: from here on, drain() must let this request finish.
-    self.busy = True
-    ok = super().parse_request()
-    self.deadline = None
-    return ok
-
-  def close_socket(self):
-    try:
-      self.connection.shutdown(socket.SHUT_RDWR)
-    except OSError:
-      pass
-
-  def send_error(self, code, message=None, explain=None):
-    """The base class's errors (bad request line, oversize headers, unknown method) as JSON,
-    on a connection that is then closed: whatever body the request had is never read."""
-    self.close_connection = True
-    try:
-      self._send(_Reply(code, {'error': message or explain or 'bad request'}))
-    except OSError:
-      pass
-
-  def log_message(self, format, *args):  # noqa: A002 - the base class's name.
-    log.debug('%s %s', self.address_string(), format % args)
-
-  def do_GET(self):
-    self._serve('GET')
-
-  def do_POST(self):
-    self._serve('POST')
-
-  def _serve(self, http_method):
-    self.busy = True
+  async def serve(self):
+    request = self.request
+    http_method = request.method
     start = time.perf_counter()
     self._body_state = 'unread' if self._declares_body() else 'none'
-    labels, code = None, 'OK'
+    code = 'OK'
     try:
-      path = self.path.split('?', 1)[0]
+      if http_method not in ('GET', 'POST'):
+        self.close_connection = True
+        raise errors.ServingError(
+          grpc.StatusCode.UNIMPLEMENTED,
+          f'Unsupported method ({http_method:.20}): use GET or POST',
+          http_status=501,
+        )
+      path = request.raw_path.split('?', 1)[0]
       if path != HEALTH_PATH:
         self._authenticate()
       route = parse_route(http_method, path)
       if route.kind in ('health', 'metrics'):
         reply = self._health() if route.kind == 'health' else self._metrics()
       else:
-        labels = (route.name, '', route.kind)
+        self.labels = (route.name, '', route.kind)
         if route.has_body:
           # Resolved first: a body for a model that is not served is not worth reading.
           servable = self.server.manager.resolve(route.name, route.version, route.label)
-          body = self._read_json()
-          signature_name = _signature_name(body)
-          labels = (route.name, signature_name or DEFAULT_SIGNATURE, route.kind)
-          reply = self._post(route.kind, servable, signature_name, body)
+          raw = await self._read_body()
+          reply = await self._post(route.kind, servable, raw)
         else:
           reply = self._get(route)
     except errors.ServingError as e:
       code = e.code.name
       headers = (('WWW-Authenticate', 'Bearer'),) if e.http_status == 401 else ()
       reply = _Reply(e.http_status, {'error': e.message}, headers=headers)
+    except asyncio.CancelledError:
+      code = 'CANCELLED'
+      raise
     except Exception as e:  # noqa: BLE001 - answer 500 rather than drop the connection.
       code = 'INTERNAL'
-      log.exception('REST %s %.200s failed', http_method, self.path)
+      log.exception('REST %s %.200s failed', http_method, request.raw_path)
       reply = _Reply(500, {'error': f'internal error: {e!r}'})
-    self._finish_body()
+    finally:
+      if code == 'CANCELLED' and self.server.metrics is not None and self.labels is not None:
+        self.server.metrics.observe_request(*self.labels, 'rest', code, time.perf_counter() - start)
+    await self._finish_body()
     if self.server.draining:
       self.close_connection = True
-    if self.server.metrics is not None and labels is not None:
+    if self.server.metrics is not None and self.labels is not None:
       # Before the reply goes out, as gRPC's are: a client that reads the metrics after its
       # answer finds its request counted.
-      self.server.metrics.observe_request(*labels, 'rest', code, time.perf_counter() - start)
-    try:
-      self._send(reply)
-    finally:
-      self.busy = False
+      self.server.metrics.observe_request(*self.labels, 'rest', code, time.perf_counter() - start)
+    self._send(reply)
 
   def _authenticate(self):
     token = self.server.options.auth_token
     if token is None:
       return
-    given = (self.headers.get('Authorization') or '').encode('utf-8', 'replace')
+    given = (self.request.headers.get('Authorization') or '').encode('utf-8', 'replace')
     if not hmac.compare_digest(given, f'Bearer {token}'.encode()):
       raise errors.unauthenticated(
         'missing or wrong bearer token: send the header "Authorization: Bearer <token>"'
@@ -461,39 +428,48 @@ class _Handler(BaseHTTPRequestHandler):
       },
     )
 
-  def _post(self, verb, servable, signature_name, body):
+  async def _post(self, verb, servable, raw):
+    """Decodes, runs and encodes on an admission thread; the deadline counts the queue."""
     options = self.server.options
     deadline = (
       None if options.timeout_seconds is None else (time.monotonic() + options.timeout_seconds)
     )
-    if verb == 'predict':
-      budget = options.limits.budget()
-      return _Reply(200, _predict(servable, signature_name, body, budget, deadline))
-    return _Reply(200, _classify(servable, signature_name, body, deadline))
+    name = self.labels[0]
+
+    def work(stop):
+      body = parse_json(raw, options.max_json_depth)
+      if not isinstance(body, dict):
+        raise errors.invalid_argument('request body must be a JSON object')
+      signature_name = _signature_name(body)
+      self.labels = (name, signature_name or DEFAULT_SIGNATURE, verb)
+      if verb == 'predict':
+        answer = _predict(servable, signature_name, body, options.limits.budget(), deadline, stop)
+      else:
+        answer = _classify(servable, signature_name, body, deadline, stop)
+      return _Reply(200, json.dumps(answer, separators=(',', ':')).encode(), 'application/json')
+
+    return await self.server.admission.run(work, deadline)
 
   def _send(self, reply):
     if isinstance(reply.body, (dict, list)):
-      data = json.dumps(reply.body, separators=(',', ':')).encode()
-      content_type = 'application/json'
+      response = _json_response(reply.status, reply.body, reply.headers)
     else:
-      data = reply.body.encode()
-      content_type = reply.content_type
-    self.send_response(reply.status)
-    self.send_header('Content-Type', content_type)
-    self.send_header('Content-Length', str(len(data)))
-    for name, value in reply.headers:
-      self.send_header(name, value)
+      data = reply.body if isinstance(reply.body, bytes) else reply.body.encode()
+      response = web.Response(
+        status=reply.status,
+        body=data,
+        headers={'Content-Type': reply.content_type, 'Server': SERVER_NAME, **dict(reply.headers)},
+      )
     if self.close_connection:
-      self.send_header('Connection', 'close')
-    self.end_headers()
-    self.wfile.write(data)
-    self.wfile.flush()
+      response.force_close()
+    self.response = response
 
   # Bodies.
 
   def _declares_body(self):
-    length = self.headers.get('Content-Length')
-    return 'Transfer-Encoding' in self.headers or (length is not None and length.strip() != '0')
+    headers = self.request.headers
+    length = headers.get('Content-Length')
+    return 'Transfer-Encoding' in headers or (length is not None and length.strip() != '0')
 
   def _fail(self, status, code, message):
     """An error after which the body's end is unknown: the connection closes."""
@@ -501,12 +477,15 @@ class _Handler(BaseHTTPRequestHandler):
     self._body_state = 'broken'
     return errors.ServingError(code, message, http_status=status)
 
-  def _read_body(self):
+  async def _read_body(self):
     """The request body, from a Content-Length or chunked transfer coding, within limits."""
-    headers = self.headers
+    request = self.request
+    headers = request.headers
     invalid = grpc.StatusCode.INVALID_ARGUMENT
-    encodings = headers.get_all('Transfer-Encoding')
-    lengths = headers.get_all('Content-Length')
+    encodings = headers.getall('Transfer-Encoding', [])
+    lengths = headers.getall('Content-Length', [])
+    length = None
+    limit = self.server.options.max_request_bytes
     if encodings:
       if lengths:
         raise self._fail(
@@ -520,121 +499,78 @@ class _Handler(BaseHTTPRequestHandler):
           f'Transfer-Encoding {", ".join(codings):.80} is not supported; send'
           ' the body chunked or with a Content-Length',
         )
-      if self.request_version != 'HTTP/1.1':
+      if request.version != HttpVersion11:
         raise self._fail(
-          400, invalid, f'chunked bodies need HTTP/1.1, not {self.request_version:.20}'
+          400,
+          invalid,
+          f'chunked bodies need HTTP/1.1, not HTTP/{request.version[0]}.{request.version[1]}',
         )
-      return self._read_chunked()
-    if not lengths:
-      raise self._fail(
-        411,
-        invalid,
-        'POST needs a body with a Content-Length header (or Transfer-Encoding: chunked)',
-      )
-    values = {v.strip() for v in lengths}
-    if len(values) != 1 or not _CONTENT_LENGTH.fullmatch(next(iter(values))):
-      raise self._fail(400, invalid, f'invalid Content-Length {sorted(values)!r:.80}')
-    length = int(values.pop())
-    limit = self.server.options.max_request_bytes
-    if length > limit:
-      raise self._fail(
-        413,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        f'request body of {length} bytes exceeds the limit of {limit} bytes',
-      )
-    data = self._read_exactly(length)
-    self._body_state = 'read'
-    return data
-
-  def _read_exactly(self, length):
-    self.deadline = time.monotonic() + self.server.options.body_timeout
-    try:
-      data = self.rfile.read(length)
-    except OSError:
-      data = b''
-    finally:
-      self.deadline = None
-    if len(data) != length:
-      raise self._fail(
-        400,
-        grpc.StatusCode.INVALID_ARGUMENT,
-        f'the body ended after {len(data)} of {length} bytes (or took longer'
-        f' than {self.server.options.body_timeout:g} s)',
-      )
-    return data
-
-  def _read_line(self, what):
-    self.deadline = time.monotonic() + self.server.options.body_timeout
-    try:
-      line = self.rfile.readline(MAX_CHUNK_LINE_BYTES + 1)
-    except OSError:
-      line = b''
-    finally:
-      self.deadline = None
-    if not line.endswith(b'\n') or len(line) > MAX_CHUNK_LINE_BYTES:
-      raise self._fail(400, grpc.StatusCode.INVALID_ARGUMENT, f'malformed chunked body: {what}')
-    return line
-
-  def _read_chunked(self):
-    limit = self.server.options.max_request_bytes
-    parts, total = [], 0
-    while True:
-      match = _CHUNK_SIZE.fullmatch(self._read_line('bad chunk size line'))
-      if match is None:
+    else:
+      if not lengths:
         raise self._fail(
-          400, grpc.StatusCode.INVALID_ARGUMENT, 'malformed chunked body: bad chunk size line'
+          411,
+          invalid,
+          'POST needs a body with a Content-Length header (or Transfer-Encoding: chunked)',
         )
-      size = int(match[1], 16)
-      if size == 0:
-        break
-      total += size
-      if total > limit:
+      values = {v.strip() for v in lengths}
+      if len(values) != 1 or not _CONTENT_LENGTH.fullmatch(next(iter(values))):
+        raise self._fail(400, invalid, f'invalid Content-Length {sorted(values)!r:.80}')
+      length = int(values.pop())
+      if length > limit:
         raise self._fail(
           413,
           grpc.StatusCode.RESOURCE_EXHAUSTED,
-          f'chunked request body exceeds the limit of {limit} bytes',
+          f'request body of {length} bytes exceeds the limit of {limit} bytes',
         )
-      parts.append(self._read_exactly(size))
-      if self._read_line('chunk not followed by CRLF') not in (b'\r\n', b'\n'):
-        raise self._fail(
-          400,
-          grpc.StatusCode.INVALID_ARGUMENT,
-          'malformed chunked body: chunk longer than its size',
-        )
-    for _ in range(MAX_TRAILER_LINES):
-      if self._read_line('bad trailer') in (b'\r\n', b'\n'):
-        self._body_state = 'read'
-        return b''.join(parts)
-    raise self._fail(
-      400,
-      grpc.StatusCode.INVALID_ARGUMENT,
-      f'malformed chunked body: more than {MAX_TRAILER_LINES} trailer lines',
-    )
+    parts, total = [], 0
+    timeout = self.server.options.body_timeout
+    try:
+      async with asyncio.timeout(timeout):
+        while True:
+          part = await request.content.readany()
+          if not part:
+            break
+          total += len(part)
+          if total > limit:
+            raise self._fail(
+              413,
+              grpc.StatusCode.RESOURCE_EXHAUSTED,
+              f'chunked request body exceeds the limit of {limit} bytes',
+            )
+          parts.append(part)
+    except TimeoutError:
+      raise self._fail(
+        400, invalid, f'the body took longer than {timeout:g} s to arrive ({total} bytes came)'
+      ) from None
+    except errors.ServingError:
+      raise
+    except Exception as e:  # noqa: BLE001 - aiohttp's payload errors: a malformed body.
+      raise self._fail(400, invalid, f'malformed request body: {e}') from None
+    if length is not None and total != length:
+      raise self._fail(400, invalid, f'the body ended after {total} of {length} bytes')
+    self._body_state = 'read'
+    return b''.join(parts)
 
-  def _finish_body(self):
+  async def _finish_body(self):
     """After an early error: drops a small unread body, or closes the connection."""
     if self._body_state != 'unread':
       return
     self._body_state = 'broken'
-    length = (self.headers.get('Content-Length') or '').strip()
+    headers = self.request.headers
+    length = (headers.get('Content-Length') or '').strip()
     if (
-      'Transfer-Encoding' in self.headers
+      'Transfer-Encoding' in headers
       or not _CONTENT_LENGTH.fullmatch(length)
       or int(length) > DISCARD_LIMIT_BYTES
     ):
       self.close_connection = True
       return
     try:
-      self._read_exactly(int(length))
+      async with asyncio.timeout(self.server.options.body_timeout):
+        await self.request.content.readexactly(int(length))
       self._body_state = 'read'
-    except errors.ServingError:
+    except Exception:  # noqa: BLE001 - short, slow or broken: close rather than guess.
       self.close_connection = True
-
-  def _read_json(self):
-    body = parse_json(self._read_body(), self.server.options.max_json_depth)
-    if not isinstance(body, dict):
-      raise errors.invalid_argument('request body must be a JSON object')
-    return body
 
 
 def _signature_name(body):
@@ -694,6 +630,7 @@ def _predict(
   body: dict,
   budget: codec.Budget,
   deadline: float | None = None,
+  stop=None,
 ) -> dict:
   signature = servable.signature(signature_name)
   inputs = {}
@@ -704,7 +641,7 @@ def _predict(
         f' "{signature.name}": {sorted(signature.inputs)}'
       )
     inputs[key] = codec.from_json(key, value, signature.inputs[key].dtype, budget)
-  _, outputs = core.predict_arrays(servable, signature.name, inputs, deadline=deadline)
+  _, outputs = core.predict_arrays(servable, signature.name, inputs, deadline=deadline, stop=stop)
   converted = {k: codec.to_json(k, v) for k, v in outputs.items()}
   if 'inputs' in body:
     return {'outputs': next(iter(converted.values())) if len(converted) == 1 else converted}
@@ -726,7 +663,11 @@ def _named(value, specs):
 
 
 def _classify(
-  servable: Servable, signature_name: str, body: dict, deadline: float | None = None
+  servable: Servable,
+  signature_name: str,
+  body: dict,
+  deadline: float | None = None,
+  stop=None,
 ) -> dict:
   examples = body.get('examples')
   if not isinstance(examples, list):
@@ -738,7 +679,7 @@ def _classify(
   protos = [
     codec.merge_context(context, codec.example_from_json(i, e)) for i, e in enumerate(examples)
   ]
-  _, results = core.classify_examples(servable, signature_name, protos, deadline)
+  _, results = core.classify_examples(servable, signature_name, protos, deadline, stop)
   return {
     'results': [
       [[label.decode('utf-8', 'replace'), score] for label, score in row] for row in results

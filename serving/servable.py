@@ -1,9 +1,9 @@
 """One loaded SavedModel version: its signatures, their input checks, and the calls into them."""
 
 import os
+import threading
 import time
 from collections.abc import Mapping
-from concurrent import futures
 
 import numpy as np
 import tensorflow as tf
@@ -17,11 +17,8 @@ from tfxlm import contract
 
 DEFAULT_SIGNATURE = contract.SERVING_DEFAULT
 SAVED_MODEL_FILE = 'saved_model.pb'
-# Calls with a deadline that do not go through a batch queue run on these threads, so the
-# request's thread can give up at its deadline; a call that already started runs to its end
-# (a model's own bounds, such as generate's max_new_tokens limit, bound it).
-DEADLINE_WORKERS = 32
-_deadline_pool = futures.ThreadPoolExecutor(DEADLINE_WORKERS, thread_name_prefix='signature')
+# Rows of one signature call when nothing else says (no calibration, no batching).
+DEFAULT_EXECUTION_ROWS = 256
 
 
 class Signature:
@@ -151,6 +148,12 @@ class Servable:
     self.batch_queues = {}
     # Set by the model manager: most rows a request may carry (None: no limit).
     self.max_rows = None
+    # Set by the model manager: signature key -> rows of one call (from the memory budget).
+    self.call_rows = {}
+    # Larger requests: split into calls of execution_rows() (True) or refused (False).
+    self.split_large = True
+    # Most bytes the outputs of one request may take (None: no limit).
+    self.output_budget_bytes = None
 
   def signature(self, name: str) -> Signature:
     """The Signature called `name` ('' means serving_default), as TF Serving resolves it.
@@ -167,35 +170,113 @@ class Servable:
       )
     return self.signatures[key]
 
+  def execution_rows(self, signature: Signature) -> int:
+    """Most rows one call of `signature` may take: its calibrated (or configured) size, and
+    the batch queue's max_batch_size when batching is on."""
+    rows = self.call_rows.get(signature.name, DEFAULT_EXECUTION_ROWS)
+    queue = self.batch_queues.get(signature.name)
+    if queue is not None:
+      rows = min(rows, queue.max_batch_size)
+    return max(1, rows)
+
   def run(
-    self, signature: Signature, inputs: Mapping[str, np.ndarray], deadline: float | None = None
+    self,
+    signature: Signature,
+    inputs: Mapping[str, np.ndarray],
+    deadline: float | None = None,
+    stop: threading.Event | None = None,
   ) -> dict[str, np.ndarray]:
-    """Checks `inputs`, then runs them, through the batch queue when batching is on.
+    """Checks `inputs`, then runs them (in chunks when large), through the batch queue when
+    batching is on.
+
+    A request of more rows than one call may take (execution_rows) is split into chunks run
+    one after the other and its outputs concatenated, as TF Serving's large batch splitting
+    does, or refused when `split_large` is off. Between chunks, a passed deadline or a set
+    `stop` (the client went away) ends the request.
 
     Args:
       signature: a Signature of this servable.
       inputs: input key -> np.ndarray.
       deadline: time.monotonic() by which the caller gives up, or None.
+      stop: set when the caller is gone, or None.
 
     Returns:
       output key -> np.ndarray.
+
+    Raises:
+      ServingError: INVALID_ARGUMENT for bad inputs or (split_large off) too many rows;
+        RESOURCE_EXHAUSTED when the outputs would exceed output_budget_bytes;
+        DEADLINE_EXCEEDED or CANCELLED between chunks; the signature's own errors.
     """
     batch = signature.check(inputs)
     if batch is not None and self.max_rows is not None and batch > self.max_rows:
       raise errors.invalid_argument(
         f'batch of {batch} rows exceeds the limit of {self.max_rows} rows per request'
       )
+    _check_live(deadline, stop, signature, 0, batch)
     queue = self.batch_queues.get(signature.name)
-    if queue is not None and batch is not None:
-      return queue.run(inputs, batch, deadline)
-    if deadline is None:
+    if batch is None:
       return signature(inputs)
-    call = _deadline_pool.submit(signature, inputs)
-    try:
-      return call.result(timeout=max(0.0, deadline - time.monotonic()))
-    except futures.TimeoutError:
-      call.cancel()  # one still waiting for a thread never starts
-      raise errors.ServingError(
-        errors.grpc.StatusCode.DEADLINE_EXCEEDED,
-        f'deadline exceeded while signature "{signature.name}" of model "{self.name}" ran',
-      ) from None
+    step = self.execution_rows(signature)
+    if batch <= step:
+      return self._call(signature, queue, inputs, batch, deadline)
+    if not self.split_large:
+      raise errors.invalid_argument(
+        f'batch of {batch} rows is more than the {step} rows one call of signature'
+        f' "{signature.name}" of model "{self.name}" takes; send at most {step} rows per'
+        ' request, or start the server with --large_batch_policy=split'
+      )
+    parts = []
+    for start in range(0, batch, step):
+      if start:
+        _check_live(deadline, stop, signature, start, batch)
+      rows = min(step, batch - start)
+      chunk = {key: value[start : start + rows] for key, value in inputs.items()}
+      outputs = self._call(signature, queue, chunk, rows, deadline)
+      short = [k for k, v in outputs.items() if v.ndim == 0 or v.shape[0] != rows]
+      if short:
+        raise errors.invalid_argument(
+          f'signature "{signature.name}" outputs {short} have no batch dimension, so a'
+          f' request of {batch} rows cannot be split into calls of {step}: send at most'
+          f' {step} rows'
+        )
+      if not start:
+        answer = _nbytes(outputs) * batch // rows
+        if self.output_budget_bytes is not None and answer > self.output_budget_bytes:
+          raise errors.ServingError(
+            errors.grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f'the answer to {batch} rows of signature "{signature.name}" would take about'
+            f' {answer >> 20} MiB, more than the {self.output_budget_bytes >> 20} MiB a'
+            ' request may hold (--request_memory_budget_mb); send fewer rows per request',
+          )
+      parts.append(outputs)
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
+  def _call(self, signature, queue, inputs, rows, deadline):
+    if queue is not None:
+      return queue.run(inputs, rows, deadline)
+    return signature(inputs)
+
+
+def _check_live(deadline, stop, signature, done, batch):
+  if stop is not None and stop.is_set():
+    raise errors.ServingError(
+      errors.grpc.StatusCode.CANCELLED,
+      f'the client went away; signature "{signature.name}" stopped after {done} of {batch} rows',
+    )
+  if deadline is not None and time.monotonic() >= deadline:
+    raise errors.ServingError(
+      errors.grpc.StatusCode.DEADLINE_EXCEEDED,
+      f'deadline exceeded while signature "{signature.name}" ran: {done} of {batch} rows'
+      ' done; send fewer rows per request or allow more time',
+    )
+
+
+def _nbytes(outputs):
+  """Bytes the arrays hold (string elements counted by their length)."""
+  total = 0
+  for value in outputs.values():
+    total += value.nbytes
+    if value.dtype == object:
+      total += sum(len(x) for x in value.flat if isinstance(x, bytes))
+  return total

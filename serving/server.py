@@ -1,15 +1,21 @@
-"""The model server: model manager + gRPC + REST, started and drained together."""
+"""The model server: model manager + gRPC + REST, started and drained together.
 
+Both front ends run on one asyncio event loop in a thread of their own (grpc.aio and aiohttp),
+and share one Admission queue: the model work of every Predict and Classify, from either
+protocol, runs on its bounded pool of threads in arrival order.
+"""
+
+import asyncio
 import dataclasses
 import logging
 import ssl
 import threading
 from collections.abc import Sequence
-from concurrent import futures
 
 import grpc
 
-from serving import codec, grpc_service, rest
+from serving import codec, grpc_service, memory, rest
+from serving.admission import Admission
 from serving.auth import read_token
 from serving.batching import BatchingOptions
 from serving.config import ModelConfig
@@ -28,8 +34,12 @@ class ServerOptions:
     host: interface to bind; 127.0.0.1 keeps the server local, 0.0.0.0 exposes it.
     grpc_port: gRPC port (0 picks a free one).
     rest_port: REST port (0 picks a free one), or None for no REST server.
-    grpc_threads: worker threads of the gRPC server (requests handled at once).
-    grpc_max_concurrent_rpcs: RPCs running or queued at once; beyond, RESOURCE_EXHAUSTED.
+    request_threads: threads that run requests' model work (Predict and Classify, both
+      protocols); further requests wait in the queue.
+    max_queued_requests: requests that may wait for a thread; beyond, RESOURCE_EXHAUSTED
+      (REST 503).
+    grpc_max_concurrent_rpcs: a cap on RPCs in the gRPC server, running or queued (beyond,
+      RESOURCE_EXHAUSTED); 0: none beyond the queue's.
     max_request_bytes: largest gRPC message or REST body accepted.
     limits: codec.Limits: tensor elements and string bytes one request may carry.
     rest_options: rest.RestOptions but for max_request_bytes, limits and auth_token, which are
@@ -49,8 +59,9 @@ class ServerOptions:
   host: str = '127.0.0.1'
   grpc_port: int = contract.GRPC_PORT
   rest_port: int | None = contract.REST_PORT
-  grpc_threads: int = 32
-  grpc_max_concurrent_rpcs: int = 128
+  request_threads: int = 32
+  max_queued_requests: int = 1024
+  grpc_max_concurrent_rpcs: int = 0
   max_request_bytes: int = 64 << 20
   limits: codec.Limits = codec.DEFAULT_LIMITS
   rest_options: rest.RestOptions = rest.RestOptions()
@@ -74,8 +85,15 @@ class ServerOptions:
         'client certificates (--ssl_client_ca_file) need TLS: give'
         ' --ssl_certfile and --ssl_keyfile too'
       )
-    if self.grpc_threads < 1 or self.grpc_max_concurrent_rpcs < 1:
-      raise ValueError('grpc_threads and grpc_max_concurrent_rpcs must be positive')
+    if self.request_threads < 1 or self.max_queued_requests < 0:
+      raise ValueError(
+        f'request_threads must be >= 1 and max_queued_requests >= 0, got'
+        f' {self.request_threads} and {self.max_queued_requests}'
+      )
+    if self.grpc_max_concurrent_rpcs < 0:
+      raise ValueError(
+        f'grpc_max_concurrent_rpcs must be >= 0, got {self.grpc_max_concurrent_rpcs}'
+      )
 
 
 class Server:
@@ -98,9 +116,11 @@ class Server:
     self.metrics = metrics or Metrics()
     self.grpc_port = None
     self.rest_port = None
+    self.admission = None
     self._grpc = None
     self._rest = None
-    self._rest_thread = None
+    self._loop = None
+    self._loop_thread = None
 
   def start(self) -> 'Server':
     """Loads the models, then listens; returns once both front ends accept connections.
@@ -112,7 +132,30 @@ class Server:
     options = self.options
     token = read_token(options.auth_token_file) if options.auth_token_file else None
     self.manager.start()
-    self.grpc_port = self._start_grpc(token)
+    self._loop = asyncio.new_event_loop()
+    self._loop_thread = threading.Thread(
+      target=self._loop.run_forever, daemon=True, name='serving-loop'
+    )
+    self._loop_thread.start()
+    try:
+      asyncio.run_coroutine_threadsafe(self._start(token), self._loop).result()
+    except BaseException:
+      self._loop.call_soon_threadsafe(self._loop.stop)
+      self._loop_thread.join()
+      self.manager.stop()
+      raise
+    log.info(
+      'serving gRPC on %s:%s and REST on %s',
+      options.host,
+      self.grpc_port,
+      f'{options.host}:{self.rest_port}' if self.rest_port else 'nothing',
+    )
+    return self
+
+  async def _start(self, token):
+    options = self.options
+    self.admission = Admission(options.request_threads, options.max_queued_requests)
+    self.grpc_port = await self._start_grpc(token)
     if options.rest_port is not None:
       context = None
       if options.ssl_certfile:
@@ -129,39 +172,33 @@ class Server:
         timeout_seconds=options.rest_timeout_seconds,
       )
       self._rest = rest.RestServer(
-        (options.host, options.rest_port), self.manager, self.metrics, rest_options, context
+        (options.host, options.rest_port),
+        self.manager,
+        self.admission,
+        self.metrics,
+        rest_options,
+        context,
       )
+      await self._rest.start()
       self.rest_port = self._rest.port
-      self._rest_thread = threading.Thread(
-        target=self._rest.serve_forever, daemon=True, name='rest'
-      )
-      self._rest_thread.start()
-    log.info(
-      'serving gRPC on %s:%s and REST on %s',
-      options.host,
-      self.grpc_port,
-      f'{options.host}:{self.rest_port}' if self.rest_port else 'nothing',
-    )
-    return self
 
-  def _start_grpc(self, token):
+  async def _start_grpc(self, token):
     options = self.options
     limit = options.max_request_bytes
     interceptors = [grpc_service.TokenAuthInterceptor(token)] if token else []
-    self._grpc = grpc.server(
-      futures.ThreadPoolExecutor(max_workers=options.grpc_threads, thread_name_prefix='grpc'),
+    self._grpc = grpc.aio.server(
       interceptors=interceptors,
       options=[
         ('grpc.max_receive_message_length', limit),
         ('grpc.max_send_message_length', limit),
         ('grpc.so_reuseport', 0),
       ],
-      maximum_concurrent_rpcs=options.grpc_max_concurrent_rpcs,
+      maximum_concurrent_rpcs=options.grpc_max_concurrent_rpcs or None,
     )
     services = grpc_service.Services(
       self.manager, self.metrics, options.limits, options.enable_model_management
     )
-    self._grpc.add_generic_rpc_handlers(services.handlers())
+    self._grpc.add_generic_rpc_handlers(services.handlers(self.admission))
     address = f'{options.host}:{options.grpc_port}'
     if options.ssl_certfile:
       with open(options.ssl_keyfile, 'rb') as k, open(options.ssl_certfile, 'rb') as c:
@@ -178,19 +215,29 @@ class Server:
       port = self._grpc.add_insecure_port(address)
     if not port:
       raise RuntimeError(f'cannot bind gRPC to {address}')
-    self._grpc.start()
+    await self._grpc.start()
     return port
 
   def stop(self, grace_seconds: float | None = None) -> None:
     """Stops accepting requests, lets in-flight ones finish, then unloads the models."""
     grace = self.options.drain_seconds if grace_seconds is None else grace_seconds
-    stopped = self._grpc.stop(grace) if self._grpc is not None else None
-    if self._rest is not None:
-      self._rest.drain(grace)
-      self._rest_thread.join()
-    if stopped is not None:
-      stopped.wait()
+    if self._loop is not None:
+      asyncio.run_coroutine_threadsafe(self._stop(grace), self._loop).result()
+      self._loop.call_soon_threadsafe(self._loop.stop)
+      self._loop_thread.join()
+      self._loop.close()
+      self._loop = None
     self.manager.stop()
+
+  async def _stop(self, grace):
+    stopping = []
+    if self._grpc is not None:
+      stopping.append(self._grpc.stop(grace))
+    if self._rest is not None:
+      stopping.append(self._rest.drain(grace))
+    await asyncio.gather(*stopping, return_exceptions=True)
+    if self.admission is not None:
+      self.admission.shutdown()
 
   def __enter__(self) -> 'Server':
     return self.start()
@@ -206,10 +253,11 @@ def build(
   poll_wait_seconds: float = 1.0,
   options: ServerOptions = ServerOptions(),
   max_request_rows: int | None = None,
+  execution: memory.ExecutionOptions = memory.DEFAULT_EXECUTION,
 ) -> Server:
   """A Server with a fresh ModelManager and Metrics (not yet started)."""
   metrics = Metrics()
   manager = ModelManager(
-    models, discover_root, batching, poll_wait_seconds, metrics, max_request_rows
+    models, discover_root, batching, poll_wait_seconds, metrics, max_request_rows, execution
   )
   return Server(manager, options, metrics)

@@ -229,6 +229,7 @@ def test_oversize_chunked_body_is_413(toy_base):
       + b'x' * 0x300
       + b'\r\n'
       + b'300\r\n'
+      + b'x' * 0x300
     )
     status, headers, _ = connection.response()
     assert status == 413 and headers['connection'] == 'close'
