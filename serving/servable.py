@@ -227,9 +227,11 @@ class Servable:
         ' request, or start the server with --large_batch_policy=split'
       )
     parts = []
+    began = time.monotonic()
     for start in range(0, batch, step):
       if start:
         _check_live(deadline, stop, signature, start, batch)
+        _check_pace(deadline, signature, start, batch, time.monotonic() - began)
       rows = min(step, batch - start)
       chunk = {key: value[start : start + rows] for key, value in inputs.items()}
       outputs = self._call(signature, queue, chunk, rows, deadline)
@@ -269,6 +271,28 @@ def _check_live(deadline, stop, signature, done, batch):
       errors.grpc.StatusCode.DEADLINE_EXCEEDED,
       f'deadline exceeded while signature "{signature.name}" ran: {done} of {batch} rows'
       ' done; send fewer rows per request or allow more time',
+    )
+
+
+# A request whose remaining rows would take this many times the time left is ended at once
+# rather than at its deadline.
+HOPELESS_FACTOR = 2.0
+
+
+def _check_pace(deadline, signature, done, batch, elapsed):
+  """Ends a chunked request early when, at the pace of its first chunks, it cannot finish
+  before its deadline (with a factor of slack): its answer would be DEADLINE_EXCEEDED anyway,
+  and the thread is better spent on other requests."""
+  if deadline is None:
+    return
+  needed = elapsed / done * (batch - done)
+  left = deadline - time.monotonic()
+  if needed > HOPELESS_FACTOR * left:
+    raise errors.ServingError(
+      errors.grpc.StatusCode.DEADLINE_EXCEEDED,
+      f'signature "{signature.name}" would need about {needed:.0f} s more for the other'
+      f' {batch - done} of {batch} rows, and the deadline is {max(left, 0):.0f} s away; send'
+      ' fewer rows per request or allow more time',
     )
 
 

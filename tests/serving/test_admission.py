@@ -1,0 +1,279 @@
+"""Many clients, slow clients and huge requests (issue 24): the event-driven front ends, the
+admission queue, and bounded work per request, against a real (toy) SavedModel."""
+
+import asyncio
+import json
+import os
+import re
+import socket
+import threading
+import time
+
+import aiohttp
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+from serving import errors, memory
+from serving.admission import Admission
+from serving.batching import BatchingOptions
+from serving.config import ModelConfig
+from tests.serving import rest_util
+from tests.serving.conftest import MODEL, start_server
+
+PREDICT_PATH = f'/v1/models/{MODEL}:predict'
+
+
+def _request(texts):
+  request = predict_pb2.PredictRequest()
+  request.model_spec.name = MODEL
+  request.model_spec.signature_name = 'predict_text'
+  request.inputs['text'].CopyFrom(tf.make_tensor_proto(list(texts)))
+  return request
+
+
+def _server(toy_base, **kwargs):
+  return start_server(
+    toy_base, [ModelConfig(MODEL, os.path.join(toy_base, MODEL))], poll_wait_seconds=0, **kwargs
+  )
+
+
+@pytest.fixture(scope='module')
+def default_server(toy_base):
+  """A server with the default flags (but for ports)."""
+  running = _server(toy_base)
+  yield running
+  running.close()
+
+
+def _status_kib(field):
+  with open('/proc/self/status') as f:
+    return int(re.search(rf'^{field}:\s+(\d+) kB', f.read(), re.MULTILINE)[1])
+
+
+def test_400_slow_connections_leave_a_normal_client_served_at_once(default_server):
+  port = default_server.server.rest_port
+  head = (
+    f'POST {PREDICT_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{{"instances": ['
+  ).encode()
+  slow = []
+  try:
+    for _ in range(400):
+      sock = socket.create_connection(('127.0.0.1', port), timeout=10)
+      sock.sendall(head)  # then trickles nothing more: the body stays unfinished
+      slow.append(sock)
+    time.sleep(0.3)
+    for sock in slow[::10]:
+      sock.sendall(b'"a",')
+    started = time.monotonic()
+    status, answer = rest_util.rest_json(
+      default_server.rest_url,
+      PREDICT_PATH,
+      {'signature_name': 'predict_text', 'instances': ['a fine film']},
+    )
+    elapsed = time.monotonic() - started
+    assert status == 200 and len(answer['predictions']) == 1
+    assert elapsed < 1.0, f'the normal client waited {elapsed:.2f} s'
+    reply = default_server.predictions.Predict(_request(['a fine film']), timeout=10)
+    assert reply.outputs['labels'].string_val
+  finally:
+    for sock in slow:
+      sock.close()
+
+
+async def _burst(rest_url, grpc_target, clients):
+  """`clients` concurrent batch-1 requests on REST, then on gRPC (one connection each)."""
+  body = json.dumps({'signature_name': 'predict_text', 'instances': ['a fine film']})
+  results = {}
+  connector = aiohttp.TCPConnector(limit=0)
+  async with aiohttp.ClientSession(connector=connector) as session:
+
+    async def rest_call():
+      started = time.perf_counter()
+      try:
+        async with session.post(rest_url + PREDICT_PATH, data=body) as response:
+          await response.read()
+          return response.status == 200, time.perf_counter() - started
+      except aiohttp.ClientError:
+        return False, time.perf_counter() - started
+
+    results['rest'] = await asyncio.gather(*(rest_call() for _ in range(clients)))
+
+  channels = [grpc.aio.insecure_channel(grpc_target) for _ in range(clients)]
+  request = _request(['a fine film'])
+
+  async def grpc_call(channel):
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    started = time.perf_counter()
+    try:
+      await stub.Predict(request, timeout=60)
+      return True, time.perf_counter() - started
+    except grpc.aio.AioRpcError:
+      return False, time.perf_counter() - started
+
+  try:
+    results['grpc'] = await asyncio.gather(*(grpc_call(c) for c in channels))
+  finally:
+    await asyncio.gather(*(c.close() for c in channels))
+  return results
+
+
+def test_300_concurrent_clients_are_queued_and_answered(default_server):
+  results = asyncio.run(_burst(default_server.rest_url, default_server.grpc_target, 300))
+  for protocol, outcomes in results.items():
+    ok = sum(1 for good, _ in outcomes if good)
+    p50, p99 = np.percentile([seconds for _, seconds in outcomes], [50, 99])
+    print(f'{protocol}: {ok}/300 OK, p50 {p50 * 1e3:.0f} ms, p99 {p99 * 1e3:.0f} ms')
+    assert ok >= 297, f'{protocol}: only {ok} of 300 answered OK'
+    assert p99 < 30, f'{protocol}: p99 {p99:.1f} s'
+
+
+def test_a_200k_row_request_runs_in_chunks_within_its_memory_budget(toy_base):
+  budget = 256 << 20
+  running = _server(toy_base, execution=memory.ExecutionOptions(memory_budget_bytes=budget))
+  try:
+    servable = running.server.manager.resolve(MODEL)
+    rows_per_call = servable.execution_rows(servable.signature('predict_text'))
+    assert 1 <= rows_per_call <= memory.MAX_CALL_ROWS
+    texts = [f'a fine film, number {i}' for i in range(200_000)]
+    request = _request(texts)
+    baseline = _status_kib('VmRSS')
+    with open('/proc/self/clear_refs', 'w') as f:
+      f.write('5')
+    channel = grpc.insecure_channel(
+      running.grpc_target, options=[('grpc.max_receive_message_length', 64 << 20)]
+    )
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    started = time.monotonic()
+    try:
+      reply = stub.Predict(request, timeout=120)
+    except grpc.RpcError as e:  # refused within the deadline is acceptable, not a crash
+      assert e.code() == grpc.StatusCode.DEADLINE_EXCEEDED, e.details()
+      reply = None
+    elapsed = time.monotonic() - started
+    peak = (_status_kib('VmHWM') - baseline) << 10
+    assert elapsed < 125
+    if reply is not None:
+      labels = tf.make_ndarray(reply.outputs['labels'])
+      assert labels.shape == (200_000,)
+      direct = servable.signature('predict_text')({'text': np.array(texts[-5:], dtype=object)})
+      assert list(labels[-5:]) == list(direct['labels'])
+    # The server (and this test's client, which holds the request and the answer) stays
+    # within the budget.
+    assert peak < budget, f'peak RSS rose {peak >> 20} MiB, budget {budget >> 20} MiB'
+    channel.close()
+    assert rest_util.rest_json(running.rest_url, '/healthz')[0] == 200
+    assert running.predictions.Predict(_request(['ok']), timeout=10).outputs['labels'].string_val
+  finally:
+    running.close()
+
+
+def test_a_request_past_its_deadline_stops_between_chunks(toy_base):
+  running = _server(toy_base, execution=memory.ExecutionOptions(max_execution_batch_size=64))
+  try:
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as raised:
+      running.predictions.Predict(_request(['a fine film'] * 100_000), timeout=0.5)
+    assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    admission = running.server.admission
+    while admission.running and time.monotonic() - started < 10:
+      time.sleep(0.05)
+    # 1,563 calls of 64 rows would take far longer: the work stopped between chunks.
+    assert admission.running == 0, 'the request kept its thread after its deadline'
+    assert time.monotonic() - started < 10
+  finally:
+    running.close()
+
+
+def test_large_requests_split_or_refused_by_the_flag(toy_base, in_process):
+  split = _server(toy_base, execution=memory.ExecutionOptions(max_execution_batch_size=7))
+  refuse = _server(
+    toy_base,
+    execution=memory.ExecutionOptions(max_execution_batch_size=7, split_large_batches=False),
+  )
+  texts = [f'film {i} was {"good" if i % 2 else "bad"}' for i in range(30)]
+  try:
+    reply = split.predictions.Predict(_request(texts), timeout=30)
+    expected = in_process[2]['predict_text'](text=tf.constant(texts))
+    np.testing.assert_allclose(
+      tf.make_ndarray(reply.outputs['probabilities']), expected['probabilities'], rtol=1e-5
+    )
+    with pytest.raises(grpc.RpcError) as raised:
+      refuse.predictions.Predict(_request(texts), timeout=30)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert '--large_batch_policy=split' in raised.value.details()
+    status, answer = rest_util.rest_json(
+      refuse.rest_url, PREDICT_PATH, {'signature_name': 'predict_text', 'instances': texts}
+    )
+    assert status == 400 and 'more than the 7 rows' in answer['error']
+    assert refuse.predictions.Predict(_request(texts[:7]), timeout=30).outputs['labels']
+  finally:
+    split.close()
+    refuse.close()
+
+
+def test_only_a_full_queue_is_refused(toy_base):
+  # One thread, one place in the queue; a 2 s batch window keeps the first request running.
+  running = _server(
+    toy_base,
+    batching=BatchingOptions(
+      max_batch_size=64, batch_timeout_micros=2_000_000, num_batch_threads=1
+    ),
+    options={'request_threads': 1, 'max_queued_requests': 1},
+  )
+  try:
+    first, second = (
+      running.predictions.Predict.future(_request(['x']), timeout=30) for _ in range(2)
+    )
+    time.sleep(0.5)
+    with pytest.raises(grpc.RpcError) as raised:
+      running.predictions.Predict(_request(['x']), timeout=30)
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert 'retry later' in raised.value.details()
+    status, answer = rest_util.rest_json(
+      running.rest_url, PREDICT_PATH, {'signature_name': 'predict_text', 'instances': ['x']}
+    )
+    assert status == 503 and 'busy' in answer['error']
+    assert first.result().outputs['labels'] and second.result().outputs['labels']
+    assert running.predictions.Predict(_request(['x']), timeout=30).outputs['labels']
+  finally:
+    running.close()
+
+
+def test_admission_queue_order_deadline_and_departure():
+  async def scenario():
+    admission = Admission(workers=1, max_queued=2)
+    release = threading.Event()
+    order = []
+
+    def work(name):
+      def run(stop):
+        order.append(name)
+        release.wait(5)
+        return name
+
+      return run
+
+    first = asyncio.ensure_future(admission.run(work('first'), None))
+    await asyncio.sleep(0.05)
+    gone = asyncio.ensure_future(admission.run(work('gone'), None))
+    late = asyncio.ensure_future(admission.run(work('late'), time.monotonic() + 0.1))
+    await asyncio.sleep(0.02)
+    with pytest.raises(errors.ServingError) as full:
+      await admission.run(work('over'), None)
+    assert full.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert full.value.http_status == 503
+    gone.cancel()  # its client went away while it waited
+    with pytest.raises(errors.ServingError) as expired:
+      await late
+    assert expired.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert admission.queued == 0
+    last = asyncio.ensure_future(admission.run(work('last'), None))
+    release.set()
+    assert await first == 'first' and await last == 'last'
+    assert order == ['first', 'last'] and admission.running == 0
+    admission.shutdown()
+
+  asyncio.run(scenario())
