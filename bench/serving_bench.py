@@ -1,34 +1,40 @@
-"""Serving latency and throughput: gRPC and REST against the in-process signature call.
+"""Serving under many clients, slow clients and huge requests, next to the previous server.
 
-    ./dev python bench/serving_bench.py [--quick] [--requests 500] [--seconds 10]
+    ./dev python bench/serving_bench.py [--quick] [--model_path DIR] [--only burst,slow,...]
 
-1. Exports a transformer-ish classifier in the Pusher layout (tests/serving/toy_model.py at
-   bench size: hashed tokens into a 2,000 x 64 embedding, 12 single-head self-attention +
-   feed-forward blocks of width 64, 32 tokens, mean pool, softmax over 3 classes; raw text in,
-   so tokenization runs inside the graph as it does for the trainer's models). Deep and narrow
-   on purpose: a call's cost is mostly per-op dispatch, fixed whatever the batch size, which is
-   the case batching is for (a wide model's cost grows with the rows and batching gains less).
-2. Latency at batch 1, sequential requests, p50 / p99: the in-process `predict_text` call
-   (loaded SavedModel, this process), then the same call through `python -m serving` running
-   as a separate process, over gRPC (official TF Serving stubs) and over REST (JSON, keep-alive).
-3. Throughput: 16 client threads sending batch-1 gRPC requests as fast as answers come back,
-   for `--seconds`, against the server with batching off, then on (`--enable_batching` with a
-   BatchingParameters file).
+The model: a transformer-ish classifier exported in the Pusher layout (tests/serving/toy_model.py
+at bench size: hashed tokens into a 2,000 x 64 embedding, 12 single-head self-attention +
+feed-forward blocks of width 64, 32 tokens, raw text in), or any pushed model given with
+`--model_path` (a folder of numbered versions, e.g. pipeline_outputs/demo/serving/imdb, or one
+version folder): its `predict_text` signature when it has one (raw strings), else
+`serving_default` (serialized tf.Examples with a `text` feature).
 
-Everything, clients included, shares this machine's cores, so client overhead is part of every
-server-side figure; the in-process figure has none. Prints the figures and the two ratios the
-serving issue sets targets for (gRPC p50 / in-process p50 <= 1.5; batching on / off >= 3), and
-writes them to bench/results/serving.json. Latency paths are interleaved request by request, and
-the two throughput settings alternate in short windows, so that load from other processes on
-the machine falls on both sides of each ratio alike.
+Two servers run side by side as separate processes with default flags: this tree's
+`python -m serving` ("new") and the server of commit 17fd654 ("old", the hand-written
+thread-per-connection REST server and the thread-pool gRPC server), extracted with
+`git archive` (`--baseline_ref`; `--no_baseline` to skip it). The scenarios (issue 24):
 
-TensorFlow's default intra-op thread pool (one thread per core) makes a small call pay for
-waking its threads, a fixed cost batching amortizes; `--intra_op_threads 1` removes most of it,
-which speeds up batch-1 calls in and out of the server and shrinks both ratios' headroom. Run
-both to see which regime a model is in.
+1. latency: batch-1 requests one at a time, p50 / p99, interleaved request by request: the
+   in-process signature call (this process), gRPC and REST to each server. Target: new gRPC
+   p50 <= 1.1x the in-process p50.
+2. burst: 300 concurrent batch-1 clients (one connection each, asyncio clients) on REST, then
+   on gRPC, to each server: share answered OK, p50 / p99. Target: >= 99% OK (new).
+3. slow: 400 connections that send a request head and part of its body and then stall, then
+   one normal REST predict: its status and time. Target: 200 in < 1 s (new).
+4. huge: one gRPC Predict of 200,000 rows (and, for the memory bound at two sizes, 20,000),
+   deadline 120 s, to the new server: outcome, time, the server's peak RSS above idle (Linux
+   VmHWM after clear_refs), then /healthz. Target: answered or refused within the deadline,
+   peak within --request_memory_budget_mb (1 GiB), healthy after. Not run against the old
+   server (the issue measured it: past its deadline, RSS 1.2 -> 21.6 GB).
+5. throughput (only with --throughput): 16 client threads, batching off and on, new server.
+
+Everything, clients included, shares this machine's cores. Prints the figures and PASS/FAIL per
+target and writes bench/results/serving.json.
 """
 
 import argparse
+import asyncio
+import base64
 import http.client
 import json
 import os
@@ -43,11 +49,14 @@ import time
 # Before TensorFlow loads: keep its C++ start-up lines out of the figures.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
+import aiohttp  # noqa: E402
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+import tensorflow_text  # noqa: E402, F401 - the project's models use its ops
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
+from serving import codec  # noqa: E402
 from tests.serving import toy_model  # noqa: E402
 from tfxlm import contract  # noqa: E402
 
@@ -60,6 +69,12 @@ TEXT = (
   ' warmth that made the ending land'
 )
 CLIENTS = 16
+BASELINE_REF = '17fd654'
+BURST = 300
+SLOW = 400
+HUGE_ROWS = (20_000, 200_000)
+HUGE_DEADLINE = 120.0
+MEMORY_BUDGET = 1 << 30
 
 
 def _percentiles(seconds):
@@ -88,12 +103,49 @@ def _free_port():
     return s.getsockname()[1]
 
 
-class ServerProcess:
-  """`python -m serving` on free loopback ports, until stop()."""
+class Payload:
+  """The signature a bench request calls and its batch-1 inputs, for any pushed model."""
 
-  def __init__(self, base, extra=()):
+  def __init__(self, version_dir):
+    signatures = tf.saved_model.load(version_dir).signatures
+    self.signature_name = 'predict_text' if 'predict_text' in signatures else 'serving_default'
+    self.function = signatures[self.signature_name]
+    (self.key,) = self.function.structured_input_signature[1]
+    self.examples = self.key == contract.EXAMPLES_INPUT
+
+  def values(self, n, text=TEXT):
+    """n rows: raw strings, or serialized tf.Examples for an `examples` input."""
+    if self.examples:
+      one = codec.text_example(text).SerializeToString()
+      return [one] * n
+    return [text.encode()] * n
+
+  def request(self, n, text=TEXT):
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = MODEL
+    request.model_spec.signature_name = self.signature_name
+    request.inputs[self.key].CopyFrom(tf.make_tensor_proto(self.values(n, text)))
+    return request
+
+  def json_body(self, n=1):
+    if self.examples:
+      rows = [{'b64': base64.b64encode(v).decode()} for v in self.values(n)]
+    else:
+      rows = [v.decode() for v in self.values(n)]
+    return json.dumps({'signature_name': self.signature_name, 'instances': rows})
+
+  def in_process(self):
+    tensor = tf.constant(self.values(1))
+    return lambda: self.function(**{self.key: tensor})
+
+
+class ServerProcess:
+  """`python -m serving` from `tree` on free loopback ports, until stop()."""
+
+  def __init__(self, base, extra=(), tree=REPO, name='new'):
+    self.name = name
     self.grpc_port, self.rest_port = _free_port(), _free_port()
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=REPO)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=tree)
     self.proc = subprocess.Popen(
       [
         sys.executable,
@@ -102,7 +154,7 @@ class ServerProcess:
         f'--port={self.grpc_port}',
         f'--rest_api_port={self.rest_port}',
         f'--model_name={MODEL}',
-        f'--model_base_path={os.path.join(base, MODEL)}',
+        f'--model_base_path={base}',
         '--file_system_poll_wait_seconds=0',
         '--log_level=WARNING',
         *extra,
@@ -110,33 +162,52 @@ class ServerProcess:
       stdout=subprocess.PIPE,
       stderr=subprocess.DEVNULL,
       text=True,
-      cwd=REPO,
+      cwd=tree,
       env=env,
     )
     line = self.proc.stdout.readline()
     if not line.startswith('SERVING'):
       self.proc.kill()
-      raise RuntimeError(f'server did not start: {line!r}')
+      raise RuntimeError(f'{name} server did not start: {line!r}')
+
+  def status_kib(self, field):
+    with open(f'/proc/{self.proc.pid}/status') as f:
+      for line in f:
+        if line.startswith(field + ':'):
+          return int(line.split()[1])
+    raise RuntimeError(f'no {field} for {self.proc.pid}')
+
+  def reset_peak(self):
+    with open(f'/proc/{self.proc.pid}/clear_refs', 'w') as f:
+      f.write('5')
+
+  def healthy(self):
+    try:
+      connection = http.client.HTTPConnection('127.0.0.1', self.rest_port, timeout=10)
+      connection.request('GET', '/healthz')
+      return connection.getresponse().status == 200
+    except OSError:
+      return False
 
   def stop(self):
     self.proc.terminate()
-    self.proc.wait(timeout=60)
+    try:
+      self.proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+      self.proc.kill()
 
 
-def _grpc_caller(port):
+def _grpc_caller(port, payload):
   stub = prediction_service_pb2_grpc.PredictionServiceStub(
     grpc.insecure_channel(f'127.0.0.1:{port}')
   )
-  request = predict_pb2.PredictRequest()
-  request.model_spec.name = MODEL
-  request.model_spec.signature_name = 'predict_text'
-  request.inputs[contract.TEXT_INPUT].CopyFrom(tf.make_tensor_proto([TEXT]))
+  request = payload.request(1)
   return lambda: stub.Predict(request, timeout=60)
 
 
-def _rest_caller(port):
+def _rest_caller(port, payload):
   connection = http.client.HTTPConnection('127.0.0.1', port, timeout=60)
-  body = json.dumps({'signature_name': 'predict_text', 'instances': [TEXT]})
+  body = payload.json_body()
 
   def call():
     connection.request(
@@ -148,6 +219,117 @@ def _rest_caller(port):
       raise RuntimeError(f'HTTP {response.status}')
 
   return call
+
+
+async def _burst(server, payload, clients):
+  """`clients` concurrent batch-1 requests, one connection each: REST, then gRPC."""
+  out = {}
+  body = payload.json_body()
+  url = f'http://127.0.0.1:{server.rest_port}/v1/models/{MODEL}:predict'
+  async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+    async def rest_call():
+      started = time.perf_counter()
+      try:
+        async with session.post(url, data=body, timeout=aiohttp.ClientTimeout(60)) as response:
+          await response.read()
+          code = str(response.status)
+      except (aiohttp.ClientError, TimeoutError) as e:
+        code = type(e).__name__
+      return code, time.perf_counter() - started
+
+    out['rest'] = await asyncio.gather(*(rest_call() for _ in range(clients)))
+  channels = [grpc.aio.insecure_channel(f'127.0.0.1:{server.grpc_port}') for _ in range(clients)]
+  request = payload.request(1)
+
+  async def grpc_call(channel):
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    started = time.perf_counter()
+    try:
+      await stub.Predict(request, timeout=60)
+      code = 'OK'
+    except grpc.aio.AioRpcError as e:
+      code = e.code().name
+    return code, time.perf_counter() - started
+
+  try:
+    await asyncio.gather(*(c.channel_ready() for c in channels))
+    out['grpc'] = await asyncio.gather(*(grpc_call(c) for c in channels))
+  finally:
+    await asyncio.gather(*(c.close() for c in channels))
+  summary = {}
+  for protocol, results in out.items():
+    codes = {}
+    for code, _ in results:
+      codes[code] = codes.get(code, 0) + 1
+    ok = codes.get('200', 0) + codes.get('OK', 0)
+    summary[protocol] = {
+      'ok_share': ok / clients,
+      'codes': codes,
+      **_percentiles([seconds for _, seconds in results]),
+    }
+  return summary
+
+
+def _slow_clients(server, payload, n):
+  """n connections stall inside a request body; then one normal REST predict."""
+  body = payload.json_body()
+  head = (
+    f'POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n'
+    '{"instances": ['
+  ).encode()
+  held = []
+  try:
+    for _ in range(n):
+      try:
+        sock = socket.create_connection(('127.0.0.1', server.rest_port), timeout=10)
+        sock.sendall(head)
+        held.append(sock)
+      except OSError:
+        break
+    time.sleep(1.0)
+    started = time.perf_counter()
+    try:
+      connection = http.client.HTTPConnection('127.0.0.1', server.rest_port, timeout=60)
+      connection.request('POST', f'/v1/models/{MODEL}:predict', body)
+      status = str(connection.getresponse().status)
+    except OSError as e:
+      status = type(e).__name__
+    return {'held': len(held), 'status': status, 'seconds': time.perf_counter() - started}
+  finally:
+    for sock in held:
+      sock.close()
+
+
+def _huge(server, payload, rows, deadline):
+  """One gRPC Predict of `rows` rows: outcome, time, the server's peak RSS above idle."""
+  request = payload.request(rows, text='a fine film ' * 4)
+  channel = grpc.insecure_channel(
+    f'127.0.0.1:{server.grpc_port}',
+    options=[('grpc.max_send_message_length', -1), ('grpc.max_receive_message_length', -1)],
+  )
+  stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+  time.sleep(1.0)
+  idle = server.status_kib('VmRSS')
+  server.reset_peak()
+  started = time.perf_counter()
+  try:
+    stub.Predict(request, timeout=deadline)
+    code = 'OK'
+  except grpc.RpcError as e:
+    code = e.code().name
+  seconds = time.perf_counter() - started
+  peak = server.status_kib('VmHWM')
+  channel.close()
+  return {
+    'rows': rows,
+    'request_mb': request.ByteSize() / 1e6,
+    'code': code,
+    'seconds': seconds,
+    'idle_rss_mb': idle / 1024,
+    'peak_above_idle_mb': (peak - idle) / 1024,
+    'healthy_after': server.healthy(),
+  }
 
 
 def _throughput(callers, seconds):
@@ -176,16 +358,55 @@ def _throughput(callers, seconds):
   return sum(counts), len(errors), time.perf_counter() - begin
 
 
+def _baseline_tree(ref, where):
+  """The server of commit `ref`, extracted from this repository's history."""
+  tree = os.path.join(where, f'baseline-{ref}')
+  os.makedirs(tree)
+  archive = subprocess.run(
+    ['git', 'archive', ref], cwd=REPO, capture_output=True, check=True
+  ).stdout
+  subprocess.run(['tar', '-x', '-C', tree], input=archive, check=True)
+  return tree
+
+
+def _model_base(args, work):
+  """(model base path, a version folder) of the model to serve."""
+  if args.model_path:
+    path = os.path.abspath(args.model_path)
+    if os.path.exists(os.path.join(path, 'saved_model.pb')):
+      base = os.path.join(work, 'model')
+      os.makedirs(base)
+      os.symlink(path, os.path.join(base, '1'))
+      return base, path
+    versions = sorted((d for d in os.listdir(path) if d.isdigit()), key=int)
+    if not versions:
+      raise SystemExit(f'--model_path {path}: no saved_model.pb and no numbered version folder')
+    return path, os.path.join(path, versions[-1])
+  sizes = {key: getattr(args, key) for key in SIZES}
+  version = toy_model.export(work, MODEL, 1, seed=1, **sizes)
+  return os.path.dirname(version), version
+
+
+def _verdict(ok):
+  return 'PASS' if ok else 'FAIL'
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--quick', action='store_true', help='a smoke run: few requests')
-  parser.add_argument('--requests', type=int, default=600, help='latency samples per path')
+  parser.add_argument('--quick', action='store_true', help='a smoke run: fewer samples')
+  parser.add_argument('--requests', type=int, default=400, help='latency samples per path')
+  parser.add_argument('--model_path', default='', help='a pushed model instead of the toy')
+  parser.add_argument('--baseline_ref', default=BASELINE_REF, help="the old server's commit")
+  parser.add_argument('--no_baseline', action='store_true', help='only the new server')
   parser.add_argument(
-    '--seconds',
-    type=float,
-    default=24.0,
-    help='throughput run time per setting, in alternating windows',
+    '--only',
+    default='latency,burst,slow,huge',
+    help='comma-separated scenarios: latency, burst, slow, huge',
   )
+  parser.add_argument('--huge_rows', default=','.join(map(str, HUGE_ROWS)))
+  parser.add_argument('--huge_deadline', type=float, default=HUGE_DEADLINE)
+  parser.add_argument('--throughput', action='store_true', help='also batching on/off')
+  parser.add_argument('--seconds', type=float, default=24.0, help='throughput time per setting')
   parser.add_argument('--window', type=float, default=3.0, help='seconds per window')
   parser.add_argument('--max_batch_size', type=int, default=16)
   parser.add_argument('--batch_timeout_micros', type=int, default=3000)
@@ -199,132 +420,178 @@ def main():
   for key, value in SIZES.items():
     parser.add_argument(f'--{key}', type=int, default=value)
   args = parser.parse_args()
+  only = set(args.only.split(','))
   threads = []
   if args.intra_op_threads:
     tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
     threads = [f'--tensorflow_intra_op_parallelism={args.intra_op_threads}']
   if args.quick:
     args.requests, args.seconds, args.window = 60, 4.0, 1.0
-  sizes = {key: getattr(args, key) for key in SIZES}
-
-  base = tempfile.mkdtemp(prefix='serving_bench_')
-  servers = []
+  work = tempfile.mkdtemp(prefix='serving_bench_')
+  servers = {}
+  results = {
+    'cpus': os.cpu_count(),
+    'load_average': os.getloadavg(),
+    'intra_op_threads': args.intra_op_threads or 'default',
+    'baseline_ref': None if args.no_baseline else args.baseline_ref,
+  }
+  verdicts = []
   try:
-    path = toy_model.export(base, MODEL, 1, seed=1, **sizes)
-    signature = tf.saved_model.load(path).signatures['predict_text']
-    parameters = os.path.join(base, 'batching.config')
-    with open(parameters, 'w') as f:
-      f.write(
-        f'max_batch_size {{ value: {args.max_batch_size} }}\n'
-        f'batch_timeout_micros {{ value: {args.batch_timeout_micros} }}\n'
-        f'num_batch_threads {{ value: {args.num_batch_threads} }}\n'
+    base, version = _model_base(args, work)
+    results['model'] = args.model_path or {key: getattr(args, key) for key in SIZES}
+    payload = Payload(version)
+    results['signature'] = payload.signature_name
+    servers['new'] = ServerProcess(base, threads)
+    if not args.no_baseline:
+      tree = _baseline_tree(args.baseline_ref, work)
+      servers['old'] = ServerProcess(base, threads, tree=tree, name='old')
+
+    if 'latency' in only:
+      paths = {'in_process': payload.in_process()}
+      for name, server in servers.items():
+        paths[f'grpc_{name}'] = _grpc_caller(server.grpc_port, payload)
+        paths[f'rest_{name}'] = _rest_caller(server.rest_port, payload)
+      samples = {key: [] for key in paths}
+      for i in range(args.requests + 30):
+        for key in list(paths) if i % 2 else list(paths)[::-1]:
+          start = time.perf_counter()
+          paths[key]()
+          if i >= 30:
+            samples[key].append(time.perf_counter() - start)
+      latency = {key: _percentiles(values) for key, values in samples.items()}
+      base_p50 = latency['in_process']['p50_ms']
+      for key in list(latency):
+        if key != 'in_process':
+          latency[key]['vs_in_process'] = latency[key]['p50_ms'] / base_p50
+      results['latency'] = latency
+      ratio = latency['grpc_new']['vs_in_process']
+      verdicts.append(('batch-1 gRPC p50 / in-process p50 <= 1.1', ratio, ratio <= 1.1))
+
+    if 'burst' in only:
+      results['burst'] = {
+        name: asyncio.run(_burst(server, payload, BURST)) for name, server in servers.items()
+      }
+      for protocol in ('rest', 'grpc'):
+        share = results['burst']['new'][protocol]['ok_share']
+        verdicts.append((f'{BURST} clients, {protocol}: OK share >= 0.99', share, share >= 0.99))
+
+    if 'slow' in only:
+      results['slow'] = {
+        name: _slow_clients(server, payload, SLOW) for name, server in servers.items()
+      }
+      new = results['slow']['new']
+      verdicts.append(
+        (
+          f'{SLOW} slow connections: normal client 200 in < 1 s',
+          new['seconds'],
+          new['status'] == '200' and new['seconds'] < 1.0 and new['held'] == SLOW,
+        )
       )
-    servers.append(ServerProcess(base, threads))
-    servers.append(
-      ServerProcess(
+
+    if 'huge' in only:
+      results['huge'] = [
+        _huge(servers['new'], payload, int(rows), args.huge_deadline)
+        for rows in args.huge_rows.split(',')
+      ]
+      for run in results['huge']:
+        ok = (
+          run['code'] in ('OK', 'DEADLINE_EXCEEDED', 'RESOURCE_EXHAUSTED', 'INVALID_ARGUMENT')
+          and run['seconds'] <= args.huge_deadline + 1
+          and run['peak_above_idle_mb'] <= MEMORY_BUDGET / (1 << 20)
+          and run['healthy_after']
+        )
+        verdicts.append(
+          (
+            f'{run["rows"]}-row request: within deadline and 1 GiB, healthy after',
+            run['peak_above_idle_mb'],
+            ok,
+          )
+        )
+
+    if args.throughput:
+      parameters = os.path.join(work, 'batching.config')
+      with open(parameters, 'w') as f:
+        f.write(
+          f'max_batch_size {{ value: {args.max_batch_size} }}\n'
+          f'batch_timeout_micros {{ value: {args.batch_timeout_micros} }}\n'
+          f'num_batch_threads {{ value: {args.num_batch_threads} }}\n'
+        )
+      servers['batching'] = ServerProcess(
         base, threads + ['--enable_batching', f'--batching_parameters_file={parameters}']
       )
-    )
-    off, on = servers
-    results = {
-      'model': sizes,
-      'cpus': os.cpu_count(),
-      'clients': CLIENTS,
-      'intra_op_threads': args.intra_op_threads or 'default',
-      'batching': {
-        k: getattr(args, k) for k in ('max_batch_size', 'batch_timeout_micros', 'num_batch_threads')
-      },
-    }
-
-    # Latency: the three paths interleaved, so load from other processes hits them alike.
-    text = tf.constant([TEXT])
-    paths = {
-      'in_process': lambda: signature(text=text),
-      'grpc': _grpc_caller(off.grpc_port),
-      'rest': _rest_caller(off.rest_port),
-    }
-    samples = {key: [] for key in paths}
-    for i in range(args.requests + 30):
-      for key in list(paths) if i % 2 else list(paths)[::-1]:
-        start = time.perf_counter()
-        paths[key]()
-        if i >= 30:
-          samples[key].append(time.perf_counter() - start)
-    for key, values in samples.items():
-      results[key] = _percentiles(values)
-    batch16 = tf.constant([TEXT] * CLIENTS)
-    results['in_process_batch16'] = _time(lambda: signature(text=batch16), args.requests // 4)
-
-    # Throughput: batching off and on in alternating windows, for the same reason.
-    callers = {
-      name: [_grpc_caller(server.grpc_port) for _ in range(CLIENTS)]
-      for name, server in (('off', off), ('on', on))
-    }
-    for batch in callers.values():
-      for call in batch:
-        call()
-    totals = {name: [0, 0, 0.0] for name in callers}
-    for _ in range(max(1, round(args.seconds / args.window))):
-      for name, batch in callers.items():
-        done, errors, elapsed = _throughput(batch, args.window)
-        totals[name][0] += done
-        totals[name][1] += errors
-        totals[name][2] += elapsed
-    for name, (done, errors, elapsed) in totals.items():
-      results[f'throughput_batching_{name}'] = {
-        'requests_per_s': done / elapsed,
-        'requests': done,
-        'errors': errors,
-        'seconds': elapsed,
+      callers = {
+        name: [_grpc_caller(servers[key].grpc_port, payload) for _ in range(CLIENTS)]
+        for name, key in (('off', 'new'), ('on', 'batching'))
       }
+      for batch in callers.values():
+        for call in batch:
+          call()
+      totals = {name: [0, 0, 0.0] for name in callers}
+      for _ in range(max(1, round(args.seconds / args.window))):
+        for name, batch in callers.items():
+          done, errors, elapsed = _throughput(batch, args.window)
+          totals[name][0] += done
+          totals[name][1] += errors
+          totals[name][2] += elapsed
+      for name, (done, errors, elapsed) in totals.items():
+        results[f'throughput_batching_{name}'] = {
+          'requests_per_s': done / elapsed,
+          'requests': done,
+          'errors': errors,
+        }
   finally:
-    for server in servers:
+    for server in servers.values():
       server.stop()
-    shutil.rmtree(base, ignore_errors=True)
-
-  results['ratio_grpc_p50_vs_in_process'] = (
-    results['grpc']['p50_ms'] / results['in_process']['p50_ms']
-  )
-  results['ratio_rest_p50_vs_in_process'] = (
-    results['rest']['p50_ms'] / results['in_process']['p50_ms']
-  )
-  results['ratio_throughput_batching_on_vs_off'] = (
-    results['throughput_batching_on']['requests_per_s']
-    / results['throughput_batching_off']['requests_per_s']
-  )
+    shutil.rmtree(work, ignore_errors=True)
 
   print(
-    f'model: {results["model"]}, TensorFlow intra-op threads:'
-    f' {results["intra_op_threads"]}, {os.cpu_count()} CPUs shared by servers and clients'
+    f'model: {results["model"]} ({results["signature"]}), TensorFlow intra-op threads:'
+    f' {results["intra_op_threads"]}, {os.cpu_count()} CPUs shared by servers and clients,'
+    f' load average at start {results["load_average"][0]:.1f}'
   )
-  print(f'{"latency, batch 1":<32}{"p50 ms":>10}{"p99 ms":>10}')
-  for key, label in [
-    ('in_process', 'in-process signature call'),
-    ('grpc', 'gRPC (server)'),
-    ('rest', 'REST (server)'),
-    ('in_process_batch16', 'in-process, batch of 16'),
-  ]:
-    print(f'{label:<32}{results[key]["p50_ms"]:>10.2f}{results[key]["p99_ms"]:>10.2f}')
-  for key in ('throughput_batching_off', 'throughput_batching_on'):
-    r = results[key]
+  if 'latency' in results:
+    print(f'{"latency, batch 1":<28}{"p50 ms":>10}{"p99 ms":>10}{"x in-process":>14}')
+    for key, value in results['latency'].items():
+      print(
+        f'{key:<28}{value["p50_ms"]:>10.2f}{value["p99_ms"]:>10.2f}'
+        f'{value.get("vs_in_process", 1.0):>14.2f}'
+      )
+  if 'burst' in results:
+    print(f'{BURST} concurrent batch-1 clients: OK share, p50 / p99 ms, answers')
+    for name, by_protocol in results['burst'].items():
+      for protocol, value in by_protocol.items():
+        print(
+          f'  {name} {protocol:<5} {value["ok_share"]:>6.1%}'
+          f'  {value["p50_ms"]:>8.0f} / {value["p99_ms"]:<8.0f} {value["codes"]}'
+        )
+  if 'slow' in results:
+    for name, value in results['slow'].items():
+      print(
+        f'{value["held"]} slow connections, then a normal client ({name}):'
+        f' {value["status"]} in {value["seconds"]:.3f} s'
+      )
+  for run in results.get('huge', []):
     print(
-      f'{key.replace("_", " ")} ({CLIENTS} clients): {r["requests_per_s"]:.0f} req/s'
-      f' ({r["requests"]} requests, {r["errors"]} errors)'
+      f'{run["rows"]} rows ({run["request_mb"]:.0f} MB): {run["code"]} in'
+      f' {run["seconds"]:.1f} s, server peak RSS {run["peak_above_idle_mb"]:.0f} MB above idle'
+      f' ({run["idle_rss_mb"]:.0f} MB), healthy after: {run["healthy_after"]}'
     )
-  print(
-    f'ratio gRPC p50 / in-process p50:   {results["ratio_grpc_p50_vs_in_process"]:.2f}'
-    ' (target <= 1.5)'
-  )
-  print(f'ratio REST p50 / in-process p50:   {results["ratio_rest_p50_vs_in_process"]:.2f}')
-  print(
-    f'ratio throughput batching on/off:  {results["ratio_throughput_batching_on_vs_off"]:.2f}'
-    ' (target >= 3)'
-  )
+  for name in ('off', 'on'):
+    if f'throughput_batching_{name}' in results:
+      r = results[f'throughput_batching_{name}']
+      print(
+        f'throughput, batching {name} ({CLIENTS} clients): {r["requests_per_s"]:.0f} req/s'
+        f' ({r["errors"]} errors)'
+      )
+  results['verdicts'] = []
+  for label, value, ok in verdicts:
+    print(f'{_verdict(ok)}  {label}: {value:.3g}')
+    results['verdicts'].append({'target': label, 'value': value, 'pass': ok})
   out_dir = os.path.join(REPO, 'bench', 'results')
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, 'serving.json'), 'w') as f:
     json.dump(results, f, indent=2)
-  return 0
+  return 0 if all(ok for _, _, ok in verdicts) else 1
 
 
 if __name__ == '__main__':

@@ -187,8 +187,9 @@ class _Protocol(web_protocol.RequestHandler):
 
   def handle_error(self, request, status=500, exc=None, message=None):
     if isinstance(exc, http_exceptions.LineTooLong):
-      line = exc.args[0] if exc.args else b''
-      status = 414 if str(line[:1]) in ("b'/'", '/') else 431
+      # The request line's URL (from llhttp's URL callback) or a header line.
+      line = bytes(exc.args[0][:1]) if exc.args and exc.args[0] else b''
+      status = 414 if line in (b'/', b'h') else 431
     elif isinstance(exc, http_exceptions.BadHttpMessage) and 'headers' in str(exc).lower():
       status = 431 if 'too many' in str(exc).lower() else status
     if status == 500:

@@ -22,6 +22,7 @@ from serving.batching import BatchingOptions
 from serving.config import ModelConfig
 from tests.serving import rest_util
 from tests.serving.conftest import MODEL, start_server
+from tests.serving.hostile_util import RawHttp
 
 PREDICT_PATH = f'/v1/models/{MODEL}:predict'
 
@@ -277,3 +278,27 @@ def test_admission_queue_order_deadline_and_departure():
     admission.shutdown()
 
   asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+  'request_bytes,status',
+  [
+    (b'GET /' + b'a' * 70_000 + b' HTTP/1.1\r\nHost: x\r\n\r\n', 414),
+    (b'GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ' + b'a' * 70_000 + b'\r\n\r\n', 431),
+    (b'GET /healthz HTTP/1.1\r\nHost: x\r\n' + b'X-Many: 1\r\n' * 120 + b'\r\n', 431),
+    (b'BREW /healthz HTTP/1.1\r\nHost: x\r\n\r\n', 400),
+  ],
+  ids=['request line too long', 'header too long', 'too many headers', 'not a method'],
+)
+def test_oversize_heads_get_json_errors_and_a_closed_connection(
+  default_server, request_bytes, status
+):
+  connection = RawHttp(default_server.server.rest_port)
+  try:
+    connection.send(request_bytes)
+    got, headers, body = connection.response()
+    assert got == status and json.loads(body)['error']
+    assert headers.get('connection') == 'close'
+    assert connection.closed()
+  finally:
+    connection.close()
