@@ -7,7 +7,9 @@ at bench size: hashed tokens into a 2,000 x 64 embedding, 12 single-head self-at
 feed-forward blocks of width 64, 32 tokens, raw text in), or any pushed model given with
 `--model_path` (a folder of numbered versions, e.g. pipeline_outputs/demo/serving/imdb, or one
 version folder): its `predict_text` signature when it has one (raw strings), else
-`serving_default` (serialized tf.Examples with a `text` feature).
+`serving_default` (serialized tf.Examples with a `text` feature). `--demo_shaped` builds one of
+the demo's next model's shape (all-MiniLM-L6-v2: 6 layers, hidden 384, 12 heads, 1,536
+intermediate; `--demo_seq_len` 128 tokens) with the pipeline's own trainer code.
 
 Two servers run side by side as separate processes with default flags: this tree's
 `python -m serving` ("new") and the server of commit 17fd654 ("old", the hand-written
@@ -369,8 +371,50 @@ def _baseline_tree(ref, where):
   return tree
 
 
+# The demo's next model (all-MiniLM-L6-v2 fine-tuned): a 6-layer, hidden-384 BERT.
+MINILM = dict(num_layers=6, hidden_dim=384, num_heads=12, intermediate_dim=1536)
+
+
+def _demo_shaped(work, seq_len):
+  """A classifier of the demo's next model's shape, exported by the pipeline's own trainer
+  code (TF Transform graph, tensorflow-text tokenizer, keras-hub BertBackbone), trained two
+  steps on the trainer tests' generated data: its vocabulary is theirs (a few hundred words,
+  not MiniLM's 30,522, so its weights are ~45 MB lighter; activations, which the memory
+  budget is about, are the same). Returns the version folder."""
+  from tests.trainer import trainer_data
+  from trainer import task
+
+  data = trainer_data.transform_data(
+    os.path.join(work, 'transform'),
+    contract.CLASSIFY,
+    trainer_data.labeled_texts(600, 1),
+    trainer_data.labeled_texts(128, 2),
+    seq_len,
+  )
+  config = trainer_data.tiny_config(
+    contract.CLASSIFY,
+    **MINILM,
+    seq_len=seq_len,
+    per_replica_batch_size=8,
+    train_steps=2,
+    eval_steps=1,
+    eval_every_steps=2,
+    log_every_steps=1,
+    checkpoint_every_steps=2,
+    warmup_steps=1,
+  )
+  args = trainer_data.fn_args(data, os.path.join(work, 'train'), config)
+  task.run_fn(args)
+  version = os.path.join(work, MODEL, '1')
+  shutil.copytree(args.serving_model_dir, version)
+  return version
+
+
 def _model_base(args, work):
   """(model base path, a version folder) of the model to serve."""
+  if args.demo_shaped:
+    version = _demo_shaped(work, args.demo_seq_len)
+    return os.path.dirname(version), version
   if args.model_path:
     path = os.path.abspath(args.model_path)
     if os.path.exists(os.path.join(path, 'saved_model.pb')):
@@ -396,6 +440,12 @@ def main():
   parser.add_argument('--quick', action='store_true', help='a smoke run: fewer samples')
   parser.add_argument('--requests', type=int, default=400, help='latency samples per path')
   parser.add_argument('--model_path', default='', help='a pushed model instead of the toy')
+  parser.add_argument(
+    '--demo_shaped',
+    action='store_true',
+    help="build and serve a classifier of the demo model's shape (6 layers, hidden 384)",
+  )
+  parser.add_argument('--demo_seq_len', type=int, default=128, help='its tokens per text')
   parser.add_argument('--baseline_ref', default=BASELINE_REF, help="the old server's commit")
   parser.add_argument('--no_baseline', action='store_true', help='only the new server')
   parser.add_argument(
@@ -427,6 +477,7 @@ def main():
     threads = [f'--tensorflow_intra_op_parallelism={args.intra_op_threads}']
   if args.quick:
     args.requests, args.seconds, args.window = 60, 4.0, 1.0
+    args.huge_rows = '2000,200000'  # the second still shows the deadline and memory bound
   work = tempfile.mkdtemp(prefix='serving_bench_')
   servers = {}
   results = {
@@ -438,7 +489,10 @@ def main():
   verdicts = []
   try:
     base, version = _model_base(args, work)
-    results['model'] = args.model_path or {key: getattr(args, key) for key in SIZES}
+    if args.demo_shaped:
+      results['model'] = {'demo_shaped': MINILM, 'seq_len': args.demo_seq_len}
+    else:
+      results['model'] = args.model_path or {key: getattr(args, key) for key in SIZES}
     payload = Payload(version)
     results['signature'] = payload.signature_name
     servers['new'] = ServerProcess(base, threads)

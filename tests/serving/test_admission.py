@@ -302,3 +302,39 @@ def test_oversize_heads_get_json_errors_and_a_closed_connection(
     assert connection.closed()
   finally:
     connection.close()
+
+
+def _wait_idle(admission, seconds):
+  started = time.monotonic()
+  while admission.running and time.monotonic() - started < seconds:
+    time.sleep(0.05)
+  return admission.running == 0
+
+
+def test_a_client_that_goes_away_stops_its_request_between_chunks(toy_base):
+  running = _server(toy_base, execution=memory.ExecutionOptions(max_execution_batch_size=64))
+  admission = running.server.admission
+  body = json.dumps({'signature_name': 'predict_text', 'instances': ['a fine film'] * 100_000})
+  try:
+    # REST: the connection closes while the request runs.
+    connection = RawHttp(running.server.rest_port)
+    connection.send(
+      f'POST {PREDICT_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n'.encode()
+      + body.encode()
+    )
+    started = time.monotonic()
+    while not admission.running and time.monotonic() - started < 10:
+      time.sleep(0.01)
+    assert admission.running == 1
+    connection.close()
+    assert _wait_idle(admission, 5), 'the REST request ran on after its client left'
+    # gRPC: the call is cancelled while it runs.
+    call = running.predictions.Predict.future(_request(['a fine film'] * 100_000), timeout=60)
+    started = time.monotonic()
+    while not admission.running and time.monotonic() - started < 10:
+      time.sleep(0.01)
+    call.cancel()
+    assert _wait_idle(admission, 5), 'the gRPC request ran on after it was cancelled'
+    assert rest_util.rest_json(running.rest_url, '/healthz')[0] == 200
+  finally:
+    running.close()
