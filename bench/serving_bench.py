@@ -144,10 +144,12 @@ class Payload:
 class ServerProcess:
   """`python -m serving` from `tree` on free loopback ports, until stop()."""
 
-  def __init__(self, base, extra=(), tree=REPO, name='new'):
+  def __init__(self, base, log_dir, extra=(), tree=REPO, name='new'):
     self.name = name
     self.grpc_port, self.rest_port = _free_port(), _free_port()
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=tree)
+    self.log_path = os.path.join(log_dir, f'{name}-server.log')
+    self._log = open(self.log_path, 'w')
     self.proc = subprocess.Popen(
       [
         sys.executable,
@@ -158,11 +160,11 @@ class ServerProcess:
         f'--model_name={MODEL}',
         f'--model_base_path={base}',
         '--file_system_poll_wait_seconds=0',
-        '--log_level=WARNING',
+        '--log_level=INFO',
         *extra,
       ],
       stdout=subprocess.PIPE,
-      stderr=subprocess.DEVNULL,
+      stderr=self._log,
       text=True,
       cwd=tree,
       env=env,
@@ -191,12 +193,18 @@ class ServerProcess:
     except OSError:
       return False
 
+  def sizing(self):
+    """The server's log lines on the rows of one call (serving/memory.py)."""
+    with open(self.log_path) as f:
+      return [line.split(': ', 1)[-1].strip() for line in f if 'rows per call' in line]
+
   def stop(self):
     self.proc.terminate()
     try:
       self.proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
       self.proc.kill()
+    self._log.close()
 
 
 def _grpc_caller(port, payload):
@@ -413,7 +421,13 @@ def _demo_shaped(work, seq_len):
 def _model_base(args, work):
   """(model base path, a version folder) of the model to serve."""
   if args.demo_shaped:
-    version = _demo_shaped(work, args.demo_seq_len)
+    # Built once, then reused (bench/results/ is not versioned).
+    kept = os.path.join(REPO, 'bench', 'results', f'demo_shaped_seq{args.demo_seq_len}')
+    version = os.path.join(kept, MODEL, '1')
+    if not os.path.exists(os.path.join(version, 'saved_model.pb')):
+      shutil.rmtree(kept, ignore_errors=True)
+      built = _demo_shaped(os.path.join(work, 'build'), args.demo_seq_len)
+      shutil.copytree(built, version)
     return os.path.dirname(version), version
   if args.model_path:
     path = os.path.abspath(args.model_path)
@@ -443,7 +457,8 @@ def main():
   parser.add_argument(
     '--demo_shaped',
     action='store_true',
-    help="build and serve a classifier of the demo model's shape (6 layers, hidden 384)",
+    help="build (once, kept in bench/results/) and serve a classifier of the demo model's"
+    ' shape (6 layers, hidden 384)',
   )
   parser.add_argument('--demo_seq_len', type=int, default=128, help='its tokens per text')
   parser.add_argument('--baseline_ref', default=BASELINE_REF, help="the old server's commit")
@@ -495,10 +510,11 @@ def main():
       results['model'] = args.model_path or {key: getattr(args, key) for key in SIZES}
     payload = Payload(version)
     results['signature'] = payload.signature_name
-    servers['new'] = ServerProcess(base, threads)
+    servers['new'] = ServerProcess(base, work, threads)
+    results['rows_per_call'] = servers['new'].sizing()
     if not args.no_baseline:
       tree = _baseline_tree(args.baseline_ref, work)
-      servers['old'] = ServerProcess(base, threads, tree=tree, name='old')
+      servers['old'] = ServerProcess(base, work, threads, tree=tree, name='old')
 
     if 'latency' in only:
       paths = {'in_process': payload.in_process()}
@@ -571,7 +587,10 @@ def main():
           f'num_batch_threads {{ value: {args.num_batch_threads} }}\n'
         )
       servers['batching'] = ServerProcess(
-        base, threads + ['--enable_batching', f'--batching_parameters_file={parameters}']
+        base,
+        work,
+        threads + ['--enable_batching', f'--batching_parameters_file={parameters}'],
+        name='batching',
       )
       callers = {
         name: [_grpc_caller(servers[key].grpc_port, payload) for _ in range(CLIENTS)]
@@ -603,6 +622,8 @@ def main():
     f' {results["intra_op_threads"]}, {os.cpu_count()} CPUs shared by servers and clients,'
     f' load average at start {results["load_average"][0]:.1f}'
   )
+  for line in results['rows_per_call']:
+    print(f'new server: {line}')
   if 'latency' in results:
     print(f'{"latency, batch 1":<28}{"p50 ms":>10}{"p99 ms":>10}{"x in-process":>14}')
     for key, value in results['latency'].items():

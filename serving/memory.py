@@ -4,7 +4,8 @@ The budget is split: half for one call's working memory (activations, tokenizer 
 quarter for the request's answer (its concatenated outputs), the rest for the request itself
 (bounded by --max_request_bytes and the decoding limits). One call's working memory per row is
 measured when a version loads, from the process's peak resident set (Linux `VmHWM`, reset
-through /proc/self/clear_refs) around calls of synthetic rows.
+through /proc/self/clear_refs) around calls of synthetic rows, doubled from 16 rows until the
+rise is well above what the allocator's free lists could hide.
 """
 
 import dataclasses
@@ -14,13 +15,14 @@ import threading
 
 log = logging.getLogger(__name__)
 
-# Rows of the calibration calls. Their difference gives the cost of a row without the fixed
-# cost of a call.
-SMALL_ROWS = 8
-LARGE_ROWS = 32
+# The calibration calls start at this many rows and double until their peak rises by at least
+# MEASURABLE_BYTES above the resident set before the call (smaller calls reuse memory the
+# allocator already holds, and would look free), or until MAX_CALL_ROWS.
+FIRST_ROWS = 16
+MEASURABLE_BYTES = 48 << 20
 # Bounds of the derived rows per call.
 MIN_CALL_ROWS = 1
-MAX_CALL_ROWS = 4096
+MAX_CALL_ROWS = 1024
 # A row costs at least this much (keeps noise in a tiny model's measurement from allowing
 # huge calls).
 MIN_ROW_BYTES = 16 << 10
@@ -69,14 +71,23 @@ def call_rows(budget_bytes: int, make_call) -> tuple[int, int | None]:
     (rows, bytes_per_row): bytes_per_row is None when memory cannot be measured here (then
     rows is the default).
   """
+  rows, peak = FIRST_ROWS, 0
   with _calibrating:  # one calibration at a time, or they would measure each other
-    small = peak_bytes_of(make_call(SMALL_ROWS))
-    large = peak_bytes_of(make_call(LARGE_ROWS))
-  if small is None or large is None:
-    return 0, None
-  per_row = max(MIN_ROW_BYTES, (large - small) // (LARGE_ROWS - SMALL_ROWS), large // LARGE_ROWS)
-  rows = int(min(MAX_CALL_ROWS, max(MIN_CALL_ROWS, (budget_bytes // 2) // per_row)))
-  return rows, per_row
+    while True:
+      peak = peak_bytes_of(make_call(rows))
+      if peak is None:
+        return 0, None
+      # Stop once measurable, at the largest size, or when doubling could pass half the
+      # budget even at the cost measured so far plus what the allocator may have hidden.
+      if (
+        peak >= MEASURABLE_BYTES
+        or rows >= MAX_CALL_ROWS
+        or 2 * (peak + MEASURABLE_BYTES) > budget_bytes // 2
+      ):
+        break
+      rows *= 2
+  per_row = max(MIN_ROW_BYTES, peak // rows)
+  return int(min(MAX_CALL_ROWS, max(MIN_CALL_ROWS, (budget_bytes // 2) // per_row))), per_row
 
 
 @dataclasses.dataclass(frozen=True)

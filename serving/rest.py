@@ -283,10 +283,7 @@ class RestServer:
   def _connection(self):
     if len(self._web.connections) >= self.options.max_connections or self.draining:
       return _Refuse()
-    protocol = self._web()
-    # Responses leave at once rather than waiting on the client's delayed ACK.
-    protocol.tcp_nodelay = True
-    return protocol
+    return self._web()  # aiohttp sets TCP_NODELAY: answers never wait on a delayed ACK
 
   async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
     handler = _Handler(self, request)

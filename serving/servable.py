@@ -17,8 +17,8 @@ from tfxlm import contract
 
 DEFAULT_SIGNATURE = contract.SERVING_DEFAULT
 SAVED_MODEL_FILE = 'saved_model.pb'
-# Rows of one signature call when nothing else says (no calibration, no batching).
-DEFAULT_EXECUTION_ROWS = 256
+# Rows of one signature call when nothing else says (memory not measurable, no batching).
+DEFAULT_EXECUTION_ROWS = 64
 
 
 class Signature:
