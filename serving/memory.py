@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import re
 import threading
+import time
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +21,9 @@ log = logging.getLogger(__name__)
 # allocator already holds, and would look free), or until MAX_CALL_ROWS.
 FIRST_ROWS = 16
 MEASURABLE_BYTES = 48 << 20
+# A calibration call slower than this ends the doubling: a call of that many rows is worth
+# its fixed cost already, and shorter calls keep a large request quick to stop.
+SLOW_CALL_SECONDS = 0.25
 # Bounds of the derived rows per call.
 MIN_CALL_ROWS = 1
 MAX_CALL_ROWS = 1024
@@ -71,9 +75,10 @@ def call_rows(budget_bytes: int, make_call) -> tuple[int, int | None]:
     (rows, bytes_per_row): bytes_per_row is None when memory cannot be measured here (then
     rows is the default).
   """
-  rows, peak = FIRST_ROWS, 0
+  rows, peak, cap = FIRST_ROWS, 0, MAX_CALL_ROWS
   with _calibrating:  # one calibration at a time, or they would measure each other
     while True:
+      started = time.perf_counter()
       peak = peak_bytes_of(make_call(rows))
       if peak is None:
         return 0, None
@@ -85,9 +90,12 @@ def call_rows(budget_bytes: int, make_call) -> tuple[int, int | None]:
         or 2 * (peak + MEASURABLE_BYTES) > budget_bytes // 2
       ):
         break
+      if time.perf_counter() - started > SLOW_CALL_SECONDS:
+        cap = rows  # a size that ran within the budget; larger ones were not measured
+        break
       rows *= 2
   per_row = max(MIN_ROW_BYTES, peak // rows)
-  return int(min(MAX_CALL_ROWS, max(MIN_CALL_ROWS, (budget_bytes // 2) // per_row))), per_row
+  return int(min(cap, max(MIN_CALL_ROWS, (budget_bytes // 2) // per_row))), per_row
 
 
 @dataclasses.dataclass(frozen=True)
