@@ -94,17 +94,18 @@ class _Observed:
   async def __call__(self, request, context):
     start = time.perf_counter()
     code = 'OK'
+    deadline = _deadline(context)
     try:
       _check_decoded(request)
       if self._admission is None:
         return self._fn(request, None, None)
-      deadline = _deadline(context)
       return await self._admission.run(lambda stop: self._fn(request, deadline, stop), deadline)
     except errors.ServingError as e:
       code = e.code.name
       await context.abort(e.code, e.message)
-    except asyncio.CancelledError:  # the client cancelled or went away
-      code = 'CANCELLED'
+    except asyncio.CancelledError:  # the client cancelled or went away, or the deadline passed
+      expired = deadline is not None and time.monotonic() >= deadline - 0.05
+      code = 'DEADLINE_EXCEEDED' if expired else 'CANCELLED'
       raise
     except Exception as e:  # noqa: BLE001 - report, never drop the connection on a bug.
       code = 'INTERNAL'

@@ -224,7 +224,7 @@ class ModelManager:
           log.info('cannot size calls of %s signature %s: %s', servable.name, signature.name, e)
         if per_row is not None:
           log.info(
-            'model %s v%d signature %s: about %.1f MiB per row, %d rows per call',
+            'model %s v%d signature %s: at most %.2f MiB per row measured, %d rows per call',
             servable.name,
             servable.version,
             signature.name,

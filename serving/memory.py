@@ -21,9 +21,10 @@ log = logging.getLogger(__name__)
 # allocator already holds, and would look free), or until MAX_CALL_ROWS.
 FIRST_ROWS = 16
 MEASURABLE_BYTES = 48 << 20
-# A calibration call slower than this ends the doubling: a call of that many rows is worth
-# its fixed cost already, and shorter calls keep a large request quick to stop.
-SLOW_CALL_SECONDS = 0.25
+# Calls are also sized to take about this long (extrapolated from the last calibration call),
+# so that a large request checks its deadline and its client often; a calibration call that
+# takes half of it ends the doubling.
+CALL_SECONDS = 0.5
 # Bounds of the derived rows per call.
 MIN_CALL_ROWS = 1
 MAX_CALL_ROWS = 1024
@@ -80,6 +81,7 @@ def call_rows(budget_bytes: int, make_call) -> tuple[int, int | None]:
     while True:
       started = time.perf_counter()
       peak = peak_bytes_of(make_call(rows))
+      seconds = time.perf_counter() - started
       if peak is None:
         return 0, None
       # Stop once measurable, at the largest size, or when doubling could pass half the
@@ -90,12 +92,14 @@ def call_rows(budget_bytes: int, make_call) -> tuple[int, int | None]:
         or 2 * (peak + MEASURABLE_BYTES) > budget_bytes // 2
       ):
         break
-      if time.perf_counter() - started > SLOW_CALL_SECONDS:
+      if seconds > CALL_SECONDS / 2:
         cap = rows  # a size that ran within the budget; larger ones were not measured
         break
       rows *= 2
   per_row = max(MIN_ROW_BYTES, peak // rows)
-  return int(min(cap, max(MIN_CALL_ROWS, (budget_bytes // 2) // per_row))), per_row
+  by_time = max(MIN_CALL_ROWS, int(rows * CALL_SECONDS / max(seconds, 1e-6)))
+  by_memory = max(MIN_CALL_ROWS, (budget_bytes // 2) // per_row)
+  return int(min(cap, by_time, by_memory)), per_row
 
 
 @dataclasses.dataclass(frozen=True)
