@@ -21,10 +21,10 @@ log = logging.getLogger(__name__)
 # allocator already holds, and would look free), or until MAX_CALL_ROWS.
 FIRST_ROWS = 16
 MEASURABLE_BYTES = 48 << 20
-# Calls are also sized to take about this long (extrapolated from the last calibration call),
-# so that a large request checks its deadline and its client often; a calibration call that
-# takes half of it ends the doubling.
-CALL_SECONDS = 0.5
+# Calls are also sized to take about this long (extrapolated from the last calibration call;
+# never below FIRST_ROWS rows), so that a large request checks its deadline and its client
+# often; a calibration call that takes half of it ends the doubling.
+CALL_SECONDS = 1.0
 # Bounds of the derived rows per call.
 MIN_CALL_ROWS = 1
 MAX_CALL_ROWS = 1024
@@ -97,7 +97,7 @@ def call_rows(budget_bytes: int, make_call) -> tuple[int, int | None]:
         break
       rows *= 2
   per_row = max(MIN_ROW_BYTES, peak // rows)
-  by_time = max(MIN_CALL_ROWS, int(rows * CALL_SECONDS / max(seconds, 1e-6)))
+  by_time = max(FIRST_ROWS, int(rows * CALL_SECONDS / max(seconds, 1e-6)))
   by_memory = max(MIN_CALL_ROWS, (budget_bytes // 2) // per_row)
   return int(min(cap, by_time, by_memory)), per_row
 
