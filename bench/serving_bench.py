@@ -22,7 +22,8 @@ thread-per-connection REST server and the thread-pool gRPC server), extracted wi
 2. burst: 300 concurrent batch-1 clients (one connection each, asyncio clients) on REST, then
    on gRPC, to each server: share answered OK, p50 / p99. Target: >= 99% OK (new).
 3. slow: 400 connections that send a request head and part of its body and then stall, then
-   one normal REST predict: its status and time. Target: 200 in < 1 s (new).
+   five normal REST predicts, one after the other: their status and median time. Target: 200
+   in < 1 s (new).
 4. huge: one gRPC Predict of 200,000 rows (and, for the memory bound at two sizes, 20,000),
    deadline 120 s, to the new server: outcome, time, the server's peak RSS above idle (Linux
    VmHWM after clear_refs), then /healthz. Target: answered or refused within the deadline,
@@ -40,6 +41,7 @@ import base64
 import http.client
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -74,6 +76,7 @@ CLIENTS = 16
 BASELINE_REF = '17fd654'
 BURST = 300
 SLOW = 400
+NORMAL_TRIES = 5
 HUGE_ROWS = (20_000, 200_000)
 HUGE_DEADLINE = 120.0
 MEMORY_BUDGET = 1 << 30
@@ -298,14 +301,23 @@ def _slow_clients(server, payload, n):
       except OSError:
         break
     time.sleep(1.0)
-    started = time.perf_counter()
-    try:
-      connection = http.client.HTTPConnection('127.0.0.1', server.rest_port, timeout=60)
-      connection.request('POST', f'/v1/models/{MODEL}:predict', body)
-      status = str(connection.getresponse().status)
-    except OSError as e:
-      status = type(e).__name__
-    return {'held': len(held), 'status': status, 'seconds': time.perf_counter() - started}
+    statuses, times = [], []
+    for _ in range(NORMAL_TRIES):  # the median of a few: this machine is shared
+      started = time.perf_counter()
+      try:
+        connection = http.client.HTTPConnection('127.0.0.1', server.rest_port, timeout=60)
+        connection.request('POST', f'/v1/models/{MODEL}:predict', body)
+        statuses.append(str(connection.getresponse().status))
+        connection.close()
+      except OSError as e:
+        statuses.append(type(e).__name__)
+      times.append(time.perf_counter() - started)
+    return {
+      'held': len(held),
+      'status': statuses[0] if len(set(statuses)) == 1 else ','.join(statuses),
+      'seconds': float(np.median(times)),
+      'all_seconds': times,
+    }
   finally:
     for sock in held:
       sock.close()
@@ -471,6 +483,11 @@ def main():
   )
   parser.add_argument('--huge_rows', default=','.join(map(str, HUGE_ROWS)))
   parser.add_argument('--huge_deadline', type=float, default=HUGE_DEADLINE)
+  parser.add_argument(
+    '--server_flags',
+    default='',
+    help='extra flags for this tree\'s server, e.g. "--max_execution_batch_size=244"',
+  )
   parser.add_argument('--throughput', action='store_true', help='also batching on/off')
   parser.add_argument('--seconds', type=float, default=24.0, help='throughput time per setting')
   parser.add_argument('--window', type=float, default=3.0, help='seconds per window')
@@ -511,7 +528,7 @@ def main():
       results['model'] = args.model_path or {key: getattr(args, key) for key in SIZES}
     payload = Payload(version)
     results['signature'] = payload.signature_name
-    servers['new'] = ServerProcess(base, work, threads)
+    servers['new'] = ServerProcess(base, work, threads + shlex.split(args.server_flags))
     results['rows_per_call'] = servers['new'].sizing()
     if not args.no_baseline:
       tree = _baseline_tree(args.baseline_ref, work)
@@ -553,7 +570,7 @@ def main():
       new = results['slow']['new']
       verdicts.append(
         (
-          f'{SLOW} slow connections: normal client 200 in < 1 s',
+          f'{SLOW} slow connections: normal client 200 in < 1 s (median)',
           new['seconds'],
           new['status'] == '200' and new['seconds'] < 1.0 and new['held'] == SLOW,
         )
@@ -648,7 +665,8 @@ def main():
     for name, value in results['slow'].items():
       print(
         f'{value["held"]} slow connections, then a normal client ({name}):'
-        f' {value["status"]} in {value["seconds"]:.3f} s'
+        f' {value["status"]}, median {value["seconds"]:.3f} s of {len(value["all_seconds"])}'
+        f' (max {max(value["all_seconds"]):.3f} s)'
       )
   for run in results.get('huge', []):
     print(
