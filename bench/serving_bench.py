@@ -689,6 +689,8 @@ def main():
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, 'serving.json'), 'w') as f:
     json.dump(results, f, indent=2)
+  if args.quick:
+    return 0  # a smoke run: its figures are not the targets' (few samples, the toy model)
   return 0 if all(ok for _, _, ok in verdicts) else 1
 
 
