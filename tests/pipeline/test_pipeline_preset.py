@@ -235,9 +235,9 @@ def test_classify_fine_tunes_a_hugging_face_bert_folder_and_the_pushed_model_ser
   ids = model.signatures[contract.TRANSFORM_FEATURES](
     examples=_examples(texts, **{contract.LABEL_KEY: '1'})
   )[contract.TOKEN_IDS_KEY]
-  pad = reference.token_to_id('[PAD]')
+  pad, cls, sep = (reference.token_to_id(t) for t in ('[PAD]', '[CLS]', '[SEP]'))
   for text, row in zip(texts, ids.numpy().tolist()):
-    want = reference.encode(text).ids  # [CLS] ... [SEP]
+    want = [cls, *reference.encode(text, add_special_tokens=False).ids, sep]
     assert row == want + [pad] * (SEQ_LEN - len(want))
   assert reference.token_to_id('[CLS]') != contract.CLS_ID
   # The keras-hub preset beside the SavedModel loads with keras-hub alone.
