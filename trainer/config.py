@@ -12,6 +12,7 @@ from typing import Any
 
 from tfxlm import contract, typed_config
 from tfxlm.typed_config import FRACTION, NON_NEGATIVE, OPEN_FRACTION, POSITIVE
+from trainer.finetune_config import FreezeConfig, LoraConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +128,11 @@ class TrainerConfig:
       requests fail with INVALID_ARGUMENT); capped at seq_len - 1.
     shuffle_buffer: Shuffle buffer (examples) of the training input.
     seed: Seed of initialisation, shuffling and masking.
+    lora: Train low-rank adapters instead of the backbone (`LoraConfig`, trainer/finetune_config.py);
+      None trains every weight.
+    freeze: Leave the embeddings and / or the lowest transformer layers as loaded
+      (`FreezeConfig`); None freezes nothing. Not together with `lora`, which freezes the whole
+      backbone.
   """
 
   task: str = contract.MLM
@@ -164,6 +170,8 @@ class TrainerConfig:
   max_new_tokens_limit: int = 256
   shuffle_buffer: int = 10_000
   seed: int = 42
+  lora: LoraConfig | None = None
+  freeze: FreezeConfig | None = None
 
   def __post_init__(self):
     typed_config.check_fields(
@@ -194,6 +202,10 @@ class TrainerConfig:
         'preset',
         f'{self.preset!r} is not a preset handle: give a local preset folder, '
         'kaggle://..., hf://... or a keras-hub preset name (or leave it unset)',
+      )
+    if self.lora is not None and self.freeze is not None:
+      raise typed_config.FieldError(
+        'freeze', 'lora already freezes every backbone weight: set lora or freeze, not both'
       )
     size = self.model_dims()
     if self.preset is None and size.hidden_dim % size.num_heads:
