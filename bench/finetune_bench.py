@@ -39,12 +39,17 @@ TARGETS = {'max_accuracy_gap': 0.01, 'max_time_ratio': 0.6, 'max_trainable_share
 METHODS = {
   'full': {},
   'lora': {
-    'lora': {'rank': 16, 'alpha': 32.0, 'target_layers': ['query', 'value']},
+    'lora': {
+      'rank': 16,
+      'alpha': 32.0,
+      'target_layers': ['query', 'value'],
+      'train_layers': ['pooled_dense'],
+    },
     'learning_rate': 1.5e-3,
     'warmup_ratio': 0.06,
     'weight_decay': 0.01,
   },
-  'frozen': {'freeze': {'embeddings': True, 'layers': 3}},
+  'frozen': {'freeze': {'embeddings': True, 'layers': 3}, 'learning_rate': 1e-4},
 }
 
 
@@ -99,10 +104,12 @@ def _train_config(args, method):
 
 def _child(spec_path):
   """Runs one Trainer (in its own process) and writes its figures next to `spec_path`."""
+  from absl import logging
   from tfx.components.trainer import fn_args_utils
 
   from trainer import task, training
 
+  logging.set_verbosity(logging.INFO)  # the Trainer's progress lines, in the run's log
   with open(spec_path) as f:
     spec = json.load(f)
   run = spec['run_dir']

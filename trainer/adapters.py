@@ -10,8 +10,8 @@ format, with the base checkpoint it belongs to named and checksummed.
 
 Adapter folder (`assets.extra/lora/` of the export):
   backbone.lora.h5   keras-hub's `save_lora_weights` file: rank and every layer's A and B.
-  head_weights.npz   the weights trained fully beside the adapters (task head; LayerNorms when
-                     `train_layer_norms`), by variable path.
+  head_weights.npz   the weights trained fully beside the adapters (task head, `train_layers`,
+                     LayerNorms with `train_layer_norms`), by variable path.
   adapter.json       rank, alpha, target layers, task, and the base: preset handle, sha256 of its
                      weight files, sha256 of the backbone weights as loaded.
 """
@@ -139,6 +139,15 @@ def _enable_lora(backbone, config):
     # is the trained backbone.
     if getattr(layer, 'bias', None) is not None:
       layer.bias.trainable = False
+  for name in lora.train_layers:
+    found = [layer for layer in layers if layer.name == name]
+    if not found:
+      raise AdapterError(
+        f'train.lora.train_layers: {kind} has no layer named {name!r}; its layers with weights: '
+        f'{", ".join(sorted({layer.name for layer in layers}))}'
+      )
+    for layer in found:
+      layer.trainable = True
   if lora.train_layer_norms:
     for layer in backbone._flatten_layers(include_self=False):
       if isinstance(layer, keras.layers.LayerNormalization):
@@ -230,6 +239,7 @@ def write_adapter(model: keras.Model, config: TrainerConfig, directory: str) -> 
     'rank': lora.rank,
     'alpha': lora.rank * lora.scale,
     'target_layers': list(lora.target_layers),
+    'train_layers': list(lora.train_layers),
     'train_layer_norms': lora.train_layer_norms,
     'lora_file_sha256': _file_sha256(os.path.join(directory, LORA_FILE)),
     'base': {

@@ -37,6 +37,9 @@ class LoraConfig:
     target_layers: Names of the backbone's layers that get adapters (every layer of that name,
       in every transformer layer): 'query', 'key', 'value', 'attention_output',
       'feedforward_intermediate_dense', 'feedforward_output_dense'.
+    train_layers: Names of backbone layers trained fully beside the adapters, e.g.
+      'pooled_dense' (BERT's [CLS] pooler, part of the classify head with cls pooling). They
+      are written beside the adapter.
     train_layer_norms: Also train the backbone's LayerNorm scales and offsets fully (a few
       thousand weights). They are then written beside the adapter, which alone no longer
       reproduces the model on the base checkpoint.
@@ -45,6 +48,7 @@ class LoraConfig:
   rank: int = 16
   alpha: float | None = None
   target_layers: tuple[str, ...] = ATTENTION_LAYERS + FEED_FORWARD_LAYERS
+  train_layers: tuple[str, ...] = ()
   train_layer_norms: bool = False
 
   def __post_init__(self):

@@ -232,6 +232,12 @@ def test_a_lora_run_resumes_from_its_checkpoint(classify_data, tmp_path):
     train_steps=4,
     eval_steps=1,
   )
+  with open(tmp_path / 'a' / training.TRAIN_SUMMARY_FILE) as f:
+    summary = json.load(f)
+  trainable = sum(int(np.prod(v.shape)) for v in first.model.trainable_weights)
+  assert summary['steps'] == 4 and summary['trainable_weights'] == trainable
+  assert summary['trainable_share'] == trainable / summary['weights'] < 0.5
+  assert summary['tokens_per_second'] > 0 and summary['peak_rss_bytes'] > 1e8
   saved = [np.array(v) for v in first.checkpoint_variables()]
   second = _loop(config, classify_data, str(tmp_path / 'b'))
   second.checkpoint_dir = first.checkpoint_dir
