@@ -301,3 +301,47 @@ def test_lora_and_freeze_settings_that_do_not_fit_fail_with_what_to_do(classify_
     TrainerConfig.from_dict({'lora': {'rank': 0}}, where='train')
   with pytest.raises(typed_config.ConfigError, match='train.lora.target_layers: name at least'):
     TrainerConfig.from_dict({'lora': {'target_layers': []}}, where='train')
+
+
+@pytest.mark.slow
+def test_a_lora_fine_tuned_gpt2_serves_what_its_base_plus_adapter_computes(tmp_path):
+  gpt2 = presets.gpt2_preset(str(tmp_path / 'gpt2'), seq_len=SEQ_LEN)
+  vocab_dir = str(tmp_path / 'vocabulary')
+  tokenizers.import_preset(gpt2, vocab_dir)
+  data = trainer_data.transform_data(
+    str(tmp_path / 'data'),
+    contract.CLM,
+    trainer_data.corpus_texts(120, 1),
+    trainer_data.corpus_texts(40, 2),
+    SEQ_LEN,
+    vocab_dir=vocab_dir,
+  )
+  config = _preset_config(gpt2, task=contract.CLM, lora={'rank': 4, 'target_layers': TARGETS})
+  args = trainer_data.fn_args(data, str(tmp_path / 'run'), config)
+  task.run_fn(args)
+  served = tf.saved_model.load(args.serving_model_dir)
+  generated = served.signatures[contract.GENERATE](
+    prompt=tf.constant(['the film']),
+    max_new_tokens=tf.constant([4]),
+    temperature=tf.zeros([1]),
+    top_k=tf.zeros([1], tf.int32),
+    top_p=tf.ones([1]),
+    seed=tf.zeros([1], tf.int32),
+  )[contract.GENERATED_TEXT].numpy()
+  assert len(generated) == 1
+
+  config.pop('lora')
+  model = task.build_task_model(TrainerConfig.from_dict(config), _vocabularies(data, contract.CLM))
+  adapters.load_adapter(model, os.path.join(args.serving_model_dir, contract.EXTRA_DIR, 'lora'))
+  tokenizer = keras_hub.tokenizers.Tokenizer.from_preset(gpt2)
+  text = 'the film was a good story'
+  ids = [tokenizer.end_token_id] + [int(i) for i in tokenizer(text)]
+  context, targets = np.array([ids[:-1]]), np.array(ids[1:])
+  logits = keras.ops.convert_to_numpy(
+    model({'token_ids': context, 'padding_mask': np.ones_like(context)})
+  )[0]
+  logprobs = logits - logits.max(-1, keepdims=True)
+  logprobs -= np.log(np.exp(logprobs).sum(-1, keepdims=True))
+  want = logprobs[np.arange(len(targets)), targets].sum()
+  got = served.signatures[contract.PREDICT_TEXT](text=tf.constant([text]))
+  np.testing.assert_allclose(got[contract.TOKEN_LOGPROB_SUM].numpy()[0], want, rtol=1e-4)
