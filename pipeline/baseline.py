@@ -68,7 +68,8 @@ def split_files(artifact_uri: str, split: str) -> List[str]:
   return files
 
 
-def _examples(files: Sequence[str]) -> Iterator[Dict[str, list]]:
+def iter_examples(files: Sequence[str]) -> Iterator[Dict[str, list]]:
+  """The rows of TFRecord files of tf.Examples, as {feature: list of values}."""
   import tensorflow as tf
 
   from trainer import inputs
@@ -87,7 +88,7 @@ def _examples(files: Sequence[str]) -> Iterator[Dict[str, list]]:
 def read_labeled(examples_uri: str, split: str) -> Tuple[List[str], List[str]]:
   """(texts, labels) of the rows of a split of ExampleGen's output that carry a label."""
   texts, labels = [], []
-  for row in _examples(split_files(examples_uri, split)):
+  for row in iter_examples(split_files(examples_uri, split)):
     text, label = row.get(contract.TEXT_KEY), row.get(contract.LABEL_KEY)
     if text and label:
       texts.append(text[0].decode('utf-8'))
@@ -132,7 +133,7 @@ def classifier_baseline(examples_uri: str, c: float = LOGISTIC_C) -> ClassifierB
 
 
 def _token_rows(transformed_uri: str, split: str) -> Iterator[List[int]]:
-  for row in _examples(split_files(transformed_uri, split)):
+  for row in iter_examples(split_files(transformed_uri, split)):
     yield [int(i) for i in row.get(contract.TOKEN_IDS_KEY, [])]
 
 

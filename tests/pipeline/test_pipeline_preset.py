@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_text  # noqa: F401 (registers the ops the pushed models use)
+import tokenizers
 import yaml
 
 from pipeline import config as config_lib
 from pipeline import local_runner
-from tests.trainer import presets
+from tests.trainer import hf_checkpoints, presets
 from tfxlm import contract
 
 SEQ_LEN = 16
@@ -193,3 +194,85 @@ def test_clm_fine_tunes_a_local_gpt2_preset_and_the_pushed_model_generates(tmp_p
     os.path.join(pushed, contract.EXTRA_DIR, contract.PRESET_DIR, contract.PRESET_CONFIG_FILE)
   ) as f:
     assert json.load(f)['class_name'] == 'GPT2Backbone'
+
+
+def _sentiment_data(tmp_path):
+  (tmp_path / 'data').mkdir()
+  _labeled_csv(tmp_path / 'data' / 'reviews.csv', rows=240)
+  return {
+    'format': 'csv',
+    'input_base': str(tmp_path / 'data'),
+    'text_column': 'review',
+    'label_column': 'sentiment',
+    'train_eval_ratio': [3, 1],
+  }
+
+
+def test_classify_fine_tunes_a_hugging_face_bert_folder_and_the_pushed_model_serves(tmp_path):
+  """A checkpoint in the Hugging Face layout (config.json, model.safetensors, tokenizer files):
+  imported through keras-hub's converter, tokenized as the `tokenizers` library does, fine-tuned
+  with mean pooling, exported, pushed, served."""
+  checkpoint = hf_checkpoints.hf_bert(str(tmp_path / 'hf_bert'), positions=SEQ_LEN)
+  run = _run(
+    tmp_path,
+    'hf-bert',
+    _sentiment_data(tmp_path),
+    {'task': 'classify', 'preset': checkpoint, 'pooling': 'mean', **TRAINING},
+    {'min_accuracy': 0.0},
+  )
+  pushed = _pushed(run)
+  model = tf.saved_model.load(pushed)
+  texts = ['A GREAT and nice film!', 'the bad lazy dog', 'Café naïve résumé [MASK]']
+  out = model.signatures[contract.PREDICT_TEXT](text=tf.constant(texts))
+  np.testing.assert_allclose(out[contract.PROBABILITIES].numpy().sum(axis=1), 1.0, rtol=1e-5)
+  by_example = model.signatures[contract.SERVING_DEFAULT](examples=_examples(texts))
+  np.testing.assert_allclose(
+    by_example[contract.PROBABILITIES], out[contract.PROBABILITIES], rtol=1e-5
+  )
+  # Transform's ids are the checkpoint's tokenizer.json's, special tokens at its own ids.
+  reference = tokenizers.Tokenizer.from_file(os.path.join(checkpoint, 'tokenizer.json'))
+  reference.no_padding()
+  ids = model.signatures[contract.TRANSFORM_FEATURES](
+    examples=_examples(texts, **{contract.LABEL_KEY: '1'})
+  )[contract.TOKEN_IDS_KEY]
+  pad, cls, sep = (reference.token_to_id(t) for t in ('[PAD]', '[CLS]', '[SEP]'))
+  for text, row in zip(texts, ids.numpy().tolist()):
+    want = [cls, *reference.encode(text, add_special_tokens=False).ids, sep]
+    assert row == want + [pad] * (SEQ_LEN - len(want))
+  assert reference.token_to_id('[CLS]') != contract.CLS_ID
+  # The keras-hub preset beside the SavedModel loads with keras-hub alone.
+  preset_dir = os.path.join(pushed, contract.EXTRA_DIR, contract.PRESET_DIR)
+  backbone = keras_hub.models.Backbone.from_preset(preset_dir)
+  assert type(backbone).__name__ == 'BertBackbone'
+  assert keras_hub.tokenizers.Tokenizer.from_preset(preset_dir).strip_accents is True
+
+
+@pytest.mark.slow
+def test_clm_fine_tunes_a_hugging_face_gpt2_folder_and_the_pushed_model_generates(tmp_path):
+  checkpoint = hf_checkpoints.hf_gpt2(str(tmp_path / 'hf_gpt2'), positions=SEQ_LEN + 1)
+  _corpus(str(tmp_path / 'corpus'), documents=200)
+  data = {
+    'format': 'text',
+    'input_base': str(tmp_path / 'corpus'),
+    'label_column': None,
+    'shuffle': False,
+  }
+  run = _run(
+    tmp_path,
+    'hf-gpt2',
+    data,
+    {'task': 'clm', 'preset': checkpoint, **TRAINING},
+    {'max_perplexity': 1e6},
+  )
+  model = tf.saved_model.load(_pushed(run))
+  generated = model.signatures[contract.GENERATE](
+    prompt=tf.constant(['the film']),
+    max_new_tokens=tf.constant([6]),
+    temperature=tf.constant([0.0]),
+    top_k=tf.zeros([1], tf.int32),
+    top_p=tf.ones([1]),
+    seed=tf.constant([0]),
+  )[contract.GENERATED_TEXT].numpy()
+  assert '<|endoftext|>' not in generated[0].decode('utf-8')
+  scored = model.signatures[contract.PREDICT_TEXT](text=tf.constant(['the quick brown fox']))
+  assert scored[contract.TOKEN_COUNT].numpy()[0] > 0

@@ -74,6 +74,7 @@ _PUNCT = (
 )
 _SPACES = ('  ', '\t', '\n\n', '\u00a0', '\u3000', ' \u2009 ', '   \n ')
 _NUMBERS = ('12345', '3.14', '2026', '0', '1,000,000')
+POOLS = (_WORDS, _ACCENTED, _CJK, _EMOJI, _PUNCT, _NUMBERS)
 
 
 def varied_texts(n: int, seed: int = 0) -> list[str]:

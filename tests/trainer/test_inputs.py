@@ -194,3 +194,45 @@ def test_lm_batches_from_a_shared_transform_pack_the_pieces_not_the_framed_ids(t
   windows = [stream[: seq_len + 1], stream[seq_len + 1 : 2 * (seq_len + 1)]]
   np.testing.assert_array_equal(x[inputs.TOKEN_IDS].numpy(), [w[:-1] for w in windows])
   np.testing.assert_array_equal(y[inputs.LABELS].numpy(), [w[1:] for w in windows])
+
+
+def test_classify_batches_are_length_bucketed_and_cut_to_their_longest_row(tmp_path):
+  from trainer.config import TrainerConfig
+
+  seq_len, rng = 64, np.random.default_rng(0)
+  rows = []
+  for i in range(400):
+    length = int(rng.integers(3, seq_len + 1))
+    rows.append(([2] + [10 + i % 7] * (length - 2) + [3] + [0] * (seq_len - length), i % 2))
+  _write_classify_records(str(tmp_path / 'part.gz'), rows)
+  spec = {
+    contract.TOKEN_IDS_KEY: tf.io.FixedLenFeature([seq_len], tf.int64),
+    contract.TRANSFORMED_LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
+  }
+  config = TrainerConfig(task='classify', seq_len=seq_len)
+  for training in (True, False):
+    dataset = inputs.make_dataset(
+      [str(tmp_path / '*.gz')], spec, config, vocab_size=20, batch_size=8, training=training, seed=0
+    )
+    # One static batch size, a dynamic length: the train step is traced once for every length.
+    assert dataset.element_spec[0][inputs.TOKEN_IDS].shape.as_list() == [8, None]
+    widths, spreads = [], []
+    for x, _ in dataset.take(50):
+      lengths = x[inputs.PADDING_MASK].numpy().sum(axis=1)
+      width = x[inputs.TOKEN_IDS].shape[1]
+      assert width == min(seq_len, -(-lengths.max() // 8) * 8), (width, lengths)
+      widths.append(width)
+      spreads.append(len({(n - 1) // 8 for n in lengths}))
+    if training:  # every batch from one bucket of 8 lengths, all buckets in turn
+      assert max(spreads) == 1 and len(set(widths)) == seq_len // 8
+    else:  # the eval batches keep the records' order, each cut to its own longest row
+      assert max(spreads) > 1 and len(set(widths)) > 1
+  # Cutting changes nothing the model sees: the padding mask hides the positions cut.
+  config = TrainerConfig(task='classify', seq_len=seq_len, length_buckets=False)
+  full = inputs.make_dataset(
+    [str(tmp_path / '*.gz')], spec, config, vocab_size=20, batch_size=400, training=False, seed=0
+  )
+  x, _ = next(iter(full))
+  np.testing.assert_array_equal(
+    x[inputs.TOKEN_IDS].numpy(), np.array([r[0] for r in rows])[:, : x[inputs.TOKEN_IDS].shape[1]]
+  )

