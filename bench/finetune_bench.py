@@ -39,12 +39,7 @@ TARGETS = {'max_accuracy_gap': 0.01, 'max_time_ratio': 0.6, 'max_trainable_share
 METHODS = {
   'full': {},
   'lora': {
-    'lora': {
-      'rank': 16,
-      'alpha': 32.0,
-      'target_layers': ['query', 'value'],
-      'train_layers': ['pooled_dense'],
-    },
+    'lora': {'rank': 16, 'alpha': 32.0, 'target_layers': ['query', 'value']},
     'learning_rate': 1.5e-3,
     'warmup_ratio': 0.06,
     'weight_decay': 0.01,
