@@ -39,7 +39,9 @@ TARGETS = {'max_accuracy_gap': 0.01, 'max_time_ratio': 0.6, 'max_trainable_share
 METHODS = {
   'full': {},
   'lora': {
-    'lora': {'rank': 16, 'alpha': 32.0, 'target_layers': ['query', 'value']},
+    # Keras gives an EinsumDense kernel (hidden, heads, head_dim) an A of (hidden, heads, rank):
+    # rank 8 on query and value is 1.96% of all-MiniLM-L6-v2's weights, rank 16 3.9%.
+    'lora': {'rank': 8, 'alpha': 16.0, 'target_layers': ['query', 'value']},
     'learning_rate': 1.5e-3,
     'warmup_ratio': 0.06,
     'weight_decay': 0.01,
