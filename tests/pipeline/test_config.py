@@ -419,3 +419,10 @@ def test_unknown_intermediate_compression_lists_the_choices(tmp_path):
     match="beam.intermediate_compression: 'zip' is not one of auto, none, gzip",
   ):
     config_lib.load_config(_write(tmp_path, 'beam: {intermediate_compression: zip}\n'))
+
+
+def test_report_prompts_come_from_the_config_and_an_empty_one_is_refused(tmp_path):
+  config = config_lib.load_config(_write(tmp_path, 'evaluation: {prompts: [the film, a story]}\n'))
+  assert config.evaluation.prompts == ('the film', 'a story')
+  with pytest.raises(config_lib.ConfigError, match=r'evaluation\.prompts: a prompt is empty'):
+    config_lib.load_config(_write(tmp_path, "evaluation: {prompts: ['x', ' ']}\n"))
