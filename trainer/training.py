@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import resource
 import time
 from typing import Any
 
@@ -23,13 +24,15 @@ import tensorflow as tf
 from absl import logging
 
 from tfxlm import contract
-from trainer import inputs, optimization
+from trainer import adapters, inputs, optimization
 from trainer.config import TrainerConfig
 
 CHECKPOINT_DIR = 'checkpoints'
 TRAIN_LOGS, EVAL_LOGS = 'train', 'eval'
 # Written by the chief into the run directory: every evaluation, for people and tests.
 EVAL_HISTORY_FILE = 'eval_history.json'
+# Written by the chief into the run directory at the end: speed, peak memory, trainable share.
+TRAIN_SUMMARY_FILE = 'train_summary.json'
 _CHECKPOINT_INDEX = re.compile(r'^ckpt-(\d+)\.index$')
 
 
@@ -287,6 +290,7 @@ class Loop:
     iterator = iter(train_dataset)
     # Train steps only: evaluation and checkpoints stay out of tokens/second.
     window = {'sums': tf.zeros([4]), 'seconds': 0.0}
+    totals = {'tokens': 0.0, 'seconds': 0.0}
     step = start
     nonfinite = []  # the current run of consecutive steps with a non-finite loss
     while step < train_steps:
@@ -311,6 +315,8 @@ class Loop:
         if len(nonfinite) >= config.max_nonfinite_steps:
           raise self._nonfinite_error(nonfinite, loss_sum)
       if step % config.log_every_steps == 0 or step == train_steps:
+        totals['tokens'] += float(window['sums'][3])
+        totals['seconds'] += window['seconds']
         self._log_train(step, window)
         window = {'sums': tf.zeros([4]), 'seconds': 0.0}
       if step % config.eval_every_steps == 0 or step == train_steps:
@@ -319,7 +325,42 @@ class Loop:
         self._save(step, finite_loss=not nonfinite)
     if self._scratch_dir and tf.io.gfile.exists(self._scratch_dir):
       tf.io.gfile.rmtree(self._scratch_dir)
+    if self.chief and step > start:
+      self._write_train_summary(step - start, totals)
     return self.history
+
+  def _write_train_summary(self, steps, totals):
+    """Logs and writes `TRAIN_SUMMARY_FILE`: this run's train-step time and tokens/second
+    (evaluation and checkpoints left out), the process's peak resident memory so far, and the
+    trainable weights against all weights."""
+    count = lambda variables: sum(int(np.prod(v.shape)) for v in variables)
+    trainable = count(self.model.trainable_weights)
+    # LoRA's A and B are extra weights: the share is of the model they adapt.
+    total = count(v for v in self.model.weights if not adapters.is_lora_variable(v))
+    summary = {
+      'steps': steps,
+      'train_seconds': round(totals['seconds'], 2),
+      'tokens': totals['tokens'],
+      'tokens_per_second': round(totals['tokens'] / max(totals['seconds'], 1e-9), 1),
+      # ru_maxrss is in KiB on Linux.
+      'peak_rss_bytes': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+      'trainable_weights': trainable,
+      'weights': total,
+      'trainable_share': trainable / max(total, 1),
+    }
+    logging.info(
+      '%s: %d steps in %.1f s of train steps, %.0f tokens/s, peak RSS %.2f GB, %d of %d weights '
+      'trainable (%.2f%%)',
+      self.config.task,
+      steps,
+      summary['train_seconds'],
+      summary['tokens_per_second'],
+      summary['peak_rss_bytes'] / 1e9,
+      trainable,
+      total,
+      100 * summary['trainable_share'],
+    )
+    write_json_atomically(os.path.join(self.run_dir, TRAIN_SUMMARY_FILE), summary)
 
   def _save(self, step, *, finite_loss):
     if finite_loss and _all_finite(self.model.weights):

@@ -190,6 +190,7 @@ def test_history_is_written_atomically_and_a_corrupt_one_is_ignored(tmp_path):
     'eval',
     training.EVAL_HISTORY_FILE,
     'train',
+    training.TRAIN_SUMMARY_FILE,
   ]  # no temporary file left behind
   for bad in ('[{"step": 1, "loss": 0.5}, {"st', '{"step": 1}', '[{"loss": 1}]', '\x00\xff'):
     for folder in (loop.run_dir, loop.checkpoint_dir):
