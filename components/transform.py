@@ -8,7 +8,7 @@ artifact's URI into `custom_config['vocab_uri']` before running the stock execut
 
 Two changes to the stock executor's Beam job, made in a subclass of its `TransformProcessor`:
   * the transformed examples are written with the `compression` exec property ('none' or 'gzip';
-    TFX 1.21 always gzips), and the artifact records it (components/tfrecords.py);
+    TFX 1.21 always gzips), and the artifact records it (components/tfrecord_files.py);
   * when the preprocessing_fn's analyzers read no input column (mlm and clm: tokenizing needs no
     analysis), the analysis reads no records: the stock job reads the analyzed splits once for
     the analysis, with every column projected away, and again to transform them.
@@ -31,7 +31,7 @@ from tfx.utils import json_utils
 from tfx_bsl.coders import example_coder
 from tfx_bsl.tfxio import tfxio
 
-from components import tfrecords
+from components import tfrecord_files, tfrecords
 from components.vocabulary import VocabularyArtifact
 from tfxlm import contract
 from trainer.config import TrainerConfig
@@ -127,7 +127,7 @@ def _processor(compression: str) -> type[transform_executor.TransformProcessor]:
       return (
         pcoll
         | 'EncodeAndSerialize' >> beam.ParDo(_EncodeExamples(schema))
-        | 'WriteToTFRecord' >> tfrecords.write_batches(output_path, compression)
+        | 'WriteToTFRecord' >> tfrecord_files.write_batches(output_path, compression)
       )
 
     def __init__(self):
@@ -200,7 +200,7 @@ class Executor(transform_executor.Executor):
     with _stock_executor_using(_processor(compression)):
       super().Do(input_dict, output_dict, exec_properties)
     for artifact in output_dict[standard_component_specs.TRANSFORMED_EXAMPLES_KEY]:
-      tfrecords.mark(artifact, compression)
+      tfrecord_files.mark(artifact, compression)
 
 
 class Transform(base_beam_component.BaseBeamComponent):

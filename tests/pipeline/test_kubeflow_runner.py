@@ -20,7 +20,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx.orchestration.kubeflow.v2 import compiler_utils
 from tfx.utils import import_utils
 
-from components import example_gen, vocabulary
+from components import example_encoding, vocabulary
 from pipeline import config as config_lib
 from pipeline import demo_data, kubeflow_runner
 from tfxlm import contract
@@ -613,7 +613,7 @@ def _write_examples(uri, rows):
     path = os.path.join(uri, f'Split-{split}', 'data_tfrecord-00000-of-00001.gz')
     with tf.io.TFRecordWriter(path, options='GZIP') as writer:
       for i, text in enumerate(texts):
-        writer.write(example_gen.make_example(text, str(i % 2)))
+        writer.write(example_encoding.make_example(text, str(i % 2)))
 
 
 def _write_clean_anomalies(uri, splits):
