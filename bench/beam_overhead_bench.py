@@ -29,7 +29,6 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-sys.path.insert(0, REPO)
 DEMO_CONFIG = os.path.join(REPO, 'pipeline', 'configs', 'demo.yaml')
 FIXED_TARGET_SECONDS = 5.0
 # Only the Beam components are timed: training just has to produce a model for the Evaluator.
