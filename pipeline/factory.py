@@ -16,14 +16,14 @@ from typing import List, Optional
 
 from tfx import v1 as tfx
 
+from components import evaluator as evaluator_lib
 from components import example_gen as example_gen_lib
+from components import resolver as resolver_lib
 from components import schema as schema_lib
 from components import transform as transform_lib
 from components import vocabulary as vocabulary_lib
 from pipeline import config as config_lib
 from pipeline import evaluation
-from pipeline import evaluator as evaluator_lib
-from pipeline import resolver as resolver_lib
 from tfxlm import contract
 
 
