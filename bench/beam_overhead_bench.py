@@ -29,7 +29,6 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-sys.path.insert(0, REPO)
 # The demo from scratch: its Vocabulary learns in Beam (make demo's imports a checkpoint's).
 DEMO_CONFIG = os.path.join(REPO, 'pipeline', 'configs', 'demo_scratch.yaml')
 FIXED_TARGET_SECONDS = 5.0
@@ -50,25 +49,23 @@ def _one_run(config_path: str, overrides: list, pool: bool) -> dict:
   for its Beam components (the CPU figure covers in-process Beam only, not worker processes)."""
   from tfx import v1 as tfx
   from tfx.dsl.components.base import base_beam_component
-  from tfx.orchestration.portable import launcher
 
+  from components import tfx_internals
   from pipeline import beam_pool, local_runner, summary
   from pipeline import config as config_lib
 
   # CPU time per executor: on a shared machine it moves far less with the load than wall time.
   cpu = {}
-  run_executor = launcher.Launcher._run_executor
 
-  def timed(self, *args, **kwargs):
+  def timed(node_id, run):
     started = time.process_time()
     try:
-      return run_executor(self, *args, **kwargs)
+      return run()
     finally:
-      cpu[self._pipeline_node.node_info.id] = time.process_time() - started
+      cpu[node_id] = time.process_time() - started
 
-  launcher.Launcher._run_executor = timed
   config = config_lib.load_config(config_path, overrides)
-  with beam_pool.WorkerPool() as warm:
+  with beam_pool.WorkerPool() as warm, tfx_internals.around_each_executor(timed):
     pipeline = local_runner.build(config, warm if pool else None)
     beam_ids = {
       c.id for c in pipeline.components if isinstance(c, base_beam_component.BaseBeamComponent)

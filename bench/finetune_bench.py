@@ -30,7 +30,6 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-sys.path.insert(0, REPO)
 
 TARGETS = {'max_accuracy_gap': 0.01, 'max_time_ratio': 0.6, 'max_trainable_share': 0.02}
 

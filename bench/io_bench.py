@@ -131,10 +131,7 @@ def main() -> int:
     print(json.dumps(_child(repo, corpus, vocab_dir, root, compression, json.loads(beam))))
     return 0
 
-  sys.path.insert(0, HERE)
-  sys.path.insert(0, REPO)
-  import transform_bench
-
+  from bench import transform_bench
   from pipeline import local_runner
 
   work = tempfile.mkdtemp(prefix='io-bench-')

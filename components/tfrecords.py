@@ -1,37 +1,24 @@
-"""The intermediate TFRecord files ExampleGen and Transform write, gzip-compressed or not.
+"""TFRecord framing, both directions, and the compression names of the files that hold it.
+
+A TFRecord file is a sequence of records, each framed as: its length (uint64, little-endian),
+the masked CRC32C of those 8 bytes, the data, the masked CRC32C of the data. `frame` writes that
+framing, `unframe` reads and checks it. Pure Python (struct and google_crc32c): ExampleGen's
+readers and writers and Transform's writer share it; the Beam side is `components.tfrecord_files`.
 
 A file's name says how it is compressed: gzip files, and only those, end in `.gz`
-(`contract.GZIP_SUFFIX`). Every reader decides by that name: Beam's `ReadFromTFRecord` (compression
-AUTO, what StatisticsGen, Transform, the Evaluator and the Vocabulary read with), tfx_bsl's
-datasets, and the Trainer's `trainer.inputs.records_dataset`.
-
-The Examples artifact says the same: TFX has one TFRecord file format, `tfrecords_gzip`, and its
-readers refuse any other value, so the artifact keeps that `file_format` (read: TFRecord files,
-compression by file name) and records the compression itself in the custom property
-`contract.TFRECORD_COMPRESSION_PROPERTY` ('none' or 'gzip').
+(`contract.GZIP_SUFFIX`).
 """
 
 from __future__ import annotations
 
 import functools
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator
+from typing import IO
 
-import apache_beam as beam
 import google_crc32c
-from apache_beam.io import filebasedsink
-from apache_beam.io.filesystem import CompressionTypes
-from tfx import types
-from tfx.components.example_gen import write_split
-from tfx.components.util import examples_utils
-from tfx.proto import example_gen_pb2
 
 from tfxlm import contract
-
-_BEAM_COMPRESSION = {
-  contract.NO_COMPRESSION: CompressionTypes.UNCOMPRESSED,
-  contract.GZIP: CompressionTypes.GZIP,
-}
 
 
 def check(compression: str) -> str:
@@ -51,15 +38,6 @@ def check(compression: str) -> str:
 def suffix(compression: str) -> str:
   """The file name suffix of files written with `compression`."""
   return contract.GZIP_SUFFIX if check(compression) == contract.GZIP else ''
-
-
-def write(path_prefix: str, compression: str) -> beam.PTransform:
-  """Writes a PCollection of serialized records to `path_prefix`-NNNNN-of-NNNNN[.gz] files."""
-  return beam.io.WriteToTFRecord(
-    path_prefix,
-    file_name_suffix=suffix(compression),
-    compression_type=_BEAM_COMPRESSION[compression],
-  )
 
 
 _LENGTH = struct.Struct('<Q')
@@ -99,34 +77,42 @@ def frame(records: Iterable[bytes]) -> bytes:
   return b''.join(parts)
 
 
-class _BatchSink(filebasedsink.FileBasedSink):
-  """A TFRecord sink whose elements are lists of serialized records (see `write_batches`)."""
+class FramingError(ValueError):
+  """A record whose framing is broken.
 
-  def __init__(self, path_prefix: str, compression: str):
-    super().__init__(
-      path_prefix,
-      coder=None,
-      file_name_suffix=suffix(compression),
-      mime_type='application/octet-stream',
-      compression_type=_BEAM_COMPRESSION[compression],
-    )
+  Attributes:
+    record: The record's number in the file, from 1.
+    problem: What is wrong with it.
+  """
 
-  def write_record(self, file_handle, value: Sequence[bytes]) -> None:
-    file_handle.write(frame(value))
+  def __init__(self, record: int, problem: str):
+    super().__init__(f'record {record}: {problem}')
+    self.record = record
+    self.problem = problem
 
 
-def write_batches(path_prefix: str, compression: str) -> beam.PTransform:
-  """`write` for a PCollection of lists of serialized records: the same files, written a list
-  at a time, so Beam's per-element steps of a write (windowing, the writer's call) run once per
-  list rather than once per record."""
-  return beam.io.Write(_BatchSink(path_prefix, compression))
+def _crc_matches(data: bytes, masked: bytes) -> bool:
+  return _masked_crc(data) == masked
 
 
-def mark(artifact: types.Artifact, compression: str) -> None:
-  """Records on an Examples artifact that it holds tf.Examples in TFRecord files written with
-  `compression` (see the module docstring for TFX's `file_format`)."""
-  examples_utils.set_payload_format(artifact, example_gen_pb2.FORMAT_TF_EXAMPLE)
-  examples_utils.set_file_format(
-    artifact, write_split.to_file_format_str(example_gen_pb2.FORMAT_TFRECORDS_GZIP)
-  )
-  artifact.set_string_custom_property(contract.TFRECORD_COMPRESSION_PROPERTY, check(compression))
+def unframe(stream: IO[bytes]) -> Iterator[bytes]:
+  """The records of a TFRecord stream, each checked against both of its CRCs.
+
+  Raises:
+    FramingError: at the first record that is truncated or does not match its checksums.
+  """
+  header_size = _LENGTH.size + _CRC.size
+  number = 0
+  while header := stream.read(header_size):
+    number += 1
+    if len(header) < header_size:
+      raise FramingError(number, 'the file ends inside its header')
+    if not _crc_matches(header[: _LENGTH.size], header[_LENGTH.size :]):
+      raise FramingError(number, 'its length does not match its checksum')
+    (length,) = _LENGTH.unpack(header[: _LENGTH.size])
+    body = stream.read(length + _CRC.size)
+    if len(body) < length + _CRC.size:
+      raise FramingError(number, 'the file ends inside it')
+    if not _crc_matches(body[:length], body[length:]):
+      raise FramingError(number, 'its data does not match its checksum')
+    yield body[:length]

@@ -6,9 +6,10 @@ vocabulary's URI cannot go there as a placeholder (it does not compile for Kubef
 docs/runtime.md). This Transform's spec has one more input, `vocabulary`, and its executor writes that
 artifact's URI into `custom_config['vocab_uri']` before running the stock executor.
 
-Two changes to the stock executor's Beam job, made in a subclass of its `TransformProcessor`:
+Two changes to the stock executor's Beam job, made through the hooks of
+`components.tfx_internals.TransformProcessor`:
   * the transformed examples are written with the `compression` exec property ('none' or 'gzip';
-    TFX 1.21 always gzips), and the artifact records it (components/tfrecords.py);
+    TFX 1.21 always gzips), and the artifact records it (components/tfrecord_files.py);
   * when the preprocessing_fn's analyzers read no input column (mlm and clm: tokenizing needs no
     analysis), the analysis reads no records: the stock job reads the analyzed splits once for
     the analysis, with every column projected away, and again to transform them.
@@ -16,7 +17,6 @@ Two changes to the stock executor's Beam job, made in a subclass of its `Transfo
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,14 +31,12 @@ from tfx.utils import json_utils
 from tfx_bsl.coders import example_coder
 from tfx_bsl.tfxio import tfxio
 
-from components import tfrecords
+from components import tfrecord_files, tfrecords, tfx_internals
 from components.vocabulary import VocabularyArtifact
 from tfxlm import contract
 from trainer.config import TrainerConfig
 
 VOCABULARY_KEY = 'vocabulary'
-# The column in which TFX's Transform carries each example's key; never written.
-_INTERNAL_KEY = transform_executor._TRANSFORM_INTERNAL_FEATURE_FOR_KEY
 COMPRESSION_KEY = 'compression'  # of the transformed examples: a contract.TFRECORD_COMPRESSIONS
 
 
@@ -102,81 +100,38 @@ class _EncodeExamples(beam.DoFn):
 
   def process(self, data_batch: tuple[pa.RecordBatch, dict[str, pa.Array]]) -> Iterator[list]:
     record_batch, _ = data_batch
-    names = record_batch.schema.names
-    if _INTERNAL_KEY in names:
-      record_batch = transform_executor._FilterInternalColumn(
-        record_batch, names.index(_INTERNAL_KEY)
-      )
-    yield self._encoder.encode(record_batch)
+    yield self._encoder.encode(tfx_internals.without_key_column(record_batch))
 
 
-def _processor(compression: str) -> type[transform_executor.TransformProcessor]:
+def _processor(compression: str) -> type[tfx_internals.TransformProcessor]:
   """The stock TransformProcessor, writing `compression` and skipping needless analysis reads."""
 
-  class Processor(transform_executor.TransformProcessor):
-    @staticmethod
-    @beam.ptransform_fn
-    def _EncodeAndWrite(  # noqa: N802 (TFX API)
-      pcoll: beam.PCollection, schema: Any, file_format: str, output_path: str
-    ) -> beam.pvalue.PDone:
+  class Processor(tfx_internals.TransformProcessor):
+    def __init__(self):
+      super().__init__()
+      self._analyzed: list[Any] = []
+
+    def encode_and_write(self, schema: Any, file_format: str, output_path: str) -> beam.PTransform:
       # file_format is the input's ('tfrecords_gzip' for TFRecord files of any compression).
       del file_format
       # A list of serialized examples per RecordBatch, written a list at a time: TFX's
       # (key, example) pair per example, then Values(), then a per-record write, cost three
       # Python steps per example.
-      return (
-        pcoll
-        | 'EncodeAndSerialize' >> beam.ParDo(_EncodeExamples(schema))
-        | 'WriteToTFRecord' >> tfrecords.write_batches(output_path, compression)
+      return 'EncodeAndSerialize' >> beam.ParDo(_EncodeExamples(schema)) | (
+        'WriteToTFRecord' >> tfrecord_files.write_batches(output_path, compression)
       )
 
-    def __init__(self):
-      super().__init__()
-      self._analyzed: list[Any] = []
-
-    def _MakeDatasetList(  # noqa: N802 (TFX API)
-      self,
-      file_patterns: Any,
-      file_formats: Any,
-      data_format: int,
-      data_view_uri: str | None,
-      can_process_jointly: bool,
-      stats_output_paths: Any = None,
-      materialize_output_paths: Any = None,
-    ) -> list[Any]:
-      datasets = super()._MakeDatasetList(
-        file_patterns,
-        file_formats,
-        data_format,
-        data_view_uri,
-        can_process_jointly,
-        stats_output_paths,
-        materialize_output_paths,
-      )
+    def made_datasets(self, datasets: list[Any], materialized: bool) -> None:
       # The datasets to transform are materialized (this component always writes its
       # transformed examples); the others are the datasets to analyze.
-      if not materialize_output_paths:
+      if not materialized:
         self._analyzed.extend(datasets)
-      return datasets
 
-    def _CreateTFXIO(self, dataset: Any, schema: Any) -> tfxio.TFXIO:  # noqa: N802 (TFX API)
-      source = super()._CreateTFXIO(dataset, schema)
+    def tfxio_for(self, dataset: Any, source: tfxio.TFXIO) -> tfxio.TFXIO:
       analyzed = any(dataset is d for d in self._analyzed)
       return _AnalysisTFXIO(source) if analyzed else source
 
   return Processor
-
-
-@contextlib.contextmanager
-def _stock_executor_using(processor: type) -> Iterator[None]:
-  """Makes the stock executor run `processor`: its Do instantiates `TransformProcessor` by its
-  module-level name, so a subclass can only take its place there (for the call only)."""
-  stock = transform_executor.TransformProcessor
-  transform_executor.TransformProcessor = processor
-  try:
-    yield
-  finally:
-    transform_executor.TransformProcessor = stock
 
 
 class Executor(transform_executor.Executor):
@@ -197,10 +152,10 @@ class Executor(transform_executor.Executor):
     config[contract.VOCAB_URI_KEY] = vocabulary.uri
     exec_properties = {**exec_properties, key: json_utils.dumps(config)}
     compression = tfrecords.check(exec_properties.pop(COMPRESSION_KEY))
-    with _stock_executor_using(_processor(compression)):
+    with tfx_internals.running(_processor(compression)):
       super().Do(input_dict, output_dict, exec_properties)
     for artifact in output_dict[standard_component_specs.TRANSFORMED_EXAMPLES_KEY]:
-      tfrecords.mark(artifact, compression)
+      tfrecord_files.mark(artifact, compression)
 
 
 class Transform(base_beam_component.BaseBeamComponent):

@@ -7,14 +7,11 @@ import os
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx.dsl.io import fileio
 
+from components.errors import DataError as DataError  # raised by every component's checks
 from tfxlm import contract
 
 # The file ExampleValidator writes per split (tfx.components.example_validator.executor).
 ANOMALIES_FILE = 'SchemaDiff.pb'
-
-
-class DataError(ValueError):
-  """Input data is unusable; the message names the file or feature and the problem."""
 
 
 def read_anomalies(anomalies_uri: str) -> dict[str, anomalies_pb2.Anomalies]:

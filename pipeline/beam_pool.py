@@ -54,7 +54,7 @@ WORKER_IMPORTS = (
   'components.example_gen',
   'components.transform',
   'components.vocabulary',
-  'pipeline.metrics',
+  'components.metrics',
   'trainer.preprocessing',
 )
 RUNNER = f'{__name__}.PooledFnApiRunner'

@@ -667,12 +667,3 @@ def remote_defaults(config: PipelineConfig) -> PipelineConfig:
     return config
   beam = dataclasses.replace(config.beam, intermediate_compression=contract.GZIP)
   return dataclasses.replace(config, beam=beam)
-
-
-def beam_pipeline_args(config: PipelineConfig, num_cpus: Optional[int] = None) -> list:
-  """Beam arguments for local runs: DirectRunner multi-processing, one worker per core."""
-  args = list(config.beam.args)
-  if any(a.startswith(('--runner', '--direct_running_mode')) for a in args):
-    return args
-  workers = config.beam.direct_num_workers or num_cpus or os.cpu_count() or 1
-  return args + ['--direct_running_mode=multi_processing', f'--direct_num_workers={workers}']

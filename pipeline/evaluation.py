@@ -6,8 +6,8 @@ from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tensorflow_model_analysis.proto import config_pb2 as tfma
 
+from components import metrics
 from pipeline import config as config_lib
-from pipeline import metrics
 from tfxlm import contract
 
 ACCURACY = 'sparse_categorical_accuracy'

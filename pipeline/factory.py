@@ -12,18 +12,18 @@ the unfiltered corpus gets its own Transform of it.
 arguments and pass them in.
 """
 
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from tfx import v1 as tfx
 
+from components import evaluator as evaluator_lib
 from components import example_gen as example_gen_lib
+from components import resolver as resolver_lib
 from components import schema as schema_lib
 from components import transform as transform_lib
 from components import vocabulary as vocabulary_lib
 from pipeline import config as config_lib
 from pipeline import evaluation
-from pipeline import evaluator as evaluator_lib
-from pipeline import resolver as resolver_lib
 from tfxlm import contract
 
 
@@ -46,7 +46,11 @@ def _example_gen(config: config_lib.PipelineConfig):
   )
 
 
-def _corpus(config: config_lib.PipelineConfig, example_gen, schema):
+def _same_path(path: str) -> str:
+  return path
+
+
+def _corpus(config: config_lib.PipelineConfig, example_gen, schema, schema_path):
   """The examples and schema that pretraining and the vocabulary read, and their components.
 
   Label filtering keeps rows out of classification only: with a pretrain stage, a second
@@ -56,7 +60,7 @@ def _corpus(config: config_lib.PipelineConfig, example_gen, schema):
     return [], example_gen.outputs['examples'], schema
   corpus_gen = example_gen.without_labels().with_id(contract.CORPUS_EXAMPLE_GEN_ID)
   corpus_schema_gen = schema_lib.CuratedSchemaGen(
-    schema_file=config_lib.CORPUS_SCHEMA,
+    schema_file=schema_path(config_lib.CORPUS_SCHEMA),
     fingerprint=schema_lib.fingerprint(config_lib.CORPUS_SCHEMA),
   ).with_id(contract.CORPUS_SCHEMA_GEN_ID)
   return (
@@ -66,14 +70,14 @@ def _corpus(config: config_lib.PipelineConfig, example_gen, schema):
   )
 
 
-def _data_validation(config: config_lib.PipelineConfig, examples, schema_uri: Optional[str]):
+def _data_validation(config: config_lib.PipelineConfig, examples, schema_path):
   """StatisticsGen, the curated schema's import, and ExampleValidator against it."""
   statistics_gen = tfx.components.StatisticsGen(examples=examples).with_id(
     contract.STATISTICS_GEN_ID
   )
   # The fingerprint of the local file re-runs the import when the schema is edited in place.
   schema_gen = schema_lib.CuratedSchemaGen(
-    schema_file=schema_uri or config.schema_file,
+    schema_file=schema_path(config.schema_file),
     fingerprint=schema_lib.fingerprint(config.schema_file),
   ).with_id(contract.SCHEMA_GEN_ID)
   example_validator = tfx.components.ExampleValidator(
@@ -192,7 +196,7 @@ def create_pipeline(
   metadata_connection_config=None,
   beam_pipeline_args: Optional[List[str]] = None,
   serving_root: Optional[str] = None,
-  schema_uri: Optional[str] = None,
+  schema_path: Callable[[str], str] = _same_path,
   baseline_strategy=resolver_lib.LatestBlessedBaselineStrategy,
 ) -> tfx.dsl.Pipeline:
   """Builds the pipeline described by `config`.
@@ -203,8 +207,9 @@ def create_pipeline(
     metadata_connection_config: ML Metadata connection (None on Kubeflow, which brings its own).
     beam_pipeline_args: arguments for every Beam-based component.
     serving_root: the Pusher's destination root; defaults to `config.serving_root`.
-    schema_uri: where ImportSchemaGen reads the curated schema when the pipeline runs, if not
-      at `config.schema_file` (e.g. inside a container image).
+    schema_path: maps the local path of each curated schema (the config's, and the corpus's
+      with a pretrain stage) to where the pipeline reads it when it runs (e.g. inside a
+      container image); by default, the same path.
     baseline_strategy: the resolver strategy choosing the Evaluator's baseline model (Kubeflow's
       compiler only accepts TFX's stock LatestBlessedModelStrategy).
 
@@ -213,9 +218,9 @@ def create_pipeline(
   """
   example_gen = _example_gen(config)
   examples = example_gen.outputs['examples']
-  statistics_gen, schema_gen, example_validator = _data_validation(config, examples, schema_uri)
+  statistics_gen, schema_gen, example_validator = _data_validation(config, examples, schema_path)
   schema = schema_gen.outputs['schema']
-  corpus_components, corpus, corpus_schema = _corpus(config, example_gen, schema)
+  corpus_components, corpus, corpus_schema = _corpus(config, example_gen, schema, schema_path)
   vocabulary = _vocabulary(config, corpus, example_validator.outputs['anomalies'])
   vocab = vocabulary.outputs['vocabulary']
   # Without a corpus of its own, pretraining reads the training examples with the same

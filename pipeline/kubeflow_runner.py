@@ -25,8 +25,8 @@ import os
 import sys
 from typing import Dict, Tuple, Union
 
+from pipeline import beam_policy, demo_data
 from pipeline import config as config_lib
-from pipeline import demo_data
 from tfxlm import contract
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'demo.yaml')
@@ -69,10 +69,8 @@ def _cluster_input_base(config: config_lib.PipelineConfig) -> str:
 
 
 def beam_args(config: config_lib.PipelineConfig) -> list:
-  """Beam arguments on the cluster: `kubeflow.beam_args`, else DirectRunner on all cores."""
-  if config.kubeflow.beam_args:
-    return list(config.kubeflow.beam_args)
-  return ['--direct_running_mode=multi_processing', '--direct_num_workers=0']
+  """Beam arguments on the cluster (`pipeline.beam_policy.kubeflow`)."""
+  return beam_policy.kubeflow(config.kubeflow.beam_args, config.kubeflow.image_repo_dir)
 
 
 def gpu_tasks(kubeflow: config_lib.KubeflowConfig) -> Tuple[str, ...]:
@@ -187,7 +185,7 @@ def build(config: config_lib.PipelineConfig):
     metadata_connection_config=None,  # the cluster brings its ML Metadata
     beam_pipeline_args=beam_args(config),
     serving_root=kubeflow.serving_root or f'{kubeflow.pipeline_root}/serving',
-    schema_uri=_in_image(config, config.schema_file),
+    schema_path=lambda path: _in_image(config, path),
     baseline_strategy=tfx.dsl.experimental.LatestBlessedModelStrategy,
   )
   _trainer_resources(pipeline, kubeflow)

@@ -19,23 +19,15 @@ import sys
 import time
 from typing import List, Optional
 
+from pipeline import beam_policy
 from tfxlm import console
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'demo.yaml')
 CONFIG_ENV = 'TFXLM_CONFIG'
-# Up to this much input text, Beam's DirectRunner runs inside this process: starting worker
-# processes, each importing TensorFlow, costs 5-10 s per Beam component, more than the work
-# itself. Above it, one worker process per core.
-IN_PROCESS_MAX_BYTES = 32 << 20
-# Beam's portable in-process runner, named instead of `DirectRunner`: Beam 2.77's DirectRunner
-# first tries the Prism runner, which it downloads from GitHub on first use (or fails to, offline),
-# then falls back to this one. It reads --direct_running_mode and --direct_num_workers.
-FN_API_RUNNER = 'apache_beam.runners.portability.fn_api_runner.fn_runner.FnApiRunner'
-# Local Beam workers import the code from this environment; naming the project's setup.py as the
-# workers' dependencies stops TFX from building an sdist of itself for every Beam component
-# (`dependency_utils.make_beam_dependency_flags`, 3-10 s each), which only remote runners use.
-SETUP_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'setup.py')
-_LOCAL_BEAM_ARGS = [f'--runner={FN_API_RUNNER}', f'--setup_file={SETUP_FILE}']
+# The policy's names, which tests and benches use to run Beam as a local run does.
+FN_API_RUNNER = beam_policy.FN_API_RUNNER
+SETUP_FILE = beam_policy.SETUP_FILE
+IN_PROCESS_MAX_BYTES = beam_policy.IN_PROCESS_MAX_BYTES
 # Compressed input counts as this many times its size (text compresses 3-5x with gzip/bz2).
 _COMPRESSED_FACTOR = 5
 _COMPRESSED = ('.gz', '.bz2')
@@ -62,30 +54,18 @@ def input_bytes(config) -> Optional[int]:
 
 
 def beam_args(config, num_cpus: Optional[int] = None) -> List[str]:
-  """Beam arguments of a local run, chosen by input size unless the config decides.
-
-  A runner or `--direct_running_mode` in `beam.args`, or `beam.direct_num_workers` set, win:
-  one worker runs in this process, more run as processes. Otherwise inputs up to
-  `IN_PROCESS_MAX_BYTES` run in this process and larger (or remote) ones on one worker process
-  per core. Both on Beam's FnApiRunner (see `FN_API_RUNNER` and `SETUP_FILE`).
-  """
-  from pipeline import config as config_lib
-
-  args = list(config.beam.args)
-  if any(a.startswith(('--runner', '--direct_running_mode')) for a in args):
-    return args
+  """Beam arguments of a local run (`pipeline.beam_policy.local`): by input size unless the
+  config decides."""
+  args = config.beam.args
   workers = config.beam.direct_num_workers
-  if not workers:
-    size = input_bytes(config)
-    workers = 1 if size is not None and size <= IN_PROCESS_MAX_BYTES else 0
-  if workers == 1:
-    return args + in_process_beam_args()
-  return _LOCAL_BEAM_ARGS + config_lib.beam_pipeline_args(config, num_cpus)
+  decided = workers or any(a.startswith(('--runner', '--direct_running_mode')) for a in args)
+  size = None if decided else input_bytes(config)
+  return beam_policy.local(args, workers, size, num_cpus)
 
 
 def in_process_beam_args() -> List[str]:
   """Beam arguments that run every Beam component of a local pipeline inside its process."""
-  return _LOCAL_BEAM_ARGS + ['--direct_running_mode=in_memory', '--direct_num_workers=1']
+  return beam_policy.in_process()
 
 
 def build(config, pool=None):

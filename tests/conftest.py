@@ -49,7 +49,7 @@ LONGEST_FIRST = (
   'tests/serving/test_tls.py',
   'tests/serving/test_rest_api.py',
   'tests/trainer/test_models.py',
-  'tests/pipeline/test_evaluator.py',
+  'tests/components/test_evaluator.py',
   'tests/serving/test_model_config.py',
 )
 

@@ -15,7 +15,14 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
 from tfx.utils import proto_utils
 
-from components import example_gen, tfrecords
+from components import (
+  example_encoding,
+  example_gen,
+  read_examples,
+  readers,
+  tfrecord_files,
+  tfrecords,
+)
 from components.validation import DataError
 from pipeline import local_runner
 from tfxlm import contract
@@ -92,7 +99,7 @@ def test_text_lines_end_at_any_line_ending_and_keep_their_numbers(tmp_path, endi
   pairs, counters = _read('text', tmp_path, '*.txt')
   assert counters['documents'] == 3
   assert pairs == sorted([('one doc', None), ('two doc', None), ('three', None)])
-  records = list(example_gen.read_records(str(tmp_path / 'a.txt'), 'text'))
+  records = list(readers.read_records(str(tmp_path / 'a.txt'), 'text'))
   assert [number for number, _, _ in records] == [1, 2, 3]
 
 
@@ -468,7 +475,7 @@ def test_make_example_is_the_tf_example_of_its_text_and_label(text, label):
   if label:
     feature['label'] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[label.encode()]))
   expected = tf.train.Example(features=tf.train.Features(feature=feature))
-  assert tf.train.Example.FromString(example_gen.make_example(text, label)) == expected
+  assert tf.train.Example.FromString(example_encoding.make_example(text, label)) == expected
 
 
 def test_hash_split_puts_a_text_where_the_sha256_of_its_text_says(tmp_path):
@@ -508,7 +515,7 @@ def test_input_files_spread_over_the_workers_each_writing_its_own_shard(tmp_path
     _ = (
       pipeline
       | example_gen.ReadTextExamples(exec_properties, '*.txt')
-      | tfrecords.write(prefix, contract.NO_COMPRESSION)
+      | tfrecord_files.write(prefix, contract.NO_COMPRESSION)
     )
   shards = sorted(glob.glob(prefix + '-*'))
   per_shard = [
@@ -563,7 +570,7 @@ def test_the_executor_writes_the_records_and_splits_of_the_per_record_path(
 ):
   """Do writes lists of examples (several per file here): the files hold the same records, in
   the same splits, as the per-example output of GenerateExamplesByBeam."""
-  monkeypatch.setattr(example_gen, '_BATCH_BYTES', 200)
+  monkeypatch.setattr(read_examples, '_BATCH_BYTES', 200)
   folder = tmp_path / 'in'
   folder.mkdir()
   texts = text_data.sentences(120)
@@ -581,7 +588,9 @@ def test_the_executor_writes_the_records_and_splits_of_the_per_record_path(
   pipeline = beam.Pipeline(runner=local_runner.FN_API_RUNNER)
   splits = example_gen.Executor().GenerateExamplesByBeam(pipeline, _exec_properties(component))
   for name, records in splits.items():
-    _ = records | f'Write[{name}]' >> tfrecords.write(str(tmp_path / name), contract.NO_COMPRESSION)
+    _ = records | f'Write[{name}]' >> tfrecord_files.write(
+      str(tmp_path / name), contract.NO_COMPRESSION
+    )
   pipeline.run().wait_until_finish()
   expected = {
     name: [r.numpy() for r in tf.data.TFRecordDataset(glob.glob(str(tmp_path / f'{name}-*')))]
@@ -589,7 +598,7 @@ def test_the_executor_writes_the_records_and_splits_of_the_per_record_path(
   }
   assert sorted(written) == sorted(expected) == ['eval', 'train']
   # Where each example comes from: (file, line index).
-  origin = {example_gen.make_example(t, None): (i >= 70, i) for i, t in enumerate(texts)}
+  origin = {example_encoding.make_example(t, None): (i >= 70, i) for i, t in enumerate(texts)}
   for name in expected:
     assert sorted(written[name]) == sorted(expected[name]) and expected[name]
     if not shuffle:  # each file's records in the order of its lines

@@ -9,7 +9,7 @@ import apache_beam as beam
 import pytest
 from tfx.types import standard_component_specs
 
-from components import example_gen
+from components import example_gen, readers
 from components.validation import DataError
 from pipeline import local_runner
 
@@ -101,7 +101,7 @@ def test_a_header_with_another_separator_says_csv_is_comma_separated(tmp_path, s
   path = tmp_path / 'a.csv'
   path.write_text(f'text{separator}label\nhello{separator}1\n')
   with pytest.raises(DataError, match=re.escape(f'separated by {separator!r}? CSV input is comma')):
-    list(example_gen.read_records(str(path), 'csv', text_column='text', label_column='label'))
+    list(readers.read_records(str(path), 'csv', text_column='text', label_column='label'))
 
 
 def test_no_match_lists_what_the_folder_holds(tmp_path):
@@ -128,7 +128,7 @@ def test_a_jsonl_field_of_the_wrong_json_type_names_file_line_and_type(tmp_path,
   path = tmp_path / 'a.jsonl'
   path.write_text(json.dumps({'text': 'fine', 'label': '0'}) + '\n' + json.dumps(record) + '\n')
   with pytest.raises(DataError, match=re.escape(f'{path}, line 2: {problem}')):
-    list(example_gen.read_records(str(path), 'jsonl', text_column='text', label_column='label'))
+    list(readers.read_records(str(path), 'jsonl', text_column='text', label_column='label'))
 
 
 @pytest.mark.parametrize(
@@ -139,19 +139,19 @@ def test_a_jsonl_line_that_is_not_an_object_names_its_json_type(tmp_path, line, 
   path = tmp_path / 'a.jsonl'
   path.write_text('{"text": "fine"}\n' + line + '\n')
   with pytest.raises(DataError, match=re.escape(f'line 2: expected a JSON object, got {kind}')):
-    list(example_gen.read_records(str(path), 'jsonl', text_column='text'))
+    list(readers.read_records(str(path), 'jsonl', text_column='text'))
 
 
 @pytest.mark.parametrize('label, read', [(1, '1'), (0.5, '0.5'), (' 1 ', '1'), (None, None)])
 def test_a_jsonl_label_that_is_a_number_or_padded_is_read_as_text(tmp_path, label, read):
   path = tmp_path / 'a.jsonl'
   path.write_text(json.dumps({'text': 'a film', 'label': label}) + '\n')
-  records = example_gen.read_records(str(path), 'jsonl', text_column='text', label_column='label')
+  records = readers.read_records(str(path), 'jsonl', text_column='text', label_column='label')
   assert list(records) == [(1, 'a film', read)]
 
 
 def test_csv_labels_with_surrounding_spaces_are_read_without_them(tmp_path):
   path = tmp_path / 'a.csv'
   path.write_text('text,label\nfirst, 1\nsecond,1 \nthird," 0 "\n')
-  records = example_gen.read_records(str(path), 'csv', text_column='text', label_column='label')
+  records = readers.read_records(str(path), 'csv', text_column='text', label_column='label')
   assert [label for _, _, label in records] == ['1', '1', '0']

@@ -11,7 +11,7 @@ from tfx import types
 from tfx.types import standard_artifacts
 from tfx_bsl.tfxio import tf_example_record
 
-from components import example_gen, tfrecords, transform
+from components import example_encoding, tfrecord_files, tfrecords, transform
 from components.vocabulary import VocabularyArtifact
 from pipeline import local_runner
 from tfxlm import contract
@@ -76,7 +76,7 @@ def test_analysis_reads_records_only_for_the_columns_its_analyzers_need(tmp_path
   path = str(tmp_path / 'data')
   with tf.io.TFRecordWriter(path) as writer:
     for i in range(5):
-      writer.write(example_gen.make_example(f'text {i}', str(i % 2)))
+      writer.write(example_encoding.make_example(f'text {i}', str(i % 2)))
   schema = schema_pb2.Schema()
   for name in (contract.TEXT_KEY, contract.LABEL_KEY):
     schema.feature.add(name=name, type=schema_pb2.BYTES)
@@ -127,11 +127,11 @@ def test_records_written_a_list_at_a_time_are_the_files_a_per_record_write_makes
   batches.append([b'\x01' * (1 << 16), b'\x02' * ((1 << 16) - 1), b'\x03' * 300])
   with beam.Pipeline(runner=local_runner.FN_API_RUNNER) as pipeline:
     lists = pipeline | beam.Create([batches], reshuffle=False) | beam.FlatMap(lambda b: b)
-    _ = lists | 'Lists' >> tfrecords.write_batches(str(tmp_path / 'lists'), compression)
+    _ = lists | 'Lists' >> tfrecord_files.write_batches(str(tmp_path / 'lists'), compression)
     _ = (
       lists
       | beam.FlatMap(lambda records: records)
-      | 'Records' >> tfrecords.write(str(tmp_path / 'records'), compression)
+      | 'Records' >> tfrecord_files.write(str(tmp_path / 'records'), compression)
     )
   written = {}
   for name in ('lists', 'records'):

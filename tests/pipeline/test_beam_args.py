@@ -49,10 +49,15 @@ def test_explicit_settings_win_over_the_size(tmp_path):
   assert local_runner.beam_args(_config(tmp_path, direct_num_workers=2)) == MULTI + [
     '--direct_num_workers=2'
   ]
+  # A runner or running mode named by the config is kept; the project's setup.py is named as
+  # the workers' dependencies unless the config names them.
+  setup = f'--setup_file={local_runner.SETUP_FILE}'
   explicit = ['--direct_running_mode=multi_threading', '--direct_num_workers=4']
-  assert local_runner.beam_args(_config(tmp_path, args=explicit)) == explicit
+  assert local_runner.beam_args(_config(tmp_path, args=explicit)) == explicit + [setup]
   dataflow = ['--runner=DataflowRunner', '--region=europe-west1']
-  assert local_runner.beam_args(_config(tmp_path, args=dataflow)) == dataflow
+  assert local_runner.beam_args(_config(tmp_path, args=dataflow)) == dataflow + [setup]
+  own = [*dataflow, '--requirements_file=req.txt']
+  assert local_runner.beam_args(_config(tmp_path, args=own)) == own
   _file(tmp_path / 'big.csv', local_runner.IN_PROCESS_MAX_BYTES + 1)
   assert local_runner.beam_args(_config(tmp_path, direct_num_workers=1)) == IN_MEMORY
 

@@ -116,16 +116,6 @@ def test_config_round_trips_through_json():
   assert again == config
 
 
-def test_local_beam_args_use_one_worker_per_core_unless_a_runner_is_named():
-  config = config_lib.from_dict({})
-  assert config_lib.beam_pipeline_args(config, num_cpus=2) == [
-    '--direct_running_mode=multi_processing',
-    '--direct_num_workers=2',
-  ]
-  flink = config_lib.from_dict({'beam': {'args': ['--runner=FlinkRunner']}})
-  assert config_lib.beam_pipeline_args(flink, num_cpus=2) == ['--runner=FlinkRunner']
-
-
 def test_unparsable_schema_is_named_with_the_parse_error(tmp_path):
   (tmp_path / 'schema').mkdir()
   (tmp_path / 'schema' / 'schema.pbtxt').write_text('feature { name: "text"\n')

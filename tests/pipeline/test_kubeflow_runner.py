@@ -20,9 +20,9 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx.orchestration.kubeflow.v2 import compiler_utils
 from tfx.utils import import_utils
 
-from components import example_gen, vocabulary
+from components import example_encoding, vocabulary
 from pipeline import config as config_lib
-from pipeline import demo_data, kubeflow_runner
+from pipeline import demo_data, kubeflow_runner, local_runner
 from tfxlm import contract
 
 # The offline sample: it has every stage (masked-LM pretraining, then classification).
@@ -505,13 +505,19 @@ def test_beam_args_reach_every_beam_component(compiled, demo):
     'Transform',
     'Evaluator',
   } <= set(beam_tasks)
+  # The image's setup.py names the workers' dependencies: no sdist of TFX per component, and a
+  # remote runner installs the project on its workers.
+  image_setup = '--setup_file=/pipeline/setup.py'
   for task in beam_tasks:
     args = flink.container_dict(task)['args']
-    assert args[-len(FLINK_ARGS) :] == FLINK_ARGS, task
+    assert args[-len(FLINK_ARGS) - 1 :] == [*FLINK_ARGS, image_setup], task
     assert not any(a.startswith('--direct_') for a in args), task
-  # Without kubeflow.beam_args: DirectRunner on every core of the component's pod.
+  # Without kubeflow.beam_args: Beam's FnApiRunner (never the DirectRunner, which would first
+  # download Prism) on every core of the component's pod, as local runs do.
   for task in _beam_tasks(demo):
-    assert demo.container_dict(task)['args'][-2:] == [
+    assert demo.container_dict(task)['args'][-4:] == [
+      '--runner=apache_beam.runners.portability.fn_api_runner.fn_runner.FnApiRunner',
+      image_setup,
       '--direct_running_mode=multi_processing',
       '--direct_num_workers=0',
     ], task
@@ -524,8 +530,8 @@ def test_local_runner_beam_args_reach_every_beam_component(tmp_path):
   from pipeline import factory
 
   config = config_lib.load_config(DEMO, ['beam.direct_num_workers=3'])
-  local_args = config_lib.beam_pipeline_args(config)
-  assert local_args == ['--direct_running_mode=multi_processing', '--direct_num_workers=3']
+  local_args = local_runner.beam_args(config)
+  assert local_args[-2:] == ['--direct_running_mode=multi_processing', '--direct_num_workers=3']
   ir = compiler.Compiler().compile(
     factory.create_pipeline(
       config, pipeline_root=str(tmp_path / 'root'), beam_pipeline_args=local_args
@@ -613,7 +619,7 @@ def _write_examples(uri, rows):
     path = os.path.join(uri, f'Split-{split}', 'data_tfrecord-00000-of-00001.gz')
     with tf.io.TFRecordWriter(path, options='GZIP') as writer:
       for i, text in enumerate(texts):
-        writer.write(example_gen.make_example(text, str(i % 2)))
+        writer.write(example_encoding.make_example(text, str(i % 2)))
 
 
 def _write_clean_anomalies(uri, splits):
@@ -665,7 +671,7 @@ def _run_entrypoint(compiled_spec, task, inputs, outputs, task_root, overrides=N
 def test_vocabulary_container_runs_from_the_spec(compiled, tmp_path):
   spec = compiled('in_memory', f'kubeflow.beam_args={json.dumps(IN_MEMORY_ARGS)}')
   args = spec.container_dict('Vocabulary')['args']
-  assert args[-len(IN_MEMORY_ARGS) :] == IN_MEMORY_ARGS
+  assert args[-len(IN_MEMORY_ARGS) - 1 :] == [*IN_MEMORY_ARGS, '--setup_file=/pipeline/setup.py']
   words = ['good', 'bad', 'film', 'story', 'actor', 'scene', 'plot', 'music']
   texts = [' '.join(words[(i + j) % len(words)] for j in range(6)) for i in range(40)]
   examples_uri = str(tmp_path / 'TextExampleGen' / 'examples')
@@ -785,3 +791,14 @@ def test_intermediates_are_gzipped_on_the_cluster_and_not_locally():
       if c.id.endswith(('ExampleGen', 'Transform'))
     }
     assert writers and set(writers.values()) == {compression}, writers
+
+
+def test_the_corpus_schema_of_a_label_filtering_pretraining_run_is_read_inside_the_image(compiled):
+  # With label_values and a pretrain stage, a corpus ExampleGen and its own curated schema join
+  # the pipeline; both schemas must be read where the image holds the repository.
+  filtered = compiled('filtered', 'data.label_values=["0", "1"]')
+  labeled = filtered.param('ImportSchemaGen', 'schema_file')
+  corpus = filtered.param(contract.CORPUS_SCHEMA_GEN_ID, 'schema_file')
+  assert labeled == '/pipeline/schemas/labeled/schema.pbtxt'
+  assert corpus == '/pipeline/schemas/corpus/schema.pbtxt'
+  assert os.path.isfile(os.path.join(config_lib.REPO, os.path.relpath(corpus, '/pipeline')))

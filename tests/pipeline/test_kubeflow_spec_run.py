@@ -127,10 +127,10 @@ def test_every_task_of_the_compiled_demo_runs_and_the_pushed_model_serves(tmp_pa
   # The pushed model serves: serving_default on serialized tf.Examples, in a fresh process.
   script = textwrap.dedent(f"""
       import json, tensorflow as tf, tensorflow_text  # noqa
-      from components import example_gen
+      from components import example_encoding
       model = tf.saved_model.load({destination!r})
       serve = model.signatures[{contract.SERVING_DEFAULT!r}]
-      examples = [example_gen.make_example(t, '0') for t in ('a good film', 'a bad film')]
+      examples = [example_encoding.make_example(t, '0') for t in ('a good film', 'a bad film')]
       out = serve(**{{{contract.EXAMPLES_INPUT!r}: tf.constant(examples)}})
       print(json.dumps(out[{contract.PROBABILITIES!r}].numpy().tolist()))
   """)

@@ -13,7 +13,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tfx import v1 as tfx
 
-from components import example_gen, transform, vocabulary
+from components import example_encoding, example_gen, transform, vocabulary
 from pipeline import local_runner
 from tests.trainer import trainer_data
 from tfxlm import contract
@@ -153,7 +153,7 @@ def test_the_pretrained_model_reads_the_lm_pieces_of_the_shared_transform(pipeli
   assert set(predictions[:2].ravel()) == {b''}
   assert {p.decode() for p in predictions[2]} <= words
   # serving_default (serialized tf.Examples) gives the same scores.
-  examples = [example_gen.make_example(t, 'pos') for t in texts]
+  examples = [example_encoding.make_example(t, 'pos') for t in texts]
   served = model.signatures[contract.SERVING_DEFAULT](examples=tf.constant(examples))
   np.testing.assert_allclose(
     served[contract.TOKEN_LOGPROB_SUM].numpy(), out[contract.TOKEN_LOGPROB_SUM].numpy(), rtol=1e-5

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from tensorflow_model_analysis.metrics import metric_types
 
+from components import metrics
 from pipeline import config as config_lib
-from pipeline import evaluation, metrics
+from pipeline import evaluation
 from tfxlm import contract
 
 
@@ -64,5 +65,5 @@ def test_language_model_threshold_is_an_upper_bound_on_perplexity():
   (perplexity,) = [
     m for spec in config.metrics_specs for m in spec.metrics if m.class_name == 'Perplexity'
   ]
-  assert perplexity.module == 'pipeline.metrics'
+  assert perplexity.module == 'components.metrics'
   assert perplexity.per_slice_thresholds[0].threshold.value_threshold.upper_bound.value == 50

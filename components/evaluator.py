@@ -19,6 +19,8 @@ from tfx import types
 from tfx.components.evaluator import executor as tfx_evaluator
 from tfx.dsl.components.base import executor_spec
 
+from components import tfx_internals
+
 NO_TYPE_CHECK = '--no_pipeline_type_check'
 _TYPE_CHECK_FLAGS = ('--pipeline_type_check', NO_TYPE_CHECK)
 
@@ -32,8 +34,9 @@ class Executor(tfx_evaluator.Executor):
     output_dict: Dict[str, List[types.Artifact]],
     exec_properties: Dict[str, Any],
   ) -> None:
-    if not any(a.startswith(_TYPE_CHECK_FLAGS) for a in self._beam_pipeline_args):
-      self._beam_pipeline_args = [*self._beam_pipeline_args, NO_TYPE_CHECK]
+    args = tfx_internals.beam_args(self)
+    if not any(a.startswith(_TYPE_CHECK_FLAGS) for a in args):
+      tfx_internals.set_beam_args(self, [*args, NO_TYPE_CHECK])
     gc.freeze()
     try:
       super().Do(input_dict, output_dict, exec_properties)

@@ -8,9 +8,9 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx.types import standard_artifacts
 
+from components import resolver as resolver_lib
 from pipeline import config as config_lib
 from pipeline import local_runner
-from pipeline import resolver as resolver_lib
 from tests.pipeline import tiny_pipeline
 
 

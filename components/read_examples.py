@@ -1,0 +1,299 @@
+"""Beam: input files into serialized tf.Examples, split by text hash, with the empty-split check.
+
+A DoFn per file runs its format's reader (`components.readers`): files are the unit of
+parallelism, so split a large corpus into several files. Each document becomes a tf.Example with
+a `text` feature and, when a label column is configured, a `label` feature
+(`components.example_encoding`).
+
+What is skipped or dropped is counted (Beam counters in `tfxlm.example_gen`) and logged per file:
+empty or whitespace-only documents; with `label_values`, rows whose label is not listed; files
+without documents. A missing or empty label is kept without a `label` value, so ExampleValidator
+reports it against the schema. A split without examples, an input pattern that matches no file,
+or a match that is not a readable file is a `DataError` naming the split, pattern or file.
+
+Hash splits hash each example's text (not the whole example), so duplicates stay in one split
+and ExampleGens reading the same files with other options (the pretraining corpus) agree with
+the labeled examples on which text is in which split.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import hashlib
+import json
+import os
+import stat
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import apache_beam as beam
+from absl import logging
+from tfx.dsl.io import fileio
+from tfx.types import standard_component_specs
+
+from components.errors import DataError
+from components.example_encoding import make_example
+from components.readers import (
+  LABEL_COLUMN_KEY,
+  TEXT_COLUMN_KEY,
+  TEXT_MODE_KEY,
+  get_format,
+  read_records,
+)
+from tfxlm import contract
+
+# TextExampleGen's exec properties read here, besides the readers' options.
+INPUT_FORMAT_KEY = 'input_format'
+LABEL_VALUES_KEY = 'label_values'  # JSON list of the labels to keep; empty keeps every row
+
+_METRICS_NAMESPACE = 'tfxlm.example_gen'
+# How many line numbers of skipped empty documents a warning lists per file.
+_MAX_REPORTED_LINES = 10
+# How many file names an empty-split error lists.
+_MAX_REPORTED_FILES = 3
+# Serialized bytes of the lists of examples written a list at a time (see `_FileToExamples`):
+# large enough that Beam's per-element costs vanish, small enough to hold one per split and worker.
+_BATCH_BYTES = 1 << 20
+
+
+class _FileToExamples(beam.DoFn):
+  """Turns one file into serialized tf.Examples, counting what it skips or drops.
+
+  With `hash_splits`, each example goes to the tagged output of its split (see `_text_bucket`),
+  decided here from its text rather than by parsing it again downstream. With `batched`, the
+  examples come out as lists (per split, in file order, of about `_BATCH_BYTES` each) rather than
+  one element each: Beam's per-element steps (the output's tag, the writer's) then run per list.
+  """
+
+  def __init__(
+    self,
+    input_format_name: str,
+    options: Mapping[str, Any],
+    label_values: Sequence[str] = (),
+    hash_splits: Sequence[tuple[str, int]] = (),
+    batched: bool = False,
+  ):
+    """Args as `ReadTextExamples`'s; `hash_splits`: (split name, hash buckets) pairs."""
+    self._format = input_format_name
+    self._options = dict(options)
+    self._label_values = frozenset(label_values)
+    self._split_names = [name for name, _ in hash_splits]
+    buckets = [count for _, count in hash_splits]
+    self._bounds = [sum(buckets[: i + 1]) for i in range(len(buckets))]
+    self._batched = batched
+    self._documents = beam.metrics.Metrics.counter(_METRICS_NAMESPACE, 'documents')
+    self._empty = beam.metrics.Metrics.counter(_METRICS_NAMESPACE, 'empty_documents_skipped')
+    self._dropped = beam.metrics.Metrics.counter(_METRICS_NAMESPACE, 'rows_dropped_by_label')
+    self._empty_files = beam.metrics.Metrics.counter(_METRICS_NAMESPACE, 'files_without_documents')
+
+  def _output(self, split: int | None, value: bytes | list[bytes]) -> Any:
+    """`value` as an element of split number `split`'s output (None: the only output)."""
+    return value if split is None else beam.pvalue.TaggedOutput(self._split_names[split], value)
+
+  def process(self, path: str) -> Iterator[Any]:
+    empty_lines = []
+    dropped = collections.Counter()
+    documents = 0
+    # Per output (a split number, or None without hash splits): its pending list and bytes.
+    pending: dict[int | None, list[bytes]] = collections.defaultdict(list)
+    pending_bytes: collections.Counter = collections.Counter()
+    for number, text, label in read_records(path, self._format, **self._options):
+      if not text.strip():
+        empty_lines.append(number)
+        self._empty.inc()
+        continue
+      # A missing label is kept: validation reports it against the schema.
+      if self._label_values and label is not None and label not in self._label_values:
+        dropped[label] += 1
+        self._dropped.inc()
+        continue
+      documents += 1
+      example = make_example(text, label)
+      split = (
+        bisect.bisect(self._bounds, _text_bucket(text, self._bounds[-1])) if self._bounds else None
+      )
+      if not self._batched:
+        yield self._output(split, example)
+        continue
+      pending[split].append(example)
+      pending_bytes[split] += len(example)
+      if pending_bytes[split] >= _BATCH_BYTES:
+        yield self._output(split, pending.pop(split))
+        del pending_bytes[split]
+    for split, examples in pending.items():
+      yield self._output(split, examples)
+    self._documents.inc(documents)
+    if not documents:
+      self._empty_files.inc()
+      logging.warning(
+        '%s: no documents (an empty file, a CSV header without rows, or only blank '
+        'or dropped rows)',
+        path,
+      )
+    if empty_lines:
+      shown = ', '.join(map(str, empty_lines[:_MAX_REPORTED_LINES]))
+      logging.warning(
+        '%s: skipped %d empty or whitespace-only documents (lines %s%s)',
+        path,
+        len(empty_lines),
+        shown,
+        ', ...' if len(empty_lines) > _MAX_REPORTED_LINES else '',
+      )
+    if dropped:
+      logging.info(
+        '%s: dropped %d rows whose label is not in label_values %s (%s)',
+        path,
+        sum(dropped.values()),
+        sorted(self._label_values),
+        ', '.join(f'{label}: {count}' for label, count in dropped.most_common()),
+      )
+
+
+def _text_bucket(text: str, total_buckets: int) -> int:
+  """The hash bucket of an example's text: equal texts land in the same split whatever their
+  label, in every ExampleGen of the pipeline."""
+  # The digest as a big-endian number, as int(hexdigest, 16) reads it, without the hex text.
+  return int.from_bytes(hashlib.sha256(text.encode()).digest()) % total_buckets
+
+
+@beam.ptransform_fn
+def ReadTextExamples(  # noqa: N802 (Beam transform naming)
+  pipeline: beam.Pipeline,
+  exec_properties: Mapping[str, Any],
+  split_pattern: str,
+  hash_splits: Sequence[tuple[str, int]] = (),
+  batched: bool = False,
+) -> beam.PCollection | beam.pvalue.DoOutputsTuple:
+  """Reads one input split (a glob under input_base) into serialized tf.Examples.
+
+  Args:
+    pipeline: The Beam pipeline.
+    exec_properties: TextExampleGen's exec properties.
+    split_pattern: Glob of the files under input_base.
+    hash_splits: (split name, hash buckets) pairs to split the examples into by their text's
+      hash; empty: no split.
+    batched: Output lists of serialized tf.Examples (of about 1 MiB, in file order) rather than
+      one element per example.
+
+  Returns:
+    The serialized tf.Examples (or lists of them); with `hash_splits`, one output of them per
+    split name.
+  """
+  pattern = os.path.join(exec_properties[standard_component_specs.INPUT_BASE_KEY], split_pattern)
+  name = exec_properties[INPUT_FORMAT_KEY]
+  entry = get_format(name)
+  given = {
+    TEXT_COLUMN_KEY: exec_properties.get(TEXT_COLUMN_KEY) or contract.TEXT_KEY,
+    LABEL_COLUMN_KEY: exec_properties.get(LABEL_COLUMN_KEY) or None,
+    TEXT_MODE_KEY: exec_properties.get(TEXT_MODE_KEY) or contract.LINE,
+  }
+  files = input_files(pattern)
+  if not files:
+    folder = os.path.dirname(pattern)
+    held = sorted(fileio.listdir(folder)) if fileio.isdir(folder) else []
+    shown = ', '.join(held[:_MAX_REPORTED_FILES]) + (', ...' if held[_MAX_REPORTED_FILES:] else '')
+    raise DataError(
+      f'no input files match {pattern!r} (input_format={name!r}); the folder holds '
+      f'{shown or "nothing"}: set data.format or data.file_pattern to match them'
+    )
+  logging.info('Reading %d %s file(s) matching %s', len(files), name, pattern)
+  # Files are the unit of parallelism (Create spreads them over the workers); there is no
+  # reshuffle of the records here, as ExampleGen's writer already shuffles once.
+  read = beam.ParDo(
+    _FileToExamples(
+      name,
+      {k: given[k] for k in entry.options},
+      label_values(exec_properties),
+      hash_splits,
+      batched,
+    )
+  )
+  if hash_splits:
+    read = read.with_outputs(*(split for split, _ in hash_splits))
+  return pipeline | 'Files' >> beam.Create(files) | 'Read' >> read
+
+
+def input_files(pattern: str) -> list[str]:
+  """The files `pattern` matches, folders left out; a local match that cannot be read as a
+  file is an error here, naming it, not later in a Beam worker (a named pipe would block it)."""
+  files = []
+  for path in sorted(fileio.glob(pattern)):
+    if '://' in path:
+      if not fileio.isdir(path):
+        files.append(path)
+      continue
+    try:
+      mode = os.stat(path).st_mode
+    except OSError as e:
+      raise DataError(
+        f'{path}: cannot read this input file ({e.strerror}; a broken or looping symbolic '
+        'link?): fix it, or move it out of the input folder'
+      ) from None
+    if stat.S_ISDIR(mode):
+      continue
+    if not stat.S_ISREG(mode):
+      raise DataError(
+        f'{path}: not a regular file (a named pipe, socket or device): move it out of the '
+        'input folder or narrow data.file_pattern'
+      )
+    if not os.access(path, os.R_OK):
+      raise DataError(f'{path}: no permission to read this input file: chmod it or copy it')
+    files.append(path)
+  return files
+
+
+def label_values(exec_properties: Mapping[str, Any]) -> list[str]:
+  """The labels to keep, from the exec properties; empty keeps every row."""
+  return json.loads(exec_properties.get(LABEL_VALUES_KEY) or '[]')
+
+
+def describe_files(pattern: str) -> str:
+  files = sorted(p for p in fileio.glob(pattern) if not fileio.isdir(p))
+  shown = ', '.join(os.path.basename(f) for f in files[:_MAX_REPORTED_FILES])
+  more = ', ...' if len(files) > _MAX_REPORTED_FILES else ''
+  return f'{pattern} ({len(files)} file(s): {shown}{more})'
+
+
+def check_not_empty(
+  splits: Mapping[str, beam.PCollection],
+  sources: Mapping[str, str],
+  hash_ratio: str | None,
+  batched: bool = False,
+) -> None:
+  """Fails the pipeline, naming the split and its files, if a split has no examples (`batched`:
+  the splits hold lists of examples)."""
+  count = (lambda: beam.CombineGlobally(sum)) if batched else beam.combiners.Count.Globally
+  counts = [
+    (records | f'Sizes[{name}]' >> beam.Map(len) if batched else records)
+    | f'Count[{name}]' >> count()
+    | f'Name[{name}]' >> beam.Map(lambda count, name=name: (name, count))
+    for name, records in splits.items()
+  ]
+  _ = (
+    counts
+    | 'Counts' >> beam.Flatten()
+    | 'AllCounts' >> beam.combiners.ToList()
+    | 'CheckNotEmpty' >> beam.Map(_raise_on_empty_split, dict(sources), hash_ratio)
+  )
+
+
+def _raise_on_empty_split(
+  counts: list[tuple[str, int]], sources: Mapping[str, str], hash_ratio: str | None
+) -> None:
+  counts = dict(sorted(counts))
+  empty = [name for name, count in counts.items() if not count]
+  if not empty:
+    return
+  if hash_ratio and len(empty) < len(counts):
+    shown = ', '.join(f'{name} {count}' for name, count in counts.items())
+    raise DataError(
+      f'split {empty[0]!r} is empty after the hash split ({hash_ratio}) of '
+      f'{sources[empty[0]]}: examples per split: {shown}; add examples, change '
+      'train_eval_ratio, or pre-split the input into folders (input_splits)'
+    )
+  where = f'split {empty[0]!r}: ' if not hash_ratio else ''
+  raise DataError(
+    f'{where}no examples in {sources[empty[0]]}: every file is empty, a CSV header without rows, '
+    'or blank or dropped rows only; add examples or point the input at other files'
+  )

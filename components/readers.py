@@ -1,0 +1,370 @@
+"""Format readers: one input file into (line or record number, text, label) records.
+
+TensorFlow-free (a tf.Example is parsed with TensorFlow's protobuf classes, imported only when a
+TFRecord file is read), and Beam-free: `components.read_examples` runs them in Beam.
+
+Formats live in one registry, `FORMATS`: each entry names its reader (a generator of `Record`s
+from one file), its default file pattern and the options the reader takes. A new format is one
+entry and one reader (and its name in `tfxlm.contract`).
+
+Files are read as streams, one record at a time, so file names and line numbers stay known for
+error messages. Files named `*.gz` or `*.bz2` are decompressed as they are read (csv, text,
+jsonl; tfrecord: gzip). Every problem is a `DataError` naming the file, the line or record and
+what to do; a byte-order mark starting a file is stripped; CSV fields up to 64 Mi characters
+are read.
+"""
+
+from __future__ import annotations
+
+import bz2
+import contextlib
+import csv
+import dataclasses
+import gzip
+import json
+import os
+import re
+import zlib
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+from components import tfrecords
+from components.errors import DataError
+from tfxlm import contract
+
+# The readers' keyword options; TextExampleGen's exec properties carry the same names.
+TEXT_COLUMN_KEY = 'text_column'
+LABEL_COLUMN_KEY = 'label_column'
+TEXT_MODE_KEY = 'text_mode'
+
+# (line number, or record number for TFRecord; text; label or None)
+Record = tuple[int, str, str | None]
+
+# Decompression by file name extension. The streams decompress as they are read.
+_DECOMPRESSORS: dict[str, Callable[[IO[bytes]], IO[bytes]]] = {
+  '.gz': lambda raw: gzip.GzipFile(fileobj=raw, mode='rb'),
+  '.bz2': lambda raw: bz2.BZ2File(raw, mode='rb'),
+}
+# What a damaged compressed stream raises while it is read (BadGzipFile is an OSError).
+_STREAM_ERRORS = (OSError, EOFError, zlib.error)
+
+_CHECK_CHUNK_BYTES = 1 << 20
+_BOM = '\ufeff'
+# Longest CSV field read (Python's csv default is 131,072 characters); bounded so that a file
+# with an unbalanced quote fails instead of reading everything into one field.
+_CSV_FIELD_LIMIT = 64 * 1024 * 1024
+
+
+def _decode(raw: bytes, path: str, line: int) -> str:
+  try:
+    return raw.decode('utf-8')
+  except UnicodeDecodeError as e:
+    raise DataError(
+      f'{path}, line {line}: invalid UTF-8 (byte {e.start} of the line is 0x{raw[e.start]:02x}: '
+      f'{e.reason}); re-encode the file as UTF-8'
+    ) from None
+
+
+def _label_str(value: Any) -> str | None:
+  if value is None:
+    return None
+  if isinstance(value, bytes):
+    value = value.decode('utf-8')
+  return str(value).strip() or None
+
+
+def _compression(path: str) -> str | None:
+  extension = os.path.splitext(path)[1]
+  return extension[1:] if extension in _DECOMPRESSORS else None
+
+
+def _open_raw(path: str) -> IO[bytes]:
+  # Local files through Python's own buffered reader: TFX's fileio (TensorFlow's GFile) costs
+  # ~20 us a line more. URIs (gs://, s3://, ...) need fileio.
+  if '://' not in path:
+    return open(path, 'rb')  # noqa: SIM115
+  from tfx.dsl.io import fileio  # loads TensorFlow: only for remote files
+
+  return fileio.open(path, 'rb')
+
+
+@contextlib.contextmanager
+def _open(path: str) -> Iterator[IO[bytes]]:
+  """The file's bytes, decompressed when its name ends in .gz or .bz2."""
+  with _open_raw(path) as raw:
+    decompressor = _DECOMPRESSORS.get(os.path.splitext(path)[1])
+    if decompressor is None:
+      yield raw
+    else:
+      with decompressor(raw) as stream:
+        yield stream
+
+
+def _damaged(path: str, where: str, error: BaseException) -> DataError:
+  kind = f'{_compression(path)} data' if _compression(path) else 'data'
+  return DataError(
+    f'{path}: unreadable {kind} {where} ({error or type(error).__name__}); the '
+    'file is corrupt or truncated: re-create or re-download it'
+  )
+
+
+def _lines(path: str) -> Iterator[tuple[int, str]]:
+  """Streams the decoded lines of a file (line endings kept), numbered from 1."""
+  number = 0
+  with _open(path) as f:
+    try:
+      for number, raw in enumerate(f, start=1):
+        line = _decode(raw, path, number)
+        # A byte-order mark (Windows editors, spreadsheet exports) is not part of the data.
+        yield number, line.removeprefix(_BOM) if number == 1 else line
+    except _STREAM_ERRORS as e:
+      raise _damaged(path, f'after line {number}', e) from None
+
+
+def _read_text(path: str, text_mode: str = contract.LINE) -> Iterator[Record]:
+  if text_mode == contract.FILE:
+    # One document per file: the document is the unit, so it is read whole.
+    with _open(path) as f:
+      try:
+        data = f.read()
+      except _STREAM_ERRORS as e:
+        raise _damaged(path, 'in the file', e) from None
+    yield 1, _decode(data, path, 1).removeprefix(_BOM), None
+    return
+  extra = 0  # lines ended by a bare CR (old Mac files) that the \n-split did not count
+  for number, line in _lines(path):
+    for i, part in enumerate(line.rstrip('\r\n').split('\r')):
+      extra += i > 0
+      yield number + extra, part, None
+
+
+def _read_jsonl(
+  path: str, text_column: str = contract.TEXT_KEY, label_column: str | None = None
+) -> Iterator[Record]:
+  for number, line in _lines(path):
+    line = line.strip()
+    if not line:
+      yield number, '', None
+      continue
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise DataError(
+        f'{path}, line {number}: not valid JSON ({e.msg} at column {e.colno})'
+      ) from None
+    if not isinstance(record, dict):
+      raise DataError(f'{path}, line {number}: expected a JSON object, got {_json_type(record)}')
+    if text_column not in record:
+      raise DataError(
+        f'{path}, line {number}: no text field {text_column!r} (fields: {sorted(record)})'
+      )
+    text = record[text_column]
+    if not isinstance(text, str):
+      raise DataError(
+        f'{path}, line {number}: text field {text_column!r} is {_json_type(text)}, not a string'
+      )
+    label = record.get(label_column) if label_column else None
+    if isinstance(label, (dict, list)):  # str() would make a label no schema lists
+      raise DataError(
+        f'{path}, line {number}: label field {label_column!r} is {_json_type(label)}, not a '
+        'string or number'
+      )
+    yield number, text, _label_str(label)
+
+
+def _json_type(value: Any) -> str:
+  """JSON's name of the type of a decoded `value`."""
+  kinds = ((str, 'a string'), (bool, 'a boolean'), ((int, float), 'a number'), (list, 'an array'))
+  for kind, name in kinds:
+    if isinstance(value, kind):
+      return name
+  return 'null' if value is None else 'an object'
+
+
+# After a CR that is not part of a CRLF: where a line ended by a bare CR stops (the CR kept, so
+# that csv still sees a line end, and a quoted field spanning it keeps it).
+_BARE_CR = re.compile(r'(?<=\r)(?!\n)(?=.)', re.DOTALL)
+
+
+def _read_csv(
+  path: str, text_column: str = contract.TEXT_KEY, label_column: str | None = None
+) -> Iterator[Record]:
+  # csv needs text; the lines are decoded one by one to report invalid UTF-8 precisely, and the
+  # physical line number is the last one the csv reader consumed (a quoted field spans lines).
+  physical = {'line': 0}
+
+  def lines():
+    extra = 0  # lines ended by a bare CR (old Mac exports), which the \n-split did not count
+    for number, line in _lines(path):
+      for i, part in enumerate(_BARE_CR.split(line)):
+        extra += i > 0
+        physical['line'] = number + extra
+        yield part
+
+  csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
+  reader = csv.reader(lines())
+  try:
+    header = next(reader)
+  except StopIteration:
+    raise DataError(f'{path}: empty CSV file (no header row)') from None
+  except csv.Error as e:
+    raise DataError(f'{path}, line {physical["line"]}: malformed CSV header ({e})') from None
+  header = [name.strip() for name in header]
+  repeated = sorted({name for name in header if name and header.count(name) > 1})
+  if repeated:
+    raise DataError(
+      f'{path}: column {repeated[0]!r} appears {header.count(repeated[0])} times in '
+      f'the header ({header}); give each column its own name'
+    )
+  wanted = [text_column] + ([label_column] if label_column else [])
+  for column in wanted:
+    if column not in header:
+      hint = ''
+      other = [sep for sep in ';\t|' if len(header) == 1 and sep in header[0]]
+      if other:  # one column holding the whole header: another separator than the comma
+        hint = f' (fields separated by {other[0]!r}? CSV input is comma-separated)'
+      raise DataError(f'{path}: no column {column!r} in the header (columns: {header}){hint}')
+  text_index = header.index(text_column)
+  label_index = header.index(label_column) if label_column else None
+  try:
+    for row in reader:
+      if not row:  # A blank line is not a record.
+        continue
+      if len(row) != len(header):
+        raise DataError(
+          f'{path}, line {physical["line"]}: ragged row with {len(row)} fields, the header '
+          f'has {len(header)} ({header})'
+        )
+      label = _label_str(row[label_index]) if label_index is not None else None
+      yield physical['line'], row[text_index], label
+  except csv.Error as e:
+    hint = (
+      f': a field is longer than {_CSV_FIELD_LIMIT:,} characters (an unclosed quote?)'
+      if 'field limit' in str(e)
+      else ''
+    )
+    raise DataError(f'{path}, line {physical["line"]}: malformed CSV ({e}){hint}') from None
+
+
+def _example_fields(
+  serialized: bytes, where: str, text_column: str, label_column: str | None
+) -> tuple[str, str | None]:
+  """(text, label) of one serialized tf.Example from `where` (file and record)."""
+  from tensorflow.core.example import example_pb2  # loads TensorFlow: only for TFRecords
+
+  try:
+    example = example_pb2.Example.FromString(serialized)
+  except Exception as e:  # noqa: BLE001 - protobuf's DecodeError has no stable import path
+    raise DataError(f'{where}: not a serialized tf.Example ({e})') from None
+  feature = example.features.feature
+  if text_column not in feature:
+    raise DataError(
+      f'{where}: the tf.Example has no feature {text_column!r} (features: {sorted(feature)})'
+    )
+  values = feature[text_column].bytes_list.value
+  if len(values) != 1:
+    raise DataError(
+      f'{where}: feature {text_column!r} must hold exactly one string, got {len(values)} '
+      f'bytes values'
+    )
+  label = None
+  if label_column and label_column in feature:
+    label_feature = feature[label_column]
+    kind = label_feature.WhichOneof('kind')
+    label_values = list(getattr(label_feature, kind).value) if kind else []
+    label = _label_str(label_values[0]) if label_values else None
+  return _decode(values[0], where, 0), label
+
+
+def _tfrecords(path: str) -> Iterator[tuple[int, bytes]]:
+  """Streams (record number, payload) from a TFRecord file, checking each record's CRCs.
+
+  Read here rather than with tf.data, which ends a truncated gzip file silently.
+  """
+  number = 0
+  with _open(path) as f:
+    try:
+      for number, payload in enumerate(tfrecords.unframe(f), start=1):
+        yield number, payload
+    except tfrecords.FramingError as e:
+      raise DataError(
+        f'{path}: record {e.record} is unreadable ({e.problem}); the file is corrupt, '
+        'truncated or not a TFRecord file (gzip-compressed ones must be named *.gz)'
+      ) from None
+    except _STREAM_ERRORS as e:
+      raise _damaged(path, f'in record {number + 1}', e) from None
+
+
+def _read_tfrecord(
+  path: str, text_column: str = contract.TEXT_KEY, label_column: str | None = None
+) -> Iterator[Record]:
+  for number, serialized in _tfrecords(path):
+    text, label = _example_fields(serialized, f'{path}, record {number}', text_column, label_column)
+    yield number, text, label
+
+
+@dataclasses.dataclass(frozen=True)
+class InputFormat:
+  """How ExampleGen reads one input format.
+
+  Attributes:
+    reader: streams `Record`s from one file: `reader(path, **options)`.
+    default_pattern: glob of the format's files under input_base when the config gives none
+      (compressed files included).
+    options: the reader's keyword options, named as TextExampleGen's exec properties.
+  """
+
+  reader: Callable[..., Iterator[Record]]
+  default_pattern: str
+  options: tuple[str, ...]
+
+
+FORMATS: dict[str, InputFormat] = {
+  contract.CSV: InputFormat(_read_csv, '*.csv*', (TEXT_COLUMN_KEY, LABEL_COLUMN_KEY)),
+  contract.TFRECORD: InputFormat(_read_tfrecord, '*', (TEXT_COLUMN_KEY, LABEL_COLUMN_KEY)),
+  contract.TEXT: InputFormat(_read_text, '*.txt*', (TEXT_MODE_KEY,)),
+  contract.JSONL: InputFormat(_read_jsonl, '*.jsonl*', (TEXT_COLUMN_KEY, LABEL_COLUMN_KEY)),
+}
+
+
+def get_format(name: str) -> InputFormat:
+  """The registry entry of format `name`; ValueError naming the known formats otherwise."""
+  if name not in FORMATS:
+    raise ValueError(f'input_format {name!r} is not one of {", ".join(FORMATS)}')
+  return FORMATS[name]
+
+
+def read_records(path: str, input_format_name: str, **options: Any) -> Iterator[Record]:
+  """Streams (line or record number, text, label) from one file.
+
+  Args:
+    path: The file; `*.gz` and `*.bz2` are decompressed as they are read.
+    input_format_name: A key of `FORMATS`.
+    **options: The format's options (`text_column`, `label_column`, `text_mode`); those the
+      format does not take are ignored, those missing take the reader's defaults.
+
+  Raises:
+    DataError: naming the file, line (or record) and problem.
+  """
+  entry = get_format(input_format_name)
+  records = entry.reader(path, **{k: v for k, v in options.items() if k in entry.options})
+  return _blame_damaged_stream(path, records) if _compression(path) else records
+
+
+def _blame_damaged_stream(path: str, records: Iterator[Record]) -> Iterator[Record]:
+  """Reports a damaged compressed file as such, not by the first bad line it produced.
+
+  A bz2 block's checksum is checked at its end, after its (garbled) lines were read: a corrupt
+  file would first show as invalid UTF-8 or malformed CSV. On such an error the rest of the
+  stream is read: if it is damaged, that is the error reported.
+  """
+  try:
+    yield from records
+  except DataError:
+    with _open(path) as f:
+      try:
+        while f.read(_CHECK_CHUNK_BYTES):
+          pass
+      except _STREAM_ERRORS as e:
+        raise _damaged(path, 'in the file', e) from None
+    raise
