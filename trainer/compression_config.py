@@ -10,6 +10,7 @@ from typing import Any
 
 from tfxlm import contract, typed_config
 from tfxlm.typed_config import FRACTION, POSITIVE, Range
+from trainer.config import TrainerConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,3 +90,41 @@ class DistillConfig:
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillStageConfig:
+  """The pipeline's optional `distill` stage: after `train`, a student classifier learns from a
+  teacher's soft labels on the same Transform output, then is evaluated, blessed and pushed
+  under its own model name like any other model (pipeline/distill_stage.py).
+
+  Attributes:
+    student: The student's TrainerConfig (task classify, e.g. model_size tiny); its `seq_len`
+      must be `train.seq_len` (both read the same Transform output).
+    teacher: The teacher: empty means this run's `train` model (which must then be exported
+      float, `export.quantize: none`); else a pushed float version folder of this pipeline
+      (`<serving_root>/<model_name>/<version>`) or a Trainer's model artifact folder, trained on
+      the same vocabulary.
+    model_name: The student's name under the serving root (must differ from
+      `serving.model_name`).
+    options: Temperature, loss mix and the transfer set's augmentation rates.
+  """
+
+  student: TrainerConfig = TrainerConfig(task=contract.CLASSIFY, model_size='tiny')
+  teacher: str = ''
+  model_name: str = 'student'
+  options: DistillConfig = DistillConfig()
+
+  def __post_init__(self):
+    typed_config.check_fields(self, names=('model_name',))
+    if self.student.task != contract.CLASSIFY:
+      raise typed_config.FieldError(
+        'student', f'task must be {contract.CLASSIFY}, got {self.student.task}'
+      )
+
+  def trainer_custom_config(self) -> dict[str, Any]:
+    """The distill Trainer's `custom_config`: the student's config and the options."""
+    return {
+      **self.student.trainer_custom_config(),
+      contract.DISTILL_CONFIG_KEY: self.options.to_dict(),
+    }

@@ -301,7 +301,7 @@ def train_and_export(
   return history
 
 
-def _export(trained, tft_output, config, vocabularies, export_dir, export_config=ExportConfig()):
+def _export(trained, tft_output, config, vocabularies, export_dir, export_config=None):
   """Exports a float32, strategy-free copy of `trained`, plus the config and backbone weights
   (quantized as `export_config` says: then without the float backbone weights)."""
   previous_policy = keras.mixed_precision.global_policy()
@@ -311,7 +311,7 @@ def _export(trained, tft_output, config, vocabularies, export_dir, export_config
     copy.set_weights(trained.get_weights())
   finally:
     keras.mixed_precision.set_global_policy(previous_policy)
-  if export_config.quantize != contract.QUANTIZE_NONE:
+  if export_config is not None and export_config.quantize != contract.QUANTIZE_NONE:
     quantization.export_quantized(
       copy, export_config.quantize, tft_output, config, vocabularies, export_dir
     )
