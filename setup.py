@@ -14,6 +14,7 @@ STACK = [
   'apache-beam[gcp]==2.77.0',
   'keras==3.15.1',
   'keras-hub==0.32.0',
+  'safetensors==0.8.0',  # keras-hub's Hugging Face converters read model.safetensors
   'tensorboard==2.21.0',
   'tensorflow-serving-api==2.19.1',
   'grpcio==1.85.3',
