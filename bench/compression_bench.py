@@ -130,7 +130,10 @@ def _run_pipeline(args, workdir):
       'warmup_steps': 40,
     }
     raw['distill'] = {'student': student, 'model_name': f'{config.serving.model_name}-student'}
-    config_path = os.path.join(os.path.dirname(os.path.abspath(args.config)), '.bench_config.yaml')
+    # Beside the original, so that its relative paths still resolve.
+    config_path = os.path.join(
+      os.path.dirname(os.path.abspath(args.config)), f'.compression_bench_{os.getpid()}.yaml'
+    )
     with open(config_path, 'w') as f:
       yaml.safe_dump(raw, f)
   command = [sys.executable, '-m', 'pipeline.local_runner', '--config', config_path]
@@ -253,6 +256,9 @@ def main():
   parser.add_argument('--rounds', type=int, default=50, help='timed calls per model and batch')
   parser.add_argument('--workdir', default='', help='keep the outputs here (default: a temp dir)')
   parser.add_argument(
+    '--reuse', action='store_true', help="reuse --workdir's pipeline outputs when complete"
+  )
+  parser.add_argument(
     '--minilm', action='store_true', help='fine-tune all-MiniLM-L6-v2 (from PyPI) as the teacher'
   )
   args = parser.parse_args()
@@ -261,8 +267,9 @@ def main():
   if args.minilm:
     args.overrides = [f'train.preset={_minilm_preset(workdir)}', *MINILM_TRAIN, *args.overrides]
   started = time.time()
-  _run_pipeline(args, workdir)
   root = os.path.join(workdir, 'outputs', 'root')
+  if not (args.reuse and glob.glob(os.path.join(root, contract.DISTILL_TRAINER_ID, 'model', '*'))):
+    _run_pipeline(args, workdir)
   teacher = os.path.join(
     _newest(os.path.join(root, contract.TRAINER_ID, 'model', '*')), 'Format-Serving'
   )
@@ -288,8 +295,9 @@ def main():
   with open(os.path.join(student, contract.EXTRA_DIR, contract.TRAINER_CONFIG_FILE)) as f:
     student_config = json.load(f)
   hard = os.path.join(workdir, 'hard_student')
-  shutil.rmtree(hard, ignore_errors=True)
-  task_lib.run_fn(_fn_args(root, student_config, hard))
+  if not (args.reuse and os.path.isfile(os.path.join(hard, 'serving', 'saved_model.pb'))):
+    shutil.rmtree(hard, ignore_errors=True)
+    task_lib.run_fn(_fn_args(root, student_config, hard))
   exports['student (hard labels)'] = os.path.join(hard, 'serving')
 
   texts, labels = baseline.read_labeled(examples_uri, 'eval')

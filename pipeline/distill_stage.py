@@ -1,6 +1,7 @@
 """The `distill` stage's components: a Trainer running trainer/distillation.py on the `train`
 stage's Transform output with the teacher as its base model, then its own baseline resolver,
-Evaluator and Pusher (the student's baseline is the last blessed student, never the teacher).
+Evaluator and Pusher (with the project's resolver strategy, the student's baseline is the last
+blessed student, never the teacher: pipeline/resolver.py).
 """
 
 from tfx import v1 as tfx
@@ -9,23 +10,6 @@ from pipeline import evaluation
 from pipeline import evaluator as evaluator_lib
 from pipeline import resolver as resolver_lib
 from tfxlm import contract
-
-
-def model_channels(trainer_id: str, evaluator_id: str) -> dict:
-  """The resolver's channels of one stage's models and blessings, so that the teacher's and
-  the student's baselines are each their own stage's."""
-  return {
-    'model': tfx.dsl.Channel(
-      type=tfx.types.standard_artifacts.Model,
-      producer_component_id=trainer_id,
-      output_key='model',
-    ),
-    'model_blessing': tfx.dsl.Channel(
-      type=tfx.types.standard_artifacts.ModelBlessing,
-      producer_component_id=evaluator_id,
-      output_key='blessing',
-    ),
-  }
 
 
 def components(config, examples, transform, teacher_trainer, serving_root, baseline_strategy):
@@ -60,7 +44,10 @@ def components(config, examples, transform, teacher_trainer, serving_root, basel
     eval_args=tfx.proto.EvalArgs(num_steps=stage.student.eval_steps),
     custom_config=stage.trainer_custom_config(),
   ).with_id(contract.DISTILL_TRAINER_ID)
-  inputs = model_channels(contract.DISTILL_TRAINER_ID, contract.DISTILL_EVALUATOR_ID)
+  inputs = {
+    'model': tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+    'model_blessing': tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+  }
   if issubclass(baseline_strategy, resolver_lib.LatestBlessedBaselineStrategy):
     inputs[resolver_lib.CANDIDATE_KEY] = trainer.outputs['model']
   resolver = tfx.dsl.Resolver(strategy_class=baseline_strategy, **inputs).with_id(

@@ -130,9 +130,6 @@ def _evaluation(config: config_lib.PipelineConfig, examples, trainer, baseline_s
     'model': tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
     'model_blessing': tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
   }
-  if config.distill is not None:
-    # The student is blessed and pushed too: the baseline is this stage's own last model.
-    resolver_inputs = distill_stage.model_channels(contract.TRAINER_ID, contract.EVALUATOR_ID)
   if issubclass(baseline_strategy, resolver_lib.LatestBlessedBaselineStrategy):
     # The candidate, so that it is never its own baseline (Kubeflow's stock strategy takes none).
     resolver_inputs[resolver_lib.CANDIDATE_KEY] = trainer.outputs['model']

@@ -66,7 +66,9 @@ def frozen_classifier_call(model: keras.Model):
 
   def call(inputs, training=False):
     del training  # an inference graph
-    return frozen(tf.cast(inputs[TOKEN_IDS], tf.int32), tf.cast(inputs[PADDING_MASK], tf.int32))
+    outputs = frozen(tf.cast(inputs[TOKEN_IDS], tf.int32), tf.cast(inputs[PADDING_MASK], tf.int32))
+    # The frozen function returns its outputs as a flat list: give them the model's structure.
+    return tf.nest.pack_sequence_as(traced.structured_outputs, tf.nest.flatten(outputs))
 
   return call
 

@@ -59,6 +59,8 @@ def test_quantized_export_answers_like_the_float_one_with_tensorflow_alone(
   got = quantized[contract.PREDICT_TEXT](text=TEXTS)
   want = reference[contract.PREDICT_TEXT](text=TEXTS)
   assert got.keys() == want.keys()
+  for key in want:
+    assert got[key].shape == want[key].shape, key
   difference = np.abs(got[contract.PROBABILITIES].numpy() - want[contract.PROBABILITIES].numpy())
   assert difference.max() <= TOLERANCE[mode], difference
   # The quantized weights are what is saved, not the float ones beside them.
@@ -79,6 +81,7 @@ def test_quantized_export_answers_like_the_float_one_with_tensorflow_alone(
   )
   by_example = quantized[contract.SERVING_DEFAULT](examples=examples)
   np.testing.assert_array_equal(by_example[contract.LABELS], got[contract.LABELS])
+  np.testing.assert_array_equal(got[contract.LABEL_IDS], want[contract.LABEL_IDS])
 
 
 def test_quantize_refuses_other_tasks(clm_data, tmp_path):
