@@ -4,11 +4,12 @@ with its weights as graph constants.
 `Model.quantize` swaps each Dense / EinsumDense / Embedding kernel for an int8 (or packed int4)
 variable and a per-channel scale; every call then casts the kernel back to float and rescales
 (keras/src/layers/core/dense.py `_int8_call`). Read from variables, that cast runs on every
-request: for a 6-layer MiniLM at batch 1 the casts cost as much as the matrix products. Here the
+request: at batch 1 they slowed a stack of MiniLM-shaped matrix products by half. Here the
 quantized model is frozen into one function whose kernels and scales are constants
 (TensorFlow's `convert_variables_to_constants_v2`); TensorFlow's graph optimizer (Grappler's
 constant folding) then computes each float kernel once, when the serving function is first
-instantiated, and each request runs float matrix products. On disk the SavedModel holds the
+instantiated (kernels up to Grappler's 10 MiB constant limit: every kernel of a BERT base), and
+each request runs float matrix products. On disk the SavedModel holds the
 int8 (or int4) constants only; in memory the folded float kernels take the float model's room.
 Token embeddings stay int8 in memory: their rows are gathered, then rescaled. `int8` also
 quantizes each Dense layer's input on every call (no folding helps there: it is slower than
