@@ -114,7 +114,7 @@ def _served_bytes(folder):
 def _run_pipeline(args, workdir):
   config = config_lib.load_config(args.config, args.overrides)
   raw = yaml.safe_load(open(args.config))
-  overrides = [*args.overrides, f'outputs_dir={workdir}/outputs', 'enable_cache=false']
+  overrides = [*args.overrides, f'outputs_dir={workdir}/outputs']
   config_path = args.config
   if config.distill is None:
     student = {
