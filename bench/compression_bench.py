@@ -2,6 +2,7 @@
 distilled student and the same student on hard labels.
 
     ./dev python bench/compression_bench.py [--config pipeline/configs/demo.yaml] [--set K=V ...]
+        [--minilm] [--no_distill] [--workdir DIR [--reuse]]
 
 1. Runs the pipeline of `--config` with a `distill:` stage (the config's, else a tiny student:
    2 layers, hidden 128) into a fresh folder: the `train` model is the float teacher, the
@@ -116,7 +117,7 @@ def _run_pipeline(args, workdir):
   raw = yaml.safe_load(open(args.config))
   overrides = [*args.overrides, f'outputs_dir={workdir}/outputs']
   config_path = args.config
-  if config.distill is None:
+  if config.distill is None and not args.no_distill:
     student = {
       **TINY_STUDENT,
       'seq_len': config.train.seq_len,
@@ -248,6 +249,26 @@ def _pct(seconds):
   return np.percentile(seconds, 50) * 1e3, np.percentile(seconds, 99) * 1e3
 
 
+def _student_checks(accuracy, tfidf, in_process, p50):
+  return [
+    (
+      'student >= hard-label student + 0.02',
+      accuracy['student (distilled)'] - accuracy['student (hard labels)'],
+      lambda d: d >= 0.02,
+    ),
+    (
+      'student >= TF-IDF baseline',
+      accuracy['student (distilled)'] - tfidf.accuracy,
+      lambda d: d >= 0.0,
+    ),
+    (
+      "student batch-32 p50 <= 1/10 of the teacher's (in process)",
+      p50(in_process, 'student (distilled)', 32) / p50(in_process, 'float', 32),
+      lambda r: r <= 0.1,
+    ),
+  ]
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--config', default=os.path.join(REPO, 'pipeline', 'configs', 'demo.yaml'))
@@ -259,6 +280,9 @@ def main():
     '--reuse', action='store_true', help="reuse --workdir's pipeline outputs when complete"
   )
   parser.add_argument(
+    '--no_distill', action='store_true', help='the float model and its quantized exports only'
+  )
+  parser.add_argument(
     '--minilm', action='store_true', help='fine-tune all-MiniLM-L6-v2 (from PyPI) as the teacher'
   )
   args = parser.parse_args()
@@ -268,14 +292,13 @@ def main():
     args.overrides = [f'train.preset={_minilm_preset(workdir)}', *MINILM_TRAIN, *args.overrides]
   started = time.time()
   root = os.path.join(workdir, 'outputs', 'root')
-  if not (args.reuse and glob.glob(os.path.join(root, contract.DISTILL_TRAINER_ID, 'model', '*'))):
+  needed = [contract.TRAINER_ID] + ([] if args.no_distill else [contract.DISTILL_TRAINER_ID])
+  done = lambda trainer: glob.glob(
+    os.path.join(root, trainer, 'model', '*', 'Format-Serving', 'saved_model.pb')
+  )
+  if not (args.reuse and all(done(trainer) for trainer in needed)):
     _run_pipeline(args, workdir)
-  teacher = os.path.join(
-    _newest(os.path.join(root, contract.TRAINER_ID, 'model', '*')), 'Format-Serving'
-  )
-  student = os.path.join(
-    _newest(os.path.join(root, contract.DISTILL_TRAINER_ID, 'model', '*')), 'Format-Serving'
-  )
+  teacher = os.path.dirname(sorted(done(contract.TRAINER_ID), key=os.path.getmtime)[-1])
   examples_uri = _newest(os.path.join(root, '*ExampleGen', 'examples', '*'))
   exports = {'float': teacher}
 
@@ -291,14 +314,16 @@ def main():
     shutil.rmtree(folder, ignore_errors=True)
     task_lib._export(model, tft_output, teacher_config, vocabularies, folder, ExportConfig(mode))
     exports[mode] = folder
-  exports['student (distilled)'] = student
-  with open(os.path.join(student, contract.EXTRA_DIR, contract.TRAINER_CONFIG_FILE)) as f:
-    student_config = json.load(f)
-  hard = os.path.join(workdir, 'hard_student')
-  if not (args.reuse and os.path.isfile(os.path.join(hard, 'serving', 'saved_model.pb'))):
-    shutil.rmtree(hard, ignore_errors=True)
-    task_lib.run_fn(_fn_args(root, student_config, hard))
-  exports['student (hard labels)'] = os.path.join(hard, 'serving')
+  if not args.no_distill:
+    student = os.path.dirname(sorted(done(contract.DISTILL_TRAINER_ID), key=os.path.getmtime)[-1])
+    exports['student (distilled)'] = student
+    with open(os.path.join(student, contract.EXTRA_DIR, contract.TRAINER_CONFIG_FILE)) as f:
+      student_config = json.load(f)
+    hard = os.path.join(workdir, 'hard_student')
+    if not (args.reuse and os.path.isfile(os.path.join(hard, 'serving', 'saved_model.pb'))):
+      shutil.rmtree(hard, ignore_errors=True)
+      task_lib.run_fn(_fn_args(root, student_config, hard))
+    exports['student (hard labels)'] = os.path.join(hard, 'serving')
 
   texts, labels = baseline.read_labeled(examples_uri, 'eval')
   serialized = _serialized(texts)
@@ -368,22 +393,9 @@ def main():
       accuracy[contract.INT8_WEIGHTS] - accuracy['float'],
       lambda d: abs(d) <= 0.005,
     ),
-    (
-      'student >= hard-label student + 0.02',
-      accuracy['student (distilled)'] - accuracy['student (hard labels)'],
-      lambda d: d >= 0.02,
-    ),
-    (
-      'student >= TF-IDF baseline',
-      accuracy['student (distilled)'] - tfidf.accuracy,
-      lambda d: d >= 0.0,
-    ),
-    (
-      "student batch-32 p50 <= 1/10 of the teacher's (in process)",
-      p50(in_process, 'student (distilled)', 32) / p50(in_process, 'float', 32),
-      lambda r: r <= 0.1,
-    ),
   ]
+  if not args.no_distill:
+    checks += _student_checks(accuracy, tfidf, in_process, p50)
   failed = 0
   for label, value, ok in checks:
     passed = ok(value)
