@@ -65,7 +65,7 @@ def _predict(folder, texts):
 def test_distilled_student_follows_a_teacher_that_contradicts_the_labels(classify_data, tmp_path):
   # The teacher learns the word rule, then its head is negated: it answers the opposite of
   # every label. A student that follows it has learned from the teacher, not the labels.
-  teacher_cfg = trainer_data.tiny_config(contract.CLASSIFY, train_steps=30)
+  teacher_cfg = trainer_data.tiny_config(contract.CLASSIFY, train_steps=40)
   task_lib.run_fn(trainer_data.fn_args(classify_data, str(tmp_path / 't'), teacher_cfg))
   trained = str(tmp_path / 't' / 'serving')
   config = TrainerConfig.from_dict(teacher_cfg)
@@ -85,7 +85,7 @@ def test_distilled_student_follows_a_teacher_that_contradicts_the_labels(classif
   assert np.mean((teacher_answers == pos) != labels) > 0.8
 
   student_cfg = trainer_data.tiny_config(
-    contract.CLASSIFY, hidden_dim=16, intermediate_dim=32, train_steps=40, seed=5
+    contract.CLASSIFY, hidden_dim=16, intermediate_dim=32, train_steps=60, seed=5
   )
   args = trainer_data.fn_args(
     classify_data, str(tmp_path / 's'), student_cfg, base_model=teacher_dir
