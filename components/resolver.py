@@ -1,5 +1,6 @@
 """Which earlier model the Evaluator compares the candidate with."""
 
+import os
 from typing import Dict, List, Optional
 
 from tfx import types
@@ -9,8 +10,14 @@ from tfx.dsl.input_resolution.strategies import latest_blessed_model_strategy
 CANDIDATE_KEY = 'candidate'
 
 
+def _producer(artifact) -> Optional[str]:
+  """The component that wrote a pipeline artifact: `<root>/<component>/<output>/<execution>`."""
+  parts = os.path.normpath(artifact.uri).split(os.sep) if artifact.uri else []
+  return parts[-3] if len(parts) >= 3 else None
+
+
 class LatestBlessedBaselineStrategy(latest_blessed_model_strategy.LatestBlessedModelStrategy):
-  """The latest blessed model other than the candidate.
+  """The latest blessed model of the candidate's Trainer other than the candidate.
 
   The candidate comes in as its own channel (`CANDIDATE_KEY`, the Trainer's output in this run):
   a new model, or a cached one (a rerun with nothing changed, or a config reverted to an earlier
@@ -34,10 +41,15 @@ class LatestBlessedBaselineStrategy(latest_blessed_model_strategy.LatestBlessedM
       )
     candidates = list(input_dict[CANDIDATE_KEY])
     excluded = {a.id for a in candidates}
+    # With several trained models (a `distill` stage's student beside the teacher), a
+    # candidate's baseline comes from its own Trainer.
+    producers = {_producer(a) for a in candidates} - {None}
     others = {}
     for key, artifacts in input_dict.items():
       if key != CANDIDATE_KEY:
         others[key] = [a for a in artifacts if a.id not in excluded]
+    if producers and 'model' in others:
+      others['model'] = [a for a in others['model'] if _producer(a) in producers]
     result = super().resolve_artifacts(store, others)
     if result is not None:
       result[CANDIDATE_KEY] = candidates

@@ -23,8 +23,8 @@ import yaml
 from pipeline import demo_data
 from tfxlm import contract, pinned_wheels, typed_config
 from tfxlm.typed_config import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, ConfigError, Range
+from trainer import compression_config, pretrained
 from trainer import config as trainer_config
-from trainer import pretrained
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORPUS_SCHEMA = os.path.join(REPO, 'schemas', 'corpus', 'schema.pbtxt')
@@ -279,6 +279,9 @@ class PipelineConfig:
       imported instead and these settings are unused).
     pretrain: an optional `mlm` (or `clm`) pretraining stage whose model warm-starts `train`.
     train: the final training stage, whose model is evaluated and pushed.
+    export: how `train`'s model is exported (`quantize`: trainer/compression_config.py).
+    distill: an optional stage after `train`: a student classifier trained on a teacher's soft
+      labels, evaluated and pushed under its own name (trainer/compression_config.py).
     base_model: an earlier model of this pipeline to warm-start `train` from when there is no
       `pretrain` stage: a pushed version folder (`<serving_root>/<model_name>/<version>`), or a
       Trainer's model artifact folder (the one holding `Format-Serving/`). The vocabulary must
@@ -298,6 +301,8 @@ class PipelineConfig:
   vocabulary: VocabularyConfig = VocabularyConfig()
   pretrain: Optional[trainer_config.TrainerConfig] = None
   train: trainer_config.TrainerConfig = trainer_config.TrainerConfig(task=contract.CLASSIFY)
+  export: compression_config.ExportConfig = compression_config.ExportConfig()
+  distill: Optional[compression_config.DistillStageConfig] = None
   base_model: str = ''
   evaluation: EvaluationConfig = EvaluationConfig()
   serving: ServingConfig = ServingConfig()
@@ -568,6 +573,43 @@ def _check_label_values(config: 'PipelineConfig') -> None:
     )
 
 
+def _check_compression(config: PipelineConfig) -> None:
+  """export.quantize and the distill stage against the rest of the config."""
+  quantized = config.export.quantize != contract.QUANTIZE_NONE
+  if quantized and config.train.task != contract.CLASSIFY:
+    raise ConfigError(
+      f'export.quantize: {config.export.quantize} applies to classify models; train.task is '
+      f'{config.train.task} (set export.quantize: none)'
+    )
+  stage = config.distill
+  if stage is None:
+    return
+  if config.train.task != contract.CLASSIFY:
+    raise ConfigError(f'distill: needs train.task classify, got {config.train.task}')
+  if stage.student.seq_len != config.train.seq_len:
+    raise ConfigError(
+      f'distill.student.seq_len: must equal train.seq_len ({config.train.seq_len}): the '
+      f"student reads the train stage's Transform output, got {stage.student.seq_len}"
+    )
+  if stage.student.preset:
+    raise ConfigError('distill.student.preset: the student is built from its size fields')
+  if quantized and not stage.teacher:
+    raise ConfigError(
+      f'distill: the teacher is the train model, which export.quantize: '
+      f'{config.export.quantize} exports without float weights; set export.quantize: none, '
+      'or distill.teacher to a pushed float version'
+    )
+  if stage.model_name == config.serving.model_name:
+    raise ConfigError(
+      f'distill.model_name: {stage.model_name!r} is serving.model_name too: name the student '
+      'differently'
+    )
+  if stage.teacher and '://' not in stage.teacher:
+    path = config.resolve_path(stage.teacher)
+    if not os.path.isdir(path):
+      raise ConfigError(f'distill.teacher: folder {path!r} does not exist')
+
+
 def validate(config: PipelineConfig) -> None:
   """Cross-field checks, and that every local input path exists (fields check themselves)."""
   data = config.data
@@ -634,6 +676,7 @@ def validate(config: PipelineConfig) -> None:
       )
   if config.train.preset:
     _check_preset(config.train)
+  _check_compression(config)
   if config.train.preset and config.base_model:
     raise ConfigError('train.preset and base_model are both set: choose one source of weights')
   if config.base_model and '://' not in config.base_model:

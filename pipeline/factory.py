@@ -2,7 +2,8 @@
 
 ExampleGen → StatisticsGen → ExampleValidator (against ImportSchemaGen's curated schema)
 → Vocabulary (gate: stops on anomalies) → Transform → [pretraining Trainer →] Trainer
-→ Resolver (latest blessed) → Evaluator → Pusher.
+→ Resolver (latest blessed) → Evaluator → Pusher [→ distill Trainer (student, on the Trainer's
+model as teacher) → Resolver → Evaluator → Pusher].
 
 One Transform serves both training stages when they read the same examples (no label
 filtering): it tokenizes once and outputs both stages' features. A pretraining stage that reads
@@ -23,7 +24,7 @@ from components import schema as schema_lib
 from components import transform as transform_lib
 from components import vocabulary as vocabulary_lib
 from pipeline import config as config_lib
-from pipeline import evaluation
+from pipeline import distill_stage, evaluation
 from tfxlm import contract
 
 
@@ -162,7 +163,10 @@ def _pusher(config: config_lib.PipelineConfig, trainer, evaluator, serving_root:
   ).with_id(contract.PUSHER_ID)
 
 
-def _trainer(trainer_cfg, transform, base_model, component_id):
+def _trainer(trainer_cfg, transform, base_model, component_id, export_cfg=None):
+  custom_config = trainer_cfg.trainer_custom_config()
+  if export_cfg is not None and export_cfg != export_cfg.__class__():
+    custom_config[contract.EXPORT_CONFIG_KEY] = export_cfg.to_dict()
   trainer = tfx.components.Trainer(
     run_fn=contract.RUN_FN,
     examples=transform.outputs['transformed_examples'],
@@ -170,7 +174,7 @@ def _trainer(trainer_cfg, transform, base_model, component_id):
     base_model=base_model,
     train_args=tfx.proto.TrainArgs(num_steps=trainer_cfg.train_steps),
     eval_args=tfx.proto.EvalArgs(num_steps=trainer_cfg.eval_steps),
-    custom_config=trainer_cfg.trainer_custom_config(),
+    custom_config=custom_config,
   )
   return trainer.with_id(component_id)
 
@@ -238,9 +242,14 @@ def create_pipeline(
   warm_start, base_model = _warm_start(
     config, corpus, corpus_schema, vocab, transform if shares else None
   )
-  trainer = _trainer(config.train, transform, base_model, contract.TRAINER_ID)
+  trainer = _trainer(config.train, transform, base_model, contract.TRAINER_ID, config.export)
   model_resolver, evaluator = _evaluation(config, examples, trainer, baseline_strategy)
   pusher = _pusher(config, trainer, evaluator, serving_root or config.serving_root)
+  distill = []
+  if config.distill is not None:
+    distill = distill_stage.components(
+      config, examples, transform, trainer, serving_root or config.serving_root, baseline_strategy
+    )
   return tfx.dsl.Pipeline(
     pipeline_name=config.pipeline_name,
     pipeline_root=pipeline_root,
@@ -257,6 +266,7 @@ def create_pipeline(
       model_resolver,
       evaluator,
       pusher,
+      *distill,
     ],
     enable_cache=config.enable_cache,
     metadata_connection_config=metadata_connection_config,

@@ -12,10 +12,10 @@ import json
 import math
 import os
 import shlex
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
+from pipeline import compression, evaluation
 from pipeline import config as config_lib
-from pipeline import evaluation
 from tfxlm import contract
 
 
@@ -47,6 +47,9 @@ class RunSummary:
       (`pipeline.baseline.UnigramBaseline` fields).
     reference_error: why the baseline or unigram reference could not be computed.
     generations: causal LMs: (prompt, continuation) for each of `report_prompts`.
+    compression: with `export.quantize` or a `distill` stage (`compression.summarize`): the
+      quantization mode, the float model's accuracy beside the evaluated export's, and the
+      student's accuracy, blessing and push.
   """
 
   components: List[ComponentRun] = dataclasses.field(default_factory=list)
@@ -63,6 +66,7 @@ class RunSummary:
   unigram: Optional[Dict[str, float]] = None
   reference_error: Optional[str] = None
   generations: List[Tuple[str, str]] = dataclasses.field(default_factory=list)
+  compression: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def _store(config):
@@ -229,6 +233,8 @@ def _statistics(statistics_uri) -> Dict[str, Dict[str, float]]:
 EXAMPLE_GEN_IDS = ('TextExampleGen', 'CsvExampleGen', 'ImportExampleGen')
 TRANSFORM_IDS = (contract.TRANSFORM_ID,)
 TRAINER_IDS = (contract.TRAINER_ID,)
+EVALUATOR_IDS = (contract.EVALUATOR_ID,)
+PUSHER_IDS = (contract.PUSHER_ID,)
 
 
 def _latest_output(store, type_name, component_ids, output_key):
@@ -294,7 +300,7 @@ def collect(config: config_lib.PipelineConfig, started: float) -> RunSummary:
   statistics = _latest(store, 'ExampleStatistics', 0)
   if statistics is not None:
     summary.statistics = _statistics(statistics.uri)
-  evaluation_artifact = _latest(store, 'ModelEvaluation', 0)
+  evaluation_artifact = _latest_output(store, 'ModelEvaluation', EVALUATOR_IDS, 'evaluation')
   if evaluation_artifact is not None:
     _metrics(evaluation_artifact.uri, summary)
     _validation(evaluation_artifact.uri, summary)
@@ -314,12 +320,12 @@ def collect(config: config_lib.PipelineConfig, started: float) -> RunSummary:
           (f'label={name}' if key == f'label={i}' else key): value
           for key, value in summary.per_label.items()
         }
-  blessing = _latest(store, 'ModelBlessing', 0)
+  blessing = _latest_output(store, 'ModelBlessing', EVALUATOR_IDS, 'blessing')
   if blessing is not None:
     summary.blessed = bool(_custom(blessing, 'blessed'))
     if summary.blessed:
       summary.why = ['every metric passed its threshold']
-  pushed = _latest(store, 'PushedModel', 0)
+  pushed = _latest_output(store, 'PushedModel', PUSHER_IDS, 'pushed_model')
   if pushed is not None and _custom(pushed, 'pushed'):
     summary.pushed_path = _custom(pushed, 'pushed_destination')
   latest_runs = {}
@@ -332,6 +338,7 @@ def collect(config: config_lib.PipelineConfig, started: float) -> RunSummary:
     for tag, points in _curves(model_run_dir).items():
       summary.curves[f'{producer}: {tag}'] = points
   _references(config, store, summary)
+  summary.compression = compression.summarize(config, store)
   if config.train.task == contract.CLM:
     model = _latest_output(store, 'Model', TRAINER_IDS, 'model')
     if model is not None:
@@ -452,6 +459,7 @@ def comparison_lines(summary: RunSummary) -> List[str]:
       f'  {"unigram (train token frequencies)":<40} perplexity {u["perplexity"]:.2f}',
       f'  {"ratio (model / unigram)":<40} {perplexity / u["perplexity"]:.3f}',
     ]
+  lines += compression.lines(summary.compression)
   if summary.reference_error:
     lines.append(f'No reference figure: {summary.reference_error}')
   return lines

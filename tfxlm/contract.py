@@ -107,6 +107,13 @@ TRAINER_IDS = (PRETRAIN_TRAINER_ID, TRAINER_ID)
 BASELINE_RESOLVER_ID = 'LatestBlessedModelResolver'
 EVALUATOR_ID = 'Evaluator'
 PUSHER_ID = 'Pusher'
+# The `distill` stage (trainer/distillation.py): a student trained on the teacher's soft labels,
+# evaluated, blessed and pushed under its own model name.
+TEACHER_IMPORTER_ID = 'TeacherImporter'
+DISTILL_TRAINER_ID = 'DistillTrainer'
+DISTILL_RESOLVER_ID = 'DistillBaselineResolver'
+DISTILL_EVALUATOR_ID = 'DistillEvaluator'
+DISTILL_PUSHER_ID = 'DistillPusher'
 
 # SavedModel signatures of every exported model.
 SERVING_DEFAULT = 'serving_default'
@@ -141,6 +148,15 @@ VOCAB_URI_KEY = 'vocab_uri'
 TASK_KEY = 'task'
 SEQ_LEN_KEY = 'seq_len'
 LM_FEATURES_KEY = 'lm_features'  # classify Transform: also output LM_TOKEN_IDS_KEY
+# Beside TRAINER_CONFIG_KEY in a Trainer's custom_config: the export's options
+# (`ExportConfig.to_dict()`) and, for the distill stage, its options (`DistillConfig`).
+EXPORT_CONFIG_KEY = 'export'
+DISTILL_CONFIG_KEY = 'distill'
+
+# Quantization of an exported model (`export.quantize`, trainer/quantization.py): none, Keras'
+# int8 with float activations (weight-only), int8 weights and activations, int4 weights.
+QUANTIZE_NONE, INT8_WEIGHTS, INT8, INT4 = 'none', 'int8_weights', 'int8', 'int4'
+QUANTIZE_MODES = (QUANTIZE_NONE, INT8_WEIGHTS, INT8, INT4)
 
 # Files inside an exported model and a run's outputs.
 EXTRA_DIR = 'assets.extra'  # TF Serving ignores it
@@ -148,10 +164,12 @@ TRAINER_CONFIG_FILE = 'trainer_config.json'
 BACKBONE_WEIGHTS_FILE = 'backbone_weights.npz'
 PRESET_DIR = 'keras_hub_preset'  # inside EXTRA_DIR: backbone + tokenizer, for `from_preset`
 WARMUP_FILE = 'tf_serving_warmup_requests'
+EXPORT_CONFIG_FILE = 'export_config.json'  # inside EXTRA_DIR: how the model was quantized
 REPORT_FILE = 'report.html'
 
 # User code TFX loads, by dotted path so the Kubeflow image can import it.
 RUN_FN = 'trainer.task.run_fn'
+DISTILL_RUN_FN = 'trainer.distillation.run_fn'
 PREPROCESSING_FN = 'trainer.preprocessing.preprocessing_fn'
 
 # Default ports, those of tensorflow_model_server.

@@ -113,6 +113,7 @@ class ExportModule(tf.Module):
     *,
     kind: str = contract.WORDPIECE,
     special: SpecialTokens = tokenizers.LEARNED_SPECIAL_TOKENS,
+    model_call=None,
   ):
     super().__init__()
     self.kind = kind
@@ -125,8 +126,12 @@ class ExportModule(tf.Module):
     self._setattr_tracking = False
     self.model = model
     self._traced = {'predict_raw': tf.function(self.predict_raw)}
+    # A quantized classifier (trainer/quantization.py) runs as `model_call`, a function holding
+    # its weights as graph constants: then the model's variables are not saved.
+    self._model_call = model_call or self.model
     self._setattr_tracking = True
-    self.model_variables = list(model.weights)
+    if model_call is None:
+      self.model_variables = list(model.weights)
     self.tft_layer = tft_output.transform_features_layer()
     self.task = config.task
     # A pretraining model whose Transform the classify stage shares reads the LM pieces.
@@ -201,7 +206,7 @@ class ExportModule(tf.Module):
     multiple = inputs.LENGTH_MULTIPLE
     cut = tf.minimum(tf.maximum(-(-longest // multiple) * multiple, 1), tf.shape(ids)[1])
     ids = ids[:, :cut]
-    logits = self.model(
+    logits = self._model_call(
       {TOKEN_IDS: ids, PADDING_MASK: tf.cast(ids != self.special.pad, tf.int32)}, training=False
     )
     probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
@@ -363,14 +368,26 @@ def export_saved_model(
   *,
   kind: str = contract.WORDPIECE,
   special: SpecialTokens = tokenizers.LEARNED_SPECIAL_TOKENS,
+  model_call=None,
 ) -> str:
   """Saves model + Transform graph with the signatures above to `export_dir`.
 
   `kind` and `special` are the tokenizer's (vocab.json): they decide decoding and which ids
-  start, end, pad, mask and are never predicted or generated.
+  start, end, pad, mask and are never predicted or generated. `model_call` (classify only)
+  replaces the model's own call (trainer/quantization.py).
   """
   module = ExportModule(
-    model, tft_output, config, token_vocab, label_vocab, kind=kind, special=special
+    model,
+    tft_output,
+    config,
+    token_vocab,
+    label_vocab,
+    kind=kind,
+    special=special,
+    model_call=model_call,
   )
-  tf.saved_model.save(module, export_dir, signatures=module.signatures())
+  # A quantized model's call carries Keras' custom gradients, whose gradient functions read the
+  # variables it no longer has; serving never asks for a gradient.
+  options = tf.saved_model.SaveOptions(experimental_custom_gradients=model_call is None)
+  tf.saved_model.save(module, export_dir, signatures=module.signatures(), options=options)
   return export_dir

@@ -33,15 +33,22 @@ from trainer import (
   models,
   optimization,
   pretrained,
+  quantization,
   tokenizers,
   training,
 )
+from trainer.compression_config import ExportConfig
 from trainer.config import TrainerConfig
 
 if TYPE_CHECKING:  # TFX is there when TFX calls run_fn; tests pass look-alikes.
   from tfx.components.trainer.fn_args_utils import FnArgs
 
 _TFX_CLOUD_KEY_PREFIX = 'ai_platform_'
+_CUSTOM_CONFIG_KEYS = (
+  contract.TRAINER_CONFIG_KEY,
+  contract.EXPORT_CONFIG_KEY,
+  contract.DISTILL_CONFIG_KEY,
+)
 CHECKPOINTS_FOLDER = os.path.join('.system', 'checkpoints')
 
 
@@ -60,6 +67,12 @@ def checkpoint_dir(fn_args: 'FnArgs', config: TrainerConfig) -> str:
       'train_files': sorted(fn_args.train_files or []),
       'transform_graph': fn_args.transform_graph_path or fn_args.transform_output,
       'base_model': fn_args.base_model,
+      # The distill stage's options decide its weights too (the export's do not).
+      **{
+        key: value
+        for key, value in (fn_args.custom_config or {}).items()
+        if key == contract.DISTILL_CONFIG_KEY
+      },
     },
     sort_keys=True,
     default=str,
@@ -75,14 +88,12 @@ def config_from_fn_args(fn_args: 'FnArgs') -> TrainerConfig:
   # TFX's Vertex AI Training executor (kubeflow.trainer_replicas / trainer_tpu) reads its
   # `ai_platform_*` keys here and passes the whole dict on to run_fn on every replica.
   unknown = sorted(
-    k
-    for k in set(custom) - {contract.TRAINER_CONFIG_KEY}
-    if not k.startswith(_TFX_CLOUD_KEY_PREFIX)
+    k for k in set(custom) - set(_CUSTOM_CONFIG_KEYS) if not k.startswith(_TFX_CLOUD_KEY_PREFIX)
   )
   if unknown:
     raise ValueError(
       f'Trainer custom_config: unknown key(s) {unknown}; expected only '
-      f'{contract.TRAINER_CONFIG_KEY!r}'
+      f'{", ".join(repr(k) for k in _CUSTOM_CONFIG_KEYS)}'
     )
   config = TrainerConfig.from_dict(
     custom.get(contract.TRAINER_CONFIG_KEY), where=contract.TRAINER_CONFIG_KEY
@@ -211,8 +222,18 @@ def _datasets(strategy, fn_args, tft_output, config, vocabularies, start_step):
   return train, evaluation
 
 
-def train_and_export(config: TrainerConfig, fn_args: 'FnArgs') -> list[dict[str, Any]]:
-  """Trains under the configured strategy and precision, then exports. Returns eval history."""
+def train_and_export(
+  config: TrainerConfig, fn_args: 'FnArgs', *, make_loop=training.Loop, warm_start: bool = True
+) -> list[dict[str, Any]]:
+  """Trains under the configured strategy and precision, then exports. Returns eval history.
+
+  `make_loop` builds the training loop (a `training.Loop` subclass changes the objective, as
+  distillation does); without `warm_start`, `fn_args.base_model` is not loaded into the model
+  (the distill stage's base model is its teacher).
+  """
+  export_config = ExportConfig.from_dict(
+    (fn_args.custom_config or {}).get(contract.EXPORT_CONFIG_KEY), where=contract.EXPORT_CONFIG_KEY
+  )
   tft_output = tft.TFTransformOutput(fn_args.transform_output or fn_args.transform_graph_path)
   vocabularies = Vocabularies.from_tft_output(tft_output, config.task)
   keras.utils.set_random_seed(config.seed)
@@ -230,8 +251,9 @@ def train_and_export(config: TrainerConfig, fn_args: 'FnArgs') -> list[dict[str,
   keras.mixed_precision.set_global_policy(config.precision)
   try:
     with strategy.scope():
-      model = build_task_model(config, vocabularies, fn_args.base_model)
-      adapters.apply(model, config, pretrained=bool(config.preset or fn_args.base_model))
+      base_model = fn_args.base_model if warm_start else None
+      model = build_task_model(config, vocabularies, base_model)
+      adapters.apply(model, config, pretrained=bool(config.preset or base_model))
       optimizer = optimization.create_optimizer(
         model,
         learning_rate=config.learning_rate,
@@ -246,7 +268,7 @@ def train_and_export(config: TrainerConfig, fn_args: 'FnArgs') -> list[dict[str,
         loss_scaling=config.precision == contract.MIXED_FLOAT16,
       )
       optimizer.build(model.trainable_variables)
-    loop = training.Loop(
+    loop = make_loop(
       strategy,
       model,
       optimizer,
@@ -266,7 +288,7 @@ def train_and_export(config: TrainerConfig, fn_args: 'FnArgs') -> list[dict[str,
   finally:
     keras.mixed_precision.set_global_policy(previous_policy)
   if chief:
-    _export(model, tft_output, config, vocabularies, fn_args.serving_model_dir)
+    _export(model, tft_output, config, vocabularies, fn_args.serving_model_dir, export_config)
     if not config.keep_checkpoints:
       # Exported: the checkpoints have done their job (resuming a killed run).
       tf.io.gfile.rmtree(loop.checkpoint_dir)
@@ -275,7 +297,7 @@ def train_and_export(config: TrainerConfig, fn_args: 'FnArgs') -> list[dict[str,
     # Non-chief workers export too (the same work, so they finish together), then drop it.
     scratch = tempfile.mkdtemp(prefix=f'export_{distribute.worker_id(strategy)}_')
     try:
-      _export(model, tft_output, config, vocabularies, scratch)
+      _export(model, tft_output, config, vocabularies, scratch, export_config)
     finally:
       shutil.rmtree(scratch, ignore_errors=True)
     # TFX's Trainer executor fails a replica whose serving_model_dir is missing after run_fn (on
@@ -284,8 +306,9 @@ def train_and_export(config: TrainerConfig, fn_args: 'FnArgs') -> list[dict[str,
   return history
 
 
-def _export(trained, tft_output, config, vocabularies, export_dir):
-  """Exports a float32, strategy-free copy of `trained`, plus the config and backbone weights."""
+def _export(trained, tft_output, config, vocabularies, export_dir, export_config=None):
+  """Exports a float32, strategy-free copy of `trained`, plus the config and backbone weights
+  (quantized as `export_config` says: then without the float backbone weights)."""
   previous_policy = keras.mixed_precision.global_policy()
   keras.mixed_precision.set_global_policy(contract.FLOAT32)
   try:
@@ -294,6 +317,11 @@ def _export(trained, tft_output, config, vocabularies, export_dir):
     copy.set_weights(adapters.merged_weights(trained))
   finally:
     keras.mixed_precision.set_global_policy(previous_policy)
+  if export_config is not None and export_config.quantize != contract.QUANTIZE_NONE:
+    quantization.export_quantized(
+      copy, export_config.quantize, tft_output, config, vocabularies, export_dir
+    )
+    return
   export.export_saved_model(
     copy,
     tft_output,

@@ -188,8 +188,7 @@ class Loop:
 
     def micro_step(mx, my):
       with tf.GradientTape() as tape:
-        logits = self.model(mx, training=True)
-        loss_sum, count, correct = token_losses(logits, my[inputs.LABELS], my[inputs.WEIGHTS])
+        loss_sum, count, correct = self.train_losses(mx, my)
         # Mean over this replica's positions; the optimizer sums the replicas' gradients.
         loss = loss_sum / tf.maximum(count, 1.0) / (replicas * self.accum)
         scaled = self.optimizer.scale_loss(loss)
@@ -218,6 +217,12 @@ class Loop:
       pairs = [(t, variables[i]) for t, i in zip(_finite_or_zero(total), reached)]
     self.optimizer.apply_gradients(pairs)
     return sums
+
+  def train_losses(self, x, y):
+    """Sums of (loss, weight, correct predictions) of one training micro-batch: the objective,
+    which a subclass may change (trainer/distillation.py). Evaluation always scores the labels."""
+    logits = self.model(x, training=True)
+    return token_losses(logits, y[inputs.LABELS], y[inputs.WEIGHTS])
 
   def _compiled(self, fn):
     return tf.function(fn, jit_compile=True) if self.config.jit_compile else fn

@@ -69,6 +69,27 @@ def test_the_baseline_is_the_latest_blessed_model_other_than_the_candidate(
   assert len(resolved_blessings) == len(baseline)
 
 
+def test_the_baseline_comes_from_the_candidates_own_trainer():
+  def model(model_id, component):
+    artifact = _model(model_id)
+    artifact.uri = f'/root/{component}/model/{model_id}'
+    return artifact
+
+  strategy = resolver_lib.LatestBlessedBaselineStrategy()
+  teachers, students = [model(1, 'Trainer'), model(3, 'Trainer')], [model(2, 'DistillTrainer')]
+  blessings = [_blessing(11, 1), _blessing(12, 2), _blessing(13, 3)]
+  for candidate, baseline in ((model(4, 'DistillTrainer'), 2), (model(5, 'Trainer'), 3)):
+    result = strategy.resolve_artifacts(
+      None,
+      {
+        'model': teachers + students,
+        'model_blessing': blessings,
+        resolver_lib.CANDIDATE_KEY: [candidate],
+      },
+    )
+    assert [a.id for a in result['model']] == [baseline]
+
+
 def test_the_strategy_refuses_to_run_without_the_candidate():
   with pytest.raises(ValueError, match='candidate'):
     resolver_lib.LatestBlessedBaselineStrategy().resolve_artifacts(

@@ -1,0 +1,77 @@
+"""The `export:` and `distill:` sections: typed, checked against the rest of the config, and
+wired into the pipeline as their own components."""
+
+import os
+import re
+
+import pytest
+
+from pipeline import config as config_lib
+from pipeline import factory
+from tfxlm import contract
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEMO = os.path.join(REPO, 'pipeline', 'configs', 'demo.yaml')
+STUDENT = 'distill.student={task: classify, seq_len: 64, train_steps: 10, eval_steps: 2}'
+
+
+def test_export_quantize_is_one_of_the_modes():
+  assert config_lib.load_config(DEMO).export.quantize == 'none'
+  assert config_lib.load_config(DEMO, ['export.quantize=int8_weights']).export.quantize == (
+    'int8_weights'
+  )
+  with pytest.raises(config_lib.ConfigError, match='export.quantize: .int8w. is not one of'):
+    config_lib.load_config(DEMO, ['export.quantize=int8w'])
+
+
+def test_quantize_applies_to_classifiers_only():
+  lm = os.path.join(REPO, 'pipeline', 'configs', 'demo_lm.yaml')
+  with pytest.raises(config_lib.ConfigError, match='export.quantize: int4 applies to classify'):
+    config_lib.load_config(lm, ['export.quantize=int4'])
+
+
+@pytest.mark.parametrize(
+  'overrides, message',
+  [
+    (['distill.student={task: classify, seq_len: 32}'], 'distill.student.seq_len: must equal'),
+    (['distill.student={task: mlm, seq_len: 64}'], 'distill.student: task must be classify'),
+    ([STUDENT, 'distill.model_name=sentiment'], 'distill.model_name: .sentiment. is serving'),
+    ([STUDENT, 'export.quantize=int8_weights'], 'distill: the teacher is the train model'),
+    ([STUDENT, 'distill.teacher=/no/such/folder'], 'distill.teacher: folder'),
+    ([STUDENT, 'distill.options.temperature=0'], 'distill.options.temperature: must be > 0'),
+  ],
+)
+def test_bad_distill_stages_are_refused_with_the_key(overrides, message):
+  with pytest.raises(config_lib.ConfigError, match=message):
+    config_lib.load_config(DEMO, overrides)
+
+
+def test_the_distill_stage_is_its_own_trainer_evaluator_and_pusher(tmp_path):
+  config = config_lib.load_config(DEMO, [STUDENT, 'export.quantize=none'])
+  pipeline = factory.create_pipeline(config, pipeline_root=str(tmp_path))
+  nodes = {node.id: node for node in pipeline.components}
+  for node_id in (
+    contract.DISTILL_TRAINER_ID,
+    contract.DISTILL_RESOLVER_ID,
+    contract.DISTILL_EVALUATOR_ID,
+    contract.DISTILL_PUSHER_ID,
+  ):
+    assert node_id in nodes
+  trainer = nodes[contract.DISTILL_TRAINER_ID]
+  assert trainer.exec_properties['run_fn'] == contract.DISTILL_RUN_FN
+  # The teacher is the train stage's model.
+  assert trainer.inputs['base_model'].producer_component_id == contract.TRAINER_ID
+  pusher = nodes[contract.DISTILL_PUSHER_ID]
+  assert re.search(r'/student"?', str(pusher.exec_properties['push_destination']))
+
+
+def test_export_options_reach_the_trainer_only_when_set(tmp_path):
+  plain = factory.create_pipeline(config_lib.load_config(DEMO), pipeline_root=str(tmp_path))
+  quantized = factory.create_pipeline(
+    config_lib.load_config(DEMO, ['export.quantize=int8_weights']), pipeline_root=str(tmp_path)
+  )
+  custom = lambda p: next(c for c in p.components if c.id == contract.TRAINER_ID).exec_properties[
+    'custom_config'
+  ]
+  assert contract.EXPORT_CONFIG_KEY not in str(custom(plain))
+  assert 'int8_weights' in str(custom(quantized))

@@ -1,0 +1,95 @@
+"""Quantized export: each mode serves through the float export's signatures, close to it."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from tests.trainer import trainer_data
+from tfxlm import contract
+from trainer import task as task_lib
+from trainer.compression_config import ExportConfig
+from trainer.config import TrainerConfig
+
+# Largest difference of a class probability from the float export's, per mode, on a tiny
+# classifier with random weights (int8 rounds each weight to 1/127 of its channel's largest;
+# int4 to 1/7, and quantizes no activations either).
+TOLERANCE = {contract.INT8_WEIGHTS: 0.01, contract.INT8: 0.03, contract.INT4: 0.08}
+
+
+def _saved_model_bytes(folder):
+  """Bytes of what a server loads: everything but assets.extra."""
+  total = 0
+  for root, dirs, files in os.walk(folder):
+    dirs[:] = [d for d in dirs if d != contract.EXTRA_DIR]
+    total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
+  return total
+
+
+@pytest.fixture(scope='module')
+def float_export(classify_data, tmp_path_factory):
+  # Wide enough that the kernels, not the Transform graph, make the size.
+  config = TrainerConfig.from_dict(
+    trainer_data.tiny_config(contract.CLASSIFY, hidden_dim=64, intermediate_dim=256)
+  )
+  tft_output = tft.TFTransformOutput(classify_data['transform_graph'])
+  vocabularies = task_lib.Vocabularies.from_tft_output(tft_output, contract.CLASSIFY)
+  model = task_lib.build_task_model(config, vocabularies)
+  folder = str(tmp_path_factory.mktemp('float'))
+  task_lib._export(model, tft_output, config, vocabularies, folder)
+  return model, tft_output, config, vocabularies, folder
+
+
+TEXTS = tf.constant(['good film', 'the awful plot of a movie', 'nice', 'bad bad sad ending'])
+
+
+@pytest.mark.parametrize('mode', [contract.INT8_WEIGHTS, contract.INT8, contract.INT4])
+def test_quantized_export_answers_like_the_float_one_with_tensorflow_alone(
+  mode, float_export, tmp_path
+):
+  model, tft_output, config, vocabularies, float_dir = float_export
+  copy = task_lib.build_task_model(config, vocabularies)
+  copy.set_weights(model.get_weights())
+  task_lib._export(copy, tft_output, config, vocabularies, str(tmp_path), ExportConfig(mode))
+  quantized = tf.saved_model.load(str(tmp_path)).signatures
+  reference = tf.saved_model.load(float_dir).signatures
+  assert set(quantized) == set(reference)
+  got = quantized[contract.PREDICT_TEXT](text=TEXTS)
+  want = reference[contract.PREDICT_TEXT](text=TEXTS)
+  assert got.keys() == want.keys()
+  for key in want:
+    assert got[key].shape == want[key].shape, key
+  difference = np.abs(got[contract.PROBABILITIES].numpy() - want[contract.PROBABILITIES].numpy())
+  assert difference.max() <= TOLERANCE[mode], difference
+  # The quantized weights are what is saved, not the float ones beside them.
+  assert not os.path.exists(
+    os.path.join(str(tmp_path), contract.EXTRA_DIR, contract.BACKBONE_WEIGHTS_FILE)
+  )
+  # The graph (Transform, signatures) is most of so small a model: the kernels shrink still.
+  assert _saved_model_bytes(str(tmp_path)) < 0.85 * _saved_model_bytes(float_dir)
+  examples = tf.constant(
+    [
+      tf.train.Example(
+        features=tf.train.Features(
+          feature={contract.TEXT_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[t]))}
+        )
+      ).SerializeToString()
+      for t in TEXTS.numpy()
+    ]
+  )
+  by_example = quantized[contract.SERVING_DEFAULT](examples=examples)
+  np.testing.assert_array_equal(by_example[contract.LABELS], got[contract.LABELS])
+  np.testing.assert_array_equal(got[contract.LABEL_IDS], want[contract.LABEL_IDS])
+
+
+def test_quantize_refuses_other_tasks(clm_data, tmp_path):
+  config = TrainerConfig.from_dict(trainer_data.tiny_config(contract.CLM))
+  tft_output = tft.TFTransformOutput(clm_data['transform_graph'])
+  vocabularies = task_lib.Vocabularies.from_tft_output(tft_output, contract.CLM)
+  model = task_lib.build_task_model(config, vocabularies)
+  with pytest.raises(ValueError, match='export.quantize: int8_weights applies to classify'):
+    task_lib._export(
+      model, tft_output, config, vocabularies, str(tmp_path), ExportConfig('int8_weights')
+    )

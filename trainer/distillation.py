@@ -1,0 +1,223 @@
+"""The distill stage's `run_fn`: a student classifier trained on a teacher's soft labels.
+
+The teacher is the Trainer's `base_model`: a float classify model this pipeline exported (the
+`train` stage's model artifact, or a pushed version folder), rebuilt in Keras from its
+`assets.extra` (config and keras-hub preset) and its SavedModel's variables. The student reads
+the same Transform output, so both see the same token ids.
+
+The transfer set is made on the fly, in the training step: each batch keeps its labeled rows and
+replaces `augment_rate` of them by augmented copies (Tang et al. 2019, "Distilling Task-Specific
+Knowledge from BERT into Simple Neural Networks": tokens masked, tokens replaced by another
+row's, an n-gram sampled), different at every step, and the teacher labels every row there and
+then. So the student sees `train_steps x batch` distinct examples, many times the labeled data,
+with no transfer set written to disk, and teacher and student always read the very same ids.
+Labeling in a Beam step instead would fix the copies once and store them; the cost is the same
+teacher forward pass per example either way.
+
+Evaluation, blessing and the export are the ordinary Trainer's: eval metrics score the labels;
+the training log's `accuracy` is the student's agreement with the teacher.
+"""
+
+import functools
+import json
+import os
+
+import keras
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from tfxlm import contract
+from trainer import inputs, task, training
+from trainer.compression_config import DistillConfig
+from trainer.config import TrainerConfig
+from trainer.tokenizers import SpecialTokens
+
+# Salts of the augmentation's random draws, so each draw has its own stream.
+_ROWS, _MASK, _REPLACE, _PICK, _NGRAM, _NGRAM_LEN, _NGRAM_START = range(7)
+
+
+def augment(
+  ids: tf.Tensor, special: SpecialTokens, options: DistillConfig, seed: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
+  """Augmented copies of some rows of a batch of framed token ids ([start] tokens [end] pad).
+
+  Args:
+    ids: (batch, seq_len) int32 token ids.
+    special: The vocabulary's special tokens.
+    options: The rates (`DistillConfig`).
+    seed: (2,) int32, the stateless seed of this call.
+
+  Returns:
+    The new ids (same shape) and (batch,) bool: which rows were augmented.
+  """
+  shape = tf.shape(ids)
+  draw = lambda salt, s: tf.random.stateless_uniform(s, seed=seed + [0, salt * 7919])
+  rows = draw(_ROWS, shape[:1]) < options.augment_rate  # (batch,)
+  content = (ids != special.start) & (ids != special.end) & (ids != special.pad)
+  chosen = content & rows[:, tf.newaxis]
+  out = ids
+  if special.mask is not None:
+    masked = chosen & (draw(_MASK, shape) < options.token_mask_rate)
+    out = tf.where(masked, tf.cast(special.mask, ids.dtype), out)
+  else:
+    masked = tf.zeros_like(chosen)
+  # Replacement tokens come from the batch's own content: drawn by the data's token frequencies.
+  pool = tf.concat([tf.boolean_mask(ids, content), tf.cast([special.pad], ids.dtype)], axis=0)
+  pick = tf.cast(
+    draw(_PICK, shape) * tf.cast(tf.maximum(tf.size(pool) - 1, 1), tf.float32), tf.int32
+  )
+  replaced = chosen & ~masked & (draw(_REPLACE, shape) < options.token_replace_rate)
+  replaced &= tf.size(pool) > 1
+  out = tf.where(replaced, tf.gather(pool, pick), out)
+  # n-gram sampling: keep tokens s+1 .. s+n of the content, framed again.
+  length = tf.reduce_sum(tf.cast(content, tf.int32), axis=1)  # (batch,)
+  n = 1 + tf.cast(draw(_NGRAM_LEN, shape[:1]) * options.ngram_max, tf.int32)
+  n = tf.minimum(n, tf.maximum(length, 1))
+  start = tf.cast(draw(_NGRAM_START, shape[:1]) * tf.cast(length - n + 1, tf.float32), tf.int32)
+  start = tf.minimum(start, tf.maximum(length - n, 0))
+  j = tf.range(shape[1])[tf.newaxis, :]  # (1, seq_len)
+  source = tf.clip_by_value(start[:, tf.newaxis] + j, 0, shape[1] - 1)
+  span = tf.gather(out, source, batch_dims=1)
+  n_col = n[:, tf.newaxis]
+  ngram = tf.where(
+    j == 0,
+    tf.cast(special.start, ids.dtype),
+    tf.where(
+      j <= n_col,
+      span,
+      tf.where(j == n_col + 1, tf.cast(special.end, ids.dtype), tf.cast(special.pad, ids.dtype)),
+    ),
+  )
+  sampled = rows & (draw(_NGRAM, shape[:1]) < options.ngram_rate) & (length > 0)
+  out = tf.where(sampled[:, tf.newaxis], ngram, out)
+  return out, rows
+
+
+def distillation_losses(
+  student_logits: tf.Tensor,
+  teacher_logits: tf.Tensor,
+  labels: tf.Tensor,
+  hard_weights: tf.Tensor,
+  temperature: float,
+  soft_weight: float,
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+  """Sums over a batch of (loss, rows, agreement with the teacher).
+
+  loss per row = soft_weight * T^2 * CE(softmax(teacher / T), student / T)
+                 + (1 - soft_weight) * hard_weight * CE(label, student)
+  (T^2 keeps the soft gradients' scale independent of T, Hinton et al. 2015).
+  """
+  student_logits = tf.cast(student_logits, tf.float32)
+  teacher_logits = tf.stop_gradient(tf.cast(teacher_logits, tf.float32))
+  soft_targets = tf.nn.softmax(teacher_logits / temperature, axis=-1)
+  soft = tf.nn.softmax_cross_entropy_with_logits(soft_targets, student_logits / temperature)
+  hard = tf.nn.sparse_softmax_cross_entropy_with_logits(
+    labels=tf.maximum(labels, 0), logits=student_logits
+  )
+  loss = soft_weight * temperature**2 * soft + (1.0 - soft_weight) * hard_weights * hard
+  agree = tf.cast(
+    tf.equal(tf.argmax(student_logits, axis=-1), tf.argmax(teacher_logits, axis=-1)), tf.float32
+  )
+  rows = tf.cast(tf.shape(student_logits)[0], tf.float32)
+  return tf.reduce_sum(loss), rows, tf.reduce_sum(agree)
+
+
+class DistillLoop(training.Loop):
+  """The training loop with the distillation objective (evaluation unchanged)."""
+
+  def __init__(self, *args, teacher: keras.Model, options: DistillConfig, special, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.teacher = teacher
+    self.options = options
+    self.special = special
+
+  def train_losses(self, x, y):
+    # New copies at every step, and after a resume too (the step is checkpointed).
+    seed = tf.stack([tf.constant(self.config.seed, tf.int32), tf.cast(self.step, tf.int32)])
+    ids, augmented = augment(x[inputs.TOKEN_IDS], self.special, self.options, seed)
+    x = {
+      **x,
+      inputs.TOKEN_IDS: ids,
+      inputs.PADDING_MASK: tf.cast(ids != self.special.pad, tf.int32),
+    }
+    teacher_logits = self.teacher(x, training=False)
+    logits = self.model(x, training=True)
+    hard_weights = y[inputs.WEIGHTS] * tf.cast(~augmented, tf.float32)
+    return distillation_losses(
+      logits,
+      teacher_logits,
+      y[inputs.LABELS],
+      hard_weights,
+      self.options.temperature,
+      self.options.soft_weight,
+    )
+
+
+def load_teacher(base_model: str, vocabularies: 'task.Vocabularies') -> keras.Model:
+  """The teacher classifier, rebuilt in Keras from a float export of this pipeline.
+
+  Raises:
+    ValueError: if `base_model` is not a float classify export of the same vocabulary.
+  """
+  try:
+    folder = task.base_model_dir(base_model)
+  except ValueError:
+    raise ValueError(
+      f'distill: the teacher {base_model} is not a float model this pipeline exported (no '
+      f'{contract.EXTRA_DIR}/{contract.BACKBONE_WEIGHTS_FILE}); give the train stage a float '
+      'export (export.quantize: none) or distill.teacher a pushed float version'
+    ) from None
+  with tf.io.gfile.GFile(
+    os.path.join(folder, contract.EXTRA_DIR, contract.TRAINER_CONFIG_FILE)
+  ) as f:
+    teacher_config = TrainerConfig.from_dict(json.load(f), where='teacher')
+  if teacher_config.task != contract.CLASSIFY:
+    raise ValueError(
+      f'distill: the teacher {folder} is a {teacher_config.task} model, not classify'
+    )
+  preset = os.path.join(folder, contract.EXTRA_DIR, contract.PRESET_DIR)
+  with tf.io.gfile.GFile(os.path.join(preset, contract.PRESET_CONFIG_FILE)) as f:
+    teacher_vocab = json.load(f)['config']['vocabulary_size']
+  if teacher_vocab != len(vocabularies.tokens):
+    raise ValueError(
+      f'distill: the teacher {folder} reads a vocabulary of {teacher_vocab} tokens, the '
+      f"student's Transform {len(vocabularies.tokens)}: teacher and student must share the "
+      'vocabulary (the same pipeline, or train.preset of the teacher)'
+    )
+  previous_policy = keras.mixed_precision.global_policy()
+  keras.mixed_precision.set_global_policy(contract.FLOAT32)
+  try:
+    teacher = task.build_task_model(
+      TrainerConfig.from_dict({**teacher_config.to_dict(), 'preset': preset}), vocabularies
+    )
+  finally:
+    keras.mixed_precision.set_global_policy(previous_policy)
+  saved = tf.saved_model.load(folder)
+  values = [v.numpy() for v in saved.model_variables]
+  shapes = [tuple(w.shape) for w in teacher.weights]
+  if [tuple(v.shape) for v in values] != shapes:
+    raise ValueError(f'distill: the teacher {folder} has weights its config does not describe')
+  teacher.set_weights(values)
+  teacher.trainable = False
+  return teacher
+
+
+def run_fn(fn_args) -> None:
+  """Distills the student `custom_config['trainer']` describes from the teacher
+  `fn_args.base_model`, with `custom_config['distill']`'s options, and exports it."""
+  config = task.config_from_fn_args(fn_args)
+  if config.task != contract.CLASSIFY:
+    raise ValueError(f'distill: the student must be a classify model, got task {config.task}')
+  options = DistillConfig.from_dict(
+    (fn_args.custom_config or {}).get(contract.DISTILL_CONFIG_KEY),
+    where=contract.DISTILL_CONFIG_KEY,
+  )
+  if not fn_args.base_model:
+    raise ValueError('distill: no teacher; the distill Trainer takes it as its base_model')
+  tft_output = tft.TFTransformOutput(fn_args.transform_output or fn_args.transform_graph_path)
+  vocabularies = task.Vocabularies.from_tft_output(tft_output, config.task)
+  teacher = load_teacher(fn_args.base_model, vocabularies)
+  make_loop = functools.partial(
+    DistillLoop, teacher=teacher, options=options, special=vocabularies.special
+  )
+  task.train_and_export(config, fn_args, make_loop=make_loop, warm_start=False)
