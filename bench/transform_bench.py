@@ -176,16 +176,14 @@ def iter_lines(folder: str, limit_bytes: int | None = None) -> Iterator[str]:
 def learn_vocab(corpus: str, out: str, size: int, sample_bytes: int = VOCAB_SAMPLE_BYTES) -> None:
   """Learns the benchmark vocabulary from the first `sample_bytes` of `corpus`, as the Vocabulary
   component would, with its plain functions."""
-  from components import vocabulary
+  from trainer import tokenizers
+  from trainer.vocabulary import Vocabulary
 
   counts = collections.Counter()
   for line in iter_lines(corpus, sample_bytes):
-    counts.update(vocabulary.split_words(vocabulary.normalize_text(line)))
-  tokens = vocabulary.learn_wordpiece_vocab(counts.items(), size)
-  os.makedirs(out, exist_ok=True)
-  with open(os.path.join(out, contract.VOCAB_FILE), 'w', encoding='utf-8') as f:
-    f.write(''.join(t + '\n' for t in tokens))
-  meta = {
+    counts.update(tokenizers.split_words(tokenizers.normalize_text(line)))
+  tokens = tokenizers.learn_wordpiece_vocab(counts.items(), size)
+  spec = {
     'kind': contract.WORDPIECE,
     'size': len(tokens),
     'lowercase': True,
@@ -195,8 +193,7 @@ def learn_vocab(corpus: str, out: str, size: int, sample_bytes: int = VOCAB_SAMP
     'words': sum(counts.values()),
     'unique_words': len(counts),
   }
-  with open(os.path.join(out, contract.VOCAB_JSON), 'w') as f:
-    json.dump(meta, f)
+  Vocabulary(tokens, spec).write(out)
 
 
 # ---- Child process roles (each prints one JSON line last) ----
@@ -212,11 +209,12 @@ def _role_tokenizers(corpus: str, vocab_dir: str, batch: int, sample_bytes: int)
   import tensorflow_text as tf_text
   from tokenizers import BertWordPieceTokenizer
 
-  from trainer import tokenizers
+  from trainer import vocabulary
 
   lines = list(iter_lines(corpus, sample_bytes))
   size = sum(len(line.encode()) for line in lines) + len(lines)
-  tokens, meta = tokenizers.read_vocabulary(vocab_dir)
+  vocab = vocabulary.Vocabulary.read(vocab_dir)
+  tokens = list(vocab.tokens)
   batches = [lines[i : i + batch] for i in range(0, len(lines), batch)]
   results = {'bytes': size}
 
@@ -238,9 +236,13 @@ def _role_tokenizers(corpus: str, vocab_dir: str, batch: int, sample_bytes: int)
     vocab=tokens, token_out_type=tf.int64, lower_case_nfd_strip_accents=True
   )
   run_tf(BARE, lambda x: tf.size(bare.tokenize(x).flat_values))
-  graph_tokenizer = tokenizers.make_tokenizer(tokens, meta, vocab_dir)
-  run_tf(GRAPH, lambda x: tf.size(tokenizers.tokenize(x, graph_tokenizer, meta).flat_values))
-  run_tf(NORMALIZATION, lambda x: tf.reduce_sum(tf.strings.length(tokenizers.normalize(x, meta))))
+  graph_tokenizer = vocab.tokenizer()
+  run_tf(GRAPH, lambda x: tf.size(vocab.tokenize(x, graph_tokenizer).flat_values))
+  normalization = vocab.normalization
+  run_tf(
+    NORMALIZATION,
+    lambda x: tf.reduce_sum(tf.strings.length(vocabulary.normalize(x, **normalization))),
+  )
 
   hf = BertWordPieceTokenizer(
     os.path.join(vocab_dir, contract.VOCAB_FILE),

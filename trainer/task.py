@@ -34,11 +34,11 @@ from trainer import (
   optimization,
   pretrained,
   quantization,
-  tokenizers,
   training,
 )
 from trainer.compression_config import ExportConfig
 from trainer.config import TrainerConfig
+from trainer.vocabulary import LEARNED_SPECIAL_TOKENS, SpecialTokens, Vocabulary
 
 if TYPE_CHECKING:  # TFX is there when TFX calls run_fn; tests pass look-alikes.
   from tfx.components.trainer.fn_args_utils import FnArgs
@@ -117,19 +117,18 @@ class Vocabularies:
   tokens: list
   labels: list | None
   kind: str = contract.WORDPIECE
-  special: tokenizers.SpecialTokens = tokenizers.LEARNED_SPECIAL_TOKENS
+  special: SpecialTokens = LEARNED_SPECIAL_TOKENS
 
   @classmethod
   def from_tft_output(cls, tft_output: tft.TFTransformOutput, task: str) -> 'Vocabularies':
-    tokens = export.read_lines(tft_output.vocabulary_file_by_name(contract.TOKEN_VOCAB_NAME))
-    with tf.io.gfile.GFile(tft_output.vocabulary_file_by_name(contract.TOKENIZER_SPEC_NAME)) as f:
-      meta = json.load(f)
+    vocab = Vocabulary.from_files(
+      tft_output.vocabulary_file_by_name(contract.TOKEN_VOCAB_NAME),
+      tft_output.vocabulary_file_by_name(contract.TOKENIZER_SPEC_NAME),
+    )
     labels = None
     if task == contract.CLASSIFY:
       labels = export.read_lines(tft_output.vocabulary_file_by_name(contract.LABEL_VOCAB_NAME))
-    kind, special = meta['kind'], tokenizers.special_tokens(meta)
-    tokenizers.check_tokens(tokens, special, kind, where="the transform graph's token vocabulary")
-    return cls(tokens, labels, kind, special)
+    return cls(list(vocab.tokens), labels, vocab.kind, vocab.special)
 
 
 SERVING_FORMAT_DIR = 'Format-Serving'

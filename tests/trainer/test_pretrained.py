@@ -191,6 +191,6 @@ def test_importing_a_tokenizer_without_a_mask_token_for_mlm_fails_with_what_to_d
     ValueError, match='GPT2Tokenizer has no mask token, which mlm needs.*use task clm'
   ):
     tokenizers.import_preset(gpt2, str(tmp_path / 'v'), task=contract.MLM)
-  assert tokenizers.import_preset(gpt2, str(tmp_path / 'v'), task=contract.CLM)['kind'] == (
+  assert tokenizers.import_preset(gpt2, str(tmp_path / 'v'), task=contract.CLM).kind == (
     contract.PRESET_BPE
   )
