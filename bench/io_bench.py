@@ -37,10 +37,10 @@ def _child(repo: str, corpus: str, vocab_dir: str, root: str, compression: str, 
   """Runs in the child: ExampleGen + Transform of `repo`'s code; durations by component."""
   import inspect
 
-  import ml_metadata as mlmd
   from tfx import v1 as tfx
 
   from components import example_gen, transform, vocabulary
+  from pipeline import run_metadata
   from tfxlm import contract
   from trainer.config import TrainerConfig
 
@@ -72,8 +72,8 @@ def _child(repo: str, corpus: str, vocab_dir: str, root: str, compression: str, 
     return time.process_time() - started + children
 
   # ExampleGen alone, then Transform of its output (imported as ExampleGen recorded it).
-  cpu = {'TextExampleGen': cpu_seconds([gen])}
-  store = mlmd.MetadataStore(tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata))
+  cpu = {contract.EXAMPLE_GEN_ID: cpu_seconds([gen])}
+  store = run_metadata.open_store(metadata)
   (written,) = store.get_artifacts_by_type('Examples')
   examples = tfx.dsl.Importer(
     source_uri=written.uri,
@@ -99,15 +99,10 @@ def _child(repo: str, corpus: str, vocab_dir: str, root: str, compression: str, 
     **options,
   )
   cpu['Transform'] = cpu_seconds([examples, schema, vocab, tokenize])
-  store = mlmd.MetadataStore(tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata))
-  seconds = {}
-  for execution in store.get_executions():
-    name = store.get_execution_types_by_id([execution.type_id])[0].name.rsplit('.', 1)[-1]
-    seconds[name] = (
-      execution.last_update_time_since_epoch - execution.create_time_since_epoch
-    ) / 1e3
+  runs = run_metadata.component_runs(run_metadata.open_store(metadata))
+  seconds = {run.name: run.seconds for run in runs}
   sizes = {}
-  for component in ('TextExampleGen', 'Transform'):
+  for component in (contract.EXAMPLE_GEN_ID, contract.TRANSFORM_ID):
     folder = os.path.join(root, 'root', component)
     sizes[component] = sum(
       os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(folder) for f in files
@@ -133,6 +128,7 @@ def main() -> int:
 
   from bench import transform_bench
   from pipeline import local_runner
+  from tfxlm import contract
 
   work = tempfile.mkdtemp(prefix='io-bench-')
   corpus = args.corpus or os.path.join(work, 'corpus')
@@ -170,9 +166,9 @@ def main() -> int:
       print(json.dumps(result), flush=True)
       shutil.rmtree(root, ignore_errors=True)
       times = {
-        'ExampleGen': result['seconds']['TextExampleGen'],
+        'ExampleGen': result['seconds'][contract.EXAMPLE_GEN_ID],
         'Transform': result['seconds']['Transform'],
-        'ExampleGen_cpu': result['cpu_seconds']['TextExampleGen'],
+        'ExampleGen_cpu': result['cpu_seconds'][contract.EXAMPLE_GEN_ID],
         'Transform_cpu': result['cpu_seconds']['Transform'],
       }
       times['out_mb'] = sum(result['output_bytes'].values()) / MB

