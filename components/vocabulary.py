@@ -37,10 +37,10 @@ from tfx import types
 from tfx.dsl.components.base import base_beam_component, base_beam_executor, executor_spec
 from tfx.dsl.io import fileio
 from tfx.types import artifact_utils, component_spec, standard_artifacts
-from tfx.types.system_artifacts import Dataset
 
 from components import validation
 from tfxlm import contract
+from tfxlm.artifacts import VocabularyArtifact
 from trainer import tokenizers
 from trainer import vocabulary as vocabulary_files
 from trainer.tokenizers import (
@@ -50,13 +50,6 @@ from trainer.tokenizers import (
   split_words,
   train_sentencepiece,
 )
-
-
-class VocabularyArtifact(types.Artifact):
-  """A learned tokenizer vocabulary: vocab.txt (+ spm.model) and vocab.json."""
-
-  TYPE_NAME = 'tfxlm.Vocabulary'
-  TYPE_ANNOTATION = Dataset
 
 
 def _texts(serialized: bytes) -> Iterator[str]:
