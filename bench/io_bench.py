@@ -40,6 +40,7 @@ def _child(repo: str, corpus: str, vocab_dir: str, root: str, compression: str, 
   from tfx import v1 as tfx
 
   from components import example_gen, transform, vocabulary
+  from pipeline import config as config_lib
   from pipeline import run_metadata
   from tfxlm import contract
   from trainer.config import TrainerConfig
@@ -85,9 +86,7 @@ def _child(repo: str, corpus: str, vocab_dir: str, root: str, compression: str, 
       if k in ('file_format', 'payload_format', 'tfrecord_compression')
     },
   ).with_id('ExamplesImporter')
-  schema = tfx.components.ImportSchemaGen(
-    schema_file=os.path.join(repo, 'schemas', 'corpus', 'schema.pbtxt')
-  )
+  schema = tfx.components.ImportSchemaGen(schema_file=config_lib.CORPUS_SCHEMA)
   vocab = tfx.dsl.Importer(
     source_uri=vocab_dir, artifact_type=vocabulary.VocabularyArtifact, reimport=False
   ).with_id('VocabularyImporter')

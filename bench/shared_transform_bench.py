@@ -96,14 +96,13 @@ def run_variant(variant: str, data: str, root: str, train_steps: int) -> dict:
   from tfx import v1 as tfx
 
   from components import example_gen, transform, vocabulary
+  from pipeline import config as config_lib
   from pipeline import run_metadata
   from trainer.config import TrainerConfig
 
   seq_len = 64
   gen = example_gen.create_example_gen('csv', data, text_column='text', label_column='label')
-  schema = tfx.components.ImportSchemaGen(
-    schema_file=os.path.join(REPO, 'schemas', 'labeled', 'schema.pbtxt')
-  )
+  schema = tfx.components.ImportSchemaGen(schema_file=config_lib.LABELED_SCHEMA)
   vocab = vocabulary.Vocabulary(examples=gen.outputs['examples'], vocab_size=2000)
   classify = TrainerConfig(task=contract.CLASSIFY, seq_len=seq_len)
   mlm = TrainerConfig(task=contract.MLM, seq_len=seq_len)

@@ -28,7 +28,8 @@ import functools
 import json
 import os
 import re
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -36,9 +37,6 @@ import tensorflow_text as tf_text
 from tensorflow_text.core.pybinds import (
   pywrap_fast_wordpiece_tokenizer_model_builder as fast_wordpiece_builder,
 )
-
-if TYPE_CHECKING:
-  from trainer.vocabulary import Vocabulary
 
 TOKENIZER_JSON = 'tokenizer.json'
 TOKENIZER_CONFIG = 'tokenizer_config.json'
@@ -214,23 +212,37 @@ def _model_buffer(tokens: tuple[str, ...], suffix: str, unk: str, max_bytes: int
 class HFWordPieceTokenizer:
   """`.tokenize(strings)` -> int64 ragged ids (batch, None), as the checkpoint's tokenizer.json."""
 
-  def __init__(self, vocab: Vocabulary):
-    spec = vocab.spec
-    tokens = vocab.tokens
-    self._unk = spec['unk_token']
-    self._clean_text = spec['clean_text']
+  def __init__(
+    self,
+    tokens: Sequence[str],
+    *,
+    unk_token: str,
+    suffix_indicator: str,
+    max_input_chars_per_word: int,
+    added_tokens: Sequence[str],
+    clean_text: bool,
+    handle_chinese_chars: bool,
+    strip_accents: bool,
+    lowercase: bool,
+  ):
+    """Args: the vocabulary's tokens in id order and its vocab.json settings (the fields of
+    `read_checkpoint_tokenizer`, checked by `trainer.vocabulary.Vocabulary`)."""
+    tokens = tuple(tokens)
+    self._unk = unk_token
+    self._clean_text = clean_text
     self._normalization = {
-      k: spec[k] for k in ('clean_text', 'handle_chinese_chars', 'strip_accents', 'lowercase')
+      'clean_text': clean_text,
+      'handle_chinese_chars': handle_chinese_chars,
+      'strip_accents': strip_accents,
+      'lowercase': lowercase,
     }
-    self._max_chars = spec['max_input_chars_per_word']
-    buffer = _model_buffer(
-      tokens, vocab.suffix_indicator, self._unk, self._max_chars * _BYTES_PER_CHAR
-    )
+    self._max_chars = max_input_chars_per_word
+    buffer = _model_buffer(tokens, suffix_indicator, self._unk, self._max_chars * _BYTES_PER_CHAR)
     self._wordpiece = tf_text.FastWordpieceTokenizer(
       model_buffer=tf.constant(buffer), token_out_type=tf.int64, no_pretokenization=True
     )
     # Longest first, so that a token that starts another is not matched inside it.
-    added = sorted(spec.get('added_tokens') or [], key=len, reverse=True)
+    added = sorted(added_tokens, key=len, reverse=True)
     self._added = added
     self._added_ids = [tokens.index(t) for t in added]
     self._added_pattern = '|'.join(re.escape(t) for t in added)

@@ -50,6 +50,15 @@ ROLES = ('pad', 'unk', 'start', 'end', 'mask')
 
 _ALL = contract.TOKENIZER_KINDS
 _HF = (contract.HF_WORDPIECE,)
+# The hf_wordpiece settings its tokenizer takes as they are (trainer/hf_tokenizer.py).
+_HF_SETTINGS = (
+  'unk_token',
+  'max_input_chars_per_word',
+  'clean_text',
+  'handle_chinese_chars',
+  'strip_accents',
+  'lowercase',
+)
 # vocab.json's fields: name -> (JSON type, the kinds that require it). Other fields are refused.
 SPEC_FIELDS: dict[str, tuple[type, tuple[str, ...]]] = {
   'kind': (str, ()),
@@ -278,7 +287,13 @@ class Vocabulary:
     if self.kind == contract.HF_WORDPIECE:
       from trainer import hf_tokenizer
 
-      return hf_tokenizer.HFWordPieceTokenizer(self)
+      spec = self.spec
+      return hf_tokenizer.HFWordPieceTokenizer(
+        self.tokens,
+        suffix_indicator=self.suffix_indicator,
+        added_tokens=spec.get('added_tokens', []),
+        **{k: spec[k] for k in _HF_SETTINGS},
+      )
     if self.kind == contract.SENTENCEPIECE:
       path = os.path.join(self._folder(), contract.SPM_MODEL_FILE)
       with tf.io.gfile.GFile(path, 'rb') as f:
