@@ -298,7 +298,7 @@ def main():
   if not (args.reuse and all(done(trainer) for trainer in needed)):
     _run_pipeline(args, workdir)
   teacher = os.path.dirname(sorted(done(contract.TRAINER_ID), key=os.path.getmtime)[-1])
-  examples_uri = _newest(os.path.join(root, '*ExampleGen', 'examples', '*'))
+  examples_uri = _newest(os.path.join(root, contract.EXAMPLE_GEN_ID, 'examples', '*'))
   exports = {'float': teacher}
 
   tft_output = tft.TFTransformOutput(

@@ -97,7 +97,7 @@ def _child(repo: str, corpus: str, vocab_dir: str, root: str, compression: str, 
     trainer_config=TrainerConfig(task=contract.MLM, seq_len=128),
     **options,
   )
-  cpu['Transform'] = cpu_seconds([examples, schema, vocab, tokenize])
+  cpu[contract.TRANSFORM_ID] = cpu_seconds([examples, schema, vocab, tokenize])
   runs = run_metadata.component_runs(run_metadata.open_store(metadata))
   seconds = {run.name: run.seconds for run in runs}
   sizes = {}
@@ -166,9 +166,9 @@ def main() -> int:
       shutil.rmtree(root, ignore_errors=True)
       times = {
         'ExampleGen': result['seconds'][contract.EXAMPLE_GEN_ID],
-        'Transform': result['seconds']['Transform'],
+        'Transform': result['seconds'][contract.TRANSFORM_ID],
         'ExampleGen_cpu': result['cpu_seconds'][contract.EXAMPLE_GEN_ID],
-        'Transform_cpu': result['cpu_seconds']['Transform'],
+        'Transform_cpu': result['cpu_seconds'][contract.TRANSFORM_ID],
       }
       times['out_mb'] = sum(result['output_bytes'].values()) / MB
       kept = best.setdefault(variant, times)
