@@ -51,7 +51,7 @@ def _one_run(config_path: str, overrides: list, pool: bool) -> dict:
   from tfx.dsl.components.base import base_beam_component
 
   from components import tfx_internals
-  from pipeline import beam_pool, local_runner, summary
+  from pipeline import beam_pool, local_runner, run_metadata
   from pipeline import config as config_lib
 
   # CPU time per executor: on a shared machine it moves far less with the load than wall time.
@@ -72,7 +72,8 @@ def _one_run(config_path: str, overrides: list, pool: bool) -> dict:
     }
     started = time.time()
     tfx.orchestration.LocalDagRunner().run(pipeline)
-  runs = summary.collect(config, started).components
+  store = run_metadata.open_store(config.metadata_path)
+  runs = run_metadata.component_runs(store, config.pipeline_name, int(started * 1000) - 1000)
   return {r.name: [r.seconds, cpu.get(r.name, 0.0)] for r in runs if r.name in beam_ids}
 
 

@@ -293,12 +293,12 @@ def main():
   root = os.path.join(workdir, 'outputs', 'root')
   needed = [contract.TRAINER_ID] + ([] if args.no_distill else [contract.DISTILL_TRAINER_ID])
   done = lambda trainer: glob.glob(
-    os.path.join(root, trainer, 'model', '*', 'Format-Serving', 'saved_model.pb')
+    os.path.join(root, trainer, 'model', '*', contract.SERVING_MODEL_DIR, 'saved_model.pb')
   )
   if not (args.reuse and all(done(trainer) for trainer in needed)):
     _run_pipeline(args, workdir)
   teacher = os.path.dirname(sorted(done(contract.TRAINER_ID), key=os.path.getmtime)[-1])
-  examples_uri = _newest(os.path.join(root, '*ExampleGen', 'examples', '*'))
+  examples_uri = _newest(os.path.join(root, contract.EXAMPLE_GEN_ID, 'examples', '*'))
   exports = {'float': teacher}
 
   tft_output = tft.TFTransformOutput(

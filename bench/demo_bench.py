@@ -36,7 +36,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
+from pipeline import report as report_lib  # noqa: E402
 from pipeline import summary as summary_lib  # noqa: E402
+from tfxlm import contract  # noqa: E402
 
 TARGETS = {
   'cold_seconds': 300.0,
@@ -156,7 +158,7 @@ def main() -> int:
       )
       return 1
     if name == 'cold':
-      with open(os.path.join(outputs, 'summary.json')) as f:
+      with open(os.path.join(outputs, contract.SUMMARY_FILE)) as f:
         run = json.load(f)
   load_after = os.getloadavg()[0]
 
@@ -221,7 +223,7 @@ def main() -> int:
   report['verdicts'] = verdicts
   for name, passed in verdicts.items():
     print(f'  {name:<24} {"PASS" if passed else "FAIL"}')
-  for line in summary_lib.comparison_lines(
+  for line in report_lib.comparison_lines(
     summary_lib.RunSummary(
       metrics=metrics,
       baseline=run.get('baseline'),

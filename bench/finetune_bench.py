@@ -28,6 +28,8 @@ import subprocess
 import sys
 import time
 
+from tfxlm import contract
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
@@ -70,7 +72,7 @@ def _prepare(args, outputs):
     code = subprocess.call(command, stdout=f, stderr=subprocess.STDOUT, cwd=REPO)
   if code:
     raise SystemExit(f'error: the demo pipeline failed with exit code {code}; see {log}')
-  root = os.path.join(prep, 'root', 'Transform')
+  root = os.path.join(prep, 'root', contract.TRANSFORM_ID)
   newest = lambda kind: max(
     glob.glob(os.path.join(root, kind, '*')), key=lambda p: int(os.path.basename(p))
   )

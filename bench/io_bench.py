@@ -37,10 +37,11 @@ def _child(repo: str, corpus: str, vocab_dir: str, root: str, compression: str, 
   """Runs in the child: ExampleGen + Transform of `repo`'s code; durations by component."""
   import inspect
 
-  import ml_metadata as mlmd
   from tfx import v1 as tfx
 
   from components import example_gen, transform, vocabulary
+  from pipeline import config as config_lib
+  from pipeline import run_metadata
   from tfxlm import contract
   from trainer.config import TrainerConfig
 
@@ -72,8 +73,8 @@ def _child(repo: str, corpus: str, vocab_dir: str, root: str, compression: str, 
     return time.process_time() - started + children
 
   # ExampleGen alone, then Transform of its output (imported as ExampleGen recorded it).
-  cpu = {'TextExampleGen': cpu_seconds([gen])}
-  store = mlmd.MetadataStore(tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata))
+  cpu = {contract.EXAMPLE_GEN_ID: cpu_seconds([gen])}
+  store = run_metadata.open_store(metadata)
   (written,) = store.get_artifacts_by_type('Examples')
   examples = tfx.dsl.Importer(
     source_uri=written.uri,
@@ -85,9 +86,7 @@ def _child(repo: str, corpus: str, vocab_dir: str, root: str, compression: str, 
       if k in ('file_format', 'payload_format', 'tfrecord_compression')
     },
   ).with_id('ExamplesImporter')
-  schema = tfx.components.ImportSchemaGen(
-    schema_file=os.path.join(repo, 'schemas', 'corpus', 'schema.pbtxt')
-  )
+  schema = tfx.components.ImportSchemaGen(schema_file=config_lib.CORPUS_SCHEMA)
   vocab = tfx.dsl.Importer(
     source_uri=vocab_dir, artifact_type=vocabulary.VocabularyArtifact, reimport=False
   ).with_id('VocabularyImporter')
@@ -98,16 +97,11 @@ def _child(repo: str, corpus: str, vocab_dir: str, root: str, compression: str, 
     trainer_config=TrainerConfig(task=contract.MLM, seq_len=128),
     **options,
   )
-  cpu['Transform'] = cpu_seconds([examples, schema, vocab, tokenize])
-  store = mlmd.MetadataStore(tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata))
-  seconds = {}
-  for execution in store.get_executions():
-    name = store.get_execution_types_by_id([execution.type_id])[0].name.rsplit('.', 1)[-1]
-    seconds[name] = (
-      execution.last_update_time_since_epoch - execution.create_time_since_epoch
-    ) / 1e3
+  cpu[contract.TRANSFORM_ID] = cpu_seconds([examples, schema, vocab, tokenize])
+  runs = run_metadata.component_runs(run_metadata.open_store(metadata))
+  seconds = {run.name: run.seconds for run in runs}
   sizes = {}
-  for component in ('TextExampleGen', 'Transform'):
+  for component in (contract.EXAMPLE_GEN_ID, contract.TRANSFORM_ID):
     folder = os.path.join(root, 'root', component)
     sizes[component] = sum(
       os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(folder) for f in files
@@ -133,6 +127,7 @@ def main() -> int:
 
   from bench import transform_bench
   from pipeline import local_runner
+  from tfxlm import contract
 
   work = tempfile.mkdtemp(prefix='io-bench-')
   corpus = args.corpus or os.path.join(work, 'corpus')
@@ -170,10 +165,10 @@ def main() -> int:
       print(json.dumps(result), flush=True)
       shutil.rmtree(root, ignore_errors=True)
       times = {
-        'ExampleGen': result['seconds']['TextExampleGen'],
-        'Transform': result['seconds']['Transform'],
-        'ExampleGen_cpu': result['cpu_seconds']['TextExampleGen'],
-        'Transform_cpu': result['cpu_seconds']['Transform'],
+        'ExampleGen': result['seconds'][contract.EXAMPLE_GEN_ID],
+        'Transform': result['seconds'][contract.TRANSFORM_ID],
+        'ExampleGen_cpu': result['cpu_seconds'][contract.EXAMPLE_GEN_ID],
+        'Transform_cpu': result['cpu_seconds'][contract.TRANSFORM_ID],
       }
       times['out_mb'] = sum(result['output_bytes'].values()) / MB
       kept = best.setdefault(variant, times)

@@ -93,17 +93,16 @@ def _trainer(component_id, transformed, task, steps, base_model=None):
 
 def run_variant(variant: str, data: str, root: str, train_steps: int) -> dict:
   """Runs one variant's pipeline; returns its wall time, component seconds and output bytes."""
-  from ml_metadata.metadata_store import metadata_store
   from tfx import v1 as tfx
 
   from components import example_gen, transform, vocabulary
+  from pipeline import config as config_lib
+  from pipeline import run_metadata
   from trainer.config import TrainerConfig
 
   seq_len = 64
   gen = example_gen.create_example_gen('csv', data, text_column='text', label_column='label')
-  schema = tfx.components.ImportSchemaGen(
-    schema_file=os.path.join(REPO, 'schemas', 'labeled', 'schema.pbtxt')
-  )
+  schema = tfx.components.ImportSchemaGen(schema_file=config_lib.LABELED_SCHEMA)
   vocab = vocabulary.Vocabulary(examples=gen.outputs['examples'], vocab_size=2000)
   classify = TrainerConfig(task=contract.CLASSIFY, seq_len=seq_len)
   mlm = TrainerConfig(task=contract.MLM, seq_len=seq_len)
@@ -137,9 +136,8 @@ def run_variant(variant: str, data: str, root: str, train_steps: int) -> dict:
       base_model=pretrainer.outputs['model'],
     )
     components += [pretrainer, trainer]
-  connection = tfx.orchestration.metadata.sqlite_metadata_connection_config(
-    os.path.join(root, 'metadata.sqlite')
-  )
+  metadata_path = os.path.join(root, 'metadata.sqlite')
+  connection = tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path)
   pipeline = tfx.dsl.Pipeline(
     pipeline_name=f'shared-transform-{variant}',
     pipeline_root=os.path.join(root, 'root'),
@@ -150,13 +148,9 @@ def run_variant(variant: str, data: str, root: str, train_steps: int) -> dict:
   started = time.perf_counter()
   tfx.orchestration.LocalDagRunner().run(pipeline)
   wall = time.perf_counter() - started
-  store = metadata_store.MetadataStore(connection)
   seconds = {}
-  for context in store.get_contexts_by_type('node'):
-    node = context.name.split('.', 1)[-1]
-    for execution in store.get_executions_by_context(context.id):
-      elapsed = execution.last_update_time_since_epoch - execution.create_time_since_epoch
-      seconds[node] = seconds.get(node, 0.0) + elapsed / 1e3
+  for run in run_metadata.component_runs(run_metadata.open_store(metadata_path)):
+    seconds[run.name] = seconds.get(run.name, 0.0) + run.seconds
   written = 0
   for transform_id in (contract.TRANSFORM_ID, contract.PRETRAIN_TRANSFORM_ID):
     folder = os.path.join(root, 'root', transform_id, 'transformed_examples')

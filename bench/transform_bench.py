@@ -176,16 +176,14 @@ def iter_lines(folder: str, limit_bytes: int | None = None) -> Iterator[str]:
 def learn_vocab(corpus: str, out: str, size: int, sample_bytes: int = VOCAB_SAMPLE_BYTES) -> None:
   """Learns the benchmark vocabulary from the first `sample_bytes` of `corpus`, as the Vocabulary
   component would, with its plain functions."""
-  from components import vocabulary
+  from trainer import tokenizers
+  from trainer.vocabulary import Vocabulary
 
   counts = collections.Counter()
   for line in iter_lines(corpus, sample_bytes):
-    counts.update(vocabulary.split_words(vocabulary.normalize_text(line)))
-  tokens = vocabulary.learn_wordpiece_vocab(counts.items(), size)
-  os.makedirs(out, exist_ok=True)
-  with open(os.path.join(out, contract.VOCAB_FILE), 'w', encoding='utf-8') as f:
-    f.write(''.join(t + '\n' for t in tokens))
-  meta = {
+    counts.update(tokenizers.split_words(tokenizers.normalize_text(line)))
+  tokens = tokenizers.learn_wordpiece_vocab(counts.items(), size)
+  spec = {
     'kind': contract.WORDPIECE,
     'size': len(tokens),
     'lowercase': True,
@@ -195,8 +193,7 @@ def learn_vocab(corpus: str, out: str, size: int, sample_bytes: int = VOCAB_SAMP
     'words': sum(counts.values()),
     'unique_words': len(counts),
   }
-  with open(os.path.join(out, contract.VOCAB_JSON), 'w') as f:
-    json.dump(meta, f)
+  Vocabulary(tokens, spec).write(out)
 
 
 # ---- Child process roles (each prints one JSON line last) ----
@@ -212,11 +209,12 @@ def _role_tokenizers(corpus: str, vocab_dir: str, batch: int, sample_bytes: int)
   import tensorflow_text as tf_text
   from tokenizers import BertWordPieceTokenizer
 
-  from trainer import tokenizers
+  from trainer import vocabulary
 
   lines = list(iter_lines(corpus, sample_bytes))
   size = sum(len(line.encode()) for line in lines) + len(lines)
-  tokens, meta = tokenizers.read_vocabulary(vocab_dir)
+  vocab = vocabulary.Vocabulary.read(vocab_dir)
+  tokens = list(vocab.tokens)
   batches = [lines[i : i + batch] for i in range(0, len(lines), batch)]
   results = {'bytes': size}
 
@@ -238,9 +236,13 @@ def _role_tokenizers(corpus: str, vocab_dir: str, batch: int, sample_bytes: int)
     vocab=tokens, token_out_type=tf.int64, lower_case_nfd_strip_accents=True
   )
   run_tf(BARE, lambda x: tf.size(bare.tokenize(x).flat_values))
-  graph_tokenizer = tokenizers.make_tokenizer(tokens, meta, vocab_dir)
-  run_tf(GRAPH, lambda x: tf.size(tokenizers.tokenize(x, graph_tokenizer, meta).flat_values))
-  run_tf(NORMALIZATION, lambda x: tf.reduce_sum(tf.strings.length(tokenizers.normalize(x, meta))))
+  graph_tokenizer = vocab.tokenizer()
+  run_tf(GRAPH, lambda x: tf.size(vocab.tokenize(x, graph_tokenizer).flat_values))
+  normalization = vocab.normalization
+  run_tf(
+    NORMALIZATION,
+    lambda x: tf.reduce_sum(tf.strings.length(vocabulary.normalize(x, **normalization))),
+  )
 
   hf = BertWordPieceTokenizer(
     os.path.join(vocab_dir, contract.VOCAB_FILE),
@@ -291,22 +293,13 @@ def beam_workers(beam_args: list[str]) -> int:
   return int(values.get('--direct_num_workers', '0')) or os.cpu_count() or 1
 
 
-def _stage(type_name: str) -> str | None:
-  if type_name.endswith('ExampleGen'):
-    return EXAMPLE_GEN
-  if type_name.rsplit('.', 1)[-1] == contract.TRANSFORM_ID:
-    return TRANSFORM
-  return None
-
-
 def _role_pipeline(corpus: str, vocab_dir: str, root: str, workers: int, shuffle: bool) -> dict:
   """ExampleGen + Transform under LocalDagRunner with local_runner's Beam arguments; each stage's
   time window (epoch seconds) from ML Metadata."""
-  import ml_metadata as mlmd
   from tfx import v1 as tfx
 
   from components import example_gen, transform, vocabulary
-  from pipeline import beam_pool, local_runner
+  from pipeline import beam_pool, local_runner, run_metadata
 
   config = pipeline_config(corpus, root, workers, shuffle)
   # As a local run does: multi-process Beam gets the run's warm worker pool, whose start-up (each
@@ -340,15 +333,12 @@ def _role_pipeline(corpus: str, vocab_dir: str, root: str, workers: int, shuffle
   with pool:
     tfx.orchestration.LocalDagRunner().run(pipeline)
   ended = time.time()
-  store = mlmd.MetadataStore(connection)
-  stages = {}
-  for execution in store.get_executions():
-    stage = _stage(store.get_execution_types_by_id([execution.type_id])[0].name)
-    if stage:
-      stages[stage] = {
-        'start': execution.create_time_since_epoch / 1e3,
-        'end': execution.last_update_time_since_epoch / 1e3,
-      }
+  names = {contract.EXAMPLE_GEN_ID: EXAMPLE_GEN, contract.TRANSFORM_ID: TRANSFORM}
+  stages = {
+    names[run.name]: {'start': run.start, 'end': run.end}
+    for run in run_metadata.component_runs(run_metadata.open_store(config.metadata_path))
+    if run.name in names
+  }
   if pool_ready - pool_started > 0.01:
     stages[POOL_START] = {'start': pool_started, 'end': pool_ready}
   return {

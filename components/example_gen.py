@@ -243,7 +243,7 @@ def create_example_gen(
   text_mode: str = contract.LINE,
   jsonl_text_field: str = contract.TEXT_KEY,
   input_splits: Mapping[str, str] | None = None,
-  train_eval_ratio: Sequence[int] = (9, 1),
+  train_eval_ratio: Sequence[int] = contract.DEFAULT_TRAIN_EVAL_RATIO,
   file_pattern: str | None = None,
   shuffle: bool = True,
   label_values: Sequence[str] = (),

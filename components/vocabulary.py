@@ -1,5 +1,6 @@
 """The Vocabulary component: a Beam job that learns a WordPiece (or SentencePiece) vocabulary,
-or the import of a keras-hub preset's tokenizer (`preset=`; trainer/tokenizers.py says how).
+or the import of a keras-hub preset's tokenizer (`preset=`; trainer/tokenizers.py says how); what
+it writes is a `trainer.vocabulary.Vocabulary`.
 
 Over the training split it normalizes the text (lower-casing, accent stripping, NFKC: each
 configurable, and `trainer/preprocessing.py` applies the same before tokenizing), splits it into
@@ -36,11 +37,12 @@ from tfx import types
 from tfx.dsl.components.base import base_beam_component, base_beam_executor, executor_spec
 from tfx.dsl.io import fileio
 from tfx.types import artifact_utils, component_spec, standard_artifacts
-from tfx.types.system_artifacts import Dataset
 
 from components import validation
 from tfxlm import contract
+from tfxlm.artifacts import VocabularyArtifact
 from trainer import tokenizers
+from trainer import vocabulary as vocabulary_files
 from trainer.tokenizers import (
   SENTENCEPIECE_MODEL_TYPES,
   learn_wordpiece_vocab,
@@ -48,13 +50,6 @@ from trainer.tokenizers import (
   split_words,
   train_sentencepiece,
 )
-
-
-class VocabularyArtifact(types.Artifact):
-  """A learned tokenizer vocabulary: vocab.txt (+ spm.model) and vocab.json."""
-
-  TYPE_NAME = 'tfxlm.Vocabulary'
-  TYPE_ANNOTATION = Dataset
 
 
 def _texts(serialized: bytes) -> Iterator[str]:
@@ -108,9 +103,7 @@ def _train_spm_and_write(
 def _write(
   output_uri: str, vocab: list[str], stats: dict[str, int], config: dict[str, Any]
 ) -> None:
-  with fileio.open(os.path.join(output_uri, contract.VOCAB_FILE), 'w') as f:
-    f.write(''.join(token + '\n' for token in vocab))
-  meta = {
+  spec = {
     'kind': config['kind'],
     'size': len(vocab),
     'target_size': config['vocab_size'],
@@ -124,7 +117,9 @@ def _write(
     'sample_documents': config['sample_documents'],
     **stats,
   }
-  tokenizers.write_meta(output_uri, meta)
+  vocabulary_files.Vocabulary(vocab, spec, where=f'{output_uri}/{contract.VOCAB_JSON}').write(
+    output_uri
+  )
   logging.info('Vocabulary: %d tokens (%s) written to %s', len(vocab), config['kind'], output_uri)
 
 
@@ -236,9 +231,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
       preset, task = exec_properties['preset'], exec_properties.get('task') or None
       if task:
         tokenizers.check_preset_for_task(preset, task)
-      meta = tokenizers.import_preset(preset, output_uri, task=task)
+      vocab = tokenizers.import_preset(preset, output_uri, task=task)
       logging.info(
-        'Vocabulary: %d tokens (%s) imported from preset %s', meta['size'], meta['kind'], preset
+        'Vocabulary: %d tokens (%s) imported from preset %s', len(vocab), vocab.kind, preset
       )
       return
     examples = artifact_utils.get_single_instance(input_dict['examples'])
@@ -268,7 +263,7 @@ class Vocabulary(base_beam_component.BaseBeamComponent):
     examples: types.BaseChannel,
     anomalies: types.BaseChannel | None = None,
     *,
-    vocab_size: int = 8000,
+    vocab_size: int = contract.DEFAULT_VOCAB_SIZE,
     lowercase: bool = True,
     strip_accents: bool = True,
     nfkc: bool = True,

@@ -3,17 +3,17 @@ model's, and the distilled student's evaluation, blessing and push."""
 
 import json
 import os
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List
 
-from pipeline import evaluation
+from pipeline import evaluation, run_metadata
 from tfxlm import contract
 from trainer import training
 
 
-def _float_accuracy(store, latest_output) -> float | None:
+def _float_accuracy(store) -> float | None:
   """The `train` model's last eval accuracy in float, from its Trainer's eval history (the same
   eval split the Evaluator scores)."""
-  run = latest_output(store, 'ModelRun', (contract.TRAINER_ID,), 'model_run')
+  run = run_metadata.latest_output(store, 'ModelRun', contract.TRAINER_ID, 'model_run')
   if run is None:
     return None
   path = os.path.join(run.uri, training.EVAL_HISTORY_FILE)
@@ -24,34 +24,33 @@ def _float_accuracy(store, latest_output) -> float | None:
   return history[-1].get('accuracy') if history else None
 
 
-def summarize(config, store) -> Dict[str, Any]:
+def summarize(config, store, read_metrics: Callable[[str], Dict[str, float]]) -> Dict[str, Any]:
   """{quantize, float_accuracy, student: {accuracy, blessed, pushed_path}}, the parts that
-  apply to this config (empty without `export.quantize` or a `distill` stage)."""
-  from pipeline import summary as summary_lib  # it imports this module
+  apply to this config (empty without `export.quantize` or a `distill` stage).
 
+  `read_metrics(evaluation_uri)` gives an Evaluator's overall-slice metrics (the summary's).
+  """
   found: Dict[str, Any] = {}
   if config.export.quantize != contract.QUANTIZE_NONE:
     found['quantize'] = config.export.quantize
-    found['float_accuracy'] = _float_accuracy(store, summary_lib._latest_output)
+    found['float_accuracy'] = _float_accuracy(store)
   if config.distill is not None:
-    student = summary_lib.RunSummary()
-    evaluated = summary_lib._latest_output(
-      store, 'ModelEvaluation', (contract.DISTILL_EVALUATOR_ID,), 'evaluation'
+    evaluated = run_metadata.latest_output(
+      store, 'ModelEvaluation', contract.DISTILL_EVALUATOR_ID, 'evaluation'
     )
-    if evaluated is not None:
-      summary_lib._metrics(evaluated.uri, student)
-    blessing = summary_lib._latest_output(
-      store, 'ModelBlessing', (contract.DISTILL_EVALUATOR_ID,), 'blessing'
+    metrics = read_metrics(evaluated.uri) if evaluated is not None else {}
+    blessing = run_metadata.latest_output(
+      store, 'ModelBlessing', contract.DISTILL_EVALUATOR_ID, 'blessing'
     )
-    pushed = summary_lib._latest_output(
-      store, 'PushedModel', (contract.DISTILL_PUSHER_ID,), 'pushed_model'
+    pushed = run_metadata.latest_output(
+      store, 'PushedModel', contract.DISTILL_PUSHER_ID, 'pushed_model'
     )
     found['student'] = {
-      'accuracy': student.metrics.get(evaluation.ACCURACY),
-      'blessed': bool(summary_lib._custom(blessing, 'blessed')) if blessing else None,
+      'accuracy': metrics.get(evaluation.ACCURACY),
+      'blessed': bool(run_metadata.custom(blessing, 'blessed')) if blessing else None,
       'pushed_path': (
-        summary_lib._custom(pushed, 'pushed_destination')
-        if pushed is not None and summary_lib._custom(pushed, 'pushed')
+        run_metadata.custom(pushed, 'pushed_destination')
+        if pushed is not None and run_metadata.custom(pushed, 'pushed')
         else None
       ),
     }

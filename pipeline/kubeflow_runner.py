@@ -29,8 +29,6 @@ from pipeline import beam_policy, demo_data
 from pipeline import config as config_lib
 from tfxlm import contract
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'demo.yaml')
-CONFIG_ENV = 'TFXLM_CONFIG'
 # The image's Python (Debian 13, see the Dockerfile) and where the demo's data sits in it.
 IMAGE_SITE_PACKAGES = '/opt/venv/lib/python3.13/site-packages'
 IMAGE_BUNDLED_IMDB = f'{IMAGE_SITE_PACKAGES}/tfx/examples/imdb/data'
@@ -181,6 +179,7 @@ def build(config: config_lib.PipelineConfig):
   config = config_lib.remote_defaults(config)
   pipeline = factory.create_pipeline(
     config,
+    input_base=config.data.input_base,  # the folder or bucket the pods read, nothing to fetch
     pipeline_root=kubeflow.pipeline_root,
     metadata_connection_config=None,  # the cluster brings its ML Metadata
     beam_pipeline_args=beam_args(config),
@@ -309,16 +308,14 @@ def submit(spec_path: str, host: str, experiment: str, run_name: str = '') -> st
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('verb', nargs='?', default='compile', choices=('compile', 'submit'))
-  parser.add_argument(
-    '--config', default=None, help=f'YAML config (default: ${CONFIG_ENV}, else the demo)'
-  )
+  parser.add_argument('--config', default=None, help=config_lib.CONFIG_HELP)
   parser.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE')
   parser.add_argument('--output', default='', help='spec path (default: kubeflow.output_file)')
   parser.add_argument('--host', default='', help='KFP endpoint, e.g. http://localhost:8080')
   parser.add_argument('--experiment', default='tfx-lm')
   args = parser.parse_args(argv)
 
-  path = args.config or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG
+  path = config_lib.config_path(args.config)
   try:
     config = config_lib.load_config(path, args.overrides)
     from tfx import v1 as tfx

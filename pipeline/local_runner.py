@@ -22,8 +22,6 @@ from typing import List, Optional
 from pipeline import beam_policy
 from tfxlm import console
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'demo.yaml')
-CONFIG_ENV = 'TFXLM_CONFIG'
 # The policy's names, which tests and benches use to run Beam as a local run does.
 FN_API_RUNNER = beam_policy.FN_API_RUNNER
 SETUP_FILE = beam_policy.SETUP_FILE
@@ -33,15 +31,16 @@ _COMPRESSED_FACTOR = 5
 _COMPRESSED = ('.gz', '.bz2')
 
 
-def input_bytes(config) -> Optional[int]:
-  """Bytes of text the run reads (compressed files scaled up), None if unknown (remote)."""
+def input_bytes(config, input_base: Optional[str] = None) -> Optional[int]:
+  """Bytes of text the run reads (compressed files scaled up), None if unknown (remote);
+  `input_base`: the folder fetched for the run (default: fetched here)."""
   from components import example_gen as example_gen_lib
   from pipeline import config as config_lib
 
   data = config.data
   if '://' in data.input_base:
     return None
-  base = config_lib.input_base_dir(config)  # a named data set is fetched here, once
+  base = input_base or config_lib.input_base_dir(config)
   pattern = data.file_pattern or example_gen_lib.get_format(data.format).default_pattern
   folders = [os.path.join(base, split) for split in data.input_splits] or [base]
   total = 0
@@ -53,13 +52,15 @@ def input_bytes(config) -> Optional[int]:
   return total
 
 
-def beam_args(config, num_cpus: Optional[int] = None) -> List[str]:
+def beam_args(
+  config, num_cpus: Optional[int] = None, input_base: Optional[str] = None
+) -> List[str]:
   """Beam arguments of a local run (`pipeline.beam_policy.local`): by input size unless the
   config decides."""
   args = config.beam.args
   workers = config.beam.direct_num_workers
   decided = workers or any(a.startswith(('--runner', '--direct_running_mode')) for a in args)
-  size = None if decided else input_bytes(config)
+  size = None if decided else input_bytes(config, input_base)
   return beam_policy.local(args, workers, size, num_cpus)
 
 
@@ -73,12 +74,15 @@ def build(config, pool=None):
   `pipeline.beam_pool.WorkerPool`), Beam worker processes come from that warm pool."""
   from tfx import v1 as tfx
 
+  from pipeline import config as config_lib
   from pipeline import factory
 
-  args = beam_args(config)
+  input_base = config_lib.input_base_dir(config)  # a named data set is fetched here, once
+  args = beam_args(config, input_base=input_base)
   os.makedirs(config.resolved_outputs_dir, exist_ok=True)
   return factory.create_pipeline(
     config,
+    input_base=input_base,
     pipeline_root=config.pipeline_root,
     metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
       config.metadata_path
@@ -214,10 +218,10 @@ def main(argv=None, *, route_stderr: bool = False) -> int:
 
 def _run(argv, route_stderr: bool, run_scope: contextlib.ExitStack) -> int:
   """`main`, with `run_scope` holding what must end with the run."""
+  from pipeline import config as config_lib
+
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument(
-    '--config', default=None, help=f'YAML config (default: ${CONFIG_ENV}, else the demo)'
-  )
+  parser.add_argument('--config', default=None, help=config_lib.CONFIG_HELP)
   parser.add_argument(
     '--set',
     dest='overrides',
@@ -230,10 +234,7 @@ def _run(argv, route_stderr: bool, run_scope: contextlib.ExitStack) -> int:
     '--no-summary', action='store_true', help='do not print the run summary or write the report'
   )
   args = parser.parse_args(argv)
-
-  from pipeline import config as config_lib
-
-  path = args.config or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG
+  path = config_lib.config_path(args.config)
   try:
     config = config_lib.load_config(path, args.overrides)
   except config_lib.ConfigError as e:
@@ -260,7 +261,7 @@ def _run(argv, route_stderr: bool, run_scope: contextlib.ExitStack) -> int:
   progress = _quiet_logging(log_path)
   from tfx import v1 as tfx
 
-  from pipeline import beam_pool, demo_data, summary
+  from pipeline import beam_pool, demo_data, report, summary
 
   try:
     pool = run_scope.enter_context(beam_pool.WorkerPool())  # starts only if Beam wants workers
@@ -287,7 +288,7 @@ def _run(argv, route_stderr: bool, run_scope: contextlib.ExitStack) -> int:
   if not args.no_summary:
     try:
       run = summary.collect(config, started)
-      summary.write_report(config, run)
+      report.write_report(config, run)
     except Exception as e:  # noqa: BLE001 - the run succeeded; only its report failed
       logging.getLogger(__name__).exception('the summary failed')
       print(
@@ -296,7 +297,7 @@ def _run(argv, route_stderr: bool, run_scope: contextlib.ExitStack) -> int:
         file=errors,
       )
       return 0
-    print(summary.text(config, run), flush=True)
+    print(report.text(config, run), flush=True)
   return 0
 
 

@@ -1,18 +1,15 @@
-"""The project's shared names (`tfxlm.contract`) and its custom TFX artifact types.
+"""The project's shared names (`tfxlm.contract`) and its custom TFX artifact types
+(`tfxlm.artifacts`).
 
-On Kubeflow Pipelines v2, TFX's container entrypoint recovers a custom artifact's Python class
-by importing its schema title, which KubeflowV2DagRunner sets to the artifact's TYPE_NAME. So
-every custom TYPE_NAME `tfxlm.<Name>` must resolve to a class here. They load lazily, so that
-importing `tfxlm.contract` stays free of TensorFlow.
+An artifact's TYPE_NAME `tfxlm.<Name>` must resolve to its class here: on Kubeflow Pipelines v2,
+TFX's container entrypoint imports it by that name. The classes come from `tfxlm.artifacts` on
+first use, so that importing `tfxlm.contract` stays free of TFX and TensorFlow.
 """
-
-import importlib
-
-_ARTIFACT_TYPES = {'Vocabulary': ('components.vocabulary', 'VocabularyArtifact')}
 
 
 def __getattr__(name):
-  if name in _ARTIFACT_TYPES:
-    module, attr = _ARTIFACT_TYPES[name]
-    return getattr(importlib.import_module(module), attr)
+  if name == 'Vocabulary':
+    from tfxlm import artifacts
+
+    return artifacts.VocabularyArtifact
   raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

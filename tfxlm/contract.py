@@ -89,7 +89,8 @@ FLOAT32, MIXED_BFLOAT16, MIXED_FLOAT16 = 'float32', 'mixed_bfloat16', 'mixed_flo
 PRECISIONS = (FLOAT32, MIXED_BFLOAT16, MIXED_FLOAT16)
 
 # Pipeline component ids (folders under the pipeline root, node names in ML Metadata and KFP).
-# ExampleGen keeps its class name (CsvExampleGen, TextExampleGen, ...).
+# The factory's ExampleGen (components/example_gen.py, every input format) keeps its class name.
+EXAMPLE_GEN_ID = 'TextExampleGen'
 STATISTICS_GEN_ID = 'StatisticsGen'
 SCHEMA_GEN_ID = 'ImportSchemaGen'
 EXAMPLE_VALIDATOR_ID = 'ExampleValidator'
@@ -102,7 +103,8 @@ PRETRAIN_TRANSFORM_ID = 'PretrainTransform'
 PRETRAIN_TRAINER_ID = 'PretrainTrainer'
 BASE_MODEL_IMPORTER_ID = 'BaseModelImporter'
 TRANSFORM_ID = 'Transform'
-TRAINER_ID = 'Trainer'
+TRAINER_ID = 'Trainer'  # the `train` stage's: the model the run evaluates, pushes and reports
+# The Trainers of the pretrain and train stages (on Kubeflow, the tasks that get accelerators).
 TRAINER_IDS = (PRETRAIN_TRAINER_ID, TRAINER_ID)
 BASELINE_RESOLVER_ID = 'LatestBlessedModelResolver'
 EVALUATOR_ID = 'Evaluator'
@@ -159,6 +161,7 @@ QUANTIZE_NONE, INT8_WEIGHTS, INT8, INT4 = 'none', 'int8_weights', 'int8', 'int4'
 QUANTIZE_MODES = (QUANTIZE_NONE, INT8_WEIGHTS, INT8, INT4)
 
 # Files inside an exported model and a run's outputs.
+SERVING_MODEL_DIR = 'Format-Serving'  # TFX: the SavedModel's folder inside a Model artifact
 EXTRA_DIR = 'assets.extra'  # TF Serving ignores it
 TRAINER_CONFIG_FILE = 'trainer_config.json'
 BACKBONE_WEIGHTS_FILE = 'backbone_weights.npz'
@@ -166,6 +169,14 @@ PRESET_DIR = 'keras_hub_preset'  # inside EXTRA_DIR: backbone + tokenizer, for `
 WARMUP_FILE = 'tf_serving_warmup_requests'
 EXPORT_CONFIG_FILE = 'export_config.json'  # inside EXTRA_DIR: how the model was quantized
 REPORT_FILE = 'report.html'
+SUMMARY_FILE = 'summary.json'  # beside REPORT_FILE: the run's figures (pipeline/summary.py)
+
+# Defaults that a config field and a component argument share (pipeline/config.py,
+# components/): the learned vocabulary's size, ExampleGen's (train, eval) hash buckets, and the
+# most new tokens a `generate` call may ask for.
+DEFAULT_VOCAB_SIZE = 8000
+DEFAULT_TRAIN_EVAL_RATIO = (9, 1)
+DEFAULT_MAX_NEW_TOKENS_LIMIT = 256
 
 # User code TFX loads, by dotted path so the Kubeflow image can import it.
 RUN_FN = 'trainer.task.run_fn'

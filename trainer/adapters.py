@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from trainer import pretrained
+from trainer import keras_internals, pretrained
 from trainer.config import TrainerConfig
 
 ADAPTER_DIR = 'lora'
@@ -47,7 +47,9 @@ class AdapterError(ValueError):
 
 def _layers_with_weights(backbone):
   # keras-hub's enable_lora / save_lora_weights number layers in this list.
-  return [layer for layer in backbone._flatten_layers(include_self=False) if layer.weights]
+  return [
+    layer for layer in keras_internals.sublayers(backbone, include_self=False) if layer.weights
+  ]
 
 
 def lora_layers(model: keras.Model) -> list[keras.layers.Layer]:
@@ -183,10 +185,11 @@ def merged_weights(model: keras.Model) -> list[np.ndarray]:
   without the adapters: the weights of the same model built without LoRA."""
   merged = {}
   for layer in lora_layers(model):
-    kernel = keras.ops.convert_to_numpy(layer._kernel).astype(np.float32)
+    base = keras_internals.base_kernel(layer)
+    kernel = keras.ops.convert_to_numpy(base).astype(np.float32)
     a = keras.ops.convert_to_numpy(layer.lora_kernel_a)
     b = keras.ops.convert_to_numpy(layer.lora_kernel_b)
-    merged[id(layer._kernel)] = kernel + (layer.lora_alpha / layer.lora_rank) * np.matmul(a, b)
+    merged[id(base)] = kernel + (layer.lora_alpha / layer.lora_rank) * np.matmul(a, b)
   return [
     merged.get(id(v), keras.ops.convert_to_numpy(v))
     for v in model.weights

@@ -181,7 +181,7 @@ class TrainerConfig:
   mask_token_rate: float = 0.8
   random_token_rate: float = 0.1
   mask_top_k: int = 5
-  max_new_tokens_limit: int = 256
+  max_new_tokens_limit: int = contract.DEFAULT_MAX_NEW_TOKENS_LIMIT
   shuffle_buffer: int = 10_000
   length_buckets: bool = True
   seed: int = 42

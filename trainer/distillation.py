@@ -30,7 +30,7 @@ from tfxlm import contract
 from trainer import inputs, task, training
 from trainer.compression_config import DistillConfig
 from trainer.config import TrainerConfig
-from trainer.tokenizers import SpecialTokens
+from trainer.vocabulary import SpecialTokens
 
 # Salts of the augmentation's random draws, so each draw has its own stream.
 _ROWS, _MASK, _REPLACE, _PICK, _NGRAM, _NGRAM_LEN, _NGRAM_START = range(7)

@@ -40,7 +40,7 @@ other special tokens are never generated. max_new_tokens above the limit fixed a
 prompt keeps its last seq_len - max_new_tokens tokens (with the end token in front) so the new
 ones fit the window.
 
-Special tokens are the vocabulary's (vocab.json, trainer/tokenizers.py): [CLS] [SEP] [PAD]
+Special tokens are the vocabulary's (vocab.json, trainer/vocabulary.py): [CLS] [SEP] [PAD]
 [MASK] at ids 0-4 for a learned vocabulary, a preset's own ids otherwise (GPT-2's
 <|endoftext|> starts, ends and pads). The continuation is decoded by the tokenizer's kind:
 WordPiece, SentencePiece, or GPT-2's byte-level BPE.
@@ -66,10 +66,10 @@ from tfxlm.contract import (
   TRANSFORM_FEATURES,
 )
 from tfxlm.contract import TEXT_INPUT as TEXT
-from trainer import generation, inputs, tokenizers
+from trainer import generation, inputs, vocabulary
 from trainer.config import TrainerConfig
 from trainer.models import MASK_POSITIONS, PADDING_MASK, TOKEN_IDS
-from trainer.tokenizers import SpecialTokens
+from trainer.vocabulary import SpecialTokens
 
 
 def read_lines(path: str) -> list[str]:
@@ -112,7 +112,7 @@ class ExportModule(tf.Module):
     label_vocab: list[str] | None = None,
     *,
     kind: str = contract.WORDPIECE,
-    special: SpecialTokens = tokenizers.LEARNED_SPECIAL_TOKENS,
+    special: SpecialTokens = vocabulary.LEARNED_SPECIAL_TOKENS,
     model_call=None,
   ):
     super().__init__()
@@ -324,7 +324,7 @@ class ExportModule(tf.Module):
     ids = tf.concat([tf.fill([ids.nrows(), 1], self.special.end), ids], axis=1)
     ids, new = self.generator.generate(ids, max_new_tokens, temperature, top_k, top_p, seed)
     return {
-      contract.GENERATED_TEXT: tokenizers.decode_tokens(
+      contract.GENERATED_TEXT: vocabulary.decode_tokens(
         tf.gather(self.token_strings, ids), new, self.kind
       )
     }
@@ -367,7 +367,7 @@ def export_saved_model(
   export_dir: str,
   *,
   kind: str = contract.WORDPIECE,
-  special: SpecialTokens = tokenizers.LEARNED_SPECIAL_TOKENS,
+  special: SpecialTokens = vocabulary.LEARNED_SPECIAL_TOKENS,
   model_call=None,
 ) -> str:
   """Saves model + Transform graph with the signatures above to `export_dir`.

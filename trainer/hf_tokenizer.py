@@ -28,6 +28,7 @@ import functools
 import json
 import os
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -41,7 +42,7 @@ TOKENIZER_JSON = 'tokenizer.json'
 TOKENIZER_CONFIG = 'tokenizer_config.json'
 SPECIAL_TOKENS_MAP = 'special_tokens_map.json'
 VOCAB_TXT = 'vocab.txt'
-# Roles of SpecialTokens (trainer/tokenizers.py) and the Hugging Face names of their tokens.
+# Roles of SpecialTokens (trainer/vocabulary.py) and the Hugging Face names of their tokens.
 _ROLE_KEYS = {
   'pad': 'pad_token',
   'unk': 'unk_token',
@@ -172,16 +173,23 @@ def read_checkpoint_tokenizer(folder: str) -> dict[str, Any]:
   }
 
 
-def normalize(text: tf.Tensor, meta: dict[str, Any]) -> tf.Tensor:
+def normalize(
+  text: tf.Tensor,
+  *,
+  clean_text: bool,
+  handle_chinese_chars: bool,
+  strip_accents: bool,
+  lowercase: bool,
+) -> tf.Tensor:
   """Steps 1-4 of the module docstring on a string tensor."""
-  if meta['clean_text']:
+  if clean_text:
     text = tf.strings.regex_replace(text, _CONTROL, '')
     text = tf.strings.regex_replace(text, _WHITESPACE, ' ')
-  if meta['handle_chinese_chars']:
+  if handle_chinese_chars:
     text = tf.strings.regex_replace(text, _CJK, r' \1 ')
-  if meta['strip_accents']:
+  if strip_accents:
     text = tf.strings.regex_replace(tf_text.normalize_utf8(text, 'NFD'), r'\p{Mn}', '')
-  if meta['lowercase']:
+  if lowercase:
     # One character at a time: the whole-string lower case of ICU makes a final Σ a ς, which
     # Hugging Face's per-character lower case does not.
     chars = tf.strings.unicode_split(text, 'UTF-8')
@@ -204,24 +212,43 @@ def _model_buffer(tokens: tuple[str, ...], suffix: str, unk: str, max_bytes: int
 class HFWordPieceTokenizer:
   """`.tokenize(strings)` -> int64 ragged ids (batch, None), as the checkpoint's tokenizer.json."""
 
-  def __init__(self, tokens: list[str], meta: dict[str, Any]):
-    self._meta = meta
-    unk = meta['unk_token']
-    self._max_chars = int(meta['max_input_chars_per_word'])
-    buffer = _model_buffer(
-      tuple(tokens), meta['suffix_indicator'], unk, self._max_chars * _BYTES_PER_CHAR
-    )
+  def __init__(
+    self,
+    tokens: Sequence[str],
+    *,
+    unk_token: str,
+    suffix_indicator: str,
+    max_input_chars_per_word: int,
+    added_tokens: Sequence[str],
+    clean_text: bool,
+    handle_chinese_chars: bool,
+    strip_accents: bool,
+    lowercase: bool,
+  ):
+    """Args: the vocabulary's tokens in id order and its vocab.json settings (the fields of
+    `read_checkpoint_tokenizer`, checked by `trainer.vocabulary.Vocabulary`)."""
+    tokens = tuple(tokens)
+    self._unk = unk_token
+    self._clean_text = clean_text
+    self._normalization = {
+      'clean_text': clean_text,
+      'handle_chinese_chars': handle_chinese_chars,
+      'strip_accents': strip_accents,
+      'lowercase': lowercase,
+    }
+    self._max_chars = max_input_chars_per_word
+    buffer = _model_buffer(tokens, suffix_indicator, self._unk, self._max_chars * _BYTES_PER_CHAR)
     self._wordpiece = tf_text.FastWordpieceTokenizer(
       model_buffer=tf.constant(buffer), token_out_type=tf.int64, no_pretokenization=True
     )
     # Longest first, so that a token that starts another is not matched inside it.
-    added = sorted(meta.get('added_tokens') or [], key=len, reverse=True)
+    added = sorted(added_tokens, key=len, reverse=True)
     self._added = added
     self._added_ids = [tokens.index(t) for t in added]
     self._added_pattern = '|'.join(re.escape(t) for t in added)
 
   def tokenize(self, text: tf.Tensor) -> tf.RaggedTensor:
-    if self._meta['clean_text']:
+    if self._clean_text:
       # Removed by normalization anyway; tensorflow-text's regex_split would end the text there.
       text = tf.strings.regex_replace(text, r'\x00', '')
     if not self._added:
@@ -239,13 +266,13 @@ class HFWordPieceTokenizer:
     return segments.with_flat_values(per_segment).merge_dims(1, 2)
 
   def _tokenize_plain(self, text: tf.Tensor) -> tf.RaggedTensor:
-    text = normalize(text, self._meta)
+    text = normalize(text, **self._normalization)
     words = tf_text.regex_split(
       text, f'{_WHITESPACE}|{_PUNCTUATION}', _PUNCTUATION
     )  # (batch, words)
     flat = words.flat_values
     # A word longer than the limit is the unknown token, which is a word of the vocabulary.
     too_long = tf.strings.length(flat, unit='UTF8_CHAR') > self._max_chars
-    flat = tf.where(too_long, self._meta['unk_token'], flat)
+    flat = tf.where(too_long, self._unk, flat)
     pieces = self._wordpiece.tokenize(flat)  # (words, pieces)
     return words.with_flat_values(pieces).merge_dims(1, 2)

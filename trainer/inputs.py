@@ -11,10 +11,10 @@ from typing import Any
 import tensorflow as tf
 
 from tfxlm import contract
-from trainer import tokenizers
+from trainer import vocabulary
 from trainer.config import TrainerConfig
 from trainer.models import MASK_POSITIONS, PADDING_MASK, TOKEN_IDS
-from trainer.tokenizers import SpecialTokens
+from trainer.vocabulary import SpecialTokens
 
 LABELS, WEIGHTS = 'labels', 'weights'
 # Records parsed per tf.io.parse_example call: vectorised parsing is much faster than one by one.
@@ -37,7 +37,7 @@ def mask_tokens(
   mask_token_rate: float,
   random_token_rate: float,
   num_predictions: int,
-  special: SpecialTokens = tokenizers.LEARNED_SPECIAL_TOKENS,
+  special: SpecialTokens = vocabulary.LEARNED_SPECIAL_TOKENS,
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
   """BERT masking of a batch, stateless in `seed`.
 
@@ -191,7 +191,7 @@ def make_dataset(
   seed: int,
   num_shards: int = 1,
   shard: int = 0,
-  special: SpecialTokens = tokenizers.LEARNED_SPECIAL_TOKENS,
+  special: SpecialTokens = vocabulary.LEARNED_SPECIAL_TOKENS,
 ) -> tf.data.Dataset:
   """The batches of one input pipeline.
 
@@ -208,7 +208,7 @@ def make_dataset(
     seed: Seed of shuffling and masking.
     num_shards: Input pipelines to split the records between.
     shard: This pipeline's index.
-    special: The vocabulary's special tokens (`tokenizers.special_tokens`).
+    special: The vocabulary's special tokens (`Vocabulary.special`).
 
   Returns:
     An infinite `tf.data.Dataset` of `(x, y)` with static batch size.

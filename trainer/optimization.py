@@ -7,6 +7,7 @@ import keras
 import tensorflow as tf
 
 from tfxlm import contract
+from trainer import keras_internals
 
 
 @keras.saving.register_keras_serializable(package='trainer')
@@ -65,11 +66,11 @@ def no_decay_variables(model: keras.Model) -> list[keras.Variable]:
   """The model's LayerNorm weights and biases: AdamW must not decay them."""
   excluded = []
   seen = set()
-  for layer in model._flatten_layers(include_self=True, recursive=True):
+  for layer in keras_internals.sublayers(model):
     if isinstance(layer, keras.layers.LayerNormalization):
       candidates = layer.trainable_weights
     else:
-      candidates = [w for w in layer._trainable_variables if w.name == 'bias']
+      candidates = [w for w in keras_internals.own_trainable_variables(layer) if w.name == 'bias']
     for variable in candidates:
       if id(variable) not in seen:
         seen.add(id(variable))

@@ -1,7 +1,7 @@
 """TF Transform preprocessing: in-graph tokenization with the Vocabulary artifact's tokenizer.
 
 `preprocessing_fn(inputs, custom_config)` reads `custom_config`:
-  vocab_uri: the Vocabulary artifact's URI (see trainer/tokenizers.py for its files);
+  vocab_uri: the Vocabulary artifact's URI (its files: trainer/vocabulary.py);
   task: 'mlm' | 'clm' | 'classify';
   seq_len: int, the fixed length of classification inputs;
   lm_features: bool (classify only, default false), also output the mlm/clm pieces, so that one
@@ -22,7 +22,7 @@ Transformed feature spec:
                                                               tokenization feeds both).
 
 The vocabulary's kind (vocab.json) chooses the tokenizer and its special tokens
-(trainer/tokenizers.py): a learned vocabulary normalizes as vocab.json says and tokenizes with
+(trainer/vocabulary.py): a learned vocabulary normalizes as vocab.json says and tokenizes with
 tensorflow-text; a preset's vocabulary runs keras-hub's own tokenizer of that preset. The
 tokenizer model is part of the graph. vocab.txt and vocab.json are graph assets too
 (`tft_output.vocabulary_file_by_name('token_vocab' | 'tokenizer_spec')`), to map ids back to
@@ -39,13 +39,13 @@ import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 
 from tfxlm import contract
-from trainer import tokenizers
+from trainer.vocabulary import LEARNED_SPECIAL_TOKENS, SpecialTokens, Vocabulary
 
 
 def frame(
   ids: tf.RaggedTensor,
   seq_len: int,
-  special: tokenizers.SpecialTokens = tokenizers.LEARNED_SPECIAL_TOKENS,
+  special: SpecialTokens = LEARNED_SPECIAL_TOKENS,
 ) -> tf.Tensor:
   """(batch, None) ids -> (batch, seq_len): [CLS] ids… [SEP], truncated, padded with [PAD]."""
   batch = ids.nrows()
@@ -62,12 +62,11 @@ def preprocessing_fn(inputs: dict, custom_config: dict) -> dict:
   # (`TrainerConfig.transform_custom_config`); the Transform executor adds the vocabulary's URI.
   vocab_uri = custom_config[contract.VOCAB_URI_KEY]
   task = custom_config[contract.TASK_KEY]
-  tokens, meta = tokenizers.read_vocabulary(vocab_uri)
-  special = tokenizers.special_tokens(meta)
+  vocab = Vocabulary.read(vocab_uri)
+  special = vocab.special
   text = tf.reshape(_dense(inputs[contract.TEXT_KEY]), [-1])  # (batch,)
-  tokenizer = tokenizers.make_tokenizer(tokens, meta, vocab_uri)
-  ids = tokenizers.tokenize(text, tokenizer, meta)  # (batch, None)
-  ids = _with_vocab_assets(ids, vocab_uri, tokens, special)
+  ids = vocab.tokenize(text)  # (batch, None)
+  ids = _with_vocab_assets(ids, vocab)
   if task != contract.CLASSIFY:
     return {contract.TOKEN_IDS_KEY: ids.to_sparse()}
 
@@ -138,9 +137,7 @@ def _dense(x):
   return x
 
 
-def _with_vocab_assets(
-  ids: tf.RaggedTensor, vocab_uri: str, tokens: list[str], special: tokenizers.SpecialTokens
-) -> tf.RaggedTensor:
+def _with_vocab_assets(ids: tf.RaggedTensor, vocab: Vocabulary) -> tf.RaggedTensor:
   """Makes vocab.txt and vocab.json assets of the transform graph (`token_vocab`,
   `tokenizer_spec`), so the trainer and the export read the tokens and the special ids there.
 
@@ -149,13 +146,13 @@ def _with_vocab_assets(
   that the shipped file has the special tokens at their ids, and the ids depend on that check
   (and on the vocab.json table), so both tables stay in the graph.
   """
-  vocab_path = os.path.join(vocab_uri, contract.VOCAB_FILE)
-  special_ids = list(special.reserved)
-  expected = tf.constant([tokens[i] for i in special_ids])
+  vocab_path = os.path.join(vocab.uri, contract.VOCAB_FILE)
+  special_ids = list(vocab.special.reserved)
+  expected = tf.constant([vocab.tokens[i] for i in special_ids])
   found = tft.apply_vocabulary(expected, deferred_vocab_filename_tensor=vocab_path)
   tft.annotate_asset(contract.TOKEN_VOCAB_NAME, contract.VOCAB_FILE)
-  # vocab.json (one line, see tokenizers.write_meta) read as a one-entry vocabulary.
-  spec_path = os.path.join(vocab_uri, contract.VOCAB_JSON)
+  # vocab.json (one line, see Vocabulary.write) read as a one-entry vocabulary.
+  spec_path = os.path.join(vocab.uri, contract.VOCAB_JSON)
   spec_lines = tft.apply_vocabulary(tf.constant(['{']), deferred_vocab_filename_tensor=spec_path)
   tft.annotate_asset(contract.TOKENIZER_SPEC_NAME, contract.VOCAB_JSON)
   check = tf.debugging.assert_equal(

@@ -34,11 +34,11 @@ from trainer import (
   optimization,
   pretrained,
   quantization,
-  tokenizers,
   training,
 )
 from trainer.compression_config import ExportConfig
 from trainer.config import TrainerConfig
+from trainer.vocabulary import LEARNED_SPECIAL_TOKENS, SpecialTokens, Vocabulary
 
 if TYPE_CHECKING:  # TFX is there when TFX calls run_fn; tests pass look-alikes.
   from tfx.components.trainer.fn_args_utils import FnArgs
@@ -117,22 +117,18 @@ class Vocabularies:
   tokens: list
   labels: list | None
   kind: str = contract.WORDPIECE
-  special: tokenizers.SpecialTokens = tokenizers.LEARNED_SPECIAL_TOKENS
+  special: SpecialTokens = LEARNED_SPECIAL_TOKENS
 
   @classmethod
   def from_tft_output(cls, tft_output: tft.TFTransformOutput, task: str) -> 'Vocabularies':
-    tokens = export.read_lines(tft_output.vocabulary_file_by_name(contract.TOKEN_VOCAB_NAME))
-    with tf.io.gfile.GFile(tft_output.vocabulary_file_by_name(contract.TOKENIZER_SPEC_NAME)) as f:
-      meta = json.load(f)
+    vocab = Vocabulary.from_files(
+      tft_output.vocabulary_file_by_name(contract.TOKEN_VOCAB_NAME),
+      tft_output.vocabulary_file_by_name(contract.TOKENIZER_SPEC_NAME),
+    )
     labels = None
     if task == contract.CLASSIFY:
       labels = export.read_lines(tft_output.vocabulary_file_by_name(contract.LABEL_VOCAB_NAME))
-    kind, special = meta['kind'], tokenizers.special_tokens(meta)
-    tokenizers.check_tokens(tokens, special, kind, where="the transform graph's token vocabulary")
-    return cls(tokens, labels, kind, special)
-
-
-SERVING_FORMAT_DIR = 'Format-Serving'
+    return cls(list(vocab.tokens), labels, vocab.kind, vocab.special)
 
 
 def base_model_dir(base_model: str) -> str:
@@ -147,7 +143,7 @@ def base_model_dir(base_model: str) -> str:
     ValueError: if neither holds this trainer's backbone weights.
   """
   candidates = [base_model]
-  if os.path.basename(os.path.normpath(base_model)) == SERVING_FORMAT_DIR:
+  if os.path.basename(os.path.normpath(base_model)) == contract.SERVING_MODEL_DIR:
     candidates.append(os.path.dirname(os.path.normpath(base_model)))
   for folder in candidates:
     if tf.io.gfile.exists(os.path.join(folder, contract.EXTRA_DIR, contract.BACKBONE_WEIGHTS_FILE)):

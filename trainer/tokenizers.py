@@ -1,5 +1,6 @@
-"""Every tokenizer the pipeline uses, by kind: learning or importing, in-graph tokenizing,
-decoding, special tokens and files.
+"""How the pipeline gets a tokenizer vocabulary, by kind: learning one (the Vocabulary
+component's algorithms) or importing a pretrained checkpoint's; what a vocabulary is once made
+(its files, special tokens, in-graph tokenizing and decoding) is `trainer.vocabulary.Vocabulary`.
 
 Kinds (recorded as `kind` in the Vocabulary artifact's vocab.json, never guessed):
   wordpiece             learned here (tensorflow-text's learner); NFKC / case folding / accent
@@ -19,7 +20,8 @@ Kinds (recorded as `kind` in the Vocabulary artifact's vocab.json, never guessed
 Special tokens: a learned vocabulary reserves ids 0-4 for `[PAD] [UNK] [CLS] [SEP] [MASK]`; a
 preset or checkpoint keeps its own tokens and ids (`[CLS]`=101 in BERT, `<|endoftext|>`=50256 in GPT-2, which
 has no [MASK] and no unknown token). vocab.json records them as `special_tokens`
-({role: id or null}, roles `pad unk start end mask`), and every stage reads `SpecialTokens`.
+({role: id or null}, roles `pad unk start end mask`), and every stage reads
+`Vocabulary.special`.
 
 Artifact files (names in `tfxlm.contract`): vocab.txt (every kind), vocab.json, spm.model
 (learned SentencePiece), keras_hub_tokenizer.json + keras_hub_assets/ (preset kinds).
@@ -27,82 +29,23 @@ Artifact files (names in `tfxlm.contract`): vocab.txt (every kind), vocab.json, 
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import json
 import os
 import re
 import tempfile
 import unicodedata
 from collections.abc import Iterable, Sequence
-from typing import Any
 
-import numpy as np
 import tensorflow as tf
-import tensorflow_text as tf_text
-from tensorflow_text.core.pybinds import (
-  pywrap_fast_wordpiece_tokenizer_model_builder as fast_wordpiece_builder,
-)
 
 from tfxlm import contract
+from trainer.vocabulary import SpecialTokens, Vocabulary
 
-SENTENCEPIECE_SPACE = '\u2581'
 SENTENCEPIECE_MODEL_TYPES = ('unigram', 'bpe')
-# Words longer than this many bytes become [UNK] (FastBertTokenizer's own default).
-MAX_BYTES_PER_WORD = 100
 # Learner: words longer than this (in characters) are not split into pieces: they are almost
 # always noise (URLs, base64), and the tokenizer maps them to [UNK] anyway.
 _MAX_TOKEN_LENGTH = 50
 _MAX_UNIQUE_CHARS = 1000
-ROLES = ('pad', 'unk', 'start', 'end', 'mask')
-
-
-@dataclasses.dataclass(frozen=True)
-class SpecialTokens:
-  """Ids of a vocabulary's special tokens; None where the vocabulary has no such token.
-
-  Attributes:
-    pad: Padding ([PAD]; GPT-2, which has none, pads with <|endoftext|>).
-    unk: Unknown token ([UNK]); None for byte-level BPE, which has none.
-    start: Starts a sequence ([CLS]; <|endoftext|> for GPT-2).
-    end: Ends a sequence and separates documents ([SEP]; <|endoftext|>).
-    mask: The masked-LM mask ([MASK]); None for GPT-2.
-    reserved: Every id that is never a prediction target, a masking candidate or a sample
-      (the roles above plus the preset's other control tokens).
-  """
-
-  pad: int
-  unk: int | None
-  start: int
-  end: int
-  mask: int | None
-  reserved: tuple[int, ...]
-
-  def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self) | {'reserved': list(self.reserved)}
-
-  @classmethod
-  def from_dict(cls, d: dict[str, Any]) -> SpecialTokens:
-    return cls(**{**d, 'reserved': tuple(d['reserved'])})
-
-
-LEARNED_SPECIAL_TOKENS = SpecialTokens(
-  pad=contract.PAD_ID,
-  unk=contract.UNK_ID,
-  start=contract.CLS_ID,
-  end=contract.SEP_ID,
-  mask=contract.MASK_ID,
-  reserved=tuple(range(len(contract.RESERVED_TOKENS))),
-)
-
-
-def special_tokens(meta: dict[str, Any]) -> SpecialTokens:
-  """The special tokens a vocab.json records (learned vocabularies: ids 0-4)."""
-  if meta.get('special_tokens'):
-    return SpecialTokens.from_dict(meta['special_tokens'])
-  if meta.get('kind', contract.WORDPIECE) in contract.IMPORTED_KINDS:
-    raise ValueError(f'vocab.json of kind {meta["kind"]!r} lacks special_tokens')
-  return LEARNED_SPECIAL_TOKENS
 
 
 # -- learning (the Vocabulary component's algorithms) -------------------------------------------
@@ -308,8 +251,8 @@ def check_preset_for_task(preset: str, task: str) -> None:
     raise ValueError(f'preset {preset}: task {task}: {problem}')
 
 
-def import_preset(preset: str, output_uri: str, task: str | None = None) -> dict[str, Any]:
-  """Writes a keras-hub preset's tokenizer as a Vocabulary artifact; returns its vocab.json.
+def import_preset(preset: str, output_uri: str, task: str | None = None) -> Vocabulary:
+  """Writes a keras-hub preset's tokenizer as a Vocabulary artifact and returns it.
 
   Args:
     preset: A keras-hub preset handle: a local folder, `kaggle://...`, `hf://...` or a
@@ -348,13 +291,8 @@ def import_preset(preset: str, output_uri: str, task: str | None = None) -> dict
       tf.io.gfile.copy(os.path.join(tmp, name), os.path.join(assets, name), overwrite=True)
   with tf.io.gfile.GFile(os.path.join(output_uri, contract.PRESET_TOKENIZER_FILE), 'w') as f:
     f.write(json.dumps(keras.saving.serialize_keras_object(tokenizer), indent=2) + '\n')
-  with tf.io.gfile.GFile(os.path.join(output_uri, contract.VOCAB_FILE), 'w') as f:
-    for i, token in enumerate(tokens):
-      if '\n' in token or '\r' in token:
-        raise ValueError(f'preset token {i} ({token!r}) holds a line break')
-      f.write(token + '\n')
   config = tokenizer.get_config()
-  meta = {
+  spec = {
     'kind': kind,
     'size': len(tokens),
     'preset': preset,
@@ -365,13 +303,14 @@ def import_preset(preset: str, output_uri: str, task: str | None = None) -> dict
     'strip_accents': bool(config.get('strip_accents', False)),
     'nfkc': False,
   }
-  write_meta(output_uri, meta)
-  return meta
+  vocab = Vocabulary(tokens, spec, uri=output_uri, where=f'preset {preset}')
+  vocab.write(output_uri)
+  return vocab
 
 
-def import_hf_wordpiece(folder: str, output_uri: str, preset: str) -> dict[str, Any]:
+def import_hf_wordpiece(folder: str, output_uri: str, preset: str) -> Vocabulary:
   """Writes a Hugging Face BERT checkpoint's tokenizer as a Vocabulary artifact (kind
-  `hf_wordpiece`, trainer/hf_tokenizer.py); returns its vocab.json.
+  `hf_wordpiece`, trainer/hf_tokenizer.py) and returns it.
 
   The special tokens are the checkpoint's own (special_tokens_map.json, tokenizer_config.json),
   at their ids in its vocabulary.
@@ -396,13 +335,7 @@ def import_hf_wordpiece(folder: str, output_uri: str, preset: str) -> dict[str, 
     raise ValueError(f'{folder}: its unknown token {read["unk_token"]!r} is not in its vocabulary')
   reserved = {i for i in ids.values() if i is not None} | _control_token_ids(tokens)
   special = SpecialTokens(reserved=tuple(sorted(reserved)), **ids)
-  tf.io.gfile.makedirs(output_uri)
-  with tf.io.gfile.GFile(os.path.join(output_uri, contract.VOCAB_FILE), 'w') as f:
-    for i, token in enumerate(tokens):
-      if '\n' in token or '\r' in token:
-        raise ValueError(f'{folder}: token {i} ({token!r}) holds a line break')
-      f.write(token + '\n')
-  meta = {
+  spec = {
     'kind': contract.HF_WORDPIECE,
     'size': len(tokens),
     'preset': preset,
@@ -410,183 +343,6 @@ def import_hf_wordpiece(folder: str, output_uri: str, preset: str) -> dict[str, 
     'nfkc': False,
     **read,
   }
-  write_meta(output_uri, meta)
-  return meta
-
-
-def load_preset_tokenizer(vocab_uri: str):
-  """keras-hub's tokenizer of a preset-kind Vocabulary artifact, rebuilt from its files."""
-  import keras
-  import keras_hub  # noqa: F401 (registers the tokenizer classes for deserialization)
-
-  with tf.io.gfile.GFile(os.path.join(vocab_uri, contract.PRESET_TOKENIZER_FILE)) as f:
-    tokenizer = keras.saving.deserialize_keras_object(json.load(f))
-  assets = os.path.join(vocab_uri, contract.PRESET_ASSETS_DIR)
-  if tf.io.gfile.exists(assets) and not os.path.exists(assets):
-    # keras-hub reads assets with plain `open`: bring remote ones (gs://...) to local disk.
-    local = tempfile.mkdtemp(prefix='keras_hub_assets_')
-    for name in tf.io.gfile.listdir(assets):
-      tf.io.gfile.copy(os.path.join(assets, name), os.path.join(local, name))
-    assets = local
-  tokenizer.load_assets(assets)
-  return tokenizer
-
-
-def write_meta(output_uri: str, meta: dict[str, Any]) -> None:
-  """Writes vocab.json on one line: the transform graph carries it as a one-line vocabulary."""
-  with tf.io.gfile.GFile(os.path.join(output_uri, contract.VOCAB_JSON), 'w') as f:
-    f.write(json.dumps(meta, sort_keys=True) + '\n')
-
-
-def read_vocabulary(vocab_uri: str) -> tuple[list[str], dict[str, Any]]:
-  """Returns (tokens in id order, vocab.json) of a Vocabulary artifact, checked.
-
-  Raises:
-    ValueError: if the kind is unknown or a special token id is out of range, or a learned
-      vocabulary does not start with the reserved tokens.
-  """
-  with tf.io.gfile.GFile(os.path.join(vocab_uri, contract.VOCAB_FILE)) as f:
-    tokens = f.read().splitlines()
-  with tf.io.gfile.GFile(os.path.join(vocab_uri, contract.VOCAB_JSON)) as f:
-    meta = json.load(f)
-  kind = meta.get('kind', contract.WORDPIECE)
-  if kind not in contract.TOKENIZER_KINDS:
-    raise ValueError(
-      f'{vocab_uri}/{contract.VOCAB_JSON}: kind {kind!r} is not one of {contract.TOKENIZER_KINDS}'
-    )
-  check_tokens(tokens, special_tokens(meta), kind, where=f'{vocab_uri}/{contract.VOCAB_FILE}')
-  return tokens, meta
-
-
-def check_tokens(tokens: Sequence[str], special: SpecialTokens, kind: str, where: str) -> None:
-  """Raises ValueError unless `tokens` hold `special` (reserved tokens first if learned)."""
-  n = len(contract.RESERVED_TOKENS)
-  if kind in contract.VOCAB_KINDS and tuple(tokens[:n]) != contract.RESERVED_TOKENS:
-    raise ValueError(
-      f'{where} must start with {contract.RESERVED_TOKENS}, starts with {list(tokens[:n])}'
-    )
-  bad = [i for i in special.reserved if not 0 <= i < len(tokens)]
-  if bad or len(tokens) <= len(special.reserved):
-    raise ValueError(f'{where}: {len(tokens)} tokens, special token ids {list(special.reserved)}')
-
-
-# -- in-graph tokenizing ------------------------------------------------------------------------
-
-
-def normalize(text: tf.Tensor, meta: dict[str, Any]) -> tf.Tensor:
-  """Normalizes a string tensor as a learned vocabulary's vocab.json says (graph ops)."""
-  if meta['nfkc']:
-    text = tf_text.normalize_utf8(text, 'NFKC')
-  if meta['lowercase']:
-    text = tf_text.case_fold_utf8(text)
-  if meta['strip_accents']:
-    text = tf.strings.regex_replace(tf_text.normalize_utf8(text, 'NFD'), r'\p{Mn}', '')
-  return text
-
-
-@functools.lru_cache(maxsize=4)
-def _wordpiece_model(tokens: tuple[str, ...], suffix_indicator: str) -> np.ndarray:
-  """The FastWordpiece flatbuffer for a vocabulary, built once per process.
-
-  TF Transform traces preprocessing_fn several times; building the model and handing it to
-  `FastBertTokenizer` as bytes (which it turns into a constant through a Python list of ints)
-  cost about 3 s per trace for an 8k vocabulary. A uint8 array becomes a constant directly.
-  """
-  buffer = fast_wordpiece_builder.build_fast_wordpiece_model(
-    list(tokens), MAX_BYTES_PER_WORD, suffix_indicator, contract.UNK, False, False
-  )  # no_pretokenization, support_detokenization
-  return np.frombuffer(buffer, dtype=np.uint8)
-
-
-class _KerasHubTokenizer:
-  """A preset's keras-hub tokenizer, as the transform graph keeps it."""
-
-  def __init__(self, vocab_uri: str):
-    if tf.inside_function():
-      import tensorflow_transform as tft
-
-      # Its lookup tables are resources: TF Transform must track them so that the transform
-      # graph saves them (built in the function they would be untracked, built outside it
-      # they would belong to no graph).
-      self._tokenizer = tft.make_and_track_object(
-        lambda: load_preset_tokenizer(vocab_uri), name='keras_hub_tokenizer'
-      )
-    else:
-      self._tokenizer = load_preset_tokenizer(vocab_uri)
-
-  def tokenize(self, text: tf.Tensor) -> tf.RaggedTensor:
-    return self._tokenizer.tokenize(text)
-
-
-def make_tokenizer(tokens: list[str], meta: dict[str, Any], vocab_uri: str):
-  """The in-graph tokenizer of a vocabulary: `.tokenize(strings)` gives ragged ids."""
-  kind = meta.get('kind', contract.WORDPIECE)
-  if kind in contract.PRESET_KINDS:
-    return _KerasHubTokenizer(vocab_uri)
-  if kind == contract.HF_WORDPIECE:
-    from trainer import hf_tokenizer
-
-    return hf_tokenizer.HFWordPieceTokenizer(tokens, meta)
-  if kind == contract.SENTENCEPIECE:
-    with tf.io.gfile.GFile(os.path.join(vocab_uri, contract.SPM_MODEL_FILE), 'rb') as f:
-      return tf_text.SentencepieceTokenizer(model=f.read(), out_type=tf.int32)
-  model = _wordpiece_model(tuple(tokens), meta.get('suffix_indicator', contract.SUFFIX_INDICATOR))
-  return tf_text.FastBertTokenizer(
-    fast_wordpiece_model_buffer=tf.constant(model), token_out_type=tf.int64
-  )
-
-
-def tokenize(text: tf.Tensor, tokenizer, meta: dict[str, Any]) -> tf.RaggedTensor:
-  """(batch,) strings -> (batch, None) int64 token ids."""
-  if meta.get('kind', contract.WORDPIECE) in contract.VOCAB_KINDS:
-    text = normalize(text, meta)
-  ids = tokenizer.tokenize(text)
-  if ids.ragged_rank == 2:  # FastBertTokenizer: (batch, words, pieces).
-    ids = ids.merge_dims(1, 2)
-  return tf.cast(ids, tf.int64)
-
-
-# -- decoding -----------------------------------------------------------------------------------
-
-
-def _byte_decoder() -> tuple[np.ndarray, list[bytes]]:
-  """GPT-2's byte-level alphabet reversed: code point -> byte (-1 if none), and the 256 bytes."""
-  printable = (
-    list(range(ord('!'), ord('~') + 1))
-    + list(range(ord('¡'), ord('¬') + 1))
-    + list(range(ord('®'), ord('ÿ') + 1))
-  )
-  code_points = dict(zip(printable, printable))
-  extra = 0
-  for b in range(256):
-    if b not in code_points:
-      code_points[b] = 256 + extra
-      extra += 1
-  decoder = np.full([max(code_points.values()) + 1], -1, np.int32)
-  for b, c in code_points.items():
-    decoder[c] = b
-  return decoder, [bytes([b]) for b in range(256)]
-
-
-def decode_tokens(tokens: tf.Tensor, keep: tf.Tensor, kind: str) -> tf.Tensor:
-  """Joins the token strings of each row (string [b, n]) where `keep` into text [b].
-
-  WordPiece: tokens separated by spaces, '##' pieces glued to the previous one.
-  SentencePiece: pieces concatenated, U+2581 becomes a space.
-  Byte-level BPE: pieces concatenated, each character mapped back to its byte.
-  """
-  if kind in (contract.SENTENCEPIECE, contract.PRESET_SENTENCEPIECE):
-    joined = tf.strings.reduce_join(tf.where(keep, tokens, ''), axis=1)
-    return tf.strings.strip(tf.strings.regex_replace(joined, SENTENCEPIECE_SPACE, ' '))
-  if kind == contract.PRESET_BPE:
-    joined = tf.strings.reduce_join(tf.where(keep, tokens, ''), axis=1)
-    decoder, byte_strings = _byte_decoder()
-    code_points = tf.strings.unicode_decode(joined, 'UTF-8')  # (batch, None)
-    in_range = code_points.with_flat_values(tf.minimum(code_points.flat_values, len(decoder) - 1))
-    byte_ids = tf.gather(tf.constant(decoder), in_range)
-    byte_ids = tf.ragged.boolean_mask(byte_ids, byte_ids >= 0)
-    text = tf.strings.reduce_join(tf.gather(tf.constant(byte_strings), byte_ids), axis=1)
-    # A sampled sequence can end inside a multi-byte character: drop what is not UTF-8.
-    return tf.strings.unicode_transcode(text, 'UTF-8', 'UTF-8', errors='ignore')
-  joined = tf.strings.reduce_join(tf.where(keep, tokens + ' ', ''), axis=1)
-  return tf.strings.strip(tf.strings.regex_replace(joined, r' ##', ''))
+  vocab = Vocabulary(tokens, spec, uri=output_uri, where=folder)
+  vocab.write(output_uri)
+  return vocab

@@ -48,7 +48,9 @@ def test_bad_distill_stages_are_refused_with_the_key(overrides, message):
 
 def test_the_distill_stage_is_its_own_trainer_evaluator_and_pusher(tmp_path):
   config = config_lib.load_config(DEMO, [STUDENT, 'export.quantize=none'])
-  pipeline = factory.create_pipeline(config, pipeline_root=str(tmp_path))
+  pipeline = factory.create_pipeline(
+    config, pipeline_root=str(tmp_path), input_base=config_lib.input_base_dir(config)
+  )
   nodes = {node.id: node for node in pipeline.components}
   for node_id in (
     contract.DISTILL_TRAINER_ID,
@@ -66,9 +68,13 @@ def test_the_distill_stage_is_its_own_trainer_evaluator_and_pusher(tmp_path):
 
 
 def test_export_options_reach_the_trainer_only_when_set(tmp_path):
-  plain = factory.create_pipeline(config_lib.load_config(DEMO), pipeline_root=str(tmp_path))
+  demo = config_lib.load_config(DEMO)
+  input_base = config_lib.input_base_dir(demo)  # the runner's fetch, before the factory
+  plain = factory.create_pipeline(demo, pipeline_root=str(tmp_path), input_base=input_base)
   quantized = factory.create_pipeline(
-    config_lib.load_config(DEMO, ['export.quantize=int8_weights']), pipeline_root=str(tmp_path)
+    config_lib.load_config(DEMO, ['export.quantize=int8_weights']),
+    pipeline_root=str(tmp_path),
+    input_base=input_base,
   )
   custom = lambda p: next(c for c in p.components if c.id == contract.TRAINER_ID).exec_properties[
     'custom_config'

@@ -12,9 +12,8 @@ import os
 import pytest
 
 from pipeline import config as config_lib
-from pipeline import local_runner
-from pipeline import summary as summary_lib
-from tfxlm import pinned_wheels
+from pipeline import evaluation, local_runner
+from tfxlm import contract, pinned_wheels
 
 CONFIGS = os.path.join(
   os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
@@ -32,7 +31,7 @@ def _run(config, outputs, overrides, capsys, fast=True):
   code = local_runner.main(args)
   out = capsys.readouterr().out
   assert code == 0, out
-  with open(os.path.join(outputs, 'summary.json')) as f:
+  with open(os.path.join(outputs, contract.SUMMARY_FILE)) as f:
     return json.load(f), out
 
 
@@ -52,7 +51,7 @@ def test_demo_scratch_classifier_learns_sentiment_and_reports_the_baseline(tmp_p
     capsys,
   )
 
-  accuracy = run['metrics'][summary_lib.evaluation.ACCURACY]
+  accuracy = run['metrics'][evaluation.ACCURACY]
   baseline = run['baseline']
   assert baseline is not None, run.get('reference_error')
   assert baseline['eval_examples'] >= 1000
@@ -76,7 +75,7 @@ def test_demo_lm_beats_the_unigram_perplexity_and_writes(tmp_path, capsys):
     capsys,
   )
 
-  perplexity = run['metrics'][summary_lib.evaluation.PERPLEXITY]
+  perplexity = run['metrics'][evaluation.PERPLEXITY]
   unigram = run['unigram']
   assert unigram is not None, run.get('reference_error')
   assert perplexity < 0.9 * unigram['perplexity'], (perplexity, unigram)
@@ -101,7 +100,7 @@ def test_the_demo_fine_tunes_the_pinned_minilm_checkpoint_on_the_scratch_demos_d
 def test_demo_fine_tunes_minilm_past_the_baseline(tmp_path, capsys):
   """The full `make demo`: accuracy at least the baseline's + 0.03 on the whole eval split."""
   run, out = _run('demo.yaml', tmp_path, [], capsys, fast=False)
-  accuracy = run['metrics'][summary_lib.evaluation.ACCURACY]
+  accuracy = run['metrics'][evaluation.ACCURACY]
   baseline = run['baseline']
   assert baseline['eval_examples'] == run['metrics']['example_count'] >= 1000
   assert accuracy >= baseline['accuracy'] + 0.03, (accuracy, baseline)

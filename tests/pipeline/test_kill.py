@@ -18,6 +18,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from tests.pipeline import tiny_pipeline
+from tfxlm import contract
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BEFORE_TRANSFORM = (
@@ -91,7 +92,7 @@ def _rerun(config_path, outputs):
     timeout=TIMEOUT,
   )
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-  with open(outputs / 'summary.json') as f:
+  with open(outputs / contract.SUMMARY_FILE) as f:
     states = {c['name']: c['state'] for c in json.load(f)['components']}
   return states, (outputs / 'run.log').read_text()
 

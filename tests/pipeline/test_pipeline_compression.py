@@ -43,7 +43,7 @@ def _run(tmp, data, name, **sections):
   config.update(sections)
   path = tiny_pipeline.write(tmp / 'config.yaml', config)
   assert local_runner.main(['--config', str(path)]) == 0
-  with open(tmp / 'outputs' / 'summary.json') as f:
+  with open(tmp / 'outputs' / contract.SUMMARY_FILE) as f:
     return json.load(f)
 
 

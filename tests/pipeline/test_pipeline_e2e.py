@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from pipeline import config as config_lib
-from pipeline import local_runner, summary
+from pipeline import local_runner, run_metadata
 from tfxlm import contract
 
 POSITIVE = ('good', 'great', 'fine', 'nice', 'happy', 'superb')
@@ -85,7 +85,7 @@ def _run(config_path, capsys):
   out = capsys.readouterr().out
   assert code == 0, out
   config = config_lib.load_config(config_path)
-  with open(os.path.join(config.resolved_outputs_dir, 'summary.json')) as f:
+  with open(os.path.join(config.resolved_outputs_dir, contract.SUMMARY_FILE)) as f:
     return config, json.load(f), out
 
 
@@ -103,7 +103,7 @@ def first_run(workspace):
   code = local_runner.main(['--config', config_path])
   assert code == 0
   config = config_lib.load_config(config_path)
-  with open(os.path.join(config.resolved_outputs_dir, 'summary.json')) as f:
+  with open(os.path.join(config.resolved_outputs_dir, contract.SUMMARY_FILE)) as f:
     return config_path, config, json.load(f)
 
 
@@ -122,7 +122,7 @@ def test_every_component_ran_and_is_recorded_in_ml_metadata(first_run):
     contract.PUSHER_ID,
   } <= names
   assert all(c['state'] in ('COMPLETE', 'CACHED') for c in run['components'])
-  store = summary._store(config)
+  store = run_metadata.open_store(config.metadata_path)
   for type_name in (
     'Examples',
     'ExampleStatistics',
@@ -224,6 +224,6 @@ def test_tfx_cli_creates_and_runs_the_same_pipeline(first_run, workspace, tmp_pa
     text=True,
   )
   assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-  with open(os.path.join(config.resolved_outputs_dir, 'summary.json')) as f:
+  with open(os.path.join(config.resolved_outputs_dir, contract.SUMMARY_FILE)) as f:
     states = {c['name']: c['state'] for c in json.load(f)['components']}
   assert states.get(contract.TRAINER_ID) == 'CACHED'  # the same pipeline, so the same cache

@@ -12,6 +12,7 @@ import yaml
 
 from pipeline import config as config_lib
 from pipeline import local_runner
+from tfxlm import contract
 
 WORDS = (
   'the cat sat on a mat while the dog ran to the park and a bird sang in the old tree '
@@ -71,7 +72,7 @@ def test_clm_pipeline_reports_perplexity_gates_on_it_and_pushes_a_generator(tmp_
   path.write_text(yaml.safe_dump(config))
   assert local_runner.main(['--config', str(path)]) == 0
   loaded = config_lib.load_config(str(path))
-  with open(os.path.join(loaded.resolved_outputs_dir, 'summary.json')) as f:
+  with open(os.path.join(loaded.resolved_outputs_dir, contract.SUMMARY_FILE)) as f:
     run = json.load(f)
   assert 1.0 < run['metrics']['perplexity'] < 40.0, run['metrics']
   assert run['blessed'] is True and run['pushed_path']

@@ -95,7 +95,7 @@ def _run(tmp, name, data, train, evaluation):
     args += ['--set', override]
   assert local_runner.main(args) == 0
   config = config_lib.load_config(str(path), overrides)
-  with open(os.path.join(config.resolved_outputs_dir, 'summary.json')) as f:
+  with open(os.path.join(config.resolved_outputs_dir, contract.SUMMARY_FILE)) as f:
     return json.load(f)
 
 

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from pipeline import config as config_lib
-from pipeline import summary
+from pipeline import report, summary
 from tfxlm import contract
 
 
@@ -31,7 +31,7 @@ def _classify_summary():
 
 def test_text_prints_model_baseline_difference_and_eval_count():
   config = config_lib.from_dict({'pipeline_name': 'demo', 'train': {'task': 'classify'}})
-  out = summary.text(config, _classify_summary())
+  out = report.text(config, _classify_summary())
   assert re.search(r'same 1,000 eval examples', out)
   assert re.search(r'this model\s+accuracy 0\.8000', out)
   assert re.search(r'TF-IDF \+ logistic regression\s+accuracy 0\.7800', out)
@@ -41,7 +41,7 @@ def test_text_prints_model_baseline_difference_and_eval_count():
 
 def test_report_charts_train_and_eval_together_with_labelled_axes():
   config = config_lib.from_dict({'pipeline_name': 'demo', 'train': {'task': 'classify'}})
-  page = summary.render_report(config, _classify_summary())
+  page = report.render_report(config, _classify_summary())
   charts = re.findall(r'<svg.*?</svg>', page, flags=re.S)
   accuracy = [c for c in charts if 'aria-label="Trainer: accuracy"' in c]
   assert len(accuracy) == 1, 'train and eval accuracy belong on one chart'
@@ -62,11 +62,11 @@ def test_lm_summary_shows_perplexity_next_to_unigram_and_generations():
     unigram={'perplexity': 400.0, 'eval_tokens': 5000},
     generations=[('the movie is', 'a delight')],
   )
-  out = summary.text(config, run)
+  out = report.text(config, run)
   assert re.search(r'this model\s+perplexity 80\.00', out)
   assert re.search(r'unigram \(train token frequencies\)\s+perplexity 400\.00', out)
   assert "'the movie is' -> 'a delight'" in out
-  page = summary.render_report(config, run)
+  page = report.render_report(config, run)
   assert '<td>the movie is</td><td>a delight</td>' in page
 
 
@@ -107,7 +107,7 @@ def test_generate_calls_scalar_and_per_row_signatures(per_row, tmp_path):
   'low,high', [(0.0, 1.0), (50, 300), (373.0, 1407.0), (0.0, 0.002), (0.61, 0.79), (5.92, 7.25)]
 )
 def test_chart_ticks_are_round_and_inside_the_range(low, high):
-  ticks = summary.nice_ticks(low, high)
+  ticks = report.nice_ticks(low, high)
   assert 3 <= len(ticks) <= 8
   assert all(low - 1e-9 <= t <= high + 1e-9 for t in ticks)
   step = ticks[1] - ticks[0]

@@ -152,7 +152,7 @@ def test_pretraining_and_classification_run_on_one_transform_and_both_models_ser
   path.write_text(yaml.safe_dump(config))
   assert local_runner.main(['--config', str(path)]) == 0
   loaded = config_lib.load_config(str(path))
-  with open(os.path.join(loaded.resolved_outputs_dir, 'summary.json')) as f:
+  with open(os.path.join(loaded.resolved_outputs_dir, contract.SUMMARY_FILE)) as f:
     run = json.load(f)
   ran = {c['name'] for c in run['components']}
   assert {contract.TRANSFORM_ID, contract.PRETRAIN_TRAINER_ID, contract.TRAINER_ID} <= ran
@@ -168,7 +168,9 @@ def test_pretraining_and_classification_run_on_one_transform_and_both_models_ser
 
   # The pretrained mlm model reads the pieces: it predicts the [MASK] of a raw text.
   [pretrained] = glob.glob(
-    os.path.join(loaded.pipeline_root, contract.PRETRAIN_TRAINER_ID, 'model', '*', 'Format-Serving')
+    os.path.join(
+      loaded.pipeline_root, contract.PRETRAIN_TRAINER_ID, 'model', '*', contract.SERVING_MODEL_DIR
+    )
   )
   mlm = tf.saved_model.load(pretrained)
   out = mlm.signatures[contract.PREDICT_TEXT](text=tf.constant(['the good [MASK] film', 'film']))

@@ -4,14 +4,14 @@ themselves are tested in test_task.py; decoding of presets in test_tokenizers.py
 import tensorflow as tf
 
 from tfxlm import contract
-from trainer import tokenizers
+from trainer import vocabulary
 
 
 def test_decode_wordpiece_glues_suffix_pieces():
   tokens = tf.constant([['the', 'play', '##ing', 'dog', '[SEP]'], ['a', '##b', 'c', 'd', 'e']])
   keep = tf.constant([[True, True, True, True, False], [True, True, False, False, False]])
   for kind in (contract.WORDPIECE, contract.PRESET_WORDPIECE):
-    assert tokenizers.decode_tokens(tokens, keep, kind).numpy().tolist() == [
+    assert vocabulary.decode_tokens(tokens, keep, kind).numpy().tolist() == [
       b'the playing dog',
       b'ab',
     ]
@@ -21,14 +21,14 @@ def test_decode_sentencepiece_turns_word_marks_into_spaces():
   tokens = tf.constant([['\u2581the', '\u2581play', 'ing', '\u2581dog']])
   keep = tf.constant([[True, True, True, True]])
   for kind in (contract.SENTENCEPIECE, contract.PRESET_SENTENCEPIECE):
-    assert tokenizers.decode_tokens(tokens, keep, kind).numpy().tolist() == [b'the playing dog']
+    assert vocabulary.decode_tokens(tokens, keep, kind).numpy().tolist() == [b'the playing dog']
 
 
 def test_decode_byte_level_bpe_maps_characters_back_to_bytes_and_drops_cut_characters():
   # 'Ġ' is the byte-level form of ' ', 'Ã©' of 'é' (0xC3 0xA9); a lone 'Ã' is half of it.
   tokens = tf.constant([['Caf', 'Ã©', 'Ġdog', 'Ċ'], ['a', 'Ã', 'x', 'x']])
   keep = tf.constant([[True, True, True, True], [True, True, False, False]])
-  assert tokenizers.decode_tokens(tokens, keep, contract.PRESET_BPE).numpy().tolist() == [
+  assert vocabulary.decode_tokens(tokens, keep, contract.PRESET_BPE).numpy().tolist() == [
     'Café dog\n'.encode(),
     b'a',
   ]

@@ -14,7 +14,7 @@ from trainer import distillation
 from trainer import task as task_lib
 from trainer.compression_config import DistillConfig
 from trainer.config import TrainerConfig
-from trainer.tokenizers import LEARNED_SPECIAL_TOKENS as SPECIAL
+from trainer.vocabulary import LEARNED_SPECIAL_TOKENS as SPECIAL
 
 CLS, SEP, PAD, MASK = SPECIAL.start, SPECIAL.end, SPECIAL.pad, SPECIAL.mask
 

@@ -24,7 +24,7 @@ from serving import server as server_lib
 from serving.config import ModelConfig
 from tests.trainer import generation_util
 from tfxlm import contract
-from trainer import generation, models, tokenizers
+from trainer import generation, models, vocabulary
 
 SEP = contract.SEP_ID
 NEVER = -1  # an end token no row produces
@@ -247,7 +247,7 @@ def test_exported_greedy_text_is_keras_hubs_and_loads_with_only_tensorflow_text(
   expected_ids = [r[:n] for r, n in zip(expected_ids, max_new)]
   vocab = clm_data['vocab']
   expected = [
-    tokenizers.decode_tokens(
+    vocabulary.decode_tokens(
       tf.constant([[vocab[t] for t in r] or ['']]),
       tf.constant([[True] * len(r) or [False]]),
       contract.WORDPIECE,

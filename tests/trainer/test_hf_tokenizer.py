@@ -14,6 +14,7 @@ from tests.trainer import hf_checkpoints, presets
 from tfxlm import contract
 from trainer import hf_tokenizer, pretrained
 from trainer import tokenizers as tokenizers_lib
+from trainer.vocabulary import Vocabulary
 
 EXCLUDED = ('[MASK]', '[CLS]', '[SEP]', '[PAD]', '[UNK]', '\ufffd')
 # Characters NFKC case folding (keras-hub's lowercase) changes and Hugging Face's lowercase keeps.
@@ -104,12 +105,12 @@ def artifact(checkpoint, tmp_path_factory):
 
 
 def _graph_ids(vocab_uri, texts):
-  tokens, meta = tokenizers_lib.read_vocabulary(vocab_uri)
-  tokenizer = tokenizers_lib.make_tokenizer(tokens, meta, vocab_uri)
+  vocab = Vocabulary.read(vocab_uri)
+  tokenizer = vocab.tokenizer()
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
   def tokenize(text):  # traced, as Transform and the export run it
-    return tokenizers_lib.tokenize(text, tokenizer, meta)
+    return vocab.tokenize(text, tokenizer)
 
   return tokenize(tf.constant(texts)).to_list()
 
@@ -129,7 +130,7 @@ def test_ids_equal_the_tokenizers_library_on_varied_texts(checkpoint, artifact):
   assert not wrong, (len(wrong), wrong[:3])
   # The texts exercise what they are meant to: accents, unknown words, long words.
   assert sum(len(w) for w in want) > 10_000
-  unk = tokenizers_lib.read_vocabulary(artifact)[0].index('[UNK]')
+  unk = Vocabulary.read(artifact).tokens.index('[UNK]')
   assert sum(w.count(unk) for w in want) > 100
   assert any(len(t) > 100 for t in texts)
 
@@ -159,14 +160,14 @@ def test_accents_of_an_uncased_checkpoint_are_stripped_and_nfkc_is_not_applied(
 ):
   texts = ['Café naïve RÉSUMÉ', 'Straße ﬁne …', 'ΣΊΣΥΦΟΣ']
   assert _graph_ids(artifact, texts) == _reference(checkpoint, texts)
-  tokens = tokenizers_lib.read_vocabulary(artifact)[0]
+  tokens = Vocabulary.read(artifact).tokens
   assert [tokens[i] for i in _graph_ids(artifact, ['Café'])[0]] == ['c', '##a', '##f', '##e']
 
 
 def test_special_tokens_come_from_the_checkpoint(checkpoint, artifact):
-  tokens, meta = tokenizers_lib.read_vocabulary(artifact)
-  assert meta['kind'] == contract.HF_WORDPIECE
-  special = tokenizers_lib.special_tokens(meta)
+  vocab = Vocabulary.read(artifact)
+  assert vocab.kind == contract.HF_WORDPIECE
+  tokens, special = list(vocab.tokens), vocab.special
   assert tokens[special.start] == '[CLS]' and special.start != contract.CLS_ID
   assert tokens[special.end] == '[SEP]' and tokens[special.mask] == '[MASK]'
   assert tokens[special.unk] == '[UNK]' and tokens[special.pad] == '[PAD]'

@@ -14,8 +14,9 @@ from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
 from components import vocabulary
 from tfxlm import contract
-from trainer import preprocessing, tokenizers
+from trainer import preprocessing
 from trainer.config import TrainerConfig
+from trainer.vocabulary import Vocabulary, normalize
 
 TEXTS = [
   'The quick brown fox jumps over the lazy dog.',
@@ -62,7 +63,7 @@ def _vocab_dir(path, **normalization):
 def test_tf_normalization_matches_the_vocabulary_component(flags):
   meta = dict(zip(('lowercase', 'strip_accents', 'nfkc'), flags))
   samples = ['Straße Café', 'ＡＢＣ ﬁne', 'Ǆemal naïve RÉSUMÉ', 'plain text', '', 'Ⅻ ㎏ ①']
-  got = tokenizers.normalize(tf.constant(samples), meta).numpy()
+  got = normalize(tf.constant(samples), **meta).numpy()
   assert [g.decode() for g in got] == [vocabulary.normalize_text(s, **meta) for s in samples]
 
 
@@ -77,9 +78,7 @@ def test_frame_adds_cls_sep_pads_and_truncates():
 
 def test_tokenize_matches_python_pipeline(tmp_path):
   uri, tokens = _vocab_dir(tmp_path / 'v')
-  _, meta = tokenizers.read_vocabulary(uri)
-  tokenizer = tokenizers.make_tokenizer(tokens, meta, uri)
-  ids = tokenizers.tokenize(tf.constant(['The fox, Café!']), tokenizer, meta)
+  ids = Vocabulary.read(uri).tokenize(tf.constant(['The fox, Café!']))
   assert [tokens[i] for i in ids[0].numpy()] == ['the', 'fox', ',', 'cafe', '!']
 
 
@@ -88,7 +87,7 @@ def test_read_vocabulary_requires_reserved_tokens_first(tmp_path):
   with open(os.path.join(uri, 'vocab.txt'), 'w') as f:
     f.write('\n'.join(reversed(tokens)) + '\n')
   with pytest.raises(ValueError, match=r'must start with \(\'\[PAD\]\''):
-    tokenizers.read_vocabulary(uri)
+    Vocabulary.read(uri)
 
 
 def _analyze_and_transform(tmp_path, rows, config):

@@ -154,12 +154,12 @@ def test_base_model_is_a_trainer_output_or_a_pushed_folder(tmp_path):
   artifact = tmp_path / 'Trainer' / 'model' / '7'
   # A pushed version: the pipeline imported the folder itself, Format-Serving is not there.
   pushed = tmp_path / 'serving' / 'imdb' / '1700000000'
-  for model_dir in (artifact / task.SERVING_FORMAT_DIR, pushed):
+  for model_dir in (artifact / contract.SERVING_MODEL_DIR, pushed):
     os.makedirs(model_dir / contract.EXTRA_DIR)
     models.save_backbone_weights(
       earlier.backbone, str(model_dir / contract.EXTRA_DIR / contract.BACKBONE_WEIGHTS_FILE)
     )
-  for base_model in (artifact / task.SERVING_FORMAT_DIR, pushed / task.SERVING_FORMAT_DIR):
+  for base_model in (artifact / contract.SERVING_MODEL_DIR, pushed / contract.SERVING_MODEL_DIR):
     model = task.build_task_model(config, vocabularies, base_model=str(base_model))
     for path, value in _weights(model.backbone).items():
       np.testing.assert_array_equal(value, _weights(earlier.backbone)[path])
@@ -191,6 +191,6 @@ def test_importing_a_tokenizer_without_a_mask_token_for_mlm_fails_with_what_to_d
     ValueError, match='GPT2Tokenizer has no mask token, which mlm needs.*use task clm'
   ):
     tokenizers.import_preset(gpt2, str(tmp_path / 'v'), task=contract.MLM)
-  assert tokenizers.import_preset(gpt2, str(tmp_path / 'v'), task=contract.CLM)['kind'] == (
+  assert tokenizers.import_preset(gpt2, str(tmp_path / 'v'), task=contract.CLM).kind == (
     contract.PRESET_BPE
   )

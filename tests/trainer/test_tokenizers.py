@@ -19,7 +19,8 @@ import tensorflow_transform.beam as tft_beam
 
 from pipeline import local_runner
 from tfxlm import contract
-from trainer import preprocessing, tokenizers
+from trainer import preprocessing, tokenizers, vocabulary
+from trainer.vocabulary import Vocabulary
 
 NUM_TEXTS = 1000
 FAMILIES = {
@@ -67,8 +68,7 @@ def test_transform_ids_equal_keras_hub_ids_in_training_and_serving(family, tmp_p
   make_preset, kind = FAMILIES[family]
   preset = make_preset(str(tmp_path / 'preset'))
   vocab_uri = str(tmp_path / 'vocab')
-  meta = tokenizers.import_preset(preset, vocab_uri)
-  assert meta['kind'] == kind
+  assert tokenizers.import_preset(preset, vocab_uri).kind == kind
   texts = presets.varied_texts(NUM_TEXTS)
   assert sum(t == '' for t in texts) >= 10 and any(len(w) > 100 for t in texts for w in t.split())
 
@@ -88,16 +88,15 @@ def test_transform_ids_equal_keras_hub_ids_in_training_and_serving(family, tmp_p
 @pytest.mark.parametrize('family', sorted(FAMILIES))
 def test_special_tokens_come_from_the_preset(family, tmp_path):
   preset = FAMILIES[family][0](str(tmp_path / 'preset'))
-  tokens, meta = tokenizers.read_vocabulary(
-    tokenizers.import_preset(preset, str(tmp_path / 'v')) and str(tmp_path / 'v')
-  )
-  special = tokenizers.special_tokens(meta)
+  tokenizers.import_preset(preset, str(tmp_path / 'v'))
+  vocab = Vocabulary.read(str(tmp_path / 'v'))
+  tokens, special = vocab.tokens, vocab.special
   reference = keras_hub.tokenizers.Tokenizer.from_preset(preset)
   assert len(tokens) == reference.vocabulary_size()
   assert special.end == reference.end_token_id
   names = {
     role: tokens[getattr(special, role)]
-    for role in tokenizers.ROLES
+    for role in vocabulary.ROLES
     if getattr(special, role) is not None
   }
   if family.startswith('bert'):
@@ -126,17 +125,16 @@ def test_special_tokens_come_from_the_preset(family, tmp_path):
 @pytest.mark.parametrize('family', ['bert_uncased', 'gpt2', 'albert'])
 def test_decode_tokens_inverts_keras_hub_tokenization(family, tmp_path):
   preset = FAMILIES[family][0](str(tmp_path / 'preset'))
-  tokens, meta = tokenizers.read_vocabulary(
-    tokenizers.import_preset(preset, str(tmp_path / 'v')) and str(tmp_path / 'v')
-  )
+  tokenizers.import_preset(preset, str(tmp_path / 'v'))
+  vocab = Vocabulary.read(str(tmp_path / 'v'))
   reference = keras_hub.tokenizers.Tokenizer.from_preset(preset)
   texts = ['the quick brown fox', 'a film, said the dog!']
   if family == 'gpt2':  # Byte-level: every text round-trips; the others have unknown tokens.
     texts.append('Café 日本語 😀 !!!  \t x')
   ids = tf.ragged.constant([list(map(int, x)) for x in reference(texts)])
-  strings = tf.gather(tf.constant(tokens), ids.to_tensor())
+  strings = tf.gather(tf.constant(vocab.tokens), ids.to_tensor())
   keep = tf.sequence_mask(ids.row_lengths())
-  got = [t.decode() for t in tokenizers.decode_tokens(strings, keep, meta['kind']).numpy()]
+  got = [t.decode() for t in vocab.decode(strings, keep).numpy()]
   want = [
     t if isinstance(t, str) else t.decode()
     for t in (reference.detokenize(x) for x in reference(texts))
@@ -153,4 +151,4 @@ def test_vocabulary_without_its_special_tokens_is_refused(tmp_path):
   with open(os.path.join(uri, contract.VOCAB_FILE), 'w') as f:
     f.write('\n'.join(tokens[:3]) + '\n')
   with pytest.raises(ValueError, match='special token ids'):
-    tokenizers.read_vocabulary(uri)
+    Vocabulary.read(uri)

@@ -23,8 +23,9 @@ from tfx.components.trainer import fn_args_utils
 
 from pipeline import local_runner
 from tfxlm import contract
-from trainer import preprocessing, tokenizers
+from trainer import preprocessing
 from trainer.config import TrainerConfig
+from trainer.vocabulary import Vocabulary
 
 POSITIVE = ('good', 'great', 'fine', 'nice', 'happy')
 NEGATIVE = ('bad', 'awful', 'poor', 'sad', 'angry')
@@ -54,7 +55,7 @@ def write_vocab(directory):
     'nfkc': True,
     'suffix_indicator': '##',
   }
-  tokenizers.write_meta(directory, meta)
+  Vocabulary(tokens, meta).write(directory)
   return directory, tokens
 
 

@@ -1,0 +1,92 @@
+"""The YAML side of the pipeline config: a file's mapping read with duplicate keys refused,
+`--set KEY=VALUE` overrides merged in, and YAML 1.1's `3e-4` read as the number users mean.
+"""
+
+import re
+from typing import Any, Dict, Sequence
+
+import yaml
+
+from tfxlm.typed_config import ConfigError
+
+
+def _set_dotted(tree: Dict[str, Any], dotted: str, value):
+  keys = dotted.split('.')
+  node = tree
+  for key in keys[:-1]:
+    child = node.get(key)
+    if child is None:
+      child = node[key] = {}
+    if not isinstance(child, dict):
+      raise ConfigError(f'--set {dotted}: {key!r} is not a section')
+    node = child
+  node[keys[-1]] = value
+
+
+def parse_overrides(overrides: Sequence[str]) -> Dict[str, Any]:
+  """Turns ['train.learning_rate=3e-4', ...] into a nested dict (YAML-typed values)."""
+  tree: Dict[str, Any] = {}
+  for item in overrides:
+    key, sep, raw = item.partition('=')
+    if not sep or not key:
+      raise ConfigError(f'--set {item!r}: expected KEY=VALUE, e.g. train.train_steps=100')
+    try:
+      value = yaml.safe_load(raw) if raw else ''
+    except yaml.YAMLError as e:
+      raise ConfigError(f'--set {item!r}: value is not valid YAML ({e})') from None
+    _set_dotted(tree, key.strip(), value)
+  return tree
+
+
+_EXPONENT_FLOAT = re.compile(r'^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$')
+
+
+def _yaml_floats(value):
+  """YAML 1.1 reads `3e-4` (no dot) as a string; every user means the number."""
+  if isinstance(value, dict):
+    return {k: _yaml_floats(v) for k, v in value.items()}
+  if isinstance(value, list):
+    return [_yaml_floats(v) for v in value]
+  if isinstance(value, str) and _EXPONENT_FLOAT.match(value):
+    return float(value)
+  return value
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+  """YAML's safe loader, refusing a key given twice in one mapping: PyYAML would keep the last
+  silently, dropping e.g. a whole first `train:` section."""
+
+  def construct_mapping(self, node, deep=False):
+    first_line = {}
+    for key_node, _ in node.value:
+      if key_node.tag == 'tag:yaml.org,2002:merge':
+        continue  # `<<: *defaults` keys may be overridden: that is what they are for
+      key = self.construct_object(key_node, deep=deep)
+      try:
+        repeated = key in first_line
+      except TypeError:
+        continue  # an unhashable key: the base class reports it
+      if repeated:
+        raise yaml.constructor.ConstructorError(
+          None,
+          None,
+          f'{key!r} appears twice in one mapping (first on line {first_line[key]}): keep one',
+          key_node.start_mark,
+        )
+      first_line[key] = key_node.start_mark.line + 1
+    return super().construct_mapping(node, deep=deep)
+
+
+def _merge(base: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
+  merged = dict(base)
+  for key, value in extra.items():
+    if isinstance(value, dict) and isinstance(merged.get(key), dict):
+      merged[key] = _merge(merged[key], value)
+    else:
+      merged[key] = value
+  return merged
+
+
+def with_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, Any]:
+  """A config file's mapping with `KEY=VALUE` overrides merged in, exponent floats as numbers."""
+  return _yaml_floats(_merge(data, parse_overrides(overrides)))
