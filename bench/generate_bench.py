@@ -13,8 +13,8 @@ Targets (issue #28 and the one before it), PASS/FAIL printed for each, the ratio
   (a) cached export / uncached (a full forward pass over the window per token, the algorithm
       `generate` had before: kept here only as the reference) >= 5x at batch 1;
   (b) cached export / keras-hub's GPT2CausalLM.generate (greedy sampler, as `compile` leaves
-      it: no XLA on CPU) >= 1.0x at batch 1 and 8, with the same greedy tokens; the same for
-      the XLA export;
+      it: no XLA on CPU) >= 1.0x at batch 1 and 8, with the same greedy tokens; the XLA
+      export's ratio is printed too (an option: no target, but the same tokens required);
   (c) gRPC call time / in-process signature call time <= 1.2x.
 Paths are timed in turn within each repeat (interleaved) and the median kept, with the spread
 (min-max over the repeats), so load from other processes falls on both sides of a ratio
@@ -93,6 +93,7 @@ def _paths(signatures, columns, uncached, ids, causal_lm, grpc_client, rows, new
   padded = np.pad(ids, [[0, 0], [0, new_tokens]])
   mask = np.pad(np.ones_like(ids, bool), [[0, 0], [0, new_tokens]])
   signature, xla_signature = signatures
+  no_tokens = tf.zeros_like(columns[contract.MAX_NEW_TOKENS_INPUT])
   paths = {
     'cached export': (lambda: signature(**columns), new_tokens),
     'cached export, XLA': (lambda: xla_signature(**columns), new_tokens),
@@ -102,6 +103,8 @@ def _paths(signatures, columns, uncached, ids, causal_lm, grpc_client, rows, new
       new_tokens,
     ),
     'cached over gRPC': (lambda: grpc_client.generate('gen', rows), new_tokens),
+    # The signature's fixed cost: tokenizer, prefill and detokenizer, no new token.
+    'export, no new tokens': (lambda: signature(**dict(columns, max_new_tokens=no_tokens)), 0),
   }
   if len(ids) > 1:  # its target is at batch 1; at batch 8 it takes most of the bench's time
     del paths['uncached']
@@ -224,6 +227,13 @@ def main() -> int:
           times[name].append(time.perf_counter() - started)
       for name, values in times.items():
         seconds = float(np.median(values))
+        if not paths[name][1]:
+          print(
+            f'batch {batch}: {name:>20}: {seconds:.3f} s per call '
+            f'({min(values):.3f}-{max(values):.3f} s over {len(values)})',
+            flush=True,
+          )
+          continue
         results[(batch, name)] = batch * paths[name][1] / seconds
         spreads[(batch, name)] = (min(values), max(values))
         print(
@@ -259,31 +269,47 @@ def main() -> int:
       checks.append(
         ('(a) cached export / uncached', batch, ratio('cached export', 'uncached'), '>=', 5.0)
       )
-    for name in ('cached export', 'cached export, XLA'):
-      checks.append(
-        (f'(b) {name} / keras-hub', batch, ratio(name, 'keras-hub generate'), '>=', 1.0)
+    checks.append(
+      (
+        '(b) cached export / keras-hub',
+        batch,
+        ratio('cached export', 'keras-hub generate'),
+        '>=',
+        1.0,
       )
+    )
+    # The XLA export is an option (train.generate_jit_compile): reported, no target.
+    checks.append(
+      (
+        '    cached export, XLA / keras-hub',
+        batch,
+        ratio('cached export, XLA', 'keras-hub generate'),
+        None,
+        None,
+      )
+    )
     # In-process tokens/s over gRPC tokens/s is gRPC time over in-process time.
     checks.append(
       ('(c) gRPC / in-process time', batch, ratio('cached export', 'cached over gRPC'), '<=', 1.2)
     )
   ok = True
   for label, batch, (value, low, high), bound, target in checks:
-    passed = value >= target if bound == '>=' else value <= target
-    if label.startswith('(b)'):
+    passed = target is None or (value >= target if bound == '>=' else value <= target)
+    tokens = ''
+    if 'keras-hub' in label:
       name = label[4:].split(' / ')[0]
       passed = passed and same_tokens[(batch, name)]
       tokens = ', same greedy tokens' if same_tokens[(batch, name)] else ', OTHER TOKENS'
+    if target is None:
+      verdict = 'option, no target' + ('' if passed else ': OTHER TOKENS, FAIL')
+      ok = ok and (passed or args.quick)
+    elif args.quick:
+      verdict = f'target {bound} {target}x (quick run: no verdict)'
     else:
-      tokens = ''
-    if args.quick:
-      verdict = '(quick run: no verdict)'
-    else:
-      verdict = 'PASS' if passed else 'FAIL'
+      verdict = f'target {bound} {target}x: ' + ('PASS' if passed else 'FAIL')
       ok = ok and passed
     print(
-      f'batch {batch}: {label:<38} {value:6.2f}x (range {low:.2f}-{high:.2f}){tokens}; '
-      f'target {bound} {target}x: {verdict}'
+      f'batch {batch}: {label:<38} {value:6.2f}x (range {low:.2f}-{high:.2f}){tokens}; {verdict}'
     )
   return 0 if ok else 1
 

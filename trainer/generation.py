@@ -373,6 +373,7 @@ class CachedGenerator:
 
 def _bucket(size: tf.Tensor, limit: int, smallest: int) -> tf.Tensor:
   """The smallest power of two >= `size` (and >= `smallest`), or `limit` if that is less."""
-  sizes = sorted({min(smallest << n, limit) for n in range(32) if (smallest << n) < 2 * limit})
+  sizes = {min(smallest << n, limit) for n in range(32) if (smallest << n) < 2 * limit}
+  sizes = sorted(sizes | {limit})
   sizes = tf.constant(sizes, tf.int32)
   return tf.gather(sizes, tf.searchsorted(sizes, tf.reshape(size, [1]))[0])
