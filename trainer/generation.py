@@ -236,8 +236,8 @@ class CachedGenerator:
       # In place inside the compiled loop.
       return xla.dynamic_update_slice(cache, update, tf.stack([0, 0, index, 0]))
     # Without XLA: plain TensorFlow ops only, so the export needs no XLA to serve. A scatter of
-    # the [b, heads] rows of head_dim values: 4x faster than a tf.where over the cache at
-    # batch 8 and 256 positions.
+    # the [b, heads] rows of head_dim values touches one position, where a tf.where would
+    # rewrite the whole cache.
     shape = tf.shape(cache)
     rows, heads = tf.meshgrid(tf.range(shape[0]), tf.range(shape[1]), indexing='ij')
     at = tf.stack([rows, heads, tf.fill(tf.shape(rows), index)], axis=-1)  # [b, heads, 3]
