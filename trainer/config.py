@@ -135,6 +135,9 @@ class TrainerConfig:
     mask_top_k: Number of candidates the mlm export returns for the first [MASK] of a text.
     max_new_tokens_limit: Most tokens one row of the clm export's `generate` may ask for (larger
       requests fail with INVALID_ARGUMENT); capped at seq_len - 1.
+    generate_jit_compile: Compile the clm export's decoding loop with XLA: about twice as fast
+      on CPU, but every new (batch, window) shape compiles once at its first request, and TF
+      Serving then needs --xla_cpu_compilation_enabled=true (docs/runtime.md).
     shuffle_buffer: Shuffle buffer (examples) of the training input.
     length_buckets: classify: batch training examples of similar length together (buckets of
       8 tokens), so each batch, cut to its longest sequence, holds little padding. Evaluation
@@ -182,6 +185,7 @@ class TrainerConfig:
   random_token_rate: float = 0.1
   mask_top_k: int = 5
   max_new_tokens_limit: int = contract.DEFAULT_MAX_NEW_TOKENS_LIMIT
+  generate_jit_compile: bool = False
   shuffle_buffer: int = 10_000
   length_buckets: bool = True
   seed: int = 42

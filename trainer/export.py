@@ -157,6 +157,7 @@ class ExportModule(tf.Module):
         special.end,
         banned_ids=[i for i in special.reserved if i != special.end],
         max_new_tokens_limit=config.max_new_tokens_limit,
+        jit_compile=config.generate_jit_compile,
       )
 
   # -- Transform -------------------------------------------------------------------------------

@@ -6,6 +6,13 @@ The prompt is prefilled once into a cache of keys and values per layer, then eac
 backbone's layers so that the traced graph needs only TensorFlow at serving time, with per-row
 controls on top:
 
+- The cache is one key and one value tensor per layer, [batch, heads, window, head_dim]: each
+  step writes one position of each and attention multiplies against them as they lie. (keras-hub
+  stacks all layers into one tensor and splits and restacks it every step, and its attention
+  transposes the whole cache: at batch 8 those copies cost more than the model's arithmetic.)
+  Without XLA a position is written with a scatter, so no XLA op is in the graph (keras'
+  `slice_update` is `XlaDynamicUpdateSlice`, which TensorFlow runs by compiling it with XLA).
+
 - Prompts are padded on the right and every row keeps its natural positions: the loop walks one
   position index shared by all rows from the shortest prompt's end; a row still inside its
   prompt copies its next prompt token, the others sample. Greedy output therefore matches
@@ -20,10 +27,13 @@ controls on top:
 """
 
 import tensorflow as tf
+from tensorflow.compiler.tf2xla.python import xla
 
 # Gumbel noise needs u in (0, 1): 24 random bits, centred in their bucket.
 _UNIFORM_BITS = 24
 _NEG_INF = float('-inf')
+# Attention scores of positions a query must not see (keras' large negative for float32).
+_LARGE_NEGATIVE = -0.7 * 3.4028235e38
 
 
 def _mix32(x: tf.Tensor) -> tf.Tensor:
@@ -104,10 +114,19 @@ class CachedGenerator:
     banned_ids: Tokens never generated.
     max_new_tokens_limit: Requests above it fail with INVALID_ARGUMENT; the effective limit is
       at most seq_len - 1, so the window always holds one prompt token.
+    jit_compile: Compile the decoding loop with XLA (once per batch size and window, both
+      rounded up to powers of two). Faster, but serving then needs XLA's CPU JIT
+      (docs/runtime.md); without it the traced graph holds plain TensorFlow ops only.
   """
 
   def __init__(
-    self, backbone, seq_len: int, end_id: int, banned_ids=(), max_new_tokens_limit: int = 256
+    self,
+    backbone,
+    seq_len: int,
+    end_id: int,
+    banned_ids=(),
+    max_new_tokens_limit: int = 256,
+    jit_compile: bool = False,
   ):
     if max_new_tokens_limit < 1:
       raise ValueError(f'max_new_tokens_limit must be >= 1, got {max_new_tokens_limit}')
@@ -124,32 +143,105 @@ class CachedGenerator:
     self.num_layers = backbone.num_layers
     self.num_heads = backbone.num_heads
     self.head_dim = backbone.hidden_dim // backbone.num_heads
+    for layer in backbone.transformer_layers:
+      if not getattr(layer, 'normalize_first', False) or not hasattr(
+        layer, '_self_attention_layer'
+      ):
+        raise ValueError(
+          f'generation runs GPT-2 decoder layers (keras-hub TransformerDecoder with '
+          f'normalize_first=True); {layer.name} of {type(backbone).__name__} is not one'
+        )
+    self.jit_compile = jit_compile
+    self._loop = tf.function(self.loop, jit_compile=True) if jit_compile else self.loop
 
-  def forward(self, token_ids: tf.Tensor, cache: tf.Tensor, index: tf.Tensor):
-    """Runs `token_ids` [b, n] at positions index..index+n-1 against `cache`.
+  def _attend(self, layer, x, h, keys, values, index):
+    """The rest of one decoder layer (keras-hub's `TransformerDecoder`, normalize_first).
 
-    The same computation as keras-hub's `GPT2CausalLM.call_with_cache`.
-
-    Returns:
-      (float32 logits [b, n, vocab], the cache with those positions written).
+    x [b, n, hidden] is the layer's input, h its normalized form; `keys` and `values`
+    [b, heads, positions, head_dim] already hold their projections. Query j attends to the
+    positions <= index + j.
     """
+    attention = layer._self_attention_layer
+    residual = x
+    query = tf.transpose(attention._query_dense(h), [0, 2, 1, 3])  # [b, heads, n, head_dim]
+    # As keras' dot_product_attention: scores in float32, scaled after the product.
+    scores = tf.cast(tf.matmul(query, keys, transpose_b=True), tf.float32)
+    scores = scores * attention._inverse_sqrt_key_dim
+    n, positions = tf.shape(query)[2], tf.shape(keys)[2]
+    visible = tf.range(positions)[tf.newaxis, :] <= (index + tf.range(n))[:, tf.newaxis]
+    scores = tf.where(visible, scores, _LARGE_NEGATIVE)
+    weights = tf.cast(tf.nn.softmax(scores, axis=-1), values.dtype)
+    attended = tf.transpose(tf.matmul(weights, values), [0, 2, 1, 3])  # [b, n, heads, head_dim]
+    x = attention._output_dense(attended) + residual
+    residual = x
+    h = layer._feedforward_layer_norm(x)
+    h = layer._feedforward_output_dense(layer._feedforward_intermediate_dense(h))
+    return h + residual
+
+  def _embed(self, token_ids, index):
     backbone = self.backbone
     tokens = backbone.token_embedding(token_ids)
     positions = backbone.position_embedding(tokens, start_index=index)
-    x = backbone.embeddings_add((tokens, positions))
-    x = backbone.embeddings_dropout(x, training=False)
-    caches = []
-    for i, layer in enumerate(backbone.transformer_layers):
-      x, layer_cache = layer(
-        x,
-        self_attention_cache=cache[:, i, ...],
-        self_attention_cache_update_index=index,
-        training=False,
-      )
-      caches.append(layer_cache)
-    x = backbone.layer_norm(x)
-    logits = backbone.token_embedding(x, reverse=True)
-    return tf.cast(logits, tf.float32), tf.stack(caches, axis=1)
+    return backbone.embeddings_add((tokens, positions))
+
+  def _logits(self, x):
+    x = self.backbone.layer_norm(x)
+    return tf.cast(self.backbone.token_embedding(x, reverse=True), tf.float32)
+
+  @staticmethod
+  def _heads_first(projection):
+    return tf.transpose(projection, [0, 2, 1, 3])  # [b, n, heads, d] -> [b, heads, n, d]
+
+  def prefill(self, prompt: tf.Tensor, width: tf.Tensor):
+    """Runs `prompt` [b, p] at positions 0..p-1; returns the cache of `width` >= p positions.
+
+    The cache is a tuple of keys and values per layer, each [b, heads, width, head_dim]
+    (positions p.. are zeros).
+    """
+    x = self._embed(prompt, 0)
+    padding = [[0, 0], [0, 0], [0, width - tf.shape(prompt)[1]], [0, 0]]
+    cache = []
+    for layer in self.backbone.transformer_layers:
+      attention = layer._self_attention_layer
+      h = layer._self_attention_layer_norm(x)
+      keys = self._heads_first(attention._key_dense(h))
+      values = self._heads_first(attention._value_dense(h))
+      x = self._attend(layer, x, h, keys, values, 0)
+      cache += [tf.pad(keys, padding), tf.pad(values, padding)]
+    return tuple(cache)
+
+  def step(self, token_ids: tf.Tensor, cache: tuple, index: tf.Tensor):
+    """Runs `token_ids` [b, 1] at position `index` against `cache` (from `prefill`).
+
+    The same computation as keras-hub's `GPT2CausalLM.call_with_cache`, on a cache laid out
+    per layer and heads first, so that attention reads it without copying it.
+
+    Returns:
+      (float32 logits [b, vocab], the cache with position `index` written).
+    """
+    x = self._embed(token_ids, index)
+    written = []
+    for i, layer in enumerate(self.backbone.transformer_layers):
+      attention = layer._self_attention_layer
+      h = layer._self_attention_layer_norm(x)
+      keys = self._write(cache[2 * i], self._heads_first(attention._key_dense(h)), index)
+      values = self._write(cache[2 * i + 1], self._heads_first(attention._value_dense(h)), index)
+      x = self._attend(layer, x, h, keys, values, index)
+      written += [keys, values]
+    return self._logits(x)[:, 0, :], tuple(written)
+
+  def _write(self, cache, update, index):
+    """`cache` [b, heads, width, d] with `update` [b, heads, 1, d] at position `index`."""
+    if self.jit_compile:
+      # In place inside the compiled loop.
+      return xla.dynamic_update_slice(cache, update, tf.stack([0, 0, index, 0]))
+    # Without XLA: plain TensorFlow ops only, so the export needs no XLA to serve. A scatter of
+    # the [b, heads] rows of head_dim values touches one position, where a tf.where would
+    # rewrite the whole cache.
+    shape = tf.shape(cache)
+    rows, heads = tf.meshgrid(tf.range(shape[0]), tf.range(shape[1]), indexing='ij')
+    at = tf.stack([rows, heads, tf.fill(tf.shape(rows), index)], axis=-1)  # [b, heads, 3]
+    return tf.tensor_scatter_nd_update(cache, at, update[:, :, 0, :])
 
   def generate(
     self,
@@ -217,19 +309,41 @@ class CachedGenerator:
     total = tf.minimum(tf.reduce_max(lengths + max_new_tokens), self.seq_len)
     total = tf.maximum(total, tf.maximum(tf.reduce_max(lengths), 1))
     prompt = prompt_ids.to_tensor(default_value=0)  # [b, longest prompt], right-padded
-    ids = tf.pad(prompt, [[0, 0], [0, total - tf.shape(prompt)[1]]])
-
-    cache = tf.zeros(
-      [batch, self.num_layers, 2, total, self.num_heads, self.head_dim], self.backbone.compute_dtype
+    width = total
+    if self.jit_compile:
+      # XLA compiles the loop once per shape: round the batch and the window up to powers of
+      # two. Extra rows sit inside their "prompt" until the end and generate nothing.
+      rows = _bucket(batch, 1 << 30, smallest=1)
+      width = _bucket(total, self.seq_len, smallest=16)
+      extra = rows - batch
+      prompt = tf.pad(prompt, [[0, extra], [0, 0]])
+      lengths = tf.concat([lengths, tf.fill([extra], total)], axis=0)
+      max_new_tokens = tf.pad(max_new_tokens, [[0, extra]])
+      temperature, top_k, top_p, seed = (
+        tf.pad(value, [[0, extra]]) for value in (temperature, top_k, top_p, seed)
+      )
+    ids = tf.pad(prompt, [[0, 0], [0, width - tf.shape(prompt)[1]]])
+    cache = self.prefill(prompt, width)
+    ids, new = self._loop(
+      ids, cache, lengths, total, max_new_tokens, temperature, top_k, top_p, seed
     )
-    _, cache = self.forward(prompt, cache, 0)
-    columns = tf.range(total)[tf.newaxis, :]
+    return ids[:batch, :total], new[:batch, :total]
+
+  def loop(self, ids, cache, lengths, total, max_new_tokens, temperature, top_k, top_p, seed):
+    """Fills `ids` [b, width] from the end of each row's prompt up to column `total`.
+
+    `cache` holds the prompts' keys and values. Every shape follows from those of `ids` and
+    `cache`, so that XLA compiles this once per (batch, width).
+    """
+    batch, width = tf.shape(ids)[0], tf.shape(ids)[1]
+    columns = tf.range(width)[tf.newaxis, :]
 
     def body(index, ids, new, done, cache):
-      logits, cache = self.forward(ids[:, index - 1 : index], cache, index - 1)
-      sampled = next_tokens(logits[:, 0, :], self.banned, temperature, top_k, top_p, seed, index)
+      previous = tf.slice(ids, [0, index - 1], [batch, 1])
+      logits, cache = self.step(previous, cache, index - 1)
+      sampled = next_tokens(logits, self.banned, temperature, top_k, top_p, seed, index)
       in_prompt = index < lengths
-      token = tf.where(in_prompt, ids[:, index], sampled)
+      token = tf.where(in_prompt, tf.slice(ids, [0, index], [batch, 1])[:, 0], sampled)
       generating = ~in_prompt & ~done
       at_index = columns == index
       ids = tf.where(at_index, token[:, tf.newaxis], ids)
@@ -241,7 +355,7 @@ class CachedGenerator:
 
     # The loop starts at the shortest prompt's end (rows inside their prompt copy it).
     start = tf.reduce_min(tf.concat([lengths, [total]], axis=0))
-    cache_shape = tf.TensorShape([None, self.num_layers, 2, None, self.num_heads, self.head_dim])
+    cache_shape = (tf.TensorShape([None, self.num_heads, None, self.head_dim]),) * len(cache)
     _, ids, new, _, _ = tf.while_loop(
       lambda index, ids, new, done, cache: (index < total) & ~tf.reduce_all(done),
       body,
@@ -255,3 +369,11 @@ class CachedGenerator:
       ),
     )
     return ids, new
+
+
+def _bucket(size: tf.Tensor, limit: int, smallest: int) -> tf.Tensor:
+  """The smallest power of two >= `size` (and >= `smallest`), or `limit` if that is less."""
+  sizes = {min(smallest << n, limit) for n in range(32) if (smallest << n) < 2 * limit}
+  sizes = sorted(sizes | {limit})
+  sizes = tf.constant(sizes, tf.int32)
+  return tf.gather(sizes, tf.searchsorted(sizes, tf.reshape(size, [1]))[0])

@@ -4,6 +4,7 @@ Models have random weights: what is tested is that generation computes what the 
 the same as keras-hub's GPT2CausalLM.generate and as a full forward pass per token.
 """
 
+import dataclasses
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import keras_hub
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from serving import client
@@ -44,6 +46,31 @@ def exported(lm, clm_data, tmp_path_factory):
   path = str(tmp_path_factory.mktemp('generate') / 'model')
   generation_util.export_clm(model, config, clm_data['transform_graph'], path)
   return path, tf.saved_model.load(path).signatures[contract.GENERATE]
+
+
+@pytest.fixture(scope='module')
+def exported_xla(lm, clm_data, tmp_path_factory):
+  """The same model exported with its decoding loop compiled by XLA."""
+  config, model = lm
+  config = dataclasses.replace(config, generate_jit_compile=True)
+  path = str(tmp_path_factory.mktemp('generate_xla') / 'model')
+  generation_util.export_clm(model, config, clm_data['transform_graph'], path)
+  return path, tf.saved_model.load(path).signatures[contract.GENERATE]
+
+
+def _graph_functions(path):
+  """(op types, names of the functions XLA must compile) of a SavedModel's graph."""
+  saved = saved_model_pb2.SavedModel()
+  with open(os.path.join(path, 'saved_model.pb'), 'rb') as f:
+    saved.ParseFromString(f.read())
+  graph = saved.meta_graphs[0].graph_def
+  ops = {node.op for node in graph.node}
+  compiled = set()
+  for function in graph.library.function:
+    ops |= {node.op for node in function.node_def}
+    if function.attr['_XlaMustCompile'].b:
+      compiled.add(function.signature.name)
+  return ops, compiled
 
 
 _ROW = lambda dtype: tf.TensorSpec([None], dtype)
@@ -218,7 +245,7 @@ PROMPTS = ['the film was', 'a', 'night river stone cloud bird house tree world p
 
 
 def test_exported_greedy_text_is_keras_hubs_and_loads_with_only_tensorflow_text(
-  lm, exported, clm_data, tmp_path
+  lm, exported, exported_xla, clm_data, tmp_path
 ):
   _, model = lm
   path, signature = exported
@@ -259,17 +286,22 @@ def test_exported_greedy_text_is_keras_hubs_and_loads_with_only_tensorflow_text(
   got = _call(signature, PROMPTS, max_new)
   assert got == expected
   assert any(len(r) >= 3 for r in expected_ids)
+  # Compiled by XLA (3 rows run as 4, the window rounded up to 16): the same text.
+  assert _call(exported_xla[1], PROMPTS, max_new) == expected
 
   script = textwrap.dedent(f"""
     import json, sys
     import tensorflow as tf, tensorflow_text  # noqa: F401
-    signature = tf.saved_model.load({path!r}).signatures['generate']
-    b = {len(PROMPTS)}
-    out = signature(prompt=tf.constant({PROMPTS!r}), max_new_tokens=tf.constant({max_new!r}),
-                    temperature=tf.zeros([b]), top_k=tf.zeros([b], tf.int32),
-                    top_p=tf.ones([b]), seed=tf.zeros([b], tf.int32))
+    texts = []
+    for path in ({path!r}, {exported_xla[0]!r}):
+      signature = tf.saved_model.load(path).signatures['generate']
+      b = {len(PROMPTS)}
+      out = signature(prompt=tf.constant({PROMPTS!r}), max_new_tokens=tf.constant({max_new!r}),
+                      temperature=tf.zeros([b]), top_k=tf.zeros([b], tf.int32),
+                      top_p=tf.ones([b]), seed=tf.zeros([b], tf.int32))
+      texts.append([t.decode() for t in out['text'].numpy()])
     assert 'keras_hub' not in sys.modules and 'keras' not in sys.modules, 'keras was imported'
-    print(json.dumps([t.decode() for t in out['text'].numpy()]))
+    print(json.dumps(texts))
   """)
   env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
   result = subprocess.run(
@@ -281,7 +313,14 @@ def test_exported_greedy_text_is_keras_hubs_and_loads_with_only_tensorflow_text(
     timeout=300,
   )
   assert result.returncode == 0, result.stderr[-3000:]
-  assert json.loads(result.stdout.strip().splitlines()[-1]) == got
+  assert json.loads(result.stdout.strip().splitlines()[-1]) == [got, got]
+
+
+def test_only_the_xla_export_needs_xla_to_serve(exported, exported_xla):
+  ops, compiled = _graph_functions(exported[0])
+  assert not compiled and not {op for op in ops if op.startswith('Xla')}, sorted(ops)
+  ops, compiled = _graph_functions(exported_xla[0])
+  assert len(compiled) == 1 and 'XlaDynamicUpdateSlice' in ops
 
 
 def test_rows_of_one_batch_take_their_own_controls(exported):
@@ -338,10 +377,10 @@ def _pushed(path, base, name):
 
 
 @pytest.fixture(scope='module')
-def served(exported, tmp_path_factory):
+def served(exported, exported_xla, tmp_path_factory):
   base = str(tmp_path_factory.mktemp('serving'))
   server = server_lib.build(
-    [_pushed(exported[0], base, 'lm')],
+    [_pushed(exported[0], base, 'lm'), _pushed(exported_xla[0], base, 'lm_xla')],
     poll_wait_seconds=0,
     options=server_lib.ServerOptions(grpc_port=0, rest_port=0),
   ).start()
@@ -349,25 +388,24 @@ def served(exported, tmp_path_factory):
   server.stop(grace_seconds=5)
 
 
+def _columns(rows):
+  keys = (
+    contract.PROMPT_INPUT,
+    contract.MAX_NEW_TOKENS_INPUT,
+    contract.TEMPERATURE_INPUT,
+    contract.TOP_K_INPUT,
+    contract.TOP_P_INPUT,
+    contract.SEED_INPUT,
+  )
+  return [[r[k] for r in rows] for k in keys]
+
+
 def test_generate_through_the_server_in_both_rest_formats_and_grpc(exported, served):
   _, signature = exported
   rows = client.generation_rows(PROMPTS, 8, temperature=0.9, top_k=5, top_p=0.95, seed=11)
   rows[0][contract.TEMPERATURE_INPUT] = 0.0
   rows[1][contract.MAX_NEW_TOKENS_INPUT] = 3
-  expected = _call(
-    signature,
-    *[
-      [r[k] for r in rows]
-      for k in (
-        contract.PROMPT_INPUT,
-        contract.MAX_NEW_TOKENS_INPUT,
-        contract.TEMPERATURE_INPUT,
-        contract.TOP_K_INPUT,
-        contract.TOP_P_INPUT,
-        contract.SEED_INPUT,
-      )
-    ],
-  )
+  expected = _call(signature, *_columns(rows))
   rest = client.RestClient(f'http://127.0.0.1:{served.rest_port}')
   assert rest.generate('lm', rows)[contract.GENERATED_TEXT] == expected  # "instances" rows
   columns = {k: [r[k] for r in rows] for k in rows[0]}
@@ -384,6 +422,16 @@ def test_generate_through_the_server_in_both_rest_formats_and_grpc(exported, ser
   with pytest.raises(grpc.RpcError) as error:
     client.GrpcClient(f'127.0.0.1:{served.grpc_port}').generate('lm', too_many)
   assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_the_server_runs_the_xla_compiled_generate(exported, exported_xla, served):
+  rows = client.generation_rows(PROMPTS[:2], 10, temperature=0.9, seed=3)
+  rows[0][contract.TEMPERATURE_INPUT] = 0.0
+  _, outputs = client.GrpcClient(f'127.0.0.1:{served.grpc_port}').generate('lm_xla', rows)
+  texts = [t.decode() for t in outputs[contract.GENERATED_TEXT]]
+  assert texts == _call(exported_xla[1], *_columns(rows))
+  assert texts[0] == _call(exported[1], *_columns(rows[:1]))[0]  # greedy: the same text
+  assert len(texts[1].split()) >= 3
 
 
 class _Spin(tf.Module):
