@@ -116,7 +116,10 @@ def classifier_baseline(examples_uri: str, c: float = LOGISTIC_C) -> ClassifierB
       'a classifier needs two or more'
     )
   vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
-  model = LogisticRegression(C=c, max_iter=2000)
+  # Newton-CG minimizes the same objective as scikit-learn's default L-BFGS (L2 penalty, free
+  # intercept) in ~10x less CPU on the demo's 11.5k x 132k sparse matrix (0.9 s against 10 s,
+  # same eval predictions): the default spends its time in SciPy's L-BFGS-B update at this width.
+  model = LogisticRegression(C=c, max_iter=2000, solver='newton-cg')
   with warnings.catch_warnings():
     # scikit-learn 1.5 passes an option newer SciPy no longer knows; the fit is unaffected.
     warnings.filterwarnings('ignore', message='Unknown solver options')

@@ -213,7 +213,31 @@ def main(argv=None, *, route_stderr: bool = False) -> int:
   # Holds the run's warm Beam worker pool, if it starts one: shut down when the run ends, also
   # on an error, KeyboardInterrupt or SIGTERM.
   with contextlib.ExitStack() as run_scope:
+    run_scope.callback(_logging_restorer())
     return _run(argv, route_stderr, run_scope)
+
+
+def _logging_restorer():
+  """A function that puts logging back as it is now: the root logger's level, absl's verbosity,
+  no run.log handler and no progress filter. Called in-process (tests, notebooks), a run would
+  otherwise leave every later INFO line of TFX and Beam being formatted into its log."""
+  from absl import logging as absl_logging
+
+  root = logging.getLogger()
+  level, verbosity = root.level, absl_logging.get_verbosity()
+
+  def restore():
+    for handler in list(root.handlers):
+      if getattr(handler, '_tfxlm', False):
+        root.removeHandler(handler)
+        handler.close()
+      for f in list(handler.filters):
+        if isinstance(f, _ProgressFilter):
+          handler.removeFilter(f)
+    root.setLevel(level)
+    absl_logging.set_verbosity(verbosity)
+
+  return restore
 
 
 def _run(argv, route_stderr: bool, run_scope: contextlib.ExitStack) -> int:

@@ -143,3 +143,29 @@ def test_an_unquoted_number_or_boolean_where_a_string_goes_says_to_quote_it(tmp_
   with pytest.raises(config_lib.ConfigError, match=re.escape(hint)) as error:
     config_lib.load_config(str(path), [f'data.label_values={value}'])
   assert 'data.label_values[' in str(error.value)
+
+
+def test_a_run_called_in_process_leaves_logging_as_it_found_it(tmp_path, capsys, monkeypatch):
+  """`main` sets INFO logging into run.log for its run only: afterwards the caller's logging is
+  as it was (no handler on the old run.log, the root level and absl's verbosity unchanged)."""
+  import logging
+
+  from absl import logging as absl_logging
+
+  def build(config, pool=None):
+    logging.getLogger('tfx').info('building %s', config.pipeline_name)
+    raise ValueError('no pipeline today')
+
+  monkeypatch.setattr(local_runner, 'build', build)
+  root = logging.getLogger()
+  before = (root.level, absl_logging.get_verbosity(), list(root.handlers))
+  assert local_runner.main(['--config', str(_config_file(tmp_path))]) == 2
+  assert 'no pipeline today' in capsys.readouterr().err
+  log = tmp_path / 'outputs' / 'run.log'
+  assert 'building badinput' in log.read_text()  # the run's INFO lines went to its log
+  assert (root.level, absl_logging.get_verbosity(), list(root.handlers)) == before
+  assert not any(
+    isinstance(f, local_runner._ProgressFilter) for h in root.handlers for f in h.filters
+  )
+  logging.getLogger('tfx').warning('after the run')
+  assert 'after the run' not in log.read_text()

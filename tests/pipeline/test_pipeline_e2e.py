@@ -191,9 +191,15 @@ def test_unmet_threshold_is_not_blessed_and_nothing_is_pushed(first_run, workspa
   _, config, first = first_run
   versions = sorted(os.listdir(os.path.join(config.serving_root, MODEL_NAME)))
   # Perfect accuracy (the highest threshold the config accepts) from an untrained model.
-  strict = _config_file(
-    workspace, workspace / 'outputs', train={'learning_rate': 1e-9}, min_accuracy=1.0
-  )
+  # An untrained model (a learning rate of 1e-9; a few steps are as untrained as 80).
+  untrained = {
+    'learning_rate': 1e-9,
+    'train_steps': 10,
+    'eval_every_steps': 10,
+    'log_every_steps': 10,
+    'checkpoint_every_steps': 10,
+  }
+  strict = _config_file(workspace, workspace / 'outputs', train=untrained, min_accuracy=1.0)
   _, run, out = _run(strict, capsys)
   assert run['blessed'] is False
   assert any(
