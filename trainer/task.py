@@ -37,7 +37,7 @@ from trainer import (
   tokenizers,
   training,
 )
-from trainer.compression_config import ExportConfig
+from trainer.compression_config import FLOAT_COPY_DIR, ExportConfig
 from trainer.config import TrainerConfig
 
 if TYPE_CHECKING:  # TFX is there when TFX calls run_fn; tests pass look-alikes.
@@ -318,6 +318,10 @@ def _export(trained, tft_output, config, vocabularies, export_dir, export_config
   finally:
     keras.mixed_precision.set_global_policy(previous_policy)
   if export_config is not None and export_config.quantize != contract.QUANTIZE_NONE:
+    if export_config.float_copy:
+      # The distill stage's teacher (trainer/distillation.py::load_teacher), beside the export.
+      float_dir = os.path.join(os.path.dirname(os.path.normpath(export_dir)), FLOAT_COPY_DIR)
+      _export(trained, tft_output, config, vocabularies, float_dir)
     quantization.export_quantized(
       copy, export_config.quantize, tft_output, config, vocabularies, export_dir
     )
