@@ -114,24 +114,34 @@ def _served_bytes(folder):
   return total
 
 
+def _student(config, args):
+  """The student's TrainerConfig dict and DistillConfig: the config's `distill:` section, else
+  the tiny student with `STUDENT_OPTIONS`."""
+  if config.distill is not None:
+    return config.distill.student.to_dict(), config.distill.options
+  student = {
+    **TINY_STUDENT,
+    'seq_len': config.train.seq_len,
+    'per_replica_batch_size': config.train.per_replica_batch_size,
+    'train_steps': args.student_steps,
+    'eval_steps': config.train.eval_steps,
+    'eval_every_steps': args.student_steps // 2,
+    'log_every_steps': config.train.log_every_steps,
+    'checkpoint_every_steps': args.student_steps // 2,
+    'learning_rate': 1e-3,
+    'warmup_steps': 40,
+  }
+  student = task_lib.TrainerConfig.from_dict(student).to_dict()
+  return student, DistillConfig(**STUDENT_OPTIONS)
+
+
 def _run_pipeline(args, workdir):
   config = config_lib.load_config(args.config, args.overrides)
   raw = yaml.safe_load(open(args.config))
   overrides = [*args.overrides, f'outputs_dir={workdir}/outputs']
   config_path = args.config
   if config.distill is None and not args.no_distill:
-    student = {
-      **TINY_STUDENT,
-      'seq_len': config.train.seq_len,
-      'per_replica_batch_size': config.train.per_replica_batch_size,
-      'train_steps': args.student_steps,
-      'eval_steps': config.train.eval_steps,
-      'eval_every_steps': config.train.eval_every_steps,
-      'log_every_steps': config.train.log_every_steps,
-      'checkpoint_every_steps': args.student_steps,
-      'learning_rate': 1e-3,
-      'warmup_steps': 40,
-    }
+    student, _ = _student(config, args)
     raw['distill'] = {
       'student': student,
       'model_name': f'{config.serving.model_name}-student',
@@ -310,7 +320,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--config', default=os.path.join(REPO, 'pipeline', 'configs', 'demo.yaml'))
   parser.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE')
-  parser.add_argument('--student_steps', type=int, default=2000)
+  parser.add_argument('--student_steps', type=int, default=1440)
   parser.add_argument(
     '--seeds',
     type=int,
@@ -322,6 +332,14 @@ def main():
   parser.add_argument('--workdir', default='', help='keep the outputs here (default: a temp dir)')
   parser.add_argument(
     '--reuse', action='store_true', help="reuse --workdir's pipeline outputs when complete"
+  )
+  parser.add_argument(
+    '--train_students',
+    nargs='+',
+    default=[],
+    metavar='KIND:I',
+    help='only train these students (distilled:I or hard:I, I = seed index) beside a finished '
+    'pipeline (--workdir, --reuse), then exit: seeds in parallel processes',
   )
   parser.add_argument(
     '--no_distill', action='store_true', help='the float model and its quantized exports only'
@@ -336,11 +354,11 @@ def main():
     args.overrides = [f'train.preset={_minilm_preset(workdir)}', *MINILM_TRAIN, *args.overrides]
   started = time.time()
   root = os.path.join(workdir, 'outputs', 'root')
-  needed = [contract.TRAINER_ID] + ([] if args.no_distill else [contract.DISTILL_TRAINER_ID])
   done = lambda trainer: glob.glob(
     os.path.join(root, trainer, 'model', '*', 'Format-Serving', 'saved_model.pb')
   )
-  if not (args.reuse and all(done(trainer) for trainer in needed)):
+  # --reuse with the teacher done: students missing from the pipeline are trained beside it.
+  if not (args.reuse and done(contract.TRAINER_ID)):
     _run_pipeline(args, workdir)
   teacher = os.path.dirname(sorted(done(contract.TRAINER_ID), key=os.path.getmtime)[-1])
   float_copy = os.path.join(os.path.dirname(teacher), FLOAT_COPY_DIR)
@@ -355,32 +373,41 @@ def main():
   vocabularies = task_lib.Vocabularies.from_tft_output(tft_output, contract.CLASSIFY)
   with open(os.path.join(teacher, contract.EXTRA_DIR, contract.TRAINER_CONFIG_FILE)) as f:
     teacher_config = task_lib.TrainerConfig.from_dict(json.load(f))
-  for mode in QUANTIZED:
+  for mode in [] if args.train_students else QUANTIZED:
     folder = os.path.join(workdir, mode)
-    model = distillation.load_teacher(teacher, vocabularies)
     if not (args.reuse and os.path.isfile(os.path.join(folder, 'saved_model.pb'))):
+      model = distillation.load_teacher(teacher, vocabularies)
       shutil.rmtree(folder, ignore_errors=True)
       task_lib._export(model, tft_output, teacher_config, vocabularies, folder, ExportConfig(mode))
     exports[mode] = folder
   if not args.no_distill:
-    student = os.path.dirname(sorted(done(contract.DISTILL_TRAINER_ID), key=os.path.getmtime)[-1])
-    exports['student (distilled)'] = student
-    with open(os.path.join(student, contract.EXTRA_DIR, contract.TRAINER_CONFIG_FILE)) as f:
-      student_config = json.load(f)
-    config = config_lib.load_config(args.config, args.overrides)
-    options = config.distill.options if config.distill else DistillConfig(**STUDENT_OPTIONS)
-    # Side by side: per seed a distilled student (the first is the pipeline's) and the same
-    # student on hard labels; outside the pipeline so that a rerun reuses what is done.
-    students = {'distilled': [student], 'hard labels': []}
+    student_config, options = _student(config_lib.load_config(args.config, args.overrides), args)
+    piped = done(contract.DISTILL_TRAINER_ID)
+    if piped:
+      student = os.path.dirname(sorted(piped, key=os.path.getmtime)[-1])
+      with open(os.path.join(student, contract.EXTRA_DIR, contract.TRAINER_CONFIG_FILE)) as f:
+        student_config = json.load(f)
+    # Side by side: per seed a distilled student (the first is the pipeline's, when it ran
+    # the distill stage) and the same student on hard labels, trained beside the pipeline on
+    # its Transform output (distillation.run_fn, as the DistillTrainer): a rerun with --reuse
+    # reuses what is done, and `--train_students` trains some in a process of their own.
+    students = {'distilled': [], 'hard labels': []}
     for i in range(args.seeds):
       seeded = {**student_config, 'seed': student_config['seed'] + i}
       for kind, distilled in (('distilled', True), ('hard labels', False)):
-        if distilled and not i:
+        if distilled and not i and piped:
+          students[kind].append(student)
           continue
         out = os.path.join(workdir, f'{kind.split()[0]}_student_seed{seeded["seed"]}')
+        if args.train_students and f'{kind.split()[0]}:{i}' not in args.train_students:
+          continue
         if not args.reuse:
           shutil.rmtree(out, ignore_errors=True)
         students[kind].append(_train_student(root, teacher, seeded, options, out, distilled))
+    if args.train_students:
+      print(f'trained {args.train_students} in {workdir}')
+      return 0
+    exports['student (distilled)'] = students['distilled'][0]
     exports['student (hard labels)'] = students['hard labels'][0]
 
   texts, labels = baseline.read_labeled(examples_uri, 'eval')
