@@ -88,3 +88,20 @@ def test_a_quantized_teacher_keeps_a_float_copy_for_the_distill_stage(tmp_path):
   alone = config_lib.load_config(DEMO, ['export.quantize=int8_weights'])
   exported = json.loads(custom(factory.create_pipeline(alone, pipeline_root=str(tmp_path))))
   assert exported[contract.EXPORT_CONFIG_KEY]['float_copy'] is False
+
+
+def test_the_compression_demo_quantizes_the_demo_model_and_distills_a_tiny_student(tmp_path):
+  demo = config_lib.load_config(DEMO)
+  config = config_lib.load_config(os.path.join(REPO, 'pipeline', 'configs', 'demo_compress.yaml'))
+  assert config.data == demo.data and config.train == demo.train  # make demo's teacher
+  assert config.export.quantize == 'int8_weights'
+  student = config.distill.student
+  assert student.model_dims().hidden_dim <= 384 and student.model_dims().num_layers <= 2
+  assert config.distill.options.init_embeddings and not config.distill.teacher
+  pipeline = factory.create_pipeline(config, pipeline_root=str(tmp_path))
+  nodes = {node.id: node for node in pipeline.components}
+  train = json.loads(nodes[contract.TRAINER_ID].exec_properties['custom_config'])
+  assert train[contract.EXPORT_CONFIG_KEY]['float_copy'] is True
+  assert nodes[contract.DISTILL_TRAINER_ID].inputs['base_model'].producer_component_id == (
+    contract.TRAINER_ID
+  )
