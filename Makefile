@@ -9,6 +9,7 @@ TEST_WORKERS ?= 2
 CONFIG ?= pipeline/configs/demo.yaml
 LM_CONFIG ?= pipeline/configs/demo_lm.yaml
 SCRATCH_CONFIG ?= pipeline/configs/demo_scratch.yaml
+COMPRESS_CONFIG ?= pipeline/configs/demo_compress.yaml
 OUTPUTS ?= pipeline_outputs
 PORT ?= 8500
 REST_PORT ?= 8501
@@ -19,7 +20,7 @@ KFP_PIPELINE_ROOT ?=
 KFP_ARGS = $(if $(KFP_PIPELINE_ROOT),--set kubeflow.pipeline_root=$(KFP_PIPELINE_ROOT))
 KFP_EXPERIMENT ?= tfx-lm
 
-.PHONY: help env test test-all lint demo demo-scratch demo-lm tensorboard serve bench lock clean clean-env kubeflow-compile kubeflow-submit
+.PHONY: help env test test-all lint demo demo-scratch demo-compress demo-lm tensorboard serve bench lock clean clean-env kubeflow-compile kubeflow-submit
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -42,6 +43,9 @@ demo:  ## Fine-tune all-MiniLM-L6-v2 on Rotten Tomatoes vs a TF-IDF baseline (CO
 
 demo-scratch:  ## The same classifier as a tiny BERT trained from scratch.
 	$(DEV) python -m pipeline.local_runner --config $(SCRATCH_CONFIG)
+
+demo-compress:  ## The demo's model pushed int8-quantized, and a tiny BERT distilled from it.
+	$(DEV) python -m pipeline.local_runner --config $(COMPRESS_CONFIG)
 
 demo-lm:  ## A small GPT on the same text: perplexity vs unigram, sample generations.
 	$(DEV) python -m pipeline.local_runner --config $(LM_CONFIG)

@@ -125,12 +125,6 @@ def _check_compression(config: PipelineConfig) -> None:
     )
   if stage.student.preset:
     raise ConfigError('distill.student.preset: the student is built from its size fields')
-  if quantized and not stage.teacher:
-    raise ConfigError(
-      f'distill: the teacher is the train model, which export.quantize: '
-      f'{config.export.quantize} exports without float weights; set export.quantize: none, '
-      'or distill.teacher to a pushed float version'
-    )
   if stage.model_name == config.serving.model_name:
     raise ConfigError(
       f'distill.model_name: {stage.model_name!r} is serving.model_name too: name the student '

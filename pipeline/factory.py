@@ -13,6 +13,7 @@ the unfiltered corpus gets its own Transform of it.
 paths and Beam arguments, fetch the input data (`config_lib.input_base_dir`) and pass them in.
 """
 
+import dataclasses
 from typing import Callable, List, Optional
 
 from tfx import v1 as tfx
@@ -246,7 +247,12 @@ def create_pipeline(
   warm_start, base_model = _warm_start(
     config, corpus, corpus_schema, vocab, transform if shares else None
   )
-  trainer = _trainer(config.train, transform, base_model, contract.TRAINER_ID, config.export)
+  export_cfg = config.export
+  quantized = export_cfg.quantize != contract.QUANTIZE_NONE
+  if quantized and config.distill is not None and not config.distill.teacher:
+    # A quantized train model keeps its float copy beside it: the distill stage's teacher.
+    export_cfg = dataclasses.replace(export_cfg, float_copy=True)
+  trainer = _trainer(config.train, transform, base_model, contract.TRAINER_ID, export_cfg)
   model_resolver, evaluator = _evaluation(config, examples, trainer, baseline_strategy)
   pusher = _pusher(config, trainer, evaluator, serving_root or config.serving_root)
   distill = []

@@ -12,6 +12,10 @@ from tfxlm import contract, typed_config
 from tfxlm.typed_config import FRACTION, POSITIVE, Range
 from trainer.config import TrainerConfig
 
+# Beside a Trainer's `Format-Serving` (quantized) export, the float model that `float_copy`
+# keeps: neither evaluated nor pushed (both read Format-Serving), the distill stage's teacher.
+FLOAT_COPY_DIR = 'Format-Float'
+
 
 @dataclasses.dataclass(frozen=True)
 class ExportConfig:
@@ -25,9 +29,14 @@ class ExportConfig:
       The SavedModel keeps its signatures and needs only TensorFlow and tensorflow-text. A
       quantized export carries no float backbone weights, so it cannot be a warm start or a
       distillation teacher. classify models only.
+    float_copy: With `quantize`, also export the float model to `Format-Float` beside the
+      quantized `Format-Serving` (in the same model artifact), so that the run's `distill`
+      stage can take it as its teacher. The pipeline sets it when a `distill` stage learns
+      from a quantized `train` model; the Evaluator and the Pusher see only the quantized one.
   """
 
   quantize: str = contract.QUANTIZE_NONE
+  float_copy: bool = False
 
   def __post_init__(self):
     typed_config.check_fields(self, choices={'quantize': contract.QUANTIZE_MODES})
@@ -60,6 +69,10 @@ class DistillConfig:
       batch (so drawn by the data's token frequencies).
     ngram_rate: The chance that an augmented copy keeps only an n-gram of its tokens.
     ngram_max: The longest n-gram kept (its length is drawn from 1..ngram_max).
+    init_embeddings: Start the student's token, position and segment embeddings from the
+      teacher's, projected onto the student's width by a PCA of the teacher's token embeddings
+      (trainer/distillation.py); the student must be no wider than the teacher. The rest of the
+      student starts at random.
   """
 
   temperature: float = 2.0
@@ -69,6 +82,7 @@ class DistillConfig:
   token_replace_rate: float = 0.1
   ngram_rate: float = 0.25
   ngram_max: int = 5
+  init_embeddings: bool = True
 
   def __post_init__(self):
     typed_config.check_fields(

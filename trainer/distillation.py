@@ -23,12 +23,14 @@ import json
 import os
 
 import keras
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
+from absl import logging
 
 from tfxlm import contract
 from trainer import inputs, task, training
-from trainer.compression_config import DistillConfig
+from trainer.compression_config import FLOAT_COPY_DIR, DistillConfig
 from trainer.config import TrainerConfig
 from trainer.vocabulary import SpecialTokens
 
@@ -122,14 +124,75 @@ def distillation_losses(
   return tf.reduce_sum(loss), rows, tf.reduce_sum(agree)
 
 
-class DistillLoop(training.Loop):
-  """The training loop with the distillation objective (evaluation unchanged)."""
+def embedding_projection(teacher_tokens: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+  """The teacher's token embeddings' mean and top `width` principal directions, (hidden,) and
+  (hidden, width): the linear map to a narrower student that keeps the most of their variance."""
+  mean = teacher_tokens.mean(axis=0)
+  _, _, directions = np.linalg.svd(teacher_tokens - mean, full_matrices=False)
+  return mean, directions[:width].T
+
+
+def init_embeddings_from_teacher(student: keras.Model, teacher: keras.Model) -> float:
+  """Sets the student's token, position and segment embeddings to the teacher's, projected onto
+  the student's width by one PCA of the teacher's token embeddings (the same map for all three,
+  so their sum keeps the teacher's geometry), and scaled to the student's initial spread.
+
+  Returns:
+    The fraction of the token embeddings' variance the projection keeps.
+
+  Raises:
+    ValueError: if the student is wider than the teacher or has more positions.
+  """
+  s, t = student.backbone, teacher.backbone
+  tokens = np.asarray(t.token_embedding.embeddings)
+  width = int(s.token_embedding.embeddings.shape[-1])
+  if width > tokens.shape[-1]:
+    raise ValueError(
+      f'distill.options.init_embeddings: the student is {width} wide, the teacher '
+      f'{tokens.shape[-1]}; a narrower student, or init_embeddings: false'
+    )
+  mean, directions = embedding_projection(tokens, width)
+  projected = (tokens - mean) @ directions
+  scale = float(np.std(np.asarray(s.token_embedding.embeddings)) / max(np.std(projected), 1e-12))
+  s.token_embedding.embeddings.assign(projected * scale)
+  positions = s.position_embedding.position_embeddings
+  teacher_positions = np.asarray(t.position_embedding.position_embeddings)
+  if positions.shape[0] > teacher_positions.shape[0]:
+    raise ValueError(
+      f'distill.options.init_embeddings: the student reads {positions.shape[0]} positions, '
+      f'the teacher {teacher_positions.shape[0]}; a shorter seq_len, or init_embeddings: false'
+    )
+  positions.assign(teacher_positions[: positions.shape[0]] @ directions * scale)
+  if hasattr(s, 'segment_embedding') and hasattr(t, 'segment_embedding'):
+    s.segment_embedding.embeddings.assign(
+      np.asarray(t.segment_embedding.embeddings) @ directions * scale
+    )
+  kept = np.square(projected).sum() / np.square(tokens - mean).sum()
+  return float(kept)
+
+
+class TeacherInitLoop(training.Loop):
+  """The ordinary training loop on a student whose embeddings start from the teacher's
+  (`options.init_embeddings`): the hard-label control of a distilled student, and the base of
+  `DistillLoop`."""
 
   def __init__(self, *args, teacher: keras.Model, options: DistillConfig, special, **kwargs):
     super().__init__(*args, **kwargs)
     self.teacher = teacher
     self.options = options
     self.special = special
+    if options.init_embeddings:
+      # Before `restore`: a resumed run gets its checkpoint's weights back over these.
+      kept = init_embeddings_from_teacher(self.model, teacher)
+      logging.info(
+        "student embeddings: the teacher's, projected to %d dims (%.0f%% of their variance)",
+        self.model.backbone.token_embedding.embeddings.shape[-1],
+        100 * kept,
+      )
+
+
+class DistillLoop(TeacherInitLoop):
+  """The training loop with the distillation objective (evaluation unchanged)."""
 
   def train_losses(self, x, y):
     # New copies at every step, and after a resume too (the step is checkpointed).
@@ -159,6 +222,10 @@ def load_teacher(base_model: str, vocabularies: 'task.Vocabularies') -> keras.Mo
   Raises:
     ValueError: if `base_model` is not a float classify export of the same vocabulary.
   """
+  beside = os.path.join(os.path.dirname(os.path.normpath(base_model)), FLOAT_COPY_DIR)
+  if tf.io.gfile.exists(os.path.join(beside, contract.EXTRA_DIR, contract.BACKBONE_WEIGHTS_FILE)):
+    # A quantized train model: its float copy (export.float_copy) is the teacher.
+    base_model = beside
   try:
     folder = task.base_model_dir(base_model)
   except ValueError:

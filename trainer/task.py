@@ -36,7 +36,7 @@ from trainer import (
   quantization,
   training,
 )
-from trainer.compression_config import ExportConfig
+from trainer.compression_config import FLOAT_COPY_DIR, ExportConfig
 from trainer.config import TrainerConfig
 from trainer.vocabulary import LEARNED_SPECIAL_TOKENS, SpecialTokens, Vocabulary
 
@@ -314,6 +314,10 @@ def _export(trained, tft_output, config, vocabularies, export_dir, export_config
   finally:
     keras.mixed_precision.set_global_policy(previous_policy)
   if export_config is not None and export_config.quantize != contract.QUANTIZE_NONE:
+    if export_config.float_copy:
+      # The distill stage's teacher (trainer/distillation.py::load_teacher), beside the export.
+      float_dir = os.path.join(os.path.dirname(os.path.normpath(export_dir)), FLOAT_COPY_DIR)
+      _export(trained, tft_output, config, vocabularies, float_dir)
     quantization.export_quantized(
       copy, export_config.quantize, tft_output, config, vocabularies, export_dir
     )

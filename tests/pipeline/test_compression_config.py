@@ -1,6 +1,7 @@
 """The `export:` and `distill:` sections: typed, checked against the rest of the config, and
 wired into the pipeline as their own components."""
 
+import json
 import os
 import re
 
@@ -36,7 +37,6 @@ def test_quantize_applies_to_classifiers_only():
     (['distill.student={task: classify, seq_len: 32}'], 'distill.student.seq_len: must equal'),
     (['distill.student={task: mlm, seq_len: 64}'], 'distill.student: task must be classify'),
     ([STUDENT, 'distill.model_name=sentiment'], 'distill.model_name: .sentiment. is serving'),
-    ([STUDENT, 'export.quantize=int8_weights'], 'distill: the teacher is the train model'),
     ([STUDENT, 'distill.teacher=/no/such/folder'], 'distill.teacher: folder'),
     ([STUDENT, 'distill.options.temperature=0'], 'distill.options.temperature: must be > 0'),
   ],
@@ -81,3 +81,33 @@ def test_export_options_reach_the_trainer_only_when_set(tmp_path):
   ]
   assert contract.EXPORT_CONFIG_KEY not in str(custom(plain))
   assert 'int8_weights' in str(custom(quantized))
+
+
+def test_a_quantized_teacher_keeps_a_float_copy_for_the_distill_stage(tmp_path):
+  custom = lambda p: next(c for c in p.components if c.id == contract.TRAINER_ID).exec_properties[
+    'custom_config'
+  ]
+  both = config_lib.load_config(DEMO, [STUDENT, 'export.quantize=int8_weights'])
+  exported = json.loads(custom(factory.create_pipeline(both, pipeline_root=str(tmp_path))))
+  assert exported[contract.EXPORT_CONFIG_KEY] == {'quantize': 'int8_weights', 'float_copy': True}
+  # Without a distill stage, or with a teacher of its own, no float copy is written.
+  alone = config_lib.load_config(DEMO, ['export.quantize=int8_weights'])
+  exported = json.loads(custom(factory.create_pipeline(alone, pipeline_root=str(tmp_path))))
+  assert exported[contract.EXPORT_CONFIG_KEY]['float_copy'] is False
+
+
+def test_the_compression_demo_quantizes_the_demo_model_and_distills_a_tiny_student(tmp_path):
+  demo = config_lib.load_config(DEMO)
+  config = config_lib.load_config(os.path.join(REPO, 'pipeline', 'configs', 'demo_compress.yaml'))
+  assert config.data == demo.data and config.train == demo.train  # make demo's teacher
+  assert config.export.quantize == 'int8_weights'
+  student = config.distill.student
+  assert student.model_dims().hidden_dim <= 384 and student.model_dims().num_layers <= 2
+  assert config.distill.options.init_embeddings and not config.distill.teacher
+  pipeline = factory.create_pipeline(config, pipeline_root=str(tmp_path))
+  nodes = {node.id: node for node in pipeline.components}
+  train = json.loads(nodes[contract.TRAINER_ID].exec_properties['custom_config'])
+  assert train[contract.EXPORT_CONFIG_KEY]['float_copy'] is True
+  assert nodes[contract.DISTILL_TRAINER_ID].inputs['base_model'].producer_component_id == (
+    contract.TRAINER_ID
+  )

@@ -16,6 +16,7 @@ from tests.pipeline import tiny_pipeline
 from tests.pipeline.test_pipeline_e2e import _write_csv
 from tests.serving.conftest import start_server
 from tfxlm import contract
+from trainer.compression_config import FLOAT_COPY_DIR
 
 TEXTS = ['a great and happy film', 'an awful and sad movie']
 TRAIN = {
@@ -95,3 +96,29 @@ def test_a_distilled_student_is_its_own_evaluated_blessed_and_pushed_model(tmp_p
   assert run['pushed_path'].startswith(str(tmp_path / 'outputs' / 'serving' / 'teacher'))
   labels = _grpc_labels(distilled['pushed_path'], 'student')
   assert len(labels) == 2 and np.all([label in ('0', '1') for label in labels])
+
+
+@pytest.mark.slow
+def test_a_quantized_model_and_a_student_distilled_from_it_in_one_run(tmp_path, data):
+  # make demo-compress in small: the train model is pushed quantized, its float copy (never
+  # pushed) teaches the student, and both answer over gRPC.
+  student = {**tiny_pipeline.TINY_CLASSIFIER, **TRAIN, 'hidden_dim': 16, 'train_steps': 60}
+  run = _run(
+    tmp_path,
+    data,
+    'teacher',
+    export={'quantize': 'int8_weights'},
+    distill={'student': student, 'model_name': 'student'},
+  )
+  assert run['blessed'] is True and run['compression']['quantize'] == 'int8_weights'
+  pushed = run['pushed_path']
+  assert os.path.isfile(os.path.join(pushed, contract.EXTRA_DIR, contract.EXPORT_CONFIG_FILE))
+  assert not os.path.exists(
+    os.path.join(pushed, contract.EXTRA_DIR, contract.BACKBONE_WEIGHTS_FILE)
+  )
+  serving = tmp_path / 'outputs' / 'serving'
+  assert not [p for p in serving.rglob('*') if FLOAT_COPY_DIR in p.name]
+  distilled = run['compression']['student']
+  assert distilled['blessed'] is True and distilled['pushed_path']
+  assert len(_grpc_labels(pushed, 'teacher')) == 2
+  assert len(_grpc_labels(distilled['pushed_path'], 'student')) == 2

@@ -5,6 +5,7 @@ import dataclasses
 import os
 
 import numpy as np
+import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 
@@ -108,3 +109,48 @@ def test_a_quantized_teacher_is_refused(classify_data, tmp_path):
     assert 'export.quantize: none' in str(e)
   else:
     raise AssertionError('a teacher without float weights was accepted')
+
+
+def _models(classify_data, teacher_width, student_width):
+  tft_output = tft.TFTransformOutput(classify_data['transform_graph'])
+  vocabularies = task_lib.Vocabularies.from_tft_output(tft_output, contract.CLASSIFY)
+  build = lambda width: task_lib.build_task_model(
+    TrainerConfig.from_dict(
+      trainer_data.tiny_config(contract.CLASSIFY, hidden_dim=width, intermediate_dim=2 * width)
+    ),
+    vocabularies,
+  )
+  return build(teacher_width), build(student_width)
+
+
+def test_student_embeddings_start_as_the_teachers_principal_directions(classify_data):
+  teacher, student = _models(classify_data, 32, 8)
+  rng = np.random.default_rng(0)
+  tokens = teacher.backbone.token_embedding.embeddings
+  # Embeddings of rank 4 plus noise: 8 principal directions keep nearly all of them.
+  structured = rng.normal(size=(tokens.shape[0], 4)) @ rng.normal(size=(4, 32))
+  tokens.assign(structured + 0.01 * rng.normal(size=tokens.shape))
+  kept = distillation.init_embeddings_from_teacher(student, teacher)
+  assert kept > 0.99
+  got = np.asarray(student.backbone.token_embedding.embeddings)
+  centred = np.asarray(tokens) - np.asarray(tokens).mean(axis=0)
+  # The student's tokens are the teacher's up to a rotation and a scale: same dot products.
+  np.testing.assert_allclose(
+    np.corrcoef((got @ got.T).ravel(), (centred @ centred.T).ravel())[0, 1], 1.0, atol=1e-3
+  )
+  # Positions go through the same map.
+  _, directions = distillation.embedding_projection(np.asarray(tokens), 8)
+  positions = np.asarray(teacher.backbone.position_embedding.position_embeddings)
+  scale = np.std(got) / np.std(centred @ directions)
+  np.testing.assert_allclose(
+    student.backbone.position_embedding.position_embeddings,
+    positions[:16] @ directions * scale,
+    rtol=1e-4,
+    atol=1e-6,
+  )
+
+
+def test_a_student_wider_than_its_teacher_cannot_take_its_embeddings(classify_data):
+  teacher, student = _models(classify_data, 8, 16)
+  with pytest.raises(ValueError, match='init_embeddings: false'):
+    distillation.init_embeddings_from_teacher(student, teacher)
