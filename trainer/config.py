@@ -126,8 +126,8 @@ class TrainerConfig:
     jit_compile: Compile the train step's forward and backward pass with XLA (each new batch
       shape compiles anew).
     fused_update: Compile the optimizer update (the finite-gradient check, clipping, AdamW) into
-      one XLA program, on one replica (several replicas, TPUs and float16 loss scaling keep the
-      plain update). The same arithmetic in fewer passes over memory.
+      one XLA program under the default strategy (one device; a strategy object and float16
+      loss scaling keep the plain update). The same arithmetic in fewer passes over memory.
     mask_rate: Fraction of the maskable tokens chosen per sequence for mlm.
     mask_token_rate: Of the chosen tokens, the fraction replaced by [MASK].
     random_token_rate: Of the chosen tokens, the fraction replaced by a random token (the rest

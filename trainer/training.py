@@ -34,6 +34,8 @@ EVAL_HISTORY_FILE = 'eval_history.json'
 # Written by the chief into the run directory at the end: speed, peak memory, trainable share.
 TRAIN_SUMMARY_FILE = 'train_summary.json'
 _CHECKPOINT_INDEX = re.compile(r'^ckpt-(\d+)\.index$')
+# The strategy in force outside every scope (one device, no replicas to merge).
+_DEFAULT_STRATEGY = type(tf.distribute.get_strategy())
 
 
 class NonFiniteLossError(ValueError):
@@ -121,12 +123,11 @@ class Loop:
     # The update (finite check, clipping, AdamW) is some twenty elementwise passes over every
     # weight and its two moments; one XLA program fuses them into about one, which saves a
     # quarter to a third of a fine-tuning step on CPU (bench/loop_bench.py). Several replicas
-    # need the optimizer's cross-replica merge, and float16 loss scaling a conditional step:
-    # those keep the plain update.
+    # or a strategy object need the optimizer's cross-replica merge, which cannot run inside a
+    # nested function, and float16 loss scaling a conditional step: those keep the plain update.
     self.fused_update = (
       config.fused_update
-      and strategy.num_replicas_in_sync == 1
-      and not isinstance(strategy, tf.distribute.TPUStrategy)
+      and isinstance(strategy, _DEFAULT_STRATEGY)
       and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
     )
     self._fused_update = tf.function(self._update, jit_compile=True, autograph=False)

@@ -88,11 +88,14 @@ def test_a_quantized_teacher_keeps_a_float_copy_for_the_distill_stage(tmp_path):
     'custom_config'
   ]
   both = config_lib.load_config(DEMO, [STUDENT, 'export.quantize=int8_weights'])
-  exported = json.loads(custom(factory.create_pipeline(both, pipeline_root=str(tmp_path))))
+  build = lambda config: factory.create_pipeline(
+    config, pipeline_root=str(tmp_path), input_base=config_lib.input_base_dir(config)
+  )
+  exported = json.loads(custom(build(both)))
   assert exported[contract.EXPORT_CONFIG_KEY] == {'quantize': 'int8_weights', 'float_copy': True}
   # Without a distill stage, or with a teacher of its own, no float copy is written.
   alone = config_lib.load_config(DEMO, ['export.quantize=int8_weights'])
-  exported = json.loads(custom(factory.create_pipeline(alone, pipeline_root=str(tmp_path))))
+  exported = json.loads(custom(build(alone)))
   assert exported[contract.EXPORT_CONFIG_KEY]['float_copy'] is False
 
 
@@ -104,7 +107,9 @@ def test_the_compression_demo_quantizes_the_demo_model_and_distills_a_tiny_stude
   student = config.distill.student
   assert student.model_dims().hidden_dim <= 384 and student.model_dims().num_layers <= 2
   assert config.distill.options.init_embeddings and not config.distill.teacher
-  pipeline = factory.create_pipeline(config, pipeline_root=str(tmp_path))
+  pipeline = factory.create_pipeline(
+    config, pipeline_root=str(tmp_path), input_base=config_lib.input_base_dir(config)
+  )
   nodes = {node.id: node for node in pipeline.components}
   train = json.loads(nodes[contract.TRAINER_ID].exec_properties['custom_config'])
   assert train[contract.EXPORT_CONFIG_KEY]['float_copy'] is True
