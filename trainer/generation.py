@@ -29,6 +29,8 @@ controls on top:
 import tensorflow as tf
 from tensorflow.compiler.tf2xla.python import xla
 
+from tfxlm import contract
+
 # Gumbel noise needs u in (0, 1): 24 random bits, centred in their bucket.
 _UNIFORM_BITS = 24
 _NEG_INF = float('-inf')
@@ -125,7 +127,7 @@ class CachedGenerator:
     seq_len: int,
     end_id: int,
     banned_ids=(),
-    max_new_tokens_limit: int = 256,
+    max_new_tokens_limit: int = contract.DEFAULT_MAX_NEW_TOKENS_LIMIT,
     jit_compile: bool = False,
   ):
     if max_new_tokens_limit < 1:
