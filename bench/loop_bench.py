@@ -351,6 +351,8 @@ def main() -> int:
   rates = {contract.FLOAT32: matmul_rate(tf.float32), 'mixed_bfloat16': matmul_rate(tf.bfloat16)}
   results = {name: measure_task(name, args, work_dir, rates) for name in tasks}
   checks = report(results, rates, (load_before, os.getloadavg()[0]))
+  if args.quick:
+    print('(--quick: tiny models, a smoke run; the targets apply to the full run only)')
   if not args.quick:
     os.makedirs(os.path.join(HERE, 'results'), exist_ok=True)
     with open(os.path.join(HERE, 'results', 'loop.json'), 'w') as f:
