@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from typing import TYPE_CHECKING, Any
 
 import keras
@@ -305,6 +306,7 @@ def train_and_export(
 def _export(trained, tft_output, config, vocabularies, export_dir, export_config=None):
   """Exports a float32, strategy-free copy of `trained`, plus the config and backbone weights
   (quantized as `export_config` says: then without the float backbone weights)."""
+  clock = _PhaseClock(export_dir)
   previous_policy = keras.mixed_precision.global_policy()
   keras.mixed_precision.set_global_policy(contract.FLOAT32)
   try:
@@ -313,6 +315,7 @@ def _export(trained, tft_output, config, vocabularies, export_dir, export_config
     copy.set_weights(adapters.merged_weights(trained))
   finally:
     keras.mixed_precision.set_global_policy(previous_policy)
+  clock.done('float32 copy')
   if export_config is not None and export_config.quantize != contract.QUANTIZE_NONE:
     if export_config.float_copy:
       # The distill stage's teacher (trainer/distillation.py::load_teacher), beside the export.
@@ -321,6 +324,7 @@ def _export(trained, tft_output, config, vocabularies, export_dir, export_config
     quantization.export_quantized(
       copy, export_config.quantize, tft_output, config, vocabularies, export_dir
     )
+    clock.done(f'{export_config.quantize} SavedModel')
     return
   export.export_saved_model(
     copy,
@@ -332,15 +336,37 @@ def _export(trained, tft_output, config, vocabularies, export_dir, export_config
     kind=vocabularies.kind,
     special=vocabularies.special,
   )
+  clock.done('SavedModel')
   extra = os.path.join(export_dir, contract.EXTRA_DIR)
   tf.io.gfile.makedirs(extra)
   with tf.io.gfile.GFile(os.path.join(extra, contract.TRAINER_CONFIG_FILE), 'w') as f:
     f.write(config.to_json())
   models.save_backbone_weights(copy.backbone, os.path.join(extra, contract.BACKBONE_WEIGHTS_FILE))
+  clock.done('backbone weights')
   save_preset(copy.backbone, config, os.path.join(extra, contract.PRESET_DIR))
+  clock.done('keras-hub preset')
   if config.lora is not None:
     adapters.write_adapter(trained, config, os.path.join(extra, adapters.ADAPTER_DIR))
-  logging.info('exported %s model to %s', config.task, export_dir)
+    clock.done('LoRA adapter')
+  logging.info('exported %s model to %s (%s)', config.task, export_dir, clock.summary())
+
+
+class _PhaseClock:
+  """Seconds per export phase, for the log: where an export's time goes."""
+
+  def __init__(self, where: str):
+    self._where = where
+    self._last = time.perf_counter()
+    self._phases: list[tuple[str, float]] = []
+
+  def done(self, phase: str) -> None:
+    now = time.perf_counter()
+    seconds, self._last = now - self._last, now
+    self._phases.append((phase, seconds))
+    logging.info('export to %s: %s took %.1f s', self._where, phase, seconds)
+
+  def summary(self) -> str:
+    return ', '.join(f'{phase} {seconds:.1f} s' for phase, seconds in self._phases)
 
 
 def save_preset(backbone: keras.Model, config: TrainerConfig, preset_dir: str) -> None:
