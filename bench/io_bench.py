@@ -34,7 +34,12 @@ VARIANTS = ('before', 'before-none', 'gzip', 'gzip-2read', 'none')
 
 
 def _child(repo: str, corpus: str, vocab_dir: str, root: str, compression: str, args: list) -> dict:
-  """Runs in the child: ExampleGen + Transform of `repo`'s code; durations by component."""
+  """Runs in the child: ExampleGen + Transform of `repo`'s code; durations by component.
+
+  It wires its components itself rather than through pipeline.factory: `repo` may be an older
+  checkout (`--before-repo`), whose factory and tfxlm.contract lack what this checkout added
+  (hence also the importers' ids as literals), and ExampleGen runs alone before Transform.
+  """
   import inspect
 
   from tfx import v1 as tfx
@@ -137,7 +142,7 @@ def main() -> int:
     size = corpus_lib.generate_corpus(corpus, args.size_mb, files=max(2, args.workers * 2))
   vocab_dir = args.vocab or os.path.join(work, 'vocab')
   if not args.vocab:
-    corpus_lib.learn_vocab(corpus, vocab_dir, 8000)
+    corpus_lib.learn_vocab(corpus, vocab_dir, contract.DEFAULT_VOCAB_SIZE)
   mode = 'in_memory' if args.workers == 1 else 'multi_processing'
   best: dict[str, dict[str, float]] = {}
   for _ in range(args.rounds):

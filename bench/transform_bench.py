@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument(
     '--sample-mb', type=float, default=20.0, help='bare tokenizers run on this much of each corpus'
   )
-  parser.add_argument('--vocab-size', type=int, default=8000)
+  parser.add_argument('--vocab-size', type=int, default=contract.DEFAULT_VOCAB_SIZE)
   parser.add_argument(
     '--workers', type=int, default=0, help='Beam workers; 0: pipeline/local_runner.py chooses'
   )
