@@ -209,6 +209,7 @@ def create_pipeline(
   schema_path: Callable[[str], str] = _same_path,
   baseline_strategy=resolver_lib.LatestBlessedBaselineStrategy,
   input_base: Optional[str] = None,
+  share_transform: bool = True,
 ) -> tfx.dsl.Pipeline:
   """Builds the pipeline described by `config`.
 
@@ -226,6 +227,9 @@ def create_pipeline(
     input_base: the folder ExampleGen reads, as the runner resolved and fetched it
       (`config_lib.input_base_dir`); None: `data.input_base` as a folder, which must then not
       name a data set to fetch (`config_lib.local_input_base`).
+    share_transform: one Transform for the pretrain and train stages when they read the same
+      examples; False gives pretraining its own (the layout before they shared one, which
+      bench/shared_transform_bench.py measures against).
 
   Returns:
     The TFX pipeline.
@@ -239,7 +243,7 @@ def create_pipeline(
   vocab = vocabulary.outputs['vocabulary']
   # Without a corpus of its own, pretraining reads the training examples with the same
   # vocabulary: one Transform reads, tokenizes and writes them once for both stages.
-  shares = config.pretrain is not None and not corpus_components
+  shares = share_transform and config.pretrain is not None and not corpus_components
   transform = _transform(
     config,
     examples,
