@@ -7,7 +7,6 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 
@@ -16,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+from bench import server_process
 from serving import codec
 from tests.serving import toy_model
 from tfxlm import contract
@@ -38,12 +38,6 @@ def percentiles(seconds):
     'p99_ms': float(np.percentile(ms, 99)),
     'n': len(ms),
   }
-
-
-def _free_port():
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
 
 
 class Payload:
@@ -87,7 +81,7 @@ class ServerProcess:
 
   def __init__(self, base, log_dir, extra=(), tree=REPO, name='new'):
     self.name = name
-    self.grpc_port, self.rest_port = _free_port(), _free_port()
+    self.grpc_port, self.rest_port = server_process.free_port(), server_process.free_port()
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=tree)
     self.log_path = os.path.join(log_dir, f'{name}-server.log')
     self._log = open(self.log_path, 'w')
