@@ -3,7 +3,7 @@
     ./dev python bench/beam_overhead_bench.py pool [--size-mb 40]
     ./dev python bench/beam_overhead_bench.py demo [--rows 50] [--before CHECKOUT]
 
-`pool`: a generated text corpus (bench/transform_bench.py's generator) through a tiny causal-LM
+`pool`: a generated text corpus (bench/corpus.py) through a tiny causal-LM
 pipeline on Beam worker processes (one per core), once with a fresh set of worker processes per
 component (Beam's multi-processing) and once with the run's warm worker pool
 (pipeline/beam_pool.py); prints each Beam component's seconds and the ratio.
@@ -125,7 +125,7 @@ def _row(name: str, values: list, cpu: bool) -> None:
 
 
 def bench_pool(size_mb: float, workers: int) -> None:
-  from transform_bench import generate_corpus
+  from bench.corpus import generate_corpus
 
   with tempfile.TemporaryDirectory() as tmp:
     data = os.path.join(tmp, 'data')

@@ -20,13 +20,11 @@ distilled student and the same student on hard labels.
 """
 
 import argparse
-import contextlib
 import functools
 import glob
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,6 +41,7 @@ import yaml  # noqa: E402
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 from tfx.components.trainer import fn_args_utils  # noqa: E402
 
+from bench import server_process  # noqa: E402
 from pipeline import baseline  # noqa: E402
 from pipeline import config as config_lib  # noqa: E402
 from tfxlm import contract  # noqa: E402
@@ -232,49 +231,6 @@ def _accuracy(folder, examples, labels):
   return float(np.mean(np.array(got) == np.array(labels)))
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def _server(base, names):
-  config_file = os.path.join(base, 'models.config')
-  with open(config_file, 'w') as f:
-    f.write('model_config_list {\n')
-    for name in names:
-      f.write(f'  config {{ name: "{name}" base_path: "{os.path.join(base, name)}" }}\n')
-    f.write('}\n')
-  port = _free_port()
-  env = dict(os.environ, PYTHONPATH=REPO)
-  proc = subprocess.Popen(
-    [
-      sys.executable,
-      '-m',
-      'serving',
-      f'--port={port}',
-      f'--rest_api_port={_free_port()}',
-      f'--model_config_file={config_file}',
-      '--file_system_poll_wait_seconds=0',
-      '--log_level=WARNING',
-    ],
-    stdout=subprocess.PIPE,
-    stderr=subprocess.DEVNULL,
-    text=True,
-    cwd=REPO,
-    env=env,
-  )
-  try:
-    line = proc.stdout.readline()
-    if not line.startswith('SERVING'):
-      raise RuntimeError(f'server did not start: {line!r}')
-    yield port
-  finally:
-    proc.terminate()
-    proc.wait(timeout=60)
-
-
 def _latencies(callers, rounds):
   """{(name, batch): [seconds]}: every caller once per round, in turn."""
   times = {key: [] for key in callers}
@@ -433,7 +389,7 @@ def main():
   names = {name: f'm{i}' for i, name in enumerate(exports)}
   for name, folder in exports.items():
     shutil.copytree(folder, os.path.join(base, names[name], '1'))
-  with _server(base, names.values()) as port:
+  with server_process.serving(base, names.values()) as port:
     stub = prediction_service_pb2_grpc.PredictionServiceStub(
       grpc.insecure_channel(f'127.0.0.1:{port}')
     )

@@ -2,7 +2,7 @@
 
     ./dev python bench/io_bench.py [--size-mb 20] [--before-repo /work/main] [--workers 2]
 
-Generates a text corpus (bench/transform_bench.py's generator) and, in a fresh child process per
+Generates a text corpus (bench/corpus.py) and, in a fresh child process per
 variant, runs ExampleGen (text, unshuffled) and an mlm Transform under LocalDagRunner with the
 local runner's Beam settings, reading each component's duration from ML Metadata. Variants:
   before      another checkout of this repository (`--before-repo`, e.g. main), as it is;
@@ -34,7 +34,12 @@ VARIANTS = ('before', 'before-none', 'gzip', 'gzip-2read', 'none')
 
 
 def _child(repo: str, corpus: str, vocab_dir: str, root: str, compression: str, args: list) -> dict:
-  """Runs in the child: ExampleGen + Transform of `repo`'s code; durations by component."""
+  """Runs in the child: ExampleGen + Transform of `repo`'s code; durations by component.
+
+  It wires its components itself rather than through pipeline.factory: `repo` may be an older
+  checkout (`--before-repo`), whose factory and tfxlm.contract lack what this checkout added
+  (hence also the importers' ids as literals), and ExampleGen runs alone before Transform.
+  """
   import inspect
 
   from tfx import v1 as tfx
@@ -125,7 +130,7 @@ def main() -> int:
     print(json.dumps(_child(repo, corpus, vocab_dir, root, compression, json.loads(beam))))
     return 0
 
-  from bench import transform_bench
+  from bench import corpus as corpus_lib
   from pipeline import local_runner
   from tfxlm import contract
 
@@ -134,10 +139,10 @@ def main() -> int:
   if args.corpus:
     size = sum(os.path.getsize(os.path.join(corpus, f)) for f in os.listdir(corpus))
   else:
-    size = transform_bench.generate_corpus(corpus, args.size_mb, files=max(2, args.workers * 2))
+    size = corpus_lib.generate_corpus(corpus, args.size_mb, files=max(2, args.workers * 2))
   vocab_dir = args.vocab or os.path.join(work, 'vocab')
   if not args.vocab:
-    transform_bench.learn_vocab(corpus, vocab_dir, 8000)
+    corpus_lib.learn_vocab(corpus, vocab_dir, contract.DEFAULT_VOCAB_SIZE)
   mode = 'in_memory' if args.workers == 1 else 'multi_processing'
   best: dict[str, dict[str, float]] = {}
   for _ in range(args.rounds):

@@ -31,20 +31,20 @@ thread-per-connection REST server and the thread-pool gRPC server), extracted wi
    server (the issue measured it: past its deadline, RSS 1.2 -> 21.6 GB).
 5. throughput (only with --throughput): 16 client threads, batching off and on, new server.
 
-Everything, clients included, shares this machine's cores. Prints the figures and PASS/FAIL per
+The model, its requests, the server processes and the batch-1 callers are
+bench/serving_setup.py's; the scenarios and the verdicts are here. Everything, clients included,
+shares this machine's cores. Prints the figures and PASS/FAIL per
 target and writes bench/results/serving.json.
 """
 
 import argparse
 import asyncio
-import base64
 import http.client
 import json
 import os
 import shlex
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -58,20 +58,12 @@ import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_text  # noqa: E402, F401 - the project's models use its ops
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
+from tensorflow_serving.apis import prediction_service_pb2_grpc  # noqa: E402
 
-from serving import codec  # noqa: E402
-from tests.serving import toy_model  # noqa: E402
-from tfxlm import contract  # noqa: E402
+from bench import serving_setup as setup  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-MODEL = 'bench'
-SIZES = dict(vocab_size=2000, hidden=64, num_layers=12, seq_len=32)
-TEXT = (
-  'the plot was thin and the pacing slow, but the lead actor carried every scene with a'
-  ' warmth that made the ending land'
-)
 CLIENTS = 16
 BASELINE_REF = '17fd654'
 BURST = 300
@@ -82,163 +74,11 @@ HUGE_DEADLINE = 120.0
 MEMORY_BUDGET = 1 << 30
 
 
-def _percentiles(seconds):
-  ms = np.array(seconds) * 1e3
-  return {
-    'p50_ms': float(np.percentile(ms, 50)),
-    'p99_ms': float(np.percentile(ms, 99)),
-    'n': len(ms),
-  }
-
-
-def _time(call, n, warmup=10):
-  for _ in range(warmup):
-    call()
-  out = []
-  for _ in range(n):
-    start = time.perf_counter()
-    call()
-    out.append(time.perf_counter() - start)
-  return _percentiles(out)
-
-
-def _free_port():
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
-class Payload:
-  """The signature a bench request calls and its batch-1 inputs, for any pushed model."""
-
-  def __init__(self, version_dir):
-    signatures = tf.saved_model.load(version_dir).signatures
-    self.signature_name = 'predict_text' if 'predict_text' in signatures else 'serving_default'
-    self.function = signatures[self.signature_name]
-    (self.key,) = self.function.structured_input_signature[1]
-    self.examples = self.key == contract.EXAMPLES_INPUT
-
-  def values(self, n, text=TEXT):
-    """n rows: raw strings, or serialized tf.Examples for an `examples` input."""
-    if self.examples:
-      one = codec.text_example(text).SerializeToString()
-      return [one] * n
-    return [text.encode()] * n
-
-  def request(self, n, text=TEXT):
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = MODEL
-    request.model_spec.signature_name = self.signature_name
-    request.inputs[self.key].CopyFrom(tf.make_tensor_proto(self.values(n, text)))
-    return request
-
-  def json_body(self, n=1):
-    if self.examples:
-      rows = [{'b64': base64.b64encode(v).decode()} for v in self.values(n)]
-    else:
-      rows = [v.decode() for v in self.values(n)]
-    return json.dumps({'signature_name': self.signature_name, 'instances': rows})
-
-  def in_process(self):
-    tensor = tf.constant(self.values(1))
-    return lambda: self.function(**{self.key: tensor})
-
-
-class ServerProcess:
-  """`python -m serving` from `tree` on free loopback ports, until stop()."""
-
-  def __init__(self, base, log_dir, extra=(), tree=REPO, name='new'):
-    self.name = name
-    self.grpc_port, self.rest_port = _free_port(), _free_port()
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=tree)
-    self.log_path = os.path.join(log_dir, f'{name}-server.log')
-    self._log = open(self.log_path, 'w')
-    self.proc = subprocess.Popen(
-      [
-        sys.executable,
-        '-m',
-        'serving',
-        f'--port={self.grpc_port}',
-        f'--rest_api_port={self.rest_port}',
-        f'--model_name={MODEL}',
-        f'--model_base_path={base}',
-        '--file_system_poll_wait_seconds=0',
-        '--log_level=INFO',
-        *extra,
-      ],
-      stdout=subprocess.PIPE,
-      stderr=self._log,
-      text=True,
-      cwd=tree,
-      env=env,
-    )
-    line = self.proc.stdout.readline()
-    if not line.startswith('SERVING'):
-      self.proc.kill()
-      raise RuntimeError(f'{name} server did not start: {line!r}')
-
-  def status_kib(self, field):
-    with open(f'/proc/{self.proc.pid}/status') as f:
-      for line in f:
-        if line.startswith(field + ':'):
-          return int(line.split()[1])
-    raise RuntimeError(f'no {field} for {self.proc.pid}')
-
-  def reset_peak(self):
-    with open(f'/proc/{self.proc.pid}/clear_refs', 'w') as f:
-      f.write('5')
-
-  def healthy(self):
-    try:
-      connection = http.client.HTTPConnection('127.0.0.1', self.rest_port, timeout=10)
-      connection.request('GET', '/healthz')
-      return connection.getresponse().status == 200
-    except OSError:
-      return False
-
-  def sizing(self):
-    """The server's log lines on the rows of one call (serving/memory.py)."""
-    with open(self.log_path) as f:
-      return [line.split(': ', 1)[-1].strip() for line in f if 'rows per call' in line]
-
-  def stop(self):
-    self.proc.terminate()
-    try:
-      self.proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-      self.proc.kill()
-    self._log.close()
-
-
-def _grpc_caller(port, payload):
-  stub = prediction_service_pb2_grpc.PredictionServiceStub(
-    grpc.insecure_channel(f'127.0.0.1:{port}')
-  )
-  request = payload.request(1)
-  return lambda: stub.Predict(request, timeout=60)
-
-
-def _rest_caller(port, payload):
-  connection = http.client.HTTPConnection('127.0.0.1', port, timeout=60)
-  body = payload.json_body()
-
-  def call():
-    connection.request(
-      'POST', f'/v1/models/{MODEL}:predict', body, {'Content-Type': 'application/json'}
-    )
-    response = connection.getresponse()
-    response.read()
-    if response.status != 200:
-      raise RuntimeError(f'HTTP {response.status}')
-
-  return call
-
-
 async def _burst(server, payload, clients):
   """`clients` concurrent batch-1 requests, one connection each: REST, then gRPC."""
   out = {}
   body = payload.json_body()
-  url = f'http://127.0.0.1:{server.rest_port}/v1/models/{MODEL}:predict'
+  url = f'http://127.0.0.1:{server.rest_port}/v1/models/{setup.MODEL}:predict'
   async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
 
     async def rest_call():
@@ -279,7 +119,7 @@ async def _burst(server, payload, clients):
     summary[protocol] = {
       'ok_share': ok / clients,
       'codes': codes,
-      **_percentiles([seconds for _, seconds in results]),
+      **setup.percentiles([seconds for _, seconds in results]),
     }
   return summary
 
@@ -288,7 +128,7 @@ def _slow_clients(server, payload, n):
   """n connections stall inside a request body; then one normal REST predict."""
   body = payload.json_body()
   head = (
-    f'POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n'
+    f'POST /v1/models/{setup.MODEL}:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n'
     '{"instances": ['
   ).encode()
   held = []
@@ -306,7 +146,7 @@ def _slow_clients(server, payload, n):
       started = time.perf_counter()
       try:
         connection = http.client.HTTPConnection('127.0.0.1', server.rest_port, timeout=60)
-        connection.request('POST', f'/v1/models/{MODEL}:predict', body)
+        connection.request('POST', f'/v1/models/{setup.MODEL}:predict', body)
         statuses.append(str(connection.getresponse().status))
         connection.close()
       except OSError as e:
@@ -381,83 +221,6 @@ def _throughput(callers, seconds):
   return sum(counts), len(errors), time.perf_counter() - begin
 
 
-def _baseline_tree(ref, where):
-  """The server of commit `ref`, extracted from this repository's history."""
-  tree = os.path.join(where, f'baseline-{ref}')
-  os.makedirs(tree)
-  archive = subprocess.run(
-    ['git', 'archive', ref], cwd=REPO, capture_output=True, check=True
-  ).stdout
-  subprocess.run(['tar', '-x', '-C', tree], input=archive, check=True)
-  return tree
-
-
-# The demo's next model (all-MiniLM-L6-v2 fine-tuned): a 6-layer, hidden-384 BERT.
-MINILM = dict(num_layers=6, hidden_dim=384, num_heads=12, intermediate_dim=1536)
-
-
-def _demo_shaped(work, seq_len):
-  """A classifier of the demo's next model's shape, exported by the pipeline's own trainer
-  code (TF Transform graph, tensorflow-text tokenizer, keras-hub BertBackbone), trained two
-  steps on the trainer tests' generated data: its vocabulary is theirs (a few hundred words,
-  not MiniLM's 30,522, so its weights are ~45 MB lighter; activations, which the memory
-  budget is about, are the same). Returns the version folder."""
-  from tests.trainer import trainer_data
-  from trainer import task
-
-  data = trainer_data.transform_data(
-    os.path.join(work, 'transform'),
-    contract.CLASSIFY,
-    trainer_data.labeled_texts(600, 1),
-    trainer_data.labeled_texts(128, 2),
-    seq_len,
-  )
-  config = trainer_data.tiny_config(
-    contract.CLASSIFY,
-    **MINILM,
-    seq_len=seq_len,
-    per_replica_batch_size=8,
-    train_steps=2,
-    eval_steps=1,
-    eval_every_steps=2,
-    log_every_steps=1,
-    checkpoint_every_steps=2,
-    warmup_steps=1,
-  )
-  args = trainer_data.fn_args(data, os.path.join(work, 'train'), config)
-  task.run_fn(args)
-  version = os.path.join(work, MODEL, '1')
-  shutil.copytree(args.serving_model_dir, version)
-  return version
-
-
-def _model_base(args, work):
-  """(model base path, a version folder) of the model to serve."""
-  if args.demo_shaped:
-    # Built once, then reused (bench/results/ is not versioned).
-    kept = os.path.join(REPO, 'bench', 'results', f'demo_shaped_seq{args.demo_seq_len}')
-    version = os.path.join(kept, MODEL, '1')
-    if not os.path.exists(os.path.join(version, 'saved_model.pb')):
-      shutil.rmtree(kept, ignore_errors=True)
-      built = _demo_shaped(os.path.join(work, 'build'), args.demo_seq_len)
-      shutil.copytree(built, version)
-    return os.path.dirname(version), version
-  if args.model_path:
-    path = os.path.abspath(args.model_path)
-    if os.path.exists(os.path.join(path, 'saved_model.pb')):
-      base = os.path.join(work, 'model')
-      os.makedirs(base)
-      os.symlink(path, os.path.join(base, '1'))
-      return base, path
-    versions = sorted((d for d in os.listdir(path) if d.isdigit()), key=int)
-    if not versions:
-      raise SystemExit(f'--model_path {path}: no saved_model.pb and no numbered version folder')
-    return path, os.path.join(path, versions[-1])
-  sizes = {key: getattr(args, key) for key in SIZES}
-  version = toy_model.export(work, MODEL, 1, seed=1, **sizes)
-  return os.path.dirname(version), version
-
-
 def _verdict(ok):
   return 'PASS' if ok else 'FAIL'
 
@@ -500,7 +263,7 @@ def main():
     default=0,
     help='TensorFlow intra-op threads, in process and in the servers (0: TensorFlow chooses)',
   )
-  for key, value in SIZES.items():
+  for key, value in setup.SIZES.items():
     parser.add_argument(f'--{key}', type=int, default=value)
   args = parser.parse_args()
   only = set(args.only.split(','))
@@ -521,24 +284,24 @@ def main():
   }
   verdicts = []
   try:
-    base, version = _model_base(args, work)
+    base, version = setup.model_base(args, work)
     if args.demo_shaped:
-      results['model'] = {'demo_shaped': MINILM, 'seq_len': args.demo_seq_len}
+      results['model'] = {'demo_shaped': setup.MINILM, 'seq_len': args.demo_seq_len}
     else:
-      results['model'] = args.model_path or {key: getattr(args, key) for key in SIZES}
-    payload = Payload(version)
+      results['model'] = args.model_path or {key: getattr(args, key) for key in setup.SIZES}
+    payload = setup.Payload(version)
     results['signature'] = payload.signature_name
-    servers['new'] = ServerProcess(base, work, threads + shlex.split(args.server_flags))
+    servers['new'] = setup.ServerProcess(base, work, threads + shlex.split(args.server_flags))
     results['rows_per_call'] = servers['new'].sizing()
     if not args.no_baseline:
-      tree = _baseline_tree(args.baseline_ref, work)
-      servers['old'] = ServerProcess(base, work, threads, tree=tree, name='old')
+      tree = setup.baseline_tree(args.baseline_ref, work)
+      servers['old'] = setup.ServerProcess(base, work, threads, tree=tree, name='old')
 
     if 'latency' in only:
       paths = {'in_process': payload.in_process()}
       for name, server in servers.items():
-        paths[f'grpc_{name}'] = _grpc_caller(server.grpc_port, payload)
-        paths[f'rest_{name}'] = _rest_caller(server.rest_port, payload)
+        paths[f'grpc_{name}'] = setup.grpc_caller(server.grpc_port, payload)
+        paths[f'rest_{name}'] = setup.rest_caller(server.rest_port, payload)
       samples = {key: [] for key in paths}
       for i in range(args.requests + 30):
         for key in list(paths) if i % 2 else list(paths)[::-1]:
@@ -546,7 +309,7 @@ def main():
           paths[key]()
           if i >= 30:
             samples[key].append(time.perf_counter() - start)
-      latency = {key: _percentiles(values) for key, values in samples.items()}
+      latency = {key: setup.percentiles(values) for key, values in samples.items()}
       base_p50 = latency['in_process']['p50_ms']
       for key in list(latency):
         if key != 'in_process':
@@ -608,14 +371,14 @@ def main():
           f'batch_timeout_micros {{ value: {args.batch_timeout_micros} }}\n'
           f'num_batch_threads {{ value: {args.num_batch_threads} }}\n'
         )
-      servers['batching'] = ServerProcess(
+      servers['batching'] = setup.ServerProcess(
         base,
         work,
         threads + ['--enable_batching', f'--batching_parameters_file={parameters}'],
         name='batching',
       )
       callers = {
-        name: [_grpc_caller(servers[key].grpc_port, payload) for _ in range(CLIENTS)]
+        name: [setup.grpc_caller(servers[key].grpc_port, payload) for _ in range(CLIENTS)]
         for name, key in (('off', 'new'), ('on', 'batching'))
       }
       for batch in callers.values():

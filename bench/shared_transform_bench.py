@@ -3,19 +3,21 @@
     ./dev python bench/shared_transform_bench.py [--rows 12000] [--repeats 1] [--train-steps 20]
 
 Generates labeled review-like rows (a CSV, in a temporary folder), then runs two LocalDagRunner
-pipelines over them, each in a fresh process, alternating:
+pipelines over them, each in a fresh process, alternating. Both are `pipeline.factory`'s
+`create_pipeline` for an mlm pretrain stage and a classify stage, run up to the Trainers (a
+partial run: no Evaluator, no Pusher):
 
-- `two`: ExampleGen, ImportSchemaGen, Vocabulary, an mlm Transform and a classify Transform
-  (what the factory built before the stages shared one), then the mlm PretrainTrainer and the
-  classify Trainer warm-started from it;
-- `one`: the same, with one classify Transform that also outputs the mlm pieces
-  (`create_transform(..., pretrain_config=...)`, what the factory builds now) feeding both
-  Trainers.
+- `two`: ExampleGen, the data checks (StatisticsGen, ImportSchemaGen, ExampleValidator),
+  Vocabulary, a classify Transform and an mlm PretrainTransform (`share_transform=False`: what
+  the factory built before the stages shared one), then the mlm PretrainTrainer and the classify
+  Trainer warm-started from it;
+- `one`: the same, with one classify Transform that also outputs the mlm pieces (what the
+  factory builds by default) feeding both Trainers.
 
 Prints each component's seconds (from ML Metadata), the Transform seconds and wall time of each
-variant, the saving and the bytes of transformed examples written. `--train-steps 0` leaves the
-Trainers out. Beam runs in process (`--direct_running_mode=in_memory`), as local runs of small
-inputs do.
+variant, the saving and the bytes of transformed examples written. `--train-steps 0` stops the
+runs after the Transforms. Beam runs in process (`--direct_running_mode=in_memory`), as local
+runs of small inputs do.
 """
 
 from __future__ import annotations
@@ -30,10 +32,9 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
+from tfxlm import contract
 
-from tfxlm import contract  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 VARIANTS = ('two', 'one')
 _POSITIVE = ('good', 'great', 'fine', 'superb', 'moving', 'clever', 'warm', 'fresh')
@@ -54,99 +55,80 @@ def write_reviews(path: str, rows: int, seed: int = 0) -> int:
     writer = csv.writer(f)
     writer.writerow(['label', 'text'])
     for _ in range(rows):
-      label = rng.choice(('pos', 'neg'))
+      label = rng.choice(('1', '0'))  # the labels of the default schema (schemas/labeled)
       words = [rng.choice(_FILLER) for _ in range(rng.randint(15, 45))]
       for _ in range(rng.randint(1, 3)):
         words.insert(
-          rng.randint(0, len(words)), rng.choice(_POSITIVE if label == 'pos' else _NEGATIVE)
+          rng.randint(0, len(words)), rng.choice(_POSITIVE if label == '1' else _NEGATIVE)
         )
       writer.writerow([label, ' '.join(words).capitalize() + '.'])
   return os.path.getsize(path)
 
 
-def _trainer(component_id, transformed, task, steps, base_model=None):
-  from tfx import v1 as tfx
+def variant_config(variant: str, data: str, root: str, train_steps: int):
+  """The pipeline config of a run: the reviews as labeled CSV, a 2,000-token vocabulary, an mlm
+  pretrain stage warm-starting a classify stage, a tiny backbone."""
+  from pipeline import config as config_lib
 
-  from trainer.config import TrainerConfig
-
-  config = TrainerConfig(
-    task=task,
-    seq_len=64,
-    per_replica_batch_size=16,
-    train_steps=steps,
-    eval_steps=2,
-    eval_every_steps=steps,
-    log_every_steps=steps,
-    checkpoint_every_steps=steps,
+  stage = {
+    'seq_len': 64,
+    'per_replica_batch_size': 16,
+    'train_steps': max(1, train_steps),
+    'eval_steps': 2,
+    'eval_every_steps': max(1, train_steps),
+    'log_every_steps': max(1, train_steps),
+    'checkpoint_every_steps': max(1, train_steps),
     **_BACKBONE,
+  }
+  return config_lib.from_dict(
+    {
+      'pipeline_name': f'shared-transform-{variant}',
+      'outputs_dir': root,
+      'enable_cache': False,
+      'data': {
+        'format': contract.CSV,
+        'input_base': data,
+        'text_column': 'text',
+        'label_column': 'label',
+      },
+      'vocabulary': {'size': 2000},
+      'pretrain': {**stage, 'task': contract.MLM},
+      'train': {**stage, 'task': contract.CLASSIFY},
+    }
   )
-  return tfx.components.Trainer(
-    run_fn=contract.RUN_FN,
-    examples=transformed.outputs['transformed_examples'],
-    transform_graph=transformed.outputs['transform_graph'],
-    base_model=base_model,
-    train_args=tfx.proto.TrainArgs(num_steps=steps),
-    eval_args=tfx.proto.EvalArgs(num_steps=2),
-    custom_config=config.trainer_custom_config(),
-  ).with_id(component_id)
 
 
 def run_variant(variant: str, data: str, root: str, train_steps: int) -> dict:
-  """Runs one variant's pipeline; returns its wall time, component seconds and output bytes."""
+  """Runs one variant's pipeline, `pipeline.factory.create_pipeline`'s up to the Transforms (or
+  the Trainers); returns its wall time, component seconds and output bytes."""
   from tfx import v1 as tfx
+  from tfx.dsl.compiler import compiler
+  from tfx.proto.orchestration import pipeline_pb2
 
-  from components import example_gen, transform, vocabulary
-  from pipeline import config as config_lib
-  from pipeline import run_metadata
-  from trainer.config import TrainerConfig
+  from pipeline import factory, run_metadata
 
-  seq_len = 64
-  gen = example_gen.create_example_gen('csv', data, text_column='text', label_column='label')
-  schema = tfx.components.ImportSchemaGen(schema_file=config_lib.LABELED_SCHEMA)
-  vocab = vocabulary.Vocabulary(examples=gen.outputs['examples'], vocab_size=2000)
-  classify = TrainerConfig(task=contract.CLASSIFY, seq_len=seq_len)
-  mlm = TrainerConfig(task=contract.MLM, seq_len=seq_len)
-
-  def make_transform(config, pretrain_config, component_id):
-    return transform.create_transform(
-      gen.outputs['examples'],
-      schema.outputs['schema'],
-      vocab.outputs['vocabulary'],
-      trainer_config=config,
-      pretrain_config=pretrain_config,
-    ).with_id(component_id)
-
-  main_transform = make_transform(
-    classify, mlm if variant == 'one' else None, contract.TRANSFORM_ID
-  )
-  components = [gen, schema, vocab, main_transform]
-  pretrain_transform = main_transform
-  if variant == 'two':
-    pretrain_transform = make_transform(mlm, None, contract.PRETRAIN_TRANSFORM_ID)
-    components.append(pretrain_transform)
-  if train_steps:
-    pretrainer = _trainer(
-      contract.PRETRAIN_TRAINER_ID, pretrain_transform, contract.MLM, train_steps
-    )
-    trainer = _trainer(
-      contract.TRAINER_ID,
-      main_transform,
-      contract.CLASSIFY,
-      train_steps,
-      base_model=pretrainer.outputs['model'],
-    )
-    components += [pretrainer, trainer]
+  config = variant_config(variant, data, root, train_steps)
   metadata_path = os.path.join(root, 'metadata.sqlite')
-  connection = tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path)
-  pipeline = tfx.dsl.Pipeline(
-    pipeline_name=f'shared-transform-{variant}',
+  pipeline = factory.create_pipeline(
+    config,
     pipeline_root=os.path.join(root, 'root'),
-    components=components,
-    metadata_connection_config=connection,
+    metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+      metadata_path
+    ),
     beam_pipeline_args=['--direct_running_mode=in_memory'],
+    share_transform=variant == 'one',
   )
+  # The run stops after these and what they need (the data checks and the vocabulary included):
+  # the evaluation and the push are not what this bench compares.
+  last = [contract.TRAINER_ID] if train_steps else [contract.TRANSFORM_ID]
+  if variant == 'two' and not train_steps:
+    last.append(contract.PRETRAIN_TRANSFORM_ID)
+  options = pipeline_pb2.RunOptions()
+  options.partial_run.to_nodes.extend(last)
   started = time.perf_counter()
-  tfx.orchestration.LocalDagRunner().run(pipeline)
+  tfx.orchestration.LocalDagRunner().run_with_ir(
+    compiler.Compiler().compile(pipeline), run_options=options
+  )
   wall = time.perf_counter() - started
   seconds = {}
   for run in run_metadata.component_runs(run_metadata.open_store(metadata_path)):

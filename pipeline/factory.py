@@ -72,16 +72,21 @@ def _corpus(config: config_lib.PipelineConfig, example_gen, schema, schema_path)
   )
 
 
+def _schema_gen(config: config_lib.PipelineConfig, schema_path):
+  """The curated schema's import; the fingerprint of the local file re-runs it when the schema
+  is edited in place."""
+  return schema_lib.CuratedSchemaGen(
+    schema_file=schema_path(config.schema_file),
+    fingerprint=schema_lib.fingerprint(config.schema_file),
+  ).with_id(contract.SCHEMA_GEN_ID)
+
+
 def _data_validation(config: config_lib.PipelineConfig, examples, schema_path):
   """StatisticsGen, the curated schema's import, and ExampleValidator against it."""
   statistics_gen = tfx.components.StatisticsGen(examples=examples).with_id(
     contract.STATISTICS_GEN_ID
   )
-  # The fingerprint of the local file re-runs the import when the schema is edited in place.
-  schema_gen = schema_lib.CuratedSchemaGen(
-    schema_file=schema_path(config.schema_file),
-    fingerprint=schema_lib.fingerprint(config.schema_file),
-  ).with_id(contract.SCHEMA_GEN_ID)
+  schema_gen = _schema_gen(config, schema_path)
   example_validator = tfx.components.ExampleValidator(
     statistics=statistics_gen.outputs['statistics'], schema=schema_gen.outputs['schema']
   ).with_id(contract.EXAMPLE_VALIDATOR_ID)
@@ -204,6 +209,7 @@ def create_pipeline(
   schema_path: Callable[[str], str] = _same_path,
   baseline_strategy=resolver_lib.LatestBlessedBaselineStrategy,
   input_base: Optional[str] = None,
+  share_transform: bool = True,
 ) -> tfx.dsl.Pipeline:
   """Builds the pipeline described by `config`.
 
@@ -221,6 +227,9 @@ def create_pipeline(
     input_base: the folder ExampleGen reads, as the runner resolved and fetched it
       (`config_lib.input_base_dir`); None: `data.input_base` as a folder, which must then not
       name a data set to fetch (`config_lib.local_input_base`).
+    share_transform: one Transform for the pretrain and train stages when they read the same
+      examples; False gives pretraining its own (the layout before they shared one, which
+      bench/shared_transform_bench.py measures against).
 
   Returns:
     The TFX pipeline.
@@ -234,7 +243,7 @@ def create_pipeline(
   vocab = vocabulary.outputs['vocabulary']
   # Without a corpus of its own, pretraining reads the training examples with the same
   # vocabulary: one Transform reads, tokenizes and writes them once for both stages.
-  shares = config.pretrain is not None and not corpus_components
+  shares = share_transform and config.pretrain is not None and not corpus_components
   transform = _transform(
     config,
     examples,
@@ -278,6 +287,46 @@ def create_pipeline(
       pusher,
       *distill,
     ],
+    enable_cache=config.enable_cache,
+    metadata_connection_config=metadata_connection_config,
+    beam_pipeline_args=beam_pipeline_args or [],
+  )
+
+
+def create_transform_pipeline(
+  config: config_lib.PipelineConfig,
+  *,
+  vocabulary_dir: str,
+  pipeline_root: str,
+  metadata_connection_config=None,
+  beam_pipeline_args: Optional[List[str]] = None,
+  schema_path: Callable[[str], str] = _same_path,
+  input_base: Optional[str] = None,
+) -> tfx.dsl.Pipeline:
+  """The pipeline's data stages alone: ExampleGen, the curated schema, Transform for the `train`
+  stage, wired as `create_pipeline` wires them, with the vocabulary imported from
+  `vocabulary_dir` (a Vocabulary component's output folder) instead of learned.
+
+  For measuring what reading and tokenizing cost (bench/transform_bench.py); the other
+  arguments are `create_pipeline`'s.
+  """
+  example_gen = _example_gen(config, input_base)
+  schema_gen = _schema_gen(config, schema_path)
+  vocabulary = tfx.dsl.Importer(
+    source_uri=vocabulary_dir, artifact_type=vocabulary_lib.VocabularyArtifact, reimport=False
+  ).with_id(contract.VOCABULARY_IMPORTER_ID)
+  transform = _transform(
+    config,
+    example_gen.outputs['examples'],
+    schema_gen.outputs['schema'],
+    vocabulary.outputs['result'],
+    config.train,
+    contract.TRANSFORM_ID,
+  )
+  return tfx.dsl.Pipeline(
+    pipeline_name=config.pipeline_name,
+    pipeline_root=pipeline_root,
+    components=[example_gen, schema_gen, vocabulary, transform],
     enable_cache=config.enable_cache,
     metadata_connection_config=metadata_connection_config,
     beam_pipeline_args=beam_pipeline_args or [],

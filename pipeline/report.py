@@ -232,7 +232,8 @@ def _charts(curves: Dict[str, List[Tuple[int, float]]]) -> str:
       split, metric = 'train', tag
     grouped.setdefault((producer, metric), {})[split] = points
   order = sorted(
-    grouped, key=lambda k: (k[0] != 'Trainer', k[0], k[1] in _DIAGNOSTICS, k[1] != 'loss', k[1])
+    grouped,
+    key=lambda k: (k[0] != contract.TRAINER_ID, k[0], k[1] in _DIAGNOSTICS, k[1] != 'loss', k[1]),
   )
   return ''.join(
     svg_chart(

@@ -1,15 +1,16 @@
-"""The REST front end: TF Serving's HTTP/JSON API, health and Prometheus metrics, on aiohttp.
+"""The REST front end's HTTP server: TF Serving's HTTP/JSON API, health and metrics, on aiohttp.
 
 aiohttp's low-level server does HTTP/1.1 (parsing with llhttp, keep-alive, pipelining, chunked
 bodies, TLS through asyncio) on the server's event loop, so an open connection, idle or slow,
-costs no thread. This module keeps TF Serving's REST mapping (routes, the JSON codec, error
-bodies) and the limits: a cap on open connections (503 beyond), a deadline for a request's
-head once the connection is idle (aiohttp's keep-alive timer, which also runs from the
-connection's start) and for its body, the body size (413), strict framing (a body with both
-Transfer-Encoding and Content-Length, or a coding other than chunked, or no length, is refused
-and the connection closed), and a body an early error left unread is read and dropped when
-small, else the connection is closed, so it is never taken for the next request. Predict and
-classify run on the Admission queue's threads (JSON decoding included), so the loop stays free.
+costs no thread. TF Serving's REST mapping (routes, the JSON bodies and codecs) is
+`serving/rest_api.py`; this module is the HTTP side and its limits: a cap on open connections
+(503 beyond), a deadline for a request's head once the connection is idle (aiohttp's
+keep-alive timer, which also runs from the connection's start) and for its body, the body size
+(413), strict framing (a body with both Transfer-Encoding and Content-Length, or a coding other
+than chunked, or no length, is refused and the connection closed), error bodies as JSON, and a
+body an early error left unread is read and dropped when small, else the connection is closed,
+so it is never taken for the next request. Predict and classify run on the Admission queue's
+threads (JSON decoding included), so the loop stays free.
 """
 
 import asyncio
@@ -23,23 +24,18 @@ import ssl
 import time
 
 import grpc
-import numpy as np
 from aiohttp import http_exceptions, web, web_protocol, web_server
 from aiohttp.http import HttpVersion11
-from google.protobuf import json_format
-from google.protobuf.message import Message
 
-from serving import codec, core, errors
+from serving import codec, errors, rest_api
 from serving.admission import Admission
 from serving.manager import ModelManager
 from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from serving.metrics import Metrics
-from serving.servable import DEFAULT_SIGNATURE, Servable
+from serving.servable import DEFAULT_SIGNATURE
 
 log = logging.getLogger(__name__)
 
-METRICS_PATH = '/monitoring/prometheus/metrics'
-HEALTH_PATH = '/healthz'
 TLS_HANDSHAKE_SECONDS = 10
 SERVER_NAME = 'tfx-lm-serving'
 # A body an early error left unread is read and dropped up to this size; beyond, the
@@ -48,13 +44,7 @@ DISCARD_LIMIT_BYTES = 1 << 20
 # Request line and header limits (those of Python's http.server, which served REST before).
 MAX_LINE_BYTES = 65536
 MAX_HEADERS = 100
-_MODEL_PATH = re.compile(
-  r'^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?'
-  r'(?:(?P<metadata>/metadata)|:(?P<verb>[a-z]+))?$'
-)
 _CONTENT_LENGTH = re.compile(r'[0-9]{1,18}')
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_NOT_BRACKET = re.compile(rb'[^\[\]{}]+')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,92 +84,6 @@ class RestOptions:
     ):
       if getattr(self, name) <= 0:
         raise ValueError(f'REST option {name} must be positive, got {getattr(self, name)}')
-
-
-def parse_json(raw: bytes, max_depth: int) -> object:
-  """Parses a JSON body whose arrays and objects nest at most `max_depth` deep.
-
-  The depth is measured before parsing, in C-speed passes (strings removed, then brackets
-  counted), so a deeply nested body costs no recursion.
-
-  Raises:
-    ServingError: INVALID_ARGUMENT for a body that is not UTF-8, not JSON, or too deep.
-  """
-  brackets = _NOT_BRACKET.sub(b'', _JSON_STRING.sub(b'', raw))
-  if brackets:
-    steps = np.frombuffer(brackets, dtype=np.uint8)
-    depth = np.cumsum(np.where((steps == ord('[')) | (steps == ord('{')), 1, -1)).max()
-    if depth > max_depth:
-      raise errors.invalid_argument(
-        f'JSON Parse error: the body nests arrays and objects'
-        f' {depth} deep, more than the limit of {max_depth}'
-      )
-  try:
-    return json.loads(raw.decode('utf-8'))
-  except UnicodeDecodeError as e:
-    raise errors.invalid_argument(f'request body is not valid UTF-8: {e}') from None
-  except json.JSONDecodeError as e:
-    raise errors.invalid_argument(f'JSON Parse error: {e}') from None
-  except RecursionError:
-    raise errors.invalid_argument('JSON Parse error: the body nests too deep') from None
-
-
-@dataclasses.dataclass(frozen=True)
-class Route:
-  """What a request path asks for.
-
-  Attributes:
-    kind: 'health', 'metrics', 'status', 'metadata' or a verb ('predict', 'classify').
-    name: the model name (None for health and metrics).
-    version: the version in the path, or None.
-    label: the version label in the path, or None.
-  """
-
-  kind: str
-  name: str | None = None
-  version: int | None = None
-  label: str | None = None
-
-  @property
-  def has_body(self) -> bool:
-    return self.kind in ('predict', 'classify')
-
-
-def parse_route(http_method: str, path: str) -> Route:
-  """Maps a method and path (without query) to a Route, as TF Serving's REST API does.
-
-  Raises:
-    ServingError: INVALID_ARGUMENT for a malformed /v1/ path or the wrong method, NOT_FOUND for
-      any other path, UNIMPLEMENTED for a verb other than predict and classify.
-  """
-  if path == HEALTH_PATH and http_method == 'GET':
-    return Route('health')
-  if path == METRICS_PATH and http_method == 'GET':
-    return Route('metrics')
-  match = _MODEL_PATH.match(path)
-  if match is None:
-    if path.startswith('/v1/'):
-      raise errors.invalid_argument(f'Malformed request: {http_method} {path:.200}')
-    raise errors.not_found(f'no such path: {http_method} {path:.200}')
-  version = match['version']
-  if version is not None:
-    if not re.fullmatch(r'[0-9]{1,18}', version):
-      raise errors.invalid_argument(f'Malformed request: version "{version:.40}" is not a number')
-    version = int(version)
-  verb = match['verb']
-  if verb is None:
-    if http_method != 'GET':
-      raise errors.invalid_argument(f'Malformed request: {http_method} {path:.200} (use GET)')
-    kind = 'metadata' if match['metadata'] else 'status'
-  else:
-    if http_method != 'POST':
-      raise errors.invalid_argument(f'Malformed request: {http_method} {path:.200} (use POST)')
-    if verb not in ('predict', 'classify'):
-      raise errors.ServingError(
-        grpc.StatusCode.UNIMPLEMENTED, f'"{verb:.40}" is not supported; use predict or classify'
-      )
-    kind = verb
-  return Route(kind, match['name'], version, match['label'])
 
 
 class _Protocol(web_protocol.RequestHandler):
@@ -344,9 +248,9 @@ class _Handler:
           http_status=501,
         )
       path = request.raw_path.split('?', 1)[0]
-      if path != HEALTH_PATH:
+      if path != rest_api.HEALTH_PATH:
         self._authenticate()
-      route = parse_route(http_method, path)
+      route = rest_api.parse_route(http_method, path)
       if route.kind in ('health', 'metrics'):
         reply = self._health() if route.kind == 'health' else self._metrics()
       else:
@@ -407,24 +311,10 @@ class _Handler:
     manager = self.server.manager
     if route.kind == 'status':
       return _Reply(
-        200,
-        _message_dict(core.status_response(manager.status(route.name, route.version, route.label))),
+        200, rest_api.status_body(manager.status(route.name, route.version, route.label))
       )
     servable = manager.resolve(route.name, route.version, route.label)
-    request = core.get_model_metadata_pb2.GetModelMetadataRequest(
-      metadata_field=[core.SIGNATURE_DEF_FIELD]
-    )
-    response = core.metadata(servable, request)
-    signature_defs = core.get_model_metadata_pb2.SignatureDefMap()
-    response.metadata[core.SIGNATURE_DEF_FIELD].Unpack(signature_defs)
-    # TF Serving's REST API shows the unpacked map, without the Any's "@type".
-    return _Reply(
-      200,
-      {
-        'model_spec': _message_dict(response.model_spec),
-        'metadata': {core.SIGNATURE_DEF_FIELD: _message_dict(signature_defs)},
-      },
-    )
+    return _Reply(200, rest_api.metadata_body(servable))
 
   async def _post(self, verb, servable, raw):
     """Decodes, runs and encodes on an admission thread; the deadline counts the queue."""
@@ -435,15 +325,16 @@ class _Handler:
     name = self.labels[0]
 
     def work(stop):
-      body = parse_json(raw, options.max_json_depth)
+      body = rest_api.parse_json(raw, options.max_json_depth)
       if not isinstance(body, dict):
         raise errors.invalid_argument('request body must be a JSON object')
-      signature_name = _signature_name(body)
+      signature_name = rest_api.signature_name(body)
       self.labels = (name, signature_name or DEFAULT_SIGNATURE, verb)
       if verb == 'predict':
-        answer = _predict(servable, signature_name, body, options.limits.budget(), deadline, stop)
+        budget = options.limits.budget()
+        answer = rest_api.predict(servable, signature_name, body, budget, deadline, stop)
       else:
-        answer = _classify(servable, signature_name, body, deadline, stop)
+        answer = rest_api.classify(servable, signature_name, body, deadline, stop)
       return _Reply(200, json.dumps(answer, separators=(',', ':')).encode(), 'application/json')
 
     return await self.server.admission.run(work, deadline)
@@ -569,117 +460,3 @@ class _Handler:
       self._body_state = 'read'
     except Exception:  # noqa: BLE001 - short, slow or broken: close rather than guess.
       self.close_connection = True
-
-
-def _signature_name(body):
-  name = body.get('signature_name', '')
-  if not isinstance(name, str):
-    raise errors.invalid_argument('"signature_name" must be a string')
-  return name
-
-
-def _message_dict(message: Message) -> dict:
-  return json_format.MessageToDict(
-    message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-  )
-
-
-def _columns(signature, body):
-  """The inputs of a predict body as input key -> JSON value, from rows or columns."""
-  specs = signature.inputs
-  has_rows, has_columns = 'instances' in body, 'inputs' in body
-  if has_rows == has_columns:
-    raise errors.invalid_argument(
-      'the request needs exactly one of "instances" (row format) or "inputs" (columnar format)'
-    )
-  if has_columns:
-    columns = body['inputs']
-    if _named(columns, specs):
-      return columns
-    if len(specs) != 1:
-      raise errors.invalid_argument(
-        f'signature "{signature.name}" has inputs {sorted(specs)}: "inputs" must be an'
-        ' object naming them'
-      )
-    return {next(iter(specs)): columns}
-  instances = body['instances']
-  if not isinstance(instances, list):
-    raise errors.invalid_argument('"instances" must be a list')
-  if not instances:
-    raise errors.invalid_argument('empty batch: "instances" is an empty list')
-  if _named(instances[0], specs):
-    for i, instance in enumerate(instances):
-      if not _named(instance, specs) or set(instance) != set(instances[0]):
-        raise errors.invalid_argument(
-          f'instances[{i}] must name the same inputs as instances[0]: {sorted(instances[0])}'
-        )
-    return {k: [instance[k] for instance in instances] for k in instances[0]}
-  if len(specs) == 1:
-    return {next(iter(specs)): instances}
-  raise errors.invalid_argument(
-    f'signature "{signature.name}" has inputs {sorted(specs)}: each instance must be an'
-    ' object naming them'
-  )
-
-
-def _predict(
-  servable: Servable,
-  signature_name: str,
-  body: dict,
-  budget: codec.Budget,
-  deadline: float | None = None,
-  stop=None,
-) -> dict:
-  signature = servable.signature(signature_name)
-  inputs = {}
-  for key, value in _columns(signature, body).items():
-    if key not in signature.inputs:
-      raise errors.invalid_argument(
-        f'input "{key:.80}" is not an input of signature'
-        f' "{signature.name}": {sorted(signature.inputs)}'
-      )
-    inputs[key] = codec.from_json(key, value, signature.inputs[key].dtype, budget)
-  _, outputs = core.predict_arrays(servable, signature.name, inputs, deadline=deadline, stop=stop)
-  converted = {k: codec.to_json(k, v) for k, v in outputs.items()}
-  if 'inputs' in body:
-    return {'outputs': next(iter(converted.values())) if len(converted) == 1 else converted}
-  batch = len(body['instances'])
-  short = [k for k, v in outputs.items() if v.ndim == 0 or v.shape[0] != batch]
-  if short:
-    raise errors.invalid_argument(
-      f'outputs {short} do not have the batch size {batch} as their'
-      ' first dimension; use the columnar "inputs" format'
-    )
-  if len(converted) == 1:
-    return {'predictions': next(iter(converted.values()))}
-  return {'predictions': [{k: converted[k][i] for k in converted} for i in range(batch)]}
-
-
-def _named(value, specs):
-  """True for an object whose keys are input names (not a {"b64": ...} value)."""
-  return isinstance(value, dict) and not (set(value) == {'b64'} and 'b64' not in specs)
-
-
-def _classify(
-  servable: Servable,
-  signature_name: str,
-  body: dict,
-  deadline: float | None = None,
-  stop=None,
-) -> dict:
-  examples = body.get('examples')
-  if not isinstance(examples, list):
-    raise errors.invalid_argument('classify needs "examples": a list of objects of features')
-  if not examples:
-    raise errors.invalid_argument('empty batch: "examples" is an empty list')
-  context = body.get('context')
-  context = codec.example_from_json('context', context) if context is not None else None
-  protos = [
-    codec.merge_context(context, codec.example_from_json(i, e)) for i, e in enumerate(examples)
-  ]
-  _, results = core.classify_examples(servable, signature_name, protos, deadline, stop)
-  return {
-    'results': [
-      [[label.decode('utf-8', 'replace'), score] for label, score in row] for row in results
-    ]
-  }

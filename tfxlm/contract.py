@@ -102,6 +102,8 @@ CORPUS_SCHEMA_GEN_ID = 'CorpusSchemaGen'
 PRETRAIN_TRANSFORM_ID = 'PretrainTransform'
 PRETRAIN_TRAINER_ID = 'PretrainTrainer'
 BASE_MODEL_IMPORTER_ID = 'BaseModelImporter'
+# create_transform_pipeline's: a vocabulary folder learned elsewhere, in place of VOCABULARY_ID.
+VOCABULARY_IMPORTER_ID = 'VocabularyImporter'
 TRANSFORM_ID = 'Transform'
 TRAINER_ID = 'Trainer'  # the `train` stage's: the model the run evaluates, pushes and reports
 # The Trainers of the pretrain and train stages (on Kubeflow, the tasks that get accelerators).

@@ -76,6 +76,26 @@ def test_the_offline_sample_tokenizes_once_for_pretraining_and_classification(tm
   )
 
 
+def test_share_transform_false_gives_pretraining_its_own_transform(tmp_path):
+  """The layout before the stages shared one Transform (what bench/shared_transform_bench.py
+  measures against): each stage's Transform carries only its own stage's features."""
+  config = config_lib.load_config(IMDB_SAMPLE)
+  pipeline = factory.create_pipeline(
+    config, pipeline_root=str(tmp_path / 'root'), share_transform=False
+  )
+  components = {c.id: c for c in pipeline.components}
+  assert _transform_of(components[contract.PRETRAIN_TRAINER_ID]) == contract.PRETRAIN_TRANSFORM_ID
+  assert _transform_of(components[contract.TRAINER_ID]) == contract.TRANSFORM_ID
+  assert _custom_config(components[contract.TRANSFORM_ID])[contract.TASK_KEY] == contract.CLASSIFY
+  assert contract.LM_FEATURES_KEY not in _custom_config(components[contract.TRANSFORM_ID])
+  pretrain = _custom_config(components[contract.PRETRAIN_TRANSFORM_ID])
+  assert pretrain[contract.TASK_KEY] == contract.MLM
+  # Both read the same examples.
+  for transform_id in (contract.TRANSFORM_ID, contract.PRETRAIN_TRANSFORM_ID):
+    examples = components[transform_id].inputs['examples']
+    assert examples.producer_component_id == contract.EXAMPLE_GEN_ID
+
+
 @pytest.mark.parametrize('pretrain_task', [contract.MLM, contract.CLM])
 @pytest.mark.parametrize('train_task', [contract.MLM, contract.CLM, contract.CLASSIFY])
 def test_stages_reading_the_same_examples_share_one_transform(tmp_path, pretrain_task, train_task):

@@ -263,5 +263,5 @@ def test_killed_worker_and_restarted_job_finish_the_run(transformed, tmp_path, m
   assert not [f for f in os.listdir(checkpoint_root) if '_scratch_' in f]
   with open(os.path.join(model_run, 'eval_history.json'), encoding='utf-8') as f:
     assert json.load(f)[-1]['step'] == TRAIN_STEPS
-  serving = os.path.join(outputs['model'][0].uri, 'Format-Serving')
+  serving = os.path.join(outputs['model'][0].uri, contract.SERVING_MODEL_DIR)
   assert os.path.isfile(os.path.join(serving, 'saved_model.pb'))

@@ -1,14 +1,8 @@
-"""The environment choice: a pure function of what the host offers."""
-
-import importlib.util
-import os
+"""The environment choice, a pure function of what the host offers, and the cache key."""
 
 import pytest
 
-_PATH = os.path.join(os.path.dirname(__file__), '..', '..', 'tools', 'runtime.py')
-_spec = importlib.util.spec_from_file_location('runtime', _PATH)
-runtime = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(runtime)
+from tools import host, runtime
 
 DEBIAN12 = dict(
   glibc=(2, 36),
@@ -24,12 +18,12 @@ DEBIAN13 = dict(DEBIAN12, glibc=(2, 41), cxxabi=(1, 3, 15), python=(3, 13))
 
 
 def facts(**overrides):
-  return runtime.HostFacts(**{**DEBIAN12, **overrides})
+  return host.HostFacts(**{**DEBIAN12, **overrides})
 
 
 def test_new_enough_host_gets_a_native_venv():
-  choice = runtime.choose_runtime(facts(**DEBIAN13))
-  assert choice.kind == runtime.VENV
+  choice = host.choose_runtime(facts(**DEBIAN13))
+  assert choice.kind == host.VENV
 
 
 @pytest.mark.parametrize(
@@ -43,64 +37,64 @@ def test_new_enough_host_gets_a_native_venv():
   ],
 )
 def test_anything_too_old_or_new_falls_back_to_the_root_filesystem(old):
-  choice = runtime.choose_runtime(facts(**{**DEBIAN13, **old}))
-  assert choice.kind == runtime.ROOTFS
+  choice = host.choose_runtime(facts(**{**DEBIAN13, **old}))
+  assert choice.kind == host.ROOTFS
 
 
 def test_new_host_without_venv_build_tools_falls_back_and_says_what_to_install():
-  choice = runtime.choose_runtime(facts(**DEBIAN13, missing_build_tools=('Python headers',)))
-  assert choice.kind == runtime.ROOTFS
+  choice = host.choose_runtime(facts(**DEBIAN13, missing_build_tools=('Python headers',)))
+  assert choice.kind == host.ROOTFS
   assert 'Python headers' in choice.reason and 'python3-dev' in choice.reason
 
 
 def test_debian12_as_root_uses_the_root_filesystem_and_names_why():
-  choice = runtime.choose_runtime(facts())
-  assert choice.kind == runtime.ROOTFS
+  choice = host.choose_runtime(facts())
+  assert choice.kind == host.ROOTFS
   assert 'glibc 2.36 < 2.39' in choice.reason and 'CXXABI 1.3.13' in choice.reason
   assert choice.install_tools == () and not choice.unprivileged
 
 
 def test_root_installs_missing_tools_with_apt():
-  choice = runtime.choose_runtime(facts(has_bwrap=False, has_mmdebstrap=False))
-  assert choice.kind == runtime.ROOTFS
+  choice = host.choose_runtime(facts(has_bwrap=False, has_mmdebstrap=False))
+  assert choice.kind == host.ROOTFS
   assert choice.install_tools == ('mmdebstrap', 'bubblewrap')
 
 
 def test_root_without_apt_and_without_tools_gets_a_clear_error():
-  choice = runtime.choose_runtime(facts(has_bwrap=False, has_apt=False))
+  choice = host.choose_runtime(facts(has_bwrap=False, has_apt=False))
   assert choice.kind is None
   assert 'bubblewrap' in choice.reason and 'Docker' in choice.reason
 
 
 def test_non_root_with_tools_and_user_namespaces_builds_unprivileged():
-  choice = runtime.choose_runtime(facts(is_root=False))
-  assert choice.kind == runtime.ROOTFS and choice.unprivileged
+  choice = host.choose_runtime(facts(is_root=False))
+  assert choice.kind == host.ROOTFS and choice.unprivileged
 
 
 def test_non_root_without_tools_is_told_what_to_install():
-  choice = runtime.choose_runtime(facts(is_root=False, has_mmdebstrap=False))
+  choice = host.choose_runtime(facts(is_root=False, has_mmdebstrap=False))
   assert choice.kind is None
   assert 'apt-get install mmdebstrap' in choice.reason
 
 
 def test_non_root_without_user_namespaces_is_told_to_enable_them():
-  choice = runtime.choose_runtime(facts(is_root=False, userns=False))
+  choice = host.choose_runtime(facts(is_root=False, userns=False))
   assert choice.kind is None
   assert 'user namespaces' in choice.reason
 
 
 def test_forcing_rootfs_on_a_new_host_is_honoured():
-  choice = runtime.choose_runtime(facts(**DEBIAN13, forced='rootfs'))
-  assert choice.kind == runtime.ROOTFS
+  choice = host.choose_runtime(facts(**DEBIAN13, forced='rootfs'))
+  assert choice.kind == host.ROOTFS
 
 
 def test_forcing_venv_on_an_old_host_is_refused_with_the_reason():
-  choice = runtime.choose_runtime(facts(forced='venv'))
+  choice = host.choose_runtime(facts(forced='venv'))
   assert choice.kind is None and 'glibc 2.36' in choice.reason
 
 
 def test_unknown_forced_value_is_refused():
-  assert runtime.choose_runtime(facts(forced='conda')).kind is None
+  assert host.choose_runtime(facts(forced='conda')).kind is None
 
 
 def test_env_key_changes_with_the_lock(tmp_path):
@@ -113,9 +107,9 @@ def test_env_key_changes_with_the_lock(tmp_path):
 
 
 def test_detection_reads_this_host():
-  detected = runtime.detect()
+  detected = host.detect()
   assert detected.glibc is None or len(detected.glibc) == 2
-  assert runtime.choose_runtime(detected).reason
+  assert host.choose_runtime(detected).reason
 
 
 def test_pip_local_sources_of_the_host_are_found_for_the_root_filesystem(tmp_path, monkeypatch):

@@ -76,7 +76,7 @@ def pipeline_root(tmp_path_factory):
     'warmup_steps': 1,
   }
   pretrainer = _trainer(
-    'PretrainTrainer', shared, {**common, 'task': 'mlm', 'learning_rate': 3e-3}, steps=10
+    contract.PRETRAIN_TRAINER_ID, shared, {**common, 'task': 'mlm', 'learning_rate': 3e-3}, steps=10
   )
   # A learning rate this small leaves the backbone where the warm start put it.
   finetuner = _trainer(
@@ -106,8 +106,11 @@ def pipeline_root(tmp_path_factory):
 
 
 def test_trainer_components_export_serving_models(pipeline_root):
-  for component_id, task in (('PretrainTrainer', 'mlm'), ('Trainer', 'classify')):
-    serving = os.path.join(_uri(pipeline_root, component_id, 'model'), 'Format-Serving')
+  for component_id, task in (
+    (contract.PRETRAIN_TRAINER_ID, 'mlm'),
+    (contract.TRAINER_ID, 'classify'),
+  ):
+    serving = os.path.join(_uri(pipeline_root, component_id, 'model'), contract.SERVING_MODEL_DIR)
     model = tf.saved_model.load(serving)
     assert {contract.SERVING_DEFAULT, contract.PREDICT_TEXT, contract.TRANSFORM_FEATURES} <= set(
       model.signatures
@@ -124,7 +127,7 @@ def test_trainer_components_export_serving_models(pipeline_root):
 
 def test_classify_backbone_starts_from_the_base_model(pipeline_root):
   def weights(component_id):
-    serving = os.path.join(_uri(pipeline_root, component_id, 'model'), 'Format-Serving')
+    serving = os.path.join(_uri(pipeline_root, component_id, 'model'), contract.SERVING_MODEL_DIR)
     return np.load(os.path.join(serving, contract.EXTRA_DIR, contract.BACKBONE_WEIGHTS_FILE))
 
   pretrained, finetuned = weights('PretrainTrainer'), weights('Trainer')
@@ -135,7 +138,9 @@ def test_classify_backbone_starts_from_the_base_model(pipeline_root):
 
 def test_the_pretrained_model_reads_the_lm_pieces_of_the_shared_transform(pipeline_root):
   graph = tft.TFTransformOutput(_uri(pipeline_root, 'Transform', 'transform_graph'))
-  serving = os.path.join(_uri(pipeline_root, 'PretrainTrainer', 'model'), 'Format-Serving')
+  serving = os.path.join(
+    _uri(pipeline_root, contract.PRETRAIN_TRAINER_ID, 'model'), contract.SERVING_MODEL_DIR
+  )
   model = tf.saved_model.load(serving)
   texts = ['good film', 'the movie story really quite awful', 'a good [MASK] film']
   out = model.signatures[contract.PREDICT_TEXT](text=tf.constant(texts))
@@ -162,7 +167,7 @@ def test_the_pretrained_model_reads_the_lm_pieces_of_the_shared_transform(pipeli
 
 def test_a_causal_lm_on_the_shared_transform_scores_the_pieces(pipeline_root):
   graph = tft.TFTransformOutput(_uri(pipeline_root, 'Transform', 'transform_graph'))
-  serving = os.path.join(_uri(pipeline_root, 'ClmTrainer', 'model'), 'Format-Serving')
+  serving = os.path.join(_uri(pipeline_root, 'ClmTrainer', 'model'), contract.SERVING_MODEL_DIR)
   model = tf.saved_model.load(serving)
   texts = ['good film', 'the movie story really quite awful']
   pieces = graph.transform_features_layer()({contract.TEXT_KEY: tf.constant([[t] for t in texts])})

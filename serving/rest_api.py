@@ -1,0 +1,254 @@
+"""TF Serving's REST API without the HTTP: routes, JSON bodies and the predict / classify codecs.
+
+Pure functions of a method, a path and a body's bytes, so they are tested without a socket;
+`serving/rest.py` is the HTTP server that calls them. Error cases raise errors.ServingError,
+which the server answers with TF Serving's status and `{"error": ...}` body.
+"""
+
+import dataclasses
+import json
+import re
+
+import grpc
+import numpy as np
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from serving import codec, core, errors
+from serving.servable import Servable
+
+METRICS_PATH = '/monitoring/prometheus/metrics'
+HEALTH_PATH = '/healthz'
+VERBS = ('predict', 'classify')
+_MODEL_PATH = re.compile(
+  r'^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?'
+  r'(?:(?P<metadata>/metadata)|:(?P<verb>[a-z]+))?$'
+)
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKET = re.compile(rb'[^\[\]{}]+')
+
+
+def parse_json(raw: bytes, max_depth: int) -> object:
+  """Parses a JSON body whose arrays and objects nest at most `max_depth` deep.
+
+  The depth is measured before parsing, in C-speed passes (strings removed, then brackets
+  counted), so a deeply nested body costs no recursion.
+
+  Raises:
+    ServingError: INVALID_ARGUMENT for a body that is not UTF-8, not JSON, or too deep.
+  """
+  brackets = _NOT_BRACKET.sub(b'', _JSON_STRING.sub(b'', raw))
+  if brackets:
+    steps = np.frombuffer(brackets, dtype=np.uint8)
+    depth = np.cumsum(np.where((steps == ord('[')) | (steps == ord('{')), 1, -1)).max()
+    if depth > max_depth:
+      raise errors.invalid_argument(
+        f'JSON Parse error: the body nests arrays and objects'
+        f' {depth} deep, more than the limit of {max_depth}'
+      )
+  try:
+    return json.loads(raw.decode('utf-8'))
+  except UnicodeDecodeError as e:
+    raise errors.invalid_argument(f'request body is not valid UTF-8: {e}') from None
+  except json.JSONDecodeError as e:
+    raise errors.invalid_argument(f'JSON Parse error: {e}') from None
+  except RecursionError:
+    raise errors.invalid_argument('JSON Parse error: the body nests too deep') from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Route:
+  """What a request path asks for.
+
+  Attributes:
+    kind: 'health', 'metrics', 'status', 'metadata' or a verb ('predict', 'classify').
+    name: the model name (None for health and metrics).
+    version: the version in the path, or None.
+    label: the version label in the path, or None.
+  """
+
+  kind: str
+  name: str | None = None
+  version: int | None = None
+  label: str | None = None
+
+  @property
+  def has_body(self) -> bool:
+    return self.kind in VERBS
+
+
+def parse_route(http_method: str, path: str) -> Route:
+  """Maps a method and path (without query) to a Route, as TF Serving's REST API does.
+
+  Raises:
+    ServingError: INVALID_ARGUMENT for a malformed /v1/ path or the wrong method, NOT_FOUND for
+      any other path, UNIMPLEMENTED for a verb other than predict and classify.
+  """
+  if path == HEALTH_PATH and http_method == 'GET':
+    return Route('health')
+  if path == METRICS_PATH and http_method == 'GET':
+    return Route('metrics')
+  match = _MODEL_PATH.match(path)
+  if match is None:
+    if path.startswith('/v1/'):
+      raise errors.invalid_argument(f'Malformed request: {http_method} {path:.200}')
+    raise errors.not_found(f'no such path: {http_method} {path:.200}')
+  version = match['version']
+  if version is not None:
+    if not re.fullmatch(r'[0-9]{1,18}', version):
+      raise errors.invalid_argument(f'Malformed request: version "{version:.40}" is not a number')
+    version = int(version)
+  verb = match['verb']
+  if verb is None:
+    if http_method != 'GET':
+      raise errors.invalid_argument(f'Malformed request: {http_method} {path:.200} (use GET)')
+    kind = 'metadata' if match['metadata'] else 'status'
+  else:
+    if http_method != 'POST':
+      raise errors.invalid_argument(f'Malformed request: {http_method} {path:.200} (use POST)')
+    if verb not in VERBS:
+      raise errors.ServingError(
+        grpc.StatusCode.UNIMPLEMENTED, f'"{verb:.40}" is not supported; use predict or classify'
+      )
+    kind = verb
+  return Route(kind, match['name'], version, match['label'])
+
+
+def signature_name(body: dict) -> str:
+  """The body's "signature_name" ('' when absent: the default signature)."""
+  name = body.get('signature_name', '')
+  if not isinstance(name, str):
+    raise errors.invalid_argument('"signature_name" must be a string')
+  return name
+
+
+def message_dict(message: Message) -> dict:
+  return json_format.MessageToDict(
+    message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+  )
+
+
+def status_body(status) -> dict:
+  """The GET /v1/models/NAME answer for a manager's version status list."""
+  return message_dict(core.status_response(status))
+
+
+def metadata_body(servable: Servable) -> dict:
+  """The GET .../metadata answer: the signature map shown unpacked, without the Any's "@type"."""
+  request = core.get_model_metadata_pb2.GetModelMetadataRequest(
+    metadata_field=[core.SIGNATURE_DEF_FIELD]
+  )
+  response = core.metadata(servable, request)
+  signature_defs = core.get_model_metadata_pb2.SignatureDefMap()
+  response.metadata[core.SIGNATURE_DEF_FIELD].Unpack(signature_defs)
+  return {
+    'model_spec': message_dict(response.model_spec),
+    'metadata': {core.SIGNATURE_DEF_FIELD: message_dict(signature_defs)},
+  }
+
+
+def _columns(signature, body):
+  """The inputs of a predict body as input key -> JSON value, from rows or columns."""
+  specs = signature.inputs
+  has_rows, has_columns = 'instances' in body, 'inputs' in body
+  if has_rows == has_columns:
+    raise errors.invalid_argument(
+      'the request needs exactly one of "instances" (row format) or "inputs" (columnar format)'
+    )
+  if has_columns:
+    columns = body['inputs']
+    if _named(columns, specs):
+      return columns
+    if len(specs) != 1:
+      raise errors.invalid_argument(
+        f'signature "{signature.name}" has inputs {sorted(specs)}: "inputs" must be an'
+        ' object naming them'
+      )
+    return {next(iter(specs)): columns}
+  instances = body['instances']
+  if not isinstance(instances, list):
+    raise errors.invalid_argument('"instances" must be a list')
+  if not instances:
+    raise errors.invalid_argument('empty batch: "instances" is an empty list')
+  if _named(instances[0], specs):
+    for i, instance in enumerate(instances):
+      if not _named(instance, specs) or set(instance) != set(instances[0]):
+        raise errors.invalid_argument(
+          f'instances[{i}] must name the same inputs as instances[0]: {sorted(instances[0])}'
+        )
+    return {k: [instance[k] for instance in instances] for k in instances[0]}
+  if len(specs) == 1:
+    return {next(iter(specs)): instances}
+  raise errors.invalid_argument(
+    f'signature "{signature.name}" has inputs {sorted(specs)}: each instance must be an'
+    ' object naming them'
+  )
+
+
+def predict(
+  servable: Servable,
+  signature_name: str,
+  body: dict,
+  budget: codec.Budget,
+  deadline: float | None = None,
+  stop=None,
+) -> dict:
+  """Runs a predict body ("instances" rows or "inputs" columns) and returns the answer's JSON.
+
+  `budget` bounds the tensors decoded from the body; `deadline` (time.monotonic) and `stop`
+  (a threading.Event) end the signature call early.
+  """
+  signature = servable.signature(signature_name)
+  inputs = {}
+  for key, value in _columns(signature, body).items():
+    if key not in signature.inputs:
+      raise errors.invalid_argument(
+        f'input "{key:.80}" is not an input of signature'
+        f' "{signature.name}": {sorted(signature.inputs)}'
+      )
+    inputs[key] = codec.from_json(key, value, signature.inputs[key].dtype, budget)
+  _, outputs = core.predict_arrays(servable, signature.name, inputs, deadline=deadline, stop=stop)
+  converted = {k: codec.to_json(k, v) for k, v in outputs.items()}
+  if 'inputs' in body:
+    return {'outputs': next(iter(converted.values())) if len(converted) == 1 else converted}
+  batch = len(body['instances'])
+  short = [k for k, v in outputs.items() if v.ndim == 0 or v.shape[0] != batch]
+  if short:
+    raise errors.invalid_argument(
+      f'outputs {short} do not have the batch size {batch} as their'
+      ' first dimension; use the columnar "inputs" format'
+    )
+  if len(converted) == 1:
+    return {'predictions': next(iter(converted.values()))}
+  return {'predictions': [{k: converted[k][i] for k in converted} for i in range(batch)]}
+
+
+def _named(value, specs):
+  """True for an object whose keys are input names (not a {"b64": ...} value)."""
+  return isinstance(value, dict) and not (set(value) == {'b64'} and 'b64' not in specs)
+
+
+def classify(
+  servable: Servable,
+  signature_name: str,
+  body: dict,
+  deadline: float | None = None,
+  stop=None,
+) -> dict:
+  """Runs a classify body ("examples", optional "context") and returns the answer's JSON."""
+  examples = body.get('examples')
+  if not isinstance(examples, list):
+    raise errors.invalid_argument('classify needs "examples": a list of objects of features')
+  if not examples:
+    raise errors.invalid_argument('empty batch: "examples" is an empty list')
+  context = body.get('context')
+  context = codec.example_from_json('context', context) if context is not None else None
+  protos = [
+    codec.merge_context(context, codec.example_from_json(i, e)) for i, e in enumerate(examples)
+  ]
+  _, results = core.classify_examples(servable, signature_name, protos, deadline, stop)
+  return {
+    'results': [
+      [[label.decode('utf-8', 'replace'), score] for label, score in row] for row in results
+    ]
+  }

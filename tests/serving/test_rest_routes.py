@@ -1,0 +1,67 @@
+"""serving/rest_api.py on its own: routes and JSON bodies, no server, no socket."""
+
+import grpc
+import pytest
+
+from serving import errors, rest_api
+
+
+@pytest.mark.parametrize(
+  'method, path, expected',
+  [
+    ('GET', '/healthz', rest_api.Route('health')),
+    ('GET', '/monitoring/prometheus/metrics', rest_api.Route('metrics')),
+    ('GET', '/v1/models/lm', rest_api.Route('status', 'lm')),
+    ('GET', '/v1/models/lm/versions/3', rest_api.Route('status', 'lm', 3)),
+    (
+      'GET',
+      '/v1/models/lm/labels/stable/metadata',
+      rest_api.Route('metadata', 'lm', None, 'stable'),
+    ),
+    ('POST', '/v1/models/lm:predict', rest_api.Route('predict', 'lm')),
+    ('POST', '/v1/models/lm/versions/7:classify', rest_api.Route('classify', 'lm', 7)),
+  ],
+)
+def test_routes_of_tf_serving_paths(method, path, expected):
+  route = rest_api.parse_route(method, path)
+  assert route == expected
+  assert route.has_body == (expected.kind in ('predict', 'classify'))
+
+
+@pytest.mark.parametrize(
+  'method, path, code, words',
+  [
+    ('POST', '/v1/models/lm', grpc.StatusCode.INVALID_ARGUMENT, 'use GET'),
+    ('GET', '/v1/models/lm:predict', grpc.StatusCode.INVALID_ARGUMENT, 'use POST'),
+    ('GET', '/v1/models/lm/versions/x1', grpc.StatusCode.INVALID_ARGUMENT, 'not a number'),
+    ('GET', '/v1/nothing/here', grpc.StatusCode.INVALID_ARGUMENT, 'Malformed request'),
+    ('GET', '/favicon.ico', grpc.StatusCode.NOT_FOUND, 'no such path'),
+    ('POST', '/v1/models/lm:regress', grpc.StatusCode.UNIMPLEMENTED, 'use predict or classify'),
+  ],
+)
+def test_bad_routes_name_what_is_wrong(method, path, code, words):
+  with pytest.raises(errors.ServingError, match=words) as raised:
+    rest_api.parse_route(method, path)
+  assert raised.value.code == code
+
+
+def test_json_depth_is_measured_outside_strings():
+  assert rest_api.parse_json(b'{"a": "[[[[[[[["}', max_depth=1) == {'a': '[[[[[[[['}
+  assert rest_api.parse_json(b'[[1]]', max_depth=2) == [[1]]
+  with pytest.raises(errors.ServingError, match='3 deep, more than the limit of 2'):
+    rest_api.parse_json(b'[[[1]]]', max_depth=2)
+
+
+@pytest.mark.parametrize(
+  'raw, words', [(b'\xff', 'not valid UTF-8'), (b'{"a": ', 'JSON Parse error')]
+)
+def test_bad_json_is_invalid_argument(raw, words):
+  with pytest.raises(errors.ServingError, match=words) as raised:
+    rest_api.parse_json(raw, max_depth=8)
+  assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_signature_name_must_be_a_string():
+  assert rest_api.signature_name({}) == ''
+  with pytest.raises(errors.ServingError, match='"signature_name" must be a string'):
+    rest_api.signature_name({'signature_name': 3})
