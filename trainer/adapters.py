@@ -104,8 +104,11 @@ def apply(model: keras.Model, config: TrainerConfig, *, pretrained: bool) -> Non
   model.base_weights_sha256 = weights_sha256(backbone.weights)
   if config.lora is not None:
     _enable_lora(backbone, config)
+    if config.freeze is not None:
+      # The lowest layers, adapters included: the backward pass stops above them.
+      _freeze(backbone, config, embeddings=False)
   else:
-    _freeze(backbone, config)
+    _freeze(backbone, config, embeddings=config.freeze.embeddings)
   trainable = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
   total = sum(int(np.prod(v.shape)) for v in model.weights if not is_lora_variable(v))
   logging.info(
@@ -152,12 +155,12 @@ def _enable_lora(backbone, config):
     for layer in found:
       layer.trainable = True
   if lora.train_layer_norms:
-    for layer in backbone._flatten_layers(include_self=False):
+    for layer in keras_internals.sublayers(backbone, include_self=False):
       if isinstance(layer, keras.layers.LayerNormalization):
         layer.trainable = True
 
 
-def _freeze(backbone, config):
+def _freeze(backbone, config, *, embeddings):
   freeze = config.freeze
   blocks = list(getattr(backbone, 'transformer_layers', []))
   if freeze.layers > len(blocks):
@@ -166,7 +169,7 @@ def _freeze(backbone, config):
       f'of the backbone ({type(backbone).__name__}); give 0 to {len(blocks)}'
     )
   frozen = list(blocks[: freeze.layers])
-  if freeze.embeddings:
+  if embeddings:
     embedding_layers = [
       layer
       for layer in backbone.layers
@@ -177,7 +180,9 @@ def _freeze(backbone, config):
     ]
     frozen += embedding_layers
   for layer in frozen:
-    layer.trainable = False
+    # Every sublayer by name: a block's `trainable` does not reach its attention's projections.
+    for sublayer in keras_internals.sublayers(layer):
+      sublayer.trainable = False
 
 
 def merged_weights(model: keras.Model) -> list[np.ndarray]:

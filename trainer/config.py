@@ -146,8 +146,8 @@ class TrainerConfig:
     lora: Train low-rank adapters instead of the backbone (`LoraConfig`, trainer/finetune_config.py);
       None trains every weight.
     freeze: Leave the embeddings and / or the lowest transformer layers as loaded
-      (`FreezeConfig`); None freezes nothing. Not together with `lora`, which freezes the whole
-      backbone.
+      (`FreezeConfig`); None freezes nothing. With `lora`, `freeze.layers` keeps the adapters
+      of the lowest layers at zero too: no gradient flows below the lowest trained layer.
   """
 
   task: str = contract.MLM
@@ -224,9 +224,12 @@ class TrainerConfig:
         'pypi:NAME==VERSION/PATH, hf://..., kaggle://... or a keras-hub preset name (or leave it '
         'unset)',
       )
-    if self.lora is not None and self.freeze is not None:
+    if self.lora is not None and self.freeze is not None and not self.freeze.layers:
       raise typed_config.FieldError(
-        'freeze', 'lora already freezes every backbone weight: set lora or freeze, not both'
+        'freeze',
+        'lora already freezes every backbone weight; with lora, freeze takes only `layers` (the '
+        'lowest transformer layers whose adapters stay untrained): give layers >= 1, or remove '
+        'freeze',
       )
     size = self.model_dims()
     if self.preset is None and size.hidden_dim % size.num_heads:

@@ -79,7 +79,10 @@ class FreezeConfig:
   Attributes:
     embeddings: Freeze the token, position and segment embeddings and their LayerNorm. With clm,
       whose output layer is the token embedding reversed, that output layer is frozen too.
-    layers: Freeze the lowest this many transformer layers (0: none).
+    layers: Freeze the lowest this many transformer layers (0: none). Beside `lora` (which
+      freezes the embeddings already), their adapters stay at zero as well: keras-hub's adapter
+      file still holds them, and the backward pass stops at the lowest trained layer, so a
+      step costs less than with adapters in every layer.
   """
 
   embeddings: bool = True

@@ -174,6 +174,7 @@ FREEZE_LOWEST = {'embeddings': True, 'layers': 1}
   'task_name, section',
   [
     (contract.CLASSIFY, {'lora': {'rank': 2}}),
+    (contract.CLASSIFY, {'lora': {'rank': 2}, 'freeze': {'layers': 1}}),
     (contract.MLM, {'lora': {'rank': 2, 'target_layers': ['query', 'value']}}),
     (contract.CLM, {'freeze': FREEZE_LOWEST}),
     (contract.CLASSIFY, {'freeze': FREEZE_LOWEST}),
@@ -193,10 +194,14 @@ def test_the_step_computes_gradients_and_keeps_state_for_trainable_weights_only(
     assert backbone_trainable and all(
       p.endswith(('lora_kernel_a', 'lora_kernel_b')) for p in backbone_trainable
     )
+    # With freeze.layers, the lowest layer's adapters are frozen too.
+    lowest = {p for p in backbone_trainable if p.startswith('transformer_layer_0/')}
+    assert bool(lowest) == ('freeze' not in section), sorted(lowest)
   else:
     frozen = {v.path for v in model.non_trainable_variables}
     assert any(p.startswith('token_embedding/') for p in frozen)
     assert any(p.startswith('transformer_layer_0/') for p in frozen)
+    assert not any(p.startswith('transformer_layer_0/') for p in trainable)
     assert not any(p.startswith('transformer_layer_1/') for p in frozen)
   sources = []
   gradient = tf.GradientTape.gradient
@@ -297,6 +302,9 @@ def test_lora_and_freeze_settings_that_do_not_fit_fail_with_what_to_do(classify_
 
   with pytest.raises(typed_config.ConfigError, match='train.freeze: lora already freezes'):
     TrainerConfig.from_dict({'lora': {}, 'freeze': {}}, where='train')
+  config, model = model_for(lora={'rank': 2}, freeze={'layers': 3})
+  with pytest.raises(adapters.AdapterError, match='train.freeze.layers: 3 is more than the 2'):
+    adapters.apply(model, config, pretrained=True)
   with pytest.raises(typed_config.ConfigError, match='train.lora.rank: must be > 0'):
     TrainerConfig.from_dict({'lora': {'rank': 0}}, where='train')
   with pytest.raises(typed_config.ConfigError, match='train.lora.target_layers: name at least'):
