@@ -2,7 +2,11 @@
 runs on several workers (`make test`: pytest-xdist with pytest.ini's `--dist loadfile`), start
 the longest files first."""
 
+import gc
 import os
+import time
+
+import pytest
 
 # Before TensorFlow is imported anywhere: keep its C++ INFO/WARNING lines out of test output.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -64,10 +68,68 @@ LONGEST_FIRST = (
 SPLIT_BY_TEST = ('tests/pipeline/test_demo.py',)
 
 
+def pytest_addoption(parser):
+  parser.addoption(
+    '--cpu-times',
+    metavar='FILE',
+    help="append each test phase's CPU seconds (the worker's threads and the children it "
+    'reaped), wall seconds and garbage-collection seconds to FILE, tab-separated',
+  )
+
+
 def pytest_configure(config):
   config.addinivalue_line(
     'markers', 'slow: long runs left out of `make test` (run `make test-all`)'
   )
+  path = config.getoption('cpu_times', None)
+  if path:
+    config.pluginmanager.register(_CpuTimes(path), 'cpu_times')
+
+
+class _CpuTimes:
+  """`--cpu-times FILE`: what each setup, call and teardown costs in CPU seconds, which another
+  job on the machine inflates far less than the wall seconds of `--durations`. Lines:
+  node id, phase, CPU s, wall s, GC s (CPU in Python's garbage collector)."""
+
+  def __init__(self, path):
+    self.path = path
+    self.gc_seconds = 0.0
+    self._gc_start = 0.0
+    gc.callbacks.append(self._on_gc)
+
+  def _on_gc(self, phase, info):
+    if phase == 'start':
+      self._gc_start = time.process_time()
+    else:
+      self.gc_seconds += time.process_time() - self._gc_start
+
+  @staticmethod
+  def _cpu():
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+  def _timed(self, item, phase):
+    cpu, wall, in_gc = self._cpu(), time.monotonic(), self.gc_seconds
+    try:
+      return (yield)
+    finally:
+      with open(self.path, 'a') as f:
+        f.write(
+          f'{item.nodeid}\t{phase}\t{self._cpu() - cpu:.2f}\t{time.monotonic() - wall:.2f}'
+          f'\t{self.gc_seconds - in_gc:.2f}\n'
+        )
+
+  @pytest.hookimpl(wrapper=True)
+  def pytest_runtest_setup(self, item):
+    return (yield from self._timed(item, 'setup'))
+
+  @pytest.hookimpl(wrapper=True)
+  def pytest_runtest_call(self, item):
+    return (yield from self._timed(item, 'call'))
+
+  @pytest.hookimpl(wrapper=True)
+  def pytest_runtest_teardown(self, item):
+    return (yield from self._timed(item, 'teardown'))
 
 
 def _rank(item):

@@ -1,7 +1,9 @@
 """Quantized export: each mode serves through the float export's signatures, close to it."""
 
+import gc
 import os
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -9,6 +11,7 @@ import tensorflow_transform as tft
 
 from tests.trainer import trainer_data
 from tfxlm import contract
+from trainer import quantization
 from trainer import task as task_lib
 from trainer.compression_config import ExportConfig
 from trainer.config import TrainerConfig
@@ -93,3 +96,35 @@ def test_quantize_refuses_other_tasks(clm_data, tmp_path):
     task_lib._export(
       model, tft_output, config, vocabularies, str(tmp_path), ExportConfig('int8_weights')
     )
+
+
+def test_quantizing_walks_only_new_objects_and_leaves_the_collector_as_it_was():
+  """Keras collects garbage once per kernel `quantize` drops: those collections run with the
+  earlier objects frozen, one full collection follows, and a caller's own freeze is kept."""
+
+  def model():
+    inputs = keras.Input([8])
+    return keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Dense(4)(inputs)))
+
+  frozen_during = []
+
+  def seen(phase, info):
+    if phase == 'start' and info['generation'] == 2:
+      frozen_during.append(gc.get_freeze_count())
+
+  before = gc.get_freeze_count()
+  gc.callbacks.append(seen)
+  try:
+    quantization.quantize_model(model(), contract.INT8_WEIGHTS)
+  finally:
+    gc.callbacks.remove(seen)
+  assert len(frozen_during) >= 3  # one per Dense kernel dropped, then the final one
+  assert all(count > 0 for count in frozen_during[:-1]), frozen_during
+  assert gc.get_freeze_count() == before
+  gc.freeze()
+  try:
+    kept = gc.get_freeze_count()
+    quantization.quantize_model(model(), contract.INT8)
+    assert gc.get_freeze_count() == kept
+  finally:
+    gc.unfreeze()
