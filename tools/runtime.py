@@ -21,9 +21,11 @@ import re
 import subprocess
 import sys
 
-if __package__:  # imported as tools.runtime (the tests)
+try:  # imported as tools.runtime (the tests, pipeline code)
   from tools import host
-else:  # run as a script (./dev, make): Python puts this file's folder first on sys.path
+except (
+  ImportError
+):  # run as a script (./dev, make): Python puts this file's folder first on sys.path
   import host
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -5,7 +5,6 @@ No network: pip reads a local find-links folder holding a small wheel made here 
 
 import bz2
 import hashlib
-import importlib.util
 import os
 import threading
 import zipfile
@@ -123,11 +122,8 @@ def test_unknown_data_set_lists_the_known_ones():
 
 @pytest.mark.parametrize('env', [{'TFXLM_CACHE': '/x/cache'}, {'XDG_CACHE_HOME': '/x/xdg'}, {}])
 def test_cache_root_is_the_environment_cache_root(env, monkeypatch):
-  spec = importlib.util.spec_from_file_location(
-    'runtime', os.path.join(REPO, 'tools', 'runtime.py')
-  )
-  runtime = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(runtime)
+  from tools import runtime
+
   for name in ('TFXLM_CACHE', 'XDG_CACHE_HOME'):
     monkeypatch.delenv(name, raising=False)
   for name, value in env.items():
