@@ -276,7 +276,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--config', default=os.path.join(REPO, 'pipeline', 'configs', 'demo.yaml'))
   parser.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE')
-  parser.add_argument('--student_steps', type=int, default=1440)
+  parser.add_argument('--student_steps', type=int, default=2880)
   parser.add_argument(
     '--seeds',
     type=int,
