@@ -1,7 +1,7 @@
 """Full fine-tuning against LoRA against frozen layers, on the demo's data and split, in one run.
 
     ./dev python bench/finetune_bench.py [--config pipeline/configs/demo.yaml] [--set KEY=VALUE ...]
-        [--outputs DIR] [--only full,lora,lora-top4,lora-top3,lora-all,frozen]
+        [--outputs DIR] [--only full,lora,lora-top4,lora-top3,lora-all,frozen] [--rounds N]
 
 1. Runs the demo pipeline (`pipeline.local_runner`, the config's data, vocabulary and Transform)
    once into `--outputs`/prep with a 2-step Trainer, only to get the demo's Transform output: the
@@ -10,11 +10,14 @@
 2. Runs the Trainer's `run_fn` (trainer/task.py) on that output once per method, each in a fresh
    process so its peak memory is its own: the config's `train` section as it is (full
    fine-tuning), then with the `lora` and `freeze` settings of `METHODS` (the recipes README
-   "Efficient fine-tuning" documents; `lora` is the recipe the targets judge). Every run evaluates once, at its end, on the whole eval
-   split.
+   "Efficient fine-tuning" documents; `lora` is the recipe the targets judge). Every run evaluates
+   once, at its end, on the whole eval split. With `--rounds N` every method runs N times, the
+   methods in a rotated order each round (so none always runs first), round r with the config's
+   seed + r (another shuffle, dropout and head initialization: a fair spread of accuracy).
 3. Prints, side by side: eval accuracy, Trainer time (the whole `run_fn`: load, train, evaluate,
-   export), train-step time, tokens/s, peak resident memory, trainable share; then the targets
-   with PASS / FAIL: LoRA within 0.01 of full fine-tuning's accuracy, in at most 0.6x its Trainer
+   export), train-step time, tokens/s, peak resident memory, trainable share (medians over the
+   rounds, with their range); then the targets with PASS / FAIL on the medians of the rounds'
+   paired figures: LoRA within 0.01 of full fine-tuning's accuracy, in at most 0.6x its Trainer
    time, with at most 2% of the weights trainable. Writes bench/results/finetune.json.
 
 On a shared machine timings are inflated: the load average is printed; compare within one run.
@@ -102,12 +105,13 @@ _CHEAP_TRAINER = (
 )
 
 
-def _train_config(args, method):
+def _train_config(args, method, round_index=0):
   from pipeline import config as config_lib
   from trainer.config import TrainerConfig
 
   train = config_lib.load_config(args.config, args.overrides).train.to_dict()
   train.update(METHODS[method])
+  train['seed'] = train['seed'] + round_index
   # One evaluation, at the end, in every run: the same work for each method.
   train['eval_every_steps'] = train['train_steps']
   return TrainerConfig.from_dict(train, where='train').to_dict()
@@ -163,6 +167,9 @@ def main() -> int:
   parser.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE')
   parser.add_argument('--outputs', default='/tmp/finetune_bench')
   parser.add_argument('--only', default=','.join(METHODS), help='methods to run, comma-separated')
+  parser.add_argument(
+    '--rounds', type=int, default=1, help='runs of every method, rotated, seed + round index'
+  )
   parser.add_argument('--child', help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.child:
@@ -173,83 +180,119 @@ def main() -> int:
   unknown = sorted(set(methods) - set(METHODS))
   if unknown:
     parser.error(f'--only: unknown method(s) {unknown}; known: {", ".join(METHODS)}')
+  if args.rounds < 1:
+    parser.error(f'--rounds: {args.rounds}; give 1 or more')
   outputs = os.path.abspath(args.outputs)
   os.makedirs(outputs, exist_ok=True)
   transform_graph, examples = _prepare(args, outputs)
   load_before = os.getloadavg()[0]
-  results = {}
-  for method in methods:
-    run = os.path.join(outputs, method)
-    subprocess.call(['rm', '-rf', run])
-    os.makedirs(run)
-    spec = {
-      'run_dir': run,
-      'examples': examples,
-      'transform_graph': transform_graph,
-      'config': _train_config(args, method),
-    }
-    spec_path = os.path.join(run, 'spec.json')
-    with open(spec_path, 'w') as f:
-      json.dump(spec, f, indent=2)
-    log = os.path.join(run, 'trainer.log')
-    print(f'{method}: Trainer (log: {log}) ...', flush=True)
-    with open(log, 'w') as f:
-      code = subprocess.call(
-        [sys.executable, os.path.abspath(__file__), '--child', spec_path],
-        stdout=f,
-        stderr=subprocess.STDOUT,
-        cwd=REPO,
-      )
-    if code:
-      print(f'error: {method} failed with exit code {code}; see {log}', file=sys.stderr)
-      return 1
-    with open(os.path.join(run, 'result.json')) as f:
-      results[method] = json.load(f)
-    results[method]['config'] = METHODS[method]
+  results = {method: [] for method in methods}
+  for round_index in range(args.rounds):
+    shift = round_index % len(methods)
+    for method in methods[shift:] + methods[:shift]:
+      name = method if args.rounds == 1 else f'{method}.{round_index}'
+      result = _run(args, method, round_index, name, outputs, transform_graph, examples)
+      if result is None:
+        return 1
+      results[method].append(result)
   load_after = os.getloadavg()[0]
   report(results, load_before, load_after)
   return 0
 
 
+def _run(args, method, round_index, name, outputs, transform_graph, examples):
+  """One method's Trainer in its own process; returns its figures, or None if it failed."""
+  run = os.path.join(outputs, name)
+  subprocess.call(['rm', '-rf', run])
+  os.makedirs(run)
+  spec = {
+    'run_dir': run,
+    'examples': examples,
+    'transform_graph': transform_graph,
+    'config': _train_config(args, method, round_index),
+  }
+  spec_path = os.path.join(run, 'spec.json')
+  with open(spec_path, 'w') as f:
+    json.dump(spec, f, indent=2)
+  log = os.path.join(run, 'trainer.log')
+  print(f'{name}: Trainer (log: {log}) ...', flush=True)
+  with open(log, 'w') as f:
+    code = subprocess.call(
+      [sys.executable, os.path.abspath(__file__), '--child', spec_path],
+      stdout=f,
+      stderr=subprocess.STDOUT,
+      cwd=REPO,
+    )
+  if code:
+    print(f'error: {name} failed with exit code {code}; see {log}', file=sys.stderr)
+    return None
+  with open(os.path.join(run, 'result.json')) as f:
+    result = json.load(f)
+  result['seed'] = spec['config']['seed']
+  return result
+
+
+def _median(values):
+  values = sorted(values)
+  middle = len(values) // 2
+  return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+
+def _spread(values, form, unit=''):
+  """'median (low to high)' of `values`, each formatted with `form` and followed by `unit`;
+  just the value for one."""
+  text = lambda value: format(value, form) + unit
+  if len(values) == 1:
+    return text(values[0])
+  return f'{text(_median(values))} ({text(min(values))} to {text(max(values))})'
+
+
 def report(results, load_before, load_after):
+  """Prints the table and the targets; `results` maps each method to its rounds' figures."""
+  rounds = max(len(runs) for runs in results.values())
   print(
-    f'\n== fine-tuning methods on the demo data, {os.cpu_count()} cores, load average '
-    f'{load_before:.1f} before / {load_after:.1f} after =='
+    f'\n== fine-tuning methods on the demo data, {os.cpu_count()} cores, {rounds} round(s), '
+    f'load average {load_before:.1f} before / {load_after:.1f} after =='
   )
-  header = (
-    f'{"method":<8} {"accuracy":>8} {"Trainer s":>9} {"train s":>8} {"tokens/s":>9} '
-    f'{"peak GB":>8} {"trainable":>16}'
+  print(
+    'method: accuracy | Trainer s | train-step s | tokens/s | peak GB | trainable'
+    + (' (medians of the rounds, their range in brackets)' if rounds > 1 else '')
   )
-  print(header)
-  for name, r in results.items():
+  for name, runs in results.items():
+    column = lambda key, scale=1.0, runs=runs: [r[key] * scale for r in runs]
+    first = runs[0]
     print(
-      f'{name:<8} {r["accuracy"]:8.4f} {r["trainer_seconds"]:9.1f} {r["train_seconds"]:8.1f} '
-      f'{r["tokens_per_second"]:9.0f} {r["peak_rss_bytes"] / 1e9:8.2f} '
-      f'{r["trainable_weights"]:>9,d} {100 * r["trainable_share"]:5.2f}%'
+      f'{name:<10} {_spread(column("accuracy"), ".4f")} | {_spread(column("trainer_seconds"), ".1f")}'
+      f' | {_spread(column("train_seconds"), ".1f")} | {_spread(column("tokens_per_second"), ".0f")}'
+      f' | {_spread(column("peak_rss_bytes", 1e-9), ".2f")}'
+      f' | {first["trainable_weights"]:,d} ({100 * first["trainable_share"]:.2f}%)'
     )
   checks = []
   full, lora = results.get('full'), results.get('lora')
   if full and lora:
-    gap = full['accuracy'] - lora['accuracy']
-    ratio = lora['trainer_seconds'] / full['trainer_seconds']
+    pairs = list(zip(full, lora))  # round by round: the same seed and (nearly) the same load
+    gaps = [f['accuracy'] - lo['accuracy'] for f, lo in pairs]
+    ratios = [lo['trainer_seconds'] / f['trainer_seconds'] for f, lo in pairs]
+    step_ratios = [lo['train_seconds'] / f['train_seconds'] for f, lo in pairs]
+    gap, ratio = _median(gaps), _median(ratios)
+    share = lora[0]['trainable_share']
     checks = [
       (
-        f'LoRA accuracy within {TARGETS["max_accuracy_gap"]} of full: gap {gap:+.4f}',
+        f'LoRA accuracy within {TARGETS["max_accuracy_gap"]} of full: gap {_spread(gaps, "+.4f")}',
         gap <= TARGETS['max_accuracy_gap'],
       ),
       (
-        f'LoRA Trainer time <= {TARGETS["max_time_ratio"]}x full: {ratio:.2f}x '
-        f'(train steps only: {lora["train_seconds"] / full["train_seconds"]:.2f}x)',
+        f'LoRA Trainer time <= {TARGETS["max_time_ratio"]}x full: {_spread(ratios, ".3f", "x")} '
+        f'(train steps only: {_spread(step_ratios, ".3f", "x")})',
         ratio <= TARGETS['max_time_ratio'],
       ),
       (
-        f'LoRA trainable share <= {100 * TARGETS["max_trainable_share"]:.0f}%: '
-        f'{100 * lora["trainable_share"]:.2f}%',
-        lora['trainable_share'] <= TARGETS['max_trainable_share'],
+        f'LoRA trainable share <= {100 * TARGETS["max_trainable_share"]:.0f}%: {100 * share:.2f}%',
+        share <= TARGETS['max_trainable_share'],
       ),
     ]
-    if lora.get('adapter_bytes'):
-      print(f'LoRA adapter written beside the export: {lora["adapter_bytes"] / 1e6:.2f} MB')
+    if lora[0].get('adapter_bytes'):
+      print(f'LoRA adapter written beside the export: {lora[0]["adapter_bytes"] / 1e6:.2f} MB')
   for text, ok in checks:
     print(f'{"PASS" if ok else "FAIL"}  {text}')
   os.makedirs(os.path.join(HERE, 'results'), exist_ok=True)

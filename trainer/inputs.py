@@ -180,6 +180,18 @@ def records_dataset(
   return dataset.repeat()
 
 
+# At most this many evaluation batches are sorted by length together (their examples are held
+# in memory at full length).
+MAX_SORT_BATCHES = 64
+
+
+def sort_window(eval_batches: int) -> int:
+  """How many evaluation batches `make_dataset` sorts by length together: the largest divisor
+  of `eval_batches` up to `MAX_SORT_BATCHES`, so every evaluation ends on a window's end and
+  reads the same examples as unsorted batches would."""
+  return max(k for k in range(1, min(eval_batches, MAX_SORT_BATCHES) + 1) if eval_batches % k == 0)
+
+
 def make_dataset(
   file_patterns: Sequence[str],
   feature_spec: Mapping[str, Any],
@@ -192,6 +204,7 @@ def make_dataset(
   num_shards: int = 1,
   shard: int = 0,
   special: SpecialTokens = vocabulary.LEARNED_SPECIAL_TOKENS,
+  eval_batches: int | None = None,
 ) -> tf.data.Dataset:
   """The batches of one input pipeline.
 
@@ -209,6 +222,10 @@ def make_dataset(
     num_shards: Input pipelines to split the records between.
     shard: This pipeline's index.
     special: The vocabulary's special tokens (`Vocabulary.special`).
+    eval_batches: Evaluation only: the batches one evaluation reads. Classify then orders the
+      examples of every run of `sort_window(eval_batches)` batches by length, so batches hold
+      little padding, while an evaluation still reads exactly the first
+      `eval_batches * batch_size` examples of the split, as without it.
 
   Returns:
     An infinite `tf.data.Dataset` of `(x, y)` with static batch size.
@@ -227,7 +244,12 @@ def make_dataset(
   )
   if config.task == contract.CLASSIFY:
     return _classify_batches(
-      parsed, config.seq_len, batch_size, special, buckets=training and config.length_buckets
+      parsed,
+      config.seq_len,
+      batch_size,
+      special,
+      buckets=training and config.length_buckets,
+      sort_batches=1 if training or not eval_batches else sort_window(eval_batches),
     )
   docs = parsed.map(lambda batch: _as_ragged(batch[contract.TOKEN_IDS_KEY], special.pad))
   if config.task == contract.CLM:
@@ -262,6 +284,7 @@ def _classify_batches(
   special: SpecialTokens,
   *,
   buckets: bool,
+  sort_batches: int = 1,
 ) -> tf.data.Dataset:
   """Framed sequences and their label ids, one example per row, each batch cut to its longest
   sequence rounded up to a multiple of `LENGTH_MULTIPLE` (the padding mask hides the rest, so
@@ -271,6 +294,10 @@ def _classify_batches(
   `LENGTH_MULTIPLE` tokens), so batches hold little padding: the demo's snippets are 27 tokens
   on average in windows of 64. Batches have a static size and a dynamic length, so the train
   step is traced once for every length.
+
+  With `sort_batches` > 1 (evaluation), the examples are taken `sort_batches * batch_size` at a
+  time, in order, and sorted by length before batching: the same examples as without, in the
+  same groups of `sort_batches` batches, with less padding.
   """
 
   def to_examples(batch):
@@ -298,6 +325,20 @@ def _classify_batches(
       key_func=lambda ids, label: tf.cast((length(ids, label) - 1) // LENGTH_MULTIPLE, tf.int64),
       reduce_func=lambda _, window: window.batch(batch_size, drop_remainder=True),
       window_size=batch_size,
+    )
+  elif sort_batches > 1:
+
+    def by_length(ids, label):
+      order = tf.argsort(tf.reduce_sum(tf.cast(ids != special.pad, tf.int32), axis=1), stable=True)
+      ids, label = tf.gather(ids, order), tf.gather(label, order)
+      return tf.reshape(ids, [sort_batches, batch_size, seq_len]), tf.reshape(
+        label, [sort_batches, batch_size]
+      )
+
+    batches = (
+      examples.batch(sort_batches * batch_size, drop_remainder=True)
+      .map(by_length, num_parallel_calls=tf.data.AUTOTUNE)
+      .unbatch()
     )
   else:
     batches = examples.batch(batch_size, drop_remainder=True)

@@ -205,6 +205,7 @@ def _datasets(strategy, fn_args, tft_output, config, vocabularies, start_step):
         seed=config.seed + start_step if training else config.seed,
         num_shards=context.num_input_pipelines,
         shard=context.input_pipeline_id,
+        eval_batches=None if training else config.eval_steps,
       )
 
     return fn

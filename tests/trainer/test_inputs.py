@@ -110,6 +110,62 @@ def _write_classify_records(path, rows):
       )
 
 
+def test_sort_window_divides_the_evaluation_into_whole_windows():
+  assert inputs.sort_window(40) == 40
+  assert inputs.sort_window(1) == 1
+  assert inputs.sort_window(200) == 50  # the largest divisor up to MAX_SORT_BATCHES (64)
+  assert inputs.sort_window(97) == 1  # a prime over the cap: unsorted
+  for steps in range(1, 300):
+    k = inputs.sort_window(steps)
+    assert steps % k == 0 and k <= inputs.MAX_SORT_BATCHES
+
+
+@pytest.mark.parametrize('eval_batches', [12, 7])
+def test_sorted_evaluation_reads_the_same_examples_with_less_padding(tmp_path, eval_batches):
+  """An evaluation of `eval_batches` batches sees exactly the examples unsorted batches hold
+  (the first eval_batches * batch_size records, wrapping around the split), each with its own
+  label, in batches of similar lengths."""
+  from trainer.config import TrainerConfig
+
+  seq_len, batch, rng = 64, 8, np.random.default_rng(1)
+  rows = []
+  for i in range(70):  # fewer than one evaluation's 96 / 56 examples: the split wraps around
+    length = int(rng.integers(3, seq_len + 1))
+    rows.append(([2] + [10 + i] * (length - 2) + [3] + [0] * (seq_len - length), i % 2))
+  _write_classify_records(str(tmp_path / 'part.gz'), rows)
+  spec = {
+    contract.TOKEN_IDS_KEY: tf.io.FixedLenFeature([seq_len], tf.int64),
+    contract.TRANSFORMED_LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
+  }
+  config = TrainerConfig(task='classify', seq_len=seq_len)
+
+  def evaluation(**kwargs):
+    dataset = inputs.make_dataset(
+      [str(tmp_path / '*.gz')],
+      spec,
+      config,
+      vocab_size=200,
+      batch_size=batch,
+      training=False,
+      seed=0,
+      **kwargs,
+    )
+    examples, padding = [], 0
+    for x, y in dataset.take(eval_batches):
+      ids, mask = x[inputs.TOKEN_IDS].numpy(), x[inputs.PADDING_MASK].numpy()
+      padding += (mask == 0).sum()
+      for row, label in zip(ids, y[inputs.LABELS].numpy()):
+        examples.append((int(row[1]) if row[1] != 3 else -1, int(row.sum()), int(label)))
+    return sorted(examples), padding
+
+  plain, plain_padding = evaluation()
+  ordered, ordered_padding = evaluation(eval_batches=eval_batches)
+  assert inputs.sort_window(eval_batches) == eval_batches
+  assert len(ordered) == eval_batches * batch
+  assert ordered == plain  # the same examples (and repeats), each with its own label
+  assert ordered_padding < plain_padding / 2
+
+
 def test_classify_batches_ignore_labels_unknown_to_the_vocabulary(tmp_path):
   from trainer.config import TrainerConfig
 
