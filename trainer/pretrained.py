@@ -231,15 +231,32 @@ def backbone_class(preset: str) -> str:
   return preset_utils.get_preset_loader(local).check_backbone_class().__name__
 
 
-def load_backbone(preset: str):
+def load_backbone(preset: str, dropout: float | None = None):
   """The keras-hub backbone of `preset`, through keras-hub's own loaders (and, for a Hugging
-  Face folder, its Transformers converters), after `check_folder` for a local folder."""
+  Face folder, its Transformers converters), after `check_folder` for a local folder. With
+  `dropout`, the backbone is built with that rate in place of the checkpoint's own.
+
+  Raises:
+    ValueError: `dropout` for a backbone class that has no dropout setting.
+  """
+  import inspect
+
   import keras_hub
 
   local = local_preset(preset)
   if os.path.isdir(local):
     check_folder(local)
-  return keras_hub.models.Backbone.from_preset(local)
+  overrides = {}
+  if dropout is not None:
+    name = backbone_class(preset)
+    cls = getattr(keras_hub.models, name, None)
+    if cls is None or 'dropout' not in inspect.signature(cls.__init__).parameters:
+      raise ValueError(
+        f'train.dropout: the backbone of preset {preset} ({name}) has no dropout setting; '
+        'remove train.dropout to keep the checkpoint as it is'
+      )
+    overrides['dropout'] = dropout
+  return keras_hub.models.Backbone.from_preset(local, **overrides)
 
 
 def load_tokenizer(preset: str):

@@ -182,7 +182,7 @@ def build_task_model(
     backbone,
     num_classes=len(vocabularies.labels or []) or None,
     max_predictions=inputs.max_predictions(config.seq_len, config.mask_rate),
-    dropout=config.dropout,
+    dropout=config.head_dropout(),
     pooling=config.pooling,
   )
 

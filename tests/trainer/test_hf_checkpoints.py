@@ -55,6 +55,13 @@ def test_an_imported_bert_equals_keras_hubs_from_preset_and_holds_the_files_weig
   )
 
 
+def test_a_hugging_face_checkpoints_dropout_can_be_replaced(tmp_path, gpt2):
+  bert = hf_checkpoints.hf_bert(str(tmp_path / 'bert'))
+  assert pretrained.load_backbone(bert).dropout > 0  # the checkpoint's hidden_dropout_prob
+  assert pretrained.load_backbone(bert, dropout=0.0).dropout == 0.0
+  assert pretrained.load_backbone(gpt2, dropout=0.25).dropout == 0.25
+
+
 def test_an_imported_gpt2_equals_keras_hubs_from_preset(gpt2):
   ours = pretrained.load_backbone(gpt2)
   theirs = keras_hub.models.GPT2Backbone.from_preset(gpt2)

@@ -75,6 +75,45 @@ def test_backbone_from_a_local_preset(tmp_path):
     models.build_backbone(_config('mlm', preset=str(tmp_path / 'preset')), VOCAB)
 
 
+def _training_outputs_vary(backbone):
+  x = {**_inputs(), 'segment_ids': np.zeros((3, 16), 'int32')}
+  first, second = (np.asarray(backbone(x, training=True)['sequence_output']) for _ in range(2))
+  return not np.array_equal(first, second)
+
+
+def test_dropout_set_in_the_config_replaces_a_presets_own(tmp_path):
+  original = models.build_backbone(_config('mlm', dropout=0.3), VOCAB)
+  original.save_to_preset(str(tmp_path / 'preset'))
+  preset = str(tmp_path / 'preset')
+  own = models.build_backbone(_config('mlm', preset=preset), VOCAB)  # unset: the preset's 0.3
+  assert own.dropout == 0.3 and _training_outputs_vary(own)
+  off = models.build_backbone(_config('mlm', preset=preset, dropout=0.0), VOCAB)
+  assert off.dropout == 0.0 and not _training_outputs_vary(off)
+  for a, b in zip(original.weights, off.weights):  # the same weights either way
+    np.testing.assert_array_equal(np.array(a), np.array(b))
+  # From random weights, unset is 0.1.
+  assert models.build_backbone(_config('mlm'), VOCAB).dropout == 0.1
+  assert TrainerConfig(task='classify').head_dropout() == 0.1
+  assert TrainerConfig(task='classify', dropout=0.0).head_dropout() == 0.0
+
+
+def test_dropout_for_a_backbone_without_that_setting_is_refused(tmp_path, monkeypatch):
+  import keras_hub
+
+  from trainer import pretrained
+
+  models.build_backbone(_config('mlm'), VOCAB).save_to_preset(str(tmp_path / 'preset'))
+
+  class NoDropoutBackbone(keras_hub.models.Backbone):
+    def __init__(self, vocabulary_size, **kwargs):
+      super().__init__(**kwargs)
+
+  monkeypatch.setattr(pretrained, 'backbone_class', lambda preset: 'NoDropoutBackbone')
+  monkeypatch.setattr(keras_hub.models, 'NoDropoutBackbone', NoDropoutBackbone, raising=False)
+  with pytest.raises(ValueError, match=r'train.dropout: .*\(NoDropoutBackbone\) has no dropout'):
+    pretrained.load_backbone(str(tmp_path / 'preset'), dropout=0.0)
+
+
 def test_warm_start_matches_by_name_and_fails_loudly(tmp_path):
   source = models.build_backbone(_config('mlm'), VOCAB)
   path = str(tmp_path / 'backbone.npz')

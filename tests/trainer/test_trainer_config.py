@@ -89,7 +89,11 @@ def test_every_float_field_refuses_non_finite_values(field, value):
 
 
 def test_every_float_field_is_covered_by_the_range_tests():
-  floats = {f.name for f in dataclasses.fields(TrainerConfig) if f.type in (float, 'float')}
+  floats = {
+    f.name
+    for f in dataclasses.fields(TrainerConfig)
+    if f.type in (float, 'float', float | None, 'float | None')
+  }
   assert floats == set(OUT_OF_RANGE)
 
 
