@@ -86,7 +86,8 @@ CLS_POOLING, MEAN_POOLING = 'cls', 'mean'
 POOLINGS = (CLS_POOLING, MEAN_POOLING)
 DECAYS = (LINEAR, COSINE)
 FLOAT32, MIXED_BFLOAT16, MIXED_FLOAT16 = 'float32', 'mixed_bfloat16', 'mixed_float16'
-PRECISIONS = (FLOAT32, MIXED_BFLOAT16, MIXED_FLOAT16)
+# `auto`: chosen on the host that trains, from its hardware (trainer/precision.py).
+PRECISIONS = (AUTO, FLOAT32, MIXED_BFLOAT16, MIXED_FLOAT16)
 
 # Pipeline component ids (folders under the pipeline root, node names in ML Metadata and KFP).
 # The factory's ExampleGen (components/example_gen.py, every input format) keeps its class name.

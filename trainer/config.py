@@ -127,7 +127,10 @@ class TrainerConfig:
       replicas each clips its share at clip_norm / replicas, which bounds the summed gradient.
     grad_accum_steps: Micro-batches whose gradients are summed into one optimizer step.
     strategy: 'auto', 'default', 'mirrored', 'multi_worker' or 'tpu' (see trainer/distribute.py).
-    precision: 'float32', 'mixed_bfloat16' or 'mixed_float16' (with dynamic loss scaling).
+    precision: 'auto', 'float32', 'mixed_bfloat16' or 'mixed_float16' (with dynamic loss
+      scaling). 'auto' picks, on the host that trains, mixed_bfloat16 where the hardware
+      multiplies bfloat16 natively, mixed_float16 on GPUs of compute capability 7.x, else
+      float32 (trainer/precision.py).
     jit_compile: Compile the train step's forward and backward pass with XLA (each new batch
       shape compiles anew).
     fused_update: Compile the optimizer update (the finite-gradient check, clipping, AdamW) into

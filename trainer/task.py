@@ -37,6 +37,7 @@ from trainer import (
   quantization,
   training,
 )
+from trainer import precision as precision_lib
 from trainer.compression_config import FLOAT_COPY_DIR, ExportConfig
 from trainer.config import TrainerConfig
 from trainer.vocabulary import LEARNED_SPECIAL_TOKENS, SpecialTokens, Vocabulary
@@ -238,6 +239,7 @@ def train_and_export(
   strategy = distribute.create_strategy(config.strategy)
   chief = distribute.is_chief(strategy)
   replicas = strategy.num_replicas_in_sync
+  config = dataclasses.replace(config, precision=precision_lib.resolve(config.precision, strategy))
   logging.info(
     'strategy %s, %d replica(s), chief=%s, precision %s',
     type(strategy).__name__,

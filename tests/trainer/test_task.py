@@ -16,7 +16,7 @@ from tfx.components.trainer import fn_args_utils
 
 from tests.trainer import trainer_data
 from tfxlm import contract
-from trainer import task, training
+from trainer import precision, task, training
 from trainer.config import TrainerConfig
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -47,6 +47,7 @@ def mlm_run(mlm_data, tmp_path_factory):
     warmup_steps=10,
     per_replica_batch_size=32,
     mask_rate=0.25,
+    precision='auto',
   )
   return _run(mlm_data, tmp_path_factory.mktemp('mlm_run'), config)
 
@@ -94,6 +95,13 @@ def test_mlm_perplexity_falls(mlm_run):
   assert [h['step'] for h in history] == [50, 100, 150, 200]
   assert _perplexity_fall(history) >= 0.3, history
   assert history[-1]['accuracy'] > history[0]['accuracy']
+  # `auto` is resolved on this host and the export records what was used.
+  with open(
+    os.path.join(mlm_run.serving_model_dir, contract.EXTRA_DIR, contract.TRAINER_CONFIG_FILE)
+  ) as f:
+    used = json.load(f)['precision']
+  assert used == precision.choose('auto', precision.detect(tf.distribute.get_strategy()))
+  assert used != 'auto'
 
 
 def test_clm_perplexity_falls_in_bfloat16_under_mirrored(clm_run):
