@@ -62,7 +62,7 @@ MINILM_TRAIN = [
   'train.learning_rate=6e-5',
   'train.warmup_steps=70',
   'train.dropout=0.1',
-  'train.precision=mixed_bfloat16',
+  'train.precision=auto',
   'train.eval_every_steps=360',
   'train.checkpoint_every_steps=360',
 ]
