@@ -106,7 +106,9 @@ def _pushed(run):
   return run['pushed_path']
 
 
-def test_classify_fine_tunes_a_local_bert_preset_and_the_pushed_model_serves(tmp_path):
+def test_classify_lora_fine_tunes_a_local_bert_preset_and_the_pushed_model_serves(tmp_path):
+  """LoRA through the whole pipeline: the pushed model is a plain one (adapters merged, the
+  signatures of a full fine-tune) with the adapter beside it."""
   preset = presets.bert_preset(str(tmp_path / 'bert'), seq_len=SEQ_LEN)
   (tmp_path / 'data').mkdir()
   _labeled_csv(tmp_path / 'data' / 'reviews.csv', rows=240)
@@ -121,13 +123,26 @@ def test_classify_fine_tunes_a_local_bert_preset_and_the_pushed_model_serves(tmp
     tmp_path,
     'bert-preset',
     data,
-    {'task': 'classify', 'preset': preset, **TRAINING},
+    {
+      'task': 'classify',
+      'preset': preset,
+      **TRAINING,
+      'lora': {'rank': 4, 'target_layers': ['query', 'value']},
+    },
     {'min_accuracy': 0.0},
   )
   pushed = _pushed(run)
   assert run['metrics']['example_count'] > 0
 
   model = tf.saved_model.load(pushed)
+  assert set(model.signatures) == {
+    contract.SERVING_DEFAULT,
+    contract.PREDICT_TEXT,
+    contract.TRANSFORM_FEATURES,
+  }
+  assert not [v.name for v in model.model_variables if 'lora' in v.name.lower()]
+  with open(os.path.join(pushed, contract.EXTRA_DIR, 'lora', 'adapter.json')) as f:
+    assert json.load(f)['rank'] == 4
   texts = ['a great and nice film', 'the bad lazy dog']
   out = model.signatures[contract.PREDICT_TEXT](text=tf.constant(texts))
   np.testing.assert_allclose(out[contract.PROBABILITIES].numpy().sum(axis=1), 1.0, rtol=1e-5)
@@ -222,6 +237,12 @@ def test_classify_fine_tunes_a_hugging_face_bert_folder_and_the_pushed_model_ser
   )
   pushed = _pushed(run)
   model = tf.saved_model.load(pushed)
+  # The signatures of the LoRA fine-tune above: a full fine-tune serves the same.
+  assert set(model.signatures) == {
+    contract.SERVING_DEFAULT,
+    contract.PREDICT_TEXT,
+    contract.TRANSFORM_FEATURES,
+  }
   texts = ['A GREAT and nice film!', 'the bad lazy dog', 'Café naïve résumé [MASK]']
   out = model.signatures[contract.PREDICT_TEXT](text=tf.constant(texts))
   np.testing.assert_allclose(out[contract.PROBABILITIES].numpy().sum(axis=1), 1.0, rtol=1e-5)
