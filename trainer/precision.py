@@ -3,8 +3,9 @@
 bfloat16 pays only where the hardware multiplies it natively: a TPU, a GPU of compute capability
 8.0 or newer, or a CPU with AVX512_BF16 or AMX-BF16 under TensorFlow's oneDNN kernels. Elsewhere
 TensorFlow emulates it: on a 2-core AVX2 EPYC (no AVX-512) fine-tuning all-MiniLM-L6-v2 under
-`mixed_bfloat16` ran 147 tokens/s against 935 in float32, 0.16x (README "Training"). `choose` is a pure function of detected facts, so `auto`
-is tested with faked hardware; `resolve` detects them and logs the choice.
+`mixed_bfloat16` ran 147 tokens/s against 935 in float32, 0.16x (README "Training"). `choose`
+is a pure function of detected facts, so `auto` is tested with faked hardware; `resolve`
+detects them and logs the choice.
 """
 
 import dataclasses
@@ -50,7 +51,7 @@ class Hardware:
 
 def choose(precision: str, hardware: Hardware) -> str:
   """The Keras policy for `train.precision` on `hardware`: `auto` is mixed_bfloat16 where it is
-  native, mixed_float16 on GPUs older than compute capability 8.0 (their tensor cores multiply
+  native, mixed_float16 on GPUs of compute capability 7.x (their tensor cores multiply
   float16), float32 elsewhere; any other value is kept."""
   if precision != AUTO:
     return precision
