@@ -135,7 +135,9 @@ class TrainerConfig:
       shape compiles anew).
     fused_update: Compile the optimizer update (the finite-gradient check, clipping, AdamW) into
       one XLA program under the default strategy (one device; a strategy object and float16
-      loss scaling keep the plain update). The same arithmetic in fewer passes over memory.
+      loss scaling keep the plain update). The same arithmetic in fewer passes over memory,
+      after a compile of a few seconds. None (the default): only where that pays back, i.e.
+      trainable weights x train steps >= `training.FUSED_UPDATE_MIN_WEIGHT_STEPS`.
     mask_rate: Fraction of the maskable tokens chosen per sequence for mlm.
     mask_token_rate: Of the chosen tokens, the fraction replaced by [MASK].
     random_token_rate: Of the chosen tokens, the fraction replaced by a random token (the rest
@@ -187,7 +189,7 @@ class TrainerConfig:
   strategy: str = contract.AUTO
   precision: str = contract.FLOAT32
   jit_compile: bool = False
-  fused_update: bool = True
+  fused_update: bool | None = None
   mask_rate: float = 0.15
   mask_token_rate: float = 0.8
   random_token_rate: float = 0.1

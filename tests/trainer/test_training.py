@@ -112,11 +112,38 @@ def test_float16_loss_scaling_and_xla_train(tmp_path, precision, jit):
   assert last[0] < first[0]  # the loss on a batch it keeps seeing goes down
 
 
+def test_the_update_is_fused_by_default_where_its_compile_pays_back(tmp_path):
+  """Unset, `fused_update` fuses when trainable weights x steps reach the threshold, decided
+  again by `run` from the steps it has left; true and false decide alone."""
+  small = _loop('classify', tmp_path)
+  weights = sum(int(np.prod(w.shape)) for w in small.model.trainable_weights)
+  enough = int(training.FUSED_UPDATE_MIN_WEIGHT_STEPS // weights) + 1
+  assert not small.fused_update  # train_steps unset: from the Trainer's TrainArgs at `run`
+  assert not _loop('classify', tmp_path, train_steps=enough - 1).fused_update
+  assert _loop('classify', tmp_path, train_steps=enough).fused_update
+  assert not _loop('classify', tmp_path, train_steps=enough, fused_update=False).fused_update
+  assert _loop('classify', tmp_path, train_steps=1, fused_update=True).fused_update
+  # float16 loss scaling needs a conditional step: never fused.
+  assert not _loop(
+    'classify', tmp_path, precision='mixed_float16', fused_update=True
+  ).fused_update
+
+  data = tf.data.Dataset.from_tensors(_batch('classify', 8)).repeat()
+  loop = _loop('classify', tmp_path, eval_every_steps=1000, checkpoint_every_steps=1000)
+  loop.run(data, data, train_steps=2, eval_steps=1)
+  assert not loop.fused_update and int(loop.step) == 2
+  # The steps are the run's: few here, so the plain update even with a large configured count.
+  loop = _loop('classify', tmp_path / 'b', train_steps=enough, eval_every_steps=1000)
+  assert loop.fused_update
+  loop.run(data, data, train_steps=2, eval_steps=1)
+  assert not loop.fused_update
+
+
 @pytest.mark.parametrize('accum', [1, 2])
 def test_the_fused_update_trains_like_the_plain_one(tmp_path, accum):
   """One XLA program for the finite check, clipping and AdamW: the same weights as the plain
   update after a few steps and after a batch whose loss is not finite."""
-  fused = _loop('classify', tmp_path, grad_accum_steps=accum, clip_norm=0.5)
+  fused = _loop('classify', tmp_path, grad_accum_steps=accum, clip_norm=0.5, fused_update=True)
   plain = _loop('classify', tmp_path, grad_accum_steps=accum, clip_norm=0.5, fused_update=False)
   assert fused.fused_update and not plain.fused_update
   batch = _batch('classify', 8)
