@@ -124,9 +124,7 @@ def test_the_update_is_fused_by_default_where_its_compile_pays_back(tmp_path):
   assert not _loop('classify', tmp_path, train_steps=enough, fused_update=False).fused_update
   assert _loop('classify', tmp_path, train_steps=1, fused_update=True).fused_update
   # float16 loss scaling needs a conditional step: never fused.
-  assert not _loop(
-    'classify', tmp_path, precision='mixed_float16', fused_update=True
-  ).fused_update
+  assert not _loop('classify', tmp_path, precision='mixed_float16', fused_update=True).fused_update
 
   data = tf.data.Dataset.from_tensors(_batch('classify', 8)).repeat()
   loop = _loop('classify', tmp_path, eval_every_steps=1000, checkpoint_every_steps=1000)
