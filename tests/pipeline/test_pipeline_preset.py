@@ -2,8 +2,8 @@
 LocalDagRunner (tiny config through `--set` overrides), through Evaluator and Pusher; the pushed
 model then answers in-process (GPT-2's `generate` too).
 
-Each run is under a minute on a lightly loaded machine (BERT classify 27 s, GPT-2 clm 44 s,
-test_pipeline_lm.py's run 22 s side by side), so both are in the default set.
+Each run takes about a minute of a 2-core machine; the default set runs one, LoRA from a Hugging
+Face folder, and the others are slow tests.
 """
 
 import json
@@ -106,9 +106,12 @@ def _pushed(run):
   return run['pushed_path']
 
 
+@pytest.mark.slow
 def test_classify_lora_fine_tunes_a_local_bert_preset_and_the_pushed_model_serves(tmp_path):
-  """LoRA through the whole pipeline: the pushed model is a plain one (adapters merged, the
-  signatures of a full fine-tune) with the adapter beside it."""
+  """LoRA through the whole pipeline from a keras-hub preset folder: the pushed model is a plain
+  one (adapters merged, the signatures of a full fine-tune) with the adapter beside it. (The
+  default set runs LoRA from a Hugging Face folder below, and warm-starts from a keras-hub preset
+  in tests/trainer/test_pretrained.py.)"""
   preset = presets.bert_preset(str(tmp_path / 'bert'), seq_len=SEQ_LEN)
   (tmp_path / 'data').mkdir()
   _labeled_csv(tmp_path / 'data' / 'reviews.csv', rows=240)
@@ -223,26 +226,37 @@ def _sentiment_data(tmp_path):
   }
 
 
-def test_classify_fine_tunes_a_hugging_face_bert_folder_and_the_pushed_model_serves(tmp_path):
+def test_classify_lora_fine_tunes_a_hugging_face_bert_folder_and_the_pushed_model_serves(tmp_path):
   """A checkpoint in the Hugging Face layout (config.json, model.safetensors, tokenizer files):
   imported through keras-hub's converter, tokenized as the `tokenizers` library does, fine-tuned
-  with mean pooling, exported, pushed, served."""
+  with LoRA and mean pooling, exported, pushed, served. The pushed model is a plain one
+  (adapters merged, the signatures of a full fine-tune) with the adapter beside it."""
   checkpoint = hf_checkpoints.hf_bert(str(tmp_path / 'hf_bert'), positions=SEQ_LEN)
   run = _run(
     tmp_path,
     'hf-bert',
     _sentiment_data(tmp_path),
-    {'task': 'classify', 'preset': checkpoint, 'pooling': 'mean', **TRAINING},
+    {
+      'task': 'classify',
+      'preset': checkpoint,
+      'pooling': 'mean',
+      **TRAINING,
+      'lora': {'rank': 4, 'target_layers': ['query', 'value']},
+    },
     {'min_accuracy': 0.0},
   )
   pushed = _pushed(run)
+  assert run['metrics']['example_count'] > 0
   model = tf.saved_model.load(pushed)
-  # The signatures of the LoRA fine-tune above: a full fine-tune serves the same.
+  # The signatures a fully fine-tuned classifier serves: merged adapters add none.
   assert set(model.signatures) == {
     contract.SERVING_DEFAULT,
     contract.PREDICT_TEXT,
     contract.TRANSFORM_FEATURES,
   }
+  assert not [v.name for v in model.model_variables if 'lora' in v.name.lower()]
+  with open(os.path.join(pushed, contract.EXTRA_DIR, 'lora', 'adapter.json')) as f:
+    assert json.load(f)['rank'] == 4
   texts = ['A GREAT and nice film!', 'the bad lazy dog', 'Café naïve résumé [MASK]']
   out = model.signatures[contract.PREDICT_TEXT](text=tf.constant(texts))
   np.testing.assert_allclose(out[contract.PROBABILITIES].numpy().sum(axis=1), 1.0, rtol=1e-5)
