@@ -84,7 +84,16 @@ def test_quantized_export_answers_like_the_float_one_with_tensorflow_alone(
   )
   by_example = quantized[contract.SERVING_DEFAULT](examples=examples)
   np.testing.assert_array_equal(by_example[contract.LABELS], got[contract.LABELS])
-  np.testing.assert_array_equal(got[contract.LABEL_IDS], want[contract.LABEL_IDS])
+  # The labels are the argmax of the probabilities, and the float export's wherever its top
+  # two probabilities are further apart than the quantization can move them (with random
+  # weights some rows sit near 0.5 and may flip).
+  probabilities = got[contract.PROBABILITIES].numpy()
+  np.testing.assert_array_equal(got[contract.LABEL_IDS], probabilities.argmax(axis=-1))
+  top2 = np.sort(want[contract.PROBABILITIES].numpy(), axis=-1)[:, -2:]
+  clear = top2[:, 1] - top2[:, 0] > 2 * TOLERANCE[mode]
+  np.testing.assert_array_equal(
+    got[contract.LABEL_IDS].numpy()[clear], want[contract.LABEL_IDS].numpy()[clear]
+  )
 
 
 def test_quantize_refuses_other_tasks(clm_data, tmp_path):
