@@ -1,4 +1,6 @@
-"""bench/transform_bench.py: the corpus generator, the verdicts, and a whole run at a tiny size."""
+"""bench/transform_bench.py: the corpus generator, the verdicts, and a whole run at a tiny size
+(a slow test: two pipelines in a subprocess, some 40 s of a 2-core machine, for a benchmark's
+plumbing; `make bench` runs it whole)."""
 
 import argparse
 import json
@@ -95,6 +97,7 @@ def test_bad_sizes_are_refused_by_name(text):
     bench.parse_sizes(text)
 
 
+@pytest.mark.slow
 def test_a_tiny_run_reports_every_stage_ratio_and_target(tmp_path):
   out = tmp_path / 'results.json'
   size = '0.1'
