@@ -159,3 +159,10 @@ def pytest_xdist_make_scheduler(config, log):
       return nodeid if path in SPLIT_BY_TEST else path
 
   return Scheduling(config, log)
+
+
+def pytest_collection_finish(session):
+  """Collection imported TensorFlow, Keras, TFX and Beam: a million-odd objects that live as long
+  as the process. Frozen, the garbage collector's full passes (Keras forces one for each
+  attribute a layer deletes) no longer walk them."""
+  gc.freeze()
