@@ -330,6 +330,13 @@ class Loop:
     self.history = [h for h in self.history if h['step'] <= start]
     if not self._train_step.experimental_get_tracing_count():  # decided before the first trace
       self.fused_update = self._fuses(train_steps - start)
+      if self.chief:
+        logging.info(
+          '%s: optimizer update %s (train.fused_update: %s)',
+          config.task,
+          'fused into one XLA program' if self.fused_update else 'plain',
+          {None: 'unset', True: 'true', False: 'false'}[config.fused_update],
+        )
     iterator = iter(train_dataset)
     # Train steps only: evaluation and checkpoints stay out of tokens/second.
     window = {'sums': tf.zeros([4]), 'seconds': 0.0}

@@ -112,7 +112,7 @@ def test_float16_loss_scaling_and_xla_train(tmp_path, precision, jit):
   assert last[0] < first[0]  # the loss on a batch it keeps seeing goes down
 
 
-def test_the_update_is_fused_by_default_where_its_compile_pays_back(tmp_path):
+def test_the_update_is_fused_by_default_where_its_compile_pays_back(tmp_path, caplog):
   """Unset, `fused_update` fuses when trainable weights x steps reach the threshold, decided
   again by `run` from the steps it has left; true and false decide alone."""
   small = _loop('classify', tmp_path)
@@ -130,8 +130,10 @@ def test_the_update_is_fused_by_default_where_its_compile_pays_back(tmp_path):
   data = tf.data.Dataset.from_tensors(_batch('classify', 8)).repeat()
   loop = _loop('classify', tmp_path, train_steps=enough, eval_every_steps=1000)
   assert loop.fused_update
-  loop.run(data, data, train_steps=2, eval_steps=1)
+  with caplog.at_level(logging.INFO):
+    loop.run(data, data, train_steps=2, eval_steps=1)
   assert not loop.fused_update and int(loop.step) == 2
+  assert 'optimizer update plain (train.fused_update: unset)' in caplog.text
 
 
 # Without accumulation the same fused program runs on one micro-batch's gradients: slow.
