@@ -130,8 +130,8 @@ def test_the_update_is_fused_by_default_where_its_compile_pays_back(tmp_path, ca
   data = tf.data.Dataset.from_tensors(_batch('classify', 8)).repeat()
   loop = _loop('classify', tmp_path, train_steps=enough, eval_every_steps=1000)
   assert loop.fused_update
-  with caplog.at_level(logging.INFO):
-    loop.run(data, data, train_steps=2, eval_steps=1)
+  caplog.set_level(logging.INFO, logger='absl')
+  loop.run(data, data, train_steps=2, eval_steps=1)
   assert not loop.fused_update and int(loop.step) == 2
   assert 'optimizer update plain (train.fused_update: unset)' in caplog.text
 
