@@ -92,7 +92,8 @@ def pytest_configure(config):
 class _CpuTimes:
   """`--cpu-times FILE`: what each setup, call and teardown costs in CPU seconds, which another
   job on the machine inflates far less than the wall seconds of `--durations`. Lines:
-  node id, phase, CPU s, wall s, GC s (CPU in Python's garbage collector)."""
+  node id, phase, CPU s, wall s, GC s (CPU in Python's garbage collector), the xdist worker,
+  the Unix time the phase ended (to see each worker's schedule)."""
 
   def __init__(self, path):
     self.path = path
@@ -119,7 +120,8 @@ class _CpuTimes:
       with open(self.path, 'a') as f:
         f.write(
           f'{item.nodeid}\t{phase}\t{self._cpu() - cpu:.2f}\t{time.monotonic() - wall:.2f}'
-          f'\t{self.gc_seconds - in_gc:.2f}\n'
+          f'\t{self.gc_seconds - in_gc:.2f}\t{os.environ.get("PYTEST_XDIST_WORKER", "-")}'
+          f'\t{time.time():.1f}\n'
         )
 
   @pytest.hookimpl(wrapper=True)

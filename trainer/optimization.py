@@ -53,6 +53,80 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
     }
 
 
+def _tf_variable(variable):
+  """The TensorFlow variable behind a Keras one (a tf.Variable's own `value` is a method)."""
+  return variable.value if isinstance(variable, keras.Variable) else variable
+
+
+@keras.saving.register_keras_serializable(package='trainer')
+class AdamW(keras.optimizers.AdamW):
+  """Keras' AdamW, with each weight's Adam step one TensorFlow kernel.
+
+  Keras' `update_step` builds some ten elementwise ops per weight, and its weight decay evaluates
+  the learning-rate schedule again for every weight it decays. `ResourceApplyAdam` computes the
+  same step as Keras (m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2);
+  w -= lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps)) in one pass over the weight and its
+  two moments, and the schedule runs once per update. Tracing a train step is then about a third
+  cheaper for a small model, and the plain (not XLA-fused) update reads each weight once instead
+  of once per op. Weights of a strategy with several replicas (mirrored variables) and amsgrad
+  keep Keras' own path.
+  """
+
+  def _one_kernel(self, *variables) -> bool:
+    return not self.amsgrad and not any(
+      isinstance(_tf_variable(v), tf.distribute.DistributedValues) for v in variables
+    )
+
+  def _backend_update_step(self, grads, trainable_variables, learning_rate):
+    self._powers = {}  # per dtype, built once per traced update
+    try:
+      return super()._backend_update_step(grads, trainable_variables, learning_rate)
+    finally:
+      self._powers = {}
+
+  def update_step(self, gradient, variable, learning_rate):
+    index = self._get_variable_index(variable)
+    m, v = self._momentums[index], self._velocities[index]
+    if not self._one_kernel(variable, m, v):
+      return super().update_step(gradient, variable, learning_rate)
+    dtype = variable.dtype
+    powers = getattr(self, '_powers', {})
+    if dtype not in powers:
+      step = tf.cast(self.iterations + 1, dtype)
+      powers[dtype] = (
+        tf.pow(tf.constant(self.beta_1, dtype), step),
+        tf.pow(tf.constant(self.beta_2, dtype), step),
+      )
+    beta_1_power, beta_2_power = powers[dtype]
+    tf.raw_ops.ResourceApplyAdam(
+      var=_tf_variable(variable).handle,
+      m=_tf_variable(m).handle,
+      v=_tf_variable(v).handle,
+      beta1_power=beta_1_power,
+      beta2_power=beta_2_power,
+      lr=tf.cast(learning_rate, dtype),
+      beta1=tf.constant(self.beta_1, dtype),
+      beta2=tf.constant(self.beta_2, dtype),
+      epsilon=tf.constant(self.epsilon, dtype),
+      grad=tf.cast(tf.convert_to_tensor(gradient), dtype),
+    )
+
+  def _apply_weight_decay(self, variables):
+    if self.weight_decay is None:
+      return
+    variables = [_tf_variable(v) for v in variables]
+    if not self._one_kernel(*variables):
+      return super()._apply_weight_decay(variables)
+    learning_rate = None
+    for variable in variables:
+      if self._use_weight_decay(variable):
+        if learning_rate is None:
+          learning_rate = self.learning_rate
+        # Keras' expression, in its order: the same rounding.
+        wd = tf.cast(self.weight_decay, variable.dtype)
+        variable.assign_sub(variable * wd * tf.cast(learning_rate, variable.dtype))
+
+
 def warmup_steps_for(
   total_steps: int, warmup_steps: int | None = None, warmup_ratio: float = 0.0
 ) -> int:
@@ -109,7 +183,7 @@ def create_optimizer(
     A Keras optimizer.
   """
   schedule = WarmupDecay(learning_rate, total_steps, warmup_steps, decay, end_ratio)
-  optimizer = keras.optimizers.AdamW(
+  optimizer = AdamW(
     learning_rate=schedule,
     weight_decay=weight_decay,
     beta_1=0.9,

@@ -4,6 +4,7 @@ import keras
 import keras_hub
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from trainer import optimization
 
@@ -91,3 +92,73 @@ def test_loss_scaling_wraps_the_optimizer():
   )
   assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
   assert float(optimization.current_learning_rate(optimizer)) == pytest.approx(0.1)
+
+
+def _adamw(cls, variables):
+  schedule = optimization.WarmupDecay(0.05, total_steps=20, warmup_steps=2)
+  optimizer = cls(
+    learning_rate=schedule,
+    weight_decay=0.1,
+    beta_1=0.9,
+    beta_2=0.999,
+    epsilon=1e-6,
+    global_clipnorm=1.0,
+  )
+  optimizer.exclude_from_weight_decay(var_list=variables[:1])
+  return optimizer
+
+
+def _train(cls, steps, traced, strategy=None):
+  """Weights and moments after `steps` AdamW updates of three weights (one not decayed)."""
+  strategy = strategy or tf.distribute.get_strategy()
+  rng = np.random.default_rng(3)
+  with strategy.scope():
+    variables = [
+      keras.Variable(rng.normal(size=shape).astype('float32'), name=f'w{i}')
+      for i, shape in enumerate([(5,), (4, 3), (6, 2)])
+    ]
+    optimizer = _adamw(cls, variables)
+  grads = [
+    [tf.constant(rng.normal(size=v.shape).astype('float32')) for v in variables]
+    for _ in range(steps)
+  ]
+
+  def step(g):
+    strategy.run(lambda *g: optimizer.apply_gradients(zip(g, variables)), args=tuple(g))
+
+  step = tf.function(step) if traced else step
+  for g in grads:
+    step(g)
+  return [np.array(v) for v in variables + optimizer.variables], optimizer
+
+
+@pytest.mark.parametrize('traced', [False, True], ids=['eager', 'traced'])
+def test_the_one_kernel_adamw_steps_as_keras_adamw(traced):
+  ours, optimizer = _train(optimization.AdamW, 6, traced)
+  theirs, _ = _train(keras.optimizers.AdamW, 6, traced)
+  assert len(ours) == len(theirs)
+  for a, b in zip(ours, theirs):
+    np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
+  assert int(optimizer.iterations) == 6
+
+
+def test_the_one_kernel_adamw_is_one_adam_op_per_weight_and_one_schedule():
+  rng = np.random.default_rng(0)
+  variables = [keras.Variable(rng.normal(size=(3, 2)).astype('float32')) for _ in range(4)]
+  optimizer = _adamw(optimization.AdamW, variables)
+  optimizer.build(variables)
+  step = tf.function(lambda g: optimizer.apply_gradients(zip(g, variables)))
+  graph = step.get_concrete_function([tf.ones((3, 2))] * 4).graph
+  types = [op.type for op in graph.get_operations()]
+  assert types.count('ResourceApplyAdam') == 4
+  # The schedule (one `where`) runs once for the weight decay and once for the Adam step, not
+  # once more per decayed weight as in Keras' AdamW.
+  assert types.count('SelectV2') == 2, types.count('SelectV2')
+
+
+def test_mirrored_variables_keep_keras_update():
+  strategy = tf.distribute.MirroredStrategy(['/cpu:0'])
+  ours, _ = _train(optimization.AdamW, 3, traced=True, strategy=strategy)
+  theirs, _ = _train(keras.optimizers.AdamW, 3, traced=True, strategy=strategy)
+  for a, b in zip(ours, theirs):
+    np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)

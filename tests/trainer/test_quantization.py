@@ -110,6 +110,17 @@ def test_quantize_refuses_other_tasks(clm_data, tmp_path):
 def test_quantizing_walks_only_new_objects_and_leaves_the_collector_as_it_was():
   """Keras collects garbage once per kernel `quantize` drops: those collections run with the
   earlier objects frozen, one full collection follows, and a caller's own freeze is kept."""
+  # tests/conftest.py froze everything collection imported; a Trainer process starts unfrozen.
+  suite_frozen = gc.get_freeze_count()
+  gc.unfreeze()
+  try:
+    _check_quantizing_freezes_only_inside()
+  finally:
+    if suite_frozen:
+      gc.freeze()
+
+
+def _check_quantizing_freezes_only_inside():
 
   def model():
     inputs = keras.Input([8])
