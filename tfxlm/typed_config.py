@@ -151,14 +151,23 @@ def _join(where: str, key: str) -> str:
   return f'{where}.{key}' if where else key
 
 
-def _convert(value: Any, tp: Any, where: str) -> Any:
-  """Checks `value` against the type hint `tp` and returns it in that type."""
+def _convert(value: Any, tp: Any, where: str, nullable: bool = False) -> Any:
+  """Checks `value` against the type hint `tp` and returns it in that type (`nullable`: the
+  field also takes null, which the error then names)."""
   origin = typing.get_origin(tp)
   if origin in (typing.Union, types.UnionType):
     if value is None and type(None) in typing.get_args(tp):
       return None
     (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
-    return _convert(value, inner, where)
+    return _convert(value, inner, where, nullable=type(None) in typing.get_args(tp))
+  if nullable and tp in (bool, int, float):
+    expected = {bool: 'true, false or null', int: 'an integer or null', float: 'a number or null'}
+    try:
+      return _convert(value, tp, where)
+    except ConfigError as e:
+      if str(e).startswith(f'{where}: expected a finite'):
+        raise
+      _wrong(where, expected[tp], value)
   if dataclasses.is_dataclass(tp):
     return from_dict(tp, value, where) if value is not None else _wrong(where, 'a mapping', value)
   if origin is tuple:

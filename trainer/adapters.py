@@ -109,10 +109,23 @@ def apply(model: keras.Model, config: TrainerConfig, *, pretrained: bool) -> Non
       _freeze(backbone, config, embeddings=False)
   else:
     _freeze(backbone, config, embeddings=config.freeze.embeddings)
-  trainable = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
-  total = sum(int(np.prod(v.shape)) for v in model.weights if not is_lora_variable(v))
+  trainable, total = trainable_and_total(model)
   logging.info(
     '%s: %d of %d weights trainable (%.2f%%)', section, trainable, total, 100 * trainable / total
+  )
+
+
+def count_weights(variables) -> int:
+  """The number of scalar weights in `variables`."""
+  return sum(int(np.prod(v.shape)) for v in variables)
+
+
+def trainable_and_total(model) -> tuple[int, int]:
+  """(trainable weights, all weights): LoRA's A and B count as trainable but not in the total,
+  which is the model they adapt."""
+  return (
+    count_weights(model.trainable_weights),
+    count_weights(v for v in model.weights if not is_lora_variable(v)),
   )
 
 

@@ -147,7 +147,7 @@ class Loop:
       return False
     if self.config.fused_update:
       return True
-    weights = sum(int(np.prod(w.shape)) for w in self.model.trainable_weights)
+    weights = adapters.count_weights(self.model.trainable_weights)
     return weights * (steps or 0) >= FUSED_UPDATE_MIN_WEIGHT_STEPS
 
   def _checkpoints_newest_first(self) -> list[str]:
@@ -387,10 +387,8 @@ class Loop:
     """Logs and writes `TRAIN_SUMMARY_FILE`: this run's train-step time and tokens/second
     (evaluation and checkpoints left out), the process's peak resident memory so far, and the
     trainable weights against all weights."""
-    count = lambda variables: sum(int(np.prod(v.shape)) for v in variables)
-    trainable = count(self.model.trainable_weights)
     # LoRA's A and B are extra weights: the share is of the model they adapt.
-    total = count(v for v in self.model.weights if not adapters.is_lora_variable(v))
+    trainable, total = adapters.trainable_and_total(self.model)
     summary = {
       'steps': steps,
       'train_seconds': round(totals['seconds'], 2),

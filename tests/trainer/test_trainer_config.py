@@ -40,7 +40,10 @@ def test_ints_are_accepted_for_floats():
   [
     ({'lerning_rate': 0.1}, "unknown key 'lerning_rate'"),
     ({'seq_len': '128'}, "seq_len: expected an integer, got '128'"),
-    ({'train_steps': 1.5}, 'train_steps: expected an integer, got 1.5'),
+    ({'train_steps': 1.5}, 'train_steps: expected an integer or null, got 1.5'),
+    ({'fused_update': 'maybe'}, "fused_update: expected true, false or null, got 'maybe'"),
+    ({'dropout': 'x'}, "dropout: expected a number or null, got 'x'"),
+    ({'dropout': float('nan')}, 'dropout: expected a finite number, got nan'),
     ({'jit_compile': 1}, 'jit_compile: expected true or false, got 1'),
     ({'seq_len': True}, 'seq_len: expected an integer, got True'),
     ({'task': 'translate'}, "task: 'translate' is not one of mlm, clm, classify"),
