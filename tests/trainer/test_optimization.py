@@ -162,3 +162,12 @@ def test_mirrored_variables_keep_keras_update():
   theirs, _ = _train(keras.optimizers.AdamW, 3, traced=True, strategy=strategy)
   for a, b in zip(ours, theirs):
     np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
+
+
+def test_checkpoints_of_the_one_kernel_adamw_and_keras_adamw_restore_into_each_other(tmp_path):
+  """The same slot variables and nothing else: a run resumes across the change either way."""
+  _, ours = _train(optimization.AdamW, 2, traced=True)
+  _, theirs = _train(keras.optimizers.AdamW, 2, traced=True)
+  for source, target, name in ((ours, theirs, 'ours'), (theirs, ours, 'theirs')):
+    path = tf.train.Checkpoint(optimizer=source).write(str(tmp_path / name))
+    tf.train.Checkpoint(optimizer=target).read(path).assert_consumed()
