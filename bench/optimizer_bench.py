@@ -77,6 +77,8 @@ def main(argv=None) -> int:
   parser.add_argument('--updates', type=int, default=10)
   parser.add_argument('--quick', action='store_true', help='a small model: a smoke run')
   args = parser.parse_args(argv)
+  if args.rounds < 1 or args.updates < 1:
+    parser.error(f'--rounds and --updates must be at least 1, got {args.rounds} and {args.updates}')
   if args.quick:
     args.rounds, args.updates = min(args.rounds, 2), min(args.updates, 3)
 
