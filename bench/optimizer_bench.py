@@ -24,7 +24,7 @@ import keras_hub
 import numpy as np
 import tensorflow as tf
 
-from trainer import optimization
+from trainer import adapters, optimization
 
 KERAS, ONE_KERNEL, FUSED = 'Keras AdamW', 'one-kernel AdamW', 'one-kernel AdamW, XLA'
 
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
 
   backbone = _backbone(args.quick)
   variables = backbone.trainable_variables
-  count = sum(int(np.prod(v.shape)) for v in variables)
+  count = adapters.count_weights(variables)
   print(f'{count / 1e6:.1f} M weights in {len(variables)} variables, float32')
   rng = np.random.default_rng(0)
   grads = [tf.constant(rng.normal(0, 1e-3, v.shape).astype('float32')) for v in variables]
@@ -120,6 +120,10 @@ def main(argv=None) -> int:
   ]
   for ok, text in targets:
     print(f'{"PASS" if ok else "FAIL"}  {text}')
+  if args.quick:
+    # Three updates of a small model: the speed target is noise there, the weights' is not.
+    print('(--quick: a small model, a smoke run; the speed target applies to the full run only)')
+    return 0 if targets[1][0] else 1
   return 0 if all(ok for ok, _ in targets) else 1
 
 
