@@ -6,7 +6,9 @@ same FnArgs. The TrainerConfig asks for strategy `auto`, which must pick
 MultiWorkerMirroredStrategy from TF_CONFIG. Both workers must take the same steps and end with
 the same weights, and only the chief may leave an export behind.
 
-Each worker runs this file as a script (`python test_multi_worker.py WORK_DIR ROLE`): it records,
+Each worker runs this file as a script (`python test_multi_worker.py WORK_DIR ROLE`) and calls
+`run_fn` with every attribute of the FnArgs the test built (as an attribute namespace: importing
+TFX's FnArgs class would import all of tfx.components, ~10 s per worker); it records,
 when `Loop.run` returns, the step counter and the model's weights as that worker holds them.
 """
 
@@ -16,7 +18,9 @@ import socket
 import subprocess
 import sys
 import time
+import types
 
+import attr
 import numpy as np
 import pytest
 
@@ -67,6 +71,8 @@ def transformed(tmp_path_factory):
 
 
 def test_two_workers_train_in_lockstep_and_only_the_chief_exports(transformed, tmp_path):
+  from tfx.components.trainer import fn_args_utils
+
   data, config = transformed
   ports = _free_ports(2)
   processes = {}
@@ -82,7 +88,9 @@ def test_two_workers_train_in_lockstep_and_only_the_chief_exports(transformed, t
       'model_run_dir': str(work / 'model_run'),
       'custom_config': {contract.TRAINER_CONFIG_KEY: config},
     }
-    (work / 'fn_args.json').write_text(json.dumps(fn_args))
+    # Every attribute TFX's FnArgs has, its defaults included: the workers rebuild it without
+    # importing tfx.components (whose package imports every component, TFMA too: ~10 s each).
+    (work / 'fn_args.json').write_text(json.dumps(attr.asdict(fn_args_utils.FnArgs(**fn_args))))
     env = dict(os.environ, TF_CONFIG=_tf_config(ports, role), CUDA_VISIBLE_DEVICES='')
     with open(work / 'log.txt', 'w') as log:
       processes[role] = subprocess.Popen(
@@ -137,7 +145,6 @@ def test_two_workers_train_in_lockstep_and_only_the_chief_exports(transformed, t
 def _worker_main(work_dir, role):
   """Runs run_fn as one worker; records the step counter and weights when training ends."""
   from absl import logging
-  from tfx.components.trainer import fn_args_utils
 
   from trainer import task, training
 
@@ -164,7 +171,7 @@ def _worker_main(work_dir, role):
 
   training.Loop.__init__, training.Loop.run = init_and_keep_initial, run_and_record
   with open(os.path.join(work_dir, 'fn_args.json'), encoding='utf-8') as f:
-    task.run_fn(fn_args_utils.FnArgs(**json.load(f)))
+    task.run_fn(types.SimpleNamespace(**json.load(f)))
   logging.info('%s done', role)
 
 

@@ -1,0 +1,164 @@
+"""The cached `get_dofn_specs` (components/beam_specs.py) answers exactly as Beam's own."""
+
+import apache_beam as beam
+import pytest
+from apache_beam.coders import VarIntCoder
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms import userstate
+from apache_beam.transforms.timeutil import TimeDomain
+
+from components import beam_specs
+
+COUNT = userstate.ReadModifyWriteStateSpec('count', VarIntCoder())
+SEEN = userstate.BagStateSpec('seen', VarIntCoder())
+FLUSH = userstate.TimerSpec('flush', TimeDomain.WATERMARK)
+# Beam reads state and timers from parameter defaults.
+COUNT_PARAM = beam.DoFn.StateParam(COUNT)
+SEEN_PARAM = beam.DoFn.StateParam(SEEN)
+FLUSH_PARAM = beam.DoFn.TimerParam(FLUSH)
+
+
+class Plain(beam.DoFn):
+  def process(self, element):
+    yield element
+
+
+class Counting(beam.DoFn):
+  """Numbers each key's elements in arrival order: needs its state to be found."""
+
+  def process(self, element, count=COUNT_PARAM):
+    key, _ = element
+    n = (count.read() or 0) + 1
+    count.write(n)
+    yield key, n
+
+
+class WithTimer(beam.DoFn):
+  def process(self, element, seen=SEEN_PARAM, flush=FLUSH_PARAM):
+    yield element
+
+  @userstate.on_timer(FLUSH)
+  def on_flush(self, seen=SEEN_PARAM):
+    yield from seen.read()
+
+
+class Duplicated(beam.DoFn):
+  def process(self, element, a=COUNT_PARAM, b=COUNT_PARAM):
+    yield element
+
+
+class Holder:
+  """Its bound methods, held by a DoFn instance, are read by Beam too."""
+
+  def stateful(self, element, seen=SEEN_PARAM):
+    yield element
+
+  def stateless(self, element):
+    yield element
+
+
+class Dynamic(beam.DoFn):
+  """Computes attributes on the fly: what it holds cannot be known from its class."""
+
+  def __getattr__(self, name):
+    if name == 'extra':
+      return Holder().stateful
+    raise AttributeError(name)
+
+  def process(self, element):
+    yield element
+
+
+# Beam's own function, whether or not the components package has installed the cache yet.
+ORIGINAL = getattr(userstate.get_dofn_specs, '__wrapped__', userstate.get_dofn_specs)
+
+
+@pytest.fixture
+def counted():
+  """A cached get_dofn_specs over Beam's own, and the kinds of DoFn that reached Beam's."""
+  asked = []
+
+  def beams_own(dofn):
+    asked.append(type(dofn).__name__)
+    return ORIGINAL(dofn)
+
+  return beam_specs._cached(beams_own), asked
+
+
+def _held(method):
+  dofn = Plain()
+  dofn.extra = method
+  return dofn
+
+
+@pytest.mark.parametrize(
+  'make',
+  [
+    Plain,
+    Counting,
+    WithTimer,
+    lambda: beam.transforms.core.CallableWrapperDoFn(lambda x: [x]),
+    lambda: beam.transforms.core.CallableWrapperDoFn(Holder().stateful),
+    lambda: _held(Holder().stateful),
+    lambda: _held(Holder().stateless),
+    Dynamic,
+  ],
+  ids=['plain', 'state', 'state-and-timer', 'map-lambda', 'map-bound', 'held-state', 'held', 'dyn'],
+)
+def test_the_cached_answer_is_beams_own_on_every_look(counted, make):
+  cached, _ = counted
+  expected = ORIGINAL(make())
+  for _ in range(3):
+    assert cached(make()) == expected
+
+
+def test_a_second_dofn_of_the_same_kind_is_not_asked_again(counted):
+  cached, asked = counted
+  for dofn in (Counting(), Counting(), Plain(), Plain(), Counting()):
+    cached(dofn)
+  assert asked == ['Counting', 'Plain']
+
+
+def test_instance_held_methods_and_dynamic_attributes_are_told_apart(counted):
+  cached, asked = counted
+  assert cached(_held(Holder().stateless)) == (set(), set())
+  assert cached(_held(Holder().stateful)) == ({SEEN}, set())  # same class, other held method
+  assert cached(_held(Holder().stateful)) == ({SEEN}, set())
+  assert cached(Dynamic()) == ORIGINAL(Dynamic())
+  cached(Dynamic())
+  assert asked == ['Plain', 'Plain', 'Dynamic', 'Dynamic']
+
+
+def test_a_malformed_dofn_raises_on_every_look(counted):
+  cached, asked = counted
+  for _ in range(2):
+    with pytest.raises(ValueError, match='duplicate'):
+      cached(Duplicated())
+  assert asked == ['Duplicated', 'Duplicated']
+
+
+def test_callers_get_fresh_sets(counted):
+  cached, _ = counted
+  states, _ = cached(Counting())
+  states.clear()
+  assert cached(Counting()) == ({COUNT}, set())
+
+
+def test_importing_components_installs_it_once():
+  import components  # noqa: F401 (the import installs it)
+
+  installed = userstate.get_dofn_specs
+  assert getattr(installed, beam_specs._MARK)
+  beam_specs.install()
+  assert userstate.get_dofn_specs is installed
+
+
+def test_a_stateful_pipeline_keeps_its_state_under_the_cache():
+  beam_specs.install()
+  rows = [('a', 1), ('b', 1), ('a', 2), ('a', 3), ('b', 2)]
+  with beam.Pipeline() as p:
+    numbered = p | beam.Create(rows) | beam.ParDo(Counting())
+    # Many Maps of one kind, as a real pipeline has: each needs its own (empty) specs.
+    for i in range(20):
+      numbered = numbered | f'same{i}' >> beam.Map(lambda kv: kv)
+    assert_that(numbered, equal_to([('a', 1), ('a', 2), ('a', 3), ('b', 1), ('b', 2)]))
