@@ -14,7 +14,9 @@ cache is keyed by the class and the functions behind those instance-held methods
 a DoFn, or another `Map` of the same kind, finds the answer already there. DoFns whose class
 computes attributes on the fly (`__getattr__`, `__getattribute__`) are asked every time, and a
 look that raises (a malformed DoFn) is not cached and raises again. Installed once per process
-by importing the `components` package.
+by importing any of this project's Beam executors (example_gen, vocabulary, transform, evaluator:
+in a local run, the pipeline's process and each Beam worker; on Kubeflow, those components' pods).
+Not by the `components` package itself: its readers load without Beam.
 """
 
 from __future__ import annotations

@@ -19,7 +19,9 @@ from tfx import types
 from tfx.components.evaluator import executor as tfx_evaluator
 from tfx.dsl.components.base import executor_spec
 
-from components import tfx_internals
+from components import beam_specs, tfx_internals
+
+beam_specs.install()  # Beam DoFn specs read once per kind of DoFn
 
 NO_TYPE_CHECK = '--no_pipeline_type_check'
 _TYPE_CHECK_FLAGS = ('--pipeline_type_check', NO_TYPE_CHECK)

@@ -37,7 +37,7 @@ from tfx.types import (
 )
 from tfx.utils import proto_utils
 
-from components import read_examples, tfrecord_files, tfrecords
+from components import beam_specs, read_examples, tfrecord_files, tfrecords
 
 # The exec property keys it shares with its readers, and the registry, are part of its API.
 from components.read_examples import INPUT_FORMAT_KEY as INPUT_FORMAT_KEY
@@ -49,6 +49,8 @@ from components.readers import TEXT_COLUMN_KEY as TEXT_COLUMN_KEY
 from components.readers import TEXT_MODE_KEY as TEXT_MODE_KEY
 from components.readers import get_format
 from tfxlm import contract
+
+beam_specs.install()  # Beam DoFn specs read once per kind of DoFn
 
 SHUFFLE_KEY = 'shuffle'
 COMPRESSION_KEY = 'compression'  # of the output TFRecord files: a contract.TFRECORD_COMPRESSIONS

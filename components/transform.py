@@ -31,10 +31,12 @@ from tfx.utils import json_utils
 from tfx_bsl.coders import example_coder
 from tfx_bsl.tfxio import tfxio
 
-from components import tfrecord_files, tfrecords, tfx_internals
+from components import beam_specs, tfrecord_files, tfrecords, tfx_internals
 from components.vocabulary import VocabularyArtifact
 from tfxlm import contract
 from trainer.config import TrainerConfig
+
+beam_specs.install()  # Beam DoFn specs read once per kind of DoFn
 
 VOCABULARY_KEY = 'vocabulary'
 COMPRESSION_KEY = 'compression'  # of the transformed examples: a contract.TFRECORD_COMPRESSIONS

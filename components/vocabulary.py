@@ -38,7 +38,7 @@ from tfx.dsl.components.base import base_beam_component, base_beam_executor, exe
 from tfx.dsl.io import fileio
 from tfx.types import artifact_utils, component_spec, standard_artifacts
 
-from components import validation
+from components import beam_specs, validation
 from tfxlm import contract
 from tfxlm.artifacts import VocabularyArtifact
 from trainer import tokenizers
@@ -50,6 +50,8 @@ from trainer.tokenizers import (
   split_words,
   train_sentencepiece,
 )
+
+beam_specs.install()  # Beam DoFn specs read once per kind of DoFn
 
 
 def _texts(serialized: bytes) -> Iterator[str]:
