@@ -47,13 +47,20 @@ def frame(
   seq_len: int,
   special: SpecialTokens = LEARNED_SPECIAL_TOKENS,
 ) -> tf.Tensor:
-  """(batch, None) ids -> (batch, seq_len): [CLS] ids… [SEP], truncated, padded with [PAD]."""
-  batch = ids.nrows()
-  ids = ids[:, : seq_len - 2]
-  cls = tf.fill([batch, 1], tf.constant(special.start, tf.int64))
-  sep = tf.fill([batch, 1], tf.constant(special.end, tf.int64))
-  framed = tf.concat([cls, ids, sep], axis=1)
-  return framed.to_tensor(default_value=special.pad, shape=[None, seq_len])
+  """(batch, None) ids -> (batch, seq_len): [CLS] ids… [SEP], truncated, padded with [PAD].
+
+  Dense ops only: a ragged concat of the same ([CLS], ids, [SEP]) is a graph of ~150 ops, traced
+  four times per Transform run and again in every export.
+  """
+  body = ids[:, : seq_len - 2]
+  lengths = body.row_lengths()
+  body = body.to_tensor(default_value=special.pad, shape=[None, seq_len - 2])
+  batch = tf.shape(body, out_type=tf.int64)[0]
+  cls = tf.fill(tf.stack([batch, 1]), tf.constant(special.start, tf.int64))
+  pad = tf.fill(tf.stack([batch, 1]), tf.constant(special.pad, tf.int64))
+  framed = tf.concat([cls, body, pad], axis=1)  # [CLS] ids [PAD]… : [SEP] goes after the ids
+  at_sep = tf.equal(tf.range(seq_len, dtype=tf.int64)[tf.newaxis, :], lengths[:, tf.newaxis] + 1)
+  return tf.where(at_sep, tf.constant(special.end, tf.int64), framed)
 
 
 def preprocessing_fn(inputs: dict, custom_config: dict) -> dict:

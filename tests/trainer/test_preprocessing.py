@@ -16,7 +16,7 @@ from components import vocabulary
 from tfxlm import contract
 from trainer import preprocessing
 from trainer.config import TrainerConfig
-from trainer.vocabulary import Vocabulary, normalize
+from trainer.vocabulary import SpecialTokens, Vocabulary, normalize
 
 TEXTS = [
   'The quick brown fox jumps over the lazy dog.',
@@ -74,6 +74,37 @@ def test_frame_adds_cls_sep_pads_and_truncates():
   np.testing.assert_array_equal(
     framed, [[cls, 7, 8, 9, sep], [cls, sep, pad, pad, pad], [cls, 7, sep, pad, pad]]
   )
+
+
+def _framed_by_hand(rows, seq_len, special):
+  out = []
+  for row in rows:
+    framed = [special.start, *row[: seq_len - 2], special.end]
+    out.append(framed + [special.pad] * (seq_len - len(framed)))
+  return out
+
+
+def _framer(seq_len, special):
+  return lambda ids: preprocessing.frame(ids, seq_len, special)
+
+
+@pytest.mark.parametrize('seq_len', [2, 3, 6, 16])
+def test_frame_equals_framing_by_hand_for_any_lengths_and_special_ids(seq_len):
+  rng = np.random.default_rng(seq_len)
+  rows = [list(rng.integers(5, 1000, size=n)) for n in (0, 1, seq_len - 2, seq_len, 3 * seq_len)]
+  # BERT-style ids as Hugging Face numbers them, and GPT-2's one token for all three roles.
+  for special in (
+    SpecialTokens(pad=0, unk=100, start=101, end=102, mask=103, reserved=(0, 100, 101, 102, 103)),
+    SpecialTokens(pad=50256, unk=None, start=50256, end=50256, mask=None, reserved=(50256,)),
+  ):
+    traced = tf.function(
+      _framer(seq_len, special), input_signature=[tf.RaggedTensorSpec([None, None], tf.int64)]
+    ).get_concrete_function()
+    assert traced.structured_outputs.shape.as_list() == [None, seq_len]
+    framed = traced(tf.ragged.constant(rows, dtype=tf.int64, ragged_rank=1)).numpy()
+    np.testing.assert_array_equal(framed, _framed_by_hand(rows, seq_len, special))
+  empty = preprocessing.frame(tf.ragged.constant([], dtype=tf.int64, ragged_rank=1), seq_len)
+  assert empty.shape == (0, seq_len)
 
 
 def test_tokenize_matches_python_pipeline(tmp_path):
