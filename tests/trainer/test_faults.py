@@ -129,6 +129,36 @@ def test_dropped_gradients_leave_the_weights_alone():
   np.testing.assert_array_equal(kept[0], [1.0, 2.0])
 
 
+@pytest.mark.parametrize('mode', ['eager', 'traced', 'xla'])
+@pytest.mark.parametrize('bad', [float('nan'), float('inf'), -float('inf')])
+def test_any_nonfinite_value_in_any_gradient_drops_them_all(mode, bad):
+  rng = np.random.default_rng(0)
+  shapes = [(7, 5), (3,), (4, 4, 2)]
+  check = {
+    'eager': training._finite_or_zero,
+    'traced': tf.function(training._finite_or_zero),
+    'xla': tf.function(training._finite_or_zero, jit_compile=True),
+  }[mode]
+  for which in range(len(shapes)):
+    for _ in range(3):
+      grads = [rng.normal(size=s).astype(np.float32) for s in shapes]
+      grads[which].flat[rng.integers(grads[which].size)] = bad
+      dropped = check([tf.constant(g) for g in grads])
+      assert all(g.shape == s and not np.asarray(g).any() for g, s in zip(dropped, shapes))
+  finite = [rng.normal(size=s).astype(np.float32) for s in shapes]
+  for got, want in zip(check([tf.constant(g) for g in finite]), finite):
+    np.testing.assert_array_equal(got, want)
+
+
+def test_large_finite_half_precision_gradients_are_kept():
+  # Their float16 sum would overflow (65504 is float16's largest): the check sums in float32.
+  grads = [tf.fill([1000], tf.constant(60000.0, tf.float16)), None]
+  kept = training._finite_or_zero(grads)
+  assert kept[1] is None and kept[0].dtype == tf.float16
+  np.testing.assert_array_equal(kept[0], np.full(1000, 60000.0, np.float16))
+  assert training._finite_or_zero([None]) == [None]
+
+
 def _corrupt_data(prefix):
   path = tf.io.gfile.glob(prefix + '.data-*')[0]
   with open(path, 'r+b') as f:
