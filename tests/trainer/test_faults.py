@@ -129,7 +129,7 @@ def test_dropped_gradients_leave_the_weights_alone():
   np.testing.assert_array_equal(kept[0], [1.0, 2.0])
 
 
-@pytest.mark.parametrize('mode', ['eager', 'traced', 'xla'])
+@pytest.mark.parametrize('mode', ['eager', 'traced', 'xla', 'fused'])
 @pytest.mark.parametrize('bad', [float('nan'), float('inf'), -float('inf')])
 def test_any_nonfinite_value_in_any_gradient_drops_them_all(mode, bad):
   rng = np.random.default_rng(0)
@@ -138,6 +138,8 @@ def test_any_nonfinite_value_in_any_gradient_drops_them_all(mode, bad):
     'eager': training._finite_or_zero,
     'traced': tf.function(training._finite_or_zero),
     'xla': tf.function(training._finite_or_zero, jit_compile=True),
+    # The fused update's form (a select XLA fuses into the update), in one XLA program.
+    'fused': tf.function(lambda g: training._finite_or_zero(g, fused=True), jit_compile=True),
   }[mode]
   for which in range(len(shapes)):
     for _ in range(3):
