@@ -13,6 +13,10 @@ and the targets of this bench (not issue #28's, which this serves):
 - the one-kernel update at least 1.0x as fast as Keras' (plain, both);
 - the same weights as Keras' after the timed updates, within float rounding (max |difference|
   <= 1e-5 x the largest weight).
+It also times, without a target, the Trainer's check that drops a step's gradients when any is
+non-finite (`trainer.training._finite_or_zero`, plain update: one sum per gradient and a
+conditional) against the element-wise form it replaced (`is_finite` on every value and a
+`tf.where` over every weight), traced, on the same gradients.
 """
 
 import argparse
@@ -24,7 +28,7 @@ import keras_hub
 import numpy as np
 import tensorflow as tf
 
-from trainer import adapters, optimization
+from trainer import adapters, optimization, training
 
 KERAS, ONE_KERNEL, FUSED = 'Keras AdamW', 'one-kernel AdamW', 'one-kernel AdamW, XLA'
 
@@ -69,6 +73,35 @@ def _run(name: str, backbone, grads, updates: int) -> tuple[float, float, list[n
   for v, value in zip(variables, initial):
     v.assign(value)
   return trace, per_update, after
+
+
+def _elementwise_check(grads):
+  """The non-finite check as it was before 2026-12-05: the reference of the timing below."""
+  finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+  return [tf.where(finite, g, tf.zeros_like(g)) for g in grads]
+
+
+def _time_checks(grads, rounds: int, calls: int = 10) -> dict:
+  """Median milliseconds per call of each form of the non-finite check, interleaved."""
+  # Each output is reduced to one value, so the timing is of the check, not of copying it out.
+  forms = {
+    'one sum + conditional (Trainer)': training._finite_or_zero,
+    'element-wise + tf.where (before)': _elementwise_check,
+  }
+  traced = {
+    name: tf.function(lambda g, check=check: [tf.reduce_sum(t[..., :1]) for t in check(g)])
+    for name, check in forms.items()
+  }
+  for fn in traced.values():
+    fn(grads)
+  times = {name: [] for name in forms}
+  for _ in range(rounds):
+    for name, fn in traced.items():
+      start = time.perf_counter()
+      for _ in range(calls):
+        fn(grads)
+      times[name].append((time.perf_counter() - start) / calls * 1000)
+  return times
 
 
 def main(argv=None) -> int:
@@ -118,6 +151,11 @@ def main(argv=None) -> int:
       f'(target <= {1e-5 * largest:.2e}, 1e-5 x the largest weight)',
     ),
   ]
+  checks = _time_checks(grads, args.rounds)
+  for name, t in checks.items():
+    print(
+      f'non-finite check, {name:33s} {statistics.median(t):6.1f} ms ({min(t):.1f}-{max(t):.1f})'
+    )
   for ok, text in targets:
     print(f'{"PASS" if ok else "FAIL"}  {text}')
   if args.quick:
