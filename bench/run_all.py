@@ -2,7 +2,8 @@
 
     python bench/run_all.py [--quick]
 
---quick passes each benchmark its small-input flag (a smoke run, not figures to quote).
+--quick passes each benchmark its small-input flag (a smoke run, not figures to quote) and
+leaves out, by name, the ones that have no small form (run those alone).
 """
 
 import argparse
@@ -23,6 +24,12 @@ QUICK_ARGS = {
   'shared_transform_bench.py': ['--rows', '500', '--train-steps', '0'],
   'beam_overhead_bench.py': ['pool', '--size-mb', '1'],
   'io_bench.py': ['--size-mb', '2'],
+  'loop_bench.py': ['--quick'],
+}
+# No small form: what they measure needs their full training runs.
+QUICK_SKIPS = {
+  'compression_bench.py': 'trains a teacher and four students for thousands of steps',
+  'finetune_bench.py': 'fine-tunes all-MiniLM-L6-v2 once per method for hundreds of steps',
 }
 # Benchmarks that need arguments on a full run too (a subcommand).
 FULL_ARGS = {'beam_overhead_bench.py': ['demo']}
@@ -35,6 +42,9 @@ def main() -> int:
   failed = []
   for script in sorted(glob.glob(os.path.join(HERE, '*_bench.py'))):
     name = os.path.basename(script)
+    if args.quick and name in QUICK_SKIPS:
+      print(f'\n===== {name}: left out of --quick ({QUICK_SKIPS[name]}) =====', flush=True)
+      continue
     extra = QUICK_ARGS.get(name, []) if args.quick else FULL_ARGS.get(name, [])
     print(f'\n===== {name} {" ".join(extra)} =====', flush=True)
     started = time.time()
