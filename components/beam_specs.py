@@ -67,7 +67,6 @@ def _cached(get_specs: Callable[[Any], tuple]) -> Callable[[Any], tuple]:
     return set(states), set(timers)
 
   setattr(get_dofn_specs, _MARK, True)
-  get_dofn_specs.by_class = by_class  # for tests
   return get_dofn_specs
 
 
