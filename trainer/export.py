@@ -125,7 +125,7 @@ class ExportModule(tf.Module):
     # model serves both when their raw features have the same structure, text alone).
     self._setattr_tracking = False
     self.model = model
-    self._traced = {'predict_raw': tf.function(self.predict_raw)}
+    self._traced = {'predict_raw': tf.function(self.predict_raw, autograph=False)}
     # A quantized classifier (trainer/quantization.py) runs as `model_call`, a function holding
     # its weights as graph constants: then the model's variables are not saved.
     self._model_call = model_call or self.model
@@ -133,6 +133,9 @@ class ExportModule(tf.Module):
     if model_call is None:
       self.model_variables = list(model.weights)
     self.tft_layer = tft_output.transform_features_layer()
+    # Transform's layer is a tf_keras model, whose calls (here and when saving traces it) AutoGraph
+    # would rewrite, seconds per process, though it has no Python control flow on tensors.
+    self.tft_layer.call = tf.autograph.experimental.do_not_convert(self.tft_layer.call)
     self.task = config.task
     # A pretraining model whose Transform the classify stage shares reads the LM pieces.
     self.ids_key = inputs.token_ids_key(self.task, tft_output.transformed_feature_spec())
@@ -339,7 +342,7 @@ class ExportModule(tf.Module):
     examples = tf.TensorSpec([None], tf.string, name=EXAMPLES)
     text = tf.TensorSpec([None], tf.string, name=TEXT)
     traced = lambda method, *specs: tf.function(
-      method, input_signature=specs
+      method, input_signature=specs, autograph=False
     ).get_concrete_function()
     signatures = {
       SERVING_DEFAULT: traced(self.serve_examples, examples),

@@ -163,8 +163,10 @@ class Loop:
     self._fused_update = tf.function(
       functools.partial(self._update, fused=True), jit_compile=True, autograph=False
     )
-    self._train_step = tf.function(self._train_step_fn)
-    self._eval_step = tf.function(self._eval_step_fn)
+    # Without AutoGraph: the steps have no Python control flow on tensors (the accumulation loop
+    # is a `tf.while_loop`), and converting them and what they call cost each process seconds.
+    self._train_step = tf.function(self._train_step_fn, autograph=False)
+    self._eval_step = tf.function(self._eval_step_fn, autograph=False)
     self.history = self._read_history() if chief else []
 
   def _fuses(self, steps: int | None) -> bool:
@@ -264,12 +266,15 @@ class Loop:
     # Dense: an embedding's sparse gradient becomes dense in AdamW's update anyway.
     total = [tf.convert_to_tensor(grads[i]) for i in reached]
     if self.accum > 1:
-      for step in tf.range(1, self.accum):
-        micro_grads, micro_sums = micro(
-          *tf.nest.map_structure(lambda t, s=step: t[s], (mx_all, my_all))
-        )
+
+      def accumulate(step, total, sums):
+        micro_grads, micro_sums = micro(*tf.nest.map_structure(lambda t: t[step], (mx_all, my_all)))
         total = [t + tf.convert_to_tensor(micro_grads[i]) for t, i in zip(total, reached)]
-        sums += micro_sums
+        return step + 1, total, sums + micro_sums
+
+      _, total, sums = tf.while_loop(
+        lambda step, *_: step < self.accum, accumulate, (tf.constant(1), total, sums)
+      )
     (self._fused_update if self.fused_update else self._update)(total, reached)
     return sums
 
@@ -293,7 +298,10 @@ class Loop:
 
   def _train_step_fn(self, iterator):
     x, y = next(iterator)
-    sums = self.strategy.run(self._replica_train, args=(x, y))
+    # `strategy.run` would convert the replica function unless told not to.
+    sums = self.strategy.run(
+      tf.autograph.experimental.do_not_convert(self._replica_train), args=(x, y)
+    )
     self.step.assign_add(1)
     return self.strategy.reduce(tf.distribute.ReduceOp.SUM, sums, axis=None)
 
@@ -304,7 +312,9 @@ class Loop:
 
   def _eval_step_fn(self, iterator):
     x, y = next(iterator)
-    sums = self.strategy.run(self._replica_eval, args=(x, y))
+    sums = self.strategy.run(
+      tf.autograph.experimental.do_not_convert(self._replica_eval), args=(x, y)
+    )
     return self.strategy.reduce(tf.distribute.ReduceOp.SUM, sums, axis=None)
 
   # -- metrics ---------------------------------------------------------------------------------

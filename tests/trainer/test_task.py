@@ -1,5 +1,6 @@
 """run_fn on real Transform outputs: learning, warm start, strategies, precision, resume, export."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -35,6 +36,32 @@ def _run(data, tmp, config, **kwargs):
   return args
 
 
+# What AutoGraph rewrote during each module fixture's run, by fixture.
+CONVERTED = {}
+
+
+@contextlib.contextmanager
+def _autograph_rewrites(name):
+  """Records `module.qualname` of each function AutoGraph rewrites inside, starting from an
+  empty cache (AutoGraph rewrites a function once per process)."""
+  from tensorflow.python.autograph.impl import api
+
+  transpiler = api.PyToTF()
+  transform = transpiler.transform
+  converted = CONVERTED.setdefault(name, [])
+
+  def recording(fn, user_context):
+    converted.append(f'{getattr(fn, "__module__", "?")}.{getattr(fn, "__qualname__", fn)}')
+    return transform(fn, user_context)
+
+  transpiler.transform = recording
+  saved, api._TRANSPILER = api._TRANSPILER, transpiler
+  try:
+    yield
+  finally:
+    api._TRANSPILER = saved
+
+
 @pytest.fixture(scope='module')
 def mlm_run(mlm_data, tmp_path_factory):
   config = trainer_data.tiny_config(
@@ -58,7 +85,8 @@ def clm_run(clm_data, tmp_path_factory):
   config = trainer_data.tiny_config(
     'clm', train_steps=60, eval_every_steps=20, strategy='mirrored', precision='mixed_bfloat16'
   )
-  return _run(clm_data, tmp_path_factory.mktemp('clm_run'), config)
+  with _autograph_rewrites('clm_run'):
+    return _run(clm_data, tmp_path_factory.mktemp('clm_run'), config)
 
 
 @pytest.fixture(scope='module')
@@ -75,14 +103,15 @@ def classify_run(classify_data, mlm_run, tmp_path_factory):
     learning_rate=3e-3,
     warmup_steps=5,
   )
-  return _run(
-    classify_data,
-    tmp_path_factory.mktemp('classify_run'),
-    config,
-    base_model=mlm_run.serving_model_dir,
-    train_steps=60,
-    eval_steps=4,
-  )
+  with _autograph_rewrites('classify_run'):
+    return _run(
+      classify_data,
+      tmp_path_factory.mktemp('classify_run'),
+      config,
+      base_model=mlm_run.serving_model_dir,
+      train_steps=60,
+      eval_steps=4,
+    )
 
 
 def _perplexity_fall(history):
@@ -118,6 +147,20 @@ def test_classify_learns_the_word_rule(classify_run):
   history = _history(classify_run.model_run_dir)
   assert history[-1]['step'] == 60  # TrainArgs(num_steps=60)
   assert history[-1]['accuracy'] >= 0.9, history
+
+
+@pytest.mark.parametrize('run', ['clm_run', 'classify_run'])
+def test_training_and_export_rewrite_no_code_with_autograph(run, request):
+  """AutoGraph rewrites a function's source at its first trace in a process, seconds of each
+  Trainer run. The steps (accumulating, under MirroredStrategy), the export's signatures (cached
+  generation included) and Transform's layer do without it. Still rewritten: tf.data's map
+  functions (trainer/inputs.py) and TensorFlow's own wrappers around a saved signature."""
+  request.getfixturevalue(run)
+  converted = CONVERTED[run]
+  assert any(name.startswith('trainer.inputs.') for name in converted), converted
+  ours = ('trainer.', 'tensorflow_transform.', 'keras_hub.', 'keras.')
+  rewritten = [n for n in converted if n.startswith(ours) and not n.startswith('trainer.inputs.')]
+  assert rewritten == []
 
 
 def test_warm_start_loads_the_pretrained_backbone(mlm_run, classify_data):
