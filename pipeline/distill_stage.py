@@ -4,11 +4,10 @@ Evaluator and Pusher (with the project's resolver strategy, the student's baseli
 blessed student, never the teacher: components/resolver.py).
 """
 
-from tfx import v1 as tfx
-
 from components import evaluator as evaluator_lib
 from components import resolver as resolver_lib
 from pipeline import evaluation
+from pipeline.tfx_api import tfx
 from tfxlm import contract
 
 

@@ -16,8 +16,6 @@ paths and Beam arguments, fetch the input data (`config_lib.input_base_dir`) and
 import dataclasses
 from typing import Callable, List, Optional
 
-from tfx import v1 as tfx
-
 from components import evaluator as evaluator_lib
 from components import example_gen as example_gen_lib
 from components import resolver as resolver_lib
@@ -26,6 +24,7 @@ from components import transform as transform_lib
 from components import vocabulary as vocabulary_lib
 from pipeline import config as config_lib
 from pipeline import distill_stage, evaluation
+from pipeline.tfx_api import tfx
 from tfxlm import contract
 
 

@@ -98,13 +98,13 @@ def task_images(kubeflow: config_lib.KubeflowConfig) -> Union[str, Dict[str, str
 def _trainer_resources(pipeline, kubeflow: config_lib.KubeflowConfig) -> None:
   """Gives the Trainers their accelerators, or hands training to Vertex AI Training."""
   from kfp.pipeline_spec import pipeline_spec_pb2
-  from tfx import v1 as tfx
 
   trainers = [c for c in pipeline.components if c.id in contract.TRAINER_IDS]
   if kubeflow.trainer_replicas > 1 or kubeflow.trainer_tpu:
     # One Kubeflow pod cannot host several workers: Vertex AI Training runs the replicas with
     # TF_CONFIG set (MultiWorkerMirrored) or the TPU (TPUStrategy), in our image.
     from tfx.dsl.components.base import executor_spec
+    from tfx.extensions.google_cloud_ai_platform import constants as vertex
     from tfx.extensions.google_cloud_ai_platform.trainer import executor as vertex_executor
 
     machine = {'machine_type': kubeflow.trainer_machine_type}
@@ -130,9 +130,9 @@ def _trainer_resources(pipeline, kubeflow: config_lib.KubeflowConfig) -> None:
       custom = json.loads(trainer.exec_properties.get('custom_config') or 'null') or {}
       custom.update(
         {
-          tfx.extensions.google_cloud_ai_platform.ENABLE_VERTEX_KEY: True,
-          tfx.extensions.google_cloud_ai_platform.VERTEX_REGION_KEY: kubeflow.vertex_region,
-          tfx.extensions.google_cloud_ai_platform.TRAINING_ARGS_KEY: training_args,
+          vertex.ENABLE_VERTEX_KEY: True,
+          vertex.VERTEX_REGION_KEY: kubeflow.vertex_region,
+          vertex_executor.TRAINING_ARGS_KEY: training_args,
         }
       )
       trainer.exec_properties['custom_config'] = json.dumps(custom, sort_keys=True)
@@ -156,9 +156,8 @@ def _trainer_resources(pipeline, kubeflow: config_lib.KubeflowConfig) -> None:
 
 def build(config: config_lib.PipelineConfig):
   """The pipeline as it runs on the cluster."""
-  from tfx import v1 as tfx
-
   from pipeline import factory
+  from pipeline.tfx_api import tfx
 
   kubeflow = config.kubeflow
   if not kubeflow.pipeline_root:
@@ -201,20 +200,20 @@ def runner_config(config: config_lib.PipelineConfig):
   component's input definitions (`--json_serialized_inputs_spec_args`, 2.1 only). Vertex AI
   Pipelines runs 2.1 too.
   """
-  from tfx import v1 as tfx
+  from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 
-  return tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
+  return kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(
     default_image=task_images(config.kubeflow), use_pipeline_spec_2_1=True
   )
 
 
 def compile_pipeline(config: config_lib.PipelineConfig, output_file: str = '') -> str:
   """Writes the KFP v2 pipeline spec (JSON) and returns its path."""
-  from tfx import v1 as tfx
+  from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 
   output_file = os.path.abspath(output_file or config.kubeflow.output_file)
   os.makedirs(os.path.dirname(output_file), exist_ok=True)
-  runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+  runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
     config=runner_config(config),
     output_dir=os.path.dirname(output_file),
     output_filename=os.path.basename(output_file),
@@ -318,13 +317,11 @@ def main(argv=None) -> int:
   path = config_lib.config_path(args.config)
   try:
     config = config_lib.load_config(path, args.overrides)
-    from tfx import v1 as tfx
+    from tfx.orchestration.kubeflow.v2.kubeflow_v2_dag_runner import KubeflowV2DagRunner
 
-    if hasattr(tfx.orchestration.experimental.KubeflowV2DagRunner.run, '__wrapped__'):
+    if hasattr(KubeflowV2DagRunner.run, '__wrapped__'):
       # The TFX CLI patched the runner: it chooses the output path itself.
-      tfx.orchestration.experimental.KubeflowV2DagRunner(config=runner_config(config)).run(
-        build(config)
-      )
+      KubeflowV2DagRunner(config=runner_config(config)).run(build(config))
       return 0
     spec = compile_pipeline(config, args.output)
   except config_lib.ConfigError as e:

@@ -72,10 +72,9 @@ def in_process_beam_args() -> List[str]:
 def build(config, pool=None):
   """The pipeline for `config` with the local paths and Beam arguments; with `pool` (a
   `pipeline.beam_pool.WorkerPool`), Beam worker processes come from that warm pool."""
-  from tfx import v1 as tfx
-
   from pipeline import config as config_lib
   from pipeline import factory
+  from pipeline.tfx_api import tfx
 
   input_base = config_lib.input_base_dir(config)  # a named data set is fetched here, once
   args = beam_args(config, input_base=input_base)
@@ -283,9 +282,8 @@ def _run(argv, route_stderr: bool, run_scope: contextlib.ExitStack) -> int:
     # CLI's process Python's stderr stays on the console: the CLI reports its own errors there.
     errors = console.route_native_stderr(log_path, python_stderr='console' if compiling else 'log')
   progress = _quiet_logging(log_path)
-  from tfx import v1 as tfx
-
   from pipeline import beam_pool, demo_data, report, summary
+  from pipeline.tfx_api import tfx
 
   try:
     pool = run_scope.enter_context(beam_pool.WorkerPool())  # starts only if Beam wants workers

@@ -33,7 +33,8 @@ class ComponentRun:
 def open_store(metadata_path: str):
   """The ML Metadata store of a local run (its SQLite file)."""
   from ml_metadata.metadata_store import metadata_store
-  from tfx import v1 as tfx
+
+  from pipeline.tfx_api import tfx
 
   return metadata_store.MetadataStore(
     tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path)

@@ -3,11 +3,11 @@
 import gc
 
 import pytest
-from tfx import v1 as tfx
 from tfx.components.evaluator import executor as tfx_evaluator
 
 from components import evaluator
 from pipeline import local_runner
+from pipeline.tfx_api import tfx
 
 # As local runs pass it: without it, TFX builds an sdist of itself for the Beam workers.
 SETUP = f'--setup_file={local_runner.SETUP_FILE}'

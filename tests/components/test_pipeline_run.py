@@ -15,11 +15,11 @@ import tensorflow_transform as tft
 import text_data
 from ml_metadata.metadata_store import metadata_store
 from tensorflow_metadata.proto.v0 import statistics_pb2
-from tfx import v1 as tfx
 
 from components import example_gen, transform, vocabulary
 from components.validation import DataError
 from pipeline import baseline, local_runner
+from pipeline.tfx_api import tfx
 from tfxlm import contract
 from trainer import inputs
 from trainer.config import TrainerConfig

@@ -158,8 +158,9 @@ def _records(folder):
 def _data_outputs(tmp_path, name, pool):
   """Runs the pipeline's data components (ExampleGen to Transform) on two worker processes,
   from `pool` or fresh ones; returns what they wrote."""
-  from tfx import v1 as tfx
   from tfx.orchestration import pipeline as pipeline_lib
+
+  from pipeline.tfx_api import tfx
 
   data = tmp_path / 'data'
   if not data.exists():

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
-from tfx import v1 as tfx
 
 from components import example_encoding, example_gen, transform, vocabulary
 from pipeline import local_runner
+from pipeline.tfx_api import tfx
 from tests.trainer import trainer_data
 from tfxlm import contract
 from trainer import training
