@@ -25,6 +25,7 @@ QUICK_ARGS = {
   'beam_overhead_bench.py': ['pool', '--size-mb', '1'],
   'io_bench.py': ['--size-mb', '2'],
   'loop_bench.py': ['--quick'],
+  'first_run_bench.py': ['--repeats', '1'],
 }
 # No small form: what they measure needs their full training runs.
 QUICK_SKIPS = {

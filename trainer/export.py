@@ -338,6 +338,9 @@ class ExportModule(tf.Module):
 
     They are traced here from plain methods: a `tf.function` attribute of the module would be
     traced a second time by `tf.saved_model.save`, which lists every function it can reach.
+    Without AutoGraph: nothing here branches or loops in Python on a tensor's value (generation
+    uses `tf.while_loop`), and rewriting these methods and all they call cost each exporting
+    process seconds (bench/first_run_bench.py).
     """
     examples = tf.TensorSpec([None], tf.string, name=EXAMPLES)
     text = tf.TensorSpec([None], tf.string, name=TEXT)
