@@ -10,7 +10,8 @@ For each task, both sides train the same architecture on the same batches:
   `keras_hub.models.BertTextClassifier` on the same checkpoint, compiled with the same AdamW
   and schedule (`trainer.optimization.create_optimizer`) and a from-logits cross-entropy.
 - clm: a GPT-2 `small` (4 layers, hidden 256) from random weights on a generated corpus run through
-  the project's Transform (tests/trainer/trainer_data.py); `fit` side `keras_hub.models.
+  the project's Transform (tests/trainer/trainer_data.py), in batches of 32 windows of 128 tokens
+  (32 is the configs' batch; the bench used 16 until 2026-12-05); `fit` side `keras_hub.models.
   GPT2CausalLM`, labels and weights as sample weights.
 
 The batches are the Trainer's real input pipeline (`trainer.inputs.make_dataset`: length-bucketed
@@ -224,7 +225,7 @@ def _clm_setup(args, work_dir):
   # A pretraining run's thousands of steps fuse the update (`train.fused_update` unset); the
   # few measured here would not.
   config = TrainerConfig(
-    task=contract.CLM, per_replica_batch_size=16, dropout=0.1, fused_update=True, **size
+    task=contract.CLM, per_replica_batch_size=32, dropout=0.1, fused_update=True, **size
   )
   return config, data['transform_graph'], data['train_files']
 
