@@ -134,8 +134,10 @@ class ExportModule(tf.Module):
       self.model_variables = list(model.weights)
     self.tft_layer = tft_output.transform_features_layer()
     # Transform's layer is a tf_keras model, whose calls (here and when saving traces it) AutoGraph
-    # would rewrite, seconds per process, though it has no Python control flow on tensors.
-    self.tft_layer.call = tf.autograph.experimental.do_not_convert(self.tft_layer.call)
+    # would rewrite, seconds per process, though it has no Python control flow on tensors. The
+    # layer is cached by its TFTransformOutput: wrapped once.
+    if 'call' not in vars(self.tft_layer):
+      self.tft_layer.call = tf.autograph.experimental.do_not_convert(self.tft_layer.call)
     self.task = config.task
     # A pretraining model whose Transform the classify stage shares reads the LM pieces.
     self.ids_key = inputs.token_ids_key(self.task, tft_output.transformed_feature_spec())

@@ -77,7 +77,12 @@ def test_two_workers_train_in_step_and_only_the_chief_writes(clm_data, tmp_path)
   assert not os.path.exists(checkpoints)  # the chief removed them after the export
   # The non-chief's scratch checkpoints are gone; nothing else was written beside the chief's.
   assert sorted(os.listdir(args.model_run_dir)) == sorted(
-    [training.TRAIN_LOGS, training.EVAL_LOGS, training.EVAL_HISTORY_FILE]
+    [
+      training.TRAIN_LOGS,
+      training.EVAL_LOGS,
+      training.EVAL_HISTORY_FILE,
+      training.TRAIN_SUMMARY_FILE,
+    ]
   )
   assert not [d for d in os.listdir(os.path.dirname(checkpoints)) if '_scratch_' in d]
   with open(os.path.join(args.model_run_dir, training.EVAL_HISTORY_FILE)) as f:
