@@ -98,6 +98,8 @@ def main(argv=None) -> int:
   if args.child:
     _child(args.child, work)
     return 0
+  if args.repeats < 1:
+    parser.error(f'--repeats must be at least 1, got {args.repeats}')
   if args.baseline and not os.path.isdir(os.path.join(args.baseline, 'trainer')):
     parser.error(f'--baseline {args.baseline!r} is not a checkout of this repository')
   sys.path.insert(0, REPO)
