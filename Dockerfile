@@ -23,7 +23,11 @@ ENV DEBIAN_FRONTEND=noninteractive \
 COPY tools/debian-packages.txt /tmp/build/tools/
 RUN apt-get update \
  && apt-get install -y --no-install-recommends $(sed 's/#.*//' /tmp/build/tools/debian-packages.txt) \
- && rm -rf /var/lib/apt/lists/*
+ && rm -rf /var/lib/apt/lists/* \
+ && ln -s "$(ls /usr/lib/*-linux-gnu/libjemalloc.so.2)" /usr/local/lib/libjemalloc.so.2
+# Every process of every component with jemalloc, as under ./dev (docs/runtime.md, "Memory
+# allocator"); `-e LD_PRELOAD=` (or the pod's env) runs glibc's malloc instead.
+ENV LD_PRELOAD=/usr/local/lib/libjemalloc.so.2
 
 COPY requirements.lock requirements-gpu.lock /tmp/build/
 COPY tools/install_stack.sh /tmp/build/tools/

@@ -6,6 +6,8 @@ import subprocess
 import sys
 import zipfile
 
+from tools import runtime
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -57,3 +59,10 @@ def test_dockerfile_installs_through_the_shared_script_and_package_list():
   assert 'ARG STACK_LOCK=requirements.lock' in dockerfile
   assert 'COPY requirements.lock requirements-gpu.lock /tmp/build/' in dockerfile
   assert 'install_stack.sh /opt/venv "/tmp/build/${STACK_LOCK}"' in dockerfile
+  # The image's processes run with the allocator ./dev preloads (tools/runtime.py), from the
+  # package list both install.
+  assert f'ENV LD_PRELOAD=/usr/local/lib/{runtime.JEMALLOC}' in dockerfile
+  assert (
+    f'/usr/lib/*-linux-gnu/{runtime.JEMALLOC})" /usr/local/lib/{runtime.JEMALLOC}' in dockerfile
+  )
+  assert 'libjemalloc2' in runtime._debian_packages()

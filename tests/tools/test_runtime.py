@@ -123,3 +123,71 @@ def test_pip_local_sources_of_the_host_are_found_for_the_root_filesystem(tmp_pat
   # The index's parent: a PEP 503 page links to ../../files beside `simple`.
   assert str(wheels) in found and str(tmp_path / 'mirror') in found
   assert not [p for p in found if p.startswith('/nonexistent')]
+
+
+def _root_with(tmp_path, *libs):
+  for lib in libs:
+    path = tmp_path / lib.lstrip('/')
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b'')
+  return str(tmp_path)
+
+
+def test_jemalloc_is_preloaded_where_installed_unless_turned_off_or_preloaded(tmp_path):
+  lib = '/usr/lib/aarch64-linux-gnu/libjemalloc.so.2'
+  root = _root_with(tmp_path, lib)
+  assert runtime.allocator(root, {}) == lib
+  assert runtime.allocator(root, {'TFXLM_MALLOC': 'jemalloc'}) == lib
+  assert runtime.allocator(root, {'TFXLM_MALLOC': 'system'}) == ''
+  assert runtime.allocator(root, {'LD_PRELOAD': '/opt/mine.so'}) == ''
+  assert runtime.allocator(_root_with(tmp_path / 'bare'), {}) == ''
+
+
+def test_an_unknown_allocator_is_refused_with_what_to_set(tmp_path):
+  with pytest.raises(SystemExit, match=r"TFXLM_MALLOC='tcmalloc' is not one of jemalloc, system"):
+    runtime.allocator(str(tmp_path), {'TFXLM_MALLOC': 'tcmalloc'})
+
+
+def test_the_root_filesystem_sets_the_preload_inside_only(tmp_path, monkeypatch):
+  monkeypatch.delenv('LD_PRELOAD', raising=False)
+  monkeypatch.delenv('TFXLM_MALLOC', raising=False)
+  target = _root_with(tmp_path, '/usr/lib/x86_64-linux-gnu/libjemalloc.so.2')
+  choice = host.Choice(host.ROOTFS, 'test')
+  cmd, env = runtime.command_in(choice, target, ['python', '-V'], '/')
+  sandbox = cmd[: cmd.index('--')]
+  at = sandbox.index('LD_PRELOAD')
+  assert sandbox[at - 1 : at + 2] == [
+    '--setenv',
+    'LD_PRELOAD',
+    '/usr/lib/x86_64-linux-gnu/libjemalloc.so.2',
+  ]
+  # bwrap itself runs on the host, which may not have the library.
+  assert 'LD_PRELOAD' not in env
+  monkeypatch.setenv('TFXLM_MALLOC', 'system')
+  cmd, _ = runtime.command_in(choice, target, ['python', '-V'], '/')
+  assert 'LD_PRELOAD' not in cmd
+
+
+def test_this_environment_runs_its_processes_with_jemalloc():
+  """The suite runs through ./dev: this process and the processes it starts have jemalloc mapped,
+  where the environment has it (the root filesystem always; a venv host if installed)."""
+  import os
+  import subprocess
+  import sys
+
+  kind = os.environ.get('TFXLM_RUNTIME_KIND')
+  if kind is None or os.environ.get('TFXLM_MALLOC') == 'system':
+    pytest.skip('not run through ./dev, or jemalloc turned off')
+  if kind == host.VENV and not runtime.allocator('', {}):
+    pytest.skip('a venv host without libjemalloc2')
+  if runtime.JEMALLOC not in os.environ.get('LD_PRELOAD', runtime.JEMALLOC):
+    pytest.skip('the caller preloads another library (LD_PRELOAD)')
+  with open('/proc/self/maps') as f:
+    assert runtime.JEMALLOC in f.read()
+  child = subprocess.run(
+    [sys.executable, '-c', 'print(open("/proc/self/maps").read())'],
+    capture_output=True,
+    text=True,
+    check=True,
+  )
+  assert runtime.JEMALLOC in child.stdout
