@@ -1,4 +1,9 @@
-"""The environment choice, a pure function of what the host offers, and the cache key."""
+"""The environment choice, a pure function of what the host offers, the cache key, and the
+allocator every process of the environment runs with."""
+
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -171,10 +176,6 @@ def test_the_root_filesystem_sets_the_preload_inside_only(tmp_path, monkeypatch)
 def test_this_environment_runs_its_processes_with_jemalloc():
   """The suite runs through ./dev: this process and the processes it starts have jemalloc mapped,
   where the environment has it (the root filesystem always; a venv host if installed)."""
-  import os
-  import subprocess
-  import sys
-
   kind = os.environ.get('TFXLM_RUNTIME_KIND')
   if kind is None or os.environ.get('TFXLM_MALLOC') == 'system':
     pytest.skip('not run through ./dev, or jemalloc turned off')
