@@ -24,7 +24,47 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+    prog='python -m serving.client', description=__doc__.split('\n')[0]
+  )
+  where = parser.add_mutually_exclusive_group(required=True)
+  where.add_argument('--grpc', help='host:port of the gRPC API')
+  where.add_argument('--rest', help='base URL of the REST API, e.g. http://localhost:8501')
+  parser.add_argument('--model_name', required=True)
+  parser.add_argument('--text', action='append', help='a text to send (repeat for a batch)')
+  parser.add_argument('--signature', default='', help='signature name (default serving_default)')
+  version = parser.add_mutually_exclusive_group()
+  version.add_argument('--version', type=int, help='a specific model version')
+  version.add_argument('--label', help='a version label')
+  parser.add_argument('--classify', action='store_true', help='use the Classify API')
+  parser.add_argument(
+    '--generate', action='store_true', help="call a causal LM's generate signature on --prompt"
+  )
+  parser.add_argument('--prompt', action='append', help='a prompt (repeat for a batch)')
+  parser.add_argument('--max_new_tokens', type=int, default=32)
+  parser.add_argument('--temperature', type=float, default=0.0, help='0: greedy')
+  parser.add_argument('--top_k', type=int, default=0, help='0: the whole vocabulary')
+  parser.add_argument('--top_p', type=float, default=1.0, help='1: no nucleus cut')
+  parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--timeout', type=float, default=30.0, help='seconds (the gRPC deadline)')
+  parser.add_argument('--root_cert', help='CA certificate (PEM) for TLS / HTTPS')
+  parser.add_argument('--auth_token_file', help='file holding the bearer token to send')
+  return parser
+
+
+def _flags(argv: list[str] | None):
+  parser = _parser()
+  flags = parser.parse_args(argv)
+  if flags.generate != bool(flags.prompt) or flags.generate == bool(flags.text):
+    parser.error('give --text (to predict or --classify) or --generate with --prompt')
+  return flags
+
+
 if __name__ == '__main__':
+  # The flags first: --help and a usage error answer before TensorFlow's import (seconds).
+  _flags(sys.argv[1:])
   # Before TensorFlow is imported: its C++ start-up lines go to a log, not the console.
   from tfxlm import console
 
@@ -287,34 +327,7 @@ def _jsonable(value):
 
 
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(
-    prog='python -m serving.client', description=__doc__.split('\n')[0]
-  )
-  where = parser.add_mutually_exclusive_group(required=True)
-  where.add_argument('--grpc', help='host:port of the gRPC API')
-  where.add_argument('--rest', help='base URL of the REST API, e.g. http://localhost:8501')
-  parser.add_argument('--model_name', required=True)
-  parser.add_argument('--text', action='append', help='a text to send (repeat for a batch)')
-  parser.add_argument('--signature', default='', help='signature name (default serving_default)')
-  version = parser.add_mutually_exclusive_group()
-  version.add_argument('--version', type=int, help='a specific model version')
-  version.add_argument('--label', help='a version label')
-  parser.add_argument('--classify', action='store_true', help='use the Classify API')
-  parser.add_argument(
-    '--generate', action='store_true', help="call a causal LM's generate signature on --prompt"
-  )
-  parser.add_argument('--prompt', action='append', help='a prompt (repeat for a batch)')
-  parser.add_argument('--max_new_tokens', type=int, default=32)
-  parser.add_argument('--temperature', type=float, default=0.0, help='0: greedy')
-  parser.add_argument('--top_k', type=int, default=0, help='0: the whole vocabulary')
-  parser.add_argument('--top_p', type=float, default=1.0, help='1: no nucleus cut')
-  parser.add_argument('--seed', type=int, default=0)
-  parser.add_argument('--timeout', type=float, default=30.0, help='seconds (the gRPC deadline)')
-  parser.add_argument('--root_cert', help='CA certificate (PEM) for TLS / HTTPS')
-  parser.add_argument('--auth_token_file', help='file holding the bearer token to send')
-  flags = parser.parse_args(argv)
-  if flags.generate != bool(flags.prompt) or flags.generate == bool(flags.text):
-    parser.error('give --text (to predict or --classify) or --generate with --prompt')
+  flags = _flags(argv)
   args = (flags.model_name, flags.text, flags.signature, flags.version, flags.label)
   try:
     token = None

@@ -1,8 +1,15 @@
-"""The cached `get_dofn_specs` (components/beam_specs.py) answers exactly as Beam's own."""
+"""The cached `get_dofn_specs` and state-cache weighing (components/beam_specs.py) answer exactly
+as Beam's own."""
+
+import sys
+import types
 
 import apache_beam as beam
+import numpy as np
+import objsize
 import pytest
 from apache_beam.coders import VarIntCoder
+from apache_beam.runners.worker import statecache
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
@@ -147,10 +154,10 @@ def test_callers_get_fresh_sets(counted):
 def test_importing_an_executor_installs_it_once():
   from components import transform  # noqa: F401 (the import installs it)
 
-  installed = userstate.get_dofn_specs
-  assert getattr(installed, beam_specs._MARK)
+  installed = userstate.get_dofn_specs, statecache.get_deep_size
+  assert all(getattr(f, beam_specs._MARK) for f in installed)
   beam_specs.install()
-  assert userstate.get_dofn_specs is installed
+  assert (userstate.get_dofn_specs, statecache.get_deep_size) == installed
 
 
 def test_a_stateful_pipeline_keeps_its_state_under_the_cache():
@@ -162,3 +169,64 @@ def test_a_stateful_pipeline_keeps_its_state_under_the_cache():
     for i in range(20):
       numbered = numbered | f'same{i}' >> beam.Map(lambda kv: kv)
     assert_that(numbered, equal_to([('a', 1), ('a', 2), ('a', 3), ('b', 1), ('b', 2)]))
+
+
+def _beams_weight(value):
+  """Beam 2.77's `statecache.get_deep_size`, as it is written there."""
+  return objsize.get_deep_size(
+    value,
+    get_size_func=statecache._size_func,
+    get_referents_func=statecache._get_referents_func,
+    filter_func=statecache._filter_func,
+  )
+
+
+class _Holder:
+  def __init__(self):
+    self.rows = [b'x' * 100, (1, 2.0, 'three')]
+    self.array = np.zeros(300)
+    self.json_globals = vars(sys.modules['json'])  # a module's globals: not counted
+
+
+@pytest.mark.parametrize(
+  'value',
+  [
+    [list(range(50)) for _ in range(5)],
+    {'text': 'a' * 1000, 'ids': np.arange(100), 'nested': {'x': [None, True]}},
+    _Holder(),
+    [vars(sys.modules['os']), vars(np), 'kept'],
+    b'bytes',
+    7,
+  ],
+  ids=['lists', 'dict', 'object', 'module-globals', 'bytes', 'int'],
+)
+def test_the_state_cache_weighs_a_value_as_beam_does(value):
+  beam_specs.install()
+  assert statecache.get_deep_size(value) == _beams_weight(value)
+
+
+def test_a_module_loaded_after_a_weighing_is_left_out_of_the_next():
+  beam_specs.install()
+  statecache.get_deep_size([1])  # the loaded modules' globals are collected
+  module = types.ModuleType('tfxlm_test_late_module')
+  module.payload = ['y' * 10_000]
+  sys.modules[module.__name__] = module
+  try:
+    held = [vars(module), 'kept']
+    assert statecache.get_deep_size(held) == _beams_weight(held)
+    assert statecache.get_deep_size(held) < statecache.get_deep_size([dict(vars(module)), 'kept'])
+  finally:
+    del sys.modules[module.__name__]
+
+
+def test_a_side_input_pipeline_runs_under_the_weighing(monkeypatch):
+  beam_specs.install()
+  weighed = []
+  installed = statecache.get_deep_size
+  monkeypatch.setattr(statecache, 'get_deep_size', lambda *v: weighed.append(v) or installed(*v))
+  with beam.Pipeline() as p:
+    table = p | 'table' >> beam.Create([('a', 1), ('b', 2)])
+    keys = p | 'keys' >> beam.Create(['a', 'b', 'a'])
+    looked_up = keys | beam.Map(lambda k, t: (k, t[k]), t=beam.pvalue.AsDict(table))
+    assert_that(looked_up, equal_to([('a', 1), ('b', 2), ('a', 1)]))
+  assert weighed  # the worker cached the side input

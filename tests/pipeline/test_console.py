@@ -135,11 +135,24 @@ def test_tfx_cli_errors_and_a_failing_runs_short_error_reach_the_console_without
   assert NATIVE_LINE.search(cli_log.read_text())
 
 
-def test_the_client_help_prints_no_native_start_up_lines(tmp_path):
-  result = _run(['-m', 'serving.client', '--help'], tmp_path)
+def test_the_client_help_and_usage_errors_answer_before_importing_tensorflow(tmp_path):
+  def imported(result, module):
+    # -X importtime lists each module imported on file descriptor 2, which the client points at
+    # its log (in TMPDIR) once it gets that far.
+    written = result.stderr + ''.join(p.read_text() for p in tmp_path.glob('*.log'))
+    return re.search(rf'\| +{module}$', written, re.M) is not None
+
+  result = _run(['-X', 'importtime', '-m', 'serving.client', '--help'], tmp_path)
   assert result.returncode == 0, result.stderr
-  assert 'usage:' in result.stdout
+  assert 'usage:' in result.stdout and '--model_name' in result.stdout
   assert not NATIVE_LINE.search(result.stdout + result.stderr), result.stderr
+  assert imported(result, 'argparse') and not imported(result, 'tensorflow')
+  wrong = _run(
+    ['-X', 'importtime', '-m', 'serving.client', '--grpc', 'h:1', '--text', 'x'], tmp_path
+  )
+  assert wrong.returncode == 2
+  assert 'the following arguments are required: --model_name' in wrong.stderr
+  assert imported(wrong, 'argparse') and not imported(wrong, 'tensorflow')
 
 
 def test_the_server_prints_no_native_start_up_lines(tmp_path):
