@@ -1,5 +1,5 @@
-"""The cached `get_dofn_specs` and state-cache weighing (components/beam_specs.py) answer exactly
-as Beam's own."""
+"""The cached `get_dofn_specs`, options views and state-cache weighing (components/beam_specs.py)
+answer exactly as Beam's own."""
 
 import sys
 import types
@@ -9,6 +9,7 @@ import numpy as np
 import objsize
 import pytest
 from apache_beam.coders import VarIntCoder
+from apache_beam.options import pipeline_options as po
 from apache_beam.runners.worker import statecache
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import userstate
@@ -154,10 +155,14 @@ def test_callers_get_fresh_sets(counted):
 def test_importing_an_executor_installs_it_once():
   from components import transform  # noqa: F401 (the import installs it)
 
-  installed = userstate.get_dofn_specs, statecache.get_deep_size
+  installed = userstate.get_dofn_specs, po.PipelineOptions.view_as, statecache.get_deep_size
   assert all(getattr(f, beam_specs._MARK) for f in installed)
   beam_specs.install()
-  assert (userstate.get_dofn_specs, statecache.get_deep_size) == installed
+  assert (
+    userstate.get_dofn_specs,
+    po.PipelineOptions.view_as,
+    statecache.get_deep_size,
+  ) == installed
 
 
 def test_a_stateful_pipeline_keeps_its_state_under_the_cache():
@@ -230,3 +235,55 @@ def test_a_side_input_pipeline_runs_under_the_weighing(monkeypatch):
     looked_up = keys | beam.Map(lambda k, t: (k, t[k]), t=beam.pvalue.AsDict(table))
     assert_that(looked_up, equal_to([('a', 1), ('b', 2), ('a', 1)]))
   assert weighed  # the worker cached the side input
+
+
+def _fresh_view(options, cls):
+  """Beam's own `view_as`, a new view on every call."""
+  beam_specs.install()
+  return po.PipelineOptions.view_as.__wrapped__(options, cls)
+
+
+def test_a_kept_view_reads_and_writes_the_options_as_a_fresh_one():
+  beam_specs.install()
+  options = po.PipelineOptions(['--direct_num_workers=2', '--experiments=a', '--runner=Direct'])
+  view = options.view_as(po.TypeOptions)
+  assert options.view_as(po.TypeOptions) is view  # kept
+  options.view_as(po.DebugOptions).add_experiment('b')
+  options.view_as(po.StandardOptions).runner = 'Other'
+  options.view_as(po.TypeOptions).pipeline_type_check = False
+  for cls in (po.DebugOptions, po.StandardOptions, po.TypeOptions, po.DirectOptions):
+    kept, fresh = options.view_as(cls), _fresh_view(options, cls)
+    assert kept.get_all_options() == fresh.get_all_options(), cls
+  assert options.view_as(po.DebugOptions).experiments == ['a', 'b']
+  assert _fresh_view(options, po.StandardOptions).runner == 'Other'
+  assert options.view_as(po.TypeOptions).pipeline_type_check is False
+  assert options.view_as(po.DirectOptions).direct_num_workers == 2
+  # Views of views, and other options objects, are their own.
+  assert options.view_as(po.DebugOptions).view_as(po.StandardOptions).runner == 'Other'
+  assert po.PipelineOptions(['--runner=Direct']).view_as(po.StandardOptions).runner == 'Direct'
+
+
+def test_changed_flags_or_a_dropped_option_make_a_fresh_view():
+  beam_specs.install()
+  flags = ['--direct_num_workers=2']
+  options = po.PipelineOptions(flags)
+  view = options.view_as(po.DirectOptions)
+  flags[0] = '--direct_num_workers=3'
+  assert options.view_as(po.DirectOptions).direct_num_workers == 2  # the store's, as Beam's
+  assert _fresh_view(options, po.DirectOptions).direct_num_workers == 2
+  options._all_options.pop('direct_num_workers')
+  again = options.view_as(po.DirectOptions)
+  assert again is not view and again.direct_num_workers == 3
+  assert options.view_as(po.DirectOptions) is again
+  options._all_options = dict(options._all_options)  # another store
+  assert options.view_as(po.DirectOptions) is not again
+  assert options.view_as(po.DirectOptions).direct_num_workers == 3
+
+
+def test_options_from_the_command_line_are_viewed_afresh(monkeypatch):
+  beam_specs.install()
+  monkeypatch.setattr(sys, 'argv', ['prog', '--direct_num_workers=5'])
+  options = po.PipelineOptions()
+  view = options.view_as(po.DirectOptions)
+  assert view.direct_num_workers == 5
+  assert options.view_as(po.DirectOptions) is not view
