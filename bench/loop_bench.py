@@ -222,10 +222,11 @@ def _clm_setup(args, work_dir):
     if args.quick
     else {'model_size': 'small', 'seq_len': 128}
   )
-  # A pretraining run's thousands of steps fuse the update (`train.fused_update` unset); the
-  # few measured here would not.
+  # Configured as a pretraining run of 10,000 steps: with `train.fused_update` and
+  # `train.jit_compile` unset, the Trainer fuses the update and compiles the forward and backward
+  # pass with XLA, as that run would (the few steps measured here would not).
   config = TrainerConfig(
-    task=contract.CLM, per_replica_batch_size=32, dropout=0.1, fused_update=True, **size
+    task=contract.CLM, per_replica_batch_size=32, dropout=0.1, train_steps=10_000, **size
   )
   return config, data['transform_graph'], data['train_files']
 
@@ -266,13 +267,18 @@ def measure_task(task_name, args, work_dir, rates):
       elapsed = sides[name].seconds(args.steps)
       if round_index:  # round 0 traces and warms up
         seconds[name].append(elapsed)
-  backbone = sides['trainer', contract.FLOAT32].model.backbone
-  flops = flops_per_token(backbone, float(np.mean(lengths)), task_name)
+  trainer = sides['trainer', contract.FLOAT32]
+  flops = flops_per_token(trainer.model.backbone, float(np.mean(lengths)), task_name)
   result = {
     'batch': base_config.per_replica_batch_size,
     'mean_length': float(np.mean(lengths)),
     'tokens_per_step': tokens / args.steps,
     'flops_per_token': flops,
+    # What the Trainer chose in float32 (`fit` keeps Keras' own `jit_compile='auto'`).
+    'trainer_xla': {
+      'update': trainer.loop.fused_update,
+      'forward_backward': trainer.loop.jit_compile,
+    },
     'runs': {},
   }
   for (kind, precision), values in seconds.items():
@@ -300,6 +306,14 @@ def report(results, rates, load, precisions, hardware):
       f'\n{task_name}: batch {r["batch"]}, mean length {r["mean_length"]:.1f}, '
       f'{r["tokens_per_step"]:.0f} non-padding tokens a step, '
       f'{r["flops_per_token"] / 1e6:.1f} MFLOP a token'
+    )
+    xla = r['trainer_xla']
+    print(
+      'Trainer in float32: update '
+      + ('fused by XLA' if xla['update'] else 'plain')
+      + ', forward and backward '
+      + ('compiled by XLA' if xla['forward_backward'] else "on TensorFlow's kernels")
+      + "; fit: Keras' jit_compile='auto'"
     )
     print(f'{"run":<24} {"tokens/s (median)":>18} {"spread":>17} {"utilization":>12}')
     for name, run in r['runs'].items():

@@ -132,7 +132,9 @@ class TrainerConfig:
       multiplies bfloat16 natively, mixed_float16 on GPUs of compute capability 7.x, else
       float32 (trainer/precision.py).
     jit_compile: Compile the train step's forward and backward pass with XLA (each new batch
-      shape compiles anew).
+      shape compiles anew). None (the default): where that is measured to pay back, i.e. a
+      causal LM (fixed-shape packed windows) in float32 under the default strategy on a CPU host,
+      trained for at least `training.JIT_MIN_STEPS` steps (README "Training").
     fused_update: Compile the optimizer update (the finite-gradient check, clipping, AdamW) into
       one XLA program under the default strategy (one device; a strategy object and float16
       loss scaling keep the plain update). The same arithmetic in fewer passes over memory,
@@ -188,7 +190,7 @@ class TrainerConfig:
   grad_accum_steps: int = 1
   strategy: str = contract.AUTO
   precision: str = contract.FLOAT32
-  jit_compile: bool = False
+  jit_compile: bool | None = None
   fused_update: bool | None = None
   mask_rate: float = 0.15
   mask_token_rate: float = 0.8

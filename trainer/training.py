@@ -43,6 +43,12 @@ _DEFAULT_STRATEGY = type(tf.distribute.get_strategy())
 # weights took 106 ms plain and 86 ms fused, ~0.9 ms a step per million weights, for an XLA
 # compile of ~1.4 s on 2 cores (medians of 5, 2026-12-05): it pays back past ~1.5e9.
 FUSED_UPDATE_MIN_WEIGHT_STEPS = 1.4e9
+# A causal LM's forward and backward pass compiled by XLA (`train.jit_compile` unset): GPT-2
+# `small`, batches of 32 windows of 128 tokens, float32 on 2 CPU cores, ran 1.24 s a step
+# against 1.68-1.76 s for TensorFlow's kernels, after a first step 3.5 s longer (the compile;
+# 2026-12-05, two runs each): it pays back within ten steps. Unset, it compiles for runs of at
+# least this many steps; the windows' fixed shape compiles once.
+JIT_MIN_STEPS = 50
 
 
 class NonFiniteLossError(ValueError):
@@ -160,6 +166,7 @@ class Loop:
       optimizer, keras.optimizers.LossScaleOptimizer
     )
     self.fused_update = self._fuses(config.train_steps)
+    self.jit_compile = self._jits(config.train_steps)
     self._fused_update = tf.function(
       functools.partial(self._update, fused=True), jit_compile=True, autograph=False
     )
@@ -178,6 +185,22 @@ class Loop:
       return True
     weights = adapters.count_weights(self.model.trainable_weights)
     return weights * (steps or 0) >= FUSED_UPDATE_MIN_WEIGHT_STEPS
+
+  def _jits(self, steps: int | None) -> bool:
+    """Whether the forward and backward pass run as an XLA program (`train.jit_compile`; None:
+    a causal LM in float32 under the default strategy on a CPU host, for `JIT_MIN_STEPS` steps
+    or more). Elsewhere it is not measured to pay back: classify batches change shape with their
+    longest text (a compile each), and this CPU runs a bfloat16 backward pass slower in XLA."""
+    if self.config.jit_compile is not None:
+      return self.config.jit_compile
+    return (
+      self.config.task == contract.CLM
+      and self._can_fuse
+      and self.model.dtype_policy.compute_dtype == 'float32'
+      and not tf.config.list_logical_devices('GPU')
+      and not tf.config.list_logical_devices('TPU')
+      and (steps or 0) >= JIT_MIN_STEPS
+    )
 
   def _checkpoints_newest_first(self) -> list[str]:
     """Checkpoint prefixes: the manager's record and the files themselves (the record may be
@@ -294,7 +317,7 @@ class Loop:
     return token_losses(logits, y[inputs.LABELS], y[inputs.WEIGHTS])
 
   def _compiled(self, fn):
-    return tf.function(fn, jit_compile=True) if self.config.jit_compile else fn
+    return tf.function(fn, jit_compile=True) if self.jit_compile else fn
 
   def _train_step_fn(self, iterator):
     x, y = next(iterator)
@@ -368,12 +391,17 @@ class Loop:
     self.history = [h for h in self.history if h['step'] <= start]
     if not self._train_step.experimental_get_tracing_count():  # decided before the first trace
       self.fused_update = self._fuses(train_steps - start)
+      self.jit_compile = self._jits(train_steps - start)
       if self.chief:
+        setting = {None: 'unset', True: 'true', False: 'false'}
         logging.info(
-          '%s: optimizer update %s (train.fused_update: %s)',
+          '%s: optimizer update %s (train.fused_update: %s); forward and backward pass %s '
+          '(train.jit_compile: %s)',
           config.task,
           'fused into one XLA program' if self.fused_update else 'plain',
-          {None: 'unset', True: 'true', False: 'false'}[config.fused_update],
+          setting[config.fused_update],
+          'compiled by XLA' if self.jit_compile else "on TensorFlow's kernels",
+          setting[config.jit_compile],
         )
     iterator = iter(train_dataset)
     # Train steps only: evaluation and checkpoints stay out of tokens/second.

@@ -44,7 +44,7 @@ def test_ints_are_accepted_for_floats():
     ({'fused_update': 'maybe'}, "fused_update: expected true, false or null, got 'maybe'"),
     ({'dropout': 'x'}, "dropout: expected a number or null, got 'x'"),
     ({'dropout': float('nan')}, 'dropout: expected a finite number, got nan'),
-    ({'jit_compile': 1}, 'jit_compile: expected true or false, got 1'),
+    ({'jit_compile': 1}, 'jit_compile: expected true, false or null, got 1'),
     ({'seq_len': True}, 'seq_len: expected an integer, got True'),
     ({'task': 'translate'}, "task: 'translate' is not one of mlm, clm, classify"),
     ({'strategy': 'horovod'}, "strategy: 'horovod' is not one of"),

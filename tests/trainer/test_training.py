@@ -22,6 +22,8 @@ def _batch(task, rows, seed=0):
   x = {models.TOKEN_IDS: ids, models.PADDING_MASK: np.ones_like(ids)}
   if task == 'classify':
     labels = rng.integers(0, CLASSES, size=rows).astype('int32')
+  elif task == 'clm':
+    labels = np.roll(ids, -1, axis=1)
   else:
     x[models.MASK_POSITIONS] = np.tile(np.array([[1, 3]], 'int32'), (rows, 1))
     labels = ids[:, [1, 3]]
@@ -134,6 +136,41 @@ def test_the_update_is_fused_by_default_where_its_compile_pays_back(tmp_path, ca
   loop.run(data, data, train_steps=2, eval_steps=1)
   assert not loop.fused_update and int(loop.step) == 2
   assert 'optimizer update plain (train.fused_update: unset)' in caplog.text
+
+
+def test_a_long_float32_causal_lm_run_compiles_its_step_by_default(tmp_path, caplog):
+  """Unset, `jit_compile` compiles the forward and backward pass of a clm run of JIT_MIN_STEPS
+  steps or more in float32 under the default strategy on this CPU host; not classify, not fewer
+  steps, not bfloat16, not a strategy object; true and false decide alone."""
+  enough = training.JIT_MIN_STEPS
+  assert _loop('clm', tmp_path, train_steps=enough).jit_compile
+  assert not _loop('clm', tmp_path).jit_compile  # train_steps unset: decided again at `run`
+  assert not _loop('clm', tmp_path, train_steps=enough - 1).jit_compile
+  assert not _loop('classify', tmp_path, train_steps=enough).jit_compile
+  assert not _loop('clm', tmp_path, precision='mixed_bfloat16', train_steps=enough).jit_compile
+  assert not _loop('clm', tmp_path, train_steps=enough, jit_compile=False).jit_compile
+  assert _loop('classify', tmp_path, train_steps=1, jit_compile=True).jit_compile
+  mirrored = tf.distribute.MirroredStrategy(['/cpu:0'])
+  with mirrored.scope():
+    under = _loop('clm', tmp_path, train_steps=enough)
+  assert not training.Loop(
+    mirrored, under.model, under.optimizer, under.config, str(tmp_path / 'mirrored')
+  ).jit_compile
+
+  # The run's steps decide: enough here, so the compiled step, and it learns.
+  data = tf.data.Dataset.from_tensors(_batch('clm', 8)).repeat()
+  loop = _loop('clm', tmp_path, eval_every_steps=1000, log_every_steps=1000)
+  caplog.set_level(logging.INFO, logger='absl')
+  history = loop.run(data, data, train_steps=enough, eval_steps=1)
+  assert loop.jit_compile and int(loop.step) == enough
+  assert 'forward and backward pass compiled by XLA (train.jit_compile: unset)' in caplog.text
+  compiled = [
+    f
+    for f in loop._train_step.get_concrete_function(iter(data)).graph.as_graph_def().library.function
+    if f.attr.get('_XlaMustCompile') and f.attr['_XlaMustCompile'].b
+  ]
+  assert compiled, 'no XLA-compiled function in the train step'
+  assert history[-1]['loss'] < np.log(VOCAB)  # below a uniform guess over the vocabulary
 
 
 # Without accumulation the same fused program runs on one micro-batch's gradients: slow.
