@@ -164,10 +164,9 @@ def test_a_long_float32_causal_lm_run_compiles_its_step_by_default(tmp_path, cap
   history = loop.run(data, data, train_steps=enough, eval_steps=1)
   assert loop.jit_compile and int(loop.step) == enough
   assert 'forward and backward pass compiled by XLA (train.jit_compile: unset)' in caplog.text
+  library = loop._train_step.get_concrete_function(iter(data)).graph.as_graph_def().library
   compiled = [
-    f
-    for f in loop._train_step.get_concrete_function(iter(data)).graph.as_graph_def().library.function
-    if f.attr.get('_XlaMustCompile') and f.attr['_XlaMustCompile'].b
+    f for f in library.function if '_XlaMustCompile' in f.attr and f.attr['_XlaMustCompile'].b
   ]
   assert compiled, 'no XLA-compiled function in the train step'
   assert history[-1]['loss'] < np.log(VOCAB)  # below a uniform guess over the vocabulary
