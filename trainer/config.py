@@ -133,8 +133,9 @@ class TrainerConfig:
       float32 (trainer/precision.py).
     jit_compile: Compile the train step's forward and backward pass with XLA (each new batch
       shape compiles anew). None (the default): where that is measured to pay back, i.e. a
-      causal LM (fixed-shape packed windows) in float32 under the default strategy on a CPU host,
-      trained for at least `training.JIT_MIN_STEPS` steps (README "Training").
+      language model (clm, mlm: fixed-shape packed windows) in float32 under the default
+      strategy on a CPU host, trained for at least `training.JIT_MIN_STEPS` steps (README
+      "Training").
     fused_update: Compile the optimizer update (the finite-gradient check, clipping, AdamW) into
       one XLA program under the default strategy (one device; a strategy object and float16
       loss scaling keep the plain update). The same arithmetic in fewer passes over memory,

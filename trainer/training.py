@@ -43,12 +43,15 @@ _DEFAULT_STRATEGY = type(tf.distribute.get_strategy())
 # weights took 106 ms plain and 86 ms fused, ~0.9 ms a step per million weights, for an XLA
 # compile of ~1.4 s on 2 cores (medians of 5, 2026-12-05): it pays back past ~1.5e9.
 FUSED_UPDATE_MIN_WEIGHT_STEPS = 1.4e9
-# A causal LM's forward and backward pass compiled by XLA (`train.jit_compile` unset): GPT-2
-# `small`, batches of 32 windows of 128 tokens, float32 on 2 CPU cores, ran 1.24 s a step
-# against 1.68-1.76 s for TensorFlow's kernels, after a first step 3.5 s longer (the compile;
-# 2026-12-05, two runs each): it pays back within ten steps. Unset, it compiles for runs of at
-# least this many steps; the windows' fixed shape compiles once.
+# A language model's forward and backward pass compiled by XLA (`train.jit_compile` unset),
+# float32 on 2 CPU cores, batches of 32 packed windows of 128 tokens, two runs each
+# (2026-12-05): GPT-2 `small` (clm) 1.24 s a step against 1.68-1.76 s on TensorFlow's kernels,
+# after a first step 3.5 s longer (the compile); the mlm BERT `small` 1.19-1.28 s against
+# 1.61-1.78 s, a first step 0.3-2.1 s longer. It pays back within ten steps. Unset, it compiles
+# for runs of at least this many steps; the windows' fixed shape compiles once.
 JIT_MIN_STEPS = 50
+# The tasks whose batches have one shape (packed windows; mlm's masked positions padded).
+_FIXED_SHAPE_TASKS = (contract.CLM, contract.MLM)
 
 
 class NonFiniteLossError(ValueError):
@@ -188,13 +191,14 @@ class Loop:
 
   def _jits(self, steps: int | None) -> bool:
     """Whether the forward and backward pass run as an XLA program (`train.jit_compile`; None:
-    a causal LM in float32 under the default strategy on a CPU host, for `JIT_MIN_STEPS` steps
-    or more). Elsewhere it is not measured to pay back: classify batches change shape with their
-    longest text (a compile each), and this CPU runs a bfloat16 backward pass slower in XLA."""
+    a language model (clm, mlm) in float32 under the default strategy on a CPU host, for
+    `JIT_MIN_STEPS` steps or more). Elsewhere it is not measured to pay back: classify batches
+    change shape with their longest text (a compile each), and this CPU runs a bfloat16
+    backward pass slower in XLA."""
     if self.config.jit_compile is not None:
       return self.config.jit_compile
     return (
-      self.config.task == contract.CLM
+      self.config.task in _FIXED_SHAPE_TASKS
       and self._can_fuse
       and self.model.dtype_policy.compute_dtype == 'float32'
       and not tf.config.list_logical_devices('GPU')

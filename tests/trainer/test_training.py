@@ -138,12 +138,13 @@ def test_the_update_is_fused_by_default_where_its_compile_pays_back(tmp_path, ca
   assert 'optimizer update plain (train.fused_update: unset)' in caplog.text
 
 
-def test_a_long_float32_causal_lm_run_compiles_its_step_by_default(tmp_path, caplog):
-  """Unset, `jit_compile` compiles the forward and backward pass of a clm run of JIT_MIN_STEPS
-  steps or more in float32 under the default strategy on this CPU host; not classify, not fewer
-  steps, not bfloat16, not a strategy object; true and false decide alone."""
+def test_a_long_float32_language_model_run_compiles_its_step_by_default(tmp_path, caplog):
+  """Unset, `jit_compile` compiles the forward and backward pass of a clm or mlm run of
+  JIT_MIN_STEPS steps or more in float32 under the default strategy on this CPU host; not
+  classify, not fewer steps, not bfloat16, not a strategy object; true and false decide alone."""
   enough = training.JIT_MIN_STEPS
   assert _loop('clm', tmp_path, train_steps=enough).jit_compile
+  assert _loop('mlm', tmp_path, train_steps=enough).jit_compile
   assert not _loop('clm', tmp_path).jit_compile  # train_steps unset: decided again at `run`
   assert not _loop('clm', tmp_path, train_steps=enough - 1).jit_compile
   assert not _loop('classify', tmp_path, train_steps=enough).jit_compile
