@@ -245,6 +245,7 @@ class RestClient:
 
     Raises:
       RuntimeError: with the HTTP status and TF Serving's {"error": ...} message.
+      OSError: naming `url`, when the server cannot be reached (refused, no such host, TLS).
     """
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, headers=self.headers)
@@ -253,6 +254,8 @@ class RestClient:
         return json.loads(r.read())
     except urllib.error.HTTPError as e:
       raise RuntimeError(f'HTTP {e.code}: {e.read().decode("utf-8", "replace")}') from None
+    except urllib.error.URLError as e:
+      raise OSError(f'cannot reach {url}: {e.reason}') from None
 
   def input_key(
     self, model: str, signature: str = '', version: int | None = None, label: str | None = None

@@ -102,6 +102,17 @@ def test_query_client_reports_errors(process, capsys):
   assert 'NOT_FOUND' in capsys.readouterr().err
 
 
+def test_query_client_names_a_rest_server_it_cannot_reach(capsys):
+  with socket.socket() as s:  # a port nothing listens on once closed
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+  url = f'http://127.0.0.1:{port}'
+  assert client.main(['--rest', url, '--model_name', 'm', '--text', 'x']) == 1
+  err = capsys.readouterr().err
+  assert err.startswith(f'error: cannot reach {url}/v1/models/m'), err
+  assert 'refused' in err and 'Traceback' not in err
+
+
 def test_sigterm_drains_in_flight_requests(process):
   proc, grpc_target, rest_url = process
   results = {}
