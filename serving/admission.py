@@ -72,7 +72,7 @@ class Admission:
       raise errors.ServingError(
         grpc.StatusCode.UNAVAILABLE, 'the server is shutting down'
       ) from None
-    call.add_done_callback(lambda _: loop.call_soon_threadsafe(self._release))
+    call.add_done_callback(lambda _: _call_soon(loop, self._release))
     try:
       async with asyncio.timeout(_remaining(deadline)):
         return await asyncio.wrap_future(call)
@@ -126,10 +126,20 @@ class Admission:
         return
     self._running -= 1
 
-  def shutdown(self) -> None:
-    """Lets running work finish in the background; later run() calls are refused."""
-    self._pool.shutdown(wait=False, cancel_futures=False)
+  def shutdown(self, wait: bool = False) -> None:
+    """Lets running work finish (in the background, or before returning when `wait`); later
+    run() calls are refused."""
+    self._pool.shutdown(wait=wait, cancel_futures=False)
 
 
 def _remaining(deadline):
   return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[[], object]) -> None:
+  """Runs fn on loop from a worker thread; nothing once the loop has closed: a request that
+  outlived a stopping server has no one left to hand its thread to."""
+  try:
+    loop.call_soon_threadsafe(fn)
+  except RuntimeError:  # the event loop is closed
+    pass

@@ -17,8 +17,6 @@ float on CPU); `int4` unpacks its nibbles in the folded part. The signatures, in
 are the float export's; only TensorFlow ops, so TF Serving and the project's server load it.
 """
 
-import contextlib
-import gc
 import json
 import os
 
@@ -29,7 +27,7 @@ import tensorflow as tf
 # first step); module path as of TF 2.21.
 from tensorflow.python.framework import convert_to_constants
 
-from tfxlm import contract
+from tfxlm import collector, contract
 from trainer import export
 from trainer.compression_config import ExportConfig
 from trainer.config import TrainerConfig
@@ -48,34 +46,18 @@ def quantize_model(model: keras.Model, mode: str) -> keras.Model:
     raise ValueError(
       f'export.quantize: {mode!r} is not one of {", ".join(contract.QUANTIZE_MODES)}'
     )
-  with _young_collections():
+  # Keras runs a full `gc.collect()` each time a layer drops a variable attribute
+  # (keras/src/layers/layer.py `__delattr__`), and `quantize` drops every kernel: one walk of
+  # the whole process (about 0.4 s of CPU each in a test worker) per quantized layer, most of a
+  # small model's quantized export, unless the objects from before are frozen meanwhile. One
+  # full collection after it frees the dropped kernels as Keras' would have.
+  with collector.new_objects_only(collect_after=True):
     if mode == contract.INT8_WEIGHTS:
       # Keras 3.15 spells weight-only int8 as int8 without an activation quantizer.
       model.quantize(config=keras.quantizers.Int8QuantizationConfig(activation_quantizer=None))
     else:
       model.quantize(mode)
   return model
-
-
-@contextlib.contextmanager
-def _young_collections():
-  """Keras runs a full `gc.collect()` each time a layer drops a variable attribute
-  (keras/src/layers/layer.py `__delattr__`), and `quantize` drops every kernel: one full walk of
-  the process's objects (TensorFlow, Keras, the model: a million or more) per quantized layer,
-  about 0.4 s of CPU each in a test worker, most of a small model's quantized export. Inside,
-  the objects that existed before are frozen (`gc.freeze`), so those collections walk only what
-  the quantization made; one full collection after it frees the dropped kernels as Keras'
-  would have. A caller's own freeze is left as it is (then nothing is frozen or unfrozen here).
-  """
-  if gc.get_freeze_count():
-    yield
-    return
-  gc.freeze()
-  try:
-    yield
-  finally:
-    gc.unfreeze()
-    gc.collect()
 
 
 def frozen_classifier_call(model: keras.Model):

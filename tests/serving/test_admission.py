@@ -3,6 +3,7 @@ admission queue, and bounded work per request, against a real (toy) SavedModel."
 
 import asyncio
 import json
+import logging
 import os
 import re
 import socket
@@ -282,6 +283,28 @@ def test_admission_queue_order_deadline_and_departure():
     admission.shutdown()
 
   asyncio.run(scenario())
+
+
+def test_work_that_outlives_the_event_loop_ends_without_an_error(caplog):
+  """A server that stops closes its loop while a request's work still runs: when the work
+  returns, giving its thread back must not raise 'Event loop is closed' in the worker thread."""
+  admission = Admission(workers=1, max_queued=0)
+  release = threading.Event()
+
+  def work(stop):
+    release.wait(5)
+    return 'late'
+
+  async def scenario():
+    request = asyncio.ensure_future(admission.run(work, None))
+    await asyncio.sleep(0.05)
+    request.cancel()  # the server stops: its requests are cancelled, their work runs on
+
+  asyncio.run(scenario())
+  with caplog.at_level(logging.ERROR, logger='concurrent.futures'):
+    release.set()
+    admission.shutdown(wait=True)  # the work has returned and its done callbacks have run
+  assert not caplog.records, [r.getMessage() for r in caplog.records]
 
 
 @pytest.mark.parametrize(
