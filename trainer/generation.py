@@ -154,7 +154,10 @@ class CachedGenerator:
           f'normalize_first=True); {layer.name} of {type(backbone).__name__} is not one'
         )
     self.jit_compile = jit_compile
-    self._loop = tf.function(self.loop, jit_compile=True) if jit_compile else self.loop
+    # The loop is a tf.while_loop already: nothing for AutoGraph to rewrite.
+    self._loop = (
+      tf.function(self.loop, jit_compile=True, autograph=False) if jit_compile else self.loop
+    )
 
   def _attend(self, layer, x, h, keys, values, index):
     """The rest of one decoder layer (keras-hub's `TransformerDecoder`, normalize_first).
