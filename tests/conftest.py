@@ -163,6 +163,20 @@ def pytest_xdist_make_scheduler(config, log):
   return Scheduling(config, log)
 
 
+@pytest.fixture
+def unfrozen_gc():
+  """Nothing frozen in the garbage collector, as in a pipeline's or a Trainer's process (this
+  suite freezes what collection imported: `pytest_collection_finish`); the suite's freeze is put
+  back afterwards."""
+  suite_frozen = gc.get_freeze_count()
+  gc.unfreeze()
+  try:
+    yield
+  finally:
+    if suite_frozen:
+      gc.freeze()
+
+
 def pytest_collection_finish(session):
   """Collection imported TensorFlow, Keras, TFX and Beam: a million-odd objects that live as long
   as the process. Frozen, the garbage collector's full passes (Keras forces one for each

@@ -2,21 +2,11 @@
 freeze is left as it was."""
 
 import gc
+import weakref
 
 import pytest
 
 from tfxlm import collector
-
-
-@pytest.fixture
-def unfrozen():
-  suite_frozen = gc.get_freeze_count()  # tests/conftest.py freezes what the suite keeps alive
-  gc.unfreeze()
-  try:
-    yield
-  finally:
-    if suite_frozen:
-      gc.freeze()
 
 
 class _Cycle:
@@ -39,7 +29,7 @@ def _full_collections(step):
   return started
 
 
-def test_objects_from_before_are_frozen_inside_only(unfrozen):
+def test_objects_from_before_are_frozen_inside_only(unfrozen_gc):
   earlier = [_Cycle() for _ in range(100)]
   with collector.new_objects_only():
     inside = gc.get_freeze_count()
@@ -65,17 +55,32 @@ def _step(collect_after):
   return run
 
 
-def test_collect_after_runs_one_full_collection_unfrozen(unfrozen):
+def test_collect_after_runs_one_full_collection_unfrozen(unfrozen_gc):
   assert _full_collections(_step(collect_after=True)) == [0]
   assert _full_collections(_step(collect_after=False)) == []
 
 
-def test_a_callers_freeze_is_kept(unfrozen):
-  gc.freeze()
+def test_a_callers_freeze_stays_in_force(unfrozen_gc):
+  kept_alive = [_Cycle() for _ in range(100)]
+  gc.freeze()  # the caller's
+  gc.disable()  # no automatic collection may free `dropped` before the step
   try:
-    kept = gc.get_freeze_count()
-    with collector.new_objects_only(collect_after=True):
-      assert gc.get_freeze_count() == kept
-    assert gc.get_freeze_count() == kept
+    callers = gc.get_freeze_count()
+    dropped = _Cycle()
+    gone = weakref.ref(dropped)
+    made_inside = []
+
+    def step():
+      with collector.new_objects_only():
+        assert gc.get_freeze_count() > callers  # what existed on entry is frozen too
+        made_inside.extend(_Cycle() for _ in range(100))
+
+    del dropped
+    assert _full_collections(step) == [0]  # one full collection on exit, with nothing frozen
+    assert gone() is None  # it freed what was dropped before the step
+    unfrozen = {id(o) for o in gc.get_objects()}  # gc.get_objects() leaves out frozen objects
+    assert id(kept_alive[0]) not in unfrozen  # the caller's objects are frozen again,
+    assert id(made_inside[0]) not in unfrozen  # and so is what survived the step
   finally:
+    gc.enable()
     gc.unfreeze()

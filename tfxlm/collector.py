@@ -20,16 +20,18 @@ def new_objects_only(collect_after: bool = False):
       its own collections could not reach it).
 
   A caller's own freeze (`gc.get_freeze_count()` > 0 on entry: a server or a test harness that
-  froze its long-lived objects) is left as it is: nothing is frozen or unfrozen here, since
-  `gc.unfreeze` cannot tell the caller's objects from ours.
+  froze its long-lived objects) stays in force. `gc.unfreeze` cannot tell the caller's objects
+  from the others, so on exit one full collection runs with nothing frozen (freeing what the
+  step dropped) and what survives it is frozen again: the caller's objects, and those that
+  existed on entry.
   """
-  if gc.get_freeze_count():
-    yield
-    return
+  callers = gc.get_freeze_count() > 0
   gc.freeze()
   try:
     yield
   finally:
     gc.unfreeze()
-    if collect_after:
+    if collect_after or callers:
       gc.collect()
+    if callers:
+      gc.freeze()

@@ -35,20 +35,7 @@ def _run(monkeypatch, beam_args, fail=False):
   return seen
 
 
-@pytest.fixture
-def unfrozen():
-  """A process with nothing frozen, as a pipeline's starts (tests/conftest.py freezes what the
-  suite keeps alive); the suite's freeze is put back after."""
-  suite_frozen = gc.get_freeze_count()
-  gc.unfreeze()
-  try:
-    yield
-  finally:
-    if suite_frozen:
-      gc.freeze()
-
-
-def test_earlier_objects_frozen_during_the_evaluation_only(monkeypatch, unfrozen):
+def test_earlier_objects_frozen_during_the_evaluation_only(monkeypatch, unfrozen_gc):
   earlier = [object() for _ in range(10)]
   seen = _run(monkeypatch, ['--direct_num_workers=1'])
   assert seen['frozen'] >= len(earlier)
@@ -59,15 +46,15 @@ def test_earlier_objects_frozen_during_the_evaluation_only(monkeypatch, unfrozen
   assert gc.get_freeze_count() == 0
 
 
-def test_a_callers_own_freeze_is_kept_through_the_evaluation(monkeypatch, unfrozen):
+def test_a_callers_own_freeze_stays_in_force_through_the_evaluation(monkeypatch, unfrozen_gc):
   gc.freeze()
   try:
     kept = gc.get_freeze_count()
-    assert kept > 0
     seen = _run(monkeypatch, ['--direct_num_workers=1'])
-    assert seen['frozen'] == kept and gc.get_freeze_count() == kept
+    assert kept > 0 and seen['frozen'] >= kept
+    assert gc.get_freeze_count() > 0  # frozen again after the evaluation (tfxlm.collector)
     _run(monkeypatch, [], fail=True)
-    assert gc.get_freeze_count() == kept
+    assert gc.get_freeze_count() > 0
   finally:
     gc.unfreeze()
 

@@ -107,17 +107,10 @@ def test_quantize_refuses_other_tasks(clm_data, tmp_path):
     )
 
 
-def test_quantizing_walks_only_new_objects_and_leaves_the_collector_as_it_was():
+def test_quantizing_walks_only_new_objects_and_leaves_the_collector_as_it_was(unfrozen_gc):
   """Keras collects garbage once per kernel `quantize` drops: those collections run with the
-  earlier objects frozen, one full collection follows, and a caller's own freeze is kept."""
-  # tests/conftest.py froze everything collection imported; a Trainer process starts unfrozen.
-  suite_frozen = gc.get_freeze_count()
-  gc.unfreeze()
-  try:
-    _check_quantizing_freezes_only_inside()
-  finally:
-    if suite_frozen:
-      gc.freeze()
+  earlier objects frozen, one full collection follows, and a caller's own freeze stays."""
+  _check_quantizing_freezes_only_inside()
 
 
 def _check_quantizing_freezes_only_inside():
@@ -141,10 +134,16 @@ def _check_quantizing_freezes_only_inside():
   assert len(frozen_during) >= 3  # one per Dense kernel dropped, then the final one
   assert all(count > 0 for count in frozen_during[:-1]), frozen_during
   assert gc.get_freeze_count() == before
-  gc.freeze()
+  gc.freeze()  # a caller's own freeze: the collections inside walk only what is new there too
   try:
     kept = gc.get_freeze_count()
-    quantization.quantize_model(model(), contract.INT8)
-    assert gc.get_freeze_count() == kept
+    del frozen_during[:]
+    gc.callbacks.append(seen)
+    try:
+      quantization.quantize_model(model(), contract.INT8)
+    finally:
+      gc.callbacks.remove(seen)
+    assert all(count >= kept for count in frozen_during[:-1]), (kept, frozen_during)
+    assert frozen_during[-1] == 0 and gc.get_freeze_count() > 0  # frozen again after
   finally:
     gc.unfreeze()
