@@ -1,5 +1,5 @@
 """tfxlm.collector: the garbage collector walks only what a step creates, and a caller's own
-freeze is left as it was."""
+freeze stays in force."""
 
 import gc
 import weakref
