@@ -321,7 +321,8 @@ class Loop:
     return token_losses(logits, y[inputs.LABELS], y[inputs.WEIGHTS])
 
   def _compiled(self, fn):
-    return tf.function(fn, jit_compile=True) if self.jit_compile else fn
+    # Traced without AutoGraph, as the steps around it (a straight line of tensor ops).
+    return tf.function(fn, jit_compile=True, autograph=False) if self.jit_compile else fn
 
   def _train_step_fn(self, iterator):
     x, y = next(iterator)
