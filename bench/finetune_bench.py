@@ -91,6 +91,7 @@ def _prepare(args, outputs):
   ]
   for override in [*args.overrides, *_CHEAP_TRAINER]:
     command += ['--set', override]
+  os.makedirs(outputs, exist_ok=True)
   log = os.path.join(outputs, 'prep.log')
   print(f'demo pipeline up to Transform (log: {log}) ...', flush=True)
   with open(log, 'w') as f:

@@ -7,7 +7,9 @@ place in a first-come first-served queue of `max_queued` requests; only a full q
 (RESOURCE_EXHAUSTED, REST 503). A request whose deadline passes while it waits leaves the
 queue (DEADLINE_EXCEEDED); one whose deadline passes, or whose client goes away, while it runs
 has its `stop` event set, which the signature's chunk loop checks between chunks; its thread
-is given back only when the work has returned.
+is given back only when the work has returned. When a stopping server's drain time is up,
+`abort` ends the rest the same way: running work stops at its next chunk, queued requests
+leave the queue, and both are answered UNAVAILABLE.
 """
 
 import asyncio
@@ -40,6 +42,8 @@ class Admission:
     self._pool = futures.ThreadPoolExecutor(workers, thread_name_prefix='request')
     self._running = 0
     self._waiting = collections.deque()
+    self._stops = set()  # the stop events of the work that holds a thread
+    self._aborted = False
 
   @property
   def running(self) -> int:
@@ -60,8 +64,11 @@ class Admission:
 
     Raises:
       ServingError: RESOURCE_EXHAUSTED (HTTP 503) when the queue is full, DEADLINE_EXCEEDED
-        when the deadline passes first, or whatever `work` raises.
+        when the deadline passes first, UNAVAILABLE once the server is stopping (`abort`), or
+        whatever `work` raises.
     """
+    if self._aborted:
+      raise _shutting_down()
     await self._acquire(deadline)
     stop = threading.Event()
     loop = asyncio.get_running_loop()
@@ -69,10 +76,9 @@ class Admission:
       call = self._pool.submit(work, stop)
     except RuntimeError:  # the pool was shut down: the server is stopping
       self._release()
-      raise errors.ServingError(
-        grpc.StatusCode.UNAVAILABLE, 'the server is shutting down'
-      ) from None
+      raise _shutting_down() from None
     call.add_done_callback(lambda _: _call_soon(loop, self._release))
+    self._stops.add(stop)
     try:
       async with asyncio.timeout(_remaining(deadline)):
         return await asyncio.wrap_future(call)
@@ -84,6 +90,12 @@ class Admission:
     except asyncio.CancelledError:  # the client went away
       stop.set()
       raise
+    except errors.ServingError as e:
+      if self._aborted and e.code == grpc.StatusCode.CANCELLED:  # stopped by `abort`
+        raise _shutting_down('ran') from None
+      raise
+    finally:
+      self._stops.discard(stop)
 
   async def _acquire(self, deadline):
     if self._running < self.workers and not self._waiting:
@@ -100,9 +112,9 @@ class Admission:
     self._waiting.append(waiter)
     try:
       async with asyncio.timeout(_remaining(deadline)):
-        await waiter
+        admitted = await waiter
     except BaseException as e:
-      if waiter.done() and not waiter.cancelled():
+      if waiter.done() and not waiter.cancelled() and waiter.result():
         self._release()  # a thread was handed to us as we gave up: pass it on
       else:
         waiter.cancel()
@@ -116,20 +128,45 @@ class Admission:
           'deadline exceeded while the request waited in the queue',
         ) from None
       raise
+    if not admitted:
+      raise _shutting_down('waited in the queue')
 
   def _release(self):
     """A thread is free: hands it to the first live waiter, or counts it free."""
     while self._waiting:
       waiter = self._waiting.popleft()
       if not waiter.done():
-        waiter.set_result(None)
+        waiter.set_result(True)
         return
     self._running -= 1
+
+  def abort(self) -> None:
+    """Ends every request now: the running ones at their work's next check of `stop` (the
+    chunk loop's), the queued ones at once; both raise UNAVAILABLE, as do later run() calls.
+    Call on the loop, when a stopping server's drain time is up."""
+    self._aborted = True
+    for stop in self._stops:
+      stop.set()
+    while self._waiting:
+      waiter = self._waiting.popleft()
+      if not waiter.done():
+        waiter.set_result(False)
 
   def shutdown(self, wait: bool = False) -> None:
     """Lets running work finish (in the background, or before returning when `wait`); later
     run() calls are refused."""
     self._pool.shutdown(wait=wait, cancel_futures=False)
+
+
+def _shutting_down(request_state: str | None = None) -> errors.ServingError:
+  cut = (
+    f': its drain time (--drain_seconds) ran out while this request {request_state}'
+    if request_state
+    else ''
+  )
+  return errors.ServingError(
+    grpc.StatusCode.UNAVAILABLE, f'the server is shutting down{cut}; retry on another replica'
+  )
 
 
 def _remaining(deadline):

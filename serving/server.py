@@ -235,7 +235,14 @@ class Server:
       stopping.append(self._grpc.stop(grace))
     if self._rest is not None:
       stopping.append(self._rest.drain(grace))
-    await asyncio.gather(*stopping, return_exceptions=True)
+    drained = asyncio.gather(*stopping, return_exceptions=True)
+    if self.admission is not None:
+      # At the deadline, what still runs or waits is ended (UNAVAILABLE) rather than waited
+      # for: aiohttp's shutdown would otherwise give a busy REST request the grace period again.
+      done, _ = await asyncio.wait([drained], timeout=grace)
+      if not done:
+        self.admission.abort()
+    await drained
     if self.admission is not None:
       self.admission.shutdown()
 

@@ -23,7 +23,7 @@ from serving.batching import BatchingOptions
 from serving.config import ModelConfig
 from tests.serving import rest_util
 from tests.serving.conftest import MODEL, start_server
-from tests.serving.hostile_util import RawHttp
+from tests.serving.hostile_util import RawHttp, post
 
 PREDICT_PATH = f'/v1/models/{MODEL}:predict'
 
@@ -364,4 +364,52 @@ def test_a_client_that_goes_away_stops_its_request_between_chunks(toy_base):
     assert _wait_idle(admission, 5), 'the gRPC request ran on after it was cancelled'
     assert rest_util.rest_json(running.rest_url, '/healthz')[0] == 200
   finally:
+    running.close()
+
+
+def test_a_stopping_server_ends_what_still_runs_when_its_drain_time_is_up(toy_base):
+  # Two threads: two 100,000-row requests (1,563 chunks of 64 rows each, far longer than the
+  # drain time) hold them, and a third request waits in the queue.
+  running = _server(
+    toy_base,
+    execution=memory.ExecutionOptions(max_execution_batch_size=64),
+    options={'request_threads': 2},
+  )
+  admission = running.server.admission
+  big = json.dumps({'signature_name': 'predict_text', 'instances': ['a fine film'] * 100_000})
+  small = json.dumps({'signature_name': 'predict_text', 'instances': ['queued']})
+  rest_running, rest_queued = RawHttp(running.server.rest_port), RawHttp(running.server.rest_port)
+  try:
+    rest_running.send(post(PREDICT_PATH, big.encode()))
+    call = running.predictions.Predict.future(_request(['a fine film'] * 100_000), timeout=60)
+    started = time.monotonic()
+    while admission.running < 2 and time.monotonic() - started < 20:
+      time.sleep(0.01)
+    assert admission.running == 2
+    rest_queued.send(post(PREDICT_PATH, small.encode()))
+    while not admission.queued and time.monotonic() - started < 20:
+      time.sleep(0.01)
+    assert admission.queued == 1
+    grace = 2.0
+    stopping = time.monotonic()
+    running.server.stop(grace_seconds=grace)
+    stopped = time.monotonic() - stopping
+    # Answered, not dropped: the running request stopped at its next chunk, the queued one
+    # left the queue. (aiohttp alone would wait the grace period a second time.)
+    for connection, state in ((rest_running, 'ran'), (rest_queued, 'waited in the queue')):
+      status, _, body = connection.response()
+      assert status == 503, body
+      assert (
+        f'drain time (--drain_seconds) ran out while this request {state}'
+        in (json.loads(body)['error'])
+      )
+    assert call.exception(timeout=10).code() in (
+      grpc.StatusCode.UNAVAILABLE,
+      grpc.StatusCode.CANCELLED,
+    )
+    assert grace <= stopped < 2 * grace, f'stop took {stopped:.1f} s with a {grace} s drain time'
+    assert _wait_idle(admission, 5), 'the work went on after the server stopped'
+  finally:
+    rest_running.close()
+    rest_queued.close()
     running.close()
