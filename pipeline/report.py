@@ -70,7 +70,7 @@ def text(config: config_lib.PipelineConfig, summary: RunSummary) -> str:
   lines.append(f'  {"total":<30} {"":<9} {total:7.1f} s')
   if summary.metrics:
     lines.append('Eval metrics (overall):')
-    lines += [f'  {name:<32} {value:.4f}' for name, value in _key_metrics(summary)]
+    lines += [f'  {name:<32} {_metric_text(name, value)}' for name, value in _key_metrics(summary)]
   lines += comparison_lines(summary)
   if summary.generations:
     lines.append(
@@ -263,7 +263,17 @@ def _confusion_table(labels: List[str], grid: List[List[float]]) -> str:
   return _table(rows, ['actual \\ predicted'] + labels + ['examples'])
 
 
+# Why a metric has no value: TFMA gives NaN for a ratio whose denominator is zero.
+_UNDEFINED = {
+  'precision': 'undefined: the model predicted this label for no example',
+  'recall': 'undefined: no eval example has this label',
+}
+
+
 def _metric_text(name: str, value: float) -> str:
+  if isinstance(value, float) and math.isnan(value):
+    base = name.split(' (', 1)[0]
+    return _UNDEFINED.get(base, 'undefined (0 / 0 on these eval examples)')
   return f'{value:,.0f}' if name == 'example_count' else f'{value:.4f}'
 
 

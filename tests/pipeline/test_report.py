@@ -53,6 +53,24 @@ def test_report_charts_train_and_eval_together_with_labelled_axes():
   assert 'TF-IDF + logistic regression' in page and '+0.0200' in page
 
 
+def test_an_undefined_metric_says_why_instead_of_nan():
+  # A model that never predicts "rotten": TFMA's precision for it is 0 / 0 (NaN).
+  config = config_lib.from_dict({'pipeline_name': 'demo', 'train': {'task': 'classify'}})
+  metrics = {
+    'precision (label rotten)': float('nan'),
+    'recall (label fresh)': float('nan'),
+    'auc': float('nan'),
+    'precision (label fresh)': 0.6,
+  }
+  page = report.render_report(config, summary.RunSummary(metrics=metrics))
+  out = report.text(config, summary.RunSummary(metrics=metrics))
+  assert not re.search(r'\bnan\b', page, re.I) and not re.search(r'\bnan\b', out, re.I)
+  assert 'undefined: the model predicted this label for no example' in page
+  assert 'undefined: no eval example has this label' in page
+  assert re.search(r'auc\s+undefined \(0 / 0 on these eval examples\)', out)
+  assert '0.6000' in page
+
+
 def test_lm_summary_shows_perplexity_next_to_unigram_and_generations():
   config = config_lib.from_dict(
     {'pipeline_name': 'lm', 'data': {'label_column': None}, 'train': {'task': 'clm'}}
