@@ -25,6 +25,10 @@ from tfxlm import contract
 
 log = logging.getLogger(__name__)
 
+# After the drain time, how long gRPC still waits for the UNAVAILABLE answers of what was ended
+# (a chunk loop stops within one chunk) before it cancels the rest.
+ABORT_MARGIN_SECONDS = 1.0
+
 
 @dataclasses.dataclass(frozen=True)
 class ServerOptions:
@@ -230,15 +234,18 @@ class Server:
     self.manager.stop()
 
   async def _stop(self, grace):
+    # At the deadline, what still runs or waits on the admission queue is ended with
+    # UNAVAILABLE (a status clients retry elsewhere) rather than waited for: aiohttp would give a
+    # busy REST request the grace period a second time, and gRPC would cancel (CANCELLED) what it
+    # is still waiting for; it is given ABORT_MARGIN_SECONDS more, to send those answers.
+    margin = ABORT_MARGIN_SECONDS if self.admission is not None else 0.0
     stopping = []
     if self._grpc is not None:
-      stopping.append(self._grpc.stop(grace))
+      stopping.append(self._grpc.stop(grace + margin))
     if self._rest is not None:
       stopping.append(self._rest.drain(grace))
     drained = asyncio.gather(*stopping, return_exceptions=True)
     if self.admission is not None:
-      # At the deadline, what still runs or waits is ended (UNAVAILABLE) rather than waited
-      # for: aiohttp's shutdown would otherwise give a busy REST request the grace period again.
       done, _ = await asyncio.wait([drained], timeout=grace)
       if not done:
         self.admission.abort()
