@@ -193,8 +193,10 @@ class Loop:
     """Whether the forward and backward pass run as an XLA program (`train.jit_compile`; None:
     a language model (clm, mlm) in float32 under the default strategy on a CPU host, for
     `JIT_MIN_STEPS` steps or more). Elsewhere it is not measured to pay back: classify batches
-    change shape with their longest text (a compile each), and this CPU runs a bfloat16
-    backward pass slower in XLA."""
+    change shape with their longest text (a compile for each multiple of 8 tokens: fine-tuning
+    all-MiniLM-L6-v2 on the demo's data, 2 cores, 2026-12-05, steps ran 1.48 s against 1.55 s
+    at the median, but 7 compiles of 6-8 s each made the first 60 steps 156 s against 110 s, so
+    the demo's 480 would end later), and this CPU runs a bfloat16 backward pass slower in XLA."""
     if self.config.jit_compile is not None:
       return self.config.jit_compile
     return (
