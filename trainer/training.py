@@ -6,7 +6,8 @@ The loop runs `strategy.run` inside a `tf.function`, sums metrics across replica
 
 Faults: a step whose gradients are not finite has them dropped (zeroed) before the update;
 `max_nonfinite_steps` consecutive steps with a non-finite loss stop the run with
-`NonFiniteLossError`; a checkpoint is saved only while the weights and the loss are finite;
+`NonFiniteLossError` (between checkpoints, after one more step: a step's loss is read on the
+host once the next step is dispatched, so an accelerator is never left waiting); a checkpoint is saved only while the weights and the loss are finite;
 restoring falls back to the newest checkpoint that reads back whole and finite.
 """
 
@@ -416,35 +417,33 @@ class Loop:
     totals = {'tokens': 0.0, 'seconds': 0.0}
     step = start
     nonfinite = []  # the current run of consecutive steps with a non-finite loss
+    # A step's sums are read on the host once the next step is dispatched, or at once before a
+    # log, an evaluation or a checkpoint: on an accelerator the device runs one step while
+    # Python dispatches the next, where reading every step's loss at once would make each step
+    # wait for the one before to finish (as `fit`, which reads no loss between steps, does not).
+    unread = None  # (step, its sums)
     while step < train_steps:
       started = time.perf_counter()
       sums = self._train_step(iterator)
-      loss_sum = float(sums[0].numpy())
-      window['seconds'] += time.perf_counter() - started
       step += 1
-      if math.isfinite(loss_sum):
-        window['sums'] += sums
-        nonfinite = []
-      else:
-        nonfinite.append(step)
-        logging.warning(
-          '%s step %d: the loss is %s; its gradients were dropped (%d/%d before stopping)',
-          config.task,
-          step,
-          loss_sum,
-          len(nonfinite),
-          config.max_nonfinite_steps,
-        )
-        if len(nonfinite) >= config.max_nonfinite_steps:
-          raise self._nonfinite_error(nonfinite, loss_sum)
-      if step % config.log_every_steps == 0 or step == train_steps:
+      if unread is not None:
+        self._read_step(*unread, window, nonfinite)
+      unread = (step, sums)
+      logs = step % config.log_every_steps == 0 or step == train_steps
+      evaluates = step % config.eval_every_steps == 0 or step == train_steps
+      saves = step % config.checkpoint_every_steps == 0 or step == train_steps
+      if logs or evaluates or saves:
+        self._read_step(*unread, window, nonfinite)
+        unread = None
+      window['seconds'] += time.perf_counter() - started
+      if logs:
         totals['tokens'] += float(window['sums'][3])
         totals['seconds'] += window['seconds']
         self._log_train(step, window)
         window = {'sums': tf.zeros([4]), 'seconds': 0.0}
-      if step % config.eval_every_steps == 0 or step == train_steps:
+      if evaluates:
         self._log_eval(step, self.evaluate(eval_dataset, eval_steps))
-      if step % config.checkpoint_every_steps == 0 or step == train_steps:
+      if saves:
         self._save(step, finite_loss=not nonfinite)
     if self._scratch_dir and tf.io.gfile.exists(self._scratch_dir):
       tf.io.gfile.rmtree(self._scratch_dir)
@@ -454,6 +453,27 @@ class Loop:
     del iterator
     _release_in_background(holder)
     return self.history
+
+  def _read_step(self, step, sums, window, nonfinite):
+    """Adds a step's sums to the log window if its loss is finite; otherwise counts it in
+    `nonfinite` (its gradients were dropped in the step) and stops the run at
+    `max_nonfinite_steps` in a row."""
+    loss_sum = float(sums[0].numpy())
+    if math.isfinite(loss_sum):
+      window['sums'] += sums
+      nonfinite.clear()
+      return
+    nonfinite.append(step)
+    logging.warning(
+      '%s step %d: the loss is %s; its gradients were dropped (%d/%d before stopping)',
+      self.config.task,
+      step,
+      loss_sum,
+      len(nonfinite),
+      self.config.max_nonfinite_steps,
+    )
+    if len(nonfinite) >= self.config.max_nonfinite_steps:
+      raise self._nonfinite_error(nonfinite, loss_sum)
 
   def _write_train_summary(self, steps, totals):
     """Logs and writes `TRAIN_SUMMARY_FILE`: this run's train-step time and tokens/second

@@ -120,6 +120,38 @@ def test_a_few_nonfinite_steps_are_skipped_and_the_run_goes_on(tmp_path):
   assert all(np.isfinite(np.asarray(w)).all() for w in loop.model.weights)
 
 
+def test_between_checkpoints_each_loss_is_read_after_the_next_step_and_none_is_lost(tmp_path):
+  # No log, evaluation or checkpoint until the last step: each step's loss is read on the host
+  # once the next step is dispatched. Steps 2 and 3 see a NaN loss; the window counts the rest.
+  loop = _loop(tmp_path, max_nonfinite_steps=3, checkpoint_every_steps=1000)
+  reads, read = [], loop._read_step
+
+  def recording_read(step, *args):
+    reads.append((step, int(loop.step.numpy())))  # the step read, the steps dispatched by then
+    return read(step, *args)
+
+  loop._read_step = recording_read
+  _train(loop, 6, _batch(0), _batch(2, weight=float('nan')), _batch(3, weight=float('nan')))
+  assert reads == [(1, 2), (2, 3), (3, 4), (4, 5), (5, 6), (6, 6)]
+  assert int(loop.step.numpy()) == 6 and _saved_steps(loop) == [6]
+  with open(tmp_path / training.TRAIN_SUMMARY_FILE) as f:
+    summary = json.load(f)
+  assert summary['steps'] == 6
+  assert summary['tokens'] == 4 * ROWS * SEQ_LEN  # steps 1, 4, 5 and 6
+  assert all(_checkpoint_is_finite(p) for p in loop._checkpoints_newest_first())
+
+
+def test_between_checkpoints_nonfinite_losses_stop_the_run_one_step_later_at_most(tmp_path):
+  loop = _loop(tmp_path, max_nonfinite_steps=3, checkpoint_every_steps=1000)
+  _train(loop, 2)
+  _poison_weights(loop)
+  with pytest.raises(training.NonFiniteLossError) as raised:
+    _train(loop, 40)
+  assert '3 consecutive steps (3-5)' in str(raised.value)
+  assert 5 <= int(loop.step.numpy()) <= 6  # step 6 was dispatched before step 5's loss was read
+  assert _saved_steps(loop) == [2]
+
+
 def test_dropped_gradients_leave_the_weights_alone():
   grads = [tf.constant([1.0, float('nan')]), None, tf.constant([[2.0]])]
   dropped = training._finite_or_zero(grads)
