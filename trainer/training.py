@@ -7,8 +7,9 @@ The loop runs `strategy.run` inside a `tf.function`, sums metrics across replica
 Faults: a step whose gradients are not finite has them dropped (zeroed) before the update;
 `max_nonfinite_steps` consecutive steps with a non-finite loss stop the run with
 `NonFiniteLossError` (between checkpoints, after one more step: a step's loss is read on the
-host once the next step is dispatched, so an accelerator is never left waiting); a checkpoint is saved only while the weights and the loss are finite;
-restoring falls back to the newest checkpoint that reads back whole and finite.
+host once the next step is dispatched, so an accelerator is never left waiting); a checkpoint
+is saved only while the weights and the loss are finite; restoring falls back to the newest
+checkpoint that reads back whole and finite.
 """
 
 import functools
@@ -419,8 +420,8 @@ class Loop:
     nonfinite = []  # the current run of consecutive steps with a non-finite loss
     # A step's sums are read on the host once the next step is dispatched, or at once before a
     # log, an evaluation or a checkpoint: on an accelerator the device runs one step while
-    # Python dispatches the next, where reading every step's loss at once would make each step
-    # wait for the one before to finish (as `fit`, which reads no loss between steps, does not).
+    # Python dispatches the next; reading each loss at once would leave the device idle between
+    # steps. (`fit` does not read the loss between steps either.)
     unread = None  # (step, its sums)
     while step < train_steps:
       started = time.perf_counter()
