@@ -58,8 +58,8 @@ _VALUE_FIELD = {
   tf.uint32: ('uint32_val', np.uint32),
   tf.uint64: ('uint64_val', np.uint64),
   tf.bool: ('bool_val', np.bool_),
-  tf.float16: ('half_val', np.uint16),
-  tf.bfloat16: ('half_val', np.uint16),
+  tf.float16: ('half_val', np.int32),
+  tf.bfloat16: ('half_val', np.int32),
 }
 _VALUE_FIELD = {dtype.as_datatype_enum: field for dtype, field in _VALUE_FIELD.items()}
 
@@ -197,8 +197,15 @@ def from_tensor_proto(
     if len(values) == size
     else np.full(size, values[0], dtype=wire_dtype)
   )
-  array = wire.view(numpy_dtype) if field == 'half_val' else wire.astype(numpy_dtype)
-  return array.reshape(shape)
+  if field == 'half_val':
+    if wire.size and (wire.min() < 0 or wire.max() > 0xFFFF):
+      bad = wire[(wire < 0) | (wire > 0xFFFF)][0]
+      raise errors.invalid_argument(
+        f'input "{key}": half_val holds a {numpy_dtype.name} value as its 16 bits, an integer'
+        f' in [0, 65535]; got {bad}'
+      )
+    return wire.astype(np.uint16).view(numpy_dtype).reshape(shape)
+  return wire.astype(numpy_dtype).reshape(shape)
 
 
 def to_tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:

@@ -1,5 +1,6 @@
 """Wire conversions: TensorProto fast paths agree with TensorFlow's; TF Serving's JSON rules."""
 
+import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -119,6 +120,17 @@ def test_values_must_fill_the_declared_shape(proto, message):
     return
   with pytest.raises(errors.ServingError, match=message):
     codec.from_tensor_proto('x', proto)
+
+
+@pytest.mark.parametrize('dtype', [tf.float16, tf.bfloat16], ids=lambda d: d.name)
+@pytest.mark.parametrize('bits', [70000, -1, 1 << 20])
+def test_half_values_outside_16_bits_are_the_clients_error(dtype, bits):
+  proto = tensor_pb2.TensorProto(dtype=dtype.as_datatype_enum)
+  proto.tensor_shape.dim.add(size=2)
+  proto.half_val.extend([15360, bits])  # 15360: 1.0 in float16
+  with pytest.raises(errors.ServingError, match=f'in \\[0, 65535\\]; got {bits}') as raised:
+    codec.from_tensor_proto('x', proto)
+  assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_a_request_budget_covers_all_its_inputs():

@@ -1,5 +1,7 @@
 """serving/rest_api.py on its own: routes and JSON bodies, no server, no socket."""
 
+import time
+
 import grpc
 import pytest
 
@@ -52,8 +54,42 @@ def test_json_depth_is_measured_outside_strings():
     rest_api.parse_json(b'[[[1]]]', max_depth=2)
 
 
+def test_json_depth_counts_escapes_and_chunks_right():
+  escaped = b'{"a": "\\\\", "b": "\\"[[[", "c": [[1]]}'  # an escaped backslash, an escaped quote
+  assert rest_api.parse_json(escaped, max_depth=3) == {'a': '\\', 'b': '"[[[', 'c': [[1]]}
+  with pytest.raises(errors.ServingError, match='3 deep, more than the limit of 2'):
+    rest_api.parse_json(escaped, max_depth=2)
+  # Nesting that rises and falls across the counting chunks: measured whole.
+  wide = b'[' + b'[],' * rest_api._DEPTH_CHUNK + b'[[[1]]]]'
+  with pytest.raises(errors.ServingError, match='4 deep, more than the limit of 3'):
+    rest_api.parse_json(wide, max_depth=3)
+  assert len(rest_api.parse_json(wide, max_depth=4)) == rest_api._DEPTH_CHUNK + 1
+
+
+def test_a_body_of_escaped_quotes_costs_what_any_body_of_its_size_does():
+  # An unterminated string of 24,000 escaped quotes (48 kB). The depth check once restarted its
+  # string search at each of them, holding the GIL: 13 s of the server's event loop, and four
+  # times that for each doubling of the body. Now one pass, like a plain string of that size.
+  def seconds(raw):
+    start = time.perf_counter()
+    with pytest.raises(errors.ServingError, match='Unterminated string') as raised:
+      rest_api.parse_json(raw, max_depth=8)
+    assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    return time.perf_counter() - start
+
+  plain = min(seconds(b'"' + b'ab' * 24_000) for _ in range(3))
+  hostile = min(seconds(b'"' + b'\\"' * 24_000) for _ in range(3))
+  assert hostile < 20 * plain + 0.05, (hostile, plain)
+
+
 @pytest.mark.parametrize(
-  'raw, words', [(b'\xff', 'not valid UTF-8'), (b'{"a": ', 'JSON Parse error')]
+  'raw, words',
+  [
+    (b'\xff', 'not valid UTF-8'),
+    (b'{"a": ', 'JSON Parse error'),
+    (b'{"instances": [' + b'1' * 5000 + b']}', 'a number has more than 4300 digits'),
+    (b'[1, "\\', 'Unterminated string'),
+  ],
 )
 def test_bad_json_is_invalid_argument(raw, words):
   with pytest.raises(errors.ServingError, match=words) as raised:
