@@ -260,15 +260,27 @@ def load_backbone(preset: str, dropout: float | None = None):
 
 
 def load_tokenizer(preset: str):
-  """keras-hub's tokenizer of `preset`. For a Hugging Face BERT checkpoint, with the accent
-  stripping its tokenizer files ask for (keras-hub's converter reads only `do_lower_case`, so an
-  uncased checkpoint's keras-hub tokenizer would otherwise keep accents)."""
+  """keras-hub's tokenizer of `preset`.
+
+  A Hugging Face BERT folder's is built from what trainer/hf_tokenizer.py reads, the layouts
+  the folder check accepts (tokenizer.json alone, or vocab.txt with or without
+  tokenizer_config.json), with the accent stripping and the subword prefix the files ask for:
+  keras-hub's converter needs vocab.txt and tokenizer_config.json's `do_lower_case`, and reads
+  nothing else.
+  """
   import keras_hub
 
   local = local_preset(preset)
-  tokenizer = keras_hub.tokenizers.Tokenizer.from_preset(local)
   if os.path.isdir(local) and is_hf_folder(local) and check_folder(local) == 'BertBackbone':
     from trainer import hf_tokenizer
 
-    tokenizer.strip_accents = hf_tokenizer.read_checkpoint_tokenizer(local)['strip_accents']
-  return tokenizer
+    read = hf_tokenizer.read_checkpoint_tokenizer(local)
+    return keras_hub.tokenizers.BertTokenizer(
+      vocabulary=read['tokens'],
+      lowercase=read['lowercase'],
+      strip_accents=read['strip_accents'],
+      split_on_cjk=read['handle_chinese_chars'],
+      suffix_indicator=read['suffix_indicator'],
+      oov_token=read['unk_token'],
+    )
+  return keras_hub.tokenizers.Tokenizer.from_preset(local)

@@ -4,6 +4,8 @@ and hf:// handles, and one-line errors for partial or corrupt folders."""
 import hashlib
 import json
 import os
+import shutil
+import types
 import zipfile
 
 import keras_hub
@@ -14,12 +16,17 @@ from safetensors.numpy import load_file
 from pipeline import config as config_lib
 from tests.trainer import hf_checkpoints
 from tfxlm import pinned_wheels
-from trainer import pretrained
+from trainer import pretrained, task
 
 
 @pytest.fixture(scope='module')
 def bert(tmp_path_factory):
   return hf_checkpoints.hf_bert(str(tmp_path_factory.mktemp('hf') / 'bert'))
+
+
+@pytest.fixture(scope='module')
+def bert_backbone(bert):
+  return keras_hub.models.Backbone.from_preset(bert)
 
 
 @pytest.fixture(scope='module')
@@ -79,6 +86,37 @@ def _copy(folder, tmp_path, name):
     with open(os.path.join(folder, entry), 'rb') as f:
       (target / entry).write_bytes(f.read())
   return target
+
+
+@pytest.mark.parametrize(
+  'drop, edit',
+  [
+    (('vocab.txt', 'tokenizer_config.json'), None),  # tokenizer.json alone
+    (('tokenizer.json',), None),  # vocab.txt with tokenizer_config.json
+    (('tokenizer.json', 'tokenizer_config.json'), None),  # vocab.txt alone
+    (('tokenizer.json',), {'strip_accents': None}),  # a tokenizer_config.json without do_lower_case
+  ],
+  ids=['tokenizer_json_only', 'vocab_and_config', 'vocab_only', 'config_without_lowercase'],
+)
+def test_every_accepted_tokenizer_layout_exports_a_keras_hub_tokenizer(
+  bert, bert_backbone, tmp_path, drop, edit
+):
+  # What the export's keras-hub preset gets (trainer/task.py save_preset): the same ids as the
+  # full folder's tokenizer, whichever tokenizer files the checkpoint has.
+  folder = str(tmp_path / 'bert')
+  shutil.copytree(bert, folder)
+  for name in drop:
+    os.remove(os.path.join(folder, name))
+  if edit is not None:
+    with open(os.path.join(folder, 'tokenizer_config.json'), 'w') as f:
+      json.dump(edit, f)
+  assert pretrained.check_folder(folder) == 'BertBackbone'
+  preset = str(tmp_path / 'preset')
+  task.save_preset(bert_backbone, types.SimpleNamespace(preset=folder), preset)
+  texts = ['The Café was naïve, UNBELIEVABLY so!', 'zzzqqq 42']
+  want = [list(map(int, ids)) for ids in pretrained.load_tokenizer(bert)(texts)]
+  got = [list(map(int, ids)) for ids in keras_hub.tokenizers.Tokenizer.from_preset(preset)(texts)]
+  assert got == want and any(len(ids) > 5 for ids in want)
 
 
 @pytest.mark.parametrize(
