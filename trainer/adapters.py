@@ -129,6 +129,19 @@ def trainable_and_total(model) -> tuple[int, int]:
   )
 
 
+def _takes_lora(layer) -> bool:
+  # Dense and EinsumDense: their adapters merge into a kernel (merged_weights). Keras'
+  # Embedding has LoRA too, but its adapters are another pair of variables on another weight.
+  return isinstance(layer, (keras.layers.Dense, keras.layers.EinsumDense))
+
+
+def _kernel_sides(layer) -> tuple[int, int]:
+  # The two sides of a kernel's adapter: Keras' A is kernel.shape[:-1] + (rank,), B is
+  # (rank, kernel.shape[-1]), so a rank past the smaller side adds nothing but weights.
+  shape = [int(d) for d in layer.kernel.shape]
+  return int(np.prod(shape[:-1])), shape[-1]
+
+
 def _enable_lora(backbone, config):
   lora = config.lora
   kind = type(backbone).__name__
@@ -138,15 +151,23 @@ def _enable_lora(backbone, config):
       "(keras-hub's Backbone.enable_lora); use train.freeze, or remove train.lora"
     )
   layers = _layers_with_weights(backbone)
-  adaptable = sorted({layer.name for layer in layers if hasattr(layer, 'enable_lora')})
+  adaptable = sorted({layer.name for layer in layers if _takes_lora(layer)})
   for name in lora.target_layers:
     found = [layer for layer in layers if layer.name == name]
     if not found:
       problem = f'{kind} has no layer named {name!r}'
-    elif not all(hasattr(layer, 'enable_lora') for layer in found):
+    elif not all(_takes_lora(layer) for layer in found):
       problem = f'the layer {name!r} of {kind} ({type(found[0]).__name__}) takes no adapters'
     else:
-      continue
+      narrowest = min(found, key=_kernel_sides)
+      if lora.rank <= min(_kernel_sides(narrowest)):
+        continue
+      problem = (
+        f'rank {lora.rank} is more than the narrower side ({min(_kernel_sides(narrowest))}) of'
+        f' the {name!r} kernel {tuple(narrowest.kernel.shape)}: its adapter would hold more'
+        ' weights than the layer; set train.lora.rank below it (4-64 is usual)'
+      )
+      raise AdapterError(f'train.lora.rank: {problem}')
     raise AdapterError(
       f'train.lora.target_layers: {problem}; layers that take LoRA adapters: {", ".join(adaptable)}'
     )

@@ -328,6 +328,8 @@ def _export(trained, tft_output, config, vocabularies, export_dir, export_config
       copy, export_config.quantize, tft_output, config, vocabularies, export_dir
     )
     clock.done(f'{export_config.quantize} SavedModel')
+    _write_adapter(trained, config, export_dir, clock)
+    logging.info('exported %s model to %s (%s)', config.task, export_dir, clock.summary())
     return
   export.export_saved_model(
     copy,
@@ -348,10 +350,18 @@ def _export(trained, tft_output, config, vocabularies, export_dir, export_config
   clock.done('backbone weights')
   save_preset(copy.backbone, config, os.path.join(extra, contract.PRESET_DIR))
   clock.done('keras-hub preset')
-  if config.lora is not None:
-    adapters.write_adapter(trained, config, os.path.join(extra, adapters.ADAPTER_DIR))
-    clock.done('LoRA adapter')
+  _write_adapter(trained, config, export_dir, clock)
   logging.info('exported %s model to %s (%s)', config.task, export_dir, clock.summary())
+
+
+def _write_adapter(trained, config, export_dir, clock):
+  # The adapter alone, in float32 beside a float or a quantized export: with its base it is the
+  # trained model, whatever the export's weights were rounded to.
+  if config.lora is not None:
+    adapters.write_adapter(
+      trained, config, os.path.join(export_dir, contract.EXTRA_DIR, adapters.ADAPTER_DIR)
+    )
+    clock.done('LoRA adapter')
 
 
 class _PhaseClock:

@@ -285,6 +285,27 @@ def test_lora_and_freeze_settings_that_do_not_fit_fail_with_what_to_do(classify_
   with pytest.raises(adapters.AdapterError, match="BertBackbone has no layer named 'q_proj'"):
     adapters.apply(model, config, pretrained=True)
 
+  # Keras' embeddings have LoRA of their own, which the merged export cannot fold in.
+  config, model = model_for(lora={'target_layers': ['query', 'token_embedding']})
+  with pytest.raises(adapters.AdapterError) as error:
+    adapters.apply(model, config, pretrained=True)
+  assert "the layer 'token_embedding' of BertBackbone (ReversibleEmbedding) takes no" in str(
+    error.value
+  )
+  assert 'embedding' not in str(error.value).split('layers that take LoRA adapters:')[1]
+
+  # The tiny model's query kernel is [32, 2, 16]: its adapter's rank sits below 16.
+  config, model = model_for(lora={'rank': 17, 'target_layers': ['query']})
+  with pytest.raises(
+    adapters.AdapterError,
+    match=r"train.lora.rank: rank 17 is more than the narrower side \(16\) of the 'query' kernel"
+    r' \(32, 2, 16\)',
+  ):
+    adapters.apply(model, config, pretrained=True)
+  config, model = model_for(lora={'rank': 16, 'target_layers': ['query']})
+  adapters.apply(model, config, pretrained=True)
+  assert {layer.name for layer in adapters.lora_layers(model)} == {'query'}
+
   # A model kind without adapters: a backbone that is not a keras-hub Backbone.
   config, model = model_for(lora={'rank': 2})
   inputs = keras.Input((4,))

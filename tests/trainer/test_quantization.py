@@ -11,7 +11,7 @@ import tensorflow_transform as tft
 
 from tests.trainer import trainer_data
 from tfxlm import contract
-from trainer import quantization
+from trainer import adapters, quantization
 from trainer import task as task_lib
 from trainer.compression_config import ExportConfig
 from trainer.config import TrainerConfig
@@ -94,6 +94,35 @@ def test_quantized_export_answers_like_the_float_one_with_tensorflow_alone(
   np.testing.assert_array_equal(
     got[contract.LABEL_IDS].numpy()[clear], want[contract.LABEL_IDS].numpy()[clear]
   )
+
+
+def test_a_lora_model_quantized_keeps_its_float_adapter_beside_the_export(float_export, tmp_path):
+  _, tft_output, _, vocabularies, _ = float_export
+  config = TrainerConfig.from_dict(
+    trainer_data.tiny_config(
+      contract.CLASSIFY, hidden_dim=64, intermediate_dim=256, lora={'rank': 2}
+    )
+  )
+  base = task_lib.build_task_model(config, vocabularies)
+  trained = task_lib.build_task_model(config, vocabularies)
+  trained.set_weights(base.get_weights())
+  adapters.apply(trained, config, pretrained=True)
+  rng = np.random.default_rng(0)
+  for variable in trained.weights:
+    if adapters.is_lora_variable(variable):  # as if trained: B away from its zeros
+      variable.assign(rng.normal(0, 0.1, variable.shape).astype('float32'))
+  task_lib._export(
+    trained, tft_output, config, vocabularies, str(tmp_path), ExportConfig('int8_weights')
+  )
+  # The adapter on its base is the trained model, in float32, whatever the export rounded.
+  adapted = task_lib.build_task_model(config, vocabularies)
+  adapted.set_weights(base.get_weights())
+  adapters.load_adapter(
+    adapted, os.path.join(str(tmp_path), contract.EXTRA_DIR, adapters.ADAPTER_DIR)
+  )
+  for got, want in zip(adapters.merged_weights(adapted), adapters.merged_weights(trained)):
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+  assert tf.saved_model.load(str(tmp_path)).signatures[contract.PREDICT_TEXT](text=TEXTS)
 
 
 def test_quantize_refuses_other_tasks(clm_data, tmp_path):
