@@ -29,7 +29,7 @@ import tensorflow_transform as tft
 from absl import logging
 
 from tfxlm import contract
-from trainer import inputs, task, training
+from trainer import export, inputs, task, training
 from trainer.compression_config import FLOAT_COPY_DIR, DistillConfig
 from trainer.config import TrainerConfig
 from trainer.vocabulary import SpecialTokens
@@ -216,6 +216,38 @@ class DistillLoop(TeacherInitLoop):
     )
 
 
+def _check_same_vocabularies(folder: str, vocabularies: 'task.Vocabularies') -> None:
+  """The teacher's tokens and labels, from its export's assets, must be the student's: the
+  same size is not enough (another checkpoint's tokens in another order, labels of other data)."""
+  assets = os.path.join(folder, 'assets')
+  token_file = os.path.join(assets, contract.VOCAB_FILE)
+  label_file = os.path.join(assets, contract.LABEL_VOCAB_NAME)
+  if tf.io.gfile.exists(label_file):
+    labels = export.read_lines(label_file)
+    if labels != list(vocabularies.labels):
+      raise ValueError(
+        f'distill: the teacher {folder} predicts the labels {_listed(labels)}, the student'
+        f"'s data has {_listed(vocabularies.labels)}: distill from a teacher trained on the same"
+        ' labels (the same data.label_values and schema)'
+      )
+  if tf.io.gfile.exists(token_file):
+    tokens = export.read_lines(token_file)
+    differ = [i for i, (a, b) in enumerate(zip(tokens, vocabularies.tokens)) if a != b]
+    if differ:
+      first = differ[0]
+      raise ValueError(
+        f"distill: the teacher {folder} reads another vocabulary than the student's Transform"
+        f' ({len(differ)} of {len(tokens)} ids differ; id {first} is {tokens[first]!r} there,'
+        f' {vocabularies.tokens[first]!r} here): teacher and student must share the vocabulary'
+        ' (the same pipeline, or train.preset of the teacher)'
+      )
+
+
+def _listed(values, most=8) -> str:
+  shown = ', '.join(repr(v) for v in values[:most])
+  return f'[{shown}{", ..." if len(values) > most else ""}] ({len(values)})'
+
+
 def load_teacher(base_model: str, vocabularies: 'task.Vocabularies') -> keras.Model:
   """The teacher classifier, rebuilt in Keras from a float export of this pipeline.
 
@@ -251,6 +283,7 @@ def load_teacher(base_model: str, vocabularies: 'task.Vocabularies') -> keras.Mo
       f"student's Transform {len(vocabularies.tokens)}: teacher and student must share the "
       'vocabulary (the same pipeline, or train.preset of the teacher)'
     )
+  _check_same_vocabularies(folder, vocabularies)
   previous_policy = keras.mixed_precision.global_policy()
   keras.mixed_precision.set_global_policy(contract.FLOAT32)
   try:

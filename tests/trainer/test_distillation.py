@@ -72,6 +72,15 @@ def test_distilled_student_follows_a_teacher_that_contradicts_the_labels(classif
   config = TrainerConfig.from_dict(teacher_cfg)
   tft_output = tft.TFTransformOutput(classify_data['transform_graph'])
   vocabularies = task_lib.Vocabularies.from_tft_output(tft_output, contract.CLASSIFY)
+  # A teacher of another vocabulary or other labels is refused, even at the same sizes.
+  tokens = list(vocabularies.tokens)
+  tokens[20], tokens[21] = tokens[21], tokens[20]
+  with pytest.raises(ValueError, match=r'another vocabulary .*\(2 of \d+ ids differ; id 20 is'):
+    distillation.load_teacher(trained, dataclasses.replace(vocabularies, tokens=tokens))
+  with pytest.raises(ValueError, match=r"predicts the labels \['neg', 'pos'\] \(2\), the student"):
+    distillation.load_teacher(
+      trained, dataclasses.replace(vocabularies, labels=['neg', 'neutral', 'pos'])
+    )
   teacher = distillation.load_teacher(trained, vocabularies)
   head = teacher.get_layer('classifier')
   head.set_weights([-w for w in head.get_weights()])
