@@ -156,7 +156,7 @@ def check_folder(folder: str) -> str:
       f'train.preset: {config_file}: model_type {model_type!r} is not supported; the Trainer '
       f'fine-tunes Hugging Face checkpoints of these families: {families}'
     )
-  _check_weights(folder)
+  _check_tensors(folder, model_type, config, _check_weights(folder))
   for alternatives in HF_TOKENIZER_FILES[model_type]:
     if not any(os.path.isfile(os.path.join(folder, name)) for name in alternatives):
       raise CheckpointError(
@@ -166,32 +166,125 @@ def check_folder(folder: str) -> str:
   return HF_MODEL_TYPES[model_type]
 
 
-def _check_weights(folder: str) -> None:
+def _check_weights(folder: str) -> dict[str, tuple[int, ...]]:
+  # {tensor name: shape} over the folder's safetensors file or shards, each checked whole.
   single = os.path.join(folder, HF_WEIGHTS_FILE)
   index = os.path.join(folder, HF_WEIGHTS_INDEX)
   if os.path.isfile(single):
-    check_safetensors(single)
-    return
+    return check_safetensors(single)
   if os.path.isfile(index):
     try:
       with open(index, encoding='utf-8') as f:
         shards = sorted(set(json.load(f)['weight_map'].values()))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
       raise CheckpointError(f'train.preset: {index} is not a safetensors index: {e}') from None
+    shapes = {}
     for shard in shards:
       path = os.path.join(folder, shard)
       if not os.path.isfile(path):
         raise CheckpointError(f'train.preset: {path} (listed in {HF_WEIGHTS_INDEX}) is missing')
-      check_safetensors(path)
-    return
+      shapes.update(check_safetensors(path))
+    return shapes
   raise CheckpointError(
     f'train.preset: {folder} has no {HF_WEIGHTS_FILE}: the weights of a Hugging Face checkpoint '
     'must be in safetensors format (convert pytorch_model.bin with the safetensors library)'
   )
 
 
-def check_safetensors(path: str) -> None:
+# The config.json sizes keras-hub's converters read, by model_type.
+_HF_SIZES = {
+  'bert': (
+    'vocab_size',
+    'hidden_size',
+    'num_hidden_layers',
+    'num_attention_heads',
+    'intermediate_size',
+    'max_position_embeddings',
+  ),
+  'gpt2': ('vocab_size', 'n_embd', 'n_layer', 'n_head', 'n_positions'),
+}
+
+
+def _expected_tensors(model_type: str, sizes: dict) -> dict[str, tuple[int, ...]]:
+  """The weight matrices keras-hub's converter reads, with the shapes config.json implies."""
+  if model_type == 'bert':
+    h, inner = sizes['hidden_size'], sizes['intermediate_size']
+    want = {
+      'embeddings.word_embeddings.weight': (sizes['vocab_size'], h),
+      'embeddings.position_embeddings.weight': (sizes['max_position_embeddings'], h),
+      'pooler.dense.weight': (h, h),
+    }
+    for i in range(sizes['num_hidden_layers']):
+      layer = f'encoder.layer.{i}.'
+      for name in ('query', 'key', 'value'):
+        want[f'{layer}attention.self.{name}.weight'] = (h, h)
+      want[f'{layer}attention.output.dense.weight'] = (h, h)
+      want[f'{layer}intermediate.dense.weight'] = (inner, h)
+      want[f'{layer}output.dense.weight'] = (h, inner)
+    return want
+  e = sizes['n_embd']
+  want = {'wte.weight': (sizes['vocab_size'], e), 'wpe.weight': (sizes['n_positions'], e)}
+  for i in range(sizes['n_layer']):
+    want[f'h.{i}.attn.c_attn.weight'] = (e, 3 * e)
+    want[f'h.{i}.attn.c_proj.weight'] = (e, e)
+    want[f'h.{i}.mlp.c_fc.weight'] = (e, 4 * e)  # keras-hub builds 4 x n_embd
+    want[f'h.{i}.mlp.c_proj.weight'] = (4 * e, e)
+  return want
+
+
+def _check_tensors(folder: str, model_type: str, config: dict, shapes: dict) -> None:
+  """config.json's sizes and the weights' names and shapes must describe one model: a mismatch
+  is named here, when the config loads, not deep in keras-hub's converter after Transform."""
+  config_file = os.path.join(folder, contract.PRESET_CONFIG_FILE)
+  sizes = {}
+  for key in _HF_SIZES[model_type]:
+    value = config.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise CheckpointError(
+        f'train.preset: {config_file}: {key} is {value!r}; a {model_type} config.json needs it '
+        'as a positive integer'
+      )
+    sizes[key] = value
+  hidden, heads = (
+    (sizes['hidden_size'], sizes['num_attention_heads'])
+    if model_type == 'bert'
+    else (sizes['n_embd'], sizes['n_head'])
+  )
+  if hidden % heads:
+    raise CheckpointError(
+      f'train.preset: {config_file}: the hidden size {hidden} does not split into {heads} heads'
+    )
+  want = _expected_tensors(model_type, sizes)
+  # A task model's checkpoint prefixes every name (`bert.`, `transformer.`), as keras-hub allows.
+  anchor = next(iter(want))
+  prefix = next((k[: -len(anchor)] for k in shapes if k.endswith(anchor)), '')
+  where = HF_WEIGHTS_FILE if os.path.isfile(os.path.join(folder, HF_WEIGHTS_FILE)) else 'its shards'
+  described = ', '.join(f'{k} {v}' for k, v in sizes.items())
+  for name, shape in want.items():
+    found = shapes.get(prefix + name)
+    if found is None:
+      hint = (
+        ' (a checkpoint saved from BertForMaskedLM or BertForTokenClassification has no pooler:'
+        ' save it as a BertModel, or load it in transformers and save_pretrained its .bert)'
+        if name.startswith('pooler.')
+        else ''
+      )
+      raise CheckpointError(
+        f"train.preset: {folder}: {where} holds no tensor {prefix + name!r}, which keras-hub's "
+        f'{HF_MODEL_TYPES[model_type]} converter reads (config.json: {described}){hint}'
+      )
+    if found != shape:
+      raise CheckpointError(
+        f'train.preset: {folder}: tensor {prefix + name!r} has shape {list(found)}, config.json '
+        f'({described}) needs {list(shape)}: the weights and config.json are not of one model'
+      )
+
+
+def check_safetensors(path: str) -> dict[str, tuple[int, ...]]:
   """Checks that a safetensors file is whole: its header parses and every tensor's bytes are there.
+
+  Returns:
+    {tensor name: shape} from the header.
 
   Raises:
     CheckpointError: naming the file and what is wrong (a truncated download, another format).
@@ -203,9 +296,9 @@ def check_safetensors(path: str) -> None:
       if header_size > size - 8:
         raise ValueError(f'its header claims {header_size} bytes')
       header = json.loads(f.read(header_size))
-    end = max(
-      (int(v['data_offsets'][1]) for k, v in header.items() if k != '__metadata__'), default=0
-    )
+    tensors = {k: v for k, v in header.items() if k != '__metadata__'}
+    end = max((int(v['data_offsets'][1]) for v in tensors.values()), default=0)
+    shapes = {k: tuple(int(d) for d in v['shape']) for k, v in tensors.items()}
   except (OSError, ValueError, struct.error, KeyError, TypeError, IndexError) as e:
     raise CheckpointError(
       f'train.preset: {path} is not a readable safetensors file ({_first_line(e)})'
@@ -215,6 +308,7 @@ def check_safetensors(path: str) -> None:
       f'train.preset: {path} is truncated: {size} bytes, its header needs '
       f'{8 + header_size + end} (an interrupted download? fetch it again)'
     )
+  return shapes
 
 
 def backbone_class(preset: str) -> str:

@@ -11,7 +11,7 @@ import zipfile
 import keras_hub
 import numpy as np
 import pytest
-from safetensors.numpy import load_file
+from safetensors.numpy import load_file, save_file
 
 from pipeline import config as config_lib
 from tests.trainer import hf_checkpoints
@@ -141,6 +141,61 @@ def test_a_partial_folder_is_one_line_naming_the_missing_file(
   task = 'classify' if family == 'bert' else 'clm'
   with pytest.raises(config_lib.ConfigError, match=message):
     config_lib.load_config(None, [f'train.preset={folder}', f'train.task={task}'])
+
+
+def _drop_pooler(weights):
+  return {k: v for k, v in weights.items() if not k.startswith('pooler.')}
+
+
+def _narrow_query(weights):
+  return {**weights, 'encoder.layer.0.attention.self.query.weight': np.zeros((16, 8), 'float32')}
+
+
+@pytest.mark.parametrize(
+  'family, weights_edit, config_edit, message',
+  [
+    ('bert', _drop_pooler, {}, r"holds no tensor 'pooler\.dense\.weight'.*save it as a BertModel"),
+    (
+      'bert',
+      _narrow_query,
+      {},
+      r"tensor 'encoder\.layer\.0\.attention\.self\.query\.weight' has shape \[16, 8\], "
+      r'config\.json \(.*hidden_size 16.*\) needs \[16, 16\]',
+    ),
+    (
+      'bert',
+      None,
+      {'vocab_size': 500},
+      r'has shape \[\d+, 16\], config\.json .* needs \[500, 16\]',
+    ),
+    ('bert', None, {'num_hidden_layers': 3}, r"no tensor 'encoder\.layer\.2\.attention"),
+    ('bert', None, {'hidden_size': None}, r'config\.json: hidden_size is None; a bert config'),
+    ('bert', None, {'num_attention_heads': 3}, r'hidden size 16 does not split into 3 heads'),
+    ('gpt2', None, {'n_embd': 32}, r"tensor 'wte\.weight' has shape \[\d+, \d+\], config"),
+  ],
+  ids=['no_pooler', 'wrong_shape', 'vocab_size', 'more_layers', 'no_hidden_size', 'heads', 'gpt2'],
+)
+def test_weights_that_config_json_does_not_describe_are_named_when_the_config_loads(
+  bert, gpt2, tmp_path, family, weights_edit, config_edit, message
+):
+  # keras-hub's converter would fail after Vocabulary and Transform, naming no file or tensor.
+  folder = _copy({'bert': bert, 'gpt2': gpt2}[family], tmp_path, f'{family}_odd')
+  if weights_edit is not None:
+    weights = load_file(str(folder / 'model.safetensors'))
+    save_file(weights_edit(weights), str(folder / 'model.safetensors'))
+  config = json.loads((folder / 'config.json').read_text())
+  (folder / 'config.json').write_text(json.dumps({**config, **config_edit}))
+  with pytest.raises(pretrained.CheckpointError, match=message) as error:
+    pretrained.load_backbone(str(folder))
+  assert '\n' not in str(error.value) and str(folder) in str(error.value)
+  task = 'classify' if family == 'bert' else 'clm'
+  with pytest.raises(config_lib.ConfigError, match=message):
+    config_lib.load_config(None, [f'train.preset={folder}', f'train.task={task}'])
+
+
+def test_a_task_models_prefixed_weights_pass_the_check(tmp_path):
+  folder = hf_checkpoints.hf_bert(str(tmp_path / 'prefixed'), prefix='bert.')
+  assert pretrained.check_folder(folder) == 'BertBackbone'
 
 
 def test_a_truncated_safetensors_file_is_named(bert, tmp_path):
