@@ -50,10 +50,20 @@ def _check_preset(train: trainer_config.TrainerConfig) -> None:
     return
   else:
     folder = preset
+    if preset.startswith('~'):
+      raise ConfigError(
+        f'train.preset: {preset!r}: a ~ is not expanded here; give the absolute path'
+        f' ({os.path.expanduser(preset)!r})'
+      )
     if not os.path.isabs(preset):
       raise ConfigError(
         f'train.preset: {preset!r} is relative; give the preset folder as an '
         'absolute path (every pipeline step reads it from its own working folder)'
+      )
+    if os.path.isfile(preset):
+      raise ConfigError(
+        f'train.preset: {preset!r} is a file; give the checkpoint folder that holds it'
+        f' ({os.path.dirname(preset)!r})'
       )
     if not os.path.isdir(preset):
       raise ConfigError(

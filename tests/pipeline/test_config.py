@@ -303,6 +303,24 @@ def test_a_bad_preset_handle_is_named(tmp_path, preset, message):
     config_lib.load_config(_write(tmp_path, '{}\n'), [f'train.preset={preset}'])
 
 
+def test_a_preset_path_with_a_tilde_or_to_a_file_says_what_to_give(tmp_path):
+  with pytest.raises(
+    config_lib.ConfigError,
+    match=r"train\.preset: '~/bert': a ~ is not expanded here; give the absolute path \('/",
+  ):
+    config_lib.load_config(_write(tmp_path, '{}\n'), ['train.preset=~/bert'])
+  (tmp_path / 'bert').mkdir()
+  (tmp_path / 'bert' / 'config.json').write_text('{}')
+  with pytest.raises(
+    config_lib.ConfigError,
+    match=rf"train\.preset: '{re.escape(str(tmp_path))}/bert/config\.json' is a file; give the"
+    rf" checkpoint folder that holds it \('{re.escape(str(tmp_path))}/bert'\)",
+  ):
+    config_lib.load_config(
+      _write(tmp_path, '{}\n'), [f'train.preset={tmp_path / "bert" / "config.json"}']
+    )
+
+
 def test_a_folder_that_is_not_a_checkpoint_is_refused(tmp_path):
   (tmp_path / 'weights').mkdir()
   with pytest.raises(config_lib.ConfigError, match=r'weights has no config\.json'):
