@@ -214,6 +214,53 @@ def test_chunked_bodies_and_any_content_type_are_served(served):
     connection.close()
 
 
+def _head(path, length, headers=''):
+  """A POST request's line and headers, without its body."""
+  return f'POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n{headers}\r\n'.encode()
+
+
+def test_expect_100_continue_is_answered_before_the_body(served):
+  # curl sends the header for bodies over 1 MiB and holds the body back for a second.
+  connection = RawHttp(served.server.rest_port, timeout=5)
+  try:
+    for _ in range(2):  # and again on the same connection
+      connection.send(_head(PREDICT_PATH, len(GOOD_BODY), 'Expect: 100-continue\r\n'))
+      assert connection.response() == (100, {}, b'')
+      connection.send(GOOD_BODY)
+      status, _, body = connection.response()
+      assert status == 200 and len(json.loads(body)['predictions']) == 1
+  finally:
+    connection.close()
+
+
+@pytest.mark.parametrize(
+  'path,length,status',
+  [(PREDICT_PATH, 99999999999, 413), ('/v1/models/nope:predict', 100, 404)],
+  ids=['oversize Content-Length', 'unknown model'],
+)
+def test_a_refused_request_waiting_for_100_continue_is_closed(served, path, length, status):
+  # No 100, and the body it may never send is not waited for.
+  connection = RawHttp(served.server.rest_port, timeout=5)
+  try:
+    connection.send(_head(path, length, 'Expect: 100-continue\r\n'))
+    got, headers, _ = connection.response()
+    assert got == status and headers.get('connection') == 'close'
+    assert connection.closed()
+  finally:
+    connection.close()
+
+
+def test_an_unknown_expectation_is_417(served):
+  connection = RawHttp(served.server.rest_port, timeout=5)
+  try:
+    connection.send(post(PREDICT_PATH, GOOD_BODY, 'Expect: x-fancy\r\n'))
+    status, _, body = connection.response()
+    assert status == 417 and 'Expect: x-fancy is not supported' in json.loads(body)['error']
+    _healthy_next(connection)  # the body that came anyway was dropped
+  finally:
+    connection.close()
+
+
 def test_oversize_chunked_body_is_413(toy_base):
   running = start_server(
     toy_base,
