@@ -170,6 +170,9 @@ class RestServer:
       max_line_size=MAX_LINE_BYTES,
       max_field_size=MAX_LINE_BYTES,
       max_headers=MAX_HEADERS,
+      # Content-Encoding is decoded by rest_api.decompress on an admission thread, within
+      # --max_request_bytes of output; aiohttp's parser would compare it with the wire length.
+      auto_decompress=False,
       access_log=None,
     )
     loop = asyncio.get_running_loop()
@@ -222,6 +225,21 @@ def _json_response(status, body, headers=()):
   )
 
 
+def _content_coding(values):
+  """The coding of a body from its Content-Encoding headers: None, 'gzip' or 'deflate'."""
+  codings = [c.strip().lower() for value in values for c in value.split(',')]
+  codings = [c for c in codings if c and c != 'identity']
+  if not codings:
+    return None
+  if len(codings) == 1 and codings[0] in ('gzip', 'x-gzip', 'deflate'):
+    return 'deflate' if codings[0] == 'deflate' else 'gzip'
+  raise errors.invalid_argument(
+    f'Content-Encoding {", ".join(codings):.80} is not supported; send the body uncompressed,'
+    ' gzip or deflate',
+    http_status=415,
+  )
+
+
 class _Handler:
   """Serves one request: route, auth, body, model work on the admission queue, answer."""
 
@@ -233,6 +251,7 @@ class _Handler:
     self.labels = None  # (model, signature, method) for the metrics
     self._body_state = 'none'
     self._continued = False  # a 100 Continue went out
+    self.coding = None  # the body's Content-Encoding: None, 'gzip' or 'deflate'
 
   async def serve(self):
     request = self.request
@@ -325,8 +344,11 @@ class _Handler:
     )
     name = self.labels[0]
 
+    coding = self.coding
+
     def work(stop):
-      body = rest_api.parse_json(raw, options.max_json_depth)
+      text = rest_api.decompress(raw, coding, options.max_request_bytes)
+      body = rest_api.parse_json(text, options.max_json_depth)
       if not isinstance(body, dict):
         raise errors.invalid_argument('request body must be a JSON object')
       signature_name = rest_api.signature_name(body)
@@ -412,6 +434,7 @@ class _Handler:
           grpc.StatusCode.RESOURCE_EXHAUSTED,
           f'request body of {length} bytes exceeds the limit of {limit} bytes',
         )
+    self.coding = _content_coding(headers.getall('Content-Encoding', []))
     await self._continue()
     parts, total = [], 0
     timeout = self.server.options.body_timeout

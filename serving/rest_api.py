@@ -9,6 +9,7 @@ import dataclasses
 import json
 import re
 import sys
+import zlib
 
 import grpc
 import numpy as np
@@ -31,6 +32,8 @@ _MODEL_PATH = re.compile(
 _JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)', re.DOTALL)
 _NOT_BRACKET = re.compile(rb'[^\[\]{}]+')
 _DEPTH_CHUNK = 1 << 20  # brackets counted at a time: bounded memory whatever the body
+# Decompressed bytes produced at a time: a bomb costs the limit, never its expanded size.
+_INFLATE_STEP = 1 << 20
 
 
 def _max_depth(brackets: bytes) -> int:
@@ -73,6 +76,51 @@ def parse_json(raw: bytes, max_depth: int) -> object:
     raise errors.invalid_argument(
       f'JSON Parse error: a number has more than {sys.get_int_max_str_digits()} digits'
     ) from None
+
+
+def decompress(raw: bytes, coding: str | None, limit: int) -> bytes:
+  """A body decoded from its Content-Encoding (None, 'gzip', or 'deflate': zlib or raw).
+
+  At most `limit` bytes are produced, in bounded steps, whatever the compression ratio.
+
+  Raises:
+    ServingError: RESOURCE_EXHAUSTED (413) when the body decompresses to more than `limit`
+      bytes; INVALID_ARGUMENT when it is corrupt, truncated or followed by other bytes.
+  """
+  if coding is None:
+    return raw
+  # Deflate is meant to be the zlib format, but some clients send raw deflate.
+  tries = (16 + zlib.MAX_WBITS,) if coding == 'gzip' else (zlib.MAX_WBITS, -zlib.MAX_WBITS)
+  for i, wbits in enumerate(tries):
+    inflater = zlib.decompressobj(wbits)
+    parts, total, data = [], 0, raw
+    try:
+      while not inflater.eof:
+        part = inflater.decompress(data, min(_INFLATE_STEP, limit + 1 - total))
+        data = inflater.unconsumed_tail
+        if not part and not data:
+          break  # all input consumed before the stream's end
+        total += len(part)
+        if total > limit:
+          raise errors.ServingError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f'the body decompresses to more than the limit of {limit} bytes'
+            ' (--max_request_bytes); send fewer rows per request',
+            http_status=413,
+          )
+        parts.append(part)
+    except zlib.error as e:
+      if not total and i + 1 < len(tries):
+        continue
+      raise errors.invalid_argument(f'the {coding} body is corrupt: {e}') from None
+    if not inflater.eof:
+      raise errors.invalid_argument(f'the {coding} body is truncated: its stream does not end')
+    if inflater.unused_data:
+      raise errors.invalid_argument(
+        f'the {coding} body has {len(inflater.unused_data)} bytes after the end of its stream'
+      )
+    return b''.join(parts)
+  raise AssertionError('unreachable')
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,6 +5,7 @@ import os
 import socket
 import threading
 import time
+import zlib
 
 import grpc
 import pytest
@@ -259,6 +260,92 @@ def test_an_unknown_expectation_is_417(served):
     _healthy_next(connection)  # the body that came anyway was dropped
   finally:
     connection.close()
+
+
+def _chunked(body):
+  return b'%x\r\n%s\r\n0\r\n\r\n' % (len(body), body)
+
+
+def _compress(data, wbits):
+  compressor = zlib.compressobj(9, zlib.DEFLATED, wbits)
+  return compressor.compress(data) + compressor.flush()
+
+
+GZIP, ZLIB, RAW_DEFLATE = 16 + zlib.MAX_WBITS, zlib.MAX_WBITS, -zlib.MAX_WBITS
+
+
+@pytest.mark.parametrize(
+  'coding,wbits',
+  [('gzip', GZIP), ('x-gzip', GZIP), ('deflate', ZLIB), ('deflate', RAW_DEFLATE)],
+  ids=['gzip', 'x-gzip', 'deflate (zlib)', 'deflate (raw)'],
+)
+def test_compressed_bodies_are_served_like_plain_ones(served, coding, wbits):
+  # The wire length is the compressed one, with a Content-Length or chunked.
+  packed = _compress(GOOD_BODY, wbits)
+  encoding = f'Content-Encoding: {coding}\r\n'
+  connection = RawHttp(served.server.rest_port)
+  try:
+    connection.send(post(PREDICT_PATH, GOOD_BODY))
+    plain = connection.response()
+    connection.send(post(PREDICT_PATH, packed, encoding))
+    assert connection.response()[::2] == plain[::2]
+    connection.send(
+      f'POST {PREDICT_PATH} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n'
+      f'{encoding}\r\n'.encode()
+      + _chunked(packed)
+    )
+    assert connection.response()[::2] == plain[::2]
+  finally:
+    connection.close()
+
+
+@pytest.mark.parametrize(
+  'encoding,body,status,message',
+  [
+    ('br', GOOD_BODY, 415, 'Content-Encoding br is not supported; send the body uncompressed'),
+    ('gzip, gzip', GOOD_BODY, 415, 'Content-Encoding gzip, gzip is not supported'),
+    ('gzip', GOOD_BODY, 400, 'the gzip body is corrupt'),
+    ('gzip', _compress(GOOD_BODY, GZIP)[:-9], 400, 'the gzip body is truncated'),
+    ('deflate', _compress(GOOD_BODY, ZLIB) + b'junk', 400, 'has 4 bytes after the end'),
+  ],
+  ids=['br', 'two codings', 'not gzip', 'truncated', 'trailing bytes'],
+)
+def test_bad_content_encodings(served, encoding, body, status, message):
+  connection = RawHttp(served.server.rest_port)
+  try:
+    connection.send(post(PREDICT_PATH, body, f'Content-Encoding: {encoding}\r\n'))
+    got, _, answer = connection.response()
+    assert got == status and message in json.loads(answer)['error']
+    _healthy_next(connection)
+  finally:
+    connection.close()
+
+
+def test_a_gzip_bomb_is_413_within_bounded_memory(toy_base):
+  running = start_server(
+    toy_base,
+    [ModelConfig(MODEL, os.path.join(toy_base, MODEL))],
+    poll_wait_seconds=0,
+    options={'max_request_bytes': 1 << 20},
+  )
+  compressor = zlib.compressobj(9, zlib.DEFLATED, GZIP)
+  zeros = b'0' * (1 << 20)
+  bomb = b''.join(compressor.compress(zeros) for _ in range(512)) + compressor.flush()
+  assert len(bomb) < 1 << 20  # 512 MiB once decompressed
+  connection = RawHttp(running.server.rest_port)
+  try:
+    before = rss_bytes()
+    connection.send(post(PREDICT_PATH, bomb, 'Content-Encoding: gzip\r\n'))
+    status, _, answer = connection.response()
+    assert status == 413
+    assert (
+      'the body decompresses to more than the limit of 1048576 bytes' in json.loads(answer)['error']
+    )
+    assert rss_bytes() - before < 64 << 20
+    _healthy_next(connection)
+  finally:
+    connection.close()
+    running.close()
 
 
 def test_oversize_chunked_body_is_413(toy_base):
