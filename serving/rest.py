@@ -349,6 +349,7 @@ class _Handler:
     def work(stop):
       text = rest_api.decompress(raw, coding, options.max_request_bytes)
       body = rest_api.parse_json(text, options.max_json_depth)
+      del text  # up to --max_request_bytes, not needed once parsed
       if not isinstance(body, dict):
         raise errors.invalid_argument('request body must be a JSON object')
       signature_name = rest_api.signature_name(body)
@@ -358,7 +359,8 @@ class _Handler:
         answer = rest_api.predict(servable, signature_name, body, budget, deadline, stop)
       else:
         answer = rest_api.classify(servable, signature_name, body, deadline, stop)
-      return _Reply(200, json.dumps(answer, separators=(',', ':')).encode(), 'application/json')
+        answer = json.dumps(answer, separators=(',', ':')).encode()
+      return _Reply(200, answer, 'application/json')
 
     return await self.server.admission.run(work, deadline)
 

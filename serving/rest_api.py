@@ -9,6 +9,7 @@ import dataclasses
 import json
 import re
 import sys
+import time
 import zlib
 
 import grpc
@@ -34,6 +35,10 @@ _NOT_BRACKET = re.compile(rb'[^\[\]{}]+')
 _DEPTH_CHUNK = 1 << 20  # brackets counted at a time: bounded memory whatever the body
 # Decompressed bytes produced at a time: a bomb costs the limit, never its expanded size.
 _INFLATE_STEP = 1 << 20
+# An answer's JSON is made this many rows (and at most about _ENCODE_ELEMENTS tensor elements)
+# at a time: the Python objects of one slice live at once, never those of the whole answer.
+_ENCODE_ROWS = 4096
+_ENCODE_ELEMENTS = 1 << 16
 
 
 def _max_depth(brackets: bytes) -> int:
@@ -259,13 +264,37 @@ def predict(
   budget: codec.Budget,
   deadline: float | None = None,
   stop=None,
-) -> dict:
+) -> bytes:
   """Runs a predict body ("instances" rows or "inputs" columns) and returns the answer's JSON.
 
   `budget` bounds the tensors decoded from the body; `deadline` (time.monotonic) and `stop`
-  (a threading.Event) end the signature call early.
+  (a threading.Event) end the signature call, and the answer's encoding, early. Once decoded,
+  "instances" / "inputs" are removed from `body`, so the parsed JSON (millions of objects for
+  a large batch) is freed before the model runs. The answer is made in slices of rows and
+  refused (RESOURCE_EXHAUSTED) when its first slice shows it would exceed the servable's
+  output_budget_bytes.
   """
   signature = servable.signature(signature_name)
+  rows = 'instances' in body
+  inputs = _decode_inputs(signature, body, budget)
+  batch = len(body['instances']) if rows else None
+  body.pop('instances', None)
+  body.pop('inputs', None)
+  _, outputs = core.predict_arrays(servable, signature.name, inputs, deadline=deadline, stop=stop)
+  del inputs
+  if rows:
+    short = [k for k, v in outputs.items() if v.ndim == 0 or v.shape[0] != batch]
+    if short:
+      raise errors.invalid_argument(
+        f'outputs {short} do not have the batch size {batch} as their'
+        ' first dimension; use the columnar "inputs" format'
+      )
+  if not outputs:  # a signature without outputs
+    return _dumps({'predictions': [{}] * batch} if rows else {'outputs': {}}).encode()
+  return _encode(servable, signature.name, outputs, rows, deadline, stop)
+
+
+def _decode_inputs(signature, body, budget):
   inputs = {}
   for key, value in _columns(signature, body).items():
     if key not in signature.inputs:
@@ -274,20 +303,97 @@ def predict(
         f' "{signature.name}": {sorted(signature.inputs)}'
       )
     inputs[key] = codec.from_json(key, value, signature.inputs[key].dtype, budget)
-  _, outputs = core.predict_arrays(servable, signature.name, inputs, deadline=deadline, stop=stop)
-  converted = {k: codec.to_json(k, v) for k, v in outputs.items()}
-  if 'inputs' in body:
-    return {'outputs': next(iter(converted.values())) if len(converted) == 1 else converted}
-  batch = len(body['instances'])
-  short = [k for k, v in outputs.items() if v.ndim == 0 or v.shape[0] != batch]
-  if short:
-    raise errors.invalid_argument(
-      f'outputs {short} do not have the batch size {batch} as their'
-      ' first dimension; use the columnar "inputs" format'
+  return inputs
+
+
+def _dumps(value):
+  return json.dumps(value, separators=(',', ':'))
+
+
+def _slicer(outputs):
+  """(rows, encode): encode(a, b) is the JSON list of rows a to b of all of `outputs` (one
+  output: its values; several: an object per row, TF Serving's row format)."""
+  keys = list(outputs)
+  rows = next(iter(outputs.values())).shape[0]
+  if len(keys) == 1:
+    key, value = keys[0], outputs[keys[0]]
+    return rows, lambda a, b: _dumps(codec.to_json(key, value[a:b]))
+
+  def encode(a, b):
+    columns = [codec.to_json(k, outputs[k][a:b]) for k in keys]
+    return _dumps([dict(zip(keys, row)) for row in zip(*columns)])
+
+  return rows, encode
+
+
+def _encode(servable, name, outputs, rows, deadline, stop):
+  """The answer's JSON, byte for byte json.dumps of TF Serving's answer object, made in slices.
+
+  Between slices a set `stop` or a passed deadline ends it (CANCELLED, DEADLINE_EXCEEDED).
+  """
+  # Literal text, and (rows, encode) items whose rows are encoded a slice at a time.
+  if rows:
+    parts = ['{"predictions":', _slicer(outputs), '}']
+  else:
+    columns = {}
+    for key, value in outputs.items():
+      if value.ndim == 0 or value.shape[0] == 0:
+        columns[key] = _dumps(codec.to_json(key, value))
+      else:
+        columns[key] = _slicer({key: value})
+    if len(columns) == 1:
+      parts = ['{"outputs":', next(iter(columns.values())), '}']
+    else:
+      parts = ['{"outputs":{']
+      for i, (key, column) in enumerate(columns.items()):
+        parts += [',' * bool(i) + _dumps(key) + ':', column]
+      parts.append('}}')
+  items = [part for part in parts if not isinstance(part, str)]
+  width = sum(v.size // max(1, v.shape[0]) for v in outputs.values() if v.ndim) or 1
+  step = max(1, min(_ENCODE_ROWS, _ENCODE_ELEMENTS // width))
+  total = sum(n for n, _ in items)
+  # The first slice of each item, and from it the whole answer's size.
+  first = [encode(0, min(step, n)) for n, encode in items]
+  projected = sum(len(p) for p in parts if isinstance(p, str)) + sum(
+    len(text) * n // min(step, n) for (n, _), text in zip(items, first)
+  )
+  budget = servable.output_budget_bytes
+  if budget is not None and projected > budget:
+    raise errors.ServingError(
+      grpc.StatusCode.RESOURCE_EXHAUSTED,
+      f'the answer to {max((n for n, _ in items), default=1)} rows of signature "{name}" would take about'
+      f' {projected >> 20} MiB of JSON, more than the {budget >> 20} MiB a request may hold'
+      ' (--request_memory_budget_mb); send fewer rows per request',
     )
-  if len(converted) == 1:
-    return {'predictions': next(iter(converted.values()))}
-  return {'predictions': [{k: converted[k][i] for k in converted} for i in range(batch)]}
+  out, done = [], 0
+  firsts = iter(first)
+  for part in parts:
+    if isinstance(part, str):
+      out.append(part.encode())
+      continue
+    n, encode = part
+    out.append(next(firsts)[:-1].encode())  # '[' and the first slice's rows
+    for a in range(step, n, step):
+      _check_live(deadline, stop, name, done + a, total)
+      out.append(b',' + encode(a, min(a + step, n))[1:-1].encode())
+    out.append(b']')
+    done += n
+  return b''.join(out)
+
+
+def _check_live(deadline, stop, name, done, total):
+  if stop is not None and stop.is_set():
+    raise errors.ServingError(
+      grpc.StatusCode.CANCELLED,
+      f'the client went away; the answer of signature "{name}" stopped after {done} of'
+      f' {total} rows were encoded',
+    )
+  if deadline is not None and time.monotonic() >= deadline:
+    raise errors.ServingError(
+      grpc.StatusCode.DEADLINE_EXCEEDED,
+      f'deadline exceeded while the answer of signature "{name}" was encoded: {done} of'
+      f' {total} rows done; send fewer rows per request or allow more time',
+    )
 
 
 def _named(value, specs):
