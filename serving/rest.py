@@ -9,8 +9,9 @@ keep-alive timer, which also runs from the connection's start) and for its body,
 (413), strict framing (a body with both Transfer-Encoding and Content-Length, or a coding other
 than chunked, or no length, is refused and the connection closed), error bodies as JSON, and a
 body an early error left unread is read and dropped when small, else the connection is closed,
-so it is never taken for the next request. Predict and classify run on the Admission queue's
-threads (JSON decoding included), so the loop stays free.
+so it is never taken for the next request; `Expect: 100-continue` is answered just before the
+body is read. Predict and classify run on the Admission queue's threads (decompressing a gzip or
+deflate body, JSON decoding and encoding included), so the loop stays free.
 """
 
 import asyncio
