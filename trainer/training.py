@@ -61,7 +61,11 @@ class NonFiniteLossError(ValueError):
 
 
 def _all_finite(variables) -> bool:
-  return all(np.isfinite(np.asarray(v)).all() for v in variables if np.asarray(v).dtype.kind == 'f')
+  for variable in variables:
+    values = np.asarray(variable)  # one copy to the host per variable
+    if values.dtype.kind == 'f' and not np.isfinite(values).all():
+      return False
+  return True
 
 
 def _finite_or_zero(grads, fused: bool = False):

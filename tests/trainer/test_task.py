@@ -70,6 +70,8 @@ def mlm_run(mlm_data, tmp_path_factory):
     train_steps=200,
     eval_every_steps=50,
     eval_steps=4,
+    # Two checkpoints, not twenty (a tenth of a second each): test_kill_and_resume tests them.
+    checkpoint_every_steps=100,
     learning_rate=3e-3,
     warmup_steps=10,
     per_replica_batch_size=32,
