@@ -11,8 +11,8 @@ from trainer import training
 
 
 def _float_accuracy(store) -> float | None:
-  """The `train` model's last eval accuracy in float, from its Trainer's eval history (the same
-  eval split the Evaluator scores)."""
+  """The `train` model's last eval accuracy in float, from its Trainer's eval history: the same
+  eval split the Evaluator scores, but only the `train.eval_steps` batches the Trainer reads."""
   run = run_metadata.latest_output(store, 'ModelRun', contract.TRAINER_ID, 'model_run')
   if run is None:
     return None
@@ -65,7 +65,8 @@ def lines(found: Dict[str, Any]) -> List[str]:
     out.append(
       f'  {"this model is the " + found["quantize"] + " export;":<40} the float model before '
       + (f'quantization: accuracy {float_accuracy:.4f}' if float_accuracy is not None else '?')
-      + " (the Trainer's last eval)"
+      + " (the Trainer's last eval: its eval_steps batches, not the whole eval split TFMA"
+      ' scores, so the two differ by sampling too)'
     )
   student = found.get('student')
   if student:

@@ -179,6 +179,8 @@ class Services:
     self, request: get_model_status_pb2.GetModelStatusRequest, deadline=None, stop=None
   ) -> get_model_status_pb2.GetModelStatusResponse:
     """ModelService/GetModelStatus."""
+    if not request.model_spec.name:  # TF Serving: INVALID_ARGUMENT "Missing ModelSpec"
+      raise errors.invalid_argument('model_spec.name is missing: name the model')
     version, label = _version_choice(request.model_spec)
     return core.status_response(self._manager.status(request.model_spec.name, version, label))
 

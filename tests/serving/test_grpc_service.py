@@ -199,6 +199,13 @@ def test_status_of_an_unknown_version_is_not_found(served):
   assert 'version 9' in raised.value.details()
 
 
+def test_status_without_a_model_name_is_invalid_argument(served):
+  with pytest.raises(grpc.RpcError) as raised:
+    served.models.GetModelStatus(get_model_status_pb2.GetModelStatusRequest(), timeout=30)
+  assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+  assert 'model_spec.name is missing' in raised.value.details()
+
+
 def test_unavailable_while_nothing_is_loaded(tmp_path):
   running = start_server(
     str(tmp_path), [ModelConfig(MODEL, str(tmp_path / MODEL))], poll_wait_seconds=0
