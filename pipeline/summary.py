@@ -9,6 +9,7 @@ result (the terminal text, report.html, summary.json).
 import dataclasses
 import glob
 import json
+import math
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -58,6 +59,28 @@ class RunSummary:
   reference_error: Optional[str] = None
   generations: List[Tuple[str, str]] = dataclasses.field(default_factory=list)
   compression: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def argmax_precision_recall(summary: RunSummary) -> None:
+  """Sets each label's precision and recall from the confusion matrix (the model's answer is its
+  most probable label, as for accuracy and the matrix).
+
+  TFMA binarizes them one label against the rest at a probability of 0.5: with three labels or
+  more, an answer of 0.45 for the right label counts as not predicted, and the table would
+  contradict the matrix beside it. A label no example was predicted as (precision) or has
+  (recall) gets NaN, which the report explains.
+  """
+  if not summary.confusion:
+    return
+  labels, grid = summary.confusion
+  # Labels without names (no label vocabulary found) keep TFMA's class ids.
+  unnamed = any('(classId:' in key for key in summary.metrics)
+  for i, name in enumerate(labels):
+    suffix = f'(classId:{name})' if unnamed else f'(label {name})'
+    predicted = sum(row[i] for row in grid)
+    actual = sum(grid[i])
+    summary.metrics[f'precision {suffix}'] = grid[i][i] / predicted if predicted else math.nan
+    summary.metrics[f'recall {suffix}'] = grid[i][i] / actual if actual else math.nan
 
 
 def _metrics(evaluation_uri, summary: RunSummary):
@@ -259,6 +282,7 @@ def collect(config: config_lib.PipelineConfig, started: float) -> RunSummary:
           (f'label={name}' if key == f'label={i}' else key): value
           for key, value in summary.per_label.items()
         }
+    argmax_precision_recall(summary)
   blessing = run_metadata.latest_output(store, 'ModelBlessing', contract.EVALUATOR_ID, 'blessing')
   if blessing is not None:
     summary.blessed = bool(run_metadata.custom(blessing, 'blessed'))

@@ -71,6 +71,35 @@ def test_an_undefined_metric_says_why_instead_of_nan():
   assert '0.6000' in page
 
 
+def test_per_label_precision_and_recall_agree_with_the_confusion_matrix():
+  # Three labels: TFMA's one-vs-rest at 0.5 gave recall 0.7 for `a` where every `a` was
+  # predicted `a` (with probabilities under 0.5). The table must say what the matrix shows.
+  run = summary.RunSummary(
+    metrics={
+      'precision (label a)': 0.4667,
+      'recall (label a)': 0.7,
+      'recall (label c)': 0.0,
+      'sparse_categorical_accuracy': 0.5,
+    },
+    confusion=(['a', 'b', 'c'], [[10.0, 0.0, 0.0], [11.0, 9.0, 0.0], [0.0, 0.0, 0.0]]),
+  )
+  summary.argmax_precision_recall(run)
+  assert run.metrics['recall (label a)'] == 1.0
+  assert run.metrics['precision (label a)'] == 10 / 21
+  assert run.metrics['precision (label b)'] == 1.0 and run.metrics['recall (label b)'] == 9 / 20
+  # No `c` predicted and none in the eval split: undefined, as the report explains.
+  assert math.isnan(run.metrics['precision (label c)']) and math.isnan(
+    run.metrics['recall (label c)']
+  )
+  # Labels the summary could not name keep TFMA's class ids.
+  unnamed = summary.RunSummary(
+    metrics={'precision (classId:0)': 0.1}, confusion=(['0', '1'], [[3.0, 1.0], [0.0, 4.0]])
+  )
+  summary.argmax_precision_recall(unnamed)
+  assert unnamed.metrics['precision (classId:0)'] == 1.0
+  assert unnamed.metrics['recall (classId:1)'] == 1.0
+
+
 def test_lm_summary_shows_perplexity_next_to_unigram_and_generations():
   config = config_lib.from_dict(
     {'pipeline_name': 'lm', 'data': {'label_column': None}, 'train': {'task': 'clm'}}
