@@ -155,7 +155,21 @@ def validate(config: PipelineConfig) -> None:
         f'data.input_base: unknown data set {data.input_base!r} (known: '
         f'{", ".join(sorted(demo_data.DATASETS))})'
       )
-  elif data.input_base and '://' not in data.input_base:
+  elif not data.input_base:
+    # Empty means tfx's bundled IMDB sample (pipeline/configs/imdb_sample.yaml): a CSV of
+    # `label,text` rows. Any other reading of it is a forgotten input_base, not a data set.
+    if (
+      data.format != contract.CSV
+      or data.text_column != contract.TEXT_KEY
+      or data.label_column not in (contract.LABEL_KEY, None)
+    ):
+      raise ConfigError(
+        f'data.input_base is empty: set it to the folder of your {data.format} files (empty'
+        " means tfx's bundled IMDB sample, a CSV with text and label columns, which this"
+        f' config does not read: format {data.format}, text_column {data.text_column!r},'
+        f' label_column {data.label_column!r})'
+      )
+  elif '://' not in data.input_base:
     base = config.resolve_path(data.input_base)
     if os.path.isfile(base):
       raise ConfigError(

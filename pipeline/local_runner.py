@@ -297,6 +297,7 @@ def _run(argv, route_stderr: bool, run_scope: contextlib.ExitStack) -> int:
     return 0
   print(
     f'Running pipeline {config.pipeline_name!r} from {path}\n'
+    f'  data: {config_lib.input_base_dir(config)} ({config.data.format})\n'
     f'  outputs: {config.resolved_outputs_dir}\n  full log: {log_path}',
     flush=True,
   )

@@ -106,8 +106,9 @@ def test_override_without_equals_is_refused():
 
 
 def test_classification_without_a_label_column_is_refused(tmp_path):
+  (tmp_path / 'data').mkdir()
   with pytest.raises(config_lib.ConfigError, match='label_column is empty'):
-    config_lib.load_config(_write(tmp_path, 'data: {label_column: null}\n'))
+    config_lib.load_config(_write(tmp_path, 'data: {input_base: data, label_column: null}\n'))
 
 
 def test_config_round_trips_through_json():
@@ -362,6 +363,24 @@ def test_offline_imdb_sample_config_reads_the_bundled_sample():
   config = config_lib.load_config(os.path.join(CONFIGS, 'imdb_sample.yaml'))
   assert config.data.input_base == ''
   assert config_lib.input_base_dir(config) == config_lib.bundled_imdb_dir()
+
+
+@pytest.mark.parametrize(
+  'data',
+  [
+    "{input_base: '', format: text}",
+    '{format: csv, text_column: review, label_column: sentiment}',
+    "{input_base: '', format: jsonl, label_column: null}",
+    "{input_base: '', label_column: sentiment}",
+  ],
+)
+def test_an_empty_input_base_that_cannot_mean_the_bundled_sample_is_refused(tmp_path, data):
+  # Once, an emptied input_base trained a text model on the lines of tfx's IMDB CSV, header too.
+  with pytest.raises(
+    config_lib.ConfigError,
+    match=r'data.input_base is empty: set it to the folder of your \w+ files',
+  ):
+    config_lib.load_config(_write(tmp_path, f'data: {data}\n'))
 
 
 def _labeled_config(tmp_path, extra):
