@@ -23,6 +23,7 @@ import collections
 import hashlib
 import json
 import os
+import re
 import stat
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -214,11 +215,45 @@ def ReadTextExamples(  # noqa: N802 (Beam transform naming)
   return pipeline | 'Files' >> beam.Create(files) | 'Read' >> read
 
 
+# Compressions a file name may end in that the readers do not decompress (they take .gz, .bz2).
+_UNREAD_COMPRESSIONS = ('.zip', '.xz', '.zst', '.7z', '.lz4', '.lzma', '.tgz', '.rar', '.z')
+
+
+def _left_out(path: str, pattern: str) -> str | None:
+  """Why a match of `pattern` is not an input file (None: it is one).
+
+  Hidden files (a LibreOffice lock `.~lock.x.csv#`, a vim swap file) are left out unless the
+  pattern itself names hidden files. Under a format's default pattern (`*.csv*`: the format's
+  extension, then anything), a name must end in the extension, or the extension and .gz or .bz2:
+  a backup (`x.csv.orig`, `x.csv~`) is left out, and an archive the readers cannot open is an
+  error naming it.
+  """
+  name = os.path.basename(path)
+  wanted = os.path.basename(pattern)
+  if name.startswith('.') and not wanted.startswith('.'):
+    return 'a hidden file'
+  extension = wanted[1:-1] if re.fullmatch(r'\*\.\w+\*', wanted) else None
+  if extension is None or name.endswith((extension, extension + '.gz', extension + '.bz2')):
+    return None
+  suffix = name[name.rfind(extension) + len(extension) :]
+  if suffix.lower().endswith(_UNREAD_COMPRESSIONS):
+    raise DataError(
+      f'{path}: compressed as {suffix}, which is not read: decompress it, or compress it with'
+      ' gzip (.gz) or bzip2 (.bz2)'
+    )
+  return f'not a {extension} file (ends in {suffix!r}: a backup or a leftover?)'
+
+
 def input_files(pattern: str) -> list[str]:
-  """The files `pattern` matches, folders left out; a local match that cannot be read as a
-  file is an error here, naming it, not later in a Beam worker (a named pipe would block it)."""
+  """The files `pattern` matches, folders and `_left_out` names excepted; a local match that
+  cannot be read as a file is an error here, naming it, not later in a Beam worker (a named pipe
+  would block it)."""
   files = []
   for path in sorted(fileio.glob(pattern)):
+    why = _left_out(path, pattern)
+    if why is not None:
+      logging.warning('input: %s left out: %s', path, why)
+      continue
     if '://' in path:
       if not fileio.isdir(path):
         files.append(path)

@@ -9,7 +9,7 @@ import apache_beam as beam
 import pytest
 from tfx.types import standard_component_specs
 
-from components import example_gen, readers
+from components import example_gen, read_examples, readers
 from components.validation import DataError
 from pipeline import local_runner
 
@@ -83,6 +83,30 @@ def test_an_unreadable_file_is_named(tmp_path, monkeypatch):
     with pytest.raises(DataError, match='no permission to read') as error:
       step(tmp_path)
     assert str(tmp_path / 'secret.csv') in str(error.value)
+
+
+def test_editor_leftovers_and_backups_are_left_out_and_unread_archives_named(tmp_path):
+  # What a folder holds while its CSV is open in an editor, or after one saved a backup.
+  for name in (
+    'data.csv',
+    'more.csv.gz',
+    '.~lock.data.csv#',
+    '.data.csv.swp',
+    'data.csv.orig',
+    'data.csv~',
+  ):
+    (tmp_path / name).write_bytes(b'x')
+  default = os.path.join(str(tmp_path), readers.FORMATS['csv'].default_pattern)
+  assert read_examples.input_files(default) == [
+    str(tmp_path / 'data.csv'),
+    str(tmp_path / 'more.csv.gz'),
+  ]
+  # A pattern that names them is taken at its word.
+  assert read_examples.input_files(str(tmp_path / '.data*')) == [str(tmp_path / '.data.csv.swp')]
+  assert read_examples.input_files(str(tmp_path / '*.orig')) == [str(tmp_path / 'data.csv.orig')]
+  (tmp_path / 'old.csv.zip').write_bytes(b'PK')
+  with pytest.raises(DataError, match=r'old\.csv\.zip: compressed as \.zip, which is not read'):
+    read_examples.input_files(default)
 
 
 def test_a_folder_matching_the_pattern_is_left_out(tmp_path):
