@@ -15,6 +15,7 @@ What bad input gets is listed in `components.read_examples` and `components.read
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -98,7 +99,14 @@ class Executor(BaseExampleGenExecutor):
         split.name: read_examples.describe_files(os.path.join(base, split.pattern))
         for split in input_config.splits
       }
-      read_examples.check_not_empty(splits, sources, hash_ratio=None, batched=batched)
+      patterns = [os.path.join(base, split.pattern) for split in input_config.splits]
+      read_examples.check_not_empty(
+        splits,
+        sources,
+        hash_ratio=None,
+        batched=batched,
+        why_dropped=functools.partial(read_examples.dropped_labels, exec_properties, patterns),
+      )
       return splits
     pattern = input_config.splits[0].pattern
     buckets = [(name, split.hash_buckets) for name, split in zip(names, hash_splits, strict=True)]
@@ -111,6 +119,9 @@ class Executor(BaseExampleGenExecutor):
       dict.fromkeys(names, source),
       hash_ratio=':'.join(str(s.hash_buckets) for s in hash_splits),
       batched=batched,
+      why_dropped=functools.partial(
+        read_examples.dropped_labels, exec_properties, [os.path.join(base, pattern)]
+      ),
     )
     return splits
 

@@ -158,6 +158,42 @@ def _text_bucket(text: str, total_buckets: int) -> int:
   return int.from_bytes(hashlib.sha256(text.encode()).digest()) % total_buckets
 
 
+def _reader(exec_properties: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+  """The input format's name and the options its reader takes, from the exec properties."""
+  name = exec_properties[INPUT_FORMAT_KEY]
+  given = {
+    TEXT_COLUMN_KEY: exec_properties.get(TEXT_COLUMN_KEY) or contract.TEXT_KEY,
+    LABEL_COLUMN_KEY: exec_properties.get(LABEL_COLUMN_KEY) or None,
+    TEXT_MODE_KEY: exec_properties.get(TEXT_MODE_KEY) or contract.LINE,
+  }
+  return name, {k: given[k] for k in get_format(name).options}
+
+
+def dropped_labels(exec_properties: Mapping[str, Any], patterns: Sequence[str]) -> str:
+  """When label_values dropped rows of the files `patterns` match: which labels, how often
+  (the first _DROPPED_SCAN_ROWS rows), for an error; '' when label_values is not set."""
+  values = frozenset(label_values(exec_properties))
+  if not values:
+    return ''
+  name, options = _reader(exec_properties)
+  dropped, seen = collections.Counter(), 0
+  for pattern in patterns:
+    for path in input_files(pattern):
+      for _, text, label in read_records(path, name, **options):
+        seen += 1
+        if seen > _DROPPED_SCAN_ROWS:
+          break
+        if text.strip() and label is not None and label not in values:
+          dropped[label] += 1
+  if not dropped:
+    return ''
+  shown = ', '.join(f'{label!r} ({count})' for label, count in dropped.most_common(8))
+  return (
+    f'; data.label_values {sorted(values)} dropped rows labeled {shown} (labels match exactly,'
+    ' case included): list the labels the data has in data.label_values, or relabel the rows'
+  )
+
+
 @beam.ptransform_fn
 def ReadTextExamples(  # noqa: N802 (Beam transform naming)
   pipeline: beam.Pipeline,
@@ -182,13 +218,7 @@ def ReadTextExamples(  # noqa: N802 (Beam transform naming)
     split name.
   """
   pattern = os.path.join(exec_properties[standard_component_specs.INPUT_BASE_KEY], split_pattern)
-  name = exec_properties[INPUT_FORMAT_KEY]
-  entry = get_format(name)
-  given = {
-    TEXT_COLUMN_KEY: exec_properties.get(TEXT_COLUMN_KEY) or contract.TEXT_KEY,
-    LABEL_COLUMN_KEY: exec_properties.get(LABEL_COLUMN_KEY) or None,
-    TEXT_MODE_KEY: exec_properties.get(TEXT_MODE_KEY) or contract.LINE,
-  }
+  name, options = _reader(exec_properties)
   files = input_files(pattern)
   if not files:
     folder = os.path.dirname(pattern)
@@ -204,7 +234,7 @@ def ReadTextExamples(  # noqa: N802 (Beam transform naming)
   read = beam.ParDo(
     _FileToExamples(
       name,
-      {k: given[k] for k in entry.options},
+      options,
       label_values(exec_properties),
       hash_splits,
       batched,
@@ -215,6 +245,7 @@ def ReadTextExamples(  # noqa: N802 (Beam transform naming)
   return pipeline | 'Files' >> beam.Create(files) | 'Read' >> read
 
 
+_DROPPED_SCAN_ROWS = 200_000  # rows read again to say which labels label_values dropped
 # Compressions a file name may end in that the readers do not decompress (they take .gz, .bz2).
 _UNREAD_COMPRESSIONS = ('.zip', '.xz', '.zst', '.7z', '.lz4', '.lzma', '.tgz', '.rar', '.z')
 
@@ -295,9 +326,11 @@ def check_not_empty(
   sources: Mapping[str, str],
   hash_ratio: str | None,
   batched: bool = False,
+  why_dropped=lambda: '',
 ) -> None:
   """Fails the pipeline, naming the split and its files, if a split has no examples (`batched`:
-  the splits hold lists of examples)."""
+  the splits hold lists of examples); `why_dropped()` (see `dropped_labels`) is added to the
+  error when no split has any."""
   count = (lambda: beam.CombineGlobally(sum)) if batched else beam.combiners.Count.Globally
   counts = [
     (records | f'Sizes[{name}]' >> beam.Map(len) if batched else records)
@@ -309,12 +342,15 @@ def check_not_empty(
     counts
     | 'Counts' >> beam.Flatten()
     | 'AllCounts' >> beam.combiners.ToList()
-    | 'CheckNotEmpty' >> beam.Map(_raise_on_empty_split, dict(sources), hash_ratio)
+    | 'CheckNotEmpty' >> beam.Map(_raise_on_empty_split, dict(sources), hash_ratio, why_dropped)
   )
 
 
 def _raise_on_empty_split(
-  counts: list[tuple[str, int]], sources: Mapping[str, str], hash_ratio: str | None
+  counts: list[tuple[str, int]],
+  sources: Mapping[str, str],
+  hash_ratio: str | None,
+  why_dropped=lambda: '',
 ) -> None:
   counts = dict(sorted(counts))
   empty = [name for name, count in counts.items() if not count]
@@ -328,6 +364,9 @@ def _raise_on_empty_split(
       'train_eval_ratio, or pre-split the input into folders (input_splits)'
     )
   where = f'split {empty[0]!r}: ' if not hash_ratio else ''
+  dropped = why_dropped()
+  if dropped:
+    raise DataError(f'{where}no examples in {sources[empty[0]]}{dropped}')
   raise DataError(
     f'{where}no examples in {sources[empty[0]]}: every file is empty, a CSV header without rows, '
     'or blank or dropped rows only; add examples or point the input at other files'

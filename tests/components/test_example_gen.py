@@ -364,6 +364,17 @@ def test_csv_with_a_header_and_no_rows_names_the_file(tmp_path):
     _split('csv', tmp_path, label_column='label')
 
 
+def test_rows_all_dropped_by_label_values_say_which_labels_the_data_has(tmp_path):
+  rows = [['pos', 'a good film'], ['neg', 'a bad one'], ['pos', 'fine'], ['neutral', 'meh']]
+  text_data.write_csv(str(tmp_path / 'data.csv'), rows, ['sentiment', 'text'])
+  with pytest.raises(
+    Exception,
+    match=r"no examples in .*data\.csv\); data\.label_values \['Neg', 'Pos'\] dropped rows labeled"
+    r" 'pos' \(2\), 'neg' \(1\), 'neutral' \(1\) \(labels match exactly, case included\)",
+  ):
+    _split('csv', tmp_path, label_column='sentiment', label_values=['Pos', 'Neg'])
+
+
 @pytest.mark.parametrize('input_format,name', [('text', 'empty.txt'), ('jsonl', 'empty.jsonl')])
 def test_empty_text_or_jsonl_file_alone_is_an_error_naming_it(tmp_path, input_format, name):
   (tmp_path / name).write_bytes(b'')
