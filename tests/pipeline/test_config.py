@@ -6,6 +6,7 @@ import os
 import re
 
 import pytest
+import yaml
 
 from pipeline import config as config_lib
 
@@ -357,6 +358,25 @@ def test_named_data_set_is_fetched_only_when_the_input_folder_is_asked_for(tmp_p
 def test_unknown_named_data_set_lists_the_known_ones(tmp_path):
   with pytest.raises(config_lib.ConfigError, match=r"unknown data set 'pypi:x==1/y' .*rotten"):
     config_lib.load_config(_write(tmp_path, 'data: {input_base: "pypi:x==1/y"}\n'))
+
+
+def test_every_shipped_config_on_the_bundled_sample_matches_its_file():
+  # Two shipped configs once stopped at ExampleGen: the sample is a CSV named *.txt.
+  from components import read_examples, readers
+
+  bundled = []
+  for name in sorted(os.listdir(CONFIGS)):
+    with open(os.path.join(CONFIGS, name)) as f:
+      if (yaml.safe_load(f).get('data') or {}).get('input_base'):
+        continue  # its own data, or a /path/to/ to edit
+    config = config_lib.load_config(os.path.join(CONFIGS, name))
+    pattern = config.data.file_pattern or readers.FORMATS[config.data.format].default_pattern
+    files = read_examples.input_files(os.path.join(config_lib.bundled_imdb_dir(), pattern))
+    assert files, (name, pattern)
+    bundled.append(name)
+  assert {'imdb_sample.yaml', 'finetune_bert_preset.yaml', 'finetune_gpt2_preset.yaml'} <= set(
+    bundled
+  )
 
 
 def test_offline_imdb_sample_config_reads_the_bundled_sample():
