@@ -5,7 +5,7 @@
 The model: a transformer-ish classifier exported in the Pusher layout (tests/serving/toy_model.py
 at bench size: hashed tokens into a 2,000 x 64 embedding, 12 single-head self-attention +
 feed-forward blocks of width 64, 32 tokens, raw text in), or any pushed model given with
-`--model_path` (a folder of numbered versions, e.g. pipeline_outputs/demo/serving/imdb, or one
+`--model_path` (a folder of numbered versions, e.g. pipeline_outputs/demo/serving/sentiment, or one
 version folder): its `predict_text` signature when it has one (raw strings), else
 `serving_default` (serialized tf.Examples with a `text` feature). `--demo_shaped` builds one of
 the demo's next model's shape (all-MiniLM-L6-v2: 6 layers, hidden 384, 12 heads, 1,536

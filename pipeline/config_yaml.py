@@ -33,7 +33,9 @@ def parse_overrides(overrides: Sequence[str]) -> Dict[str, Any]:
     try:
       value = yaml.safe_load(raw) if raw else ''
     except yaml.YAMLError as e:
-      raise ConfigError(f'--set {item!r}: value is not valid YAML ({e})') from None
+      if raw.lstrip()[:1] in ('[', '{', '"', "'"):
+        raise ConfigError(f'--set {item!r}: value is not valid YAML ({e})') from None
+      value = raw  # a glob such as *.txt (a YAML alias) or @x: meant as the plain string
     _set_dotted(tree, key.strip(), value)
   return tree
 

@@ -43,7 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     '--generate', action='store_true', help="call a causal LM's generate signature on --prompt"
   )
   parser.add_argument('--prompt', action='append', help='a prompt (repeat for a batch)')
-  parser.add_argument('--max_new_tokens', type=int, default=32)
+  # Below a small model's window: its limit is seq_len - 1 (the end token takes one).
+  parser.add_argument('--max_new_tokens', type=int, default=16)
   parser.add_argument('--temperature', type=float, default=0.0, help='0: greedy')
   parser.add_argument('--top_k', type=int, default=0, help='0: the whole vocabulary')
   parser.add_argument('--top_p', type=float, default=1.0, help='1: no nucleus cut')

@@ -434,4 +434,5 @@ def decode_tokens(tokens: tf.Tensor, keep: tf.Tensor, kind: str) -> tf.Tensor:
     # A sampled sequence can end inside a multi-byte character: drop what is not UTF-8.
     return tf.strings.unicode_transcode(text, 'UTF-8', 'UTF-8', errors='ignore')
   joined = tf.strings.reduce_join(tf.where(keep, tokens + ' ', ''), axis=1)
-  return tf.strings.strip(tf.strings.regex_replace(joined, r' ##', ''))
+  # A continuation may start inside the prompt's last word: its first piece's ## goes too.
+  return tf.strings.strip(tf.strings.regex_replace(joined, r'(?:^| )##', ''))

@@ -101,6 +101,16 @@ def test_invalid_yaml_is_reported_with_the_file(tmp_path):
     config_lib.load_config(path)
 
 
+def test_an_unquoted_glob_override_is_the_glob_and_broken_yaml_is_still_refused(tmp_path):
+  (tmp_path / 'data').mkdir()
+  config = config_lib.load_config(
+    _write(tmp_path, 'data: {input_base: data}\n'), ['data.file_pattern=*.txt']
+  )
+  assert config.data.file_pattern == '*.txt'
+  with pytest.raises(config_lib.ConfigError, match=r"--set 'train.seq_len=\[1, 2': value is not"):
+    config_lib.load_config(_write(tmp_path, '{}\n'), ['train.seq_len=[1, 2'])
+
+
 def test_override_without_equals_is_refused():
   with pytest.raises(config_lib.ConfigError, match='expected KEY=VALUE'):
     config_lib.load_config(None, ['train.learning_rate'])

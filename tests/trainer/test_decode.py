@@ -8,12 +8,25 @@ from trainer import vocabulary
 
 
 def test_decode_wordpiece_glues_suffix_pieces():
-  tokens = tf.constant([['the', 'play', '##ing', 'dog', '[SEP]'], ['a', '##b', 'c', 'd', 'e']])
-  keep = tf.constant([[True, True, True, True, False], [True, True, False, False, False]])
+  tokens = tf.constant(
+    [
+      ['the', 'play', '##ing', 'dog', '[SEP]'],
+      ['a', '##b', 'c', 'd', 'e'],
+      ['##ly', 'good', '##s', '#', '##'],  # a continuation that starts inside a word
+    ]
+  )
+  keep = tf.constant(
+    [
+      [True, True, True, True, False],
+      [True, True, False, False, False],
+      [True, True, True, True, False],
+    ]
+  )
   for kind in (contract.WORDPIECE, contract.PRESET_WORDPIECE):
     assert vocabulary.decode_tokens(tokens, keep, kind).numpy().tolist() == [
       b'the playing dog',
       b'ab',
+      b'ly goods #',
     ]
 
 
