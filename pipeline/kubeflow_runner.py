@@ -66,6 +66,26 @@ def _cluster_input_base(config: config_lib.PipelineConfig) -> str:
   )
 
 
+def _check_cluster_paths(config: config_lib.PipelineConfig) -> None:
+  """Checkpoints and models the pods read must be where they can: a local folder is refused
+  here, as a local data.input_base is, not by KFP's launcher or a pod that cannot find it."""
+  from tfxlm import pinned_wheels
+
+  paths = [
+    ('train.preset', config.train.preset),
+    ('pretrain.preset', config.pretrain.preset if config.pretrain else None),
+    ('base_model', config.base_model),
+    ('distill.teacher', config.distill.teacher if config.distill else None),
+  ]
+  for key, value in paths:
+    if not value or '://' in value or pinned_wheels.is_handle(value) or os.sep not in value:
+      continue  # a bucket, a pinned wheel (baked into the image) or a keras-hub preset name
+    raise config_lib.ConfigError(
+      f'{key}: {value!r} is a folder of this machine, which the cluster cannot see: copy it to'
+      f' gs://... and point {key} there (or give a pypi: or hf:// handle)'
+    )
+
+
 def beam_args(config: config_lib.PipelineConfig) -> list:
   """Beam arguments on the cluster (`pipeline.beam_policy.kubeflow`)."""
   return beam_policy.kubeflow(config.kubeflow.beam_args, config.kubeflow.image_repo_dir)
@@ -172,6 +192,7 @@ def build(config: config_lib.PipelineConfig):
       'image (docker build --build-arg STACK_LOCK=requirements-gpu.lock, see '
       'pipeline/KUBEFLOW.md) and set --set kubeflow.gpu_image=REGISTRY/tfx-lm-gpu:TAG'
     )
+  _check_cluster_paths(config)
   config = dataclasses.replace(
     config, data=dataclasses.replace(config.data, input_base=_cluster_input_base(config))
   )

@@ -9,6 +9,7 @@ import copy
 import importlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from tfx.utils import import_utils
 from components import example_encoding, vocabulary
 from pipeline import config as config_lib
 from pipeline import demo_data, kubeflow_runner, local_runner
+from tests.trainer import hf_checkpoints
 from tfxlm import contract
 
 # The offline sample: it has every stage (masked-LM pretraining, then classification).
@@ -779,6 +781,16 @@ def test_input_paths_are_the_ones_pods_can_see(tmp_path):
   )
   with pytest.raises(config_lib.ConfigError, match='the cluster cannot see'):
     kubeflow_runner.build(local)
+  # So are a checkpoint folder and an earlier model of this machine.
+  checkpoint = hf_checkpoints.hf_bert(str(tmp_path / 'bert'))
+  for key, value in (('train.preset', checkpoint), ('base_model', str(tmp_path))):
+    local = config_lib.load_config(
+      DEMO, [f'kubeflow.pipeline_root={ROOT}', 'pretrain=null', f'{key}={value}']
+    )
+    with pytest.raises(
+      config_lib.ConfigError, match=rf"^{re.escape(key)}: '{re.escape(value)}' is a folder of this"
+    ):
+      kubeflow_runner.build(local)
 
 
 def test_intermediates_are_gzipped_on_the_cluster_and_not_locally():
