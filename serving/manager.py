@@ -1,5 +1,6 @@
 """Loads, warms up, hot-swaps and unloads model versions found on disk."""
 
+import json
 import logging
 import os
 import threading
@@ -222,13 +223,23 @@ class ModelManager:
         except errors.ServingError as e:  # synthetic rows the model rejects: no measurement
           rows, per_row = 0, None
           log.info('cannot size calls of %s signature %s: %s', servable.name, signature.name, e)
+        scale = _generation_scale(servable, signature)
+        if per_row is not None and scale > 1:
+          # Measured on a short prompt and one new token; a row may fill the whole window.
+          per_row *= scale
+          rows = max(
+            memory.MIN_CALL_ROWS, min(rows, (execution.memory_budget_bytes // 2) // per_row)
+          )
         if per_row is not None:
           log.info(
-            'model %s v%d signature %s: at most %.2f MiB per row measured, %d rows per call',
+            'model %s v%d signature %s: at most %.2f MiB per row%s, %d rows per call',
             servable.name,
             servable.version,
             signature.name,
             per_row / (1 << 20),
+            f" (measured on a {_WARMUP_WINDOW}-token window, scaled {scale}x to the model's)"
+            if scale > 1
+            else ' measured',
             rows,
           )
       if rows:
@@ -441,6 +452,26 @@ def warm_up(servable: Servable) -> None:
         signature.name,
         e.message,
       )
+
+
+# Positions a synthetic generate row takes (the start token, `warm up`, one new token): its
+# memory is scaled from there to the model's window.
+_WARMUP_WINDOW = 4
+
+
+def _generation_scale(servable, signature) -> int:
+  """How many times a generate row's memory at the model's full window (its seq_len, from the
+  trainer config beside our exports) is the synthetic row's; 1 for other signatures and for
+  models without that file."""
+  if contract.MAX_NEW_TOKENS_INPUT not in signature.inputs:
+    return 1
+  path = os.path.join(servable.path, contract.EXTRA_DIR, contract.TRAINER_CONFIG_FILE)
+  try:
+    with open(path, encoding='utf-8') as f:
+      seq_len = int(json.load(f)['seq_len'])
+  except (OSError, ValueError, KeyError, TypeError):
+    return 1
+  return max(1, -(-seq_len // _WARMUP_WINDOW))
 
 
 def _synthetic(key, spec):

@@ -169,3 +169,43 @@ def test_only_ascii_numbers_are_versions(tmp_path):
     assert config.discover_models(base)[0].name == MODEL
   finally:
     manager.stop()
+
+
+def test_generate_rows_per_call_are_sized_for_the_models_whole_window(tmp_path, monkeypatch):
+  # The calibration runs a short prompt and one new token; a real row may fill seq_len (here
+  # 512 positions, 128 times the calibrated window), so a call takes 128 times fewer rows.
+  import types
+
+  from serving import manager as manager_lib
+  from serving import memory
+
+  monkeypatch.setattr(memory, 'call_rows', lambda budget, make_call: (1024, 30_000))
+  extra = tmp_path / 'assets.extra'
+  extra.mkdir()
+  (extra / 'trainer_config.json').write_text(json.dumps({'seq_len': 512}))
+  text = tf.TensorSpec([None], tf.string)
+  count = tf.TensorSpec([None], tf.int32)
+
+  def signature(name, inputs):
+    return types.SimpleNamespace(name=name, batchable=True, inputs=inputs)
+
+  servable = types.SimpleNamespace(
+    name='lm',
+    version=1,
+    path=str(tmp_path),
+    call_rows={},
+    signatures={
+      'generate': signature('generate', {'prompt': text, 'max_new_tokens': count}),
+      'predict_text': signature('predict_text', {'text': text}),
+    },
+  )
+  manager = ModelManager.__new__(ModelManager)
+  manager._execution = memory.ExecutionOptions(memory_budget_bytes=64 << 20)
+  manager._size_calls(servable)
+  assert servable.call_rows['predict_text'] == 1024
+  assert servable.call_rows['generate'] == (32 << 20) // (30_000 * 128)
+  # A model without the trainer config (not one of this pipeline's exports) is left as measured.
+  (extra / 'trainer_config.json').unlink()
+  manager._size_calls(servable)
+  assert servable.call_rows['generate'] == 1024
+  assert manager_lib._generation_scale(servable, servable.signatures['predict_text']) == 1
