@@ -60,6 +60,21 @@ def comparison_lines(summary: RunSummary) -> List[str]:
   return lines
 
 
+def _generate_queries(name, grpc, rest):
+  """How to call a causal LM's generate signature, from the client and with curl."""
+  inputs = (
+    f'"{contract.PROMPT_INPUT}": ["the film"], "{contract.MAX_NEW_TOKENS_INPUT}": [16], '
+    f'"{contract.TEMPERATURE_INPUT}": [0.8], "{contract.TOP_K_INPUT}": [0], '
+    f'"{contract.TOP_P_INPUT}": [0.9], "{contract.SEED_INPUT}": [7]'
+  )
+  return [
+    f'  ./dev python -m serving.client --grpc localhost:{grpc} --model_name={name} --generate '
+    '--prompt "the film" --temperature 0.8 --top_p 0.9 --seed 7',
+    f'  curl -s -d \'{{"inputs": {{{inputs}}}, "signature_name": "{contract.GENERATE}"}}\' '
+    f'localhost:{rest}/v1/models/{name}:predict',
+  ]
+
+
 def text(config: config_lib.PipelineConfig, summary: RunSummary) -> str:
   """The end-of-run summary printed to the terminal."""
   lines = ['', f'=== {config.pipeline_name}: run summary ===', 'Components:']
@@ -94,18 +109,25 @@ def text(config: config_lib.PipelineConfig, summary: RunSummary) -> str:
       f'Serve it (gRPC :{grpc}, REST :{rest}):',
       f'  ./dev python -m serving --model_name={name} --model_base_path={shlex.quote(base)}',
       f'  (or the stock image: docker run -p {grpc}:{grpc} -p {rest}:{rest} '
-      f'-v {shlex.quote(base)}:/models/{name} -e MODEL_NAME={name} tensorflow/serving)',
+      f'-v {shlex.quote(base)}:/models/{name} -e MODEL_NAME={name} tensorflow/serving:2.21.0)',
       'Query it:',
-      f'  ./dev python -m serving.client --grpc localhost:{grpc} --model_name={name} '
-      '--text "a wonderful, moving film"',
-      f'  curl -s -d \'{{"inputs": {{"{contract.TEXT_INPUT}": ["a wonderful, moving film"]}}, '
-      f'"signature_name": "{contract.PREDICT_TEXT}"}}\' localhost:{rest}/v1/models/{name}:predict',
+      *(
+        _generate_queries(name, grpc, rest)
+        if config.train.task == contract.CLM
+        else [
+          f'  ./dev python -m serving.client --grpc localhost:{grpc} --model_name={name} '
+          '--text "a wonderful, moving film"',
+          f'  curl -s -d \'{{"inputs": {{"{contract.TEXT_INPUT}": ["a wonderful, moving film"]}}, '
+          f'"signature_name": "{contract.PREDICT_TEXT}"}}\' localhost:{rest}/v1/models/{name}:predict',
+        ]
+      ),
     ]
   else:
     lines += ['Nothing was pushed (the model was not blessed).', f'Report:    {report}']
   lines += [
     'TensorBoard:',
-    f'  ./dev tensorboard --logdir {shlex.quote(outputs)}  (or: make tensorboard)',
+    f'  ./dev tensorboard --logdir {shlex.quote(outputs)}  '
+    f'(or: make tensorboard OUTPUTS={shlex.quote(outputs)})',
     '',
   ]
   return '\n'.join(lines)

@@ -100,6 +100,27 @@ def test_per_label_precision_and_recall_agree_with_the_confusion_matrix():
   assert unnamed.metrics['recall (classId:1)'] == 1.0
 
 
+@pytest.mark.parametrize('task', ['classify', 'clm'])
+def test_the_query_printed_after_a_push_fits_the_task(task, tmp_path):
+  config = config_lib.from_dict(
+    {
+      'pipeline_name': 'p',
+      'outputs_dir': str(tmp_path),
+      'data': {'label_column': 'label' if task == 'classify' else None},
+      'train': {'task': task},
+      'serving': {'model_name': 'm'},
+    }
+  )
+  out = report.text(config, summary.RunSummary(pushed_path=str(tmp_path / 'serving/m/1')))
+  if task == 'clm':
+    assert '--generate --prompt "the film"' in out and '"signature_name": "generate"' in out
+    assert '--text' not in out and 'predict_text' not in out
+  else:
+    assert '--text "a wonderful, moving film"' in out and '"signature_name": "predict_text"' in out
+  assert 'tensorflow/serving:2.21.0' in out
+  assert f'make tensorboard OUTPUTS={tmp_path}' in out
+
+
 def test_lm_summary_shows_perplexity_next_to_unigram_and_generations():
   config = config_lib.from_dict(
     {'pipeline_name': 'lm', 'data': {'label_column': None}, 'train': {'task': 'clm'}}
