@@ -159,12 +159,14 @@ def nice_ticks(low: float, high: float, minimum: int = 3) -> List[float]:
   return [low, high]
 
 
-def _tick_label(value: float) -> str:
-  if value != 0 and (abs(value) < 1e-4 or abs(value) >= 1e6):
-    return f'{value:.0e}'
-  if abs(value) >= 100:
-    return f'{value:,.0f}'
-  return f'{value:.4g}'
+def _tick_labels(ticks: List[float]) -> List[str]:
+  """Labels with the decimals the ticks' spacing needs, so no two read the same (a flat
+  series' 2,831.8 and 2,832.0, not 2,832 twice)."""
+  if any(t != 0 and (abs(t) < 1e-4 or abs(t) >= 1e6) for t in ticks):
+    return [f'{t:.0e}' for t in ticks]
+  step = min((b - a for a, b in zip(ticks, ticks[1:])), default=1.0)
+  decimals = max(0, -math.floor(math.log10(step) + 1e-9)) if step > 0 else 0
+  return [f'{t:,.{decimals}f}' for t in ticks]
 
 
 def svg_chart(
@@ -199,14 +201,15 @@ def svg_chart(
     f'<rect x="{left}" y="{top}" width="{width - left - right}" '
     f'height="{height - top - bottom}" fill="#fff" stroke="#bbb"/>'
   ]
-  for tick in nice_ticks(y0, y1):
+  y_ticks = nice_ticks(y0, y1)
+  for tick, label in zip(y_ticks, _tick_labels(y_ticks)):
     parts.append(
       f'<line x1="{left}" x2="{width - right}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" '
       'stroke="#eee"/>'
       f'<text x="{left - 4}" y="{y(tick) + 3:.1f}" font-size="10" '
-      f'text-anchor="end">{_tick_label(tick)}</text>'
+      f'text-anchor="end">{label}</text>'
     )
-  for tick in nice_ticks(x0, x1):
+  for tick in (t for t in nice_ticks(x0, x1) if t == int(t)):  # steps are whole numbers
     parts.append(
       f'<text x="{x(tick):.1f}" y="{height - bottom + 13}" font-size="10" '
       f'text-anchor="middle">{tick:,.0f}</text>'

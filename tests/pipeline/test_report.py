@@ -171,6 +171,19 @@ def test_generate_calls_scalar_and_per_row_signatures(per_row, tmp_path):
   assert texts == ['a:7', 'b:7']
 
 
+def test_a_chart_of_one_point_or_a_flat_series_repeats_no_tick_label():
+  # One logged point at step 30 of 2,832 tokens/s: once "30, 30, 31" and "2,832" five times.
+  chart = report.svg_chart('t', {'train': [(30, 2832.0)]}, 'tokens per second')
+  labels = re.findall(r'text-anchor="(?:end|middle)">([^<]+)</text>', chart)
+  y_labels = re.findall(r'text-anchor="end">([^<]+)</text>', chart)
+  x_labels = [label for label in labels if label not in y_labels and label != 'training step']
+  assert len(set(y_labels)) == len(y_labels) >= 3, y_labels
+  assert x_labels == ['30', '31'], x_labels
+  flat = report.svg_chart('t', {'train': [(1, 293.7), (2, 295.1)]}, 'v')
+  y_labels = re.findall(r'text-anchor="end">([^<]+)</text>', flat)
+  assert len(set(y_labels)) == len(y_labels) >= 3, y_labels
+
+
 @pytest.mark.parametrize(
   'low,high', [(0.0, 1.0), (50, 300), (373.0, 1407.0), (0.0, 0.002), (0.61, 0.79), (5.92, 7.25)]
 )
