@@ -134,6 +134,10 @@ class DataConfig:
         f'{self.file_pattern!r} leaves data.input_base: it is a glob of file names inside '
         'that folder (e.g. *.csv or reviews-*.csv.gz); set data.input_base to the folder',
       )
+    if not self.text_column.strip():
+      raise typed_config.FieldError(
+        'text_column', "is empty: name the column (or JSON field) holding the text, e.g. 'text'"
+      )
     if any(part < 1 for part in self.train_eval_ratio):
       raise typed_config.FieldError(
         'train_eval_ratio', f'both parts must be positive, got {list(self.train_eval_ratio)}'

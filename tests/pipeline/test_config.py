@@ -111,6 +111,13 @@ def test_an_unquoted_glob_override_is_the_glob_and_broken_yaml_is_still_refused(
     config_lib.load_config(_write(tmp_path, '{}\n'), ['train.seq_len=[1, 2'])
 
 
+def test_an_empty_text_column_is_refused():
+  with pytest.raises(
+    config_lib.ConfigError, match=r'data\.text_column: .*is empty: name the column'
+  ):
+    config_lib.from_dict({'data': {'text_column': ''}})
+
+
 def test_override_without_equals_is_refused():
   with pytest.raises(config_lib.ConfigError, match='expected KEY=VALUE'):
     config_lib.load_config(None, ['train.learning_rate'])
