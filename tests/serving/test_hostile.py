@@ -321,13 +321,17 @@ def test_bad_content_encodings(served, encoding, body, status, message):
     connection.close()
 
 
-def test_a_gzip_bomb_is_413_within_bounded_memory(toy_base):
-  running = start_server(
+def _server_with_body_limit(toy_base, limit):
+  return start_server(
     toy_base,
     [ModelConfig(MODEL, os.path.join(toy_base, MODEL))],
     poll_wait_seconds=0,
-    options={'max_request_bytes': 1 << 20},
+    options={'max_request_bytes': limit},
   )
+
+
+def test_a_gzip_bomb_is_413_within_bounded_memory(toy_base):
+  running = _server_with_body_limit(toy_base, 1 << 20)
   compressor = zlib.compressobj(9, zlib.DEFLATED, GZIP)
   zeros = b'0' * (1 << 20)
   bomb = b''.join(compressor.compress(zeros) for _ in range(512)) + compressor.flush()
@@ -349,12 +353,7 @@ def test_a_gzip_bomb_is_413_within_bounded_memory(toy_base):
 
 
 def test_oversize_chunked_body_is_413(toy_base):
-  running = start_server(
-    toy_base,
-    [ModelConfig(MODEL, os.path.join(toy_base, MODEL))],
-    poll_wait_seconds=0,
-    options={'max_request_bytes': 1000},
-  )
+  running = _server_with_body_limit(toy_base, 1000)
   connection = RawHttp(running.server.rest_port)
   try:
     connection.send(
