@@ -17,9 +17,11 @@ controls on top:
   position index shared by all rows from the shortest prompt's end; a row still inside its
   prompt copies its next prompt token, the others sample. Greedy output therefore matches
   keras-hub's token for token.
-- Each row has its own `max_new_tokens`, `temperature` (<= 0: greedy), `top_k` (<= 0: whole
-  vocabulary), `top_p` (outside (0, 1): no nucleus cut) and `seed`. A row stops at the end token
-  or after its `max_new_tokens`; the loop stops when every row has.
+- Each row has its own `max_new_tokens`, `temperature` (<= 0 or NaN: greedy), `top_k` (<= 0:
+  whole vocabulary), `top_p` (outside (0, 1) or NaN: no nucleus cut) and `seed`. A row stops at
+  the end token or after its `max_new_tokens`; the loop stops when every row has.
+- A temperature too small for float32 (logits / temperature overflows) is greedy, its limit;
+  +inf samples evenly within the cuts, which rank tokens by logit.
 - Sampling is Gumbel-max with noise hashed from (row seed, position, token id): no random state,
   and a row's draws do not depend on the other rows of its batch.
 - A prompt keeps its last `seq_len - max_new_tokens` tokens (at least one), so the requested
@@ -86,22 +88,31 @@ def next_tokens(
   sampling = temperature > 0.0
 
   def sample():
-    scaled = logits / tf.where(sampling, temperature, 1.0)[:, tf.newaxis]
-    scaled = tf.where(banned, _NEG_INF, scaled)
-    ranked = tf.sort(scaled, axis=-1, direction='DESCENDING')
+    allowed = tf.where(banned, _NEG_INF, logits)
+    scaled = tf.where(
+      banned, _NEG_INF, logits / tf.where(sampling, temperature, 1.0)[:, tf.newaxis]
+    )
+    # Ranked by logit, not by scaled logit: a huge temperature rounds the scaled ones to ties
+    # (0 at +inf), which would keep every token whatever top_k and top_p say.
+    ranked, order = tf.math.top_k(allowed, k=vocab_size)
+    ranked_scaled = tf.gather(scaled, order, batch_dims=1)
     k = tf.where((top_k > 0) & (top_k < vocab_size), top_k, vocab_size)
     # The smallest set whose probability reaches top_p, within the top k: the first token
     # always, then each one while the probability before it is below top_p.
     in_top_k = tf.range(vocab_size)[tf.newaxis, :] < k[:, tf.newaxis]
-    ranked_probabilities = tf.nn.softmax(tf.where(in_top_k, ranked, _NEG_INF), axis=-1)
+    ranked_probabilities = tf.nn.softmax(tf.where(in_top_k, ranked_scaled, _NEG_INF), axis=-1)
     before = tf.math.cumsum(ranked_probabilities, axis=-1, exclusive=True)
     nucleus = (top_p > 0.0) & (top_p < 1.0)
     kept = in_top_k & ((before < top_p[:, tf.newaxis]) | ~nucleus[:, tf.newaxis])
     count = tf.maximum(tf.reduce_sum(tf.cast(kept, tf.int32), axis=-1), 1)
     threshold = tf.gather(ranked, count - 1, batch_dims=1)
-    scaled = tf.where(scaled < threshold[:, tf.newaxis], _NEG_INF, scaled)
+    scaled = tf.where(allowed < threshold[:, tf.newaxis], _NEG_INF, scaled)
     noisy = scaled + gumbel_noise(seed, position, vocab_size)
-    return tf.where(sampling, tf.argmax(noisy, axis=-1, output_type=tf.int32), greedy)
+    # A tiny temperature overflows the scaled logits to +-inf, whose ties argmax breaks by
+    # id (a banned one when all are -inf): such a row takes its limit, the greedy token.
+    finite = tf.math.is_finite(ranked_scaled[:, 0])
+    sampled = tf.argmax(noisy, axis=-1, output_type=tf.int32)
+    return tf.where(sampling & finite, sampled, greedy)
 
   return tf.cond(tf.reduce_any(sampling), sample, lambda: greedy)
 

@@ -227,6 +227,48 @@ def test_sampling_draws_from_the_temperature_top_k_top_p_distribution():
   assert not np.array_equal(frequencies(1.0), frequencies(1.0, position=8))
 
 
+def _picks(logits, banned, temperature, top_k=0, top_p=1.0, rows=200):
+  """`next_tokens` for `rows` copies of `logits` [vocab], seeds 0..rows-1."""
+  row = lambda v, dtype: tf.fill([rows], tf.cast(v, dtype))
+  return generation.next_tokens(
+    tf.tile(np.asarray(logits, np.float32)[np.newaxis], [rows, 1]),
+    tf.constant(banned),
+    row(temperature, tf.float32),
+    row(top_k, tf.int32),
+    row(top_p, tf.float32),
+    tf.range(rows),
+    tf.constant(3),
+  ).numpy()
+
+
+def test_a_temperature_too_small_for_float32_is_greedy_never_a_banned_token():
+  banned = [True] + [False] * 5 + [True, False]
+  # logits / 1.2e-38 overflows to +inf for the first four allowed tokens, or to -inf for all.
+  for logits in ([10, 30, 20, 40, 0, -10, 60, 4], [-30, -20, -40, -15, -50, -25, -5, -35]):
+    greedy = _picks(logits, banned, 0.0)
+    assert set(greedy) == {3}
+    for temperature in (1.2e-38, 1e-37, 1e-39, 1e-45):
+      for top_k, top_p in ((0, 1.0), (2, 1.0), (0, 0.5)):
+        picks = _picks(logits, banned, temperature, top_k, top_p)
+        np.testing.assert_array_equal(picks, greedy, err_msg=f'{temperature} {top_k} {top_p}')
+
+
+def test_a_huge_temperature_samples_evenly_within_top_k_and_top_p():
+  logits = [2.0, 1.5, 1.0, 0.5, 0.0, -0.5, 3.0, 0.2]
+  banned = [False] * 6 + [True, False]
+  rows = 4000
+  # Even odds over the 7 allowed tokens: top_p 0.5 keeps the first 4 (3/7 < 0.5 before it).
+  for top_k, top_p, kept in (
+    (3, 1.0, [0, 1, 2]),
+    (0, 0.5, [0, 1, 2, 3]),
+    (0, 1.0, [0, 1, 2, 3, 4, 5, 7]),
+  ):
+    for temperature in (float('inf'), 3e38):
+      picks = _picks(logits, banned, temperature, top_k, top_p, rows=rows)
+      expected = np.isin(np.arange(8), kept) / len(kept)
+      np.testing.assert_allclose(np.bincount(picks, minlength=8) / rows, expected, atol=0.03)
+
+
 def _call(signature, prompts, max_new, temperature=0.0, top_k=0, top_p=1.0, seed=0):
   b = len(prompts)
   row = lambda v, dtype: tf.constant(np.broadcast_to(v, [b]), dtype)
