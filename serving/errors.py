@@ -93,6 +93,8 @@ def _clean(message):
     line = re.sub(r'\s*\[\[.*?\]\]', '', line)
     line = re.sub(r'\s*\[Op:[^\]]*\]', '', line)
     line = re.sub(r'\{\{function_node [^}]*\}\}\s*', '', line).strip()
+    # A tf.debugging.Assert whose one datum is the message: "assertion failed: [message]".
+    line = re.sub(r'^assertion failed: \[([^\[\]]+)\]$', r'\1', line)
     if line and not line.startswith(('Graph execution error', 'Detected at node', '<stack traces')):
       lines.append(line)
   return '; '.join(lines) or str(message)

@@ -35,10 +35,11 @@ differ in prompt and controls: temperature <= 0 is greedy (token for token what 
 `GPT2CausalLM.generate` gives with the greedy sampler), top_k <= 0 samples from the whole
 vocabulary, top_p outside (0, 1) turns the nucleus cut off, and the same seed gives the same
 text. A row ends at the vocabulary's end token or after its max_new_tokens; the vocabulary's
-other special tokens are never generated. max_new_tokens above the limit fixed at export
-(`TrainerConfig.max_new_tokens_limit`, at most seq_len - 1) fails with INVALID_ARGUMENT, and a
-prompt keeps its last seq_len - max_new_tokens tokens (with the end token in front) so the new
-ones fit the window.
+other special tokens are never generated. max_new_tokens below 0 or above the limit fixed at
+export (`TrainerConfig.max_new_tokens_limit`, at most seq_len - 1) fails with INVALID_ARGUMENT
+and a message naming the input, the value and the range (no tensor dumps), and a prompt keeps
+its last seq_len - max_new_tokens tokens (with the end token in front) so the new ones fit the
+window.
 
 Special tokens are the vocabulary's (vocab.json, trainer/vocabulary.py): [CLS] [SEP] [PAD]
 [MASK] at ids 0-4 for a learned vocabulary, a preset's own ids otherwise (GPT-2's

@@ -280,10 +280,11 @@ class CachedGenerator:
     """
     batch = prompt_ids.nrows(out_type=tf.int32)
     checks = [
-      tf.debugging.assert_equal(
-        tf.shape(value)[0],
+      _check(
+        tf.shape(value)[0] == batch,
+        f'prompt has {{}} rows but {name} has {{}}: send one value per prompt',
         batch,
-        message=f'generate: "{name}" must have one value per prompt (the same batch size)',
+        tf.shape(value)[0],
       )
       for name, value in (
         ('max_new_tokens', max_new_tokens),
@@ -294,21 +295,15 @@ class CachedGenerator:
       )
     ]
     checks.append(
-      tf.debugging.assert_positive(
-        prompt_ids.row_lengths(), message='generate: every prompt needs at least one token'
-      )
+      _check(tf.reduce_all(prompt_ids.row_lengths() > 0), 'every prompt needs at least one token')
     )
+    in_range = (max_new_tokens >= 0) & (max_new_tokens <= self.limit)
     checks.append(
-      tf.debugging.assert_non_negative(
-        max_new_tokens, message='generate: "max_new_tokens" must be >= 0'
-      )
-    )
-    checks.append(
-      tf.debugging.assert_less_equal(
-        max_new_tokens,
-        self.limit,
-        message=f'generate: "max_new_tokens" must be <= {self.limit}, the limit this model was '
-        f'exported with (window of {self.seq_len} tokens); ask for fewer tokens',
+      _check(
+        tf.reduce_all(in_range),
+        f'max_new_tokens must be 0 to {self.limit} (the limit set at export, in a window of '
+        f'{self.seq_len} tokens), got {{}}: ask for at most {self.limit} new tokens per row',
+        tf.concat([tf.boolean_mask(max_new_tokens, ~in_range), [0]], axis=0)[0],
       )
     )
     with tf.control_dependencies(checks):
@@ -385,6 +380,16 @@ class CachedGenerator:
       ),
     )
     return ids, new
+
+
+def _check(condition: tf.Tensor, template: str, *values: tf.Tensor) -> tf.Operation:
+  """Fails with INVALID_ARGUMENT and `template` filled with `values` unless `condition`.
+
+  The message is Assert's one datum, free of the tensor dumps of tf.debugging.assert_*
+  (servers show it as is): no quotes or backslashes, which Assert would escape.
+  """
+  message = tf.strings.format(template, values) if values else template
+  return tf.debugging.Assert(condition, [message])
 
 
 def _bucket(size: tf.Tensor, limit: int, smallest: int) -> tf.Tensor:

@@ -395,10 +395,11 @@ def test_the_same_seed_gives_the_same_text(exported):
 def test_max_new_tokens_is_bounded_at_export(exported):
   _, signature = exported
   assert len(_call(signature, [PROMPTS[0]], 12)) == 1  # the limit itself is fine
-  for bad in (13, -1):
-    with pytest.raises(tf.errors.InvalidArgumentError, match='max_new_tokens'):
-      _call(signature, [PROMPTS[0]], bad)
-  with pytest.raises(tf.errors.InvalidArgumentError, match='one value per prompt'):
+  for bad in (13, -1, 2**31 - 1, -(2**31)):
+    with pytest.raises(tf.errors.InvalidArgumentError) as error:
+      _call(signature, PROMPTS[:2], [3, bad])
+    _assert_short(error.value.message, 'max_new_tokens must be 0 to 12', f'got {bad}:')
+  with pytest.raises(tf.errors.InvalidArgumentError) as error:
     signature(
       prompt=tf.constant(PROMPTS[:2]),
       max_new_tokens=tf.constant([3]),
@@ -407,6 +408,15 @@ def test_max_new_tokens_is_bounded_at_export(exported):
       top_p=tf.ones([2]),
       seed=tf.zeros([2], tf.int32),
     )
+  _assert_short(error.value.message, 'prompt has 2 rows but max_new_tokens has 1', 'one value per')
+
+
+def _assert_short(message, *parts):
+  """`message` says `parts` without the tensor dumps of tf.debugging.assert_* ops."""
+  for part in parts:
+    assert part in message, message
+  for dump in ('Condition', 'did not hold', 'x (', 'y (', '\\"'):
+    assert dump not in message, message
 
 
 # -- through the server ------------------------------------------------------------------------
@@ -458,12 +468,25 @@ def test_generate_through_the_server_in_both_rest_formats_and_grpc(exported, ser
   _, outputs = client.GrpcClient(f'127.0.0.1:{served.grpc_port}').generate('lm', rows)
   assert [t.decode() for t in outputs[contract.GENERATED_TEXT]] == expected
 
-  too_many = client.generation_rows(PROMPTS[:1], 13)
-  with pytest.raises(RuntimeError, match='HTTP 400.*max_new_tokens'):
-    rest.generate('lm', too_many)
-  with pytest.raises(grpc.RpcError) as error:
-    client.GrpcClient(f'127.0.0.1:{served.grpc_port}').generate('lm', too_many)
-  assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+def test_a_bad_max_new_tokens_gets_a_short_answer_over_rest_and_grpc(served):
+  rest = client.RestClient(f'http://127.0.0.1:{served.rest_port}')
+  grpc_client = client.GrpcClient(f'127.0.0.1:{served.grpc_port}')
+  for bad in (13, -1, 2**31 - 1):
+    rows = client.generation_rows(PROMPTS, 3)
+    rows[1][contract.MAX_NEW_TOKENS_INPUT] = bad
+    expected = (
+      f'signature "generate": max_new_tokens must be 0 to 12 (the limit set at export, in a '
+      f'window of 32 tokens), got {bad}: ask for at most 12 new tokens per row'
+    )
+    with pytest.raises(RuntimeError) as error:
+      rest.generate('lm', rows)
+    status, body = str(error.value).split(': ', 1)
+    assert status == 'HTTP 400' and json.loads(body) == {'error': expected}
+    with pytest.raises(grpc.RpcError) as error:
+      grpc_client.generate('lm', rows)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.value.details() == expected
 
 
 def test_the_server_runs_the_xla_compiled_generate(exported, exported_xla, served):
