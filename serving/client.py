@@ -114,6 +114,17 @@ _GENERATION_DTYPES = {
 }
 
 
+def _check_int32(key, values):
+  """Refuses what int32 cannot hold: tf.make_tensor_proto would wrap it to another number."""
+  low, high = np.iinfo(np.int32).min, np.iinfo(np.int32).max
+  for row, value in enumerate(values):
+    if not low <= value <= high:
+      raise ValueError(
+        f'{key} of row {row} is {value}, outside int32 ({low} to {high}), the type of the'
+        f" generate signature's input"
+      )
+
+
 def _spec(model_spec, name, signature='', version=None, label=None):
   model_spec.name = name
   model_spec.signature_name = signature
@@ -188,6 +199,8 @@ class GrpcClient:
     _spec(request.model_spec, model, contract.GENERATE, version, label)
     for key, dtype in _GENERATION_DTYPES.items():
       values = [r[key].encode('utf-8') if dtype == tf.string else r[key] for r in rows]
+      if dtype == tf.int32:
+        _check_int32(key, values)
       request.inputs[key].CopyFrom(tf.make_tensor_proto(values, dtype=dtype))
     response = self.stub.Predict(request, timeout=self.timeout, metadata=self.metadata)
     return (

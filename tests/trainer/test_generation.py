@@ -489,6 +489,16 @@ def test_a_bad_max_new_tokens_gets_a_short_answer_over_rest_and_grpc(served):
     assert error.value.details() == expected
 
 
+def test_the_grpc_client_refuses_controls_int32_cannot_hold(served, capsys):
+  # tf.make_tensor_proto would wrap them: 2**32 + 5 would go out as 5.
+  where = ['--grpc', f'127.0.0.1:{served.grpc_port}', '--model_name', 'lm', '--generate']
+  for flag, value in (('--max_new_tokens', 99_999_999_999), ('--seed', 2**32 + 5)):
+    args = where + ['--prompt', 'a', '--prompt', 'b', '--max_new_tokens', '3', flag, str(value)]
+    assert client.main(args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: {flag[2:]} of row 0 is {value}, outside int32'), err
+
+
 def test_the_server_runs_the_xla_compiled_generate(exported, exported_xla, served):
   rows = client.generation_rows(PROMPTS[:2], 10, temperature=0.9, seed=3)
   rows[0][contract.TEMPERATURE_INPUT] = 0.0
