@@ -37,7 +37,7 @@ TEXT_COLUMN_KEY = 'text_column'
 LABEL_COLUMN_KEY = 'label_column'
 TEXT_MODE_KEY = 'text_mode'
 
-# (line number, or record number for TFRecord; text; label or None)
+# (line number (a CSV row's first), or record number for TFRecord; text; label or None)
 Record = tuple[int, str, str | None]
 
 # Decompression by file name extension. The streams decompress as they are read.
@@ -189,26 +189,38 @@ _BARE_CR = re.compile(r'(?<=\r)(?!\n)(?=.)', re.DOTALL)
 def _read_csv(
   path: str, text_column: str = contract.TEXT_KEY, label_column: str | None = None
 ) -> Iterator[Record]:
-  # csv needs text; the lines are decoded one by one to report invalid UTF-8 precisely, and the
-  # physical line number is the last one the csv reader consumed (a quoted field spans lines).
-  physical = {'line': 0}
+  # csv needs text; the lines are decoded one by one to report invalid UTF-8 precisely. A row
+  # is numbered by the line it starts on (a quoted field spans lines); the lines of the row
+  # being read are kept to find an unclosed quote in them.
+  parts: list[tuple[int, str]] = []  # (line number, text) of the row being read
 
   def lines():
     extra = 0  # lines ended by a bare CR (old Mac exports), which the \n-split did not count
+    number = 0
     for number, line in _lines(path):
       for i, part in enumerate(_BARE_CR.split(line)):
         extra += i > 0
-        physical['line'] = number + extra
+        parts.append((number + extra, part))
         yield part
+    # csv asks for a line after a row's first only inside a quoted field: this one never closed.
+    if parts:
+      why = f'runs to the end of the file (line {number + extra})'
+      raise _unclosed_quote(path, parts, why) or DataError(
+        f'{path}, line {parts[0][0]}: a quoted field {why}; close its quote'
+      )
+
+  def next_row() -> list[str] | None:
+    parts.clear()
+    return next(reader, None)
 
   csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
   reader = csv.reader(lines())
   try:
-    header = next(reader)
-  except StopIteration:
-    raise DataError(f'{path}: empty CSV file (no header row)') from None
+    header = next_row()
   except csv.Error as e:
-    raise DataError(f'{path}, line {physical["line"]}: malformed CSV header ({e})') from None
+    raise DataError(f'{path}, line {parts[0][0]}: malformed CSV header ({e})') from None
+  if header is None:
+    raise DataError(f'{path}: empty CSV file (no header row)')
   header = [name.strip() for name in header]
   repeated = sorted({name for name in header if name and header.count(name) > 1})
   if repeated:
@@ -227,23 +239,60 @@ def _read_csv(
   text_index = header.index(text_column)
   label_index = header.index(label_column) if label_column else None
   try:
-    for row in reader:
-      if not row:  # A blank line is not a record.
+    while (fields := next_row()) is not None:
+      if not fields:  # A blank line is not a record.
         continue
-      if len(row) != len(header):
-        raise DataError(
-          f'{path}, line {physical["line"]}: ragged row with {len(row)} fields, the header '
-          f'has {len(header)} ({header})'
+      if len(fields) != len(header):
+        spans = (
+          f' (the row runs on to line {parts[-1][0]}, inside a quoted field: an unclosed quote?)'
+          if len(parts) > 1
+          else ''
         )
-      label = _label_str(row[label_index]) if label_index is not None else None
-      yield physical['line'], row[text_index], label
+        raise DataError(
+          f'{path}, line {parts[0][0]}: ragged row with {len(fields)} fields, the header '
+          f'has {len(header)} ({header}){spans}'
+        )
+      label = _label_str(fields[label_index]) if label_index is not None else None
+      yield parts[0][0], fields[text_index], label
   except csv.Error as e:
-    hint = (
-      f': a field is longer than {_CSV_FIELD_LIMIT:,} characters (an unclosed quote?)'
-      if 'field limit' in str(e)
-      else ''
-    )
-    raise DataError(f'{path}, line {physical["line"]}: malformed CSV ({e}){hint}') from None
+    if 'field limit' in str(e):
+      why = f'grows past {_CSV_FIELD_LIMIT:,} characters (at line {parts[-1][0]})'
+      raise _unclosed_quote(path, parts, why) or DataError(
+        f'{path}, line {parts[0][0]}: a field {why}: split the document'
+      ) from None
+    raise DataError(f'{path}, line {parts[0][0]}: malformed CSV ({e})') from None
+
+
+# A quoted CSV field that closes (a quote inside it doubled, not followed by another quote), and
+# the rest of a field up to its comma or line end.
+_CLOSED_QUOTED_FIELD = re.compile(r'"[^"]*(?:""[^"]*)*"(?!")')
+_FIELD_REST = re.compile(r'[^,\r\n]*')
+
+
+def _unclosed_quote(path: str, parts: list[tuple[int, str]], why: str) -> DataError | None:
+  """The error of a row read as `parts` ((line, text) pairs) whose last field is a quoted one
+  that does not close (`why`: what it did), naming the line of its opening quote; None if no
+  quoted field of the row is open at its end."""
+  text = ''.join(part for _, part in parts)
+  pos = 0
+  while pos < len(text):
+    if text[pos] == '"':
+      closed = _CLOSED_QUOTED_FIELD.match(text, pos)
+      if closed is None:
+        break
+      pos = closed.end()
+    pos = _FIELD_REST.match(text, pos).end() + 1  # past the comma or line end
+  else:
+    return None
+  end = 0
+  for line, part in parts:
+    end += len(part)
+    if pos < end:
+      return DataError(
+        f'{path}, line {line}: an unclosed quote: the quoted field it opens {why}; close the '
+        'quote, or double a quote inside a quoted field ("")'
+      )
+  return None
 
 
 def _example_fields(

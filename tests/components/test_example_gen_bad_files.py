@@ -179,3 +179,36 @@ def test_csv_labels_with_surrounding_spaces_are_read_without_them(tmp_path):
   path.write_text('text,label\nfirst, 1\nsecond,1 \nthird," 0 "\n')
   records = readers.read_records(str(path), 'csv', text_column='text', label_column='label')
   assert [label for _, _, label in records] == ['1', '1', '0']
+
+
+@pytest.mark.parametrize(
+  'rows, line',
+  [
+    # The quoted text takes in every row after it (they were read as one document).
+    (['1,fine', '0,"a stray quote', '1,next row', '0,last row'], 3),
+    # The quoted label swallows the rest into one field (a ragged row at the end of the file).
+    (['fine,1', '"stray,0', 'next row,1', 'last row,0'], 3),
+    # The row starts with a quoted field over two lines; the unclosed quote is on the second.
+    (['1,"two', 'lines" and ,"a stray quote', '1,next row'], 3),
+  ],
+  ids=['text field', 'label field', 'after a multi-line field'],
+)
+def test_an_unclosed_quote_names_the_line_it_opens_on(tmp_path, rows, line):
+  path = tmp_path / 'a.csv'
+  header = 'label,text' if rows[0].startswith('1,') else 'text,label'
+  path.write_text('\n'.join([header, *rows]) + '\n')
+  with pytest.raises(DataError) as error:
+    list(readers.read_records(str(path), 'csv', text_column='text', label_column='label'))
+  assert str(error.value).startswith(f'{path}, line {line}: an unclosed quote: ')
+  assert 'runs to the end of the file' in str(error.value) and '("")' in str(error.value)
+
+
+def test_quotes_inside_fields_and_closed_multi_line_fields_are_read(tmp_path):
+  path = tmp_path / 'a.csv'
+  path.write_text('label,text\n1,he said "hi"\n0,"two\nlines, ""quoted"""\n1,5" tall\n')
+  records = readers.read_records(str(path), 'csv', text_column='text', label_column='label')
+  assert list(records) == [
+    (2, 'he said "hi"', '1'),
+    (3, 'two\nlines, "quoted"', '0'),
+    (5, '5" tall', '1'),
+  ]
