@@ -55,22 +55,40 @@ _BOM = '\ufeff'
 _CSV_FIELD_LIMIT = 64 * 1024 * 1024
 
 
+# A line end: LF, CRLF, or a CR alone (old Mac files).
+_LINE_END = re.compile(rb'\r\n|\r|\n')
+# After a CR that is not part of a CRLF: where a line ended by a bare CR stops (the CR kept, so
+# that csv still sees a line end, and a quoted field spanning it keeps it).
+_BARE_CR = re.compile(rb'(?<=\r)(?!\n)(?=.)', re.DOTALL)
+
+
 def _decode(raw: bytes, path: str, line: int) -> str:
+  """`raw` (starting on line `line` of `path`) as text; invalid UTF-8 is an error naming the
+  line and byte it is on."""
+  try:
+    return raw.decode('utf-8')
+  except UnicodeDecodeError as e:
+    before = _LINE_END.split(raw[: e.start])
+    raise DataError(
+      f'{path}, line {line + len(before) - 1}: invalid UTF-8 (byte {len(before[-1])} of the line '
+      f'is 0x{raw[e.start]:02x}: {e.reason}); re-encode the file as UTF-8'
+    ) from None
+
+
+def _decode_value(raw: bytes, where: str, feature: str) -> str:
+  """A tf.Example's bytes value as text; invalid UTF-8 is an error naming `where` (file and
+  record) and the feature."""
   try:
     return raw.decode('utf-8')
   except UnicodeDecodeError as e:
     raise DataError(
-      f'{path}, line {line}: invalid UTF-8 (byte {e.start} of the line is 0x{raw[e.start]:02x}: '
-      f'{e.reason}); re-encode the file as UTF-8'
+      f'{where}: feature {feature!r} is not valid UTF-8 (byte {e.start} is '
+      f'0x{raw[e.start]:02x}: {e.reason}); write its strings as UTF-8'
     ) from None
 
 
 def _label_str(value: Any) -> str | None:
-  if value is None:
-    return None
-  if isinstance(value, bytes):
-    value = value.decode('utf-8')
-  return str(value).strip() or None
+  return None if value is None else str(value).strip() or None
 
 
 def _compression(path: str) -> str | None:
@@ -108,15 +126,19 @@ def _damaged(path: str, where: str, error: BaseException) -> DataError:
   )
 
 
-def _lines(path: str) -> Iterator[tuple[int, str]]:
-  """Streams the decoded lines of a file (line endings kept), numbered from 1."""
+def _lines(path: str, bare_cr: bool = False) -> Iterator[tuple[int, str]]:
+  """Streams the decoded lines of a file (line endings kept), numbered from 1; with `bare_cr`,
+  a CR not followed by LF ends a line too (old Mac files). Lines are split before they are
+  decoded, so invalid UTF-8 is reported on its own line."""
   number = 0
   with _open(path) as f:
     try:
-      for number, raw in enumerate(f, start=1):
-        line = _decode(raw, path, number)
-        # A byte-order mark (Windows editors, spreadsheet exports) is not part of the data.
-        yield number, line.removeprefix(_BOM) if number == 1 else line
+      for raw in f:
+        for piece in _BARE_CR.split(raw) if bare_cr and b'\r' in raw else (raw,):
+          number += 1
+          line = _decode(piece, path, number)
+          # A byte-order mark (Windows editors, spreadsheet exports) is not part of the data.
+          yield number, line.removeprefix(_BOM) if number == 1 else line
     except _STREAM_ERRORS as e:
       raise _damaged(path, f'after line {number}', e) from None
 
@@ -131,11 +153,8 @@ def _read_text(path: str, text_mode: str = contract.LINE) -> Iterator[Record]:
         raise _damaged(path, 'in the file', e) from None
     yield 1, _decode(data, path, 1).removeprefix(_BOM), None
     return
-  extra = 0  # lines ended by a bare CR (old Mac files) that the \n-split did not count
-  for number, line in _lines(path):
-    for i, part in enumerate(line.rstrip('\r\n').split('\r')):
-      extra += i > 0
-      yield number + extra, part, None
+  for number, line in _lines(path, bare_cr=True):
+    yield number, line.rstrip('\r\n'), None
 
 
 def _read_jsonl(
@@ -181,11 +200,6 @@ def _json_type(value: Any) -> str:
   return 'null' if value is None else 'an object'
 
 
-# After a CR that is not part of a CRLF: where a line ended by a bare CR stops (the CR kept, so
-# that csv still sees a line end, and a quoted field spanning it keeps it).
-_BARE_CR = re.compile(r'(?<=\r)(?!\n)(?=.)', re.DOTALL)
-
-
 def _read_csv(
   path: str, text_column: str = contract.TEXT_KEY, label_column: str | None = None
 ) -> Iterator[Record]:
@@ -195,16 +209,13 @@ def _read_csv(
   parts: list[tuple[int, str]] = []  # (line number, text) of the row being read
 
   def lines():
-    extra = 0  # lines ended by a bare CR (old Mac exports), which the \n-split did not count
     number = 0
-    for number, line in _lines(path):
-      for i, part in enumerate(_BARE_CR.split(line)):
-        extra += i > 0
-        parts.append((number + extra, part))
-        yield part
+    for number, line in _lines(path, bare_cr=True):
+      parts.append((number, line))
+      yield line
     # csv asks for a line after a row's first only inside a quoted field: this one never closed.
     if parts:
-      why = f'runs to the end of the file (line {number + extra})'
+      why = f'runs to the end of the file (line {number})'
       raise _unclosed_quote(path, parts, why) or DataError(
         f'{path}, line {parts[0][0]}: a quoted field {why}; close its quote'
       )
@@ -321,8 +332,11 @@ def _example_fields(
     label_feature = feature[label_column]
     kind = label_feature.WhichOneof('kind')
     label_values = list(getattr(label_feature, kind).value) if kind else []
-    label = _label_str(label_values[0]) if label_values else None
-  return _decode(values[0], where, 0), label
+    label = label_values[0] if label_values else None
+    if isinstance(label, bytes):
+      label = _decode_value(label, where, label_column)
+    label = _label_str(label)
+  return _decode_value(values[0], where, text_column), label
 
 
 def _tfrecords(path: str) -> Iterator[tuple[int, bytes]]:

@@ -9,7 +9,7 @@ import apache_beam as beam
 import pytest
 from tfx.types import standard_component_specs
 
-from components import example_gen, read_examples, readers
+from components import example_gen, read_examples, readers, tfrecords
 from components.validation import DataError
 from pipeline import local_runner
 
@@ -212,3 +212,40 @@ def test_quotes_inside_fields_and_closed_multi_line_fields_are_read(tmp_path):
     (3, 'two\nlines, "quoted"', '0'),
     (5, '5" tall', '1'),
   ]
+
+
+@pytest.mark.parametrize(
+  'name, data, options, where',
+  [
+    # Blank lines, CRLF and a bare CR (old Mac) before the bad byte all count as lines.
+    ('a.txt', b'one\n\ntwo\r\nthree\rfo\xffur\n', {}, 'line 5: invalid UTF-8 (byte 2 '),
+    ('a.txt', b'one\nthr\xffee\n', {'text_mode': 'file'}, 'line 2: invalid UTF-8 (byte 3 '),
+    ('a.csv', b'label,text\r1,ok\r0,caf\xe9\r1,x\r', {'label_column': 'label'}, 'line 3: '),
+  ],
+  ids=['text lines', 'text file', 'csv with bare CRs'],
+)
+def test_invalid_utf8_names_the_line_it_is_on(tmp_path, name, data, options, where):
+  path = tmp_path / name
+  path.write_bytes(data)
+  input_format = 'text' if name.endswith('.txt') else 'csv'
+  with pytest.raises(DataError, match=re.escape(f'{path}, {where}')):
+    list(readers.read_records(str(path), input_format, **options))
+
+
+@pytest.mark.parametrize('feature', ['text', 'label'])
+def test_invalid_utf8_in_a_tfrecord_names_the_record_and_feature(tmp_path, feature):
+  from tensorflow.core.example import example_pb2
+
+  def example(text, label):
+    record = example_pb2.Example()
+    record.features.feature['text'].bytes_list.value.append(text)
+    record.features.feature['label'].bytes_list.value.append(label)
+    return record.SerializeToString()
+
+  bad = {'text': (b'caf\xe9', b'1'), 'label': (b'fine', b'\xfe')}[feature]
+  path = tmp_path / 'a.tfrecord'
+  path.write_bytes(tfrecords.frame([example(b'ok', b'0'), example(*bad)]))
+  with pytest.raises(DataError) as error:
+    list(readers.read_records(str(path), 'tfrecord', text_column='text', label_column='label'))
+  assert str(error.value).startswith(f"{path}, record 2: feature '{feature}' is not valid UTF-8")
+  assert 'line' not in str(error.value)
