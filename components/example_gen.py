@@ -42,7 +42,9 @@ from components import beam_specs, read_examples, tfrecord_files, tfrecords
 
 # The exec property keys it shares with its readers, and the registry, are part of its API.
 from components.read_examples import INPUT_FORMAT_KEY as INPUT_FORMAT_KEY
+from components.read_examples import LABEL_DOMAIN_KEY as LABEL_DOMAIN_KEY
 from components.read_examples import LABEL_VALUES_KEY as LABEL_VALUES_KEY
+from components.read_examples import REQUIRE_LABEL_KEY as REQUIRE_LABEL_KEY
 from components.read_examples import ReadTextExamples
 from components.readers import FORMATS as FORMATS
 from components.readers import LABEL_COLUMN_KEY as LABEL_COLUMN_KEY
@@ -179,6 +181,8 @@ class TextExampleGenSpec(component_spec.ComponentSpec):
     TEXT_MODE_KEY: component_spec.ExecutionParameter(type=str),
     SHUFFLE_KEY: component_spec.ExecutionParameter(type=int),
     LABEL_VALUES_KEY: component_spec.ExecutionParameter(type=str, optional=True),
+    LABEL_DOMAIN_KEY: component_spec.ExecutionParameter(type=str, optional=True),
+    REQUIRE_LABEL_KEY: component_spec.ExecutionParameter(type=int, optional=True),
     COMPRESSION_KEY: component_spec.ExecutionParameter(type=str),
   }
   INPUTS = {}
@@ -205,6 +209,8 @@ class TextExampleGen(base_beam_component.BaseBeamComponent):
     shuffle: bool = True,
     label_values: Sequence[str] = (),
     compression: str = contract.NO_COMPRESSION,
+    label_domain: Sequence[str] = (),
+    require_label: bool = False,
   ):
     """Builds the component; see `create_example_gen` for the arguments."""
     self._arguments = dict(
@@ -218,6 +224,8 @@ class TextExampleGen(base_beam_component.BaseBeamComponent):
       shuffle=shuffle,
       label_values=tuple(label_values),
       compression=compression,
+      label_domain=tuple(label_domain),
+      require_label=require_label,
     )
     spec = TextExampleGenSpec(
       input_base=input_base,
@@ -231,6 +239,8 @@ class TextExampleGen(base_beam_component.BaseBeamComponent):
       text_mode=text_mode,
       shuffle=int(shuffle),
       label_values=json.dumps(list(label_values)) if label_values else None,
+      label_domain=json.dumps(list(label_domain)) if label_domain else None,
+      require_label=int(require_label) if require_label else None,
       compression=tfrecords.check(compression),
       examples=channel.Channel(type=standard_artifacts.Examples),
     )
@@ -244,7 +254,15 @@ class TextExampleGen(base_beam_component.BaseBeamComponent):
   def without_labels(self) -> TextExampleGen:
     """An ExampleGen of the same files and splits that keeps every row's text and no label
     (the text-keyed hash split puts each text in the same split as here)."""
-    return TextExampleGen(**{**self._arguments, 'label_column': None, 'label_values': ()})
+    return TextExampleGen(
+      **{
+        **self._arguments,
+        'label_column': None,
+        'label_values': (),
+        'label_domain': (),
+        'require_label': False,
+      }
+    )
 
 
 def create_example_gen(
@@ -261,6 +279,8 @@ def create_example_gen(
   shuffle: bool = True,
   label_values: Sequence[str] = (),
   compression: str = contract.NO_COMPRESSION,
+  label_domain: Sequence[str] = (),
+  require_label: bool = False,
 ) -> TextExampleGen:
   """Creates the ExampleGen for one input format.
 
@@ -286,6 +306,10 @@ def create_example_gen(
     label_values: Labels to keep: rows with another (non-empty) label are dropped, counted
       (Beam counter `rows_dropped_by_label`) and logged per file. Empty keeps every row.
     compression: Of the output TFRecord files: 'none' or 'gzip' (files named *.gz).
+    label_domain: The schema's labels: a row with another label (after `label_values`) is a
+      DataError naming its file and line. Empty: any label.
+    require_label: The schema requires a label: a row without one is a DataError naming its
+      file and line. Off: it is written without a `label`, for ExampleValidator to report.
 
   Returns:
     A TFX component whose output 'examples' has `text` (and `label`) features.
@@ -298,6 +322,8 @@ def create_example_gen(
   entry = get_format(input_format)
   if label_values and not label_column:
     raise ValueError(f'label_values {list(label_values)} need a label_column to read labels from')
+  if (label_domain or require_label) and not label_column:
+    raise ValueError('label_domain and require_label need a label_column to read labels from')
   if text_mode not in contract.TEXT_MODES:
     raise ValueError(f'text_mode {text_mode!r} is not one of {contract.TEXT_MODES}')
   if input_splits:
@@ -339,4 +365,6 @@ def create_example_gen(
     shuffle=shuffle,
     label_values=label_values,
     compression=compression,
+    label_domain=label_domain,
+    require_label=require_label,
   )

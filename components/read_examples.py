@@ -7,9 +7,11 @@ a `text` feature and, when a label column is configured, a `label` feature
 
 What is skipped or dropped is counted (Beam counters in `tfxlm.example_gen`) and logged per file:
 empty or whitespace-only documents; with `label_values`, rows whose label is not listed; files
-without documents. A missing or empty label is kept without a `label` value, so ExampleValidator
-reports it against the schema. A split without examples, an input pattern that matches no file,
-or a match that is not a readable file is a `DataError` naming the split, pattern or file.
+without documents. With the schema's label rules (`label_domain`, `require_label`), a row whose
+label is missing or outside the domain is a `DataError` naming the file and line (and how many
+rows of the file have one); without them such a row is kept, for ExampleValidator to report. A
+split without examples, an input pattern that matches no file, or a match that is not a
+readable file is a `DataError` naming the split, pattern or file.
 
 Hash splits hash each example's text (not the whole example), so duplicates stay in one split
 and ExampleGens reading the same files with other options (the pretraining corpus) agree with
@@ -47,6 +49,8 @@ from tfxlm import contract
 # TextExampleGen's exec properties read here, besides the readers' options.
 INPUT_FORMAT_KEY = 'input_format'
 LABEL_VALUES_KEY = 'label_values'  # JSON list of the labels to keep; empty keeps every row
+LABEL_DOMAIN_KEY = 'label_domain'  # JSON list of the schema's labels; empty: any label
+REQUIRE_LABEL_KEY = 'require_label'  # 1: the schema requires a label in every row
 
 _METRICS_NAMESPACE = 'tfxlm.example_gen'
 # How many line numbers of skipped empty documents a warning lists per file.
@@ -74,11 +78,16 @@ class _FileToExamples(beam.DoFn):
     label_values: Sequence[str] = (),
     hash_splits: Sequence[tuple[str, int]] = (),
     batched: bool = False,
+    label_domain: Sequence[str] = (),
+    require_label: bool = False,
   ):
-    """Args as `ReadTextExamples`'s; `hash_splits`: (split name, hash buckets) pairs."""
+    """Args as `ReadTextExamples`'s; `hash_splits`: (split name, hash buckets) pairs;
+    `label_domain`, `require_label`: the schema's label rules (see `_bad_labels`)."""
     self._format = input_format_name
     self._options = dict(options)
     self._label_values = frozenset(label_values)
+    self._label_domain = frozenset(label_domain)
+    self._require_label = require_label
     self._split_names = [name for name, _ in hash_splits]
     buckets = [count for _, count in hash_splits]
     self._bounds = [sum(buckets[: i + 1]) for i in range(len(buckets))]
@@ -99,15 +108,20 @@ class _FileToExamples(beam.DoFn):
     # Per output (a split number, or None without hash splits): its pending list and bytes.
     pending: dict[int | None, list[bytes]] = collections.defaultdict(list)
     pending_bytes: collections.Counter = collections.Counter()
+    bad_labels = []  # (line, label) of the rows the schema's label rules refuse
     for number, text, label in read_records(path, self._format, **self._options):
       if not text.strip():
         empty_lines.append(number)
         self._empty.inc()
         continue
-      # A missing label is kept: validation reports it against the schema.
       if self._label_values and label is not None and label not in self._label_values:
         dropped[label] += 1
         self._dropped.inc()
+        continue
+      if (label is None and self._require_label) or (
+        label is not None and self._label_domain and label not in self._label_domain
+      ):
+        bad_labels.append((number, label))
         continue
       documents += 1
       example = make_example(text, label)
@@ -122,6 +136,8 @@ class _FileToExamples(beam.DoFn):
       if pending_bytes[split] >= _BATCH_BYTES:
         yield self._output(split, pending.pop(split))
         del pending_bytes[split]
+    if bad_labels:
+      raise self._bad_labels(path, bad_labels)
     for split, examples in pending.items():
       yield self._output(split, examples)
     self._documents.inc(documents)
@@ -150,6 +166,36 @@ class _FileToExamples(beam.DoFn):
         ', '.join(f'{label}: {count}' for label, count in dropped.most_common()),
       )
 
+  def _bad_labels(self, path: str, bad: list[tuple[int, str | None]]) -> DataError:
+    """The error of the rows of `path` whose label is missing or outside the domain: the
+    first one's line and problem, and how many there are."""
+    column = self._options.get(LABEL_COLUMN_KEY)
+    line, label = bad[0]
+    if label is None:
+      problem = f'no label (the label column {column!r} is empty or missing)'
+    else:
+      problem = f"label {label!r} is not in the schema's label domain {sorted(self._label_domain)}"
+    more = ''
+    if len(bad) > 1:
+      shown = ', '.join(str(number) for number, _ in bad[:_MAX_REPORTED_LINES])
+      labels = collections.Counter('(none)' if lab is None else repr(lab) for _, lab in bad)
+      more = (
+        f' ({len(bad)} rows of this file: lines {shown}'
+        f'{", ..." if len(bad) > _MAX_REPORTED_LINES else ""}; labels '
+        f'{", ".join(f"{lab} ({count})" for lab, count in labels.most_common(8))})'
+      )
+    todo = []
+    if any(lab is None for _, lab in bad):
+      todo.append(
+        f'give every row a label (data.label_column {column!r} must name the column holding them)'
+      )
+    if any(lab is not None for _, lab in bad):
+      todo.append(
+        'relabel the rows, or copy the schema, list these labels in its `label` domain and set '
+        'data.schema_dir (data.label_values then drops rows with other labels)'
+      )
+    return DataError(f'{path}, line {line}: {problem}{more}; {"; ".join(todo)}')
+
 
 def _text_bucket(text: str, total_buckets: int) -> int:
   """The hash bucket of an example's text: equal texts land in the same split whatever their
@@ -167,6 +213,13 @@ def _reader(exec_properties: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     TEXT_MODE_KEY: exec_properties.get(TEXT_MODE_KEY) or contract.LINE,
   }
   return name, {k: given[k] for k in get_format(name).options}
+
+
+def label_rules(exec_properties: Mapping[str, Any]) -> tuple[list[str], bool]:
+  """The schema's label domain (empty: any label) and whether it requires a label, from the
+  exec properties."""
+  domain = json.loads(exec_properties.get(LABEL_DOMAIN_KEY) or '[]')
+  return domain, bool(exec_properties.get(REQUIRE_LABEL_KEY))
 
 
 def dropped_labels(exec_properties: Mapping[str, Any], patterns: Sequence[str]) -> str:
@@ -231,6 +284,7 @@ def ReadTextExamples(  # noqa: N802 (Beam transform naming)
   logging.info('Reading %d %s file(s) matching %s', len(files), name, pattern)
   # Files are the unit of parallelism (Create spreads them over the workers); there is no
   # reshuffle of the records here, as ExampleGen's writer already shuffles once.
+  domain, require_label = label_rules(exec_properties) if options.get(LABEL_COLUMN_KEY) else ([], 0)
   read = beam.ParDo(
     _FileToExamples(
       name,
@@ -238,6 +292,8 @@ def ReadTextExamples(  # noqa: N802 (Beam transform naming)
       label_values(exec_properties),
       hash_splits,
       batched,
+      domain,
+      require_label,
     )
   )
   if hash_splits:

@@ -79,8 +79,9 @@ def _check_preset(train: trainer_config.TrainerConfig) -> None:
     raise ConfigError(f'train.preset: {preset}: task {train.task}: {problem}')
 
 
-def _label_domain(path: str) -> Optional[Tuple[str, ...]]:
-  """The string domain of the schema's `label` feature, if it has one."""
+def label_rules(path: str) -> Tuple[Optional[Tuple[str, ...]], bool]:
+  """The string domain of the `label` feature of the schema at `path` (None: it has none), and
+  whether the schema requires a label in every example (presence min_fraction 1)."""
   from google.protobuf import text_format
   from tensorflow_metadata.proto.v0 import schema_pb2
 
@@ -90,12 +91,14 @@ def _label_domain(path: str) -> Optional[Tuple[str, ...]]:
   for feature in schema.feature:
     if feature.name != contract.LABEL_KEY:
       continue
+    required = feature.presence.min_fraction >= 1.0
     if feature.HasField('string_domain'):
-      return tuple(feature.string_domain.value)
+      return tuple(feature.string_domain.value), required
     for domain in schema.string_domain:
       if domain.name == feature.domain:
-        return tuple(domain.value)
-  return None
+        return tuple(domain.value), required
+    return None, required
+  return None, False
 
 
 def _check_label_values(config: 'PipelineConfig') -> None:
@@ -106,7 +109,7 @@ def _check_label_values(config: 'PipelineConfig') -> None:
     raise ConfigError(
       f'data.label_values: only for train.task classify, not {config.train.task!r}; leave it empty'
     )
-  domain = _label_domain(config.schema_file)
+  domain, _ = label_rules(config.schema_file)
   if domain is not None and set(domain) != set(values):
     raise ConfigError(
       f'data.label_values: {list(values)} are not the label domain {list(domain)} of '

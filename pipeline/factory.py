@@ -23,7 +23,7 @@ from components import schema as schema_lib
 from components import transform as transform_lib
 from components import vocabulary as vocabulary_lib
 from pipeline import config as config_lib
-from pipeline import distill_stage, evaluation
+from pipeline import config_checks, distill_stage, evaluation
 from pipeline.tfx_api import tfx
 from tfxlm import contract
 
@@ -31,19 +31,26 @@ from tfxlm import contract
 def _example_gen(config: config_lib.PipelineConfig, input_base: Optional[str]):
   data = config.data
   split_pattern = data.file_pattern or example_gen_lib.FORMATS[data.format].default_pattern
+  labeled = config.train.task == contract.CLASSIFY
+  # The schema's label rules, checked as rows are read: an error then names the file and line.
+  domain, require_label = (
+    config_checks.label_rules(config.schema_file) if labeled else (None, False)
+  )
   return example_gen_lib.create_example_gen(
     data.format,
     input_base or config_lib.local_input_base(config),
     text_column=data.text_column,
-    label_column=data.label_column if config.train.task == contract.CLASSIFY else None,
+    label_column=data.label_column if labeled else None,
     text_mode=data.text_mode,
     jsonl_text_field=data.jsonl_text_field,
     input_splits={name: f'{name}/{split_pattern}' for name in data.input_splits} or None,
     train_eval_ratio=tuple(data.train_eval_ratio),
     file_pattern=data.file_pattern or None,
     shuffle=data.shuffle,
-    label_values=data.label_values if config.train.task == contract.CLASSIFY else (),
+    label_values=data.label_values if labeled else (),
     compression=config_lib.intermediate_compression(config),
+    label_domain=domain or (),
+    require_label=require_label,
   ).with_id(contract.EXAMPLE_GEN_ID)
 
 

@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 
 import apache_beam as beam
 import pytest
@@ -320,6 +321,26 @@ def _split(input_format, folder, *, input_splits=None, ratio=(9, 1), **options):
       for e in examples
     )
   return out
+
+
+def test_rows_without_a_label_or_outside_the_schema_domain_are_named_by_file_and_line(tmp_path):
+  path = tmp_path / 'a.csv'
+  path.write_text('text,label\ngood,1\n"two\nlines",maybe\nbad,0\nnone,\nalso,pos\n')
+  with pytest.raises(Exception) as error:
+    _split('csv', tmp_path, label_column='label', label_domain=['0', '1'], require_label=True)
+  message = str(error.value)
+  assert f"{path}, line 3: label 'maybe' is not in the schema's label domain ['0', '1']" in message
+  assert (
+    "(3 rows of this file: lines 3, 6, 7; labels 'maybe' (1), (none) (1), 'pos' (1))" in message
+  )
+  assert "give every row a label (data.label_column 'label'" in message
+  assert 'set data.schema_dir' in message
+  path.write_text('text,label\ngood,1\nnone, \n')
+  with pytest.raises(Exception, match=re.escape(f'{path}, line 3: no label (the label column')):
+    _split('csv', tmp_path, label_column='label', require_label=True)
+  # Without the schema's rules the row is written without a label, for validation to report.
+  pairs, _ = _read('csv', tmp_path, '*.csv', label_column='label')
+  assert pairs == sorted([('good', '1'), ('none', None)], key=str)
 
 
 def test_hash_split_follows_the_text_so_labeled_and_corpus_examples_agree(tmp_path):

@@ -1,24 +1,30 @@
 """Label filtering: classification reads the listed labels; pretraining still reads every row."""
 
+import json
 import os
+import re
 
+import apache_beam as beam
 import pytest
+from tfx.utils import proto_utils
 
+from components import example_gen
 from pipeline import config as config_lib
 from pipeline import factory as pipeline_lib
+from pipeline import local_runner
 from tfxlm import contract
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _pipeline(tmp_path, label_values, pretrain=True):
+def _pipeline(tmp_path, label_values, pretrain=True, schema='rotten_tomatoes'):
   (tmp_path / 'data').mkdir(exist_ok=True)
   (tmp_path / 'data' / 'rt.csv').write_text('category,text\nfresh,good\nplot,a story\n')
   data = {
     'input_base': str(tmp_path / 'data'),
     'label_column': 'category',
     'label_values': label_values,
-    'schema_dir': os.path.join(REPO, 'schemas', 'rotten_tomatoes'),
+    'schema_dir': os.path.join(REPO, 'schemas', schema),
   }
   config = config_lib.from_dict(
     {'data': data, 'pretrain': {'task': 'mlm'} if pretrain else None, 'train': {'task': 'classify'}}
@@ -44,6 +50,8 @@ def test_pretraining_and_vocabulary_read_all_rows_classification_the_listed_labe
   assert labeled.exec_properties['label_column'] == 'category'
   assert corpus.exec_properties['label_column'] is None
   assert corpus.exec_properties['label_values'] is None
+  assert corpus.exec_properties['label_domain'] is None
+  assert corpus.exec_properties['require_label'] is None
   assert corpus.exec_properties['input_config'] == labeled.exec_properties['input_config']
 
 
@@ -53,3 +61,37 @@ def test_one_example_gen_when_nothing_needs_a_second(tmp_path, label_values, pre
   assert contract.CORPUS_EXAMPLE_GEN_ID not in components
   assert _source(components[contract.VOCABULARY_ID]) == 'TextExampleGen'
   assert components['TextExampleGen'].exec_properties['label_column'] == 'category'
+
+
+def _run(component):
+  """Runs an ExampleGen's reading as its executor does."""
+  exec_properties = {
+    key: proto_utils.proto_to_json(value) if hasattr(value, 'DESCRIPTOR') else value
+    for key, value in component.exec_properties.items()
+  }
+  with beam.Pipeline(runner=local_runner.FN_API_RUNNER) as pipeline:
+    example_gen.Executor().GenerateExamplesByBeam(pipeline, exec_properties)
+
+
+@pytest.mark.parametrize(
+  'schema, rows, error',
+  [
+    (
+      'rotten_tomatoes',
+      'fresh,good\nplot,a story\n',
+      "line 3: label 'plot' is not in the schema's",
+    ),
+    ('labeled', '1,good\n,no label\n0,bad\n', "line 3: no label (the label column 'category'"),
+  ],
+)
+def test_a_row_the_schemas_labels_refuse_stops_example_gen_at_its_file_and_line(
+  tmp_path, schema, rows, error
+):
+  labeled = _pipeline(tmp_path, [], pretrain=False, schema=schema)['TextExampleGen']
+  domain = {'rotten_tomatoes': ['fresh', 'rotten'], 'labeled': ['0', '1']}[schema]
+  assert json.loads(labeled.exec_properties['label_domain']) == domain
+  assert labeled.exec_properties['require_label'] == 1
+  path = tmp_path / 'data' / 'rt.csv'
+  path.write_text('category,text\n' + rows)
+  with pytest.raises(Exception, match=re.escape(f'{path}, {error}')):
+    _run(labeled)
