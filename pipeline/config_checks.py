@@ -18,15 +18,45 @@ if TYPE_CHECKING:
   from pipeline.config import PipelineConfig
 
 
-def _check_schema(path: str) -> None:
+def _check_schema(config: 'PipelineConfig') -> None:
+  """The curated schema parses, and its features are the ones ExampleGen writes: `text`, and
+  `label` for classify. Any other would be missing from every example (ExampleValidator, then
+  Transform, would fail on it), and a missing one would be a new column to ExampleValidator."""
   from google.protobuf import text_format
   from tensorflow_metadata.proto.v0 import schema_pb2
 
+  path = config.schema_file
+  schema = schema_pb2.Schema()
   try:
     with open(path, encoding='utf-8') as f:
-      text_format.Parse(f.read(), schema_pb2.Schema())
+      text_format.Parse(f.read(), schema)
   except (text_format.ParseError, UnicodeDecodeError) as e:
     raise ConfigError(f'data.schema_dir: {path} is not a valid schema: {e}') from None
+  task = config.train.task
+  written = [contract.TEXT_KEY] + ([contract.LABEL_KEY] if task == contract.CLASSIFY else [])
+  names = [feature.name for feature in schema.feature]
+  for name in names:
+    if name == contract.LABEL_KEY and task != contract.CLASSIFY:
+      raise ConfigError(
+        f"data.schema_dir: {path}: feature 'label': train.task {task} reads no labels, so the "
+        "examples hold only 'text': remove the feature, or use schemas/corpus (the default "
+        f'for {task})'
+      )
+    if name not in written:
+      raise ConfigError(
+        f'data.schema_dir: {path}: feature {name!r} is neither the text nor the label feature: '
+        f'ExampleGen writes only {" and ".join(map(repr, written))} (data.text_column and '
+        'data.label_column are read into them), so no example holds it: remove it from the '
+        'schema'
+      )
+  for name in written:
+    if name not in names:
+      raise ConfigError(
+        f'data.schema_dir: {path}: no feature {name!r}: ExampleGen writes the '
+        f'{"text" if name == contract.TEXT_KEY else "label"} of every example as {name!r}; '
+        f'add the feature (copy it from schemas/{"labeled" if task == contract.CLASSIFY else "corpus"}'
+        '/schema.pbtxt)'
+      )
 
 
 def _check_preset(train: trainer_config.TrainerConfig) -> None:
@@ -185,7 +215,7 @@ def validate(config: PipelineConfig) -> None:
     raise ConfigError(
       f'data.schema_dir: {os.path.dirname(config.schema_file)!r} has no schema.pbtxt'
     )
-  _check_schema(config.schema_file)
+  _check_schema(config)
   if data.input_splits:
     missing = sorted({'train', 'eval'} - set(data.input_splits))
     if missing:

@@ -142,6 +142,37 @@ def test_unparsable_schema_is_named_with_the_parse_error(tmp_path):
     config_lib.load_config(_write(tmp_path, 'data: {schema_dir: schema}\n'))
 
 
+_TITLE = 'feature { name: "title" type: BYTES presence { min_fraction: 1.0 } }\n'
+
+
+@pytest.mark.parametrize(
+  'base, extra, task, message',
+  [
+    (
+      'labeled',
+      _TITLE,
+      'classify',
+      "feature 'title' is neither the text nor the label feature: ExampleGen writes only 'text' "
+      "and 'label'",
+    ),
+    ('corpus', _TITLE, 'mlm', "feature 'title' is neither the text nor the label feature"),
+    ('labeled', '', 'clm', "feature 'label': train.task clm reads no labels"),
+    ('corpus', '', 'classify', "no feature 'label': ExampleGen writes the label of every example"),
+  ],
+)
+def test_schema_features_that_examples_never_hold_are_refused_naming_file_and_feature(
+  tmp_path, base, extra, task, message
+):
+  (tmp_path / 'schema').mkdir()
+  schema = tmp_path / 'schema' / 'schema.pbtxt'
+  with open(os.path.join(REPO, 'schemas', base, 'schema.pbtxt')) as f:
+    schema.write_text(f.read() + extra)
+  path = _write(tmp_path, f'data: {{schema_dir: schema}}\ntrain: {{task: {task}}}\n')
+  with pytest.raises(config_lib.ConfigError) as error:
+    config_lib.load_config(path)
+  assert str(error.value).startswith(f'{path}: data.schema_dir: {schema}: {message}')
+
+
 def test_pre_split_input_needs_train_and_eval_folders(tmp_path):
   (tmp_path / 'data' / 'train').mkdir(parents=True)
   (tmp_path / 'data' / 'validation').mkdir()
