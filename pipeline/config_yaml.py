@@ -1,7 +1,9 @@
 """The YAML side of the pipeline config: a file's mapping read with duplicate keys refused,
-`--set KEY=VALUE` overrides merged in, and YAML 1.1's `3e-4` read as the number users mean.
+`--set KEY=VALUE` overrides merged in, YAML 1.1's `3e-4` read as the number users mean, and its
+base-60 numbers (`9:1` is 541) left as the text written, for the field's check to name.
 """
 
+import math
 import re
 from typing import Any, Dict, Sequence
 
@@ -31,7 +33,7 @@ def parse_overrides(overrides: Sequence[str]) -> Dict[str, Any]:
     if not sep or not key:
       raise ConfigError(f'--set {item!r}: expected KEY=VALUE, e.g. train.train_steps=100')
     try:
-      value = yaml.safe_load(raw) if raw else ''
+      value = yaml.load(raw, Loader=UniqueKeyLoader) if raw else ''
     except yaml.YAMLError as e:
       if raw.lstrip()[:1] in ('[', '{', '"', "'"):
         raise ConfigError(f'--set {item!r}: value is not valid YAML ({e})') from None
@@ -43,6 +45,21 @@ def parse_overrides(overrides: Sequence[str]) -> Dict[str, Any]:
 _EXPONENT_FLOAT = re.compile(r'^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$')
 
 
+class WrittenFloat(float):
+  """A float that prints as it was written (`1e4`, not 10000.0), so that an error about it
+  shows what the config says (an overflow, `1e999`, prints as inf)."""
+
+  def __new__(cls, text: str):
+    value = super().__new__(cls, text)
+    value.text = text if math.isfinite(value) else repr(float(value))
+    return value
+
+  def __repr__(self) -> str:
+    return self.text
+
+  __str__ = __repr__
+
+
 def _yaml_floats(value):
   """YAML 1.1 reads `3e-4` (no dot) as a string; every user means the number."""
   if isinstance(value, dict):
@@ -50,7 +67,7 @@ def _yaml_floats(value):
   if isinstance(value, list):
     return [_yaml_floats(v) for v in value]
   if isinstance(value, str) and _EXPONENT_FLOAT.match(value):
-    return float(value)
+    return WrittenFloat(value)
   return value
 
 
@@ -77,6 +94,19 @@ class UniqueKeyLoader(yaml.SafeLoader):
         )
       first_line[key] = key_node.start_mark.line + 1
     return super().construct_mapping(node, deep=deep)
+
+  def construct_base_60(self, node):
+    """YAML 1.1's base-60 numbers (`9:1` is 541, `1:30.5` is 90.5) as the text written: nobody
+    means them, and the text lets a field's error say what was read."""
+    text = self.construct_scalar(node)
+    if ':' in text:
+      return text
+    tag = node.tag.rsplit(':', 1)[-1]
+    return (self.construct_yaml_int if tag == 'int' else self.construct_yaml_float)(node)
+
+
+UniqueKeyLoader.add_constructor('tag:yaml.org,2002:int', UniqueKeyLoader.construct_base_60)
+UniqueKeyLoader.add_constructor('tag:yaml.org,2002:float', UniqueKeyLoader.construct_base_60)
 
 
 def _merge(base: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:

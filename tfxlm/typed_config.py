@@ -29,6 +29,10 @@ class ConfigError(ValueError):
   """A configuration value is missing, unknown, of the wrong type or out of range."""
 
 
+class _Explained(ConfigError):
+  """A type error that already says what was read and what to write: kept as it is."""
+
+
 class FieldError(ConfigError):
   """A field's value is refused by its dataclass's own checks; `from_dict` adds the key path."""
 
@@ -165,7 +169,7 @@ def _convert(value: Any, tp: Any, where: str, nullable: bool = False) -> Any:
     try:
       return _convert(value, tp, where)
     except ConfigError as e:
-      if str(e).startswith(f'{where}: expected a finite'):
+      if isinstance(e, _Explained) or str(e).startswith(f'{where}: expected a finite'):
         raise
       _wrong(where, expected[tp], value)
   if dataclasses.is_dataclass(tp):
@@ -175,6 +179,12 @@ def _convert(value: Any, tp: Any, where: str, nullable: bool = False) -> Any:
   if tp is bool:
     return value if isinstance(value, bool) else _wrong(where, 'true or false', value)
   if tp is int:
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+      # 1e4 and 10000.0 are floats to YAML; a count wants 10000.
+      read = '' if str(value) == repr(float(value)) else f', read as {float(value)!r}'
+      raise _Explained(
+        f'{where}: expected an integer, got the float {value}{read}: write {int(value)}'
+      )
     if isinstance(value, bool) or not isinstance(value, int):
       _wrong(where, 'an integer', value)
     return value
@@ -191,7 +201,14 @@ def _convert(value: Any, tp: Any, where: str, nullable: bool = False) -> Any:
   raise TypeError(f'{where}: unsupported config field type {tp!r}')
 
 
+_NUMBERS_IN_TEXT = re.compile(r'\s*[-+]?\d+(?:\.\d*)?(?:\s*[:,/;]\s*[-+]?\d+(?:\.\d*)?)+\s*')
+
+
 def _convert_tuple(value: Any, args: tuple, where: str) -> tuple:
+  if isinstance(value, str) and _NUMBERS_IN_TEXT.fullmatch(value):
+    # `9:1` (which YAML 1.1 reads as the base-60 number 541), `9,1`, `9/1`: numbers as text.
+    items = ', '.join(re.findall(r'[-+]?\d+(?:\.\d*)?', value))
+    raise _Explained(f'{where}: expected a list, got the text {value!r}: write [{items}]')
   if isinstance(value, str) or not isinstance(value, (list, tuple)):
     _wrong(where, 'a list', value)
   if len(args) == 2 and args[1] is Ellipsis:

@@ -145,6 +145,33 @@ def test_an_unquoted_number_or_boolean_where_a_string_goes_says_to_quote_it(tmp_
   assert 'data.label_values[' in str(error.value)
 
 
+@pytest.mark.parametrize(
+  'key, value, message',
+  [
+    # YAML 1.1 reads 9:1 as the base-60 number 541.
+    ('data.train_eval_ratio', '9:1', ": expected a list, got the text '9:1': write [9, 1]"),
+    ('data.train_eval_ratio', '[9, 1.0]', '[1]: expected an integer, got the float 1.0: write 1'),
+    # YAML 1.1 reads 1e4 as a string, which the config reads as the float users mean.
+    (
+      'train.train_steps',
+      '1e4',
+      ': expected an integer, got the float 1e4, read as 10000.0: write 10000',
+    ),
+    ('train.seq_len', '128.0', ': expected an integer, got the float 128.0: write 128'),
+  ],
+)
+def test_a_number_yaml_misreads_says_what_was_read_and_what_to_write(tmp_path, key, value, message):
+  path = _config_file(tmp_path, train={'task': 'classify'})
+  section, field = key.split('.')
+  path.write_text(path.read_text().replace(f'{section}:\n', f'{section}:\n  {field}: {value}\n'))
+  with pytest.raises(config_lib.ConfigError) as error:
+    config_lib.load_config(str(path))
+  assert str(error.value) == f'{path}: {key}{message}'
+  with pytest.raises(config_lib.ConfigError) as error:
+    config_lib.load_config(str(_config_file(tmp_path)), [f'{key}={value}'])
+  assert str(error.value).endswith(f': {key}{message}')
+
+
 def test_a_run_called_in_process_leaves_logging_as_it_found_it(tmp_path, capsys, monkeypatch):
   """`main` sets INFO logging into run.log for its run only: afterwards the caller's logging is
   as it was (no handler on the old run.log, the root level and absl's verbosity unchanged)."""
