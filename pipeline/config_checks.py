@@ -12,7 +12,7 @@ from pipeline import demo_data
 from tfxlm import contract, pinned_wheels
 from tfxlm.typed_config import ConfigError
 from trainer import config as trainer_config
-from trainer import pretrained
+from trainer import finetune_config, pretrained
 
 if TYPE_CHECKING:
   from pipeline.config import PipelineConfig
@@ -148,6 +148,49 @@ def _check_label_values(config: 'PipelineConfig') -> None:
     )
 
 
+def _preset_folder(preset: str) -> Optional[str]:
+  """The local folder of a preset handle, if it is on this machine (a folder, or a pinned
+  wheel's in the cache); None for other handles."""
+  if pinned_wheels.is_handle(preset):
+    folder = pinned_wheels.local_path(preset)
+  else:
+    folder = preset
+  return folder if os.path.isabs(folder) and os.path.isdir(folder) else None
+
+
+def _check_finetune(config: PipelineConfig) -> None:
+  """`lora` and `freeze` of each training stage: only on a pretrained backbone, and with layer
+  names and counts the task's backbone has (as far as they are known before it is built: the
+  names are keras-hub's, the layer count is the size fields' or a local checkpoint's)."""
+  stages = [('train', config.train)]
+  if config.pretrain is not None:
+    stages.append(('pretrain', config.pretrain))
+  if config.distill is not None:
+    stages.append(('distill.student', config.distill.student))
+  for section, stage in stages:
+    if stage.lora is None and stage.freeze is None:
+      continue
+    which = f'{section}.{"lora" if stage.lora is not None else "freeze"}'
+    if section != 'train':
+      raise ConfigError(
+        f'{which}: the {section} model starts from random weights; LoRA and frozen layers '
+        f'fine-tune a pretrained one: remove {which}'
+      )
+    if not (stage.preset or config.base_model or config.pretrain is not None):
+      raise ConfigError(
+        f'{which}: the model starts from random weights; LoRA and frozen layers fine-tune a '
+        f'pretrained one: set train.preset, base_model or a pretrain stage, or remove {which}'
+      )
+    layers = stage.model_dims().num_layers
+    if stage.preset:
+      folder = _preset_folder(stage.preset)
+      layers = pretrained.num_layers(folder) if folder else None
+    backbone = contract.TASK_BACKBONES[stage.task]
+    problem = finetune_config.fit_problem(section, stage.lora, stage.freeze, backbone, layers)
+    if problem:
+      raise ConfigError(problem)
+
+
 def _check_compression(config: PipelineConfig) -> None:
   """export.quantize and the distill stage against the rest of the config."""
   quantized = config.export.quantize != contract.QUANTIZE_NONE
@@ -260,6 +303,7 @@ def validate(config: PipelineConfig) -> None:
   if config.train.preset:
     _check_preset(config.train)
   _check_compression(config)
+  _check_finetune(config)
   if config.train.preset and config.base_model:
     raise ConfigError('train.preset and base_model are both set: choose one source of weights')
   if config.base_model and '://' not in config.base_model:

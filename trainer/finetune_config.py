@@ -6,6 +6,7 @@ Rotten Tomatoes snippets (bench/finetune_bench.py, README "Efficient fine-tuning
 """
 
 import dataclasses
+import re
 
 from tfxlm import typed_config
 from tfxlm.typed_config import NON_NEGATIVE, POSITIVE
@@ -15,6 +16,34 @@ from tfxlm.typed_config import NON_NEGATIVE, POSITIVE
 ATTENTION_LAYERS = ('query', 'value')
 ALL_ATTENTION_LAYERS = ('query', 'key', 'value', 'attention_output')
 FEED_FORWARD_LAYERS = ('feedforward_intermediate_dense', 'feedforward_output_dense')
+# keras-hub's names of the layers with weights in the backbones the Trainer fine-tunes
+# (contract.TASK_BACKBONES), known before a model is built: those that take LoRA adapters
+# (dense projections), the others, and the transformer layers (`transformer_layer_<i>`).
+# tests/trainer/test_adapters.py checks them against built backbones.
+LORA_LAYERS = {
+  'BertBackbone': (*ALL_ATTENTION_LAYERS, *FEED_FORWARD_LAYERS, 'pooled_dense'),
+  'GPT2Backbone': (*ALL_ATTENTION_LAYERS, *FEED_FORWARD_LAYERS),
+}
+OTHER_LAYERS = {
+  'BertBackbone': (
+    'token_embedding',
+    'position_embedding',
+    'segment_embedding',
+    'embeddings_layer_norm',
+    'self_attention_layer',
+    'self_attention_layer_norm',
+    'feedforward_layer_norm',
+  ),
+  'GPT2Backbone': (
+    'token_embedding',
+    'position_embedding',
+    'layer_norm',
+    'self_attention',
+    'self_attention_layer_norm',
+    'feedforward_layer_norm',
+  ),
+}
+_TRANSFORMER_LAYER = re.compile(r'transformer_layer_(\d+)')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,3 +122,41 @@ class FreezeConfig:
 
   def __post_init__(self):
     typed_config.check_fields(self, ranges={'layers': NON_NEGATIVE})
+
+
+def fit_problem(
+  section: str,
+  lora: LoraConfig | None,
+  freeze: FreezeConfig | None,
+  backbone: str,
+  num_layers: int | None,
+) -> str | None:
+  """Why `lora` / `freeze` of config section `section` (e.g. 'train') cannot apply to a
+  `backbone` (a class name) of `num_layers` transformer layers (None: not known before the
+  model is built), naming the key, the value and what it can be; None if they fit as far as
+  that is known."""
+  adaptable = LORA_LAYERS.get(backbone)
+  if lora is not None and adaptable:
+    for name in lora.target_layers:
+      if name not in adaptable:
+        return (
+          f'{section}.lora.target_layers: {name!r} is not a layer of {backbone} that takes LoRA '
+          f'adapters; those are: {", ".join(adaptable)}'
+        )
+    known = sorted(adaptable + OTHER_LAYERS[backbone])
+    for name in lora.train_layers:
+      block = _TRANSFORMER_LAYER.fullmatch(name)
+      if name in known or (block and (num_layers is None or int(block[1]) < num_layers)):
+        continue
+      last = f'transformer_layer_{num_layers - 1}' if num_layers else 'one per transformer layer'
+      blocks = f'transformer_layer_0 to {last}'
+      return (
+        f'{section}.lora.train_layers: {backbone} has no layer named {name!r}; its layers with '
+        f'weights: {", ".join(known)}, {blocks}'
+      )
+  if freeze is not None and num_layers is not None and freeze.layers > num_layers:
+    return (
+      f'{section}.freeze.layers: {freeze.layers} is more than the {num_layers} transformer layers '
+      f'of the backbone ({backbone}); give 0 to {num_layers}'
+    )
+  return None

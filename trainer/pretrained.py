@@ -166,6 +166,22 @@ def check_folder(folder: str) -> str:
   return HF_MODEL_TYPES[model_type]
 
 
+def num_layers(folder: str) -> int | None:
+  """The transformer layers of the checkpoint in a local folder, from its config.json (keras-hub
+  preset or Hugging Face layout); None if it does not say."""
+  try:
+    config = read_config(folder)
+  except CheckpointError:
+    return None
+  inner = config.get('config')
+  values = [
+    inner.get('num_layers') if isinstance(inner, dict) else None,
+    config.get('num_hidden_layers'),
+    config.get('n_layer'),
+  ]
+  return next((v for v in values if isinstance(v, int) and not isinstance(v, bool)), None)
+
+
 def _check_weights(folder: str) -> dict[str, tuple[int, ...]]:
   # {tensor name: shape} over the folder's safetensors file or shards, each checked whole.
   single = os.path.join(folder, HF_WEIGHTS_FILE)

@@ -277,7 +277,7 @@ def test_safe_names_are_accepted(tmp_path, key, name):
   assert getattr(getattr(config, section) if section else config, field) == name
 
 
-def _preset_folder(path, backbone_class):
+def _preset_folder(path, backbone_class, **backbone_config):
   """A preset folder as keras-hub's save_to_preset lays it out, as far as validation reads it."""
   path.mkdir()
   (path / 'config.json').write_text(
@@ -285,7 +285,7 @@ def _preset_folder(path, backbone_class):
       {
         'module': 'keras_hub.src.models',
         'class_name': backbone_class,
-        'config': {},
+        'config': backbone_config,
         'registered_name': f'keras_hub>{backbone_class}',
       }
     )
@@ -351,6 +351,78 @@ def test_a_bad_preset_handle_is_named(tmp_path, preset, message):
     config_lib.ConfigError, match=rf'c\.yaml: train\.preset: {re.escape(message)}'
   ):
     config_lib.load_config(_write(tmp_path, '{}\n'), [f'train.preset={preset}'])
+
+
+@pytest.mark.parametrize(
+  'task, train, message',
+  [
+    (
+      'classify',
+      {'lora': {'target_layers': ['query', 'q_proj']}},
+      "train.lora.target_layers: 'q_proj' is not a layer of BertBackbone that takes LoRA "
+      'adapters; those are: query, key, value, attention_output, feedforward_intermediate_dense, '
+      'feedforward_output_dense, pooled_dense',
+    ),
+    (
+      'clm',
+      {'lora': {'target_layers': ['pooled_dense']}},
+      "train.lora.target_layers: 'pooled_dense' is not a layer of GPT2Backbone that takes LoRA",
+    ),
+    (
+      'classify',
+      {'lora': {'train_layers': ['pooler']}},
+      "train.lora.train_layers: BertBackbone has no layer named 'pooler'; its layers with weights:"
+      ' attention_output, ',
+    ),
+    (
+      'classify',
+      {'lora': {'train_layers': ['transformer_layer_2']}},
+      "train.lora.train_layers: BertBackbone has no layer named 'transformer_layer_2'",
+    ),
+    (
+      'mlm',
+      {'freeze': {'layers': 5}},
+      'train.freeze.layers: 5 is more than the 2 transformer layers of the backbone '
+      '(BertBackbone); give 0 to 2',
+    ),
+  ],
+)
+def test_lora_and_freeze_layers_the_backbone_lacks_are_refused_when_the_config_loads(
+  tmp_path, task, train, message
+):
+  backbone = 'GPT2Backbone' if task == 'clm' else 'BertBackbone'
+  preset = _preset_folder(tmp_path / 'preset', backbone, num_layers=2)
+  path = _write(tmp_path, '{}\n')
+  with pytest.raises(config_lib.ConfigError) as error:
+    config_lib.load_config(path, [f'train={json.dumps({"task": task, "preset": preset, **train})}'])
+  assert str(error.value).startswith(f'{path}: {message}')
+  fitting = {
+    'lora': {'train_layers': ['token_embedding', 'transformer_layer_1']},
+    'freeze': {'layers': 2},
+  }
+  config_lib.load_config(path, [f'train={json.dumps({"task": task, "preset": preset, **fitting})}'])
+
+
+@pytest.mark.parametrize(
+  'sections, message',
+  [
+    ({'train': {'lora': {}}}, 'train.lora: the model starts from random weights'),
+    (
+      {'base_model': '.', 'train': {'freeze': {'layers': 3}}},
+      'train.freeze.layers: 3 is more than the 2 transformer layers',
+    ),
+    (
+      {'pretrain': {'task': 'mlm', 'freeze': {}}},
+      'pretrain.freeze: the pretrain model starts from random weights',
+    ),
+  ],
+)
+def test_lora_and_freeze_without_a_pretrained_backbone_or_its_layers_are_refused(
+  tmp_path, sections, message
+):
+  path = _write(tmp_path, json.dumps(sections) + '\n')
+  with pytest.raises(config_lib.ConfigError, match=f'^{re.escape(f"{path}: {message}")}'):
+    config_lib.load_config(path)
 
 
 def test_a_preset_path_with_a_tilde_or_to_a_file_says_what_to_give(tmp_path):

@@ -16,7 +16,15 @@ import tensorflow_transform as tft
 import trainer_data
 
 from tfxlm import contract, typed_config
-from trainer import adapters, optimization, task, tokenizers, training
+from trainer import (
+  adapters,
+  finetune_config,
+  keras_internals,
+  optimization,
+  task,
+  tokenizers,
+  training,
+)
 from trainer.config import TrainerConfig
 
 SEQ_LEN = 16
@@ -330,6 +338,39 @@ def test_lora_and_freeze_settings_that_do_not_fit_fail_with_what_to_do(classify_
     TrainerConfig.from_dict({'lora': {'rank': 0}}, where='train')
   with pytest.raises(typed_config.ConfigError, match='train.lora.target_layers: name at least'):
     TrainerConfig.from_dict({'lora': {'target_layers': []}}, where='train')
+
+
+@pytest.mark.parametrize('task', [contract.CLASSIFY, contract.CLM])
+def test_the_layer_names_the_config_check_knows_are_those_of_the_built_backbone(task):
+  """The config refuses LoRA and freeze names before a model is built (pipeline/config_checks.py)
+  by keras-hub's layer names, listed in trainer/finetune_config.py: they are the built ones."""
+  family = contract.TASK_BACKBONES[task]
+  backbone = getattr(keras_hub.models, family)(
+    vocabulary_size=40,
+    num_layers=3,
+    num_heads=2,
+    hidden_dim=8,
+    intermediate_dim=16,
+    max_sequence_length=SEQ_LEN,
+  )
+  layers = [layer for layer in keras_internals.sublayers(backbone, False) if layer.weights]
+  dense = {
+    layer.name
+    for layer in layers
+    if isinstance(layer, keras.layers.EinsumDense | keras.layers.Dense)
+  }
+  assert dense == set(finetune_config.LORA_LAYERS[family])
+  blocks = {f'transformer_layer_{i}' for i in range(3)}
+  assert {layer.name for layer in layers} == dense | set(
+    finetune_config.OTHER_LAYERS[family]
+  ) | blocks
+  for name in {layer.name for layer in layers}:
+    lora = finetune_config.LoraConfig(target_layers=('query',), train_layers=(name,))
+    assert finetune_config.fit_problem('train', lora, None, family, 3) is None
+  lora = finetune_config.LoraConfig(train_layers=('transformer_layer_3',))
+  assert 'transformer_layer_0 to transformer_layer_2' in finetune_config.fit_problem(
+    'train', lora, None, family, 3
+  )
 
 
 @pytest.mark.slow
