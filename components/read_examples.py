@@ -168,33 +168,28 @@ class _FileToExamples(beam.DoFn):
 
   def _bad_labels(self, path: str, bad: list[tuple[int, str | None]]) -> DataError:
     """The error of the rows of `path` whose label is missing or outside the domain: the
-    first one's line and problem, and how many there are."""
+    first one's line and problem, how many there are, and what to do."""
     column = self._options.get(LABEL_COLUMN_KEY)
     line, label = bad[0]
     if label is None:
-      problem = f'no label (the label column {column!r} is empty or missing)'
+      problem = f'no label (column {column!r} is empty)'
     else:
       problem = f"label {label!r} is not in the schema's label domain {sorted(self._label_domain)}"
     more = ''
     if len(bad) > 1:
       shown = ', '.join(str(number) for number, _ in bad[:_MAX_REPORTED_LINES])
-      labels = collections.Counter('(none)' if lab is None else repr(lab) for _, lab in bad)
+      labels = collections.Counter('none' if lab is None else repr(lab) for _, lab in bad)
       more = (
         f' ({len(bad)} rows of this file: lines {shown}'
         f'{", ..." if len(bad) > _MAX_REPORTED_LINES else ""}; labels '
-        f'{", ".join(f"{lab} ({count})" for lab, count in labels.most_common(8))})'
+        f'{", ".join(f"{lab} {count}" for lab, count in labels.most_common(8))})'
       )
     todo = []
     if any(lab is None for _, lab in bad):
-      todo.append(
-        f'give every row a label (data.label_column {column!r} must name the column holding them)'
-      )
+      todo.append('give each row a label (or set data.label_column to the column holding them)')
     if any(lab is not None for _, lab in bad):
-      todo.append(
-        'relabel the rows, or copy the schema, list these labels in its `label` domain and set '
-        'data.schema_dir (data.label_values then drops rows with other labels)'
-      )
-    return DataError(f'{path}, line {line}: {problem}{more}; {"; ".join(todo)}')
+      todo.append('relabel the rows, or list the labels in a copy of the schema (data.schema_dir)')
+    return DataError(f'{path}, line {line}: {problem}{more}\n  What to do: {"; ".join(todo)}')
 
 
 def _text_bucket(text: str, total_buckets: int) -> int:

@@ -330,13 +330,13 @@ def test_rows_without_a_label_or_outside_the_schema_domain_are_named_by_file_and
     _split('csv', tmp_path, label_column='label', label_domain=['0', '1'], require_label=True)
   message = str(error.value)
   assert f"{path}, line 3: label 'maybe' is not in the schema's label domain ['0', '1']" in message
-  assert (
-    "(3 rows of this file: lines 3, 6, 7; labels 'maybe' (1), (none) (1), 'pos' (1))" in message
-  )
-  assert "give every row a label (data.label_column 'label'" in message
-  assert 'set data.schema_dir' in message
+  assert "(3 rows of this file: lines 3, 6, 7; labels 'maybe' 1, none 1, 'pos' 1)" in message
+  assert 'What to do: give each row a label (or set data.label_column' in message
+  assert 'list the labels in a copy of the schema (data.schema_dir)' in message
   path.write_text('text,label\ngood,1\nnone, \n')
-  with pytest.raises(Exception, match=re.escape(f'{path}, line 3: no label (the label column')):
+  with pytest.raises(
+    Exception, match=re.escape(f"{path}, line 3: no label (column 'label' is empty)")
+  ):
     _split('csv', tmp_path, label_column='label', require_label=True)
   # Without the schema's rules the row is written without a label, for validation to report.
   pairs, _ = _read('csv', tmp_path, '*.csv', label_column='label')

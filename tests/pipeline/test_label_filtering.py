@@ -81,7 +81,7 @@ def _run(component):
       'fresh,good\nplot,a story\n',
       "line 3: label 'plot' is not in the schema's",
     ),
-    ('labeled', '1,good\n,no label\n0,bad\n', "line 3: no label (the label column 'category'"),
+    ('labeled', '1,good\n,no label\n0,bad\n', "line 3: no label (column 'category' is empty)"),
   ],
 )
 def test_a_row_the_schemas_labels_refuse_stops_example_gen_at_its_file_and_line(
