@@ -109,9 +109,13 @@ def _check_preset(train: trainer_config.TrainerConfig) -> None:
     raise ConfigError(f'train.preset: {preset}: task {train.task}: {problem}')
 
 
-def label_rules(path: str) -> Tuple[Optional[Tuple[str, ...]], bool]:
+def label_rules(path: str, per_row: bool = False) -> Tuple[Optional[Tuple[str, ...]], bool]:
   """The string domain of the `label` feature of the schema at `path` (None: it has none), and
-  whether the schema requires a label in every example (presence min_fraction 1)."""
+  whether the schema requires a label in every example (presence min_fraction 1).
+
+  `per_row`: the rules every single row must meet, as ExampleGen checks them: a domain the
+  schema lets a share of rows leave (distribution_constraints min_domain_mass below 1) is None
+  there, for the validator to weigh over the whole split."""
   from google.protobuf import text_format
   from tensorflow_metadata.proto.v0 import schema_pb2
 
@@ -122,6 +126,8 @@ def label_rules(path: str) -> Tuple[Optional[Tuple[str, ...]], bool]:
     if feature.name != contract.LABEL_KEY:
       continue
     required = feature.presence.min_fraction >= 1.0
+    if per_row and feature.distribution_constraints.min_domain_mass < 1.0:
+      return None, required
     if feature.HasField('string_domain'):
       return tuple(feature.string_domain.value), required
     for domain in schema.string_domain:

@@ -34,7 +34,7 @@ def _example_gen(config: config_lib.PipelineConfig, input_base: Optional[str]):
   labeled = config.train.task == contract.CLASSIFY
   # The schema's label rules, checked as rows are read: an error then names the file and line.
   domain, require_label = (
-    config_checks.label_rules(config.schema_file) if labeled else (None, False)
+    config_checks.label_rules(config.schema_file, per_row=True) if labeled else (None, False)
   )
   return example_gen_lib.create_example_gen(
     data.format,

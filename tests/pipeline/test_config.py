@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from pipeline import config as config_lib
+from pipeline import config_checks
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = os.path.join(REPO, 'pipeline', 'configs')
@@ -593,3 +594,23 @@ def test_report_prompts_come_from_the_config_and_an_empty_one_is_refused(tmp_pat
   assert config.evaluation.prompts == ('the film', 'a story')
   with pytest.raises(config_lib.ConfigError, match=r'evaluation\.prompts: a prompt is empty'):
     config_lib.load_config(_write(tmp_path, "evaluation: {prompts: ['x', ' ']}\n"))
+
+
+def test_examplegen_checks_only_the_label_rules_every_row_must_meet(tmp_path):
+  """A domain the schema lets a share of rows leave, or an optional label, is the validator's
+  to weigh over the split: ExampleGen's per-row check leaves it alone."""
+  with open(os.path.join(REPO, 'schemas', 'rotten_tomatoes', 'schema.pbtxt')) as f:
+    strict = f.read()
+  path = tmp_path / 'schema.pbtxt'
+  path.write_text(strict)
+  assert config_checks.label_rules(str(path), per_row=True) == (('fresh', 'rotten'), True)
+  tolerant = strict.replace(
+    'domain: "label"\n', 'domain: "label"\n  distribution_constraints { min_domain_mass: 0.9 }\n'
+  ).replace(
+    'presence { min_fraction: 1.0 min_count: 1 }\n  shape { dim { size: 1 } }\n}\nstring',
+    'presence { min_fraction: 0.5 }\n  shape { dim { size: 1 } }\n}\nstring',
+  )
+  path.write_text(tolerant)
+  assert config_checks.label_rules(str(path), per_row=True) == (None, False)
+  # The config's own checks still see the whole domain.
+  assert config_checks.label_rules(str(path)) == (('fresh', 'rotten'), False)
