@@ -14,56 +14,59 @@ os.environ.setdefault('GRPC_VERBOSITY', 'ERROR')
 os.environ.setdefault('ABSL_MIN_LOG_LEVEL', '2')
 
 # The test files of the default suite that take a second or more, longest first (the sums of
-# their tests' wall seconds in one `make test` with --cpu-times, 2026-12-04). Each file runs
-# whole on one worker (its module fixtures are built once) and a worker takes the next file from
-# the front of this list when it is nearly out of work: longest first leaves only short files
-# for the end, so both workers finish at about the same time. Order only; a file missing here
-# runs all the same, after these.
+# their tests' wall seconds in one idle `make test` with --cpu-times, 2026-12-05; files added
+# since, from a run on 2026-12-06 scaled to it). Each file runs whole on one worker (its module
+# fixtures are built once) and a worker takes the next file from the front of this list when it
+# is nearly out of work: longest first leaves only short files for the end, so both workers
+# finish at about the same time. Order only; a file missing here runs all the same, after these.
 LONGEST_FIRST = (
   'tests/pipeline/test_demo.py',
   'tests/trainer/test_task.py',
   'tests/trainer/test_training.py',
-  'tests/components/test_pipeline_run.py',
-  'tests/trainer/test_tokenizers.py',
-  'tests/trainer/test_pipeline_trainer.py',
-  'tests/pipeline/test_pipeline_e2e.py',
-  'tests/pipeline/test_kubeflow_runner.py',
-  'tests/pipeline/test_console.py',
-  'tests/test_transform_bench.py',
-  'tests/trainer/test_faults.py',
-  'tests/pipeline/test_pipeline_preset.py',
   'tests/trainer/test_generation.py',
-  'tests/trainer/test_adapters.py',
-  'tests/components/test_example_gen.py',
-  'tests/trainer/test_preprocessing.py',
-  'tests/pipeline/test_multi_worker.py',
+  'tests/components/test_pipeline_run.py',
+  'tests/trainer/test_pipeline_trainer.py',
+  'tests/trainer/test_tokenizers.py',
+  'tests/trainer/test_faults.py',
+  'tests/pipeline/test_pipeline_e2e.py',
+  'tests/pipeline/test_pipeline_preset.py',
   'tests/serving/test_load_and_hot_swap.py',
+  'tests/trainer/test_adapters.py',
+  'tests/pipeline/test_console.py',
   'tests/trainer/test_distillation.py',
-  'tests/trainer/test_pretrained.py',
+  'tests/trainer/test_preprocessing.py',
+  'tests/pipeline/test_kubeflow_runner.py',
+  'tests/pipeline/test_multi_worker.py',
+  'tests/components/test_example_gen.py',
+  'tests/serving/test_rest_answers.py',
   'tests/pipeline/test_beam_pool.py',
-  'tests/serving/test_real_exports.py',
   'tests/trainer/test_quantization.py',
-  'tests/serving/test_hostile.py',
+  'tests/trainer/test_pretrained.py',
   'tests/serving/test_admission.py',
+  'tests/serving/test_real_exports.py',
   'tests/serving/test_server_cli.py',
-  'tests/components/test_vocabulary.py',
+  'tests/serving/test_hostile.py',
   'tests/trainer/test_hf_tokenizer.py',
+  'tests/components/test_vocabulary.py',
   'tests/trainer/test_export.py',
+  'tests/components/test_evaluator.py',
   'tests/serving/test_manager.py',
   'tests/serving/test_fuzz.py',
+  'tests/trainer/test_optimization.py',
   'tests/trainer/test_hf_checkpoints.py',
-  'tests/serving/test_grpc_service.py',
   'tests/serving/test_batching.py',
-  'tests/components/test_transform.py',
-  'tests/pipeline/test_demo_data.py',
+  'tests/pipeline/test_tfx_api.py',
   'tests/trainer/test_models.py',
+  'tests/pipeline/test_demo_data.py',
+  'tests/test_collector.py',
+  'tests/serving/test_grpc_service.py',
   'tests/serving/test_model_config.py',
   'tests/trainer/test_inputs.py',
   'tests/test_packaging.py',
+  'tests/components/test_transform.py',
   'tests/serving/test_rest_api.py',
   'tests/serving/test_bad_requests.py',
   'tests/serving/test_tls.py',
-  'tests/components/test_evaluator.py',
 )
 
 # Files whose tests share no module or session fixture and each take minutes: their tests are
