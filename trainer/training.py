@@ -147,6 +147,10 @@ class Loop:
     self.accum = config.grad_accum_steps
     with strategy.scope():
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='global_step')
+      if not optimizer.built:
+        # Now, as the Trainer and Keras' `fit` do, not in the first traced step: made there,
+        # each moment gets an initialize-once conditional and the step is traced twice.
+        optimizer.build(model.trainable_variables)
     self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=self.step)
     checkpoint_dir = checkpoint_dir or os.path.join(run_dir, CHECKPOINT_DIR)
     self.checkpoint_dir = checkpoint_dir

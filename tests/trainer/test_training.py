@@ -75,6 +75,18 @@ def _step(loop, batch):
   return loop._train_step(iterator).numpy()
 
 
+def test_the_step_is_traced_once_though_the_caller_left_the_optimizer_unbuilt(tmp_path):
+  """The Loop makes the optimizer's variables before its first step (`_loop` leaves them to
+  it): made inside the traced step, each would get a conditional and the step a second trace."""
+  loop = _loop('classify', tmp_path)
+  assert loop.optimizer.built
+  assert len(loop.optimizer.variables) > 2 * len(loop.model.trainable_variables)
+  for _ in range(2):
+    _step(loop, _batch('classify', 4))
+  assert loop._train_step.experimental_get_tracing_count() == 1
+  assert int(loop.optimizer.iterations) == 2
+
+
 def test_accumulating_two_half_batches_equals_one_full_batch(tmp_path):
   batch = _batch('classify', 8)
   whole = _loop('classify', tmp_path, sgd=True)
