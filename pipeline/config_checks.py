@@ -197,6 +197,63 @@ def _check_finetune(config: PipelineConfig) -> None:
       raise ConfigError(problem)
 
 
+# Size fields whose value shapes a backbone weight: pretrain's weights load into train's model
+# only when each is the same (trainer/models.py load_backbone_weights refuses any difference).
+_SIZE_FIELDS = ('num_layers', 'hidden_dim', 'num_heads', 'intermediate_dim')
+
+
+def _check_warm_start(config: PipelineConfig) -> None:
+  """A `pretrain` stage's backbone loads into `train`'s, weight by weight: the same family
+  (mlm pretrains a BertBackbone for mlm and classify, clm a GPT2Backbone for clm), the same
+  size and the same `seq_len` (the position embedding has one row per position). Refused here,
+  not by the Trainer after pretraining ran."""
+  pretrain, train = config.pretrain, config.train
+  family = contract.TASK_BACKBONES[train.task]
+  if contract.TASK_BACKBONES[pretrain.task] != family:
+    fits = [t for t in (contract.MLM, contract.CLM) if contract.TASK_BACKBONES[t] == family]
+    raise ConfigError(
+      f'pretrain.task: {pretrain.task} pretrains a {contract.TASK_BACKBONES[pretrain.task]}, '
+      f'but train.task {train.task} warm-starts a {family} from it: write pretrain.task: '
+      f'{" or ".join(fits)}'
+    )
+  if pretrain.seq_len != train.seq_len:
+    raise ConfigError(
+      f'pretrain.seq_len: {pretrain.seq_len}, train.seq_len: {train.seq_len}: train warm-starts '
+      'from the pretrained model, whose position embedding has one row per position: write '
+      f'the same in both (e.g. train.seq_len: {pretrain.seq_len})'
+    )
+  if pretrain.model_dims() == train.model_dims():
+    return
+  keys = [k for k in _SIZE_FIELDS if getattr(pretrain, k) != getattr(train, k)]
+  if pretrain.model_size != train.model_size:
+    keys.insert(0, 'model_size')
+  given = ', '.join(
+    f'{stage}.{k}: {_unset(getattr(cfg, k))}'
+    for k in keys
+    for stage, cfg in (('pretrain', pretrain), ('train', train))
+  )
+  fixes = ', '.join(
+    f'train.{k}: {getattr(pretrain, k)}' if getattr(pretrain, k) is not None else f'no train.{k}'
+    for k in keys
+  )
+  raise ConfigError(
+    f'{given}: train warm-starts from the pretrained backbone, so both must be the same size '
+    f'(pretrain: {_dims(pretrain)}; train: {_dims(train)}): write {fixes}'
+  )
+
+
+def _unset(value) -> str:
+  return 'unset' if value is None else str(value)
+
+
+def _dims(stage: trainer_config.TrainerConfig) -> str:
+  size = stage.model_dims()
+  return (
+    f'{size.num_layers} layers, hidden {size.hidden_dim}, {size.num_heads} heads, '
+    f'feed-forward {size.intermediate_dim}'
+  )
+
+
 def _check_compression(config: PipelineConfig) -> None:
   """export.quantize and the distill stage against the rest of the config."""
   quantized = config.export.quantize != contract.QUANTIZE_NONE
@@ -306,6 +363,7 @@ def validate(config: PipelineConfig) -> None:
       raise ConfigError(
         'pretrain with a preset: set train.preset alone (the preset is the pretrained model)'
       )
+    _check_warm_start(config)
   if config.train.preset:
     _check_preset(config.train)
   _check_compression(config)

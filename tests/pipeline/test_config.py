@@ -13,6 +13,8 @@ from pipeline import config_checks
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = os.path.join(REPO, 'pipeline', 'configs')
+# The step counts every training stage needs.
+STEPS = {'train_steps': 2, 'eval_steps': 1}
 
 
 def _write(tmp_path, text):
@@ -424,6 +426,66 @@ def test_lora_and_freeze_without_a_pretrained_backbone_or_its_layers_are_refused
   path = _write(tmp_path, json.dumps(sections) + '\n')
   with pytest.raises(config_lib.ConfigError, match=f'^{re.escape(f"{path}: {message}")}'):
     config_lib.load_config(path)
+
+
+@pytest.mark.parametrize(
+  'pretrain, train, message',
+  [
+    (
+      {'task': 'mlm', 'seq_len': 64},
+      {'seq_len': 32},
+      'pretrain.seq_len: 64, train.seq_len: 32: .* write the same in both '
+      r'\(e.g. train.seq_len: 64\)',
+    ),
+    (
+      {'task': 'clm'},
+      {},
+      'pretrain.task: clm pretrains a GPT2Backbone, but train.task classify warm-starts a '
+      'BertBackbone from it: write pretrain.task: mlm',
+    ),
+    ({'task': 'mlm'}, {'task': 'clm'}, 'pretrain.task: mlm .* write pretrain.task: clm'),
+    (
+      {'task': 'mlm', 'model_size': 'small'},
+      {'model_size': 'tiny'},
+      'pretrain.model_size: small, train.model_size: tiny: .* write train.model_size: small',
+    ),
+    (
+      {'task': 'mlm', 'num_heads': 4},
+      {},
+      'pretrain.num_heads: 4, train.num_heads: unset: .* write train.num_heads: 4',
+    ),
+    (
+      {'task': 'mlm'},
+      {'intermediate_dim': 256},
+      'pretrain.intermediate_dim: unset, train.intermediate_dim: 256: .* write no '
+      'train.intermediate_dim',
+    ),
+  ],
+)
+def test_a_pretrain_stage_whose_weights_cannot_warm_start_train_is_refused_naming_both_keys(
+  tmp_path, pretrain, train, message
+):
+  # It used to fail in the Trainer's warm start, after the pretraining stage ran.
+  sections = {'pretrain': {**pretrain, **STEPS}, 'train': {'task': 'classify', **train, **STEPS}}
+  path = _write(tmp_path, json.dumps(sections) + '\n')
+  with pytest.raises(config_lib.ConfigError, match=f'^{re.escape(path)}: {message}'):
+    config_lib.load_config(path)
+
+
+@pytest.mark.parametrize(
+  'pretrain, train',
+  [
+    ({'task': 'mlm', 'seq_len': 64}, {'task': 'classify', 'seq_len': 64}),
+    ({'task': 'mlm', 'hidden_dim': 256}, {'task': 'mlm', 'hidden_dim': 256}),
+    (
+      {'task': 'clm', 'model_size': 'small'},
+      {'task': 'clm', 'num_layers': 4, 'hidden_dim': 256, 'num_heads': 4},
+    ),
+  ],
+)
+def test_a_pretrain_stage_of_the_train_stages_backbone_is_accepted(tmp_path, pretrain, train):
+  sections = {'pretrain': {**pretrain, **STEPS}, 'train': {**train, **STEPS}}
+  config_lib.load_config(_write(tmp_path, json.dumps(sections) + '\n'))
 
 
 def test_a_preset_path_with_a_tilde_or_to_a_file_says_what_to_give(tmp_path):
