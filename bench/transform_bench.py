@@ -148,7 +148,7 @@ def pipeline_config(corpus: str, root: str, workers: int, shuffle: bool):
         'text_mode': contract.LINE,
         'shuffle': shuffle,
       },
-      'train': {'task': contract.MLM, 'seq_len': 128},
+      'train': {'task': contract.MLM, 'seq_len': 128, 'train_steps': 2, 'eval_steps': 1},
       'beam': {'direct_num_workers': workers},
     }
   )

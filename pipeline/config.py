@@ -4,7 +4,7 @@ A config file is a YAML mapping whose sections match `PipelineConfig`'s fields:
 
     pipeline_name: imdb
     data: {format: csv, input_base: data/imdb, label_column: sentiment}
-    train: {task: classify, model_size: tiny, train_steps: 500}
+    train: {task: classify, model_size: tiny, train_steps: 500, eval_steps: 20}
 
 Overrides use dotted keys with YAML values: `--set train.learning_rate=3e-4`.
 Every error names the key, what was wrong and where it came from, e.g.
@@ -308,8 +308,11 @@ class PipelineConfig:
     data: where the text comes from.
     vocabulary: the vocabulary to learn (with `train.preset` set, the preset's tokenizer is
       imported instead and these settings are unused).
-    pretrain: an optional `mlm` (or `clm`) pretraining stage whose model warm-starts `train`.
-    train: the final training stage, whose model is evaluated and pushed.
+    pretrain: an optional `mlm` (or `clm`) pretraining stage whose model warm-starts `train`:
+      the same backbone (`mlm` for `classify` and `mlm`, `clm` for `clm`), size and `seq_len`.
+    train: the final training stage, whose model is evaluated and pushed. Each stage (`pretrain`,
+      `train`, `distill.student`) needs `train_steps` and `eval_steps`: its Trainer's TrainArgs
+      and EvalArgs.
     export: how `train`'s model is exported (`quantize`: trainer/compression_config.py).
     distill: an optional stage after `train`: a student classifier trained on a teacher's soft
       labels, evaluated and pushed under its own name (trainer/compression_config.py).

@@ -285,6 +285,20 @@ def _check_compression(config: PipelineConfig) -> None:
       raise ConfigError(f'distill.teacher: folder {path!r} does not exist')
 
 
+def _check_steps(config: PipelineConfig) -> None:
+  """Each training stage's step counts: the pipeline passes them to its Trainer as TrainArgs and
+  EvalArgs, which without them fails after ExampleGen and Transform ran."""
+  stages = [('train', config.train)]
+  if config.pretrain is not None:
+    stages.insert(0, ('pretrain', config.pretrain))
+  if config.distill is not None:
+    stages.append(('distill.student', config.distill.student))
+  for section, stage in stages:
+    for key in ('train_steps', 'eval_steps'):
+      if getattr(stage, key) is None:
+        raise ConfigError(f'{section}.{key}: required, a positive integer')
+
+
 def validate(config: PipelineConfig) -> None:
   """Cross-field checks, and that every local input path exists (fields check themselves)."""
   data = config.data
@@ -380,6 +394,7 @@ def validate(config: PipelineConfig) -> None:
   ):
     if '://' not in folder and os.path.isfile(folder):
       raise ConfigError(f'{key}: {folder!r} is a file; give a folder (it is created if missing)')
+  _check_steps(config)
   kubeflow = config.kubeflow
   if (kubeflow.trainer_replicas > 1 or kubeflow.trainer_tpu) and not kubeflow.vertex_project:
     raise ConfigError(

@@ -39,7 +39,7 @@ def test_perplexity_names_the_outputs_it_needs():
 
 
 def test_label_classes_read_from_the_curated_schema():
-  config = config_lib.from_dict({})
+  config = config_lib.from_dict({'train': {'task': 'classify', 'train_steps': 2, 'eval_steps': 1}})
   assert evaluation.label_classes(config.schema_file) == 2
 
 

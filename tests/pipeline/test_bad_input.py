@@ -18,6 +18,7 @@ def _config_file(tmp_path, **sections):
     'pipeline_name': 'badinput',
     'outputs_dir': str(tmp_path / 'outputs'),
     'data': {'format': 'csv', 'input_base': str(data)},
+    'train': {'task': 'classify', 'train_steps': 2, 'eval_steps': 1},
   }
   config.update(sections)
   path = tmp_path / 'config.yaml'
@@ -196,3 +197,28 @@ def test_a_run_called_in_process_leaves_logging_as_it_found_it(tmp_path, capsys,
   )
   logging.getLogger('tfx').warning('after the run')
   assert 'after the run' not in log.read_text()
+
+
+@pytest.mark.parametrize(
+  'sections, key',
+  [
+    ({'train': {'task': 'classify', 'eval_steps': 1}}, 'train.train_steps'),
+    ({'train': {'task': 'classify', 'train_steps': None, 'eval_steps': 1}}, 'train.train_steps'),
+    ({'train': {'task': 'classify', 'train_steps': 2}}, 'train.eval_steps'),
+    ({'pretrain': {'task': 'mlm', 'eval_steps': 1}}, 'pretrain.train_steps'),
+    ({'pretrain': {'task': 'mlm', 'train_steps': 2, 'eval_steps': None}}, 'pretrain.eval_steps'),
+    ({'distill': {'student': {'task': 'classify', 'seq_len': 128}}}, 'distill.student.train_steps'),
+  ],
+)
+def test_a_training_stage_without_its_step_counts_is_refused_before_anything_runs(
+  tmp_path, capsys, sections, key
+):
+  # They are its Trainer's TrainArgs and EvalArgs: without them, it failed after ExampleGen and
+  # Transform ran.
+  path = _config_file(tmp_path, **sections)
+  with pytest.raises(config_lib.ConfigError) as error:
+    config_lib.load_config(str(path))
+  assert str(error.value) == f'{path}: {key}: required, a positive integer'
+  assert local_runner.main(['--config', str(path)]) == 2
+  assert capsys.readouterr().err.strip() == f'error: {path}: {key}: required, a positive integer'
+  assert not (tmp_path / 'outputs' / 'root').exists()

@@ -12,6 +12,7 @@ def _config(data_dir, file_pattern='', **beam):
   return config_lib.from_dict(
     {
       'data': {'format': 'csv', 'input_base': str(data_dir), 'file_pattern': file_pattern},
+      'train': {'task': 'classify', 'train_steps': 2, 'eval_steps': 1},
       'beam': beam,
     }
   )
@@ -63,6 +64,11 @@ def test_explicit_settings_win_over_the_size(tmp_path):
 
 
 def test_remote_input_runs_worker_processes():
-  config = config_lib.from_dict({'data': {'format': 'csv', 'input_base': 'gs://bucket/data'}})
+  config = config_lib.from_dict(
+    {
+      'data': {'format': 'csv', 'input_base': 'gs://bucket/data'},
+      'train': {'task': 'classify', 'train_steps': 2, 'eval_steps': 1},
+    }
+  )
   assert local_runner.input_bytes(config) is None
   assert local_runner.beam_args(config, num_cpus=2)[:3] == MULTI

@@ -182,7 +182,13 @@ def _data_outputs(tmp_path, name, pool):
         'label_column': 'sentiment',
       },
       'vocabulary': {'size': 60},
-      'train': {'task': 'classify', 'model_size': 'tiny', 'seq_len': 16},
+      'train': {
+        'task': 'classify',
+        'model_size': 'tiny',
+        'seq_len': 16,
+        'train_steps': 2,
+        'eval_steps': 1,
+      },
       'beam': {'direct_num_workers': 2},
     }
   )

@@ -13,8 +13,9 @@ from pipeline import config_checks
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = os.path.join(REPO, 'pipeline', 'configs')
-# The step counts every training stage needs.
+# The step counts every training stage needs: as a section's keys, and as train's overrides.
 STEPS = {'train_steps': 2, 'eval_steps': 1}
+TRAIN_STEPS = [f'train.{key}={value}' for key, value in STEPS.items()]
 
 
 def _write(tmp_path, text):
@@ -53,7 +54,7 @@ def test_overrides_are_typed_and_nested():
 
 def test_relative_paths_are_taken_from_the_config_folder(tmp_path):
   (tmp_path / 'data').mkdir()
-  config = config_lib.load_config(_write(tmp_path, 'data: {input_base: data}\n'))
+  config = config_lib.load_config(_write(tmp_path, 'data: {input_base: data}\n'), TRAIN_STEPS)
   assert config.resolve_path(config.data.input_base) == str(tmp_path / 'data')
 
 
@@ -107,7 +108,7 @@ def test_invalid_yaml_is_reported_with_the_file(tmp_path):
 def test_an_unquoted_glob_override_is_the_glob_and_broken_yaml_is_still_refused(tmp_path):
   (tmp_path / 'data').mkdir()
   config = config_lib.load_config(
-    _write(tmp_path, 'data: {input_base: data}\n'), ['data.file_pattern=*.txt']
+    _write(tmp_path, 'data: {input_base: data}\n'), ['data.file_pattern=*.txt', *TRAIN_STEPS]
   )
   assert config.data.file_pattern == '*.txt'
   with pytest.raises(config_lib.ConfigError, match=r"--set 'train.seq_len=\[1, 2': value is not"):
@@ -190,7 +191,7 @@ def test_pre_split_input_needs_train_and_eval_folders(tmp_path):
 
 
 def test_relative_outputs_dir_is_taken_from_the_config_folder(tmp_path):
-  config = config_lib.load_config(_write(tmp_path, 'outputs_dir: out\n'))
+  config = config_lib.load_config(_write(tmp_path, 'outputs_dir: out\n'), TRAIN_STEPS)
   assert config.resolved_outputs_dir == str(tmp_path / 'out')
 
 
@@ -275,7 +276,7 @@ def test_unsafe_names_are_refused_naming_the_allowed_characters(tmp_path, key, n
 @pytest.mark.parametrize('key', ['pipeline_name', 'serving.model_name'])
 @pytest.mark.parametrize('name', ['imdb', 'imdb-v2', 'lm_1.0', '7b'])
 def test_safe_names_are_accepted(tmp_path, key, name):
-  config = config_lib.load_config(_write(tmp_path, '{}\n'), [f'{key}={name}'])
+  config = config_lib.load_config(_write(tmp_path, '{}\n'), [f'{key}={name}', *TRAIN_STEPS])
   section, _, field = key.rpartition('.')
   assert getattr(getattr(config, section) if section else config, field) == name
 
@@ -301,7 +302,9 @@ def _preset_folder(path, backbone_class, **backbone_config):
 )
 def test_a_local_preset_of_the_tasks_backbone_is_accepted(tmp_path, task, backbone):
   preset = _preset_folder(tmp_path / 'preset', backbone)
-  config = config_lib.load_config(_write(tmp_path, f'train: {{task: {task}, preset: {preset}}}\n'))
+  config = config_lib.load_config(
+    _write(tmp_path, f'train: {{task: {task}, preset: {preset}}}\n'), TRAIN_STEPS
+  )
   assert config.train.preset == preset
 
 
@@ -403,7 +406,9 @@ def test_lora_and_freeze_layers_the_backbone_lacks_are_refused_when_the_config_l
     'lora': {'train_layers': ['token_embedding', 'transformer_layer_1']},
     'freeze': {'layers': 2},
   }
-  config_lib.load_config(path, [f'train={json.dumps({"task": task, "preset": preset, **fitting})}'])
+  config_lib.load_config(
+    path, [f'train={json.dumps({"task": task, "preset": preset, **fitting})}', *TRAIN_STEPS]
+  )
 
 
 @pytest.mark.parametrize(
@@ -521,7 +526,9 @@ def test_a_folder_that_is_not_a_checkpoint_is_refused(tmp_path):
   ],
 )
 def test_remote_preset_handles_are_left_to_the_vocabulary_step(tmp_path, preset):
-  config = config_lib.load_config(_write(tmp_path, '{}\n'), [f'train.preset={preset}'])
+  config = config_lib.load_config(
+    _write(tmp_path, '{}\n'), [f'train.preset={preset}', *TRAIN_STEPS]
+  )
   assert config.train.preset == preset
 
 
@@ -531,7 +538,7 @@ def test_named_data_set_is_fetched_only_when_the_input_folder_is_asked_for(tmp_p
   fetched = []
   monkeypatch.setattr(demo_data, 'fetch', lambda name: fetched.append(name) or str(tmp_path))
   config = config_lib.load_config(
-    _write(tmp_path, f'data: {{input_base: "{demo_data.ROTTEN_TOMATOES}"}}\n')
+    _write(tmp_path, f'data: {{input_base: "{demo_data.ROTTEN_TOMATOES}"}}\n'), TRAIN_STEPS
   )
   assert not fetched  # validation does not download
   assert config_lib.input_base_dir(config) == str(tmp_path)
@@ -600,7 +607,8 @@ def test_label_values_must_be_the_schema_label_domain(tmp_path):
     config_lib.load_config(_labeled_config(tmp_path, 'label_values: [fresh, rotten]'))
   schema_dir = os.path.join(REPO, 'schemas', 'rotten_tomatoes')
   config = config_lib.load_config(
-    _labeled_config(tmp_path, f'label_values: [rotten, fresh], schema_dir: {schema_dir}')
+    _labeled_config(tmp_path, f'label_values: [rotten, fresh], schema_dir: {schema_dir}'),
+    ['train.task=classify', *TRAIN_STEPS],
   )
   assert config.data.label_values == ('rotten', 'fresh')
 
@@ -633,12 +641,12 @@ def test_shipped_preset_configs_load_with_a_hub_handle(name, task):
 
 
 def test_intermediate_compression_is_none_locally_and_gzip_remotely_unless_set():
-  auto = config_lib.from_dict({})
+  auto = config_lib.from_dict({'train': STEPS})
   assert auto.beam.intermediate_compression == 'auto'
   assert config_lib.intermediate_compression(auto) == 'none'
   assert config_lib.intermediate_compression(config_lib.remote_defaults(auto)) == 'gzip'
   for chosen in ('none', 'gzip'):
-    config = config_lib.from_dict({'beam': {'intermediate_compression': chosen}})
+    config = config_lib.from_dict({'beam': {'intermediate_compression': chosen}, 'train': STEPS})
     assert config_lib.intermediate_compression(config) == chosen
     assert config_lib.intermediate_compression(config_lib.remote_defaults(config)) == chosen
 
@@ -652,7 +660,9 @@ def test_unknown_intermediate_compression_lists_the_choices(tmp_path):
 
 
 def test_report_prompts_come_from_the_config_and_an_empty_one_is_refused(tmp_path):
-  config = config_lib.load_config(_write(tmp_path, 'evaluation: {prompts: [the film, a story]}\n'))
+  config = config_lib.load_config(
+    _write(tmp_path, 'evaluation: {prompts: [the film, a story]}\n'), TRAIN_STEPS
+  )
   assert config.evaluation.prompts == ('the film', 'a story')
   with pytest.raises(config_lib.ConfigError, match=r'evaluation\.prompts: a prompt is empty'):
     config_lib.load_config(_write(tmp_path, "evaluation: {prompts: ['x', ' ']}\n"))

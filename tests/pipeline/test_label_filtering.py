@@ -27,7 +27,11 @@ def _pipeline(tmp_path, label_values, pretrain=True, schema='rotten_tomatoes'):
     'schema_dir': os.path.join(REPO, 'schemas', schema),
   }
   config = config_lib.from_dict(
-    {'data': data, 'pretrain': {'task': 'mlm'} if pretrain else None, 'train': {'task': 'classify'}}
+    {
+      'data': data,
+      'pretrain': {'task': 'mlm', 'train_steps': 2, 'eval_steps': 1} if pretrain else None,
+      'train': {'task': 'classify', 'train_steps': 2, 'eval_steps': 1},
+    }
   )
   pipeline = pipeline_lib.create_pipeline(config, pipeline_root=str(tmp_path / 'root'))
   return {c.id: c for c in pipeline.components}

@@ -30,7 +30,9 @@ def _classify_summary():
 
 
 def test_text_prints_model_baseline_difference_and_eval_count():
-  config = config_lib.from_dict({'pipeline_name': 'demo', 'train': {'task': 'classify'}})
+  config = config_lib.from_dict(
+    {'pipeline_name': 'demo', 'train': {'task': 'classify', 'train_steps': 2, 'eval_steps': 1}}
+  )
   out = report.text(config, _classify_summary())
   assert re.search(r'same 1,000 eval examples', out)
   assert re.search(r'this model\s+accuracy 0\.8000', out)
@@ -40,7 +42,9 @@ def test_text_prints_model_baseline_difference_and_eval_count():
 
 
 def test_report_charts_train_and_eval_together_with_labelled_axes():
-  config = config_lib.from_dict({'pipeline_name': 'demo', 'train': {'task': 'classify'}})
+  config = config_lib.from_dict(
+    {'pipeline_name': 'demo', 'train': {'task': 'classify', 'train_steps': 2, 'eval_steps': 1}}
+  )
   page = report.render_report(config, _classify_summary())
   charts = re.findall(r'<svg.*?</svg>', page, flags=re.S)
   accuracy = [c for c in charts if 'aria-label="Trainer: accuracy"' in c]
@@ -55,7 +59,9 @@ def test_report_charts_train_and_eval_together_with_labelled_axes():
 
 def test_an_undefined_metric_says_why_instead_of_nan():
   # A model that never predicts "rotten": TFMA's precision for it is 0 / 0 (NaN).
-  config = config_lib.from_dict({'pipeline_name': 'demo', 'train': {'task': 'classify'}})
+  config = config_lib.from_dict(
+    {'pipeline_name': 'demo', 'train': {'task': 'classify', 'train_steps': 2, 'eval_steps': 1}}
+  )
   metrics = {
     'precision (label rotten)': float('nan'),
     'recall (label fresh)': float('nan'),
@@ -107,7 +113,7 @@ def test_the_query_printed_after_a_push_fits_the_task(task, tmp_path):
       'pipeline_name': 'p',
       'outputs_dir': str(tmp_path),
       'data': {'label_column': 'label' if task == 'classify' else None},
-      'train': {'task': task},
+      'train': {'task': task, 'train_steps': 2, 'eval_steps': 1},
       'serving': {'model_name': 'm'},
     }
   )
@@ -123,7 +129,11 @@ def test_the_query_printed_after_a_push_fits_the_task(task, tmp_path):
 
 def test_lm_summary_shows_perplexity_next_to_unigram_and_generations():
   config = config_lib.from_dict(
-    {'pipeline_name': 'lm', 'data': {'label_column': None}, 'train': {'task': 'clm'}}
+    {
+      'pipeline_name': 'lm',
+      'data': {'label_column': None},
+      'train': {'task': 'clm', 'train_steps': 2, 'eval_steps': 1},
+    }
   )
   run = summary.RunSummary(
     metrics={'perplexity': 80.0},

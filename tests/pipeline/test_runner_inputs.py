@@ -15,7 +15,13 @@ def _config(tmp_path, input_base):
       'outputs_dir': str(tmp_path / 'out'),
       'data': {'format': 'csv', 'input_base': input_base, 'text_column': 'text'},
       'vocabulary': {'size': 60},
-      'train': {'task': 'mlm', 'model_size': 'tiny', 'seq_len': 16},
+      'train': {
+        'task': 'mlm',
+        'model_size': 'tiny',
+        'seq_len': 16,
+        'train_steps': 2,
+        'eval_steps': 1,
+      },
     }
   )
 

@@ -17,6 +17,7 @@ from tfxlm import contract
 
 IMDB_SAMPLE = os.path.join(config_lib.REPO, 'pipeline', 'configs', 'imdb_sample.yaml')
 RT_SCHEMA = os.path.join(config_lib.REPO, 'schemas', 'rotten_tomatoes')
+STEPS = {'train_steps': 2, 'eval_steps': 1}
 
 
 def _components(config, tmp_path):
@@ -46,7 +47,11 @@ def _rt_config(tmp_path, label_values, pretrain_task, train_task):
     'schema_dir': RT_SCHEMA if train_task == contract.CLASSIFY else '',
   }
   return config_lib.from_dict(
-    {'data': data, 'pretrain': {'task': pretrain_task}, 'train': {'task': train_task}}
+    {
+      'data': data,
+      'pretrain': {'task': pretrain_task, **STEPS},
+      'train': {'task': train_task, **STEPS},
+    }
   )
 
 

