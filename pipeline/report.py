@@ -178,6 +178,10 @@ def svg_chart(
   height: int = 240,
 ) -> str:
   """A line chart of one metric: one polyline per series, labelled axes, a legend."""
+  # A non-finite point (a NaN loss) has no place on the axis, and would make the ticks NaN.
+  series = {
+    name: [(s, v) for s, v in points if math.isfinite(v)] for name, points in series.items()
+  }
   series = {name: points for name, points in series.items() if points}
   if not series:
     return ''
@@ -412,5 +416,18 @@ def write_report(config: config_lib.PipelineConfig, summary: RunSummary) -> List
     with open(target, 'w', encoding='utf-8') as f:
       f.write(page)
   with open(os.path.join(config.resolved_outputs_dir, contract.SUMMARY_FILE), 'w') as f:
-    json.dump(dataclasses.asdict(summary), f, indent=2, default=str)
+    json.dump(json_safe(dataclasses.asdict(summary)), f, indent=2, default=str, allow_nan=False)
   return targets
+
+
+def json_safe(value):
+  """`value` with every NaN or infinity as None: JSON has no such numbers (json.dump would
+  write `NaN`, which strict readers such as jq and JavaScript refuse). An undefined metric (0 / 0)
+  is null in summary.json; the report and the console say why."""
+  if isinstance(value, float):
+    return value if math.isfinite(value) else None
+  if isinstance(value, dict):
+    return {k: json_safe(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [json_safe(v) for v in value]
+  return value

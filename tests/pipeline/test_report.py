@@ -1,5 +1,6 @@
 """The run summary's text and report.html, from summaries built here (no pipeline run)."""
 
+import json
 import math
 import re
 
@@ -75,6 +76,35 @@ def test_an_undefined_metric_says_why_instead_of_nan():
   assert 'undefined: no eval example has this label' in page
   assert re.search(r'auc\s+undefined \(0 / 0 on these eval examples\)', out)
   assert '0.6000' in page
+
+
+def test_summary_json_writes_an_undefined_metric_as_null_and_the_report_says_why(tmp_path):
+  # json.dump wrote `NaN`, which is not JSON: strict readers (jq, JavaScript) refuse the file.
+  config = config_lib.from_dict(
+    {
+      'pipeline_name': 'demo',
+      'outputs_dir': str(tmp_path),
+      'train': {'task': 'classify', 'train_steps': 2, 'eval_steps': 1},
+    }
+  )
+  run = summary.RunSummary(
+    metrics={'precision (label 1)': float('nan'), 'sparse_categorical_accuracy': 0.7},
+    per_label={'label 1': {'auc': float('inf')}},
+    curves={'Trainer: train/loss': [(1, float('nan')), (2, 0.5)]},
+  )
+  report.write_report(config, run)
+  text = (tmp_path / contract.SUMMARY_FILE).read_text()
+
+  def refuse(constant):
+    raise ValueError(f'{constant} in summary.json')
+
+  written = json.loads(text, parse_constant=refuse)
+  assert written['metrics'] == {'precision (label 1)': None, 'sparse_categorical_accuracy': 0.7}
+  assert written['per_label'] == {'label 1': {'auc': None}}
+  assert written['curves'] == {'Trainer: train/loss': [[1, None], [2, 0.5]]}
+  page = (tmp_path / contract.REPORT_FILE).read_text()
+  assert 'undefined: the model predicted this label for no example' in page
+  assert not re.search(r'\bnan\b', page, re.I)
 
 
 def test_per_label_precision_and_recall_agree_with_the_confusion_matrix():
