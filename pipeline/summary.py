@@ -135,24 +135,68 @@ def _validation(evaluation_uri, summary: RunSummary):
   reasons = []
   for per_slice in result.metric_validations_per_slice:
     for failure in per_slice.failures:
-      threshold = failure.metric_threshold
-      bound = ''
-      if threshold.value_threshold.HasField('lower_bound'):
-        bound = f'lower bound {threshold.value_threshold.lower_bound.value:.4g}'
-      elif threshold.value_threshold.HasField('upper_bound'):
-        bound = f'upper bound {threshold.value_threshold.upper_bound.value:.4g}'
-      elif threshold.HasField('change_threshold'):
-        bound = (
-          f'allowed change {threshold.change_threshold.absolute.value:+.4g} against the '
-          'last blessed model'
-        )
+      name = failure.metric_key.name
       reasons.append(
-        f'{failure.metric_key.name} = {failure.metric_value.double_value.value:.4g}'
-        f' misses its {bound or "threshold"}'
+        why_not_blessed(
+          name,
+          failure.metric_threshold,
+          failure.metric_value.double_value.value,
+          summary.metrics.get(name),
+        )
       )
   if not result.validation_ok and not reasons:
     reasons = [f'validation failed (see {evaluation_uri})']
   summary.why = reasons
+
+
+def why_not_blessed(name: str, threshold, value: float, candidate: Optional[float]) -> str:
+  """One failed blessing threshold in words: the model's figure, the bound it misses and the
+  config key that sets it.
+
+  Args:
+    name: the metric's TFMA name.
+    threshold: the failed `tfma.MetricThreshold` (TFMA reports a value and a change threshold
+      as separate failures).
+    value: TFMA's figure: the candidate's metric, or for a change threshold its difference from
+      the baseline's (candidate - baseline), not the metric itself.
+    candidate: the candidate's overall metric, if known (the baseline's is then candidate - value).
+  """
+  from tensorflow_model_analysis.proto import config_pb2  # pylint: disable=g-import-not-at-top
+
+  from pipeline import evaluation  # pylint: disable=g-import-not-at-top
+
+  label, lower_key, upper_key, change_key = {
+    evaluation.ACCURACY: ('accuracy', 'min_accuracy', None, 'max_accuracy_drop'),
+    evaluation.PERPLEXITY: ('perplexity', None, 'max_perplexity', 'max_perplexity_rise'),
+  }.get(name, (name, None, None, None))
+
+  def key(field):
+    return f' (evaluation.{field})' if field else ''
+
+  bounds = threshold.value_threshold
+  if bounds.HasField('lower_bound'):
+    return f'{label} {value:.4g} is below the lower bound {bounds.lower_bound.value:.4g}' + key(
+      lower_key
+    )
+  if bounds.HasField('upper_bound'):
+    return f'{label} {value:.4g} is above the upper bound {bounds.upper_bound.value:.4g}' + key(
+      upper_key
+    )
+  if threshold.HasField('change_threshold'):
+    change = threshold.change_threshold
+    higher_is_better = change.direction == config_pb2.MetricDirection.HIGHER_IS_BETTER
+    allowed = abs(change.absolute.value)
+    side, allowance = ('below', 'drop') if higher_is_better else ('above', 'rise')
+    if candidate is None:
+      figures = f"{label} is {abs(value):.4g} {side} the last blessed model's"
+    else:
+      figures = (
+        f"{label} {candidate:.4g} is {abs(value):.4g} {side} the last blessed model's "
+        f'{candidate - value:.4g}'
+      )
+    setting = f', evaluation.{change_key}' if change_key else ''
+    return f'{figures} (allowed {allowance} {allowed:.4g}{setting})'
+  return f'{label} {value:.4g} misses its threshold'
 
 
 def _curves(model_run_dir) -> Dict[str, List[Tuple[int, float]]]:

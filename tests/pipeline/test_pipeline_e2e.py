@@ -203,7 +203,8 @@ def test_unmet_threshold_is_not_blessed_and_nothing_is_pushed(first_run, workspa
   _, run, out = _run(strict, capsys)
   assert run['blessed'] is False
   assert any(
-    'sparse_categorical_accuracy' in why and 'lower bound 1' in why for why in run['why']
+    why.startswith('accuracy ') and 'below the lower bound 1 (evaluation.min_accuracy)' in why
+    for why in run['why']
   ), run['why']
   assert run['pushed_path'] in (None, first['pushed_path'])
   assert sorted(os.listdir(os.path.join(config.serving_root, MODEL_NAME))) == versions

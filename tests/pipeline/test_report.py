@@ -107,6 +107,61 @@ def test_summary_json_writes_an_undefined_metric_as_null_and_the_report_says_why
   assert not re.search(r'\bnan\b', page, re.I)
 
 
+def _failure(name, value, diff=False, **threshold):
+  from tensorflow_model_analysis.proto import validation_result_pb2
+
+  failure = validation_result_pb2.ValidationFailure(metric_threshold=threshold)
+  failure.metric_key.name = name
+  failure.metric_key.is_diff = diff
+  failure.metric_value.double_value.value = value
+  return failure
+
+
+def test_not_blessed_says_the_models_figure_the_last_blessed_ones_and_the_setting(monkeypatch):
+  # It said `sparse_categorical_accuracy = -0.09756 misses its allowed change -0.01`: the value
+  # shown was the change from the last blessed model, not the accuracy.
+  import tensorflow_model_analysis as tfma
+  from tensorflow_model_analysis.proto import config_pb2, validation_result_pb2
+
+  higher, lower = (
+    config_pb2.MetricDirection.HIGHER_IS_BETTER,
+    config_pb2.MetricDirection.LOWER_IS_BETTER,
+  )
+  failures = [
+    _failure(
+      'sparse_categorical_accuracy',
+      -0.09756,
+      diff=True,
+      change_threshold={'direction': higher, 'absolute': {'value': -0.01}},
+    ),
+    _failure(
+      'sparse_categorical_accuracy', 0.7073, value_threshold={'lower_bound': {'value': 0.75}}
+    ),
+    _failure(
+      'perplexity', 3.5, diff=True, change_threshold={'direction': lower, 'absolute': {'value': 0}}
+    ),
+    _failure('perplexity', 85.5, value_threshold={'upper_bound': {'value': 50}}),
+  ]
+  result = validation_result_pb2.ValidationResult(validation_ok=False)
+  result.metric_validations_per_slice.add().failures.extend(failures)
+  monkeypatch.setattr(tfma, 'load_validation_result', lambda uri: result)
+  run = summary.RunSummary(metrics={'sparse_categorical_accuracy': 0.7073, 'perplexity': 85.5})
+  summary._validation('unused', run)
+  assert run.why == [
+    "accuracy 0.7073 is 0.09756 below the last blessed model's 0.8049 (allowed drop 0.01, "
+    'evaluation.max_accuracy_drop)',
+    'accuracy 0.7073 is below the lower bound 0.75 (evaluation.min_accuracy)',
+    "perplexity 85.5 is 3.5 above the last blessed model's 82 (allowed rise 0, "
+    'evaluation.max_perplexity_rise)',
+    'perplexity 85.5 is above the upper bound 50 (evaluation.max_perplexity)',
+  ]
+  run.blessed = False
+  config = config_lib.from_dict(
+    {'pipeline_name': 'demo', 'train': {'task': 'classify', 'train_steps': 2, 'eval_steps': 1}}
+  )
+  assert f'Model: NOT blessed: {run.why[0]}; {run.why[1]}' in report.text(config, run)
+
+
 def test_per_label_precision_and_recall_agree_with_the_confusion_matrix():
   # Three labels: TFMA's one-vs-rest at 0.5 gave recall 0.7 for `a` where every `a` was
   # predicted `a` (with probabilities under 0.5). The table must say what the matrix shows.
