@@ -1,6 +1,7 @@
 """Python runs this at every start in the project's environment (`./dev` and the Docker image
 put the repository on PYTHONPATH); it only acts for the `tfx` CLI, which imports TensorFlow before
-any of our code runs, so its C++ start-up lines would reach the console (see tfxlm/console.py).
+any of our code runs, so its C++ start-up lines would reach the console (see tfxlm/console.py),
+and which runs the pipeline file without telling it the pipeline asked for (tfxlm/tfx_cli.py).
 It then runs the `sitecustomize` it shadows (e.g. Debian's), if any.
 """
 
@@ -31,6 +32,14 @@ def _run_shadowed() -> None:
     spec.loader.exec_module(util.module_from_spec(spec))
 
 
+def _note_requested_pipeline() -> None:
+  # `tfx run create` runs the pipeline file without arguments: tell it the pipeline asked for.
+  from tfxlm import tfx_cli
+
+  tfx_cli.note_requested_pipeline(sys.argv, os.environ)
+
+
 if getattr(sys, 'argv', None) and os.path.basename(sys.argv[0]) == 'tfx':
+  _note_requested_pipeline()
   _quiet_tfx_cli()
 _run_shadowed()

@@ -3,10 +3,11 @@
     python -m pipeline.local_runner [--config pipeline/configs/demo.yaml] [--set KEY=VALUE ...]
 
 The TFX CLI runs this file too; it cannot pass arguments, so the config then comes from the
-TFXLM_CONFIG variable (default: the demo):
+TFXLM_CONFIG variable (default: the demo), at `run create` as at `pipeline create`; a config of
+another pipeline than `--pipeline_name` is refused (tfxlm/tfx_cli.py):
 
-    tfx pipeline create --engine local --pipeline_path pipeline/local_runner.py
-    tfx run create --engine local --pipeline_name <pipeline_name>
+    TFXLM_CONFIG=cfg.yaml tfx pipeline create --engine local --pipeline_path pipeline/local_runner.py
+    TFXLM_CONFIG=cfg.yaml tfx run create --engine local --pipeline_name <pipeline_name>
 """
 
 import argparse
@@ -20,7 +21,7 @@ import time
 from typing import List, Optional
 
 from pipeline import beam_policy
-from tfxlm import console
+from tfxlm import console, tfx_cli
 
 # The policy's names, which tests and benches use to run Beam as a local run does.
 FN_API_RUNNER = beam_policy.FN_API_RUNNER
@@ -263,6 +264,12 @@ def _run(argv, route_stderr: bool, run_scope: contextlib.ExitStack) -> int:
   except config_lib.ConfigError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
+  compiling = _compiling_for_cli()
+  # Before anything is written: the run.log of the pipeline the config names is kept.
+  mismatch = None if compiling else tfx_cli.mismatch(config.pipeline_name, path)
+  if mismatch:
+    print(f'error: {mismatch}', file=sys.stderr)
+    return 2
 
   log_path = os.path.join(config.resolved_outputs_dir, 'run.log')
   errors = sys.stderr
@@ -276,7 +283,6 @@ def _run(argv, route_stderr: bool, run_scope: contextlib.ExitStack) -> int:
       file=sys.stderr,
     )
     return 2
-  compiling = _compiling_for_cli()
   if route_stderr:
     # Before TensorFlow is imported: its C++ start-up lines go straight to descriptor 2. In the
     # CLI's process Python's stderr stays on the console: the CLI reports its own errors there.

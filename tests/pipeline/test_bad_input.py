@@ -8,6 +8,7 @@ import yaml
 
 from pipeline import config as config_lib
 from pipeline import local_runner
+from tfxlm import tfx_cli
 
 
 def _config_file(tmp_path, **sections):
@@ -222,3 +223,47 @@ def test_a_training_stage_without_its_step_counts_is_refused_before_anything_run
   assert local_runner.main(['--config', str(path)]) == 2
   assert capsys.readouterr().err.strip() == f'error: {path}: {key}: required, a positive integer'
   assert not (tmp_path / 'outputs' / 'root').exists()
+
+
+@pytest.mark.parametrize(
+  'argv, name',
+  [
+    (['tfx', 'run', 'create', '--engine', 'local', '--pipeline_name', 'probe-cli'], 'probe-cli'),
+    (['tfx', 'run', 'create', '--pipeline-name=probe-cli', '--engine', 'local'], 'probe-cli'),
+    (['tfx', 'pipeline', 'create', '--pipeline_path', 'pipeline/local_runner.py'], None),
+    (['tfx', 'run', 'list', '--pipeline_name', 'probe-cli'], None),
+  ],
+)
+def test_the_tfx_cli_notes_the_pipeline_run_create_asks_for(argv, name):
+  environ = {tfx_cli.PIPELINE_ENV: 'stale'}
+  tfx_cli.note_requested_pipeline(argv, environ)
+  assert environ.get(tfx_cli.PIPELINE_ENV) == name
+
+
+def test_a_tfx_run_of_another_pipeline_than_the_configs_is_refused_and_its_log_kept(
+  tmp_path, capsys, monkeypatch
+):
+  # `tfx run create --pipeline_name probe-cli` without TFXLM_CONFIG used to run the demo.
+  path = _config_file(tmp_path)
+  log = tmp_path / 'outputs' / 'run.log'
+  log.parent.mkdir()
+  log.write_text('the last run of badinput\n')
+
+  def build(config, pool=None):
+    raise ValueError(f'building {config.pipeline_name}')
+
+  monkeypatch.setattr(local_runner, 'build', build)  # nothing runs, whatever the outcome
+  monkeypatch.setenv(tfx_cli.PIPELINE_ENV, 'probe-cli')
+  assert local_runner.main(['--config', str(path)]) == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1, err
+  assert err.startswith(
+    f"error: tfx asked for pipeline 'probe-cli', but the config {path} is pipeline 'badinput'"
+  )
+  assert err.endswith(
+    'TFXLM_CONFIG=path/to/config.yaml tfx run create --engine local --pipeline_name probe-cli'
+  )
+  assert log.read_text() == 'the last run of badinput\n'
+  monkeypatch.setenv(tfx_cli.PIPELINE_ENV, 'badinput')  # the pipeline asked for: it is built
+  assert local_runner.main(['--config', str(path)]) == 2
+  assert 'building badinput' in capsys.readouterr().err

@@ -112,6 +112,23 @@ def test_tfx_pipeline_create_keeps_the_native_lines_in_a_log(tmp_path):
   _create(tmp_path, config)
 
 
+def test_tfx_run_create_refuses_a_config_of_another_pipeline_than_the_one_named(tmp_path):
+  # Without TFXLM_CONFIG (or with another one), `run create` ran the config's pipeline, not the
+  # one named: it printed 'Creating a run for pipeline: badinput', then ran the demo.
+  _, config = _bad_csv_config(tmp_path)
+  _create(tmp_path, config)
+  other = tmp_path / 'other.yaml'
+  other.write_text(config.read_text().replace('pipeline_name: badinput', 'pipeline_name: other'))
+  run = _tfx(['run', 'create', '--pipeline_name', 'badinput'], tmp_path, other)
+  console = run.stdout + run.stderr
+  assert run.returncode != 0, console
+  assert (
+    f"error: tfx asked for pipeline 'badinput', but the config {other} is pipeline 'other'"
+    in console
+  )
+  assert not (tmp_path / 'outputs' / 'root').exists() and 'Traceback' not in console
+
+
 @pytest.mark.slow
 def test_tfx_cli_errors_and_a_failing_runs_short_error_reach_the_console_without_native_lines(
   tmp_path,
