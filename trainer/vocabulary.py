@@ -44,6 +44,9 @@ from tensorflow_text.core.pybinds import (
 from tfxlm import contract
 
 SENTENCEPIECE_SPACE = '\u2581'
+# What Python's str.split() splits on (str.isspace): the SentencePiece learner joins a text's
+# words with one space (trainer/tokenizers.py), so the graph must collapse the same runs.
+WHITESPACE_RUN = r'[\t-\r\x{1c}-\x{20}\x{85}\p{Z}]+'
 # Words longer than this many bytes become [UNK] (FastBertTokenizer's own default).
 MAX_BYTES_PER_WORD = 100
 ROLES = ('pad', 'unk', 'start', 'end', 'mask')
@@ -308,6 +311,10 @@ class Vocabulary:
     tokenizer = tokenizer or self.tokenizer()
     if self.kind in contract.VOCAB_KINDS:
       text = normalize(text, **self.normalization)
+    if self.kind == contract.SENTENCEPIECE:
+      # The model never saw a newline or tab (the learner collapses whitespace): as is, one
+      # would be [UNK] and the next word split into characters.
+      text = collapse_whitespace(text)
     ids = tokenizer.tokenize(text)
     if ids.ragged_rank == 2:  # FastBertTokenizer: (batch, words, pieces).
       ids = ids.merge_dims(1, 2)
@@ -336,6 +343,12 @@ def normalize(text: tf.Tensor, *, lowercase: bool, strip_accents: bool, nfkc: bo
   if strip_accents:
     text = tf.strings.regex_replace(tf_text.normalize_utf8(text, 'NFD'), r'\p{Mn}', '')
   return text
+
+
+def collapse_whitespace(text: tf.Tensor) -> tf.Tensor:
+  """`' '.join(text.split())` in graph ops: what the SentencePiece learner trains on."""
+  text = tf.strings.regex_replace(text, WHITESPACE_RUN, ' ')
+  return tf.strings.regex_replace(text, '^ | $', '')
 
 
 @functools.lru_cache(maxsize=4)

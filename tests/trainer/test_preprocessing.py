@@ -16,7 +16,7 @@ from components import vocabulary
 from tfxlm import contract
 from trainer import preprocessing
 from trainer.config import TrainerConfig
-from trainer.vocabulary import SpecialTokens, Vocabulary, normalize
+from trainer.vocabulary import SpecialTokens, Vocabulary, collapse_whitespace, normalize
 
 TEXTS = [
   'The quick brown fox jumps over the lazy dog.',
@@ -111,6 +111,38 @@ def test_tokenize_matches_python_pipeline(tmp_path):
   uri, tokens = _vocab_dir(tmp_path / 'v')
   ids = Vocabulary.read(uri).tokenize(tf.constant(['The fox, Café!']))
   assert [tokens[i] for i in ids[0].numpy()] == ['the', 'fox', ',', 'cafe', '!']
+
+
+def test_collapse_whitespace_is_the_sentencepiece_learners_split_and_join():
+  spaces = ''.join(chr(c) for c in range(0x3001) if chr(c).isspace())
+  samples = [' the film\nwas\t\tgreat\r\n', f'a{spaces}b', spaces, '', 'x\u3000y\u2028z']
+  got = collapse_whitespace(tf.constant(samples)).numpy()
+  assert [g.decode() for g in got] == [' '.join(s.split()) for s in samples]
+
+
+def _sentencepiece_dir(path):
+  texts = [vocabulary.normalize_text(t) for t in TEXTS] * 20
+  os.makedirs(path, exist_ok=True)
+  tokens = vocabulary.train_sentencepiece(texts, 60, 'unigram', os.path.join(path, 'spm.model'))
+  spec = {'kind': 'sentencepiece', 'size': len(tokens), 'lowercase': True}
+  Vocabulary(tokens, {**spec, 'strip_accents': True, 'nfkc': True}).write(str(path))
+  return str(path), tokens
+
+
+def test_sentencepiece_reads_line_breaks_and_tabs_as_spaces_in_training_and_serving(tmp_path):
+  """The learner trains on whitespace collapsed to one space: so does the graph, or a newline
+  is [UNK] and the next word falls apart into characters."""
+  uri, tokens = _sentencepiece_dir(tmp_path / 'v')
+  texts = ['the quick fox', 'the quick\nfox', 'the\tquick \r\n fox\n', 'the\u00a0quick\u3000fox']
+  out, tft_output = _analyze_and_transform(
+    tmp_path, [{'text': t} for t in texts], _custom_config(uri, 'clm', 8)
+  )
+  trained = [list(o['token_ids']) for o in out]
+  assert contract.UNK_ID not in trained[0]
+  assert trained == [trained[0]] * len(texts)
+  served = tft_output.transform_features_layer()({'text': tf.constant([[t] for t in texts])})
+  served = tf.sparse.to_dense(served[contract.TOKEN_IDS_KEY]).numpy()
+  assert [list(row[: len(t)]) for row, t in zip(served, trained)] == trained
 
 
 def test_read_vocabulary_requires_reserved_tokens_first(tmp_path):
