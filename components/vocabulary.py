@@ -93,12 +93,20 @@ def _learn_and_write(
 def _train_spm_and_write(
   sample: list[str], stats: dict[str, int], *, output_uri: str, config: dict[str, Any]
 ) -> None:
-  vocab = train_sentencepiece(
-    sample,
-    config['vocab_size'],
-    config['sentencepiece_model_type'],
-    os.path.join(output_uri, contract.SPM_MODEL_FILE),
-  )
+  try:
+    vocab = train_sentencepiece(
+      sample,
+      config['vocab_size'],
+      config['sentencepiece_model_type'],
+      os.path.join(output_uri, contract.SPM_MODEL_FILE),
+    )
+  except tokenizers.VocabSizeError as e:
+    # Named as the pipeline config names it: the user's fix is that one setting.
+    raise validation.DataError(
+      f'vocabulary.size: {e.size} is below the {e.characters} distinct characters of the '
+      f'{config.get("train_split", "train")} split (SentencePiece needs every character); '
+      f'use at least {e.minimum} (with the {e.minimum - e.characters} reserved tokens)'
+    ) from None
   _write(output_uri, vocab, stats, config)
 
 

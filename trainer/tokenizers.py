@@ -128,6 +128,22 @@ def learn_wordpiece_vocab(
   return vocab
 
 
+class VocabSizeError(ValueError):
+  """The vocabulary size is below what the text needs (SentencePiece: a piece per character)."""
+
+  def __init__(self, size: int, characters: int, reserved: int):
+    self.size, self.characters, self.minimum = size, characters, characters + reserved
+    super().__init__(
+      f'{size} is below the {characters} distinct characters of the text plus {reserved} '
+      f'reserved tokens (SentencePiece needs a piece for every character); use at least '
+      f'{self.minimum}'
+    )
+
+
+# SentencePiece's own check, as its C++ words it: "... smaller than required_chars. 6 vs 65."
+_REQUIRED_CHARS = re.compile(r'smaller than required_chars\. (\d+) vs (\d+)')
+
+
 def train_sentencepiece(
   texts: Iterable[str],
   size: int,
@@ -139,39 +155,56 @@ def train_sentencepiece(
 
   Reserved tokens keep ids 0..4: `[PAD]` is the pad piece, `[UNK]` the unknown piece, the others
   control symbols. SentencePiece's own normalization is off (`identity`): text arrives normalized.
+  Runs of whitespace become one space here and in the graph (`vocabulary.collapse_whitespace`).
+
+  Raises:
+    VocabSizeError: `size` is below the text's characters plus the reserved tokens.
   """
   import sentencepiece as spm  # Optional dependency: only this kind needs it.
 
   if model_type not in SENTENCEPIECE_MODEL_TYPES:
     raise ValueError(f'model type {model_type!r} is not one of {SENTENCEPIECE_MODEL_TYPES}')
-  pad, unk, *control = reserved
   with tempfile.TemporaryDirectory() as tmp:
     sample = os.path.join(tmp, 'sample.txt')
     with open(sample, 'w', encoding='utf-8') as f:
       for text in texts:
+        # The graph collapses whitespace the same way (vocabulary.collapse_whitespace).
         f.write(' '.join(text.split()) + '\n')
-    spm.SentencePieceTrainer.train(
-      input=sample,
-      model_prefix=os.path.join(tmp, 'spm'),
-      vocab_size=size,
-      model_type=model_type,
-      normalization_rule_name='identity',
-      pad_id=0,
-      pad_piece=pad,
-      unk_id=1,
-      unk_piece=unk,
-      bos_id=-1,
-      eos_id=-1,
-      control_symbols=list(control),
-      hard_vocab_limit=False,
-      minloglevel=2,
-    )
+    try:
+      _train_sentencepiece_model(spm, sample, tmp, size, model_type, reserved)
+    except RuntimeError as e:
+      # Its C++ check, raised as is, names neither the setting nor the size that would do.
+      match = _REQUIRED_CHARS.search(str(e))
+      if not match:
+        raise
+      required = int(match.group(2))
+      raise VocabSizeError(size, required - len(reserved), len(reserved)) from None
     with open(os.path.join(tmp, 'spm.model'), 'rb') as f:
       model = f.read()
   with tf.io.gfile.GFile(model_path, 'wb') as f:
     f.write(model)
   processor = spm.SentencePieceProcessor(model_proto=model)
   return [processor.id_to_piece(i) for i in range(processor.get_piece_size())]
+
+
+def _train_sentencepiece_model(spm, sample, tmp, size, model_type, reserved) -> None:
+  pad, unk, *control = reserved
+  spm.SentencePieceTrainer.train(
+    input=sample,
+    model_prefix=os.path.join(tmp, 'spm'),
+    vocab_size=size,
+    model_type=model_type,
+    normalization_rule_name='identity',
+    pad_id=0,
+    pad_piece=pad,
+    unk_id=1,
+    unk_piece=unk,
+    bos_id=-1,
+    eos_id=-1,
+    control_symbols=list(control),
+    hard_vocab_limit=False,
+    minloglevel=2,
+  )
 
 
 # -- importing a keras-hub preset's tokenizer ---------------------------------------------------

@@ -152,6 +152,31 @@ def test_train_sentencepiece_keeps_reserved_ids(tmp_path):
   assert os.path.getsize(tmp_path / 'spm.model') > 0
 
 
+def test_train_sentencepiece_below_the_alphabet_says_the_size_that_would_do(tmp_path):
+  texts = [vocabulary.normalize_text(t) for t in FIVE_SENTENCES] * 20
+  characters = len(set(''.join(texts)))  # the space included: it is a piece too
+  with pytest.raises(vocabulary.tokenizers.VocabSizeError) as raised:
+    vocabulary.train_sentencepiece(texts, 6, 'unigram', str(tmp_path / 'spm.model'))
+  assert (raised.value.characters, raised.value.minimum) == (characters, characters + 5)
+  pieces = vocabulary.train_sentencepiece(texts, characters + 5, 'bpe', str(tmp_path / 'spm.model'))
+  assert len(pieces) == characters + 5
+
+
+def test_beam_job_names_the_sentencepiece_size_setting(tmp_path):
+  _write_examples(str(tmp_path / 'data.gz'), FIVE_SENTENCES)
+  out = tmp_path / 'vocab'
+  os.makedirs(out)
+  config = _config(kind='sentencepiece', vocab_size=6, train_split='train')
+  characters = len(set(''.join(vocabulary.normalize_text(t) for t in FIVE_SENTENCES)))
+  with pytest.raises(vocabulary.validation.DataError) as raised:
+    with beam.Pipeline(runner=local_runner.FN_API_RUNNER) as pipeline:
+      vocabulary.build_vocabulary_pipeline(pipeline, str(tmp_path / 'data.gz'), str(out), config)
+  assert str(raised.value).startswith(
+    f'vocabulary.size: 6 is below the {characters} distinct characters of the train split '
+    f'(SentencePiece needs every character); use at least {characters + 5} '
+  )
+
+
 def _write_examples(path, texts):
   with tf.io.TFRecordWriter(path, options='GZIP') as writer:
     for text in texts:
