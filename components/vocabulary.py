@@ -4,7 +4,8 @@ it writes is a `trainer.vocabulary.Vocabulary`.
 
 Over the training split it normalizes the text (lower-casing, accent stripping, NFKC: each
 configurable, and `trainer/preprocessing.py` applies the same before tokenizing), splits it into
-words the way BERT's pre-tokenizer does (whitespace, then each punctuation character alone), counts
+words the way the tokenizer (FastBertTokenizer) does (whitespace and control characters, then each
+punctuation character and each CJK ideograph alone), counts
 words per bundle in a dict and sums the partial counts per word, prunes rare words,
 keeps the most frequent, and learns the vocabulary with tensorflow-text's WordPiece algorithm
 (trainer/wordpiece_learner.py: the same vocabulary as its learner, computed with arrays).

@@ -29,9 +29,11 @@ Artifact files (names in `tfxlm.contract`): vocab.txt (every kind), vocab.json, 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
+import sys
 import tempfile
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -50,9 +52,6 @@ _MAX_UNIQUE_CHARS = 1000
 
 # -- learning (the Vocabulary component's algorithms) -------------------------------------------
 
-# BERT's pre-tokenizer: runs of letters/digits/marks, or one punctuation/symbol character.
-# (`_` counts as punctuation, as in BERT.)
-_WORD_RE = re.compile(r'[^\W_]+|[^\w\s]|_')
 _ACCENT_CATEGORY = 'Mn'
 
 
@@ -73,9 +72,44 @@ def normalize_text(
   return text
 
 
+# CJK ideographs, each its own word in BERT's pre-tokenizer (tensorflow-text's ranges).
+_CJK_RANGES = (
+  (0x4E00, 0x9FFF),
+  (0x3400, 0x4DBF),
+  (0x20000, 0x2A6DF),
+  (0x2A700, 0x2B73F),
+  (0x2B740, 0x2B81F),
+  (0x2B820, 0x2CEAF),
+  (0xF900, 0xFAFF),
+  (0x2F800, 0x2FA1F),
+)
+
+
+@functools.cache
+def _pre_tokenization() -> dict[int, str]:
+  """FastBertTokenizer's pre-tokenization as a `str.translate` table (faster than a regex over
+  these classes): whitespace and control and format characters (Cc, Cf) end a word, so they
+  become a space; each punctuation mark (ASCII's, Unicode's P*) and each CJK ideograph is a word
+  of its own, so it gets a space either side; everything else (letters, digits, marks, symbols
+  such as emoji) belongs to the word. Built once, from every code point."""
+  table = {}
+  for cp in range(sys.maxunicode + 1):
+    c = chr(cp)
+    category = unicodedata.category(c)
+    if c.isspace() or category in ('Cc', 'Cf'):
+      table[cp] = ' '
+    elif category.startswith('P') or (cp < 128 and not c.isalnum()):
+      table[cp] = f' {c} '
+  for first, last in _CJK_RANGES:
+    table.update((cp, f' {chr(cp)} ') for cp in range(first, last + 1))
+  return table
+
+
 def split_words(text: str) -> list[str]:
-  """Splits normalized text into words: on whitespace, with each punctuation mark its own word."""
-  return _WORD_RE.findall(text)
+  """Splits normalized text into words as the WordPiece tokenizer does (`_pre_tokenization`):
+  a word the learner counts is one the tokenizer looks up, so every learned entry can be
+  produced ('中文' cannot: the tokenizer gives '中', '文')."""
+  return text.translate(_pre_tokenization()).split()
 
 
 def learn_wordpiece_vocab(

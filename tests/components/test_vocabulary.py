@@ -47,6 +47,66 @@ def test_normalize_and_split_like_bert():
   ]
 
 
+CJK_SENTENCES = [
+  '我喜欢中文电影。',
+  '这部电影很好看，中文字幕也很好。',
+  '素晴らしい映画でした！',
+  '東京タワーは高い。',
+  '中文很难，但是很有意思。',
+  '映画館で素晴らしい時間を過ごした。',
+]
+
+
+def _wordpiece(tokens):
+  from trainer.vocabulary import Vocabulary
+
+  flags = {'lowercase': True, 'strip_accents': True, 'nfkc': True}
+  return Vocabulary(tokens, {'kind': 'wordpiece', **flags})
+
+
+def _pieces(vocab, texts):
+  return [[vocab.tokens[i] for i in row] for row in vocab.tokenize(tf.constant(texts)).to_list()]
+
+
+def test_split_words_splits_where_the_wordpiece_tokenizer_does():
+  """Every character, in a word: a space (word ends), a word of its own, or part of the word,
+  as FastBertTokenizer says (a vocabulary of 'a' and '##a': the three cases give different
+  ids). Code points unassigned in Python's Unicode data are left out: the tokenizer's ICU may be
+  newer."""
+  import unicodedata
+
+  vocab = _wordpiece(contract.RESERVED_TOKENS + ('a', '##a'))
+  points = [
+    c
+    for c in [*range(1, 0xD800), *range(0xE000, 0x10000), *range(0x1F300, 0x1F700), 0x20000]
+    if unicodedata.category(chr(c)) != 'Cn' and chr(c) != 'a'
+  ]
+  texts = ['a' + chr(c) + 'a' for c in points]
+  ids = vocab.tokenizer().tokenize(tf.constant(texts)).to_list()  # no normalization
+  got = [{(5, 5): 'space', (5, 1, 5): 'alone', (1,): 'word'}.get(tuple(i)) for i in ids]
+  want = [
+    {('a', 'a'): 'space', ('a', t[1], 'a'): 'alone', (t,): 'word'}.get(
+      tuple(vocabulary.split_words(t))
+    )
+    for t in texts
+  ]
+  assert [(hex(c), g, w) for c, g, w in zip(points, got, want) if g != w][:10] == []
+
+
+def test_cjk_ideographs_are_words_of_their_own_in_the_learner_as_in_the_tokenizer():
+  assert vocabulary.split_words('中文 素晴らしい') == ['中', '文', '素', '晴', 'らしい']
+  counts = _counts(CJK_SENTENCES * 5)
+  vocab = _wordpiece(vocabulary.learn_wordpiece_vocab(counts.items(), 150))
+  # Each learned word-initial entry is what the tokenizer gives for it: none is out of reach.
+  entries = [t for t in vocab.tokens[5:] if not t.startswith('##')]
+  assert _pieces(vocab, entries) == [[t] for t in entries]
+  # And CJK text becomes known pieces, word for word as the learner split it.
+  for text, pieces in zip(CJK_SENTENCES, _pieces(vocab, CJK_SENTENCES)):
+    assert contract.UNK not in pieces
+    words = ''.join(p[2:] if p.startswith('##') else ' ' + p for p in pieces).split()
+    assert words == vocabulary.split_words(vocabulary.normalize_text(text))
+
+
 def test_learn_wordpiece_vocab_on_five_sentences():
   vocab = vocabulary.learn_wordpiece_vocab(_counts(FIVE_SENTENCES).items(), 80)
   assert tuple(vocab[:5]) == contract.RESERVED_TOKENS
