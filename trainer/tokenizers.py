@@ -4,8 +4,10 @@ component's algorithms) or importing a pretrained checkpoint's; what a vocabular
 
 Kinds (recorded as `kind` in the Vocabulary artifact's vocab.json, never guessed):
   wordpiece             learned here (tensorflow-text's learner); NFKC / case folding / accent
-                        stripping as vocab.json says, then `FastBertTokenizer`.
-  sentencepiece         learned here (sentencepiece); `SentencepieceTokenizer`.
+                        stripping as vocab.json says, then `FastBertTokenizer`, whose word
+                        splitting (CJK ideographs alone) the learner's `split_words` repeats.
+  sentencepiece         learned here (sentencepiece); the same normalization, whitespace runs
+                        as one space (learner and graph), then `SentencepieceTokenizer`.
   preset_wordpiece      imported from a keras-hub preset (BERT family): keras-hub's own
   preset_bpe            tokenizer (`WordPieceTokenizer`, GPT-2's byte-level `BytePairTokenizer`,
   preset_sentencepiece  `SentencePieceTokenizer`), rebuilt from the artifact's copy of its config
