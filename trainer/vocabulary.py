@@ -307,7 +307,8 @@ class Vocabulary:
     )
 
   def tokenize(self, text: tf.Tensor, tokenizer=None) -> tf.RaggedTensor:
-    """(batch,) strings -> (batch, None) int64 token ids, normalized first for learned kinds."""
+    """(batch,) strings -> (batch, None) int64 token ids, normalized first for learned kinds
+    (and, for sentencepiece, whitespace runs made one space, as its learner saw the text)."""
     tokenizer = tokenizer or self.tokenizer()
     if self.kind in contract.VOCAB_KINDS:
       text = normalize(text, **self.normalization)
