@@ -157,6 +157,38 @@ def base_model_dir(base_model: str) -> str:
   )
 
 
+def check_base_vocabulary(base_model: str, folder: str, tokens: list) -> None:
+  """The base model's token vocabulary (its SavedModel's `assets/vocab.txt`, the transform
+  graph's copy) must be this run's, token by token: with another vocabulary of the same size
+  the weights would load and each embedding row would belong to another token.
+
+  Raises:
+    ValueError: naming both vocabularies' sizes and their first differing id.
+  """
+  path = os.path.join(folder, 'assets', contract.VOCAB_FILE)
+  if not tf.io.gfile.exists(path):
+    # Not one of this pipeline's exports; load_backbone_weights still checks the shapes.
+    logging.warning('base_model %s: no %s, its vocabulary is not checked', base_model, path)
+    return
+  theirs = export.read_lines(path)
+  if theirs == list(tokens):
+    return
+  first = next(
+    (i for i, (a, b) in enumerate(zip(theirs, tokens)) if a != b), min(len(theirs), len(tokens))
+  )
+
+  def at(vocab):
+    return repr(vocab[first]) if first < len(vocab) else 'past its end'
+
+  raise ValueError(
+    f"base_model {base_model} was trained with another vocabulary than this run's "
+    f'({len(theirs)} tokens there, {len(tokens)} here; id {first} is {at(theirs)} there, '
+    f'{at(tokens)} here): its embeddings would belong to other tokens. Train with the '
+    'vocabulary that model was trained with (the same data and vocabulary settings), or '
+    'leave base_model unset'
+  )
+
+
 def build_task_model(
   config: TrainerConfig, vocabularies: Vocabularies, base_model: str | None = None
 ) -> keras.Model:
@@ -173,9 +205,9 @@ def build_task_model(
   """
   backbone = models.build_backbone(config, len(vocabularies.tokens))
   if base_model:
-    path = os.path.join(
-      base_model_dir(base_model), contract.EXTRA_DIR, contract.BACKBONE_WEIGHTS_FILE
-    )
+    folder = base_model_dir(base_model)
+    check_base_vocabulary(base_model, folder, vocabularies.tokens)
+    path = os.path.join(folder, contract.EXTRA_DIR, contract.BACKBONE_WEIGHTS_FILE)
     loaded = models.load_backbone_weights(backbone, path)
     logging.info('warm start: loaded %d backbone weights from %s', loaded, path)
   return models.build_model(

@@ -17,7 +17,7 @@ from tfx.components.trainer import fn_args_utils
 
 from tests.trainer import trainer_data
 from tfxlm import contract
-from trainer import precision, task, training
+from trainer import models, precision, task, training
 from trainer.config import TrainerConfig
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -190,6 +190,44 @@ def test_warm_start_from_a_different_size_fails_loudly(mlm_run, classify_data, t
   config = trainer_data.tiny_config('classify', hidden_dim=32, intermediate_dim=64)
   with pytest.raises(ValueError, match='warm start .* failed'):
     _run(classify_data, tmp_path, config, base_model=mlm_run.serving_model_dir)
+
+
+def _fake_base_model(folder, config, tokens):
+  """A base model folder as an export lays it out: backbone weights and the vocabulary asset."""
+  backbone = models.build_backbone(config, len(tokens))
+  os.makedirs(os.path.join(folder, contract.EXTRA_DIR))
+  models.save_backbone_weights(
+    backbone, os.path.join(folder, contract.EXTRA_DIR, contract.BACKBONE_WEIGHTS_FILE)
+  )
+  os.makedirs(os.path.join(folder, 'assets'))
+  with open(os.path.join(folder, 'assets', contract.VOCAB_FILE), 'w') as f:
+    f.write(''.join(t + '\n' for t in tokens))
+  return backbone
+
+
+def test_warm_start_from_another_vocabulary_of_the_same_size_fails(tmp_path):
+  config = TrainerConfig.from_dict(trainer_data.tiny_config('mlm'))
+  _, tokens = trainer_data.write_vocab(str(tmp_path / 'vocab'))
+  base = str(tmp_path / 'base')
+  saved = _fake_base_model(base, config, tokens)
+  # Two tokens swapped: the same size, so every weight's shape matches.
+  other = list(tokens)
+  other[10], other[11] = other[11], other[10]
+  with pytest.raises(ValueError) as raised:
+    task.build_task_model(config, task.Vocabularies(other, None), base_model=base)
+  message = str(raised.value)
+  assert f'base_model {base}' in message and 'another vocabulary' in message
+  assert f'{len(tokens)} tokens there, {len(tokens)} here' in message
+  assert f'id 10 is {tokens[10]!r} there, {tokens[11]!r} here' in message
+  assert 'leave base_model unset' in message
+  # A shorter vocabulary is named by its end.
+  with pytest.raises(ValueError, match=f'id {len(tokens) - 1} is .* there, past its end here'):
+    task.build_task_model(config, task.Vocabularies(tokens[:-1], None), base_model=base)
+  # The vocabulary it was trained with loads.
+  model = task.build_task_model(config, task.Vocabularies(tokens, None), base_model=base)
+  np.testing.assert_array_equal(
+    np.array(model.backbone.token_embedding.embeddings), np.array(saved.token_embedding.embeddings)
+  )
 
 
 def test_tensorboard_scalars(clm_run):
