@@ -17,6 +17,8 @@ from trainer.models import MASK_POSITIONS, PADDING_MASK, TOKEN_IDS
 from trainer.vocabulary import SpecialTokens
 
 LABELS, WEIGHTS = 'labels', 'weights'
+# Evaluation only: 1.0 for a row of the split, 0.0 for the filler after its end.
+REAL = 'real'
 # Records parsed per tf.io.parse_example call: vectorised parsing is much faster than one by one.
 _PARSE_BATCH = 256
 # classify batches are cut to their longest sequence rounded up to a multiple of this.
@@ -164,9 +166,10 @@ def records_dataset(
   shuffle_buffer: int,
   num_shards: int = 1,
   shard: int = 0,
+  repeat: bool = True,
 ) -> tf.data.Dataset:
   """Serialized records from TFRecord files (gzipped if named *.gz), sharded, optionally
-  shuffled, repeated."""
+  shuffled, repeated (else one pass)."""
   files = sorted(f for pattern in file_patterns for f in tf.io.gfile.glob(pattern))
   if not files:
     raise ValueError(f'no TFRecord files match {list(file_patterns)}')
@@ -177,7 +180,7 @@ def records_dataset(
     dataset = dataset.shard(num_shards, shard)
   if shuffle:
     dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-  return dataset.repeat()
+  return dataset.repeat() if repeat else dataset
 
 
 # At most this many evaluation batches are sorted by length together (their examples are held
@@ -228,7 +231,10 @@ def make_dataset(
       `eval_batches * batch_size` examples of the split, as without it.
 
   Returns:
-    An infinite `tf.data.Dataset` of `(x, y)` with static batch size.
+    An infinite `tf.data.Dataset` of `(x, y)` with static batch size. Training data repeats;
+    evaluation data reads the split once, then goes on with filler rows of weight 0 (no loss,
+    no count), so an evaluation of more batches than the split holds counts each example once
+    and every replica still gets a full batch each step.
   """
   _check_feature_spec(feature_spec, config.task)
   records = records_dataset(
@@ -238,6 +244,7 @@ def make_dataset(
     shuffle_buffer=config.shuffle_buffer,
     num_shards=num_shards,
     shard=shard,
+    repeat=training,
   )
   parsed = records.batch(_PARSE_BATCH).map(
     _parse_fn(feature_spec, config.task), num_parallel_calls=tf.data.AUTOTUNE
@@ -250,10 +257,11 @@ def make_dataset(
       special,
       buckets=training and config.length_buckets,
       sort_batches=1 if training or not eval_batches else sort_window(eval_batches),
+      fill=not training,
     )
   docs = parsed.map(lambda batch: _as_ragged(batch[contract.TOKEN_IDS_KEY], special.pad))
   if config.task == contract.CLM:
-    return _clm_batches(docs, config.seq_len, batch_size, special)
+    return _clm_batches(docs, config.seq_len, batch_size, special, fill=not training)
   return _mlm_batches(
     docs,
     config,
@@ -285,6 +293,7 @@ def _classify_batches(
   *,
   buckets: bool,
   sort_batches: int = 1,
+  fill: bool = False,
 ) -> tf.data.Dataset:
   """Framed sequences and their label ids, one example per row, each batch cut to its longest
   sequence rounded up to a multiple of `LENGTH_MULTIPLE` (the padding mask hides the rest, so
@@ -298,6 +307,9 @@ def _classify_batches(
   With `sort_batches` > 1 (evaluation), the examples are taken `sort_batches * batch_size` at a
   time, in order, and sorted by length before batching: the same examples as without, in the
   same groups of `sort_batches` batches, with less padding.
+
+  With `fill` (evaluation), the examples go on after the data's end with filler examples
+  ([CLS] [SEP], label -1: weight 0, `REAL` 0), sorted after the real ones.
   """
 
   def to_examples(batch):
@@ -305,34 +317,44 @@ def _classify_batches(
     if isinstance(ids, tf.RaggedTensor):
       ids = ids.to_tensor(default_value=special.pad, shape=[None, seq_len])
     label = tf.reshape(tf.cast(batch[contract.TRANSFORMED_LABEL_KEY], tf.int32), [-1])
-    return ids, label
+    return ids, label, tf.ones_like(label, tf.float32)
 
-  def length(ids, label):
+  def length(ids, label, real):
     return tf.reduce_sum(tf.cast(ids != special.pad, tf.int32))
 
-  def to_batch(ids, label):
+  def to_batch(ids, label, real):
     longest = tf.reduce_max(tf.reduce_sum(tf.cast(ids != special.pad, tf.int32), axis=1))
     cut = tf.minimum(-(-longest // LENGTH_MULTIPLE) * LENGTH_MULTIPLE, seq_len)
     ids = ids[:, :cut]
     # Transform maps a label missing from the training split's vocabulary to -1: no loss there.
     weights = tf.cast(label >= 0, tf.float32)
     x = {TOKEN_IDS: ids, PADDING_MASK: tf.cast(ids != special.pad, tf.int32)}
-    return x, {LABELS: tf.maximum(label, 0), WEIGHTS: weights}
+    y = {LABELS: tf.maximum(label, 0), WEIGHTS: weights}
+    return x, {**y, REAL: real} if fill else y
 
   examples = parsed.map(to_examples, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+  if fill:
+    ids_dtype = examples.element_spec[0].dtype
+    framed = tf.constant([special.start, special.end] + [special.pad] * (seq_len - 2), ids_dtype)
+    filler = tf.data.Dataset.from_tensors((framed, tf.constant(-1, tf.int32), tf.constant(0.0)))
+    examples = examples.concatenate(filler.repeat())
   if buckets:
     batches = examples.group_by_window(
-      key_func=lambda ids, label: tf.cast((length(ids, label) - 1) // LENGTH_MULTIPLE, tf.int64),
+      key_func=lambda *example: tf.cast((length(*example) - 1) // LENGTH_MULTIPLE, tf.int64),
       reduce_func=lambda _, window: window.batch(batch_size, drop_remainder=True),
       window_size=batch_size,
     )
   elif sort_batches > 1:
 
-    def by_length(ids, label):
-      order = tf.argsort(tf.reduce_sum(tf.cast(ids != special.pad, tf.int32), axis=1), stable=True)
-      ids, label = tf.gather(ids, order), tf.gather(label, order)
-      return tf.reshape(ids, [sort_batches, batch_size, seq_len]), tf.reshape(
-        label, [sort_batches, batch_size]
+    def by_length(ids, label, real):
+      # Filler last: an evaluation's batches of real rows come before any without one.
+      lengths = tf.reduce_sum(tf.cast(ids != special.pad, tf.int32), axis=1)
+      order = tf.argsort(lengths + tf.cast(real == 0, tf.int32) * (seq_len + 1), stable=True)
+      shape = [sort_batches, batch_size]
+      return (
+        tf.reshape(tf.gather(ids, order), shape + [seq_len]),
+        tf.reshape(tf.gather(label, order), shape),
+        tf.reshape(tf.gather(real, order), shape),
       )
 
     batches = (
@@ -345,16 +367,30 @@ def _classify_batches(
   return batches.map(to_batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def _clm_batches(
-  docs: tf.data.Dataset, seq_len: int, batch_size: int, special: SpecialTokens
-) -> tf.data.Dataset:
-  """Packed windows; each position's label is the next token."""
+def _with_filler(rows: tf.data.Dataset, fill: bool, end_id: int) -> tf.data.Dataset:
+  """(row, 1.0) for each row; with `fill`, then (row of end tokens, 0.0) for ever: evaluation
+  reads the data once and its later batches count nothing."""
+  real = rows.map(lambda row: (row, tf.constant(1.0)))
+  if not fill:
+    return real
+  spec = rows.element_spec
+  filler = tf.fill(spec.shape, tf.constant(end_id, spec.dtype))
+  return real.concatenate(tf.data.Dataset.from_tensors((filler, tf.constant(0.0))).repeat())
 
-  def to_window(window):
+
+def _clm_batches(
+  docs: tf.data.Dataset, seq_len: int, batch_size: int, special: SpecialTokens, fill: bool = False
+) -> tf.data.Dataset:
+  """Packed windows; each position's label is the next token. With `fill`, see `_with_filler`."""
+
+  def to_window(window, real):
     x = {TOKEN_IDS: window[:, :-1], PADDING_MASK: tf.ones_like(window[:, :-1])}
-    return x, {LABELS: window[:, 1:], WEIGHTS: tf.ones_like(window[:, 1:], tf.float32)}
+    weights = tf.ones_like(window[:, 1:], tf.float32) * real[:, None]
+    y = {LABELS: window[:, 1:], WEIGHTS: weights}
+    return x, {**y, REAL: real} if fill else y
 
   windows = pack_documents(docs, seq_len + 1, special.end)  # inputs and their next tokens
+  windows = _with_filler(windows, fill, special.end)
   return (
     windows.batch(batch_size, drop_remainder=True)
     .map(to_window, num_parallel_calls=tf.data.AUTOTUNE)
@@ -378,14 +414,16 @@ def _mlm_batches(
   rows = pack_documents(docs, config.seq_len - 1, special.end)
   if training:
     rows = rows.shuffle(min(config.shuffle_buffer, 4096), seed=seed + 1)
+  rows = _with_filler(rows, not training, special.end)
   cls = tf.fill([batch_size, 1], special.start)
   batches = (
     rows.batch(batch_size, drop_remainder=True)
-    .map(lambda body: tf.concat([cls, body], axis=1))
+    .map(lambda body, real: (tf.concat([cls, body], axis=1), real))
     .enumerate()
   )
 
-  def to_masked(index, ids):
+  def to_masked(index, batch):
+    ids, real = batch
     # The batch index makes the seed: every pass over the data draws new masks, and the
     # evaluation stream (same index sequence each time) draws the same ones.
     masked, positions, originals, weights = mask_tokens(
@@ -403,7 +441,8 @@ def _mlm_batches(
       PADDING_MASK: tf.cast(ids != special.pad, tf.int32),
       MASK_POSITIONS: positions,
     }
-    return x, {LABELS: originals, WEIGHTS: weights}
+    y = {LABELS: originals, WEIGHTS: weights * real[:, None]}
+    return x, y if training else {**y, REAL: real}
 
   return batches.map(to_masked, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 

@@ -187,6 +187,7 @@ class Loop:
     # is a `tf.while_loop`), and converting them and what they call cost each process seconds.
     self._train_step = tf.function(self._train_step_fn, autograph=False)
     self._eval_step = tf.function(self._eval_step_fn, autograph=False)
+    self._eval_size_logged = False
     self.history = self._read_history() if chief else []
 
   def _fuses(self, steps: int | None) -> bool:
@@ -348,7 +349,13 @@ class Loop:
   def _replica_eval(self, x, y):
     logits = self.model(x, training=False)
     loss_sum, count, correct = token_losses(logits, y[inputs.LABELS], y[inputs.WEIGHTS])
-    return tf.stack([loss_sum, count, correct])
+    # Rows of the split (the evaluation input's filler after its end weighs nothing).
+    rows = (
+      tf.reduce_sum(y[inputs.REAL])
+      if inputs.REAL in y
+      else tf.cast(tf.shape(logits)[0], tf.float32)
+    )
+    return tf.stack([loss_sum, count, correct, rows])
 
   def _eval_step_fn(self, iterator):
     x, y = next(iterator)
@@ -369,12 +376,33 @@ class Loop:
     return metrics
 
   def evaluate(self, eval_dataset: tf.data.Dataset, steps: int) -> dict[str, float]:
-    """Runs `steps` eval batches (the same ones every call) and returns the metrics."""
+    """Runs up to `steps` eval batches (the same ones every call) and returns the metrics.
+
+    The evaluation input reads its split once, then fills batches with rows of weight 0
+    (trainer/inputs.py): each example counts at most once, and the evaluation stops at the
+    first step in which no replica had a row left.
+    """
     iterator = iter(eval_dataset)
-    total = tf.zeros([3])
+    total = tf.zeros([4])
+    batches = 0
     for _ in range(steps):
-      total += self._eval_step(iterator)
-    loss_sum, count, correct = (float(v) for v in total.numpy())
+      sums = self._eval_step(iterator)
+      # The reduced sums are every replica's and worker's: all of them stop at the same step.
+      if float(sums[3]) == 0:
+        break
+      total += sums
+      batches += 1
+    loss_sum, count, correct, rows = (float(v) for v in total.numpy())
+    if not self._eval_size_logged and self.chief:
+      self._eval_size_logged = True
+      logging.info(
+        '%s: an evaluation covers %d rows (sequences) in %d batches (eval_steps %d)%s',
+        self.config.task,
+        rows,
+        batches,
+        steps,
+        ': the eval split ends there, each row counts once' if batches < steps else '',
+      )
     return self._metrics(loss_sum, count, correct)
 
   # -- the loop --------------------------------------------------------------------------------

@@ -123,13 +123,13 @@ def test_sort_window_divides_the_evaluation_into_whole_windows():
 @pytest.mark.parametrize('eval_batches', [12, 7])
 def test_sorted_evaluation_reads_the_same_examples_with_less_padding(tmp_path, eval_batches):
   """An evaluation of `eval_batches` batches sees exactly the examples unsorted batches hold
-  (the first eval_batches * batch_size records, wrapping around the split), each with its own
-  label, in batches of similar lengths."""
+  (the split's records, then filler after its end), each with its own label, in batches of
+  similar lengths."""
   from trainer.config import TrainerConfig
 
   seq_len, batch, rng = 64, 8, np.random.default_rng(1)
   rows = []
-  for i in range(70):  # fewer than one evaluation's 96 / 56 examples: the split wraps around
+  for i in range(70):  # fewer than one evaluation's 96 / 56 examples: filler follows
     length = int(rng.integers(3, seq_len + 1))
     rows.append(([2] + [10 + i] * (length - 2) + [3] + [0] * (seq_len - length), i % 2))
   _write_classify_records(str(tmp_path / 'part.gz'), rows)
@@ -162,7 +162,7 @@ def test_sorted_evaluation_reads_the_same_examples_with_less_padding(tmp_path, e
   ordered, ordered_padding = evaluation(eval_batches=eval_batches)
   assert inputs.sort_window(eval_batches) == eval_batches
   assert len(ordered) == eval_batches * batch
-  assert ordered == plain  # the same examples (and repeats), each with its own label
+  assert ordered == plain  # the same examples (and filler), each with its own label
   assert ordered_padding < plain_padding / 2
 
 
@@ -292,3 +292,57 @@ def test_classify_batches_are_length_bucketed_and_cut_to_their_longest_row(tmp_p
   np.testing.assert_array_equal(
     x[inputs.TOKEN_IDS].numpy(), np.array([r[0] for r in rows])[:, : x[inputs.TOKEN_IDS].shape[1]]
   )
+
+
+@pytest.mark.parametrize('task', [contract.CLASSIFY, contract.CLM, contract.MLM])
+def test_evaluation_reads_the_split_once_then_rows_of_no_weight(tmp_path, task):
+  """More eval batches than the split holds: each example (row) weighs in once, the rest of the
+  batches are filler of weight 0, not the split again."""
+  from trainer.config import TrainerConfig
+
+  seq_len = 8
+  # classify: 5 examples; clm / mlm: 5 documents of 8 pieces + [SEP] = 45 tokens, 5 windows.
+  rows = [([2, 10 + i, 3] + [0] * (seq_len - 3), i % 2) for i in range(5)]
+  _write_classify_records(str(tmp_path / 'part.gz'), rows)
+  pieces = [[10 + i] * 8 for i in range(5)]
+  with tf.io.TFRecordWriter(str(tmp_path / 'lm.gz'), options='GZIP') as writer:
+    for ids in pieces:
+      feature = {contract.TOKEN_IDS_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=ids))}
+      writer.write(
+        tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+      )
+  if task == contract.CLASSIFY:
+    files = [str(tmp_path / 'part.gz')]
+    spec = {
+      contract.TOKEN_IDS_KEY: tf.io.FixedLenFeature([seq_len], tf.int64),
+      contract.TRANSFORMED_LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
+    }
+  else:
+    files = [str(tmp_path / 'lm.gz')]
+    spec = {contract.TOKEN_IDS_KEY: tf.io.VarLenFeature(tf.int64)}
+  window = {contract.CLASSIFY: seq_len, contract.CLM: seq_len + 1, contract.MLM: seq_len - 1}[task]
+  expected_rows = 5 if task == contract.CLASSIFY else 45 // window
+  config = TrainerConfig(task=task, seq_len=seq_len, mask_rate=0.5)
+  dataset = inputs.make_dataset(
+    files, spec, config, vocab_size=40, batch_size=4, training=False, seed=0, eval_batches=4
+  )
+  counted, seen = [], []
+  for x, y in dataset.take(4):
+    real = y[inputs.REAL].numpy()
+    weights = y[inputs.WEIGHTS].numpy().reshape(4, -1)
+    assert not weights[real == 0].any()  # filler weighs nothing
+    counted.append(int(real.sum()))
+    seen += [tuple(row) for row, r in zip(x[inputs.TOKEN_IDS].numpy(), real) if r]
+  # The split's rows once, in the first batches; then batches of filler only.
+  assert counted == (
+    [4, expected_rows - 4, 0, 0] if expected_rows > 4 else [expected_rows, 0, 0, 0]
+  )
+  assert len(set(seen)) == len(seen)
+  if task == contract.CLASSIFY:
+    assert sorted(row[1] for row in seen) == [10, 11, 12, 13, 14]
+  # Training data still repeats: every batch counts.
+  training = inputs.make_dataset(
+    files, spec, config, vocab_size=40, batch_size=4, training=True, seed=0
+  )
+  for _, y in training.take(4):
+    assert inputs.REAL not in y and y[inputs.WEIGHTS].numpy().any()

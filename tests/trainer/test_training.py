@@ -231,3 +231,34 @@ def test_the_train_iterator_is_released_off_the_main_thread(caplog):
   assert released['thread'] == 'release-train-iterator'
   assert not holder
   assert any('released the training input pipeline in' in r.getMessage() for r in caplog.records)
+
+
+def test_evaluation_stops_at_the_end_of_the_split_and_counts_each_row_once(tmp_path, caplog):
+  """Batches past the split's end (filler, `inputs.REAL` 0) are neither counted nor run on:
+  the evaluation stops at the first one and logs what it covered, once."""
+  loop = _loop('classify', tmp_path)
+  x, y = _batch('classify', 8)
+  real = np.array([1] * 8 + [1, 1, 1, 0, 0, 0, 0, 0] + [0] * 8, 'float32')
+  tiled = {k: np.concatenate([v, v, v]) for k, v in x.items()}
+  labels = np.concatenate([y[inputs.LABELS]] * 3)
+  batches = tf.data.Dataset.from_tensor_slices(
+    (tiled, {inputs.LABELS: labels, inputs.WEIGHTS: real, inputs.REAL: real})
+  ).batch(8)
+  # The same 11 rows as one batch with no filler.
+  alone = tf.data.Dataset.from_tensors(
+    (
+      {k: v[:11] for k, v in tiled.items()},
+      {inputs.LABELS: labels[:11], inputs.WEIGHTS: np.ones(11, 'float32')},
+    )
+  )
+  with caplog.at_level(logging.INFO):
+    metrics = loop.evaluate(batches.repeat(), 10)
+    again = loop.evaluate(batches.repeat(), 10)
+  expected = loop.evaluate(alone, 1)
+  for name in expected:
+    assert metrics[name] == pytest.approx(expected[name]) == again[name]
+  covered = [r.getMessage() for r in caplog.records if 'an evaluation covers' in r.getMessage()]
+  assert covered == [
+    'classify: an evaluation covers 11 rows (sequences) in 2 batches (eval_steps 10): the eval '
+    'split ends there, each row counts once'
+  ]
