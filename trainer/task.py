@@ -2,9 +2,9 @@
 
 The hyperparameters come as `custom_config={'trainer': TrainerConfig(...).to_dict()}`; train and
 eval steps default to the Trainer's `TrainArgs` / `EvalArgs`. The run writes TensorBoard logs and
-`eval_history.json` to `fn_args.model_run_dir`, checkpoints keyed on the run's inputs in the
-component's `.system` folder (`checkpoint_dir`: a rerun of a killed Trainer, which TFX gives a
-new model_run_dir, resumes from them), and one SavedModel (see
+`eval_history.json` to `fn_args.model_run_dir`, checkpoints keyed on what decides the weights
+in the component's `.system` folder (`checkpoint_dir`: a rerun of a killed Trainer, which TFX gives a new
+model_run_dir, resumes from them), and one SavedModel (see
 `trainer/export.py`) to `fn_args.serving_model_dir`, with `assets.extra/trainer_config.json`
 (the config used), `assets.extra/backbone_weights.npz` (what a later run warm-starts from) and
 `assets.extra/keras_hub_preset/` (the trained backbone, and the preset's tokenizer when the run
@@ -54,34 +54,139 @@ _CUSTOM_CONFIG_KEYS = (
 CHECKPOINTS_FOLDER = os.path.join('.system', 'checkpoints')
 
 
+# TrainerConfig fields that never change the trained weights, left out of the checkpoint key so
+# that changing one resumes a killed run: how often the run logs, evaluates and checkpoints, the
+# evaluation's size, whether checkpoints are kept, when it gives up on non-finite losses, and the
+# export's options. `train_steps` stays in: the learning-rate schedule (warmup ratio, decay to
+# its end) is laid over it, so a run with more steps is another run (to train a finished model
+# further, warm-start from it with base_model).
+NOT_WEIGHT_FIELDS = (
+  'eval_steps',
+  'eval_every_steps',
+  'log_every_steps',
+  'checkpoint_every_steps',
+  'keep_checkpoints',
+  'max_nonfinite_steps',
+  'mask_top_k',
+  'max_new_tokens_limit',
+  'generate_jit_compile',
+)
+# In each checkpoint folder: the identity it is keyed on, to name what differs from another run's.
+IDENTITY_FILE = 'identity.json'
+
+
+def checkpoint_identity(fn_args: 'FnArgs', config: TrainerConfig) -> dict[str, Any]:
+  """Everything that decides the trained weights: the config but `NOT_WEIGHT_FIELDS`, the
+  data, the transform graph, the base model and the distill stage's options."""
+  fields = {k: v for k, v in config.to_dict().items() if k not in NOT_WEIGHT_FIELDS}
+  identity = {
+    'config': fields,
+    'train_files': sorted(fn_args.train_files or []),
+    'transform_graph': fn_args.transform_graph_path or fn_args.transform_output,
+    'base_model': fn_args.base_model,
+    # The distill stage's options decide its weights too (the export's do not).
+    **{
+      key: value
+      for key, value in (fn_args.custom_config or {}).items()
+      if key == contract.DISTILL_CONFIG_KEY
+    },
+  }
+  # As JSON would give it back, so a stored identity compares equal.
+  return json.loads(json.dumps(identity, sort_keys=True, default=str))
+
+
 def checkpoint_dir(fn_args: 'FnArgs', config: TrainerConfig) -> str:
   """Where a run keeps its checkpoints: in the Trainer component's `.system` folder (TFX's own
-  housekeeping folder, beside its output folders), named after a hash of everything that decides
-  the trained weights (config, data, transform graph, base model).
+  housekeeping folder, beside its output folders), named after a hash of
+  `checkpoint_identity`, everything that decides the trained weights.
 
   TFX gives each execution a new `model_run_dir` (`<component>/model_run/<execution>`), so
   checkpoints there would be lost to a rerun after a crash; here the rerun, with the same
-  (cached) inputs, finds them.
+  (cached) inputs and weight settings, finds them.
   """
-  identity = json.dumps(
-    {
-      'config': config.to_dict(),
-      'train_files': sorted(fn_args.train_files or []),
-      'transform_graph': fn_args.transform_graph_path or fn_args.transform_output,
-      'base_model': fn_args.base_model,
-      # The distill stage's options decide its weights too (the export's do not).
-      **{
-        key: value
-        for key, value in (fn_args.custom_config or {}).items()
-        if key == contract.DISTILL_CONFIG_KEY
-      },
-    },
-    sort_keys=True,
-    default=str,
-  )
+  identity = json.dumps(checkpoint_identity(fn_args, config), sort_keys=True)
   digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
   component = os.path.dirname(os.path.dirname(os.path.normpath(fn_args.model_run_dir)))
   return os.path.join(component, CHECKPOINTS_FOLDER, digest)
+
+
+def _differences(theirs: dict, ours: dict, most: int = 4) -> str:
+  """The settings two checkpoint identities differ in, e.g. `train.seed: 1 there, 2 here`."""
+  found = []
+  for key in sorted(set(theirs) | set(ours)):
+    a, b = theirs.get(key), ours.get(key)
+    if key == 'config' and isinstance(a, dict) and isinstance(b, dict):
+      found += [
+        f'train.{k}: {a.get(k)!r} there, {b.get(k)!r} here'
+        for k in sorted(set(a) | set(b))
+        if a.get(k) != b.get(k)
+      ]
+    elif a != b:
+      found.append(f'{key}: {a!r} there, {b!r} here' if key == 'base_model' else f'the {key}')
+  shown = '; '.join(found[:most])
+  return shown + (f' and {len(found) - most} more' if len(found) > most else '')
+
+
+def other_checkpoints(directory: str, identity: dict[str, Any], remove: bool) -> list[str]:
+  """The checkpoint folders beside `directory` (other weight settings or inputs): each is
+  logged as not resumed, naming the settings it differs in when it recorded them. Returns
+  those to remove after the export when `remove`: all but the ones kept by their own
+  `keep_checkpoints`."""
+  parent = os.path.dirname(directory)
+  if not tf.io.gfile.isdir(parent):
+    return []
+  others = []
+  for name in sorted(tf.io.gfile.listdir(parent)):
+    folder = os.path.join(parent, name.rstrip('/'))
+    if folder == directory or '_scratch_' in name or not tf.io.gfile.isdir(folder):
+      continue
+    record = {}
+    try:
+      with tf.io.gfile.GFile(os.path.join(folder, IDENTITY_FILE)) as f:
+        record = json.load(f)
+    except (tf.errors.NotFoundError, ValueError):
+      pass  # an older run's, or one killed before it wrote the file
+    kept = isinstance(record, dict) and bool(record.get('keep_checkpoints'))
+    latest = tf.train.latest_checkpoint(folder)
+    if latest:
+      differs = (
+        _differences(record['identity'], identity)
+        if isinstance(record, dict) and isinstance(record.get('identity'), dict)
+        else 'its settings were not recorded'
+      )
+      fate = 'kept (keep_checkpoints: true)' if kept or not remove else 'removed after the export'
+      logging.warning(
+        'checkpoints %s (step %s) are of other weight settings or inputs (%s): not resumed, '
+        'training starts afresh; they will be %s',
+        folder,
+        latest.rsplit('-', 1)[1],
+        differs,
+        fate,
+      )
+    if remove and not kept:
+      others.append(folder)
+  return others
+
+
+def _newest_change(folder: str) -> float:
+  newest = 0.0
+  for root, _, files in tf.io.gfile.walk(folder):
+    for name in files:
+      newest = max(newest, tf.io.gfile.stat(os.path.join(root, name)).mtime_nsec / 1e9)
+  return newest
+
+
+def remove_abandoned(folders: list[str], since: float) -> None:
+  """Removes the checkpoint folders `other_checkpoints` found, but one written to since
+  `since` (epoch seconds; another run of the component may be training there)."""
+  for folder in folders:
+    if not tf.io.gfile.exists(folder):
+      continue
+    if _newest_change(folder) >= since:
+      logging.info('kept checkpoints %s: written to while this run trained', folder)
+      continue
+    tf.io.gfile.rmtree(folder)
+    logging.info('removed the abandoned checkpoints %s', folder)
 
 
 def config_from_fn_args(fn_args: 'FnArgs') -> TrainerConfig:
@@ -310,9 +415,19 @@ def train_and_export(
       worker_name=distribute.worker_id(strategy),
       checkpoint_dir=checkpoint_dir(fn_args, config),
     )
+    started = time.time()
     start = loop.restore()
     if start:
       logging.info('resuming from checkpoint at step %d', start)
+    abandoned = []
+    if chief:
+      identity = checkpoint_identity(fn_args, config)
+      abandoned = other_checkpoints(
+        loop.checkpoint_dir, identity, remove=not config.keep_checkpoints
+      )
+      record = {'identity': identity, 'keep_checkpoints': config.keep_checkpoints}
+      tf.io.gfile.makedirs(loop.checkpoint_dir)
+      training.write_json_atomically(os.path.join(loop.checkpoint_dir, IDENTITY_FILE), record)
     train_data, eval_data = _datasets(strategy, fn_args, tft_output, config, vocabularies, start)
     history = loop.run(
       train_data, eval_data, train_steps=config.train_steps, eval_steps=config.eval_steps
@@ -325,6 +440,8 @@ def train_and_export(
       # Exported: the checkpoints have done their job (resuming a killed run).
       tf.io.gfile.rmtree(loop.checkpoint_dir)
       logging.info('removed the checkpoints in %s (keep_checkpoints: false)', loop.checkpoint_dir)
+      # Those of other settings, never to be resumed now, go too.
+      remove_abandoned(abandoned, started)
   else:
     # Non-chief workers export too (the same work, so they finish together), then drop it.
     scratch = tempfile.mkdtemp(prefix=f'export_{distribute.worker_id(strategy)}_')

@@ -1,6 +1,7 @@
 """Training faults: non-finite losses, corrupt checkpoints, history files, checkpoint retention."""
 
 import json
+import logging
 import os
 
 import keras
@@ -290,3 +291,85 @@ def test_checkpoints_are_removed_after_a_successful_export_unless_kept(clm_data,
   if keep:
     assert tf.train.latest_checkpoint(checkpoints).endswith('-4')
   assert os.path.exists(os.path.join(args.model_run_dir, training.EVAL_HISTORY_FILE))
+
+
+def _crashing_run(data, run_dir, config, monkeypatch):
+  """A run killed after its last checkpoint, before the export: the checkpoints stay behind."""
+
+  def crash(*args, **kwargs):
+    raise RuntimeError('killed')
+
+  args = trainer_data.fn_args(data, run_dir, config)
+  with monkeypatch.context() as patch:
+    patch.setattr(task, '_export', crash)
+    with pytest.raises(RuntimeError, match='killed'):
+      task.run_fn(args)
+  return args
+
+
+def _rerun(args, run_dir, config):
+  """The same component's next execution: a new model_run dir beside the first."""
+  rerun = trainer_data.fn_args(
+    {
+      'train_files': args.train_files,
+      'eval_files': args.eval_files,
+      'transform_graph': args.transform_graph_path,
+    },
+    run_dir,
+    config,
+  )
+  rerun.model_run_dir = os.path.join(os.path.dirname(args.model_run_dir), 'rerun')
+  task.run_fn(rerun)
+  return rerun
+
+
+def test_logging_and_evaluation_settings_do_not_change_the_checkpoints_a_rerun_resumes(
+  clm_data, tmp_path, monkeypatch, caplog
+):
+  config = trainer_data.tiny_config(
+    'clm', num_layers=1, train_steps=4, eval_every_steps=4, checkpoint_every_steps=2
+  )
+  args = _crashing_run(clm_data, str(tmp_path), config, monkeypatch)
+  checkpoints = task.checkpoint_dir(args, task.config_from_fn_args(args))
+  assert tf.train.latest_checkpoint(checkpoints).endswith('-4')
+  cadence = dict(
+    config,
+    log_every_steps=1,
+    eval_every_steps=2,
+    eval_steps=1,
+    checkpoint_every_steps=1,
+    max_nonfinite_steps=5,
+    mask_top_k=2,
+    max_new_tokens_limit=4,
+    generate_jit_compile=True,
+  )
+  caplog.set_level(logging.INFO, logger='absl')
+  rerun = _rerun(args, str(tmp_path), cadence)
+  assert task.checkpoint_dir(rerun, task.config_from_fn_args(rerun)) == checkpoints
+  assert 'resuming from checkpoint at step 4' in caplog.text
+  assert 'already trained to step 4' in caplog.text
+  assert os.path.exists(os.path.join(rerun.serving_model_dir, 'saved_model.pb'))
+  assert not os.path.exists(checkpoints)
+
+
+def test_checkpoints_of_other_weight_settings_are_named_then_removed_after_the_export(
+  clm_data, tmp_path, monkeypatch, caplog
+):
+  config = trainer_data.tiny_config(
+    'clm', num_layers=1, train_steps=4, eval_every_steps=4, checkpoint_every_steps=2
+  )
+  args = _crashing_run(clm_data, str(tmp_path), config, monkeypatch)
+  abandoned = task.checkpoint_dir(args, task.config_from_fn_args(args))
+  # More steps is another run: the learning-rate schedule spans train_steps.
+  other = dict(config, learning_rate=1e-3, train_steps=6)
+  caplog.set_level(logging.INFO, logger='absl')
+  rerun = _rerun(args, str(tmp_path), other)
+  assert 'resuming from checkpoint' not in caplog.text
+  warning = next(r.getMessage() for r in caplog.records if 'not resumed' in r.getMessage())
+  assert warning.startswith(f'checkpoints {abandoned} (step 4) are of other weight settings')
+  assert 'train.learning_rate: 0.003 there, 0.001 here' in warning
+  assert 'train.train_steps: 4 there, 6 here' in warning
+  assert 'removed after the export' in warning
+  assert os.path.exists(os.path.join(rerun.serving_model_dir, 'saved_model.pb'))
+  # Neither the run's own checkpoints nor the abandoned ones pile up.
+  assert not os.listdir(os.path.dirname(abandoned))
