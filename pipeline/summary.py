@@ -224,6 +224,54 @@ def _curves(model_run_dir) -> Dict[str, List[Tuple[int, float]]]:
   return curves
 
 
+def _checkpoints_record(model_run_dir) -> Optional[Dict[str, Any]]:
+  try:
+    with open(os.path.join(model_run_dir, contract.CHECKPOINTS_RECORD_FILE)) as f:
+      record = json.load(f)
+  except (OSError, ValueError):
+    return None  # a run from before the record, or not a Trainer's
+  ok = isinstance(record, dict) and isinstance(record.get('resumed_from_step'), int)
+  return record if ok else None
+
+
+def _run_curves(model_run_dir) -> Dict[str, List[Tuple[int, float]]]:
+  """`_curves` of a Trainer's execution and, when it resumed from checkpoints, of the earlier
+  executions that wrote them (model_run dirs beside it that trained in the same checkpoint
+  folder), each up to the step the next one resumed from: the curves of the whole training."""
+  curves = _curves(model_run_dir)
+  record = _checkpoints_record(model_run_dir)
+  if not record or record['resumed_from_step'] <= 0:
+    return curves
+  parent = os.path.dirname(os.path.normpath(model_run_dir))
+  since = os.path.getmtime(os.path.join(model_run_dir, contract.CHECKPOINTS_RECORD_FILE))
+  earlier = []
+  for name in os.listdir(parent):
+    folder = os.path.join(parent, name)
+    other = _checkpoints_record(folder)
+    if (
+      os.path.normpath(folder) != os.path.normpath(model_run_dir)
+      and other
+      and other['checkpoint_dir'] == record['checkpoint_dir']
+    ):
+      written = os.path.getmtime(os.path.join(folder, contract.CHECKPOINTS_RECORD_FILE))
+      if written <= since:
+        earlier.append((written, folder, other['resumed_from_step']))
+  bound = record['resumed_from_step']
+  parts = []
+  # Newest first: each execution contributes the steps after its own resume, up to the next's.
+  for _, folder, resumed in sorted(earlier, reverse=True):
+    if bound <= 0:
+      break
+    if resumed >= bound:
+      continue  # not one this run's checkpoints descend from
+    for tag, points in _curves(folder).items():
+      parts.append((tag, [(s, v) for s, v in points if resumed < s <= bound]))
+    bound = resumed
+  for tag, points in parts:
+    curves[tag] = sorted(points + curves.get(tag, []), key=lambda point: point[0])
+  return curves
+
+
 def _statistics(statistics_uri) -> Dict[str, Dict[str, float]]:
   """Per split: example count, mean text length and label shares, from StatisticsGen."""
   import tensorflow_data_validation as tfdv
@@ -342,7 +390,7 @@ def collect(config: config_lib.PipelineConfig, started: float) -> RunSummary:
   summary.model_run_dirs = sorted(latest_runs.values())
   for model_run_dir in summary.model_run_dirs:
     producer = os.path.basename(os.path.dirname(os.path.dirname(model_run_dir)))
-    for tag, points in _curves(model_run_dir).items():
+    for tag, points in _run_curves(model_run_dir).items():
       summary.curves[f'{producer}: {tag}'] = points
   _references(config, store, summary)
   summary.compression = compression.summarize(config, store, _overall_metrics)

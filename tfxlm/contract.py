@@ -173,6 +173,9 @@ WARMUP_FILE = 'tf_serving_warmup_requests'
 EXPORT_CONFIG_FILE = 'export_config.json'  # inside EXTRA_DIR: how the model was quantized
 REPORT_FILE = 'report.html'
 SUMMARY_FILE = 'summary.json'  # beside REPORT_FILE: the run's figures (pipeline/summary.py)
+# In a Trainer's model_run dir: the checkpoint folder it trained in and the step it resumed from,
+# so the run's curves can take in those of the executions before (pipeline/summary.py).
+CHECKPOINTS_RECORD_FILE = 'checkpoints.json'
 
 # Defaults that a config field and a component argument share (pipeline/config.py,
 # components/): the learned vocabulary's size, ExampleGen's (train, eval) hash buckets, and the

@@ -2,8 +2,9 @@
 
 The hyperparameters come as `custom_config={'trainer': TrainerConfig(...).to_dict()}`; train and
 eval steps default to the Trainer's `TrainArgs` / `EvalArgs`. The run writes TensorBoard logs and
-`eval_history.json` to `fn_args.model_run_dir`, checkpoints keyed on what decides the weights
-in the component's `.system` folder (`checkpoint_dir`: a rerun of a killed Trainer, which TFX gives a new
+`eval_history.json` to `fn_args.model_run_dir` (with `checkpoints.json`: the checkpoint folder
+and the step it resumed from), checkpoints keyed on what decides the weights in the component's
+`.system` folder (`checkpoint_dir`: a rerun of a killed Trainer, which TFX gives a new
 model_run_dir, resumes from them), and one SavedModel (see
 `trainer/export.py`) to `fn_args.serving_model_dir`, with `assets.extra/trainer_config.json`
 (the config used), `assets.extra/backbone_weights.npz` (what a later run warm-starts from) and
@@ -428,6 +429,12 @@ def train_and_export(
       record = {'identity': identity, 'keep_checkpoints': config.keep_checkpoints}
       tf.io.gfile.makedirs(loop.checkpoint_dir)
       training.write_json_atomically(os.path.join(loop.checkpoint_dir, IDENTITY_FILE), record)
+      # A resumed run's TensorBoard events start at `start`; the earlier steps are in the
+      # model_run dirs of the executions that wrote these checkpoints.
+      training.write_json_atomically(
+        os.path.join(fn_args.model_run_dir, contract.CHECKPOINTS_RECORD_FILE),
+        {'checkpoint_dir': loop.checkpoint_dir, 'resumed_from_step': start},
+      )
     train_data, eval_data = _datasets(strategy, fn_args, tft_output, config, vocabularies, start)
     history = loop.run(
       train_data, eval_data, train_steps=config.train_steps, eval_steps=config.eval_steps

@@ -15,6 +15,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tfx.components.trainer import fn_args_utils
 
+from pipeline import summary
 from tests.trainer import trainer_data
 from tfxlm import contract
 from trainer import models, precision, task, training
@@ -412,6 +413,10 @@ def test_kill_and_resume(clm_data, tmp_path):
   assert f'clm step {killed_at + 20}/200' in rerun.stderr  # progress is logged from there on
   assert os.path.exists(os.path.join(rerun_args['serving_model_dir'], 'saved_model.pb'))
   assert not os.path.exists(checkpoints)  # exported: the checkpoints are removed
+  # The summary's curves span the whole training: the killed execution's steps up to the resume.
+  curves = summary._run_curves(rerun_args['model_run_dir'])
+  steps = [step for step, _ in curves['train/loss']]
+  assert steps == list(range(20, 201, 20))
 
 
 def test_config_from_fn_args_fills_steps_and_rejects_bad_input():

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from tests.trainer import trainer_data
+from tfxlm import contract
 from trainer import task, training
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -27,7 +28,13 @@ def _free_ports(n):
 @pytest.mark.slow
 def test_two_workers_train_in_step_and_only_the_chief_writes(clm_data, tmp_path):
   config = trainer_data.tiny_config(
-    'clm', strategy='auto', train_steps=30, eval_every_steps=15, checkpoint_every_steps=15
+    'clm',
+    strategy='auto',
+    train_steps=30,
+    eval_every_steps=15,
+    checkpoint_every_steps=15,
+    # More than the eval split: each worker's shard ends at another step, both stop together.
+    eval_steps=8,
   )
   args = trainer_data.fn_args(clm_data, str(tmp_path), config)
   args_file = tmp_path / 'args.json'
@@ -72,6 +79,7 @@ def test_two_workers_train_in_step_and_only_the_chief_writes(clm_data, tmp_path)
     assert worker.returncode == 0, f'worker {index}:\n{log[-3000:]}'
     assert '2 replica(s)' in log  # one CPU replica per worker
   assert 'chief=True' in logs[0] and 'chief=False' in logs[1]
+  assert 'eval split ends there, each row counts once' in logs[0]
   assert os.path.exists(os.path.join(args.serving_model_dir, 'saved_model.pb'))
   checkpoints = task.checkpoint_dir(args, task.config_from_fn_args(args))
   assert not os.path.exists(checkpoints)  # the chief removed them after the export
@@ -82,6 +90,7 @@ def test_two_workers_train_in_step_and_only_the_chief_writes(clm_data, tmp_path)
       training.EVAL_LOGS,
       training.EVAL_HISTORY_FILE,
       training.TRAIN_SUMMARY_FILE,
+      contract.CHECKPOINTS_RECORD_FILE,
     ]
   )
   assert not [d for d in os.listdir(os.path.dirname(checkpoints)) if '_scratch_' in d]
