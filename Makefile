@@ -39,22 +39,22 @@ lint:  ## Check the code with ruff: lint rules and formatting (ruff format to fi
 	$(DEV) ruff format --check .
 
 demo:  ## Fine-tune all-MiniLM-L6-v2 on Rotten Tomatoes vs a TF-IDF baseline (CONFIG=your.yaml).
-	$(DEV) python -m pipeline.local_runner --config $(CONFIG)
+	TFXLM_OUTPUTS=$(abspath $(OUTPUTS)) $(DEV) python -m pipeline.local_runner --config $(CONFIG)
 
 demo-scratch:  ## The same classifier as a tiny BERT trained from scratch.
-	$(DEV) python -m pipeline.local_runner --config $(SCRATCH_CONFIG)
+	TFXLM_OUTPUTS=$(abspath $(OUTPUTS)) $(DEV) python -m pipeline.local_runner --config $(SCRATCH_CONFIG)
 
 demo-compress:  ## The demo's model pushed int8-quantized, and a tiny BERT distilled from it.
-	$(DEV) python -m pipeline.local_runner --config $(COMPRESS_CONFIG)
+	TFXLM_OUTPUTS=$(abspath $(OUTPUTS)) $(DEV) python -m pipeline.local_runner --config $(COMPRESS_CONFIG)
 
 demo-lm:  ## A small GPT on the same text: perplexity vs unigram, sample generations.
-	$(DEV) python -m pipeline.local_runner --config $(LM_CONFIG)
+	TFXLM_OUTPUTS=$(abspath $(OUTPUTS)) $(DEV) python -m pipeline.local_runner --config $(LM_CONFIG)
 
 tensorboard:  ## Serve TensorBoard over the pipeline outputs.
 	$(DEV) tensorboard --logdir $(OUTPUTS) --host 127.0.0.1 --port 6006
 
 serve:  ## Serve the model the demo pushed (gRPC :8500, REST :8501; MODEL_NAME, PIPELINE).
-	$(DEV) python -m serving --model_name=$(MODEL_NAME) --model_base_path=$(CURDIR)/$(OUTPUTS)/$(PIPELINE)/serving/$(MODEL_NAME) --port=$(PORT) --rest_api_port=$(REST_PORT)
+	$(DEV) python -m serving --model_name=$(MODEL_NAME) --model_base_path=$(abspath $(OUTPUTS))/$(PIPELINE)/serving/$(MODEL_NAME) --port=$(PORT) --rest_api_port=$(REST_PORT)
 
 kubeflow-compile:  ## Compile the pipeline (CONFIG) to a KFP v2 spec: KFP_PIPELINE_ROOT=gs://...
 	$(DEV) python -m pipeline.kubeflow_runner compile --config $(CONFIG) $(KFP_ARGS)

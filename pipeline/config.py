@@ -31,6 +31,9 @@ CORPUS_SCHEMA = os.path.join(REPO, 'schemas', 'corpus', 'schema.pbtxt')
 LABELED_SCHEMA = os.path.join(REPO, 'schemas', 'labeled', 'schema.pbtxt')
 # The config the runners load without --config: $CONFIG_ENV, else the demo's.
 CONFIG_ENV = 'TFXLM_CONFIG'
+# The folder each pipeline's outputs go under (<it>/<pipeline_name>) when its config sets no
+# outputs_dir; unset, pipeline_outputs in the working folder. `make demo OUTPUTS=...` sets it.
+OUTPUTS_ENV = 'TFXLM_OUTPUTS'
 DEFAULT_CONFIG = os.path.join(REPO, 'pipeline', 'configs', 'demo.yaml')
 CONFIG_HELP = f'YAML config (default: ${CONFIG_ENV}, else the demo)'
 
@@ -353,7 +356,9 @@ class PipelineConfig:
   def resolved_outputs_dir(self) -> str:
     if self.outputs_dir:
       return os.path.abspath(self.resolve_path(self.outputs_dir))
-    return os.path.abspath(os.path.join('pipeline_outputs', self.pipeline_name))
+    return os.path.abspath(
+      os.path.join(os.environ.get(OUTPUTS_ENV) or 'pipeline_outputs', self.pipeline_name)
+    )
 
   @property
   def pipeline_root(self) -> str:

@@ -90,7 +90,7 @@ def text(config: config_lib.PipelineConfig, summary: RunSummary) -> str:
   if summary.generations:
     lines.append(
       f'Generations (sampled, temperature {GENERATE_TEMPERATURE}, top-k {GENERATE_TOP_K}, '
-      f'up to {GENERATE_TOKENS} tokens):'
+      f'up to {GENERATE_TOKENS} tokens, seed 1, 2, ... by prompt):'
     )
     lines += [f'  {prompt!r} -> {continuation!r}' for prompt, continuation in summary.generations]
   if summary.blessed is not None:
@@ -331,8 +331,8 @@ def render_report(config: config_lib.PipelineConfig, summary: RunSummary) -> str
   if summary.generations:
     parts.append(
       f'<h2>Generations</h2><p>Sampled with temperature {GENERATE_TEMPERATURE}, '
-      f'top-k {GENERATE_TOP_K}, up to '
-      f'{GENERATE_TOKENS} new tokens.</p>'
+      f'top-k {GENERATE_TOP_K}, up to {GENERATE_TOKENS} new tokens, each prompt with its own '
+      'seed (1, 2, ... in order): the same seed would draw the same noise for every prompt.</p>'
       + _table([(p, c) for p, c in summary.generations], ('prompt', 'continuation'))
     )
   if summary.curves:
@@ -376,7 +376,7 @@ def render_report(config: config_lib.PipelineConfig, summary: RunSummary) -> str
       '<h2>Data (StatisticsGen)</h2>'
       + _table(
         [
-          [split] + [f'{row[c]:g}' if c in row else '' for c in columns]
+          [split] + [_statistic(row[c]) if c in row else '' for c in columns]
           for split, row in summary.statistics.items()
         ],
         ['split'] + columns,
@@ -403,6 +403,14 @@ def render_report(config: config_lib.PipelineConfig, summary: RunSummary) -> str
     f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(config.pipeline_name)}'
     f'</title><style>{style}</style></head><body>{"".join(parts)}</body></html>'
   )
+
+
+def _statistic(value: float) -> str:
+  """A count or mean of the Data table, written as the rest of the report writes numbers:
+  1,293 (not 1293 or 1.3e+04), 108.3."""
+  if float(value).is_integer():
+    return f'{int(value):,}'
+  return f'{value:,.1f}' if abs(value) >= 10 else f'{value:.3g}'
 
 
 def write_report(config: config_lib.PipelineConfig, summary: RunSummary) -> List[str]:

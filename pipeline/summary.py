@@ -443,15 +443,20 @@ def generate(
   top_k: int = GENERATE_TOP_K,
   seed: int = 1,
 ) -> List[str]:
-  """Calls a `generate` signature with per-row controls when it takes them, else scalars."""
+  """Calls a `generate` signature with per-row controls when it takes them, else scalars.
+
+  Per row, prompt i samples with seed `seed + i`: the noise is hashed from (seed, position,
+  token), so one seed for every row would draw the same noise for each, and prompts whose
+  next-token odds are alike would get the same continuation.
+  """
   import tensorflow as tf
 
   specs = signature.structured_input_signature[1]
   rows = len(prompts)
 
-  def value(name, number, dtype):
+  def value(name, number, dtype, step=0):
     per_row = specs[name].shape.rank == 1
-    return tf.constant([number] * rows if per_row else number, dtype)
+    return tf.constant([number + i * step for i in range(rows)] if per_row else number, dtype)
 
   kwargs = {
     contract.PROMPT_INPUT: tf.constant(prompts),
@@ -460,7 +465,9 @@ def generate(
     contract.TOP_K_INPUT: value(contract.TOP_K_INPUT, top_k, tf.int32),
   }
   if contract.SEED_INPUT in specs:
-    kwargs[contract.SEED_INPUT] = value(contract.SEED_INPUT, seed, specs[contract.SEED_INPUT].dtype)
+    kwargs[contract.SEED_INPUT] = value(
+      contract.SEED_INPUT, seed, specs[contract.SEED_INPUT].dtype, step=1
+    )
   for name, spec in specs.items():
     if name not in kwargs and name == contract.TOP_P_INPUT:
       kwargs[name] = value(name, 1.0, spec.dtype)

@@ -4,6 +4,7 @@ import dataclasses
 import json
 import os
 import re
+import subprocess
 
 import pytest
 import yaml
@@ -686,3 +687,27 @@ def test_examplegen_checks_only_the_label_rules_every_row_must_meet(tmp_path):
   assert config_checks.label_rules(str(path), per_row=True) == (None, False)
   # The config's own checks still see the whole domain.
   assert config_checks.label_rules(str(path)) == (('fresh', 'rotten'), False)
+
+
+def test_outputs_go_under_tfxlm_outputs_unless_the_config_names_its_folder(tmp_path, monkeypatch):
+  monkeypatch.setenv(config_lib.OUTPUTS_ENV, str(tmp_path / 'runs'))
+  steps = 'train: {train_steps: 2, eval_steps: 1}\n'
+  config = config_lib.load_config(_write(tmp_path, 'pipeline_name: mine\n' + steps))
+  assert config.resolved_outputs_dir == str(tmp_path / 'runs' / 'mine')
+  config = config_lib.load_config(
+    _write(tmp_path, 'pipeline_name: mine\noutputs_dir: out\n' + steps)
+  )
+  assert config.resolved_outputs_dir == str(tmp_path / 'out')
+
+
+@pytest.mark.parametrize('target', ['demo', 'demo-scratch', 'demo-compress', 'demo-lm'])
+def test_make_demo_writes_under_outputs_where_make_serve_reads(tmp_path, target):
+  run = lambda *args: (
+    subprocess.run(
+      ['make', '-n', '-C', REPO, *args], capture_output=True, text=True, check=True
+    ).stdout
+  )
+  assert f'TFXLM_OUTPUTS={tmp_path} ' in run(target, f'OUTPUTS={tmp_path}')
+  served = run('serve', f'OUTPUTS={tmp_path}', 'PIPELINE=demo-lm', 'MODEL_NAME=demo-lm')
+  assert f'--model_base_path={tmp_path}/demo-lm/serving/demo-lm ' in served
+  assert f'--model_base_path={REPO}/pipeline_outputs/demo/serving/sentiment ' in run('serve')

@@ -242,11 +242,12 @@ def _signature(per_row, folder):
     tf.TensorSpec(shape, tf.int32, name=contract.TOP_K_INPUT),
   ]
 
-  def generate(prompt, max_new_tokens, temperature, top_k, *_):
-    # Echo what arrived, so the test sees the shapes the helper chose.
+  def generate(prompt, max_new_tokens, temperature, top_k, *rest):
+    # Echo what arrived, so the test sees the shapes the helper chose (and each row's seed).
     del temperature
     suffix = tf.strings.as_string(tf.broadcast_to(max_new_tokens + top_k, tf.shape(prompt)))
-    return {contract.GENERATED_TEXT: tf.strings.join([prompt, suffix], separator=':')}
+    parts = [prompt, suffix] + [tf.strings.as_string(rest[1])] if rest else [prompt, suffix]
+    return {contract.GENERATED_TEXT: tf.strings.join(parts, separator=':')}
 
   if per_row:  # trainer/export.py's per-row form also takes top_p and a seed
     specs += [
@@ -263,7 +264,8 @@ def _signature(per_row, folder):
 @pytest.mark.parametrize('per_row', [False, True])
 def test_generate_calls_scalar_and_per_row_signatures(per_row, tmp_path):
   texts = summary.generate(_signature(per_row, tmp_path), ['a', 'b'], max_new_tokens=3, top_k=4)
-  assert texts == ['a:7', 'b:7']
+  # Per row, each prompt its own seed: one seed would draw the same noise for every prompt.
+  assert texts == (['a:7:1', 'b:7:2'] if per_row else ['a:7', 'b:7'])
 
 
 def test_a_chart_of_one_point_or_a_flat_series_repeats_no_tick_label():
@@ -289,3 +291,19 @@ def test_chart_ticks_are_round_and_inside_the_range(low, high):
   step = ticks[1] - ticks[0]
   mantissa = step / 10 ** math.floor(math.log10(step))
   assert any(math.isclose(mantissa, m) for m in (1, 2, 5, 10))
+
+
+def test_the_data_table_writes_counts_as_the_report_does():
+  config = config_lib.from_dict(
+    {'pipeline_name': 'demo', 'train': {'task': 'classify', 'train_steps': 2, 'eval_steps': 1}}
+  )
+  statistics = {
+    'train': {'examples': 11515.0, 'mean text length': 108.2517},
+    'eval': {'examples': 1293.0, 'mean text length': 2.5},
+    'big': {'examples': 2500000.0},
+  }
+  page = report.render_report(config, summary.RunSummary(statistics=statistics))
+  data = page[page.index('<h2>Data') :]
+  for text in ('11,515', '108.3', '1,293', '2.5', '2,500,000'):
+    assert f'>{text}<' in data, text
+  assert not re.search(r'>(11515|1293|2\.5e\+06)<', data)
