@@ -83,6 +83,36 @@ def argmax_precision_recall(summary: RunSummary) -> None:
     summary.metrics[f'recall {suffix}'] = grid[i][i] / actual if actual else math.nan
 
 
+def name_labels(summary: RunSummary, names: List[str]) -> None:
+  """Says which label TFMA's class ids are (`auc (classId:0)` -> `auc (label rotten)`, the
+  slice `label=0` -> `label=rotten`), in the overall metrics and in each label's slice. Within
+  one label's slice an AUC, and another class's figures, are undefined (one class present): NaN
+  there (null in summary.json), not TFMA's 0 or 1."""
+
+  def named(metrics):
+    for i, name in enumerate(names):
+      metrics = {k.replace(f'(classId:{i})', f'(label {name})'): v for k, v in metrics.items()}
+    return metrics
+
+  summary.metrics = named(summary.metrics)
+  per_label = {}
+  for key, metrics in summary.per_label.items():
+    metrics = named(metrics)
+    label = key[len('label=') :] if key.startswith('label=') else None
+    if label is not None and label.isdigit() and int(label) < len(names):
+      label = names[int(label)]
+      key = f'label={label}'
+    if label in names:
+      metrics = {
+        k: float('nan')
+        if k.startswith('auc') or ('(label ' in k and not k.endswith(f'(label {label})'))
+        else v
+        for k, v in metrics.items()
+      }
+    per_label[key] = metrics
+  summary.per_label = per_label
+
+
 def _metrics(evaluation_uri, summary: RunSummary):
   import tensorflow_model_analysis as tfma
 
@@ -364,16 +394,7 @@ def collect(config: config_lib.PipelineConfig, started: float) -> RunSummary:
     ids, grid = summary.confusion
     if names and all(int(i) < len(names) for i in ids):
       summary.confusion = ([names[int(i)] for i in ids], grid)
-      # TFMA names per-class metrics `auc (classId:0)`: say which label that is.
-      for i, name in enumerate(names):
-        summary.metrics = {
-          k.replace(f'(classId:{i})', f'(label {name})'): v for k, v in summary.metrics.items()
-        }
-        # Slices on the label are keyed by its id.
-        summary.per_label = {
-          (f'label={name}' if key == f'label={i}' else key): value
-          for key, value in summary.per_label.items()
-        }
+      name_labels(summary, names)
     argmax_precision_recall(summary)
   blessing = run_metadata.latest_output(store, 'ModelBlessing', contract.EVALUATOR_ID, 'blessing')
   if blessing is not None:

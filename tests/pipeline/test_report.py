@@ -307,3 +307,27 @@ def test_the_data_table_writes_counts_as_the_report_does():
   for text in ('11,515', '108.3', '1,293', '2.5', '2,500,000'):
     assert f'>{text}<' in data, text
   assert not re.search(r'>(11515|1293|2\.5e\+06)<', data)
+
+
+def test_label_slices_name_their_labels_and_leave_undefined_figures_undefined():
+  run = summary.RunSummary(
+    metrics={'auc (classId:0)': 0.86, 'recall (classId:1)': 0.7},
+    per_label={
+      'label=0': {
+        'example_count': 749.0,
+        'auc (classId:0)': 0.0,
+        'recall (classId:0)': 0.83,
+        'recall (classId:1)': 0.0,
+        'accuracy': 0.83,
+      },
+      'label=1': {'example_count': 544.0, 'auc (classId:1)': 0.0, 'recall (classId:1)': 0.69},
+    },
+  )
+  summary.name_labels(run, ['fresh', 'rotten'])
+  assert run.metrics == {'auc (label fresh)': 0.86, 'recall (label rotten)': 0.7}
+  fresh = run.per_label['label=fresh']
+  assert fresh['recall (label fresh)'] == 0.83 and fresh['accuracy'] == 0.83
+  assert fresh['example_count'] == 749.0
+  assert math.isnan(fresh['auc (label fresh)']) and math.isnan(fresh['recall (label rotten)'])
+  assert set(run.per_label) == {'label=fresh', 'label=rotten'}
+  assert math.isnan(run.per_label['label=rotten']['auc (label rotten)'])
