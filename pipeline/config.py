@@ -313,7 +313,8 @@ class PipelineConfig:
       imported instead and these settings are unused).
     pretrain: an optional `mlm` (or `clm`) pretraining stage whose model warm-starts `train`:
       the same backbone (`mlm` for `classify` and `mlm`, `clm` for `clm`), size and `seq_len`.
-    train: the final training stage, whose model is evaluated and pushed. Each stage (`pretrain`,
+    train: the final training stage, whose model is evaluated and pushed (task: classify
+      unless set, with or without a `train` section). Each stage (`pretrain`,
       `train`, `distill.student`) needs `train_steps` and `eval_steps`: its Trainer's TrainArgs
       and EvalArgs.
     export: how `train`'s model is exported (`quantize`: trainer/compression_config.py).
@@ -404,6 +405,9 @@ def from_dict(data: Dict[str, Any], config_dir: str = '') -> PipelineConfig:
     raise ConfigError(f'the config must be a mapping of sections, got {type(data).__name__}')
   data = dict(data)
   data.setdefault('config_dir', config_dir)
+  if isinstance(data.get('train'), dict) and 'task' not in data['train']:
+    # The pipeline's default task, as without a `train` section (TrainerConfig's own is mlm).
+    data['train'] = {**data['train'], 'task': PipelineConfig.train.task}
   config = typed_config.from_dict(PipelineConfig, data)
   validate(config)
   return config

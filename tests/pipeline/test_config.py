@@ -711,3 +711,16 @@ def test_make_demo_writes_under_outputs_where_make_serve_reads(tmp_path, target)
   served = run('serve', f'OUTPUTS={tmp_path}', 'PIPELINE=demo-lm', 'MODEL_NAME=demo-lm')
   assert f'--model_base_path={tmp_path}/demo-lm/serving/demo-lm ' in served
   assert f'--model_base_path={REPO}/pipeline_outputs/demo/serving/sentiment ' in run('serve')
+
+
+def test_a_train_section_without_a_task_is_classify_as_no_train_section_is(tmp_path):
+  steps = 'train: {train_steps: 2, eval_steps: 1}\n'
+  assert config_lib.load_config(_write(tmp_path, steps)).train.task == 'classify'
+  overridden = config_lib.load_config(
+    _write(tmp_path, 'pipeline_name: q\n'), ['train.train_steps=2', 'train.eval_steps=1']
+  )
+  assert overridden.train.task == 'classify'
+  clm = config_lib.load_config(
+    _write(tmp_path, 'train: {task: clm, train_steps: 2, eval_steps: 1}\n')
+  )
+  assert clm.train.task == 'clm'
