@@ -42,6 +42,9 @@ class _Model:
     self.config = config
     self.versions = {}  # version -> _Version
     self.serving = {}  # version -> Servable; replaced whole, never mutated, so reads need no lock
+    # What the last poll logged about listing the base path: logged again only on a change, so
+    # a missing folder is not one warning per poll.
+    self.listing = None
 
 
 class ModelManager:
@@ -154,7 +157,7 @@ class ModelManager:
           self._poll_model(model)
 
   def _poll_model(self, model):
-    on_disk = _versions_on_disk(model.config.base_path)
+    on_disk = self._list_versions(model)
     if on_disk is None:
       return  # listing failed (a flaky mount, permissions): keep serving what is loaded
     while True:
@@ -172,6 +175,51 @@ class ModelManager:
       version = max(to_load)
       self._load(model, version, on_disk[version])
     self._unload(model, set(model.serving) - wanted)
+
+  def _list_versions(self, model):
+    """_versions_on_disk of the model's base path, logging a listing problem once per change
+    (TF Serving keeps polling a missing base path: a version may be pushed there later)."""
+    name, base_path = model.config.name, model.config.base_path
+    try:
+      on_disk, state = _versions_on_disk(base_path), 'ok'
+    except FileNotFoundError:
+      on_disk, state = None, 'missing'
+    except OSError as e:
+      on_disk, state = None, f'error: {e}'
+    loaded = bool(model.serving)
+    key = (state, loaded and state != 'ok')
+    if key == model.listing:
+      return on_disk
+    previous, model.listing = model.listing, key
+    if state == 'missing' and loaded:
+      log.warning(
+        'base path %s of model %s has disappeared; keeping the versions loaded from it',
+        base_path,
+        name,
+      )
+    elif state == 'missing':
+      log.warning(
+        'base path %s of model %s does not exist; the model will be served once a version'
+        ' folder appears there (e.g. after the pipeline pushes one)',
+        base_path,
+        name,
+      )
+    elif state != 'ok':
+      log.warning(
+        'cannot list base path %s of model %s (%s); %s',
+        base_path,
+        name,
+        state[len('error: ') :],
+        'keeping the versions loaded from it' if loaded else 'will retry on the next polls',
+      )
+    elif previous is not None:
+      log.info(
+        'base path %s of model %s %s',
+        base_path,
+        name,
+        'exists now' if previous[0] == 'missing' else 'can be listed again',
+      )
+    return on_disk
 
   def _load(self, model, version, path):
     name = model.config.name
@@ -383,14 +431,13 @@ class ModelManager:
 def _versions_on_disk(base_path):
   """version -> directory for every numbered subdirectory that holds a saved_model.pb.
 
-  Returns None when the base path cannot be listed: a transient error must not read as "every
-  version is gone". Only ASCII decimal names are versions (others are ignored).
+  Only ASCII decimal names are versions (others are ignored).
+
+  Raises:
+    OSError: when the base path cannot be listed (FileNotFoundError when it does not exist);
+      the caller skips the poll, as a transient error must not read as "every version is gone".
   """
-  try:
-    names = os.listdir(base_path)
-  except OSError as e:
-    log.warning('cannot list %s (%s); keeping the versions loaded from it', base_path, e)
-    return None
+  names = os.listdir(base_path)
   return {
     int(n): os.path.join(base_path, n)
     for n in names

@@ -209,3 +209,41 @@ def test_generate_rows_per_call_are_sized_for_the_models_whole_window(tmp_path, 
   manager._size_calls(servable)
   assert servable.call_rows['generate'] == 1024
   assert manager_lib._generation_scale(servable, servable.signatures['predict_text']) == 1
+
+
+def _listing_warnings(caplog):
+  return [
+    r.getMessage()
+    for r in caplog.records
+    if r.name == 'serving.manager' and 'base path' in r.getMessage()
+  ]
+
+
+def test_a_missing_base_path_is_logged_once_per_change_and_served_once_pushed(tmp_path, caplog):
+  # `make serve` before the pipeline pushed: one warning, not one per poll, and not the
+  # "keeping the versions loaded" of a base path that disappeared after a load.
+  caplog.set_level('INFO', logger='serving.manager')
+  base = str(tmp_path)
+  manager = _manager(base)
+  try:
+    for _ in range(3):
+      manager.poll()
+    [missing] = _listing_warnings(caplog)
+    assert MODEL in missing and os.path.join(base, MODEL) in missing
+    assert 'does not exist' in missing and 'served once a version' in missing
+    assert 'keeping the versions' not in missing
+    caplog.clear()
+    push(base, MODEL, 1, seed=1)
+    manager.poll()
+    manager.poll()
+    assert manager.resolve(MODEL).version == 1
+    assert [m for m in _listing_warnings(caplog) if 'exists now' in m]
+    caplog.clear()
+    os.rename(os.path.join(base, MODEL), os.path.join(base, 'away'))
+    for _ in range(3):
+      manager.poll()
+    [gone] = _listing_warnings(caplog)
+    assert 'disappeared' in gone and 'keeping the versions loaded from it' in gone
+    assert manager.resolve(MODEL).version == 1
+  finally:
+    manager.stop()
