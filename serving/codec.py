@@ -8,6 +8,7 @@ the declared shape is allocated. A 20-byte message declaring 2**31 strings is re
 import base64
 import binascii
 import dataclasses
+import json
 import math
 
 import numpy as np
@@ -258,7 +259,7 @@ def from_json(key: str, value: object, dtype: tf.DType, budget: Budget | None = 
   if array.size and array.dtype.kind not in allowed:
     raise errors.invalid_argument(
       f'input "{key}" expects {dtype.name} values but got'
-      f' {_json_kind(array)} (e.g. {json_safe(array.flat[0])!r:.80})'
+      f' {_json_kind(array)} (e.g. {as_json(json_safe(array.flat[0]))})'
     )
   if array.dtype.kind in 'iu' and kind in 'iu':
     info = np.iinfo(numpy_dtype)
@@ -282,6 +283,16 @@ def json_safe(value: object) -> object:
   return value.item() if hasattr(value, 'item') else value
 
 
+def as_json(value: object, limit: int = 80) -> str:
+  """A request's value as it was written in JSON (null, true, NaN, "text"), not as Python
+  prints it (None, True, nan, 'text'), cut to `limit` characters for an error message."""
+  try:
+    text = json.dumps(value, ensure_ascii=False)
+  except (TypeError, ValueError):
+    text = repr(value)
+  return text if len(text) <= limit else text[: limit - 3] + '...'
+
+
 def _strings(key, value):
   if isinstance(value, list):
     return [_strings(key, v) for v in value]
@@ -296,7 +307,7 @@ def _strings(key, value):
     except (binascii.Error, ValueError) as e:
       raise errors.invalid_argument(f'input "{key}": invalid base64 in "b64": {e}') from None
   raise errors.invalid_argument(
-    f'input "{key}" expects strings (or {{"b64": ...}} objects) but got {value!r:.80}'
+    f'input "{key}" expects strings (or {{"b64": ...}} objects) but got {as_json(value)}'
   )
 
 
@@ -333,7 +344,7 @@ def example_from_json(index: int | str, obj: object) -> example_pb2.Example:
   """
   if not isinstance(obj, dict):
     raise errors.invalid_argument(
-      f'examples[{index}] must be an object of features, got {obj!r:.80}'
+      f'examples[{index}] must be an object of features, got {as_json(obj)}'
     )
   example = example_pb2.Example()
   for name, value in obj.items():
@@ -351,7 +362,9 @@ def example_from_json(index: int | str, obj: object) -> example_pb2.Example:
     elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
       feature.float_list.value.extend(values)
     else:
-      raise errors.invalid_argument(f'{where} mixes or has unsupported value types: {value!r:.80}')
+      raise errors.invalid_argument(
+        f'{where} mixes or has unsupported value types: {as_json(value)}'
+      )
   return example
 
 

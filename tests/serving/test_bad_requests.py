@@ -310,6 +310,28 @@ REST_CASES = {
     400,
     'empty list',
   ),
+  # Values are quoted as the JSON had them (null, NaN, true), not as Python prints them.
+  'null instance': (
+    'POST',
+    ':predict',
+    b'{"instances": [null], "signature_name": "predict_text"}',
+    400,
+    'but got null',
+  ),
+  'NaN instance': (
+    'POST',
+    ':predict',
+    b'{"instances": [NaN], "signature_name": "predict_text"}',
+    400,
+    'but got NaN',
+  ),
+  'classify feature of mixed types': (
+    'POST',
+    ':classify',
+    {'examples': [{'text': [True, 'x']}]},
+    400,
+    'unsupported value types: [true, "x"]',
+  ),
   'classify without examples': (
     'POST',
     ':classify',

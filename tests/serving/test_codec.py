@@ -47,6 +47,17 @@ def test_json_strings_b64_and_numbers():
     codec.from_json('n', ['1.0'], tf.float32)
 
 
+def test_json_errors_quote_values_as_json():
+  # A user wrote null, NaN and true; Python's None, nan and True would confuse them.
+  for value, written in ((None, 'null'), (float('nan'), 'NaN'), ({'a': True}, '{"a": true}')):
+    with pytest.raises(errors.ServingError) as raised:
+      codec.from_json('t', [value], tf.string)
+    assert raised.value.message.endswith(f'but got {written}')
+  with pytest.raises(errors.ServingError, match=r'got objects or mixed values \(e\.g\. null\)'):
+    codec.from_json('n', [None], tf.float32)
+  assert codec.as_json('x' * 100).endswith('...') and len(codec.as_json('x' * 100)) == 80
+
+
 def test_json_outputs():
   strings = np.array([b'ok', b'\xff'], dtype=object)
   assert codec.to_json('labels', strings) == ['ok', {'b64': '/w=='}]
