@@ -166,7 +166,8 @@ class GrpcClient:
     response = self.stub.GetModelMetadata(request, timeout=self.timeout, metadata=self.metadata)
     signature_defs = get_model_metadata_pb2.SignatureDefMap()
     response.metadata[SIGNATURE_DEF_FIELD].Unpack(signature_defs)
-    return _one_input(signature_defs.signature_def, signature)
+    served = response.model_spec.version.value if response.model_spec.HasField('version') else None
+    return _one_input(signature_defs.signature_def, signature, model, served)
 
   def predict(
     self,
@@ -277,7 +278,8 @@ class RestClient:
     """The one input key of a signature, read from the model's metadata."""
     metadata = self.request(self._path(model, version, label) + '/metadata')
     signature_defs = metadata['metadata'][SIGNATURE_DEF_FIELD][SIGNATURE_DEF_FIELD]
-    return _one_input(signature_defs, signature)
+    served = metadata.get('model_spec', {}).get('version')
+    return _one_input(signature_defs, signature, model, served)
 
   def predict(
     self,
@@ -317,10 +319,17 @@ class RestClient:
     return self.request(self._path(model, version, label) + ':classify', body)['results']
 
 
-def _one_input(signature_defs, signature):
+def _one_input(signature_defs, signature, model='', version=None):
   name = signature or contract.SERVING_DEFAULT
   if name not in signature_defs:
-    raise ValueError(f'the model has no signature "{name}"; it has {sorted(signature_defs)}')
+    # Worded as the server's answer to a Predict on it; the metadata also lists the internal
+    # __saved_model_init_op, which no request can call.
+    callable_names = sorted(n for n in signature_defs if not n.startswith('__'))
+    where = f'model "{model}"' + (f' version {version}' if version is not None else '')
+    raise ValueError(
+      f'FAILED_PRECONDITION: Serving signature key "{name}" not found in {where};'
+      f' it has {callable_names}'
+    )
   inputs = (
     signature_defs[name].inputs
     if hasattr(signature_defs[name], 'inputs')

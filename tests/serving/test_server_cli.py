@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 
 import numpy as np
@@ -100,6 +101,24 @@ def test_query_client_reports_errors(process, capsys):
   _, grpc_target, _ = process
   assert client.main(['--grpc', grpc_target, '--model_name', 'nope', '--text', 'x']) == 1
   assert 'NOT_FOUND' in capsys.readouterr().err
+
+
+def test_query_client_words_a_missing_signature_as_the_server_does(process, capsys):
+  # The client checks the metadata first; its message must be the server's FAILED_PRECONDITION
+  # (status name, callable signatures only), not a list with __saved_model_init_op.
+  _, grpc_target, rest_url = process
+  request = urllib.request.Request(
+    f'{rest_url}/v1/models/{MODEL}:predict',
+    data=json.dumps({'signature_name': 'predict', 'instances': ['x']}).encode(),
+  )
+  with pytest.raises(urllib.error.HTTPError) as raised:
+    urllib.request.urlopen(request, timeout=10)
+  server = json.loads(raised.value.read())['error']
+  assert server.startswith('Serving signature key "predict" not found'), server
+  for where in (['--grpc', grpc_target], ['--rest', rest_url]):
+    args = where + ['--model_name', MODEL, '--signature', 'predict', '--text', 'x']
+    assert client.main(args) == 1
+    assert capsys.readouterr().err == f'error: FAILED_PRECONDITION: {server}\n'
 
 
 def test_query_client_names_a_rest_server_it_cannot_reach(capsys):
