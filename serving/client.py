@@ -4,7 +4,7 @@
   python -m serving.client --rest http://localhost:8501 --model_name imdb --text "dull" \\
       --signature predict_text
   python -m serving.client --grpc localhost:8500 --model_name imdb --text "fine" --classify
-  python -m serving.client --rest http://localhost:8501 --model_name lm --generate \
+  python -m serving.client --rest http://localhost:8501 --model_name lm --generate \\
       --prompt "the film" --max_new_tokens 20 --temperature 0.8 --top_p 0.9 --seed 7
 
 The signature's metadata decides the encoding: a signature whose one input is `examples` (or
@@ -25,9 +25,25 @@ import urllib.request
 from collections.abc import Sequence
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+  """Shows each flag's default, except the empty ones ('(default: None)' says nothing)."""
+
+  def _get_help_string(self, action):
+    # By identity: 0 == False, and a default of 0 is worth showing.
+    if any(action.default is empty for empty in (None, False, '')) or action.help is None:
+      return action.help
+    return super()._get_help_string(action)
+
+
+# Sampling controls: without --temperature > 0 (greedy decoding) they change nothing.
+_SAMPLING_FLAGS = ('seed', 'top_k', 'top_p')
+
+
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
-    prog='python -m serving.client', description=__doc__.split('\n')[0]
+    prog='python -m serving.client',
+    description=__doc__.split('\n')[0],
+    formatter_class=_HelpFormatter,
   )
   where = parser.add_mutually_exclusive_group(required=True)
   where.add_argument('--grpc', help='host:port of the gRPC API')
@@ -44,11 +60,25 @@ def _parser() -> argparse.ArgumentParser:
   )
   parser.add_argument('--prompt', action='append', help='a prompt (repeat for a batch)')
   # Below a small model's window: its limit is seq_len - 1 (the end token takes one).
-  parser.add_argument('--max_new_tokens', type=int, default=16)
-  parser.add_argument('--temperature', type=float, default=0.0, help='0: greedy')
-  parser.add_argument('--top_k', type=int, default=0, help='0: the whole vocabulary')
-  parser.add_argument('--top_p', type=float, default=1.0, help='1: no nucleus cut')
-  parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--max_new_tokens', type=int, default=16, help='tokens to generate per row')
+  parser.add_argument(
+    '--temperature',
+    type=float,
+    default=0.0,
+    help='0: greedy decoding (--seed, --top_k, --top_p have no effect); above 0: sampling',
+  )
+  parser.add_argument(
+    '--top_k', type=int, default=0, help='sample among the k likeliest tokens; 0: all of them'
+  )
+  parser.add_argument(
+    '--top_p', type=float, default=1.0, help='nucleus sampling mass; 1: no nucleus cut'
+  )
+  parser.add_argument(
+    '--seed',
+    type=int,
+    default=0,
+    help='sampling seed (the same seed gives the same text); only matters with --temperature > 0',
+  )
   parser.add_argument('--timeout', type=float, default=30.0, help='seconds (the gRPC deadline)')
   parser.add_argument('--root_cert', help='CA certificate (PEM) for TLS / HTTPS')
   parser.add_argument('--auth_token_file', help='file holding the bearer token to send')
@@ -352,8 +382,27 @@ def _jsonable(value):
   return value
 
 
+def _ignored_sampling_flags(argv: list[str] | None, flags) -> list[str]:
+  """The sampling flags given on the command line although decoding is greedy."""
+  if not flags.generate or flags.temperature > 0:  # NaN is greedy too, as on the server
+    return []
+  # Parsed again with no defaults, so that a flag given at its default value counts too.
+  probe = _parser()
+  probe.set_defaults(**dict.fromkeys(_SAMPLING_FLAGS))
+  given = probe.parse_args(argv)
+  return [f'--{name}' for name in _SAMPLING_FLAGS if getattr(given, name) is not None]
+
+
 def main(argv: list[str] | None = None) -> int:
   flags = _flags(argv)
+  ignored = _ignored_sampling_flags(argv, flags)
+  if ignored:
+    print(
+      f'note: {", ".join(ignored)} {"has" if len(ignored) == 1 else "have"} no effect under'
+      f' greedy decoding (--temperature'
+      f' {flags.temperature:g}); give --temperature > 0 to sample',
+      file=sys.stderr,
+    )
   args = (flags.model_name, flags.text, flags.signature, flags.version, flags.label)
   try:
     token = None

@@ -132,6 +132,41 @@ def test_query_client_names_a_rest_server_it_cannot_reach(capsys):
   assert 'refused' in err and 'Traceback' not in err
 
 
+def _dead_rest_url():
+  with socket.socket() as s:  # a port nothing listens on once closed
+    s.bind(('127.0.0.1', 0))
+    return f'http://127.0.0.1:{s.getsockname()[1]}'
+
+
+def test_client_help_shows_defaults_and_when_the_seed_matters():
+  result = subprocess.run(
+    [sys.executable, '-m', 'serving.client', '--help'], capture_output=True, text=True
+  )
+  assert result.returncode == 0, result.stderr
+  text = ' '.join(result.stdout.split())  # argparse wraps lines
+  for default in ('tokens to generate per row (default: 16)', 'sampling (default: 0.0)'):
+    assert default in text
+  assert 'only matters with --temperature > 0 (default: 0)' in text
+  assert '(default: None)' not in text
+
+
+def test_client_notes_sampling_flags_that_greedy_decoding_ignores(capsys):
+  # --seed alone used to give greedy text with nothing saying why the seed changed nothing.
+  generate = ['--rest', _dead_rest_url(), '--model_name', 'lm', '--generate', '--prompt', 'x']
+  for extra, note in (
+    (['--seed', '7'], 'note: --seed has no effect under greedy decoding (--temperature 0)'),
+    (['--seed', '0', '--top_p=0.9'], 'note: --seed, --top_p have no effect under greedy'),
+    (['--top_k', '5', '--temperature', '0.8'], None),
+    ([], None),
+  ):
+    assert client.main(generate + extra) == 1  # nothing listens: the note comes first
+    err = capsys.readouterr().err
+    if note is None:
+      assert 'note:' not in err, err
+    else:
+      assert err.startswith(note) and err.count('\n') == 2, err
+
+
 def test_sigterm_drains_in_flight_requests(process):
   proc, grpc_target, rest_url = process
   results = {}
