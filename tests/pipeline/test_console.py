@@ -112,6 +112,9 @@ def test_tfx_pipeline_create_keeps_the_native_lines_in_a_log(tmp_path):
   _create(tmp_path, config)
 
 
+# Two `tfx` CLI processes (23 CPU-seconds): slow; tests/pipeline/test_bad_input.py checks the
+# refusal in process.
+@pytest.mark.slow
 def test_tfx_run_create_refuses_a_config_of_another_pipeline_than_the_one_named(tmp_path):
   # Without TFXLM_CONFIG (or with another one), `run create` ran the config's pipeline, not the
   # one named: it printed 'Creating a run for pipeline: badinput', then ran the demo.
