@@ -307,6 +307,12 @@ def _crashing_run(data, run_dir, config, monkeypatch):
   return args
 
 
+# Checkpoints at steps 2 and 4, then the crash before the export.
+_CRASHED_CONFIG = trainer_data.tiny_config(
+  'clm', num_layers=1, train_steps=4, eval_every_steps=4, checkpoint_every_steps=2
+)
+
+
 def _rerun(args, run_dir, config):
   """The same component's next execution: a new model_run dir beside the first."""
   rerun = trainer_data.fn_args(
@@ -326,9 +332,7 @@ def _rerun(args, run_dir, config):
 def test_logging_and_evaluation_settings_do_not_change_the_checkpoints_a_rerun_resumes(
   clm_data, tmp_path, monkeypatch, caplog
 ):
-  config = trainer_data.tiny_config(
-    'clm', num_layers=1, train_steps=4, eval_every_steps=4, checkpoint_every_steps=2
-  )
+  config = _CRASHED_CONFIG
   args = _crashing_run(clm_data, str(tmp_path), config, monkeypatch)
   checkpoints = task.checkpoint_dir(args, task.config_from_fn_args(args))
   assert tf.train.latest_checkpoint(checkpoints).endswith('-4')
@@ -355,9 +359,7 @@ def test_logging_and_evaluation_settings_do_not_change_the_checkpoints_a_rerun_r
 def test_checkpoints_of_other_weight_settings_are_named_then_removed_after_the_export(
   clm_data, tmp_path, monkeypatch, caplog
 ):
-  config = trainer_data.tiny_config(
-    'clm', num_layers=1, train_steps=4, eval_every_steps=4, checkpoint_every_steps=2
-  )
+  config = _CRASHED_CONFIG
   args = _crashing_run(clm_data, str(tmp_path), config, monkeypatch)
   abandoned = task.checkpoint_dir(args, task.config_from_fn_args(args))
   # More steps is another run: the learning-rate schedule spans train_steps.
