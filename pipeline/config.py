@@ -312,7 +312,8 @@ class PipelineConfig:
     vocabulary: the vocabulary to learn (with `train.preset` set, the preset's tokenizer is
       imported instead and these settings are unused).
     pretrain: an optional `mlm` (or `clm`) pretraining stage whose model warm-starts `train`:
-      the same backbone (`mlm` for `classify` and `mlm`, `clm` for `clm`), size and `seq_len`.
+      the same backbone (`mlm` for `classify` and `mlm`, `clm` for `clm`) and size, and a
+      `seq_len` at least train's.
     train: the final training stage, whose model is evaluated and pushed (task: classify
       unless set, with or without a `train` section). Each stage (`pretrain`,
       `train`, `distill.student`) needs `train_steps` and `eval_steps`: its Trainer's TrainArgs

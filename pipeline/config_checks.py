@@ -205,8 +205,9 @@ _SIZE_FIELDS = ('num_layers', 'hidden_dim', 'num_heads', 'intermediate_dim')
 def _check_warm_start(config: PipelineConfig) -> None:
   """A `pretrain` stage's backbone loads into `train`'s, weight by weight: the same family
   (mlm pretrains a BertBackbone for mlm and classify, clm a GPT2Backbone for clm), the same
-  size and the same `seq_len` (the position embedding has one row per position). Refused here,
-  not by the Trainer after pretraining ran."""
+  size, and a `seq_len` no longer than pretraining's (the position embedding has one row per
+  position; shorter sequences use its first rows). Refused here, not by the Trainer after
+  pretraining ran."""
   pretrain, train = config.pretrain, config.train
   family = contract.TASK_BACKBONES[train.task]
   if contract.TASK_BACKBONES[pretrain.task] != family:
@@ -216,11 +217,12 @@ def _check_warm_start(config: PipelineConfig) -> None:
       f'but train.task {train.task} warm-starts a {family} from it: write pretrain.task: '
       f'{" or ".join(fits)}'
     )
-  if pretrain.seq_len != train.seq_len:
+  if train.seq_len > pretrain.seq_len:
     raise ConfigError(
       f'pretrain.seq_len: {pretrain.seq_len}, train.seq_len: {train.seq_len}: train warm-starts '
-      'from the pretrained model, whose position embedding has one row per position: write '
-      f'the same in both (e.g. train.seq_len: {pretrain.seq_len})'
+      f'from the pretrained model, whose position embedding has {pretrain.seq_len} rows (one per '
+      f'position): write train.seq_len: {pretrain.seq_len} or less, or pretrain.seq_len: '
+      f'{train.seq_len}'
     )
   if pretrain.model_dims() == train.model_dims():
     return

@@ -20,14 +20,21 @@ from trainer.config import TrainerConfig, preset_backbone_problem
 TOKEN_IDS = contract.TOKEN_IDS_KEY
 PADDING_MASK = 'padding_mask'
 MASK_POSITIONS = 'mask_positions'
+# The position embedding's variable path in both backbone families (one row per position).
+POSITION_EMBEDDING = 'position_embedding/embeddings'
 
 
-def build_backbone(config: TrainerConfig, vocab_size: int) -> keras_hub.models.Backbone:
+def build_backbone(
+  config: TrainerConfig, vocab_size: int, positions: int | None = None
+) -> keras_hub.models.Backbone:
   """A BertBackbone (mlm, classify) or GPT2Backbone (clm) sized by `config`.
 
   Args:
     config: A `TrainerConfig`.
     vocab_size: Rows of the token embedding (the token vocabulary's size).
+    positions: Rows of the position embedding, at least `config.seq_len` (None: `seq_len`):
+      a warm start from a model trained on longer sequences keeps all of its rows, and the
+      shorter inputs use the first ones.
 
   Raises:
     ValueError: if a preset's vocabulary size or family does not fit the task.
@@ -57,7 +64,7 @@ def build_backbone(config: TrainerConfig, vocab_size: int) -> keras_hub.models.B
     hidden_dim=size.hidden_dim,
     intermediate_dim=size.intermediate_dim,
     dropout=config.head_dropout(),
-    max_sequence_length=config.seq_len,
+    max_sequence_length=positions or config.seq_len,
   )
 
 
@@ -178,6 +185,15 @@ def save_backbone_weights(backbone: keras_hub.models.Backbone, path: str) -> Non
   np.savez(buffer, **backbone_weights(backbone))
   with tf.io.gfile.GFile(path, 'wb') as f:
     f.write(buffer.getvalue())
+
+
+def saved_positions(path: str) -> int | None:
+  """Rows of the position embedding in the backbone weights .npz at `path` (None if it has
+  none): the longest sequence the saved backbone was built for."""
+  with tf.io.gfile.GFile(path, 'rb') as f:
+    saved = np.load(io.BytesIO(f.read()))
+    value = saved[POSITION_EMBEDDING] if POSITION_EMBEDDING in saved.files else None
+  return None if value is None else int(value.shape[0])
 
 
 def load_backbone_weights(backbone: keras_hub.models.Backbone, path: str) -> int:

@@ -296,7 +296,10 @@ def check_base_vocabulary(base_model: str, folder: str, tokens: list) -> None:
 
 
 def build_task_model(
-  config: TrainerConfig, vocabularies: Vocabularies, base_model: str | None = None
+  config: TrainerConfig,
+  vocabularies: Vocabularies,
+  base_model: str | None = None,
+  positions: int | None = None,
 ) -> keras.Model:
   """Backbone + head of `config.task`, warm-started from `base_model`'s backbone if given.
 
@@ -304,16 +307,29 @@ def build_task_model(
     config: The TrainerConfig.
     vocabularies: `Vocabularies` (vocabulary size, number of classes).
     base_model: An earlier model of this trainer (the Trainer's `base_model`; see
-      `base_model_dir`).
+      `base_model_dir`): the backbone has as many positions as that model's.
+    positions: Without `base_model`: rows of the position embedding (None: `config.seq_len`;
+      a copy of a model warm-started from longer sequences keeps their rows).
 
   Raises:
-    ValueError: if the base model's backbone weights do not all load.
+    ValueError: if the base model's backbone weights do not all load, or were built for
+      sequences shorter than `config.seq_len`.
   """
-  backbone = models.build_backbone(config, len(vocabularies.tokens))
-  if base_model:
+  if not base_model:
+    backbone = models.build_backbone(config, len(vocabularies.tokens), positions=positions)
+  else:
     folder = base_model_dir(base_model)
     check_base_vocabulary(base_model, folder, vocabularies.tokens)
     path = os.path.join(folder, contract.EXTRA_DIR, contract.BACKBONE_WEIGHTS_FILE)
+    positions = models.saved_positions(path)
+    if positions is not None and positions < config.seq_len:
+      raise ValueError(
+        f'base_model {base_model} was built for sequences of at most {positions} tokens, '
+        f'seq_len is {config.seq_len}: its position embedding has no rows past {positions}; '
+        f'write seq_len: {positions} or less'
+      )
+    # Shorter sequences than the base model's use the first rows of its position embedding.
+    backbone = models.build_backbone(config, len(vocabularies.tokens), positions=positions)
     loaded = models.load_backbone_weights(backbone, path)
     logging.info('warm start: loaded %d backbone weights from %s', loaded, path)
   return models.build_model(
@@ -469,7 +485,8 @@ def _export(trained, tft_output, config, vocabularies, export_dir, export_config
   previous_policy = keras.mixed_precision.global_policy()
   keras.mixed_precision.set_global_policy(contract.FLOAT32)
   try:
-    copy = build_task_model(config, vocabularies)
+    positions = getattr(trained.backbone, 'max_sequence_length', None)
+    copy = build_task_model(config, vocabularies, positions=positions)
     # LoRA's A @ B folded into the kernels: the export is that of a fully fine-tuned model.
     copy.set_weights(adapters.merged_weights(trained))
   finally:

@@ -438,10 +438,10 @@ def test_lora_and_freeze_without_a_pretrained_backbone_or_its_layers_are_refused
   'pretrain, train, message',
   [
     (
-      {'task': 'mlm', 'seq_len': 64},
-      {'seq_len': 32},
-      'pretrain.seq_len: 64, train.seq_len: 32: .* write the same in both '
-      r'\(e.g. train.seq_len: 64\)',
+      {'task': 'mlm', 'seq_len': 32},
+      {'seq_len': 64},
+      'pretrain.seq_len: 32, train.seq_len: 64: .* has 32 rows .*: write train.seq_len: 32 or '
+      'less, or pretrain.seq_len: 64',
     ),
     (
       {'task': 'clm'},
@@ -482,6 +482,9 @@ def test_a_pretrain_stage_whose_weights_cannot_warm_start_train_is_refused_namin
   'pretrain, train',
   [
     ({'task': 'mlm', 'seq_len': 64}, {'task': 'classify', 'seq_len': 64}),
+    # Shorter sequences than pretraining's use the first rows of its position embedding.
+    ({'task': 'mlm', 'seq_len': 64}, {'task': 'classify', 'seq_len': 32}),
+    ({'task': 'clm', 'seq_len': 128}, {'task': 'clm', 'seq_len': 64}),
     ({'task': 'mlm', 'hidden_dim': 256}, {'task': 'mlm', 'hidden_dim': 256}),
     (
       {'task': 'clm', 'model_size': 'small'},

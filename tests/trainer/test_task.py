@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -185,6 +186,32 @@ def test_warm_start_loads_the_pretrained_backbone(mlm_run, classify_data):
   assert not np.array_equal(
     np.array(fresh.backbone.weights[0]), pretrained[fresh.backbone.weights[0].path]
   )
+
+
+def test_a_warm_start_at_a_shorter_seq_len_keeps_every_position_row(mlm_run, classify_data):
+  vocabularies = task.Vocabularies.from_tft_output(
+    tft.TFTransformOutput(classify_data['transform_graph']), 'classify'
+  )
+  base = mlm_run.serving_model_dir
+  pretrained = np.load(os.path.join(base, contract.EXTRA_DIR, contract.BACKBONE_WEIGHTS_FILE))
+  rows = pretrained[models.POSITION_EMBEDDING].shape[0]
+  short = TrainerConfig.from_dict(
+    trainer_data.tiny_config('classify', **BACKBONE, seq_len=rows // 2)
+  )
+  model = task.build_task_model(short, vocabularies, base_model=base)
+  for weight in model.backbone.weights:
+    np.testing.assert_array_equal(np.array(weight), pretrained[weight.path])
+  ids = np.full((2, rows // 2), 5, np.int32)
+  logits = model({models.TOKEN_IDS: ids, models.PADDING_MASK: np.ones_like(ids)})
+  assert logits.shape == (2, len(vocabularies.labels))
+  # A longer seq_len than the base model's has no position rows to start from.
+  long = TrainerConfig.from_dict(trainer_data.tiny_config('classify', **BACKBONE, seq_len=rows * 2))
+  with pytest.raises(
+    ValueError,
+    match=rf'base_model {re.escape(base)} was built for sequences of at most {rows} tokens, '
+    rf'seq_len is {rows * 2}: .* write seq_len: {rows} or less',
+  ):
+    task.build_task_model(long, vocabularies, base_model=base)
 
 
 def test_warm_start_from_a_different_size_fails_loudly(mlm_run, classify_data, tmp_path):
