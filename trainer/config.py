@@ -121,7 +121,7 @@ class TrainerConfig:
     end_learning_rate_ratio: Final learning rate as a fraction of the peak.
     weight_decay: AdamW decoupled weight decay (not applied to LayerNorm and bias weights).
     warmup_ratio: Warmup length as a fraction of `train_steps` (used when `warmup_steps` is None).
-    warmup_steps: Warmup length in steps; overrides `warmup_ratio`.
+    warmup_steps: Warmup length in steps, at most `train_steps`; overrides `warmup_ratio`.
     decay: Shape of the decay after warmup: 'linear' or 'cosine'.
     clip_norm: Global-norm gradient clipping threshold; 0 disables clipping. With several
       replicas each clips its share at clip_norm / replicas, which bounds the summed gradient.
@@ -222,6 +222,18 @@ class TrainerConfig:
         'pooling': contract.POOLINGS,
       },
     )
+    if (
+      self.warmup_steps is not None
+      and self.train_steps is not None
+      and self.warmup_steps > self.train_steps
+    ):
+      # Refused, not clamped: a clamped warmup spans the whole run, so the learning rate never
+      # decays, which is not the schedule the config asked for.
+      raise typed_config.FieldError(
+        'warmup_steps',
+        f'{self.warmup_steps} is more than train_steps ({self.train_steps}): lower '
+        'warmup_steps, or raise train_steps',
+      )
     if self.mask_token_rate + self.random_token_rate > 1.0:
       raise typed_config.FieldError(
         'random_token_rate',

@@ -134,9 +134,13 @@ class AdamW(keras.optimizers.AdamW):
 def warmup_steps_for(
   total_steps: int, warmup_steps: int | None = None, warmup_ratio: float = 0.0
 ) -> int:
-  """Warmup length in steps: explicit, else a fraction of the total."""
+  """Warmup length in steps: explicit, else a fraction of the total.
+
+  An explicit length longer than the run is not shortened: TrainerConfig refuses it, and
+  `WarmupDecay` raises on it.
+  """
   if warmup_steps is not None:
-    return min(warmup_steps, total_steps)
+    return warmup_steps
   return int(round(total_steps * warmup_ratio))
 
 

@@ -727,3 +727,28 @@ def test_a_train_section_without_a_task_is_classify_as_no_train_section_is(tmp_p
     _write(tmp_path, 'train: {task: clm, train_steps: 2, eval_steps: 1}\n')
   )
   assert clm.train.task == 'clm'
+
+
+@pytest.mark.parametrize(
+  'section, text',
+  [
+    ('train', 'train: {train_steps: 20, eval_steps: 1, warmup_steps: 30}\n'),
+    (
+      'pretrain',
+      'pretrain: {task: mlm, train_steps: 20, eval_steps: 1, warmup_steps: 30}\n'
+      'train: {train_steps: 2, eval_steps: 1}\n',
+    ),
+    (
+      'distill.student',
+      'train: {train_steps: 2, eval_steps: 1}\n'
+      'distill: {student: {train_steps: 20, eval_steps: 1, warmup_steps: 30}}\n',
+    ),
+  ],
+)
+def test_a_warmup_longer_than_its_stage_is_refused_naming_both_keys(tmp_path, section, text):
+  # Not clamped to the run's length, which would leave a learning rate that never decays.
+  with pytest.raises(
+    config_lib.ConfigError,
+    match=rf'c\.yaml: {re.escape(section)}\.warmup_steps: 30 is more than train_steps \(20\)',
+  ):
+    config_lib.load_config(_write(tmp_path, text))

@@ -46,7 +46,9 @@ def test_schedule_rejects_bad_arguments():
 def test_warmup_steps_for():
   assert optimization.warmup_steps_for(1000, None, 0.06) == 60
   assert optimization.warmup_steps_for(1000, 5, 0.5) == 5
-  assert optimization.warmup_steps_for(10, 50) == 10
+  # A warmup longer than the run is not shortened into one that never decays: it is refused.
+  with pytest.raises(ValueError, match=r'warmup_steps \(50\) must not exceed total_steps \(10\)'):
+    optimization.WarmupDecay(1.0, 10, optimization.warmup_steps_for(10, 50))
 
 
 def _backbone():

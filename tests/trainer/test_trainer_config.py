@@ -58,12 +58,24 @@ def test_ints_are_accepted_for_floats():
       'num_heads: hidden_dim 10 is not divisible by num_heads 3',
     ),
     ({'task': 'classify', 'seq_len': 2}, 'seq_len: must be >= 3 for classify'),
+    (
+      {'train_steps': 10, 'warmup_steps': 11},
+      'warmup_steps: 11 is more than train_steps (10): lower warmup_steps, or raise train_steps',
+    ),
   ],
 )
 def test_rejects_bad_input_with_a_clear_message(bad, message):
   with pytest.raises(ValueError) as error:
     TrainerConfig.from_dict(bad)
   assert message in str(error.value)
+
+
+def test_warmup_as_long_as_the_run_is_kept_and_a_longer_one_refused_when_train_steps_arrive():
+  assert TrainerConfig(train_steps=10, warmup_steps=10).warmup_steps == 10
+  # run_fn fills train_steps from TrainArgs this way when the config leaves it unset.
+  unset = TrainerConfig(warmup_steps=50)
+  with pytest.raises(ValueError, match=r'warmup_steps: 50 is more than train_steps \(10\)'):
+    dataclasses.replace(unset, train_steps=10)
 
 
 # Every float field, with a value outside its range (None: any non-finite value is refused).
