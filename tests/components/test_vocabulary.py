@@ -281,6 +281,46 @@ def test_beam_job_counts_prunes_and_writes(tmp_path):
   assert (meta['kind'], meta['lowercase'], meta['nfkc']) == ('wordpiece', True, True)
 
 
+def _run_executor(tmp_path, texts, **config):
+  """The executor's Do on a train split of `texts`; returns the vocabulary's folder."""
+  from tfx.types import artifact_utils, standard_artifacts
+
+  examples = standard_artifacts.Examples()
+  examples.uri = str(tmp_path / 'examples')
+  examples.split_names = artifact_utils.encode_split_names(['train'])
+  os.makedirs(tmp_path / 'examples' / 'Split-train')
+  _write_examples(str(tmp_path / 'examples' / 'Split-train' / 'data.gz'), texts)
+  output = vocabulary.VocabularyArtifact()
+  output.uri = str(tmp_path / 'vocab')
+  context = vocabulary.Executor.Context(beam_pipeline_args=local_runner.in_process_beam_args())
+  vocabulary.Executor(context).Do(
+    {'examples': [examples]}, {'vocabulary': [output]}, _config(train_split='train', **config)
+  )
+  return tmp_path / 'vocab'
+
+
+@pytest.mark.parametrize('kind', ['wordpiece', 'sentencepiece'])
+def test_a_vocabulary_far_below_its_size_is_warned_of_naming_both_sizes(tmp_path, caplog, kind):
+  with caplog.at_level('WARNING', logger='absl'):
+    out = _run_executor(tmp_path, FIVE_SENTENCES * 4, kind=kind, vocab_size=8000)
+  size = json.loads((out / 'vocab.json').read_text())['size']
+  warnings = [r.getMessage() for r in caplog.records if r.levelname == 'WARNING']
+  assert any(
+    w.startswith(
+      f'Vocabulary: learned {size} tokens, far below vocabulary.size 8,000: the train '
+      'split has too little text for more (20 documents, '
+    )
+    and w.endswith(f'distinct words); add text, or set vocabulary.size to about {size}')
+    for w in warnings
+  ), warnings
+
+
+def test_a_vocabulary_near_its_size_is_not_warned_of():
+  spec = {'size': 80, 'target_size': 100, 'documents': 10, 'unique_words': 500}
+  assert vocabulary.shortfall(spec, 'train') is None
+  assert 'vocabulary.size 100' in vocabulary.shortfall({**spec, 'size': 70}, 'train')
+
+
 def test_component_rejects_bad_options():
   from tfx import types
   from tfx.types import standard_artifacts
