@@ -3,7 +3,9 @@
 bfloat16 pays only where the hardware multiplies it natively: a TPU, a GPU of compute capability
 8.0 or newer, or a CPU with AVX512_BF16 or AMX-BF16 under TensorFlow's oneDNN kernels. Elsewhere
 TensorFlow emulates it: on a 2-core AVX2 EPYC (no AVX-512) fine-tuning all-MiniLM-L6-v2 under
-`mixed_bfloat16` ran 147 tokens/s against 935 in float32, 0.16x (README "Training"). `choose`
+`mixed_bfloat16` ran 147 tokens/s against 935 in float32, 0.16x (README "Training"). float16
+is the same on a CPU without AVX512_FP16 or AMX-FP16: there a 512x512 float16 matmul takes twice
+the float32 one's time, before the loss scaling `mixed_float16` adds. `choose`
 is a pure function of detected facts, so `auto` is tested with faked hardware; `resolve`
 detects them and logs the choice.
 """
@@ -14,8 +16,9 @@ from absl import logging
 
 from tfxlm.contract import AUTO, FLOAT32, MIXED_BFLOAT16, MIXED_FLOAT16
 
-# /proc/cpuinfo flags of x86 CPUs that multiply bfloat16 natively.
+# /proc/cpuinfo flags of x86 CPUs that multiply bfloat16 (float16) natively.
 _BFLOAT16_CPU_FLAGS = ('avx512_bf16', 'amx_bf16')
+_FLOAT16_CPU_FLAGS = ('avx512_fp16', 'amx_fp16')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,11 +29,13 @@ class Hardware:
     tpu: Training runs on a TPU.
     gpu_capabilities: (major, minor) compute capability of each local GPU.
     cpu_bfloat16: The CPU has bfloat16 instructions and TensorFlow uses oneDNN.
+    cpu_float16: The CPU has float16 instructions and TensorFlow uses oneDNN.
   """
 
   tpu: bool = False
   gpu_capabilities: tuple = ()
   cpu_bfloat16: bool = False
+  cpu_float16: bool = False
 
   def native_bfloat16(self) -> bool:
     """Whether the devices that train multiply bfloat16 natively."""
@@ -100,12 +105,16 @@ def detect(strategy) -> Hardware:
   if capabilities:
     return Hardware(gpu_capabilities=tuple(capabilities))
   flags = cpu_flags(_read_cpuinfo())
-  return Hardware(cpu_bfloat16=bool(flags & set(_BFLOAT16_CPU_FLAGS)) and _onednn_enabled())
+  onednn = _onednn_enabled()
+  return Hardware(
+    cpu_bfloat16=bool(flags & set(_BFLOAT16_CPU_FLAGS)) and onednn,
+    cpu_float16=bool(flags & set(_FLOAT16_CPU_FLAGS)) and onednn,
+  )
 
 
 def resolve(precision: str, strategy) -> str:
-  """`choose` on this host's hardware, logged; a warning where mixed_bfloat16 is asked for on
-  hardware that only emulates it."""
+  """`choose` on this host's hardware, logged; a warning where mixed_bfloat16 or mixed_float16
+  is asked for on hardware that only emulates it (once per run: the Trainer calls this once)."""
   hardware = detect(strategy)
   chosen = choose(precision, hardware)
   if precision == AUTO:
@@ -115,5 +124,15 @@ def resolve(precision: str, strategy) -> str:
       'precision mixed_bfloat16 on %s: bfloat16 is emulated here, many times slower than '
       'float32; set train.precision to auto or float32',
       hardware.describe(),
+    )
+  elif (
+    precision == MIXED_FLOAT16
+    and not hardware.tpu
+    and not hardware.gpu_capabilities
+    and not hardware.cpu_float16
+  ):
+    logging.warning(
+      'precision mixed_float16 on a CPU without AVX512_FP16 / AMX-FP16 (no GPU found): float16 '
+      'is emulated here, slower than float32; set train.precision to auto or float32'
     )
   return chosen

@@ -74,6 +74,27 @@ def test_resolve_logs_auto_and_warns_of_emulated_bfloat16(monkeypatch, caplog):
   assert not caplog.text
 
 
+def test_resolve_warns_once_of_emulated_float16_on_a_cpu_host(monkeypatch, caplog):
+  # This host has no GPU: the strategy trains on its CPU.
+  strategy = tf.distribute.get_strategy()
+  monkeypatch.setattr(precision, '_read_cpuinfo', lambda: AVX2_CPUINFO)
+  caplog.set_level(logging.INFO, logger='absl')
+  assert precision.resolve('mixed_float16', strategy) == 'mixed_float16'
+  warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+  assert warnings == [
+    'precision mixed_float16 on a CPU without AVX512_FP16 / AMX-FP16 (no GPU found): float16 is '
+    'emulated here, slower than float32; set train.precision to auto or float32'
+  ]
+  caplog.clear()
+  # A CPU that multiplies float16 under oneDNN computes it natively.
+  monkeypatch.setattr(
+    precision, '_read_cpuinfo', lambda: AVX2_CPUINFO.replace('avx2', 'avx2 amx_fp16')
+  )
+  monkeypatch.setattr(precision, '_onednn_enabled', lambda: True)
+  assert precision.resolve('mixed_float16', strategy) == 'mixed_float16'
+  assert not caplog.text
+
+
 def test_the_config_takes_auto_and_refuses_others():
   assert TrainerConfig(precision='auto').precision == 'auto'
   with pytest.raises(ValueError, match='precision'):
