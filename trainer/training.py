@@ -33,7 +33,8 @@ from trainer.config import TrainerConfig
 
 CHECKPOINT_DIR = 'checkpoints'
 TRAIN_LOGS, EVAL_LOGS = 'train', 'eval'
-# Written by the chief into the run directory: every evaluation, for people and tests.
+# Written by the chief into the run directory: every evaluation, for people and tests. Each
+# entry holds the step, `eval_steps` and `eval_rows` (what the evaluation covered), the metrics.
 EVAL_HISTORY_FILE = 'eval_history.json'
 # Written by the chief into the run directory at the end: speed, peak memory, trainable share.
 TRAIN_SUMMARY_FILE = 'train_summary.json'
@@ -382,6 +383,10 @@ class Loop:
     (trainer/inputs.py): each example counts at most once, and the evaluation stops at the
     first step in which no replica had a row left.
     """
+    return self._evaluate(eval_dataset, steps)[0]
+
+  def _evaluate(self, eval_dataset: tf.data.Dataset, steps: int) -> tuple[dict[str, float], int]:
+    """`evaluate`'s metrics, and the rows (sequences) they cover."""
     iterator = iter(eval_dataset)
     total = tf.zeros([4])
     batches = 0
@@ -403,7 +408,7 @@ class Loop:
         steps,
         ': the eval split ends there, each row counts once' if batches < steps else '',
       )
-    return self._metrics(loss_sum, count, correct)
+    return self._metrics(loss_sum, count, correct), int(rows)
 
   # -- the loop --------------------------------------------------------------------------------
 
@@ -434,6 +439,7 @@ class Loop:
       )
     # Evaluations a killed run made after its last checkpoint are made again.
     self.history = [h for h in self.history if h['step'] <= start]
+    resumed_history = list(self.history)
     if not self._train_step.experimental_get_tracing_count():  # decided before the first trace
       self.fused_update = self._fuses(train_steps - start)
       self.jit_compile = self._jits(train_steps - start)
@@ -479,7 +485,11 @@ class Loop:
         self._log_train(step, window)
         window = {'sums': tf.zeros([4]), 'seconds': 0.0}
       if evaluates:
-        self._log_eval(step, self.evaluate(eval_dataset, eval_steps))
+        metrics, rows = self._evaluate(eval_dataset, eval_steps)
+        if resumed_history:
+          self._warn_of_other_eval_sizes(resumed_history, start, eval_steps, rows)
+          resumed_history = []
+        self._log_eval(step, metrics, eval_steps, rows)
       if saves:
         self._save(step, finite_loss=not nonfinite)
     if self._scratch_dir and tf.io.gfile.exists(self._scratch_dir):
@@ -587,7 +597,29 @@ class Loop:
         tf.summary.scalar(name, value)
     self.train_writer.flush()
 
-  def _log_eval(self, step, metrics):
+  def _warn_of_other_eval_sizes(self, earlier, start, eval_steps, rows):
+    """Warns when the evaluations before the resume at `start` covered other rows than this
+    run's (`train.eval_steps` changed in between): the history and the eval curves then join
+    scores over different data, and a jump at the resume may be that, not the model."""
+    other = [h for h in earlier if h.get('eval_rows', rows) != rows]
+    if not other or not self.chief:
+      return
+    sizes = {(h['eval_rows'], h['eval_steps']): None for h in other}
+    logging.warning(
+      '%s: this run evaluates %d rows (train.eval_steps %d), the %d evaluation(s) before its '
+      'resume at step %d covered %s: %s and the eval curves mix both sizes; set '
+      'train.eval_steps back to %s to compare them',
+      self.config.task,
+      rows,
+      eval_steps,
+      len(other),
+      start,
+      ', '.join(f'{r} rows (train.eval_steps {n})' for r, n in sizes),
+      EVAL_HISTORY_FILE,
+      other[-1]['eval_steps'],
+    )
+
+  def _log_eval(self, step, metrics, eval_steps, rows):
     if self.chief:
       logging.info(
         '%s step %d/%s: eval %s',
@@ -596,7 +628,7 @@ class Loop:
         self.config.train_steps,
         _format_metrics(metrics),
       )
-    self.history.append({'step': step, **metrics})
+    self.history.append({'step': step, 'eval_steps': eval_steps, 'eval_rows': rows, **metrics})
     with self.eval_writer.as_default(step=step):
       for name, value in metrics.items():
         tf.summary.scalar(name, value)

@@ -264,6 +264,36 @@ def test_history_is_written_atomically_and_a_corrupt_one_is_ignored(tmp_path):
     assert _loop(tmp_path).history == [], bad
 
 
+@pytest.mark.parametrize('eval_steps', [1, 2])
+def test_a_resumed_run_evaluating_other_rows_says_so_and_records_each_size(
+  tmp_path, caplog, eval_steps
+):
+  first = _loop(tmp_path, eval_every_steps=1)
+  _train(first, 2)  # eval_steps 1: one batch of ROWS rows
+  resumed = _loop(tmp_path, eval_every_steps=1)
+  assert resumed.restore() == 2
+  caplog.set_level(logging.INFO, logger='absl')
+  history = resumed.run(
+    _dataset(_batch()), _dataset(_batch(1)), train_steps=4, eval_steps=eval_steps
+  )
+
+  sizes = [(h['step'], h['eval_steps'], h['eval_rows']) for h in history]
+  rows = eval_steps * ROWS
+  assert sizes == [(1, 1, ROWS), (2, 1, ROWS), (3, eval_steps, rows), (4, eval_steps, rows)]
+  warnings = [
+    r.getMessage() for r in caplog.records if r.name == 'absl' and r.levelno == logging.WARNING
+  ]
+  if eval_steps == 1:
+    assert warnings == []
+  else:
+    assert warnings == [
+      f'classify: this run evaluates {rows} rows (train.eval_steps 2), the 2 evaluation(s) '
+      f'before its resume at step 2 covered {ROWS} rows (train.eval_steps 1): '
+      'eval_history.json and the eval curves mix both sizes; set train.eval_steps back to 1 '
+      'to compare them'
+    ]
+
+
 def test_write_json_atomically_replaces_the_whole_file(tmp_path):
   path = str(tmp_path / 'sub' / 'h.json')
   training.write_json_atomically(path, [{'step': 1}] * 100)
