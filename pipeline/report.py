@@ -391,7 +391,13 @@ def render_report(config: config_lib.PipelineConfig, summary: RunSummary) -> str
       ('component', 'state', 'time'),
     )
   )
-  parts.append('<h2>Configuration</h2><pre>' + html.escape(config.to_json()) + '</pre>')
+  parts.append(
+    '<h2>Configuration</h2>'
+    f'<p>Outputs folder: <code>{html.escape(config.resolved_outputs_dir)}</code> '
+    f'({html.escape(outputs_origin(config))}). Below, the config as the run used it: its empty '
+    'path settings filled in with the folders they default to.</p>'
+    f'<pre>{html.escape(resolved_config_json(config))}</pre>'
+  )
   style = (
     'body{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222}'
     'table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;'
@@ -403,6 +409,26 @@ def render_report(config: config_lib.PipelineConfig, summary: RunSummary) -> str
     f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(config.pipeline_name)}'
     f'</title><style>{style}</style></head><body>{"".join(parts)}</body></html>'
   )
+
+
+def outputs_origin(config: config_lib.PipelineConfig) -> str:
+  """Where the outputs folder came from. An empty `outputs_dir` means a folder that depends on
+  the run's environment and working folder, which the config alone cannot tell a reader."""
+  if config.outputs_dir:
+    return 'outputs_dir in the config'
+  if os.environ.get(config_lib.OUTPUTS_ENV):
+    return f'outputs_dir is empty: ${config_lib.OUTPUTS_ENV}/<pipeline_name>'
+  return 'outputs_dir is empty: pipeline_outputs/<pipeline_name> in the working folder'
+
+
+def resolved_config_json(config: config_lib.PipelineConfig) -> str:
+  """The config as JSON, with `outputs_dir` and `serving.serving_root` as the folders the run
+  used: left empty in the config, they would read "" in the report, which says nothing of where
+  the run wrote."""
+  values = config.to_dict()
+  values['outputs_dir'] = config.resolved_outputs_dir
+  values['serving'] = {**values['serving'], 'serving_root': config.serving_root}
+  return json.dumps(values, indent=2, sort_keys=True)
 
 
 def _statistic(value: float) -> str:

@@ -1,5 +1,6 @@
 """The run summary's text and report.html, from summaries built here (no pipeline run)."""
 
+import html
 import json
 import math
 import re
@@ -331,3 +332,38 @@ def test_label_slices_name_their_labels_and_leave_undefined_figures_undefined():
   assert math.isnan(fresh['auc (label fresh)']) and math.isnan(fresh['recall (label rotten)'])
   assert set(run.per_label) == {'label=fresh', 'label=rotten'}
   assert math.isnan(run.per_label['label=rotten']['auc (label rotten)'])
+
+
+def _configuration(page):
+  """The report's Configuration section: its note and its JSON."""
+  section = page.split('<h2>Configuration</h2>', 1)[1]
+  note, rest = section.split('<pre>', 1)
+  return note, json.loads(html.unescape(rest.split('</pre>', 1)[0]))
+
+
+@pytest.mark.parametrize('origin', ['environment', 'default', 'config'])
+def test_the_report_shows_the_outputs_folder_the_run_used_and_where_it_came_from(
+  origin, monkeypatch, tmp_path
+):
+  # An empty outputs_dir read "outputs_dir": "" in the report, which says nothing of where the
+  # run wrote: it depends on $TFXLM_OUTPUTS and the working folder.
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.delenv(config_lib.OUTPUTS_ENV, raising=False)
+  data = {'pipeline_name': 'demo', 'train': {'task': 'classify', 'train_steps': 2, 'eval_steps': 1}}
+  expected = tmp_path / 'pipeline_outputs' / 'demo'
+  if origin == 'environment':
+    monkeypatch.setenv(config_lib.OUTPUTS_ENV, str(tmp_path / 'runs'))
+    expected = tmp_path / 'runs' / 'demo'
+  elif origin == 'config':
+    data['outputs_dir'] = 'mine'
+    expected = tmp_path / 'mine'
+  config = config_lib.from_dict(data, config_dir=str(tmp_path))
+  note, dumped = _configuration(report.render_report(config, summary.RunSummary()))
+  assert dumped['outputs_dir'] == str(expected)
+  assert dumped['serving']['serving_root'] == str(expected / 'serving')
+  assert f'Outputs folder: <code>{expected}</code>' in note
+  assert {
+    'environment': '$TFXLM_OUTPUTS/&lt;pipeline_name&gt;',
+    'default': 'pipeline_outputs/&lt;pipeline_name&gt; in the working folder',
+    'config': 'outputs_dir in the config',
+  }[origin] in note
