@@ -60,6 +60,13 @@ def comparison_lines(summary: RunSummary) -> List[str]:
   return lines
 
 
+def verdict_and_why(verdict: str, why: List[str]) -> str:
+  """'<verdict>: <reasons>', or the verdict alone when no reason is known: never a colon with
+  nothing after it ("Model not evaluated: .")."""
+  reasons = '; '.join(reason for reason in why if reason.strip())
+  return f'{verdict}: {reasons}' if reasons else verdict
+
+
 def _generate_queries(name, grpc, rest):
   """How to call a causal LM's generate signature, from the client and with curl."""
   inputs = (
@@ -93,9 +100,8 @@ def text(config: config_lib.PipelineConfig, summary: RunSummary) -> str:
       f'up to {GENERATE_TOKENS} tokens, seed 1, 2, ... by prompt):'
     )
     lines += [f'  {prompt!r} -> {continuation!r}' for prompt, continuation in summary.generations]
-  if summary.blessed is not None:
-    verdict = 'BLESSED' if summary.blessed else 'NOT blessed'
-    lines.append(f'Model: {verdict}: ' + '; '.join(summary.why))
+  verdict = {True: 'BLESSED', False: 'NOT blessed', None: 'not evaluated'}[summary.blessed]
+  lines.append(f'Model: {verdict_and_why(verdict, summary.why)}')
   outputs = config.resolved_outputs_dir
   report = os.path.join(outputs, contract.REPORT_FILE)
   if summary.pushed_path:
@@ -123,7 +129,8 @@ def text(config: config_lib.PipelineConfig, summary: RunSummary) -> str:
       ),
     ]
   else:
-    lines += ['Nothing was pushed (the model was not blessed).', f'Report:    {report}']
+    why = ' (the model was not blessed)' if summary.blessed is False else ''
+    lines += [f'Nothing was pushed{why}.', f'Report:    {report}']
   lines += [
     'TensorBoard:',
     f'  ./dev tensorboard --logdir {shlex.quote(outputs)}  '
@@ -322,8 +329,8 @@ def render_report(config: config_lib.PipelineConfig, summary: RunSummary) -> str
     else 'not evaluated'
   )
   parts.append(
-    f'<p>Task <b>{html.escape(config.train.task)}</b>. Model {verdict}: '
-    f'{html.escape("; ".join(summary.why))}. '
+    f'<p>Task <b>{html.escape(config.train.task)}</b>. '
+    f'Model {html.escape(verdict_and_why(verdict, summary.why))}. '
     f'Pushed to: <code>{html.escape(summary.pushed_path or "nothing pushed")}</code>'
     '</p>'
   )

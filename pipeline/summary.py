@@ -28,7 +28,7 @@ class RunSummary:
     per_label: eval metrics per label slice (classification).
     confusion: (labels, matrix) of the overall slice, classification only.
     blessed: whether the Evaluator blessed the model (None if it did not run).
-    why: the validation failures, or why the model was blessed.
+    why: the validation failures, why the model was blessed, or why it has no verdict.
     pushed_path: where the Pusher wrote the model, None if it did not push.
     model_run_dirs: TensorBoard log folders of the Trainers.
     statistics: per split, example count and mean text length in tokens, if known.
@@ -397,10 +397,14 @@ def collect(config: config_lib.PipelineConfig, started: float) -> RunSummary:
       name_labels(summary, names)
     argmax_precision_recall(summary)
   blessing = run_metadata.latest_output(store, 'ModelBlessing', contract.EVALUATOR_ID, 'blessing')
-  if blessing is not None:
+  if blessing is None:
+    summary.why = [f'the Evaluator recorded no blessing in {config.metadata_path}']
+  else:
     summary.blessed = bool(run_metadata.custom(blessing, 'blessed'))
     if summary.blessed:
       summary.why = ['every metric passed its threshold']
+    elif not summary.why:  # no failed threshold to name (no evaluation result beside it)
+      summary.why = [f'the Evaluator did not bless it (see {blessing.uri})']
   pushed = run_metadata.latest_output(store, 'PushedModel', contract.PUSHER_ID, 'pushed_model')
   if pushed is not None and run_metadata.custom(pushed, 'pushed'):
     summary.pushed_path = run_metadata.custom(pushed, 'pushed_destination')

@@ -367,3 +367,38 @@ def test_the_report_shows_the_outputs_folder_the_run_used_and_where_it_came_from
     'default': 'pipeline_outputs/&lt;pipeline_name&gt; in the working folder',
     'config': 'outputs_dir in the config',
   }[origin] in note
+
+
+def test_a_verdict_without_a_reason_ends_at_the_verdict(tmp_path):
+  # The report wrote "Model not evaluated: ." when no reason was known.
+  config = config_lib.from_dict(
+    {
+      'pipeline_name': 'demo',
+      'outputs_dir': str(tmp_path),
+      'train': {'task': 'classify', 'train_steps': 2, 'eval_steps': 1},
+    }
+  )
+  for blessed, text_verdict, page_verdict in (
+    (None, 'Model: not evaluated\n', 'Model not evaluated. '),
+    (False, 'Model: NOT blessed\n', 'Model not blessed. '),
+  ):
+    run = summary.RunSummary(blessed=blessed, why=[''])
+    out, page = report.text(config, run), report.render_report(config, run)
+    assert text_verdict in out and page_verdict in page
+    assert ': .' not in page and not re.search(r'^Model: .*: *$', out, flags=re.M)
+
+
+def test_a_run_without_a_blessing_says_why_it_has_no_verdict(tmp_path):
+  config = config_lib.from_dict(
+    {
+      'pipeline_name': 'demo',
+      'outputs_dir': str(tmp_path),
+      'train': {'task': 'classify', 'train_steps': 2, 'eval_steps': 1},
+    }
+  )
+  run = summary.collect(config, started=0.0)  # an empty metadata store: nothing ran
+  reason = f'the Evaluator recorded no blessing in {config.metadata_path}'
+  assert run.blessed is None and run.why == [reason]
+  assert f'Model: not evaluated: {reason}\n' in report.text(config, run)
+  assert 'Nothing was pushed.' in report.text(config, run)
+  assert f'Model not evaluated: {reason}. ' in report.render_report(config, run)
