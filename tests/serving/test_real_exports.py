@@ -1,6 +1,7 @@
 """Models exported by the pipeline's trainer (tensorflow-text ops, Transform layer) served over
 gRPC and REST: the same answers as the in-process call, and the bad inputs they reject."""
 
+import json
 import os
 
 import grpc
@@ -152,6 +153,71 @@ def test_generate_through_the_server(real):
   response = real.predictions.Predict(_generate_request(real), timeout=120)
   texts = tf.make_ndarray(response.outputs[contract.GENERATED_TEXT])
   assert texts.shape == (len(TEXTS),) and all(isinstance(t, bytes) for t in texts)
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+GENERATE_INPUTS = [
+  contract.MAX_NEW_TOKENS_INPUT,
+  contract.PROMPT_INPUT,
+  contract.SEED_INPUT,
+  contract.TEMPERATURE_INPUT,
+  contract.TOP_K_INPUT,
+  contract.TOP_P_INPUT,
+]
+
+
+def _documented_generate_bodies():
+  """The JSON bodies of the docs' `curl -d '...'` examples of the generate signature."""
+  bodies = []
+  for doc in ('README.md', os.path.join('serving', 'README.md')):
+    with open(os.path.join(REPO, doc), encoding='utf-8') as f:
+      for line in f:
+        if line.startswith("curl -s -d '") and f'"{contract.GENERATE}"' in line:
+          bodies.append((doc, json.loads(line.split("'")[1])))
+  return bodies
+
+
+def test_the_docs_generate_curl_examples_work_as_written(real):
+  bodies = _documented_generate_bodies()
+  assert {doc for doc, _ in bodies} == {'README.md', os.path.join('serving', 'README.md')}
+  for doc, body in bodies:
+    status, answer = rest_util.rest_json(real.rest_url, f'/v1/models/{contract.CLM}:predict', body)
+    assert status == 200, (doc, body, answer)
+    rows = body.get('instances') or body['inputs'][contract.PROMPT_INPUT]
+    texts = answer.get('predictions') or answer['outputs']
+    assert len(texts) == len(rows) and all(isinstance(t, str) for t in texts)
+
+
+def test_generate_with_prompts_only_names_what_is_missing_over_rest_and_grpc(real):
+  # No input has a default (none in TF Serving either): the answer says which are missing and
+  # what the signature takes.
+  expected = (
+    f'signature "{contract.GENERATE}" expects inputs {GENERATE_INPUTS} but got '
+    f"['{contract.PROMPT_INPUT}'] (extra: [], missing: "
+    f'{[k for k in GENERATE_INPUTS if k != contract.PROMPT_INPUT]})'
+  )
+  path = f'/v1/models/{contract.CLM}:predict'
+  for body in (
+    {'instances': [{contract.PROMPT_INPUT: 'the film'}]},
+    {'inputs': {contract.PROMPT_INPUT: ['the film']}},
+  ):
+    status, answer = rest_util.rest_json(
+      real.rest_url, path, {'signature_name': contract.GENERATE, **body}
+    )
+    assert (status, answer) == (400, {'error': expected})
+  for body in ({'instances': ['the film']}, {'inputs': ['the film']}):  # values without names
+    status, answer = rest_util.rest_json(
+      real.rest_url, path, {'signature_name': contract.GENERATE, **body}
+    )
+    assert status == 400 and str(GENERATE_INPUTS) in answer['error']
+  request = predict_pb2.PredictRequest()
+  request.model_spec.name = contract.CLM
+  request.model_spec.signature_name = contract.GENERATE
+  request.inputs[contract.PROMPT_INPUT].CopyFrom(tf.make_tensor_proto(['the film']))
+  with pytest.raises(grpc.RpcError) as raised:
+    real.predictions.Predict(request, timeout=60)
+  assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+  assert raised.value.details() == expected
 
 
 @pytest.mark.parametrize('name', [contract.CLASSIFY, contract.CLM])
