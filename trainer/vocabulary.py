@@ -425,12 +425,24 @@ def _byte_decoder() -> tuple[np.ndarray, list[bytes]]:
   return decoder, [bytes([b]) for b in range(256)]
 
 
+# A learned WordPiece vocabulary makes each punctuation mark a token of its own, so its tokens
+# joined by spaces read 'hello , world .'. BERT decoders clean that up (Hugging Face's
+# `clean_up_tokenization`): no space before these marks, none around an apostrophe ("it ' s").
+_SPACE_BEFORE_PUNCTUATION = r' ([.,!?;:])'
+_SPACES_AROUND_APOSTROPHE = r" ?' ?"
+
+
 def decode_tokens(tokens: tf.Tensor, keep: tf.Tensor, kind: str) -> tf.Tensor:
   """Joins the token strings of each row (string [b, n]) where `keep` into text [b], as a
   vocabulary of `kind` spells text (`Vocabulary.decode`; the export's generate signature,
-  which knows the kind from the graph's vocab.json, calls this directly).
+  which knows the kind from the graph's vocab.json, calls this directly). TensorFlow ops only,
+  so a served model spells its text the same without this project's code.
 
-  WordPiece: tokens separated by spaces, '##' pieces glued to the previous one.
+  WordPiece: tokens separated by spaces, '##' pieces glued to the previous one; a learned
+  vocabulary's text also loses the space before . , ! ? ; : and around an apostrophe, as BERT
+  decoders write it ('hello, world.', "it's"). An imported WordPiece vocabulary (a keras-hub
+  preset, a Hugging Face checkpoint) keeps its library's spaced text, keras-hub's
+  `detokenize` (those are masked or classifying models, which never generate).
   SentencePiece: pieces concatenated, U+2581 becomes a space.
   Byte-level BPE: pieces concatenated, each character mapped back to its byte.
   """
@@ -449,4 +461,8 @@ def decode_tokens(tokens: tf.Tensor, keep: tf.Tensor, kind: str) -> tf.Tensor:
     return tf.strings.unicode_transcode(text, 'UTF-8', 'UTF-8', errors='ignore')
   joined = tf.strings.reduce_join(tf.where(keep, tokens + ' ', ''), axis=1)
   # A continuation may start inside the prompt's last word: its first piece's ## goes too.
-  return tf.strings.strip(tf.strings.regex_replace(joined, r'(?:^| )##', ''))
+  text = tf.strings.regex_replace(joined, r'(?:^| )##', '')
+  if kind == contract.WORDPIECE:
+    text = tf.strings.regex_replace(text, _SPACE_BEFORE_PUNCTUATION, r'\1')
+    text = tf.strings.regex_replace(text, _SPACES_AROUND_APOSTROPHE, "'")
+  return tf.strings.strip(text)

@@ -30,6 +30,33 @@ def test_decode_wordpiece_glues_suffix_pieces():
     ]
 
 
+def test_decode_learned_wordpiece_writes_punctuation_as_bert_decoders_do():
+  # Each punctuation mark is a token of a learned vocabulary: joined by spaces, the generated
+  # text read 'hello , world .'.
+  tokens = tf.constant(
+    [
+      ['hello', ',', 'world', '.', '[SEP]', '[PAD]'],
+      ['it', "'", 's', 'good', '!', '!'],
+      ['wait', ';', 'then', ':', 'why', '?'],
+      [',', 'and', 'the', 'dogs', "'", '.'],  # a continuation may start with a mark
+      ["'", 's', 'play', '##ing', '3', '.'],
+    ]
+  )
+  keep = tf.constant([[True] * 4 + [False] * 2] + [[True] * 6] * 4)
+  texts = vocabulary.decode_tokens(tokens, keep, contract.WORDPIECE).numpy().tolist()
+  assert [t.decode() for t in texts] == [
+    'hello, world.',
+    "it's good!!",
+    'wait; then: why?',
+    ", and the dogs'.",
+    "'s playing 3.",
+  ]
+  # A preset's text stays keras-hub's detokenize (test_tokenizers.py compares the two).
+  assert vocabulary.decode_tokens(tokens[:1], keep[:1], contract.PRESET_WORDPIECE).numpy()[0] == (
+    b'hello , world .'
+  )
+
+
 def test_decode_sentencepiece_turns_word_marks_into_spaces():
   tokens = tf.constant([['\u2581the', '\u2581play', 'ing', '\u2581dog']])
   keep = tf.constant([[True, True, True, True]])
