@@ -74,6 +74,9 @@ NOT_WEIGHT_FIELDS = (
 )
 # In each checkpoint folder: the identity it is keyed on, to name what differs from another run's.
 IDENTITY_FILE = 'identity.json'
+# Checkpoints of other settings (a killed run's) are kept for its rerun to resume from until
+# they have gone untouched this long; then the next successful export removes them.
+ABANDONED_AFTER_DAYS = 7
 
 
 def checkpoint_identity(fn_args: 'FnArgs', config: TrainerConfig) -> dict[str, Any]:
@@ -128,14 +131,18 @@ def _differences(theirs: dict, ours: dict, most: int = 4) -> str:
   return shown + (f' and {len(found) - most} more' if len(found) > most else '')
 
 
-def other_checkpoints(directory: str, identity: dict[str, Any], remove: bool) -> list[str]:
+def other_checkpoints(
+  directory: str, identity: dict[str, Any], remove: bool, now: float | None = None
+) -> list[str]:
   """The checkpoint folders beside `directory` (other weight settings or inputs): each is
   logged as not resumed, naming the settings it differs in when it recorded them. Returns
-  those to remove after the export when `remove`: all but the ones kept by their own
-  `keep_checkpoints`."""
+  those to remove after the export when `remove`: the ones untouched for
+  `ABANDONED_AFTER_DAYS` (a killed run's rerun, after a run of other settings in between,
+  still resumes), but those kept by their own `keep_checkpoints`."""
   parent = os.path.dirname(directory)
   if not tf.io.gfile.isdir(parent):
     return []
+  now = time.time() if now is None else now
   others = []
   for name in sorted(tf.io.gfile.listdir(parent)):
     folder = os.path.join(parent, name.rstrip('/'))
@@ -148,6 +155,8 @@ def other_checkpoints(directory: str, identity: dict[str, Any], remove: bool) ->
     except (tf.errors.NotFoundError, ValueError):
       pass  # an older run's, or one killed before it wrote the file
     kept = isinstance(record, dict) and bool(record.get('keep_checkpoints'))
+    days = (now - _newest_change(folder)) / 86400
+    stale = remove and not kept and days >= ABANDONED_AFTER_DAYS
     latest = tf.train.latest_checkpoint(folder)
     if latest:
       differs = (
@@ -155,18 +164,33 @@ def other_checkpoints(directory: str, identity: dict[str, Any], remove: bool) ->
         if isinstance(record, dict) and isinstance(record.get('identity'), dict)
         else 'its settings were not recorded'
       )
-      fate = 'kept (keep_checkpoints: true)' if kept or not remove else 'removed after the export'
+      if stale:
+        fate = f'removed after the export (untouched for {days:.0f} days)'
+      elif kept or not remove:
+        fate = 'kept (keep_checkpoints: true)'
+      else:
+        fate = (
+          f'kept for a rerun of those settings to resume from ({_megabytes(folder)} MB; removed '
+          f'once untouched for {ABANDONED_AFTER_DAYS} days, or delete the folder)'
+        )
       logging.warning(
         'checkpoints %s (step %s) are of other weight settings or inputs (%s): not resumed, '
-        'training starts afresh; they will be %s',
+        'training starts afresh; they are %s',
         folder,
         latest.rsplit('-', 1)[1],
         differs,
         fate,
       )
-    if remove and not kept:
+    if stale:
       others.append(folder)
   return others
+
+
+def _megabytes(folder: str) -> str:
+  total = 0
+  for root, _, files in tf.io.gfile.walk(folder):
+    total += sum(tf.io.gfile.stat(os.path.join(root, name)).length for name in files)
+  return f'{total / 1e6:,.0f}'
 
 
 def _newest_change(folder: str) -> float:

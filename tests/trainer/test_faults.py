@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import time
 
 import keras
 import numpy as np
@@ -386,7 +387,7 @@ def test_logging_and_evaluation_settings_do_not_change_the_checkpoints_a_rerun_r
   assert not os.path.exists(checkpoints)
 
 
-def test_checkpoints_of_other_weight_settings_are_named_then_removed_after_the_export(
+def test_checkpoints_of_other_weight_settings_are_named_kept_then_removed_once_stale(
   clm_data, tmp_path, monkeypatch, caplog
 ):
   config = _CRASHED_CONFIG
@@ -401,7 +402,22 @@ def test_checkpoints_of_other_weight_settings_are_named_then_removed_after_the_e
   assert warning.startswith(f'checkpoints {abandoned} (step 4) are of other weight settings')
   assert 'train.learning_rate: 0.003 there, 0.001 here' in warning
   assert 'train.train_steps: 4 there, 6 here' in warning
-  assert 'removed after the export' in warning
+  # A run of other settings between a killed run and its rerun leaves the killed run's
+  # progress for the rerun to resume from.
+  assert 'kept for a rerun of those settings to resume from (' in warning
+  assert f'removed once untouched for {task.ABANDONED_AFTER_DAYS} days' in warning
   assert os.path.exists(os.path.join(rerun.serving_model_dir, 'saved_model.pb'))
-  # Neither the run's own checkpoints nor the abandoned ones pile up.
+  # The run's own checkpoints are removed after its export; the abandoned ones are kept.
+  assert os.listdir(os.path.dirname(abandoned)) == [os.path.basename(abandoned)]
+  assert tf.train.latest_checkpoint(abandoned).endswith('-4')
+  # Untouched for longer, the next export removes them (and logs so).
+  own = task.checkpoint_dir(rerun, task.config_from_fn_args(rerun))
+  identity = task.checkpoint_identity(rerun, task.config_from_fn_args(rerun))
+  caplog.clear()
+  later = time.time() + task.ABANDONED_AFTER_DAYS * 86400
+  stale = task.other_checkpoints(own, identity, remove=True, now=later)
+  assert stale == [abandoned]
+  assert 'removed after the export (untouched for 7 days)' in caplog.text
+  assert task.other_checkpoints(own, identity, remove=False, now=later) == []
+  task.remove_abandoned(stale, since=later)
   assert not os.listdir(os.path.dirname(abandoned))
