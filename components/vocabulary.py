@@ -239,6 +239,7 @@ class VocabularySpec(component_spec.ComponentSpec):
     'train_split': component_spec.ExecutionParameter(type=str),
     'preset': component_spec.ExecutionParameter(type=str, optional=True),
     'task': component_spec.ExecutionParameter(type=str, optional=True),
+    contract.PRESET_FINGERPRINT_KEY: component_spec.ExecutionParameter(type=str, optional=True),
   }
   INPUTS = {
     'examples': component_spec.ChannelParameter(type=standard_artifacts.Examples),
@@ -313,6 +314,7 @@ class Vocabulary(base_beam_component.BaseBeamComponent):
     train_split: str = 'train',
     preset: str = '',
     task: str = '',
+    preset_fingerprint: str = '',
   ):
     """Builds the component.
 
@@ -336,6 +338,9 @@ class Vocabulary(base_beam_component.BaseBeamComponent):
       task: With `preset`, the task the vocabulary is for: a preset whose backbone the Trainer
         cannot fine-tune for it, or mlm with a tokenizer without a mask token, fails here,
         before any training.
+      preset_fingerprint: With a local `preset` folder, the fingerprint of its tokenizer's
+        files (tfxlm/checkpoint_fingerprint.py): unused by the executor, it changes TFX's cache
+        key when the folder is regenerated in place.
     """
     if task and task not in contract.TASKS:
       raise ValueError(f'task {task!r} is not one of {contract.TASKS}')
@@ -365,6 +370,7 @@ class Vocabulary(base_beam_component.BaseBeamComponent):
       train_split=train_split,
       preset=preset or None,
       task=task or None,
+      preset_fingerprint=preset_fingerprint or None,
       vocabulary=types.Channel(type=VocabularyArtifact),
     )
     super().__init__(spec=spec)

@@ -8,7 +8,7 @@ from components import evaluator as evaluator_lib
 from components import resolver as resolver_lib
 from pipeline import evaluation
 from pipeline.tfx_api import tfx
-from tfxlm import contract
+from tfxlm import checkpoint_fingerprint, contract
 
 
 def components(config, examples, transform, teacher_trainer, serving_root, baseline_strategy):
@@ -41,7 +41,9 @@ def components(config, examples, transform, teacher_trainer, serving_root, basel
     base_model=teacher,
     train_args=tfx.proto.TrainArgs(num_steps=stage.student.train_steps),
     eval_args=tfx.proto.EvalArgs(num_steps=stage.student.eval_steps),
-    custom_config=stage.trainer_custom_config(),
+    custom_config=checkpoint_fingerprint.with_fingerprint(
+      stage.trainer_custom_config(), stage.student.preset
+    ),
   ).with_id(contract.DISTILL_TRAINER_ID)
   inputs = {
     'model': tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),

@@ -25,7 +25,7 @@ from components import vocabulary as vocabulary_lib
 from pipeline import config as config_lib
 from pipeline import config_checks, distill_stage, evaluation
 from pipeline.tfx_api import tfx
-from tfxlm import contract
+from tfxlm import checkpoint_fingerprint, contract
 
 
 def _example_gen(config: config_lib.PipelineConfig, input_base: Optional[str]):
@@ -111,6 +111,8 @@ def _vocabulary(config: config_lib.PipelineConfig, examples, anomalies):
     nfkc=vocab_cfg.nfkc,
     preset=config.train.preset or '',
     task=config.train.task if config.train.preset else '',
+    # The tokenizer's files only: new weights re-run the Trainer, not this and Transform.
+    preset_fingerprint=checkpoint_fingerprint.fingerprint(config.train.preset, weights=False),
   ).with_id(contract.VOCABULARY_ID)
 
 
@@ -176,7 +178,9 @@ def _pusher(config: config_lib.PipelineConfig, trainer, evaluator, serving_root:
 
 
 def _trainer(trainer_cfg, transform, base_model, component_id, export_cfg=None):
-  custom_config = trainer_cfg.trainer_custom_config()
+  custom_config = checkpoint_fingerprint.with_fingerprint(
+    trainer_cfg.trainer_custom_config(), trainer_cfg.preset
+  )
   if export_cfg is not None and export_cfg != export_cfg.__class__():
     custom_config[contract.EXPORT_CONFIG_KEY] = export_cfg.to_dict()
   trainer = tfx.components.Trainer(

@@ -157,6 +157,10 @@ LM_FEATURES_KEY = 'lm_features'  # classify Transform: also output LM_TOKEN_IDS_
 # (`ExportConfig.to_dict()`) and, for the distill stage, its options (`DistillConfig`).
 EXPORT_CONFIG_KEY = 'export'
 DISTILL_CONFIG_KEY = 'distill'
+# Beside TRAINER_CONFIG_KEY, with a local `preset` folder: its fingerprint
+# (tfxlm/checkpoint_fingerprint.py), so that TFX's cache re-runs the stage when the files change.
+# The Vocabulary component's exec property of the same name carries its tokenizer's.
+PRESET_FINGERPRINT_KEY = 'preset_fingerprint'
 
 # Quantization of an exported model (`export.quantize`, trainer/quantization.py): none, Keras'
 # int8 with float activations (weight-only), int8 weights and activations, int4 weights.

@@ -51,6 +51,7 @@ _CUSTOM_CONFIG_KEYS = (
   contract.TRAINER_CONFIG_KEY,
   contract.EXPORT_CONFIG_KEY,
   contract.DISTILL_CONFIG_KEY,
+  contract.PRESET_FINGERPRINT_KEY,  # for TFX's cache key only (pipeline/factory.py)
 )
 CHECKPOINTS_FOLDER = os.path.join('.system', 'checkpoints')
 

@@ -185,6 +185,10 @@ def test_a_preset_compiles_into_the_vocabulary_and_trainer_parameters(compiled):
   trainer = json.loads(spec.param('Trainer', 'custom_config'))[contract.TRAINER_CONFIG_KEY]
   assert trainer['preset'] == preset
   assert set(spec.tasks['Trainer'].dependent_tasks) == {'Transform'}
+  # A remote handle is its own cache key: no fingerprint of this machine's files in the spec.
+  assert contract.PRESET_FINGERPRINT_KEY not in spec.tasks['Vocabulary'].inputs.parameters
+  custom = json.loads(spec.param('Trainer', 'custom_config'))
+  assert contract.PRESET_FINGERPRINT_KEY not in custom
 
 
 def test_spec_is_in_the_form_the_kfp2_backend_runs(demo):

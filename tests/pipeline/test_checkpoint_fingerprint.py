@@ -1,0 +1,85 @@
+"""A local checkpoint regenerated in place re-runs the stages that read it (TFX's cache key),
+and an unchanged one leaves the built pipeline as it was."""
+
+import json
+import os
+import types
+
+import pytest
+
+from pipeline import config as config_lib
+from pipeline import factory
+from tests.pipeline import tiny_pipeline
+from tests.trainer import hf_checkpoints
+from tfxlm import checkpoint_fingerprint, contract
+
+
+def _nodes(config_path, tmp_path):
+  config = config_lib.load_config(str(config_path))
+  pipeline = factory.create_pipeline(
+    config, pipeline_root=str(tmp_path / 'root'), input_base=str(tmp_path / 'data')
+  )
+  return {node.id: node for node in pipeline.components}
+
+
+def _keys(nodes):
+  """What TFX's cache key holds of the checkpoint: the Vocabulary's and Trainer's exec properties."""
+  trainer = json.loads(nodes[contract.TRAINER_ID].exec_properties['custom_config'])
+  vocabulary = nodes[contract.VOCABULARY_ID].exec_properties
+  return vocabulary[contract.PRESET_FINGERPRINT_KEY], trainer[contract.PRESET_FINGERPRINT_KEY]
+
+
+@pytest.fixture
+def config_path(tmp_path):
+  (tmp_path / 'data').mkdir()
+  (tmp_path / 'data' / 'a.csv').write_text('review,sentiment\n"good film",1\n"bad film",0\n')
+  checkpoint = hf_checkpoints.hf_bert(str(tmp_path / 'bert'), seed=0)
+  config = tiny_pipeline.classify_config(
+    'fingerprint',
+    tmp_path / 'outputs',
+    tmp_path / 'data',
+    preset=checkpoint,
+    train_steps=2,
+    eval_steps=1,
+  )
+  for key in ('num_layers', 'hidden_dim', 'num_heads', 'intermediate_dim'):
+    del config['train'][key]  # the checkpoint's own
+  return tiny_pipeline.write(tmp_path / 'config.yaml', config)
+
+
+def test_new_weights_in_place_change_the_trainers_key_not_the_vocabularys(config_path, tmp_path):
+  before = _keys(_nodes(config_path, tmp_path))
+  assert _keys(_nodes(config_path, tmp_path)) == before  # unchanged files: the same spec
+  weights = tmp_path / 'bert' / 'model.safetensors'
+  stat = os.stat(weights)
+  hf_checkpoints.hf_bert(str(tmp_path / 'bert'), seed=1)  # same shapes, other values
+  os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))  # however coarse the clock
+  vocabulary, trainer = _keys(_nodes(config_path, tmp_path))
+  assert trainer != before[1]
+  assert vocabulary == before[0]  # the tokenizer did not change: no new Transform
+
+
+def test_an_edited_tokenizer_changes_the_vocabularys_key(config_path, tmp_path):
+  before = _keys(_nodes(config_path, tmp_path))
+  vocab = tmp_path / 'bert' / 'vocab.txt'
+  vocab.write_text(vocab.read_text().replace('film', 'films'))
+  vocabulary, trainer = _keys(_nodes(config_path, tmp_path))
+  assert vocabulary != before[0] and trainer != before[1]
+
+
+def test_remote_handles_and_missing_folders_have_no_fingerprint(tmp_path):
+  for handle in ('hf://owner/repo', 'pypi:x==1.0/bert', 'gs://b/ckpt', 'bert_tiny_en_uncased'):
+    assert checkpoint_fingerprint.fingerprint(handle) == ''
+    assert checkpoint_fingerprint.with_fingerprint({'a': 1}, handle) == {'a': 1}
+  assert checkpoint_fingerprint.fingerprint(str(tmp_path / 'absent')) == ''
+  assert checkpoint_fingerprint.fingerprint(None) == ''
+
+
+def test_the_trainer_reads_its_custom_config_with_the_fingerprint(config_path, tmp_path):
+  from trainer import task
+
+  custom = json.loads(
+    _nodes(config_path, tmp_path)[contract.TRAINER_ID].exec_properties['custom_config']
+  )
+  fn_args = types.SimpleNamespace(custom_config=custom, train_steps=2, eval_steps=1)
+  assert task.config_from_fn_args(fn_args).preset == str(tmp_path / 'bert')
