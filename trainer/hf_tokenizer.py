@@ -173,6 +173,84 @@ def read_checkpoint_tokenizer(folder: str) -> dict[str, Any]:
   }
 
 
+# Lower-casing off with a vocabulary where fewer than this fraction of the tokens with cased
+# letters have an upper-case one: an uncased vocabulary (bert-base-uncased has none), whose
+# words written with a capital are [UNK]. Lower-casing on with more than `_CASED_FRACTION`: a
+# cased vocabulary whose upper-case tokens the tokenizer never produces (bert-base-cased: ~40%).
+_UNCASED_FRACTION = 0.01
+_CASED_FRACTION = 0.1
+# Tokens that are not text: special tokens and placeholders such as [unused0] or <s>.
+_MARKUP_TOKEN = re.compile(r'^(\[[^\]]*\]|<[^>]*>)$')
+
+
+def _cased_counts(tokens: Sequence[str]) -> tuple[int, int]:
+  """(tokens with a cased letter, those with an upper-case one), markup tokens left out."""
+  cased = upper = 0
+  for token in tokens:
+    if _MARKUP_TOKEN.match(token):
+      continue
+    if any(c.lower() != c.upper() for c in token):
+      cased += 1
+      upper += any(c.isupper() for c in token)
+  return cased, upper
+
+
+def setting_warnings(folder: str, read: dict[str, Any]) -> list[str]:
+  """What in a BERT checkpoint's tokenizer files looks wrong but still tokenizes: one line each,
+  naming the file and the setting. `read` is `read_checkpoint_tokenizer(folder)`.
+
+  - lower-casing off (`do_lower_case: false`, or tokenizer.json's normalizer `lowercase: false`)
+    with a vocabulary without upper-case tokens: every capitalized word becomes [UNK];
+  - lower-casing on with a cased vocabulary: its upper-case tokens are never used;
+  - tokenizer.json and tokenizer_config.json disagreeing on `lowercase` / `do_lower_case` or
+    `strip_accents`: tokenizer.json is the one followed.
+  """
+  warnings = []
+  full = _load_json(folder, TOKENIZER_JSON)
+  config = _load_json(folder, TOKENIZER_CONFIG) or {}
+  if full is not None:
+    source = os.path.join(folder, TOKENIZER_JSON)
+    setting = 'normalizer.lowercase'
+    vocab_file = source
+    normalizer = full.get('normalizer') or {}
+    for json_key, config_key in (
+      ('lowercase', 'do_lower_case'),
+      ('strip_accents', 'strip_accents'),
+    ):
+      in_json, in_config = normalizer.get(json_key), config.get(config_key)
+      if json_key == 'strip_accents' and in_json is None:
+        in_json = read['lowercase']  # tokenizers' default, as read_checkpoint_tokenizer reads it
+      if in_config is not None and in_json is not None and bool(in_config) != bool(in_json):
+        warnings.append(
+          f'{source} says {json_key}: {str(bool(in_json)).lower()} but '
+          f'{os.path.join(folder, TOKENIZER_CONFIG)} says {config_key}: '
+          f'{str(bool(in_config)).lower()}; tokenizer.json is followed ({json_key} '
+          f'{str(bool(in_json)).lower()}), as the Hugging Face tokenizers library does: correct '
+          'the file that is wrong'
+        )
+  else:
+    source = os.path.join(folder, TOKENIZER_CONFIG)
+    setting = 'do_lower_case'
+    vocab_file = os.path.join(folder, VOCAB_TXT)
+  cased, upper = _cased_counts(read['tokens'])
+  if not cased:
+    return warnings  # no cased letters at all (e.g. CJK only): lower-casing changes nothing
+  if not read['lowercase'] and upper < _UNCASED_FRACTION * cased:
+    warnings.append(
+      f'{source}: {setting} is false (text keeps its upper case) but the vocabulary '
+      f'({vocab_file}) is uncased: {upper} of its {cased} tokens with letters have an upper-case '
+      'letter, so capitalized words become [UNK] (Hello -> [UNK]). Set '
+      f'{setting}: true unless the vocabulary is wrong'
+    )
+  elif read['lowercase'] and upper > _CASED_FRACTION * cased:
+    warnings.append(
+      f'{source}: {setting} is true (text is lower-cased) but the vocabulary ({vocab_file}) is '
+      f'cased: {upper} of its {cased} tokens with letters have an upper-case letter, which the '
+      f'tokenizer never produces. Set {setting}: false unless the vocabulary is wrong'
+    )
+  return warnings
+
+
 def normalize(
   text: tf.Tensor,
   *,

@@ -41,6 +41,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 
 import tensorflow as tf
+from absl import logging
 
 from tfxlm import contract
 from trainer.vocabulary import SpecialTokens, Vocabulary
@@ -390,6 +391,9 @@ def import_hf_wordpiece(folder: str, output_uri: str, preset: str) -> Vocabulary
   from trainer import hf_tokenizer
 
   read = hf_tokenizer.read_checkpoint_tokenizer(folder)
+  # Said in the Vocabulary step, before any training: these files tokenize, but not as meant.
+  for warning in hf_tokenizer.setting_warnings(folder, read):
+    logging.warning('Vocabulary: %s', warning)
   tokens = read.pop('tokens')
   names = read.pop('special_token_names')
   index = {t: i for i, t in enumerate(tokens)}

