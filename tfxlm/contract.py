@@ -173,6 +173,10 @@ EXTRA_DIR = 'assets.extra'  # TF Serving ignores it
 TRAINER_CONFIG_FILE = 'trainer_config.json'
 BACKBONE_WEIGHTS_FILE = 'backbone_weights.npz'
 PRESET_DIR = 'keras_hub_preset'  # inside EXTRA_DIR: backbone + tokenizer, for `from_preset`
+# Inside PRESET_DIR, for a model fine-tuned from a Hugging Face BERT checkpoint: that
+# checkpoint's tokenizer files (tokenizer.json, vocab.txt, ...), which the model was trained
+# with (kind hf_wordpiece); keras-hub's BertTokenizer of the preset normalizes some text otherwise.
+PRESET_HF_TOKENIZER_DIR = 'hf_tokenizer'
 WARMUP_FILE = 'tf_serving_warmup_requests'
 EXPORT_CONFIG_FILE = 'export_config.json'  # inside EXTRA_DIR: how the model was quantized
 REPORT_FILE = 'report.html'

@@ -42,6 +42,8 @@ TOKENIZER_JSON = 'tokenizer.json'
 TOKENIZER_CONFIG = 'tokenizer_config.json'
 SPECIAL_TOKENS_MAP = 'special_tokens_map.json'
 VOCAB_TXT = 'vocab.txt'
+# What the Hugging Face `tokenizers` library reads of a BERT checkpoint's tokenizer.
+TOKENIZER_FILES = (TOKENIZER_JSON, TOKENIZER_CONFIG, SPECIAL_TOKENS_MAP, VOCAB_TXT)
 # Roles of SpecialTokens (trainer/vocabulary.py) and the Hugging Face names of their tokens.
 _ROLE_KEYS = {
   'pad': 'pad_token',

@@ -31,11 +31,13 @@ from trainer import (
   adapters,
   distribute,
   export,
+  hf_tokenizer,
   inputs,
   models,
   optimization,
   pretrained,
   quantization,
+  tokenizers,
   training,
 )
 from trainer import precision as precision_lib
@@ -586,11 +588,16 @@ def save_preset(backbone: keras.Model, config: TrainerConfig, preset_dir: str) -
 
   A learned vocabulary's tokenizer is not written: its normalization (NFKC, case folding,
   accent stripping) lives in the transform graph, which no keras-hub tokenizer reproduces.
+  A model fine-tuned from a Hugging Face BERT checkpoint also gets that checkpoint's tokenizer
+  files in `contract.PRESET_HF_TOKENIZER_DIR` (`_save_hf_tokenizer`).
   """
   local = preset_dir if '://' not in preset_dir else tempfile.mkdtemp(prefix='preset_')
   backbone.save_to_preset(local)
   if config.preset:
     pretrained.load_tokenizer(config.preset).save_to_preset(local)
+    _save_hf_tokenizer(
+      config.preset, preset_dir, os.path.join(local, contract.PRESET_HF_TOKENIZER_DIR)
+    )
   if local != preset_dir:
     for root, _, files in os.walk(local):
       for name in files:
@@ -599,6 +606,29 @@ def save_preset(backbone: keras.Model, config: TrainerConfig, preset_dir: str) -
         tf.io.gfile.makedirs(os.path.dirname(target))
         tf.io.gfile.copy(source, target, overwrite=True)
     shutil.rmtree(local, ignore_errors=True)
+
+
+def _save_hf_tokenizer(preset: str, preset_dir: str, target: str) -> None:
+  """Copies the Hugging Face BERT tokenizer files the model was trained with (kind
+  `hf_wordpiece`) into `target`, if it was: keras-hub's BertTokenizer written beside them
+  normalizes some text otherwise (`ß`, `…`, `™`, ligatures: NFKC case folding, which the
+  checkpoint's BertNormalizer does not apply), and given as `train.preset` the exported folder
+  is then fine-tuned with the same tokenizer again (`tokenizers.hf_wordpiece_folder`).
+  """
+  source = tokenizers.hf_wordpiece_folder(pretrained.local_preset(preset))
+  if source is None:
+    return
+  os.makedirs(target, exist_ok=True)
+  for name in hf_tokenizer.TOKENIZER_FILES:
+    if os.path.isfile(os.path.join(source, name)):
+      shutil.copyfile(os.path.join(source, name), os.path.join(target, name))
+  logging.info(
+    'keras-hub preset %s: the tokenizer the model was trained with (Hugging Face WordPiece) is in'
+    " its %s/; keras-hub's BertTokenizer.from_preset of the folder differs on some text (NFKC"
+    " case folding: ß, …, ™, ligatures). The SavedModel's signatures tokenize as trained.",
+    preset_dir,
+    contract.PRESET_HF_TOKENIZER_DIR,
+  )
 
 
 def run_fn(fn_args: 'FnArgs') -> None:

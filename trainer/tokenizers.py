@@ -321,6 +321,25 @@ def check_preset_for_task(preset: str, task: str) -> None:
     raise ValueError(f'preset {preset}: task {task}: {problem}')
 
 
+def hf_wordpiece_folder(local: str) -> str | None:
+  """The folder of the Hugging Face BERT tokenizer files that a model started from the local
+  checkpoint `local` tokenizes with (kind `hf_wordpiece`), or None for a keras-hub tokenizer.
+
+  That is `local` itself for a Hugging Face BERT folder, and the `contract.PRESET_HF_TOKENIZER_DIR`
+  inside a keras-hub preset this pipeline exported from one: fine-tuning again from the export
+  keeps the tokenizer the model was trained with, not keras-hub's BertTokenizer of the preset,
+  which normalizes some text otherwise (trainer/hf_tokenizer.py).
+  """
+  from trainer import pretrained
+
+  if not os.path.isdir(local):
+    return None
+  if pretrained.is_hf_folder(local):
+    return local if pretrained.check_folder(local) == 'BertBackbone' else None
+  inner = os.path.join(local, contract.PRESET_HF_TOKENIZER_DIR)
+  return inner if os.path.isdir(inner) else None
+
+
 def import_preset(preset: str, output_uri: str, task: str | None = None) -> Vocabulary:
   """Writes a keras-hub preset's tokenizer as a Vocabulary artifact and returns it.
 
@@ -339,9 +358,9 @@ def import_preset(preset: str, output_uri: str, task: str | None = None) -> Voca
   from trainer import pretrained
 
   local = pretrained.local_preset(preset)
-  if os.path.isdir(local) and pretrained.is_hf_folder(local):
-    if pretrained.check_folder(local) == 'BertBackbone':
-      return import_hf_wordpiece(local, output_uri, preset=preset)
+  hf_folder = hf_wordpiece_folder(local)
+  if hf_folder is not None:
+    return import_hf_wordpiece(hf_folder, output_uri, preset=preset)
   tokenizer = keras_hub.tokenizers.Tokenizer.from_preset(local)
   kind = _keras_hub_kind(tokenizer)
   tokens = _preset_tokens(tokenizer, kind)

@@ -5,6 +5,7 @@ its ids equal the `tokenizers` library's on the checkpoint's tokenizer.json, and
 import json
 import os
 import random
+import types
 
 import pytest
 import tensorflow as tf
@@ -267,6 +268,34 @@ def test_lower_casing_on_with_a_cased_vocabulary_is_warned_of(checkpoint, tmp_pa
   (folder / 'vocab.txt').write_text('\n'.join(tokens + capitalized) + '\n')
   (warning,) = _import_warnings(folder, tmp_path, caplog)
   assert 'do_lower_case is true' in warning and 'cased' in warning
+
+
+def test_an_exported_preset_keeps_the_checkpoints_tokenizer_for_fine_tuning_again(
+  checkpoint, artifact, tmp_path
+):
+  import keras_hub
+
+  from trainer import task
+
+  # The export's keras-hub preset (trainer/task.py save_preset) of a model fine-tuned from the
+  # checkpoint; keras-hub still loads it.
+  preset = str(tmp_path / 'preset')
+  backbone = keras_hub.models.Backbone.from_preset(checkpoint)
+  task.save_preset(backbone, types.SimpleNamespace(preset=checkpoint), preset)
+  assert keras_hub.models.Backbone.from_preset(preset).vocabulary_size == len(
+    Vocabulary.read(artifact)
+  )
+  keras_hub_tokenizer = keras_hub.tokenizers.Tokenizer.from_preset(preset)
+  # Given as train.preset, the exported folder is tokenized as the model was trained: the
+  # checkpoint's own tokenizer (hf_wordpiece), not keras-hub's BertTokenizer of the preset,
+  # which NFKC-folds the ligature of 'ﬁlm' into 'film'.
+  uri = str(tmp_path / 'vocabulary')
+  again = tokenizers_lib.import_preset(preset, uri, task=contract.CLASSIFY)
+  assert again.kind == contract.HF_WORDPIECE
+  texts = ['ﬁlm', *varied(300, seed=5)]
+  want = _reference(checkpoint, texts)
+  assert _graph_ids(uri, texts) == want
+  assert [list(map(int, ids)) for ids in keras_hub_tokenizer(texts[:1])] != want[:1]
 
 
 @pytest.mark.slow
