@@ -261,6 +261,9 @@ def load_teacher(base_model: str, vocabularies: 'task.Vocabularies') -> keras.Mo
   try:
     folder = task.base_model_dir(base_model)
   except ValueError:
+    # TFX hands an imported teacher's folder as <folder>/Format-Serving: name the user's.
+    if not tf.io.gfile.isdir(base_model):
+      base_model = os.path.dirname(os.path.normpath(base_model))
     raise ValueError(
       f'distill: the teacher {base_model} is not a float model this pipeline exported (no '
       f'{contract.EXTRA_DIR}/{contract.BACKBONE_WEIGHTS_FILE}); give the train stage a float '

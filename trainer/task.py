@@ -283,11 +283,59 @@ def base_model_dir(base_model: str) -> str:
   for folder in candidates:
     if tf.io.gfile.exists(os.path.join(folder, contract.EXTRA_DIR, contract.BACKBONE_WEIGHTS_FILE)):
       return folder
+  # Name the folder the user gave (TFX appends Format-Serving to an imported one), and the
+  # reason when it is one: a quantized export keeps no float backbone weights.
+  present = [folder for folder in candidates if tf.io.gfile.isdir(folder)] or candidates
+  for folder in present:
+    quantize = _quantized(folder)
+    if quantize:
+      raise ValueError(
+        f'base model {folder} is a quantized export (export.quantize: {quantize}): it keeps '
+        'no float weights to start from; give a float version of it (exported with '
+        f'export.quantize: none, or the {FLOAT_COPY_DIR} folder export.float_copy keeps '
+        "beside a Trainer's quantized model)"
+      )
   raise ValueError(
-    f'base model {base_model}: no {contract.EXTRA_DIR}/'
-    f'{contract.BACKBONE_WEIGHTS_FILE} in {" or ".join(candidates)}; base_model '
-    'must be a model this pipeline exported (a Trainer output or a pushed version)'
+    f'base model {" or ".join(present)}: no {contract.EXTRA_DIR}/'
+    f'{contract.BACKBONE_WEIGHTS_FILE} there; base_model must be a model this pipeline '
+    'exported (a Trainer output or a pushed version)'
   )
+
+
+def _quantized(folder: str) -> str | None:
+  """The `export.quantize` mode a quantized export of this pipeline records, else None."""
+  path = os.path.join(folder, contract.EXTRA_DIR, contract.EXPORT_CONFIG_FILE)
+  try:
+    with tf.io.gfile.GFile(path) as f:
+      mode = json.load(f).get('quantize')
+  except (tf.errors.NotFoundError, ValueError, AttributeError):
+    return None
+  return mode if mode and mode != contract.QUANTIZE_NONE else None
+
+
+def check_base_family(base_model: str, folder: str, task: str) -> None:
+  """The base model's backbone (its recorded trainer config's task) must be the family `task`
+  trains: a BERT classifier cannot warm-start a GPT-2 causal LM, nor the reverse.
+
+  Raises:
+    ValueError: naming both tasks and their backbones.
+  """
+  path = os.path.join(folder, contract.EXTRA_DIR, contract.TRAINER_CONFIG_FILE)
+  try:
+    with tf.io.gfile.GFile(path) as f:
+      theirs = json.load(f).get('task')
+  except (tf.errors.NotFoundError, ValueError, AttributeError):
+    return  # load_backbone_weights still checks every weight
+  if theirs not in contract.TASK_BACKBONES:
+    return
+  family, ours = contract.TASK_BACKBONES[theirs], contract.TASK_BACKBONES[task]
+  if family != ours:
+    raise ValueError(
+      f'base_model {base_model} is a {theirs} model (a {family}); task {task} trains a '
+      f'{ours}: give a base model of that family (an earlier '
+      f'{" or ".join(t for t, b in contract.TASK_BACKBONES.items() if b == ours)} model), or '
+      'leave base_model unset'
+    )
 
 
 def check_base_vocabulary(base_model: str, folder: str, tokens: list) -> None:
@@ -346,6 +394,7 @@ def build_task_model(
     backbone = models.build_backbone(config, len(vocabularies.tokens), positions=positions)
   else:
     folder = base_model_dir(base_model)
+    check_base_family(base_model, folder, config.task)
     check_base_vocabulary(base_model, folder, vocabularies.tokens)
     path = os.path.join(folder, contract.EXTRA_DIR, contract.BACKBONE_WEIGHTS_FILE)
     positions = models.saved_positions(path)

@@ -1,6 +1,7 @@
 """Fine-tuning from keras-hub presets made here: warm start, training, the signatures, and the
 keras-hub preset written beside the SavedModel (round trip: same logits)."""
 
+import json
 import os
 
 import keras
@@ -165,6 +166,40 @@ def test_base_model_is_a_trainer_output_or_a_pushed_folder(tmp_path):
       np.testing.assert_array_equal(value, _weights(earlier.backbone)[path])
   with pytest.raises(ValueError, match='base_model must be a model this pipeline exported'):
     task.build_task_model(config, vocabularies, base_model=str(tmp_path / 'nothing'))
+
+
+def test_a_quantized_or_other_family_base_model_is_refused_naming_the_folder_and_why(tmp_path):
+  config = TrainerConfig.from_dict(trainer_data.tiny_config(contract.CLASSIFY))
+  tokens = list(contract.RESERVED_TOKENS) + [f'w{i}' for i in range(40)]
+  vocabularies = task.Vocabularies(tokens, ['neg', 'pos'])
+  # A pushed quantized version: its export config, no float backbone weights.
+  pushed = tmp_path / 'serving' / 'sentiment' / '1700000000'
+  os.makedirs(pushed / contract.EXTRA_DIR)
+  (pushed / contract.EXTRA_DIR / contract.EXPORT_CONFIG_FILE).write_text(
+    json.dumps({'quantize': contract.INT8_WEIGHTS})
+  )
+  # The pipeline imports it: TFX hands run_fn <folder>/Format-Serving, which does not exist.
+  with pytest.raises(ValueError) as raised:
+    task.build_task_model(config, vocabularies, base_model=str(pushed / contract.SERVING_MODEL_DIR))
+  assert str(raised.value).startswith(
+    f'base model {pushed} is a quantized export (export.quantize: int8_weights): it keeps no '
+    'float weights to start from; give a float version'
+  )
+  # A BERT classifier given to a causal LM stage.
+  earlier = task.build_task_model(config, vocabularies)
+  bert = tmp_path / 'bert'
+  os.makedirs(bert / contract.EXTRA_DIR)
+  models.save_backbone_weights(
+    earlier.backbone, str(bert / contract.EXTRA_DIR / contract.BACKBONE_WEIGHTS_FILE)
+  )
+  (bert / contract.EXTRA_DIR / contract.TRAINER_CONFIG_FILE).write_text(config.to_json())
+  clm = TrainerConfig.from_dict(trainer_data.tiny_config(contract.CLM))
+  with pytest.raises(
+    ValueError,
+    match=f'^base_model {bert} is a classify model \\(a BertBackbone\\); task clm trains a '
+    'GPT2Backbone: give a base model of that family \\(an earlier clm model\\)',
+  ):
+    task.build_task_model(clm, task.Vocabularies(tokens, None), base_model=str(bert))
 
 
 @pytest.mark.parametrize('task_name', [contract.MLM, contract.CLASSIFY, contract.CLM])
