@@ -93,6 +93,8 @@ def text(config: config_lib.PipelineConfig, summary: RunSummary) -> str:
   if summary.metrics:
     lines.append('Eval metrics (overall):')
     lines += [f'  {name:<32} {_metric_text(name, value)}' for name, value in _key_metrics(summary)]
+  if summary.left_out:
+    lines.append(f'Left out of the evaluation: {summary.left_out}.')
   lines += comparison_lines(summary)
   if summary.generations:
     lines.append(
@@ -354,8 +356,14 @@ def render_report(config: config_lib.PipelineConfig, summary: RunSummary) -> str
       'predicted label; in brackets, the share of the row.</p>' + _confusion_table(labels, grid)
     )
   if summary.metrics:
+    left_out = (
+      f'<p>Left out of the evaluation: {html.escape(summary.left_out)}.</p>'
+      if summary.left_out
+      else ''
+    )
     parts.append(
       '<h2>Eval metrics</h2>'
+      + left_out
       + _table(
         [(k, _metric_text(k, v)) for k, v in sorted(summary.metrics.items())], ('metric', 'value')
       )

@@ -27,6 +27,7 @@ class RunSummary:
     metrics: overall-slice eval metrics of the candidate model.
     per_label: eval metrics per label slice (classification).
     confusion: (labels, matrix) of the overall slice, classification only.
+    left_out: what the evaluation left out and why (`evaluation.left_out`), if anything.
     blessed: whether the Evaluator blessed the model (None if it did not run).
     why: the validation failures, why the model was blessed, or why it has no verdict.
     pushed_path: where the Pusher wrote the model, None if it did not push.
@@ -48,6 +49,7 @@ class RunSummary:
   metrics: Dict[str, float] = dataclasses.field(default_factory=dict)
   per_label: Dict[str, Dict[str, float]] = dataclasses.field(default_factory=dict)
   confusion: Optional[Tuple[List[str], List[List[float]]]] = None
+  left_out: Optional[str] = None
   blessed: Optional[bool] = None
   why: List[str] = dataclasses.field(default_factory=list)
   pushed_path: Optional[str] = None
@@ -61,7 +63,7 @@ class RunSummary:
   compression: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def argmax_precision_recall(summary: RunSummary) -> None:
+def argmax_precision_recall(summary: RunSummary, unnamed: Optional[bool] = None) -> None:
   """Sets each label's precision and recall from the confusion matrix (the model's answer is its
   most probable label, as for accuracy and the matrix).
 
@@ -69,12 +71,15 @@ def argmax_precision_recall(summary: RunSummary) -> None:
   more, an answer of 0.45 for the right label counts as not predicted, and the table would
   contradict the matrix beside it. A label no example was predicted as (precision) or has
   (recall) gets NaN, which the report explains.
+
+  Labels without names (no label vocabulary found, `unnamed`) keep TFMA's class ids; when not
+  said, they are unnamed if the metrics name any class id.
   """
   if not summary.confusion:
     return
   labels, grid = summary.confusion
-  # Labels without names (no label vocabulary found) keep TFMA's class ids.
-  unnamed = any('(classId:' in key for key in summary.metrics)
+  if unnamed is None:
+    unnamed = any('(classId:' in key for key in summary.metrics)
   for i, name in enumerate(labels):
     suffix = f'(classId:{name})' if unnamed else f'(label {name})'
     predicted = sum(row[i] for row in grid)
@@ -113,11 +118,42 @@ def name_labels(summary: RunSummary, names: List[str]) -> None:
   summary.per_label = per_label
 
 
-def _metrics(evaluation_uri, summary: RunSummary):
-  import tensorflow_model_analysis as tfma
+def _confusion(plots) -> Optional[Tuple[List[str], List[List[float]]]]:
+  """(class ids, matrix) of a slice's MultiClassConfusionMatrixPlot, if it has one."""
+  for output in (plots or {}).values():  # None when no plot was asked for
+    for named in output.values():
+      matrix = named.get('multiClassConfusionMatrixAtThresholds')
+      if matrix:
+        entries = matrix['matrices'][0].get('entries', [])
+        classes = sorted(
+          {int(e.get('actualClassId', 0)) for e in entries}
+          | {int(e.get('predictedClassId', 0)) for e in entries}
+        )
+        index = {c: i for i, c in enumerate(classes)}
+        grid = [[0.0] * len(classes) for _ in classes]
+        for e in entries:
+          grid[index[int(e.get('actualClassId', 0))]][index[int(e.get('predictedClassId', 0))]] = (
+            e.get('numWeightedExamples', 0.0)
+          )
+        return [str(c) for c in classes], grid
+  return None
 
-  result = tfma.load_eval_result(evaluation_uri)
-  for slice_key, metrics in result.slicing_metrics:
+
+def read_evaluation(evaluation_uri, summary: RunSummary):
+  """The metrics of every slice and the overall slice's confusion matrix.
+
+  Read record by record, as `tfma.load_eval_result` does, but only the overall slice's plots
+  are converted to dicts: the report shows no other plot, and an evaluation with many labels
+  can hold hundreds of MB of them (per-class calibration plots of every label's slice).
+  """
+  import tensorflow_model_analysis as tfma
+  from tensorflow_model_analysis.view import util as view_util
+
+  for proto in tfma.load_metrics(evaluation_uri):
+    converted = view_util.convert_metrics_proto_to_dict(proto)
+    if converted is None:
+      continue
+    slice_key, metrics = converted
     values = {}
     for output in metrics.values():
       for sub_key, named in output.items():
@@ -130,31 +166,19 @@ def _metrics(evaluation_uri, summary: RunSummary):
       summary.metrics = values
     else:
       summary.per_label[', '.join(f'{k}={v}' for k, v in slice_key)] = values
-  for slice_key, plots in result.plots or []:
-    if slice_key:
-      continue
-    for output in (plots or {}).values():  # None when no plot was asked for
-      for named in output.values():
-        matrix = named.get('multiClassConfusionMatrixAtThresholds')
-        if matrix:
-          entries = matrix['matrices'][0].get('entries', [])
-          classes = sorted(
-            {int(e.get('actualClassId', 0)) for e in entries}
-            | {int(e.get('predictedClassId', 0)) for e in entries}
-          )
-          index = {c: i for i, c in enumerate(classes)}
-          grid = [[0.0] * len(classes) for _ in classes]
-          for e in entries:
-            grid[index[int(e.get('actualClassId', 0))]][
-              index[int(e.get('predictedClassId', 0))]
-            ] = e.get('numWeightedExamples', 0.0)
-          summary.confusion = ([str(c) for c in classes], grid)
+  for proto in tfma.load_plots(evaluation_uri):
+    if proto.slice_key.single_slice_keys:
+      continue  # a label's slice: the report shows the overall slice's matrix only
+    converted = view_util.convert_plots_proto_to_dict(proto)
+    confusion = _confusion(converted[1]) if converted is not None else None
+    if confusion:
+      summary.confusion = confusion
 
 
 def _overall_metrics(evaluation_uri) -> Dict[str, float]:
   """An evaluation's overall-slice metrics alone."""
   found = RunSummary()
-  _metrics(evaluation_uri, found)
+  read_evaluation(evaluation_uri, found)
   return found.metrics
 
 
@@ -384,18 +408,26 @@ def collect(config: config_lib.PipelineConfig, started: float) -> RunSummary:
     store, 'ModelEvaluation', contract.EVALUATOR_ID, 'evaluation'
   )
   if evaluation_artifact is not None:
-    _metrics(evaluation_artifact.uri, summary)
+    read_evaluation(evaluation_artifact.uri, summary)
     _validation(evaluation_artifact.uri, summary)
+    if config.train.task == contract.CLASSIFY and config.schema_file:
+      from pipeline import evaluation  # pylint: disable=g-import-not-at-top
+
+      try:
+        summary.left_out = evaluation.left_out(evaluation.label_classes(config.schema_file))
+      except OSError:
+        pass  # the schema has gone since the run: nothing to say
   if summary.confusion:
     graph = run_metadata.latest_output(
       store, 'TransformGraph', contract.TRANSFORM_ID, 'transform_graph'
     )
     names = _label_names(graph.uri) if graph is not None else None
     ids, grid = summary.confusion
-    if names and all(int(i) < len(names) for i in ids):
+    named = bool(names) and all(int(i) < len(names) for i in ids)
+    if named:
       summary.confusion = ([names[int(i)] for i in ids], grid)
       name_labels(summary, names)
-    argmax_precision_recall(summary)
+    argmax_precision_recall(summary, unnamed=not named)
   blessing = run_metadata.latest_output(store, 'ModelBlessing', contract.EVALUATOR_ID, 'blessing')
   if blessing is None:
     summary.why = [f'the Evaluator recorded no blessing in {config.metadata_path}']

@@ -67,3 +67,60 @@ def test_language_model_threshold_is_an_upper_bound_on_perplexity():
   ]
   assert perplexity.module == 'components.metrics'
   assert perplexity.per_slice_thresholds[0].threshold.value_threshold.upper_bound.value == 50
+
+
+def _schema_with_labels(tmp_path, count):
+  values = ''.join(f'  value: "class_{i:03d}"\n' for i in range(count))
+  path = tmp_path / 'schema.pbtxt'
+  path.write_text(
+    'feature { name: "text" type: BYTES }\n'
+    'feature { name: "label" type: BYTES domain: "label" }\n'
+    f'string_domain {{\n  name: "label"\n{values}}}\n'
+  )
+  return str(path)
+
+
+def _per_class_metrics(config):
+  """Class name -> the class ids it is computed for, of the binarized (per-class) metrics."""
+  return {
+    m.class_name: list(spec.binarize.class_ids.values)
+    for spec in config.metrics_specs
+    if spec.HasField('binarize')
+    for m in spec.metrics
+  }
+
+
+@pytest.mark.parametrize('classes', [2, 3, evaluation.MAX_PER_CLASS_LABELS])
+def test_a_few_labels_get_every_per_class_metric(tmp_path, classes, caplog):
+  config = evaluation.eval_config(
+    'classify', config_lib.EvaluationConfig(), _schema_with_labels(tmp_path, classes)
+  )
+  expected = ['Precision', 'Recall', 'Calibration', 'CalibrationPlot'] + (
+    ['AUC'] if classes == 2 else []
+  )
+  assert _per_class_metrics(config) == {name: list(range(classes)) for name in expected}
+  assert evaluation.left_out(classes) is None
+  assert 'Evaluation:' not in caplog.text
+
+
+def test_many_labels_cost_no_per_class_metric_on_each_labels_slice(tmp_path, caplog):
+  # Per-class metrics are computed on every slice, one slice per label: with 120 labels they
+  # took the Evaluator 9 minutes and 275 MB of calibration plots.
+  configs = {
+    n: evaluation.eval_config(
+      'classify', config_lib.EvaluationConfig(), _schema_with_labels(tmp_path, n)
+    )
+    for n in (evaluation.MAX_PER_CLASS_LABELS + 1, 120)
+  }
+  for config in configs.values():
+    assert _per_class_metrics(config) == {}
+    names = [m.class_name for spec in config.metrics_specs for m in spec.metrics]
+    assert 'CalibrationPlot' not in names
+    assert {'SparseCategoricalAccuracy', 'MultiClassConfusionMatrixPlot'} <= set(names)
+  # The same config whatever the number of labels: the cost grows with the slices alone.
+  assert (
+    configs[120].SerializeToString()
+    == configs[evaluation.MAX_PER_CLASS_LABELS + 1].SerializeToString()
+  )
+  assert '120 labels: no per-label calibration' in caplog.text
+  assert 'calibration' in evaluation.left_out(120)

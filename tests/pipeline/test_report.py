@@ -402,3 +402,17 @@ def test_a_run_without_a_blessing_says_why_it_has_no_verdict(tmp_path):
   assert f'Model: not evaluated: {reason}\n' in report.text(config, run)
   assert 'Nothing was pushed.' in report.text(config, run)
   assert f'Model not evaluated: {reason}. ' in report.render_report(config, run)
+
+
+def test_what_the_evaluation_left_out_is_said_on_the_console_and_in_the_report():
+  config = config_lib.from_dict(
+    {'pipeline_name': 'demo', 'train': {'task': 'classify', 'train_steps': 2, 'eval_steps': 1}}
+  )
+  run = _classify_summary()
+  run.left_out = '120 labels: no per-label calibration'
+  assert 'Left out of the evaluation: 120 labels: no per-label calibration.' in report.text(
+    config, run
+  )
+  assert 'Left out of the evaluation: 120 labels' in report.render_report(config, run)
+  run.left_out = None
+  assert 'Left out' not in report.text(config, run) + report.render_report(config, run)

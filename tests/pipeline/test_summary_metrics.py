@@ -1,0 +1,68 @@
+"""The eval metrics and confusion matrix the summary reads from an Evaluator's output."""
+
+import tensorflow as tf
+from tensorflow_model_analysis.proto import metrics_for_slice_pb2 as pb
+
+from pipeline import summary
+
+
+def _slice(label):
+  key = pb.SliceKey()
+  if label is not None:
+    key.single_slice_keys.add(column='label', bytes_value=label.encode())
+  return key
+
+
+def _write(path, records):
+  with tf.io.TFRecordWriter(str(path)) as writer:
+    for record in records:
+      writer.write(record.SerializeToString())
+
+
+def _evaluation(folder, labels):
+  """An Evaluator's metrics and plots files: the overall slice and one slice per label, each
+  with its count and a confusion matrix; the label slices also with a calibration plot."""
+  metrics, plots = [], []
+  for label in [None, *labels]:
+    count = float(len(labels) if label is None else 1)
+    m = pb.MetricsForSlice(slice_key=_slice(label))
+    kv = m.metric_keys_and_values.add()
+    kv.key.name = 'example_count'
+    kv.value.double_value.value = count
+    kv = m.metric_keys_and_values.add()
+    kv.key.name = 'calibration'
+    kv.key.sub_key.class_id.value = 0
+    kv.value.double_value.value = 0.5
+    metrics.append(m)
+    p = pb.PlotsForSlice(slice_key=_slice(label))
+    kv = p.plot_keys_and_values.add()
+    kv.key.name = 'multi_class_confusion_matrix_plot'
+    matrix = kv.value.multi_class_confusion_matrix_at_thresholds.matrices.add()
+    for i, name in enumerate(labels):
+      if label in (None, name):  # every example predicted right
+        matrix.entries.add(actual_class_id=i, predicted_class_id=i, num_weighted_examples=1.0)
+    if label is not None:
+      kv = p.plot_keys_and_values.add()
+      kv.key.name = 'calibration_plot'
+      kv.key.sub_key.class_id.value = 0
+      for b in range(1000):
+        kv.value.calibration_histogram_buckets.buckets.add(
+          lower_threshold_inclusive=b / 1000, upper_threshold_exclusive=(b + 1) / 1000
+        )
+    plots.append(p)
+  _write(folder / 'metrics-00000-of-00001.tfrecord', metrics)
+  _write(folder / 'plots-00000-of-00001.tfrecord', plots)
+
+
+def test_metrics_of_every_slice_and_the_overall_confusion_matrix(tmp_path):
+  labels = [f'class_{i}' for i in range(30)]
+  _evaluation(tmp_path, labels)
+  run = summary.RunSummary()
+  summary.read_evaluation(str(tmp_path), run)
+  assert run.metrics == {'example_count': 30.0, 'calibration (classId:0)': 0.5}
+  assert sorted(run.per_label) == sorted(f'label={name}' for name in labels)
+  assert run.per_label['label=class_7']['example_count'] == 1.0
+  ids, grid = run.confusion  # the overall slice's: every label, not one label's slice
+  assert ids == [str(i) for i in range(30)]
+  assert [row[i] for i, row in enumerate(grid)] == [1.0] * 30
+  assert sum(map(sum, grid)) == 30.0
