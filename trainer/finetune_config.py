@@ -94,6 +94,12 @@ class LoraConfig:
       )
     if any(not name.strip() for name in self.target_layers):
       raise typed_config.FieldError('target_layers', 'a layer name is empty')
+    # Keras' enable_lora refuses a layer twice ('lora is already enabled'), in the Trainer.
+    for field in ('target_layers', 'train_layers'):
+      names = getattr(self, field)
+      for name in names:
+        if names.count(name) > 1:
+          raise typed_config.FieldError(field, f'{name!r} is listed twice')
 
   @property
   def scale(self) -> float:

@@ -371,6 +371,16 @@ def test_a_bad_preset_handle_is_named(tmp_path, preset, message):
       'feedforward_output_dense, pooled_dense',
     ),
     (
+      'classify',
+      {'lora': {'target_layers': ['query', 'value', 'query']}},
+      "train.lora.target_layers: 'query' is listed twice",
+    ),
+    (
+      'classify',
+      {'lora': {'train_layers': ['token_embedding', 'token_embedding']}},
+      "train.lora.train_layers: 'token_embedding' is listed twice",
+    ),
+    (
       'clm',
       {'lora': {'target_layers': ['pooled_dense']}},
       "train.lora.target_layers: 'pooled_dense' is not a layer of GPT2Backbone that takes LoRA",
