@@ -12,7 +12,7 @@ from typing import Any
 
 from tfxlm import contract, typed_config
 from tfxlm.typed_config import FRACTION, NON_NEGATIVE, OPEN_FRACTION, POSITIVE
-from trainer.finetune_config import FreezeConfig, LoraConfig
+from trainer.finetune_config import POOLER, FreezeConfig, LoraConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -260,11 +260,33 @@ class TrainerConfig:
         'lowest transformer layers whose adapters stay untrained): give layers >= 1, or remove '
         'freeze',
       )
+    self._check_pooler_use()
     size = self.model_dims()
     if self.preset is None and size.hidden_dim % size.num_heads:
       raise typed_config.FieldError(
         'num_heads', f'hidden_dim {size.hidden_dim} is not divisible by num_heads {size.num_heads}'
       )
+
+  def _check_pooler_use(self):
+    # BertBackbone's `pooled_dense` computes the pooled [CLS] output, which only the classify
+    # head with cls pooling reads: elsewhere its adapters or weights get no gradient and never
+    # train.
+    # (GPT2Backbone has none: pipeline/config_checks.py names the layers it has.)
+    if self.lora is None or self.task == contract.CLM:
+      return
+    if self.task == contract.CLASSIFY and self.pooling == contract.CLS_POOLING:
+      return
+    if self.task == contract.CLASSIFY:
+      why = (
+        f'train.pooling: {self.pooling} (the classify head averages the sequence output; '
+        f'{POOLER} makes the [CLS] pooling, which it then skips): remove {POOLER}, or set '
+        'train.pooling: cls'
+      )
+    else:
+      why = f'train.task: {self.task} (its head reads the sequence output): remove {POOLER}'
+    for field in ('target_layers', 'train_layers'):
+      if POOLER in getattr(self.lora, field):
+        raise typed_config.FieldError(f'lora.{field}', f'{POOLER} is unused with {why}')
 
   @classmethod
   def from_dict(cls, d: dict[str, Any] | None, where: str = '') -> 'TrainerConfig':

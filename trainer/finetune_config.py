@@ -20,8 +20,10 @@ FEED_FORWARD_LAYERS = ('feedforward_intermediate_dense', 'feedforward_output_den
 # (contract.TASK_BACKBONES), known before a model is built: those that take LoRA adapters
 # (dense projections), the others, and the transformer layers (`transformer_layer_<i>`).
 # tests/trainer/test_adapters.py checks them against built backbones.
+# BertBackbone's [CLS] pooler: read by the classify head with cls pooling only.
+POOLER = 'pooled_dense'
 LORA_LAYERS = {
-  'BertBackbone': (*ALL_ATTENTION_LAYERS, *FEED_FORWARD_LAYERS, 'pooled_dense'),
+  'BertBackbone': (*ALL_ATTENTION_LAYERS, *FEED_FORWARD_LAYERS, POOLER),
   'GPT2Backbone': (*ALL_ATTENTION_LAYERS, *FEED_FORWARD_LAYERS),
 }
 OTHER_LAYERS = {
@@ -73,8 +75,8 @@ class LoraConfig:
       in every transformer layer): 'query', 'key', 'value', 'attention_output',
       'feedforward_intermediate_dense', 'feedforward_output_dense'.
     train_layers: Names of backbone layers trained fully beside the adapters, e.g.
-      'pooled_dense' (BERT's [CLS] pooler, part of the classify head with cls pooling). They
-      are written beside the adapter.
+      'pooled_dense' (BERT's [CLS] pooler, part of the classify head with cls pooling; with
+      mean pooling or mlm it is unused, and refused). They are written beside the adapter.
     train_layer_norms: Also train the backbone's LayerNorm scales and offsets fully (a few
       thousand weights). They are then written beside the adapter, which alone no longer
       reproduces the model on the base checkpoint.

@@ -381,6 +381,24 @@ def test_a_bad_preset_handle_is_named(tmp_path, preset, message):
       "train.lora.train_layers: 'token_embedding' is listed twice",
     ),
     (
+      'classify',
+      {'pooling': 'mean', 'lora': {'target_layers': ['query', 'pooled_dense']}},
+      'train.lora.target_layers: pooled_dense is unused with train.pooling: mean (the classify '
+      'head averages the sequence output; pooled_dense makes the [CLS] pooling, which it then '
+      'skips): remove pooled_dense, or set train.pooling: cls',
+    ),
+    (
+      'classify',
+      {'pooling': 'mean', 'lora': {'train_layers': ['pooled_dense']}},
+      'train.lora.train_layers: pooled_dense is unused with train.pooling: mean',
+    ),
+    (
+      'mlm',
+      {'lora': {'target_layers': ['pooled_dense']}},
+      'train.lora.target_layers: pooled_dense is unused with train.task: mlm (its head reads the '
+      'sequence output): remove pooled_dense',
+    ),
+    (
       'clm',
       {'lora': {'target_layers': ['pooled_dense']}},
       "train.lora.target_layers: 'pooled_dense' is not a layer of GPT2Backbone that takes LoRA",

@@ -147,3 +147,16 @@ def test_every_field_is_documented():
     if not re.search(rf'^\s+{name}: \S', doc, re.MULTILINE)
   ]
   assert not missing
+
+
+def test_lora_on_the_pooler_is_taken_only_where_the_head_reads_it():
+  """BertBackbone's pooled_dense makes the [CLS] pooling: only classify with cls pooling reads
+  it, so elsewhere its adapters or weights would never train (refused: see
+  tests/pipeline/test_config.py for the messages)."""
+  lora = {'target_layers': ['query', 'pooled_dense'], 'train_layers': ['token_embedding']}
+  config = TrainerConfig.from_dict({'task': 'classify', 'pooling': 'cls', 'lora': lora})
+  assert 'pooled_dense' in config.lora.target_layers
+  TrainerConfig.from_dict({'task': 'classify', 'pooling': 'mean', 'lora': {}})
+  for train in ({'task': 'classify', 'pooling': 'mean'}, {'task': 'mlm'}):
+    with pytest.raises(ValueError, match='^train.lora.target_layers: pooled_dense is unused'):
+      TrainerConfig.from_dict({**train, 'lora': lora}, where='train')
