@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from trainer import keras_internals, pretrained
+from trainer import finetune_config, keras_internals, pretrained
 from trainer.config import TrainerConfig
 
 ADAPTER_DIR = 'lora'
@@ -202,6 +202,11 @@ def _freeze(backbone, config, *, embeddings):
       f'train.freeze.layers: {freeze.layers} is more than the {len(blocks)} transformer layers '
       f'of the backbone ({type(backbone).__name__}); give 0 to {len(blocks)}'
     )
+  problem = finetune_config.frozen_adapters_problem(
+    'train', config.lora, freeze, type(backbone).__name__, len(blocks)
+  )
+  if problem:
+    raise AdapterError(problem)
   frozen = list(blocks[: freeze.layers])
   if embeddings:
     embedding_layers = [

@@ -167,4 +167,23 @@ def fit_problem(
       f'{section}.freeze.layers: {freeze.layers} is more than the {num_layers} transformer layers '
       f'of the backbone ({backbone}); give 0 to {num_layers}'
     )
+  if freeze is not None and num_layers is not None:
+    return frozen_adapters_problem(section, lora, freeze, backbone, num_layers)
   return None
+
+
+def frozen_adapters_problem(
+  section: str, lora: LoraConfig | None, freeze: FreezeConfig, backbone: str, num_layers: int
+) -> str | None:
+  """Why `freeze.layers` leaves `lora` no adapter to train (every target layer sits in the
+  `num_layers` transformer layers and all of them are frozen: the run would train the head
+  alone and export an all-zero adapter); None if some adapter trains."""
+  if lora is None or freeze.layers < num_layers or POOLER in lora.target_layers:
+    return None
+  fix = f'remove {section}.freeze'
+  if num_layers > 1:
+    fix = f'give {"1" if num_layers == 2 else f"1 to {num_layers - 1}"}, or {fix}'
+  return (
+    f'{section}.freeze.layers: {freeze.layers} freezes every layer LoRA adapts (the '
+    f'{num_layers} transformer layers of {backbone}): no adapter would train; {fix}'
+  )

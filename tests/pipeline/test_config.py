@@ -415,6 +415,12 @@ def test_a_bad_preset_handle_is_named(tmp_path, preset, message):
       "train.lora.train_layers: BertBackbone has no layer named 'transformer_layer_2'",
     ),
     (
+      'classify',
+      {'lora': {}, 'freeze': {'layers': 2}},
+      'train.freeze.layers: 2 freezes every layer LoRA adapts (the 2 transformer layers of '
+      'BertBackbone): no adapter would train; give 1, or remove train.freeze',
+    ),
+    (
       'mlm',
       {'freeze': {'layers': 5}},
       'train.freeze.layers: 5 is more than the 2 transformer layers of the backbone '
@@ -433,7 +439,7 @@ def test_lora_and_freeze_layers_the_backbone_lacks_are_refused_when_the_config_l
   assert str(error.value).startswith(f'{path}: {message}')
   fitting = {
     'lora': {'train_layers': ['token_embedding', 'transformer_layer_1']},
-    'freeze': {'layers': 2},
+    'freeze': {'layers': 1},
   }
   config_lib.load_config(
     path, [f'train={json.dumps({"task": task, "preset": preset, **fitting})}', *TRAIN_STEPS]

@@ -334,6 +334,13 @@ def test_lora_and_freeze_settings_that_do_not_fit_fail_with_what_to_do(classify_
   config, model = model_for(lora={'rank': 2}, freeze={'layers': 3})
   with pytest.raises(adapters.AdapterError, match='train.freeze.layers: 3 is more than the 2'):
     adapters.apply(model, config, pretrained=True)
+  # Every transformer layer frozen: no adapter would train (a remote preset's layer count is
+  # known here only).
+  config, model = model_for(lora={'rank': 2}, freeze={'layers': 2})
+  with pytest.raises(
+    adapters.AdapterError, match='train.freeze.layers: 2 freezes every layer LoRA adapts'
+  ):
+    adapters.apply(model, config, pretrained=True)
   with pytest.raises(typed_config.ConfigError, match='train.lora.rank: must be > 0'):
     TrainerConfig.from_dict({'lora': {'rank': 0}}, where='train')
   with pytest.raises(typed_config.ConfigError, match='train.lora.target_layers: name at least'):

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from tfxlm import contract
+from trainer import finetune_config
 from trainer.config import MODEL_SIZES, ModelSize, TrainerConfig
 
 
@@ -160,3 +161,20 @@ def test_lora_on_the_pooler_is_taken_only_where_the_head_reads_it():
   for train in ({'task': 'classify', 'pooling': 'mean'}, {'task': 'mlm'}):
     with pytest.raises(ValueError, match='^train.lora.target_layers: pooled_dense is unused'):
       TrainerConfig.from_dict({**train, 'lora': lora}, where='train')
+
+
+def test_lora_with_every_transformer_layer_frozen_is_refused_as_it_trains_no_adapter():
+  lora, freeze = finetune_config.LoraConfig(), finetune_config.FreezeConfig(layers=6)
+  assert finetune_config.fit_problem('train', lora, freeze, 'BertBackbone', 6) == (
+    'train.freeze.layers: 6 freezes every layer LoRA adapts (the 6 transformer layers of '
+    'BertBackbone): no adapter would train; give 1 to 5, or remove train.freeze'
+  )
+  assert finetune_config.fit_problem('train', lora, freeze, 'BertBackbone', 7) is None
+  assert finetune_config.fit_problem('train', None, freeze, 'BertBackbone', 6) is None
+  # An adapter on the pooler, above the transformer layers, still trains.
+  pooler = finetune_config.LoraConfig(target_layers=('query', 'pooled_dense'))
+  assert finetune_config.fit_problem('train', pooler, freeze, 'BertBackbone', 6) is None
+  one = finetune_config.FreezeConfig(layers=1)
+  assert finetune_config.fit_problem('train', lora, one, 'BertBackbone', 1).endswith(
+    'no adapter would train; remove train.freeze'
+  )
