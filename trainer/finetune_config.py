@@ -46,6 +46,12 @@ OTHER_LAYERS = {
   ),
 }
 _TRANSFORMER_LAYER = re.compile(r'transformer_layer_(\d+)')
+# The largest LoRA scale (alpha / rank) taken. A step moves A and B by about the learning rate
+# whatever the scale (Adam), so it moves the merged kernel about `scale` times as far as at
+# scale 1: the usual alpha of rank to 2 x rank gives 1-2, and far past that a fine-tuning
+# learning rate diverges (alpha 1e30 at rank 8: a NaN loss from the first steps). 16 leaves room
+# for alpha 16 at rank 1.
+MAX_LORA_SCALE = 16.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +76,8 @@ class LoraConfig:
   Attributes:
     rank: Rank of the factorization (A and B have `rank` columns / rows).
     alpha: Scale numerator: the update is alpha / rank * A @ B. None takes `rank` (scale 1, as
-      Keras does).
+      Keras does). alpha / rank is at most `MAX_LORA_SCALE` (16): a step moves the kernels
+      about that many times as far, and far past it a fine-tuning learning rate diverges.
     target_layers: Names of the backbone's layers that get adapters (every layer of that name,
       in every transformer layer): 'query', 'key', 'value', 'attention_output',
       'feedforward_intermediate_dense', 'feedforward_output_dense'.
@@ -90,6 +97,14 @@ class LoraConfig:
 
   def __post_init__(self):
     typed_config.check_fields(self, ranges={'rank': POSITIVE, 'alpha': POSITIVE})
+    if self.scale > MAX_LORA_SCALE:
+      raise typed_config.FieldError(
+        'alpha',
+        f'{self.alpha:g} at rank {self.rank} scales the update by alpha / rank = {self.scale:g}; '
+        f'at most {MAX_LORA_SCALE:g} is taken (each step moves the kernels about that many times '
+        'as far, and a larger scale diverges to a non-finite loss): give alpha at most '
+        f'{MAX_LORA_SCALE * self.rank:g} (rank to 2 x rank is usual), or leave it unset (= rank)',
+      )
     if not self.target_layers:
       raise typed_config.FieldError(
         'target_layers', f'name at least one layer, e.g. {list(ATTENTION_LAYERS)}'

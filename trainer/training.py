@@ -456,7 +456,7 @@ class Loop:
         )
     iterator = iter(train_dataset)
     # Train steps only: evaluation and checkpoints stay out of tokens/second.
-    window = {'sums': tf.zeros([4]), 'seconds': 0.0}
+    window = _new_window()
     totals = {'tokens': 0.0, 'seconds': 0.0}
     step = start
     nonfinite = []  # the current run of consecutive steps with a non-finite loss
@@ -483,7 +483,7 @@ class Loop:
         totals['tokens'] += float(window['sums'][3])
         totals['seconds'] += window['seconds']
         self._log_train(step, window)
-        window = {'sums': tf.zeros([4]), 'seconds': 0.0}
+        window = _new_window()
       if evaluates:
         metrics, rows = self._evaluate(eval_dataset, eval_steps)
         if resumed_history:
@@ -511,6 +511,7 @@ class Loop:
       nonfinite.clear()
       return
     nonfinite.append(step)
+    window['nonfinite'].append(step)
     logging.warning(
       '%s step %d: the loss is %s; its gradients were dropped (%d/%d before stopping)',
       self.config.task,
@@ -570,27 +571,48 @@ class Loop:
       if last
       else 'no checkpoint was saved'
     )
+    lora, scale = self.config.lora, ''
+    if lora is not None:
+      # A step moves the merged kernels about alpha / rank times as far as at scale 1.
+      scale = (
+        f' or the LoRA scale train.lora.alpha / rank (now {lora.rank * lora.scale:g} / '
+        f'{lora.rank} = {lora.scale:g})'
+      )
     return NonFiniteLossError(
       f'{self.config.task}: the loss was not finite ({loss_sum}) for {len(steps)} consecutive '
       f'steps ({steps[0]}-{steps[-1]}); {kept}.\n'
-      f'What to do: lower learning_rate (now {self.config.learning_rate}), set clip_norm, or '
-      'check the input for extreme examples; max_nonfinite_steps sets how many such steps are '
-      'tolerated.'
+      f'What to do: lower learning_rate (now {self.config.learning_rate}){scale}, set '
+      'clip_norm, or check the input for extreme examples; max_nonfinite_steps sets how many '
+      'such steps are tolerated.'
     )
 
   def _log_train(self, step, window):
     loss_sum, count, correct, tokens = (float(v) for v in window['sums'].numpy())
+    dropped = window['nonfinite']
+    if dropped and not count:
+      # Nothing to average: a loss of 0 here would read as a real one.
+      if self.chief:
+        logging.warning(
+          '%s step %d/%s: no metrics, the loss was not finite at every step since the last log '
+          '(%s)',
+          self.config.task,
+          step,
+          self.config.train_steps,
+          _steps_text(dropped),
+        )
+      return
     metrics = self._metrics(loss_sum, count, correct)
     metrics['tokens_per_second'] = tokens / max(window['seconds'], 1e-9)
     lr = optimization.current_learning_rate(self.optimizer)
     metrics['learning_rate'] = float(lr.numpy() if hasattr(lr, 'numpy') else lr)
     if self.chief:
       logging.info(
-        '%s step %d/%s: %s',
+        '%s step %d/%s: %s%s',
         self.config.task,
         step,
         self.config.train_steps,
         _format_metrics(metrics),
+        f' (over the finite steps; not finite: {_steps_text(dropped)})' if dropped else '',
       )
     with self.train_writer.as_default(step=step):
       for name, value in metrics.items():
@@ -646,6 +668,18 @@ def write_json_atomically(path: str, value) -> None:
   with tf.io.gfile.GFile(temporary, 'w') as f:
     json.dump(value, f, indent=1)
   tf.io.gfile.rename(temporary, path, overwrite=True)
+
+
+def _new_window():
+  # A log window: the finite steps' sums (loss, count, correct, tokens), the seconds of all its
+  # steps, and the steps whose loss was not finite (left out of the sums).
+  return {'sums': tf.zeros([4]), 'seconds': 0.0, 'nonfinite': []}
+
+
+def _steps_text(steps, shown=5):
+  listed = ', '.join(str(s) for s in steps[:shown])
+  more = f', ... ({len(steps)} in all)' if len(steps) > shown else ''
+  return f'step{"s" if len(steps) > 1 else ""} {listed}{more}'
 
 
 def _format_metrics(metrics):

@@ -13,6 +13,7 @@ import tensorflow as tf
 from tests.trainer import trainer_data
 from trainer import inputs, models, optimization, task, training
 from trainer.config import TrainerConfig
+from trainer.finetune_config import LoraConfig
 
 VOCAB, SEQ_LEN, CLASSES, ROWS = 40, 8, 3, 8
 
@@ -120,6 +121,37 @@ def test_a_few_nonfinite_steps_are_skipped_and_the_run_goes_on(tmp_path):
   assert _saved_steps(loop) == [4, 5, 6]  # max_to_keep 3; the NaN steps saved nothing
   assert all(_checkpoint_is_finite(p) for p in loop._checkpoints_newest_first())
   assert all(np.isfinite(np.asarray(w)).all() for w in loop.model.weights)
+
+
+def test_a_log_of_steps_whose_loss_was_not_finite_shows_no_loss_of_0(tmp_path, caplog):
+  loop = _loop(tmp_path, max_nonfinite_steps=3, log_every_steps=2)
+  caplog.set_level(logging.INFO, logger='absl')
+  # Steps 2 and 3 see a NaN loss: the log at step 2 averages step 1 alone, step 4's step 4.
+  batches = [_batch(0), _batch(2, weight=float('nan')), _batch(3, weight=float('nan'))]
+  _train(loop, 4, *batches)
+  logs = [r.getMessage() for r in caplog.records]
+  train_logs = [m for m in logs if 'accuracy' in m and 'eval' not in m]
+  assert train_logs[0].endswith('(over the finite steps; not finite: step 2)')
+  assert train_logs[1].endswith('(over the finite steps; not finite: step 3)')
+  caplog.clear()
+  # Steps 5 and 6 both see a NaN loss: nothing to average, and no loss 0 logged as if real.
+  loop = _loop(tmp_path / 'all', max_nonfinite_steps=3, log_every_steps=2)
+  _train(loop, 2, _batch(2, weight=float('nan')), _batch(3, weight=float('nan')))
+  [log] = [r.getMessage() for r in caplog.records if 'no metrics' in r.getMessage()]
+  assert log.endswith(
+    ': no metrics, the loss was not finite at every step since the last log (steps 1, 2)'
+  )
+  assert 'loss 0' not in caplog.text
+
+
+def test_the_nonfinite_loss_error_names_the_lora_scale_when_lora_is_on(tmp_path):
+  lora = LoraConfig(rank=2, alpha=8)
+  loop = _loop(tmp_path, learning_rate=1e36, max_nonfinite_steps=1, lora=lora)
+  with pytest.raises(training.NonFiniteLossError) as raised:
+    _train(loop, 40)
+  assert ('or the LoRA scale train.lora.alpha / rank (now 8 / 2 = 4), set clip_norm') in str(
+    raised.value
+  )
 
 
 def test_between_checkpoints_each_loss_is_read_after_the_next_step_and_none_is_lost(tmp_path):

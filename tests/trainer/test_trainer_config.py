@@ -178,3 +178,17 @@ def test_lora_with_every_transformer_layer_frozen_is_refused_as_it_trains_no_ada
   assert finetune_config.fit_problem('train', lora, one, 'BertBackbone', 1).endswith(
     'no adapter would train; remove train.freeze'
   )
+
+
+def test_a_lora_scale_past_the_bound_is_refused_as_it_diverges():
+  # alpha 1e30 used to reach the Trainer and give a NaN loss from the first steps.
+  with pytest.raises(ValueError) as error:
+    TrainerConfig.from_dict({'lora': {'rank': 8, 'alpha': 1e30}}, where='train')
+  assert str(error.value) == (
+    'train.lora.alpha: 1e+30 at rank 8 scales the update by alpha / rank = 1.25e+29; at most 16 '
+    'is taken (each step moves the kernels about that many times as far, and a larger scale '
+    'diverges to a non-finite loss): give alpha at most 128 (rank to 2 x rank is usual), or '
+    'leave it unset (= rank)'
+  )
+  assert TrainerConfig.from_dict({'lora': {'rank': 8, 'alpha': 128}}).lora.scale == 16
+  assert TrainerConfig.from_dict({'lora': {'rank': 1, 'alpha': 16}}).lora.scale == 16
