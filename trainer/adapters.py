@@ -39,6 +39,8 @@ _LORA_VARIABLES = ('lora_kernel_a', 'lora_kernel_b')
 # Weight files of a checkpoint folder (keras-hub preset, Hugging Face) that `base.files` hashes.
 _WEIGHT_SUFFIXES = ('.weights.h5', '.safetensors', '.bin', '.h5', '.npz')
 _HASH_CHUNK = 1 << 22
+# The ranks LoRA is usually run at (the narrower side of a kernel caps them).
+_USUAL_RANKS = (4, 64)
 
 
 class AdapterError(ValueError):
@@ -142,6 +144,12 @@ def _kernel_sides(layer) -> tuple[int, int]:
   return int(np.prod(shape[:-1])), shape[-1]
 
 
+def _usual_ranks(side):
+  # The usual ranks, 4 to 64, as far as a kernel with that narrower side takes them.
+  low, high = min(_USUAL_RANKS[0], side), min(_USUAL_RANKS[1], side)
+  return f' ({low}-{high} is usual)' if low < high else ''
+
+
 def _enable_lora(backbone, config):
   lora = config.lora
   kind = type(backbone).__name__
@@ -160,12 +168,13 @@ def _enable_lora(backbone, config):
       problem = f'the layer {name!r} of {kind} ({type(found[0]).__name__}) takes no adapters'
     else:
       narrowest = min(found, key=_kernel_sides)
-      if lora.rank <= min(_kernel_sides(narrowest)):
+      side = min(_kernel_sides(narrowest))
+      if lora.rank <= side:
         continue
       problem = (
-        f'rank {lora.rank} is more than the narrower side ({min(_kernel_sides(narrowest))}) of'
-        f' the {name!r} kernel {tuple(narrowest.kernel.shape)}: its adapter would hold more'
-        ' weights than the layer; set train.lora.rank below it (4-64 is usual)'
+        f'rank {lora.rank} is more than the narrower side ({side}) of the {name!r} kernel '
+        f'{tuple(narrowest.kernel.shape)}: its adapter would hold more weights than the layer; '
+        f'set train.lora.rank to at most {side}{_usual_ranks(side)}'
       )
       raise AdapterError(f'train.lora.rank: {problem}')
     raise AdapterError(

@@ -307,9 +307,13 @@ def test_lora_and_freeze_settings_that_do_not_fit_fail_with_what_to_do(classify_
   with pytest.raises(
     adapters.AdapterError,
     match=r"train.lora.rank: rank 17 is more than the narrower side \(16\) of the 'query' kernel"
-    r' \(32, 2, 16\)',
+    r' \(32, 2, 16\): its adapter would hold more weights than the layer; set train.lora.rank to'
+    r' at most 16 \(4-16 is usual\)$',
   ):
     adapters.apply(model, config, pretrained=True)
+  # The usual range is offered only as far as the kernel takes it.
+  assert adapters._usual_ranks(768) == ' (4-64 is usual)'
+  assert adapters._usual_ranks(4) == adapters._usual_ranks(2) == ''
   config, model = model_for(lora={'rank': 16, 'target_layers': ['query']})
   adapters.apply(model, config, pretrained=True)
   assert {layer.name for layer in adapters.lora_layers(model)} == {'query'}
