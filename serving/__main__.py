@@ -44,7 +44,8 @@ def _flags(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace
     '--model_base_path_root',
     default='',
     help='Serve every model found under this directory (e.g. pipeline_outputs): a model is a'
-    ' directory of numbered versions, named after that directory.',
+    ' directory of numbered versions, named after that directory (symlinked directories are'
+    ' followed).',
   )
   add(
     '--file_system_poll_wait_seconds',

@@ -177,21 +177,29 @@ def discover_models(root: str, max_depth: int = 4) -> list[ModelConfig]:
   """Finds every model directory under `root`: one whose subdirectories are numbered versions.
 
   Used by --model_base_path_root to serve whatever a pipeline pushed, e.g.
-  pipeline_outputs/<pipeline>/serving/<model>/<version>/.
+  pipeline_outputs/<pipeline>/serving/<model>/<version>/. Symlinked folders are followed (a
+  model folder linked into `root` serves under the link's name, from the link's path, so a
+  re-pointed link is followed); `max_depth` ends a symlink loop, and one model folder reached
+  by two paths under one name is served once, from the shallower.
 
   Raises:
     ValueError: when two model directories under `root` have the same name.
   """
   found = {}
   root = os.path.abspath(root)
-  for directory, subdirs, _ in os.walk(root):
+  for directory, subdirs, _ in os.walk(root, followlinks=True):
     depth = directory[len(root) :].count(os.sep)
     if depth >= max_depth:
       subdirs[:] = []
     if directory != root and any(is_version_name(d) for d in subdirs):
       name = os.path.basename(directory)
-      if name in found and found[name] != directory:
+      if name in found and os.path.realpath(found[name]) != os.path.realpath(directory):
         raise ValueError(f'two models named "{name}" under {root}: {found[name]} and {directory}')
-      found[name] = directory
+      # One folder reached by two paths (a link to it, or up the tree): the shallower serves.
+      if name not in found or (directory.count(os.sep), directory) < (
+        found[name].count(os.sep),
+        found[name],
+      ):
+        found[name] = directory
       subdirs[:] = []
   return [ModelConfig(name, path) for name, path in sorted(found.items())]

@@ -61,6 +61,21 @@ def test_models_pushed_under_a_root_are_found_on_later_polls(tmp_path):
     manager.stop()
 
 
+def test_a_model_folder_symlinked_under_the_root_is_served_under_the_links_name(tmp_path):
+  # It used to be skipped silently: `no model named "sentiment" is configured`.
+  push(str(tmp_path / 'demo' / 'serving'), 'imdb', 1, seed=1)
+  root = tmp_path / 'root'
+  root.mkdir()
+  os.symlink(tmp_path / 'demo' / 'serving' / 'imdb', root / 'sentiment')
+  manager = ModelManager(discover_root=str(root), poll_wait_seconds=0)
+  manager.start()
+  try:
+    assert manager.model_names() == ['sentiment']
+    assert manager.resolve('sentiment').version == 1
+  finally:
+    manager.stop()
+
+
 def test_health_is_503_until_a_version_is_loaded(tmp_path):
   base = str(tmp_path)
   running = start_server(base, [ModelConfig(MODEL, os.path.join(base, MODEL))], poll_wait_seconds=0)

@@ -103,6 +103,19 @@ def test_discover_models_finds_pushed_models(tmp_path):
   ]
 
 
+def test_discover_models_follows_symlinked_model_folders(tmp_path):
+  # `ln -s <serving>/sentiment <root>/sentiment` used to be skipped, with no log line.
+  os.makedirs(tmp_path / 'pushed' / 'sentiment' / '1')
+  root = tmp_path / 'root'
+  (root / 'pipe').mkdir(parents=True)
+  os.symlink(tmp_path / 'pushed' / 'sentiment', root / 'sentiment')
+  os.symlink(tmp_path / 'pushed', root / 'pipe' / 'serving')  # a symlinked parent folder
+  os.symlink(root, root / 'pipe' / 'loop')  # a loop ends at max_depth
+  found = config.discover_models(str(root))
+  # One folder reached by three paths under one name is one model, from the shallowest path.
+  assert [(m.name, m.base_path) for m in found] == [('sentiment', str(root / 'sentiment'))]
+
+
 def test_discover_models_refuses_two_models_with_one_name(tmp_path):
   os.makedirs(tmp_path / 'a' / 'imdb' / '1')
   os.makedirs(tmp_path / 'b' / 'imdb' / '1')
