@@ -182,25 +182,27 @@ def num_layers(folder: str) -> int | None:
   return next((v for v in values if isinstance(v, int) and not isinstance(v, bool)), None)
 
 
-def _check_weights(folder: str) -> dict[str, tuple[int, ...]]:
-  # {tensor name: shape} over the folder's safetensors file or shards, each checked whole.
+def _check_weights(folder: str) -> tuple[dict[str, tuple[tuple[int, ...], str]], dict]:
+  # ({tensor name: (shape, file name)} over the folder's safetensors file or shards, each checked
+  # whole; the index's {tensor name: shard}, empty for one file).
   single = os.path.join(folder, HF_WEIGHTS_FILE)
   index = os.path.join(folder, HF_WEIGHTS_INDEX)
   if os.path.isfile(single):
-    return check_safetensors(single)
+    return {k: (v, HF_WEIGHTS_FILE) for k, v in check_safetensors(single).items()}, {}
   if os.path.isfile(index):
     try:
       with open(index, encoding='utf-8') as f:
-        shards = sorted(set(json.load(f)['weight_map'].values()))
+        weight_map = dict(json.load(f)['weight_map'])
+      shards = sorted(set(weight_map.values()))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
       raise CheckpointError(f'train.preset: {index} is not a safetensors index: {e}') from None
-    shapes = {}
+    found = {}
     for shard in shards:
       path = os.path.join(folder, shard)
       if not os.path.isfile(path):
         raise CheckpointError(f'train.preset: {path} (listed in {HF_WEIGHTS_INDEX}) is missing')
-      shapes.update(check_safetensors(path))
-    return shapes
+      found.update({k: (v, shard) for k, v in check_safetensors(path).items()})
+    return found, weight_map
   raise CheckpointError(
     f'train.preset: {folder} has no {HF_WEIGHTS_FILE}: the weights of a Hugging Face checkpoint '
     'must be in safetensors format (convert pytorch_model.bin with the safetensors library)'
@@ -219,38 +221,69 @@ _HF_SIZES = {
   ),
   'gpt2': ('vocab_size', 'n_embd', 'n_layer', 'n_head', 'n_positions'),
 }
+# Rows of BERT's token type (segment) embedding: keras-hub's converter builds a BertBackbone
+# with its default `num_segments`, whatever config.json's `type_vocab_size` says.
+_BERT_SEGMENTS = 2
 
 
-def _expected_tensors(model_type: str, sizes: dict) -> dict[str, tuple[int, ...]]:
-  """The weight matrices keras-hub's converter reads, with the shapes config.json implies."""
+def _expected_tensors(model_type: str, sizes: dict, norm: tuple[str, str]) -> dict:
+  """Every tensor keras-hub's converter reads (convert_bert.py, convert_gpt2.py), with the shape
+  config.json implies. `norm`: the names of BERT's LayerNorm scale and offset (gamma and beta in
+  the original checkpoints, weight and bias in later ones; the converter reads either)."""
   if model_type == 'bert':
     h, inner = sizes['hidden_size'], sizes['intermediate_size']
+    scale, offset = norm
     want = {
       'embeddings.word_embeddings.weight': (sizes['vocab_size'], h),
       'embeddings.position_embeddings.weight': (sizes['max_position_embeddings'], h),
-      'pooler.dense.weight': (h, h),
+      'embeddings.token_type_embeddings.weight': (_BERT_SEGMENTS, h),
+      f'embeddings.LayerNorm.{scale}': (h,),
+      f'embeddings.LayerNorm.{offset}': (h,),
     }
     for i in range(sizes['num_hidden_layers']):
       layer = f'encoder.layer.{i}.'
       for name in ('query', 'key', 'value'):
         want[f'{layer}attention.self.{name}.weight'] = (h, h)
+        want[f'{layer}attention.self.{name}.bias'] = (h,)
       want[f'{layer}attention.output.dense.weight'] = (h, h)
+      want[f'{layer}attention.output.dense.bias'] = (h,)
+      want[f'{layer}attention.output.LayerNorm.{scale}'] = (h,)
+      want[f'{layer}attention.output.LayerNorm.{offset}'] = (h,)
       want[f'{layer}intermediate.dense.weight'] = (inner, h)
+      want[f'{layer}intermediate.dense.bias'] = (inner,)
       want[f'{layer}output.dense.weight'] = (h, inner)
+      want[f'{layer}output.dense.bias'] = (h,)
+      want[f'{layer}output.LayerNorm.{scale}'] = (h,)
+      want[f'{layer}output.LayerNorm.{offset}'] = (h,)
+    want['pooler.dense.weight'] = (h, h)
+    want['pooler.dense.bias'] = (h,)
     return want
   e = sizes['n_embd']
   want = {'wte.weight': (sizes['vocab_size'], e), 'wpe.weight': (sizes['n_positions'], e)}
   for i in range(sizes['n_layer']):
-    want[f'h.{i}.attn.c_attn.weight'] = (e, 3 * e)
-    want[f'h.{i}.attn.c_proj.weight'] = (e, e)
-    want[f'h.{i}.mlp.c_fc.weight'] = (e, 4 * e)  # keras-hub builds 4 x n_embd
-    want[f'h.{i}.mlp.c_proj.weight'] = (4 * e, e)
+    block = f'h.{i}.'
+    for norm_name in ('ln_1', 'ln_2'):
+      want[f'{block}{norm_name}.weight'] = (e,)
+      want[f'{block}{norm_name}.bias'] = (e,)
+    want[f'{block}attn.c_attn.weight'] = (e, 3 * e)
+    want[f'{block}attn.c_attn.bias'] = (3 * e,)
+    want[f'{block}attn.c_proj.weight'] = (e, e)
+    want[f'{block}attn.c_proj.bias'] = (e,)
+    want[f'{block}mlp.c_fc.weight'] = (e, 4 * e)  # keras-hub builds 4 x n_embd
+    want[f'{block}mlp.c_fc.bias'] = (4 * e,)
+    want[f'{block}mlp.c_proj.weight'] = (4 * e, e)
+    want[f'{block}mlp.c_proj.bias'] = (e,)
+  want['ln_f.weight'] = (e,)
+  want['ln_f.bias'] = (e,)
   return want
 
 
-def _check_tensors(folder: str, model_type: str, config: dict, shapes: dict) -> None:
-  """config.json's sizes and the weights' names and shapes must describe one model: a mismatch
-  is named here, when the config loads, not deep in keras-hub's converter after Transform."""
+def _check_tensors(folder: str, model_type: str, config: dict, weights: tuple[dict, dict]) -> None:
+  """config.json's sizes and the weights' names and shapes must describe one model: every tensor
+  keras-hub's converter reads is there, with its shape. A mismatch is named here, when the
+  config loads, not deep in keras-hub's converter after Transform. Only the safetensors headers
+  are read (`weights`: `_check_weights`), never the tensors' data."""
+  found, weight_map = weights
   config_file = os.path.join(folder, contract.PRESET_CONFIG_FILE)
   sizes = {}
   for key in _HF_SIZES[model_type]:
@@ -270,29 +303,38 @@ def _check_tensors(folder: str, model_type: str, config: dict, shapes: dict) -> 
     raise CheckpointError(
       f'train.preset: {config_file}: the hidden size {hidden} does not split into {heads} heads'
     )
-  want = _expected_tensors(model_type, sizes)
   # A task model's checkpoint prefixes every name (`bert.`, `transformer.`), as keras-hub allows.
-  anchor = next(iter(want))
-  prefix = next((k[: -len(anchor)] for k in shapes if k.endswith(anchor)), '')
-  where = HF_WEIGHTS_FILE if os.path.isfile(os.path.join(folder, HF_WEIGHTS_FILE)) else 'its shards'
+  anchor = 'embeddings.word_embeddings.weight' if model_type == 'bert' else 'wte.weight'
+  prefix = next((k[: -len(anchor)] for k in found if k.endswith(anchor)), '')
+  norm = ('gamma', 'beta') if f'{prefix}embeddings.LayerNorm.gamma' in found else ('weight', 'bias')
+  want = _expected_tensors(model_type, sizes, norm)
   described = ', '.join(f'{k} {v}' for k, v in sizes.items())
   for name, shape in want.items():
-    found = shapes.get(prefix + name)
-    if found is None:
+    key = prefix + name
+    if key not in found:
       hint = (
         ' (a checkpoint saved from BertForMaskedLM or BertForTokenClassification has no pooler:'
         ' save it as a BertModel, or load it in transformers and save_pretrained its .bert)'
         if name.startswith('pooler.')
-        else ''
+        else ': the checkpoint is incomplete; download it again or save it again with '
+        'save_pretrained'
       )
+      if not weight_map:
+        where = os.path.join(folder, HF_WEIGHTS_FILE)
+      elif key in weight_map:
+        where = f'{os.path.join(folder, weight_map[key])} (where {HF_WEIGHTS_INDEX} puts it)'
+      else:
+        where = f'{os.path.join(folder, HF_WEIGHTS_INDEX)} (with its shards)'
       raise CheckpointError(
-        f"train.preset: {folder}: {where} holds no tensor {prefix + name!r}, which keras-hub's "
+        f"train.preset: {where} holds no tensor {key!r}, which keras-hub's "
         f'{HF_MODEL_TYPES[model_type]} converter reads (config.json: {described}){hint}'
       )
-    if found != shape:
+    shape_found, file = found[key]
+    if shape_found != shape:
       raise CheckpointError(
-        f'train.preset: {folder}: tensor {prefix + name!r} has shape {list(found)}, config.json '
-        f'({described}) needs {list(shape)}: the weights and config.json are not of one model'
+        f'train.preset: {os.path.join(folder, file)}: tensor {key!r} has shape '
+        f'{list(shape_found)}, config.json ({described}) needs {list(shape)}: the weights and '
+        'config.json are not of one model'
       )
 
 

@@ -193,6 +193,108 @@ def test_weights_that_config_json_does_not_describe_are_named_when_the_config_lo
     config_lib.load_config(None, [f'train.preset={folder}', f'train.task={task}'])
 
 
+def _without(name):
+  return lambda weights: {k: v for k, v in weights.items() if k != name}
+
+
+def _reshaped(name, shape):
+  return lambda weights: {**weights, name: np.zeros(shape, 'float32')}
+
+
+@pytest.mark.parametrize(
+  'family, weights_edit, message',
+  [
+    (
+      'bert',
+      _without('encoder.layer.1.output.LayerNorm.weight'),
+      r"bert_part/model\.safetensors holds no tensor 'encoder\.layer\.1\.output\.LayerNorm\.weight'"
+      r'.*BertBackbone converter reads.*: the checkpoint is incomplete',
+    ),
+    (
+      'bert',
+      _without('embeddings.token_type_embeddings.weight'),
+      r"holds no tensor 'embeddings\.token_type_embeddings\.weight'",
+    ),
+    (
+      'bert',
+      _reshaped('encoder.layer.1.attention.self.query.bias', (10,)),
+      r"bert_part/model\.safetensors: tensor 'encoder\.layer\.1\.attention\.self\.query\.bias' "
+      r'has shape \[10\], config\.json \(.*\) needs \[16\]',
+    ),
+    (
+      'bert',
+      _reshaped('embeddings.token_type_embeddings.weight', (3, 16)),
+      r"'embeddings\.token_type_embeddings\.weight' has shape \[3, 16\].* needs \[2, 16\]",
+    ),
+    (
+      'gpt2',
+      _without('h.1.ln_2.bias'),
+      r"gpt2_part/model\.safetensors holds no tensor 'h\.1\.ln_2\.bias'",
+    ),
+    ('gpt2', _without('ln_f.weight'), r"holds no tensor 'ln_f\.weight'.*GPT2Backbone converter"),
+    (
+      'gpt2',
+      _reshaped('h.0.attn.c_attn.bias', (16,)),
+      r"tensor 'h\.0\.attn\.c_attn\.bias' has shape \[16\], .* needs \[48\]",
+    ),
+  ],
+  ids=[
+    'bert_norm',
+    'bert_token_types',
+    'bert_bias_shape',
+    'bert_segments',
+    'gpt2_norm',
+    'gpt2_final_norm',
+    'gpt2_bias_shape',
+  ],
+)
+def test_every_tensor_the_converter_reads_is_checked_with_its_shape_when_the_config_loads(
+  bert, gpt2, tmp_path, family, weights_edit, message
+):
+  # These used to pass the check and fail in the Trainer, minutes later: SafetensorError "File
+  # does not contain tensor ..." or "cannot reshape array of size 10 into shape (2,8)".
+  folder = _copy({'bert': bert, 'gpt2': gpt2}[family], tmp_path, f'{family}_part')
+  weights = load_file(str(folder / 'model.safetensors'))
+  save_file(weights_edit(weights), str(folder / 'model.safetensors'))
+  task = 'classify' if family == 'bert' else 'clm'
+  with pytest.raises(config_lib.ConfigError, match=message) as error:
+    config_lib.load_config(None, [f'train.preset={folder}', f'train.task={task}'])
+  assert '\n' not in str(error.value)
+
+
+def test_a_tensor_missing_from_a_shard_names_the_shard(bert, tmp_path):
+  folder = _copy(bert, tmp_path, 'sharded')
+  weights = load_file(str(folder / 'model.safetensors'))
+  (folder / 'model.safetensors').unlink()
+  names = sorted(weights)
+  shards = {
+    'model-00001-of-00002.safetensors': names[::2],
+    'model-00002-of-00002.safetensors': names[1::2],
+  }
+  gone = 'encoder.layer.0.attention.output.LayerNorm.bias'
+  for shard, keys in shards.items():
+    save_file({k: weights[k] for k in keys if k != gone}, str(folder / shard))
+  weight_map = {k: shard for shard, keys in shards.items() for k in keys}
+  (folder / 'model.safetensors.index.json').write_text(json.dumps({'weight_map': weight_map}))
+  with pytest.raises(
+    pretrained.CheckpointError,
+    match=rf'sharded/{weight_map[gone]} \(where model\.safetensors\.index\.json puts it\) holds '
+    rf"no tensor '{gone}'",
+  ):
+    pretrained.check_folder(str(folder))
+
+
+def test_original_berts_gamma_and_beta_layer_norms_pass_the_check(bert, tmp_path):
+  folder = _copy(bert, tmp_path, 'gamma')
+  weights = load_file(str(folder / 'model.safetensors'))
+  renamed = {
+    k.replace('LayerNorm.weight', 'LayerNorm.gamma').replace('LayerNorm.bias', 'LayerNorm.beta'): v
+    for k, v in weights.items()
+  }
+  save_file(renamed, str(folder / 'model.safetensors'))
+  assert pretrained.check_folder(str(folder)) == 'BertBackbone'
+
+
 def test_a_task_models_prefixed_weights_pass_the_check(tmp_path):
   folder = hf_checkpoints.hf_bert(str(tmp_path / 'prefixed'), prefix='bert.')
   assert pretrained.check_folder(folder) == 'BertBackbone'
