@@ -107,6 +107,14 @@ def _check_preset(train: trainer_config.TrainerConfig) -> None:
   problem = trainer_config.preset_backbone_problem(train.task, backbone_class)
   if problem:
     raise ConfigError(f'train.preset: {preset}: task {train.task}: {problem}')
+  positions = pretrained.max_positions(folder)
+  if positions is not None and train.seq_len > positions[0]:
+    rows, key = positions
+    raise ConfigError(
+      f"train.seq_len: {train.seq_len} is more than the checkpoint's {rows} positions "
+      f'({os.path.join(folder, contract.PRESET_CONFIG_FILE)} {key}): write train.seq_len: {rows} '
+      'or less'
+    )
 
 
 def label_rules(path: str, per_row: bool = False) -> Tuple[Optional[Tuple[str, ...]], bool]:

@@ -182,6 +182,25 @@ def num_layers(folder: str) -> int | None:
   return next((v for v in values if isinstance(v, int) and not isinstance(v, bool)), None)
 
 
+def max_positions(folder: str) -> tuple[int, str] | None:
+  """The sequence length the checkpoint in a local folder takes (its position embedding's rows),
+  and the config.json key that says so: `max_position_embeddings` (BERT), `n_positions` (GPT-2),
+  `config.max_sequence_length` (a keras-hub preset); None if config.json does not say."""
+  try:
+    config = read_config(folder)
+  except CheckpointError:
+    return None
+  inner = config.get('config')
+  keys = [('max_position_embeddings', config), ('n_positions', config)]
+  if 'class_name' in config:
+    keys = [('max_sequence_length', inner if isinstance(inner, dict) else {})]
+  for key, source in keys:
+    value = source.get(key)
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+      return value, key
+  return None
+
+
 def _check_weights(folder: str) -> tuple[dict[str, tuple[tuple[int, ...], str]], dict]:
   # ({tensor name: (shape, file name)} over the folder's safetensors file or shards, each checked
   # whole; the index's {tensor name: shard}, empty for one file).

@@ -309,6 +309,18 @@ def test_a_local_preset_of_the_tasks_backbone_is_accepted(tmp_path, task, backbo
   assert config.train.preset == preset
 
 
+def test_a_seq_len_past_a_local_presets_positions_is_refused(tmp_path):
+  preset = _preset_folder(tmp_path / 'preset', 'BertBackbone', max_sequence_length=64)
+  path = _write(tmp_path, f'train: {{task: classify, preset: {preset}, seq_len: 128}}\n')
+  with pytest.raises(
+    config_lib.ConfigError,
+    match=r"train\.seq_len: 128 is more than the checkpoint's 64 positions \(.*/preset/config\.json "
+    r'max_sequence_length\): write train\.seq_len: 64 or less',
+  ):
+    config_lib.load_config(path, TRAIN_STEPS)
+  assert config_lib.load_config(path, [*TRAIN_STEPS, 'train.seq_len=64']).train.seq_len == 64
+
+
 @pytest.mark.parametrize(
   'task, backbone, message',
   [

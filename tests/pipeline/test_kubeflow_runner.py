@@ -786,7 +786,8 @@ def test_input_paths_are_the_ones_pods_can_see(tmp_path):
   with pytest.raises(config_lib.ConfigError, match='the cluster cannot see'):
     kubeflow_runner.build(local)
   # So are a checkpoint folder and an earlier model of this machine.
-  checkpoint = hf_checkpoints.hf_bert(str(tmp_path / 'bert'))
+  # As many positions as the demo's seq_len.
+  checkpoint = hf_checkpoints.hf_bert(str(tmp_path / 'bert'), positions=128)
   for key, value in (('train.preset', checkpoint), ('base_model', str(tmp_path))):
     local = config_lib.load_config(
       DEMO, [f'kubeflow.pipeline_root={ROOT}', 'pretrain=null', f'{key}={value}']

