@@ -240,6 +240,10 @@ _HF_SIZES = {
   ),
   'gpt2': ('vocab_size', 'n_embd', 'n_layer', 'n_head', 'n_positions'),
 }
+# The other config.json keys keras-hub's converters read (convert_backbone_config), by
+# model_type, with transformers' default (its config classes' `__init__`) for the message: the
+# converter indexes config.json directly, so a missing key is a bare KeyError in the Trainer.
+_HF_RATES = {'bert': {}, 'gpt2': {'resid_pdrop': 0.1}}
 # Rows of BERT's token type (segment) embedding: keras-hub's converter builds a BertBackbone
 # with its default `num_segments`, whatever config.json's `type_vocab_size` says.
 _BERT_SEGMENTS = 2
@@ -322,6 +326,19 @@ def _check_tensors(folder: str, model_type: str, config: dict, weights: tuple[di
     raise CheckpointError(
       f'train.preset: {config_file}: the hidden size {hidden} does not split into {heads} heads'
     )
+  for key, default in _HF_RATES[model_type].items():
+    value = config.get(key)
+    if key not in config:
+      raise CheckpointError(
+        f"train.preset: {config_file} has no {key}, which keras-hub's "
+        f'{HF_MODEL_TYPES[model_type]} converter reads: add "{key}": {default} (the default of '
+        "transformers' config class)"
+      )
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+      raise CheckpointError(
+        f'train.preset: {config_file}: {key} is {value!r}; keras-hub reads it as a dropout rate, '
+        f"a number from 0 up to 1 (transformers' default: {default})"
+      )
   # A task model's checkpoint prefixes every name (`bert.`, `transformer.`), as keras-hub allows.
   anchor = 'embeddings.word_embeddings.weight' if model_type == 'bert' else 'wte.weight'
   prefix = next((k[: -len(anchor)] for k in found if k.endswith(anchor)), '')

@@ -319,6 +319,30 @@ def test_a_seq_len_past_the_checkpoints_positions_is_refused_when_the_config_loa
   assert config_lib.load_config(None, [*base, 'train.seq_len=32']).train.seq_len == 32
 
 
+@pytest.mark.parametrize(
+  'edit, message',
+  [
+    (
+      lambda c: {k: v for k, v in c.items() if k != 'resid_pdrop'},
+      r'gpt2_keys/config\.json has no resid_pdrop, which keras-hub\'s GPT2Backbone converter reads: '
+      r'add "resid_pdrop": 0\.1',
+    ),
+    (lambda c: {**c, 'resid_pdrop': None}, r'config\.json: resid_pdrop is None; .*dropout rate'),
+  ],
+  ids=['missing', 'null'],
+)
+def test_a_gpt2_config_without_the_keys_the_converter_reads_is_refused_when_the_config_loads(
+  gpt2, tmp_path, edit, message
+):
+  # It used to be a bare KeyError: 'resid_pdrop' from keras-hub's converter in the Trainer.
+  folder = _copy(gpt2, tmp_path, 'gpt2_keys')
+  config = json.loads((folder / 'config.json').read_text())
+  (folder / 'config.json').write_text(json.dumps(edit(config)))
+  with pytest.raises(config_lib.ConfigError, match=message) as error:
+    config_lib.load_config(None, [f'train.preset={folder}', 'train.task=clm'])
+  assert '\n' not in str(error.value)
+
+
 def test_a_task_models_prefixed_weights_pass_the_check(tmp_path):
   folder = hf_checkpoints.hf_bert(str(tmp_path / 'prefixed'), prefix='bert.')
   assert pretrained.check_folder(folder) == 'BertBackbone'
