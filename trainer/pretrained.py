@@ -35,6 +35,19 @@ HF_TOKENIZER_FILES = {
   'bert': (('vocab.txt', 'tokenizer.json'),),
   'gpt2': (('vocab.json',), ('merges.txt',)),
 }
+# A keras-hub preset folder (keras_hub/src/utils/preset_utils.py): the backbone's weights in one
+# HDF5 file, or an index of shards; the tokenizer's config and, by its class, its asset files.
+KERAS_WEIGHTS_FILE = 'model.weights.h5'
+KERAS_WEIGHTS_INDEX = 'model.weights.json'
+KERAS_TOKENIZER_FILE = 'tokenizer.json'
+KERAS_TOKENIZER_ASSETS = {
+  'BertTokenizer': ('vocabulary.txt',),
+  'GPT2Tokenizer': ('vocabulary.json', 'merges.txt'),
+}
+_KERAS_ASSET_DIR = os.path.join('assets', 'tokenizer')
+_HDF5_SIGNATURE = b'\x89HDF\r\n\x1a\n'
+# Where an HDF5 file's superblock may start (after a user block of 512 bytes times a power of 2).
+_HDF5_OFFSETS = (0, 512, 1024, 2048, 4096)
 HF_WEIGHTS_FILE = 'model.safetensors'
 HF_WEIGHTS_INDEX = 'model.safetensors.index.json'
 # What an hf:// download fetches (the rest of a repository, e.g. other frameworks' weights, is
@@ -143,6 +156,7 @@ def check_folder(folder: str) -> str:
   if 'class_name' in config:
     if not isinstance(config['class_name'], str):
       raise CheckpointError(f'train.preset: {config_file}: class_name is not a string')
+    _check_keras_preset(folder)
     return config['class_name']
   model_type = config.get('model_type')
   if not isinstance(model_type, str):
@@ -180,6 +194,104 @@ def num_layers(folder: str) -> int | None:
     config.get('n_layer'),
   ]
   return next((v for v in values if isinstance(v, int) and not isinstance(v, bool)), None)
+
+
+def _check_keras_preset(folder: str) -> None:
+  """A keras-hub preset folder holds what `from_preset` reads: the weights (whole, as far as the
+  HDF5 superblock tells without reading them) and the tokenizer's config and files, which the
+  Vocabulary step imports."""
+  single = os.path.join(folder, KERAS_WEIGHTS_FILE)
+  index = os.path.join(folder, KERAS_WEIGHTS_INDEX)
+  if os.path.isfile(single):
+    check_hdf5(single)
+  elif os.path.isfile(index):
+    try:
+      with open(index, encoding='utf-8') as f:
+        weight_map = json.load(f)['weight_map']
+      shards = sorted(
+        {v for vs in weight_map.values() for v in ([vs] if isinstance(vs, str) else vs)}
+      )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+      raise CheckpointError(
+        f'train.preset: {index} is not a keras-hub weights index: {_first_line(e)}'
+      ) from None
+    for shard in shards:
+      path = os.path.join(folder, shard)
+      if not os.path.isfile(path):
+        raise CheckpointError(f'train.preset: {path} (listed in {KERAS_WEIGHTS_INDEX}) is missing')
+      check_hdf5(path)
+  else:
+    raise CheckpointError(
+      f'train.preset: {folder} has no {KERAS_WEIGHTS_FILE} (nor {KERAS_WEIGHTS_INDEX}): a '
+      "keras-hub preset holds its backbone's weights; write the folder again with "
+      'backbone.save_to_preset(folder)'
+    )
+  tokenizer_file = os.path.join(folder, KERAS_TOKENIZER_FILE)
+  if not os.path.isfile(tokenizer_file):
+    raise CheckpointError(
+      f'train.preset: {folder} has no {KERAS_TOKENIZER_FILE}: the Vocabulary step imports the '
+      "preset's tokenizer; save it into the folder too (tokenizer.save_to_preset(folder))"
+    )
+  try:
+    with open(tokenizer_file, encoding='utf-8') as f:
+      tokenizer_class = json.load(f).get('class_name')
+  except (OSError, ValueError, AttributeError) as e:
+    raise CheckpointError(
+      f'train.preset: {tokenizer_file} is not readable JSON: {_first_line(e)}'
+    ) from None
+  for name in KERAS_TOKENIZER_ASSETS.get(tokenizer_class, ()):
+    path = os.path.join(folder, _KERAS_ASSET_DIR, name)
+    if not os.path.isfile(path):
+      raise CheckpointError(
+        f'train.preset: {path} is missing: the {tokenizer_class} of {KERAS_TOKENIZER_FILE} reads '
+        'it; save the tokenizer into the folder again (tokenizer.save_to_preset(folder))'
+      )
+
+
+def check_hdf5(path: str) -> None:
+  """Checks that an HDF5 file (a Keras weights file) is one and is whole: its signature, and its
+  size against the end of file its superblock records. Reads the first bytes only.
+
+  Raises:
+    CheckpointError: naming the file and what is wrong (empty, another format, truncated).
+  """
+  size = os.path.getsize(path)
+  if size == 0:
+    raise CheckpointError(
+      f'train.preset: {path} is empty (an interrupted copy or download? copy it again)'
+    )
+  with open(path, 'rb') as f:
+    head = f.read(_HDF5_OFFSETS[-1] + 64)
+  start = next(
+    (o for o in _HDF5_OFFSETS if head[o : o + len(_HDF5_SIGNATURE)] == _HDF5_SIGNATURE), None
+  )
+  if start is None:
+    raise CheckpointError(
+      f'train.preset: {path} is not an HDF5 file (a Keras weights file starts with the HDF5 '
+      'signature): write the preset again with save_to_preset'
+    )
+  block = head[start:]
+  try:
+    version = block[8]
+    if version in (0, 1):
+      offsets = block[13]
+      base_at = 24 if version == 0 else 28
+      eof_at = base_at + 2 * offsets
+    else:
+      offsets = block[9]
+      base_at = 12
+      eof_at = base_at + 2 * offsets
+    unpack = {4: '<I', 8: '<Q'}[offsets]
+    (base,) = struct.unpack(unpack, block[base_at : base_at + offsets])
+    (eof,) = struct.unpack(unpack, block[eof_at : eof_at + offsets])
+  except (IndexError, KeyError, struct.error):
+    return  # a superblock this check does not know: h5py will say more
+  undefined = (1 << (8 * offsets)) - 1
+  if eof != undefined and base != undefined and start + base + eof > size:
+    raise CheckpointError(
+      f'train.preset: {path} is truncated: {size} bytes, its header needs '
+      f'{start + base + eof} (an interrupted copy or download? copy it again)'
+    )
 
 
 def max_positions(folder: str) -> tuple[int, str] | None:

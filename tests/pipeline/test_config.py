@@ -6,11 +6,14 @@ import os
 import re
 import subprocess
 
+import h5py
+import numpy as np
 import pytest
 import yaml
 
 from pipeline import config as config_lib
 from pipeline import config_checks
+from trainer import pretrained
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = os.path.join(REPO, 'pipeline', 'configs')
@@ -295,7 +298,60 @@ def _preset_folder(path, backbone_class, **backbone_config):
       }
     )
   )
+  with h5py.File(path / 'model.weights.h5', 'w') as f:
+    f.create_dataset('vars/0', data=np.zeros((4, 4), 'float32'))
+  tokenizer = 'GPT2Tokenizer' if backbone_class == 'GPT2Backbone' else 'BertTokenizer'
+  (path / 'tokenizer.json').write_text(json.dumps({'class_name': tokenizer, 'config': {}}))
+  (path / 'assets' / 'tokenizer').mkdir(parents=True)
+  for name in pretrained.KERAS_TOKENIZER_ASSETS.get(tokenizer, ()):
+    (path / 'assets' / 'tokenizer' / name).write_text('x\n')
   return str(path)
+
+
+def _truncate(path):
+  path.write_bytes(path.read_bytes()[:-100])
+
+
+@pytest.mark.parametrize(
+  'edit, message',
+  [
+    (
+      lambda p: (p / 'model.weights.h5').unlink(),
+      r'/preset has no model\.weights\.h5 \(nor model\.weights\.json\): .*save_to_preset',
+    ),
+    (
+      lambda p: (p / 'model.weights.h5').write_bytes(b''),
+      r'/preset/model\.weights\.h5 is empty',
+    ),
+    (
+      lambda p: _truncate(p / 'model.weights.h5'),
+      r'/preset/model\.weights\.h5 is truncated: \d+ bytes, its header needs \d+',
+    ),
+    (
+      lambda p: (p / 'model.weights.h5').write_bytes(b'<html>not found</html>'),
+      r'/preset/model\.weights\.h5 is not an HDF5 file',
+    ),
+    (
+      lambda p: (p / 'tokenizer.json').unlink(),
+      r'/preset has no tokenizer\.json: the Vocabulary step imports',
+    ),
+    (
+      lambda p: (p / 'assets' / 'tokenizer' / 'vocabulary.txt').unlink(),
+      r'/preset/assets/tokenizer/vocabulary\.txt is missing: the BertTokenizer of tokenizer\.json',
+    ),
+  ],
+  ids=['no_weights', 'empty', 'truncated', 'not_hdf5', 'no_tokenizer', 'no_vocabulary'],
+)
+def test_a_partial_local_keras_hub_preset_is_one_line_naming_the_file(tmp_path, edit, message):
+  # Each used to pass the config check and fail at the Vocabulary step or in the Trainer
+  # (`model.weights.json doesn't exist`, an h5py OSError naming no file).
+  preset = _preset_folder(tmp_path / 'preset', 'BertBackbone')
+  path = _write(tmp_path, f'train: {{task: classify, preset: {preset}, seq_len: 32}}\n')
+  assert config_lib.load_config(path, TRAIN_STEPS).train.preset == preset
+  edit(tmp_path / 'preset')
+  with pytest.raises(config_lib.ConfigError, match=message) as error:
+    config_lib.load_config(path, TRAIN_STEPS)
+  assert '\n' not in str(error.value)
 
 
 @pytest.mark.parametrize(
