@@ -160,11 +160,14 @@ def is_hf_folder(folder: str) -> bool:
   return 'model_type' in config and 'class_name' not in config
 
 
-def check_folder(folder: str) -> str:
+def check_folder(folder: str, tokenizer: bool = True) -> str:
   """Checks a local checkpoint folder; returns the keras-hub backbone class it loads as.
 
   keras-hub presets: config.json names the class. Hugging Face layout: `model_type` is one of
   `HF_MODEL_TYPES`, the weights are complete safetensors, and the tokenizer's files are there.
+  A keras-hub preset's tokenizer is checked with `tokenizer` (the Vocabulary step imports it):
+  loading its backbone alone needs none (a distill teacher's exported preset, a backbone saved
+  by itself).
 
   Raises:
     CheckpointError: one line naming the missing or broken file, or the unsupported family.
@@ -174,7 +177,7 @@ def check_folder(folder: str) -> str:
   if 'class_name' in config:
     if not isinstance(config['class_name'], str):
       raise CheckpointError(f'train.preset: {config_file}: class_name is not a string')
-    _check_keras_preset(folder)
+    _check_keras_preset(folder, tokenizer)
     return config['class_name']
   model_type = config.get('model_type')
   if not isinstance(model_type, str):
@@ -214,10 +217,10 @@ def num_layers(folder: str) -> int | None:
   return next((v for v in values if isinstance(v, int) and not isinstance(v, bool)), None)
 
 
-def _check_keras_preset(folder: str) -> None:
+def _check_keras_preset(folder: str, tokenizer: bool = True) -> None:
   """A keras-hub preset folder holds what `from_preset` reads: the weights (whole, as far as the
-  HDF5 superblock tells without reading them) and the tokenizer's config and files, which the
-  Vocabulary step imports."""
+  HDF5 superblock tells without reading them) and (with `tokenizer`) the tokenizer's config and
+  files, which the Vocabulary step imports."""
   single = os.path.join(folder, KERAS_WEIGHTS_FILE)
   index = os.path.join(folder, KERAS_WEIGHTS_INDEX)
   if os.path.isfile(single):
@@ -244,6 +247,8 @@ def _check_keras_preset(folder: str) -> None:
       "keras-hub preset holds its backbone's weights; write the folder again with "
       'backbone.save_to_preset(folder)'
     )
+  if not tokenizer:
+    return
   tokenizer_file = os.path.join(folder, KERAS_TOKENIZER_FILE)
   if not os.path.isfile(tokenizer_file):
     raise CheckpointError(
@@ -535,15 +540,15 @@ def check_safetensors(path: str) -> dict[str, tuple[int, ...]]:
   return shapes
 
 
-def backbone_class(preset: str) -> str:
+def backbone_class(preset: str, tokenizer: bool = True) -> str:
   """The keras-hub backbone class of any preset handle (downloads remote ones).
 
   Raises:
-    CheckpointError: see `check_folder` and `local_preset`.
+    CheckpointError: see `check_folder` (`tokenizer` too) and `local_preset`.
   """
   local = local_preset(preset)
   if os.path.isdir(local):
-    return check_folder(local)
+    return check_folder(local, tokenizer)
   from keras_hub.src.utils import preset_utils  # keras-hub's own reader (kaggle://, names)
 
   return preset_utils.get_preset_loader(local).check_backbone_class().__name__
@@ -563,10 +568,10 @@ def load_backbone(preset: str, dropout: float | None = None):
 
   local = local_preset(preset)
   if os.path.isdir(local):
-    check_folder(local)
+    check_folder(local, tokenizer=False)
   overrides = {}
   if dropout is not None:
-    name = backbone_class(preset)
+    name = backbone_class(preset, tokenizer=False)
     cls = getattr(keras_hub.models, name, None)
     if cls is None or 'dropout' not in inspect.signature(cls.__init__).parameters:
       raise ValueError(

@@ -108,7 +108,9 @@ def test_dropout_for_a_backbone_without_that_setting_is_refused(tmp_path, monkey
     def __init__(self, vocabulary_size, **kwargs):
       super().__init__(**kwargs)
 
-  monkeypatch.setattr(pretrained, 'backbone_class', lambda preset: 'NoDropoutBackbone')
+  monkeypatch.setattr(
+    pretrained, 'backbone_class', lambda preset, tokenizer=True: 'NoDropoutBackbone'
+  )
   monkeypatch.setattr(keras_hub.models, 'NoDropoutBackbone', NoDropoutBackbone, raising=False)
   with pytest.raises(ValueError, match=r'train.dropout: .*\(NoDropoutBackbone\) has no dropout'):
     pretrained.load_backbone(str(tmp_path / 'preset'), dropout=0.0)
