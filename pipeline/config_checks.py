@@ -5,14 +5,15 @@ values are the schema's label domain, the compression and distill settings agree
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import TYPE_CHECKING, Optional, Tuple
 
 from pipeline import demo_data
 from tfxlm import contract, pinned_wheels
 from tfxlm.typed_config import ConfigError
+from trainer import compression_config, finetune_config, pretrained
 from trainer import config as trainer_config
-from trainer import finetune_config, pretrained
 
 if TYPE_CHECKING:
   from pipeline.config import PipelineConfig
@@ -304,6 +305,81 @@ def _check_compression(config: PipelineConfig) -> None:
     path = config.resolve_path(stage.teacher)
     if not os.path.isdir(path):
       raise ConfigError(f'distill.teacher: folder {path!r} does not exist')
+  _check_student_size(config)
+
+
+def _teacher_size(config: PipelineConfig) -> Optional[Tuple[int, int, Optional[int], str]]:
+  """The distill teacher's (layers, hidden size, positions, where that was read), when it is cheap
+  to know before anything runs: this run's `train` stage (its size fields, or its local
+  preset's config.json), or a local teacher folder's exported preset config.json (in the
+  folder, its Format-Serving/ or the Format-Float/ copy, as trainer/distillation.py looks).
+  None for a remote teacher or preset; positions None when they are the student's anyway."""
+  stage = config.distill
+  if not stage.teacher:
+    train = config.train
+    if not train.preset:
+      size = train.model_dims()
+      return size.num_layers, size.hidden_dim, None, 'the train stage'
+    folder = _preset_folder(train.preset)
+    if folder is None:
+      return None
+    layers, hidden = pretrained.num_layers(folder), pretrained.hidden_size(folder)
+    if layers is None or hidden is None:
+      return None
+    return layers, hidden, None, os.path.join(folder, contract.PRESET_CONFIG_FILE)
+  if '://' in stage.teacher:
+    return None
+  path = config.resolve_path(stage.teacher)
+  for sub in (compression_config.FLOAT_COPY_DIR, contract.SERVING_MODEL_DIR, ''):
+    preset = os.path.join(path, sub, contract.EXTRA_DIR, contract.PRESET_DIR)
+    config_file = os.path.join(preset, contract.PRESET_CONFIG_FILE)
+    if os.path.isfile(config_file):
+      layers, hidden = pretrained.num_layers(preset), pretrained.hidden_size(preset)
+      if layers is None or hidden is None:
+        return None
+      positions = pretrained.max_positions(preset)
+      return layers, hidden, positions[0] if positions else None, os.path.normpath(config_file)
+  return None
+
+
+def _check_student_size(config: PipelineConfig) -> None:
+  """The student against its teacher, where the teacher's size is known now: a student wider than
+  the teacher cannot start from its embeddings (`options.init_embeddings`), nor read more
+  positions than it; a larger student is allowed but compresses nothing, so it is warned of.
+  trainer/distillation.py checks again on the built models."""
+  teacher = _teacher_size(config)
+  if teacher is None:
+    return
+  layers, hidden, positions, where = teacher
+  stage = config.distill
+  student = stage.student.model_dims()
+  if positions is not None and stage.student.seq_len > positions:
+    raise ConfigError(
+      f'distill.student.seq_len: {stage.student.seq_len} is more than the teacher reads '
+      f'({positions} positions, {where}): distill from a teacher trained with seq_len '
+      f'{stage.student.seq_len} or more'
+    )
+  if stage.options.init_embeddings and student.hidden_dim > hidden:
+    raise ConfigError(
+      f"distill.student: hidden size {student.hidden_dim} is wider than the teacher's {hidden} "
+      f"({where}), so it cannot start from the teacher's embeddings: write "
+      f'distill.student.hidden_dim: {hidden} or less, or distill.options.init_embeddings: false'
+    )
+  larger = [
+    f'{name} {mine} > {theirs}'
+    for name, mine, theirs in (
+      ('layers', student.num_layers, layers),
+      ('hidden size', student.hidden_dim, hidden),
+    )
+    if mine > theirs
+  ]
+  if larger:
+    logging.warning(
+      'distill.student is larger than its teacher (%s; %s): distillation is meant to shrink '
+      'the model; give the student fewer layers or a smaller hidden_dim',
+      ', '.join(larger),
+      where,
+    )
 
 
 def _check_steps(config: PipelineConfig) -> None:

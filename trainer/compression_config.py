@@ -71,7 +71,8 @@ class DistillConfig:
     ngram_max: The longest n-gram kept (its length is drawn from 1..ngram_max).
     init_embeddings: Start the student's token, position and segment embeddings from the
       teacher's, projected onto the student's width by a PCA of the teacher's token embeddings
-      (trainer/distillation.py); the student must be no wider than the teacher. The rest of the
+      (trainer/distillation.py); the student must be no wider than the teacher (refused when
+      the config loads if the teacher is the `train` stage or a local folder). The rest of the
       student starts at random.
   """
 

@@ -217,6 +217,23 @@ def num_layers(folder: str) -> int | None:
   return next((v for v in values if isinstance(v, int) and not isinstance(v, bool)), None)
 
 
+def hidden_size(folder: str) -> int | None:
+  """The width (token embedding size) of the checkpoint in a local folder, from its config.json:
+  `config.hidden_dim` (a keras-hub preset), `hidden_size` (BERT) or `n_embd` (GPT-2) in the
+  Hugging Face layout; None if it does not say."""
+  try:
+    config = read_config(folder)
+  except CheckpointError:
+    return None
+  inner = config.get('config')
+  values = [
+    inner.get('hidden_dim') if isinstance(inner, dict) else None,
+    config.get('hidden_size'),
+    config.get('n_embd'),
+  ]
+  return next((v for v in values if isinstance(v, int) and not isinstance(v, bool)), None)
+
+
 def _check_keras_preset(folder: str, tokenizer: bool = True) -> None:
   """A keras-hub preset folder holds what `from_preset` reads: the weights (whole, as far as the
   HDF5 superblock tells without reading them) and (with `tokenizer`) the tokenizer's config and

@@ -116,3 +116,53 @@ def test_the_compression_demo_quantizes_the_demo_model_and_distills_a_tiny_stude
   assert nodes[contract.DISTILL_TRAINER_ID].inputs['base_model'].producer_component_id == (
     contract.TRAINER_ID
   )
+
+
+SCRATCH = os.path.join(REPO, 'pipeline', 'configs', 'demo_scratch.yaml')  # train: tiny, hidden 128
+
+
+def _teacher_folder(tmp_path, hidden, layers=2, positions=64):
+  """A Trainer's model artifact folder as far as the config load reads it: the exported preset's
+  config.json."""
+  preset = tmp_path / 'teacher' / contract.SERVING_MODEL_DIR / contract.EXTRA_DIR
+  preset = preset / contract.PRESET_DIR
+  os.makedirs(preset)
+  backbone = {'hidden_dim': hidden, 'num_layers': layers, 'max_sequence_length': positions}
+  (preset / contract.PRESET_CONFIG_FILE).write_text(
+    json.dumps({'class_name': 'keras_hub>BertBackbone', 'config': backbone})
+  )
+  return str(tmp_path / 'teacher')
+
+
+def test_a_student_wider_than_the_train_stage_is_refused_when_the_config_loads():
+  with pytest.raises(
+    config_lib.ConfigError, match='hidden size 256 is wider than the teacher.s 128'
+  ):
+    config_lib.load_config(SCRATCH, [STUDENT, 'distill.student.hidden_dim=256'])
+  config_lib.load_config(SCRATCH, [STUDENT, 'distill.student.hidden_dim=64'])
+
+
+def test_a_student_wider_than_a_teacher_folder_is_refused_or_warned_of(tmp_path, caplog):
+  teacher = _teacher_folder(tmp_path, hidden=64)
+  config_file = os.path.join(teacher, contract.SERVING_MODEL_DIR, contract.EXTRA_DIR)
+  with pytest.raises(config_lib.ConfigError, match=f'wider than the teacher.s 64 \\({config_file}'):
+    config_lib.load_config(SCRATCH, [STUDENT, f'distill.teacher={teacher}'])
+  # Without init_embeddings it can be trained, but compresses nothing: a warning.
+  with caplog.at_level('WARNING'):
+    config_lib.load_config(
+      SCRATCH, [STUDENT, f'distill.teacher={teacher}', 'distill.options.init_embeddings=false']
+    )
+  warned = [r.getMessage() for r in caplog.records if r.levelname == 'WARNING']
+  assert any('larger than its teacher (hidden size 128 > 64' in m for m in warned), warned
+  caplog.clear()
+  with caplog.at_level('WARNING'):
+    config_lib.load_config(
+      SCRATCH, [STUDENT, f'distill.teacher={teacher}', 'distill.student.hidden_dim=32']
+    )
+  assert not [r for r in caplog.records if 'larger than its teacher' in r.getMessage()]
+
+
+def test_a_teacher_folder_with_fewer_positions_than_the_student_is_refused(tmp_path):
+  teacher = _teacher_folder(tmp_path, hidden=256, positions=32)
+  with pytest.raises(config_lib.ConfigError, match=r'seq_len: 64 is more than the teacher reads'):
+    config_lib.load_config(SCRATCH, [STUDENT, f'distill.teacher={teacher}'])
