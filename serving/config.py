@@ -173,7 +173,9 @@ def parse_batching_parameters_file(path: str) -> BatchingOptions:
     raise ValueError(f'{path}: {e}') from None
 
 
-def discover_models(root: str, max_depth: int = 4) -> list[ModelConfig]:
+def discover_models(
+  root: str, max_depth: int = 4, broken_links: list | None = None
+) -> list[ModelConfig]:
   """Finds every model directory under `root`: one whose subdirectories are numbered versions.
 
   Used by --model_base_path_root to serve whatever a pipeline pushed, e.g.
@@ -182,12 +184,20 @@ def discover_models(root: str, max_depth: int = 4) -> list[ModelConfig]:
   re-pointed link is followed); `max_depth` ends a symlink loop, and one model folder reached
   by two paths under one name is served once, from the shallower.
 
+  Args:
+    root: the folder searched.
+    max_depth: how many folders deep below `root` to look.
+    broken_links: if a list, gets (link, absolute target) of each symlink met under `root` that
+      points nowhere (skipped: it holds no model), for the caller to report.
+
   Raises:
     ValueError: when two model directories under `root` have the same name.
   """
   found = {}
   root = os.path.abspath(root)
-  for directory, subdirs, _ in os.walk(root, followlinks=True):
+  for directory, subdirs, files in os.walk(root, followlinks=True):
+    if broken_links is not None:
+      broken_links.extend(_broken_links(directory, files))
     depth = directory[len(root) :].count(os.sep)
     if depth >= max_depth:
       subdirs[:] = []
@@ -203,3 +213,16 @@ def discover_models(root: str, max_depth: int = 4) -> list[ModelConfig]:
         found[name] = directory
       subdirs[:] = []
   return [ModelConfig(name, path) for name, path in sorted(found.items())]
+
+
+def _broken_links(directory: str, files: list[str]) -> list[tuple[str, str]]:
+  # os.walk lists a symlink to a missing folder among the files: (link, its absolute target).
+  broken = []
+  for name in files:
+    link = os.path.join(directory, name)
+    try:
+      if os.path.islink(link) and not os.path.exists(link):
+        broken.append((link, os.path.normpath(os.path.join(directory, os.readlink(link)))))
+    except OSError:
+      continue  # removed or replaced while listed: the next poll sees it as it is
+  return broken

@@ -80,6 +80,7 @@ class ModelManager:
     self._execution = execution
     self._models = {m.name: _Model(m) for m in models}
     self._discover_root = discover_root
+    self._broken_links = set()  # dangling symlinks under discover_root, already logged
     self._batching = batching
     self._poll_wait_seconds = poll_wait_seconds
     self._metrics = metrics
@@ -119,14 +120,29 @@ class ModelManager:
     """Scans the base paths once: loads wanted versions, then unloads the unwanted."""
     with self._poll_lock:
       if self._discover_root is not None:
-        for config in discover_models(self._discover_root):
+        broken = []
+        for config in discover_models(self._discover_root, broken_links=broken):
           with self._lock:
             if config.name not in self._models:
               self._models[config.name] = _Model(config)
+        self._log_broken_links(broken)
       for model in list(self._models.values()):
         if self._stop.is_set():
           return
         self._poll_model(model)
+
+  def _log_broken_links(self, broken):
+    """Warns of each symlink under the discovery root that points nowhere, once while it stays
+    broken (not once per poll): a model linked into the root whose folder moved or is gone."""
+    for link, target in sorted(set(broken) - self._broken_links):
+      log.warning(
+        'skipping %s under %s: it is a symlink to %s, which does not exist (re-point or remove'
+        ' the link)',
+        link,
+        self._discover_root,
+        target,
+      )
+    self._broken_links = set(broken)
 
   def reload(self, models: Sequence[ModelConfig]) -> None:
     """Serves exactly `models` from now on, like TF Serving's HandleReloadConfigRequest.

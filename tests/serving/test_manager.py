@@ -262,3 +262,31 @@ def test_a_missing_base_path_is_logged_once_per_change_and_served_once_pushed(tm
     assert manager.resolve(MODEL).version == 1
   finally:
     manager.stop()
+
+
+def test_a_dangling_symlink_under_the_root_is_logged_once_with_its_target(tmp_path, caplog):
+  # It used to be skipped silently, like a folder that holds no model.
+  caplog.set_level('INFO', logger='serving.manager')
+  root = tmp_path / 'root'
+  root.mkdir()
+  os.symlink(tmp_path / 'moved' / 'sentiment', root / 'sentiment')
+  manager = ModelManager(discover_root=str(root), poll_wait_seconds=0)
+  try:
+    for _ in range(3):
+      manager.poll()
+    warned = [
+      r.getMessage()
+      for r in caplog.records
+      if r.name == 'serving.manager' and r.levelname == 'WARNING'
+    ]
+    [line] = [m for m in warned if 'is a symlink to' in m]
+    assert str(root / 'sentiment') in line and str(tmp_path / 'moved' / 'sentiment') in line
+    assert 'does not exist' in line
+    # Once the target exists, the model is served and nothing more is logged of the link.
+    caplog.clear()
+    push(str(tmp_path / 'moved'), 'sentiment', 1, seed=1)
+    manager.poll()
+    assert manager.resolve('sentiment').version == 1
+    assert not [r for r in caplog.records if r.levelname == 'WARNING']
+  finally:
+    manager.stop()
