@@ -146,6 +146,9 @@ class Loop:
     self.run_dir = run_dir
     self.chief = chief
     self.accum = config.grad_accum_steps
+    # The run's last step, for the logs: `run` sets it (the Trainer's TrainArgs give it when the
+    # config leaves train_steps unset).
+    self.train_steps = config.train_steps
     with strategy.scope():
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='global_step')
       if not optimizer.built:
@@ -429,6 +432,7 @@ class Loop:
       The list of evaluations, each a dict with 'step' and the metrics.
     """
     config = self.config
+    self.train_steps = train_steps
     start = int(self.step.numpy())
     if start >= train_steps and self.chief:
       logging.info(
@@ -586,6 +590,10 @@ class Loop:
       'such steps are tolerated.'
     )
 
+  def _step_of(self, step) -> str:
+    """'step/total' for the logs, or the step alone while the total is unknown."""
+    return f'{step}/{self.train_steps}' if self.train_steps else str(step)
+
   def _log_train(self, step, window):
     loss_sum, count, correct, tokens = (float(v) for v in window['sums'].numpy())
     dropped = window['nonfinite']
@@ -593,11 +601,9 @@ class Loop:
       # Nothing to average: a loss of 0 here would read as a real one.
       if self.chief:
         logging.warning(
-          '%s step %d/%s: no metrics, the loss was not finite at every step since the last log '
-          '(%s)',
+          '%s step %s: no metrics, the loss was not finite at every step since the last log (%s)',
           self.config.task,
-          step,
-          self.config.train_steps,
+          self._step_of(step),
           _steps_text(dropped),
         )
       return
@@ -607,10 +613,9 @@ class Loop:
     metrics['learning_rate'] = float(lr.numpy() if hasattr(lr, 'numpy') else lr)
     if self.chief:
       logging.info(
-        '%s step %d/%s: %s%s',
+        '%s step %s: %s%s',
         self.config.task,
-        step,
-        self.config.train_steps,
+        self._step_of(step),
         _format_metrics(metrics),
         f' (over the finite steps; not finite: {_steps_text(dropped)})' if dropped else '',
       )
@@ -644,10 +649,9 @@ class Loop:
   def _log_eval(self, step, metrics, eval_steps, rows):
     if self.chief:
       logging.info(
-        '%s step %d/%s: eval %s',
+        '%s step %s: eval %s',
         self.config.task,
-        step,
-        self.config.train_steps,
+        self._step_of(step),
         _format_metrics(metrics),
       )
     self.history.append({'step': step, 'eval_steps': eval_steps, 'eval_rows': rows, **metrics})

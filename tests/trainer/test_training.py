@@ -263,3 +263,17 @@ def test_evaluation_stops_at_the_end_of_the_split_and_counts_each_row_once(tmp_p
     'classify: an evaluation covers 11 rows (sequences) in 2 batches (eval_steps 10): the eval '
     'split ends there, each row counts once'
   ]
+
+
+def test_the_log_gives_the_runs_total_steps_when_the_config_leaves_them_to_train_args(
+  tmp_path, caplog
+):
+  # train_steps unset in the config (the Trainer's TrainArgs give it to `run`): the log printed
+  # "step 1/None".
+  loop = _loop('classify', tmp_path, log_every_steps=1, eval_every_steps=2)
+  data = tf.data.Dataset.from_tensors(_batch('classify', 8)).repeat()
+  caplog.set_level(logging.INFO, logger='absl')
+  loop.run(data, data, train_steps=2, eval_steps=1)
+  assert 'classify step 1/2: loss' in caplog.text
+  assert 'classify step 2/2: eval' in caplog.text
+  assert '/None' not in caplog.text
