@@ -128,26 +128,38 @@ def _hf_snapshot(preset: str) -> str:
     ) from None
 
 
+def _read_json_object(folder: str, name: str, missing: str) -> dict:
+  """The JSON object in the file `name` of a checkpoint folder.
+
+  Raises:
+    CheckpointError: `missing` when there is no such file; else naming the file that is not
+      readable JSON or not a JSON object.
+  """
+  path = os.path.join(folder, name)
+  if not os.path.isfile(path):
+    raise CheckpointError(missing)
+  try:
+    with open(path, encoding='utf-8') as f:
+      value = json.load(f)
+  except (OSError, ValueError) as e:
+    raise CheckpointError(f'train.preset: {path} is not readable JSON: {_first_line(e)}') from None
+  if not isinstance(value, dict):
+    raise CheckpointError(f'train.preset: {path} is not a JSON object')
+  return value
+
+
 def read_config(folder: str) -> dict:
   """The folder's config.json as a dict.
 
   Raises:
     CheckpointError: missing or not a JSON object.
   """
-  path = os.path.join(folder, contract.PRESET_CONFIG_FILE)
-  if not os.path.isfile(path):
-    raise CheckpointError(
-      f'train.preset: {folder} has no {contract.PRESET_CONFIG_FILE}: a checkpoint folder holds '
-      'config.json (a keras-hub preset or the Hugging Face layout)'
-    )
-  try:
-    with open(path, encoding='utf-8') as f:
-      config = json.load(f)
-  except (OSError, ValueError) as e:
-    raise CheckpointError(f'train.preset: {path} is not readable JSON: {_first_line(e)}') from None
-  if not isinstance(config, dict):
-    raise CheckpointError(f'train.preset: {path} is not a JSON object')
-  return config
+  return _read_json_object(
+    folder,
+    contract.PRESET_CONFIG_FILE,
+    missing=f'train.preset: {folder} has no {contract.PRESET_CONFIG_FILE}: a checkpoint folder '
+    'holds config.json (a keras-hub preset or the Hugging Face layout)',
+  )
 
 
 def is_hf_folder(folder: str) -> bool:
@@ -266,19 +278,12 @@ def _check_keras_preset(folder: str, tokenizer: bool = True) -> None:
     )
   if not tokenizer:
     return
-  tokenizer_file = os.path.join(folder, KERAS_TOKENIZER_FILE)
-  if not os.path.isfile(tokenizer_file):
-    raise CheckpointError(
-      f'train.preset: {folder} has no {KERAS_TOKENIZER_FILE}: the Vocabulary step imports the '
-      "preset's tokenizer; save it into the folder too (tokenizer.save_to_preset(folder))"
-    )
-  try:
-    with open(tokenizer_file, encoding='utf-8') as f:
-      tokenizer_class = json.load(f).get('class_name')
-  except (OSError, ValueError, AttributeError) as e:
-    raise CheckpointError(
-      f'train.preset: {tokenizer_file} is not readable JSON: {_first_line(e)}'
-    ) from None
+  tokenizer_class = _read_json_object(
+    folder,
+    KERAS_TOKENIZER_FILE,
+    missing=f'train.preset: {folder} has no {KERAS_TOKENIZER_FILE}: the Vocabulary step imports '
+    "the preset's tokenizer; save it into the folder too (tokenizer.save_to_preset(folder))",
+  ).get('class_name')
   for name in KERAS_TOKENIZER_ASSETS.get(tokenizer_class, ()):
     path = os.path.join(folder, _KERAS_ASSET_DIR, name)
     if not os.path.isfile(path):

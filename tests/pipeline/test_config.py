@@ -369,8 +369,28 @@ def _truncate(path):
       lambda p: (p / 'assets' / 'tokenizer' / 'vocabulary.txt').unlink(),
       r'/preset/assets/tokenizer/vocabulary\.txt is missing: the BertTokenizer of tokenizer\.json',
     ),
+    (
+      lambda p: (p / 'tokenizer.json').write_text('{"class_name": '),
+      r'/preset/tokenizer\.json is not readable JSON: ',
+    ),
+    # It used to say "is not readable JSON: 'list' object has no attribute 'get'".
+    (
+      lambda p: (p / 'tokenizer.json').write_text('[]'),
+      r'/preset/tokenizer\.json is not a JSON object$',
+    ),
+    (lambda p: (p / 'config.json').write_text('{'), r'/preset/config\.json is not readable JSON: '),
   ],
-  ids=['no_weights', 'empty', 'truncated', 'not_hdf5', 'no_tokenizer', 'no_vocabulary'],
+  ids=[
+    'no_weights',
+    'empty',
+    'truncated',
+    'not_hdf5',
+    'no_tokenizer',
+    'no_vocabulary',
+    'tokenizer_not_json',
+    'tokenizer_not_object',
+    'config_not_json',
+  ],
 )
 def test_a_partial_local_keras_hub_preset_is_one_line_naming_the_file(tmp_path, edit, message):
   # Each used to pass the config check and fail at the Vocabulary step or in the Trainer
