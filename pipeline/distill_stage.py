@@ -41,8 +41,11 @@ def components(config, examples, transform, teacher_trainer, serving_root, basel
     base_model=teacher,
     train_args=tfx.proto.TrainArgs(num_steps=stage.student.train_steps),
     eval_args=tfx.proto.EvalArgs(num_steps=stage.student.eval_steps),
+    # An imported teacher's files re-run the stage when they change in place.
     custom_config=checkpoint_fingerprint.with_fingerprint(
-      stage.trainer_custom_config(), stage.student.preset
+      stage.trainer_custom_config(),
+      config.resolve_path(stage.teacher),
+      key=contract.BASE_MODEL_FINGERPRINT_KEY,
     ),
   ).with_id(contract.DISTILL_TRAINER_ID)
   inputs = {

@@ -177,9 +177,16 @@ def _pusher(config: config_lib.PipelineConfig, trainer, evaluator, serving_root:
   ).with_id(contract.PUSHER_ID)
 
 
-def _trainer(trainer_cfg, transform, base_model, component_id, export_cfg=None):
+def _trainer(
+  trainer_cfg, transform, base_model, component_id, export_cfg=None, base_model_folder=''
+):
+  """The stage's Trainer; `base_model_folder`: the local folder `base_model` imports, whose
+  fingerprint re-runs the Trainer when its files change in place (the Importer would not)."""
   custom_config = checkpoint_fingerprint.with_fingerprint(
     trainer_cfg.trainer_custom_config(), trainer_cfg.preset
+  )
+  custom_config = checkpoint_fingerprint.with_fingerprint(
+    custom_config, base_model_folder, key=contract.BASE_MODEL_FINGERPRINT_KEY
   )
   if export_cfg is not None and export_cfg != export_cfg.__class__():
     custom_config[contract.EXPORT_CONFIG_KEY] = export_cfg.to_dict()
@@ -271,7 +278,14 @@ def create_pipeline(
   if quantized and config.distill is not None and not config.distill.teacher:
     # A quantized train model keeps its float copy beside it: the distill stage's teacher.
     export_cfg = dataclasses.replace(export_cfg, float_copy=True)
-  trainer = _trainer(config.train, transform, base_model, contract.TRAINER_ID, export_cfg)
+  trainer = _trainer(
+    config.train,
+    transform,
+    base_model,
+    contract.TRAINER_ID,
+    export_cfg,
+    base_model_folder=config.resolve_path(config.base_model),
+  )
   model_resolver, evaluator = _evaluation(config, examples, trainer, baseline_strategy)
   pusher = _pusher(config, trainer, evaluator, serving_root or config.serving_root)
   distill = []

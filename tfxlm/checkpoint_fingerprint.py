@@ -4,11 +4,13 @@ TFX reuses a component's earlier output when its inputs and exec properties are 
 `train.preset` folder is neither an artifact nor content the exec properties name: regenerated in
 place (new weights, an edited tokenizer), the Vocabulary and Trainer would be `cached` and the run
 would keep serving the old weights. The factory puts this fingerprint into those components'
-exec properties, so that the key changes when the files do.
+exec properties, so that the key changes when the files do. A `base_model` or `distill.teacher`
+folder is an artifact, but imported with reimport=False: the same artifact while its path is the
+same, whatever its files hold; the Trainer that reads it carries its fingerprint too.
 
 What it covers, and why it stays cheap for checkpoints of many GB:
-  - weight files (`*.safetensors`, `*.h5`, `*.bin`, ...): name, size and mtime_ns, one `stat`
-    each, no read. A hash of the safetensors header would not do: the same architecture
+  - weight files (`*.safetensors`, `*.h5`, `*.bin`, ..., a SavedModel's
+    `variables.data-*-of-*` shards): name, size and mtime_ns, one `stat` each, no read. A hash of the safetensors header would not do: the same architecture
     retrained has the same header and the same size, and only its values differ;
   - every other file (config.json, the tokenizer's files, a keras-hub preset's assets): the
     sha256 of its content; they are small, and an edit that keeps size and mtime still counts.
@@ -26,10 +28,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 
 from tfxlm import contract, pinned_wheels
 
 WEIGHT_SUFFIXES = ('.safetensors', '.h5', '.bin', '.npz', '.ckpt', '.pt', '.pth', '.msgpack')
+# A TensorFlow checkpoint's shard (a SavedModel's variables/variables.data-00000-of-00001).
+_TF_SHARD = re.compile(r'\.data-[0-9]+-of-[0-9]+$')
 
 
 def is_local_folder(preset: str | None) -> bool:
@@ -40,7 +45,7 @@ def is_local_folder(preset: str | None) -> bool:
 
 
 def _is_weights(name: str) -> bool:
-  return name.endswith(WEIGHT_SUFFIXES)
+  return name.endswith(WEIGHT_SUFFIXES) or _TF_SHARD.search(name) is not None
 
 
 def _sha256(path: str) -> str:
@@ -83,11 +88,13 @@ def fingerprint(preset: str | None, *, weights: bool = True) -> str:
   return 'sha256:' + hashlib.sha256(text.encode('utf-8')).hexdigest()
 
 
-def with_fingerprint(custom_config: dict, preset: str | None) -> dict:
-  """A Trainer's `custom_config` plus the fingerprint of its local checkpoint folder `preset`
-  under `contract.PRESET_FINGERPRINT_KEY`; unchanged without one (a remote handle is its own key).
-  """
+def with_fingerprint(
+  custom_config: dict, preset: str | None, key: str = contract.PRESET_FINGERPRINT_KEY
+) -> dict:
+  """A Trainer's `custom_config` plus the fingerprint of the local folder `preset` under `key`
+  (`contract.PRESET_FINGERPRINT_KEY` for its checkpoint, `contract.BASE_MODEL_FINGERPRINT_KEY`
+  for its base model); unchanged without one (a remote handle is its own key)."""
   value = fingerprint(preset)
   if not value:
     return custom_config
-  return {**custom_config, contract.PRESET_FINGERPRINT_KEY: value}
+  return {**custom_config, key: value}

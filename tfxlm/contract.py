@@ -161,6 +161,9 @@ DISTILL_CONFIG_KEY = 'distill'
 # (tfxlm/checkpoint_fingerprint.py), so that TFX's cache re-runs the stage when the files change.
 # The Vocabulary component's exec property of the same name carries its tokenizer's.
 PRESET_FINGERPRINT_KEY = 'preset_fingerprint'
+# Beside TRAINER_CONFIG_KEY, with a local `base_model` or `distill.teacher` folder (imported with
+# reimport=False, so the same artifact while its path is the same): that folder's fingerprint.
+BASE_MODEL_FINGERPRINT_KEY = 'base_model_fingerprint'
 
 # Quantization of an exported model (`export.quantize`, trainer/quantization.py): none, Keras'
 # int8 with float activations (weight-only), int8 weights and activations, int4 weights.

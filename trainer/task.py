@@ -54,8 +54,17 @@ _CUSTOM_CONFIG_KEYS = (
   contract.EXPORT_CONFIG_KEY,
   contract.DISTILL_CONFIG_KEY,
   contract.PRESET_FINGERPRINT_KEY,  # for TFX's cache key only (pipeline/factory.py)
+  contract.BASE_MODEL_FINGERPRINT_KEY,  # the same, of a local base model's folder
 )
 CHECKPOINTS_FOLDER = os.path.join('.system', 'checkpoints')
+# The custom_config keys that decide the trained weights beside the TrainerConfig: the distill
+# stage's options (the export's do not), and the files of a local preset or base model (rewritten
+# in place, they make another run at the same path).
+_WEIGHT_CUSTOM_KEYS = (
+  contract.DISTILL_CONFIG_KEY,
+  contract.PRESET_FINGERPRINT_KEY,
+  contract.BASE_MODEL_FINGERPRINT_KEY,
+)
 
 
 # TrainerConfig fields that never change the trained weights, left out of the checkpoint key so
@@ -84,18 +93,18 @@ ABANDONED_AFTER_DAYS = 7
 
 def checkpoint_identity(fn_args: 'FnArgs', config: TrainerConfig) -> dict[str, Any]:
   """Everything that decides the trained weights: the config but `NOT_WEIGHT_FIELDS`, the
-  data, the transform graph, the base model and the distill stage's options."""
+  data, the transform graph, the base model, the distill stage's options, and the fingerprints
+  of local checkpoint and base model folders (new files there at the same path: another run)."""
   fields = {k: v for k, v in config.to_dict().items() if k not in NOT_WEIGHT_FIELDS}
   identity = {
     'config': fields,
     'train_files': sorted(fn_args.train_files or []),
     'transform_graph': fn_args.transform_graph_path or fn_args.transform_output,
     'base_model': fn_args.base_model,
-    # The distill stage's options decide its weights too (the export's do not).
     **{
       key: value
       for key, value in (fn_args.custom_config or {}).items()
-      if key == contract.DISTILL_CONFIG_KEY
+      if key in _WEIGHT_CUSTOM_KEYS
     },
   }
   # As JSON would give it back, so a stored identity compares equal.

@@ -83,3 +83,76 @@ def test_the_trainer_reads_its_custom_config_with_the_fingerprint(config_path, t
   )
   fn_args = types.SimpleNamespace(custom_config=custom, train_steps=2, eval_steps=1)
   assert task.config_from_fn_args(fn_args).preset == str(tmp_path / 'bert')
+
+
+def _export(folder):
+  """An exported model folder as far as the fingerprint reads it (a SavedModel and its extras)."""
+  os.makedirs(folder / 'variables')
+  os.makedirs(folder / contract.EXTRA_DIR)
+  (folder / 'saved_model.pb').write_bytes(b'graph')
+  (folder / 'variables' / 'variables.index').write_bytes(b'index')
+  (folder / 'variables' / 'variables.data-00000-of-00001').write_bytes(b'\0' * 64)
+  (folder / contract.EXTRA_DIR / contract.BACKBONE_WEIGHTS_FILE).write_bytes(b'\0' * 64)
+  return folder
+
+
+def _rewrite(path, seed):
+  """New bytes of the same size, and a newer mtime however coarse the clock."""
+  stat = os.stat(path)
+  path.write_bytes(bytes([seed]) * stat.st_size)
+  os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
+
+
+@pytest.mark.parametrize(
+  'section, trainer_id',
+  [('base_model', contract.TRAINER_ID), ('distill', contract.DISTILL_TRAINER_ID)],
+)
+def test_a_base_model_or_teacher_rewritten_in_place_changes_its_trainers_key(
+  tmp_path, section, trainer_id
+):
+  # Both are imported with reimport=False: the same artifact while the path is the same, so
+  # their Trainer used to be `cached` and kept the old weights.
+  (tmp_path / 'data').mkdir()
+  (tmp_path / 'data' / 'a.csv').write_text('review,sentiment\n"good film",1\n"bad film",0\n')
+  model = _export(tmp_path / 'model')
+  config = tiny_pipeline.classify_config(
+    'fingerprint', tmp_path / 'outputs', tmp_path / 'data', train_steps=2, eval_steps=1
+  )
+  if section == 'base_model':
+    config['base_model'] = str(model)
+  else:
+    student = {**tiny_pipeline.TINY_CLASSIFIER, 'train_steps': 2, 'eval_steps': 1}
+    config['distill'] = {'teacher': str(model), 'student': student}
+  path = tiny_pipeline.write(tmp_path / 'config.yaml', config)
+  key = lambda: json.loads(_nodes(path, tmp_path)[trainer_id].exec_properties['custom_config'])[
+    contract.BASE_MODEL_FINGERPRINT_KEY
+  ]
+  before = key()
+  assert before.startswith('sha256:') and key() == before  # unchanged files: the same spec
+  for weights in (
+    model / 'variables' / 'variables.data-00000-of-00001',
+    model / contract.EXTRA_DIR / contract.BACKBONE_WEIGHTS_FILE,
+  ):
+    _rewrite(weights, seed=1)
+    assert key() != before, weights
+    before = key()
+
+
+def test_a_rewritten_base_model_is_another_checkpoint_identity(tmp_path):
+  # A killed run's checkpoints, trained from the old files, are not resumed from.
+  from trainer import task
+  from trainer.config import TrainerConfig
+
+  config = TrainerConfig(task=contract.CLASSIFY, train_steps=2, eval_steps=1)
+  fn_args = lambda fingerprint: types.SimpleNamespace(
+    custom_config={
+      contract.TRAINER_CONFIG_KEY: config.to_dict(),
+      contract.BASE_MODEL_FINGERPRINT_KEY: fingerprint,
+    },
+    train_files=[],
+    transform_graph_path='graph',
+    base_model=str(tmp_path),
+  )
+  assert task.config_from_fn_args(fn_args('sha256:a')) == config  # a key the Trainer accepts
+  identity = lambda fingerprint: task.checkpoint_identity(fn_args(fingerprint), config)
+  assert identity('sha256:a') == identity('sha256:a') != identity('sha256:b')
