@@ -18,7 +18,10 @@ are the float export's; only TensorFlow ops, so TF Serving and the project's ser
 """
 
 import json
+import logging
 import os
+import re
+import warnings
 
 import keras
 import tensorflow as tf
@@ -32,6 +35,9 @@ from trainer import export
 from trainer.compression_config import ExportConfig
 from trainer.config import TrainerConfig
 from trainer.models import PADDING_MASK, TOKEN_IDS
+
+# Keras' warning for a layer without weights to quantize (keras/src/models/model.py).
+_NOT_QUANTIZABLE = re.compile(r'Layer (\w+) does not have a `quantize` method implemented')
 
 
 def quantize_model(model: keras.Model, mode: str) -> keras.Model:
@@ -51,12 +57,31 @@ def quantize_model(model: keras.Model, mode: str) -> keras.Model:
   # the whole process (about 0.4 s of CPU each in a test worker) per quantized layer, most of a
   # small model's quantized export, unless the objects from before are frozen meanwhile. One
   # full collection after it frees the dropped kernels as Keras' would have.
-  with collector.new_objects_only(collect_after=True):
+  with collector.new_objects_only(collect_after=True), warnings.catch_warnings(record=True) as seen:
+    # Keras warns once per kind of layer that has nothing to quantize (LayerNormalization,
+    # Softmax, Dropout, ...), as a UserWarning that reads like a failure: one line below instead.
+    warnings.simplefilter('always')
     if mode == contract.INT8_WEIGHTS:
       # Keras 3.15 spells weight-only int8 as int8 without an activation quantizer.
       model.quantize(config=keras.quantizers.Int8QuantizationConfig(activation_quantizer=None))
     else:
       model.quantize(mode)
+  kept_float = set()
+  for warning in seen:
+    match = _NOT_QUANTIZABLE.search(str(warning.message))
+    if match:
+      kept_float.add(match.group(1))
+    else:  # anything else Keras says stays as loud as it was
+      warnings.warn_explicit(
+        warning.message, warning.category, warning.filename, warning.lineno, source=warning.source
+      )
+  if kept_float:
+    logging.info(
+      'export.quantize %s: the Dense, EinsumDense and Embedding kernels are quantized; layers '
+      'without weights to quantize stay as they are (%s)',
+      mode,
+      ', '.join(sorted(kept_float)),
+    )
   return model
 
 

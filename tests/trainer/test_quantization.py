@@ -136,6 +136,23 @@ def test_quantize_refuses_other_tasks(clm_data, tmp_path):
     )
 
 
+@pytest.mark.parametrize('mode', [contract.INT8_WEIGHTS, contract.INT8, contract.INT4])
+def test_layers_without_weights_to_quantize_are_one_log_line_not_a_warning_each(
+  mode, recwarn, caplog
+):
+  inputs = keras.Input([8])
+  hidden = keras.layers.LayerNormalization()(keras.layers.Dense(4)(inputs))
+  model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Dropout(0.1)(hidden)))
+  with caplog.at_level('INFO'):
+    quantization.quantize_model(model, mode)
+  assert not [w for w in recwarn if 'quantize' in str(w.message)], [str(w.message) for w in recwarn]
+  lines = [r.getMessage() for r in caplog.records if 'stay as they are' in r.getMessage()]
+  assert len(lines) == 1, caplog.text
+  assert all(name in lines[0] for name in ('Dropout', 'InputLayer', 'LayerNormalization'))
+  assert 'Dense,' in lines[0] and mode in lines[0]
+  assert model.layers[1].quantization_mode == mode.split('_')[0]  # int8_weights: Keras' int8
+
+
 def test_quantizing_walks_only_new_objects_and_leaves_the_collector_as_it_was(unfrozen_gc):
   """Keras collects garbage once per kernel `quantize` drops: those collections run with the
   earlier objects frozen, one full collection follows, and a caller's own freeze stays."""
