@@ -213,37 +213,30 @@ def check_folder(folder: str, tokenizer: bool = True) -> str:
   return HF_MODEL_TYPES[model_type]
 
 
-def num_layers(folder: str) -> int | None:
-  """The transformer layers of the checkpoint in a local folder, from its config.json (keras-hub
-  preset or Hugging Face layout); None if it does not say."""
+def _config_int(folder: str, preset_key: str, *hf_keys: str) -> int | None:
+  """An integer of the local checkpoint's config.json: `config.<preset_key>` in a keras-hub
+  preset, else the first of `hf_keys` (the Hugging Face layout) present; None if none is."""
   try:
     config = read_config(folder)
   except CheckpointError:
     return None
   inner = config.get('config')
-  values = [
-    inner.get('num_layers') if isinstance(inner, dict) else None,
-    config.get('num_hidden_layers'),
-    config.get('n_layer'),
-  ]
+  values = [inner.get(preset_key) if isinstance(inner, dict) else None]
+  values += [config.get(key) for key in hf_keys]
   return next((v for v in values if isinstance(v, int) and not isinstance(v, bool)), None)
+
+
+def num_layers(folder: str) -> int | None:
+  """The transformer layers of the checkpoint in a local folder, from its config.json (keras-hub
+  preset or Hugging Face layout); None if it does not say."""
+  return _config_int(folder, 'num_layers', 'num_hidden_layers', 'n_layer')
 
 
 def hidden_size(folder: str) -> int | None:
   """The width (token embedding size) of the checkpoint in a local folder, from its config.json:
   `config.hidden_dim` (a keras-hub preset), `hidden_size` (BERT) or `n_embd` (GPT-2) in the
   Hugging Face layout; None if it does not say."""
-  try:
-    config = read_config(folder)
-  except CheckpointError:
-    return None
-  inner = config.get('config')
-  values = [
-    inner.get('hidden_dim') if isinstance(inner, dict) else None,
-    config.get('hidden_size'),
-    config.get('n_embd'),
-  ]
-  return next((v for v in values if isinstance(v, int) and not isinstance(v, bool)), None)
+  return _config_int(folder, 'hidden_dim', 'hidden_size', 'n_embd')
 
 
 def _check_keras_preset(folder: str, tokenizer: bool = True) -> None:
