@@ -249,6 +249,7 @@ def _read_csv(
       raise DataError(f'{path}: no column {column!r} in the header (columns: {header}){hint}')
   text_index = header.index(text_column)
   label_index = header.index(label_column) if label_column else None
+  seen_labels: set[str] = set()  # the labels of the rows before, to tell a row taken in
   try:
     while (fields := next_row()) is not None:
       if not fields:  # A blank line is not a record.
@@ -264,6 +265,10 @@ def _read_csv(
           f'has {len(header)} ({header}){spans}'
         )
       label = _label_str(fields[label_index]) if label_index is not None else None
+      if len(parts) > 1 and label_index is not None:
+        _check_swallowed_rows(path, parts, len(header), label_index, seen_labels)
+      if label is not None and len(seen_labels) < _SEEN_LABELS_KEPT:
+        seen_labels.add(label)
       yield parts[0][0], fields[text_index], label
   except csv.Error as e:
     if 'field limit' in str(e):
@@ -272,6 +277,39 @@ def _read_csv(
         f'{path}, line {parts[0][0]}: a field {why}: split the document'
       ) from None
     raise DataError(f'{path}, line {parts[0][0]}: malformed CSV ({e})') from None
+
+
+# The distinct labels remembered to recognize a row inside a quoted field (a bound for files with
+# a label per row, e.g. ids in the label column).
+_SEEN_LABELS_KEPT = 10_000
+
+
+def _check_swallowed_rows(
+  path: str, parts: list[tuple[int, str]], width: int, label_index: int, labels: set[str]
+) -> None:
+  """A row whose quoted field spans lines (`parts`: their (line, text)) may be a stray quote
+  closed by another one lines later, every row between read as part of one field. Raises when
+  the lines it took in read, each by itself, as rows of the file (`width` fields, a label seen
+  before): every line between its first and last, or the last when there are only two (a real
+  multi-line text is rarely shaped so)."""
+
+  def reads_as_row(text: str) -> bool:
+    try:
+      fields = next(csv.reader([text]), [])
+    except csv.Error:
+      return False
+    return len(fields) == width and _label_str(fields[label_index]) in labels
+
+  taken = parts[1:-1] or parts[1:]
+  if not all(reads_as_row(text) for _, text in taken):
+    return
+  first, last = taken[0][0], taken[-1][0]
+  rows = f'line {first}' if first == last else f'lines {first}-{last}'
+  raise DataError(
+    f'{path}, line {parts[0][0]}: a quoted field runs on to line {parts[-1][0]} and takes in '
+    f'{rows}, which read as rows of their own (a stray quote?); close the quote where the field '
+    'ends, or double a quote inside a quoted field ("")'
+  )
 
 
 # A quoted CSV field that closes (a quote inside it doubled, not followed by another quote), and

@@ -249,3 +249,35 @@ def test_invalid_utf8_in_a_tfrecord_names_the_record_and_feature(tmp_path, featu
     list(readers.read_records(str(path), 'tfrecord', text_column='text', label_column='label'))
   assert str(error.value).startswith(f"{path}, record 2: feature '{feature}' is not valid UTF-8")
   assert 'line' not in str(error.value)
+
+
+@pytest.mark.parametrize(
+  'rows, taken',
+  [
+    # A stray quote in the text, closed by another one three lines down: two rows between.
+    (['1,fine', '0,ok', '1,"a stray quote', '0,next row', '1,another row', '0,end" here'], '5-6'),
+    # Closed on the next line: that line alone.
+    (['1,fine', '0,ok', '1,"a stray quote', '0,closing" quote'], '5'),
+    # The label column last: the text's stray quote takes the label lines in.
+    (['fine,1', 'ok,0', '"stray,1', 'next row,0', 'closing",1'], '5'),
+  ],
+  ids=['rows between', 'next line', 'label last'],
+)
+def test_rows_taken_into_a_quoted_field_by_a_stray_quote_are_named(tmp_path, rows, taken):
+  path = tmp_path / 'a.csv'
+  header = 'label,text' if rows[0].startswith('1,') else 'text,label'
+  path.write_text('\n'.join([header, *rows]) + '\n')
+  with pytest.raises(DataError) as error:
+    list(readers.read_records(str(path), 'csv', text_column='text', label_column='label'))
+  message = str(error.value)
+  assert message.startswith(f'{path}, line 4: a quoted field runs on to line {len(rows) + 1} ')
+  assert f'takes in line{"s" if "-" in taken else ""} {taken}, which read as rows' in message
+  assert '("")' in message
+
+
+def test_a_multi_line_text_with_commas_and_label_like_words_is_one_document(tmp_path):
+  path = tmp_path / 'a.csv'
+  text = 'Pros, first:\n1. the cast\nneg, but only a little\n0 stars for the ending, really'
+  path.write_text(f'label,text\npos,fine\nneg,bad\npos,"{text}"\n')
+  records = readers.read_records(str(path), 'csv', text_column='text', label_column='label')
+  assert list(records) == [(2, 'fine', 'pos'), (3, 'bad', 'neg'), (4, text, 'pos')]
