@@ -109,7 +109,7 @@ def classification_signature(servable: Servable, signature_name: str) -> tuple[S
   Classify feeds serialized tf.Examples to a signature with one string input named `examples`
   (this project's contract) or `inputs` (TF Serving's classification signatures). It reads
   TF Serving's standard `classes` / `scores` outputs when present, else `probabilities`
-  (class i is then labelled "i").
+  (class i is then named by line i of the model's label vocabulary, or "i" without one).
 
   Raises:
     ServingError: INVALID_ARGUMENT when the signature cannot classify.
@@ -157,9 +157,10 @@ def classify_examples(
     )
   classes = outputs.get('classes')
   if classes is None:
-    classes = np.broadcast_to(
-      np.array([str(i).encode() for i in range(scores.shape[1])], dtype=object), scores.shape
-    )
+    names = servable.class_names
+    if names is None or len(names) != scores.shape[1]:
+      names = [str(i).encode() for i in range(scores.shape[1])]
+    classes = np.broadcast_to(np.array(names, dtype=object), scores.shape)
   results = [
     [(bytes(label), float(score)) for label, score in zip(row_labels, row_scores)]
     for row_labels, row_scores in zip(classes, scores)

@@ -122,6 +122,23 @@ def _shape(shape):
   return [-1 if d is None else d for d in shape.as_list()] if shape.rank is not None else '?'
 
 
+# Most class names read from a model's label vocabulary (a bigger file is not a class list).
+_MAX_CLASS_NAMES = 100_000
+
+
+def _class_names(path: str) -> tuple[bytes, ...] | None:
+  """The class names of a classifier this pipeline exported, line i naming class i: its label
+  vocabulary asset (`assets/label_vocab`, contract.LABEL_VOCAB_NAME), as Classify's `classes`
+  when the signature has no such output; None without one (another model: classes "0", "1", ...).
+  """
+  try:
+    with open(os.path.join(path, 'assets', contract.LABEL_VOCAB_NAME), 'rb') as f:
+      names = tuple(line.rstrip(b'\r\n') for _, line in zip(range(_MAX_CLASS_NAMES + 1), f))
+  except OSError:
+    return None
+  return names if 0 < len(names) <= _MAX_CLASS_NAMES else None
+
+
 class Servable:
   """A SavedModel version loaded for serving.
 
@@ -132,6 +149,8 @@ class Servable:
     signatures: signature key -> Signature.
     signature_defs: signature key -> SignatureDef proto, as stored in saved_model.pb (for
       GetModelMetadata).
+    class_names: the classifier's class names, line i of its label vocabulary naming class i,
+      or None (`_class_names`).
   """
 
   def __init__(self, name: str, version: int, path: str):
@@ -154,6 +173,7 @@ class Servable:
     self.split_large = True
     # Most bytes the outputs of one request may take (None: no limit).
     self.output_budget_bytes = None
+    self.class_names = _class_names(path)
 
   def signature(self, name: str) -> Signature:
     """The Signature called `name` ('' means serving_default), as TF Serving resolves it.

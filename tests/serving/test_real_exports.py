@@ -112,12 +112,19 @@ def test_rest_predict_and_classify_on_the_classifier(real, real_base):
   np.testing.assert_allclose(
     [[s for _, s in row] for row in body['results']], expected[contract.PROBABILITIES], rtol=1e-5
   )
+  # The classes are named as in the data (the model's label vocabulary), not "0", "1": the
+  # best-scored one is the label Predict gives.
+  names = [[name for name, _ in row] for row in body['results']]
+  assert names == [['neg', 'pos']] * len(TEXTS), names
+  best = [max(row, key=lambda pair: pair[1])[0] for row in body['results']]
+  assert best == [label.decode() for label in expected[contract.LABELS]]
   request = classification_pb2.ClassificationRequest()
   request.model_spec.name = contract.CLASSIFY
   for example in _examples(TEXTS):
     request.input.example_list.examples.add().ParseFromString(example)
   response = real.predictions.Classify(request, timeout=60)
   assert len(response.result.classifications) == 2
+  assert [[c.label for c in row.classes] for row in response.result.classifications] == names
 
 
 def _generate_request(real):
