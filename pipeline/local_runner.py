@@ -16,6 +16,7 @@ import glob
 import logging
 import os
 import re
+import signal
 import sys
 import time
 from typing import List, Optional
@@ -195,6 +196,27 @@ def failure_text(config, error: BaseException, component, log_path: str) -> str:
   )
 
 
+def _interruption(error: BaseException) -> str:
+  """'Ctrl-C' or 'SIGTERM' when `error` is how one ends the run ('' for another exit)."""
+  if isinstance(error, KeyboardInterrupt):
+    return 'Ctrl-C'
+  if isinstance(error, SystemExit) and error.code == 128 + signal.SIGTERM:
+    return 'SIGTERM'
+  return ''
+
+
+def interrupted_text(config, how: str, component, log_path: str) -> str:
+  """What the console says when the run is interrupted: where, and that a rerun goes on."""
+  where = f' in {component}' if component else ''
+  return (
+    f'\nPipeline {config.pipeline_name!r} interrupted{where} ({how}). Run the same command '
+    'again to go on: completed components are reused (cache) and a Trainer resumes from its '
+    'last checkpoint.\n'
+    f'  full log: {log_path}\n'
+    f'  artifacts so far: {config.pipeline_root}'
+  )
+
+
 def _compiling_for_cli() -> bool:
   """True inside `tfx pipeline create` (or update, compile): the CLI runs this file in its own
   process with LocalDagRunner.run patched to read the pipeline's definition; nothing runs."""
@@ -314,6 +336,12 @@ def _run(argv, route_stderr: bool, run_scope: contextlib.ExitStack) -> int:
     logging.getLogger(__name__).exception('the run stopped')
     print(failure_text(config, e, progress.component, log_path), file=errors, flush=True)
     return 1
+  except (KeyboardInterrupt, SystemExit) as e:
+    how = _interruption(e)
+    if how:  # Ctrl-C, or SIGTERM (beam_pool makes it unwind): say so, then end as it asked
+      logging.getLogger(__name__).warning('the run was interrupted (%s)', how)
+      print(interrupted_text(config, how, progress.component, log_path), file=errors, flush=True)
+    raise
   if not args.no_summary:
     try:
       run = summary.collect(config, started)
