@@ -37,6 +37,7 @@ from trainer import (
   optimization,
   pretrained,
   quantization,
+  step_memory,
   tokenizers,
   training,
 )
@@ -492,6 +493,11 @@ def train_and_export(
     with strategy.scope():
       base_model = fn_args.base_model if warm_start else None
       model = build_task_model(config, vocabularies, base_model)
+      backbone, devices = step_memory.backbone_of(model), step_memory.local_devices(strategy)
+      if backbone is not None and step_memory.host_only(devices):
+        # Before anything is allocated for training: a batch far too large stops here, in
+        # words, rather than when the kernel kills the process.
+        step_memory.check(config, backbone, len(vocabularies.tokens), len(devices))
       adapters.apply(model, config, pretrained=bool(config.preset or base_model))
       optimizer = optimization.create_optimizer(
         model,
