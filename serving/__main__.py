@@ -7,6 +7,7 @@ The flags mirror tensorflow_model_server's, so its command lines work here, e.g.
 """
 
 import argparse
+import errno
 import logging
 import os
 import signal
@@ -197,6 +198,26 @@ def _flags(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace
   return parser, parser.parse_args(argv)
 
 
+def _listen_problem(error: BaseException, flags) -> str | None:
+  """One line for a port the server could not listen on (taken, privileged, not this host's
+  address), naming the flag to change; None for another error."""
+  if isinstance(error, RuntimeError) and 'bind' in str(error):  # grpc names no reason
+    return (
+      f'cannot serve gRPC on {flags.host}:{flags.port}: the port is taken (another server?) or '
+      'not allowed; stop the other server or choose another --port'
+    )
+  where = f'cannot serve REST on {flags.host}:{flags.rest_api_port}'
+  reasons = {
+    errno.EADDRINUSE: 'the port is in use (another server?); stop it or choose another '
+    '--rest_api_port',
+    errno.EACCES: 'permission denied (ports below 1024 need root); choose another --rest_api_port',
+    errno.EADDRNOTAVAIL: f'{flags.host} is not an address of this machine; check --host',
+  }
+  if isinstance(error, OSError) and error.errno in reasons:
+    return f'{where}: {reasons[error.errno]}'
+  return None
+
+
 def main(argv: list[str] | None = None) -> int:
   """Parses flags, serves until SIGTERM or SIGINT, drains, exits 0."""
   parser, flags = _flags(sys.argv[1:] if argv is None else argv)
@@ -297,7 +318,14 @@ def main(argv: list[str] | None = None) -> int:
   stop = threading.Event()
   for signum in (signal.SIGTERM, signal.SIGINT):
     signal.signal(signum, lambda *_: stop.set())
-  server.start()
+  try:
+    server.start()
+  except (OSError, RuntimeError) as e:
+    problem = _listen_problem(e, flags)  # `start` has stopped what it started
+    if problem is None:
+      raise
+    print(f'error: {problem}', file=sys.stderr, flush=True)
+    return 1
   # A single parseable line, so scripts and tests can find the ports.
   print(
     f'SERVING grpc={flags.host}:{server.grpc_port} rest={flags.host}:{server.rest_port}', flush=True
