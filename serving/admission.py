@@ -96,6 +96,10 @@ class Admission:
       raise
     finally:
       self._stops.discard(stop)
+      # An error raised by `work` holds this frame in its traceback, and the frame holds `call`,
+      # which holds the error: a cycle that would keep the request (its decoded body, in the
+      # work's frames) alive until Python's next full collection.
+      del call
 
   async def _acquire(self, deadline):
     if self._running < self.workers and not self._waiting:

@@ -101,8 +101,7 @@ class _Observed:
         return self._fn(request, None, None)
       return await self._admission.run(lambda stop: self._fn(request, deadline, stop), deadline)
     except errors.ServingError as e:
-      code = e.code.name
-      await context.abort(e.code, e.message)
+      code, status = e.code.name, (e.code, e.message)
     except asyncio.CancelledError:  # the client cancelled or went away, or the deadline passed
       expired = deadline is not None and time.monotonic() >= deadline - 0.05
       code = 'DEADLINE_EXCEEDED' if expired else 'CANCELLED'
@@ -110,13 +109,18 @@ class _Observed:
     except Exception as e:  # noqa: BLE001 - report, never drop the connection on a bug.
       code = 'INTERNAL'
       log.exception('%s failed', self._method)
-      await context.abort(grpc.StatusCode.INTERNAL, f'{self._method} failed: {e!r}')
+      status = (grpc.StatusCode.INTERNAL, f'{self._method} failed: {e!r}')
     finally:
       if self._metrics is not None:
         model, signature = ('', '') if isinstance(request, _Undecodable) else self._labels(request)
         self._metrics.observe_request(
           model, signature, self._method, 'grpc', code, time.perf_counter() - start
         )
+    # Aborted outside the `except`, with the request let go: grpc keeps the AbortError in a
+    # reference cycle of its own, and raised in the `except` it would carry the error (and
+    # through its traceback the request) as its context; the frame below is in its traceback.
+    request = None
+    await context.abort(*status)
 
 
 def _model_labels(request):
@@ -227,12 +231,8 @@ class Services:
 
     def method(name, fn, request_class, response_class, labels):
       observed = _Observed(self._metrics, name, labels, fn, admission if name in heavy else None)
-
-      async def behaviour(request, context):  # a coroutine function, as grpc.aio needs
-        return await observed(request, context)
-
       return grpc.unary_unary_rpc_method_handler(
-        behaviour,
+        observed.__call__,  # a coroutine function, as grpc.aio needs
         request_deserializer=_deserializer(request_class),
         response_serializer=response_class.SerializeToString,
       )
