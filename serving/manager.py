@@ -78,6 +78,8 @@ class ModelManager:
     execution: memory.ExecutionOptions = memory.DEFAULT_EXECUTION,
   ):
     self._execution = execution
+    # The string work of every call at once, over all models, stays within one request budget.
+    self._string_gate = memory.StringGate(execution.memory_budget_bytes)
     self._models = {m.name: _Model(m) for m in models}
     self._discover_root = discover_root
     self._broken_links = set()  # dangling symlinks under discover_root, already logged
@@ -271,6 +273,8 @@ class ModelManager:
     execution = self._execution
     servable.split_large = execution.split_large_batches
     servable.output_budget_bytes = execution.memory_budget_bytes // 4
+    servable.call_budget_bytes = execution.memory_budget_bytes // 2
+    servable.string_gate = self._string_gate
     for signature in servable.signatures.values():
       if not signature.batchable:
         continue

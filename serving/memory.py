@@ -6,6 +6,12 @@ quarter for the request's answer (its concatenated outputs), the rest for the re
 measured when a version loads, from the process's peak resident set (Linux `VmHWM`, reset
 through /proc/self/clear_refs) around calls of synthetic rows, doubled from 16 rows until the
 rise is well above what the allocator's free lists could hide.
+
+Long strings are costed apart: the calibration's rows are short, but a tokenizer works on the
+whole text whatever the model's window, so a call's working memory also grows with the bytes
+of its strings (STRING_BYTE_FACTOR times). Calls are sized so that this stays within their half
+of the budget too, and the string work of all calls running at once, over every request, is
+held within one budget by a StringGate.
 """
 
 import dataclasses
@@ -31,6 +37,16 @@ MAX_CALL_ROWS = 1024
 # A row costs at least this much (keeps noise in a tiny model's measurement from allowing
 # huge calls).
 MIN_ROW_BYTES = 16 << 10
+# Peak working memory of a signature call per byte of its string inputs, beyond the short rows
+# of the calibration: 20x measured in-process on the trainer's classify and causal LM exports
+# (predict_text, serving_default's tf.Example, generate's prompt; 4-16 MiB texts), about 23x
+# at the server's RSS (a 30 MiB REST text raised it by 693 MB), with the request's decoded copies.
+STRING_BYTE_FACTOR = 24
+# String work estimated below this passes the StringGate without waiting: short texts never
+# queue behind long ones.
+UNGATED_BYTES = 16 << 20
+# How often a call waiting at the StringGate checks its deadline and its client.
+GATE_POLL_SECONDS = 0.1
 _calibrating = threading.Lock()
 
 
@@ -130,3 +146,43 @@ class ExecutionOptions:
 
 
 DEFAULT_EXECUTION = ExecutionOptions()
+
+
+class StringGate:
+  """Holds the estimated string work of the calls running at once, over all requests and
+  models, within `capacity_bytes`: a call whose long strings do not fit waits for others to end.
+
+  Args:
+    capacity_bytes: the estimated working memory (STRING_BYTE_FACTOR per string byte) that
+      calls may take together.
+  """
+
+  def __init__(self, capacity_bytes: int):
+    self.capacity_bytes = capacity_bytes
+    self.held = 0
+    self._changed = threading.Condition()
+
+  def acquire(self, nbytes: int, alive) -> bool:
+    """Waits until `nbytes` fit (at once below UNGATED_BYTES); True once held.
+
+    Args:
+      nbytes: the call's estimated string work, at most capacity_bytes.
+      alive: a function called while waiting, which raises to stop (deadline, client gone).
+
+    Returns:
+      False when `nbytes` is small enough to pass without holding anything.
+    """
+    if nbytes < UNGATED_BYTES:
+      return False
+    with self._changed:
+      while self.held and self.held + nbytes > self.capacity_bytes:
+        self._changed.wait(GATE_POLL_SECONDS)
+        alive()
+      self.held += nbytes
+    return True
+
+  def release(self, nbytes: int) -> None:
+    """Gives back what acquire() held."""
+    with self._changed:
+      self.held -= nbytes
+      self._changed.notify_all()

@@ -1,5 +1,6 @@
 """One loaded SavedModel version: its signatures, their input checks, and the calls into them."""
 
+import functools
 import os
 import threading
 import time
@@ -12,7 +13,7 @@ import tensorflow as tf
 import tensorflow_text  # noqa: F401
 from tensorflow.core.protobuf import saved_model_pb2
 
-from serving import errors
+from serving import errors, memory
 from tfxlm import contract
 
 DEFAULT_SIGNATURE = contract.SERVING_DEFAULT
@@ -173,6 +174,11 @@ class Servable:
     self.split_large = True
     # Most bytes the outputs of one request may take (None: no limit).
     self.output_budget_bytes = None
+    # Set by the model manager: the working memory one call may take (None: no limit), which
+    # also bounds the tokenizer's work on its strings, and the gate the string work of all
+    # calls at once passes (None: none).
+    self.call_budget_bytes = None
+    self.string_gate = None
     self.class_names = _class_names(path)
 
   def signature(self, name: str) -> Signature:
@@ -235,26 +241,35 @@ class Servable:
       )
     _check_live(deadline, stop, signature, 0, batch)
     queue = self.batch_queues.get(signature.name)
+    row_bytes = _row_string_bytes(inputs, batch or 1)
+    self._check_strings(signature, row_bytes)
+    alive = functools.partial(_check_live, deadline, stop, signature, 0, batch)
     if batch is None:
-      return signature(inputs)
+      return self._call(signature, None, inputs, None, deadline, row_bytes, alive)
     step = self.execution_rows(signature)
-    if batch <= step:
-      return self._call(signature, queue, inputs, batch, deadline)
+    bounds = self._bounds(row_bytes, batch, step)
+    if len(bounds) == 1:
+      return self._call(signature, queue, inputs, batch, deadline, row_bytes, alive)
     if not self.split_large:
       raise errors.invalid_argument(
         f'batch of {batch} rows is more than the {step} rows one call of signature'
         f' "{signature.name}" of model "{self.name}" takes; send at most {step} rows per'
         ' request, or start the server with --large_batch_policy=split'
+        if batch > step
+        else f'the {batch} rows carry {int(row_bytes.sum())} bytes of strings, more than one'
+        f' call of signature "{signature.name}" of model "{self.name}" may tokenize'
+        f' ({self._string_limit()} bytes); send fewer or shorter texts per request, or start'
+        ' the server with --large_batch_policy=split'
       )
     parts = []
     began = time.monotonic()
-    for start in range(0, batch, step):
+    for start, end in bounds:
       if start:
         _check_live(deadline, stop, signature, start, batch)
         _check_pace(deadline, signature, start, batch, time.monotonic() - began)
-      rows = min(step, batch - start)
-      chunk = {key: value[start : start + rows] for key, value in inputs.items()}
-      outputs = self._call(signature, queue, chunk, rows, deadline)
+      rows = end - start
+      chunk = {key: value[start:end] for key, value in inputs.items()}
+      outputs = self._call(signature, queue, chunk, rows, deadline, row_bytes[start:end], alive)
       short = [k for k, v in outputs.items() if v.ndim == 0 or v.shape[0] != rows]
       if short:
         raise errors.invalid_argument(
@@ -274,10 +289,73 @@ class Servable:
       parts.append(outputs)
     return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
-  def _call(self, signature, queue, inputs, rows, deadline):
-    if queue is not None:
-      return queue.run(inputs, rows, deadline)
-    return signature(inputs)
+  def _string_limit(self):
+    """Most string bytes one call may tokenize (None: no limit)."""
+    if self.call_budget_bytes is None:
+      return None
+    return self.call_budget_bytes // memory.STRING_BYTE_FACTOR
+
+  def _check_strings(self, signature, row_bytes):
+    """Refuses a request with a row whose strings alone would take more than a call may."""
+    limit = self._string_limit()
+    if limit is None or row_bytes is None or not row_bytes.size:
+      return
+    row = int(np.argmax(row_bytes))
+    if row_bytes[row] > limit:
+      size = int(row_bytes[row])
+      raise errors.ServingError(
+        errors.grpc.StatusCode.RESOURCE_EXHAUSTED,
+        f'row {row} of the request carries {size} bytes ({size / (1 << 20):.1f} MiB) of'
+        f' strings: signature "{signature.name}" of model "{self.name}" would take about'
+        f' {size * memory.STRING_BYTE_FACTOR >> 20} MiB to tokenize them, more than the'
+        f' {self.call_budget_bytes >> 20} MiB one call may use (half of'
+        f' --request_memory_budget_mb); send texts of at most {limit >> 10} KiB',
+        http_status=413,
+      )
+
+  def _bounds(self, row_bytes, batch, step):
+    """The [start, end) rows of each call: at most `step` rows, and no more string bytes than
+    a call may tokenize."""
+    limit = self._string_limit()
+    if limit is None or row_bytes is None or row_bytes.sum() <= limit:
+      return [(start, min(start + step, batch)) for start in range(0, batch, step)]
+    ends = np.cumsum(row_bytes)
+    bounds, start = [], 0
+    while start < batch:
+      before = ends[start - 1] if start else 0
+      fits = int(np.searchsorted(ends, before + limit, side='right'))
+      end = min(start + step, batch, max(fits, start + 1))
+      bounds.append((start, end))
+      start = end
+    return bounds
+
+  def _call(self, signature, queue, inputs, rows, deadline, row_bytes, alive):
+    work = 0 if row_bytes is None else int(row_bytes.sum()) * memory.STRING_BYTE_FACTOR
+    held = self.string_gate is not None and self.string_gate.acquire(work, alive)
+    try:
+      if queue is not None:
+        return queue.run(inputs, rows, deadline)
+      return signature(inputs)
+    finally:
+      if held:
+        self.string_gate.release(work)
+
+
+def _row_string_bytes(inputs, batch):
+  """Bytes of the string elements of each row (over all inputs), or None without strings."""
+  total = None
+  for value in inputs.values():
+    if value.dtype == object:
+      sizes = np.fromiter(
+        (len(x) if isinstance(x, (bytes, str)) else 0 for x in value.flat), np.int64, value.size
+      )
+    elif value.dtype.kind == 'S':
+      sizes = np.char.str_len(value).astype(np.int64)
+    else:
+      continue
+    per_row = sizes.reshape(batch, -1).sum(axis=1) if value.ndim else sizes.reshape(1)
+    total = per_row if total is None else total + per_row
+  return total
 
 
 def _check_live(deadline, stop, signature, done, batch):

@@ -216,6 +216,7 @@ def test_generate_rows_per_call_are_sized_for_the_models_whole_window(tmp_path, 
   )
   manager = ModelManager.__new__(ModelManager)
   manager._execution = memory.ExecutionOptions(memory_budget_bytes=64 << 20)
+  manager._string_gate = memory.StringGate(64 << 20)
   manager._size_calls(servable)
   assert servable.call_rows['predict_text'] == 1024
   assert servable.call_rows['generate'] == (32 << 20) // (30_000 * 128)

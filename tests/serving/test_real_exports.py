@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import classification_pb2, get_model_metadata_pb2, predict_pb2
 
+from serving import memory
 from serving.config import ModelConfig
 from tests.serving import real_models, rest_util
 from tests.serving.conftest import start_server
@@ -248,3 +249,41 @@ def test_bad_inputs_to_real_models(real, name):
   # them): served, not an internal error.
   response = predict(contract.PREDICT_TEXT, contract.TEXT_INPUT, [b'\xff\xfe bad'])
   assert response.outputs
+
+
+def test_huge_strings_are_refused_by_the_memory_budget_and_long_ones_split(real_base):
+  # 48 MiB per request: a call may use 24 MiB, about 1 MiB of text at STRING_BYTE_FACTOR.
+  budget = 48 << 20
+  running = start_server(
+    real_base,
+    [ModelConfig(contract.CLASSIFY, os.path.join(real_base, contract.CLASSIFY))],
+    poll_wait_seconds=0,
+    execution=memory.ExecutionOptions(memory_budget_bytes=budget),
+  )
+  limit = budget // 2 // memory.STRING_BYTE_FACTOR
+  huge = 'good film ' * (2 * limit // 10)  # twice what a call may tokenize
+  long = 'good film ' * (limit * 6 // 10 // 10)  # three of these exceed one call: split
+  path = f'/v1/models/{contract.CLASSIFY}:predict'
+  try:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = contract.CLASSIFY
+    request.model_spec.signature_name = contract.PREDICT_TEXT
+    request.inputs[contract.TEXT_INPUT].CopyFrom(tf.make_tensor_proto(['a film', huge]))
+    with pytest.raises(grpc.RpcError) as raised:
+      running.predictions.Predict(request, timeout=60)
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert f'row 1 of the request carries {len(huge)} bytes' in raised.value.details()
+    assert '--request_memory_budget_mb' in raised.value.details()
+
+    body = {'signature_name': contract.PREDICT_TEXT, 'instances': [huge]}
+    status, answer = rest_util.rest_json(running.rest_url, path, body)
+    assert status == 413, answer
+    assert f'{len(huge)} bytes' in answer['error']
+
+    for texts in (TEXTS, [long] * 3 + TEXTS):
+      body = {'signature_name': contract.PREDICT_TEXT, 'instances': texts}
+      status, answer = rest_util.rest_json(running.rest_url, path, body)
+      assert status == 200, answer
+      assert len(answer['predictions']) == len(texts)
+  finally:
+    running.close()
