@@ -46,6 +46,10 @@ DISCARD_LIMIT_BYTES = 1 << 20
 MAX_LINE_BYTES = 65536
 MAX_HEADERS = 100
 _CONTENT_LENGTH = re.compile(r'[0-9]{1,18}')
+# asyncio's `backlog` is both the listen queue and how many accept()s it tries per wake-up;
+# out of file descriptors, it reports and schedules a retry for every one of them (thousands
+# a second with SOMAXCONN). It gets this many; the kernel's queue is set to SOMAXCONN apart.
+ACCEPT_BATCH = 100
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,11 +185,14 @@ class RestServer:
       self._connection,
       self.address[0],
       self.address[1],
-      backlog=self.request_queue_size,
+      backlog=ACCEPT_BATCH,
       ssl=self._ssl_context,
       ssl_handshake_timeout=TLS_HANDSHAKE_SECONDS if self._ssl_context else None,
       reuse_address=True,
     )
+    for sock in self._listener.sockets:  # the kernel's queue: listen() again, on a duplicate
+      with sock.dup() as listening:
+        listening.listen(self.request_queue_size)
     self.port = self._listener.sockets[0].getsockname()[1]
 
   def _connection(self):

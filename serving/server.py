@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import grpc
 
-from serving import codec, grpc_service, memory, rest
+from serving import codec, grpc_service, loop_errors, memory, rest
 from serving.admission import Admission
 from serving.auth import read_token
 from serving.batching import BatchingOptions
@@ -137,6 +137,7 @@ class Server:
     token = read_token(options.auth_token_file) if options.auth_token_file else None
     self.manager.start()
     self._loop = asyncio.new_event_loop()
+    self._loop.set_exception_handler(loop_errors.AcceptErrorLog())
     self._loop_thread = threading.Thread(
       target=self._loop.run_forever, daemon=True, name='serving-loop'
     )
