@@ -104,7 +104,7 @@ def _flags(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace
     type=int,
     default=0,
     help='A cap on RPCs in the gRPC server, running or queued (beyond, RESOURCE_EXHAUSTED);'
-    ' 0: only the queue bounds them.',
+    ' 0: --request_threads + --max_queued_requests + 256.',
   )
   add(
     '--rest_max_connections',

@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 # After the drain time, how long gRPC still waits for the UNAVAILABLE answers of what was ended
 # (a chunk loop stops within one chunk) before it cancels the rest.
 ABORT_MARGIN_SECONDS = 1.0
+# RPCs the gRPC server takes beyond --request_threads + --max_queued_requests by default: the
+# cheap calls (metadata, status) and the answers to refused ones.
+EXTRA_RPCS = 256
+# Calls received that the event loop has not taken yet (gRPC's server.max_pending_requests).
+PENDING_RPCS = 16384
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +48,7 @@ class ServerOptions:
     max_queued_requests: requests that may wait for a thread; beyond, RESOURCE_EXHAUSTED
       (REST 503).
     grpc_max_concurrent_rpcs: a cap on RPCs in the gRPC server, running or queued (beyond,
-      RESOURCE_EXHAUSTED); 0: none beyond the queue's.
+      RESOURCE_EXHAUSTED); 0: request_threads + max_queued_requests + EXTRA_RPCS.
     max_request_bytes: largest gRPC message or REST body accepted.
     limits: codec.Limits: tensor elements and string bytes one request may carry.
     rest_options: rest.RestOptions but for max_request_bytes, limits and auth_token, which are
@@ -76,6 +81,13 @@ class ServerOptions:
   enable_model_management: bool = False
   drain_seconds: float = 30.0
   rest_timeout_seconds: float | None = 120.0
+
+  @property
+  def grpc_rpc_limit(self) -> int:
+    """The cap on RPCs in the gRPC server: grpc_max_concurrent_rpcs, or derived."""
+    return self.grpc_max_concurrent_rpcs or (
+      self.request_threads + self.max_queued_requests + EXTRA_RPCS
+    )
 
   def __post_init__(self):
     if self.rest_timeout_seconds is not None and self.rest_timeout_seconds <= 0:
@@ -197,8 +209,12 @@ class Server:
         ('grpc.max_receive_message_length', limit),
         ('grpc.max_send_message_length', limit),
         ('grpc.so_reuseport', 0),
+        # Calls gRPC has received but the event loop has not yet taken: beyond its default
+        # (1,000, and randomly up to 3,000) a burst's calls were CANCELLED, never seen here.
+        ('grpc.server.max_pending_requests', PENDING_RPCS),
+        ('grpc.server.max_pending_requests_hard_limit', PENDING_RPCS),
       ],
-      maximum_concurrent_rpcs=options.grpc_max_concurrent_rpcs or None,
+      maximum_concurrent_rpcs=options.grpc_rpc_limit,
     )
     services = grpc_service.Services(
       self.manager, self.metrics, options.limits, options.enable_model_management
