@@ -26,7 +26,7 @@ import time
 
 import grpc
 from aiohttp import http_exceptions, web, web_protocol, web_server
-from aiohttp.http import HttpVersion11
+from aiohttp.http import HttpVersion, HttpVersion10, HttpVersion11
 
 from serving import codec, errors, rest_api
 from serving.admission import Admission
@@ -46,6 +46,7 @@ DISCARD_LIMIT_BYTES = 1 << 20
 MAX_LINE_BYTES = 65536
 MAX_HEADERS = 100
 _CONTENT_LENGTH = re.compile(r'[0-9]{1,18}')
+UNSUPPORTED_VERSION = 'HTTP version not supported: send HTTP/1.1 (or HTTP/1.0)'
 # asyncio's `backlog` is both the listen queue and how many accept()s it tries per wake-up;
 # out of file descriptors, it reports and schedules a retry for every one of them (thousands
 # a second with SOMAXCONN). It gets this many; the kernel's queue is set to SOMAXCONN apart.
@@ -101,6 +102,8 @@ class _Protocol(web_protocol.RequestHandler):
       status = 414 if line in (b'/', b'h') else 431
     elif isinstance(exc, http_exceptions.BadHttpMessage) and 'headers' in str(exc).lower():
       status = 431 if 'too many' in str(exc).lower() else status
+    elif isinstance(exc, http_exceptions.BadStatusLine) and 'HTTP version' in str(exc):
+      status, message = 505, UNSUPPORTED_VERSION
     if status == 500:
       log.error('REST request from %s failed', request.remote, exc_info=exc)
     else:
@@ -268,6 +271,7 @@ class _Handler:
     self._body_state = 'unread' if self._declares_body() else 'none'
     code = 'OK'
     try:
+      self._check_version()
       if http_method not in ('GET', 'POST'):
         self.close_connection = True
         raise errors.ServingError(
@@ -312,6 +316,20 @@ class _Handler:
       # answer finds its request counted.
       self.server.metrics.observe_request(*self.labels, 'rest', code, time.perf_counter() - start)
     self._send(reply)
+
+  def _check_version(self):
+    """Refuses HTTP versions other than 1.0 and 1.1 (505), and a request line without one,
+    which the parser reads as HTTP/0.9 (400); the connection then closes."""
+    version = self.request.version
+    if version in (HttpVersion10, HttpVersion11):
+      return
+    self.close_connection = True
+    self._body_state = 'broken'
+    if version == HttpVersion(0, 9):
+      raise errors.invalid_argument(
+        'the request line has no HTTP version: send "METHOD PATH HTTP/1.1"'
+      )
+    raise errors.ServingError(grpc.StatusCode.UNIMPLEMENTED, UNSUPPORTED_VERSION, http_status=505)
 
   def _authenticate(self):
     token = self.server.options.auth_token
@@ -464,7 +482,9 @@ class _Handler:
           parts.append(part)
     except TimeoutError:
       raise self._fail(
-        400, invalid, f'the body took longer than {timeout:g} s to arrive ({total} bytes came)'
+        408,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        f'the body took longer than {timeout:g} s to arrive ({total} bytes came)',
       ) from None
     except errors.ServingError:
       raise

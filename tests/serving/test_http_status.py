@@ -1,0 +1,74 @@
+"""HTTP statuses of the REST front end's framing errors: a body too slow to arrive (408), an
+HTTP version other than 1.0 and 1.1 (505), a request line without a version (400)."""
+
+import json
+import os
+import time
+
+import pytest
+
+from serving.config import ModelConfig
+from serving.rest import RestOptions
+from tests.serving.conftest import MODEL, start_server
+from tests.serving.hostile_util import RawHttp, post
+
+PREDICT_PATH = f'/v1/models/{MODEL}:predict'
+GOOD_BODY = json.dumps({'signature_name': 'predict_text', 'instances': ['a film']}).encode()
+
+
+@pytest.fixture(scope='module')
+def quick(toy_base):
+  running = start_server(
+    toy_base,
+    [ModelConfig(MODEL, os.path.join(toy_base, MODEL))],
+    poll_wait_seconds=0,
+    options={'rest_options': RestOptions(header_timeout=2.0, body_timeout=0.5)},
+  )
+  yield running
+  running.close()
+
+
+def _answer(port, data):
+  connection = RawHttp(port, timeout=10)
+  try:
+    connection.send(data)
+    status, _, body = connection.response()
+    return status, json.loads(body)
+  finally:
+    connection.close()
+
+
+def test_a_body_too_slow_to_arrive_is_408(quick):
+  connection = RawHttp(quick.server.rest_port, timeout=10)
+  try:
+    connection.send(post(PREDICT_PATH, GOOD_BODY)[:-5])  # the rest never comes
+    started = time.monotonic()
+    status, _, body = connection.response()
+    assert status == 408
+    assert 'the body took longer than 0.5 s to arrive' in json.loads(body)['error']
+    assert time.monotonic() - started < 3
+  finally:
+    connection.close()
+
+
+@pytest.mark.parametrize('version', [b'HTTP/2.0', b'HTTP/3.0', b'HTTP/1.2'])
+def test_an_http_version_other_than_1_0_and_1_1_is_505(quick, version):
+  status, body = _answer(
+    quick.server.rest_port, b'GET /healthz ' + version + b'\r\nHost: x\r\n\r\n'
+  )
+  assert status == 505, body
+  assert 'HTTP/1.1' in body['error']
+
+
+def test_a_request_line_without_a_version_is_400(quick):
+  status, body = _answer(quick.server.rest_port, b'GET /healthz\r\nHost: x\r\n\r\n')
+  assert status == 400, body
+  assert 'no HTTP version' in body['error']
+
+
+@pytest.mark.parametrize('version', [b'HTTP/1.0', b'HTTP/1.1'])
+def test_http_1_0_and_1_1_are_served(quick, version):
+  status, body = _answer(
+    quick.server.rest_port, b'GET /healthz ' + version + b'\r\nHost: x\r\n\r\n'
+  )
+  assert status == 200, body
