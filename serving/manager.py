@@ -45,6 +45,8 @@ class _Model:
     # What the last poll logged about listing the base path: logged again only on a change, so
     # a missing folder is not one warning per poll.
     self.listing = None
+    # (label, version) of the labels pointing at a version not served, already warned of.
+    self.dangling_labels = set()
 
 
 class ModelManager:
@@ -193,6 +195,25 @@ class ModelManager:
       version = max(to_load)
       self._load(model, version, on_disk[version])
     self._unload(model, set(model.serving) - wanted)
+    self._warn_dangling_labels(model)
+
+  def _warn_dangling_labels(self, model):
+    """Warns, once while it lasts, of each version label that points at a version not served
+    (TF Serving refuses such a config at load; here the label answers NOT_FOUND until then)."""
+    served = sorted(model.serving)
+    dangling = {(k, v) for k, v in model.config.labels.items() if v not in model.serving}
+    for label, version in sorted(dangling - model.dangling_labels):
+      log.warning(
+        'model %s: version label "%s" points at version %d, which is not served (served: %s);'
+        ' requests for the label are answered NOT_FOUND until it is: push version %d, or'
+        ' point the label at a served version in the model config',
+        model.config.name,
+        label,
+        version,
+        served or 'none',
+        version,
+      )
+    model.dangling_labels = dangling
 
   def _list_versions(self, model):
     """_versions_on_disk of the model's base path, logging a listing problem once per change

@@ -291,3 +291,21 @@ def test_a_dangling_symlink_under_the_root_is_logged_once_with_its_target(tmp_pa
     assert not [r for r in caplog.records if r.levelname == 'WARNING']
   finally:
     manager.stop()
+
+
+def test_a_label_pointing_at_a_version_not_served_is_warned_of_once(tmp_path, caplog):
+  caplog.set_level('WARNING', logger='serving.manager')
+  base = str(tmp_path)
+  push(base, MODEL, 1, seed=1)
+  manager = _manager(base, labels={'stable': 1, 'canary': 5})
+  try:
+    manager.poll()
+    [warning] = [r.getMessage() for r in caplog.records if 'label' in r.getMessage()]
+    assert f'model {MODEL}: version label "canary" points at version 5' in warning
+    assert 'served: [1]' in warning and 'push version 5' in warning
+    with pytest.raises(errors.ServingError) as raised:
+      manager.resolve(MODEL, label='canary')
+    assert raised.value.code == grpc.StatusCode.NOT_FOUND
+    assert manager.resolve(MODEL, label='stable').version == 1
+  finally:
+    manager.stop()
