@@ -47,6 +47,11 @@ MAX_LINE_BYTES = 65536
 MAX_HEADERS = 100
 _CONTENT_LENGTH = re.compile(r'[0-9]{1,18}')
 UNSUPPORTED_VERSION = 'HTTP version not supported: send HTTP/1.1 (or HTTP/1.0)'
+# After a refusal that closes the connection with the client's bytes unread (its body, a
+# request sent before it was refused), those bytes are read and dropped for up to this long
+# and this many before the socket closes (see _Drain).
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 16 << 20
 # asyncio's `backlog` is both the listen queue and how many accept()s it tries per wake-up;
 # out of file descriptors, it reports and schedules a retry for every one of them (thousands
 # a second with SOMAXCONN). It gets this many; the kernel's queue is set to SOMAXCONN apart.
@@ -92,10 +97,78 @@ class RestOptions:
         raise ValueError(f'REST option {name} must be positive, got {getattr(self, name)}')
 
 
+class _Drain(asyncio.Protocol):
+  """A closing connection whose answer is out and whose write side is shut (FIN): what the
+  client still sends is read and dropped until it closes, LINGER_BYTES have come or
+  LINGER_SECONDS have passed; then the socket closes. Closed on unread bytes instead, the
+  connection is reset, and a client still sending its body fails before it reads the answer.
+
+  Args:
+    transport: the connection's transport.
+    then: the protocol the connection had, told of its end (or None).
+  """
+
+  def __init__(self, transport, then=None):
+    self._transport = transport
+    self._then = then
+    self._left = LINGER_BYTES
+    self._timer = asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.close)
+
+  def data_received(self, data):
+    self._left -= len(data)
+    if self._left < 0:
+      self._transport.close()
+
+  def eof_received(self):
+    return False  # the client is done too: close
+
+  def connection_lost(self, exc):
+    self._timer.cancel()
+    if self._then is not None:
+      self._then.connection_lost(exc)
+
+
+def _close_after_answer(transport, protocol=None):
+  """Closes `transport` once its answer is out, draining the client's bytes meanwhile
+  (_Drain); a TLS connection, which cannot half-close, closes as it is."""
+  if transport.is_closing() or not transport.can_write_eof():
+    transport.close()
+    return
+  transport.write_eof()  # once the answer is written
+  transport.set_protocol(_Drain(transport, protocol))
+  transport.resume_reading()  # a large body may have paused it
+
+
+class _LingeringTransport:
+  """An aiohttp connection's transport whose close() drains first (_close_after_answer) when
+  its protocol's `linger` is set; everything else is the transport's own."""
+
+  def __init__(self, transport, protocol):
+    self._transport = transport
+    self._protocol = protocol
+
+  def __getattr__(self, name):
+    return getattr(self._transport, name)
+
+  def close(self):
+    if self._protocol.linger:
+      self._protocol.linger = False
+      _close_after_answer(self._transport, self._protocol)
+    else:
+      self._transport.close()
+
+
 class _Protocol(web_protocol.RequestHandler):
-  """aiohttp's connection handler, with errors of the HTTP parser answered as JSON."""
+  """aiohttp's connection handler, with errors of the HTTP parser answered as JSON, and a
+  connection closed after a refusal with the client's bytes unread drained first (`linger`)."""
+
+  linger = False
+
+  def connection_made(self, transport):
+    super().connection_made(_LingeringTransport(transport, self))
 
   def handle_error(self, request, status=500, exc=None, message=None):
+    self.linger = True
     if isinstance(exc, http_exceptions.LineTooLong):
       # The request line's URL (from llhttp's URL callback) or a header line.
       line = bytes(exc.args[0][:1]) if exc.args and exc.args[0] else b''
@@ -129,7 +202,7 @@ class _Refuse(asyncio.Protocol):
       b'HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n'
       b'Connection: close\r\nContent-Length: %d\r\n\r\n%s' % (len(self.BODY), self.BODY)
     )
-    transport.close()
+    _close_after_answer(transport)  # the client may have sent its request already
 
 
 class RestServer:
@@ -402,6 +475,8 @@ class _Handler:
       )
     if self.close_connection:
       response.force_close()
+      if self._body_state != 'read' and self._declares_body():
+        self.request.protocol.linger = True  # its body may still be on the way
     self.response = response
 
   # Bodies.
