@@ -1,5 +1,6 @@
-"""A run read back from ML Metadata: the store, the newest artifact a component wrote, an
-artifact's custom property, and each component's executions with their wall times.
+"""A run read back from ML Metadata: the store, one run's view of it, the newest artifact a
+component wrote, an artifact's custom property, and each component's executions with their wall
+times.
 
 The run summary (pipeline/summary.py), the compression figures and the benches read ML
 Metadata through these, so there is one definition of "a component's time": its execution's
@@ -39,6 +40,60 @@ def open_store(metadata_path: str):
   return metadata_store.MetadataStore(
     tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path)
   )
+
+
+class RunView:
+  """A store that shows only the artifacts one pipeline run's executions output: those they
+  wrote and, for cached executions, those they reused (TFX links a cached execution to the
+  outputs it reuses, in the run's context). Everything else goes to the store itself.
+
+  Attributes:
+    run: the run's `pipeline_run` context (its name is the run id), None if no run was found.
+  """
+
+  def __init__(self, store, run, artifact_ids):
+    self._store, self.run, self._ids = store, run, frozenset(artifact_ids)
+
+  def get_artifacts_by_type(self, type_name: str):
+    return [a for a in self._store.get_artifacts_by_type(type_name) if a.id in self._ids]
+
+  def __getattr__(self, name):
+    return getattr(self._store, name)
+
+
+def run_view(store, pipeline_name: str, since_ms: int = 0) -> RunView:
+  """`store` as the newest run of `pipeline_name` started at or after `since_ms` (epoch ms)
+  sees it. Without this, "the newest artifact" is another run's when this run reused (cached)
+  older outputs: e.g. a config change undone reuses the first model, not the one trained since."""
+  from ml_metadata import errors
+  from ml_metadata.proto import metadata_store_pb2
+
+  pipeline = store.get_context_by_type_and_name('pipeline', pipeline_name)
+  executions = [
+    e
+    for e in (store.get_executions_by_context(pipeline.id) if pipeline is not None else [])
+    if e.create_time_since_epoch >= since_ms
+  ]
+  try:
+    run_type = store.get_context_type('pipeline_run').id
+  except errors.NotFoundError:  # no run recorded yet
+    run_type = None
+  runs = {
+    c.id: c
+    for e in executions
+    for c in store.get_contexts_by_execution(e.id)
+    if c.type_id == run_type
+  }
+  if not runs:
+    return RunView(store, None, ())
+  run = max(runs.values(), key=lambda c: (c.create_time_since_epoch, c.id))
+  ids = [e.id for e in store.get_executions_by_context(run.id)]
+  outputs = {
+    event.artifact_id
+    for event in (store.get_events_by_execution_ids(ids) if ids else [])
+    if event.type == metadata_store_pb2.Event.OUTPUT
+  }
+  return RunView(store, run, outputs)
 
 
 def latest(store, type_name: str, since_ms: int = 0):

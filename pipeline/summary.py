@@ -395,12 +395,13 @@ def _references(config, store, summary: RunSummary) -> None:
 def collect(config: config_lib.PipelineConfig, started: float) -> RunSummary:
   """Reads what the run that started at `started` (epoch seconds) produced."""
   since_ms = int(started * 1000) - 1000
-  store = run_metadata.open_store(config.metadata_path)
+  everything = run_metadata.open_store(config.metadata_path)
   summary = RunSummary(
-    components=run_metadata.component_runs(store, config.pipeline_name, since_ms)
+    components=run_metadata.component_runs(everything, config.pipeline_name, since_ms)
   )
-
-  # Outputs of this run, or of the cached executions it reused.
+  # Outputs of this run, or of the cached executions it reused: not the newest on disk, which
+  # after a config change undone (cache hits on older executions) is another run's.
+  store = run_metadata.run_view(everything, config.pipeline_name, since_ms)
   statistics = run_metadata.latest(store, 'ExampleStatistics')
   if statistics is not None:
     summary.statistics = _statistics(statistics.uri)
