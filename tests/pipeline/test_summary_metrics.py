@@ -66,3 +66,46 @@ def test_metrics_of_every_slice_and_the_overall_confusion_matrix(tmp_path):
   assert ids == [str(i) for i in range(30)]
   assert [row[i] for i, row in enumerate(grid)] == [1.0] * 30
   assert sum(map(sum, grid)) == 30.0
+
+
+def _per_label_run(slice_names, class_key):
+  """A 3-label evaluation as TFMA reports it: the overall matrix, and in each label's slice the
+  argmax accuracy beside TFMA's precision and recall binarized at a probability of 0.5 (right
+  answers at 0.4 count as missed)."""
+  grid = [[18.0, 2.0, 0.0], [0.0, 22.0, 0.0], [1.0, 0.0, 17.0]]
+  binarized_recall = [0.5, 3 / 22, 0.25]
+  run = summary.RunSummary(confusion=(['0', '1', '2'], grid))
+  for i, name in enumerate(slice_names):
+    run.per_label[f'label={name}'] = {
+      'sparse_categorical_accuracy': grid[i][i] / sum(grid[i]),
+      'example_count': sum(grid[i]),
+      f'precision ({class_key}:{i})': 1.0,
+      f'recall ({class_key}:{i})': binarized_recall[i],
+    }
+  return run
+
+
+def test_each_label_slice_has_the_precision_and_recall_of_its_accuracy():
+  names = ['neg', 'pos', 'very neg']
+  run = _per_label_run(['0', '1', '2'], 'classId')
+  run.confusion = (names, run.confusion[1])
+  summary.name_labels(run, names)
+  summary.argmax_precision_recall(run, unnamed=False)
+  for name in names:
+    metrics = run.per_label[f'label={name}']
+    assert metrics[f'recall (label {name})'] == metrics['sparse_categorical_accuracy']
+    assert metrics[f'precision (label {name})'] == 1.0
+  assert run.per_label['label=pos']['recall (label pos)'] == 1.0
+  assert run.per_label['label=very neg']['recall (label very neg)'] == 17 / 18
+  # The overall figures are the matrix's too.
+  assert run.metrics['recall (label very neg)'] == 17 / 18
+  assert run.metrics['precision (label neg)'] == 18 / 19
+
+
+def test_unnamed_label_slices_are_recomputed_by_class_id():
+  run = _per_label_run(['0', '1', '2'], 'classId')
+  run.metrics = {'recall (classId:1)': 3 / 22}
+  summary.argmax_precision_recall(run)
+  assert run.per_label['label=1']['recall (classId:1)'] == 1.0
+  assert run.per_label['label=2']['recall (classId:2)'] == 17 / 18
+  assert run.metrics['recall (classId:1)'] == 1.0
