@@ -118,6 +118,39 @@ class _ProgressFilter(logging.Filter):
     return message.startswith('Component') and any(k in message for k in self._KEEP)
 
 
+# The project's own packages: their warnings are the run's (library warnings stay in the log).
+_PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_PROJECT_PACKAGES = ('components', 'trainer', 'pipeline', 'tfxlm', 'serving')
+
+
+class WarningCollector(logging.Handler):
+  """Keeps the distinct WARNING (or worse) messages the project's own code logs during a run,
+  in order: lost data or a weak setup (skipped documents, a vocabulary far below its size)
+  that would otherwise reach only run.log, among thousands of lines of TFX, TensorFlow and Beam.
+
+  Only this process's records: a Beam worker process (large inputs) logs to run.log alone.
+  """
+
+  def __init__(self):
+    super().__init__(logging.WARNING)
+    self.messages: List[str] = []
+    self._seen = set()
+    self._tfxlm = True  # removed with the run's other handlers
+
+  def emit(self, record):
+    path = os.path.abspath(record.pathname or '')
+    inside = os.path.relpath(path, _PROJECT).split(os.sep)[0]
+    if inside not in _PROJECT_PACKAGES:
+      return
+    try:
+      message = record.getMessage().strip()
+    except (TypeError, ValueError):
+      return  # a malformed record: the log file's handler reports it
+    if message and message not in self._seen:
+      self._seen.add(message)
+      self.messages.append(message)
+
+
 def _quiet_logging(log_path: str) -> _ProgressFilter:
   """TFX logs every step at INFO: the console gets the component start/finish lines and
   training progress; `log_path` gets everything. Returns the console's filter."""
@@ -310,6 +343,8 @@ def _run(argv, route_stderr: bool, run_scope: contextlib.ExitStack) -> int:
     # CLI's process Python's stderr stays on the console: the CLI reports its own errors there.
     errors = console.route_native_stderr(log_path, python_stderr='console' if compiling else 'log')
   progress = _quiet_logging(log_path)
+  warnings = WarningCollector()
+  logging.getLogger().addHandler(warnings)
   from pipeline import beam_pool, demo_data, report, summary
   from pipeline.tfx_api import tfx
 
@@ -345,6 +380,7 @@ def _run(argv, route_stderr: bool, run_scope: contextlib.ExitStack) -> int:
   if not args.no_summary:
     try:
       run = summary.collect(config, started)
+      run.warnings, run.log_path = list(warnings.messages), log_path
       report.write_report(config, run)
     except Exception as e:  # noqa: BLE001 - the run succeeded; only its report failed
       logging.getLogger(__name__).exception('the summary failed')

@@ -82,6 +82,30 @@ def _generate_queries(name, grpc, rest):
   ]
 
 
+# The console's Warnings block: at most this many lines, each cut to this many characters.
+MAX_WARNING_LINES, MAX_WARNING_CHARS = 10, 300
+
+
+def warning_lines(summary: RunSummary) -> List[str]:
+  """The console's Warnings block: the run's distinct warnings, the first line of each, at most
+  MAX_WARNING_LINES of them with a count of the rest, and where the full log is."""
+  if not summary.warnings:
+    return []
+  where = f' (full log: {summary.log_path})' if summary.log_path else ''
+  lines = [f'Warnings ({len(summary.warnings)}){where}:']
+  shown = summary.warnings
+  if len(shown) > MAX_WARNING_LINES:
+    shown = shown[: MAX_WARNING_LINES - 1]
+  for message in shown:
+    first, _, rest = message.partition('\n')
+    if rest or len(first) > MAX_WARNING_CHARS:
+      first = first[: MAX_WARNING_CHARS - 3] + '...'
+    lines.append(f'  {first}')
+  if len(shown) < len(summary.warnings):
+    lines.append(f'  ... and {len(summary.warnings) - len(shown)} more in the log')
+  return lines
+
+
 def text(config: config_lib.PipelineConfig, summary: RunSummary) -> str:
   """The end-of-run summary printed to the terminal."""
   lines = ['', f'=== {config.pipeline_name}: run summary ===', 'Components:']
@@ -137,6 +161,7 @@ def text(config: config_lib.PipelineConfig, summary: RunSummary) -> str:
     'TensorBoard:',
     f'  ./dev tensorboard --logdir {shlex.quote(outputs)}  '
     f'(or: make tensorboard OUTPUTS={shlex.quote(outputs)})',
+    *warning_lines(summary),
     '',
   ]
   return '\n'.join(lines)
@@ -337,6 +362,15 @@ def render_report(config: config_lib.PipelineConfig, summary: RunSummary) -> str
     '</p>'
   )
   parts.append(_headline(summary))
+  if summary.warnings:
+    where = (
+      f' (every line in <code>{html.escape(summary.log_path)}</code>)' if summary.log_path else ''
+    )
+    parts.append(
+      f'<h2>Warnings</h2><p>What the run warned of{where}:</p><ul class="warnings">'
+      + ''.join(f'<li>{html.escape(message)}</li>' for message in summary.warnings)
+      + '</ul>'
+    )
   if summary.generations:
     parts.append(
       f'<h2>Generations</h2><p>Sampled with temperature {GENERATE_TEMPERATURE}, '
@@ -417,7 +451,7 @@ def render_report(config: config_lib.PipelineConfig, summary: RunSummary) -> str
     'body{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222}'
     'table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;'
     'padding:2px 8px;text-align:left}figure{display:inline-block;margin:4px}'
-    'pre{overflow-x:auto}'
+    'pre{overflow-x:auto}.warnings li{white-space:pre-wrap;color:#8a4b00}'
     '.headline{background:#f4f8ff;border:1px solid #c8d8f0;padding:8px;font-size:14px}'
   )
   return (

@@ -43,6 +43,9 @@ class RunSummary:
     compression: with `export.quantize` or a `distill` stage (`compression.summarize`): the
       quantization mode, the float model's accuracy beside the evaluated export's, and the
       student's accuracy, blessing and push.
+    warnings: the run's distinct WARNING (or worse) lines of the project's own code (components,
+      trainer, pipeline), in order: skipped documents, a vocabulary far below its size, ...
+    log_path: the run's full log, where every warning and library line is.
   """
 
   components: List[run_metadata.ComponentRun] = dataclasses.field(default_factory=list)
@@ -61,6 +64,8 @@ class RunSummary:
   reference_error: Optional[str] = None
   generations: List[Tuple[str, str]] = dataclasses.field(default_factory=list)
   compression: Dict[str, Any] = dataclasses.field(default_factory=dict)
+  warnings: List[str] = dataclasses.field(default_factory=list)
+  log_path: Optional[str] = None
 
 
 def argmax_precision_recall(summary: RunSummary, unnamed: Optional[bool] = None) -> None:

@@ -416,3 +416,36 @@ def test_what_the_evaluation_left_out_is_said_on_the_console_and_in_the_report()
   assert 'Left out of the evaluation: 120 labels' in report.render_report(config, run)
   run.left_out = None
   assert 'Left out' not in report.text(config, run) + report.render_report(config, run)
+
+
+def test_the_runs_warnings_are_on_the_console_in_the_report_and_in_summary_json(tmp_path):
+  config = config_lib.from_dict(
+    {
+      'pipeline_name': 'demo',
+      'outputs_dir': str(tmp_path),
+      'train': {'task': 'classify', 'train_steps': 2, 'eval_steps': 1},
+    }
+  )
+  log = str(tmp_path / 'run.log')
+  warnings = [
+    'r.csv: skipped 2 empty or whitespace-only documents (lines 323, 324)',
+    'Vocabulary: learned 81 tokens, far below vocabulary.size 500',
+    'label <b>neg</b> & more\nits second line',
+  ] + [f'warning {i}' for i in range(12)]
+  run = summary.RunSummary(warnings=warnings, log_path=log)
+  out = report.text(config, run)
+  block = out[out.index('Warnings (15)') :].strip().splitlines()
+  assert block[0] == f'Warnings (15) (full log: {log}):'
+  assert len(block) == 1 + report.MAX_WARNING_LINES
+  assert block[1] == f'  {warnings[0]}' and block[2] == f'  {warnings[1]}'
+  assert block[3] == '  label <b>neg</b> & more...'  # one line each
+  assert block[-1] == '  ... and 6 more in the log'
+  report.write_report(config, run)
+  assert json.loads((tmp_path / contract.SUMMARY_FILE).read_text())['warnings'] == warnings
+  page = (tmp_path / contract.REPORT_FILE).read_text()
+  assert '<h2>Warnings</h2>' in page and html.escape(log) in page
+  assert f'<li>{html.escape(warnings[2])}</li>' in page and '<b>neg</b>' not in page
+  assert all(html.escape(w) in page for w in warnings)
+  # A run that warned of nothing says nothing of warnings.
+  quiet = summary.RunSummary(log_path=log)
+  assert 'Warnings' not in report.text(config, quiet) + report.render_report(config, quiet)
