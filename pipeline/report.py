@@ -173,6 +173,8 @@ def text(config: config_lib.PipelineConfig, summary: RunSummary) -> str:
 _COLORS = {'train': '#1f6feb', 'eval': '#d9480f'}
 # Train-only diagnostics, drawn after the metrics that have a train and an eval curve.
 _DIAGNOSTICS = ('learning_rate', 'tokens_per_second')
+# A flat series is drawn in a band of this fraction of its value either side.
+FLAT_PAD = 0.1
 
 
 def nice_ticks(low: float, high: float, minimum: int = 3) -> List[float]:
@@ -224,9 +226,12 @@ def svg_chart(
   x0, x1 = min(steps), max(steps)
   y0, y1 = min(values), max(values)
   if x1 == x0:
-    x1 = x0 + 1
-  if y1 == y0:
-    y0, y1 = y0 - 0.5, y1 + 0.5
+    # One logged step (train_steps at or below the log and eval intervals): an axis would be
+    # made up (steps 20 to 21, a learning rate from -0.5 to 0.5); say the figures instead.
+    return _one_step_chart(title, series, width)
+  if y1 == y0:  # a flat series: a band around its value, in its own scale
+    pad = abs(y0) * FLAT_PAD if y0 else 1.0
+    y0, y1 = y0 - pad, y1 + pad
   left, right, top, bottom = 62, 12, 28, 44
 
   def x(step):
@@ -266,9 +271,10 @@ def svg_chart(
     # Legend entries right to left above the plot, so they never cover a curve.
     color = _COLORS.get(name, '#555')
     path = ' '.join(f'{x(s):.1f},{y(v):.1f}' for s, v in sorted(points))
+    radius = 2.5 if len(points) > 1 else 4.5  # a lone point has no line to show it
     marker = (
       ''.join(
-        f'<circle cx="{x(s):.1f}" cy="{y(v):.1f}" r="2.5" fill="{color}"/>' for s, v in points
+        f'<circle cx="{x(s):.1f}" cy="{y(v):.1f}" r="{radius}" fill="{color}"/>' for s, v in points
       )
       if len(points) <= 30
       else ''
@@ -279,6 +285,35 @@ def svg_chart(
       f'text-anchor="end">— {html.escape(name)}</text>'
     )
     legend_x -= 12 + 7 * len(name)
+  return (
+    f'<figure><svg width="{width}" height="{height}" role="img" '
+    f'aria-label="{html.escape(title)}">{"".join(parts)}</svg></figure>'
+  )
+
+
+def one_point_text(name: str, points: List[Tuple[int, float]]) -> str:
+  """`train: one point: 0.6931 at step 20` (the last, if one step was logged twice)."""
+  step, value = sorted(points)[-1]
+  figure = f'{value:,.0f}' if abs(value) >= 1000 else f'{value:.4g}'
+  return f'{name}: one point: {figure} at step {step:,}'
+
+
+def _one_step_chart(title: str, series: Dict[str, List[Tuple[int, float]]], width: int) -> str:
+  """A chart's box holding its figures in words, for series logged at one step only."""
+  rows = sorted(series.items(), key=lambda kv: kv[0] != 'train')
+  height = 44 + 18 * len(rows)
+  parts = [
+    f'<rect x="1" y="24" width="{width - 2}" height="{height - 26}" fill="#fff" stroke="#bbb"/>'
+    f'<text x="1" y="16" font-size="12" font-weight="bold">{html.escape(title)}</text>'
+  ]
+  for i, (name, points) in enumerate(rows):
+    color = _COLORS.get(name, '#555')
+    row_y = 46 + 18 * i
+    parts.append(
+      f'<circle cx="14" cy="{row_y - 4}" r="4.5" fill="{color}"/>'
+      f'<text x="26" y="{row_y}" font-size="12">'
+      f'{html.escape(one_point_text(name, points))}</text>'
+    )
   return (
     f'<figure><svg width="{width}" height="{height}" role="img" '
     f'aria-label="{html.escape(title)}">{"".join(parts)}</svg></figure>'
@@ -450,7 +485,7 @@ def render_report(config: config_lib.PipelineConfig, summary: RunSummary) -> str
   style = (
     'body{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222}'
     'table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;'
-    'padding:2px 8px;text-align:left}figure{display:inline-block;margin:4px}'
+    'padding:2px 8px;text-align:left}figure{display:inline-block;margin:4px;vertical-align:top}'
     'pre{overflow-x:auto}.warnings li{white-space:pre-wrap;color:#8a4b00}'
     '.headline{background:#f4f8ff;border:1px solid #c8d8f0;padding:8px;font-size:14px}'
   )

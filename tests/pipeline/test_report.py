@@ -269,17 +269,38 @@ def test_generate_calls_scalar_and_per_row_signatures(per_row, tmp_path):
   assert texts == (['a:7:1', 'b:7:2'] if per_row else ['a:7', 'b:7'])
 
 
-def test_a_chart_of_one_point_or_a_flat_series_repeats_no_tick_label():
-  # One logged point at step 30 of 2,832 tokens/s: once "30, 30, 31" and "2,832" five times.
-  chart = report.svg_chart('t', {'train': [(30, 2832.0)]}, 'tokens per second')
-  labels = re.findall(r'text-anchor="(?:end|middle)">([^<]+)</text>', chart)
-  y_labels = re.findall(r'text-anchor="end">([^<]+)</text>', chart)
-  x_labels = [label for label in labels if label not in y_labels and label != 'training step']
-  assert len(set(y_labels)) == len(y_labels) >= 3, y_labels
-  assert x_labels == ['30', '31'], x_labels
+def _y_labels(chart):
+  """The y axis's tick labels (the legend's entries are right-aligned too)."""
+  labels = re.findall(r'text-anchor="end">([^<]+)</text>', chart)
+  return [label for label in labels if not label.startswith('—')]
+
+
+def test_a_chart_of_one_step_says_its_figures_instead_of_making_up_axes():
+  # train_steps below the log and eval intervals: one point per series, at one step. It drew
+  # a step axis from 20 to 21, a learning rate from -0.5 to 0.5 and an empty-looking box.
+  chart = report.svg_chart(
+    'Trainer: loss', {'train': [(20, 0.6931)], 'eval': [(20, 0.70123)]}, 'loss'
+  )
+  assert 'train: one point: 0.6931 at step 20' in chart
+  assert 'eval: one point: 0.7012 at step 20' in chart
+  assert chart.count('<circle') == 2 and '<polyline' not in chart
+  assert not _y_labels(chart) and '>21<' not in chart
+  rate = report.svg_chart('t', {'train': [(30, 1e-3)]}, 'learning rate')
+  assert 'one point: 0.001 at step 30' in rate and '-0.5' not in rate
+  speed = report.svg_chart('t', {'train': [(1200, 2832.4)]}, 'tokens per second')
+  assert 'train: one point: 2,832 at step 1,200' in speed
+  # A lone eval point beside a train curve is a marker on the chart, larger than a curve's.
+  mixed = report.svg_chart('t', {'train': [(10, 1.0), (20, 0.5)], 'eval': [(20, 0.7)]}, 'loss')
+  assert '<polyline' in mixed and 'r="4.5"' in mixed
+
+
+def test_a_flat_series_is_drawn_in_its_own_scale_and_repeats_no_tick_label():
   flat = report.svg_chart('t', {'train': [(1, 293.7), (2, 295.1)]}, 'v')
-  y_labels = re.findall(r'text-anchor="end">([^<]+)</text>', flat)
-  assert len(set(y_labels)) == len(y_labels) >= 3, y_labels
+  assert len(set(_y_labels(flat))) == len(_y_labels(flat)) >= 3, _y_labels(flat)
+  constant = report.svg_chart('t', {'train': [(1, 1e-3), (2, 1e-3), (3, 1e-3)]}, 'learning rate')
+  ticks = [float(label.replace(',', '')) for label in _y_labels(constant)]
+  assert len(set(ticks)) == len(ticks) >= 3, ticks
+  assert all(0.0008 <= t <= 0.0012 for t in ticks), ticks  # not -0.5 to 0.5
 
 
 @pytest.mark.parametrize(
