@@ -19,7 +19,7 @@ import re
 import signal
 import sys
 import time
-from typing import List, Optional
+from typing import Callable, Dict, List, Optional
 
 from pipeline import beam_policy
 from tfxlm import console, tfx_cli
@@ -129,12 +129,18 @@ class WarningCollector(logging.Handler):
   that would otherwise reach only run.log, among thousands of lines of TFX, TensorFlow and Beam.
 
   Only this process's records: a Beam worker process (large inputs) logs to run.log alone.
+
+  Attributes:
+    messages: the distinct messages, in order.
+    by_component: the same by the component that was running (`where()`), None for none.
   """
 
-  def __init__(self):
+  def __init__(self, where: Callable[[], Optional[str]] = lambda: None):
     super().__init__(logging.WARNING)
     self.messages: List[str] = []
-    self._seen = set()
+    self.by_component: Dict[Optional[str], List[str]] = {}
+    self._seen = set()  # (component, message): a DoFn may warn once per element
+    self._where = where
     self._tfxlm = True  # removed with the run's other handlers
 
   def emit(self, record):
@@ -146,9 +152,15 @@ class WarningCollector(logging.Handler):
       message = record.getMessage().strip()
     except (TypeError, ValueError):
       return  # a malformed record: the log file's handler reports it
-    if message and message not in self._seen:
-      self._seen.add(message)
+    if not message:
+      return
+    where = self._where()
+    if (None, message) not in self._seen:
+      self._seen.add((None, message))
       self.messages.append(message)
+    if (where, message) not in self._seen:
+      self._seen.add((where, message))
+      self.by_component.setdefault(where, []).append(message)
 
 
 def _quiet_logging(log_path: str) -> _ProgressFilter:
@@ -343,7 +355,7 @@ def _run(argv, route_stderr: bool, run_scope: contextlib.ExitStack) -> int:
     # CLI's process Python's stderr stays on the console: the CLI reports its own errors there.
     errors = console.route_native_stderr(log_path, python_stderr='console' if compiling else 'log')
   progress = _quiet_logging(log_path)
-  warnings = WarningCollector()
+  warnings = WarningCollector(lambda: progress.component)
   logging.getLogger().addHandler(warnings)
   from pipeline import beam_pool, demo_data, report, summary
   from pipeline.tfx_api import tfx
@@ -379,8 +391,8 @@ def _run(argv, route_stderr: bool, run_scope: contextlib.ExitStack) -> int:
     raise
   if not args.no_summary:
     try:
-      run = summary.collect(config, started)
-      run.warnings, run.log_path = list(warnings.messages), log_path
+      run = summary.collect(config, started, warnings.by_component)
+      run.log_path = log_path
       report.write_report(config, run)
     except Exception as e:  # noqa: BLE001 - the run succeeded; only its report failed
       logging.getLogger(__name__).exception('the summary failed')

@@ -9,7 +9,7 @@ last update minus its creation, in the order the executions started.
 
 import dataclasses
 import os
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 
 @dataclasses.dataclass
@@ -49,10 +49,13 @@ class RunView:
 
   Attributes:
     run: the run's `pipeline_run` context (its name is the run id), None if no run was found.
+    nodes: per node id, in the order they started: its execution's state (COMPLETE, CACHED,
+      ...) and the ids of the artifacts it output.
   """
 
-  def __init__(self, store, run, artifact_ids):
+  def __init__(self, store, run, artifact_ids, nodes=None):
     self._store, self.run, self._ids = store, run, frozenset(artifact_ids)
+    self.nodes: Dict[str, Tuple[str, List[int]]] = nodes or {}
 
   def get_artifacts_by_type(self, type_name: str):
     return [a for a in self._store.get_artifacts_by_type(type_name) if a.id in self._ids]
@@ -87,13 +90,21 @@ def run_view(store, pipeline_name: str, since_ms: int = 0) -> RunView:
   if not runs:
     return RunView(store, None, ())
   run = max(runs.values(), key=lambda c: (c.create_time_since_epoch, c.id))
-  ids = [e.id for e in store.get_executions_by_context(run.id)]
-  outputs = {
-    event.artifact_id
-    for event in (store.get_events_by_execution_ids(ids) if ids else [])
-    if event.type == metadata_store_pb2.Event.OUTPUT
-  }
-  return RunView(store, run, outputs)
+  executions = sorted(store.get_executions_by_context(run.id), key=lambda e: e.id)
+  ids = [e.id for e in executions]
+  outputs: Dict[int, List[int]] = {i: [] for i in ids}
+  for event in store.get_events_by_execution_ids(ids) if ids else []:
+    if event.type == metadata_store_pb2.Event.OUTPUT:
+      outputs[event.execution_id].append(event.artifact_id)
+  state_names = {v: k for k, v in metadata_store_pb2.Execution.State.items()}
+  node_type = store.get_context_type('node').id
+  nodes = {}
+  prefix = f'{pipeline_name}.'
+  for e in executions:
+    for c in store.get_contexts_by_execution(e.id):
+      if c.type_id == node_type and c.name.startswith(prefix):
+        nodes[c.name[len(prefix) :]] = (state_names.get(e.last_known_state, '?'), outputs[e.id])
+  return RunView(store, run, {a for found in outputs.values() for a in found}, nodes)
 
 
 def latest(store, type_name: str, since_ms: int = 0):

@@ -44,7 +44,8 @@ class RunSummary:
       quantization mode, the float model's accuracy beside the evaluated export's, and the
       student's accuracy, blessing and push.
     warnings: the run's distinct WARNING (or worse) lines of the project's own code (components,
-      trainer, pipeline), in order: skipped documents, a vocabulary far below its size, ...
+      trainer, pipeline), in order: skipped documents, a vocabulary far below its size, ...;
+      a component reused from the cache brings those its first execution logged.
     log_path: the run's full log, where every warning and library line is.
   """
 
@@ -405,8 +406,66 @@ def _references(config, store, summary: RunSummary) -> None:
     summary.reference_error = f'{type(e).__name__}: {e}'
 
 
-def collect(config: config_lib.PipelineConfig, started: float) -> RunSummary:
-  """Reads what the run that started at `started` (epoch seconds) produced."""
+# In the outputs folder: the warnings each executed component logged, by its output artifacts
+# (`<uri>@<creation ms>`), for the runs that reuse them from the cache.
+WARNINGS_FILE = 'warnings.json'
+
+
+def _artifact_keys(store, ids: List[int]) -> List[str]:
+  """Names of artifacts that stay theirs if metadata.sqlite is started afresh (URIs repeat)."""
+  if not ids:
+    return []
+  return [f'{a.uri}@{a.create_time_since_epoch}' for a in store.get_artifacts_by_id(ids)]
+
+
+def run_warnings(
+  config: config_lib.PipelineConfig, store, logged: Dict[Optional[str], List[str]]
+) -> List[str]:
+  """The run's warnings: those logged outside any component, those of each component it ran,
+  and for each component it reused from the cache, those its first execution logged (kept in
+  WARNINGS_FILE; that run's log is gone), said to be reused. The components' warnings are
+  recorded for later runs.
+
+  Args:
+    config: the run's config (its outputs folder holds WARNINGS_FILE).
+    store: the run's view of ML Metadata (`run_metadata.run_view`).
+    logged: this process's warnings by the component that was running (None: none was).
+  """
+  path = os.path.join(config.resolved_outputs_dir, WARNINGS_FILE)
+  try:
+    with open(path, encoding='utf-8') as f:
+      kept = json.load(f)
+  except (OSError, ValueError):
+    kept = {}
+  kept = kept if isinstance(kept, dict) else {}
+  found, changed = list(logged.get(None, [])), False
+  for node, (state, ids) in store.nodes.items():
+    if state == 'CACHED':
+      for key in _artifact_keys(store, ids):
+        found += [f'{m} (reused: {node} was cached)' for m in kept.get(key, [])]
+    elif logged.get(node):
+      kept.update({key: logged[node] for key in _artifact_keys(store, ids)})
+      found += logged[node]
+      changed = True
+  found += [
+    m for node, messages in logged.items() if node and node not in store.nodes for m in messages
+  ]
+  if changed:
+    try:
+      with open(path, 'w', encoding='utf-8') as f:
+        json.dump(kept, f, indent=1)
+    except OSError:
+      pass  # only a later cached run would miss them: no reason to fail this one
+  return list(dict.fromkeys(found))
+
+
+def collect(
+  config: config_lib.PipelineConfig,
+  started: float,
+  warnings: Optional[Dict[Optional[str], List[str]]] = None,
+) -> RunSummary:
+  """Reads what the run that started at `started` (epoch seconds) produced; `warnings`: the
+  warnings it logged, by component (`run_warnings`)."""
   since_ms = int(started * 1000) - 1000
   everything = run_metadata.open_store(config.metadata_path)
   summary = RunSummary(
@@ -415,6 +474,7 @@ def collect(config: config_lib.PipelineConfig, started: float) -> RunSummary:
   # Outputs of this run, or of the cached executions it reused: not the newest on disk, which
   # after a config change undone (cache hits on older executions) is another run's.
   store = run_metadata.run_view(everything, config.pipeline_name, since_ms)
+  summary.warnings = run_warnings(config, store, warnings or {})
   statistics = run_metadata.latest(store, 'ExampleStatistics')
   if statistics is not None:
     summary.statistics = _statistics(statistics.uri)

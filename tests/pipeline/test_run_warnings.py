@@ -15,8 +15,9 @@ def _record(path, message, level=logging.WARNING):
   return logging.LogRecord('absl', level, path, 1, message, None, None)
 
 
-def test_the_collector_keeps_the_projects_distinct_warnings_in_order():
-  collector = local_runner.WarningCollector()
+def test_the_collector_keeps_the_projects_distinct_warnings_in_order_by_component():
+  running = ['TextExampleGen']
+  collector = local_runner.WarningCollector(lambda: running[0])
   ours = os.path.join(REPO, 'components', 'read_examples.py')
   for record in (
     _record(ours, 'r.csv: skipped 2 empty or whitespace-only documents (lines 3, 4)'),
@@ -26,6 +27,10 @@ def test_the_collector_keeps_the_projects_distinct_warnings_in_order():
     _record(os.path.join(REPO, 'tests', 'x.py'), 'a test of its own'),
   ):
     collector.handle(record)
+  running[0] = 'Vocabulary'
+  collector.handle(
+    _record(ours, 'r.csv: skipped 2 empty or whitespace-only documents (lines 3, 4)')
+  )
   logging.getLogger('t').addHandler(collector)  # the level: INFO lines are not warnings
   try:
     logging.getLogger('t').info('Vocabulary: 81 tokens written')
@@ -35,6 +40,10 @@ def test_the_collector_keeps_the_projects_distinct_warnings_in_order():
     'r.csv: skipped 2 empty or whitespace-only documents (lines 3, 4)',
     'Vocabulary: learned 81 tokens',
   ]
+  assert collector.by_component == {
+    'TextExampleGen': collector.messages,
+    'Vocabulary': [collector.messages[0]],
+  }
 
 
 def test_a_run_that_skipped_documents_says_so_at_its_end(tmp_path, capsys):
@@ -59,3 +68,11 @@ def test_a_run_that_skipped_documents_says_so_at_its_end(tmp_path, capsys):
   assert any('skipped 1 empty' in w for w in written['warnings'])
   assert written['log_path'] == log
   assert 'skipped 1 empty' in (tmp_path / 'outputs' / contract.REPORT_FILE).read_text()
+  # Run again: every component is reused from the cache, and so are its warnings (the first
+  # run's log is gone, its data is still the data this run's model learned from).
+  assert local_runner.main(['--config', str(path)]) == 0
+  out = capsys.readouterr().out
+  assert (
+    'skipped 1 empty or whitespace-only documents (lines 22) (reused: TextExampleGen was cached)'
+    in out[out.index('Warnings (') :]
+  )
