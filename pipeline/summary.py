@@ -83,6 +83,9 @@ def argmax_precision_recall(summary: RunSummary, unnamed: Optional[bool] = None)
   it was predicted as it). TFMA's binarized figures there said, e.g., recall 0.136 beside an
   accuracy of 1.0 (right answers at probabilities below 0.5).
 
+  TFMA's changes of its binarized figures against the last blessed model (`recall_diff (...)`)
+  are dropped: beside the matrix's figures they would be differences of other numbers.
+
   Labels without names (no label vocabulary found, `unnamed`) keep TFMA's class ids; when not
   said, they are unnamed if the metrics name any class id.
   """
@@ -100,6 +103,9 @@ def argmax_precision_recall(summary: RunSummary, unnamed: Optional[bool] = None)
     if own is not None:
       own[f'precision {suffix}'] = 1.0 if right else math.nan
       own[f'recall {suffix}'] = right / actual if actual else math.nan
+    for metrics in [summary.metrics, *summary.per_label.values()]:
+      metrics.pop(f'precision_diff {suffix}', None)
+      metrics.pop(f'recall_diff {suffix}', None)
 
 
 def name_labels(summary: RunSummary, names: List[str]) -> None:

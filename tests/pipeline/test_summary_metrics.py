@@ -104,8 +104,12 @@ def test_each_label_slice_has_the_precision_and_recall_of_its_accuracy():
 
 def test_unnamed_label_slices_are_recomputed_by_class_id():
   run = _per_label_run(['0', '1', '2'], 'classId')
-  run.metrics = {'recall (classId:1)': 3 / 22}
+  run.metrics = {'recall (classId:1)': 3 / 22, 'recall_diff (classId:1)': -0.1}
+  run.per_label['label=1']['recall_diff (classId:1)'] = -0.136
   summary.argmax_precision_recall(run)
   assert run.per_label['label=1']['recall (classId:1)'] == 1.0
+  # TFMA's change of its binarized recall against the last blessed model is not this recall's.
+  assert 'recall_diff (classId:1)' not in run.metrics
+  assert 'recall_diff (classId:1)' not in run.per_label['label=1']
   assert run.per_label['label=2']['recall (classId:2)'] == 17 / 18
   assert run.metrics['recall (classId:1)'] == 1.0
