@@ -13,32 +13,43 @@ Two changes to the stock executor's Beam job, made through the hooks of
   * when the preprocessing_fn's analyzers read no input column (mlm and clm: tokenizing needs no
     analysis), the analysis reads no records: the stock job reads the analyzed splits once for
     the analysis, with every column projected away, and again to transform them.
+
+For classification, the executor also puts the schema's label domain into `custom_config` (every
+label of it gets an id, trained on or not), and afterwards refuses a split (eval) holding a label
+the label vocabulary lacks: the model would have no output for it, and the Evaluator would fail
+on it after the whole training.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import collections
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
+import tensorflow as tf
+import tensorflow_transform as tft
 from tfx import types
 from tfx.components.transform import executor as transform_executor
 from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.proto import transform_pb2
 from tfx.types import artifact_utils, component_spec, standard_artifacts, standard_component_specs
-from tfx.utils import json_utils
+from tfx.utils import io_utils, json_utils
 from tfx_bsl.coders import example_coder
 from tfx_bsl.tfxio import tfxio
 
 from components import beam_specs, tfrecord_files, tfrecords, tfx_internals
+from components.errors import DataError
 from components.vocabulary import VocabularyArtifact
 from tfxlm import contract
 from trainer.config import TrainerConfig
+from trainer.preprocessing import LABEL_DOMAIN_KEY
 
 beam_specs.install()  # Beam DoFn specs read once per kind of DoFn
 
 VOCABULARY_KEY = 'vocabulary'
+TRAIN_SPLIT = 'train'  # the split the label vocabulary is learned from (the stock default)
 COMPRESSION_KEY = 'compression'  # of the transformed examples: a contract.TFRECORD_COMPRESSIONS
 
 
@@ -152,12 +163,83 @@ class Executor(transform_executor.Executor):
     # Arrives as the JSON text 'null' when unset.
     config = json_utils.loads(exec_properties.get(key) or 'null') or {}
     config[contract.VOCAB_URI_KEY] = vocabulary.uri
+    classify = config.get(contract.TASK_KEY) == contract.CLASSIFY
+    if classify:
+      schema = artifact_utils.get_single_instance(input_dict[standard_component_specs.SCHEMA_KEY])
+      config[LABEL_DOMAIN_KEY] = list(label_domain(schema.uri))
     exec_properties = {**exec_properties, key: json_utils.dumps(config)}
     compression = tfrecords.check(exec_properties.pop(COMPRESSION_KEY))
     with tfx_internals.running(_processor(compression)):
       super().Do(input_dict, output_dict, exec_properties)
     for artifact in output_dict[standard_component_specs.TRANSFORMED_EXAMPLES_KEY]:
       tfrecord_files.mark(artifact, compression)
+    if classify:
+      graph = artifact_utils.get_single_instance(
+        output_dict[standard_component_specs.TRANSFORM_GRAPH_KEY]
+      )
+      examples = artifact_utils.get_single_instance(
+        input_dict[standard_component_specs.EXAMPLES_KEY]
+      )
+      label_vocab = tft.TFTransformOutput(graph.uri).vocabulary_file_by_name(
+        contract.LABEL_VOCAB_NAME
+      )
+      check_labels_trained(examples, label_vocab)
+
+
+def label_domain(schema_uri: str) -> tuple[str, ...]:
+  """The string domain of the `label` feature of the schema in folder `schema_uri` (empty: none)."""
+  schema = io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(schema_uri))
+  for feature in schema.feature:
+    if feature.name != contract.LABEL_KEY:
+      continue
+    if feature.HasField('string_domain'):
+      return tuple(feature.string_domain.value)
+    for domain in schema.string_domain:
+      if domain.name == feature.domain:
+        return tuple(domain.value)
+  return ()
+
+
+def unknown_labels(files: Sequence[str], known: set[bytes]) -> collections.Counter:
+  """The labels of the tf.Examples in the TFRecord `files` that are not in `known`, counted."""
+  counts: collections.Counter = collections.Counter()
+  spec = {contract.LABEL_KEY: tf.io.VarLenFeature(tf.string)}
+  for path in files:
+    records = tf.data.TFRecordDataset(
+      path, compression_type='GZIP' if path.endswith(contract.GZIP_SUFFIX) else ''
+    )
+    for batch in records.batch(4096):
+      labels = tf.io.parse_example(batch, spec)[contract.LABEL_KEY].values.numpy()
+      counts.update(label for label in labels.tolist() if label not in known)
+  return counts
+
+
+def check_labels_trained(examples: types.Artifact, label_vocab: str) -> None:
+  """Raises a DataError naming the first split (other than train) with labels outside the label
+  vocabulary file `label_vocab` (the train split's labels and the schema's label domain).
+
+  Raises:
+    DataError: naming the split, the labels and their counts, and what to do.
+  """
+  with tf.io.gfile.GFile(label_vocab, 'rb') as f:
+    known = set(f.read().splitlines())
+  for split in artifact_utils.decode_split_names(examples.split_names):
+    if split == TRAIN_SPLIT:
+      continue
+    folder = artifact_utils.get_split_uri([examples], split)
+    files = sorted(tf.io.gfile.glob(f'{folder}/*'))
+    counts = unknown_labels(files, known)
+    if not counts:
+      continue
+    shown = ', '.join(
+      f'{label.decode(errors="replace")!r} ({count} row{"s" if count > 1 else ""})'
+      for label, count in counts.most_common(8)
+    )
+    raise DataError(
+      f'the {split} split has labels the train split has no rows of: {shown}; the model would '
+      f'have no output for them. What to do: add training rows with these labels, or list '
+      "every label in the schema's label domain (a copy of schemas/labeled, data.schema_dir)"
+    )
 
 
 class Transform(base_beam_component.BaseBeamComponent):

@@ -5,7 +5,10 @@
   task: 'mlm' | 'clm' | 'classify';
   seq_len: int, the fixed length of classification inputs;
   lm_features: bool (classify only, default false), also output the mlm/clm pieces, so that one
-    Transform serves a pretraining stage reading the same examples with the same vocabulary.
+    Transform serves a pretraining stage reading the same examples with the same vocabulary;
+  label_domain: list of str (classify only, optional), the schema's labels: each is in the
+    label vocabulary, with or without training rows, so the model has an output for every label
+    the eval split may hold (components/transform.py reads it from the schema).
 
 Raw input: `text` (string, shape [1] per example) and, for 'classify', `label` (string).
 
@@ -14,7 +17,9 @@ Transformed feature spec:
                                                               texts are truncated before [SEP];
             label      FixedLenFeature([], tf.int64)          id in the `label_vocab` asset (a
                                                               plain one-label-per-line file sorted
-                                                              by label string; unknown -> -1).
+                                                              by label string: the train split's
+                                                              labels and the label_domain's;
+                                                              unknown -> -1).
   mlm, clm: token_ids  VarLenFeature(tf.int64)                the pieces only, no [CLS]/[SEP]/pad:
                                                               the trainer packs and masks.
   classify with lm_features: the classify features, plus
@@ -40,6 +45,9 @@ import tensorflow_transform.beam as tft_beam
 
 from tfxlm import contract
 from trainer.vocabulary import LEARNED_SPECIAL_TOKENS, SpecialTokens, Vocabulary
+
+# The custom_config key of the schema's labels (see the module docstring).
+LABEL_DOMAIN_KEY = 'label_domain'
 
 
 def frame(
@@ -79,7 +87,9 @@ def preprocessing_fn(inputs: dict, custom_config: dict) -> dict:
 
   seq_len = int(custom_config[contract.SEQ_LEN_KEY])
   label = tf.reshape(_dense(inputs[contract.LABEL_KEY]), [-1])
-  label_vocab = sorted_vocabulary(label, contract.LABEL_VOCAB_NAME)
+  label_vocab = sorted_vocabulary(
+    label, contract.LABEL_VOCAB_NAME, also=custom_config.get(LABEL_DOMAIN_KEY) or ()
+  )
   outputs = {
     contract.TOKEN_IDS_KEY: frame(ids, seq_len, special),
     contract.TRANSFORMED_LABEL_KEY: tft.apply_vocabulary(label, label_vocab),
@@ -90,16 +100,19 @@ def preprocessing_fn(inputs: dict, custom_config: dict) -> dict:
 
 
 class _WriteSortedDistinct(tft_beam.experimental.PTransformAnalyzer):
-  """Beam analyzer: the distinct values of a string tensor, sorted, one per line in a file."""
+  """Beam analyzer: the distinct values of a string tensor and `also`, sorted, one per line in a
+  file."""
 
-  def __init__(self, filename: str):
+  def __init__(self, filename: str, also: tuple = ()):
     super().__init__()
     self._filename = filename
+    self._also = tuple(value.encode() for value in also)
 
   def expand(self, batches: beam.PCollection) -> beam.PCollection:
     path = os.path.join(self.base_temp_dir, self._filename)
 
     def write(values):
+      values = set(values) | set(self._also)
       for value in values:
         if b'\n' in value or b'\r' in value:
           raise ValueError(f'{self._filename}: value {value!r} has a line break')
@@ -117,8 +130,10 @@ class _WriteSortedDistinct(tft_beam.experimental.PTransformAnalyzer):
     )
 
 
-def sorted_vocabulary(x: tf.Tensor, name: str) -> tf.Tensor:
+def sorted_vocabulary(x: tf.Tensor, name: str, also=()) -> tf.Tensor:
   """Like `tft.vocabulary`, but sorted by value, so the ids of labels do not depend on counts.
+
+  `also`: strings in the vocabulary whether `x` holds them or not (the schema's labels).
 
   Returns:
     The path of the vocabulary file, an asset of the graph named `name` (for
@@ -126,7 +141,7 @@ def sorted_vocabulary(x: tf.Tensor, name: str) -> tf.Tensor:
   """
   (path,) = tft.experimental.ptransform_analyzer(
     inputs=[x],
-    ptransform=_WriteSortedDistinct(name),
+    ptransform=_WriteSortedDistinct(name, tuple(also)),
     output_dtypes=[tf.string],
     output_shapes=[[]],
     output_asset_default_values=[b'__unset__'],

@@ -12,6 +12,7 @@ from tfx.types import standard_artifacts
 from tfx_bsl.tfxio import tf_example_record
 
 from components import example_encoding, tfrecord_files, tfrecords, transform
+from components.errors import DataError
 from components.vocabulary import VocabularyArtifact
 from pipeline import local_runner
 from tfxlm import contract
@@ -143,3 +144,43 @@ def test_records_written_a_list_at_a_time_are_the_files_a_per_record_write_makes
     written[name] = [record.numpy() for record in dataset]
   assert written['lists'] == [record for batch in batches for record in batch]
   assert written['records'] == written['lists']
+
+
+def _examples_artifact(tmp_path, splits):
+  """An Examples artifact of gzip TFRecord files, one per split, of (text, label) rows."""
+  artifact = standard_artifacts.Examples()
+  artifact.uri = str(tmp_path / 'examples')
+  artifact.split_names = json.dumps(sorted(splits))
+  for split, labels in splits.items():
+    folder = tmp_path / 'examples' / f'Split-{split}'
+    folder.mkdir(parents=True)
+    options = tf.io.TFRecordOptions(compression_type='GZIP')
+    with tf.io.TFRecordWriter(str(folder / 'data-00000-of-00001.gz'), options) as writer:
+      for i, label in enumerate(labels):
+        writer.write(example_encoding.make_example(f'text {i}', label))
+  return artifact
+
+
+def test_an_eval_label_without_training_rows_is_refused_naming_it_and_its_count(tmp_path):
+  vocab = tmp_path / 'label_vocab'
+  vocab.write_bytes(b'neg\npos\n')
+  examples = _examples_artifact(
+    tmp_path, {'train': ['pos', 'neg', 'odd'], 'eval': ['pos', 'café', 'café', 'neg']}
+  )
+  with pytest.raises(DataError, match=r"eval split has labels .*'café' \(2 rows\).*add training"):
+    transform.check_labels_trained(examples, str(vocab))
+  vocab.write_bytes('café\nneg\npos\n'.encode())
+  transform.check_labels_trained(examples, str(vocab))  # the train split is not checked
+
+
+def test_the_label_domain_is_read_from_the_schema_feature_or_a_named_domain(tmp_path):
+  schema = schema_pb2.Schema()
+  schema.feature.add(name=contract.TEXT_KEY, type=schema_pb2.BYTES)
+  label = schema.feature.add(name=contract.LABEL_KEY, type=schema_pb2.BYTES)
+  path = tmp_path / 'schema.pbtxt'
+  path.write_text(str(schema))
+  assert transform.label_domain(str(tmp_path)) == ()
+  label.domain = 'label'
+  schema.string_domain.add(name='label', value=['b', 'a'])
+  path.write_text(str(schema))
+  assert transform.label_domain(str(tmp_path)) == ('b', 'a')

@@ -194,6 +194,17 @@ def test_classify_outputs_and_sorted_label_vocab(tmp_path):
   assert ids[6] == [contract.CLS_ID, contract.SEP_ID] + [contract.PAD_ID] * 6
 
 
+def test_the_label_vocab_holds_every_label_of_the_domain_trained_on_or_not(tmp_path):
+  uri, _ = _vocab_dir(tmp_path / 'v')
+  rows = [{'text': t, 'label': lab} for t, lab in zip(TEXTS, ['pos', 'neg', 'pos', 'neg', 'pos'])]
+  config = {**_custom_config(uri, 'classify', 8), preprocessing.LABEL_DOMAIN_KEY: ['zz', 'café']}
+  out, tft_output = _analyze_and_transform(tmp_path, rows, config)
+  with open(tft_output.vocabulary_file_by_name(contract.LABEL_VOCAB_NAME), encoding='utf-8') as f:
+    labels = f.read().splitlines()
+  assert labels == ['café', 'neg', 'pos', 'zz']
+  assert [labels[o['label']] for o in out] == [r['label'] for r in rows]
+
+
 def test_corpus_outputs_variable_length_ids(tmp_path):
   uri, tokens = _vocab_dir(tmp_path / 'v')
   out, tft_output = _analyze_and_transform(
