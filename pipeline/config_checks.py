@@ -159,12 +159,8 @@ def label_rules(path: str, per_row: bool = False) -> Tuple[Optional[Tuple[str, .
 
 def _check_label_values(config: 'PipelineConfig') -> None:
   values = config.data.label_values
-  if not values:
+  if not values or config.train.task != contract.CLASSIFY:
     return
-  if config.train.task != contract.CLASSIFY:
-    raise ConfigError(
-      f'data.label_values: only for train.task classify, not {config.train.task!r}; leave it empty'
-    )
   domain, _ = label_rules(config.schema_file)
   if domain is not None and set(domain) != set(values):
     raise ConfigError(
@@ -172,6 +168,17 @@ def _check_label_values(config: 'PipelineConfig') -> None:
       f'{config.schema_file}: list the same labels in both (copy schemas/labeled and set '
       'data.schema_dir; schemas/rotten_tomatoes has fresh and rotten)'
     )
+
+
+def check_schema_file(config: 'PipelineConfig') -> None:
+  """The local schema file `config.schema_file` exists, parses, has the features ExampleGen
+  writes, and a label domain that agrees with `data.label_values`."""
+  if not os.path.isfile(config.schema_file):
+    raise ConfigError(
+      f'data.schema_dir: {os.path.dirname(config.schema_file)!r} has no schema.pbtxt'
+    )
+  _check_schema(config)
+  _check_label_values(config)
 
 
 def _preset_folder(preset: str) -> Optional[str]:
@@ -428,11 +435,9 @@ def validate(config: PipelineConfig) -> None:
       )
     if not os.path.isdir(base):
       raise ConfigError(f'data.input_base: folder {base!r} does not exist')
-  if not os.path.isfile(config.schema_file):
-    raise ConfigError(
-      f'data.schema_dir: {os.path.dirname(config.schema_file)!r} has no schema.pbtxt'
-    )
-  _check_schema(config)
+  if '://' not in config.schema_file:
+    # A bucket's schema is read when the pipeline is compiled (pipeline/kubeflow_runner.py).
+    check_schema_file(config)
   if data.input_splits:
     missing = sorted({'train', 'eval'} - set(data.input_splits))
     if missing:
@@ -464,7 +469,10 @@ def validate(config: PipelineConfig) -> None:
       'train.task is classify but data.format is text, which holds no labels: give labeled '
       'csv, jsonl or tfrecord input (data.label_column), or train mlm or clm'
     )
-  _check_label_values(config)
+  if data.label_values and config.train.task != contract.CLASSIFY:
+    raise ConfigError(
+      f'data.label_values: only for train.task classify, not {config.train.task!r}; leave it empty'
+    )
   if config.pretrain is not None:
     if config.pretrain.task == contract.CLASSIFY:
       raise ConfigError('pretrain.task: must be mlm or clm, got classify')

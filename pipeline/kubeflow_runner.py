@@ -23,9 +23,10 @@ import dataclasses
 import json
 import os
 import sys
+import tempfile
 from typing import Dict, Tuple, Union
 
-from pipeline import beam_policy, demo_data
+from pipeline import beam_policy, config_checks, demo_data
 from pipeline import config as config_lib
 from tfxlm import contract
 
@@ -197,18 +198,60 @@ def build(config: config_lib.PipelineConfig):
     config, data=dataclasses.replace(config.data, input_base=_cluster_input_base(config))
   )
   config = config_lib.remote_defaults(config)
-  pipeline = factory.create_pipeline(
-    config,
-    input_base=config.data.input_base,  # the folder or bucket the pods read, nothing to fetch
-    pipeline_root=kubeflow.pipeline_root,
-    metadata_connection_config=None,  # the cluster brings its ML Metadata
-    beam_pipeline_args=beam_args(config),
-    serving_root=kubeflow.serving_root or f'{kubeflow.pipeline_root}/serving',
-    schema_path=lambda path: _in_image(config, path),
-    baseline_strategy=tfx.dsl.experimental.LatestBlessedModelStrategy,
-  )
+  with tempfile.TemporaryDirectory() as local_copy:
+    # The factory reads the schema (its label rules, its fingerprint) as it builds the pipeline.
+    config, schema_uri = _cluster_schema(config, local_copy)
+
+    def schema_path(path: str) -> str:
+      return schema_uri if path == config.schema_file else _in_image(config, path)
+
+    pipeline = factory.create_pipeline(
+      config,
+      input_base=config.data.input_base,  # the folder or bucket the pods read, nothing to fetch
+      pipeline_root=kubeflow.pipeline_root,
+      metadata_connection_config=None,  # the cluster brings its ML Metadata
+      beam_pipeline_args=beam_args(config),
+      serving_root=kubeflow.serving_root or f'{kubeflow.pipeline_root}/serving',
+      schema_path=schema_path,
+      baseline_strategy=tfx.dsl.experimental.LatestBlessedModelStrategy,
+    )
   _trainer_resources(pipeline, kubeflow)
   return pipeline
+
+
+def _cluster_schema(
+  config: config_lib.PipelineConfig, local_copy: str
+) -> Tuple[config_lib.PipelineConfig, str]:
+  """The config to build the pipeline from, and the schema file as the pods see it.
+
+  A curated schema of this repository is read inside the image; a bucket's (gs://...) is
+  copied into the folder `local_copy` and checked as a local one is at config load, the config
+  then naming the copy; a folder elsewhere on this machine is refused.
+  """
+  path = config.schema_file
+  if '://' not in path:
+    if path.startswith(config_lib.REPO + os.sep):
+      return config, _in_image(config, path)
+    raise config_lib.ConfigError(
+      f'data.schema_dir: {os.path.dirname(path)!r} is a folder of this machine, which the '
+      'cluster cannot see: copy schema.pbtxt to gs://... and point data.schema_dir there (or '
+      "put it under this repository's schemas/ and rebuild the image)"
+    )
+  import tensorflow as tf
+
+  try:
+    tf.io.gfile.copy(path, os.path.join(local_copy, 'schema.pbtxt'), overwrite=True)
+  except tf.errors.OpError as e:
+    raise config_lib.ConfigError(
+      f'data.schema_dir: cannot read {path} ({e.message}): the compile reads the schema for '
+      'its label rules; check the path and your access to it'
+    ) from None
+  local = dataclasses.replace(config, data=dataclasses.replace(config.data, schema_dir=local_copy))
+  try:
+    config_checks.check_schema_file(local)
+  except config_lib.ConfigError as e:
+    raise config_lib.ConfigError(str(e).replace(local.schema_file, path)) from None
+  return local, path
 
 
 def runner_config(config: config_lib.PipelineConfig):

@@ -821,3 +821,35 @@ def test_the_corpus_schema_of_a_label_filtering_pretraining_run_is_read_inside_t
   assert labeled == '/pipeline/schemas/labeled/schema.pbtxt'
   assert corpus == '/pipeline/schemas/corpus/schema.pbtxt'
   assert os.path.isfile(os.path.join(config_lib.REPO, os.path.relpath(corpus, '/pipeline')))
+
+
+def test_a_schema_in_a_bucket_is_named_in_the_spec_and_a_local_one_outside_the_repo_refused(
+  tmp_path,
+):
+  import tensorflow as tf
+
+  with open(config_lib.LABELED_SCHEMA, encoding='utf-8') as f:
+    labeled = f.read()
+  local = tmp_path / 'schema'
+  local.mkdir()
+  (local / 'schema.pbtxt').write_text(labeled)
+  config = config_lib.load_config(
+    DEMO, [f'kubeflow.pipeline_root={ROOT}', f'data.schema_dir={local}']
+  )
+  with pytest.raises(config_lib.ConfigError, match=r'^data.schema_dir: .* cluster cannot see'):
+    kubeflow_runner.build(config)
+  # ram:// stands for gs://: a file system only TensorFlow reads, as it reads gs://.
+  bucket = 'ram://tfx-lm-test-bucket/schema'
+  tf.io.gfile.makedirs(bucket)
+  with tf.io.gfile.GFile(f'{bucket}/schema.pbtxt', 'w') as f:
+    f.write(labeled)
+  config = config_lib.load_config(
+    DEMO, [f'kubeflow.pipeline_root={ROOT}', f'data.schema_dir={bucket}']
+  )
+  spec = _compile(str(tmp_path), 'bucket', f'data.schema_dir={bucket}')
+  assert spec.param('ImportSchemaGen', 'schema_file') == f'{bucket}/schema.pbtxt'
+  # Checked as a local schema is at config load, the error naming the bucket's file.
+  with tf.io.gfile.GFile(f'{bucket}/schema.pbtxt', 'w') as f:
+    f.write(labeled + 'feature { name: "extra" type: BYTES }\n')
+  with pytest.raises(config_lib.ConfigError, match=rf'^data.schema_dir: {bucket}/schema.pbtxt: '):
+    kubeflow_runner.build(config)
