@@ -178,6 +178,14 @@ def check_schema_file(config: 'PipelineConfig') -> None:
       f'data.schema_dir: {os.path.dirname(config.schema_file)!r} has no schema.pbtxt'
     )
   _check_schema(config)
+  domain, _ = label_rules(config.schema_file)
+  for value in domain or ():
+    if '\n' in value or '\r' in value:
+      raise ConfigError(
+        f'data.schema_dir: {config.schema_file}: label {value!r} has a line break: the label '
+        'vocabulary holds one label per line; write the label on one line (in the schema and '
+        'the data)'
+      )
   _check_label_values(config)
 
 

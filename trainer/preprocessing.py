@@ -115,7 +115,10 @@ class _WriteSortedDistinct(tft_beam.experimental.PTransformAnalyzer):
       values = set(values) | set(self._also)
       for value in values:
         if b'\n' in value or b'\r' in value:
-          raise ValueError(f'{self._filename}: value {value!r} has a line break')
+          raise ValueError(
+            f'{self._filename}: {value.decode(errors="replace")!r} has a line break: the file '
+            'holds one value per line; relabel the rows with one-line labels'
+          )
       tf.io.gfile.makedirs(os.path.dirname(path))
       with tf.io.gfile.GFile(path, 'wb') as f:
         f.write(b''.join(value + b'\n' for value in sorted(values)))

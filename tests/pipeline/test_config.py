@@ -903,3 +903,17 @@ def test_a_warmup_longer_than_its_stage_is_refused_naming_both_keys(tmp_path, se
     match=rf'c\.yaml: {re.escape(section)}\.warmup_steps: 30 is more than train_steps \(20\)',
   ):
     config_lib.load_config(_write(tmp_path, text))
+
+
+def test_a_schema_label_with_a_line_break_is_refused_naming_the_schema_and_the_label(tmp_path):
+  (tmp_path / 'schema').mkdir()
+  with open(config_lib.LABELED_SCHEMA, encoding='utf-8') as f:
+    labeled = f.read()
+  (tmp_path / 'schema' / 'schema.pbtxt').write_text(
+    labeled.replace('value: "1"', 'value: "two\\nlines"')
+  )
+  with pytest.raises(
+    config_lib.ConfigError,
+    match=r"schema/schema.pbtxt: label 'two\\nlines' has a line break: .* one line",
+  ):
+    config_lib.load_config(_write(tmp_path, 'data: {schema_dir: schema}\n'))

@@ -205,6 +205,13 @@ def test_the_label_vocab_holds_every_label_of_the_domain_trained_on_or_not(tmp_p
   assert [labels[o['label']] for o in out] == [r['label'] for r in rows]
 
 
+def test_a_label_with_a_line_break_is_named_with_what_to_do(tmp_path):
+  uri, _ = _vocab_dir(tmp_path / 'v')
+  rows = [{'text': t, 'label': lab} for t, lab in zip(TEXTS[:2], ['pos', 'two\nlines'])]
+  with pytest.raises(Exception, match=r"'two\\nlines' has a line break: .*one-line labels"):
+    _analyze_and_transform(tmp_path, rows, _custom_config(uri, 'classify', 8))
+
+
 def test_corpus_outputs_variable_length_ids(tmp_path):
   uri, tokens = _vocab_dir(tmp_path / 'v')
   out, tft_output = _analyze_and_transform(
