@@ -27,6 +27,7 @@ import json
 import os
 import re
 import stat
+import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -175,6 +176,12 @@ class _FileToExamples(beam.DoFn):
       problem = f'no label (column {column!r} is empty)'
     else:
       problem = f"label {label!r} is not in the schema's label domain {sorted(self._label_domain)}"
+      same = _same_text(label, self._label_domain)
+      if same is not None:
+        problem = (
+          f"label {ascii(label)} is not in the schema's label domain, whose {ascii(same)} is "
+          'the same text in another Unicode normal form'
+        )
     more = ''
     if len(bad) > 1:
       shown = ', '.join(str(number) for number, _ in bad[:_MAX_REPORTED_LINES])
@@ -187,9 +194,20 @@ class _FileToExamples(beam.DoFn):
     todo = []
     if any(lab is None for _, lab in bad):
       todo.append('give each row a label (or set data.label_column to the column holding them)')
-    if any(lab is not None for _, lab in bad):
+    if any(lab is not None and _same_text(lab, self._label_domain) for _, lab in bad):
+      todo.append('normalize the data or the schema to NFC (unicodedata.normalize)')
+    if any(lab is not None and _same_text(lab, self._label_domain) is None for _, lab in bad):
       todo.append('relabel the rows, or list the labels in a copy of the schema (data.schema_dir)')
     return DataError(f'{path}, line {line}: {problem}{more}\n  What to do: {"; ".join(todo)}')
+
+
+def _same_text(label: str, domain: frozenset[str]) -> str | None:
+  """The value of `domain` that is `label` in another Unicode normal form (NFC equal), if any."""
+  composed = unicodedata.normalize('NFC', label)
+  for value in domain:
+    if unicodedata.normalize('NFC', value) == composed:
+      return value
+  return None
 
 
 def _text_bucket(text: str, total_buckets: int) -> int:

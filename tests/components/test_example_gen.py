@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import unicodedata
 
 import apache_beam as beam
 import pytest
@@ -653,3 +654,17 @@ def test_the_executor_names_a_split_left_empty_by_the_hash_split(tmp_path):
   component = example_gen.create_example_gen(contract.TEXT, str(folder), shuffle=False)
   with pytest.raises(Exception, match=r'is empty after the hash split \(9:1\) .*per split: '):
     _run_executor(component, tmp_path / 'out')
+
+
+def test_a_label_in_another_unicode_normal_form_is_told_apart_with_escapes(tmp_path):
+  decomposed = unicodedata.normalize('NFD', 'café')
+  (tmp_path / 'a.csv').write_text(f'text,label\ngood,café\nbad,{decomposed}\n', encoding='utf-8')
+  with pytest.raises(Exception) as error:
+    _split('csv', tmp_path, label_column='label', label_domain=['café', 'tea'])
+  message = str(error.value)
+  assert (
+    "line 3: label 'cafe\\u0301' is not in the schema's label domain, whose 'caf\\xe9' is the "
+    'same text in another Unicode normal form' in message
+  )
+  assert 'What to do: normalize the data or the schema to NFC' in message
+  assert 'relabel' not in message
