@@ -348,7 +348,7 @@ class PipelineConfig:
   beam: BeamConfig = BeamConfig()
   kubeflow: KubeflowConfig = KubeflowConfig()
   enable_cache: bool = True
-  config_dir: str = ''
+  config_dir: str = dataclasses.field(default='', metadata=typed_config.INTERNAL)
 
   def __post_init__(self):
     typed_config.check_fields(self, names=('pipeline_name',))
@@ -399,6 +399,14 @@ class PipelineConfig:
 
 # --- Loading and validation ---------------------------------------------------------------
 
+# Each stage's step counts: optional to the Trainer (TrainArgs can give them), required here
+# (`config_checks._check_steps`), so a wrong value's error does not offer null.
+_REQUIRED_STEPS = frozenset(
+  f'{stage}.{key}'
+  for stage in ('train', 'pretrain', 'distill.student')
+  for key in ('train_steps', 'eval_steps')
+)
+
 
 def from_dict(data: Dict[str, Any], config_dir: str = '') -> PipelineConfig:
   """Builds and validates a config from a plain mapping."""
@@ -409,7 +417,7 @@ def from_dict(data: Dict[str, Any], config_dir: str = '') -> PipelineConfig:
   if isinstance(data.get('train'), dict) and 'task' not in data['train']:
     # The pipeline's default task, as without a `train` section (TrainerConfig's own is mlm).
     data['train'] = {**data['train'], 'task': PipelineConfig.train.task}
-  config = _resolve_presets(typed_config.from_dict(PipelineConfig, data))
+  config = _resolve_presets(typed_config.from_dict(PipelineConfig, data, required=_REQUIRED_STEPS))
   validate(config)
   return config
 
@@ -474,6 +482,12 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Pi
       )
     config_dir = os.path.dirname(os.path.abspath(path))
   data = config_yaml.with_overrides(data, overrides)
+  keys = [item.partition('=')[0].strip() for item in overrides]
+  for key in keys:
+    # Named as the --set's, not as the file's: the file may have no such key.
+    problem = typed_config.key_problem(PipelineConfig, key)
+    if problem:
+      raise ConfigError(f'--set {key}: {problem}')
   try:
     return from_dict(data, config_dir)
   except ConfigError as e:

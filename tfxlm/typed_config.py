@@ -10,6 +10,7 @@ No TensorFlow and no YAML here: the Trainer reads its custom_config with this mo
 """
 
 import dataclasses
+import difflib
 import math
 import re
 import types
@@ -18,6 +19,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 T = TypeVar('T')
+
+# Field metadata of a field the loader sets, not the user: accepted, but not listed as a known key.
+INTERNAL = {'internal': True}
 
 # A name that becomes a folder, an ML Metadata context or a URL segment: it starts with a letter
 # or digit, then letters, digits, '.', '_' or '-' (no '/', no spaces, never '.' or '..').
@@ -109,7 +113,12 @@ def check_fields(
       raise FieldError(name, f'{value!r} is not a safe name: use {SAFE_NAME_CHARACTERS}')
 
 
-def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = '') -> T:
+def from_dict(
+  cls: type[T],
+  data: Mapping[str, Any] | None,
+  where: str = '',
+  required: frozenset[str] = frozenset(),
+) -> T:
   """Builds the dataclass `cls` from a plain mapping, converting and checking every value.
 
   Args:
@@ -117,6 +126,8 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = '') -> 
       `tuple[X, ...]` and fixed-length tuples are followed.
     data: The mapping (None: all defaults). Keys missing from it keep their defaults.
     where: The dotted key of `data` inside a larger config, for messages ('' at the top).
+    required: dotted keys of `X | None` fields that a later check requires: the type errors of
+      their values do not offer null.
 
   Raises:
     ConfigError: for an unknown key, a value of the wrong type, or one the dataclass's own
@@ -129,17 +140,44 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = '') -> 
       f'{where or cls.__name__}: expected a mapping of {cls.__name__} fields, got {data!r}'
     )
   hints = typing.get_type_hints(cls)
-  known = sorted(f.name for f in dataclasses.fields(cls) if f.init)
-  unknown = sorted(set(data) - set(known))
+  fields = [f for f in dataclasses.fields(cls) if f.init]
+  unknown = sorted(set(data) - {f.name for f in fields}, key=str)
   if unknown:
-    raise ConfigError(
-      f'{where + ": " if where else ""}unknown key {unknown[0]!r} (known keys: {", ".join(known)})'
-    )
-  values = {key: _convert(value, hints[key], _join(where, key)) for key, value in data.items()}
+    known = sorted(f.name for f in fields if not f.metadata.get('internal'))
+    raise ConfigError(f'{where + ": " if where else ""}{unknown_key_message(unknown[0], known)}')
+  values = {
+    key: _convert(value, hints[key], _join(where, key), required=required)
+    for key, value in data.items()
+  }
   try:
     return cls(**values)
   except FieldError as e:
     raise ConfigError(f'{_join(where, e.field)}: {e.message}') from None
+
+
+def unknown_key_message(key: Any, known: Sequence[str]) -> str:
+  """`unknown key 'x' (did you mean 'y'?; known keys: ...)`."""
+  close = difflib.get_close_matches(str(key), known, n=1)
+  guess = f'did you mean {close[0]!r}? ' if close else ''
+  return f'unknown key {key!r} ({guess}known keys: {", ".join(known)})'
+
+
+def key_problem(cls: type, dotted: str) -> str | None:
+  """What is wrong with the dotted key `dotted` of the dataclass `cls` (an unknown key, or one
+  inside a value that is no section), or None when it names a field."""
+  keys = dotted.split('.')
+  for i, key in enumerate(keys):
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+      return f'{".".join(keys[:i])} is not a section'
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    if key not in fields:
+      known = sorted(n for n, f in fields.items() if not f.metadata.get('internal'))
+      return unknown_key_message(key, known)
+    tp = typing.get_type_hints(cls)[key]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+      (tp,) = [a for a in typing.get_args(tp) if a is not type(None)]
+    cls = tp
+  return None
 
 
 def to_dict(value: Any) -> Any:
@@ -155,15 +193,22 @@ def _join(where: str, key: str) -> str:
   return f'{where}.{key}' if where else key
 
 
-def _convert(value: Any, tp: Any, where: str, nullable: bool = False) -> Any:
+def _convert(
+  value: Any,
+  tp: Any,
+  where: str,
+  nullable: bool = False,
+  required: frozenset[str] = frozenset(),
+) -> Any:
   """Checks `value` against the type hint `tp` and returns it in that type (`nullable`: the
-  field also takes null, which the error then names)."""
+  field also takes null, which the error then names; `required`: as `from_dict`'s)."""
   origin = typing.get_origin(tp)
   if origin in (typing.Union, types.UnionType):
     if value is None and type(None) in typing.get_args(tp):
-      return None
+      return None  # a required field's own check refuses it, saying why
     (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
-    return _convert(value, inner, where, nullable=type(None) in typing.get_args(tp))
+    nullable = type(None) in typing.get_args(tp) and where not in required
+    return _convert(value, inner, where, nullable=nullable, required=required)
   if nullable and tp in (bool, int, float):
     expected = {bool: 'true, false or null', int: 'an integer or null', float: 'a number or null'}
     try:
@@ -173,7 +218,9 @@ def _convert(value: Any, tp: Any, where: str, nullable: bool = False) -> Any:
         raise
       _wrong(where, expected[tp], value)
   if dataclasses.is_dataclass(tp):
-    return from_dict(tp, value, where) if value is not None else _wrong(where, 'a mapping', value)
+    if value is None:
+      _wrong(where, 'a mapping', value)
+    return from_dict(tp, value, where, required)
   if origin is tuple:
     return _convert_tuple(value, typing.get_args(tp), where)
   if tp is bool:

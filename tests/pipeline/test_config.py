@@ -917,3 +917,27 @@ def test_a_schema_label_with_a_line_break_is_refused_naming_the_schema_and_the_l
     match=r"schema/schema.pbtxt: label 'two\\nlines' has a line break: .* one line",
   ):
     config_lib.load_config(_write(tmp_path, 'data: {schema_dir: schema}\n'))
+
+
+def test_an_unknown_set_key_is_named_as_the_set_with_a_guess_and_no_internal_keys(tmp_path):
+  path = _write(tmp_path, 'train: {train_steps: 10, eval_steps: 2}\n')
+  with pytest.raises(config_lib.ConfigError) as error:
+    config_lib.load_config(path, ['train.train_step=30'])
+  message = str(error.value)
+  assert message.startswith("--set train.train_step: unknown key 'train_step' (did you mean ")
+  assert "'train_steps'?" in message and path not in message
+  with pytest.raises(config_lib.ConfigError) as error:
+    config_lib.load_config(path, ['trian.seed=1'])
+  assert "did you mean 'train'?" in str(error.value)
+  assert 'config_dir' not in str(error.value)
+
+
+def test_an_unknown_key_in_the_file_gets_a_guess_too(tmp_path):
+  with pytest.raises(config_lib.ConfigError, match=r"data: unknown key 'text_colum' \(did you"):
+    config_lib.load_config(_write(tmp_path, 'data: {text_colum: x}\n'))
+
+
+def test_a_required_step_count_of_the_wrong_type_does_not_offer_null(tmp_path):
+  with pytest.raises(config_lib.ConfigError) as error:
+    config_lib.load_config(_write(tmp_path, 'train: {train_steps: many, eval_steps: 2}\n'))
+  assert "train.train_steps: expected an integer, got 'many'" in str(error.value)
