@@ -175,7 +175,8 @@ def _read_jsonl(
       raise DataError(f'{path}, line {number}: expected a JSON object, got {_json_type(record)}')
     if text_column not in record:
       raise DataError(
-        f'{path}, line {number}: no text field {text_column!r} (fields: {sorted(record)})'
+        f'{path}, line {number}: no text field {text_column!r} (fields: {sorted(record)}): '
+        'set data.jsonl_text_field to the field holding the text'
       )
     text = record[text_column]
     if not isinstance(text, str):

@@ -60,6 +60,54 @@ def _check_schema(config: 'PipelineConfig') -> None:
       )
 
 
+def _first_jsonl_record(config: 'PipelineConfig') -> Optional[Tuple[str, dict]]:
+  """The first JSON object of the first local .jsonl (or .jsonl.gz) input file and its path;
+  None when there is none to read cheaply (ExampleGen reads and checks every file anyway)."""
+  import glob
+  import gzip
+  import json
+
+  data = config.data
+  if data.format != contract.JSONL or not data.input_base or '://' in data.input_base:
+    return None
+  if demo_data.is_dataset(data.input_base):
+    return None
+  folder = config.resolve_path(data.input_base)
+  if data.input_splits:
+    folder = os.path.join(folder, data.input_splits[0])
+  paths = sorted(glob.glob(os.path.join(folder, data.file_pattern or '*.jsonl*')))
+  paths = [p for p in paths if p.endswith(('.jsonl', '.jsonl.gz')) and os.path.isfile(p)]
+  if not paths:
+    return None
+  opener = gzip.open if paths[0].endswith('.gz') else open
+  try:
+    with opener(paths[0], 'rt', encoding='utf-8-sig') as f:
+      line = next((line for line in f if line.strip()), None)
+    record = json.loads(line) if line else None
+  except (OSError, UnicodeDecodeError, ValueError):
+    return None
+  return (paths[0], record) if isinstance(record, dict) else None
+
+
+def _check_first_jsonl_record(config: 'PipelineConfig') -> None:
+  """The first JSONL record has the text field (and, for classify, the label field), as
+  ExampleGen will want of every record: refused now rather than after the pipeline starts."""
+  first = _first_jsonl_record(config)
+  if first is None:
+    return
+  path, record = first
+  data = config.data
+  wanted = [('data.jsonl_text_field', data.jsonl_text_field)]
+  if config.train.task == contract.CLASSIFY and data.label_column:
+    wanted.append(('data.label_column', data.label_column))
+  for key, field in wanted:
+    if field not in record:
+      raise ConfigError(
+        f'{key}: {path}, first record: no field {field!r} (fields: {sorted(record)}): set '
+        f'{key} to the field that holds the {"text" if key.endswith("text_field") else "label"}'
+      )
+
+
 def _check_preset(train: trainer_config.TrainerConfig) -> None:
   """`train.preset`: a local folder (absolute: `pipeline.config` resolves a relative one from
   the config file's folder) exists, is a whole keras-hub preset or Hugging
@@ -472,6 +520,17 @@ def validate(config: PipelineConfig) -> None:
       f'data.label_column: {data.label_column!r} is also the text column: name the column '
       'that holds the labels'
     )
+  if (
+    data.format == contract.JSONL
+    and data.text_column != contract.TEXT_KEY
+    and data.jsonl_text_field == contract.TEXT_KEY
+  ):
+    raise ConfigError(
+      f'data.text_column: {data.text_column!r} is read from csv and tfrecord input; jsonl input '
+      f'reads its text from data.jsonl_text_field: write data.jsonl_text_field: '
+      f'{data.text_column}'
+    )
+  _check_first_jsonl_record(config)
   if config.train.task == contract.CLASSIFY and data.format == contract.TEXT:
     raise ConfigError(
       'train.task is classify but data.format is text, which holds no labels: give labeled '

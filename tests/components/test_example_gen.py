@@ -147,7 +147,8 @@ def test_missing_text_column_names_file_and_columns(tmp_path):
     _read('csv', tmp_path, '*.csv')
   text_data.write_jsonl(str(tmp_path / 'a.jsonl'), [{'text': 'ok'}, {'body': 'x'}])
   with pytest.raises(
-    Exception, match=r"a\.jsonl, line 2: no text field 'text' \(fields: \['body'\]"
+    Exception,
+    match=r"a\.jsonl, line 2: no text field 'text' \(fields: \['body'\]\): set data.jsonl_text",
   ):
     _read('jsonl', tmp_path, '*.jsonl')
 

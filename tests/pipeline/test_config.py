@@ -941,3 +941,24 @@ def test_a_required_step_count_of_the_wrong_type_does_not_offer_null(tmp_path):
   with pytest.raises(config_lib.ConfigError) as error:
     config_lib.load_config(_write(tmp_path, 'train: {train_steps: many, eval_steps: 2}\n'))
   assert "train.train_steps: expected an integer, got 'many'" in str(error.value)
+
+
+def test_jsonl_text_column_points_to_jsonl_text_field(tmp_path):
+  (tmp_path / 'data').mkdir()
+  (tmp_path / 'data' / 'a.jsonl').write_text('\n{"body": "good", "tag": "1"}\n')
+  base = 'data: {format: jsonl, input_base: data, label_column: tag, %s}\n'
+  with pytest.raises(
+    config_lib.ConfigError, match=r"data.text_column: 'body' .* write data.jsonl_text_field: body"
+  ):
+    config_lib.load_config(_write(tmp_path, base % 'text_column: body'), TRAIN_STEPS)
+  with pytest.raises(
+    config_lib.ConfigError,
+    match=r"data.jsonl_text_field: .*a.jsonl, first record: no field 'text' \(fields: \['body',",
+  ):
+    config_lib.load_config(_write(tmp_path, base % 'schema_dir: ""'), TRAIN_STEPS)
+  with pytest.raises(config_lib.ConfigError, match=r"data.label_column: .* no field 'label'"):
+    config_lib.load_config(
+      _write(tmp_path, base.replace('tag', 'label') % 'jsonl_text_field: body'), TRAIN_STEPS
+    )
+  config = config_lib.load_config(_write(tmp_path, base % 'jsonl_text_field: body'), TRAIN_STEPS)
+  assert config.data.jsonl_text_field == 'body'
