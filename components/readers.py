@@ -70,7 +70,7 @@ def _decode(raw: bytes, path: str, line: int) -> str:
   except UnicodeDecodeError as e:
     before = _LINE_END.split(raw[: e.start])
     raise DataError(
-      f'{path}, line {line + len(before) - 1}: invalid UTF-8 (byte {len(before[-1])} of the line '
+      f'{path}, line {line + len(before) - 1}: invalid UTF-8 (byte {len(before[-1]) + 1} of the line, counted from 1, '
       f'is 0x{raw[e.start]:02x}: {e.reason}); re-encode the file as UTF-8'
     ) from None
 
@@ -82,7 +82,7 @@ def _decode_value(raw: bytes, where: str, feature: str) -> str:
     return raw.decode('utf-8')
   except UnicodeDecodeError as e:
     raise DataError(
-      f'{where}: feature {feature!r} is not valid UTF-8 (byte {e.start} is '
+      f'{where}: feature {feature!r} is not valid UTF-8 (byte {e.start + 1}, counted from 1, is '
       f'0x{raw[e.start]:02x}: {e.reason}); write its strings as UTF-8'
     ) from None
 

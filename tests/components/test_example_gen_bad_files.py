@@ -218,8 +218,8 @@ def test_quotes_inside_fields_and_closed_multi_line_fields_are_read(tmp_path):
   'name, data, options, where',
   [
     # Blank lines, CRLF and a bare CR (old Mac) before the bad byte all count as lines.
-    ('a.txt', b'one\n\ntwo\r\nthree\rfo\xffur\n', {}, 'line 5: invalid UTF-8 (byte 2 '),
-    ('a.txt', b'one\nthr\xffee\n', {'text_mode': 'file'}, 'line 2: invalid UTF-8 (byte 3 '),
+    ('a.txt', b'one\n\ntwo\r\nthree\rfo\xffur\n', {}, 'line 5: invalid UTF-8 (byte 3 '),
+    ('a.txt', b'one\nthr\xffee\n', {'text_mode': 'file'}, 'line 2: invalid UTF-8 (byte 4 '),
     ('a.csv', b'label,text\r1,ok\r0,caf\xe9\r1,x\r', {'label_column': 'label'}, 'line 3: '),
   ],
   ids=['text lines', 'text file', 'csv with bare CRs'],
@@ -249,6 +249,7 @@ def test_invalid_utf8_in_a_tfrecord_names_the_record_and_feature(tmp_path, featu
     list(readers.read_records(str(path), 'tfrecord', text_column='text', label_column='label'))
   assert str(error.value).startswith(f"{path}, record 2: feature '{feature}' is not valid UTF-8")
   assert 'line' not in str(error.value)
+  assert f'(byte {4 if feature == "text" else 1}, counted from 1, is 0x' in str(error.value)
 
 
 @pytest.mark.parametrize(
