@@ -157,6 +157,20 @@ def shortfall(spec: dict[str, Any], split: str) -> str | None:
   )
 
 
+def overshoot(spec: dict[str, Any], split: str) -> str | None:
+  """Why a learned WordPiece vocabulary (its vocab.json `spec`) is larger than its target size,
+  and what to do; None when it is not. Not an error: the learner keeps every character."""
+  size, target = spec['size'], spec['target_size']
+  if size <= target:
+    return None
+  return (
+    f'learned {size:,} tokens, more than vocabulary.size {target:,}: a WordPiece vocabulary '
+    f'holds the {len(spec["reserved_tokens"])} reserved tokens and every character of the '
+    f'{split} split, alone and as a ## suffix, whatever the size; set vocabulary.size to '
+    f'{size:,} or more'
+  )
+
+
 def build_vocabulary_pipeline(
   pipeline: beam.Pipeline, examples_pattern: str, output_uri: str, config: dict[str, Any]
 ) -> None:
@@ -286,7 +300,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         f'split {split!r} of {examples.uri} has no examples: no vocabulary learned'
       )
     # Said here, in the pipeline's own process: the Beam job's log may be a worker's.
-    problem = shortfall(vocabulary_files.Vocabulary.read(output_uri).spec, split)
+    spec = vocabulary_files.Vocabulary.read(output_uri).spec
+    problem = shortfall(spec, split) or overshoot(spec, split)
     if problem:
       logging.warning('Vocabulary: %s', problem)
 

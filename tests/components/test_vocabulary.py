@@ -315,6 +315,17 @@ def test_a_vocabulary_far_below_its_size_is_warned_of_naming_both_sizes(tmp_path
   ), warnings
 
 
+def test_a_wordpiece_vocabulary_above_its_size_is_warned_of_saying_why(tmp_path, caplog):
+  with caplog.at_level('WARNING', logger='absl'):
+    out = _run_executor(tmp_path, FIVE_SENTENCES, kind='wordpiece', vocab_size=10)
+  size = json.loads((out / 'vocab.json').read_text())['size']
+  assert size > 10
+  warnings = [r.getMessage() for r in caplog.records if r.levelname == 'WARNING']
+  assert f'Vocabulary: learned {size} tokens, more than vocabulary.size 10: ' in warnings[-1]
+  assert 'every character of the train split' in warnings[-1]
+  assert warnings[-1].endswith(f'set vocabulary.size to {size} or more')
+
+
 def test_a_vocabulary_near_its_size_is_not_warned_of():
   spec = {'size': 80, 'target_size': 100, 'documents': 10, 'unique_words': 500}
   assert vocabulary.shortfall(spec, 'train') is None
