@@ -158,8 +158,8 @@ class _FileToExamples(beam.DoFn):
         shown,
         ', ...' if len(empty_lines) > _MAX_REPORTED_LINES else '',
       )
-    if dropped:
-      logging.info(
+    if dropped:  # as asked, but a misspelled label would lose its rows: the summary lists it
+      logging.warning(
         '%s: dropped %d rows whose label is not in label_values %s (%s)',
         path,
         sum(dropped.values()),

@@ -232,10 +232,15 @@ def short_error(error: BaseException) -> str:
 def failure_text(config, error: BaseException, component, log_path: str) -> str:
   """What the console says when a run stops: what, where, what to do, where the details are."""
   where = f' in {component}' if component else ''
+  message = short_error(error)
+  advice = (  # the error's own advice, when it has some, is the one to follow
+    'Fix it and run again'
+    if 'what to do' in message.lower()
+    else 'What to do: fix the input or setting named above and run again'
+  )
   return (
-    f'\nPipeline {config.pipeline_name!r} stopped{where}:\n  {short_error(error)}\n'
-    'What to do: fix the input or setting named above and run again; completed '
-    'components are reused (cache).\n'
+    f'\nPipeline {config.pipeline_name!r} stopped{where}:\n  {message}\n'
+    f'{advice}; completed components are reused (cache).\n'
     f'  full log and traceback: {log_path}\n'
     f'  artifacts so far: {config.pipeline_root}'
   )

@@ -5,6 +5,7 @@ import re
 import signal
 import subprocess
 import sys
+import types
 
 import pytest
 import yaml
@@ -278,3 +279,17 @@ def test_short_error_caps_long_messages():
   assert len(lines) == local_runner.MAX_MESSAGE_LINES
   assert all(len(line) <= len('ValueError: ') + local_runner.MAX_LINE_CHARS for line in lines)
   assert lines[-1].strip().startswith('... (43 more lines')
+
+
+@pytest.mark.parametrize(
+  'message, advice',
+  [
+    ("label 'x' is not in the domain. What to do: normalize the data to NFC", 'Fix it and run'),
+    ('split eval: no examples', 'What to do: fix the input or setting named above'),
+  ],
+)
+def test_the_failure_says_what_to_do_once(message, advice):
+  config = types.SimpleNamespace(pipeline_name='p', pipeline_root='/out/root')
+  text = local_runner.failure_text(config, ValueError(message), 'Transform', '/out/run.log')
+  assert text.lower().count('what to do') == 1, text
+  assert f'{advice}' in text and 'completed components are reused (cache)' in text
