@@ -94,6 +94,8 @@ def workspace(tmp_path_factory):
   tmp = tmp_path_factory.mktemp('e2e')
   (tmp / 'data').mkdir()
   _write_csv(tmp / 'data' / 'reviews.csv', rows=400)
+  with open(tmp / 'data' / 'reviews.csv', 'a') as f:
+    f.write('" ",1\n')  # line 402: a document of whitespace, skipped with a warning
   return tmp
 
 
@@ -185,6 +187,24 @@ def test_second_run_hits_the_cache_for_every_component(first_run, capsys):
   }  # a resolver is not an execution
   assert states and set(states.values()) == {'CACHED'}, states
   assert 'run summary' in out and 'Pushed to:' in out
+  # The cached ExampleGen logged nothing this time: its first execution's warning comes back.
+  block = out[out.index('Warnings (') :]
+  assert 'full log: ' in block.splitlines()[0]
+  assert (
+    'skipped 1 empty or whitespace-only documents (lines 402) (reused: TextExampleGen was cached)'
+    in block
+  )
+
+
+def test_a_skipped_document_is_a_warning_in_the_summary_and_the_report(first_run):
+  _, config, run = first_run
+  log = os.path.join(config.resolved_outputs_dir, 'run.log')
+  assert run['log_path'] == log
+  assert any(
+    'skipped 1 empty or whitespace-only documents (lines 402)' in w for w in run['warnings']
+  )
+  with open(os.path.join(config.resolved_outputs_dir, contract.REPORT_FILE)) as f:
+    assert 'skipped 1 empty' in f.read()
 
 
 def test_unmet_threshold_is_not_blessed_and_nothing_is_pushed(first_run, workspace, capsys):

@@ -1,12 +1,9 @@
 """The run's own warnings (lost data, a weak setup) reach the console, not only run.log."""
 
-import json
 import logging
 import os
 
 from pipeline import local_runner
-from tests.pipeline import tiny_pipeline
-from tfxlm import contract
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -44,35 +41,3 @@ def test_the_collector_keeps_the_projects_distinct_warnings_in_order_by_componen
     'TextExampleGen': collector.messages,
     'Vocabulary': [collector.messages[0]],
   }
-
-
-def test_a_run_that_skipped_documents_says_so_at_its_end(tmp_path, capsys):
-  data = tmp_path / 'data'
-  data.mkdir()
-  rows = [f'"a {"good" if i % 2 else "dull"} film number {i}",{i % 2}' for i in range(40)]
-  (data / 'reviews.csv').write_text(
-    'review,sentiment\n' + '\n'.join(rows[:20] + ['" ",1'] + rows[20:]) + '\n'
-  )
-  config = tiny_pipeline.classify_config(
-    'warned', tmp_path / 'outputs', data, per_replica_batch_size=4, train_steps=2, eval_steps=1
-  )
-  config['evaluation'] = tiny_pipeline.BLESS_EVERY_MODEL
-  path = tiny_pipeline.write(tmp_path / 'config.yaml', config)
-  assert local_runner.main(['--config', str(path)]) == 0
-  out = capsys.readouterr().out
-  log = str(tmp_path / 'outputs' / 'run.log')
-  block = out[out.index('Warnings (') :]
-  assert f'(full log: {log}):' in block.splitlines()[0]
-  assert 'skipped 1 empty or whitespace-only documents (lines 22)' in block
-  written = json.loads((tmp_path / 'outputs' / contract.SUMMARY_FILE).read_text())
-  assert any('skipped 1 empty' in w for w in written['warnings'])
-  assert written['log_path'] == log
-  assert 'skipped 1 empty' in (tmp_path / 'outputs' / contract.REPORT_FILE).read_text()
-  # Run again: every component is reused from the cache, and so are its warnings (the first
-  # run's log is gone, its data is still the data this run's model learned from).
-  assert local_runner.main(['--config', str(path)]) == 0
-  out = capsys.readouterr().out
-  assert (
-    'skipped 1 empty or whitespace-only documents (lines 22) (reused: TextExampleGen was cached)'
-    in out[out.index('Warnings (') :]
-  )
