@@ -194,13 +194,19 @@ def test_csv_labels_with_surrounding_spaces_are_read_without_them(tmp_path):
   ids=['text field', 'label field', 'after a multi-line field'],
 )
 def test_an_unclosed_quote_names_the_line_it_opens_on(tmp_path, rows, line):
+  path, message = _csv_error(tmp_path, rows)
+  assert message.startswith(f'{path}, line {line}: an unclosed quote: ')
+  assert 'runs to the end of the file' in message and '("")' in message
+
+
+def _csv_error(tmp_path, rows):
+  """(path, message) of the DataError reading `rows` under a label,text (or text,label) header."""
   path = tmp_path / 'a.csv'
   header = 'label,text' if rows[0].startswith('1,') else 'text,label'
   path.write_text('\n'.join([header, *rows]) + '\n')
   with pytest.raises(DataError) as error:
     list(readers.read_records(str(path), 'csv', text_column='text', label_column='label'))
-  assert str(error.value).startswith(f'{path}, line {line}: an unclosed quote: ')
-  assert 'runs to the end of the file' in str(error.value) and '("")' in str(error.value)
+  return path, str(error.value)
 
 
 def test_quotes_inside_fields_and_closed_multi_line_fields_are_read(tmp_path):
@@ -265,12 +271,7 @@ def test_invalid_utf8_in_a_tfrecord_names_the_record_and_feature(tmp_path, featu
   ids=['rows between', 'next line', 'label last'],
 )
 def test_rows_taken_into_a_quoted_field_by_a_stray_quote_are_named(tmp_path, rows, taken):
-  path = tmp_path / 'a.csv'
-  header = 'label,text' if rows[0].startswith('1,') else 'text,label'
-  path.write_text('\n'.join([header, *rows]) + '\n')
-  with pytest.raises(DataError) as error:
-    list(readers.read_records(str(path), 'csv', text_column='text', label_column='label'))
-  message = str(error.value)
+  path, message = _csv_error(tmp_path, rows)
   assert message.startswith(f'{path}, line 4: a quoted field runs on to line {len(rows) + 1} ')
   assert f'takes in line{"s" if "-" in taken else ""} {taken}, which read as rows' in message
   assert '("")' in message

@@ -64,6 +64,13 @@ def start_server(base, models, **kwargs):
   return Running(server, base)
 
 
+def toy_server(base, **options):
+  """A server of MODEL's versions under `base`, polled at once, with ServerOptions `options`."""
+  return start_server(
+    base, [ModelConfig(MODEL, os.path.join(base, MODEL))], poll_wait_seconds=0, options=options
+  )
+
+
 @pytest.fixture(scope='module')
 def toy_base(tmp_path_factory):
   """A base directory with versions 1 and 2 of MODEL (seeds 1 and 2)."""

@@ -3,27 +3,20 @@ with a message, none CANCELLED by gRPC before the server saw it."""
 
 import asyncio
 import collections
-import os
 
 import grpc
 import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from serving.config import ModelConfig
-from tests.serving.conftest import MODEL, start_server
+from tests.serving.conftest import MODEL, toy_server
 
 BURST = 1500
 
 
 @pytest.fixture(scope='module')
 def small(toy_base):
-  running = start_server(
-    toy_base,
-    [ModelConfig(MODEL, os.path.join(toy_base, MODEL))],
-    poll_wait_seconds=0,
-    options={'request_threads': 2, 'max_queued_requests': 16},
-  )
+  running = toy_server(toy_base, request_threads=2, max_queued_requests=16)
   yield running
   running.close()
 

@@ -2,14 +2,12 @@
 HTTP version other than 1.0 and 1.1 (505), a request line without a version (400)."""
 
 import json
-import os
 import time
 
 import pytest
 
-from serving.config import ModelConfig
 from serving.rest import RestOptions
-from tests.serving.conftest import MODEL, start_server
+from tests.serving.conftest import MODEL, toy_server
 from tests.serving.hostile_util import RawHttp, post
 
 PREDICT_PATH = f'/v1/models/{MODEL}:predict'
@@ -18,12 +16,7 @@ GOOD_BODY = json.dumps({'signature_name': 'predict_text', 'instances': ['a film'
 
 @pytest.fixture(scope='module')
 def quick(toy_base):
-  running = start_server(
-    toy_base,
-    [ModelConfig(MODEL, os.path.join(toy_base, MODEL))],
-    poll_wait_seconds=0,
-    options={'rest_options': RestOptions(header_timeout=2.0, body_timeout=0.5)},
-  )
+  running = toy_server(toy_base, rest_options=RestOptions(header_timeout=2.0, body_timeout=0.5))
   yield running
   running.close()
 

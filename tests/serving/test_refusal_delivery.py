@@ -3,15 +3,13 @@ after the answer and drains what the client still sends for a while, rather than
 unread bytes, which resets the connection: the client's send fails, and it never reads the
 answer."""
 
-import os
 import socket
 import time
 
 import pytest
 
-from serving.config import ModelConfig
 from serving.rest import RestOptions
-from tests.serving.conftest import MODEL, start_server
+from tests.serving.conftest import MODEL, toy_server
 
 PREDICT_PATH = f'/v1/models/{MODEL}:predict'
 LIMIT = 1 << 20
@@ -19,11 +17,8 @@ LIMIT = 1 << 20
 
 @pytest.fixture(scope='module')
 def capped(toy_base):
-  running = start_server(
-    toy_base,
-    [ModelConfig(MODEL, os.path.join(toy_base, MODEL))],
-    poll_wait_seconds=0,
-    options={'max_request_bytes': LIMIT, 'rest_options': RestOptions(max_connections=2)},
+  running = toy_server(
+    toy_base, max_request_bytes=LIMIT, rest_options=RestOptions(max_connections=2)
   )
   yield running
   running.close()
