@@ -135,13 +135,16 @@ def custom(artifact, key: str):
 
 
 def component_runs(
-  store, pipeline_name: Optional[str] = None, since_ms: int = 0
+  store, pipeline_name: Optional[str] = None, since_ms: int = 0, run=None
 ) -> List[ComponentRun]:
   """Every node execution of `pipeline_name` (every pipeline if None) created at or after
-  `since_ms` (epoch ms), in the order they started."""
+  `since_ms` (epoch ms), in the order they started; with `run` (a `pipeline_run` context,
+  `RunView.run`), only that run's: another run ending less than the margin before would be
+  listed too."""
   from ml_metadata.proto import metadata_store_pb2
 
   state_names = {v: k for k, v in metadata_store_pb2.Execution.State.items()}
+  mine = None if run is None else {e.id for e in store.get_executions_by_context(run.id)}
   runs = []
   prefix = f'{pipeline_name}.' if pipeline_name is not None else ''
   for context in store.get_contexts_by_type('node'):  # named `<pipeline>.<node id>`
@@ -149,7 +152,7 @@ def component_runs(
       continue
     node = context.name[len(prefix) :] if prefix else context.name.rpartition('.')[2]
     for e in store.get_executions_by_context(context.id):
-      if e.create_time_since_epoch < since_ms:
+      if e.create_time_since_epoch < since_ms or (mine is not None and e.id not in mine):
         continue
       start, end = e.create_time_since_epoch / 1000, e.last_update_time_since_epoch / 1000
       state = state_names.get(e.last_known_state, '?')

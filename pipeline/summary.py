@@ -474,12 +474,14 @@ def collect(
   warnings it logged, by component (`run_warnings`)."""
   since_ms = int(started * 1000) - 1000
   everything = run_metadata.open_store(config.metadata_path)
-  summary = RunSummary(
-    components=run_metadata.component_runs(everything, config.pipeline_name, since_ms)
-  )
   # Outputs of this run, or of the cached executions it reused: not the newest on disk, which
   # after a config change undone (cache hits on older executions) is another run's.
   store = run_metadata.run_view(everything, config.pipeline_name, since_ms)
+  summary = RunSummary(
+    components=run_metadata.component_runs(
+      everything, config.pipeline_name, since_ms, run=store.run
+    )
+  )
   summary.warnings = run_warnings(config, store, warnings or {})
   statistics = run_metadata.latest(store, 'ExampleStatistics')
   if statistics is not None:

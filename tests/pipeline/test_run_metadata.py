@@ -112,6 +112,10 @@ def test_a_run_that_reuses_older_outputs_is_summarized_from_them_not_the_newest(
   built.run('run-3', {node: (outputs, True) for node, outputs in first.items()})
 
   run = summary.collect(config, started=0.0)
+  # The components table too: this run's three (cached) executions, not all nine since `started`.
+  assert [(c.name, c.state) for c in run.components] == [
+    (node, 'CACHED') for node in (contract.TRAINER_ID, contract.EVALUATOR_ID, contract.PUSHER_ID)
+  ]
   assert run.blessed is True
   assert run.pushed_path == '/serving/undo/100'
   assert run.model_run_dirs == [first[contract.TRAINER_ID][0][1].uri]
