@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import logging
 import os
 import signal
 import subprocess
@@ -41,6 +42,8 @@ from apache_beam.portability.api import (
   endpoints_pb2,
 )
 from apache_beam.runners.portability.fn_api_runner import fn_runner
+
+from tfxlm import console
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # What the Beam components' workers need: imported by every pool process before it serves.
@@ -287,6 +290,53 @@ def _exit_on_sigterm(signum, frame):
   raise SystemExit(128 + signum)
 
 
+class _ForwardWarnings(logging.Handler):
+  """In a pool process: the project's own WARNING (or worse) records go to the run's process
+  as well as to stderr (the run log), through the logging endpoint of the harness running now,
+  as Beam's own worker processes send every record: the run's summary lists them
+  (pipeline/local_runner.py `WarningCollector`). A harness is a thread of a process that
+  outlives it, so each one's connection opens and closes with it."""
+
+  def __init__(self):
+    super().__init__(logging.WARNING)
+    self._senders: list = []  # the running harnesses' senders, the newest last
+    self._senders_lock = threading.Lock()
+
+  def emit(self, record):
+    if not console.is_project_file(record.pathname):
+      return
+    with self._senders_lock:
+      sender = self._senders[-1] if self._senders else None
+    if sender is not None:
+      sender.handle(record)
+
+  def open(self, endpoint: endpoints_pb2.ApiServiceDescriptor):
+    """A sender to `endpoint` for the harness starting now; None if it has no endpoint."""
+    from apache_beam.runners.worker.log_handler import FnApiLogRecordHandler
+
+    if not endpoint.url:
+      return None
+    try:
+      sender = FnApiLogRecordHandler(endpoint)
+    except Exception as e:  # noqa: BLE001 - the harness runs on; its warnings stay in the log
+      print(f"cannot reach the run's logging endpoint {endpoint.url}: {e}", file=sys.stderr)
+      return None
+    with self._senders_lock:
+      self._senders.append(sender)
+    return sender
+
+  def close_sender(self, sender) -> None:
+    """Flushes and closes `sender` (from `open`) as its harness ends."""
+    if sender is None:
+      return
+    with self._senders_lock:
+      self._senders.remove(sender)
+    sender.close()
+
+
+_FORWARD = _ForwardWarnings()
+
+
 class _HarnessThreads(beam_fn_api_pb2_grpc.BeamFnExternalWorkerPoolServicer):
   """Beam's worker-pool API in a pool process: each worker is an SDK harness thread, which ends
   (and is dropped, with the DoFns and models it cached) when its runner closes the control
@@ -304,8 +354,20 @@ class _HarnessThreads(beam_fn_api_pb2_grpc.BeamFnExternalWorkerPoolServicer):
         state_cache_size=0,
         data_buffer_time_limit_ms=0,
       )
-      threading.Thread(target=harness.run, name=f'harness-{request.worker_id}', daemon=True).start()
+      sender = _FORWARD.open(request.logging_endpoint)
     except Exception:  # noqa: BLE001 - the runner raises it as "Error starting worker: ..."
+      return beam_fn_api_pb2.StartWorkerResponse(error=traceback.format_exc())
+
+    def run():
+      try:
+        harness.run()
+      finally:
+        _FORWARD.close_sender(sender)
+
+    try:
+      threading.Thread(target=run, name=f'harness-{request.worker_id}', daemon=True).start()
+    except Exception:  # noqa: BLE001 - the runner raises it as "Error starting worker: ..."
+      _FORWARD.close_sender(sender)
       return beam_fn_api_pb2.StartWorkerResponse(error=traceback.format_exc())
     return beam_fn_api_pb2.StartWorkerResponse()
 
@@ -329,6 +391,9 @@ def _serve(imports: Sequence[str]) -> int:
     beam_fn_api_pb2_grpc.add_BeamFnExternalWorkerPoolServicer_to_server(_HarnessThreads(), server)
     port = server.add_insecure_port('127.0.0.1:0')
     server.start()
+    if not logging.getLogger().handlers:
+      logging.basicConfig()  # stderr, as the first `logging.warning` call would make it
+    logging.getLogger().addHandler(_FORWARD)
   except Exception as e:  # noqa: BLE001 - reported to the parent, traceback to the log
     traceback.print_exc()
     print(f'{_FAILED}{type(e).__name__}: {e}'.replace('\n', ' '), file=report, flush=True)

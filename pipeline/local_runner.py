@@ -19,7 +19,7 @@ import re
 import signal
 import sys
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from pipeline import beam_policy
 from tfxlm import console, tfx_cli
@@ -118,9 +118,23 @@ class _ProgressFilter(logging.Filter):
     return message.startswith('Component') and any(k in message for k in self._KEEP)
 
 
-# The project's own packages: their warnings are the run's (library warnings stay in the log).
-_PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_PROJECT_PACKAGES = ('components', 'trainer', 'pipeline', 'tfxlm', 'serving')
+# A Beam worker's log entry, as Beam's logging service in this process logs it
+# (`str(LogEntry)`, after 'Worker: ' in portable runs): its fields name the worker's file.
+_BEAM_LOG_ENTRY = 'log_location: "'
+
+
+def _beam_worker_entry(text: str) -> Tuple[str, str]:
+  """(file, message) of a Beam worker's log entry logged as protobuf text; ('', '') if it does
+  not read as one."""
+  from apache_beam.portability.api import beam_fn_api_pb2
+  from google.protobuf import text_format
+
+  entry = beam_fn_api_pb2.LogEntry()
+  try:
+    text_format.Parse(text.removeprefix('Worker:').strip(), entry, allow_unknown_field=True)
+  except text_format.ParseError:
+    return '', ''
+  return entry.log_location.rpartition(':')[0], entry.message.strip()
 
 
 class WarningCollector(logging.Handler):
@@ -128,7 +142,9 @@ class WarningCollector(logging.Handler):
   in order: lost data or a weak setup (skipped documents, a vocabulary far below its size)
   that would otherwise reach only run.log, among thousands of lines of TFX, TensorFlow and Beam.
 
-  Only this process's records: a Beam worker process (large inputs) logs to run.log alone.
+  A Beam worker process's records (large inputs run on several) reach this process through
+  Beam's logging service as one record each, the worker's entry in protobuf text: they are
+  kept by the file and message the entry names.
 
   Attributes:
     messages: the distinct messages, in order.
@@ -144,15 +160,14 @@ class WarningCollector(logging.Handler):
     self._tfxlm = True  # removed with the run's other handlers
 
   def emit(self, record):
-    path = os.path.abspath(record.pathname or '')
-    inside = os.path.relpath(path, _PROJECT).split(os.sep)[0]
-    if inside not in _PROJECT_PACKAGES:
-      return
+    path = os.path.abspath(record.pathname or os.sep)
     try:
       message = record.getMessage().strip()
     except (TypeError, ValueError):
       return  # a malformed record: the log file's handler reports it
-    if not message:
+    if _BEAM_LOG_ENTRY in message and f'{os.sep}apache_beam{os.sep}' in path:
+      path, message = _beam_worker_entry(message)
+    if not console.is_project_file(path) or not message:
       return
     where = self._where()
     if (None, message) not in self._seen:

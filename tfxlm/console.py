@@ -16,6 +16,16 @@ import tempfile
 from typing import Sequence, TextIO
 
 _routed: dict = {}
+_PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The project's own packages: a run's summary lists their warnings (library warnings stay in
+# the log).
+_PROJECT_PACKAGES = ('components', 'trainer', 'pipeline', 'tfxlm', 'serving')
+
+
+def is_project_file(path: str) -> bool:
+  """Whether `path` (a log record's file) is in one of the project's own packages."""
+  inside = os.path.relpath(os.path.abspath(path or os.sep), _PROJECT).split(os.sep)[0]
+  return inside in _PROJECT_PACKAGES
 
 
 def default_log_path(program: str) -> str:

@@ -3,6 +3,7 @@ reports worker errors as the runner does, and leaves no process behind however t
 
 import glob
 import importlib.util
+import logging
 import os
 import random
 import signal
@@ -48,6 +49,18 @@ def _children():
   return found
 
 
+def _warns_as(path):
+  """A function whose records name `path` as their file, as a module at `path` would log."""
+  source = (
+    'def warn(name):\n'
+    "  logging.getLogger('absl').warning('%s: skipped 1 empty document (line 2)', name)\n"
+    '  return name\n'
+  )
+  scope = {'__name__': 'pool_warning_probe', 'logging': logging}
+  exec(compile(source, path, 'exec'), scope)
+  return scope['warn']
+
+
 def test_pool_serves_pipelines_on_its_processes_and_leaves_none():
   before = _children()
   with beam_pool.WorkerPool(imports=()) as pool:
@@ -71,6 +84,23 @@ def test_pool_serves_pipelines_on_its_processes_and_leaves_none():
         assert_that(ran_in_pool, equal_to([True]))
     # Each pipeline's two workers went to different processes.
     assert sorted(pool.dispatcher.started.values()) == [0, 0, 1, 1]
+    # A warning the project's code logs in a pool process reaches this one (the run's summary
+    # lists it); a library's stays in the pool's log. The function is pickled by value and
+    # claims a file of the project's (the real readers import TensorFlow into the pool: 13
+    # CPU-seconds; tests/pipeline/test_run_warnings.py follows the records from there).
+    collector = local_runner.WarningCollector(lambda: 'TextExampleGen')
+    logging.getLogger().addHandler(collector)
+    try:
+      with beam.Pipeline(argv=args) as p:
+        _ = (
+          p
+          | beam.Create(['docs.txt'])
+          | beam.Map(_warns_as(os.path.join(REPO, 'components', 'read_examples.py')))
+          | 'Library' >> beam.Map(_warns_as(os.path.join(REPO, 'site-packages', 'beam.py')))
+        )
+    finally:
+      logging.getLogger().removeHandler(collector)
+    assert collector.messages == ['docs.txt: skipped 1 empty document (line 2)']
     with pytest.raises(Exception) as raised:
       with beam.Pipeline(argv=args) as p:
         _ = p | beam.Create(['1', '2', 'row 3 is bad']) | beam.Map(int)

@@ -41,3 +41,39 @@ def test_the_collector_keeps_the_projects_distinct_warnings_in_order_by_componen
     'TextExampleGen': collector.messages,
     'Vocabulary': [collector.messages[0]],
   }
+
+
+def test_a_beam_worker_processs_warnings_are_collected_by_the_file_it_names():
+  """Large inputs run on Beam worker processes, whose records reach the pipeline's process
+  through Beam's logging service (portable runs and the FnApiRunner log them differently)."""
+  from apache_beam.portability.api import beam_fn_api_pb2
+  from apache_beam.runners.portability import local_job_service
+  from apache_beam.runners.portability.fn_api_runner import worker_handlers
+
+  def entry(path, message, severity=beam_fn_api_pb2.LogEntry.Severity.WARN):
+    return beam_fn_api_pb2.LogEntry(
+      severity=severity, message=message, log_location=f'{path}:42', thread='Thread-3'
+    )
+
+  ours = os.path.join(REPO, 'components', 'read_examples.py')
+  skipped = 'big.csv: skipped 3 empty documents (lines "7", 9)\nand a second line é'
+  entries = beam_fn_api_pb2.LogEntry.List(
+    log_entries=[
+      entry(ours, skipped),
+      entry('/opt/venv/lib/python3.13/site-packages/apache_beam/x.py', 'No semi_persistent_dir'),
+      entry(ours, 'read 900 rows', beam_fn_api_pb2.LogEntry.Severity.INFO),
+      entry(os.path.join(REPO, 'components', 'vocabulary.py'), 'Vocabulary: learned 81 tokens'),
+    ]
+  )
+  collector = local_runner.WarningCollector(lambda: 'CsvExampleGen')
+  root = logging.getLogger()
+  root.addHandler(collector)
+  try:
+    list(local_job_service.BeamFnLoggingServicer().Logging([entries]))
+    list(worker_handlers.BasicLoggingService().Logging([entries]))
+    unreadable = f'Worker: log_location: "{ours}:1" message: "unterminated'
+    collector.handle(_record(local_job_service.__file__, unreadable))
+  finally:
+    root.removeHandler(collector)
+  assert collector.messages == [skipped, 'Vocabulary: learned 81 tokens']
+  assert collector.by_component == {'CsvExampleGen': collector.messages}
