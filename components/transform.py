@@ -14,10 +14,10 @@ Two changes to the stock executor's Beam job, made through the hooks of
     analysis), the analysis reads no records: the stock job reads the analyzed splits once for
     the analysis, with every column projected away, and again to transform them.
 
-For classification, the executor also puts the schema's label domain into `custom_config` (every
-label of it gets an id, trained on or not), and afterwards refuses a split (eval) holding a label
-the label vocabulary lacks: the model would have no output for it, and the Evaluator would fail
-on it after the whole training.
+For classification, the executor also adds the schema's label domain to the labels in
+`custom_config` (`data.label_values`): every one of them gets an id, trained on or not. Afterwards
+it refuses a split (eval) holding a label the label vocabulary lacks: the model would have no
+output for it, and the Evaluator would fail on it after the whole training.
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ class Executor(transform_executor.Executor):
     classify = config.get(contract.TASK_KEY) == contract.CLASSIFY
     if classify:
       schema = artifact_utils.get_single_instance(input_dict[standard_component_specs.SCHEMA_KEY])
-      config[LABEL_DOMAIN_KEY] = list(label_domain(schema.uri))
+      config[LABEL_DOMAIN_KEY] = model_labels(config.get(LABEL_DOMAIN_KEY, ()), schema.uri)
     exec_properties = {**exec_properties, key: json_utils.dumps(config)}
     compression = tfrecords.check(exec_properties.pop(COMPRESSION_KEY))
     with tfx_internals.running(_processor(compression)):
@@ -198,6 +198,12 @@ def label_domain(schema_uri: str) -> tuple[str, ...]:
       if domain.name == feature.domain:
         return tuple(domain.value)
   return ()
+
+
+def model_labels(label_values: Sequence[str], schema_uri: str) -> list[str]:
+  """The labels that each get an id, trained on or not: `label_values` (`data.label_values`) and
+  the label domain of the schema in folder `schema_uri`, sorted as the label vocabulary is."""
+  return sorted({*label_values, *label_domain(schema_uri)})
 
 
 def unknown_labels(files: Sequence[str], known: set[bytes]) -> collections.Counter:
@@ -306,6 +312,7 @@ def create_transform(
   splits_config: transform_pb2.SplitsConfig | None = None,
   disable_statistics: bool = True,
   compression: str = contract.NO_COMPRESSION,
+  label_values: Sequence[str] = (),
 ) -> Transform:
   """Creates the Transform that tokenizes with the learned vocabulary.
 
@@ -326,6 +333,8 @@ def create_transform(
     disable_statistics: Skip TFDV statistics of the pre/post-transform data (StatisticsGen
       already describes the raw data; token-id statistics cost a full pass and say little).
     compression: Of the transformed examples' TFRecord files: 'none' or 'gzip' (files *.gz).
+    label_values: For classification, labels that each get an id in the label vocabulary, with
+      or without training rows (`data.label_values`), as the schema's label domain does.
 
   Returns:
     The component; outputs 'transform_graph' and 'transformed_examples'.
@@ -334,6 +343,8 @@ def create_transform(
     ValueError: if `pretrain_config` is not an mlm or clm stage.
   """
   custom_config = trainer_config.transform_custom_config()
+  if label_values and trainer_config.task == contract.CLASSIFY:
+    custom_config[LABEL_DOMAIN_KEY] = list(label_values)
   if pretrain_config is not None:
     if pretrain_config.task == contract.CLASSIFY:
       raise ValueError(

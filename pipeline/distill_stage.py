@@ -62,7 +62,9 @@ def components(config, examples, transform, teacher_trainer, serving_root, basel
     examples=examples,
     model=trainer.outputs['model'],
     baseline_model=resolver.outputs['model'],
-    eval_config=evaluation.eval_config(contract.CLASSIFY, config.evaluation, config.schema_file),
+    eval_config=evaluation.eval_config(
+      contract.CLASSIFY, config.evaluation, config.schema_file, config.data.label_values
+    ),
   ).with_id(contract.DISTILL_EVALUATOR_ID)
   evaluator = evaluator_lib.use_executor(evaluator)
   pusher = tfx.components.Pusher(

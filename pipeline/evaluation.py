@@ -1,7 +1,7 @@
 """TFMA evaluation configs per task: the metrics, the slices and the blessing thresholds."""
 
 import logging
-from typing import Optional
+from typing import Optional, Sequence
 
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
@@ -22,8 +22,13 @@ PERPLEXITY = metrics.PERPLEXITY
 MAX_PER_CLASS_LABELS = 10
 
 
-def label_classes(schema_path: str) -> Optional[int]:
-  """Number of label classes the curated schema's `label` domain allows, if it says."""
+def label_classes(schema_path: Optional[str], label_values: Sequence[str] = ()) -> Optional[int]:
+  """Number of label classes: of `label_values` (`data.label_values`, which are then the label
+  vocabulary) when given, else of the curated schema's `label` domain, if it says."""
+  if label_values:
+    return len(label_values)
+  if not schema_path:
+    return None
   schema = schema_pb2.Schema()
   with open(schema_path, encoding='utf-8') as f:
     text_format.Parse(f.read(), schema)
@@ -139,9 +144,13 @@ def _language_model(evaluation: config_lib.EvaluationConfig):
 
 
 def eval_config(
-  task: str, evaluation: config_lib.EvaluationConfig, schema_path: Optional[str] = None
+  task: str,
+  evaluation: config_lib.EvaluationConfig,
+  schema_path: Optional[str] = None,
+  label_values: Sequence[str] = (),
 ) -> tfma.EvalConfig:
-  """The TFMA config for a task; the thresholds decide the blessing."""
+  """The TFMA config for a task; the thresholds decide the blessing. For classify, the labels
+  are `label_values` (`data.label_values`) when given, else the schema's domain's."""
   if task == contract.CLASSIFY:
-    return _classify(evaluation, label_classes(schema_path) if schema_path else None)
+    return _classify(evaluation, label_classes(schema_path, label_values))
   return _language_model(evaluation)

@@ -160,7 +160,9 @@ def _evaluation(config: config_lib.PipelineConfig, examples, trainer, baseline_s
     examples=examples,
     model=trainer.outputs['model'],
     baseline_model=model_resolver.outputs['model'],
-    eval_config=evaluation.eval_config(config.train.task, config.evaluation, config.schema_file),
+    eval_config=evaluation.eval_config(
+      config.train.task, config.evaluation, config.schema_file, config.data.label_values
+    ),
   ).with_id(contract.EVALUATOR_ID)
   return model_resolver, evaluator_lib.use_executor(evaluator)
 
@@ -212,6 +214,7 @@ def _transform(config, examples, schema, vocabulary, trainer_cfg, component_id, 
     trainer_config=trainer_cfg,
     pretrain_config=pretrain_cfg,
     compression=config_lib.intermediate_compression(config),
+    label_values=config.data.label_values,
   )
   return transform.with_id(component_id)
 

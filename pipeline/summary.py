@@ -496,7 +496,9 @@ def collect(
       from pipeline import evaluation  # pylint: disable=g-import-not-at-top
 
       try:
-        summary.left_out = evaluation.left_out(evaluation.label_classes(config.schema_file))
+        summary.left_out = evaluation.left_out(
+          evaluation.label_classes(config.schema_file, config.data.label_values)
+        )
       except OSError:
         pass  # the schema has gone since the run: nothing to say
   if summary.confusion:

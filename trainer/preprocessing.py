@@ -6,9 +6,10 @@
   seq_len: int, the fixed length of classification inputs;
   lm_features: bool (classify only, default false), also output the mlm/clm pieces, so that one
     Transform serves a pretraining stage reading the same examples with the same vocabulary;
-  label_domain: list of str (classify only, optional), the schema's labels: each is in the
-    label vocabulary, with or without training rows, so the model has an output for every label
-    the eval split may hold (components/transform.py reads it from the schema).
+  label_domain: list of str (classify only, optional), the schema's labels and
+    `data.label_values`: each is in the label vocabulary, with or without training rows, so the
+    model has an output for every label the eval split may hold (components/transform.py reads
+    the schema's).
 
 Raw input: `text` (string, shape [1] per example) and, for 'classify', `label` (string).
 
@@ -46,7 +47,7 @@ import tensorflow_transform.beam as tft_beam
 from tfxlm import contract
 from trainer.vocabulary import LEARNED_SPECIAL_TOKENS, SpecialTokens, Vocabulary
 
-# The custom_config key of the schema's labels (see the module docstring).
+# The custom_config key of the labels that each get an id (see the module docstring).
 LABEL_DOMAIN_KEY = 'label_domain'
 
 
@@ -136,7 +137,8 @@ class _WriteSortedDistinct(tft_beam.experimental.PTransformAnalyzer):
 def sorted_vocabulary(x: tf.Tensor, name: str, also=()) -> tf.Tensor:
   """Like `tft.vocabulary`, but sorted by value, so the ids of labels do not depend on counts.
 
-  `also`: strings in the vocabulary whether `x` holds them or not (the schema's labels).
+  `also`: strings in the vocabulary whether `x` holds them or not (the schema's labels and
+  `data.label_values`).
 
   Returns:
     The path of the vocabulary file, an asset of the graph named `name` (for

@@ -102,6 +102,9 @@ def run(tmp_path_factory):
     vocab.outputs['vocabulary'],
     trainer_config=TrainerConfig(task='classify', seq_len=SEQ_LEN),
     compression=COMPRESSIONS['Transform', 'transformed_examples'],
+    # '2' has no rows: listed (the pipeline's config check would also want it in the schema's
+    # domain), it gets an id.
+    label_values=['0', '1', '2'],
   ).with_beam_pipeline_args(MULTI_PROCESSING)
 
   jsonl_gen = example_gen.create_example_gen(
@@ -279,7 +282,7 @@ def test_classify_transform_outputs(run):
     assert ids.shape == (SEQ_LEN,) and ids[0] == contract.CLS_ID
     assert contract.SEP_ID in ids
   with open(tft_output.vocabulary_file_by_name(contract.LABEL_VOCAB_NAME)) as f:
-    assert f.read().splitlines() == ['0', '1']
+    assert f.read().splitlines() == ['0', '1', '2']
   assert {int(r[contract.TRANSFORMED_LABEL_KEY]) for r in rows} == {0, 1}
   token_vocab = tft_output.vocabulary_file_by_name(contract.TOKEN_VOCAB_NAME)
   with open(token_vocab) as f:

@@ -19,13 +19,14 @@ from tfxlm import contract
 from trainer.config import TrainerConfig
 
 
-def _transform(config, pretrain_config=None):
+def _transform(config, pretrain_config=None, **options):
   return transform.create_transform(
     types.Channel(type=standard_artifacts.Examples),
     types.Channel(type=standard_artifacts.Schema),
     types.Channel(type=VocabularyArtifact),
     trainer_config=config,
     pretrain_config=pretrain_config,
+    **options,
   )
 
 
@@ -184,3 +185,25 @@ def test_the_label_domain_is_read_from_the_schema_feature_or_a_named_domain(tmp_
   schema.string_domain.add(name='label', value=['b', 'a'])
   path.write_text(str(schema))
   assert transform.label_domain(str(tmp_path)) == ('b', 'a')
+
+
+def test_the_models_labels_are_label_values_and_the_schema_domain_sorted(tmp_path):
+  schema = schema_pb2.Schema()
+  schema.feature.add(name=contract.TEXT_KEY, type=schema_pb2.BYTES)
+  label = schema.feature.add(name=contract.LABEL_KEY, type=schema_pb2.BYTES)
+  (tmp_path / 'schema.pbtxt').write_text(str(schema))
+  # No domain: data.label_values alone are the labels, rows of them or not.
+  assert transform.model_labels(['rotten', 'fresh', 'plot'], str(tmp_path)) == [
+    'fresh',
+    'plot',
+    'rotten',
+  ]
+  label.string_domain.value[:] = ['rotten', 'fresh']
+  (tmp_path / 'schema.pbtxt').write_text(str(schema))
+  assert transform.model_labels([], str(tmp_path)) == ['fresh', 'rotten']
+  assert transform.model_labels(['rotten', 'fresh'], str(tmp_path)) == ['fresh', 'rotten']
+  component = _transform(TrainerConfig(task=contract.CLASSIFY), label_values=['rotten', 'fresh'])
+  custom_config = json.loads(component.exec_properties['custom_config'])
+  assert custom_config[transform.LABEL_DOMAIN_KEY] == ['rotten', 'fresh']
+  lm = _transform(TrainerConfig(task=contract.MLM), label_values=['rotten', 'fresh'])
+  assert transform.LABEL_DOMAIN_KEY not in json.loads(lm.exec_properties['custom_config'])

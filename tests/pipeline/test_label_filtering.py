@@ -13,6 +13,7 @@ from pipeline import config as config_lib
 from pipeline import factory as pipeline_lib
 from pipeline import local_runner
 from tfxlm import contract
+from trainer import preprocessing
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -24,7 +25,7 @@ def _pipeline(tmp_path, label_values, pretrain=True, schema='rotten_tomatoes'):
     'input_base': str(tmp_path / 'data'),
     'label_column': 'category',
     'label_values': label_values,
-    'schema_dir': os.path.join(REPO, 'schemas', schema),
+    'schema_dir': os.path.join(REPO, 'schemas', schema),  # an absolute `schema` as it is
   }
   config = config_lib.from_dict(
     {
@@ -57,6 +58,24 @@ def test_pretraining_and_vocabulary_read_all_rows_classification_the_listed_labe
   assert corpus.exec_properties['label_domain'] is None
   assert corpus.exec_properties['require_label'] is None
   assert corpus.exec_properties['input_config'] == labeled.exec_properties['input_config']
+
+
+def test_label_values_are_the_models_labels_without_a_schema_domain(tmp_path):
+  # As a schema's label domain would: each listed label gets an output (trained on or not) and
+  # its per-label metrics.
+  (tmp_path / 'schema').mkdir()
+  (tmp_path / 'schema' / 'schema.pbtxt').write_text(
+    'feature { name: "text" type: BYTES presence { min_fraction: 1.0 } }\n'
+    'feature { name: "label" type: BYTES presence { min_fraction: 1.0 } }\n'
+  )
+  labels = ['rotten', 'fresh', 'plot']
+  components = _pipeline(tmp_path, labels, pretrain=False, schema=str(tmp_path / 'schema'))
+  transform = components[contract.TRANSFORM_ID]
+  custom_config = json.loads(transform.exec_properties['custom_config'])
+  assert custom_config[preprocessing.LABEL_DOMAIN_KEY] == labels
+  eval_config = json.loads(components[contract.EVALUATOR_ID].exec_properties['eval_config'])
+  per_label = [spec['binarize'] for spec in eval_config['metrics_specs'] if 'binarize' in spec]
+  assert per_label == [{'class_ids': {'values': [0, 1, 2]}}]
 
 
 @pytest.mark.parametrize('label_values,pretrain', [([], True), (['fresh', 'rotten'], False)])
