@@ -17,7 +17,9 @@ Two changes to the stock executor's Beam job, made through the hooks of
 For classification, the executor also adds the schema's label domain to the labels in
 `custom_config` (`data.label_values`): every one of them gets an id, trained on or not. Afterwards
 it refuses a split (eval) holding a label the label vocabulary lacks: the model would have no
-output for it, and the Evaluator would fail on it after the whole training.
+output for it, and the Evaluator would fail on it after the whole training. With StatisticsGen's
+statistics as input, it also warns of the labels of the vocabulary that the train split has no
+rows of: the model has outputs for them that it never trained.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ import apache_beam as beam
 import pyarrow as pa
 import tensorflow as tf
 import tensorflow_transform as tft
+from absl import logging
+from tensorflow_metadata.proto.v0 import statistics_pb2
 from tfx import types
 from tfx.components.transform import executor as transform_executor
 from tfx.dsl.components.base import base_beam_component, executor_spec
@@ -49,12 +53,13 @@ from trainer.preprocessing import LABEL_DOMAIN_KEY
 beam_specs.install()  # Beam DoFn specs read once per kind of DoFn
 
 VOCABULARY_KEY = 'vocabulary'
+STATISTICS_KEY = 'statistics'  # optional: StatisticsGen's, for the train split's label counts
 TRAIN_SPLIT = 'train'  # the split the label vocabulary is learned from (the stock default)
 COMPRESSION_KEY = 'compression'  # of the transformed examples: a contract.TFRECORD_COMPRESSIONS
 
 
 class TransformSpec(component_spec.ComponentSpec):
-  """The stock TransformSpec plus the `vocabulary` input."""
+  """The stock TransformSpec plus the `vocabulary` input and the optional `statistics` one."""
 
   PARAMETERS = {
     **standard_component_specs.TransformSpec.PARAMETERS,
@@ -63,6 +68,9 @@ class TransformSpec(component_spec.ComponentSpec):
   INPUTS = {
     **standard_component_specs.TransformSpec.INPUTS,
     VOCABULARY_KEY: component_spec.ChannelParameter(type=VocabularyArtifact),
+    STATISTICS_KEY: component_spec.ChannelParameter(
+      type=standard_artifacts.ExampleStatistics, optional=True
+    ),
   }
   OUTPUTS = standard_component_specs.TransformSpec.OUTPUTS
 
@@ -159,6 +167,7 @@ class Executor(transform_executor.Executor):
   ) -> None:
     input_dict = dict(input_dict)
     vocabulary = artifact_utils.get_single_instance(input_dict.pop(VOCABULARY_KEY))
+    statistics = input_dict.pop(STATISTICS_KEY, None)
     key = standard_component_specs.CUSTOM_CONFIG_KEY
     # Arrives as the JSON text 'null' when unset.
     config = json_utils.loads(exec_properties.get(key) or 'null') or {}
@@ -184,6 +193,8 @@ class Executor(transform_executor.Executor):
         contract.LABEL_VOCAB_NAME
       )
       check_labels_trained(examples, label_vocab)
+      if statistics:
+        warn_labels_without_rows(artifact_utils.get_single_instance(statistics), label_vocab)
 
 
 def label_domain(schema_uri: str) -> tuple[str, ...]:
@@ -248,6 +259,48 @@ def check_labels_trained(examples: types.Artifact, label_vocab: str) -> None:
     )
 
 
+def label_counts(statistics: types.Artifact, split: str) -> dict[str, int] | None:
+  """The rows of each label in split `split` of the ExampleStatistics `statistics`, or None when
+  the statistics do not count every label (more labels than their histogram's buckets)."""
+  path = f'{artifact_utils.get_split_uri([statistics], split)}/FeatureStats.pb'
+  if not tf.io.gfile.exists(path):
+    return None
+  stats = statistics_pb2.DatasetFeatureStatisticsList()
+  with tf.io.gfile.GFile(path, 'rb') as f:
+    stats.ParseFromString(f.read())
+  for dataset in stats.datasets:
+    for feature in dataset.features:
+      if list(feature.path.step) != [contract.LABEL_KEY] and feature.name != contract.LABEL_KEY:
+        continue
+      string_stats = feature.string_stats
+      buckets = string_stats.rank_histogram.buckets
+      if len(buckets) < string_stats.unique:
+        return None
+      return {bucket.label: int(bucket.sample_count) for bucket in buckets}
+    return {}  # no example of the split has a label
+  return None
+
+
+def warn_labels_without_rows(statistics: types.Artifact, label_vocab: str) -> None:
+  """Logs one warning naming the labels of the vocabulary file `label_vocab` that the train split
+  of the ExampleStatistics `statistics` has no rows of (nothing when it cannot tell)."""
+  counts = label_counts(statistics, TRAIN_SPLIT)
+  if counts is None:
+    return
+  with tf.io.gfile.GFile(label_vocab, 'rb') as f:
+    labels = f.read().decode('utf-8', errors='replace').splitlines()
+  # An empty label stands for rows without one, which the statistics leave out.
+  missing = [label for label in labels if label and label not in counts]
+  if missing:
+    logging.warning(
+      'Transform: the %s split has no rows labeled %s: the model has an output for each that '
+      'it never learns. What to do: add training rows with these labels, or remove them from '
+      "the schema's label domain (data.schema_dir) and from data.label_values if listed there",
+      TRAIN_SPLIT,
+      ', '.join(repr(label) for label in missing),
+    )
+
+
 class Transform(base_beam_component.BaseBeamComponent):
   """TFX Transform whose preprocessing_fn receives the Vocabulary artifact's URI."""
 
@@ -262,6 +315,7 @@ class Transform(base_beam_component.BaseBeamComponent):
     vocabulary: types.BaseChannel,
     preprocessing_fn: str,
     custom_config: dict[str, Any],
+    statistics: types.BaseChannel | None = None,
     splits_config: transform_pb2.SplitsConfig | None = None,
     disable_statistics: bool = True,
     compression: str = contract.NO_COMPRESSION,
@@ -270,6 +324,7 @@ class Transform(base_beam_component.BaseBeamComponent):
       examples=examples,
       schema=schema,
       vocabulary=vocabulary,
+      statistics=statistics,
       preprocessing_fn=preprocessing_fn,
       force_tf_compat_v1=0,
       splits_config=splits_config,
@@ -313,6 +368,7 @@ def create_transform(
   disable_statistics: bool = True,
   compression: str = contract.NO_COMPRESSION,
   label_values: Sequence[str] = (),
+  statistics: types.BaseChannel | None = None,
 ) -> Transform:
   """Creates the Transform that tokenizes with the learned vocabulary.
 
@@ -335,6 +391,8 @@ def create_transform(
     compression: Of the transformed examples' TFRecord files: 'none' or 'gzip' (files *.gz).
     label_values: For classification, labels that each get an id in the label vocabulary, with
       or without training rows (`data.label_values`), as the schema's label domain does.
+    statistics: StatisticsGen's statistics of `examples`: with them, a classify Transform warns
+      of the labels of its vocabulary that the train split has no rows of.
 
   Returns:
     The component; outputs 'transform_graph' and 'transformed_examples'.
@@ -356,6 +414,7 @@ def create_transform(
     examples=examples,
     schema=schema,
     vocabulary=vocabulary,
+    statistics=statistics,
     preprocessing_fn=preprocessing_fn,
     custom_config=custom_config,
     splits_config=splits_config,

@@ -88,11 +88,12 @@ class DataConfig:
     label_column: CSV column holding the label; None for an unlabeled corpus.
     label_values: for classification, the model's labels (e.g. [fresh, rotten]), as a label
       domain of the schema makes them: the label vocabulary is exactly these, sorted by label
-      string, and each gets an output whether the train split has rows of it or not. ExampleGen
-      drops rows with any other label, counts them and logs the count. A label domain in the
-      schema (`schema_dir`) must list the same labels. With a `pretrain` stage, pretraining
-      still reads every row's text (a second, unlabeled ExampleGen). Empty keeps every row, and
-      the labels are the train split's (and the schema's label domain's).
+      string, and each gets an output whether the train split has rows of it or not (Transform
+      warns of those it has none of). ExampleGen drops rows with any other label, counts them
+      and logs the count. A label domain in the schema (`schema_dir`) must list the same labels.
+      With a `pretrain` stage, pretraining still reads every row's text (a second, unlabeled
+      ExampleGen). Empty keeps every row, and the labels are the train split's (and the
+      schema's label domain's).
     text_mode: for `text` input, `line` (a document per line) or `file` (a document per file).
     jsonl_text_field: for `jsonl` input, the field holding the text.
     file_pattern: glob of the input files (in `input_base`, or in each split's sub-folder);

@@ -204,9 +204,19 @@ def _trainer(
   return trainer.with_id(component_id)
 
 
-def _transform(config, examples, schema, vocabulary, trainer_cfg, component_id, pretrain_cfg=None):
+def _transform(
+  config,
+  examples,
+  schema,
+  vocabulary,
+  trainer_cfg,
+  component_id,
+  pretrain_cfg=None,
+  statistics=None,
+):
   """The stage's Transform, configured from the same TrainerConfig as its Trainer (and from the
-  pretraining stage's, when it serves that stage too)."""
+  pretraining stage's, when it serves that stage too); `statistics`: StatisticsGen's of
+  `examples`, for the warning of labels without training rows."""
   transform = transform_lib.create_transform(
     examples=examples,
     schema=schema,
@@ -215,6 +225,7 @@ def _transform(config, examples, schema, vocabulary, trainer_cfg, component_id, 
     pretrain_config=pretrain_cfg,
     compression=config_lib.intermediate_compression(config),
     label_values=config.data.label_values,
+    statistics=statistics,
   )
   return transform.with_id(component_id)
 
@@ -272,6 +283,7 @@ def create_pipeline(
     config.train,
     contract.TRANSFORM_ID,
     config.pretrain if shares else None,
+    statistics_gen.outputs['statistics'],
   )
   warm_start, base_model = _warm_start(
     config, corpus, corpus_schema, vocab, transform if shares else None

@@ -7,6 +7,7 @@ JSONL examples a Vocabulary and a gzip-writing Transform.
 
 import glob
 import json
+import logging
 import os
 
 import pytest
@@ -103,8 +104,9 @@ def run(tmp_path_factory):
     trainer_config=TrainerConfig(task='classify', seq_len=SEQ_LEN),
     compression=COMPRESSIONS['Transform', 'transformed_examples'],
     # '2' has no rows: listed (the pipeline's config check would also want it in the schema's
-    # domain), it gets an id.
+    # domain), it gets an id, and the train split's counts make Transform warn of it.
     label_values=['0', '1', '2'],
+    statistics=stats.outputs['statistics'],
   ).with_beam_pipeline_args(MULTI_PROCESSING)
 
   jsonl_gen = example_gen.create_example_gen(
@@ -137,24 +139,29 @@ def run(tmp_path_factory):
     'tfrecord', os.path.join(data, 'tfrecord'), text_column='content', label_column='y'
   ).with_id('TFRecordExampleGen')
 
-  _run(
-    root,
-    'data-all-formats',
-    [
-      csv_gen,
-      stats,
-      schema,
-      validator,
-      vocab,
-      classify,
-      jsonl_gen,
-      corpus_schema,
-      spm_vocab,
-      clm,
-      text_gen,
-      tfrecord_gen,
-    ],
-  )
+  warnings = local_runner.WarningCollector(lambda: None)
+  logging.getLogger().addHandler(warnings)
+  try:
+    _run(
+      root,
+      'data-all-formats',
+      [
+        csv_gen,
+        stats,
+        schema,
+        validator,
+        vocab,
+        classify,
+        jsonl_gen,
+        corpus_schema,
+        spm_vocab,
+        clm,
+        text_gen,
+        tfrecord_gen,
+      ],
+    )
+  finally:
+    logging.getLogger().removeHandler(warnings)
   store = metadata_store.MetadataStore(
     tfx.orchestration.metadata.sqlite_metadata_connection_config(
       os.path.join(root, 'metadata.sqlite')
@@ -164,7 +171,12 @@ def run(tmp_path_factory):
     artifact.uri: artifact.custom_properties[contract.TFRECORD_COMPRESSION_PROPERTY].string_value
     for artifact in store.get_artifacts_by_type('Examples')
   }
-  return {'root': root, 'rows': rows, 'recorded_compression': recorded}
+  return {
+    'root': root,
+    'rows': rows,
+    'recorded_compression': recorded,
+    'warnings': warnings.messages,
+  }
 
 
 def _records(files):
@@ -284,6 +296,8 @@ def test_classify_transform_outputs(run):
   with open(tft_output.vocabulary_file_by_name(contract.LABEL_VOCAB_NAME)) as f:
     assert f.read().splitlines() == ['0', '1', '2']
   assert {int(r[contract.TRANSFORMED_LABEL_KEY]) for r in rows} == {0, 1}
+  (untrained,) = [m for m in run['warnings'] if 'no rows labeled' in m]
+  assert untrained.startswith("Transform: the train split has no rows labeled '2': ")
   token_vocab = tft_output.vocabulary_file_by_name(contract.TOKEN_VOCAB_NAME)
   with open(token_vocab) as f:
     assert tuple(f.read().splitlines()[:5]) == contract.RESERVED_TOKENS

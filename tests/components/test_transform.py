@@ -1,12 +1,13 @@
 """The Transform component: its custom_config comes from the Trainer's own config."""
 
 import json
+import logging
 
 import apache_beam as beam
 import pytest
 import tensorflow as tf
 from apache_beam.testing import util as beam_testing
-from tensorflow_metadata.proto.v0 import schema_pb2
+from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
 from tfx import types
 from tfx.types import standard_artifacts
 from tfx_bsl.tfxio import tf_example_record
@@ -207,3 +208,50 @@ def test_the_models_labels_are_label_values_and_the_schema_domain_sorted(tmp_pat
   assert custom_config[transform.LABEL_DOMAIN_KEY] == ['rotten', 'fresh']
   lm = _transform(TrainerConfig(task=contract.MLM), label_values=['rotten', 'fresh'])
   assert transform.LABEL_DOMAIN_KEY not in json.loads(lm.exec_properties['custom_config'])
+
+
+def _statistics_artifact(tmp_path, labels, unique=None):
+  """An ExampleStatistics artifact whose train split counts `labels` (label -> rows)."""
+  stats = statistics_pb2.DatasetFeatureStatisticsList()
+  dataset = stats.datasets.add(num_examples=sum(labels.values()))
+  feature = dataset.features.add()
+  feature.path.step.append(contract.LABEL_KEY)
+  feature.string_stats.unique = len(labels) if unique is None else unique
+  for rank, (label, count) in enumerate(labels.items()):
+    feature.string_stats.rank_histogram.buckets.add(
+      low_rank=rank, high_rank=rank, label=label, sample_count=count
+    )
+  artifact = standard_artifacts.ExampleStatistics()
+  artifact.uri = str(tmp_path / 'statistics')
+  artifact.split_names = json.dumps(['train', 'eval'])
+  (tmp_path / 'statistics' / 'Split-train').mkdir(parents=True)
+  (tmp_path / 'statistics' / 'Split-train' / 'FeatureStats.pb').write_bytes(
+    stats.SerializeToString()
+  )
+  return artifact
+
+
+def test_labels_without_training_rows_are_one_warning_the_run_summary_lists(tmp_path):
+  vocab = tmp_path / 'label_vocab'
+  vocab.write_bytes('café\nneg\npos\nzz\n'.encode())
+  collector = local_runner.WarningCollector(lambda: contract.TRANSFORM_ID)
+  logging.getLogger().addHandler(collector)
+  try:
+    transform.warn_labels_without_rows(
+      _statistics_artifact(tmp_path / 'all', {'pos': 3, 'neg': 1}), str(vocab)
+    )
+    # More labels than the histogram's buckets: it cannot tell which have no rows.
+    transform.warn_labels_without_rows(
+      _statistics_artifact(tmp_path / 'part', {'pos': 3, 'neg': 1}, unique=1001), str(vocab)
+    )
+    vocab.write_bytes(b'neg\npos\n')
+    transform.warn_labels_without_rows(
+      _statistics_artifact(tmp_path / 'none', {'pos': 3, 'neg': 1}), str(vocab)
+    )
+  finally:
+    logging.getLogger().removeHandler(collector)
+  (message,) = collector.messages
+  assert message.startswith("Transform: the train split has no rows labeled 'café', 'zz': ")
+  assert 'add training rows' in message
+  assert "the schema's label domain (data.schema_dir)" in message and 'data.label_values' in message
+  assert collector.by_component == {contract.TRANSFORM_ID: [message]}

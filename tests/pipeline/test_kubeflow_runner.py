@@ -58,8 +58,9 @@ DEPENDENCIES = {
   'ImportSchemaGen': set(),
   'ExampleValidator': {'StatisticsGen', 'ImportSchemaGen'},
   'Vocabulary': {'TextExampleGen', 'ExampleValidator'},
-  # One Transform serves both stages: pretraining reads the same examples.
-  'Transform': {'TextExampleGen', 'ImportSchemaGen', 'Vocabulary'},
+  # One Transform serves both stages: pretraining reads the same examples. The statistics give
+  # it the train split's label counts.
+  'Transform': {'TextExampleGen', 'ImportSchemaGen', 'Vocabulary', 'StatisticsGen'},
   'PretrainTrainer': {'Transform'},
   'Trainer': {'PretrainTrainer', 'Transform'},
   'Evaluator': {'TextExampleGen', 'Trainer', 'LatestBlessedModelResolver-model-resolver'},

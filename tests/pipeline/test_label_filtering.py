@@ -62,7 +62,7 @@ def test_pretraining_and_vocabulary_read_all_rows_classification_the_listed_labe
 
 def test_label_values_are_the_models_labels_without_a_schema_domain(tmp_path):
   # As a schema's label domain would: each listed label gets an output (trained on or not) and
-  # its per-label metrics.
+  # its per-label metrics, and Transform reads the label counts to warn of untrained ones.
   (tmp_path / 'schema').mkdir()
   (tmp_path / 'schema' / 'schema.pbtxt').write_text(
     'feature { name: "text" type: BYTES presence { min_fraction: 1.0 } }\n'
@@ -73,6 +73,7 @@ def test_label_values_are_the_models_labels_without_a_schema_domain(tmp_path):
   transform = components[contract.TRANSFORM_ID]
   custom_config = json.loads(transform.exec_properties['custom_config'])
   assert custom_config[preprocessing.LABEL_DOMAIN_KEY] == labels
+  assert _source(transform, 'statistics') == contract.STATISTICS_GEN_ID
   eval_config = json.loads(components[contract.EVALUATOR_ID].exec_properties['eval_config'])
   per_label = [spec['binarize'] for spec in eval_config['metrics_specs'] if 'binarize' in spec]
   assert per_label == [{'class_ids': {'values': [0, 1, 2]}}]
