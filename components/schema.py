@@ -12,6 +12,8 @@ from tfx import types
 from tfx.components.schema_gen.import_schema_gen import component as import_schema_gen
 from tfx.types import component_spec, standard_artifacts, standard_component_specs
 
+from tfxlm import schema_file
+
 FINGERPRINT_KEY = 'schema_fingerprint'
 
 
@@ -42,6 +44,5 @@ class CuratedSchemaGen(import_schema_gen.ImportSchemaGen):
 
 
 def fingerprint(path: str) -> str:
-  """The sha256 of a local schema file's content."""
-  with open(path, 'rb') as f:
-    return hashlib.sha256(f.read()).hexdigest()
+  """The sha256 of a schema file's content (a local file or a gs:// URI)."""
+  return hashlib.sha256(schema_file.read_bytes(path)).hexdigest()

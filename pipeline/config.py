@@ -108,8 +108,9 @@ class DataConfig:
     shuffle: shuffle the examples as ExampleGen writes them (TFX's default). This sends the
       whole corpus through the Beam runner's memory: turn it off for large corpora (the trainer
       shuffles its input anyway).
-    schema_dir: folder with the curated schema.pbtxt that validates the examples; empty means
-      the project's `schemas/labeled` for classification and `schemas/corpus` otherwise.
+    schema_dir: folder with the curated schema.pbtxt that validates the examples, local or a
+      bucket (gs://...); empty means the project's `schemas/labeled` for classification and
+      `schemas/corpus` otherwise.
   """
 
   format: str = contract.CSV

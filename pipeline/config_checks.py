@@ -10,7 +10,7 @@ import os
 from typing import TYPE_CHECKING, Optional, Tuple
 
 from pipeline import demo_data
-from tfxlm import contract, pinned_wheels
+from tfxlm import contract, pinned_wheels, schema_file
 from tfxlm.typed_config import ConfigError
 from trainer import compression_config, finetune_config, pretrained
 from trainer import config as trainer_config
@@ -24,13 +24,10 @@ def _check_schema(config: 'PipelineConfig') -> None:
   `label` for classify. Any other would be missing from every example (ExampleValidator, then
   Transform, would fail on it), and a missing one would be a new column to ExampleValidator."""
   from google.protobuf import text_format
-  from tensorflow_metadata.proto.v0 import schema_pb2
 
   path = config.schema_file
-  schema = schema_pb2.Schema()
   try:
-    with open(path, encoding='utf-8') as f:
-      text_format.Parse(f.read(), schema)
+    schema = schema_file.read(path)
   except (text_format.ParseError, UnicodeDecodeError) as e:
     raise ConfigError(f'data.schema_dir: {path} is not a valid schema: {e}') from None
   task = config.train.task
@@ -184,12 +181,7 @@ def label_rules(path: str, per_row: bool = False) -> Tuple[Optional[Tuple[str, .
   `per_row`: the rules every single row must meet, as ExampleGen checks them: a domain the
   schema lets a share of rows leave (distribution_constraints min_domain_mass below 1) is None
   there, for the validator to weigh over the whole split."""
-  from google.protobuf import text_format
-  from tensorflow_metadata.proto.v0 import schema_pb2
-
-  schema = schema_pb2.Schema()
-  with open(path, encoding='utf-8') as f:
-    text_format.Parse(f.read(), schema)
+  schema = schema_file.read(path)
   for feature in schema.feature:
     if feature.name != contract.LABEL_KEY:
       continue
@@ -219,12 +211,18 @@ def _check_label_values(config: 'PipelineConfig') -> None:
 
 
 def check_schema_file(config: 'PipelineConfig') -> None:
-  """The local schema file `config.schema_file` exists, parses, has the features ExampleGen
-  writes, and a label domain that agrees with `data.label_values`."""
-  if not os.path.isfile(config.schema_file):
+  """The schema file `config.schema_file` (a local file, or a gs:// URI) exists, parses, has
+  the features ExampleGen writes, and a label domain that agrees with `data.label_values`."""
+  path = config.schema_file
+  try:
+    schema_file.read_bytes(path)
+  except (FileNotFoundError, IsADirectoryError):
+    raise ConfigError(f'data.schema_dir: {os.path.dirname(path)!r} has no schema.pbtxt') from None
+  except OSError as e:
     raise ConfigError(
-      f'data.schema_dir: {os.path.dirname(config.schema_file)!r} has no schema.pbtxt'
-    )
+      f'data.schema_dir: cannot read {path} ({e.strerror or e}): check the path and your access '
+      'to it'
+    ) from None
   _check_schema(config)
   domain, _ = label_rules(config.schema_file)
   for value in domain or ():
@@ -491,8 +489,9 @@ def validate(config: PipelineConfig) -> None:
       )
     if not os.path.isdir(base):
       raise ConfigError(f'data.input_base: folder {base!r} does not exist')
-  if '://' not in config.schema_file:
-    # A bucket's schema is read when the pipeline is compiled (pipeline/kubeflow_runner.py).
+  if not schema_file.is_uri(config.schema_file):
+    # A bucket's schema is read when the pipeline is built (pipeline/local_runner.py) or
+    # compiled (pipeline/kubeflow_runner.py), not here: reading it imports TensorFlow.
     check_schema_file(config)
   if data.input_splits:
     missing = sorted({'train', 'eval'} - set(data.input_splits))

@@ -3,13 +3,11 @@
 import logging
 from typing import Optional, Sequence
 
-from google.protobuf import text_format
-from tensorflow_metadata.proto.v0 import schema_pb2
 from tensorflow_model_analysis.proto import config_pb2 as tfma
 
 from components import metrics
 from pipeline import config as config_lib
-from tfxlm import contract
+from tfxlm import contract, schema_file
 
 ACCURACY = 'sparse_categorical_accuracy'
 PERPLEXITY = metrics.PERPLEXITY
@@ -24,14 +22,13 @@ MAX_PER_CLASS_LABELS = 10
 
 def label_classes(schema_path: Optional[str], label_values: Sequence[str] = ()) -> Optional[int]:
   """Number of label classes: of `label_values` (`data.label_values`, which are then the label
-  vocabulary) when given, else of the curated schema's `label` domain, if it says."""
+  vocabulary) when given, else of the curated schema's `label` domain (a local file or a gs://
+  URI), if it says."""
   if label_values:
     return len(label_values)
   if not schema_path:
     return None
-  schema = schema_pb2.Schema()
-  with open(schema_path, encoding='utf-8') as f:
-    text_format.Parse(f.read(), schema)
+  schema = schema_file.read(schema_path)
   for feature in schema.feature:
     if feature.name != contract.LABEL_KEY:
       continue

@@ -28,7 +28,7 @@ from typing import Dict, Tuple, Union
 
 from pipeline import beam_policy, config_checks, demo_data
 from pipeline import config as config_lib
-from tfxlm import contract
+from tfxlm import contract, schema_file
 
 # The image's Python (Debian 13, see the Dockerfile) and where the demo's data sits in it.
 IMAGE_SITE_PACKAGES = '/opt/venv/lib/python3.13/site-packages'
@@ -237,15 +237,15 @@ def _cluster_schema(
       'cluster cannot see: copy schema.pbtxt to gs://... and point data.schema_dir there (or '
       "put it under this repository's schemas/ and rebuild the image)"
     )
-  import tensorflow as tf
-
   try:
-    tf.io.gfile.copy(path, os.path.join(local_copy, 'schema.pbtxt'), overwrite=True)
-  except tf.errors.OpError as e:
+    content = schema_file.read_bytes(path)
+  except OSError as e:
     raise config_lib.ConfigError(
-      f'data.schema_dir: cannot read {path} ({e.message}): the compile reads the schema for '
-      'its label rules; check the path and your access to it'
+      f'data.schema_dir: cannot read {path} ({e.strerror or e}): the compile reads the schema '
+      'for its label rules; check the path and your access to it'
     ) from None
+  with open(os.path.join(local_copy, 'schema.pbtxt'), 'wb') as f:
+    f.write(content)
   local = dataclasses.replace(config, data=dataclasses.replace(config.data, schema_dir=local_copy))
   try:
     config_checks.check_schema_file(local)

@@ -22,7 +22,7 @@ import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 from pipeline import beam_policy
-from tfxlm import console, tfx_cli
+from tfxlm import console, schema_file, tfx_cli
 
 # The policy's names, which tests and benches use to run Beam as a local run does.
 FN_API_RUNNER = beam_policy.FN_API_RUNNER
@@ -75,9 +75,12 @@ def build(config, pool=None):
   """The pipeline for `config` with the local paths and Beam arguments; with `pool` (a
   `pipeline.beam_pool.WorkerPool`), Beam worker processes come from that warm pool."""
   from pipeline import config as config_lib
-  from pipeline import factory
+  from pipeline import config_checks, factory
   from pipeline.tfx_api import tfx
 
+  if schema_file.is_uri(config.schema_file):
+    # Checked as a local schema is at config load, which reads no bucket (pipeline/config.py).
+    config_checks.check_schema_file(config)
   input_base = config_lib.input_base_dir(config)  # a named data set is fetched here, once
   args = beam_args(config, input_base=input_base)
   os.makedirs(config.resolved_outputs_dir, exist_ok=True)

@@ -854,3 +854,11 @@ def test_a_schema_in_a_bucket_is_named_in_the_spec_and_a_local_one_outside_the_r
     f.write(labeled + 'feature { name: "extra" type: BYTES }\n')
   with pytest.raises(config_lib.ConfigError, match=rf'^data.schema_dir: {bucket}/schema.pbtxt: '):
     kubeflow_runner.build(config)
+  config = config_lib.load_config(
+    DEMO, [f'kubeflow.pipeline_root={ROOT}', f'data.schema_dir={bucket}/elsewhere']
+  )
+  with pytest.raises(
+    config_lib.ConfigError,
+    match=rf'^data.schema_dir: cannot read {bucket}/elsewhere/schema.pbtxt \(no such file\): ',
+  ):
+    kubeflow_runner.build(config)
