@@ -487,8 +487,7 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Pi
       )
     config_dir = os.path.dirname(os.path.abspath(path))
   data = config_yaml.with_overrides(data, overrides)
-  keys = [item.partition('=')[0].strip() for item in overrides]
-  for key in keys:
+  for key in config_yaml.override_keys(overrides):
     # Named as the --set's, not as the file's: the file may have no such key.
     problem = typed_config.key_problem(PipelineConfig, key)
     if problem:
@@ -496,6 +495,10 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Pi
   try:
     return from_dict(data, config_dir)
   except ConfigError as e:
+    # A value a --set gave is named as the --set's, as an unknown key is above: the file may
+    # hold another value, or none.
+    if config_yaml.given_by_override(str(e), overrides):
+      raise ConfigError(f'--set {e}') from None
     raise ConfigError(f'{path}: {e}' if path else str(e)) from None
 
 

@@ -1,11 +1,12 @@
 """The YAML side of the pipeline config: a file's mapping read with duplicate keys refused,
-`--set KEY=VALUE` overrides merged in, YAML 1.1's `3e-4` read as the number users mean, and its
-base-60 numbers (`9:1` is 541) left as the text written, for the field's check to name.
+`--set KEY=VALUE` overrides merged in (an error traced back to the one that gave its value),
+YAML 1.1's `3e-4` read as the number users mean, and its base-60 numbers (`9:1` is 541) left as
+the text written, for the field's check to name.
 """
 
 import math
 import re
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, Iterator, List, Sequence
 
 import yaml
 
@@ -117,6 +118,41 @@ def _merge(base: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
     else:
       merged[key] = value
   return merged
+
+
+# The dotted key an error message starts with: `train.train_steps: ...`, `data.ratio[0]: ...`.
+_LEADING_KEY = re.compile(r'([A-Za-z_]\w*(?:\.[A-Za-z_]\w*|\[\d+\])*): ')
+
+
+def override_keys(overrides: Sequence[str]) -> List[str]:
+  """The dotted keys the overrides write: a section's (`train={seq_len: 64}`) by its keys."""
+
+  def dotted(tree: Dict[Any, Any], prefix: str) -> Iterator[str]:
+    for key, value in tree.items():
+      name = f'{prefix}{key}'
+      if isinstance(value, dict) and value:
+        yield from dotted(value, f'{name}.')
+      else:
+        yield name
+
+  return [key for item in overrides for key in dotted(parse_overrides([item]), '')]
+
+
+def given_by_override(message: str, overrides: Sequence[str]) -> bool:
+  """Whether a `--set` gave the value an error `message` is about (the key it starts with).
+
+  Overrides apply in order, and a section's (`train={...}`) replaces the earlier overrides of
+  its keys, but not the file's: a section the file and an override both write is neither's.
+  """
+  match = _LEADING_KEY.match(message)
+  if not match:
+    return False
+  node: Any = parse_overrides(overrides)
+  for key in re.sub(r'\[\d+\]', '', match.group(1)).split('.'):
+    if not isinstance(node, dict) or key not in node:
+      return False
+    node = node[key]
+  return not isinstance(node, dict)
 
 
 def with_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, Any]:

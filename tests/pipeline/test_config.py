@@ -244,19 +244,19 @@ OUT_OF_RANGE = {
 
 @pytest.mark.parametrize('key', sorted(OUT_OF_RANGE))
 @pytest.mark.parametrize('value', ['.nan', '.inf', '-.inf', '1e999'])
-def test_non_finite_numbers_are_refused_with_the_key_and_the_file(tmp_path, key, value):
+def test_non_finite_numbers_are_refused_with_the_key_and_the_set(tmp_path, key, value):
   path = _write(tmp_path, 'pretrain: {task: mlm}\n')
   with pytest.raises(
     config_lib.ConfigError,
-    match=rf'c\.yaml: {re.escape(key)}: expected a finite number, got -?(nan|inf)',
+    match=rf'^--set {re.escape(key)}: expected a finite number, got -?(nan|inf)',
   ):
     config_lib.load_config(path, [f'{key}={value}'])
 
 
 @pytest.mark.parametrize('key, value', [(k, v) for k, vs in OUT_OF_RANGE.items() for v in vs])
-def test_out_of_range_numbers_are_refused_with_the_key_and_the_file(tmp_path, key, value):
+def test_out_of_range_numbers_are_refused_with_the_key_and_the_set(tmp_path, key, value):
   path = _write(tmp_path, 'pretrain: {task: mlm}\n')
-  with pytest.raises(config_lib.ConfigError, match=rf'c\.yaml: {re.escape(key)}: must be'):
+  with pytest.raises(config_lib.ConfigError, match=rf'^--set {re.escape(key)}: must be'):
     config_lib.load_config(path, [f'{key}={value}'])
 
 
@@ -289,7 +289,7 @@ def test_every_float_field_of_the_pipeline_sections_is_range_tested():
   ],
 )
 def test_out_of_range_integers_are_refused(tmp_path, key, value, message):
-  with pytest.raises(config_lib.ConfigError, match=rf'c\.yaml: {re.escape(key)}: {message}'):
+  with pytest.raises(config_lib.ConfigError, match=rf'^--set {re.escape(key)}: {message}'):
     config_lib.load_config(_write(tmp_path, '{}\n'), [f'{key}={value}'])
 
 
@@ -302,7 +302,7 @@ def test_unsafe_names_are_refused_naming_the_allowed_characters(tmp_path, key, n
   path = _write(tmp_path, '{}\n')
   with pytest.raises(
     config_lib.ConfigError,
-    match=rf'c\.yaml: {re.escape(key)}: .* is not a safe name: use letters, digits',
+    match=rf'^--set {re.escape(key)}: .* is not a safe name: use letters, digits',
   ):
     config_lib.load_config(path, [f'{key}={json.dumps(name)}'])
 
@@ -471,9 +471,7 @@ def test_a_local_preset_the_trainer_cannot_fine_tune_for_the_task_is_refused(
   ],
 )
 def test_a_bad_preset_handle_is_named(tmp_path, preset, message):
-  with pytest.raises(
-    config_lib.ConfigError, match=rf'c\.yaml: train\.preset: {re.escape(message)}'
-  ):
+  with pytest.raises(config_lib.ConfigError, match=rf'^--set train\.preset: {re.escape(message)}'):
     config_lib.load_config(_write(tmp_path, '{}\n'), [f'train.preset={preset}'])
 
 
@@ -553,7 +551,7 @@ def test_lora_and_freeze_layers_the_backbone_lacks_are_refused_when_the_config_l
   path = _write(tmp_path, '{}\n')
   with pytest.raises(config_lib.ConfigError) as error:
     config_lib.load_config(path, [f'train={json.dumps({"task": task, "preset": preset, **train})}'])
-  assert str(error.value).startswith(f'{path}: {message}')
+  assert str(error.value).startswith(f'--set {message}')
   fitting = {
     'lora': {'train_layers': ['token_embedding', 'transformer_layer_1']},
     'freeze': {'layers': 1},
@@ -930,6 +928,52 @@ def test_an_unknown_set_key_is_named_as_the_set_with_a_guess_and_no_internal_key
     config_lib.load_config(path, ['trian.seed=1'])
   assert "did you mean 'train'?" in str(error.value)
   assert 'config_dir' not in str(error.value)
+
+
+@pytest.mark.parametrize(
+  'override, message',
+  [
+    ('train.train_steps=abc', "--set train.train_steps: expected an integer, got 'abc'"),
+    ('train.learning_rate=fast', "--set train.learning_rate: expected a number, got 'fast'"),
+    ('train.learning_rate=-1', '--set train.learning_rate: must be > 0, got -1.0'),
+    ('data.label_values=5', '--set data.label_values: expected a list, got 5'),
+    ('data.shuffle=maybe', "--set data.shuffle: expected true or false, got 'maybe'"),
+    ('data.format=parquet', "--set data.format: 'parquet' is not one of csv, tfrecord, text"),
+    ('kubeflow.trainer_gpus=x', "--set kubeflow.trainer_gpus: expected an integer, got 'x'"),
+    ('distill.student.seq_len=x', "--set distill.student.seq_len: expected an integer, got 'x'"),
+    (
+      'data.train_eval_ratio=[a, 1]',
+      "--set data.train_eval_ratio[0]: expected an integer, got 'a'",
+    ),
+    ('train={seq_len: x}', "--set train.seq_len: expected an integer, got 'x'"),
+    ('train={lora: {rank: 2, ranc: 2}}', "--set train.lora.ranc: unknown key 'ranc' (did you"),
+  ],
+)
+def test_a_set_value_the_config_refuses_is_named_as_the_set_not_the_file(
+  tmp_path, override, message
+):
+  path = _write(tmp_path, 'train: {train_steps: 10, eval_steps: 2, seq_len: 32}\n')
+  with pytest.raises(config_lib.ConfigError) as error:
+    config_lib.load_config(path, ['train.seed=1', override])
+  assert str(error.value).startswith(message) and path not in str(error.value)
+
+
+def test_a_file_value_the_config_refuses_is_named_as_the_file_beside_sets_of_its_section(tmp_path):
+  path = _write(tmp_path, 'train: {train_steps: abc, eval_steps: 2}\n')
+  with pytest.raises(config_lib.ConfigError) as error:
+    config_lib.load_config(path, ['train.seed=1', 'train={seq_len: 32}'])
+  assert str(error.value) == f"{path}: train.train_steps: expected an integer, got 'abc'"
+  # The last --set of a key gives its value; a later --set of its section replaces it.
+  with pytest.raises(config_lib.ConfigError) as error:
+    config_lib.load_config(path, ['train.train_steps=5', 'train.train_steps=x'])
+  assert str(error.value) == "--set train.train_steps: expected an integer, got 'x'"
+  with pytest.raises(config_lib.ConfigError) as error:
+    config_lib.load_config(path, ['train.train_steps=x', 'train={seed: 1}'])
+  assert str(error.value).startswith(f"{path}: train.train_steps: expected an integer, got 'abc'")
+  path = _write(tmp_path, 'train: {train_steps: 10, eval_steps: 2, trian_steps: 1}\n')
+  with pytest.raises(config_lib.ConfigError) as error:
+    config_lib.load_config(path, ['train.seed=1'])
+  assert str(error.value).startswith(f"{path}: train: unknown key 'trian_steps'")
 
 
 def test_an_unknown_key_in_the_file_gets_a_guess_too(tmp_path):

@@ -314,7 +314,7 @@ def test_a_seq_len_past_the_checkpoints_positions_is_refused_when_the_config_loa
   with pytest.raises(config_lib.ConfigError) as error:
     config_lib.load_config(None, [*base, 'train.seq_len=64'])
   assert str(error.value) == (
-    f"train.seq_len: 64 is more than the checkpoint's 32 positions ({folder}/config.json {key}): "
+    f"--set train.seq_len: 64 is more than the checkpoint's 32 positions ({folder}/config.json {key}): "
     'write train.seq_len: 32 or less'
   )
   assert config_lib.load_config(None, [*base, 'train.seq_len=32']).train.seq_len == 32
@@ -467,7 +467,7 @@ def test_a_path_the_cached_wheel_lacks_is_refused_when_the_config_loads(bert, in
   with pytest.raises(config_lib.ConfigError) as error:
     config_lib.load_config(None, [f'train.preset={wrong}', 'train.task=classify'])
   assert re.fullmatch(
-    rf'train\.preset: {re.escape(wrong)}: the wheel {NAME}==1\.0 \(in the cache, .*\) has no '
+    rf'--set train\.preset: {re.escape(wrong)}: the wheel {NAME}==1\.0 \(in the cache, .*\) has no '
     rf'wrong/path; it holds tiny_hf_bert/model: write pypi:{NAME}==1\.0/<one of those>',
     str(error.value),
   )
@@ -479,7 +479,7 @@ def test_an_hf_handle_that_is_not_owner_repo_is_refused_when_the_config_loads(ha
   with pytest.raises(config_lib.ConfigError) as error:
     config_lib.load_config(None, [f'train.preset={handle}', 'train.task=classify'])
   assert str(error.value) == (
-    f'train.preset: {handle!r} is not a Hugging Face Hub handle: write hf://owner/repo (e.g. '
+    f'--set train.preset: {handle!r} is not a Hugging Face Hub handle: write hf://owner/repo (e.g. '
     'hf://sentence-transformers/all-MiniLM-L6-v2)'
   )
 
