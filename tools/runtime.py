@@ -16,10 +16,13 @@ Usage:
 import argparse
 import fcntl
 import hashlib
+import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 try:  # imported as tools.runtime (the tests, pipeline code)
   from tools import host
@@ -323,6 +326,94 @@ def command_in(choice: host.Choice, target: str, argv, cwd: str):
   return cmd + ['--', *argv], env
 
 
+# Signals that stop a command: `supervise` passes them to it rather than to bubblewrap.
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+_SI_KERNEL = 0x80  # siginfo's si_code of a signal the terminal sent (Ctrl-C, Ctrl-\\, hang-up)
+
+
+def supervise(monitor, command, env) -> int:
+  """Runs `monitor` (bubblewrap's argv up to its `--`) on `command`; returns its exit status.
+
+  bubblewrap stays as the command's parent and, with --die-with-parent, has it killed outright
+  (SIGKILL) when it dies itself: Ctrl-C or a SIGTERM reaching bubblewrap ended a pipeline run
+  or a server without its own shutdown (the run's "interrupted" line, the server's drain). So
+  bubblewrap ignores the stopping signals (`FORWARDED_SIGNALS`), the command gets them back
+  as they were here (`env --default-signal`; one this process was started ignoring, as nohup
+  does, stays ignored), and this process, bubblewrap's parent, passes each one it is sent to
+  the command, once. A signal of the terminal's (Ctrl-C) reaches the command itself: the
+  three share the terminal's process group. Killed outright, this process takes bubblewrap
+  and the command with it (--die-with-parent).
+  """
+  stopping = [s for s in FORWARDED_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN]
+  waited = set(stopping) | {signal.SIGCHLD}
+  if stopping:
+    names = ','.join(signal.Signals(s).name[3:] for s in stopping)
+    command = ['env', f'--default-signal={names}', '--', *command]
+  info_read, info_write = os.pipe()  # bubblewrap writes {"child-pid": N} there once started
+  os.set_inheritable(info_write, True)
+
+  def in_bubblewrap():
+    for number in stopping:
+      signal.signal(number, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, waited)
+
+  signal.pthread_sigmask(signal.SIG_BLOCK, waited)
+  try:
+    process = subprocess.Popen(
+      [*monitor, '--info-fd', str(info_write), '--', *command],
+      env=env,
+      close_fds=False,  # as the exec it replaces: descriptors the caller passed stay open
+      preexec_fn=in_bubblewrap,
+    )
+  finally:
+    os.close(info_write)
+  child = _child_pid(info_read)
+  sent = {}  # (signal, sender) -> when it was last passed on
+  while True:
+    info = signal.sigwaitinfo(waited)
+    if info.si_signo == signal.SIGCHLD:
+      status = process.poll()
+      if status is not None:
+        break
+      continue
+    if info.si_code == _SI_KERNEL or child is None:
+      continue  # the terminal's: the command had it too
+    now = time.monotonic()
+    key = (info.si_signo, info.si_pid)
+    if now - sent.get(key, -10.0) < 1.0:
+      continue  # one sender's group signal (timeout(1) sends one to us, one to our group)
+    sent[key] = now
+    try:
+      os.kill(child, info.si_signo)
+    except ProcessLookupError:
+      pass
+  if status < 0:  # bubblewrap itself died of a signal: end the same way
+    signal.signal(-status, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {-status})
+    os.kill(os.getpid(), -status)
+    return 128 - status
+  return status
+
+
+def _child_pid(info_fd):
+  """The command's process id from bubblewrap's --info-fd, None if it did not start."""
+  text = b''
+  try:
+    while True:  # until the object is whole: the end of file may come only with the command's
+      chunk = os.read(info_fd, 4096)
+      if not chunk:
+        return None
+      text += chunk
+      try:
+        return int(json.loads(text.decode('utf-8'))['child-pid'])
+      except ValueError:
+        continue
+      except (KeyError, TypeError):
+        return None
+  finally:
+    os.close(info_fd)
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   sub = parser.add_subparsers(dest='verb', required=True)
@@ -358,6 +449,9 @@ def main(argv=None):
     parser.error('exec needs a command')
   argv2, env = command_in(choice, target, cmd, os.getcwd())
   sys.stdout.flush()
+  if choice.kind == host.ROOTFS:
+    split = argv2.index('--')
+    return supervise(argv2[:split], argv2[split + 1 :], env)
   try:
     os.execvpe(argv2[0], argv2, env)
   except FileNotFoundError:
