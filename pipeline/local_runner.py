@@ -307,6 +307,33 @@ def main(argv=None, *, route_stderr: bool = False) -> int:
     return _run(argv, route_stderr, run_scope)
 
 
+RUN_LOCK = '.run.lock'  # in outputs_dir: held by the run writing there
+
+
+def _lock_outputs(outputs_dir: str, run_scope: contextlib.ExitStack) -> Optional[str]:
+  """Takes `outputs_dir` for this run until `run_scope` ends; returns why not if another run
+  has it. Two runs into one folder each ran every component, pushed both models, and wrote
+  one run.log, summary and report over the other's. The lock is an flock on `RUN_LOCK`: the
+  system drops it when its process ends, however it ends."""
+  import fcntl
+
+  fd = os.open(os.path.join(outputs_dir, RUN_LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError:
+    holder = os.read(fd, 4096).decode('utf-8', errors='replace').strip()
+    os.close(fd)
+    return (
+      f'another run is writing to {outputs_dir} ({holder or "a process of this machine"}): '
+      'wait for it to end, or set outputs_dir to another folder'
+    )
+  run_scope.callback(os.close, fd)
+  os.ftruncate(fd, 0)
+  started = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime())
+  os.write(fd, f'pid {os.getpid()}, started {started}\n'.encode())
+  return None
+
+
 def _logging_restorer():
   """A function that puts logging back as it is now: the root logger's level, absl's verbosity,
   no run.log handler and no progress filter. Called in-process (tests, notebooks), a run would
@@ -365,6 +392,10 @@ def _run(argv, route_stderr: bool, run_scope: contextlib.ExitStack) -> int:
   errors = sys.stderr
   try:
     os.makedirs(config.resolved_outputs_dir, exist_ok=True)
+    busy = _lock_outputs(config.resolved_outputs_dir, run_scope)
+    if busy:
+      print(f'error: {path}: outputs_dir: {busy}', file=sys.stderr)
+      return 2
     open(log_path, 'w').close()  # a new log per run; every writer appends
   except OSError as e:
     print(
