@@ -374,6 +374,12 @@ def _run(argv, route_stderr: bool, run_scope: contextlib.ExitStack) -> int:
   parser.add_argument(
     '--no-summary', action='store_true', help='do not print the run summary or write the report'
   )
+  parser.add_argument(
+    '--require-blessed',
+    action='store_true',
+    help='exit 3 when the run ends without a blessed model (for CI jobs; a run that is not '
+    'blessed is otherwise a success: the pipeline did its job)',
+  )
   args = parser.parse_args(argv)
   path = config_lib.config_path(args.config)
   try:
@@ -443,11 +449,13 @@ def _run(argv, route_stderr: bool, run_scope: contextlib.ExitStack) -> int:
       logging.getLogger(__name__).warning('the run was interrupted (%s)', how)
       print(interrupted_text(config, how, progress.component, log_path), file=errors, flush=True)
     raise
-  if not args.no_summary:
+  run = None
+  if not args.no_summary or args.require_blessed:
     try:
       run = summary.collect(config, started, warnings.by_component)
       run.log_path = log_path
-      report.write_report(config, run)
+      if not args.no_summary:
+        report.write_report(config, run)
     except Exception as e:  # noqa: BLE001 - the run succeeded; only its report failed
       logging.getLogger(__name__).exception('the summary failed')
       print(
@@ -455,8 +463,19 @@ def _run(argv, route_stderr: bool, run_scope: contextlib.ExitStack) -> int:
         f'{short_error(e)} (details: {log_path})',
         file=errors,
       )
-      return 0
+      return 3 if args.require_blessed else 0
+  if run is not None and not args.no_summary:
     print(report.text(config, run), flush=True)
+  if args.require_blessed and not run.blessed:
+    verdict = 'not evaluated' if run.blessed is None else 'not blessed'
+    print(
+      f'error: --require-blessed: the model was {verdict}'
+      + (f' ({"; ".join(run.why)})' if run.why else '')
+      + '; nothing was pushed',
+      file=errors,
+      flush=True,
+    )
+    return 3
   return 0
 
 

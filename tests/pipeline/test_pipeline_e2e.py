@@ -80,13 +80,13 @@ def _config_file(tmp, outputs, train=None, **evaluation):
   return str(path)
 
 
-def _run(config_path, capsys):
-  code = local_runner.main(['--config', config_path])
-  out = capsys.readouterr().out
-  assert code == 0, out
+def _run(config_path, capsys, *flags, code=0):
+  ended = local_runner.main(['--config', config_path, *flags])
+  out, err = capsys.readouterr()
+  assert ended == code, out + err
   config = config_lib.load_config(config_path)
   with open(os.path.join(config.resolved_outputs_dir, contract.SUMMARY_FILE)) as f:
-    return config, json.load(f), out
+    return config, json.load(f), out, err
 
 
 @pytest.fixture(scope='module')
@@ -181,7 +181,7 @@ def test_pushed_model_answers_raw_text_in_a_fresh_process(first_run):
 
 def test_second_run_hits_the_cache_for_every_component(first_run, capsys):
   config_path, _, _ = first_run
-  _, run, out = _run(config_path, capsys)
+  _, run, out, _ = _run(config_path, capsys)
   states = {
     c['name']: c['state'] for c in run['components'] if c['name'] != contract.BASELINE_RESOLVER_ID
   }  # a resolver is not an execution
@@ -220,7 +220,11 @@ def test_unmet_threshold_is_not_blessed_and_nothing_is_pushed(first_run, workspa
     'checkpoint_every_steps': 10,
   }
   strict = _config_file(workspace, workspace / 'outputs', train=untrained, min_accuracy=1.0)
-  _, run, out = _run(strict, capsys)
+  # A CI job asks for a blessed model: the run's exit status says there is none, after the
+  # summary and report are written as for any run.
+  _, run, out, err = _run(strict, capsys, '--require-blessed', code=3)
+  assert err.startswith('error: --require-blessed: the model was not blessed (accuracy '), err
+  assert err.rstrip().endswith('; nothing was pushed')
   assert run['blessed'] is False
   assert any(
     why.startswith('accuracy ') and 'below the lower bound 1 (evaluation.min_accuracy)' in why
