@@ -23,6 +23,10 @@ def _set_dotted(tree: Dict[str, Any], dotted: str, value):
     if not isinstance(child, dict):
       raise ConfigError(f'--set {dotted}: {key!r} is not a section')
     node = child
+  earlier = node.get(keys[-1])
+  if isinstance(value, dict) and isinstance(earlier, dict):
+    # `--set train.seed=1 --set train={lora: ...}`: merged as into the file's section.
+    value = _merge(earlier, value)
   node[keys[-1]] = value
 
 

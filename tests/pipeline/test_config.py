@@ -963,13 +963,25 @@ def test_a_file_value_the_config_refuses_is_named_as_the_file_beside_sets_of_its
   with pytest.raises(config_lib.ConfigError) as error:
     config_lib.load_config(path, ['train.seed=1', 'train={seq_len: 32}'])
   assert str(error.value) == f"{path}: train.train_steps: expected an integer, got 'abc'"
-  # The last --set of a key gives its value; a later --set of its section replaces it.
+  # The last --set of a key gives its value; a later --set of its section merges into it, as
+  # into the file's section (it used to replace the earlier --sets of that section).
   with pytest.raises(config_lib.ConfigError) as error:
     config_lib.load_config(path, ['train.train_steps=5', 'train.train_steps=x'])
   assert str(error.value) == "--set train.train_steps: expected an integer, got 'x'"
   with pytest.raises(config_lib.ConfigError) as error:
     config_lib.load_config(path, ['train.train_steps=x', 'train={seed: 1}'])
-  assert str(error.value).startswith(f"{path}: train.train_steps: expected an integer, got 'abc'")
+  assert str(error.value) == "--set train.train_steps: expected an integer, got 'x'"
+  config = config_lib.load_config(
+    path,
+    [
+      'train.train_steps=7',
+      'train={seed: 3}',
+      'evaluation={min_accuracy: 0.5}',
+      'evaluation.max_accuracy_drop=0.1',
+    ],
+  )
+  assert (config.train.train_steps, config.train.seed) == (7, 3)
+  assert (config.evaluation.min_accuracy, config.evaluation.max_accuracy_drop) == (0.5, 0.1)
   path = _write(tmp_path, 'train: {train_steps: 10, eval_steps: 2, trian_steps: 1}\n')
   with pytest.raises(config_lib.ConfigError) as error:
     config_lib.load_config(path, ['train.seed=1'])
