@@ -365,6 +365,9 @@ def supervise(monitor, command, env) -> int:
       close_fds=False,  # as the exec it replaces: descriptors the caller passed stay open
       preexec_fn=in_bubblewrap,
     )
+  except FileNotFoundError:
+    print(f'[runtime] command not found: {monitor[0]}', file=sys.stderr)
+    return 127
   finally:
     os.close(info_write)
   child = _child_pid(info_read)

@@ -46,9 +46,9 @@ COMMAND = textwrap.dedent(
   import signal, sys, time
   got = []
   signal.signal(signal.SIGTERM, lambda number, frame: got.append('SIGTERM'))
-  print('ready', 'SIGHUP ignored' if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN else '',
-        flush=True)
   try:
+    print('ready', 'SIGHUP ignored' if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN else '',
+          flush=True)
     for _ in range(200):
       time.sleep(0.05)
       if got:
