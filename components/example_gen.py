@@ -7,10 +7,13 @@ so nothing downstream knows them.
 
 This module is the TFX component: its spec, executor and factory. The jobs it hands out:
   * `components.readers`: the format readers and their registry (`FORMATS`);
+  * `components.file_selection`: which files a split's glob reads, and the warnings of what it
+    leaves out beside them;
   * `components.read_examples`: the Beam side (a DoFn per file, hash splits, empty-split check);
   * `components.example_encoding`: the tf.Example encoder;
   * `components.tfrecord_files` and `components.tfrecords`: the TFRecord files it writes.
-What bad input gets is listed in `components.read_examples` and `components.readers`.
+What bad input gets is listed there and in `components.readers`. Do records the files read on
+its Examples (`contract.INPUT_FILES_PROPERTY`), for the run's summary.json.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from tfx.types import (
 )
 from tfx.utils import proto_utils
 
-from components import beam_specs, read_examples, tfrecord_files, tfrecords
+from components import beam_specs, file_selection, read_examples, tfrecord_files, tfrecords
 
 # The exec property keys it shares with its readers, and the registry, are part of its API.
 from components.read_examples import INPUT_FORMAT_KEY as INPUT_FORMAT_KEY
@@ -98,7 +101,7 @@ class Executor(BaseExampleGenExecutor):
         for split in input_config.splits
       }
       sources = {
-        split.name: read_examples.describe_files(os.path.join(base, split.pattern))
+        split.name: file_selection.describe_files(os.path.join(base, split.pattern))
         for split in input_config.splits
       }
       patterns = [os.path.join(base, split.pattern) for split in input_config.splits]
@@ -115,7 +118,7 @@ class Executor(BaseExampleGenExecutor):
     # The reader splits as it reads: a separate split step would parse every example again.
     parts = pipeline | 'InputToRecord' >> read(exec_properties, pattern, buckets, batched)
     splits = {name: parts[name] for name in names}
-    source = read_examples.describe_files(os.path.join(base, pattern))
+    source = file_selection.describe_files(os.path.join(base, pattern))
     read_examples.check_not_empty(
       splits,
       dict.fromkeys(names, source),
@@ -166,8 +169,13 @@ class Executor(BaseExampleGenExecutor):
           _ = records | f'Write[{split}]' >> tfrecord_files.write(path, compression)
         else:
           _ = lists | f'Write[{split}]' >> tfrecord_files.write_batches(path, compression)
+    read = file_selection.recorded(
+      exec_properties[standard_component_specs.INPUT_BASE_KEY],
+      [split.pattern for split in input_config.splits],
+    )
     for artifact in outputs:
       tfrecord_files.mark(artifact, compression)
+      artifact.set_string_custom_property(contract.INPUT_FILES_PROPERTY, read)
 
 
 class TextExampleGenSpec(component_spec.ComponentSpec):
@@ -352,7 +360,7 @@ def create_example_gen(
     # A match that cannot be read (a broken symlink, a named pipe) would first fail TFX's
     # fingerprint of the inputs with a message-less NotFoundError, or block a worker.
     for split in input_config.splits:
-      read_examples.input_files(os.path.join(input_base, split.pattern))
+      file_selection.input_files(os.path.join(input_base, split.pattern))
   source_text = jsonl_text_field if input_format == contract.JSONL else text_column
   return TextExampleGen(
     input_base=input_base,

@@ -10,8 +10,9 @@ empty or whitespace-only documents; with `label_values`, rows whose label is not
 without documents. With the schema's label rules (`label_domain`, `require_label`), a row whose
 label is missing or outside the domain is a `DataError` naming the file and line (and how many
 rows of the file have one); without them such a row is kept, for ExampleValidator to report. A
-split without examples, an input pattern that matches no file, or a match that is not a
-readable file is a `DataError` naming the split, pattern or file.
+split without examples, or an input pattern that matches no file, is a `DataError` naming the
+split or pattern. Which files a pattern reads, and the warnings of what it leaves out, are
+`components.file_selection`'s; the files read are logged (INFO), a count and the first few names.
 
 Hash splits hash each example's text (not the whole example), so duplicates stay in one split
 and ExampleGens reading the same files with other options (the pretraining corpus) agree with
@@ -25,8 +26,6 @@ import collections
 import hashlib
 import json
 import os
-import re
-import stat
 import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -36,6 +35,7 @@ from absl import logging
 from tfx.dsl.io import fileio
 from tfx.types import standard_component_specs
 
+from components import file_selection
 from components.errors import DataError
 from components.example_encoding import make_example
 from components.readers import (
@@ -244,7 +244,7 @@ def dropped_labels(exec_properties: Mapping[str, Any], patterns: Sequence[str]) 
   name, options = _reader(exec_properties)
   dropped, seen = collections.Counter(), 0
   for pattern in patterns:
-    for path in input_files(pattern):
+    for path in file_selection.select(pattern).files:
       for _, text, label in read_records(path, name, **options):
         seen += 1
         if seen > _DROPPED_SCAN_ROWS:
@@ -285,7 +285,7 @@ def ReadTextExamples(  # noqa: N802 (Beam transform naming)
   """
   pattern = os.path.join(exec_properties[standard_component_specs.INPUT_BASE_KEY], split_pattern)
   name, options = _reader(exec_properties)
-  files = input_files(pattern)
+  files = file_selection.input_files(pattern)
   if not files:
     folder = os.path.dirname(pattern)
     held = sorted(fileio.listdir(folder)) if fileio.isdir(folder) else []
@@ -294,7 +294,15 @@ def ReadTextExamples(  # noqa: N802 (Beam transform naming)
       f'no input files match {pattern!r} (input_format={name!r}); the folder holds '
       f'{shown or "nothing"}: set data.format or data.file_pattern to match them'
     )
-  logging.info('Reading %d %s file(s) matching %s', len(files), name, pattern)
+  into = f' (hash-split into {", ".join(s for s, _ in hash_splits)})' if hash_splits else ''
+  logging.info(
+    'input: reading %d %s file(s) matching %s%s: %s',
+    len(files),
+    name,
+    pattern,
+    into,
+    file_selection.named([os.path.basename(f) for f in files]),
+  )
   # Files are the unit of parallelism (Create spreads them over the workers); there is no
   # reshuffle of the records here, as ExampleGen's writer already shuffles once.
   domain, require_label = label_rules(exec_properties) if options.get(LABEL_COLUMN_KEY) else ([], 0)
@@ -315,79 +323,11 @@ def ReadTextExamples(  # noqa: N802 (Beam transform naming)
 
 
 _DROPPED_SCAN_ROWS = 200_000  # rows read again to say which labels label_values dropped
-# Compressions a file name may end in that the readers do not decompress (they take .gz, .bz2).
-_UNREAD_COMPRESSIONS = ('.zip', '.xz', '.zst', '.7z', '.lz4', '.lzma', '.tgz', '.rar', '.z')
-
-
-def _left_out(path: str, pattern: str) -> str | None:
-  """Why a match of `pattern` is not an input file (None: it is one).
-
-  Hidden files (a LibreOffice lock `.~lock.x.csv#`, a vim swap file) are left out unless the
-  pattern itself names hidden files. Under a format's default pattern (`*.csv*`: the format's
-  extension, then anything), a name must end in the extension, or the extension and .gz or .bz2:
-  a backup (`x.csv.orig`, `x.csv~`) is left out, and an archive the readers cannot open is an
-  error naming it.
-  """
-  name = os.path.basename(path)
-  wanted = os.path.basename(pattern)
-  if name.startswith('.') and not wanted.startswith('.'):
-    return 'a hidden file'
-  extension = wanted[1:-1] if re.fullmatch(r'\*\.\w+\*', wanted) else None
-  if extension is None or name.endswith((extension, extension + '.gz', extension + '.bz2')):
-    return None
-  suffix = name[name.rfind(extension) + len(extension) :]
-  if suffix.lower().endswith(_UNREAD_COMPRESSIONS):
-    raise DataError(
-      f'{path}: compressed as {suffix}, which is not read: decompress it, or compress it with'
-      ' gzip (.gz) or bzip2 (.bz2)'
-    )
-  return f'not a {extension} file (ends in {suffix!r}: a backup or a leftover?)'
-
-
-def input_files(pattern: str) -> list[str]:
-  """The files `pattern` matches, folders and `_left_out` names excepted; a local match that
-  cannot be read as a file is an error here, naming it, not later in a Beam worker (a named pipe
-  would block it)."""
-  files = []
-  for path in sorted(fileio.glob(pattern)):
-    why = _left_out(path, pattern)
-    if why is not None:
-      logging.warning('input: %s left out: %s', path, why)
-      continue
-    if '://' in path:
-      if not fileio.isdir(path):
-        files.append(path)
-      continue
-    try:
-      mode = os.stat(path).st_mode
-    except OSError as e:
-      raise DataError(
-        f'{path}: cannot read this input file ({e.strerror}; a broken or looping symbolic '
-        'link?): fix it, or move it out of the input folder'
-      ) from None
-    if stat.S_ISDIR(mode):
-      continue
-    if not stat.S_ISREG(mode):
-      raise DataError(
-        f'{path}: not a regular file (a named pipe, socket or device): move it out of the '
-        'input folder or narrow data.file_pattern'
-      )
-    if not os.access(path, os.R_OK):
-      raise DataError(f'{path}: no permission to read this input file: chmod it or copy it')
-    files.append(path)
-  return files
 
 
 def label_values(exec_properties: Mapping[str, Any]) -> list[str]:
   """The labels to keep, from the exec properties; empty keeps every row."""
   return json.loads(exec_properties.get(LABEL_VALUES_KEY) or '[]')
-
-
-def describe_files(pattern: str) -> str:
-  files = sorted(p for p in fileio.glob(pattern) if not fileio.isdir(p))
-  shown = ', '.join(os.path.basename(f) for f in files[:_MAX_REPORTED_FILES])
-  more = ', ...' if len(files) > _MAX_REPORTED_FILES else ''
-  return f'{pattern} ({len(files)} file(s): {shown}{more})'
 
 
 def check_not_empty(

@@ -101,7 +101,9 @@ class DataConfig:
       Files named `*.gz` or `*.bz2` are decompressed as they are read (tfrecord: `*.gz`).
       Hidden files (an editor's lock or swap file) are left out, and under a default pattern
       so are names with another ending (`x.csv.orig`, `x.csv~`); `x.csv.zip` (or .xz, .zst,
-      ...) is an error saying to decompress it or use gzip.
+      ...) is an error saying to decompress it or use gzip. Sub-folders are not read, and names
+      match case-sensitively (`notes.CSV` is not `*.csv*`); what is left out beside the files
+      read is warned of (components/file_selection.py).
     input_splits: names of pre-split sub-folders of `input_base` (e.g. [train, eval]); empty
       means one folder split by hash buckets with `train_eval_ratio`.
     train_eval_ratio: hash-bucket ratio of the train and eval splits.

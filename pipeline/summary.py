@@ -32,6 +32,8 @@ class RunSummary:
     why: the validation failures, why the model was blessed, or why it has no verdict.
     pushed_path: where the Pusher wrote the model, None if it did not push.
     model_run_dirs: TensorBoard log folders of the Trainers.
+    input_files: the files ExampleGen read: {'count': n, 'files': [their paths relative to
+      data.input_base, the first 1,000]}; empty if unknown.
     statistics: per split, example count and mean text length in tokens, if known.
     curves: TensorBoard scalar series per tag.
     baseline: classification: TF-IDF + logistic regression trained and scored on the same
@@ -58,6 +60,7 @@ class RunSummary:
   why: List[str] = dataclasses.field(default_factory=list)
   pushed_path: Optional[str] = None
   model_run_dirs: List[str] = dataclasses.field(default_factory=list)
+  input_files: Dict[str, Any] = dataclasses.field(default_factory=dict)
   statistics: Dict[str, Dict[str, float]] = dataclasses.field(default_factory=dict)
   curves: Dict[str, List[Tuple[int, float]]] = dataclasses.field(default_factory=dict)
   baseline: Optional[Dict[str, float]] = None
@@ -346,6 +349,15 @@ def _run_curves(model_run_dir) -> Dict[str, List[Tuple[int, float]]]:
   return curves
 
 
+def input_files(examples) -> Dict[str, Any]:
+  """The files ExampleGen's `examples` artifact records it read ({} if it records none)."""
+  try:
+    recorded = json.loads(run_metadata.custom(examples, contract.INPUT_FILES_PROPERTY) or '{}')
+  except ValueError:
+    return {}
+  return recorded if isinstance(recorded, dict) else {}
+
+
 def _statistics(statistics_uri) -> Dict[str, Dict[str, float]]:
   """Per split: example count, mean text length and label shares, from StatisticsGen."""
   import tensorflow_data_validation as tfdv
@@ -483,6 +495,9 @@ def collect(
     )
   )
   summary.warnings = run_warnings(config, store, warnings or {})
+  summary.input_files = input_files(
+    run_metadata.latest_output(store, 'Examples', contract.EXAMPLE_GEN_ID, 'examples')
+  )
   statistics = run_metadata.latest(store, 'ExampleStatistics')
   if statistics is not None:
     summary.statistics = _statistics(statistics.uri)

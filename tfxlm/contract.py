@@ -51,6 +51,9 @@ TEXT_MODES = (LINE, FILE)
 NO_COMPRESSION, GZIP = 'none', 'gzip'
 TFRECORD_COMPRESSIONS = (NO_COMPRESSION, GZIP)
 TFRECORD_COMPRESSION_PROPERTY = 'tfrecord_compression'
+# On ExampleGen's Examples: the input files read, JSON {"count": n, "files": [first names]}, the
+# names relative to data.input_base (components.file_selection.recorded).
+INPUT_FILES_PROPERTY = 'input_files'
 GZIP_SUFFIX = '.gz'
 
 # Vocabulary artifact: its tokenizer kinds and files (written by the Vocabulary component, read

@@ -582,7 +582,8 @@ def _exec_properties(component):
 
 
 def _run_executor(component, out):
-  """Runs the executor's Do; returns {split: its records, file by file} and the file names."""
+  """Runs the executor's Do; returns {split: its records, file by file}, the file names and the
+  input files it records having read."""
   examples = standard_artifacts.Examples()
   examples.uri = str(out)
   context = example_gen.Executor.Context(beam_pipeline_args=local_runner.in_process_beam_args())
@@ -598,7 +599,8 @@ def _run_executor(component, out):
       for f in files
       for r in tf.data.TFRecordDataset(f, compression_type='GZIP' if f.endswith('.gz') else '')
     ]
-  return records, names
+  inputs = json.loads(examples.get_string_custom_property(contract.INPUT_FILES_PROPERTY))
+  return records, names, inputs
 
 
 @pytest.mark.parametrize(
@@ -624,8 +626,9 @@ def test_the_executor_writes_the_records_and_splits_of_the_per_record_path(
     compression=compression,
     input_splits={'train': 'a.txt', 'eval': 'b.txt'} if presplit else None,
   )
-  written, names = _run_executor(component, tmp_path / 'out')
+  written, names, inputs = _run_executor(component, tmp_path / 'out')
   assert names == {f'data_tfrecord-00000-of-00001{tfrecords.suffix(compression)}'}
+  assert inputs == {'count': 2, 'files': ['a.txt', 'b.txt']}
   pipeline = beam.Pipeline(runner=local_runner.FN_API_RUNNER)
   splits = example_gen.Executor().GenerateExamplesByBeam(pipeline, _exec_properties(component))
   for name, records in splits.items():

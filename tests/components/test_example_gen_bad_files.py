@@ -9,7 +9,7 @@ import apache_beam as beam
 import pytest
 from tfx.types import standard_component_specs
 
-from components import example_gen, read_examples, readers, tfrecords
+from components import example_gen, file_selection, readers, tfrecords
 from components.validation import DataError
 from pipeline import local_runner
 
@@ -97,16 +97,16 @@ def test_editor_leftovers_and_backups_are_left_out_and_unread_archives_named(tmp
   ):
     (tmp_path / name).write_bytes(b'x')
   default = os.path.join(str(tmp_path), readers.FORMATS['csv'].default_pattern)
-  assert read_examples.input_files(default) == [
+  assert file_selection.input_files(default) == [
     str(tmp_path / 'data.csv'),
     str(tmp_path / 'more.csv.gz'),
   ]
   # A pattern that names them is taken at its word.
-  assert read_examples.input_files(str(tmp_path / '.data*')) == [str(tmp_path / '.data.csv.swp')]
-  assert read_examples.input_files(str(tmp_path / '*.orig')) == [str(tmp_path / 'data.csv.orig')]
+  assert file_selection.input_files(str(tmp_path / '.data*')) == [str(tmp_path / '.data.csv.swp')]
+  assert file_selection.input_files(str(tmp_path / '*.orig')) == [str(tmp_path / 'data.csv.orig')]
   (tmp_path / 'old.csv.zip').write_bytes(b'PK')
   with pytest.raises(DataError, match=r'old\.csv\.zip: compressed as \.zip, which is not read'):
-    read_examples.input_files(default)
+    file_selection.input_files(default)
 
 
 def test_a_folder_matching_the_pattern_is_left_out(tmp_path):

@@ -705,7 +705,7 @@ def test_unknown_named_data_set_lists_the_known_ones(tmp_path):
 
 def test_every_shipped_config_on_the_bundled_sample_matches_its_file():
   # Two shipped configs once stopped at ExampleGen: the sample is a CSV named *.txt.
-  from components import read_examples, readers
+  from components import file_selection, readers
 
   bundled = []
   for name in sorted(os.listdir(CONFIGS)):
@@ -714,7 +714,7 @@ def test_every_shipped_config_on_the_bundled_sample_matches_its_file():
         continue  # its own data, or a /path/to/ to edit
     config = config_lib.load_config(os.path.join(CONFIGS, name))
     pattern = config.data.file_pattern or readers.FORMATS[config.data.format].default_pattern
-    files = read_examples.input_files(os.path.join(config_lib.bundled_imdb_dir(), pattern))
+    files = file_selection.input_files(os.path.join(config_lib.bundled_imdb_dir(), pattern))
     assert files, (name, pattern)
     bundled.append(name)
   assert {'imdb_sample.yaml', 'finetune_bert_preset.yaml', 'finetune_gpt2_preset.yaml'} <= set(
