@@ -18,6 +18,8 @@ from serving.batching import BatchingOptions
 # A version folder's name: ASCII digits only (str.isdigit() also accepts '²' or '٣'), and a
 # number that fits the int64 of ModelSpec.version.
 _VERSION_NAME = re.compile(r'[0-9]{1,18}')
+# Why a negative version is never found, said alike by REST and gRPC.
+NEGATIVE_VERSION = 'versions are numbered from 0 up'
 
 
 def is_version_name(name: str) -> bool:

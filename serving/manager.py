@@ -13,7 +13,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from serving import codec, core, errors, memory
 from serving.batching import BatchingOptions, BatchQueue
-from serving.config import ModelConfig, discover_models, is_version_name
+from serving.config import NEGATIVE_VERSION, ModelConfig, discover_models, is_version_name
 from serving.metrics import Metrics
 from serving.servable import SAVED_MODEL_FILE, Servable
 from tfxlm import contract
@@ -402,6 +402,8 @@ class ModelManager:
         grpc.StatusCode.UNAVAILABLE, f'version {version} of model "{name}" is still loading'
       )
     detail = f': {info.message}' if info is not None and info.message else ''
+    if version < 0:
+      detail = f': {NEGATIVE_VERSION}'
     raise errors.not_found(
       f'Servable not found for request: Specific({name}, {version}):'
       f' serving versions are {sorted(serving)}{detail}'
@@ -435,7 +437,8 @@ class ModelManager:
     if version is not None:
       rows = [r for r in rows if r[0] == version]
       if not rows:
-        raise errors.not_found(f'Could not find version {version} of model "{name}"')
+        why = f': {NEGATIVE_VERSION}' if version < 0 else ''
+        raise errors.not_found(f'Could not find version {version} of model "{name}"{why}')
     if not rows:
       raise errors.not_found(
         f'Could not find any versions of model "{name}" under {model.config.base_path}'

@@ -18,6 +18,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from serving import codec, core, errors
+from serving.config import NEGATIVE_VERSION
 from serving.servable import Servable
 
 METRICS_PATH = '/monitoring/prometheus/metrics'
@@ -39,6 +40,9 @@ _INFLATE_STEP = 1 << 20
 # at a time: the Python objects of one slice live at once, never those of the whole answer.
 _ENCODE_ROWS = 4096
 _ENCODE_ELEMENTS = 1 << 16
+# A /versions/ path segment: ASCII digits (r'\d' also takes '٣'), a sign caught to say so.
+_SIGNED_DIGITS = re.compile(r'([+-]?)([0-9]+)')
+_INT64_MAX = 2**63 - 1  # ModelSpec.version is an int64
 
 
 def _max_depth(brackets: bytes) -> int:
@@ -167,9 +171,7 @@ def parse_route(http_method: str, path: str) -> Route:
     raise errors.not_found(f'no such path: {http_method} {path:.200}')
   version = match['version']
   if version is not None:
-    if not re.fullmatch(r'[0-9]{1,18}', version):
-      raise errors.invalid_argument(f'Malformed request: version "{version:.40}" is not a number')
-    version = int(version)
+    version = _version_number(version)
   verb = match['verb']
   if verb is None:
     if http_method != 'GET':
@@ -184,6 +186,39 @@ def parse_route(http_method: str, path: str) -> Route:
       )
     kind = verb
   return Route(kind, match['name'], version, match['label'])
+
+
+def _version_number(text: str) -> int:
+  """The version a /versions/ path segment names: digits that fit ModelSpec's int64.
+
+  TF Serving matches the segment with `\\d+` and converts it with SimpleAtoi into an int64, so a
+  sign or a number past int64 is a malformed request (400) there too; this says which.
+  """
+  match = _SIGNED_DIGITS.fullmatch(text)
+  if match is None:
+    raise errors.invalid_argument(
+      f'Malformed request: version "{text:.40}" is not a number: write the version in digits,'
+      ' e.g. /versions/1'
+    )
+  sign, digits = match.groups()
+  digits = digits.lstrip('0') or '0'
+  # Compared as text: int() of a path-long run of digits would pass Python's digit limit.
+  number = int(digits) if len(digits) <= len(str(_INT64_MAX)) else _INT64_MAX + 1
+  if sign == '-' and number:
+    raise errors.invalid_argument(
+      f'Malformed request: version "{text:.40}" is negative: {NEGATIVE_VERSION}'
+    )
+  if number > _INT64_MAX:
+    raise errors.invalid_argument(
+      f'Malformed request: version "{text:.40}" is out of range: a version is at most'
+      f' {_INT64_MAX} (int64)'
+    )
+  if sign:
+    raise errors.invalid_argument(
+      f'Malformed request: version "{text:.40}" has a sign: write the version in digits only,'
+      f' /versions/{number}'
+    )
+  return number
 
 
 def signature_name(body: dict) -> str:

@@ -186,6 +186,19 @@ def test_only_ascii_numbers_are_versions(tmp_path):
     manager.stop()
 
 
+@pytest.mark.parametrize('call', ['resolve', 'status'])
+def test_a_negative_version_in_a_model_spec_is_not_found_and_says_why(tmp_path, call):
+  # gRPC passes ModelSpec.version as given; REST refuses '/versions/-1' with the same reason.
+  manager = ModelManager([ModelConfig(MODEL, str(tmp_path))], poll_wait_seconds=0)
+  with pytest.raises(errors.ServingError, match='versions are numbered from 0 up') as raised:
+    getattr(manager, call)(MODEL, -1)
+  assert raised.value.code == grpc.StatusCode.NOT_FOUND
+  with pytest.raises(errors.ServingError) as raised:
+    getattr(manager, call)(MODEL, 0)  # 0 is a version folder's name like any other
+  assert raised.value.code == grpc.StatusCode.NOT_FOUND
+  assert 'from 0 up' not in raised.value.message
+
+
 def test_generate_rows_per_call_are_sized_for_the_models_whole_window(tmp_path, monkeypatch):
   # The calibration runs a short prompt and one new token; a real row may fill seq_len (here
   # 512 positions, 128 times the calibrated window), so a call takes 128 times fewer rows.

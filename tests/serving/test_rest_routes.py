@@ -47,6 +47,29 @@ def test_bad_routes_name_what_is_wrong(method, path, code, words):
   assert raised.value.code == code
 
 
+@pytest.mark.parametrize(
+  'segment, words',
+  [
+    ('-1', 'version "-1" is negative: versions are numbered from 0 up'),
+    ('+1796557199', 'version "\\+1796557199" has a sign: .* /versions/1796557199'),
+    ('99999999999999999999999', 'out of range: a version is at most 9223372036854775807'),
+    ('9' * 5000, 'out of range'),  # past Python's limit on the digits int() converts
+    ('１', 'is not a number'),  # a fullwidth digit
+  ],
+)
+def test_versions_tf_serving_refuses_say_why(segment, words):
+  # TF Serving matches the segment with \d+ and converts it into an int64: a sign or a number past
+  # int64 is a malformed request (400). These once all said 'version "-1" is not a number'.
+  with pytest.raises(errors.ServingError, match=words) as raised:
+    rest_api.parse_route('GET', f'/v1/models/lm/versions/{segment}')
+  assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize('segment, version', [('0', 0), ('007', 7), (str(2**63 - 1), 2**63 - 1)])
+def test_every_int64_version_is_a_route(segment, version):
+  assert rest_api.parse_route('GET', f'/v1/models/lm/versions/{segment}').version == version
+
+
 def test_json_depth_is_measured_outside_strings():
   assert rest_api.parse_json(b'{"a": "[[[[[[[["}', max_depth=1) == {'a': '[[[[[[[['}
   assert rest_api.parse_json(b'[[1]]', max_depth=2) == [[1]]
