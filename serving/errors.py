@@ -47,6 +47,20 @@ class ServingError(Exception):
     return self._http_status or _HTTP_STATUS[self.code]
 
 
+def quoted(text: str, limit: int = 80) -> str:
+  """`text` in double quotes for a message, with what would not show escaped.
+
+  Quotes, backslashes and characters that do not print (controls, spaces other than ' ', format
+  marks such as U+200B) become escapes, so 'stable ' shows its trailing space and a name from a
+  request cannot break or forge a log line; past `limit` characters the text is cut with '...'.
+  """
+  shown = ''.join(
+    '\\' + c if c in '"\\' else c if c.isprintable() else c.encode('unicode_escape').decode()
+    for c in text[:limit]
+  )
+  return f'"{shown}"' + ('...' if len(text) > limit else '')
+
+
 def invalid_argument(message: str, http_status: int | None = None) -> ServingError:
   """An INVALID_ARGUMENT error (HTTP 400 unless `http_status` says otherwise)."""
   return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message, http_status)

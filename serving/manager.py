@@ -358,7 +358,8 @@ class ModelManager:
     model = self._models.get(name)
     if model is None:
       raise errors.not_found(
-        f'Servable not found for request: Latest({name}): no model named "{name}" is configured'
+        f'Servable not found for request: Latest({name}): no model named {errors.quoted(name)}'
+        ' is configured'
       )
     return model
 
@@ -366,8 +367,8 @@ class ModelManager:
     labels = model.config.labels
     if label not in labels:
       raise errors.invalid_argument(
-        f'Unrecognized servable version label: {label} (model "{model.config.name}" has'
-        f' labels {sorted(labels)})'
+        f'Unrecognized servable version label: {errors.quoted(label)}'
+        f' (model "{model.config.name}" has labels {sorted(labels)})'
       )
     return labels[label]
 

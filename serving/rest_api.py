@@ -10,6 +10,7 @@ import json
 import re
 import sys
 import time
+import urllib.parse
 import zlib
 
 import grpc
@@ -185,7 +186,22 @@ def parse_route(http_method: str, path: str) -> Route:
         grpc.StatusCode.UNIMPLEMENTED, f'"{verb:.40}" is not supported; use predict or classify'
       )
     kind = verb
-  return Route(kind, match['name'], version, match['label'])
+  return Route(
+    kind, _path_arg(match['name'], 'model name'), version, _path_arg(match['label'], 'label')
+  )
+
+
+def _path_arg(text: str | None, what: str) -> str | None:
+  """A model name or version label from the path, percent-decoded as TF Serving decodes them
+  (curl_easy_unescape: each %XX becomes its byte, '+' stays '+')."""
+  if text is None or '%' not in text:
+    return text
+  try:
+    return urllib.parse.unquote_to_bytes(text).decode('utf-8')
+  except UnicodeDecodeError:
+    raise errors.invalid_argument(
+      f'Malformed request: the {what} {errors.quoted(text)} is not UTF-8 once percent-decoded'
+    ) from None
 
 
 def _version_number(text: str) -> int:
@@ -194,10 +210,11 @@ def _version_number(text: str) -> int:
   TF Serving matches the segment with `\\d+` and converts it with SimpleAtoi into an int64, so a
   sign or a number past int64 is a malformed request (400) there too; this says which.
   """
+  shown = errors.quoted(text, 40)
   match = _SIGNED_DIGITS.fullmatch(text)
   if match is None:
     raise errors.invalid_argument(
-      f'Malformed request: version "{text:.40}" is not a number: write the version in digits,'
+      f'Malformed request: version {shown} is not a number: write the version in digits,'
       ' e.g. /versions/1'
     )
   sign, digits = match.groups()
@@ -206,16 +223,16 @@ def _version_number(text: str) -> int:
   number = int(digits) if len(digits) <= len(str(_INT64_MAX)) else _INT64_MAX + 1
   if sign == '-' and number:
     raise errors.invalid_argument(
-      f'Malformed request: version "{text:.40}" is negative: {NEGATIVE_VERSION}'
+      f'Malformed request: version {shown} is negative: {NEGATIVE_VERSION}'
     )
   if number > _INT64_MAX:
     raise errors.invalid_argument(
-      f'Malformed request: version "{text:.40}" is out of range: a version is at most'
+      f'Malformed request: version {shown} is out of range: a version is at most'
       f' {_INT64_MAX} (int64)'
     )
   if sign:
     raise errors.invalid_argument(
-      f'Malformed request: version "{text:.40}" has a sign: write the version in digits only,'
+      f'Malformed request: version {shown} has a sign: write the version in digits only,'
       f' /versions/{number}'
     )
   return number

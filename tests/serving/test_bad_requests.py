@@ -183,7 +183,7 @@ GRPC_CASES = {
     'Predict',
     _predict_request(label='canary'),
     INVALID,
-    'Unrecognized servable version label: canary',
+    'Unrecognized servable version label: "canary"',
   ),
   'classify on a raw-text signature': (
     'Classify',
@@ -369,6 +369,13 @@ REST_PATH_CASES = {
     None,
     400,
     'Unrecognized servable version label',
+  ),
+  'label with a trailing space, percent-encoded': (
+    'GET',
+    f'/v1/models/{MODEL}/labels/stable%20',
+    None,
+    400,
+    'Unrecognized servable version label: "stable "',
   ),
   'malformed path': ('GET', '/v1/modelz/toy', None, 400, 'Malformed request'),
   'unknown path': ('GET', '/favicon.ico', None, 404, 'no such path'),

@@ -157,7 +157,7 @@ def test_get_model_status_lists_the_loaded_versions(served):
     (
       {'name': MODEL, 'label': 'beta'},
       grpc.StatusCode.INVALID_ARGUMENT,
-      'Unrecognized servable version label: beta',
+      'Unrecognized servable version label: "beta"',
     ),
   ],
 )

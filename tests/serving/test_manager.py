@@ -199,6 +199,19 @@ def test_a_negative_version_in_a_model_spec_is_not_found_and_says_why(tmp_path, 
   assert 'from 0 up' not in raised.value.message
 
 
+@pytest.mark.parametrize(
+  'label, shown', [('stable ', '"stable "'), ('a\nb"\u200b', r'"a\nb\"\u200b"')]
+)
+def test_an_unknown_label_is_quoted_with_what_would_not_show_escaped(tmp_path, label, shown):
+  manager = ModelManager([ModelConfig(MODEL, str(tmp_path), labels={'stable': 1})])
+  with pytest.raises(errors.ServingError) as raised:
+    manager.resolve(MODEL, label=label)
+  assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+  assert f'Unrecognized servable version label: {shown} (model' in raised.value.message
+  with pytest.raises(errors.ServingError, match='no model named "my lm " is configured'):
+    manager.resolve('my lm ')
+
+
 def test_generate_rows_per_call_are_sized_for_the_models_whole_window(tmp_path, monkeypatch):
   # The calibration runs a short prompt and one new token; a real row may fill seq_len (here
   # 512 positions, 128 times the calibrated window), so a call takes 128 times fewer rows.

@@ -70,6 +70,16 @@ def test_every_int64_version_is_a_route(segment, version):
   assert rest_api.parse_route('GET', f'/v1/models/lm/versions/{segment}').version == version
 
 
+def test_model_names_and_labels_are_percent_decoded_as_tf_serving_does():
+  # TF Serving unescapes both with curl (each %XX, '+' kept); the label was once kept as 'stable%20'.
+  route = rest_api.parse_route('GET', '/v1/models/my%20lm/labels/stable%20')
+  assert (route.name, route.label) == ('my lm', 'stable ')
+  route = rest_api.parse_route('POST', '/v1/models/a%2Fb+c/labels/%E2%9C%93:predict')
+  assert (route.name, route.label) == ('a/b+c', '\u2713')
+  with pytest.raises(errors.ServingError, match='"%ff" is not UTF-8 once percent-decoded'):
+    rest_api.parse_route('GET', '/v1/models/lm/labels/%ff')
+
+
 def test_json_depth_is_measured_outside_strings():
   assert rest_api.parse_json(b'{"a": "[[[[[[[["}', max_depth=1) == {'a': '[[[[[[[['}
   assert rest_api.parse_json(b'[[1]]', max_depth=2) == [[1]]
