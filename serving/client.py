@@ -21,6 +21,7 @@ import json
 import ssl
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 
@@ -280,10 +281,11 @@ class RestClient:
       self.headers['Authorization'] = f'Bearer {token}'
 
   def _path(self, model, version=None, label=None):
-    path = f'{self.url}/v1/models/{model}'
+    # Percent-encoded whole ('/' and ' ' too): the server decodes the name and label back.
+    path = f'{self.url}/v1/models/{urllib.parse.quote(model, safe="")}'
     if version is not None:
       return f'{path}/versions/{version}'
-    return f'{path}/labels/{label}' if label else path
+    return f'{path}/labels/{urllib.parse.quote(label, safe="")}' if label else path
 
   def request(self, url: str, body: dict | None = None) -> dict:
     """GETs (or POSTs the JSON `body` to) `url`; returns the decoded JSON answer.

@@ -121,6 +121,18 @@ def test_query_client_words_a_missing_signature_as_the_server_does(process, caps
     assert capsys.readouterr().err == f'error: FAILED_PRECONDITION: {server}\n'
 
 
+def test_rest_client_percent_encodes_the_model_name_and_label(monkeypatch):
+  urls = []
+
+  def request(self, url, body=None):
+    urls.append(url)
+    return {'outputs': {}}
+
+  monkeypatch.setattr(client.RestClient, 'request', request)
+  client.RestClient('http://h').predict('my lm', ['a'], label='stable /2', input_key='text')
+  assert urls == ['http://h/v1/models/my%20lm/labels/stable%20%2F2:predict']
+
+
 def test_query_client_names_a_rest_server_it_cannot_reach(capsys):
   with socket.socket() as s:  # a port nothing listens on once closed
     s.bind(('127.0.0.1', 0))
