@@ -176,12 +176,15 @@ class _FileToExamples(beam.DoFn):
       problem = f'no label (column {column!r} is empty)'
     else:
       problem = f"label {label!r} is not in the schema's label domain {sorted(self._label_domain)}"
-      same = _same_text(label, self._label_domain)
-      if same is not None:
+      near = _near_label(label, self._label_domain)
+      if near is not None and near[1] == _NFC_ONLY:
         problem = (
-          f"label {ascii(label)} is not in the schema's label domain, whose {ascii(same)} is "
+          f"label {ascii(label)} is not in the schema's label domain, whose {ascii(near[0])} is "
           'the same text in another Unicode normal form'
         )
+      elif near is not None:
+        show = ascii if _NFC_ONLY[0] in near[1] else repr
+        problem += f' ({show(label)} differs from {show(near[0])} only in {" and ".join(near[1])})'
     more = ''
     if len(bad) > 1:
       shown = ', '.join(str(number) for number, _ in bad[:_MAX_REPORTED_LINES])
@@ -191,22 +194,45 @@ class _FileToExamples(beam.DoFn):
         f'{", ..." if len(bad) > _MAX_REPORTED_LINES else ""}; labels '
         f'{", ".join(f"{lab} {count}" for lab, count in labels.most_common(8))})'
       )
+    nears = {lab: _near_label(lab, self._label_domain) for _, lab in bad if lab is not None}
+    spelled = [(lab, near[0]) for lab, near in nears.items() if near and near[1] != _NFC_ONLY]
     todo = []
     if any(lab is None for _, lab in bad):
       todo.append('give each row a label (or set data.label_column to the column holding them)')
-    if any(lab is not None and _same_text(lab, self._label_domain) for _, lab in bad):
+    if any(near and near[1] == _NFC_ONLY for near in nears.values()):
       todo.append('normalize the data or the schema to NFC (unicodedata.normalize)')
-    if any(lab is not None and _same_text(lab, self._label_domain) is None for _, lab in bad):
+    if spelled:
+      lab, value = spelled[0]
+      todo.append(
+        f'write the labels as the schema does ({lab!r} as {value!r}), or list them in a copy'
+        " of the schema's domain (data.schema_dir)"
+      )
+    if any(near is None for near in nears.values()):
       todo.append('relabel the rows, or list the labels in a copy of the schema (data.schema_dir)')
     return DataError(f'{path}, line {line}: {problem}{more}\n  What to do: {"; ".join(todo)}')
 
 
-def _same_text(label: str, domain: frozenset[str]) -> str | None:
-  """The value of `domain` that is `label` in another Unicode normal form (NFC equal), if any."""
-  composed = unicodedata.normalize('NFC', label)
-  for value in domain:
-    if unicodedata.normalize('NFC', value) == composed:
-      return value
+# What `_near_label` finds for a label that is a domain value in another Unicode normal form.
+_NFC_ONLY = ['Unicode normal form']
+
+
+def _near_label(label: str, domain: frozenset[str]) -> tuple[str, list[str]] | None:
+  """The value of `domain` that `label` differs from only in Unicode normal form, case or
+  surrounding whitespace, and which of these differ (in that order); None if there is none."""
+
+  def fold(text):
+    return unicodedata.normalize('NFC', text).strip().casefold()
+
+  for value in sorted(domain):
+    if fold(value) != fold(label):
+      continue
+    composed, composed_value = (unicodedata.normalize('NFC', t) for t in (label, value))
+    ways = {
+      _NFC_ONLY[0]: label.strip().casefold() != value.strip().casefold(),
+      'case': composed.strip() != composed_value.strip(),
+      'surrounding whitespace': composed.casefold() != composed_value.casefold(),
+    }
+    return value, [way for way, differs in ways.items() if differs]
   return None
 
 

@@ -666,6 +666,29 @@ def test_the_executor_names_a_split_left_empty_by_the_hash_split(tmp_path):
     _run_executor(component, tmp_path / 'out')
 
 
+def test_a_label_that_differs_from_the_domain_only_in_case_or_spaces_says_so(tmp_path):
+  (tmp_path / 'a.csv').write_text('text,label\ngood,positive\nbad,Positive\n')
+  with pytest.raises(Exception) as error:
+    _split('csv', tmp_path, label_column='label', label_domain=['negative', 'positive'])
+  message = str(error.value)
+  assert (
+    "line 3: label 'Positive' is not in the schema's label domain ['negative', 'positive']"
+    " ('Positive' differs from 'positive' only in case)" in message
+  )
+  assert (
+    "What to do: write the labels as the schema does ('Positive' as 'positive'), or list them"
+    " in a copy of the schema's domain (data.schema_dir)" in message
+  )
+  assert 'relabel' not in message
+  # The readers strip labels; a schema's domain may still hold a stray space.
+  (tmp_path / 'a.csv').write_text('text,label\nbad,POSITIVE\nother,maybe\n')
+  with pytest.raises(Exception) as error:
+    _split('csv', tmp_path, label_column='label', label_domain=['negative', 'positive '])
+  message = str(error.value)
+  assert "('POSITIVE' differs from 'positive ' only in case and surrounding whitespace)" in message
+  assert 'relabel the rows' in message  # 'maybe' is no near miss
+
+
 def test_a_label_in_another_unicode_normal_form_is_told_apart_with_escapes(tmp_path):
   decomposed = unicodedata.normalize('NFD', 'café')
   (tmp_path / 'a.csv').write_text(f'text,label\ngood,café\nbad,{decomposed}\n', encoding='utf-8')
