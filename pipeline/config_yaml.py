@@ -6,7 +6,7 @@ the text written, for the field's check to name.
 
 import math
 import re
-from typing import Any, Dict, Iterator, List, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import yaml
 
@@ -159,6 +159,17 @@ def given_by_override(message: str, overrides: Sequence[str]) -> bool:
   return not isinstance(node, dict)
 
 
-def with_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, Any]:
-  """A config file's mapping with `KEY=VALUE` overrides merged in, exponent floats as numbers."""
-  return _yaml_floats(_merge(data, parse_overrides(overrides)))
+def with_overrides(
+  data: Dict[str, Any],
+  overrides: Sequence[str],
+  prepare: Optional[Callable[[Dict[str, Any]], None]] = None,
+) -> Dict[str, Any]:
+  """A config file's mapping with `KEY=VALUE` overrides merged in, exponent floats as numbers.
+
+  `prepare`, when given, edits the overrides' own nested mapping before the merge (the config
+  makes the relative paths they give absolute from the working folder).
+  """
+  tree = parse_overrides(overrides)
+  if prepare is not None:
+    prepare(tree)
+  return _yaml_floats(_merge(data, tree))

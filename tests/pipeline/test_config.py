@@ -62,6 +62,52 @@ def test_relative_paths_are_taken_from_the_config_folder(tmp_path):
   assert config.resolve_path(config.data.input_base) == str(tmp_path / 'data')
 
 
+def test_relative_paths_a_set_gives_are_taken_from_the_working_folder(tmp_path, monkeypatch):
+  # They were read from the config file's folder: `--set data.input_base=./mydata`, typed in
+  # the repo, stopped with "folder '/tmp/p7/mydata' does not exist".
+  (tmp_path / 'p7').mkdir()
+  (tmp_path / 'p7' / 'data').mkdir()
+  (tmp_path / 'work' / 'mydata').mkdir(parents=True)
+  path = str(tmp_path / 'p7' / 'c.yaml')
+  with open(path, 'w') as f:
+    f.write('data: {input_base: data}\noutputs_dir: out\n')
+  monkeypatch.chdir(tmp_path / 'work')
+  config = config_lib.load_config(path, ['data.input_base=./mydata', *TRAIN_STEPS])
+  assert config.resolve_path(config.data.input_base) == str(tmp_path / 'work' / 'mydata')
+  assert config.resolved_outputs_dir == str(tmp_path / 'p7' / 'out')  # the file's: its folder
+  config = config_lib.load_config(
+    path, ['data={input_base: mydata}', 'outputs_dir=o', *TRAIN_STEPS]
+  )
+  assert config.resolve_path(config.data.input_base) == str(tmp_path / 'work' / 'mydata')
+  assert config.resolved_outputs_dir == str(tmp_path / 'work' / 'o')
+  with pytest.raises(config_lib.ConfigError) as error:
+    config_lib.load_config(path, ['data.input_base=missing', *TRAIN_STEPS])
+  assert str(error.value) == (
+    f"--set data.input_base: folder '{tmp_path / 'work' / 'missing'}' does not exist"
+  )
+
+
+@pytest.mark.parametrize('written', ['./bert', 'bert'])
+def test_a_relative_preset_a_set_gives_is_taken_from_the_working_folder(
+  tmp_path, monkeypatch, written
+):
+  (tmp_path / 'work').mkdir()
+  preset = _preset_folder(tmp_path / 'work' / 'bert', 'BertBackbone')
+  monkeypatch.chdir(tmp_path / 'work')
+  path = _write(tmp_path, 'train: {task: classify}\n')
+  config = config_lib.load_config(path, [f'train.preset={written}', *TRAIN_STEPS])
+  assert config.train.preset == preset
+
+
+def test_a_missing_relative_folder_of_the_file_names_the_folder_it_is_read_from(tmp_path):
+  with pytest.raises(config_lib.ConfigError) as error:
+    config_lib.load_config(_write(tmp_path, 'data: {input_base: mydata}\n'), TRAIN_STEPS)
+  assert str(error.value).endswith(
+    f"data.input_base: folder '{tmp_path / 'mydata'}' does not exist (relative to the config"
+    f" file's folder, {tmp_path})"
+  )
+
+
 @pytest.mark.parametrize('written', ['../models/bert', './bert', 'bert'])
 def test_a_relative_preset_is_taken_from_the_config_folder(tmp_path, monkeypatch, written):
   # It used to be refused as relative, while data.input_base and schema_dir resolve from there.
