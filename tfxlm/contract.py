@@ -177,8 +177,10 @@ QUANTIZE_MODES = (QUANTIZE_NONE, INT8_WEIGHTS, INT8, INT4)
 SERVING_MODEL_DIR = 'Format-Serving'  # TFX: the SavedModel's folder inside a Model artifact
 EXTRA_DIR = 'assets.extra'  # TF Serving ignores it
 TRAINER_CONFIG_FILE = 'trainer_config.json'
-BACKBONE_WEIGHTS_FILE = 'backbone_weights.npz'
-PRESET_DIR = 'keras_hub_preset'  # inside EXTRA_DIR: backbone + tokenizer, for `from_preset`
+# Inside EXTRA_DIR: the trained backbone (+ tokenizer) as a keras-hub preset, for `from_preset`;
+# the one copy of the backbone weights beside the SavedModel, which warm starts and the distill
+# stage's teacher loader read.
+PRESET_DIR = 'keras_hub_preset'
 # Inside PRESET_DIR, for a model fine-tuned from a Hugging Face BERT checkpoint: that
 # checkpoint's tokenizer files (tokenizer.json, vocab.txt, ...), which the model was trained
 # with (kind hf_wordpiece); keras-hub's BertTokenizer of the preset normalizes some text otherwise.

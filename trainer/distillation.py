@@ -255,7 +255,7 @@ def load_teacher(base_model: str, vocabularies: 'task.Vocabularies') -> keras.Mo
     ValueError: if `base_model` is not a float classify export of the same vocabulary.
   """
   beside = os.path.join(os.path.dirname(os.path.normpath(base_model)), FLOAT_COPY_DIR)
-  if tf.io.gfile.exists(os.path.join(beside, contract.EXTRA_DIR, contract.BACKBONE_WEIGHTS_FILE)):
+  if tf.io.gfile.exists(os.path.join(task.exported_preset(beside), contract.PRESET_CONFIG_FILE)):
     # A quantized train model: its float copy (export.float_copy) is the teacher.
     base_model = beside
   try:
@@ -266,7 +266,7 @@ def load_teacher(base_model: str, vocabularies: 'task.Vocabularies') -> keras.Mo
       base_model = os.path.dirname(os.path.normpath(base_model))
     raise ValueError(
       f'distill: the teacher {base_model} is not a float model this pipeline exported (no '
-      f'{contract.EXTRA_DIR}/{contract.BACKBONE_WEIGHTS_FILE}); give the train stage a float '
+      f'{contract.EXTRA_DIR}/{contract.PRESET_DIR}); give the train stage a float '
       'export (export.quantize: none) or distill.teacher a pushed float version'
     ) from None
   with tf.io.gfile.GFile(
@@ -277,7 +277,7 @@ def load_teacher(base_model: str, vocabularies: 'task.Vocabularies') -> keras.Mo
     raise ValueError(
       f'distill: the teacher {folder} is a {teacher_config.task} model, not classify'
     )
-  preset = os.path.join(folder, contract.EXTRA_DIR, contract.PRESET_DIR)
+  preset = task.exported_preset(folder)
   with tf.io.gfile.GFile(os.path.join(preset, contract.PRESET_CONFIG_FILE)) as f:
     teacher_vocab = json.load(f)['config']['vocabulary_size']
   if teacher_vocab != len(vocabularies.tokens):

@@ -6,7 +6,8 @@ Every task model takes named inputs and returns float32 logits:
   classify: {token_ids, padding_mask}                 -> (batch, classes)
 """
 
-import io
+import json
+import os
 
 import keras
 import keras_hub
@@ -179,44 +180,36 @@ def backbone_weights(backbone: keras_hub.models.Backbone) -> dict[str, np.ndarra
   return {v.path: np.asarray(keras.ops.convert_to_numpy(v)) for v in backbone.weights}
 
 
-def save_backbone_weights(backbone: keras_hub.models.Backbone, path: str) -> None:
-  """Writes `backbone_weights` as .npz to `path` (any tf.io.gfile filesystem)."""
-  buffer = io.BytesIO()
-  np.savez(buffer, **backbone_weights(backbone))
-  with tf.io.gfile.GFile(path, 'wb') as f:
-    f.write(buffer.getvalue())
+def saved_positions(preset_dir: str) -> int | None:
+  """Rows of the position embedding of the keras-hub preset at `preset_dir` (its config.json's
+  `max_sequence_length`; None if it has none): the longest sequence the saved backbone was built
+  for."""
+  with tf.io.gfile.GFile(os.path.join(preset_dir, contract.PRESET_CONFIG_FILE)) as f:
+    value = (json.load(f).get('config') or {}).get('max_sequence_length')
+  return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def saved_positions(path: str) -> int | None:
-  """Rows of the position embedding in the backbone weights .npz at `path` (None if it has
-  none): the longest sequence the saved backbone was built for."""
-  with tf.io.gfile.GFile(path, 'rb') as f:
-    saved = np.load(io.BytesIO(f.read()))
-    value = saved[POSITION_EMBEDDING] if POSITION_EMBEDDING in saved.files else None
-  return None if value is None else int(value.shape[0])
-
-
-def load_backbone_weights(backbone: keras_hub.models.Backbone, path: str) -> int:
-  """Sets every backbone weight from the .npz at `path`, matched by variable path.
+def load_backbone_weights(backbone: keras_hub.models.Backbone, preset_dir: str) -> int:
+  """Sets every backbone weight from the keras-hub preset at `preset_dir` (an export's
+  `assets.extra/keras_hub_preset/`, any tf.io.gfile filesystem), matched by variable path.
 
   Raises:
-    ValueError: if a weight is missing from the file or its shape differs, so a warm start
+    ValueError: if a weight is missing from the preset or its shape differs, so a warm start
       never silently trains from random weights.
   """
-  if not tf.io.gfile.exists(path):
-    raise ValueError(f'warm start: no backbone weights at {path}')
-  with tf.io.gfile.GFile(path, 'rb') as f:
-    saved = dict(np.load(io.BytesIO(f.read())))
+  if not tf.io.gfile.exists(os.path.join(preset_dir, contract.PRESET_CONFIG_FILE)):
+    raise ValueError(f'warm start: no backbone weights at {preset_dir}')
+  saved = backbone_weights(load_pretrained_backbone(preset_dir))
   missing, mismatched = [], []
   for variable in backbone.weights:
     value = saved.get(variable.path)
     if value is None:
       missing.append(variable.path)
     elif tuple(value.shape) != tuple(variable.shape):
-      mismatched.append(f'{variable.path}: {value.shape} in file, {variable.shape} in model')
+      mismatched.append(f'{variable.path}: {value.shape} in the preset, {variable.shape} in model')
   if missing or mismatched:
     raise ValueError(
-      f'warm start from {path} failed: missing weights {missing}, shape '
+      f'warm start from {preset_dir} failed: missing weights {missing}, shape '
       f'mismatches {mismatched} (was the base model trained with the same '
       'vocabulary and size?)'
     )

@@ -7,9 +7,9 @@ and the step it resumed from), checkpoints keyed on what decides the weights in 
 `.system` folder (`checkpoint_dir`: a rerun of a killed Trainer, which TFX gives a new
 model_run_dir, resumes from them), and one SavedModel (see
 `trainer/export.py`) to `fn_args.serving_model_dir`, with `assets.extra/trainer_config.json`
-(the config used), `assets.extra/backbone_weights.npz` (what a later run warm-starts from) and
-`assets.extra/keras_hub_preset/` (the trained backbone, and the preset's tokenizer when the run
-started from one, for keras-hub's `from_preset`).
+(the config used) and `assets.extra/keras_hub_preset/` (the trained backbone, and the preset's
+tokenizer when the run started from one, for keras-hub's `from_preset`; what a later run
+warm-starts from).
 """
 
 import dataclasses
@@ -285,13 +285,13 @@ def base_model_dir(base_model: str) -> str:
   exist and the folder above it is the model.
 
   Raises:
-    ValueError: if neither holds this trainer's backbone weights.
+    ValueError: if neither holds this trainer's backbone weights (its keras-hub preset).
   """
   candidates = [base_model]
   if os.path.basename(os.path.normpath(base_model)) == contract.SERVING_MODEL_DIR:
     candidates.append(os.path.dirname(os.path.normpath(base_model)))
   for folder in candidates:
-    if tf.io.gfile.exists(os.path.join(folder, contract.EXTRA_DIR, contract.BACKBONE_WEIGHTS_FILE)):
+    if tf.io.gfile.exists(os.path.join(exported_preset(folder), contract.PRESET_CONFIG_FILE)):
       return folder
   # Name the folder the user gave (TFX appends Format-Serving to an imported one), and the
   # reason when it is one: a quantized export keeps no float backbone weights.
@@ -307,9 +307,15 @@ def base_model_dir(base_model: str) -> str:
       )
   raise ValueError(
     f'base model {" or ".join(present)}: no {contract.EXTRA_DIR}/'
-    f'{contract.BACKBONE_WEIGHTS_FILE} there; base_model must be a model this pipeline '
+    f'{contract.PRESET_DIR} there; base_model must be a model this pipeline '
     'exported (a Trainer output or a pushed version)'
   )
+
+
+def exported_preset(folder: str) -> str:
+  """The keras-hub preset of the exported model in `folder`: its trained backbone, the one copy
+  of the backbone weights beside the SavedModel's variables."""
+  return os.path.join(folder, contract.EXTRA_DIR, contract.PRESET_DIR)
 
 
 def _quantized(folder: str) -> str | None:
@@ -406,7 +412,7 @@ def build_task_model(
     folder = base_model_dir(base_model)
     check_base_family(base_model, folder, config.task)
     check_base_vocabulary(base_model, folder, vocabularies.tokens)
-    path = os.path.join(folder, contract.EXTRA_DIR, contract.BACKBONE_WEIGHTS_FILE)
+    path = exported_preset(folder)
     positions = models.saved_positions(path)
     if positions is not None and positions < config.seq_len:
       raise ValueError(
@@ -570,8 +576,8 @@ def train_and_export(
 
 
 def _export(trained, tft_output, config, vocabularies, export_dir, export_config=None):
-  """Exports a float32, strategy-free copy of `trained`, plus the config and backbone weights
-  (quantized as `export_config` says: then without the float backbone weights)."""
+  """Exports a float32, strategy-free copy of `trained`, plus the config and the backbone as a
+  keras-hub preset (quantized as `export_config` says: then without the float preset)."""
   clock = _PhaseClock(export_dir)
   previous_policy = keras.mixed_precision.global_policy()
   keras.mixed_precision.set_global_policy(contract.FLOAT32)
@@ -610,9 +616,9 @@ def _export(trained, tft_output, config, vocabularies, export_dir, export_config
   tf.io.gfile.makedirs(extra)
   with tf.io.gfile.GFile(os.path.join(extra, contract.TRAINER_CONFIG_FILE), 'w') as f:
     f.write(config.to_json())
-  models.save_backbone_weights(copy.backbone, os.path.join(extra, contract.BACKBONE_WEIGHTS_FILE))
-  clock.done('backbone weights')
-  save_preset(copy.backbone, config, os.path.join(extra, contract.PRESET_DIR))
+  # The preset is the backbone weights' one copy beside the SavedModel: warm starts and the
+  # distill stage's teacher read it too.
+  save_preset(copy.backbone, config, exported_preset(export_dir))
   clock.done('keras-hub preset')
   _write_adapter(trained, config, export_dir, clock)
   logging.info('exported %s model to %s (%s)', config.task, export_dir, clock.summary())

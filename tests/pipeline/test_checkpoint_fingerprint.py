@@ -92,7 +92,8 @@ def _export(folder):
   (folder / 'saved_model.pb').write_bytes(b'graph')
   (folder / 'variables' / 'variables.index').write_bytes(b'index')
   (folder / 'variables' / 'variables.data-00000-of-00001').write_bytes(b'\0' * 64)
-  (folder / contract.EXTRA_DIR / contract.BACKBONE_WEIGHTS_FILE).write_bytes(b'\0' * 64)
+  os.makedirs(folder / contract.EXTRA_DIR / contract.PRESET_DIR)
+  (folder / contract.EXTRA_DIR / contract.PRESET_DIR / 'model.weights.h5').write_bytes(b'\0' * 64)
   return folder
 
 
@@ -131,7 +132,7 @@ def test_a_base_model_or_teacher_rewritten_in_place_changes_its_trainers_key(
   assert before.startswith('sha256:') and key() == before  # unchanged files: the same spec
   for weights in (
     model / 'variables' / 'variables.data-00000-of-00001',
-    model / contract.EXTRA_DIR / contract.BACKBONE_WEIGHTS_FILE,
+    model / contract.EXTRA_DIR / contract.PRESET_DIR / 'model.weights.h5',
   ):
     _rewrite(weights, seed=1)
     assert key() != before, weights

@@ -113,9 +113,7 @@ def test_a_quantized_model_and_a_student_distilled_from_it_in_one_run(tmp_path, 
   assert run['blessed'] is True and run['compression']['quantize'] == 'int8_weights'
   pushed = run['pushed_path']
   assert os.path.isfile(os.path.join(pushed, contract.EXTRA_DIR, contract.EXPORT_CONFIG_FILE))
-  assert not os.path.exists(
-    os.path.join(pushed, contract.EXTRA_DIR, contract.BACKBONE_WEIGHTS_FILE)
-  )
+  assert not os.path.exists(os.path.join(pushed, contract.EXTRA_DIR, contract.PRESET_DIR))
   serving = tmp_path / 'outputs' / 'serving'
   assert not [p for p in serving.rglob('*') if FLOAT_COPY_DIR in p.name]
   distilled = run['compression']['student']

@@ -118,8 +118,9 @@ def test_dropout_for_a_backbone_without_that_setting_is_refused(tmp_path, monkey
 
 def test_warm_start_matches_by_name_and_fails_loudly(tmp_path):
   source = models.build_backbone(_config('mlm'), VOCAB)
-  path = str(tmp_path / 'backbone.npz')
-  models.save_backbone_weights(source, path)
+  path = str(tmp_path / 'preset')
+  source.save_to_preset(path)
+  assert models.saved_positions(path) == source.max_sequence_length
   target = models.build_backbone(_config('mlm'), VOCAB)
   assert models.load_backbone_weights(target, path) == len(target.weights)
   for a, b in zip(source.weights, target.weights):
@@ -129,4 +130,4 @@ def test_warm_start_matches_by_name_and_fails_loudly(tmp_path):
   with pytest.raises(ValueError, match='missing weights'):
     models.load_backbone_weights(models.build_backbone(_config('mlm', num_layers=2), VOCAB), path)
   with pytest.raises(ValueError, match='no backbone weights'):
-    models.load_backbone_weights(target, str(tmp_path / 'absent.npz'))
+    models.load_backbone_weights(target, str(tmp_path / 'absent'))

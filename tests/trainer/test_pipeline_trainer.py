@@ -7,6 +7,7 @@ import glob
 import json
 import os
 
+import keras_hub
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -17,7 +18,7 @@ from pipeline import local_runner
 from pipeline.tfx_api import tfx
 from tests.trainer import trainer_data
 from tfxlm import contract
-from trainer import training
+from trainer import models, training
 from trainer.config import TrainerConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -128,11 +129,12 @@ def test_trainer_components_export_serving_models(pipeline_root):
 def test_classify_backbone_starts_from_the_base_model(pipeline_root):
   def weights(component_id):
     serving = os.path.join(_uri(pipeline_root, component_id, 'model'), contract.SERVING_MODEL_DIR)
-    return np.load(os.path.join(serving, contract.EXTRA_DIR, contract.BACKBONE_WEIGHTS_FILE))
+    preset = os.path.join(serving, contract.EXTRA_DIR, contract.PRESET_DIR)
+    return models.backbone_weights(keras_hub.models.Backbone.from_preset(preset))
 
   pretrained, finetuned = weights('PretrainTrainer'), weights('Trainer')
-  assert set(pretrained.files) == set(finetuned.files)
-  for name in pretrained.files:
+  assert set(pretrained) == set(finetuned)
+  for name in pretrained:
     np.testing.assert_allclose(finetuned[name], pretrained[name], atol=1e-6, err_msg=name)
 
 

@@ -14,7 +14,7 @@ import tensorflow_transform as tft
 import trainer_data
 
 from tfxlm import contract
-from trainer import export, models, task, tokenizers
+from trainer import export, task, tokenizers
 from trainer.config import TrainerConfig
 
 SEQ_LEN = 16
@@ -156,10 +156,7 @@ def test_base_model_is_a_trainer_output_or_a_pushed_folder(tmp_path):
   # A pushed version: the pipeline imported the folder itself, Format-Serving is not there.
   pushed = tmp_path / 'serving' / 'imdb' / '1700000000'
   for model_dir in (artifact / contract.SERVING_MODEL_DIR, pushed):
-    os.makedirs(model_dir / contract.EXTRA_DIR)
-    models.save_backbone_weights(
-      earlier.backbone, str(model_dir / contract.EXTRA_DIR / contract.BACKBONE_WEIGHTS_FILE)
-    )
+    earlier.backbone.save_to_preset(task.exported_preset(str(model_dir)))
   for base_model in (artifact / contract.SERVING_MODEL_DIR, pushed / contract.SERVING_MODEL_DIR):
     model = task.build_task_model(config, vocabularies, base_model=str(base_model))
     for path, value in _weights(model.backbone).items():
@@ -188,10 +185,7 @@ def test_a_quantized_or_other_family_base_model_is_refused_naming_the_folder_and
   # A BERT classifier given to a causal LM stage.
   earlier = task.build_task_model(config, vocabularies)
   bert = tmp_path / 'bert'
-  os.makedirs(bert / contract.EXTRA_DIR)
-  models.save_backbone_weights(
-    earlier.backbone, str(bert / contract.EXTRA_DIR / contract.BACKBONE_WEIGHTS_FILE)
-  )
+  earlier.backbone.save_to_preset(task.exported_preset(str(bert)))
   (bert / contract.EXTRA_DIR / contract.TRAINER_CONFIG_FILE).write_text(config.to_json())
   clm = TrainerConfig.from_dict(trainer_data.tiny_config(contract.CLM))
   with pytest.raises(

@@ -45,6 +45,19 @@ def float_export(classify_data, tmp_path_factory):
   return model, tft_output, config, vocabularies, folder
 
 
+def test_a_float_export_keeps_one_copy_of_the_backbone_weights_beside_its_variables(float_export):
+  # The keras-hub preset in assets.extra is the copy warm starts and the distill stage's teacher
+  # read; a second one (the .npz it used to hold as well) doubled what a pushed version weighs.
+  folder = float_export[-1]
+  extras = _bytes(os.path.join(folder, contract.EXTRA_DIR))
+  variables = _bytes(os.path.join(folder, 'variables'))
+  assert extras < 1.5 * variables, (extras, variables)
+
+
+def _bytes(folder):
+  return sum(os.path.getsize(os.path.join(r, f)) for r, _, files in os.walk(folder) for f in files)
+
+
 TEXTS = tf.constant(['good film', 'the awful plot of a movie', 'nice', 'bad bad sad ending'])
 
 
@@ -67,9 +80,7 @@ def test_quantized_export_answers_like_the_float_one_with_tensorflow_alone(
   difference = np.abs(got[contract.PROBABILITIES].numpy() - want[contract.PROBABILITIES].numpy())
   assert difference.max() <= TOLERANCE[mode], difference
   # The quantized weights are what is saved, not the float ones beside them.
-  assert not os.path.exists(
-    os.path.join(str(tmp_path), contract.EXTRA_DIR, contract.BACKBONE_WEIGHTS_FILE)
-  )
+  assert not os.path.exists(os.path.join(str(tmp_path), contract.EXTRA_DIR, contract.PRESET_DIR))
   # The graph (Transform, signatures) is most of so small a model: the kernels shrink still.
   assert _saved_model_bytes(str(tmp_path)) < 0.85 * _saved_model_bytes(float_dir)
   examples = tf.constant(

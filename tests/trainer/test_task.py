@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import keras_hub
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -167,15 +168,20 @@ def test_training_and_export_rewrite_no_code_with_autograph(run, request):
   assert rewritten == []
 
 
+def _exported_backbone_weights(folder):
+  """{variable path: value} of the backbone an export's keras-hub preset holds."""
+  return models.backbone_weights(
+    keras_hub.models.Backbone.from_preset(task.exported_preset(folder))
+  )
+
+
 def test_warm_start_loads_the_pretrained_backbone(mlm_run, classify_data):
   config = TrainerConfig.from_dict(trainer_data.tiny_config('classify', **BACKBONE))
   vocabularies = task.Vocabularies.from_tft_output(
     tft.TFTransformOutput(classify_data['transform_graph']), 'classify'
   )
   model = task.build_task_model(config, vocabularies, base_model=mlm_run.serving_model_dir)
-  pretrained = np.load(
-    os.path.join(mlm_run.serving_model_dir, contract.EXTRA_DIR, contract.BACKBONE_WEIGHTS_FILE)
-  )
+  pretrained = _exported_backbone_weights(mlm_run.serving_model_dir)
   for name in (
     'token_embedding/embeddings',
     'transformer_layer_1/self_attention_layer/query/kernel',
@@ -193,7 +199,7 @@ def test_a_warm_start_at_a_shorter_seq_len_keeps_every_position_row(mlm_run, cla
     tft.TFTransformOutput(classify_data['transform_graph']), 'classify'
   )
   base = mlm_run.serving_model_dir
-  pretrained = np.load(os.path.join(base, contract.EXTRA_DIR, contract.BACKBONE_WEIGHTS_FILE))
+  pretrained = _exported_backbone_weights(base)
   rows = pretrained[models.POSITION_EMBEDDING].shape[0]
   short = TrainerConfig.from_dict(
     trainer_data.tiny_config('classify', **BACKBONE, seq_len=rows // 2)
@@ -221,12 +227,10 @@ def test_warm_start_from_a_different_size_fails_loudly(mlm_run, classify_data, t
 
 
 def _fake_base_model(folder, config, tokens):
-  """A base model folder as an export lays it out: backbone weights and the vocabulary asset."""
+  """A base model folder as an export lays it out: the backbone's preset and the vocabulary
+  asset."""
   backbone = models.build_backbone(config, len(tokens))
-  os.makedirs(os.path.join(folder, contract.EXTRA_DIR))
-  models.save_backbone_weights(
-    backbone, os.path.join(folder, contract.EXTRA_DIR, contract.BACKBONE_WEIGHTS_FILE)
-  )
+  backbone.save_to_preset(task.exported_preset(folder))
   os.makedirs(os.path.join(folder, 'assets'))
   with open(os.path.join(folder, 'assets', contract.VOCAB_FILE), 'w') as f:
     f.write(''.join(t + '\n' for t in tokens))
