@@ -26,7 +26,6 @@ import collections
 import hashlib
 import json
 import os
-import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -45,7 +44,7 @@ from components.readers import (
   get_format,
   read_records,
 )
-from tfxlm import contract
+from tfxlm import contract, near_labels
 
 # TextExampleGen's exec properties read here, besides the readers' options.
 INPUT_FORMAT_KEY = 'input_format'
@@ -176,15 +175,14 @@ class _FileToExamples(beam.DoFn):
       problem = f'no label (column {column!r} is empty)'
     else:
       problem = f"label {label!r} is not in the schema's label domain {sorted(self._label_domain)}"
-      near = _near_label(label, self._label_domain)
-      if near is not None and near[1] == _NFC_ONLY:
+      near = near_labels.near_label(label, self._label_domain)
+      if near is not None and near[1] == near_labels.NFC_ONLY:
         problem = (
           f"label {ascii(label)} is not in the schema's label domain, whose {ascii(near[0])} is "
           'the same text in another Unicode normal form'
         )
       elif near is not None:
-        show = ascii if _NFC_ONLY[0] in near[1] else repr
-        problem += f' ({show(label)} differs from {show(near[0])} only in {" and ".join(near[1])})'
+        problem += f' ({near_labels.differs_only(label, near)})'
     more = ''
     if len(bad) > 1:
       shown = ', '.join(str(number) for number, _ in bad[:_MAX_REPORTED_LINES])
@@ -194,12 +192,16 @@ class _FileToExamples(beam.DoFn):
         f'{", ..." if len(bad) > _MAX_REPORTED_LINES else ""}; labels '
         f'{", ".join(f"{lab} {count}" for lab, count in labels.most_common(8))})'
       )
-    nears = {lab: _near_label(lab, self._label_domain) for _, lab in bad if lab is not None}
-    spelled = [(lab, near[0]) for lab, near in nears.items() if near and near[1] != _NFC_ONLY]
+    nears = {
+      lab: near_labels.near_label(lab, self._label_domain) for _, lab in bad if lab is not None
+    }
+    spelled = [
+      (lab, near[0]) for lab, near in nears.items() if near and near[1] != near_labels.NFC_ONLY
+    ]
     todo = []
     if any(lab is None for _, lab in bad):
       todo.append('give each row a label (or set data.label_column to the column holding them)')
-    if any(near and near[1] == _NFC_ONLY for near in nears.values()):
+    if any(near and near[1] == near_labels.NFC_ONLY for near in nears.values()):
       todo.append('normalize the data or the schema to NFC (unicodedata.normalize)')
     if spelled:
       lab, value = spelled[0]
@@ -210,30 +212,6 @@ class _FileToExamples(beam.DoFn):
     if any(near is None for near in nears.values()):
       todo.append('relabel the rows, or list the labels in a copy of the schema (data.schema_dir)')
     return DataError(f'{path}, line {line}: {problem}{more}\n  What to do: {"; ".join(todo)}')
-
-
-# What `_near_label` finds for a label that is a domain value in another Unicode normal form.
-_NFC_ONLY = ['Unicode normal form']
-
-
-def _near_label(label: str, domain: frozenset[str]) -> tuple[str, list[str]] | None:
-  """The value of `domain` that `label` differs from only in Unicode normal form, case or
-  surrounding whitespace, and which of these differ (in that order); None if there is none."""
-
-  def fold(text):
-    return unicodedata.normalize('NFC', text).strip().casefold()
-
-  for value in sorted(domain):
-    if fold(value) != fold(label):
-      continue
-    composed, composed_value = (unicodedata.normalize('NFC', t) for t in (label, value))
-    ways = {
-      _NFC_ONLY[0]: label.strip().casefold() != value.strip().casefold(),
-      'case': composed.strip() != composed_value.strip(),
-      'surrounding whitespace': composed.casefold() != composed_value.casefold(),
-    }
-    return value, [way for way, differs in ways.items() if differs]
-  return None
 
 
 def _text_bucket(text: str, total_buckets: int) -> int:

@@ -10,7 +10,7 @@ import os
 from typing import TYPE_CHECKING, Optional, Tuple
 
 from pipeline import demo_data
-from tfxlm import contract, pinned_wheels, schema_file
+from tfxlm import contract, near_labels, pinned_wheels, schema_file
 from tfxlm.typed_config import ConfigError
 from trainer import compression_config, finetune_config, pretrained
 from trainer import config as trainer_config
@@ -203,10 +203,18 @@ def _check_label_values(config: 'PipelineConfig') -> None:
     return
   domain, _ = label_rules(config.schema_file)
   if domain is not None and set(domain) != set(values):
+    nears = [
+      near_labels.differs_only(value, near)
+      for value in values
+      if value not in domain
+      for near in [near_labels.near_label(value, domain)]
+      if near is not None
+    ]
     raise ConfigError(
       f'data.label_values: {list(values)} are not the label domain {list(domain)} of '
-      f'{config.schema_file}: list the same labels in both (copy schemas/labeled and set '
-      'data.schema_dir; schemas/rotten_tomatoes has fresh and rotten)'
+      f'{config.schema_file}' + (f' ({"; ".join(nears)})' if nears else '') + ': list the same '
+      'labels in both (copy schemas/labeled and set data.schema_dir; schemas/rotten_tomatoes has '
+      'fresh and rotten)'
     )
 
 

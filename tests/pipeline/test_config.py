@@ -810,6 +810,14 @@ def test_label_values_must_be_the_schema_label_domain(tmp_path):
     ['train.task=classify', *TRAIN_STEPS],
   )
   assert config.data.label_values == ('rotten', 'fresh')
+  # A label that is the domain's but for its case says so.
+  with pytest.raises(config_lib.ConfigError) as error:
+    config_lib.load_config(
+      _labeled_config(tmp_path, f'label_values: [Rotten, fresh], schema_dir: {schema_dir}'),
+      ['train.task=classify', *TRAIN_STEPS],
+    )
+  assert "are not the label domain ['fresh', 'rotten'] of " in str(error.value)
+  assert "('Rotten' differs from 'rotten' only in case): list the same labels" in str(error.value)
 
 
 @pytest.mark.parametrize(
