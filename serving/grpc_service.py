@@ -195,7 +195,8 @@ class Services:
 
     Raises:
       ServingError: PERMISSION_DENIED when management is off; INVALID_ARGUMENT for a bad
-        config, or one that lists no model (it would unload everything).
+        config, or one that lists no model (it would unload everything); FAILED_PRECONDITION
+        when a model of the config cannot serve (then nothing changed: ModelManager.reload).
     """
     if not self._management:
       raise errors.ServingError(

@@ -151,30 +151,86 @@ class ModelManager:
   def reload(self, models: Sequence[ModelConfig]) -> None:
     """Serves exactly `models` from now on, like TF Serving's HandleReloadConfigRequest.
 
-    New models are loaded, dropped ones unloaded, kept ones take their new version policy and
-    labels. A kept model whose base path changed is loaded afresh from the new path beside the
-    old versions, which serve until the switch. Returns once the new configuration is loaded.
+    All or nothing: first every version the new configuration wants that is not serving yet
+    is loaded, beside the serving ones (a new model, a kept model whose base path changed, a
+    version a new policy adds), and nothing switches while that runs. When some model of the
+    new configuration would have no version serving (its base path is missing or holds no
+    version, or none of its wanted versions loads), what was loaded is unloaded again and the
+    previous configuration keeps serving, unchanged. Otherwise the new configuration takes
+    over in one step: kept models take their new version policy and labels, dropped and moved
+    models are unloaded. Returns once the new configuration serves.
+
+    Raises:
+      ServingError: FAILED_PRECONDITION naming each model that cannot serve, its base path
+        and why (nothing was changed).
     """
     with self._poll_lock:
-      wanted = {m.name: m for m in models}
       current = dict(self._models)
-      kept, moved = {}, []
-      for name, config in wanted.items():
-        model = current.get(name)
-        if model is None or model.config.base_path != config.base_path:
-          if model is not None:
-            moved.append(model)
-          model = _Model(config)
-          self._poll_model(model)  # loads before the switch: the old versions serve meanwhile
-        model.config = config
+      staged = {}  # name -> (the current model kept at its base path or None, staged model)
+      problems = []
+      for config in models:
+        model = current.get(config.name)
+        if model is not None and model.config.base_path != config.base_path:
+          model = None
+        stage, problem = self._stage(model, config)
+        staged[config.name] = (model, stage)
+        if problem:
+          problems.append(f'model "{config.name}" (base path {config.base_path}): {problem}')
+      if problems:
+        for _, stage in staged.values():
+          self._unload(stage, set(stage.serving))
+        raise errors.ServingError(
+          grpc.StatusCode.FAILED_PRECONDITION,
+          'the new model config was not applied, the previous one still serves: '
+          + '; '.join(problems),
+        )
+      kept = {}
+      for name, (model, stage) in staged.items():
+        if model is None:
+          kept[name] = stage
+          continue
+        with self._lock:
+          model.versions.update(stage.versions)
+          model.serving = {**model.serving, **stage.serving}
+          model.config = stage.config
         kept[name] = model
       with self._lock:
         self._models = kept
-      for model in moved + [current[n] for n in set(current) - set(wanted)]:
-        self._unload(model, set(model.serving))
-      for name, model in kept.items():
-        if name in current and model is current[name]:
-          self._poll_model(model)
+      for name, model in current.items():
+        if kept.get(name) is not model:
+          self._unload(model, set(model.serving))
+      for model, _ in staged.values():
+        if model is not None:
+          self._poll_model(model)  # unloads what the new policy no longer wants
+
+  def _stage(self, model, config):
+    """Loads, into a new _Model of `config` that requests do not see yet, the versions
+    `config` wants that `model` (the serving model of that name at the same base path, or
+    None) does not serve.
+
+    Returns:
+      (staged _Model, problem): problem says why the model would serve no version under
+      `config`, or is None.
+    """
+    stage = _Model(config)
+    base_path = config.base_path
+    try:
+      on_disk = _versions_on_disk(base_path)
+    except FileNotFoundError:
+      return stage, 'the base path does not exist'
+    except OSError as e:
+      return stage, f'cannot list the base path: {e.strerror or e}'
+    if not on_disk:
+      return stage, f'no version folder (a number holding {SAVED_MODEL_FILE}) under it'
+    wanted = config.wanted(set(on_disk))
+    if not wanted:
+      return stage, (f'its version policy selects none of the versions on disk {sorted(on_disk)}')
+    serving = set(model.serving) if model is not None else set()
+    for version in sorted(wanted - serving, reverse=True):
+      self._load(stage, version, on_disk[version])
+    if wanted & (serving | set(stage.serving)):
+      return stage, None
+    return stage, '; '.join(stage.versions[v].message for v in sorted(wanted, reverse=True))
 
   def _poll_model(self, model):
     on_disk = self._list_versions(model)
