@@ -19,27 +19,58 @@ if typing.TYPE_CHECKING:
 
 @dataclasses.dataclass(frozen=True)
 class BatchingOptions:
-  """The knobs of TF Serving's BatchingParameters that this server honours.
+  """The knobs of TF Serving's BatchingParameters that this server honours, with its meaning.
 
   Attributes:
-    max_batch_size: rows per signature call; a request with more rows is refused.
+    max_batch_size: most rows of one request (a larger one is refused with INVALID_ARGUMENT,
+      as TF Serving refuses a task larger than max_batch_size), and, without large batch
+      splitting, most rows of one merged call.
     batch_timeout_micros: how long the first request of a batch waits for others to join.
     num_batch_threads: batches executed at once, per model version and signature.
-    max_enqueued_batches: queue capacity, in batches of max_batch_size rows; a request that
-      does not fit is refused with UNAVAILABLE.
+    max_enqueued_batches: queue capacity, in batches of execution_batch_size rows; a request
+      that does not fit is refused with UNAVAILABLE.
+    enable_large_batch_splitting: a request of more rows than max_execution_batch_size (up to
+      max_batch_size) is split into calls of at most max_execution_batch_size rows.
+    max_execution_batch_size: most rows of one merged call with large batch splitting (0:
+      max_batch_size); ignored without it, as in TF Serving.
   """
 
   max_batch_size: int = 32
   batch_timeout_micros: int = 1000
   num_batch_threads: int = os.cpu_count() or 1
   max_enqueued_batches: int = 100
+  enable_large_batch_splitting: bool = False
+  max_execution_batch_size: int = 0
 
   def __post_init__(self):
-    for field in dataclasses.fields(self):
-      if getattr(self, field.name) < (0 if field.name == 'batch_timeout_micros' else 1):
-        raise ValueError(
-          f'batching parameter {field.name} must be positive, got {getattr(self, field.name)}'
-        )
+    for field in ('max_batch_size', 'num_batch_threads', 'max_enqueued_batches'):
+      if getattr(self, field) < 1:
+        raise ValueError(f'batching parameter {field} must be positive, got {getattr(self, field)}')
+    for field in ('batch_timeout_micros', 'max_execution_batch_size'):
+      if getattr(self, field) < 0:
+        raise ValueError(f'batching parameter {field} must be >= 0, got {getattr(self, field)}')
+    if self.max_execution_batch_size > self.max_batch_size:
+      raise ValueError(
+        f'batching parameter max_execution_batch_size ({self.max_execution_batch_size}) must'
+        f' be at most max_batch_size ({self.max_batch_size})'
+      )
+
+  @property
+  def execution_batch_size(self) -> int:
+    """Most rows of one merged signature call."""
+    if self.enable_large_batch_splitting and self.max_execution_batch_size:
+      return self.max_execution_batch_size
+    return self.max_batch_size
+
+
+def too_many_rows(rows: int, max_batch_size: int, where: str) -> errors.ServingError:
+  """INVALID_ARGUMENT for a request of more rows than the batching's max_batch_size."""
+  return errors.invalid_argument(
+    f'batch of {rows} rows is larger than max_batch_size {max_batch_size} of the batching'
+    f' parameters ({where}); send at most {max_batch_size} rows per request, or raise'
+    ' max_batch_size in --batching_parameters_file (with enable_large_batch_splitting: true'
+    ' and max_execution_batch_size to keep each call smaller)'
+  )
 
 
 class _Task:
@@ -86,8 +117,13 @@ class BatchQueue:
 
   @property
   def max_batch_size(self) -> int:
-    """Most rows of one merged call."""
+    """Most rows of one request."""
     return self._options.max_batch_size
+
+  @property
+  def execution_batch_size(self) -> int:
+    """Most rows of one merged call: what one run() may take."""
+    return self._options.execution_batch_size
 
   def run(
     self, inputs: Mapping[str, np.ndarray], rows: int, deadline: float | None = None
@@ -95,19 +131,23 @@ class BatchQueue:
     """Runs `rows` rows of checked inputs as part of a batch; blocks until they are done.
 
     Raises:
-      ServingError: INVALID_ARGUMENT for more rows than max_batch_size, UNAVAILABLE when the
-        queue is full, DEADLINE_EXCEEDED when the deadline passes first, or the
-        error of the signature call.
+      ServingError: INVALID_ARGUMENT for more rows than max_batch_size, or than
+        execution_batch_size (the caller splits a request into runs of at most that),
+        UNAVAILABLE when the queue is full, DEADLINE_EXCEEDED when the deadline passes
+        first, or the error of the signature call.
     """
     options = self._options
     if rows > options.max_batch_size:
+      raise too_many_rows(rows, options.max_batch_size, f'signature "{self._signature.name}"')
+    if rows > options.execution_batch_size:
       raise errors.invalid_argument(
-        f'batch of {rows} rows is larger than the maximum batch size {options.max_batch_size}'
+        f'a run of {rows} rows is larger than max_execution_batch_size'
+        f' {options.execution_batch_size}: split it first'
       )
     task = _Task(inputs, rows, deadline)
     with self._cond:
       closed = self._closed
-      capacity = options.max_enqueued_batches * options.max_batch_size
+      capacity = options.max_enqueued_batches * options.execution_batch_size
       if not closed and self._queued_rows + rows > capacity:
         raise errors.ServingError(
           grpc.StatusCode.UNAVAILABLE, 'the batch scheduling queue is full; retry later'
@@ -151,13 +191,14 @@ class BatchQueue:
         return None
       options = self._options
       close_at = time.monotonic() + options.batch_timeout_micros / 1e6
-      while self._queued_rows < options.max_batch_size and not self._closed:
+      limit = options.execution_batch_size
+      while self._queued_rows < limit and not self._closed:
         remaining = close_at - time.monotonic()
         if remaining <= 0:
           break
         self._cond.wait(remaining)
       batch, rows = [], 0
-      while self._tasks and rows + self._tasks[0].rows <= options.max_batch_size:
+      while self._tasks and rows + self._tasks[0].rows <= limit:
         task = self._tasks.popleft()
         batch.append(task)
         rows += task.rows

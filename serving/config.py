@@ -147,8 +147,8 @@ def _batching_parameters_class():
 def parse_batching_parameters_file(path: str) -> BatchingOptions:
   """Reads a BatchingParameters text proto (the --batching_parameters_file of TF Serving).
 
-  Fields this server does not use (allowed_batch_sizes, padding, large batch splitting, ...)
-  are accepted, so TF Serving's files work unchanged.
+  Fields this server does not use (allowed_batch_sizes, padding, ...) are accepted, so TF
+  Serving's files work unchanged.
 
   Raises:
     ValueError: naming the file and the problem.
@@ -166,9 +166,11 @@ def parse_batching_parameters_file(path: str) -> BatchingOptions:
     'batch_timeout_micros',
     'num_batch_threads',
     'max_enqueued_batches',
+    'max_execution_batch_size',
   ):
     if proto.HasField(field):
       values[field] = getattr(proto, field).value
+  values['enable_large_batch_splitting'] = proto.enable_large_batch_splitting
   try:
     return BatchingOptions(**values)
   except ValueError as e:

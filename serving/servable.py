@@ -13,7 +13,7 @@ import tensorflow as tf
 import tensorflow_text  # noqa: F401
 from tensorflow.core.protobuf import saved_model_pb2
 
-from serving import errors, memory
+from serving import batching, errors, memory
 from tfxlm import contract
 
 DEFAULT_SIGNATURE = contract.SERVING_DEFAULT
@@ -198,11 +198,11 @@ class Servable:
 
   def execution_rows(self, signature: Signature) -> int:
     """Most rows one call of `signature` may take: its calibrated (or configured) size, and
-    the batch queue's max_batch_size when batching is on."""
+    the batch queue's execution_batch_size when batching is on."""
     rows = self.call_rows.get(signature.name, DEFAULT_EXECUTION_ROWS)
     queue = self.batch_queues.get(signature.name)
     if queue is not None:
-      rows = min(rows, queue.max_batch_size)
+      rows = min(rows, queue.execution_batch_size)
     return max(1, rows)
 
   def run(
@@ -215,9 +215,11 @@ class Servable:
     """Checks `inputs`, then runs them (in chunks when large), through the batch queue when
     batching is on.
 
-    A request of more rows than one call may take (execution_rows) is split into chunks run
-    one after the other and its outputs concatenated, as TF Serving's large batch splitting
-    does, or refused when `split_large` is off. Between chunks, a passed deadline or a set
+    With batching, a request of more rows than the queue's max_batch_size is refused, as TF
+    Serving refuses it. A request of more rows than one call may take (execution_rows: the
+    memory budget's size, and with batching the queue's execution_batch_size) is split into
+    chunks run one after the other and its outputs concatenated, as TF Serving's large batch
+    splitting does, or refused when `split_large` is off. Between chunks, a passed deadline or a set
     `stop` (the client went away) ends the request.
 
     Args:
@@ -230,7 +232,8 @@ class Servable:
       output key -> np.ndarray.
 
     Raises:
-      ServingError: INVALID_ARGUMENT for bad inputs or (split_large off) too many rows;
+      ServingError: INVALID_ARGUMENT for bad inputs, more rows than the batching's
+        max_batch_size or (split_large off) more than one call takes;
         RESOURCE_EXHAUSTED when the outputs would exceed output_budget_bytes;
         DEADLINE_EXCEEDED or CANCELLED between chunks; the signature's own errors.
     """
@@ -241,6 +244,10 @@ class Servable:
       )
     _check_live(deadline, stop, signature, 0, batch)
     queue = self.batch_queues.get(signature.name)
+    if queue is not None and batch > queue.max_batch_size:
+      raise batching.too_many_rows(
+        batch, queue.max_batch_size, f'signature "{signature.name}" of model "{self.name}"'
+      )
     row_bytes = _row_string_bytes(inputs, batch or 1)
     self._check_strings(signature, row_bytes)
     alive = functools.partial(_check_live, deadline, stop, signature, 0, batch)

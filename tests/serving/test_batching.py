@@ -11,9 +11,10 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 
-from serving import errors
+from serving import errors, memory
 from serving.batching import BatchingOptions, BatchQueue
 from serving.config import ModelConfig
+from serving.manager import ModelManager
 from tests.serving.conftest import MODEL, start_server
 
 
@@ -91,7 +92,7 @@ def test_limits():
       max_batch_size=2, batch_timeout_micros=0, num_batch_threads=1, max_enqueued_batches=1
     ),
   )
-  with pytest.raises(errors.ServingError, match='larger than the maximum batch size 2'):
+  with pytest.raises(errors.ServingError, match='larger than max_batch_size 2'):
     queue.run({'x': np.array(['a', 'b', 'c'], dtype=object)}, 3)
   results = _run_concurrently(queue, [['a', 'b']] * 4)
   queue.close()
@@ -145,6 +146,80 @@ def test_close_drains_queued_requests():
 def test_options_are_validated():
   with pytest.raises(ValueError, match='max_batch_size must be positive'):
     BatchingOptions(max_batch_size=0)
+  with pytest.raises(ValueError, match=r'max_execution_batch_size \(8\) must be at most'):
+    BatchingOptions(max_batch_size=4, max_execution_batch_size=8)
+
+
+class _BatchSizes:
+  """The Metrics calls a ModelManager makes, recording the rows of every merged call."""
+
+  def __init__(self):
+    self.rows = []
+
+  def track_versions(self, fn):
+    pass
+
+  def track_served(self, fn):
+    pass
+
+  def observe_batch(self, model, signature, rows):
+    self.rows.append(rows)
+
+
+def _batched_manager(toy_base, batching):
+  sizes = _BatchSizes()
+  manager = ModelManager(
+    [ModelConfig(MODEL, os.path.join(toy_base, MODEL))],
+    batching=batching,
+    poll_wait_seconds=0,
+    metrics=sizes,
+    execution=memory.ExecutionOptions(max_execution_batch_size=64),
+  )
+  manager.start()
+  return manager, sizes
+
+
+def _run_rows(manager, rows):
+  servable = manager.resolve(MODEL)
+  texts = np.array([f'text {i}' for i in range(rows)], dtype=object)
+  return servable.run(servable.signature('predict_text'), {'text': texts})
+
+
+def test_a_request_over_max_batch_size_is_refused_as_tf_serving_does(toy_base):
+  options = BatchingOptions(max_batch_size=4, batch_timeout_micros=0, num_batch_threads=1)
+  manager, sizes = _batched_manager(toy_base, options)
+  try:
+    assert _run_rows(manager, 4)['labels'].shape == (4,)
+    with pytest.raises(errors.ServingError) as raised:
+      _run_rows(manager, 5)
+    assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    message = raised.value.message
+    assert 'batch of 5 rows is larger than max_batch_size 4' in message
+    assert 'send at most 4 rows' in message and 'max_batch_size in --batching_parameters_file' in (
+      message
+    )
+    assert sizes.rows[-1:] == [4]  # the refused request never reached the queue
+  finally:
+    manager.stop()
+
+
+def test_large_batch_splitting_runs_calls_of_max_execution_batch_size(toy_base):
+  options = BatchingOptions(
+    max_batch_size=5,
+    batch_timeout_micros=0,
+    num_batch_threads=1,
+    enable_large_batch_splitting=True,
+    max_execution_batch_size=2,
+  )
+  manager, sizes = _batched_manager(toy_base, options)
+  try:
+    sizes.rows.clear()  # warm-up and calibration calls
+    assert _run_rows(manager, 5)['labels'].shape == (5,)
+    assert sizes.rows == [2, 2, 1]
+    with pytest.raises(errors.ServingError, match='larger than max_batch_size 5'):
+      _run_rows(manager, 6)
+  finally:
+    manager.stop()
 
 
 def test_server_drops_a_request_whose_grpc_deadline_passes_in_the_queue(toy_base):

@@ -76,6 +76,12 @@ def test_batching_parameters_file_of_tf_serving(tmp_path):
     'pad_variable_length_inputs: true\n'
   )
   assert config.parse_batching_parameters_file(str(path)) == BatchingOptions(64, 500, 3, 7)
+  path.write_text(
+    'max_batch_size { value: 64 }\nenable_large_batch_splitting: true\n'
+    'max_execution_batch_size { value: 16 }\n'
+  )
+  options = config.parse_batching_parameters_file(str(path))
+  assert options.execution_batch_size == 16 and options.max_batch_size == 64
 
 
 @pytest.mark.parametrize(
