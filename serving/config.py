@@ -1,6 +1,7 @@
 """Which models to serve: TF Serving's ModelServerConfig and BatchingParameters text protos."""
 
 import dataclasses
+import logging
 import os
 import re
 
@@ -14,6 +15,8 @@ from google.protobuf import (
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving.batching import BatchingOptions
+
+log = logging.getLogger(__name__)
 
 # A version folder's name: ASCII digits only (str.isdigit() also accepts '²' or '٣'), and a
 # number that fits the int64 of ModelSpec.version.
@@ -108,6 +111,13 @@ def models_from_proto(
     models.append(
       ModelConfig(model.name, os.path.abspath(model.base_path), latest, versions, labels)
     )
+  logged = [m.name for m in proto.model_config_list.config if m.HasField('logging_config')]
+  if logged:
+    log.warning(
+      '%s: logging_config of model(s) %s is not used by this server (no request logging); ignored',
+      where,
+      ', '.join(logged),
+    )
   return models
 
 
@@ -147,8 +157,9 @@ def _batching_parameters_class():
 def parse_batching_parameters_file(path: str) -> BatchingOptions:
   """Reads a BatchingParameters text proto (the --batching_parameters_file of TF Serving).
 
-  Fields this server does not use (allowed_batch_sizes, padding, ...) are accepted, so TF
-  Serving's files work unchanged.
+  Fields this server does not use (allowed_batch_sizes, pad_variable_length_inputs,
+  thread_pool_name) are accepted, so TF Serving's files work unchanged, with one warning
+  naming those that are set.
 
   Raises:
     ValueError: naming the file and the problem.
@@ -171,6 +182,21 @@ def parse_batching_parameters_file(path: str) -> BatchingOptions:
     if proto.HasField(field):
       values[field] = getattr(proto, field).value
   values['enable_large_batch_splitting'] = proto.enable_large_batch_splitting
+  unused = [
+    name
+    for name, is_set in (
+      ('allowed_batch_sizes', bool(proto.allowed_batch_sizes)),
+      ('pad_variable_length_inputs', proto.pad_variable_length_inputs),
+      ('thread_pool_name', proto.HasField('thread_pool_name')),
+    )
+    if is_set
+  ]
+  if unused:
+    log.warning(
+      '%s: %s not used by this server (batches run at their own size, unpadded); ignored',
+      path,
+      ' and '.join(unused) + (' are' if len(unused) > 1 else ' is'),
+    )
   try:
     return BatchingOptions(**values)
   except ValueError as e:

@@ -67,6 +67,30 @@ def test_bad_model_config_file_names_the_problem(tmp_path, text, message):
   assert str(path) in str(raised.value)
 
 
+def test_fields_not_used_are_named_in_one_warning_at_load(tmp_path, caplog):
+  models = tmp_path / 'models.config'
+  models.write_text(
+    'model_config_list { config { name: "a" base_path: "/a" } config { name: "b"'
+    ' base_path: "/b" logging_config { sampling_config { sampling_rate: 0.1 } } } }'
+  )
+  batching = tmp_path / 'batching.config'
+  batching.write_text('allowed_batch_sizes: 8\npad_variable_length_inputs: true\n')
+  with caplog.at_level('WARNING', logger='serving.config'):
+    config.parse_model_config_file(str(models))
+    config.parse_batching_parameters_file(str(batching))
+  assert [r.getMessage() for r in caplog.records] == [
+    f'{models}: logging_config of model(s) b is not used by this server (no request'
+    ' logging); ignored',
+    f'{batching}: allowed_batch_sizes and pad_variable_length_inputs are not used by this'
+    ' server (batches run at their own size, unpadded); ignored',
+  ]
+  caplog.clear()
+  batching.write_text('max_batch_size { value: 8 }\n')
+  with caplog.at_level('WARNING', logger='serving.config'):
+    config.parse_batching_parameters_file(str(batching))
+  assert not caplog.records
+
+
 def test_batching_parameters_file_of_tf_serving(tmp_path):
   path = tmp_path / 'batching.config'
   path.write_text(
