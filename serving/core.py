@@ -1,7 +1,7 @@
 """The request logic shared by the gRPC and REST front ends (and by warm-up replay)."""
 
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import grpc
 import numpy as np
@@ -10,20 +10,27 @@ from tensorflow_serving.apis import (
   classification_pb2,
   get_model_metadata_pb2,
   get_model_status_pb2,
+  inference_pb2,
   input_pb2,
   model_pb2,
   predict_pb2,
+  regression_pb2,
 )
 
 from serving import codec, errors
-from serving.servable import Servable, Signature
+from serving.servable import DEFAULT_SIGNATURE, Servable, Signature
 from tfxlm import contract
 
 # The one metadata field TF Serving knows.
 SIGNATURE_DEF_FIELD = 'signature_def'
-# Classify's input: this project's `examples`, or `inputs` as TF Serving's classification
-# signatures name it.
-CLASSIFY_INPUT_KEYS = (contract.EXAMPLES_INPUT, 'inputs')
+# The serialized tf.Example input of Classify and Regress: this project's `examples`, or
+# `inputs` as TF Serving's classification and regression signatures name it.
+EXAMPLES_INPUT_KEYS = (contract.EXAMPLES_INPUT, 'inputs')
+# The method names of TF Serving's classification and regression signatures (and tasks of a
+# MultiInferenceRequest), and the one output of a regression signature.
+CLASSIFY_METHOD = 'tensorflow/serving/classify'
+REGRESS_METHOD = 'tensorflow/serving/regress'
+REGRESS_OUTPUT = 'outputs'
 
 
 def predict_arrays(
@@ -103,6 +110,33 @@ def predict(
   return response
 
 
+def _examples_signature(servable: Servable, signature_name: str, api: str) -> tuple[Signature, str]:
+  """The signature `api` (Classify, Regress) feeds serialized tf.Examples to, and its input key.
+
+  Raises:
+    ServingError: FAILED_PRECONDITION for an unknown signature; INVALID_ARGUMENT when it does
+      not have one string input named `examples` or `inputs`.
+  """
+  signature = servable.signature(signature_name)
+  keys = list(signature.inputs)
+  if (
+    len(keys) != 1
+    or keys[0] not in EXAMPLES_INPUT_KEYS
+    or signature.inputs[keys[0]].dtype.name != 'string'
+  ):
+    raise errors.invalid_argument(
+      f'signature "{signature.name}" cannot serve {api}: it needs one string input named'
+      f' "examples" or "inputs" (serialized tf.Example), it has {keys}'
+    )
+  return signature, keys[0]
+
+
+def _run_examples(servable, signature, key, examples, deadline, stop):
+  """Runs `signature` on the serialized `examples`; returns its outputs."""
+  serialized = np.array([e.SerializeToString() for e in examples], dtype=object)
+  return servable.run(signature, {key: serialized}, deadline, stop)
+
+
 def classification_signature(servable: Servable, signature_name: str) -> tuple[Signature, str]:
   """The signature Classify uses, and its input key.
 
@@ -114,23 +148,44 @@ def classification_signature(servable: Servable, signature_name: str) -> tuple[S
   Raises:
     ServingError: INVALID_ARGUMENT when the signature cannot classify.
   """
-  signature = servable.signature(signature_name)
-  keys = list(signature.inputs)
-  if (
-    len(keys) != 1
-    or keys[0] not in CLASSIFY_INPUT_KEYS
-    or signature.inputs[keys[0]].dtype.name != 'string'
-  ):
-    raise errors.invalid_argument(
-      f'signature "{signature.name}" cannot serve Classify: it needs one string input named'
-      f' "examples" or "inputs" (serialized tf.Example), it has {keys}'
-    )
+  signature, key = _examples_signature(servable, signature_name, 'Classify')
   if 'scores' not in signature.outputs and contract.PROBABILITIES not in signature.outputs:
     raise errors.invalid_argument(
       f'signature "{signature.name}" cannot serve Classify: it needs a "scores" or'
       f' "probabilities" output, it has {sorted(signature.outputs)}'
     )
-  return signature, keys[0]
+  return signature, key
+
+
+def regression_signature(servable: Servable, signature_name: str) -> tuple[Signature, str]:
+  """The signature Regress uses, and its input key.
+
+  As TF Serving's regressor: a regression signature (method_name tensorflow/serving/regress)
+  with one input of serialized tf.Examples (named `inputs`, or `examples` as this project's
+  signatures) and one float output named `outputs`.
+
+  Raises:
+    ServingError: FAILED_PRECONDITION for an unknown signature; INVALID_ARGUMENT when it is
+      not a regression signature.
+  """
+  signature = servable.signature(signature_name)
+  signature_def = servable.signature_defs.get(signature.name)
+  method = signature_def.method_name if signature_def is not None else ''
+  if method != REGRESS_METHOD:
+    raise errors.invalid_argument(
+      f'Expected regression signature method_name to be {REGRESS_METHOD}. Was: {method}'
+      f' (signature "{signature.name}" of model "{servable.name}"); Regress needs a signature'
+      ' exported as tf.compat.v1.saved_model.regression_signature_def, use Predict otherwise'
+    )
+  signature, key = _examples_signature(servable, signature_name, 'Regress')
+  outputs = signature.outputs
+  if list(outputs) != [REGRESS_OUTPUT] or outputs[REGRESS_OUTPUT].dtype.name != 'float32':
+    raise errors.invalid_argument(
+      f'signature "{signature.name}" cannot serve Regress: it needs one float output named'
+      f' "{REGRESS_OUTPUT}", it has'
+      f' {sorted((k, v.dtype.name) for k, v in outputs.items())}'
+    )
+  return signature, key
 
 
 def classify_examples(
@@ -146,8 +201,7 @@ def classify_examples(
     (signature, results): results[i] is a list of (label bytes, score) for example i.
   """
   signature, key = classification_signature(servable, signature_name)
-  serialized = np.array([e.SerializeToString() for e in examples], dtype=object)
-  outputs = servable.run(signature, {key: serialized}, deadline, stop)
+  outputs = _run_examples(servable, signature, key, examples, deadline, stop)
   scores = outputs.get('scores', outputs.get(contract.PROBABILITIES))
   if scores.ndim != 2:
     raise errors.ServingError(
@@ -168,18 +222,63 @@ def classify_examples(
   return signature, results
 
 
-def examples_from_input(input_proto: input_pb2.Input) -> list[example_pb2.Example]:
-  """The tf.Examples of an Input proto, with the shared context merged into each."""
+def regress_examples(
+  servable: Servable,
+  signature_name: str,
+  examples: Sequence[example_pb2.Example],
+  deadline: float | None = None,
+  stop: threading.Event | None = None,
+) -> tuple[Signature, list[float]]:
+  """Runs a regression signature on tf.Example protos.
+
+  Returns:
+    (signature, values): values[i] is the regression of example i.
+
+  Raises:
+    ServingError: as regression_signature, or INVALID_ARGUMENT when the output is not one
+      value per example (shape [batch] or [batch, 1]).
+  """
+  signature, key = regression_signature(servable, signature_name)
+  values = _run_examples(servable, signature, key, examples, deadline, stop)[REGRESS_OUTPUT]
+  if values.ndim == 2 and values.shape[1] == 1:
+    values = values[:, 0]
+  if values.ndim != 1 or values.shape[0] != len(examples):
+    raise errors.invalid_argument(
+      f'signature "{signature.name}": expected output "{REGRESS_OUTPUT}" of shape'
+      f' [{len(examples)}] or [{len(examples)}, 1] (one value per example), got'
+      f' {list(values.shape)}'
+    )
+  return signature, [float(v) for v in values]
+
+
+def examples_from_input(
+  input_proto: input_pb2.Input, api: str = 'Classify'
+) -> list[example_pb2.Example]:
+  """The tf.Examples of an Input proto, with the shared context merged into each.
+
+  Raises:
+    ServingError: INVALID_ARGUMENT when the input holds no example.
+  """
   kind = input_proto.WhichOneof('kind')
+  examples = []
   if kind == 'example_list':
-    return list(input_proto.example_list.examples)
-  if kind == 'example_list_with_context':
+    examples = list(input_proto.example_list.examples)
+  elif kind == 'example_list_with_context':
     with_context = input_proto.example_list_with_context
-    return [codec.merge_context(with_context.context, e) for e in with_context.examples]
-  raise errors.invalid_argument(
-    'empty batch: the Classify input has no examples (neither'
-    ' example_list nor example_list_with_context is set)'
-  )
+    examples = [codec.merge_context(with_context.context, e) for e in with_context.examples]
+  if not examples:
+    raise errors.invalid_argument(
+      f'empty batch: the {api} input has no examples (set example_list or'
+      ' example_list_with_context, with at least one example)'
+    )
+  return examples
+
+
+def _add_classifications(result: classification_pb2.ClassificationResult, rows) -> None:
+  for row in rows:
+    classifications = result.classifications.add()
+    for label, score in row:
+      classifications.classes.add(label=label.decode('utf-8', 'replace'), score=score)
 
 
 def classify(
@@ -189,18 +288,99 @@ def classify(
   stop: threading.Event | None = None,
 ) -> classification_pb2.ClassificationResponse:
   """Serves a ClassificationRequest on a resolved servable; returns a ClassificationResponse."""
-  examples = examples_from_input(request.input)
-  if not examples:
-    raise errors.invalid_argument('empty batch: the Classify input has no examples')
+  examples = examples_from_input(request.input, 'Classify')
   signature, results = classify_examples(
     servable, request.model_spec.signature_name, examples, deadline, stop
   )
   response = classification_pb2.ClassificationResponse()
   response.model_spec.CopyFrom(spec_proto(servable, signature.name))
-  for row in results:
-    classifications = response.result.classifications.add()
-    for label, score in row:
-      classifications.classes.add(label=label.decode('utf-8', 'replace'), score=score)
+  _add_classifications(response.result, results)
+  return response
+
+
+def regress(
+  servable: Servable,
+  request: regression_pb2.RegressionRequest,
+  deadline: float | None = None,
+  stop: threading.Event | None = None,
+) -> regression_pb2.RegressionResponse:
+  """Serves a RegressionRequest on a resolved servable; returns a RegressionResponse with one
+  regression per example, as TF Serving's Regress.
+
+  Raises:
+    ServingError: INVALID_ARGUMENT for an input without examples or a signature that is not a
+      regression signature (regression_signature), FAILED_PRECONDITION for an unknown one.
+  """
+  examples = examples_from_input(request.input, 'Regress')
+  signature, values = regress_examples(
+    servable, request.model_spec.signature_name, examples, deadline, stop
+  )
+  response = regression_pb2.RegressionResponse()
+  response.model_spec.CopyFrom(spec_proto(servable, signature.name))
+  response.result.regressions.extend(regression_pb2.Regression(value=v) for v in values)
+  return response
+
+
+def multi_inference(
+  request: inference_pb2.MultiInferenceRequest,
+  resolve: Callable[[model_pb2.ModelSpec], Servable],
+  deadline: float | None = None,
+  stop: threading.Event | None = None,
+) -> inference_pb2.MultiInferenceResponse:
+  """Serves a MultiInferenceRequest: Classify and Regress tasks on one input, as TF Serving.
+
+  As there, every task names the same model (the first task's version is used) and a
+  distinct signature, and each task's method_name is tensorflow/serving/classify or
+  tensorflow/serving/regress. Each task runs its signature on the examples in turn.
+
+  Args:
+    request: the MultiInferenceRequest.
+    resolve: ModelSpec -> the Servable it names (called once the tasks are checked).
+    deadline: time.monotonic() deadline or None.
+    stop: set when the client has gone.
+
+  Raises:
+    ServingError: INVALID_ARGUMENT for no task, tasks naming different models or one
+      signature twice, an unsupported method_name, or as classify and regress.
+  """
+  tasks = request.tasks
+  if not tasks:
+    raise errors.invalid_argument(
+      'MultiInferenceRequest has no tasks: add one per signature (method_name'
+      f' {CLASSIFY_METHOD} or {REGRESS_METHOD})'
+    )
+  models = sorted({task.model_spec.name for task in tasks})
+  if len(models) != 1:
+    raise errors.invalid_argument(
+      'All ModelSpecs in a MultiInferenceRequest must access the same model name; the tasks'
+      f' name {models}'
+    )
+  seen = set()
+  for i, task in enumerate(tasks):
+    if task.method_name not in (CLASSIFY_METHOD, REGRESS_METHOD):
+      raise errors.invalid_argument(
+        f'Unsupported signature method_name: "{task.method_name}" (task {i}); use'
+        f' {CLASSIFY_METHOD} or {REGRESS_METHOD}'
+      )
+    name = task.model_spec.signature_name or DEFAULT_SIGNATURE
+    if name in seen:
+      raise errors.invalid_argument(f'Duplicate evaluation of signature: {name} (task {i})')
+    seen.add(name)
+  servable = resolve(tasks[0].model_spec)
+  examples = examples_from_input(request.input, 'MultiInference')
+  response = inference_pb2.MultiInferenceResponse()
+  for task in tasks:
+    name = task.model_spec.signature_name
+    result = response.results.add()
+    if task.method_name == CLASSIFY_METHOD:
+      signature, rows = classify_examples(servable, name, examples, deadline, stop)
+      _add_classifications(result.classification_result, rows)
+    else:
+      signature, values = regress_examples(servable, name, examples, deadline, stop)
+      result.regression_result.regressions.extend(
+        regression_pb2.Regression(value=v) for v in values
+      )
+    result.model_spec.CopyFrom(spec_proto(servable, signature.name))
   return response
 
 

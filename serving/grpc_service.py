@@ -3,8 +3,9 @@
 The methods are registered by hand rather than with the generated `add_*_to_server`, so that a
 message that does not parse is answered INVALID_ARGUMENT (grpc's own deserializer failure
 answers INTERNAL), and so that administration can be switched off. Handlers are coroutines on
-the server's event loop; Predict and Classify run their model work through the Admission queue
-(a bounded pool of threads), the cheap calls (metadata, status) on the loop itself.
+the server's event loop; Predict, Classify, Regress and MultiInference run their model work
+through the Admission queue (a bounded pool of threads), the cheap calls (metadata, status) on
+the loop itself.
 """
 
 import asyncio
@@ -127,6 +128,10 @@ def _model_labels(request):
   return request.model_spec.name, ''
 
 
+def _task_labels(request):
+  return (request.tasks[0].model_spec.name, '') if request.tasks else ('', '')
+
+
 def _signature_labels(request):
   spec = request.model_spec
   return spec.name, spec.signature_name or DEFAULT_SIGNATURE
@@ -155,7 +160,9 @@ class Services:
     self._management = enable_model_management
 
   def _resolve(self, request):
-    spec = request.model_spec
+    return self._resolve_spec(request.model_spec)
+
+  def _resolve_spec(self, spec):
     if not spec.name:
       raise errors.invalid_argument('model_spec.name is missing')
     version, label = _version_choice(spec)
@@ -172,6 +179,18 @@ class Services:
   ) -> classification_pb2.ClassificationResponse:
     """PredictionService/Classify (blocking: runs on an admission thread)."""
     return core.classify(self._resolve(request), request, deadline, stop)
+
+  def regress(
+    self, request: regression_pb2.RegressionRequest, deadline=None, stop=None
+  ) -> regression_pb2.RegressionResponse:
+    """PredictionService/Regress (blocking: runs on an admission thread)."""
+    return core.regress(self._resolve(request), request, deadline, stop)
+
+  def multi_inference(
+    self, request: inference_pb2.MultiInferenceRequest, deadline=None, stop=None
+  ) -> inference_pb2.MultiInferenceResponse:
+    """PredictionService/MultiInference (blocking: runs on an admission thread)."""
+    return core.multi_inference(request, self._resolve_spec, deadline, stop)
 
   def metadata(
     self, request: get_model_metadata_pb2.GetModelMetadataRequest, deadline=None, stop=None
@@ -219,16 +238,10 @@ class Services:
   def handlers(self, admission: Admission) -> list[grpc.GenericRpcHandler]:
     """The generic handlers of both services, for grpc.aio.Server.add_generic_rpc_handlers.
 
-    Predict, Classify and HandleReloadConfigRequest (which loads models) run on `admission`'s
-    threads; the other calls on the event loop.
+    Predict, Classify, Regress, MultiInference and HandleReloadConfigRequest (which loads
+    models) run on `admission`'s threads; the other calls on the event loop.
     """
-    heavy = ('predict', 'classify', 'reload_config')
-
-    def unimplemented(name):
-      def fn(request, deadline, stop):
-        raise errors.ServingError(grpc.StatusCode.UNIMPLEMENTED, f'{name} is not supported')
-
-      return fn
+    heavy = ('predict', 'classify', 'regress', 'multi_inference', 'reload_config')
 
     def method(name, fn, request_class, response_class, labels):
       observed = _Observed(self._metrics, name, labels, fn, admission if name in heavy else None)
@@ -262,17 +275,17 @@ class Services:
       ),
       'Regress': method(
         'regress',
-        unimplemented('Regress'),
+        self.regress,
         regression_pb2.RegressionRequest,
         regression_pb2.RegressionResponse,
-        _model_labels,
+        _signature_labels,
       ),
       'MultiInference': method(
         'multi_inference',
-        unimplemented('MultiInference'),
+        self.multi_inference,
         inference_pb2.MultiInferenceRequest,
         inference_pb2.MultiInferenceResponse,
-        lambda request: ('', ''),
+        _task_labels,
       ),
     }
     model = {
