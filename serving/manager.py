@@ -199,9 +199,9 @@ class ModelManager:
       for name, model in current.items():
         if kept.get(name) is not model:
           self._unload(model, set(model.serving))
-      for model, _ in staged.values():
-        if model is not None:
-          self._poll_model(model)  # unloads what the new policy no longer wants
+      for model in kept.values():
+        # Unloads what a kept model's new policy no longer wants; warns of dangling labels.
+        self._poll_model(model)
 
   def _stage(self, model, config):
     """Loads, into a new _Model of `config` that requests do not see yet, the versions
