@@ -68,7 +68,7 @@ def too_many_rows(rows: int, max_batch_size: int, where: str) -> errors.ServingE
   return errors.invalid_argument(
     f'batch of {rows} rows is larger than max_batch_size {max_batch_size} of the batching'
     f' parameters ({where}); send at most {max_batch_size} rows per request, or raise'
-    ' max_batch_size in --batching_parameters_file (with enable_large_batch_splitting: true'
+    ' max_batch_size in --batching_parameters_file (with enable_large_batch_splitting { value: true }'
     ' and max_execution_batch_size to keep each call smaller)'
   )
 

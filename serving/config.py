@@ -137,6 +137,7 @@ def _batching_parameters_class():
     ('num_batch_threads', 'Int64Value'),
     ('thread_pool_name', 'StringValue'),
     ('max_execution_batch_size', 'Int64Value'),
+    ('enable_large_batch_splitting', 'BoolValue'),
   ]
   number = 0
   for number, (name, kind) in enumerate(wrapped, 1):
@@ -145,7 +146,6 @@ def _batching_parameters_class():
     )
   message.field.add(name='allowed_batch_sizes', number=number + 1, label=3, type=3)
   message.field.add(name='pad_variable_length_inputs', number=number + 2, label=1, type=8)
-  message.field.add(name='enable_large_batch_splitting', number=number + 3, label=1, type=8)
   pool = descriptor_pool.DescriptorPool()
   pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
   pool.Add(file)
@@ -181,7 +181,8 @@ def parse_batching_parameters_file(path: str) -> BatchingOptions:
   ):
     if proto.HasField(field):
       values[field] = getattr(proto, field).value
-  values['enable_large_batch_splitting'] = proto.enable_large_batch_splitting
+  if proto.HasField('enable_large_batch_splitting'):
+    values['enable_large_batch_splitting'] = proto.enable_large_batch_splitting.value
   unused = [
     name
     for name, is_set in (

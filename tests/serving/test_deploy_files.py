@@ -33,10 +33,8 @@ def test_kubernetes_manifest_serves_with_tensorflow_serving(tmp_path):
   for name in ('models.config', 'batching_parameters.txt'):
     (tmp_path / name).write_text(files[name])
   assert config.parse_model_config_file(str(tmp_path / 'models.config'))[0].name == 'imdb'
-  assert (
-    config.parse_batching_parameters_file(str(tmp_path / 'batching_parameters.txt')).max_batch_size
-    == 32
-  )
+  batching = config.parse_batching_parameters_file(str(tmp_path / 'batching_parameters.txt'))
+  assert (batching.max_batch_size, batching.execution_batch_size) == (1024, 32)
   args = container['args']
   assert '--model_config_file=/config/models.config' in args
 
@@ -55,7 +53,12 @@ def test_shipped_tf_serving_configs_are_read_by_this_server():
   models = config.parse_model_config_file(os.path.join(DEPLOY, 'models.config'))
   assert [(m.name, m.latest) for m in models] == [('imdb', 2), ('lm', 1)]
   options = config.parse_batching_parameters_file(os.path.join(DEPLOY, 'batching_parameters.txt'))
-  assert (options.max_batch_size, options.num_batch_threads) == (32, 4)
+  # Requests of up to 1,024 rows are answered, in merged calls of at most 32 rows.
+  assert (options.max_batch_size, options.execution_batch_size, options.num_batch_threads) == (
+    1024,
+    32,
+    4,
+  )
 
 
 def _tf_serving_versions():

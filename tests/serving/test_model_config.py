@@ -101,7 +101,7 @@ def test_batching_parameters_file_of_tf_serving(tmp_path):
   )
   assert config.parse_batching_parameters_file(str(path)) == BatchingOptions(64, 500, 3, 7)
   path.write_text(
-    'max_batch_size { value: 64 }\nenable_large_batch_splitting: true\n'
+    'max_batch_size { value: 64 }\nenable_large_batch_splitting { value: true }\n'
     'max_execution_batch_size { value: 16 }\n'
   )
   options = config.parse_batching_parameters_file(str(path))
