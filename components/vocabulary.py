@@ -12,7 +12,8 @@ keeps the most frequent, and learns the vocabulary with tensorflow-text's WordPi
 
 Output artifact (`VocabularyArtifact`, type `tfxlm.Vocabulary`) layout:
   <uri>/vocab.txt   one token per line, id = line number, `[PAD] [UNK] [CLS] [SEP] [MASK]` first;
-  <uri>/vocab.json  {"kind", "size", "lowercase", "strip_accents", "nfkc", "documents", "words",
+  <uri>/vocab.json  {"kind", "size", "lowercase", "strip_accents", "nfkc", "normalization_rule",
+                     "documents", "words",
                      "unique_words", "kept_words", "min_count", "suffix_indicator",
                      "sentencepiece_model_type", "sample_documents"};
   <uri>/spm.model   for kind 'sentencepiece' only (vocab.txt then lists its pieces);
@@ -127,6 +128,8 @@ def _write(
     'lowercase': config['lowercase'],
     'strip_accents': config['strip_accents'],
     'nfkc': config['nfkc'],
+    # The learner normalized with today's accent rule: Transform must tokenize with it too.
+    'normalization_rule': vocabulary_files.NORMALIZATION_RULE,
     'suffix_indicator': contract.SUFFIX_INDICATOR,
     'reserved_tokens': list(contract.RESERVED_TOKENS),
     'min_count': config['min_count'],
@@ -338,7 +341,8 @@ class Vocabulary(base_beam_component.BaseBeamComponent):
       anomalies: ExampleValidator's anomalies; any anomaly stops the run here.
       vocab_size: Target vocabulary size, reserved tokens included.
       lowercase: Lower-case (Unicode case folding) before learning and tokenizing.
-      strip_accents: Drop combining marks after NFD decomposition.
+      strip_accents: Drop the accents of Latin, Greek and Cyrillic letters (the combining
+        diacritical marks, `trainer.vocabulary.ACCENT_RANGES`), keeping other scripts' marks.
       nfkc: Apply NFKC normalization first.
       kind: 'wordpiece' (tensorflow-text learner) or 'sentencepiece'.
       min_count: WordPiece: words seen fewer times are pruned before learning.

@@ -163,7 +163,8 @@ class VocabularyConfig:
     kind: `wordpiece` or `sentencepiece`.
     size: target vocabulary size, reserved tokens included.
     lowercase: lower-case text before learning and tokenizing.
-    strip_accents: remove combining accents after NFD decomposition.
+    strip_accents: remove the accents of Latin, Greek and Cyrillic letters ('café' -> 'cafe');
+      other scripts' marks (kana voicing, Indic vowel signs, Hangul) are kept.
     nfkc: apply Unicode NFKC normalization.
   """
 

@@ -44,7 +44,13 @@ import tensorflow as tf
 from absl import logging
 
 from tfxlm import contract
-from trainer.vocabulary import SpecialTokens, Vocabulary
+from trainer.vocabulary import (
+  ACCENT_RANGES,
+  LEGACY_NORMALIZATION_RULE,
+  NORMALIZATION_RULE,
+  SpecialTokens,
+  Vocabulary,
+)
 
 SENTENCEPIECE_MODEL_TYPES = ('unigram', 'bpe')
 # Learner: words longer than this (in characters) are not split into pieces: they are almost
@@ -56,22 +62,58 @@ _MAX_UNIQUE_CHARS = 1000
 # -- learning (the Vocabulary component's algorithms) -------------------------------------------
 
 _ACCENT_CATEGORY = 'Mn'
+# Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt): NFKC_Casefold, which
+# tensorflow-text's case_fold_utf8 applies, removes them (soft hyphen, zero-width joiner,
+# variation selectors, tags) and Python's casefold does not.
+_DEFAULT_IGNORABLE_RANGES = (
+  (0x00AD, 0x00AD),
+  (0x034F, 0x034F),
+  (0x061C, 0x061C),
+  (0x115F, 0x1160),
+  (0x17B4, 0x17B5),
+  (0x180B, 0x180F),
+  (0x200B, 0x200F),
+  (0x202A, 0x202E),
+  (0x2060, 0x206F),
+  (0x3164, 0x3164),
+  (0xFE00, 0xFE0F),
+  (0xFEFF, 0xFEFF),
+  (0xFFA0, 0xFFA0),
+  (0xFFF0, 0xFFF8),
+  (0x1BCA0, 0x1BCA3),
+  (0x1D173, 0x1D17A),
+  (0xE0000, 0xE0FFF),
+)
+_DEFAULT_IGNORABLES = {
+  cp: None for first, last in _DEFAULT_IGNORABLE_RANGES for cp in range(first, last + 1)
+}
+# `str.translate` table dropping rule 2's accents (`vocabulary.ACCENT_RANGES`).
+_ACCENTS = {cp: None for first, last in ACCENT_RANGES for cp in range(first, last + 1)}
 
 
 def normalize_text(
-  text: str, *, lowercase: bool = True, strip_accents: bool = True, nfkc: bool = True
+  text: str,
+  *,
+  lowercase: bool = True,
+  strip_accents: bool = True,
+  nfkc: bool = True,
+  rule: int = NORMALIZATION_RULE,
 ) -> str:
-  """Applies the configured normalization, in the order the transform graph applies it."""
+  """Applies the configured normalization, in the order the transform graph applies it
+  (`trainer.vocabulary.normalize`; `rule` is the accent rule, `NORMALIZATION_RULES`)."""
   if nfkc:
     text = unicodedata.normalize('NFKC', text)
   if lowercase:
     # tensorflow-text's case_fold_utf8, which the transform graph applies, is NFKC case folding:
     # it applies NFKC whether or not `nfkc` is set, so the learner must see the same text.
-    text = unicodedata.normalize('NFKC', unicodedata.normalize('NFKC', text).casefold())
-  if strip_accents:
+    folded = unicodedata.normalize('NFKC', text).casefold().translate(_DEFAULT_IGNORABLES)
+    text = unicodedata.normalize('NFKC', folded)
+  if strip_accents and rule == LEGACY_NORMALIZATION_RULE:
     text = ''.join(
       c for c in unicodedata.normalize('NFD', text) if unicodedata.category(c) != _ACCENT_CATEGORY
     )
+  elif strip_accents:
+    text = unicodedata.normalize('NFC', unicodedata.normalize('NFD', text).translate(_ACCENTS))
   return text
 
 

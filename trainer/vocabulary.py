@@ -14,6 +14,10 @@ asset `tokenizer_spec`). Its fields, checked on every read and write (`SPEC_FIEL
   lowercase, strip_accents, nfkc
                     normalization (applied in the graph for learned kinds; recorded for people
                     for imported ones, whose tokenizer normalizes by itself);
+  normalization_rule
+                    learned kinds: which accent stripping the text went through
+                    (`NORMALIZATION_RULES`); absent: rule 1, as vocabularies learned before
+                    there were rules, so that a reused artifact tokenizes as it was learned;
   special_tokens    `{pad, unk, start, end, mask: id or null, reserved: [ids]}`; required for
                     imported kinds, absent for learned ones (ids 0-4, `contract.RESERVED_TOKENS`);
   suffix_indicator  wordpiece continuation prefix (`##`);
@@ -51,6 +55,36 @@ WHITESPACE_RUN = r'[\t-\r\x{1c}-\x{20}\x{85}\p{Z}]+'
 MAX_BYTES_PER_WORD = 100
 ROLES = ('pad', 'unk', 'start', 'end', 'mask')
 
+# What `strip_accents` strips, by the rule a learned vocabulary's vocab.json names
+# (`normalization_rule`; `normalize` and the learner's `tokenizers.normalize_text` apply them):
+#   1  NFD, then every non-spacing mark (\p{Mn}) dropped, nothing re-composed: BERT's
+#      BasicTokenizer. It also drops marks that are letters of other scripts (the kana voicing
+#      mark: 'です' -> 'てす'; Devanagari, Thai, Hebrew and Arabic vowel signs) and leaves Korean
+#      as loose conjoining jamo. Vocabularies learned before rule 2 (no field) keep it.
+#   2  NFD, then only `ACCENT_RANGES` dropped, then NFC: the Latin, Greek and Cyrillic accents
+#      go ('café' -> 'cafe', 'ά' -> 'α', Vietnamese 'tiếng' -> 'tieng', and, as in BERT, 'й' ->
+#      'и'), every other script's marks stay and its text comes back composed ('한국어').
+LEGACY_NORMALIZATION_RULE = 1
+NORMALIZATION_RULE = 2
+NORMALIZATION_RULES = (LEGACY_NORMALIZATION_RULE, NORMALIZATION_RULE)
+# Rule 2's accents: the Unicode blocks of combining diacritical marks, which are the marks
+# written over and under Latin, Greek and Cyrillic letters (Combining Diacritical Marks, its
+# Extended and Supplement blocks, Combining Diacritical Marks for Symbols, Combining Half
+# Marks). The enclosing marks among them (Me: U+1ABE, U+20DD-20E0, U+20E2-20E4, such as the
+# keycap of '1️⃣') are left out: rule 1 kept them too. Whole ranges rather than the code points
+# assigned today, so that the set does not move with the Unicode version of Python or ICU.
+ACCENT_RANGES = (
+  (0x0300, 0x036F),
+  (0x1AB0, 0x1ABD),
+  (0x1ABF, 0x1AFF),
+  (0x1DC0, 0x1DFF),
+  (0x20D0, 0x20DC),
+  (0x20E1, 0x20E1),
+  (0x20E5, 0x20FF),
+  (0xFE20, 0xFE2F),
+)
+_ACCENT_CLASS = '[' + ''.join(f'\\x{{{a:04X}}}-\\x{{{b:04X}}}' for a, b in ACCENT_RANGES) + ']'
+
 _ALL = contract.TOKENIZER_KINDS
 _HF = (contract.HF_WORDPIECE,)
 # The hf_wordpiece settings its tokenizer takes as they are (trainer/hf_tokenizer.py).
@@ -69,6 +103,7 @@ SPEC_FIELDS: dict[str, tuple[type, tuple[str, ...]]] = {
   'lowercase': (bool, _ALL),
   'strip_accents': (bool, _ALL),
   'nfkc': (bool, _ALL),
+  'normalization_rule': (int, ()),
   'special_tokens': (dict, contract.IMPORTED_KINDS),
   'suffix_indicator': (str, _HF),
   'preset': (str, contract.IMPORTED_KINDS),
@@ -171,6 +206,12 @@ def check_spec(spec: Any, where: str) -> dict[str, Any]:
       raise ValueError(f'{where}: field {name!r} is missing (a {kind} vocabulary needs it)')
   if 'special_tokens' in spec:
     SpecialTokens.from_dict(spec['special_tokens'], where)
+  rule = spec.get('normalization_rule', LEGACY_NORMALIZATION_RULE)
+  if rule not in NORMALIZATION_RULES:
+    raise ValueError(
+      f'{where}: field normalization_rule is {rule}, expected one of {NORMALIZATION_RULES} '
+      '(a vocabulary written by a newer version of this project?)'
+    )
   return spec
 
 
@@ -273,9 +314,11 @@ class Vocabulary:
     return self.spec.get('suffix_indicator', contract.SUFFIX_INDICATOR)
 
   @property
-  def normalization(self) -> dict[str, bool]:
-    """`lowercase`, `strip_accents`, `nfkc`: what a learned vocabulary's text goes through."""
-    return {k: self.spec[k] for k in ('lowercase', 'strip_accents', 'nfkc')}
+  def normalization(self) -> dict[str, Any]:
+    """`lowercase`, `strip_accents`, `nfkc` and the accent `rule`: what a learned vocabulary's
+    text goes through (`normalize`'s arguments)."""
+    flags = {k: self.spec[k] for k in ('lowercase', 'strip_accents', 'nfkc')}
+    return {**flags, 'rule': self.spec.get('normalization_rule', LEGACY_NORMALIZATION_RULE)}
 
   def __len__(self) -> int:
     return len(self.tokens)
@@ -334,15 +377,26 @@ class Vocabulary:
     return self.uri
 
 
-def normalize(text: tf.Tensor, *, lowercase: bool, strip_accents: bool, nfkc: bool) -> tf.Tensor:
-  """Normalizes a string tensor as a learned vocabulary's flags say (graph ops; the learner's
-  `tokenizers.normalize_text` does the same in Python)."""
+def normalize(
+  text: tf.Tensor,
+  *,
+  lowercase: bool,
+  strip_accents: bool,
+  nfkc: bool,
+  rule: int = NORMALIZATION_RULE,
+) -> tf.Tensor:
+  """Normalizes a string tensor as a learned vocabulary's flags and accent rule say
+  (`NORMALIZATION_RULES`; graph ops, the learner's `tokenizers.normalize_text` does the same in
+  Python)."""
   if nfkc:
     text = tf_text.normalize_utf8(text, 'NFKC')
   if lowercase:
     text = tf_text.case_fold_utf8(text)
-  if strip_accents:
+  if strip_accents and rule == LEGACY_NORMALIZATION_RULE:
     text = tf.strings.regex_replace(tf_text.normalize_utf8(text, 'NFD'), r'\p{Mn}', '')
+  elif strip_accents:
+    text = tf.strings.regex_replace(tf_text.normalize_utf8(text, 'NFD'), _ACCENT_CLASS, '')
+    text = tf_text.normalize_utf8(text, 'NFC')
   return text
 
 

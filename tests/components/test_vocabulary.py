@@ -13,6 +13,7 @@ from components import vocabulary
 from pipeline import local_runner
 from tests.components import text_data
 from tfxlm import contract
+from trainer import vocabulary as trainer_vocabulary
 from trainer import wordpiece_learner
 
 FIVE_SENTENCES = [
@@ -61,7 +62,8 @@ def _wordpiece(tokens):
   from trainer.vocabulary import Vocabulary
 
   flags = {'lowercase': True, 'strip_accents': True, 'nfkc': True}
-  return Vocabulary(tokens, {'kind': 'wordpiece', **flags})
+  rule = trainer_vocabulary.NORMALIZATION_RULE  # as the component writes it
+  return Vocabulary(tokens, {'kind': 'wordpiece', **flags, 'normalization_rule': rule})
 
 
 def _pieces(vocab, texts):
@@ -200,6 +202,8 @@ def test_beam_job_matches_plain_counting_and_the_reference_learner(tmp_path, mon
   kept = kept[::-1][: config['max_words']]
   assert (meta['documents'], meta['words']) == (len(texts), sum(counts.values()))
   assert (meta['unique_words'], meta['kept_words']) == (len(counts), len(kept))
+  # Transform tokenizes with the accent rule the learner normalized with.
+  assert meta['normalization_rule'] == trainer_vocabulary.NORMALIZATION_RULE
   monkeypatch.setattr(wordpiece_learner, 'learn', reference.learn)
   expected = vocabulary.learn_wordpiece_vocab(kept, 70)
   assert (out / 'vocab.txt').read_text().splitlines() == expected

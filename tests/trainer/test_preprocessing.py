@@ -60,9 +60,15 @@ def _vocab_dir(path, **normalization):
     (True, False, False),
   ],
 )
-def test_tf_normalization_matches_the_vocabulary_component(flags):
-  meta = dict(zip(('lowercase', 'strip_accents', 'nfkc'), flags))
+@pytest.mark.parametrize('rule', [1, 2])
+def test_tf_normalization_matches_the_vocabulary_component(flags, rule):
+  meta = {**dict(zip(('lowercase', 'strip_accents', 'nfkc'), flags)), 'rule': rule}
   samples = ['Straße Café', 'ＡＢＣ ﬁne', 'Ǆemal naïve RÉSUMÉ', 'plain text', '', 'Ⅻ ㎏ ①']
+  # Scripts whose marks are letters, Hangul (NFD splits it), Greek, Vietnamese, Cyrillic; an
+  # emoji keycap and variation selector, soft hyphen and zero-width joiner (NFKC case folding
+  # drops default-ignorable code points).
+  samples += ['ですね ガ', '한국어 조금', 'हिन्दी क़', 'ที่นี่ ภาษาไทย', 'שָׁלוֹם مَرْحَبًا', 'Ἀθῆναι ά']
+  samples += ['tiếng Việt', 'Йод ёж', '1\ufe0f\u20e3 x\u20dd', 'soft\xadhy zw\u200dj \U000e0041']
   got = normalize(tf.constant(samples), **meta).numpy()
   assert [g.decode() for g in got] == [vocabulary.normalize_text(s, **meta) for s in samples]
 

@@ -34,7 +34,7 @@ def test_write_then_read_gives_the_same_vocabulary(tmp_path):
   assert read.tokens == TOKENS and read.spec == vocab.spec and read.uri == str(tmp_path)
   assert read.kind == contract.WORDPIECE and len(read) == len(TOKENS)
   assert read.special == LEARNED_SPECIAL_TOKENS
-  assert read.normalization == {'lowercase': True, 'strip_accents': True, 'nfkc': True}
+  assert read.normalization == {'lowercase': True, 'strip_accents': True, 'nfkc': True, 'rule': 1}
 
 
 def test_a_spec_without_a_kind_is_a_learned_wordpiece_vocabulary(tmp_path):
@@ -132,6 +132,36 @@ def test_a_kind_that_tokenizes_from_its_files_needs_its_folder():
   vocab = Vocabulary(TOKENS, {**LEARNED, 'kind': contract.SENTENCEPIECE})
   with pytest.raises(ValueError, match=r'a sentencepiece vocabulary tokenizes from its artifact'):
     vocab.tokenizer()
+
+
+# Text in several scripts, and what strip_accents (lower-cased, NFKC) makes of it.
+SCRIPTS = ['ですね', '한국어', 'हिन्दी', 'ที่นี่', 'שָׁלוֹם', 'Café Straße', 'Ελληνικά', 'tiếng Việt']
+# Rule 1 (vocabularies learned before rule 2): BERT's, every non-spacing mark gone, undecomposed.
+RULE_1 = ['てすね', '\u1112\u1161\u11ab\u1100\u116e\u11a8\u110b\u1165', 'हिनदी', 'ทน', 'שלום']
+RULE_1 += ['cafe strasse', 'ελληνικα', 'tieng viet']
+# Rule 2: only the Latin, Greek and Cyrillic accents go; the rest stays, composed.
+RULE_2 = ['ですね', '한국어', 'हिन्दी', 'ที่นี่', 'שָׁלוֹם', 'cafe strasse', 'ελληνικα', 'tieng viet']
+
+
+def _tokenized_text(spec):
+  """What a vocabulary with this spec tokenizes SCRIPTS as: its normalized text."""
+  vocab = Vocabulary(TOKENS, {**LEARNED, **spec})
+  normalized = vocabulary.normalize(tf.constant(SCRIPTS), **vocab.normalization)
+  return [t.decode() for t in normalized.numpy()]
+
+
+def test_a_spec_without_a_normalization_rule_strips_accents_as_it_was_learned():
+  assert _tokenized_text({}) == RULE_1
+
+
+def test_rule_2_strips_only_latin_greek_and_cyrillic_accents_and_recomposes():
+  assert _tokenized_text({'normalization_rule': 2}) == RULE_2
+  assert _tokenized_text({'normalization_rule': 2, 'lowercase': False})[5] == 'Cafe Straße'
+
+
+def test_an_unknown_normalization_rule_is_refused():
+  with pytest.raises(ValueError, match=r'normalization_rule is 3, expected one of \(1, 2\)'):
+    Vocabulary(TOKENS, {**LEARNED, 'normalization_rule': 3})
 
 
 def test_graph_normalization_flags():
