@@ -46,6 +46,7 @@ from absl import logging
 from tfxlm import contract
 from trainer.vocabulary import (
   ACCENT_RANGES,
+  CJK_RANGES,
   LEGACY_NORMALIZATION_RULE,
   NORMALIZATION_RULE,
   SpecialTokens,
@@ -117,19 +118,6 @@ def normalize_text(
   return text
 
 
-# CJK ideographs, each its own word in BERT's pre-tokenizer (tensorflow-text's ranges).
-_CJK_RANGES = (
-  (0x4E00, 0x9FFF),
-  (0x3400, 0x4DBF),
-  (0x20000, 0x2A6DF),
-  (0x2A700, 0x2B73F),
-  (0x2B740, 0x2B81F),
-  (0x2B820, 0x2CEAF),
-  (0xF900, 0xFAFF),
-  (0x2F800, 0x2FA1F),
-)
-
-
 @functools.cache
 def _pre_tokenization() -> dict[int, str]:
   """FastBertTokenizer's pre-tokenization as a `str.translate` table (faster than a regex over
@@ -145,7 +133,7 @@ def _pre_tokenization() -> dict[int, str]:
       table[cp] = ' '
     elif category.startswith('P') or (cp < 128 and not c.isalnum()):
       table[cp] = f' {c} '
-  for first, last in _CJK_RANGES:
+  for first, last in CJK_RANGES:
     table.update((cp, f' {chr(cp)} ') for cp in range(first, last + 1))
   return table
 

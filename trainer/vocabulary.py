@@ -83,7 +83,27 @@ ACCENT_RANGES = (
   (0x20E5, 0x20FF),
   (0xFE20, 0xFE2F),
 )
-_ACCENT_CLASS = '[' + ''.join(f'\\x{{{a:04X}}}-\\x{{{b:04X}}}' for a, b in ACCENT_RANGES) + ']'
+# CJK ideographs, each its own word in BERT's pre-tokenizer (tensorflow-text's ranges; the
+# learner's `tokenizers.split_words` and the decoder's `_CJK` follow them). Hangul is not among
+# them: Korean separates its words with spaces, as its text keeps.
+CJK_RANGES = (
+  (0x4E00, 0x9FFF),
+  (0x3400, 0x4DBF),
+  (0x20000, 0x2A6DF),
+  (0x2A700, 0x2B73F),
+  (0x2B740, 0x2B81F),
+  (0x2B820, 0x2CEAF),
+  (0xF900, 0xFAFF),
+  (0x2F800, 0x2FA1F),
+)
+
+
+def _regex_class(ranges: tuple[tuple[int, int], ...]) -> str:
+  """The RE2 character class of these code point ranges."""
+  return ''.join(f'\\x{{{a:04X}}}-\\x{{{b:04X}}}' for a, b in ranges)
+
+
+_ACCENT_CLASS = f'[{_regex_class(ACCENT_RANGES)}]'
 
 _ALL = contract.TOKENIZER_KINDS
 _HF = (contract.HF_WORDPIECE,)
@@ -479,11 +499,42 @@ def _byte_decoder() -> tuple[np.ndarray, list[bytes]]:
   return decoder, [bytes([b]) for b in range(256)]
 
 
-# A learned WordPiece vocabulary makes each punctuation mark a token of its own, so its tokens
-# joined by spaces read 'hello , world .'. BERT decoders clean that up (Hugging Face's
-# `clean_up_tokenization`): no space before these marks, none around an apostrophe ("it ' s").
-_SPACE_BEFORE_PUNCTUATION = r' ([.,!?;:])'
-_SPACES_AROUND_APOSTROPHE = r" ?' ?"
+# A learned WordPiece vocabulary's tokens joined by spaces read 'hello , world .', 'state - of -
+# the - art', "don ' t" and '東 京 の 桜': its pre-tokenizer split each punctuation mark and each
+# CJK ideograph off as a word of its own. `decode_tokens` takes those spaces out again, where the
+# tokens alone tell that the text had none; each rule is (pattern, replacement), in order.
+# Characters written without spaces between words: a space beside a CJK ideograph (or a CJK or
+# full-width punctuation mark) is the split's when the other side is one too or kana. Two
+# kana words were split by a space of the text, which stays.
+_CJK = (
+  _regex_class(CJK_RANGES)
+  + r'\x{3000}-\x{303F}\x{FF01}-\x{FF0F}\x{FF1A}-\x{FF20}\x{FF3B}-\x{FF40}\x{FF5B}-\x{FF65}'
+)
+_KANA = r'\x{3040}-\x{30FF}\x{31F0}-\x{31FF}\x{FF66}-\x{FF9F}'
+_APOSTROPHE = "['\u2019]"
+_WORDPIECE_JOINS = (
+  # Twice where a match's last character can start the next one ('我 喜 欢').
+  (f'([{_CJK}]) ([{_CJK}{_KANA}])', r'\1\2'),
+  (f'([{_CJK}]) ([{_CJK}{_KANA}])', r'\1\2'),
+  (f'([{_KANA}]) ([{_CJK}])', r'\1\2'),
+  # A hyphen between two words joins them ('state-of-the-art'; 'a - b' comes back 'a-b').
+  (r'([\pL\pN]) - ([\pL\pN])', r'\1-\2'),
+  (r'([\pL\pN]) - ([\pL\pN])', r'\1-\2'),
+  # English contractions ("don't", "it's", "we're", and "'s" opening a continuation) and
+  # French elisions ("c'est", "qu'il", "s’il") glue to both words.
+  (f'(?i)(^|\\pL) ?({_APOSTROPHE}) (s|t|re|ve|ll|d|m)( |$)', r'\1\2\3\4'),
+  (f'(?i)(^| )([cdjlmnst]|\\pL*qu) ({_APOSTROPHE}) (\\pL)', r'\1\2\3\4'),
+  # Other quote marks pair up, the first opening and the next closing a quotation: each glues
+  # to the text inside ("he said 'hello' to me"), not to the words outside.
+  (r"(^| )' (.+?) '( |$)", r"\1'\2'\3"),
+  (r'(^| )" (.+?) "( |$)', r'\1"\2"\3'),
+  # An apostrophe left over, at the end or before punctuation, closes the word before it
+  # ("the dogs'.").
+  (f'(\\pL) ({_APOSTROPHE})( [.,!?;:]| ?$)', r'\1\2\3'),
+  # No space before . , ! ? ; : (Hugging Face's `clean_up_tokenization`), nor inside brackets.
+  (r' ([.,!?;:)\]}])', r'\1'),
+  (r'([(\[{]) ', r'\1'),
+)
 
 
 def decode_tokens(tokens: tf.Tensor, keep: tf.Tensor, kind: str) -> tf.Tensor:
@@ -492,12 +543,17 @@ def decode_tokens(tokens: tf.Tensor, keep: tf.Tensor, kind: str) -> tf.Tensor:
   which knows the kind from the graph's vocab.json, calls this directly). TensorFlow ops only,
   so a served model spells its text the same without this project's code.
 
-  WordPiece: tokens separated by spaces, '##' pieces glued to the previous one; a learned
-  vocabulary's text also loses the space before . , ! ? ; : and around an apostrophe, as BERT
-  decoders write it ('hello, world.', "it's"). An imported WordPiece vocabulary (a keras-hub
-  preset, a Hugging Face checkpoint) keeps its library's spaced text, keras-hub's
-  `detokenize` (those are masked or classifying models, which never generate).
-  SentencePiece: pieces concatenated, U+2581 becomes a space.
+  WordPiece: tokens separated by spaces, '##' pieces glued to the previous one. A learned
+  vocabulary's text also loses the spaces its pre-tokenizer put in (`_WORDPIECE_JOINS`): none
+  before . , ! ? ; : or inside brackets ('hello, world.', as BERT decoders write it), none
+  between CJK ideographs or between one and kana ('東京の桜'), none around a hyphen between two
+  words ('state-of-the-art'), contractions and elisions joined ("don't", "c'est"), a quote glued
+  to the quoted text only ("said 'hello' to"). The tokens cannot tell where the text had such a
+  space itself: 'a - b' comes back 'a-b', '東京 タワー' as '東京タワー'. An imported WordPiece
+  vocabulary (a keras-hub preset, a Hugging Face checkpoint) keeps its library's spaced text,
+  keras-hub's `detokenize` (those are masked or classifying models, which never generate).
+  SentencePiece: pieces concatenated, U+2581 becomes a space: the text as normalized, exactly
+  (whitespace runs as one space).
   Byte-level BPE: pieces concatenated, each character mapped back to its byte.
   """
   if kind in (contract.SENTENCEPIECE, contract.PRESET_SENTENCEPIECE):
@@ -517,6 +573,6 @@ def decode_tokens(tokens: tf.Tensor, keep: tf.Tensor, kind: str) -> tf.Tensor:
   # A continuation may start inside the prompt's last word: its first piece's ## goes too.
   text = tf.strings.regex_replace(joined, r'(?:^| )##', '')
   if kind == contract.WORDPIECE:
-    text = tf.strings.regex_replace(text, _SPACE_BEFORE_PUNCTUATION, r'\1')
-    text = tf.strings.regex_replace(text, _SPACES_AROUND_APOSTROPHE, "'")
+    for pattern, replacement in _WORDPIECE_JOINS:
+      text = tf.strings.regex_replace(text, pattern, replacement)
   return tf.strings.strip(text)

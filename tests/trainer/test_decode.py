@@ -72,3 +72,61 @@ def test_decode_byte_level_bpe_maps_characters_back_to_bytes_and_drops_cut_chara
     'Café dog\n'.encode(),
     b'a',
   ]
+
+
+def _decode_learned(rows):
+  """Decodes rows of space-separated tokens as a learned WordPiece vocabulary's text."""
+  tokens = tf.ragged.constant([row.split() for row in rows]).to_tensor('')
+  texts = vocabulary.decode_tokens(tokens, tokens != '', contract.WORDPIECE).numpy()
+  return [t.decode() for t in texts]
+
+
+def test_decode_learned_wordpiece_writes_cjk_without_the_pretokenizers_spaces():
+  # Each CJK ideograph is a word of its own; kana and Hangul words are not split that way, so
+  # a space between two of them is the text's own.
+  assert _decode_learned(
+    [
+      '我 喜 欢 学 习',
+      '東 京 の 桜',
+      '素 晴 らしい 映 画 でした ！',
+      'ですね 、 そう です 。',
+      '한국어 를 조 ##금 배웠 습니다 .',
+    ]
+  ) == [
+    '我喜欢学习',
+    '東京の桜',
+    '素晴らしい映画でした！',
+    'ですね、そう です。',
+    '한국어 를 조금 배웠 습니다.',
+  ]
+
+
+def test_decode_learned_wordpiece_joins_hyphenated_words():
+  assert _decode_learned(['state - of - the - art', 'a - b - c', 'well - , ok', '- 3']) == [
+    'state-of-the-art',
+    'a-b-c',  # 'a - b' typed with spaces comes back joined too
+    'well -, ok',
+    '- 3',
+  ]
+
+
+def test_decode_learned_wordpiece_tells_contractions_from_quotes():
+  assert _decode_learned(
+    [
+      "he said ' hello ' to me",
+      "don ' t stop , it ' s fine",
+      "i ' m sure they ' re ok ' cause",
+      "c ' est l ' homme qu ' il voit , s ’ il vous plaît",
+      'say " hi there " now',
+      '( see above ) and [ x ]',
+      "' unclosed quote",
+    ]
+  ) == [
+    "he said 'hello' to me",
+    "don't stop, it's fine",
+    "i'm sure they're ok ' cause",
+    "c'est l'homme qu'il voit, s’il vous plaît",
+    'say "hi there" now',
+    '(see above) and [x]',
+    "' unclosed quote",
+  ]
