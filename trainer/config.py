@@ -76,6 +76,8 @@ _RANGES = {
 DEFAULT_DROPOUT = 0.1
 # [CLS] and [SEP] around at least one token: mlm windows and classify inputs.
 _MIN_FRAMED_SEQ_LEN = 3
+# A prompt token and a new one: the clm export's `generate` (trainer/generation.py) needs both.
+_MIN_GENERATION_SEQ_LEN = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,6 +247,13 @@ class TrainerConfig:
         'seq_len',
         f'must be >= {_MIN_FRAMED_SEQ_LEN} for {self.task} ([CLS] tokens [SEP]), got '
         f'{self.seq_len}',
+      )
+    if self.task == contract.CLM and self.seq_len < _MIN_GENERATION_SEQ_LEN:
+      # Refused here, not when the export builds `generate` after the whole training run.
+      raise typed_config.FieldError(
+        'seq_len',
+        f'must be >= {_MIN_GENERATION_SEQ_LEN} for clm (its export generates: a prompt token '
+        f'and a new one), got {self.seq_len}',
       )
     if self.preset is not None and (not self.preset.strip() or self.preset != self.preset.strip()):
       raise typed_config.FieldError(

@@ -59,6 +59,7 @@ def test_ints_are_accepted_for_floats():
       'num_heads: hidden_dim 10 is not divisible by num_heads 3',
     ),
     ({'task': 'classify', 'seq_len': 2}, 'seq_len: must be >= 3 for classify'),
+    ({'task': 'clm', 'seq_len': 1}, 'seq_len: must be >= 2 for clm (its export generates'),
     (
       {'train_steps': 10, 'warmup_steps': 11},
       'warmup_steps: 11 is more than train_steps (10): lower warmup_steps, or raise train_steps',
