@@ -512,7 +512,8 @@ def resolved_config_json(config: config_lib.PipelineConfig) -> str:
   values = config.to_dict()
   values['outputs_dir'] = config.resolved_outputs_dir
   values['serving'] = {**values['serving'], 'serving_root': config.serving_root}
-  return json.dumps(values, indent=2, sort_keys=True)
+  # Prompts and labels as written (le café, not le caf\u00e9): the page is UTF-8.
+  return json.dumps(values, indent=2, sort_keys=True, ensure_ascii=False)
 
 
 def _statistic(value: float) -> str:

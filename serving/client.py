@@ -384,6 +384,19 @@ def _jsonable(value):
   return value
 
 
+def print_json(value, stream=None) -> None:
+  """Prints `value` as one line of JSON, its text as written ("子", not "\\u5b50"). Where the
+  stream cannot encode a character (a C or Latin-1 locale), the whole line is written with JSON
+  escapes instead, still valid JSON, rather than failing with UnicodeEncodeError."""
+  stream = stream or sys.stdout
+  line = json.dumps(value, ensure_ascii=False)
+  try:
+    line.encode(getattr(stream, 'encoding', None) or 'utf-8')
+  except UnicodeEncodeError:
+    line = json.dumps(value)
+  print(line, file=stream)
+
+
 def _ignored_sampling_flags(argv: list[str] | None, flags) -> list[str]:
   """The sampling flags given on the command line although decoding is greedy."""
   if not flags.generate or flags.temperature > 0:  # NaN is greedy too, as on the server
@@ -438,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
   key = 'results' if flags.classify else 'outputs'
   if isinstance(answer, dict):
     answer = {k: _jsonable(v) for k, v in answer.items()}
-  print(json.dumps({'model_spec': spec, key: _jsonable(answer)}))
+  print_json({'model_spec': spec, key: _jsonable(answer)})
   return 0
 
 

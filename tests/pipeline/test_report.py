@@ -470,3 +470,19 @@ def test_the_runs_warnings_are_on_the_console_in_the_report_and_in_summary_json(
   # A run that warned of nothing says nothing of warnings.
   quiet = summary.RunSummary(log_path=log)
   assert 'Warnings' not in report.text(config, quiet) + report.render_report(config, quiet)
+
+
+def test_the_reports_configuration_shows_non_ascii_text_as_written(tmp_path):
+  # It read "le caf\u00e9" while the generations table showed "le café".
+  config = config_lib.from_dict(
+    {
+      'pipeline_name': 'demo',
+      'outputs_dir': str(tmp_path),
+      'train': {'task': 'clm', 'train_steps': 2, 'eval_steps': 1},
+      'evaluation': {'prompts': ['le café', '東京の<桜>']},
+    }
+  )
+  page = report.render_report(config, summary.RunSummary())
+  section = page.split('<h2>Configuration</h2>', 1)[1]
+  assert '&quot;le café&quot;' in section and '東京の&lt;桜&gt;' in section and '\\u' not in section
+  assert _configuration(page)[1]['evaluation']['prompts'] == ['le café', '東京の<桜>']
