@@ -147,7 +147,8 @@ class TrainerConfig:
     mask_token_rate: Of the chosen tokens, the fraction replaced by [MASK].
     random_token_rate: Of the chosen tokens, the fraction replaced by a random token (the rest
       are left unchanged).
-    mask_top_k: Number of candidates the mlm export returns for the first [MASK] of a text.
+    mask_top_k: Number of candidates the mlm export returns for the first [MASK] of a text (at most
+      the vocabulary's size).
     max_new_tokens_limit: Most tokens one row of the clm export's `generate` may ask for (larger
       requests fail with INVALID_ARGUMENT); capped at seq_len - 1.
     generate_jit_compile: Compile the clm export's decoding loop with XLA: about twice as fast

@@ -143,9 +143,10 @@ class ExportModule(tf.Module):
     # A pretraining model whose Transform the classify stage shares reads the LM pieces.
     self.ids_key = inputs.token_ids_key(self.task, tft_output.transformed_feature_spec())
     self.seq_len = config.seq_len
-    self.top_k = config.mask_top_k
     self.num_predictions = inputs.max_predictions(config.seq_len, config.mask_rate)
     self.vocab_size = len(token_vocab)
+    # More candidates than tokens would fail top_k inside the signature: all of them, at most.
+    self.top_k = min(config.mask_top_k, self.vocab_size)
     # (vocab,) True for the special tokens: never an answer, a scored target or a sample.
     self.reserved = tf.constant([i in set(special.reserved) for i in range(len(token_vocab))])
     self.token_strings = tf.constant(token_vocab)
