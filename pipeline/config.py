@@ -15,7 +15,8 @@ tfxlm/typed_config.py's, the same the Trainer applies to its own config.
 import dataclasses
 import json
 import os
-from typing import Any, Dict, Optional, Sequence, Tuple
+import re
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
 
 import yaml
 
@@ -480,18 +481,51 @@ _PATH_KEYS = (
 _PRESET_KEYS = ('train.preset', 'pretrain.preset')
 
 
-def _paths_from_working_folder(overrides: Dict[str, Any]) -> None:
-  """Makes the relative local paths the `--set` overrides give absolute from the working folder,
-  where the user typed them (in place); those of the file stay relative to the file's folder."""
-  cwd = os.getcwd()
+# `$NAME` or `${NAME}` in a path.
+_VARIABLE = re.compile(r'\$(?:(\w+)|\{(\w+)\})')
+
+
+def _path_values(tree: Dict[str, Any]) -> Iterator[Tuple[str, Dict[str, Any], str]]:
+  """(dotted key, the mapping holding it, its last key) of each path key `tree` sets to text."""
   for dotted in _PATH_KEYS + _PRESET_KEYS:
     *sections, key = dotted.split('.')
-    node: Any = overrides
+    node: Any = tree
     for section in sections:
       node = node.get(section) if isinstance(node, dict) else None
-    value = node.get(key) if isinstance(node, dict) else None
-    if not isinstance(value, str) or not value:
+    if isinstance(node, dict) and isinstance(node.get(key), str) and node[key]:
+      yield dotted, node, key
+
+
+def _expand_paths(tree: Dict[str, Any], source: str) -> None:
+  """Expands `~` and `$NAME` / `${NAME}` in the local paths of `tree` (in place), as a shell
+  would; URIs (gs://, hf://) and `pypi:` handles are left as written.
+
+  Raises:
+    ConfigError: a path names an environment variable that is not set (`source` says where
+      the path came from: the file, or `--set`).
+  """
+  for dotted, node, key in _path_values(tree):
+    value = node[key]
+    if '://' in value or pinned_wheels.is_handle(value) or demo_data.is_dataset(value):
       continue
+    for match in _VARIABLE.finditer(value):
+      name = match.group(1) or match.group(2)
+      if name not in os.environ:
+        raise ConfigError(
+          f'{source}{dotted}: {value!r} names the environment variable {name}, which is not '
+          f'set: export {name}, or write the path out'
+        )
+    node[key] = os.path.expanduser(os.path.expandvars(value))
+
+
+def _paths_from_working_folder(overrides: Dict[str, Any]) -> None:
+  """Makes the relative local paths the `--set` overrides give absolute from the working folder,
+  where the user typed them (in place), after expanding `~` and `$NAME` in them; those of the
+  file stay relative to the file's folder."""
+  cwd = os.getcwd()
+  _expand_paths(overrides, '--set ')
+  for dotted, node, key in _path_values(overrides):
+    value = node[key]
     if dotted in _PRESET_KEYS:
       local = _local_preset_path(value, cwd)
     else:
@@ -536,6 +570,7 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Pi
         f'{path}: the config must be a mapping of sections, got {type(data).__name__}'
       )
     config_dir = os.path.dirname(os.path.abspath(path))
+    _expand_paths(data, f'{path}: ')
   data = config_yaml.with_overrides(data, overrides, _paths_from_working_folder)
   for key in config_yaml.override_keys(overrides):
     # Named as the --set's, not as the file's: the file may have no such key.

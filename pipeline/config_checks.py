@@ -18,6 +18,30 @@ from trainer import config as trainer_config
 if TYPE_CHECKING:
   from pipeline.config import PipelineConfig
 
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def folder_problem(config: 'PipelineConfig', key: str, value: str, note: str = '') -> str:
+  """Why the local folder `value` of the config key `key` cannot be read ('' when it can): it
+  does not exist (saying where a relative path was read from, and for `data.schema_dir` naming
+  the project's curated schema folder of that name, if any), or it is a file. The same words
+  for every path key."""
+  path = config.resolve_path(value)
+  if os.path.isfile(path):
+    return (
+      f'{key}: {path!r} is a file; give the folder that holds it ({os.path.dirname(path)!r}){note}'
+    )
+  if os.path.isdir(path):
+    return ''
+  hint = ''
+  curated = os.path.join(_REPO, 'schemas', os.path.basename(os.path.normpath(value)))
+  if key == 'data.schema_dir' and not os.path.isabs(value) and os.path.isdir(curated):
+    hint = (
+      f"; the project's curated schema of that name is {curated}: write that path, or keep the "
+      'config in pipeline/configs/ beside the one it was copied from'
+    )
+  return f'{key}: folder {path!r} does not exist{config.relative_to(value)}{hint}'
+
 
 def _check_schema(config: 'PipelineConfig') -> None:
   """The curated schema parses, and its features are the ones ExampleGen writes: `text`, and
@@ -105,6 +129,41 @@ def _check_first_jsonl_record(config: 'PipelineConfig') -> None:
       )
 
 
+def _is_local_preset(preset: str) -> bool:
+  """Whether a preset handle names a folder of this machine (not a URI, a `pypi:` wheel or a
+  keras-hub preset name)."""
+  if not preset or '://' in preset or pinned_wheels.is_handle(preset):
+    return False
+  return os.sep in preset or os.path.isdir(preset)
+
+
+def _preset_path_problem(key: str, preset: str) -> str:
+  """Why the local preset folder `preset` of `key` cannot be read ('' when it can, or when it
+  is no local folder): as `folder_problem` says it of the other path keys."""
+  if not _is_local_preset(preset):
+    return ''
+  if preset.startswith('~'):
+    return f'{key}: {preset!r}: user {preset.split(os.sep)[0]!r} is unknown: give the absolute path'
+  if not os.path.isabs(preset):
+    # A bare name that is no folder beside the config file but one in the working folder.
+    return (
+      f'{key}: {preset!r} is a folder of the working folder, not of the config '
+      "file's, which relative paths are read from: give the preset folder as an absolute "
+      'path, or one relative to the config file'
+    )
+  if os.path.isfile(preset):
+    return (
+      f'{key}: {preset!r} is a file; give the checkpoint folder that holds it'
+      f' ({os.path.dirname(preset)!r})'
+    )
+  if not os.path.isdir(preset):
+    return (
+      f'{key}: folder {preset!r} does not exist (a local preset is a folder keras-hub '
+      'wrote with save_to_preset, or a checkpoint in the Hugging Face layout)'
+    )
+  return ''
+
+
 def _check_preset(train: trainer_config.TrainerConfig) -> None:
   """`train.preset`: a local folder (absolute: `pipeline.config` resolves a relative one from
   the config file's folder) exists, is a whole keras-hub preset or Hugging
@@ -135,28 +194,9 @@ def _check_preset(train: trainer_config.TrainerConfig) -> None:
     return
   else:
     folder = preset
-    if preset.startswith('~'):
-      raise ConfigError(
-        f'train.preset: {preset!r}: a ~ is not expanded here; give the absolute path'
-        f' ({os.path.expanduser(preset)!r})'
-      )
-    if not os.path.isabs(preset):
-      # A bare name that is no folder beside the config file but one in the working folder.
-      raise ConfigError(
-        f'train.preset: {preset!r} is a folder of the working folder, not of the config '
-        "file's, which relative paths are read from: give the preset folder as an absolute "
-        'path, or one relative to the config file'
-      )
-    if os.path.isfile(preset):
-      raise ConfigError(
-        f'train.preset: {preset!r} is a file; give the checkpoint folder that holds it'
-        f' ({os.path.dirname(preset)!r})'
-      )
-    if not os.path.isdir(preset):
-      raise ConfigError(
-        f'train.preset: folder {preset!r} does not exist (a local preset is a folder keras-hub '
-        'wrote with save_to_preset, or a checkpoint in the Hugging Face layout)'
-      )
+    problem = _preset_path_problem('train.preset', preset)
+    if problem:
+      raise ConfigError(problem)
   try:
     backbone_class = pretrained.check_folder(folder)
   except pretrained.CheckpointError as e:
@@ -222,12 +262,17 @@ def check_schema_file(config: 'PipelineConfig') -> None:
   """The schema file `config.schema_file` (a local file, or a gs:// URI) exists, parses, has
   the features ExampleGen writes, and a label domain that agrees with `data.label_values`."""
   path = config.schema_file
+  if config.data.schema_dir and not schema_file.is_uri(path):
+    problem = folder_problem(config, 'data.schema_dir', config.data.schema_dir)
+    if problem:
+      raise ConfigError(problem)
   try:
     schema_file.read_bytes(path)
   except (FileNotFoundError, IsADirectoryError):
     raise ConfigError(
-      f'data.schema_dir: {os.path.dirname(path)!r} has no schema.pbtxt'
-      f'{config.relative_to(config.data.schema_dir)}'
+      f'data.schema_dir: folder {os.path.dirname(path)!r} has no schema.pbtxt'
+      f'{config.relative_to(config.data.schema_dir)}: put the schema there, or name the folder '
+      'that holds it'
     ) from None
   except OSError as e:
     raise ConfigError(
@@ -374,11 +419,9 @@ def _check_compression(config: PipelineConfig) -> None:
       'differently'
     )
   if stage.teacher and '://' not in stage.teacher:
-    path = config.resolve_path(stage.teacher)
-    if not os.path.isdir(path):
-      raise ConfigError(
-        f'distill.teacher: folder {path!r} does not exist{config.relative_to(stage.teacher)}'
-      )
+    problem = folder_problem(config, 'distill.teacher', stage.teacher)
+    if problem:
+      raise ConfigError(problem)
   _check_student_size(config)
 
 
@@ -494,16 +537,11 @@ def validate(config: PipelineConfig) -> None:
         f' label_column {data.label_column!r})'
       )
   elif '://' not in data.input_base:
-    base = config.resolve_path(data.input_base)
-    if os.path.isfile(base):
-      raise ConfigError(
-        f'data.input_base: {base!r} is a file; give the folder that holds the input files '
-        '(data.file_pattern picks files in it)'
-      )
-    if not os.path.isdir(base):
-      raise ConfigError(
-        f'data.input_base: folder {base!r} does not exist{config.relative_to(data.input_base)}'
-      )
+    problem = folder_problem(
+      config, 'data.input_base', data.input_base, note='; data.file_pattern picks files in it'
+    )
+    if problem:
+      raise ConfigError(problem)
   if not schema_file.is_uri(config.schema_file):
     # A bucket's schema is read when the pipeline is built (pipeline/local_runner.py) or
     # compiled (pipeline/kubeflow_runner.py), not here: reading it imports TensorFlow.
@@ -574,11 +612,9 @@ def validate(config: PipelineConfig) -> None:
   if config.train.preset and config.base_model:
     raise ConfigError('train.preset and base_model are both set: choose one source of weights')
   if config.base_model and '://' not in config.base_model:
-    path = config.resolve_path(config.base_model)
-    if not os.path.isdir(path):
-      raise ConfigError(
-        f'base_model: folder {path!r} does not exist{config.relative_to(config.base_model)}'
-      )
+    problem = folder_problem(config, 'base_model', config.base_model)
+    if problem:
+      raise ConfigError(problem)
   for key, folder in (
     ('outputs_dir', config.resolved_outputs_dir),
     ('serving.serving_root', config.serving_root),

@@ -110,6 +110,6 @@ def test_a_local_run_reads_and_checks_a_schema_in_a_bucket(tmp_path):
     local_runner.build(config)
   settings['data']['schema_dir'] = f'{bucket}/elsewhere'
   with pytest.raises(
-    config_lib.ConfigError, match=r"^data.schema_dir: '.*/elsewhere' has no schema"
+    config_lib.ConfigError, match=r"^data.schema_dir: folder '.*/elsewhere' has no schema"
   ):
     local_runner.build(config_lib.from_dict(settings))
