@@ -580,11 +580,25 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Pi
   try:
     return from_dict(data, config_dir)
   except ConfigError as e:
-    # A value a --set gave is named as the --set's, as an unknown key is above: the file may
-    # hold another value, or none.
-    if config_yaml.given_by_override(str(e), overrides):
-      raise ConfigError(f'--set {e}') from None
-    raise ConfigError(f'{path}: {e}' if path else str(e)) from None
+    raise ConfigError(sourced(e, path, overrides)) from None
+
+
+def sourced(error: ConfigError, path: Optional[str], overrides: Sequence[str] = ()) -> str:
+  """A config error's message with where its values came from, for every check of a loaded
+  config (`load_config`'s, and the runner's before anything runs): a value a --set gave is
+  named as the --set's (`--set train.seq_len: ...`), as an unknown key is (the file may hold
+  another value, or none); a check across keys, not all of them --sets', names the file and
+  the --sets among its keys (`ok.yaml with --set pretrain=null: ...`); otherwise the file
+  (`ok.yaml: ...`)."""
+  message = str(error)
+  named = config_yaml.keys_given(message, {f.name for f in dataclasses.fields(PipelineConfig)})
+  if config_yaml.given_by_override(message, overrides) and all(
+    config_yaml.given_by_override(f'{key}: ', overrides) for key in named
+  ):
+    return f'--set {message}'
+  given = ' '.join(f'--set {item}' for item in config_yaml.overrides_named(message, overrides))
+  source = ' with '.join(part for part in (path, given) if part)
+  return f'{source}: {message}' if source else message
 
 
 def intermediate_compression(config: PipelineConfig) -> str:

@@ -595,6 +595,12 @@ def validate(config: PipelineConfig) -> None:
     raise ConfigError(
       f'data.label_values: only for train.task classify, not {config.train.task!r}; leave it empty'
     )
+  for key, stage in (('train.preset', config.train), ('pretrain.preset', config.pretrain)):
+    # Before the checks across stages: a preset folder that is not there is the first thing
+    # to fix, whatever else the config says of it.
+    problem = _preset_path_problem(key, stage.preset) if stage is not None else ''
+    if problem:
+      raise ConfigError(problem)
   if config.pretrain is not None:
     if config.pretrain.task == contract.CLASSIFY:
       raise ConfigError('pretrain.task: must be mlm or clm, got classify')

@@ -159,6 +159,39 @@ def given_by_override(message: str, overrides: Sequence[str]) -> bool:
   return not isinstance(node, dict)
 
 
+# The dotted keys (and section names) an error message names: `train.lora`, `pretrain`.
+_NAMED_KEY = re.compile(r'(?<![\w.\-/])[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*')
+
+
+# A key whose value an error gives: at its start, or after a comma (`a.b: 1, c.d: 2: ...`).
+_GIVEN_KEY = re.compile(r'(?:^|, )([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*): ')
+
+
+def keys_given(message: str, sections) -> List[str]:
+  """The config keys (of the top-level `sections`) whose values an error `message` gives, as
+  a check across keys starts (`pretrain.seq_len: 16, train.seq_len: 128: ...`); a key the
+  advice names (`write train.seq_len: 16`) is not one."""
+  return [key for key in _GIVEN_KEY.findall(message) if key.split('.')[0] in sections]
+
+
+def overrides_named(message: str, overrides: Sequence[str]) -> List[str]:
+  """The overrides (as given, `train.lora.rank=4`) whose keys an error `message` names: the key
+  itself, or a section holding it (`train.lora` for `train.lora.rank`), so that a check across
+  keys can say which of its values came from the command line. A bare word names only a
+  top-level key an override sets itself (`pretrain=null`): prose such as 'train warm-starts'
+  names no override of `train.seq_len`."""
+  named = set(_NAMED_KEY.findall(message))
+  found = []
+  for item in overrides:
+    for key in override_keys([item]):
+      parts = key.split('.')
+      ancestors = {'.'.join(parts[:i]) for i in range(2, len(parts))}
+      if key in named or ancestors & named:
+        found.append(item)
+        break
+  return found
+
+
 def with_overrides(
   data: Dict[str, Any],
   overrides: Sequence[str],

@@ -423,7 +423,12 @@ def _run(argv, route_stderr: bool, run_scope: contextlib.ExitStack) -> int:
   try:
     pool = run_scope.enter_context(beam_pool.WorkerPool())  # starts only if Beam wants workers
     pipeline = build(config, pool)  # fetches a named data set (pypi:...) on first use
-  except (config_lib.ConfigError, demo_data.DemoDataError, ValueError, OSError) as e:
+  except config_lib.ConfigError as e:
+    message = config_lib.sourced(e, path, args.overrides)
+    where = '' if message.startswith(path) else f'{path}: '
+    print(f'error: building the pipeline from {where}{message}', file=errors)
+    return 2
+  except (demo_data.DemoDataError, ValueError, OSError) as e:
     print(f'error: building the pipeline from {path}: {e}', file=errors)
     return 2
   runner = tfx.orchestration.LocalDagRunner()

@@ -1073,3 +1073,38 @@ def test_jsonl_text_column_points_to_jsonl_text_field(tmp_path):
     )
   config = config_lib.load_config(_write(tmp_path, base % 'jsonl_text_field: body'), TRAIN_STEPS)
   assert config.data.jsonl_text_field == 'body'
+
+
+def _pretraining_config(tmp_path):
+  data = tmp_path / 'data'
+  data.mkdir()
+  (data / 'reviews.csv').write_text('text,label\ngood,1\n')
+  return _write(
+    tmp_path,
+    f'data: {{input_base: {data}}}\npretrain: {{task: mlm, train_steps: 2, eval_steps: 1}}\n'
+    'train: {train_steps: 2, eval_steps: 1}\n',
+  )
+
+
+def test_a_check_across_keys_names_the_sets_that_gave_some_of_them(tmp_path):
+  path = _pretraining_config(tmp_path)
+  with pytest.raises(config_lib.ConfigError) as error:
+    config_lib.load_config(path, ['pretrain=null', 'train.lora.rank=4', 'train.seed=3'])
+  assert str(error.value).startswith(
+    f'{path} with --set pretrain=null --set train.lora.rank=4: train.lora: the model starts '
+    'from random weights'
+  )
+  with pytest.raises(config_lib.ConfigError) as error:
+    config_lib.load_config(path, ['pretrain.seq_len=16', 'train.seed=3'])
+  assert str(error.value).startswith(
+    f'{path} with --set pretrain.seq_len=16: pretrain.seq_len: 16, train.seq_len: 128'
+  )
+
+
+def test_a_missing_preset_folder_is_reported_before_its_conflict_with_pretrain(tmp_path):
+  path = _pretraining_config(tmp_path)
+  with pytest.raises(
+    config_lib.ConfigError,
+    match=rf"^--set train.preset: folder '{re.escape(os.getcwd())}/nothere' does not exist",
+  ):
+    config_lib.load_config(path, ['train.preset=./nothere'])
