@@ -252,9 +252,14 @@ _NUMBERS_IN_TEXT = re.compile(r'\s*[-+]?\d+(?:\.\d*)?(?:\s*[:,/;]\s*[-+]?\d+(?:\
 
 
 def _convert_tuple(value: Any, args: tuple, where: str) -> tuple:
-  if isinstance(value, str) and _NUMBERS_IN_TEXT.fullmatch(value):
+  texts = str in (args[:1] if len(args) == 2 and args[1] is Ellipsis else args)
+  if isinstance(value, str) and not texts and _NUMBERS_IN_TEXT.fullmatch(value):
     # `9:1` (which YAML 1.1 reads as the base-60 number 541), `9,1`, `9/1`: numbers as text.
     items = ', '.join(re.findall(r'[-+]?\d+(?:\.\d*)?', value))
+    raise _Explained(f'{where}: expected a list, got the text {value!r}: write [{items}]')
+  if isinstance(value, str) and texts:
+    # `pos,neg` (a --set, or a file's unbracketed line): the items as YAML's flow list.
+    items = ', '.join(_flow_item(item.strip()) for item in value.split(',') if item.strip())
     raise _Explained(f'{where}: expected a list, got the text {value!r}: write [{items}]')
   if isinstance(value, str) or not isinstance(value, (list, tuple)):
     _wrong(where, 'a list', value)
@@ -265,6 +270,18 @@ def _convert_tuple(value: Any, args: tuple, where: str) -> tuple:
   return tuple(
     _convert(v, a, f'{where}[{i}]') for i, (v, a) in enumerate(zip(value, args, strict=True))
   )
+
+
+def _flow_item(text: str) -> str:
+  """`text` as an item of a YAML flow list: quoted when YAML would read it otherwise (a number,
+  a boolean, or text with YAML's own punctuation)."""
+  if re.fullmatch(r'[A-Za-z_./~-][\w./~=+@-]*', text) and text.lower() not in _YAML_WORDS:
+    return text
+  return "'" + text.replace("'", "''") + "'"
+
+
+# Words YAML 1.1 reads as booleans or null.
+_YAML_WORDS = frozenset('y n yes no true false on off null ~'.split())
 
 
 def _unquoted_hint(value: Any) -> str:

@@ -1108,3 +1108,24 @@ def test_a_missing_preset_folder_is_reported_before_its_conflict_with_pretrain(t
     match=rf"^--set train.preset: folder '{re.escape(os.getcwd())}/nothere' does not exist",
   ):
     config_lib.load_config(path, ['train.preset=./nothere'])
+
+
+@pytest.mark.parametrize(
+  'override, hint',
+  [
+    ('data.label_values=pos,neg', 'write [pos, neg]'),
+    ('data.input_splits=train, eval', 'write [train, eval]'),
+    ('evaluation.prompts=the movie', "write ['the movie']"),
+    ('beam.args=--runner=DataflowRunner', 'write [--runner=DataflowRunner]'),
+    ('data.label_values=1,0', "write ['1', '0']"),
+    ('train.lora.target_layers=query', 'write [query]'),
+  ],
+)
+def test_a_list_key_given_text_says_how_to_write_the_list(override, hint):
+  key = override.partition('=')[0]
+  with pytest.raises(config_lib.ConfigError, match=rf'^--set {re.escape(key)}: expected a list'):
+    config_lib.load_config(None, [override])
+  try:
+    config_lib.load_config(None, [override])
+  except config_lib.ConfigError as e:
+    assert str(e).endswith(hint), e
