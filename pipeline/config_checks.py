@@ -5,6 +5,7 @@ values are the schema's label domain, the compression and distill settings agree
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 from typing import TYPE_CHECKING, Optional, Tuple
@@ -171,8 +172,9 @@ def _check_preset(train: trainer_config.TrainerConfig) -> None:
   names a pinned wheel and, once the wheel is in the cache, a path in it (and is checked the
   same way); an `hf://` handle is written hf://owner/repo.
 
-  Other handles (kaggle://, preset names), and hf:// repositories' files, are checked by the
-  Vocabulary step, the first to fetch them.
+  A keras-hub preset name is checked against keras-hub's names by `check_preset_names`, before
+  any component runs; other handles (kaggle://), and hf:// repositories' files, are checked by
+  the Vocabulary step, the first to fetch them.
   """
   preset = train.preset
   if pinned_wheels.is_handle(preset):
@@ -212,6 +214,49 @@ def _check_preset(train: trainer_config.TrainerConfig) -> None:
       f'({os.path.join(folder, contract.PRESET_CONFIG_FILE)} {key}): write train.seq_len: {rows} '
       'or less'
     )
+
+
+def is_preset_name(preset: str) -> bool:
+  """Whether `preset` is a keras-hub preset name (`bert_tiny_en_uncased`): no URI, `pypi:`
+  wheel, hf:// handle or local folder."""
+  return bool(preset) and not (
+    '://' in preset or pinned_wheels.is_handle(preset) or _is_local_preset(preset)
+  )
+
+
+def preset_name_problem(key: str, name: str, known) -> str:
+  """Why `name` is no preset of `known` (keras-hub's registered names), with the closest ones;
+  '' when it is one."""
+  if name in known:
+    return ''
+  close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
+  names = ' or '.join([', '.join(close[:-1]), close[-1]] if len(close) > 1 else close)
+  guess = f'did you mean {names}? ' if close else ''
+  return (
+    f'{key}: {name!r} is no keras-hub preset name: {guess}keras_hub.models.Backbone.presets '
+    'lists them; for a local folder, write a path (./name)'
+  )
+
+
+def check_preset_names(config: 'PipelineConfig') -> None:
+  """A keras-hub preset name in `train.preset` is one keras-hub registers. Not at config load:
+  importing keras-hub takes seconds (pipeline/local_runner.py calls this as it builds the
+  pipeline, before any component runs; the Vocabulary step would otherwise be the first to
+  find a misspelled name)."""
+  names = [
+    (key, stage.preset)
+    for key, stage in (('train.preset', config.train), ('pretrain.preset', config.pretrain))
+    if stage is not None and is_preset_name(stage.preset)
+  ]
+  if not names:
+    return
+  import keras_hub
+
+  known = keras_hub.models.Backbone.presets
+  for key, name in names:
+    problem = preset_name_problem(key, name, known)
+    if problem:
+      raise ConfigError(problem)
 
 
 def label_rules(path: str, per_row: bool = False) -> Tuple[Optional[Tuple[str, ...]], bool]:

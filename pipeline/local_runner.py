@@ -81,6 +81,7 @@ def build(config, pool=None):
   if schema_file.is_uri(config.schema_file):
     # Checked as a local schema is at config load, which reads no bucket (pipeline/config.py).
     config_checks.check_schema_file(config)
+  config_checks.check_preset_names(config)  # imports keras-hub, which config load does not
   input_base = config_lib.input_base_dir(config)  # a named data set is fetched here, once
   args = beam_args(config, input_base=input_base)
   os.makedirs(config.resolved_outputs_dir, exist_ok=True)

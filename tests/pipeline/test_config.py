@@ -1129,3 +1129,17 @@ def test_a_list_key_given_text_says_how_to_write_the_list(override, hint):
     config_lib.load_config(None, [override])
   except config_lib.ConfigError as e:
     assert str(e).endswith(hint), e
+
+
+def test_a_misspelled_preset_name_is_refused_with_the_closest_names():
+  known = {'bert_tiny_en_uncased': {}, 'bert_small_en_uncased': {}, 'gpt2_base_en': {}}
+  problem = config_checks.preset_name_problem('train.preset', 'bert_tiny_en_uncasd', known)
+  assert problem.startswith(
+    "train.preset: 'bert_tiny_en_uncasd' is no keras-hub preset name: did you mean "
+    'bert_tiny_en_uncased or bert_small_en_uncased?'
+  )
+  assert config_checks.preset_name_problem('train.preset', 'gpt2_base_en', known) == ''
+  assert 'did you mean' not in config_checks.preset_name_problem('train.preset', 'zzz', known)
+  assert config_checks.is_preset_name('bert_tiny_en_uncased')
+  for handle in ('hf://owner/repo', 'gs://b/preset', '/abs/folder', './folder'):
+    assert not config_checks.is_preset_name(handle)
