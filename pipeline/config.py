@@ -36,7 +36,7 @@ CONFIG_ENV = 'TFXLM_CONFIG'
 # outputs_dir; unset, pipeline_outputs in the working folder. `make demo OUTPUTS=...` sets it.
 OUTPUTS_ENV = 'TFXLM_OUTPUTS'
 DEFAULT_CONFIG = os.path.join(REPO, 'pipeline', 'configs', 'demo.yaml')
-CONFIG_HELP = f'YAML config (default: ${CONFIG_ENV}, else the demo)'
+CONFIG_HELP = f'YAML config (default: ${CONFIG_ENV}, else pipeline/configs/demo.yaml)'
 
 
 def config_path(path: Optional[str]) -> str:

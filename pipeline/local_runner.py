@@ -1,4 +1,6 @@
-"""Runs the pipeline on this machine: LocalDagRunner, SQLite ML Metadata, Beam DirectRunner.
+"""Runs the pipeline on this machine: TFX's LocalDagRunner, ML Metadata in SQLite
+(<outputs>/metadata.sqlite), Beam's FnApiRunner (in this process for small inputs, else a
+warm worker process per core; pipeline/beam_policy.py).
 
     python -m pipeline.local_runner [--config pipeline/configs/demo.yaml] [--set KEY=VALUE ...]
 
@@ -362,7 +364,12 @@ def _run(argv, route_stderr: bool, run_scope: contextlib.ExitStack) -> int:
   """`main`, with `run_scope` holding what must end with the run."""
   from pipeline import config as config_lib
 
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser = argparse.ArgumentParser(
+    description=__doc__.split('\n\n')[0],
+    epilog='Exit status: 0 the run finished (blessed or not), 1 a component failed, 2 the config '
+    'or input was refused before anything ran, 3 see --require-blessed; an interrupted run '
+    'exits as Ctrl-C or SIGTERM asks, and running the same command again goes on from there.',
+  )
   parser.add_argument('--config', default=None, help=config_lib.CONFIG_HELP)
   parser.add_argument(
     '--set',
@@ -370,7 +377,9 @@ def _run(argv, route_stderr: bool, run_scope: contextlib.ExitStack) -> int:
     action='append',
     default=[],
     metavar='KEY=VALUE',
-    help='override a config value, e.g. train.train_steps=100 (repeatable)',
+    help='override a config value with a YAML value, e.g. train.train_steps=100 or '
+    "'data.label_values=[pos, neg]' (repeatable; a relative path is read from the working "
+    'folder)',
   )
   parser.add_argument(
     '--no-summary', action='store_true', help='do not print the run summary or write the report'
