@@ -2,12 +2,18 @@
 
 import io
 import logging
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 
 from pipeline import local_runner
 from pipeline.tfx_api import tfx
 from tests.pipeline import tiny_pipeline
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture
@@ -65,3 +71,53 @@ def test_another_exit_is_not_called_an_interruption(config, console_handler, mon
   with pytest.raises(SystemExit):
     local_runner.main(['--config', str(config)])
   assert 'interrupted' not in capsys.readouterr().err
+
+
+class _Exited(Exception):
+  pass
+
+
+def test_an_interrupted_program_exits_at_once_with_the_signals_code(monkeypatch):
+  codes = []
+
+  def exit_now(code):
+    codes.append(code)
+    raise _Exited  # os._exit would end the test process: stands in for it
+
+  monkeypatch.setattr(local_runner.os, '_exit', exit_now)
+
+  def interrupted():
+    raise SystemExit(143)
+
+  with pytest.raises(_Exited):
+    local_runner.run_program(interrupted)
+  assert codes == [143]
+
+
+@pytest.mark.parametrize('code', [0, 2])
+def test_another_program_end_exits_as_python_does(monkeypatch, code):
+  monkeypatch.setattr(local_runner.os, '_exit', lambda code: pytest.fail('os._exit called'))
+  with pytest.raises(SystemExit) as raised:
+    local_runner.run_program(lambda: code)
+  assert raised.value.code == code
+
+  def failed():
+    raise SystemExit(3)
+
+  with pytest.raises(SystemExit) as raised:
+    local_runner.run_program(failed)
+  assert raised.value.code == 3
+
+
+@pytest.mark.parametrize(
+  'raised, returncode', [('KeyboardInterrupt', -signal.SIGINT), ('SystemExit(143)', 143)]
+)
+def test_an_interrupted_program_ends_as_the_signal_ends_python(raised, returncode):
+  program = (
+    'from pipeline import local_runner\n'
+    'def interrupted():\n'
+    f'  raise {raised}\n'
+    'local_runner.run_program(interrupted)\n'
+  )
+  result = subprocess.run([sys.executable, '-c', program], cwd=REPO, capture_output=True)
+  assert result.returncode == returncode, result.stderr[-2000:]
