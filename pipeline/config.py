@@ -262,6 +262,10 @@ class BeamConfig:
     )
 
 
+# A memory request or limit as KFP's compiler validates it (a subset of Kubernetes quantities).
+MEMORY_QUANTITY = re.compile(r'[0-9]+(?:[EPTGMK]i?)?')
+
+
 @dataclasses.dataclass(frozen=True)
 class KubeflowConfig:
   """Kubeflow Pipelines v2 settings (see pipeline/kubeflow_runner.py and pipeline/KUBEFLOW.md).
@@ -282,6 +286,15 @@ class KubeflowConfig:
       Training (MultiWorkerMirroredStrategy).
     trainer_tpu: TPU type for the Trainer on Vertex AI Training (e.g. v2-8); empty for none.
     trainer_machine_type: Vertex AI Training machine type of each replica.
+    trainer_cpu: CPU cores of each Trainer pod (Trainer, PretrainTrainer, DistillTrainer), its
+      request and limit, e.g. 4 or 0.5; 0 leaves it to the cluster.
+    trainer_memory: memory of each Trainer pod, its request and limit, a Kubernetes quantity
+      (8G, 8Gi, 512Mi); empty leaves it to the cluster. The default holds the demo's peak
+      (about 2.9 GB) with headroom; larger models need more.
+    task_cpu: CPU cores of every other task's pod (and of the Trainer pods that only start a
+      Vertex AI Training job); 0 leaves it to the cluster.
+    task_memory: memory of every other task's pod, as `trainer_memory`; empty leaves it to the
+      cluster.
     vertex_project: Google Cloud project for Vertex AI Training.
     vertex_region: Google Cloud region for Vertex AI Training.
     beam_args: Beam arguments on the cluster (e.g. DataflowRunner, FlinkRunner, SparkRunner);
@@ -298,14 +311,33 @@ class KubeflowConfig:
   trainer_replicas: int = 1
   trainer_tpu: str = ''
   trainer_machine_type: str = 'n1-standard-8'
+  trainer_cpu: float = 0.0
+  trainer_memory: str = '4G'
+  task_cpu: float = 0.0
+  task_memory: str = ''
   vertex_project: str = ''
   vertex_region: str = 'us-central1'
   beam_args: Tuple[str, ...] = ()
 
   def __post_init__(self):
     typed_config.check_fields(
-      self, ranges={'trainer_gpus': NON_NEGATIVE, 'trainer_replicas': AT_LEAST_ONE}
+      self,
+      ranges={
+        'trainer_gpus': NON_NEGATIVE,
+        'trainer_replicas': AT_LEAST_ONE,
+        'trainer_cpu': NON_NEGATIVE,
+        'task_cpu': NON_NEGATIVE,
+      },
     )
+    for name in ('trainer_memory', 'task_memory'):
+      value = getattr(self, name)
+      if value and not (MEMORY_QUANTITY.fullmatch(value) and int(value.rstrip('EPTGMKi'))):
+        raise typed_config.FieldError(
+          name,
+          f'{value!r} is not a memory quantity KFP takes: write a whole number with one of the '
+          'suffixes K, M, G, T, P, E (powers of 1000) or Ki, Mi, Gi, Ti, Pi, Ei (powers of '
+          "1024), e.g. 8G or 8Gi; '' leaves it to the cluster",
+        )
 
 
 @dataclasses.dataclass(frozen=True)

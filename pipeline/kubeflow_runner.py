@@ -37,6 +37,8 @@ IMAGE_BUNDLED_IMDB = f'{IMAGE_SITE_PACKAGES}/tfx/examples/imdb/data'
 IMAGE_DATA_CACHE = '/opt/tfxlm-cache'
 GPU_RESOURCE = 'NVIDIA_TESLA_T4'  # Vertex AI Training's accelerator type
 KFP_GPU_RESOURCE = 'nvidia.com/gpu'  # the Kubernetes resource KFP requests for a pod
+# The tasks `kubeflow.trainer_cpu` / `trainer_memory` size: every stage's Trainer.
+TRAINERS = (*contract.TRAINER_IDS, contract.DISTILL_TRAINER_ID)
 # The one pipeline-root scheme both KFP 2's launcher and TensorFlow 2.21's file system take.
 PORTABLE_ROOT_SCHEME = 'gs://'
 
@@ -117,9 +119,7 @@ def task_images(kubeflow: config_lib.KubeflowConfig) -> Union[str, Dict[str, str
 
 
 def _trainer_resources(pipeline, kubeflow: config_lib.KubeflowConfig) -> None:
-  """Gives the Trainers their accelerators, or hands training to Vertex AI Training."""
-  from kfp.pipeline_spec import pipeline_spec_pb2
-
+  """Hands training to Vertex AI Training with several replicas or a TPU."""
   trainers = [c for c in pipeline.components if c.id in contract.TRAINER_IDS]
   if kubeflow.trainer_replicas > 1 or kubeflow.trainer_tpu:
     # One Kubeflow pod cannot host several workers: Vertex AI Training runs the replicas with
@@ -158,21 +158,87 @@ def _trainer_resources(pipeline, kubeflow: config_lib.KubeflowConfig) -> None:
       )
       trainer.exec_properties['custom_config'] = json.dumps(custom, sort_keys=True)
       trainer.executor_spec = executor_spec.ExecutorClassSpec(vertex_executor.GenericExecutor)
-    return
-  if kubeflow.trainer_gpus:
-    # KubeflowV2DagRunner takes a Trainer's pod resources as kfp's ResourceSpec. Like the kfp
-    # SDK, set both the `resource_*` fields of KFP >= 2.5 and the older ones.
-    resources = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
-    spec = resources(
-      accelerator=resources.AcceleratorConfig(
-        type=KFP_GPU_RESOURCE,
-        count=kubeflow.trainer_gpus,
-        resource_type=KFP_GPU_RESOURCE,
-        resource_count=str(kubeflow.trainer_gpus),
+
+
+def _resource_spec(cpu: float, memory: str, gpus: int = 0):
+  """A pod's ResourceSpec as kfp's compiler writes one: the request and the limit of each
+  resource alike, in both the `resource_*` fields of KFP >= 2.5 and the older numeric ones
+  (cores; memory in GB of 10^9 bytes). None when nothing is set."""
+  from kfp.pipeline_spec import pipeline_spec_pb2
+
+  resources = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
+  spec = resources()
+  if cpu:
+    spec.cpu_request = spec.cpu_limit = cpu
+    spec.resource_cpu_request = spec.resource_cpu_limit = f'{cpu:g}'
+  if memory:
+    spec.memory_request = spec.memory_limit = memory_gb(memory)
+    spec.resource_memory_request = spec.resource_memory_limit = memory
+  if gpus:
+    spec.accelerator.CopyFrom(
+      resources.AcceleratorConfig(
+        type=KFP_GPU_RESOURCE, count=gpus, resource_type=KFP_GPU_RESOURCE, resource_count=str(gpus)
       )
     )
-    for trainer in trainers:
-      trainer.with_platform_config(spec)
+  return spec if spec.ByteSize() else None
+
+
+def memory_gb(quantity: str) -> float:
+  """A memory quantity (`kubeflow.trainer_memory`'s form, e.g. 8G or 8Gi) in GB of 10^9 bytes."""
+  number = quantity.rstrip('EPTGMKi')
+  suffix = quantity[len(number) :]
+  if not suffix:
+    return int(number) / 1e9
+  power = 'KMGTPE'.index(suffix[0]) + 1
+  scale = 1024**power if suffix.endswith('i') else 1000**power
+  return int(number) * scale / 1e9
+
+
+def _pod_resources(pipeline, kubeflow: config_lib.KubeflowConfig) -> None:
+  """Gives every task's pod its CPU and memory (`kubeflow.trainer_*` for the Trainers that
+  train in their pod, `kubeflow.task_*` for the others) and the GPUs of `gpu_tasks`.
+
+  TFX's builder drops the resources of a FileBasedExampleGen: `compile_pipeline` writes them
+  into the spec (`_example_gen_resources`).
+  """
+  from tfx.dsl.components.base import base_component
+
+  trains_in_pod = kubeflow.trainer_replicas == 1 and not kubeflow.trainer_tpu
+  gpu = gpu_tasks(kubeflow)
+  for component in pipeline.components:
+    if not isinstance(component, base_component.BaseComponent):
+      continue  # a resolver or an importer: no container of ours
+    if trains_in_pod and component.id in TRAINERS:
+      spec = _resource_spec(
+        kubeflow.trainer_cpu,
+        kubeflow.trainer_memory,
+        kubeflow.trainer_gpus if component.id in gpu else 0,
+      )
+    else:
+      spec = _resource_spec(kubeflow.task_cpu, kubeflow.task_memory)
+    if spec is not None:
+      component.with_platform_config(spec)
+
+
+def _example_gen_resources(spec_path: str, kubeflow: config_lib.KubeflowConfig) -> None:
+  """Writes `kubeflow.task_*` into the containers the compile left without resources (the
+  FileBasedExampleGens, whose builder ignores a platform config)."""
+  from google.protobuf import json_format
+
+  spec = _resource_spec(kubeflow.task_cpu, kubeflow.task_memory)
+  if spec is None:
+    return
+  with open(spec_path, encoding='utf-8') as f:
+    job = json.load(f)
+  executors = job['pipelineSpec']['deploymentSpec']['executors']
+  containers = [e['container'] for e in executors.values() if 'container' in e]
+  missing = [c for c in containers if 'resources' not in c]
+  if not missing:
+    return
+  for container in missing:
+    container['resources'] = json_format.MessageToDict(spec)
+  with open(spec_path, 'w', encoding='utf-8') as f:
+    json.dump(job, f, sort_keys=True)  # as KubeflowV2DagRunner writes it
 
 
 def build(config: config_lib.PipelineConfig):
@@ -216,6 +282,7 @@ def build(config: config_lib.PipelineConfig):
       baseline_strategy=tfx.dsl.experimental.LatestBlessedModelStrategy,
     )
   _trainer_resources(pipeline, kubeflow)
+  _pod_resources(pipeline, kubeflow)
   return pipeline
 
 
@@ -283,6 +350,7 @@ def compile_pipeline(config: config_lib.PipelineConfig, output_file: str = '') -
     output_filename=os.path.basename(output_file),
   )
   runner.run(build(config), write_out=True)
+  _example_gen_resources(output_file, config.kubeflow)
   return output_file
 
 
@@ -397,6 +465,13 @@ def main(argv=None) -> int:
       f'warning: kubeflow.pipeline_root {config.kubeflow.pipeline_root!r} is not a '
       f'{PORTABLE_ROOT_SCHEME} URI: KFP 2 accepts only object-store artifact URIs, and of '
       'those the stack reads and writes only gs:// (see pipeline/KUBEFLOW.md)',
+      file=sys.stderr,
+    )
+  if config.kubeflow.image == config_lib.KubeflowConfig.image:
+    print(
+      f'warning: kubeflow.image is the placeholder {config.kubeflow.image}, which is not '
+      'published: build and push the image (pipeline/KUBEFLOW.md, "Images") and set '
+      'kubeflow.image=REGISTRY/tfx-lm:TAG',
       file=sys.stderr,
     )
   if args.verb == 'submit':

@@ -285,6 +285,8 @@ OUT_OF_RANGE = {
   'evaluation.max_perplexity': ['0.5'],
   'evaluation.max_accuracy_drop': ['-0.01'],
   'evaluation.max_perplexity_rise': ['-1'],
+  'kubeflow.trainer_cpu': ['-1'],
+  'kubeflow.task_cpu': ['-0.5'],
 }
 
 

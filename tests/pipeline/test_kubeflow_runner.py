@@ -295,7 +295,7 @@ def test_trainer_gpus_and_the_gpu_image_go_to_the_trainer_pods_only(compiled):
   gpu = compiled('gpu', 'kubeflow.trainer_gpus=1', f'kubeflow.gpu_image={GPU_IMAGE}')
   for task in gpu.container_tasks():
     container = gpu.container_dict(task)
-    resources = container.get('resources')
+    resources = container.get('resources') or {}
     if task in contract.TRAINER_IDS:
       accelerator = resources['accelerator']
       assert (accelerator['resourceType'], accelerator['resourceCount']) == (
@@ -305,8 +305,86 @@ def test_trainer_gpus_and_the_gpu_image_go_to_the_trainer_pods_only(compiled):
       assert (accelerator['type'], int(accelerator['count'])) == ('nvidia.com/gpu', 1), task
       assert container['image'] == GPU_IMAGE, task
     else:
-      assert resources is None, task
+      assert 'accelerator' not in resources, task
       assert container['image'] == IMAGE, task
+
+
+def test_trainer_pods_get_the_default_memory_and_other_pods_none(demo):
+  for task in demo.container_tasks():
+    resources = demo.container_dict(task).get('resources')
+    if task in contract.TRAINER_IDS:
+      assert resources == {
+        'memoryLimit': 4.0,
+        'memoryRequest': 4.0,
+        'resourceMemoryLimit': '4G',
+        'resourceMemoryRequest': '4G',
+      }, task
+    else:
+      assert resources is None, task
+
+
+def test_cpu_and_memory_keys_reach_every_pod(compiled):
+  sized = compiled(
+    'sized',
+    'kubeflow.trainer_cpu=4',
+    'kubeflow.trainer_memory=8Gi',
+    'kubeflow.task_cpu=0.5',
+    'kubeflow.task_memory=2G',
+  )
+  assert 'TextExampleGen' in sized.container_tasks()  # its builder ignores platform configs
+  for task in sized.container_tasks():
+    resources = sized.container_dict(task)['resources']
+    cpu, memory, gb = (
+      ('4', '8Gi', 8 * 1024**3 / 1e9)
+      if task in contract.TRAINER_IDS
+      else (
+        '0.5',
+        '2G',
+        2.0,
+      )
+    )
+    assert (resources['resourceCpuRequest'], resources['resourceCpuLimit']) == (cpu, cpu), task
+    assert resources['resourceMemoryLimit'] == resources['resourceMemoryRequest'] == memory, task
+    assert resources['cpuLimit'] == float(cpu), task
+    assert resources['memoryLimit'] == pytest.approx(gb), task
+
+
+@pytest.mark.parametrize(
+  'override, message',
+  [
+    ('kubeflow.trainer_memory=8GB', "kubeflow.trainer_memory: '8GB' is not a memory quantity"),
+    ('kubeflow.task_memory=0G', "kubeflow.task_memory: '0G' is not a memory quantity"),
+    ('kubeflow.task_cpu=500m', "kubeflow.task_cpu: expected a number, got '500m'"),
+    ('kubeflow.trainer_cpu=-1', 'kubeflow.trainer_cpu: must be >= 0'),
+  ],
+)
+def test_bad_resource_quantities_are_refused_at_config_load(override, message):
+  with pytest.raises(config_lib.ConfigError, match=re.escape(message)):
+    config_lib.load_config(DEMO, [override])
+
+
+def test_memory_quantities_in_gb():
+  assert kubeflow_runner.memory_gb('8G') == 8.0
+  assert kubeflow_runner.memory_gb('512Mi') == pytest.approx(0.536870912)
+  assert kubeflow_runner.memory_gb('1000000000') == 1.0
+
+
+def test_the_placeholder_image_gets_a_warning(tmp_path, capsys):
+  output = str(tmp_path / 'spec.json')
+  args = [
+    'compile',
+    '--config',
+    DEMO,
+    '--set',
+    f'kubeflow.pipeline_root={ROOT}',
+    '--output',
+    output,
+  ]
+  assert kubeflow_runner.main(args) == 0
+  err = capsys.readouterr().err
+  assert 'warning: kubeflow.image is the placeholder ghcr.io/tfx-lm/tfx-lm:0.1.0' in err
+  assert kubeflow_runner.main([*args, '--set', f'kubeflow.image={IMAGE}']) == 0
+  assert 'kubeflow.image' not in capsys.readouterr().err
 
 
 def test_gpus_without_a_gpu_image_are_refused(tmp_path, capsys):
@@ -352,6 +430,8 @@ def test_trainer_replicas_run_on_vertex_ai_training(compiled, demo):
     custom = _vertex_custom_config(replicas, task)
     assert custom['ai_platform_enable_vertex'] is True
     assert custom['ai_platform_vertex_region'] == 'europe-west4'
+    # The pod only starts the job: it gets the task_* resources, not trainer_memory.
+    assert 'resources' not in replicas.container_dict(task)
     args = custom['ai_platform_training_args']
     assert args['project'] == 'proj-1'
     pools = args['job_spec']['worker_pool_specs']
