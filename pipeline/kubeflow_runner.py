@@ -241,11 +241,19 @@ def _example_gen_resources(spec_path: str, kubeflow: config_lib.KubeflowConfig) 
     json.dump(job, f, sort_keys=True)  # as KubeflowV2DagRunner writes it
 
 
-def build(config: config_lib.PipelineConfig):
-  """The pipeline as it runs on the cluster."""
-  from pipeline import factory
-  from pipeline.tfx_api import tfx
+def under_tfx_cli() -> bool:
+  """Whether the TFX CLI runs this file: it patched KubeflowV2DagRunner.run in this process."""
+  module = sys.modules.get('tfx.orchestration.kubeflow.v2.kubeflow_v2_dag_runner')
+  return module is not None and hasattr(module.KubeflowV2DagRunner.run, '__wrapped__')
 
+
+def check(config: config_lib.PipelineConfig) -> None:
+  """The Kubeflow keys' checks that need no TFX: run before the heavy imports, so a config
+  error comes in a second.
+
+  Raises:
+    ConfigError: naming the key and what to do.
+  """
   kubeflow = config.kubeflow
   if not kubeflow.pipeline_root:
     raise config_lib.ConfigError(
@@ -260,6 +268,20 @@ def build(config: config_lib.PipelineConfig):
       'pipeline/KUBEFLOW.md) and set --set kubeflow.gpu_image=REGISTRY/tfx-lm-gpu:TAG'
     )
   _check_cluster_paths(config)
+  _cluster_input_base(config)
+  if '://' not in config.schema_file and not config.schema_file.startswith(
+    config_lib.REPO + os.sep
+  ):
+    _cluster_schema(config, '')  # refuses a folder of this machine, reading nothing
+
+
+def build(config: config_lib.PipelineConfig):
+  """The pipeline as it runs on the cluster."""
+  from pipeline import factory
+  from pipeline.tfx_api import tfx
+
+  kubeflow = config.kubeflow
+  check(config)
   config = dataclasses.replace(
     config, data=dataclasses.replace(config.data, input_base=_cluster_input_base(config))
   )
@@ -449,10 +471,11 @@ def main(argv=None) -> int:
   path = config_lib.config_path(args.config)
   try:
     config = config_lib.load_config(path, args.overrides)
-    from tfx.orchestration.kubeflow.v2.kubeflow_v2_dag_runner import KubeflowV2DagRunner
-
-    if hasattr(KubeflowV2DagRunner.run, '__wrapped__'):
+    check(config)  # before TensorFlow loads: a config error in a second
+    if under_tfx_cli():
       # The TFX CLI patched the runner: it chooses the output path itself.
+      from tfx.orchestration.kubeflow.v2.kubeflow_v2_dag_runner import KubeflowV2DagRunner
+
       KubeflowV2DagRunner(config=runner_config(config)).run(build(config))
       return 0
     spec = compile_pipeline(config, args.output)

@@ -491,6 +491,25 @@ def test_a_plain_path_pipeline_root_gets_a_warning(tmp_path, capsys):
   )
 
 
+def test_kubeflow_config_errors_come_before_tensorflow_loads():
+  # `make kubeflow-compile` without KFP_PIPELINE_ROOT: the error in about a second.
+  script = (
+    'import sys; from pipeline import kubeflow_runner; '
+    f'code = kubeflow_runner.main(["compile", "--config", {DEMO!r}]); '
+    'print(code, "tensorflow" in sys.modules)'
+  )
+  result = subprocess.run(
+    [sys.executable, '-c', script],
+    cwd=config_lib.REPO,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+  assert result.stdout.split() == ['2', 'False'], result.stderr
+  assert result.stderr.startswith('error: kubeflow.pipeline_root is empty: '), result.stderr
+  assert '--set kubeflow.pipeline_root=gs://' in result.stderr
+
+
 def test_replicas_without_a_vertex_project_are_refused(tmp_path, capsys):
   code = kubeflow_runner.main(
     ['compile', *BASE, '--output', str(tmp_path / 'x.json'), '--set', 'kubeflow.trainer_replicas=2']
