@@ -247,15 +247,26 @@ def under_tfx_cli() -> bool:
   return module is not None and hasattr(module.KubeflowV2DagRunner.run, '__wrapped__')
 
 
-def check(config: config_lib.PipelineConfig) -> None:
+def check(config: config_lib.PipelineConfig, config_file: str = '') -> None:
   """The Kubeflow keys' checks that need no TFX: run before the heavy imports, so a config
-  error comes in a second.
+  error comes in a second. `config_file`: the file the TFX CLI's run read, for its advice.
 
   Raises:
     ConfigError: naming the key and what to do.
   """
   kubeflow = config.kubeflow
   if not kubeflow.pipeline_root:
+    if under_tfx_cli():
+      source = (
+        f'{config_file} (from {config_lib.CONFIG_ENV})'
+        if os.environ.get(config_lib.CONFIG_ENV)
+        else f'{config_file}, the demo config read as {config_lib.CONFIG_ENV} is unset'
+      )
+      raise config_lib.ConfigError(
+        f'kubeflow.pipeline_root is empty in {source}: the TFX CLI takes no --set, so give '
+        f'your config file `kubeflow: {{pipeline_root: gs://BUCKET/tfx-lm}}` and name it with '
+        f'export {config_lib.CONFIG_ENV}=my.yaml before the tfx command'
+      )
     raise config_lib.ConfigError(
       'kubeflow.pipeline_root is empty: set the artifact root the cluster writes to, e.g. '
       '--set kubeflow.pipeline_root=gs://BUCKET/tfx-lm (make: KFP_PIPELINE_ROOT=gs://...)'
@@ -471,7 +482,7 @@ def main(argv=None) -> int:
   path = config_lib.config_path(args.config)
   try:
     config = config_lib.load_config(path, args.overrides)
-    check(config)  # before TensorFlow loads: a config error in a second
+    check(config, path)  # before TensorFlow loads: a config error in a second
     if under_tfx_cli():
       # The TFX CLI patched the runner: it chooses the output path itself.
       from tfx.orchestration.kubeflow.v2.kubeflow_v2_dag_runner import KubeflowV2DagRunner

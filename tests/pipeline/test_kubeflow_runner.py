@@ -510,6 +510,21 @@ def test_kubeflow_config_errors_come_before_tensorflow_loads():
   assert '--set kubeflow.pipeline_root=gs://' in result.stderr
 
 
+def test_an_empty_pipeline_root_under_the_tfx_cli_names_the_config_file(monkeypatch):
+  monkeypatch.setattr(kubeflow_runner, 'under_tfx_cli', lambda: True)
+  monkeypatch.delenv(config_lib.CONFIG_ENV, raising=False)
+  config = config_lib.load_config(DEMO)
+  with pytest.raises(config_lib.ConfigError) as error:
+    kubeflow_runner.check(config, DEMO)
+  message = str(error.value)
+  assert f'kubeflow.pipeline_root is empty in {DEMO}, the demo config' in message
+  assert 'export TFXLM_CONFIG=' in message
+  assert '--set' not in message.replace('takes no --set', '')
+  monkeypatch.setenv(config_lib.CONFIG_ENV, DEMO)
+  with pytest.raises(config_lib.ConfigError, match=re.escape(f'in {DEMO} (from TFXLM_CONFIG)')):
+    kubeflow_runner.check(config, DEMO)
+
+
 def test_replicas_without_a_vertex_project_are_refused(tmp_path, capsys):
   code = kubeflow_runner.main(
     ['compile', *BASE, '--output', str(tmp_path / 'x.json'), '--set', 'kubeflow.trainer_replicas=2']
