@@ -210,14 +210,16 @@ def bench_demo(rows: int, before: str = '') -> None:
 
 def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  sub = parser.add_subparsers(dest='what', required=True)
+  # The metavar and a help-less `_run` keep the internal subcommand out of --help (argparse
+  # prints help=SUPPRESS of a subcommand as '==SUPPRESS==').
+  sub = parser.add_subparsers(dest='what', required=True, metavar='{pool,demo}')
   pool = sub.add_parser('pool', help='fresh worker processes vs the warm pool')
   pool.add_argument('--size-mb', type=float, default=40.0)
   pool.add_argument('--workers', type=int, default=os.cpu_count() or 1)
   demo = sub.add_parser('demo', help='the demo on its full input vs a few rows')
   demo.add_argument('--rows', type=int, default=50)
   demo.add_argument('--before', default='', help='another checkout to time side by side')
-  run = sub.add_parser('_run', help=argparse.SUPPRESS)
+  run = sub.add_parser('_run')  # one timed run in a fresh process, for `pool` and `demo`
   run.add_argument('--config', required=True)
   run.add_argument('--set', dest='overrides', action='append', default=[])
   run.add_argument('--pool', action='store_true')

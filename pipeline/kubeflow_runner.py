@@ -1,7 +1,7 @@
 """Compiles the pipeline for Kubeflow Pipelines v2 (and Vertex AI Pipelines), and submits it.
 
-    python -m pipeline.kubeflow_runner compile [--config ...] [--set KEY=VALUE ...]
-    python -m pipeline.kubeflow_runner submit --host http://KFP_HOST [--experiment NAME]
+    python -m pipeline.kubeflow_runner [compile] [--config ...] [--set KEY=VALUE ...]
+    python -m pipeline.kubeflow_runner submit --host http://KFP_HOST [--experiment NAME] [...]
 
 The same `create_pipeline(config)` as the local runner; only the paths, the Beam arguments and
 the Trainer's resources differ. Every component runs in the `kubeflow.image` container (this
@@ -469,15 +469,52 @@ def submit(spec_path: str, host: str, experiment: str, run_name: str = '') -> st
   return run.run_id
 
 
+VERBS = ('compile', 'submit')
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+    prog='python -m pipeline.kubeflow_runner',
+    description=__doc__.split('\n\n')[0],
+    epilog='Without a command, compile. `COMMAND --help` lists its options.',
+  )
+  commands = parser.add_subparsers(dest='verb', metavar='{compile,submit}')
+  for verb, summary in (
+    ('compile', 'write the KFP v2 pipeline spec (the default)'),
+    ('submit', 'compile, then start a run of the spec on an open-source KFP 2 endpoint'),
+  ):
+    command = commands.add_parser(
+      verb, help=summary, description=f'{verb.capitalize()}: {summary}.'
+    )
+    command.add_argument('--config', default=None, help=config_lib.CONFIG_HELP)
+    command.add_argument(
+      '--set',
+      dest='overrides',
+      action='append',
+      default=[],
+      metavar='KEY=VALUE',
+      help='override a config key with a YAML value, e.g. kubeflow.pipeline_root=gs://B/tfx-lm '
+      '(repeatable)',
+    )
+    command.add_argument('--output', default='', help='spec path (default: kubeflow.output_file)')
+    if verb == 'submit':
+      command.add_argument('--host', default='', help='KFP endpoint, e.g. http://localhost:8080')
+      command.add_argument(
+        '--experiment', default='tfx-lm', help='KFP experiment of the run (default: %(default)s)'
+      )
+  return parser
+
+
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('verb', nargs='?', default='compile', choices=('compile', 'submit'))
-  parser.add_argument('--config', default=None, help=config_lib.CONFIG_HELP)
-  parser.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE')
-  parser.add_argument('--output', default='', help='spec path (default: kubeflow.output_file)')
-  parser.add_argument('--host', default='', help='KFP endpoint, e.g. http://localhost:8080')
-  parser.add_argument('--experiment', default='tfx-lm')
-  args = parser.parse_args(argv)
+  argv = list(sys.argv[1:] if argv is None else argv)
+  if not argv or argv[0] not in (*VERBS, '-h', '--help'):
+    argv.insert(0, 'compile')
+  args = _parser().parse_args(argv)
+  if args.verb == 'submit' and not args.host:
+    print(
+      'error: submit needs --host (the KFP endpoint, e.g. http://localhost:8080)', file=sys.stderr
+    )
+    return 2
 
   path = config_lib.config_path(args.config)
   try:
@@ -509,9 +546,6 @@ def main(argv=None) -> int:
       file=sys.stderr,
     )
   if args.verb == 'submit':
-    if not args.host:
-      print('error: submit needs --host (the KFP endpoint)', file=sys.stderr)
-      return 2
     try:
       run_id = submit(spec, args.host, args.experiment)
     except SubmitError as e:

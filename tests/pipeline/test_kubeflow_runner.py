@@ -525,6 +525,27 @@ def test_an_empty_pipeline_root_under_the_tfx_cli_names_the_config_file(monkeypa
     kubeflow_runner.check(config, DEMO)
 
 
+def _help(capsys, *args):
+  with pytest.raises(SystemExit):
+    kubeflow_runner.main([*args, '--help'])
+  return capsys.readouterr().out
+
+
+def test_help_says_compile_is_the_default_and_each_command_has_its_own(capsys):
+  assert 'write the KFP v2 pipeline spec (the default)' in _help(capsys)
+  compile_help, submit_help = _help(capsys, 'compile'), _help(capsys, 'submit')
+  assert compile_help != submit_help
+  assert '--host' not in compile_help
+  assert '(default: tfx-lm)' in submit_help
+  assert 'override a config key' in compile_help
+
+
+def test_submit_without_a_host_stops_before_compiling(tmp_path, capsys):
+  assert kubeflow_runner.main(['submit', '--output', str(tmp_path / 'x.json')]) == 2
+  assert 'submit needs --host' in capsys.readouterr().err
+  assert not (tmp_path / 'x.json').exists()
+
+
 def test_replicas_without_a_vertex_project_are_refused(tmp_path, capsys):
   code = kubeflow_runner.main(
     ['compile', *BASE, '--output', str(tmp_path / 'x.json'), '--set', 'kubeflow.trainer_replicas=2']
