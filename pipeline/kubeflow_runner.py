@@ -21,9 +21,11 @@ import argparse
 import copy
 import dataclasses
 import json
+import logging
 import os
 import sys
 import tempfile
+import warnings
 from typing import Dict, Tuple, Union
 
 from pipeline import beam_policy, config_checks, demo_data
@@ -441,7 +443,12 @@ class SubmitError(RuntimeError):
 
 
 def submit(spec_path: str, host: str, experiment: str, run_name: str = '') -> str:
-  """Submits a compiled spec to an open-source KFP 2 endpoint; returns the run id."""
+  """Submits a compiled spec to an open-source KFP 2 endpoint; returns the run id.
+
+  Raises:
+    SubmitError: in one line: the endpoint cannot be reached or refused the run, and the
+      package written for it.
+  """
   import kfp
   import kfp_server_api
   import urllib3
@@ -454,8 +461,15 @@ def submit(spec_path: str, host: str, experiment: str, run_name: str = '') -> st
   package = os.path.splitext(spec_path)[0] + '.yaml'
   with open(package, 'w', encoding='utf-8') as f:
     yaml.safe_dump(open_source_kfp_spec(job['pipelineSpec']), f, sort_keys=False)
+  retries = logging.getLogger('urllib3.connectionpool')
+  level = retries.level
+  # urllib3 logs each retry of an unreachable host and kfp warns that it needs KFP >= 2.0: the
+  # error below says what matters in one line.
+  retries.setLevel(logging.ERROR)
   try:
-    client = kfp.Client(host=host)
+    with warnings.catch_warnings():
+      warnings.simplefilter('ignore', FutureWarning)
+      client = kfp.Client(host=host)
     run = client.create_run_from_pipeline_package(
       package,
       arguments={},
@@ -464,9 +478,34 @@ def submit(spec_path: str, host: str, experiment: str, run_name: str = '') -> st
       pipeline_root=job['runtimeConfig']['gcsOutputDirectory'],
       enable_caching=True,
     )
-  except (urllib3.exceptions.HTTPError, kfp_server_api.ApiException) as e:
-    raise SubmitError(f'KFP endpoint {host}: {e}') from None
+  except urllib3.exceptions.HTTPError as e:
+    raise SubmitError(
+      f'cannot reach the KFP endpoint {host} ({_connection_problem(e)}): check KFP_HOST '
+      '(--host) and that the endpoint is up, e.g. kubectl -n kubeflow port-forward '
+      f'svc/ml-pipeline-ui 8080:80; the package is written: {package}'
+    ) from None
+  except kfp_server_api.ApiException as e:
+    raise SubmitError(
+      f'the KFP endpoint {host} refused the run ({e.status} {e.reason}): check the host is '
+      f'a KFP 2 API and your access to it; the package is written: {package}'
+    ) from None
+  finally:
+    retries.setLevel(level)
   return run.run_id
+
+
+def _connection_problem(error) -> str:
+  """What kept urllib3 from the host, in a few words: `connection refused`, ..."""
+  import urllib3
+
+  reason = getattr(error, 'reason', None) or error  # a MaxRetryError wraps the last one
+  if isinstance(reason, urllib3.exceptions.NameResolutionError):
+    return 'host name not found'
+  if isinstance(reason, urllib3.exceptions.NewConnectionError):  # a ConnectTimeoutError too
+    return 'connection refused' if 'refused' in str(reason).lower() else 'no connection'
+  if isinstance(reason, urllib3.exceptions.ConnectTimeoutError):
+    return 'connection timed out'
+  return type(reason).__name__
 
 
 VERBS = ('compile', 'submit')

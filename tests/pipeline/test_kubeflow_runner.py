@@ -618,7 +618,13 @@ def test_submit_to_an_unreachable_endpoint_says_which(tmp_path, capsys):
     ['submit', *BASE, '--output', str(tmp_path / 'spec.json'), '--host', host]
   )
   assert code == 1
-  assert f'error: KFP endpoint {host}:' in capsys.readouterr().err
+  err = capsys.readouterr().err
+  [error] = [
+    line for line in err.splitlines() if 'error' in line.lower() or 'retry' in line.lower()
+  ]
+  assert error.startswith(f'error: cannot reach the KFP endpoint {host} (connection refused): ')
+  assert error.endswith(f'the package is written: {tmp_path / "spec.yaml"}')
+  assert 'Retrying' not in err and 'HTTPConnectionPool' not in err
 
 
 # --- Beam scale-out ---------------------------------------------------------------------------
