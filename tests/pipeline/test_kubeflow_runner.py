@@ -162,7 +162,7 @@ def test_runtime_config_paths_and_parameters(demo):
   schema = demo.param('ImportSchemaGen', 'schema_file')
   assert schema == '/pipeline/schemas/labeled/schema.pbtxt'
   assert os.path.isfile(os.path.join(config_lib.REPO, os.path.relpath(schema, '/pipeline')))
-  assert demo.param('Vocabulary', 'vocab_size') == 2000
+  assert demo.param('Vocabulary', 'vocab_size') == 1500
   trainer = json.loads(demo.param('Trainer', 'custom_config'))[contract.TRAINER_CONFIG_KEY]
   assert (trainer['task'], trainer['train_steps']) == ('classify', 150)
   assert (
