@@ -417,11 +417,43 @@ def _child_pid(info_fd):
     os.close(info_fd)
 
 
+def describe(facts: host.HostFacts, choice: host.Choice) -> str:
+  """What the host has and which environment is chosen, and why, as lines to read."""
+
+  def version(v):
+    return '.'.join(map(str, v)) if v else 'none'
+
+  def yes(flag):
+    return 'yes' if flag else 'no'
+
+  low, high = host.PYTHON_RANGE
+  lines = [
+    'Host:',
+    f'  glibc {version(facts.glibc)} (native venv needs >= {version(host.MIN_GLIBC)})',
+    f'  libstdc++ CXXABI {version(facts.cxxabi)} (needs >= {version(host.MIN_CXXABI)})',
+    f'  python3 {version(facts.python)} (needs {version(low)}-{version(high)})',
+    '  venv build tools: '
+    + (
+      f'{", ".join(facts.missing_build_tools)} missing' if facts.missing_build_tools else 'present'
+    ),
+    f'  root: {yes(facts.is_root)}; user namespaces: {yes(facts.userns)}',
+    f'  bwrap: {yes(facts.has_bwrap)}; mmdebstrap: {yes(facts.has_mmdebstrap)}; '
+    f'apt-get: {yes(facts.has_apt)}',
+    f'  TFXLM_RUNTIME: {facts.forced or "unset"}',
+    f'Environment: {choice.kind or "none usable"}'
+    + (' (mmdebstrap unprivileged, in unshare mode)' if choice.unprivileged else ''),
+    f'  why: {choice.reason}',
+  ]
+  if choice.install_tools:
+    lines.append(f'  first installs: {" ".join(choice.install_tools)} (apt-get)')
+  return '\n'.join(lines)
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   sub = parser.add_subparsers(dest='verb', required=True)
-  sub.add_parser('describe')
-  sub.add_parser('ensure')
+  sub.add_parser('describe', help='print what the host has and the environment chosen')
+  sub.add_parser('ensure', help='build the environment if needed, print where')
   sub.add_parser('clean', help='remove every cached environment')
   run = sub.add_parser('exec')
   run.add_argument('cmd', nargs=argparse.REMAINDER)
@@ -437,8 +469,7 @@ def main(argv=None):
       _remove(os.path.join(root, name), owner)
     return 0
   if args.verb == 'describe':
-    print(facts)
-    print(choice)
+    print(describe(facts, choice))
     return 0 if choice.kind else 1
   if choice.kind is None:
     print(f'[runtime] no usable environment: {choice.reason}', file=sys.stderr)

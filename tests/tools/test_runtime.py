@@ -192,3 +192,14 @@ def test_this_environment_runs_its_processes_with_jemalloc():
     check=True,
   )
   assert runtime.JEMALLOC in child.stdout
+
+
+def test_describe_prints_readable_lines_of_the_host_and_the_choice():
+  old = facts(is_root=False, has_bwrap=False, has_mmdebstrap=False)
+  text = runtime.describe(old, host.choose_runtime(old))
+  assert 'HostFacts(' not in text and 'Choice(' not in text
+  assert '  glibc 2.36 (native venv needs >= 2.39)' in text.splitlines()
+  assert '  bwrap: no; mmdebstrap: no; apt-get: yes' in text.splitlines()
+  assert '\n  why: ' in text
+  new = facts(**DEBIAN13)
+  assert 'Environment: venv' in runtime.describe(new, host.choose_runtime(new)).splitlines()
