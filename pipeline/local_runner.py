@@ -119,8 +119,8 @@ class _ProgressFilter(logging.Filter):
       self.component = started.group(1)
     if record.levelno >= logging.ERROR:
       return False
-    if f'{os.sep}trainer{os.sep}' in record.pathname:
-      return True  # training progress
+    if f'{os.sep}trainer{os.sep}' in record.pathname and console.is_project_file(record.pathname):
+      return True  # training progress (not TFX's own tfx/components/trainer/ lines)
     return message.startswith('Component') and any(k in message for k in self._KEEP)
 
 

@@ -293,3 +293,20 @@ def test_the_failure_says_what_to_do_once(message, advice):
   text = local_runner.failure_text(config, ValueError(message), 'Transform', '/out/run.log')
   assert text.lower().count('what to do') == 1, text
   assert f'{advice}' in text and 'completed components are reused (cache)' in text
+
+
+def test_the_console_keeps_the_project_trainers_lines_not_tfxs_trainer_info():
+  import logging
+
+  progress = local_runner._ProgressFilter()
+
+  def shown(pathname):
+    record = logging.LogRecord('x', logging.INFO, pathname, 1, 'step 10 loss 0.5', None, None)
+    return progress.filter(record)
+
+  assert shown(os.path.join(REPO, 'trainer', 'training.py'))
+  # TFX's own trainer package logs INFO lines such as "Train on the 'train' split ...".
+  tfx_trainer = os.path.join(
+    os.path.dirname(REPO), 'site-packages', 'tfx', 'components', 'trainer', 'fn_args_utils.py'
+  )
+  assert not shown(tfx_trainer)
