@@ -56,6 +56,13 @@ LINGER_BYTES = 16 << 20
 # out of file descriptors, it reports and schedules a retry for every one of them (thousands
 # a second with SOMAXCONN). It gets this many; the kernel's queue is set to SOMAXCONN apart.
 ACCEPT_BATCH = 100
+# A client that half-closes (FIN after its request: `nc -N`, socat, some proxies) is answered.
+# A FIN is also what a client that closed altogether sends; to tell them apart, a request still
+# running this long after the FIN gets one interim `100 Continue` (HTTP/1.1 clients skip it), which
+# a closed client's kernel answers with a reset, looked for every PROBE_POLL_SECONDS.
+PROBE_AFTER_SECONDS = 1.0
+PROBE_POLL_SECONDS = 0.25
+PROBE = b'HTTP/1.1 100 Continue\r\n\r\n'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,14 +165,72 @@ class _LingeringTransport:
       self._transport.close()
 
 
+class _PeerClosed(ConnectionError):
+  """The client closed its sending side before a request's body ended."""
+
+
 class _Protocol(web_protocol.RequestHandler):
-  """aiohttp's connection handler, with errors of the HTTP parser answered as JSON, and a
-  connection closed after a refusal with the client's bytes unread drained first (`linger`)."""
+  """aiohttp's connection handler, with errors of the HTTP parser answered as JSON, a
+  connection closed after a refusal with the client's bytes unread drained first (`linger`),
+  and requests of a client that half-closed answered (eof_received)."""
 
   linger = False
+  peer_eof = False  # the client has sent its FIN
 
   def connection_made(self, transport):
     super().connection_made(_LingeringTransport(transport, self))
+
+  def eof_received(self):
+    """Keeps the connection open to answer the requests the client sent before its FIN.
+
+    aiohttp (handler_cancellation) takes a FIN for a client gone and cancels its request, so a
+    half-closing client got no answer. Now its requests are answered and the connection then
+    closes (_handle_request); a body cut short by the FIN fails its read. Idle, or over TLS
+    (which has no half-close), the connection closes as before.
+    """
+    transport = self.transport
+    busy = self._request_in_progress or self._messages
+    if not busy or transport is None or transport.get_extra_info('ssl_object') is not None:
+      return None
+    self.peer_eof = True
+    self.linger = False  # all the client sent has been read
+    payloads = [payload for _, payload in self._messages]
+    if self._current_request is not None:
+      payloads.append(self._current_request.content)
+    for payload in payloads:
+      if not payload.is_eof():
+        payload.set_exception(
+          _PeerClosed('the client closed its side of the connection before the body ended')
+        )
+    self._loop.call_later(PROBE_AFTER_SECONDS, self._probe)
+    return True
+
+  def _probe(self):
+    """Sends the interim answer that tells a client gone from one that half-closed, then
+    polls the socket for the reset a gone client's kernel sends back."""
+    request, transport = self._current_request, self.transport
+    if request is None or transport is None or transport.is_closing():
+      return
+    if request.version != HttpVersion11:
+      return  # HTTP/1.0 has no interim answers: its request runs to the end
+    transport.write(PROBE)
+    self._loop.call_later(PROBE_POLL_SECONDS, self._poll, request)
+
+  def _poll(self, request):
+    transport = self.transport
+    if request is not self._current_request or transport is None or transport.is_closing():
+      return
+    sock = transport.get_extra_info('socket')
+    if sock is not None and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+      transport.abort()  # connection_lost cancels the request's work
+      return
+    self._loop.call_later(PROBE_POLL_SECONDS, self._poll, request)
+
+  async def _handle_request(self, request, start_time, request_handler):
+    answered = await super()._handle_request(request, start_time, request_handler)
+    if self.peer_eof and not self._messages:
+      self.close()  # the client sends no more: close once this answer is out
+    return answered
 
   def handle_error(self, request, status=500, exc=None, message=None):
     self.linger = True
@@ -563,6 +628,8 @@ class _Handler:
       ) from None
     except errors.ServingError:
       raise
+    except _PeerClosed as e:
+      raise self._fail(400, invalid, f'{e} ({total} bytes came)') from None
     except Exception as e:  # noqa: BLE001 - aiohttp's payload errors: a malformed body.
       raise self._fail(400, invalid, f'malformed request body: {e}') from None
     if length is not None and total != length:

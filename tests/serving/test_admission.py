@@ -367,6 +367,26 @@ def test_a_client_that_goes_away_stops_its_request_between_chunks(toy_base):
     running.close()
 
 
+def test_a_half_closed_client_still_there_gets_its_answer_after_the_probe(
+  default_server, monkeypatch
+):
+  # A request still running after the client's FIN gets an interim 100 Continue; a client that
+  # only half-closed stays, skips it and gets its answer (a gone one is the test above).
+  monkeypatch.setattr('serving.rest.PROBE_AFTER_SECONDS', 0.0)
+  body = json.dumps({'signature_name': 'predict_text', 'instances': ['a fine film'] * 2000})
+  connection = RawHttp(default_server.server.rest_port)
+  try:
+    connection.send(post(PREDICT_PATH, body.encode()))
+    connection.sock.shutdown(socket.SHUT_WR)
+    status, _, answer = connection.response()
+    if status == 100:  # the request was still running at the probe
+      status, _, answer = connection.response()
+    assert status == 200 and len(json.loads(answer)['predictions']) == 2000
+    assert connection.closed()
+  finally:
+    connection.close()
+
+
 def test_a_stopping_server_ends_what_still_runs_when_its_drain_time_is_up(toy_base):
   # Two threads: two 100,000-row requests (1,563 chunks of 64 rows each, far longer than the
   # drain time) hold them, and a third request waits in the queue.

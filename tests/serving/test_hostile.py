@@ -589,3 +589,25 @@ def test_rest_listen_backlog_is_not_5(served):
   finally:
     for sock in sockets:
       sock.close()
+
+
+@pytest.mark.parametrize(
+  'request_bytes,statuses',
+  [
+    (post(PREDICT_PATH, GOOD_BODY), [200]),
+    (post(PREDICT_PATH, b'{"instances": ['), [400]),
+    (post(PREDICT_PATH, GOOD_BODY) + post(PREDICT_PATH, GOOD_BODY), [200, 200]),
+    (post(PREDICT_PATH, GOOD_BODY)[:-5], [400]),
+  ],
+  ids=['predict', 'malformed JSON', 'two pipelined', 'body cut short'],
+)
+def test_a_client_that_half_closes_after_its_request_is_answered(served, request_bytes, statuses):
+  connection = RawHttp(served.server.rest_port)
+  try:
+    connection.send(request_bytes)
+    connection.sock.shutdown(socket.SHUT_WR)  # as `nc -N` and socat do
+    got = [connection.response() for _ in statuses]
+    assert [status for status, _, _ in got] == statuses, got
+    assert connection.closed()
+  finally:
+    connection.close()
