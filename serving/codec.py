@@ -238,18 +238,19 @@ def from_json(key: str, value: object, dtype: tf.DType, budget: Budget | None = 
   """
   budget = budget or DEFAULT_LIMITS.budget()
   if dtype == tf.string:
+    strings = _strings(key, value)
     try:
-      array = np.asarray(_strings(key, value), dtype=object)
-    except ValueError as e:
-      raise errors.invalid_argument(f'input "{key}": ragged list ({e})') from None
+      array = np.asarray(strings, dtype=object)
+    except ValueError:
+      raise _ragged(key, strings) from None
     if array.size and any(not isinstance(v, bytes) for v in array.flat):
-      raise errors.invalid_argument(f'input "{key}": ragged or mixed-type list')
+      raise _ragged(key, strings)
     budget.charge(key, array.size, sum(len(v) for v in array.flat))
     return array
   try:
     array = np.asarray(value)
-  except ValueError as e:
-    raise errors.invalid_argument(f'input "{key}": ragged list ({e})') from None
+  except ValueError:
+    raise _ragged(key, value) from None
   budget.charge(key, array.size)
   numpy_dtype = dtype.as_numpy_dtype
   kind = np.dtype(numpy_dtype).kind
@@ -257,15 +258,95 @@ def from_json(key: str, value: object, dtype: tf.DType, budget: Budget | None = 
   if allowed is None:
     raise errors.invalid_argument(f'input "{key}": dtype {dtype.name} cannot be sent as JSON')
   if array.size and array.dtype.kind not in allowed:
+    huge = _huge_integer(array) if kind in 'iuf' else None
+    if huge is not None:
+      raise _out_of_range(key, huge, dtype)
     raise errors.invalid_argument(
       f'input "{key}" expects {dtype.name} values but got'
       f' {_json_kind(array)} (e.g. {as_json(json_safe(array.flat[0]))})'
     )
+  if not array.size:
+    return array.astype(numpy_dtype)
   if array.dtype.kind in 'iu' and kind in 'iu':
     info = np.iinfo(numpy_dtype)
-    if array.size and (array.min() < info.min or array.max() > info.max):
-      raise errors.invalid_argument(f'input "{key}": value out of range for {dtype.name}')
+    low, high = array.min(), array.max()
+    if low < info.min or high > info.max:
+      raise _out_of_range(key, low if low < info.min else high, dtype)
+  if kind == 'f' and dtype != tf.float64:
+    # TF Serving refuses a finite number the float cannot hold rather than make it Infinity;
+    # NaN and Infinity written as such stay as they are.
+    magnitude = np.abs(array.astype(np.float64))
+    over = (magnitude > float(dtype.max)) & np.isfinite(magnitude)
+    if over.any():
+      raise _out_of_range(key, array[over][0], dtype)
   return array.astype(numpy_dtype)
+
+
+def _out_of_range(key, value, dtype):
+  bounds = (
+    f'its magnitude is at most {dtype.max:.8g}'
+    if dtype.is_floating
+    else f'it holds {dtype.min} to {dtype.max}'
+  )
+  return errors.invalid_argument(
+    f'input "{key}": {as_json(json_safe(value))} is out of range for {dtype.name} ({bounds})'
+  )
+
+
+def _huge_integer(array):
+  """The first integer of an object array too large for any numpy integer, or None."""
+  for v in array.flat:
+    if isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**64:
+      return v
+  return None
+
+
+def _shape_of(value):
+  """The shape a nested list has if every list is like its first element."""
+  shape = []
+  while isinstance(value, list):
+    shape.append(len(value))
+    if not value:
+      break
+    value = value[0]
+  return shape
+
+
+def _first_misfit(value, shape, path):
+  """The index path of the first element of `value` that does not have `shape`, or None."""
+  if not shape:
+    return path if isinstance(value, list) else None
+  if not isinstance(value, list) or len(value) != shape[0]:
+    return path
+  for i, v in enumerate(value):
+    found = _first_misfit(v, shape[1:], path + [i])
+    if found is not None:
+      return found
+  return None
+
+
+def _ragged(key, value):
+  """The error for a nested list whose rows differ in length or depth, naming the first one."""
+  shape = _shape_of(value)
+  path = _first_misfit(value, shape, [])
+  if not path:
+    return errors.invalid_argument(
+      f'input "{key}": the list is ragged or mixes lists and values; every row must have the'
+      ' same shape'
+    )
+  at = ''.join(f'[{i}]' for i in path)
+  first = ''.join('[0]' for _ in path)
+  got = _shape_of(_element(value, path))
+  return errors.invalid_argument(
+    f'input "{key}": the list is ragged: {key}{at} has shape {got} where {key}{first} has'
+    f' {shape[len(path) :]}; every row must have the same shape'
+  )
+
+
+def _element(value, path):
+  for i in path:
+    value = value[i]
+  return value
 
 
 def _json_kind(array):
@@ -360,6 +441,12 @@ def example_from_json(index: int | str, obj: object) -> example_pb2.Example:
         raise errors.invalid_argument(f'{where}: integer out of range for int64')
       feature.int64_list.value.extend(values)
     elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+      big = [v for v in values if math.isfinite(v) and abs(v) > float(tf.float32.max)]
+      if big:
+        raise errors.invalid_argument(
+          f'{where}: {as_json(big[0])} is out of range for a float feature (float32: its'
+          f' magnitude is at most {tf.float32.max:.8g})'
+        )
       feature.float_list.value.extend(values)
     else:
       raise errors.invalid_argument(

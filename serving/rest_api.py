@@ -7,6 +7,7 @@ which the server answers with TF Serving's status and `{"error": ...}` body.
 
 import dataclasses
 import json
+import math
 import re
 import sys
 import time
@@ -34,6 +35,8 @@ _MODEL_PATH = re.compile(
 # inside a string, so the pass is linear (a body of escaped quotes once made it quadratic).
 _JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)', re.DOTALL)
 _NOT_BRACKET = re.compile(rb'[^\[\]{}]+')
+# A number that may be too big for a double: an exponent of 3 digits or more, or 300 digits.
+_HUGE_NUMBER = re.compile(rb'[eE]\+?0*[1-9][0-9]{2}|[0-9]{300}')
 _DEPTH_CHUNK = 1 << 20  # brackets counted at a time: bounded memory whatever the body
 # Decompressed bytes produced at a time: a bomb costs the limit, never its expanded size.
 _INFLATE_STEP = 1 << 20
@@ -57,6 +60,17 @@ def _max_depth(brackets: bytes) -> int:
   return deepest
 
 
+def _finite_float(text: str) -> float:
+  """A JSON number as a float, refused when it overflows a double (json would make it inf)."""
+  value = float(text)
+  if math.isinf(value):
+    raise errors.invalid_argument(
+      f'JSON Parse error: the number {text:.40}{"..." * (len(text) > 40)} is too big to be'
+      ' stored in a double'
+    )
+  return value
+
+
 def parse_json(raw: bytes, max_depth: int) -> object:
   """Parses a JSON body whose arrays and objects nest at most `max_depth` deep.
 
@@ -66,14 +80,18 @@ def parse_json(raw: bytes, max_depth: int) -> object:
   Raises:
     ServingError: INVALID_ARGUMENT for a body that is not UTF-8, not JSON, or too deep.
   """
-  depth = _max_depth(_NOT_BRACKET.sub(b'', _JSON_STRING.sub(b'', raw)))
+  unquoted = _JSON_STRING.sub(b'', raw)
+  depth = _max_depth(_NOT_BRACKET.sub(b'', unquoted))
   if depth > max_depth:
     raise errors.invalid_argument(
       f'JSON Parse error: the body nests arrays and objects'
       f' {depth} deep, more than the limit of {max_depth}'
     )
+  # Only a body with a number that may overflow a double pays for checking each float.
+  checked = {'parse_float': _finite_float} if _HUGE_NUMBER.search(unquoted) else {}
+  del unquoted
   try:
-    return json.loads(raw.decode('utf-8'))
+    return json.loads(raw.decode('utf-8'), **checked)
   except UnicodeDecodeError as e:
     raise errors.invalid_argument(f'request body is not valid UTF-8: {e}') from None
   except json.JSONDecodeError as e:

@@ -163,3 +163,49 @@ def test_text_example_is_what_serving_default_parses():
   example = codec.text_example('é')
   assert example.features.feature['text'].bytes_list.value == ['é'.encode()]
   assert codec.text_example(b'\xff').features.feature['text'].bytes_list.value == [b'\xff']
+
+
+@pytest.mark.parametrize(
+  'value,dtype,message',
+  [
+    ([[1e39, 0.0]], tf.float32, '1e+39 is out of range for float32'),
+    ([-1e39], tf.float32, '-1e+39 is out of range for float32'),
+    ([70000], tf.float16, '70000 is out of range for float16'),
+    ([1.0, 65520.0], tf.float16, '65520.0 is out of range for float16'),
+    ([2**64], tf.int64, '18446744073709551616 is out of range for int64'),
+    ([2**63], tf.int64, '9223372036854775808 is out of range for int64'),
+    ([10**400], tf.float32, 'is out of range for float32'),
+  ],
+)
+def test_json_numbers_a_dtype_cannot_hold_are_refused_not_made_infinite(value, dtype, message):
+  # TF Serving: "Cannot convert JSON value: 1e39 to float without loss of precision".
+  with pytest.raises(errors.ServingError) as raised:
+    codec.from_json('x', value, dtype)
+  assert raised.value.message.startswith('input "x": ') and message in raised.value.message
+
+
+def test_json_infinity_and_nan_written_as_such_and_the_largest_floats_still_decode():
+  array = codec.from_json('x', [float('inf'), float('-inf'), float('nan'), 3.4e38], tf.float32)
+  assert np.isposinf(array[0]) and np.isneginf(array[1]) and np.isnan(array[2])
+  assert array[3] == np.float32(3.4e38)
+  assert codec.from_json('x', [65504], tf.float16)[0] == 65504
+
+
+def test_float_features_a_float32_cannot_hold_are_refused():
+  with pytest.raises(errors.ServingError, match=r'examples\[0\] feature "f": 1e\+39 is out'):
+    codec.example_from_json(0, {'f': [1.0, 1e39]})
+
+
+@pytest.mark.parametrize(
+  'value,dtype,where',
+  [
+    ([[1, 2], [3]], tf.float32, 'x[1] has shape [1] where x[0] has [2]'),
+    ([[1, 2], 3], tf.int64, 'x[1] has shape [] where x[0] has [2]'),
+    ([[[1], [2]], [[1], [2, 3]]], tf.int32, 'x[1][1] has shape [2] where x[0][0] has [1]'),
+    ([['a', 'b'], ['c']], tf.string, 'x[1] has shape [1] where x[0] has [2]'),
+  ],
+)
+def test_a_ragged_list_names_its_first_odd_row(value, dtype, where):
+  with pytest.raises(errors.ServingError) as raised:
+    codec.from_json('x', value, dtype)
+  assert f'the list is ragged: {where}' in raised.value.message

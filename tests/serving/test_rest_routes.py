@@ -122,12 +122,20 @@ def test_a_body_of_escaped_quotes_costs_what_any_body_of_its_size_does():
     (b'{"a": ', 'JSON Parse error'),
     (b'{"instances": [' + b'1' * 5000 + b']}', 'a number has more than 4300 digits'),
     (b'[1, "\\', 'Unterminated string'),
+    (b'{"x": [1e400]}', 'the number 1e400 is too big to be stored in a double'),
+    (b'[0.5, -1E+0400]', 'the number -1E\\+0400 is too big'),
+    (b'[' + b'9' * 400 + b'.5]', 'the number 9{40}... is too big'),
   ],
 )
 def test_bad_json_is_invalid_argument(raw, words):
   with pytest.raises(errors.ServingError, match=words) as raised:
     rest_api.parse_json(raw, max_depth=8)
   assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_infinity_nan_and_large_finite_numbers_still_parse():
+  body = rest_api.parse_json(b'[Infinity, -Infinity, 1e308, 1e-400, "1e999"]', max_depth=8)
+  assert body == [float('inf'), float('-inf'), 1e308, 0.0, '1e999']
 
 
 def test_signature_name_must_be_a_string():
