@@ -19,9 +19,69 @@ from tfxlm import contract
 log = logging.getLogger('serving')
 
 
+DEFAULT_REST_TIMEOUT_SECONDS = 120.0
+# tensorflow_model_server flags that tune what has no counterpart here: accepted, so a TF Serving
+# command line starts, with one WARNING each saying what happens instead.
+IGNORED_FLAGS = {
+  'rest_api_num_threads': 'REST runs on an event loop; model work runs on --request_threads',
+  'grpc_channel_arguments': 'the gRPC message size limit is --max_request_bytes',
+  'monitoring_config_file': 'Prometheus metrics are always served at'
+  ' /monitoring/prometheus/metrics',
+  'model_config_file_poll_wait_seconds': '--model_config_file is read once, at start; new'
+  ' versions are still found every --file_system_poll_wait_seconds, and'
+  ' HandleReloadConfigRequest (--enable_model_management) changes the models',
+  'num_request_iterations_for_warmup': 'each warm-up record is replayed once',
+  'tensorflow_session_parallelism': 'use --tensorflow_intra_op_parallelism and'
+  ' --tensorflow_inter_op_parallelism',
+  'tensorflow_session_config_file': 'use --tensorflow_intra_op_parallelism and'
+  ' --tensorflow_inter_op_parallelism',
+  'per_process_gpu_memory_fraction': 'TensorFlow allocates GPU memory as it does by default',
+  'num_load_threads': 'not configurable here',
+  'num_unload_threads': 'not configurable here',
+  'max_num_load_retries': 'not configurable here',
+  'load_retry_interval_micros': 'not configurable here',
+  'flush_filesystem_caches': 'not configurable here',
+  'remove_unused_fields_from_bundle_metagraph': 'not configurable here',
+  'enable_signature_method_name_check': 'not configurable here',
+  'xla_cpu_compilation_enabled': 'not configurable here',
+  'enable_profiler': 'not configurable here',
+}
+# tensorflow_model_server flags whose absence would change what clients get (no TLS, no socket,
+# another model): refused, naming what to use instead.
+REFUSED_FLAGS = {
+  'ssl_config_file': 'use --ssl_certfile, --ssl_keyfile and --ssl_client_ca_file (PEM files)',
+  'use_alts_credentials': 'use --ssl_certfile and --ssl_keyfile for TLS',
+  'grpc_socket_path': 'a UNIX socket is not supported; serve gRPC on --port',
+  'rest_api_enable_cors_support': 'CORS is not supported; put a proxy that adds its headers in'
+  ' front',
+  'platform_config_file': 'only TensorFlow SavedModels are served; list them with'
+  ' --model_config_file',
+  'saved_model_tags': 'the "serve" MetaGraph is always loaded',
+  'prefer_tflite_model': 'TFLite models are not served',
+}
+
+
+def _bool(text: str) -> bool:
+  """A boolean flag's value as tensorflow_model_server (absl) takes it."""
+  value = text.strip().lower()
+  if value in ('true', 't', 'yes', 'y', '1'):
+    return True
+  if value in ('false', 'f', 'no', 'n', '0'):
+    return False
+  raise argparse.ArgumentTypeError(f'{text!r} is not a boolean: write true, false, 1 or 0')
+
+
 def _flags(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
-  parser = argparse.ArgumentParser(prog='python -m serving', description=__doc__.split('\n')[0])
+  # allow_abbrev=False: a misspelt or cut flag (--rest_time=5) is an error, not another flag.
+  parser = argparse.ArgumentParser(
+    prog='python -m serving', description=__doc__.split('\n')[0], allow_abbrev=False
+  )
   add = parser.add_argument
+
+  def add_bool(name, default=False, **kwargs):
+    """A boolean flag, given as `--flag` or `--flag=true|false|1|0` (absl's forms)."""
+    add(name, nargs='?', const=True, default=default, type=_bool, metavar='true|false', **kwargs)
+
   add('--port', type=int, default=contract.GRPC_PORT, help='gRPC port (0 picks a free one).')
   add(
     '--rest_api_port',
@@ -54,7 +114,7 @@ def _flags(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace
     default=1.0,
     help='Seconds between polls for new versions; 0 loads only at start.',
   )
-  add('--enable_batching', action='store_true', help='Merge concurrent requests into batches.')
+  add_bool('--enable_batching', help='Merge concurrent requests into batches.')
   add(
     '--batching_parameters_file',
     default='',
@@ -88,10 +148,12 @@ def _flags(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace
   add(
     '--request_threads',
     '--grpc_threads',
+    '--grpc_max_threads',
     type=int,
     default=32,
     help='Threads that run the model work of Predict and Classify requests (gRPC and REST'
-    ' together); further requests wait in the queue. --grpc_threads is an old name.',
+    ' together); further requests wait in the queue. --grpc_threads is an old name,'
+    " --grpc_max_threads tensorflow_model_server's.",
   )
   add(
     '--max_queued_requests',
@@ -164,9 +226,8 @@ def _flags(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace
     help='File holding a bearer token every call must carry (gRPC metadata and HTTP header'
     ' "authorization: Bearer <token>"); REST /healthz stays open.',
   )
-  add(
+  add_bool(
     '--enable_model_management',
-    action='store_true',
     help='Serve HandleReloadConfigRequest (off by default: any client could unload models).',
   )
   add(
@@ -178,9 +239,15 @@ def _flags(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace
   add(
     '--rest_timeout_seconds',
     type=float,
-    default=120.0,
+    default=None,
     help='A REST predict or classify call running longer is answered 504 (gRPC calls use'
-    ' their deadline); 0 means no limit.',
+    f' their deadline); 0 means no limit (default {DEFAULT_REST_TIMEOUT_SECONDS:g}).',
+  )
+  add(
+    '--rest_api_timeout_in_ms',
+    type=int,
+    default=None,
+    help="--rest_timeout_seconds in milliseconds, tensorflow_model_server's spelling.",
   )
   add(
     '--tensorflow_intra_op_parallelism',
@@ -194,8 +261,42 @@ def _flags(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace
     default=0,
     help='TensorFlow ops run at once (0: TensorFlow chooses).',
   )
+  add_bool(
+    '--enable_model_warmup',
+    default=True,
+    help='Replay assets.extra/tf_serving_warmup_requests before a version serves; always'
+    ' on here (false is ignored with a warning).',
+  )
   add('--log_level', default='INFO', help='Python logging level.')
-  return parser, parser.parse_args(argv)
+  for name in (*IGNORED_FLAGS, *REFUSED_FLAGS):
+    add(f'--{name}', nargs='?', const='', default=None, help=argparse.SUPPRESS)
+  flags = parser.parse_args(argv)
+  given = [name for name in REFUSED_FLAGS if getattr(flags, name) is not None]
+  if given:
+    parser.error(
+      f'--{given[0]} (tensorflow_model_server) is not supported: {REFUSED_FLAGS[given[0]]}'
+    )
+  if flags.rest_api_timeout_in_ms is not None:
+    if flags.rest_timeout_seconds is not None:
+      parser.error('give one of --rest_timeout_seconds and --rest_api_timeout_in_ms')
+    flags.rest_timeout_seconds = flags.rest_api_timeout_in_ms / 1000
+  if flags.rest_timeout_seconds is None:
+    flags.rest_timeout_seconds = DEFAULT_REST_TIMEOUT_SECONDS
+  return parser, flags
+
+
+def ignored_flag_warnings(flags: argparse.Namespace) -> list[str]:
+  """One line for each tensorflow_model_server flag given that has no effect here."""
+  lines = [
+    f'--{name} (tensorflow_model_server) is ignored: {why}'
+    for name, why in IGNORED_FLAGS.items()
+    if getattr(flags, name) is not None
+  ]
+  if not flags.enable_model_warmup:
+    lines.append(
+      '--enable_model_warmup=false is ignored: warm-up always runs before a version serves'
+    )
+  return lines
 
 
 def _listen_problem(error: BaseException, flags) -> str | None:
@@ -233,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
   )
   if native_log:
     log.info("TensorFlow's native log: %s", native_log)
+  for line in ignored_flag_warnings(flags):
+    log.warning('%s', line)
   sources = [
     bool(flags.model_base_path),
     bool(flags.model_config_file),

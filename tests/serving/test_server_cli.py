@@ -239,3 +239,64 @@ def test_a_bad_token_file_is_a_usage_error(tmp_path):
     )
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def _parse(argv):
+  from serving.__main__ import _flags
+
+  return _flags(argv)[1]
+
+
+@pytest.mark.parametrize(
+  'argv,batching,management',
+  [
+    ([], False, False),
+    (['--enable_batching', '--enable_model_management'], True, True),
+    (['--enable_batching=true', '--enable_model_management=false'], True, False),
+    (['--enable_batching=1', '--enable_model_management=0'], True, False),
+    (['--enable_batching=False'], False, False),
+  ],
+)
+def test_boolean_flags_take_tensorflow_model_servers_forms(argv, batching, management):
+  flags = _parse(argv)
+  assert (flags.enable_batching, flags.enable_model_management) == (batching, management)
+
+
+@pytest.mark.parametrize(
+  'argv,message',
+  [
+    (['--rest_time=5'], 'unrecognized arguments: --rest_time=5'),  # no abbreviations
+    (['--enable_batching=maybe'], "'maybe' is not a boolean: write true, false, 1 or 0"),
+    (['--ssl_config_file=ssl.config'], '--ssl_config_file (tensorflow_model_server) is not'),
+    (['--rest_api_timeout_in_ms=1', '--rest_timeout_seconds=2'], 'give one of'),
+  ],
+)
+def test_flags_that_would_mislead_are_usage_errors(argv, message, capsys):
+  with pytest.raises(SystemExit) as exited:
+    _parse(argv)
+  assert exited.value.code == 2
+  assert message in capsys.readouterr().err
+
+
+def test_tensorflow_model_server_flags_are_aliases_or_ignored_with_a_warning():
+  from serving.__main__ import ignored_flag_warnings
+
+  flags = _parse(
+    [
+      '--rest_api_timeout_in_ms=5000',
+      '--grpc_max_threads=4',
+      '--monitoring_config_file=monitoring.config',
+      '--rest_api_num_threads',
+      '8',
+      '--enable_model_warmup=false',
+    ]
+  )
+  assert flags.rest_timeout_seconds == 5.0 and flags.request_threads == 4
+  warnings = ignored_flag_warnings(flags)
+  assert [line.split()[0] for line in warnings] == [
+    '--rest_api_num_threads',
+    '--monitoring_config_file',
+    '--enable_model_warmup=false',
+  ]
+  assert all(' is ignored: ' in line for line in warnings)
+  assert _parse([]).rest_timeout_seconds == 120.0 and not ignored_flag_warnings(_parse([]))
