@@ -412,7 +412,65 @@ def to_json(key: str, array: np.ndarray) -> object:
       return {'b64': base64.b64encode(v).decode('ascii')}
 
     return convert(array.tolist())
+  if array.dtype in _SHORT_FLOATS:
+    return shortest_floats(array).tolist()
   return array.tolist()
+
+
+# Narrow floats, written in JSON by the shortest decimal that reads back as the same value (0.2
+# for float32 0.2, as TF Serving writes it), not by the digits of the double they widen to
+# (0.20000000298023224).
+_SHORT_FLOATS = {np.dtype(np.float16), np.dtype(np.float32), np.dtype(tf.bfloat16.as_numpy_dtype)}
+_MAX_DIGITS = 9  # float32 needs at most 9 significant digits, float16 5, bfloat16 4
+# Powers of ten a double holds exactly. A decimal of at most 9 digits scaled by one of them is
+# the double nearest to that decimal, which Python writes back with those digits; so decimal
+# exponents from -14 to 22 are done in vectorised passes, the (rare) others one at a time.
+_EXACT_POWERS = 22
+# Indexed by a scale s + _EXACT_POWERS: 10**s for s >= 0 (else 1), and 10**-s for s < 0 (else 1),
+# so x * UP / DOWN scales by 10**s, and m / UP * DOWN back, each with one rounding.
+_SCALE_UP = np.array([float(10 ** max(s, 0)) for s in range(-_EXACT_POWERS, _EXACT_POWERS + 1)])
+_SCALE_DOWN = _SCALE_UP[::-1].copy()
+
+
+def shortest_floats(array: np.ndarray) -> np.ndarray:
+  """A narrow float array as float64 values whose repr is the shortest decimal that converts
+  back to each element (what numpy's str of the element writes).
+
+  A binary search over the number of significant digits (1 to 9), all elements at once: four
+  passes of a dozen array operations.
+  """
+  flat = array.ravel()
+  wide = flat.astype(np.float64)
+  with np.errstate(divide='ignore', invalid='ignore', over='ignore'):
+    exponent = np.floor(np.log10(np.abs(wide)))
+    vectorised = (exponent >= _MAX_DIGITS - 1 - _EXACT_POWERS) & (exponent <= _EXACT_POWERS)
+    values = np.where(vectorised, wide, 1.0)
+    # Table index of the scale for 0 digits; a digit count d adds d.
+    offset = (_EXACT_POWERS - 1 - np.where(vectorised, exponent, 0)).astype(np.intp)
+    target = values.astype(array.dtype)
+    low = np.ones(flat.shape, np.intp)
+    high = np.full(flat.shape, _MAX_DIGITS, np.intp)
+    best = np.empty_like(wide)
+    found = np.zeros(flat.shape, bool)  # best holds a candidate of `high` digits
+    for _ in range(4):  # ceil(log2(9)) halvings of [1, 9]
+      middle = (low + high) >> 1
+      index = offset + middle
+      up, down = _SCALE_UP[index], _SCALE_DOWN[index]
+      candidate = np.rint(values * up / down) / up * down
+      fits = (candidate.astype(array.dtype) == target) & (low < high)
+      np.copyto(best, candidate, where=fits)
+      found |= fits
+      np.copyto(high, middle, where=fits)
+      np.copyto(low, middle + 1, where=~fits & (low < high))
+    # Those that never fitted need all 9 digits.
+    rest = np.flatnonzero(vectorised & ~found)
+    index = offset[rest] + _MAX_DIGITS
+    up, down = _SCALE_UP[index], _SCALE_DOWN[index]
+    best[rest] = np.rint(values[rest] * up / down) / up * down
+  out = np.where(vectorised, best, wide)  # zeros, NaN and Infinity stay as they are
+  for i in np.flatnonzero(~vectorised & np.isfinite(wide) & (wide != 0)):
+    out[i] = float(str(flat[i]))  # beyond exact powers of ten: rare, one at a time
+  return out.reshape(array.shape)
 
 
 def example_from_json(index: int | str, obj: object) -> example_pb2.Example:

@@ -490,8 +490,13 @@ def classify(
     codec.merge_context(context, codec.example_from_json(i, e)) for i, e in enumerate(examples)
   ]
   _, results = core.classify_examples(servable, signature_name, protos, deadline, stop)
+  # Scores are floats (float32) in ClassificationResult: written with float32's shortest digits.
+  scores = codec.shortest_floats(
+    np.array([[score for _, score in row] for row in results], np.float32)
+  ).tolist()
   return {
     'results': [
-      [[label.decode('utf-8', 'replace'), score] for label, score in row] for row in results
+      [[label.decode('utf-8', 'replace'), score] for (label, _), score in zip(row, row_scores)]
+      for row, row_scores in zip(results, scores)
     ]
   }

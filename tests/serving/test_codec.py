@@ -1,5 +1,7 @@
 """Wire conversions: TensorProto fast paths agree with TensorFlow's; TF Serving's JSON rules."""
 
+import json
+
 import grpc
 import numpy as np
 import pytest
@@ -209,3 +211,26 @@ def test_a_ragged_list_names_its_first_odd_row(value, dtype, where):
   with pytest.raises(errors.ServingError) as raised:
     codec.from_json('x', value, dtype)
   assert f'the list is ragged: {where}' in raised.value.message
+
+
+@pytest.mark.parametrize('dtype', [np.float32, np.float16, tf.bfloat16.as_numpy_dtype])
+def test_narrow_float_outputs_are_written_with_their_own_shortest_digits(dtype):
+  rng = np.random.default_rng(0)
+  special = [0.0, -0.0, 0.2, 0.1, -1 / 3, 1e-20, 1e-45, 2.5e10, 3e38, 65504.0, np.inf, np.nan]
+  with np.errstate(over='ignore'):  # 3e38 is Infinity in float16
+    values = np.concatenate(
+      [special, rng.standard_normal(500), 10.0 ** rng.uniform(-40, 38, 500)]
+    ).astype(dtype)
+  written = json.loads(json.dumps(codec.to_json('y', values.reshape(2, -1))))
+  decoded = np.array(written, dtype=np.float64).astype(dtype).ravel()
+  # Every value reads back as itself.
+  np.testing.assert_array_equal(decoded.astype(np.float64), values.astype(np.float64))
+
+  def digits(text):
+    return len(text.lstrip('-').split('e')[0].replace('.', '').strip('0'))
+
+  # No more digits than numpy (ml_dtypes for bfloat16) writes the narrow value with.
+  for value, text in zip(values, [repr(x) for row in written for x in row]):
+    if np.isfinite(value) and value != 0:
+      assert digits(text) <= digits(str(value)), (text, str(value))
+  assert json.dumps(codec.to_json('y', np.array([0.2, -0.5], dtype))) == '[0.2, -0.5]'
