@@ -26,9 +26,12 @@ from serving.servable import Servable
 METRICS_PATH = '/monitoring/prometheus/metrics'
 HEALTH_PATH = '/healthz'
 VERBS = ('predict', 'classify')
+# Literal parts match in any case, as TF Serving's `(?i)` route patterns do (/V1/MODELS/m:PREDICT);
+# the model name and label keep theirs.
 _MODEL_PATH = re.compile(
   r'^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?'
-  r'(?:(?P<metadata>/metadata)|:(?P<verb>[a-z]+))?$'
+  r'(?:(?P<metadata>/metadata)|:(?P<verb>[a-z]+))?$',
+  re.IGNORECASE,
 )
 # A JSON string, or an unterminated one up to the end of the body. Possessive quantifiers and
 # the end-of-body alternative make every `"` that starts a search match: the search never restarts
@@ -185,13 +188,13 @@ def parse_route(http_method: str, path: str) -> Route:
     return Route('metrics')
   match = _MODEL_PATH.match(path)
   if match is None:
-    if path.startswith('/v1/'):
+    if path[:4].lower() == '/v1/':
       raise errors.invalid_argument(f'Malformed request: {http_method} {path:.200}')
     raise errors.not_found(f'no such path: {http_method} {path:.200}')
   version = match['version']
   if version is not None:
     version = _version_number(version)
-  verb = match['verb']
+  verb = match['verb'] and match['verb'].lower()
   if verb is None:
     if http_method != 'GET':
       raise errors.invalid_argument(f'Malformed request: {http_method} {path:.200} (use GET)')

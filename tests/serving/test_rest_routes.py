@@ -22,6 +22,14 @@ from serving import errors, rest_api
     ),
     ('POST', '/v1/models/lm:predict', rest_api.Route('predict', 'lm')),
     ('POST', '/v1/models/lm/versions/7:classify', rest_api.Route('classify', 'lm', 7)),
+    # TF Serving's route patterns are (?i): the literal parts match in any case, names keep theirs.
+    ('POST', '/V1/MODELS/LM:PREDICT', rest_api.Route('predict', 'LM')),
+    (
+      'GET',
+      '/v1/Models/lm/Labels/Stable/METADATA',
+      rest_api.Route('metadata', 'lm', None, 'Stable'),
+    ),
+    ('GET', '/V1/models/lm/VERSIONS/3', rest_api.Route('status', 'lm', 3)),
   ],
 )
 def test_routes_of_tf_serving_paths(method, path, expected):
@@ -37,6 +45,7 @@ def test_routes_of_tf_serving_paths(method, path, expected):
     ('GET', '/v1/models/lm:predict', grpc.StatusCode.INVALID_ARGUMENT, 'use POST'),
     ('GET', '/v1/models/lm/versions/x1', grpc.StatusCode.INVALID_ARGUMENT, 'not a number'),
     ('GET', '/v1/nothing/here', grpc.StatusCode.INVALID_ARGUMENT, 'Malformed request'),
+    ('GET', '/V1/nothing/here', grpc.StatusCode.INVALID_ARGUMENT, 'Malformed request'),
     ('GET', '/favicon.ico', grpc.StatusCode.NOT_FOUND, 'no such path'),
     ('POST', '/v1/models/lm:regress', grpc.StatusCode.UNIMPLEMENTED, 'use predict or classify'),
   ],
