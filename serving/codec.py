@@ -383,8 +383,11 @@ def _strings(key, value):
     except UnicodeEncodeError as e:
       raise errors.invalid_argument(f'input "{key}": string is not valid UTF-8 ({e})') from None
   if isinstance(value, dict) and set(value) == {'b64'} and isinstance(value['b64'], str):
+    text = value['b64']
+    if '=' not in text:  # padding is optional, as in TF Serving (absl::Base64Unescape)
+      text += '=' * (-len(text) % 4)
     try:
-      return base64.b64decode(value['b64'], validate=True)
+      return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as e:
       raise errors.invalid_argument(f'input "{key}": invalid base64 in "b64": {e}') from None
   raise errors.invalid_argument(

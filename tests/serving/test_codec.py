@@ -234,3 +234,11 @@ def test_narrow_float_outputs_are_written_with_their_own_shortest_digits(dtype):
     if np.isfinite(value) and value != 0:
       assert digits(text) <= digits(str(value)), (text, str(value))
   assert json.dumps(codec.to_json('y', np.array([0.2, -0.5], dtype))) == '[0.2, -0.5]'
+
+
+def test_b64_padding_is_optional_as_in_tf_serving():
+  decoded = codec.from_json('t', [{'b64': 'YQ'}, {'b64': 'YWI'}, {'b64': 'YQ=='}], tf.string)
+  assert list(decoded) == [b'a', b'ab', b'a']
+  for bad in ('YQ=', 'Y', 'Y-_w'):  # wrong padding, a lone character, the URL-safe alphabet
+    with pytest.raises(errors.ServingError, match='invalid base64'):
+      codec.from_json('t', [{'b64': bad}], tf.string)
