@@ -123,23 +123,27 @@ def decompress(raw: bytes, coding: str | None, limit: int) -> bytes:
   # Deflate is meant to be the zlib format, but some clients send raw deflate.
   tries = (16 + zlib.MAX_WBITS,) if coding == 'gzip' else (zlib.MAX_WBITS, -zlib.MAX_WBITS)
   for i, wbits in enumerate(tries):
-    inflater = zlib.decompressobj(wbits)
     parts, total, data = [], 0, raw
     try:
-      while not inflater.eof:
-        part = inflater.decompress(data, min(_INFLATE_STEP, limit + 1 - total))
-        data = inflater.unconsumed_tail
-        if not part and not data:
-          break  # all input consumed before the stream's end
-        total += len(part)
-        if total > limit:
-          raise errors.ServingError(
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
-            f'the body decompresses to more than the limit of {limit} bytes'
-            ' (--max_request_bytes); send fewer rows per request',
-            http_status=413,
-          )
-        parts.append(part)
+      while True:  # a gzip body may be several members one after another (`gzip -c a b`)
+        inflater = zlib.decompressobj(wbits)
+        while not inflater.eof:
+          part = inflater.decompress(data, min(_INFLATE_STEP, limit + 1 - total))
+          data = inflater.unconsumed_tail
+          if not part and not data:
+            break  # all input consumed before the stream's end
+          total += len(part)
+          if total > limit:
+            raise errors.ServingError(
+              grpc.StatusCode.RESOURCE_EXHAUSTED,
+              f'the body decompresses to more than the limit of {limit} bytes'
+              ' (--max_request_bytes); send fewer rows per request',
+              http_status=413,
+            )
+          parts.append(part)
+        if not (inflater.eof and inflater.unused_data and coding == 'gzip'):
+          break
+        data = inflater.unused_data
     except zlib.error as e:
       if not total and i + 1 < len(tries):
         continue

@@ -1,5 +1,6 @@
 """serving/rest_api.py on its own: routes and JSON bodies, no server, no socket."""
 
+import gzip
 import time
 
 import grpc
@@ -151,3 +152,12 @@ def test_signature_name_must_be_a_string():
   assert rest_api.signature_name({}) == ''
   with pytest.raises(errors.ServingError, match='"signature_name" must be a string'):
     rest_api.signature_name({'signature_name': 3})
+
+
+def test_a_gzip_body_of_several_members_is_their_concatenation():
+  body = gzip.compress(b'{"a": ') + gzip.compress(b'[1, 2]}')  # as `gzip -c a b` writes
+  assert rest_api.decompress(body, 'gzip', 1 << 20) == b'{"a": [1, 2]}'
+  with pytest.raises(errors.ServingError, match='decompresses to more than the limit of 10'):
+    rest_api.decompress(gzip.compress(b'x' * 8) * 2, 'gzip', 10)  # the limit covers all members
+  with pytest.raises(errors.ServingError, match='the gzip body is truncated'):
+    rest_api.decompress(gzip.compress(b'{}') + gzip.compress(b'[]')[:-3], 'gzip', 1 << 20)
