@@ -23,6 +23,7 @@ import re
 import socket
 import ssl
 import time
+import urllib.parse
 
 import grpc
 from aiohttp import http_exceptions, web, web_protocol, web_server
@@ -389,6 +390,17 @@ def _content_coding(values):
   )
 
 
+def _target_path(target: str) -> str:
+  """The path of a request target without its query: origin-form (/v1/...) as it is, and
+  absolute-form (http://host/v1/..., RFC 9112 3.2.2, what a client talking to a proxy sends)
+  without its scheme and authority."""
+  if not target.startswith('/'):
+    parts = urllib.parse.urlsplit(target)
+    if parts.scheme.lower() in ('http', 'https') and parts.netloc:
+      return parts.path or '/'
+  return target.split('?', 1)[0]
+
+
 class _Handler:
   """Serves one request: route, auth, body, model work on the admission queue, answer."""
 
@@ -410,17 +422,18 @@ class _Handler:
     code = 'OK'
     try:
       self._check_version()
-      if http_method not in ('GET', 'POST'):
+      if http_method not in ('GET', 'HEAD', 'POST'):
         self.close_connection = True
         raise errors.ServingError(
           grpc.StatusCode.UNIMPLEMENTED,
           f'Unsupported method ({http_method:.20}): use GET or POST',
           http_status=501,
         )
-      path = request.raw_path.split('?', 1)[0]
+      path = _target_path(request.raw_path)
       if path != rest_api.HEALTH_PATH:
         self._authenticate()
-      route = rest_api.parse_route(http_method, path)
+      # HEAD is answered as GET is, headers only (aiohttp leaves the body out).
+      route = rest_api.parse_route('GET' if http_method == 'HEAD' else http_method, path)
       if route.kind in ('health', 'metrics'):
         reply = self._health() if route.kind == 'health' else self._metrics()
       else:
@@ -473,8 +486,12 @@ class _Handler:
     token = self.server.options.auth_token
     if token is None:
       return
-    given = (self.request.headers.get('Authorization') or '').encode('utf-8', 'replace')
-    if not hmac.compare_digest(given, f'Bearer {token}'.encode()):
+    given = self.request.headers.get('Authorization') or ''
+    scheme, _, credentials = given.strip().partition(' ')
+    # The scheme is case-insensitive (RFC 7235); the token is compared in constant time.
+    if scheme.lower() != 'bearer' or not hmac.compare_digest(
+      credentials.strip().encode('utf-8', 'replace'), token.encode()
+    ):
       raise errors.unauthenticated(
         'missing or wrong bearer token: send the header "Authorization: Bearer <token>"'
       )

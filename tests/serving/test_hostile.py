@@ -470,6 +470,12 @@ def test_bearer_token_guards_every_call_but_health(authed, capsys):
     _healthy_next(connection)  # open, and the refused body was not taken for a request
     connection.send(post(PREDICT_PATH, GOOD_BODY, 'Authorization: Bearer s3cret-token\r\n'))
     assert connection.response()[0] == 200
+    # The scheme is case-insensitive (RFC 7235); the token is not.
+    connection.send(post(PREDICT_PATH, GOOD_BODY, 'Authorization: bearer s3cret-token\r\n'))
+    assert connection.response()[0] == 200
+    for wrong in ('bearer S3CRET-TOKEN', 'Basic s3cret-token', 'Bearers3cret-token'):
+      connection.send(post(PREDICT_PATH, GOOD_BODY, f'Authorization: {wrong}\r\n'))
+      assert connection.response()[0] == 401, wrong
   finally:
     connection.close()
   for where in (['--grpc', running.grpc_target], ['--rest', running.rest_url]):
@@ -609,5 +615,38 @@ def test_a_client_that_half_closes_after_its_request_is_answered(served, request
     got = [connection.response() for _ in statuses]
     assert [status for status, _, _ in got] == statuses, got
     assert connection.closed()
+  finally:
+    connection.close()
+
+
+@pytest.mark.parametrize(
+  'path', ['/healthz', f'/v1/models/{MODEL}', f'/v1/models/{MODEL}/metadata']
+)
+def test_head_is_answered_as_get_without_the_body(served, path):
+  connection = RawHttp(served.server.rest_port)
+  try:
+    connection.send(f'GET {path} HTTP/1.1\r\nHost: x\r\n\r\n'.encode())
+    status, headers, _ = connection.response()
+    assert status == 200
+    connection.send(f'HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n'.encode())
+    while b'\r\n\r\n' not in connection.buffer:
+      connection._fill()
+    head, connection.buffer = connection.buffer.split(b'\r\n\r\n', 1)
+    assert head.startswith(b'HTTP/1.1 200 ')
+    assert f'content-length: {headers["content-length"]}'.encode() in head.lower()
+    _healthy_next(connection)  # no body came after the HEAD's headers
+  finally:
+    connection.close()
+
+
+def test_an_absolute_form_target_is_served_as_its_path(served):
+  # RFC 9112 3.2.2: a server must accept a request target of the absolute form.
+  connection = RawHttp(served.server.rest_port)
+  try:
+    connection.send(f'GET http://x:8501/v1/models/{MODEL}?q=1 HTTP/1.1\r\nHost: x\r\n\r\n'.encode())
+    status, _, body = connection.response()
+    assert status == 200 and json.loads(body)['model_version_status']
+    connection.send(post(f'HTTP://x{PREDICT_PATH}', GOOD_BODY))
+    assert connection.response()[0] == 200
   finally:
     connection.close()
