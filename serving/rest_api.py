@@ -38,8 +38,12 @@ _MODEL_PATH = re.compile(
 # inside a string, so the pass is linear (a body of escaped quotes once made it quadratic).
 _JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)', re.DOTALL)
 _NOT_BRACKET = re.compile(rb'[^\[\]{}]+')
-# A number that may be too big for a double: an exponent of 3 digits or more, or 300 digits.
-_HUGE_NUMBER = re.compile(rb'[eE]\+?0*[1-9][0-9]{2}|[0-9]{300}')
+# A number that may be too big for a double has an exponent of 3 digits or more, or 300 digits
+# in a row. With every digit written 0, E written e and + dropped, that is `e000` or 300 zeros:
+# two literal searches, 0.1 s on a 19 MiB body of floats (a regex for a run of digits took 2 s).
+_DIGITS_AS_ZERO = bytes.maketrans(b'123456789E', b'000000000e')
+_BIG_EXPONENT = re.compile(rb'e000')
+_LONG_DIGITS = b'0' * 300
 _DEPTH_CHUNK = 1 << 20  # brackets counted at a time: bounded memory whatever the body
 # Decompressed bytes produced at a time: a bomb costs the limit, never its expanded size.
 _INFLATE_STEP = 1 << 20
@@ -91,8 +95,11 @@ def parse_json(raw: bytes, max_depth: int) -> object:
       f' {depth} deep, more than the limit of {max_depth}'
     )
   # Only a body with a number that may overflow a double pays for checking each float.
-  checked = {'parse_float': _finite_float} if _HUGE_NUMBER.search(unquoted) else {}
+  digits = unquoted.translate(_DIGITS_AS_ZERO, b'+')
   del unquoted
+  huge = _BIG_EXPONENT.search(digits) is not None or _LONG_DIGITS in digits
+  checked = {'parse_float': _finite_float} if huge else {}
+  del digits
   try:
     return json.loads(raw.decode('utf-8'), **checked)
   except UnicodeDecodeError as e:
