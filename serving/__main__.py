@@ -151,7 +151,7 @@ def _flags(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace
     '--grpc_max_threads',
     type=int,
     default=32,
-    help='Threads that run the model work of Predict and Classify requests (gRPC and REST'
+    help='Threads that run the model work of Predict, Classify and Regress requests (gRPC and REST'
     ' together); further requests wait in the queue. --grpc_threads is an old name,'
     " --grpc_max_threads tensorflow_model_server's.",
   )
@@ -240,7 +240,7 @@ def _flags(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace
     '--rest_timeout_seconds',
     type=float,
     default=None,
-    help='A REST predict or classify call running longer is answered 504 (gRPC calls use'
+    help='A REST predict, classify or regress call running longer is answered 504 (gRPC calls use'
     f' their deadline); 0 means no limit (default {DEFAULT_REST_TIMEOUT_SECONDS:g}).',
   )
   add(

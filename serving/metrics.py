@@ -84,7 +84,7 @@ class Metrics:
     Args:
       model: the model name asked for ('' if none).
       signature: the signature key used ('' for status and metadata calls).
-      method: 'predict', 'classify', 'metadata' or 'status'.
+      method: 'predict', 'classify', 'regress', 'multi_inference', 'metadata' or 'status'.
       protocol: 'grpc' or 'rest'.
       code: the grpc.StatusCode name it ended with ('OK' on success).
       seconds: wall time spent serving it.

@@ -83,7 +83,7 @@ class RestOptions:
     max_json_depth: deepest nesting of arrays and objects in a body.
     limits: codec.Limits of one request's tensors.
     auth_token: every call but health needs `Authorization: Bearer <token>` (None: open).
-    timeout_seconds: how long a predict or classify call may take, queue included, before it
+    timeout_seconds: how long a predict, classify or regress call may take, queue included, before it
       is answered 504; None: no limit.
   """
 
@@ -299,7 +299,7 @@ class RestServer:
   Args:
     address: (host, port); port 0 picks a free port.
     manager: manager.ModelManager.
-    admission: the Admission queue predict and classify run on.
+    admission: the Admission queue predict, classify and regress run on.
     metrics: metrics.Metrics or None.
     options: RestOptions.
     ssl_context: an ssl.SSLContext for HTTPS, or None.
@@ -559,7 +559,8 @@ class _Handler:
         budget = options.limits.budget()
         answer = rest_api.predict(servable, signature_name, body, budget, deadline, stop)
       else:
-        answer = rest_api.classify(servable, signature_name, body, deadline, stop)
+        run = rest_api.classify if verb == 'classify' else rest_api.regress
+        answer = run(servable, signature_name, body, deadline, stop)
         answer = json.dumps(answer, separators=(',', ':')).encode()
       return _Reply(200, answer, 'application/json')
 

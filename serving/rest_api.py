@@ -25,7 +25,7 @@ from serving.servable import Servable
 
 METRICS_PATH = '/monitoring/prometheus/metrics'
 HEALTH_PATH = '/healthz'
-VERBS = ('predict', 'classify')
+VERBS = ('predict', 'classify', 'regress')
 # Literal parts match in any case, as TF Serving's `(?i)` route patterns do (/V1/MODELS/m:PREDICT);
 # the model name and label keep theirs.
 _MODEL_PATH = re.compile(
@@ -191,7 +191,7 @@ def parse_route(http_method: str, path: str) -> Route:
 
   Raises:
     ServingError: INVALID_ARGUMENT for a malformed /v1/ path or the wrong method, NOT_FOUND for
-      any other path, UNIMPLEMENTED for a verb other than predict and classify.
+      any other path, UNIMPLEMENTED for a verb other than predict, classify and regress.
   """
   if path == HEALTH_PATH and http_method == 'GET':
     return Route('health')
@@ -215,7 +215,8 @@ def parse_route(http_method: str, path: str) -> Route:
       raise errors.invalid_argument(f'Malformed request: {http_method} {path:.200} (use POST)')
     if verb not in VERBS:
       raise errors.ServingError(
-        grpc.StatusCode.UNIMPLEMENTED, f'"{verb:.40}" is not supported; use predict or classify'
+        grpc.StatusCode.UNIMPLEMENTED,
+        f'"{verb:.40}" is not supported; use predict, classify or regress',
       )
     kind = verb
   return Route(
@@ -485,6 +486,21 @@ def _named(value, specs):
   return isinstance(value, dict) and not (set(value) == {'b64'} and 'b64' not in specs)
 
 
+def _examples(body: dict, verb: str) -> list:
+  """The tf.Example protos of a classify or regress body: "examples", each merged with the
+  optional "context"."""
+  examples = body.get('examples')
+  if not isinstance(examples, list):
+    raise errors.invalid_argument(f'{verb} needs "examples": a list of objects of features')
+  if not examples:
+    raise errors.invalid_argument('empty batch: "examples" is an empty list')
+  context = body.get('context')
+  context = codec.example_from_json('context', context) if context is not None else None
+  return [
+    codec.merge_context(context, codec.example_from_json(i, e)) for i, e in enumerate(examples)
+  ]
+
+
 def classify(
   servable: Servable,
   signature_name: str,
@@ -493,16 +509,7 @@ def classify(
   stop=None,
 ) -> dict:
   """Runs a classify body ("examples", optional "context") and returns the answer's JSON."""
-  examples = body.get('examples')
-  if not isinstance(examples, list):
-    raise errors.invalid_argument('classify needs "examples": a list of objects of features')
-  if not examples:
-    raise errors.invalid_argument('empty batch: "examples" is an empty list')
-  context = body.get('context')
-  context = codec.example_from_json('context', context) if context is not None else None
-  protos = [
-    codec.merge_context(context, codec.example_from_json(i, e)) for i, e in enumerate(examples)
-  ]
+  protos = _examples(body, 'classify')
   _, results = core.classify_examples(servable, signature_name, protos, deadline, stop)
   # Scores are floats (float32) in ClassificationResult: written with float32's shortest digits.
   scores = codec.shortest_floats(
@@ -514,3 +521,18 @@ def classify(
       for row, row_scores in zip(results, scores)
     ]
   }
+
+
+def regress(
+  servable: Servable,
+  signature_name: str,
+  body: dict,
+  deadline: float | None = None,
+  stop=None,
+) -> dict:
+  """Runs a regress body ("examples", optional "context") on a regression signature and returns
+  TF Serving's answer: {"results": [one float per example]}."""
+  protos = _examples(body, 'regress')
+  _, values = core.regress_examples(servable, signature_name, protos, deadline, stop)
+  # Regressions are floats (float32) in RegressionResult: float32's shortest digits.
+  return {'results': codec.shortest_floats(np.asarray(values, np.float32)).tolist()}

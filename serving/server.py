@@ -1,7 +1,7 @@
 """The model server: model manager + gRPC + REST, started and drained together.
 
 Both front ends run on one asyncio event loop in a thread of their own (grpc.aio and aiohttp),
-and share one Admission queue: the model work of every Predict and Classify, from either
+and share one Admission queue: the model work of every Predict, Classify and Regress, from either
 protocol, runs on its bounded pool of threads in arrival order.
 """
 
@@ -43,7 +43,7 @@ class ServerOptions:
     host: interface to bind; 127.0.0.1 keeps the server local, 0.0.0.0 exposes it.
     grpc_port: gRPC port (0 picks a free one).
     rest_port: REST port (0 picks a free one), or None for no REST server.
-    request_threads: threads that run requests' model work (Predict and Classify, both
+    request_threads: threads that run requests' model work (Predict, Classify and Regress, both
       protocols); further requests wait in the queue.
     max_queued_requests: requests that may wait for a thread; beyond, RESOURCE_EXHAUSTED
       (REST 503).
@@ -61,7 +61,7 @@ class ServerOptions:
     auth_token_file: a file holding a bearer token every call but REST health must carry.
     enable_model_management: serve HandleReloadConfigRequest (off: PERMISSION_DENIED).
     drain_seconds: how long shutdown waits for in-flight requests.
-    rest_timeout_seconds: a REST predict or classify call still running after this long is
+    rest_timeout_seconds: a REST predict, classify or regress call still running after this long is
       answered 504 (DEADLINE_EXCEEDED), as a gRPC call past its deadline is; None: no limit.
   """
 

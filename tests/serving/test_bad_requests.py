@@ -294,7 +294,7 @@ REST_CASES = {
     '"signature_name" must be a string',
   ),
   'oversize body': ('POST', ':predict', {'instances': ['x' * MAX_BYTES]}, 413, 'exceeds the limit'),
-  'unknown verb': ('POST', ':regress', {'examples': []}, 501, 'not supported'),
+  'unknown verb': ('POST', ':explain', {'examples': []}, 501, 'not supported'),
   'GET on predict': ('GET', ':predict', None, 400, 'use POST'),
   'classify example not an object': (
     'POST',

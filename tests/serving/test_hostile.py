@@ -120,7 +120,7 @@ SMUGGLED = b'GET /v1/models/toy/versions/7 HTTP/1.1\r\nHost: x\r\n\r\n'
   'request_bytes,status',
   [
     (post('/v1/models/nope:predict', SMUGGLED), 404),
-    (post('/v1/models/toy:regress', SMUGGLED), 501),
+    (post('/v1/models/toy:explain', SMUGGLED), 501),
     (post('/v1/models/toy', SMUGGLED), 400),
     (post('/nowhere', SMUGGLED), 404),
     (

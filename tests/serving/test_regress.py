@@ -18,6 +18,7 @@ from serving import core, errors
 from serving.config import ModelConfig
 from serving.servable import Servable
 from tests.serving.conftest import start_server
+from tests.serving.rest_util import rest_json
 
 NAME = 'line'
 REGRESS_METHOD = 'tensorflow/serving/regress'
@@ -210,5 +211,15 @@ def test_regress_and_multi_inference_over_grpc(line_base):
     results = running.predictions.MultiInference(request, timeout=30).results
     assert [r.regression_result.regressions[0].value for r in results[:1]] == pytest.approx([5.0])
     assert results[1].classification_result.classifications[0].classes[1].label == 'pos'
+    # REST :regress, as TF Serving's: {"results": [one value per example]}, a context merged.
+    path = f'/v1/models/{NAME}:regress'
+    body = {'signature_name': 'regress', 'examples': [{'x': 2.0}, {'x': -0.5}]}
+    assert rest_json(running.rest_url, path, body) == (200, {'results': [5.0, 0.0]})
+    body = {'examples': [{}, {}], 'context': {'x': 1.5}}  # serving_default is the regression
+    assert rest_json(running.rest_url, path, body) == (200, {'results': [4.0, 4.0]})
+    status, answer = rest_json(running.rest_url, path, {'signature_name': 'classify', **body})
+    assert status == 400 and 'Expected regression signature method_name' in answer['error']
+    status, answer = rest_json(running.rest_url, path, {'examples': []})
+    assert status == 400 and 'empty' in answer['error']
   finally:
     running.close()

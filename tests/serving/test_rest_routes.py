@@ -48,7 +48,7 @@ def test_routes_of_tf_serving_paths(method, path, expected):
     ('GET', '/v1/nothing/here', grpc.StatusCode.INVALID_ARGUMENT, 'Malformed request'),
     ('GET', '/V1/nothing/here', grpc.StatusCode.INVALID_ARGUMENT, 'Malformed request'),
     ('GET', '/favicon.ico', grpc.StatusCode.NOT_FOUND, 'no such path'),
-    ('POST', '/v1/models/lm:regress', grpc.StatusCode.UNIMPLEMENTED, 'use predict or classify'),
+    ('POST', '/v1/models/lm:explain', grpc.StatusCode.UNIMPLEMENTED, 'use predict, classify or'),
   ],
 )
 def test_bad_routes_name_what_is_wrong(method, path, code, words):
