@@ -101,6 +101,10 @@ def test_a_sigterm_sent_to_dev_reaches_the_command_once_and_it_shuts_down_on_its
 def test_ctrl_c_at_the_terminal_interrupts_the_command_once_and_lets_it_finish(tmp_path):
   pid, terminal = pty.fork()
   if pid == 0:  # the terminal's session: dev, bubblewrap and the command in its process group
+    # As in a terminal's shell: SIGINT and SIGQUIT at their defaults, whatever this test run
+    # inherited (a run started in the background of a script has them ignored).
+    for number in (signal.SIGINT, signal.SIGQUIT):
+      signal.signal(number, signal.SIG_DFL)
     os.execvp(sys.executable, _supervisor(tmp_path))
   seen = b''
   sent = False
