@@ -54,9 +54,30 @@ def comparison_lines(summary: RunSummary) -> List[str]:
       f'  {"unigram (train token frequencies)":<40} perplexity {u["perplexity"]:.2f}',
       f'  {"ratio (model / unigram)":<40} {perplexity / u["perplexity"]:.3f}',
     ]
+  lines += last_blessed_lines(summary)
   lines += compression.lines(summary.compression)
   if summary.reference_error:
     lines.append(f'No reference figure: {summary.reference_error}')
+  return lines
+
+
+def last_blessed_lines(summary: RunSummary) -> List[str]:
+  """The model against the last blessed one (the Evaluator's baseline) on the same eval
+  examples: the figure its thresholds compare (accuracy or perplexity)."""
+  if not summary.last_blessed:
+    return []
+  theirs = summary.last_blessed.get('metrics') or {}
+  where = summary.last_blessed.get('model') or "the Evaluator's baseline"
+  lines = []
+  for name, label in ((evaluation.ACCURACY, 'accuracy'), (evaluation.PERPLEXITY, 'perplexity')):
+    if name in theirs and name in summary.metrics:
+      ours = summary.metrics[name]
+      lines += [
+        f'Against the last blessed model ({where}) on the same eval examples:',
+        f'  {"this model":<40} {label} {ours:.4f}',
+        f'  {"last blessed model":<40} {label} {theirs[name]:.4f}',
+        f'  {"difference (model - last blessed)":<40} {ours - theirs[name]:+.4f}',
+      ]
   return lines
 
 

@@ -27,6 +27,9 @@ class RunSummary:
     metrics: overall-slice eval metrics of the candidate model.
     per_label: eval metrics per label slice (classification).
     confusion: (labels, matrix) of the overall slice, classification only.
+    last_blessed: the model the candidate was compared with (the Evaluator's baseline, the last
+      blessed model), if any: {'model': its folder, 'metrics': its overall metrics on the same
+      eval examples}.
     left_out: what the evaluation left out and why (`evaluation.left_out`), if anything.
     blessed: whether the Evaluator blessed the model (None if it did not run).
     why: the validation failures, why the model was blessed, or why it has no verdict.
@@ -55,6 +58,7 @@ class RunSummary:
   metrics: Dict[str, float] = dataclasses.field(default_factory=dict)
   per_label: Dict[str, Dict[str, float]] = dataclasses.field(default_factory=dict)
   confusion: Optional[Tuple[List[str], List[List[float]]]] = None
+  last_blessed: Optional[Dict[str, Any]] = None
   left_out: Optional[str] = None
   blessed: Optional[bool] = None
   why: List[str] = dataclasses.field(default_factory=list)
@@ -162,8 +166,28 @@ def _confusion(plots) -> Optional[Tuple[List[str], List[List[float]]]]:
   return None
 
 
+def _metric_values(metrics) -> Dict[str, float]:
+  """{'name (sub key)': value} of one model's converted metrics, without TFMA's changes against
+  the other model (`auc_diff`): the candidate's figures read the same with a baseline or
+  without; `RunSummary.last_blessed` holds the baseline's own."""
+  values = {}
+  for output in (metrics or {}).values():
+    for sub_key, named in output.items():
+      for name, value in named.items():
+        if 'doubleValue' not in value or name.endswith('_diff'):
+          continue
+        label = name if not sub_key else f'{name} ({sub_key})'
+        values[label] = float(value['doubleValue'])  # 'NaN' arrives as a string
+  return values
+
+
 def read_evaluation(evaluation_uri, summary: RunSummary):
-  """The metrics of every slice and the overall slice's confusion matrix.
+  """The candidate's metrics of every slice and its overall slice's confusion matrix; with a
+  baseline (the last blessed model), the baseline's overall metrics in `summary.last_blessed`.
+
+  With a baseline TFMA writes both models' figures, named `candidate` and `baseline`, and their
+  differences: each is read by model name, so a run with a baseline shows the same figures,
+  matrix and label names as one without.
 
   Read record by record, as `tfma.load_eval_result` does, but only the overall slice's plots
   are converted to dicts: the report shows no other plot, and an evaluation with many labels
@@ -172,27 +196,32 @@ def read_evaluation(evaluation_uri, summary: RunSummary):
   import tensorflow_model_analysis as tfma
   from tensorflow_model_analysis.view import util as view_util
 
+  candidate = None  # one model: TFMA names it ''
   for proto in tfma.load_metrics(evaluation_uri):
-    converted = view_util.convert_metrics_proto_to_dict(proto)
+    models = {kv.key.model_name for kv in proto.metric_keys_and_values}
+    if tfma.CANDIDATE_KEY in models:
+      candidate = tfma.CANDIDATE_KEY
+    converted = view_util.convert_metrics_proto_to_dict(proto, model_name=candidate)
     if converted is None:
       continue
     slice_key, metrics = converted
-    values = {}
-    for output in metrics.values():
-      for sub_key, named in output.items():
-        for name, value in named.items():
-          if 'doubleValue' not in value:
-            continue
-          label = name if not sub_key else f'{name} ({sub_key})'
-          values[label] = float(value['doubleValue'])  # 'NaN' arrives as a string
+    values = _metric_values(metrics)
     if not slice_key:
       summary.metrics = values
+      if tfma.BASELINE_KEY in models:
+        baseline = view_util.convert_metrics_proto_to_dict(proto, model_name=tfma.BASELINE_KEY)
+        # Its figures of the whole split only: per-class ones would be TFMA's binarized ones,
+        # not the confusion matrix's the candidate's are (`argmax_precision_recall`).
+        theirs = _metric_values(baseline[1] if baseline else None)
+        summary.last_blessed = {'metrics': {k: v for k, v in theirs.items() if ' (' not in k}}
     else:
       summary.per_label[', '.join(f'{k}={v}' for k, v in slice_key)] = values
   for proto in tfma.load_plots(evaluation_uri):
     if proto.slice_key.single_slice_keys:
       continue  # a label's slice: the report shows the overall slice's matrix only
-    converted = view_util.convert_plots_proto_to_dict(proto)
+    models = {kv.key.model_name for kv in proto.plot_keys_and_values}
+    model = tfma.CANDIDATE_KEY if tfma.CANDIDATE_KEY in models else None
+    converted = view_util.convert_plots_proto_to_dict(proto, model_name=model)
     confusion = _confusion(converted[1]) if converted is not None else None
     if confusion:
       summary.confusion = confusion
@@ -532,6 +561,12 @@ def collect(
     summary.why = [f'the Evaluator recorded no blessing in {config.metadata_path}']
   else:
     summary.blessed = bool(run_metadata.custom(blessing, 'blessed'))
+    if summary.last_blessed is not None:
+      # TFX's Evaluator records the baseline it compared with on the blessing.
+      summary.last_blessed = {
+        'model': run_metadata.custom(blessing, 'baseline_model'),
+        **summary.last_blessed,
+      }
     if summary.blessed:
       summary.why = ['every metric passed its threshold']
     elif not summary.why:  # no failed threshold to name (no evaluation result beside it)

@@ -486,3 +486,23 @@ def test_the_reports_configuration_shows_non_ascii_text_as_written(tmp_path):
   section = page.split('<h2>Configuration</h2>', 1)[1]
   assert '&quot;le café&quot;' in section and '東京の&lt;桜&gt;' in section and '\\u' not in section
   assert _configuration(page)[1]['evaluation']['prompts'] == ['le café', '東京の<桜>']
+
+
+def test_the_last_blessed_models_figure_is_beside_the_models_with_its_folder(tmp_path):
+  config = config_lib.from_dict(
+    {
+      'pipeline_name': 'demo',
+      'outputs_dir': str(tmp_path),
+      'train': {'task': 'classify', 'train_steps': 2, 'eval_steps': 1},
+    }
+  )
+  run = _classify_summary()
+  run.last_blessed = {
+    'model': '/out/Trainer/model/29',
+    'metrics': {'sparse_categorical_accuracy': 0.85},
+  }
+  for page in (report.text(config, run), html.unescape(report.render_report(config, run))):
+    assert 'Against the last blessed model (/out/Trainer/model/29)' in page
+    assert re.search(r'last blessed model\s+accuracy 0\.8500', page)
+    assert re.search(r'difference \(model - last blessed\)\s+-0\.0500', page)
+  assert 'last blessed' not in report.text(config, _classify_summary())

@@ -113,3 +113,63 @@ def test_unnamed_label_slices_are_recomputed_by_class_id():
   assert 'recall_diff (classId:1)' not in run.per_label['label=1']
   assert run.per_label['label=2']['recall (classId:2)'] == 17 / 18
   assert run.metrics['recall (classId:1)'] == 1.0
+
+
+def _two_model_evaluation(folder):
+  """An Evaluator's output with a baseline, as TFMA writes it: each figure of the candidate and
+  of the baseline by model name, the candidate's changes (`is_diff`), and both models' matrices,
+  the baseline's plot first."""
+  metrics, plots = [], []
+  for label in [None, 0, 1]:
+    m = pb.MetricsForSlice(slice_key=_slice(None if label is None else str(label)))
+    for model, accuracy, diff in (('candidate', 0.75, False), ('baseline', 0.5, False)):
+      for name, value, class_id in (
+        ('sparse_categorical_accuracy', accuracy, None),
+        ('precision', accuracy / 2, 0),
+        ('auc', accuracy, 0),
+      ):
+        kv = m.metric_keys_and_values.add()
+        kv.key.name, kv.key.model_name, kv.key.is_diff = name, model, diff
+        if class_id is not None:
+          kv.key.sub_key.class_id.value = class_id
+        kv.value.double_value.value = value
+    for name, class_id in (('sparse_categorical_accuracy', None), ('auc', 0)):
+      kv = m.metric_keys_and_values.add()
+      kv.key.name, kv.key.model_name, kv.key.is_diff = name, 'candidate', True
+      if class_id is not None:
+        kv.key.sub_key.class_id.value = class_id
+      kv.value.double_value.value = 0.25
+    metrics.append(m)
+  p = pb.PlotsForSlice(slice_key=_slice(None))
+  for model, right in (('baseline', 1.0), ('candidate', 3.0)):
+    kv = p.plot_keys_and_values.add()
+    kv.key.name, kv.key.model_name = 'multi_class_confusion_matrix_plot', model
+    matrix = kv.value.multi_class_confusion_matrix_at_thresholds.matrices.add()
+    matrix.entries.add(actual_class_id=0, predicted_class_id=0, num_weighted_examples=right)
+    matrix.entries.add(actual_class_id=1, predicted_class_id=0, num_weighted_examples=1.0)
+  plots.append(p)
+  _write(folder / 'metrics-00000-of-00001.tfrecord', metrics)
+  _write(folder / 'plots-00000-of-00001.tfrecord', plots)
+
+
+def test_with_a_baseline_the_candidates_figures_and_matrix_are_read_as_without(tmp_path):
+  _two_model_evaluation(tmp_path)
+  run = summary.RunSummary()
+  summary.read_evaluation(str(tmp_path), run)
+  # The candidate's figures, named as in a run without a baseline, and no TFMA change keys.
+  assert run.metrics == {
+    'sparse_categorical_accuracy': 0.75,
+    'precision (classId:0)': 0.375,
+    'auc (classId:0)': 0.75,
+  }
+  assert run.per_label['label=1']['sparse_categorical_accuracy'] == 0.75
+  assert not [k for m in [run.metrics, *run.per_label.values()] for k in m if '_diff' in k]
+  assert run.confusion == (['0', '1'], [[3.0, 0.0], [1.0, 0.0]])  # the candidate's matrix
+  # The baseline's figures of the whole split (its per-class ones are TFMA's binarized ones).
+  assert run.last_blessed == {'metrics': {'sparse_categorical_accuracy': 0.5}}
+  # With the matrix, the labels are named and precision comes from it, as without a baseline.
+  summary.name_labels(run, ['neg', 'pos'])
+  run.confusion = (['neg', 'pos'], run.confusion[1])
+  summary.argmax_precision_recall(run, unnamed=False)
+  assert run.metrics['precision (label neg)'] == 0.75
+  assert 'label=pos' in run.per_label
