@@ -275,18 +275,28 @@ def why_not_blessed(name: str, threshold, value: float, candidate: Optional[floa
     evaluation.ACCURACY: ('accuracy', 'min_accuracy', None, 'max_accuracy_drop'),
     evaluation.PERPLEXITY: ('perplexity', None, 'max_perplexity', 'max_perplexity_rise'),
   }.get(name, (name, None, None, None))
+  # Figures as the summary prints the metric (perplexity 2 decimals, the rest 4); bounds and
+  # allowances as the config has them.
+  digits = 2 if name == evaluation.PERPLEXITY else 4
+
+  def figure(number):
+    return f'{number:.{digits}f}'
 
   def key(field):
     return f' (evaluation.{field})' if field else ''
 
   bounds = threshold.value_threshold
   if bounds.HasField('lower_bound'):
-    return f'{label} {value:.4g} is below the lower bound {bounds.lower_bound.value:.4g}' + key(
-      lower_key
+    bound = bounds.lower_bound.value
+    return (
+      f'{label} {figure(value)} is below the lower bound {bound:g} by {figure(bound - value)}'
+      + key(lower_key)
     )
   if bounds.HasField('upper_bound'):
-    return f'{label} {value:.4g} is above the upper bound {bounds.upper_bound.value:.4g}' + key(
-      upper_key
+    bound = bounds.upper_bound.value
+    return (
+      f'{label} {figure(value)} is above the upper bound {bound:g} by {figure(value - bound)}'
+      + key(upper_key)
     )
   if threshold.HasField('change_threshold'):
     change = threshold.change_threshold
@@ -294,15 +304,15 @@ def why_not_blessed(name: str, threshold, value: float, candidate: Optional[floa
     allowed = abs(change.absolute.value)
     side, allowance = ('below', 'drop') if higher_is_better else ('above', 'rise')
     if candidate is None:
-      figures = f"{label} is {abs(value):.4g} {side} the last blessed model's"
+      figures = f"{label} is {figure(abs(value))} {side} the last blessed model's"
     else:
       figures = (
-        f"{label} {candidate:.4g} is {abs(value):.4g} {side} the last blessed model's "
-        f'{candidate - value:.4g}'
+        f"{label} {figure(candidate)} is {figure(abs(value))} {side} the last blessed model's "
+        f'{figure(candidate - value)}'
       )
     setting = f', evaluation.{change_key}' if change_key else ''
-    return f'{figures} (allowed {allowance} {allowed:.4g}{setting})'
-  return f'{label} {value:.4g} misses its threshold'
+    return f'{figures} (allowed {allowance} {allowed:g}{setting})'
+  return f'{label} {figure(value)} misses its threshold'
 
 
 def _curves(model_run_dir) -> Dict[str, List[Tuple[int, float]]]:

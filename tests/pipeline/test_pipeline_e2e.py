@@ -8,6 +8,7 @@ threshold (not blessed, nothing pushed), and run it once more through the TFX CL
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import textwrap
@@ -227,9 +228,19 @@ def test_unmet_threshold_is_not_blessed_and_nothing_is_pushed(first_run, workspa
   assert err.rstrip().endswith('; nothing was pushed')
   assert run['blessed'] is False
   assert any(
-    why.startswith('accuracy ') and 'below the lower bound 1 (evaluation.min_accuracy)' in why
+    re.fullmatch(
+      r'accuracy \d\.\d{4} is below the lower bound 1 by \d\.\d{4} \(evaluation.min_accuracy\)', why
+    )
     for why in run['why']
   ), run['why']
+  # Compared with the first run's blessed model, the run still reads its own matrix and labels.
+  assert run['confusion'] and sorted(run['confusion'][0]) == ['0', '1']
+  assert 'precision (label 1)' in run['metrics']
+  assert not [key for key in run['metrics'] if 'classId' in key or '_diff' in key]
+  assert (
+    run['last_blessed']['model']
+    and 'sparse_categorical_accuracy' in (run['last_blessed']['metrics'])
+  )
   assert run['pushed_path'] in (None, first['pushed_path'])
   assert sorted(os.listdir(os.path.join(config.serving_root, MODEL_NAME))) == versions
   assert 'NOT blessed' in out

@@ -149,13 +149,18 @@ def test_not_blessed_says_the_models_figure_the_last_blessed_ones_and_the_settin
   run = summary.RunSummary(metrics={'sparse_categorical_accuracy': 0.7073, 'perplexity': 85.5})
   summary._validation('unused', run)
   assert run.why == [
-    "accuracy 0.7073 is 0.09756 below the last blessed model's 0.8049 (allowed drop 0.01, "
+    "accuracy 0.7073 is 0.0976 below the last blessed model's 0.8049 (allowed drop 0.01, "
     'evaluation.max_accuracy_drop)',
-    'accuracy 0.7073 is below the lower bound 0.75 (evaluation.min_accuracy)',
-    "perplexity 85.5 is 3.5 above the last blessed model's 82 (allowed rise 0, "
+    'accuracy 0.7073 is below the lower bound 0.75 by 0.0427 (evaluation.min_accuracy)',
+    "perplexity 85.50 is 3.50 above the last blessed model's 82.00 (allowed rise 0, "
     'evaluation.max_perplexity_rise)',
-    'perplexity 85.5 is above the upper bound 50 (evaluation.max_perplexity)',
+    'perplexity 85.50 is above the upper bound 50 by 35.50 (evaluation.max_perplexity)',
   ]
+  # Every figure with its decimals: a last blessed accuracy of 1 is 1.0000, not 1.
+  drop = summary.why_not_blessed(
+    'sparse_categorical_accuracy', failures[0].metric_threshold, -0.4, 0.6
+  )
+  assert "accuracy 0.6000 is 0.4000 below the last blessed model's 1.0000" in drop
   run.blessed = False
   config = config_lib.from_dict(
     {'pipeline_name': 'demo', 'train': {'task': 'classify', 'train_steps': 2, 'eval_steps': 1}}
