@@ -2,7 +2,9 @@
 
 - Classification: a TF-IDF (word 1-2 grams, sublinear tf) + logistic-regression baseline
   (scikit-learn) trained on ExampleGen's `train` split and scored on its `eval` split, the split
-  the Evaluator scores the pipeline's model on; and the majority-class accuracy of that split.
+  the Evaluator scores the pipeline's model on; and the eval accuracy of always answering the
+  train split's majority label (what a model that learned nothing but the label shares scores:
+  below the eval split's own majority share when the splits' shares differ).
 - Language models: the unigram perplexity of the eval split under the token counts of the train
   split, over the same tokens the exported model scores (Transform's `token_ids`, each text cut
   to `seq_len` tokens), so it sits next to the model's eval perplexity.
@@ -32,12 +34,15 @@ class ClassifierBaseline:
 
   Attributes:
     accuracy: eval accuracy of the baseline.
-    majority_accuracy: eval accuracy of always answering the most frequent train label.
+    majority_label: the train split's most frequent label.
+    majority_accuracy: eval accuracy of always answering `majority_label` (not the eval split's
+      own majority share, which a model cannot know from the train split).
     train_examples: labeled train examples it learned from.
     eval_examples: labeled eval examples it was scored on.
   """
 
   accuracy: float
+  majority_label: str
   majority_accuracy: float
   train_examples: int
   eval_examples: int
@@ -129,6 +134,7 @@ def classifier_baseline(examples_uri: str, c: float = LOGISTIC_C) -> ClassifierB
   majority = collections.Counter(train_labels).most_common(1)[0][0]
   return ClassifierBaseline(
     accuracy=correct / len(eval_labels),
+    majority_label=majority,
     majority_accuracy=sum(y == majority for y in eval_labels) / len(eval_labels),
     train_examples=len(train_labels),
     eval_examples=len(eval_labels),

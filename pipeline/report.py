@@ -37,13 +37,16 @@ def comparison_lines(summary: RunSummary) -> List[str]:
   accuracy = summary.metrics.get(evaluation.ACCURACY)
   if summary.baseline and accuracy is not None:
     b = summary.baseline
+    # Scored on eval, as a model that learned only the train split's label shares would be.
+    label = b.get('majority_label')
+    majority = f"always train's majority label {label!r}" if label else "train's majority label"
     lines += [
       f'Against a baseline on the same {b["eval_examples"]:,.0f} eval examples '
       f'(both trained on the same {b["train_examples"]:,.0f}):',
       f'  {"this model":<40} accuracy {accuracy:.4f}',
       f'  {"TF-IDF + logistic regression":<40} accuracy {b["accuracy"]:.4f}',
       f'  {"difference (model - baseline)":<40} {accuracy - b["accuracy"]:+.4f}',
-      f'  {"majority class":<40} accuracy {b["majority_accuracy"]:.4f}',
+      f'  {majority:<40} accuracy {b["majority_accuracy"]:.4f}',
     ]
   perplexity = summary.metrics.get(evaluation.PERPLEXITY)
   if summary.unigram and perplexity is not None:

@@ -57,6 +57,24 @@ def test_classifier_baseline_learns_the_signal_and_reports_counts(tmp_path):
   assert result.accuracy > result.majority_accuracy + 0.25
 
 
+def test_the_majority_figure_is_the_train_splits_majority_label_scored_on_eval(tmp_path):
+  # Train mostly 'fresh', eval mostly 'rotten': the eval split's own majority share (0.75) is
+  # not what always answering the train split's majority label scores there.
+  row = {contract.TEXT_KEY: 'a film'}
+  _write_split(
+    str(tmp_path),
+    'train',
+    [{**row, contract.LABEL_KEY: 'fresh'}] * 3 + [{**row, contract.LABEL_KEY: 'rotten'}],
+  )
+  _write_split(
+    str(tmp_path),
+    'eval',
+    [{**row, contract.LABEL_KEY: 'rotten'}] * 3 + [{**row, contract.LABEL_KEY: 'fresh'}],
+  )
+  result = baseline.classifier_baseline(str(tmp_path))
+  assert (result.majority_label, result.majority_accuracy) == ('fresh', 0.25)
+
+
 def test_classifier_baseline_needs_two_labels_and_eval_examples(tmp_path):
   one_label = tmp_path / 'one'
   _write_split(str(one_label), 'train', [{contract.TEXT_KEY: 'x', contract.LABEL_KEY: 'a'}] * 3)

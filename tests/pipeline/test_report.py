@@ -24,6 +24,7 @@ def _classify_summary():
     },
     baseline={
       'accuracy': 0.78,
+      'majority_label': 'fresh',
       'majority_accuracy': 0.58,
       'train_examples': 9000,
       'eval_examples': 1000,
@@ -40,7 +41,7 @@ def test_text_prints_model_baseline_difference_and_eval_count():
   assert re.search(r'this model\s+accuracy 0\.8000', out)
   assert re.search(r'TF-IDF \+ logistic regression\s+accuracy 0\.7800', out)
   assert re.search(r'difference \(model - baseline\)\s+\+0\.0200', out)
-  assert re.search(r'majority class\s+accuracy 0\.5800', out)
+  assert re.search(r"always train's majority label 'fresh'\s+accuracy 0\.5800", out)
 
 
 def test_report_charts_train_and_eval_together_with_labelled_axes():
