@@ -154,7 +154,15 @@ def text(config: config_lib.PipelineConfig, summary: RunSummary) -> str:
   lines.append(f'Model: {verdict_and_why(verdict, summary.why)}')
   outputs = config.resolved_outputs_dir
   report = os.path.join(outputs, contract.REPORT_FILE)
-  if summary.pushed_path:
+  if summary.pushed_path and summary.push_missing is not None:
+    lines += [
+      f'Pushed to: {summary.pushed_path}, which is missing now (deleted after the push; a '
+      'cached Pusher copies nothing). Put it back:',
+      *([f'  {summary.push_missing}'] if summary.push_missing else []),
+      '  or rerun with --set enable_cache=false (every component runs again)',
+      f'Report:    {report}',
+    ]
+  elif summary.pushed_path:
     base = os.path.dirname(summary.pushed_path.rstrip('/'))
     name = config.serving.model_name
     grpc, rest = contract.GRPC_PORT, contract.REST_PORT

@@ -11,6 +11,7 @@ import glob
 import json
 import math
 import os
+import shlex
 from typing import Any, Dict, List, Optional, Tuple
 
 from pipeline import compression, run_metadata
@@ -34,6 +35,8 @@ class RunSummary:
     blessed: whether the Evaluator blessed the model (None if it did not run).
     why: the validation failures, why the model was blessed, or why it has no verdict.
     pushed_path: where the Pusher wrote the model, None if it did not push.
+    push_missing: when the pushed version is no longer there (deleted after a push the run
+      reused from the cache), the command that copies it back ('' if unknown); a warning says so.
     model_run_dirs: TensorBoard log folders of the Trainers.
     input_files: the files ExampleGen read: {'count': n, 'files': [their paths relative to
       data.input_base, the first 1,000]}; empty if unknown.
@@ -63,6 +66,7 @@ class RunSummary:
   blessed: Optional[bool] = None
   why: List[str] = dataclasses.field(default_factory=list)
   pushed_path: Optional[str] = None
+  push_missing: Optional[str] = None
   model_run_dirs: List[str] = dataclasses.field(default_factory=list)
   input_files: Dict[str, Any] = dataclasses.field(default_factory=dict)
   statistics: Dict[str, Dict[str, float]] = dataclasses.field(default_factory=dict)
@@ -516,6 +520,31 @@ def run_warnings(
   return list(dict.fromkeys(found))
 
 
+def restore_push_command(pushed_path: Optional[str], model_uri: Optional[str]) -> Optional[str]:
+  """If the version the Pusher recorded is no longer in a local serving folder (deleted since:
+  a cached Pusher does not copy it again), the command that puts it back ('' if the model is not
+  known); None if it is there or not local (gs://...)."""
+  if not pushed_path or '://' in pushed_path:
+    return None
+  if os.path.exists(os.path.join(pushed_path, 'saved_model.pb')):
+    return None
+  if not model_uri:
+    return ''
+  # A push is that copy (TFX's Pusher copies the model's serving folder to a new version).
+  parent = os.path.dirname(os.path.normpath(pushed_path))
+  source = os.path.join(model_uri, contract.SERVING_MODEL_DIR)
+  return f'{shlex.join(["mkdir", "-p", parent])} && {shlex.join(["cp", "-r", source, pushed_path])}'
+
+
+def push_missing_warning(pushed_path: str, command: str) -> str:
+  """The warning of a pushed version missing from the serving folder, with what to do."""
+  how = f'put it back with `{command}`, or rerun' if command else 'rerun'
+  return (
+    f'Pusher: the pushed version {pushed_path} is missing (deleted after the push; a cached '
+    f'Pusher copies nothing): {how} with --set enable_cache=false'
+  )
+
+
 def collect(
   config: config_lib.PipelineConfig,
   started: float,
@@ -584,6 +613,10 @@ def collect(
   pushed = run_metadata.latest_output(store, 'PushedModel', contract.PUSHER_ID, 'pushed_model')
   if pushed is not None and run_metadata.custom(pushed, 'pushed'):
     summary.pushed_path = run_metadata.custom(pushed, 'pushed_destination')
+    model = run_metadata.latest_output(store, 'Model', contract.TRAINER_ID, 'model')
+    summary.push_missing = restore_push_command(summary.pushed_path, model.uri if model else None)
+    if summary.push_missing is not None:
+      summary.warnings.append(push_missing_warning(summary.pushed_path, summary.push_missing))
   latest_runs = {}
   for run in store.get_artifacts_by_type('ModelRun'):
     producer = os.path.basename(os.path.dirname(os.path.dirname(run.uri)))

@@ -512,3 +512,31 @@ def test_the_last_blessed_models_figure_is_beside_the_models_with_its_folder(tmp
     assert re.search(r'last blessed model\s+accuracy 0\.8500', page)
     assert re.search(r'difference \(model - last blessed\)\s+-0\.0500', page)
   assert 'last blessed' not in report.text(config, _classify_summary())
+
+
+def test_a_pushed_version_deleted_since_is_a_warning_with_how_to_put_it_back(tmp_path):
+  pushed = tmp_path / 'serving' / 'demo' / '1796569531'
+  model = tmp_path / 'root' / 'Trainer' / 'model' / '9'
+  command = summary.restore_push_command(str(pushed), str(model))
+  assert command == f'mkdir -p {pushed.parent} && cp -r {model}/Format-Serving {pushed}'
+  pushed.mkdir(parents=True)
+  (pushed / 'saved_model.pb').write_bytes(b'')
+  assert summary.restore_push_command(str(pushed), str(model)) is None
+  assert summary.restore_push_command('gs://bucket/serving/demo/1', None) is None
+  # The console says where it was pushed and how to put it back, with no serve command for an
+  # empty folder; the warning says it too.
+  config = config_lib.from_dict(
+    {
+      'pipeline_name': 'demo',
+      'outputs_dir': str(tmp_path),
+      'train': {'task': 'classify', 'train_steps': 2, 'eval_steps': 1},
+    }
+  )
+  run = _classify_summary()
+  run.pushed_path, run.push_missing = '/gone/1', 'cp -r /m/Format-Serving /gone/1'
+  run.warnings = [summary.push_missing_warning(run.pushed_path, run.push_missing)]
+  out = report.text(config, run)
+  assert 'Pushed to: /gone/1, which is missing now' in out
+  assert '\n  cp -r /m/Format-Serving /gone/1\n' in out
+  assert 'Serve it' not in out
+  assert 'Pusher: the pushed version /gone/1 is missing' in out
