@@ -679,3 +679,24 @@ def validate(config: PipelineConfig) -> None:
       'kubeflow.trainer_replicas > 1 or kubeflow.trainer_tpu runs training on '
       'Vertex AI Training: set kubeflow.vertex_project'
     )
+
+
+def serving_root_problem(serving_root: str) -> str:
+  """Why the Pusher could not write under a local `serving.serving_root` ('' if it can, or for a
+  gs:// or other remote root): probed as the runner probes outputs_dir, by creating the folder
+  and a file in it, so an immutable folder, a path under a file or /proc are found before the
+  run rather than by the Pusher after training."""
+  if not serving_root or '://' in serving_root:
+    return ''
+  import tempfile
+
+  try:
+    os.makedirs(serving_root, exist_ok=True)
+    with tempfile.TemporaryFile(dir=serving_root):
+      pass
+  except OSError as e:
+    return (
+      f'serving.serving_root: cannot write in {serving_root}: {e.strerror or e}; '
+      'set serving.serving_root to a folder you can write'
+    )
+  return ''

@@ -5,6 +5,7 @@ blessed student, never the teacher: components/resolver.py).
 """
 
 from components import evaluator as evaluator_lib
+from components import pusher as pusher_lib
 from components import resolver as resolver_lib
 from pipeline import evaluation
 from pipeline.tfx_api import tfx
@@ -76,4 +77,5 @@ def components(config, examples, transform, teacher_trainer, serving_root, basel
       )
     ),
   ).with_id(contract.DISTILL_PUSHER_ID)
+  pusher = pusher_lib.use_executor(pusher)
   return [*nodes, trainer, resolver, evaluator, pusher]

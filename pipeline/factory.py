@@ -18,6 +18,7 @@ from typing import Callable, List, Optional
 
 from components import evaluator as evaluator_lib
 from components import example_gen as example_gen_lib
+from components import pusher as pusher_lib
 from components import resolver as resolver_lib
 from components import schema as schema_lib
 from components import transform as transform_lib
@@ -168,7 +169,7 @@ def _evaluation(config: config_lib.PipelineConfig, examples, trainer, baseline_s
 
 
 def _pusher(config: config_lib.PipelineConfig, trainer, evaluator, serving_root: str):
-  return tfx.components.Pusher(
+  pusher = tfx.components.Pusher(
     model=trainer.outputs['model'],
     model_blessing=evaluator.outputs['blessing'],
     push_destination=tfx.proto.PushDestination(
@@ -177,6 +178,7 @@ def _pusher(config: config_lib.PipelineConfig, trainer, evaluator, serving_root:
       )
     ),
   ).with_id(contract.PUSHER_ID)
+  return pusher_lib.use_executor(pusher)
 
 
 def _trainer(

@@ -363,6 +363,7 @@ def _logging_restorer():
 def _run(argv, route_stderr: bool, run_scope: contextlib.ExitStack) -> int:
   """`main`, with `run_scope` holding what must end with the run."""
   from pipeline import config as config_lib
+  from pipeline import config_checks
 
   parser = argparse.ArgumentParser(
     description=__doc__.split('\n\n')[0],
@@ -419,6 +420,10 @@ def _run(argv, route_stderr: bool, run_scope: contextlib.ExitStack) -> int:
       'set outputs_dir to a folder you can write',
       file=sys.stderr,
     )
+    return 2
+  problem = config_checks.serving_root_problem(config.serving_root)
+  if problem:  # found now, not by the Pusher after the whole run
+    print(f'error: {path}: {problem}', file=sys.stderr)
     return 2
   if route_stderr:
     # Before TensorFlow is imported: its C++ start-up lines go straight to descriptor 2. In the

@@ -98,3 +98,16 @@ def test_uris_are_left_as_written(tmp_path, monkeypatch):
     _write(tmp_path, '{}\n'), [*STEPS, 'serving.serving_root=gs://b/$X/~serving']
   )
   assert config.serving.serving_root == 'gs://b/$X/~serving'
+
+
+def test_a_serving_root_that_cannot_be_written_is_named_before_the_run(tmp_path):
+  from pipeline import config_checks
+
+  (tmp_path / 'afile').write_text('')
+  for root in (str(tmp_path / 'afile' / 'sub'), '/proc/no_such_folder'):
+    problem = config_checks.serving_root_problem(root)
+    assert problem.startswith(f'serving.serving_root: cannot write in {root}: '), problem
+    assert problem.endswith('set serving.serving_root to a folder you can write')
+  assert config_checks.serving_root_problem(str(tmp_path / 'new' / 'serving')) == ''
+  assert (tmp_path / 'new' / 'serving').is_dir()
+  assert config_checks.serving_root_problem('gs://bucket/serving') == ''
