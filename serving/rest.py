@@ -26,7 +26,7 @@ import time
 import urllib.parse
 
 import grpc
-from aiohttp import http_exceptions, http_parser, web, web_protocol, web_server
+from aiohttp import http_exceptions, web, web_protocol, web_server
 from aiohttp.http import HttpVersion, HttpVersion10, HttpVersion11
 
 from serving import codec, errors, rest_api
@@ -57,11 +57,6 @@ LINGER_BYTES = 16 << 20
 # out of file descriptors, it reports and schedules a retry for every one of them (thousands
 # a second with SOMAXCONN). It gets this many; the kernel's queue is set to SOMAXCONN apart.
 ACCEPT_BATCH = 100
-# aiohttp's read buffer of a request body (RequestHandler's read_bufsize default).
-READ_BUFFER_BYTES = 1 << 16
-# A read holding a `Connection: close` request and more is parsed again up to that request's
-# end when at most this long (see _ClosingParser); longer, it is refused as a whole.
-CLOSE_REPARSE_BYTES = 1 << 16
 # A client that half-closes (FIN after its request: `nc -N`, socat, some proxies) is answered.
 # A FIN is also what a client that closed altogether sends; to tell them apart, a request still
 # running this long after the FIN gets one interim `100 Continue` (HTTP/1.1 clients skip it), which
@@ -171,81 +166,6 @@ class _LingeringTransport:
       self._transport.close()
 
 
-class _Unread:
-  """The protocol of a parser that only measures where a message ends: its payloads' flow
-  control goes nowhere."""
-
-  _reading_paused = False
-  connected = True
-
-  def pause_reading(self):
-    pass
-
-  def resume_reading(self, resume_parser=True):
-    pass
-
-
-class _ClosingParser:
-  """aiohttp's request parser, with the requests before a `Connection: close` one and that one
-  kept when the client sent more after it.
-
-  llhttp refuses bytes after such a request ("Data after `Connection: close`") and aiohttp then
-  answers 400 alone, dropping the valid requests of the same read. Here they are parsed again
-  up to the end of the closing request (found by parsing prefixes, for reads up to
-  CLOSE_REPARSE_BYTES), answered, and what follows is dropped: the connection closes after them.
-
-  Args:
-    parser: the connection's parser.
-    make: a function of a protocol that returns a new parser like `parser`.
-  """
-
-  def __init__(self, parser, make):
-    self._parser = parser
-    self._make = make
-    self._dropping = False
-
-  def __getattr__(self, name):
-    return getattr(self._parser, name)
-
-  def feed_data(self, data):
-    if self._dropping:
-      return (), False, b''
-    try:
-      return self._parser.feed_data(data)
-    except http_exceptions.BadHttpMessage as e:
-      if 'after `Connection: close`' not in str(e) or len(data) > CLOSE_REPARSE_BYTES:
-        raise
-      end = self._closing_end(data)
-      if end is None:
-        raise
-      self._parser = self._make(None)  # a parser for the connection's protocol
-      messages, _, _ = self._parser.feed_data(data[:end])
-      self._dropping = True
-      return messages, False, b''
-
-  def _closing_end(self, data):
-    """Where the closing request ends in `data`, or None when a new parser does not see it
-    there (the read continued a request begun before)."""
-
-    def refused(size):
-      try:
-        self._make(_Unread()).feed_data(data[:size])
-      except http_exceptions.BadHttpMessage as e:
-        return 'after `Connection: close`' in str(e)
-      return False
-
-    if not refused(len(data)):
-      return None
-    low, high = 0, len(data)  # low is accepted, high refused
-    while high - low > 1:
-      middle = (low + high) // 2
-      if refused(middle):
-        high = middle
-      else:
-        low = middle
-    return low
-
-
 class _PeerClosed(ConnectionError):
   """The client closed its sending side before a request's body ended."""
 
@@ -257,23 +177,6 @@ class _Protocol(web_protocol.RequestHandler):
 
   linger = False
   peer_eof = False  # the client has sent its FIN
-
-  def __init__(self, manager, *, loop, **kwargs):
-    super().__init__(manager, loop=loop, **kwargs)
-
-    def make(protocol):
-      return http_parser.HttpRequestParser(
-        protocol or self,
-        loop,
-        READ_BUFFER_BYTES,
-        max_line_size=kwargs['max_line_size'],
-        max_field_size=kwargs['max_field_size'],
-        max_headers=kwargs['max_headers'],
-        payload_exception=web_protocol.RequestPayloadError,
-        auto_decompress=False,
-      )
-
-    self._parser = _ClosingParser(self._parser, make)
 
   def connection_made(self, transport):
     super().connection_made(_LingeringTransport(transport, self))

@@ -650,20 +650,3 @@ def test_an_absolute_form_target_is_served_as_its_path(served):
     assert connection.response()[0] == 200
   finally:
     connection.close()
-
-
-@pytest.mark.parametrize(
-  'after',
-  [b'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n', b'xyz'],
-  ids=['a request', 'junk'],
-)
-def test_a_connection_close_request_is_answered_whatever_follows_it(served, after):
-  connection = RawHttp(served.server.rest_port)
-  try:
-    connection.send(
-      post(PREDICT_PATH, GOOD_BODY) + post(PREDICT_PATH, GOOD_BODY, 'Connection: close\r\n') + after
-    )
-    assert [connection.response()[0] for _ in range(2)] == [200, 200]
-    assert connection.closed()  # and nothing after the closing request is answered
-  finally:
-    connection.close()
