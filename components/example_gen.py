@@ -236,7 +236,8 @@ class TextExampleGen(base_beam_component.BaseBeamComponent):
       require_label=require_label,
     )
     spec = TextExampleGenSpec(
-      input_base=input_base,
+      # Escaped: TFX's driver globs input_base/pattern to fingerprint the inputs, as we read them.
+      input_base=file_selection.escape(input_base),
       input_config=input_config,
       output_config=output_config,
       output_data_format=example_gen_pb2.FORMAT_TF_EXAMPLE,
@@ -296,7 +297,8 @@ def create_example_gen(
     input_format: A key of `FORMATS`: 'csv' (with a header row), 'tfrecord' (tf.Example),
       'text' (UTF-8 files) or 'jsonl' (one JSON object per line); files named *.gz (and for
       all but tfrecord *.bz2) are decompressed.
-    input_base: Folder holding the input files.
+    input_base: Folder holding the input files, a path taken as written (`[`, `*` and `?` in
+      its name are not wildcards); only the split patterns and `file_pattern` are globs.
     text_column: CSV column or tf.Example feature with the text.
     label_column: CSV column, JSON field or tf.Example feature with the label; None for a corpus.
     text_mode: For 'text': 'line' (one document per line; blank lines skipped and counted) or
@@ -360,7 +362,7 @@ def create_example_gen(
     # A match that cannot be read (a broken symlink, a named pipe) would first fail TFX's
     # fingerprint of the inputs with a message-less NotFoundError, or block a worker.
     for split in input_config.splits:
-      file_selection.input_files(os.path.join(input_base, split.pattern))
+      file_selection.input_files(os.path.join(file_selection.escape(input_base), split.pattern))
   source_text = jsonl_text_field if input_format == contract.JSONL else text_column
   return TextExampleGen(
     input_base=input_base,

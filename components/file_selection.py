@@ -17,6 +17,10 @@ entry gets one warning per folder, with a count and the first few names, however
 
 Only local folders are listed for the entries the glob does not match; in a bucket, what the
 glob matches is all that is seen.
+
+`data.input_base` is a folder, never a pattern: its `*`, `?` and `[` are escaped (`escape`)
+before it is joined to a split's glob, here and in the `input_base` TFX fingerprints, so a
+folder named `wr[1]` is read, not its look-alike `wr1`. Messages show it as written (`shown`).
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ MAX_RECORDED = 1000
 # Compressions a file name may end in that the readers do not decompress (they take .gz, .bz2).
 _UNREAD_COMPRESSIONS = ('.zip', '.xz', '.zst', '.7z', '.lz4', '.lzma', '.tgz', '.rar', '.z')
 _GLOB_MAGIC = re.compile(r'[*?[]')
+# A glob character escaped as one in brackets (`[[]`), as `escape` writes it.
+_ESCAPED = re.compile(r'\[([*?[])\]')
 
 # Kinds of left-out entries: one warning each per folder.
 HIDDEN, OTHER_ENDING, CASE, FOLDER, UNMATCHED = 'hidden', 'ending', 'case', 'folder', 'unmatched'
@@ -64,14 +70,39 @@ def _default_extension(pattern: str) -> str | None:
   return wanted[1:-1] if re.fullmatch(r'\*\.\w+\*', wanted) else None
 
 
+def escape(folder: str) -> str:
+  """`folder` as a glob matching only itself: each `*`, `?` and `[` in brackets, as
+  `glob.escape` does (TF's glob, local or in a bucket, reads `[[]` as a plain `[`)."""
+  return re.sub(r'([*?[])', r'[\1]', folder)
+
+
+def _fixed(part: str) -> str | None:
+  """A path component of a glob as the name it matches, None if it holds a wildcard."""
+  plain = _ESCAPED.sub('', part)
+  return None if _GLOB_MAGIC.search(plain) else _ESCAPED.sub(r'\1', part)
+
+
 def _root(pattern: str) -> str:
-  """The folder of `pattern` before its first wildcard: where left-out names are relative to."""
+  """The folder of `pattern` before its first wildcard, as a path (escapes undone): where
+  left-out names are relative to."""
   fixed = []
   for part in pattern.split('/')[:-1]:
-    if _GLOB_MAGIC.search(part):
+    name = _fixed(part)
+    if name is None:
       break
-    fixed.append(part)
+    fixed.append(name)
   return '/'.join(fixed) or '.'
+
+
+def shown(pattern: str) -> str:
+  """`pattern` for messages: its leading folders (an escaped input_base) as written."""
+  parts = pattern.split('/')
+  for i, part in enumerate(parts[:-1]):
+    name = _fixed(part)
+    if name is None:
+      break
+    parts[i] = name
+  return '/'.join(parts)
 
 
 def _kind_of_match(path: str, pattern: str) -> str | None:
@@ -131,8 +162,8 @@ def select(pattern: str) -> Selection:
       selection.files.append(path)
     else:
       selection.left_out.setdefault(kind, []).append(path)
-  folder = os.path.dirname(pattern)
-  if '://' in pattern or _GLOB_MAGIC.search(folder) or not os.path.isdir(folder or '.'):
+  folder = _fixed(os.path.dirname(pattern)) if '://' not in pattern else None
+  if folder is None or not os.path.isdir(folder or '.'):
     return selection
   wanted = os.path.basename(pattern)
   seen = {os.path.basename(path) for path in matched}
@@ -211,14 +242,14 @@ def input_files(pattern: str) -> list[str]:
 def describe_files(pattern: str) -> str:
   """`pattern` with how many files it reads and the first few names, for messages."""
   files = select(pattern).files
-  shown = named([os.path.basename(f) for f in files])
-  return f'{pattern} ({len(files)} file(s): {shown})'
+  names = named([os.path.basename(f) for f in files])
+  return f'{shown(pattern)} ({len(files)} file(s): {names})'
 
 
 def recorded(input_base: str, patterns: list[str]) -> str:
-  """The files the `patterns` (under `input_base`) read, as ExampleGen records them on its
-  output: JSON {"count": n, "files": [the first MAX_RECORDED, relative to input_base]}."""
-  prefix = input_base.rstrip('/') + '/'
+  """The files the `patterns` (under `input_base`, escaped) read, as ExampleGen records them on
+  its output: JSON {"count": n, "files": [the first MAX_RECORDED, relative to input_base]}."""
+  prefix = _ESCAPED.sub(r'\1', input_base).rstrip('/') + '/'
   files = [
     path[len(prefix) :] if path.startswith(prefix) else path
     for pattern in patterns

@@ -291,19 +291,19 @@ def ReadTextExamples(  # noqa: N802 (Beam transform naming)
   name, options = _reader(exec_properties)
   files = file_selection.input_files(pattern)
   if not files:
-    folder = os.path.dirname(pattern)
+    folder = os.path.dirname(file_selection.shown(pattern))
     held = sorted(fileio.listdir(folder)) if fileio.isdir(folder) else []
     shown = ', '.join(held[:_MAX_REPORTED_FILES]) + (', ...' if held[_MAX_REPORTED_FILES:] else '')
     raise DataError(
-      f'no input files match {pattern!r} (input_format={name!r}); the folder holds '
-      f'{shown or "nothing"}: set data.format or data.file_pattern to match them'
+      f'no input files match {file_selection.shown(pattern)!r} (input_format={name!r}); the '
+      f'folder holds {shown or "nothing"}: set data.format or data.file_pattern to match them'
     )
   into = f' (hash-split into {", ".join(s for s, _ in hash_splits)})' if hash_splits else ''
   logging.info(
     'input: reading %d %s file(s) matching %s%s: %s',
     len(files),
     name,
-    pattern,
+    file_selection.shown(pattern),
     into,
     file_selection.named([os.path.basename(f) for f in files]),
   )

@@ -97,7 +97,7 @@ def _first_jsonl_record(config: 'PipelineConfig') -> Optional[Tuple[str, dict]]:
   folder = config.resolve_path(data.input_base)
   if data.input_splits:
     folder = os.path.join(folder, data.input_splits[0])
-  paths = sorted(glob.glob(os.path.join(folder, data.file_pattern or '*.jsonl*')))
+  paths = sorted(glob.glob(os.path.join(glob.escape(folder), data.file_pattern or '*.jsonl*')))
   paths = [p for p in paths if p.endswith(('.jsonl', '.jsonl.gz')) and os.path.isfile(p)]
   if not paths:
     return None

@@ -46,7 +46,9 @@ def input_bytes(config, input_base: Optional[str] = None) -> Optional[int]:
     return None
   base = input_base or config_lib.input_base_dir(config)
   pattern = data.file_pattern or example_gen_lib.get_format(data.format).default_pattern
-  folders = [os.path.join(base, split) for split in data.input_splits] or [base]
+  folders = [os.path.join(glob.escape(base), split) for split in data.input_splits] or [
+    glob.escape(base)
+  ]
   total = 0
   for folder in folders:
     for path in glob.glob(os.path.join(folder, pattern)):

@@ -3,9 +3,11 @@
 import json
 import logging
 import os
+import re
 
 import apache_beam as beam
 import pytest
+import tensorflow as tf
 from ml_metadata.proto import metadata_store_pb2
 from tfx.types import standard_component_specs
 
@@ -138,3 +140,42 @@ def test_the_files_read_are_recorded_for_summary_json(tmp_path):
   artifact.custom_properties[contract.INPUT_FILES_PROPERTY].string_value = recorded
   assert summary.input_files(artifact) == expected
   assert summary.input_files(None) == {}
+
+
+@pytest.mark.parametrize('folder', ['wr[1]', 'a*b', 'q?', 'x[!]]'])
+def test_input_base_is_a_folder_as_written_never_a_pattern(tmp_path, folder, caplog):
+  (tmp_path / folder).mkdir()
+  (tmp_path / folder / 'a.csv').write_text(CSV)
+  (tmp_path / folder / 'b [1].csv').write_text(CSV)  # glob characters in a file name too
+  (tmp_path / folder / 'c?.txt').write_text(CSV)
+  for look_alike in ('wr1', 'ab', 'axb', 'qq', 'x]'):  # what the name would match as a glob
+    (tmp_path / look_alike).mkdir()
+    (tmp_path / look_alike / 'other.csv').write_text(CSV)
+  base = str(tmp_path / folder)
+  component = example_gen.create_example_gen('csv', base, label_column='label')
+  base_glob = component.exec_properties[standard_component_specs.INPUT_BASE_KEY]
+  read = [os.path.join(base, 'a.csv'), os.path.join(base, 'b [1].csv')]
+  # What TFX fingerprints (the escaped input_base joined to the split's pattern) is what is read.
+  assert sorted(tf.io.gfile.glob(os.path.join(base_glob, DEFAULT))) == read
+  with caplog.at_level(logging.INFO, logger='absl'):
+    assert file_selection.input_files(os.path.join(base_glob, DEFAULT)) == read
+  assert any(f'in {base} left out (c?.txt)' in w for w in _logged(caplog, logging.WARNING))
+  recorded = file_selection.recorded(base_glob, [DEFAULT])
+  assert json.loads(recorded)['files'] == ['a.csv', 'b [1].csv']
+  described = file_selection.describe_files(os.path.join(base_glob, DEFAULT))
+  assert described.startswith(f'{base}/{DEFAULT} (2 file(s)')
+
+
+def test_an_empty_folder_with_glob_characters_is_named_as_written(tmp_path):
+  folder = tmp_path / 'd [1]'
+  folder.mkdir()
+  (folder / 'notes.txt').write_text(CSV)
+  exec_properties = {
+    standard_component_specs.INPUT_BASE_KEY: file_selection.escape(str(folder)),
+    example_gen.INPUT_FORMAT_KEY: 'csv',
+    example_gen.TEXT_COLUMN_KEY: 'text',
+    example_gen.LABEL_COLUMN_KEY: 'label',
+  }
+  pipeline = beam.Pipeline(runner=local_runner.FN_API_RUNNER)
+  with pytest.raises(ValueError, match=re.escape(f"match '{folder}/*.csv*'") + '.*holds notes.txt'):
+    _ = pipeline | example_gen.ReadTextExamples(exec_properties, DEFAULT)
