@@ -291,8 +291,13 @@ def _check_swallowed_rows(
   """A row whose quoted field spans lines (`parts`: their (line, text)) may be a stray quote
   closed by another one lines later, every row between read as part of one field. Raises when
   the lines it took in read, each by itself, as rows of the file (`width` fields, a label seen
-  before): every line between its first and last, or the last when there are only two (a real
-  multi-line text is rarely shaped so)."""
+  before), and so does its first line without the quote that opened the field.
+
+  The lines taken in are those between the first and the last; when there are none, the last,
+  unless it ends the field as a field ends (its closing quote followed by a comma or the line
+  end: a real cell's last line, `...",pos`). So a real multi-line cell passes, whichever column the label
+  is in: its first line is no row when the label follows the cell, and its inner lines are
+  rarely rows when the label leads."""
 
   def reads_as_row(text: str) -> bool:
     try:
@@ -301,8 +306,12 @@ def _check_swallowed_rows(
       return False
     return len(fields) == width and _label_str(fields[label_index]) in labels
 
-  taken = parts[1:-1] or parts[1:]
-  if not all(reads_as_row(text) for _, text in taken):
+  first_line = parts[0][1]
+  opening = _opening_quote(first_line)
+  if opening is not None and not reads_as_row(first_line[:opening] + first_line[opening + 1 :]):
+    return
+  taken = parts[1:-1] if _closes_field(parts[-1][1]) else parts[1:-1] or parts[1:]
+  if not taken or not all(reads_as_row(text) for _, text in taken):
     return
   first, last = taken[0][0], taken[-1][0]
   rows = f'line {first}' if first == last else f'lines {first}-{last}'
@@ -311,6 +320,31 @@ def _check_swallowed_rows(
     f'{rows}, which read as rows of their own (a stray quote?); close the quote where the field '
     'ends, or double a quote inside a quoted field ("")'
   )
+
+
+def _opening_quote(line: str) -> int | None:
+  """Where in `line` (a row's first line) the quoted field that runs on past it opens."""
+  pos = 0
+  while pos < len(line):
+    if line[pos] == '"':
+      closed = _CLOSED_QUOTED_FIELD.match(line, pos)
+      if closed is None:
+        return pos
+      pos = closed.end()
+    pos = _FIELD_REST.match(line, pos).end() + 1
+  return None
+
+
+def _closes_field(line: str) -> bool:
+  """Whether `line`, the last of a quoted field spanning lines, closes it as a field closes:
+  its first quote that is not doubled followed by a comma or the line end."""
+  pos = 0
+  while (pos := line.find('"', pos)) >= 0:
+    if line.startswith('""', pos):
+      pos += 2
+      continue
+    return line[pos + 1 : pos + 2] in ('', ',', '\r', '\n')
+  return False
 
 
 # A quoted CSV field that closes (a quote inside it doubled, not followed by another quote), and

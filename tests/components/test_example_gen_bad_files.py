@@ -267,8 +267,10 @@ def test_invalid_utf8_in_a_tfrecord_names_the_record_and_feature(tmp_path, featu
     (['1,fine', '0,ok', '1,"a stray quote', '0,closing" quote'], '5'),
     # The label column last: the text's stray quote takes the label lines in.
     (['fine,1', 'ok,0', '"stray,1', 'next row,0', 'closing",1'], '5'),
+    # The label last, closed on the next line by a quote inside a field: that line alone.
+    (['fine,1', 'ok,0', '"stray,1', 'closing" quote,0'], '5'),
   ],
-  ids=['rows between', 'next line', 'label last'],
+  ids=['rows between', 'next line', 'label last', 'label last, next line'],
 )
 def test_rows_taken_into_a_quoted_field_by_a_stray_quote_are_named(tmp_path, rows, taken):
   path, message = _csv_error(tmp_path, rows)
@@ -283,3 +285,30 @@ def test_a_multi_line_text_with_commas_and_label_like_words_is_one_document(tmp_
   path.write_text(f'label,text\npos,fine\nneg,bad\npos,"{text}"\n')
   records = readers.read_records(str(path), 'csv', text_column='text', label_column='label')
   assert list(records) == [(2, 'fine', 'pos'), (3, 'bad', 'neg'), (4, text, 'pos')]
+
+
+@pytest.mark.parametrize('ending', ['\n', '\r\n'])
+@pytest.mark.parametrize('label_first', [False, True])
+@pytest.mark.parametrize(
+  'cell',
+  [
+    'first line of review\nsecond line of review',
+    'one, two\nthree, neg\nfour',  # commas, a label-like word
+    'a\n\nb\nc, d\ne',
+  ],
+  ids=['two lines', 'commas', 'five lines'],
+)
+def test_a_multi_line_cell_after_rows_of_its_label_is_read(tmp_path, ending, label_first, cell):
+  path = tmp_path / 'a.csv'
+  rows = [('good film', 'pos'), ('bad film', 'neg'), (f'"{cell}"', 'pos'), ('last', 'neg')]
+  lines = ['label,text' if label_first else 'text,label']
+  lines += [f'{label},{text}' if label_first else f'{text},{label}' for text, label in rows]
+  # An Excel export: CRLF between rows, LF inside the cell.
+  path.write_bytes((ending.join(lines) + ending).encode())
+  records = readers.read_records(str(path), 'csv', text_column='text', label_column='label')
+  assert [(text, label) for _, text, label in records] == [
+    ('good film', 'pos'),
+    ('bad film', 'neg'),
+    (cell, 'pos'),
+    ('last', 'neg'),
+  ]
