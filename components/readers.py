@@ -189,7 +189,25 @@ def _read_jsonl(
         f'{path}, line {number}: label field {label_column!r} is {_json_type(label)}, not a '
         'string or number'
       )
+    if '\\u' in line:  # a lone surrogate (no character, not UTF-8) comes only from an escape
+      _check_surrogates(path, number, text_column, text)
+      if isinstance(label, str):
+        _check_surrogates(path, number, label_column, label)
     yield number, text, _label_str(label)
+
+
+_SURROGATE = re.compile(r'[\ud800-\udfff]')
+
+
+def _check_surrogates(path: str, number: int, field: str, value: str) -> None:
+  """A JSON string with half a surrogate pair (`\\ud800` alone) is no text: an error."""
+  found = _SURROGATE.search(value)
+  if found:
+    raise DataError(
+      f'{path}, line {number}: field {field!r} has a lone surrogate escape '
+      f'(\\u{ord(found.group()):04x}, character {found.start() + 1}), half of a pair that is no '
+      'character (text cut inside an emoji?): write the character whole, or remove the escape'
+    )
 
 
 def _json_type(value: Any) -> str:

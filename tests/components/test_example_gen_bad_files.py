@@ -174,6 +174,25 @@ def test_a_jsonl_label_that_is_a_number_or_padded_is_read_as_text(tmp_path, labe
   assert list(records) == [(1, 'a film', read)]
 
 
+@pytest.mark.parametrize(
+  'line, field',
+  [
+    (r'{"text": "lone \ud800 surrogate", "label": "pos"}', 'text'),
+    (r'{"text": "fine", "label": "p\uDC00s"}', 'label'),
+  ],
+)
+def test_a_jsonl_lone_surrogate_escape_names_the_file_line_and_field(tmp_path, line, field):
+  path = tmp_path / 'a.jsonl'
+  path.write_text(
+    '{"text": "an emoji \\ud83d\\ude00 pair is fine", "label": "pos"}\n' + line + '\n'
+  )
+  with pytest.raises(DataError) as error:
+    list(readers.read_records(str(path), 'jsonl', text_column='text', label_column='label'))
+  message = str(error.value)
+  assert message.startswith(f"{path}, line 2: field '{field}' has a lone surrogate escape")
+  assert 'write the character whole, or remove the escape' in message
+
+
 def test_csv_labels_with_surrounding_spaces_are_read_without_them(tmp_path):
   path = tmp_path / 'a.csv'
   path.write_text('text,label\nfirst, 1\nsecond,1 \nthird," 0 "\n')
