@@ -55,20 +55,30 @@ _BOM = '\ufeff'
 _CSV_FIELD_LIMIT = 64 * 1024 * 1024
 
 
-# A line end: LF, CRLF, or a CR alone (old Mac files).
+# Lines are counted as `grep -n` and editors count them: a file whose first line ends in LF or
+# CRLF has lines ending in LF (a CR alone inside it is a character, e.g. in a quoted CSV field);
+# a file whose first line ends in a CR alone (old Mac, Excel "CSV (Macintosh)") has lines ending
+# in CR, LF or CRLF.
 _LINE_END = re.compile(rb'\r\n|\r|\n')
+_LF = re.compile(rb'\n')
 # After a CR that is not part of a CRLF: where a line ended by a bare CR stops (the CR kept, so
 # that csv still sees a line end, and a quoted field spanning it keeps it).
 _BARE_CR = re.compile(rb'(?<=\r)(?!\n)(?=.)', re.DOTALL)
 
 
-def _decode(raw: bytes, path: str, line: int) -> str:
+def _cr_ends_lines(first: bytes) -> bool:
+  """Whether a file whose first bytes are `first` has lines ending in a CR alone (old Mac)."""
+  end = _LINE_END.search(first)
+  return end is not None and end.group() == b'\r' and end.end() < len(first)
+
+
+def _decode(raw: bytes, path: str, line: int, cr_ends_lines: bool = False) -> str:
   """`raw` (starting on line `line` of `path`) as text; invalid UTF-8 is an error naming the
   line and byte it is on."""
   try:
     return raw.decode('utf-8')
   except UnicodeDecodeError as e:
-    before = _LINE_END.split(raw[: e.start])
+    before = (_LINE_END if cr_ends_lines else _LF).split(raw[: e.start])
     raise DataError(
       f'{path}, line {line + len(before) - 1}: invalid UTF-8 (byte {len(before[-1]) + 1} of the line, counted from 1, '
       f'is 0x{raw[e.start]:02x}: {e.reason}); re-encode the file as UTF-8'
@@ -126,15 +136,18 @@ def _damaged(path: str, where: str, error: BaseException) -> DataError:
   )
 
 
-def _lines(path: str, bare_cr: bool = False) -> Iterator[tuple[int, str]]:
-  """Streams the decoded lines of a file (line endings kept), numbered from 1; with `bare_cr`,
-  a CR not followed by LF ends a line too (old Mac files). Lines are split before they are
-  decoded, so invalid UTF-8 is reported on its own line."""
+def _lines(path: str) -> Iterator[tuple[int, str]]:
+  """Streams the decoded lines of a file (line endings kept), numbered from 1, a CR alone ending
+  a line only in a file whose first line it ends (see `_LINE_END`). Lines are split before they
+  are decoded, so invalid UTF-8 is reported on its own line."""
   number = 0
+  cr_ends_lines = None
   with _open(path) as f:
     try:
       for raw in f:
-        for piece in _BARE_CR.split(raw) if bare_cr and b'\r' in raw else (raw,):
+        if cr_ends_lines is None:
+          cr_ends_lines = _cr_ends_lines(raw)
+        for piece in _BARE_CR.split(raw) if cr_ends_lines and b'\r' in raw else (raw,):
           number += 1
           line = _decode(piece, path, number)
           # A byte-order mark (Windows editors, spreadsheet exports) is not part of the data.
@@ -151,9 +164,9 @@ def _read_text(path: str, text_mode: str = contract.LINE) -> Iterator[Record]:
         data = f.read()
       except _STREAM_ERRORS as e:
         raise _damaged(path, 'in the file', e) from None
-    yield 1, _decode(data, path, 1).removeprefix(_BOM), None
+    yield 1, _decode(data, path, 1, _cr_ends_lines(data)).removeprefix(_BOM), None
     return
-  for number, line in _lines(path, bare_cr=True):
+  for number, line in _lines(path):
     yield number, line.rstrip('\r\n'), None
 
 
@@ -229,7 +242,7 @@ def _read_csv(
 
   def lines():
     number = 0
-    for number, line in _lines(path, bare_cr=True):
+    for number, line in _lines(path):
       parts.append((number, line))
       yield line
     # csv asks for a line after a row's first only inside a quoted field: this one never closed.

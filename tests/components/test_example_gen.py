@@ -116,6 +116,22 @@ def test_csv_rows_end_at_any_line_ending_and_errors_keep_their_line(tmp_path, en
     _read('csv', tmp_path, '*.csv', text_column='review', label_column='sentiment')
 
 
+def test_a_cr_alone_inside_an_lf_file_is_no_line_end_so_line_numbers_match_an_editor(tmp_path):
+  path = tmp_path / 'a.csv'
+  path.write_bytes(b'text,label\nfine,pos\n"quoted\rwith CR",neg\nok,pos\nragged\n')
+  records = readers.read_records(str(path), 'csv', text_column='text', label_column='label')
+  assert [next(records) for _ in range(3)] == [
+    (2, 'fine', 'pos'),
+    (3, 'quoted\rwith CR', 'neg'),
+    (4, 'ok', 'pos'),
+  ]
+  with pytest.raises(DataError, match=r'a\.csv, line 5: ragged row'):
+    next(records)
+  (tmp_path / 'a.txt').write_bytes(b'one\ntwo\rstill two\nthr\xffee\n')
+  with pytest.raises(DataError, match=r'a\.txt, line 3: invalid UTF-8 \(byte 4 '):
+    list(readers.read_records(str(tmp_path / 'a.txt'), 'text'))
+
+
 def test_invalid_utf8_names_file_and_line(tmp_path):
   (tmp_path / 'bad.txt').write_bytes(b'fine\nbro\xffken\n')
   with pytest.raises(

@@ -242,12 +242,14 @@ def test_quotes_inside_fields_and_closed_multi_line_fields_are_read(tmp_path):
 @pytest.mark.parametrize(
   'name, data, options, where',
   [
-    # Blank lines, CRLF and a bare CR (old Mac) before the bad byte all count as lines.
-    ('a.txt', b'one\n\ntwo\r\nthree\rfo\xffur\n', {}, 'line 5: invalid UTF-8 (byte 3 '),
+    # Blank lines and CRLF count as lines; a CR alone in a file of LF lines does not (as in an
+    # editor), in one whose first line it ends (old Mac) it does.
+    ('a.txt', b'one\n\ntwo\r\nthree\rfo\xffur\n', {}, 'line 4: invalid UTF-8 (byte 9 '),
+    ('a.txt', b'one\r\rtwo\r\nthree\rfo\xffur\n', {}, 'line 5: invalid UTF-8 (byte 3 '),
     ('a.txt', b'one\nthr\xffee\n', {'text_mode': 'file'}, 'line 2: invalid UTF-8 (byte 4 '),
     ('a.csv', b'label,text\r1,ok\r0,caf\xe9\r1,x\r', {'label_column': 'label'}, 'line 3: '),
   ],
-  ids=['text lines', 'text file', 'csv with bare CRs'],
+  ids=['text lines', 'text old Mac lines', 'text file', 'csv with bare CRs'],
 )
 def test_invalid_utf8_names_the_line_it_is_on(tmp_path, name, data, options, where):
   path = tmp_path / name
