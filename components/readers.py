@@ -308,9 +308,21 @@ def _read_csv(
       raise _unclosed_quote(path, parts, why) or DataError(
         f'{path}, line {parts[0][0]}: a field {why}: split the document'
       ) from None
+    if 'new-line character' in str(e) and any(_INNER_CR.search(text) for _, text in parts):
+      raise _inner_cr(path, parts) from None
     raise DataError(f'{path}, line {parts[0][0]}: malformed CSV ({e})') from None
 
 
+def _inner_cr(path: str, parts: list[tuple[int, str]]) -> DataError:
+  """The error of a row (`parts`) with a CR alone in an unquoted field, in a file of LF lines."""
+  return DataError(
+    f'{path}, line {parts[0][0]}: a carriage return (\\r) inside an unquoted field splits the '
+    'row in two: remove it, or quote the field'
+  )
+
+
+# A CR alone inside a line (not ending it): csv refuses it outside quotes.
+_INNER_CR = re.compile(r'\r(?!\n|$)')
 # The distinct labels remembered to recognize a row inside a quoted field (a bound for files with
 # a label per row, e.g. ids in the label column).
 _SEEN_LABELS_KEPT = 10_000

@@ -228,6 +228,19 @@ def _csv_error(tmp_path, rows):
   return path, str(error.value)
 
 
+@pytest.mark.parametrize('header, label', [('text,label', ',neg'), ('text', '')])
+def test_a_carriage_return_in_an_unquoted_field_is_named(tmp_path, header, label):
+  path = tmp_path / 'a.csv'
+  path.write_bytes(f'{header}\nfine{label}\nstray\rcarriage return here{label}\n'.encode())
+  options = {'label_column': 'label'} if label else {}
+  with pytest.raises(DataError) as error:
+    list(readers.read_records(str(path), 'csv', text_column='text', **options))
+  assert str(error.value) == (
+    f'{path}, line 3: a carriage return (\\r) inside an unquoted field splits the row in two: '
+    'remove it, or quote the field'
+  )
+
+
 def test_quotes_inside_fields_and_closed_multi_line_fields_are_read(tmp_path):
   path = tmp_path / 'a.csv'
   path.write_text('label,text\n1,he said "hi"\n0,"two\nlines, ""quoted"""\n1,5" tall\n')
