@@ -179,7 +179,9 @@ def _read_jsonl(
       yield number, '', None
       continue
     try:
-      record = json.loads(line)
+      record = json.loads(
+        line, parse_int=_JsonNumber, parse_float=_JsonNumber, parse_constant=_JsonNumber
+      )
     except json.JSONDecodeError as e:
       raise DataError(
         f'{path}, line {number}: not valid JSON ({e.msg} at column {e.colno})'
@@ -192,11 +194,13 @@ def _read_jsonl(
         'set data.jsonl_text_field to the field holding the text'
       )
     text = record[text_column]
-    if not isinstance(text, str):
+    if not isinstance(text, str) or isinstance(text, _JsonNumber):
       raise DataError(
         f'{path}, line {number}: text field {text_column!r} is {_json_type(text)}, not a string'
       )
     label = record.get(label_column) if label_column else None
+    if isinstance(label, bool):
+      label = 'true' if label else 'false'  # as the file spells it, not Python's True
     if isinstance(label, (dict, list)):  # str() would make a label no schema lists
       raise DataError(
         f'{path}, line {number}: label field {label_column!r} is {_json_type(label)}, not a '
@@ -223,9 +227,13 @@ def _check_surrogates(path: str, number: int, field: str, value: str) -> None:
     )
 
 
+class _JsonNumber(str):
+  """A JSON number as the file writes it (`1.0`, `1e2`): a label keeps its spelling."""
+
+
 def _json_type(value: Any) -> str:
   """JSON's name of the type of a decoded `value`."""
-  kinds = ((str, 'a string'), (bool, 'a boolean'), ((int, float), 'a number'), (list, 'an array'))
+  kinds = ((_JsonNumber, 'a number'), (str, 'a string'), (bool, 'a boolean'), (list, 'an array'))
   for kind, name in kinds:
     if isinstance(value, kind):
       return name

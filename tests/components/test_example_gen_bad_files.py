@@ -193,6 +193,18 @@ def test_a_jsonl_lone_surrogate_escape_names_the_file_line_and_field(tmp_path, l
   assert 'write the character whole, or remove the escape' in message
 
 
+@pytest.mark.parametrize(
+  'label, read', [('true', 'true'), ('false', 'false'), ('1.0', '1.0'), ('1e2', '1e2'), ('0', '0')]
+)
+def test_a_jsonl_label_that_is_a_boolean_or_number_is_spelled_as_the_file_writes_it(
+  tmp_path, label, read
+):
+  path = tmp_path / 'a.jsonl'
+  path.write_text(f'{{"text": "a film", "label": {label}, "score": 1.5}}\n')
+  records = readers.read_records(str(path), 'jsonl', text_column='text', label_column='label')
+  assert list(records) == [(1, 'a film', read)]
+
+
 def test_csv_labels_with_surrounding_spaces_are_read_without_them(tmp_path):
   path = tmp_path / 'a.csv'
   path.write_text('text,label\nfirst, 1\nsecond,1 \nthird," 0 "\n')
