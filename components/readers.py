@@ -456,6 +456,14 @@ def _example_fields(
     label_feature = feature[label_column]
     kind = label_feature.WhichOneof('kind')
     label_values = list(getattr(label_feature, kind).value) if kind else []
+    if len(label_values) > 1:
+      shown = ', '.join(repr(v) for v in label_values[:3]) + (
+        ', ...' if len(label_values) > 3 else ''
+      )
+      raise DataError(
+        f'{where}: feature {label_column!r} must hold one label, got {len(label_values)} '
+        f'{kind} values ({shown}): write one label per example'
+      )
     label = label_values[0] if label_values else None
     if isinstance(label, bytes):
       label = _decode_value(label, where, label_column)

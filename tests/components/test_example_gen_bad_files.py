@@ -358,3 +358,21 @@ def test_a_multi_line_cell_after_rows_of_its_label_is_read(tmp_path, ending, lab
     (cell, 'pos'),
     ('last', 'neg'),
   ]
+
+
+@pytest.mark.parametrize('kind', ['bytes_list', 'int64_list'])
+def test_a_tfrecord_label_with_several_values_is_refused_like_a_text_with_several(tmp_path, kind):
+  from tensorflow.core.example import example_pb2
+
+  record = example_pb2.Example()
+  record.features.feature['text'].bytes_list.value.append(b'a film')
+  values = [b'pos', b'neg'] if kind == 'bytes_list' else [1, 0]
+  getattr(record.features.feature['label'], kind).value.extend(values)
+  path = tmp_path / 'a.tfrecord'
+  path.write_bytes(tfrecords.frame([record.SerializeToString()]))
+  with pytest.raises(DataError) as error:
+    list(readers.read_records(str(path), 'tfrecord', text_column='text', label_column='label'))
+  assert str(error.value) == (
+    f"{path}, record 1: feature 'label' must hold one label, got 2 {kind} values "
+    f'({values[0]!r}, {values[1]!r}): write one label per example'
+  )
