@@ -72,6 +72,32 @@ def _cr_ends_lines(first: bytes) -> bool:
   return end is not None and end.group() == b'\r' and end.end() < len(first)
 
 
+# Byte-order marks of the encodings wider than UTF-8 (UTF-32's first: it starts as UTF-16's).
+_WIDE_BOMS = (
+  (b'\xff\xfe\x00\x00', 'UTF-32'),
+  (b'\x00\x00\xfe\xff', 'UTF-32'),
+  (b'\xff\xfe', 'UTF-16'),
+  (b'\xfe\xff', 'UTF-16'),
+)
+_WIDE_SAMPLE_BYTES = 256
+
+
+def _check_not_wide(first: bytes, path: str) -> None:
+  """Refuses a file whose first bytes are UTF-16 or UTF-32 (a byte-order mark of theirs, or
+  NUL bytes at every other place, as ASCII text in them has), which would read as invalid
+  UTF-8 or as text with a NUL between letters."""
+  wide = next((name for bom, name in _WIDE_BOMS if first.startswith(bom)), None)
+  sample = first[:_WIDE_SAMPLE_BYTES]
+  half = len(sample) // 2
+  if wide is None and half >= 2 and max(sample[0::2].count(0), sample[1::2].count(0)) >= half - 1:
+    wide = 'UTF-32' if sample.count(0) >= len(sample) * 3 // 4 - 1 else 'UTF-16'
+  if wide:
+    raise DataError(
+      f'{path}, line 1: looks like {wide}, not UTF-8: save it as UTF-8 (e.g. iconv -f {wide} '
+      f'-t UTF-8)'
+    )
+
+
 def _decode(raw: bytes, path: str, line: int, cr_ends_lines: bool = False) -> str:
   """`raw` (starting on line `line` of `path`) as text; invalid UTF-8 is an error naming the
   line and byte it is on."""
@@ -146,6 +172,7 @@ def _lines(path: str) -> Iterator[tuple[int, str]]:
     try:
       for raw in f:
         if cr_ends_lines is None:
+          _check_not_wide(raw, path)
           cr_ends_lines = _cr_ends_lines(raw)
         for piece in _BARE_CR.split(raw) if cr_ends_lines and b'\r' in raw else (raw,):
           number += 1
@@ -164,6 +191,7 @@ def _read_text(path: str, text_mode: str = contract.LINE) -> Iterator[Record]:
         data = f.read()
       except _STREAM_ERRORS as e:
         raise _damaged(path, 'in the file', e) from None
+    _check_not_wide(data, path)
     yield 1, _decode(data, path, 1, _cr_ends_lines(data)).removeprefix(_BOM), None
     return
   for number, line in _lines(path):

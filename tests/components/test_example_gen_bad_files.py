@@ -376,3 +376,40 @@ def test_a_tfrecord_label_with_several_values_is_refused_like_a_text_with_severa
     f"{path}, record 1: feature 'label' must hold one label, got 2 {kind} values "
     f'({values[0]!r}, {values[1]!r}): write one label per example'
   )
+
+
+@pytest.mark.parametrize(
+  'encoding, wide',
+  [
+    ('utf-16', 'UTF-16'),  # with a byte-order mark
+    ('utf-16-le', 'UTF-16'),
+    ('utf-16-be', 'UTF-16'),
+    ('utf-32', 'UTF-32'),
+    ('utf-32-le', 'UTF-32'),
+  ],
+)
+@pytest.mark.parametrize(
+  'name, options',
+  [
+    ('a.csv', {'label_column': 'label'}),
+    ('a.jsonl', {'label_column': 'label'}),
+    ('a.txt', {}),
+    ('b.txt', {'text_mode': 'file'}),
+  ],
+)
+def test_a_utf16_or_utf32_file_says_to_save_it_as_utf8(tmp_path, encoding, wide, name, options):
+  path = tmp_path / name
+  data = {'.csv': 'text,label\nfine,pos\n', '.jsonl': '{"text": "fine", "label": "pos"}\n'}
+  path.write_bytes(data.get(path.suffix, 'one fine line\n').encode(encoding))
+  input_format = {'.csv': 'csv', '.jsonl': 'jsonl'}.get(path.suffix, 'text')
+  with pytest.raises(DataError) as error:
+    list(readers.read_records(str(path), input_format, **options))
+  assert str(error.value) == (
+    f'{path}, line 1: looks like {wide}, not UTF-8: save it as UTF-8 (e.g. iconv -f {wide} -t UTF-8)'
+  )
+
+
+def test_a_short_or_ascii_first_line_is_not_taken_for_utf16(tmp_path):
+  path = tmp_path / 'a.txt'
+  path.write_bytes(b'a\nb\x00c\nfine\n')
+  assert [text for _, text, _ in readers.read_records(str(path), 'text')] == ['a', 'b\x00c', 'fine']
