@@ -212,10 +212,13 @@ def _read_jsonl(
       )
     except json.JSONDecodeError as e:
       raise DataError(
-        f'{path}, line {number}: not valid JSON ({e.msg} at column {e.colno})'
+        f'{path}, line {number}: not valid JSON ({e.msg} at column {e.colno}){_layout_hint(e)}'
       ) from None
     if not isinstance(record, dict):
-      raise DataError(f'{path}, line {number}: expected a JSON object, got {_json_type(record)}')
+      hint = f'; {_ONE_PER_LINE}, not an array of them' if isinstance(record, list) else ''
+      raise DataError(
+        f'{path}, line {number}: expected a JSON object, got {_json_type(record)}{hint}'
+      )
     if text_column not in record:
       raise DataError(
         f'{path}, line {number}: no text field {text_column!r} (fields: {sorted(record)}): '
@@ -253,6 +256,20 @@ def _check_surrogates(path: str, number: int, field: str, value: str) -> None:
       f'(\\u{ord(found.group()):04x}, character {found.start() + 1}), half of a pair that is no '
       'character (text cut inside an emoji?): write the character whole, or remove the escape'
     )
+
+
+_ONE_PER_LINE = 'write one JSON object per line (JSON Lines)'
+
+
+def _layout_hint(error: json.JSONDecodeError) -> str:
+  """What to do when a JSONL line's JSON error is one of layout, not of syntax: more after its
+  object (a trailing comma, two objects), or a line that ends inside one (pretty-printed JSON,
+  an object or array over several lines); '' otherwise."""
+  if error.msg == 'Extra data':
+    return f'; {_ONE_PER_LINE}, nothing after it (a trailing comma?)'
+  if error.pos >= len(error.doc) or error.doc in ('}', ']', '},', '],'):
+    return f'; the line ends inside an object or array (pretty-printed JSON?): {_ONE_PER_LINE}'
+  return ''
 
 
 class _JsonNumber(str):

@@ -413,3 +413,45 @@ def test_a_short_or_ascii_first_line_is_not_taken_for_utf16(tmp_path):
   path = tmp_path / 'a.txt'
   path.write_bytes(b'a\nb\x00c\nfine\n')
   assert [text for _, text, _ in readers.read_records(str(path), 'text')] == ['a', 'b\x00c', 'fine']
+
+
+@pytest.mark.parametrize(
+  'data, where, hint',
+  [
+    # A pretty-printed array of objects.
+    ('[\n  {"text": "a", "label": "pos"},\n  {"text": "b", "label": "neg"}\n]\n', 'line 1', 'ends'),
+    # One object over several lines.
+    ('{"text": "a", "label": "pos"}\n{\n  "text": "b"\n}\n', 'line 2', 'ends'),
+    # A trailing comma; two objects on a line.
+    ('{"text": "a", "label": "pos"},\n', 'line 1', 'after'),
+    ('{"text": "a"} {"text": "b"}\n', 'line 1', 'after'),
+    # An array of objects on one line.
+    ('[{"text": "a"}, {"text": "b"}]\n', 'line 1', 'array'),
+    # A syntax error inside the line: no layout hint.
+    ('{"text": "a" "label": "pos"}\n', 'line 1', None),
+  ],
+  ids=['pretty array', 'object over lines', 'trailing comma', 'two objects', 'array', 'syntax'],
+)
+def test_a_jsonl_layout_error_says_one_object_per_line(tmp_path, data, where, hint):
+  path = tmp_path / 'a.jsonl'
+  path.write_text(data)
+  with pytest.raises(DataError) as error:
+    list(readers.read_records(str(path), 'jsonl', text_column='text', label_column='label'))
+  message = str(error.value)
+  assert message.startswith(f'{path}, {where}: ')
+  assert ('write one JSON object per line (JSON Lines)' in message) == (hint is not None)
+  hints = {
+    'ends': 'the line ends inside an object or array (pretty-printed JSON?)',
+    'after': 'nothing after it (a trailing comma?)',
+    'array': 'expected a JSON object, got an array; write one JSON object per line (JSON Lines)',
+  }
+  assert hint is None or hints[hint] in message
+
+
+@pytest.mark.parametrize('ending', ['\r', '\r\n'], ids=['CR', 'CRLF'])
+def test_jsonl_lines_end_at_any_line_ending(tmp_path, ending):
+  path = tmp_path / 'a.jsonl'
+  lines = ['{"text": "a", "label": "pos"}', '', '{"text": "b", "label": "neg"}']
+  path.write_bytes((ending.join(lines) + ending).encode())
+  records = readers.read_records(str(path), 'jsonl', text_column='text', label_column='label')
+  assert list(records) == [(1, 'a', 'pos'), (2, '', None), (3, 'b', 'neg')]
