@@ -163,7 +163,7 @@ class _FileToExamples(beam.DoFn):
         path,
         sum(dropped.values()),
         sorted(self._label_values),
-        ', '.join(f'{label}: {count}' for label, count in dropped.most_common()),
+        ', '.join(f'{label!r} ({count})' for label, count in dropped.most_common()),
       )
 
   def _bad_labels(self, path: str, bad: list[tuple[int, str | None]]) -> DataError:

@@ -339,6 +339,11 @@ def _read_csv(
     while (fields := next_row()) is not None:
       if not fields:  # A blank line is not a record.
         continue
+      if len(header) > 1 and [field.strip() for field in fields] == header:
+        raise DataError(
+          f'{path}, line {parts[0][0]}: this row repeats the header {header} (CSV files joined '
+          'with their headers?): delete the row, or keep the files apart in the input folder'
+        )
       if len(fields) != len(header):
         spans = (
           f' (the row runs on to line {parts[-1][0]}, inside a quoted field: an unclosed quote?)'

@@ -455,3 +455,14 @@ def test_jsonl_lines_end_at_any_line_ending(tmp_path, ending):
   path.write_bytes((ending.join(lines) + ending).encode())
   records = readers.read_records(str(path), 'jsonl', text_column='text', label_column='label')
   assert list(records) == [(1, 'a', 'pos'), (2, '', None), (3, 'b', 'neg')]
+
+
+def test_a_row_repeating_the_header_mid_file_says_so(tmp_path):
+  path = tmp_path / 'a.csv'
+  path.write_text('text,label\ngood film,pos\ntext,label\nbad film,neg\n')
+  with pytest.raises(DataError) as error:
+    list(readers.read_records(str(path), 'csv', text_column='text', label_column='label'))
+  assert str(error.value) == (
+    f"{path}, line 3: this row repeats the header ['text', 'label'] (CSV files joined with their"
+    ' headers?): delete the row, or keep the files apart in the input folder'
+  )
