@@ -19,7 +19,8 @@ For classification, the executor also adds the schema's label domain to the labe
 it refuses a split (eval) holding a label the label vocabulary lacks: the model would have no
 output for it, and the Evaluator would fail on it after the whole training. With StatisticsGen's
 statistics as input, it also warns of the labels of the vocabulary that the train split has no
-rows of: the model has outputs for them that it never trained.
+rows of (the model has outputs for them that it never trained), and of the train split's labels
+an eval split has no rows of (the evaluation says nothing of them).
 """
 
 from __future__ import annotations
@@ -283,10 +284,26 @@ def label_counts(statistics: types.Artifact, split: str) -> dict[str, int] | Non
 
 def warn_labels_without_rows(statistics: types.Artifact, label_vocab: str) -> None:
   """Logs one warning naming the labels of the vocabulary file `label_vocab` that the train split
-  of the ExampleStatistics `statistics` has no rows of (nothing when it cannot tell)."""
+  of the ExampleStatistics `statistics` has no rows of, and one per other split (eval) naming
+  the train split's labels it has no rows of (nothing when the statistics cannot tell)."""
   counts = label_counts(statistics, TRAIN_SPLIT)
   if counts is None:
     return
+  for split in artifact_utils.decode_split_names(statistics.split_names):
+    split_counts = label_counts(statistics, split) if split != TRAIN_SPLIT else None
+    if split_counts is None:
+      continue
+    absent = [label for label in counts if label and label not in split_counts]
+    if absent:
+      logging.warning(
+        'Transform: the %s split lacks labels of the %s split: %s; the evaluation says nothing '
+        'of them. What to do: add rows with these labels, or change data.train_eval_ratio (or '
+        'move some into %s/ when the input is pre-split)',
+        split,
+        TRAIN_SPLIT,
+        ', '.join(f'{label!r} ({counts[label]} train rows)' for label in absent),
+        split,
+      )
   with tf.io.gfile.GFile(label_vocab, 'rb') as f:
     labels = f.read().decode('utf-8', errors='replace').splitlines()
   # An empty label stands for rows without one, which the statistics leave out.

@@ -210,24 +210,28 @@ def test_the_models_labels_are_label_values_and_the_schema_domain_sorted(tmp_pat
   assert transform.LABEL_DOMAIN_KEY not in json.loads(lm.exec_properties['custom_config'])
 
 
-def _statistics_artifact(tmp_path, labels, unique=None):
-  """An ExampleStatistics artifact whose train split counts `labels` (label -> rows)."""
-  stats = statistics_pb2.DatasetFeatureStatisticsList()
-  dataset = stats.datasets.add(num_examples=sum(labels.values()))
-  feature = dataset.features.add()
-  feature.path.step.append(contract.LABEL_KEY)
-  feature.string_stats.unique = len(labels) if unique is None else unique
-  for rank, (label, count) in enumerate(labels.items()):
-    feature.string_stats.rank_histogram.buckets.add(
-      low_rank=rank, high_rank=rank, label=label, sample_count=count
-    )
+def _statistics_artifact(tmp_path, labels, unique=None, eval_labels=None):
+  """An ExampleStatistics artifact whose train split counts `labels` (label -> rows), and whose
+  eval split counts `eval_labels` (None: no statistics of the eval split)."""
   artifact = standard_artifacts.ExampleStatistics()
   artifact.uri = str(tmp_path / 'statistics')
   artifact.split_names = json.dumps(['train', 'eval'])
-  (tmp_path / 'statistics' / 'Split-train').mkdir(parents=True)
-  (tmp_path / 'statistics' / 'Split-train' / 'FeatureStats.pb').write_bytes(
-    stats.SerializeToString()
-  )
+  for split, counts in (('train', labels), ('eval', eval_labels)):
+    if counts is None:
+      continue
+    stats = statistics_pb2.DatasetFeatureStatisticsList()
+    dataset = stats.datasets.add(num_examples=sum(counts.values()))
+    feature = dataset.features.add()
+    feature.path.step.append(contract.LABEL_KEY)
+    feature.string_stats.unique = len(counts) if unique is None else unique
+    for rank, (label, count) in enumerate(counts.items()):
+      feature.string_stats.rank_histogram.buckets.add(
+        low_rank=rank, high_rank=rank, label=label, sample_count=count
+      )
+    (tmp_path / 'statistics' / f'Split-{split}').mkdir(parents=True)
+    (tmp_path / 'statistics' / f'Split-{split}' / 'FeatureStats.pb').write_bytes(
+      stats.SerializeToString()
+    )
   return artifact
 
 
@@ -255,3 +259,30 @@ def test_labels_without_training_rows_are_one_warning_the_run_summary_lists(tmp_
   assert 'add training rows' in message
   assert "the schema's label domain (data.schema_dir)" in message and 'data.label_values' in message
   assert collector.by_component == {contract.TRANSFORM_ID: [message]}
+
+
+def test_train_labels_without_eval_rows_are_one_warning_naming_the_split(tmp_path):
+  vocab = tmp_path / 'label_vocab'
+  vocab.write_bytes(b'neg\npos\n')
+  collector = local_runner.WarningCollector(lambda: contract.TRANSFORM_ID)
+  logging.getLogger().addHandler(collector)
+  try:
+    transform.warn_labels_without_rows(
+      _statistics_artifact(tmp_path / 'absent', {'pos': 99, 'neg': 4}, eval_labels={'pos': 11}),
+      str(vocab),
+    )
+    transform.warn_labels_without_rows(
+      _statistics_artifact(
+        tmp_path / 'both', {'pos': 99, 'neg': 4}, eval_labels={'pos': 9, 'neg': 1}
+      ),
+      str(vocab),
+    )
+  finally:
+    logging.getLogger().removeHandler(collector)
+  (message,) = collector.messages
+  assert collector.by_component == {contract.TRANSFORM_ID: [message]}
+  assert message.startswith(
+    "Transform: the eval split lacks labels of the train split: 'neg' (4 train rows); the "
+    'evaluation says nothing of them. What to do: add rows with these labels, or change '
+    'data.train_eval_ratio'
+  )
