@@ -5,8 +5,8 @@ decide whether a cached ExampleGen is still valid, so the glob alone decides wha
 the glob's folder holds besides those files is never left out silently: each kind of left-out
 entry gets one warning per folder, with a count and the first few names, however many there are:
 
-  * a hidden file the glob matches (an editor's lock or swap file), unless the pattern names
-    hidden files; hidden names the glob does not match (`.DS_Store`, `.git`) are ignored;
+  * a hidden file the glob matches (an editor's lock or swap file; macOS metadata, `._x.csv`),
+    unless the pattern names hidden files; hidden names the glob does not match (`.DS_Store`, `.git`) are ignored;
   * under a format's default pattern (`*.csv*`), a match not ending in the extension, or the
     extension and .gz or .bz2 (a backup: `x.csv.orig`, `x.csv~`); an archive the readers cannot
     open (`x.csv.zip`) is an error naming it;
@@ -49,6 +49,7 @@ _ESCAPED = re.compile(r'\[([*?[])\]')
 
 # Kinds of left-out entries: one warning each per folder.
 HIDDEN, OTHER_ENDING, CASE, FOLDER, UNMATCHED = 'hidden', 'ending', 'case', 'folder', 'unmatched'
+MACOS = 'macos'  # AppleDouble `._x.csv` files: the metadata a copy from a Mac leaves
 
 
 @dataclasses.dataclass
@@ -57,7 +58,8 @@ class Selection:
 
   Attributes:
     files: the input files, sorted.
-    left_out: per kind (HIDDEN, OTHER_ENDING, CASE, FOLDER, UNMATCHED), the paths left out.
+    left_out: per kind (HIDDEN, MACOS, OTHER_ENDING, CASE, FOLDER, UNMATCHED), the paths left
+      out.
   """
 
   files: list[str] = dataclasses.field(default_factory=list)
@@ -110,7 +112,7 @@ def _kind_of_match(path: str, pattern: str) -> str | None:
   name = os.path.basename(path)
   wanted = os.path.basename(pattern)
   if name.startswith('.') and not wanted.startswith('.'):
-    return HIDDEN
+    return MACOS if name.startswith('._') else HIDDEN
   extension = _default_extension(pattern)
   endings = (extension, f'{extension}.gz', f'{extension}.bz2') if extension else ()
   if extension is None or name.endswith(endings):
@@ -193,6 +195,11 @@ def _reason(kind: str, pattern: str, names: list[str]) -> str:
   """Why entries of `kind` are left out and what to do to read them."""
   wanted = os.path.basename(pattern)
   extension = _default_extension(pattern)
+  if kind == MACOS:
+    return (
+      "macOS metadata (AppleDouble '._' files a copy from a Mac leaves), not data: delete them"
+      ' (dot_clean, or rm ._*)'
+    )
   if kind == HIDDEN:
     return "hidden (an editor's lock or swap file?); read only if data.file_pattern starts with '.'"
   if kind == OTHER_ENDING:

@@ -179,3 +179,17 @@ def test_an_empty_folder_with_glob_characters_is_named_as_written(tmp_path):
   pipeline = beam.Pipeline(runner=local_runner.FN_API_RUNNER)
   with pytest.raises(ValueError, match=re.escape(f"match '{folder}/*.csv*'") + '.*holds notes.txt'):
     _ = pipeline | example_gen.ReadTextExamples(exec_properties, DEFAULT)
+
+
+def test_macos_metadata_files_are_left_out_as_such(tmp_path, caplog):
+  for name in ('a.csv', '._a.csv', '.~lock.a.csv#'):
+    (tmp_path / name).write_text(CSV)
+  with caplog.at_level(logging.WARNING, logger='absl'):
+    assert file_selection.input_files(str(tmp_path / DEFAULT)) == [str(tmp_path / 'a.csv')]
+  (macos,) = [w for w in _logged(caplog, logging.WARNING) if '._a.csv' in w]
+  assert macos == (
+    f"input: 1 file in {tmp_path} left out (._a.csv): macOS metadata (AppleDouble '._' files a "
+    'copy from a Mac leaves), not data: delete them (dot_clean, or rm ._*)'
+  )
+  (lock,) = [w for w in _logged(caplog, logging.WARNING) if '.~lock' in w]
+  assert "an editor's lock or swap file?" in lock
