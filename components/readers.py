@@ -154,8 +154,22 @@ def _open(path: str) -> Iterator[IO[bytes]]:
         yield stream
 
 
+# How the data of each compression starts.
+_MAGIC = {'gz': b'\x1f\x8b', 'bz2': b'BZh'}
+
+
 def _damaged(path: str, where: str, error: BaseException) -> DataError:
-  kind = f'{_compression(path)} data' if _compression(path) else 'data'
+  compression = _compression(path)
+  if compression:
+    with _open_raw(path) as raw:
+      start = raw.read(len(_MAGIC[compression]))
+    if start and start != _MAGIC[compression]:
+      hint = ' (plain text?)' if start.isascii() else ''
+      return DataError(
+        f'{path}: not {compression} data{hint}, though named .{compression}: rename it without '
+        f'.{compression}, or compress it'
+      )
+  kind = f'{compression} data' if compression else 'data'
   return DataError(
     f'{path}: unreadable {kind} {where} ({error or type(error).__name__}); the '
     'file is corrupt or truncated: re-create or re-download it'

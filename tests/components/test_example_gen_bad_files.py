@@ -466,3 +466,16 @@ def test_a_row_repeating_the_header_mid_file_says_so(tmp_path):
     f"{path}, line 3: this row repeats the header ['text', 'label'] (CSV files joined with their"
     ' headers?): delete the row, or keep the files apart in the input folder'
   )
+
+
+@pytest.mark.parametrize('suffix', ['.gz', '.bz2'])
+def test_a_plain_file_named_as_compressed_says_to_rename_it(tmp_path, suffix):
+  path = tmp_path / f'a.csv{suffix}'
+  path.write_text('text,label\nfine,pos\n')
+  with pytest.raises(DataError) as error:
+    list(readers.read_records(str(path), 'csv', text_column='text', label_column='label'))
+  compression = suffix[1:]
+  assert str(error.value) == (
+    f'{path}: not {compression} data (plain text?), though named {suffix}: rename it without '
+    f'{suffix}, or compress it'
+  )
