@@ -7,12 +7,13 @@ a `text` feature and, when a label column is configured, a `label` feature
 
 What is skipped or dropped is counted (Beam counters in `tfxlm.example_gen`) and logged per file:
 empty or whitespace-only documents; with `label_values`, rows whose label is not listed; files
-without documents. With the schema's label rules (`label_domain`, `require_label`), a row whose
-label is missing or outside the domain is a `DataError` naming the file and line (and how many
-rows of the file have one); without them such a row is kept, for ExampleValidator to report. A
-split without examples, or an input pattern that matches no file, is a `DataError` naming the
-split or pattern. Which files a pattern reads, and the warnings of what it leaves out, are
-`components.file_selection`'s; the files read are logged (INFO), a count and the first few names.
+without documents; documents holding NUL bytes (kept, only logged). With the schema's label rules
+(`label_domain`, `require_label`), a row whose label is missing or outside the domain is a
+`DataError` naming the file and line (and how many rows of the file have one); without them such a
+row is kept, for ExampleValidator to report. A split without examples, or an input pattern that
+matches no file, is a `DataError` naming the split or pattern. Which files a pattern reads, and
+the warnings of what it leaves out, are `components.file_selection`'s; the files read are logged
+(INFO), a count and the first few names.
 
 Hash splits hash each example's text (not the whole example), so duplicates stay in one split
 and ExampleGens reading the same files with other options (the pretraining corpus) agree with
@@ -102,7 +103,7 @@ class _FileToExamples(beam.DoFn):
     return value if split is None else beam.pvalue.TaggedOutput(self._split_names[split], value)
 
   def process(self, path: str) -> Iterator[Any]:
-    empty_lines = []
+    empty_lines, nul_lines = [], []
     dropped = collections.Counter()
     documents = 0
     # Per output (a split number, or None without hash splits): its pending list and bytes.
@@ -124,6 +125,8 @@ class _FileToExamples(beam.DoFn):
         bad_labels.append((number, label))
         continue
       documents += 1
+      if '\x00' in text:
+        nul_lines.append(number)
       example = make_example(text, label)
       split = (
         bisect.bisect(self._bounds, _text_bucket(text, self._bounds[-1])) if self._bounds else None
@@ -156,6 +159,15 @@ class _FileToExamples(beam.DoFn):
         len(empty_lines),
         shown,
         ', ...' if len(empty_lines) > _MAX_REPORTED_LINES else '',
+      )
+    if nul_lines:  # odd in text, but valid: kept, told once per file
+      logging.warning(
+        '%s: %d documents hold NUL bytes (\\x00; lines %s%s), which tokenizers drop as control '
+        'characters: if the file is binary or not UTF-8 text, re-create it; else remove them',
+        path,
+        len(nul_lines),
+        ', '.join(map(str, nul_lines[:_MAX_REPORTED_LINES])),
+        ', ...' if len(nul_lines) > _MAX_REPORTED_LINES else '',
       )
     if dropped:  # as asked, but a misspelled label would lose its rows: the summary lists it
       logging.warning(

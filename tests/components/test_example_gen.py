@@ -152,6 +152,15 @@ def test_five_megabyte_single_line_document(tmp_path):
   assert sorted(len(t) for t, _ in pairs) == [5, len(doc)]
 
 
+def test_nul_bytes_in_text_are_kept_and_warned_once_per_file(tmp_path, caplog):
+  (tmp_path / 'a.txt').write_bytes(b'fine line\nnul\x00 here\nand\x00 here\nfine again\n')
+  with caplog.at_level('WARNING'), caplog.at_level('WARNING', logger='absl'):
+    pairs, _ = _read('text', tmp_path, '*.txt')
+  assert ('nul\x00 here', None) in pairs and len(pairs) == 4
+  (warned,) = [r.getMessage() for r in caplog.records if 'NUL' in r.getMessage()]
+  assert warned.startswith(f'{tmp_path / "a.txt"}: 2 documents hold NUL bytes (\\x00; lines 2, 3)')
+
+
 def test_missing_label_is_kept_without_value_for_validation(tmp_path):
   text_data.write_csv(
     str(tmp_path / 'a.csv'), [['', 'no label'], ['1', 'labeled']], ['label', 'text']
