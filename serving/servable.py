@@ -276,7 +276,8 @@ class Servable:
         _check_pace(deadline, signature, start, batch, time.monotonic() - began)
       rows = end - start
       chunk = {key: value[start:end] for key, value in inputs.items()}
-      outputs = self._call(signature, queue, chunk, rows, deadline, row_bytes[start:end], alive)
+      chunk_bytes = None if row_bytes is None else row_bytes[start:end]
+      outputs = self._call(signature, queue, chunk, rows, deadline, chunk_bytes, alive)
       short = [k for k, v in outputs.items() if v.ndim == 0 or v.shape[0] != rows]
       if short:
         raise errors.invalid_argument(

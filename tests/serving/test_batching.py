@@ -15,6 +15,7 @@ from serving import errors, memory
 from serving.batching import BatchingOptions, BatchQueue
 from serving.config import ModelConfig
 from serving.manager import ModelManager
+from serving.servable import Servable
 from tests.serving.conftest import MODEL, start_server
 
 
@@ -249,3 +250,49 @@ def test_server_drops_a_request_whose_grpc_deadline_passes_in_the_queue(toy_base
     assert 'serving_batch_size_count{model="toy",signature="predict_text"}' not in metrics
   finally:
     running.close()
+
+
+class _Affine(tf.Module):
+  """y = 3x + 1 on float32 rows: a signature with no string input."""
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name='x')])
+  def affine(self, x):
+    return {'y': 3.0 * x + 1.0}
+
+
+@pytest.fixture(scope='module')
+def numeric(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp('affine') / '1')
+  module = _Affine()
+  tf.saved_model.save(module, path, signatures={'affine': module.affine})
+  return Servable('affine', 1, path)
+
+
+def test_a_numeric_request_split_into_calls_answers_as_one_call(numeric):
+  signature = numeric.signature('affine')
+  x = np.arange(7, dtype=np.float32)
+  whole = numeric.run(signature, {'x': x})['y']
+  np.testing.assert_array_equal(whole, 3 * x + 1)
+  numeric.call_rows = {'affine': 2}  # as the memory budget would set it
+  try:
+    np.testing.assert_array_equal(numeric.run(signature, {'x': x})['y'], whole)
+  finally:
+    numeric.call_rows = {}
+
+
+def test_a_numeric_request_split_by_the_batch_queue_answers_as_one_call(numeric):
+  signature = numeric.signature('affine')
+  options = BatchingOptions(
+    max_batch_size=4,
+    batch_timeout_micros=0,
+    num_batch_threads=1,
+    enable_large_batch_splitting=True,
+    max_execution_batch_size=2,
+  )
+  numeric.batch_queues = {'affine': BatchQueue(signature, options)}
+  try:
+    for rows in (1, 3, 4):
+      x = np.linspace(-1, 1, rows, dtype=np.float32)
+      np.testing.assert_array_equal(numeric.run(signature, {'x': x})['y'], 3 * x + 1)
+  finally:
+    numeric.batch_queues.pop('affine').close()
