@@ -274,17 +274,20 @@ def from_json(key: str, value: object, dtype: tf.DType, budget: Budget | None = 
       raise _out_of_range(key, low if low < info.min else high, dtype)
   if kind == 'f' and dtype != tf.float64:
     # TF Serving refuses a finite number the float cannot hold rather than make it Infinity;
-    # NaN and Infinity written as such stay as they are.
-    magnitude = np.abs(array.astype(np.float64))
-    over = (magnitude > float(dtype.max)) & np.isfinite(magnitude)
+    # one that rounds to the largest float (3.4028235e38 for float32) is that float. NaN and
+    # Infinity written as such stay as they are.
+    with np.errstate(over='ignore'):
+      narrow = array.astype(numpy_dtype)
+    over = np.isinf(narrow) & ~np.isinf(array)
     if over.any():
       raise _out_of_range(key, array[over][0], dtype)
+    return narrow
   return array.astype(numpy_dtype)
 
 
 def _out_of_range(key, value, dtype):
   bounds = (
-    f'its magnitude is at most {dtype.max:.8g}'
+    f'it would round to infinity; the largest {dtype.name} is {dtype.max:.8g}'
     if dtype.is_floating
     else f'it holds {dtype.min} to {dtype.max}'
   )
@@ -502,11 +505,11 @@ def example_from_json(index: int | str, obj: object) -> example_pb2.Example:
         raise errors.invalid_argument(f'{where}: integer out of range for int64')
       feature.int64_list.value.extend(values)
     elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-      big = [v for v in values if math.isfinite(v) and abs(v) > float(tf.float32.max)]
+      big = [v for v in values if _rounds_to_float32_infinity(v)]
       if big:
         raise errors.invalid_argument(
-          f'{where}: {as_json(big[0])} is out of range for a float feature (float32: its'
-          f' magnitude is at most {tf.float32.max:.8g})'
+          f'{where}: {as_json(big[0])} is out of range for a float feature (float32: it would'
+          f' round to infinity; the largest float32 is {tf.float32.max:.8g})'
         )
       feature.float_list.value.extend(values)
     else:
@@ -514,6 +517,20 @@ def example_from_json(index: int | str, obj: object) -> example_pb2.Example:
         f'{where} mixes or has unsupported value types: {as_json(value)}'
       )
   return example
+
+
+# float32's largest value plus half its last unit: a finite number of this magnitude or more
+# rounds to infinity as a float32, one below it to a finite float32.
+_FLOAT32_INFINITY_FROM = float(2**128 - 2**103)
+
+
+def _rounds_to_float32_infinity(value):
+  """True for a finite JSON number (float or integer of any size) float32 makes infinite."""
+  try:
+    value = float(value)
+  except OverflowError:
+    return True
+  return math.isfinite(value) and abs(value) >= _FLOAT32_INFINITY_FROM
 
 
 def merge_context(

@@ -177,6 +177,8 @@ def test_text_example_is_what_serving_default_parses():
     ([2**64], tf.int64, '18446744073709551616 is out of range for int64'),
     ([2**63], tf.int64, '9223372036854775808 is out of range for int64'),
     ([10**400], tf.float32, 'is out of range for float32'),
+    ([10**400], tf.float64, 'is out of range for float64'),
+    ([3.4028235677973366e38], tf.float32, 'is out of range for float32'),  # max + half an ulp
   ],
 )
 def test_json_numbers_a_dtype_cannot_hold_are_refused_not_made_infinite(value, dtype, message):
@@ -193,9 +195,35 @@ def test_json_infinity_and_nan_written_as_such_and_the_largest_floats_still_deco
   assert codec.from_json('x', [65504], tf.float16)[0] == 65504
 
 
+@pytest.mark.parametrize(
+  'value,dtype,expected',
+  [
+    (3.4028235e38, tf.float32, np.finfo(np.float32).max),  # how the server writes FLT_MAX
+    (3.4028235677973362e38, tf.float32, np.finfo(np.float32).max),
+    (65505, tf.float16, 65504),
+    (65504.0001, tf.float16, 65504),
+    (65519.99, tf.float16, 65504),
+    (-65519.99, tf.float16, -65504),
+  ],
+)
+def test_json_numbers_that_round_to_the_largest_float_are_that_float(value, dtype, expected):
+  assert codec.from_json('x', [value], dtype)[0] == expected
+
+
 def test_float_features_a_float32_cannot_hold_are_refused():
   with pytest.raises(errors.ServingError, match=r'examples\[0\] feature "f": 1e\+39 is out'):
     codec.example_from_json(0, {'f': [1.0, 1e39]})
+  with pytest.raises(errors.ServingError, match='out of range for a float feature'):
+    codec.example_from_json(0, {'f': [1.0, 3.4028235677973366e38]})
+  with pytest.raises(errors.ServingError, match='out of range for a float feature'):
+    codec.example_from_json(0, {'f': [1.5, 10**400]})
+
+
+def test_float_features_that_round_to_the_largest_float32_are_kept():
+  example = codec.example_from_json(0, {'f': [3.4028235e38, -3.4028235677973362e38, 0.5, 10**20]})
+  values = example.features.feature['f'].float_list.value
+  expected = np.array([3.4028235e38, -3.4028235e38, 0.5, 1e20], np.float32)
+  np.testing.assert_array_equal(np.array(values, np.float32), expected)
 
 
 @pytest.mark.parametrize(
