@@ -258,13 +258,18 @@ def from_json(key: str, value: object, dtype: tf.DType, budget: Budget | None = 
   if allowed is None:
     raise errors.invalid_argument(f'input "{key}": dtype {dtype.name} cannot be sent as JSON')
   if array.size and array.dtype.kind not in allowed:
-    huge = _huge_integer(array) if kind in 'iuf' else None
-    if huge is not None:
-      raise _out_of_range(key, huge, dtype)
-    raise errors.invalid_argument(
-      f'input "{key}" expects {dtype.name} values but got'
-      f' {_json_kind(array)} (e.g. {as_json(json_safe(array.flat[0]))})'
-    )
+    # Integers too large for any numpy integer leave an object array: a float input reads
+    # them as floats, an integer input refuses them.
+    floats = _numbers_as_floats(key, array, dtype) if kind == 'f' else None
+    if floats is None:
+      huge = _huge_integer(array) if kind in 'iu' else None
+      if huge is not None:
+        raise _out_of_range(key, huge, dtype)
+      raise errors.invalid_argument(
+        f'input "{key}" expects {dtype.name} values but got'
+        f' {_json_kind(array)} (e.g. {as_json(json_safe(array.flat[0]))})'
+      )
+    array = floats
   if not array.size:
     return array.astype(numpy_dtype)
   if array.dtype.kind in 'iu' and kind in 'iu':
@@ -283,6 +288,24 @@ def from_json(key: str, value: object, dtype: tf.DType, budget: Budget | None = 
       raise _out_of_range(key, array[over][0], dtype)
     return narrow
   return array.astype(numpy_dtype)
+
+
+def _numbers_as_floats(key, array, dtype):
+  """An object array of JSON numbers as float64 (None when it holds anything else).
+
+  Raises:
+    ServingError: INVALID_ARGUMENT for an integer beyond any double.
+  """
+  values = list(array.flat)
+  if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+    return None
+  floats = np.empty(len(values), np.float64)
+  for i, v in enumerate(values):
+    try:
+      floats[i] = v
+    except OverflowError:
+      raise _out_of_range(key, v, dtype) from None
+  return floats.reshape(array.shape)
 
 
 def _out_of_range(key, value, dtype):

@@ -179,6 +179,7 @@ def test_text_example_is_what_serving_default_parses():
     ([10**400], tf.float32, 'is out of range for float32'),
     ([10**400], tf.float64, 'is out of range for float64'),
     ([3.4028235677973366e38], tf.float32, 'is out of range for float32'),  # max + half an ulp
+    ([1.0, 10**20], tf.float16, '1e+20 is out of range for float16'),
   ],
 )
 def test_json_numbers_a_dtype_cannot_hold_are_refused_not_made_infinite(value, dtype, message):
@@ -208,6 +209,20 @@ def test_json_infinity_and_nan_written_as_such_and_the_largest_floats_still_deco
 )
 def test_json_numbers_that_round_to_the_largest_float_are_that_float(value, dtype, expected):
   assert codec.from_json('x', [value], dtype)[0] == expected
+
+
+@pytest.mark.parametrize(
+  'value,dtype', [(2**64, tf.float64), (10**20, tf.float32), (-(10**20), tf.float32)]
+)
+def test_integers_past_int64_sent_to_a_float_input_are_read_as_floats(value, dtype):
+  array = codec.from_json('x', [[1, value]], dtype)
+  assert array.dtype == dtype.as_numpy_dtype
+  assert array.tolist() == [[1.0, float(dtype.as_numpy_dtype(value))]]
+
+
+def test_integers_past_int64_mixed_with_other_values_are_still_refused():
+  with pytest.raises(errors.ServingError, match='expects float32 values but got objects'):
+    codec.from_json('x', [True, 10**20], tf.float32)
 
 
 def test_float_features_a_float32_cannot_hold_are_refused():
