@@ -100,15 +100,30 @@ def from_undecodable_tf_error(error: UnicodeDecodeError, where: str) -> ServingE
   return ServingError(grpc.StatusCode.INVALID_ARGUMENT, f'{where}: {_clean(message)}')
 
 
+# A frame of a Python stack: TensorFlow appends the stack that defined a node (for a TF1
+# SavedModel, the server's own stack when it loaded the model) to the node's errors.
+_FRAME = re.compile(r'^\s*File ".*", line \d+')
+
+
 def _clean(message):
-  """Keeps the lines of a TensorFlow message that say what failed, not graph boilerplate."""
+  """Keeps the lines of a TensorFlow message that say what failed, not graph boilerplate nor
+  the Python stack (file paths, source lines) TensorFlow may append to it."""
   lines = []
+  in_frame = False
   for line in str(message).splitlines():
+    if _FRAME.match(line):
+      in_frame = True
+      continue
+    if in_frame and line[:1].isspace() and line.strip():
+      continue  # the frame's source line
+    in_frame = False
     line = re.sub(r'\s*\[\[.*?\]\]', '', line)
     line = re.sub(r'\s*\[Op:[^\]]*\]', '', line)
     line = re.sub(r'\{\{function_node [^}]*\}\}\s*', '', line).strip()
     # A tf.debugging.Assert whose one datum is the message: "assertion failed: [message]".
     line = re.sub(r'^assertion failed: \[([^\[\]]+)\]$', r'\1', line)
-    if line and not line.startswith(('Graph execution error', 'Detected at node', '<stack traces')):
+    if line and not line.startswith(
+      ('Graph execution error', 'Detected at node', '<stack traces', 'Traceback (most recent')
+    ):
       lines.append(line)
-  return '; '.join(lines) or str(message)
+  return '; '.join(lines) or 'TensorFlow gave no message'

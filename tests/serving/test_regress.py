@@ -223,3 +223,13 @@ def test_regress_and_multi_inference_over_grpc(line_base):
     assert status == 400 and 'empty' in answer['error']
   finally:
     running.close()
+
+
+def test_an_error_of_a_tf1_model_carries_no_server_stack(line):
+  with pytest.raises(errors.ServingError) as raised:
+    core.regress(line, _regression_request([None]))
+  assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+  assert raised.value.message == (
+    'signature "serving_default": Name: <unknown>, Feature: x (data type: float) is required'
+    ' but could not be found.'
+  )
