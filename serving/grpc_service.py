@@ -9,7 +9,6 @@ the loop itself.
 """
 
 import asyncio
-import hmac
 import logging
 import time
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from tensorflow_serving.apis import (
   regression_pb2,
 )
 
-from serving import codec, config, core, errors
+from serving import auth, codec, config, core, errors
 from serving.admission import Admission
 from serving.manager import ModelManager
 from serving.metrics import Metrics
@@ -318,14 +317,15 @@ def _refuse(code, message):
 
 
 class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
-  """Lets an RPC through only with metadata `authorization: Bearer <token>`.
+  """Lets an RPC through only with metadata `authorization: Bearer <token>` (the scheme in any
+  case, as over REST).
 
   Args:
     token: the shared secret.
   """
 
   def __init__(self, token: str):
-    self._expected = f'Bearer {token}'.encode()
+    self._token = token
     self._refusal = _refuse(
       grpc.StatusCode.UNAUTHENTICATED,
       'missing or wrong bearer token: send metadata "authorization: Bearer <token>"',
@@ -337,7 +337,6 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
     """Passes the call on when its metadata carries the token, else refuses it."""
     for key, value in handler_call_details.invocation_metadata or ():
       if key == AUTHORIZATION_KEY:
-        given = value.encode() if isinstance(value, str) else value
-        if hmac.compare_digest(given, self._expected):
+        if auth.bearer_matches(value, self._token):
           return await continuation(handler_call_details)
     return self._refusal

@@ -16,7 +16,6 @@ deflate body, JSON decoding and encoding included), so the loop stays free.
 
 import asyncio
 import dataclasses
-import hmac
 import json
 import logging
 import re
@@ -29,7 +28,7 @@ import grpc
 from aiohttp import http_exceptions, web, web_protocol, web_server
 from aiohttp.http import HttpVersion, HttpVersion10, HttpVersion11
 
-from serving import codec, errors, rest_api
+from serving import auth, codec, errors, rest_api
 from serving.admission import Admission
 from serving.manager import ModelManager
 from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -486,12 +485,7 @@ class _Handler:
     token = self.server.options.auth_token
     if token is None:
       return
-    given = self.request.headers.get('Authorization') or ''
-    scheme, _, credentials = given.strip().partition(' ')
-    # The scheme is case-insensitive (RFC 7235); the token is compared in constant time.
-    if scheme.lower() != 'bearer' or not hmac.compare_digest(
-      credentials.strip().encode('utf-8', 'replace'), token.encode()
-    ):
+    if not auth.bearer_matches(self.request.headers.get('Authorization') or '', token):
       raise errors.unauthenticated(
         'missing or wrong bearer token: send the header "Authorization: Bearer <token>"'
       )

@@ -451,14 +451,19 @@ def test_bearer_token_guards_every_call_but_health(authed, capsys):
     None,
     (('authorization', 'Bearer wrong'),),
     (('authorization', 's3cret-token'),),
+    (('authorization', 'bearer S3CRET-TOKEN'),),
+    (('authorization', 'Basic s3cret-token'),),
+    (('authorization', 'Bearers3cret-token'),),
   ):
     with pytest.raises(grpc.RpcError) as raised:
       running.predictions.Predict(request, timeout=30, metadata=metadata)
     assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
-  ok = running.predictions.Predict(
-    request, timeout=30, metadata=(('authorization', 'Bearer s3cret-token'),)
-  )
-  assert ok.model_spec.version.value == 2
+  # As over REST, the scheme matches in any case.
+  for scheme in ('Bearer', 'bearer', 'BEARER'):
+    ok = running.predictions.Predict(
+      request, timeout=30, metadata=(('authorization', f'{scheme} s3cret-token'),)
+    )
+    assert ok.model_spec.version.value == 2
   connection = RawHttp(running.server.rest_port)
   try:
     for path in (f'/v1/models/{MODEL}', '/monitoring/prometheus/metrics'):
