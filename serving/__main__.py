@@ -20,6 +20,7 @@ log = logging.getLogger('serving')
 
 
 DEFAULT_REST_TIMEOUT_SECONDS = 120.0
+DEFAULT_REQUEST_THREADS = 32
 # tensorflow_model_server flags that tune what has no counterpart here: accepted, so a TF Serving
 # command line starts, with one WARNING each saying what happens instead.
 IGNORED_FLAGS = {
@@ -56,9 +57,41 @@ REFUSED_FLAGS = {
   ' front',
   'platform_config_file': 'only TensorFlow SavedModels are served; list them with'
   ' --model_config_file',
-  'saved_model_tags': 'the "serve" MetaGraph is always loaded',
+  'saved_model_tags': 'only the "serve" MetaGraph is loaded',
   'prefer_tflite_model': 'TFLite models are not served',
 }
+# The value of each refused flag that asks for what this server does anyway
+# (tensorflow_model_server's default): given so, the flag is accepted and changes nothing.
+NO_OP_VALUES = {
+  'ssl_config_file': '',
+  'use_alts_credentials': False,
+  'grpc_socket_path': '',
+  'rest_api_enable_cors_support': False,
+  'platform_config_file': '',
+  'saved_model_tags': 'serve',
+  'prefer_tflite_model': False,
+}
+# A setting and the flags that name it: given by several, they must agree.
+ALIASES = {'request_threads': ('request_threads', 'grpc_threads', 'grpc_max_threads')}
+# The least value of each numeric flag, and the float flags that must be above 0.
+AT_LEAST = {
+  'request_threads': 1,
+  'max_queued_requests': 0,
+  'grpc_max_concurrent_rpcs': 0,
+  'rest_max_connections': 1,
+  'max_request_bytes': 1,
+  'max_request_batch_size': 0,
+  'max_request_elements': 1,
+  'max_request_string_bytes': 1,
+  'max_json_depth': 1,
+  'max_execution_batch_size': 0,
+  'request_memory_budget_mb': 16,
+  'rest_timeout_seconds': 0,
+  'drain_seconds': 0,
+}
+POSITIVE = ('rest_header_timeout_seconds', 'rest_body_timeout_seconds')
+# A flag given without a value (`--use_alts_credentials`): true for a boolean flag.
+_BARE = True
 
 
 def _bool(text: str) -> bool:
@@ -69,6 +102,22 @@ def _bool(text: str) -> bool:
   if value in ('false', 'f', 'no', 'n', '0'):
     return False
   raise argparse.ArgumentTypeError(f'{text!r} is not a boolean: write true, false, 1 or 0')
+
+
+def _asks_for_nothing_else(name: str, value: str | bool) -> bool:
+  """True when refused flag `name` is given a value that asks for what this server does anyway
+  (`--use_alts_credentials=false`, `--saved_model_tags=serve`)."""
+  wanted = NO_OP_VALUES[name]
+  if value is _BARE:
+    return wanted is True
+  if isinstance(wanted, bool):
+    try:
+      return _bool(value) == wanted
+    except argparse.ArgumentTypeError:
+      return False
+  if name == 'saved_model_tags':  # a comma-separated set of tags
+    return {tag.strip() for tag in value.split(',')} == {wanted}
+  return value.strip() == wanted
 
 
 def _flags(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
@@ -147,14 +196,14 @@ def _flags(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace
   )
   add(
     '--request_threads',
-    '--grpc_threads',
-    '--grpc_max_threads',
     type=int,
-    default=32,
+    default=None,
     help='Threads that run the model work of Predict, Classify and Regress requests (gRPC and REST'
-    ' together); further requests wait in the queue. --grpc_threads is an old name,'
+    ' together); further requests wait in the queue (default 32). --grpc_threads is an old name,'
     " --grpc_max_threads tensorflow_model_server's.",
   )
+  add('--grpc_threads', type=int, default=None, help=argparse.SUPPRESS)
+  add('--grpc_max_threads', type=int, default=None, help=argparse.SUPPRESS)
   add(
     '--max_queued_requests',
     type=int,
@@ -268,21 +317,51 @@ def _flags(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace
     ' on here (false is ignored with a warning).',
   )
   add('--log_level', default='INFO', help='Python logging level.')
-  for name in (*IGNORED_FLAGS, *REFUSED_FLAGS):
+  for name in IGNORED_FLAGS:
     add(f'--{name}', nargs='?', const='', default=None, help=argparse.SUPPRESS)
+  for name in REFUSED_FLAGS:
+    add(f'--{name}', nargs='?', const=_BARE, default=None, help=argparse.SUPPRESS)
   flags = parser.parse_args(argv)
-  given = [name for name in REFUSED_FLAGS if getattr(flags, name) is not None]
-  if given:
-    parser.error(
-      f'--{given[0]} (tensorflow_model_server) is not supported: {REFUSED_FLAGS[given[0]]}'
-    )
+  for name, why in REFUSED_FLAGS.items():
+    value = getattr(flags, name)
+    if value is not None and not _asks_for_nothing_else(name, value):
+      shown = f'--{name}' if value is _BARE else f'--{name}={value}'
+      parser.error(f'{shown} (tensorflow_model_server) is not supported: {why}')
+  # The flag each setting was given by, and the value as typed, for messages.
+  typed = {name: (f'--{name}', getattr(flags, name)) for name in AT_LEAST}
+  for name, spellings in ALIASES.items():
+    given = {f'--{n}': getattr(flags, n) for n in spellings if getattr(flags, n) is not None}
+    _agree(parser, given)
+    if given:
+      typed[name] = next(iter(given.items()))
+      setattr(flags, name, typed[name][1])
+  if flags.request_threads is None:
+    flags.request_threads = DEFAULT_REQUEST_THREADS
+  seconds = {}
+  if flags.rest_timeout_seconds is not None:
+    seconds['--rest_timeout_seconds'] = flags.rest_timeout_seconds
   if flags.rest_api_timeout_in_ms is not None:
-    if flags.rest_timeout_seconds is not None:
-      parser.error('give one of --rest_timeout_seconds and --rest_api_timeout_in_ms')
-    flags.rest_timeout_seconds = flags.rest_api_timeout_in_ms / 1000
-  if flags.rest_timeout_seconds is None:
-    flags.rest_timeout_seconds = DEFAULT_REST_TIMEOUT_SECONDS
+    seconds['--rest_api_timeout_in_ms'] = flags.rest_api_timeout_in_ms / 1000
+    typed['rest_timeout_seconds'] = ('--rest_api_timeout_in_ms', flags.rest_api_timeout_in_ms)
+  _agree(parser, seconds, {'--rest_api_timeout_in_ms': flags.rest_api_timeout_in_ms})
+  flags.rest_timeout_seconds = min(seconds.values(), default=DEFAULT_REST_TIMEOUT_SECONDS)
+  for name, least in AT_LEAST.items():
+    if getattr(flags, name) < least:
+      flag, value = typed[name]
+      parser.error(f'{flag} must be >= {least}, got {value:g}')
+  for name in POSITIVE:
+    if not getattr(flags, name) > 0:
+      parser.error(f'--{name} must be > 0, got {getattr(flags, name):g}')
   return parser, flags
+
+
+def _agree(parser, given, shown=None):
+  """Refuses names of one setting given different values (flag -> value, in one unit),
+  naming the flags as typed (`shown`: flag -> the value typed, where the unit differs)."""
+  if len(set(given.values())) > 1:
+    shown = shown or {}
+    typed = ' and '.join(f'{flag}={shown.get(flag, value):g}' for flag, value in given.items())
+    parser.error(f'{typed} name one setting with different values: give one of them')
 
 
 def ignored_flag_warnings(flags: argparse.Namespace) -> list[str]:

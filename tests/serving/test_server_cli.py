@@ -267,8 +267,26 @@ def test_boolean_flags_take_tensorflow_model_servers_forms(argv, batching, manag
   [
     (['--rest_time=5'], 'unrecognized arguments: --rest_time=5'),  # no abbreviations
     (['--enable_batching=maybe'], "'maybe' is not a boolean: write true, false, 1 or 0"),
-    (['--ssl_config_file=ssl.config'], '--ssl_config_file (tensorflow_model_server) is not'),
-    (['--rest_api_timeout_in_ms=1', '--rest_timeout_seconds=2'], 'give one of'),
+    (['--ssl_config_file=ssl.config'], '--ssl_config_file=ssl.config (tensorflow_model_server)'),
+    (
+      ['--rest_api_timeout_in_ms=1', '--rest_timeout_seconds=2'],
+      '--rest_timeout_seconds=2 and --rest_api_timeout_in_ms=1 name one setting with different'
+      ' values',
+    ),
+    (
+      ['--request_threads=4', '--grpc_max_threads=8'],
+      '--request_threads=4 and --grpc_max_threads=8 name one setting with different values',
+    ),
+    (['--use_alts_credentials'], '--use_alts_credentials (tensorflow_model_server) is not'),
+    (['--use_alts_credentials=true'], '--use_alts_credentials=true (tensorflow_model_server)'),
+    (['--saved_model_tags=serve,gpu'], '--saved_model_tags=serve,gpu (tensorflow_model_server)'),
+    (['--ssl_config_file'], '--ssl_config_file (tensorflow_model_server) is not'),
+    (['--rest_api_timeout_in_ms=-5'], '--rest_api_timeout_in_ms must be >= 0, got -5'),
+    (['--rest_timeout_seconds=-0.5'], '--rest_timeout_seconds must be >= 0, got -0.5'),
+    (['--grpc_max_threads=0'], '--grpc_max_threads must be >= 1, got 0'),
+    (['--grpc_threads=0'], '--grpc_threads must be >= 1, got 0'),
+    (['--max_queued_requests=-1'], '--max_queued_requests must be >= 0, got -1'),
+    (['--rest_body_timeout_seconds=0'], '--rest_body_timeout_seconds must be > 0, got 0'),
   ],
 )
 def test_flags_that_would_mislead_are_usage_errors(argv, message, capsys):
@@ -300,3 +318,27 @@ def test_tensorflow_model_server_flags_are_aliases_or_ignored_with_a_warning():
   ]
   assert all(' is ignored: ' in line for line in warnings)
   assert _parse([]).rest_timeout_seconds == 120.0 and not ignored_flag_warnings(_parse([]))
+
+
+@pytest.mark.parametrize(
+  'argv',
+  [
+    ['--use_alts_credentials=false'],
+    ['--rest_api_enable_cors_support=false', '--prefer_tflite_model=0'],
+    ['--saved_model_tags=serve'],
+    ['--ssl_config_file=', '--grpc_socket_path=', '--platform_config_file='],
+  ],
+)
+def test_refused_flags_at_the_value_that_changes_nothing_are_accepted(argv):
+  from serving.__main__ import ignored_flag_warnings
+
+  assert _parse(argv).request_threads == 32
+  assert not ignored_flag_warnings(_parse(argv))
+
+
+def test_flags_naming_one_setting_may_be_given_together_with_one_value():
+  flags = _parse(['--request_threads=4', '--grpc_max_threads=4', '--grpc_threads=4'])
+  assert flags.request_threads == 4
+  flags = _parse(['--rest_timeout_seconds=5', '--rest_api_timeout_in_ms=5000'])
+  assert flags.rest_timeout_seconds == 5.0
+  assert _parse(['--rest_api_timeout_in_ms=0']).rest_timeout_seconds == 0  # no limit
