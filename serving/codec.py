@@ -441,15 +441,18 @@ def to_json(key: str, array: np.ndarray) -> object:
       return {'b64': base64.b64encode(v).decode('ascii')}
 
     return convert(array.tolist())
-  if array.dtype in _SHORT_FLOATS:
+  if array.dtype in _HALF_FLOATS:
+    # As TF Serving writes them: widened to float32 (exactly), so 65504 is written 65504, not
+    # float16's shortest 65500.0, which only a float16 reader takes back as 65504.
+    array = array.astype(np.float32)
+  if array.dtype == np.float32:
     return shortest_floats(array).tolist()
   return array.tolist()
 
 
-# Narrow floats, written in JSON by the shortest decimal that reads back as the same value (0.2
-# for float32 0.2, as TF Serving writes it), not by the digits of the double they widen to
-# (0.20000000298023224).
-_SHORT_FLOATS = {np.dtype(np.float16), np.dtype(np.float32), np.dtype(tf.bfloat16.as_numpy_dtype)}
+# float32 is written in JSON by the shortest decimal that reads back as the same float32 (0.2, as
+# TF Serving writes it), not by the digits of the double it widens to (0.20000000298023224).
+_HALF_FLOATS = {np.dtype(np.float16), np.dtype(tf.bfloat16.as_numpy_dtype)}
 _MAX_DIGITS = 9  # float32 needs at most 9 significant digits, float16 5, bfloat16 4
 # Powers of ten a double holds exactly. A decimal of at most 9 digits scaled by one of them is
 # the double nearest to that decimal, which Python writes back with those digits; so decimal

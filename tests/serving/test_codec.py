@@ -257,7 +257,7 @@ def test_a_ragged_list_names_its_first_odd_row(value, dtype, where):
 
 
 @pytest.mark.parametrize('dtype', [np.float32, np.float16, tf.bfloat16.as_numpy_dtype])
-def test_narrow_float_outputs_are_written_with_their_own_shortest_digits(dtype):
+def test_narrow_float_outputs_are_written_with_float32s_shortest_digits(dtype):
   rng = np.random.default_rng(0)
   special = [0.0, -0.0, 0.2, 0.1, -1 / 3, 1e-20, 1e-45, 2.5e10, 3e38, 65504.0, np.inf, np.nan]
   with np.errstate(over='ignore'):  # 3e38 is Infinity in float16
@@ -265,18 +265,31 @@ def test_narrow_float_outputs_are_written_with_their_own_shortest_digits(dtype):
       [special, rng.standard_normal(500), 10.0 ** rng.uniform(-40, 38, 500)]
     ).astype(dtype)
   written = json.loads(json.dumps(codec.to_json('y', values.reshape(2, -1))))
-  decoded = np.array(written, dtype=np.float64).astype(dtype).ravel()
-  # Every value reads back as itself.
-  np.testing.assert_array_equal(decoded.astype(np.float64), values.astype(np.float64))
+  # Every value reads back as itself, read as float32 as TF Serving's clients do (float16 and
+  # bfloat16 widen to float32 exactly).
+  decoded = np.array(written, dtype=np.float64).astype(np.float32).ravel()
+  np.testing.assert_array_equal(decoded, values.astype(np.float32))
 
   def digits(text):
     return len(text.lstrip('-').split('e')[0].replace('.', '').strip('0'))
 
-  # No more digits than numpy (ml_dtypes for bfloat16) writes the narrow value with.
-  for value, text in zip(values, [repr(x) for row in written for x in row]):
+  # No more digits than numpy writes the float32 value with.
+  for value, text in zip(values.astype(np.float32), [repr(x) for row in written for x in row]):
     if np.isfinite(value) and value != 0:
       assert digits(text) <= digits(str(value)), (text, str(value))
-  assert json.dumps(codec.to_json('y', np.array([0.2, -0.5], dtype))) == '[0.2, -0.5]'
+  assert json.dumps(codec.to_json('y', np.array([0.2, -0.5], np.float32))) == '[0.2, -0.5]'
+
+
+@pytest.mark.parametrize('dtype', [np.float16, tf.bfloat16.as_numpy_dtype])
+def test_half_float_outputs_read_back_exactly_as_float32_and_float64(dtype):
+  values = np.array([65504, -65504, 2048, 0.5, 1.5, 3], dtype)
+  if dtype == np.float16:  # 65504 written as float16's shortest digits would be 65500.0
+    assert json.dumps(codec.to_json('y', values[:1])) == '[65504.0]'
+  written = json.loads(json.dumps(codec.to_json('y', values)))
+  assert written == values.astype(np.float64).tolist()
+  assert json.dumps(codec.to_json('y', np.array([0.1], dtype))) == json.dumps(
+    codec.to_json('y', np.array([0.1], dtype).astype(np.float32))
+  )
 
 
 def test_b64_padding_is_optional_as_in_tf_serving():
