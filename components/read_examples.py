@@ -306,9 +306,14 @@ def ReadTextExamples(  # noqa: N802 (Beam transform naming)
     folder = os.path.dirname(file_selection.shown(pattern))
     held = sorted(fileio.listdir(folder)) if fileio.isdir(folder) else []
     shown = ', '.join(held[:_MAX_REPORTED_FILES]) + (', ...' if held[_MAX_REPORTED_FILES:] else '')
+    what = (
+      f'the folder holds {shown}: set data.format or data.file_pattern to match them'
+      if shown
+      else 'the folder is empty: put the data files there, or point data.input_base at the '
+      'folder that holds them'
+    )
     raise DataError(
-      f'no input files match {file_selection.shown(pattern)!r} (input_format={name!r}); the '
-      f'folder holds {shown or "nothing"}: set data.format or data.file_pattern to match them'
+      f'no input files match {file_selection.shown(pattern)!r} (input_format={name!r}); {what}'
     )
   into = f' (hash-split into {", ".join(s for s, _ in hash_splits)})' if hash_splits else ''
   logging.info(

@@ -137,6 +137,13 @@ def test_no_match_lists_what_the_folder_holds(tmp_path):
   assert 'data.format or data.file_pattern' in str(error.value)
 
 
+def test_no_match_in_an_empty_folder_says_it_is_empty(tmp_path):
+  with pytest.raises(DataError, match=r'no input files match') as error:
+    _build_read(tmp_path, '*.csv')
+  assert 'the folder is empty: put the data files there' in str(error.value)
+  assert 'data.format' not in str(error.value)
+
+
 @pytest.mark.parametrize(
   'record, problem',
   [
