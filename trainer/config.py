@@ -136,8 +136,8 @@ class TrainerConfig:
     jit_compile: Compile the train step's forward and backward pass with XLA (each new batch
       shape compiles anew). None (the default): where that is measured to pay back, i.e. a
       language model (clm, mlm: fixed-shape packed windows) in float32 under the default
-      strategy on a CPU host, trained for at least `training.JIT_MIN_STEPS` steps (README
-      "Training").
+      strategy on a CPU host without AVX-512 (with it, TensorFlow's oneDNN kernels are faster),
+      trained for at least `training.JIT_MIN_STEPS` steps (README "Training").
     fused_update: Compile the optimizer update (the finite-gradient check, clipping, AdamW) into
       one XLA program under the default strategy (one device; a strategy object and float16
       loss scaling keep the plain update). The same arithmetic in fewer passes over memory,

@@ -30,12 +30,15 @@ class Hardware:
     gpu_capabilities: (major, minor) compute capability of each local GPU.
     cpu_bfloat16: The CPU has bfloat16 instructions and TensorFlow uses oneDNN.
     cpu_float16: The CPU has float16 instructions and TensorFlow uses oneDNN.
+    cpu_avx512: The CPU has AVX-512 (AVX512F) and TensorFlow uses oneDNN: its own kernels then
+      outrun XLA's CPU code on a language model's step (trainer/training.py, `JIT_MIN_STEPS`).
   """
 
   tpu: bool = False
   gpu_capabilities: tuple = ()
   cpu_bfloat16: bool = False
   cpu_float16: bool = False
+  cpu_avx512: bool = False
 
   def native_bfloat16(self) -> bool:
     """Whether the devices that train multiply bfloat16 natively."""
@@ -109,6 +112,7 @@ def detect(strategy) -> Hardware:
   return Hardware(
     cpu_bfloat16=bool(flags & set(_BFLOAT16_CPU_FLAGS)) and onednn,
     cpu_float16=bool(flags & set(_FLOAT16_CPU_FLAGS)) and onednn,
+    cpu_avx512='avx512f' in flags and onednn,
   )
 
 

@@ -28,7 +28,7 @@ import tensorflow as tf
 from absl import logging
 
 from tfxlm import contract
-from trainer import adapters, inputs, optimization
+from trainer import adapters, inputs, optimization, precision
 from trainer.config import TrainerConfig
 
 CHECKPOINT_DIR = 'checkpoints'
@@ -51,7 +51,11 @@ FUSED_UPDATE_MIN_WEIGHT_STEPS = 1.4e9
 # (2026-12-05): GPT-2 `small` (clm) 1.24 s a step against 1.68-1.76 s on TensorFlow's kernels,
 # after a first step 3.5 s longer (the compile); the mlm BERT `small` 1.19-1.28 s against
 # 1.61-1.78 s, a first step 0.3-2.1 s longer. It pays back within ten steps. Unset, it compiles
-# for runs of at least this many steps; the windows' fixed shape compiles once.
+# for runs of at least this many steps; the windows' fixed shape compiles once. Not on a CPU with
+# AVX-512, where TensorFlow's oneDNN kernels outrun XLA's code: on a 2-core AMD EPYC with
+# AVX-512 (2026-12-06, bench/loop_bench.py's clm side) GPT-2 `small` trained 5,134 tokens/s
+# compiled against 5,749 on TensorFlow's kernels, and the mlm BERT `small` 4,999 against 5,873
+# (medians of 5 and 4 rounds of 8 steps, the spreads apart).
 JIT_MIN_STEPS = 50
 # The tasks whose batches have one shape (packed windows; mlm's masked positions padded).
 _FIXED_SHAPE_TASKS = (contract.CLM, contract.MLM)
@@ -206,8 +210,8 @@ class Loop:
 
   def _jits(self, steps: int | None) -> bool:
     """Whether the forward and backward pass run as an XLA program (`train.jit_compile`; None:
-    a language model (clm, mlm) in float32 under the default strategy on a CPU host, for
-    `JIT_MIN_STEPS` steps or more). Elsewhere it is not measured to pay back: classify batches
+    a language model (clm, mlm) in float32 under the default strategy on a CPU host without
+    AVX-512, for `JIT_MIN_STEPS` steps or more). Elsewhere it is not measured to pay back: classify batches
     change shape with their longest text (a compile for each multiple of 8 tokens: fine-tuning
     all-MiniLM-L6-v2 on the demo's data, 2 cores, 2026-12-05, steps ran 1.48 s against 1.55 s
     at the median, but 7 compiles of 6-8 s each made the first 60 steps 156 s against 110 s, so
@@ -221,6 +225,7 @@ class Loop:
       and not tf.config.list_logical_devices('GPU')
       and not tf.config.list_logical_devices('TPU')
       and (steps or 0) >= JIT_MIN_STEPS
+      and not precision.detect(self.strategy).cpu_avx512
     )
 
   def _checkpoints_newest_first(self) -> list[str]:

@@ -57,7 +57,7 @@ def test_detect_reads_this_hosts_cpu(monkeypatch):
   ]:
     monkeypatch.setattr(precision, '_read_cpuinfo', lambda text=text: text)
     monkeypatch.setattr(precision, '_onednn_enabled', lambda onednn=onednn: onednn)
-    assert precision.detect(strategy) == Hardware(cpu_bfloat16=expected)
+    assert precision.detect(strategy) == Hardware(cpu_bfloat16=expected, cpu_avx512=expected)
 
 
 def test_resolve_logs_auto_and_warns_of_emulated_bfloat16(monkeypatch, caplog):

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from trainer import inputs, models, optimization, training
+from trainer import precision as precision_lib
 from trainer.config import TrainerConfig
 
 VOCAB, SEQ_LEN, CLASSES = 40, 8, 3
@@ -150,11 +151,20 @@ def test_the_update_is_fused_by_default_where_its_compile_pays_back(tmp_path, ca
   assert 'optimizer update plain (train.fused_update: unset)' in caplog.text
 
 
-def test_a_long_float32_language_model_run_compiles_its_step_by_default(tmp_path, caplog):
+def test_a_long_float32_language_model_run_compiles_its_step_by_default(
+  tmp_path, caplog, monkeypatch
+):
   """Unset, `jit_compile` compiles the forward and backward pass of a clm or mlm run of
-  JIT_MIN_STEPS steps or more in float32 under the default strategy on this CPU host; not
-  classify, not fewer steps, not bfloat16, not a strategy object; true and false decide alone."""
+  JIT_MIN_STEPS steps or more in float32 under the default strategy on a CPU without AVX-512;
+  not classify, not fewer steps, not bfloat16, not a strategy object, not on a CPU with
+  AVX-512 (there TensorFlow's kernels are faster); true and false decide alone."""
   enough = training.JIT_MIN_STEPS
+  monkeypatch.setattr(precision_lib, '_onednn_enabled', lambda: True)
+  monkeypatch.setattr(precision_lib, '_read_cpuinfo', lambda: 'flags\t: avx2 avx512f avx512_bf16\n')
+  assert not _loop('clm', tmp_path, train_steps=enough).jit_compile
+  assert not _loop('mlm', tmp_path, train_steps=enough).jit_compile
+  assert _loop('clm', tmp_path, train_steps=enough, jit_compile=True).jit_compile
+  monkeypatch.setattr(precision_lib, '_read_cpuinfo', lambda: 'flags\t: avx avx2 fma\n')
   assert _loop('clm', tmp_path, train_steps=enough).jit_compile
   assert _loop('mlm', tmp_path, train_steps=enough).jit_compile
   assert not _loop('clm', tmp_path).jit_compile  # train_steps unset: decided again at `run`
