@@ -54,8 +54,8 @@ FUSED_UPDATE_MIN_WEIGHT_STEPS = 1.4e9
 # for runs of at least this many steps; the windows' fixed shape compiles once. Not on a CPU with
 # AVX-512, where TensorFlow's oneDNN kernels outrun XLA's code: on a 2-core AMD EPYC with
 # AVX-512 (2026-12-06, bench/loop_bench.py's clm side) GPT-2 `small` trained 5,134 tokens/s
-# compiled against 5,749 on TensorFlow's kernels, and the mlm BERT `small` 4,999 against 5,873
-# (medians of 5 and 4 rounds of 8 steps, the spreads apart).
+# compiled against 5,749 on TensorFlow's kernels, the mlm BERT `small` 4,999 against 5,873, the
+# `tiny` GPT 25,890 against 31,184 (medians of 5, 4 and 5 rounds of 8 steps, the spreads apart).
 JIT_MIN_STEPS = 50
 # The tasks whose batches have one shape (packed windows; mlm's masked positions padded).
 _FIXED_SHAPE_TASKS = (contract.CLM, contract.MLM)
