@@ -388,11 +388,12 @@ def test_a_half_closed_client_still_there_gets_its_answer_after_the_probe(
 
 
 def test_a_stopping_server_ends_what_still_runs_when_its_drain_time_is_up(toy_base):
-  # Two threads: two 100,000-row requests (1,563 chunks of 64 rows each, far longer than the
-  # drain time) hold them, and a third request waits in the queue.
+  # Two threads: two 100,000-row requests (3,125 chunks of 32 rows each, several times the
+  # drain time even on a fast host: in chunks of 64, an AVX-512 host ran one whole within a 2 s
+  # drain) hold them, and a third request waits in the queue.
   running = _server(
     toy_base,
-    execution=memory.ExecutionOptions(max_execution_batch_size=64),
+    execution=memory.ExecutionOptions(max_execution_batch_size=32),
     options={'request_threads': 2},
   )
   admission = running.server.admission
@@ -401,7 +402,7 @@ def test_a_stopping_server_ends_what_still_runs_when_its_drain_time_is_up(toy_ba
   rest_running, rest_queued = RawHttp(running.server.rest_port), RawHttp(running.server.rest_port)
   try:
     rest_running.send(post(PREDICT_PATH, big.encode()))
-    call = running.predictions.Predict.future(_request(['a fine film'] * 100_000), timeout=60)
+    call = running.predictions.Predict.future(_request(['a fine film'] * 100_000), timeout=120)
     started = time.monotonic()
     while admission.running < 2 and time.monotonic() - started < 20:
       time.sleep(0.01)
@@ -410,7 +411,7 @@ def test_a_stopping_server_ends_what_still_runs_when_its_drain_time_is_up(toy_ba
     while not admission.queued and time.monotonic() - started < 20:
       time.sleep(0.01)
     assert admission.queued == 1
-    grace = 2.0
+    grace = 1.0
     stopping = time.monotonic()
     running.server.stop(grace_seconds=grace)
     stopped = time.monotonic() - stopping
