@@ -4,6 +4,7 @@ freeze stays in force."""
 import gc
 import weakref
 
+import keras
 import pytest
 
 from tfxlm import collector
@@ -66,21 +67,42 @@ def test_a_callers_freeze_stays_in_force(unfrozen_gc):
   gc.disable()  # no automatic collection may free `dropped` before the step
   try:
     callers = gc.get_freeze_count()
+    left_unfrozen = [_Cycle() for _ in range(100)]
     dropped = _Cycle()
     gone = weakref.ref(dropped)
     made_inside = []
 
     def step():
-      with collector.new_objects_only():
+      with collector.new_objects_only(collect_after=True):
         assert gc.get_freeze_count() > callers  # what existed on entry is frozen too
         made_inside.extend(_Cycle() for _ in range(100))
+        _Cycle()  # the step's own garbage
 
     del dropped
-    assert _full_collections(step) == [0]  # one full collection on exit, with nothing frozen
+    walked = _full_collections(step)
+    # One collection on entry, of what the caller left unfrozen, one on exit of what the step
+    # made: neither walks the caller's frozen objects (no collection with them unfrozen).
+    assert len(walked) == 2 and walked[0] == callers and walked[1] > callers, walked
     assert gone() is None  # it freed what was dropped before the step
     unfrozen = {id(o) for o in gc.get_objects()}  # gc.get_objects() leaves out frozen objects
-    assert id(kept_alive[0]) not in unfrozen  # the caller's objects are frozen again,
-    assert id(made_inside[0]) not in unfrozen  # and so is what survived the step
+    assert id(kept_alive[0]) not in unfrozen  # the caller's objects stay frozen,
+    assert id(left_unfrozen[0]) not in unfrozen  # and so does what existed on entry;
+    assert id(made_inside[0]) in unfrozen  # what the step made is left to the collector
   finally:
     gc.enable()
+    gc.unfreeze()
+
+
+def test_with_a_callers_freeze_a_dropped_quantized_kernel_is_freed(unfrozen_gc):
+  inputs = keras.Input([8])
+  model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Dense(4)(inputs)))
+  kernels = [weakref.ref(layer._kernel) for layer in model.layers if hasattr(layer, '_kernel')]
+  assert len(kernels) == 2
+  gc.freeze()  # the caller's, the model included
+  try:
+    with collector.new_objects_only(collect_after=True):
+      for layer in model.layers[1:]:  # the two Dense layers
+        layer.quantize('int8')
+    assert [k() for k in kernels] == [None, None]  # by reference counting, with no full walk
+  finally:
     gc.unfreeze()

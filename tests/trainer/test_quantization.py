@@ -200,7 +200,9 @@ def _check_quantizing_freezes_only_inside():
       quantization.quantize_model(model(), contract.INT8)
     finally:
       gc.callbacks.remove(seen)
-    assert all(count >= kept for count in frozen_during[:-1]), (kept, frozen_during)
-    assert frozen_during[-1] == 0 and gc.get_freeze_count() > 0  # frozen again after
+    # None walks the caller's frozen objects: not Keras' per kernel, nor the one on entry
+    # (what the caller left unfrozen) or on exit (what the step made).
+    assert all(count >= kept for count in frozen_during), (kept, frozen_during)
+    assert gc.get_freeze_count() >= kept
   finally:
     gc.unfreeze()
