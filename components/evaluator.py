@@ -5,8 +5,8 @@ Measured on the demo (50 eval rows, in-process Beam, a shared 2-core machine):
   million objects (TensorFlow, Keras, the Trainer's model); TFMA's Beam pipeline allocates enough
   to trigger a full collection, which walks all of them: 0.9 s of the Evaluator's 4.1 s of CPU.
   The objects that exist before the evaluation are frozen (`gc.freeze`) for its duration, so the
-  collector only walks what the evaluation creates; they are unfrozen after it (a process that
-  froze objects itself keeps its freeze as it was: `tfxlm.collector`).
+  collector only walks what the evaluation creates; they are unfrozen after it (in a process that
+  froze objects itself they stay frozen, with its own: `tfxlm.collector`).
 - Beam's construction-time type checks (`--pipeline_type_check`, on by default): they inspect
   the type hints of each of the ~240 transforms that TFMA builds, about 0.3 s. They check
   nothing at run time and decide no coder, so turning them off changes no result. An explicit
