@@ -227,7 +227,16 @@ class _Protocol(web_protocol.RequestHandler):
     self._loop.call_later(PROBE_POLL_SECONDS, self._poll, request)
 
   async def _handle_request(self, request, start_time, request_handler):
-    answered = await super()._handle_request(request, start_time, request_handler)
+    try:
+      answered = await super()._handle_request(request, start_time, request_handler)
+    except asyncio.InvalidStateError:
+      waiter = self._handler_waiter
+      if waiter is None or not waiter.cancelled():
+        raise
+      # The server's shutdown gave up waiting for this request (its drain time ran out) just as
+      # the request finished: aiohttp then sets the result of the cancelled waiter, which raised
+      # here and was logged as an unhandled exception. The answer is out; the connection ends.
+      return None, True
     if self.peer_eof and not self._messages:
       self.close()  # the client sends no more: close once this answer is out
     return answered

@@ -1,12 +1,17 @@
-"""The event loop's handler for out-of-file-descriptor accept errors: one WARNING per window."""
+"""The event loop's handler for out-of-file-descriptor accept errors: one WARNING per window; a
+request that ends as the server's drain time runs out is no unhandled exception."""
 
+import asyncio
 import errno
 import logging
 import os
 import subprocess
 import sys
 
-from serving import loop_errors
+import pytest
+from aiohttp import web_protocol
+
+from serving import loop_errors, rest
 
 
 class _Loop:
@@ -107,3 +112,37 @@ def test_the_handler_turns_asyncios_accept_storm_into_one_warning():
   assert len(warnings) == 1, lines[:5]
   assert 'Too many open files' in warnings[0] and 'may open 256 files (ulimit -n)' in warnings[0]
   assert 'Traceback' not in done.stderr + done.stdout
+
+
+def _handle_request_as_shutdown_gives_up(monkeypatch, waiter_state):
+  """Runs the REST protocol's request handling where aiohttp's own, finishing, sets the result of
+  the waiter the server's shutdown made (`RequestHandler.shutdown`); `waiter_state` is what the
+  shutdown left of it."""
+
+  async def aiohttp_finishing(self, request, start_time, request_handler):
+    self._handler_waiter.set_result(None)  # the last line of aiohttp's _handle_request
+    return 'answer', False
+
+  monkeypatch.setattr(web_protocol.RequestHandler, '_handle_request', aiohttp_finishing)
+
+  async def scenario():
+    waiter = asyncio.get_running_loop().create_future()
+    waiter_state(waiter)
+    protocol = object.__new__(rest._Protocol)
+    protocol._handler_waiter = waiter
+    return await rest._Protocol._handle_request(protocol, None, None, None)
+
+  return asyncio.run(scenario())
+
+
+def test_a_request_done_as_the_drain_time_runs_out_ends_its_connection_quietly(monkeypatch):
+  # The drain's timeout cancelled the waiter; the shutdown had not yet dropped it.
+  assert _handle_request_as_shutdown_gives_up(monkeypatch, asyncio.Future.cancel) == (None, True)
+
+
+def test_any_other_invalid_state_still_raises(monkeypatch):
+  def answered_already(waiter):
+    waiter.set_result(None)
+
+  with pytest.raises(asyncio.InvalidStateError):
+    _handle_request_as_shutdown_gives_up(monkeypatch, answered_already)
