@@ -283,7 +283,10 @@ def _flags(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace
     '--drain_seconds',
     type=float,
     default=30.0,
-    help='On SIGTERM, how long to wait for in-flight requests.',
+    help='On SIGTERM, how long to wait for in-flight requests; then they are answered 503 '
+    'between chunks, so a model call already running ends first (one chunk: the rows per '
+    "call the start-up log gives, seconds on a CPU). Leave a pod's grace period that much "
+    'more.',
   )
   add(
     '--rest_timeout_seconds',
