@@ -26,8 +26,6 @@ DEFAULT_REQUEST_THREADS = 32
 IGNORED_FLAGS = {
   'rest_api_num_threads': 'REST runs on an event loop; model work runs on --request_threads',
   'grpc_channel_arguments': 'the gRPC message size limit is --max_request_bytes',
-  'monitoring_config_file': 'Prometheus metrics are always served at'
-  ' /monitoring/prometheus/metrics',
   'model_config_file_poll_wait_seconds': '--model_config_file is read once, at start; new'
   ' versions are still found every --file_system_poll_wait_seconds, and'
   ' HandleReloadConfigRequest (--enable_model_management) changes the models',
@@ -245,6 +243,13 @@ def _flags(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace
     " concatenated (split, as TF Serving's large batch splitting), or INVALID_ARGUMENT.",
   )
   add(
+    '--monitoring_config_file',
+    default='',
+    help="TF Serving's MonitoringConfig text proto: prometheus_config { enable: true path:"
+    ' "/metrics" } serves the Prometheus metrics at that path, enable: false at none'
+    f' (default without this flag: {contract.METRICS_PATH}).',
+  )
+  add(
     '--rest_header_timeout_seconds',
     type=float,
     default=30.0,
@@ -447,6 +452,11 @@ def main(argv: list[str] | None = None) -> int:
       models = [config_lib.ModelConfig(flags.model_name, os.path.abspath(flags.model_base_path))]
     else:
       models = []
+    metrics_path = contract.METRICS_PATH
+    if flags.monitoring_config_file:
+      metrics_path = config_lib.parse_monitoring_config_file(
+        flags.monitoring_config_file, contract.METRICS_PATH, (contract.HEALTH_PATH,)
+      )
     batching = None
     if flags.enable_batching:
       batching = (
@@ -468,6 +478,7 @@ def main(argv: list[str] | None = None) -> int:
         header_timeout=flags.rest_header_timeout_seconds,
         body_timeout=flags.rest_body_timeout_seconds,
         max_json_depth=flags.max_json_depth,
+        metrics_path=metrics_path,
       ),
       ssl_certfile=flags.ssl_certfile or None,
       ssl_keyfile=flags.ssl_keyfile or None,
@@ -500,6 +511,13 @@ def main(argv: list[str] | None = None) -> int:
     flags.max_request_batch_size or None,
     execution,
   )
+  if flags.monitoring_config_file and flags.rest_api_port:
+    log.info(
+      'Prometheus metrics: %s',
+      f'GET {metrics_path} on the REST port'
+      if metrics_path
+      else f'none ({flags.monitoring_config_file} does not enable prometheus_config)',
+    )
   stop = threading.Event()
   for signum in (signal.SIGTERM, signal.SIGINT):
     signal.signal(signum, lambda *_: stop.set())

@@ -1,4 +1,5 @@
-"""Which models to serve: TF Serving's ModelServerConfig and BatchingParameters text protos."""
+"""Which models to serve, and how: TF Serving's ModelServerConfig, BatchingParameters and
+MonitoringConfig text protos."""
 
 import dataclasses
 import logging
@@ -202,6 +203,62 @@ def parse_batching_parameters_file(path: str) -> BatchingOptions:
     return BatchingOptions(**values)
   except ValueError as e:
     raise ValueError(f'{path}: {e}') from None
+
+
+def _monitoring_config_class():
+  """Builds TF Serving's MonitoringConfig message (not shipped in tensorflow-serving-api)."""
+  file = descriptor_pb2.FileDescriptorProto(
+    name='serving/monitoring_config.proto', package='tensorflow.serving', syntax='proto3'
+  )
+  prometheus = file.message_type.add(name='PrometheusConfig')
+  prometheus.field.add(name='enable', number=1, label=1, type=8)
+  prometheus.field.add(name='path', number=2, label=1, type=9)
+  monitoring = file.message_type.add(name='MonitoringConfig')
+  monitoring.field.add(
+    name='prometheus_config',
+    number=1,
+    label=1,
+    type=11,
+    type_name='.tensorflow.serving.PrometheusConfig',
+  )
+  pool = descriptor_pool.DescriptorPool()
+  pool.Add(file)
+  return message_factory.GetMessageClass(
+    pool.FindMessageTypeByName('tensorflow.serving.MonitoringConfig')
+  )
+
+
+def parse_monitoring_config_file(path: str, default_path: str, taken: tuple) -> str | None:
+  """Reads a MonitoringConfig text proto (the --monitoring_config_file of TF Serving): the path
+  to serve Prometheus metrics at, `default_path` if it names none, None if it does not enable
+  them (then, as in TF Serving, the server has no metrics page).
+
+  Raises:
+    ValueError: naming the file and what is wrong in it: not a MonitoringConfig, or a metrics
+      path that is not absolute, holds a query or spaces, or is one the API uses (`taken`, and
+      anything under /v1/).
+  """
+  with open(path, encoding='utf-8') as f:
+    text = f.read()
+  proto = _monitoring_config_class()()
+  try:
+    text_format.Parse(text, proto)
+  except text_format.ParseError as e:
+    raise ValueError(f'{path}: not a MonitoringConfig text proto: {e}') from None
+  if not proto.prometheus_config.enable:
+    return None
+  metrics_path = proto.prometheus_config.path or default_path
+  if not re.fullmatch(r'/[!-~]*', metrics_path) or set('?#%') & set(metrics_path):
+    raise ValueError(
+      f'{path}: prometheus_config path "{metrics_path:.200}" must start with "/" and hold no'
+      ' spaces, "?", "#" or "%" (e.g. "/metrics")'
+    )
+  if metrics_path in taken or metrics_path[:4].lower() == '/v1/':
+    raise ValueError(
+      f'{path}: prometheus_config path "{metrics_path:.200}" is one of the REST API\'s; choose'
+      ' another (e.g. "/metrics")'
+    )
+  return metrics_path
 
 
 def discover_models(

@@ -25,6 +25,17 @@ LATENCY_BUCKETS = (
   10.0,
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+# TF Serving's own series, under the names its Prometheus exporter gives them (a metric
+# "/tensorflow/serving/request_count" is exported as ":tensorflow:serving:request_count"), so
+# dashboards and alerts written for tensorflow_model_server read this server too. Its request
+# latency is in microseconds, in 33 buckets from 10 growing by 1.8 (about 20 minutes).
+TFS_REQUEST_COUNT = ':tensorflow:serving:request_count'
+TFS_REQUEST_LATENCY = ':tensorflow:serving:request_latency'
+TFS_LATENCY_BUCKETS = tuple(10 * 1.8**i for i in range(33))
+# The `API` label TF Serving gives the calls it times: gRPC's by method, REST's by the verb in
+# the path ('' for a model's status and metadata, which REST counts and gRPC does not).
+_TFS_GRPC_API = {'predict': 'Predict', 'classify': 'Classify', 'regress': 'Regress'}
+_TFS_REST_API = {'predict': 'predict', 'classify': 'classify', 'regress': 'regress'}
 CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8'
 
 
@@ -36,8 +47,9 @@ def _labels(names, values):
 
 
 class _Histogram:
-  def __init__(self, buckets):
+  def __init__(self, buckets, bound_text=repr):
     self.buckets = buckets
+    self.bound_text = bound_text
     self.counts = [0] * (len(buckets) + 1)
     self.total = 0.0
 
@@ -50,7 +62,7 @@ class _Histogram:
     prefix = f'{labels},' if labels else ''
     for bound, count in zip(self.buckets + (float('inf'),), self.counts):
       cumulative += count
-      le = '+Inf' if bound == float('inf') else repr(bound)
+      le = '+Inf' if bound == float('inf') else self.bound_text(bound)
       out.append(f'{name}_bucket{{{prefix}le="{le}"}} {cumulative}')
     out.append(f'{name}_sum{{{labels}}} {self.total!r}')
     out.append(f'{name}_count{{{labels}}} {cumulative}')
@@ -58,10 +70,12 @@ class _Histogram:
 
 
 class Metrics:
-  """Request counts, error counts, latency and batch size histograms, and loaded versions.
+  """Request counts, error counts, latency and batch size histograms, and loaded versions;
+  and TF Serving's request count and latency under its names.
 
   Requests are labelled with their model and signature only when the server serves them
-  (`track_served`); any other name is counted under `unknown`.
+  (`track_served`); any other name is counted under `unknown` (TF Serving labels any name a
+  client sends: here made-up names cannot grow the number of series).
   """
 
   _REQUEST_LABELS = ('model', 'signature', 'method', 'protocol', 'code')
@@ -73,6 +87,8 @@ class Metrics:
     self._errors = {}
     self._latency = {}
     self._batch_sizes = {}
+    self._tfs_requests = {}
+    self._tfs_latency = {}
     self._versions = lambda: []
     self._served = lambda model, signature: False
 
@@ -101,6 +117,15 @@ class Metrics:
       if key not in self._latency:
         self._latency[key] = _Histogram(LATENCY_BUCKETS)
       self._latency[key].observe(seconds)
+      api = _TFS_GRPC_API.get(method) if protocol == 'grpc' else _TFS_REST_API.get(method, '')
+      if api is not None:
+        # As TF Serving does: every call counted by its status, only answered ones timed.
+        self._tfs_requests[model, code] = self._tfs_requests.get((model, code), 0) + 1
+        if code == 'OK':
+          tfs_key = (model, api, protocol.upper())
+          if tfs_key not in self._tfs_latency:
+            self._tfs_latency[tfs_key] = _Histogram(TFS_LATENCY_BUCKETS, '{:.6g}'.format)
+          self._tfs_latency[tfs_key].observe(seconds * 1e6)
 
   def observe_batch(self, model: str, signature: str, rows: int) -> None:
     """Counts one executed batch of `rows` rows (only served signatures are batched)."""
@@ -152,6 +177,16 @@ class Metrics:
       ]
       for key, histogram in sorted(self._batch_sizes.items()):
         out += histogram.lines('serving_batch_size', _labels(('model', 'signature'), key))
+      out.append(f'# TYPE {TFS_REQUEST_COUNT} counter')
+      out += [
+        f'{TFS_REQUEST_COUNT}{{{_labels(("model_name", "status"), k)}}} {v}'
+        for k, v in sorted(self._tfs_requests.items())
+      ]
+      out.append(f'# TYPE {TFS_REQUEST_LATENCY} histogram')
+      for key, histogram in sorted(self._tfs_latency.items()):
+        out += histogram.lines(
+          TFS_REQUEST_LATENCY, _labels(('model_name', 'API', 'entrypoint'), key)
+        )
     out += [
       '# HELP serving_model_version_available 1 for each version being served.',
       '# TYPE serving_model_version_available gauge',

@@ -81,6 +81,7 @@ class RestOptions:
     auth_token: every call but health needs `Authorization: Bearer <token>` (None: open).
     timeout_seconds: how long a predict, classify or regress call may take, queue included, before it
       is answered 504; None: no limit.
+    metrics_path: where GET serves the Prometheus metrics (None: nowhere).
   """
 
   max_request_bytes: int = 64 << 20
@@ -91,6 +92,7 @@ class RestOptions:
   limits: codec.Limits = codec.DEFAULT_LIMITS
   auth_token: str | None = None
   timeout_seconds: float | None = None
+  metrics_path: str | None = rest_api.METRICS_PATH
 
   def __post_init__(self):
     for name in (
@@ -441,7 +443,9 @@ class _Handler:
       if path != rest_api.HEALTH_PATH:
         self._authenticate()
       # HEAD is answered as GET is, headers only (aiohttp leaves the body out).
-      route = rest_api.parse_route('GET' if http_method == 'HEAD' else http_method, path)
+      route = rest_api.parse_route(
+        'GET' if http_method == 'HEAD' else http_method, path, self.server.options.metrics_path
+      )
       if route.kind in ('health', 'metrics'):
         reply = self._health() if route.kind == 'health' else self._metrics()
       else:

@@ -22,9 +22,10 @@ from google.protobuf.message import Message
 from serving import codec, core, errors
 from serving.config import NEGATIVE_VERSION
 from serving.servable import Servable
+from tfxlm import contract
 
-METRICS_PATH = '/monitoring/prometheus/metrics'
-HEALTH_PATH = '/healthz'
+METRICS_PATH = contract.METRICS_PATH
+HEALTH_PATH = contract.HEALTH_PATH
 VERBS = ('predict', 'classify', 'regress')
 # Literal parts match in any case, as TF Serving's `(?i)` route patterns do (/V1/MODELS/m:PREDICT);
 # the model name and label keep theirs.
@@ -186,8 +187,9 @@ class Route:
     return self.kind in VERBS
 
 
-def parse_route(http_method: str, path: str) -> Route:
-  """Maps a method and path (without query) to a Route, as TF Serving's REST API does.
+def parse_route(http_method: str, path: str, metrics_path: str | None = METRICS_PATH) -> Route:
+  """Maps a method and path (without query) to a Route, as TF Serving's REST API does; the
+  Prometheus metrics are at `metrics_path` (None: nowhere).
 
   Raises:
     ServingError: INVALID_ARGUMENT for a malformed /v1/ path or the wrong method, NOT_FOUND for
@@ -195,7 +197,7 @@ def parse_route(http_method: str, path: str) -> Route:
   """
   if path == HEALTH_PATH and http_method == 'GET':
     return Route('health')
-  if path == METRICS_PATH and http_method == 'GET':
+  if path == metrics_path and http_method == 'GET':
     return Route('metrics')
   match = _MODEL_PATH.match(path)
   if match is None:

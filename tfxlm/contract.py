@@ -208,3 +208,7 @@ PREPROCESSING_FN = 'trainer.preprocessing.preprocessing_fn'
 # Default ports, those of tensorflow_model_server.
 GRPC_PORT = 8500
 REST_PORT = 8501
+# Where REST serves the Prometheus metrics unless --monitoring_config_file says otherwise (TF
+# Serving's default path), and its health check.
+METRICS_PATH = '/monitoring/prometheus/metrics'
+HEALTH_PATH = '/healthz'

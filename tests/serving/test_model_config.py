@@ -1,6 +1,8 @@
-"""TF Serving's config files (ModelServerConfig, BatchingParameters), version policies, discovery."""
+"""TF Serving's config files (ModelServerConfig, BatchingParameters, MonitoringConfig), version
+policies, discovery."""
 
 import os
+import re
 
 import pytest
 
@@ -172,3 +174,43 @@ def test_specific_and_latest_policies_load_the_right_versions(tmp_path):
   assert manager.resolve('m', version=1).version == 1
   manager.stop()
   assert [row[1] for row in manager.status('m')] == ['END', 'END']
+
+
+METRICS = '/monitoring/prometheus/metrics'
+
+
+@pytest.mark.parametrize(
+  'text,path',
+  [
+    ('prometheus_config { enable: true path: "/metrics" }', '/metrics'),
+    ('prometheus_config { enable: true }', METRICS),
+    ('prometheus_config: { enable: true, path: "/monitoring/prometheus/metrics" }', METRICS),
+    # TF Serving serves no metrics page unless the config enables it.
+    ('prometheus_config { enable: false path: "/metrics" }', None),
+    ('', None),
+  ],
+)
+def test_monitoring_config_file_of_tf_serving(tmp_path, text, path):
+  file = tmp_path / 'monitoring.config'
+  file.write_text(text)
+  assert config.parse_monitoring_config_file(str(file), METRICS, ('/healthz',)) == path
+
+
+@pytest.mark.parametrize(
+  'text,message',
+  [
+    ('prometheus { enable: true }', 'not a MonitoringConfig text proto'),
+    ('prometheus_config { enable: 2 }', 'not a MonitoringConfig text proto'),
+    ('prometheus_config { enable: true path: "metrics" }', 'must start with "/"'),
+    ('prometheus_config { enable: true path: "/m?x=1" }', 'must start with "/"'),
+    ('prometheus_config { enable: true path: "/my metrics" }', 'must start with "/"'),
+    ('prometheus_config { enable: true path: "/healthz" }', "is one of the REST API's"),
+    ('prometheus_config { enable: true path: "/V1/models/lm" }', "is one of the REST API's"),
+  ],
+)
+def test_bad_monitoring_config_file_names_the_file_and_the_problem(tmp_path, text, message):
+  file = tmp_path / 'monitoring.config'
+  file.write_text(text)
+  with pytest.raises(ValueError, match=re.escape(message)) as raised:
+    config.parse_monitoring_config_file(str(file), METRICS, ('/healthz',))
+  assert str(raised.value).startswith(f'{file}: ')

@@ -39,6 +39,17 @@ def test_routes_of_tf_serving_paths(method, path, expected):
   assert route.has_body == (expected.kind in ('predict', 'classify'))
 
 
+def test_the_metrics_are_where_the_monitoring_config_puts_them():
+  assert rest_api.parse_route('GET', '/metrics', '/metrics') == rest_api.Route('metrics')
+  for path, metrics_path in (
+    ('/monitoring/prometheus/metrics', '/metrics'),
+    ('/monitoring/prometheus/metrics', None),
+  ):
+    with pytest.raises(errors.ServingError, match='no such path') as raised:
+      rest_api.parse_route('GET', path, metrics_path)
+    assert raised.value.code == grpc.StatusCode.NOT_FOUND
+
+
 @pytest.mark.parametrize(
   'method, path, code, words',
   [

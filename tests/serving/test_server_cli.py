@@ -28,7 +28,8 @@ def _free_port():
 
 @pytest.fixture(scope='module')
 def process(tmp_path_factory):
-  """The server process, with a model config file, batching and a slow batch timeout."""
+  """The server process, with a model config file, batching and a slow batch timeout, and TF
+  Serving's monitoring config serving the metrics at /metrics."""
   base = tmp_path_factory.mktemp('cli')
   push(str(base), MODEL, 4, seed=4)
   (base / 'models.config').write_text(
@@ -40,6 +41,7 @@ def process(tmp_path_factory):
     f'max_batch_size {{ value: 64 }} batch_timeout_micros {{ value: '
     f'{int(BATCH_WAIT_SECONDS * 1e6)} }} num_batch_threads {{ value: 1 }}'
   )
+  (base / 'monitoring.config').write_text('prometheus_config { enable: true path: "/metrics" }')
   grpc_port, rest_port = _free_port(), _free_port()
   proc = subprocess.Popen(
     [
@@ -53,6 +55,7 @@ def process(tmp_path_factory):
       f'--batching_parameters_file={base / "batching.config"}',
       '--file_system_poll_wait_seconds=0',
       '--drain_seconds=20',
+      f'--monitoring_config_file={base / "monitoring.config"}',
     ],
     stdout=subprocess.PIPE,
     stderr=subprocess.PIPE,
@@ -95,6 +98,30 @@ def test_query_client_over_grpc_and_rest(process, capsys):
     [[c[1] for c in row] for row in rest_classify['results']],
     rtol=1e-6,
   )
+
+
+def test_metrics_are_at_the_monitoring_configs_path_under_tf_servings_names(process, capsys):
+  _, grpc_target, rest_url = process
+  for where in (['--grpc', grpc_target], ['--rest', rest_url]):
+    assert client.main(where + ['--model_name', MODEL, '--text', 'good film']) == 0
+  capsys.readouterr()
+  with urllib.request.urlopen(f'{rest_url}/metrics', timeout=10) as response:
+    assert response.headers['Content-Type'].startswith('text/plain; version=0.0.4')
+    text = response.read().decode()
+  lines = text.splitlines()
+  for series in (
+    f':tensorflow:serving:request_count{{model_name="{MODEL}",status="OK"}} ',
+    f':tensorflow:serving:request_latency_count{{model_name="{MODEL}",API="Predict",'
+    'entrypoint="GRPC"} ',
+    f':tensorflow:serving:request_latency_count{{model_name="{MODEL}",API="predict",'
+    'entrypoint="REST"} ',
+  ):
+    assert any(line.startswith(series) and int(line.split()[-1]) >= 1 for line in lines), series
+  assert 'serving_requests_total{' in text
+  # Only where the config says, as in TF Serving.
+  with pytest.raises(urllib.error.HTTPError) as raised:
+    urllib.request.urlopen(f'{rest_url}/monitoring/prometheus/metrics', timeout=10)
+  assert raised.value.code == 404
 
 
 def test_query_client_reports_errors(process, capsys):
@@ -219,6 +246,22 @@ def test_bad_flags_are_refused():
   assert 'exactly one of --model_base_path' in result.stderr
 
 
+def test_a_bad_monitoring_config_file_is_a_usage_error(tmp_path, capsys):
+  from serving.__main__ import main
+
+  monitoring = tmp_path / 'monitoring.config'
+  for text, message in (
+    ('prometheus_config { enable: true path: "metrics" }', 'must start with "/"'),
+    ('prometheus_config { on: true }', 'not a MonitoringConfig text proto'),
+  ):
+    monitoring.write_text(text)
+    with pytest.raises(SystemExit) as exited:
+      main([f'--model_base_path={tmp_path}', f'--monitoring_config_file={monitoring}'])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert f'error: {monitoring}: ' in err and message in err, err
+
+
 def test_a_bad_token_file_is_a_usage_error(tmp_path):
   empty = tmp_path / 'token'
   empty.write_text('  \n')
@@ -303,7 +346,7 @@ def test_tensorflow_model_server_flags_are_aliases_or_ignored_with_a_warning():
     [
       '--rest_api_timeout_in_ms=5000',
       '--grpc_max_threads=4',
-      '--monitoring_config_file=monitoring.config',
+      '--num_load_threads=4',
       '--rest_api_num_threads',
       '8',
       '--enable_model_warmup=false',
@@ -313,7 +356,7 @@ def test_tensorflow_model_server_flags_are_aliases_or_ignored_with_a_warning():
   warnings = ignored_flag_warnings(flags)
   assert [line.split()[0] for line in warnings] == [
     '--rest_api_num_threads',
-    '--monitoring_config_file',
+    '--num_load_threads',
     '--enable_model_warmup=false',
   ]
   assert all(' is ignored: ' in line for line in warnings)
