@@ -352,7 +352,7 @@ def report(results, rates, load, precisions, hardware):
       low, high = run['spread']
       print(
         f'{name:<24} {run["tokens_per_second"]:18,.0f} {low:8,.0f}-{high:<8,.0f} '
-        f'{100 * run["utilization"]:11.0f}%'
+        f'{100 * run["utilization"]:11.1f}%'
       )
     ratios = r['ratios']
     shown = lambda q: f'{q["median"]:.3f}x (rounds {q["spread"][0]:.2f}-{q["spread"][1]:.2f})'
@@ -388,7 +388,7 @@ def report(results, rates, load, precisions, hardware):
       (
         f'{task_name}: Trainer float32 utilization >= '
         f'{100 * TARGETS["min_f32_utilization"]:.0f}% of the matmul rate: '
-        f'{100 * utilization:.0f}%',
+        f'{100 * utilization:.1f}%',
         utilization >= TARGETS['min_f32_utilization'],
       )
     )
