@@ -64,14 +64,23 @@ def parse_model_config_file(path: str) -> list[ModelConfig]:
   Raises:
     ValueError: naming the file and what is wrong in it.
   """
+  proto = _read_text_proto(path, model_server_config_pb2.ModelServerConfig())
+  return models_from_proto(proto, where=path)
+
+
+def _read_text_proto(path: str, proto):
+  """`proto` filled from the text proto file at `path`.
+
+  Raises:
+    ValueError: naming the file and the message type when the text is not one.
+  """
   with open(path, encoding='utf-8') as f:
     text = f.read()
-  proto = model_server_config_pb2.ModelServerConfig()
   try:
     text_format.Parse(text, proto)
   except text_format.ParseError as e:
-    raise ValueError(f'{path}: not a ModelServerConfig text proto: {e}') from None
-  return models_from_proto(proto, where=path)
+    raise ValueError(f'{path}: not a {proto.DESCRIPTOR.name} text proto: {e}') from None
+  return proto
 
 
 def models_from_proto(
@@ -165,13 +174,7 @@ def parse_batching_parameters_file(path: str) -> BatchingOptions:
   Raises:
     ValueError: naming the file and the problem.
   """
-  with open(path, encoding='utf-8') as f:
-    text = f.read()
-  proto = _batching_parameters_class()()
-  try:
-    text_format.Parse(text, proto)
-  except text_format.ParseError as e:
-    raise ValueError(f'{path}: not a BatchingParameters text proto: {e}') from None
+  proto = _read_text_proto(path, _batching_parameters_class()())
   values = {}
   for field in (
     'max_batch_size',
@@ -238,13 +241,7 @@ def parse_monitoring_config_file(path: str, default_path: str, taken: tuple) -> 
       path that is not absolute, holds a query or spaces, or is one the API uses (`taken`, and
       anything under /v1/).
   """
-  with open(path, encoding='utf-8') as f:
-    text = f.read()
-  proto = _monitoring_config_class()()
-  try:
-    text_format.Parse(text, proto)
-  except text_format.ParseError as e:
-    raise ValueError(f'{path}: not a MonitoringConfig text proto: {e}') from None
+  proto = _read_text_proto(path, _monitoring_config_class()())
   if not proto.prometheus_config.enable:
     return None
   metrics_path = proto.prometheus_config.path or default_path
