@@ -386,6 +386,20 @@ def ignored_flag_warnings(flags: argparse.Namespace) -> list[str]:
   return lines
 
 
+def _read_flag_file(flag: str, path: str, parse, *args):
+  """`parse(path, *args)`, a file a flag names; its errors as one ValueError naming the flag.
+
+  Raises:
+    ValueError: '--flag: PATH: what is wrong in it', or '--flag=PATH: why it cannot be read'.
+  """
+  try:
+    return parse(path, *args)
+  except OSError as e:
+    raise ValueError(f'--{flag}={path}: cannot read it: {e.strerror or e}') from None
+  except ValueError as e:
+    raise ValueError(f'--{flag}: {e}') from None
+
+
 def _listen_problem(error: BaseException, flags) -> str | None:
   """One line for a port the server could not listen on (taken, privileged, not this host's
   address), naming the flag to change; None for another error."""
@@ -447,20 +461,30 @@ def main(argv: list[str] | None = None) -> int:
 
   try:
     if flags.model_config_file:
-      models = config_lib.parse_model_config_file(flags.model_config_file)
+      models = _read_flag_file(
+        'model_config_file', flags.model_config_file, config_lib.parse_model_config_file
+      )
     elif flags.model_base_path:
       models = [config_lib.ModelConfig(flags.model_name, os.path.abspath(flags.model_base_path))]
     else:
       models = []
     metrics_path = contract.METRICS_PATH
     if flags.monitoring_config_file:
-      metrics_path = config_lib.parse_monitoring_config_file(
-        flags.monitoring_config_file, contract.METRICS_PATH, (contract.HEALTH_PATH,)
+      metrics_path = _read_flag_file(
+        'monitoring_config_file',
+        flags.monitoring_config_file,
+        config_lib.parse_monitoring_config_file,
+        contract.METRICS_PATH,
+        (contract.HEALTH_PATH,),
       )
     batching = None
     if flags.enable_batching:
       batching = (
-        config_lib.parse_batching_parameters_file(flags.batching_parameters_file)
+        _read_flag_file(
+          'batching_parameters_file',
+          flags.batching_parameters_file,
+          config_lib.parse_batching_parameters_file,
+        )
         if flags.batching_parameters_file
         else BatchingOptions()
       )

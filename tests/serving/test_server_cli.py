@@ -259,7 +259,24 @@ def test_a_bad_monitoring_config_file_is_a_usage_error(tmp_path, capsys):
       main([f'--model_base_path={tmp_path}', f'--monitoring_config_file={monitoring}'])
     assert exited.value.code == 2
     err = capsys.readouterr().err
-    assert f'error: {monitoring}: ' in err and message in err, err
+    assert f'error: --monitoring_config_file: {monitoring}: ' in err and message in err, err
+
+
+@pytest.mark.parametrize(
+  'flag', ['model_config_file', 'monitoring_config_file', 'batching_parameters_file']
+)
+def test_a_config_file_that_cannot_be_read_names_its_flag(tmp_path, capsys, flag):
+  from serving.__main__ import main
+
+  missing = tmp_path / 'missing.config'
+  argv = [f'--{flag}={missing}', '--enable_batching']
+  if flag != 'model_config_file':
+    argv.append(f'--model_base_path={tmp_path}')
+  with pytest.raises(SystemExit) as exited:
+    main(argv)
+  assert exited.value.code == 2
+  err = capsys.readouterr().err
+  assert f'error: --{flag}={missing}: cannot read it: No such file or directory' in err, err
 
 
 def test_a_bad_token_file_is_a_usage_error(tmp_path):
