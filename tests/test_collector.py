@@ -8,6 +8,7 @@ import keras
 import pytest
 
 from tfxlm import collector
+from trainer import keras_internals
 
 
 class _Cycle:
@@ -96,12 +97,13 @@ def test_a_callers_freeze_stays_in_force(unfrozen_gc):
 def test_with_a_callers_freeze_a_dropped_quantized_kernel_is_freed(unfrozen_gc):
   inputs = keras.Input([8])
   model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Dense(4)(inputs)))
-  kernels = [weakref.ref(layer._kernel) for layer in model.layers if hasattr(layer, '_kernel')]
+  dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+  kernels = [weakref.ref(keras_internals.base_kernel(layer)) for layer in dense]
   assert len(kernels) == 2
   gc.freeze()  # the caller's, the model included
   try:
     with collector.new_objects_only(collect_after=True):
-      for layer in model.layers[1:]:  # the two Dense layers
+      for layer in dense:
         layer.quantize('int8')
       # Frozen, the kernels are beyond any collection here: reference counting freed them.
       assert [k() for k in kernels] == [None, None]
