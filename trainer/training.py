@@ -699,7 +699,10 @@ def _release_in_background(holder: list) -> None:
   """Drops the train iterator (`holder`'s only item, its last reference) off the caller's
   thread. Deleting a tf.data iterator cancels and joins its background threads (parallel reads,
   maps, the prefetch buffer, autotuning); in demo pipeline runs, the export after training
-  sometimes started 13 to 55 s late at this point (logged below when the release is slow)."""
+  sometimes started 13 to 55 s late at this point (logged below when the release is slow).
+  Not a daemon thread: the interpreter waits for it at exit. A daemon thread still inside
+  TensorFlow when the interpreter finalizes crashes the process (SIGSEGV, or "terminate called
+  without an active exception") after its work is done, failing the component or replica."""
 
   def release():
     started = time.perf_counter()
@@ -708,4 +711,4 @@ def _release_in_background(holder: list) -> None:
     if seconds > 1:
       logging.info('released the training input pipeline in %.1f s', seconds)
 
-  threading.Thread(target=release, name='release-train-iterator', daemon=True).start()
+  threading.Thread(target=release, name='release-train-iterator').start()

@@ -2,6 +2,9 @@
 fused update."""
 
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -237,10 +240,48 @@ def test_the_train_iterator_is_released_off_the_main_thread(caplog):
   assert time.perf_counter() - started < 0.5
   for thread in threading.enumerate():
     if thread.name == 'release-train-iterator':
+      # The interpreter waits for it at exit (test below), not only this test.
+      assert not thread.daemon
       thread.join(timeout=10)
   assert released['thread'] == 'release-train-iterator'
   assert not holder
   assert any('released the training input pipeline in' in r.getMessage() for r in caplog.records)
+
+
+_EXIT_DURING_RELEASE = """
+import tensorflow as tf
+from trainer import training
+
+def slow(_):  # one matmul: a kernel that cancelling the iterator cannot interrupt
+  m = tf.random.normal([6000, 6000])
+  return tf.matmul(m, m)[0, 0]
+
+iterator = iter(tf.data.Dataset.range(10).map(slow))
+next(iterator)
+next(iterator)  # the next element is in flight when the iterator goes
+holder = [iterator]
+del iterator
+training._release_in_background(holder)
+print('training over', flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_process_that_ends_while_the_train_iterator_is_released_exits_cleanly():
+  """A Trainer process (a multi-worker replica, a Kubeflow component) ends soon after training:
+  the iterator's release must not be cut off by the interpreter's exit. It used to run on a
+  daemon thread, and a release still inside TensorFlow when the interpreter finalized crashed
+  the process (SIGSEGV or "terminate called without an active exception") after its work was
+  done: a multi-worker test failed that way, and the job would have failed on Vertex AI."""
+  done = subprocess.run(
+    [sys.executable, '-c', _EXIT_DURING_RELEASE],
+    capture_output=True,
+    text=True,
+    timeout=120,
+    cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+  )
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert 'training over' in done.stdout
 
 
 def test_evaluation_stops_at_the_end_of_the_split_and_counts_each_row_once(tmp_path, caplog):
