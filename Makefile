@@ -17,8 +17,12 @@ PIPELINE ?= demo
 MODEL_NAME ?= sentiment
 KFP_HOST ?=
 KFP_PIPELINE_ROOT ?=
-KFP_ARGS = $(if $(KFP_PIPELINE_ROOT),--set kubeflow.pipeline_root=$(KFP_PIPELINE_ROOT))
 KFP_EXPERIMENT ?= tfx-lm
+# A value as one shell word, in single quotes: a path with spaces or quotes stays one argument
+# (make's $(abspath) would split it into words, so the shell makes the outputs path absolute).
+q = '$(subst ','\'',$(1))'
+ABS_OUTPUTS = "$$(realpath -ms -- $(call q,$(OUTPUTS)))"
+KFP_ARGS = $(if $(KFP_PIPELINE_ROOT),--set $(call q,kubeflow.pipeline_root=$(KFP_PIPELINE_ROOT)))
 
 .PHONY: help env test test-all lint demo demo-scratch demo-compress demo-lm tensorboard serve bench lock clean clean-env kubeflow-compile kubeflow-submit
 
@@ -39,29 +43,29 @@ lint:  ## Check the code with ruff: lint rules and formatting (ruff format to fi
 	$(DEV) ruff format --check .
 
 demo:  ## Fine-tune all-MiniLM-L6-v2 on Rotten Tomatoes vs a TF-IDF baseline (CONFIG=your.yaml).
-	TFXLM_OUTPUTS=$(abspath $(OUTPUTS)) $(DEV) python -m pipeline.local_runner --config $(CONFIG)
+	TFXLM_OUTPUTS=$(ABS_OUTPUTS) $(DEV) python -m pipeline.local_runner --config $(call q,$(CONFIG))
 
 demo-scratch:  ## The same classifier as a tiny BERT trained from scratch.
-	TFXLM_OUTPUTS=$(abspath $(OUTPUTS)) $(DEV) python -m pipeline.local_runner --config $(SCRATCH_CONFIG)
+	TFXLM_OUTPUTS=$(ABS_OUTPUTS) $(DEV) python -m pipeline.local_runner --config $(call q,$(SCRATCH_CONFIG))
 
 demo-compress:  ## The demo's model pushed int8-quantized, and a tiny BERT distilled from it.
-	TFXLM_OUTPUTS=$(abspath $(OUTPUTS)) $(DEV) python -m pipeline.local_runner --config $(COMPRESS_CONFIG)
+	TFXLM_OUTPUTS=$(ABS_OUTPUTS) $(DEV) python -m pipeline.local_runner --config $(call q,$(COMPRESS_CONFIG))
 
 demo-lm:  ## A small GPT on the same text: perplexity vs unigram, sample generations.
-	TFXLM_OUTPUTS=$(abspath $(OUTPUTS)) $(DEV) python -m pipeline.local_runner --config $(LM_CONFIG)
+	TFXLM_OUTPUTS=$(ABS_OUTPUTS) $(DEV) python -m pipeline.local_runner --config $(call q,$(LM_CONFIG))
 
 tensorboard:  ## Serve TensorBoard over the pipeline outputs.
-	$(DEV) tensorboard --logdir $(OUTPUTS) --host 127.0.0.1 --port 6006
+	$(DEV) tensorboard --logdir $(call q,$(OUTPUTS)) --host 127.0.0.1 --port 6006
 
 serve:  ## Serve the model the demo pushed (gRPC :8500, REST :8501; MODEL_NAME, PIPELINE).
-	$(DEV) python -m serving --model_name=$(MODEL_NAME) --model_base_path=$(abspath $(OUTPUTS))/$(PIPELINE)/serving/$(MODEL_NAME) --port=$(PORT) --rest_api_port=$(REST_PORT)
+	$(DEV) python -m serving --model_name=$(call q,$(MODEL_NAME)) --model_base_path=$(ABS_OUTPUTS)/$(call q,$(PIPELINE)/serving/$(MODEL_NAME)) --port=$(call q,$(PORT)) --rest_api_port=$(call q,$(REST_PORT))
 
 kubeflow-compile:  ## Compile the pipeline (CONFIG) to a KFP v2 spec: KFP_PIPELINE_ROOT=gs://...
-	$(DEV) python -m pipeline.kubeflow_runner compile --config $(CONFIG) $(KFP_ARGS)
+	$(DEV) python -m pipeline.kubeflow_runner compile --config $(call q,$(CONFIG)) $(KFP_ARGS)
 
 kubeflow-submit:  ## Compile and submit to a KFP 2 endpoint: make kubeflow-submit KFP_HOST=http://...
-	@test -n "$(KFP_HOST)" || { echo "error: set KFP_HOST, e.g. make kubeflow-submit KFP_HOST=http://localhost:8080"; exit 2; }
-	$(DEV) python -m pipeline.kubeflow_runner submit --config $(CONFIG) $(KFP_ARGS) --host $(KFP_HOST) --experiment $(KFP_EXPERIMENT)
+	@test -n $(call q,$(KFP_HOST)) || { echo "error: set KFP_HOST, e.g. make kubeflow-submit KFP_HOST=http://localhost:8080"; exit 2; }
+	$(DEV) python -m pipeline.kubeflow_runner submit --config $(call q,$(CONFIG)) $(KFP_ARGS) --host $(call q,$(KFP_HOST)) --experiment $(call q,$(KFP_EXPERIMENT))
 
 bench:  ## Run the benchmarks and print their ratios.
 	$(DEV) python bench/run_all.py
@@ -70,7 +74,7 @@ lock:  ## Re-resolve the stack from setup.py; rewrite requirements.lock and requ
 	$(DEV) bash tools/relock.sh
 
 clean:  ## Remove pipeline outputs and caches in this clone.
-	rm -rf $(OUTPUTS) .pytest_cache .ruff_cache
+	rm -rf -- $(call q,$(OUTPUTS)) .pytest_cache .ruff_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +
 
 clean-env:  ## Remove every cached environment (they rebuild on next use).
