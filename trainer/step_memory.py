@@ -23,7 +23,12 @@ _GIB = 1 << 30
 def step_bytes(config: TrainerConfig, backbone, vocabulary_size: int) -> int:
   """A lower bound of the activation bytes one replica's micro-batch keeps for its backward
   pass (`backbone`: a keras-hub backbone, which has these sizes as attributes)."""
-  rows = math.ceil(config.per_replica_batch_size / max(config.grad_accum_steps, 1))
+  return _bytes(config, backbone, vocabulary_size, config.per_replica_batch_size)
+
+
+def _bytes(config: TrainerConfig, backbone, vocabulary_size: int, rows: int) -> int:
+  # `rows` examples in a micro-batch (per_replica_batch_size: accumulation runs its micro-batches
+  # one after the other, so it multiplies the update's batch, not the memory of a step).
   length = config.seq_len
   hidden, ffn = backbone.hidden_dim, backbone.intermediate_dim
   per_layer = rows * length * (10 * hidden + 2 * ffn) + 2 * rows * backbone.num_heads * length**2
@@ -74,13 +79,23 @@ def check(config: TrainerConfig, backbone, vocabulary_size: int, local_replicas:
   need = step_bytes(config, backbone, vocabulary_size) * local_replicas
   if need <= available:
     return
-  accum = math.ceil(need / (available / 2)) * max(config.grad_accum_steps, 1)
+  # The estimate grows with the rows of a micro-batch; the advice leaves half of what is
+  # available for the rest (weights, optimizer state, input pipeline).
+  per_row = _bytes(config, backbone, vocabulary_size, 1) * local_replicas
+  rows = min(int(available / 2 // per_row), config.per_replica_batch_size)
+  update_batch = config.per_replica_batch_size * max(config.grad_accum_steps, 1)
+  if rows:
+    advice = (
+      f'set per_replica_batch_size: {rows} and grad_accum_steps: '
+      f'{math.ceil(update_batch / rows)} to keep about the same batch per update in smaller '
+      'micro-batches, or lower seq_len'
+    )
+  else:
+    advice = 'lower seq_len (even one example per micro-batch does not fit at this length)'
   raise ValueError(
     f'train.per_replica_batch_size {config.per_replica_batch_size} at seq_len {config.seq_len} '
     f'needs at least {need / _GIB:.1f} GiB for one step (its activations, estimated from the '
-    f'model size), more than the {available / _GIB:.1f} GiB of memory available: lower '
-    f'per_replica_batch_size, or set grad_accum_steps: {accum} to keep the same batch per '
-    'update in smaller pieces'
+    f'model size), more than the {available / _GIB:.1f} GiB of memory available: {advice}'
   )
 
 

@@ -321,8 +321,13 @@ class Loop:
         total = [t + tf.convert_to_tensor(micro_grads[i]) for t, i in zip(total, reached)]
         return step + 1, total, sums + micro_sums
 
+      # One micro-batch at a time: by default a while loop may run up to ten iterations at
+      # once, each keeping its own activations, and accumulation is there to bound them.
       _, total, sums = tf.while_loop(
-        lambda step, *_: step < self.accum, accumulate, (tf.constant(1), total, sums)
+        lambda step, *_: step < self.accum,
+        accumulate,
+        (tf.constant(1), total, sums),
+        parallel_iterations=1,
       )
     (self._fused_update if self.fused_update else self._update)(total, reached)
     return sums
