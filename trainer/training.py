@@ -394,7 +394,7 @@ class Loop:
 
     The evaluation input reads its split once, then fills batches with rows of weight 0
     (trainer/inputs.py): each example counts at most once, and the evaluation stops at the
-    first step in which no replica had a row left.
+    first step in which no replica had a row left. No metrics ({}) when the split gives no row.
     """
     return self._evaluate(eval_dataset, steps)[0]
 
@@ -411,6 +411,22 @@ class Loop:
       total += sums
       batches += 1
     loss_sum, count, correct, rows = (float(v) for v in total.numpy())
+    if not rows:
+      # Nothing to score: a loss of 0 (perplexity 1) would be recorded and drawn as if measured.
+      if not self._eval_size_logged and self.chief:
+        self._eval_size_logged = True
+        logging.warning(
+          '%s: the eval split gives the Trainer no row to evaluate%s: its evaluations are '
+          'skipped (no eval loss in the log, TensorBoard or %s); the Evaluator still scores '
+          'the split. Add eval data%s.',
+          self.config.task,
+          f' (it holds less than one window of seq_len {self.config.seq_len} tokens)'
+          if self.config.task in (contract.MLM, contract.CLM)
+          else '',
+          EVAL_HISTORY_FILE,
+          ' or lower seq_len' if self.config.task in (contract.MLM, contract.CLM) else '',
+        )
+      return {}, 0
     if not self._eval_size_logged and self.chief:
       self._eval_size_logged = True
       logging.info(
@@ -500,10 +516,11 @@ class Loop:
         window = _new_window()
       if evaluates:
         metrics, rows = self._evaluate(eval_dataset, eval_steps)
-        if resumed_history:
+        if rows and resumed_history:
           self._warn_of_other_eval_sizes(resumed_history, start, eval_steps, rows)
           resumed_history = []
-        self._log_eval(step, metrics, eval_steps, rows)
+        if rows:
+          self._log_eval(step, metrics, eval_steps, rows)
       if saves:
         self._save(step, finite_loss=not nonfinite)
     if self._scratch_dir and tf.io.gfile.exists(self._scratch_dir):

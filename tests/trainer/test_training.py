@@ -316,6 +316,33 @@ def test_evaluation_stops_at_the_end_of_the_split_and_counts_each_row_once(tmp_p
   ]
 
 
+def test_an_eval_split_with_no_row_records_no_metrics(tmp_path, caplog):
+  """An eval split shorter than one window gives only filler batches: nothing was measured, so
+  nothing is recorded (it was: loss 0, perplexity 1, drawn in the report as eval points)."""
+  loop = _loop('clm', tmp_path, eval_every_steps=1)
+  x, y = _batch('clm', 8)
+  filler = {
+    **y,
+    inputs.WEIGHTS: np.zeros_like(y[inputs.WEIGHTS]),
+    inputs.REAL: np.zeros(8, 'float32'),
+  }
+  train = tf.data.Dataset.from_tensors((x, y)).repeat()
+  caplog.set_level(logging.INFO, logger='absl')
+  history = loop.run(
+    train, tf.data.Dataset.from_tensors((x, filler)).repeat(), train_steps=2, eval_steps=3
+  )
+  assert history == [] and int(loop.step.numpy()) == 2
+  assert loop.evaluate(tf.data.Dataset.from_tensors((x, filler)).repeat(), 3) == {}
+  warned = [r.getMessage() for r in caplog.records if 'no row to evaluate' in r.getMessage()]
+  assert warned == [
+    'clm: the eval split gives the Trainer no row to evaluate (it holds less than one window of '
+    'seq_len 8 tokens): its evaluations are skipped (no eval loss in the log, TensorBoard or '
+    'eval_history.json); the Evaluator still scores the split. Add eval data or lower seq_len.'
+  ]
+  assert not any(': eval loss' in r.getMessage() for r in caplog.records)
+  assert not os.path.exists(os.path.join(loop.run_dir, training.EVAL_HISTORY_FILE))
+
+
 def test_the_log_gives_the_runs_total_steps_when_the_config_leaves_them_to_train_args(
   tmp_path, caplog
 ):
