@@ -177,6 +177,8 @@ class Executor(transform_executor.Executor):
     if classify:
       schema = artifact_utils.get_single_instance(input_dict[standard_component_specs.SCHEMA_KEY])
       config[LABEL_DOMAIN_KEY] = model_labels(config.get(LABEL_DOMAIN_KEY, ()), schema.uri)
+      if statistics:
+        check_train_labels(artifact_utils.get_single_instance(statistics))
     exec_properties = {**exec_properties, key: json_utils.dumps(config)}
     compression = tfrecords.check(exec_properties.pop(COMPRESSION_KEY))
     with tfx_internals.running(_processor(compression)):
@@ -280,6 +282,28 @@ def label_counts(statistics: types.Artifact, split: str) -> dict[str, int] | Non
       return {bucket.label: int(bucket.sample_count) for bucket in buckets}
     return {}  # no example of the split has a label
   return None
+
+
+def check_train_labels(statistics: types.Artifact) -> None:
+  """Raises a DataError when the train split of the ExampleStatistics `statistics` has rows of
+  fewer than two labels (a classifier learns nothing from one; with a schema domain listing
+  more, the run would otherwise train, score 1.0 on such an eval split, and be blessed).
+
+  Raises:
+    DataError: naming the split, its labels and their counts, and what to do.
+  """
+  counts = label_counts(statistics, TRAIN_SPLIT)
+  if counts is None:
+    return
+  labels = {label: count for label, count in counts.items() if label}
+  if len(labels) >= 2:
+    return
+  found = ''.join(f'rows of one label only ({label!r}, {n} rows)' for label, n in labels.items())
+  raise DataError(
+    f'the {TRAIN_SPLIT} split has {found or "no labeled rows"}: a classifier needs rows of two '
+    'labels or more to learn anything. What to do: add training rows of the other labels, or '
+    'check data.label_column and data.label_values'
+  )
 
 
 def warn_labels_without_rows(statistics: types.Artifact, label_vocab: str) -> None:

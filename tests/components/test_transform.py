@@ -261,6 +261,21 @@ def test_labels_without_training_rows_are_one_warning_the_run_summary_lists(tmp_
   assert collector.by_component == {contract.TRANSFORM_ID: [message]}
 
 
+def test_a_train_split_of_one_label_is_refused_before_the_analysis(tmp_path):
+  """With a schema domain of two labels, a train split of one used to train, score 1.0 on an
+  eval split of that label too, and be blessed and pushed."""
+  with pytest.raises(DataError) as error:
+    transform.check_train_labels(_statistics_artifact(tmp_path / 'one', {'pos': 300}))
+  assert str(error.value) == (
+    "the train split has rows of one label only ('pos', 300 rows): a classifier needs rows of "
+    'two labels or more to learn anything. What to do: add training rows of the other labels, '
+    'or check data.label_column and data.label_values'
+  )
+  transform.check_train_labels(_statistics_artifact(tmp_path / 'two', {'pos': 299, 'neg': 1}))
+  # More labels than the histogram's buckets: it cannot tell, so it lets the run go on.
+  transform.check_train_labels(_statistics_artifact(tmp_path / 'many', {'pos': 3}, unique=1001))
+
+
 def test_train_labels_without_eval_rows_are_one_warning_naming_the_split(tmp_path):
   vocab = tmp_path / 'label_vocab'
   vocab.write_bytes(b'neg\npos\n')
