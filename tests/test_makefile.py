@@ -36,7 +36,12 @@ def _make(folder, *args):
 
 @pytest.mark.parametrize(
   'target, config_var',
-  [('demo', 'CONFIG'), ('demo-lm', 'LM_CONFIG'), ('demo-scratch', 'SCRATCH_CONFIG')],
+  [
+    ('demo', 'CONFIG'),
+    ('demo-lm', 'LM_CONFIG'),
+    ('demo-scratch', 'SCRATCH_CONFIG'),
+    ('demo-compress', 'COMPRESS_CONFIG'),
+  ],
 )
 def test_a_config_and_outputs_with_spaces_and_quotes_stay_one_argument(folder, target, config_var):
   done, lines = _make(folder, target, "OUTPUTS=my runs/it's", f"{config_var}=my configs/o'k.yaml")
@@ -49,6 +54,23 @@ def test_a_config_and_outputs_with_spaces_and_quotes_stay_one_argument(folder, t
     '--config',
     "my configs/o'k.yaml",
   ]
+
+
+def test_make_demo_writes_under_outputs_where_make_serve_reads(folder):
+  done, lines = _make(folder, 'demo-lm', 'OUTPUTS=out')
+  assert done.returncode == 0, done.stderr
+  assert lines[0] == f'TFXLM_OUTPUTS={folder}/out'
+  done, lines = _make(folder, 'serve', 'OUTPUTS=out', 'PIPELINE=demo-lm', 'MODEL_NAME=demo-lm')
+  assert f'--model_base_path={folder}/out/demo-lm/serving/demo-lm' in lines
+  done, lines = _make(folder, 'serve')  # the defaults: what `make demo` writes
+  assert lines[4:] == [
+    '--model_name=sentiment',
+    f'--model_base_path={folder}/pipeline_outputs/demo/serving/sentiment',
+    '--port=8500',
+    '--rest_api_port=8501',
+  ]
+  done, lines = _make(folder, 'demo')
+  assert lines[0] == f'TFXLM_OUTPUTS={folder}/pipeline_outputs'
 
 
 def test_serve_and_kubeflow_compile_keep_each_value_whole(folder):

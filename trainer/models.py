@@ -46,10 +46,14 @@ def build_backbone(
     problem = preset_backbone_problem(config.task, type(backbone).__name__)
     if problem:
       raise ValueError(f'preset {config.preset}: task {config.task}: {problem}')
-    if backbone.vocabulary_size != vocab_size:
+    # A checkpoint may pad its embedding past its tokenizer's tokens: a classifier never reads
+    # the extra rows, but a language model would predict them, ids no tokenizer can write.
+    padded = config.task == contract.CLASSIFY and vocab_size < backbone.vocabulary_size
+    if backbone.vocabulary_size != vocab_size and not padded:
       raise ValueError(
-        f'preset {config.preset} has vocabulary size '
-        f'{backbone.vocabulary_size}, the token vocabulary has {vocab_size}'
+        f'preset {config.preset} has vocabulary size {backbone.vocabulary_size}, the token '
+        f'vocabulary has {vocab_size}: the tokenizer is not the model\'s (task {config.task} '
+        'needs one id per embedding row); use the checkpoint\'s own tokenizer files'
       )
     if backbone.max_sequence_length < config.seq_len:
       raise ValueError(

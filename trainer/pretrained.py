@@ -210,7 +210,52 @@ def check_folder(folder: str, tokenizer: bool = True) -> str:
         f'train.preset: {folder} has no {" or ".join(alternatives)}: a {model_type} checkpoint '
         "needs its tokenizer's files beside config.json"
       )
+  if model_type == 'bert':
+    _check_bert_tokenizer(folder, config)
   return HF_MODEL_TYPES[model_type]
+
+
+# The tokens keras-hub's BertTokenizer requires (the export's keras-hub preset holds one).
+_KERAS_HUB_BERT_TOKENS = ('[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]')
+
+
+def _check_bert_tokenizer(folder: str, config: dict) -> None:
+  """The tokenizer of a BERT checkpoint agrees with its model and with keras-hub: every special
+  token it names is in its vocabulary, so are keras-hub's, and it has no more tokens than the
+  model has embedding rows (a run found any of these wrong only in the Trainer, after training).
+  """
+  from trainer import hf_tokenizer
+
+  try:
+    read = hf_tokenizer.read_checkpoint_tokenizer(folder)
+  except hf_tokenizer.TokenizerFilesError as e:
+    raise CheckpointError(f'train.preset: {e}') from None
+  name = hf_tokenizer.TOKENIZER_JSON
+  if not os.path.isfile(os.path.join(folder, name)):
+    name = hf_tokenizer.VOCAB_TXT
+  vocabulary = os.path.join(folder, name)
+  tokens = set(read['tokens'])
+  missing = [t for t in dict.fromkeys(read['special_token_names'].values()) if t not in tokens]
+  if missing:
+    raise CheckpointError(
+      f'train.preset: {vocabulary} has no {", ".join(map(repr, missing))}, which the '
+      "checkpoint's tokenizer files name as special tokens: the files disagree; fix them so "
+      'that every special token is in the vocabulary'
+    )
+  missing = [t for t in _KERAS_HUB_BERT_TOKENS if t not in tokens]
+  if missing:
+    raise CheckpointError(
+      f'train.preset: {vocabulary} has no {", ".join(map(repr, missing))}: the export holds a '
+      f'keras-hub BertTokenizer, which needs the tokens {", ".join(_KERAS_HUB_BERT_TOKENS)}; a '
+      'BERT checkpoint with other special tokens is not supported'
+    )
+  rows = config.get('vocab_size')
+  if isinstance(rows, int) and len(read['tokens']) > rows:
+    raise CheckpointError(
+      f'train.preset: {vocabulary} has {len(read["tokens"])} tokens, more than the '
+      f'{rows} embedding rows config.json gives the model (vocab_size): the tokenizer is not the '
+      "model's; put the checkpoint's own tokenizer files beside config.json"
+    )
 
 
 def _config_int(folder: str, preset_key: str, *hf_keys: str) -> int | None:

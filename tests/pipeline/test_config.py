@@ -4,7 +4,6 @@ import dataclasses
 import json
 import os
 import re
-import subprocess
 
 import h5py
 import numpy as np
@@ -907,19 +906,6 @@ def test_outputs_go_under_tfxlm_outputs_unless_the_config_names_its_folder(tmp_p
     _write(tmp_path, 'pipeline_name: mine\noutputs_dir: out\n' + steps)
   )
   assert config.resolved_outputs_dir == str(tmp_path / 'out')
-
-
-@pytest.mark.parametrize('target', ['demo', 'demo-scratch', 'demo-compress', 'demo-lm'])
-def test_make_demo_writes_under_outputs_where_make_serve_reads(tmp_path, target):
-  run = lambda *args: (
-    subprocess.run(
-      ['make', '-n', '-C', REPO, *args], capture_output=True, text=True, check=True
-    ).stdout
-  )
-  assert f'TFXLM_OUTPUTS={tmp_path} ' in run(target, f'OUTPUTS={tmp_path}')
-  served = run('serve', f'OUTPUTS={tmp_path}', 'PIPELINE=demo-lm', 'MODEL_NAME=demo-lm')
-  assert f'--model_base_path={tmp_path}/demo-lm/serving/demo-lm ' in served
-  assert f'--model_base_path={REPO}/pipeline_outputs/demo/serving/sentiment ' in run('serve')
 
 
 def test_a_train_section_without_a_task_is_classify_as_no_train_section_is(tmp_path):

@@ -374,6 +374,72 @@ def test_another_family_names_the_supported_ones(bert, tmp_path):
     pretrained.load_backbone(str(folder))
 
 
+def _rewrite_tokens(folder, change):
+  """Applies `change` (token list -> token list) to vocab.txt and tokenizer.json's vocabulary."""
+  tokens = change((folder / 'vocab.txt').read_text(encoding='utf-8').splitlines())
+  (folder / 'vocab.txt').write_text(''.join(t + '\n' for t in tokens), encoding='utf-8')
+  full = json.loads((folder / 'tokenizer.json').read_text(encoding='utf-8'))
+  full['model']['vocab'] = {t: i for i, t in enumerate(tokens)}
+  full['added_tokens'] = [t for t in full['added_tokens'] if t['content'] in tokens]
+  (folder / 'tokenizer.json').write_text(json.dumps(full), encoding='utf-8')
+
+
+def test_a_tokenizer_that_disagrees_with_its_names_keras_hub_or_the_model_is_refused_at_load(
+  bert, tmp_path
+):
+  """Each used to train in full, then stop in the Trainer's export (keras-hub's tokenizer) or
+  with a TensorFlow traceback in the masking of mlm inputs."""
+
+  def load(folder, task='classify'):
+    config_lib.load_config(None, [f'train.preset={folder}', f'train.task={task}'])
+
+  # special_tokens_map.json names a mask token the vocabulary lacks.
+  dropped = _copy(bert, tmp_path, 'no_mask')
+  _rewrite_tokens(dropped, lambda tokens: [t for t in tokens if t != '[MASK]'])
+  for task_name in ('classify', 'mlm'):
+    with pytest.raises(config_lib.ConfigError) as error:
+      load(dropped, task_name)
+    assert f"{dropped}/tokenizer.json has no '[MASK]', which the checkpoint's tokenizer files" in (
+      str(error.value)
+    )
+  # Renamed consistently in every file: our tokenizer could run it, keras-hub's cannot.
+  renamed = _copy(bert, tmp_path, 'renamed')
+  _rewrite_tokens(renamed, lambda tokens: ['[MSK]' if t == '[MASK]' else t for t in tokens])
+  for name in ('special_tokens_map.json', 'tokenizer_config.json'):
+    text = (renamed / name).read_text().replace('[MASK]', '[MSK]')
+    (renamed / name).write_text(text)
+  with pytest.raises(config_lib.ConfigError, match=r"tokenizer.json has no '\[MASK\]': the export"):
+    load(renamed)
+  # More tokens than the model's embedding rows.
+  grown = _copy(bert, tmp_path, 'grown')
+  _rewrite_tokens(grown, lambda tokens: tokens + [f'extra{i}' for i in range(16)])
+  with pytest.raises(config_lib.ConfigError) as error:
+    load(grown)
+  assert re.search(
+    r'tokenizer.json has \d+ tokens, more than the \d+ embedding rows', str(error.value)
+  )
+
+
+def test_a_classifier_fine_tunes_a_checkpoint_whose_embedding_is_padded_past_its_tokens(
+  bert, tmp_path
+):
+  """config.json's vocab_size above the tokenizer's tokens (a padded embedding): a classifier
+  never reads the extra rows; a language model would predict them, so it is refused."""
+  from trainer import models
+  from trainer.config import TrainerConfig
+
+  padded = _copy(bert, tmp_path, 'padded')
+  _rewrite_tokens(padded, lambda tokens: tokens[:-6])
+  tokens = len((padded / 'vocab.txt').read_text(encoding='utf-8').splitlines())
+  assert pretrained.check_folder(str(padded)) == 'BertBackbone'  # what the config load checks
+  backbone = models.build_backbone(
+    TrainerConfig(task='classify', preset=str(padded), seq_len=16), tokens
+  )
+  assert backbone.vocabulary_size == tokens + 6
+  with pytest.raises(ValueError, match=r'has vocabulary size \d+, the token vocabulary has \d+'):
+    models.build_backbone(TrainerConfig(task='mlm', preset=str(padded), seq_len=16), tokens)
+
+
 def test_a_bert_checkpoint_is_refused_for_clm_when_the_config_loads(bert):
   with pytest.raises(config_lib.ConfigError, match=r'task clm: its backbone class is BertBackbone'):
     config_lib.load_config(None, [f'train.preset={bert}', 'train.task=clm'])
