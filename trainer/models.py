@@ -52,8 +52,8 @@ def build_backbone(
     if backbone.vocabulary_size != vocab_size and not padded:
       raise ValueError(
         f'preset {config.preset} has vocabulary size {backbone.vocabulary_size}, the token '
-        f'vocabulary has {vocab_size}: the tokenizer is not the model\'s (task {config.task} '
-        'needs one id per embedding row); use the checkpoint\'s own tokenizer files'
+        f"vocabulary has {vocab_size}: the tokenizer is not the model's (task {config.task} "
+        "needs one id per embedding row); use the checkpoint's own tokenizer files"
       )
     if backbone.max_sequence_length < config.seq_len:
       raise ValueError(
