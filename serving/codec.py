@@ -158,6 +158,10 @@ def from_tensor_proto(
   budget = budget or DEFAULT_LIMITS.budget()
   shape = _declared_shape(key, proto)
   size = math.prod(shape)
+  # Rows of no elements ([N, 0]) are rows still: the request runs them in calls of so many rows.
+  rows = shape[0] if shape and not size else 0
+  if rows:
+    budget.charge(key, rows)
   if proto.dtype == _DT_STRING:
     values = proto.string_val
     _check_count(key, len(values), shape, size)

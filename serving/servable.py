@@ -104,7 +104,13 @@ class Signature:
       raise errors.from_tf_error(e, f'signature "{self.name}"') from None
     except UnicodeDecodeError as e:
       raise errors.from_undecodable_tf_error(e, f'signature "{self.name}"') from None
-    return {k: v.numpy() for k, v in outputs.items()}
+    return {k: _numpy(v) for k, v in outputs.items()}
+
+
+def _numpy(tensor: tf.Tensor) -> np.ndarray:
+  # A rank-0 string tensor's numpy() is bytes, not an array.
+  value = tensor.numpy()
+  return np.array(value, dtype=object) if isinstance(value, bytes) else value
 
 
 def _dtype_matches(array, dtype):

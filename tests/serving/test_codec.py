@@ -161,6 +161,24 @@ def test_a_request_budget_covers_all_its_inputs():
     codec.from_json('n', [[1] * 11], tf.int32, codec.Limits(max_elements=10).budget())
 
 
+def test_rows_of_no_elements_count_against_the_element_limit():
+  """A 31-byte PredictRequest declaring [2**34, 0] floats held a request thread for minutes,
+  running its rows in calls of a few thousand: each row counts as at least one element."""
+  proto = tensor_pb2.TensorProto(dtype=tf.float32.as_datatype_enum)
+  for size in (2**34, 0):
+    proto.tensor_shape.dim.add(size=size)
+  with pytest.raises(
+    errors.ServingError,
+    match=r'carries 17179869184 tensor elements, more than the limit of 16777216 '
+    r'\(--max_request_elements\)',
+  ):
+    codec.from_tensor_proto('x', proto, codec.DEFAULT_LIMITS.budget())
+  del proto.tensor_shape.dim[:]
+  for size in (8, 0):
+    proto.tensor_shape.dim.add(size=size)
+  assert codec.from_tensor_proto('x', proto).shape == (8, 0)
+
+
 def test_text_example_is_what_serving_default_parses():
   example = codec.text_example('é')
   assert example.features.feature['text'].bytes_list.value == ['é'.encode()]

@@ -1,0 +1,71 @@
+"""A signature with rank-0 string outputs (a model's version tag, a joined text): TensorFlow
+hands those back as bytes, not arrays, and every protocol answered 500 / INTERNAL."""
+
+import os
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2
+
+from serving.config import ModelConfig
+from tests.serving.conftest import start_server
+from tests.serving.rest_util import rest_json
+
+MODEL = 'tagged'
+
+
+class _Tagged(tf.Module):
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='text')])
+  def tag(self, text):
+    return {
+      'version': tf.constant('v1'),
+      'joined': tf.strings.reduce_join(text, separator=' '),
+      'lengths': tf.strings.length(text),
+    }
+
+
+@pytest.fixture(scope='module')
+def tagged(tmp_path_factory):
+  base = str(tmp_path_factory.mktemp('scalar'))
+  module = _Tagged()
+  tf.saved_model.save(
+    module, os.path.join(base, MODEL, '1'), signatures={'serving_default': module.tag}
+  )
+  running = start_server(base, [ModelConfig(MODEL, os.path.join(base, MODEL))], poll_wait_seconds=0)
+  yield running
+  running.close()
+
+
+def test_scalar_string_outputs_are_answered_over_grpc_and_rest(tagged):
+  request = predict_pb2.PredictRequest()
+  request.model_spec.name = MODEL
+  request.inputs['text'].CopyFrom(tf.make_tensor_proto(np.array([b'a', b'bc'], dtype=object)))
+  reply = tagged.predictions.Predict(request, timeout=30)
+  assert tf.make_ndarray(reply.outputs['version']) == b'v1'
+  assert reply.outputs['version'].tensor_shape.dim == []
+  assert tf.make_ndarray(reply.outputs['joined']) == b'a bc'
+  assert list(tf.make_ndarray(reply.outputs['lengths'])) == [1, 2]
+
+  status, body = rest_json(tagged.rest_url, f'/v1/models/{MODEL}:predict', {'inputs': ['a', 'bc']})
+  assert (status, body) == (
+    200,
+    {'outputs': {'version': 'v1', 'joined': 'a bc', 'lengths': [1, 2]}},
+  )
+  # Row format: outputs without a batch dimension cannot be cut into rows (as TF Serving says).
+  status, body = rest_json(tagged.rest_url, f'/v1/models/{MODEL}:predict', {'instances': ['a']})
+  assert status == 400, body
+
+
+def test_an_output_filter_of_the_scalar_alone(tagged):
+  request = predict_pb2.PredictRequest()
+  request.model_spec.name = MODEL
+  request.inputs['text'].CopyFrom(tf.make_tensor_proto(np.array([b'x'], dtype=object)))
+  request.output_filter.append('version')
+  reply = tagged.predictions.Predict(request, timeout=30)
+  assert list(reply.outputs) == ['version']
+  with pytest.raises(grpc.RpcError) as error:
+    request.output_filter[:] = ['nope']
+    tagged.predictions.Predict(request, timeout=30)
+  assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
