@@ -207,7 +207,9 @@ class Server:
       interceptors=interceptors,
       options=[
         ('grpc.max_receive_message_length', limit),
-        ('grpc.max_send_message_length', limit),
+        # Answers are bounded by the request memory budget, not by the largest request: as in
+        # TF Serving (INT32_MAX), an answer larger than --max_request_bytes is sent.
+        ('grpc.max_send_message_length', -1),
         ('grpc.so_reuseport', 0),
         # Calls gRPC has received but the event loop has not yet taken: beyond its default
         # (1,000, and randomly up to 3,000) a burst's calls were CANCELLED, never seen here.

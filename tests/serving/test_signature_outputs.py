@@ -1,5 +1,6 @@
-"""A signature with rank-0 string outputs (a model's version tag, a joined text): TensorFlow
-hands those back as bytes, not arrays, and every protocol answered 500 / INTERNAL."""
+"""Answers of unusual shapes and sizes: rank-0 string outputs (a model's version tag, a joined
+text), which TensorFlow hands back as bytes, not arrays (every protocol answered 500 /
+INTERNAL), and a gRPC answer larger than the requests the server takes."""
 
 import os
 
@@ -25,15 +26,26 @@ class _Tagged(tf.Module):
       'lengths': tf.strings.length(text),
     }
 
+  @tf.function(input_signature=[tf.TensorSpec([], tf.int32, name='n')])
+  def zeros(self, n):
+    return {'zeros': tf.zeros([n])}
+
 
 @pytest.fixture(scope='module')
 def tagged(tmp_path_factory):
   base = str(tmp_path_factory.mktemp('scalar'))
   module = _Tagged()
   tf.saved_model.save(
-    module, os.path.join(base, MODEL, '1'), signatures={'serving_default': module.tag}
+    module,
+    os.path.join(base, MODEL, '1'),
+    signatures={'serving_default': module.tag, 'zeros': module.zeros},
   )
-  running = start_server(base, [ModelConfig(MODEL, os.path.join(base, MODEL))], poll_wait_seconds=0)
+  running = start_server(
+    base,
+    [ModelConfig(MODEL, os.path.join(base, MODEL))],
+    poll_wait_seconds=0,
+    options={'max_request_bytes': 1 << 20},
+  )
   yield running
   running.close()
 
@@ -69,3 +81,14 @@ def test_an_output_filter_of_the_scalar_alone(tagged):
     request.output_filter[:] = ['nope']
     tagged.predictions.Predict(request, timeout=30)
   assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_grpc_answer_may_be_larger_than_the_requests_the_server_takes(tagged):
+  """--max_request_bytes bounds requests; it also bounded answers over gRPC, which failed after
+  the work was done ("Sent message larger than max") and were counted OK."""
+  request = predict_pb2.PredictRequest()
+  request.model_spec.name = MODEL
+  request.model_spec.signature_name = 'zeros'
+  request.inputs['n'].CopyFrom(tf.make_tensor_proto(np.int32(1 << 19)))  # a 2 MiB answer
+  reply = tagged.predictions.Predict(request, timeout=30)
+  assert tf.make_ndarray(reply.outputs['zeros']).shape == (1 << 19,)
