@@ -207,8 +207,8 @@ class Server:
       interceptors=interceptors,
       options=[
         ('grpc.max_receive_message_length', limit),
-        # Answers are bounded by the request memory budget, not by the largest request: as in
-        # TF Serving (INT32_MAX), an answer larger than --max_request_bytes is sent.
+        # --max_request_bytes bounds requests only: as TF Serving (INT32_MAX), an answer larger
+        # is sent rather than failed after its work.
         ('grpc.max_send_message_length', -1),
         ('grpc.so_reuseport', 0),
         # Calls gRPC has received but the event loop has not yet taken: beyond its default
