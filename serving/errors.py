@@ -25,6 +25,21 @@ _HTTP_STATUS = {
   grpc.StatusCode.UNAUTHENTICATED: 401,
 }
 _BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+# A message's most characters and UTF-8 bytes: a message quoting a request's names (a signature,
+# an input key, an output filter) must stay well under gRPC's 8 KiB of status metadata (it is
+# percent-encoded there, up to 3 characters a byte), or the client gets RESOURCE_EXHAUSTED
+# 'Stream removed' instead of it; a REST client sent a 20 MB name got a 20 MB body back.
+MAX_MESSAGE_CHARS = 1000
+_MAX_MESSAGE_BYTES = 2000
+
+
+def bounded(message: str) -> str:
+  """`message`, cut to MAX_MESSAGE_CHARS characters and _MAX_MESSAGE_BYTES bytes of UTF-8."""
+  encoded = message.encode('utf-8', 'replace')
+  if len(message) <= MAX_MESSAGE_CHARS and len(encoded) <= _MAX_MESSAGE_BYTES:
+    return message
+  cut = encoded[:_MAX_MESSAGE_BYTES].decode('utf-8', 'ignore')[:MAX_MESSAGE_CHARS]
+  return f'{cut}... (cut from {len(message)} characters)'
 
 
 class ServingError(Exception):
@@ -36,6 +51,7 @@ class ServingError(Exception):
   """
 
   def __init__(self, code: grpc.StatusCode, message: str, http_status: int | None = None):
+    message = bounded(message)
     super().__init__(message)
     self.code = code
     self.message = message

@@ -120,7 +120,7 @@ class _Observed:
     # reference cycle of its own, and raised in the `except` it would carry the error (and
     # through its traceback the request) as its context; the frame below is in its traceback.
     request = None
-    await context.abort(*status)
+    await context.abort(status[0], errors.bounded(status[1]))
 
 
 def _model_labels(request):

@@ -467,7 +467,7 @@ class _Handler:
     except Exception as e:  # noqa: BLE001 - answer 500 rather than drop the connection.
       code = 'INTERNAL'
       log.exception('REST %s %.200s failed', http_method, request.raw_path)
-      reply = _Reply(500, {'error': f'internal error: {e!r}'})
+      reply = _Reply(500, {'error': errors.bounded(f'internal error: {e!r}')})
     finally:
       if code == 'CANCELLED' and self.server.metrics is not None and self.labels is not None:
         self.server.metrics.observe_request(*self.labels, 'rest', code, time.perf_counter() - start)

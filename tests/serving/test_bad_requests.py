@@ -424,3 +424,34 @@ def test_errors_are_counted_in_the_metrics(strict):
     'serving_request_errors_total{model="toy",signature="unknown",method="predict",'
     'protocol="rest",code="FAILED_PRECONDITION"}'
   ) in text
+
+
+@pytest.mark.parametrize('part', ['signature', 'input key', 'output filter', 'model name'])
+def test_a_huge_name_in_a_grpc_request_gets_its_error_in_a_bounded_message(strict, part):
+  """A 16 KB (or non-ASCII, 4 bytes a character) name quoted in the error made a status message
+  over gRPC's 8 KiB of metadata: the client got RESOURCE_EXHAUSTED 'Stream removed'."""
+  for name in ('s' * 16_000, '\U0001f600' * 5_000):
+    request = _predict_request(
+      signature=name if part == 'signature' else 'predict_text',
+      key=name if part == 'input key' else 'text',
+      name=name if part == 'model name' else MODEL,
+    )
+    if part == 'output filter':
+      request.output_filter.append(name)
+    with pytest.raises(grpc.RpcError) as raised:
+      strict.predictions.Predict(request, timeout=30)
+    # Its own code (what TF Serving answers for that name), not gRPC's 'Stream removed'.
+    assert raised.value.code() != grpc.StatusCode.RESOURCE_EXHAUSTED, raised.value.details()
+    assert len(raised.value.details()) <= 1100
+  _good_predict(strict)
+
+
+def test_a_huge_signature_name_over_rest_gets_a_bounded_answer(strict):
+  status, body = _http(
+    strict,
+    'POST',
+    f'/v1/models/{MODEL}:predict',
+    {'signature_name': 'x' * 50_000, 'instances': ['fine']},
+  )
+  assert status in (400, 404) and len(body['error']) <= 1100, body['error'][:200]
+  _good_rest(strict)
