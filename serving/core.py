@@ -203,11 +203,10 @@ def classify_examples(
   signature, key = classification_signature(servable, signature_name)
   outputs = _run_examples(servable, signature, key, examples, deadline, stop)
   scores = outputs.get('scores', outputs.get(contract.PROBABILITIES))
-  if scores.ndim != 2:
-    raise errors.ServingError(
-      grpc.StatusCode.INTERNAL,
+  if scores.ndim != 2:  # the signature's, not the server's, fault: TF Serving's code too
+    raise errors.invalid_argument(
       f'signature "{signature.name}": scores must be [batch, classes],'
-      f' got shape {list(scores.shape)}',
+      f' got shape {list(scores.shape)}'
     )
   classes = outputs.get('classes')
   if classes is None:

@@ -8,7 +8,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import classification_pb2, predict_pb2
 
 from serving.config import ModelConfig
 from tests.serving.conftest import start_server
@@ -26,6 +26,10 @@ class _Tagged(tf.Module):
       'lengths': tf.strings.length(text),
     }
 
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
+  def flat_scores(self, examples):
+    return {'scores': tf.zeros(tf.shape(examples))}  # [batch]: not one score per class
+
   @tf.function(input_signature=[tf.TensorSpec([], tf.int32, name='n')])
   def zeros(self, n):
     return {'zeros': tf.zeros([n])}
@@ -38,7 +42,11 @@ def tagged(tmp_path_factory):
   tf.saved_model.save(
     module,
     os.path.join(base, MODEL, '1'),
-    signatures={'serving_default': module.tag, 'zeros': module.zeros},
+    signatures={
+      'serving_default': module.tag,
+      'zeros': module.zeros,
+      'flat_scores': module.flat_scores,
+    },
   )
   running = start_server(
     base,
@@ -92,3 +100,14 @@ def test_a_grpc_answer_may_be_larger_than_the_requests_the_server_takes(tagged):
   request.inputs['n'].CopyFrom(tf.make_tensor_proto(np.int32(1 << 19)))  # a 2 MiB answer
   reply = tagged.predictions.Predict(request, timeout=30)
   assert tf.make_ndarray(reply.outputs['zeros']).shape == (1 << 19,)
+
+
+def test_classify_on_scores_that_are_not_batch_by_class_is_the_signatures_error(tagged):
+  request = classification_pb2.ClassificationRequest()
+  request.model_spec.name = MODEL
+  request.model_spec.signature_name = 'flat_scores'
+  request.input.example_list.examples.add()
+  with pytest.raises(grpc.RpcError) as error:
+    tagged.predictions.Classify(request, timeout=30)
+  assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # was INTERNAL
+  assert 'scores must be [batch, classes], got shape [1]' in error.value.details()
