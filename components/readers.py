@@ -226,7 +226,8 @@ def _read_jsonl(
       )
     except json.JSONDecodeError as e:
       raise DataError(
-        f'{path}, line {number}: not valid JSON ({e.msg} at column {e.colno}){_layout_hint(e)}'
+        f'{path}, line {number}: not valid JSON ({e.msg}{"" if e.msg.endswith(" at") else " at"}'
+        f' column {e.colno}){_layout_hint(e)}'
       ) from None
     if not isinstance(record, dict):
       hint = f'; {_ONE_PER_LINE}, not an array of them' if isinstance(record, list) else ''

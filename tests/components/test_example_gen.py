@@ -193,6 +193,13 @@ def test_malformed_jsonl_names_file_and_line(tmp_path):
   (tmp_path / 'a.jsonl').write_text(json.dumps({'text': 'ok'}) + '\n{"text": \n')
   with pytest.raises(Exception, match=r'a\.jsonl, line 2: not valid JSON'):
     _read('jsonl', tmp_path, '*.jsonl')
+  # A last line cut inside a string: json's message ends in 'at' (it read 'at at' here).
+  (tmp_path / 'a.jsonl').write_text(json.dumps({'text': 'ok'}) + '\n{"text": "cut sho')
+  with pytest.raises(
+    Exception,
+    match=r'a\.jsonl, line 2: not valid JSON \(Unterminated string starting at column 10\)',
+  ):
+    _read('jsonl', tmp_path, '*.jsonl')
 
 
 def test_empty_input_folder(tmp_path):
