@@ -146,6 +146,13 @@ class DataConfig:
         f'{self.file_pattern!r} leaves data.input_base: it is a glob of file names inside '
         'that folder (e.g. *.csv or reviews-*.csv.gz); set data.input_base to the folder',
       )
+    if '**' in self.file_pattern:
+      raise typed_config.FieldError(
+        'file_pattern',
+        f"{self.file_pattern!r}: '**' is not recursive here (it matches within one folder "
+        "level, as '*' does: '**/*.csv' skips the top folder's files and the deeper ones); "
+        "name the levels, e.g. '*.csv' for the folder itself or '*/*.csv' for its sub-folders",
+      )
     if not self.text_column.strip():
       raise typed_config.FieldError(
         'text_column', "is empty: name the column (or JSON field) holding the text, e.g. 'text'"

@@ -1131,3 +1131,20 @@ def test_a_misspelled_preset_name_is_refused_with_the_closest_names():
   assert config_checks.is_preset_name('bert_tiny_en_uncased')
   for handle in ('hf://owner/repo', 'gs://b/preset', '/abs/folder', './folder'):
     assert not config_checks.is_preset_name(handle)
+
+
+@pytest.mark.parametrize(
+  'pattern, message',
+  [
+    ('**/*.csv', "'\\*\\*' is not recursive here"),
+    ('/data/*.csv', 'leaves data.input_base'),
+    ('../other/*.csv', 'leaves data.input_base'),
+  ],
+)
+def test_a_file_pattern_that_would_not_read_what_it_says_is_refused(tmp_path, pattern, message):
+  """'**/*.csv' read only the files one folder down (glob without recursion): the top folder's
+  and the deeper ones were skipped with an INFO line."""
+  with pytest.raises(config_lib.ConfigError, match=f'data.file_pattern: .*{message}'):
+    config_lib.load_config(
+      _write(tmp_path, 'data: {input_base: data}\n'), [f'data.file_pattern={pattern}', *TRAIN_STEPS]
+    )
