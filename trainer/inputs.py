@@ -8,6 +8,7 @@ import math
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from tfxlm import contract
@@ -141,6 +142,22 @@ def _parse_fn(feature_spec, task):
     return parsed
 
   return parse
+
+
+def classify_lengths(
+  file_patterns: Sequence[str], feature_spec, pad: int, limit: int = 4096
+) -> np.ndarray:
+  """The framed lengths (tokens other than padding) of up to `limit` classify examples of the
+  transformed files, in file order."""
+  parse = _parse_fn(feature_spec, contract.CLASSIFY)
+  records = records_dataset(file_patterns, shuffle=False, seed=0, shuffle_buffer=1, repeat=False)
+  lengths = []
+  for batch in records.take(limit).batch(512).map(parse):
+    ids = batch[contract.TOKEN_IDS_KEY]
+    if isinstance(ids, tf.RaggedTensor):
+      ids = ids.to_tensor(default_value=pad)
+    lengths.append(tf.reduce_sum(tf.cast(ids != pad, tf.int32), axis=1).numpy())
+  return np.concatenate(lengths) if lengths else np.zeros([0], np.int32)
 
 
 def compression_type(files: Sequence[str]) -> str:

@@ -22,6 +22,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 from absl import logging
@@ -434,6 +435,32 @@ def build_task_model(
   )
 
 
+# A warning when at least this share of the train texts fill all of seq_len (cut there, or
+# exactly that long): the model sees only their beginnings.
+CUT_TEXTS_SHARE = 0.5
+
+
+def warn_of_cut_texts(train_files, feature_spec, config, pad) -> None:
+  """Logs one warning when most classify train texts (of the first few thousand) fill all of
+  `seq_len`: with `seq_len: 4` on texts of 9 tokens, every text was cut to 2 and nothing said so.
+  """
+  lengths = inputs.classify_lengths(train_files, feature_spec, pad)
+  if not lengths.size:
+    return
+  full = float(np.mean(lengths >= config.seq_len))
+  if full < CUT_TEXTS_SHARE:
+    return
+  logging.warning(
+    '%.0f%% of %d train texts fill all train.seq_len %d tokens (the start and end tokens included): '
+    'they are cut there (or exactly that long), so the model reads only their first %d tokens. '
+    "What to do: raise train.seq_len (up to the model's positions) if the texts are longer",
+    100 * full,
+    lengths.size,
+    config.seq_len,
+    config.seq_len - 2,
+  )
+
+
 def _datasets(strategy, fn_args, tft_output, config, vocabularies, start_step):
   per_replica = config.per_replica_batch_size
   feature_spec = tft_output.transformed_feature_spec()
@@ -493,6 +520,13 @@ def train_and_export(
     chief,
     config.precision,
   )
+  if chief and config.task == contract.CLASSIFY:
+    warn_of_cut_texts(
+      fn_args.train_files,
+      tft_output.transformed_feature_spec(),
+      config,
+      vocabularies.special.pad,
+    )
   previous_policy = keras.mixed_precision.global_policy()
   keras.mixed_precision.set_global_policy(config.precision)
   try:

@@ -346,3 +346,34 @@ def test_evaluation_reads_the_split_once_then_rows_of_no_weight(tmp_path, task):
   )
   for _, y in training.take(4):
     assert inputs.REAL not in y and y[inputs.WEIGHTS].numpy().any()
+
+
+def test_most_classify_texts_filling_seq_len_are_one_warning(tmp_path, caplog):
+  """seq_len 4 on texts of 9 tokens cut every one to 2 tokens, and nothing said so."""
+  from absl import logging as absl_logging
+
+  from trainer import task
+  from trainer.config import TrainerConfig
+
+  seq_len = 6
+  spec = {
+    contract.TOKEN_IDS_KEY: tf.io.FixedLenFeature([seq_len], tf.int64),
+    contract.TRANSFORMED_LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
+  }
+  full, short = [2, 10, 11, 12, 13, 3], [2, 10, 3, 0, 0, 0]
+  for folder in ('cut', 'fit'):
+    (tmp_path / folder).mkdir()
+  _write_classify_records(str(tmp_path / 'cut' / 'part.gz'), [(full, 0)] * 3 + [(short, 1)])
+  _write_classify_records(str(tmp_path / 'fit' / 'part.gz'), [(full, 0)] + [(short, 1)] * 3)
+  lengths = inputs.classify_lengths([str(tmp_path / 'cut' / '*.gz')], spec, pad=0)
+  np.testing.assert_array_equal(lengths, [6, 6, 6, 3])
+  config = TrainerConfig(task='classify', seq_len=seq_len)
+  caplog.set_level(absl_logging.INFO, logger='absl')
+  for folder in ('cut', 'fit'):
+    task.warn_of_cut_texts([str(tmp_path / folder / '*.gz')], spec, config, pad=0)
+  warned = [r.getMessage() for r in caplog.records if r.levelname == 'WARNING']
+  assert warned == [
+    '75% of 4 train texts fill all train.seq_len 6 tokens (the start and end tokens included): '
+    'they are cut there (or exactly that long), so the model reads only their first 4 tokens. '
+    "What to do: raise train.seq_len (up to the model's positions) if the texts are longer"
+  ]
