@@ -259,7 +259,7 @@ def _flags(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace
     '--rest_body_timeout_seconds',
     type=float,
     default=60.0,
-    help='Time a REST request body has to arrive.',
+    help='Time a REST request body has to arrive, and its answer to be read by the client.',
   )
   add(
     '--max_json_depth',

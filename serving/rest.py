@@ -75,7 +75,7 @@ class RestOptions:
       get 503 and are closed.
     header_timeout: seconds a connection may take, once idle, to send a request's line and
       headers (also the keep-alive idle limit).
-    body_timeout: seconds a request's body may take to arrive.
+    body_timeout: seconds a request's body may take to arrive, and its answer to be read.
     max_json_depth: deepest nesting of arrays and objects in a body.
     limits: codec.Limits of one request's tensors.
     auth_token: every call but health needs `Authorization: Bearer <token>` (None: open).
@@ -178,6 +178,7 @@ class _Protocol(web_protocol.RequestHandler):
 
   linger = False
   peer_eof = False  # the client has sent its FIN
+  answer_timeout: float | None = None  # seconds an answer may take to be written out
 
   def connection_made(self, transport):
     super().connection_made(_LingeringTransport(transport, self))
@@ -243,6 +244,38 @@ class _Protocol(web_protocol.RequestHandler):
       self.close()  # the client sends no more: close once this answer is out
     return answered
 
+  async def finish_response(self, request, resp, start_time):
+    """Writes the answer out, closing the connection when the client takes none of it for
+    `answer_timeout` seconds: a client that stops reading would otherwise hold its connection,
+    and the answer's memory, for good (the header and body timeouts only cover what it sends).
+    A slow reader that keeps taking bytes is not cut off."""
+    writing = asyncio.ensure_future(super().finish_response(request, resp, start_time))
+    if self.answer_timeout is None:
+      return await writing
+    loop = asyncio.get_running_loop()
+    pending, progressed = None, loop.time()
+    try:
+      while True:
+        done, _ = await asyncio.wait({writing}, timeout=min(1.0, self.answer_timeout))
+        if done:
+          return writing.result()
+        transport = self.transport
+        left = transport.get_write_buffer_size() if transport is not None else 0
+        if pending is None or left < pending:
+          pending, progressed = left, loop.time()
+        elif loop.time() - progressed > self.answer_timeout and transport is not None:
+          log.info(
+            'REST answer to %s: the client took none of it for %g s '
+            '(--rest_body_timeout_seconds): connection closed',
+            request.remote,
+            self.answer_timeout,
+          )
+          transport.abort()  # the write fails: finish_response returns, the connection ends
+          return await writing
+    finally:
+      if not writing.done():
+        writing.cancel()
+
   def handle_error(self, request, status=500, exc=None, message=None):
     self.linger = True
     if isinstance(exc, http_exceptions.LineTooLong):
@@ -264,8 +297,12 @@ class _Protocol(web_protocol.RequestHandler):
 
 
 class _WebServer(web_server.Server):
+  answer_timeout: float | None = None
+
   def __call__(self):
-    return _Protocol(self, loop=self._loop, **self._kwargs)
+    protocol = _Protocol(self, loop=self._loop, **self._kwargs)
+    protocol.answer_timeout = self.answer_timeout
+    return protocol
 
 
 class _Refuse(asyncio.Protocol):
@@ -332,6 +369,7 @@ class RestServer:
       auto_decompress=False,
       access_log=None,
     )
+    self._web.answer_timeout = self.options.body_timeout
     loop = asyncio.get_running_loop()
     self._listener = await loop.create_server(
       self._connection,

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -655,3 +656,32 @@ def test_an_absolute_form_target_is_served_as_its_path(served):
     assert connection.response()[0] == 200
   finally:
     connection.close()
+
+
+def test_a_client_that_never_reads_its_answer_is_cut_off(tight_rest):
+  """The header and body timeouts cover what a client sends; one that sent a request and never
+  read its (large) answer held its connection and the answer's memory with no limit. Now the
+  answer has the body timeout (1 s here) to be taken, then the connection is closed."""
+  body = json.dumps({'signature_name': 'predict_text', 'instances': ['fine film'] * 100_000})
+  sock = socket.socket()
+  sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+  sock.settimeout(30)
+  sock.connect(('127.0.0.1', tight_rest.server.rest_port))
+  try:
+    sock.sendall(post(PREDICT_PATH, body.encode()))
+    time.sleep(6)  # the answer is computed, then stalls: the client reads nothing
+    received = b''
+    try:
+      while chunk := sock.recv(1 << 20):
+        received += chunk
+    except ConnectionResetError:
+      pass
+    head, _, answer = received.partition(b'\r\n\r\n')
+    assert head.startswith(b'HTTP/1.1 200'), head[:200]
+    length = int(re.search(rb'(?i)content-length: *(\d+)', head).group(1))
+    assert length > 4 << 20  # more than the socket buffers hold
+    assert len(answer) < length  # cut off, not sent whole
+  finally:
+    sock.close()
+  status, _ = rest_util.rest_json(tight_rest.rest_url, '/healthz')
+  assert status == 200
