@@ -178,7 +178,8 @@ class _Protocol(web_protocol.RequestHandler):
 
   linger = False
   peer_eof = False  # the client has sent its FIN
-  answer_timeout: float | None = None  # seconds an answer may take to be written out
+  answer_timeout: float | None = None  # seconds an answer may go without a byte taken
+  _answer_watch: list | None = None  # the timer of the answer being written
 
   def connection_made(self, transport):
     super().connection_made(_LingeringTransport(transport, self))
@@ -249,32 +250,35 @@ class _Protocol(web_protocol.RequestHandler):
     `answer_timeout` seconds: a client that stops reading would otherwise hold its connection,
     and the answer's memory, for good (the header and body timeouts only cover what it sends).
     A slow reader that keeps taking bytes is not cut off."""
-    writing = asyncio.ensure_future(super().finish_response(request, resp, start_time))
     if self.answer_timeout is None:
-      return await writing
-    loop = asyncio.get_running_loop()
-    pending, progressed = None, loop.time()
+      return await super().finish_response(request, resp, start_time)
+    # A timer, not a task: most answers are written at once and it is only cancelled.
+    watch = [self._loop.call_later(self.answer_timeout, self._watch_answer, request, None)]
+    self._answer_watch = watch
     try:
-      while True:
-        done, _ = await asyncio.wait({writing}, timeout=min(1.0, self.answer_timeout))
-        if done:
-          return writing.result()
-        transport = self.transport
-        left = transport.get_write_buffer_size() if transport is not None else 0
-        if pending is None or left < pending:
-          pending, progressed = left, loop.time()
-        elif loop.time() - progressed > self.answer_timeout and transport is not None:
-          log.info(
-            'REST answer to %s: the client took none of it for %g s '
-            '(--rest_body_timeout_seconds): connection closed',
-            request.remote,
-            self.answer_timeout,
-          )
-          transport.abort()  # the write fails: finish_response returns, the connection ends
-          return await writing
+      return await super().finish_response(request, resp, start_time)
     finally:
-      if not writing.done():
-        writing.cancel()
+      watch[0].cancel()
+
+  def _watch_answer(self, request, pending):
+    """Every `answer_timeout` while an answer is being written: aborts the connection if the
+    bytes waiting to go out did not go down since the last look."""
+    transport = self.transport
+    if transport is None or transport.is_closing():
+      return
+    left = transport.get_write_buffer_size()
+    if pending is not None and left >= pending:
+      log.info(
+        'REST answer to %s: the client took none of it for %g s '
+        '(--rest_body_timeout_seconds): connection closed',
+        request.remote,
+        self.answer_timeout,
+      )
+      transport.abort()  # the write fails: finish_response returns, the connection ends
+      return
+    self._answer_watch[0] = self._loop.call_later(
+      self.answer_timeout, self._watch_answer, request, left
+    )
 
   def handle_error(self, request, status=500, exc=None, message=None):
     self.linger = True
