@@ -64,6 +64,9 @@ def predict_arrays(
       f'output_filter {unknown} not in the outputs of signature "{signature.name}":'
       f' {sorted(signature.outputs)}'
     )
+  repeated = sorted({k for k in output_filter if list(output_filter).count(k) > 1})
+  if repeated:  # as TF Serving refuses it
+    raise errors.invalid_argument(f'duplicate output tensor alias: {", ".join(repeated)}')
   outputs = servable.run(signature, inputs, deadline, stop)
   if output_filter:
     outputs = {k: outputs[k] for k in output_filter}

@@ -89,6 +89,12 @@ def test_an_output_filter_of_the_scalar_alone(tagged):
     request.output_filter[:] = ['nope']
     tagged.predictions.Predict(request, timeout=30)
   assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+  # Named twice: refused, as TF Serving refuses it (it was answered once).
+  request.output_filter[:] = ['version', 'joined', 'version']
+  with pytest.raises(grpc.RpcError) as error:
+    tagged.predictions.Predict(request, timeout=30)
+  assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+  assert error.value.details() == 'duplicate output tensor alias: version'
 
 
 def test_a_grpc_answer_may_be_larger_than_the_requests_the_server_takes(tagged):
