@@ -1,5 +1,6 @@
 """The request logic shared by the gRPC and REST front ends (and by warm-up replay)."""
 
+import collections
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
@@ -64,7 +65,7 @@ def predict_arrays(
       f'output_filter {unknown} not in the outputs of signature "{signature.name}":'
       f' {sorted(signature.outputs)}'
     )
-  repeated = sorted({k for k in output_filter if list(output_filter).count(k) > 1})
+  repeated = sorted(k for k, n in collections.Counter(output_filter).items() if n > 1)
   if repeated:  # as TF Serving refuses it
     raise errors.invalid_argument(f'duplicate output tensor alias: {", ".join(repeated)}')
   outputs = servable.run(signature, inputs, deadline, stop)
