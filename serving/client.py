@@ -10,7 +10,8 @@
 The signature's metadata decides the encoding: a signature whose one input is `examples` (or
 `inputs`) gets serialized tf.Examples with a `text` feature, any other gets the raw strings.
 Prints one JSON object: {"model_spec": ..., "outputs": {...}} or, with --classify,
-{"model_spec": ..., "results": [[[label, score], ...], ...]}. --generate calls a causal LM's
+{"model_spec": ..., "results": [[[label, score], ...], ...]} (the model's `classification`
+signature unless --signature names another). --generate calls a causal LM's
 `generate` signature with every --prompt (the same controls on each row) and prints
 {"model_spec": ..., "outputs": {"text": [continuation, ...]}}.
 """
@@ -51,7 +52,12 @@ def _parser() -> argparse.ArgumentParser:
   where.add_argument('--rest', help='base URL of the REST API, e.g. http://localhost:8501')
   parser.add_argument('--model_name', required=True)
   parser.add_argument('--text', action='append', help='a text to send (repeat for a batch)')
-  parser.add_argument('--signature', default='', help='signature name (default serving_default)')
+  parser.add_argument(
+    '--signature',
+    default='',
+    help="signature name (default serving_default; with --classify, the model's classification"
+    ' signature when it has one)',
+  )
   version = parser.add_mutually_exclusive_group()
   version.add_argument('--version', type=int, help='a specific model version')
   version.add_argument('--label', help='a version label')
@@ -188,17 +194,24 @@ class GrpcClient:
     self.timeout = timeout
     self.metadata = (('authorization', f'Bearer {token}'),) if token else None
 
-  def input_key(
-    self, model: str, signature: str = '', version: int | None = None, label: str | None = None
-  ) -> str:
-    """The one input key of a signature, read from the model's metadata."""
+  def signature_defs(
+    self, model: str, version: int | None = None, label: str | None = None
+  ) -> tuple[dict, int | None]:
+    """The model's signatures (name -> SignatureDef) and the version that answered."""
     request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=[SIGNATURE_DEF_FIELD])
     _spec(request.model_spec, model, version=version, label=label)
     response = self.stub.GetModelMetadata(request, timeout=self.timeout, metadata=self.metadata)
     signature_defs = get_model_metadata_pb2.SignatureDefMap()
     response.metadata[SIGNATURE_DEF_FIELD].Unpack(signature_defs)
     served = response.model_spec.version.value if response.model_spec.HasField('version') else None
-    return _one_input(signature_defs.signature_def, signature, model, served)
+    return signature_defs.signature_def, served
+
+  def input_key(
+    self, model: str, signature: str = '', version: int | None = None, label: str | None = None
+  ) -> str:
+    """The one input key of a signature, read from the model's metadata."""
+    signature_defs, served = self.signature_defs(model, version, label)
+    return _one_input(signature_defs, signature, model, served)
 
   def predict(
     self,
@@ -248,7 +261,13 @@ class GrpcClient:
     version: int | None = None,
     label: str | None = None,
   ) -> tuple[dict, list[list[tuple[str, float]]]]:
-    """Classifies texts as tf.Examples; returns (model_spec dict, [[(label, score), ...]])."""
+    """Classifies texts as tf.Examples; returns (model_spec dict, [[(label, score), ...]]).
+
+    Without `signature`: the model's `classification` signature when it has one (TF Serving's
+    Classify runs no other kind), else the server's default.
+    """
+    if not signature:
+      signature = _classify_signature(self.signature_defs(model, version, label)[0])
     request = classification_pb2.ClassificationRequest()
     _spec(request.model_spec, model, signature, version, label)
     for text in texts:
@@ -304,13 +323,19 @@ class RestClient:
     except urllib.error.URLError as e:
       raise OSError(f'cannot reach {url}: {e.reason}') from None
 
+  def signature_defs(
+    self, model: str, version: int | None = None, label: str | None = None
+  ) -> tuple[dict, str | None]:
+    """The model's signatures (name -> SignatureDef as JSON) and the version that answered."""
+    metadata = self.request(self._path(model, version, label) + '/metadata')
+    signature_defs = metadata['metadata'][SIGNATURE_DEF_FIELD][SIGNATURE_DEF_FIELD]
+    return signature_defs, metadata.get('model_spec', {}).get('version')
+
   def input_key(
     self, model: str, signature: str = '', version: int | None = None, label: str | None = None
   ) -> str:
     """The one input key of a signature, read from the model's metadata."""
-    metadata = self.request(self._path(model, version, label) + '/metadata')
-    signature_defs = metadata['metadata'][SIGNATURE_DEF_FIELD][SIGNATURE_DEF_FIELD]
-    served = metadata.get('model_spec', {}).get('version')
+    signature_defs, served = self.signature_defs(model, version, label)
     return _one_input(signature_defs, signature, model, served)
 
   def predict(
@@ -346,9 +371,19 @@ class RestClient:
     version: int | None = None,
     label: str | None = None,
   ) -> list:
-    """Classifies texts; returns [[[label, score], ...], ...], one list per text."""
+    """Classifies texts; returns [[[label, score], ...], ...], one list per text.
+
+    Without `signature`: the model's `classification` signature when it has one, as GrpcClient.
+    """
+    if not signature:
+      signature = _classify_signature(self.signature_defs(model, version, label)[0])
     body = {'signature_name': signature, 'examples': [{contract.TEXT_KEY: t} for t in texts]}
     return self.request(self._path(model, version, label) + ':classify', body)['results']
+
+
+def _classify_signature(signature_defs) -> str:
+  """`classification` if the model has it (this project's classifiers), else '' (the default)."""
+  return contract.CLASSIFICATION if contract.CLASSIFICATION in signature_defs else ''
 
 
 def _one_input(signature_defs, signature, model='', version=None):

@@ -29,7 +29,7 @@ SIGNATURE_DEF_FIELD = 'signature_def'
 EXAMPLES_INPUT_KEYS = (contract.EXAMPLES_INPUT, 'inputs')
 # The method names of TF Serving's classification and regression signatures (and tasks of a
 # MultiInferenceRequest), and the one output of a regression signature.
-CLASSIFY_METHOD = 'tensorflow/serving/classify'
+CLASSIFY_METHOD = contract.CLASSIFY_METHOD
 REGRESS_METHOD = 'tensorflow/serving/regress'
 REGRESS_OUTPUT = 'outputs'
 

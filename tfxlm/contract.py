@@ -128,6 +128,10 @@ SERVING_DEFAULT = 'serving_default'
 PREDICT_TEXT = 'predict_text'
 TRANSFORM_FEATURES = 'transform_features'
 GENERATE = 'generate'  # causal LMs only
+# classify only: TF Serving's classification signature (method_name tensorflow/serving/classify),
+# which its Classify API and MultiInference's classify tasks require.
+CLASSIFICATION = 'classification'
+CLASSIFY_METHOD = 'tensorflow/serving/classify'
 
 # Signature inputs.
 EXAMPLES_INPUT = 'examples'  # serving_default, transform_features: serialized tf.Example [b]
@@ -138,6 +142,7 @@ TEMPERATURE_INPUT = 'temperature'
 TOP_K_INPUT = 'top_k'
 TOP_P_INPUT = 'top_p'
 SEED_INPUT = 'seed'
+CLASSIFY_INPUTS = 'inputs'  # classification: serialized tf.Example [b] (TF Serving's key)
 
 # Signature outputs.
 PROBABILITIES = 'probabilities'  # classify: float32 [b, classes]
@@ -148,6 +153,8 @@ MASK_SCORES = 'mask_scores'  # mlm: float32 [b, k]
 TOKEN_LOGPROB_SUM = 'token_logprob_sum'  # mlm, clm: float32 [b]
 TOKEN_COUNT = 'token_count'  # mlm, clm: float32 [b]
 GENERATED_TEXT = 'text'  # generate: string [b]
+CLASSES = 'classes'  # classification: string [b, classes], the label vocabulary on every row
+SCORES = 'scores'  # classification: float32 [b, classes], the probabilities
 
 # custom_config keys: the Trainer's (`{TRAINER_CONFIG_KEY: TrainerConfig.to_dict()}`) and the
 # Transform's, which is built from the same TrainerConfig.

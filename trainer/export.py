@@ -7,6 +7,8 @@ Signatures (names and keys from tfxlm/contract.py, shared with serving and clien
 | `serving_default`    | `examples` string [b] (serialized tf.Example)     | per task, below              |
 | `predict_text`       | `text` string [b]                                 | same as `serving_default`    |
 | `transform_features` | `examples` string [b]                             | transformed features         |
+| `classification`     | `inputs` string [b] (serialized tf.Example)       | `classes` string [b, classes]|
+| (classify)           |                                                   | `scores` float32 [b, classes]|
 | `generate` (clm)     | `prompt` string [b], `max_new_tokens` int32 [b],  | `text` string [b]: the       |
 |                      | `temperature` float32 [b], `top_k` int32 [b],     | continuation, prompt omitted |
 |                      | `top_p` float32 [b], `seed` int32 [b]             |                              |
@@ -22,6 +24,10 @@ Per task:
   from the ones before it, the first from the end token) and `token_count` float32 [b].
 - mlm and clm: perplexity over examples is exp(-sum(token_logprob_sum) / sum(token_count)), in
   nats. Texts are cut to seq_len tokens (seq_len - 2 for mlm).
+
+`classification` is TF Serving's classification signature (method_name
+tensorflow/serving/classify), which its Classify API and MultiInference need: `scores` are the
+probabilities, `classes` the label vocabulary on every row.
 
 `transform_features` returns Transform's outputs as dense tensors (variable-length `token_ids`
 padded with 0 to the longest in the batch). A pretraining model whose Transform the classify
@@ -47,9 +53,13 @@ Special tokens are the vocabulary's (vocab.json, trainer/vocabulary.py): [CLS] [
 WordPiece, SentencePiece, or GPT-2's byte-level BPE.
 """
 
+import os
+
 import keras
 import tensorflow as tf
 import tensorflow_transform as tft
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow.python.saved_model import fingerprinting_utils
 
 from tfxlm import contract
 from tfxlm.contract import EXAMPLES_INPUT as EXAMPLES
@@ -320,6 +330,11 @@ class ExportModule(tf.Module):
   def predict_text(self, text):
     return self._traced['predict_raw'](self._raw_from_text(text))
 
+  def classification(self, inputs):
+    probabilities = self.serve_examples(inputs)[PROBABILITIES]
+    classes = tf.tile(self.label_strings[tf.newaxis], [tf.shape(probabilities)[0], 1])
+    return {contract.CLASSES: classes, contract.SCORES: probabilities}
+
   def transform_features(self, examples):
     raw = tf.io.parse_example(examples, self.raw_spec)
     transformed = self.tft_layer(raw)
@@ -356,6 +371,10 @@ class ExportModule(tf.Module):
       PREDICT_TEXT: traced(self.predict_text, text),
       TRANSFORM_FEATURES: traced(self.transform_features, examples),
     }
+    if self.task == contract.CLASSIFY:
+      signatures[contract.CLASSIFICATION] = traced(
+        self.classification, tf.TensorSpec([None], tf.string, name=contract.CLASSIFY_INPUTS)
+      )
     if self.task == contract.CLM:
       signatures[GENERATE] = traced(
         self.generate,
@@ -401,4 +420,27 @@ def export_saved_model(
   # variables it no longer has; serving never asks for a gradient.
   options = tf.saved_model.SaveOptions(experimental_custom_gradients=model_call is None)
   tf.saved_model.save(module, export_dir, signatures=module.signatures(), options=options)
+  if config.task == contract.CLASSIFY:
+    _mark_classification(export_dir)
   return export_dir
+
+
+def _mark_classification(export_dir: str) -> None:
+  """Makes the `classification` signature one TF Serving's Classify runs.
+
+  `tf.saved_model.save` gives every signature the predict method_name; TF Serving's Classify and
+  MultiInference's classify tasks run only a signature whose method_name is
+  tensorflow/serving/classify (its Predict runs any). Set here in saved_model.pb, whose
+  fingerprint (fingerprint.pb, a checksum of it) is then written again.
+  """
+  path = os.path.join(export_dir, tf.saved_model.SAVED_MODEL_FILENAME_PB)
+  saved_model = saved_model_pb2.SavedModel()
+  with tf.io.gfile.GFile(path, 'rb') as f:
+    saved_model.ParseFromString(f.read())
+  for meta_graph in saved_model.meta_graphs:
+    meta_graph.signature_def[contract.CLASSIFICATION].method_name = contract.CLASSIFY_METHOD
+  partial = path + '.partial'
+  with tf.io.gfile.GFile(partial, 'wb') as f:
+    f.write(saved_model.SerializeToString(deterministic=True))
+  tf.io.gfile.rename(partial, path, overwrite=True)
+  fingerprinting_utils.write_fingerprint(export_dir)

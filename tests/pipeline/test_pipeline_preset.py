@@ -142,6 +142,7 @@ def test_classify_lora_fine_tunes_a_local_bert_preset_and_the_pushed_model_serve
     contract.SERVING_DEFAULT,
     contract.PREDICT_TEXT,
     contract.TRANSFORM_FEATURES,
+    contract.CLASSIFICATION,
   }
   assert not [v.name for v in model.model_variables if 'lora' in v.name.lower()]
   with open(os.path.join(pushed, contract.EXTRA_DIR, 'lora', 'adapter.json')) as f:
@@ -253,6 +254,7 @@ def test_classify_lora_fine_tunes_a_hugging_face_bert_folder_and_the_pushed_mode
     contract.SERVING_DEFAULT,
     contract.PREDICT_TEXT,
     contract.TRANSFORM_FEATURES,
+    contract.CLASSIFICATION,
   }
   assert not [v.name for v in model.model_variables if 'lora' in v.name.lower()]
   with open(os.path.join(pushed, contract.EXTRA_DIR, 'lora', 'adapter.json')) as f:

@@ -8,9 +8,14 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow_serving.apis import classification_pb2, get_model_metadata_pb2, predict_pb2
+from tensorflow_serving.apis import (
+  classification_pb2,
+  get_model_metadata_pb2,
+  inference_pb2,
+  predict_pb2,
+)
 
-from serving import memory
+from serving import client, memory
 from serving.config import ModelConfig
 from tests.serving import real_models, rest_util
 from tests.serving.conftest import start_server
@@ -126,6 +131,48 @@ def test_rest_predict_and_classify_on_the_classifier(real, real_base):
   response = real.predictions.Classify(request, timeout=60)
   assert len(response.result.classifications) == 2
   assert [[c.label for c in row.classes] for row in response.result.classifications] == names
+  # The export's TF Serving classification signature (method_name classify, as TF Serving's
+  # Classify and MultiInference need): the same answer, gRPC and REST.
+  request.model_spec.signature_name = contract.CLASSIFICATION
+  by_signature = real.predictions.Classify(request, timeout=60)
+  assert by_signature.result == response.result
+  assert by_signature.model_spec.signature_name == contract.CLASSIFICATION
+  multi = inference_pb2.MultiInferenceRequest(input=request.input)
+  task = multi.tasks.add(method_name='tensorflow/serving/classify')
+  task.model_spec.name = contract.CLASSIFY
+  task.model_spec.signature_name = contract.CLASSIFICATION
+  answer = real.predictions.MultiInference(multi, timeout=60)
+  assert answer.results[0].classification_result == response.result
+  status, body = rest_util.rest_json(
+    real.rest_url,
+    f'/v1/models/{contract.CLASSIFY}:classify',
+    {
+      'signature_name': contract.CLASSIFICATION,
+      'examples': [{contract.TEXT_KEY: t} for t in TEXTS],
+    },
+  )
+  assert status == 200, body
+  assert [[n for n, _ in row] for row in body['results']] == names
+
+
+def test_query_client_classifies_with_the_classification_signature(real, capsys):
+  """`serving.client --classify` picks the export's classification signature (the one TF
+  Serving's Classify can run) unless --signature names another."""
+  answers = []
+  for where in (['--grpc', real.grpc_target], ['--rest', real.rest_url]):
+    for extra in ([], ['--signature', contract.SERVING_DEFAULT]):
+      argv = where + ['--model_name', contract.CLASSIFY, '--classify', '--text', TEXTS[0]] + extra
+      assert client.main(argv) == 0
+      answers.append(json.loads(capsys.readouterr().out))
+  assert answers[0]['model_spec']['signature_name'] == contract.CLASSIFICATION
+  assert answers[1]['model_spec']['signature_name'] == contract.SERVING_DEFAULT
+  for answer in answers[1:]:
+    assert [[n for n, _ in row] for row in answer['results']] == [['neg', 'pos']]
+    np.testing.assert_allclose(
+      [[s for _, s in row] for row in answer['results']],
+      [[s for _, s in row] for row in answers[0]['results']],
+      rtol=1e-5,
+    )
 
 
 def _generate_request(real):
