@@ -76,6 +76,7 @@ AT_LEAST = {
   'request_threads': 1,
   'max_queued_requests': 0,
   'grpc_max_concurrent_rpcs': 0,
+  'grpc_max_connections': 1,
   'rest_max_connections': 1,
   'max_request_bytes': 1,
   'max_request_batch_size': 0,
@@ -87,7 +88,11 @@ AT_LEAST = {
   'rest_timeout_seconds': 0,
   'drain_seconds': 0,
 }
-POSITIVE = ('rest_header_timeout_seconds', 'rest_body_timeout_seconds')
+POSITIVE = (
+  'rest_header_timeout_seconds',
+  'rest_body_timeout_seconds',
+  'grpc_request_timeout_seconds',
+)
 # A flag given without a value (`--use_alts_credentials`): true for a boolean flag.
 _BARE = True
 
@@ -212,8 +217,21 @@ def _flags(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace
     '--grpc_max_concurrent_rpcs',
     type=int,
     default=0,
-    help='A cap on RPCs in the gRPC server, running or queued (beyond, RESOURCE_EXHAUSTED);'
-    ' 0: --request_threads + --max_queued_requests + 256.',
+    help='A cap on RPCs in the gRPC server, counted from when a call opens (beyond,'
+    ' RESOURCE_EXHAUSTED); 0: none, as TF Serving (--max_queued_requests bounds the work).',
+  )
+  add(
+    '--grpc_max_connections',
+    type=int,
+    default=4096,
+    help='Open gRPC connections; beyond, new ones are closed. Keep it below `ulimit -n`.',
+  )
+  add(
+    '--grpc_request_timeout_seconds',
+    type=float,
+    default=60.0,
+    help="Time a gRPC call's request message has to arrive after the call opens; beyond,"
+    ' DEADLINE_EXCEEDED.',
   )
   add(
     '--rest_max_connections',
@@ -495,6 +513,8 @@ def main(argv: list[str] | None = None) -> int:
       request_threads=flags.request_threads,
       max_queued_requests=flags.max_queued_requests,
       grpc_max_concurrent_rpcs=flags.grpc_max_concurrent_rpcs,
+      grpc_max_connections=flags.grpc_max_connections,
+      grpc_request_timeout_seconds=flags.grpc_request_timeout_seconds,
       max_request_bytes=flags.max_request_bytes,
       limits=codec.Limits(flags.max_request_elements, flags.max_request_string_bytes),
       rest_options=rest.RestOptions(

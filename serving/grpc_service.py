@@ -77,26 +77,49 @@ def _deadline(context):
 
 
 class _Observed:
-  """Runs one RPC: answers its ServingError with its code, any other failure INTERNAL, and
-  counts it in the metrics under the labels `labels(request)` gives.
+  """Runs one RPC: reads its request, answers its ServingError with its code, any other failure
+  INTERNAL, and counts it in the metrics under the labels `labels(request)` gives.
 
   `fn(request, deadline, stop)` is the blocking work; with an `admission` it runs on one of
   its threads (queued when all are busy), without one on the event loop (cheap calls only).
+
+  The methods are unary, but registered as client-streaming (the same bytes on the wire, and
+  to any client) so that the call is held here before its message arrives: registered as
+  unary, grpc.aio reads the message itself, with no time limit, and a client opening calls that
+  never send one (a stalled stream costs it one HTTP/2 frame) kept each as long as it liked.
+  A message not there `request_timeout` seconds after the call opened is DEADLINE_EXCEEDED;
+  a call half-closed without one INVALID_ARGUMENT.
   """
 
-  def __init__(self, metrics, method, labels, fn, admission=None):
+  def __init__(self, metrics, method, labels, fn, admission=None, request_timeout=None):
     self._metrics = metrics
     self._method = method
     self._labels = labels
     self._fn = fn
     self._admission = admission
+    self._request_timeout = request_timeout
 
-  async def __call__(self, request, context):
+  async def _receive(self, context):
+    try:
+      request = await asyncio.wait_for(context.read(), self._request_timeout)
+    except TimeoutError:
+      raise errors.ServingError(
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        f'the request message did not arrive within {self._request_timeout:g} s of the call'
+        ' (--grpc_request_timeout_seconds)',
+      ) from None
+    if request is grpc.aio.EOF:
+      raise errors.invalid_argument('the call ended without a request message')
+    _check_decoded(request)
+    return request
+
+  async def __call__(self, request_iterator, context):
     start = time.perf_counter()
     code = 'OK'
     deadline = _deadline(context)
+    request = None
     try:
-      _check_decoded(request)
+      request = await self._receive(context)
       if self._admission is None:
         return self._fn(request, None, None)
       return await self._admission.run(lambda stop: self._fn(request, deadline, stop), deadline)
@@ -112,7 +135,8 @@ class _Observed:
       status = (grpc.StatusCode.INTERNAL, f'{self._method} failed: {e!r}')
     finally:
       if self._metrics is not None:
-        model, signature = ('', '') if isinstance(request, _Undecodable) else self._labels(request)
+        unlabelled = request is None or isinstance(request, _Undecodable)
+        model, signature = ('', '') if unlabelled else self._labels(request)
         self._metrics.observe_request(
           model, signature, self._method, 'grpc', code, time.perf_counter() - start
         )
@@ -234,17 +258,23 @@ class Services:
     self._manager.reload(models)
     return model_management_pb2.ReloadConfigResponse()
 
-  def handlers(self, admission: Admission) -> list[grpc.GenericRpcHandler]:
+  def handlers(
+    self, admission: Admission, request_timeout: float | None = None
+  ) -> list[grpc.GenericRpcHandler]:
     """The generic handlers of both services, for grpc.aio.Server.add_generic_rpc_handlers.
 
     Predict, Classify, Regress, MultiInference and HandleReloadConfigRequest (which loads
-    models) run on `admission`'s threads; the other calls on the event loop.
+    models) run on `admission`'s threads; the other calls on the event loop. A call whose
+    request message has not arrived `request_timeout` seconds after it opened is ended
+    (_Observed).
     """
     heavy = ('predict', 'classify', 'regress', 'multi_inference', 'reload_config')
 
     def method(name, fn, request_class, response_class, labels):
-      observed = _Observed(self._metrics, name, labels, fn, admission if name in heavy else None)
-      return grpc.unary_unary_rpc_method_handler(
+      observed = _Observed(
+        self._metrics, name, labels, fn, admission if name in heavy else None, request_timeout
+      )
+      return grpc.stream_unary_rpc_method_handler(
         observed.__call__,  # a coroutine function, as grpc.aio needs
         request_deserializer=_deserializer(request_class),
         response_serializer=response_class.SerializeToString,

@@ -143,7 +143,11 @@ def _close_after_answer(transport, protocol=None):
   if transport.is_closing() or not transport.can_write_eof():
     transport.close()
     return
-  transport.write_eof()  # once the answer is written
+  try:
+    transport.write_eof()  # once the answer is written
+  except OSError:  # the peer is already gone (ENOTCONN): nothing to drain or deliver
+    transport.abort()
+    return
   transport.set_protocol(_Drain(transport, protocol))
   transport.resume_reading()  # a large body may have paused it
 

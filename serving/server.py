@@ -28,9 +28,6 @@ log = logging.getLogger(__name__)
 # After the drain time, how long gRPC still waits for the UNAVAILABLE answers of what was ended
 # (a chunk loop stops within one chunk) before it cancels the rest.
 ABORT_MARGIN_SECONDS = 1.0
-# RPCs the gRPC server takes beyond --request_threads + --max_queued_requests by default: the
-# cheap calls (metadata, status) and the answers to refused ones.
-EXTRA_RPCS = 256
 # Calls received that the event loop has not taken yet (gRPC's server.max_pending_requests).
 PENDING_RPCS = 16384
 
@@ -47,8 +44,12 @@ class ServerOptions:
       protocols); further requests wait in the queue.
     max_queued_requests: requests that may wait for a thread; beyond, RESOURCE_EXHAUSTED
       (REST 503).
-    grpc_max_concurrent_rpcs: a cap on RPCs in the gRPC server, running or queued (beyond,
-      RESOURCE_EXHAUSTED); 0: request_threads + max_queued_requests + EXTRA_RPCS.
+    grpc_max_concurrent_rpcs: a cap on RPCs in the gRPC server, from when a call opens
+      (beyond, RESOURCE_EXHAUSTED); 0: none, as TF Serving (max_queued_requests bounds the model
+      work; a cap also counts calls whose message has not arrived, which any client can hold).
+    grpc_max_connections: open gRPC connections; beyond, gRPC closes new ones.
+    grpc_request_timeout_seconds: time a gRPC call's request message has to arrive after the
+      call opens; beyond, DEADLINE_EXCEEDED.
     max_request_bytes: largest gRPC message or REST body accepted.
     limits: codec.Limits: tensor elements and string bytes one request may carry.
     rest_options: rest.RestOptions but for max_request_bytes, limits and auth_token, which are
@@ -71,6 +72,8 @@ class ServerOptions:
   request_threads: int = 32
   max_queued_requests: int = 1024
   grpc_max_concurrent_rpcs: int = 0
+  grpc_max_connections: int = 4096
+  grpc_request_timeout_seconds: float = 60.0
   max_request_bytes: int = 64 << 20
   limits: codec.Limits = codec.DEFAULT_LIMITS
   rest_options: rest.RestOptions = rest.RestOptions()
@@ -81,13 +84,6 @@ class ServerOptions:
   enable_model_management: bool = False
   drain_seconds: float = 30.0
   rest_timeout_seconds: float | None = 120.0
-
-  @property
-  def grpc_rpc_limit(self) -> int:
-    """The cap on RPCs in the gRPC server: grpc_max_concurrent_rpcs, or derived."""
-    return self.grpc_max_concurrent_rpcs or (
-      self.request_threads + self.max_queued_requests + EXTRA_RPCS
-    )
 
   def __post_init__(self):
     if self.rest_timeout_seconds is not None and self.rest_timeout_seconds <= 0:
@@ -109,6 +105,12 @@ class ServerOptions:
     if self.grpc_max_concurrent_rpcs < 0:
       raise ValueError(
         f'grpc_max_concurrent_rpcs must be >= 0, got {self.grpc_max_concurrent_rpcs}'
+      )
+    if self.grpc_max_connections < 1:
+      raise ValueError(f'grpc_max_connections must be >= 1, got {self.grpc_max_connections}')
+    if not self.grpc_request_timeout_seconds > 0:
+      raise ValueError(
+        f'grpc_request_timeout_seconds must be > 0, got {self.grpc_request_timeout_seconds}'
       )
 
 
@@ -215,13 +217,16 @@ class Server:
         # (1,000, and randomly up to 3,000) a burst's calls were CANCELLED, never seen here.
         ('grpc.server.max_pending_requests', PENDING_RPCS),
         ('grpc.server.max_pending_requests_hard_limit', PENDING_RPCS),
+        ('grpc.max_allowed_incoming_connections', options.grpc_max_connections),
       ],
-      maximum_concurrent_rpcs=options.grpc_rpc_limit,
+      maximum_concurrent_rpcs=options.grpc_max_concurrent_rpcs or None,
     )
     services = grpc_service.Services(
       self.manager, self.metrics, options.limits, options.enable_model_management
     )
-    self._grpc.add_generic_rpc_handlers(services.handlers(self.admission))
+    self._grpc.add_generic_rpc_handlers(
+      services.handlers(self.admission, options.grpc_request_timeout_seconds)
+    )
     address = f'{options.host}:{options.grpc_port}'
     if options.ssl_certfile:
       with open(options.ssl_keyfile, 'rb') as k, open(options.ssl_certfile, 'rb') as c:

@@ -11,7 +11,7 @@ import zlib
 import grpc
 import pytest
 import tensorflow as tf
-from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc, predict_pb2
 
 from serving import client, rest
 from serving.batching import BatchingOptions
@@ -516,6 +516,102 @@ def test_grpc_beyond_max_concurrent_rpcs_is_resource_exhausted(toy_base):
     assert all(f.result().model_spec.version.value == 2 for f in in_flight)
     assert running.predictions.Predict(request, timeout=30).model_spec.version.value == 2
   finally:
+    running.close()
+
+
+def _stalled(channel, n, stop):
+  """n Predict calls on `channel` that open and never send their message (until `stop`)."""
+
+  def never():
+    stop.wait()
+    yield from ()
+
+  method = channel.stream_unary('/tensorflow.serving.PredictionService/Predict')
+  return [method.future(never()) for _ in range(n)]
+
+
+def _predict_request():
+  request = predict_pb2.PredictRequest()
+  request.model_spec.name = MODEL
+  request.model_spec.signature_name = 'predict_text'
+  request.inputs['text'].CopyFrom(tf.make_tensor_proto(['x']))
+  return request
+
+
+def test_grpc_calls_whose_message_never_comes_lock_nobody_out_and_are_ended(toy_base):
+  """A client opening calls (one HTTP/2 frame each) and never sending their message: others
+  are still served (they used to fill the RPC cap, then every call was RESOURCE_EXHAUSTED), and
+  each is ended after --grpc_request_timeout_seconds."""
+  running = start_server(
+    toy_base,
+    [ModelConfig(MODEL, os.path.join(toy_base, MODEL))],
+    poll_wait_seconds=0,
+    options={'request_threads': 2, 'max_queued_requests': 16, 'grpc_request_timeout_seconds': 3},
+  )
+  stop = threading.Event()
+  # Separate connections (a channel of its own each): 4 x 100 calls open on the server.
+  channels = [
+    grpc.insecure_channel(running.grpc_target, options=[('grpc.use_local_subchannel_pool', 1)])
+    for _ in range(4)
+  ]
+  try:
+    stalled = [f for channel in channels for f in _stalled(channel, 100, stop)]
+    time.sleep(1.0)
+    assert not any(f.done() for f in stalled)
+    answer = running.predictions.Predict(_predict_request(), timeout=30)
+    assert answer.model_spec.version.value == 2
+    codes = {(f.exception().code(), f.exception().details()) for f in stalled if f.exception(10)}
+    assert codes == {
+      (
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        'the request message did not arrive within 3 s of the call'
+        ' (--grpc_request_timeout_seconds)',
+      )
+    }
+    assert all(f.done() for f in stalled)
+    # A call half-closed without a message is refused as such.
+    with pytest.raises(grpc.RpcError) as raised:
+      channels[0].stream_unary('/tensorflow.serving.PredictionService/Predict')(
+        iter(()), timeout=10
+      )
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert raised.value.details() == 'the call ended without a request message'
+  finally:
+    stop.set()
+    for channel in channels:
+      channel.close()
+    running.close()
+
+
+def test_grpc_connections_beyond_the_cap_are_closed_and_freed_ones_reused(toy_base):
+  running = start_server(
+    toy_base,
+    [ModelConfig(MODEL, os.path.join(toy_base, MODEL))],
+    poll_wait_seconds=0,
+    options={'grpc_max_connections': 2},
+  )
+  request = get_model_status_pb2.GetModelStatusRequest()
+  request.model_spec.name = MODEL
+  channels = []
+
+  def status():
+    channel = grpc.insecure_channel(
+      running.grpc_target, options=[('grpc.use_local_subchannel_pool', 1)]
+    )
+    channels.append(channel)
+    return model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(request, timeout=5)
+
+  try:
+    assert status().model_version_status and status().model_version_status
+    with pytest.raises(grpc.RpcError) as raised:
+      status()
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    channels[0].close()
+    time.sleep(0.5)
+    assert status().model_version_status
+  finally:
+    for channel in channels:
+      channel.close()
     running.close()
 
 

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from serving import rest
 from serving.rest import RestOptions
 from tests.serving.conftest import MODEL, toy_server
 
@@ -54,3 +55,30 @@ def test_a_connection_over_the_cap_gets_its_503(capped):
   finally:
     for sock in held:
       sock.close()
+
+
+class _GoneTransport:
+  """A transport whose peer has gone: shutting down its write side fails (ENOTCONN)."""
+
+  def __init__(self):
+    self.aborted = False
+
+  def is_closing(self):
+    return False
+
+  def can_write_eof(self):
+    return True
+
+  def write_eof(self):
+    raise OSError(107, 'Transport endpoint is not connected')
+
+  def abort(self):
+    self.aborted = True
+
+
+def test_closing_after_an_answer_to_a_client_already_gone_just_closes():
+  # It raised in aiohttp's connection task ("Task exception was never retrieved", a traceback
+  # in the log for each such client of a burst).
+  transport = _GoneTransport()
+  rest._close_after_answer(transport)
+  assert transport.aborted
