@@ -349,6 +349,7 @@ class ModelManager:
     """Sets how many rows one call of each batchable signature takes, and the answer budget."""
     execution = self._execution
     servable.split_large = execution.split_large_batches
+    servable.request_budget_bytes = execution.memory_budget_bytes
     servable.output_budget_bytes = execution.memory_budget_bytes // 4
     servable.call_budget_bytes = execution.memory_budget_bytes // 2
     servable.string_gate = self._string_gate

@@ -582,7 +582,7 @@ class _Handler:
 
     def work(stop):
       text = rest_api.decompress(raw, coding, options.max_request_bytes)
-      body = rest_api.parse_json(text, options.max_json_depth)
+      body = rest_api.parse_json(text, options.max_json_depth, servable.request_budget_bytes)
       del text  # up to --max_request_bytes, not needed once parsed
       if not isinstance(body, dict):
         raise errors.invalid_argument('request body must be a JSON object')

@@ -178,7 +178,8 @@ class Servable:
     self.call_rows = {}
     # Larger requests: split into calls of execution_rows() (True) or refused (False).
     self.split_large = True
-    # Most bytes the outputs of one request may take (None: no limit).
+    # Most bytes one request may take above the idle server, and its outputs (None: no limit).
+    self.request_budget_bytes = None
     self.output_budget_bytes = None
     # Set by the model manager: the working memory one call may take (None: no limit), which
     # also bounds the tokenizer's work on its strings, and the gate the string work of all

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc, predict_pb2
 
-from serving import client, rest
+from serving import client, memory, rest
 from serving.batching import BatchingOptions
 from serving.config import ModelConfig
 from serving.rest import RestOptions, RestServer
@@ -612,6 +612,31 @@ def test_grpc_connections_beyond_the_cap_are_closed_and_freed_ones_reused(toy_ba
   finally:
     for channel in channels:
       channel.close()
+    running.close()
+
+
+def test_a_rest_body_whose_json_would_not_fit_the_budget_is_refused_before_parsing(toy_base):
+  running = start_server(
+    toy_base,
+    [ModelConfig(MODEL, os.path.join(toy_base, MODEL))],
+    poll_wait_seconds=0,
+    execution=memory.ExecutionOptions(memory_budget_bytes=64 << 20),
+  )
+  try:
+    rows = b'{"instances": [' + b'[0],' * (2 << 20) + b'[0]]}'  # 8 MiB, 240 MB parsed
+    before = rss_bytes()
+    status, answer = rest_util.rest_json(running.rest_url, f'/v1/models/{MODEL}:predict', rows)
+    assert status == 429, answer
+    assert 'would take about' in answer['error'] and 'send fewer rows' in answer['error']
+    assert rss_bytes() - before < 96 << 20
+    # An ordinary request is answered.
+    status, answer = rest_util.rest_json(
+      running.rest_url,
+      f'/v1/models/{MODEL}:predict',
+      {'signature_name': 'predict_text', 'instances': ['a fine film']},
+    )
+    assert status == 200, answer
+  finally:
     running.close()
 
 

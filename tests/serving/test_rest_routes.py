@@ -1,6 +1,8 @@
 """serving/rest_api.py on its own: routes and JSON bodies, no server, no socket."""
 
 import gzip
+import json
+import re
 import time
 
 import grpc
@@ -118,6 +120,60 @@ def test_json_depth_counts_escapes_and_chunks_right():
   with pytest.raises(errors.ServingError, match='4 deep, more than the limit of 3'):
     rest_api.parse_json(wide, max_depth=3)
   assert len(rest_api.parse_json(wide, max_depth=4)) == rest_api._DEPTH_CHUNK + 1
+
+
+def test_strings_are_found_across_scan_chunks(monkeypatch):
+  """The scan that removes strings works in chunks, carrying whether one ends inside a string
+  and in how many backslashes: chunks of 3 bytes cut every string and escape somewhere."""
+  monkeypatch.setattr(rest_api, '_SCAN_CHUNK', 3)
+  values = ['', 'a', '[[[', ']]', '"', '\\', '\\"[', '{"}', 'é[', '\\\\', 'x\\"]]]]y']
+  body = json.dumps({'s': values, 'n': [[1], {'k': [2]}]}).encode()
+  assert rest_api.parse_json(body, max_depth=4) == {'s': values, 'n': [[1], {'k': [2]}]}
+  with pytest.raises(errors.ServingError, match='4 deep, more than the limit of 3'):
+    rest_api.parse_json(body, max_depth=3)
+  for i in range(len(body)):
+    assert rest_api._outside_strings(body[:i]) == _STRING.sub(b'', body[:i]), body[:i]
+
+
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*(?:"|\\?\Z)', re.DOTALL)
+
+
+def _peak_above(fn):
+  """fn's result and the resident memory its call peaked at above the start (Linux)."""
+  with open('/proc/self/clear_refs', 'w') as f:
+    f.write('5')
+  with open('/proc/self/status') as f:
+    start = int(f.read().split('VmRSS:')[1].split()[0]) << 10
+  result = fn()
+  with open('/proc/self/status') as f:
+    peak = int(f.read().split('VmHWM:')[1].split()[0]) << 10
+  return result, peak - start
+
+
+def test_the_checks_before_parsing_take_bounded_memory_and_refuse_what_parsing_would_not_fit():
+  # 16 MiB of two-letter strings: the string search once took 560 MB (an object per string);
+  # of one-element arrays: the bracket count 1.4 GB.
+  texts = b'[' + b'"ab",' * (16 << 20 >> 2) + b'"ab"]'
+  unquoted, peak = _peak_above(lambda: rest_api._outside_strings(texts))
+  assert unquoted == b'[' + b',' * (16 << 20 >> 2) + b']'
+  assert peak < 64 << 20, peak >> 20
+  rows = b'{"instances": [' + b'[0],' * (16 << 20 >> 2) + b'[0]]}'
+  with pytest.raises(errors.ServingError) as raised:
+    _, peak = _peak_above(lambda: rest_api.parse_json(rows, 64, memory_budget=256 << 20))
+  assert raised.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+  assert raised.value.message.startswith(
+    'the JSON body (16 MiB: 4194306 arrays, 1 objects, about 4194305 values) would take about'
+  )
+  assert raised.value.message.endswith(
+    'more than the 256 MiB a request may hold (--request_memory_budget_mb); send fewer rows'
+    ' per request'
+  )
+  # Parsed, the same body takes at least the estimate's 110 bytes per row (as measured).
+  _, peak = _peak_above(lambda: rest_api.parse_json(rows, 64))
+  assert peak > (4 << 20) * 100, peak >> 20
+  # A body of ordinary size is parsed under the default budget.
+  small = json.dumps({'instances': [{'text': 'a fine film'}] * 10_000}).encode()
+  assert len(rest_api.parse_json(small, 64, memory_budget=1 << 30)['instances']) == 10_000
 
 
 def test_a_body_of_escaped_quotes_costs_what_any_body_of_its_size_does():
