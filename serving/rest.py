@@ -478,6 +478,14 @@ class _Handler:
     code = 'OK'
     try:
       self._check_version()
+      if (
+        request.headers.get('Upgrade')
+        and 'upgrade' in request.headers.get('Connection', '').lower()
+      ):
+        # An upgrade (`curl --http2` asks for h2c) is answered in HTTP/1.1, as TF Serving does,
+        # and the connection then closes: the parser takes what follows such a request as the
+        # new protocol's bytes, so a request pipelined after it went unanswered.
+        self.close_connection = True
       if http_method not in ('GET', 'HEAD', 'POST'):
         self.close_connection = True
         raise errors.ServingError(

@@ -546,7 +546,7 @@ def test_grpc_calls_whose_message_never_comes_lock_nobody_out_and_are_ended(toy_
     toy_base,
     [ModelConfig(MODEL, os.path.join(toy_base, MODEL))],
     poll_wait_seconds=0,
-    options={'request_threads': 2, 'max_queued_requests': 16, 'grpc_request_timeout_seconds': 3},
+    options={'request_threads': 2, 'max_queued_requests': 16, 'grpc_request_timeout_seconds': 2},
   )
   stop = threading.Event()
   # Separate connections (a channel of its own each): 4 x 100 calls open on the server.
@@ -564,7 +564,7 @@ def test_grpc_calls_whose_message_never_comes_lock_nobody_out_and_are_ended(toy_
     assert codes == {
       (
         grpc.StatusCode.DEADLINE_EXCEEDED,
-        'the request message did not arrive within 3 s of the call'
+        'the request message did not arrive within 2 s of the call'
         ' (--grpc_request_timeout_seconds)',
       )
     }

@@ -65,3 +65,30 @@ def test_http_1_0_and_1_1_are_served(quick, version):
     quick.server.rest_port, b'GET /healthz ' + version + b'\r\nHost: x\r\n\r\n'
   )
   assert status == 200, body
+
+
+@pytest.mark.parametrize(
+  'upgrade',
+  [
+    # What `curl --http2 http://...` sends.
+    b'Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAA\r\n',
+    b'Connection: Upgrade\r\nUpgrade: websocket\r\n',
+  ],
+)
+def test_an_upgrade_request_is_answered_in_http_1_1_and_the_connection_closed(quick, upgrade):
+  """The parser takes what follows an upgrade request as the new protocol's bytes: a request
+  pipelined after one (or sent on the kept-alive connection) once went unanswered until the
+  client gave up. Now the answer says Connection: close and the connection closes."""
+  connection = RawHttp(quick.server.rest_port, timeout=10)
+  try:
+    head = b'GET /v1/models/' + MODEL.encode() + b' HTTP/1.1\r\nHost: x\r\n'
+    connection.send(head + upgrade + b'\r\n' + head + b'\r\n')
+    started = time.monotonic()
+    status, headers, body = connection.response()
+    assert status == 200, body
+    assert json.loads(body)['model_version_status']
+    assert headers.get('connection', '').lower() == 'close'
+    assert connection.buffer == b'' and connection.closed()  # not left waiting
+    assert time.monotonic() - started < 5
+  finally:
+    connection.close()
