@@ -506,19 +506,20 @@ def _encode(servable, name, outputs, rows, deadline, stop):
   width = sum(v.size // max(1, v.shape[0]) for v in outputs.values() if v.ndim) or 1
   step = max(1, min(_ENCODE_ROWS, _ENCODE_ELEMENTS // width))
   total = sum(n for n, _ in items)
+  budget = servable.output_budget_bytes
+  most_rows = max((n for n, _ in items), default=1)
+  if budget is not None and width > _ENCODE_ELEMENTS:
+    # A row wider than a slice is encoded whole, its Python objects 8 times its array and more:
+    # its size is estimated first from a sample of each output's values.
+    projected = sum(_sampled_json_bytes(key, value) for key, value in outputs.items())
+    _check_answer_size(name, most_rows, projected, budget)
   # The first slice of each item, and from it the whole answer's size.
   first = [encode(0, min(step, n)) for n, encode in items]
   projected = sum(len(p) for p in parts if isinstance(p, str)) + sum(
     len(text) * n // min(step, n) for (n, _), text in zip(items, first)
   )
-  budget = servable.output_budget_bytes
-  if budget is not None and projected > budget:
-    raise errors.ServingError(
-      grpc.StatusCode.RESOURCE_EXHAUSTED,
-      f'the answer to {max((n for n, _ in items), default=1)} rows of signature "{name}" would take about'
-      f' {projected >> 20} MiB of JSON, more than the {budget >> 20} MiB a request may hold'
-      ' (--request_memory_budget_mb); send fewer rows per request',
-    )
+  if budget is not None:
+    _check_answer_size(name, most_rows, projected, budget)
   out, done = [], 0
   firsts = iter(first)
   for part in parts:
@@ -533,6 +534,25 @@ def _encode(servable, name, outputs, rows, deadline, stop):
     out.append(b']')
     done += n
   return b''.join(out)
+
+
+def _sampled_json_bytes(key, value):
+  """About how many bytes of JSON `value` makes, from its first _ENCODE_ELEMENTS values."""
+  flat = value.reshape(-1)
+  sample = flat[:_ENCODE_ELEMENTS]
+  if not sample.size:
+    return 2
+  return len(_dumps(codec.to_json(key, sample))) * flat.size // sample.size
+
+
+def _check_answer_size(name, rows, projected, budget):
+  if projected > budget:
+    raise errors.ServingError(
+      grpc.StatusCode.RESOURCE_EXHAUSTED,
+      f'the answer to {rows} rows of signature "{name}" would take about'
+      f' {projected >> 20} MiB of JSON, more than the {budget >> 20} MiB a request may hold'
+      ' (--request_memory_budget_mb); send fewer rows per request',
+    )
 
 
 def _check_live(deadline, stop, name, done, total):
