@@ -120,6 +120,16 @@ def _finite_float(text: str) -> float:
   return value
 
 
+def _first_of_each_key(pairs):
+  """A JSON object whose repeated keys keep their first value, as TF Serving reads them
+  (rapidjson's FindMember); json.loads alone keeps the last."""
+  obj = dict(pairs)
+  if len(obj) != len(pairs):
+    obj = dict(reversed(pairs))
+    obj = {key: obj[key] for key, _ in pairs}  # in first-seen order
+  return obj
+
+
 def parse_json(raw: bytes, max_depth: int, memory_budget: int | None = None) -> object:
   """Parses a JSON body whose arrays and objects nest at most `max_depth` deep, and whose
   Python objects would take at most about `memory_budget` bytes (None: no limit).
@@ -169,7 +179,7 @@ def parse_json(raw: bytes, max_depth: int, memory_budget: int | None = None) -> 
   checked = {'parse_float': _finite_float} if huge else {}
   del digits
   try:
-    return json.loads(raw.decode('utf-8'), **checked)
+    return json.loads(raw.decode('utf-8'), object_pairs_hook=_first_of_each_key, **checked)
   except UnicodeDecodeError as e:
     raise errors.invalid_argument(f'request body is not valid UTF-8: {e}') from None
   except json.JSONDecodeError as e:

@@ -122,6 +122,13 @@ def test_json_depth_counts_escapes_and_chunks_right():
   assert len(rest_api.parse_json(wide, max_depth=4)) == rest_api._DEPTH_CHUNK + 1
 
 
+def test_a_repeated_key_keeps_its_first_value_as_tf_serving_reads_it():
+  body = b'{"signature_name": "a", "x": {"k": 1, "j": 0, "k": 2}, "signature_name": "b"}'
+  parsed = rest_api.parse_json(body, max_depth=4)
+  assert parsed == {'signature_name': 'a', 'x': {'k': 1, 'j': 0}}
+  assert list(parsed['x']) == ['k', 'j']
+
+
 def test_strings_are_found_across_scan_chunks(monkeypatch):
   """The scan that removes strings works in chunks, carrying whether one ends inside a string
   and in how many backslashes: chunks of 3 bytes cut every string and escape somewhere."""
