@@ -13,7 +13,7 @@ without documents; documents holding NUL bytes (kept, only logged). With the sch
 row is kept, for ExampleValidator to report. A split without examples, or an input pattern that
 matches no file, is a `DataError` naming the split or pattern. Which files a pattern reads, and
 the warnings of what it leaves out, are `components.file_selection`'s; the files read are logged
-(INFO), a count and the first few names.
+(INFO), a count and the first few names. In a TFRecord file, messages name records, not lines.
 
 Hash splits hash each example's text (not the whole example), so duplicates stay in one split
 and ExampleGens reading the same files with other options (the pretraining corpus) agree with
@@ -85,6 +85,7 @@ class _FileToExamples(beam.DoFn):
     """Args as `ReadTextExamples`'s; `hash_splits`: (split name, hash buckets) pairs;
     `label_domain`, `require_label`: the schema's label rules (see `_bad_labels`)."""
     self._format = input_format_name
+    self._unit = get_format(input_format_name).unit  # 'line', or 'record' (TFRecord)
     self._options = dict(options)
     self._label_values = frozenset(label_values)
     self._label_domain = frozenset(label_domain)
@@ -154,18 +155,20 @@ class _FileToExamples(beam.DoFn):
     if empty_lines:
       shown = ', '.join(map(str, empty_lines[:_MAX_REPORTED_LINES]))
       logging.warning(
-        '%s: skipped %d empty or whitespace-only documents (lines %s%s)',
+        '%s: skipped %d empty or whitespace-only documents (%ss %s%s)',
         path,
         len(empty_lines),
+        self._unit,
         shown,
         ', ...' if len(empty_lines) > _MAX_REPORTED_LINES else '',
       )
     if nul_lines:  # odd in text, but valid: kept, told once per file
       logging.warning(
-        '%s: %d documents hold NUL bytes (\\x00; lines %s%s), which tokenizers drop as control '
+        '%s: %d documents hold NUL bytes (\\x00; %ss %s%s), which tokenizers drop as control '
         'characters: if the file is binary or not UTF-8 text, re-create it; else remove them',
         path,
         len(nul_lines),
+        self._unit,
         ', '.join(map(str, nul_lines[:_MAX_REPORTED_LINES])),
         ', ...' if len(nul_lines) > _MAX_REPORTED_LINES else '',
       )
@@ -200,7 +203,8 @@ class _FileToExamples(beam.DoFn):
       shown = ', '.join(str(number) for number, _ in bad[:_MAX_REPORTED_LINES])
       labels = collections.Counter('none' if lab is None else repr(lab) for _, lab in bad)
       more = (
-        f' ({len(bad)} rows of this file: lines {shown}'
+        f' ({len(bad)} {"rows" if self._unit == "line" else "records"} of this file: '
+        f'{self._unit}s {shown}'
         f'{", ..." if len(bad) > _MAX_REPORTED_LINES else ""}; labels '
         f'{", ".join(f"{lab} {count}" for lab, count in labels.most_common(8))})'
       )
@@ -223,7 +227,9 @@ class _FileToExamples(beam.DoFn):
       )
     if any(near is None for near in nears.values()):
       todo.append('relabel the rows, or list the labels in a copy of the schema (data.schema_dir)')
-    return DataError(f'{path}, line {line}: {problem}{more}\n  What to do: {"; ".join(todo)}')
+    return DataError(
+      f'{path}, {self._unit} {line}: {problem}{more}\n  What to do: {"; ".join(todo)}'
+    )
 
 
 def _text_bucket(text: str, total_buckets: int) -> int:

@@ -572,16 +572,21 @@ class InputFormat:
     default_pattern: glob of the format's files under input_base when the config gives none
       (compressed files included).
     options: the reader's keyword options, named as TextExampleGen's exec properties.
+    unit: what a `Record`'s number counts, as messages name it: 'line' (of a text file) or
+      'record' (of a TFRecord file).
   """
 
   reader: Callable[..., Iterator[Record]]
   default_pattern: str
   options: tuple[str, ...]
+  unit: str = 'line'
 
 
 FORMATS: dict[str, InputFormat] = {
   contract.CSV: InputFormat(_read_csv, '*.csv*', (TEXT_COLUMN_KEY, LABEL_COLUMN_KEY)),
-  contract.TFRECORD: InputFormat(_read_tfrecord, '*', (TEXT_COLUMN_KEY, LABEL_COLUMN_KEY)),
+  contract.TFRECORD: InputFormat(
+    _read_tfrecord, '*', (TEXT_COLUMN_KEY, LABEL_COLUMN_KEY), unit='record'
+  ),
   contract.TEXT: InputFormat(_read_text, '*.txt*', (TEXT_MODE_KEY,)),
   contract.JSONL: InputFormat(_read_jsonl, '*.jsonl*', (TEXT_COLUMN_KEY, LABEL_COLUMN_KEY)),
 }

@@ -383,6 +383,26 @@ def test_rows_without_a_label_or_outside_the_schema_domain_are_named_by_file_and
   assert pairs == sorted([('good', '1'), ('none', None)], key=str)
 
 
+def test_tfrecord_input_messages_count_records_not_lines(tmp_path, caplog):
+  path = tmp_path / 'a.tfrecord'
+  records = [('fine', '1'), ('  ', '1'), ('nul\x00 here', '0'), ('odd', 'maybe'), ('x', 'pos')]
+  text_data.write_tfrecord(str(path), [{'text': t, 'label': lab} for t, lab in records])
+  with pytest.raises(Exception) as error:
+    _split('tfrecord', tmp_path, label_column='label', label_domain=['0', '1'])
+  message = str(error.value).replace(str(tmp_path), '')
+  assert message.startswith("/a.tfrecord, record 4: label 'maybe' is not in the schema's label")
+  assert "(2 records of this file: records 4, 5; labels 'maybe' 1, 'pos' 1)" in message
+  assert 'line' not in message
+  text_data.write_tfrecord(str(path), [{'text': t, 'label': lab} for t, lab in records[:3]])
+  with caplog.at_level('WARNING'), caplog.at_level('WARNING', logger='absl'):
+    _read('tfrecord', tmp_path, '*.tfrecord', label_column='label')
+  warned = [r.getMessage().replace(str(tmp_path), '') for r in caplog.records]
+  assert '/a.tfrecord: skipped 1 empty or whitespace-only documents (records 2)' in warned
+  assert any(
+    w.startswith('/a.tfrecord: 1 documents hold NUL bytes (\\x00; records 3)') for w in warned
+  )
+
+
 def test_hash_split_follows_the_text_so_labeled_and_corpus_examples_agree(tmp_path):
   rows = [
     [('fresh', 'rotten', 'plot')[i % 3], text] for i, text in enumerate(text_data.sentences(300))
