@@ -186,8 +186,13 @@ class _FileToExamples(beam.DoFn):
     first one's line and problem, how many there are, and what to do."""
     column = self._options.get(LABEL_COLUMN_KEY)
     line, label = bad[0]
+    # Why the first row without a label has none (a missing JSONL field, an empty CSV column).
+    unlabeled = next((number for number, lab in bad if lab is None), None)
+    no_label = (
+      get_format(self._format).no_label(path, unlabeled, column) if unlabeled is not None else None
+    )
     if label is None:
-      problem = f'no label (column {column!r} is empty)'
+      problem = no_label[0]
     else:
       problem = f"label {label!r} is not in the schema's label domain {sorted(self._label_domain)}"
       near = near_labels.near_label(label, self._label_domain)
@@ -215,8 +220,8 @@ class _FileToExamples(beam.DoFn):
       (lab, near[0]) for lab, near in nears.items() if near and near[1] != near_labels.NFC_ONLY
     ]
     todo = []
-    if any(lab is None for _, lab in bad):
-      todo.append('give each row a label (or set data.label_column to the column holding them)')
+    if no_label is not None:
+      todo.append(no_label[1])
     if any(near and near[1] == near_labels.NFC_ONLY for near in nears.values()):
       todo.append('normalize the data or the schema to NFC (unicodedata.normalize)')
     if spelled:

@@ -563,6 +563,53 @@ def _read_tfrecord(
     yield number, text, label
 
 
+def _no_label_in_column(path: str, number: int, label_column: str) -> tuple[str, str]:
+  """A CSV row without a label: its label column (in the header, as the reader checked) is
+  empty."""
+  return (
+    f'no label (column {label_column!r} is empty)',
+    'give each row a label (or set data.label_column to the column holding them)',
+  )
+
+
+def _no_label_in_jsonl(path: str, number: int, label_column: str) -> tuple[str, str]:
+  """A JSONL record without a label: no such field, or the field is null or empty."""
+  record = next(
+    (json.loads(line) for n, line in _lines(path) if n == number and line.strip()), None
+  )
+  if isinstance(record, dict) and label_column not in record:
+    return (
+      f'the record has no label field {label_column!r} (its fields: {sorted(record)})',
+      f'give each record a {label_column!r} field (or set data.label_column to the field '
+      'holding the labels)',
+    )
+  kind = 'null' if isinstance(record, dict) and record[label_column] is None else 'empty'
+  return (
+    f'no label (field {label_column!r} is {kind})',
+    'give each record a label (or set data.label_column to the field holding them)',
+  )
+
+
+def _no_label_in_tfrecord(path: str, number: int, label_column: str) -> tuple[str, str]:
+  """A tf.Example without a label: no such feature, or the feature holds no value or an empty
+  one."""
+  from tensorflow.core.example import example_pb2  # loads TensorFlow: only for TFRecords
+
+  payload = next((payload for n, payload in _tfrecords(path) if n == number), None)
+  if payload is not None:
+    feature = example_pb2.Example.FromString(payload).features.feature
+    if label_column not in feature:
+      return (
+        f'the tf.Example has no label feature {label_column!r} (its features: {sorted(feature)})',
+        f'give each tf.Example a {label_column!r} feature (or set data.label_column to the '
+        'feature holding the labels)',
+      )
+  return (
+    f'no label (feature {label_column!r} is empty)',
+    'give each tf.Example a label (or set data.label_column to the feature holding them)',
+  )
+
+
 @dataclasses.dataclass(frozen=True)
 class InputFormat:
   """How ExampleGen reads one input format.
@@ -574,21 +621,31 @@ class InputFormat:
     options: the reader's keyword options, named as TextExampleGen's exec properties.
     unit: what a `Record`'s number counts, as messages name it: 'line' (of a text file) or
       'record' (of a TFRecord file).
+    no_label: why a record read without a label has none, and what to do, for an error:
+      `no_label(path, number, label_column)` -> (problem, what to do). It reads the file again up
+      to that record (errors only), to tell a missing field from an empty one.
   """
 
   reader: Callable[..., Iterator[Record]]
   default_pattern: str
   options: tuple[str, ...]
   unit: str = 'line'
+  no_label: Callable[[str, int, str], tuple[str, str]] = _no_label_in_column
 
 
 FORMATS: dict[str, InputFormat] = {
   contract.CSV: InputFormat(_read_csv, '*.csv*', (TEXT_COLUMN_KEY, LABEL_COLUMN_KEY)),
   contract.TFRECORD: InputFormat(
-    _read_tfrecord, '*', (TEXT_COLUMN_KEY, LABEL_COLUMN_KEY), unit='record'
+    _read_tfrecord,
+    '*',
+    (TEXT_COLUMN_KEY, LABEL_COLUMN_KEY),
+    unit='record',
+    no_label=_no_label_in_tfrecord,
   ),
   contract.TEXT: InputFormat(_read_text, '*.txt*', (TEXT_MODE_KEY,)),
-  contract.JSONL: InputFormat(_read_jsonl, '*.jsonl*', (TEXT_COLUMN_KEY, LABEL_COLUMN_KEY)),
+  contract.JSONL: InputFormat(
+    _read_jsonl, '*.jsonl*', (TEXT_COLUMN_KEY, LABEL_COLUMN_KEY), no_label=_no_label_in_jsonl
+  ),
 }
 
 

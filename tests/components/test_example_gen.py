@@ -383,6 +383,44 @@ def test_rows_without_a_label_or_outside_the_schema_domain_are_named_by_file_and
   assert pairs == sorted([('good', '1'), ('none', None)], key=str)
 
 
+@pytest.mark.parametrize(
+  'record, problem, todo',
+  [
+    (
+      {'text': 'no key', 'id': 7},
+      "the record has no label field 'label' (its fields: ['id', 'text'])",
+      "give each record a 'label' field (or set data.label_column to the field holding",
+    ),
+    ({'text': 'empty', 'label': ' '}, "no label (field 'label' is empty)", 'give each record a'),
+    ({'text': 'null', 'label': None}, "no label (field 'label' is null)", 'give each record a'),
+  ],
+)
+def test_a_jsonl_record_without_its_label_field_is_told_from_an_empty_label(
+  tmp_path, record, problem, todo
+):
+  path = tmp_path / 'a.jsonl'
+  text_data.write_jsonl(str(path), [{'text': 'good', 'label': '1'}, record])
+  with pytest.raises(Exception) as error:
+    _split('jsonl', tmp_path, label_column='label', require_label=True)
+  message = str(error.value)
+  assert f'{path}, line 2: {problem}\n  What to do: {todo}' in message
+  assert "column 'label'" not in message
+
+
+def test_a_tfrecord_example_without_its_label_feature_says_so(tmp_path):
+  path = tmp_path / 'a.tfrecord'
+  text_data.write_tfrecord(str(path), [{'text': 'good', 'label': '1'}, {'text': 'no label'}])
+  with pytest.raises(Exception) as error:
+    _split('tfrecord', tmp_path, label_column='label', require_label=True)
+  assert (
+    f"{path}, record 2: the tf.Example has no label feature 'label' (its features: ['text'])\n"
+    "  What to do: give each tf.Example a 'label' feature"
+  ) in str(error.value)
+  text_data.write_tfrecord(str(path), [{'text': 'good', 'label': '1'}, {'text': 'a', 'label': ''}])
+  with pytest.raises(Exception, match=re.escape("record 2: no label (feature 'label' is empty)")):
+    _split('tfrecord', tmp_path, label_column='label', require_label=True)
+
+
 def test_tfrecord_input_messages_count_records_not_lines(tmp_path, caplog):
   path = tmp_path / 'a.tfrecord'
   records = [('fine', '1'), ('  ', '1'), ('nul\x00 here', '0'), ('odd', 'maybe'), ('x', 'pos')]
