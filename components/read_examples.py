@@ -10,10 +10,13 @@ empty or whitespace-only documents; with `label_values`, rows whose label is not
 without documents; documents holding NUL bytes (kept, only logged). With the schema's label rules
 (`label_domain`, `require_label`), a row whose label is missing or outside the domain is a
 `DataError` naming the file and line (and how many rows of the file have one); without them such a
-row is kept, for ExampleValidator to report. A split without examples, or an input pattern that
-matches no file, is a `DataError` naming the split or pattern. Which files a pattern reads, and
-the warnings of what it leaves out, are `components.file_selection`'s; the files read are logged
-(INFO), a count and the first few names. In a TFRecord file, messages name records, not lines.
+row is kept, for ExampleValidator to report. A kept label holding a line break (a quoted CSV field
+or a JSON string over two lines), which Transform's label vocabulary (one label a line) would
+refuse later without file and line, is such a `DataError` whatever the rules. A split without
+examples, or an input pattern that matches no file, is a `DataError` naming the split or pattern.
+Which files a pattern reads, and the warnings of what it leaves out, are
+`components.file_selection`'s; the files read are logged (INFO), a count and the first few names.
+In a TFRecord file, messages name records, not lines.
 
 Hash splits hash each example's text (not the whole example), so duplicates stay in one split
 and ExampleGens reading the same files with other options (the pretraining corpus) agree with
@@ -121,7 +124,8 @@ class _FileToExamples(beam.DoFn):
         self._dropped.inc()
         continue
       if (label is None and self._require_label) or (
-        label is not None and self._label_domain and label not in self._label_domain
+        label is not None
+        and (_has_line_break(label) or (self._label_domain and label not in self._label_domain))
       ):
         bad_labels.append((number, label))
         continue
@@ -193,6 +197,8 @@ class _FileToExamples(beam.DoFn):
     )
     if label is None:
       problem = no_label[0]
+    elif _has_line_break(label):
+      problem = f'label {label!r} has a line break: the label vocabulary holds one label per line'
     else:
       problem = f"label {label!r} is not in the schema's label domain {sorted(self._label_domain)}"
       near = near_labels.near_label(label, self._label_domain)
@@ -213,8 +219,11 @@ class _FileToExamples(beam.DoFn):
         f'{", ..." if len(bad) > _MAX_REPORTED_LINES else ""}; labels '
         f'{", ".join(f"{lab} {count}" for lab, count in labels.most_common(8))})'
       )
+    broken = [lab for _, lab in bad if lab is not None and _has_line_break(lab)]
     nears = {
-      lab: near_labels.near_label(lab, self._label_domain) for _, lab in bad if lab is not None
+      lab: near_labels.near_label(lab, self._label_domain)
+      for _, lab in bad
+      if lab is not None and lab not in broken
     }
     spelled = [
       (lab, near[0]) for lab, near in nears.items() if near and near[1] != near_labels.NFC_ONLY
@@ -222,6 +231,8 @@ class _FileToExamples(beam.DoFn):
     todo = []
     if no_label is not None:
       todo.append(no_label[1])
+    if broken:
+      todo.append('write each label on one line')
     if any(near and near[1] == near_labels.NFC_ONLY for near in nears.values()):
       todo.append('normalize the data or the schema to NFC (unicodedata.normalize)')
     if spelled:
@@ -235,6 +246,12 @@ class _FileToExamples(beam.DoFn):
     return DataError(
       f'{path}, {self._unit} {line}: {problem}{more}\n  What to do: {"; ".join(todo)}'
     )
+
+
+def _has_line_break(label: str) -> bool:
+  """Whether `label` holds a line break, which Transform's label vocabulary (a file of one label
+  per line) refuses: the same rule, checked where the file and line are known."""
+  return '\n' in label or '\r' in label
 
 
 def _text_bucket(text: str, total_buckets: int) -> int:

@@ -421,6 +421,30 @@ def test_a_tfrecord_example_without_its_label_feature_says_so(tmp_path):
     _split('tfrecord', tmp_path, label_column='label', require_label=True)
 
 
+@pytest.mark.parametrize('input_format', ['csv', 'jsonl'])
+@pytest.mark.parametrize('label', ['pos\nitive', 'pos\r\nitive', 'pos\ritive'])
+def test_a_label_with_a_line_break_is_refused_at_its_file_and_line(tmp_path, input_format, label):
+  # Transform's label vocabulary (one label a line) refuses it too, but without file and line.
+  path = tmp_path / f'a.{input_format}'
+  rows = [('good', '1'), ('spans', label), ('kept', ' 0\n')]  # a trailing line break is trimmed
+  if input_format == 'csv':
+    text_data.write_csv(str(path), [[t, lab] for t, lab in rows], ['text', 'label'])
+  else:
+    text_data.write_jsonl(str(path), [{'text': t, 'label': lab} for t, lab in rows])
+  with pytest.raises(Exception) as error:
+    _split(input_format, tmp_path, label_column='label')
+  line = 3 if input_format == 'csv' else 2  # the CSV header is line 1
+  assert (
+    f'{path}, line {line}: label {label!r} has a line break: the label vocabulary holds one label '
+    'per line\n  What to do: write each label on one line'
+  ) in str(error.value)
+  # A row label_values drops never reaches the vocabulary: dropped, as any other label.
+  pairs, counters = _read(
+    input_format, tmp_path, f'*.{input_format}', label_column='label', label_values=['0', '1']
+  )
+  assert pairs == [('good', '1'), ('kept', '0')] and counters['rows_dropped_by_label'] == 1
+
+
 def test_tfrecord_input_messages_count_records_not_lines(tmp_path, caplog):
   path = tmp_path / 'a.tfrecord'
   records = [('fine', '1'), ('  ', '1'), ('nul\x00 here', '0'), ('odd', 'maybe'), ('x', 'pos')]
