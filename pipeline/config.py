@@ -106,8 +106,9 @@ class DataConfig:
       ...) is an error saying to decompress it or use gzip. Sub-folders are not read, and names
       match case-sensitively (`notes.CSV` is not `*.csv*`); what is left out beside the files
       read is warned of (components/file_selection.py).
-    input_splits: names of pre-split sub-folders of `input_base` (e.g. [train, eval]); empty
-      means one folder split by hash buckets with `train_eval_ratio`.
+    input_splits: names of pre-split sub-folders of `input_base`: [train, eval] (the pipeline
+      uses no other split: another, e.g. test, is refused); empty means one folder split by hash
+      buckets with `train_eval_ratio`.
     train_eval_ratio: hash-bucket ratio of the train and eval splits.
     shuffle: shuffle the examples as ExampleGen writes them (TFX's default). This sends the
       whole corpus through the Beam runner's memory: turn it off for large corpora (the trainer

@@ -615,6 +615,15 @@ def validate(config: PipelineConfig) -> None:
         f'data.input_splits: {list(data.input_splits)} lacks {missing}: the '
         'vocabulary and training read `train`, evaluation reads `eval`'
       )
+    unused = [split for split in data.input_splits if split not in ('train', 'eval')]
+    if unused:
+      # Read, validated and transformed, then used by nothing: a held-out split nobody scores.
+      raise ConfigError(
+        f'data.input_splits: {list(data.input_splits)}: {unused} would be read and never used: '
+        'the pipeline uses train (the vocabulary and training) and eval (evaluation and the '
+        'blessing) only; write data.input_splits: [train, eval] (a test folder beside them can '
+        'stay, for your own evaluation of the pushed model)'
+      )
     if demo_data.is_dataset(data.input_base):
       raise ConfigError(
         f'data.input_splits: {data.input_base} is one file, not split into '

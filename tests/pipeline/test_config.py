@@ -269,6 +269,23 @@ def test_pre_split_input_needs_train_and_eval_folders(tmp_path):
     )
 
 
+def test_pre_split_input_with_a_split_the_pipeline_never_uses_is_refused(tmp_path):
+  # A test split was read, validated and transformed, and then used by nothing.
+  for split in ('train', 'eval', 'test'):
+    (tmp_path / 'data' / split).mkdir(parents=True)
+  path = _write(tmp_path, 'data: {input_base: data, input_splits: [train, eval, test]}\n')
+  with pytest.raises(config_lib.ConfigError) as error:
+    config_lib.load_config(path, TRAIN_STEPS)
+  assert str(error.value) == (
+    f"{path}: data.input_splits: ['train', 'eval', 'test']: ['test'] would be read and never "
+    'used: the pipeline uses train (the vocabulary and training) and eval (evaluation and '
+    'the blessing) only; write data.input_splits: [train, eval] (a test folder beside them can '
+    'stay, for your own evaluation of the pushed model)'
+  )
+  config = config_lib.load_config(path, [*TRAIN_STEPS, 'data.input_splits=[eval, train]'])
+  assert config.data.input_splits == ('eval', 'train')
+
+
 def test_relative_outputs_dir_is_taken_from_the_config_folder(tmp_path):
   config = config_lib.load_config(_write(tmp_path, 'outputs_dir: out\n'), TRAIN_STEPS)
   assert config.resolved_outputs_dir == str(tmp_path / 'out')
