@@ -42,12 +42,14 @@ entry's weight, which decides what the cache evicts, never a value.)
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import shutil
 import sys
 import threading
 import types
 import weakref
-from typing import Any, Callable, Dict, Hashable, Optional, Tuple
+from typing import Any, Callable, Dict, Hashable, Iterator, Optional, Tuple
 
 import objsize
 from apache_beam.options import pipeline_options
@@ -164,6 +166,21 @@ def _kept_views(view_as: Callable[..., Any]) -> Callable[..., Any]:
 
   setattr(kept_view_as, _MARK, True)
   return kept_view_as
+
+
+@contextlib.contextmanager
+def cleaned(pipeline: Any) -> Iterator[Any]:
+  """`with pipeline`, and its local temporary folder removed however it ends.
+
+  Beam removes the folder (made in /tmp when the pipeline is created) once the pipeline runs; a
+  pipeline that fails while it is built (a data error found then: an empty input folder, a
+  missing split) never runs, and each such run left one folder behind.
+  """
+  try:
+    with pipeline:
+      yield pipeline
+  finally:
+    shutil.rmtree(pipeline.local_tempdir, ignore_errors=True)
 
 
 def install() -> None:

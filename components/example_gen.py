@@ -156,7 +156,7 @@ class Executor(BaseExampleGenExecutor):
     artifact_utils.get_single_instance(outputs).split_names = artifact_utils.encode_split_names(
       example_gen_utils.generate_output_split_names(input_config, output_config)
     )
-    with self._make_beam_pipeline() as pipeline:
+    with beam_specs.cleaned(self._make_beam_pipeline()) as pipeline:
       for split, lists in self._generate(pipeline, exec_properties, batched=True).items():
         path = os.path.join(
           artifact_utils.get_split_uri(outputs, split), write_split.DEFAULT_FILE_NAME

@@ -296,7 +296,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
       config[flag] = bool(config[flag])
     # Not every orchestrator creates the output folder (KFP v2's launcher does not).
     fileio.makedirs(output_uri)
-    with self._make_beam_pipeline() as pipeline:
+    with beam_specs.cleaned(self._make_beam_pipeline()) as pipeline:
       build_vocabulary_pipeline(pipeline, os.path.join(split_uri, '*'), output_uri, config)
     if not fileio.exists(os.path.join(output_uri, contract.VOCAB_FILE)):
       raise validation.DataError(

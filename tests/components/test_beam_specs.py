@@ -1,6 +1,7 @@
 """The cached `get_dofn_specs`, options views and state-cache weighing (components/beam_specs.py)
 answer exactly as Beam's own."""
 
+import os
 import sys
 import types
 
@@ -287,3 +288,18 @@ def test_options_from_the_command_line_are_viewed_afresh(monkeypatch):
   view = options.view_as(po.DirectOptions)
   assert view.direct_num_workers == 5
   assert options.view_as(po.DirectOptions) is not view
+
+
+def test_a_pipeline_that_fails_while_built_leaves_no_temporary_folder():
+  # Beam makes the folder when the pipeline is created and removes it when it runs: a data error
+  # found while an executor builds its pipeline left one in /tmp per failed run.
+  with pytest.raises(ValueError, match='bad input'):
+    with beam_specs.cleaned(beam.Pipeline(runner='DirectRunner')) as pipeline:
+      folder = pipeline.local_tempdir
+      assert os.path.isdir(folder)
+      raise ValueError('bad input')
+  assert not os.path.exists(folder)
+  with beam_specs.cleaned(beam.Pipeline(runner='DirectRunner')) as pipeline:
+    folder = pipeline.local_tempdir
+    _ = pipeline | beam.Create([1, 2]) | beam.Map(lambda x: x + 1)
+  assert not os.path.exists(folder)
