@@ -563,19 +563,6 @@ def _rounds_to_float32_infinity(value):
   return math.isfinite(value) and abs(value) >= _FLOAT32_INFINITY_FROM
 
 
-def merge_context(
-  context: example_pb2.Example | None, example: example_pb2.Example
-) -> example_pb2.Example:
-  """The example with the context's features added (the example's own win), as TF Serving does."""
-  if context is None:
-    return example
-  merged = example_pb2.Example()
-  merged.CopyFrom(context)
-  for name, feature in example.features.feature.items():
-    merged.features.feature[name].CopyFrom(feature)
-  return merged
-
-
 def text_example(text: str | bytes) -> example_pb2.Example:
   """A tf.Example with the one `text` feature the models' `serving_default` parses.
 

@@ -585,19 +585,26 @@ def _named(value, specs):
   return isinstance(value, dict) and not (set(value) == {'b64'} and 'b64' not in specs)
 
 
-def _examples(body: dict, verb: str) -> list:
-  """The tf.Example protos of a classify or regress body: "examples", each merged with the
-  optional "context"."""
+def _examples(body: dict, verb: str, budget_bytes=None, deadline=None, stop=None) -> np.ndarray:
+  """The tf.Examples of a classify or regress body, serialized: "examples", each after the
+  optional "context" (core.serialize_examples), within `budget_bytes`. The body's "examples"
+  are let go once converted."""
   examples = body.get('examples')
   if not isinstance(examples, list):
     raise errors.invalid_argument(f'{verb} needs "examples": a list of objects of features')
   if not examples:
     raise errors.invalid_argument('empty batch: "examples" is an empty list')
+  core.check_example_count(len(examples), verb, budget_bytes)
   context = body.get('context')
-  context = codec.example_from_json('context', context) if context is not None else None
-  return [
-    codec.merge_context(context, codec.example_from_json(i, e)) for i, e in enumerate(examples)
-  ]
+  context = b'' if context is None else codec.example_from_json('context', context)
+  context = context and context.SerializeToString()
+  out = np.empty(len(examples), dtype=object)
+  for i, example in enumerate(examples):
+    if not i % _ENCODE_ROWS:
+      core.check_live(deadline, stop, i, len(examples))
+    out[i] = context + codec.example_from_json(i, example).SerializeToString()
+  body.pop('examples')
+  return out
 
 
 def classify(
@@ -608,7 +615,7 @@ def classify(
   stop=None,
 ) -> dict:
   """Runs a classify body ("examples", optional "context") and returns the answer's JSON."""
-  protos = _examples(body, 'classify')
+  protos = _examples(body, 'classify', servable.request_budget_bytes, deadline, stop)
   _, results = core.classify_examples(servable, signature_name, protos, deadline, stop)
   # Scores are floats (float32) in ClassificationResult: written with float32's shortest digits.
   scores = codec.shortest_floats(
@@ -631,7 +638,7 @@ def regress(
 ) -> dict:
   """Runs a regress body ("examples", optional "context") on a regression signature and returns
   TF Serving's answer: {"results": [one float per example]}."""
-  protos = _examples(body, 'regress')
+  protos = _examples(body, 'regress', servable.request_budget_bytes, deadline, stop)
   _, values = core.regress_examples(servable, signature_name, protos, deadline, stop)
   # Regressions are floats (float32) in RegressionResult: float32's shortest digits.
   return {'results': codec.shortest_floats(np.asarray(values, np.float32)).tolist()}

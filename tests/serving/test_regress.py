@@ -2,6 +2,7 @@
 TF1-style SavedModel with real regression and classification signatures."""
 
 import os
+import time
 
 import grpc
 import numpy as np
@@ -14,7 +15,7 @@ from tensorflow_serving.apis import (
   regression_pb2,
 )
 
-from serving import core, errors
+from serving import core, errors, rest_api
 from serving.config import ModelConfig
 from serving.servable import Servable
 from tests.serving.conftest import start_server
@@ -97,6 +98,48 @@ def test_regress_answers_one_regression_per_example(line):
   assert response.model_spec.version.value == 1
   response = core.regress(line, _regression_request([None, None], 'regress', context=3.0))
   assert _values(response) == pytest.approx([7.0, 7.0])  # x from the shared context
+
+
+def test_an_examples_own_feature_wins_over_the_context(line):
+  response = core.regress(line, _regression_request([1.0, None], 'regress', context=3.0))
+  assert _values(response) == pytest.approx([3.0, 7.0])
+  # REST too.
+  body = {'signature_name': 'regress', 'examples': [{'x': 1.0}, {}], 'context': {'x': 3.0}}
+  assert rest_api.regress(line, 'regress', body) == {'results': [3.0, 7.0]}
+
+
+def test_more_examples_than_the_request_budget_holds_are_refused_before_they_are_read(line):
+  line.request_budget_bytes = 3 * core.EXAMPLE_BYTES
+  try:
+    assert _values(core.regress(line, _regression_request([0.0] * 3, 'regress'))) == [1.0] * 3
+    message = (
+      'the Regress input has 4 examples, more than the 3 a request may carry within'
+      ' --request_memory_budget_mb (0 MiB, about 1024 bytes an example); send fewer examples'
+      ' per request'
+    )
+    with pytest.raises(errors.ServingError) as raised:
+      core.regress(line, _regression_request([0.0] * 4, 'regress'))
+    assert (raised.value.code, raised.value.message) == (
+      grpc.StatusCode.RESOURCE_EXHAUSTED,
+      message,
+    )
+    multi = inference_pb2.MultiInferenceRequest(
+      tasks=[_task('regress', REGRESS_METHOD)], input=_input([0.0] * 4)
+    )
+    with pytest.raises(errors.ServingError, match='the MultiInference input has 4 examples'):
+      core.multi_inference(multi, lambda spec: line)
+    body = {'signature_name': 'classify', 'examples': [{'x': 0.0}] * 4}
+    with pytest.raises(errors.ServingError, match='the classify input has 4 examples'):
+      rest_api.classify(line, 'classify', body)
+  finally:
+    line.request_budget_bytes = None
+
+
+def test_reading_the_examples_stops_at_the_deadline(line):
+  with pytest.raises(errors.ServingError) as raised:
+    core.regress(line, _regression_request([0.0] * 5000, 'regress'), deadline=time.monotonic())
+  assert raised.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+  assert 'deadline exceeded while the examples were read: 0 of 5000 done' in raised.value.message
 
 
 @pytest.mark.parametrize(
