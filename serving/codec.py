@@ -231,6 +231,13 @@ def to_tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
   return proto
 
 
+def _check_rank(key, array):
+  # As a TensorProto's (numpy walks no more than 32 dimensions: 33 to 64 deep, `array.flat`
+  # failed, answered 500).
+  if array.ndim > MAX_RANK:
+    raise errors.invalid_argument(f'input "{key}": rank {array.ndim} is more than {MAX_RANK}')
+
+
 def from_json(key: str, value: object, dtype: tf.DType, budget: Budget | None = None) -> np.ndarray:
   """Converts a JSON value (nested lists) to an array of `dtype`, TF Serving's way.
 
@@ -247,6 +254,7 @@ def from_json(key: str, value: object, dtype: tf.DType, budget: Budget | None = 
       array = np.asarray(strings, dtype=object)
     except ValueError:
       raise _ragged(key, strings) from None
+    _check_rank(key, array)
     if array.size and any(not isinstance(v, bytes) for v in array.flat):
       raise _ragged(key, strings)
     budget.charge(key, array.size, sum(len(v) for v in array.flat))
@@ -255,6 +263,7 @@ def from_json(key: str, value: object, dtype: tf.DType, budget: Budget | None = 
     array = np.asarray(value)
   except ValueError:
     raise _ragged(key, value) from None
+  _check_rank(key, array)
   budget.charge(key, array.size)
   numpy_dtype = dtype.as_numpy_dtype
   kind = np.dtype(numpy_dtype).kind

@@ -97,6 +97,8 @@ def predict(
     ServingError: for inputs that do not decode within `limits`, or as predict_arrays.
   """
   budget = limits.budget()
+  # The names first: a request of millions of unknown inputs is refused before any is decoded.
+  servable.signature(request.model_spec.signature_name).check_names(request.inputs)
   inputs = {
     key: codec.from_tensor_proto(key, proto, budget) for key, proto in request.inputs.items()
   }
@@ -115,6 +117,8 @@ def predict(
   return response
 
 
+# Most metadata_field entries a GetModelMetadataRequest may list (there is one field).
+_MAX_METADATA_FIELDS = 100
 # Memory one example of a Classify, Regress or MultiInference request may take through it (its
 # serialized copy, its answer's Python objects and message), rounded up from measurements: the
 # request budget over this is the most examples one request may carry (1M in 1 GiB).
@@ -468,10 +472,15 @@ def metadata(
   servable: Servable, request: get_model_metadata_pb2.GetModelMetadataRequest
 ) -> get_model_metadata_pb2.GetModelMetadataResponse:
   """Serves a GetModelMetadataRequest; only the `signature_def` field exists, as in TF Serving."""
-  fields = list(request.metadata_field)
+  fields = request.metadata_field
   if not fields:
     raise errors.invalid_argument(
       'GetModelMetadataRequest must specify at least one metadata_field'
+    )
+  if len(fields) > _MAX_METADATA_FIELDS:  # read on the event loop: not millions of them
+    raise errors.invalid_argument(
+      f'GetModelMetadataRequest has {len(fields)} metadata_field entries; the only field is'
+      f' "{SIGNATURE_DEF_FIELD}"'
     )
   unknown = [f for f in fields if f != SIGNATURE_DEF_FIELD]
   if unknown:

@@ -628,7 +628,7 @@ def _synthetic(key, spec):
   if spec.dtype == tf.string:
     value = (
       codec.text_example(_WARMUP_TEXT).SerializeToString()
-      if key == contract.EXAMPLES_INPUT
+      if key in (contract.EXAMPLES_INPUT, contract.CLASSIFY_INPUTS)
       else _WARMUP_TEXT
     )
     return np.full(shape, value, dtype=object)

@@ -1,10 +1,11 @@
 """One loaded SavedModel version: its signatures, their input checks, and the calls into them."""
 
 import functools
+import heapq
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -43,6 +44,27 @@ class Signature:
       for spec in self.inputs.values()
     )
 
+  def check_names(self, keys: Iterable[str]) -> None:
+    """Checks that `keys` are the signature's inputs, before any is decoded.
+
+    Raises:
+      ServingError: INVALID_ARGUMENT naming the extra and missing inputs (the first few of
+        them: a request may send millions of names).
+    """
+    expected = self.inputs
+    sent = keys if isinstance(keys, (set, dict)) else set(keys)
+    if len(sent) == len(expected) and all(k in expected for k in sent):
+      return
+    extra = [k for k in sent if k not in expected]
+    missing = sorted(k for k in expected if k not in sent)
+    shown = heapq.nsmallest(_NAMES_SHOWN, extra)
+    more = f' and {len(extra) - len(shown)} more' if len(extra) > len(shown) else ''
+    got = f'{len(sent)} inputs' if len(sent) > _NAMES_SHOWN else f'{sorted(sent)}'
+    raise errors.invalid_argument(
+      f'signature "{self.name}" expects inputs {sorted(expected)} but got {got}'
+      f' (extra: {shown}{more}, missing: {missing})'
+    )
+
   def check(self, inputs: Mapping[str, np.ndarray]) -> int | None:
     """Checks that `inputs` (key -> np.ndarray) match the signature.
 
@@ -52,12 +74,7 @@ class Signature:
     Raises:
       ServingError: INVALID_ARGUMENT naming the missing, extra or mismatched input.
     """
-    sent, expected = set(inputs), set(self.inputs)
-    if sent != expected:
-      raise errors.invalid_argument(
-        f'signature "{self.name}" expects inputs {sorted(expected)} but got {sorted(sent)}'
-        f' (extra: {sorted(sent - expected)}, missing: {sorted(expected - sent)})'
-      )
+    self.check_names(inputs)
     rows = set()
     for key, array in inputs.items():
       spec = self.inputs[key]
@@ -131,6 +148,8 @@ def _shape(shape):
 
 # Most class names read from a model's label vocabulary (a bigger file is not a class list).
 _MAX_CLASS_NAMES = 100_000
+# Extra input names an error shows (a request may send millions).
+_NAMES_SHOWN = 10
 
 
 def _class_names(path: str) -> tuple[bytes, ...] | None:

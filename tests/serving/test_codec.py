@@ -316,3 +316,21 @@ def test_b64_padding_is_optional_as_in_tf_serving():
   for bad in ('YQ=', 'Y', 'Y-_w'):  # wrong padding, a lone character, the URL-safe alphabet
     with pytest.raises(errors.ServingError, match='invalid base64'):
       codec.from_json('t', [{'b64': bad}], tf.string)
+
+
+@pytest.mark.parametrize('dtype', [tf.string, tf.float32])
+@pytest.mark.parametrize('depth', [33, 39, 64])
+def test_json_values_nested_deeper_than_a_tensor_may_be_are_refused(dtype, depth):
+  # Strings 33 to 64 deep once failed inside numpy (500, a traceback in the log per request).
+  leaf = 'a' if dtype == tf.string else 1.0
+  value = leaf
+  for _ in range(depth):
+    value = [value]
+  with pytest.raises(errors.ServingError) as raised:
+    codec.from_json('text', value, dtype)
+  assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+  assert raised.value.message == f'input "text": rank {depth} is more than 32'
+  nested = leaf
+  for _ in range(32):
+    nested = [nested]
+  assert codec.from_json('text', nested, dtype).ndim == 32

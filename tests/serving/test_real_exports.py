@@ -155,6 +155,14 @@ def test_rest_predict_and_classify_on_the_classifier(real, real_base):
   assert [[n for n, _ in row] for row in body['results']] == names
 
 
+def test_the_classification_signature_is_warmed_up_and_sized_as_serving_default(real):
+  # Its input is `inputs`, not `examples`: the synthetic request once fed it raw text, its
+  # warm-up failed and its calls kept the fixed default size, whatever the model.
+  servable = real.server.manager.resolve(contract.CLASSIFY)
+  rows = servable.call_rows
+  assert rows[contract.CLASSIFICATION] == rows[contract.SERVING_DEFAULT], rows
+
+
 def test_query_client_classifies_with_the_classification_signature(real, capsys):
   """`serving.client --classify` picks the export's classification signature (the one TF
   Serving's Classify can run) unless --signature names another."""
