@@ -76,7 +76,7 @@ AT_LEAST = {
   'request_threads': 1,
   'max_queued_requests': 0,
   'grpc_max_concurrent_rpcs': 0,
-  'grpc_max_connections': 1,
+  'grpc_max_connections': 0,
   'rest_max_connections': 1,
   'max_request_bytes': 1,
   'max_request_batch_size': 0,
@@ -223,8 +223,9 @@ def _flags(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace
   add(
     '--grpc_max_connections',
     type=int,
-    default=4096,
-    help='Open gRPC connections; beyond, new ones are closed. Keep it below `ulimit -n`.',
+    default=0,
+    help='Open gRPC connections; beyond, new ones are closed. 0: no cap, as TF Serving (a cap'
+    ' lets whoever holds that many idle connections shut others out).',
   )
   add(
     '--grpc_request_timeout_seconds',

@@ -440,15 +440,17 @@ def multi_inference(
   seen = set()
   for i, task in enumerate(tasks):
     if task.method_name not in (CLASSIFY_METHOD, REGRESS_METHOD):
-      raise errors.invalid_argument(
+      raise errors.ServingError(
+        grpc.StatusCode.UNIMPLEMENTED,
         f'Unsupported signature method_name: "{task.method_name}" (task {i}); use'
-        f' {CLASSIFY_METHOD} or {REGRESS_METHOD}'
+        f' {CLASSIFY_METHOD} or {REGRESS_METHOD}',
       )
     name = task.model_spec.signature_name or DEFAULT_SIGNATURE
     if name in seen:
       raise errors.invalid_argument(f'Duplicate evaluation of signature: {name} (task {i})')
     seen.add(name)
   servable = resolve(tasks[0].model_spec)
+  _check_tasks(servable, tasks)
   examples = examples_from_input(
     request.input, 'MultiInference', servable.request_budget_bytes, deadline, stop
   )
@@ -466,6 +468,32 @@ def multi_inference(
       )
     result.model_spec.CopyFrom(spec_proto(servable, signature.name))
   return response
+
+
+def _check_tasks(servable: Servable, tasks) -> None:
+  """As TF Serving checks a MultiInferenceRequest's signatures: each exists, a classify task's
+  is a classification signature, and all read one input tensor (the graph runs once for all).
+
+  Raises:
+    ServingError: INVALID_ARGUMENT with TF Serving's words.
+  """
+  input_tensor = None
+  for task in tasks:
+    name = task.model_spec.signature_name or DEFAULT_SIGNATURE
+    signature_def = servable.signature_defs.get(name)
+    if signature_def is None or name.startswith('__'):
+      raise errors.invalid_argument(f'Requested signature not found in model graph: {name}')
+    if task.method_name == CLASSIFY_METHOD and signature_def.method_name != CLASSIFY_METHOD:
+      raise errors.invalid_argument(
+        f'Expected classification signature method_name to be {CLASSIFY_METHOD}. Was:'
+        f' {signature_def.method_name} (signature "{name}"; this project\'s classifiers'
+        f' export "{contract.CLASSIFICATION}")'
+      )
+    tensors = sorted(info.name for info in signature_def.inputs.values())
+    if input_tensor is None:
+      input_tensor = tensors
+    elif tensors != input_tensor:
+      raise errors.invalid_argument('Input tensor must be the same for all Signatures.')
 
 
 def metadata(

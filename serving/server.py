@@ -47,7 +47,8 @@ class ServerOptions:
     grpc_max_concurrent_rpcs: a cap on RPCs in the gRPC server, from when a call opens
       (beyond, RESOURCE_EXHAUSTED); 0: none, as TF Serving (max_queued_requests bounds the model
       work; a cap also counts calls whose message has not arrived, which any client can hold).
-    grpc_max_connections: open gRPC connections; beyond, gRPC closes new ones.
+    grpc_max_connections: open gRPC connections; beyond, gRPC closes new ones; 0: no cap, as
+      TF Serving (a cap lets whoever holds that many idle connections shut others out).
     grpc_request_timeout_seconds: time a gRPC call's request message has to arrive after the
       call opens; beyond, DEADLINE_EXCEEDED.
     max_request_bytes: largest gRPC message or REST body accepted.
@@ -72,7 +73,7 @@ class ServerOptions:
   request_threads: int = 32
   max_queued_requests: int = 1024
   grpc_max_concurrent_rpcs: int = 0
-  grpc_max_connections: int = 4096
+  grpc_max_connections: int = 0
   grpc_request_timeout_seconds: float = 60.0
   max_request_bytes: int = 64 << 20
   limits: codec.Limits = codec.DEFAULT_LIMITS
@@ -106,8 +107,8 @@ class ServerOptions:
       raise ValueError(
         f'grpc_max_concurrent_rpcs must be >= 0, got {self.grpc_max_concurrent_rpcs}'
       )
-    if self.grpc_max_connections < 1:
-      raise ValueError(f'grpc_max_connections must be >= 1, got {self.grpc_max_connections}')
+    if self.grpc_max_connections < 0:
+      raise ValueError(f'grpc_max_connections must be >= 0, got {self.grpc_max_connections}')
     if not self.grpc_request_timeout_seconds > 0:
       raise ValueError(
         f'grpc_request_timeout_seconds must be > 0, got {self.grpc_request_timeout_seconds}'
@@ -217,8 +218,12 @@ class Server:
         # (1,000, and randomly up to 3,000) a burst's calls were CANCELLED, never seen here.
         ('grpc.server.max_pending_requests', PENDING_RPCS),
         ('grpc.server.max_pending_requests_hard_limit', PENDING_RPCS),
-        ('grpc.max_allowed_incoming_connections', options.grpc_max_connections),
-      ],
+      ]
+      + (
+        [('grpc.max_allowed_incoming_connections', options.grpc_max_connections)]
+        if options.grpc_max_connections
+        else []
+      ),
       maximum_concurrent_rpcs=options.grpc_max_concurrent_rpcs or None,
     )
     services = grpc_service.Services(

@@ -143,6 +143,19 @@ def test_rest_predict_and_classify_on_the_classifier(real, real_base):
   task.model_spec.signature_name = contract.CLASSIFICATION
   answer = real.predictions.MultiInference(multi, timeout=60)
   assert answer.results[0].classification_result == response.result
+  # As TF Serving: a predict signature is no classification, and every task must read one
+  # input tensor (each TF2 signature has its own).
+  task.model_spec.signature_name = contract.SERVING_DEFAULT
+  with pytest.raises(grpc.RpcError) as raised:
+    real.predictions.MultiInference(multi, timeout=60)
+  assert 'Expected classification signature method_name' in raised.value.details()
+  task.model_spec.signature_name = contract.CLASSIFICATION
+  other = multi.tasks.add(method_name='tensorflow/serving/regress')
+  other.model_spec.name = contract.CLASSIFY
+  other.model_spec.signature_name = contract.PREDICT_TEXT
+  with pytest.raises(grpc.RpcError) as raised:
+    real.predictions.MultiInference(multi, timeout=60)
+  assert raised.value.details() == 'Input tensor must be the same for all Signatures.'
   status, body = rest_util.rest_json(
     real.rest_url,
     f'/v1/models/{contract.CLASSIFY}:classify',

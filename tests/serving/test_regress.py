@@ -206,6 +206,12 @@ def test_multi_inference_runs_classify_and_regress_tasks_on_one_input(line):
       'Unsupported signature method_name: "tensorflow/serving/predict" (task 1)',
     ),
     (
+      [_task('predict', CLASSIFY_METHOD)],
+      'Expected classification signature method_name to be tensorflow/serving/classify. Was:'
+      ' tensorflow/serving/predict',
+    ),
+    ([_task('nope', CLASSIFY_METHOD)], 'Requested signature not found in model graph: nope'),
+    (
       [_task('regress', REGRESS_METHOD), _task('regress', REGRESS_METHOD)],
       'Duplicate evaluation of signature: regress',
     ),
@@ -222,7 +228,10 @@ def test_multi_inference_checks_its_tasks(line, tasks, message):
     return
   with pytest.raises(errors.ServingError) as raised:
     core.multi_inference(request, lambda spec: line)
-  assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+  unsupported = message.startswith('Unsupported')  # as TF Serving: UNIMPLEMENTED
+  assert raised.value.code == (
+    grpc.StatusCode.UNIMPLEMENTED if unsupported else grpc.StatusCode.INVALID_ARGUMENT
+  )
   assert message in raised.value.message
 
 
