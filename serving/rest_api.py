@@ -41,10 +41,12 @@ _MODEL_PATH = re.compile(
 _SCAN_CHUNK = 1 << 20
 _QUOTE, _BACKSLASH = ord('"'), ord('\\')
 # Python objects json.loads makes, measured on CPython 3.13 (bytes, rounded up): an array
-# before its elements, an object before its values (keys are shared), and each value (a
-# number or a string's object; a string's characters come on top, at most its UTF-8 bytes).
+# before its elements, an object before its members, a member (its slot, and its key's string
+# when keys differ: a repeated key is shared), and each value (a number or a string's object;
+# a string's characters come on top, at 1, 2 or 4 bytes each: _char_bytes).
 _PARSED_ARRAY_BYTES = 64
-_PARSED_OBJECT_BYTES = 160
+_PARSED_OBJECT_BYTES = 192
+_PARSED_MEMBER_BYTES = 104
 _PARSED_VALUE_BYTES = 64
 # Every byte but the brackets, deleted by bytes.translate (a regex substitution made an object
 # per run between brackets: 2.8 GB for a 32 MiB body of one-element arrays).
@@ -96,6 +98,15 @@ def _outside_strings(raw: bytes) -> bytes:
     pieces.append(chunk[(parity == 0) & ~quotes].tobytes())
     inside = int(parity[-1])
   return b''.join(pieces)
+
+
+def _char_bytes(raw: bytes) -> int:
+  """The bytes a character of `raw` decoded may take in a Python str: 4 when it holds a
+  character past U+FFFF (a UTF-8 lead byte from 0xF0), 2 past U+00FF (one from 0xC4), else 1."""
+  if not raw:
+    return 1
+  top = int(np.frombuffer(raw, np.uint8).max())
+  return 4 if top >= 0xF0 else 2 if top >= 0xC4 else 1
 
 
 def _max_depth(brackets: bytes) -> int:
@@ -153,15 +164,16 @@ def parse_json(raw: bytes, max_depth: int, memory_budget: int | None = None) -> 
     )
   if memory_budget is not None:
     arrays, objects = brackets.count(b'['), brackets.count(b'{')
-    values = unquoted.count(b',') + 1
+    members, values = unquoted.count(b':'), unquoted.count(b',') + 1
+    width = _char_bytes(raw)
     # The body's text as a str, the objects, and the strings' characters.
     parsed = (
-      len(raw)
+      len(raw) * width
       + arrays * _PARSED_ARRAY_BYTES
       + objects * _PARSED_OBJECT_BYTES
+      + members * _PARSED_MEMBER_BYTES
       + values * _PARSED_VALUE_BYTES
-      + len(raw)
-      - len(unquoted)
+      + (len(raw) - len(unquoted)) * width
     )
     if parsed > memory_budget:
       raise errors.ServingError(

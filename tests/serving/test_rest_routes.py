@@ -183,6 +183,20 @@ def test_the_checks_before_parsing_take_bounded_memory_and_refuse_what_parsing_w
   assert len(rest_api.parse_json(small, 64, memory_budget=1 << 30)['instances']) == 10_000
 
 
+def test_the_parse_estimate_counts_wide_characters_and_object_members():
+  # One character past U+FFFF makes the decoded body and its strings 4 bytes a character.
+  ascii_body = ('["' + 'a' * (1 << 20) + '"]').encode()
+  wide_body = ('["' + 'a' * (1 << 20) + '\U0001f600"]').encode()
+  assert rest_api.parse_json(ascii_body, 4, memory_budget=4 << 20)
+  with pytest.raises(errors.ServingError, match='would take about 8 MiB to parse'):
+    rest_api.parse_json(wide_body, 4, memory_budget=4 << 20)
+  # Objects of distinct keys: each key is a string of its own.
+  keyed = ('[' + ','.join('{"k%07d":0}' % i for i in range(100_000)) + ']').encode()
+  with pytest.raises(errors.ServingError, match='100000 objects') as raised:
+    rest_api.parse_json(keyed, 4, memory_budget=16 << 20)
+  assert 'would take about 36 MiB to parse' in raised.value.message  # measured: 31 MB
+
+
 def test_a_body_of_escaped_quotes_costs_what_any_body_of_its_size_does():
   # An unterminated string of 24,000 escaped quotes (48 kB). The depth check once restarted its
   # string search at each of them, holding the GIL: 13 s of the server's event loop, and four
