@@ -198,11 +198,11 @@ def test_memory_follows_the_answers_json_not_its_python_objects(batch):
 
 @pytest.mark.parametrize('rows', [True, False], ids=['row format', 'columnar format'])
 def test_a_row_too_wide_for_the_budget_is_refused_before_it_is_encoded(rows):
-  # One row of 4M floats: 16 MB of JSON ("0.5," each) over an 8 MiB answer budget. A row wider
-  # than a slice is encoded whole, so the check on the first slice came after 130 MB of Python
+  # One row of 1M floats: 4 MB of JSON ("0.5," each) over a 2 MiB answer budget. A row wider
+  # than a slice is encoded whole, so the check on the first slice came after 113 MB of Python
   # objects; its size is now estimated from a sample first.
-  wide = {'scores': np.full((1, 4_000_000), 0.5, np.float32)}
-  stub = _Stub(make=lambda n: wide, output_budget_bytes=8 << 20)
+  wide = {'scores': np.full((1, 1_000_000), 0.5, np.float32)}
+  stub = _Stub(make=lambda n: wide, output_budget_bytes=2 << 20)
   tracemalloc.start()
   try:
     base = tracemalloc.get_traced_memory()[0]
@@ -212,8 +212,8 @@ def test_a_row_too_wide_for_the_budget_is_refused_before_it_is_encoded(rows):
   finally:
     tracemalloc.stop()
   assert raised.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
-  assert 'would take about 15 MiB of JSON, more than the 8 MiB' in raised.value.message
+  assert 'would take about 3 MiB of JSON, more than the 2 MiB' in raised.value.message
   assert peak < 8 << 20, peak >> 20
   # Within the budget it is answered, as before.
-  stub.output_budget_bytes = 32 << 20
+  stub.output_budget_bytes = 8 << 20
   assert _predict(stub, _body(['x'], rows)) == _old_json(wide, rows)
