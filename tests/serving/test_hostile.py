@@ -23,7 +23,7 @@ from serving.batching import BatchingOptions
 from serving.config import ModelConfig
 from serving.rest import RestOptions, RestServer
 from tests.serving import rest_util
-from tests.serving.conftest import MODEL, start_server
+from tests.serving.conftest import MODEL, start_server, toy_server
 from tests.serving.hostile_util import RawHttp, post, rss_bytes
 
 PREDICT_PATH = f'/v1/models/{MODEL}:predict'
@@ -547,11 +547,8 @@ def test_grpc_calls_whose_message_never_comes_lock_nobody_out_and_are_ended(toy_
   """A client opening calls (one HTTP/2 frame each) and never sending their message: others
   are still served (they used to fill the RPC cap, then every call was RESOURCE_EXHAUSTED), and
   each is ended after --grpc_request_timeout_seconds."""
-  running = start_server(
-    toy_base,
-    [ModelConfig(MODEL, os.path.join(toy_base, MODEL))],
-    poll_wait_seconds=0,
-    options={'request_threads': 2, 'max_queued_requests': 16, 'grpc_request_timeout_seconds': 2},
+  running = toy_server(
+    toy_base, request_threads=2, max_queued_requests=16, grpc_request_timeout_seconds=2
   )
   stop = threading.Event()
   # Separate connections (a channel of its own each): 4 x 100 calls open on the server.
@@ -589,12 +586,7 @@ def test_grpc_calls_whose_message_never_comes_lock_nobody_out_and_are_ended(toy_
 
 
 def test_grpc_connections_beyond_the_cap_are_closed_and_freed_ones_reused(toy_base):
-  running = start_server(
-    toy_base,
-    [ModelConfig(MODEL, os.path.join(toy_base, MODEL))],
-    poll_wait_seconds=0,
-    options={'grpc_max_connections': 2},
-  )
+  running = toy_server(toy_base, grpc_max_connections=2)
   request = get_model_status_pb2.GetModelStatusRequest()
   request.model_spec.name = MODEL
   channels = []
