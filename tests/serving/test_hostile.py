@@ -671,6 +671,31 @@ def test_a_classify_of_a_million_tiny_examples_leaves_the_server_answering(serve
   assert 'the Classify input has 3000000 examples, more than the 1048576' in raised.value.details()
 
 
+def test_string_inputs_that_would_not_fit_the_budget_once_decoded_are_refused_first(toy_base):
+  # 16M empty strings (a 32 MB request, within --max_request_elements) once took +773 MiB on a
+  # server whose budget was 256 MiB before anything checked memory.
+  running = start_server(
+    toy_base,
+    [ModelConfig(MODEL, os.path.join(toy_base, MODEL))],
+    poll_wait_seconds=0,
+    execution=memory.ExecutionOptions(memory_budget_bytes=64 << 20),
+  )
+  request = _predict_request()
+  request.inputs['text'].string_val.extend([b''] * (2 << 20))
+  request.inputs['text'].tensor_shape.dim[0].size = (2 << 20) + 1
+  try:
+    with pytest.raises(grpc.RpcError) as raised:
+      running.predictions.Predict(request, timeout=60)
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert raised.value.details() == (
+      "the request's 2097153 strings would take about 116 MiB once decoded, more than the 64"
+      ' MiB a request may hold (--request_memory_budget_mb); send fewer rows per request'
+    )
+    assert running.predictions.Predict(_predict_request(), timeout=60).outputs
+  finally:
+    running.close()
+
+
 @pytest.fixture
 def tight_rest(toy_base):
   running = start_server(
