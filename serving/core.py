@@ -28,7 +28,7 @@ from tfxlm import contract
 SIGNATURE_DEF_FIELD = 'signature_def'
 # The serialized tf.Example input of Classify and Regress: this project's `examples`, or
 # `inputs` as TF Serving's classification and regression signatures name it.
-EXAMPLES_INPUT_KEYS = (contract.EXAMPLES_INPUT, 'inputs')
+EXAMPLES_INPUT_KEYS = (contract.EXAMPLES_INPUT, contract.CLASSIFY_INPUTS)
 # The method names of TF Serving's classification and regression signatures (and tasks of a
 # MultiInferenceRequest), and the one output of a regression signature.
 CLASSIFY_METHOD = contract.CLASSIFY_METHOD
@@ -129,7 +129,6 @@ _EXAMPLE_CHUNK = 4096  # examples serialized at a time
 # Memory a string value of a Predict request takes once decoded, beside its bytes (its Python
 # object and its slot in the array; measured: 16M empty strings, +773 MiB).
 STRING_BYTES = 56
-_DT_STRING = types_pb2.DT_STRING
 
 
 def _examples_signature(servable: Servable, signature_name: str, api: str) -> tuple[Signature, str]:
@@ -185,7 +184,7 @@ def check_string_count(request: predict_pb2.PredictRequest, budget_bytes: int | 
   """
   if budget_bytes is None:
     return
-  protos = [p for p in request.inputs.values() if p.dtype == _DT_STRING]
+  protos = [p for p in request.inputs.values() if p.dtype == types_pb2.DT_STRING]
   count = sum(len(p.string_val) for p in protos)
   needed = count * STRING_BYTES + sum(p.ByteSize() for p in protos)
   if needed > budget_bytes:

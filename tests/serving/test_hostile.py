@@ -612,13 +612,18 @@ def test_grpc_connections_beyond_the_cap_are_closed_and_freed_ones_reused(toy_ba
     running.close()
 
 
-def test_a_rest_body_whose_json_would_not_fit_the_budget_is_refused_before_parsing(toy_base):
-  running = start_server(
+def _budget_server(toy_base, budget_bytes):
+  """A server of MODEL whose requests may each take `budget_bytes` (--request_memory_budget_mb)."""
+  return start_server(
     toy_base,
     [ModelConfig(MODEL, os.path.join(toy_base, MODEL))],
     poll_wait_seconds=0,
-    execution=memory.ExecutionOptions(memory_budget_bytes=64 << 20),
+    execution=memory.ExecutionOptions(memory_budget_bytes=budget_bytes),
   )
+
+
+def test_a_rest_body_whose_json_would_not_fit_the_budget_is_refused_before_parsing(toy_base):
+  running = _budget_server(toy_base, 64 << 20)
   try:
     rows = b'{"instances": [' + b'[0],' * (2 << 20) + b'[0]]}'  # 8 MiB, 240 MB parsed
     before = rss_bytes()
@@ -674,12 +679,7 @@ def test_a_classify_of_a_million_tiny_examples_leaves_the_server_answering(serve
 def test_string_inputs_that_would_not_fit_the_budget_once_decoded_are_refused_first(toy_base):
   # 16M empty strings (a 32 MB request, within --max_request_elements) once took +773 MiB on a
   # server whose budget was 256 MiB before anything checked memory.
-  running = start_server(
-    toy_base,
-    [ModelConfig(MODEL, os.path.join(toy_base, MODEL))],
-    poll_wait_seconds=0,
-    execution=memory.ExecutionOptions(memory_budget_bytes=64 << 20),
-  )
+  running = _budget_server(toy_base, 64 << 20)
   request = _predict_request()
   request.inputs['text'].string_val.extend([b''] * (2 << 20))
   request.inputs['text'].tensor_shape.dim[0].size = (2 << 20) + 1
