@@ -221,7 +221,8 @@ def test_large_requests_split_or_refused_by_the_flag(toy_base, in_process):
 
 
 def test_only_a_full_queue_is_refused(toy_base):
-  # One thread, one place in the queue; a 2 s batch window keeps the first request running.
+  # One thread, one place in the queue; a 2 s batch window keeps the first (one-row) request
+  # running. A full batch (64 rows) runs at once: the second request and the last do not wait.
   running = _server(
     toy_base,
     batching=BatchingOptions(
@@ -229,11 +230,12 @@ def test_only_a_full_queue_is_refused(toy_base):
     ),
     options={'request_threads': 1, 'max_queued_requests': 1},
   )
+  admission = running.server.admission
   try:
-    first, second = (
-      running.predictions.Predict.future(_request(['x']), timeout=30) for _ in range(2)
-    )
-    time.sleep(0.5)
+    first = running.predictions.Predict.future(_request(['x']), timeout=30)
+    _wait_until(lambda: admission.running == 1)
+    second = running.predictions.Predict.future(_request(['x'] * 64), timeout=30)
+    _wait_until(lambda: admission.queued == 1)
     with pytest.raises(grpc.RpcError) as raised:
       running.predictions.Predict(_request(['x']), timeout=30)
     assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -242,10 +244,18 @@ def test_only_a_full_queue_is_refused(toy_base):
       running.rest_url, PREDICT_PATH, {'signature_name': 'predict_text', 'instances': ['x']}
     )
     assert status == 503 and 'busy' in answer['error']
-    assert first.result().outputs['labels'] and second.result().outputs['labels']
-    assert running.predictions.Predict(_request(['x']), timeout=30).outputs['labels']
+    assert len(first.result().outputs['labels'].string_val) == 1
+    assert len(second.result().outputs['labels'].string_val) == 64
+    assert running.predictions.Predict(_request(['x'] * 64), timeout=30).outputs['labels']
   finally:
     running.close()
+
+
+def _wait_until(condition, timeout=10.0):
+  deadline = time.monotonic() + timeout
+  while not condition():
+    assert time.monotonic() < deadline, 'timed out'
+    time.sleep(0.01)
 
 
 def test_admission_queue_order_deadline_and_departure():

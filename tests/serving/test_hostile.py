@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import select
 import socket
 import threading
 import time
@@ -519,7 +520,10 @@ def test_grpc_beyond_max_concurrent_rpcs_is_resource_exhausted(toy_base):
       running.predictions.Predict(request, timeout=30)
     assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert all(f.result().model_spec.version.value == 2 for f in in_flight)
-    assert running.predictions.Predict(request, timeout=30).model_spec.version.value == 2
+    # With those two ended, a call is taken again (one the batch window does not hold).
+    status = get_model_status_pb2.GetModelStatusRequest()
+    status.model_spec.name = MODEL
+    assert running.models.GetModelStatus(status, timeout=30).model_version_status
   finally:
     running.close()
 
@@ -745,7 +749,8 @@ def test_slow_clients_are_cut_off(tight_rest, trickle):
       except OSError:
         closed = True
         break
-      time.sleep(0.4)
+      if select.select([connection.sock], [], [], 0.4)[0]:
+        break  # the server answered or closed: the trickle stops, as a client's would
     while not closed:  # reads whatever answer comes, until the server closes
       closed = connection.sock.recv(65536) in (b'',)
     assert time.monotonic() - started < 4.0  # the limit is 1 s; the trickle would take 4.8
@@ -846,7 +851,12 @@ def test_a_client_that_never_reads_its_answer_is_cut_off(tight_rest):
   sock.connect(('127.0.0.1', tight_rest.server.rest_port))
   try:
     sock.sendall(post(PREDICT_PATH, body.encode()))
-    time.sleep(6)  # the answer is computed, then stalls: the client reads nothing
+    # The answer is computed, then stalls (the client reads nothing) until the server drops it.
+    web = tight_rest.server._rest._web
+    deadline = time.monotonic() + 30
+    while web.connections and time.monotonic() < deadline:
+      time.sleep(0.05)
+    assert not web.connections, 'the connection that reads nothing is still open after 30 s'
     received = b''
     try:
       while chunk := sock.recv(1 << 20):

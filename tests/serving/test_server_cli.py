@@ -36,9 +36,10 @@ def process(tmp_path_factory):
     f'model_config_list {{ config {{ name: "{MODEL}" base_path: "{base / MODEL}" '
     f'version_labels {{ key: "stable" value: 4 }} }} }}'
   )
-  # A long batch timeout keeps requests in flight long enough to send SIGTERM meanwhile.
+  # A long batch timeout keeps requests of one row in flight long enough to send SIGTERM
+  # meanwhile; requests of two rows fill a batch and run at once.
   (base / 'batching.config').write_text(
-    f'max_batch_size {{ value: 64 }} batch_timeout_micros {{ value: '
+    f'max_batch_size {{ value: 2 }} batch_timeout_micros {{ value: '
     f'{int(BATCH_WAIT_SECONDS * 1e6)} }} num_batch_threads {{ value: 1 }}'
   )
   (base / 'monitoring.config').write_text('prometheus_config { enable: true path: "/metrics" }')
@@ -103,7 +104,7 @@ def test_query_client_over_grpc_and_rest(process, capsys):
 def test_metrics_are_at_the_monitoring_configs_path_under_tf_servings_names(process, capsys):
   _, grpc_target, rest_url = process
   for where in (['--grpc', grpc_target], ['--rest', rest_url]):
-    assert client.main(where + ['--model_name', MODEL, '--text', 'good film']) == 0
+    assert client.main(where + ['--model_name', MODEL, '--text', 'good', '--text', 'film']) == 0
   capsys.readouterr()
   with urllib.request.urlopen(f'{rest_url}/metrics', timeout=10) as response:
     assert response.headers['Content-Type'].startswith('text/plain; version=0.0.4')
@@ -215,10 +216,8 @@ def test_sigterm_drains_in_flight_requests(process):
       MODEL, ['in flight'], 'predict_text', input_key='text'
     )[1]['labels']
 
-  def rest_call():
-    results['rest'] = client.RestClient(rest_url).predict(
-      MODEL, ['in flight'], 'predict_text', input_key='text'
-    )['labels']
+  def rest_call():  # on the other signature: the two one-row requests are not one full batch
+    results['rest'] = client.RestClient(rest_url).predict(MODEL, ['in flight'])['labels']
 
   threads = [threading.Thread(target=grpc_call), threading.Thread(target=rest_call)]
   started = time.monotonic()
