@@ -231,8 +231,8 @@ def _flags(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace
     '--grpc_request_timeout_seconds',
     type=float,
     default=60.0,
-    help="Time a gRPC call's request message has to arrive after the call opens; beyond,"
-    ' DEADLINE_EXCEEDED.',
+    help="Time a gRPC call's request message, and the end of its stream, have to arrive after the"
+    ' call opens; beyond, DEADLINE_EXCEEDED.',
   )
   add(
     '--rest_max_connections',

@@ -87,8 +87,10 @@ class _Observed:
   to any client) so that the call is held here before its message arrives: registered as
   unary, grpc.aio reads the message itself, with no time limit, and a client opening calls that
   never send one (a stalled stream costs it one HTTP/2 frame) kept each as long as it liked.
-  A message not there `request_timeout` seconds after the call opened is DEADLINE_EXCEEDED;
-  a call half-closed without one INVALID_ARGUMENT.
+  A message, and the end of the client's stream, not there `request_timeout` seconds after the
+  call opened is DEADLINE_EXCEEDED (a unary client sends the two together); a call half-closed
+  without a message, or sending a second (grpc's own unary handling serves it on its first),
+  INVALID_ARGUMENT.
   """
 
   def __init__(self, metrics, method, labels, fn, admission=None, request_timeout=None):
@@ -100,17 +102,27 @@ class _Observed:
     self._request_timeout = request_timeout
 
   async def _receive(self, context):
+    request = None
     try:
-      request = await asyncio.wait_for(context.read(), self._request_timeout)
+      async with asyncio.timeout(self._request_timeout):
+        request = await context.read()
+        if request is grpc.aio.EOF:
+          raise errors.invalid_argument('the call ended without a request message')
+        _check_decoded(request)
+        if await context.read() is not grpc.aio.EOF:
+          raise errors.invalid_argument(
+            'the call sent a second request message: the method is unary, send one message per call'
+          )
     except TimeoutError:
+      what = (
+        'the request message did not arrive'
+        if request is None
+        else 'the request stream did not end'
+      )
       raise errors.ServingError(
         grpc.StatusCode.DEADLINE_EXCEEDED,
-        f'the request message did not arrive within {self._request_timeout:g} s of the call'
-        ' (--grpc_request_timeout_seconds)',
+        f'{what} within {self._request_timeout:g} s of the call (--grpc_request_timeout_seconds)',
       ) from None
-    if request is grpc.aio.EOF:
-      raise errors.invalid_argument('the call ended without a request message')
-    _check_decoded(request)
     return request
 
   async def __call__(self, request_iterator, context):
@@ -265,8 +277,8 @@ class Services:
 
     Predict, Classify, Regress, MultiInference and HandleReloadConfigRequest (which loads
     models) run on `admission`'s threads; the other calls on the event loop. A call whose
-    request message has not arrived `request_timeout` seconds after it opened is ended
-    (_Observed).
+    request message, and the end of its stream, have not arrived `request_timeout` seconds after
+    it opened is ended (_Observed).
     """
     heavy = ('predict', 'classify', 'regress', 'multi_inference', 'reload_config')
 

@@ -49,8 +49,8 @@ class ServerOptions:
       work; a cap also counts calls whose message has not arrived, which any client can hold).
     grpc_max_connections: open gRPC connections; beyond, gRPC closes new ones; 0: no cap, as
       TF Serving (a cap lets whoever holds that many idle connections shut others out).
-    grpc_request_timeout_seconds: time a gRPC call's request message has to arrive after the
-      call opens; beyond, DEADLINE_EXCEEDED.
+    grpc_request_timeout_seconds: time a gRPC call's request message, and the end of its
+      stream, have to arrive after the call opens; beyond, DEADLINE_EXCEEDED.
     max_request_bytes: largest gRPC message or REST body accepted.
     limits: codec.Limits: tensor elements and string bytes one request may carry.
     rest_options: rest.RestOptions but for max_request_bytes, limits and auth_token, which are

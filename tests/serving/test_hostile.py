@@ -562,8 +562,19 @@ def test_grpc_calls_whose_message_never_comes_lock_nobody_out_and_are_ended(toy_
   ]
   try:
     stalled = [f for channel in channels for f in _stalled(channel, 100, stop)]
+
+    def one_then_never():
+      yield _predict_request().SerializeToString()
+      stop.wait()
+
+    # A call that sends its message and never ends its stream is ended at the same time.
+    unended = (
+      channels[0]
+      .stream_unary('/tensorflow.serving.PredictionService/Predict')
+      .future(one_then_never())
+    )
     time.sleep(1.0)
-    assert not any(f.done() for f in stalled)
+    assert not any(f.done() for f in stalled + [unended])
     answer = running.predictions.Predict(_predict_request(), timeout=30)
     assert answer.model_spec.version.value == 2
     codes = {(f.exception().code(), f.exception().details()) for f in stalled if f.exception(10)}
@@ -575,6 +586,10 @@ def test_grpc_calls_whose_message_never_comes_lock_nobody_out_and_are_ended(toy_
       )
     }
     assert all(f.done() for f in stalled)
+    assert unended.exception(10).code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert unended.exception().details() == (
+      'the request stream did not end within 2 s of the call (--grpc_request_timeout_seconds)'
+    )
     # A call half-closed without a message is refused as such.
     with pytest.raises(grpc.RpcError) as raised:
       channels[0].stream_unary('/tensorflow.serving.PredictionService/Predict')(
@@ -587,6 +602,30 @@ def test_grpc_calls_whose_message_never_comes_lock_nobody_out_and_are_ended(toy_
     for channel in channels:
       channel.close()
     running.close()
+
+
+@pytest.mark.parametrize('count', [2, 3])
+@pytest.mark.parametrize(
+  'path,message',
+  [
+    ('/tensorflow.serving.PredictionService/Predict', _predict_request()),
+    (
+      '/tensorflow.serving.ModelService/GetModelStatus',
+      get_model_status_pb2.GetModelStatusRequest(model_spec={'name': MODEL}),
+    ),
+  ],
+)
+def test_a_unary_call_sending_more_than_one_message_is_refused(served, path, message, count):
+  """Answered as an error rather than served on its first message (a unary method's call
+  carries one)."""
+  call = served.channel.stream_unary(path)
+  with pytest.raises(grpc.RpcError) as raised:
+    call(iter([message.SerializeToString()] * count), timeout=30)
+  assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+  assert raised.value.details() == (
+    'the call sent a second request message: the method is unary, send one message per call'
+  )
+  assert call(iter([message.SerializeToString()]), timeout=30)
 
 
 def test_grpc_connections_beyond_the_cap_are_closed_and_freed_ones_reused(toy_base):
