@@ -11,7 +11,8 @@ The signature's metadata decides the encoding: a signature whose one input is `e
 `inputs`) gets serialized tf.Examples with a `text` feature, any other gets the raw strings.
 Prints one JSON object: {"model_spec": ..., "outputs": {...}} or, with --classify,
 {"model_spec": ..., "results": [[[label, score], ...], ...]} (the model's `classification`
-signature unless --signature names another). --generate calls a causal LM's
+signature unless --signature names another). A --text or --prompt whose bytes are not UTF-8 is
+sent as those bytes (over REST as {"b64": ...}). --generate calls a causal LM's
 `generate` signature with every --prompt (the same controls on each row) and prints
 {"model_spec": ..., "outputs": {"text": [continuation, ...]}}.
 """
@@ -162,6 +163,23 @@ def _check_int32(key, values):
       )
 
 
+def text_bytes(text: str) -> bytes:
+  """A text as the bytes to send: UTF-8, and bytes a command line held that are not UTF-8 (which
+  Python reads as surrogate escapes, '\\udcff' for 0xff) as they were; TF Serving's strings are
+  bytes, and the model decides what it takes."""
+  return text.encode('utf-8', 'surrogateescape')
+
+
+def json_text(text: str) -> str | dict:
+  """A text as a JSON value: itself, or {"b64": ...} (TF Serving's JSON for bytes) when its bytes
+  are not UTF-8, which a JSON string cannot carry."""
+  try:
+    text.encode('utf-8')
+  except UnicodeEncodeError:
+    return {'b64': base64.b64encode(text_bytes(text)).decode('ascii')}
+  return text
+
+
 def _spec(model_spec, name, signature='', version=None, label=None):
   model_spec.name = name
   model_spec.signature_name = signature
@@ -227,9 +245,9 @@ class GrpcClient:
     request = predict_pb2.PredictRequest()
     _spec(request.model_spec, model, signature, version, label)
     values = (
-      [text_example(t).SerializeToString() for t in texts]
+      [text_example(text_bytes(t)).SerializeToString() for t in texts]
       if key in EXAMPLE_INPUT_KEYS
-      else [t.encode('utf-8') for t in texts]
+      else [text_bytes(t) for t in texts]
     )
     request.inputs[key].CopyFrom(tf.make_tensor_proto(values, dtype=tf.string))
     response = self.stub.Predict(request, timeout=self.timeout, metadata=self.metadata)
@@ -243,7 +261,7 @@ class GrpcClient:
     request = predict_pb2.PredictRequest()
     _spec(request.model_spec, model, contract.GENERATE, version, label)
     for key, dtype in _GENERATION_DTYPES.items():
-      values = [r[key].encode('utf-8') if dtype == tf.string else r[key] for r in rows]
+      values = [text_bytes(r[key]) if dtype == tf.string else r[key] for r in rows]
       if dtype == tf.int32:
         _check_int32(key, values)
       request.inputs[key].CopyFrom(tf.make_tensor_proto(values, dtype=dtype))
@@ -271,7 +289,7 @@ class GrpcClient:
     request = classification_pb2.ClassificationRequest()
     _spec(request.model_spec, model, signature, version, label)
     for text in texts:
-      request.input.example_list.examples.add().CopyFrom(text_example(text))
+      request.input.example_list.examples.add().CopyFrom(text_example(text_bytes(text)))
     response = self.stub.Classify(request, timeout=self.timeout, metadata=self.metadata)
     return (
       json_format.MessageToDict(response.model_spec, preserving_proto_field_name=True),
@@ -350,15 +368,19 @@ class RestClient:
     """Predicts on texts; returns the outputs (output key -> list), columnar."""
     key = input_key or self.input_key(model, signature, version, label)
     values = (
-      [{'b64': base64.b64encode(text_example(t).SerializeToString()).decode()} for t in texts]
+      [
+        {'b64': base64.b64encode(text_example(text_bytes(t)).SerializeToString()).decode()}
+        for t in texts
+      ]
       if key in EXAMPLE_INPUT_KEYS
-      else list(texts)
+      else [json_text(t) for t in texts]
     )
     body = {'signature_name': signature, 'inputs': {key: values}}
     return self.request(self._path(model, version, label) + ':predict', body)['outputs']
 
   def generate(self, model, rows, version=None, label=None):
     """Calls `generate` on `generation_rows` in the row format; returns {'text': [...]}."""
+    rows = [{**r, contract.PROMPT_INPUT: json_text(r[contract.PROMPT_INPUT])} for r in rows]
     body = {'signature_name': contract.GENERATE, 'instances': rows}
     answer = self.request(self._path(model, version, label) + ':predict', body)
     return {contract.GENERATED_TEXT: answer['predictions']}
@@ -377,7 +399,8 @@ class RestClient:
     """
     if not signature:
       signature = _classify_signature(self.signature_defs(model, version, label)[0])
-    body = {'signature_name': signature, 'examples': [{contract.TEXT_KEY: t} for t in texts]}
+    examples = [{contract.TEXT_KEY: json_text(t)} for t in texts]
+    body = {'signature_name': signature, 'examples': examples}
     return self.request(self._path(model, version, label) + ':classify', body)['results']
 
 

@@ -1,9 +1,13 @@
-"""The query client's output: JSON whose text reads as written, on any stdout."""
+"""The query client: what it sends, and its output, JSON whose text reads as written, on any
+stdout."""
 
+import base64
 import io
 import json
 
 import pytest
+from tensorflow.core.example import example_pb2
+from tensorflow_serving.apis import classification_pb2, predict_pb2
 
 from serving import client
 
@@ -25,3 +29,70 @@ def test_output_to_a_stdout_that_cannot_encode_the_text_is_escaped_json(encoding
   client.print_json(ANSWER, stream)  # no UnicodeEncodeError
   stream.seek(0)
   assert json.loads(stream.read()) == ANSWER
+
+
+# What Python makes of the command-line bytes b'caf\xe9 \xff' (not UTF-8): surrogate escapes.
+RAW_BYTES = b'caf\xe9 \xff'
+RAW_TEXT = RAW_BYTES.decode('utf-8', 'surrogateescape')
+
+
+class _Recorder:
+  """A gRPC stub that keeps the requests and answers each with an empty response."""
+
+  def __init__(self):
+    self.requests = []
+
+  def _answer(self, response_class):
+    def call(request, **kwargs):
+      self.requests.append(request)
+      return response_class()
+
+    return call
+
+  def __getattr__(self, name):
+    responses = {
+      'Predict': predict_pb2.PredictResponse,
+      'Classify': classification_pb2.ClassificationResponse,
+    }
+    return self._answer(responses[name])
+
+
+def _text_of(serialized):
+  return example_pb2.Example.FromString(serialized).features.feature['text'].bytes_list.value[0]
+
+
+def test_grpc_sends_text_that_is_not_utf8_as_its_bytes():
+  grpc_client = client.GrpcClient('127.0.0.1:1')
+  grpc_client.stub = stub = _Recorder()
+  grpc_client.predict('m', [RAW_TEXT, 'café'], input_key='text')
+  grpc_client.predict('m', [RAW_TEXT], input_key='examples')
+  grpc_client.classify('m', [RAW_TEXT], signature='classification')
+  grpc_client.generate('m', client.generation_rows([RAW_TEXT]))
+  raw, examples, classify, generate = stub.requests
+  assert raw.inputs['text'].string_val == [RAW_BYTES, 'café'.encode()]
+  assert _text_of(examples.inputs['examples'].string_val[0]) == RAW_BYTES
+  example = classify.input.example_list.examples[0]
+  assert example.features.feature['text'].bytes_list.value == [RAW_BYTES]
+  assert generate.inputs['prompt'].string_val == [RAW_BYTES]
+
+
+def test_rest_sends_text_that_is_not_utf8_as_b64(monkeypatch):
+  bodies = []
+
+  def request(self, url, body=None):
+    bodies.append(body)
+    return {'outputs': {}, 'results': [], 'predictions': []}
+
+  monkeypatch.setattr(client.RestClient, 'request', request)
+  rest_client = client.RestClient('http://h')
+  rest_client.predict('m', [RAW_TEXT, 'café'], input_key='text')
+  rest_client.predict('m', [RAW_TEXT], input_key='examples')
+  rest_client.classify('m', [RAW_TEXT], signature='classification')
+  rest_client.generate('m', client.generation_rows([RAW_TEXT]))
+  raw, examples, classify, generate = bodies
+  as_b64 = {'b64': base64.b64encode(RAW_BYTES).decode()}
+  assert raw['inputs']['text'] == [as_b64, 'café']
+  assert _text_of(base64.b64decode(examples['inputs']['examples'][0]['b64'])) == RAW_BYTES
+  assert classify['examples'] == [{'text': as_b64}]
+  assert generate['instances'][0]['prompt'] == as_b64
+  json.dumps(bodies)  # each body is JSON

@@ -101,6 +101,21 @@ def test_query_client_over_grpc_and_rest(process, capsys):
   )
 
 
+def test_query_client_sends_text_that_is_not_utf8_for_the_model_to_judge(process, capsys):
+  """`--text $'caf\\xe9'`: the bytes reach the model, whose tokenizer refuses them, over both
+  protocols (the client failed to encode them)."""
+  _, grpc_target, rest_url = process
+  text = b'caf\xe9'.decode('utf-8', 'surrogateescape')  # as Python reads it from a command line
+  for where, error in (
+    (['--grpc', grpc_target], 'error: INVALID_ARGUMENT: '),
+    (['--rest', rest_url], 'error: HTTP 400: '),
+  ):
+    for extra in ([], ['--signature', 'predict_text'], ['--classify']):
+      assert client.main(where + ['--model_name', MODEL, '--text', text] + extra) == 1
+      err = capsys.readouterr().err
+      assert err.startswith(error) and 'Invalid formatting on input string' in err, err
+
+
 def test_metrics_are_at_the_monitoring_configs_path_under_tf_servings_names(process, capsys):
   _, grpc_target, rest_url = process
   for where in (['--grpc', grpc_target], ['--rest', rest_url]):
