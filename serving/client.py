@@ -12,7 +12,8 @@ The signature's metadata decides the encoding: a signature whose one input is `e
 Prints one JSON object: {"model_spec": ..., "outputs": {...}} or, with --classify,
 {"model_spec": ..., "results": [[[label, score], ...], ...]} (the model's `classification`
 signature unless --signature names another). A --text or --prompt whose bytes are not UTF-8 is
-sent as those bytes (over REST as {"b64": ...}). --generate calls a causal LM's
+sent as those bytes (over REST as {"b64": ...}). float32 numbers print with their shortest digits
+(0.3), as TF Serving's REST API writes them, over both protocols. --generate calls a causal LM's
 `generate` signature with every --prompt (the same controls on each row) and prints
 {"model_spec": ..., "outputs": {"text": [continuation, ...]}}.
 """
@@ -120,7 +121,7 @@ from tensorflow_serving.apis import (  # noqa: E402
   prediction_service_pb2_grpc,
 )
 
-from serving.codec import text_example  # noqa: E402
+from serving.codec import text_example, to_json  # noqa: E402
 from tfxlm import contract  # noqa: E402
 
 EXAMPLE_INPUT_KEYS = (contract.EXAMPLES_INPUT, 'inputs')
@@ -279,7 +280,8 @@ class GrpcClient:
     version: int | None = None,
     label: str | None = None,
   ) -> tuple[dict, list[list[tuple[str, float]]]]:
-    """Classifies texts as tf.Examples; returns (model_spec dict, [[(label, score), ...]]).
+    """Classifies texts as tf.Examples; returns (model_spec dict, [[(label, score), ...]]), each
+    score the float of its float32's shortest digits (0.3, not 0.30000001192092896), as REST's.
 
     Without `signature`: the model's `classification` signature when it has one (TF Serving's
     Classify runs no other kind), else the server's default.
@@ -293,7 +295,10 @@ class GrpcClient:
     response = self.stub.Classify(request, timeout=self.timeout, metadata=self.metadata)
     return (
       json_format.MessageToDict(response.model_spec, preserving_proto_field_name=True),
-      [[(c.label, c.score) for c in row.classes] for row in response.result.classifications],
+      [
+        [(c.label, float(str(np.float32(c.score)))) for c in row.classes]
+        for row in response.result.classifications
+      ],
     )
 
 
@@ -434,6 +439,10 @@ def _one_input(signature_defs, signature, model='', version=None):
 
 def _jsonable(value):
   if isinstance(value, np.ndarray):
+    if value.dtype != object and value.dtype.kind != 'S':
+      # Numbers as TF Serving's REST API writes them: float32 with its shortest digits (0.3, not
+      # the double's 0.30000001192092896), as this server's REST answers print.
+      return to_json('', value)
     return _jsonable(value.tolist())
   if isinstance(value, list):
     return [_jsonable(v) for v in value]

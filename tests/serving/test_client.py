@@ -5,9 +5,11 @@ import base64
 import io
 import json
 
+import numpy as np
 import pytest
+import tensorflow as tf
 from tensorflow.core.example import example_pb2
-from tensorflow_serving.apis import classification_pb2, predict_pb2
+from tensorflow_serving.apis import classification_pb2, get_model_metadata_pb2, predict_pb2
 
 from serving import client
 
@@ -37,24 +39,24 @@ RAW_TEXT = RAW_BYTES.decode('utf-8', 'surrogateescape')
 
 
 class _Recorder:
-  """A gRPC stub that keeps the requests and answers each with an empty response."""
+  """A PredictionService stub that keeps the requests and answers each method with its response
+  in `answers` (method name -> response), else an empty one."""
 
-  def __init__(self):
+  def __init__(self, **answers):
     self.requests = []
-
-  def _answer(self, response_class):
-    def call(request, **kwargs):
-      self.requests.append(request)
-      return response_class()
-
-    return call
+    self._answers = answers
 
   def __getattr__(self, name):
-    responses = {
+    empty = {
       'Predict': predict_pb2.PredictResponse,
       'Classify': classification_pb2.ClassificationResponse,
     }
-    return self._answer(responses[name])
+
+    def call(request, **kwargs):
+      self.requests.append(request)
+      return self._answers[name] if name in self._answers else empty[name]()
+
+    return call
 
 
 def _text_of(serialized):
@@ -96,3 +98,36 @@ def test_rest_sends_text_that_is_not_utf8_as_b64(monkeypatch):
   assert classify['examples'] == [{'text': as_b64}]
   assert generate['instances'][0]['prompt'] == as_b64
   json.dumps(bodies)  # each body is JSON
+
+
+def _metadata(input_key):
+  """A GetModelMetadataResponse of one signature, serving_default, of the one input `input_key`."""
+  signature_defs = get_model_metadata_pb2.SignatureDefMap()
+  signature_defs.signature_def['serving_default'].inputs[input_key].name = input_key
+  response = get_model_metadata_pb2.GetModelMetadataResponse()
+  response.metadata['signature_def'].Pack(signature_defs)
+  return response
+
+
+def test_grpc_output_prints_float32_with_its_shortest_digits(monkeypatch, capsys):
+  """0.3 as TF Serving's REST (and this server's) writes it, not the double's 0.30000001192092896."""
+  predicted = predict_pb2.PredictResponse()
+  outputs = {
+    'scores': np.array([[0.3, 1e-7, 3.4028235e38]], np.float32),
+    'half': np.array([65504, 0.1], np.float16),
+    'ids': np.array([7], np.int64),
+  }
+  for key, value in outputs.items():
+    predicted.outputs[key].CopyFrom(tf.make_tensor_proto(value))
+  classified = classification_pb2.ClassificationResponse()
+  classified.result.classifications.add().classes.add(label='pos', score=0.3)
+  stub = _Recorder(GetModelMetadata=_metadata('text'), Predict=predicted, Classify=classified)
+  monkeypatch.setattr(client.prediction_service_pb2_grpc, 'PredictionServiceStub', lambda _: stub)
+  where = ['--grpc', '127.0.0.1:1', '--model_name', 'm', '--text', 'x']
+  assert client.main(where) == 0
+  printed = capsys.readouterr().out
+  assert '"scores": [[0.3, 1e-07, 3.4028235e+38]]' in printed
+  assert '"half": [65504.0, 0.099975586]' in printed  # float16 as the float32 it widens to
+  assert json.loads(printed)['outputs']['ids'] == [7]
+  assert client.main(where + ['--classify', '--signature', 'classification']) == 0
+  assert json.loads(capsys.readouterr().out)['results'] == [[['pos', 0.3]]]

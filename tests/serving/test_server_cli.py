@@ -89,16 +89,13 @@ def test_query_client_over_grpc_and_rest(process, capsys):
   assert grpc_default['outputs']['labels'] == rest_default['outputs']['labels']
   assert grpc_text['outputs']['labels'] == rest_text['outputs']['labels']
   assert len(grpc_default['outputs']['probabilities']) == 2
-  for a, b in zip(
-    grpc_default['outputs']['probabilities'], rest_default['outputs']['probabilities']
-  ):
-    assert a == pytest.approx(b, rel=1e-6)
+  # The same numbers, printed alike: float32's shortest digits over both protocols.
+  assert grpc_default['outputs']['probabilities'] == rest_default['outputs']['probabilities']
+  for row in grpc_default['outputs']['probabilities']:
+    assert [repr(p) for p in row] == [str(np.float32(p)) for p in row]
+  assert grpc_text['outputs']['probabilities'] == rest_text['outputs']['probabilities']
   assert [[c[0] for c in row] for row in grpc_classify['results']] == [['0', '1', '2']] * 2
-  np.testing.assert_allclose(
-    [[c[1] for c in row] for row in grpc_classify['results']],
-    [[c[1] for c in row] for row in rest_classify['results']],
-    rtol=1e-6,
-  )
+  assert grpc_classify['results'] == rest_classify['results']
 
 
 def test_query_client_sends_text_that_is_not_utf8_for_the_model_to_judge(process, capsys):
