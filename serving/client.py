@@ -20,6 +20,7 @@ sent as those bytes (over REST as {"b64": ...}). float32 numbers print with thei
 
 import argparse
 import base64
+import http.client
 import json
 import ssl
 import sys
@@ -335,6 +336,7 @@ class RestClient:
     Raises:
       RuntimeError: with the HTTP status and TF Serving's {"error": ...} message.
       OSError: naming `url`, when the server cannot be reached (refused, no such host, TLS).
+      ValueError: naming `url`, when it is not a URL (a port that is not a number).
     """
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, headers=self.headers)
@@ -345,6 +347,8 @@ class RestClient:
       raise RuntimeError(f'HTTP {e.code}: {e.read().decode("utf-8", "replace")}') from None
     except urllib.error.URLError as e:
       raise OSError(f'cannot reach {url}: {e.reason}') from None
+    except http.client.InvalidURL as e:  # not a ValueError, unlike urllib's other URL errors
+      raise ValueError(f'invalid URL {url}: {e}; give the server as http://HOST:PORT') from None
 
   def signature_defs(
     self, model: str, version: int | None = None, label: str | None = None

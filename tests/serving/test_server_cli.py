@@ -173,6 +173,14 @@ def test_rest_client_percent_encodes_the_model_name_and_label(monkeypatch):
   assert urls == ['http://h/v1/models/my%20lm/labels/stable%20%2F2:predict']
 
 
+def test_query_client_names_a_rest_url_with_a_bad_port(capsys):
+  assert client.main(['--rest', 'http://127.0.0.1:85x1', '--model_name', 'm', '--text', 'x']) == 1
+  assert capsys.readouterr().err == (
+    "error: invalid URL http://127.0.0.1:85x1/v1/models/m/metadata: nonnumeric port: '85x1';"
+    ' give the server as http://HOST:PORT\n'
+  )
+
+
 def test_query_client_names_a_rest_server_it_cannot_reach(capsys):
   with socket.socket() as s:  # a port nothing listens on once closed
     s.bind(('127.0.0.1', 0))
