@@ -108,7 +108,9 @@ def test_query_client_sends_text_that_is_not_utf8_for_the_model_to_judge(process
     (['--rest', rest_url], 'error: HTTP 400: '),
   ):
     for extra in ([], ['--signature', 'predict_text'], ['--classify']):
-      assert client.main(where + ['--model_name', MODEL, '--text', text] + extra) == 1
+      # Two texts: a full batch of this server's (max_batch_size 2), run at once.
+      args = ['--model_name', MODEL, '--text', 'fine', '--text', text]
+      assert client.main(where + args + extra) == 1
       err = capsys.readouterr().err
       assert err.startswith(error) and 'Invalid formatting on input string' in err, err
 
