@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import unicodedata
 
 import apache_beam as beam
@@ -44,8 +43,7 @@ def _read(input_format, folder, pattern, **options):
     else None,
   }
   sink = os.path.join(str(folder), '..', f'{os.path.basename(str(folder))}-out.txt')
-  pipeline = beam.Pipeline(runner=local_runner.FN_API_RUNNER)
-  try:
+  with text_data.local_pipeline() as pipeline:
     _ = (
       pipeline
       | example_gen.ReadTextExamples(exec_properties, pattern)
@@ -54,8 +52,6 @@ def _read(input_format, folder, pattern, **options):
     )
     result = pipeline.run()
     result.wait_until_finish()
-  finally:  # Beam removes it only when the pipeline runs: not when building it fails
-    shutil.rmtree(pipeline.local_tempdir, ignore_errors=True)
   with open(sink) as f:
     out = [bytes.fromhex(line) for line in f.read().split()]
   counters = {c.key.metric.name: c.committed for c in result.metrics().query()['counters']}

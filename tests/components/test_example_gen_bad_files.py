@@ -5,13 +5,12 @@ import json
 import os
 import re
 
-import apache_beam as beam
 import pytest
 from tfx.types import standard_component_specs
 
 from components import example_gen, file_selection, readers, tfrecords
 from components.validation import DataError
-from pipeline import local_runner
+from tests.components import text_data
 
 GOOD_CSV = 'text,label\n"a good film",1\n'
 
@@ -24,8 +23,8 @@ def _build_read(folder, pattern='*.csv'):
     example_gen.TEXT_COLUMN_KEY: 'text',
     example_gen.LABEL_COLUMN_KEY: 'label',
   }
-  pipeline = beam.Pipeline(runner=local_runner.FN_API_RUNNER)
-  _ = pipeline | example_gen.ReadTextExamples(exec_properties, pattern)
+  with text_data.local_pipeline() as pipeline:
+    _ = pipeline | example_gen.ReadTextExamples(exec_properties, pattern)
 
 
 def _create_component(folder, pattern='*.csv'):

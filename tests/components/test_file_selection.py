@@ -5,7 +5,6 @@ import logging
 import os
 import re
 
-import apache_beam as beam
 import pytest
 import tensorflow as tf
 from ml_metadata.proto import metadata_store_pb2
@@ -13,6 +12,7 @@ from tfx.types import standard_component_specs
 
 from components import example_gen, file_selection
 from pipeline import local_runner, summary
+from tests.components import text_data
 from tfxlm import contract
 
 CSV = 'text,label\n"a good film",1\n'
@@ -116,8 +116,7 @@ def test_the_files_read_are_logged_with_their_count_and_first_names(probe_folder
     example_gen.TEXT_COLUMN_KEY: 'text',
     example_gen.LABEL_COLUMN_KEY: 'label',
   }
-  pipeline = beam.Pipeline(runner=local_runner.FN_API_RUNNER)
-  with caplog.at_level(logging.INFO, logger='absl'):
+  with text_data.local_pipeline() as pipeline, caplog.at_level(logging.INFO, logger='absl'):
     _ = pipeline | example_gen.ReadTextExamples(
       exec_properties, DEFAULT, [('train', 2), ('eval', 1)]
     )
@@ -176,8 +175,10 @@ def test_an_empty_folder_with_glob_characters_is_named_as_written(tmp_path):
     example_gen.TEXT_COLUMN_KEY: 'text',
     example_gen.LABEL_COLUMN_KEY: 'label',
   }
-  pipeline = beam.Pipeline(runner=local_runner.FN_API_RUNNER)
-  with pytest.raises(ValueError, match=re.escape(f"match '{folder}/*.csv*'") + '.*holds notes.txt'):
+  with (
+    text_data.local_pipeline() as pipeline,
+    pytest.raises(ValueError, match=re.escape(f"match '{folder}/*.csv*'") + '.*holds notes.txt'),
+  ):
     _ = pipeline | example_gen.ReadTextExamples(exec_properties, DEFAULT)
 
 

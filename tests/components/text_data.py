@@ -1,12 +1,16 @@
 """Small generated text data sets for the component tests."""
 
+import contextlib
 import csv
 import json
 import os
 import random
+import shutil
 
+import apache_beam as beam
 import tensorflow as tf
 
+from pipeline import local_runner
 from trainer import inputs
 
 _WORDS = (
@@ -81,3 +85,15 @@ def read_examples(examples_uri: str, split: str) -> list[dict[str, list]]:
       row[key] = list(getattr(feature, kind).value) if kind else []
     out.append(row)
   return out
+
+
+@contextlib.contextmanager
+def local_pipeline():
+  """A Beam pipeline on the local runner, its temporary folder removed afterwards: Beam makes it
+  in /tmp when the pipeline is created and removes it only when the pipeline runs, so each test
+  that builds one without running it (or whose build fails) left a folder behind."""
+  pipeline = beam.Pipeline(runner=local_runner.FN_API_RUNNER)
+  try:
+    yield pipeline
+  finally:
+    shutil.rmtree(pipeline.local_tempdir, ignore_errors=True)
