@@ -55,7 +55,7 @@ COMMAND = textwrap.dedent(
         break
   except KeyboardInterrupt:
     got.append('SIGINT')
-  time.sleep(1.0)  # its own shutdown: a killed command never prints the line below
+  time.sleep(0.3)  # its own shutdown: a killed command never prints the line below
   print('stopped after', got, flush=True)
   sys.exit(3)
   """
