@@ -352,10 +352,17 @@ class Services:
 
 
 def _refuse(code, message):
-  async def fn(request, context):
+  """A handler that answers `code` at once, without waiting for the request message.
+
+  Client-streaming, as the methods are (_Observed): a unary handler's message is read by
+  grpc.aio first, with no time limit, so a call that never sent one (or half-closed without
+  one) stayed open unanswered, past --grpc_request_timeout_seconds.
+  """
+
+  async def fn(request_iterator, context):
     await context.abort(code, message)
 
-  return grpc.unary_unary_rpc_method_handler(fn)
+  return grpc.stream_unary_rpc_method_handler(fn)
 
 
 class TokenAuthInterceptor(grpc.aio.ServerInterceptor):

@@ -498,6 +498,20 @@ def test_bearer_token_guards_every_call_but_health(authed, capsys):
     assert json.loads(capsys.readouterr().out)['outputs']
 
 
+def test_a_call_without_the_token_is_refused_before_its_message(authed):
+  """UNAUTHENTICATED at once, whether the message comes or not: the refusal used to wait for
+  it, with no time limit, so a call that never sent one stayed open."""
+  running, _ = authed
+  stop = threading.Event()
+  try:
+    (stalled,) = _stalled(running.channel, 1, stop)
+    half_closed = running.channel.stream_unary('/tensorflow.serving.PredictionService/Predict')
+    for error in (stalled.exception(10), half_closed.future(iter(())).exception(10)):
+      assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+  finally:
+    stop.set()
+
+
 def test_grpc_beyond_max_concurrent_rpcs_is_resource_exhausted(toy_base):
   # A 2 s batch window keeps the first two requests in flight.
   running = start_server(
