@@ -100,6 +100,8 @@ def _flags(argv: list[str] | None):
   flags = parser.parse_args(argv)
   if flags.generate != bool(flags.prompt) or flags.generate == bool(flags.text):
     parser.error('give --text (to predict or --classify) or --generate with --prompt')
+  if flags.grpc == '' or flags.rest == '':
+    parser.error('--grpc or --rest is empty; give the server as --grpc HOST:PORT or --rest URL')
   return flags
 
 

@@ -131,3 +131,14 @@ def test_grpc_output_prints_float32_with_its_shortest_digits(monkeypatch, capsys
   assert json.loads(printed)['outputs']['ids'] == [7]
   assert client.main(where + ['--classify', '--signature', 'classification']) == 0
   assert json.loads(capsys.readouterr().out)['results'] == [[['pos', 0.3]]]
+
+
+@pytest.mark.parametrize('where', ['--grpc', '--rest'])
+def test_an_empty_server_is_a_usage_error(where, capsys):
+  # --grpc '' ended in a traceback (the REST client was made of --rest, None).
+  with pytest.raises(SystemExit) as raised:
+    client.main([where, '', '--model_name', 'm', '--text', 'x'])
+  assert raised.value.code == 2
+  assert capsys.readouterr().err.endswith(
+    'error: --grpc or --rest is empty; give the server as --grpc HOST:PORT or --rest URL\n'
+  )
