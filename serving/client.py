@@ -305,6 +305,23 @@ class GrpcClient:
     )
 
 
+def _checked_url(url: str) -> str:
+  """`url` if it is http(s)://HOST[:PORT][/PATH]; else ValueError naming it. Without a scheme
+  (`localhost:8501`, as curl takes it) urllib read the host as one ('unknown url type:
+  localhost'), and a port past 65535 was taken modulo 65536, another port."""
+  try:
+    parts = urllib.parse.urlsplit(url)
+    parts.port  # noqa: B018 - raises ValueError for a port that is not one
+  except ValueError as e:
+    raise ValueError(f'invalid URL {url}: {e}; give the server as http://HOST:PORT') from None
+  if parts.scheme not in ('http', 'https') or not parts.hostname:
+    raise ValueError(
+      f'invalid URL {url}: not an http:// or https:// URL with a host; give the server as'
+      ' http://HOST:PORT'
+    )
+  return url
+
+
 class RestClient:
   """A client of TF Serving's REST API.
 
@@ -318,7 +335,7 @@ class RestClient:
   def __init__(
     self, url: str, cafile: str | None = None, timeout: float = 30.0, token: str | None = None
   ):
-    self.url = url.rstrip('/')
+    self.url = _checked_url(url).rstrip('/')
     self.context = ssl.create_default_context(cafile=cafile) if cafile else None
     self.timeout = timeout
     self.headers = {'Content-Type': 'application/json'}

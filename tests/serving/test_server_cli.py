@@ -175,11 +175,22 @@ def test_rest_client_percent_encodes_the_model_name_and_label(monkeypatch):
   assert urls == ['http://h/v1/models/my%20lm/labels/stable%20%2F2:predict']
 
 
-def test_query_client_names_a_rest_url_with_a_bad_port(capsys):
-  assert client.main(['--rest', 'http://127.0.0.1:85x1', '--model_name', 'm', '--text', 'x']) == 1
+@pytest.mark.parametrize(
+  'url,why',
+  [
+    ('http://127.0.0.1:85x1', "Port could not be cast to integer value as '85x1'"),
+    # Taken modulo 65536: the client asked port 34463.
+    ('http://127.0.0.1:99999', 'Port out of range 0-65535'),
+    # 'unknown url type: localhost' (curl takes it, as http://).
+    ('localhost:8501', 'not an http:// or https:// URL with a host'),
+    ('ftp://127.0.0.1:8501', 'not an http:// or https:// URL with a host'),
+    ('http://:8501', 'not an http:// or https:// URL with a host'),
+  ],
+)
+def test_query_client_names_a_rest_url_that_is_not_one(url, why, capsys):
+  assert client.main(['--rest', url, '--model_name', 'm', '--text', 'x']) == 1
   assert capsys.readouterr().err == (
-    "error: invalid URL http://127.0.0.1:85x1/v1/models/m/metadata: nonnumeric port: '85x1';"
-    ' give the server as http://HOST:PORT\n'
+    f'error: invalid URL {url}: {why}; give the server as http://HOST:PORT\n'
   )
 
 
