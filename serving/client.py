@@ -193,6 +193,18 @@ def _spec(model_spec, name, signature='', version=None, label=None):
     model_spec.version_label = label
 
 
+def _check_target(target: str) -> None:
+  """ValueError for a target written as a URL (grpc://HOST:PORT, http://...), which grpc
+  resolves as a host name ('Misformatted domain name'); its own forms (dns:///HOST:PORT,
+  ipv4:, unix:) pass."""
+  scheme = target.partition('://')[0].lower()
+  if scheme in ('grpc', 'grpcs', 'http', 'https'):
+    raise ValueError(
+      f'invalid gRPC target {target}: give the server as HOST:PORT, without {scheme}://'
+      ' (for TLS add --root_cert)'
+    )
+
+
 class GrpcClient:
   """A client of TF Serving's gRPC API.
 
@@ -207,6 +219,7 @@ class GrpcClient:
   def __init__(
     self, target: str, root_cert: str | None = None, timeout: float = 30.0, token: str | None = None
   ):
+    _check_target(target)
     if root_cert:
       with open(root_cert, 'rb') as f:
         self.channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(f.read()))

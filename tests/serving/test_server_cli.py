@@ -194,6 +194,17 @@ def test_query_client_names_a_rest_url_that_is_not_one(url, why, capsys):
   )
 
 
+@pytest.mark.parametrize('scheme', ['grpc', 'https'])
+def test_query_client_names_a_grpc_target_written_as_a_url(scheme, capsys):
+  # grpc resolved it as a host name: 'UNAVAILABLE: ... Misformatted domain name'.
+  target = f'{scheme}://127.0.0.1:8500'
+  assert client.main(['--grpc', target, '--model_name', 'm', '--text', 'x']) == 1
+  assert capsys.readouterr().err == (
+    f'error: invalid gRPC target {target}: give the server as HOST:PORT, without {scheme}://'
+    ' (for TLS add --root_cert)\n'
+  )
+
+
 def test_query_client_names_a_rest_server_it_cannot_reach(capsys):
   with socket.socket() as s:  # a port nothing listens on once closed
     s.bind(('127.0.0.1', 0))
