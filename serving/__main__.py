@@ -422,12 +422,14 @@ def _read_flag_file(flag: str, path: str, parse, *args):
 def _listen_problem(error: BaseException, flags) -> str | None:
   """One line for a port the server could not listen on (taken, privileged, not this host's
   address), naming the flag to change; None for another error."""
+  from serving.server import host_port  # imported with the server, which failed to listen
+
   if isinstance(error, RuntimeError) and 'bind' in str(error):  # grpc names no reason
     return (
-      f'cannot serve gRPC on {flags.host}:{flags.port}: the port is taken (another server?) or '
-      'not allowed; stop the other server or choose another --port'
+      f'cannot serve gRPC on {host_port(flags.host, flags.port)}: the port is taken (another'
+      ' server?) or not allowed; stop the other server or choose another --port'
     )
-  where = f'cannot serve REST on {flags.host}:{flags.rest_api_port}'
+  where = f'cannot serve REST on {host_port(flags.host, flags.rest_api_port)}'
   reasons = {
     errno.EADDRINUSE: 'the port is in use (another server?); stop it or choose another '
     '--rest_api_port',
@@ -576,7 +578,9 @@ def main(argv: list[str] | None = None) -> int:
     return 1
   # A single parseable line, so scripts and tests can find the ports.
   print(
-    f'SERVING grpc={flags.host}:{server.grpc_port} rest={flags.host}:{server.rest_port}', flush=True
+    f'SERVING grpc={server_lib.host_port(flags.host, server.grpc_port)}'
+    f' rest={server_lib.host_port(flags.host, server.rest_port)}',
+    flush=True,
   )
   while not stop.wait(1.0):
     pass

@@ -32,6 +32,11 @@ ABORT_MARGIN_SECONDS = 1.0
 PENDING_RPCS = 16384
 
 
+def host_port(host: str, port) -> str:
+  """HOST:PORT, an IPv6 address in brackets ([::1]:8500), as grpc and URLs read it."""
+  return f'[{host}]:{port}' if ':' in host else f'{host}:{port}'
+
+
 @dataclasses.dataclass(frozen=True)
 class ServerOptions:
   """How the server listens, whom it lets in and what it accepts.
@@ -165,10 +170,9 @@ class Server:
       self.manager.stop()
       raise
     log.info(
-      'serving gRPC on %s:%s and REST on %s',
-      options.host,
-      self.grpc_port,
-      f'{options.host}:{self.rest_port}' if self.rest_port else 'nothing',
+      'serving gRPC on %s and REST on %s',
+      host_port(options.host, self.grpc_port),
+      host_port(options.host, self.rest_port) if self.rest_port else 'nothing',
     )
     return self
 
@@ -232,7 +236,7 @@ class Server:
     self._grpc.add_generic_rpc_handlers(
       services.handlers(self.admission, options.grpc_request_timeout_seconds)
     )
-    address = f'{options.host}:{options.grpc_port}'
+    address = host_port(options.host, options.grpc_port)
     if options.ssl_certfile:
       with open(options.ssl_keyfile, 'rb') as k, open(options.ssl_certfile, 'rb') as c:
         key_pair = (k.read(), c.read())

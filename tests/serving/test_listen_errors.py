@@ -5,7 +5,9 @@ import socket
 import pytest
 
 from serving import __main__ as serve
-from tests.serving.conftest import MODEL, push
+from serving import client
+from serving.config import ModelConfig
+from tests.serving.conftest import MODEL, push, start_server
 
 
 @pytest.fixture(scope='module')
@@ -41,3 +43,21 @@ def test_an_address_not_of_this_machine_names_the_host_flag(base, capsys):
   code = serve.main(argv + ['--host=192.0.2.1', '--drain_seconds=0'])  # TEST-NET-1: not ours
   err = capsys.readouterr().err
   assert code == 1 and 'error: cannot serve ' in err and 'Traceback' not in err, err
+
+
+def test_an_ipv6_host_is_served_on_both_ports(base, capsys):
+  # --host=::1 was refused, 'cannot serve gRPC on ::1:0: the port is taken': grpc read '::1:0'
+  # as a host without a port; an IPv6 address takes brackets, [::1]:0.
+  running = start_server(
+    str(base.parent), [ModelConfig(MODEL, str(base))], poll_wait_seconds=0, options={'host': '::1'}
+  )
+  try:
+    server = running.server
+    for where in (
+      ['--grpc', f'[::1]:{server.grpc_port}'],
+      ['--rest', f'http://[::1]:{server.rest_port}'],
+    ):
+      argv = where + ['--model_name', MODEL, '--signature', 'predict_text', '--text', 'x']
+      assert client.main(argv) == 0, capsys.readouterr().err
+  finally:
+    running.close()
