@@ -419,6 +419,15 @@ def _read_flag_file(flag: str, path: str, parse, *args):
     raise ValueError(f'--{flag}: {e}') from None
 
 
+def serving_line(host: str, grpc_port: int, rest_port: int | None) -> str:
+  """The one line printed once the server is up, for scripts and tests to find its ports:
+  `SERVING grpc=HOST:PORT rest=HOST:PORT`, `rest=off` where REST is disabled."""
+  from serving.server import host_port  # imported with the server, before this is called
+
+  rest = host_port(host, rest_port) if rest_port else 'off'
+  return f'SERVING grpc={host_port(host, grpc_port)} rest={rest}'
+
+
 def _listen_problem(error: BaseException, flags) -> str | None:
   """One line for a port the server could not listen on (taken, privileged, not this host's
   address), naming the flag to change; None for another error."""
@@ -576,12 +585,7 @@ def main(argv: list[str] | None = None) -> int:
       raise
     print(f'error: {problem}', file=sys.stderr, flush=True)
     return 1
-  # A single parseable line, so scripts and tests can find the ports.
-  print(
-    f'SERVING grpc={server_lib.host_port(flags.host, server.grpc_port)}'
-    f' rest={server_lib.host_port(flags.host, server.rest_port)}',
-    flush=True,
-  )
+  print(serving_line(flags.host, server.grpc_port, server.rest_port), flush=True)
   while not stop.wait(1.0):
     pass
   log.info('shutting down: draining in-flight requests (up to %ss)', flags.drain_seconds)

@@ -445,3 +445,11 @@ def test_flags_naming_one_setting_may_be_given_together_with_one_value():
   flags = _parse(['--rest_timeout_seconds=5', '--rest_api_timeout_in_ms=5000'])
   assert flags.rest_timeout_seconds == 5.0
   assert _parse(['--rest_api_timeout_in_ms=0']).rest_timeout_seconds == 0  # no limit
+
+
+def test_the_serving_line_names_both_ports_and_says_off_for_no_rest():
+  from serving.__main__ import serving_line
+
+  assert serving_line('127.0.0.1', 8500, 8501) == 'SERVING grpc=127.0.0.1:8500 rest=127.0.0.1:8501'
+  assert serving_line('::1', 8500, 8501) == 'SERVING grpc=[::1]:8500 rest=[::1]:8501'
+  assert serving_line('0.0.0.0', 8500, None) == 'SERVING grpc=0.0.0.0:8500 rest=off'
