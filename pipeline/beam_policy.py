@@ -1,10 +1,12 @@
 """The Beam arguments of every run, local or on Kubeflow: one policy.
 
 - **Runner.** The user's, when the config names one (`beam.args` locally, `kubeflow.beam_args` on
-  the cluster, e.g. `--runner=DataflowRunner`), or `--direct_running_mode`. Otherwise Beam's
-  portable in-process runner, `FN_API_RUNNER`, named rather than `DirectRunner`: Beam 2.77's
-  DirectRunner first tries the Prism runner, which it downloads from GitHub on first use (or
-  fails to, offline or in a pod without egress), then falls back to this one.
+  the cluster, e.g. `--runner=DataflowRunner`). Otherwise Beam's portable in-process runner,
+  `FN_API_RUNNER`, named rather than `DirectRunner`: Beam 2.77's DirectRunner first tries the
+  Prism runner, which it downloads from GitHub on first use (or fails to, offline or in a pod
+  without egress, leaving a `beam-temp*` folder in /tmp each time), then falls back to this one.
+  A config that gives `--direct_running_mode` and no runner gets `FN_API_RUNNER` too, which reads
+  that mode and `--direct_num_workers` as DirectRunner's fallback would.
 - **Workers.** Locally, inputs up to `IN_PROCESS_MAX_BYTES` run inside the pipeline's process
   (starting worker processes, each importing TensorFlow, costs 5-10 s per Beam component, more
   than the work itself) and larger or remote ones on one worker process per core;
@@ -32,9 +34,13 @@ _RUNNER_FLAGS = ('--runner', '--direct_running_mode')
 _DEPENDENCY_FLAGS = ('--setup_file', '--requirements_file', '--extra_package')
 
 
-def _with_setup_file(args: Sequence[str], setup_file: str) -> List[str]:
+def _users(args: Sequence[str], setup_file: str) -> List[str]:
+  """The config's own runner arguments, with the runner and the dependencies named."""
+  args = list(args)
+  if not any(a.startswith('--runner') for a in args):
+    args = [f'--runner={FN_API_RUNNER}', *args]
   if any(a.startswith(_DEPENDENCY_FLAGS) for a in args):
-    return list(args)
+    return args
   return [*args, f'--setup_file={setup_file}']
 
 
@@ -67,7 +73,7 @@ def local(
     num_cpus: Cores to run worker processes on; None: this machine's.
   """
   if any(a.startswith(_RUNNER_FLAGS) for a in args):
-    return _with_setup_file(args, SETUP_FILE)
+    return _users(args, SETUP_FILE)
   workers = direct_num_workers
   if not workers:
     small = input_bytes is not None and input_bytes <= IN_PROCESS_MAX_BYTES
@@ -91,6 +97,6 @@ def kubeflow(args: Sequence[str], image_repo_dir: str) -> List[str]:
   """
   setup_file = os.path.join(image_repo_dir, 'setup.py')
   if any(a.startswith(_RUNNER_FLAGS) for a in args):
-    return _with_setup_file(args, setup_file)
+    return _users(args, setup_file)
   # 0 workers: Beam starts one per core of the pod.
   return [f'--runner={FN_API_RUNNER}', f'--setup_file={setup_file}', *args, *_multi_processing(0)]

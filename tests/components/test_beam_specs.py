@@ -17,6 +17,7 @@ from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
 
 from components import beam_specs
+from pipeline.beam_policy import FN_API_RUNNER
 
 COUNT = userstate.ReadModifyWriteStateSpec('count', VarIntCoder())
 SEEN = userstate.BagStateSpec('seen', VarIntCoder())
@@ -169,7 +170,7 @@ def test_importing_an_executor_installs_it_once():
 def test_a_stateful_pipeline_keeps_its_state_under_the_cache():
   beam_specs.install()
   rows = [('a', 1), ('b', 1), ('a', 2), ('a', 3), ('b', 2)]
-  with beam.Pipeline() as p:
+  with beam.Pipeline(runner=FN_API_RUNNER) as p:
     numbered = p | beam.Create(rows) | beam.ParDo(Counting())
     # Many Maps of one kind, as a real pipeline has: each needs its own (empty) specs.
     for i in range(20):
@@ -230,7 +231,7 @@ def test_a_side_input_pipeline_runs_under_the_weighing(monkeypatch):
   weighed = []
   installed = statecache.get_deep_size
   monkeypatch.setattr(statecache, 'get_deep_size', lambda *v: weighed.append(v) or installed(*v))
-  with beam.Pipeline() as p:
+  with beam.Pipeline(runner=FN_API_RUNNER) as p:
     table = p | 'table' >> beam.Create([('a', 1), ('b', 2)])
     keys = p | 'keys' >> beam.Create(['a', 'b', 'a'])
     looked_up = keys | beam.Map(lambda k, t: (k, t[k]), t=beam.pvalue.AsDict(table))
@@ -294,12 +295,12 @@ def test_a_pipeline_that_fails_while_built_leaves_no_temporary_folder():
   # Beam makes the folder when the pipeline is created and removes it when it runs: a data error
   # found while an executor builds its pipeline left one in /tmp per failed run.
   with pytest.raises(ValueError, match='bad input'):
-    with beam_specs.cleaned(beam.Pipeline(runner='DirectRunner')) as pipeline:
+    with beam_specs.cleaned(beam.Pipeline(runner=FN_API_RUNNER)) as pipeline:
       folder = pipeline.local_tempdir
       assert os.path.isdir(folder)
       raise ValueError('bad input')
   assert not os.path.exists(folder)
-  with beam_specs.cleaned(beam.Pipeline(runner='DirectRunner')) as pipeline:
+  with beam_specs.cleaned(beam.Pipeline(runner=FN_API_RUNNER)) as pipeline:
     folder = pipeline.local_tempdir
     _ = pipeline | beam.Create([1, 2]) | beam.Map(lambda x: x + 1)
   assert not os.path.exists(folder)

@@ -663,7 +663,11 @@ def test_input_files_spread_over_the_workers_each_writing_its_own_shard(tmp_path
   }
   workers = 2
   options = PipelineOptions(
-    ['--direct_running_mode=multi_threading', f'--direct_num_workers={workers}']
+    [
+      f'--runner={local_runner.FN_API_RUNNER}',
+      '--direct_running_mode=multi_threading',
+      f'--direct_num_workers={workers}',
+    ]
   )
   prefix = str(tmp_path / 'out' / 'data')
   with beam.Pipeline(options=options) as pipeline:

@@ -51,10 +51,15 @@ def test_explicit_settings_win_over_the_size(tmp_path):
     '--direct_num_workers=2'
   ]
   # A runner or running mode named by the config is kept; the project's setup.py is named as
-  # the workers' dependencies unless the config names them.
+  # the workers' dependencies unless the config names them. A running mode without a runner
+  # gets the in-process portable runner, not DirectRunner (which would try to download Prism).
   setup = f'--setup_file={local_runner.SETUP_FILE}'
   explicit = ['--direct_running_mode=multi_threading', '--direct_num_workers=4']
-  assert local_runner.beam_args(_config(tmp_path, args=explicit)) == explicit + [setup]
+  assert local_runner.beam_args(_config(tmp_path, args=explicit)) == [
+    f'--runner={local_runner.FN_API_RUNNER}',
+    *explicit,
+    setup,
+  ]
   dataflow = ['--runner=DataflowRunner', '--region=europe-west1']
   assert local_runner.beam_args(_config(tmp_path, args=dataflow)) == dataflow + [setup]
   own = [*dataflow, '--requirements_file=req.txt']
@@ -72,3 +77,27 @@ def test_remote_input_runs_worker_processes():
   )
   assert local_runner.input_bytes(config) is None
   assert local_runner.beam_args(config, num_cpus=2)[:3] == MULTI
+
+
+def test_a_running_mode_without_a_runner_runs_in_process_and_leaves_nothing(
+  tmp_path, monkeypatch, caplog
+):
+  # DirectRunner, which Beam picks when no runner is named, first tries to download and start
+  # Prism (a GitHub download; offline it fails and leaves a beam-temp folder in /tmp).
+  import logging
+  import tempfile
+
+  import apache_beam as beam
+  from apache_beam.testing.util import assert_that, equal_to
+
+  _file(tmp_path / 'a.csv', 10)
+  mode = ['--direct_running_mode=multi_threading', '--direct_num_workers=2']
+  args = local_runner.beam_args(_config(tmp_path, args=mode))
+  temp = tmp_path / 'tmp'
+  temp.mkdir()
+  monkeypatch.setattr(tempfile, 'tempdir', str(temp))
+  with caplog.at_level(logging.INFO, logger='apache_beam'):
+    with beam.Pipeline(argv=args) as p:
+      assert_that(p | beam.Create([1, 2, 3]) | beam.Map(lambda x: x * 2), equal_to([2, 4, 6]))
+  assert not any('prism' in r.getMessage().lower() for r in caplog.records)
+  assert [f.name for f in temp.iterdir()] == []

@@ -821,7 +821,11 @@ def _run_entrypoint(compiled_spec, task, inputs, outputs, task_root, overrides=N
 def test_vocabulary_container_runs_from_the_spec(compiled, tmp_path):
   spec = compiled('in_memory', f'kubeflow.beam_args={json.dumps(IN_MEMORY_ARGS)}')
   args = spec.container_dict('Vocabulary')['args']
-  assert args[-len(IN_MEMORY_ARGS) - 1 :] == [*IN_MEMORY_ARGS, '--setup_file=/pipeline/setup.py']
+  assert args[-len(IN_MEMORY_ARGS) - 2 :] == [
+    f'--runner={local_runner.FN_API_RUNNER}',
+    *IN_MEMORY_ARGS,
+    '--setup_file=/pipeline/setup.py',
+  ]
   words = ['good', 'bad', 'film', 'story', 'actor', 'scene', 'plot', 'music']
   texts = [' '.join(words[(i + j) % len(words)] for j in range(6)) for i in range(40)]
   examples_uri = str(tmp_path / 'TextExampleGen' / 'examples')
