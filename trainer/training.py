@@ -28,7 +28,7 @@ import tensorflow as tf
 from absl import logging
 
 from tfxlm import contract
-from trainer import adapters, inputs, optimization, precision
+from trainer import adapters, cpu_kernels, inputs, optimization, precision
 from trainer.config import TrainerConfig
 
 CHECKPOINT_DIR = 'checkpoints'
@@ -190,6 +190,12 @@ class Loop:
     self.jit_compile = self._jits(config.train_steps)
     self._fused_update = tf.function(
       functools.partial(self._update, fused=True), jit_compile=True, autograph=False
+    )
+    # On a CPU, the train step is traced with trainer/cpu_kernels.py's dropout and bfloat16
+    # GELU (the model stays Keras' own): fine-tuning all-MiniLM-L6-v2 on the demo's data ran
+    # its step 1.0x-1.1x faster in float32 and 1.1x-1.2x in bfloat16 (README "Training").
+    self.cpu_kernels = not (
+      tf.config.list_logical_devices('GPU') or tf.config.list_logical_devices('TPU')
     )
     # Without AutoGraph: the steps have no Python control flow on tensors (the accumulation loop
     # is a `tf.while_loop`), and converting them and what they call cost each process seconds.
@@ -353,10 +359,12 @@ class Loop:
 
   def _train_step_fn(self, iterator):
     x, y = next(iterator)
-    # `strategy.run` would convert the replica function unless told not to.
-    sums = self.strategy.run(
-      tf.autograph.experimental.do_not_convert(self._replica_train), args=(x, y)
-    )
+    # Runs only while the step is traced: the replacements are in its graph, nowhere else.
+    with cpu_kernels.replaced(self.cpu_kernels):
+      # `strategy.run` would convert the replica function unless told not to.
+      sums = self.strategy.run(
+        tf.autograph.experimental.do_not_convert(self._replica_train), args=(x, y)
+      )
     self.step.assign_add(1)
     return self.strategy.reduce(tf.distribute.ReduceOp.SUM, sums, axis=None)
 
@@ -477,12 +485,15 @@ class Loop:
         setting = {None: 'unset', True: 'true', False: 'false'}
         logging.info(
           '%s: optimizer update %s (train.fused_update: %s); forward and backward pass %s '
-          '(train.jit_compile: %s)',
+          '(train.jit_compile: %s)%s',
           config.task,
           'fused into one XLA program' if self.fused_update else 'plain',
           setting[config.fused_update],
           'compiled by XLA' if self.jit_compile else "on TensorFlow's kernels",
           setting[config.jit_compile],
+          "; dropout and bfloat16 GELU on the CPU's (trainer/cpu_kernels.py)"
+          if self.cpu_kernels
+          else '',
         )
     iterator = iter(train_dataset)
     # Train steps only: evaluation and checkpoints stay out of tokens/second.

@@ -36,15 +36,17 @@ def _batch(task, rows, seed=0):
 
 def _loop(task, tmp_path, precision='float32', sgd=False, **overrides):
   config = TrainerConfig(
-    task=task,
-    num_layers=1,
-    hidden_dim=16,
-    num_heads=2,
-    intermediate_dim=32,
-    dropout=0.0,
-    seq_len=SEQ_LEN,
-    precision=precision,
-    **overrides,
+    **{
+      'task': task,
+      'num_layers': 1,
+      'hidden_dim': 16,
+      'num_heads': 2,
+      'intermediate_dim': 32,
+      'dropout': 0.0,
+      'seq_len': SEQ_LEN,
+      'precision': precision,
+      **overrides,
+    }
   )
   keras.utils.set_random_seed(0)
   keras.mixed_precision.set_global_policy(precision)
