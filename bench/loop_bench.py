@@ -14,6 +14,9 @@ For each task, both sides train the same architecture on the same batches:
   (32 is the configs' batch; the bench used 16 until 2026-12-05); `fit` side `keras_hub.models.
   GPT2CausalLM`, labels and weights as sample weights.
 
+Each side is as its users get it: on a CPU the Trainer traces its step with trainer/cpu_kernels.py's
+dropout and bfloat16 GELU (its default there), `fit` runs Keras' own kernels.
+
 The batches are the Trainer's real input pipeline (`trainer.inputs.make_dataset`: length-bucketed
 and cut to their longest sequence for classify, packed windows for clm), taken once and cached, so
 both sides see identical batches and input work is out of the comparison (bench/trainer_bench.py
@@ -282,6 +285,7 @@ def measure_task(task_name, args, work_dir):
     'trainer_xla': {
       'update': trainer.loop.fused_update,
       'forward_backward': trainer.loop.jit_compile,
+      'cpu_kernels': trainer.loop.cpu_kernels,
     },
     'runs': {},
   }
@@ -345,6 +349,11 @@ def report(results, rates, load, precisions, hardware):
       + ('fused by XLA' if xla['update'] else 'plain')
       + ', forward and backward '
       + ('compiled by XLA' if xla['forward_backward'] else "on TensorFlow's kernels")
+      + (
+        ", dropout and bfloat16 GELU of trainer/cpu_kernels.py (fit: Keras' own)"
+        if xla.get('cpu_kernels')
+        else ''
+      )
       + "; fit: Keras' jit_compile='auto'"
     )
     print(f'{"run":<24} {"tokens/s (median)":>18} {"spread":>17} {"utilization":>12}')

@@ -18,6 +18,7 @@ QUICK_ARGS = {
   'transform_bench.py': ['--sizes', '1,5', '--base-mb', '1', '--top-mb', '5', '--sample-mb', '1'],
   'trainer_bench.py': ['--quick'],
   'optimizer_bench.py': ['--quick'],
+  'cpu_kernels_bench.py': ['--quick'],
   'serving_bench.py': ['--quick'],
   'demo_bench.py': ['--set', 'train.train_steps=40', '--set', 'train.eval_steps=4'],
   'generate_bench.py': ['--quick'],

@@ -161,3 +161,20 @@ def test_a_step_traced_without_them_uses_keras_own(tmp_path):
   types = {op for op, _ in ops}
   assert 'StatelessRandomUniformV2' in types and 'StatelessRandomUniformFullIntV2' not in types
   assert ('Tanh', tf.float32) not in ops and ('Tanh', tf.bfloat16) in ops
+
+
+def test_the_bench_times_every_case_against_keras_own(capsys):
+  from bench import cpu_kernels_bench
+
+  assert cpu_kernels_bench.main(['--quick']) == 0
+  lines = [line for line in capsys.readouterr().out.splitlines() if ' ms (' in line]
+  names = [line.split('  ')[0] for line in lines]
+  assert names == [
+    'dropout hidden float32',
+    'dropout attention float32',
+    'dropout hidden bfloat16',
+    'dropout attention bfloat16',
+    'GELU tanh bfloat16',
+    'GELU erf bfloat16',
+  ]
+  assert all('Keras' in line and 'ours' in line and 'x (' in line for line in lines)
