@@ -491,7 +491,7 @@ class Loop:
           setting[config.fused_update],
           'compiled by XLA' if self.jit_compile else "on TensorFlow's kernels",
           setting[config.jit_compile],
-          "; dropout and bfloat16 GELU on the CPU's (trainer/cpu_kernels.py)"
+          "; dropout and bfloat16 GELU: trainer/cpu_kernels.py's CPU kernels"
           if self.cpu_kernels
           else '',
         )
