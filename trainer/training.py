@@ -192,8 +192,9 @@ class Loop:
       functools.partial(self._update, fused=True), jit_compile=True, autograph=False
     )
     # On a CPU, the train step is traced with trainer/cpu_kernels.py's dropout and bfloat16
-    # GELU (the model stays Keras' own): fine-tuning all-MiniLM-L6-v2 on the demo's data ran
-    # its step 1.0x-1.1x faster in float32 and 1.1x-1.2x in bfloat16 (README "Training").
+    # GELU (the model stays Keras' own): each op 1.3x-1.8x Keras' (bench/cpu_kernels_bench.py),
+    # and the demo's classify step's bfloat16 / float32 rose from 1.32-1.34x to 1.46x (median,
+    # bench/loop_bench.py; README "Tests and benchmarks").
     self.cpu_kernels = not (
       tf.config.list_logical_devices('GPU') or tf.config.list_logical_devices('TPU')
     )
