@@ -29,6 +29,22 @@ import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 
+# An error body that is not TF Serving's JSON (a proxy's HTML page) is printed up to this size.
+_ERROR_TEXT_MAX = 500
+
+
+def _error_text(body: bytes) -> str:
+  """TF Serving's {"error": "..."} message, or the body's text (cut) when it is something else."""
+  text = body.decode('utf-8', 'replace')
+  try:
+    message = json.loads(text)['error']
+  except (ValueError, TypeError, KeyError):
+    message = None
+  if isinstance(message, str):
+    return message
+  text = ' '.join(text.split())
+  return text if len(text) <= _ERROR_TEXT_MAX else text[:_ERROR_TEXT_MAX] + ' ...'
+
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
   """Shows each flag's default, except the empty ones ('(default: None)' says nothing)."""
@@ -376,7 +392,7 @@ class RestClient:
       with urllib.request.urlopen(request, timeout=self.timeout, context=self.context) as r:
         return json.loads(r.read())
     except urllib.error.HTTPError as e:
-      raise RuntimeError(f'HTTP {e.code}: {e.read().decode("utf-8", "replace")}') from None
+      raise RuntimeError(f'HTTP {e.code}: {_error_text(e.read())}') from None
     except urllib.error.URLError as e:
       raise OSError(f'cannot reach {url}: {e.reason}') from None
     except http.client.InvalidURL as e:  # not a ValueError, unlike urllib's other URL errors

@@ -142,3 +142,28 @@ def test_an_empty_server_is_a_usage_error(where, capsys):
   assert capsys.readouterr().err.endswith(
     'error: --grpc or --rest is empty; give the server as --grpc HOST:PORT or --rest URL\n'
   )
+
+
+@pytest.mark.parametrize(
+  'body, printed',
+  [
+    (b'{"error": "Could not find model: nope"}', 'HTTP 404: Could not find model: nope'),
+    (b'{"error": "caf\xc3\xa9 \\"quoted\\""}', 'HTTP 404: caf\u00e9 "quoted"'),
+    # Not TF Serving's JSON (a proxy's page, another JSON): its text, on one line and cut.
+    (
+      b'<html>\n<body>Bad\n gateway</body></html>',
+      'HTTP 404: <html> <body>Bad gateway</body></html>',
+    ),
+    (b'{"message": "no"}', 'HTTP 404: {"message": "no"}'),
+    (b'{"error": {"code": 5}}', 'HTTP 404: {"error": {"code": 5}}'),
+    (b'x' * 2000, 'HTTP 404: ' + 'x' * 500 + ' ...'),
+  ],
+)
+def test_a_rest_error_prints_tf_servings_message_not_its_json(monkeypatch, body, printed):
+  def refuse(request, timeout=None, context=None):
+    raise client.urllib.error.HTTPError(request.full_url, 404, 'Not Found', {}, io.BytesIO(body))
+
+  monkeypatch.setattr(client.urllib.request, 'urlopen', refuse)
+  with pytest.raises(RuntimeError) as raised:
+    client.RestClient('http://h').request('http://h/v1/models/nope')
+  assert str(raised.value) == printed

@@ -113,6 +113,7 @@ def test_query_client_sends_text_that_is_not_utf8_for_the_model_to_judge(process
       assert client.main(where + args + extra) == 1
       err = capsys.readouterr().err
       assert err.startswith(error) and 'Invalid formatting on input string' in err, err
+      assert '{"error"' not in err  # TF Serving's message, as gRPC's errors print theirs
 
 
 def test_metrics_are_at_the_monitoring_configs_path_under_tf_servings_names(process, capsys):
