@@ -394,7 +394,10 @@ class RestClient:
     except urllib.error.HTTPError as e:
       raise RuntimeError(f'HTTP {e.code}: {_error_text(e.read())}') from None
     except urllib.error.URLError as e:
-      raise OSError(f'cannot reach {url}: {e.reason}') from None
+      hint = ''
+      if isinstance(e.reason, ssl.SSLError) and 'WRONG_VERSION_NUMBER' in str(e.reason):
+        hint = ' (the server answered without TLS: give http://, or start it with TLS)'
+      raise OSError(f'cannot reach {url}: {e.reason}{hint}') from None
     except http.client.InvalidURL as e:  # not a ValueError, unlike urllib's other URL errors
       raise ValueError(f'invalid URL {url}: {e}; give the server as http://HOST:PORT') from None
 

@@ -167,3 +167,22 @@ def test_a_rest_error_prints_tf_servings_message_not_its_json(monkeypatch, body,
   with pytest.raises(RuntimeError) as raised:
     client.RestClient('http://h').request('http://h/v1/models/nope')
   assert str(raised.value) == printed
+
+
+def test_https_to_a_plain_http_server_says_to_give_http():
+  import http.server
+  import threading
+
+  server = http.server.HTTPServer(('127.0.0.1', 0), http.server.BaseHTTPRequestHandler)
+  thread = threading.Thread(target=server.serve_forever, daemon=True)
+  thread.start()
+  try:
+    url = f'https://127.0.0.1:{server.server_port}'
+    with pytest.raises(OSError) as raised:
+      client.RestClient(url).request(url + '/v1/models/m')
+  finally:
+    server.shutdown()
+    server.server_close()
+  message = str(raised.value)
+  assert message.startswith(f'cannot reach {url}/v1/models/m: ')
+  assert message.endswith('(the server answered without TLS: give http://, or start it with TLS)')
