@@ -1,4 +1,4 @@
-"""trainer/cpu_kernels.py's dropout and bfloat16 GELU against Keras' own, forward and backward.
+"""trainer/cpu_kernels.py's dropout and GELU against Keras' own, forward and backward.
 
     ./dev python bench/cpu_kernels_bench.py [--rounds 7] [--calls 20] [--quick]
 

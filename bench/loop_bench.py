@@ -15,7 +15,7 @@ For each task, both sides train the same architecture on the same batches:
   GPT2CausalLM`, labels and weights as sample weights.
 
 Each side is as its users get it: on a CPU the Trainer traces its step with trainer/cpu_kernels.py's
-dropout and bfloat16 GELU (its default there), `fit` runs Keras' own kernels.
+dropout and GELU (its default there), `fit` runs Keras' own kernels.
 
 The batches are the Trainer's real input pipeline (`trainer.inputs.make_dataset`: length-bucketed
 and cut to their longest sequence for classify, packed windows for clm), taken once and cached, so
@@ -350,7 +350,7 @@ def report(results, rates, load, precisions, hardware):
       + ', forward and backward '
       + ('compiled by XLA' if xla['forward_backward'] else "on TensorFlow's kernels")
       + (
-        ", dropout and bfloat16 GELU of trainer/cpu_kernels.py (fit: Keras' own)"
+        ", dropout and GELU of trainer/cpu_kernels.py (fit: Keras' own)"
         if xla.get('cpu_kernels')
         else ''
       )

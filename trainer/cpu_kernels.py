@@ -22,8 +22,8 @@ files, presets and serving signatures are Keras' own, and `fit` or a served mode
   kernels, faster than XLA's on a CPU with AVX-512.
 
 `bench/cpu_kernels_bench.py` times both against Keras' own on the demo step's tensors
-(all-MiniLM-L6-v2; 2 cores with AVX512_BF16, forward and backward: dropout 1.4x, GELU 3.3x-3.4x
-in float32 and 3.9x-6.4x in bfloat16; README "Tests and benchmarks"). GPUs and TPUs keep
+(all-MiniLM-L6-v2; 2 cores with AVX512_BF16, forward and backward: dropout 1.4x, GELU 2.6x-2.8x
+in float32 and 3.9x-4.0x in bfloat16; README "Tests and benchmarks"). GPUs and TPUs keep
 Keras' kernels.
 """
 

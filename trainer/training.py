@@ -191,10 +191,10 @@ class Loop:
     self._fused_update = tf.function(
       functools.partial(self._update, fused=True), jit_compile=True, autograph=False
     )
-    # On a CPU, the train step is traced with trainer/cpu_kernels.py's dropout and bfloat16
-    # GELU (the model stays Keras' own): each op 1.3x-1.8x Keras' (bench/cpu_kernels_bench.py),
-    # and the demo's classify step's bfloat16 / float32 rose from 1.32-1.34x to 1.46x (median,
-    # bench/loop_bench.py; README "Tests and benchmarks").
+    # On a CPU, the train step is traced with trainer/cpu_kernels.py's dropout and GELU (the
+    # model stays Keras' own): dropout 1.4x Keras', GELU 2.6x-4.0x (bench/cpu_kernels_bench.py).
+    # With them the loop bench's Trainer / `fit` rose to 1.02x-1.16x and bfloat16 / float32 to
+    # 1.49x (classify) and 1.55x (clm) (medians of 3 runs; README "Tests and benchmarks").
     self.cpu_kernels = not (
       tf.config.list_logical_devices('GPU') or tf.config.list_logical_devices('TPU')
     )
@@ -492,9 +492,7 @@ class Loop:
           setting[config.fused_update],
           'compiled by XLA' if self.jit_compile else "on TensorFlow's kernels",
           setting[config.jit_compile],
-          "; dropout and bfloat16 GELU: trainer/cpu_kernels.py's CPU kernels"
-          if self.cpu_kernels
-          else '',
+          "; dropout and GELU: trainer/cpu_kernels.py's CPU kernels" if self.cpu_kernels else '',
         )
     iterator = iter(train_dataset)
     # Train steps only: evaluation and checkpoints stay out of tokens/second.

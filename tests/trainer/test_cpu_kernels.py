@@ -1,4 +1,4 @@
-"""trainer/cpu_kernels.py: the train step's dropout and bfloat16 GELU on a CPU, and where they
+"""trainer/cpu_kernels.py: the train step's dropout and GELU on a CPU, and where they
 apply (the Trainer's traced step only; Keras' own functions everywhere else)."""
 
 import threading

@@ -154,7 +154,7 @@ def test_the_update_is_fused_by_default_where_its_compile_pays_back(tmp_path, ca
   loop.run(data, data, train_steps=2, eval_steps=1)
   assert not loop.fused_update and int(loop.step) == 2
   assert 'optimizer update plain (train.fused_update: unset)' in caplog.text
-  assert "dropout and bfloat16 GELU: trainer/cpu_kernels.py's CPU kernels" in caplog.text
+  assert "dropout and GELU: trainer/cpu_kernels.py's CPU kernels" in caplog.text
 
 
 def test_a_long_float32_language_model_run_compiles_its_step_by_default(
