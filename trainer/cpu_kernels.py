@@ -18,7 +18,8 @@ files, presets and serving signatures are Keras' own, and `fit` or a served mode
   pass another (the derivative written out, from the input alone), both computing in float32
   and rounding once: no less exact than Keras' float32 GELU against float64 (tested). Each
   shape compiles once (~50 ms); tensors under `GELU_MIN_VALUES` values keep Keras' ops (in
-  float32 for bfloat16), as fast there. The step's matmuls stay on TensorFlow's oneDNN
+  float32 for bfloat16), as fast there, and so do those of a run too short to pay back the
+  compiles (the Trainer's `gelu_min_values`, trainer/training.py). The step's matmuls stay on TensorFlow's oneDNN
   kernels, faster than XLA's on a CPU with AVX-512.
 
 `bench/cpu_kernels_bench.py` times both against Keras' own on the demo step's tensors
@@ -30,6 +31,7 @@ Keras' kernels.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import math
 from typing import Iterator
@@ -77,6 +79,8 @@ _GELU_DTYPES = (tf.float32, tf.bfloat16, tf.float16)
 # 0.23 against 0.27 ms at 16,384 values, 0.40 against 0.30 at 65,536, 0.81 against 0.42 at
 # 262,144), and each shape's compile (~50 ms) would not pay back: a test's tiny models.
 GELU_MIN_VALUES = 1 << 15
+# The smallest activation `replaced()` gives XLA's GELU, as set by its caller (per thread).
+_gelu_min_values = contextvars.ContextVar('gelu_min_values', default=GELU_MIN_VALUES)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _TANH_CUBIC = 0.044715
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
@@ -147,7 +151,7 @@ def _gelu(original):
   def replacement(x, approximate=True):
     x = tf.convert_to_tensor(x)
     values = x.shape.num_elements()
-    if x.dtype in _GELU_DTYPES and (values is None or values >= GELU_MIN_VALUES):
+    if x.dtype in _GELU_DTYPES and (values is None or values >= _gelu_min_values.get()):
       return gelu(x, approximate)
     if x.dtype == tf.bfloat16:  # TensorFlow's bfloat16 tanh and erf are the slower, and coarser
       return tf.cast(original(tf.cast(x, tf.float32), approximate), tf.bfloat16)
@@ -157,10 +161,16 @@ def _gelu(original):
 
 
 @contextlib.contextmanager
-def replaced(enabled: bool = True) -> Iterator[None]:
-  """Inside (when `enabled`), Keras' dropout and GELU are this module's."""
+def replaced(enabled: bool = True, gelu_min_values: int = GELU_MIN_VALUES) -> Iterator[None]:
+  """Inside (when `enabled`), Keras' dropout and GELU are this module's; GELU as XLA programs
+  on activations of at least `gelu_min_values` values (never fewer than `GELU_MIN_VALUES`), on
+  smaller ones Keras' own (in float32 for bfloat16)."""
   if not enabled:
     yield
     return
-  with keras_internals.backend_functions_replaced({'random.dropout': _dropout, 'nn.gelu': _gelu}):
-    yield
+  token = _gelu_min_values.set(max(GELU_MIN_VALUES, int(gelu_min_values)))
+  try:
+    with keras_internals.backend_functions_replaced({'random.dropout': _dropout, 'nn.gelu': _gelu}):
+      yield
+  finally:
+    _gelu_min_values.reset(token)

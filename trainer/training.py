@@ -57,6 +57,14 @@ FUSED_UPDATE_MIN_WEIGHT_STEPS = 1.4e9
 # compiled against 5,749 on TensorFlow's kernels, the mlm BERT `small` 4,999 against 5,873, the
 # `tiny` GPT 25,890 against 31,184 (medians of 5, 4 and 5 rounds of 8 steps, the spreads apart).
 JIT_MIN_STEPS = 50
+# trainer/cpu_kernels.py's GELU compiles two XLA programs for each activation shape, ~50 ms more
+# than tracing Keras' own, and saves ~1.4 ns a value a layer a step in float32 (2.6 in bfloat16)
+# (bench/cpu_kernels_bench.py, 2 cores, 2026-12-07): one layer at one shape pays back past
+# ~3.5e7 values x steps. Activations of fewer values than this over the run's steps keep Keras'
+# GELU: with classify's batches spread over up to 8 lengths, the demo's 480 steps still compile
+# every length (the shortest, 32 x 8 x 1,536 values, make 1.9e8), a test's 60 steps of a tiny
+# model (32 x 64 x 512 values, 6e7) do not.
+GELU_XLA_MIN_VALUE_STEPS = 1e8
 # The tasks whose batches have one shape (packed windows; mlm's masked positions padded).
 _FIXED_SHAPE_TASKS = (contract.CLM, contract.MLM)
 
@@ -198,6 +206,7 @@ class Loop:
     self.cpu_kernels = not (
       tf.config.list_logical_devices('GPU') or tf.config.list_logical_devices('TPU')
     )
+    self.gelu_min_values = self._gelu_min_values(config.train_steps)
     # Without AutoGraph: the steps have no Python control flow on tensors (the accumulation loop
     # is a `tf.while_loop`), and converting them and what they call cost each process seconds.
     self._train_step = tf.function(self._train_step_fn, autograph=False)
@@ -214,6 +223,14 @@ class Loop:
       return True
     weights = adapters.count_weights(self.model.trainable_weights)
     return weights * (steps or 0) >= FUSED_UPDATE_MIN_WEIGHT_STEPS
+
+  @staticmethod
+  def _gelu_min_values(steps: int | None) -> int:
+    """The smallest activation the CPU step's GELU compiles for over `steps` (None: unknown,
+    any from `cpu_kernels.GELU_MIN_VALUES`)."""
+    if not steps or steps <= 0:
+      return cpu_kernels.GELU_MIN_VALUES
+    return max(cpu_kernels.GELU_MIN_VALUES, math.ceil(GELU_XLA_MIN_VALUE_STEPS / steps))
 
   def _jits(self, steps: int | None) -> bool:
     """Whether the forward and backward pass run as an XLA program (`train.jit_compile`; None:
@@ -361,7 +378,7 @@ class Loop:
   def _train_step_fn(self, iterator):
     x, y = next(iterator)
     # Runs only while the step is traced: the replacements are in its graph, nowhere else.
-    with cpu_kernels.replaced(self.cpu_kernels):
+    with cpu_kernels.replaced(self.cpu_kernels, self.gelu_min_values):
       # `strategy.run` would convert the replica function unless told not to.
       sums = self.strategy.run(
         tf.autograph.experimental.do_not_convert(self._replica_train), args=(x, y)
@@ -482,6 +499,7 @@ class Loop:
     if not self._train_step.experimental_get_tracing_count():  # decided before the first trace
       self.fused_update = self._fuses(train_steps - start)
       self.jit_compile = self._jits(train_steps - start)
+      self.gelu_min_values = self._gelu_min_values(train_steps - start)
       if self.chief:
         setting = {None: 'unset', True: 'true', False: 'false'}
         logging.info(
@@ -492,7 +510,10 @@ class Loop:
           setting[config.fused_update],
           'compiled by XLA' if self.jit_compile else "on TensorFlow's kernels",
           setting[config.jit_compile],
-          "; dropout and GELU: trainer/cpu_kernels.py's CPU kernels" if self.cpu_kernels else '',
+          "; dropout and GELU: trainer/cpu_kernels.py's CPU kernels (GELU compiled by XLA for "
+          f'activations of {self.gelu_min_values:,} values or more)'
+          if self.cpu_kernels
+          else '',
         )
     iterator = iter(train_dataset)
     # Train steps only: evaluation and checkpoints stay out of tokens/second.

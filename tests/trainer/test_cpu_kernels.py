@@ -1,6 +1,8 @@
 """trainer/cpu_kernels.py: the train step's dropout and GELU on a CPU, and where they
 apply (the Trainer's traced step only; Keras' own functions everywhere else)."""
 
+import logging
+import math
 import threading
 
 import keras
@@ -164,6 +166,38 @@ def test_small_tensors_keep_keras_gelu_computed_in_float32(dtype):
     assert 'StatefulPartitionedCall' not in ops and 'PartitionedCall' not in ops
 
 
+def _calls_a_function(fn, x):
+  graph = tf.function(fn).get_concrete_function(x).graph.as_graph_def()
+  return any(n.op in ('PartitionedCall', 'StatefulPartitionedCall') for n in graph.node)
+
+
+def test_a_caller_sets_the_smallest_activation_gelu_compiles_for():
+  gelu = lambda x: keras.activations.gelu(x, approximate=True)
+  x = tf.random.stateless_normal((300, 200), SEED)  # 60,000 values
+  small = tf.random.stateless_normal((cpu_kernels.GELU_MIN_VALUES // 2, 1), SEED)
+  with cpu_kernels.replaced(gelu_min_values=60_001):
+    assert not _calls_a_function(gelu, x)
+  with cpu_kernels.replaced(gelu_min_values=60_000):
+    assert _calls_a_function(gelu, x)
+  with cpu_kernels.replaced(gelu_min_values=10):  # never under GELU_MIN_VALUES
+    assert not _calls_a_function(gelu, small)
+  # Per thread: one tracing with a high bar does not hold another's back.
+  seen, entered = {}, threading.Barrier(2)
+
+  def trace(name, bar):
+    with cpu_kernels.replaced(gelu_min_values=bar):
+      entered.wait(30)
+      seen[name] = _calls_a_function(gelu, x)
+      entered.wait(30)
+
+  threads = [threading.Thread(target=trace, args=args) for args in (('high', 10**9), ('low', 1000))]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join(60)
+  assert seen == {'high': False, 'low': True}
+
+
 def test_the_originals_are_back_after_nested_concurrent_and_failing_uses():
   dropout, gelu = backend_random.dropout, backend_nn.gelu
   entered, release = threading.Barrier(3), threading.Event()
@@ -211,6 +245,31 @@ def test_the_trainers_cpu_step_has_them_and_the_model_stays_keras_own(tmp_path, 
   assert not [n for n in names if 'Gelu' in n]  # none outside them
   # Outside the traced step, Keras' own functions.
   assert backend_random.dropout is original
+
+
+def test_a_run_too_short_to_pay_back_the_compiles_keeps_keras_gelu(tmp_path, caplog):
+  from trainer import training
+
+  # 8 x 8 x 1,024 values a feed-forward activation: compiled for an unknown or a long run.
+  values = 8 * test_training.SEQ_LEN * 1024
+  batch = test_training._batch('classify', 8)
+  unknown = test_training._loop('classify', tmp_path, dropout=0.1, intermediate_dim=1024)
+  assert unknown.gelu_min_values == cpu_kernels.GELU_MIN_VALUES < values
+  short = test_training._loop(
+    'classify', tmp_path, dropout=0.1, intermediate_dim=1024, train_steps=60
+  )
+  assert short.gelu_min_values == math.ceil(training.GELU_XLA_MIN_VALUE_STEPS / 60) > values
+  test_training._step(short, batch)
+  _, compiled, names = _step_ops(short, batch)
+  assert not compiled and [n for n in names if 'Gelu' in n]
+  assert training.Loop._gelu_min_values(10**6) == cpu_kernels.GELU_MIN_VALUES
+  # `run` decides again from the steps it has left, and says what it chose.
+  data = tf.data.Dataset.from_tensors(batch).repeat()
+  caplog.set_level(logging.INFO, logger='absl')
+  unknown.run(data, data, train_steps=2, eval_steps=1)
+  assert unknown.gelu_min_values == 50_000_000
+  assert 'GELU compiled by XLA for activations of 50,000,000 values or more' in caplog.text
+  assert not _step_ops(unknown, batch)[1]
 
 
 def test_a_step_traced_without_them_uses_keras_own(tmp_path):
