@@ -19,8 +19,8 @@ files, presets and serving signatures are Keras' own, and `fit` or a served mode
   and rounding once: no less exact than Keras' float32 GELU against float64 (tested). Each
   shape compiles once (~50 ms); tensors under `GELU_MIN_VALUES` values keep Keras' ops (in
   float32 for bfloat16), as fast there, and so do those of a run too short to pay back the
-  compiles (the Trainer's `gelu_min_values`, trainer/training.py). The step's matmuls stay on TensorFlow's oneDNN
-  kernels, faster than XLA's on a CPU with AVX-512.
+  compiles (the Trainer's `gelu_min_values`, trainer/training.py). The step's matmuls stay on
+  TensorFlow's oneDNN kernels, faster than XLA's on a CPU with AVX-512.
 
 `bench/cpu_kernels_bench.py` times both against Keras' own on the demo step's tensors
 (all-MiniLM-L6-v2; 2 cores with AVX512_BF16, forward and backward: dropout 1.4x, GELU 2.6x-2.8x
